@@ -1,0 +1,64 @@
+"""Wire encoding shared by every HTTP API: compact ASCII JSON and RecordIO framing.
+
+Clients depend on two details (PROTOCOL.md 0.3, 6.4): records are ``<length>\\n<json>`` with
+the byte length of compact single-line JSON, and the JSON is ASCII-only so that a client that
+slices decoded text by the byte count (mesoshttp) still finds record boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact, ASCII-only JSON bytes for any message, struct or plain value."""
+    data = _encoder.encode(obj)
+    if data.isascii():
+        return data
+    # Rare path: non-ASCII text (task names, labels) gets \\u escapes.
+    return json.dumps(msgspec.to_builtins(obj), separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def record(obj: Any) -> bytes:
+    """One RecordIO record: decimal length, LF, then the compact JSON."""
+    data = encode_json(obj)
+    return b"%d\n%s" % (len(data), data)
+
+
+def frame(data: bytes) -> bytes:
+    """Frames already-encoded JSON bytes as a RecordIO record."""
+    return b"%d\n%s" % (len(data), data)
+
+
+class RecordIOReader:
+    """Incremental RecordIO parser: feed bytes, get complete records back."""
+
+    def __init__(self, max_record: int = 64 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_record
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > 20:
+                    raise ValueError("RecordIO length prefix too long")
+                return out
+            try:
+                size = int(self._buf[:nl])
+            except ValueError:
+                raise ValueError(f"bad RecordIO length {bytes(self._buf[:nl])!r}") from None
+            if size <= 0 or size > self._max:
+                raise ValueError(f"RecordIO record size {size} out of bounds")
+            end = nl + 1 + size
+            if len(self._buf) < end:
+                return out
+            out.append(bytes(self._buf[nl + 1 : end]))
+            del self._buf[:end]

@@ -1,0 +1,233 @@
+"""The agent <-> master protocol (butte's own; Mesos uses libprocess messages here).
+
+Transport: the agent opens one persistent WebSocket to the master at `AGENT_PATH` and keeps
+it for its whole registration; every text frame is one JSON object tagged by ``type``. The
+master pings every ``--agent_ping_timeout`` and counts missed pongs; either side treats a
+closed socket as a disconnection. The agent owns status-update reliability: it resends the
+oldest unacknowledged update of each task until the master relays the scheduler's ACK.
+
+Flow::
+
+    agent                                   master
+      REGISTER_AGENT (id unset) ----------->
+                          <----------------- AGENT_REGISTERED {agent_id}
+      ... or after a reconnect/restart:
+      REGISTER_AGENT (id, tasks, executors, frameworks) --->
+                          <----------------- AGENT_REREGISTERED {agent_id}
+                          <----------------- RUN_TASK / RUN_TASK_GROUP / KILL_TASK ...
+      STATUS_UPDATE {status with uuid} ---->        (forwarded to the scheduler as UPDATE)
+                          <----------------- STATUS_UPDATE_ACK {task_id, uuid}
+                          <----------------- PING
+      PONG -------------------------------->
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from butte.core.messages import (
+    ID,
+    ExecutorInfo,
+    FrameworkInfo,
+    JSONObject,
+    KillPolicy,
+    Labels,
+    TaskGroupInfo,
+    TaskInfo,
+    TaskStatus,
+)
+
+AGENT_PATH = "/api/v1/internal/agent"
+
+
+class AgentInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an agent tells the master about itself (Mesos AgentInfo)."""
+
+    hostname: str
+    port: int
+    resources: list[JSONObject] = []
+    attributes: list[JSONObject] = []
+    id: ID | None = None
+    domain: JSONObject | None = None
+
+
+class Task(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A task as the agent reports it on re-registration (Mesos ``Task``)."""
+
+    name: str
+    task_id: ID
+    framework_id: ID
+    agent_id: ID
+    state: str
+    resources: list[JSONObject] = []
+    executor_id: ID | None = None
+    statuses: list[TaskStatus] = []
+    status_update_state: str | None = None
+    status_update_uuid: str | None = None
+    labels: Labels | None = None
+    discovery: JSONObject | None = None
+    container: JSONObject | None = None
+    health_check: JSONObject | None = None
+    kill_policy: KillPolicy | None = None
+    user: str | None = None
+
+
+class _AgentMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type"):
+    """Base of messages sent by an agent."""
+
+
+class RegisterAgent(_AgentMessage, tag="REGISTER_AGENT"):
+    """First message on every connection. ``agent_info.id`` set = re-registration."""
+
+    agent_info: AgentInfo
+    version: str
+    frameworks: list[FrameworkInfo] = []
+    executors: list[ExecutorInfo] = []
+    tasks: list[Task] = []
+
+
+class StatusUpdate(_AgentMessage, tag="STATUS_UPDATE"):
+    """A task status change from an executor or the agent; ``status.uuid`` is always set."""
+
+    framework_id: ID
+    status: TaskStatus
+
+
+class Pong(_AgentMessage, tag="PONG"):
+    pass
+
+
+class ExecutorExited(_AgentMessage, tag="EXECUTOR_EXITED"):
+    """An executor process ended (the scheduler gets a FAILURE event)."""
+
+    framework_id: ID
+    executor_id: ID
+    status: int | None = None
+
+
+class ExecutorToFramework(_AgentMessage, tag="EXECUTOR_MESSAGE"):
+    """Executor MESSAGE call relayed to the scheduler (best effort)."""
+
+    framework_id: ID
+    executor_id: ID
+    data: str
+
+
+class UnregisterAgent(_AgentMessage, tag="UNREGISTER_AGENT"):
+    """The agent is shutting down for good (its tasks are gone)."""
+
+
+AgentMessage = (
+    RegisterAgent | StatusUpdate | Pong | ExecutorExited | ExecutorToFramework | (UnregisterAgent)
+)
+
+
+class _MasterMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type"):
+    """Base of messages sent by the master to an agent."""
+
+
+class AgentRegistered(_MasterMessage, tag="AGENT_REGISTERED"):
+    agent_id: ID
+    master_id: str
+
+
+class AgentReregistered(_MasterMessage, tag="AGENT_REREGISTERED"):
+    agent_id: ID
+    master_id: str
+
+
+class RunTask(_MasterMessage, tag="RUN_TASK"):
+    """Launch one task. ``task.command`` set = the agent runs its built-in command executor;
+    ``task.executor`` set = that executor is started (if not running) and given the task."""
+
+    framework: FrameworkInfo
+    task: TaskInfo
+
+
+class RunTaskGroup(_MasterMessage, tag="RUN_TASK_GROUP"):
+    framework: FrameworkInfo
+    executor: ExecutorInfo
+    task_group: TaskGroupInfo
+
+
+class KillTask(_MasterMessage, tag="KILL_TASK"):
+    framework_id: ID
+    task_id: ID
+    kill_policy: KillPolicy | None = None
+
+
+class StatusUpdateAck(_MasterMessage, tag="STATUS_UPDATE_ACK"):
+    """The scheduler acknowledged this update: the agent may send the task's next one."""
+
+    framework_id: ID
+    task_id: ID
+    uuid: str
+
+
+class Ping(_MasterMessage, tag="PING"):
+    pass
+
+
+class ShutdownFramework(_MasterMessage, tag="SHUTDOWN_FRAMEWORK"):
+    """Kill every task and executor of the framework on this agent."""
+
+    framework_id: ID
+
+
+class ShutdownExecutor(_MasterMessage, tag="SHUTDOWN_EXECUTOR"):
+    framework_id: ID
+    executor_id: ID
+
+
+class FrameworkToExecutor(_MasterMessage, tag="FRAMEWORK_MESSAGE"):
+    """Scheduler MESSAGE call relayed to an executor (best effort)."""
+
+    framework_id: ID
+    executor_id: ID
+    data: str
+
+
+class UpdateFramework(_MasterMessage, tag="UPDATE_FRAMEWORK"):
+    """A framework re-subscribed or changed its FrameworkInfo."""
+
+    framework: FrameworkInfo
+
+
+class ShutdownAgent(_MasterMessage, tag="SHUTDOWN_AGENT"):
+    """The agent must stop (marked gone, or refused). It should exit, not re-register."""
+
+    message: str
+
+
+MasterMessage = (
+    AgentRegistered
+    | AgentReregistered
+    | RunTask
+    | RunTaskGroup
+    | KillTask
+    | StatusUpdateAck
+    | Ping
+    | ShutdownFramework
+    | ShutdownExecutor
+    | FrameworkToExecutor
+    | UpdateFramework
+    | ShutdownAgent
+)
+
+_agent_decoder = msgspec.json.Decoder(AgentMessage, strict=False)
+_master_decoder = msgspec.json.Decoder(MasterMessage, strict=False)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_agent_message(data: bytes | str) -> AgentMessage:
+    """Decodes a frame sent by an agent (raises msgspec errors on bad input)."""
+    return _agent_decoder.decode(data)
+
+
+def decode_master_message(data: bytes | str) -> MasterMessage:
+    """Decodes a frame sent by the master."""
+    return _master_decoder.decode(data)
