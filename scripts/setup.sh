@@ -29,6 +29,19 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 PIP=("$VPY" -m pip --quiet)
 
+# Run a command with its output captured; show the tail only if it fails.
+quiet() {
+    local out rc=0
+    out="$(mktemp "${TMPDIR:-/tmp}/butte-setup.XXXXXX")"
+    "$@" >"$out" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        tail -n 40 "$out" >&2
+        rm -f "$out"
+        die "command failed (rc=$rc): $*"
+    fi
+    rm -f "$out"
+}
+
 # --- Debian packages (only when something is missing; needs root + apt) ------
 APT_UPDATED=0
 apt_install() {
@@ -54,7 +67,8 @@ stamp_ok() {
 # compiled http-parser.
 env_ok() {
     "$VPY" - "$ROOT" <<'EOF' >/dev/null 2>&1
-import os, sys, importlib.util
+import os, sys, importlib.util, importlib.metadata
+importlib.metadata.distribution("butte")  # installed, not just on cwd path
 root = os.path.realpath(sys.argv[1])
 spec = importlib.util.find_spec("butte")
 assert spec and spec.origin and os.path.realpath(spec.origin).startswith(root + os.sep)
@@ -104,13 +118,13 @@ if [ ! -x "$VPY" ]; then
 fi
 
 # --- butte (editable) + test extra ------------------------------------------------
-if stamp_ok && "$VPY" -c 'import butte, pytest' >/dev/null 2>&1; then
+if stamp_ok && "$VPY" -c 'import importlib.metadata as m; m.distribution("butte"); import pytest' >/dev/null 2>&1; then
     log "butte[test] already installed"
 else
     log "upgrading pip"
-    "${PIP[@]}" install --upgrade pip
+    quiet "${PIP[@]}" install --upgrade pip
     log "pip install -e '.[test]'"
-    "${PIP[@]}" install -e '.[test]'
+    quiet "${PIP[@]}" install -e '.[test]'
     pyproject_hash >"$STAMP"
 fi
 
@@ -133,10 +147,10 @@ else
     trap 'rm -rf "$WORK"' EXIT
 
     log "installing $CYTHON_SPEC into .venv"
-    "${PIP[@]}" install "$CYTHON_SPEC"
+    quiet "${PIP[@]}" install "$CYTHON_SPEC"
 
     log "downloading http-parser==$HTTP_PARSER_VERSION sdist"
-    "${PIP[@]}" download --no-deps --no-binary :all: -d "$WORK" "http-parser==$HTTP_PARSER_VERSION"
+    quiet "${PIP[@]}" download --no-deps --no-binary :all: -d "$WORK" "http-parser==$HTTP_PARSER_VERSION"
     tar -xzf "$WORK/http-parser-$HTTP_PARSER_VERSION.tar.gz" -C "$WORK"
     SRC="$WORK/http-parser-$HTTP_PARSER_VERSION"
     [ -f "$SRC/http_parser/parser.pyx" ] || die "unexpected http-parser sdist layout"
@@ -144,12 +158,12 @@ else
     # The sdist also ships stale build products (a macOS .so, __pycache__).
     rm -rf "$SRC/http_parser/__pycache__" "$SRC"/http_parser/*.so
 
-    log "regenerating http_parser/parser.c with $("$VENV/bin/cython" --version 2>&1)"
-    "$VENV/bin/cython" -q "$SRC/http_parser/parser.pyx" -o "$SRC/http_parser/parser.c" 2>"$WORK/cython.log" \
-        || { cat "$WORK/cython.log" >&2; die "cython failed"; }
+    log "regenerating http_parser/parser.c with $("$VENV/bin/cython" --version 2>&1 | tr -d '\n')"
+    # language_level left at Cython 0.29's default (2), as for the shipped file.
+    quiet "$VENV/bin/cython" "$SRC/http_parser/parser.pyx" -o "$SRC/http_parser/parser.c"
 
     log "building + installing patched http-parser"
-    "${PIP[@]}" install --no-deps "$SRC"
+    quiet "${PIP[@]}" install --no-deps "$SRC"
     "$VPY" -c 'import http_parser.parser' || die "http-parser C extension does not import"
 fi
 
@@ -158,7 +172,7 @@ if "$VPY" -c "import importlib.metadata as m, sys; sys.exit(m.version('pymesos')
 else
     # http-parser is already satisfied, so pip only adds six, addict, kazoo.
     log "pip install pymesos==$PYMESOS_VERSION"
-    "${PIP[@]}" install "pymesos==$PYMESOS_VERSION"
+    quiet "${PIP[@]}" install "pymesos==$PYMESOS_VERSION"
 fi
 
 # --- verify ------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The master: pools agents' resources, offers them to frameworks, tracks every task."""

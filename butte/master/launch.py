@@ -1,0 +1,106 @@
+"""Validation of LAUNCH and LAUNCH_GROUP operations (PROTOCOL.md 1.8), as pure functions.
+
+Each check returns an error message (the task then gets TASK_ERROR + REASON_TASK_INVALID) or
+None. Resource checks return the parsed `Resources` so they are parsed once per task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from butte.core.ids import validate_id
+from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
+from butte.core.resources import ResourceError, Resources
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedTask:
+    """A task that passed validation, with what it will consume."""
+
+    info: TaskInfo
+    role: str
+    resources: Resources
+    executor_id: str | None
+    # Resources of a custom executor started for this task (charged once per executor).
+    executor_resources: Resources
+
+
+class InvalidTask(ValueError):
+    """A task that must be answered with TASK_ERROR; the message says why."""
+
+
+def task_role(task: TaskInfo, framework: FrameworkInfo, offer_roles: set[str]) -> str:
+    """The role a task is allocated to: its resources' ``allocation_info.role`` for a
+    MULTI_ROLE framework, else the framework's single role."""
+    roles = {
+        r.get("allocation_info", {}).get("role")
+        for r in task.resources
+        if isinstance(r.get("allocation_info"), dict)
+    }
+    roles.discard(None)
+    if len(roles) > 1:
+        raise InvalidTask("Task resources have more than one allocation role")
+    if roles:
+        role = roles.pop()
+    elif len(offer_roles) == 1:
+        role = next(iter(offer_roles))
+    else:
+        role = framework.role_list()[0] if framework.role_list() else "*"
+    if role not in offer_roles:
+        raise InvalidTask(f"Task resources are allocated to role '{role}' not in the offers")
+    return role
+
+
+def parse_task_resources(raw: list[dict], what: str) -> Resources:
+    try:
+        res = Resources.from_json(raw)
+    except ResourceError as e:
+        raise InvalidTask(f"Invalid {what} resources: {e}") from None
+    gpus = res.scalar_millis("gpus")
+    if gpus % 1000:
+        raise InvalidTask(f"The {what} requests fractional 'gpus'; only whole GPUs can be used")
+    return res
+
+
+def check_task(
+    task: TaskInfo,
+    framework: FrameworkInfo,
+    agent_id: str,
+    active_task_ids: set[str],
+    known_executors: dict[str, ExecutorInfo],
+) -> tuple[Resources, str | None, Resources]:
+    """Checks one TaskInfo; returns (resources, executor id, new executor's resources)."""
+    tid = task.task_id.value
+    err = validate_id(tid, "Task ID")
+    if err:
+        raise InvalidTask(err)
+    if tid in active_task_ids:
+        raise InvalidTask(f"Task has duplicate ID: {tid}")
+    if task.agent_id.value != agent_id:
+        raise InvalidTask(
+            f"Task uses agent {task.agent_id.value} but the offers are for agent {agent_id}"
+        )
+    if (task.command is None) == (task.executor is None):
+        raise InvalidTask(
+            "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present"
+        )
+    resources = parse_task_resources(task.resources, "task")
+    if resources.is_empty():
+        raise InvalidTask("Task uses no resources")
+    if task.command is not None:
+        if task.command.shell and not task.command.value:
+            raise InvalidTask("Task's CommandInfo with shell=true needs a 'value'")
+        return resources, tid, Resources()
+    executor = task.executor
+    assert executor is not None
+    eid = executor.executor_id.value
+    err = validate_id(eid, "Executor ID")
+    if err:
+        raise InvalidTask(err)
+    if executor.framework_id is not None and executor.framework_id != framework.id:
+        raise InvalidTask("ExecutorInfo has an invalid FrameworkID")
+    if executor.command is None and executor.type != "DEFAULT":
+        raise InvalidTask("Executor has no CommandInfo")
+    if eid in known_executors:
+        return resources, eid, Resources()
+    return resources, eid, parse_task_resources(executor.resources, "executor")

@@ -1,0 +1,133 @@
+"""The master's records of frameworks, agents, tasks and offers.
+
+Plain mutable records owned by the master core (`machine.MasterMachine`); nothing here does
+I/O. The shell and the JSON views read them but never write them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from butte.core.internal import AgentInfo
+from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+from butte.core.resources import Attribute, Resources
+
+
+@dataclass(slots=True)
+class Task:
+    """A task the master knows about, with its status history."""
+
+    task_id: str
+    framework_id: str
+    agent_id: str
+    name: str
+    role: str
+    resources: Resources
+    state: str
+    executor_id: str | None
+    info: TaskInfo | None = None
+    statuses: list[TaskStatus] = field(default_factory=list)
+    # Latest status the agent sent (its uuid is what the scheduler must acknowledge).
+    status_update_state: str | None = None
+    status_update_uuid: str | None = None
+    unreachable_time: float | None = None
+
+    def latest_status(self) -> TaskStatus | None:
+        return self.statuses[-1] if self.statuses else None
+
+
+@dataclass(slots=True)
+class Executor:
+    """A custom or default executor on an agent, holding its own resources."""
+
+    executor_id: str
+    framework_id: str
+    agent_id: str
+    info: ExecutorInfo
+    role: str
+    resources: Resources
+
+
+@dataclass(slots=True)
+class Offer:
+    """Resources of one agent offered to one framework under one role."""
+
+    offer_id: str
+    framework_id: str
+    agent_id: str
+    role: str
+    resources: Resources
+
+
+@dataclass(slots=True)
+class Framework:
+    """A subscribed (or recovered, or disconnected) framework."""
+
+    framework_id: str
+    info: FrameworkInfo
+    registered_time: float
+    stream_id: str | None = None
+    connected: bool = False
+    active: bool = False
+    # Learnt from a re-registering agent after a master restart; not yet re-subscribed.
+    recovered: bool = False
+    reregistered_time: float | None = None
+    unregistered_time: float | None = None
+    failover_deadline: float | None = None
+    suppressed_roles: set[str] = field(default_factory=set)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    offers: set[str] = field(default_factory=set)
+    # agent_id -> executor ids of this framework running there
+    executors: dict[str, set[str]] = field(default_factory=dict)
+    completed_tasks: deque[Task] = field(default_factory=lambda: deque(maxlen=1000))
+
+    @property
+    def roles(self) -> list[str]:
+        return self.info.role_list()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset(c.type for c in self.info.capabilities)
+
+    @property
+    def partition_aware(self) -> bool:
+        return self.info.has_capability("PARTITION_AWARE")
+
+
+@dataclass(slots=True)
+class Agent:
+    """A registered agent and what runs on it."""
+
+    agent_id: str
+    info: AgentInfo
+    total: Resources
+    attributes: tuple[Attribute, ...]
+    registered_time: float
+    connection_id: str | None
+    ip: str = ""
+    version: str = ""
+    reregistered_time: float | None = None
+    connected: bool = True
+    active: bool = True
+    # Missed PINGs in a row; PONG resets it.
+    missed_pings: int = 0
+    awaiting_pong: bool = False
+    disconnected_at: float | None = None
+    # (framework_id, task_id) of tasks on this agent
+    tasks: set[tuple[str, str]] = field(default_factory=set)
+    # (framework_id, executor_id) -> Executor
+    executors: dict[tuple[str, str], Executor] = field(default_factory=dict)
+    offers: set[str] = field(default_factory=set)
+
+    @property
+    def hostname(self) -> str:
+        return self.info.hostname
+
+    @property
+    def port(self) -> int:
+        return self.info.port
+
+    @property
+    def pid(self) -> str:
+        return f"slave(1)@{self.ip or self.info.hostname}:{self.info.port}"

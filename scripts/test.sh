@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Ensure the environment (scripts/setup.sh), then run pytest.
+#   scripts/test.sh                 # whole suite (testpaths from pyproject.toml)
+#   scripts/test.sh tests/unit -k x # extra args are passed to pytest
+# Exit status is pytest's; "no tests collected" (pytest rc 5) counts as failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/setup.sh
+
+set +e
+"$ROOT/.venv/bin/python" -m pytest -q -ra "$@"
+rc=$?
+set -e
+
+if [ "$rc" -eq 5 ]; then
+    echo "[test] pytest collected no tests (exit 5): treating as failure" >&2
+fi
+exit "$rc"
