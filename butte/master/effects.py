@@ -43,6 +43,6 @@ class OperatorEvent:
     event: dict[str, Any]
 
 
-Effect = SendToFramework | CloseFrameworkStream | SendToAgent | CloseAgentConnection | (
-    OperatorEvent
+Effect = (
+    SendToFramework | CloseFrameworkStream | SendToAgent | CloseAgentConnection | (OperatorEvent)
 )

@@ -1,0 +1,100 @@
+"""HTTP plumbing shared by the master's endpoints: prefix routing, request checks, replies.
+
+Mesos routes ``/a/b/c`` to the longest registered prefix and serves every master route under
+``/master/...`` too (PROTOCOL.md 0.2); `PrefixRouter` reproduces that on top of aiohttp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from butte.core.codec import encode_json
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class PrefixRouter:
+    """Longest-prefix routing with a ``/master`` alias for every route."""
+
+    def __init__(self, alias: str = "/master") -> None:
+        self._routes: dict[str, Handler] = {}
+        self._alias = alias
+
+    def add(self, path: str, handler: Handler) -> None:
+        self._routes[path] = handler
+        if self._alias and not path.startswith(self._alias + "/"):
+            self._routes.setdefault(self._alias + path, handler)
+
+    def resolve(self, path: str) -> Handler | None:
+        path = path.rstrip("/") or "/"
+        while True:
+            handler = self._routes.get(path)
+            if handler is not None:
+                return handler
+            if path in ("", "/"):
+                return None
+            path = path.rsplit("/", 1)[0] or "/"
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        handler = self.resolve(request.path)
+        if handler is None:
+            return text_reply(404, f"No endpoint at '{request.path}'")
+        return await handler(request)
+
+
+def text_reply(
+    status: int, message: str = "", headers: dict[str, str] | None = None
+) -> web.Response:
+    """A plain-text reply; always with Content-Length (http.client clients need it)."""
+    return web.Response(status=status, text=message, headers=headers)
+
+
+def json_reply(body: object, status: int = 200, jsonp: str | None = None) -> web.Response:
+    data = encode_json(body)
+    if jsonp:
+        if not jsonp.replace("_", "").replace(".", "").isalnum():
+            return text_reply(400, "Invalid 'jsonp' callback name")
+        return web.Response(
+            status=status,
+            body=jsonp.encode() + b"(" + data + b");",
+            content_type="text/javascript",
+        )
+    return web.Response(status=status, body=data, content_type="application/json")
+
+
+async def read_api_body(request: web.Request) -> bytes | web.Response:
+    """Applies the v1 API request rules: POST only, a JSON content type, a sane size, an
+    acceptable Accept. Returns the body, or the error reply to send."""
+    if request.method != "POST":
+        return text_reply(
+            405, f"Expecting a 'POST' request, received '{request.method}'", {"Allow": "POST"}
+        )
+    ctype = request.headers.get("Content-Type")
+    if not ctype:
+        return text_reply(400, "Expecting 'Content-Type' to be present")
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media == "application/x-protobuf":
+        return text_reply(415, "butte speaks the JSON form of the v1 API only")
+    if media != "application/json":
+        return text_reply(415, f"Expecting 'Content-Type' of application/json, got '{ctype}'")
+    accept = request.headers.get("Accept", "")
+    if accept and not _accepts_json(accept):
+        return text_reply(406, f"Expecting 'Accept' to allow application/json, got '{accept}'")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return text_reply(413, f"Request body larger than {MAX_BODY} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return text_reply(413, f"Request body larger than {MAX_BODY} bytes")
+
+
+def _accepts_json(accept: str) -> bool:
+    for part in accept.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("application/json", "*/*", "application/*", "application/recordio"):
+            return True
+    return False

@@ -1,0 +1,1344 @@
+"""The master core: a synchronous state machine over frameworks, agents, tasks and offers.
+
+It is fed events by the asyncio shell (`server.py`) — scheduler calls, agent messages,
+disconnections, timer ticks, allocation runs — each with the current time, and it answers by
+appending `effects` to `self.outbox` (events for framework streams, messages for agents). It
+never touches a socket, a file or a clock, so tests drive it directly with a fake clock.
+
+Flow of a task::
+
+    allocate() --OFFERS--> framework --ACCEPT(LAUNCH)--> accept() --RUN_TASK--> agent
+    agent --STATUS_UPDATE--> status_update() --UPDATE--> framework --ACKNOWLEDGE--> ack()
+    --STATUS_UPDATE_ACK--> agent  (the agent then sends the task's next update)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+
+from butte.core import internal, task_states
+from butte.core.ids import IdGenerator, validate_id
+from butte.core.messages import (
+    ID,
+    Accept,
+    Decline,
+    ExecutorInfo,
+    FrameworkInfo,
+    Kill,
+    Operation,
+    SchedulerCall,
+    Subscribe,
+    TaskInfo,
+    TaskStatus,
+    TimeInfo,
+)
+from butte.core.resources import Attribute, ResourceError, Resources, validate_role
+from butte.master import views
+from butte.master.allocator.interface import Allocator
+from butte.master.effects import (
+    CloseAgentConnection,
+    CloseFrameworkStream,
+    Effect,
+    SendToAgent,
+    SendToFramework,
+)
+from butte.master.launch import InvalidTask, check_task, task_role
+from butte.master.reconcile import reconcile_unknown_task
+from butte.master.state import Agent, Executor, Framework, Offer, Task
+
+log = logging.getLogger(__name__)
+
+MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
+
+
+@dataclass(slots=True)
+class MasterOptions:
+    """Master behaviour knobs, Mesos defaults."""
+
+    agent_ping_timeout: float = 15.0
+    max_agent_ping_timeouts: int = 5
+    agent_reregister_timeout: float = 600.0
+    max_completed_frameworks: int = 50
+    max_completed_tasks_per_framework: int = 1000
+    heartbeat_interval: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """The HTTP answer to a call: status code and message (for 4xx) or a JSON body."""
+
+    status: int
+    message: str = ""
+    body: dict | None = None
+    # For SUBSCRIBE that is valid but refused: a 200 stream carrying only this ERROR.
+    stream_error: str | None = None
+
+
+ACCEPTED = CallResult(202)
+
+
+def bad_request(message: str) -> CallResult:
+    return CallResult(400, message)
+
+
+@dataclass(slots=True)
+class MasterMachine:
+    """The master core. See the module docstring for the flow."""
+
+    allocator: Allocator
+    master_info: dict
+    options: MasterOptions = field(default_factory=MasterOptions)
+    ids: IdGenerator = field(default_factory=IdGenerator)
+    frameworks: dict[str, Framework] = field(default_factory=dict)
+    completed_frameworks: deque[Framework] = field(default_factory=lambda: deque(maxlen=50))
+    agents: dict[str, Agent] = field(default_factory=dict)
+    # agent id -> time it was marked unreachable / gone
+    unreachable_agents: dict[str, float] = field(default_factory=dict)
+    gone_agents: dict[str, float] = field(default_factory=dict)
+    # Agents known from the registry after a master failover that have not re-registered yet
+    # (explicit reconciliation of their tasks gets no answer until they do).
+    recovering_agents: set[str] = field(default_factory=set)
+    offers: dict[str, Offer] = field(default_factory=dict)
+    streams: dict[str, str] = field(default_factory=dict)  # stream id -> framework id
+    connections: dict[str, str] = field(default_factory=dict)  # connection id -> agent id
+    outbox: list[Effect] = field(default_factory=list)
+    # Set when something happened that should trigger a prompt allocation run.
+    allocation_wanted: bool = False
+    start_time: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.completed_frameworks = deque(maxlen=self.options.max_completed_frameworks)
+
+    @property
+    def master_id(self) -> str:
+        return self.ids.master_id
+
+    def drain(self) -> list[Effect]:
+        """Hands the shell everything the last events asked for."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _send_framework(self, fw: Framework, event: dict) -> None:
+        if fw.connected and fw.stream_id is not None:
+            self.outbox.append(SendToFramework(fw.stream_id, event))
+            self._count("messages_sent_to_frameworks")
+
+    def _send_agent(self, agent: Agent, message: msgspec.Struct) -> None:
+        if agent.connected and agent.connection_id is not None:
+            self.outbox.append(SendToAgent(agent.connection_id, message))
+
+    def _send_status(self, fw: Framework, status: TaskStatus) -> None:
+        self._send_framework(fw, views.update_event(status))
+
+    def master_status(
+        self,
+        fw: Framework,
+        task_id: str,
+        state: str,
+        reason: str,
+        message: str,
+        now: float,
+        agent_id: str | None = None,
+        unreachable_time: float | None = None,
+    ) -> TaskStatus:
+        """A master-generated status: no uuid, so schedulers must not acknowledge it."""
+        return TaskStatus(
+            task_id=ID(task_id),
+            state=task_states.for_framework(state, fw.partition_aware),
+            message=message,
+            source="SOURCE_MASTER",
+            reason=reason,
+            agent_id=ID(agent_id) if agent_id else None,
+            timestamp=now,
+            unreachable_time=(
+                TimeInfo(int(unreachable_time * 1e9)) if unreachable_time is not None else None
+            ),
+        )
+
+    # -- scheduler API: SUBSCRIBE ---------------------------------------------------------
+
+    def subscribe(self, call: SchedulerCall, stream_id: str, now: float) -> CallResult:
+        """SUBSCRIBE on a new stream ``stream_id``. On success the framework's first events
+        (SUBSCRIBED, HEARTBEAT) are in the outbox addressed to ``stream_id``."""
+        sub = call.subscribe
+        if sub is None:
+            return bad_request("Expecting 'subscribe' to be present")
+        info = sub.framework_info
+        err = self._validate_framework_info(info)
+        if err:
+            return bad_request(err)
+        if call.framework_id is not None and call.framework_id != info.id:
+            return bad_request("'framework_id' differs from 'subscribe.framework_info.id'")
+        for role in sub.suppressed_roles:
+            if role not in info.role_list():
+                return bad_request(f"Suppressed role '{role}' is not a role of the framework")
+        if info.id is not None:
+            fid = info.id.value
+            if any(f.framework_id == fid for f in self.completed_frameworks):
+                return CallResult(200, stream_error="Framework has been removed")
+            fw = self.frameworks.get(fid)
+            if fw is not None:
+                self._resubscribe(fw, info, sub, stream_id, now)
+                return CallResult(200)
+        else:
+            fid = self.ids.framework()
+            info = msgspec.structs.replace(info, id=ID(fid))
+        self._add_framework(fid, info, sub, stream_id, now)
+        return CallResult(200)
+
+    def _validate_framework_info(self, info: FrameworkInfo) -> str | None:
+        if info.id is not None:
+            err = validate_id(info.id.value, "Framework ID")
+            if err:
+                return err
+        multi = info.has_capability("MULTI_ROLE")
+        if multi and info.role is not None:
+            return "'FrameworkInfo.role' must not be set by a MULTI_ROLE framework"
+        if not multi and info.roles:
+            return "'FrameworkInfo.roles' needs the MULTI_ROLE capability"
+        roles = info.role_list()
+        if len(set(roles)) != len(roles):
+            return "'FrameworkInfo.roles' contains duplicate entries"
+        for role in roles:
+            err = validate_role(role)
+            if err:
+                return f"Invalid role: {err}"
+        if info.failover_timeout < 0:
+            return "'FrameworkInfo.failover_timeout' must not be negative"
+        return None
+
+    def _add_framework(
+        self, fid: str, info: FrameworkInfo, sub: Subscribe, stream_id: str, now: float
+    ) -> None:
+        fw = Framework(framework_id=fid, info=info, registered_time=now)
+        fw.suppressed_roles = set(sub.suppressed_roles)
+        self.frameworks[fid] = fw
+        self.allocator.add_framework(
+            fid,
+            fw.roles,
+            capabilities=fw.capabilities,
+            suppressed_roles=fw.suppressed_roles,
+            active=True,
+        )
+        self._connect_framework(fw, stream_id, now)
+        log.info("Framework %s (%s) subscribed", fid, info.name)
+
+    def _resubscribe(
+        self, fw: Framework, info: FrameworkInfo, sub: Subscribe, stream_id: str, now: float
+    ) -> None:
+        if fw.connected and fw.stream_id is not None:
+            self._send_framework(fw, views.error_event("Framework failed over"))
+            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self.streams.pop(fw.stream_id, None)
+        self._remove_offers(fw, now)
+        # `user` and `checkpoint` cannot change on re-subscription (Mesos ignores them).
+        fw.info = msgspec.structs.replace(
+            info, id=ID(fw.framework_id), user=fw.info.user, checkpoint=fw.info.checkpoint
+        )
+        fw.suppressed_roles = set(sub.suppressed_roles)
+        fw.reregistered_time = now
+        fw.recovered = False
+        self.allocator.update_framework(
+            fw.framework_id,
+            fw.roles,
+            capabilities=fw.capabilities,
+            suppressed_roles=fw.suppressed_roles,
+        )
+        self._connect_framework(fw, stream_id, now)
+        for agent_id in self._agents_of(fw):
+            agent = self.agents.get(agent_id)
+            if agent is not None:
+                self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
+        log.info("Framework %s re-subscribed", fw.framework_id)
+
+    def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:
+        fw.stream_id = stream_id
+        fw.connected = True
+        fw.active = True
+        fw.failover_deadline = None
+        fw.unregistered_time = None
+        self.streams[stream_id] = fw.framework_id
+        self.allocator.activate_framework(fw.framework_id)
+        self._send_framework(
+            fw,
+            {
+                "type": "SUBSCRIBED",
+                "subscribed": {
+                    "framework_id": views.value(fw.framework_id),
+                    "heartbeat_interval_seconds": self.options.heartbeat_interval,
+                    "master_info": self.master_info,
+                },
+            },
+        )
+        # Mesos sends a heartbeat right away; mesoshttp only handles an event once the next
+        # record starts, so SUBSCRIBED would otherwise sit unprocessed for 15 s.
+        self._send_framework(fw, {"type": "HEARTBEAT"})
+        self.allocation_wanted = True
+
+    def _agents_of(self, fw: Framework) -> set[str]:
+        return {t.agent_id for t in fw.tasks.values()} | set(fw.executors)
+
+    def framework_disconnected(self, stream_id: str, now: float) -> None:
+        """The framework's stream broke: deactivate it and start its failover timer."""
+        fid = self.streams.pop(stream_id, None)
+        fw = self.frameworks.get(fid) if fid else None
+        if fw is None or fw.stream_id != stream_id:
+            return
+        fw.connected = False
+        fw.active = False
+        fw.stream_id = None
+        fw.unregistered_time = now
+        self.allocator.deactivate_framework(fw.framework_id)
+        self._remove_offers(fw, now)
+        fw.failover_deadline = now + fw.info.failover_timeout
+        log.info(
+            "Framework %s disconnected; failover timeout %.3gs",
+            fw.framework_id,
+            fw.info.failover_timeout,
+        )
+        if fw.info.failover_timeout <= 0:
+            self._remove_framework(fw, now)
+
+    # -- scheduler API: other calls ------------------------------------------------------
+
+    def scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
+        """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
+        if call.framework_id is None:
+            return bad_request("Expecting 'framework_id' to be present")
+        fw = self.frameworks.get(call.framework_id.value)
+        if fw is None:
+            return bad_request("Framework cannot be found")
+        if not fw.connected:
+            return CallResult(403, "Framework is not subscribed")
+        if stream_id is None:
+            return bad_request(
+                "All non-subscribe calls should include the 'Mesos-Stream-Id' header"
+            )
+        if stream_id != fw.stream_id:
+            return bad_request(
+                f"The stream ID '{stream_id}' included in this request didn't match the "
+                f"stream ID currently associated with framework ID {fw.framework_id}"
+            )
+        self._count("scheduler_calls_" + call.type.lower())
+        handler = getattr(self, "_call_" + call.type.lower(), None)
+        if handler is None:
+            return bad_request(f"Unsupported call type {call.type}")
+        return handler(fw, call, now)
+
+    def _call_teardown(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        self._remove_framework(fw, now)
+        return ACCEPTED
+
+    def _call_accept(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        assert call.accept is not None
+        self._accept(fw, call.accept, now)
+        return ACCEPTED
+
+    def _call_decline(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        assert call.decline is not None
+        self._decline(fw, call.decline, now)
+        return ACCEPTED
+
+    def _call_revive(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        roles = call.revive.roles if call.revive and call.revive.roles else None
+        err = self._check_roles(fw, roles)
+        if err:
+            return bad_request(err)
+        fw.suppressed_roles -= set(roles or fw.roles)
+        self.allocator.revive(fw.framework_id, roles)
+        self.allocation_wanted = True
+        return ACCEPTED
+
+    def _call_suppress(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        roles = call.suppress.roles if call.suppress and call.suppress.roles else None
+        err = self._check_roles(fw, roles)
+        if err:
+            return bad_request(err)
+        fw.suppressed_roles |= set(roles or fw.roles)
+        self.allocator.suppress(fw.framework_id, roles)
+        return ACCEPTED
+
+    def _check_roles(self, fw: Framework, roles: list[str] | None) -> str | None:
+        for role in roles or ():
+            if role not in fw.roles:
+                return f"Role '{role}' is not a role of framework {fw.framework_id}"
+        return None
+
+    def _call_kill(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        assert call.kill is not None
+        self._kill(fw, call.kill, now)
+        return ACCEPTED
+
+    def _call_shutdown(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        assert call.shutdown is not None
+        agent = self.agents.get(call.shutdown.agent_id.value)
+        if agent is not None:
+            self._send_agent(
+                agent,
+                internal.ShutdownExecutor(
+                    framework_id=ID(fw.framework_id), executor_id=call.shutdown.executor_id
+                ),
+            )
+        return ACCEPTED
+
+    def _call_acknowledge(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        ack = call.acknowledge
+        assert ack is not None
+        try:
+            raw = base64.b64decode(ack.uuid, validate=True)
+        except (binascii.Error, ValueError):
+            return bad_request("'acknowledge.uuid' is not valid base64")
+        if len(raw) != 16:
+            return bad_request("'acknowledge.uuid' must be a 16-byte UUID")
+        self._acknowledge(fw, ack.agent_id.value, ack.task_id.value, ack.uuid, now)
+        return ACCEPTED
+
+    def _call_reconcile(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        assert call.reconcile is not None
+        self._reconcile(fw, call.reconcile.tasks, now)
+        return ACCEPTED
+
+    def _call_message(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        msg = call.message
+        assert msg is not None
+        agent = self.agents.get(msg.agent_id.value)
+        if agent is not None:
+            self._send_agent(
+                agent,
+                internal.FrameworkToExecutor(
+                    framework_id=ID(fw.framework_id), executor_id=msg.executor_id, data=msg.data
+                ),
+            )
+        return ACCEPTED
+
+    def _call_request(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        return ACCEPTED  # The built-in allocator ignores requests, as Mesos' does.
+
+    def _call_update_framework(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        upd = call.update_framework
+        assert upd is not None
+        info = upd.framework_info
+        if info.id is None or info.id.value != fw.framework_id:
+            return bad_request("'framework_info.id' must be the framework's id")
+        err = self._validate_framework_info(info)
+        if err:
+            return bad_request(err)
+        if info.principal != fw.info.principal:
+            return bad_request("'FrameworkInfo.principal' cannot be changed")
+        if info.user != fw.info.user or info.checkpoint != fw.info.checkpoint:
+            return bad_request("'FrameworkInfo.user' and 'checkpoint' cannot be changed")
+        removed_roles = set(fw.roles) - set(info.role_list())
+        fw.info = info
+        fw.suppressed_roles = set(upd.suppressed_roles)
+        for offer_id in list(fw.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None and offer.role in removed_roles:
+                self._rescind(offer, now)
+        self.allocator.update_framework(
+            fw.framework_id,
+            fw.roles,
+            capabilities=fw.capabilities,
+            suppressed_roles=fw.suppressed_roles,
+        )
+        self.allocation_wanted = True
+        return CallResult(200)
+
+    def _call_accept_inverse_offers(
+        self, fw: Framework, call: SchedulerCall, now: float
+    ) -> CallResult:
+        return ACCEPTED  # No maintenance yet, so no inverse offers exist to accept.
+
+    _call_decline_inverse_offers = _call_accept_inverse_offers
+
+    def _call_acknowledge_operation_status(
+        self, fw: Framework, call: SchedulerCall, now: float
+    ) -> CallResult:
+        return ACCEPTED
+
+    def _call_reconcile_operations(
+        self, fw: Framework, call: SchedulerCall, now: float
+    ) -> CallResult:
+        return ACCEPTED
+
+    # -- offers ---------------------------------------------------------------------------
+
+    def allocate(self, now: float) -> int:
+        """Runs one allocation cycle and sends one OFFERS event per framework."""
+        self.allocation_wanted = False
+        by_framework: dict[str, list[dict]] = {}
+        count = 0
+        for alloc in self.allocator.allocate(now):
+            fw = self.frameworks.get(alloc.framework_id)
+            agent = self.agents.get(alloc.agent_id)
+            if fw is None or agent is None or not fw.connected:
+                # The allocator raced a removal we already told it about; give it back.
+                self.allocator.recover_resources(
+                    alloc.framework_id,
+                    alloc.agent_id,
+                    alloc.role,
+                    alloc.resources,
+                    refuse_seconds=None,
+                    now=now,
+                )
+                continue
+            offer = Offer(
+                self.ids.offer(), alloc.framework_id, alloc.agent_id, alloc.role, alloc.resources
+            )
+            self.offers[offer.offer_id] = offer
+            fw.offers.add(offer.offer_id)
+            agent.offers.add(offer.offer_id)
+            by_framework.setdefault(fw.framework_id, []).append(
+                views.offer_json(offer, agent, fw, agent.ip or agent.hostname)
+            )
+            count += 1
+        for fid, offers in by_framework.items():
+            self._send_framework(
+                self.frameworks[fid], {"type": "OFFERS", "offers": {"offers": offers}}
+            )
+        self._count("outstanding_offers_made", count)
+        return count
+
+    def _take_offer(self, offer_id: str) -> Offer | None:
+        offer = self.offers.pop(offer_id, None)
+        if offer is None:
+            return None
+        fw = self.frameworks.get(offer.framework_id)
+        if fw is not None:
+            fw.offers.discard(offer_id)
+        agent = self.agents.get(offer.agent_id)
+        if agent is not None:
+            agent.offers.discard(offer_id)
+        return offer
+
+    def _recover(
+        self, fid: str, agent_id: str, role: str, res: Resources, refuse: float | None, now: float
+    ) -> None:
+        if res and agent_id in self.agents:
+            self.allocator.recover_resources(
+                fid, agent_id, role, res, refuse_seconds=refuse, now=now
+            )
+
+    def _recover_offer(self, offer: Offer, refuse: float | None, now: float) -> None:
+        self._recover(offer.framework_id, offer.agent_id, offer.role, offer.resources, refuse, now)
+
+    def _rescind(self, offer: Offer, now: float) -> None:
+        """Withdraws an outstanding offer, telling the framework (RESCIND)."""
+        if self._take_offer(offer.offer_id) is None:
+            return
+        fw = self.frameworks.get(offer.framework_id)
+        if fw is not None:
+            self._send_framework(
+                fw, {"type": "RESCIND", "rescind": {"offer_id": views.value(offer.offer_id)}}
+            )
+        self._recover(offer.framework_id, offer.agent_id, offer.role, offer.resources, None, now)
+
+    def _remove_offers(self, fw: Framework, now: float) -> None:
+        """Drops a framework's offers silently (it is disconnecting or failing over)."""
+        for offer_id in list(fw.offers):
+            offer = self._take_offer(offer_id)
+            if offer is not None:
+                self._recover(
+                    fw.framework_id, offer.agent_id, offer.role, offer.resources, None, now
+                )
+
+    @staticmethod
+    def _refuse_seconds(filters: object) -> float:
+        refuse = getattr(filters, "refuse_seconds", 5.0) if filters is not None else 5.0
+        if refuse < 0:
+            return 5.0
+        return min(refuse, MAX_REFUSE_SECONDS)
+
+    def _decline(self, fw: Framework, decline: Decline, now: float) -> None:
+        refuse = self._refuse_seconds(decline.filters)
+        for oid in decline.offer_ids:
+            offer = self.offers.get(oid.value)
+            if offer is None or offer.framework_id != fw.framework_id:
+                continue
+            self._take_offer(oid.value)
+            self._recover(fw.framework_id, offer.agent_id, offer.role, offer.resources, refuse, now)
+
+    # -- ACCEPT ---------------------------------------------------------------------------
+
+    def _accept(self, fw: Framework, accept: Accept, now: float) -> None:
+        offers, error = self._validate_offers(fw, [o.value for o in accept.offer_ids])
+        refuse = self._refuse_seconds(accept.filters)
+        if error is not None:
+            self._count("invalid_accepts")
+            for offer in offers:
+                self._take_offer(offer.offer_id)
+                self._recover(
+                    fw.framework_id, offer.agent_id, offer.role, offer.resources, None, now
+                )
+            for task in _tasks_of(accept.operations):
+                state = task_states.DROPPED if fw.partition_aware else task_states.LOST
+                self._send_status(
+                    fw,
+                    self.master_status(
+                        fw, task.task_id.value, state, "REASON_INVALID_OFFERS", error, now
+                    ),
+                )
+            return
+        agent = self.agents[offers[0].agent_id]
+        pools: dict[str, Resources] = {}
+        for offer in offers:
+            self._take_offer(offer.offer_id)
+            pools[offer.role] = pools.get(offer.role, Resources()) + offer.resources
+        launched_ids: set[str] = set()
+        for op in accept.operations:
+            if op.type == "LAUNCH" and op.launch is not None:
+                for task in op.launch.task_infos:
+                    self._launch(fw, agent, task, pools, launched_ids, now)
+            elif op.type == "LAUNCH_GROUP" and op.launch_group is not None:
+                self._launch_group(fw, agent, op, pools, launched_ids, now)
+            else:
+                log.warning("Framework %s: operation %s not supported", fw.framework_id, op.type)
+        for role, left in pools.items():
+            self._recover(fw.framework_id, agent.agent_id, role, left, refuse, now)
+
+    def _validate_offers(
+        self, fw: Framework, offer_ids: list[str]
+    ) -> tuple[list[Offer], str | None]:
+        offers: list[Offer] = []
+        error = None
+        if not offer_ids:
+            error = "No offers specified"
+        if len(set(offer_ids)) != len(offer_ids):
+            error = "Duplicate offers in the call"
+        for oid in dict.fromkeys(offer_ids):
+            offer = self.offers.get(oid)
+            if offer is None:
+                error = f"Offer {oid} is no longer valid"
+            elif offer.framework_id != fw.framework_id:
+                error = f"Offer {oid} belongs to another framework"
+            else:
+                offers.append(offer)
+        if error is None and len({o.agent_id for o in offers}) > 1:
+            error = "Aggregated offers must belong to the same agent"
+        return offers, error
+
+    def _task_error(
+        self,
+        fw: Framework,
+        task: TaskInfo,
+        message: str,
+        now: float,
+        reason: str = "REASON_TASK_INVALID",
+    ) -> None:
+        self._count("invalid_tasks")
+        self._send_status(
+            fw, self.master_status(fw, task.task_id.value, task_states.ERROR, reason, message, now)
+        )
+
+    def _launch(
+        self,
+        fw: Framework,
+        agent: Agent,
+        task: TaskInfo,
+        pools: dict[str, Resources],
+        launched_ids: set[str],
+        now: float,
+    ) -> None:
+        try:
+            role = task_role(task, fw.info, set(pools))
+            known = self._executor_infos(fw, agent)
+            res, eid, exec_res = check_task(
+                task, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+            )
+            needed = res + exec_res
+            if not pools[role].contains(needed):
+                raise InvalidTask(
+                    f"Task uses more resources {needed.to_text()} than available "
+                    f"{pools[role].to_text()}"
+                )
+        except InvalidTask as e:
+            self._task_error(fw, task, str(e), now)
+            return
+        pools[role] = pools[role] - needed
+        launched_ids.add(task.task_id.value)
+        if task.executor is not None and exec_res and eid is not None:
+            self._add_executor(fw, agent, task.executor, role, exec_res)
+        self._add_task(fw, agent, task, role, res, eid, now)
+        self._send_agent(agent, internal.RunTask(framework=fw.info, task=task))
+
+    def _launch_group(
+        self,
+        fw: Framework,
+        agent: Agent,
+        op: Operation,
+        pools: dict[str, Resources],
+        launched_ids: set[str],
+        now: float,
+    ) -> None:
+        group = op.launch_group
+        assert group is not None
+        tasks = group.task_group.tasks
+        executor = group.executor
+        try:
+            if not tasks:
+                raise InvalidTask("Task group is empty")
+            if executor.type not in (None, "DEFAULT"):
+                raise InvalidTask("LAUNCH_GROUP needs an executor of type DEFAULT")
+            if any(t.executor is not None for t in tasks):
+                raise InvalidTask("Tasks of a task group must not set 'executor'")
+            # Each task is checked as if it named the group's executor.
+            wrapped = [msgspec.structs.replace(t, executor=executor, command=None) for t in tasks]
+            role = task_role(wrapped[0], fw.info, set(pools))
+            known = self._executor_infos(fw, agent)
+            checked = []
+            exec_total = Resources()
+            for t in wrapped:
+                res, _, exec_total = check_task(
+                    t, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+                )
+                launched_ids.add(t.task_id.value)
+                checked.append((t, res))
+            needed = exec_total
+            for _, res in checked:
+                needed = needed + res
+            if not pools[role].contains(needed):
+                raise InvalidTask("Task group uses more resources than available")
+        except InvalidTask as e:
+            for t in tasks:
+                self._task_error(fw, t, str(e), now, "REASON_TASK_GROUP_INVALID")
+            return
+        pools[role] = pools[role] - needed
+        eid = executor.executor_id.value
+        if exec_total:
+            self._add_executor(fw, agent, executor, role, exec_total)
+        for (_, res), original in zip(checked, tasks, strict=True):
+            self._add_task(fw, agent, original, role, res, eid, now)
+        self._send_agent(
+            agent,
+            internal.RunTaskGroup(
+                framework=fw.info, executor=executor, task_group=group.task_group
+            ),
+        )
+
+    def _executor_infos(self, fw: Framework, agent: Agent) -> dict[str, ExecutorInfo]:
+        return {
+            e.executor_id: e.info
+            for (fid, _), e in agent.executors.items()
+            if fid == fw.framework_id
+        }
+
+    def _add_executor(
+        self, fw: Framework, agent: Agent, info: ExecutorInfo, role: str, res: Resources
+    ) -> None:
+        eid = info.executor_id.value
+        agent.executors[(fw.framework_id, eid)] = Executor(
+            eid, fw.framework_id, agent.agent_id, info, role, res
+        )
+        fw.executors.setdefault(agent.agent_id, set()).add(eid)
+
+    def _add_task(
+        self,
+        fw: Framework,
+        agent: Agent,
+        info: TaskInfo,
+        role: str,
+        res: Resources,
+        eid: str | None,
+        now: float,
+    ) -> None:
+        tid = info.task_id.value
+        task = Task(
+            task_id=tid,
+            framework_id=fw.framework_id,
+            agent_id=agent.agent_id,
+            name=info.name,
+            role=role,
+            resources=res,
+            state=task_states.STAGING,
+            executor_id=eid if info.executor is not None else None,
+            info=info,
+        )
+        fw.tasks[tid] = task
+        agent.tasks.add((fw.framework_id, tid))
+        self._count("tasks_launched")
+
+    # -- KILL and reconciliation ----------------------------------------------------------
+
+    def _kill(self, fw: Framework, kill: Kill, now: float) -> None:
+        tid = kill.task_id.value
+        task = fw.tasks.get(tid)
+        if task is None:
+            # Unknown task: answer as explicit reconciliation would (PROTOCOL.md 1.2 KILL).
+            self._reconcile_one(fw, tid, kill.agent_id.value if kill.agent_id else None, now)
+            return
+        agent = self.agents.get(task.agent_id)
+        if agent is None:
+            return
+        self._send_agent(
+            agent,
+            internal.KillTask(
+                framework_id=ID(fw.framework_id), task_id=kill.task_id, kill_policy=kill.kill_policy
+            ),
+        )
+
+    def _reconcile(self, fw: Framework, tasks: list, now: float) -> None:
+        if not tasks:
+            for task in fw.tasks.values():
+                if not task_states.is_terminal(task.state):
+                    self._send_status(fw, self._reconcile_status(fw, task, now))
+            return
+        for item in tasks:
+            agent_id = item.agent_id.value if item.agent_id else None
+            self._reconcile_one(fw, item.task_id.value, agent_id, now)
+
+    def _reconcile_status(self, fw: Framework, task: Task, now: float) -> TaskStatus:
+        latest = task.latest_status()
+        return TaskStatus(
+            task_id=ID(task.task_id),
+            state=task_states.for_framework(task.state, fw.partition_aware),
+            source="SOURCE_MASTER",
+            reason="REASON_RECONCILIATION",
+            message="Reconciliation: Latest task state",
+            agent_id=ID(task.agent_id),
+            executor_id=ID(task.executor_id) if task.executor_id else None,
+            timestamp=now,
+            healthy=latest.healthy if latest is not None else None,
+            unreachable_time=(
+                TimeInfo(int(task.unreachable_time * 1e9))
+                if task.unreachable_time is not None
+                else None
+            ),
+        )
+
+    def _reconcile_one(self, fw: Framework, tid: str, agent_id: str | None, now: float) -> None:
+        task = fw.tasks.get(tid)
+        if task is not None:
+            self._send_status(fw, self._reconcile_status(fw, task, now))
+            return
+        status = reconcile_unknown_task(self, fw, tid, agent_id, now)
+        if status is not None:
+            self._send_status(fw, status)
+
+    # -- status updates -------------------------------------------------------------------
+
+    def _status_update(self, agent: Agent, msg: internal.StatusUpdate, now: float) -> None:
+        fid = msg.framework_id.value
+        status = msg.status
+        if status.agent_id is None:
+            status = msgspec.structs.replace(status, agent_id=ID(agent.agent_id))
+        fw = self.frameworks.get(fid)
+        self._count("status_updates")
+        if fw is None:
+            log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
+            return
+        task = fw.tasks.get(status.task_id.value)
+        if task is not None:
+            self._apply_status(fw, task, status, now)
+        self._send_status(fw, status)
+
+    def _apply_status(self, fw: Framework, task: Task, status: TaskStatus, now: float) -> None:
+        was_terminal = task_states.is_terminal(task.state)
+        if status.uuid is not None and status.uuid == task.status_update_uuid:
+            return  # a retry of what we already recorded
+        if not was_terminal:
+            task.state = status.state
+        task.statuses.append(status)
+        if len(task.statuses) > 32:
+            del task.statuses[:-32]
+        if status.uuid is not None:
+            task.status_update_state = status.state
+            task.status_update_uuid = status.uuid
+        if not was_terminal and task_states.is_terminal(task.state):
+            self._count("tasks_" + task.state[5:].lower())
+            self._release_task_resources(task, now)
+
+    def _release_task_resources(self, task: Task, now: float) -> None:
+        self._recover(task.framework_id, task.agent_id, task.role, task.resources, None, now)
+
+    def _acknowledge(self, fw: Framework, agent_id: str, tid: str, uuid: str, now: float) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is not None:
+            self._send_agent(
+                agent,
+                internal.StatusUpdateAck(
+                    framework_id=ID(fw.framework_id), task_id=ID(tid), uuid=uuid
+                ),
+            )
+        task = fw.tasks.get(tid)
+        if (
+            task is not None
+            and task.status_update_uuid == uuid
+            and task.status_update_state is not None
+            and task_states.is_terminal(task.status_update_state)
+        ):
+            self._remove_task(fw, task)
+
+    def _remove_task(self, fw: Framework, task: Task) -> None:
+        """Moves a terminal task to the framework's completed tasks."""
+        fw.tasks.pop(task.task_id, None)
+        agent = self.agents.get(task.agent_id)
+        if agent is not None:
+            agent.tasks.discard((fw.framework_id, task.task_id))
+        fw.completed_tasks.append(task)
+
+    def _terminate_task(
+        self,
+        fw: Framework,
+        task: Task,
+        state: str,
+        reason: str,
+        message: str,
+        now: float,
+        notify: bool = True,
+    ) -> None:
+        """Ends a task from the master's side (agent lost, framework removed)."""
+        if not task_states.is_terminal(task.state):
+            self._release_task_resources(task, now)
+        status = self.master_status(
+            fw,
+            task.task_id,
+            state,
+            reason,
+            message,
+            now,
+            agent_id=task.agent_id,
+            unreachable_time=now if state == task_states.UNREACHABLE else None,
+        )
+        task.state = state
+        task.statuses.append(status)
+        if notify:
+            self._send_status(fw, status)
+        if task_states.is_terminal(state):
+            self._remove_task(fw, task)
+
+    # -- framework removal and timers -----------------------------------------------------
+
+    def _remove_framework(self, fw: Framework, now: float) -> None:
+        """Teardown or failover timeout: kill everything of the framework and forget it."""
+        log.info("Removing framework %s (%s)", fw.framework_id, fw.info.name)
+        self._remove_offers(fw, now)
+        agents = self._agents_of(fw)
+        for task in list(fw.tasks.values()):
+            self._terminate_task(
+                fw,
+                task,
+                task_states.KILLED,
+                "REASON_FRAMEWORK_REMOVED",
+                "Framework removed",
+                now,
+                notify=False,
+            )
+        for agent_id in agents:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                continue
+            self._send_agent(agent, internal.ShutdownFramework(framework_id=ID(fw.framework_id)))
+            for key in [k for k in agent.executors if k[0] == fw.framework_id]:
+                ex = agent.executors.pop(key)
+                self._recover(fw.framework_id, agent_id, ex.role, ex.resources, None, now)
+        fw.executors.clear()
+        if fw.connected and fw.stream_id is not None:
+            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self.streams.pop(fw.stream_id, None)
+        fw.connected = False
+        fw.active = False
+        fw.unregistered_time = now
+        self.allocator.remove_framework(fw.framework_id)
+        del self.frameworks[fw.framework_id]
+        self.completed_frameworks.append(fw)
+
+    def tick(self, now: float) -> None:
+        """Fires whatever timers are due: framework failover, agent re-registration."""
+        for fw in list(self.frameworks.values()):
+            if (
+                fw.failover_deadline is not None
+                and not fw.connected
+                and now >= fw.failover_deadline
+            ):
+                log.info("Framework %s failover timeout", fw.framework_id)
+                self._remove_framework(fw, now)
+        deadline = self.options.agent_reregister_timeout
+        for agent in list(self.agents.values()):
+            if not agent.connected and agent.disconnected_at is not None:
+                if now - agent.disconnected_at >= deadline:
+                    self._mark_unreachable(agent, now, "Agent did not re-register in time")
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def agent_message(
+        self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
+    ) -> None:
+        """One message from an agent connection."""
+        if isinstance(message, internal.RegisterAgent):
+            self._register_agent(connection_id, message, peer_ip, now)
+            return
+        agent_id = self.connections.get(connection_id)
+        agent = self.agents.get(agent_id) if agent_id else None
+        if agent is None:
+            log.warning("Message %s from unregistered connection", type(message).__name__)
+            return
+        if isinstance(message, internal.StatusUpdate):
+            self._status_update(agent, message, now)
+        elif isinstance(message, internal.Pong):
+            agent.awaiting_pong = False
+            agent.missed_pings = 0
+        elif isinstance(message, internal.ExecutorExited):
+            self._executor_exited(agent, message, now)
+        elif isinstance(message, internal.ExecutorToFramework):
+            fw = self.frameworks.get(message.framework_id.value)
+            if fw is not None:
+                self._send_framework(
+                    fw,
+                    {
+                        "type": "MESSAGE",
+                        "message": {
+                            "agent_id": views.value(agent.agent_id),
+                            "executor_id": msgspec.to_builtins(message.executor_id),
+                            "data": message.data,
+                        },
+                    },
+                )
+        elif isinstance(message, internal.UnregisterAgent):
+            self._remove_agent(
+                agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+            )
+
+    def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
+        fid, eid = msg.framework_id.value, msg.executor_id.value
+        ex = agent.executors.pop((fid, eid), None)
+        fw = self.frameworks.get(fid)
+        if ex is not None:
+            self._recover(fid, agent.agent_id, ex.role, ex.resources, None, now)
+        if fw is None:
+            return
+        fw.executors.get(agent.agent_id, set()).discard(eid)
+        failure: dict = {"agent_id": views.value(agent.agent_id), "executor_id": views.value(eid)}
+        if msg.status is not None:
+            failure["status"] = msg.status
+        self._send_framework(fw, {"type": "FAILURE", "failure": failure})
+
+    def _register_agent(
+        self, connection_id: str, msg: internal.RegisterAgent, peer_ip: str, now: float
+    ) -> None:
+        info = msg.agent_info
+        try:
+            total = Resources.from_json(info.resources)
+            attributes = tuple(Attribute.from_json(a) for a in info.attributes)
+        except ResourceError as e:
+            self._refuse_agent(connection_id, f"Invalid agent resources or attributes: {e}")
+            return
+        if info.id is None:
+            agent_id = self.ids.agent()
+            info = msgspec.structs.replace(info, id=ID(agent_id))
+            agent = self._admit_agent(
+                connection_id, agent_id, info, total, attributes, msg, peer_ip, now
+            )
+            self._send_agent(
+                agent, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
+            )
+            return
+        agent_id = info.id.value
+        if agent_id in self.gone_agents:
+            self._refuse_agent(connection_id, f"Agent {agent_id} has been marked gone")
+            return
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            agent = self._admit_agent(
+                connection_id, agent_id, info, total, attributes, msg, peer_ip, now
+            )
+            self.unreachable_agents.pop(agent_id, None)
+        else:
+            self._reconnect_agent(agent, connection_id, info, msg, peer_ip, now)
+        agent.reregistered_time = now
+        self._send_agent(
+            agent, internal.AgentReregistered(agent_id=ID(agent_id), master_id=self.master_id)
+        )
+
+    def _refuse_agent(self, connection_id: str, message: str) -> None:
+        log.warning("Refusing agent on %s: %s", connection_id, message)
+        self.outbox.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
+        self.outbox.append(CloseAgentConnection(connection_id))
+
+    def _admit_agent(
+        self,
+        connection_id: str,
+        agent_id: str,
+        info: internal.AgentInfo,
+        total: Resources,
+        attributes: tuple[Attribute, ...],
+        msg: internal.RegisterAgent,
+        peer_ip: str,
+        now: float,
+    ) -> Agent:
+        agent = Agent(
+            agent_id=agent_id,
+            info=info,
+            total=total,
+            attributes=attributes,
+            registered_time=now,
+            connection_id=connection_id,
+            ip=_ip_of(info.hostname) or peer_ip,
+            version=msg.version,
+        )
+        self.agents[agent_id] = agent
+        self.connections[connection_id] = agent_id
+        was_unreachable = agent_id in self.unreachable_agents
+        used = self._adopt_reported(agent, msg, was_unreachable, now)
+        self.allocator.add_agent(agent_id, total, used=used)
+        self.allocation_wanted = True
+        log.info(
+            "Agent %s at %s:%d registered (%s)",
+            agent_id,
+            agent.hostname,
+            agent.port,
+            total.to_text(),
+        )
+        return agent
+
+    def _adopt_reported(
+        self, agent: Agent, msg: internal.RegisterAgent, was_unreachable: bool, now: float
+    ) -> dict[tuple[str, str], Resources]:
+        """Rebuilds frameworks, executors and tasks an agent reports (master restarted or
+        agent came back). Returns what they use, per (framework, role), for the allocator."""
+        infos = {f.id.value: f for f in msg.frameworks if f.id is not None}
+        used: dict[tuple[str, str], Resources] = {}
+        for rt in msg.tasks:
+            fid = rt.framework_id.value
+            fw = self.frameworks.get(fid) or self._recover_framework(fid, infos.get(fid), now)
+            if fw is None:
+                continue
+            if was_unreachable and not fw.partition_aware:
+                self._send_agent(
+                    agent, internal.KillTask(framework_id=rt.framework_id, task_id=rt.task_id)
+                )
+            try:
+                res = Resources.from_json(rt.resources)
+            except ResourceError:
+                res = Resources()
+            role = _allocation_role(rt.resources) or (fw.roles[0] if fw.roles else "*")
+            task = Task(
+                task_id=rt.task_id.value,
+                framework_id=fid,
+                agent_id=agent.agent_id,
+                name=rt.name,
+                role=role,
+                resources=res,
+                state=rt.state,
+                executor_id=rt.executor_id.value if rt.executor_id else None,
+                statuses=list(rt.statuses),
+                status_update_state=rt.status_update_state,
+                status_update_uuid=rt.status_update_uuid,
+            )
+            fw.tasks[task.task_id] = task
+            agent.tasks.add((fid, task.task_id))
+            if not task_states.is_terminal(task.state):
+                used[(fid, role)] = used.get((fid, role), Resources()) + res
+        for ex in msg.executors:
+            fid = ex.framework_id.value if ex.framework_id else None
+            fw = self.frameworks.get(fid) if fid else None
+            if fw is None or ex.command is None:
+                continue
+            try:
+                res = Resources.from_json(ex.resources)
+            except ResourceError:
+                res = Resources()
+            role = _allocation_role(ex.resources) or (fw.roles[0] if fw.roles else "*")
+            self._add_executor(fw, agent, ex, role, res)
+            used[(fid, role)] = used.get((fid, role), Resources()) + res
+        return used
+
+    def _recover_framework(
+        self, fid: str, info: FrameworkInfo | None, now: float
+    ) -> Framework | None:
+        """A framework known only from an agent's report: inactive until it re-subscribes."""
+        if info is None or any(f.framework_id == fid for f in self.completed_frameworks):
+            return None
+        fw = Framework(framework_id=fid, info=info, registered_time=now, recovered=True)
+        fw.unregistered_time = now
+        self.frameworks[fid] = fw
+        self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
+        return fw
+
+    def _reconnect_agent(
+        self,
+        agent: Agent,
+        connection_id: str,
+        info: internal.AgentInfo,
+        msg: internal.RegisterAgent,
+        peer_ip: str,
+        now: float,
+    ) -> None:
+        if agent.connection_id is not None and agent.connection_id != connection_id:
+            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self.connections.pop(agent.connection_id, None)
+        agent.connection_id = connection_id
+        self.connections[connection_id] = agent.agent_id
+        agent.connected = True
+        agent.active = True
+        agent.disconnected_at = None
+        agent.missed_pings = 0
+        agent.awaiting_pong = False
+        agent.info = msgspec.structs.replace(info, id=ID(agent.agent_id))
+        reported = {(t.framework_id.value, t.task_id.value): t for t in msg.tasks}
+        for key in list(agent.tasks):
+            fid, tid = key
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is None or task is None:
+                agent.tasks.discard(key)
+                continue
+            if key not in reported and task.state == task_states.STAGING:
+                # The RUN_TASK never reached the agent (it was disconnected).
+                state = task_states.DROPPED if fw.partition_aware else task_states.LOST
+                self._terminate_task(
+                    fw,
+                    task,
+                    state,
+                    "REASON_AGENT_REREGISTERED",
+                    "Task was not delivered to the agent",
+                    now,
+                )
+        self.allocator.activate_agent(agent.agent_id)
+        self.allocation_wanted = True
+        log.info("Agent %s re-registered", agent.agent_id)
+
+    def agent_disconnected(self, connection_id: str, now: float) -> None:
+        """An agent's connection closed: stop offering its resources and wait for it to come
+        back within ``agent_reregister_timeout``."""
+        agent_id = self.connections.pop(connection_id, None)
+        agent = self.agents.get(agent_id) if agent_id else None
+        if agent is None or agent.connection_id != connection_id:
+            return
+        agent.connected = False
+        agent.active = False
+        agent.connection_id = None
+        agent.disconnected_at = now
+        self.allocator.deactivate_agent(agent.agent_id)
+        for offer_id in list(agent.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None:
+                self._rescind(offer, now)
+        # Mesos semantics: tasks of frameworks that do not checkpoint cannot survive an
+        # agent failure, so they are lost as soon as the agent disconnects.
+        for fid, tid in list(agent.tasks):
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is not None and task is not None and not fw.info.checkpoint:
+                self._terminate_task(
+                    fw,
+                    task,
+                    task_states.LOST,
+                    "REASON_AGENT_DISCONNECTED",
+                    "Agent disconnected",
+                    now,
+                )
+        log.info("Agent %s disconnected", agent.agent_id)
+
+    def ping_agents(self, now: float) -> None:
+        """Called every ``agent_ping_timeout``: counts missed PONGs, pings again."""
+        for agent in list(self.agents.values()):
+            if not agent.connected:
+                continue
+            if agent.awaiting_pong:
+                agent.missed_pings += 1
+                if agent.missed_pings >= self.options.max_agent_ping_timeouts:
+                    self._mark_unreachable(agent, now, "Agent failed health checks")
+                    continue
+            agent.awaiting_pong = True
+            self._send_agent(agent, internal.Ping())
+
+    def _mark_unreachable(self, agent: Agent, now: float, message: str) -> None:
+        self.unreachable_agents[agent.agent_id] = now
+        self._remove_agent(agent, now, message, task_states.UNREACHABLE, "REASON_AGENT_REMOVED")
+
+    def _remove_agent(
+        self, agent: Agent, now: float, message: str, state: str, reason: str
+    ) -> None:
+        log.info("Removing agent %s: %s", agent.agent_id, message)
+        for offer_id in list(agent.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None:
+                self._rescind(offer, now)
+        for fid, tid in list(agent.tasks):
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is None or task is None:
+                continue
+            self._terminate_task(fw, task, state, reason, message, now)
+            if state == task_states.UNREACHABLE:
+                task.unreachable_time = now
+                # Unreachable tasks leave the agent; they come back if it re-registers.
+                fw.tasks.pop(tid, None)
+                fw.completed_tasks.append(task)
+        for fw in self.frameworks.values():
+            fw.executors.pop(agent.agent_id, None)
+            self._send_framework(
+                fw, {"type": "FAILURE", "failure": {"agent_id": views.value(agent.agent_id)}}
+            )
+        if agent.connection_id is not None:
+            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self.connections.pop(agent.connection_id, None)
+        self.allocator.remove_agent(agent.agent_id)
+        del self.agents[agent.agent_id]
+
+    # -- invariants -----------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the records contradict each other (tests call this)."""
+        for oid, offer in self.offers.items():
+            assert oid in self.frameworks[offer.framework_id].offers, oid
+            assert oid in self.agents[offer.agent_id].offers, oid
+        for fid, fw in self.frameworks.items():
+            for oid in fw.offers:
+                assert self.offers[oid].framework_id == fid
+            for tid, task in fw.tasks.items():
+                assert task.framework_id == fid and task.task_id == tid
+                if task.agent_id in self.agents:
+                    assert (fid, tid) in self.agents[task.agent_id].tasks, (fid, tid)
+            if fw.connected:
+                assert fw.stream_id is not None and self.streams.get(fw.stream_id) == fid
+            assert not (fw.active and not fw.connected)
+        for aid, agent in self.agents.items():
+            for fid, tid in agent.tasks:
+                assert tid in self.frameworks[fid].tasks, (fid, tid)
+                assert self.frameworks[fid].tasks[tid].agent_id == aid
+            for oid in agent.offers:
+                assert self.offers[oid].agent_id == aid
+            if agent.connected:
+                assert self.connections.get(agent.connection_id or "") == aid
+        for sid, fid in self.streams.items():
+            assert self.frameworks[fid].stream_id == sid
+        check = getattr(self.allocator, "check_invariants", None)
+        if check is not None:
+            check()
+
+
+def _tasks_of(operations: list[Operation]) -> list[TaskInfo]:
+    out: list[TaskInfo] = []
+    for op in operations:
+        if op.launch is not None:
+            out.extend(op.launch.task_infos)
+        if op.launch_group is not None:
+            out.extend(op.launch_group.task_group.tasks)
+    return out
+
+
+def _allocation_role(resources: list[dict]) -> str | None:
+    for r in resources:
+        info = r.get("allocation_info")
+        if isinstance(info, dict) and isinstance(info.get("role"), str):
+            return info["role"]
+    return None
+
+
+def _ip_of(hostname: str) -> str | None:
+    parts = hostname.split(".")
+    if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
+        return hostname
+    return None

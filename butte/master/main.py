@@ -1,0 +1,164 @@
+"""``butte master``: flags (Mesos spellings) and the process entry point."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+from butte.core.durations import parse_duration
+from butte.core.resources import ResourceError
+from butte.master.allocator.interface import (
+    DEFAULT_MIN_ALLOCATABLE,
+    AllocatorOptions,
+    parse_min_allocatable,
+)
+from butte.master.machine import MasterOptions
+from butte.master.server import MasterConfig, MasterServer
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Defines every master flag (``BUTTE_<FLAG>`` environment variables also set them)."""
+    parser.add_argument("--ip", default="127.0.0.1", help="IP address to listen on and advertise")
+    parser.add_argument("--port", type=int, default=5050, help="port to listen on (default 5050)")
+    parser.add_argument(
+        "--hostname",
+        default=None,
+        help="hostname advertised to agents and frameworks (default: --ip)",
+    )
+    parser.add_argument(
+        "--work_dir", required=True, help="directory for the master's persistent state"
+    )
+    parser.add_argument(
+        "--allocation_interval",
+        default="1secs",
+        help="period of batch allocation runs (Mesos duration, default 1secs)",
+    )
+    parser.add_argument(
+        "--min_allocatable_resources",
+        default=DEFAULT_MIN_ALLOCATABLE,
+        help="offer only when one of these '|'-separated quantity sets is met "
+        f"(default {DEFAULT_MIN_ALLOCATABLE})",
+    )
+    parser.add_argument(
+        "--filter_gpu_resources",
+        default="true",
+        choices=["true", "false"],
+        help="offer GPU agents only to frameworks with the GPU_RESOURCES capability",
+    )
+    parser.add_argument(
+        "--agent_ping_timeout",
+        default="15secs",
+        help="how often the master pings each agent and waits for its pong (default 15secs)",
+    )
+    parser.add_argument(
+        "--max_agent_ping_timeouts",
+        type=int,
+        default=5,
+        help="missed pongs in a row before an agent is marked unreachable (default 5)",
+    )
+    parser.add_argument(
+        "--agent_reregister_timeout",
+        default="10mins",
+        help="how long a disconnected agent may take to re-register (default 10mins)",
+    )
+    parser.add_argument(
+        "--max_completed_frameworks",
+        type=int,
+        default=50,
+        help="completed frameworks kept for the state endpoints (default 50)",
+    )
+    parser.add_argument(
+        "--max_completed_tasks_per_framework",
+        type=int,
+        default=1000,
+        help="completed tasks kept per framework (default 1000)",
+    )
+    parser.add_argument(
+        "--heartbeat_interval",
+        default="15secs",
+        help="period of HEARTBEAT events on scheduler streams (default 15secs)",
+    )
+    parser.add_argument(
+        "--logging_level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default INFO)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> MasterConfig:
+    """Turns parsed flags into a MasterConfig; raises ValueError with a clear message."""
+    try:
+        min_alloc = parse_min_allocatable(args.min_allocatable_resources)
+    except ResourceError as e:
+        raise ValueError(f"--min_allocatable_resources: {e}") from None
+    durations = {}
+    for name in (
+        "allocation_interval",
+        "agent_ping_timeout",
+        "agent_reregister_timeout",
+        "heartbeat_interval",
+    ):
+        try:
+            durations[name] = parse_duration(getattr(args, name))
+        except ValueError as e:
+            raise ValueError(f"--{name}: {e}") from None
+        if durations[name] <= 0:
+            raise ValueError(f"--{name} must be positive")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port {args.port} is out of range")
+    return MasterConfig(
+        ip=args.ip,
+        port=args.port,
+        hostname=args.hostname,
+        work_dir=args.work_dir,
+        allocation_interval=durations["allocation_interval"],
+        allocator=AllocatorOptions(
+            allocation_interval=durations["allocation_interval"],
+            min_allocatable=min_alloc,
+            filter_gpu_resources=args.filter_gpu_resources == "true",
+        ),
+        master=MasterOptions(
+            agent_ping_timeout=durations["agent_ping_timeout"],
+            max_agent_ping_timeouts=args.max_agent_ping_timeouts,
+            agent_reregister_timeout=durations["agent_reregister_timeout"],
+            max_completed_frameworks=args.max_completed_frameworks,
+            max_completed_tasks_per_framework=args.max_completed_tasks_per_framework,
+            heartbeat_interval=durations["heartbeat_interval"],
+        ),
+        flags={
+            k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a master until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=getattr(logging, args.logging_level, logging.INFO),
+        format="%(asctime)s %(levelname)s master %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+        os.makedirs(config.work_dir, exist_ok=True)
+    except (ValueError, OSError) as e:
+        print(f"butte master: {e}")
+        return 2
+    try:
+        asyncio.run(_serve(config))
+    except OSError as e:
+        print(f"butte master: cannot listen on {config.ip}:{config.port}: {e.strerror or e}")
+        return 1
+    return 0
+
+
+async def _serve(config: MasterConfig) -> None:
+    server = MasterServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    await server.wait_closed()

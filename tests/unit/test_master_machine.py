@@ -1,0 +1,447 @@
+"""The master core driven event by event, with a fake clock; invariants checked after each
+step by the harness."""
+
+from __future__ import annotations
+
+import base64
+
+from master_kit import Harness, call, command_task, launch_body
+
+from butte.core import internal
+from butte.core.messages import ID, FrameworkInfo, TaskStatus
+from butte.master.machine import MasterOptions
+
+
+def _cluster(**fw_info):
+    h = Harness()
+    agent_id = h.register_agent("c1")
+    fid, stream = h.subscribe(**fw_info)
+    h.allocate()
+    offers = h.offers(stream)
+    return h, agent_id, fid, stream, offers
+
+
+def test_subscribe_sends_subscribed_then_heartbeat():
+    h = Harness()
+    fid, stream = h.subscribe("alpha")
+    events = h.events(stream)
+    assert [e["type"] for e in events[:2]] == ["SUBSCRIBED", "HEARTBEAT"]
+    assert fid == "M-0000"
+    assert events[0]["subscribed"]["heartbeat_interval_seconds"] == 15.0
+    assert events[0]["subscribed"]["master_info"]["address"]["port"] == 5050
+
+
+def test_agent_resources_are_offered_in_one_event_with_role_and_allocation_info():
+    h, agent_id, fid, stream, offers = _cluster()
+    assert agent_id == "M-S0"
+    assert len(offers) == 1
+    offer = offers[0]
+    assert offer["framework_id"] == {"value": fid}
+    assert offer["agent_id"] == {"value": agent_id}
+    assert offer["allocation_info"] == {"role": "*"}
+    names = {r["name"]: r for r in offer["resources"]}
+    assert names["cpus"]["scalar"] == {"value": 4.0}
+    assert names["cpus"]["role"] == "*"
+    assert names["cpus"]["allocation_info"] == {"role": "*"}
+    assert names["ports"]["ranges"] == {"range": [{"begin": 31000, "end": 32000}]}
+    assert offer["url"]["address"] == {"hostname": "127.0.0.1", "ip": "127.0.0.1", "port": 5051}
+
+
+def test_launch_update_acknowledge_and_resources_come_back():
+    h, agent_id, fid, stream, offers = _cluster()
+    task = command_task("t1", offers[0])
+    assert h.call(fid, stream, launch_body(offers[0], task, refuse_seconds=0)).status == 202
+    runs = h.agent_messages("c1", internal.RunTask)
+    assert [r.task.task_id.value for r in runs] == ["t1"]
+    assert runs[0].framework.id == ID(fid)
+    # The unused part was recovered without a filter: offered again at once.
+    h.allocate()
+    rest = h.offers(stream)
+    assert {r["name"]: r["scalar"]["value"] for r in rest[0]["resources"] if "scalar" in r}[
+        "cpus"
+    ] == 3.0
+
+    uid = h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_RUNNING" and status["uuid"] == uid
+    assert status["agent_id"] == {"value": agent_id}
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "ACKNOWLEDGE",
+            "acknowledge": {
+                "agent_id": {"value": agent_id},
+                "task_id": {"value": "t1"},
+                "uuid": uid,
+            },
+        },
+    )
+    acks = h.agent_messages("c1", internal.StatusUpdateAck)
+    assert acks[-1].uuid == uid
+
+    uid = h.status_update("c1", fid, "t1", "TASK_FINISHED", agent_id)
+    assert h.updates(stream)[0]["state"] == "TASK_FINISHED"
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "ACKNOWLEDGE",
+            "acknowledge": {
+                "agent_id": {"value": agent_id},
+                "task_id": {"value": "t1"},
+                "uuid": uid,
+            },
+        },
+    )
+    fw = h.master.frameworks[fid]
+    assert "t1" not in fw.tasks and fw.completed_tasks[-1].state == "TASK_FINISHED"
+    # Decline what is outstanding, then everything comes back as one full offer.
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "DECLINE",
+            "decline": {"offer_ids": [rest[0]["id"]], "filters": {"refuse_seconds": 0}},
+        },
+    )
+    h.allocate()
+    [full] = h.offers(stream)
+    cpus = [r for r in full["resources"] if r["name"] == "cpus"][0]
+    assert cpus["scalar"]["value"] == 4.0
+
+
+def test_invalid_offer_drops_tasks_without_uuid():
+    h, agent_id, fid, stream, offers = _cluster()
+    bogus = {**offers[0], "id": {"value": "nope"}}
+    h.call(fid, stream, launch_body(bogus, command_task("t1", offers[0])))
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_LOST"
+    assert status["reason"] == "REASON_INVALID_OFFERS"
+    assert status["source"] == "SOURCE_MASTER"
+    assert "uuid" not in status
+
+
+def test_invalid_offer_is_dropped_for_partition_aware_frameworks():
+    h, agent_id, fid, stream, offers = _cluster(capabilities=[{"type": "PARTITION_AWARE"}])
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.call(fid, stream, launch_body(offers[0], command_task("t2", offers[0])))
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_DROPPED" and status["task_id"] == {"value": "t2"}
+
+
+def test_invalid_tasks_get_task_error():
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    both = command_task(
+        "both", offer, executor={"executor_id": {"value": "e"}, "command": {"value": "x"}}
+    )
+    neither = {k: v for k, v in command_task("neither", offer).items() if k != "command"}
+    greedy = command_task("greedy", offer, resources="cpus:64;mem:1")
+    bad_res = command_task("badres", offer)
+    bad_res["resources"] = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": -1}}]
+    slash = command_task("a/b", offer)
+    dup1, dup2 = command_task("dup", offer), command_task("dup", offer)
+    gpu = command_task("gpu", offer, resources="cpus:1;gpus:0.5")
+    h.call(fid, stream, launch_body(offer, both, neither, greedy, bad_res, slash, dup1, dup2, gpu))
+    statuses = {s["task_id"]["value"] + str(i): s for i, s in enumerate(h.updates(stream))}
+    errors = [s for s in statuses.values() if s["state"] == "TASK_ERROR"]
+    assert {s["task_id"]["value"] for s in errors} == {
+        "both",
+        "neither",
+        "greedy",
+        "badres",
+        "a/b",
+        "dup",
+        "gpu",
+    }
+    assert all(s["reason"] == "REASON_TASK_INVALID" and "uuid" not in s for s in errors)
+    assert len(h.agent_messages("c1", internal.RunTask)) == 1  # only the first "dup"
+
+
+def test_decline_filter_holds_until_expiry_and_revive_clears_it():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "DECLINE",
+            "decline": {"offer_ids": [offers[0]["id"]], "filters": {"refuse_seconds": 10}},
+        },
+    )
+    h.allocate()
+    assert h.offers(stream) == []
+    h.clock.advance(11)
+    h.allocate()
+    again = h.offers(stream)
+    assert len(again) == 1
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "DECLINE",
+            "decline": {"offer_ids": [again[0]["id"]], "filters": {"refuse_seconds": 1000}},
+        },
+    )
+    h.allocate()
+    assert h.offers(stream) == []
+    h.call(fid, stream, {"type": "REVIVE"})
+    h.allocate()
+    assert len(h.offers(stream)) == 1
+
+
+def test_suppress_stops_offers():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, {"type": "SUPPRESS"})
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "DECLINE",
+            "decline": {"offer_ids": [offers[0]["id"]], "filters": {"refuse_seconds": 0}},
+        },
+    )
+    h.allocate()
+    assert h.offers(stream) == []
+    assert h.call(fid, stream, {"type": "SUPPRESS", "suppress": {"roles": ["nope"]}}).status == 400
+
+
+def test_call_errors_match_mesos():
+    h, agent_id, fid, stream, offers = _cluster(failover_timeout=60)
+    assert h.call("unknown", stream, {"type": "REVIVE"}).status == 400
+    no_stream = call({"type": "REVIVE", "framework_id": {"value": fid}})
+    assert h.master.scheduler_call(no_stream, None, h.now()).status == 400
+    assert h.call(fid, "other-stream", {"type": "REVIVE"}).status == 400
+    bad_uuid = h.call(
+        fid,
+        stream,
+        {
+            "type": "ACKNOWLEDGE",
+            "acknowledge": {
+                "agent_id": {"value": agent_id},
+                "task_id": {"value": "t"},
+                "uuid": "abc",
+            },
+        },
+    )
+    assert bad_uuid.status == 400
+    h.master.framework_disconnected(stream, h.now())
+    h.pump()
+    assert h.call(fid, stream, {"type": "REVIVE"}).status == 403
+
+
+def test_multi_role_validation():
+    h = Harness()
+    bad = call(
+        {
+            "type": "SUBSCRIBE",
+            "subscribe": {"framework_info": {"user": "u", "name": "n", "roles": ["a"]}},
+        }
+    )
+    assert h.master.subscribe(bad, "s", h.now()).status == 400
+    bad_role = call(
+        {
+            "type": "SUBSCRIBE",
+            "subscribe": {"framework_info": {"user": "u", "name": "n", "role": "-x"}},
+        }
+    )
+    assert h.master.subscribe(bad_role, "s", h.now()).status == 400
+    fid, stream = h.subscribe(roles=["a", "b/c"], capabilities=[{"type": "MULTI_ROLE"}])
+    assert h.master.frameworks[fid].roles == ["a", "b/c"]
+
+
+def test_failover_timeout_removes_framework_and_kills_tasks():
+    h, agent_id, fid, stream, offers = _cluster(failover_timeout=30)
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.master.framework_disconnected(stream, h.now())
+    h.pump()
+    h.clock.advance(29)
+    h.master.tick(h.now())
+    h.pump()
+    assert fid in h.master.frameworks
+    h.clock.advance(2)
+    h.master.tick(h.now())
+    h.pump()
+    assert fid not in h.master.frameworks
+    shutdowns = h.agent_messages("c1", internal.ShutdownFramework)
+    assert shutdowns and shutdowns[-1].framework_id == ID(fid)
+    # The removed framework cannot come back.
+    _, s2 = h.subscribe(id={"value": fid})
+    assert h.events(s2)[0] == {"type": "ERROR", "error": {"message": "Framework has been removed"}}
+
+
+def test_resubscribe_closes_old_stream_and_keeps_tasks():
+    h, agent_id, fid, stream, offers = _cluster(failover_timeout=100)
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    fid2, stream2 = h.subscribe(id={"value": fid})
+    assert fid2 == fid
+    assert h.events(stream)[-1] == {"type": "ERROR", "error": {"message": "Framework failed over"}}
+    assert stream in h.closed_streams
+    assert "t1" in h.master.frameworks[fid].tasks
+    h.call(fid, stream2, {"type": "RECONCILE", "reconcile": {"tasks": []}})
+    [status] = h.updates(stream2)
+    assert status["state"] == "TASK_STAGING" and status["reason"] == "REASON_RECONCILIATION"
+
+
+def test_explicit_reconciliation_of_unknown_tasks():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "RECONCILE",
+            "reconcile": {
+                "tasks": [
+                    {"task_id": {"value": "x"}, "agent_id": {"value": agent_id}},
+                    {"task_id": {"value": "y"}, "agent_id": {"value": "M-S99"}},
+                    {"task_id": {"value": "z"}},
+                ]
+            },
+        },
+    )
+    states = {s["task_id"]["value"]: s["state"] for s in h.updates(stream)}
+    # Not partition-aware: TASK_GONE and TASK_UNKNOWN become TASK_LOST.
+    assert states == {"x": "TASK_LOST", "y": "TASK_LOST", "z": "TASK_LOST"}
+
+    h2, agent2, fid2, stream2, _ = _cluster(capabilities=[{"type": "PARTITION_AWARE"}])
+    h2.call(
+        fid2,
+        stream2,
+        {
+            "type": "RECONCILE",
+            "reconcile": {
+                "tasks": [
+                    {"task_id": {"value": "x"}, "agent_id": {"value": agent2}},
+                    {"task_id": {"value": "y"}, "agent_id": {"value": "M-S99"}},
+                ]
+            },
+        },
+    )
+    states = {s["task_id"]["value"]: s["state"] for s in h2.updates(stream2)}
+    assert states == {"x": "TASK_GONE", "y": "TASK_UNKNOWN"}
+
+
+def test_kill_of_unknown_task_answers_like_reconciliation():
+    h, agent_id, fid, stream, offers = _cluster(capabilities=[{"type": "PARTITION_AWARE"}])
+    h.call(
+        fid,
+        stream,
+        {"type": "KILL", "kill": {"task_id": {"value": "ghost"}, "agent_id": {"value": agent_id}}},
+    )
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_GONE"
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.call(fid, stream, {"type": "KILL", "kill": {"task_id": {"value": "t1"}}})
+    kills = h.agent_messages("c1", internal.KillTask)
+    assert kills[-1].task_id == ID("t1")
+
+
+def test_agent_disconnect_rescinds_offers_and_loses_non_checkpointed_tasks():
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    h.call(fid, stream, launch_body(offer, command_task("t1", offer), refuse_seconds=0))
+    h.allocate()
+    outstanding = h.offers(stream)
+    assert outstanding
+    h.master.agent_disconnected("c1", h.now())
+    h.pump()
+    rescinds = h.take(stream, "RESCIND")
+    assert rescinds[0]["rescind"]["offer_id"] == outstanding[0]["id"]
+    [lost] = h.updates(stream)
+    assert lost["state"] == "TASK_LOST" and lost["reason"] == "REASON_AGENT_DISCONNECTED"
+
+
+def test_missed_pings_make_the_agent_unreachable():
+    h = Harness(MasterOptions(max_agent_ping_timeouts=2))
+    agent_id = h.register_agent("c1")
+    fid, stream = h.subscribe(capabilities=[{"type": "PARTITION_AWARE"}], checkpoint=True)
+    h.allocate()
+    [offer] = h.offers(stream)
+    h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
+    for _ in range(3):
+        h.master.ping_agents(h.now())
+        h.pump()
+    assert agent_id not in h.master.agents
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_UNREACHABLE" and "unreachable_time" in status
+    assert h.take(stream, "FAILURE")[0]["failure"] == {"agent_id": {"value": agent_id}}
+    h.call(
+        fid,
+        stream,
+        {
+            "type": "RECONCILE",
+            "reconcile": {"tasks": [{"task_id": {"value": "t1"}, "agent_id": {"value": agent_id}}]},
+        },
+    )
+    assert h.updates(stream)[0]["state"] == "TASK_UNREACHABLE"
+
+
+def test_pong_keeps_the_agent():
+    h = Harness(MasterOptions(max_agent_ping_timeouts=2))
+    agent_id = h.register_agent("c1")
+    for _ in range(5):
+        h.master.ping_agents(h.now())
+        h.master.agent_message("c1", internal.Pong(), "127.0.0.1", h.now())
+        h.pump()
+    assert agent_id in h.master.agents
+
+
+def test_new_master_rebuilds_from_reregistering_agent_and_resubscribing_framework():
+    # A master that lost its memory: the agent reports its task, the framework comes back.
+    h = Harness()
+    fw_info = FrameworkInfo(user="root", name="fw", id=ID("OLD-0000"), failover_timeout=60)
+    task = internal.Task(
+        name="t1",
+        task_id=ID("t1"),
+        framework_id=ID("OLD-0000"),
+        agent_id=ID("OLD-S3"),
+        state="TASK_RUNNING",
+        resources=[
+            {
+                "name": "cpus",
+                "type": "SCALAR",
+                "scalar": {"value": 1},
+                "allocation_info": {"role": "*"},
+            }
+        ],
+    )
+    agent_id = h.register_agent("c9", agent_id="OLD-S3", frameworks=[fw_info], tasks=[task])
+    assert agent_id == "OLD-S3"
+    fw = h.master.frameworks["OLD-0000"]
+    assert fw.recovered and not fw.connected
+    fid, stream = h.subscribe(id={"value": "OLD-0000"}, failover_timeout=60)
+    assert fid == "OLD-0000"
+    h.call(
+        fid, stream, {"type": "RECONCILE", "reconcile": {"tasks": [{"task_id": {"value": "t1"}}]}}
+    )
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_RUNNING"
+    h.allocate()
+    [offer] = h.offers(stream)
+    cpus = [r for r in offer["resources"] if r["name"] == "cpus"][0]
+    assert cpus["scalar"]["value"] == 3.0  # the running task's cpu stays allocated
+
+
+def test_teardown_removes_everything():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    assert h.call(fid, stream, {"type": "TEARDOWN"}).status == 202
+    assert stream in h.closed_streams
+    assert fid not in h.master.frameworks
+    assert h.master.completed_frameworks[-1].completed_tasks[-1].state == "TASK_KILLED"
+    assert not h.master.offers
+
+
+def test_update_from_agent_without_uuid_retry_is_recorded_once():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    uid = h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    # The agent resends the same update (no ack yet): forwarded again, recorded once.
+    again = TaskStatus(task_id=ID("t1"), state="TASK_RUNNING", uuid=uid, agent_id=ID(agent_id))
+    h.master.agent_message(
+        "c1", internal.StatusUpdate(framework_id=ID(fid), status=again), "127.0.0.1", h.now()
+    )
+    h.pump()
+    assert len(h.updates(stream)) == 2
+    assert len(h.master.frameworks[fid].tasks["t1"].statuses) == 1
+    assert base64.b64decode(uid)
