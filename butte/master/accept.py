@@ -1,0 +1,237 @@
+"""ACCEPT handling of the master core: offer validation, LAUNCH and LAUNCH_GROUP. A mixin
+of `MasterMachine` (same records, same outbox), kept apart for size."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from butte.core import internal, task_states
+from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
+from butte.core.resources import Resources
+from butte.master.launch import InvalidTask, check_task, task_role
+from butte.master.state import Agent, Executor, Framework, Offer, Task
+
+if TYPE_CHECKING:
+    from butte.master.machine import MasterMachine
+
+    _Base = MasterMachine
+else:
+    _Base = object
+
+log = logging.getLogger(__name__)
+
+
+class AcceptEvents(_Base):
+    """Turns an ACCEPT into tasks on an agent, or into TASK_ERROR / TASK_LOST answers."""
+
+    __slots__ = ()
+
+    def _accept(self, fw: Framework, accept: Accept, now: float) -> None:
+        offers, error = self._validate_offers(fw, [o.value for o in accept.offer_ids])
+        refuse = self._refuse_seconds(accept.filters)
+        if error is not None:
+            self._count("invalid_accepts")
+            for offer in offers:
+                self._take_offer(offer.offer_id)
+                self._recover(
+                    fw.framework_id, offer.agent_id, offer.role, offer.resources, None, now
+                )
+            for task in _tasks_of(accept.operations):
+                state = task_states.DROPPED if fw.partition_aware else task_states.LOST
+                self._send_status(
+                    fw,
+                    self.master_status(
+                        fw, task.task_id.value, state, "REASON_INVALID_OFFERS", error, now
+                    ),
+                )
+            return
+        agent = self.agents[offers[0].agent_id]
+        pools: dict[str, Resources] = {}
+        for offer in offers:
+            self._take_offer(offer.offer_id)
+            pools[offer.role] = pools.get(offer.role, Resources()) + offer.resources
+        launched_ids: set[str] = set()
+        for op in accept.operations:
+            if op.type == "LAUNCH" and op.launch is not None:
+                for task in op.launch.task_infos:
+                    self._launch(fw, agent, task, pools, launched_ids, now)
+            elif op.type == "LAUNCH_GROUP" and op.launch_group is not None:
+                self._launch_group(fw, agent, op, pools, launched_ids, now)
+            else:
+                log.warning("Framework %s: operation %s not supported", fw.framework_id, op.type)
+        for role, left in pools.items():
+            self._recover(fw.framework_id, agent.agent_id, role, left, refuse, now)
+
+    def _validate_offers(
+        self, fw: Framework, offer_ids: list[str]
+    ) -> tuple[list[Offer], str | None]:
+        offers: list[Offer] = []
+        error = None
+        if not offer_ids:
+            error = "No offers specified"
+        if len(set(offer_ids)) != len(offer_ids):
+            error = "Duplicate offers in the call"
+        for oid in dict.fromkeys(offer_ids):
+            offer = self.offers.get(oid)
+            if offer is None:
+                error = f"Offer {oid} is no longer valid"
+            elif offer.framework_id != fw.framework_id:
+                error = f"Offer {oid} belongs to another framework"
+            else:
+                offers.append(offer)
+        if error is None and len({o.agent_id for o in offers}) > 1:
+            error = "Aggregated offers must belong to the same agent"
+        return offers, error
+
+    def _task_error(
+        self,
+        fw: Framework,
+        task: TaskInfo,
+        message: str,
+        now: float,
+        reason: str = "REASON_TASK_INVALID",
+    ) -> None:
+        self._count("invalid_tasks")
+        self._send_status(
+            fw, self.master_status(fw, task.task_id.value, task_states.ERROR, reason, message, now)
+        )
+
+    def _launch(
+        self,
+        fw: Framework,
+        agent: Agent,
+        task: TaskInfo,
+        pools: dict[str, Resources],
+        launched_ids: set[str],
+        now: float,
+    ) -> None:
+        try:
+            role = task_role(task, fw.info, set(pools))
+            known = self._executor_infos(fw, agent)
+            res, eid, exec_res = check_task(
+                task, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+            )
+            needed = res + exec_res
+            if not pools[role].contains(needed):
+                raise InvalidTask(
+                    f"Task uses more resources {needed.to_text()} than available "
+                    f"{pools[role].to_text()}"
+                )
+        except InvalidTask as e:
+            self._task_error(fw, task, str(e), now)
+            return
+        pools[role] = pools[role] - needed
+        launched_ids.add(task.task_id.value)
+        if task.executor is not None and exec_res and eid is not None:
+            self._add_executor(fw, agent, task.executor, role, exec_res)
+        self._add_task(fw, agent, task, role, res, eid, now)
+        self._send_agent(agent, internal.RunTask(framework=fw.info, task=task))
+
+    def _launch_group(
+        self,
+        fw: Framework,
+        agent: Agent,
+        op: Operation,
+        pools: dict[str, Resources],
+        launched_ids: set[str],
+        now: float,
+    ) -> None:
+        group = op.launch_group
+        assert group is not None
+        tasks = group.task_group.tasks
+        executor = group.executor
+        try:
+            if not tasks:
+                raise InvalidTask("Task group is empty")
+            if executor.type not in (None, "DEFAULT"):
+                raise InvalidTask("LAUNCH_GROUP needs an executor of type DEFAULT")
+            if any(t.executor is not None for t in tasks):
+                raise InvalidTask("Tasks of a task group must not set 'executor'")
+            # Each task is checked as if it named the group's executor.
+            wrapped = [msgspec.structs.replace(t, executor=executor, command=None) for t in tasks]
+            role = task_role(wrapped[0], fw.info, set(pools))
+            known = self._executor_infos(fw, agent)
+            checked = []
+            exec_total = Resources()
+            for t in wrapped:
+                res, _, exec_total = check_task(
+                    t, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+                )
+                launched_ids.add(t.task_id.value)
+                checked.append((t, res))
+            needed = exec_total
+            for _, res in checked:
+                needed = needed + res
+            if not pools[role].contains(needed):
+                raise InvalidTask("Task group uses more resources than available")
+        except InvalidTask as e:
+            for t in tasks:
+                self._task_error(fw, t, str(e), now, "REASON_TASK_GROUP_INVALID")
+            return
+        pools[role] = pools[role] - needed
+        eid = executor.executor_id.value
+        if exec_total:
+            self._add_executor(fw, agent, executor, role, exec_total)
+        for (_, res), original in zip(checked, tasks, strict=True):
+            self._add_task(fw, agent, original, role, res, eid, now)
+        self._send_agent(
+            agent,
+            internal.RunTaskGroup(
+                framework=fw.info, executor=executor, task_group=group.task_group
+            ),
+        )
+
+    def _executor_infos(self, fw: Framework, agent: Agent) -> dict[str, ExecutorInfo]:
+        return {
+            e.executor_id: e.info
+            for (fid, _), e in agent.executors.items()
+            if fid == fw.framework_id
+        }
+
+    def _add_executor(
+        self, fw: Framework, agent: Agent, info: ExecutorInfo, role: str, res: Resources
+    ) -> None:
+        eid = info.executor_id.value
+        agent.executors[(fw.framework_id, eid)] = Executor(
+            eid, fw.framework_id, agent.agent_id, info, role, res
+        )
+        fw.executors.setdefault(agent.agent_id, set()).add(eid)
+
+    def _add_task(
+        self,
+        fw: Framework,
+        agent: Agent,
+        info: TaskInfo,
+        role: str,
+        res: Resources,
+        eid: str | None,
+        now: float,
+    ) -> None:
+        tid = info.task_id.value
+        task = Task(
+            task_id=tid,
+            framework_id=fw.framework_id,
+            agent_id=agent.agent_id,
+            name=info.name,
+            role=role,
+            resources=res,
+            state=task_states.STAGING,
+            executor_id=eid if info.executor is not None else None,
+            info=info,
+        )
+        fw.tasks[tid] = task
+        agent.tasks.add((fw.framework_id, tid))
+        self._count("tasks_launched")
+
+
+def _tasks_of(operations: list[Operation]) -> list[TaskInfo]:
+    out: list[TaskInfo] = []
+    for op in operations:
+        if op.launch is not None:
+            out.extend(op.launch.task_infos)
+        if op.launch_group is not None:
+            out.extend(op.launch_group.task_group.tasks)
+    return out

@@ -1,0 +1,362 @@
+"""Agent events of the master core: registration, re-registration, disconnection, pings,
+removal. A mixin of `MasterMachine` (same records, same outbox), kept apart for size."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from butte.core import internal, task_states
+from butte.core.messages import ID, FrameworkInfo
+from butte.core.resources import Attribute, ResourceError, Resources
+from butte.master import views
+from butte.master.effects import CloseAgentConnection, SendToAgent
+from butte.master.state import Agent, Framework, Task
+
+if TYPE_CHECKING:
+    from butte.master.machine import MasterMachine
+
+    _Base = MasterMachine
+else:
+    _Base = object
+
+log = logging.getLogger(__name__)
+
+
+class AgentEvents(_Base):
+    """Handlers for what agents send and for agents going away."""
+
+    __slots__ = ()
+
+    def agent_message(
+        self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
+    ) -> None:
+        """One message from an agent connection."""
+        if isinstance(message, internal.RegisterAgent):
+            self._register_agent(connection_id, message, peer_ip, now)
+            return
+        agent_id = self.connections.get(connection_id)
+        agent = self.agents.get(agent_id) if agent_id else None
+        if agent is None:
+            log.warning("Message %s from unregistered connection", type(message).__name__)
+            return
+        if isinstance(message, internal.StatusUpdate):
+            self._status_update(agent, message, now)
+        elif isinstance(message, internal.Pong):
+            agent.awaiting_pong = False
+            agent.missed_pings = 0
+        elif isinstance(message, internal.ExecutorExited):
+            self._executor_exited(agent, message, now)
+        elif isinstance(message, internal.ExecutorToFramework):
+            fw = self.frameworks.get(message.framework_id.value)
+            if fw is not None:
+                self._send_framework(
+                    fw,
+                    {
+                        "type": "MESSAGE",
+                        "message": {
+                            "agent_id": views.value(agent.agent_id),
+                            "executor_id": msgspec.to_builtins(message.executor_id),
+                            "data": message.data,
+                        },
+                    },
+                )
+        elif isinstance(message, internal.UnregisterAgent):
+            self._remove_agent(
+                agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+            )
+
+    def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
+        fid, eid = msg.framework_id.value, msg.executor_id.value
+        ex = agent.executors.pop((fid, eid), None)
+        fw = self.frameworks.get(fid)
+        if ex is not None:
+            self._recover(fid, agent.agent_id, ex.role, ex.resources, None, now)
+        if fw is None:
+            return
+        fw.executors.get(agent.agent_id, set()).discard(eid)
+        failure: dict = {"agent_id": views.value(agent.agent_id), "executor_id": views.value(eid)}
+        if msg.status is not None:
+            failure["status"] = msg.status
+        self._send_framework(fw, {"type": "FAILURE", "failure": failure})
+
+    def _register_agent(
+        self, connection_id: str, msg: internal.RegisterAgent, peer_ip: str, now: float
+    ) -> None:
+        info = msg.agent_info
+        try:
+            total = Resources.from_json(info.resources)
+            attributes = tuple(Attribute.from_json(a) for a in info.attributes)
+        except ResourceError as e:
+            self._refuse_agent(connection_id, f"Invalid agent resources or attributes: {e}")
+            return
+        if info.id is None:
+            agent_id = self.ids.agent()
+            info = msgspec.structs.replace(info, id=ID(agent_id))
+            agent = self._admit_agent(
+                connection_id, agent_id, info, total, attributes, msg, peer_ip, now
+            )
+            self._send_agent(
+                agent, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
+            )
+            return
+        agent_id = info.id.value
+        if agent_id in self.gone_agents:
+            self._refuse_agent(connection_id, f"Agent {agent_id} has been marked gone")
+            return
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            agent = self._admit_agent(
+                connection_id, agent_id, info, total, attributes, msg, peer_ip, now
+            )
+            self.unreachable_agents.pop(agent_id, None)
+        else:
+            self._reconnect_agent(agent, connection_id, info, msg, peer_ip, now)
+        agent.reregistered_time = now
+        self._send_agent(
+            agent, internal.AgentReregistered(agent_id=ID(agent_id), master_id=self.master_id)
+        )
+
+    def _refuse_agent(self, connection_id: str, message: str) -> None:
+        log.warning("Refusing agent on %s: %s", connection_id, message)
+        self.outbox.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
+        self.outbox.append(CloseAgentConnection(connection_id))
+
+    def _admit_agent(
+        self,
+        connection_id: str,
+        agent_id: str,
+        info: internal.AgentInfo,
+        total: Resources,
+        attributes: tuple[Attribute, ...],
+        msg: internal.RegisterAgent,
+        peer_ip: str,
+        now: float,
+    ) -> Agent:
+        agent = Agent(
+            agent_id=agent_id,
+            info=info,
+            total=total,
+            attributes=attributes,
+            registered_time=now,
+            connection_id=connection_id,
+            ip=_ip_of(info.hostname) or peer_ip,
+            version=msg.version,
+        )
+        self.agents[agent_id] = agent
+        self.connections[connection_id] = agent_id
+        was_unreachable = agent_id in self.unreachable_agents
+        used = self._adopt_reported(agent, msg, was_unreachable, now)
+        self.allocator.add_agent(agent_id, total, used=used)
+        self.allocation_wanted = True
+        log.info(
+            "Agent %s at %s:%d registered (%s)",
+            agent_id,
+            agent.hostname,
+            agent.port,
+            total.to_text(),
+        )
+        return agent
+
+    def _adopt_reported(
+        self, agent: Agent, msg: internal.RegisterAgent, was_unreachable: bool, now: float
+    ) -> dict[tuple[str, str], Resources]:
+        """Rebuilds frameworks, executors and tasks an agent reports (master restarted or
+        agent came back). Returns what they use, per (framework, role), for the allocator."""
+        infos = {f.id.value: f for f in msg.frameworks if f.id is not None}
+        used: dict[tuple[str, str], Resources] = {}
+        for rt in msg.tasks:
+            fid = rt.framework_id.value
+            fw = self.frameworks.get(fid) or self._recover_framework(fid, infos.get(fid), now)
+            if fw is None:
+                continue
+            if was_unreachable and not fw.partition_aware:
+                self._send_agent(
+                    agent, internal.KillTask(framework_id=rt.framework_id, task_id=rt.task_id)
+                )
+            try:
+                res = Resources.from_json(rt.resources)
+            except ResourceError:
+                res = Resources()
+            role = _allocation_role(rt.resources) or (fw.roles[0] if fw.roles else "*")
+            task = Task(
+                task_id=rt.task_id.value,
+                framework_id=fid,
+                agent_id=agent.agent_id,
+                name=rt.name,
+                role=role,
+                resources=res,
+                state=rt.state,
+                executor_id=rt.executor_id.value if rt.executor_id else None,
+                statuses=list(rt.statuses),
+                status_update_state=rt.status_update_state,
+                status_update_uuid=rt.status_update_uuid,
+            )
+            fw.tasks[task.task_id] = task
+            agent.tasks.add((fid, task.task_id))
+            if not task_states.is_terminal(task.state):
+                used[(fid, role)] = used.get((fid, role), Resources()) + res
+        for ex in msg.executors:
+            fid = ex.framework_id.value if ex.framework_id else None
+            fw = self.frameworks.get(fid) if fid else None
+            if fw is None or ex.command is None:
+                continue
+            try:
+                res = Resources.from_json(ex.resources)
+            except ResourceError:
+                res = Resources()
+            role = _allocation_role(ex.resources) or (fw.roles[0] if fw.roles else "*")
+            self._add_executor(fw, agent, ex, role, res)
+            used[(fid, role)] = used.get((fid, role), Resources()) + res
+        return used
+
+    def _recover_framework(
+        self, fid: str, info: FrameworkInfo | None, now: float
+    ) -> Framework | None:
+        """A framework known only from an agent's report: inactive until it re-subscribes."""
+        if info is None or any(f.framework_id == fid for f in self.completed_frameworks):
+            return None
+        fw = Framework(framework_id=fid, info=info, registered_time=now, recovered=True)
+        fw.unregistered_time = now
+        self.frameworks[fid] = fw
+        self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
+        return fw
+
+    def _reconnect_agent(
+        self,
+        agent: Agent,
+        connection_id: str,
+        info: internal.AgentInfo,
+        msg: internal.RegisterAgent,
+        peer_ip: str,
+        now: float,
+    ) -> None:
+        if agent.connection_id is not None and agent.connection_id != connection_id:
+            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self.connections.pop(agent.connection_id, None)
+        agent.connection_id = connection_id
+        self.connections[connection_id] = agent.agent_id
+        agent.connected = True
+        agent.active = True
+        agent.disconnected_at = None
+        agent.missed_pings = 0
+        agent.awaiting_pong = False
+        agent.info = msgspec.structs.replace(info, id=ID(agent.agent_id))
+        reported = {(t.framework_id.value, t.task_id.value): t for t in msg.tasks}
+        for key in list(agent.tasks):
+            fid, tid = key
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is None or task is None:
+                agent.tasks.discard(key)
+                continue
+            if key not in reported and task.state == task_states.STAGING:
+                # The RUN_TASK never reached the agent (it was disconnected).
+                state = task_states.DROPPED if fw.partition_aware else task_states.LOST
+                self._terminate_task(
+                    fw,
+                    task,
+                    state,
+                    "REASON_AGENT_REREGISTERED",
+                    "Task was not delivered to the agent",
+                    now,
+                )
+        self.allocator.activate_agent(agent.agent_id)
+        self.allocation_wanted = True
+        log.info("Agent %s re-registered", agent.agent_id)
+
+    def agent_disconnected(self, connection_id: str, now: float) -> None:
+        """An agent's connection closed: stop offering its resources and wait for it to come
+        back within ``agent_reregister_timeout``."""
+        agent_id = self.connections.pop(connection_id, None)
+        agent = self.agents.get(agent_id) if agent_id else None
+        if agent is None or agent.connection_id != connection_id:
+            return
+        agent.connected = False
+        agent.active = False
+        agent.connection_id = None
+        agent.disconnected_at = now
+        self.allocator.deactivate_agent(agent.agent_id)
+        for offer_id in list(agent.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None:
+                self._rescind(offer, now)
+        # Mesos semantics: tasks of frameworks that do not checkpoint cannot survive an
+        # agent failure, so they are lost as soon as the agent disconnects.
+        for fid, tid in list(agent.tasks):
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is not None and task is not None and not fw.info.checkpoint:
+                self._terminate_task(
+                    fw,
+                    task,
+                    task_states.LOST,
+                    "REASON_AGENT_DISCONNECTED",
+                    "Agent disconnected",
+                    now,
+                )
+        log.info("Agent %s disconnected", agent.agent_id)
+
+    def ping_agents(self, now: float) -> None:
+        """Called every ``agent_ping_timeout``: counts missed PONGs, pings again."""
+        for agent in list(self.agents.values()):
+            if not agent.connected:
+                continue
+            if agent.awaiting_pong:
+                agent.missed_pings += 1
+                if agent.missed_pings >= self.options.max_agent_ping_timeouts:
+                    self._mark_unreachable(agent, now, "Agent failed health checks")
+                    continue
+            agent.awaiting_pong = True
+            self._send_agent(agent, internal.Ping())
+
+    def _mark_unreachable(self, agent: Agent, now: float, message: str) -> None:
+        self.unreachable_agents[agent.agent_id] = now
+        self._remove_agent(agent, now, message, task_states.UNREACHABLE, "REASON_AGENT_REMOVED")
+
+    def _remove_agent(
+        self, agent: Agent, now: float, message: str, state: str, reason: str
+    ) -> None:
+        log.info("Removing agent %s: %s", agent.agent_id, message)
+        for offer_id in list(agent.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None:
+                self._rescind(offer, now)
+        for fid, tid in list(agent.tasks):
+            fw = self.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw else None
+            if fw is None or task is None:
+                continue
+            self._terminate_task(fw, task, state, reason, message, now)
+            if state == task_states.UNREACHABLE:
+                task.unreachable_time = now
+                # Unreachable tasks leave the agent; they come back if it re-registers.
+                fw.tasks.pop(tid, None)
+                fw.completed_tasks.append(task)
+        for fw in self.frameworks.values():
+            fw.executors.pop(agent.agent_id, None)
+            self._send_framework(
+                fw, {"type": "FAILURE", "failure": {"agent_id": views.value(agent.agent_id)}}
+            )
+        if agent.connection_id is not None:
+            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self.connections.pop(agent.connection_id, None)
+        self.allocator.remove_agent(agent.agent_id)
+        del self.agents[agent.agent_id]
+
+
+def _allocation_role(resources: list[dict]) -> str | None:
+    for r in resources:
+        info = r.get("allocation_info")
+        if isinstance(info, dict) and isinstance(info.get("role"), str):
+            return info["role"]
+    return None
+
+
+def _ip_of(hostname: str) -> str | None:
+    parts = hostname.split(".")
+    if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
+        return hostname
+    return None
