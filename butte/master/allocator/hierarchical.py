@@ -1,0 +1,692 @@
+"""The hierarchical DRF allocator (after Mesos ``HierarchicalAllocatorProcess``, stage 2 of
+``__generateOffers``; no quota).
+
+Vocabulary: an *agent* offers ``total`` resources, of which ``available`` are neither offered
+nor used; an *allocation* is what one (framework, role) holds on one agent, from the moment
+`allocate` hands it out until the master gives it back with `recover_resources`. A role is
+*wanting* while at least one active framework is subscribed to it and has not suppressed it.
+
+One cycle (`allocate`)::
+
+    expire refusal filters (now)
+    for agent in shuffled(active agents with something available):
+        for role in role sorter order (wanting roles only):
+            candidate = available resources allocatable to the role
+            skip if below min_allocatable
+            for framework in the role's framework sorter order (wanting frameworks only):
+                skip if GPU-gated or a refusal filter covers the candidate
+                grant the candidate; stop looking in this role
+        update the role sorter with this agent's grants
+
+Everything is kept incrementally: per-agent ``available`` changes with every grant and
+recovery, shares move in the sorters as allocations change, and the set of agents with free
+resources is maintained, so a cycle costs O(free agents x roles/frameworks looked at).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+
+from butte.core.resources import Resources
+from butte.master.allocator.filters import RefusalFilters, blocked
+from butte.master.allocator.interface import Allocation, AllocatorOptions
+from butte.master.allocator.sorter import DRFSorter, Totals
+
+MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
+GPU_RESOURCES = "GPU_RESOURCES"
+EMPTY = Resources()
+
+
+class _Framework:
+    __slots__ = ("id", "roles", "suppressed", "capabilities", "gpu", "active")
+
+    def __init__(self, framework_id: str) -> None:
+        self.id = framework_id
+        self.roles: dict[str, None] = {}  # ordered set
+        self.suppressed: set[str] = set()
+        self.capabilities: frozenset[str] = frozenset()
+        self.gpu = False
+        self.active = True
+
+
+class _Agent:
+    __slots__ = (
+        "id",
+        "total",
+        "available",
+        "allocated",
+        "active",
+        "gpus",
+        "reserved",
+        "overcommitted",
+    )
+
+    def __init__(self, agent_id: str, total: Resources) -> None:
+        self.id = agent_id
+        self.total = total
+        self.available = total
+        self.allocated: dict[tuple[str, str], Resources] = {}  # (framework, role) -> held
+        self.active = True
+        self.gpus = total.has("gpus")
+        self.reserved = _has_reservations(total)
+        # True while the total no longer covers what is held (it shrank under running tasks):
+        # then ``available`` is recomputed as total - held instead of added to.
+        self.overcommitted = False
+
+
+def _has_reservations(total: Resources) -> bool:
+    return any(stack for (_, stack), _ in total.items())
+
+
+class _Role:
+    __slots__ = ("name", "sorter", "wanting")
+
+    def __init__(self, name: str, sorter: DRFSorter) -> None:
+        self.name = name
+        self.sorter = sorter  # frameworks tracked under the role
+        self.wanting: set[str] = set()  # the active ones in `sorter`
+
+
+class HierarchicalDRFAllocator:
+    """Implements `butte.master.allocator.interface.Allocator` (see the module docstring).
+
+    ``seed`` seeds the agent shuffle so that a run is reproducible (None = unseeded)."""
+
+    def __init__(self, options: AllocatorOptions | None = None, *, seed: int | None = 0) -> None:
+        self._options = options if options is not None else AllocatorOptions()
+        self._excluded = frozenset(self._options.fair_sharing_excluded_resource_names)
+        self._rng = random.Random(seed)
+        self._totals = Totals()
+        self._role_sorter = DRFSorter(self._totals, hierarchical=True, excluded=self._excluded)
+        self._weights: dict[str, float] = {}
+        self._roles: dict[str, _Role] = {}
+        self._frameworks: dict[str, _Framework] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._free: dict[str, _Agent] = {}  # active agents with something available
+        self._holdings: dict[str, dict[str, dict[str, None]]] = {}  # fw -> role -> agents
+        self._filters = RefusalFilters()
+        self._runs = 0
+        self._last_count = 0
+        self._total_count = 0
+        self._last_seconds = 0.0
+
+    # frameworks -----------------------------------------------------------------------------
+
+    def add_framework(
+        self,
+        framework_id: str,
+        roles: Iterable[str],
+        *,
+        capabilities: Iterable[str] = (),
+        suppressed_roles: Iterable[str] = (),
+        active: bool = True,
+    ) -> None:
+        """A framework subscribed (or was learnt from a re-registering agent: inactive)."""
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            fw = self._frameworks[framework_id] = _Framework(framework_id)
+        fw.active = active
+        self._set_framework(fw, roles, capabilities, suppressed_roles)
+        if not active:
+            self._filters.clear_framework(framework_id)
+
+    def update_framework(
+        self,
+        framework_id: str,
+        roles: Iterable[str],
+        *,
+        capabilities: Iterable[str] = (),
+        suppressed_roles: Iterable[str] = (),
+    ) -> None:
+        """Roles, capabilities or suppression changed (re-subscribe, UPDATE_FRAMEWORK)."""
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            self.add_framework(
+                framework_id, roles, capabilities=capabilities, suppressed_roles=suppressed_roles
+            )
+            return
+        self._set_framework(fw, roles, capabilities, suppressed_roles)
+
+    def _set_framework(
+        self,
+        fw: _Framework,
+        roles: Iterable[str],
+        capabilities: Iterable[str],
+        suppressed_roles: Iterable[str],
+    ) -> None:
+        old_roles = fw.roles
+        fw.roles = dict.fromkeys(roles)
+        fw.suppressed = {r for r in suppressed_roles if r in fw.roles}
+        fw.capabilities = frozenset(capabilities)
+        fw.gpu = GPU_RESOURCES in fw.capabilities
+        for role in old_roles:
+            if role not in fw.roles:
+                self._filters.clear_role(fw.id, role)
+                self._refresh_wanting(fw, role)
+                self._untrack_if_unused(fw.id, role)
+        for role in fw.roles:
+            self._track(fw.id, role)
+            self._refresh_wanting(fw, role)
+
+    def remove_framework(self, framework_id: str) -> None:
+        """Framework gone: its allocations are dropped (the master recovers tasks first)."""
+        fw = self._frameworks.pop(framework_id, None)
+        if fw is not None:
+            fw.active = False
+            for role in fw.roles:
+                self._refresh_wanting(fw, role)
+        for role, agents in list(self._holdings.get(framework_id, {}).items()):
+            for agent_id in list(agents):
+                agent = self._agents[agent_id]
+                held = agent.allocated[(framework_id, role)]
+                self._release(agent, framework_id, role, held, held)
+        for role in list(fw.roles if fw is not None else ()):
+            self._untrack_if_unused(framework_id, role)
+        self._filters.clear_framework(framework_id)
+
+    def activate_framework(self, framework_id: str) -> None:
+        """The framework (re)connected: offers resume."""
+        fw = self._frameworks.get(framework_id)
+        if fw is not None and not fw.active:
+            fw.active = True
+            for role in fw.roles:
+                self._refresh_wanting(fw, role)
+
+    def deactivate_framework(self, framework_id: str) -> None:
+        """No offers while disconnected; its filters are cleared as in Mesos."""
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            return
+        fw.active = False
+        for role in fw.roles:
+            self._refresh_wanting(fw, role)
+        self._filters.clear_framework(framework_id)
+
+    def suppress(self, framework_id: str, roles: Iterable[str] | None = None) -> None:
+        """Stop offering to these roles of the framework (None = all of its roles)."""
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            return
+        for role in self._roles_of(fw, roles):
+            fw.suppressed.add(role)
+            self._refresh_wanting(fw, role)
+
+    def revive(self, framework_id: str, roles: Iterable[str] | None = None) -> None:
+        """Un-suppress these roles and clear their filters (None = all of its roles)."""
+        fw = self._frameworks.get(framework_id)
+        if fw is None:
+            return
+        if roles is None:
+            self._filters.clear_framework(framework_id)
+        for role in self._roles_of(fw, roles):
+            fw.suppressed.discard(role)
+            self._filters.clear_role(framework_id, role)
+            self._refresh_wanting(fw, role)
+
+    @staticmethod
+    def _roles_of(fw: _Framework, roles: Iterable[str] | None) -> list[str]:
+        if roles is None:
+            return list(fw.roles)
+        return [r for r in roles if r in fw.roles]
+
+    # role and framework tracking ------------------------------------------------------------
+
+    def _track(self, framework_id: str, role: str) -> None:
+        """Makes sure the role is in the role sorter and the framework in its sorter."""
+        rs = self._roles.get(role)
+        if rs is None:
+            rs = _Role(role, DRFSorter(self._totals, excluded=self._excluded))
+            self._roles[role] = rs
+            self._role_sorter.add(role)
+        if framework_id not in rs.sorter:
+            rs.sorter.add(framework_id)
+
+    def _untrack_if_unused(self, framework_id: str, role: str) -> None:
+        """Stops tracking (framework, role) once it is neither subscribed nor holding."""
+        fw = self._frameworks.get(framework_id)
+        if fw is not None and role in fw.roles:
+            return
+        if role in self._holdings.get(framework_id, {}):
+            return
+        rs = self._roles.get(role)
+        if rs is None or framework_id not in rs.sorter:
+            return
+        rs.sorter.remove(framework_id)
+        if len(rs.sorter) == 0:
+            self._role_sorter.remove(role)
+            del self._roles[role]
+
+    def _refresh_wanting(self, fw: _Framework, role: str) -> None:
+        """Keeps the sorters' active flags equal to "this framework wants offers here"."""
+        rs = self._roles.get(role)
+        if rs is None:
+            return
+        want = fw.active and role in fw.roles and role not in fw.suppressed
+        if want and fw.id not in rs.wanting:
+            rs.wanting.add(fw.id)
+            rs.sorter.activate(fw.id)
+            if len(rs.wanting) == 1:
+                self._role_sorter.activate(role)
+        elif not want and fw.id in rs.wanting:
+            rs.wanting.discard(fw.id)
+            rs.sorter.deactivate(fw.id)
+            if not rs.wanting:
+                self._role_sorter.deactivate(role)
+
+    # agents ---------------------------------------------------------------------------------
+
+    def add_agent(
+        self,
+        agent_id: str,
+        total: Resources,
+        *,
+        used: Mapping[tuple[str, str], Resources] | None = None,
+    ) -> None:
+        """An agent (re)registered. ``used`` maps (framework_id, role) to resources its
+        running tasks and executors already hold (re-registration)."""
+        if agent_id in self._agents:
+            self.remove_agent(agent_id)
+        agent = _Agent(agent_id, total)
+        self._agents[agent_id] = agent
+        self._totals.add(total.quantities())
+        held = EMPTY
+        for (framework_id, role), resources in (used or {}).items():
+            if resources:
+                self._track(framework_id, role)
+                quantities = resources.quantities()
+                self._hold(agent, framework_id, role, resources, quantities)
+                self._role_sorter.allocated(role, quantities)
+                held = held + resources
+        agent.available = total - held
+        agent.overcommitted = not total.contains(held)
+        self._update_free(agent)
+
+    def remove_agent(self, agent_id: str) -> None:
+        """The agent is gone: its allocations vanish with it."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return
+        for (framework_id, role), held in list(agent.allocated.items()):
+            self._release(agent, framework_id, role, held, held)
+        self._totals.subtract(agent.total.quantities())
+        self._filters.clear_agent(agent_id)
+        self._free.pop(agent_id, None)
+        del self._agents[agent_id]
+
+    def activate_agent(self, agent_id: str) -> None:
+        """The agent may be offered again."""
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.active = True
+            self._update_free(agent)
+
+    def deactivate_agent(self, agent_id: str) -> None:
+        """No new offers from this agent (disconnected, draining)."""
+        agent = self._agents.get(agent_id)
+        if agent is not None:
+            agent.active = False
+            self._update_free(agent)
+
+    def update_agent_total(self, agent_id: str, total: Resources) -> None:
+        """The agent's total changed (oversubscription, operator update)."""
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            return
+        self._totals.subtract(agent.total.quantities())
+        self._totals.add(total.quantities())
+        agent.total = total
+        agent.gpus = total.has("gpus")
+        agent.reserved = _has_reservations(total)
+        held = self._held_on(agent)
+        agent.available = total - held
+        agent.overcommitted = not total.contains(held)
+        self._update_free(agent)
+
+    @staticmethod
+    def _held_on(agent: _Agent) -> Resources:
+        held = EMPTY
+        for resources in agent.allocated.values():
+            held = held + resources
+        return held
+
+    def _update_free(self, agent: _Agent) -> None:
+        if agent.active and agent.available:
+            self._free[agent.id] = agent
+        else:
+            self._free.pop(agent.id, None)
+
+    # holdings -------------------------------------------------------------------------------
+
+    def _hold(
+        self,
+        agent: _Agent,
+        framework_id: str,
+        role: str,
+        resources: Resources,
+        quantities: Mapping[str, int],
+    ) -> None:
+        """Counts ``resources`` as held by (framework, role) on the agent and in the role's
+        framework sorter. The role sorter and ``available`` are the caller's business
+        (`allocate` updates the role sorter only after its walk of that sorter is closed)."""
+        key = (framework_id, role)
+        prev = agent.allocated.get(key)
+        agent.allocated[key] = resources if prev is None else prev + resources
+        if prev is None:
+            by_role = self._holdings.get(framework_id)
+            if by_role is None:
+                by_role = self._holdings[framework_id] = {}
+            agents = by_role.get(role)
+            if agents is None:
+                agents = by_role[role] = {}
+            agents[agent.id] = None
+        self._roles[role].sorter.allocated(framework_id, quantities)
+
+    def _release(
+        self, agent: _Agent, framework_id: str, role: str, held: Resources, back: Resources
+    ) -> None:
+        """(framework, role) gives ``back`` (part of ``held``) on the agent."""
+        left = EMPTY if back is held else held - back
+        key = (framework_id, role)
+        if left:
+            agent.allocated[key] = left
+        else:
+            del agent.allocated[key]
+            by_role = self._holdings[framework_id]
+            agents = by_role[role]
+            del agents[agent.id]
+            if not agents:
+                del by_role[role]
+                if not by_role:
+                    del self._holdings[framework_id]
+        quantities = back.quantities()
+        self._roles[role].sorter.unallocated(framework_id, quantities)
+        self._role_sorter.unallocated(role, quantities)
+        if agent.overcommitted:
+            held_now = self._held_on(agent)
+            agent.available = agent.total - held_now
+            agent.overcommitted = not agent.total.contains(held_now)
+        else:
+            agent.available = agent.available + back
+        self._update_free(agent)
+        if not left:
+            self._untrack_if_unused(framework_id, role)
+
+    # resources ------------------------------------------------------------------------------
+
+    def recover_resources(
+        self,
+        framework_id: str,
+        agent_id: str,
+        role: str,
+        resources: Resources,
+        *,
+        refuse_seconds: float | None,
+        now: float,
+    ) -> None:
+        """Allocated resources come back; ``refuse_seconds > 0`` also installs a refusal
+        filter for ``max(refuse_seconds, allocation_interval)`` (capped at 365 days)."""
+        agent = self._agents.get(agent_id)
+        if agent is None or not resources:
+            return
+        held = agent.allocated.get((framework_id, role))
+        if held is not None:
+            # Only what is actually held comes back (a stale or doubled recovery is harmless).
+            if resources is held or resources == held:  # the common case: a whole decline
+                back = held
+            elif held.contains(resources):
+                back = resources
+            else:
+                back = held - (held - resources)
+            if back:
+                self._release(agent, framework_id, role, held, back)
+        if refuse_seconds is None or not refuse_seconds > 0:
+            return
+        if framework_id not in self._frameworks:
+            return
+        seconds = max(min(refuse_seconds, MAX_REFUSE_SECONDS), self._options.allocation_interval)
+        self._filters.add(framework_id, role, agent_id, resources, now + seconds)
+
+    def update_weights(self, weights: Mapping[str, float]) -> None:
+        """Sets role weights (others keep theirs; the default is 1.0). Raises ValueError for a
+        weight that is not a finite number > 0, changing nothing."""
+        for role, weight in weights.items():
+            if not isinstance(weight, int | float) or not math.isfinite(weight) or weight <= 0:
+                raise ValueError(f"weight of role {role!r} must be a number > 0, got {weight!r}")
+        self._weights.update({role: float(w) for role, w in weights.items()})
+        self._role_sorter.set_weights(self._weights)
+
+    # allocation -----------------------------------------------------------------------------
+
+    def allocate(self, now: float) -> list[Allocation]:
+        """Runs one allocation cycle over every active agent with free resources and every
+        active framework that wants offers, hierarchical DRF order."""
+        self._runs += 1
+        self._filters.expire(now)
+        out: list[Allocation] = []
+        if self._free and self._role_sorter.has_active():
+            agents = list(self._free.values())
+            self._rng.shuffle(agents)
+            for agent in agents:
+                self._allocate_agent(agent, out)
+        self._last_count = len(out)
+        self._total_count += len(out)
+        return out
+
+    def _allocate_agent(self, agent: _Agent, out: list[Allocation]) -> None:
+        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle)."""
+        granted: list[tuple[str, dict[str, int]]] = []
+        checked: Resources | None = None  # the last candidate found allocatable
+        quantities: dict[str, int] = {}  # ... and its quantities
+        walk = self._role_sorter.walk()
+        try:
+            for role in walk:
+                available = agent.available
+                candidate = available.allocatable_to(role) if agent.reserved else available
+                if not candidate:
+                    continue
+                if candidate is not checked:
+                    quantities = candidate.quantities()
+                    if not self._allocatable(quantities):
+                        if not agent.reserved:
+                            break  # every role would be offered this same candidate
+                        continue
+                    checked = candidate
+                framework_id = self._pick(role, agent, candidate)
+                if framework_id is None:
+                    continue
+                agent.available = EMPTY if candidate is available else available - candidate
+                self._hold(agent, framework_id, role, candidate, quantities)
+                granted.append((role, quantities))
+                out.append(Allocation(framework_id, agent.id, role, candidate))
+                if not agent.available:
+                    break
+        finally:
+            walk.close()
+        role_sorter = self._role_sorter
+        for role, quantities in granted:
+            role_sorter.allocated(role, quantities)
+        if not agent.available:
+            del self._free[agent.id]
+
+    def _allocatable(self, have: Mapping[str, int]) -> bool:
+        """``--min_allocatable_resources``: the candidate's scalar quantities meet at least
+        one alternative (no alternatives = anything goes)."""
+        alternatives = self._options.min_allocatable
+        if not alternatives:
+            return True
+        for alternative in alternatives:
+            for name, need in alternative.items():
+                if have.get(name, 0) < need:
+                    break
+            else:
+                return True
+        return False
+
+    def _pick(self, role: str, agent: _Agent, candidate: Resources) -> str | None:
+        """The first framework of the role, in DRF order, that may take the candidate."""
+        gpu_gated = agent.gpus and self._options.filter_gpu_resources
+        frameworks = self._frameworks
+        filters = self._filters.by_framework
+        walk = self._roles[role].sorter.walk()
+        try:
+            for framework_id in walk:
+                if gpu_gated and not frameworks[framework_id].gpu:
+                    continue
+                if filters:
+                    mine = filters.get(framework_id)
+                    if mine is not None and blocked(mine, role, agent.id, candidate):
+                        continue
+                return framework_id
+            return None
+        finally:
+            walk.close()
+
+    # views ----------------------------------------------------------------------------------
+
+    def record_allocation_seconds(self, seconds: float) -> None:
+        """The shell reports how long its last `allocate` took (the core reads no clock), so
+        that `statistics` can include it."""
+        self._last_seconds = float(seconds)
+
+    def statistics(self) -> dict[str, float]:
+        """Counters for /metrics: cycles run, allocations made, sizes of the books, and the
+        duration last given to `record_allocation_seconds`."""
+        return {
+            "allocation_runs": float(self._runs),
+            "last_allocation_seconds": self._last_seconds,
+            "last_allocation_count": float(self._last_count),
+            "allocations_total": float(self._total_count),
+            "frameworks": float(len(self._frameworks)),
+            "frameworks_active": float(sum(1 for f in self._frameworks.values() if f.active)),
+            "agents": float(len(self._agents)),
+            "agents_with_free_resources": float(len(self._free)),
+            "roles": float(len(self._roles)),
+            "offer_filters": float(len(self._filters)),
+        }
+
+    def allocated(self, framework_id: str) -> dict[tuple[str, str], Resources]:
+        """What a framework holds: (agent_id, role) -> resources."""
+        out: dict[tuple[str, str], Resources] = {}
+        for role, agents in self._holdings.get(framework_id, {}).items():
+            for agent_id in agents:
+                out[(agent_id, role)] = self._agents[agent_id].allocated[(framework_id, role)]
+        return out
+
+    def available(self, agent_id: str) -> Resources:
+        """What an agent has neither offered nor used (empty for an unknown agent)."""
+        agent = self._agents.get(agent_id)
+        return agent.available if agent is not None else EMPTY
+
+    def role_shares(self) -> dict[str, float]:
+        """Weighted dominant share of every tracked role (its subtree included)."""
+        return {role: self._role_sorter.share(role) for role in self._roles}
+
+    def framework_shares(self, role: str) -> dict[str, float]:
+        """Dominant share of each framework tracked under ``role`` (empty if none)."""
+        rs = self._roles.get(role)
+        if rs is None:
+            return {}
+        return {fw: rs.sorter.share(fw) for fw in rs.sorter.clients()}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The role weights set with `update_weights` (others are 1.0)."""
+        return dict(self._weights)
+
+    def offer_filters(self, framework_id: str) -> list[tuple[str, str, Resources, float]]:
+        """(role, agent, refused resources, expiry) of a framework's live refusal filters."""
+        return self._filters.of_framework(framework_id)
+
+    # checking -------------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError unless the books balance: per agent available + held ==
+        total (available == total - held when a shrunk total no longer covers what is held),
+        nothing empty or negative is stored, indexes agree, and every sorter holds exactly
+        the allocations and shares that the agents' books imply."""
+        totals: dict[str, int] = {}
+        by_role: dict[str, dict[str, int]] = {}
+        by_framework: dict[tuple[str, str], dict[str, int]] = {}
+        for agent in self._agents.values():
+            self._check_agent(agent)
+            _accumulate(totals, agent.total.quantities())
+            for (framework_id, role), held in agent.allocated.items():
+                assert agent.id in self._holdings[framework_id][role], "holdings index"
+                quantities = self._fair(held.quantities())
+                _accumulate(by_role.setdefault(role, {}), quantities)
+                _accumulate(by_framework.setdefault((role, framework_id), {}), quantities)
+        assert totals == self._totals.quantities, f"totals {self._totals.quantities} != {totals}"
+        for framework_id, roles in self._holdings.items():
+            for role, agents in roles.items():
+                assert agents, "empty holdings entry"
+                for agent_id in agents:
+                    assert (framework_id, role) in self._agents[agent_id].allocated, "holdings"
+        self._check_roles(by_role, by_framework)
+        self._role_sorter.check_invariants()
+        for rs in self._roles.values():
+            rs.sorter.check_invariants()
+        for framework_id in self._filters.by_framework:
+            assert framework_id in self._frameworks, f"filters of unknown {framework_id}"
+
+    def _check_agent(self, agent: _Agent) -> None:
+        held = self._held_on(agent)
+        assert agent.available == agent.total - held, f"{agent.id}: available is off"
+        assert agent.overcommitted == (not agent.total.contains(held)), f"{agent.id}: overcommit"
+        if not agent.overcommitted:
+            assert agent.available + held == agent.total, f"{agent.id}: books do not balance"
+        for resources in (agent.available, *agent.allocated.values()):
+            for _, value in resources.items():
+                assert not isinstance(value, int) or value > 0, f"{agent.id}: {resources}"
+        assert all(agent.allocated.values()), f"{agent.id}: empty allocation stored"
+        free = agent.active and bool(agent.available)
+        assert (agent.id in self._free) == free, f"{agent.id}: free index"
+        assert agent.gpus == agent.total.has("gpus"), f"{agent.id}: gpu flag"
+        assert agent.reserved == _has_reservations(agent.total), f"{agent.id}: reserved flag"
+
+    def _check_roles(
+        self,
+        by_role: dict[str, dict[str, int]],
+        by_framework: dict[tuple[str, str], dict[str, int]],
+    ) -> None:
+        assert set(self._role_sorter.clients()) == set(self._roles), "role sorter clients"
+        for role, framework_id in by_framework:
+            assert framework_id in self._roles[role].sorter, f"{framework_id} untracked"
+        for fw in self._frameworks.values():
+            assert fw.suppressed <= set(fw.roles), f"{fw.id}: suppressed unknown role"
+            for role in fw.roles:
+                assert fw.id in self._roles[role].sorter, f"{fw.id} not tracked in {role}"
+        totals = self._totals.quantities
+        for role, rs in self._roles.items():
+            got = self._role_sorter.allocation(role)
+            assert got == by_role.get(role, {}), f"role {role}: {got} != {by_role.get(role)}"
+            subtree: dict[str, int] = {}
+            for other, quantities in by_role.items():
+                if other == role or other.startswith(role + "/"):
+                    _accumulate(subtree, quantities)
+            share = max((v / totals[r] for r, v in subtree.items() if totals.get(r)), default=0)
+            expect = share / self._weights.get(role, 1.0)
+            assert math.isclose(self._role_sorter.share(role), expect), f"share of {role}"
+            assert len(rs.sorter) > 0, f"role {role} tracked without frameworks"
+            for framework_id in rs.sorter.clients():
+                fw = self._frameworks.get(framework_id)
+                subscribed = fw is not None and role in fw.roles
+                holding = role in self._holdings.get(framework_id, {})
+                assert subscribed or holding, f"{framework_id} tracked in {role} for nothing"
+                got = rs.sorter.allocation(framework_id)
+                assert got == by_framework.get((role, framework_id), {}), f"{framework_id}"
+                want = fw is not None and fw.active and subscribed and role not in fw.suppressed
+                assert (framework_id in rs.wanting) == want, f"{framework_id} wanting {role}"
+                assert rs.sorter.is_active(framework_id) == want, f"{framework_id} active"
+            assert self._role_sorter.is_active(role) == bool(rs.wanting), f"{role} active"
+
+    def _fair(self, quantities: dict[str, int]) -> dict[str, int]:
+        if not self._excluded:
+            return quantities
+        return {r: v for r, v in quantities.items() if r not in self._excluded}
+
+
+def _accumulate(into: dict[str, int], quantities: Mapping[str, int]) -> None:
+    for name, value in quantities.items():
+        into[name] = into.get(name, 0) + value
