@@ -1,0 +1,1 @@
+"""The ``butte`` command line: ``butte master|agent|local|run|version`` (see `main`)."""

@@ -1,0 +1,406 @@
+"""``butte local``: a whole cluster on this machine (one master, N agents) for trying butte.
+
+`LocalCluster` is the reusable part: it starts the master and agents as subprocesses of
+``python -m butte`` on 127.0.0.1, each with its own work dir and log file, waits until every
+agent is registered and active (polling ``/master/state``), and stops them with SIGTERM, then
+SIGKILL for stragglers. The test helpers in `butte.testing.cluster` build on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from butte.cli.main import CliError
+
+SUMMARY = "start a master and agents on this machine"
+DESCRIPTION = (
+    "Starts one master and --agents agents on 127.0.0.1 as subprocesses, waits until every "
+    "agent is registered, prints where the APIs, logs and work dirs are, and keeps running "
+    "until Ctrl-C or SIGTERM, which stops everything."
+)
+HOST = "127.0.0.1"
+_STOP_GRACE_SECONDS = 5.0
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and read it back)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ClusterError(Exception):
+    """The local cluster could not be started (the message includes the relevant log)."""
+
+
+def _set_parent_death_signal() -> None:
+    """Runs in the child before exec: on Linux, ask for SIGTERM when the parent dies, so a
+    killed ``butte local`` (or test run) does not leave daemons behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Pids of every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may contain spaces; ppid follows it.
+        fields = text[text.rfind(")") + 2 :].split()
+        with contextlib.suppress(ValueError, IndexError):
+            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+class ManagedProcess:
+    """One daemon of the cluster: its command line, log file, and process."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        # True once stopped or killed on purpose: its exit is then not a cluster failure.
+        self.expected_down = False
+        self._log: BinaryIO | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self) -> None:
+        """Starts (or restarts) the process, appending to its log file."""
+        if self.running():
+            raise ClusterError(f"{self.name} is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is not None:
+            self._log.close()
+        self.expected_down = False
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
+        self._log.write(f"==== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+        self._log.flush()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # Own session: a Ctrl-C in the terminal reaches only us, and we stop the daemons in
+            # order instead of all of them getting SIGINT at once.
+            start_new_session=True,
+            preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+        )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Sends ``sig`` to the process if it is running."""
+        if self.running():
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILLs the process (and nothing else: its tasks survive, as on a real crash)."""
+        self.expected_down = True
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float) -> int | None:
+        """Waits for the process to exit; its exit status, or None if still running."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; afterwards SIGKILL whatever
+        the process left behind (executors and tasks in its process tree)."""
+        if self.process is None:
+            return
+        self.expected_down = True
+        leftovers = descendant_pids(self.process.pid) if self.running() else []
+        self.signal(signal.SIGTERM)
+        if self.wait(grace) is None:
+            self.signal(signal.SIGKILL)
+            self.wait(grace)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the log file (for error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalCluster:
+    """A master and ``agents`` agents as local subprocesses; see the module docstring."""
+
+    def __init__(
+        self,
+        work_dir: str | os.PathLike[str],
+        *,
+        port: int = 5050,
+        agents: int = 1,
+        resources: str | None = None,
+        master_flags: Sequence[str] = (),
+        agent_flags: Sequence[str] = (),
+        python: str = sys.executable,
+    ) -> None:
+        self.work_dir = Path(work_dir).absolute()
+        self.port = port
+        self.python = python
+        self.master = ManagedProcess(
+            "master",
+            [python, "-m", "butte", "master", "--ip", HOST, "--port", str(port)]
+            + ["--work_dir", str(self.work_dir / "master"), *master_flags],
+            self.work_dir / "master.log",
+        )
+        self.agents: list[ManagedProcess] = []
+        self.agent_ports: list[int] = []
+        for i in range(agents):
+            agent_port = free_port()
+            argv = [python, "-m", "butte", "agent", "--master", self.master_address]
+            argv += ["--port", str(agent_port), "--work_dir", str(self.work_dir / f"agent-{i}")]
+            if _agent_accepts("--ip"):
+                argv += ["--ip", HOST]
+            if resources is not None:
+                argv += ["--resources", resources]
+            argv += list(agent_flags)
+            self.agents.append(ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log"))
+            self.agent_ports.append(agent_port)
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def master_address(self) -> str:
+        """``127.0.0.1:<port>``: what ``--master`` flags take."""
+        return f"{HOST}:{self.port}"
+
+    @property
+    def master_url(self) -> str:
+        return f"http://{self.master_address}"
+
+    @property
+    def agent_urls(self) -> list[str]:
+        return [f"http://{HOST}:{port}" for port in self.agent_ports]
+
+    @property
+    def log_paths(self) -> dict[str, Path]:
+        """Log file of every process, by name (``master``, ``agent-0`` ...)."""
+        return {p.name: p.log_path for p in (self.master, *self.agents)}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the master, then the agents (they retry until the master is up)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.master.start()
+        for agent in self.agents:
+            agent.start()
+
+    def state(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The master's ``/master/state`` document."""
+        with urllib.request.urlopen(f"{self.master_url}/master/state", timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def active_agents(self) -> int | None:
+        """How many agents the master lists as active; None while it does not answer."""
+        try:
+            state = self.state()
+        except (OSError, ValueError):
+            return None
+        return sum(1 for s in state.get("slaves", []) if s.get("active"))
+
+    def wait_ready(self, timeout: float = 30.0, agents: int | None = None) -> None:
+        """Waits until ``agents`` (default: all) agents are registered and active; raises
+        ClusterError (with the log of a process that died) otherwise."""
+        wanted = len(self.agents) if agents is None else agents
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            active = self.active_agents()
+            if active is not None and active >= wanted:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"{wanted} agent(s) not active at {self.master_url} after {timeout:.0f}s;"
+                    f" see the logs in {self.work_dir}\n--- master log tail ---\n"
+                    + self.master.log_tail()
+                )
+            time.sleep(0.1)
+
+    def check_alive(self) -> None:
+        """Raises ClusterError (with its log tail) if a process of the cluster has exited."""
+        for proc in (self.master, *self.agents):
+            if proc.process is not None and not proc.expected_down and not proc.running():
+                raise ClusterError(
+                    f"{proc.name} exited with status {proc.process.returncode}; "
+                    f"log {proc.log_path}:\n{proc.log_tail()}"
+                )
+
+    def stop(self) -> None:
+        """Stops the agents (in parallel), then the master."""
+        threads = [threading.Thread(target=a.stop) for a in self.agents]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.master.stop()
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _agent_accepts(flag: str) -> bool:
+    """Whether the agent defines ``flag`` (it is asked, not assumed, so the cluster starts
+    with whatever flag set the agent has)."""
+    try:
+        from butte.agent import main as agent_main
+    except ImportError:
+        return False
+    parser = argparse.ArgumentParser(add_help=False)
+    agent_main.add_flags(parser)
+    return flag in parser._option_string_actions
+
+
+# -- the `butte local` command ---------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Defines the ``butte local`` flags."""
+    parser.add_argument("--port", type=int, default=5050, help="master port")
+    parser.add_argument("--agents", type=int, default=1, help="number of agents")
+    parser.add_argument(
+        "--work_dir", default=None, help="directory for work dirs and logs (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--resources", default=None, help="resources of each agent (default: detected)"
+    )
+    parser.add_argument(
+        "--ready_timeout", type=float, default=30.0, help="seconds to wait for the agents"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="once up, run a demo job (3 tasks) with `butte run` and show its updates",
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _set_handlers(handler: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``butte local`` entry point: start, report, wait for Ctrl-C/SIGTERM, stop."""
+    if args.agents < 0:
+        raise CliError("--agents must be >= 0", 2)
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="butte-local-")
+    cluster = LocalCluster(work_dir, port=args.port, agents=args.agents, resources=args.resources)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGTERM is handled like Ctrl-C so that both stop the daemons before we exit.
+    _set_handlers(_interrupt)
+    try:
+        cluster.start()
+        cluster.wait_ready(args.ready_timeout)
+        _print_summary(cluster)
+        if args.demo and _run_demo(cluster) >= 128:
+            return 0  # the demo was interrupted: the user wants out
+        _set_handlers(_interrupt)  # the demo's event loop reset them
+        print("Press Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(0.5)
+            cluster.check_alive()
+    except KeyboardInterrupt:
+        return 0
+    except ClusterError as e:
+        raise CliError(str(e)) from None
+    finally:
+        _set_handlers(signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        print("Stopping the cluster ...", file=sys.stderr, flush=True)
+        cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_summary(cluster: LocalCluster) -> None:
+    lines = [
+        f"butte cluster up: 1 master, {len(cluster.agents)} agent(s)",
+        f"  master         {cluster.master_url}   (use --master {cluster.master_address})",
+        f"  scheduler API  {cluster.master_url}/api/v1/scheduler",
+        f"  operator API   {cluster.master_url}/api/v1",
+        f"  state          {cluster.master_url}/master/state",
+    ]
+    lines += [f"  agent-{i}        {url}" for i, url in enumerate(cluster.agent_urls)]
+    lines.append(f"  work dir       {cluster.work_dir}")
+    lines += [f"  log            {path}" for path in cluster.log_paths.values()]
+    print("\n".join(lines), flush=True)
+
+
+def _run_demo(cluster: LocalCluster) -> int:
+    from butte.cli.run import JobSpec, run_job
+    from butte.core.resources import parse_resources
+
+    spec = JobSpec(
+        master=cluster.master_address,
+        name="demo",
+        command="echo hello from butte; sleep 1",
+        resources=parse_resources("cpus:0.1;mem:32"),
+        instances=3,
+        framework_name="butte-demo",
+    )
+    print("Running the demo job: 3 x `echo hello from butte; sleep 1`", flush=True)
+    status = asyncio.run(run_job(spec))
+    print(f"Demo job finished with exit status {status}", flush=True)
+    return status

@@ -1,0 +1,207 @@
+"""The ``butte`` command: ``master``, ``agent``, ``local``, ``run`` and ``version``.
+
+Flags use Mesos' spellings (``--work_dir``, ``--master``). Every flag may also come from the
+environment as ``BUTTE_<FLAG>`` (``BUTTE_WORK_DIR``, ``BUTTE_PORT``): the variable becomes the
+flag's default, so the command line still wins, and a required flag is satisfied by it. This
+is applied generically to every subcommand, including the flags that the master and agent
+modules define.
+
+The master and agent modules are imported only when their subcommand is used, so ``butte
+--help`` and the other subcommands work even where those modules fail to import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import butte
+
+ENV_PREFIX = "BUTTE_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+# Subcommands whose flags and behaviour live in another package: name -> (module, summary).
+_DAEMONS = {
+    "master": ("butte.master.main", "run a master (scheduler, operator and agent APIs)"),
+    "agent": ("butte.agent.main", "run an agent that launches tasks for a master"),
+}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line to stderr, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def env_name(action: argparse.Action) -> str | None:
+    """``BUTTE_<FLAG>`` for a long option (``--work_dir`` -> ``BUTTE_WORK_DIR``; the first
+    spelling names it, so ``--shell/--no-shell`` is ``BUTTE_SHELL``)."""
+    if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+        return None
+    longs = [s for s in action.option_strings if s.startswith("--")]
+    if not longs:
+        return None
+    return ENV_PREFIX + longs[0][2:].replace("-", "_").upper()
+
+
+def _parse_bool(name: str, text: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise CliError(f"{name}={text!r} is not a boolean (use true/false, 1/0, yes/no)", 2)
+
+
+def _convert(action: argparse.Action, name: str, text: str) -> Any:
+    """Converts one environment string the way argparse would convert it on the command line."""
+    if action.type is None:
+        return text
+    try:
+        return action.type(text)  # type: ignore[operator]
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise CliError(f"{name}={text!r}: {e}", 2) from None
+
+
+def apply_env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Makes ``BUTTE_<FLAG>`` variables the defaults of ``parser``'s flags (see module doc)."""
+    for action in parser._actions:
+        name = env_name(action)
+        if name is None or name not in environ:
+            continue
+        text = environ[name]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            value: Any = _parse_bool(name, text)
+            if isinstance(action, argparse._StoreFalseAction):
+                value = not value
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            value = _parse_bool(name, text)
+        elif isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
+            # Lists come as shell words: BUTTE_ENV="A=1 'B=two words'".
+            value = [_convert(action, name, word) for word in shlex.split(text)]
+        elif isinstance(action, argparse._StoreAction):
+            value = _convert(action, name, text)
+        else:
+            continue
+        if action.choices is not None and not isinstance(value, list):
+            if value not in action.choices:
+                raise CliError(f"{name}={text!r}: choose from {sorted(action.choices)}", 2)
+        action.default = value
+        action.required = False
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Shows the default and the environment variable of every flag in ``--help``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], (), argparse.SUPPRESS)
+        # Skipped where the help already names its default (the daemons' flags do).
+        if action.option_strings and shown and "default" not in text.lower():
+            text += " (default: %(default)s)"
+        name = env_name(action)
+        if name is not None:
+            text += f" [env {name}]"
+        return text
+
+
+def _subcommand(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(
+    argv: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """The full parser. The master/agent flags are added only when ``argv`` selects that
+    subcommand, so their modules are not imported otherwise."""
+    from butte.cli import local, run
+
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="butte",
+        description="butte: a cluster resource manager speaking the Mesos v1 HTTP APIs.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    selected = _subcommand(argv)
+    for name, (module, summary) in _DAEMONS.items():
+        sub = commands.add_parser(
+            name, help=summary, description=summary, formatter_class=_Formatter
+        )
+        if name == selected:
+            _daemon_module(name, module).add_flags(sub)
+            sub.set_defaults(handler=_daemon_runner(name, module))
+    for name, module_ in (("local", local), ("run", run)):
+        sub = commands.add_parser(
+            name, help=module_.SUMMARY, description=module_.DESCRIPTION, formatter_class=_Formatter
+        )
+        module_.add_flags(sub)
+        sub.set_defaults(handler=module_.run)
+    sub = commands.add_parser("version", help="print the version", formatter_class=_Formatter)
+    sub.set_defaults(handler=_print_version)
+    for sub in commands.choices.values():
+        apply_env_defaults(sub, environ)
+    return parser
+
+
+def _daemon_module(name: str, module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise CliError(f"`butte {name}` is not available in this build: {e}") from None
+
+
+def _daemon_runner(name: str, module: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return _daemon_module(name, module).run(args)
+
+    return run
+
+
+def version_text() -> str:
+    """``butte <version> (Mesos API <version>)``."""
+    return f"butte {butte.__version__} (Mesos API {butte.MESOS_COMPAT_VERSION})"
+
+
+def _print_version(args: argparse.Namespace) -> int:
+    print(version_text())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``butte`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+        return int(args.handler(args) or 0)
+    except CliError as e:
+        print(f"butte: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("butte: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # argparse: --help (0) and usage errors (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # noqa: BLE001 - one line for users; no traceback on stderr
+        print(f"butte: error: {type(e).__name__}: {e}", file=sys.stderr)
+        if os.environ.get("BUTTE_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
