@@ -1,0 +1,1 @@
+"""Containerizers: how an executor process is started, watched and destroyed (`posix`)."""

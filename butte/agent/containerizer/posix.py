@@ -1,0 +1,339 @@
+"""POSIX containerizer: a container is an executor process in its own session.
+
+Launching: a framework's executor is started with ``subprocess.Popen(start_new_session=True)``
+(the fast spawn path; DESIGN.md) after creating the sandbox (and ``runs/latest``) and opening
+its ``stdout``/``stderr`` files, in a small thread pool: Popen returns only once the child
+has exec'd, which on a loaded machine is milliseconds of waiting that must not stall the
+event loop (the GIL is released meanwhile). The built-in executor is instead forked by the
+executor zygote (`butte.agent.containerizer.zygote`), which skips the interpreter start-up.
+
+Watching: a pidfd per executor process on the event loop (no SIGCHLD handler, no watcher
+thread). The raw wait status is reported: from ``waitpid`` for our own children, from the
+zygote for its children.
+
+Destroying: every process of the container is signalled, i.e. the executor's process group
+and every other process in its session (tasks run in their own process groups inside the
+executor's session): SIGTERM first, SIGKILL after the grace period. Finding session members
+means scanning /proc; that is done off the event loop and only on the destroy path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from butte.agent import paths
+from butte.agent.containerizer.zygote import ZygoteClient
+from butte.agent.effects import LaunchContainer
+
+log = logging.getLogger("butte.agent")
+
+# How long to wait for the zygote's report of an exit after the process is seen gone.
+ZYGOTE_EXIT_WAIT = 2.0
+
+StartedCallback = Callable[[str, int], None]
+FailedCallback = Callable[[str, str], None]
+ExitedCallback = Callable[[str, int | None], None]
+
+
+@dataclass(slots=True, eq=False)
+class Container:
+    """One running (or launching) container."""
+
+    container_id: str
+    pid: int | None = None
+    popen: subprocess.Popen | None = None
+    pidfd: int | None = None
+    exit_status: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when destroy was asked before the process existed: its grace period.
+    destroy_on_start: float | None = None
+    zygote: bool = False  # forked by the executor zygote (not our child)
+
+
+def prepare_sandbox(spec: LaunchContainer) -> tuple[int, int]:
+    """Creates the sandbox and ``runs/latest``; returns fds of its stdout and stderr files."""
+    os.makedirs(spec.sandbox, exist_ok=True)
+    link = paths.latest_link(spec.sandbox)
+    try:
+        os.symlink(spec.container_id, link)
+    except FileExistsError:
+        temporary = f"{link}.{spec.container_id}"
+        os.symlink(spec.container_id, temporary)
+        os.replace(temporary, link)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    out = os.open(paths.stdout_path(spec.sandbox), flags, 0o644)
+    try:
+        err = os.open(paths.stderr_path(spec.sandbox), flags, 0o644)
+    except OSError:
+        os.close(out)
+        raise
+    return out, err
+
+
+def start_process(spec: LaunchContainer) -> subprocess.Popen:
+    """Starts the executor process of ``spec`` in a new session inside its sandbox."""
+    out, err = prepare_sandbox(spec)
+    try:
+        return subprocess.Popen(
+            list(spec.argv),
+            executable=spec.executable,
+            cwd=spec.sandbox,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    finally:
+        os.close(out)
+        os.close(err)
+
+
+def session_members(sessions: Iterable[int]) -> dict[int, list[int]]:
+    """Pids of the live processes in each of ``sessions`` (by /proc scan)."""
+    wanted = set(sessions)
+    found: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name (which may contain spaces) start after the last ')'.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3:
+            session = int(fields[3])
+            if session in wanted:
+                found.setdefault(session, []).append(int(name))
+    return found
+
+
+def signal_sessions(sessions: Iterable[int], number: int) -> None:
+    """Sends ``number`` to every process of every session (leaders are their own groups)."""
+    sessions = list(sessions)
+    for leader in sessions:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader, number)
+    for members in session_members(sessions).values():
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, number)
+
+
+class PosixContainerizer:
+    """Launches, watches and destroys containers for the agent shell (see module doc)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_started: StartedCallback,
+        on_failed: FailedCallback,
+        on_exited: ExitedCallback,
+        launch_threads: int = 8,
+        zygote_argv: Sequence[str] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._on_started = on_started
+        self._on_failed = on_failed
+        self._on_exited = on_exited
+        self.containers: dict[str, Container] = {}
+        self.launched = 0
+        self.failed = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+        self._pool = ThreadPoolExecutor(launch_threads, thread_name_prefix="launch")
+        self._zygote: ZygoteClient | None = None
+        if zygote_argv:
+            self._zygote = ZygoteClient(
+                loop,
+                zygote_argv,
+                on_started=self._zygote_started,
+                on_failed=self._launch_failed,
+                on_exited=self._zygote_exited,
+                on_lost=self._zygote_lost,
+            )
+
+    async def start(self) -> None:
+        """Starts the executor zygote (if configured)."""
+        if self._zygote is not None:
+            try:
+                await self._zygote.start()
+            except OSError as e:
+                log.error("cannot start the executor zygote (%s); not using it", e)
+                self._zygote = None
+
+    def launch(self, spec: LaunchContainer) -> None:
+        """Starts a container: a built-in executor is forked by the zygote; anything else is
+        spawned in a worker thread (a spawn waits for the child's exec, which would stall
+        the event loop on a busy machine). Results come through the callbacks, on the loop."""
+        container = Container(spec.container_id)
+        self.containers[spec.container_id] = container
+        if spec.builtin and self._zygote is not None and self._zygote.alive:
+            container.zygote = True
+            self._zygote.launch(spec)
+            return
+        future = self._loop.run_in_executor(self._pool, start_process, spec)
+        future.add_done_callback(lambda f: self._spawned(container, f))
+
+    def _spawned(self, container: Container, future: asyncio.Future) -> None:
+        try:
+            popen: subprocess.Popen = future.result()
+        except (OSError, subprocess.SubprocessError) as e:
+            self._launch_failed(container.container_id, f"{type(e).__name__}: {e}")
+            return
+        container.popen = popen
+        self._started(container, popen.pid)
+
+    def _zygote_started(self, container_id: str, pid: int) -> None:
+        container = self.containers.get(container_id)
+        if container is not None:
+            self._started(container, pid)
+
+    def _started(self, container: Container, pid: int) -> None:
+        container.pid = pid
+        try:
+            container.pidfd = os.pidfd_open(pid)
+        except OSError:
+            container.pidfd = None  # already gone: the zygote reports its exit
+        if container.pidfd is not None:
+            self._loop.add_reader(container.pidfd, self._pidfd_ready, container)
+        self.launched += 1
+        self._on_started(container.container_id, pid)
+        if self._closing:
+            self._spawn(self._kill([container], 0.0))
+        elif container.destroy_on_start is not None:
+            self._spawn(self.destroy(container.container_id, container.destroy_on_start))
+
+    def _launch_failed(self, container_id: str, message: str) -> None:
+        container = self.containers.pop(container_id, None)
+        if container is None:
+            return
+        self.failed += 1
+        container.exited.set()
+        self._on_failed(container_id, message)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = self._loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pidfd_ready(self, container: Container) -> None:
+        """The process ended. Our own child is reaped here; a zygote child's status comes
+        from the zygote (waited for briefly, in case the zygote died meanwhile)."""
+        if container.popen is None:
+            self._stop_watching(container)
+            if self._zygote is None or not self._zygote.alive:
+                self._finish(container, None)
+            else:
+                self._loop.call_later(ZYGOTE_EXIT_WAIT, self._finish, container, None)
+            return
+        assert container.pid is not None
+        try:
+            pid, status = os.waitpid(container.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = container.pid, None
+        if pid == 0:
+            return  # spurious wake-up
+        # We reaped it: keep Popen from waiting on a pid that may be reused.
+        container.popen.returncode = -1 if status is None else os.waitstatus_to_exitcode(status)
+        self._finish(container, status)
+
+    def _zygote_exited(self, container_id: str, status: int | None) -> None:
+        container = self.containers.get(container_id)
+        if container is not None:
+            self._finish(container, status)
+
+    def _zygote_lost(self) -> None:
+        for container in list(self.containers.values()):
+            if container.zygote and container.pid is None:
+                self._launch_failed(container.container_id, "the executor zygote exited")
+            elif container.zygote and container.pidfd is None:
+                self._finish(container, None)  # already gone; nobody will report it now
+
+    def _stop_watching(self, container: Container) -> None:
+        if container.pidfd is not None:
+            self._loop.remove_reader(container.pidfd)
+            os.close(container.pidfd)
+            container.pidfd = None
+
+    def _finish(self, container: Container, status: int | None) -> None:
+        if container.exited.is_set():
+            return
+        self._stop_watching(container)
+        container.exit_status = status
+        container.exited.set()
+        self.containers.pop(container.container_id, None)
+        assert container.pid is not None
+        # Whatever the executor left in its own process group goes with it. After an abnormal
+        # exit its tasks may live on in other groups of the session: sweep the session too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(container.pid, signal.SIGKILL)
+        if status is None or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            self._spawn(asyncio.to_thread(signal_sessions, [container.pid], signal.SIGKILL))
+        self._on_exited(container.container_id, status)
+
+    async def destroy(self, container_id: str, grace: float) -> None:
+        """Kills the container's processes: SIGTERM, SIGKILL after ``grace`` seconds."""
+        container = self.containers.get(container_id)
+        if container is None:
+            return
+        if container.pid is None:
+            container.destroy_on_start = grace
+            return
+        await self._kill([container], grace)
+
+    async def destroy_all(self, grace: float) -> None:
+        """Kills every container (agent shutdown), including those still being launched."""
+        self._closing = True
+        await self._kill(list(self.containers.values()), grace)
+
+    async def _kill(self, containers: list[Container], grace: float) -> None:
+        live = [c for c in containers if c.pid is not None and not c.exited.is_set()]
+        if not live:
+            return
+        sessions = [c.pid for c in live if c.pid is not None]
+        if grace > 0:
+            await asyncio.to_thread(signal_sessions, sessions, signal.SIGTERM)
+            waits = [asyncio.ensure_future(c.exited.wait()) for c in live]
+            _, pending = await asyncio.wait(waits, timeout=grace)
+            for waiter in pending:
+                waiter.cancel()
+        # SIGKILL the whole sessions even if the leaders exited: tasks may linger.
+        await asyncio.to_thread(signal_sessions, sessions, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Stops the zygote and the launch threads (after the last launch)."""
+        if self._zygote is not None:
+            await self._zygote.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_all(self, timeout: float) -> None:
+        """Waits (at most ``timeout``) until every container has exited."""
+        waits = [asyncio.ensure_future(c.exited.wait()) for c in self.containers.values()]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for waiter in pending:
+                waiter.cancel()
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for metrics endpoints."""
+        return {
+            "containers_running": len(self.containers),
+            "containers_launched": self.launched,
+            "containers_launch_failed": self.failed,
+        }

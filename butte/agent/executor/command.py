@@ -1,0 +1,551 @@
+"""The built-in executor: runs command tasks (one per process, like Mesos' command executor)
+and task groups (like Mesos' default executor) over the executor HTTP API v1.
+
+Run by the agent as ``python -m butte.agent.executor.command`` (or faster, see
+`butte.agent.flags.command_executor_argv`) with the Mesos executor environment (PROTOCOL.md
+2.2). Flow (PROTOCOL.md 2.3)::
+
+    SUBSCRIBE -> SUBSCRIBED, LAUNCH -> TASK_STARTING -> spawn -> TASK_RUNNING
+    task exits -> TASK_FINISHED (status 0) / TASK_FAILED / TASK_KILLED (after a KILL)
+    ACKNOWLEDGED of every task's terminal update -> exit 0
+
+Each task runs in its own process group inside the executor's session, so KILL can signal the
+task's whole tree (SIGTERM, SIGKILL after the grace period) and the agent can still find every
+process of the container by session. The executor is a single thread around one ``epoll``:
+the SUBSCRIBE stream, a pidfd per task and a signal wake-up pipe. Imports are kept to C
+modules (see `butte.agent.executor.lite`) because this process starts once per task.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import select
+import sys
+import time
+
+from butte.agent.executor import lite
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+EXECUTOR_PATH = "/api/v1/executor"
+REQUIRED_ENV = ("MESOS_AGENT_ENDPOINT", "MESOS_FRAMEWORK_ID", "MESOS_EXECUTOR_ID")
+DEFAULT_KILL_GRACE = 3.0
+# Exit anyway this long after the last terminal update if the agent never acknowledges it.
+ACK_FAILSAFE = 60.0
+_NS = 1e-9
+
+
+def _signal_name(number: int) -> str:
+    """Human words for a signal, like strsignal(3) (``Terminated``, ``Killed``)."""
+    try:
+        return _signal.strsignal(number) or f"signal {number}"
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_exit(status: int) -> str:
+    """Mesos' words for a wait status: ``Command exited with status N`` or ``Command
+    terminated with signal <name>``."""
+    if os.WIFSIGNALED(status):
+        return f"Command terminated with signal {_signal_name(os.WTERMSIG(status))}"
+    return f"Command exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def kill_grace(kill: dict | None, task: dict) -> float:
+    """Grace period of a kill: KILL's kill_policy, else the task's, else 3 seconds."""
+    for policy in ((kill or {}).get("kill_policy"), task.get("kill_policy")):
+        if isinstance(policy, dict) and isinstance(policy.get("grace_period"), dict):
+            nanos = policy["grace_period"].get("nanoseconds")
+            if isinstance(nanos, int | float | str):
+                try:
+                    return max(0.0, float(nanos) * _NS)
+                except ValueError:
+                    pass
+    return DEFAULT_KILL_GRACE
+
+
+def task_argv(command: dict) -> tuple[str, list[str], bool]:
+    """(program, argv, search PATH) of a CommandInfo: ``/bin/sh -c value`` when shell (the
+    default), else ``value`` with ``arguments`` as the whole argv."""
+    value = command.get("value") or ""
+    if command.get("shell", True):
+        return "/bin/sh", ["sh", "-c", value], False
+    arguments = [str(a) for a in command.get("arguments") or []]
+    return value, arguments or [value], True
+
+
+def task_environment(base: dict[str, str], command: dict) -> dict[str, str]:
+    """The executor's environment plus the task's CommandInfo variables."""
+    env = dict(base)
+    variables = (command.get("environment") or {}).get("variables") or []
+    for var in variables:
+        if isinstance(var, dict) and var.get("type", "VALUE") == "VALUE" and "value" in var:
+            env[str(var["name"])] = str(var["value"])
+    return env
+
+
+class TaskProcess:
+    """One launched task: its process (group), pidfd and kill/ack progress."""
+
+    __slots__ = (
+        "info",
+        "group",
+        "pid",
+        "pidfd",
+        "killed",
+        "kill_deadline",
+        "completion_deadline",
+        "timed_out",
+        "terminal_uuid",
+        "done",
+    )
+
+    def __init__(self, info: dict, group: bool) -> None:
+        self.info = info
+        self.group = group
+        self.pid: int | None = None
+        self.pidfd: int | None = None
+        self.killed = False
+        self.kill_deadline: float | None = None
+        self.completion_deadline: float | None = None  # from max_completion_time
+        self.timed_out = False
+        self.terminal_uuid: str | None = None  # set once its terminal update was sent
+        self.done = False  # terminal update acknowledged
+
+    @property
+    def id(self) -> str:
+        return self.info["task_id"]["value"]
+
+
+class AgentLost(Exception):
+    """The agent cannot be reached (stream closed, connection refused)."""
+
+
+class Executor:
+    """State and event loop of the executor process; see the module docstring."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self.environ = environ
+        host, _, port = environ["MESOS_AGENT_ENDPOINT"].rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.framework_id = environ["MESOS_FRAMEWORK_ID"]
+        self.executor_id = environ["MESOS_EXECUTOR_ID"]
+        self.sandbox = environ.get("MESOS_SANDBOX") or os.getcwd()
+        self.checkpoint = environ.get("MESOS_CHECKPOINT", "") in ("1", "true")
+        self.shutdown_grace = lite.parse_duration(
+            environ.get("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs"), 5.0
+        )
+        self.recovery_timeout = lite.parse_duration(
+            environ.get("MESOS_RECOVERY_TIMEOUT", "15mins"), 900.0
+        )
+        self.backoff_max = lite.parse_duration(
+            environ.get("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs"), 2.0
+        )
+        self.calls = lite.HttpConnection(self.host, self.port)
+        self.poller = select.epoll()
+        self.tasks: dict[str, TaskProcess] = {}
+        self.by_pidfd: dict[int, TaskProcess] = {}
+        self.unacked: dict[str, dict] = {}  # uuid -> status
+        self.task_killing_state = False
+        self.shutting_down = False
+        self.exit_deadline: float | None = None
+        self.stream: Any = None
+        self.decoder = lite.ChunkedDecoder()
+        self.records = lite.RecordReader()
+        self.disconnected_since: float | None = None
+        self.next_subscribe = 0.0
+        self.backoff = 0.1
+        self.signal_fd = self._install_signal_pipe()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _install_signal_pipe(self) -> int:
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        _signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for number in (_signal.SIGTERM, _signal.SIGINT):
+            _signal.signal(number, lambda *_: None)
+        self.poller.register(read_fd, select.EPOLLIN)
+        return read_fd
+
+    def _call(self, body: dict) -> tuple[int, bytes]:
+        body.setdefault("framework_id", {"value": self.framework_id})
+        body.setdefault("executor_id", {"value": self.executor_id})
+        try:
+            return self.calls.post(EXECUTOR_PATH, lite.dumps(body))
+        except (OSError, lite.HttpError) as e:
+            raise AgentLost(str(e)) from None
+
+    def subscribe(self) -> None:
+        """Opens the SUBSCRIBE stream (resending what the agent has not acknowledged)."""
+        unacked_tasks = [
+            t.info for t in self.tasks.values() if not t.done and t.terminal_uuid is None
+        ]
+        body = {
+            "type": "SUBSCRIBE",
+            "framework_id": {"value": self.framework_id},
+            "executor_id": {"value": self.executor_id},
+            "subscribe": {
+                "unacknowledged_tasks": unacked_tasks,
+                "unacknowledged_updates": [{"status": s} for s in self.unacked.values()],
+            },
+        }
+        try:
+            sock = lite.connect(self.host, self.port)
+            sock.sendall(lite.request_bytes(self.host, self.port, EXECUTOR_PATH, lite.dumps(body)))
+            buffer = bytearray()
+            status, headers = lite.read_head(sock, buffer)
+        except (OSError, lite.HttpError) as e:
+            raise AgentLost(str(e)) from None
+        if status != 200:
+            sock.close()
+            raise SystemExit(f"executor: SUBSCRIBE refused with HTTP {status}")
+        sock.settimeout(0.0)
+        self.stream = sock
+        self.decoder = lite.ChunkedDecoder()
+        self.records = lite.RecordReader()
+        self.poller.register(sock.fileno(), select.EPOLLIN)
+        self.disconnected_since = None
+        self.backoff = 0.1
+        if buffer:
+            self._on_stream_bytes(bytes(buffer))
+
+    def _read_stream(self) -> None:
+        try:
+            data = self.stream.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            raise AgentLost("the agent closed the executor stream")
+        self._on_stream_bytes(data)
+
+    def _on_stream_bytes(self, data: bytes) -> None:
+        payload = self.decoder.feed(data)
+        for record in self.records.feed(payload):
+            self.handle_event(lite.loads(record))
+        if self.decoder.finished:
+            raise AgentLost("the agent ended the executor stream")
+
+    def _drop_stream(self) -> None:
+        if self.stream is not None:
+            self.poller.unregister(self.stream.fileno())
+            self.stream.close()
+            self.stream = None
+        self.calls.close()
+
+    # -- events from the agent -------------------------------------------------------------
+
+    def handle_event(self, event: dict) -> None:
+        """One event from the SUBSCRIBE stream."""
+        kind = event.get("type")
+        if kind == "SUBSCRIBED":
+            info = event.get("subscribed", {}).get("framework_info", {})
+            capabilities = [c.get("type") for c in info.get("capabilities", [])]
+            self.task_killing_state = "TASK_KILLING_STATE" in capabilities
+        elif kind == "LAUNCH":
+            self.launch(event["launch"]["task"], group=False)
+        elif kind == "LAUNCH_GROUP":
+            for task in event["launch_group"]["task_group"].get("tasks", []):
+                self.launch(task, group=True)
+        elif kind == "KILL":
+            kill = event.get("kill", {})
+            self.kill(kill["task_id"]["value"], kill)
+        elif kind == "ACKNOWLEDGED":
+            self.acknowledged(event["acknowledged"]["uuid"])
+        elif kind == "SHUTDOWN":
+            self.shutdown()
+        elif kind == "ERROR":
+            sys.stderr.write(f"executor: error from agent: {event.get('error')}\n")
+
+    def launch(self, info: dict, group: bool) -> None:
+        """Starts one task: TASK_STARTING, spawn, TASK_RUNNING (or TASK_FAILED)."""
+        task_id = info["task_id"]["value"]
+        if task_id in self.tasks or self.shutting_down:
+            return
+        task = TaskProcess(info, group)
+        self.tasks[task_id] = task
+        self.send_update(task, "TASK_STARTING")
+        try:
+            task.pid = self._spawn(info, group)
+        except OSError as e:
+            self.send_update(task, "TASK_FAILED", f"Failed to launch task: {e}")
+            return
+        try:
+            task.pidfd = os.pidfd_open(task.pid)
+        except ProcessLookupError:  # pragma: no cover - exited and reaped already? not ours
+            task.pidfd = None
+        if task.pidfd is not None:
+            self.by_pidfd[task.pidfd] = task
+            self.poller.register(task.pidfd, select.EPOLLIN)
+        limit = (info.get("max_completion_time") or {}).get("nanoseconds")
+        if isinstance(limit, int | float):
+            task.completion_deadline = time.monotonic() + float(limit) * _NS
+        self.send_update(task, "TASK_RUNNING")
+
+    def _spawn(self, info: dict, group: bool) -> int:
+        command = info.get("command") or {}
+        program, argv, search = task_argv(command)
+        env = task_environment(self.environ, command)
+        actions = []
+        cwd = None
+        if group:
+            cwd = os.path.join(self.sandbox, "tasks", info["task_id"]["value"])
+            os.makedirs(cwd, exist_ok=True)
+            env["MESOS_SANDBOX"] = cwd
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 1, os.path.join(cwd, "stdout"), flags, 0o644),
+                (os.POSIX_SPAWN_OPEN, 2, os.path.join(cwd, "stderr"), flags, 0o644),
+            ]
+        spawn = os.posix_spawnp if search else os.posix_spawn
+        # Python ignores SIGPIPE/SIGXFSZ; the task must get the default dispositions back.
+        defaults = [_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT]
+        here = os.getcwd() if cwd else None
+        if cwd:
+            os.chdir(cwd)  # single-threaded: posix_spawn has no chdir, so borrow ours
+        try:
+            return spawn(program, argv, env, file_actions=actions, setpgroup=0, setsigdef=defaults)
+        finally:
+            if here is not None:
+                os.chdir(here)
+
+    def kill(self, task_id: str, kill: dict | None, grace: float | None = None) -> None:
+        """SIGTERM the task's process group (TASK_KILLING first when the framework wants it),
+        SIGKILL after the grace period."""
+        task = self.tasks.get(task_id)
+        if task is None or task.pid is None or task.terminal_uuid is not None:
+            return
+        if grace is None:
+            grace = kill_grace(kill, task.info)
+        deadline = time.monotonic() + grace
+        if task.killed:
+            # A second kill may only shorten the grace period.
+            if task.kill_deadline is not None:
+                task.kill_deadline = min(task.kill_deadline, deadline)
+            return
+        task.killed = True
+        if self.task_killing_state:
+            self.send_update(task, "TASK_KILLING")
+        self._signal_task(task, _signal.SIGTERM)
+        task.kill_deadline = deadline
+
+    def _signal_task(self, task: TaskProcess, number: int) -> None:
+        if task.pid is None:
+            return
+        try:
+            os.killpg(task.pid, number)
+        except ProcessLookupError:
+            pass
+
+    def shutdown(self) -> None:
+        """Kill every task (grace: the shutdown grace minus a second for the updates), then
+        exit once their terminal updates are acknowledged."""
+        self.shutting_down = True
+        grace = max(0.0, self.shutdown_grace - 1.0)
+        for task in self.tasks.values():
+            self.kill(task.id, None, grace)
+
+    def acknowledged(self, uuid: str) -> None:
+        self.unacked.pop(uuid, None)
+        for task in self.tasks.values():
+            if task.terminal_uuid == uuid:
+                task.done = True
+
+    # -- updates -----------------------------------------------------------------------------
+
+    def send_update(
+        self,
+        task: TaskProcess,
+        state: str,
+        message: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED."""
+        status: dict = {
+            "task_id": {"value": task.id},
+            "state": state,
+            "source": "SOURCE_EXECUTOR",
+            "uuid": lite.new_uuid(),
+            "timestamp": time.time(),
+        }
+        if message is not None:
+            status["message"] = message
+        if reason is not None:
+            status["reason"] = reason
+        if state == "TASK_RUNNING":
+            status["container_status"] = {"executor_pid": os.getpid()}
+        if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
+            task.terminal_uuid = status["uuid"]
+            if all(t.terminal_uuid is not None for t in self.tasks.values()):
+                self.exit_deadline = time.monotonic() + ACK_FAILSAFE
+        self.unacked[status["uuid"]] = status
+        if self.stream is None:
+            return  # goes out with the next SUBSCRIBE
+        try:
+            code, body = self._call({"type": "UPDATE", "update": {"status": status}})
+        except AgentLost as e:
+            self._agent_lost(str(e))
+            return
+        if not 200 <= code < 300:
+            self.unacked.pop(status["uuid"], None)
+            if task.terminal_uuid == status["uuid"]:
+                task.done = True  # refused for good: nothing to wait for
+            sys.stderr.write(f"executor: agent refused {state} of {task.id}: {code} {body!r}\n")
+
+    def task_exited(self, task: TaskProcess) -> None:
+        """Reaps the task, kills what is left of its process group, reports the end."""
+        assert task.pid is not None
+        _, status = os.waitpid(task.pid, 0)
+        self._signal_task(task, _signal.SIGKILL)  # leftovers of the task's group
+        if task.pidfd is not None:
+            self.poller.unregister(task.pidfd)
+            self.by_pidfd.pop(task.pidfd, None)
+            os.close(task.pidfd)
+            task.pidfd = None
+        message = describe_exit(status)
+        reason = None
+        if task.timed_out:
+            state, reason = "TASK_FAILED", "REASON_MAX_COMPLETION_TIME_REACHED"
+        elif task.killed:
+            state = "TASK_KILLED"
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            state = "TASK_FINISHED"
+        else:
+            state = "TASK_FAILED"
+        self.send_update(task, state, message, reason)
+        if task.group and state != "TASK_FINISHED":
+            # Like Mesos' default executor: one failed or killed member ends the group.
+            for other in self.tasks.values():
+                if other.group and other is not task:
+                    self.kill(other.id, None)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def finished(self) -> bool:
+        """All tasks acknowledged terminal (or shut down without tasks)."""
+        if self.tasks:
+            return all(t.done for t in self.tasks.values())
+        return self.shutting_down
+
+    def run(self) -> int:
+        """Runs until every task is over and acknowledged; returns the exit status."""
+        self._first_subscribe()
+        while not self.finished():
+            timeout = self._timeout()
+            for fd, _ in self.poller.poll(timeout):
+                try:
+                    self._dispatch(fd)
+                except AgentLost as e:
+                    self._agent_lost(str(e))
+            now = time.monotonic()
+            self._escalate_kills(now)
+            if self.exit_deadline is not None and now >= self.exit_deadline:
+                sys.stderr.write("executor: terminal update never acknowledged; exiting\n")
+                return 0
+            if self.stream is None and now >= self.next_subscribe:
+                self._resubscribe(now)
+        return 0
+
+    def _first_subscribe(self) -> None:
+        # The agent is up (it started us) but may be slow to accept under a launch storm.
+        delay = 0.02
+        for _ in range(12):
+            try:
+                self.subscribe()
+                return
+            except AgentLost as e:
+                why = str(e)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        raise SystemExit(f"executor: cannot subscribe to the agent: {why}")
+
+    def _dispatch(self, fd: int) -> None:
+        if self.stream is not None and fd == self.stream.fileno():
+            self._read_stream()
+        elif fd == self.signal_fd:
+            try:
+                os.read(fd, 512)
+            except BlockingIOError:
+                pass
+            self.shutdown()
+        elif fd in self.by_pidfd:
+            self.task_exited(self.by_pidfd[fd])
+
+    def _timeout(self) -> float | None:
+        deadlines = [t.kill_deadline for t in self.tasks.values() if t.kill_deadline]
+        deadlines += [t.completion_deadline for t in self.tasks.values() if t.completion_deadline]
+        if self.exit_deadline is not None:
+            deadlines.append(self.exit_deadline)
+        if self.stream is None:
+            deadlines.append(self.next_subscribe)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _escalate_kills(self, now: float) -> None:
+        for task in self.tasks.values():
+            if task.completion_deadline is not None and now >= task.completion_deadline:
+                task.completion_deadline = None
+                if task.terminal_uuid is None and not task.killed:
+                    task.timed_out = True
+                    self.kill(task.id, None)
+            if task.kill_deadline is not None and now >= task.kill_deadline:
+                task.kill_deadline = None
+                if task.terminal_uuid is None:
+                    self._signal_task(task, _signal.SIGKILL)
+
+    def _agent_lost(self, why: str) -> None:
+        self._drop_stream()
+        if not self.checkpoint:
+            sys.stderr.write(f"executor: {why}; not checkpointing, killing tasks and exiting\n")
+            for task in self.tasks.values():
+                self._signal_task(task, _signal.SIGKILL)
+            raise SystemExit(1)
+        now = time.monotonic()
+        if self.disconnected_since is None:
+            self.disconnected_since = now
+        self.next_subscribe = now + self.backoff
+
+    def _resubscribe(self, now: float) -> None:
+        assert self.disconnected_since is not None
+        if now - self.disconnected_since > self.recovery_timeout:
+            for task in self.tasks.values():
+                self._signal_task(task, _signal.SIGKILL)
+            raise SystemExit("executor: agent did not come back within the recovery timeout")
+        try:
+            self.subscribe()
+        except AgentLost:
+            self.backoff = min(self.backoff * 2, self.backoff_max)
+            self.next_subscribe = now + self.backoff
+
+
+def run_executor(environ: dict[str, str]) -> int:
+    """Runs the executor with ``environ`` until it is done; its exit status."""
+    try:
+        return Executor(environ).run()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            sys.stderr.write(e.code + "\n")
+            return 1
+        return e.code or 0
+
+
+def main() -> int:
+    """Entry point: runs the executor with this process's environment. Exits the process
+    directly when done: nothing needs cleaning up, and interpreter teardown is a measurable
+    part of a short task's cost."""
+    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+    if missing:
+        sys.stderr.write(f"executor: not started by an agent: {', '.join(missing)} unset\n")
+        return 2
+    code = run_executor(dict(os.environ))
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The agent's command-line flags (Mesos spellings) and what they turn into.
+
+Durations take Mesos syntax (``10secs``, ``1mins``, ``200ms``, plain numbers are seconds).
+``--resources`` takes Mesos text (``cpus:4;mem:2048;ports:[31000-32000]``) or a JSON array;
+any of cpus, mem, disk and ports it does not name are detected like Mesos does: all CPUs,
+memory minus 1 GB (half if under 2 GB), the work dir's file system size minus 5 GB (half if
+under 10 GB), ports 31000-32000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+
+from butte.core.durations import format_duration, parse_duration
+from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
+from butte.core.resources import parse_resources as parse_resources_text
+
+DEFAULT_MASTER_PORT = 5050
+DEFAULT_PORTS = "[31000-32000]"
+MB = 1024 * 1024
+
+
+def duration(text: str) -> float:
+    """argparse type: a Mesos duration in seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def master_address(text: str) -> str:
+    """argparse type: ``host:port`` of the master (``master@`` and ``http://`` prefixes are
+    accepted, the port defaults to 5050)."""
+    text = text.strip()
+    if text.startswith(("zk://", "file://")):
+        raise argparse.ArgumentTypeError("zk:// masters are not supported yet")
+    for prefix in ("http://", "master@"):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    text = text.rstrip("/")
+    if not text or "/" in text:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(DEFAULT_MASTER_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return f"{host}:{int(port)}"
+
+
+def resources_flag(text: str) -> Resources:
+    """argparse type: Mesos resources text or JSON array."""
+    try:
+        return parse_resources_text(text)
+    except ResourceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def attributes_flag(text: str) -> tuple[Attribute, ...]:
+    """argparse type: ``name:value;...`` attributes."""
+    try:
+        return parse_attributes(text)
+    except ResourceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def environment_flag(text: str) -> dict[str, str]:
+    """argparse type: a JSON object of environment variables."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise argparse.ArgumentTypeError("expected a JSON object of strings")
+    return value
+
+
+def boolean(text: str) -> bool:
+    """argparse type: true/false, 1/0, yes/no."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds the agent's flags to ``parser``."""
+    add = parser.add_argument
+    add("--master", required=True, type=master_address, help="the master, HOST:PORT")
+    add("--ip", default="127.0.0.1", help="address to listen on and advertise")
+    add("--port", type=int, default=5051, help="port to listen on (0: any free port)")
+    add("--hostname", default=None, help="hostname to advertise (default: --ip)")
+    add("--work_dir", required=True, help="where sandboxes and agent state live")
+    add(
+        "--resources",
+        type=resources_flag,
+        default=None,
+        help="total resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]' or a JSON array; "
+        "cpus/mem/disk/ports not given are detected",
+    )
+    add("--attributes", type=attributes_flag, default=(), help="e.g. 'rack:r1;zone:a'")
+    add(
+        "--executor_registration_timeout",
+        type=duration,
+        default="1mins",
+        help="how long an executor may take to subscribe",
+    )
+    add(
+        "--executor_shutdown_grace_period",
+        type=duration,
+        default="5secs",
+        help="how long an executor may take to shut down before it is killed",
+    )
+    add(
+        "--status_update_retry_interval_min",
+        type=duration,
+        default="10secs",
+        help="first retry interval of an unacknowledged status update (doubles)",
+    )
+    add(
+        "--status_update_retry_interval_max",
+        type=duration,
+        default="10mins",
+        help="longest retry interval of an unacknowledged status update",
+    )
+    add(
+        "--registration_backoff_factor",
+        type=duration,
+        default="1secs",
+        help="(re-)registration retries wait a random time up to this, doubling to 1 minute",
+    )
+    add(
+        "--executor_environment_variables",
+        type=environment_flag,
+        default=None,
+        help="JSON object: the environment of executors (default: the agent's own)",
+    )
+    add(
+        "--executor_zygote",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        help="fork the built-in executor from a pre-started process (false: start a new "
+        "Python interpreter per executor)",
+    )
+    add(
+        "--http_command_executor",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        help="accepted for Mesos compatibility; the command executor always uses HTTP",
+    )
+    add(
+        "--logging_level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity",
+    )
+
+
+def _meminfo_total_mb() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _filesystem_mb(path: str) -> float | None:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize / MB
+
+
+def detected_resources(work_dir: str) -> str:
+    """Mesos' detection of cpus, mem, disk and ports, as resources text."""
+    cpus = os.cpu_count() or 1
+    mem = _meminfo_total_mb()
+    mem = 1024.0 if mem is None else (mem - 1024 if mem >= 2048 else mem / 2)
+    disk = _filesystem_mb(work_dir)
+    disk = 10240.0 if disk is None else (disk - 5120 if disk >= 10240 else disk / 2)
+    return f"cpus:{cpus};mem:{int(mem)};disk:{int(disk)};ports:{DEFAULT_PORTS}"
+
+
+def total_resources(given: Resources | None, work_dir: str) -> Resources:
+    """The agent's resources: what ``--resources`` names, plus the detected cpus, mem, disk
+    and ports it does not name."""
+    given = given if given is not None else Resources()
+    detected = parse_resources_text(detected_resources(work_dir))
+    missing = {name for name in detected.names() if not given.has(name)}
+    extra = Resources._trusted({k: v for k, v in detected.items() if k[0] in missing})
+    return given + extra
+
+
+def default_hostname(ip: str) -> str:
+    """The advertised hostname: the ip (resolvable everywhere the ip is reachable)."""
+    return ip or socket.gethostname()
+
+
+def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
+    """Flag values as strings, for ``/flags`` and ``/state``."""
+    out: dict[str, str] = {}
+    for name, value in sorted(vars(args).items()):
+        if name in ("handler", "command") or callable(value):
+            continue
+        if isinstance(value, float) and (
+            "timeout" in name or "interval" in name or "period" in name or "factor" in name
+        ):
+            out[name] = format_duration(value)
+        elif isinstance(value, Resources):
+            out[name] = value.to_text()
+        elif isinstance(value, tuple):
+            out[name] = ";".join(f"{a.name}:{a.legacy_value()}" for a in value)
+        elif value is not None:
+            out[name] = str(value)
+    return out

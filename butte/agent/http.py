@@ -1,0 +1,256 @@
+"""The agent's HTTP endpoints: the executor API v1 and the read-only operator endpoints.
+
+* ``POST /api/v1/executor`` (PROTOCOL.md 2.1): SUBSCRIBE answers 200 with a chunked RecordIO
+  stream that lives as long as the executor's connection; UPDATE / MESSAGE / HEARTBEAT answer
+  202 once the core accepted them. Malformed requests get 400/405/406/415 with a message.
+* ``GET /health``, ``/version``, ``/state`` (and ``/slave(1)/...`` forms), ``/flags``,
+  ``/metrics/snapshot``, and ``/files/{read,browse,download}`` limited to the work dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+import butte
+from butte.core.codec import encode_json, record
+from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
+
+if TYPE_CHECKING:
+    from butte.agent.server import AgentServer
+
+JSON = "application/json"
+_ACCEPTABLE = ("application/json", "application/*", "*/*", "application/recordio")
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    """A compact JSON response (always with Content-Length)."""
+    return web.Response(body=encode_json(obj), status=status, content_type=JSON)
+
+
+def error(status: int, message: str) -> web.Response:
+    """A plain-text error answer."""
+    return web.Response(status=status, text=message)
+
+
+def version_info() -> dict[str, Any]:
+    """``/version`` (numeric Mesos version: pymesos parses it)."""
+    return {
+        "version": butte.MESOS_COMPAT_VERSION,
+        "butte_version": butte.__version__,
+        "build_date": "",
+        "build_time": 0.0,
+        "build_user": "",
+    }
+
+
+class ExecutorStream:
+    """An executor's open SUBSCRIBE response: events queued by the core, written in order."""
+
+    def __init__(self, container_id: str) -> None:
+        self.container_id = container_id
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._queue.put_nowait(record(event))
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def pump(self, response: web.StreamResponse) -> None:
+        """Writes queued records until closed. Records queued together (SUBSCRIBED and
+        LAUNCH) share one chunk, saving a system call per record under load."""
+        while True:
+            data = await self._queue.get()
+            if data is None:
+                return
+            parts = [data]
+            closed = False
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    closed = True
+                    break
+                parts.append(more)
+            await response.write(b"".join(parts) if len(parts) > 1 else data)
+            if closed:
+                return
+
+
+def _content_problem(request: web.Request) -> web.Response | None:
+    """405/400/415/406 for requests the executor API cannot take (PROTOCOL.md 0.2)."""
+    if request.method != "POST":
+        return web.Response(status=405, text="Expecting 'POST'", headers={"Allow": "POST"})
+    content_type = request.headers.get("Content-Type")
+    if not content_type:
+        return error(400, "Expecting 'Content-Type' to be present")
+    base = content_type.split(";")[0].strip().lower()
+    if base == "application/x-protobuf":
+        return error(415, "Only 'application/json' is supported (protobuf is not)")
+    if base != JSON:
+        return error(415, f"Expecting 'Content-Type' of {JSON}")
+    accept = request.headers.get("Accept", "")
+    if accept and not any(a in accept for a in _ACCEPTABLE):
+        return error(406, f"Expecting 'Accept' to allow {JSON}")
+    return None
+
+
+class AgentHttp:
+    """Route handlers bound to one `AgentServer`."""
+
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+
+    def routes(self) -> list[web.RouteDef]:
+        """Every route, under ``/`` and ``/slave(1)/`` like Mesos."""
+        plain = [
+            ("/api/v1/executor", self.executor_api, "*"),
+            ("/health", self.health, "GET"),
+            ("/version", self.version, "GET"),
+            ("/state", self.state, "GET"),
+            ("/state.json", self.state, "GET"),
+            ("/flags", self.flags, "GET"),
+            ("/metrics/snapshot", self.metrics, "GET"),
+            ("/files/read", self.files_read, "GET"),
+            ("/files/browse", self.files_browse, "GET"),
+            ("/files/download", self.files_download, "GET"),
+        ]
+        out = []
+        for path, handler, method in plain:
+            for prefix in ("", "/slave(1)"):
+                out.append(web.route(method, prefix + path, handler))
+        return out
+
+    # -- executor API ------------------------------------------------------------------------
+
+    async def executor_api(self, request: web.Request) -> web.StreamResponse:
+        problem = _content_problem(request)
+        if problem is not None:
+            return problem
+        body = await request.read()
+        try:
+            call = decode(body, ExecutorCall)
+        except DecodeError as e:
+            return error(400, f"Failed to validate executor::Call: {e}")
+        if call.type not in EXECUTOR_CALL_TYPES:
+            return error(400, f"Unknown or unsupported executor call type {call.type!r}")
+        if call.type == "SUBSCRIBE" and call.subscribe is None:
+            return error(400, "Expecting 'subscribe' to be present")
+        reply = self.server.executor_call(call)
+        if reply.status != 200 or reply.container_id is None:
+            if reply.message:
+                return error(reply.status, reply.message)
+            return web.Response(status=reply.status)
+        return await self._stream(request, reply.container_id, reply.effects)
+
+    async def _stream(
+        self, request: web.Request, container_id: str, effects: list
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        response.enable_chunked_encoding()
+        stream = self.server.open_executor_stream(container_id)
+        self.server.apply(effects)  # SUBSCRIBED, LAUNCH ... into the new stream
+        try:
+            await response.prepare(request)
+            await stream.pump(response)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.server.executor_stream_closed(stream)
+        return response
+
+    # -- read-only endpoints -------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return json_response(version_info())
+
+    async def state(self, request: web.Request) -> web.Response:
+        return json_response(self.server.state())
+
+    async def flags(self, request: web.Request) -> web.Response:
+        return json_response({"flags": self.server.flags})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return json_response(self.server.metrics())
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _resolve(self, request: web.Request) -> str | web.Response:
+        """The real path named by ``?path=``, if it lies inside the work dir."""
+        raw = request.query.get("path")
+        if not raw:
+            return error(400, "Expecting 'path' to be present")
+        root = os.path.realpath(self.server.options.work_dir)
+        path = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(root, raw))
+        if path != root and not path.startswith(root + os.sep):
+            return error(404, f"{raw} is not in the agent's work directory")
+        if not os.path.exists(path):
+            return error(404, f"{raw} does not exist")
+        return path
+
+    async def files_read(self, request: web.Request) -> web.Response:
+        path = self._resolve(request)
+        if isinstance(path, web.Response):
+            return path
+        try:
+            offset = int(request.query.get("offset", "0"))
+            length = int(request.query.get("length", "-1"))
+        except ValueError:
+            return error(400, "'offset' and 'length' must be integers")
+        if os.path.isdir(path):
+            return error(400, "Cannot read a directory")
+        size = os.path.getsize(path)
+        if offset < 0:
+            return json_response({"data": "", "offset": size})
+        if length < 0:
+            length = 1 << 20
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(min(length, 16 << 20))
+        return json_response({"data": data.decode("utf-8", "replace"), "offset": offset})
+
+    async def files_browse(self, request: web.Request) -> web.Response:
+        path = self._resolve(request)
+        if isinstance(path, web.Response):
+            return path
+        if not os.path.isdir(path):
+            return error(400, "Not a directory")
+        entries = []
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(full)
+                entries.append(
+                    {
+                        "path": full,
+                        "nlink": st.st_nlink,
+                        "size": st.st_size,
+                        "mtime": int(st.st_mtime),
+                        "mode": stat.filemode(st.st_mode),
+                        "uid": str(st.st_uid),
+                        "gid": str(st.st_gid),
+                    }
+                )
+        return json_response(entries)
+
+    async def files_download(self, request: web.Request) -> web.StreamResponse:
+        path = self._resolve(request)
+        if isinstance(path, web.Response):
+            return path
+        if os.path.isdir(path):
+            return error(400, "Cannot download a directory")
+        return web.FileResponse(path)
+
+
+def uptime_since(start: float) -> float:
+    """Seconds since ``start`` (wall clock), for metrics."""
+    return max(0.0, time.time() - start)

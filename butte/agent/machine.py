@@ -1,0 +1,786 @@
+"""The agent core: a synchronous state machine fed events, returning effects.
+
+Events come from the master (`handle_master`), from executors through the executor HTTP API
+(`executor_call`, `executor_disconnected`), from the containerizer (`container_started`,
+`container_failed`, `container_exited`) and from the clock (`tick` at `next_deadline`). Each
+returns a list of `butte.agent.effects` for the shell to carry out. Nothing here touches a
+socket, file, process, event loop or clock: ``now`` (epoch seconds) is always passed in, and
+ids/uuids come from injectable generators so tests are deterministic.
+
+Flow of one command task::
+
+    RUN_TASK -> LaunchContainer (executor queued in REGISTERING)
+    executor SUBSCRIBE -> SUBSCRIBED + LAUNCH to the executor (RUNNING)
+    executor UPDATE -> STATUS_UPDATE to the master (one in flight per task, retried) and
+                       ACKNOWLEDGED to the executor
+    master STATUS_UPDATE_ACK -> next update of the task goes out; after the terminal one the
+                       task is completed
+    container exit -> TASK_FAILED for tasks left unfinished; executor TERMINATED and removed
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+import butte
+from butte.agent import paths
+from butte.agent.effects import (
+    CloseExecutorStream,
+    DestroyContainer,
+    Effect,
+    LaunchContainer,
+    SendToExecutor,
+    SendToMaster,
+    StopAgent,
+)
+from butte.agent.executor_api import ExecutorApi, Reply
+from butte.agent.invariants import check_agent_invariants
+from butte.agent.launching import (
+    allocation_role,
+    builtin_executor_info,
+    command_executor_info,
+    executor_environment,
+    exit_message,
+    process_argv,
+    shutdown_grace_period,
+)
+from butte.agent.records import (
+    COMMAND,
+    CUSTOM,
+    DEFAULT,
+    FRAMEWORK_TERMINATING,
+    MAX_COMPLETED_FRAMEWORKS,
+    MAX_STATUSES_PER_TASK,
+    REGISTERING,
+    RUNNING,
+    TERMINATED,
+    TERMINATING,
+    Executor,
+    Framework,
+    Task,
+)
+from butte.agent.status_updates import StatusUpdateStream
+from butte.core import internal
+from butte.core import task_states as ts
+from butte.core.ids import validate_id
+from butte.core.messages import (
+    ID,
+    ExecutorInfo,
+    FrameworkInfo,
+    TaskInfo,
+    TaskStatus,
+)
+from butte.core.resources import Attribute, Resources
+
+__all__ = ["AgentConfig", "AgentMachine", "Reply", "REPORT_COMMAND_EXECUTOR_EXITS"]
+
+# Mesos reports only custom executors' exits to the master (command executors are generated
+# by the agent and unknown to the master); flip this to report every executor.
+REPORT_COMMAND_EXECUTOR_EXITS = False
+
+_STREAM_TIMER = "stream"
+_REGISTRATION_TIMER = "registration"
+_SHUTDOWN_TIMER = "shutdown"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the core needs to know about its agent (from flags and the bound server)."""
+
+    hostname: str
+    ip: str
+    port: int
+    work_dir: str
+    resources: Resources
+    attributes: tuple[Attribute, ...] = ()
+    executor_registration_timeout: float = 60.0
+    executor_shutdown_grace_period: float = 5.0
+    status_update_retry_interval_min: float = 10.0
+    status_update_retry_interval_max: float = 600.0
+    # argv of the built-in command/default executor program.
+    command_executor_argv: tuple[str, ...] = ("butte-command-executor",)
+    # Environment every executor inherits (the agent's own, like Mesos).
+    base_environment: Mapping[str, str] = field(default_factory=dict)
+    version: str = butte.MESOS_COMPAT_VERSION
+
+
+def _new_container_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _new_status_uuid() -> str:
+    return base64.b64encode(uuid.uuid4().bytes).decode()
+
+
+class AgentMachine(ExecutorApi):
+    """The agent's frameworks, executors, tasks and status update streams; see module doc."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        new_container_id: Callable[[], str] = _new_container_id,
+        new_status_uuid: Callable[[], str] = _new_status_uuid,
+    ) -> None:
+        self.config = config
+        self.agent_id: str | None = None
+        self.master_id: str | None = None
+        self.connected = False
+        self.registered = False
+        self.stopping = False
+        self.frameworks: dict[str, Framework] = {}
+        self.completed_frameworks: deque[Framework] = deque(maxlen=MAX_COMPLETED_FRAMEWORKS)
+        self.containers: dict[str, Executor] = {}
+        self.task_executor: dict[tuple[str, str], Executor] = {}
+        self.streams: dict[tuple[str, str], StatusUpdateStream] = {}
+        self.counters: dict[str, int] = {}
+        self._streams_per_framework: dict[str, int] = {}
+        self._timers: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._new_container_id = new_container_id
+        self._new_status_uuid = new_status_uuid
+        self._resources_json = config.resources.to_json("endpoint")
+        self._executor_agent_info: dict[str, Any] | None = None
+        self._master_handlers: dict[type, Callable[[Any, float], list[Effect]]] = {
+            internal.AgentRegistered: self._registered,
+            internal.AgentReregistered: self._registered,
+            internal.RunTask: self._run_task,
+            internal.RunTaskGroup: self._run_task_group,
+            internal.KillTask: self._kill_task,
+            internal.StatusUpdateAck: self._status_update_ack,
+            internal.Ping: lambda msg, now: [SendToMaster(internal.Pong())],
+            internal.ShutdownFramework: self._shutdown_framework,
+            internal.ShutdownExecutor: self._shutdown_executor_message,
+            internal.FrameworkToExecutor: self._framework_message,
+            internal.UpdateFramework: self._update_framework,
+            internal.ShutdownAgent: self._shutdown_agent,
+        }
+
+    # -- master connection -------------------------------------------------------------------
+
+    def master_connected(self, now: float) -> list[Effect]:
+        """A new master connection opened: (re-)register."""
+        self.connected = True
+        self.registered = False
+        return [SendToMaster(self.register_message())]
+
+    def master_disconnected(self, now: float) -> list[Effect]:
+        """The master connection closed: hold updates until the next registration."""
+        self.connected = False
+        self.registered = False
+        return []
+
+    def handle_master(self, message: internal.MasterMessage, now: float) -> list[Effect]:
+        """One message from the master."""
+        return self._master_handlers[type(message)](message, now)
+
+    def register_message(self) -> internal.RegisterAgent:
+        """REGISTER_AGENT with everything the master must learn again after a reconnect."""
+        tasks: list[internal.Task] = []
+        executors: list[ExecutorInfo] = []
+        for fw in self.frameworks.values():
+            for ex in fw.executors.values():
+                if ex.kind != COMMAND and ex.state != TERMINATED:
+                    executors.append(ex.info)
+                tasks.extend(self._task_report(fw, ex, t) for t in ex.tasks.values())
+        return internal.RegisterAgent(
+            agent_info=self.agent_info(),
+            version=self.config.version,
+            frameworks=[fw.info for fw in self.frameworks.values()],
+            executors=executors,
+            tasks=tasks,
+        )
+
+    def agent_info(self) -> internal.AgentInfo:
+        """This agent's AgentInfo (with its id once registered)."""
+        return internal.AgentInfo(
+            hostname=self.config.hostname,
+            port=self.config.port,
+            resources=self._resources_json,
+            attributes=[a.to_json() for a in self.config.attributes],
+            id=ID(self.agent_id) if self.agent_id is not None else None,
+        )
+
+    def _task_report(self, fw: Framework, ex: Executor, task: Task) -> internal.Task:
+        stream = self.streams.get((fw.id, task.id))
+        head = stream.head if stream is not None else None
+        info = task.info
+        return internal.Task(
+            name=info.name,
+            task_id=info.task_id,
+            framework_id=ID(fw.id),
+            agent_id=ID(self.agent_id or ""),
+            state=task.state,
+            resources=info.resources,
+            executor_id=ex.info.executor_id if ex.kind != COMMAND else None,
+            statuses=task.statuses,
+            status_update_state=head.state if head is not None else None,
+            status_update_uuid=head.uuid if head is not None else None,
+            labels=info.labels,
+            discovery=info.discovery,
+            container=info.container,
+            health_check=info.health_check,
+            kill_policy=info.kill_policy,
+            user=fw.info.user,
+        )
+
+    def _registered(
+        self, msg: internal.AgentRegistered | internal.AgentReregistered, now: float
+    ) -> list[Effect]:
+        self.agent_id = msg.agent_id.value
+        self.master_id = msg.master_id
+        self.registered = True
+        effects: list[Effect] = []
+        # Everything unacknowledged goes out again on the new connection.
+        for stream in self.streams.values():
+            stream.rewind()
+            effects += self._flush(stream, now)
+        return effects
+
+    # -- launching ---------------------------------------------------------------------------
+
+    def _run_task(self, msg: internal.RunTask, now: float) -> list[Effect]:
+        return self._launch(msg.framework, [msg.task], None, now)
+
+    def _run_task_group(self, msg: internal.RunTaskGroup, now: float) -> list[Effect]:
+        return self._launch(msg.framework, list(msg.task_group.tasks), msg.executor, now)
+
+    def _launch(
+        self,
+        fw_info: FrameworkInfo,
+        tasks: list[TaskInfo],
+        group_executor: ExecutorInfo | None,
+        now: float,
+    ) -> list[Effect]:
+        if fw_info.id is None or self.agent_id is None or self.stopping or not tasks:
+            return []
+        fw = self._framework_for(fw_info)
+        if fw.state == FRAMEWORK_TERMINATING:
+            return []
+        tasks = [t for t in tasks if not self._task_known(fw.id, t.task_id.value)]
+        if not tasks:
+            return []
+        problem = self._launch_problem(tasks, group_executor)
+        if problem is not None:
+            reason = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"
+            effects: list[Effect] = []
+            for t in tasks:
+                effects += self._orphan_update(fw, t.task_id.value, ts.ERROR, reason, problem, now)
+            return effects
+        resources = [r for t in tasks for r in t.resources]
+        declared_executor = group_executor or tasks[0].executor
+        if declared_executor is not None:
+            resources += declared_executor.resources
+        role = allocation_role(resources, fw.info)
+        info, kind = self._executor_for(fw, tasks[0], group_executor, role)
+        ex = fw.executors.get(info.executor_id.value)
+        if ex is not None and ex.state in (TERMINATING, TERMINATED):
+            lost = ts.DROPPED if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
+            effects = []
+            for t in tasks:
+                effects += self._orphan_update(
+                    fw,
+                    t.task_id.value,
+                    lost,
+                    "REASON_EXECUTOR_TERMINATED",
+                    "Executor is terminating",
+                    now,
+                )
+            return effects
+        effects = []
+        if ex is None:
+            ex, launch = self._new_executor(fw, info, kind, role, now)
+            effects.append(launch)
+        records = [Task(t, fw.id, ex.id, group=group_executor is not None) for t in tasks]
+        for record in records:
+            ex.tasks[record.id] = record
+            self.task_executor[(fw.id, record.id)] = ex
+        self._count("tasks_launched", len(records))
+        if ex.state == RUNNING:
+            effects.append(self._delivery(ex, [r.id for r in records]))
+        else:
+            ex.queued.append([r.id for r in records])
+        return effects
+
+    def _task_known(self, framework_id: str, task_id: str) -> bool:
+        key = (framework_id, task_id)
+        return key in self.task_executor or key in self.streams
+
+    @staticmethod
+    def _launch_problem(tasks: list[TaskInfo], group_executor: ExecutorInfo | None) -> str | None:
+        ids = [t.task_id.value for t in tasks]
+        if len(set(ids)) != len(ids):
+            return "Duplicate task ids in the task group"
+        for t in tasks:
+            problem = validate_id(t.task_id.value, "task id")
+            if problem:
+                return problem
+            if group_executor is not None:
+                if t.executor is not None or t.command is None:
+                    return "Every task of a task group must have a CommandInfo and no executor"
+            elif (t.command is None) == (t.executor is None):
+                return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo"
+            elif t.executor is not None and t.executor.command is None:
+                return "ExecutorInfo of a custom executor must have a CommandInfo"
+        executor = group_executor or tasks[0].executor
+        if executor is not None:
+            return validate_id(executor.executor_id.value, "executor id")
+        return None
+
+    def _executor_for(
+        self, fw: Framework, task: TaskInfo, group_executor: ExecutorInfo | None, role: str
+    ) -> tuple[ExecutorInfo, str]:
+        argv = self.config.command_executor_argv
+        if group_executor is not None:
+            info = builtin_executor_info(group_executor, fw.id)
+            return info, (DEFAULT if info.command is None else CUSTOM)
+        if task.command is not None:
+            return command_executor_info(task, fw.id, role, argv), COMMAND
+        assert task.executor is not None
+        return builtin_executor_info(task.executor, fw.id), CUSTOM
+
+    def _new_executor(
+        self, fw: Framework, info: ExecutorInfo, kind: str, role: str, now: float
+    ) -> tuple[Executor, LaunchContainer]:
+        assert self.agent_id is not None
+        container_id = self._new_container_id()
+        sandbox = paths.sandbox_dir(
+            self.config.work_dir, self.agent_id, fw.id, info.executor_id.value, container_id
+        )
+        env = executor_environment(
+            base=self.config.base_environment,
+            framework=fw.info,
+            executor=info,
+            agent_id=self.agent_id,
+            agent_ip=self.config.ip,
+            agent_port=self.config.port,
+            sandbox=sandbox,
+            shutdown_grace=shutdown_grace_period(info, self.config.executor_shutdown_grace_period),
+            role=role,
+        )
+        if kind == CUSTOM:
+            assert info.command is not None
+            argv, executable = process_argv(info.command)
+        else:
+            argv, executable = tuple(self.config.command_executor_argv), None
+        ex = Executor(info, fw.id, container_id, sandbox, kind)
+        ex.registration_deadline = now + self.config.executor_registration_timeout
+        fw.executors[ex.id] = ex
+        self.containers[container_id] = ex
+        self._push_timer(ex.registration_deadline, _REGISTRATION_TIMER, container_id)
+        self._count("executors_launched")
+        launch = LaunchContainer(
+            container_id, fw.id, ex.id, sandbox, argv, env, executable, builtin=kind != CUSTOM
+        )
+        return ex, launch
+
+    def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
+        """LAUNCH (one plain task) or LAUNCH_GROUP for tasks the executor has not seen."""
+        tasks = [ex.tasks[tid] for tid in task_ids]
+        for task in tasks:
+            task.launched = True
+        if len(tasks) == 1 and not tasks[0].group:
+            event = {"type": "LAUNCH", "launch": {"task": tasks[0].info}}
+        else:
+            event = {
+                "type": "LAUNCH_GROUP",
+                "launch_group": {"task_group": {"tasks": [t.info for t in tasks]}},
+            }
+        return SendToExecutor(ex.container_id, event)
+
+    def _framework_for(self, info: FrameworkInfo) -> Framework:
+        assert info.id is not None
+        fw = self.frameworks.get(info.id.value)
+        if fw is None:
+            fw = Framework(info)
+            self.frameworks[fw.id] = fw
+        else:
+            fw.info = info
+        return fw
+
+    # -- killing and shutting down ---------------------------------------------------------
+
+    def _kill_task(self, msg: internal.KillTask, now: float) -> list[Effect]:
+        fid, tid = msg.framework_id.value, msg.task_id.value
+        fw = self.frameworks.get(fid)
+        if fw is None or fw.state == FRAMEWORK_TERMINATING:
+            return []
+        ex = self.task_executor.get((fid, tid))
+        if ex is None:
+            if (fid, tid) in self.streams:
+                return []  # the agent already made this task terminal
+            lost = ts.DROPPED if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
+            return self._orphan_update(
+                fw, tid, lost, "REASON_EXECUTOR_TERMINATED", "Cannot find executor", now
+            )
+        task = ex.tasks[tid]
+        if ts.is_terminal(task.state):
+            return []
+        if not task.launched:
+            return self._kill_queued(fw, ex, tid, now)
+        if ex.state == RUNNING:
+            kill: dict[str, Any] = {"task_id": msg.task_id}
+            if msg.kill_policy is not None:
+                kill["kill_policy"] = msg.kill_policy
+            return [SendToExecutor(ex.container_id, {"type": "KILL", "kill": kill})]
+        return []
+
+    def _kill_queued(self, fw: Framework, ex: Executor, task_id: str, now: float) -> list[Effect]:
+        """Kill of a task its executor has not been given: TASK_KILLED without launching (a
+        whole task group goes together), and the executor goes if nothing is left for it."""
+        entry = next(e for e in ex.queued if task_id in e)
+        ex.queued.remove(entry)
+        effects: list[Effect] = []
+        for tid in entry:
+            effects += self._agent_update(
+                fw,
+                ex,
+                ex.tasks[tid],
+                ts.KILLED,
+                "REASON_TASK_KILLED_DURING_LAUNCH",
+                "Killed before delivery to the executor",
+                now,
+            )
+        if ex.state == REGISTERING and not ex.queued and not ex.live_tasks():
+            ex.move(TERMINATING)
+            effects.append(DestroyContainer(ex.container_id, 0.0))
+        return effects
+
+    def _shutdown_framework(self, msg: internal.ShutdownFramework, now: float) -> list[Effect]:
+        fw = self.frameworks.get(msg.framework_id.value)
+        if fw is None:
+            return []
+        fw.state = FRAMEWORK_TERMINATING
+        # A terminating framework acknowledges nothing: drop its pending updates (Mesos too).
+        for key in [k for k in self.streams if k[0] == fw.id]:
+            self._drop_stream(key)
+        effects: list[Effect] = []
+        for ex in list(fw.executors.values()):
+            effects += self._shutdown_executor(fw, ex, now)
+            self._sweep_terminal_tasks(ex)
+            effects += self._cleanup_executor(ex)
+        self._cleanup_framework(fw)
+        return effects
+
+    def _shutdown_executor_message(
+        self, msg: internal.ShutdownExecutor, now: float
+    ) -> list[Effect]:
+        fw = self.frameworks.get(msg.framework_id.value)
+        ex = fw.executors.get(msg.executor_id.value) if fw is not None else None
+        if fw is None or ex is None:
+            return []
+        return self._shutdown_executor(fw, ex, now)
+
+    def _shutdown_executor(self, fw: Framework, ex: Executor, now: float) -> list[Effect]:
+        """SHUTDOWN to a subscribed executor and destroy after its grace period; an executor
+        that has not subscribed is destroyed at once."""
+        if ex.state == REGISTERING:
+            ex.move(TERMINATING)
+            return [DestroyContainer(ex.container_id, 0.0)]
+        if ex.state != RUNNING:
+            return []
+        ex.move(TERMINATING)
+        grace = shutdown_grace_period(ex.info, self.config.executor_shutdown_grace_period)
+        self._arm_shutdown(ex, now + grace)
+        if not ex.subscribed:
+            return []
+        return [SendToExecutor(ex.container_id, {"type": "SHUTDOWN"})]
+
+    def _arm_shutdown(self, ex: Executor, deadline: float) -> None:
+        ex.shutdown_deadline = deadline
+        self._push_timer(deadline, _SHUTDOWN_TIMER, ex.container_id)
+
+    def _framework_message(self, msg: internal.FrameworkToExecutor, now: float) -> list[Effect]:
+        fw = self.frameworks.get(msg.framework_id.value)
+        ex = fw.executors.get(msg.executor_id.value) if fw is not None else None
+        if ex is None or ex.state != RUNNING or not ex.subscribed:
+            return []  # best effort, like Mesos
+        return [SendToExecutor(ex.container_id, {"type": "MESSAGE", "message": {"data": msg.data}})]
+
+    def _update_framework(self, msg: internal.UpdateFramework, now: float) -> list[Effect]:
+        info = msg.framework
+        if info.id is not None and info.id.value in self.frameworks:
+            self.frameworks[info.id.value].info = info
+        return []
+
+    def _shutdown_agent(self, msg: internal.ShutdownAgent, now: float) -> list[Effect]:
+        effects = self.shutdown(now, unregister=False)
+        effects.append(StopAgent(msg.message))
+        return effects
+
+    def shutdown(self, now: float, unregister: bool = True) -> list[Effect]:
+        """The agent is stopping for good: tell the master (UNREGISTER_AGENT), send nothing
+        more, and destroy every container."""
+        effects: list[Effect] = []
+        if unregister and self.registered and not self.stopping:
+            effects.append(SendToMaster(internal.UnregisterAgent()))
+        self.stopping = True
+        grace = self.config.executor_shutdown_grace_period
+        for ex in list(self.containers.values()):
+            if ex.state in (REGISTERING, RUNNING):
+                ex.move(TERMINATING)
+            if ex.state == TERMINATING:
+                effects.append(DestroyContainer(ex.container_id, grace))
+        return effects
+
+    # -- status updates ----------------------------------------------------------------------
+
+    def _status_update_ack(self, msg: internal.StatusUpdateAck, now: float) -> list[Effect]:
+        key = (msg.framework_id.value, msg.task_id.value)
+        stream = self.streams.get(key)
+        if stream is None or stream.ack(msg.uuid) is None:
+            return []  # stale or duplicate acknowledgement
+        if not stream.done:
+            return self._flush(stream, now)
+        self._drop_stream(key)
+        return self._task_completed(key)
+
+    def _agent_update(
+        self,
+        fw: Framework,
+        ex: Executor,
+        task: Task,
+        state: str,
+        reason: str,
+        message: str,
+        now: float,
+    ) -> list[Effect]:
+        status = self._agent_status(task.id, ex.id, state, reason, message, now)
+        return self._accept_update(fw, task, status, now)
+
+    def _orphan_update(
+        self, fw: Framework, task_id: str, state: str, reason: str, message: str, now: float
+    ) -> list[Effect]:
+        """An agent-made update for a task that has no executor here."""
+        status = self._agent_status(task_id, None, state, reason, message, now)
+        return self._accept_update(fw, None, status, now)
+
+    def _agent_status(
+        self,
+        task_id: str,
+        executor_id: str | None,
+        state: str,
+        reason: str,
+        message: str,
+        now: float,
+    ) -> TaskStatus:
+        return TaskStatus(
+            task_id=ID(task_id),
+            state=state,
+            message=message,
+            source="SOURCE_AGENT",
+            reason=reason,
+            agent_id=ID(self.agent_id or ""),
+            executor_id=ID(executor_id) if executor_id is not None else None,
+            timestamp=now,
+            uuid=self._new_status_uuid(),
+        )
+
+    def _accept_update(
+        self, fw: Framework, task: Task | None, status: TaskStatus, now: float
+    ) -> list[Effect]:
+        """Records an update (agent's or executor's) and starts its delivery to the master."""
+        if task is not None:
+            task.state = status.state
+            task.statuses.append(msgspec.structs.replace(status, data=None))
+            del task.statuses[:-MAX_STATUSES_PER_TASK]
+        self._count(f"updates_{status.state[5:].lower()}")
+        if fw.state == FRAMEWORK_TERMINATING:
+            if task is not None and ts.is_terminal(status.state):
+                return self._task_completed((fw.id, task.id))
+            return []
+        key = (fw.id, status.task_id.value)
+        stream = self.streams.get(key)
+        if stream is None:
+            stream = StatusUpdateStream(
+                fw.id,
+                key[1],
+                self.config.status_update_retry_interval_min,
+                self.config.status_update_retry_interval_max,
+            )
+            self.streams[key] = stream
+            self._streams_per_framework[fw.id] = self._streams_per_framework.get(fw.id, 0) + 1
+        if not stream.add(status):
+            return []
+        return self._flush(stream, now)
+
+    def _flush(self, stream: StatusUpdateStream, now: float) -> list[Effect]:
+        """Sends the stream's head if it is due and the master can take it."""
+        if not self.registered or self.stopping:
+            return []
+        status = stream.due(now)
+        if status is None:
+            return []
+        assert stream.next_retry is not None
+        self._push_timer(stream.next_retry, _STREAM_TIMER, (stream.framework_id, stream.task_id))
+        return [SendToMaster(internal.StatusUpdate(ID(stream.framework_id), status))]
+
+    def _drop_stream(self, key: tuple[str, str]) -> None:
+        if self.streams.pop(key, None) is not None:
+            self._streams_per_framework[key[0]] -= 1
+            if not self._streams_per_framework[key[0]]:
+                del self._streams_per_framework[key[0]]
+
+    # -- removal -----------------------------------------------------------------------------
+
+    def _task_completed(self, key: tuple[str, str]) -> list[Effect]:
+        """The task's terminal update was acknowledged (or needs none): it is done here."""
+        ex = self.task_executor.pop(key, None)
+        if ex is None:
+            fw = self.frameworks.get(key[0])
+            if fw is not None:
+                self._cleanup_framework(fw)
+            return []
+        task = ex.tasks.pop(key[1])
+        ex.completed_tasks.append(task)
+        self._count("tasks_completed")
+        return self._cleanup_executor(ex)
+
+    def _sweep_terminal_tasks(self, ex: Executor) -> None:
+        """Completes terminal tasks that will get no acknowledgement (framework gone)."""
+        for task in [t for t in ex.tasks.values() if ts.is_terminal(t.state)]:
+            if (ex.framework_id, task.id) not in self.streams:
+                self.task_executor.pop((ex.framework_id, task.id), None)
+                ex.completed_tasks.append(ex.tasks.pop(task.id))
+
+    def _cleanup_executor(self, ex: Executor) -> list[Effect]:
+        if ex.state != TERMINATED or ex.tasks:
+            return []
+        fw = self.frameworks.get(ex.framework_id)
+        if fw is not None and fw.executors.get(ex.id) is ex:
+            del fw.executors[ex.id]
+            fw.completed_executors.append(ex)
+        self.containers.pop(ex.container_id, None)
+        if fw is not None:
+            self._cleanup_framework(fw)
+        return []
+
+    def _cleanup_framework(self, fw: Framework) -> None:
+        if fw.executors or self._streams_per_framework.get(fw.id):
+            return
+        if self.frameworks.get(fw.id) is fw:
+            del self.frameworks[fw.id]
+            self.completed_frameworks.append(fw)
+
+    # -- containers ----------------------------------------------------------------------------
+
+    def container_started(self, container_id: str, pid: int, now: float) -> list[Effect]:
+        """The executor process of a container is running."""
+        ex = self.containers.get(container_id)
+        if ex is not None:
+            ex.pid = pid
+        return []
+
+    def container_failed(self, container_id: str, message: str, now: float) -> list[Effect]:
+        """The executor could not be started: its tasks fail."""
+        ex = self.containers.get(container_id)
+        if ex is None:
+            return []
+        if ex.pending_termination is None:
+            ex.pending_termination = (
+                ts.FAILED,
+                "REASON_CONTAINER_LAUNCH_FAILED",
+                f"Failed to launch container: {message}",
+            )
+        return self._executor_terminated(ex, None, now)
+
+    def container_exited(self, container_id: str, status: int | None, now: float) -> list[Effect]:
+        """The executor process ended with raw wait ``status``."""
+        ex = self.containers.get(container_id)
+        if ex is None:
+            return []
+        return self._executor_terminated(ex, status, now)
+
+    def _executor_terminated(self, ex: Executor, status: int | None, now: float) -> list[Effect]:
+        if ex.state == TERMINATED:
+            return []
+        fw = self.frameworks[ex.framework_id]
+        ex.move(TERMINATED)
+        ex.exit_status = status
+        ex.queued.clear()
+        effects: list[Effect] = []
+        if ex.subscribed:
+            ex.subscribed = False
+            effects.append(CloseExecutorStream(ex.container_id))
+        state, reason, message = ex.pending_termination or (
+            ts.FAILED,
+            "REASON_EXECUTOR_TERMINATED",
+            exit_message(status),
+        )
+        for task in ex.live_tasks():
+            effects += self._agent_update(fw, ex, task, state, reason, message, now)
+        if fw.state == FRAMEWORK_TERMINATING:
+            self._sweep_terminal_tasks(ex)
+        elif self.registered and not self.stopping:
+            if ex.kind != COMMAND or REPORT_COMMAND_EXECUTOR_EXITS:
+                exited = internal.ExecutorExited(ID(fw.id), ex.info.executor_id, status)
+                effects.append(SendToMaster(exited))
+        self._count("executors_terminated")
+        effects += self._cleanup_executor(ex)
+        return effects
+
+    # -- time --------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When `tick` next has something to do (may be early; never late)."""
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self, now: float) -> list[Effect]:
+        """Runs everything due by ``now``: update retries, registration and shutdown timeouts."""
+        effects: list[Effect] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._timers)
+            if kind == _STREAM_TIMER:
+                stream = self.streams.get(key)
+                if stream is not None:
+                    effects += self._flush(stream, now)
+            elif kind == _REGISTRATION_TIMER:
+                effects += self._registration_timeout(key, now)
+            elif kind == _SHUTDOWN_TIMER:
+                ex = self.containers.get(key)
+                deadline = ex.shutdown_deadline if ex is not None else None
+                if ex is not None and ex.state == TERMINATING and deadline and deadline <= now:
+                    ex.shutdown_deadline = None
+                    effects.append(DestroyContainer(ex.container_id, 0.0))
+        return effects
+
+    def _registration_timeout(self, container_id: str, now: float) -> list[Effect]:
+        ex = self.containers.get(container_id)
+        if ex is None or ex.state != REGISTERING or ex.registration_deadline is None:
+            return []
+        if ex.registration_deadline > now:
+            return []
+        timeout = self.config.executor_registration_timeout
+        ex.pending_termination = (
+            ts.FAILED,
+            "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+            f"Executor did not register within {timeout:g} seconds",
+        )
+        ex.move(TERMINATING)
+        return [DestroyContainer(container_id, 0.0)]
+
+    def _push_timer(self, when: float, kind: str, key: Any) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def executors(self) -> Iterable[Executor]:
+        """Every executor still on the agent (any state)."""
+        for fw in self.frameworks.values():
+            yield from fw.executors.values()
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the bookkeeping is inconsistent (tests call this)."""
+        check_agent_invariants(self)

@@ -1,0 +1,63 @@
+"""Entry point of the agent: ``butte agent ...`` (via the CLI) or ``python -m butte.agent``.
+
+`add_flags` and `run` are the contract with the CLI; `main` is a small stand-alone wrapper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from butte.agent import flags as agent_flags
+from butte.agent.server import AgentOptions, serve
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds the agent's flags (Mesos spellings) to ``parser``."""
+    agent_flags.add_flags(parser)
+
+
+def options_from_args(args: argparse.Namespace) -> AgentOptions:
+    """Turns parsed flags into `AgentOptions` (detecting resources not given)."""
+    return AgentOptions(
+        master=args.master,
+        work_dir=args.work_dir,
+        resources=agent_flags.total_resources(args.resources, args.work_dir),
+        ip=args.ip,
+        port=args.port,
+        hostname=args.hostname or agent_flags.default_hostname(args.ip),
+        attributes=tuple(args.attributes or ()),
+        executor_registration_timeout=args.executor_registration_timeout,
+        executor_shutdown_grace_period=args.executor_shutdown_grace_period,
+        status_update_retry_interval_min=args.status_update_retry_interval_min,
+        status_update_retry_interval_max=args.status_update_retry_interval_max,
+        registration_backoff_factor=args.registration_backoff_factor,
+        executor_environment=args.executor_environment_variables,
+        executor_zygote=args.executor_zygote,
+        flags=agent_flags.flags_for_state(args),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the agent until SIGINT/SIGTERM; returns the exit status."""
+    logging.basicConfig(
+        level=getattr(logging, getattr(args, "logging_level", "INFO"), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.status_update_retry_interval_min <= 0:
+        print("agent: --status_update_retry_interval_min must be > 0", file=sys.stderr)
+        return 2
+    options = options_from_args(args)
+    # The default loop: uvloop spawns processes several times slower (DESIGN.md).
+    return asyncio.run(serve(options))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m butte.agent --master HOST:PORT --work_dir DIR ...``."""
+    parser = argparse.ArgumentParser(prog="python -m butte.agent", description=__doc__)
+    add_flags(parser)
+    return run(parser.parse_args(argv))

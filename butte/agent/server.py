@@ -1,0 +1,384 @@
+"""The agent's asyncio shell around `AgentMachine`.
+
+It owns the I/O: the HTTP server (`butte.agent.http`), the WebSocket to the master
+(`butte.agent.master_link`), the containerizer and the clock. Every event is handed to the core
+with ``now``; the effects it returns are carried out in order by `AgentServer.apply` (a
+trampoline, so effects caused while applying effects — a launch failing at once — queue
+behind the current ones instead of nesting). One timer is kept armed at the core's
+`next_deadline`.
+
+Stopping (SIGINT/SIGTERM): the core sends UNREGISTER_AGENT and marks every container for
+destruction; the shell flushes the master socket, SIGTERMs every container's processes,
+SIGKILLs what is left after the shutdown grace period, and closes the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+import butte
+from butte.agent.containerizer.posix import PosixContainerizer
+from butte.agent.effects import (
+    CloseExecutorStream,
+    DestroyContainer,
+    Effect,
+    LaunchContainer,
+    SendToExecutor,
+    SendToMaster,
+    StopAgent,
+)
+from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
+from butte.agent.machine import AgentConfig, AgentMachine, Reply
+from butte.agent.master_link import MasterLink
+from butte.agent.records import RUNNING
+from butte.agent.state_json import agent_state
+from butte.core import internal
+from butte.core import task_states as ts
+from butte.core.clock import Clock, SystemClock
+from butte.core.messages import ExecutorCall
+from butte.core.resources import Attribute, Resources
+
+log = logging.getLogger("butte.agent")
+
+
+def _fast_python(module: str) -> tuple[str, ...]:
+    """argv running ``module.main()`` with this interpreter and ``-I -S`` (no site
+    initialisation, which costs more than the executor itself), importing butte from where
+    this process found it. Equivalent to ``python -m <module>``."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(butte.__file__)))
+    code = f"import sys;sys.path.insert(0,{root!r});from {module} import main;sys.exit(main())"
+    return (sys.executable, "-I", "-S", "-c", code)
+
+
+def command_executor_argv() -> tuple[str, ...]:
+    """How the agent starts its built-in executor as a fresh process."""
+    return _fast_python("butte.agent.executor.command")
+
+
+def zygote_argv() -> tuple[str, ...]:
+    """How the agent starts the executor zygote (fork server)."""
+    return _fast_python("butte.agent.executor.zygote")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """Everything the agent process is configured with (from its flags)."""
+
+    master: str  # host:port
+    work_dir: str
+    resources: Resources
+    ip: str = "127.0.0.1"
+    port: int = 5051
+    hostname: str | None = None
+    attributes: tuple[Attribute, ...] = ()
+    executor_registration_timeout: float = 60.0
+    executor_shutdown_grace_period: float = 5.0
+    status_update_retry_interval_min: float = 10.0
+    status_update_retry_interval_max: float = 600.0
+    registration_backoff_factor: float = 1.0
+    # None: executors inherit the agent's environment (Mesos' default).
+    executor_environment: Mapping[str, str] | None = None
+    # Fork built-in executors from a pre-started zygote instead of starting interpreters.
+    executor_zygote: bool = True
+    flags: dict[str, str] = field(default_factory=dict)
+
+
+class AgentServer:
+    """One running agent; see the module docstring."""
+
+    def __init__(self, options: AgentOptions, clock: Clock | None = None) -> None:
+        self.options = options
+        self.flags = dict(options.flags)
+        self.clock = clock or SystemClock()
+        self.start_time = time.time()
+        self.machine: AgentMachine | None = None
+        self.containerizer: PosixContainerizer | None = None
+        self.master_link: MasterLink | None = None
+        self.streams: dict[str, ExecutorStream] = {}
+        self.exit_code = 0
+        self._runner: web.AppRunner | None = None
+        self._link_task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+        self._pending: deque[Effect] = deque()
+        self._applying = False
+        self._stopping = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._background: set[asyncio.Task] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Binds the HTTP server, builds the core, starts talking to the master."""
+        raise_fd_limit()
+        os.makedirs(self.options.work_dir, exist_ok=True)
+        app = web.Application(client_max_size=16 << 20)
+        app.add_routes(AgentHttp(self).routes())
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.options.ip, self.options.port, backlog=4096)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        loop = asyncio.get_running_loop()
+        self.machine = AgentMachine(self._config(port))
+        self.containerizer = PosixContainerizer(
+            loop,
+            self._container_started,
+            self._container_failed,
+            self._container_exited,
+            zygote_argv=zygote_argv() if self.options.executor_zygote else None,
+        )
+        await self.containerizer.start()
+        self.master_link = MasterLink(
+            f"http://{self.options.master}{internal.AGENT_PATH}",
+            on_open=lambda: self.apply(self._core.master_connected(self.now())),
+            on_message=self._master_message,
+            on_close=lambda: self.apply(self._core.master_disconnected(self.now())),
+            backoff_factor=self.options.registration_backoff_factor,
+        )
+        self._link_task = asyncio.create_task(self.master_link.run())
+        log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    def _config(self, port: int) -> AgentConfig:
+        options = self.options
+        env = options.executor_environment
+        return AgentConfig(
+            hostname=options.hostname or options.ip,
+            ip=options.ip,
+            port=port,
+            work_dir=os.path.abspath(options.work_dir),
+            resources=options.resources,
+            attributes=options.attributes,
+            executor_registration_timeout=options.executor_registration_timeout,
+            executor_shutdown_grace_period=options.executor_shutdown_grace_period,
+            status_update_retry_interval_min=options.status_update_retry_interval_min,
+            status_update_retry_interval_max=options.status_update_retry_interval_max,
+            command_executor_argv=command_executor_argv(),
+            base_environment=dict(os.environ if env is None else env),
+        )
+
+    @property
+    def _core(self) -> AgentMachine:
+        assert self.machine is not None
+        return self.machine
+
+    @property
+    def port(self) -> int:
+        """The bound HTTP port."""
+        return self._core.config.port
+
+    def request_stop(self) -> None:
+        """Asks `wait_stopped` to return (signal handlers call this)."""
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Graceful stop; see the module docstring."""
+        self._stopping = True
+        self.apply(self._core.shutdown(self.now()))
+        assert self.master_link is not None and self.containerizer is not None
+        await self.master_link.close()
+        await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
+        await self.containerizer.wait_all(2.0)
+        await self.containerizer.close()
+        if self._link_task is not None:
+            self._link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._link_task
+        for stream in list(self.streams.values()):
+            stream.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- effects -----------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def apply(self, effects: list[Effect]) -> None:
+        """Carries out effects in order (see the module docstring), then re-arms the timer."""
+        self._pending.extend(effects)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._pending:
+                effect = self._pending.popleft()
+                try:
+                    self._apply_one(effect)
+                except Exception:  # noqa: BLE001 - one bad effect must not stop the agent
+                    log.exception("failed to apply %r", effect)
+        finally:
+            self._applying = False
+        self._arm_timer()
+
+    def _apply_one(self, effect: Effect) -> None:
+        if isinstance(effect, SendToExecutor):
+            stream = self.streams.get(effect.container_id)
+            if stream is not None:
+                stream.put(effect.event)
+        elif isinstance(effect, SendToMaster):
+            assert self.master_link is not None
+            self.master_link.send(effect.message)
+        elif isinstance(effect, LaunchContainer):
+            assert self.containerizer is not None
+            self.containerizer.launch(effect)
+        elif isinstance(effect, CloseExecutorStream):
+            stream = self.streams.pop(effect.container_id, None)
+            if stream is not None:
+                stream.close()
+        elif isinstance(effect, DestroyContainer):
+            if not self._stopping:  # shutdown destroys everything at once
+                assert self.containerizer is not None
+                self._spawn(self.containerizer.destroy(effect.container_id, effect.grace))
+        elif isinstance(effect, StopAgent):
+            log.warning("master asked this agent to stop: %s", effect.message)
+            self.request_stop()
+
+    def _spawn(self, coroutine: object) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _arm_timer(self) -> None:
+        deadline = self._core.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - self.now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.apply(self._core.tick(self.now()))
+
+    # -- events into the core ------------------------------------------------------------------
+
+    def _master_message(self, message: internal.MasterMessage) -> None:
+        try:
+            effects = self._core.handle_master(message, self.now())
+        except Exception:  # noqa: BLE001 - a message the core cannot take must not kill us
+            log.exception("failed to handle %s from master", type(message).__name__)
+            return
+        self.apply(effects)
+
+    def executor_call(self, call: ExecutorCall) -> Reply:
+        """Runs one executor API call through the core. A successful SUBSCRIBE's effects are
+        left to the caller, which first opens the stream they are written to."""
+        try:
+            reply = self._core.executor_call(call, self.now())
+        except Exception:  # noqa: BLE001
+            log.exception("failed to handle executor %s call", call.type)
+            return Reply(500, "Internal error handling the call")
+        if reply.container_id is None:
+            self.apply(reply.effects)
+        return reply
+
+    def open_executor_stream(self, container_id: str) -> ExecutorStream:
+        """Registers a new SUBSCRIBE stream, ending the executor's previous one."""
+        old = self.streams.get(container_id)
+        if old is not None:
+            old.close()
+        stream = ExecutorStream(container_id)
+        self.streams[container_id] = stream
+        return stream
+
+    def executor_stream_closed(self, stream: ExecutorStream) -> None:
+        """The stream's HTTP connection ended."""
+        if self.streams.get(stream.container_id) is stream:
+            del self.streams[stream.container_id]
+            self.apply(self._core.executor_disconnected(stream.container_id, self.now()))
+
+    def _container_started(self, container_id: str, pid: int) -> None:
+        self.apply(self._core.container_started(container_id, pid, self.now()))
+
+    def _container_failed(self, container_id: str, message: str) -> None:
+        log.warning("container %s failed to launch: %s", container_id, message)
+        self.apply(self._core.container_failed(container_id, message, self.now()))
+
+    def _container_exited(self, container_id: str, status: int | None) -> None:
+        self.apply(self._core.container_exited(container_id, status, self.now()))
+
+    # -- read-only views -----------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """The legacy ``/state`` document."""
+        master_host = self.options.master.rpartition(":")[0]
+        return agent_state(
+            self._core,
+            start_time=self.start_time,
+            master_hostname=master_host,
+            flags=self.flags,
+            build=version_info(),
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics/snapshot`` (a few ``slave/*`` gauges and counters)."""
+        core = self._core
+        states: dict[str, int] = {}
+        executors_running = 0
+        for ex in core.executors():
+            executors_running += ex.state == RUNNING
+            for task in ex.tasks.values():
+                states[task.state] = states.get(task.state, 0) + 1
+        out: dict[str, float] = {
+            "slave/uptime_secs": uptime_since(self.start_time),
+            "slave/registered": 1.0 if core.registered else 0.0,
+            "slave/executors_running": float(executors_running),
+            "slave/frameworks_active": float(len(core.frameworks)),
+        }
+        for state in sorted(ts.ALL_STATES):
+            out[f"slave/tasks_{state[5:].lower()}"] = float(states.get(state, 0))
+        for name, value in sorted(core.counters.items()):
+            out[f"slave/{name}"] = float(value)
+        assert self.containerizer is not None
+        for name, value in self.containerizer.statistics().items():
+            out[f"containerizer/{name}"] = float(value)
+        return out
+
+
+def raise_fd_limit() -> None:
+    """Every task holds a few descriptors here (pidfd, executor connections): use the hard
+    limit rather than the usual soft 1024."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def serve(options: AgentOptions) -> int:
+    """Runs an agent until SIGINT/SIGTERM (or the master tells it to stop); exit status."""
+    server = AgentServer(options)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, server.request_stop)
+    try:
+        await server.wait_stopped()
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+        log.info("agent stopping")
+        await server.shutdown()
+    return server.exit_code

@@ -1,0 +1,134 @@
+"""The agent's legacy ``/state`` JSON (``/slave(1)/state``), built from the core's records.
+
+Shape per Mesos' agent state endpoint (PROTOCOL.md 3.4): resources are name -> value maps,
+attributes a name -> value map, frameworks carry executors carrying tasks. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from butte.agent.records import COMMAND, CUSTOM, Executor, Framework, Task
+from butte.core import task_states as ts
+from butte.core.resources import ResourceError, Resources
+
+if TYPE_CHECKING:
+    from butte.agent.machine import AgentMachine
+
+
+def legacy_resources(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A JSON Resource list as the legacy name -> value map (empty map if unparsable)."""
+    try:
+        return Resources.from_json(resources).to_legacy_map()
+    except (ResourceError, TypeError, ValueError, AttributeError):
+        return Resources().to_legacy_map()
+
+
+def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> dict[str, Any]:
+    """One task as the agent's state endpoint shows it."""
+    info = task.info
+    out: dict[str, Any] = {
+        "id": info.task_id.value,
+        "name": info.name,
+        "framework_id": fw.id,
+        # Mesos leaves executor_id empty for command tasks.
+        "executor_id": "" if ex.kind == COMMAND else ex.id,
+        "slave_id": agent.agent_id or "",
+        "state": task.state,
+        "resources": legacy_resources(info.resources),
+        "statuses": [_status_json(s) for s in task.statuses],
+    }
+    for name in ("labels", "discovery", "container"):
+        value = getattr(info, name)
+        if value is not None:
+            out[name] = msgspec.to_builtins(value)
+    return out
+
+
+def _status_json(status: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"state": status.state, "timestamp": status.timestamp}
+    if status.container_status is not None:
+        out["container_status"] = status.container_status
+    if status.healthy is not None:
+        out["healthy"] = status.healthy
+    return out
+
+
+def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str, Any]:
+    """One executor with its tasks (launched, queued, completed)."""
+    info = ex.info
+    live = [t for t in ex.tasks.values() if not ts.is_terminal(t.state)]
+    return {
+        "id": ex.id,
+        "name": info.name or "",
+        "source": info.source or "",
+        "container": ex.container_id,
+        "directory": ex.sandbox,
+        "type": "CUSTOM" if ex.kind == CUSTOM else "DEFAULT",
+        "resources": legacy_resources(info.resources),
+        "tasks": [task_json(agent, fw, ex, t) for t in live if t.launched],
+        "queued_tasks": [task_json(agent, fw, ex, t) for t in live if not t.launched],
+        "completed_tasks": [
+            task_json(agent, fw, ex, t)
+            for t in [*ex.completed_tasks, *(t for t in ex.tasks.values() if t not in live)]
+        ],
+    }
+
+
+def framework_json(agent: AgentMachine, fw: Framework) -> dict[str, Any]:
+    """One framework with its executors."""
+    info = fw.info
+    out: dict[str, Any] = {
+        "id": fw.id,
+        "name": info.name,
+        "user": info.user,
+        "failover_timeout": info.failover_timeout,
+        "checkpoint": info.checkpoint,
+        "hostname": info.hostname or "",
+        "capabilities": [c.type for c in info.capabilities],
+        "executors": [executor_json(agent, fw, ex) for ex in fw.executors.values()],
+        "completed_executors": [executor_json(agent, fw, ex) for ex in fw.completed_executors],
+    }
+    if info.has_capability("MULTI_ROLE"):
+        out["roles"] = list(info.roles)
+    else:
+        out["role"] = info.role if info.role is not None else "*"
+    if info.principal is not None:
+        out["principal"] = info.principal
+    return out
+
+
+def agent_state(
+    agent: AgentMachine,
+    *,
+    start_time: float,
+    master_hostname: str,
+    flags: dict[str, str],
+    build: dict[str, Any],
+) -> dict[str, Any]:
+    """The whole ``/state`` document."""
+    config = agent.config
+    resources = config.resources.to_legacy_map()
+    return {
+        **build,
+        "start_time": start_time,
+        "id": agent.agent_id or "",
+        "pid": f"slave(1)@{config.ip}:{config.port}",
+        "hostname": config.hostname,
+        "port": config.port,
+        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+        "resources": resources,
+        "unreserved_resources": config.resources.unreserved().to_legacy_map(),
+        "reserved_resources": {
+            role: config.resources.reserved(role).to_legacy_map()
+            for role in sorted(config.resources.roles())
+            if role != "*"
+        },
+        "attributes": {a.name: a.legacy_value() for a in config.attributes},
+        "master_hostname": master_hostname,
+        "flags": flags,
+        "frameworks": [framework_json(agent, fw) for fw in agent.frameworks.values()],
+        "completed_frameworks": [framework_json(agent, fw) for fw in agent.completed_frameworks],
+    }
