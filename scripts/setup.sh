@@ -56,6 +56,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# --- browser of the UI tests (tests/ui) -------------------------------------------
+# Debian's chromium, driven by the `playwright` Python package (test extra) through its
+# executable path. `playwright install` is never run: it downloads browser builds.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium || log "warning: could not install chromium; browser tests will skip"
+fi
+
 # --- fast path: everything already in place ----------------------------------
 pyproject_hash() { sha256sum pyproject.toml | cut -d' ' -f1; }
 
@@ -73,6 +80,7 @@ root = os.path.realpath(sys.argv[1])
 spec = importlib.util.find_spec("butte")
 assert spec and spec.origin and os.path.realpath(spec.origin).startswith(root + os.sep)
 import pytest  # noqa: F401  (test extra)
+import playwright  # noqa: F401  (test extra: browser tests)
 import pymesos
 from pymesos import MesosSchedulerDriver, MesosExecutorDriver, Scheduler  # noqa: F401
 import http_parser.parser  # noqa: F401  (compiled C parser)
@@ -118,7 +126,7 @@ if [ ! -x "$VPY" ]; then
 fi
 
 # --- butte (editable) + test extra ------------------------------------------------
-if stamp_ok && "$VPY" -c 'import importlib.metadata as m; m.distribution("butte"); import pytest' >/dev/null 2>&1; then
+if stamp_ok && "$VPY" -c 'import importlib.metadata as m; m.distribution("butte"); import pytest, playwright' >/dev/null 2>&1; then
     log "butte[test] already installed"
 else
     log "upgrading pip"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from butte.core.internal import AgentMessage
+from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class LaunchContainer:
     # The built-in executor (argv is then `command_executor_argv`): may be forked from the
     # zygote instead of started as a fresh interpreter.
     builtin: bool = False
+    # CommandInfo.URIs to fetch before the executor starts, each with the directory (the
+    # sandbox, or a task group member's directory in it) it goes to.
+    fetch: tuple[tuple[URI, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,5 +69,90 @@ class StopAgent:
     message: str
 
 
+# -- checkpoints (butte.agent.checkpoint writes them; butte.agent.paths says where) ----------
+# The shell writes each one before it carries out the effects after it, so a checkpoint
+# placed before an ACKNOWLEDGED or a launch is durable by the time those happen.
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointAgent:
+    """The agent id (``meta/slaves/latest``), its AgentInfo and the boot id."""
+
+    agent_id: str
+    agent_info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointFramework:
+    """A checkpointing framework's FrameworkInfo."""
+
+    framework_id: str
+    info: FrameworkInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointExecutor:
+    """A new executor run: its ExecutorInfo and kind (before its container is launched)."""
+
+    framework_id: str
+    executor_id: str
+    container_id: str
+    info: ExecutorInfo
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPid:
+    """The pid of an executor run's process."""
+
+    framework_id: str
+    executor_id: str
+    container_id: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTask:
+    """A task given to an executor run (before it is delivered)."""
+
+    framework_id: str
+    executor_id: str
+    container_id: str
+    task: TaskInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointUpdate:
+    """One record of a task's update log: an accepted update (``status``) or the
+    acknowledgement of one (``ack_uuid``)."""
+
+    framework_id: str
+    executor_id: str
+    container_id: str
+    task_id: str
+    status: TaskStatus | None = None
+    ack_uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveCheckpoint:
+    """Forget a framework (executor_id None), an executor run (task_id None) or a task."""
+
+    framework_id: str
+    executor_id: str | None = None
+    container_id: str | None = None
+    task_id: str | None = None
+
+
+Checkpoint = (
+    CheckpointAgent
+    | CheckpointFramework
+    | CheckpointExecutor
+    | CheckpointPid
+    | CheckpointTask
+    | CheckpointUpdate
+    | RemoveCheckpoint
+)
+
 Effect = SendToMaster | SendToExecutor | CloseExecutorStream | LaunchContainer
-Effect = Effect | DestroyContainer | StopAgent
+Effect = Effect | DestroyContainer | StopAgent | Checkpoint

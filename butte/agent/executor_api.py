@@ -113,6 +113,11 @@ class ExecutorApi(_Base):
         ex.registration_deadline = None
         effects: list[Effect] = [SendToExecutor(ex.container_id, self._subscribed_event(fw, ex))]
         if call.subscribe is not None:
+            if ex.queued and ex.recovered:
+                # Tasks it lists were delivered before the agent restarted: not again.
+                known = {t.task_id.value for t in call.subscribe.unacknowledged_tasks}
+                known |= {u.status.task_id.value for u in call.subscribe.unacknowledged_updates}
+                self._claim_delivered(ex, known)
             # Updates the executor sent but never saw acknowledged (e.g. across a reconnect).
             for update in call.subscribe.unacknowledged_updates:
                 reply = self._executor_status(fw, ex, update.status, now)

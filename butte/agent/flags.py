@@ -129,6 +129,30 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="longest retry interval of an unacknowledged status update",
     )
     add(
+        "--recover",
+        default="reconnect",
+        choices=["reconnect", "cleanup"],
+        help="after a restart: reconnect to the executors of checkpointing frameworks, or "
+        "kill every executor found and register as a new agent",
+    )
+    add(
+        "--executor_reregistration_timeout",
+        type=duration,
+        default="2secs",
+        help="how long recovered executors have to re-subscribe after a restart (max 15secs)",
+    )
+    add(
+        "--recovery_timeout",
+        type=duration,
+        default="15mins",
+        help="how long executors of checkpointing frameworks wait for a restarted agent",
+    )
+    add(
+        "--fetcher_cache_dir",
+        default=None,
+        help="where URIs with cache: true are kept (default: <work_dir>/fetcher-cache)",
+    )
+    add(
         "--registration_backoff_factor",
         type=duration,
         default="1secs",

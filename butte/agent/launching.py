@@ -22,8 +22,8 @@ from butte.core.messages import (
 # Mesos charges a command executor this much on top of its task (not taken from the offer).
 COMMAND_EXECUTOR_CPUS = 0.1
 COMMAND_EXECUTOR_MEM = 32.0
-RECOVERY_TIMEOUT = "15mins"
-SUBSCRIPTION_BACKOFF_MAX = "2secs"
+RECOVERY_TIMEOUT = 900.0  # --recovery_timeout
+EXECUTOR_REREGISTRATION_TIMEOUT = 2.0  # --executor_reregistration_timeout
 
 
 def allocation_role(resources: Sequence[Mapping[str, Any]], framework: FrameworkInfo) -> str:
@@ -110,6 +110,8 @@ def executor_environment(
     sandbox: str,
     shutdown_grace: float,
     role: str,
+    recovery_timeout: float = RECOVERY_TIMEOUT,
+    subscription_backoff_max: float = EXECUTOR_REREGISTRATION_TIMEOUT,
 ) -> dict[str, str]:
     """The environment of an executor process (PROTOCOL.md 2.2): the agent's own environment,
     the MESOS_* variables, then the executor command's own variables (which win)."""
@@ -135,8 +137,10 @@ def executor_environment(
     env.pop("MESOS_CHECKPOINT", None)
     if framework.checkpoint:
         env["MESOS_CHECKPOINT"] = "1"
-        env["MESOS_RECOVERY_TIMEOUT"] = RECOVERY_TIMEOUT
-        env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = SUBSCRIPTION_BACKOFF_MAX
+        env["MESOS_RECOVERY_TIMEOUT"] = format_duration(recovery_timeout)
+        # Mesos passes --executor_reregistration_timeout: an executor retrying at most that
+        # far apart reaches a restarted agent before it gives up on the executor.
+        env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = format_duration(subscription_backoff_max)
     env.update(command_environment(executor.command))
     return env
 

@@ -32,31 +32,29 @@ from typing import Any
 import msgspec
 
 import butte
-from butte.agent import paths
 from butte.agent.effects import (
+    CheckpointAgent,
+    CheckpointFramework,
+    CheckpointPid,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
-    LaunchContainer,
+    RemoveCheckpoint,
     SendToExecutor,
     SendToMaster,
     StopAgent,
 )
 from butte.agent.executor_api import ExecutorApi, Reply
 from butte.agent.invariants import check_agent_invariants
+from butte.agent.launch_events import REGISTRATION_TIMER, LaunchEvents
 from butte.agent.launching import (
-    allocation_role,
-    builtin_executor_info,
-    command_executor_info,
-    executor_environment,
+    EXECUTOR_REREGISTRATION_TIMEOUT,
+    RECOVERY_TIMEOUT,
     exit_message,
-    process_argv,
     shutdown_grace_period,
 )
 from butte.agent.records import (
     COMMAND,
-    CUSTOM,
-    DEFAULT,
     FRAMEWORK_TERMINATING,
     MAX_COMPLETED_FRAMEWORKS,
     MAX_STATUSES_PER_TASK,
@@ -68,17 +66,11 @@ from butte.agent.records import (
     Framework,
     Task,
 )
+from butte.agent.recovery import Recovery
 from butte.agent.status_updates import StatusUpdateStream
 from butte.core import internal
 from butte.core import task_states as ts
-from butte.core.ids import validate_id
-from butte.core.messages import (
-    ID,
-    ExecutorInfo,
-    FrameworkInfo,
-    TaskInfo,
-    TaskStatus,
-)
+from butte.core.messages import ID, ExecutorInfo, TaskStatus
 from butte.core.resources import Attribute, Resources
 
 __all__ = ["AgentConfig", "AgentMachine", "Reply", "REPORT_COMMAND_EXECUTOR_EXITS"]
@@ -88,7 +80,7 @@ __all__ = ["AgentConfig", "AgentMachine", "Reply", "REPORT_COMMAND_EXECUTOR_EXIT
 REPORT_COMMAND_EXECUTOR_EXITS = False
 
 _STREAM_TIMER = "stream"
-_REGISTRATION_TIMER = "registration"
+_REGISTRATION_TIMER = REGISTRATION_TIMER
 _SHUTDOWN_TIMER = "shutdown"
 
 
@@ -106,6 +98,10 @@ class AgentConfig:
     executor_shutdown_grace_period: float = 5.0
     status_update_retry_interval_min: float = 10.0
     status_update_retry_interval_max: float = 600.0
+    # How long recovered executors have to re-subscribe after an agent restart, and how long
+    # checkpointing executors keep trying to reach a restarted agent (their environment).
+    executor_reregistration_timeout: float = EXECUTOR_REREGISTRATION_TIMEOUT
+    recovery_timeout: float = RECOVERY_TIMEOUT
     # argv of the built-in command/default executor program.
     command_executor_argv: tuple[str, ...] = ("butte-command-executor",)
     # Environment every executor inherits (the agent's own, like Mesos).
@@ -121,7 +117,7 @@ def _new_status_uuid() -> str:
     return base64.b64encode(uuid.uuid4().bytes).decode()
 
 
-class AgentMachine(ExecutorApi):
+class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
     """The agent's frameworks, executors, tasks and status update streams; see module doc."""
 
     def __init__(
@@ -150,6 +146,9 @@ class AgentMachine(ExecutorApi):
         self._new_status_uuid = new_status_uuid
         self._resources_json = config.resources.to_json("endpoint")
         self._executor_agent_info: dict[str, Any] | None = None
+        self._checkpointed_agent_id: str | None = None
+        # Custom executor exits seen while not registered: reported at the next registration.
+        self._unreported_exits: list[internal.ExecutorExited] = []
         self._master_handlers: dict[type, Callable[[Any, float], list[Effect]]] = {
             internal.AgentRegistered: self._registered,
             internal.AgentReregistered: self._registered,
@@ -240,172 +239,19 @@ class AgentMachine(ExecutorApi):
         self.master_id = msg.master_id
         self.registered = True
         effects: list[Effect] = []
+        if self._checkpointed_agent_id != self.agent_id:
+            # Before anything is launched under this id: recovery must find it.
+            self._checkpointed_agent_id = self.agent_id
+            info = msgspec.to_builtins(self.agent_info())
+            effects.append(CheckpointAgent(self.agent_id, info))
+        for exited in self._unreported_exits:
+            effects.append(SendToMaster(exited))
+        self._unreported_exits.clear()
         # Everything unacknowledged goes out again on the new connection.
         for stream in self.streams.values():
             stream.rewind()
             effects += self._flush(stream, now)
         return effects
-
-    # -- launching ---------------------------------------------------------------------------
-
-    def _run_task(self, msg: internal.RunTask, now: float) -> list[Effect]:
-        return self._launch(msg.framework, [msg.task], None, now)
-
-    def _run_task_group(self, msg: internal.RunTaskGroup, now: float) -> list[Effect]:
-        return self._launch(msg.framework, list(msg.task_group.tasks), msg.executor, now)
-
-    def _launch(
-        self,
-        fw_info: FrameworkInfo,
-        tasks: list[TaskInfo],
-        group_executor: ExecutorInfo | None,
-        now: float,
-    ) -> list[Effect]:
-        if fw_info.id is None or self.agent_id is None or self.stopping or not tasks:
-            return []
-        fw = self._framework_for(fw_info)
-        if fw.state == FRAMEWORK_TERMINATING:
-            return []
-        tasks = [t for t in tasks if not self._task_known(fw.id, t.task_id.value)]
-        if not tasks:
-            return []
-        problem = self._launch_problem(tasks, group_executor)
-        if problem is not None:
-            reason = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"
-            effects: list[Effect] = []
-            for t in tasks:
-                effects += self._orphan_update(fw, t.task_id.value, ts.ERROR, reason, problem, now)
-            return effects
-        resources = [r for t in tasks for r in t.resources]
-        declared_executor = group_executor or tasks[0].executor
-        if declared_executor is not None:
-            resources += declared_executor.resources
-        role = allocation_role(resources, fw.info)
-        info, kind = self._executor_for(fw, tasks[0], group_executor, role)
-        ex = fw.executors.get(info.executor_id.value)
-        if ex is not None and ex.state in (TERMINATING, TERMINATED):
-            lost = ts.DROPPED if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
-            effects = []
-            for t in tasks:
-                effects += self._orphan_update(
-                    fw,
-                    t.task_id.value,
-                    lost,
-                    "REASON_EXECUTOR_TERMINATED",
-                    "Executor is terminating",
-                    now,
-                )
-            return effects
-        effects = []
-        if ex is None:
-            ex, launch = self._new_executor(fw, info, kind, role, now)
-            effects.append(launch)
-        records = [Task(t, fw.id, ex.id, group=group_executor is not None) for t in tasks]
-        for record in records:
-            ex.tasks[record.id] = record
-            self.task_executor[(fw.id, record.id)] = ex
-        self._count("tasks_launched", len(records))
-        if ex.state == RUNNING:
-            effects.append(self._delivery(ex, [r.id for r in records]))
-        else:
-            ex.queued.append([r.id for r in records])
-        return effects
-
-    def _task_known(self, framework_id: str, task_id: str) -> bool:
-        key = (framework_id, task_id)
-        return key in self.task_executor or key in self.streams
-
-    @staticmethod
-    def _launch_problem(tasks: list[TaskInfo], group_executor: ExecutorInfo | None) -> str | None:
-        ids = [t.task_id.value for t in tasks]
-        if len(set(ids)) != len(ids):
-            return "Duplicate task ids in the task group"
-        for t in tasks:
-            problem = validate_id(t.task_id.value, "task id")
-            if problem:
-                return problem
-            if group_executor is not None:
-                if t.executor is not None or t.command is None:
-                    return "Every task of a task group must have a CommandInfo and no executor"
-            elif (t.command is None) == (t.executor is None):
-                return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo"
-            elif t.executor is not None and t.executor.command is None:
-                return "ExecutorInfo of a custom executor must have a CommandInfo"
-        executor = group_executor or tasks[0].executor
-        if executor is not None:
-            return validate_id(executor.executor_id.value, "executor id")
-        return None
-
-    def _executor_for(
-        self, fw: Framework, task: TaskInfo, group_executor: ExecutorInfo | None, role: str
-    ) -> tuple[ExecutorInfo, str]:
-        argv = self.config.command_executor_argv
-        if group_executor is not None:
-            info = builtin_executor_info(group_executor, fw.id)
-            return info, (DEFAULT if info.command is None else CUSTOM)
-        if task.command is not None:
-            return command_executor_info(task, fw.id, role, argv), COMMAND
-        assert task.executor is not None
-        return builtin_executor_info(task.executor, fw.id), CUSTOM
-
-    def _new_executor(
-        self, fw: Framework, info: ExecutorInfo, kind: str, role: str, now: float
-    ) -> tuple[Executor, LaunchContainer]:
-        assert self.agent_id is not None
-        container_id = self._new_container_id()
-        sandbox = paths.sandbox_dir(
-            self.config.work_dir, self.agent_id, fw.id, info.executor_id.value, container_id
-        )
-        env = executor_environment(
-            base=self.config.base_environment,
-            framework=fw.info,
-            executor=info,
-            agent_id=self.agent_id,
-            agent_ip=self.config.ip,
-            agent_port=self.config.port,
-            sandbox=sandbox,
-            shutdown_grace=shutdown_grace_period(info, self.config.executor_shutdown_grace_period),
-            role=role,
-        )
-        if kind == CUSTOM:
-            assert info.command is not None
-            argv, executable = process_argv(info.command)
-        else:
-            argv, executable = tuple(self.config.command_executor_argv), None
-        ex = Executor(info, fw.id, container_id, sandbox, kind)
-        ex.registration_deadline = now + self.config.executor_registration_timeout
-        fw.executors[ex.id] = ex
-        self.containers[container_id] = ex
-        self._push_timer(ex.registration_deadline, _REGISTRATION_TIMER, container_id)
-        self._count("executors_launched")
-        launch = LaunchContainer(
-            container_id, fw.id, ex.id, sandbox, argv, env, executable, builtin=kind != CUSTOM
-        )
-        return ex, launch
-
-    def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
-        """LAUNCH (one plain task) or LAUNCH_GROUP for tasks the executor has not seen."""
-        tasks = [ex.tasks[tid] for tid in task_ids]
-        for task in tasks:
-            task.launched = True
-        if len(tasks) == 1 and not tasks[0].group:
-            event = {"type": "LAUNCH", "launch": {"task": tasks[0].info}}
-        else:
-            event = {
-                "type": "LAUNCH_GROUP",
-                "launch_group": {"task_group": {"tasks": [t.info for t in tasks]}},
-            }
-        return SendToExecutor(ex.container_id, event)
-
-    def _framework_for(self, info: FrameworkInfo) -> Framework:
-        assert info.id is not None
-        fw = self.frameworks.get(info.id.value)
-        if fw is None:
-            fw = Framework(info)
-            self.frameworks[fw.id] = fw
-        else:
-            fw.info = info
-        return fw
 
     # -- killing and shutting down ---------------------------------------------------------
 
@@ -468,7 +314,7 @@ class AgentMachine(ExecutorApi):
             effects += self._shutdown_executor(fw, ex, now)
             self._sweep_terminal_tasks(ex)
             effects += self._cleanup_executor(ex)
-        self._cleanup_framework(fw)
+        effects += self._cleanup_framework(fw)
         return effects
 
     def _shutdown_executor_message(
@@ -508,8 +354,15 @@ class AgentMachine(ExecutorApi):
 
     def _update_framework(self, msg: internal.UpdateFramework, now: float) -> list[Effect]:
         info = msg.framework
-        if info.id is not None and info.id.value in self.frameworks:
-            self.frameworks[info.id.value].info = info
+        fw = self.frameworks.get(info.id.value) if info.id is not None else None
+        if fw is None:
+            return []
+        # `checkpoint` cannot change once the framework registered (Mesos ignores changes).
+        info = msgspec.structs.replace(info, checkpoint=fw.info.checkpoint)
+        changed = info != fw.info
+        fw.info = info
+        if changed and info.checkpoint:
+            return [CheckpointFramework(fw.id, info)]
         return []
 
     def _shutdown_agent(self, msg: internal.ShutdownAgent, now: float) -> list[Effect]:
@@ -539,10 +392,12 @@ class AgentMachine(ExecutorApi):
         stream = self.streams.get(key)
         if stream is None or stream.ack(msg.uuid) is None:
             return []  # stale or duplicate acknowledgement
+        fw = self.frameworks[key[0]]
+        effects = self._checkpoint_record(fw, key[1], None, msg.uuid)
         if not stream.done:
-            return self._flush(stream, now)
+            return effects + self._flush(stream, now)
         self._drop_stream(key)
-        return self._task_completed(key)
+        return effects + self._task_completed(key)
 
     def _agent_update(
         self,
@@ -607,11 +462,17 @@ class AgentMachine(ExecutorApi):
                 self.config.status_update_retry_interval_min,
                 self.config.status_update_retry_interval_max,
             )
-            self.streams[key] = stream
-            self._streams_per_framework[fw.id] = self._streams_per_framework.get(fw.id, 0) + 1
+            self._add_stream(stream)
         if not stream.add(status):
             return []
-        return self._flush(stream, now)
+        # Durable before it goes anywhere (and before the executor hears ACKNOWLEDGED).
+        effects = self._checkpoint_record(fw, key[1], status, None) if task is not None else []
+        return effects + self._flush(stream, now)
+
+    def _add_stream(self, stream: StatusUpdateStream) -> None:
+        fid = stream.framework_id
+        self.streams[(fid, stream.task_id)] = stream
+        self._streams_per_framework[fid] = self._streams_per_framework.get(fid, 0) + 1
 
     def _flush(self, stream: StatusUpdateStream, now: float) -> list[Effect]:
         """Sends the stream's head if it is due and the master can take it."""
@@ -635,15 +496,16 @@ class AgentMachine(ExecutorApi):
     def _task_completed(self, key: tuple[str, str]) -> list[Effect]:
         """The task's terminal update was acknowledged (or needs none): it is done here."""
         ex = self.task_executor.pop(key, None)
+        fw = self.frameworks.get(key[0])
         if ex is None:
-            fw = self.frameworks.get(key[0])
-            if fw is not None:
-                self._cleanup_framework(fw)
-            return []
+            return self._cleanup_framework(fw) if fw is not None else []
         task = ex.tasks.pop(key[1])
         ex.completed_tasks.append(task)
         self._count("tasks_completed")
-        return self._cleanup_executor(ex)
+        effects: list[Effect] = []
+        if fw is not None and fw.info.checkpoint:
+            effects.append(RemoveCheckpoint(fw.id, ex.id, ex.container_id, task.id))
+        return effects + self._cleanup_executor(ex)
 
     def _sweep_terminal_tasks(self, ex: Executor) -> None:
         """Completes terminal tasks that will get no acknowledgement (framework gone)."""
@@ -656,28 +518,38 @@ class AgentMachine(ExecutorApi):
         if ex.state != TERMINATED or ex.tasks:
             return []
         fw = self.frameworks.get(ex.framework_id)
+        effects: list[Effect] = []
         if fw is not None and fw.executors.get(ex.id) is ex:
             del fw.executors[ex.id]
             fw.completed_executors.append(ex)
+            if fw.info.checkpoint:
+                effects.append(RemoveCheckpoint(fw.id, ex.id, ex.container_id))
         self.containers.pop(ex.container_id, None)
         if fw is not None:
-            self._cleanup_framework(fw)
-        return []
+            effects += self._cleanup_framework(fw)
+        return effects
 
-    def _cleanup_framework(self, fw: Framework) -> None:
+    def _cleanup_framework(self, fw: Framework) -> list[Effect]:
+        """Moves a framework with nothing left here to the completed ones."""
         if fw.executors or self._streams_per_framework.get(fw.id):
-            return
-        if self.frameworks.get(fw.id) is fw:
-            del self.frameworks[fw.id]
-            self.completed_frameworks.append(fw)
+            return []
+        if self.frameworks.get(fw.id) is not fw:
+            return []
+        del self.frameworks[fw.id]
+        self.completed_frameworks.append(fw)
+        return [RemoveCheckpoint(fw.id)] if fw.info.checkpoint else []
 
     # -- containers ----------------------------------------------------------------------------
 
     def container_started(self, container_id: str, pid: int, now: float) -> list[Effect]:
         """The executor process of a container is running."""
         ex = self.containers.get(container_id)
-        if ex is not None:
-            ex.pid = pid
+        if ex is None:
+            return []
+        ex.pid = pid
+        fw = self.frameworks.get(ex.framework_id)
+        if fw is not None and fw.info.checkpoint:
+            return [CheckpointPid(fw.id, ex.id, container_id, pid)]
         return []
 
     def container_failed(self, container_id: str, message: str, now: float) -> list[Effect]:
@@ -720,10 +592,12 @@ class AgentMachine(ExecutorApi):
             effects += self._agent_update(fw, ex, task, state, reason, message, now)
         if fw.state == FRAMEWORK_TERMINATING:
             self._sweep_terminal_tasks(ex)
-        elif self.registered and not self.stopping:
-            if ex.kind != COMMAND or REPORT_COMMAND_EXECUTOR_EXITS:
-                exited = internal.ExecutorExited(ID(fw.id), ex.info.executor_id, status)
+        elif not self.stopping and (ex.kind != COMMAND or REPORT_COMMAND_EXECUTOR_EXITS):
+            exited = internal.ExecutorExited(ID(fw.id), ex.info.executor_id, status)
+            if self.registered:
                 effects.append(SendToMaster(exited))
+            else:
+                self._unreported_exits.append(exited)
         self._count("executors_terminated")
         effects += self._cleanup_executor(ex)
         return effects
@@ -759,12 +633,23 @@ class AgentMachine(ExecutorApi):
             return []
         if ex.registration_deadline > now:
             return []
-        timeout = self.config.executor_registration_timeout
-        ex.pending_termination = (
-            ts.FAILED,
-            "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
-            f"Executor did not register within {timeout:g} seconds",
-        )
+        if ex.recovered:
+            # Mesos: the task was started, but its executor is hung or gone for good.
+            fw = self.frameworks[ex.framework_id]
+            timeout = self.config.executor_reregistration_timeout
+            gone = ts.GONE if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
+            ex.pending_termination = (
+                gone,
+                "REASON_EXECUTOR_REREGISTRATION_TIMEOUT",
+                f"Executor did not reregister within {timeout:g} seconds",
+            )
+        else:
+            timeout = self.config.executor_registration_timeout
+            ex.pending_termination = (
+                ts.FAILED,
+                "REASON_EXECUTOR_REGISTRATION_TIMEOUT",
+                f"Executor did not register within {timeout:g} seconds",
+            )
         ex.move(TERMINATING)
         return [DestroyContainer(container_id, 0.0)]
 

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from butte.agent import flags as agent_flags
 from butte.agent.server import AgentOptions, serve
 
+# Mesos caps it (slave/constants.hpp): recovery must finish well before the master gives up.
+MAX_EXECUTOR_REREGISTRATION_TIMEOUT = 15.0
+
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the agent's flags (Mesos spellings) to ``parser``."""
@@ -37,6 +40,10 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         registration_backoff_factor=args.registration_backoff_factor,
         executor_environment=args.executor_environment_variables,
         executor_zygote=args.executor_zygote,
+        recover=args.recover,
+        executor_reregistration_timeout=args.executor_reregistration_timeout,
+        recovery_timeout=args.recovery_timeout,
+        fetcher_cache_dir=args.fetcher_cache_dir,
         flags=agent_flags.flags_for_state(args),
     )
 
@@ -50,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.status_update_retry_interval_min <= 0:
         print("agent: --status_update_retry_interval_min must be > 0", file=sys.stderr)
+        return 2
+    if not 0 < args.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
+        print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
         return 2
     options = options_from_args(args)
     # The default loop: uvloop spawns processes several times slower (DESIGN.md).

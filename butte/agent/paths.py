@@ -3,7 +3,7 @@
 The tree under ``--work_dir``::
 
     <work_dir>/
-      slaves/<agent_id>/
+      slaves/<agent_id>/                         sandboxes (kept after the agent id changes)
         frameworks/<framework_id>/
           executors/<executor_id>/
             runs/
@@ -12,6 +12,28 @@ The tree under ``--work_dir``::
                 stderr                   ... and stderr
                 tasks/<task_id>/         per-task sandbox of a task group (default executor)
               latest -> <container_id>   symlink to the newest run
+      meta/                                      checkpointed state (recovery reads only this)
+        boot_id                                  /proc/sys/kernel/random/boot_id at checkpoint
+        slaves/
+          latest -> <agent_id>                   the agent id to recover (rm it: new agent id)
+          <agent_id>/
+            slave.info                           AgentInfo JSON
+            frameworks/<framework_id>/           only frameworks with checkpoint: true
+              framework.info                     FrameworkInfo JSON
+              executors/<executor_id>/
+                executor.info                    ExecutorInfo JSON
+                runs/<container_id>/
+                  run.info                       butte's own: {"kind": command|default|custom}
+                  pids/forked.pid                the executor's pid (a session leader)
+                  tasks/<task_id>/
+                    task.info                    TaskInfo JSON
+                    task.updates                 RecordIO log of {"type":"UPDATE","status":...}
+                                                 and {"type":"ACK","uuid":...} records
+      fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
+
+Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is replaced atomically (temp file,
+fsync, rename); ``task.updates`` is append-only, each record fsynced before the agent acts on
+it (a torn last record is ignored on recovery: it was never acknowledged to anyone).
 
 Everything here is string work only (no file system access), so cores may call it.
 """
@@ -28,6 +50,11 @@ LATEST = "latest"
 def agent_dir(work_dir: str, agent_id: str) -> str:
     """``<work_dir>/slaves/<agent_id>``."""
     return os.path.join(work_dir, "slaves", agent_id)
+
+
+def slaves_root(work_dir: str) -> str:
+    """``<work_dir>/slaves``: every sandbox of every agent id lies below it."""
+    return os.path.join(work_dir, "slaves")
 
 
 def framework_dir(work_dir: str, agent_id: str, framework_id: str) -> str:
@@ -52,6 +79,20 @@ def sandbox_dir(
     return os.path.join(runs_dir(work_dir, agent_id, framework_id, executor_id), container_id)
 
 
+def parse_sandbox(work_dir: str, path: str) -> tuple[str, str, str, str] | None:
+    """(agent id, framework id, executor id, container id) of a sandbox path (or a path
+    inside one), or None if ``path`` is not inside a sandbox of ``work_dir``."""
+    root = slaves_root(work_dir) + os.sep
+    if not path.startswith(root):
+        return None
+    parts = path[len(root) :].split(os.sep)
+    if len(parts) < 7 or parts[1] != "frameworks" or parts[3] != "executors":
+        return None
+    if parts[5] != "runs" or parts[6] in ("", LATEST):
+        return None
+    return parts[0], parts[2], parts[4], parts[6]
+
+
 def latest_link(sandbox: str) -> str:
     """The ``runs/latest`` symlink next to a sandbox."""
     return os.path.join(os.path.dirname(sandbox), LATEST)
@@ -70,3 +111,96 @@ def stderr_path(sandbox: str) -> str:
 def task_sandbox(sandbox: str, task_id: str) -> str:
     """A task group member's own directory inside its executor's sandbox."""
     return os.path.join(sandbox, "tasks", task_id)
+
+
+# -- checkpointed state (meta) ----------------------------------------------------------------
+
+
+def meta_dir(work_dir: str) -> str:
+    """``<work_dir>/meta``: everything recovery reads."""
+    return os.path.join(work_dir, "meta")
+
+
+def boot_id_path(work_dir: str) -> str:
+    """``meta/boot_id``: the boot the checkpoint was written in."""
+    return os.path.join(meta_dir(work_dir), "boot_id")
+
+
+def meta_slaves_dir(work_dir: str) -> str:
+    """``meta/slaves``."""
+    return os.path.join(meta_dir(work_dir), "slaves")
+
+
+def latest_agent_link(work_dir: str) -> str:
+    """``meta/slaves/latest``: symlink naming the agent id to recover."""
+    return os.path.join(meta_slaves_dir(work_dir), LATEST)
+
+
+def meta_agent_dir(work_dir: str, agent_id: str) -> str:
+    """``meta/slaves/<agent_id>``."""
+    return os.path.join(meta_slaves_dir(work_dir), agent_id)
+
+
+def agent_info_path(work_dir: str, agent_id: str) -> str:
+    """``meta/slaves/<agent_id>/slave.info``."""
+    return os.path.join(meta_agent_dir(work_dir, agent_id), "slave.info")
+
+
+def meta_framework_dir(work_dir: str, agent_id: str, framework_id: str) -> str:
+    """``meta/slaves/<agent_id>/frameworks/<framework_id>``."""
+    return os.path.join(meta_agent_dir(work_dir, agent_id), "frameworks", framework_id)
+
+
+def framework_info_path(work_dir: str, agent_id: str, framework_id: str) -> str:
+    """``.../frameworks/<framework_id>/framework.info``."""
+    return os.path.join(meta_framework_dir(work_dir, agent_id, framework_id), "framework.info")
+
+
+def meta_executor_dir(work_dir: str, agent_id: str, framework_id: str, executor_id: str) -> str:
+    """``.../frameworks/<framework_id>/executors/<executor_id>``."""
+    fw = meta_framework_dir(work_dir, agent_id, framework_id)
+    return os.path.join(fw, "executors", executor_id)
+
+
+def executor_info_path(work_dir: str, agent_id: str, framework_id: str, executor_id: str) -> str:
+    """``.../executors/<executor_id>/executor.info``."""
+    ex = meta_executor_dir(work_dir, agent_id, framework_id, executor_id)
+    return os.path.join(ex, "executor.info")
+
+
+def meta_run_dir(
+    work_dir: str, agent_id: str, framework_id: str, executor_id: str, container_id: str
+) -> str:
+    """``.../executors/<executor_id>/runs/<container_id>``."""
+    ex = meta_executor_dir(work_dir, agent_id, framework_id, executor_id)
+    return os.path.join(ex, "runs", container_id)
+
+
+def run_info_path(run_dir: str) -> str:
+    """``runs/<container_id>/run.info`` (butte's own: the kind of executor)."""
+    return os.path.join(run_dir, "run.info")
+
+
+def forked_pid_path(run_dir: str) -> str:
+    """``runs/<container_id>/pids/forked.pid``."""
+    return os.path.join(run_dir, "pids", "forked.pid")
+
+
+def meta_task_dir(run_dir: str, task_id: str) -> str:
+    """``runs/<container_id>/tasks/<task_id>``."""
+    return os.path.join(run_dir, "tasks", task_id)
+
+
+def task_info_path(run_dir: str, task_id: str) -> str:
+    """``tasks/<task_id>/task.info``."""
+    return os.path.join(meta_task_dir(run_dir, task_id), "task.info")
+
+
+def task_updates_path(run_dir: str, task_id: str) -> str:
+    """``tasks/<task_id>/task.updates``."""
+    return os.path.join(meta_task_dir(run_dir, task_id), "task.updates")
+
+
+def fetcher_cache_dir(work_dir: str) -> str:
+    """``<work_dir>/fetcher-cache``: the default ``--fetcher_cache_dir``."""
+    return os.path.join(work_dir, "fetcher-cache")

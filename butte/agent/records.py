@@ -96,6 +96,9 @@ class Executor:
     registration_deadline: float | None = None
     shutdown_deadline: float | None = None
     exit_status: int | None = None
+    # Rebuilt from a checkpoint after an agent restart: it must re-subscribe (within
+    # --executor_reregistration_timeout) rather than subscribe for the first time.
+    recovered: bool = False
 
     @property
     def id(self) -> str:

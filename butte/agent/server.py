@@ -7,9 +7,18 @@ trampoline, so effects caused while applying effects — a launch failing at onc
 behind the current ones instead of nesting). One timer is kept armed at the core's
 `next_deadline`.
 
+Starting: the HTTP server is bound first (executors of a previous run may already be
+retrying their SUBSCRIBE: they get 503 until recovery is over), then the checkpoint is read
+(`butte.agent.checkpoint`) and the core rebuilt from it (`AgentMachine.recover`): live executor
+processes are adopted by the containerizer, every other process found in a sandbox of this
+work dir is killed as an orphan. Only then does the master connection open. A checkpoint from
+another boot, ``--recover=cleanup`` or no ``meta/slaves/latest`` start a new agent (new id).
+
 Stopping (SIGINT/SIGTERM): the core sends UNREGISTER_AGENT and marks every container for
 destruction; the shell flushes the master socket, SIGTERMs every container's processes,
-SIGKILLs what is left after the shutdown grace period, and closes the HTTP server.
+SIGKILLs what is left after the shutdown grace period, forgets the agent id (the next start
+registers anew, as after Mesos' graceful shutdown) and closes the HTTP server. A crash or
+SIGKILL leaves everything running for the next start to recover.
 """
 
 from __future__ import annotations
@@ -29,8 +38,15 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 import butte
-from butte.agent.containerizer.posix import PosixContainerizer
+from butte.agent import checkpoint, operator_api, paths
+from butte.agent.containerizer.posix import (
+    PosixContainerizer,
+    find_sandbox_leaders,
+    is_session_leader,
+    signal_sessions,
+)
 from butte.agent.effects import (
+    Checkpoint,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
@@ -42,7 +58,7 @@ from butte.agent.effects import (
 from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import RUNNING
+from butte.agent.records import RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
 from butte.core import internal
 from butte.core import task_states as ts
@@ -92,6 +108,11 @@ class AgentOptions:
     executor_environment: Mapping[str, str] | None = None
     # Fork built-in executors from a pre-started zygote instead of starting interpreters.
     executor_zygote: bool = True
+    # reconnect: recover checkpointed executors; cleanup: kill them and start a new agent.
+    recover: str = "reconnect"
+    executor_reregistration_timeout: float = 2.0
+    recovery_timeout: float = 900.0
+    fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
     flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -117,6 +138,10 @@ class AgentServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._background: set[asyncio.Task] = set()
+        self.checkpoints: checkpoint.CheckpointWriter | None = None
+        # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
+        self.recovering = True
+        self.recovery_problems: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -125,6 +150,7 @@ class AgentServer:
         raise_fd_limit()
         os.makedirs(self.options.work_dir, exist_ok=True)
         app = web.Application(client_max_size=16 << 20)
+        app.add_routes(operator_api.routes(self))  # first: supersedes older /files, /metrics
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -133,14 +159,16 @@ class AgentServer:
         port = self._runner.addresses[0][1]
         loop = asyncio.get_running_loop()
         self.machine = AgentMachine(self._config(port))
+        work_dir = self._core.config.work_dir
+        self.checkpoints = checkpoint.CheckpointWriter(work_dir)
         self.containerizer = PosixContainerizer(
             loop,
             self._container_started,
             self._container_failed,
             self._container_exited,
             zygote_argv=zygote_argv() if self.options.executor_zygote else None,
+            fetcher_cache_dir=self.options.fetcher_cache_dir or paths.fetcher_cache_dir(work_dir),
         )
-        await self.containerizer.start()
         self.master_link = MasterLink(
             f"http://{self.options.master}{internal.AGENT_PATH}",
             on_open=lambda: self.apply(self._core.master_connected(self.now())),
@@ -148,6 +176,8 @@ class AgentServer:
             on_close=lambda: self.apply(self._core.master_disconnected(self.now())),
             backoff_factor=self.options.registration_backoff_factor,
         )
+        await self._recover(work_dir)
+        await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
 
@@ -165,9 +195,68 @@ class AgentServer:
             executor_shutdown_grace_period=options.executor_shutdown_grace_period,
             status_update_retry_interval_min=options.status_update_retry_interval_min,
             status_update_retry_interval_max=options.status_update_retry_interval_max,
+            executor_reregistration_timeout=options.executor_reregistration_timeout,
+            recovery_timeout=options.recovery_timeout,
             command_executor_argv=command_executor_argv(),
             base_environment=dict(os.environ if env is None else env),
         )
+
+    async def _recover(self, work_dir: str) -> None:
+        """Rebuilds the core from the checkpoint (see the module docstring)."""
+        assert self.containerizer is not None and self.checkpoints is not None
+        leaders = find_sandbox_leaders(work_dir)
+        state = None
+        if self.options.recover == "cleanup":
+            log.info("--recover=cleanup: killing every executor found, starting a new agent")
+            checkpoint.forget_agent(work_dir)
+        else:
+            state = checkpoint.read_state(work_dir)
+            boot, saved = checkpoint.current_boot_id(), checkpoint.checkpointed_boot_id(work_dir)
+            if state is not None and boot and saved and boot != saved:
+                log.warning("the checkpoint is from another boot: starting as a new agent")
+                checkpoint.forget_agent(work_dir)
+                state = None
+        effects: list[Effect] = []
+        if state is not None:
+            self.recovery_problems = list(state.problems)
+            for problem in state.problems:
+                log.warning("checkpoint: %s", problem)
+            leader_pids = set(leaders.values())
+            for run in state.runs:
+                pid = leaders.get(run.container_id)
+                if pid is None and run.pid not in leader_pids and run.pid is not None:
+                    # The executor may have left its sandbox: trust the checkpointed pid if
+                    # it still leads a session (every executor does).
+                    pid = run.pid if is_session_leader(run.pid) else None
+                run.pid = pid
+            self.checkpoints.agent_id = state.agent_id
+            effects = self._core.recover(state, self.now())
+            log.info(
+                "recovered agent %s: %d executor(s) running, %d framework(s)",
+                state.agent_id,
+                sum(ex.pid is not None for ex in self._core.containers.values()),
+                len(self._core.frameworks),
+            )
+        await self._adopt_or_kill(leaders)
+        self.recovering = False
+        self.apply(effects)
+
+    async def _adopt_or_kill(self, leaders: dict[str, int]) -> None:
+        """Watches the executors the core recovered; kills every other sandbox process."""
+        assert self.containerizer is not None
+        core, now = self._core, self.now()
+        adopted: set[int] = set()
+        for ex in list(core.containers.values()):
+            if ex.pid is None or ex.state == TERMINATED:
+                continue
+            if self.containerizer.adopt(ex.container_id, ex.pid):
+                adopted.add(ex.pid)
+            else:
+                self.apply(core.container_exited(ex.container_id, None, now))
+        orphans = [pid for pid in leaders.values() if pid not in adopted]
+        if orphans:
+            log.info("killing %d executor(s) this agent does not recover", len(orphans))
+            await asyncio.to_thread(signal_sessions, orphans, signal.SIGKILL)
 
     @property
     def _core(self) -> AgentMachine:
@@ -195,6 +284,8 @@ class AgentServer:
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
         await self.containerizer.close()
+        # Everything was killed: a later start must not try to recover this agent.
+        checkpoint.forget_agent(self._core.config.work_dir)
         if self._link_task is not None:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -250,6 +341,20 @@ class AgentServer:
         elif isinstance(effect, StopAgent):
             log.warning("master asked this agent to stop: %s", effect.message)
             self.request_stop()
+        elif isinstance(effect, Checkpoint):
+            self._checkpoint(effect)
+
+    def _checkpoint(self, effect: Checkpoint) -> None:
+        """Writes a checkpoint. Failing to is fatal, as in Mesos: what follows (an ACKNOWLEDGED,
+        a launch) would promise durability it does not have. The process exits at once,
+        leaving executors running for a restarted agent to recover."""
+        assert self.checkpoints is not None
+        try:
+            self.checkpoints.apply(effect)
+        except OSError as e:
+            log.critical("cannot write the checkpoint (%s): exiting to keep it consistent", e)
+            logging.shutdown()
+            os._exit(70)
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
@@ -284,6 +389,8 @@ class AgentServer:
     def executor_call(self, call: ExecutorCall) -> Reply:
         """Runs one executor API call through the core. A successful SUBSCRIBE's effects are
         left to the caller, which first opens the stream they are written to."""
+        if self.recovering or self.machine is None:
+            return Reply(503, "Agent is recovering")
         try:
             reply = self._core.executor_call(call, self.now())
         except Exception:  # noqa: BLE001

@@ -1,4 +1,6 @@
-"""The ``butte`` command: ``master``, ``agent``, ``local``, ``run`` and ``version``.
+"""The ``butte`` command: ``master``, ``agent``, ``local``, ``run``, ``sim``, ``version``,
+and the operator subcommands of `butte.cli.ops` (``agents``, ``tasks``, ``task cat``, ``top``
+...).
 
 Flags use Mesos' spellings (``--work_dir``, ``--master``). Every flag may also come from the
 environment as ``BUTTE_<FLAG>`` (``BUTTE_WORK_DIR``, ``BUTTE_PORT``): the variable becomes the
@@ -29,7 +31,10 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 # Subcommands whose flags and behaviour live in another package: name -> (module, summary).
 _DAEMONS = {
     "master": ("butte.master.main", "run a master (scheduler, operator and agent APIs)"),
-    "agent": ("butte.agent.main", "run an agent that launches tasks for a master"),
+    "agent": (
+        "butte.agent.main",
+        "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
+    ),
 }
 
 
@@ -125,7 +130,8 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The full parser. The master/agent flags are added only when ``argv`` selects that
     subcommand, so their modules are not imported otherwise."""
-    from butte.cli import local, run
+    from butte.cli import local, ops, run
+    from butte.sim import main as sim
 
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
@@ -143,7 +149,7 @@ def build_parser(
         if name == selected:
             _daemon_module(name, module).add_flags(sub)
             sub.set_defaults(handler=_daemon_runner(name, module))
-    for name, module_ in (("local", local), ("run", run)):
+    for name, module_ in (("local", local), ("run", run), ("sim", sim)):
         sub = commands.add_parser(
             name, help=module_.SUMMARY, description=module_.DESCRIPTION, formatter_class=_Formatter
         )
@@ -151,6 +157,7 @@ def build_parser(
         sub.set_defaults(handler=module_.run)
     sub = commands.add_parser("version", help="print the version", formatter_class=_Formatter)
     sub.set_defaults(handler=_print_version)
+    ops.add_commands(commands)  # agents, frameworks, tasks, task, top, teardown, agent ...
     for sub in commands.choices.values():
         apply_env_defaults(sub, environ)
     return parser
@@ -184,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``butte`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        from butte.cli.ops import route_argv
+
+        argv = route_argv(argv)  # `butte agent gone|drain ID` is an operator action
         args = build_parser(argv).parse_args(argv)
         return int(args.handler(args) or 0)
     except CliError as e:

@@ -11,6 +11,8 @@ import msgspec
 from butte.core import internal, task_states
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
+from butte.master import operator_views
+from butte.master.effects import OperatorEvent
 from butte.master.launch import InvalidTask, check_task, task_role
 from butte.master.state import Agent, Executor, Framework, Offer, Task
 
@@ -112,7 +114,7 @@ class AcceptEvents(_Base):
             role = task_role(task, fw.info, set(pools))
             known = self._executor_infos(fw, agent)
             res, eid, exec_res = check_task(
-                task, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+                task, fw.info, agent.agent_id, _IdsInUse(fw.tasks, launched_ids), known
             )
             needed = res + exec_res
             if not pools[role].contains(needed):
@@ -158,7 +160,7 @@ class AcceptEvents(_Base):
             exec_total = Resources()
             for t in wrapped:
                 res, _, exec_total = check_task(
-                    t, fw.info, agent.agent_id, fw.tasks.keys() | launched_ids, known
+                    t, fw.info, agent.agent_id, _IdsInUse(fw.tasks, launched_ids), known
                 )
                 launched_ids.add(t.task_id.value)
                 checked.append((t, res))
@@ -225,6 +227,22 @@ class AcceptEvents(_Base):
         fw.tasks[tid] = task
         agent.tasks.add((fw.framework_id, tid))
         self._count("tasks_launched")
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.task_added(task)))
+
+
+class _IdsInUse:
+    """Task ids a new task must not reuse: the framework's tasks and those launched earlier
+    in the same ACCEPT. A view, not a copy: copying them per task made a launch O(tasks)."""
+
+    __slots__ = ("tasks", "launched")
+
+    def __init__(self, tasks: dict[str, Task], launched: set[str]) -> None:
+        self.tasks = tasks
+        self.launched = launched
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.tasks or task_id in self.launched
 
 
 def _tasks_of(operations: list[Operation]) -> list[TaskInfo]:

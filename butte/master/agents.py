@@ -11,8 +11,9 @@ import msgspec
 from butte.core import internal, task_states
 from butte.core.messages import ID, FrameworkInfo
 from butte.core.resources import Attribute, ResourceError, Resources
-from butte.master import views
-from butte.master.effects import CloseAgentConnection, SendToAgent
+from butte.master import operator_views, views
+from butte.master.effects import CloseAgentConnection, OperatorEvent, SendToAgent
+from butte.master.launch import intern_resources
 from butte.master.state import Agent, Framework, Task
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class AgentEvents(_Base):
         used = self._adopt_reported(agent, msg, was_unreachable, now)
         self.allocator.add_agent(agent_id, total, used=used)
         self.allocation_wanted = True
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.agent_added(self, agent)))
         log.info(
             "Agent %s at %s:%d registered (%s)",
             agent_id,
@@ -177,7 +180,7 @@ class AgentEvents(_Base):
                     agent, internal.KillTask(framework_id=rt.framework_id, task_id=rt.task_id)
                 )
             try:
-                res = Resources.from_json(rt.resources)
+                res = intern_resources(Resources.from_json(rt.resources))
             except ResourceError:
                 res = Resources()
             role = _allocation_role(rt.resources) or (fw.roles[0] if fw.roles else "*")
@@ -222,6 +225,8 @@ class AgentEvents(_Base):
         fw.unregistered_time = now
         self.frameworks[fid] = fw
         self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
         return fw
 
     def _reconnect_agent(
@@ -345,6 +350,30 @@ class AgentEvents(_Base):
             self.connections.pop(agent.connection_id, None)
         self.allocator.remove_agent(agent.agent_id)
         del self.agents[agent.agent_id]
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
+
+    def mark_agent_gone(self, agent_id: str, now: float) -> bool:
+        """Operator MARK_AGENT_GONE: the agent is told to shut down, its tasks become
+        TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition-aware), and it
+        is refused if it ever comes back. Idempotent; False for an agent never known."""
+        if agent_id in self.gone_agents:
+            return True
+        agent = self.agents.get(agent_id)
+        if agent is None and agent_id not in self.unreachable_agents:
+            return False
+        self.gone_agents[agent_id] = now
+        self.unreachable_agents.pop(agent_id, None)
+        if agent is not None:
+            self._send_agent(agent, internal.ShutdownAgent(message="Agent marked gone"))
+            self._remove_agent(
+                agent,
+                now,
+                "Agent marked gone by the operator",
+                task_states.GONE_BY_OPERATOR,
+                "REASON_AGENT_REMOVED_BY_OPERATOR",
+            )
+        return True
 
 
 def _allocation_role(resources: list[dict]) -> str | None:

@@ -35,13 +35,14 @@ from butte.core.messages import (
     TimeInfo,
 )
 from butte.core.resources import Resources, validate_role
-from butte.master import views
+from butte.master import operator_views, views
 from butte.master.accept import AcceptEvents
 from butte.master.agents import AgentEvents
 from butte.master.allocator.interface import Allocator
 from butte.master.effects import (
     CloseFrameworkStream,
     Effect,
+    OperatorEvent,
     SendToAgent,
     SendToFramework,
 )
@@ -108,6 +109,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
     allocation_wanted: bool = False
     start_time: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
+    # Open operator SUBSCRIBE streams (kept by the shell): OperatorEvents are built only
+    # while there is one, so the event stream costs nothing otherwise.
+    operator_subscribers: int = 0
 
     def __post_init__(self) -> None:
         self.completed_frameworks = deque(maxlen=self.options.max_completed_frameworks)
@@ -229,6 +233,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
             active=True,
         )
         self._connect_framework(fw, stream_id, now)
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
         log.info("Framework %s (%s) subscribed", fid, info.name)
 
     def _resubscribe(
@@ -257,6 +263,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
             agent = self.agents.get(agent_id)
             if agent is not None:
                 self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info("Framework %s re-subscribed", fw.framework_id)
 
     def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:
@@ -299,6 +307,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self.allocator.deactivate_framework(fw.framework_id)
         self._remove_offers(fw, now)
         fw.failover_deadline = now + fw.info.failover_timeout
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info(
             "Framework %s disconnected; failover timeout %.3gs",
             fw.framework_id,
@@ -449,6 +459,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
             suppressed_roles=fw.suppressed_roles,
         )
         self.allocation_wanted = True
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 
     def _call_accept_inverse_offers(
@@ -648,6 +660,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
         task.statuses.append(status)
         if len(task.statuses) > 32:
             del task.statuses[:-32]
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
         if status.uuid is not None:
             task.status_update_state = status.state
             task.status_update_uuid = status.uuid
@@ -709,6 +723,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
         )
         task.state = state
         task.statuses.append(status)
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
         if notify:
             self._send_status(fw, status)
         if task_states.is_terminal(state):
@@ -749,6 +765,17 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self.allocator.remove_framework(fw.framework_id)
         del self.frameworks[fw.framework_id]
         self.completed_frameworks.append(fw)
+        if self.operator_subscribers:
+            self.outbox.append(OperatorEvent(operator_views.framework_removed(fw)))
+
+    def teardown_framework(self, framework_id: str, now: float) -> bool:
+        """Operator TEARDOWN: removes a framework as its own TEARDOWN call would (its tasks
+        are killed, its stream closed); False if no such framework is registered."""
+        fw = self.frameworks.get(framework_id)
+        if fw is None:
+            return False
+        self._remove_framework(fw, now)
+        return True
 
     def tick(self, now: float) -> None:
         """Fires whatever timers are due: framework failover, agent re-registration."""
@@ -796,3 +823,29 @@ class MasterMachine(AgentEvents, AcceptEvents):
         check = getattr(self.allocator, "check_invariants", None)
         if check is not None:
             check()
+        allocated = getattr(self.allocator, "allocated", None)
+        if allocated is not None:
+            for fid in self.frameworks:
+                assert allocated(fid) == self._held_by(fid), fid
+
+    def _held_by(self, fid: str) -> dict[tuple[str, str], Resources]:
+        """What the framework holds per (agent, role) by the master's records: outstanding
+        offers, live tasks and executors. The allocator must agree exactly."""
+        held: dict[tuple[str, str], Resources] = {}
+
+        def add(agent_id: str, role: str, res: Resources) -> None:
+            if res and agent_id in self.agents:
+                held[(agent_id, role)] = held.get((agent_id, role), Resources()) + res
+
+        fw = self.frameworks[fid]
+        for oid in fw.offers:
+            offer = self.offers[oid]
+            add(offer.agent_id, offer.role, offer.resources)
+        for task in fw.tasks.values():
+            if not task_states.is_terminal(task.state):
+                add(task.agent_id, task.role, task.resources)
+        for agent in self.agents.values():
+            for (efid, _), ex in agent.executors.items():
+                if efid == fid:
+                    add(agent.agent_id, ex.role, ex.resources)
+        return held

@@ -1,12 +1,40 @@
-"""``/metrics/snapshot``: the master's figures under Mesos' metric names."""
+"""``/metrics/snapshot``: the master's figures under Mesos' metric names.
+
+Gauges of the cluster (``master/cpus_total``, ``_used``, ``_percent``, ``master/tasks_running``,
+``master/slaves_active`` ...), counters the core keeps (``master/tasks_finished``,
+``master/messages_*``, ``master/valid_status_updates`` ...), the allocator's
+(``allocator/mesos/allocation_runs``, ``allocation_run_ms``, per-role dominant shares) and the
+host's (``system/*``). ``GET /metrics`` serves the same in Prometheus text
+(`butte.operator_common.prometheus_text`).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 from butte.core import task_states
 from butte.core.resources import Resources
 from butte.master.machine import MasterMachine
 
 _SCALARS = ("cpus", "mem", "disk", "gpus")
+
+# Core counters under the names Mesos gives the same figures (the core's own names are kept
+# as well, under ``master/``).
+_MESOS_NAMES = {
+    "status_updates": ("master/messages_status_update", "master/valid_status_updates"),
+    "scheduler_calls_accept": ("master/messages_accept", "master/messages_launch_tasks"),
+    "scheduler_calls_decline": ("master/messages_decline_offers",),
+    "scheduler_calls_kill": ("master/messages_kill_task",),
+    "scheduler_calls_reconcile": ("master/messages_reconcile_tasks",),
+    "scheduler_calls_revive": ("master/messages_revive_offers",),
+    "scheduler_calls_suppress": ("master/messages_suppress_offers",),
+    "scheduler_calls_acknowledge": ("master/messages_status_update_acknowledgement",),
+    "scheduler_calls_teardown": ("master/messages_unregister_framework",),
+    "scheduler_calls_message": ("master/messages_framework_to_executor",),
+    "outstanding_offers_made": ("master/offers_made",),
+    "invalid_tasks": ("master/invalid_tasks",),
+}
 
 
 def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> dict[str, float]:
@@ -27,6 +55,7 @@ def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> d
     for offer in machine.offers.values():
         offered = offered + offer.resources
     agents = machine.agents.values()
+    frameworks = machine.frameworks.values()
     out: dict[str, float] = {
         "master/uptime_secs": now - machine.start_time,
         "master/elected": 1.0,
@@ -35,14 +64,14 @@ def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> d
         "master/slaves_connected": float(sum(1 for a in agents if a.connected)),
         "master/slaves_disconnected": float(sum(1 for a in agents if not a.connected)),
         "master/slaves_unreachable": float(len(machine.unreachable_agents)),
-        "master/frameworks_active": float(sum(1 for f in machine.frameworks.values() if f.active)),
-        "master/frameworks_inactive": float(
-            sum(1 for f in machine.frameworks.values() if not f.active)
-        ),
-        "master/frameworks_connected": float(
-            sum(1 for f in machine.frameworks.values() if f.connected)
-        ),
+        "master/slaves_gone": float(len(machine.gone_agents)),
+        "master/frameworks_active": float(sum(1 for f in frameworks if f.active)),
+        "master/frameworks_inactive": float(sum(1 for f in frameworks if not f.active)),
+        "master/frameworks_connected": float(sum(1 for f in frameworks if f.connected)),
+        "master/frameworks_disconnected": float(sum(1 for f in frameworks if not f.connected)),
+        "master/frameworks_completed": float(len(machine.completed_frameworks)),
         "master/outstanding_offers": float(len(machine.offers)),
+        "master/operator_event_stream_subscribers": float(machine.operator_subscribers),
     }
     for name in _SCALARS:
         t, u = total.scalar(name), used.scalar(name)
@@ -54,4 +83,51 @@ def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> d
         out[f"master/tasks_{state[5:].lower()}"] = float(states.get(state, 0))
     for name, value in machine.counters.items():
         out[f"master/{name}"] = float(value)
+    for name, aliases in _MESOS_NAMES.items():
+        for alias in aliases:  # present from the start, like Mesos' counters
+            out[alias] = float(machine.counters.get(name, 0))
+    out.update(allocator_metrics(machine, total, used + offered))
+    out.update(system_metrics())
+    return out
+
+
+def allocator_metrics(
+    machine: MasterMachine, total: Resources, offered_or_allocated: Resources
+) -> dict[str, float]:
+    """``allocator/mesos/*``: the allocator's statistics under Mesos' names."""
+    allocator = machine.allocator
+    stats = dict(allocator.statistics())
+    out: dict[str, float] = {}
+    runs = stats.pop("allocation_runs", 0.0)
+    seconds = stats.pop("last_allocation_seconds", 0.0)
+    out["allocator/mesos/allocation_runs"] = runs
+    out["allocator/mesos/allocation_run_ms"] = seconds * 1000.0
+    out["allocator/mesos/allocation_run_ms/count"] = runs
+    out["allocator/mesos/event_queue_dispatches"] = 0.0
+    for key, value in stats.items():
+        out[f"allocator/mesos/{key}"] = float(value)
+    for name in _SCALARS:
+        out[f"allocator/mesos/resources/{name}/total"] = total.scalar(name)
+        out[f"allocator/mesos/resources/{name}/offered_or_allocated"] = offered_or_allocated.scalar(
+            name
+        )
+    shares = getattr(allocator, "role_shares", None)
+    if shares is not None:
+        for role, share in shares().items():
+            out[f"allocator/mesos/roles/{role}/shares/dominant"] = float(share)
+    return out
+
+
+def system_metrics() -> dict[str, float]:
+    """``system/*``: the host's CPUs, load and memory (as Mesos reports them)."""
+    out: dict[str, float] = {"system/cpus_total": float(os.cpu_count() or 1)}
+    with contextlib.suppress(OSError):
+        one, five, fifteen = os.getloadavg()
+        out.update({"system/load_1min": one, "system/load_5min": five})
+        out["system/load_15min"] = fifteen
+    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: line.split()[1] for line in f if ":" in line}
+        out["system/mem_total_bytes"] = float(int(info["MemTotal"]) * 1024)
+        out["system/mem_free_bytes"] = float(int(info.get("MemAvailable", "0")) * 1024)
     return out

@@ -29,12 +29,13 @@ from butte.core.messages import (
     SchedulerCall,
     decode,
 )
-from butte.master import state_json, views
+from butte.master import state_json, views, webui
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
 from butte.master.effects import (
     CloseAgentConnection,
     CloseFrameworkStream,
+    OperatorEvent,
     SendToAgent,
     SendToFramework,
 )
@@ -47,6 +48,8 @@ from butte.master.http import (
 )
 from butte.master.machine import MasterMachine, MasterOptions
 from butte.master.metrics import master_metrics
+from butte.master.operator import OperatorApi
+from butte.master.snapshot import StateSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +127,7 @@ class MasterServer:
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
         self.router = PrefixRouter()
+        self.state_snapshots = StateSnapshots()
         self._add_routes()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -189,6 +193,8 @@ class MasterServer:
                 link = self._agents.get(effect.connection_id)
                 if link is not None:
                     link.queue.put_nowait(None)
+            elif isinstance(effect, OperatorEvent):
+                self.operator.publish(effect.event)
         if self.machine.allocation_wanted and not self._allocation_pending:
             # Coalesce every trigger of this loop iteration into one allocation run.
             self._allocation_pending = True
@@ -202,6 +208,7 @@ class MasterServer:
             self.machine.counters.get("allocation_runs", 0) + 1
         )
         self.last_allocation_seconds = time.perf_counter() - started
+        self.machine.allocator.record_allocation_seconds(self.last_allocation_seconds)
         self.flush()
 
     def _tick(self) -> None:
@@ -228,6 +235,8 @@ class MasterServer:
         r.add("/health", self.health)
         r.add("/redirect", self.redirect)
         r.add("/metrics/snapshot", self.metrics_snapshot)
+        self.operator = OperatorApi(self)  # operator API, event stream, legacy, files, /metrics
+        webui.add_routes(self)  # the web UI at / (and /static/...)
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         return text_reply(200)
@@ -240,10 +249,12 @@ class MasterServer:
         return text_reply(307, headers={"Location": f"//{info['hostname']}:{info['port']}"})
 
     async def state(self, request: web.Request) -> web.StreamResponse:
-        body = state_json.master_state(
+        # Encoded once per build and reused (see butte.master.snapshot): a big state must
+        # not stall the event loop for every poll.
+        data = self.state_snapshots.master_state(
             self.machine, self.config.flags, MESOS_COMPAT_VERSION, self.elected_time
         )
-        return json_reply(body, jsonp=request.query.get("jsonp"))
+        return json_reply(msgspec.Raw(data), jsonp=request.query.get("jsonp"))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:
         return json_reply(master_metrics(self.machine, self.clock.now(), self.elected_time))

@@ -3,13 +3,72 @@ name -> value maps, epoch-second timestamps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from butte.core import task_states
 from butte.core.messages import to_builtins
-from butte.core.resources import Resources
+from butte.core.resources import Resources, from_millis
 from butte.master.machine import MasterMachine
 from butte.master.state import Agent, Framework, Task
+
+# Rendering one task; `butte.master.snapshot` passes one that reuses cached JSON fragments.
+TaskRenderer = Callable[[Task], Any]
+
+# Resources -> (legacy map, scalar quantities, scalars only). Tasks of one shape share the
+# entry, so a /state of 100k tasks computes a handful of maps instead of 100k.
+_LEGACY_CACHE: dict[Resources, tuple[dict[str, Any], dict[str, int], bool]] = {}
+_LEGACY_CACHE_SIZE = 4096
+
+
+def _legacy_entry(res: Resources) -> tuple[dict[str, Any], dict[str, int], bool]:
+    entry = _LEGACY_CACHE.get(res)
+    if entry is None:
+        if len(_LEGACY_CACHE) >= _LEGACY_CACHE_SIZE:
+            _LEGACY_CACHE.clear()
+        quantities = res.quantities()
+        scalars_only = all(isinstance(v, int) for _, v in res.items())
+        entry = _LEGACY_CACHE[res] = (res.to_legacy_map(), quantities, scalars_only)
+    return entry
+
+
+def legacy_map(res: Resources) -> dict[str, Any]:
+    """``res.to_legacy_map()``, memoized (a fresh copy: callers may change it)."""
+    return dict(_legacy_entry(res)[0])
+
+
+_UNRESERVED_CACHE: dict[Resources, dict[str, Any]] = {}
+
+
+def _legacy_unreserved(total: Resources) -> dict[str, Any]:
+    """``total.unreserved().to_legacy_map()``, memoized per agent shape."""
+    out = _UNRESERVED_CACHE.get(total)
+    if out is None:
+        if len(_UNRESERVED_CACHE) >= _LEGACY_CACHE_SIZE:
+            _UNRESERVED_CACHE.clear()
+        out = _UNRESERVED_CACHE[total] = total.unreserved().to_legacy_map()
+    return dict(out)
+
+
+def legacy_sum(items: Iterable[Resources]) -> dict[str, Any]:
+    """The legacy map of the sum of ``items``; scalars are added as integers, without
+    building the intermediate Resources (the hot part of /state at scale)."""
+    totals: dict[str, int] = {}
+    others: list[Resources] = []
+    for res in items:
+        _, quantities, scalars_only = _legacy_entry(res)
+        for name, millis in quantities.items():
+            totals[name] = totals.get(name, 0) + millis
+        if not scalars_only:
+            others.append(res)
+    out: dict[str, Any] = {"cpus": 0.0, "gpus": 0.0, "mem": 0.0, "disk": 0.0}
+    for name, millis in totals.items():
+        out[name] = from_millis(millis)
+    if others:
+        for name, value in _sum(others).to_legacy_map().items():
+            if name not in totals and isinstance(value, str):
+                out[name] = value
+    return out
 
 
 def legacy_task(task: Task) -> dict[str, Any]:
@@ -20,7 +79,7 @@ def legacy_task(task: Task) -> dict[str, Any]:
         "executor_id": task.executor_id or "",
         "slave_id": task.agent_id,
         "state": task.state,
-        "resources": task.resources.to_legacy_map(),
+        "resources": legacy_map(task.resources),
         "role": task.role,
         "statuses": [
             {
@@ -54,11 +113,12 @@ def _sum(items: list[Resources]) -> Resources:
     return total
 
 
-def legacy_framework(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+def legacy_framework(
+    machine: MasterMachine, fw: Framework, render: TaskRenderer = legacy_task
+) -> dict[str, Any]:
     tasks = list(fw.tasks.values())
-    live = [t for t in tasks if not task_states.is_terminal(t.state)]
-    used = _sum([t.resources for t in live])
-    offered = _sum([machine.offers[o].resources for o in fw.offers if o in machine.offers])
+    live = [t.resources for t in tasks if not task_states.is_terminal(t.state)]
+    offered = [machine.offers[o].resources for o in fw.offers if o in machine.offers]
     info = fw.info
     out: dict[str, Any] = {
         "id": fw.framework_id,
@@ -74,15 +134,15 @@ def legacy_framework(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
         "recovered": fw.recovered,
         "registered_time": fw.registered_time,
         "unregistered_time": fw.unregistered_time or 0,
-        "used_resources": used.to_legacy_map(),
-        "offered_resources": offered.to_legacy_map(),
-        "resources": (used + offered).to_legacy_map(),
-        "tasks": [legacy_task(t) for t in tasks],
+        "used_resources": legacy_sum(live),
+        "offered_resources": legacy_sum(offered),
+        "resources": legacy_sum(live + offered),
+        "tasks": [render(t) for t in tasks],
         "unreachable_tasks": [
-            legacy_task(t) for t in fw.completed_tasks if t.state == task_states.UNREACHABLE
+            render(t) for t in fw.completed_tasks if t.state == task_states.UNREACHABLE
         ],
         "completed_tasks": [
-            legacy_task(t) for t in fw.completed_tasks if t.state != task_states.UNREACHABLE
+            render(t) for t in fw.completed_tasks if t.state != task_states.UNREACHABLE
         ],
         "offers": [_legacy_offer(machine, o) for o in sorted(fw.offers) if o in machine.offers],
         "executors": [],
@@ -117,7 +177,7 @@ def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         if task is not None and not task_states.is_terminal(task.state):
             used.append(task.resources)
     used.extend(e.resources for e in agent.executors.values())
-    offered = _sum([machine.offers[o].resources for o in agent.offers if o in machine.offers])
+    offered = [machine.offers[o].resources for o in agent.offers if o in machine.offers]
     reserved: dict[str, dict] = {}
     for role in agent.total.roles() - {"*"}:
         reserved[role] = agent.total.reserved(role).to_legacy_map()
@@ -128,11 +188,11 @@ def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         "pid": agent.pid,
         "attributes": {a.name: a.legacy_value() for a in agent.attributes},
         "registered_time": agent.registered_time,
-        "resources": agent.total.to_legacy_map(),
-        "used_resources": _sum(used).to_legacy_map(),
-        "offered_resources": offered.to_legacy_map(),
+        "resources": legacy_map(agent.total),
+        "used_resources": legacy_sum(used),
+        "offered_resources": legacy_sum(offered),
         "reserved_resources": reserved,
-        "unreserved_resources": agent.total.unreserved().to_legacy_map(),
+        "unreserved_resources": _legacy_unreserved(agent.total),
         "active": agent.active,
         "deactivated": not agent.active,
         "version": agent.version,
@@ -146,9 +206,13 @@ def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
 
 
 def master_state(
-    machine: MasterMachine, flags: dict[str, str], version: str, elected_time: float
+    machine: MasterMachine,
+    flags: dict[str, str],
+    version: str,
+    elected_time: float,
+    render: TaskRenderer = legacy_task,
 ) -> dict[str, Any]:
-    """The whole ``/master/state`` document."""
+    """The whole ``/master/state`` document (``render`` draws each task)."""
     info = machine.master_info
     leader = {
         "id": info["id"],
@@ -176,9 +240,9 @@ def master_state(
         "flags": flags,
         "slaves": [legacy_agent(machine, a) for a in agents],
         "recovered_slaves": [],
-        "frameworks": [legacy_framework(machine, f) for f in machine.frameworks.values()],
+        "frameworks": [legacy_framework(machine, f, render) for f in machine.frameworks.values()],
         "completed_frameworks": [
-            legacy_framework(machine, f) for f in machine.completed_frameworks
+            legacy_framework(machine, f, render) for f in machine.completed_frameworks
         ],
         "orphan_tasks": [],
         "unregistered_frameworks": [],

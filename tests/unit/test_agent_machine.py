@@ -12,6 +12,7 @@ import pytest
 
 from butte.agent import machine as machine_module
 from butte.agent.effects import (
+    Checkpoint,
     CloseExecutorStream,
     DestroyContainer,
     LaunchContainer,
@@ -64,6 +65,7 @@ class Harness:
         self.destroyed: list[DestroyContainer] = []
         self.closed: list[str] = []
         self.stopped: list[str] = []
+        self.checkpoints: list[Checkpoint] = []
 
     def now(self) -> float:
         return self.clock.now()
@@ -82,6 +84,8 @@ class Harness:
                 self.closed.append(effect.container_id)
             elif isinstance(effect, StopAgent):
                 self.stopped.append(effect.message)
+            elif isinstance(effect, Checkpoint):
+                self.checkpoints.append(effect)
             else:  # pragma: no cover - a new effect type must be handled here
                 raise AssertionError(effect)
 

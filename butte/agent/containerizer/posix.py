@@ -15,6 +15,14 @@ Destroying: every process of the container is signalled, i.e. the executor's pro
 and every other process in its session (tasks run in their own process groups inside the
 executor's session): SIGTERM first, SIGKILL after the grace period. Finding session members
 means scanning /proc; that is done off the event loop and only on the destroy path.
+
+Fetching: a launch with CommandInfo.URIs first runs `butte.agent.fetcher` in a worker thread;
+a failure fails the launch (the tasks go TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED).
+
+Recovery (after an agent restart): executors outlive the agent (own sessions; the zygote exits
+without touching its children). `find_sandbox_leaders` finds every live session leader whose
+working directory is a sandbox of this work dir; the agent `adopt`s those it recovered (they
+are watched by pidfd like any other, exit status unknown) and kills the rest as orphans.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from typing import Any
 from butte.agent import paths
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
+from butte.agent.fetcher import FetchError, fetch_all
 
 log = logging.getLogger("butte.agent")
 
@@ -57,6 +66,7 @@ class Container:
     # Set when destroy was asked before the process existed: its grace period.
     destroy_on_start: float | None = None
     zygote: bool = False  # forked by the executor zygote (not our child)
+    recovered: bool = False  # adopted after an agent restart (not our child)
 
 
 def prepare_sandbox(spec: LaunchContainer) -> tuple[int, int]:
@@ -123,6 +133,55 @@ def session_members(sessions: Iterable[int]) -> dict[int, list[int]]:
     return found
 
 
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which an orphan may stay as where pid 1 does not reap,
+    counts as dead)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X", b"x")
+
+
+def is_session_leader(pid: int) -> bool:
+    """Whether ``pid`` runs and leads its own session (every executor does)."""
+    fields = _stat_fields(pid)
+    return (
+        fields is not None
+        and len(fields) > 3
+        and fields[0] not in (b"Z", b"X", b"x")
+        and int(fields[3]) == pid
+    )
+
+
+def find_sandbox_leaders(work_dir: str) -> dict[str, int]:
+    """Container id -> pid of every live session leader whose working directory is a
+    sandbox under ``work_dir`` (executors start there; see `paths.parse_sandbox`)."""
+    found: dict[str, int] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit() or not is_session_leader(int(name)):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        parsed = paths.parse_sandbox(work_dir, cwd)
+        if parsed is not None:
+            found[parsed[3]] = int(name)
+    return found
+
+
 def signal_sessions(sessions: Iterable[int], number: int) -> None:
     """Sends ``number`` to every process of every session (leaders are their own groups)."""
     sessions = list(sessions)
@@ -146,6 +205,7 @@ class PosixContainerizer:
         on_exited: ExitedCallback,
         launch_threads: int = 8,
         zygote_argv: Sequence[str] | None = None,
+        fetcher_cache_dir: str | None = None,
     ) -> None:
         self._loop = loop
         self._on_started = on_started
@@ -157,6 +217,7 @@ class PosixContainerizer:
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
         self._pool = ThreadPoolExecutor(launch_threads, thread_name_prefix="launch")
+        self._fetcher_cache_dir = fetcher_cache_dir
         self._zygote: ZygoteClient | None = None
         if zygote_argv:
             self._zygote = ZygoteClient(
@@ -183,12 +244,46 @@ class PosixContainerizer:
         the event loop on a busy machine). Results come through the callbacks, on the loop."""
         container = Container(spec.container_id)
         self.containers[spec.container_id] = container
+        if spec.fetch:
+            future = self._loop.run_in_executor(self._pool, self._fetch, spec)
+            future.add_done_callback(lambda f: self._fetched(container, spec, f))
+            return
+        self._start(container, spec)
+
+    def _start(self, container: Container, spec: LaunchContainer) -> None:
         if spec.builtin and self._zygote is not None and self._zygote.alive:
             container.zygote = True
             self._zygote.launch(spec)
             return
         future = self._loop.run_in_executor(self._pool, start_process, spec)
         future.add_done_callback(lambda f: self._spawned(container, f))
+
+    def _fetch(self, spec: LaunchContainer) -> None:
+        """Runs in a worker thread: the sandbox, then every URI into it."""
+        os.makedirs(spec.sandbox, exist_ok=True)
+        fetch_all(spec.fetch, self._fetcher_cache_dir)
+
+    def _fetched(self, container: Container, spec: LaunchContainer, future: Any) -> None:
+        try:
+            future.result()
+        except (FetchError, OSError) as e:
+            self._launch_failed(container.container_id, str(e))
+            return
+        if self._closing:
+            self._launch_failed(container.container_id, "the agent is shutting down")
+        elif self.containers.get(container.container_id) is container:
+            self._start(container, spec)
+
+    def adopt(self, container_id: str, pid: int) -> bool:
+        """Watches a recovered executor process (not our child); False if it is gone."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        container = Container(container_id, pid=pid, pidfd=pidfd, recovered=True)
+        self.containers[container_id] = container
+        self._loop.add_reader(pidfd, self._pidfd_ready, container)
+        return True
 
     def _spawned(self, container: Container, future: asyncio.Future) -> None:
         try:
@@ -237,7 +332,7 @@ class PosixContainerizer:
         from the zygote (waited for briefly, in case the zygote died meanwhile)."""
         if container.popen is None:
             self._stop_watching(container)
-            if self._zygote is None or not self._zygote.alive:
+            if container.recovered or self._zygote is None or not self._zygote.alive:
                 self._finish(container, None)
             else:
                 self._loop.call_later(ZYGOTE_EXIT_WAIT, self._finish, container, None)

@@ -11,7 +11,14 @@ Run by the agent as ``python -m butte.agent.executor.command`` (or faster, see
 
 Each task runs in its own process group inside the executor's session, so KILL can signal the
 task's whole tree (SIGTERM, SIGKILL after the grace period) and the agent can still find every
-process of the container by session. The executor is a single thread around one ``epoll``:
+process of the container by session. A task's ``health_check`` is probed by processes of their
+own (`butte.agent.executor.health`).
+
+Losing the agent (PROTOCOL.md 2.4): without checkpointing the executor kills its tasks and
+exits. With checkpointing it keeps its tasks running and retries SUBSCRIBE (also answered
+503 while a restarted agent recovers), at most MESOS_SUBSCRIPTION_BACKOFF_MAX/2 apart so two
+tries fall within the agent's re-registration window, for up to MESOS_RECOVERY_TIMEOUT;
+the SUBSCRIBE carries every task without a terminal update and every unacknowledged update. The executor is a single thread around one ``epoll``:
 the SUBSCRIBE stream, a pidfd per task and a signal wake-up pipe. Imports are kept to C
 modules (see `butte.agent.executor.lite`) because this process starts once per task.
 """
@@ -24,6 +31,7 @@ import select
 import sys
 import time
 
+from butte.agent.executor import health as health_checks
 from butte.agent.executor import lite
 
 TYPE_CHECKING = False
@@ -101,6 +109,11 @@ class TaskProcess:
         "timed_out",
         "terminal_uuid",
         "done",
+        "health",
+        "probe_pid",
+        "probe_pidfd",
+        "probe_deadline",
+        "killed_by_health",
     )
 
     def __init__(self, info: dict, group: bool) -> None:
@@ -114,6 +127,11 @@ class TaskProcess:
         self.timed_out = False
         self.terminal_uuid: str | None = None  # set once its terminal update was sent
         self.done = False  # terminal update acknowledged
+        self.health: health_checks.HealthPolicy | None = None
+        self.probe_pid: int | None = None  # the health probe running now
+        self.probe_pidfd: int | None = None
+        self.probe_deadline: float | None = None
+        self.killed_by_health = False
 
     @property
     def id(self) -> str:
@@ -148,6 +166,7 @@ class Executor:
         self.poller = select.epoll()
         self.tasks: dict[str, TaskProcess] = {}
         self.by_pidfd: dict[int, TaskProcess] = {}
+        self.by_probe_pidfd: dict[int, TaskProcess] = {}
         self.unacked: dict[str, dict] = {}  # uuid -> status
         self.task_killing_state = False
         self.shutting_down = False
@@ -199,6 +218,9 @@ class Executor:
             status, headers = lite.read_head(sock, buffer)
         except (OSError, lite.HttpError) as e:
             raise AgentLost(str(e)) from None
+        if status == 503:
+            sock.close()
+            raise AgentLost("the agent is recovering")
         if status != 200:
             sock.close()
             raise SystemExit(f"executor: SUBSCRIBE refused with HTTP {status}")
@@ -209,6 +231,8 @@ class Executor:
         self.poller.register(sock.fileno(), select.EPOLLIN)
         self.disconnected_since = None
         self.backoff = 0.1
+        if self.tasks and all(t.terminal_uuid is not None for t in self.tasks.values()):
+            self.exit_deadline = time.monotonic() + ACK_FAILSAFE
         if buffer:
             self._on_stream_bytes(bytes(buffer))
 

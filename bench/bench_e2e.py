@@ -1,0 +1,187 @@
+"""Benchmark 5: end to end through real HTTP, ACCEPT -> TASK_RUNNING received.
+
+A real ``butte master`` process, ``--agents`` simulated agents in a ``butte sim`` process
+(tasks run until the end), and ``--frameworks`` `LaunchingFramework` schedulers in this
+process, each keeping up to ``--inflight`` tasks between ACCEPT and TASK_RUNNING and
+acknowledging every update (TASK_STARTING must be acknowledged before the agent sends
+TASK_RUNNING, exactly as with a real agent). After ``--warmup`` seconds it counts the
+TASK_RUNNING events that arrive during ``--seconds``: tasks/s per one-second bucket
+(median/min/max) and the latency percentiles of those tasks.
+
+    .venv/bin/python bench/bench_e2e.py                      # 2,000 agents, 10 frameworks
+    .venv/bin/python bench/bench_e2e.py --agents 200 --frameworks 2 --seconds 5 --warmup 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common import Figure, Master, percentile, print_table, processes, sim_process, work_dir
+from frameworks import LaunchingFramework, TaskShape
+
+
+@dataclass
+class E2EResult:
+    """Throughput buckets and latencies of one run."""
+
+    per_second: list[float]
+    latencies: list[float]
+    launched: int
+    errors: int
+    master_cpu_seconds: float
+
+    @property
+    def tasks_per_second(self) -> float:
+        return sum(self.per_second) / len(self.per_second) if self.per_second else 0.0
+
+
+async def drive(
+    master: str,
+    frameworks: int,
+    warmup: float,
+    seconds: float,
+    inflight: int,
+    tasks_per_offer: int,
+) -> E2EResult:
+    """Runs the frameworks against an already running cluster and measures."""
+    fws = [
+        LaunchingFramework(
+            master,
+            f"bench-e2e-{i}",
+            TaskShape(cpus=0.1, mem=32.0, command="sleep 1000000"),
+            tasks_per_offer=tasks_per_offer,
+            max_inflight=inflight,
+        )
+        for i in range(frameworks)
+    ]
+    runners = [asyncio.create_task(fw.run()) for fw in fws]
+    try:
+        await asyncio.sleep(warmup)
+        start = time.monotonic()
+        await asyncio.sleep(seconds)
+        end = time.monotonic()
+    finally:
+        for fw in fws:
+            fw.launching = False
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+    buckets = [0.0] * max(1, int(seconds))
+    latencies = []
+    for fw in fws:
+        for at, latency in fw.stats.latencies:
+            if start <= at < end:
+                latencies.append(latency)
+                index = min(int(at - start), len(buckets) - 1)
+                buckets[index] += 1
+    for runner in runners:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            runner.result()
+    return E2EResult(
+        per_second=buckets,
+        latencies=latencies,
+        launched=sum(fw.stats.launched for fw in fws),
+        errors=sum(fw.stats.errors for fw in fws),
+        master_cpu_seconds=0.0,
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / 100.0
+    return 0.0
+
+
+def run_e2e(
+    agents: int = 2000,
+    frameworks: int = 10,
+    seconds: float = 15.0,
+    warmup: float = 5.0,
+    inflight: int = 200,
+    tasks_per_offer: int = 4,
+    allocation_interval: str = "1secs",
+    master_flags: tuple[str, ...] = (),
+) -> E2EResult:
+    """Starts a master and the simulated agents, drives the frameworks, stops everything."""
+    with work_dir("e2e") as tmp:
+        master = Master(tmp, [f"--allocation_interval={allocation_interval}", *master_flags])
+        sim = sim_process(
+            tmp,
+            master.address,
+            agents,
+            ["--resources=cpus:8;mem:16384;disk:65536", "--task_duration=forever"],
+        )
+        with processes(master, sim):
+            master.start()
+            master.wait_healthy()
+            sim.start()
+            master.wait_agents(agents, timeout=60 + agents / 100)
+            cpu_before = _cpu_seconds(master.pid)
+            result = asyncio.run(
+                drive(master.address, frameworks, warmup, seconds, inflight, tasks_per_offer)
+            )
+            result.master_cpu_seconds = _cpu_seconds(master.pid) - cpu_before
+            return result
+
+
+def figures(result: E2EResult, number: str = "5", label: str = "") -> list[Figure]:
+    """The two rows of benchmark 5."""
+    lat = result.latencies
+    note = (
+        f"p50 {percentile(lat, 0.5) * 1000:.0f} ms, max {max(lat, default=0) * 1000:.0f} ms, "
+        f"{len(lat)} tasks, {result.errors} errors"
+    )
+    return [
+        Figure(
+            f"{number}a",
+            f"e2e ACCEPT->RUNNING tasks/s{label}",
+            result.per_second,
+            "tasks/s",
+            2000.0,
+            higher_is_better=True,
+        ),
+        Figure(
+            f"{number}b",
+            f"e2e ACCEPT->RUNNING p99 latency{label}",
+            [percentile(lat, 0.99)] if lat else [],
+            "s",
+            1.0,
+            note=note,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--frameworks", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--inflight", type=int, default=200, help="per framework")
+    parser.add_argument("--tasks_per_offer", type=int, default=4)
+    parser.add_argument("--allocation_interval", default="1secs")
+    args = parser.parse_args(argv)
+    result = run_e2e(
+        args.agents,
+        args.frameworks,
+        args.seconds,
+        args.warmup,
+        args.inflight,
+        args.tasks_per_offer,
+        args.allocation_interval,
+    )
+    label = f" ({args.agents} agents, {args.frameworks} fw)"
+    print_table(figures(result, label=label), "benchmark 5: end to end")
+    print(f"master CPU: {result.master_cpu_seconds:.1f} s over the run")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Launching tasks in the agent core: RUN_TASK and RUN_TASK_GROUP from the master become
+executor records, checkpoints (for checkpointing frameworks), a container launch and the
+LAUNCH / LAUNCH_GROUP delivered once the executor subscribes. Part of `AgentMachine` (a mixin
+only to keep modules small); pure like the rest of the core."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from butte.agent import paths
+from butte.agent.effects import (
+    CheckpointExecutor,
+    CheckpointFramework,
+    CheckpointTask,
+    Effect,
+    LaunchContainer,
+    SendToExecutor,
+)
+from butte.agent.launching import (
+    allocation_role,
+    builtin_executor_info,
+    command_executor_info,
+    executor_environment,
+    process_argv,
+    shutdown_grace_period,
+)
+from butte.agent.records import (
+    COMMAND,
+    CUSTOM,
+    DEFAULT,
+    FRAMEWORK_TERMINATING,
+    RUNNING,
+    TERMINATED,
+    TERMINATING,
+    Executor,
+    Framework,
+    Task,
+)
+from butte.core import internal
+from butte.core import task_states as ts
+from butte.core.ids import validate_id
+from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo
+
+if TYPE_CHECKING:
+    from butte.agent.machine import AgentMachine
+
+    _Base = AgentMachine
+else:
+    _Base = object
+
+REGISTRATION_TIMER = "registration"
+
+
+class LaunchEvents(_Base):
+    """RUN_TASK / RUN_TASK_GROUP handling; mixed into `AgentMachine`."""
+
+    def _run_task(self, msg: internal.RunTask, now: float) -> list[Effect]:
+        return self._launch(msg.framework, [msg.task], None, now)
+
+    def _run_task_group(self, msg: internal.RunTaskGroup, now: float) -> list[Effect]:
+        return self._launch(msg.framework, list(msg.task_group.tasks), msg.executor, now)
+
+    def _launch(
+        self,
+        fw_info: FrameworkInfo,
+        tasks: list[TaskInfo],
+        group_executor: ExecutorInfo | None,
+        now: float,
+    ) -> list[Effect]:
+        if fw_info.id is None or self.agent_id is None or self.stopping or not tasks:
+            return []
+        fw, effects = self._framework_for(fw_info)
+        if fw.state == FRAMEWORK_TERMINATING:
+            return effects
+        tasks = [t for t in tasks if not self._task_known(fw.id, t.task_id.value)]
+        if not tasks:
+            return effects
+        problem = self._launch_problem(tasks, group_executor)
+        if problem is not None:
+            reason = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"
+            for t in tasks:
+                effects += self._orphan_update(fw, t.task_id.value, ts.ERROR, reason, problem, now)
+            return effects
+        resources = [r for t in tasks for r in t.resources]
+        declared_executor = group_executor or tasks[0].executor
+        if declared_executor is not None:
+            resources += declared_executor.resources
+        role = allocation_role(resources, fw.info)
+        info, kind = self._executor_for(fw, tasks[0], group_executor, role)
+        ex = fw.executors.get(info.executor_id.value)
+        if ex is not None and ex.state in (TERMINATING, TERMINATED):
+            lost = ts.DROPPED if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
+            for t in tasks:
+                effects += self._orphan_update(
+                    fw,
+                    t.task_id.value,
+                    lost,
+                    "REASON_EXECUTOR_TERMINATED",
+                    "Executor is terminating",
+                    now,
+                )
+            return effects
+        launch: LaunchContainer | None = None
+        if ex is None:
+            ex, launch = self._new_executor(fw, info, kind, role, tasks, now)
+            if fw.info.checkpoint:
+                effects.append(CheckpointExecutor(fw.id, ex.id, ex.container_id, info, kind))
+        records = [Task(t, fw.id, ex.id, group=group_executor is not None) for t in tasks]
+        for record in records:
+            ex.tasks[record.id] = record
+            self.task_executor[(fw.id, record.id)] = ex
+            if fw.info.checkpoint:
+                effects.append(CheckpointTask(fw.id, ex.id, ex.container_id, record.info))
+        self._count("tasks_launched", len(records))
+        if launch is not None:
+            effects.append(launch)  # after the checkpoints: recovery must know what it runs
+        if ex.state == RUNNING:
+            effects.append(self._delivery(ex, [r.id for r in records]))
+        else:
+            ex.queued.append([r.id for r in records])
+        return effects
+
+    def _task_known(self, framework_id: str, task_id: str) -> bool:
+        key = (framework_id, task_id)
+        return key in self.task_executor or key in self.streams
+
+    @staticmethod
+    def _launch_problem(tasks: list[TaskInfo], group_executor: ExecutorInfo | None) -> str | None:
+        ids = [t.task_id.value for t in tasks]
+        if len(set(ids)) != len(ids):
+            return "Duplicate task ids in the task group"
+        for t in tasks:
+            problem = validate_id(t.task_id.value, "task id")
+            if problem:
+                return problem
+            if group_executor is not None:
+                if t.executor is not None or t.command is None:
+                    return "Every task of a task group must have a CommandInfo and no executor"
+            elif (t.command is None) == (t.executor is None):
+                return "Task should have at least one (but not both) of CommandInfo or ExecutorInfo"
+            elif t.executor is not None and t.executor.command is None:
+                return "ExecutorInfo of a custom executor must have a CommandInfo"
+        executor = group_executor or tasks[0].executor
+        if executor is not None:
+            return validate_id(executor.executor_id.value, "executor id")
+        return None
+
+    def _executor_for(
+        self, fw: Framework, task: TaskInfo, group_executor: ExecutorInfo | None, role: str
+    ) -> tuple[ExecutorInfo, str]:
+        argv = self.config.command_executor_argv
+        if group_executor is not None:
+            info = builtin_executor_info(group_executor, fw.id)
+            return info, (DEFAULT if info.command is None else CUSTOM)
+        if task.command is not None:
+            return command_executor_info(task, fw.id, role, argv), COMMAND
+        assert task.executor is not None
+        return builtin_executor_info(task.executor, fw.id), CUSTOM
+
+    def _new_executor(
+        self,
+        fw: Framework,
+        info: ExecutorInfo,
+        kind: str,
+        role: str,
+        tasks: list[TaskInfo],
+        now: float,
+    ) -> tuple[Executor, LaunchContainer]:
+        assert self.agent_id is not None
+        config = self.config
+        container_id = self._new_container_id()
+        sandbox = paths.sandbox_dir(
+            config.work_dir, self.agent_id, fw.id, info.executor_id.value, container_id
+        )
+        env = executor_environment(
+            base=config.base_environment,
+            framework=fw.info,
+            executor=info,
+            agent_id=self.agent_id,
+            agent_ip=config.ip,
+            agent_port=config.port,
+            sandbox=sandbox,
+            shutdown_grace=shutdown_grace_period(info, config.executor_shutdown_grace_period),
+            role=role,
+            recovery_timeout=config.recovery_timeout,
+            subscription_backoff_max=config.executor_reregistration_timeout,
+        )
+        if kind == CUSTOM:
+            assert info.command is not None
+            argv, executable = process_argv(info.command)
+        else:
+            argv, executable = tuple(config.command_executor_argv), None
+        ex = Executor(info, fw.id, container_id, sandbox, kind)
+        ex.registration_deadline = now + config.executor_registration_timeout
+        fw.executors[ex.id] = ex
+        self.containers[container_id] = ex
+        self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
+        self._count("executors_launched")
+        launch = LaunchContainer(
+            container_id,
+            fw.id,
+            ex.id,
+            sandbox,
+            argv,
+            env,
+            executable,
+            builtin=kind != CUSTOM,
+            fetch=fetch_list(kind, info, tasks, sandbox),
+        )
+        return ex, launch
+
+    def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
+        """LAUNCH (one plain task) or LAUNCH_GROUP for tasks the executor has not seen."""
+        tasks = [ex.tasks[tid] for tid in task_ids]
+        for task in tasks:
+            task.launched = True
+        if len(tasks) == 1 and not tasks[0].group:
+            event = {"type": "LAUNCH", "launch": {"task": tasks[0].info}}
+        else:
+            event = {
+                "type": "LAUNCH_GROUP",
+                "launch_group": {"task_group": {"tasks": [t.info for t in tasks]}},
+            }
+        return SendToExecutor(ex.container_id, event)
+
+    def _framework_for(self, info: FrameworkInfo) -> tuple[Framework, list[Effect]]:
+        """The framework's record (created or refreshed from ``info``), and the checkpoint of
+        its FrameworkInfo if it checkpoints and the info is new."""
+        assert info.id is not None
+        fw = self.frameworks.get(info.id.value)
+        changed = True
+        if fw is None:
+            fw = Framework(info)
+            self.frameworks[fw.id] = fw
+        else:
+            changed = fw.info != info
+            fw.info = info
+        if changed and info.checkpoint:
+            return fw, [CheckpointFramework(fw.id, info)]
+        return fw, []
+
+
+def fetch_list(
+    kind: str, info: ExecutorInfo, tasks: list[TaskInfo], sandbox: str
+) -> tuple[tuple[URI, str], ...]:
+    """What the fetcher gets before the executor starts: a custom executor's URIs, a command
+    task's URIs (Mesos hands them to the command executor's container), and each task group
+    member's URIs into its own directory."""
+    if kind == CUSTOM:
+        uris = info.command.uris if info.command is not None else []
+        return tuple((uri, sandbox) for uri in uris)
+    out: list[tuple[URI, str]] = []
+    for task in tasks:
+        if task.command is None:
+            continue
+        target = sandbox if kind == COMMAND else paths.task_sandbox(sandbox, task.task_id.value)
+        out.extend((uri, target) for uri in task.command.uris)
+    return tuple(out)

@@ -1,0 +1,386 @@
+"""The agent's operator API v1 (``POST /api/v1``, PROTOCOL.md 3.3), its metrics endpoints and
+its sandbox files.
+
+Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
+SET_LOGGING_LEVEL, GET_STATE, GET_CONTAINERS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS,
+GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER. Others answer 400 ("not supported"), as
+unknown ones do. Also ``GET /metrics/snapshot`` (``slave/*`` names, resources included),
+``GET /metrics`` (Prometheus text), ``GET /containers`` and ``/files/*`` (`butte.agent.files`).
+
+`routes` must be added to the application before the agent's other routes: aiohttp serves
+the first route registered for a path, and these supersede older ``/files`` and
+``/metrics/snapshot`` handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from butte.agent.containerizer.posix import session_members, signal_sessions
+from butte.agent.files import FileError, SandboxFiles
+from butte.agent.http import version_info
+from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Executor
+from butte.core import task_states
+from butte.core.codec import encode_json
+from butte.core.messages import to_builtins
+from butte.core.operator import DecodeError, OperatorCall, decode_call, payload_problem
+from butte.core.resources import ResourceError, Resources
+from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
+
+if TYPE_CHECKING:
+    from butte.agent.machine import AgentMachine
+    from butte.agent.server import AgentServer
+
+_SCALARS = ("cpus", "mem", "disk", "gpus")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def routes(server: AgentServer) -> list[web.RouteDef]:
+    """Every route of this module (see the module docstring)."""
+    return AgentOperatorApi(server).routes()
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=encode_json(body), status=status, content_type="application/json")
+
+
+def _text(status: int, message: str = "") -> web.Response:
+    return web.Response(status=status, text=message)
+
+
+def _request_problem(request: web.Request) -> web.Response | None:
+    """The v1 request rules (PROTOCOL.md 0.2): POST, JSON content type, acceptable Accept."""
+    if request.method != "POST":
+        return web.Response(
+            status=405,
+            text=f"Expecting a 'POST' request, received '{request.method}'",
+            headers={"Allow": "POST"},
+        )
+    ctype = request.headers.get("Content-Type")
+    if not ctype:
+        return _text(400, "Expecting 'Content-Type' to be present")
+    if ctype.split(";", 1)[0].strip().lower() != "application/json":
+        return _text(415, f"Expecting 'Content-Type' of application/json, got '{ctype}'")
+    accept = request.headers.get("Accept", "")
+    if accept and not any(
+        m.split(";", 1)[0].strip().lower()
+        in ("application/json", "*/*", "application/*", "application/recordio")
+        for m in accept.split(",")
+    ):
+        return _text(406, f"Expecting 'Accept' to allow application/json, got '{accept}'")
+    return None
+
+
+def _resources(items: list[dict[str, Any]]) -> Resources:
+    try:
+        return Resources.from_json(items)
+    except (ResourceError, TypeError, ValueError, AttributeError):
+        return Resources()
+
+
+class AgentOperatorApi:
+    """Handlers bound to one `AgentServer`."""
+
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+        self.files = SandboxFiles(server.options.work_dir, self._agent_id)
+        self.logging = LoggingLevel()
+
+    def _agent_id(self) -> str | None:
+        machine = self.server.machine
+        return machine.agent_id if machine is not None else None
+
+    @property
+    def core(self) -> AgentMachine:
+        assert self.server.machine is not None
+        return self.server.machine
+
+    def routes(self) -> list[web.RouteDef]:
+        out: list[web.RouteDef] = []
+        for prefix in ("", "/slave(1)"):
+            out += [
+                web.route("*", prefix + "/api/v1", self.api),
+                web.route("*", prefix + "/api/v1/operator", self.api),
+                web.get(prefix + "/metrics/snapshot", self.metrics_snapshot),
+                web.get(prefix + "/metrics", self.prometheus),
+                web.get(prefix + "/containers", self.containers),
+            ]
+        return out + self.files.routes()
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def api(self, request: web.Request) -> web.Response:
+        problem = _request_problem(request)
+        if problem is not None:
+            return problem
+        try:
+            call = decode_call(await request.read())
+        except DecodeError as e:
+            return _text(400, f"Failed to validate agent::Call: {e}")
+        handler = getattr(self, "call_" + call.type.lower(), None)
+        if handler is None or not call.type.isupper():
+            return _text(400, f"Unsupported agent::Call type '{call.type[:60]}'")
+        problem_text = payload_problem(call)
+        if problem_text:
+            return _text(400, problem_text)
+        try:
+            result = await handler(call)
+        except FileError as e:
+            return _text(e.status, e.message)
+        if isinstance(result, web.Response):
+            return result
+        if result is None:
+            return _text(200)
+        key = call.type.lower()
+        return _json({"type": call.type, key: result})
+
+    async def metrics_snapshot(self, request: web.Request) -> web.Response:
+        return _json(self.metrics())
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=prometheus_text(self.metrics(), "Mesos agent metric"),
+            headers={"Content-Type": PROMETHEUS_CONTENT_TYPE},
+        )
+
+    async def containers(self, request: web.Request) -> web.Response:
+        """Legacy ``/containers``: the running containers with their statistics."""
+        return _json(await self._containers())
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def call_get_health(self, call: OperatorCall) -> dict:
+        return {"healthy": True}
+
+    async def call_get_flags(self, call: OperatorCall) -> dict:
+        return {"flags": [{"name": k, "value": v} for k, v in sorted(self.server.flags.items())]}
+
+    async def call_get_version(self, call: OperatorCall) -> dict:
+        return {"version_info": version_info()}
+
+    async def call_get_metrics(self, call: OperatorCall) -> dict:
+        return {"metrics": [{"name": k, "value": v} for k, v in sorted(self.metrics().items())]}
+
+    async def call_get_logging_level(self, call: OperatorCall) -> dict:
+        return {"level": self.logging.level}
+
+    async def call_set_logging_level(self, call: OperatorCall) -> web.Response | None:
+        payload = call.set_logging_level
+        assert payload is not None
+        error = self.logging.set(payload.level, payload.duration.nanoseconds / 1e9)
+        return _text(400, error) if error else None
+
+    async def call_list_files(self, call: OperatorCall) -> dict:
+        assert call.list_files is not None
+        return self.files.list_files(call.list_files.path)
+
+    async def call_read_file(self, call: OperatorCall) -> dict:
+        payload = call.read_file
+        assert payload is not None
+        return self.files.read_file(payload.path, payload.offset, payload.length)
+
+    async def call_get_agent(self, call: OperatorCall) -> dict:
+        return {"agent_info": to_builtins(self.core.agent_info())}
+
+    async def call_get_frameworks(self, call: OperatorCall) -> dict:
+        core = self.core
+        return {
+            "frameworks": [
+                {"framework_info": to_builtins(f.info)} for f in core.frameworks.values()
+            ],
+            "completed_frameworks": [
+                {"framework_info": to_builtins(f.info)} for f in core.completed_frameworks
+            ],
+        }
+
+    async def call_get_executors(self, call: OperatorCall) -> dict:
+        out: dict[str, list] = {"executors": [], "completed_executors": []}
+        for fw in [*self.core.frameworks.values(), *self.core.completed_frameworks]:
+            for ex in fw.executors.values():
+                out["executors"].append({"executor_info": _executor_info(ex)})
+            for ex in fw.completed_executors:
+                out["completed_executors"].append({"executor_info": _executor_info(ex)})
+        return out
+
+    async def call_get_tasks(self, call: OperatorCall) -> dict:
+        return self.get_tasks()
+
+    async def call_get_state(self, call: OperatorCall) -> dict:
+        return {
+            "get_tasks": self.get_tasks(),
+            "get_executors": await self.call_get_executors(call),
+            "get_frameworks": await self.call_get_frameworks(call),
+        }
+
+    async def call_get_containers(self, call: OperatorCall) -> dict:
+        out = []
+        for c in await self._containers():
+            entry: dict[str, Any] = {
+                "framework_id": {"value": c["framework_id"]},
+                "executor_id": {"value": c["executor_id"]},
+                "executor_name": c["executor_name"],
+                "container_id": {"value": c["container_id"]},
+                "resource_statistics": c["statistics"],
+            }
+            if c["status"]:
+                entry["container_status"] = c["status"]
+            out.append(entry)
+        return {"containers": out}
+
+    async def call_kill_container(self, call: OperatorCall) -> web.Response | None:
+        payload = call.kill_container
+        assert payload is not None and self.server.containerizer is not None
+        number = payload.signal if payload.signal is not None else int(signal.SIGKILL)
+        if number not in {int(s) for s in signal.valid_signals()} or number == 0:
+            return _text(400, f"Invalid signal {number}")
+        cid = payload.container_id.value
+        container = self.server.containerizer.containers.get(cid)
+        if container is None or payload.container_id.parent is not None:
+            return _text(404, f"Container {cid[:80]} not found")
+        if container.pid is None:
+            await self.server.containerizer.destroy(cid, 0.0)
+        else:
+            await asyncio.to_thread(signal_sessions, [container.pid], number)
+        return None
+
+    # -- views -------------------------------------------------------------------------------
+
+    def get_tasks(self) -> dict[str, list]:
+        """GetTasks: queued (not yet given to the executor), launched, terminated (terminal,
+        update not yet acknowledged) and completed."""
+        core = self.core
+        kinds = ("pending_tasks", "queued_tasks", "launched_tasks", "terminated_tasks")
+        out: dict[str, list] = {kind: [] for kind in (*kinds, "completed_tasks")}
+        for fw in [*core.frameworks.values(), *core.completed_frameworks]:
+            for ex in [*fw.executors.values(), *fw.completed_executors]:
+                for task in ex.tasks.values():
+                    if task_states.is_terminal(task.state):
+                        kind = "terminated_tasks"
+                    else:
+                        kind = "launched_tasks" if task.launched else "queued_tasks"
+                    out[kind].append(self._task_json(ex, task))
+                for task in ex.completed_tasks:
+                    out["completed_tasks"].append(self._task_json(ex, task))
+        return out
+
+    def _task_json(self, ex: Executor, task: Any) -> dict[str, Any]:
+        info = task.info
+        out: dict[str, Any] = {
+            "name": info.name,
+            "task_id": to_builtins(info.task_id),
+            "framework_id": {"value": task.framework_id},
+            "agent_id": {"value": self.core.agent_id or ""},
+            "state": task.state,
+            "resources": info.resources,
+            "statuses": [to_builtins(s) for s in task.statuses],
+        }
+        if ex.kind != COMMAND:
+            out["executor_id"] = to_builtins(ex.info.executor_id)
+        for key in ("labels", "discovery", "container", "health_check", "kill_policy"):
+            value = getattr(info, key)
+            if value is not None:
+                out[key] = to_builtins(value) if not isinstance(value, dict) else value
+        return out
+
+    async def _containers(self) -> list[dict[str, Any]]:
+        executors = [
+            ex for ex in self.core.executors() if ex.state in (REGISTERING, RUNNING, TERMINATING)
+        ]
+        pids = {ex.container_id: ex.pid for ex in executors if ex.pid is not None}
+        usage = await asyncio.to_thread(_usage, pids)
+        out = []
+        now = time.time()
+        for ex in executors:
+            limits = _resources(ex.info.resources)
+            for task in ex.live_tasks():
+                limits = limits + _resources(task.info.resources)
+            stats: dict[str, Any] = {
+                "timestamp": now,
+                "cpus_limit": limits.scalar("cpus"),
+                "mem_limit_bytes": int(limits.scalar("mem") * 1024 * 1024),
+                **usage.get(ex.container_id, {}),
+            }
+            out.append(
+                {
+                    "framework_id": ex.framework_id,
+                    "executor_id": ex.id,
+                    "executor_name": ex.info.name or "",
+                    "source": ex.info.source or "",
+                    "container_id": ex.container_id,
+                    "status": {"executor_pid": ex.pid} if ex.pid else {},
+                    "statistics": stats,
+                }
+            )
+        return out
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics/snapshot``: the server's ``slave/*`` figures plus resources and
+        executor states, under Mesos' names."""
+        core = self.core
+        out = self.server.metrics()
+        total = core.config.resources
+        used = Resources()
+        states: dict[str, int] = {}
+        for ex in core.executors():
+            states[ex.state] = states.get(ex.state, 0) + 1
+            if ex.kind != COMMAND:
+                used = used + _resources(ex.info.resources)
+            for task in ex.live_tasks():
+                used = used + _resources(task.info.resources)
+        for name in _SCALARS:
+            t, u = total.scalar(name), used.scalar(name)
+            out[f"slave/{name}_total"] = t
+            out[f"slave/{name}_used"] = u
+            out[f"slave/{name}_percent"] = u / t if t else 0.0
+        out["slave/executors_registering"] = float(states.get(REGISTERING, 0))
+        out["slave/executors_running"] = float(states.get(RUNNING, 0))
+        out["slave/executors_terminating"] = float(states.get(TERMINATING, 0))
+        out["slave/frameworks_active"] = float(len(core.frameworks))
+        out["slave/registered"] = 1.0 if core.registered else 0.0
+        out["system/cpus_total"] = float(os.cpu_count() or 1)
+        with contextlib.suppress(OSError):
+            load = os.getloadavg()
+            out["system/load_1min"], out["system/load_5min"], out["system/load_15min"] = load
+        return out
+
+
+def _executor_info(ex: Executor) -> dict[str, Any]:
+    info = to_builtins(ex.info)
+    info.setdefault("framework_id", {"value": ex.framework_id})
+    return info
+
+
+def _usage(pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """CPU times and resident memory of every process of each container's session."""
+    members = session_members(pids.values())
+    out: dict[str, dict[str, float]] = {}
+    for cid, pid in pids.items():
+        user = system = rss = 0.0
+        procs = 0
+        for member in {pid, *members.get(pid, [])}:
+            try:
+                with open(f"/proc/{member}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            procs += 1
+            user += int(fields[11]) / _CLK_TCK
+            system += int(fields[12]) / _CLK_TCK
+            rss += int(fields[21]) * _PAGE
+        out[cid] = {
+            "cpus_user_time_secs": user,
+            "cpus_system_time_secs": system,
+            "mem_rss_bytes": int(rss),
+            "processes": procs,
+        }
+    return out

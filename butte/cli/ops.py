@@ -1,0 +1,303 @@
+"""Operator subcommands of ``butte``: looking at and steering a running cluster over HTTP.
+
+``agents``, ``frameworks``, ``tasks`` (alias ``ps``), ``task info|cat|tail|ls``
+(`butte.cli.task`), ``roles``, ``state``, ``top`` (`butte.cli.top`), ``teardown FW``,
+``agent gone|drain AGENT`` and ``completion bash|zsh`` (`butte.cli.completion`).
+
+Every one talks to the master named by ``--master`` (or ``BUTTE_MASTER``; default
+127.0.0.1:5050) through its operator API, prints a table (``--json`` for scripts), and exits
+0 on success, 1 when something is not found or refused, 2 when the master cannot be reached
+or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from rich.table import Table
+
+from butte.cli import completion, task, top
+from butte.cli.main import CliError, apply_env_defaults
+from butte.cli.output import (
+    NOT_FOUND,
+    add_common,
+    age,
+    client,
+    guarded,
+    mem,
+    ns_seconds,
+    number,
+    print_json,
+    progress,
+    scalars,
+    short_state,
+    stdout,
+    used_of,
+)
+from butte.client.operator import OperatorError
+
+# Subcommands with only the common flags: name -> summary (handler: cmd_<name>).
+_SIMPLE: dict[str, str] = {
+    "agents": "list the agents and their resources",
+    "frameworks": "list the frameworks",
+    "roles": "list the roles with their weights, shares and allocations",
+    "state": "print the master's whole state (/master/state JSON)",
+}
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Adds every operator subcommand to the top-level ``butte`` parser."""
+    for name, summary in _SIMPLE.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        add_common(sub, json_flag=name != "state")
+        sub.set_defaults(handler=guarded(globals()[f"cmd_{name}"]))
+    frameworks = commands.choices["frameworks"]
+    frameworks.add_argument("--all", action="store_true", help="include completed frameworks")
+    for name in ("tasks", "ps"):
+        sub = commands.add_parser(
+            name,
+            help="list tasks" + (" (alias of tasks)" if name == "ps" else ""),
+            description="List the cluster's tasks (live ones unless --all).",
+        )
+        add_common(sub)
+        sub.add_argument("--framework", help="only tasks of this framework (id or id prefix)")
+        sub.add_argument("--state", help="only tasks in this state (e.g. running, TASK_FAILED)")
+        sub.add_argument("--all", action="store_true", help="include completed tasks")
+        sub.set_defaults(handler=guarded(cmd_tasks))
+    sub = commands.add_parser("teardown", help="tear a framework down (kills its tasks)")
+    add_common(sub)
+    sub.add_argument("framework_id", metavar="FRAMEWORK_ID")
+    sub.set_defaults(handler=guarded(cmd_teardown))
+    _add_agent_commands(commands)
+    task.add_commands(commands)
+    top.add_command(commands)
+    completion.add_command(commands)
+
+
+# ``butte agent`` runs an agent daemon; ``butte agent gone|drain ID`` acts on one instead.
+# `route_argv` sends those to this hidden subcommand.
+AGENT_ACTIONS_COMMAND = "agent-action"
+AGENT_ACTIONS = ("gone", "drain")
+
+
+def route_argv(argv: list[str]) -> list[str]:
+    """``agent gone|drain ...`` -> the hidden operator subcommand; anything else unchanged."""
+    words = [i for i, w in enumerate(argv) if not w.startswith("-")]
+    if len(words) >= 2 and argv[words[0]] == "agent" and argv[words[1]] in AGENT_ACTIONS:
+        return [*argv[: words[0]], AGENT_ACTIONS_COMMAND, *argv[words[0] + 1 :]]
+    return argv
+
+
+def _add_agent_commands(commands: argparse._SubParsersAction) -> None:
+    agent = commands.add_parser(AGENT_ACTIONS_COMMAND, prog="butte agent")
+    # Hidden from `butte --help`: users spell it `butte agent gone|drain`.
+    commands._choices_actions = [
+        a for a in commands._choices_actions if a.dest != AGENT_ACTIONS_COMMAND
+    ]
+    actions = agent.add_subparsers(dest="agent_command", metavar="ACTION", required=True)
+    gone = actions.add_parser(
+        "gone",
+        help="mark an agent gone: its tasks are lost and it may never come back",
+        description="Marks the agent gone (MARK_AGENT_GONE): the master tells it to shut "
+        "down, reports its tasks as gone, and refuses it if it comes back.",
+    )
+    add_common(gone)
+    gone.add_argument("agent_id", metavar="AGENT_ID")
+    gone.set_defaults(handler=guarded(cmd_agent_gone))
+    drain = actions.add_parser(
+        "drain",
+        help="drain an agent: no new tasks, running ones killed after a grace period",
+        description="Drains the agent (DRAIN_AGENT): no more offers, its tasks are killed "
+        "after --grace seconds.",
+    )
+    add_common(drain)
+    drain.add_argument("agent_id", metavar="AGENT_ID")
+    drain.add_argument("--grace", type=float, default=None, help="seconds before kill")
+    drain.add_argument("--mark-gone", action="store_true", help="mark it gone once drained")
+    drain.set_defaults(handler=guarded(cmd_agent_drain))
+    for sub in (gone, drain):
+        apply_env_defaults(sub, os.environ)
+
+
+# -- agents, frameworks, roles, state ---------------------------------------------------------
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    with progress("Asking the master for its agents..."):
+        agents = client(args).call("GET_AGENTS").get("agents", [])
+    if args.json:
+        print_json(agents)
+        return 0
+    table = Table("ID", "HOST", "ACTIVE", "CPUS", "MEM", "DISK", "GPUS", "REGISTERED")
+    for a in agents:
+        info = a.get("agent_info", {})
+        total, used = scalars(a.get("total_resources", [])), scalars(a.get("allocated_resources"))
+        table.add_row(
+            info.get("id", {}).get("value", "?"),
+            f"{info.get('hostname', '?')}:{info.get('port', '?')}",
+            "yes" if a.get("active") else "no",
+            used_of(used.get("cpus", 0), total.get("cpus", 0)),
+            used_of(used.get("mem", 0), total.get("mem", 0), mem),
+            used_of(used.get("disk", 0), total.get("disk", 0), mem),
+            used_of(used.get("gpus", 0), total.get("gpus", 0)),
+            age(ns_seconds(a.get("registered_time"))),
+        )
+    stdout().print(table)
+    return 0
+
+
+def framework_roles(info: dict[str, Any]) -> str:
+    roles = info.get("roles") or [info.get("role", "*")]
+    return ",".join(roles)
+
+
+def cmd_frameworks(args: argparse.Namespace) -> int:
+    with progress("Asking the master for its frameworks..."):
+        answer = client(args).call("GET_FRAMEWORKS")
+    rows = [(f, "active" if f.get("active") else "inactive") for f in answer.get("frameworks", [])]
+    if args.all:
+        rows += [(f, "completed") for f in answer.get("completed_frameworks", [])]
+    if args.json:
+        print_json([f for f, _ in rows])
+        return 0
+    table = Table("ID", "NAME", "ROLES", "STATUS", "CPUS", "MEM", "GPUS", "REGISTERED")
+    for f, status in rows:
+        info = f.get("framework_info", {})
+        used = scalars(f.get("allocated_resources", []))
+        if status == "inactive" and f.get("connected"):
+            status = "connected"
+        table.add_row(
+            info.get("id", {}).get("value", "?"),
+            info.get("name", ""),
+            framework_roles(info),
+            status,
+            number(used.get("cpus", 0)),
+            mem(used.get("mem", 0)),
+            number(used.get("gpus", 0)),
+            age(ns_seconds(f.get("registered_time"))),
+        )
+    stdout().print(table)
+    return 0
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    master = client(args)
+    with progress("Asking the master for its roles..."):
+        roles = master.call("GET_ROLES").get("roles", [])
+        metrics = master.get_json("/metrics/snapshot")
+    if args.json:
+        print_json(roles)
+        return 0
+    table = Table("ROLE", "WEIGHT", "SHARE", "FRAMEWORKS", "CPUS", "MEM", "OFFERED CPUS")
+    for role in roles:
+        name = role.get("name", "?")
+        allocated = scalars(role.get("allocated", role.get("resources", [])))
+        offered = scalars(role.get("offered", []))
+        share = metrics.get(f"allocator/mesos/roles/{name}/shares/dominant")
+        table.add_row(
+            name,
+            number(float(role.get("weight", 1.0))),
+            f"{share:.3f}" if isinstance(share, int | float) else "-",
+            str(len(role.get("frameworks", []))),
+            number(allocated.get("cpus", 0)),
+            mem(allocated.get("mem", 0)),
+            number(offered.get("cpus", 0)),
+        )
+    stdout().print(table)
+    return 0
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    with progress("Fetching the master's state..."):
+        state = client(args).get_json("/master/state")
+    print_json(state)
+    return 0
+
+
+# -- tasks --------------------------------------------------------------------------------------
+
+
+def normalise_state(text: str) -> str:
+    """``running`` / ``TASK_RUNNING`` / ``Running`` -> ``TASK_RUNNING``."""
+    upper = text.strip().upper()
+    return upper if upper.startswith("TASK_") else "TASK_" + upper
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    with progress("Asking the master for its tasks..."):
+        answer = client(args).call("GET_TASKS")
+    tasks = list(answer.get("tasks", []))
+    if args.all:
+        tasks += answer.get("unreachable_tasks", []) + answer.get("completed_tasks", [])
+    if args.framework:
+        tasks = [t for t in tasks if t["framework_id"]["value"].startswith(args.framework)]
+    if args.state:
+        wanted = normalise_state(args.state)
+        tasks = [t for t in tasks if t.get("state") == wanted]
+    if args.json:
+        print_json(tasks)
+        return 0
+    table = Table("ID", "NAME", "STATE", "FRAMEWORK", "AGENT", "CPUS", "MEM", "STARTED")
+    for t in tasks:
+        res = scalars(t.get("resources", []))
+        statuses = t.get("statuses") or []
+        started = statuses[0].get("timestamp") if statuses else None
+        table.add_row(
+            t["task_id"]["value"],
+            t.get("name", ""),
+            short_state(t.get("state", "?")),
+            t["framework_id"]["value"],
+            t.get("agent_id", {}).get("value", ""),
+            number(res.get("cpus", 0)),
+            mem(res.get("mem", 0)),
+            age(started),
+        )
+    stdout().print(table)
+    return 0
+
+
+# -- steering -----------------------------------------------------------------------------------
+
+
+def cmd_teardown(args: argparse.Namespace) -> int:
+    try:
+        with progress(f"Tearing down {args.framework_id}..."):
+            client(args).call("TEARDOWN", {"framework_id": {"value": args.framework_id}})
+    except OperatorError as e:
+        raise CliError(f"cannot tear down framework {args.framework_id}: {e.message}") from None
+    if args.json:
+        print_json({"framework_id": args.framework_id, "torn_down": True})
+    else:
+        print(f"Framework {args.framework_id} torn down")
+    return 0
+
+
+def cmd_agent_gone(args: argparse.Namespace) -> int:
+    try:
+        client(args).call("MARK_AGENT_GONE", {"agent_id": {"value": args.agent_id}})
+    except OperatorError as e:
+        raise CliError(f"cannot mark agent {args.agent_id} gone: {e.message}", NOT_FOUND) from None
+    if args.json:
+        print_json({"agent_id": args.agent_id, "gone": True})
+    else:
+        print(f"Agent {args.agent_id} marked gone")
+    return 0
+
+
+def cmd_agent_drain(args: argparse.Namespace) -> int:
+    payload: dict[str, Any] = {"agent_id": {"value": args.agent_id}, "mark_gone": args.mark_gone}
+    if args.grace is not None:
+        payload["max_grace_period"] = {"nanoseconds": int(args.grace * 1e9)}
+    try:
+        client(args).call("DRAIN_AGENT", payload)
+    except OperatorError as e:
+        if e.status == 400 and "Unsupported" in e.message:
+            raise CliError("draining agents is not supported by this master yet") from None
+        raise CliError(f"cannot drain agent {args.agent_id}: {e.message}") from None
+    if args.json:
+        print_json({"agent_id": args.agent_id, "draining": True})
+    else:
+        print(f"Agent {args.agent_id} is draining")
+    return 0

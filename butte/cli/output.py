@@ -1,0 +1,133 @@
+"""Shared plumbing of the operator subcommands: the master client from ``--master``, error
+translation (one line, meaningful exit status), rich consoles, and formatting helpers.
+
+Exit statuses: 0 ok; 1 not found or refused by the master; 2 master unreachable or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from rich.console import Console
+
+from butte.cli.main import CliError
+from butte.client.operator import DEFAULT_MASTER, MasterUnreachable, OperatorClient, OperatorError
+
+Handler = Callable[[argparse.Namespace], int]
+
+NOT_FOUND = 1
+UNREACHABLE = 2
+
+
+def add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    """``--master`` (env BUTTE_MASTER) and ``--json`` on an operator subcommand."""
+    parser.add_argument(
+        "--master",
+        default=DEFAULT_MASTER,
+        help="master to talk to: HOST:PORT or zk://HOSTS/PATH",
+    )
+    if json_flag:
+        parser.add_argument(
+            "--json", action="store_true", help="print JSON (for scripts) instead of a table"
+        )
+
+
+def client(args: argparse.Namespace) -> OperatorClient:
+    return OperatorClient(args.master, timeout=float(os.environ.get("BUTTE_TIMEOUT", "30")))
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turns client failures into CliError: unreachable -> 2, 404 -> 1, other answers -> 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except MasterUnreachable as e:
+            raise CliError(str(e), UNREACHABLE) from None
+        except OperatorError as e:
+            raise CliError(f"master refused: {e}", NOT_FOUND) from None
+
+    return run
+
+
+def stdout() -> Console:
+    """Tables go to stdout; off a terminal they get a wide fixed width (no wrapping)."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=int(os.environ.get("COLUMNS", "200")), soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while something slow runs (only on a terminal)."""
+    console = stderr()
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(message):
+        yield
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def scalars(resources: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Totals of the scalar resources of a v1 Resource list."""
+    out: dict[str, float] = {}
+    for r in resources or ():
+        if r.get("type") == "SCALAR" or "scalar" in r:
+            name = r.get("name", "?")
+            out[name] = out.get(name, 0.0) + float(r.get("scalar", {}).get("value", 0.0))
+    return out
+
+
+def number(value: float) -> str:
+    """A resource amount without needless decimals (``2``, ``0.5``, ``1.25``)."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else str(int(value))
+
+
+def mem(mb: float) -> str:
+    """Megabytes, human-sized (``512M``, ``4G``)."""
+    if mb >= 1024:
+        return f"{number(round(mb / 1024, 1))}G"
+    return f"{number(round(mb, 1))}M"
+
+
+def used_of(used: float, total: float, fmt: Callable[[float], str] = number) -> str:
+    return f"{fmt(used)}/{fmt(total)}"
+
+
+def age(seconds: float | None, now: float | None = None) -> str:
+    """How long ago an epoch time was, compactly (``45s``, ``12m``, ``3h``, ``2d``)."""
+    if not seconds:
+        return "-"
+    delta = max(0.0, (now or time.time()) - seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit}"
+    return f"{int(delta)}s"
+
+
+def ns_seconds(time_info: dict[str, Any] | None) -> float | None:
+    """A v1 TimeInfo as epoch seconds."""
+    if not time_info:
+        return None
+    return int(time_info.get("nanoseconds", 0)) / 1e9
+
+
+def short_state(state: str) -> str:
+    return state[5:] if state.startswith("TASK_") else state

@@ -1,0 +1,266 @@
+"""``butte task info|cat|tail|ls ID``: one task and its sandbox, through the master.
+
+The task is looked up with GET_TASKS (live, unreachable and completed tasks; an exact id, or
+a prefix that names one task). Its sandbox is read through the master's LIST_FILES and
+READ_FILE, which forward to the agent holding it (`butte.master.files`): the executor's
+``runs/latest`` directory, or ``tasks/<id>`` inside it for a member of a task group.
+
+``task tail -f`` follows the file until the task has ended and everything it wrote was
+printed (or until Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat as stat_module
+import sys
+import time
+from typing import Any
+
+from rich.table import Table
+
+from butte.cli.main import CliError, apply_env_defaults
+from butte.cli.output import (
+    NOT_FOUND,
+    add_common,
+    client,
+    guarded,
+    ns_seconds,
+    print_json,
+    progress,
+    scalars,
+    stdout,
+)
+from butte.client.operator import OperatorClient, OperatorError, sandbox_path
+from butte.core import task_states
+
+CHUNK = 1 << 20
+FOLLOW_INTERVAL = 0.5
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    parent = commands.add_parser("task", help="look at one task: info, cat, tail, ls")
+    actions = parent.add_subparsers(dest="task_command", metavar="ACTION", required=True)
+    info = actions.add_parser("info", help="details and status history of a task")
+    cat = actions.add_parser("cat", help="print a file of the task's sandbox (stdout default)")
+    tail = actions.add_parser("tail", help="print the end of a sandbox file; -f follows it")
+    ls = actions.add_parser("ls", help="list the task's sandbox (or a directory in it)")
+    for sub, handler in ((info, cmd_info), (cat, cmd_cat), (tail, cmd_tail), (ls, cmd_ls)):
+        add_common(sub, json_flag=sub in (info, ls))
+        sub.add_argument("task_id", metavar="TASK_ID", help="task id (or a unique prefix)")
+        sub.add_argument("--framework", help="framework id (prefix), if the id is ambiguous")
+        sub.set_defaults(handler=guarded(handler))
+    for sub in (cat, tail):
+        sub.add_argument("file", nargs="?", default=None, help="file in the sandbox (stdout)")
+        sub.add_argument("--stderr", action="store_true", help="the task's stderr")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    tail.add_argument("-n", "--lines", type=int, default=10, help="lines to show (10)")
+    ls.add_argument("path", nargs="?", default="", help="directory inside the sandbox")
+    for sub in (info, cat, tail, ls):
+        apply_env_defaults(sub, os.environ)
+
+
+# -- finding the task and its sandbox -----------------------------------------------------------
+
+
+def find_task(master: OperatorClient, task_id: str, framework: str | None) -> dict[str, Any]:
+    """The v1 Task named ``task_id`` (exact, else unique prefix); CliError if none or many."""
+    with progress("Looking the task up..."):
+        answer = master.call("GET_TASKS")
+    every = [
+        *answer.get("tasks", []),
+        *answer.get("unreachable_tasks", []),
+        *answer.get("completed_tasks", []),
+    ]
+    if framework:
+        every = [t for t in every if t["framework_id"]["value"].startswith(framework)]
+    exact = [t for t in every if t["task_id"]["value"] == task_id]
+    found = exact or [t for t in every if t["task_id"]["value"].startswith(task_id)]
+    if not found:
+        raise CliError(f"no task '{task_id}'", NOT_FOUND)
+    keys = {(t["framework_id"]["value"], t["task_id"]["value"]) for t in found}
+    if len(keys) > 1:
+        names = ", ".join(sorted(f"{tid} ({fid})" for fid, tid in keys)[:5])
+        raise CliError(f"'{task_id}' names several tasks: {names}; be more precise", NOT_FOUND)
+    # The same task may show up live and completed (a re-launch): the live one first.
+    return found[0]
+
+
+def task_sandbox(master: OperatorClient, task: dict[str, Any]) -> str:
+    """The master-side path of the task's own sandbox directory."""
+    base = sandbox_path(task)
+    if task.get("executor_id"):
+        own = f"{base}/tasks/{task['task_id']['value']}"
+        try:
+            master.list_files(own)
+            return own
+        except OperatorError:
+            pass
+    return base
+
+
+def _file_of(args: argparse.Namespace) -> str:
+    name = args.file or ("stderr" if args.stderr else "stdout")
+    if name.startswith("/") or ".." in name.split("/"):
+        raise CliError(f"'{name}' is not a path inside the sandbox", 2)
+    return name
+
+
+def _open(args: argparse.Namespace) -> tuple[OperatorClient, dict[str, Any], str]:
+    master = client(args)
+    task = find_task(master, args.task_id, args.framework)
+    try:
+        sandbox = task_sandbox(master, task)
+    except OperatorError as e:
+        raise CliError(f"cannot reach the sandbox of {args.task_id}: {e.message}") from None
+    return master, task, sandbox
+
+
+# -- subcommands --------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    master = client(args)
+    task = find_task(master, args.task_id, args.framework)
+    if args.json:
+        print_json(task)
+        return 0
+    res = scalars(task.get("resources", []))
+    rows = [
+        ("ID", task["task_id"]["value"]),
+        ("Name", task.get("name", "")),
+        ("State", task.get("state", "?")),
+        ("Framework", task["framework_id"]["value"]),
+        ("Agent", task.get("agent_id", {}).get("value", "")),
+        ("Executor", (task.get("executor_id") or {}).get("value", "(command executor)")),
+        ("Resources", ", ".join(f"{k}:{v:g}" for k, v in sorted(res.items())) or "-"),
+        ("Sandbox", sandbox_path(task)),
+    ]
+    console = stdout()
+    for key, value in rows:
+        console.print(f"[bold]{key + ':':<11}[/bold] {value}", highlight=False)
+    table = Table("TIME", "STATE", "SOURCE", "REASON", "MESSAGE", title="Status history")
+    for status in task.get("statuses", []):
+        stamp = status.get("timestamp")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
+        table.add_row(
+            when,
+            status.get("state", ""),
+            status.get("source", "").removeprefix("SOURCE_"),
+            status.get("reason", "").removeprefix("REASON_"),
+            status.get("message", ""),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    master, _, sandbox = _open(args)
+    path = args.path.strip("/")
+    if ".." in path.split("/"):
+        raise CliError(f"'{args.path}' is not a path inside the sandbox", 2)
+    target = f"{sandbox}/{path}" if path else sandbox
+    try:
+        entries = master.list_files(target)
+    except OperatorError as e:
+        raise CliError(f"cannot list '{args.path or '.'}': {e.message}", NOT_FOUND) from None
+    if args.json:
+        print_json(entries)
+        return 0
+    table = Table("MODE", "NLINK", "UID", "GID", "SIZE", "MTIME", "NAME", box=None)
+    for e in entries:
+        mtime = ns_seconds(e.get("mtime")) or 0
+        table.add_row(
+            stat_module.filemode(int(e.get("mode", 0))),
+            str(e.get("nlink", "")),
+            str(e.get("uid", "")),
+            str(e.get("gid", "")),
+            str(e.get("size", "")),
+            time.strftime("%b %d %H:%M", time.localtime(mtime)),
+            e.get("path", "").rsplit("/", 1)[-1],
+        )
+    stdout().print(table)
+    return 0
+
+
+def _write(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    master, _, sandbox = _open(args)
+    path = f"{sandbox}/{_file_of(args)}"
+    offset = 0
+    while True:
+        try:
+            size, data = master.read_file(path, offset, CHUNK)
+        except OperatorError as e:
+            raise CliError(f"cannot read {_file_of(args)}: {e.message}", NOT_FOUND) from None
+        _write(data)
+        offset += len(data)
+        if not data or offset >= size:
+            return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    if args.lines < 0:
+        raise CliError("--lines must not be negative", 2)
+    master, task, sandbox = _open(args)
+    path = f"{sandbox}/{_file_of(args)}"
+    try:
+        size, _ = master.read_file(path, 0, 0)
+        offset = _print_last_lines(master, path, size, args.lines)
+        while args.follow:
+            offset = _follow(master, path, offset, task)
+            if offset < 0:
+                return 0
+    except OperatorError as e:
+        raise CliError(f"cannot read {_file_of(args)}: {e.message}", NOT_FOUND) from None
+    return 0
+
+
+def _print_last_lines(master: OperatorClient, path: str, size: int, lines: int) -> int:
+    """Prints the last ``lines`` lines of the file (looking back at most CHUNK bytes);
+    returns the offset where the file ended."""
+    window = 4096
+    while True:
+        start = max(0, size - window)
+        _, data = master.read_file(path, start, size - start)
+        if start == 0 or window >= CHUNK or data.count(b"\n") > lines:
+            break
+        window *= 4
+    if lines > 0:
+        body = data[:-1] if data.endswith(b"\n") else data
+        kept = body.split(b"\n")[-lines:]
+        _write(b"\n".join(kept) + (b"\n" if data.endswith(b"\n") else b""))
+    return start + len(data)
+
+
+def _follow(master: OperatorClient, path: str, offset: int, task: dict[str, Any]) -> int:
+    """Prints what was appended until the task ends; -1 once it ended and all was printed."""
+    task_id, framework = task["task_id"]["value"], task["framework_id"]["value"]
+    last_check = 0.0
+    while True:
+        size, data = master.read_file(path, offset, CHUNK)
+        if data:
+            _write(data)
+            offset += len(data)
+            continue
+        now = time.monotonic()
+        if now - last_check > 2.0:
+            last_check = now
+            state = _state_of(master, framework, task_id)
+            if state is None or task_states.is_terminal(state):
+                size, data = master.read_file(path, offset, CHUNK)
+                if not data:
+                    return -1
+                continue
+        time.sleep(FOLLOW_INTERVAL)
+
+
+def _state_of(master: OperatorClient, framework: str, task_id: str) -> str | None:
+    tasks = master.get_json("/master/tasks", framework_id=framework, task_id=task_id, limit=1)
+    found = tasks.get("tasks", [])
+    return found[0].get("state") if found else None

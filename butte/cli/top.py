@@ -1,0 +1,126 @@
+"""``butte top``: a live view of the cluster's utilisation, refreshed every ``--interval``.
+
+Shows the cluster's CPUs, memory, disk and GPUs used of total (with bars), task counts by
+state, the busiest agents and the frameworks holding the most. It reads
+``/metrics/snapshot``, GET_AGENTS and GET_FRAMEWORKS each refresh. ``--once`` prints one
+frame and exits (for scripts and tests); Ctrl-C ends the live view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from butte.cli.output import add_common, client, guarded, mem, number, scalars, stdout, used_of
+from butte.client.operator import MasterUnreachable, OperatorClient
+
+_RESOURCES = (("cpus", number), ("mem", mem), ("disk", mem), ("gpus", number))
+_STATES = ("staging", "starting", "running", "killing", "finished", "failed", "killed", "lost")
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    sub = commands.add_parser("top", help="live view of cluster utilisation")
+    add_common(sub, json_flag=False)
+    sub.add_argument("--once", action="store_true", help="print one frame and exit")
+    sub.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    sub.add_argument("--rows", type=int, default=15, help="agents and frameworks shown (15)")
+    sub.set_defaults(handler=guarded(cmd_top))
+
+
+def snapshot(master: OperatorClient) -> dict[str, Any]:
+    """Everything one frame shows."""
+    return {
+        "metrics": master.get_json("/metrics/snapshot"),
+        "agents": master.call("GET_AGENTS").get("agents", []),
+        "frameworks": master.call("GET_FRAMEWORKS").get("frameworks", []),
+        "master": master.address,
+        "time": time.time(),
+    }
+
+
+def render(data: dict[str, Any], rows: int = 15) -> Group:
+    """One frame of the view."""
+    m = data["metrics"]
+    host, port = data["master"]
+    header = Text.assemble(
+        ("butte top", "bold"),
+        f"  master {host}:{port}  ",
+        f"agents {int(m.get('master/slaves_active', 0))} active / "
+        f"{int(m.get('master/slaves_connected', 0))} connected  ",
+        f"frameworks {int(m.get('master/frameworks_active', 0))} active  ",
+        time.strftime("%H:%M:%S", time.localtime(data["time"])),
+    )
+    usage = Table.grid(padding=(0, 2))
+    for name, fmt in _RESOURCES:
+        total, used = m.get(f"master/{name}_total", 0.0), m.get(f"master/{name}_used", 0.0)
+        bar = ProgressBar(total=max(total, 1e-9), completed=used, width=40)
+        percent = f"{100 * used / total:5.1f}%" if total else "    -"
+        usage.add_row(name.upper(), bar, percent, used_of(used, total, fmt))
+    counts = "  ".join(f"{s} {int(m.get(f'master/tasks_{s}', 0))}" for s in _STATES)
+    return Group(
+        header,
+        usage,
+        Text("tasks: " + counts),
+        _agents_table(data["agents"], rows),
+        _frameworks_table(data["frameworks"], rows),
+    )
+
+
+def _share(used: dict[str, float], total: dict[str, float]) -> float:
+    return max((used.get(k, 0) / v for k, v in total.items() if v), default=0.0)
+
+
+def _agents_table(agents: list[dict[str, Any]], rows: int) -> Table:
+    table = Table("AGENT", "HOST", "CPUS", "MEM", "DISK", "GPUS", title="Busiest agents")
+    ranked = []
+    for a in agents:
+        total, used = scalars(a.get("total_resources", [])), scalars(a.get("allocated_resources"))
+        ranked.append((_share(used, total), a, total, used))
+    ranked.sort(key=lambda r: r[0], reverse=True)
+    for _, a, total, used in ranked[:rows]:
+        info = a.get("agent_info", {})
+        table.add_row(
+            info.get("id", {}).get("value", "?"),
+            f"{info.get('hostname', '?')}:{info.get('port', '?')}",
+            *(used_of(used.get(n, 0), total.get(n, 0), f) for n, f in _RESOURCES),
+        )
+    return table
+
+
+def _frameworks_table(frameworks: list[dict[str, Any]], rows: int) -> Table:
+    table = Table("FRAMEWORK", "NAME", "CPUS", "MEM", "GPUS", title="Frameworks by allocation")
+    ranked = [(scalars(f.get("allocated_resources", [])), f) for f in frameworks]
+    ranked.sort(key=lambda r: (r[0].get("cpus", 0), r[0].get("mem", 0)), reverse=True)
+    for used, f in ranked[:rows]:
+        info = f.get("framework_info", {})
+        table.add_row(
+            info.get("id", {}).get("value", "?"),
+            info.get("name", ""),
+            number(used.get("cpus", 0)),
+            mem(used.get("mem", 0)),
+            number(used.get("gpus", 0)),
+        )
+    return table
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    master = client(args)
+    console = stdout()
+    if args.once:
+        console.print(render(snapshot(master), args.rows))
+        return 0
+    interval = max(0.2, args.interval)
+    with Live(render(snapshot(master), args.rows), console=console, screen=False) as live:
+        while True:
+            time.sleep(interval)
+            try:
+                live.update(render(snapshot(master), args.rows))
+            except MasterUnreachable as e:
+                live.update(Text(f"master unreachable: {e}; retrying", style="bold red"))

@@ -1,0 +1,120 @@
+"""Typed operator API v1 calls (PROTOCOL.md 3.1, 3.3) shared by the master and the agent.
+
+``Call{type, <lowercase-type>: {...}}`` decoded with the same leniency as the scheduler API
+(`butte.core.messages.decode`): unknown keys ignored, numeric strings accepted, wrong types and
+missing required fields rejected with a message (the endpoints answer 400 with it). Only the
+payloads of calls butte implements are typed; calls without a payload need none.
+"""
+
+from __future__ import annotations
+
+from butte.core.messages import ID, DecodeError, DurationInfo, Msg, decode
+
+__all__ = ["DecodeError", "OperatorCall", "decode_call", "payload_problem"]
+
+
+class GetMetrics(Msg):
+    timeout: DurationInfo | None = None
+
+
+class SetLoggingLevel(Msg):
+    level: int
+    duration: DurationInfo
+
+
+class ListFiles(Msg):
+    path: str
+
+
+class ReadFile(Msg):
+    path: str
+    offset: int
+    length: int | None = None
+
+
+class WeightInfo(Msg):
+    weight: float
+    role: str | None = None
+
+
+class UpdateWeights(Msg):
+    weight_infos: list[WeightInfo] = []
+
+
+class Teardown(Msg):
+    framework_id: ID
+
+
+class AgentCall(Msg):
+    """MARK_AGENT_GONE, DEACTIVATE_AGENT and REACTIVATE_AGENT payloads."""
+
+    agent_id: ID
+
+
+class DrainAgent(Msg):
+    agent_id: ID
+    max_grace_period: DurationInfo | None = None
+    mark_gone: bool = False
+
+
+class GetContainers(Msg):
+    show_nested: bool = False
+    show_standalone: bool = False
+
+
+class ContainerID(Msg):
+    value: str
+    parent: ContainerID | None = None
+
+
+class KillContainer(Msg):
+    container_id: ContainerID
+    signal: int | None = None
+
+
+class OperatorCall(Msg):
+    """One operator API call (master or agent)."""
+
+    type: str
+    get_metrics: GetMetrics | None = None
+    set_logging_level: SetLoggingLevel | None = None
+    list_files: ListFiles | None = None
+    read_file: ReadFile | None = None
+    update_weights: UpdateWeights | None = None
+    teardown: Teardown | None = None
+    mark_agent_gone: AgentCall | None = None
+    deactivate_agent: AgentCall | None = None
+    reactivate_agent: AgentCall | None = None
+    drain_agent: DrainAgent | None = None
+    get_containers: GetContainers | None = None
+    kill_container: KillContainer | None = None
+
+
+# Calls whose payload field must be present (Mesos rejects them otherwise).
+REQUIRED_PAYLOAD = frozenset(
+    {
+        "SET_LOGGING_LEVEL",
+        "LIST_FILES",
+        "READ_FILE",
+        "UPDATE_WEIGHTS",
+        "TEARDOWN",
+        "MARK_AGENT_GONE",
+        "DEACTIVATE_AGENT",
+        "REACTIVATE_AGENT",
+        "DRAIN_AGENT",
+        "KILL_CONTAINER",
+    }
+)
+
+
+def decode_call(body: bytes) -> OperatorCall:
+    """Parses a request body; raises DecodeError with a message fit for a 400."""
+    return decode(body, OperatorCall)
+
+
+def payload_problem(call: OperatorCall) -> str | None:
+    """Why a known call cannot be served (its payload is missing), or None."""
+    key = call.type.lower()
+    if call.type in REQUIRED_PAYLOAD and getattr(call, key, None) is None:
+        return f"Expecting '{key}' to be present"
+    return None

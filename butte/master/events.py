@@ -1,0 +1,140 @@
+"""The master event stream: operator SUBSCRIBE (PROTOCOL.md 3.2).
+
+Each subscriber gets a chunked RecordIO response: ``SUBSCRIBED{get_state,
+heartbeat_interval_seconds}``, an immediate ``HEARTBEAT``, then every event the core emits
+(`OperatorEvent` effects, fanned out here by `publish`) and a ``HEARTBEAT`` every
+``heartbeat_interval``. The snapshot and the registration happen in one step of the event
+loop, so a subscriber sees every change after its snapshot exactly once.
+
+The core builds events only while ``machine.operator_subscribers`` is non-zero, which this
+module keeps equal to the number of open streams. A subscriber that falls
+``MAX_BACKLOG`` records behind is disconnected rather than let the master's memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from butte.core.codec import encode_json, frame
+from butte.master.http import text_reply
+from butte.master.machine import MasterMachine
+
+log = logging.getLogger(__name__)
+
+MAX_SUBSCRIBERS = 1000
+MAX_BACKLOG = 50_000
+HEARTBEAT_INTERVAL = 15.0
+_HEARTBEAT = frame(encode_json({"type": "HEARTBEAT"}))
+
+
+class _Subscriber:
+    __slots__ = ("queue", "closed")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    def put(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= MAX_BACKLOG:
+            log.warning("Operator subscriber too slow; disconnecting it")
+            self.close()
+            return
+        self.queue.put_nowait(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+
+class OperatorSubscribers:
+    """Open operator event streams of one master."""
+
+    def __init__(
+        self,
+        machine: MasterMachine,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        limit: int = MAX_SUBSCRIBERS,
+    ) -> None:
+        self._machine = machine
+        self._subscribers: set[_Subscriber] = set()
+        self._heartbeat_interval = heartbeat_interval
+        self._limit = limit
+        self._heartbeats: asyncio.Task | None = None
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Sends one event to every subscriber (encoded once)."""
+        if not self._subscribers:
+            return
+        data = frame(encode_json(event))
+        for sub in list(self._subscribers):
+            sub.put(data)
+
+    def close_all(self) -> None:
+        for sub in list(self._subscribers):
+            sub.close()
+
+    async def serve(
+        self, request: web.Request, snapshot: Callable[[], dict[str, Any]]
+    ) -> web.StreamResponse:
+        """Answers one SUBSCRIBE call: the stream lives until the client goes away."""
+        if len(self._subscribers) >= self._limit:
+            return text_reply(503, f"Too many operator subscribers (at most {self._limit})")
+        sub = _Subscriber()
+        subscribed = {
+            "type": "SUBSCRIBED",
+            "subscribed": {
+                "get_state": snapshot(),
+                "heartbeat_interval_seconds": self._heartbeat_interval,
+            },
+        }
+        sub.put(frame(encode_json(subscribed)))
+        sub.put(_HEARTBEAT)
+        self._add(sub)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        try:
+            await response.prepare(request)
+            while True:
+                data = await sub.queue.get()
+                if data is None:
+                    break
+                await response.write(data)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._remove(sub)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    def _add(self, sub: _Subscriber) -> None:
+        self._subscribers.add(sub)
+        self._machine.operator_subscribers = len(self._subscribers)
+        if self._heartbeats is None or self._heartbeats.done():
+            self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    def _remove(self, sub: _Subscriber) -> None:
+        sub.closed = True
+        self._subscribers.discard(sub)
+        self._machine.operator_subscribers = len(self._subscribers)
+        if not self._subscribers and self._heartbeats is not None:
+            self._heartbeats.cancel()
+            self._heartbeats = None
+
+    async def _heartbeat(self) -> None:
+        while self._subscribers:
+            await asyncio.sleep(self._heartbeat_interval)
+            for sub in list(self._subscribers):
+                sub.put(_HEARTBEAT)

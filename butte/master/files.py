@@ -1,0 +1,162 @@
+"""Sandbox files through the master: ``/files/browse``, ``/files/read``, ``/files/download``
+and the operator calls LIST_FILES / READ_FILE, answered by the agent that holds the path.
+
+The master keeps no files of its own here; it finds the agent and forwards the request to
+that agent's own files API (`butte.agent.files`), which decides what may be read. A path
+names its agent in one of three ways:
+
+* ``/slaves/<agent_id>/frameworks/<fw>/executors/<ex>/runs/latest[/...]``: explicit; the
+  ``/slaves/<agent_id>`` prefix is dropped and the rest is the agent's virtual path. This is
+  the address of a task's sandbox that the CLI and the web UI use: everything in it is in
+  GET_TASKS (agent, framework, executor id, or the task id for a command task).
+* ``/frameworks/<fw>/executors/<ex>/runs/...``: Mesos' virtual path; the agent is found from
+  the master's records of the framework's tasks and executors (the newest wins if an executor
+  id was used on several agents).
+* a real sandbox path, ``<agent work_dir>/slaves/<agent_id>/frameworks/...`` (the
+  ``directory`` that agents' ``/state`` shows): sent unchanged to that agent.
+
+Anything else is 404; an agent that is not connected answers 503.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from butte.core import task_states
+from butte.core.codec import encode_json
+from butte.master.http import PrefixRouter, text_reply
+from butte.master.state import Agent
+
+if TYPE_CHECKING:
+    from butte.master.server import MasterServer
+
+_TIMEOUT = aiohttp.ClientTimeout(total=15)
+_REAL = re.compile(r"/slaves/([^/]+)/frameworks/")
+_VIRTUAL = re.compile(r"^/frameworks/([^/]+)/executors/([^/]+)/runs(/|$)")
+
+
+class FilesError(Exception):
+    """Why a path cannot be served: HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class MasterFiles:
+    """Locates sandboxes and forwards file requests to agents (see the module docstring)."""
+
+    def __init__(self, server: MasterServer) -> None:
+        self.server = server
+
+    def add_routes(self, router: PrefixRouter) -> None:
+        for name in ("browse", "read", "download"):
+            router.add(f"/files/{name}", self.http_forward)
+            router.add(f"/files/{name}.json", self.http_forward)
+
+    # -- locating ----------------------------------------------------------------------------
+
+    def locate(self, path: str | None) -> tuple[Agent, str]:
+        """(the agent, the path to ask it for); raises FilesError."""
+        if not path:
+            raise FilesError(400, "Expecting 'path' to be present")
+        if ".." in path.split("/"):
+            raise FilesError(400, f"Path traversal ('..') is not allowed: {path}")
+        agent_id: str | None = None
+        forwarded = path
+        if path.startswith("/slaves/"):
+            _, _, agent_id, *rest = path.split("/", 3)
+            forwarded = "/" + (rest[0] if rest else "")
+        elif (real := _REAL.search(path)) is not None:
+            agent_id = real.group(1)
+        elif (virtual := _VIRTUAL.match(path)) is not None:
+            agent_id = self._agent_of_executor(virtual.group(1), virtual.group(2))
+        if agent_id is None:
+            raise FilesError(404, f"No file or directory found at path '{path}'")
+        agent = self.server.machine.agents.get(agent_id)
+        if agent is None:
+            raise FilesError(404, f"Agent {agent_id} of path '{path}' is not registered")
+        if not agent.connected:
+            raise FilesError(503, f"Agent {agent_id} is disconnected")
+        return agent, forwarded
+
+    def _agent_of_executor(self, framework_id: str, executor_id: str) -> str | None:
+        machine = self.server.machine
+        for agent in machine.agents.values():
+            if (framework_id, executor_id) in agent.executors:
+                return agent.agent_id
+        fw = machine.frameworks.get(framework_id)
+        if fw is None:
+            fw = next(
+                (f for f in machine.completed_frameworks if f.framework_id == framework_id), None
+            )
+        if fw is None:
+            return None
+        found: str | None = None
+        for task in [*fw.completed_tasks, *fw.tasks.values()]:  # newest last
+            if (task.executor_id or task.task_id) == executor_id:
+                found = task.agent_id
+                if not task_states.is_terminal(task.state):
+                    return found
+        return found
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    @staticmethod
+    def _base(agent: Agent) -> str:
+        return f"http://{agent.ip or agent.hostname}:{agent.port}"
+
+    async def http_forward(self, request: web.Request) -> web.StreamResponse:
+        """``/files/<op>?path=...``: the agent's answer, passed through."""
+        try:
+            agent, path = self.locate(request.query.get("path"))
+        except FilesError as e:
+            return text_reply(e.status, e.message)
+        operation = request.path.rstrip("/").rsplit("/", 1)[-1]
+        params = {**request.query, "path": path}
+        url = f"{self._base(agent)}/files/{operation}"
+        try:
+            async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
+                async with session.get(url, params=params) as upstream:
+                    headers = {
+                        k: v
+                        for k, v in upstream.headers.items()
+                        if k.lower() in ("content-type", "content-disposition")
+                    }
+                    response = web.StreamResponse(status=upstream.status, headers=headers)
+                    if upstream.content_length is not None:
+                        response.content_length = upstream.content_length
+                    await response.prepare(request)
+                    async for chunk in upstream.content.iter_chunked(1 << 16):
+                        await response.write(chunk)
+                    await response.write_eof()
+                    return response
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return text_reply(503, f"Agent {agent.agent_id} did not answer: {e or type(e)}")
+
+    async def operator_call(self, call_type: str, payload: dict[str, Any]) -> web.Response:
+        """LIST_FILES / READ_FILE: the same call sent to the agent's operator API."""
+        try:
+            agent, path = self.locate(payload.get("path"))
+        except FilesError as e:
+            return text_reply(e.status, e.message)
+        body = {"type": call_type, call_type.lower(): {**payload, "path": path}}
+        try:
+            async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
+                async with session.post(
+                    f"{self._base(agent)}/api/v1",
+                    data=encode_json(body),
+                    headers={"Content-Type": "application/json"},
+                ) as upstream:
+                    data = await upstream.read()
+                    ctype = upstream.headers.get("Content-Type", "text/plain")
+                    return web.Response(
+                        status=upstream.status, body=data, headers={"Content-Type": ctype}
+                    )
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return text_reply(503, f"Agent {agent.agent_id} did not answer: {e or type(e)}")

@@ -1,0 +1,255 @@
+"""The master's legacy (unversioned) JSON endpoints beyond ``/state`` (PROTOCOL.md 3.4):
+``/master/state-summary``, ``/master/frameworks``, ``/master/slaves``, ``/master/tasks``,
+``/master/roles``, ``/master/weights`` (GET and PUT), ``/master/flags`` and
+``/master/teardown``. Shapes follow Mesos' read-only handlers: ``slave`` spellings, resources
+as name -> value maps, times in epoch seconds. Every one accepts ``?jsonp=``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from butte.core.resources import validate_role
+from butte.master import operator_views, state_json
+from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.state import Framework, Task
+
+if TYPE_CHECKING:
+    from butte.master.server import MasterServer
+
+SUMMARY_STATES = (
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_FINISHED",
+    "TASK_KILLED",
+    "TASK_FAILED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_UNREACHABLE",
+)
+MAX_TASKS_LIMIT = 100_000
+
+
+def weights_problem(items: Iterable[tuple[Any, Any]]) -> dict[str, float] | str:
+    """Validates (role, weight) pairs: the weights to apply, or an error message."""
+    weights: dict[str, float] = {}
+    for role, weight in items:
+        if not isinstance(role, str) or not role:
+            return "Every weight needs a 'role'"
+        error = validate_role(role)
+        if error:
+            return f"Invalid role '{role}': {error}"
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            return f"Weight of role '{role}' must be a number"
+        if not math.isfinite(weight) or weight <= 0:
+            return f"Weight of role '{role}' must be positive, got {weight}"
+        weights[role] = float(weight)
+    return weights
+
+
+def _counts(tasks: Iterable[Task]) -> dict[str, int]:
+    counts = dict.fromkeys(SUMMARY_STATES, 0)
+    for task in tasks:
+        if task.state in counts:
+            counts[task.state] += 1
+    return counts
+
+
+def _all_tasks(fw: Framework) -> list[Task]:
+    return [*fw.tasks.values(), *fw.completed_tasks]
+
+
+class LegacyEndpoints:
+    """Handlers bound to one `MasterServer`."""
+
+    def __init__(self, server: MasterServer) -> None:
+        self.server = server
+        self.machine = server.machine
+
+    def add_routes(self, router: PrefixRouter) -> None:
+        router.add("/state-summary", self.state_summary)
+        router.add("/frameworks", self.frameworks)
+        router.add("/slaves", self.slaves)
+        router.add("/tasks", self.tasks)
+        router.add("/tasks.json", self.tasks)
+        router.add("/roles", self.roles)
+        router.add("/roles.json", self.roles)
+        router.add("/weights", self.weights)
+        router.add("/flags", self.flags)
+        router.add("/teardown", self.teardown)
+
+    @staticmethod
+    def _reply(request: web.Request, body: object) -> web.Response:
+        return json_reply(body, jsonp=request.query.get("jsonp"))
+
+    # -- summaries ---------------------------------------------------------------------------
+
+    async def state_summary(self, request: web.Request) -> web.Response:
+        machine = self.machine
+        frameworks = [*machine.frameworks.values()]
+        by_agent: dict[str, list[Task]] = {}
+        fws_by_agent: dict[str, set[str]] = {}
+        for fw in frameworks:
+            for task in _all_tasks(fw):
+                by_agent.setdefault(task.agent_id, []).append(task)
+                fws_by_agent.setdefault(task.agent_id, set()).add(fw.framework_id)
+        slaves = []
+        for agent in machine.agents.values():
+            entry = state_json.legacy_agent(machine, agent)
+            entry.update(_counts(by_agent.get(agent.agent_id, [])))
+            entry["framework_ids"] = sorted(fws_by_agent.get(agent.agent_id, ()))
+            slaves.append(entry)
+        summaries = []
+        for fw in frameworks:
+            full = state_json.legacy_framework(machine, fw)
+            for key in ("tasks", "completed_tasks", "unreachable_tasks", "offers", "executors"):
+                full.pop(key, None)
+            full.update(_counts(_all_tasks(fw)))
+            full["slave_ids"] = sorted({t.agent_id for t in fw.tasks.values()})
+            summaries.append(full)
+        info = machine.master_info
+        return self._reply(
+            request, {"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries}
+        )
+
+    async def frameworks(self, request: web.Request) -> web.Response:
+        machine = self.machine
+        wanted = request.query.get("framework_id")
+
+        def keep(fw: Framework) -> bool:
+            return wanted is None or fw.framework_id == wanted
+
+        return self._reply(
+            request,
+            {
+                "frameworks": [
+                    state_json.legacy_framework(machine, f)
+                    for f in machine.frameworks.values()
+                    if keep(f)
+                ],
+                "completed_frameworks": [
+                    state_json.legacy_framework(machine, f)
+                    for f in machine.completed_frameworks
+                    if keep(f)
+                ],
+                "unregistered_frameworks": [],
+            },
+        )
+
+    async def slaves(self, request: web.Request) -> web.Response:
+        machine = self.machine
+        wanted = request.query.get("slave_id")
+        return self._reply(
+            request,
+            {
+                "slaves": [
+                    state_json.legacy_agent(machine, a)
+                    for a in machine.agents.values()
+                    if wanted is None or a.agent_id == wanted
+                ],
+                "recovered_slaves": [],
+            },
+        )
+
+    async def tasks(self, request: web.Request) -> web.Response:
+        """``/master/tasks?limit=&offset=&order=asc|des&framework_id=&task_id=``: tasks of
+        every framework (live, unreachable, completed) by start time, newest first."""
+        query = request.query
+        try:
+            limit = int(query.get("limit", "100"))
+            offset = int(query.get("offset", "0"))
+        except ValueError:
+            return text_reply(400, "'limit' and 'offset' must be integers")
+        if limit < 0 or offset < 0:
+            return text_reply(400, "'limit' and 'offset' must not be negative")
+        order = query.get("order", "des")
+        if order not in ("asc", "des"):
+            return text_reply(400, f"'order' must be 'asc' or 'des', got '{order[:20]}'")
+        fid, tid = query.get("framework_id"), query.get("task_id")
+        tasks = [
+            task
+            for _, task in operator_views.all_tasks(self.machine)
+            if (fid is None or task.framework_id == fid) and (tid is None or task.task_id == tid)
+        ]
+        tasks.sort(key=_start_time, reverse=order == "des")
+        page = tasks[offset : offset + min(limit, MAX_TASKS_LIMIT)]
+        return self._reply(request, {"tasks": [state_json.legacy_task(t) for t in page]})
+
+    # -- roles and weights -------------------------------------------------------------------
+
+    async def roles(self, request: web.Request) -> web.Response:
+        machine = self.machine
+        weights = machine.allocator.weights
+        out = []
+        for role, (allocated, offered, fids) in operator_views.role_usage(machine).items():
+            reserved = operator_views.total(a.total.reserved(role) for a in machine.agents.values())
+            out.append(
+                {
+                    "name": role,
+                    "weight": weights.get(role, 1.0),
+                    "frameworks": fids,
+                    "resources": allocated.to_legacy_map(),
+                    "allocated": allocated.to_legacy_map(),
+                    "offered": offered.to_legacy_map(),
+                    "reserved": reserved.to_legacy_map(),
+                }
+            )
+        return self._reply(request, {"roles": out})
+
+    async def weights(self, request: web.Request) -> web.Response:
+        """GET: ``[{role, weight}]``; PUT the same shape to change weights."""
+        if request.method == "GET":
+            infos = operator_views.get_weights(self.machine)["weight_infos"]
+            return self._reply(request, infos)
+        if request.method != "PUT":
+            return text_reply(405, "Expecting 'GET' or 'PUT'", {"Allow": "GET, PUT"})
+        try:
+            body = json.loads(await request.read() or b"null")
+        except ValueError as e:
+            return text_reply(400, f"Failed to parse the body as JSON: {e}")
+        if not isinstance(body, list) or not all(isinstance(i, dict) for i in body):
+            return text_reply(400, "Expecting a JSON array of {role, weight} objects")
+        weights = weights_problem((i.get("role"), i.get("weight")) for i in body)
+        if isinstance(weights, str):
+            return text_reply(400, weights)
+        self.apply_weights(weights)
+        return text_reply(200)
+
+    def apply_weights(self, weights: dict[str, float]) -> None:
+        """Gives validated weights to the allocator; the next allocation uses them."""
+        self.machine.allocator.update_weights(weights)
+        self.machine.allocation_wanted = True
+        self.server.flush()
+
+    # -- flags and teardown ------------------------------------------------------------------
+
+    async def flags(self, request: web.Request) -> web.Response:
+        return self._reply(request, {"flags": self.server.config.flags})
+
+    async def teardown(self, request: web.Request) -> web.Response:
+        """POST ``frameworkId=<id>`` (form or query) ends a framework and its tasks."""
+        if request.method != "POST":
+            return text_reply(405, "Expecting 'POST'", {"Allow": "POST"})
+        form = await request.post() if request.can_read_body else {}
+        fid = form.get("frameworkId") or form.get("framework_id")
+        fid = fid or request.query.get("frameworkId") or request.query.get("framework_id")
+        if not isinstance(fid, str) or not fid:
+            return text_reply(400, "Missing 'frameworkId' in the request body")
+        if not self.machine.teardown_framework(fid, self.server.clock.now()):
+            return text_reply(400, f"No framework found with ID {fid[:255]}")
+        self.server.flush()
+        return text_reply(200)
+
+
+def _start_time(task: Task) -> float:
+    """When the task started: its first status; a task without one yet is the newest."""
+    if not task.statuses:
+        return math.inf
+    return task.statuses[0].timestamp or 0.0

@@ -1,0 +1,210 @@
+"""The master's operator API v1 (``POST /api/v1``, also ``/api/v1/operator`` and anything
+else under ``/api/v1`` that no longer prefix claims; PROTOCOL.md 3.1, 3.2).
+
+`OperatorApi` is created by the server's ``_add_routes`` and registers every operator-facing
+route: the v1 endpoint, the event stream (`butte.master.events`), the legacy endpoints
+(`butte.master.legacy`), sandbox files through agents (`butte.master.files`) and ``GET
+/metrics`` (Prometheus text of ``/metrics/snapshot``).
+
+Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
+SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
+GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
+MARK_AGENT_GONE, SUBSCRIBE, and the read-only GET_OPERATIONS, GET_QUOTA,
+GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE (empty: nothing of the kind exists yet).
+Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from butte import MESOS_COMPAT_VERSION
+from butte.core.messages import to_builtins
+from butte.core.operator import DecodeError, OperatorCall, decode_call, payload_problem
+from butte.master import operator_views, state_json
+from butte.master.events import OperatorSubscribers
+from butte.master.files import MasterFiles
+from butte.master.http import json_reply, read_api_body, text_reply
+from butte.master.legacy import LegacyEndpoints, weights_problem
+from butte.master.metrics import master_metrics
+from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
+
+if TYPE_CHECKING:
+    from butte.master.server import MasterServer
+
+Answer = dict[str, Any] | web.Response | None
+CallHandler = Callable[[OperatorCall], Awaitable[Answer]]
+
+
+class OperatorApi:
+    """Operator-facing routes of one master (see the module docstring)."""
+
+    def __init__(self, server: MasterServer) -> None:
+        self.server = server
+        self.machine = server.machine
+        self.events = OperatorSubscribers(self.machine)
+        self.files = MasterFiles(server)
+        self.legacy = LegacyEndpoints(server)
+        self.logging = LoggingLevel()
+        router = server.router
+        router.add("/api/v1", self.api)
+        router.add("/metrics", self.prometheus)
+        self.files.add_routes(router)
+        self.legacy.add_routes(router)
+        self._calls: dict[str, CallHandler] = {
+            name[5:].upper(): getattr(self, name) for name in dir(self) if name.startswith("call_")
+        }
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """An `OperatorEvent` from the core, for every subscriber."""
+        self.events.publish(event)
+
+    def now(self) -> float:
+        return self.server.clock.now()
+
+    def metrics(self) -> dict[str, float]:
+        """The ``/metrics/snapshot`` figures."""
+        return master_metrics(self.machine, self.now(), self.server.elected_time)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        body = await read_api_body(request)
+        if isinstance(body, web.StreamResponse):
+            return body
+        try:
+            call = decode_call(body)
+        except DecodeError as e:
+            return text_reply(400, f"Failed to validate master::Call: {e}")
+        if call.type == "SUBSCRIBE":
+            return await self.events.serve(request, self.get_state)
+        handler = self._calls.get(call.type)
+        if handler is None:
+            return text_reply(400, f"Unsupported master::Call type '{call.type[:60]}'")
+        problem = payload_problem(call)
+        if problem:
+            return text_reply(400, problem)
+        answer = await handler(call)
+        if isinstance(answer, web.Response):
+            return answer
+        if answer is None:
+            return text_reply(200)
+        return json_reply({"type": call.type, call.type.lower(): answer})
+
+    async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=prometheus_text(self.metrics(), "Mesos master metric"),
+            headers={"Content-Type": PROMETHEUS_CONTENT_TYPE},
+        )
+
+    def get_state(self) -> dict[str, Any]:
+        """GetState: tasks, executors, frameworks and agents."""
+        machine = self.machine
+        return {
+            "get_tasks": operator_views.get_tasks(machine),
+            "get_executors": operator_views.get_executors(machine),
+            "get_frameworks": operator_views.get_frameworks(machine),
+            "get_agents": operator_views.get_agents(machine),
+        }
+
+    # -- read-only calls ---------------------------------------------------------------------
+
+    async def call_get_health(self, call: OperatorCall) -> Answer:
+        return {"healthy": True}
+
+    async def call_get_flags(self, call: OperatorCall) -> Answer:
+        flags = self.server.config.flags
+        return {"flags": [{"name": k, "value": v} for k, v in sorted(flags.items())]}
+
+    async def call_get_version(self, call: OperatorCall) -> Answer:
+        return {"version_info": state_json.version_json(MESOS_COMPAT_VERSION)}
+
+    async def call_get_metrics(self, call: OperatorCall) -> Answer:
+        return {"metrics": [{"name": k, "value": v} for k, v in sorted(self.metrics().items())]}
+
+    async def call_get_logging_level(self, call: OperatorCall) -> Answer:
+        return {"level": self.logging.level}
+
+    async def call_get_state(self, call: OperatorCall) -> Answer:
+        return self.get_state()
+
+    async def call_get_agents(self, call: OperatorCall) -> Answer:
+        return operator_views.get_agents(self.machine)
+
+    async def call_get_frameworks(self, call: OperatorCall) -> Answer:
+        return operator_views.get_frameworks(self.machine)
+
+    async def call_get_executors(self, call: OperatorCall) -> Answer:
+        return operator_views.get_executors(self.machine)
+
+    async def call_get_tasks(self, call: OperatorCall) -> Answer:
+        return operator_views.get_tasks(self.machine)
+
+    async def call_get_roles(self, call: OperatorCall) -> Answer:
+        return operator_views.get_roles(self.machine)
+
+    async def call_get_weights(self, call: OperatorCall) -> Answer:
+        return operator_views.get_weights(self.machine)
+
+    async def call_get_master(self, call: OperatorCall) -> Answer:
+        return {
+            "master_info": self.machine.master_info,
+            "start_time": self.machine.start_time,
+            "elected_time": self.server.elected_time,
+        }
+
+    async def call_get_operations(self, call: OperatorCall) -> Answer:
+        return {}
+
+    async def call_get_quota(self, call: OperatorCall) -> Answer:
+        return {"status": {}}
+
+    async def call_get_maintenance_status(self, call: OperatorCall) -> Answer:
+        return {"status": {}}
+
+    async def call_get_maintenance_schedule(self, call: OperatorCall) -> Answer:
+        return {"schedule": {}}
+
+    async def call_list_files(self, call: OperatorCall) -> Answer:
+        assert call.list_files is not None
+        return await self.files.operator_call("LIST_FILES", to_builtins(call.list_files))
+
+    async def call_read_file(self, call: OperatorCall) -> Answer:
+        assert call.read_file is not None
+        return await self.files.operator_call("READ_FILE", to_builtins(call.read_file))
+
+    # -- calls that change something ---------------------------------------------------------
+
+    async def call_set_logging_level(self, call: OperatorCall) -> Answer:
+        payload = call.set_logging_level
+        assert payload is not None
+        error = self.logging.set(payload.level, payload.duration.nanoseconds / 1e9)
+        return text_reply(400, error) if error else None
+
+    async def call_update_weights(self, call: OperatorCall) -> Answer:
+        assert call.update_weights is not None
+        infos = call.update_weights.weight_infos
+        weights = weights_problem((i.role, i.weight) for i in infos)
+        if isinstance(weights, str):
+            return text_reply(400, weights)
+        self.legacy.apply_weights(weights)
+        return None
+
+    async def call_teardown(self, call: OperatorCall) -> Answer:
+        assert call.teardown is not None
+        fid = call.teardown.framework_id.value
+        if not self.machine.teardown_framework(fid, self.now()):
+            return text_reply(400, f"No framework found with ID {fid[:255]}")
+        self.server.flush()
+        return None
+
+    async def call_mark_agent_gone(self, call: OperatorCall) -> Answer:
+        assert call.mark_agent_gone is not None
+        agent_id = call.mark_agent_gone.agent_id.value
+        if not self.machine.mark_agent_gone(agent_id, self.now()):
+            return text_reply(404, f"Agent {agent_id[:255]} not found")
+        self.server.flush()
+        return None

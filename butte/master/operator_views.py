@@ -1,0 +1,273 @@
+"""JSON shapes of the operator API v1 (PROTOCOL.md 3.1, 3.2): GetAgents.Agent,
+GetFrameworks.Framework, GetTasks, GetRoles, and the master event stream's events.
+
+Pure functions from the master's records to JSON-able dicts. The core builds its operator
+events with them (only while an operator is subscribed); the operator endpoint builds its
+answers with them. Unlike the legacy endpoints, v1 says ``agent``, resources are Resource
+lists and times are ``TimeInfo`` nanoseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from butte.core import task_states
+from butte.core.messages import TaskStatus, to_builtins
+from butte.core.resources import Resources
+from butte.master import views
+from butte.master.state import Agent, Framework, Task
+
+if TYPE_CHECKING:
+    from butte.master.machine import MasterMachine
+
+AGENT_CAPABILITIES = ("MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT")
+
+
+def time_info(seconds: float) -> dict[str, int]:
+    """A ``TimeInfo``: epoch nanoseconds."""
+    return {"nanoseconds": int(seconds * 1e9)}
+
+
+def total(items: Iterable[Resources]) -> Resources:
+    """The sum of some resources (empty for none)."""
+    out = Resources()
+    for r in items:
+        out = out + r
+    return out
+
+
+# -- agents ----------------------------------------------------------------------------------
+
+
+def agent_used(machine: MasterMachine, agent: Agent) -> Resources:
+    """What the live tasks and the executors on an agent hold."""
+    used: list[Resources] = []
+    for fid, tid in agent.tasks:
+        fw = machine.frameworks.get(fid)
+        task = fw.tasks.get(tid) if fw is not None else None
+        if task is not None and not task_states.is_terminal(task.state):
+            used.append(task.resources)
+    used.extend(e.resources for e in agent.executors.values())
+    return total(used)
+
+
+def agent_offered(machine: MasterMachine, agent: Agent) -> Resources:
+    return total(machine.offers[o].resources for o in agent.offers if o in machine.offers)
+
+
+def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
+    """``GetAgents.Agent``."""
+    out: dict[str, Any] = {
+        "agent_info": to_builtins(agent.info),
+        "active": agent.active,
+        "deactivated": not agent.active,
+        "version": agent.version,
+        "pid": agent.pid,
+        "registered_time": time_info(agent.registered_time),
+        "total_resources": agent.total.to_json("endpoint"),
+        "allocated_resources": agent_used(machine, agent).to_json("endpoint"),
+        "offered_resources": agent_offered(machine, agent).to_json("endpoint"),
+        "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
+    }
+    if agent.reregistered_time is not None:
+        out["reregistered_time"] = time_info(agent.reregistered_time)
+    return out
+
+
+def get_agents(machine: MasterMachine) -> dict[str, Any]:
+    """``GetAgents``."""
+    return {"agents": [agent_json(machine, a) for a in machine.agents.values()]}
+
+
+# -- frameworks ------------------------------------------------------------------------------
+
+
+def framework_used(fw: Framework, machine: MasterMachine) -> Resources:
+    live = [t.resources for t in fw.tasks.values() if not task_states.is_terminal(t.state)]
+    for agent_id, executor_ids in fw.executors.items():
+        agent = machine.agents.get(agent_id)
+        if agent is None:
+            continue
+        for eid in executor_ids:
+            ex = agent.executors.get((fw.framework_id, eid))
+            if ex is not None:
+                live.append(ex.resources)
+    return total(live)
+
+
+def framework_json(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+    """``GetFrameworks.Framework``."""
+    offers = [machine.offers[o] for o in sorted(fw.offers) if o in machine.offers]
+    out: dict[str, Any] = {
+        "framework_info": views.framework_info_json(fw.info),
+        "active": fw.active,
+        "connected": fw.connected,
+        "recovered": fw.recovered,
+        "registered_time": time_info(fw.registered_time),
+        "allocated_resources": framework_used(fw, machine).to_json("endpoint"),
+        "offered_resources": total(o.resources for o in offers).to_json("endpoint"),
+    }
+    if fw.reregistered_time is not None:
+        out["reregistered_time"] = time_info(fw.reregistered_time)
+    if fw.unregistered_time is not None:
+        out["unregistered_time"] = time_info(fw.unregistered_time)
+    agent_offers = []
+    for offer in offers:
+        agent = machine.agents.get(offer.agent_id)
+        if agent is not None:
+            agent_offers.append(views.offer_json(offer, agent, fw, agent.ip or agent.hostname))
+    if agent_offers:
+        out["offers"] = agent_offers
+    return out
+
+
+def get_frameworks(machine: MasterMachine) -> dict[str, Any]:
+    """``GetFrameworks``."""
+    return {
+        "frameworks": [framework_json(machine, f) for f in machine.frameworks.values()],
+        "completed_frameworks": [framework_json(machine, f) for f in machine.completed_frameworks],
+    }
+
+
+# -- executors and tasks ---------------------------------------------------------------------
+
+
+def get_executors(machine: MasterMachine) -> dict[str, Any]:
+    """``GetExecutors``: the executors the master knows of (custom and default ones)."""
+    out = []
+    for agent in machine.agents.values():
+        for ex in agent.executors.values():
+            info = to_builtins(ex.info)
+            info.setdefault("framework_id", views.value(ex.framework_id))
+            out.append({"executor_info": info, "agent_id": views.value(agent.agent_id)})
+    return {"executors": out}
+
+
+def all_tasks(machine: MasterMachine) -> Iterator[tuple[str, Task]]:
+    """Every task the master remembers as (kind, task): kind is ``tasks``,
+    ``unreachable_tasks`` or ``completed_tasks`` (GetTasks' field names)."""
+    for fw in machine.frameworks.values():
+        for task in fw.tasks.values():
+            yield "tasks", task
+    for fw in [*machine.frameworks.values(), *machine.completed_frameworks]:
+        for task in fw.completed_tasks:
+            if task.state == task_states.UNREACHABLE:
+                yield "unreachable_tasks", task
+            else:
+                yield "completed_tasks", task
+
+
+def get_tasks(machine: MasterMachine) -> dict[str, Any]:
+    """``GetTasks`` (``pending_tasks`` and ``orphan_tasks`` never exist here)."""
+    out: dict[str, list] = {"tasks": [], "unreachable_tasks": [], "completed_tasks": []}
+    for kind, task in all_tasks(machine):
+        out.setdefault(kind, []).append(views.task_json(task))
+    return out
+
+
+# -- roles -----------------------------------------------------------------------------------
+
+
+def role_names(machine: MasterMachine) -> list[str]:
+    """Roles worth showing: those of frameworks, with a weight, or with reservations."""
+    names: set[str] = set(machine.allocator.weights)
+    for fw in machine.frameworks.values():
+        names.update(fw.roles)
+    for agent in machine.agents.values():
+        names.update(agent.total.roles())
+    return sorted(names)
+
+
+def role_usage(machine: MasterMachine) -> dict[str, tuple[Resources, Resources, list[str]]]:
+    """role -> (allocated, offered, framework ids)."""
+    allocated: dict[str, list[Resources]] = {}
+    offered: dict[str, list[Resources]] = {}
+    frameworks: dict[str, list[str]] = {}
+    for fw in machine.frameworks.values():
+        for role in fw.roles:
+            frameworks.setdefault(role, []).append(fw.framework_id)
+        for task in fw.tasks.values():
+            if not task_states.is_terminal(task.state):
+                allocated.setdefault(task.role, []).append(task.resources)
+    for agent in machine.agents.values():
+        for ex in agent.executors.values():
+            allocated.setdefault(ex.role, []).append(ex.resources)
+    for offer in machine.offers.values():
+        offered.setdefault(offer.role, []).append(offer.resources)
+    return {
+        role: (
+            total(allocated.get(role, ())),
+            total(offered.get(role, ())),
+            frameworks.get(role, []),
+        )
+        for role in role_names(machine)
+    }
+
+
+def get_roles(machine: MasterMachine) -> dict[str, Any]:
+    """``GetRoles``."""
+    weights = machine.allocator.weights
+    roles = []
+    for role, (allocated, offered, fids) in role_usage(machine).items():
+        reserved = total(a.total.reserved(role) for a in machine.agents.values())
+        entry: dict[str, Any] = {
+            "name": role,
+            "weight": weights.get(role, 1.0),
+            "resources": allocated.to_json("endpoint"),
+            "allocated": allocated.to_json("endpoint"),
+            "offered": offered.to_json("endpoint"),
+            "reserved": reserved.to_json("endpoint"),
+        }
+        if fids:
+            entry["frameworks"] = [views.value(f) for f in fids]
+        roles.append(entry)
+    return {"roles": roles}
+
+
+def get_weights(machine: MasterMachine) -> dict[str, Any]:
+    """``GetWeights``."""
+    weights = machine.allocator.weights
+    return {"weight_infos": [{"role": r, "weight": w} for r, w in sorted(weights.items())]}
+
+
+# -- the event stream (built by the core while an operator is subscribed) --------------------
+
+
+def _event(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, kind.lower(): payload}
+
+
+def task_added(task: Task) -> dict[str, Any]:
+    return _event("TASK_ADDED", {"task": views.task_json(task)})
+
+
+def task_updated(task: Task, status: TaskStatus) -> dict[str, Any]:
+    return _event(
+        "TASK_UPDATED",
+        {
+            "framework_id": views.value(task.framework_id),
+            "status": views.status_json(status),
+            "state": task.state,
+        },
+    )
+
+
+def agent_added(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
+    return _event("AGENT_ADDED", {"agent": agent_json(machine, agent)})
+
+
+def agent_removed(agent_id: str) -> dict[str, Any]:
+    return _event("AGENT_REMOVED", {"agent_id": views.value(agent_id)})
+
+
+def framework_added(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+    return _event("FRAMEWORK_ADDED", {"framework": framework_json(machine, fw)})
+
+
+def framework_updated(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+    return _event("FRAMEWORK_UPDATED", {"framework": framework_json(machine, fw)})
+
+
+def framework_removed(fw: Framework) -> dict[str, Any]:
+    return _event("FRAMEWORK_REMOVED", {"framework_info": views.framework_info_json(fw.info)})

@@ -1,0 +1,269 @@
+"""The web UI end to end: a real cluster (tests/ui/conftest.py), Debian's chromium driven by
+Playwright, each page checked for real content and saved to ``test-artifacts/ui/<page>.png``.
+
+Every wait is Playwright's polling ``expect`` with a timeout, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+expect = pytest.importorskip("playwright.sync_api").expect
+
+
+def _rows(page, table: str):
+    return page.locator(f'table[data-table="{table}"] tbody tr')
+
+
+def test_overview_shows_resources_counts_and_a_chart(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/")
+    cpus = page.locator('[data-resource="cpus"]')
+    expect(cpus).to_contain_text("/ 8")  # two agents of 4 CPUs
+    expect(cpus).to_contain_text("offered 4")  # the holder's outstanding offer
+    expect(page.locator('[data-count="agents"]')).to_contain_text(re.compile(r"active\s*2"))
+    expect(page.locator('[data-count="frameworks"]')).to_contain_text(re.compile(r"active\s*2"))
+    expect(page.locator('[data-count="tasks"]')).to_contain_text(re.compile(r"running\s*1"))
+    expect(page.locator(".legend")).to_contain_text("CPUs")
+    expect(page.locator("#live-status")).to_have_attribute("data-mode", "stream")
+    painted = page.evaluate(
+        """() => {
+            const c = document.getElementById('utilisation-chart');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 3; i < d.length; i += 4) if (d[i]) n++;
+            return n;
+        }"""
+    )
+    assert painted > 1000  # grid, labels and at least one sample
+    samples = page.evaluate("() => sessionStorage.getItem('butte.samples.' + location.host)")
+    assert samples and samples.startswith("[[")
+    screenshot(page, "overview")
+
+
+def test_agents_table_lists_and_filters_agents(ui_cluster, page, screenshot):
+    agents = [a["id"] for a in ui_cluster.cluster.get("/master/slaves")["slaves"]]
+    page.goto(ui_cluster.url + "/#/agents")
+    rows = _rows(page, "agents")
+    expect(rows).to_have_count(2)
+    for agent_id in agents:
+        expect(page.locator(f'tr[data-agent="{agent_id}"]')).to_contain_text("127.0.0.1:")
+    screenshot(page, "agents")
+    page.fill("input.search", agents[1][-6:])
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-agent", agents[1])
+    rows.first.locator("a").first.click()
+    expect(page.locator("h1")).to_have_text("Agent")
+    expect(page.locator("table.data")).to_contain_text("cpus")
+    screenshot(page, "agent")
+
+
+def test_frameworks_page_and_framework_detail(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/frameworks")
+    rows = _rows(page, "frameworks")
+    expect(rows).to_have_count(2)
+    expect(page.locator('table[data-table="frameworks"]')).to_contain_text("butte-run")
+    expect(page.locator('table[data-table="frameworks"]')).to_contain_text("offer-holder")
+    screenshot(page, "frameworks")
+    page.get_by_role("link", name="offer-holder").click()
+    expect(page.locator("dl.facts")).to_contain_text(ui_cluster.role)
+    expect(page.locator('table[data-table="offers"] tbody tr')).to_have_count(1)
+    screenshot(page, "framework")
+
+
+def test_tasks_table_search_and_filters(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/tasks")
+    row = page.locator(f'tr[data-task="{ui_cluster.task_id}"]')
+    expect(row).to_contain_text("RUNNING")
+    expect(row).to_contain_text("butte-run")
+    screenshot(page, "tasks")
+    page.fill("#task-search", "no-such-task-xyz")
+    expect(page.locator('table[data-table="tasks"]')).to_contain_text("No task matches.")
+    assert "q=no-such-task-xyz" in page.url  # the search is part of the address
+    page.fill("#task-search", "hell")
+    expect(row).to_be_visible()
+    page.select_option("#task-state", "TASK_FINISHED")
+    expect(page.locator('table[data-table="tasks"]')).to_contain_text("No task matches.")
+    page.select_option("#task-state", "active")
+    expect(row).to_be_visible()
+    page.fill("#task-search", "")
+    page.select_option("#task-state", "")
+    framework = ui_cluster.cluster.get("/master/tasks")["tasks"][0]["framework_id"]
+    page.select_option("#task-framework", framework)
+    expect(row).to_be_visible()
+    # Reloading the address restores the view.
+    page.reload()
+    expect(page.locator("#task-framework")).to_have_value(framework)
+    expect(row).to_be_visible()
+
+
+def test_task_detail_history_sandbox_and_live_tail(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/tasks")
+    page.locator(f'tr[data-task="{ui_cluster.task_id}"] a.task-link').click()
+    history = page.locator('table[data-table="history"]')
+    expect(history.locator('tr[data-state="TASK_RUNNING"]')).to_have_count(1)
+    files = page.locator('table[data-table="files"]')
+    expect(files.locator('tr[data-file="stdout"]')).to_contain_text("B")
+    expect(files.locator('tr[data-file="stderr"]')).to_have_count(1)
+    tail = page.locator("#tail")
+    expect(tail).to_contain_text("hello-ui")
+    screenshot(page, "task")
+    ui_cluster.go_file.touch()  # the task now prints its second line
+    expect(tail).to_contain_text("tail-works", timeout=10000)
+    page.locator('a.file-link[data-file="stderr"]').click()
+    expect(page.locator(".viewer-head")).to_contain_text("stderr")
+
+
+def test_roles_show_weights_and_offered_resources(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/roles")
+    analytics = page.locator(f'tr[data-role="{ui_cluster.role}"]')
+    expect(analytics).to_contain_text("2.5")
+    expect(analytics).to_contain_text("4 cpus")  # the held offer
+    expect(page.locator('tr[data-role="*"]')).to_contain_text("0.1")  # the hello task
+    screenshot(page, "roles")
+
+
+def test_offers_page_lists_outstanding_offers(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/offers")
+    rows = _rows(page, "offers")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("offer-holder")
+    expect(rows.first).to_contain_text(ui_cluster.role)
+    expect(rows.first).to_contain_text("31000-32000")
+    screenshot(page, "offers")
+
+
+def test_new_task_appears_without_reload(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/tasks")
+    expect(page.locator("#live-status")).to_have_attribute("data-mode", "stream")
+    expect(page.locator(f'tr[data-task="{ui_cluster.task_id}"]')).to_be_visible()
+    page.evaluate("() => { window.__sameDocument = true; }")
+    ui_cluster.run_task("second", "sleep 120")
+    expect(page.locator('table[data-table="tasks"] tbody tr', has_text="second")).to_contain_text(
+        "RUNNING", timeout=15000
+    )
+    assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
+
+
+def test_lost_master_shows_banner_and_recovers(ui_cluster, page, screenshot):
+    page.goto(ui_cluster.url + "/#/agents")
+    expect(_rows(page, "agents")).to_have_count(2)
+    page.route("**/*", lambda route: route.abort())
+    banner = page.locator("#banner")
+    expect(banner).to_contain_text("Lost contact", timeout=15000)
+    expect(page.locator("#live-status")).to_have_attribute("data-mode", "offline")
+    page.unroute("**/*")
+    expect(banner).to_be_hidden(timeout=15000)
+    expect(page.locator("#live-status")).to_have_attribute("data-mode", "stream", timeout=15000)
+
+
+def test_standby_master_sends_the_page_to_the_leader(ui_cluster, page, screenshot):
+    port = ui_cluster.cluster.master.port
+    standby = f"http://127.0.0.1:{port}"
+
+    def standby_metrics(route):
+        response = route.fetch()
+        body = response.json()
+        body["master/elected"] = 0
+        route.fulfill(response=response, json=body)
+
+    def standby_state(route):
+        leader = {"hostname": "localhost", "port": port, "id": "leader", "pid": "x"}
+        route.fulfill(json={"leader_info": leader, "slaves": [], "frameworks": []})
+
+    page.route(f"{standby}/metrics/snapshot", standby_metrics)
+    page.route(f"{standby}/master/state", standby_state)
+    page.goto(standby + "/#/agents")
+    page.wait_for_url(f"http://localhost:{port}/#/agents")
+    expect(_rows(page, "agents")).to_have_count(2)
+
+
+def test_unknown_paths_are_still_404_on_the_master(ui_cluster):
+    for path in ("/nope", "/master/nope/deeper", "/static/../../etc/passwd", "/static/x.js"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(ui_cluster.url + path, timeout=5)
+        assert info.value.code == 404, path
+    with urllib.request.urlopen(ui_cluster.url + "/", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+
+
+def test_recordio_parser_handles_split_records_and_multibyte_text(ui_cluster, page):
+    page.goto(ui_cluster.url + "/#/roles")
+    records = page.evaluate(
+        """() => {
+            const enc = new TextEncoder();
+            const one = JSON.stringify({type: "HEARTBEAT"});
+            const two = JSON.stringify({type: "X", name: "caf\\u00e9 \\u6771\\u4eac"});
+            const bytes = enc.encode(
+                `${enc.encode(one).length}\\n${one}${enc.encode(two).length}\\n${two}`);
+            const parser = new Butte.RecordIO();
+            const out = [];
+            // Cut everywhere: inside the length, between length and body, inside a character.
+            for (let i = 0; i < bytes.length; i += 3) {
+                out.push(...parser.feed(bytes.slice(i, i + 3)));
+            }
+            return out;
+        }"""
+    )
+    assert records == [{"type": "HEARTBEAT"}, {"type": "X", "name": "café 東京"}]
+    bad = page.evaluate(
+        "() => { try { new Butte.RecordIO().feed(new TextEncoder().encode('x\\n{}')); }"
+        " catch (e) { return e.message; } return null; }"
+    )
+    assert bad and "RecordIO" in bad
+
+
+def _synthetic_agents(count: int) -> list[dict]:
+    resources = {"cpus": 8.0, "mem": 16384.0, "disk": 100000.0, "gpus": 0.0}
+    return [
+        {
+            "id": f"S{i}",
+            "hostname": f"host-{i:05d}",
+            "port": 5051,
+            "registered_time": 1.7e9,
+            "resources": resources,
+            "used_resources": {"cpus": i % 8, "mem": 1024.0, "disk": 0.0, "gpus": 0.0},
+            "offered_resources": {},
+            "active": True,
+            "TASK_RUNNING": i % 10,
+        }
+        for i in range(count)
+    ]
+
+
+def test_large_cluster_polls_and_pages(ui_cluster, page, screenshot):
+    """10k agents and 100k tasks (the master's answers enlarged in the browser): the page
+    polls instead of subscribing, shows pages of rows, and asks the master for pages only."""
+    summary = {"hostname": "x", "slaves": _synthetic_agents(10_000), "frameworks": []}
+
+    def big_metrics(route):
+        response = route.fetch()
+        body = response.json()
+        body["master/tasks_finished"] = 100_000
+        body["master/slaves_active"] = 10_000
+        route.fulfill(response=response, json=body)
+
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(f"{r.method} {r.url} {r.post_data or ''}"))
+    page.route("**/metrics/snapshot", big_metrics)
+    page.route("**/master/state-summary", lambda route: route.fulfill(json=summary))
+    page.goto(ui_cluster.url + "/#/agents")
+    expect(page.locator("#live-status")).to_have_attribute("data-mode", "polling")
+    expect(_rows(page, "agents")).to_have_count(50)
+    expect(page.locator(".pager-range")).to_have_text("1–50 of 10,000")
+    page.locator('[data-page="next"]').click()
+    expect(page.locator(".pager-range")).to_have_text("51–100 of 10,000")
+    page.fill("input.search", "host-09999")
+    expect(_rows(page, "agents")).to_have_count(1)
+    screenshot(page, "agents-10k")
+    page.goto(ui_cluster.url + "/#/tasks")
+    expect(page.locator('table[data-table="tasks"] tbody tr').first).to_be_visible()
+    assert not any("SUBSCRIBE" in r for r in requests)
+    assert not any(re.search(r"/master/state(\?|\s|$)", r) for r in requests)
+    tasks = [r for r in requests if "/master/tasks" in r]
+    assert tasks and all(re.search(r"limit=\d+", r) for r in tasks)

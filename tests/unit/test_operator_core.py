@@ -1,0 +1,113 @@
+"""The master core's operator entry points (MARK_AGENT_GONE, TEARDOWN) and its operator event
+emission, driven directly with a fake clock (no processes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from master_kit import Harness, command_task, launch_body
+
+from butte.core import internal
+from butte.master.effects import OperatorEvent
+
+
+class EventHarness(Harness):
+    """A Harness that also keeps the core's OperatorEvents."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operator_events: list[dict[str, Any]] = []
+
+    def pump(self) -> None:
+        effects = self.master.drain()
+        self.operator_events += [e.event for e in effects if isinstance(e, OperatorEvent)]
+        self.master.outbox = [e for e in effects if not isinstance(e, OperatorEvent)]
+        super().pump()
+
+    def kinds(self) -> list[str]:
+        return [e["type"] for e in self.operator_events]
+
+
+def running_task(h: Harness, partition_aware: bool = False) -> tuple[str, str, str]:
+    """A framework with one RUNNING task on agent conn c1: (framework, stream, agent)."""
+    caps = [{"type": "PARTITION_AWARE"}] if partition_aware else []
+    agent_id = h.register_agent("c1")
+    fid, stream = h.subscribe("fw", capabilities=caps)
+    h.allocate()
+    (offer,) = h.offers(stream)
+    assert h.call(fid, stream, launch_body(offer, command_task("t1", offer))).status == 202
+    h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    h.updates(stream)
+    return fid, stream, agent_id
+
+
+def test_no_operator_events_without_subscribers():
+    h = EventHarness()
+    running_task(h)
+    assert h.operator_events == []
+
+
+def test_operator_events_cover_the_lifecycle():
+    h = EventHarness()
+    h.master.operator_subscribers = 1
+    fid, stream, agent_id = running_task(h)
+    assert h.kinds()[:2] == ["AGENT_ADDED", "FRAMEWORK_ADDED"]
+    added = next(e for e in h.operator_events if e["type"] == "TASK_ADDED")
+    assert added["task_added"]["task"]["task_id"] == {"value": "t1"}
+    assert added["task_added"]["task"]["state"] == "TASK_STAGING"
+    updated = next(e for e in h.operator_events if e["type"] == "TASK_UPDATED")
+    assert updated["task_updated"]["state"] == "TASK_RUNNING"
+    assert updated["task_updated"]["framework_id"] == {"value": fid}
+    assert updated["task_updated"]["status"]["state"] == "TASK_RUNNING"
+    agent = next(e for e in h.operator_events if e["type"] == "AGENT_ADDED")
+    assert agent["agent_added"]["agent"]["agent_info"]["id"] == {"value": agent_id}
+    h.operator_events.clear()
+    assert h.master.teardown_framework(fid, h.now())
+    h.pump()
+    assert h.kinds() == ["TASK_UPDATED", "FRAMEWORK_REMOVED"]
+    removed = h.operator_events[-1]["framework_removed"]["framework_info"]
+    assert removed["id"] == {"value": fid}
+
+
+def test_teardown_of_unknown_framework_is_refused():
+    h = Harness()
+    assert not h.master.teardown_framework("nope", h.now())
+
+
+def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
+    h = EventHarness()
+    h.master.operator_subscribers = 1
+    fid, stream, agent_id = running_task(h)
+    h.operator_events.clear()
+    assert h.master.mark_agent_gone(agent_id, h.now())
+    h.pump()
+    assert h.agent_messages("c1", internal.ShutdownAgent)
+    assert "c1" in h.closed_connections
+    (status,) = h.updates(stream)
+    assert status["state"] == "TASK_LOST"  # not partition-aware
+    assert status["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
+    assert agent_id not in h.master.agents
+    assert "AGENT_REMOVED" in h.kinds()
+    # Idempotent, and the agent is refused if it comes back.
+    assert h.master.mark_agent_gone(agent_id, h.now())
+    info = internal.AgentInfo(hostname="127.0.0.1", port=5051, id=internal.ID(agent_id))
+    h.master.agent_message(
+        "c2", internal.RegisterAgent(agent_info=info, version="1"), "127.0.0.1", h.now()
+    )
+    h.pump()
+    assert h.agent_messages("c2", internal.ShutdownAgent)
+    assert agent_id not in h.master.agents
+
+
+def test_mark_agent_gone_tells_partition_aware_frameworks_gone_by_operator():
+    h = Harness()
+    _, stream, agent_id = running_task(h, partition_aware=True)
+    assert h.master.mark_agent_gone(agent_id, h.now())
+    h.pump()
+    (status,) = h.updates(stream)
+    assert status["state"] == "TASK_GONE_BY_OPERATOR"
+
+
+def test_mark_agent_gone_of_unknown_agent_is_refused():
+    h = Harness()
+    assert not h.master.mark_agent_gone("never-seen", h.now())
