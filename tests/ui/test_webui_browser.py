@@ -25,10 +25,17 @@ def test_overview_shows_resources_counts_and_a_chart(ui_cluster, page, screensho
     page.goto(ui_cluster.url + "/")
     cpus = page.locator('[data-resource="cpus"]')
     expect(cpus).to_contain_text("/ 8")  # two agents of 4 CPUs
-    expect(cpus).to_contain_text("offered 4")  # the holder's outstanding offer
+    expect(cpus).to_contain_text(re.compile(r"offered [1-9]"))  # the holder's offer
     expect(page.locator('[data-count="agents"]')).to_contain_text(re.compile(r"active\s*2"))
-    expect(page.locator('[data-count="frameworks"]')).to_contain_text(re.compile(r"active\s*2"))
-    expect(page.locator('[data-count="tasks"]')).to_contain_text(re.compile(r"running\s*1"))
+    metrics = ui_cluster.cluster.get("/metrics/snapshot")  # other tests may add frameworks
+    frameworks, running = metrics["master/frameworks_active"], metrics["master/tasks_running"]
+    assert frameworks >= 2 and running >= 1
+    expect(page.locator('[data-count="frameworks"]')).to_contain_text(
+        re.compile(rf"active\s*{frameworks:.0f}")
+    )
+    expect(page.locator('[data-count="tasks"]')).to_contain_text(
+        re.compile(rf"running\s*{running:.0f}")
+    )
     expect(page.locator(".legend")).to_contain_text("CPUs")
     expect(page.locator("#live-status")).to_have_attribute("data-mode", "stream")
     painted = page.evaluate(
@@ -66,9 +73,8 @@ def test_agents_table_lists_and_filters_agents(ui_cluster, page, screenshot):
 def test_frameworks_page_and_framework_detail(ui_cluster, page, screenshot):
     page.goto(ui_cluster.url + "/#/frameworks")
     rows = _rows(page, "frameworks")
-    expect(rows).to_have_count(2)
-    expect(page.locator('table[data-table="frameworks"]')).to_contain_text("butte-run")
-    expect(page.locator('table[data-table="frameworks"]')).to_contain_text("offer-holder")
+    expect(rows.filter(has_text="butte-run").first).to_contain_text("active")
+    expect(rows.filter(has_text="offer-holder")).to_contain_text(ui_cluster.role)
     screenshot(page, "frameworks")
     page.get_by_role("link", name="offer-holder").click()
     expect(page.locator("dl.facts")).to_contain_text(ui_cluster.role)
@@ -93,7 +99,7 @@ def test_tasks_table_search_and_filters(ui_cluster, page, screenshot):
     expect(row).to_be_visible()
     page.fill("#task-search", "")
     page.select_option("#task-state", "")
-    framework = ui_cluster.cluster.get("/master/tasks")["tasks"][0]["framework_id"]
+    framework = next(t for t in ui_cluster.tasks() if t["id"] == ui_cluster.task_id)["framework_id"]
     page.select_option("#task-framework", framework)
     expect(row).to_be_visible()
     # Reloading the address restores the view.
@@ -124,13 +130,14 @@ def test_roles_show_weights_and_offered_resources(ui_cluster, page, screenshot):
     analytics = page.locator(f'tr[data-role="{ui_cluster.role}"]')
     expect(analytics).to_contain_text("2.5")
     expect(analytics).to_contain_text("4 cpus")  # the held offer
-    expect(page.locator('tr[data-role="*"]')).to_contain_text("0.1")  # the hello task
+    cpus = page.locator('tr[data-role="*"] td').nth(3)  # allocated CPUs
+    expect(cpus).to_have_text(re.compile(r"^0\.[1-9]$"))  # the hello task (and maybe another)
     screenshot(page, "roles")
 
 
 def test_offers_page_lists_outstanding_offers(ui_cluster, page, screenshot):
     page.goto(ui_cluster.url + "/#/offers")
-    rows = _rows(page, "offers")
+    rows = _rows(page, "offers").filter(has_text="offer-holder")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("offer-holder")
     expect(rows.first).to_contain_text(ui_cluster.role)
