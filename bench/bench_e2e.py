@@ -17,11 +17,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import Figure, Master, percentile, print_table, processes, sim_process, work_dir
+from common import (
+    Figure,
+    Master,
+    exit_on_sigterm,
+    percentile,
+    print_table,
+    processes,
+    sim_process,
+    work_dir,
+)
 from frameworks import LaunchingFramework, TaskShape
 
 
@@ -33,7 +43,9 @@ class E2EResult:
     latencies: list[float]
     launched: int
     errors: int
-    master_cpu_seconds: float
+    # CPU seconds each process used during the measured window
+    cpu: dict[str, float]
+    seconds: float
 
     @property
     def tasks_per_second(self) -> float:
@@ -47,6 +59,7 @@ async def drive(
     seconds: float,
     inflight: int,
     tasks_per_offer: int,
+    pids: dict[str, int],
 ) -> E2EResult:
     """Runs the frameworks against an already running cluster and measures."""
     fws = [
@@ -63,14 +76,20 @@ async def drive(
     try:
         await asyncio.sleep(warmup)
         start = time.monotonic()
+        cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         await asyncio.sleep(seconds)
         end = time.monotonic()
+        cpu = {name: _cpu_seconds(pid) - cpu_start[name] for name, pid in pids.items()}
     finally:
         for fw in fws:
             fw.launching = False
         for runner in runners:
             runner.cancel()
-        await asyncio.gather(*runners, return_exceptions=True)
+        done, pending = await asyncio.wait(runners, timeout=10)
+        if pending:
+            for t in asyncio.all_tasks():
+                t.print_stack(limit=6)
+            raise RuntimeError("frameworks did not stop")
     buckets = [0.0] * max(1, int(seconds))
     latencies = []
     for fw in fws:
@@ -87,7 +106,8 @@ async def drive(
         latencies=latencies,
         launched=sum(fw.stats.launched for fw in fws),
         errors=sum(fw.stats.errors for fw in fws),
-        master_cpu_seconds=0.0,
+        cpu=cpu,
+        seconds=end - start,
     )
 
 
@@ -123,12 +143,18 @@ def run_e2e(
             master.wait_healthy()
             sim.start()
             master.wait_agents(agents, timeout=60 + agents / 100)
-            cpu_before = _cpu_seconds(master.pid)
-            result = asyncio.run(
-                drive(master.address, frameworks, warmup, seconds, inflight, tasks_per_offer)
+            pids = {"master": master.pid, "sim": sim.pid, "frameworks": os.getpid()}
+            return asyncio.run(
+                drive(master.address, frameworks, warmup, seconds, inflight, tasks_per_offer, pids)
             )
-            result.master_cpu_seconds = _cpu_seconds(master.pid) - cpu_before
-            return result
+
+
+def cpu_text(result: E2EResult) -> str:
+    """CPU use of each process during the window, and the master's CPU per task."""
+    busy = ", ".join(f"{k} {v / result.seconds:.0%}" for k, v in result.cpu.items())
+    tasks = len(result.latencies)
+    per_task = result.cpu.get("master", 0.0) / tasks * 1e6 if tasks else float("nan")
+    return f"CPU during the window: {busy}; master {per_task:.0f} us CPU per task"
 
 
 def figures(result: E2EResult, number: str = "5", label: str = "") -> list[Figure]:
@@ -168,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks_per_offer", type=int, default=4)
     parser.add_argument("--allocation_interval", default="1secs")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     result = run_e2e(
         args.agents,
         args.frameworks,
@@ -179,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     label = f" ({args.agents} agents, {args.frameworks} fw)"
     print_table(figures(result, label=label), "benchmark 5: end to end")
-    print(f"master CPU: {result.master_cpu_seconds:.1f} s over the run")
+    print(cpu_text(result))
     return 0
 
 

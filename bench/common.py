@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 from butte.cli.local import free_port  # noqa: E402
 
 PYTHON = sys.executable
+# How children run `butte` (BENCH_BUTTE="python /path/wrapper.py" to try another loop).
+BUTTE = os.environ.get("BENCH_BUTTE", f"{PYTHON} -m butte").split()
 
 
 @dataclass
@@ -119,7 +121,7 @@ def machine_text() -> str:
                 mem = f", {int(line.split()[1]) / 1024 / 1024:.0f} GiB RAM"
     load = ""
     with contextlib.suppress(OSError):
-        load = ", load {:.2f}".format(os.getloadavg()[0])
+        load = f", load {os.getloadavg()[0]:.2f}"
     return (
         f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}{mem}, "
         f"Python {platform.python_version()} on {platform.system()} {platform.release()}{load}"
@@ -241,9 +243,7 @@ class Master(Process):
         super().__init__(
             "master",
             [
-                PYTHON,
-                "-m",
-                "butte",
+                *BUTTE,
                 "master",
                 f"--port={self.port}",
                 f"--work_dir={work_dir / 'master'}",
@@ -296,9 +296,7 @@ def sim_process(
     return Process(
         name,
         [
-            PYTHON,
-            "-m",
-            "butte",
+            *BUTTE,
             "sim",
             f"--master={master}",
             f"--agents={agents}",
@@ -324,6 +322,15 @@ def processes(*procs: Process) -> Iterator[None]:
 def work_dir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=f"butte-bench-{prefix}-") as d:
         yield Path(d)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, so the `processes` cleanup stops the children."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

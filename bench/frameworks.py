@@ -75,6 +75,8 @@ class LaunchingFramework:
         refuse_seconds: float = 0.0,
         role: str = "*",
         on_update: Callable[[dict[str, Any]], None] | None = None,
+        until_terminal: bool = False,
+        hold_offers: bool = True,
     ) -> None:
         self.client = SchedulerClient(
             master,
@@ -88,6 +90,11 @@ class LaunchingFramework:
         self.max_tasks = max_tasks
         self.refuse_seconds = refuse_seconds
         self.on_update = on_update
+        # In flight until TASK_RUNNING (default) or until a terminal update.
+        self.until_terminal = until_terminal
+        self.done = asyncio.Event()
+        # Keep offers it cannot use yet (True), or decline them at once (a polite framework).
+        self.hold_offers = hold_offers
         self.stats = LaunchStats()
         self.launching = True
         self._held: deque[dict[str, Any]] = deque()
@@ -141,6 +148,9 @@ class LaunchingFramework:
             return
         self._held.extend(offers)
         self._pump()
+        if not self.hold_offers and self._held:
+            held, self._held = list(self._held), deque()
+            self._call(self.client.decline(held, refuse_seconds=self.refuse_seconds))
 
     def _room(self) -> int:
         room = self.max_inflight - self._inflight
@@ -187,15 +197,21 @@ class LaunchingFramework:
         tid = status["task_id"]["value"]
         if state == "TASK_STARTING":
             return
-        sent = self._sent_at.pop(tid, None)
-        if sent is not None:
-            self._inflight -= 1
-            if state == "TASK_RUNNING":
-                now = time.monotonic()
+        now = time.monotonic()
+        if state == "TASK_RUNNING":
+            sent = self._sent_at.get(tid)
+            if sent is not None:
                 self.stats.running += 1
                 self.stats.latencies.append((now, now - sent))
-            else:
-                self.stats.errors += 1
-            self._pump()
+            if self.until_terminal:
+                return
         elif state == "TASK_FINISHED":
             self.stats.finished += 1
+        elif state != "TASK_KILLED":
+            self.stats.errors += 1
+        if self._sent_at.pop(tid, None) is not None:
+            self._inflight -= 1
+            if self.max_tasks is not None and self.stats.launched >= self.max_tasks:
+                if self._inflight == 0:
+                    self.done.set()
+            self._pump()

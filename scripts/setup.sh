@@ -63,6 +63,13 @@ if [ ! -x /usr/bin/chromium ]; then
     apt_install chromium || log "warning: could not install chromium; browser tests will skip"
 fi
 
+# --- ZooKeeper for the HA tests (tests/ha) ------------------------------------------
+# Debian's package installs the jars only (no service is started); the test fixtures run
+# servers themselves on loopback ports. Java comes with it when missing.
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+    apt_install zookeeper || log "warning: could not install zookeeper; HA tests will skip"
+fi
+
 # --- fast path: everything already in place ----------------------------------
 pyproject_hash() { sha256sum pyproject.toml | cut -d' ' -f1; }
 
@@ -81,6 +88,7 @@ spec = importlib.util.find_spec("butte")
 assert spec and spec.origin and os.path.realpath(spec.origin).startswith(root + os.sep)
 import pytest  # noqa: F401  (test extra)
 import playwright  # noqa: F401  (test extra: browser tests)
+import kazoo  # noqa: F401  (ZooKeeper client: HA masters, agents, detection)
 import pymesos
 from pymesos import MesosSchedulerDriver, MesosExecutorDriver, Scheduler  # noqa: F401
 import http_parser.parser  # noqa: F401  (compiled C parser)

@@ -144,6 +144,10 @@ class CheckpointWriter:
         if boot_id is not None:
             write_atomically(paths.boot_id_path(work), boot_id.encode())
         link_atomically(effect.agent_id, paths.latest_agent_link(work))
+        # Checkpoints of earlier agent ids can never be recovered again (Mesos GCs them).
+        for name in _entries(paths.meta_slaves_dir(work)):
+            if name != effect.agent_id:
+                shutil.rmtree(paths.meta_agent_dir(work, name), ignore_errors=True)
 
     def _run(self, framework_id: str, executor_id: str, container_id: str) -> str:
         assert self.agent_id is not None

@@ -108,6 +108,8 @@ class ExecutorApi(_Base):
     ) -> Reply:
         if ex.state in (TERMINATING, TERMINATED):
             return Reply(403, "Executor is terminating")
+        if ex.recovered and ex.state == REGISTERING:
+            self._count("executors_reregistered")
         ex.move(RUNNING)
         ex.subscribed = True
         ex.registration_deadline = None

@@ -47,8 +47,10 @@ def fetch_all(items: Iterable[tuple[URI, str]], cache_dir: str | None) -> None:
     for uri, target in items:
         try:
             fetch(uri, target, cache_dir)
-        except FetchError:
-            raise
+        except FetchError as e:
+            if uri.value in str(e):
+                raise
+            raise FetchError(f"Failed to fetch '{uri.value}': {e}") from None
         except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
             raise FetchError(f"Failed to fetch '{uri.value}': {type(e).__name__}: {e}") from None
 

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 
+from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.durations import format_duration, parse_duration
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
@@ -33,10 +34,14 @@ def duration(text: str) -> float:
 
 def master_address(text: str) -> str:
     """argparse type: ``host:port`` of the master (``master@`` and ``http://`` prefixes are
-    accepted, the port defaults to 5050)."""
+    accepted, the port defaults to 5050), or a ``zk://`` / ``file://`` URL kept as given."""
     text = text.strip()
-    if text.startswith(("zk://", "file://")):
-        raise argparse.ArgumentTypeError("zk:// masters are not supported yet")
+    if is_zk_url(text):
+        try:
+            parse_zk_url(text)  # the agent follows the leader the ensemble names
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
     for prefix in ("http://", "master@"):
         if text.startswith(prefix):
             text = text[len(prefix) :]
@@ -91,7 +96,13 @@ def boolean(text: str) -> bool:
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the agent's flags to ``parser``."""
     add = parser.add_argument
-    add("--master", required=True, type=master_address, help="the master, HOST:PORT")
+    add(
+        "--master",
+        required=True,
+        type=master_address,
+        help="the master, HOST:PORT, or zk://host1:port1,host2:port2/path to follow the "
+        "leading master of a ZooKeeper ensemble (or file:///path holding such a URL)",
+    )
     add("--ip", default="127.0.0.1", help="address to listen on and advertise")
     add("--port", type=int, default=5051, help="port to listen on (0: any free port)")
     add("--hostname", default=None, help="hostname to advertise (default: --ip)")
@@ -157,6 +168,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         type=duration,
         default="1secs",
         help="(re-)registration retries wait a random time up to this, doubling to 1 minute",
+    )
+    add(
+        "--zk_session_timeout",
+        type=duration,
+        default="10secs",
+        help="ZooKeeper session timeout with --master zk://... (connecting may take twice it)",
     )
     add(
         "--executor_environment_variables",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
 from butte.agent.server import AgentOptions, serve
+from butte.coord.interface import CoordinationError
 
 # Mesos caps it (slave/constants.hpp): recovery must finish well before the master gives up.
 MAX_EXECUTOR_REREGISTRATION_TIMEOUT = 15.0
@@ -38,6 +39,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         status_update_retry_interval_min=args.status_update_retry_interval_min,
         status_update_retry_interval_max=args.status_update_retry_interval_max,
         registration_backoff_factor=args.registration_backoff_factor,
+        zk_session_timeout=args.zk_session_timeout,
         executor_environment=args.executor_environment_variables,
         executor_zygote=args.executor_zygote,
         recover=args.recover,
@@ -63,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     options = options_from_args(args)
     # The default loop: uvloop spawns processes several times slower (DESIGN.md).
-    return asyncio.run(serve(options))
+    try:
+        return asyncio.run(serve(options))
+    except CoordinationError as e:  # --master zk://... and the ensemble cannot be reached
+        print(f"agent: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

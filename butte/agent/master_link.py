@@ -30,6 +30,8 @@ MAX_BACKOFF = 60.0
 SILENCE_TIMEOUT = 75.0
 # A connection that lived this long resets the backoff (it was a real session, not a refusal).
 STABLE_CONNECTION = 10.0
+# A WebSocket handshake that takes longer (e.g. a frozen master) is given up and retried.
+CONNECT_TIMEOUT = 10.0
 
 
 class MasterLink:
@@ -37,14 +39,18 @@ class MasterLink:
 
     def __init__(
         self,
-        url: str,
+        url: str | None,
         *,
         on_open: Callable[[], None],
         on_message: Callable[[internal.MasterMessage], None],
         on_close: Callable[[], None],
         backoff_factor: float = 1.0,
+        follow_redirects: bool = True,
     ) -> None:
         self.url = url
+        # False with ZooKeeper detection: a 307 from a master that is not leader (yet) may
+        # point at a frozen ex-leader; the detector names the real one soon enough.
+        self._follow_redirects = follow_redirects
         self._on_open = on_open
         self._on_message = on_message
         self._on_close = on_close
@@ -53,24 +59,76 @@ class MasterLink:
         self._stopping = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
+        # Set by `retarget`: connect to the new url now, skipping the backoff.
+        self._wake = asyncio.Event()
+        self._closing: set[asyncio.Task] = set()
 
     def send(self, message: msgspec.Struct) -> None:
         """Queues one message for the master (dropped if not connected)."""
         if self._queue is not None:
             self._queue.put_nowait(internal.encode(message))
 
+    def retarget(self, url: str | None) -> None:
+        """Follows a newly detected leading master (``--master zk://...``): drops the current
+        connection and connects to ``url`` at once, without backoff; None waits for one."""
+        if url == self.url:
+            return
+        self.url = url
+        self._wake.set()
+        if self._ws is not None:
+            task = asyncio.get_running_loop().create_task(self._ws.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _pause(self, delay: float | None) -> bool:
+        """Sleeps ``delay`` seconds (None: until retargeted); True if retargeted."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
+
+    async def _connect(
+        self, session: aiohttp.ClientSession, url: str
+    ) -> aiohttp.ClientWebSocketResponse | None:
+        """One connection attempt; given up after `CONNECT_TIMEOUT`, or at once when
+        `retarget` names another master (a redirect may lead to a frozen ex-leader)."""
+        attempt = asyncio.ensure_future(
+            asyncio.wait_for(
+                session.ws_connect(url, autoping=True, max_msg_size=0), CONNECT_TIMEOUT
+            )
+        )
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({attempt, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.wait({attempt})  # reaps it without raising its CancelledError
+            log.info("leading master changed while connecting to %s", url)
+            return None
+        try:
+            return attempt.result()
+        except (TimeoutError, aiohttp.ClientError, OSError, _Redirected) as e:
+            log.info("cannot reach master at %s: %s", url, e)
+            return None
+
     async def run(self) -> None:
         """Connects and reconnects until `close`."""
         backoff = self._factor
         loop = asyncio.get_running_loop()
-        async with aiohttp.ClientSession() as session:
+        traces = [] if self._follow_redirects else [_refuse_redirects()]
+        async with aiohttp.ClientSession(trace_configs=traces) as session:
             while not self._stopping:
                 started = loop.time()
-                try:
-                    ws = await session.ws_connect(self.url, autoping=True, max_msg_size=0)
-                except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                    log.info("cannot reach master at %s: %s", self.url, e)
-                else:
+                url = self.url
+                if url is None:
+                    await self._pause(None)  # no leading master known yet
+                    continue
+                self._wake.clear()
+                ws = await self._connect(session, url)
+                if ws is not None:
                     await self._serve(ws)
                 if self._stopping:
                     break
@@ -78,7 +136,8 @@ class MasterLink:
                     backoff = self._factor
                 delay = random.uniform(0, backoff)
                 backoff = min(max(backoff * 2, self._factor), MAX_BACKOFF)
-                await asyncio.sleep(delay)
+                if self._wake.is_set() or await self._pause(delay):
+                    backoff = self._factor  # a new leader: the backoff starts over
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
@@ -138,3 +197,24 @@ class MasterLink:
                 await asyncio.sleep(0.01)
         if self._ws is not None:
             await self._ws.close()
+
+
+class _Redirected(Exception):
+    """A master answered the WebSocket handshake with a redirect we do not follow."""
+
+
+def _refuse_redirects() -> aiohttp.TraceConfig:
+    """A trace config that turns any redirect into `_Redirected` (aiohttp's ws_connect has
+    no switch for it)."""
+
+    async def on_redirect(
+        session: aiohttp.ClientSession,
+        context: object,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        location = params.response.headers.get("Location", "")
+        raise _Redirected(f"{params.response.status} redirect to {location} (not leader yet)")
+
+    config = aiohttp.TraceConfig()
+    config.on_request_redirect.append(on_redirect)
+    return config

@@ -60,6 +60,8 @@ from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
+from butte.coord.detector import LeaderDetector
+from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.clock import Clock, SystemClock
@@ -104,6 +106,8 @@ class AgentOptions:
     status_update_retry_interval_min: float = 10.0
     status_update_retry_interval_max: float = 600.0
     registration_backoff_factor: float = 1.0
+    # With --master zk://...: the detector's ZooKeeper session timeout.
+    zk_session_timeout: float = 10.0
     # None: executors inherit the agent's environment (Mesos' default).
     executor_environment: Mapping[str, str] | None = None
     # Fork built-in executors from a pre-started zygote instead of starting interpreters.
@@ -127,6 +131,8 @@ class AgentServer:
         self.machine: AgentMachine | None = None
         self.containerizer: PosixContainerizer | None = None
         self.master_link: MasterLink | None = None
+        # Follows the leading master when --master is zk://... (None: a fixed address).
+        self.detector: LeaderDetector | None = None
         self.streams: dict[str, ExecutorStream] = {}
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
@@ -148,6 +154,16 @@ class AgentServer:
     async def start(self) -> None:
         """Binds the HTTP server, builds the core, starts talking to the master."""
         raise_fd_limit()
+        if is_zk_url(self.options.master):
+            # First, so an unreachable ensemble fails the start before anything is bound.
+            timeout = self.options.zk_session_timeout
+            self.detector = LeaderDetector(
+                parse_zk_url(self.options.master),
+                session_timeout=timeout,
+                connect_timeout=2 * timeout,
+                on_change=self._leader_changed,
+            )
+            await self.detector.start()
         os.makedirs(self.options.work_dir, exist_ok=True)
         app = web.Application(client_max_size=16 << 20)
         app.add_routes(operator_api.routes(self))  # first: supersedes older /files, /metrics
@@ -170,11 +186,12 @@ class AgentServer:
             fetcher_cache_dir=self.options.fetcher_cache_dir or paths.fetcher_cache_dir(work_dir),
         )
         self.master_link = MasterLink(
-            f"http://{self.options.master}{internal.AGENT_PATH}",
+            self._master_url(self.master_address()),
             on_open=lambda: self.apply(self._core.master_connected(self.now())),
             on_message=self._master_message,
             on_close=lambda: self.apply(self._core.master_disconnected(self.now())),
             backoff_factor=self.options.registration_backoff_factor,
+            follow_redirects=self.detector is None,
         )
         await self._recover(work_dir)
         await self.containerizer.start()
@@ -275,9 +292,27 @@ class AgentServer:
     async def wait_stopped(self) -> None:
         await self._stop.wait()
 
+    def master_address(self) -> str | None:
+        """``host:port`` of the master: the flag's, or the detected leader (None: unknown)."""
+        if self.detector is not None:
+            return self.detector.leader
+        return self.options.master
+
+    @staticmethod
+    def _master_url(address: str | None) -> str | None:
+        return f"http://{address}{internal.AGENT_PATH}" if address else None
+
+    def _leader_changed(self, address: str | None) -> None:
+        """A new leading master was detected: re-register with it at once."""
+        log.info("leading master is now %s", address or "unknown")
+        if self.master_link is not None:
+            self.master_link.retarget(self._master_url(address))
+
     async def shutdown(self) -> None:
         """Graceful stop; see the module docstring."""
         self._stopping = True
+        if self.detector is not None:
+            await self.detector.stop()
         self.apply(self._core.shutdown(self.now()))
         assert self.master_link is not None and self.containerizer is not None
         await self.master_link.close()
@@ -429,7 +464,7 @@ class AgentServer:
 
     def state(self) -> dict:
         """The legacy ``/state`` document."""
-        master_host = self.options.master.rpartition(":")[0]
+        master_host = (self.master_address() or "").rpartition(":")[0]
         return agent_state(
             self._core,
             start_time=self.start_time,

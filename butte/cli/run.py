@@ -32,6 +32,7 @@ from butte.client.scheduler import (
     SchedulerError,
     SubscriptionError,
 )
+from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import task_states
 from butte.core.ids import validate_id
 from butte.core.resources import ResourceError, Resources, parse_resources
@@ -66,7 +67,12 @@ def _positive_int(text: str) -> int:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Defines the ``butte run`` flags."""
-    parser.add_argument("--master", required=True, help="master to subscribe to, HOST:PORT")
+    parser.add_argument(
+        "--master",
+        required=True,
+        help="master to subscribe to, HOST:PORT, or zk://host1:port1,host2:port2/path to "
+        "follow the leading master of a ZooKeeper ensemble",
+    )
     parser.add_argument("--name", required=True, help="task name; task ids are NAME.<id>.<i>")
     parser.add_argument("--command", required=True, help="command to run in each task")
     parser.add_argument(
@@ -133,6 +139,11 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         raise CliError(error, 2)
     if not args.command.strip():
         raise CliError("--command must not be empty", 2)
+    if is_zk_url(args.master):
+        try:
+            parse_zk_url(args.master)
+        except ValueError as e:
+            raise CliError(f"bad --master: {e}", 2) from None
     return JobSpec(
         master=args.master,
         name=args.name,

@@ -7,21 +7,33 @@ slices decoded text by the byte count (mesoshttp) still finds record boundaries.
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
 
 import msgspec
 
 _encoder = msgspec.json.Encoder()
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def encode_json(obj: Any) -> bytes:
-    """Compact, ASCII-only JSON bytes for any message, struct or plain value."""
+    """Compact, ASCII-only JSON bytes for any message, struct or plain value (including
+    pre-encoded `msgspec.Raw` fragments)."""
     data = _encoder.encode(obj)
     if data.isascii():
         return data
-    # Rare path: non-ASCII text (task names, labels) gets \\u escapes.
-    return json.dumps(msgspec.to_builtins(obj), separators=(",", ":"), ensure_ascii=True).encode()
+    # Rare path: non-ASCII text (task names, labels) gets \\u escapes, as json.dumps'
+    # ensure_ascii writes them. Outside strings JSON is ASCII, so escaping the encoded text
+    # is exact.
+    return _NON_ASCII.sub(_escape, data.decode("utf-8")).encode("ascii")
 
 
 def record(obj: Any) -> bytes:

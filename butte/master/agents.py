@@ -8,11 +8,19 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from butte.coord.interface import (
+    AdmitAgent,
+    MarkGone,
+    MarkUnreachable,
+    Operation,
+    RegistryState,
+    RemoveAgent,
+)
 from butte.core import internal, task_states
 from butte.core.messages import ID, FrameworkInfo
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
-from butte.master.effects import CloseAgentConnection, OperatorEvent, SendToAgent
+from butte.master.effects import CloseAgentConnection, OperatorEvent, RegistryWrite, SendToAgent
 from butte.master.launch import intern_resources
 from butte.master.state import Agent, Framework, Task
 
@@ -65,6 +73,7 @@ class AgentEvents(_Base):
                     },
                 )
         elif isinstance(message, internal.UnregisterAgent):
+            self._registry_write(RemoveAgent(agent.agent_id))
             self._remove_agent(
                 agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
             )
@@ -94,8 +103,10 @@ class AgentEvents(_Base):
             self._refuse_agent(connection_id, f"Invalid agent resources or attributes: {e}")
             return
         if info.id is None:
+            self._replace_agent_at(info, now)
             agent_id = self.ids.agent()
             info = msgspec.structs.replace(info, id=ID(agent_id))
+            self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
             agent = self._admit_agent(
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
@@ -109,6 +120,10 @@ class AgentEvents(_Base):
             return
         agent = self.agents.get(agent_id)
         if agent is None:
+            if agent_id in self.recovering_agents:
+                self.recovering_agents.discard(agent_id)  # the registry lists it already
+            else:
+                self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
             agent = self._admit_agent(
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
@@ -119,6 +134,30 @@ class AgentEvents(_Base):
         self._send_agent(
             agent, internal.AgentReregistered(agent_id=ID(agent_id), master_id=self.master_id)
         )
+        self._shut_down_removed_frameworks(agent, msg)
+
+    def _shut_down_removed_frameworks(self, agent: Agent, msg: internal.RegisterAgent) -> None:
+        """Frameworks removed while the agent was away (it missed SHUTDOWN_FRAMEWORK): their
+        tasks must not live on there."""
+        reported = {t.framework_id.value for t in msg.tasks}
+        for fid in sorted(reported - set(self.frameworks)):
+            if any(f.framework_id == fid for f in self.completed_frameworks):
+                self._send_agent(agent, internal.ShutdownFramework(framework_id=ID(fid)))
+
+    def _replace_agent_at(self, info: internal.AgentInfo, now: float) -> None:
+        """A new agent registers where a disconnected one lived (it restarted without its
+        checkpoint): the old one is gone for good, and its tasks are lost (Mesos
+        ``registerSlave``: TASK_LOST, REASON_AGENT_REMOVED, for every framework)."""
+        for old in list(self.agents.values()):
+            if not old.connected and (old.hostname, old.port) == (info.hostname, info.port):
+                self._registry_write(RemoveAgent(old.agent_id))
+                self._remove_agent(
+                    old,
+                    now,
+                    f"Agent {old.hostname} removed: a new agent registered at the same address",
+                    task_states.LOST,
+                    "REASON_AGENT_REMOVED",
+                )
 
     def _refuse_agent(self, connection_id: str, message: str) -> None:
         log.warning("Refusing agent on %s: %s", connection_id, message)
@@ -257,17 +296,21 @@ class AgentEvents(_Base):
             if fw is None or task is None:
                 agent.tasks.discard(key)
                 continue
-            if key not in reported and task.state == task_states.STAGING:
-                # The RUN_TASK never reached the agent (it was disconnected).
+            if key not in reported and not task_states.is_terminal(task.state):
+                # Never reached the agent (a RUN_TASK lost with its connection), or the agent
+                # restarted without it: it does not run (Mesos reconciles it to this state).
                 state = task_states.DROPPED if fw.partition_aware else task_states.LOST
-                self._terminate_task(
-                    fw,
-                    task,
-                    state,
-                    "REASON_AGENT_REREGISTERED",
-                    "Task was not delivered to the agent",
-                    now,
-                )
+                if task.state == task_states.STAGING:
+                    reason, message = (
+                        "REASON_AGENT_REREGISTERED",
+                        "Task was not delivered to the agent",
+                    )
+                else:
+                    reason, message = (
+                        "REASON_RECONCILIATION",
+                        "Task unknown to the re-registered agent",
+                    )
+                self._terminate_task(fw, task, state, reason, message, now)
         self.allocator.activate_agent(agent.agent_id)
         self.allocation_wanted = True
         log.info("Agent %s re-registered", agent.agent_id)
@@ -305,19 +348,45 @@ class AgentEvents(_Base):
         log.info("Agent %s disconnected", agent.agent_id)
 
     def ping_agents(self, now: float) -> None:
-        """Called every ``agent_ping_timeout``: counts missed PONGs, pings again."""
+        """Called every ``agent_ping_timeout``: counts missed PONGs, pings again. An agent
+        that missed ``max_agent_ping_timeouts`` in a row is marked unreachable, at most as
+        fast as ``agent_removal_rate_limit`` allows (the rest wait in line, still pinged;
+        one that answers meanwhile is spared, as in Mesos)."""
+        self._remove_due_agents(now)
         for agent in list(self.agents.values()):
             if not agent.connected:
                 continue
             if agent.awaiting_pong:
                 agent.missed_pings += 1
                 if agent.missed_pings >= self.options.max_agent_ping_timeouts:
-                    self._mark_unreachable(agent, now, "Agent failed health checks")
-                    continue
+                    if self.options.agent_removal_rate_limit is None:
+                        self._mark_unreachable(agent, now, "Agent failed health checks")
+                        continue
+                    if agent.agent_id not in self.pending_agent_removals:
+                        self.pending_agent_removals.append(agent.agent_id)
             agent.awaiting_pong = True
             self._send_agent(agent, internal.Ping())
+        self._remove_due_agents(now)
+
+    def _remove_due_agents(self, now: float) -> None:
+        """Marks queued agents unreachable while the removal rate limit has permits."""
+        limit = self.options.agent_removal_rate_limit
+        if limit is None:
+            return
+        permits, period = limit
+        while self.pending_agent_removals:
+            last = self.last_agent_removal
+            if last is not None and now < last + period / permits:
+                return
+            agent = self.agents.get(self.pending_agent_removals.popleft())
+            limit_reached = self.options.max_agent_ping_timeouts
+            if agent is None or not agent.connected or agent.missed_pings < limit_reached:
+                continue  # answered a ping meanwhile, or gone another way
+            self.last_agent_removal = now
+            self._mark_unreachable(agent, now, "Agent failed health checks")
 
     def _mark_unreachable(self, agent: Agent, now: float, message: str) -> None:
+        self._registry_write(MarkUnreachable(agent.agent_id, now))
         self.unreachable_agents[agent.agent_id] = now
         self._remove_agent(agent, now, message, task_states.UNREACHABLE, "REASON_AGENT_REMOVED")
 
@@ -360,8 +429,11 @@ class AgentEvents(_Base):
         if agent_id in self.gone_agents:
             return True
         agent = self.agents.get(agent_id)
-        if agent is None and agent_id not in self.unreachable_agents:
+        known = agent_id in self.unreachable_agents or agent_id in self.recovering_agents
+        if agent is None and not known:
             return False
+        self._registry_write(MarkGone(agent_id, now))
+        self.recovering_agents.discard(agent_id)
         self.gone_agents[agent_id] = now
         self.unreachable_agents.pop(agent_id, None)
         if agent is not None:
@@ -374,6 +446,48 @@ class AgentEvents(_Base):
                 "REASON_AGENT_REMOVED_BY_OPERATOR",
             )
         return True
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def _registry_write(self, operation: Operation) -> None:
+        """Asks the shell to make ``operation`` durable before anything emitted after it."""
+        self.outbox.append(RegistryWrite(operation))
+
+    def recover_registry(self, registry: RegistryState, now: float) -> None:
+        """Takes over what the registry remembers once this master is elected: admitted
+        agents are expected to re-register within ``agent_reregister_timeout`` (explicit
+        reconciliation of their tasks gets no answer meanwhile), unreachable and gone agents
+        stay so, and the role weights apply again."""
+        self.recovering_agents = set(registry.agents) - set(self.agents)
+        self.unreachable_agents.update(registry.unreachable)
+        self.gone_agents.update(registry.gone)
+        if registry.weights:
+            self.allocator.update_weights(registry.weights)
+        self.recovery_deadline = None
+        if self.recovering_agents:
+            self.recovery_deadline = now + self.options.agent_reregister_timeout
+        log.info(
+            "Recovered registry: %d agents expected back, %d unreachable, %d gone",
+            len(self.recovering_agents),
+            len(registry.unreachable),
+            len(registry.gone),
+        )
+
+    def expire_recovering_agents(self, now: float) -> None:
+        """Marks unreachable the recovered agents that did not re-register in time."""
+        if self.recovery_deadline is None or now < self.recovery_deadline:
+            return
+        self.recovery_deadline = None
+        for agent_id in sorted(self.recovering_agents):
+            self._registry_write(MarkUnreachable(agent_id, now))
+            self.unreachable_agents[agent_id] = now
+        if self.recovering_agents:
+            log.warning(
+                "%d recovered agent(s) did not re-register within %.0fs: marked unreachable",
+                len(self.recovering_agents),
+                self.options.agent_reregister_timeout,
+            )
+        self.recovering_agents.clear()
 
 
 def _allocation_role(resources: list[dict]) -> str | None:

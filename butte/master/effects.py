@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from butte.coord.interface import Operation
+
 
 @dataclass(frozen=True, slots=True)
 class SendToFramework:
@@ -43,6 +45,20 @@ class OperatorEvent:
     event: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryWrite:
+    """Make a registry change durable (`butte.coord.interface.Operation`). The core emits it
+    before the message that acknowledges the change; the shell applies it synchronously in
+    order, before delivering any later effect, and aborts the master if it fails."""
+
+    operation: Operation
+
+
 Effect = (
-    SendToFramework | CloseFrameworkStream | SendToAgent | CloseAgentConnection | (OperatorEvent)
+    SendToFramework
+    | CloseFrameworkStream
+    | SendToAgent
+    | CloseAgentConnection
+    | OperatorEvent
+    | RegistryWrite
 )

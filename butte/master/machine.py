@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from butte.coord.interface import UpdateWeights
 from butte.core import internal, task_states
 from butte.core.ids import IdGenerator, validate_id
 from butte.core.messages import (
@@ -43,6 +44,7 @@ from butte.master.effects import (
     CloseFrameworkStream,
     Effect,
     OperatorEvent,
+    RegistryWrite,
     SendToAgent,
     SendToFramework,
 )
@@ -64,6 +66,9 @@ class MasterOptions:
     max_completed_frameworks: int = 50
     max_completed_tasks_per_framework: int = 1000
     heartbeat_interval: float = 15.0
+    # --agent_removal_rate_limit as (permits, per seconds), e.g. 1/10mins -> (1, 600.0);
+    # None: agents failing health checks are marked unreachable at once.
+    agent_removal_rate_limit: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,11 @@ class MasterMachine(AgentEvents, AcceptEvents):
     # Agents known from the registry after a master failover that have not re-registered yet
     # (explicit reconciliation of their tasks gets no answer until they do).
     recovering_agents: set[str] = field(default_factory=set)
+    # When recovering agents that have not re-registered by then are marked unreachable.
+    recovery_deadline: float | None = None
+    # MasterInfo of the leading master as the shell last learnt it (this master's own while
+    # it leads; None while no leader is known). Shown by /state as `leader`/`leader_info`.
+    leader_info: dict | None = None
     offers: dict[str, Offer] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)  # stream id -> framework id
     connections: dict[str, str] = field(default_factory=dict)  # connection id -> agent id
@@ -112,9 +122,14 @@ class MasterMachine(AgentEvents, AcceptEvents):
     # Open operator SUBSCRIBE streams (kept by the shell): OperatorEvents are built only
     # while there is one, so the event stream costs nothing otherwise.
     operator_subscribers: int = 0
+    # Agents that failed health checks, waiting for a permit of agent_removal_rate_limit.
+    pending_agent_removals: deque[str] = field(default_factory=deque)
+    last_agent_removal: float | None = None
 
     def __post_init__(self) -> None:
         self.completed_frameworks = deque(maxlen=self.options.max_completed_frameworks)
+        if self.leader_info is None:
+            self.leader_info = self.master_info
 
     @property
     def master_id(self) -> str:
@@ -792,6 +807,15 @@ class MasterMachine(AgentEvents, AcceptEvents):
             if not agent.connected and agent.disconnected_at is not None:
                 if now - agent.disconnected_at >= deadline:
                     self._mark_unreachable(agent, now, "Agent did not re-register in time")
+        self.expire_recovering_agents(now)
+
+    def update_weights(self, weights: dict[str, float]) -> None:
+        """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map
+        is made durable in the registry, then the allocator uses it."""
+        merged = {**getattr(self.allocator, "weights", {}), **weights}
+        self.outbox.append(RegistryWrite(UpdateWeights(merged)))
+        self.allocator.update_weights(weights)
+        self.allocation_wanted = True
 
     # -- invariants -----------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 
+from butte.coord.interface import CoordinationError
+from butte.coord.url import parse_zk_url
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
 from butte.master.allocator.interface import (
@@ -65,6 +67,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="how long a disconnected agent may take to re-register (default 10mins)",
     )
     parser.add_argument(
+        "--agent_removal_rate_limit",
+        default=None,
+        help="at most this many agents failing health checks are marked unreachable per "
+        "duration, e.g. 1/10mins (default: no limit)",
+    )
+    parser.add_argument(
         "--max_completed_frameworks",
         type=int,
         default=50,
@@ -80,6 +88,32 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--heartbeat_interval",
         default="15secs",
         help="period of HEARTBEAT events on scheduler streams (default 15secs)",
+    )
+    parser.add_argument(
+        "--zk",
+        default=None,
+        help="ZooKeeper URL for leader election and the registry, "
+        "zk://[user:pass@]host1:port1,host2:port2/path or file:///path holding one "
+        "(default: none, a standalone master)",
+    )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        default=None,
+        help="size of the registry quorum (> masters/2); accepted for Mesos compatibility, "
+        "ZooKeeper itself keeps the registry replicated",
+    )
+    parser.add_argument(
+        "--zk_session_timeout",
+        default="10secs",
+        help="ZooKeeper session timeout: how fast a dead leader is replaced (default 10secs)",
+    )
+    parser.add_argument(
+        "--registry",
+        default="replicated_log",
+        choices=["replicated_log", "in_memory"],
+        help="replicated_log (default): durable registry, in ZooKeeper with --zk, else in "
+        "<work_dir>/registry.sqlite3; in_memory: forgotten when the master exits",
     )
     parser.add_argument(
         "--logging_level",
@@ -110,7 +144,12 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             raise ValueError(f"--{name} must be positive")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is out of range")
+    removal_limit = parse_rate_limit(args.agent_removal_rate_limit, "agent_removal_rate_limit")
+    zk, session_timeout = coordination_flags(args)
     return MasterConfig(
+        zk=zk,
+        zk_session_timeout=session_timeout,
+        registry=args.registry,
         ip=args.ip,
         port=args.port,
         hostname=args.hostname,
@@ -128,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             max_completed_frameworks=args.max_completed_frameworks,
             max_completed_tasks_per_framework=args.max_completed_tasks_per_framework,
             heartbeat_interval=durations["heartbeat_interval"],
+            agent_removal_rate_limit=removal_limit,
         ),
         flags={
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
@@ -135,8 +175,41 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
     )
 
 
+def parse_rate_limit(text: str | None, flag: str) -> tuple[int, float] | None:
+    """``N/<duration>`` (Mesos rate syntax, e.g. ``1/10mins``) as (permits, seconds)."""
+    if text is None or not text.strip():
+        return None
+    permits, sep, period = text.strip().partition("/")
+    try:
+        count, seconds = int(permits), parse_duration(period)
+    except ValueError:
+        count, seconds = 0, 0.0
+    if not sep or count <= 0 or seconds <= 0:
+        raise ValueError(f"--{flag}: expected N/DURATION such as 1/10mins, got {text!r}")
+    return count, seconds
+
+
+def coordination_flags(args: argparse.Namespace) -> tuple[str | None, float]:
+    """Validates --zk, --zk_session_timeout and --quorum; (zk URL or None, timeout)."""
+    try:
+        session_timeout = parse_duration(args.zk_session_timeout)
+    except ValueError as e:
+        raise ValueError(f"--zk_session_timeout: {e}") from None
+    if session_timeout <= 0:
+        raise ValueError("--zk_session_timeout must be positive")
+    if args.quorum is not None and args.quorum < 1:
+        raise ValueError(f"--quorum must be at least 1, got {args.quorum}")
+    zk = args.zk.strip() if args.zk else None
+    if zk:
+        try:
+            parse_zk_url(zk)
+        except ValueError as e:
+            raise ValueError(f"--zk: {e}") from None
+    return zk or None, session_timeout
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs a master until SIGINT/SIGTERM."""
+    """Runs a master until SIGINT/SIGTERM (or until it loses leadership: exit status 1)."""
     logging.basicConfig(
         level=getattr(logging, args.logging_level, logging.INFO),
         format="%(asctime)s %(levelname)s master %(name)s: %(message)s",
@@ -148,17 +221,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"butte master: {e}")
         return 2
     try:
-        asyncio.run(_serve(config))
+        return asyncio.run(_serve(config))
+    except CoordinationError as e:
+        print(f"butte master: {e}")
+        return 1
     except OSError as e:
         print(f"butte master: cannot listen on {config.ip}:{config.port}: {e.strerror or e}")
         return 1
-    return 0
 
 
-async def _serve(config: MasterConfig) -> None:
+async def _serve(config: MasterConfig) -> int:
     server = MasterServer(config)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
     await server.wait_closed()
+    return server.exit_code

@@ -102,13 +102,8 @@ class OperatorApi:
 
     def get_state(self) -> dict[str, Any]:
         """GetState: tasks, executors, frameworks and agents."""
-        machine = self.machine
-        return {
-            "get_tasks": operator_views.get_tasks(machine),
-            "get_executors": operator_views.get_executors(machine),
-            "get_frameworks": operator_views.get_frameworks(machine),
-            "get_agents": operator_views.get_agents(machine),
-        }
+        # Built by butte.master.snapshot: each task's JSON is reused while it is unchanged.
+        return self.server.state_snapshots.get_state(self.machine)
 
     # -- read-only calls ---------------------------------------------------------------------
 

@@ -30,11 +30,17 @@ def time_info(seconds: float) -> dict[str, int]:
 
 
 def total(items: Iterable[Resources]) -> Resources:
-    """The sum of some resources (empty for none)."""
-    out = Resources()
+    """The sum of some resources (empty for none). Scalars are added as integers in one
+    dict; ranges and sets fall back to Resources addition."""
+    sums: dict = {}
+    rest = Resources()
     for r in items:
-        out = out + r
-    return out
+        for key, value in r.items():
+            if type(value) is int:
+                sums[key] = sums.get(key, 0) + value
+            else:
+                rest = rest + Resources({key: value})
+    return Resources(sums) + rest if sums else rest
 
 
 # -- agents ----------------------------------------------------------------------------------
@@ -65,9 +71,9 @@ def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         "version": agent.version,
         "pid": agent.pid,
         "registered_time": time_info(agent.registered_time),
-        "total_resources": agent.total.to_json("endpoint"),
-        "allocated_resources": agent_used(machine, agent).to_json("endpoint"),
-        "offered_resources": agent_offered(machine, agent).to_json("endpoint"),
+        "total_resources": views.resources_json(agent.total, "endpoint"),
+        "allocated_resources": views.resources_json(agent_used(machine, agent), "endpoint"),
+        "offered_resources": views.resources_json(agent_offered(machine, agent), "endpoint"),
         "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
     }
     if agent.reregistered_time is not None:

@@ -10,14 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from butte import MESOS_COMPAT_VERSION
+from butte.coord import make_contender
+from butte.coord.interface import Contender, RegistryError
+from butte.coord.leadership import Leadership, Role
 from butte.core import internal
 from butte.core.clock import Clock, SystemClock
 from butte.core.codec import record
@@ -36,6 +43,7 @@ from butte.master.effects import (
     CloseAgentConnection,
     CloseFrameworkStream,
     OperatorEvent,
+    RegistryWrite,
     SendToAgent,
     SendToFramework,
 )
@@ -54,6 +62,10 @@ from butte.master.snapshot import StateSnapshots
 log = logging.getLogger(__name__)
 
 HEARTBEAT = record({"type": "HEARTBEAT"})
+# Exit status of a master that lost leadership (Mesos aborts; a supervisor restarts it).
+EXIT_LEADERSHIP_LOST = 1
+# Seconds an abdicating master may take to close connections before it is forced out.
+_ABDICATION_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -68,6 +80,11 @@ class MasterConfig:
     allocator: AllocatorOptions = field(default_factory=AllocatorOptions)
     master: MasterOptions = field(default_factory=MasterOptions)
     flags: dict[str, str] = field(default_factory=dict)
+    # --zk URL (None: the embedded standalone coordination), its session timeout, and
+    # --registry (in_memory keeps nothing across restarts).
+    zk: str | None = None
+    zk_session_timeout: float = 10.0
+    registry: str = "replicated_log"
 
 
 class _Stream:
@@ -103,7 +120,9 @@ class _AgentLink:
 class MasterServer:
     """Runs one master: `start()`, then `wait_closed()`; `stop()` ends it."""
 
-    def __init__(self, config: MasterConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: MasterConfig, clock: Clock | None = None, contender: Contender | None = None
+    ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         hostname = config.hostname or config.ip
@@ -129,18 +148,38 @@ class MasterServer:
         self.router = PrefixRouter()
         self.state_snapshots = StateSnapshots()
         self._add_routes()
+        self.exit_code = 0
+        self.contender = contender or make_contender(
+            config.zk, config.work_dir, config.registry, config.zk_session_timeout
+        )
+        self.leadership = Leadership(
+            self.contender,
+            self.master_info,
+            on_elected=self._on_elected,
+            on_lost=self._on_leadership_lost,
+            on_leader=self._on_leader_changed,
+            # A loop frozen this long may have outlived its ZooKeeper session.
+            stall_limit=config.zk_session_timeout / 3 if config.zk else None,
+        )
+        self.machine.leader_info = None  # unknown until the election says
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_route("*", "/{tail:.*}", self.router.dispatch)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.ip, self.config.port, reuse_address=True)
         await site.start()
+        try:
+            await self.contender.start(self.master_info, self.leadership)
+        except BaseException:
+            await self._runner.cleanup()
+            raise
         loop = asyncio.get_running_loop()
-        self._tasks = [
+        self._tasks += [  # += : the election may already have started registry recovery
+            loop.create_task(self._every(0.1, self.leadership.beat, always=True)),
             loop.create_task(self._every(self.config.allocation_interval, self._allocate)),
             loop.create_task(self._every(0.25, self._tick)),
             loop.create_task(self._every(self.config.master.agent_ping_timeout, self._ping_agents)),
@@ -153,6 +192,9 @@ class MasterServer:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        with contextlib.suppress(Exception):
+            # Resigns at once (the next master takes over) unless ZooKeeper is unreachable.
+            await asyncio.wait_for(self.contender.stop(), 3.0)
         for stream in self._streams.values():
             stream.close()
         for link in self._agents.values():
@@ -164,9 +206,11 @@ class MasterServer:
     async def wait_closed(self) -> None:
         await self._stopped.wait()
 
-    async def _every(self, period: float, action: object) -> None:
+    async def _every(self, period: float, action: object, always: bool = False) -> None:
         while True:
             await asyncio.sleep(period)
+            if not always and not self.leadership.acting():
+                continue  # timers of the core run only while leading
             try:
                 action()  # type: ignore[operator]
             except Exception:
@@ -176,7 +220,7 @@ class MasterServer:
 
     def flush(self) -> None:
         """Carries out what the core asked for, then schedules an allocation if wanted."""
-        for effect in self.machine.drain():
+        for effect in self._committed(self.machine.drain()):
             if isinstance(effect, SendToFramework):
                 stream = self._streams.get(effect.stream_id)
                 if stream is not None:
@@ -199,6 +243,79 @@ class MasterServer:
             # Coalesce every trigger of this loop iteration into one allocation run.
             self._allocation_pending = True
             asyncio.get_running_loop().call_soon(self._allocate)
+
+    def _committed(self, effects: list) -> list:
+        """The effects to carry out: none unless this master acts as leader, and only once
+        the registry writes among them are durable (one transaction for all of them, before
+        any effect is delivered; a failed write aborts the master)."""
+        if not self.leadership.acting():
+            return []
+        operations = [e.operation for e in effects if isinstance(e, RegistryWrite)]
+        if operations:
+            try:
+                self.contender.registry.apply(operations)
+            except RegistryError as e:
+                self.leadership.leadership_lost(f"registry write failed ({e})")
+                return []
+        return effects
+
+    # -- leadership -----------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Routes a request; those that need the leader get 307/503 elsewhere."""
+        if _needs_leader(request):
+            refusal = self.leadership.refusal(request.path_qs)
+            if refusal is not None:
+                status, text, headers = refusal
+                return text_reply(status, text, headers)
+        return await self.router.dispatch(request)
+
+    def _on_elected(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._recover_registry())
+        self._tasks.append(task)
+
+    async def _recover_registry(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            registry = await loop.run_in_executor(None, self.contender.registry.load)
+        except RegistryError as e:
+            self.leadership.leadership_lost(f"registry recovery failed ({e})")
+            return
+        if self.leadership.role is not Role.RECOVERING:
+            return
+        now = self.clock.now()
+        self.machine.recover_registry(registry, now)
+        self.machine.leader_info = self.master_info
+        self.elected_time = now
+        self.leadership.recovered()
+        log.info(
+            "Leading master %s: registry recovered in %.3fs (%d agents expected back)",
+            self.machine.master_id,
+            time.perf_counter() - started,
+            len(self.machine.recovering_agents),
+        )
+        self.flush()
+
+    def _on_leader_changed(self, leader: Mapping[str, Any] | None) -> None:
+        # /state shows who leads; this master's own info only once it serves as leader.
+        if leader is None or leader.get("id") != self.master_info["id"]:
+            self.machine.leader_info = dict(leader) if leader is not None else None
+
+    def _on_leadership_lost(self, reason: str) -> None:
+        """Stops acting as leader at once and ends the process (non-zero exit status)."""
+        self.exit_code = EXIT_LEADERSHIP_LOST
+        self.machine.leader_info = None
+        for stream in list(self._streams.values()):
+            stream.close()
+        self._streams.clear()
+        for link in self._agents.values():
+            link.queue.put_nowait(None)
+        # Forced out if closing hangs (e.g. on a ZooKeeper that does not answer).
+        timer = threading.Timer(_ABDICATION_GRACE, os._exit, args=(EXIT_LEADERSHIP_LOST,))
+        timer.daemon = True
+        timer.start()
+        asyncio.get_running_loop().create_task(self.stop())
 
     def _allocate(self) -> None:
         self._allocation_pending = False
@@ -245,8 +362,13 @@ class MasterServer:
         return json_reply(state_json.version_json(MESOS_COMPAT_VERSION))
 
     async def redirect(self, request: web.Request) -> web.StreamResponse:
-        info = self.master_info
-        return text_reply(307, headers={"Location": f"//{info['hostname']}:{info['port']}"})
+        if self.leadership.leading:
+            info = self.master_info
+            return text_reply(307, headers={"Location": f"//{info['hostname']}:{info['port']}"})
+        base = self.leadership.redirect_base()
+        if base is None:
+            return text_reply(503, "No leader elected")
+        return text_reply(307, headers={"Location": base})
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         # Encoded once per build and reused (see butte.master.snapshot): a big state must
@@ -309,11 +431,15 @@ class MasterServer:
         response.enable_chunked_encoding()
         try:
             await response.prepare(request)
-            while True:
-                data = await stream.queue.get()
-                if data is None:
+            while data := await stream.queue.get():
+                # What queued up meanwhile goes out in the same chunk: one write per burst
+                # of events (an allocation's OFFERS, a wave of UPDATEs), not one per event.
+                parts = [data]
+                while parts[-1] and not stream.queue.empty():
+                    parts.append(stream.queue.get_nowait())
+                await response.write(b"".join(p for p in parts if p))
+                if parts[-1] is None:
                     break
-                await response.write(data)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -367,6 +493,17 @@ class MasterServer:
         except (ConnectionError, RuntimeError):
             with contextlib.suppress(Exception):
                 await link.ws.close()
+
+
+def _needs_leader(request: web.Request) -> bool:
+    """The v1 APIs (scheduler, operator, the agents' socket) and anything that changes
+    state need the leading master; reads such as /state are served by every master."""
+    path = request.path
+    if path.startswith("/master/"):
+        path = path[len("/master") :]
+    if path.startswith("/api/v1"):
+        return True
+    return request.method not in ("GET", "HEAD", "OPTIONS")
 
 
 def _validate_call_shape(call: SchedulerCall) -> str | None:

@@ -214,14 +214,14 @@ def master_state(
 ) -> dict[str, Any]:
     """The whole ``/master/state`` document (``render`` draws each task)."""
     info = machine.master_info
-    leader = {
-        "id": info["id"],
-        "pid": info["pid"],
-        "port": info["port"],
-        "hostname": info["hostname"],
-    }
+    # Who leads: this master, another one (this one is a standby), or nobody known.
+    leading = machine.leader_info
+    leader = None
+    if leading is not None:
+        keys = ("id", "pid", "port", "hostname", "ip", "address", "version")
+        leader = {k: leading[k] for k in keys if k in leading}
     agents = list(machine.agents.values())
-    return {
+    doc: dict[str, Any] = {
         "version": version,
         "build_date": "",
         "build_time": 0,
@@ -235,11 +235,12 @@ def master_state(
         "activated_slaves": sum(1 for a in agents if a.active),
         "deactivated_slaves": sum(1 for a in agents if not a.active),
         "unreachable_slaves": len(machine.unreachable_agents),
-        "leader": info["pid"],
+        "leader": leader.get("pid", "") if leader is not None else None,
         "leader_info": leader,
         "flags": flags,
         "slaves": [legacy_agent(machine, a) for a in agents],
-        "recovered_slaves": [],
+        # Agents the registry lists that have not re-registered since this master's election.
+        "recovered_slaves": [{"id": aid} for aid in sorted(machine.recovering_agents)],
         "frameworks": [legacy_framework(machine, f, render) for f in machine.frameworks.values()],
         "completed_frameworks": [
             legacy_framework(machine, f, render) for f in machine.completed_frameworks
@@ -247,6 +248,9 @@ def master_state(
         "orphan_tasks": [],
         "unregistered_frameworks": [],
     }
+    if leader is None:
+        del doc["leader"], doc["leader_info"]  # Mesos omits them while no leader is known
+    return doc
 
 
 def version_json(version: str) -> dict[str, Any]:

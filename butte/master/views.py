@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 from butte.core.messages import FrameworkInfo, TaskStatus, to_builtins
+from butte.core.resources import Resources
 from butte.master.state import Agent, Framework, Offer, Task
 
 
@@ -44,6 +45,23 @@ def master_info(master_id: str, ip: str, port: int, hostname: str, version: str)
     }
 
 
+# (resources, format, role) -> JSON list. Offers of agents of one shape repeat every cycle
+# and state views repeat the same few shapes; encoding each once saves most of their cost.
+_RESOURCES_JSON: dict[tuple[Resources, str, str | None], list[dict]] = {}
+_MAX_RESOURCES_JSON = 4096
+
+
+def resources_json(res: Resources, fmt: str, role: str | None = None) -> list[dict]:
+    """``res.to_json(fmt, allocation_role=role)``, memoized. The list is shared: read-only."""
+    key = (res, fmt, role)
+    out = _RESOURCES_JSON.get(key)
+    if out is None:
+        if len(_RESOURCES_JSON) >= _MAX_RESOURCES_JSON:
+            _RESOURCES_JSON.clear()
+        out = _RESOURCES_JSON[key] = res.to_json(fmt, allocation_role=role)
+    return out
+
+
 def offer_json(offer: Offer, agent: Agent, framework: Framework, agent_ip: str) -> dict:
     out: dict[str, Any] = {
         "id": value(offer.offer_id),
@@ -56,9 +74,7 @@ def offer_json(offer: Offer, agent: Agent, framework: Framework, agent_ip: str) 
             "path": "/slave(1)",
         },
         "allocation_info": {"role": offer.role},
-        "resources": offer.resources.to_json(
-            resource_format(framework.info), allocation_role=offer.role
-        ),
+        "resources": resources_json(offer.resources, resource_format(framework.info), offer.role),
     }
     if agent.attributes:
         out["attributes"] = [a.to_json() for a in agent.attributes]

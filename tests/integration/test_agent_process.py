@@ -81,16 +81,23 @@ class FakeMaster:
             }
         )
 
-    async def run_task(self, task_id: str, command: str, **extra: Any) -> None:
+    async def run_task(
+        self,
+        task_id: str,
+        command: str,
+        uris: list[dict[str, Any]] | None = None,
+        framework: dict[str, Any] = FRAMEWORK,
+        **extra: Any,
+    ) -> None:
         task = {
             **extra,
             "name": task_id,
             "task_id": {"value": task_id},
             "agent_id": {"value": AID},
             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
-            "command": {"value": command},
+            "command": {"value": command, **({"uris": uris} if uris else {})},
         }
-        await self.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        await self.send({"type": "RUN_TASK", "framework": framework, "task": task})
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind]
@@ -146,7 +153,7 @@ class AgentProcess:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        with open(self.log, "wb") as log:
+        with open(self.log, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
@@ -161,6 +168,12 @@ class AgentProcess:
             self.proc.kill()
             await self.proc.wait()
             raise AssertionError(f"agent did not stop on SIGTERM; log:\n{self.logs()}") from None
+
+    async def kill(self) -> None:
+        """SIGKILL, like a crash: executors and tasks are left running."""
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -372,14 +385,6 @@ def test_executor_api_rejects_bad_input_and_agent_stays_up(tmp_path):
         assert agent.proc is not None and agent.proc.returncode is None
 
     run_scenario(tmp_path, scenario)
-
-
-def test_zk_master_is_refused_with_a_clear_error(tmp_path):
-    result = os.popen(
-        f"{sys.executable} -m butte.agent --master zk://127.0.0.1:2181/mesos "
-        f"--work_dir {tmp_path} 2>&1; echo rc=$?"
-    ).read()
-    assert "zk:// masters are not supported yet" in result and "rc=2" in result
 
 
 PYMESOS_EXECUTOR = """

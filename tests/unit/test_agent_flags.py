@@ -54,12 +54,16 @@ def test_master_address_forms(text, address):
     assert flags.master_address(text) == address
 
 
-@pytest.mark.parametrize("text", ["zk://h:2181/mesos", "m1:notaport", "m1:0", ":5050", "a/b:1"])
+@pytest.mark.parametrize("text", ["zk://h:2181", "m1:notaport", "m1:0", ":5050", "a/b:1"])
 def test_bad_master_addresses(text):
     with pytest.raises(argparse.ArgumentTypeError) as error:
         flags.master_address(text)
     if text.startswith("zk://"):
-        assert "zk:// masters are not supported yet" in str(error.value)
+        assert "needs a znode path" in str(error.value)
+
+
+def test_zk_master_url_is_kept():
+    assert flags.master_address(" zk://h1:2181,h2/mesos ") == "zk://h1:2181,h2/mesos"
 
 
 def test_bad_flag_values_are_argparse_errors(capsys):
@@ -107,3 +111,23 @@ def test_options_from_args(tmp_path):
     assert options.attributes[0].name == "rack"
     assert options.flags["status_update_retry_interval_min"] == "10secs"
     assert options.flags["resources"] == "cpus:1;disk:10;mem:64;ports:[1-2]"
+
+
+def test_recovery_flags(tmp_path):
+    args = parse()
+    assert args.recover == "reconnect"
+    assert args.executor_reregistration_timeout == 2.0
+    assert args.recovery_timeout == 900.0
+    assert args.fetcher_cache_dir is None
+    args = parse("--recover=cleanup", "--executor_reregistration_timeout=5secs")
+    options = options_from_args(args)
+    assert options.recover == "cleanup" and options.executor_reregistration_timeout == 5.0
+    with pytest.raises(SystemExit):
+        parse("--recover=sometimes")
+
+
+def test_reregistration_timeout_is_capped_like_mesos(capsys):
+    from butte.agent.main import run
+
+    assert run(parse("--executor_reregistration_timeout=16secs")) == 2
+    assert "15secs" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
     SchedulerClient,
+    SchedulerError,
     SubscriptionError,
     as_id,
     redirect_target,
@@ -334,6 +335,8 @@ def test_as_id_forms():
         as_id(3)  # type: ignore[arg-type]
 
 
-def test_zookeeper_master_urls_are_refused_clearly():
-    with pytest.raises(Exception, match="ZooKeeper"):
-        SchedulerClient("zk://127.0.0.1:2181/mesos", INFO)
+def test_malformed_zookeeper_master_urls_are_refused_clearly():
+    with pytest.raises(SchedulerError, match="znode path"):
+        SchedulerClient("zk://127.0.0.1:2181", INFO)
+    client = SchedulerClient("zk://127.0.0.1:2181/mesos", INFO)  # connects on subscribe()
+    assert client.leader == ""

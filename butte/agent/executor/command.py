@@ -18,9 +18,11 @@ Losing the agent (PROTOCOL.md 2.4): without checkpointing the executor kills its
 exits. With checkpointing it keeps its tasks running and retries SUBSCRIBE (also answered
 503 while a restarted agent recovers), at most MESOS_SUBSCRIPTION_BACKOFF_MAX/2 apart so two
 tries fall within the agent's re-registration window, for up to MESOS_RECOVERY_TIMEOUT;
-the SUBSCRIBE carries every task without a terminal update and every unacknowledged update. The executor is a single thread around one ``epoll``:
-the SUBSCRIBE stream, a pidfd per task and a signal wake-up pipe. Imports are kept to C
-modules (see `butte.agent.executor.lite`) because this process starts once per task.
+the SUBSCRIBE carries every task without a terminal update and every unacknowledged update.
+
+The executor is a single thread around one ``epoll``: the SUBSCRIBE stream, a pidfd per task
+(and per running health probe) and a signal wake-up pipe. Imports are kept to C modules (see
+`butte.agent.executor.lite`) because this process starts once per task.
 """
 
 from __future__ import annotations
@@ -309,15 +311,21 @@ class Executor:
         if isinstance(limit, int | float):
             task.completion_deadline = time.monotonic() + float(limit) * _NS
         self.send_update(task, "TASK_RUNNING")
+        self._start_health(task)
+
+    def _task_dir(self, info: dict, group: bool) -> str | None:
+        """A task group member's own directory (None: the executor's sandbox)."""
+        if not group:
+            return None
+        return os.path.join(self.sandbox, "tasks", info["task_id"]["value"])
 
     def _spawn(self, info: dict, group: bool) -> int:
         command = info.get("command") or {}
         program, argv, search = task_argv(command)
         env = task_environment(self.environ, command)
         actions = []
-        cwd = None
-        if group:
-            cwd = os.path.join(self.sandbox, "tasks", info["task_id"]["value"])
+        cwd = self._task_dir(info, group)
+        if cwd is not None:
             os.makedirs(cwd, exist_ok=True)
             env["MESOS_SANDBOX"] = cwd
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -325,6 +333,18 @@ class Executor:
                 (os.POSIX_SPAWN_OPEN, 1, os.path.join(cwd, "stdout"), flags, 0o644),
                 (os.POSIX_SPAWN_OPEN, 2, os.path.join(cwd, "stderr"), flags, 0o644),
             ]
+        return self._spawn_process(program, argv, search, env, cwd, actions)
+
+    def _spawn_process(
+        self,
+        program: str,
+        argv: list[str],
+        search: bool,
+        env: dict[str, str],
+        cwd: str | None,
+        actions: list,
+    ) -> int:
+        """posix_spawn in a new process group (in ``cwd`` if given)."""
         spawn = os.posix_spawnp if search else os.posix_spawn
         # Python ignores SIGPIPE/SIGXFSZ; the task must get the default dispositions back.
         defaults = [_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT]
@@ -387,6 +407,7 @@ class Executor:
         state: str,
         message: str | None = None,
         reason: str | None = None,
+        healthy: bool | None = None,
     ) -> None:
         """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED."""
         status: dict = {
@@ -400,6 +421,8 @@ class Executor:
             status["message"] = message
         if reason is not None:
             status["reason"] = reason
+        if healthy is not None:
+            status["healthy"] = healthy
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
@@ -425,6 +448,7 @@ class Executor:
         assert task.pid is not None
         _, status = os.waitpid(task.pid, 0)
         self._signal_task(task, _signal.SIGKILL)  # leftovers of the task's group
+        self._stop_probe(task, kill=True)
         if task.pidfd is not None:
             self.poller.unregister(task.pidfd)
             self.by_pidfd.pop(task.pidfd, None)
@@ -440,7 +464,9 @@ class Executor:
             state = "TASK_FINISHED"
         else:
             state = "TASK_FAILED"
-        self.send_update(task, state, message, reason)
+        # Mesos marks a kill by the health checker with healthy=false on the terminal update.
+        healthy = False if task.killed and task.killed_by_health else None
+        self.send_update(task, state, message, reason, healthy)
         if task.group and state != "TASK_FINISHED":
             # Like Mesos' default executor: one failed or killed member ends the group.
             for other in self.tasks.values():
@@ -467,6 +493,7 @@ class Executor:
                     self._agent_lost(str(e))
             now = time.monotonic()
             self._escalate_kills(now)
+            self._run_health(now)
             if self.exit_deadline is not None and now >= self.exit_deadline:
                 sys.stderr.write("executor: terminal update never acknowledged; exiting\n")
                 return 0
@@ -475,16 +502,25 @@ class Executor:
         return 0
 
     def _first_subscribe(self) -> None:
-        # The agent is up (it started us) but may be slow to accept under a launch storm.
+        # The agent is up (it started us) but may be slow to accept under a launch storm. With
+        # checkpointing it may also have died meanwhile: wait for its restart like later on.
         delay = 0.02
-        for _ in range(12):
+        started = time.monotonic()
+        attempts = 0
+        while True:
             try:
                 self.subscribe()
                 return
             except AgentLost as e:
                 why = str(e)
+            attempts += 1
+            if self.checkpoint:
+                if time.monotonic() - started > self.recovery_timeout:
+                    break
+            elif attempts >= 12:
+                break
             time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, self._backoff_cap() if self.checkpoint else 2.0)
         raise SystemExit(f"executor: cannot subscribe to the agent: {why}")
 
     def _dispatch(self, fd: int) -> None:
@@ -498,10 +534,17 @@ class Executor:
             self.shutdown()
         elif fd in self.by_pidfd:
             self.task_exited(self.by_pidfd[fd])
+        elif fd in self.by_probe_pidfd:
+            self._probe_exited(self.by_probe_pidfd[fd])
 
     def _timeout(self) -> float | None:
         deadlines = [t.kill_deadline for t in self.tasks.values() if t.kill_deadline]
         deadlines += [t.completion_deadline for t in self.tasks.values() if t.completion_deadline]
+        for task in self.tasks.values():
+            if task.probe_deadline is not None:
+                deadlines.append(task.probe_deadline)
+            elif task.health is not None and task.terminal_uuid is None and not task.killed:
+                deadlines.append(task.health.next_check)
         if self.exit_deadline is not None:
             deadlines.append(self.exit_deadline)
         if self.stream is None:
@@ -522,8 +565,96 @@ class Executor:
                 if task.terminal_uuid is None:
                     self._signal_task(task, _signal.SIGKILL)
 
+    # -- health checks -----------------------------------------------------------------------
+
+    def _start_health(self, task: TaskProcess) -> None:
+        check = task.info.get("health_check")
+        if check is None:
+            return
+        try:
+            spec = health_checks.parse_health_check(check)
+        except ValueError as e:
+            sys.stderr.write(f"executor: ignoring the health check of {task.id}: {e}\n")
+            return
+        task.health = health_checks.HealthPolicy(spec, time.monotonic())
+
+    def _run_health(self, now: float) -> None:
+        """Starts due probes and fails those past their timeout."""
+        for task in self.tasks.values():
+            if task.health is None or task.terminal_uuid is not None or task.killed:
+                continue
+            if task.probe_pid is not None:
+                if task.probe_deadline is not None and now >= task.probe_deadline:
+                    self._stop_probe(task, kill=True)
+                    self._health_result(task, False, now)
+            elif task.health.due(now):
+                self._start_probe(task, now)
+
+    def _start_probe(self, task: TaskProcess, now: float) -> None:
+        assert task.health is not None
+        program, argv, search = health_checks.probe_command(task.health.spec)
+        env = task_environment(self.environ, task.info.get("command") or {})
+        cwd = self._task_dir(task.info, task.group)
+        null = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
+        try:
+            pid = self._spawn_process(program, argv, search, env, cwd, [null])
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            sys.stderr.write(f"executor: cannot start the health check of {task.id}: {e}\n")
+            self._health_result(task, False, now)
+            return
+        task.probe_pid, task.probe_pidfd = pid, pidfd
+        task.probe_deadline = now + task.health.spec.timeout
+        self.by_probe_pidfd[pidfd] = task
+        self.poller.register(pidfd, select.EPOLLIN)
+
+    def _probe_exited(self, task: TaskProcess) -> None:
+        assert task.probe_pid is not None
+        _, status = os.waitpid(task.probe_pid, 0)
+        self._signal_probe(task)  # leftovers of the probe's group
+        task.probe_pid = None
+        self._stop_probe(task, kill=False)
+        healthy = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        self._health_result(task, healthy, time.monotonic())
+
+    def _signal_probe(self, task: TaskProcess) -> None:
+        if task.probe_pid is not None:
+            try:
+                os.killpg(task.probe_pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _stop_probe(self, task: TaskProcess, kill: bool) -> None:
+        """Forgets the running probe (killing and reaping it first if ``kill``)."""
+        if kill and task.probe_pid is not None:
+            self._signal_probe(task)
+            try:
+                os.waitpid(task.probe_pid, 0)
+            except ChildProcessError:
+                pass
+        if task.probe_pidfd is not None:
+            self.poller.unregister(task.probe_pidfd)
+            self.by_probe_pidfd.pop(task.probe_pidfd, None)
+            os.close(task.probe_pidfd)
+        task.probe_pid = task.probe_pidfd = task.probe_deadline = None
+
+    def _health_result(self, task: TaskProcess, healthy: bool, now: float) -> None:
+        """Reports a health change (TASK_RUNNING with ``healthy``); kills the task when the
+        failures reached ``consecutive_failures``."""
+        if task.health is None or task.terminal_uuid is not None or task.killed:
+            return
+        outcome = task.health.result(healthy, now)
+        if outcome is None:
+            return
+        reason = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
+        self.send_update(task, "TASK_RUNNING", reason=reason, healthy=outcome[0])
+        if outcome[1]:
+            task.killed_by_health = True
+            self.kill(task.id, None)
+
     def _agent_lost(self, why: str) -> None:
         self._drop_stream()
+        self.exit_deadline = None  # the fail-safe waits for a connected agent
         if not self.checkpoint:
             sys.stderr.write(f"executor: {why}; not checkpointing, killing tasks and exiting\n")
             for task in self.tasks.values():
@@ -534,6 +665,9 @@ class Executor:
             self.disconnected_since = now
         self.next_subscribe = now + self.backoff
 
+    def _backoff_cap(self) -> float:
+        return max(0.1, self.backoff_max / 2)
+
     def _resubscribe(self, now: float) -> None:
         assert self.disconnected_since is not None
         if now - self.disconnected_since > self.recovery_timeout:
@@ -543,8 +677,13 @@ class Executor:
         try:
             self.subscribe()
         except AgentLost:
-            self.backoff = min(self.backoff * 2, self.backoff_max)
+            self.backoff = min(self.backoff * 2, self._backoff_cap())
             self.next_subscribe = now + self.backoff
+        except SystemExit:
+            # The agent that came back does not know us: our tasks must not outlive us.
+            for task in self.tasks.values():
+                self._signal_task(task, _signal.SIGKILL)
+            raise
 
 
 def run_executor(environ: dict[str, str]) -> int:

@@ -1,0 +1,155 @@
+"""Agent recovery with a real agent process against the fake master of `test_agent_process`:
+unacknowledged updates survive a SIGKILL (they were checkpointed before ACKNOWLEDGED) and are
+resent under the same uuid; executors that died or hang while the agent was down; a
+checkpoint from another boot and ``--recover=cleanup`` start a new agent and kill what ran."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+from test_agent_process import (
+    AID,
+    FID,
+    FRAMEWORK,
+    AgentProcess,
+    FakeMaster,
+    process_gone,
+    run_scenario,
+    wait_for,
+)
+
+CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
+
+
+def fixed_port() -> tuple[str, ...]:
+    """A port of our own: executors find a restarted agent at the same address."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return ("--port", str(sock.getsockname()[1]))
+
+
+def reregistrations(master: FakeMaster) -> list[dict]:
+    return [m for m in master.of_type("REGISTER_AGENT") if "id" in m["agent_info"]]
+
+
+async def pid_of(path: Path) -> int:
+    await wait_for(lambda: path.exists() and path.read_text().strip(), f"pid in {path}")
+    return int(path.read_text())
+
+
+def test_unacknowledged_updates_survive_an_agent_sigkill(tmp_path):
+    pid_file = tmp_path / "pid"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        command = f"echo $$ > {pid_file}; exec sleep 60"
+        await master.run_task("k1", command, framework=CHECKPOINTING)
+        # Nothing acknowledged: TASK_STARTING is the update in flight, TASK_RUNNING queued.
+        await wait_for(lambda: len(master.updates("k1")) >= 2, "STARTING resent")
+        starting = master.updates("k1")[0]
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        assert not process_gone(pid)
+        before = len(master.updates("k1"))
+        await agent.start()
+        register = await wait_for(lambda: reregistrations(master), "re-registration")
+        assert register[0]["agent_info"]["id"] == {"value": AID}
+        (task,) = register[0]["tasks"]
+        assert task["status_update_uuid"] == starting["uuid"]
+        await wait_for(lambda: len(master.updates("k1")) > before, "resent after restart")
+        assert master.updates("k1")[before]["uuid"] == starting["uuid"]
+        master.auto_ack = True
+        await master.ack(starting)
+        await wait_for(lambda: "TASK_RUNNING" in master.states("k1"), "the queued RUNNING")
+        assert master.states("k1") == ["TASK_STARTING", "TASK_RUNNING"]
+        assert not process_gone(pid)
+
+    run_scenario(tmp_path, scenario, auto_ack=False, agent_flags=fixed_port())
+
+
+def test_executor_gone_or_hung_while_the_agent_was_down(tmp_path):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        for task_id in ("dead", "hung"):
+            await master.run_task(task_id, "sleep 60", framework=CHECKPOINTING)
+        await wait_for(
+            lambda: all("TASK_RUNNING" in master.states(t) for t in ("dead", "hung")), "running"
+        )
+        executors = {}
+        for task_id in ("dead", "hung"):
+            running = next(s for s in master.updates(task_id) if s["state"] == "TASK_RUNNING")
+            executors[task_id] = running["container_status"]["executor_pid"]
+        await agent.kill()
+        os.killpg(executors["dead"], signal.SIGKILL)
+        os.kill(executors["hung"], signal.SIGSTOP)
+        await agent.start()
+        await wait_for(lambda: "TASK_FAILED" in master.states("dead"), "dead executor's task")
+        failed = master.updates("dead")[-1]
+        assert failed["reason"] == "REASON_EXECUTOR_TERMINATED"
+        assert failed["message"] == "Executor terminated while the agent was down"
+        await wait_for(lambda: "TASK_LOST" in master.states("hung"), "hung executor's task", 15)
+        lost = master.updates("hung")[-1]
+        assert lost["reason"] == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+        await wait_for(lambda: process_gone(executors["hung"]), "hung executor destroyed")
+
+    flags = (*fixed_port(), "--executor_reregistration_timeout=1secs")
+    run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def first_registrations(master: FakeMaster) -> list[dict]:
+    return [m for m in master.of_type("REGISTER_AGENT") if "id" not in m["agent_info"]]
+
+
+def change_boot_id(work_dir: Path) -> None:
+    (work_dir / "meta" / "boot_id").write_text("00000000-0000-0000-0000-000000000000\n")
+
+
+def recovery_refused(tmp_path: Path, flags: tuple[str, ...], meddle) -> None:
+    """Runs a checkpointed task, SIGKILLs the agent, ``meddle``s, restarts it with ``flags``:
+    it must register as a new agent and kill the old task."""
+    pid_file = tmp_path / "pid"
+    port = fixed_port()
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("o1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        meddle(tmp_path / "work")
+        agent.argv += list(flags)
+        await agent.start()
+        await wait_for(lambda: process_gone(pid), "old task killed")
+        await wait_for(lambda: len(first_registrations(master)) == 2, "a new registration")
+        assert not reregistrations(master)
+
+    run_scenario(tmp_path, scenario, agent_flags=port)
+
+
+def test_checkpoint_from_another_boot_starts_a_new_agent(tmp_path):
+    recovery_refused(tmp_path, (), change_boot_id)
+
+
+def test_recover_cleanup_kills_everything_and_starts_a_new_agent(tmp_path):
+    recovery_refused(tmp_path, ("--recover=cleanup",), lambda work_dir: None)
+
+
+def test_checkpoint_layout_and_cleanup(tmp_path):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("c1", "sleep 0.2", framework=CHECKPOINTING)
+        meta = tmp_path / "work" / "meta" / "slaves"
+        run = await wait_for(
+            lambda: list(meta.glob(f"{AID}/frameworks/{FID}/executors/c1/runs/*")), "run dir"
+        )
+        assert (meta / "latest").resolve().name == AID
+        assert (meta / AID / "slave.info").exists()
+        assert (meta / AID / "frameworks" / FID / "framework.info").exists()
+        assert (run[0] / "run.info").exists()
+        await wait_for(lambda: (run[0] / "pids" / "forked.pid").exists(), "forked.pid")
+        await wait_for(lambda: "TASK_FINISHED" in master.states("c1"), "finished")
+        # Everything of a finished, acknowledged task and its framework is forgotten.
+        await wait_for(lambda: not (meta / AID / "frameworks" / FID).exists(), "cleaned up")
+        await master.run_task("n1", "true")  # not checkpointing: nothing written
+        await wait_for(lambda: "TASK_FINISHED" in master.states("n1"), "n1 finished")
+        assert not (meta / AID / "frameworks" / FID).exists()
+
+    run_scenario(tmp_path, scenario)

@@ -1,0 +1,156 @@
+"""How the master detects and handles failed agents, driven through the pure master core
+(`master_kit`): ping timeouts under --agent_removal_rate_limit, an unreachable agent coming
+back (partition-aware tasks live on, others are killed), a new agent replacing a dead one at
+the same address, and re-registration reconciling what the agent does not report."""
+
+from __future__ import annotations
+
+import pytest
+from master_kit import Harness, command_task, launch_body
+
+from butte.core import internal
+from butte.core import task_states as ts
+from butte.core.messages import ID, FrameworkInfo
+from butte.master.machine import MasterOptions
+from butte.master.main import parse_rate_limit
+
+
+def running_task(h: Harness, conn: str = "c1", **framework: object) -> tuple[str, str, str]:
+    """An agent with one RUNNING task of a new framework: (agent id, framework id, stream)."""
+    agent_id = h.register_agent(conn)
+    fid, stream = h.subscribe(**framework)
+    h.allocate()
+    [offer] = h.offers(stream)
+    h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
+    h.status_update(conn, fid, "t1", ts.RUNNING, agent_id)
+    h.updates(stream)
+    return agent_id, fid, stream
+
+
+def reregister(h: Harness, conn: str, agent_id: str, **report: object) -> None:
+    """An agent re-registers with ``report`` (frameworks, tasks); the master's answers land
+    in ``h.agent_inbox[conn]``, AGENT_REREGISTERED first."""
+    info = internal.AgentInfo(hostname="127.0.0.1", port=5051, id=ID(agent_id))
+    message = internal.RegisterAgent(agent_info=info, version="0.1.0", **report)
+    h.master.agent_message(conn, message, "127.0.0.1", h.now())
+    h.pump()
+    assert isinstance(h.agent_inbox[conn][0], internal.AgentReregistered)
+
+
+def miss_pings(h: Harness, times: int, answering: set[str] = frozenset()) -> None:
+    for _ in range(times):
+        h.master.ping_agents(h.now())
+        for conn in answering:
+            h.master.agent_message(conn, internal.Pong(), "127.0.0.1", h.now())
+        h.pump()
+        h.clock.advance(1.0)
+
+
+def test_removal_rate_limit_spaces_out_unreachable_agents():
+    h = Harness(MasterOptions(max_agent_ping_timeouts=2, agent_removal_rate_limit=(1, 10.0)))
+    first = h.register_agent("c1")
+    second = h.register_agent("c2")
+    miss_pings(h, 3)
+    assert len(h.master.agents) == 1, "one removal per 10 s"
+    assert list(h.master.pending_agent_removals) in ([first], [second])
+    miss_pings(h, 5)
+    assert len(h.master.agents) == 1
+    miss_pings(h, 5)
+    assert not h.master.agents and set(h.master.unreachable_agents) == {first, second}
+
+
+def test_agent_answering_while_waiting_for_removal_is_spared():
+    h = Harness(MasterOptions(max_agent_ping_timeouts=2, agent_removal_rate_limit=(1, 10.0)))
+    h.register_agent("c1")
+    h.register_agent("c2")
+    miss_pings(h, 3)
+    (waiting,) = h.master.pending_agent_removals
+    conn = next(c for c, a in h.master.connections.items() if a == waiting)
+    miss_pings(h, 12, answering={conn})
+    assert waiting in h.master.agents and not h.master.pending_agent_removals
+
+
+@pytest.mark.parametrize("partition_aware", [True, False])
+def test_unreachable_agent_comes_back(partition_aware):
+    h = Harness(MasterOptions(max_agent_ping_timeouts=2))
+    capabilities = [{"type": "PARTITION_AWARE"}] if partition_aware else []
+    agent_id, fid, stream = running_task(h, checkpoint=True, capabilities=capabilities)
+    miss_pings(h, 3)
+    [cut] = h.updates(stream)
+    assert cut["state"] == (ts.UNREACHABLE if partition_aware else ts.LOST)
+    report = internal.Task(
+        name="t1",
+        task_id=ID("t1"),
+        framework_id=ID(fid),
+        agent_id=ID(agent_id),
+        state=ts.RUNNING,
+        resources=command_task("t1", {"agent_id": {"value": agent_id}})["resources"],
+    )
+    info = FrameworkInfo(user="root", name="fw", id=ID(fid), checkpoint=True)
+    h.register_agent("c9", agent_id=agent_id, frameworks=[info], tasks=[report])
+    kills = h.agent_messages("c9", internal.KillTask)
+    h.call(fid, stream, {"type": "RECONCILE", "reconcile": {"tasks": []}})
+    if partition_aware:
+        assert not kills
+        [again] = h.updates(stream)
+        assert again["state"] == ts.RUNNING and again["reason"] == "REASON_RECONCILIATION"
+    else:
+        assert [k.task_id for k in kills] == [ID("t1")]
+
+
+def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it():
+    h = Harness()
+    old, fid, stream = running_task(h, checkpoint=True)
+    h.master.agent_disconnected("c1", h.now())
+    h.pump()
+    assert not h.updates(stream), "checkpointing tasks wait for the agent"
+    new = h.register_agent("c2")  # same host and port, no id: its checkpoint is gone
+    assert new != old and list(h.master.agents) == [new]
+    [lost] = h.updates(stream)
+    assert lost["state"] == ts.LOST and lost["reason"] == "REASON_AGENT_REMOVED"
+    assert "a new agent registered at the same address" in lost["message"]
+
+
+def test_reregistration_without_a_task_drops_it():
+    h = Harness()
+    agent_id, fid, stream = running_task(h, checkpoint=True)
+    h.master.agent_disconnected("c1", h.now())
+    h.register_agent("c2", agent_id=agent_id)  # reports nothing
+    [gone] = h.updates(stream)
+    assert gone["state"] == ts.LOST and gone["reason"] == "REASON_RECONCILIATION"
+
+
+def test_tasks_of_a_removed_framework_are_shut_down_on_reregistration():
+    h = Harness()
+    fid, stream = h.subscribe()
+    h.call(fid, stream, {"type": "TEARDOWN"})
+    report = internal.Task(
+        name="t1", task_id=ID("t1"), framework_id=ID(fid), agent_id=ID("S9"), state=ts.RUNNING
+    )
+    info = FrameworkInfo(user="root", name="fw", id=ID(fid))
+    reregister(h, "c1", "S9", frameworks=[info], tasks=[report])
+    [shutdown] = h.agent_messages("c1", internal.ShutdownFramework)
+    assert shutdown.framework_id == ID(fid)
+
+
+def test_rate_limit_flag():
+    assert parse_rate_limit("1/10mins", "f") == (1, 600.0)
+    assert parse_rate_limit("2/3hrs", "f") == (2, 10800.0)
+    assert parse_rate_limit(None, "f") is None
+    for bad in ("10mins", "0/1secs", "x/1secs", "1/forever"):
+        with pytest.raises(ValueError, match="N/DURATION"):
+            parse_rate_limit(bad, "f")
+
+
+def test_framework_removed_while_its_agent_was_disconnected_is_shut_down_there():
+    h = Harness()
+    agent_id, fid, stream = running_task(h, checkpoint=True)
+    h.master.agent_disconnected("c1", h.now())
+    h.call(fid, stream, {"type": "TEARDOWN"})
+    assert not h.agent_messages("c1", internal.ShutdownFramework)  # nobody to tell
+    report = internal.Task(
+        name="t1", task_id=ID("t1"), framework_id=ID(fid), agent_id=ID(agent_id), state=ts.RUNNING
+    )
+    reregister(h, "c2", agent_id, tasks=[report])
+    [shutdown] = h.agent_messages("c2", internal.ShutdownFramework)
+    assert shutdown.framework_id == ID(fid)
