@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import stat
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +113,6 @@ class AgentHttp:
             ("/state", self.state, "GET"),
             ("/state.json", self.state, "GET"),
             ("/flags", self.flags, "GET"),
-            ("/metrics/snapshot", self.metrics, "GET"),
-            ("/files/read", self.files_read, "GET"),
-            ("/files/browse", self.files_browse, "GET"),
-            ("/files/download", self.files_download, "GET"),
         ]
         out = []
         for path, handler, method in plain:
@@ -178,77 +171,6 @@ class AgentHttp:
 
     async def flags(self, request: web.Request) -> web.Response:
         return json_response({"flags": self.server.flags})
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return json_response(self.server.metrics())
-
-    # -- files ---------------------------------------------------------------------------------
-
-    def _resolve(self, request: web.Request) -> str | web.Response:
-        """The real path named by ``?path=``, if it lies inside the work dir."""
-        raw = request.query.get("path")
-        if not raw:
-            return error(400, "Expecting 'path' to be present")
-        root = os.path.realpath(self.server.options.work_dir)
-        path = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(root, raw))
-        if path != root and not path.startswith(root + os.sep):
-            return error(404, f"{raw} is not in the agent's work directory")
-        if not os.path.exists(path):
-            return error(404, f"{raw} does not exist")
-        return path
-
-    async def files_read(self, request: web.Request) -> web.Response:
-        path = self._resolve(request)
-        if isinstance(path, web.Response):
-            return path
-        try:
-            offset = int(request.query.get("offset", "0"))
-            length = int(request.query.get("length", "-1"))
-        except ValueError:
-            return error(400, "'offset' and 'length' must be integers")
-        if os.path.isdir(path):
-            return error(400, "Cannot read a directory")
-        size = os.path.getsize(path)
-        if offset < 0:
-            return json_response({"data": "", "offset": size})
-        if length < 0:
-            length = 1 << 20
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(min(length, 16 << 20))
-        return json_response({"data": data.decode("utf-8", "replace"), "offset": offset})
-
-    async def files_browse(self, request: web.Request) -> web.Response:
-        path = self._resolve(request)
-        if isinstance(path, web.Response):
-            return path
-        if not os.path.isdir(path):
-            return error(400, "Not a directory")
-        entries = []
-        for name in sorted(os.listdir(path)):
-            full = os.path.join(path, name)
-            with contextlib.suppress(OSError):
-                st = os.lstat(full)
-                entries.append(
-                    {
-                        "path": full,
-                        "nlink": st.st_nlink,
-                        "size": st.st_size,
-                        "mtime": int(st.st_mtime),
-                        "mode": stat.filemode(st.st_mode),
-                        "uid": str(st.st_uid),
-                        "gid": str(st.st_gid),
-                    }
-                )
-        return json_response(entries)
-
-    async def files_download(self, request: web.Request) -> web.StreamResponse:
-        path = self._resolve(request)
-        if isinstance(path, web.Response):
-            return path
-        if os.path.isdir(path):
-            return error(400, "Cannot download a directory")
-        return web.FileResponse(path)
 
 
 def uptime_since(start: float) -> float:

@@ -166,7 +166,7 @@ class AgentServer:
             await self.detector.start()
         os.makedirs(self.options.work_dir, exist_ok=True)
         app = web.Application(client_max_size=16 << 20)
-        app.add_routes(operator_api.routes(self))  # first: supersedes older /files, /metrics
+        app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
