@@ -19,6 +19,8 @@ import _socket
 import binascii
 import os
 
+from butte.core.durations import UNITS
+
 # typing costs ~10 ms of imports (re, functools ...): only type checkers read it here.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,18 +69,6 @@ except (ImportError, AttributeError, TypeError):  # pragma: no cover - non-CPyth
         return _jsonlib.dumps(obj, separators=(",", ":")).encode()
 
 
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "ms": 1e-3,
-    "secs": 1.0,
-    "mins": 60.0,
-    "hrs": 3600.0,
-    "days": 86400.0,
-    "weeks": 604800.0,
-}
-
-
 def parse_duration(text: str, default: float) -> float:
     """Seconds in a Mesos duration (``5secs``, ``200ms``; bare numbers are seconds); the
     default for anything unparsable."""
@@ -91,7 +81,7 @@ def parse_duration(text: str, default: float) -> float:
     except ValueError:
         return default
     unit = text[digits:].strip() or "secs"
-    return number * _UNITS[unit] if unit in _UNITS else default
+    return number * UNITS[unit] if unit in UNITS else default
 
 
 def new_uuid() -> str:
