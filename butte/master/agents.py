@@ -17,12 +17,12 @@ from butte.coord.interface import (
     RemoveAgent,
 )
 from butte.core import internal, task_states
-from butte.core.messages import ID, FrameworkInfo
+from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
 from butte.master.effects import CloseAgentConnection, OperatorEvent, RegistryWrite, SendToAgent
 from butte.master.launch import intern_resources
-from butte.master.state import Agent, Framework, Task
+from butte.master.state import Agent, Drain, Framework, Task
 
 if TYPE_CHECKING:
     from butte.master.machine import MasterMachine
@@ -283,7 +283,7 @@ class AgentEvents(_Base):
         agent.connection_id = connection_id
         self.connections[connection_id] = agent.agent_id
         agent.connected = True
-        agent.active = True
+        agent.active = not agent.deactivated
         agent.disconnected_at = None
         agent.missed_pings = 0
         agent.awaiting_pong = False
@@ -311,8 +311,9 @@ class AgentEvents(_Base):
                         "Task unknown to the re-registered agent",
                     )
                 self._terminate_task(fw, task, state, reason, message, now)
-        self.allocator.activate_agent(agent.agent_id)
-        self.allocation_wanted = True
+        if agent.active:
+            self.allocator.activate_agent(agent.agent_id)
+            self.allocation_wanted = True
         log.info("Agent %s re-registered", agent.agent_id)
 
     def agent_disconnected(self, connection_id: str, now: float) -> None:
@@ -446,6 +447,77 @@ class AgentEvents(_Base):
                 "REASON_AGENT_REMOVED_BY_OPERATOR",
             )
         return True
+
+    # -- operator: deactivate, reactivate, drain ---------------------------------------------
+
+    def deactivate_agent(self, agent_id: str, now: float) -> bool:
+        """Operator DEACTIVATE_AGENT: no more offers from the agent (outstanding ones are
+        rescinded); what runs there keeps running. False for an unknown agent."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return False
+        agent.deactivated = True
+        if agent.active:
+            agent.active = False
+            self.allocator.deactivate_agent(agent_id)
+        for offer_id in list(agent.offers):
+            offer = self.offers.get(offer_id)
+            if offer is not None:
+                self._rescind(offer, now)
+        return True
+
+    def reactivate_agent(self, agent_id: str, now: float) -> bool:
+        """Operator REACTIVATE_AGENT: offers resume (a finished or running drain ends)."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            return False
+        agent.deactivated = False
+        agent.drain = None
+        if agent.connected and not agent.active:
+            agent.active = True
+            self.allocator.activate_agent(agent_id)
+            self.allocation_wanted = True
+        return True
+
+    def drain_agent(
+        self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
+    ) -> bool:
+        """Operator DRAIN_AGENT: deactivate the agent and kill every task on it (each with at
+        most ``max_grace_period`` to stop); once none is left it is DRAINED, and marked gone
+        if asked."""
+        if not self.deactivate_agent(agent_id, now):
+            return False
+        agent = self.agents[agent_id]
+        agent.drain = Drain(max_grace_period, mark_gone)
+        policy = None
+        if max_grace_period is not None:
+            policy = KillPolicy(grace_period=DurationInfo(int(max_grace_period * 1e9)))
+        for fid, tid in sorted(agent.tasks):
+            task = self.frameworks[fid].tasks.get(tid)
+            if task is not None and not task_states.is_terminal(task.state):
+                self._send_agent(
+                    agent,
+                    internal.KillTask(framework_id=ID(fid), task_id=ID(tid), kill_policy=policy),
+                )
+        self._finish_drain(agent, now)
+        return True
+
+    def check_drains(self, now: float) -> None:
+        """Completes drains whose agents have no live task left (called from `tick`)."""
+        for agent in list(self.agents.values()):
+            if agent.drain is not None and agent.drain.state == "DRAINING":
+                self._finish_drain(agent, now)
+
+    def _finish_drain(self, agent: Agent, now: float) -> None:
+        assert agent.drain is not None
+        for fid, tid in agent.tasks:
+            task = self.frameworks[fid].tasks.get(tid)
+            if task is not None and not task_states.is_terminal(task.state):
+                return
+        agent.drain.state = "DRAINED"
+        log.info("Agent %s drained", agent.agent_id)
+        if agent.drain.mark_gone:
+            self.mark_agent_gone(agent.agent_id, now)
 
     # -- registry -----------------------------------------------------------------------------
 

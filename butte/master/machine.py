@@ -808,6 +808,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 if now - agent.disconnected_at >= deadline:
                     self._mark_unreachable(agent, now, "Agent did not re-register in time")
         self.expire_recovering_agents(now)
+        self.check_drains(now)
 
     def update_weights(self, weights: dict[str, float]) -> None:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map

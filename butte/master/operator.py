@@ -9,7 +9,7 @@ route: the v1 endpoint, the event stream (`butte.master.events`), the legacy end
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
 GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
-MARK_AGENT_GONE, SUBSCRIBE, and the read-only GET_OPERATIONS, GET_QUOTA,
+MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, and the read-only GET_OPERATIONS, GET_QUOTA,
 GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE (empty: nothing of the kind exists yet).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
@@ -193,6 +193,37 @@ class OperatorApi:
         fid = call.teardown.framework_id.value
         if not self.machine.teardown_framework(fid, self.now()):
             return text_reply(400, f"No framework found with ID {fid[:255]}")
+        self.server.flush()
+        return None
+
+    async def call_deactivate_agent(self, call: OperatorCall) -> Answer:
+        assert call.deactivate_agent is not None
+        return self._agent_action(
+            call.deactivate_agent.agent_id.value, self.machine.deactivate_agent
+        )
+
+    async def call_reactivate_agent(self, call: OperatorCall) -> Answer:
+        assert call.reactivate_agent is not None
+        return self._agent_action(
+            call.reactivate_agent.agent_id.value, self.machine.reactivate_agent
+        )
+
+    async def call_drain_agent(self, call: OperatorCall) -> Answer:
+        drain = call.drain_agent
+        assert drain is not None
+        grace = None
+        if drain.max_grace_period is not None:
+            if drain.max_grace_period.nanoseconds < 0:
+                return text_reply(400, "'max_grace_period' must not be negative")
+            grace = drain.max_grace_period.nanoseconds / 1e9
+        return self._agent_action(
+            drain.agent_id.value,
+            lambda agent_id, now: self.machine.drain_agent(agent_id, grace, drain.mark_gone, now),
+        )
+
+    def _agent_action(self, agent_id: str, action: Callable[[str, float], bool]) -> Answer:
+        if not action(agent_id, self.now()):
+            return text_reply(404, f"Agent {agent_id[:255]} not found")
         self.server.flush()
         return None
 

@@ -67,7 +67,7 @@ def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
     out: dict[str, Any] = {
         "agent_info": to_builtins(agent.info),
         "active": agent.active,
-        "deactivated": not agent.active,
+        "deactivated": agent.deactivated,
         "version": agent.version,
         "pid": agent.pid,
         "registered_time": time_info(agent.registered_time),
@@ -78,6 +78,11 @@ def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
     }
     if agent.reregistered_time is not None:
         out["reregistered_time"] = time_info(agent.reregistered_time)
+    if agent.drain is not None:
+        config: dict[str, Any] = {"mark_gone": agent.drain.mark_gone}
+        if agent.drain.max_grace_period is not None:
+            config["max_grace_period"] = {"nanoseconds": int(agent.drain.max_grace_period * 1e9)}
+        out["drain_info"] = {"state": agent.drain.state, "config": config}
     return out
 
 

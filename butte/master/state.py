@@ -96,6 +96,15 @@ class Framework:
 
 
 @dataclass(slots=True)
+class Drain:
+    """An operator's DRAIN_AGENT in progress (DRAINING) or done (DRAINED)."""
+
+    max_grace_period: float | None
+    mark_gone: bool
+    state: str = "DRAINING"
+
+
+@dataclass(slots=True)
 class Agent:
     """A registered agent and what runs on it."""
 
@@ -109,7 +118,11 @@ class Agent:
     version: str = ""
     reregistered_time: float | None = None
     connected: bool = True
+    # Offers come from an agent only while it is connected and not deactivated.
     active: bool = True
+    # DEACTIVATE_AGENT / DRAIN_AGENT by an operator; survives reconnections.
+    deactivated: bool = False
+    drain: Drain | None = None
     # Missed PINGs in a row; PONG resets it.
     missed_pings: int = 0
     awaiting_pong: bool = False

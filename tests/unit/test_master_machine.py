@@ -445,3 +445,36 @@ def test_update_from_agent_without_uuid_retry_is_recorded_once():
     assert len(h.updates(stream)) == 2
     assert len(h.master.frameworks[fid].tasks["t1"].statuses) == 1
     assert base64.b64decode(uid)
+
+
+def test_deactivate_rescinds_offers_and_survives_reconnection():
+    h, agent_id, fid, stream, offers = _cluster()
+    assert h.master.deactivate_agent(agent_id, h.now())
+    h.pump()
+    assert h.take(stream, "RESCIND")[0]["rescind"]["offer_id"] == offers[0]["id"]
+    h.master.agent_disconnected("c1", h.now())
+    h.register_agent("c2", agent_id=agent_id)
+    h.allocate()
+    assert h.offers(stream) == []
+    assert h.master.reactivate_agent(agent_id, h.now())
+    h.allocate()
+    assert len(h.offers(stream)) == 1
+    assert not h.master.deactivate_agent("M-S404", h.now())
+
+
+def test_drain_kills_tasks_with_the_grace_period_then_marks_the_agent_gone():
+    h, agent_id, fid, stream, offers = _cluster(capabilities=[{"type": "PARTITION_AWARE"}])
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    assert h.master.drain_agent(agent_id, 2.0, True, h.now())
+    h.pump()
+    [kill] = h.agent_messages("c1", internal.KillTask)
+    assert kill.task_id == ID("t1") and kill.kill_policy.grace_period.nanoseconds == 2_000_000_000
+    h.master.tick(h.now())
+    h.pump()
+    assert h.master.agents[agent_id].drain.state == "DRAINING"
+    h.status_update("c1", fid, "t1", "TASK_KILLED", agent_id)
+    h.master.tick(h.now())
+    h.pump()
+    assert agent_id in h.master.gone_agents and agent_id not in h.master.agents
+    assert h.agent_messages("c1", internal.ShutdownAgent)
