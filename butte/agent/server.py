@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -60,13 +61,15 @@ from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
-from butte.coord.detector import LeaderDetector
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.clock import Clock, SystemClock
 from butte.core.messages import ExecutorCall
 from butte.core.resources import Attribute, Resources
+
+if TYPE_CHECKING:
+    from butte.coord.detector import LeaderDetector
 
 log = logging.getLogger("butte.agent")
 
@@ -156,6 +159,8 @@ class AgentServer:
         raise_fd_limit()
         if is_zk_url(self.options.master):
             # First, so an unreachable ensemble fails the start before anything is bound.
+            from butte.coord.detector import LeaderDetector  # kazoo: only when asked for
+
             timeout = self.options.zk_session_timeout
             self.detector = LeaderDetector(
                 parse_zk_url(self.options.master),

@@ -293,9 +293,7 @@ def cmd_agent_drain(args: argparse.Namespace) -> int:
     try:
         client(args).call("DRAIN_AGENT", payload)
     except OperatorError as e:
-        if e.status == 400 and "Unsupported" in e.message:
-            raise CliError("draining agents is not supported by this master yet") from None
-        raise CliError(f"cannot drain agent {args.agent_id}: {e.message}") from None
+        raise CliError(f"cannot drain agent {args.agent_id}: {e.message}", NOT_FOUND) from None
     if args.json:
         print_json({"agent_id": args.agent_id, "draining": True})
     else:

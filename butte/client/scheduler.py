@@ -32,17 +32,19 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import msgspec
 from yarl import URL
 
-from butte.coord.detector import LeaderDetector
 from butte.coord.interface import CoordinationError
 from butte.coord.url import ZkUrl, is_zk_url, parse_zk_url
 from butte.core.codec import RecordIOReader, encode_json
 from butte.core.messages import FrameworkInfo, Msg
+
+if TYPE_CHECKING:
+    from butte.coord.detector import LeaderDetector
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +386,8 @@ class SchedulerClient:
     async def _start_detector(self) -> None:
         if self._zk is None or self._detector is not None:
             return
+        from butte.coord.detector import LeaderDetector  # kazoo: only when asked for
+
         timeout = self._retry_timeout if self._retry_timeout is not None else 60.0
         detector = LeaderDetector(
             self._zk, connect_timeout=max(timeout, 1.0), on_change=self._leader_changed

@@ -31,7 +31,7 @@ def make_contender(
         from butte.coord.zookeeper import ZooKeeperContender
 
         url = parse_zk_url(zk)
-        timeout = connect_timeout if connect_timeout is not None else max(2 * session_timeout, 5)
+        timeout = connect_timeout if connect_timeout is not None else 2 * session_timeout
         contender = ZooKeeperContender(url, session_timeout, timeout)
         if registry == "in_memory":
             contender.registry = MemoryRegistry()

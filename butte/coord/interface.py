@@ -147,5 +147,11 @@ class Contender(Protocol):
         """Synchronously checks that this master still leads (after the event loop stalled:
         a frozen process may have lost its session meanwhile)."""
 
+    def current_leader(self) -> Mapping[str, Any] | None:
+        """Synchronously reads who leads right now (None: nobody), fresher than the last
+        notification: a standby checks before it redirects a client, so that it never sends
+        one to an ex-leader whose node has just gone (it may be frozen, and some clients
+        wait for a frozen master forever)."""
+
     async def stop(self) -> None:
         """Leaves the election (the next candidate takes over) and disconnects."""

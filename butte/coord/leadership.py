@@ -32,6 +32,13 @@ from butte.coord.interface import Contender
 log = logging.getLogger(__name__)
 
 
+class _Unset:
+    """Marker: no fresher leader view given."""
+
+
+_UNSET = _Unset()
+
+
 class Role(enum.Enum):
     """Where a master stands in the election."""
 
@@ -134,22 +141,31 @@ class Leadership:
         self.leadership_lost(f"event loop stalled for {gap:.2f}s and leadership is not confirmed")
         return False
 
-    def refusal(self, path_qs: str) -> tuple[int, str, dict[str, str]] | None:
-        """None if a leader-only request may be served here, else (status, text, headers)."""
+    def refusal(
+        self, path_qs: str, leader: Mapping[str, Any] | None | _Unset = _UNSET
+    ) -> tuple[int, str, dict[str, str]] | None:
+        """None if a leader-only request may be served here, else (status, text, headers).
+        ``leader``: a fresher view of who leads than the last notification (see
+        `Contender.current_leader`)."""
         if self.acting():
             return None
         if self.role is Role.RECOVERING:
             return 503, "Master has not finished recovery", {}
-        base = self.redirect_base()
+        if not isinstance(leader, _Unset) and leader is not None:
+            if leader.get("id") == self.own_info.get("id"):
+                return 503, "Master has not finished recovery", {}  # elected a moment ago
+        base = self.redirect_base(leader)
         if base is not None:
             return 307, "", {"Location": base + path_qs}
         return 503, "No leader elected", {}
 
-    def redirect_base(self) -> str | None:
-        """``//host:port`` of another master that leads, or None."""
-        if self.role is not Role.STANDBY or self.leader_info is None:
+    def redirect_base(self, leader: Mapping[str, Any] | None | _Unset = _UNSET) -> str | None:
+        """``//host:port`` of another master that leads (per ``leader`` if given, else
+        per the last notification), or None."""
+        if isinstance(leader, _Unset):
+            leader = self.leader_info
+        if self.role is not Role.STANDBY or leader is None:
             return None
-        leader = self.leader_info
         if leader.get("id") == self.own_info.get("id"):
             return None
         address = leader.get("address")

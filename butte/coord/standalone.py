@@ -210,8 +210,10 @@ class StandaloneContender:
 
     def __init__(self, registry: RegistryStore) -> None:
         self.registry = registry
+        self._info: dict[str, Any] | None = None
 
     async def start(self, master_info: Mapping[str, Any], listener: ElectionListener) -> None:
+        self._info = dict(master_info)
         opener = getattr(self.registry, "open", None)
         if opener is not None:
             opener()
@@ -222,6 +224,9 @@ class StandaloneContender:
 
     def confirm_leadership(self) -> bool:
         return True
+
+    def current_leader(self) -> Mapping[str, Any] | None:
+        return self._info
 
     async def stop(self) -> None:
         closer = getattr(self.registry, "close", None)

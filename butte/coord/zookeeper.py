@@ -144,6 +144,14 @@ class ZooKeeperContender:
             return False
         return stat is not None and stat.owner_session_id == self.client.client_id[0]
 
+    def current_leader(self) -> dict[str, Any] | None:
+        try:
+            self.client.sync(self.url.path)  # our server catches up with the ensemble
+            member = leader_child(self.client.get_children(self.url.path))
+        except KazooException:
+            return None
+        return self._read_member(member)
+
     async def stop(self) -> None:
         self._stopping = True
         loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
 from butte.master.effects import CloseAgentConnection, OperatorEvent, RegistryWrite, SendToAgent
-from butte.master.launch import intern_resources
+from butte.master.launch import resources_from_json
 from butte.master.state import Agent, Drain, Framework, Task
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ class AgentEvents(_Base):
                     agent, internal.KillTask(framework_id=rt.framework_id, task_id=rt.task_id)
                 )
             try:
-                res = intern_resources(Resources.from_json(rt.resources))
+                res = resources_from_json(rt.resources)
             except ResourceError:
                 res = Resources()
             role = _allocation_role(rt.resources) or (fw.roles[0] if fw.roles else "*")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
+import msgspec
+
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -69,15 +71,37 @@ def intern_resources(res: Resources) -> Resources:
     return shared
 
 
+# Encoded Resource list -> parsed Resources. Tasks of one shape send the same JSON, and
+# parsing it is most of a launch's (and of an agent re-registration's) cost.
+_PARSED: dict[bytes, Resources] = {}
+_key_encoder = msgspec.json.Encoder()
+
+
+def resources_from_json(raw: list[dict]) -> Resources:
+    """``Resources.from_json(raw)``, interned and memoized on the encoded list. Raises
+    ResourceError (bad input is never memoized)."""
+    try:
+        key = _key_encoder.encode(raw)
+    except TypeError:
+        return intern_resources(Resources.from_json(raw))
+    res = _PARSED.get(key)
+    if res is None:
+        res = intern_resources(Resources.from_json(raw))
+        if len(_PARSED) >= _MAX_SHAPES:
+            _PARSED.clear()
+        _PARSED[key] = res
+    return res
+
+
 def parse_task_resources(raw: list[dict], what: str) -> Resources:
     try:
-        res = Resources.from_json(raw)
+        res = resources_from_json(raw)
     except ResourceError as e:
         raise InvalidTask(f"Invalid {what} resources: {e}") from None
     gpus = res.scalar_millis("gpus")
     if gpus % 1000:
         raise InvalidTask(f"The {what} requests fractional 'gpus'; only whole GPUs can be used")
-    return intern_resources(res)
+    return res
 
 
 def check_task(

@@ -223,9 +223,8 @@ class LegacyEndpoints:
         return text_reply(200)
 
     def apply_weights(self, weights: dict[str, float]) -> None:
-        """Gives validated weights to the allocator; the next allocation uses them."""
-        self.machine.allocator.update_weights(weights)
-        self.machine.allocation_wanted = True
+        """Validated weights: made durable in the registry, then used by the allocator."""
+        self.machine.update_weights(weights)
         self.server.flush()
 
     # -- flags and teardown ------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -220,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"butte master: {e}")
         return 2
+    # Young-generation collections every 700 allocations took about a third of a busy
+    # master's time at 100k tasks (docs/performance.md); every 10,000 still collects
+    # cycles promptly.
+    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(_serve(config))
     except CoordinationError as e:

@@ -37,8 +37,8 @@ _MESOS_NAMES = {
 }
 
 
-def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> dict[str, float]:
-    """A flat name -> number map, as Mesos serves it."""
+def master_metrics(machine: MasterMachine, now: float, elected: bool = True) -> dict[str, float]:
+    """A flat name -> number map, as Mesos serves it (``elected``: this master leads)."""
     total = Resources()
     used = Resources()
     for agent in machine.agents.values():
@@ -58,7 +58,7 @@ def master_metrics(machine: MasterMachine, now: float, elected_time: float) -> d
     frameworks = machine.frameworks.values()
     out: dict[str, float] = {
         "master/uptime_secs": now - machine.start_time,
-        "master/elected": 1.0,
+        "master/elected": 1.0 if elected else 0.0,
         "master/slaves_active": float(sum(1 for a in agents if a.active)),
         "master/slaves_inactive": float(sum(1 for a in agents if not a.active)),
         "master/slaves_connected": float(sum(1 for a in agents if a.connected)),

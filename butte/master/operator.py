@@ -9,8 +9,9 @@ route: the v1 endpoint, the event stream (`butte.master.events`), the legacy end
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
 GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
-MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, and the read-only GET_OPERATIONS, GET_QUOTA,
-GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE (empty: nothing of the kind exists yet).
+MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, and the
+read-only GET_OPERATIONS, GET_QUOTA, GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE
+(empty: nothing of the kind exists yet).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
 
@@ -67,7 +68,7 @@ class OperatorApi:
 
     def metrics(self) -> dict[str, float]:
         """The ``/metrics/snapshot`` figures."""
-        return master_metrics(self.machine, self.now(), self.server.elected_time)
+        return master_metrics(self.machine, self.now(), self.server.leadership.leading)
 
     # -- HTTP --------------------------------------------------------------------------------
 

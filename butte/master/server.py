@@ -55,7 +55,6 @@ from butte.master.http import (
     text_reply,
 )
 from butte.master.machine import MasterMachine, MasterOptions
-from butte.master.metrics import master_metrics
 from butte.master.operator import OperatorApi
 from butte.master.snapshot import StateSnapshots
 
@@ -170,7 +169,11 @@ class MasterServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.ip, self.config.port, reuse_address=True)
+        # A deep accept queue: thousands of agents reconnect at once after a failover, and
+        # a full queue (128 by default) drops their SYNs for a 1 s retransmit each.
+        site = web.TCPSite(
+            self._runner, self.config.ip, self.config.port, reuse_address=True, backlog=4096
+        )
         await site.start()
         try:
             await self.contender.start(self.master_info, self.leadership)
@@ -265,10 +268,23 @@ class MasterServer:
         """Routes a request; those that need the leader get 307/503 elsewhere."""
         if _needs_leader(request):
             refusal = self.leadership.refusal(request.path_qs)
+            if refusal is not None and refusal[0] == 307:
+                # Checked against ZooKeeper first: never send a client to an ex-leader.
+                leader = await self._current_leader()
+                refusal = self.leadership.refusal(request.path_qs, leader)
             if refusal is not None:
                 status, text, headers = refusal
                 return text_reply(status, text, headers)
         return await self.router.dispatch(request)
+
+    async def _current_leader(self) -> Mapping[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(None, self.contender.current_leader), 2.0
+            )
+        except TimeoutError:
+            return None
 
     def _on_elected(self) -> None:
         task = asyncio.get_running_loop().create_task(self._recover_registry())
@@ -365,7 +381,7 @@ class MasterServer:
         if self.leadership.leading:
             info = self.master_info
             return text_reply(307, headers={"Location": f"//{info['hostname']}:{info['port']}"})
-        base = self.leadership.redirect_base()
+        base = self.leadership.redirect_base(await self._current_leader())
         if base is None:
             return text_reply(503, "No leader elected")
         return text_reply(307, headers={"Location": base})
@@ -379,7 +395,7 @@ class MasterServer:
         return json_reply(msgspec.Raw(data), jsonp=request.query.get("jsonp"))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:
-        return json_reply(master_metrics(self.machine, self.clock.now(), self.elected_time))
+        return json_reply(self.operator.metrics())
 
     # -- scheduler API --------------------------------------------------------------------
 

@@ -150,7 +150,7 @@ def test_teardown_and_unknown_ids(env):
     one_line_error(butte(cluster, "task", "cat", "sleeper", "../../etc/passwd"), 2)
     one_line_error(butte(cluster, "agent", "gone", "no-such-agent"), 1)
     message = one_line_error(butte(cluster, "agent", "drain", "no-such-agent"), 1)
-    assert "not supported" in message
+    assert "not found" in message
 
 
 def test_unreachable_master_and_usage_errors(env):

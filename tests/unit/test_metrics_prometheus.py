@@ -50,7 +50,7 @@ def test_master_metrics_have_mesos_names():
     h.subscribe("fw", roles=["web"], capabilities=[{"type": "MULTI_ROLE"}])
     h.allocate()
     h.master.start_time = h.now()
-    metrics = master_metrics(h.master, h.now() + 5, h.now())
+    metrics = master_metrics(h.master, h.now() + 5)
     assert metrics["master/uptime_secs"] == pytest.approx(5.0)
     assert metrics["master/elected"] == 1.0
     assert metrics["master/cpus_total"] == 4.0 and metrics["master/cpus_percent"] == 0.0
