@@ -76,27 +76,48 @@ def report(name: str, samples: list[float], target: float, unit: str = "s", rate
     return ratio <= 1.0
 
 
-def bench_full_cycle(agents: int, frameworks: int, roles: str, rounds: int, target: float):
+def full_cycle_samples(agents: int, frameworks: int, roles: str, rounds: int) -> list[float]:
+    """Seconds of one full allocation cycle on a fresh allocator, ``rounds`` times."""
     samples = []
     for _ in range(rounds):
         alloc = build(agents, frameworks, roles)
         seconds, out = timed(lambda a=alloc: a.allocate(0.0))
         assert len(out) == agents, f"expected {agents} allocations, got {len(out)}"
         samples.append(seconds)
+    return samples
+
+
+def bench_full_cycle(agents: int, frameworks: int, roles: str, rounds: int, target: float):
+    samples = full_cycle_samples(agents, frameworks, roles, rounds)
     return report(f"full cycle {agents} agents x {frameworks} fw", samples, target)
 
 
-def bench_suppressed(agents: int, frameworks: int, roles: str, rounds: int, target: float):
+def suppressed_samples(agents: int, frameworks: int, roles: str, rounds: int) -> list[float]:
+    """Seconds of a cycle where every framework is suppressed."""
     alloc = build(agents, frameworks, roles, suppressed=True)
     samples = []
     for r in range(rounds):
         seconds, out = timed(lambda a=alloc, r=r: a.allocate(float(r)))
         assert out == []
         samples.append(seconds)
+    return samples
+
+
+def bench_suppressed(agents: int, frameworks: int, roles: str, rounds: int, target: float):
+    samples = suppressed_samples(agents, frameworks, roles, rounds)
     return report(f"all suppressed {agents} agents x {frameworks} fw", samples, target)
 
 
 def bench_declines(agents: int, frameworks: int, roles: str, rounds: int, refuse: float):
+    rates = decline_samples(agents, frameworks, roles, rounds, refuse)
+    label = f"decline rounds {agents}x{frameworks} refuse={refuse:g}"
+    return report(label, rates, 10_000, unit="offers/s", rate=True)
+
+
+def decline_samples(
+    agents: int, frameworks: int, roles: str, rounds: int, refuse: float
+) -> list[float]:
+    """Offers per second of each allocate + decline-everything round."""
     alloc = build(agents, frameworks, roles)
     rates = []
     now = 0.0
@@ -113,8 +134,7 @@ def bench_declines(agents: int, frameworks: int, roles: str, rounds: int, refuse
         recover_s, _ = timed(decline)
         rates.append(len(out) / (alloc_s + recover_s))
         now += 1.0  # one allocation interval: a filter of refuse <= 1 s has expired
-    label = f"decline rounds {agents}x{frameworks} refuse={refuse:g}"
-    return report(label, rates, 10_000, unit="offers/s", rate=True)
+    return rates
 
 
 def profile(agents: int, frameworks: int, roles: str) -> None:

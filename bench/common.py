@@ -9,6 +9,7 @@ meets the target either way) and a verdict.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -129,18 +130,19 @@ def machine_text() -> str:
 
 
 def print_table(figures: Sequence[Figure], title: str) -> None:
-    """The one table of a run."""
-    rows = [("#", "what", "figure (median (min..max))", "target", "ratio", "verdict")]
+    """The one table of a run (notes in the last column)."""
+    rows = [("#", "what", "figure: median (min..max)", "target", "ratio", "verdict", "notes")]
     for f in figures:
         ratio = f.ratio
         rows.append(
             (
                 f.number,
-                f.what + (f" [{f.note}]" if f.note else ""),
+                f.what,
                 f.figure_text(),
                 f.target_text(),
                 f"{ratio:.3f}" if ratio is not None else "-",
                 f.verdict,
+                f.note,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -325,7 +327,9 @@ def work_dir(prefix: str) -> Iterator[Path]:
 
 
 def exit_on_sigterm() -> None:
-    """SIGTERM raises SystemExit, so the `processes` cleanup stops the children."""
+    """SIGTERM raises SystemExit, so the `processes` cleanup stops the children. Also tunes
+    the collector as `butte master` and `butte sim` do (the frameworks here are busy too)."""
+    gc.set_threshold(10_000, 10, 10)
 
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)

@@ -40,7 +40,7 @@ from butte.core.messages import (
 AGENT_PATH = "/api/v1/internal/agent"
 
 
-class AgentInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+class AgentInfo(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """What an agent tells the master about itself (Mesos AgentInfo)."""
 
     hostname: str
@@ -51,7 +51,7 @@ class AgentInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     domain: JSONObject | None = None
 
 
-class Task(msgspec.Struct, frozen=True, omit_defaults=True):
+class Task(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A task as the agent reports it on re-registration (Mesos ``Task``)."""
 
     name: str

@@ -17,7 +17,7 @@ import msgspec
 JSONObject = dict[str, Any]
 
 
-class Msg(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):
+class Msg(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False, gc=False):
     """Base of every wire message."""
 
 

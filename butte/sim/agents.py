@@ -17,10 +17,10 @@ Used by ``butte sim`` and by the benchmarks::
     print(cluster.statistics())
     await cluster.stop()
 
-Costs are kept per event, never per agent: one aiohttp session with an unbounded connection
-pool, connection attempts bounded by a semaphore (so 10k agents do not overflow the master's
-listen backlog), one sweeper coroutine for retries and master silence instead of a timer per
-agent, and the file descriptor limit raised to the hard limit at start.
+Costs are kept per event, never per agent: a lean WebSocket client (`butte.sim.websocket`:
+frames parsed in the protocol callback, sends written straight to the socket), connection
+attempts bounded by a semaphore, one sweeper coroutine for retries and master silence
+instead of a timer per agent, and the file descriptor limit raised to the hard limit.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import random
 import resource
@@ -37,7 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import msgspec
 from yarl import URL
 
@@ -47,6 +47,7 @@ from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskS
 from butte.core.resources import Attribute, Resources, parse_attributes, parse_resources
 from butte.sim.durations import TaskDuration
 from butte.sim.tasks import SimTask
+from butte.sim.websocket import WebSocketClient, WebSocketError
 
 log = logging.getLogger("butte.sim")
 
@@ -103,8 +104,6 @@ class SimulatedAgent:
         "frameworks",
         "executors",
         "tasks",
-        "outbox",
-        "flushing",
         "last_heard",
         "connected_at",
     )
@@ -113,17 +112,18 @@ class SimulatedAgent:
         self.index = index
         self.agent_id: str | None = None
         self.hostname = hostname
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ws: WebSocketClient | None = None
         self.registered = False
         # Told SHUTDOWN_AGENT (marked gone or refused): it stops for good.
         self.shutdown = False
         self.frameworks: dict[str, FrameworkInfo] = {}
         self.executors: dict[tuple[str, str], ExecutorInfo] = {}
         self.tasks: dict[tuple[str, str], SimTask] = {}
-        self.outbox: list[str] = []
-        self.flushing = False
         self.last_heard = 0.0
         self.connected_at = 0.0
+
+
+CONNECT_TIMEOUT = 10.0
 
 
 def master_ws_urls(master: str) -> list[str]:
@@ -138,6 +138,21 @@ def master_ws_urls(master: str) -> list[str]:
     if not urls:
         raise ValueError("no master address given")
     return urls
+
+
+class _Connector:
+    """Opens agent connections (``ws_connect(url)``, the call shape of aiohttp's session
+    that code built on earlier versions of this module uses)."""
+
+    async def ws_connect(self, url: str, **_: object) -> WebSocketClient:
+        target = URL(url)
+        return await WebSocketClient.connect(
+            target.host or "127.0.0.1",
+            target.port or 5050,
+            target.path,
+            lambda data: None,  # `_serve` binds the agent's handler before registering
+            CONNECT_TIMEOUT,
+        )
 
 
 def raise_fd_limit() -> int:
@@ -167,9 +182,10 @@ class SimulatedCluster:
         self.agents = [SimulatedAgent(i, f"{prefix}-{i}") for i in range(agents)]
         self._info_json = self.options.resources.to_json("endpoint")
         self._attributes_json = [a.to_json() for a in self.options.attributes]
-        self._session: aiohttp.ClientSession | None = None
         self._runners: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        # Set (and replaced) by `retarget`: wakes agents waiting out a reconnect backoff.
+        self._leader_changed = asyncio.Event()
+        self._session: _Connector | None = None
         self._connect_slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._changed = asyncio.Event()
@@ -213,9 +229,9 @@ class SimulatedCluster:
     async def start(self) -> None:
         """Starts connecting every agent (returns at once; see `wait_registered`)."""
         raise_fd_limit()
+        self._session = _Connector()
+        self._leader_changed = asyncio.Event()
         self._connect_slots = asyncio.Semaphore(max(1, self.options.connect_concurrency))
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
-        self._session = aiohttp.ClientSession(connector=connector)
         loop = asyncio.get_running_loop()
         self._runners = [loop.create_task(self._run_agent(a)) for a in self.agents]
         self._runners.append(loop.create_task(self._sweep()))
@@ -232,11 +248,8 @@ class SimulatedCluster:
         await asyncio.gather(*self._runners, return_exceptions=True)
         for agent in self.agents:
             if agent.ws is not None:
-                with contextlib.suppress(Exception):
-                    await agent.ws.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+                agent.ws.close()
+        await asyncio.sleep(0)  # let the close frames go out
 
     async def wait_registered(
         self, count: int | None = None, timeout: float = 60.0, since: float = 0.0
@@ -267,13 +280,17 @@ class SimulatedCluster:
 
     async def retarget(self, master: str) -> None:
         """Points every agent at another master (a failover) and drops current connections;
-        they reconnect with the registration backoff and re-register with their tasks."""
+        they reconnect at once (a backoff that grew while the old leader was gone is cut
+        short, as ``butte agent`` does on a ZooKeeper leader change) with a fresh backoff,
+        and re-register with their tasks."""
         self._urls = master_ws_urls(master)
         self._url_index = 0
         for agent in self.agents:
             if agent.ws is not None:
-                with contextlib.suppress(Exception):
-                    await agent.ws.close()
+                agent.ws.close()
+        changed, self._leader_changed = self._leader_changed, asyncio.Event()
+        changed.set()
+        await asyncio.sleep(0)
 
     def statistics(self) -> dict[str, float]:
         """Counters and gauges of the simulated agents (one flat dict)."""
@@ -302,14 +319,15 @@ class SimulatedCluster:
         factor = self.options.registration_backoff_factor
         backoff = factor
         loop = asyncio.get_running_loop()
-        assert self._session is not None and self._connect_slots is not None
+        assert self._connect_slots is not None and self._session is not None
         while not self._stopping and not agent.shutdown:
             url = self._urls[self._url_index % len(self._urls)]
+            changed = self._leader_changed
             ws = None
             async with self._connect_slots:
                 try:
-                    ws = await self._session.ws_connect(url, autoping=True, max_msg_size=0)
-                except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                    ws = await self._session.ws_connect(url)
+                except (TimeoutError, WebSocketError, OSError) as e:
                     log.debug("agent %d cannot reach %s: %s", agent.index, url, e)
                     if len(self._urls) > 1:
                         self._url_index += 1
@@ -322,34 +340,29 @@ class SimulatedCluster:
                 backoff = factor
             delay = self._rng.uniform(0, backoff)
             backoff = min(max(backoff * 2, factor), MAX_BACKOFF)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), delay)
+            if changed.is_set():
+                backoff = factor
 
-    async def _serve(self, agent: SimulatedAgent, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _serve(self, agent: SimulatedAgent, ws: WebSocketClient) -> None:
+        ws.on_message = functools.partial(self._deliver, agent)
         agent.ws = ws
         agent.registered = False
-        agent.outbox.clear()
         agent.connected_at = time.monotonic()
         agent.last_heard = agent.connected_at
         self._send(agent, self._register_message(agent))
         try:
-            while True:
-                msg = await ws.receive()
-                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    break
-                agent.last_heard = time.monotonic()
-                self._deliver(agent, msg.data)
-        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
-            log.debug("agent %d connection failed: %s", agent.index, e)
+            await ws.closed
         finally:
+            ws.close()
             agent.ws = None
             agent.registered = False
-            agent.outbox.clear()
             self.counters["disconnections"] += 1
             self._notify()
-            with contextlib.suppress(Exception):
-                await ws.close()
 
     def _deliver(self, agent: SimulatedAgent, data: str | bytes) -> None:
+        agent.last_heard = time.monotonic()
         self.counters["messages_received"] += 1
         try:
             message = internal.decode_master_message(data)
@@ -359,27 +372,10 @@ class SimulatedCluster:
         self._handlers[type(message)](agent, message)
 
     def _send(self, agent: SimulatedAgent, message: msgspec.Struct) -> None:
-        """Queues one message on the agent's socket (dropped while disconnected: what matters
-        is resent after re-registration). Messages of one loop iteration go out together."""
-        if agent.ws is None:
-            return
-        agent.outbox.append(internal.encode(message).decode())
-        if not agent.flushing:
-            agent.flushing = True
-            task = asyncio.get_running_loop().create_task(self._flush(agent, agent.ws))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _flush(self, agent: SimulatedAgent, ws: aiohttp.ClientWebSocketResponse) -> None:
-        try:
-            while agent.outbox and agent.ws is ws:
-                batch, agent.outbox = agent.outbox, []
-                for data in batch:
-                    await ws.send_str(data)
-        except (ConnectionError, RuntimeError, aiohttp.ClientError):
-            pass
-        finally:
-            agent.flushing = False
+        """Writes one message on the agent's socket (dropped while disconnected: what
+        matters is resent after re-registration)."""
+        if agent.ws is not None:
+            agent.ws.send_text(internal.encode(message).decode())
 
     def _register_message(self, agent: SimulatedAgent) -> internal.RegisterAgent:
         info = internal.AgentInfo(
@@ -423,9 +419,7 @@ class SimulatedCluster:
 
     def _close_soon(self, agent: SimulatedAgent) -> None:
         if agent.ws is not None:
-            task = asyncio.get_running_loop().create_task(agent.ws.close())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            agent.ws.close()
 
     # -- master messages ----------------------------------------------------------------------
 

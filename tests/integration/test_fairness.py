@@ -1,0 +1,39 @@
+"""Fairness check (issue 5): a mixed workload through a real master with simulated agents;
+no framework below its weighted fair share waits more than two allocation intervals for an
+offer while resources it has not refused itself sit unallocated. `bench/fairness.py` runs the
+same replay longer and prints the shares over time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+INTERVAL = 0.25
+SLACK = 0.3
+
+
+def test_no_offer_starvation_below_fair_share() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import fairness
+    finally:
+        sys.path.remove(str(BENCH))
+    result = fairness.run_fairness(agents=12, seconds=8.0, interval=INTERVAL)
+    workloads, samples = result["workloads"], result["samples"]
+    assert len(samples) > 20
+    for w in workloads:
+        assert w.offers_at, f"{w.name} never got an offer"
+        assert w.launched > 0, f"{w.name} launched nothing"
+    late = next(w for w in workloads if w.name == "late")
+    assert any(s.shares.get("late", 0.0) > 0 for s in samples), "late framework got no share"
+    assert max(s.utilisation for s in samples) > 0.8, "the workload never filled the cluster"
+    worst = fairness.starvation(workloads, samples)
+    limit = 2 * INTERVAL + SLACK
+    starved = {name: round(wait, 2) for name, wait in worst.items() if wait > limit}
+    assert not starved, f"waited longer than {limit} s below fair share: {starved}"
+    assert late.subscribed_at is not None
