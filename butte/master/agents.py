@@ -328,16 +328,11 @@ class AgentEvents(_Base):
         agent.connection_id = None
         agent.disconnected_at = now
         self.allocator.deactivate_agent(agent.agent_id)
-        for offer_id in list(agent.offers):
-            offer = self.offers.get(offer_id)
-            if offer is not None:
-                self._rescind(offer, now)
+        self._rescind_offers_of(agent, now)
         # Mesos semantics: tasks of frameworks that do not checkpoint cannot survive an
         # agent failure, so they are lost as soon as the agent disconnects.
-        for fid, tid in list(agent.tasks):
-            fw = self.frameworks.get(fid)
-            task = fw.tasks.get(tid) if fw else None
-            if fw is not None and task is not None and not fw.info.checkpoint:
+        for fw, task in self._tasks_on(agent):
+            if not fw.info.checkpoint:
                 self._terminate_task(
                     fw,
                     task,
@@ -391,19 +386,29 @@ class AgentEvents(_Base):
         self.unreachable_agents[agent.agent_id] = now
         self._remove_agent(agent, now, message, task_states.UNREACHABLE, "REASON_AGENT_REMOVED")
 
-    def _remove_agent(
-        self, agent: Agent, now: float, message: str, state: str, reason: str
-    ) -> None:
-        log.info("Removing agent %s: %s", agent.agent_id, message)
+    def _rescind_offers_of(self, agent: Agent, now: float) -> None:
         for offer_id in list(agent.offers):
             offer = self.offers.get(offer_id)
             if offer is not None:
                 self._rescind(offer, now)
-        for fid, tid in list(agent.tasks):
+
+    def _tasks_on(self, agent: Agent) -> list[tuple[Framework, Task]]:
+        """The agent's tasks with their frameworks (a list: callers remove tasks)."""
+        out = []
+        for fid, tid in agent.tasks:
             fw = self.frameworks.get(fid)
-            task = fw.tasks.get(tid) if fw else None
-            if fw is None or task is None:
-                continue
+            task = fw.tasks.get(tid) if fw is not None else None
+            if fw is not None and task is not None:
+                out.append((fw, task))
+        return out
+
+    def _remove_agent(
+        self, agent: Agent, now: float, message: str, state: str, reason: str
+    ) -> None:
+        log.info("Removing agent %s: %s", agent.agent_id, message)
+        self._rescind_offers_of(agent, now)
+        for fw, task in self._tasks_on(agent):
+            tid = task.task_id
             self._terminate_task(fw, task, state, reason, message, now)
             if state == task_states.UNREACHABLE:
                 task.unreachable_time = now
@@ -460,10 +465,7 @@ class AgentEvents(_Base):
         if agent.active:
             agent.active = False
             self.allocator.deactivate_agent(agent_id)
-        for offer_id in list(agent.offers):
-            offer = self.offers.get(offer_id)
-            if offer is not None:
-                self._rescind(offer, now)
+        self._rescind_offers_of(agent, now)
         return True
 
     def reactivate_agent(self, agent_id: str, now: float) -> bool:
