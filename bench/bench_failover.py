@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 from common import Figure, exit_on_sigterm, print_table, work_dir
 
 from butte.coord.detector import LeaderDetector
@@ -39,43 +37,6 @@ from butte.coord.url import parse_zk_url
 from butte.core.durations import parse_duration
 from butte.sim.agents import SimOptions, SimulatedCluster
 from butte.testing.zookeeper import MasterGroup, ZooKeeperEnsemble, zookeeper_missing
-
-
-class FollowingCluster(SimulatedCluster):
-    """Simulated agents that follow ZooKeeper like ``butte agent --master zk://...``: a
-    leader change cuts their reconnect backoff short (`MasterLink.retarget` does the same),
-    instead of waiting out a backoff that grew while the old leader was gone."""
-
-    def __init__(self, master: str, agents: int, options: SimOptions) -> None:
-        super().__init__(master, agents, options)
-        self._leader_changed = asyncio.Event()
-
-    async def retarget(self, master: str) -> None:
-        await super().retarget(master)
-        changed, self._leader_changed = self._leader_changed, asyncio.Event()
-        changed.set()  # wakes every agent waiting out its backoff
-
-    async def _run_agent(self, agent) -> None:  # same loop as the base, with the wake-up
-        factor = self.options.registration_backoff_factor
-        backoff = factor
-        assert self._session is not None and self._connect_slots is not None
-        while not self._stopping and not agent.shutdown:
-            url = self._urls[self._url_index % len(self._urls)]
-            changed = self._leader_changed
-            ws = None
-            async with self._connect_slots:
-                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
-                    ws = await self._session.ws_connect(url, autoping=True, max_msg_size=0)
-            if ws is not None:
-                await self._serve(agent, ws)
-            if self._stopping or agent.shutdown:
-                break
-            delay = self._rng.uniform(0, backoff)
-            backoff = min(max(backoff * 2, factor), 60.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), delay)
-            if changed.is_set():
-                backoff = factor
 
 
 def _metrics(address: str) -> dict[str, float]:
@@ -117,7 +78,7 @@ async def _drive(
     detector = LeaderDetector(parse_zk_url(zk_url), session_timeout=10)
     await detector.start()
     leader = await detector.wait_leader(60)
-    cluster = FollowingCluster(leader, agents, options)
+    cluster = SimulatedCluster(leader, agents, options)
     pending: set[asyncio.Task] = set()
 
     def follow(address: str | None) -> None:
