@@ -381,6 +381,7 @@ def _print_summary(cluster: LocalCluster) -> None:
         f"  scheduler API  {cluster.master_url}/api/v1/scheduler",
         f"  operator API   {cluster.master_url}/api/v1",
         f"  state          {cluster.master_url}/master/state",
+        f"  web UI         {cluster.master_url}/",
     ]
     lines += [f"  agent-{i}        {url}" for i, url in enumerate(cluster.agent_urls)]
     lines.append(f"  work dir       {cluster.work_dir}")
