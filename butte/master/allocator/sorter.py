@@ -395,40 +395,39 @@ class DRFSorter:
     # heap placement -------------------------------------------------------------------------
 
     def _place(self, node: _Node) -> None:
-        """Puts a fresh entry for ``node`` in its parent's heap if its key changed (or drops
-        it when nothing below is active). The old entry turns stale."""
         parent = node.parent
         assert parent is not None
-        old = node.entry
-        if node.active_count:
-            share = self._share(node.alloc, node.path)
-            if old is not None and old[0] == share and old[1] == node.count:
-                return
-            entry = (share, node.count, node.path, next(self._seq), node)
-            node.entry = entry
-            if old is None:
-                parent.live += 1
-            self._push(parent, entry)
-        elif old is not None:
-            node.entry = None
-            parent.live -= 1
+        self._set_entry(node, parent, node.active_count > 0, node.alloc, node.count, node.path)
 
     def _place_self_leaf(self, node: _Node) -> None:
         leaf = node.self_leaf
         assert leaf is not None
-        old = leaf.entry
-        if node.active:
-            share = self._share(node.own_alloc, node.path)
-            if old is not None and old[0] == share and old[1] == node.own_count:
+        self._set_entry(leaf, node, node.active, node.own_alloc, node.own_count, node.path)
+
+    def _set_entry(
+        self,
+        holder: _Node | _SelfLeaf,
+        heap_owner: _Node,
+        active: bool,
+        alloc: Quantities,
+        count: int,
+        path: str,
+    ) -> None:
+        """Puts a fresh entry for ``holder`` in ``heap_owner``'s heap if its key changed (or
+        drops it when nothing below is active). The old entry turns stale."""
+        old = holder.entry
+        if active:
+            share = self._share(alloc, path)
+            if old is not None and old[0] == share and old[1] == count:
                 return
-            entry = (share, node.own_count, node.path, next(self._seq), leaf)
-            leaf.entry = entry
+            entry = (share, count, path, next(self._seq), holder)
+            holder.entry = entry
             if old is None:
-                node.live += 1
-            self._push(node, entry)
+                heap_owner.live += 1
+            self._push(heap_owner, entry)
         elif old is not None:
-            leaf.entry = None
-            node.live -= 1
+            holder.entry = None
+            heap_owner.live -= 1
 
     @staticmethod
     def _push(node: _Node, entry: tuple) -> None:
