@@ -14,7 +14,6 @@ module keeps equal to the number of open streams. A subscriber that falls
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from butte.core.codec import encode_json, frame
-from butte.master.http import text_reply
+from butte.master.http import RecordStream, text_reply
 from butte.master.machine import MasterMachine
 
 log = logging.getLogger(__name__)
@@ -31,28 +30,6 @@ MAX_SUBSCRIBERS = 1000
 MAX_BACKLOG = 50_000
 HEARTBEAT_INTERVAL = 15.0
 _HEARTBEAT = frame(encode_json({"type": "HEARTBEAT"}))
-
-
-class _Subscriber:
-    __slots__ = ("queue", "closed")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.closed = False
-
-    def put(self, data: bytes) -> None:
-        if self.closed:
-            return
-        if self.queue.qsize() >= MAX_BACKLOG:
-            log.warning("Operator subscriber too slow; disconnecting it")
-            self.close()
-            return
-        self.queue.put_nowait(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait(None)
 
 
 class OperatorSubscribers:
@@ -65,7 +42,7 @@ class OperatorSubscribers:
         limit: int = MAX_SUBSCRIBERS,
     ) -> None:
         self._machine = machine
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[RecordStream] = set()
         self._heartbeat_interval = heartbeat_interval
         self._limit = limit
         self._heartbeats: asyncio.Task | None = None
@@ -91,7 +68,7 @@ class OperatorSubscribers:
         """Answers one SUBSCRIBE call: the stream lives until the client goes away."""
         if len(self._subscribers) >= self._limit:
             return text_reply(503, f"Too many operator subscribers (at most {self._limit})")
-        sub = _Subscriber()
+        sub = RecordStream(max_backlog=MAX_BACKLOG)
         subscribed = {
             "type": "SUBSCRIBED",
             "subscribed": {
@@ -102,30 +79,18 @@ class OperatorSubscribers:
         sub.put(frame(encode_json(subscribed)))
         sub.put(_HEARTBEAT)
         self._add(sub)
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        response.enable_chunked_encoding()
         try:
-            await response.prepare(request)
-            while True:
-                data = await sub.queue.get()
-                if data is None:
-                    break
-                await response.write(data)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+            return await sub.serve(request, {})
         finally:
             self._remove(sub)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write_eof()
-        return response
 
-    def _add(self, sub: _Subscriber) -> None:
+    def _add(self, sub: RecordStream) -> None:
         self._subscribers.add(sub)
         self._machine.operator_subscribers = len(self._subscribers)
         if self._heartbeats is None or self._heartbeats.done():
             self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat())
 
-    def _remove(self, sub: _Subscriber) -> None:
+    def _remove(self, sub: RecordStream) -> None:
         sub.closed = True
         self._subscribers.discard(sub)
         self._machine.operator_subscribers = len(self._subscribers)

@@ -6,6 +6,9 @@ Mesos routes ``/a/b/c`` to the longest registered prefix and serves every master
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -15,6 +18,55 @@ from butte.core.codec import encode_json
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY = 16 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+class RecordStream:
+    """One streaming (RecordIO) response fed through a queue, so that effects never await:
+    `put` encoded records, `close` to end it; `serve` writes what queued up as it comes, one
+    chunk per burst (an allocation's OFFERS, a wave of UPDATEs), not one write per record."""
+
+    __slots__ = ("queue", "closed", "_max_backlog")
+
+    def __init__(self, max_backlog: int | None = None) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+        self._max_backlog = max_backlog
+
+    def put(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._max_backlog is not None and self.queue.qsize() >= self._max_backlog:
+            log.warning("Stream reader too slow (%d records behind); closing it", self._max_backlog)
+            self.close()
+            return
+        self.queue.put_nowait(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    async def serve(self, request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+        """Streams until `close` or until the client goes away."""
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", **headers}
+        )
+        response.enable_chunked_encoding()
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await response.prepare(request)
+            while data := await self.queue.get():
+                parts = [data]
+                while parts[-1] and not self.queue.empty():
+                    parts.append(self.queue.get_nowait())
+                await response.write(b"".join(p for p in parts if p))
+                if parts[-1] is None:
+                    break
+        self.closed = True
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write_eof()
+        return response
 
 
 class PrefixRouter:

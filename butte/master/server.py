@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from butte.master.effects import (
 from butte.master.http import (
     MAX_BODY,
     PrefixRouter,
+    RecordStream,
     json_reply,
     read_api_body,
     text_reply,
@@ -86,25 +87,6 @@ class MasterConfig:
     registry: str = "replicated_log"
 
 
-class _Stream:
-    """One framework subscription: a queue of encoded records drained by its handler."""
-
-    __slots__ = ("queue", "closed")
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.closed = False
-
-    def put(self, data: bytes) -> None:
-        if not self.closed:
-            self.queue.put_nowait(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait(None)
-
-
 class _AgentLink:
     """One agent WebSocket: outgoing frames are queued so effects never await."""
 
@@ -138,7 +120,7 @@ class MasterServer:
         )
         self.machine.start_time = self.clock.now()
         self.elected_time = self.machine.start_time
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, RecordStream] = {}
         self._agents: dict[str, _AgentLink] = {}
         self._allocation_pending = False
         self._tasks: list[asyncio.Task] = []
@@ -209,13 +191,15 @@ class MasterServer:
     async def wait_closed(self) -> None:
         await self._stopped.wait()
 
-    async def _every(self, period: float, action: object, always: bool = False) -> None:
+    async def _every(
+        self, period: float, action: Callable[[], object], always: bool = False
+    ) -> None:
         while True:
             await asyncio.sleep(period)
             if not always and not self.leadership.acting():
                 continue  # timers of the core run only while leading
             try:
-                action()  # type: ignore[operator]
+                action()
             except Exception:
                 log.exception("Periodic action failed")
 
@@ -337,9 +321,6 @@ class MasterServer:
         self._allocation_pending = False
         started = time.perf_counter()
         self.machine.allocate(self.clock.now())
-        self.machine.counters["allocation_runs"] = (
-            self.machine.counters.get("allocation_runs", 0) + 1
-        )
         self.last_allocation_seconds = time.perf_counter() - started
         self.machine.allocator.record_allocation_seconds(self.last_allocation_seconds)
         self.flush()
@@ -427,7 +408,7 @@ class MasterServer:
         self, request: web.Request, call: SchedulerCall, now: float
     ) -> web.StreamResponse:
         stream_id = str(uuid.uuid4())
-        stream = _Stream()
+        stream = RecordStream()
         # Registered before the core runs, so the first events queue up for this stream.
         self._streams[stream_id] = stream
         result = self.machine.subscribe(call, stream_id, now)
@@ -440,32 +421,13 @@ class MasterServer:
             stream.put(record(views.error_event(result.stream_error)))
             stream.close()
         self.flush()
-        response = web.StreamResponse(
-            status=200,
-            headers={"Content-Type": "application/json", "Mesos-Stream-Id": stream_id},
-        )
-        response.enable_chunked_encoding()
         try:
-            await response.prepare(request)
-            while data := await stream.queue.get():
-                # What queued up meanwhile goes out in the same chunk: one write per burst
-                # of events (an allocation's OFFERS, a wave of UPDATEs), not one per event.
-                parts = [data]
-                while parts[-1] and not stream.queue.empty():
-                    parts.append(stream.queue.get_nowait())
-                await response.write(b"".join(p for p in parts if p))
-                if parts[-1] is None:
-                    break
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+            return await stream.serve(request, {"Mesos-Stream-Id": stream_id})
         finally:
             if self._streams.get(stream_id) is stream:
                 del self._streams[stream_id]
                 self.machine.framework_disconnected(stream_id, self.clock.now())
                 self.flush()
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await response.write_eof()
-        return response
 
     # -- agents ---------------------------------------------------------------------------
 

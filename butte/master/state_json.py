@@ -9,6 +9,7 @@ from typing import Any
 from butte.core import task_states
 from butte.core.messages import to_builtins
 from butte.core.resources import Resources, from_millis
+from butte.master import operator_views
 from butte.master.machine import MasterMachine
 from butte.master.state import Agent, Framework, Task
 
@@ -65,7 +66,7 @@ def legacy_sum(items: Iterable[Resources]) -> dict[str, Any]:
     for name, millis in totals.items():
         out[name] = from_millis(millis)
     if others:
-        for name, value in _sum(others).to_legacy_map().items():
+        for name, value in operator_views.total(others).to_legacy_map().items():
             if name not in totals and isinstance(value, str):
                 out[name] = value
     return out
@@ -104,13 +105,6 @@ def legacy_task(task: Task) -> dict[str, Any]:
         if info.container is not None:
             out["container"] = info.container
     return out
-
-
-def _sum(items: list[Resources]) -> Resources:
-    total = Resources()
-    for r in items:
-        total = total + r
-    return total
 
 
 def legacy_framework(
@@ -171,12 +165,6 @@ def _legacy_offer(machine: MasterMachine, offer_id: str) -> dict[str, Any]:
 
 
 def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
-    used: list[Resources] = []
-    for fid, tid in agent.tasks:
-        task = machine.frameworks[fid].tasks.get(tid)
-        if task is not None and not task_states.is_terminal(task.state):
-            used.append(task.resources)
-    used.extend(e.resources for e in agent.executors.values())
     offered = [machine.offers[o].resources for o in agent.offers if o in machine.offers]
     reserved: dict[str, dict] = {}
     for role in agent.total.roles() - {"*"}:
@@ -189,7 +177,7 @@ def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         "attributes": {a.name: a.legacy_value() for a in agent.attributes},
         "registered_time": agent.registered_time,
         "resources": legacy_map(agent.total),
-        "used_resources": legacy_sum(used),
+        "used_resources": legacy_sum([operator_views.agent_used(machine, agent)]),
         "offered_resources": legacy_sum(offered),
         "reserved_resources": reserved,
         "unreserved_resources": _legacy_unreserved(agent.total),
