@@ -30,16 +30,26 @@ def time_info(seconds: float) -> dict[str, int]:
 
 
 def total(items: Iterable[Resources]) -> Resources:
-    """The sum of some resources (empty for none). Scalars are added as integers in one
-    dict; ranges and sets fall back to Resources addition."""
+    """The sum of some resources (empty for none). Tasks of one shape share one interned
+    `Resources`, so equal objects are counted first and each shape is added once, times its
+    count; scalars are summed as integers in one dict, ranges and sets by Resources
+    addition."""
+    counts: dict[int, list] = {}  # id -> [resources, count]; holding it keeps the id unique
+    for r in items:
+        entry = counts.get(id(r))
+        if entry is None:
+            counts[id(r)] = [r, 1]
+        else:
+            entry[1] += 1
     sums: dict = {}
     rest = Resources()
-    for r in items:
+    for r, count in counts.values():
         for key, value in r.items():
             if type(value) is int:
-                sums[key] = sums.get(key, 0) + value
+                sums[key] = sums.get(key, 0) + value * count
             else:
-                rest = rest + Resources({key: value})
+                for _ in range(count):
+                    rest = rest + Resources({key: value})
     return Resources(sums) + rest if sums else rest
 
 
@@ -58,12 +68,30 @@ def agent_used(machine: MasterMachine, agent: Agent) -> Resources:
     return total(used)
 
 
+def all_agents_used(machine: MasterMachine) -> dict[str, Resources]:
+    """`agent_used` of every agent, in one pass over the frameworks' tasks (cheaper than
+    looking each agent's tasks up one by one when all agents are shown)."""
+    held: dict[str, list[Resources]] = {agent_id: [] for agent_id in machine.agents}
+    for fw in machine.frameworks.values():
+        for task in fw.tasks.values():
+            resources = held.get(task.agent_id)
+            if resources is not None and not task_states.is_terminal(task.state):
+                resources.append(task.resources)
+    for agent_id, agent in machine.agents.items():
+        held[agent_id].extend(e.resources for e in agent.executors.values())
+    return {agent_id: total(resources) for agent_id, resources in held.items()}
+
+
 def agent_offered(machine: MasterMachine, agent: Agent) -> Resources:
     return total(machine.offers[o].resources for o in agent.offers if o in machine.offers)
 
 
-def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
-    """``GetAgents.Agent``."""
+def agent_json(
+    machine: MasterMachine, agent: Agent, used: Resources | None = None
+) -> dict[str, Any]:
+    """``GetAgents.Agent`` (``used``: `agent_used`, when the caller has it already)."""
+    if used is None:
+        used = agent_used(machine, agent)
     out: dict[str, Any] = {
         "agent_info": to_builtins(agent.info),
         "active": agent.active,
@@ -72,7 +100,7 @@ def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         "pid": agent.pid,
         "registered_time": time_info(agent.registered_time),
         "total_resources": views.resources_json(agent.total, "endpoint"),
-        "allocated_resources": views.resources_json(agent_used(machine, agent), "endpoint"),
+        "allocated_resources": views.resources_json(used, "endpoint"),
         "offered_resources": views.resources_json(agent_offered(machine, agent), "endpoint"),
         "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
     }
@@ -88,7 +116,8 @@ def agent_json(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
 
 def get_agents(machine: MasterMachine) -> dict[str, Any]:
     """``GetAgents``."""
-    return {"agents": [agent_json(machine, a) for a in machine.agents.values()]}
+    used = all_agents_used(machine)
+    return {"agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()]}
 
 
 # -- frameworks ------------------------------------------------------------------------------

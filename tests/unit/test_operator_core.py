@@ -111,3 +111,34 @@ def test_mark_agent_gone_tells_partition_aware_frameworks_gone_by_operator():
 def test_mark_agent_gone_of_unknown_agent_is_refused():
     h = Harness()
     assert not h.master.mark_agent_gone("never-seen", h.now())
+
+
+def test_total_counts_repeated_shapes_like_separate_additions():
+    from butte.core.resources import parse_resources
+    from butte.master.operator_views import total
+
+    task = parse_resources("cpus:0.1;mem:32;ports:[31000-31000]")
+    other = parse_resources("cpus:1;gpus:1")
+    expected = task + task + other + task
+    assert total([task, task, other, task]) == expected
+    assert total(iter([])) == parse_resources("")
+    # Temporaries (a generator making new objects) are never confused with each other.
+    assert total(parse_resources("cpus:2") for _ in range(3)) == parse_resources("cpus:6")
+
+
+def test_all_agents_used_matches_each_agents_own_sum():
+    from butte.master.operator_views import agent_used, all_agents_used, get_agents
+
+    h = EventHarness()
+    fid, stream, agent_id = running_task(h)
+    h.register_agent("c2")
+    used = all_agents_used(h.master)
+    assert set(used) == set(h.master.agents)
+    for aid, agent in h.master.agents.items():
+        assert used[aid] == agent_used(h.master, agent)
+    assert used[agent_id]
+    allocated = {
+        a["agent_info"]["id"]["value"]: a["allocated_resources"]
+        for a in get_agents(h.master)["agents"]
+    }
+    assert allocated[agent_id] and len(allocated) == 2
