@@ -101,8 +101,9 @@ class LegacyEndpoints:
                 by_agent.setdefault(task.agent_id, []).append(task)
                 fws_by_agent.setdefault(task.agent_id, set()).add(fw.framework_id)
         slaves = []
+        used = operator_views.all_agents_used(machine)
         for agent in machine.agents.values():
-            entry = state_json.legacy_agent(machine, agent)
+            entry = state_json.legacy_agent(machine, agent, used[agent.agent_id])
             entry.update(_counts(by_agent.get(agent.agent_id, [])))
             entry["framework_ids"] = sorted(fws_by_agent.get(agent.agent_id, ()))
             slaves.append(entry)

@@ -164,7 +164,13 @@ def _legacy_offer(machine: MasterMachine, offer_id: str) -> dict[str, Any]:
     }
 
 
-def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
+def legacy_agent(
+    machine: MasterMachine, agent: Agent, used: Resources | None = None
+) -> dict[str, Any]:
+    """One agent of ``/master/state`` and ``/master/slaves`` (``used``: what
+    `operator_views.agent_used` gives, when the caller has it already)."""
+    if used is None:
+        used = operator_views.agent_used(machine, agent)
     offered = [machine.offers[o].resources for o in agent.offers if o in machine.offers]
     reserved: dict[str, dict] = {}
     for role in agent.total.roles() - {"*"}:
@@ -177,7 +183,7 @@ def legacy_agent(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
         "attributes": {a.name: a.legacy_value() for a in agent.attributes},
         "registered_time": agent.registered_time,
         "resources": legacy_map(agent.total),
-        "used_resources": legacy_sum([operator_views.agent_used(machine, agent)]),
+        "used_resources": legacy_sum([used]),
         "offered_resources": legacy_sum(offered),
         "reserved_resources": reserved,
         "unreserved_resources": _legacy_unreserved(agent.total),
@@ -209,6 +215,7 @@ def master_state(
         keys = ("id", "pid", "port", "hostname", "ip", "address", "version")
         leader = {k: leading[k] for k in keys if k in leading}
     agents = list(machine.agents.values())
+    used = operator_views.all_agents_used(machine)
     doc: dict[str, Any] = {
         "version": version,
         "build_date": "",
@@ -226,7 +233,7 @@ def master_state(
         "leader": leader.get("pid", "") if leader is not None else None,
         "leader_info": leader,
         "flags": flags,
-        "slaves": [legacy_agent(machine, a) for a in agents],
+        "slaves": [legacy_agent(machine, a, used[a.agent_id]) for a in agents],
         # Agents the registry lists that have not re-registered since this master's election.
         "recovered_slaves": [{"id": aid} for aid in sorted(machine.recovering_agents)],
         "frameworks": [legacy_framework(machine, f, render) for f in machine.frameworks.values()],
