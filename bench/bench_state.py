@@ -82,8 +82,8 @@ async def _measure(master: Master, rounds: int, seconds: float) -> dict:
         state_url = f"{master.url}/master/state"
         state = [await asyncio.to_thread(time_get, state_url) for _ in range(rounds)]
         body = {"type": "GET_STATE"}
-        get_state = [await asyncio.to_thread(time_get, f"{master.url}/api/v1", body)]
-        get_state += [await asyncio.to_thread(time_get, f"{master.url}/api/v1", body)]
+        api = f"{master.url}/api/v1"
+        get_state = [await asyncio.to_thread(time_get, api, body) for _ in range(rounds)]
         quiet = await allocation_latencies(master.address, seconds)
         stop = threading.Event()
         polls: list[float] = []
