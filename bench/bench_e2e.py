@@ -69,6 +69,9 @@ async def drive(
             TaskShape(cpus=0.1, mem=32.0, command="sleep 1000000"),
             tasks_per_offer=tasks_per_offer,
             max_inflight=inflight,
+            # Every offer carries tasks_per_offer tasks, also once the in-flight budget is
+            # full (see frameworks.py): the offers of one allocation interval do not bound it.
+            full_batches=True,
         )
         for i in range(frameworks)
     ]

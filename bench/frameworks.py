@@ -6,6 +6,12 @@ framework with an endless queue: it holds the offers it gets, launches up to
 between ACCEPT and TASK_RUNNING (the rest of the offer goes back with ``refuse_seconds``),
 acknowledges every update that carries a uuid, and records for each task the time from just
 before its ACCEPT was sent to its TASK_RUNNING event arriving.
+
+With ``full_batches`` it launches only whole batches of ``tasks_per_offer`` (fewer only when
+an offer fits fewer, or when fewer are left to launch): it waits until that many slots are
+free rather than spending a whole offer on the one task a TASK_RUNNING made room for. Without
+it, a framework that keeps its in-flight budget full launches one task per offer in steady
+state, and then launches no faster than offers arrive (one allocation interval apart).
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class LaunchingFramework:
         on_update: Callable[[dict[str, Any]], None] | None = None,
         until_terminal: bool = False,
         hold_offers: bool = True,
+        full_batches: bool = False,
     ) -> None:
         self.client = SchedulerClient(
             master,
@@ -95,6 +102,7 @@ class LaunchingFramework:
         self.done = asyncio.Event()
         # Keep offers it cannot use yet (True), or decline them at once (a polite framework).
         self.hold_offers = hold_offers
+        self.full_batches = full_batches
         self.stats = LaunchStats()
         self.launching = True
         self._held: deque[dict[str, Any]] = deque()
@@ -160,7 +168,7 @@ class LaunchingFramework:
 
     def _pump(self) -> None:
         """Launches on held offers while the in-flight budget allows."""
-        while self._held and self.launching and self._room() > 0:
+        while self._held and self.launching and self._room() >= self._smallest_batch():
             offer = self._held.popleft()
             have = offer_scalars(offer)
             fits = int(
@@ -173,6 +181,15 @@ class LaunchingFramework:
             count = min(self.tasks_per_offer, fits, self._room())
             tasks = [self._task(offer) for _ in range(max(count, 0))]
             self._call(self.client.launch(offer, tasks, refuse_seconds=self.refuse_seconds))
+
+    def _smallest_batch(self) -> int:
+        """The fewest free slots worth spending an offer on."""
+        if not self.full_batches:
+            return 1
+        batch = min(self.tasks_per_offer, self.max_inflight)
+        if self.max_tasks is not None:
+            batch = min(batch, self.max_tasks - self.stats.launched)
+        return max(batch, 1)
 
     def _task(self, offer: dict[str, Any]) -> dict[str, Any]:
         self._counter += 1

@@ -38,6 +38,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from butte.client.http1 import Http1Pool, post_request, request_prefix
 from butte.coord.interface import CoordinationError
 from butte.coord.url import ZkUrl, is_zk_url, parse_zk_url
 from butte.core.codec import RecordIOReader, encode_json
@@ -224,7 +225,11 @@ class SchedulerClient:
         self._call_timeout = call_timeout
         self.heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self.stream_id: str | None = None
+        # The SUBSCRIBE stream goes through aiohttp; calls through lean pipelined
+        # keep-alive connections (see butte.client.http1).
         self._session: aiohttp.ClientSession | None = None
+        self._http: Http1Pool | None = None
+        self._request_prefixes: dict[tuple[str, str | None], bytes] = {}
         self._stream: _Stream | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[Event | _EndOfEvents | BaseException] = asyncio.Queue()
@@ -261,6 +266,8 @@ class SchedulerClient:
             raise SchedulerError("already subscribed")
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        if self._http is None:
+            self._http = Http1Pool()
         try:
             await self._start_detector()
             subscribed = await self._subscribe_with_retry()
@@ -284,6 +291,9 @@ class SchedulerClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self._detector is not None:
             await self._detector.stop()
             self._detector = None
@@ -508,14 +518,11 @@ class SchedulerClient:
     async def call(self, call_type: str, payload: Mapping[str, Any] | None = None) -> bytes:
         """Sends one non-SUBSCRIBE call; returns the response body of a 2xx answer, raises
         CallError otherwise. ``payload`` goes under the lower-cased call type."""
-        if self.framework_id is None or self._session is None:
+        if self.framework_id is None or self._http is None:
             raise CallError(call_type, None, "not subscribed")
         body: dict[str, Any] = {"framework_id": {"value": self.framework_id}, "type": call_type}
         if payload is not None:
             body[call_type.lower()] = payload
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.stream_id is not None:
-            headers["Mesos-Stream-Id"] = self.stream_id
         try:
             # Dicts, lists and message structs encode as they are (the common case, and the
             # hot path of a busy framework's ACKNOWLEDGE calls) ...
@@ -526,25 +533,35 @@ class SchedulerClient:
                 body[call_type.lower()] = _builtins(payload)
             data = encode_json(body)
         target = self.leader
-        timeout = aiohttp.ClientTimeout(total=self._call_timeout)
         for _ in range(_MAX_REDIRECTS):
-            url = f"http://{target}{SCHEDULER_PATH}"
+            request = post_request(self._request_prefix(target), data)
             try:
-                async with self._session.post(
-                    url, data=data, headers=headers, allow_redirects=False, timeout=timeout
-                ) as response:
-                    text = await response.read()
-                    status, location = response.status, response.headers.get("Location")
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                reply = await self._http.request(target, request, self._call_timeout)
+            except (OSError, TimeoutError) as e:  # ConnectionError is an OSError
                 raise CallError(call_type, None, f"{target}: {e or type(e).__name__}") from None
-            if status == 307 and location:
+            location = reply.headers.get("location")
+            if reply.status == 307 and location:
                 target = redirect_target(location)
                 continue
-            if 200 <= status < 300:
-                return text
-            message = text.decode("utf-8", "replace").strip() or (response.reason or "")
-            raise CallError(call_type, status, message)
+            if 200 <= reply.status < 300:
+                return reply.body
+            message = reply.body.decode("utf-8", "replace").strip() or reply.reason
+            raise CallError(call_type, reply.status, message)
         raise CallError(call_type, None, "too many redirects")
+
+    def _request_prefix(self, target: str) -> bytes:
+        """The request head of a call to ``target`` up to its Content-Length (cached: the
+        stream id changes only with a new subscription)."""
+        key = (target, self.stream_id)
+        prefix = self._request_prefixes.get(key)
+        if prefix is None:
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if self.stream_id is not None:
+                headers["Mesos-Stream-Id"] = self.stream_id
+            if len(self._request_prefixes) > 16:
+                self._request_prefixes.clear()
+            prefix = self._request_prefixes[key] = request_prefix(target, SCHEDULER_PATH, headers)
+        return prefix
 
     async def teardown(self) -> None:
         """Removes the framework: the master kills its tasks and closes the event stream."""
@@ -561,7 +578,8 @@ class SchedulerClient:
         with the given filter."""
         payload = {
             "offer_ids": [as_id(o) for o in offer_ids],
-            "operations": [_builtins(op) for op in operations],
+            # Dicts go as they are; call() converts what msgspec cannot encode.
+            "operations": [op if isinstance(op, dict) else _builtins(op) for op in operations],
             **_filters(refuse_seconds),
         }
         await self.call("ACCEPT", payload)
@@ -575,9 +593,12 @@ class SchedulerClient:
         """Launches tasks (TaskInfo dicts or structs) on one offer; a task without
         ``agent_id`` gets the offer's."""
         task_infos = []
+        agent_id = None
         for task in tasks:
-            info = dict(_builtins(task))
-            info.setdefault("agent_id", as_id(offer["agent_id"]))
+            info = dict(task) if isinstance(task, dict) else dict(_builtins(task))
+            if "agent_id" not in info:
+                agent_id = agent_id or as_id(offer["agent_id"])
+                info["agent_id"] = agent_id
             task_infos.append(info)
         operation = {"type": "LAUNCH", "launch": {"task_infos": task_infos}}
         await self.accept([offer], [operation], refuse_seconds)

@@ -118,26 +118,38 @@ def json_reply(body: object, status: int = 200, jsonp: str | None = None) -> web
     return web.Response(status=status, body=data, content_type="application/json")
 
 
-async def read_api_body(request: web.Request) -> bytes | web.Response:
-    """Applies the v1 API request rules: POST only, a JSON content type, a sane size, an
-    acceptable Accept. Returns the body, or the error reply to send."""
-    if request.method != "POST":
-        return text_reply(
-            405, f"Expecting a 'POST' request, received '{request.method}'", {"Allow": "POST"}
-        )
-    ctype = request.headers.get("Content-Type")
-    if not ctype:
-        return text_reply(400, "Expecting 'Content-Type' to be present")
-    media = ctype.split(";", 1)[0].strip().lower()
+def api_request_error(
+    method: str, content_type: str | None, accept: str, content_length: int | None
+) -> tuple[int, str, dict[str, str]] | None:
+    """The v1 API request rules: POST only, a JSON content type, a sane size, an acceptable
+    Accept. None if the request passes, else (status, text, headers) of the refusal."""
+    if method != "POST":
+        return 405, f"Expecting a 'POST' request, received '{method}'", {"Allow": "POST"}
+    if not content_type:
+        return 400, "Expecting 'Content-Type' to be present", {}
+    media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/x-protobuf":
-        return text_reply(415, "butte speaks the JSON form of the v1 API only")
+        return 415, "butte speaks the JSON form of the v1 API only", {}
     if media != "application/json":
-        return text_reply(415, f"Expecting 'Content-Type' of application/json, got '{ctype}'")
-    accept = request.headers.get("Accept", "")
+        return 415, f"Expecting 'Content-Type' of application/json, got '{content_type}'", {}
     if accept and not _accepts_json(accept):
-        return text_reply(406, f"Expecting 'Accept' to allow application/json, got '{accept}'")
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return text_reply(413, f"Request body larger than {MAX_BODY} bytes")
+        return 406, f"Expecting 'Accept' to allow application/json, got '{accept}'", {}
+    if content_length is not None and content_length > MAX_BODY:
+        return 413, f"Request body larger than {MAX_BODY} bytes", {}
+    return None
+
+
+async def read_api_body(request: web.Request) -> bytes | web.Response:
+    """Applies `api_request_error`'s rules. Returns the body, or the error reply to send."""
+    error = api_request_error(
+        request.method,
+        request.headers.get("Content-Type"),
+        request.headers.get("Accept", ""),
+        request.content_length,
+    )
+    if error is not None:
+        status, message, headers = error
+        return text_reply(status, message, headers or None)
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:

@@ -27,7 +27,7 @@ from butte.coord.interface import Contender, RegistryError
 from butte.coord.leadership import Leadership, Role
 from butte.core import internal
 from butte.core.clock import Clock, SystemClock
-from butte.core.codec import record
+from butte.core.codec import encode_json, record
 from butte.core.ids import IdGenerator
 from butte.core.messages import (
     SCHEDULER_CALL_TYPES,
@@ -36,7 +36,7 @@ from butte.core.messages import (
     SchedulerCall,
     decode,
 )
-from butte.master import state_json, views, webui
+from butte.master import fast_http, state_json, views, webui
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
 from butte.master.effects import (
@@ -51,6 +51,7 @@ from butte.master.http import (
     MAX_BODY,
     PrefixRouter,
     RecordStream,
+    api_request_error,
     json_reply,
     read_api_body,
     text_reply,
@@ -125,6 +126,10 @@ class MasterServer:
         self._allocation_pending = False
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
+        # The listener (scheduler calls served by butte.master.fast_http, the rest handed
+        # to aiohttp) and its connections that are still on the fast path.
+        self._listener: asyncio.Server | None = None
+        self._fast_connections: set[fast_http.SchedulerFastPath] = set()
         self._stopped = asyncio.Event()
         self.router = PrefixRouter()
         self.state_snapshots = StateSnapshots()
@@ -151,15 +156,22 @@ class MasterServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+        fast_connections = self._fast_connections
         # A deep accept queue: thousands of agents reconnect at once after a failover, and
         # a full queue (128 by default) drops their SYNs for a 1 s retransmit each.
-        site = web.TCPSite(
-            self._runner, self.config.ip, self.config.port, reuse_address=True, backlog=4096
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: fast_http.SchedulerFastPath(self, server, fast_connections, MAX_BODY),
+            self.config.ip,
+            self.config.port,
+            reuse_address=True,
+            backlog=4096,
         )
-        await site.start()
         try:
             await self.contender.start(self.master_info, self.leadership)
         except BaseException:
+            self._listener.close()
             await self._runner.cleanup()
             raise
         loop = asyncio.get_running_loop()
@@ -184,6 +196,10 @@ class MasterServer:
             stream.close()
         for link in self._agents.values():
             link.queue.put_nowait(None)
+        if self._listener is not None:
+            self._listener.close()
+        for connection in list(self._fast_connections):
+            connection.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._stopped.set()
@@ -384,25 +400,45 @@ class MasterServer:
         body = await read_api_body(request)
         if isinstance(body, web.StreamResponse):
             return body
-        try:
-            call = decode(body, SchedulerCall)
-        except DecodeError as e:
-            return text_reply(400, f"Failed to validate scheduler::Call: {e}")
-        error = _validate_call_shape(call)
-        if error:
-            return text_reply(400, error)
-        now = self.clock.now()
+        call = parse_scheduler_call(body)
+        if isinstance(call, str):
+            return text_reply(400, call)
         if call.type == "SUBSCRIBE":
             if "Mesos-Stream-Id" in request.headers:
-                return text_reply(
-                    400, "Subscribe calls should not include the 'Mesos-Stream-Id' header"
-                )
-            return await self._subscribe(request, call, now)
-        result = self.machine.scheduler_call(call, request.headers.get("Mesos-Stream-Id"), now)
+                return text_reply(400, _SUBSCRIBE_WITH_STREAM_ID)
+            return await self._subscribe(request, call, self.clock.now())
+        reply = self._run_scheduler_call(call, request.headers.get("Mesos-Stream-Id"))
+        return web.Response(
+            status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+        )
+
+    def scheduler_reply(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> fast_http.Reply | None:
+        """The fast path's entry (`fast_http.CallHandler`): the answer to one call that
+        carries a ``Mesos-Stream-Id``, exactly as `scheduler_api` gives it; None while this
+        master does not act as leader (aiohttp then answers 307/503)."""
+        if not self.leadership.acting():
+            return None
+        error = api_request_error(
+            "POST", headers.get("content-type"), headers.get("accept", ""), len(body)
+        )
+        if error is not None:
+            return fast_http.text(error[0], error[1])
+        call = parse_scheduler_call(body)
+        if isinstance(call, str):
+            return fast_http.text(400, call)
+        if call.type == "SUBSCRIBE":
+            return fast_http.text(400, _SUBSCRIBE_WITH_STREAM_ID)
+        return self._run_scheduler_call(call, headers["mesos-stream-id"])
+
+    def _run_scheduler_call(self, call: SchedulerCall, stream_id: str | None) -> fast_http.Reply:
+        """Runs a non-SUBSCRIBE call through the core and carries out its effects."""
+        result = self.machine.scheduler_call(call, stream_id, self.clock.now())
         self.flush()
         if result.body is not None:
-            return json_reply(result.body, result.status)
-        return text_reply(result.status, result.message)
+            return fast_http.Reply(result.status, "application/json", encode_json(result.body))
+        return fast_http.text(result.status, result.message)
 
     async def _subscribe(
         self, request: web.Request, call: SchedulerCall, now: float
@@ -482,6 +518,18 @@ def _needs_leader(request: web.Request) -> bool:
     if path.startswith("/api/v1"):
         return True
     return request.method not in ("GET", "HEAD", "OPTIONS")
+
+
+_SUBSCRIBE_WITH_STREAM_ID = "Subscribe calls should not include the 'Mesos-Stream-Id' header"
+
+
+def parse_scheduler_call(body: bytes) -> SchedulerCall | str:
+    """The call in a request body, or the text of the 400 that refuses it."""
+    try:
+        call = decode(body, SchedulerCall)
+    except DecodeError as e:
+        return f"Failed to validate scheduler::Call: {e}"
+    return _validate_call_shape(call) or call
 
 
 def _validate_call_shape(call: SchedulerCall) -> str | None:

@@ -250,3 +250,100 @@ def test_invalid_task_resources_get_task_error(master):
 
 def test_unknown_path_is_404(master):
     assert requests.get(master + "/no/such/thing", timeout=5).status_code == 404
+
+
+# -- the scheduler calls' fast path (butte.master.fast_http) -----------------------------------
+
+
+def _subscribed(master: str) -> tuple[Stream, str, dict]:
+    stream = Stream(master, SUBSCRIBE)
+    sid = stream.response.getheader("Mesos-Stream-Id")
+    fid = stream.next()["subscribed"]["framework_id"]
+    return stream, sid, fid
+
+
+def _exchange(master: str, data: bytes, answers: int, piece: int = 0) -> list:
+    """Sends raw bytes on one connection (``piece`` bytes at a time if given) and parses
+    ``answers`` responses."""
+    import socket
+
+    from butte.client.http1 import _ResponseParser
+
+    host, port = master.split("//")[1].split(":")
+    parser = _ResponseParser()
+    replies: list = []
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        if piece:
+            for start in range(0, len(data), piece):
+                sock.sendall(data[start : start + piece])
+                time.sleep(0.002)
+        else:
+            sock.sendall(data)
+        while len(replies) < answers:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(replies)} answers"
+            replies += parser.feed(chunk)
+    return replies
+
+
+def _raw_call(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: test"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_fast_path_answers_exactly_as_the_aiohttp_path(master):
+    stream, sid, fid = _subscribed(master)
+    try:
+        json_headers = {"Content-Type": "application/json", "Mesos-Stream-Id": sid}
+        cases = [
+            ({"type": "REVIVE", "framework_id": fid}, json_headers),
+            ({"type": "RECONCILE", "framework_id": fid, "reconcile": {"tasks": []}}, json_headers),
+            ({"type": "REVIVE", "framework_id": fid}, {**json_headers, "Mesos-Stream-Id": "x"}),
+            ({"type": "REVIVE", "framework_id": {"value": "ghost"}}, json_headers),
+            ({"type": "ACCEPT", "framework_id": fid}, json_headers),
+            ({"type": "NOPE", "framework_id": fid}, json_headers),
+            (SUBSCRIBE, json_headers),
+            (b"{not json", json_headers),
+            ({"type": "REVIVE", "framework_id": fid}, {**json_headers, "Accept": "text/html"}),
+            ({"type": "REVIVE"}, {**json_headers, "Content-Type": "text/plain"}),
+        ]
+        for body, headers in cases:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            # The trailing slash is routed by aiohttp (PrefixRouter), the plain path is not.
+            fast, slow = (
+                _exchange(master, _raw_call(path, data, headers), 1)[0]
+                for path in ("/api/v1/scheduler", "/master/api/v1/scheduler/")
+            )
+            assert (fast.status, fast.body) == (slow.status, slow.body), (body, headers)
+            for name in ("content-type", "content-length"):
+                assert fast.headers[name] == slow.headers[name], (name, body)
+            assert "date" in fast.headers and fast.status in (202, 400, 406, 415)
+    finally:
+        stream.close()
+
+
+def test_pipelined_calls_are_answered_in_order_and_the_connection_serves_anything_after(master):
+    stream, sid, fid = _subscribed(master)
+    try:
+        headers = {"Content-Type": "application/json", "Mesos-Stream-Id": sid}
+        revive = json.dumps({"type": "REVIVE", "framework_id": fid}).encode()
+        bad = json.dumps({"type": "REVIVE", "framework_id": {"value": "ghost"}}).encode()
+        data = (
+            _raw_call("/api/v1/scheduler", revive, headers)
+            + _raw_call("/api/v1/scheduler", bad, headers)
+            + _raw_call("/api/v1/scheduler", revive, headers)
+            # ... then a request for aiohttp, and a call again on the same connection.
+            + b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
+            + _raw_call("/api/v1/scheduler", revive, headers)
+        )
+        replies = _exchange(master, data, 5)
+        assert [r.status for r in replies] == [202, 400, 202, 200, 202]
+        assert b"cannot be found" in replies[1].body
+        # Arriving in pieces, the calls get the same answers.
+        assert [r.status for r in _exchange(master, data, 5, piece=37)] == [202, 400, 202, 200, 202]
+        call = _raw_call("/api/v1/scheduler", revive, {**headers, "Connection": "close"})
+        assert [r.status for r in _exchange(master, call, 1)] == [202]
+    finally:
+        stream.close()

@@ -340,3 +340,188 @@ def test_malformed_zookeeper_master_urls_are_refused_clearly():
         SchedulerClient("zk://127.0.0.1:2181", INFO)
     client = SchedulerClient("zk://127.0.0.1:2181/mesos", INFO)  # connects on subscribe()
     assert client.leader == ""
+
+
+# -- calls over pipelined keep-alive connections (butte.client.http1) --------------------------
+
+
+class RawServer:
+    """A tiny HTTP server on a socket: records every connection and every read, and answers
+    each request with ``answer(request_bytes)`` (raw response bytes, or None for silence)."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.reads: list[bytes] = []
+        self.requests: list[bytes] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        buf = b""
+        while data := await reader.read(65536):
+            self.reads.append(data)
+            buf += data
+            out = []
+            while b"\r\n\r\n" in buf:
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) < length:
+                    break
+                request, buf = head + b"\r\n\r\n" + rest[:length], rest[length:]
+                self.requests.append(request)
+                answer = self.answer(request)
+                if answer is not None:
+                    out.append(answer)
+            if out:
+                writer.write(b"".join(out))
+        writer.close()
+
+
+def http_reply(status: int, body: bytes = b"", extra: str = "") -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        status,
+        len(body),
+        extra.encode(),
+        body,
+    )
+
+
+def test_calls_share_one_keep_alive_connection_and_are_pipelined(fake_master):
+    async def scenario():
+        async with client_for(fake_master) as client:
+            await asyncio.gather(*(client.revive() for _ in range(20)))
+            await client.suppress()
+            pool = client._http  # noqa: SLF001
+            return {address: len(conns) for address, conns in pool._connections.items()}  # noqa: SLF001
+
+    connections = arun(scenario())
+    revives = fake_master.calls_of("REVIVE")
+    assert len(revives) == 20 and len(fake_master.calls_of("SUPPRESS")) == 1
+    assert connections == {fake_master.address: 1}  # one connection carried all calls
+
+
+def test_pipelined_requests_go_out_in_one_write_and_answers_match_in_order():
+    from butte.client.http1 import Http1Pool, post_request, request_prefix
+
+    def answer(request: bytes) -> bytes:
+        body = request.split(b"\r\n\r\n", 1)[1]
+        # An answer split oddly is still matched: chunked, then Content-Length.
+        if body.endswith(b"1"):
+            chunks = b"3\r\nans\r\n1\r\n1\r\n0\r\n\r\n"
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        return http_reply(202, b"ans" + body[-1:])
+
+    async def scenario():
+        async with RawServer(answer) as server:
+            pool = Http1Pool()
+            prefix = request_prefix(server.address, "/p", {"Content-Type": "application/json"})
+            futures = [
+                pool.request(server.address, post_request(prefix, b"call%d" % i), 5.0)
+                for i in range(5)
+            ]
+            replies = await asyncio.gather(*futures)
+            pool.close()
+            return server, replies
+
+    server, replies = arun(scenario())
+    assert [r.body for r in replies] == [b"ans0", b"ans1", b"ans2", b"ans3", b"ans4"]
+    assert [r.status for r in replies] == [202, 200, 202, 202, 202]
+    assert server.connections == 1
+    assert len(server.reads) == 1  # all five requests in one write
+    assert server.requests[0].startswith(b"POST /p HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nContent-Length: 5\r\n\r\ncall0" in server.requests[0]
+
+
+def test_response_split_across_reads_and_connection_close_opens_a_new_connection(fake_master):
+    from butte.client.http1 import _ResponseParser
+
+    parser = _ResponseParser()
+    data = http_reply(400, b"bad offer", "Connection: close\r\n") + http_reply(202)
+    replies = [r for i in range(len(data)) for r in parser.feed(data[i : i + 1])]
+    assert [(r.status, r.body) for r in replies] == [(400, b"bad offer"), (202, b"")]
+    assert replies[0].headers["connection"] == "close"
+
+    async def scenario():
+        closing = RawServer(lambda r: http_reply(202, b"", "Connection: close\r\n"))
+        async with closing as server, client_for(fake_master) as client:
+            client.leader = server.address
+            await client.revive()
+            await client.revive()
+            return server.connections
+
+    assert arun(scenario()) == 2
+
+
+def test_calls_follow_307_to_the_leader(fake_master):
+    def redirect(request: bytes) -> bytes:
+        return http_reply(307, b"", f"Location: //{fake_master.address}/api/v1/scheduler\r\n")
+
+    async def scenario():
+        async with RawServer(redirect) as standby, client_for(fake_master) as client:
+            client.leader = standby.address  # as if the leader had moved away meanwhile
+            await client.kill("t1")
+            return len(standby.requests)
+
+    assert arun(scenario()) == 1
+    kill = fake_master.calls_of("KILL")[0]
+    assert kill["kill"] == {"task_id": {"value": "t1"}}
+    assert fake_master.headers[-1]["Mesos-Stream-Id"] == fake_master.stream_id
+
+
+def test_call_errors_unreachable_timeout_and_broken_connection(fake_master):
+    async def scenario():
+        client = client_for(fake_master, call_timeout=0.3)
+        await client.subscribe()
+        client.leader = f"127.0.0.1:{free_port()}"  # nothing listens there
+        errors = []
+        with pytest.raises(CallError) as refused:
+            await client.revive()
+        errors.append(refused.value)
+        async with RawServer(lambda r: None) as silent:  # never answers
+            client.leader = silent.address
+            with pytest.raises(CallError) as timed_out:
+                await client.revive()
+            errors.append(timed_out.value)
+        async with RawServer(lambda r: b"HTTP/1.1 banana\r\n\r\n") as broken:
+            client.leader = broken.address
+            with pytest.raises(CallError) as bad:
+                await client.revive()
+            errors.append(bad.value)
+        await client.close()
+        return errors
+
+    refused, timed_out, bad = arun(scenario())
+    assert refused.status is None and refused.call_type == "REVIVE"
+    assert timed_out.status is None and "no answer in time" in timed_out.message
+    assert bad.status is None and "bad status line" in bad.message
+
+
+def test_a_cancelled_call_does_not_shift_the_answers_of_later_ones():
+    from butte.client.http1 import Http1Pool, post_request, request_prefix
+
+    async def scenario():
+        async with RawServer(lambda r: http_reply(200, r[-1:])) as server:
+            pool = Http1Pool()
+            prefix = request_prefix(server.address, "/p", {})
+            first = pool.request(server.address, post_request(prefix, b"a"), 5.0)
+            second = pool.request(server.address, post_request(prefix, b"b"), 5.0)
+            first.cancel()
+            reply = await second
+            pool.close()
+            return reply.body
+
+    assert arun(scenario()) == b"b"

@@ -1,0 +1,356 @@
+"""A lean HTTP/1.1 client for the scheduler API's calls: keep-alive connections with
+pipelining, one socket write per loop iteration.
+
+A busy framework makes two or three calls per task (ACCEPT, ACKNOWLEDGE of TASK_STARTING
+and of TASK_RUNNING). Through a general HTTP client each call costs about as much CPU as
+the master's handling of it; here a call is a few bytes appended to a connection's output:
+
+* one keep-alive connection per master address carries every call (more are opened only
+  when one has ``max_pipeline`` calls outstanding);
+* requests made in one event-loop iteration go out in one write, and since HTTP/1.1
+  answers pipelined requests in order, responses are matched to calls by position;
+* one timer per connection watches the oldest outstanding call: when it passes its deadline
+  the connection is aborted (a later answer could no longer be matched to its call) and
+  every call on it fails.
+
+A call whose connection breaks before its answer arrived fails (`ConnectionError`); it is
+not retried, because the master may have carried it out (calls such as ACCEPT are not
+idempotent). Connections idle for longer than ``idle_timeout`` are replaced before use, so
+that a call does not race the master closing an idle keep-alive connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping
+from typing import NamedTuple
+
+MAX_HEAD = 64 * 1024
+
+
+class HttpReply(NamedTuple):
+    """One HTTP response: status, reason phrase, headers (lower-cased names), body."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Pending:
+    """A request waiting for its response."""
+
+    __slots__ = ("future", "deadline")
+
+    def __init__(self, future: asyncio.Future[HttpReply], deadline: float) -> None:
+        self.future = future
+        self.deadline = deadline
+
+
+class _ResponseParser:
+    """Incremental HTTP/1.1 response parser: feed bytes, get complete replies back."""
+
+    __slots__ = ("_buf", "_head", "_chunks", "eof_body")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        # (status, reason, headers) of the response whose body is being read
+        self._head: tuple[int, str, dict[str, str]] | None = None
+        self._chunks: bytearray | None = None
+        # The current response's body runs until the connection closes.
+        self.eof_body = False
+
+    def feed(self, data: bytes) -> list[HttpReply]:
+        """The responses completed by ``data``; raises ValueError on a malformed response."""
+        self._buf += data
+        out: list[HttpReply] = []
+        while True:
+            if self._head is None:
+                end = self._buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buf) > MAX_HEAD:
+                        raise ValueError("response head too large")
+                    return out
+                self._head = _parse_head(bytes(self._buf[:end]))
+                del self._buf[: end + 4]
+                if 100 <= self._head[0] < 200:
+                    self._head = None  # informational (100 Continue): the real one follows
+                    continue
+            reply = self._body()
+            if reply is None:
+                return out
+            out.append(reply)
+            self._head = None
+
+    def finish(self) -> HttpReply | None:
+        """The connection closed: the response whose body ran until now, if any."""
+        if self._head is not None and self.eof_body:
+            status, reason, headers = self._head
+            self._head = None
+            return HttpReply(status, reason, headers, bytes(self._buf))
+        return None
+
+    def _body(self) -> HttpReply | None:
+        assert self._head is not None
+        status, reason, headers = self._head
+        if status in (204, 304):
+            return HttpReply(status, reason, headers, b"")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return self._chunked()
+        length = headers.get("content-length")
+        if length is None:
+            self.eof_body = True
+            return None
+        try:
+            size = int(length)
+        except ValueError:
+            raise ValueError(f"bad Content-Length {length!r}") from None
+        if size < 0:
+            raise ValueError(f"bad Content-Length {length!r}")
+        if len(self._buf) < size:
+            return None
+        body = bytes(self._buf[:size])
+        del self._buf[:size]
+        return HttpReply(status, reason, headers, body)
+
+    def _chunked(self) -> HttpReply | None:
+        assert self._head is not None
+        if self._chunks is None:
+            self._chunks = bytearray()
+        while True:
+            nl = self._buf.find(b"\r\n")
+            if nl < 0:
+                return None
+            try:
+                size = int(bytes(self._buf[:nl]).split(b";", 1)[0], 16)
+            except ValueError:
+                raise ValueError("bad chunk size") from None
+            if size == 0:
+                # Optional trailer lines, then an empty line.
+                if self._buf[nl + 2 : nl + 4] == b"\r\n":
+                    end = nl + 4
+                else:
+                    end = self._buf.find(b"\r\n\r\n", nl + 2)
+                    if end < 0:
+                        return None
+                    end += 4
+                del self._buf[:end]
+                status, reason, headers = self._head
+                body, self._chunks = bytes(self._chunks), None
+                return HttpReply(status, reason, headers, body)
+            if len(self._buf) < nl + 2 + size + 2:
+                return None
+            self._chunks += self._buf[nl + 2 : nl + 2 + size]
+            del self._buf[: nl + 2 + size + 2]
+
+
+def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ValueError(f"bad status line {lines[0][:100]!r}")
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise ValueError(f"bad status line {lines[0][:100]!r}") from None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"bad header line {line[:100]!r}")
+        name = name.strip().lower()
+        if name not in headers:  # the first of repeated headers, as aiohttp's .get()
+            headers[name] = value.strip()
+    if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+        headers.setdefault("connection", "close")
+    return status, parts[2] if len(parts) > 2 else "", headers
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: pipelined requests, responses matched in order."""
+
+    def __init__(self, pool: Http1Pool, address: str) -> None:
+        self._pool = pool
+        self.address = address
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._pending: deque[_Pending] = deque()
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._parser = _ResponseParser()
+        self._timer: asyncio.TimerHandle | None = None
+        self.usable = True  # takes new requests (no Connection: close seen, not broken)
+        self.idle_since = self._loop.time()
+        self._connecting: asyncio.Task[None] | None = self._loop.create_task(self._connect())
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent (or queued) and not yet answered."""
+        return len(self._pending)
+
+    async def _connect(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        try:
+            await self._loop.create_connection(lambda: self, host, int(port))
+        except (OSError, ValueError) as e:
+            self._fail(ConnectionError(str(e) or type(e).__name__))
+        finally:
+            self._connecting = None
+
+    def request(self, data: bytes, timeout: float) -> asyncio.Future[HttpReply]:
+        """Queues one complete request; the future gets its response."""
+        future: asyncio.Future[HttpReply] = self._loop.create_future()
+        self._pending.append(_Pending(future, self._loop.time() + timeout))
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._pending[0].deadline, self._check_deadline)
+        self._out.append(data)
+        if not self._flush_scheduled and self._transport is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self._transport is not None and not self._transport.is_closing():
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            self._transport.write(data)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        head = self._pending[0]
+        if head.deadline <= self._loop.time():
+            self._fail(TimeoutError("no answer in time"))
+        else:
+            self._timer = self._loop.call_at(head.deadline, self._check_deadline)
+
+    # -- protocol callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if self._out:
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self._parser.feed(data)
+        except ValueError as e:
+            self._fail(ConnectionError(f"bad response: {e}"))
+            return
+        for reply in replies:
+            self._answer(reply)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost fails what is left
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reply = self._parser.finish()
+        if reply is not None:
+            self._answer(reply)
+        self._transport = None
+        self._fail(ConnectionError(f"connection closed ({exc})" if exc else "connection closed"))
+
+    def _answer(self, reply: HttpReply) -> None:
+        if not self._pending:
+            self._fail(ConnectionError("response without a request"))
+            return
+        pending = self._pending.popleft()
+        if not pending.future.done():  # a cancelled caller's answer is dropped
+            pending.future.set_result(reply)
+        if reply.headers.get("connection", "").lower() == "close":
+            self.usable = False
+        if not self._pending:
+            self.idle_since = self._loop.time()
+
+    def _fail(self, error: Exception) -> None:
+        """Ends the connection and every call still waiting on it."""
+        self.usable = False
+        self._pool.forget(self)
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+        self._out.clear()
+        while self._pending:
+            future = self._pending.popleft().future
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self) -> None:
+        """Closes the connection; calls still waiting fail."""
+        self._fail(ConnectionError("client closed"))
+
+
+class Http1Pool:
+    """Keep-alive, pipelining HTTP/1.1 connections to a few ``host:port`` addresses."""
+
+    def __init__(
+        self, max_pipeline: int = 256, max_connections: int = 4, idle_timeout: float = 15.0
+    ) -> None:
+        self._max_pipeline = max_pipeline
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
+        self._connections: dict[str, list[_Connection]] = {}
+
+    def request(self, address: str, data: bytes, timeout: float) -> asyncio.Future[HttpReply]:
+        """Sends one complete request (head and body) to ``address``; the future gets the
+        response, or fails with ConnectionError / TimeoutError."""
+        return self._connection(address).request(data, timeout)
+
+    def _connection(self, address: str) -> _Connection:
+        conns = self._connections.setdefault(address, [])
+        best: _Connection | None = None
+        for conn in list(conns):
+            if not conn.usable:
+                conns.remove(conn)
+                continue
+            if not conn.outstanding and conn.idle_since + self._idle_timeout < _now():
+                conn.close()
+                continue
+            if best is None or conn.outstanding < best.outstanding:
+                best = conn
+        if best is None or (
+            best.outstanding >= self._max_pipeline and len(conns) < self._max_connections
+        ):
+            best = _Connection(self, address)
+            conns.append(best)
+        return best
+
+    def forget(self, conn: _Connection) -> None:
+        """Drops a connection that can take no more requests."""
+        conns = self._connections.get(conn.address)
+        if conns is not None:
+            with contextlib.suppress(ValueError):
+                conns.remove(conn)
+
+    def close(self) -> None:
+        """Closes every connection (calls still waiting fail)."""
+        for conns in list(self._connections.values()):
+            for conn in list(conns):
+                conn.close()
+        self._connections.clear()
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def request_prefix(address: str, path: str, headers: Mapping[str, str]) -> bytes:
+    """The head of a POST request up to its Content-Length: `post_request` completes it."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {address}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+
+def post_request(prefix: bytes, body: bytes) -> bytes:
+    """A complete request: `request_prefix`'s head, Content-Length and the body."""
+    return b"%sContent-Length: %d\r\n\r\n%s" % (prefix, len(body), body)

@@ -1,0 +1,155 @@
+"""The master's fast path for scheduler calls (`butte.master.fast_http`) against a fake
+transport: which requests it serves, one write for pipelined answers, the hand-off of a
+connection to aiohttp with what it had buffered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from butte.master.fast_http import Reply, SchedulerFastPath, _parse_head, text
+
+
+class FakeTransport(asyncio.Transport):
+    """Records writes, protocol changes and closing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.writes.append(bytes(data))
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Handler:
+    """Answers every call with 202, or None (not leading) when told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], bytes]] = []
+        self.leading = True
+
+    def scheduler_reply(self, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        if not self.leading:
+            return None
+        self.calls.append((path, headers, body))
+        return text(202)
+
+
+class AiohttpStandIn(asyncio.Protocol):
+    """What the hand-off gives the connection to."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.BaseTransport | None = None
+        self.data = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+def call(body: bytes = b"{}", path: str = "/api/v1/scheduler", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nMesos-Stream-Id: s1\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def connect() -> tuple[SchedulerFastPath, FakeTransport, Handler, list[AiohttpStandIn]]:
+    handler = Handler()
+    handed: list[AiohttpStandIn] = []
+
+    def aiohttp_protocol() -> AiohttpStandIn:
+        handed.append(AiohttpStandIn())
+        return handed[-1]
+
+    protocol = SchedulerFastPath(handler, aiohttp_protocol, set(), max_body=1024)
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    return protocol, transport, handler, handed
+
+
+def run(scenario) -> None:
+    async def main() -> None:
+        scenario()
+
+    asyncio.run(main())
+
+
+def test_pipelined_calls_are_answered_in_one_write():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        protocol.data_received(call(b'{"a":1}') + call(b'{"a":2}') + call(b'{"a":3}')[:50])
+        assert [c[2] for c in handler.calls] == [b'{"a":1}', b'{"a":2}']
+        assert len(transport.writes) == 1
+        assert transport.writes[0].count(b"HTTP/1.1 202 Accepted\r\n") == 2
+        assert b"Content-Length: 0\r\n" in transport.writes[0]
+        protocol.data_received(call(b'{"a":3}')[50:])
+        assert handler.calls[-1][2] == b'{"a":3}' and len(transport.writes) == 2
+        assert handler.calls[0][1]["mesos-stream-id"] == "s1" and not handed
+
+    run(scenario)
+
+
+def test_other_requests_hand_the_connection_to_aiohttp_with_the_buffered_bytes():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        protocol.data_received(call() + health + call())
+        assert len(handler.calls) == 1 and len(transport.writes) == 1  # answered first
+        assert transport.protocol is handed[0] and handed[0].transport is transport
+        assert handed[0].data == health + call()
+
+    run(scenario)
+
+
+def test_not_leading_hands_off_the_call_itself():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        handler.leading = False
+        protocol.data_received(call())
+        assert not transport.writes and handed[0].data == call()
+
+    run(scenario)
+
+
+def test_connection_close_is_honoured():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        protocol.data_received(call(extra="Connection: close\r\n") + call())
+        assert len(handler.calls) == 1 and transport.closed
+        assert b"Connection: close\r\n" in transport.writes[0]
+
+    run(scenario)
+
+
+def test_which_request_heads_the_fast_path_serves():
+    def head(text: str) -> bytes:
+        return text.replace("\n", "\r\n").encode("latin-1")
+
+    ok = "POST /api/v1/scheduler HTTP/1.1\nMesos-Stream-Id: s\nContent-Length: 5"
+    assert _parse_head(head(ok)) is not None
+    assert _parse_head(head(ok.replace("/api", "/master/api"))) is not None
+    for bad in (
+        ok.replace("HTTP/1.1", "HTTP/1.0"),  # HTTP/1.0 keep-alive rules: aiohttp
+        ok.replace("POST", "GET"),
+        ok.replace("scheduler", "scheduler/"),
+        ok.replace("scheduler", "scheduler?x=1"),
+        ok.replace("Mesos-Stream-Id: s\n", ""),  # SUBSCRIBE
+        ok.replace("Content-Length: 5", "Transfer-Encoding: chunked"),
+        ok + "\nExpect: 100-continue",
+        ok + "\nContent-Length: 6",  # repeated
+        ok.replace("5", "\u00b2"),  # a digit to str.isdigit, not to int()
+    ):
+        assert _parse_head(head(bad)) is None, bad
