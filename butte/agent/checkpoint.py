@@ -1,8 +1,9 @@
 """The agent's checkpoint on disk: writing the checkpoint effects of the core and reading the
 ``meta`` tree back on start-up (layout and durability rules in `butte.agent.paths`).
 
-Writing happens in the shell, synchronously and in effect order, so a checkpoint that comes
-before an ACKNOWLEDGED, a status update to the master or a container launch is on disk first.
+Writing happens in the shell, off the event loop and in effect order, in batches made durable
+together (`CheckpointWriter`, `butte.agent.group_commit`), so a checkpoint that comes before
+an ACKNOWLEDGED, a status update to the master or a container launch is on disk first.
 Only frameworks with ``checkpoint: true`` are written (plus the agent's own id), as in Mesos,
 so tasks of other frameworks cost no disk writes.
 
@@ -16,7 +17,8 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -57,16 +59,24 @@ def current_boot_id() -> str | None:
 def write_atomically(path: str, data: bytes) -> None:
     """Replaces ``path`` with ``data``: temp file, fsync, rename (readers see old or new)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _replace(path, data)
+
+
+def _replace(path: str, data: bytes) -> None:
     temporary = f"{path}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def link_atomically(target: str, link: str) -> None:
@@ -82,26 +92,120 @@ def link_atomically(target: str, link: str) -> None:
 def append_record(path: str, data: bytes) -> None:
     """Appends one RecordIO record (``<length>\\n<data>``) and fsyncs it."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    _append(path, data)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.write(fd, b"%d\n%s" % (len(data), data))
         os.fdatasync(fd)
     finally:
         os.close(fd)
 
 
+def _append(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, b"%d\n%s" % (len(data), data))
+    finally:
+        os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> int:
+        if function(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"syncfs: {os.strerror(number)}")
+        return 0
+
+    return syncfs
+
+
+_syncfs = _load_syncfs()
+
+
 class CheckpointWriter:
-    """Carries out the core's checkpoint effects under ``<work_dir>/meta``."""
+    """Carries out the core's checkpoint effects under ``<work_dir>/meta``.
+
+    `write_batch` writes many effects and then makes them durable together (group commit);
+    `apply` is a batch of one. Both block, so the agent calls them from one worker thread
+    (`butte.agent.group_commit`); the writer is not meant for two threads at once.
+
+    Durability of a batch (what the agent may rely on once `write_batch` returns):
+
+    * A file that did not exist is written in place, without a sync of its own; a file that
+      existed is replaced by temp file -> fsync -> rename, so a crash leaves the old or the
+      new content, never a mix (``framework.info`` and ``executor.info`` are rewritten).
+    * Update records are appended without a sync of their own.
+    * At the end of the batch one ``syncfs(2)`` of the work dir's file system writes back
+      every file's data and every directory entry the batch created, renamed or appended to
+      (and commits the journal); it reports a failed writeback as an error (Linux >= 5.8).
+      Where there is no syncfs, every touched file and every directory whose entries changed
+      is fsynced instead.
+    * Until that sync returns, a crash may lose any part of the batch, or leave a new file
+      empty or cut short, or a torn record at the end of a log. The reader drops such a file
+      (reported as a problem) or ignores the torn record, which is the state of a crash just
+      before the batch. That is safe because the agent carries out nothing that was emitted
+      after a checkpoint (an ACKNOWLEDGED, an update to the master, a launch) before the
+      batch holding it is durable.
+    * Removals need no sync: a removal that a crash undoes leaves the checkpoint of
+      something that had ended, which recovery finishes off again.
+    """
 
     def __init__(self, work_dir: str, agent_id: str | None = None) -> None:
         self.work_dir = work_dir
         self.agent_id = agent_id
         self.writes = 0
+        self.syncs = 0  # syncs of whole batches (statistics; tests count them)
+        # Directories known to exist (saves a mkdir per write); cleared below removed paths.
+        self._dirs: set[str] = set()
 
     def apply(self, effect: Checkpoint) -> None:
-        """Writes (or removes) what ``effect`` describes."""
+        """Writes (or removes) what ``effect`` describes, durably."""
+        self.write_batch([effect])
+
+    def write_batch(self, effects: Iterable[Checkpoint]) -> None:
+        """Writes (or removes) what ``effects`` describe, in order, then makes the writes
+        durable with one sync (see the class docstring). Raises OSError if that fails."""
+        touched: set[str] = set()
+        for effect in effects:
+            self._write(effect, touched)
+        if touched:
+            self._make_durable(touched)
+
+    def _make_durable(self, touched: set[str]) -> None:
+        self.syncs += 1
+        if _syncfs is not None:
+            fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                _syncfs(fd)
+            finally:
+                os.close(fd)
+            return
+        # Files, then the directories holding them and every directory created on the way.
+        directories: set[str] = set()
+        for path in touched:
+            directories.add(os.path.dirname(path))
+        for path in sorted(touched) + sorted(directories, key=len, reverse=True):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _write(self, effect: Checkpoint, touched: set[str]) -> None:
         if isinstance(effect, CheckpointAgent):
-            self._agent(effect)
+            self._agent(effect, touched)
             return
         if self.agent_id is None:
             raise RuntimeError(f"checkpoint before the agent id is known: {effect!r}")
@@ -109,45 +213,81 @@ class CheckpointWriter:
         self.writes += 1
         if isinstance(effect, CheckpointFramework):
             path = paths.framework_info_path(work, agent, effect.framework_id)
-            write_atomically(path, _encoder.encode(effect.info))
+            self._put(path, _encoder.encode(effect.info), touched)
         elif isinstance(effect, CheckpointExecutor):
             ex = (effect.framework_id, effect.executor_id)
-            write_atomically(
-                paths.executor_info_path(work, agent, *ex), _encoder.encode(effect.info)
-            )
+            path = paths.executor_info_path(work, agent, *ex)
+            self._put(path, _encoder.encode(effect.info), touched)
             run = paths.meta_run_dir(work, agent, *ex, effect.container_id)
-            write_atomically(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}))
+            self._put(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}), touched)
         elif isinstance(effect, CheckpointPid):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-            write_atomically(paths.forked_pid_path(run), str(effect.pid).encode())
+            self._put(paths.forked_pid_path(run), str(effect.pid).encode(), touched)
         elif isinstance(effect, CheckpointTask):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
             path = paths.task_info_path(run, effect.task.task_id.value)
-            write_atomically(path, _encoder.encode(effect.task))
+            self._put(path, _encoder.encode(effect.task), touched)
         elif isinstance(effect, CheckpointUpdate):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
             if effect.status is not None:
                 record = {"type": "UPDATE", "status": effect.status}
             else:
                 record = {"type": "ACK", "uuid": effect.ack_uuid}
-            append_record(paths.task_updates_path(run, effect.task_id), _encoder.encode(record))
+            path = paths.task_updates_path(run, effect.task_id)
+            self._ensure_dir(os.path.dirname(path), touched)
+            _append(path, _encoder.encode(record))
+            touched.add(path)
         elif isinstance(effect, RemoveCheckpoint):
             self._remove(effect)
 
-    def _agent(self, effect: CheckpointAgent) -> None:
+    def _put(self, path: str, data: bytes, touched: set[str]) -> None:
+        """Writes a new file in place; replaces an existing one atomically."""
+        self._ensure_dir(os.path.dirname(path), touched)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            _replace(path, data)
+        else:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+        touched.add(path)
+
+    def _ensure_dir(self, directory: str, touched: set[str]) -> None:
+        if directory in self._dirs:
+            return
+        if _syncfs is None:  # the fsync fallback syncs each directory created on the way
+            parent = directory
+            while parent and not os.path.isdir(parent):
+                touched.add(parent)
+                parent = os.path.dirname(parent)
+        os.makedirs(directory, exist_ok=True)
+        self._dirs.add(directory)
+
+    def _forget_dirs(self, removed: str) -> None:
+        prefix = removed + os.sep
+        self._dirs = {d for d in self._dirs if d != removed and not d.startswith(prefix)}
+
+    def _rmtree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        self._forget_dirs(path)
+
+    def _agent(self, effect: CheckpointAgent, touched: set[str]) -> None:
         self.agent_id = effect.agent_id
         work = self.work_dir
-        write_atomically(
-            paths.agent_info_path(work, effect.agent_id), _encoder.encode(effect.agent_info)
-        )
+        path = paths.agent_info_path(work, effect.agent_id)
+        self._put(path, _encoder.encode(effect.agent_info), touched)
         boot_id = current_boot_id()
         if boot_id is not None:
-            write_atomically(paths.boot_id_path(work), boot_id.encode())
-        link_atomically(effect.agent_id, paths.latest_agent_link(work))
+            self._put(paths.boot_id_path(work), boot_id.encode(), touched)
+        link = paths.latest_agent_link(work)
+        link_atomically(effect.agent_id, link)
+        touched.add(os.path.dirname(link))
         # Checkpoints of earlier agent ids can never be recovered again (Mesos GCs them).
         for name in _entries(paths.meta_slaves_dir(work)):
             if name != effect.agent_id:
-                shutil.rmtree(paths.meta_agent_dir(work, name), ignore_errors=True)
+                self._rmtree(paths.meta_agent_dir(work, name))
 
     def _run(self, framework_id: str, executor_id: str, container_id: str) -> str:
         assert self.agent_id is not None
@@ -158,19 +298,19 @@ class CheckpointWriter:
     def _remove(self, effect: RemoveCheckpoint) -> None:
         assert self.agent_id is not None
         if effect.executor_id is None:
-            path = paths.meta_framework_dir(self.work_dir, self.agent_id, effect.framework_id)
-            shutil.rmtree(path, ignore_errors=True)
+            framework = effect.framework_id
+            self._rmtree(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
             return
         assert effect.container_id is not None
         run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
         if effect.task_id is not None:
-            shutil.rmtree(paths.meta_task_dir(run, effect.task_id), ignore_errors=True)
+            self._rmtree(paths.meta_task_dir(run, effect.task_id))
             return
-        shutil.rmtree(run, ignore_errors=True)
+        self._rmtree(run)
         runs = os.path.dirname(run)
         with contextlib.suppress(OSError):
             if not os.listdir(runs):  # the executor's last run: forget the executor too
-                shutil.rmtree(os.path.dirname(runs), ignore_errors=True)
+                self._rmtree(os.path.dirname(runs))
 
 
 def forget_agent(work_dir: str) -> None:

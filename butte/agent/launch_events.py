@@ -172,6 +172,19 @@ class LaunchEvents(_Base):
         sandbox = paths.sandbox_dir(
             config.work_dir, self.agent_id, fw.id, info.executor_id.value, container_id
         )
+        ex = Executor(info, fw.id, container_id, sandbox, kind)
+        launch = self._register_launch(fw, ex, role, tasks, now)
+        self._count("executors_launched")
+        return ex, launch
+
+    def _register_launch(
+        self, fw: Framework, ex: Executor, role: str, tasks: list[TaskInfo], now: float
+    ) -> LaunchContainer:
+        """Files ``ex`` as a container about to start (registration deadline armed) and
+        returns the effect that starts it."""
+        assert self.agent_id is not None
+        config, info, kind = self.config, ex.info, ex.kind
+        container_id, sandbox = ex.container_id, ex.sandbox
         env = executor_environment(
             base=config.base_environment,
             framework=fw.info,
@@ -190,13 +203,11 @@ class LaunchEvents(_Base):
             argv, executable = process_argv(info.command)
         else:
             argv, executable = tuple(config.command_executor_argv), None
-        ex = Executor(info, fw.id, container_id, sandbox, kind)
         ex.registration_deadline = now + config.executor_registration_timeout
         fw.executors[ex.id] = ex
         self.containers[container_id] = ex
         self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
-        self._count("executors_launched")
-        launch = LaunchContainer(
+        return LaunchContainer(
             container_id,
             fw.id,
             ex.id,
@@ -207,7 +218,6 @@ class LaunchEvents(_Base):
             builtin=kind != CUSTOM,
             fetch=fetch_list(kind, info, tasks, sandbox),
         )
-        return ex, launch
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
         """LAUNCH (one plain task) or LAUNCH_GROUP for tasks the executor has not seen."""

@@ -31,9 +31,12 @@ The tree under ``--work_dir``::
                                                  and {"type":"ACK","uuid":...} records
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
-Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is replaced atomically (temp file,
-fsync, rename); ``task.updates`` is append-only, each record fsynced before the agent acts on
-it (a torn last record is ignored on recovery: it was never acknowledged to anyone).
+Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
+replaced atomically (temp file, fsync, rename); ``task.updates`` is append-only. Checkpoints
+are written in batches, each made durable by one sync before the agent acts on anything that
+followed them (`butte.agent.checkpoint.CheckpointWriter`); a torn last record or a cut-short
+new file is what a crash before that sync leaves, and recovery ignores it: nothing that
+depended on it had happened.
 
 Everything here is string work only (no file system access), so cores may call it.
 """

@@ -11,6 +11,9 @@ Rebuilding (``--recover=reconnect``, Mesos' default)::
                                   --executor_reregistration_timeout, else its tasks go
                                   TASK_GONE (TASK_LOST if not partition-aware)
                                   its process is gone -> its tasks go TASK_FAILED
+                                  never started (the agent died between checkpointing the
+                                  launch and carrying it out) -> launched now, as it would
+                                  have been (only while every task is still TASK_STAGING)
     task.info + task.updates   -> Task with the state of its last update; the status update
                                   stream replayed (UPDATE adds, ACK pops), so unacknowledged
                                   updates are resent after registration and resends of known
@@ -30,6 +33,7 @@ import msgspec
 
 from butte.agent import paths
 from butte.agent.effects import CheckpointUpdate, Effect, RemoveCheckpoint
+from butte.agent.launching import allocation_role
 from butte.agent.records import DEFAULT, MAX_STATUSES_PER_TASK, Executor, Framework, Task
 from butte.agent.status_updates import StatusUpdateStream
 from butte.core import task_states as ts
@@ -70,6 +74,9 @@ class RecoveredRun:
     kind: str
     pid: int | None = None
     tasks: list[RecoveredTask] = field(default_factory=list)
+    # Set by the shell: no process was ever started for this run (no pid checkpointed, no
+    # sandbox), so the agent died between checkpointing the launch and carrying it out.
+    never_started: bool = False
 
 
 @dataclass(slots=True)
@@ -108,7 +115,9 @@ class Recovery(_Base):
                 continue
             ex, more = self._recover_run(fw, run, now)
             effects += more
-            if run.pid is None:
+            if run.pid is None and run.never_started and self._unstarted(ex):
+                effects.append(self._relaunch(fw, ex, now))
+            elif run.pid is None:
                 dead.append(ex)
         for ex in dead:
             ex.pending_termination = (
@@ -161,6 +170,24 @@ class Recovery(_Base):
             ex.registration_deadline = now + self.config.executor_reregistration_timeout
             self._push_timer(ex.registration_deadline, REREGISTRATION_TIMER, ex.container_id)
         return ex, effects
+
+    @staticmethod
+    def _unstarted(ex: Executor) -> bool:
+        """Whether nothing of ``ex`` ever ran: every task still queued in TASK_STAGING."""
+        queued = {tid for entry in ex.queued for tid in entry}
+        return bool(ex.tasks) and all(
+            t.state == ts.STAGING and not t.statuses and t.id in queued for t in ex.tasks.values()
+        )
+
+    def _relaunch(self, fw: Framework, ex: Executor, now: float) -> Effect:
+        """Launches a checkpointed executor run that never started, as a new container
+        with the same id (its checkpoint already describes it)."""
+        ex.recovered = False
+        tasks = [t.info for t in ex.tasks.values()]
+        resources = [r for t in tasks for r in t.resources] + list(ex.info.resources)
+        role = allocation_role(resources, fw.info)
+        self._count("executors_relaunched")
+        return self._register_launch(fw, ex, role, tasks, now)
 
     def _replay(self, framework_id: str, recovered: RecoveredTask) -> StatusUpdateStream | None:
         """The task's update stream as the log leaves it (None if it has no updates)."""

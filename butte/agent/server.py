@@ -47,7 +47,6 @@ from butte.agent.containerizer.posix import (
     signal_sessions,
 )
 from butte.agent.effects import (
-    Checkpoint,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
@@ -56,6 +55,7 @@ from butte.agent.effects import (
     SendToMaster,
     StopAgent,
 )
+from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
@@ -148,6 +148,8 @@ class AgentServer:
         self._timer_at: float | None = None
         self._background: set[asyncio.Task] = set()
         self.checkpoints: checkpoint.CheckpointWriter | None = None
+        # Writes checkpoints in batches off the loop and holds back what must follow them.
+        self.commit: GroupCommit | None = None
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
         self.recovery_problems: list[str] = []
@@ -182,6 +184,9 @@ class AgentServer:
         self.machine = AgentMachine(self._config(port))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
+        self.commit = GroupCommit(
+            loop, self.checkpoints.write_batch, self._release, self._checkpoint_failed
+        )
         self.containerizer = PosixContainerizer(
             loop,
             self._container_started,
@@ -250,6 +255,18 @@ class AgentServer:
                     # The executor may have left its sandbox: trust the checkpointed pid if
                     # it still leads a session (every executor does).
                     pid = run.pid if is_session_leader(run.pid) else None
+                if pid is None and run.pid is None:
+                    # No pid checkpointed and no sandbox: its launch was never carried out
+                    # (the launcher creates the sandbox before it forks, and the zygote
+                    # starts nothing once the agent that asked is gone).
+                    sandbox = paths.sandbox_dir(
+                        work_dir,
+                        state.agent_id,
+                        run.framework_id,
+                        run.executor_id,
+                        run.container_id,
+                    )
+                    run.never_started = not os.path.lexists(sandbox)
                 run.pid = pid
             self.checkpoints.agent_id = state.agent_id
             effects = self._core.recover(state, self.now())
@@ -320,10 +337,14 @@ class AgentServer:
             await self.detector.stop()
         self.apply(self._core.shutdown(self.now()))
         assert self.master_link is not None and self.containerizer is not None
+        assert self.commit is not None
+        await self.commit.wait_idle()  # the UNREGISTER_AGENT may wait behind a checkpoint
         await self.master_link.close()
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
         await self.containerizer.close()
+        await self.commit.wait_idle()
+        self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
         if self._link_task is not None:
@@ -343,18 +364,39 @@ class AgentServer:
         return self.clock.now()
 
     def apply(self, effects: list[Effect]) -> None:
-        """Carries out effects in order (see the module docstring), then re-arms the timer."""
+        """Carries out effects in order (see the module docstring), then re-arms the timer.
+        Checkpoints, and what must wait for them, go to the group commit."""
         self._pending.extend(effects)
         if self._applying:
             return
         self._applying = True
         try:
-            while self._pending:
-                effect = self._pending.popleft()
-                try:
-                    self._apply_one(effect)
-                except Exception:  # noqa: BLE001 - one bad effect must not stop the agent
-                    log.exception("failed to apply %r", effect)
+            self._drain()
+        finally:
+            self._applying = False
+        self._arm_timer()
+
+    def _drain(self) -> None:
+        assert self.commit is not None
+        while self._pending:
+            effect = self._pending.popleft()
+            if not self.commit.admit(effect):
+                self._carry_out(effect)
+
+    def _carry_out(self, effect: Effect) -> None:
+        try:
+            self._apply_one(effect)
+        except Exception:  # noqa: BLE001 - one bad effect must not stop the agent
+            log.exception("failed to apply %r", effect)
+
+    def _release(self, effects: list[Effect]) -> None:
+        """The checkpoints before ``effects`` are durable: carries them out in order, ahead of
+        whatever they cause."""
+        self._applying = True
+        try:
+            for effect in effects:
+                self._carry_out(effect)
+            self._drain()
         finally:
             self._applying = False
         self._arm_timer()
@@ -381,20 +423,14 @@ class AgentServer:
         elif isinstance(effect, StopAgent):
             log.warning("master asked this agent to stop: %s", effect.message)
             self.request_stop()
-        elif isinstance(effect, Checkpoint):
-            self._checkpoint(effect)
 
-    def _checkpoint(self, effect: Checkpoint) -> None:
-        """Writes a checkpoint. Failing to is fatal, as in Mesos: what follows (an ACKNOWLEDGED,
-        a launch) would promise durability it does not have. The process exits at once,
-        leaving executors running for a restarted agent to recover."""
-        assert self.checkpoints is not None
-        try:
-            self.checkpoints.apply(effect)
-        except OSError as e:
-            log.critical("cannot write the checkpoint (%s): exiting to keep it consistent", e)
-            logging.shutdown()
-            os._exit(70)
+    def _checkpoint_failed(self, error: BaseException) -> None:
+        """A checkpoint batch could not be written. Fatal, as in Mesos: what follows (an
+        ACKNOWLEDGED, a launch) would promise durability it does not have. The process exits
+        at once, leaving executors running for a restarted agent to recover."""
+        log.critical("cannot write the checkpoint (%s): exiting to keep it consistent", error)
+        logging.shutdown()
+        os._exit(70)
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]

@@ -55,14 +55,21 @@ class Disk:
             self.writer.apply(effect)
         self.written = len(self.h.checkpoints)
 
-    def restart(self, pids: dict[str, int | None] | None = None, default: int | None = 99) -> None:
+    def restart(
+        self,
+        pids: dict[str, int | None] | None = None,
+        default: int | None = 99,
+        never_started: frozenset[str] = frozenset(),
+    ) -> None:
         """Crash and restart: a new core recovered from disk. Runs get ``pids`` (by
-        container id; ``default`` for the rest: alive)."""
+        container id; ``default`` for the rest: alive); those in ``never_started`` are runs
+        whose launch the shell found never carried out."""
         self.sync()
         state = read_state(str(self.root))
         assert state is not None and not state.problems, state and state.problems
         for recovered in state.runs:
             recovered.pid = (pids or {}).get(recovered.container_id, default)
+            recovered.never_started = recovered.container_id in never_started
         old, self.h = self.h, Harness(**self.config)
         # Real uuids are random; the harness counts, so the new one must count on.
         self.h.executor_uuids = old.executor_uuids
@@ -157,6 +164,47 @@ def test_executor_gone_while_down_fails_its_tasks_and_is_reported(tmp_path):
     assert failed.message == "Executor terminated while the agent was down"
     (exited,) = h.sent(internal.ExecutorExited)  # held until registered
     assert exited.executor_id == ID("exec1")
+    h.check()
+
+
+def test_a_launch_the_agent_died_before_carrying_out_is_carried_out_after_restart(tmp_path):
+    """The agent checkpointed a launch and died before carrying it out (group commit holds
+    the launch until the batch is durable): the run is launched anew, with the same
+    container id, and its task is delivered as if nothing happened."""
+    disk = Disk(tmp_path)
+    disk.h.register()
+    run(disk.h, command_task("t1"), CHECKPOINTING)
+    (container,) = disk.h.launched
+    disk.restart(default=None, never_started=frozenset({container}))
+    h = disk.h
+    (launch,) = h.launched.values()
+    assert launch.container_id == container and launch.executor_id == "t1"
+    ex = h.agent.containers[container]
+    assert ex.state == "REGISTERING" and not ex.recovered
+    assert h.agent.counters["executors_relaunched"] == 1
+    h.register()
+    assert h.updates() == []  # nothing failed
+    h.apply(h.agent.container_started(container, 4343, h.now()))
+    assert h.subscribe("t1").status == 200
+    assert h.events(container) == ["SUBSCRIBED", "LAUNCH"]
+    h.check()
+
+
+def test_a_run_that_did_start_is_not_launched_again(tmp_path):
+    """Only runs whose tasks are all still queued in TASK_STAGING are launched anew; one
+    with updates failed while the agent was down, as before."""
+    disk = Disk(tmp_path)
+    disk.h.register()
+    container = launch_command(disk)
+    disk.h.subscribe("t1")
+    disk.h.update("t1", "t1", ts.RUNNING)
+    disk.restart(default=None, never_started=frozenset({container}))
+    h = disk.h
+    assert not h.launched
+    h.register()
+    assert [u.state for u in h.updates()][-1] == ts.RUNNING  # resent, then the failure
+    h.ack(h.updates()[-1])
+    assert h.updates()[-1].state == ts.FAILED
     h.check()
 
 

@@ -93,10 +93,28 @@ class HttpError(Exception):
     """The connection failed or the answer was not HTTP."""
 
 
+_resolved: dict[tuple[str, int], list] = {}
+
+
+def resolve(host: str, port: int) -> list:
+    """getaddrinfo for a TCP connection, remembered for the life of the process. An ASCII
+    host name goes in as bytes: a str would be encoded by the ``idna`` codec, whose import
+    (``re``, ``enum``, ``unicodedata``) would cost more than the rest of a short task."""
+    key = (host, port)
+    found = _resolved.get(key)
+    if found is None:
+        try:
+            name: str | bytes = host.encode("ascii")
+        except UnicodeEncodeError:
+            name = host
+        found = _resolved[key] = _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM)
+    return found
+
+
 def connect(host: str, port: int, timeout: float | None = 10.0) -> _socket.socket:
     """A connected TCP socket (blocking, with ``timeout``)."""
     last: Exception | None = None
-    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+    for family, kind, proto, _, address in resolve(host, port):
         sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)

@@ -15,12 +15,14 @@ Protocol on the zygote's stdin/stdout, one compact JSON object per line:
 The zygote creates the sandbox (and ``runs/latest``), forks, and the child becomes a session
 leader in the sandbox with stdout/stderr on the sandbox files, the given environment, and
 runs `butte.agent.executor.command`. The zygote reaps its children and reports their exits.
-It exits when its stdin closes (the agent went away).
+It exits when its stdin closes (the agent went away), and starts nothing for requests still
+in the pipe once its agent is gone: the restarted agent launches those runs itself.
 """
 
 from __future__ import annotations
 
 import _signal
+import gc
 import os
 import select
 import sys
@@ -56,6 +58,7 @@ class Zygote:
         self.poller = select.epoll()
         self.buffer = bytearray()
         self.children: dict[int, str] = {}  # pid -> container id
+        self.agent = os.getppid()
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         _signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
         _signal.signal(_signal.SIGCHLD, lambda *_: None)
@@ -102,6 +105,11 @@ class Zygote:
 
     def _spawn(self, request: dict[str, Any]) -> None:
         container_id = request["id"]
+        if os.getppid() != self.agent:
+            # The agent died with requests still in the pipe: a restarted agent relaunches
+            # what it finds checkpointed but never started (no sandbox), so start nothing.
+            self.reply({"id": container_id, "error": "the agent is gone"})
+            return
         try:
             out, err = prepare_sandbox(request["sandbox"], container_id)
         except OSError as e:
@@ -133,6 +141,11 @@ class Zygote:
             os.close(self.wake_read)
             os.close(self.wake_write)
             os.setsid()
+            try:  # what ps and top show for it (Linux)
+                with open("/proc/self/comm", "w") as f:
+                    f.write("butte-executor")
+            except OSError:
+                pass
             os.chdir(request["sandbox"])
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)
@@ -172,7 +185,12 @@ class Zygote:
 def main() -> int:
     """Entry point of the zygote process."""
     sys.stdout.flush()
-    return Zygote().serve()
+    zygote = Zygote()
+    # Everything imported so far is shared with every executor: keep the cyclic collector
+    # of the executors from walking it (and so copying its pages).
+    gc.collect()
+    gc.freeze()
+    return zygote.serve()
 
 
 if __name__ == "__main__":

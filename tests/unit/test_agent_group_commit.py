@@ -1,0 +1,248 @@
+"""Group commit of agent checkpoints (`butte.agent.group_commit`) and batched durable writes
+(`CheckpointWriter.write_batch`).
+
+The worker thread is replaced by `ManualWorker`, which runs a submitted batch only when the
+test says so, so each test controls exactly when a batch is "on disk"."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from butte.agent import checkpoint
+from butte.agent.checkpoint import CheckpointWriter, read_state
+from butte.agent.effects import (
+    CheckpointAgent,
+    CheckpointExecutor,
+    CheckpointFramework,
+    CheckpointTask,
+    CheckpointUpdate,
+    Effect,
+    LaunchContainer,
+    RemoveCheckpoint,
+    SendToExecutor,
+)
+from butte.agent.group_commit import GroupCommit
+from butte.agent.records import COMMAND
+from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+
+AID, FID = "agent-1", "fw-1"
+
+
+class ManualWorker(concurrent.futures.Executor):
+    """An executor whose jobs run when `run_next` is called (on the calling thread)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Callable[..., Any], tuple, concurrent.futures.Future]] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201 - Executor's signature
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.jobs.append((fn, args, future))
+        return future
+
+    def run_next(self) -> None:
+        fn, args, future = self.jobs.pop(0)
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the future, like a thread pool
+            future.set_exception(e)
+
+
+async def spin() -> None:
+    """Lets the loop run the callbacks that are due (flushes, done callbacks)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def update(task: str, state: str = "TASK_RUNNING") -> CheckpointUpdate:
+    status = TaskStatus(task_id=ID(task), state=state, uuid=f"u-{task}-{state}")
+    return CheckpointUpdate(FID, task, f"c-{task}", task, status=status)
+
+
+def message(text: str) -> SendToExecutor:
+    return SendToExecutor("c", {"type": text})
+
+
+class Rig:
+    """A GroupCommit whose batches are recorded and whose released effects are listed."""
+
+    def __init__(self, write: Callable[[list], None] | None = None) -> None:
+        self.worker = ManualWorker()
+        self.written: list[list] = []
+        self.released: list[Effect] = []
+        self.failures: list[BaseException] = []
+        self.commit = GroupCommit(
+            asyncio.get_running_loop(),
+            write or self.written.append,
+            self.released.extend,
+            self.failures.append,
+            executor=self.worker,
+        )
+
+    def feed(self, effects: list[Effect]) -> list[Effect]:
+        """Effects the shell carries out at once (as `AgentServer.apply` does)."""
+        return [e for e in effects if not self.commit.admit(e)]
+
+
+def test_effects_after_a_checkpoint_wait_for_its_batch_and_keep_order() -> None:
+    async def main() -> None:
+        rig = Rig()
+        assert rig.feed([message("a")]) == [message("a")]  # nothing pending: at once
+        first = [update("t1"), message("b"), update("t2"), message("c")]
+        second = [message("d")]
+        assert rig.feed(first) == [] and rig.feed(second) == []
+        await spin()
+        # One batch holds both checkpoints of the loop iteration; nothing is released yet.
+        assert len(rig.worker.jobs) == 1 and rig.released == []
+        rig.worker.run_next()
+        await spin()
+        assert rig.written == [[update("t1"), update("t2")]]
+        assert rig.released == [message("b"), message("c"), message("d")]
+        assert rig.feed([message("e")]) == [message("e")]
+        await rig.commit.wait_idle()
+
+    asyncio.run(main())
+
+
+def test_checkpoints_during_a_write_form_the_next_batch() -> None:
+    async def main() -> None:
+        rig = Rig()
+        rig.feed([update("t1"), message("b")])
+        await spin()
+        assert len(rig.worker.jobs) == 1
+        # While batch 1 is being written: more checkpoints and effects arrive.
+        rig.feed([message("c"), update("t2"), message("d"), update("t3"), message("e")])
+        await spin()
+        assert len(rig.worker.jobs) == 1  # batch 2 waits for batch 1
+        rig.worker.run_next()
+        await spin()
+        # Batch 1 durable: what followed it up to batch 2's first checkpoint goes out.
+        assert rig.released == [message("b"), message("c")]
+        assert len(rig.worker.jobs) == 1
+        rig.worker.run_next()
+        await spin()
+        assert rig.written == [[update("t1")], [update("t2"), update("t3")]]
+        assert rig.released == [message(x) for x in "bcde"]
+        await rig.commit.wait_idle()
+
+    asyncio.run(main())
+
+
+def test_a_failed_batch_releases_nothing() -> None:
+    """A crash (or an error) between writing a batch and making it durable must not let any
+    effect that followed its checkpoints out."""
+
+    def write(batch: list) -> None:
+        raise OSError(5, "Input/output error")
+
+    async def main() -> None:
+        rig = Rig(write)
+        launch = LaunchContainer("c", FID, "e", "/tmp/sandbox", ("true",), {})
+        rig.feed([update("t1"), message("ack"), launch])
+        await spin()
+        rig.feed([update("t2"), message("later")])
+        rig.worker.run_next()
+        await spin()
+        assert rig.released == [] and len(rig.failures) == 1
+        assert rig.worker.jobs == []  # the next batch is never written either
+        await rig.commit.wait_idle()
+        assert rig.released == []
+
+    asyncio.run(main())
+
+
+def test_removals_alone_hold_nothing_back_but_keep_their_place() -> None:
+    async def main() -> None:
+        rig = Rig()
+        remove = RemoveCheckpoint(FID, "t0", "c-t0")
+        assert rig.feed([remove, message("a")]) == [message("a")]
+        assert len(rig.worker.jobs) == 1
+        rig.worker.run_next()
+        await spin()
+        # With a batch open, a removal joins it after the writes before it.
+        rig.feed([update("t1"), remove, message("b")])
+        await spin()
+        rig.worker.run_next()
+        await spin()
+        assert rig.written == [[remove], [update("t1"), remove]]
+        assert rig.released == [message("b")]
+
+    asyncio.run(main())
+
+
+# -- the writer --------------------------------------------------------------------------------
+
+
+def task_effects(task: str) -> list:
+    executor = ExecutorInfo(executor_id=ID(task), framework_id=ID(FID))
+    info = TaskInfo(name=task, task_id=ID(task), agent_id=ID(AID))
+    container = f"c-{task}"
+    return [
+        CheckpointExecutor(FID, task, container, executor, COMMAND),
+        CheckpointTask(FID, task, container, info),
+        update(task, "TASK_STARTING"),
+        update(task, "TASK_RUNNING"),
+    ]
+
+
+def first_effects() -> list:
+    return [
+        CheckpointAgent(AID, {"hostname": "h"}),
+        CheckpointFramework(FID, FrameworkInfo(user="u", name="fw", id=ID(FID))),
+    ]
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-fallback"])
+def test_one_sync_per_batch_and_the_batch_reads_back(tmp_path, monkeypatch, syncfs) -> None:
+    calls: list[str] = []
+    real_fsync = checkpoint.os.fsync
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(checkpoint.os, "fdatasync", lambda fd: calls.append("fdatasync"))
+    if syncfs:
+        if checkpoint._syncfs is None:
+            pytest.skip("no syncfs(2) here")
+        real = checkpoint._syncfs
+        monkeypatch.setattr(checkpoint, "_syncfs", lambda fd: calls.append("syncfs") or real(fd))
+    else:
+        monkeypatch.setattr(checkpoint, "_syncfs", None)
+    writer = CheckpointWriter(str(tmp_path))
+    batch = first_effects() + [e for t in ("t1", "t2", "t3") for e in task_effects(t)]
+    writer.write_batch(batch)
+    assert writer.syncs == 1
+    if syncfs:
+        assert calls == ["syncfs"]  # no fsync per file or record
+    else:
+        assert "syncfs" not in calls and "fdatasync" not in calls
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert sorted(r.container_id for r in state.runs) == ["c-t1", "c-t2", "c-t3"]
+    for run in state.runs:
+        (task,) = run.tasks
+        assert [s.state for s in task.updates] == ["TASK_STARTING", "TASK_RUNNING"]
+    # Removals alone need no sync.
+    calls.clear()
+    writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    assert writer.syncs == 1 and calls == []
+    state = read_state(str(tmp_path))
+    assert state is not None
+    assert sorted(r.container_id for r in state.runs) == ["c-t2", "c-t3"]
+    assert not state.problems
+
+
+def test_rewriting_an_existing_file_replaces_it_atomically(tmp_path) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects())
+    renamed = FrameworkInfo(user="u", name="renamed", id=ID(FID))
+    writer.write_batch([CheckpointFramework(FID, renamed)])
+    state = read_state(str(tmp_path))
+    assert state is not None and state.frameworks[FID].name == "renamed"
+    # A removed run's directories are created again when needed (the writer's cache).
+    writer.write_batch(task_effects("t1"))
+    writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    writer.write_batch(task_effects("t1"))
+    state = read_state(str(tmp_path))
+    assert state is not None and [r.container_id for r in state.runs] == ["c-t1"]
