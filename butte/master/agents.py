@@ -139,8 +139,11 @@ class AgentEvents(_Base):
     def _shut_down_removed_frameworks(self, agent: Agent, msg: internal.RegisterAgent) -> None:
         """Frameworks removed while the agent was away (it missed SHUTDOWN_FRAMEWORK): their
         tasks must not live on there."""
-        reported = {t.framework_id.value for t in msg.tasks}
-        for fid in sorted(reported - set(self.frameworks)):
+        frameworks = self.frameworks
+        reported = {
+            t.framework_id.value for t in msg.tasks if t.framework_id.value not in frameworks
+        }
+        for fid in sorted(reported):
             if any(f.framework_id == fid for f in self.completed_frameworks):
                 self._send_agent(agent, internal.ShutdownFramework(framework_id=ID(fid)))
 
@@ -193,13 +196,14 @@ class AgentEvents(_Base):
         self.allocation_wanted = True
         if self.operator_subscribers:
             self.outbox.append(OperatorEvent(operator_views.agent_added(self, agent)))
-        log.info(
-            "Agent %s at %s:%d registered (%s)",
-            agent_id,
-            agent.hostname,
-            agent.port,
-            total.to_text(),
-        )
+        if log.isEnabledFor(logging.INFO):  # to_text is not free, and 10k agents may arrive
+            log.info(
+                "Agent %s at %s:%d registered (%s)",
+                agent_id,
+                agent.hostname,
+                agent.port,
+                total.to_text(),
+            )
         return agent
 
     def _adopt_reported(
@@ -209,11 +213,16 @@ class AgentEvents(_Base):
         agent came back). Returns what they use, per (framework, role), for the allocator."""
         infos = {f.id.value: f for f in msg.frameworks if f.id is not None}
         used: dict[tuple[str, str], Resources] = {}
+        # Per framework, worked out once per report (an agent reports many tasks of few).
+        default_role: dict[str, str] = {}
         for rt in msg.tasks:
             fid = rt.framework_id.value
             fw = self.frameworks.get(fid) or self._recover_framework(fid, infos.get(fid), now)
             if fw is None:
                 continue
+            if fid not in default_role:
+                roles = fw.roles
+                default_role[fid] = roles[0] if roles else "*"
             if was_unreachable and not fw.partition_aware:
                 self._send_agent(
                     agent, internal.KillTask(framework_id=rt.framework_id, task_id=rt.task_id)
@@ -222,7 +231,7 @@ class AgentEvents(_Base):
                 res = resources_from_json(rt.resources)
             except ResourceError:
                 res = Resources()
-            role = _allocation_role(rt.resources) or (fw.roles[0] if fw.roles else "*")
+            role = _allocation_role(rt.resources) or default_role[fid]
             task = Task(
                 task_id=rt.task_id.value,
                 framework_id=fid,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -37,6 +38,7 @@ from butte.core.messages import (
     decode,
 )
 from butte.master import fast_http, state_json, views, webui
+from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
 from butte.master.effects import (
@@ -67,6 +69,9 @@ HEARTBEAT = record({"type": "HEARTBEAT"})
 EXIT_LEADERSHIP_LOST = 1
 # Seconds an abdicating master may take to close connections before it is forced out.
 _ABDICATION_GRACE = 5.0
+# Agent connections whose held messages go to the core per loop iteration once the registry
+# is recovered (the loop keeps serving between batches).
+_HELD_AGENTS_BATCH = 100
 
 
 @dataclass(slots=True)
@@ -89,7 +94,8 @@ class MasterConfig:
 
 
 class _AgentLink:
-    """One agent WebSocket: outgoing frames are queued so effects never await."""
+    """One agent WebSocket served by aiohttp (the lean path's is `AgentWebSocket`):
+    outgoing frames are queued so effects never await."""
 
     __slots__ = ("ws", "queue", "peer_ip")
 
@@ -97,6 +103,14 @@ class _AgentLink:
         self.ws = ws
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.peer_ip = peer_ip
+
+    def send(self, data: bytes) -> None:
+        """Queues one text message."""
+        self.queue.put_nowait(data)
+
+    def close(self) -> None:
+        """Closes the socket once what is queued is out."""
+        self.queue.put_nowait(None)
 
 
 class MasterServer:
@@ -122,7 +136,11 @@ class MasterServer:
         self.machine.start_time = self.clock.now()
         self.elected_time = self.machine.start_time
         self._streams: dict[str, RecordStream] = {}
-        self._agents: dict[str, _AgentLink] = {}
+        self._agents: dict[str, _AgentLink | AgentWebSocket] = {}
+        self._agent_connections = itertools.count(1)
+        # Messages of agents that connected while the registry was being recovered, per
+        # connection in arrival order: the core sees them once it knows the registry.
+        self._held_agent_messages: dict[str, list[internal.AgentMessage]] = {}
         self._allocation_pending = False
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -158,11 +176,18 @@ class MasterServer:
         await self._runner.setup()
         server = self._runner.server
         assert server is not None
+
+        def agents_or_aiohttp() -> asyncio.Protocol:
+            # Agents' WebSockets on the lean path (butte.master.agent_socket), the rest aiohttp.
+            return AgentUpgrade(self, server, MAX_BODY * 4)
+
         fast_connections = self._fast_connections
         # A deep accept queue: thousands of agents reconnect at once after a failover, and
         # a full queue (128 by default) drops their SYNs for a 1 s retransmit each.
         self._listener = await asyncio.get_running_loop().create_server(
-            lambda: fast_http.SchedulerFastPath(self, server, fast_connections, MAX_BODY),
+            lambda: fast_http.SchedulerFastPath(
+                self, agents_or_aiohttp, fast_connections, MAX_BODY
+            ),
             self.config.ip,
             self.config.port,
             reuse_address=True,
@@ -194,8 +219,8 @@ class MasterServer:
             await asyncio.wait_for(self.contender.stop(), 3.0)
         for stream in self._streams.values():
             stream.close()
-        for link in self._agents.values():
-            link.queue.put_nowait(None)
+        for link in list(self._agents.values()):
+            link.close()
         if self._listener is not None:
             self._listener.close()
         for connection in list(self._fast_connections):
@@ -231,7 +256,7 @@ class MasterServer:
             elif isinstance(effect, SendToAgent):
                 link = self._agents.get(effect.connection_id)
                 if link is not None:
-                    link.queue.put_nowait(internal.encode(effect.message))
+                    link.send(internal.encode(effect.message))
             elif isinstance(effect, CloseFrameworkStream):
                 stream = self._streams.pop(effect.stream_id, None)
                 if stream is not None:
@@ -239,7 +264,7 @@ class MasterServer:
             elif isinstance(effect, CloseAgentConnection):
                 link = self._agents.get(effect.connection_id)
                 if link is not None:
-                    link.queue.put_nowait(None)
+                    link.close()
             elif isinstance(effect, OperatorEvent):
                 self.operator.publish(effect.event)
         if self.machine.allocation_wanted and not self._allocation_pending:
@@ -266,7 +291,7 @@ class MasterServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         """Routes a request; those that need the leader get 307/503 elsewhere."""
-        if _needs_leader(request):
+        if _needs_leader(request) and not self._agent_during_recovery(request):
             refusal = self.leadership.refusal(request.path_qs)
             if refusal is not None and refusal[0] == 307:
                 # Checked against ZooKeeper first: never send a client to an ex-leader.
@@ -312,6 +337,36 @@ class MasterServer:
             len(self.machine.recovering_agents),
         )
         self.flush()
+        await self._release_held_agents()
+
+    def _agent_during_recovery(self, request: web.Request) -> bool:
+        """An agent connecting while this master, just elected, recovers the registry: it is
+        let in and its messages are held until recovery ends. Refusing it (503) would send
+        it into its exponential registration backoff, and at 10k agents those retries
+        compete with the recovery they wait for."""
+        return request.path == internal.AGENT_PATH and self.leadership.role is Role.RECOVERING
+
+    async def _release_held_agents(self) -> None:
+        """Feeds the core, in arrival order, what agents sent during recovery (a re-
+        registration of an agent the registry lists needs no write), a batch of connections
+        per loop iteration. Messages that arrive meanwhile on a held connection queue
+        behind its held ones."""
+        pending = list(self._held_agent_messages)
+        for start in range(0, len(pending), _HELD_AGENTS_BATCH):
+            if not self.leadership.acting():
+                break
+            for connection_id in pending[start : start + _HELD_AGENTS_BATCH]:
+                messages = self._held_agent_messages.pop(connection_id, None)
+                link = self._agents.get(connection_id)
+                if link is None or not messages:
+                    continue  # closed meanwhile: the core never heard of it
+                for message in messages:
+                    self.machine.agent_message(
+                        connection_id, message, link.peer_ip, self.clock.now()
+                    )
+            self.flush()
+            await asyncio.sleep(0)
+        self._held_agent_messages.clear()
 
     def _on_leader_changed(self, leader: Mapping[str, Any] | None) -> None:
         # /state shows who leads; this master's own info only once it serves as leader.
@@ -325,8 +380,8 @@ class MasterServer:
         for stream in list(self._streams.values()):
             stream.close()
         self._streams.clear()
-        for link in self._agents.values():
-            link.queue.put_nowait(None)
+        for link in list(self._agents.values()):
+            link.close()
         # Forced out if closing hangs (e.g. on a ZooKeeper that does not answer).
         timer = threading.Timer(_ABDICATION_GRACE, os._exit, args=(EXIT_LEADERSHIP_LOST,))
         timer.daemon = True
@@ -468,9 +523,11 @@ class MasterServer:
     # -- agents ---------------------------------------------------------------------------
 
     async def agent_socket(self, request: web.Request) -> web.StreamResponse:
+        """The agents' WebSocket through aiohttp (`AgentUpgrade` serves the usual shape of
+        the upgrade itself; this takes the rest, e.g. under the ``/master`` prefix)."""
         ws = web.WebSocketResponse(max_msg_size=MAX_BODY * 4, autoping=True)
         await ws.prepare(request)
-        connection_id = str(uuid.uuid4())
+        connection_id = f"agent-{next(self._agent_connections)}"
         peer = request.transport.get_extra_info("peername") if request.transport else None
         link = _AgentLink(ws, peer[0] if peer else "")
         self._agents[connection_id] = link
@@ -479,22 +536,56 @@ class MasterServer:
             async for msg in ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
-                try:
-                    message = internal.decode_agent_message(msg.data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                    log.warning("Bad message from agent connection %s: %s", connection_id, e)
-                    continue
-                self.machine.agent_message(connection_id, message, link.peer_ip, self.clock.now())
-                self.flush()
+                self._agent_message(connection_id, link.peer_ip, msg.data)
         except asyncio.CancelledError:
             pass
         finally:
-            self._agents.pop(connection_id, None)
-            link.queue.put_nowait(None)
+            link.close()
             writer.cancel()
+            self._agent_gone(connection_id)
+        return ws
+
+    # AgentSocketOwner (the lean path)
+
+    def accepts_agents(self) -> bool:
+        """Agents may connect while this master leads, and while it recovers the registry
+        (see `_agent_during_recovery`)."""
+        return self.leadership.role is Role.RECOVERING or self.leadership.acting()
+
+    def agent_opened(self, link: AgentWebSocket) -> None:
+        link.connection_id = f"agent-{next(self._agent_connections)}"
+        self._agents[link.connection_id] = link
+
+    def agent_data(self, link: AgentWebSocket, data: bytes) -> None:
+        self._agent_message(link.connection_id, link.peer_ip, data)
+
+    def agent_closed(self, link: AgentWebSocket) -> None:
+        self._agent_gone(link.connection_id)
+
+    def _agent_message(self, connection_id: str, peer_ip: str, data: bytes | str) -> None:
+        """One message from an agent: to the core, or held while the registry is being
+        recovered (and behind what is held of its connection)."""
+        try:
+            message = internal.decode_agent_message(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.warning("Bad message from agent connection %s: %s", connection_id, e)
+            return
+        held = self._held_agent_messages.get(connection_id)
+        if held is not None:
+            held.append(message)
+        elif self.leadership.role is Role.RECOVERING:
+            self._held_agent_messages[connection_id] = [message]
+        else:
+            self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
+            self.flush()
+
+    def _agent_gone(self, connection_id: str) -> None:
+        if self._agents.pop(connection_id, None) is None:
+            return
+        if self._held_agent_messages.pop(connection_id, None) is None:
+            # (A connection whose messages were all held never reached the core.)
             self.machine.agent_disconnected(connection_id, self.clock.now())
             self.flush()
-        return ws
 
     async def _agent_writer(self, link: _AgentLink) -> None:
         try:

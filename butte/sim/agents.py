@@ -189,12 +189,17 @@ class SimulatedCluster:
         self._connect_slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._changed = asyncio.Event()
+        # Agents registered right now, kept as they change: `wait_registered` scans the
+        # agents only once this many could satisfy it (a scan per registration would make a
+        # mass re-registration quadratic).
+        self._registered_now = 0
         # Tasks whose head update is out and unacknowledged: the sweeper's retry list.
         self._inflight: dict[SimTask, SimulatedAgent] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "registrations",
                 "reregistrations",
+                "connection_failures",
                 "disconnections",
                 "tasks_launched",
                 "tasks_finished",
@@ -260,7 +265,7 @@ class SimulatedCluster:
         want = len(self.agents) if count is None else count
         started = time.monotonic()
         deadline = started + timeout
-        while self.registered_count(since) < want:
+        while self._registered_now < want or self.registered_count(since) < want:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.registered_count(since)}/{want} agents registered after {timeout}s"
@@ -329,6 +334,7 @@ class SimulatedCluster:
                     ws = await self._session.ws_connect(url)
                 except (TimeoutError, WebSocketError, OSError) as e:
                     log.debug("agent %d cannot reach %s: %s", agent.index, url, e)
+                    self.counters["connection_failures"] += 1
                     if len(self._urls) > 1:
                         self._url_index += 1
             started = loop.time()
@@ -348,7 +354,7 @@ class SimulatedCluster:
     async def _serve(self, agent: SimulatedAgent, ws: WebSocketClient) -> None:
         ws.on_message = functools.partial(self._deliver, agent)
         agent.ws = ws
-        agent.registered = False
+        self._set_registered(agent, False)
         agent.connected_at = time.monotonic()
         agent.last_heard = agent.connected_at
         self._send(agent, self._register_message(agent))
@@ -357,7 +363,7 @@ class SimulatedCluster:
         finally:
             ws.close()
             agent.ws = None
-            agent.registered = False
+            self._set_registered(agent, False)
             self.counters["disconnections"] += 1
             self._notify()
 
@@ -398,6 +404,11 @@ class SimulatedCluster:
     def _notify(self) -> None:
         self._changed.set()
 
+    def _set_registered(self, agent: SimulatedAgent, registered: bool) -> None:
+        if agent.registered != registered:
+            agent.registered = registered
+            self._registered_now += 1 if registered else -1
+
     async def _sweep(self) -> None:
         """Every `SWEEP_INTERVAL`: resends updates whose retry is due; every few seconds,
         drops connections to a master silent for `SILENCE_TIMEOUT` (they reconnect)."""
@@ -428,7 +439,7 @@ class SimulatedCluster:
     ) -> None:
         first = agent.agent_id is None
         agent.agent_id = msg.agent_id.value
-        agent.registered = True
+        self._set_registered(agent, True)
         self.counters["registrations" if first else "reregistrations"] += 1
         now = time.monotonic()
         for task in agent.tasks.values():

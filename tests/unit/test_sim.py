@@ -4,6 +4,7 @@ master addresses and the ``butte sim`` flags."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 
 import pytest
@@ -94,6 +95,36 @@ def test_preloaded_agents_report_their_tasks() -> None:
     assert message.agent_info.id is not None
     assert [t.state for t in message.tasks] == [task_states.RUNNING] * 3
     assert message.frameworks[0].checkpoint
+
+
+def test_waiting_for_registrations_scans_the_agents_only_when_it_may_be_done() -> None:
+    cluster = SimulatedCluster("127.0.0.1:1", 3)
+    scans = 0
+    count = cluster.registered_count
+
+    def counting(since: float = 0.0) -> int:
+        nonlocal scans
+        scans += 1
+        return count(since)
+
+    cluster.registered_count = counting  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(cluster.wait_registered(timeout=5))
+        for agent in cluster.agents:
+            await asyncio.sleep(0)
+            assert scans == 0  # fewer registered than wanted: no scan of every agent
+            cluster._set_registered(agent, True)
+            cluster._set_registered(agent, True)  # no double count
+            cluster._notify()
+        await asyncio.wait_for(waiter, 5)
+        assert scans == 1
+        cluster._set_registered(cluster.agents[0], False)
+        assert cluster._registered_now == 2
+        with pytest.raises(TimeoutError):
+            await cluster.wait_registered(timeout=0.05)
+
+    asyncio.run(scenario())
 
 
 def _args(*argv: str) -> argparse.Namespace:
