@@ -163,6 +163,8 @@ class SchedulerFastPath(asyncio.Protocol):
         self._buf = bytearray()
         self._handed_off = False
         self._closing = False
+        # Reading paused because the client does not read its answers (pause_writing).
+        self._reading_paused = False
         self._last_active = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -179,11 +181,13 @@ class SchedulerFastPath(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from.
-        if self._transport is not None:
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._closing:
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -241,6 +245,10 @@ class SchedulerFastPath(asyncio.Protocol):
         self._forget()
         if transport is None or transport.is_closing():
             return
+        if self._reading_paused:
+            # aiohttp does its own flow control and would never resume reading.
+            self._reading_paused = False
+            transport.resume_reading()
         protocol = self._aiohttp_protocol()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

@@ -17,6 +17,13 @@ class FakeTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.protocol: asyncio.BaseProtocol | None = None
         self.closed = False
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
         self.writes.append(bytes(data))
@@ -153,3 +160,17 @@ def test_which_request_heads_the_fast_path_serves():
         ok.replace("5", "\u00b2"),  # a digit to str.isdigit, not to int()
     ):
         assert _parse_head(head(bad)) is None, bad
+
+
+def test_a_client_that_does_not_read_is_not_read_from_until_it_does():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        protocol.pause_writing()  # the transport's buffer passed its high-water mark
+        assert not transport.reading
+        protocol.resume_writing()
+        assert transport.reading
+        protocol.pause_writing()
+        protocol.data_received(b"GET /health HTTP/1.1\r\n\r\n")  # hand-off while paused
+        assert transport.reading and transport.protocol is handed[0]
+
+    run(scenario)
