@@ -167,8 +167,11 @@ class CheckpointWriter:
         self.agent_id = agent_id
         self.writes = 0
         self.syncs = 0  # syncs of whole batches (statistics; tests count them)
-        # Directories known to exist (saves a mkdir per write); cleared below removed paths.
+        # Directories known to exist (saves a mkdir per write), and for each directory this
+        # writer created, the names it created in it: a removal then unlinks exactly those
+        # (no directory scans, no stats) and falls back to rmtree for anything older.
         self._dirs: set[str] = set()
+        self._made: dict[str, set[str]] = {}
 
     def apply(self, effect: Checkpoint) -> None:
         """Writes (or removes) what ``effect`` describes, durably."""
@@ -192,12 +195,15 @@ class CheckpointWriter:
             finally:
                 os.close(fd)
             return
-        # Files, then the directories holding them and every directory created on the way.
+        # Files and created directories, then the directories holding them.
         directories: set[str] = set()
         for path in touched:
             directories.add(os.path.dirname(path))
         for path in sorted(touched) + sorted(directories, key=len, reverse=True):
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # removed later in the batch: nothing to make durable
             try:
                 os.fsync(fd)
             finally:
@@ -236,6 +242,7 @@ class CheckpointWriter:
             path = paths.task_updates_path(run, effect.task_id)
             self._ensure_dir(os.path.dirname(path), touched)
             _append(path, _encoder.encode(record))
+            self._note(path)
             touched.add(path)
         elif isinstance(effect, RemoveCheckpoint):
             self._remove(effect)
@@ -248,6 +255,7 @@ class CheckpointWriter:
         except FileExistsError:
             _replace(path, data)
         else:
+            self._note(path)
             try:
                 _write_all(fd, data)
             finally:
@@ -257,21 +265,70 @@ class CheckpointWriter:
     def _ensure_dir(self, directory: str, touched: set[str]) -> None:
         if directory in self._dirs:
             return
-        if _syncfs is None:  # the fsync fallback syncs each directory created on the way
-            parent = directory
-            while parent and not os.path.isdir(parent):
-                touched.add(parent)
-                parent = os.path.dirname(parent)
-        os.makedirs(directory, exist_ok=True)
+        if not directory.startswith(os.path.join(self.work_dir, "")):
+            os.makedirs(directory, exist_ok=True)  # the work dir itself, or outside it
+            self._dirs.add(directory)
+            return
+        self._ensure_dir(os.path.dirname(directory), touched)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass  # made before this writer: what is in it is not known
+        else:
+            self._note(directory)
+            self._made[directory] = set()
+            touched.add(directory)  # the fsync fallback syncs it and the entry in its parent
         self._dirs.add(directory)
 
-    def _forget_dirs(self, removed: str) -> None:
-        prefix = removed + os.sep
-        self._dirs = {d for d in self._dirs if d != removed and not d.startswith(prefix)}
+    def _note(self, path: str) -> None:
+        """Records ``path`` as created by this writer (if its directory was too)."""
+        names = self._made.get(os.path.dirname(path))
+        if names is not None:
+            names.add(os.path.basename(path))
 
     def _rmtree(self, path: str) -> None:
+        """Removes the directory ``path`` and everything in it; errors are ignored."""
+        if path in self._made:
+            try:
+                self._unmake(path)
+            except OSError:
+                pass  # something this writer did not create is in there
+            else:
+                names = self._made.get(os.path.dirname(path))
+                if names is not None:
+                    names.discard(os.path.basename(path))
+                return
         shutil.rmtree(path, ignore_errors=True)
-        self._forget_dirs(path)
+        prefix = path + os.sep
+        self._dirs = {d for d in self._dirs if d != path and not d.startswith(prefix)}
+        self._made = {d: n for d, n in self._made.items() if d != path and not d.startswith(prefix)}
+        names = self._made.get(os.path.dirname(path))
+        if names is not None:
+            names.discard(os.path.basename(path))
+
+    def _unmake(self, directory: str) -> None:
+        """Unlinks what this writer created in ``directory``, then the directory."""
+        names = self._made[directory]
+        for name in list(names):
+            child = os.path.join(directory, name)
+            if child in self._made:
+                self._unmake(child)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(child)
+            names.discard(name)
+        os.rmdir(directory)
+        del self._made[directory]
+        self._dirs.discard(directory)
+
+    def _is_empty(self, directory: str) -> bool:
+        names = self._made.get(directory)
+        if names is not None:
+            return not names
+        try:
+            return not os.listdir(directory)
+        except OSError:
+            return False
 
     def _agent(self, effect: CheckpointAgent, touched: set[str]) -> None:
         self.agent_id = effect.agent_id
@@ -308,9 +365,8 @@ class CheckpointWriter:
             return
         self._rmtree(run)
         runs = os.path.dirname(run)
-        with contextlib.suppress(OSError):
-            if not os.listdir(runs):  # the executor's last run: forget the executor too
-                self._rmtree(os.path.dirname(runs))
+        if self._is_empty(runs):  # the executor's last run: forget the executor too
+            self._rmtree(os.path.dirname(runs))
 
 
 def forget_agent(work_dir: str) -> None:

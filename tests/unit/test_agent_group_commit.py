@@ -223,10 +223,13 @@ def test_one_sync_per_batch_and_the_batch_reads_back(tmp_path, monkeypatch, sync
     for run in state.runs:
         (task,) = run.tasks
         assert [s.state for s in task.updates] == ["TASK_STARTING", "TASK_RUNNING"]
+    # A batch may write and remove the same run (a short task): nothing left to sync.
+    writer.write_batch(task_effects("t4") + [RemoveCheckpoint(FID, "t4", "c-t4")])
+    assert writer.syncs == 2
     # Removals alone need no sync.
     calls.clear()
     writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
-    assert writer.syncs == 1 and calls == []
+    assert writer.syncs == 2 and calls == []
     state = read_state(str(tmp_path))
     assert state is not None
     assert sorted(r.container_id for r in state.runs) == ["c-t2", "c-t3"]
@@ -246,3 +249,34 @@ def test_rewriting_an_existing_file_replaces_it_atomically(tmp_path) -> None:
     writer.write_batch(task_effects("t1"))
     state = read_state(str(tmp_path))
     assert state is not None and [r.container_id for r in state.runs] == ["c-t1"]
+
+
+def test_removal_unlinks_what_the_writer_made_and_falls_back_to_rmtree(
+    tmp_path, monkeypatch
+) -> None:
+    scanned: list[str] = []
+    real_rmtree = checkpoint.shutil.rmtree
+    monkeypatch.setattr(
+        checkpoint.shutil,
+        "rmtree",
+        lambda path, **kw: scanned.append(str(path)) or real_rmtree(path, **kw),
+    )
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects() + task_effects("t1") + task_effects("t2"))
+    executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
+    writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    assert scanned == []  # its own files: unlinked one by one, no directory scans
+    assert sorted(p.name for p in executors.iterdir()) == ["t2"]
+    # Something it did not write is in the run: rmtree does the rest.
+    (executors / "t2" / "runs" / "c-t2" / "stray").write_text("x")
+    writer.write_batch([RemoveCheckpoint(FID, "t2", "c-t2")])
+    assert len(scanned) == 1 and list(executors.iterdir()) == []
+    # A run from before this writer (an agent restart) is removed by rmtree too.
+    writer.write_batch(task_effects("t3"))
+    later = CheckpointWriter(str(tmp_path), AID)
+    later.write_batch([RemoveCheckpoint(FID, "t3", "c-t3")])
+    assert list(executors.iterdir()) == []
+    later.write_batch(task_effects("t3"))
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert [r.container_id for r in state.runs] == ["c-t3"]
