@@ -233,3 +233,14 @@ def test_server_frames_are_unmasked_with_the_shortest_length() -> None:
     assert server_frame(0x1, b"ab") == b"\x81\x02ab"
     assert server_frame(0x1, b"a" * 126)[:4] == b"\x81\x7e\x00\x7e"
     assert server_frame(0x1, b"a" * 65536)[:10] == b"\x81\x7f" + struct.pack("!Q", 65536)
+
+
+def test_compiled_and_pure_python_unmask_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from butte.master import agent_socket
+
+    key = b"\x01\x80\xff\x7f"
+    samples = [os.urandom(n) for n in (0, 1, 3, 4, 5, 127, 5000)]
+    fast = [unmask(data, key) for data in samples]
+    monkeypatch.setattr(agent_socket, "_compiled_mask", None)
+    assert [unmask(data, key) for data in samples] == fast
+    assert [unmask(data, key) for data in fast] == samples
