@@ -92,6 +92,8 @@ class LaunchingFramework:
         )
         self.name = name
         self.shape = shape or TaskShape()
+        # One resource list shared by every TaskInfo (only ever encoded, never changed).
+        self._resources = self.shape.resources()
         self.tasks_per_offer = tasks_per_offer
         self.max_inflight = max_inflight
         self.max_tasks = max_tasks
@@ -201,7 +203,7 @@ class LaunchingFramework:
             "name": tid,
             "task_id": {"value": tid},
             "agent_id": offer["agent_id"],
-            "resources": self.shape.resources(),
+            "resources": self._resources,
             "command": {"value": self.shape.command},
         }
 

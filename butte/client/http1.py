@@ -31,7 +31,8 @@ MAX_HEAD = 64 * 1024
 
 
 class HttpReply(NamedTuple):
-    """One HTTP response: status, reason phrase, headers (lower-cased names), body."""
+    """One HTTP response: status, reason phrase, headers (lower-cased names; read-only, the
+    dict may be shared with other replies), body."""
 
     status: int
     reason: str
@@ -73,7 +74,7 @@ class _ResponseParser:
                     if len(self._buf) > MAX_HEAD:
                         raise ValueError("response head too large")
                     return out
-                self._head = _parse_head(bytes(self._buf[:end]))
+                self._head = _parsed_head(bytes(self._buf[:end]))
                 del self._buf[: end + 4]
                 if 100 <= self._head[0] < 200:
                     self._head = None  # informational (100 Continue): the real one follows
@@ -144,6 +145,21 @@ class _ResponseParser:
                 return None
             self._chunks += self._buf[nl + 2 : nl + 2 + size]
             del self._buf[: nl + 2 + size + 2]
+
+
+# Parsed response heads by their bytes: a master's answers to one kind of call differ only in
+# their Date, so nearly every head is one seen before. (Replies share the headers dict.)
+_HEADS: dict[bytes, tuple[int, str, dict[str, str]]] = {}
+
+
+def _parsed_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    parsed = _HEADS.get(head)
+    if parsed is None:
+        parsed = _parse_head(head)
+        if len(_HEADS) >= 256:
+            _HEADS.clear()
+        _HEADS[head] = parsed
+    return parsed
 
 
 def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:

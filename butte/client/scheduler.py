@@ -96,6 +96,8 @@ _END = _EndOfEvents()
 def as_id(value: IdLike) -> dict[str, Any]:
     """Normalizes an id given as ``"x"``, ``{"value": "x"}``, an ID struct, or an object that
     carries one under ``id`` (an offer) to the wire form ``{"value": "x"}``."""
+    if type(value) is dict and type(value.get("value")) is str:
+        return {"value": value["value"]}  # the common case, before the slower checks
     if isinstance(value, Msg):
         value = msgspec.to_builtins(value)
     if isinstance(value, str):
