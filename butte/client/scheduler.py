@@ -16,8 +16,15 @@ resubscribes with its framework id when the event stream breaks or when no event
 included) arrived for ``missed_heartbeats`` heartbeat intervals. The SUBSCRIBED event of every
 resubscription is delivered again so the framework knows to reconcile.
 
+Calls go over keep-alive HTTP/1.1 connections with pipelining (`butte.client.http1`): calls
+made in one event-loop iteration leave in one write, so a framework that acknowledges a burst
+of updates with one task per ACKNOWLEDGE costs the master and itself one socket write for the
+lot; the subscription's event stream has a connection of its own. Calls are not retried (the
+master may have carried out a call whose answer was lost).
+
 Calls that the master answers with a non-2xx status raise `CallError` carrying the master's
-message. An ``ERROR`` event (framework removed, failed over elsewhere ...) is delivered and
+message (``status`` None: not sent, connection lost or no answer within ``call_timeout``).
+An ``ERROR`` event (framework removed, failed over elsewhere ...) is delivered and
 then ends the iteration; the client does not resubscribe after it.
 """
 
