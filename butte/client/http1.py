@@ -211,6 +211,7 @@ class _Connection(asyncio.Protocol):
         try:
             await self._loop.create_connection(lambda: self, host, int(port))
         except (OSError, ValueError) as e:
+            self._connecting = None  # done: _fail must not cancel this very task
             self._fail(ConnectionError(str(e) or type(e).__name__))
         finally:
             self._connecting = None

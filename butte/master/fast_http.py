@@ -191,6 +191,7 @@ class SchedulerFastPath(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        self._last_active = asyncio.get_running_loop().time()
         self._buf += data
         out: list[bytes] = []
         try:
@@ -237,7 +238,6 @@ class SchedulerFastPath(asyncio.Protocol):
             del buf[:body_end]
             out.append(encode_reply(reply, request.close))
             self._closing = request.close
-        self._last_active = asyncio.get_running_loop().time()
 
     def _hand_off(self) -> None:
         """Gives the connection, and what it has buffered, to a new aiohttp handler."""
