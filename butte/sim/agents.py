@@ -381,7 +381,7 @@ class SimulatedCluster:
         """Writes one message on the agent's socket (dropped while disconnected: what
         matters is resent after re-registration)."""
         if agent.ws is not None:
-            agent.ws.send_text(internal.encode(message).decode())
+            agent.ws.send_text(internal.encode(message))
 
     def _register_message(self, agent: SimulatedAgent) -> internal.RegisterAgent:
         info = internal.AgentInfo(

@@ -28,8 +28,18 @@ class WebSocketError(OSError):
     """The handshake failed or the peer broke the protocol (a connection failure)."""
 
 
+try:  # aiohttp's compiled mask: some 15x faster than the big-integer XOR of `_mask`
+    from aiohttp._websocket.helpers import websocket_mask as _compiled_mask
+except ImportError:  # pragma: no cover - a build or version of aiohttp without it
+    _compiled_mask = None
+
+
 def _mask(data: bytes, key: bytes) -> bytes:
     """XORs ``data`` with the repeated 4-byte ``key`` (as one big integer: fast in CPython)."""
+    if _compiled_mask is not None:
+        buf = bytearray(data)
+        _compiled_mask(key, buf)
+        return bytes(buf)
     n = len(data)
     if n == 0:
         return b""
@@ -112,10 +122,12 @@ class WebSocketClient(asyncio.Protocol):
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send_text(self, text: str) -> None:
-        """Sends one text message (dropped if the connection is gone)."""
+    def send_text(self, text: str | bytes) -> None:
+        """Sends one text message, given as str or as its UTF-8 bytes (dropped if the
+        connection is gone)."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(_TEXT, text.encode()))
+            data = text.encode() if isinstance(text, str) else text
+            self.transport.write(frame(_TEXT, data))
 
     def close(self) -> None:
         """Sends a close frame and closes the transport."""

@@ -156,3 +156,18 @@ def test_bad_flags_are_refused_with_their_name(flag: str) -> None:
     with pytest.raises(ValueError) as err:
         options_from_args(_args(flag))
     assert "--" in str(err.value) or "duration" in str(err.value)
+
+
+def test_client_frames_are_masked_alike_with_or_without_the_compiled_mask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from butte.sim import websocket
+
+    key = b"\x10\x20\x30\x40"
+    samples = [bytes(range(n % 256)) * (1 + n // 256) for n in (0, 1, 5, 255, 3000)]
+    fast = [websocket._mask(data, key) for data in samples]
+    monkeypatch.setattr(websocket, "_compiled_mask", None)
+    assert [websocket._mask(data, key) for data in samples] == fast
+    assert [websocket._mask(data, key) for data in fast] == samples
+    sent = websocket.frame(0x1, b"hello")
+    assert sent[:2] == b"\x81\x85" and websocket._mask(sent[6:], sent[2:6]) == b"hello"
