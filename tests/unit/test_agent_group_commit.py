@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -280,3 +283,29 @@ def test_removal_unlinks_what_the_writer_made_and_falls_back_to_rmtree(
     state = read_state(str(tmp_path))
     assert state is not None and not state.problems
     assert [r.container_id for r in state.runs] == ["c-t3"]
+
+
+def _inode_flags(path: str) -> int | None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        raw = fcntl.ioctl(fd, checkpoint._FS_IOC_GETFLAGS, bytes(checkpoint._LONG))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int.from_bytes(raw[:4], sys.byteorder)
+
+
+def test_executor_trees_are_spread_over_the_file_system(tmp_path) -> None:
+    """The ``executors`` directories get the Orlov top-directory hint (where the file system
+    has it), so each executor's tree lands in its own block group."""
+    if _inode_flags(str(tmp_path)) is None:
+        pytest.skip("no inode flags on this file system")
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects() + task_effects("t1"))
+    executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
+    flags = _inode_flags(str(executors))
+    if flags is None or not checkpoint.spread_subdirectories(str(tmp_path / "meta")):
+        pytest.skip("the file system has no top-directory flag")
+    assert flags & checkpoint._FS_TOPDIR_FL
+    assert not (_inode_flags(str(executors / "t1")) or 0) & checkpoint._FS_TOPDIR_FL
