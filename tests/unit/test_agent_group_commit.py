@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from butte.agent import checkpoint
+from butte.agent import checkpoint, placement
 from butte.agent.checkpoint import CheckpointWriter, read_state
 from butte.agent.effects import (
     CheckpointAgent,
@@ -288,7 +288,7 @@ def test_removal_unlinks_what_the_writer_made_and_falls_back_to_rmtree(
 def _inode_flags(path: str) -> int | None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        raw = fcntl.ioctl(fd, checkpoint._FS_IOC_GETFLAGS, bytes(checkpoint._LONG))
+        raw = fcntl.ioctl(fd, placement._FS_IOC_GETFLAGS, bytes(placement._LONG))
     except OSError:
         return None
     finally:
@@ -305,7 +305,18 @@ def test_executor_trees_are_spread_over_the_file_system(tmp_path) -> None:
     writer.write_batch(first_effects() + task_effects("t1"))
     executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
     flags = _inode_flags(str(executors))
-    if flags is None or not checkpoint.spread_subdirectories(str(tmp_path / "meta")):
+    if flags is None or not placement.spread_subdirectories(str(tmp_path / "meta")):
         pytest.skip("the file system has no top-directory flag")
-    assert flags & checkpoint._FS_TOPDIR_FL
-    assert not (_inode_flags(str(executors / "t1")) or 0) & checkpoint._FS_TOPDIR_FL
+    assert flags & placement._FS_TOPDIR_FL
+    assert not (_inode_flags(str(executors / "t1")) or 0) & placement._FS_TOPDIR_FL
+
+
+def test_sandboxes_are_spread_over_the_file_system_too(tmp_path) -> None:
+    if _inode_flags(str(tmp_path)) is None or not placement.spread_subdirectories(str(tmp_path)):
+        pytest.skip("the file system has no top-directory flag")
+    executors = tmp_path / "slaves" / AID / "frameworks" / FID / "executors"
+    done: set[str] = set()
+    placement.make_sandbox(str(executors / "e1" / "runs" / "c1"), done)
+    placement.make_sandbox(str(executors / "e2" / "runs" / "c2"), done)
+    assert (executors / "e2" / "runs" / "c2").is_dir() and done == {str(executors)}
+    assert (_inode_flags(str(executors)) or 0) & placement._FS_TOPDIR_FL

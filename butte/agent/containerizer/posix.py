@@ -42,8 +42,10 @@ from butte.agent import paths
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
 from butte.agent.fetcher import FetchError, fetch_all
+from butte.agent.placement import make_sandbox
 
 log = logging.getLogger("butte.agent")
+_spread: set[str] = set()  # executors directories given the placement hint
 
 # How long to wait for the zygote's report of an exit after the process is seen gone.
 ZYGOTE_EXIT_WAIT = 2.0
@@ -71,7 +73,7 @@ class Container:
 
 def prepare_sandbox(spec: LaunchContainer) -> tuple[int, int]:
     """Creates the sandbox and ``runs/latest``; returns fds of its stdout and stderr files."""
-    os.makedirs(spec.sandbox, exist_ok=True)
+    make_sandbox(spec.sandbox, _spread)
     link = paths.latest_link(spec.sandbox)
     try:
         os.symlink(spec.container_id, link)
@@ -260,7 +262,7 @@ class PosixContainerizer:
 
     def _fetch(self, spec: LaunchContainer) -> None:
         """Runs in a worker thread: the sandbox, then every URI into it."""
-        os.makedirs(spec.sandbox, exist_ok=True)
+        make_sandbox(spec.sandbox, _spread)
         fetch_all(spec.fetch, self._fetcher_cache_dir)
 
     def _fetched(self, container: Container, spec: LaunchContainer, future: Any) -> None:

@@ -28,17 +28,19 @@ import select
 import sys
 
 from butte.agent.executor import command, lite
+from butte.agent.placement import make_sandbox
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_spread: set[str] = set()  # executors directories given the placement hint
 
 
 def prepare_sandbox(sandbox: str, container_id: str) -> tuple[int, int]:
     """Creates the sandbox and its ``runs/latest`` link; returns stdout and stderr fds."""
-    os.makedirs(sandbox, exist_ok=True)
+    make_sandbox(sandbox, _spread)
     link = os.path.join(os.path.dirname(sandbox), "latest")
     try:
         os.symlink(container_id, link)
