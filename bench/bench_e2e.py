@@ -67,7 +67,10 @@ async def drive(
         LaunchingFramework(
             master,
             f"bench-e2e-{i}",
-            TaskShape(cpus=0.1, mem=32.0, command="sleep 1000000"),
+            # Runs until the end (as the simulator's --task_duration=forever): "sleep N"
+            # would give every task a timer in the simulator, 4-5 objects each that its full
+            # garbage collections walk (0.6-1.8 s pauses at ~100k tasks).
+            TaskShape(cpus=0.1, mem=32.0, command="sleep infinity"),
             tasks_per_offer=tasks_per_offer,
             max_inflight=inflight,
             # Every offer carries tasks_per_offer tasks, also once the in-flight budget is
