@@ -37,6 +37,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from butte.agent.effects import Checkpoint, Effect, RemoveCheckpoint
 
@@ -48,7 +49,7 @@ class _Batch:
     """Checkpoints written together, and the effects waiting for them."""
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
-    held: list[Effect] = field(default_factory=list)
+    held: list[Any] = field(default_factory=list)
 
 
 class GroupCommit:
@@ -58,7 +59,7 @@ class GroupCommit:
         self,
         loop: asyncio.AbstractEventLoop,
         write_batch: Callable[[list[Checkpoint]], None],
-        release: Callable[[list[Effect]], None],
+        release: Callable[[list[Any]], None],
         on_failure: Callable[[BaseException], None],
         executor: Executor | None = None,
     ) -> None:
@@ -76,9 +77,15 @@ class GroupCommit:
         self.failed = False
         self.batches = 0  # statistics: batches written
 
-    def admit(self, effect: Effect) -> bool:
+    @property
+    def holding(self) -> bool:
+        """Whether an effect admitted now would be held (a batch is open or in flight)."""
+        return self._open is not None or self._in_flight is not None
+
+    def admit(self, effect: Effect | Any) -> bool:
         """Takes ``effect`` if it is a checkpoint or must wait for one (True); False means
-        the caller carries it out now."""
+        the caller carries it out now. Anything that is not a checkpoint may be admitted
+        (the shell wraps some effects); it comes back through ``release`` as it was."""
         if isinstance(effect, RemoveCheckpoint):
             if self._open is not None:
                 self._open.checkpoints.append(effect)

@@ -93,6 +93,17 @@ def zygote_argv() -> tuple[str, ...]:
     return _fast_python("butte.agent.executor.zygote")
 
 
+@dataclass(frozen=True, slots=True)
+class StreamBound:
+    """An effect on an executor's stream (`SendToExecutor`, `CloseExecutorStream`), tied to
+    the stream that was open when the core emitted it. One held behind a checkpoint must not
+    reach a stream the executor opened meanwhile (that stream starts with SUBSCRIBED); on
+    the old one it would have been lost with its connection, as it is now."""
+
+    effect: SendToExecutor | CloseExecutorStream
+    stream: ExecutorStream | None
+
+
 @dataclass(frozen=True)
 class AgentOptions:
     """Everything the agent process is configured with (from its flags)."""
@@ -380,16 +391,23 @@ class AgentServer:
         assert self.commit is not None
         while self._pending:
             effect = self._pending.popleft()
-            if not self.commit.admit(effect):
+            if isinstance(effect, SendToExecutor | CloseExecutorStream) and self.commit.holding:
+                bound = StreamBound(effect, self.streams.get(effect.container_id))
+                self.commit.admit(bound)
+            elif not self.commit.admit(effect):
                 self._carry_out(effect)
 
-    def _carry_out(self, effect: Effect) -> None:
+    def _carry_out(self, effect: Effect | StreamBound) -> None:
         try:
+            if isinstance(effect, StreamBound):
+                if self.streams.get(effect.effect.container_id) is not effect.stream:
+                    return  # its stream is gone (see StreamBound)
+                effect = effect.effect
             self._apply_one(effect)
         except Exception:  # noqa: BLE001 - one bad effect must not stop the agent
             log.exception("failed to apply %r", effect)
 
-    def _release(self, effects: list[Effect]) -> None:
+    def _release(self, effects: list[Effect | StreamBound]) -> None:
         """The checkpoints before ``effects`` are durable: carries them out in order, ahead of
         whatever they cause."""
         self._applying = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import fcntl
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -30,8 +31,11 @@ from butte.agent.effects import (
     SendToExecutor,
 )
 from butte.agent.group_commit import GroupCommit
+from butte.agent.http import ExecutorStream
 from butte.agent.records import COMMAND
+from butte.agent.server import AgentOptions, AgentServer
 from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+from butte.core.resources import parse_resources
 
 AID, FID = "agent-1", "fw-1"
 
@@ -320,3 +324,51 @@ def test_sandboxes_are_spread_over_the_file_system_too(tmp_path) -> None:
     placement.make_sandbox(str(executors / "e2" / "runs" / "c2"), done)
     assert (executors / "e2" / "runs" / "c2").is_dir() and done == {str(executors)}
     assert (_inode_flags(str(executors)) or 0) & placement._FS_TOPDIR_FL
+
+
+def test_a_held_stream_event_never_reaches_the_executors_next_stream(tmp_path) -> None:
+    """An ACKNOWLEDGED held behind a checkpoint for the executor's old stream is dropped if
+    the executor re-subscribed meanwhile: its new stream starts with SUBSCRIBED."""
+
+    async def main() -> None:
+        server = AgentServer(
+            AgentOptions("127.0.0.1:5050", str(tmp_path), parse_resources("cpus:1"))
+        )
+        server._arm_timer = lambda: None  # type: ignore[method-assign] - no core here
+        worker = ManualWorker()
+        failures: list[BaseException] = []
+        server.commit = GroupCommit(
+            asyncio.get_running_loop(),
+            lambda batch: None,
+            server._release,
+            failures.append,
+            executor=worker,
+        )
+        old = server.open_executor_stream("c-t1")
+        server.apply([update("t1"), SendToExecutor("c-t1", {"type": "ACKNOWLEDGED"})])
+        new = server.open_executor_stream("c-t1")  # the executor re-subscribed
+        server.apply([SendToExecutor("c-t1", {"type": "SUBSCRIBED"})])
+        server.apply([update("t2"), SendToExecutor("c-t1", {"type": "ACKNOWLEDGED", "n": 2})])
+        await spin()
+        worker.run_next()
+        await spin()
+        assert not failures
+        sent = [decoded(item) for item in drained(new)]
+        assert sent == [{"type": "SUBSCRIBED"}, {"type": "ACKNOWLEDGED", "n": 2}]
+        assert drained(old) == [None]  # closed when the new one opened, nothing else
+
+    asyncio.run(main())
+
+
+def drained(stream: ExecutorStream) -> list[bytes | None]:
+    out = []
+    while not stream._queue.empty():
+        out.append(stream._queue.get_nowait())
+    return out
+
+
+def decoded(record: bytes | None) -> dict | None:
+    if record is None:
+        return None
+    _, _, body = record.partition(b"\n")
+    return json.loads(body)
