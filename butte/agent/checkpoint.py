@@ -180,10 +180,17 @@ class CheckpointWriter:
 
     def write_batch(self, effects: Iterable[Checkpoint]) -> None:
         """Writes (or removes) what ``effects`` describe, in order, then makes the writes
-        durable with one sync (see the class docstring). Raises OSError if that fails."""
+        durable with one sync (see the class docstring). Raises OSError if a write or the sync
+        fails; any other error (a checkpoint before the agent id is known) is logged and
+        skips only its effect, as it did when each was written on its own."""
         touched: set[str] = set()
         for effect in effects:
-            self._write(effect, touched)
+            try:
+                self._write(effect, touched)
+            except OSError:
+                raise
+            except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
+                log.exception("cannot carry out checkpoint %r", effect)
         if touched:
             self._make_durable(touched)
 

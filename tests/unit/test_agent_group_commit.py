@@ -372,3 +372,16 @@ def decoded(record: bytes | None) -> dict | None:
         return None
     _, _, body = record.partition(b"\n")
     return json.loads(body)
+
+
+def test_an_io_error_fails_the_batch_and_a_bad_effect_only_itself(tmp_path) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    # Before the agent id is known: that effect is skipped (logged), the rest written.
+    writer.write_batch([update("t0"), *first_effects()])
+    state = read_state(str(tmp_path))
+    assert state is not None and FID in state.frameworks
+    # A file where the executors directory should be: the batch fails (the agent exits).
+    (tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors").write_text("")
+    with pytest.raises(OSError):
+        writer.write_batch(task_effects("t1"))
+    assert writer.syncs == 1
