@@ -25,28 +25,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
 import struct
 from collections.abc import Callable
 from typing import Protocol
 
 from butte.core import internal
-
-try:  # aiohttp's compiled mask: some 15x faster than the big-integer XOR of `unmask`
-    from aiohttp._websocket.helpers import websocket_mask as _compiled_mask
-except ImportError:  # pragma: no cover - a build or version of aiohttp without it
-    _compiled_mask = None
+from butte.core.websocket import (
+    CLOSE,
+    CLOSE_NORMAL,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    ProtocolError,
+    accept_key,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT, _BINARY, _CONTINUATION, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 _REQUEST_LINE = b"GET " + internal.AGENT_PATH.encode() + b" HTTP/1.1"
 # Request heads are small; anything bigger is left to aiohttp (which refuses it).
 _MAX_HEAD = 8 * 1024
-# Close codes (RFC 6455 7.4.1).
-_CLOSE_NORMAL, _CLOSE_PROTOCOL_ERROR, _CLOSE_TOO_BIG = 1000, 1002, 1009
 
 
 class AgentSocketOwner(Protocol):
@@ -64,11 +65,6 @@ class AgentSocketOwner(Protocol):
 
     def agent_closed(self, link: AgentWebSocket) -> None:
         """The connection is gone (either side closed it, or it broke)."""
-
-
-def accept_key(key: bytes) -> bytes:
-    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (RFC 6455 4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
 
 
 def upgrade_key(head: bytes) -> bytes | None:
@@ -99,29 +95,6 @@ def upgrade_key(head: bytes) -> bytes | None:
     except ValueError:
         return None
     return key
-
-
-def server_frame(opcode: int, payload: bytes) -> bytes:
-    """One final, unmasked frame (servers never mask)."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x80 | opcode, n) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
-def unmask(data: bytes, key: bytes) -> bytes:
-    """XORs ``data`` with the repeated 4-byte ``key`` (as one big integer: fast in CPython)."""
-    if _compiled_mask is not None:
-        buf = bytearray(data)
-        _compiled_mask(key, buf)
-        return bytes(buf)
-    n = len(data)
-    if n == 0:
-        return b""
-    pad = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
 
 
 class AgentUpgrade(asyncio.Protocol):
@@ -188,25 +161,14 @@ class AgentUpgrade(asyncio.Protocol):
 class AgentWebSocket(asyncio.Protocol):
     """One agent's WebSocket after the handshake (see the module docstring)."""
 
-    __slots__ = (
-        "connection_id",
-        "peer_ip",
-        "_owner",
-        "_max_message",
-        "_transport",
-        "_buf",
-        "_parts",
-        "_open",
-    )
+    __slots__ = ("connection_id", "peer_ip", "_owner", "_transport", "_reader", "_open")
 
     def __init__(self, owner: AgentSocketOwner, peer_ip: str, max_message: int) -> None:
         self.connection_id = ""
         self.peer_ip = peer_ip
         self._owner = owner
-        self._max_message = max_message
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._parts: list[bytes] = []
+        self._reader = FrameReader(max_message, require_mask=True)
         self._open = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -224,10 +186,17 @@ class AgentWebSocket(asyncio.Protocol):
             self._owner.agent_closed(self)
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
+        self._reader.feed(data)
         try:
-            self._read_frames()
-        except _ProtocolError as e:
+            while self._transport is not None and (item := self._reader.next()) is not None:
+                opcode, payload = item
+                if opcode == PING:
+                    self._write(encode_frame(PONG, payload, masked=False))
+                elif opcode == CLOSE:
+                    self.close()
+                elif opcode != PONG:
+                    self._owner.agent_data(self, payload)
+        except ProtocolError as e:
             log.warning("Agent connection %s: %s", self.connection_id, e)
             self.close(e.code)
 
@@ -235,70 +204,16 @@ class AgentWebSocket(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Sends one text message (dropped once the connection is closing)."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(server_frame(_TEXT, data))
+        self._write(encode_frame(TEXT, data, masked=False))
 
-    def close(self, code: int = _CLOSE_NORMAL) -> None:
+    def close(self, code: int = CLOSE_NORMAL) -> None:
         """Sends a close frame and closes the connection (the owner hears `agent_closed`)."""
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(server_frame(_CLOSE, struct.pack("!H", code)))
+            transport.write(encode_frame(CLOSE, struct.pack("!H", code), masked=False))
             transport.close()
 
-    # -- parsing ------------------------------------------------------------------------------
-
-    def _read_frames(self) -> None:
-        buf = self._buf
-        while len(buf) >= 2 and self._transport is not None:
-            first, second = buf[0], buf[1]
-            length = second & 0x7F
-            offset = 2
-            if length == 126:
-                if len(buf) < 4:
-                    return
-                (length,) = struct.unpack_from("!H", buf, 2)
-                offset = 4
-            elif length == 127:
-                if len(buf) < 10:
-                    return
-                (length,) = struct.unpack_from("!Q", buf, 2)
-                offset = 10
-            if length > self._max_message:
-                raise _ProtocolError(f"frame of {length} bytes is too big", _CLOSE_TOO_BIG)
-            if not second & 0x80:
-                raise _ProtocolError("unmasked client frame", _CLOSE_PROTOCOL_ERROR)
-            if len(buf) < offset + 4 + length:
-                return
-            key = bytes(buf[offset : offset + 4])
-            payload = unmask(bytes(buf[offset + 4 : offset + 4 + length]), key)
-            del buf[: offset + 4 + length]
-            self._frame(first & 0x80 != 0, first & 0x0F, payload)
-
-    def _frame(self, final: bool, opcode: int, payload: bytes) -> None:
-        if opcode in (_TEXT, _BINARY, _CONTINUATION):
-            if opcode != _CONTINUATION:
-                self._parts = []
-            self._parts.append(payload)
-            if not final:
-                if sum(map(len, self._parts)) > self._max_message:
-                    raise _ProtocolError("message too big", _CLOSE_TOO_BIG)
-                return
-            message = b"".join(self._parts) if len(self._parts) > 1 else payload
-            self._parts = []
-            self._owner.agent_data(self, message)
-        elif opcode == _PING:
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.write(server_frame(_PONG, payload))
-        elif opcode == _CLOSE:
-            self.close()
-        elif opcode != _PONG:
-            raise _ProtocolError(f"unknown opcode {opcode}", _CLOSE_PROTOCOL_ERROR)
-
-
-class _ProtocolError(Exception):
-    """The agent broke the WebSocket protocol; the connection is closed with ``code``."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+    def _write(self, frame: bytes) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)

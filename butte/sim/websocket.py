@@ -14,50 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import os
-import struct
 from collections.abc import Callable
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TEXT, _BINARY, _CONTINUATION, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+from butte.core.websocket import (
+    CLOSE,
+    CLOSE_NORMAL,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    ProtocolError,
+    accept_key,
+    encode_frame,
+)
+
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
 class WebSocketError(OSError):
     """The handshake failed or the peer broke the protocol (a connection failure)."""
-
-
-try:  # aiohttp's compiled mask: some 15x faster than the big-integer XOR of `_mask`
-    from aiohttp._websocket.helpers import websocket_mask as _compiled_mask
-except ImportError:  # pragma: no cover - a build or version of aiohttp without it
-    _compiled_mask = None
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    """XORs ``data`` with the repeated 4-byte ``key`` (as one big integer: fast in CPython)."""
-    if _compiled_mask is not None:
-        buf = bytearray(data)
-        _compiled_mask(key, buf)
-        return bytes(buf)
-    n = len(data)
-    if n == 0:
-        return b""
-    pad = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(pad, "big")).to_bytes(n, "big")
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = os.urandom(4)
-    return header + key + _mask(payload, key)
 
 
 class WebSocketClient(asyncio.Protocol):
@@ -70,9 +46,8 @@ class WebSocketClient(asyncio.Protocol):
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._key = base64.b64encode(os.urandom(16))
-        self._buffer = bytearray()
+        self._reader = FrameReader(MAX_MESSAGE, require_mask=False)
         self._upgraded = False
-        self._parts: list[bytes] = []
 
     @classmethod
     async def connect(
@@ -110,14 +85,21 @@ class WebSocketClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
+        self._reader.feed(data)
         try:
             if not self._upgraded and not self._read_handshake():
                 return
-            self._read_frames()
-        except WebSocketError as e:
+            while (item := self._reader.next()) is not None:
+                opcode, payload = item
+                if opcode == PING:
+                    self._write(encode_frame(PONG, payload, masked=True))
+                elif opcode == CLOSE:
+                    self.close()
+                elif opcode != PONG:
+                    self.on_message(payload)
+        except (ProtocolError, WebSocketError) as e:
             if not self.handshake.done():
-                self.handshake.set_exception(e)
+                self.handshake.set_exception(WebSocketError(str(e)))
             self.abort()
 
     # -- sending ------------------------------------------------------------------------------
@@ -125,15 +107,18 @@ class WebSocketClient(asyncio.Protocol):
     def send_text(self, text: str | bytes) -> None:
         """Sends one text message, given as str or as its UTF-8 bytes (dropped if the
         connection is gone)."""
-        if self.transport is not None and not self.transport.is_closing():
-            data = text.encode() if isinstance(text, str) else text
-            self.transport.write(frame(_TEXT, data))
+        data = text.encode() if isinstance(text, str) else text
+        self._write(encode_frame(TEXT, data, masked=True))
 
     def close(self) -> None:
         """Sends a close frame and closes the transport."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(_CLOSE, struct.pack("!H", 1000)))
+            self.transport.write(encode_frame(CLOSE, CLOSE_NORMAL.to_bytes(2, "big"), masked=True))
             self.transport.close()
+
+    def _write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -142,71 +127,23 @@ class WebSocketClient(asyncio.Protocol):
     # -- parsing ------------------------------------------------------------------------------
 
     def _read_handshake(self) -> bool:
-        end = self._buffer.find(b"\r\n\r\n")
+        buffer = self._reader.buffer  # the frames follow the response head
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > 16384:
+            if len(buffer) > 16384:
                 raise WebSocketError("handshake response too long")
             return False
-        head = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-        del self._buffer[: end + 4]
+        head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+        del buffer[: end + 4]
         if not head[0].startswith("HTTP/1.1 101"):
             raise WebSocketError(f"handshake refused: {head[0]}")
         headers = {}
         for line in head[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        expected = base64.b64encode(hashlib.sha1(self._key + _GUID).digest()).decode()
+        expected = accept_key(self._key).decode()
         if headers.get("sec-websocket-accept") != expected:
             raise WebSocketError("handshake: bad Sec-WebSocket-Accept")
         self._upgraded = True
         self.handshake.set_result(None)
         return True
-
-    def _read_frames(self) -> None:
-        buf = self._buffer
-        while len(buf) >= 2:
-            first, second = buf[0], buf[1]
-            length = second & 0x7F
-            offset = 2
-            if length == 126:
-                if len(buf) < 4:
-                    return
-                (length,) = struct.unpack_from("!H", buf, 2)
-                offset = 4
-            elif length == 127:
-                if len(buf) < 10:
-                    return
-                (length,) = struct.unpack_from("!Q", buf, 2)
-                offset = 10
-            if length > MAX_MESSAGE:
-                raise WebSocketError(f"frame of {length} bytes is too big")
-            key = None
-            if second & 0x80:  # servers must not mask, but tolerate it
-                if len(buf) < offset + 4:
-                    return
-                key = bytes(buf[offset : offset + 4])
-                offset += 4
-            if len(buf) < offset + length:
-                return
-            payload = bytes(buf[offset : offset + length])
-            del buf[: offset + length]
-            if key is not None:
-                payload = _mask(payload, key)
-            self._frame(first & 0x80 != 0, first & 0x0F, payload)
-
-    def _frame(self, final: bool, opcode: int, payload: bytes) -> None:
-        if opcode in (_TEXT, _BINARY, _CONTINUATION):
-            if opcode != _CONTINUATION:
-                self._parts = []
-            self._parts.append(payload)
-            if final:
-                message = b"".join(self._parts) if len(self._parts) > 1 else payload
-                self._parts = []
-                self.on_message(message)
-        elif opcode == _PING:
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(frame(_PONG, payload))
-        elif opcode == _CLOSE:
-            self.close()
-        elif opcode != _PONG:
-            raise WebSocketError(f"unknown opcode {opcode}")

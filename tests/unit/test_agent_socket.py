@@ -9,14 +9,8 @@ import struct
 
 import pytest
 
-from butte.master.agent_socket import (
-    AgentUpgrade,
-    AgentWebSocket,
-    accept_key,
-    server_frame,
-    unmask,
-    upgrade_key,
-)
+from butte.core.websocket import accept_key, encode_frame, mask, python_mask
+from butte.master.agent_socket import AgentUpgrade, AgentWebSocket, upgrade_key
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3
 
@@ -49,7 +43,7 @@ def client_frame(opcode: int, payload: bytes, final: bool = True, masked: bool =
     if not masked:
         return header + payload
     key = os.urandom(4)
-    return header + key + unmask(payload, key)
+    return header + key + mask(payload, key)
 
 
 class FakeTransport(asyncio.Transport):
@@ -201,7 +195,7 @@ def test_frames_split_fragmented_pinged_and_closed() -> None:
     for i in range(0, len(data), 5):
         link.data_received(data[i : i + 5])
     assert owner.messages == [b"one", b"two", big, b"m" * 300]
-    assert transport.written == [server_frame(0xA, b"are you there")]
+    assert transport.written == [encode_frame(0xA, b"are you there", masked=False)]
     link.send(b'{"type":"PING"}')
     assert transport.written[-1] == b"\x81\x0f" + b'{"type":"PING"}'
     link.data_received(client_frame(0x8, struct.pack("!H", 1000)))
@@ -226,21 +220,22 @@ def test_protocol_errors_close_the_connection(frame: bytes, code: int) -> None:
     link, transport = socket(owner, max_message=100)
     link.data_received(frame)
     assert owner.messages == []
-    assert transport.closed and transport.written[-1] == server_frame(0x8, struct.pack("!H", code))
+    assert transport.closed and transport.written[-1] == encode_frame(
+        0x8, struct.pack("!H", code), masked=False
+    )
 
 
 def test_server_frames_are_unmasked_with_the_shortest_length() -> None:
-    assert server_frame(0x1, b"ab") == b"\x81\x02ab"
-    assert server_frame(0x1, b"a" * 126)[:4] == b"\x81\x7e\x00\x7e"
-    assert server_frame(0x1, b"a" * 65536)[:10] == b"\x81\x7f" + struct.pack("!Q", 65536)
+    assert encode_frame(0x1, b"ab", masked=False) == b"\x81\x02ab"
+    assert encode_frame(0x1, b"a" * 126, masked=False)[:4] == b"\x81\x7e\x00\x7e"
+    assert encode_frame(0x1, b"a" * 65536, masked=False)[:10] == b"\x81\x7f" + struct.pack(
+        "!Q", 65536
+    )
 
 
-def test_compiled_and_pure_python_unmask_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    from butte.master import agent_socket
-
+def test_compiled_and_pure_python_mask_agree() -> None:
     key = b"\x01\x80\xff\x7f"
     samples = [os.urandom(n) for n in (0, 1, 3, 4, 5, 127, 5000)]
-    fast = [unmask(data, key) for data in samples]
-    monkeypatch.setattr(agent_socket, "_compiled_mask", None)
-    assert [unmask(data, key) for data in samples] == fast
-    assert [unmask(data, key) for data in fast] == samples
+    fast = [mask(data, key) for data in samples]
+    assert [python_mask(data, key) for data in samples] == fast
+    assert [mask(data, key) for data in fast] == samples

@@ -158,16 +158,13 @@ def test_bad_flags_are_refused_with_their_name(flag: str) -> None:
     assert "--" in str(err.value) or "duration" in str(err.value)
 
 
-def test_client_frames_are_masked_alike_with_or_without_the_compiled_mask(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from butte.sim import websocket
+def test_client_frames_are_masked_and_read_back() -> None:
+    from butte.core.websocket import TEXT, FrameReader, encode_frame, mask
 
-    key = b"\x10\x20\x30\x40"
-    samples = [bytes(range(n % 256)) * (1 + n // 256) for n in (0, 1, 5, 255, 3000)]
-    fast = [websocket._mask(data, key) for data in samples]
-    monkeypatch.setattr(websocket, "_compiled_mask", None)
-    assert [websocket._mask(data, key) for data in samples] == fast
-    assert [websocket._mask(data, key) for data in fast] == samples
-    sent = websocket.frame(0x1, b"hello")
-    assert sent[:2] == b"\x81\x85" and websocket._mask(sent[6:], sent[2:6]) == b"hello"
+    sent = encode_frame(TEXT, b"hello", masked=True)
+    assert sent[:2] == b"\x81\x85" and mask(sent[6:], sent[2:6]) == b"hello"
+    reader = FrameReader(1024, require_mask=True)
+    reader.feed(sent + encode_frame(TEXT, b"x" * 300, masked=True))
+    assert reader.next() == (TEXT, b"hello")
+    assert reader.next() == (TEXT, b"x" * 300)
+    assert reader.next() is None
