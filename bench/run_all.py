@@ -1,7 +1,7 @@
 """Runs every benchmark and prints one table: #, what, figure (median/min/max), target,
 ratio (<= 1.0 meets the target), verdict, and the machine it ran on.
 
-    .venv/bin/python bench/run_all.py            # full sizes (tens of minutes on 2 cores)
+    .venv/bin/python bench/run_all.py            # full sizes (about 5 minutes on 2 cores)
     .venv/bin/python bench/run_all.py --quick    # small sizes, a smoke run (about 2 minutes)
     .venv/bin/python bench/run_all.py --only 5,8 # some of them
 
