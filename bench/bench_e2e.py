@@ -21,11 +21,11 @@ import gc
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from common import (
     Figure,
     Master,
+    cpu_seconds,
     exit_on_sigterm,
     percentile,
     print_table,
@@ -83,10 +83,10 @@ async def drive(
     try:
         await asyncio.sleep(warmup)
         start = time.monotonic()
-        cpu_start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         await asyncio.sleep(seconds)
         end = time.monotonic()
-        cpu = {name: _cpu_seconds(pid) - cpu_start[name] for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) - cpu_start[name] for name, pid in pids.items()}
     finally:
         for fw in fws:
             fw.launching = False
@@ -116,14 +116,6 @@ async def drive(
         cpu=cpu,
         seconds=end - start,
     )
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / 100.0
-    return 0.0
 
 
 def run_e2e(

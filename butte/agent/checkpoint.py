@@ -57,13 +57,8 @@ def current_boot_id() -> str | None:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """Replaces ``path`` with ``data``: temp file, fsync, rename (readers see old or new)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _replace(path, data)
-
-
 def _replace(path: str, data: bytes) -> None:
+    """Replaces ``path`` with ``data``: temp file, fsync, rename (readers see old or new)."""
     temporary = f"{path}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
@@ -91,17 +86,8 @@ def link_atomically(target: str, link: str) -> None:
 
 
 def append_record(path: str, data: bytes) -> None:
-    """Appends one RecordIO record (``<length>\\n<data>``) and fsyncs it."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _append(path, data)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _append(path: str, data: bytes) -> None:
+    """Appends one RecordIO record (``<length>\n<data>``) to ``path``, creating the file;
+    no sync of its own (its batch is synced, see `CheckpointWriter`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     try:
         _write_all(fd, b"%d\n%s" % (len(data), data))
@@ -249,7 +235,7 @@ class CheckpointWriter:
                 record = {"type": "ACK", "uuid": effect.ack_uuid}
             path = paths.task_updates_path(run, effect.task_id)
             self._ensure_dir(os.path.dirname(path), touched)
-            _append(path, _encoder.encode(record))
+            append_record(path, _encoder.encode(record))
             self._note(path)
             touched.add(path)
         elif isinstance(effect, RemoveCheckpoint):

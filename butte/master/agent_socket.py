@@ -42,6 +42,7 @@ from butte.core.websocket import (
     accept_key,
     encode_frame,
 )
+from butte.master.fast_http import header_fields
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,9 @@ def upgrade_key(head: bytes) -> bytes | None:
     lines = head.split(b"\r\n")
     if lines[0] != _REQUEST_LINE:
         return None
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            return None
-        key = name.strip().lower()
-        if key in headers:
-            return None  # repeated headers: aiohttp's rules apply
-        headers[key] = value.strip()
+    headers = header_fields(lines[1:])
+    if headers is None:
+        return None
     if headers.get(b"upgrade", b"").lower() != b"websocket":
         return None
     if b"upgrade" not in [t.strip() for t in headers.get(b"connection", b"").lower().split(b",")]:

@@ -119,6 +119,19 @@ class _Request(NamedTuple):
     close: bool
 
 
+def header_fields(lines: list[bytes]) -> dict[bytes, bytes] | None:
+    """A request head's header lines as lower-cased name -> value; None for a malformed line
+    or a repeated name (the lean paths leave those to aiohttp's rules)."""
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        key = name.strip().lower()
+        if not sep or key in headers:
+            return None
+        headers[key] = value.strip()
+    return headers
+
+
 def _parse_head(head: bytes) -> _Request | None:
     """The parts of a request head the fast path serves; None for anything else."""
     lines = head.split(b"\r\n")
@@ -127,15 +140,12 @@ def _parse_head(head: bytes) -> _Request | None:
         return None
     if parts[1] not in SCHEDULER_PATHS:
         return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            return None
-        key = name.strip().lower().decode("latin-1")
-        if key in headers or key in _SLOW_HEADERS:
-            return None  # repeated or special headers: aiohttp's rules apply
-        headers[key] = value.strip().decode("latin-1")
+    fields = header_fields(lines[1:])
+    if fields is None:
+        return None
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields.items()}
+    if not _SLOW_HEADERS.isdisjoint(headers):
+        return None  # aiohttp's rules apply
     if "mesos-stream-id" not in headers:
         return None  # SUBSCRIBE (or a call missing it): served by aiohttp
     length_text = headers.get("content-length", "")

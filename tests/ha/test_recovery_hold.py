@@ -42,20 +42,30 @@ async def _wait(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _recovering_master(
+    tmp_path, agents: int, options: SimOptions
+) -> tuple[MasterServer, GatedRegistry, SimulatedCluster, set[str]]:
+    """A master elected with every agent of a new simulated cluster in its registry, held
+    in registry recovery until ``registry.gate`` opens; the agents are not started yet.
+    Returns (master, registry, cluster, admitted agent ids)."""
+    cluster = SimulatedCluster(f"127.0.0.1:{free_port()}", agents, options)
+    admitted = {a.agent_id: {"id": {"value": a.agent_id}} for a in cluster.agents}
+    registry = GatedRegistry(RegistryState(agents=dict(admitted)))
+    port = int(cluster.masters[0].rsplit(":", 1)[1])
+    config = MasterConfig(port=port, work_dir=str(tmp_path), registry="in_memory")
+    server = MasterServer(config, contender=StandaloneContender(registry))
+    await server.start()
+    await _wait(lambda: server.leadership.role is Role.RECOVERING)
+    return server, registry, cluster, set(admitted)
+
+
 def test_agents_arriving_during_recovery_are_held_then_reregistered_without_writes(tmp_path):
     async def scenario() -> None:
         options = SimOptions.from_text(
             "cpus:1;mem:256", preload_tasks=3, registration_backoff_factor=0.05
         )
-        cluster = SimulatedCluster(f"127.0.0.1:{free_port()}", 4, options)
-        admitted = {a.agent_id: {"id": {"value": a.agent_id}} for a in cluster.agents}
-        registry = GatedRegistry(RegistryState(agents=dict(admitted)))
-        port = int(cluster.masters[0].rsplit(":", 1)[1])
-        config = MasterConfig(port=port, work_dir=str(tmp_path), registry="in_memory")
-        server = MasterServer(config, contender=StandaloneContender(registry))
-        await server.start()
+        server, registry, cluster, admitted = await _recovering_master(tmp_path, 4, options)
         try:
-            await _wait(lambda: server.leadership.role is Role.RECOVERING)
             await cluster.start()
             # Every agent is let in and has sent its re-registration; none is answered yet.
             await _wait(lambda: len(server._held_agent_messages) == 4)
@@ -67,7 +77,7 @@ def test_agents_arriving_during_recovery_are_held_then_reregistered_without_writ
             await cluster.wait_registered(timeout=10)
             assert cluster.counters["connection_failures"] == 0  # never refused
             assert cluster.counters["reregistrations"] == 4
-            assert set(server.machine.agents) == set(admitted)
+            assert set(server.machine.agents) == admitted
             assert server.machine.recovering_agents == set()
             tasks = sum(len(a.tasks) for a in server.machine.agents.values())
             assert tasks == 12
@@ -83,15 +93,8 @@ def test_agents_arriving_during_recovery_are_held_then_reregistered_without_writ
 def test_agent_that_leaves_during_recovery_is_never_seen(tmp_path):
     async def scenario() -> None:
         options = SimOptions.from_text("cpus:1;mem:256", preload_tasks=1)
-        cluster = SimulatedCluster(f"127.0.0.1:{free_port()}", 2, options)
-        admitted = {a.agent_id: {"id": {"value": a.agent_id}} for a in cluster.agents}
-        registry = GatedRegistry(RegistryState(agents=dict(admitted)))
-        port = int(cluster.masters[0].rsplit(":", 1)[1])
-        config = MasterConfig(port=port, work_dir=str(tmp_path), registry="in_memory")
-        server = MasterServer(config, contender=StandaloneContender(registry))
-        await server.start()
+        server, registry, cluster, admitted = await _recovering_master(tmp_path, 2, options)
         try:
-            await _wait(lambda: server.leadership.role is Role.RECOVERING)
             await cluster.start()
             await _wait(lambda: len(server._held_agent_messages) == 2)
             await cluster.stop()  # both go away before the master could answer
@@ -101,7 +104,7 @@ def test_agent_that_leaves_during_recovery_is_never_seen(tmp_path):
             await asyncio.sleep(0.1)
             assert server.machine.agents == {}
             # Still expected back (reconciliation waits for them) until the timeout.
-            assert server.machine.recovering_agents == set(admitted)
+            assert server.machine.recovering_agents == admitted
             assert registry.written == []
         finally:
             await server.stop()

@@ -300,6 +300,7 @@ def test_torn_and_unreadable_records(tmp_path):
 
 def test_append_record_and_latest_link(tmp_path):
     path = tmp_path / "a" / "log"
+    path.parent.mkdir()
     append_record(str(path), b'{"x":1}')
     append_record(str(path), b"{}")
     assert path.read_bytes() == b'7\n{"x":1}2\n{}'
