@@ -31,7 +31,12 @@ def test_no_offer_starvation_below_fair_share() -> None:
         assert w.launched > 0, f"{w.name} launched nothing"
     late = next(w for w in workloads if w.name == "late")
     assert any(s.shares.get("late", 0.0) > 0 for s in samples), "late framework got no share"
-    assert max(s.utilisation for s in samples) > 0.8, "the workload never filled the cluster"
+    # Contention, whichever framework's subscription reaches the first allocation first: a
+    # framework alone at that moment takes the whole cluster (peak 1.0), several split it
+    # and their refusal filters hold the rest (peak about 0.7); the steady state after the
+    # first tasks end is about 0.55 either way. Every framework still wants more at the end.
+    assert all(w.pending > 0 for w in workloads), "a framework ran out of work"
+    assert max(s.utilisation for s in samples) > 0.5, "the workload never loaded the cluster"
     worst = fairness.starvation(workloads, samples)
     limit = 2 * INTERVAL + SLACK
     starved = {name: round(wait, 2) for name, wait in worst.items() if wait > limit}
