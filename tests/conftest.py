@@ -19,6 +19,7 @@ import pytest
 
 from butte.testing.cluster import ClusterHandle, daemons_missing, start_cluster
 from butte.testing.fake_master import FakeMaster
+from butte.testing.require import require
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,7 +43,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def cluster_factory(request, tmp_path) -> Iterator[Callable[..., ClusterHandle]]:
     reason = daemons_missing()
     if reason:
-        pytest.skip(f"real cluster not available: {reason}")
+        require(reason, "a real cluster")
     handles: list[ClusterHandle] = []
     request.node._butte_clusters = handles
     with contextlib.ExitStack() as stack:

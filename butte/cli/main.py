@@ -29,6 +29,8 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 # Subcommands whose flags and behaviour live in another package: name -> (module, summary).
+# Each module has ``add_flags(parser)`` and ``run(args) -> int`` and is imported only when
+# its subcommand is selected. Daemons and bundled frameworks register here.
 _DAEMONS = {
     "master": ("butte.master.main", "run a master (scheduler, operator and agent APIs)"),
     "agent": (

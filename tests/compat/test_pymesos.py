@@ -7,7 +7,9 @@ from collections import defaultdict
 
 import pytest
 
-pymesos = pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
+from butte.testing.require import require_module
+
+pymesos = require_module("pymesos")
 
 pytestmark = [pytest.mark.compat, pytest.mark.integration]
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pymesos = pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
-operator_v1 = pytest.importorskip("pymesos.operator_v1")
+from butte.testing.require import require, require_module
+
+pymesos = require_module("pymesos")
+operator_v1 = require_module("pymesos.operator_v1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from operator_kit import RunJob, cluster_with_jobs, wait_for, wait_task  # noqa: E402
@@ -57,7 +59,7 @@ class Recorder(pymesos.OperatorMaster):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[tuple]:
     if daemons_missing():
-        pytest.skip(daemons_missing())
+        require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("pymesos-operator")
     with cluster_with_jobs(tmp, {"steady": "echo steady; sleep 600"}, running=("steady",)) as (
         cluster,

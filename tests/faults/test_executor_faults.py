@@ -15,6 +15,7 @@ import pytest
 from fault_kit import AGENT_FLAGS, check_updates, command_task, resources, wait_until
 
 from butte.core import task_states as ts
+from butte.testing.require import require_module
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def test_command_executor_sigkill(cluster_factory, scheduler, record_fault, faul
 
 
 def test_custom_executor_sigkill(cluster_factory, scheduler, record_fault, tmp_path, fault_run):
-    pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
+    require_module("pymesos")
     hold = tmp_path / "hold"
     hold.touch()
     cluster = cluster_factory(agent_flags=AGENT_FLAGS)
@@ -97,7 +98,7 @@ def test_custom_executor_sigkill(cluster_factory, scheduler, record_fault, tmp_p
 def test_pymesos_executor_survives_agent_restart(
     cluster_factory, scheduler, record_fault, tmp_path, fault_run
 ):
-    pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
+    require_module("pymesos")
     hold = tmp_path / "hold"
     hold.touch()
     # pymesos retries every 2 s, doubling: give it Mesos' longest re-registration window.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from ha_kit import HaCluster
 
+from butte.testing.require import require
 from butte.testing.zookeeper import ZooKeeperEnsemble, zookeeper_missing
 
 
@@ -28,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _require_zookeeper() -> None:
     reason = zookeeper_missing()
     if reason:
-        pytest.skip(f"ZooKeeper not available: {reason}")
+        require(reason, "ZooKeeper")
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ from ha_kit import (
 )
 
 from butte.core import task_states as ts
+from butte.testing.require import require_module
 
 pytestmark = [pytest.mark.ha, pytest.mark.integration]
-pymesos = pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
+pymesos = require_module("pymesos")
 
 TASKS = 4
 

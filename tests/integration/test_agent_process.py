@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from butte.core.internal import AGENT_PATH
+from butte.testing.require import require_module
 
 pytestmark = pytest.mark.integration
 
@@ -411,7 +412,7 @@ pymesos.MesosExecutorDriver(Echo(), use_addict=False).run()
 
 
 def test_custom_executor_pymesos_runs_task_relays_messages_and_shuts_down(tmp_path):
-    pytest.importorskip("pymesos", reason="pymesos is installed by scripts/setup.sh")
+    require_module("pymesos")
     script = tmp_path / "echo_executor.py"
     script.write_text(PYMESOS_EXECUTOR)
     executor = {"executor_id": {"value": "pe"}, "command": {"value": f"{sys.executable} {script}"}}

@@ -13,6 +13,7 @@ import pytest
 from operator_kit import RunJob, call, cluster_with_jobs, wait_task
 
 from butte.testing.cluster import daemons_missing, free_port
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +26,7 @@ JOBS = {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[tuple]:
     if daemons_missing():
-        pytest.skip(daemons_missing())
+        require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("cli-ops")
     with cluster_with_jobs(tmp, JOBS, running=("sleeper",)) as (cluster, jobs):
         wait_task(cluster.master_url, "short", "TASK_FINISHED")

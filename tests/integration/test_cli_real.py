@@ -18,6 +18,7 @@ import pytest
 
 from butte.cli.main import main
 from butte.testing.cluster import daemons_missing, free_port
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,7 @@ def _read_until(stream, needle: str, timeout: float) -> str:
 def test_butte_local_starts_serves_and_stops_cleanly(tmp_path):
     reason = daemons_missing()
     if reason:
-        pytest.skip(f"real cluster not available: {reason}")
+        require(reason, "a real cluster")
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "butte", "local", "--port", str(port), "--agents", "2"]

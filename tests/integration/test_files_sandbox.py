@@ -10,6 +10,7 @@ import requests
 from operator_kit import call, cluster_with_jobs, wait_for, wait_task
 
 from butte.testing.cluster import daemons_missing
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ NEIGHBOUR = "echo neighbour-secret; sleep 600"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[dict]:
     if daemons_missing():
-        pytest.skip(daemons_missing())
+        require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("files")
     jobs = {"hostile": HOSTILE, "neighbour": NEIGHBOUR}
     with cluster_with_jobs(tmp, jobs, running=tuple(jobs)) as (cluster, _):

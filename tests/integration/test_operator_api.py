@@ -21,6 +21,7 @@ from operator_kit import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from butte.testing.cluster import daemons_missing
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ SLEEPER = "echo sleeper-out; echo sleeper-err >&2; sleep 600"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[tuple]:
     if daemons_missing():
-        pytest.skip(daemons_missing())
+        require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("operator")
     with cluster_with_jobs(tmp, {"sleeper": SLEEPER}, running=("sleeper",)) as (cluster, jobs):
         yield cluster, jobs, tmp

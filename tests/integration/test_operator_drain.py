@@ -11,6 +11,7 @@ import pytest
 from operator_kit import call, cluster_with_jobs, wait_for, wait_task
 
 from butte.testing.cluster import daemons_missing
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def agent_view(url: str) -> dict:
 
 def test_deactivate_reactivate_and_drain(tmp_path):
     if daemons_missing():
-        pytest.skip(daemons_missing())
+        require(daemons_missing(), "a real cluster")
     jobs = {"sleeper": "trap 'echo got-term; exit 0' TERM; sleep 600 & wait"}
     with cluster_with_jobs(tmp_path, jobs, running=("sleeper",)) as (cluster, _):
         url = cluster.master_url

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from butte.testing.cluster import ClusterHandle, daemons_missing, start_cluster
+from butte.testing.require import require
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -121,7 +122,7 @@ def _start_holder(ui: UICluster) -> None:
 def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UICluster]:
     reason = browser_missing()
     if reason:
-        pytest.skip(f"browser tests need: {reason}")
+        require(reason, "the browser of the UI tests")
     base = tmp_path_factory.mktemp("ui")
     with start_cluster(base / "cluster", agents=2) as cluster:
         ui = UICluster(cluster, go_file=base / "go")

@@ -12,9 +12,11 @@ import urllib.request
 
 import pytest
 
+from butte.testing.require import require_module
+
 pytestmark = pytest.mark.integration
 
-expect = pytest.importorskip("playwright.sync_api").expect
+expect = require_module("playwright.sync_api").expect
 
 
 def _rows(page, table: str):
