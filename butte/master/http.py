@@ -25,14 +25,22 @@ log = logging.getLogger(__name__)
 class RecordStream:
     """One streaming (RecordIO) response fed through a queue, so that effects never await:
     `put` encoded records, `close` to end it; `serve` writes what queued up as it comes, one
-    chunk per burst (an allocation's OFFERS, a wave of UPDATEs), not one write per record."""
+    chunk per burst (an allocation's OFFERS, a wave of UPDATEs), not one write per record.
 
-    __slots__ = ("queue", "closed", "_max_backlog")
+    ``line_flush``, when given, is a record (the scheduler stream's HEARTBEAT) appended to
+    every burst that does not already end with it. A client that reads the stream line by
+    line (mesoshttp) completes a record's line only when the next record's length and its
+    newline arrive; without this it would see each burst's last event only at the next
+    heartbeat, up to 15 s later. Extra heartbeats are valid events for every client
+    (docs/protocol.md, "RecordIO")."""
 
-    def __init__(self, max_backlog: int | None = None) -> None:
+    __slots__ = ("queue", "closed", "_max_backlog", "_line_flush")
+
+    def __init__(self, max_backlog: int | None = None, line_flush: bytes | None = None) -> None:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
         self._max_backlog = max_backlog
+        self._line_flush = line_flush
 
     def put(self, data: bytes) -> None:
         if self.closed:
@@ -57,10 +65,13 @@ class RecordStream:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await response.prepare(request)
             while data := await self.queue.get():
-                parts = [data]
-                while parts[-1] and not self.queue.empty():
+                parts: list[bytes | None] = [data]
+                while parts[-1] is not None and not self.queue.empty():
                     parts.append(self.queue.get_nowait())
-                await response.write(b"".join(p for p in parts if p))
+                records = [p for p in parts if p is not None]
+                if self._line_flush is not None and records[-1] != self._line_flush:
+                    records.append(self._line_flush)
+                await response.write(b"".join(records))
                 if parts[-1] is None:
                     break
         self.closed = True

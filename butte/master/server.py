@@ -499,7 +499,7 @@ class MasterServer:
         self, request: web.Request, call: SchedulerCall, now: float
     ) -> web.StreamResponse:
         stream_id = str(uuid.uuid4())
-        stream = RecordStream()
+        stream = RecordStream(line_flush=HEARTBEAT)
         # Registered before the core runs, so the first events queue up for this stream.
         self._streams[stream_id] = stream
         result = self.machine.subscribe(call, stream_id, now)
