@@ -10,7 +10,10 @@ a response object, a socket write per response). Every connection starts with
     Content-Length: <n>              (no Transfer-Encoding, no Expect, no Upgrade)
     Mesos-Stream-Id: <id>
 
-and only while this master acts as leader. The call is decoded, run and answered
+and only while this master acts as leader. Every request is first checked by llhttp
+(``httptools``): a malformed one (a space before a header's colon, control characters in a
+value, bare LF line ends, a repeated ``Content-Length``, HTTP/1.1 without ``Host``) is
+answered 400 and the connection closed. The call is decoded, run and answered
 synchronously in `data_received`; all answers to the requests that arrived in one read (a
 client that pipelines its calls) go out in one write. The answers are the ones the aiohttp
 path gives (same status, text, content type and `Content-Length`; PROTOCOL.md 1.1).
@@ -31,6 +34,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import NamedTuple, Protocol
 
+import httptools
 from aiohttp.http import SERVER_SOFTWARE
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ SCHEDULER_PATHS = frozenset({b"/api/v1/scheduler", b"/master/api/v1/scheduler"})
 # Requests heads are small; anything bigger is left to aiohttp (which answers 431 & co).
 _MAX_HEAD = 8 * 1024
 # Headers that make a request one for aiohttp.
-_SLOW_HEADERS = frozenset({"transfer-encoding", "expect", "upgrade"})
+_SLOW_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Mesos closes idle connections after a while; aiohttp's default keep-alive timeout.
 IDLE_TIMEOUT = 75.0
 
@@ -110,18 +114,9 @@ def encode_reply(reply: Reply, close: bool = False) -> bytes:
     )
 
 
-class _Request(NamedTuple):
-    path: str
-    headers: dict[str, str]
-    # Offset of the body in the buffer and its length.
-    body_start: int
-    length: int
-    close: bool
-
-
 def header_fields(lines: list[bytes]) -> dict[bytes, bytes] | None:
-    """A request head's header lines as lower-cased name -> value; None for a malformed line
-    or a repeated name (the lean paths leave those to aiohttp's rules)."""
+    """A request head's header lines (already checked by the HTTP parser) as lower-cased
+    name -> value; None for a repeated name (the lean paths leave those to aiohttp's rules)."""
     headers: dict[bytes, bytes] = {}
     for line in lines:
         name, sep, value = line.partition(b":")
@@ -132,27 +127,117 @@ def header_fields(lines: list[bytes]) -> dict[bytes, bytes] | None:
     return headers
 
 
-def _parse_head(head: bytes) -> _Request | None:
-    """The parts of a request head the fast path serves; None for anything else."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
-        return None
-    if parts[1] not in SCHEDULER_PATHS:
-        return None
-    fields = header_fields(lines[1:])
-    if fields is None:
-        return None
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields.items()}
-    if not _SLOW_HEADERS.isdisjoint(headers):
-        return None  # aiohttp's rules apply
-    if "mesos-stream-id" not in headers:
-        return None  # SUBSCRIBE (or a call missing it): served by aiohttp
-    length_text = headers.get("content-length", "")
-    if not (length_text.isascii() and length_text.isdigit()):
-        return None
-    close = headers.get("connection", "").lower() == "close"
-    return _Request(parts[1].decode("ascii"), headers, len(head) + 4, int(length_text), close)
+class _Request(NamedTuple):
+    """A complete scheduler call the fast path serves."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    close: bool
+    # Bytes it takes in the connection's buffer (blank lines before it, head and body).
+    size: int
+
+
+class _HandOff(Exception):
+    """Raised from a parser callback: the request is one for aiohttp; stop parsing."""
+
+
+class _BadRequest(Exception):
+    """Raised from a parser callback: valid to llhttp, but not a valid request."""
+
+
+class _RequestParser:
+    """Requests of one connection through llhttp (``httptools``), the parser uvicorn uses
+    (aiohttp's C parser is llhttp too), so that what the fast path accepts is valid HTTP/1.1.
+
+    `feed` returns the scheduler calls completed by the bytes given, in order, and stops at
+    the first request that is not one (``handed_off``) or that is malformed (``error``).
+    llhttp only validates and finds the ends of heads and messages: the request line,
+    headers and body are then sliced from the connection's buffer, which costs less than a
+    Python callback per header. The caller owns the buffer: it drops each served request's
+    ``size`` bytes from its front after `feed`, and hands everything from the first unserved
+    request to aiohttp.
+    """
+
+    __slots__ = (
+        "_parser",
+        "_max_body",
+        "_buf",
+        "_start",
+        "_head",
+        "_done",
+        "handed_off",
+        "error",
+    )
+
+    def __init__(self, max_body: int) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._max_body = max_body
+        self._buf = bytearray()
+        # Offset in the buffer of the message being parsed, and its parsed head.
+        self._start = 0
+        self._head: tuple[str, dict[str, str], int] = ("", {}, 0)
+        self._done: list[_Request] = []
+        self.handed_off = False
+        self.error: str | None = None
+
+    def feed(self, buf: bytearray, data: bytes) -> list[_Request]:
+        """Parses ``data``, just appended to ``buf``; every complete request before it has
+        been dropped from ``buf`` (so the message under way starts at its front)."""
+        self._buf = buf
+        self._start = 0
+        self._done = []
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _HandOff):
+                self.handed_off = True
+            elif isinstance(e.__context__, _BadRequest):
+                self.error = str(e.__context__)
+            else:
+                raise
+        except httptools.HttpParserUpgrade:
+            self.handed_off = True  # on_headers_complete handed it off first; not reached
+        except httptools.HttpParserError as e:
+            self.error = str(e) or "malformed request"
+        return self._done
+
+    # -- llhttp callbacks ------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        buf = self._buf
+        start = self._start
+        while buf.startswith(b"\r\n", start):  # blank lines llhttp skips between messages
+            start += 2
+        # Valid to llhttp, so CRLF line ends and the head ends at its first empty line.
+        end = buf.index(b"\r\n\r\n", start)
+        lines = bytes(buf[start:end]).split(b"\r\n")
+        fields = header_fields(lines[1:])
+        # The request line is valid: "<method> <target> HTTP/<d>.<d>".
+        method, path, version = lines[0].split(b" ")
+        if fields is not None and b"host" not in fields and version == b"HTTP/1.1":
+            raise _BadRequest("HTTP/1.1 request without a Host header")
+        if fields is None or version != b"HTTP/1.1" or method != b"POST":
+            raise _HandOff  # repeated fields, HTTP/1.0 keep-alive rules, other methods
+        length = fields.get(b"content-length")
+        if (
+            path not in SCHEDULER_PATHS
+            or not _SLOW_HEADERS.isdisjoint(fields)
+            or b"mesos-stream-id" not in fields  # SUBSCRIBE (or a call missing it)
+            or length is None
+            or int(length) > self._max_body
+        ):
+            raise _HandOff
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in fields.items()}
+        self._head = (path.decode("ascii"), headers, end + 4)
+
+    def on_message_complete(self) -> None:
+        path, headers, body_start = self._head
+        body_end = body_start + int(headers["content-length"])
+        body = bytes(self._buf[body_start:body_end])
+        close = headers.get("connection", "").lower() == "close"
+        self._done.append(_Request(path, headers, body, close, body_end - self._start))
+        self._start = body_end
 
 
 class SchedulerFastPath(asyncio.Protocol):
@@ -171,6 +256,7 @@ class SchedulerFastPath(asyncio.Protocol):
         self._max_body = max_body
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        self._parser = _RequestParser(max_body)
         self._handed_off = False
         self._closing = False
         # Reading paused because the client does not read its answers (pause_writing).
@@ -205,7 +291,7 @@ class SchedulerFastPath(asyncio.Protocol):
         self._buf += data
         out: list[bytes] = []
         try:
-            self._serve(out)
+            self._serve(data, out)
         finally:
             if out and self._transport is not None:
                 self._transport.write(b"".join(out) if len(out) > 1 else out[0])
@@ -220,34 +306,34 @@ class SchedulerFastPath(asyncio.Protocol):
             self._transport.close()
         self._forget()
 
-    def _serve(self, out: list[bytes]) -> None:
-        """Answers every complete request in the buffer; stops at one for aiohttp."""
-        buf = self._buf
-        while buf and not self._closing:
-            end = buf.find(b"\r\n\r\n", 0, _MAX_HEAD)
-            if end < 0:
-                if len(buf) >= _MAX_HEAD:
-                    self._handed_off = True
-                return
-            request = _parse_head(bytes(buf[:end]))
-            if request is None or request.length > self._max_body:
-                self._handed_off = True
-                return
-            body_end = request.body_start + request.length
-            if len(buf) < body_end:
-                return  # the rest of the body is on its way
-            body = bytes(buf[request.body_start : body_end])
+    def _serve(self, data: bytes, out: list[bytes]) -> None:
+        """Answers every complete request; stops at one for aiohttp or a malformed one."""
+        parser = self._parser
+        for request in parser.feed(self._buf, data):
+            if self._closing:
+                return  # requests after "Connection: close" are not answered
             try:
-                reply = self._handler.scheduler_reply(request.path, request.headers, body)
+                reply = self._handler.scheduler_reply(request.path, request.headers, request.body)
             except Exception:
                 log.exception("Scheduler call failed")
                 reply = text(500, "500 Internal Server Error\n\nServer got itself in trouble")
             if reply is None:
-                self._handed_off = True
+                self._handed_off = True  # this master does not lead: aiohttp redirects
                 return
-            del buf[:body_end]
+            del self._buf[: request.size]
             out.append(encode_reply(reply, request.close))
             self._closing = request.close
+        if self._closing:
+            return
+        if parser.handed_off:
+            self._handed_off = True
+        elif parser.error is not None:
+            # Logged briefly: bad input from outside is not the master's error.
+            log.info("Malformed HTTP request refused: %s", parser.error)
+            out.append(encode_reply(text(400, f"Bad Request: {parser.error}"), close=True))
+            self._closing = True
+        elif len(self._buf) >= _MAX_HEAD and self._buf.find(b"\r\n\r\n", 0, _MAX_HEAD) < 0:
+            self._handed_off = True  # aiohttp answers an oversized head (431)
 
     def _hand_off(self) -> None:
         """Gives the connection, and what it has buffered, to a new aiohttp handler."""

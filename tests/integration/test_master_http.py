@@ -347,3 +347,20 @@ def test_pipelined_calls_are_answered_in_order_and_the_connection_serves_anythin
         assert [r.status for r in _exchange(master, call, 1)] == [202]
     finally:
         stream.close()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /api/v1/scheduler HTTP/1.1\r\nHost: t\r\nContent-Length : 2\r\n\r\n{}",
+        b"POST /api/v1/scheduler HTTP/1.1\r\nHost: t\x00u\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /api/v1/scheduler HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /api/v1/scheduler HTTP/1.1\nHost: t\nContent-Length: 2\n\n{}",
+        b"GET /health HTTP/1.1\nHost: t\n\n",
+    ],
+    ids=["space-before-colon", "nul-in-value", "no-host", "bare-lf", "bare-lf-get"],
+)
+def test_malformed_requests_get_400_and_the_master_keeps_serving(master, request_bytes):
+    (reply,) = _exchange(master, request_bytes, 1)
+    assert reply.status == 400 and reply.body.startswith(b"Bad Request: ")
+    assert requests.get(master + "/health", timeout=5).status_code == 200

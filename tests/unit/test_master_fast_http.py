@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from butte.master.fast_http import Reply, SchedulerFastPath, _parse_head, text
+from butte.master.fast_http import Reply, SchedulerFastPath, text
 
 
 class FakeTransport(asyncio.Transport):
@@ -68,7 +68,8 @@ class AiohttpStandIn(asyncio.Protocol):
 
 def call(body: bytes = b"{}", path: str = "/api/v1/scheduler", extra: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nMesos-Stream-Id: s1\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: m\r\nContent-Type: application/json\r\n"
+        "Mesos-Stream-Id: s1\r\n"
         f"{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -141,25 +142,77 @@ def test_connection_close_is_honoured():
     run(scenario)
 
 
-def test_which_request_heads_the_fast_path_serves():
-    def head(text: str) -> bytes:
+def test_which_requests_the_fast_path_serves():
+    def served(request: bytes) -> bool:
+        holder: list[bool] = []
+
+        def scenario() -> None:
+            protocol, transport, handler, handed = connect()
+            protocol.data_received(request)
+            holder.append(bool(handler.calls))
+            assert bool(handler.calls) != bool(handed)  # served here or handed to aiohttp
+
+        run(scenario)
+        return holder[0]
+
+    ok = "POST /api/v1/scheduler HTTP/1.1\nHost: m\nMesos-Stream-Id: s\nContent-Length: 2\n\n{}"
+
+    def crlf(text: str) -> bytes:
         return text.replace("\n", "\r\n").encode("latin-1")
 
-    ok = "POST /api/v1/scheduler HTTP/1.1\nMesos-Stream-Id: s\nContent-Length: 5"
-    assert _parse_head(head(ok)) is not None
-    assert _parse_head(head(ok.replace("/api", "/master/api"))) is not None
-    for bad in (
+    assert served(crlf(ok))
+    assert served(crlf(ok.replace("/api", "/master/api")))
+    for other in (
         ok.replace("HTTP/1.1", "HTTP/1.0"),  # HTTP/1.0 keep-alive rules: aiohttp
-        ok.replace("POST", "GET"),
+        ok.replace("POST", "PUT"),
         ok.replace("scheduler", "scheduler/"),
         ok.replace("scheduler", "scheduler?x=1"),
         ok.replace("Mesos-Stream-Id: s\n", ""),  # SUBSCRIBE
-        ok.replace("Content-Length: 5", "Transfer-Encoding: chunked"),
-        ok + "\nExpect: 100-continue",
-        ok + "\nContent-Length: 6",  # repeated
-        ok.replace("5", "\u00b2"),  # a digit to str.isdigit, not to int()
+        ok.replace("Content-Length: 2", "Transfer-Encoding: chunked") + "\n2\n{}\n0\n\n",
+        ok.replace("Host: m", "Host: m\nExpect: 100-continue"),
+        ok.replace("Host: m", "Host: m\nMesos-Stream-Id: t"),  # repeated
+        ok.replace("Content-Length: 2", "Content-Length: 2000"),  # over max_body: 413
     ):
-        assert _parse_head(head(bad)) is None, bad
+        assert not served(crlf(other)), other
+
+
+def test_malformed_requests_are_refused_with_400_and_closed():
+    ok = (
+        "POST /api/v1/scheduler HTTP/1.1\r\nHost: m\r\nMesos-Stream-Id: s\r\n"
+        "Content-Length: 2\r\n\r\n{}"
+    )
+    for bad in (
+        ok.replace("Content-Length:", "Content-Length :"),  # space before the colon
+        ok.replace("Host: m", "Host: m\x00n"),  # NUL in a value
+        ok.replace("Host: m\r\n", ""),  # HTTP/1.1 without Host
+        ok.replace("\r\n", "\n"),  # bare LF line endings
+        ok.replace("Content-Length: 2", "Content-Length: 2\r\nContent-Length: 3"),
+        ok.replace("Content-Length: 2", "Content-Length: \u00b2"),
+        "GET / HTTP/1.1\r\nHost: m\x01\r\n\r\n",  # also requests aiohttp would serve
+    ):
+
+        def scenario(bad: str = bad) -> None:
+            protocol, transport, handler, handed = connect()
+            protocol.data_received(call() + bad.encode("latin-1"))
+            assert len(handler.calls) == 1 and not handed, bad
+            assert transport.writes[0].startswith(b"HTTP/1.1 202 "), bad
+            assert b"HTTP/1.1 400 Bad Request\r\n" in transport.writes[0], bad
+            assert transport.closed, bad
+
+        run(scenario)
+
+
+def test_a_request_arriving_byte_by_byte_is_served_once_whole():
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        data = b"\r\n" + call(b'{"x":1}') + call(b'{"y":2}')
+        for i in range(len(data)):
+            protocol.data_received(data[i : i + 1])
+        assert [c[2] for c in handler.calls] == [b'{"x":1}', b'{"y":2}'] and not handed
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHost: m\r\n\r\n")
+        assert handed[0].data == b"GET /health HTTP/1.1\r\nHost: m\r\n\r\n"
+
+    run(scenario)
 
 
 def test_a_client_that_does_not_read_is_not_read_from_until_it_does():
@@ -170,7 +223,7 @@ def test_a_client_that_does_not_read_is_not_read_from_until_it_does():
         protocol.resume_writing()
         assert transport.reading
         protocol.pause_writing()
-        protocol.data_received(b"GET /health HTTP/1.1\r\n\r\n")  # hand-off while paused
+        protocol.data_received(b"GET /health HTTP/1.1\r\nHost: m\r\n\r\n")  # hand-off, paused
         assert transport.reading and transport.protocol is handed[0]
 
     run(scenario)
