@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import NamedTuple
 
-MAX_HEAD = 64 * 1024
+import httptools
 
 
 class HttpReply(NamedTuple):
@@ -51,137 +51,92 @@ class _Pending:
 
 
 class _ResponseParser:
-    """Incremental HTTP/1.1 response parser: feed bytes, get complete replies back."""
+    """Incremental HTTP/1.1 response parser on llhttp (``httptools``): feed bytes, get
+    complete replies back. llhttp also decodes chunked bodies, so the client has no
+    hand-written framing of its own."""
 
-    __slots__ = ("_buf", "_head", "_chunks", "eof_body")
+    __slots__ = ("_parser", "_status", "_reason", "_fields", "_body", "_in_message", "_done")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        # (status, reason, headers) of the response whose body is being read
-        self._head: tuple[int, str, dict[str, str]] | None = None
-        self._chunks: bytearray | None = None
-        # The current response's body runs until the connection closes.
-        self.eof_body = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._fields: list[bytes] = []
+        self._body: list[bytes] = []
+        # A response has begun and not ended (its body may run until the connection closes).
+        self._in_message = False
+        self._done: list[HttpReply] = []
 
     def feed(self, data: bytes) -> list[HttpReply]:
         """The responses completed by ``data``; raises ValueError on a malformed response."""
-        self._buf += data
-        out: list[HttpReply] = []
-        while True:
-            if self._head is None:
-                end = self._buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEAD:
-                        raise ValueError("response head too large")
-                    return out
-                self._head = _parsed_head(bytes(self._buf[:end]))
-                del self._buf[: end + 4]
-                if 100 <= self._head[0] < 200:
-                    self._head = None  # informational (100 Continue): the real one follows
-                    continue
-            reply = self._body()
-            if reply is None:
-                return out
-            out.append(reply)
-            self._head = None
+        self._done = []
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            raise ValueError(str(e) or "malformed response") from None
+        return self._done
 
     def finish(self) -> HttpReply | None:
-        """The connection closed: the response whose body ran until now, if any."""
-        if self._head is not None and self.eof_body:
-            status, reason, headers = self._head
-            self._head = None
-            return HttpReply(status, reason, headers, bytes(self._buf))
-        return None
-
-    def _body(self) -> HttpReply | None:
-        assert self._head is not None
-        status, reason, headers = self._head
-        if status in (204, 304):
-            return HttpReply(status, reason, headers, b"")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return self._chunked()
-        length = headers.get("content-length")
-        if length is None:
-            self.eof_body = True
+        """The connection closed: the response whose body ran until now, if any (one with
+        neither ``Content-Length`` nor chunked framing)."""
+        if not self._in_message or not self._fields:
             return None
-        try:
-            size = int(length)
-        except ValueError:
-            raise ValueError(f"bad Content-Length {length!r}") from None
-        if size < 0:
-            raise ValueError(f"bad Content-Length {length!r}")
-        if len(self._buf) < size:
-            return None
-        body = bytes(self._buf[:size])
-        del self._buf[:size]
-        return HttpReply(status, reason, headers, body)
+        status, reason, headers = self._head()
+        if "content-length" in headers or "chunked" in headers.get("transfer-encoding", ""):
+            return None  # cut short
+        self._in_message = False
+        return HttpReply(status, reason, headers, b"".join(self._body))
 
-    def _chunked(self) -> HttpReply | None:
-        assert self._head is not None
-        if self._chunks is None:
-            self._chunks = bytearray()
-        while True:
-            nl = self._buf.find(b"\r\n")
-            if nl < 0:
-                return None
-            try:
-                size = int(bytes(self._buf[:nl]).split(b";", 1)[0], 16)
-            except ValueError:
-                raise ValueError("bad chunk size") from None
-            if size == 0:
-                # Optional trailer lines, then an empty line.
-                if self._buf[nl + 2 : nl + 4] == b"\r\n":
-                    end = nl + 4
-                else:
-                    end = self._buf.find(b"\r\n\r\n", nl + 2)
-                    if end < 0:
-                        return None
-                    end += 4
-                del self._buf[:end]
-                status, reason, headers = self._head
-                body, self._chunks = bytes(self._chunks), None
-                return HttpReply(status, reason, headers, body)
-            if len(self._buf) < nl + 2 + size + 2:
-                return None
-            self._chunks += self._buf[nl + 2 : nl + 2 + size]
-            del self._buf[: nl + 2 + size + 2]
+    def _head(self) -> tuple[int, str, dict[str, str]]:
+        return _parsed_head(self._parser.get_status_code(), self._reason, tuple(self._fields))
+
+    # -- llhttp callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reason = b""
+        self._fields = []
+        self._body = []
+        self._in_message = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += (name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        status, reason, headers = self._head()
+        if 100 <= status < 200:
+            return  # informational (100 Continue): the real answer follows
+        if not self._parser.should_keep_alive() and "connection" not in headers:
+            headers = {**headers, "connection": "close"}  # HTTP/1.0 without keep-alive
+        self._done.append(HttpReply(status, reason, headers, b"".join(self._body)))
 
 
-# Parsed response heads by their bytes: a master's answers to one kind of call differ only in
-# their Date, so nearly every head is one seen before. (Replies share the headers dict.)
-_HEADS: dict[bytes, tuple[int, str, dict[str, str]]] = {}
+# Parsed response heads by their parts: a master's answers to one kind of call differ only
+# in their Date, so nearly every head is one seen before. (Replies share the headers dict.)
+_HEADS: dict[tuple[int, bytes, tuple[bytes, ...]], tuple[int, str, dict[str, str]]] = {}
 
 
-def _parsed_head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    parsed = _HEADS.get(head)
+def _parsed_head(
+    status: int, reason: bytes, fields: tuple[bytes, ...]
+) -> tuple[int, str, dict[str, str]]:
+    key = (status, reason, fields)
+    parsed = _HEADS.get(key)
     if parsed is None:
-        parsed = _parse_head(head)
+        headers: dict[str, str] = {}
+        for i in range(0, len(fields), 2):
+            name = fields[i].decode("latin-1").lower()
+            if name not in headers:  # the first of repeated headers, as aiohttp's .get()
+                headers[name] = fields[i + 1].decode("latin-1")
+        parsed = (status, reason.decode("latin-1"), headers)
         if len(_HEADS) >= 256:
             _HEADS.clear()
-        _HEADS[head] = parsed
+        _HEADS[key] = parsed
     return parsed
-
-
-def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-        raise ValueError(f"bad status line {lines[0][:100]!r}")
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise ValueError(f"bad status line {lines[0][:100]!r}") from None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"bad header line {line[:100]!r}")
-        name = name.strip().lower()
-        if name not in headers:  # the first of repeated headers, as aiohttp's .get()
-            headers[name] = value.strip()
-    if parts[0] == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-        headers.setdefault("connection", "close")
-    return status, parts[2] if len(parts) > 2 else "", headers
 
 
 class _Connection(asyncio.Protocol):

@@ -450,10 +450,12 @@ def test_response_split_across_reads_and_connection_close_opens_a_new_connection
     from butte.client.http1 import _ResponseParser
 
     parser = _ResponseParser()
-    data = http_reply(400, b"bad offer", "Connection: close\r\n") + http_reply(202)
+    data = http_reply(202) + http_reply(400, b"bad offer", "Connection: close\r\n")
     replies = [r for i in range(len(data)) for r in parser.feed(data[i : i + 1])]
-    assert [(r.status, r.body) for r in replies] == [(400, b"bad offer"), (202, b"")]
-    assert replies[0].headers["connection"] == "close"
+    assert [(r.status, r.body) for r in replies] == [(202, b""), (400, b"bad offer")]
+    assert replies[1].headers["connection"] == "close"
+    with pytest.raises(ValueError, match="after `Connection: close`"):
+        parser.feed(http_reply(202))  # nothing may follow on the wire
 
     async def scenario():
         closing = RawServer(lambda r: http_reply(202, b"", "Connection: close\r\n"))
@@ -507,7 +509,7 @@ def test_call_errors_unreachable_timeout_and_broken_connection(fake_master):
     refused, timed_out, bad = arun(scenario())
     assert refused.status is None and refused.call_type == "REVIVE"
     assert timed_out.status is None and "no answer in time" in timed_out.message
-    assert bad.status is None and "bad status line" in bad.message
+    assert bad.status is None and "bad response: Invalid status code" in bad.message
 
 
 def test_a_cancelled_call_does_not_shift_the_answers_of_later_ones():
