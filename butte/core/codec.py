@@ -12,6 +12,10 @@ from typing import Any
 
 import msgspec
 
+from butte.core.recordio import RecordIOReader
+
+__all__ = ["RecordIOReader", "encode_json", "frame", "record"]
+
 _encoder = msgspec.json.Encoder()
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -45,32 +49,3 @@ def record(obj: Any) -> bytes:
 def frame(data: bytes) -> bytes:
     """Frames already-encoded JSON bytes as a RecordIO record."""
     return b"%d\n%s" % (len(data), data)
-
-
-class RecordIOReader:
-    """Incremental RecordIO parser: feed bytes, get complete records back."""
-
-    def __init__(self, max_record: int = 64 * 1024 * 1024) -> None:
-        self._buf = bytearray()
-        self._max = max_record
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out: list[bytes] = []
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl < 0:
-                if len(self._buf) > 20:
-                    raise ValueError("RecordIO length prefix too long")
-                return out
-            try:
-                size = int(self._buf[:nl])
-            except ValueError:
-                raise ValueError(f"bad RecordIO length {bytes(self._buf[:nl])!r}") from None
-            if size <= 0 or size > self._max:
-                raise ValueError(f"RecordIO record size {size} out of bounds")
-            end = nl + 1 + size
-            if len(self._buf) < end:
-                return out
-            out.append(bytes(self._buf[nl + 1 : end]))
-            del self._buf[:end]

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from butte.agent.executor import command, lite
+from butte.core.recordio import RecordIOReader
 
 
 def test_lite_json_round_trip_is_compact_ascii():
@@ -42,7 +43,7 @@ def test_chunked_records_split_anywhere():
     body = b"".join(b"%x\r\n%s\r\n" % (len(r), r) for r in (b"3\nabc", b"2\nxy4\nwxyz"))
     body += b"0\r\n\r\n"
     for cut in range(len(body)):
-        decoder, reader, records = lite.ChunkedDecoder(), lite.RecordReader(), []
+        decoder, reader, records = lite.ChunkedDecoder(), RecordIOReader(), []
         for part in (body[:cut], body[cut:]):
             records += reader.feed(decoder.feed(part))
         assert records == [b"abc", b"xy", b"wxyz"] and decoder.finished

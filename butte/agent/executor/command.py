@@ -35,6 +35,7 @@ import time
 
 from butte.agent.executor import health as health_checks
 from butte.agent.executor import lite
+from butte.core.recordio import RecordIOReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class Executor:
         self.exit_deadline: float | None = None
         self.stream: Any = None
         self.decoder = lite.ChunkedDecoder()
-        self.records = lite.RecordReader()
+        self.records = RecordIOReader()
         self.disconnected_since: float | None = None
         self.next_subscribe = 0.0
         self.backoff = 0.1
@@ -229,7 +230,7 @@ class Executor:
         sock.settimeout(0.0)
         self.stream = sock
         self.decoder = lite.ChunkedDecoder()
-        self.records = lite.RecordReader()
+        self.records = RecordIOReader()
         self.poller.register(sock.fileno(), select.EPOLLIN)
         self.disconnected_since = None
         self.backoff = 0.1
@@ -251,7 +252,11 @@ class Executor:
 
     def _on_stream_bytes(self, data: bytes) -> None:
         payload = self.decoder.feed(data)
-        for record in self.records.feed(payload):
+        try:
+            records = self.records.feed(payload)
+        except ValueError as e:
+            raise AgentLost(f"the executor stream is not RecordIO: {e}") from None
+        for record in records:
             self.handle_event(lite.loads(record))
         if self.decoder.finished:
             raise AgentLost("the agent ended the executor stream")
