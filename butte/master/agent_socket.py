@@ -40,6 +40,7 @@ from butte.core.websocket import (
     FrameReader,
     ProtocolError,
     accept_key,
+    close_code,
     encode_frame,
 )
 from butte.master.fast_http import header_fields
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 _REQUEST_LINE = b"GET " + internal.AGENT_PATH.encode() + b" HTTP/1.1"
 # Request heads are small; anything bigger is left to aiohttp (which refuses it).
 _MAX_HEAD = 8 * 1024
+# Bytes the master buffers for an agent that does not read before it disconnects it.
+MAX_WRITE_BACKLOG = 64 * 1024 * 1024
 
 
 class AgentSocketOwner(Protocol):
@@ -154,11 +157,31 @@ class AgentUpgrade(asyncio.Protocol):
 
 
 class AgentWebSocket(asyncio.Protocol):
-    """One agent's WebSocket after the handshake (see the module docstring)."""
+    """One agent's WebSocket after the handshake (see the module docstring).
 
-    __slots__ = ("connection_id", "peer_ip", "_owner", "_transport", "_reader", "_open")
+    Back-pressure: while the agent does not read what the master sends (the transport's
+    buffer is over its high-water mark) the master stops reading from it, and an agent more
+    than ``max_backlog`` bytes behind is disconnected (it re-registers, as after any broken
+    connection) instead of growing the master's memory without bound."""
 
-    def __init__(self, owner: AgentSocketOwner, peer_ip: str, max_message: int) -> None:
+    __slots__ = (
+        "connection_id",
+        "peer_ip",
+        "_owner",
+        "_transport",
+        "_reader",
+        "_open",
+        "_max_backlog",
+    )
+
+    def __init__(
+        self,
+        owner: AgentSocketOwner,
+        peer_ip: str,
+        max_message: int,
+        max_backlog: int = MAX_WRITE_BACKLOG,
+    ) -> None:
+        self._max_backlog = max_backlog
         self.connection_id = ""
         self.peer_ip = peer_ip
         self._owner = owner
@@ -180,6 +203,14 @@ class AgentWebSocket(asyncio.Protocol):
             self._open = False
             self._owner.agent_closed(self)
 
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()  # an agent that does not read is not read from
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         try:
@@ -188,7 +219,7 @@ class AgentWebSocket(asyncio.Protocol):
                 if opcode == PING:
                     self._write(encode_frame(PONG, payload, masked=False))
                 elif opcode == CLOSE:
-                    self.close()
+                    self.close(close_code(payload))  # echoes the agent's code
                 elif opcode != PONG:
                     self._owner.agent_data(self, payload)
         except ProtocolError as e:
@@ -212,3 +243,11 @@ class AgentWebSocket(asyncio.Protocol):
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(frame)
+            if transport.get_write_buffer_size() > self._max_backlog:
+                log.warning(
+                    "Agent connection %s: the agent reads nothing (%d bytes unsent); "
+                    "disconnecting it",
+                    self.connection_id,
+                    transport.get_write_buffer_size(),
+                )
+                transport.abort()  # a close frame would wait behind the backlog

@@ -26,6 +26,7 @@ from butte.core.websocket import (
     FrameReader,
     ProtocolError,
     accept_key,
+    close_code,
     encode_frame,
 )
 
@@ -94,13 +95,17 @@ class WebSocketClient(asyncio.Protocol):
                 if opcode == PING:
                     self._write(encode_frame(PONG, payload, masked=True))
                 elif opcode == CLOSE:
-                    self.close()
+                    self.close(close_code(payload))  # echoes the master's code
                 elif opcode != PONG:
                     self.on_message(payload)
         except (ProtocolError, WebSocketError) as e:
             if not self.handshake.done():
                 self.handshake.set_exception(WebSocketError(str(e)))
-            self.abort()
+                self.abort()
+            elif isinstance(e, ProtocolError):
+                self.close(e.code)  # tells the master why, as RFC 6455 7.1.7 asks
+            else:
+                self.abort()
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -110,10 +115,10 @@ class WebSocketClient(asyncio.Protocol):
         data = text.encode() if isinstance(text, str) else text
         self._write(encode_frame(TEXT, data, masked=True))
 
-    def close(self) -> None:
-        """Sends a close frame and closes the transport."""
+    def close(self, code: int = CLOSE_NORMAL) -> None:
+        """Sends a close frame with ``code`` and closes the transport."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode_frame(CLOSE, CLOSE_NORMAL.to_bytes(2, "big"), masked=True))
+            self.transport.write(encode_frame(CLOSE, code.to_bytes(2, "big"), masked=True))
             self.transport.close()
 
     def _write(self, frame: bytes) -> None:

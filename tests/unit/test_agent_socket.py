@@ -30,9 +30,11 @@ def head(path: bytes = b"/api/v1/internal/agent", **extra: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-def client_frame(opcode: int, payload: bytes, final: bool = True, masked: bool = True) -> bytes:
+def client_frame(
+    opcode: int, payload: bytes, final: bool = True, masked: bool = True, rsv: int = 0
+) -> bytes:
     n = len(payload)
-    first = (0x80 if final else 0) | opcode
+    first = (0x80 if final else 0) | rsv << 4 | opcode
     mask_bit = 0x80 if masked else 0
     if n < 126:
         header = struct.pack("!BB", first, mask_bit | n)
@@ -47,14 +49,30 @@ def client_frame(opcode: int, payload: bytes, final: bool = True, masked: bool =
 
 
 class FakeTransport(asyncio.Transport):
+    """Records writes; nothing written is ever sent (the peer does not read)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.written: list[bytes] = []
         self.closed = False
+        self.aborted = False
+        self.reading = True
         self.protocol = None
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return sum(map(len, self.written))
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
 
     def close(self) -> None:
         self.closed = True
@@ -213,6 +231,20 @@ def test_frames_split_fragmented_pinged_and_closed() -> None:
         (client_frame(0x1, b"hello", masked=False), 1002),
         (client_frame(0x1, b"y" * 200), 1009),
         (client_frame(0x3, b""), 1002),
+        (client_frame(0x0, b"lonely"), 1002),  # a continuation with nothing before it
+        (client_frame(0x1, b"a", final=False) + client_frame(0x1, b"b"), 1002),
+        (client_frame(0x1, b"x", rsv=0b100), 1002),  # RSV1 without an extension
+        (client_frame(0x1, b"x", rsv=0b001), 1002),
+        (client_frame(0x9, b"p" * 126), 1002),  # control frames carry at most 125 bytes
+        (client_frame(0x9, b"p", final=False), 1002),  # ... and are never fragmented
+        (client_frame(0xB, b""), 1002),  # reserved control opcode
+        (client_frame(0x1, b"\xff\xfe"), 1007),  # text that is not UTF-8
+        (client_frame(0x1, b"\xe2\x82", final=False) + client_frame(0x0, b"\x28"), 1007),
+        (client_frame(0x8, b"\x03"), 1002),  # a 1-byte close payload
+        (client_frame(0x8, struct.pack("!H", 1005)), 1002),  # a code never sent
+        (client_frame(0x8, struct.pack("!H", 999)), 1002),
+        (client_frame(0x8, struct.pack("!H", 2000)), 1002),  # unassigned
+        (client_frame(0x8, struct.pack("!H", 1000) + b"\xc3\x28"), 1007),  # reason not UTF-8
     ],
 )
 def test_protocol_errors_close_the_connection(frame: bytes, code: int) -> None:
@@ -223,6 +255,43 @@ def test_protocol_errors_close_the_connection(frame: bytes, code: int) -> None:
     assert transport.closed and transport.written[-1] == encode_frame(
         0x8, struct.pack("!H", code), masked=False
     )
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1011, 3000, 4999])
+def test_a_close_is_answered_with_the_peers_code(code: int) -> None:
+    owner = Owner()
+    link, transport = socket(owner)
+    link.data_received(client_frame(0x8, struct.pack("!H", code) + "bye é".encode()))
+    assert transport.closed
+    assert transport.written[-1] == encode_frame(0x8, struct.pack("!H", code), masked=False)
+
+
+def test_a_close_without_a_code_is_answered_1000_and_utf8_text_passes() -> None:
+    owner = Owner()
+    link, transport = socket(owner)
+    text = "grüße \U0001f600".encode()
+    link.data_received(client_frame(0x1, text[:3], final=False) + client_frame(0x0, text[3:]))
+    assert owner.messages == [text]
+    link.data_received(client_frame(0x8, b""))
+    assert transport.written[-1] == encode_frame(0x8, struct.pack("!H", 1000), masked=False)
+
+
+def test_an_agent_that_does_not_read_is_not_read_from_and_then_disconnected() -> None:
+    owner = Owner()
+    link = AgentWebSocket(owner, "10.0.0.7", 1 << 20, max_backlog=10_000)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    link.connection_made(transport)  # type: ignore[arg-type]
+    link.pause_writing()  # the kernel's buffer filled up
+    assert not transport.reading
+    link.resume_writing()
+    assert transport.reading
+    for _ in range(9):
+        link.send(b"x" * 1000)
+    assert not transport.aborted
+    link.send(b"x" * 1000)  # over 10,000 bytes behind
+    assert transport.aborted
+    link.send(b"late")  # dropped
+    assert len(transport.written) == 10
 
 
 def test_server_frames_are_unmasked_with_the_shortest_length() -> None:
