@@ -359,14 +359,23 @@ def decode(data: bytes | str, type_: type[Msg]) -> Any:
         return msgspec.json.decode(data, type=type_, strict=False)
     except msgspec.ValidationError as e:
         first_error = str(e)
-    except msgspec.DecodeError as e:
-        raise DecodeError(f"Failed to parse body into JSON: {e}") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise DecodeError(f"Failed to parse body into JSON: {_reason(e)}") from None
     # Mesos reads JSON null as "field unset"; msgspec rejects null for non-optional fields.
     # Retry without the nulls only on this (rare) error path so the common path stays fast.
+    # The typed decode stops at the first mismatch, so only this one sees the whole text.
     try:
         return msgspec.convert(_drop_nulls(msgspec.json.decode(data)), type_, strict=False)
     except msgspec.ValidationError:
         raise DecodeError(first_error) from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise DecodeError(f"Failed to parse body into JSON: {_reason(e)}") from None
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return str(error)
 
 
 def _drop_nulls(value: Any) -> Any:
