@@ -46,6 +46,9 @@ _MAX_HEAD = 8 * 1024
 _SLOW_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Mesos closes idle connections after a while; aiohttp's default keep-alive timeout.
 IDLE_TIMEOUT = 75.0
+# A request's head must arrive whole this long after its first byte (as servers' header
+# timeouts do): a client that dribbles a byte now and then does not hold a connection.
+HEADER_TIMEOUT = 30.0
 
 
 class Reply(NamedTuple):
@@ -249,6 +252,7 @@ class SchedulerFastPath(asyncio.Protocol):
         aiohttp_protocol: Callable[[], asyncio.Protocol],
         connections: set[SchedulerFastPath],
         max_body: int,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self._handler = handler
         self._aiohttp_protocol = aiohttp_protocol
@@ -263,6 +267,8 @@ class SchedulerFastPath(asyncio.Protocol):
         self._reading_paused = False
         self._last_active = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._header_timeout = header_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -299,6 +305,24 @@ class SchedulerFastPath(asyncio.Protocol):
             self._transport.close()
         elif self._handed_off:
             self._hand_off()
+        elif not self._buf or self._buf.find(b"\r\n\r\n", 0, _MAX_HEAD) >= 0:
+            self._cancel_head_timer()  # no request under way, or its head is complete
+        elif self._head_timer is None:
+            self._head_timer = asyncio.get_running_loop().call_later(
+                self._header_timeout, self._head_timed_out
+            )
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._transport is not None and not self._handed_off:
+            log.info("Request head not complete in %.0f s; closing", self._header_timeout)
+            self._transport.write(encode_reply(text(408, "Request Timeout"), close=True))
+            self.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
     def close(self) -> None:
         """Closes the connection (the master stops)."""
@@ -368,3 +392,4 @@ class SchedulerFastPath(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._cancel_head_timer()

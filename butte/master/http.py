@@ -32,23 +32,53 @@ class RecordStream:
     line (mesoshttp) completes a record's line only when the next record's length and its
     newline arrive; without this it would see each burst's last event only at the next
     heartbeat, up to 15 s later. Extra heartbeats are valid events for every client
-    (docs/protocol.md, "RecordIO")."""
+    (docs/protocol.md, "RecordIO").
 
-    __slots__ = ("queue", "closed", "_max_backlog", "_line_flush")
+    A reader that falls ``max_backlog`` records or ``max_backlog_bytes`` bytes behind is
+    disconnected (``on_overflow`` is told), so a client that never reads cannot grow the
+    master's memory without bound."""
 
-    def __init__(self, max_backlog: int | None = None, line_flush: bytes | None = None) -> None:
+    __slots__ = (
+        "queue",
+        "closed",
+        "_max_backlog",
+        "_max_bytes",
+        "_queued_bytes",
+        "_line_flush",
+        "_on_overflow",
+    )
+
+    def __init__(
+        self,
+        max_backlog: int | None = None,
+        line_flush: bytes | None = None,
+        max_backlog_bytes: int | None = None,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
         self._max_backlog = max_backlog
+        self._max_bytes = max_backlog_bytes
+        self._queued_bytes = 0
         self._line_flush = line_flush
+        self._on_overflow = on_overflow
 
     def put(self, data: bytes) -> None:
         if self.closed:
             return
-        if self._max_backlog is not None and self.queue.qsize() >= self._max_backlog:
-            log.warning("Stream reader too slow (%d records behind); closing it", self._max_backlog)
+        if (self._max_backlog is not None and self.queue.qsize() >= self._max_backlog) or (
+            self._max_bytes is not None and self._queued_bytes + len(data) > self._max_bytes
+        ):
+            log.warning(
+                "Stream reader too slow (%d records, %d bytes behind); closing it",
+                self.queue.qsize(),
+                self._queued_bytes,
+            )
             self.close()
+            if self._on_overflow is not None:
+                self._on_overflow()
             return
+        self._queued_bytes += len(data)
         self.queue.put_nowait(data)
 
     def close(self) -> None:
@@ -69,6 +99,7 @@ class RecordStream:
                 while parts[-1] is not None and not self.queue.empty():
                     parts.append(self.queue.get_nowait())
                 records = [p for p in parts if p is not None]
+                self._queued_bytes -= sum(map(len, records))
                 if self._line_flush is not None and records[-1] != self._line_flush:
                     records.append(self._line_flush)
                 await response.write(b"".join(records))

@@ -68,7 +68,9 @@ class OperatorApi:
 
     def metrics(self) -> dict[str, float]:
         """The ``/metrics/snapshot`` figures."""
-        return master_metrics(self.machine, self.now(), self.server.leadership.leading)
+        out = master_metrics(self.machine, self.now(), self.server.leadership.leading)
+        out["master/scheduler_streams_closed_slow"] = float(self.server.slow_streams_closed)
+        return out
 
     # -- HTTP --------------------------------------------------------------------------------
 

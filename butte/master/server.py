@@ -65,6 +65,9 @@ from butte.master.snapshot import StateSnapshots
 log = logging.getLogger(__name__)
 
 HEARTBEAT = record({"type": "HEARTBEAT"})
+# Bytes of events a scheduler's stream may fall behind before the master drops it (the
+# framework re-subscribes; until then it is disconnected, as after any broken stream).
+MAX_SCHEDULER_BACKLOG = 64 * 1024 * 1024
 # Exit status of a master that lost leadership (Mesos aborts; a supervisor restarts it).
 EXIT_LEADERSHIP_LOST = 1
 # Seconds an abdicating master may take to close connections before it is forced out.
@@ -136,6 +139,8 @@ class MasterServer:
         self.machine.start_time = self.clock.now()
         self.elected_time = self.machine.start_time
         self._streams: dict[str, RecordStream] = {}
+        # Scheduler streams dropped because their reader fell too far behind.
+        self.slow_streams_closed = 0
         self._agents: dict[str, _AgentLink | AgentWebSocket] = {}
         self._agent_connections = itertools.count(1)
         # Messages of agents that connected while the registry was being recovered, per
@@ -404,6 +409,9 @@ class MasterServer:
         self.machine.ping_agents(self.clock.now())
         self.flush()
 
+    def _slow_scheduler_stream(self) -> None:
+        self.slow_streams_closed += 1
+
     def _heartbeat(self) -> None:
         for stream in self._streams.values():
             stream.put(HEARTBEAT)
@@ -499,7 +507,11 @@ class MasterServer:
         self, request: web.Request, call: SchedulerCall, now: float
     ) -> web.StreamResponse:
         stream_id = str(uuid.uuid4())
-        stream = RecordStream(line_flush=HEARTBEAT)
+        stream = RecordStream(
+            line_flush=HEARTBEAT,
+            max_backlog_bytes=MAX_SCHEDULER_BACKLOG,
+            on_overflow=self._slow_scheduler_stream,
+        )
         # Registered before the core runs, so the first events queue up for this stream.
         self._streams[stream_id] = stream
         result = self.machine.subscribe(call, stream_id, now)

@@ -227,3 +227,29 @@ def test_a_client_that_does_not_read_is_not_read_from_until_it_does():
         assert transport.reading and transport.protocol is handed[0]
 
     run(scenario)
+
+
+def test_a_head_that_does_not_arrive_in_time_gets_408_and_the_connection_closes():
+    async def scenario() -> None:
+        handler = Handler()
+        protocol = SchedulerFastPath(handler, AiohttpStandIn, set(), 1024, header_timeout=0.2)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        data = call()
+        protocol.data_received(data[:10])
+        await asyncio.sleep(0.1)
+        protocol.data_received(data[10:20])  # dribbling bytes does not extend the deadline
+        await asyncio.sleep(0.15)
+        assert transport.closed
+        assert transport.writes[-1].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        # A head that completes in time, and a connection idle between requests, are fine.
+        protocol = SchedulerFastPath(handler, AiohttpStandIn, set(), 1024, header_timeout=0.2)
+        transport = FakeTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(data[:10])
+        await asyncio.sleep(0.1)
+        protocol.data_received(data[10:])
+        await asyncio.sleep(0.3)
+        assert not transport.closed and transport.writes[0].startswith(b"HTTP/1.1 202 ")
+
+    asyncio.run(scenario())
