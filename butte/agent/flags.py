@@ -57,11 +57,15 @@ def master_address(text: str) -> str:
 
 
 def resources_flag(text: str) -> Resources:
-    """argparse type: Mesos resources text or JSON array."""
+    """argparse type: Mesos resources text or JSON array (GPUs only whole, as Mesos')."""
     try:
-        return parse_resources_text(text)
+        resources = parse_resources_text(text)
     except ResourceError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    gpus = resources.scalar("gpus")
+    if gpus != int(gpus):
+        raise argparse.ArgumentTypeError(f"gpus must be a whole number, not {gpus:g}")
+    return resources
 
 
 def attributes_flag(text: str) -> tuple[Attribute, ...]:

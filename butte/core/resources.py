@@ -55,11 +55,48 @@ class Reservation:
 ResourceKey = tuple[str, tuple[Reservation, ...]]
 
 
+# The largest scalar taken from outside: far above any machine (a trillion CPUs, an exabyte
+# of memory in MB) and small enough that its thousandths are exact in a float.
+MAX_SCALAR = 1e12
+# Range bounds are unsigned 64-bit integers in Mesos; ports are TCP/UDP ports.
+MAX_RANGE_BOUND = 2**64 - 1
+MAX_PORT = 65535
+# The types of the resources every agent has; a resource of another type under one of these
+# names is refused (arithmetic between a SCALAR and a RANGES of one name has no meaning).
+KNOWN_TYPES = {"cpus": "SCALAR", "mem": "SCALAR", "disk": "SCALAR", "gpus": "SCALAR"}
+KNOWN_TYPES["ports"] = "RANGES"
+
+
 def to_millis(value: float) -> int:
-    """Converts a scalar to fixed-point thousandths, rejecting NaN and infinity."""
+    """Converts a scalar to fixed-point thousandths, rejecting NaN, infinity and values over
+    `MAX_SCALAR`."""
     if not math.isfinite(value):
         raise ResourceError(f"scalar value {value!r} is not finite")
+    if abs(value) > MAX_SCALAR:
+        raise ResourceError(f"scalar value {value!r} is over the maximum {MAX_SCALAR:g}")
     return round(value * 1000)
+
+
+def _check_scalar(name: str, value: float) -> int:
+    """``value`` of scalar resource ``name`` in thousandths, or ResourceError."""
+    if value < 0:
+        raise ResourceError(f"resource '{name}' has negative value {value}")
+    if value > MAX_SCALAR:
+        raise ResourceError(f"resource '{name}' value {value:g} is over {MAX_SCALAR:g}")
+    return to_millis(value)
+
+
+def _check_range(name: str, begin: int, end: int) -> tuple[int, int]:
+    limit = MAX_PORT if name == "ports" else MAX_RANGE_BOUND
+    if begin < 0 or end < begin or end > limit:
+        raise ResourceError(f"resource '{name}' has invalid range [{begin}-{end}]")
+    return begin, end
+
+
+def _check_type(name: str, rtype: str) -> None:
+    known = KNOWN_TYPES.get(name)
+    if known is not None and rtype != known:
+        raise ResourceError(f"resource '{name}' must be of type {known}, not {rtype}")
 
 
 def from_millis(millis: int) -> float:
@@ -296,8 +333,8 @@ class Resources:
         items = self._items
         for k, v in other._items.items():
             cur = items.get(k)
-            if cur is None:
-                return False
+            if cur is None or type(cur) is not type(v):
+                return False  # (a name given with two types holds nothing of the other)
             if isinstance(v, int):
                 if cur < v:  # type: ignore[operator]
                     return False
@@ -445,13 +482,12 @@ def _parse_json_resource(raw: Mapping[str, Any]) -> Resources:
         raise ResourceError("resource is missing its 'name'")
     rtype = raw.get("type")
     stack = _parse_reservations(raw, name)
+    if rtype in (SCALAR, RANGES, SET):
+        _check_type(name, rtype)
     if rtype == SCALAR:
         scalar = raw.get("scalar")
         value = scalar.get("value") if isinstance(scalar, Mapping) else None
-        value = _number(value, name)
-        if value < 0:
-            raise ResourceError(f"resource '{name}' has negative value {value}")
-        millis = to_millis(value)
+        millis = _check_scalar(name, _number(value, name))
         return Resources._trusted({(name, stack): millis} if millis else {})
     if rtype == RANGES:
         rng = raw.get("ranges")
@@ -463,9 +499,7 @@ def _parse_json_resource(raw: Mapping[str, Any]) -> Resources:
             if not isinstance(p, Mapping):
                 raise ResourceError(f"resource '{name}' has a malformed range {p!r}")
             b, e = _integer(p.get("begin"), name), _integer(p.get("end"), name)
-            if b < 0 or e < b:
-                raise ResourceError(f"resource '{name}' has invalid range [{b}-{e}]")
-            parsed.append((b, e))
+            parsed.append(_check_range(name, b, e))
         ranges = normalize_ranges(parsed)
         return Resources._trusted({(name, stack): ranges} if ranges else {})
     if rtype == SET:
@@ -491,6 +525,8 @@ def _number(value: Any, name: str) -> float:
 
 
 def _integer(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact, however large (the range check bounds it)
     number = _number(value, name)
     if number != int(number):
         raise ResourceError(f"resource '{name}' range bounds must be integers")
@@ -566,6 +602,7 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
         if err:
             raise ResourceError(f"bad resource {part!r}: {err}")
         stack = _role_stack(role)
+        _check_type(label, RANGES if value.startswith("[") else SET if value[:1] == "{" else SCALAR)
         if value.startswith("["):
             if not value.endswith("]"):
                 raise ResourceError(f"bad ranges {value!r} for {label}")
@@ -576,9 +613,7 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
                     b, e = (int(bounds[0]), int(bounds[-1])) if len(bounds) <= 2 else (-1, -1)
                 except ValueError:
                     raise ResourceError(f"bad range {rng!r} for {label}") from None
-                if b < 0 or e < b:
-                    raise ResourceError(f"bad range {rng!r} for {label}")
-                pairs.append((b, e))
+                pairs.append(_check_range(label, b, e))
             one = Resources._trusted({(label, stack): normalize_ranges(pairs)} if pairs else {})
         elif value.startswith("{"):
             if not value.endswith("}"):
@@ -592,7 +627,7 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
                 raise ResourceError(f"bad scalar {value!r} for {label}") from None
             if number < 0 or not math.isfinite(number):
                 raise ResourceError(f"bad scalar {value!r} for {label}: must be >= 0")
-            millis = to_millis(number)
+            millis = _check_scalar(label, number)
             one = Resources._trusted({(label, stack): millis} if millis else {})
         acc = acc + one
     return acc

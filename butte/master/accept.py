@@ -34,21 +34,29 @@ class AcceptEvents(_Base):
     def _accept(self, fw: Framework, accept: Accept, now: float) -> None:
         offers, error = self._validate_offers(fw, [o.value for o in accept.offer_ids])
         refuse = self._refuse_seconds(accept.filters)
-        if error is not None:
+        unsupported = _unsupported_operation(accept.operations)
+        if error is not None or unsupported is not None:
+            # Refused whole, before anything happened: the offers' resources go back to the
+            # allocator and every task and operation in the call hears why.
             self._count("invalid_accepts")
             for offer in offers:
                 self._take_offer(offer.offer_id)
                 self._recover(
                     fw.framework_id, offer.agent_id, offer.role, offer.resources, None, now
                 )
-            for task in _tasks_of(accept.operations):
+            if error is not None:
                 state = task_states.DROPPED if fw.partition_aware else task_states.LOST
+                reason = "REASON_INVALID_OFFERS"
+            else:
+                error = f"ACCEPT refused: {unsupported}"
+                state, reason = task_states.ERROR, "REASON_TASK_INVALID"
+            for task in _tasks_of(accept.operations):
                 self._send_status(
-                    fw,
-                    self.master_status(
-                        fw, task.task_id.value, state, "REASON_INVALID_OFFERS", error, now
-                    ),
+                    fw, self.master_status(fw, task.task_id.value, state, reason, error, now)
                 )
+            for op in accept.operations:
+                if op.id is not None:
+                    self._send_operation_error(fw, op.id.value, error, now)
             return
         agent = self.agents[offers[0].agent_id]
         pools: dict[str, Resources] = {}
@@ -62,10 +70,23 @@ class AcceptEvents(_Base):
                     self._launch(fw, agent, task, pools, launched_ids, now)
             elif op.type == "LAUNCH_GROUP" and op.launch_group is not None:
                 self._launch_group(fw, agent, op, pools, launched_ids, now)
-            else:
-                log.warning("Framework %s: operation %s not supported", fw.framework_id, op.type)
         for role, left in pools.items():
             self._recover(fw.framework_id, agent.agent_id, role, left, refuse, now)
+
+    def _send_operation_error(
+        self, fw: Framework, operation_id: str, error: str, now: float
+    ) -> None:
+        """UPDATE_OPERATION_STATUS with OPERATION_ERROR, as Mesos answers an operation that
+        fails validation (no uuid: nothing to acknowledge)."""
+        status = {
+            "operation_id": {"value": operation_id},
+            "state": "OPERATION_ERROR",
+            "message": error,
+            "timestamp": now,
+        }
+        self._send_framework(
+            fw, {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {"status": status}}
+        )
 
     def _validate_offers(
         self, fw: Framework, offer_ids: list[str]
@@ -125,6 +146,10 @@ class AcceptEvents(_Base):
         except InvalidTask as e:
             self._task_error(fw, task, str(e), now)
             return
+        except Exception as e:  # a bug in validation must not leave the call half applied
+            log.exception("Framework %s: validating task failed", fw.framework_id)
+            self._task_error(fw, task, f"Task could not be validated: {e!r}", now)
+            return
         pools[role] = pools[role] - needed
         launched_ids.add(task.task_id.value)
         if task.executor is not None and exec_res and eid is not None:
@@ -172,6 +197,12 @@ class AcceptEvents(_Base):
         except InvalidTask as e:
             for t in tasks:
                 self._task_error(fw, t, str(e), now, "REASON_TASK_GROUP_INVALID")
+            return
+        except Exception as e:  # a bug in validation must not leave the call half applied
+            log.exception("Framework %s: validating a task group failed", fw.framework_id)
+            for t in tasks:
+                message = f"Task group could not be validated: {e!r}"
+                self._task_error(fw, t, message, now, "REASON_TASK_GROUP_INVALID")
             return
         pools[role] = pools[role] - needed
         eid = executor.executor_id.value
@@ -243,6 +274,23 @@ class _IdsInUse:
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self.tasks or task_id in self.launched
+
+
+def _unsupported_operation(operations: list[Operation]) -> str | None:
+    """Why an ACCEPT cannot be carried out as a whole (an operation this master does not
+    perform, or one without its payload), or None."""
+    for op in operations:
+        if op.type == "LAUNCH" and op.launch is not None:
+            continue
+        if op.type == "LAUNCH_GROUP" and op.launch_group is not None:
+            continue
+        if op.type in ("LAUNCH", "LAUNCH_GROUP"):
+            return f"operation {op.type} is missing its '{op.type.lower()}' payload"
+        return (
+            f"operation {op.type} is not supported by this master "
+            "(it performs LAUNCH and LAUNCH_GROUP)"
+        )
+    return None
 
 
 def _tasks_of(operations: list[Operation]) -> list[TaskInfo]:

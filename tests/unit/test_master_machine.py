@@ -478,3 +478,44 @@ def test_drain_kills_tasks_with_the_grace_period_then_marks_the_agent_gone():
     h.pump()
     assert agent_id in h.master.gone_agents and agent_id not in h.master.agents
     assert h.agent_messages("c1", internal.ShutdownAgent)
+
+
+def test_resource_values_from_outside_are_range_checked_per_task():
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    huge = command_task("huge", offer)
+    huge["resources"] = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1e308}}]
+    ranged = command_task("ranged", offer)
+    ranged["resources"] = [
+        {"name": "cpus", "type": "RANGES", "ranges": {"range": [{"begin": 1, "end": 2}]}}
+    ]
+    good = command_task("good", offer)
+    h.call(fid, stream, launch_body(offer, huge, ranged, good, refuse_seconds=0))
+    states = {s["task_id"]["value"]: s["state"] for s in h.updates(stream)}
+    assert states == {"huge": "TASK_ERROR", "ranged": "TASK_ERROR"}
+    assert len(h.agent_messages("c1", internal.RunTask)) == 1  # "good"
+    # What "good" did not use is offered again.
+    h.allocate()
+    [again] = h.offers(stream)
+    scalars = {r["name"]: r["scalar"]["value"] for r in again["resources"] if "scalar" in r}
+    total = {r["name"]: r["scalar"]["value"] for r in offer["resources"] if "scalar" in r}
+    assert scalars["cpus"] == total["cpus"] - 1
+
+
+def test_an_accept_with_an_operation_the_master_does_not_perform_is_refused_whole():
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    body = launch_body(offer, command_task("t1", offer))
+    reserve = {"type": "RESERVE", "id": {"value": "op-1"}, "reserve": {"resources": []}}
+    body["accept"]["operations"].insert(0, reserve)
+    assert h.call(fid, stream, body).status == 202
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_ERROR" and "RESERVE is not supported" in status["message"]
+    [op] = h.take(stream, "UPDATE_OPERATION_STATUS")
+    op_status = op["update_operation_status"]["status"]
+    assert op_status["operation_id"] == {"value": "op-1"}
+    assert op_status["state"] == "OPERATION_ERROR" and "uuid" not in op_status
+    assert h.agent_messages("c1", internal.RunTask) == []
+    h.allocate()
+    [again] = h.offers(stream)  # the whole offer came back
+    assert again["resources"] == offer["resources"]
