@@ -6,6 +6,8 @@
 * `LoggingLevel`: GET_LOGGING_LEVEL / SET_LOGGING_LEVEL. Mesos' level is glog's verbosity
   (0 = normal); here level >= 1 turns on DEBUG logging for ``duration``, then it reverts.
 * `file_info`: an ``os.stat`` result as a v1 ``FileInfo`` and a legacy ``/files/browse`` entry.
+* `quiet_bad_requests`: aiohttp's log of a malformed request (a URL over 8 KB, a bad header)
+  as one INFO line instead of an ERROR with a traceback, each time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -67,6 +70,27 @@ def prometheus_text(snapshot: Mapping[str, float], help_prefix: str = "Mesos met
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_SnapshotCollector(snapshot, help_prefix))
     return generate_latest(registry)
+
+
+class _BadRequestLog(logging.Filter):
+    """Turns aiohttp's "Error handling request" records about malformed requests into one
+    brief INFO line: bad input from outside, logged at a level an operator can keep on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            message = str(error).replace("\n", " ")
+            record.msg, record.args = "Malformed HTTP request refused: %s", (message[:200],)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_bad_requests() -> None:
+    """Installs `_BadRequestLog` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestLog) for f in logger.filters):
+        logger.addFilter(_BadRequestLog())
 
 
 class LoggingLevel:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from butte.agent import flags as agent_flags
 from butte.agent.server import AgentOptions, serve
 from butte.coord.interface import CoordinationError
+from butte.operator_common import quiet_bad_requests
 
 # Mesos caps it (slave/constants.hpp): recovery must finish well before the master gives up.
 MAX_EXECUTOR_REREGISTRATION_TIMEOUT = 15.0
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    quiet_bad_requests()
     if args.status_update_retry_interval_min <= 0:
         print("agent: --status_update_retry_interval_min must be > 0", file=sys.stderr)
         return 2

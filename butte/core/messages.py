@@ -10,11 +10,15 @@ the cores, where they are validated with messages that name the bad resource.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 JSONObject = dict[str, Any]
+# Integers on the wire are protobuf's fixed-size ones: a bigger number is refused at decode
+# (400 with the field's path) instead of overflowing later.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 
 class Msg(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False, gc=False):
@@ -41,11 +45,11 @@ class Capability(Msg):
 
 
 class DurationInfo(Msg):
-    nanoseconds: int
+    nanoseconds: Int64
 
 
 class TimeInfo(Msg):
-    nanoseconds: int
+    nanoseconds: Int64
 
 
 class KillPolicy(Msg):

@@ -8,7 +8,7 @@ payloads of calls butte implements are typed; calls without a payload need none.
 
 from __future__ import annotations
 
-from butte.core.messages import ID, DecodeError, DurationInfo, Msg, decode
+from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, Msg, decode
 
 __all__ = ["DecodeError", "OperatorCall", "decode_call", "payload_problem"]
 
@@ -18,7 +18,7 @@ class GetMetrics(Msg):
 
 
 class SetLoggingLevel(Msg):
-    level: int
+    level: Int64
     duration: DurationInfo
 
 
@@ -28,8 +28,8 @@ class ListFiles(Msg):
 
 class ReadFile(Msg):
     path: str
-    offset: int
-    length: int | None = None
+    offset: Int64
+    length: Int64 | None = None
 
 
 class WeightInfo(Msg):
@@ -69,7 +69,7 @@ class ContainerID(Msg):
 
 class KillContainer(Msg):
     container_id: ContainerID
-    signal: int | None = None
+    signal: Int32 | None = None
 
 
 class OperatorCall(Msg):

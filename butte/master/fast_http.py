@@ -40,7 +40,8 @@ from aiohttp.http import SERVER_SOFTWARE
 log = logging.getLogger(__name__)
 
 SCHEDULER_PATHS = frozenset({b"/api/v1/scheduler", b"/master/api/v1/scheduler"})
-# Requests heads are small; anything bigger is left to aiohttp (which answers 431 & co).
+# Request heads are small: a bigger one is answered 431 here (aiohttp would log a traceback
+# for each one).
 _MAX_HEAD = 8 * 1024
 # Headers that make a request one for aiohttp.
 _SLOW_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
@@ -146,7 +147,11 @@ class _HandOff(Exception):
 
 
 class _BadRequest(Exception):
-    """Raised from a parser callback: valid to llhttp, but not a valid request."""
+    """Raised from a parser callback: valid to llhttp, but not a request to serve."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _RequestParser:
@@ -171,6 +176,7 @@ class _RequestParser:
         "_done",
         "handed_off",
         "error",
+        "error_status",
     )
 
     def __init__(self, max_body: int) -> None:
@@ -183,6 +189,7 @@ class _RequestParser:
         self._done: list[_Request] = []
         self.handed_off = False
         self.error: str | None = None
+        self.error_status = 400
 
     def feed(self, buf: bytearray, data: bytes) -> list[_Request]:
         """Parses ``data``, just appended to ``buf``; every complete request before it has
@@ -197,6 +204,7 @@ class _RequestParser:
                 self.handed_off = True
             elif isinstance(e.__context__, _BadRequest):
                 self.error = str(e.__context__)
+                self.error_status = e.__context__.status
             else:
                 raise
         except httptools.HttpParserUpgrade:
@@ -214,6 +222,8 @@ class _RequestParser:
             start += 2
         # Valid to llhttp, so CRLF line ends and the head ends at its first empty line.
         end = buf.index(b"\r\n\r\n", start)
+        if end - start > _MAX_HEAD:
+            raise _BadRequest(f"request head over {_MAX_HEAD} bytes", 431)
         lines = bytes(buf[start:end]).split(b"\r\n")
         fields = header_fields(lines[1:])
         # The request line is valid: "<method> <target> HTTP/<d>.<d>".
@@ -352,12 +362,17 @@ class SchedulerFastPath(asyncio.Protocol):
         if parser.handed_off:
             self._handed_off = True
         elif parser.error is not None:
-            # Logged briefly: bad input from outside is not the master's error.
-            log.info("Malformed HTTP request refused: %s", parser.error)
-            out.append(encode_reply(text(400, f"Bad Request: {parser.error}"), close=True))
-            self._closing = True
-        elif len(self._buf) >= _MAX_HEAD and self._buf.find(b"\r\n\r\n", 0, _MAX_HEAD) < 0:
-            self._handed_off = True  # aiohttp answers an oversized head (431)
+            self._refuse(out, parser.error_status, parser.error)
+        elif len(self._buf) > _MAX_HEAD and self._buf.find(b"\r\n\r\n", 0, _MAX_HEAD) < 0:
+            self._refuse(out, 431, f"request head over {_MAX_HEAD} bytes")
+
+    def _refuse(self, out: list[bytes], status: int, error: str) -> None:
+        """Answers a request that will not be served and closes the connection; logged in
+        one line, since bad input from outside is not the master's error."""
+        log.info("HTTP request refused (%d): %s", status, error)
+        phrase = HTTPStatus(status).phrase
+        out.append(encode_reply(text(status, f"{phrase}: {error}"), close=True))
+        self._closing = True
 
     def _hand_off(self) -> None:
         """Gives the connection, and what it has buffered, to a new aiohttp handler."""

@@ -20,6 +20,7 @@ from butte.master.allocator.interface import (
 )
 from butte.master.machine import MasterOptions
 from butte.master.server import MasterConfig, MasterServer
+from butte.operator_common import quiet_bad_requests
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.logging_level, logging.INFO),
         format="%(asctime)s %(levelname)s master %(name)s: %(message)s",
     )
+    quiet_bad_requests()
     try:
         config = config_from_args(args)
         os.makedirs(config.work_dir, exist_ok=True)
