@@ -9,17 +9,21 @@ Only executor sandboxes are served, addressed two ways (as Mesos does):
   [/...]`` (the ``directory`` of an executor in ``/state``, what Mesos UIs use).
 
 Refused: ``..`` components (400), anything outside a sandbox such as ``/etc/passwd`` or the
-agent's own files (404), and paths that resolve outside their own sandbox through a symlink,
-to another framework's sandbox for instance (403). Reads are clamped to `MAX_READ` bytes.
+agent's own files (404), paths that resolve outside their own sandbox through a symlink,
+to another framework's sandbox for instance (403), and files a task could have hard-linked
+into its sandbox from elsewhere: a regular file is served only when it has one link and lives
+on the sandbox's own file system, checked on the opened file (403). Reads are clamped to
+`MAX_READ` bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -30,6 +34,7 @@ from butte.operator_common import file_info, legacy_file_info
 MAX_READ = 4 << 20
 DEFAULT_READ = 1 << 20
 _MAX_OFFSET = 1 << 62
+_DOWNLOAD_CHUNK = 256 * 1024
 
 
 class FileError(Exception):
@@ -47,6 +52,31 @@ class Resolved:
 
     requested: str
     real: str
+    # The device of the sandbox the path is in: files elsewhere are not served.
+    device: int
+
+    def open(self) -> BinaryIO:
+        """The regular file, opened for reading and checked on its descriptor (so a task
+        cannot swap it between the check and the read): one link only, on the sandbox's
+        file system. Raises FileError."""
+        try:
+            # O_NONBLOCK: opening a FIFO a task made must not wait for a writer.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(self.real, flags)
+        except OSError as e:
+            raise FileError(404, f"Cannot read '{self.requested}': {e.strerror}") from None
+        st = os.fstat(fd)
+        problem = None
+        if stat.S_ISDIR(st.st_mode):
+            problem = (400, "Cannot read a directory")
+        elif not stat.S_ISREG(st.st_mode):
+            problem = (403, f"'{self.requested}' is not a regular file")
+        elif st.st_nlink != 1 or st.st_dev != self.device:
+            problem = (403, f"'{self.requested}' is linked from outside its sandbox")
+        if problem is not None:
+            os.close(fd)
+            raise FileError(*problem)
+        return os.fdopen(fd, "rb")
 
 
 class SandboxFiles:
@@ -89,7 +119,7 @@ class SandboxFiles:
             raise FileError(403, f"'{raw}' points outside its sandbox")
         if not os.path.exists(real):
             raise FileError(404, f"No file or directory found at path '{raw}'")
-        return Resolved(requested, real)
+        return Resolved(requested, real, os.stat(root_real).st_dev)
 
     def _sandbox_of(self, requested: str, parts: list[str]) -> tuple[str | None, list[str]]:
         """(the executor's ``runs`` dir, the parts after it) for a virtual or real path."""
@@ -148,15 +178,15 @@ class SandboxFiles:
         if length is not None and length < 0:
             raise FileError(400, f"Negative length {length}")
         length = DEFAULT_READ if length is None else min(length, MAX_READ)
-        try:
-            with open(target.real, "rb") as f:
+        with target.open() as f:
+            try:
                 size = os.fstat(f.fileno()).st_size
                 if offset >= size or length == 0:
                     return size, b""
                 f.seek(offset)
                 return size, f.read(length)
-        except OSError as e:
-            raise FileError(404, f"Cannot read '{raw}': {e.strerror}") from None
+            except OSError as e:
+                raise FileError(404, f"Cannot read '{raw}': {e.strerror}") from None
 
     # -- HTTP (legacy endpoints) -------------------------------------------------------------
 
@@ -199,14 +229,26 @@ class SandboxFiles:
             return web.Response(status=e.status, text=e.message)
         if os.path.isdir(target.real):
             return web.Response(status=400, text="Cannot download a directory")
+        try:
+            f = target.open()
+        except FileError as e:
+            return web.Response(status=e.status, text=e.message)
         name = os.path.basename(target.real)
-        return web.FileResponse(
-            target.real,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "Content-Disposition": f'attachment; filename="{name}"',
-            },
-        )
+        with f:
+            left = os.fstat(f.fileno()).st_size  # what is there now (stdout may grow)
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Disposition": f'attachment; filename="{name}"',
+                    "Content-Length": str(left),
+                }
+            )
+            await response.prepare(request)
+            while left > 0 and (chunk := f.read(min(left, _DOWNLOAD_CHUNK))):
+                left -= len(chunk)
+                await response.write(chunk)
+            await response.write_eof()
+        return response
 
     # -- operator calls ----------------------------------------------------------------------
 

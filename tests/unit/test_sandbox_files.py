@@ -121,3 +121,24 @@ def test_text_keeps_a_cut_multibyte_character_for_the_next_read():
     assert _text(data[:-1]) == "héllo "
     assert _text(data) == "héllo €"
     assert _text(b"\xff\xfeok") == "\ufffd\ufffdok"
+
+
+def test_files_hard_linked_into_a_sandbox_are_not_served(tree, tmp_path):
+    files, sandbox = tree
+    secret = tmp_path / "host-secret"
+    secret.write_text("root's secret")
+    os.link(secret, os.path.join(sandbox, "stolen"))
+    other = paths.sandbox_dir(str(tmp_path / "work"), AGENT, "OTHER-FW", "secret", "r1")
+    os.link(os.path.join(other, "stdout"), os.path.join(sandbox, "tenant"))
+    for name in ("stolen", "tenant"):
+        with pytest.raises(FileError) as refused:
+            files.read(f"{VIRTUAL}/{name}", 0, None)
+        assert refused.value.status == 403 and "linked from outside" in refused.value.message
+        with pytest.raises(FileError):
+            files.read_file(f"{VIRTUAL}/{name}", 0, 10)
+    # The sandbox's own files still read; a FIFO or device node is never opened.
+    assert files.read(f"{VIRTUAL}/stdout", 0, None)[1] == b"hello\nworld\n"
+    os.mkfifo(os.path.join(sandbox, "pipe"))
+    with pytest.raises(FileError) as refused:
+        files.read(f"{VIRTUAL}/pipe", 0, None)
+    assert refused.value.status == 403
