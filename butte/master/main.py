@@ -118,6 +118,19 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "<work_dir>/registry.sqlite3; in_memory: forgotten when the master exits",
     )
     parser.add_argument(
+        "--http_header_timeout",
+        default="30secs",
+        help="how long a request's head may take to arrive before the connection is closed "
+        "with 408 (slow or hostile clients; default 30secs)",
+    )
+    parser.add_argument(
+        "--max_stream_backlog",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="bytes of events a scheduler's stream may fall behind its reader before the "
+        "master drops it (counted in master/scheduler_streams_closed_slow; default 64 MiB)",
+    )
+    parser.add_argument(
         "--logging_level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -137,6 +150,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         "agent_ping_timeout",
         "agent_reregister_timeout",
         "heartbeat_interval",
+        "http_header_timeout",
     ):
         try:
             durations[name] = parse_duration(getattr(args, name))
@@ -146,12 +160,16 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             raise ValueError(f"--{name} must be positive")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is out of range")
+    if args.max_stream_backlog < 64 * 1024:
+        raise ValueError("--max_stream_backlog must be at least 65536 bytes")
     removal_limit = parse_rate_limit(args.agent_removal_rate_limit, "agent_removal_rate_limit")
     zk, session_timeout = coordination_flags(args)
     return MasterConfig(
         zk=zk,
         zk_session_timeout=session_timeout,
         registry=args.registry,
+        http_header_timeout=durations["http_header_timeout"],
+        max_stream_backlog=args.max_stream_backlog,
         ip=args.ip,
         port=args.port,
         hostname=args.hostname,

@@ -94,6 +94,10 @@ class MasterConfig:
     zk: str | None = None
     zk_session_timeout: float = 10.0
     registry: str = "replicated_log"
+    # --http_header_timeout: how long a request head may take to arrive (slow clients).
+    http_header_timeout: float = fast_http.HEADER_TIMEOUT
+    # --max_stream_backlog: bytes a scheduler stream may fall behind before it is dropped.
+    max_stream_backlog: int = MAX_SCHEDULER_BACKLOG
 
 
 class _AgentLink:
@@ -191,7 +195,11 @@ class MasterServer:
         # a full queue (128 by default) drops their SYNs for a 1 s retransmit each.
         self._listener = await asyncio.get_running_loop().create_server(
             lambda: fast_http.SchedulerFastPath(
-                self, agents_or_aiohttp, fast_connections, MAX_BODY
+                self,
+                agents_or_aiohttp,
+                fast_connections,
+                MAX_BODY,
+                header_timeout=self.config.http_header_timeout,
             ),
             self.config.ip,
             self.config.port,
@@ -509,7 +517,7 @@ class MasterServer:
         stream_id = str(uuid.uuid4())
         stream = RecordStream(
             line_flush=HEARTBEAT,
-            max_backlog_bytes=MAX_SCHEDULER_BACKLOG,
+            max_backlog_bytes=self.config.max_stream_backlog,
             on_overflow=self._slow_scheduler_stream,
         )
         # Registered before the core runs, so the first events queue up for this stream.
