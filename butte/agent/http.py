@@ -1,6 +1,6 @@
 """The agent's HTTP endpoints: the executor API v1 and the read-only operator endpoints.
 
-* ``POST /api/v1/executor`` (PROTOCOL.md 2.1): SUBSCRIBE answers 200 with a chunked RecordIO
+* ``POST /api/v1/executor`` (docs/protocol.md §2.1): SUBSCRIBE answers 200 with a chunked RecordIO
   stream that lives as long as the executor's connection; UPDATE / MESSAGE / HEARTBEAT answer
   202 once the core accepted them. Malformed requests get 400/405/406/415 with a message.
 * ``GET /health``, ``/version``, ``/state`` (and ``/slave(1)/...`` forms), ``/flags``,
@@ -81,7 +81,7 @@ class ExecutorStream:
 
 
 def _content_problem(request: web.Request) -> web.Response | None:
-    """405/400/415/406 for requests the executor API cannot take (PROTOCOL.md 0.2)."""
+    """405/400/415/406 for requests the executor API cannot take (docs/protocol.md §0.2)."""
     if request.method != "POST":
         return web.Response(status=405, text="Expecting 'POST'", headers={"Allow": "POST"})
     content_type = request.headers.get("Content-Type")

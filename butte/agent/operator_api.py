@@ -1,4 +1,4 @@
-"""The agent's operator API v1 (``POST /api/v1``, PROTOCOL.md 3.3), its metrics endpoints and
+"""The agent's operator API v1 (``POST /api/v1``, docs/protocol.md §3.3), its metrics endpoints and
 its sandbox files.
 
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
@@ -57,7 +57,7 @@ def _text(status: int, message: str = "") -> web.Response:
 
 
 def _request_problem(request: web.Request) -> web.Response | None:
-    """The v1 request rules (PROTOCOL.md 0.2): POST, JSON content type, acceptable Accept."""
+    """The v1 request rules (docs/protocol.md §0.2): POST, JSON content type, acceptable Accept."""
     if request.method != "POST":
         return web.Response(
             status=405,

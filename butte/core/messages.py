@@ -1,4 +1,4 @@
-"""Typed Mesos v1 messages with their JSON names (PROTOCOL.md 0.1, 1.x, 2.x).
+"""Typed Mesos v1 messages with their JSON names (docs/protocol.md §0.1, §1, §2).
 
 These are immutable msgspec structs: decoding validates types and required fields, ignores
 unknown keys (as Mesos does), accepts numeric strings for numbers, and encoding omits unset

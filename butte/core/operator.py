@@ -1,4 +1,4 @@
-"""Typed operator API v1 calls (PROTOCOL.md 3.1, 3.3) shared by the master and the agent.
+"""Typed operator API v1 calls (docs/protocol.md §3.1, 3.3) shared by the master and the agent.
 
 ``Call{type, <lowercase-type>: {...}}`` decoded with the same leniency as the scheduler API
 (`butte.core.messages.decode`): unknown keys ignored, numeric strings accepted, wrong types and

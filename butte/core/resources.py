@@ -8,7 +8,7 @@ A `Resources` value is an immutable bag keyed by (name, reservation stack):
 * SET values are frozensets of strings.
 
 The reservation stack is a tuple of `Reservation` (empty = unreserved, the ``"*"`` role).
-Three JSON shapes are understood (PROTOCOL.md 1.6): the pre-refinement form with ``role`` (and
+Three JSON shapes are understood (docs/protocol.md §1.6): the pre-refinement form with ``role`` (and
 ``reservation`` for dynamic reservations), the refinement form with ``reservations``, and the
 endpoint form with both. The text form of ``--resources`` is parsed by `parse_resources`.
 

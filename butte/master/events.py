@@ -1,4 +1,4 @@
-"""The master event stream: operator SUBSCRIBE (PROTOCOL.md 3.2).
+"""The master event stream: operator SUBSCRIBE (docs/protocol.md §3.2).
 
 Each subscriber gets a chunked RecordIO response: ``SUBSCRIBED{get_state,
 heartbeat_interval_seconds}``, an immediate ``HEARTBEAT``, then every event the core emits

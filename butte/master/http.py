@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the master's endpoints: prefix routing, request checks, replies.
 
 Mesos routes ``/a/b/c`` to the longest registered prefix and serves every master route under
-``/master/...`` too (PROTOCOL.md 0.2); `PrefixRouter` reproduces that on top of aiohttp.
+``/master/...`` too (docs/protocol.md §0.2); `PrefixRouter` reproduces that on top of aiohttp.
 """
 
 from __future__ import annotations

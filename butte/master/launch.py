@@ -1,4 +1,4 @@
-"""Validation of LAUNCH and LAUNCH_GROUP operations (PROTOCOL.md 1.8), as pure functions.
+"""Validation of LAUNCH and LAUNCH_GROUP operations (docs/protocol.md §1.8), as pure functions.
 
 Each check returns an error message (the task then gets TASK_ERROR + REASON_TASK_INVALID) or
 None. Resource checks return the parsed `Resources` so they are parsed once per task.

@@ -1,4 +1,4 @@
-"""The master's legacy (unversioned) JSON endpoints beyond ``/state`` (PROTOCOL.md 3.4):
+"""The master's legacy (unversioned) JSON endpoints beyond ``/state`` (docs/protocol.md §3.4):
 ``/master/state-summary``, ``/master/frameworks``, ``/master/slaves``, ``/master/tasks``,
 ``/master/roles``, ``/master/weights`` (GET and PUT), ``/master/flags`` and
 ``/master/teardown``. Shapes follow Mesos' read-only handlers: ``slave`` spellings, resources

@@ -598,7 +598,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         tid = kill.task_id.value
         task = fw.tasks.get(tid)
         if task is None:
-            # Unknown task: answer as explicit reconciliation would (PROTOCOL.md 1.2 KILL).
+            # Unknown task: answer as explicit reconciliation would (docs/protocol.md §1.2 KILL).
             self._reconcile_one(fw, tid, kill.agent_id.value if kill.agent_id else None, now)
             return
         agent = self.agents.get(task.agent_id)

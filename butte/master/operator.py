@@ -1,5 +1,5 @@
 """The master's operator API v1 (``POST /api/v1``, also ``/api/v1/operator`` and anything
-else under ``/api/v1`` that no longer prefix claims; PROTOCOL.md 3.1, 3.2).
+else under ``/api/v1`` that no longer prefix claims; docs/protocol.md §3.1, 3.2).
 
 `OperatorApi` is created by the server's ``_add_routes`` and registers every operator-facing
 route: the v1 endpoint, the event stream (`butte.master.events`), the legacy endpoints

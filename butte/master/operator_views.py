@@ -1,4 +1,4 @@
-"""JSON shapes of the operator API v1 (PROTOCOL.md 3.1, 3.2): GetAgents.Agent,
+"""JSON shapes of the operator API v1 (docs/protocol.md §3.1, 3.2): GetAgents.Agent,
 GetFrameworks.Framework, GetTasks, GetRoles, and the master event stream's events.
 
 Pure functions from the master's records to JSON-able dicts. The core builds its operator

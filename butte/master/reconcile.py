@@ -1,4 +1,4 @@
-"""Answers to explicit reconciliation of tasks the master does not know (PROTOCOL.md 1.11)."""
+"""Answers to explicit reconciliation of tasks the master does not know (docs/protocol.md §1.11)."""
 
 from __future__ import annotations
 

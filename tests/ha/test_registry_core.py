@@ -1,6 +1,6 @@
 """The master core's side of the registry, with no ZooKeeper: which changes it writes, that
-each write comes before what acknowledges it, and recovery after a failover (PROTOCOL.md
-1.11 and 4.3). Pure and fast: a fake clock, no loop."""
+each write comes before what acknowledges it, and recovery after a failover (docs/protocol.md
+§1.11 and §4.3). Pure and fast: a fake clock, no loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Refusal filters (Mesos ``RefusedOfferFilter``; PROTOCOL.md 1.10).
+"""Refusal filters (Mesos ``RefusedOfferFilter``; docs/protocol.md §1.10).
 
 When a framework declines resources of an agent under one of its roles with
 ``refuse_seconds > 0``, the allocator stops offering that agent to that (framework, role) for a
