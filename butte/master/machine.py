@@ -813,7 +813,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def update_weights(self, weights: dict[str, float]) -> None:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map
         is made durable in the registry, then the allocator uses it."""
-        merged = {**getattr(self.allocator, "weights", {}), **weights}
+        merged = {**self.allocator.weights, **weights}
         self.outbox.append(RegistryWrite(UpdateWeights(merged)))
         self.allocator.update_weights(weights)
         self.allocation_wanted = True
@@ -845,13 +845,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 assert self.connections.get(agent.connection_id or "") == aid
         for sid, fid in self.streams.items():
             assert self.frameworks[fid].stream_id == sid
-        check = getattr(self.allocator, "check_invariants", None)
-        if check is not None:
-            check()
-        allocated = getattr(self.allocator, "allocated", None)
-        if allocated is not None:
-            for fid in self.frameworks:
-                assert allocated(fid) == self._held_by(fid), fid
+        self.allocator.check_invariants()
+        for fid in self.frameworks:
+            assert self.allocator.allocated(fid) == self._held_by(fid), fid
 
     def _held_by(self, fid: str) -> dict[tuple[str, str], Resources]:
         """What the framework holds per (agent, role) by the master's records: outstanding

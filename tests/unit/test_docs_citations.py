@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Background documents that live outside the repository; nothing may cite them.
-OUTSIDE = re.compile(r"\b(PROTOCOL|DESIGN|ZOOKEEPER|PLATFORM)\.md\b")
+OUTSIDE = re.compile(r"\b(PROTOCOL|DESIGN|ZOOKEEPER|PLATFORM)(\.md\b| \d)")
 CITATION = re.compile(r"protocol\.md\s+§(\d+(?:\.\d+)?)")
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from heapq import heapify, heappop, heappush
-from typing import Protocol
 
 Quantities = dict[str, int]
 
@@ -59,54 +58,6 @@ class Totals:
             else:
                 q.pop(name, None)
         self.version += 1
-
-
-class Sorter(Protocol):
-    """What the allocator needs from an ordering policy."""
-
-    def add(self, name: str) -> None:
-        """Starts tracking a client (inactive, nothing allocated)."""
-
-    def remove(self, name: str) -> None:
-        """Stops tracking a client; its allocation leaves its ancestors' shares."""
-
-    def __contains__(self, name: object) -> bool: ...
-
-    def activate(self, name: str) -> None:
-        """The client wants offers: `walk` yields it."""
-
-    def deactivate(self, name: str) -> None:
-        """The client wants no offers; its allocation still counts."""
-
-    def allocated(self, name: str, quantities: Mapping[str, int]) -> None:
-        """The client was allocated these scalar quantities."""
-
-    def unallocated(self, name: str, quantities: Mapping[str, int]) -> None:
-        """The client gave these scalar quantities back."""
-
-    def allocation(self, name: str) -> Quantities:
-        """The client's own allocation (a copy; excluded names left out)."""
-        """The client's own allocation (a copy)."""
-
-    def share(self, name: str) -> float:
-        """The client's weighted dominant share, its subtree included."""
-        """The client's weighted dominant share (subtree included)."""
-
-    def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Replaces the weights (name -> weight > 0; missing = 1.0)."""
-
-    def has_active(self) -> bool:
-        """True if `walk` would yield anything (O(1))."""
-        """True if `walk` would yield anything."""
-
-    def walk(self) -> Iterator[str]:
-        """Active clients in offer order, lazily; see `Sorter.walk` for the rules."""
-        """Active clients in offer order, lazily. The sorter must not change until the walk is
-        exhausted or closed (``close()``); the allocator applies updates after closing."""
-
-    def sort(self) -> list[str]:
-        """The whole offer order of active clients."""
-        """The whole offer order of active clients."""
 
 
 class _Node:
