@@ -122,10 +122,6 @@ def ranges_contains(a: Ranges, b: Ranges) -> bool:
     return True
 
 
-def ranges_size(a: Ranges) -> int:
-    return sum(end - begin + 1 for begin, end in a)
-
-
 def format_ranges(a: Ranges) -> str:
     return "[" + ", ".join(f"{b}-{e}" for b, e in a) + "]"
 

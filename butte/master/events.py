@@ -58,10 +58,6 @@ class OperatorSubscribers:
         for sub in list(self._subscribers):
             sub.put(data)
 
-    def close_all(self) -> None:
-        for sub in list(self._subscribers):
-            sub.close()
-
     async def serve(
         self, request: web.Request, snapshot: Callable[[], dict[str, Any]]
     ) -> web.StreamResponse:

@@ -7,25 +7,12 @@ None. Resource checks return the parsed `Resources` so they are parsed once per 
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass
 
 import msgspec
 
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedTask:
-    """A task that passed validation, with what it will consume."""
-
-    info: TaskInfo
-    role: str
-    resources: Resources
-    executor_id: str | None
-    # Resources of a custom executor started for this task (charged once per executor).
-    executor_resources: Resources
 
 
 class InvalidTask(ValueError):

@@ -553,9 +553,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 fid, agent_id, role, res, refuse_seconds=refuse, now=now
             )
 
-    def _recover_offer(self, offer: Offer, refuse: float | None, now: float) -> None:
-        self._recover(offer.framework_id, offer.agent_id, offer.role, offer.resources, refuse, now)
-
     def _rescind(self, offer: Offer, now: float) -> None:
         """Withdraws an outstanding offer, telling the framework (RESCIND)."""
         if self._take_offer(offer.offer_id) is None:

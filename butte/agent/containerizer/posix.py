@@ -145,13 +145,6 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     return stat[stat.rfind(b")") + 2 :].split()
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, which an orphan may stay as where pid 1 does not reap,
-    counts as dead)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in (b"Z", b"X", b"x")
-
-
 def is_session_leader(pid: int) -> bool:
     """Whether ``pid`` runs and leads its own session (every executor does)."""
     fields = _stat_fields(pid)
