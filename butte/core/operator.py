@@ -10,7 +10,99 @@ from __future__ import annotations
 
 from butte.core.messages import ID, DecodeError, DurationInfo, Msg, decode
 
-__all__ = ["DecodeError", "OperatorCall", "decode_call", "payload_problem"]
+__all__ = [
+    "AGENT_CALL_TYPES",
+    "MASTER_CALL_TYPES",
+    "DecodeError",
+    "OperatorCall",
+    "decode_call",
+    "payload_problem",
+]
+
+# Every call type of the master's operator API v1 (Mesos' master.proto ``Call.Type``, less
+# UNKNOWN); docs/protocol.md §3.1. The master's dispatch table is checked against it.
+MASTER_CALL_TYPES = frozenset(
+    {
+        "GET_HEALTH",
+        "GET_FLAGS",
+        "GET_VERSION",
+        "GET_METRICS",
+        "GET_LOGGING_LEVEL",
+        "SET_LOGGING_LEVEL",
+        "LIST_FILES",
+        "READ_FILE",
+        "GET_STATE",
+        "GET_AGENTS",
+        "GET_FRAMEWORKS",
+        "GET_EXECUTORS",
+        "GET_OPERATIONS",
+        "GET_TASKS",
+        "GET_ROLES",
+        "GET_WEIGHTS",
+        "UPDATE_WEIGHTS",
+        "GET_MASTER",
+        "SUBSCRIBE",
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
+        "GET_MAINTENANCE_STATUS",
+        "GET_MAINTENANCE_SCHEDULE",
+        "UPDATE_MAINTENANCE_SCHEDULE",
+        "START_MAINTENANCE",
+        "STOP_MAINTENANCE",
+        "DRAIN_AGENT",
+        "DEACTIVATE_AGENT",
+        "REACTIVATE_AGENT",
+        "GET_QUOTA",
+        "UPDATE_QUOTA",
+        "SET_QUOTA",
+        "REMOVE_QUOTA",
+        "TEARDOWN",
+        "MARK_AGENT_GONE",
+    }
+)
+
+# Every call type of the agent's operator API v1 (Mesos' agent.proto ``Call.Type``, less
+# UNKNOWN); docs/protocol.md §3.3.
+AGENT_CALL_TYPES = frozenset(
+    {
+        "GET_HEALTH",
+        "GET_FLAGS",
+        "GET_VERSION",
+        "GET_METRICS",
+        "GET_LOGGING_LEVEL",
+        "SET_LOGGING_LEVEL",
+        "LIST_FILES",
+        "READ_FILE",
+        "GET_STATE",
+        "GET_CONTAINERS",
+        "GET_FRAMEWORKS",
+        "GET_EXECUTORS",
+        "GET_OPERATIONS",
+        "GET_TASKS",
+        "GET_AGENT",
+        "GET_RESOURCE_PROVIDERS",
+        "LAUNCH_NESTED_CONTAINER",
+        "WAIT_NESTED_CONTAINER",
+        "KILL_NESTED_CONTAINER",
+        "REMOVE_NESTED_CONTAINER",
+        "LAUNCH_NESTED_CONTAINER_SESSION",
+        "ATTACH_CONTAINER_INPUT",
+        "ATTACH_CONTAINER_OUTPUT",
+        "LAUNCH_CONTAINER",
+        "WAIT_CONTAINER",
+        "KILL_CONTAINER",
+        "REMOVE_CONTAINER",
+        "ADD_RESOURCE_PROVIDER_CONFIG",
+        "UPDATE_RESOURCE_PROVIDER_CONFIG",
+        "REMOVE_RESOURCE_PROVIDER_CONFIG",
+        "MARK_RESOURCE_PROVIDER_GONE",
+        "PRUNE_IMAGES",
+    }
+)
 
 
 class GetMetrics(Msg):

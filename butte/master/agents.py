@@ -4,7 +4,8 @@ removal. A mixin of `MasterMachine` (same records, same outbox), kept apart for 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, get_args
 
 import msgspec
 
@@ -51,32 +52,49 @@ class AgentEvents(_Base):
         if agent is None:
             log.warning("Message %s from unregistered connection", type(message).__name__)
             return
-        if isinstance(message, internal.StatusUpdate):
-            self._status_update(agent, message, now)
-        elif isinstance(message, internal.Pong):
-            agent.awaiting_pong = False
-            agent.missed_pings = 0
-        elif isinstance(message, internal.ExecutorExited):
-            self._executor_exited(agent, message, now)
-        elif isinstance(message, internal.ExecutorToFramework):
-            fw = self.frameworks.get(message.framework_id.value)
-            if fw is not None:
-                self._send_framework(
-                    fw,
-                    {
-                        "type": "MESSAGE",
-                        "message": {
-                            "agent_id": views.value(agent.agent_id),
-                            "executor_id": msgspec.to_builtins(message.executor_id),
-                            "data": message.data,
-                        },
+        AGENT_MESSAGES[type(message)](self, agent, message, now)
+
+    def _status_update(self, agent: Agent, msg: internal.StatusUpdate, now: float) -> None:
+        fid = msg.framework_id.value
+        status = msg.status
+        if status.agent_id is None:
+            status = msgspec.structs.replace(status, agent_id=ID(agent.agent_id))
+        fw = self.frameworks.get(fid)
+        self._count("status_updates")
+        if fw is None:
+            log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
+            return
+        task = fw.tasks.get(status.task_id.value)
+        if task is not None:
+            self._apply_status(fw, task, status, now)
+        self._send_status(fw, status)
+
+    def _pong(self, agent: Agent, msg: internal.Pong, now: float) -> None:
+        agent.awaiting_pong = False
+        agent.missed_pings = 0
+
+    def _executor_message(
+        self, agent: Agent, msg: internal.ExecutorToFramework, now: float
+    ) -> None:
+        fw = self.frameworks.get(msg.framework_id.value)
+        if fw is not None:
+            self._send_framework(
+                fw,
+                {
+                    "type": "MESSAGE",
+                    "message": {
+                        "agent_id": views.value(agent.agent_id),
+                        "executor_id": msgspec.to_builtins(msg.executor_id),
+                        "data": msg.data,
                     },
-                )
-        elif isinstance(message, internal.UnregisterAgent):
-            self._registry_write(RemoveAgent(agent.agent_id))
-            self._remove_agent(
-                agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+                },
             )
+
+    def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
+        self._registry_write(RemoveAgent(agent.agent_id))
+        self._remove_agent(
+            agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+        )
 
     def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
         fid, eid = msg.framework_id.value, msg.executor_id.value
@@ -586,3 +604,21 @@ def _ip_of(hostname: str) -> str | None:
     if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
         return hostname
     return None
+
+
+AgentMessageHandler = Callable[[AgentEvents, Agent, Any, float], None]
+
+# What a registered agent may send, by message type (REGISTER_AGENT comes before the agent is
+# known: `AgentEvents.agent_message` handles it first). Grep a message type to find its
+# handler.
+AGENT_MESSAGES: dict[type, AgentMessageHandler] = {
+    internal.StatusUpdate: AgentEvents._status_update,
+    internal.Pong: AgentEvents._pong,
+    internal.ExecutorExited: AgentEvents._executor_exited,
+    internal.ExecutorToFramework: AgentEvents._executor_message,
+    internal.UnregisterAgent: AgentEvents._unregister_agent,
+}
+
+# A message type of the protocol without a handler fails here, at import.
+if AGENT_MESSAGES.keys() != set(get_args(internal.AgentMessage)) - {internal.RegisterAgent}:
+    raise ImportError("agent message table out of step with internal.AgentMessage")

@@ -18,6 +18,7 @@ import base64
 import binascii
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -27,6 +28,7 @@ from butte.core import internal, task_states
 from butte.core.ids import IdGenerator, validate_id
 from butte.core.messages import (
     ID,
+    SCHEDULER_CALL_TYPES,
     Decline,
     FrameworkInfo,
     Kill,
@@ -353,10 +355,10 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 f"stream ID currently associated with framework ID {fw.framework_id}"
             )
         self._count("scheduler_calls_" + call.type.lower())
-        handler = getattr(self, "_call_" + call.type.lower(), None)
+        handler = SCHEDULER_CALLS.get(call.type)
         if handler is None:
             return bad_request(f"Unsupported call type {call.type}")
-        return handler(fw, call, now)
+        return handler(self, fw, call, now)
 
     def _call_teardown(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
         self._remove_framework(fw, now)
@@ -478,12 +480,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
             self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 
-    def _call_accept_inverse_offers(
-        self, fw: Framework, call: SchedulerCall, now: float
-    ) -> CallResult:
-        return ACCEPTED  # No maintenance yet, so no inverse offers exist to accept.
-
-    _call_decline_inverse_offers = _call_accept_inverse_offers
+    def _call_inverse_offers(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        return ACCEPTED  # No maintenance yet, so no inverse offers exist to answer.
 
     def _call_acknowledge_operation_status(
         self, fw: Framework, call: SchedulerCall, now: float
@@ -647,21 +645,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
             self._send_status(fw, status)
 
     # -- status updates -------------------------------------------------------------------
-
-    def _status_update(self, agent: Agent, msg: internal.StatusUpdate, now: float) -> None:
-        fid = msg.framework_id.value
-        status = msg.status
-        if status.agent_id is None:
-            status = msgspec.structs.replace(status, agent_id=ID(agent.agent_id))
-        fw = self.frameworks.get(fid)
-        self._count("status_updates")
-        if fw is None:
-            log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
-            return
-        task = fw.tasks.get(status.task_id.value)
-        if task is not None:
-            self._apply_status(fw, task, status, now)
-        self._send_status(fw, status)
 
     def _apply_status(self, fw: Framework, task: Task, status: TaskStatus, now: float) -> None:
         was_terminal = task_states.is_terminal(task.state)
@@ -867,3 +850,35 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 if efid == fid:
                     add(agent.agent_id, ex.role, ex.resources)
         return held
+
+
+SchedulerCallHandler = Callable[[MasterMachine, Framework, SchedulerCall, float], CallResult]
+
+# Every scheduler call but SUBSCRIBE (which opens a stream: `MasterMachine.subscribe`), by
+# type. Grep a call type to find its handler.
+SCHEDULER_CALLS: dict[str, SchedulerCallHandler] = {
+    "TEARDOWN": MasterMachine._call_teardown,
+    "ACCEPT": MasterMachine._call_accept,
+    "DECLINE": MasterMachine._call_decline,
+    "ACCEPT_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
+    "DECLINE_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
+    "REVIVE": MasterMachine._call_revive,
+    "SUPPRESS": MasterMachine._call_suppress,
+    "KILL": MasterMachine._call_kill,
+    "SHUTDOWN": MasterMachine._call_shutdown,
+    "ACKNOWLEDGE": MasterMachine._call_acknowledge,
+    "ACKNOWLEDGE_OPERATION_STATUS": MasterMachine._call_acknowledge_operation_status,
+    "RECONCILE": MasterMachine._call_reconcile,
+    "RECONCILE_OPERATIONS": MasterMachine._call_reconcile_operations,
+    "MESSAGE": MasterMachine._call_message,
+    "REQUEST": MasterMachine._call_request,
+    "UPDATE_FRAMEWORK": MasterMachine._call_update_framework,
+}
+
+# A call type the protocol lists without a handler (or a handler for none) fails here, at
+# import, not when a framework first sends it.
+if SCHEDULER_CALLS.keys() != SCHEDULER_CALL_TYPES - {"SUBSCRIBE"}:
+    raise ImportError(
+        "scheduler call table out of step with SCHEDULER_CALL_TYPES: "
+        f"{sorted(SCHEDULER_CALLS.keys() ^ (SCHEDULER_CALL_TYPES - {'SUBSCRIBE'}))}"
+    )

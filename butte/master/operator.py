@@ -24,7 +24,13 @@ from aiohttp import web
 
 from butte import MESOS_COMPAT_VERSION
 from butte.core.messages import to_builtins
-from butte.core.operator import DecodeError, OperatorCall, decode_call, payload_problem
+from butte.core.operator import (
+    MASTER_CALL_TYPES,
+    DecodeError,
+    OperatorCall,
+    decode_call,
+    payload_problem,
+)
 from butte.master import operator_views, state_json
 from butte.master.events import OperatorSubscribers
 from butte.master.files import MasterFiles
@@ -37,7 +43,6 @@ if TYPE_CHECKING:
     from butte.master.server import MasterServer
 
 Answer = dict[str, Any] | web.Response | None
-CallHandler = Callable[[OperatorCall], Awaitable[Answer]]
 
 
 class OperatorApi:
@@ -55,9 +60,6 @@ class OperatorApi:
         router.add("/metrics", self.prometheus)
         self.files.add_routes(router)
         self.legacy.add_routes(router)
-        self._calls: dict[str, CallHandler] = {
-            name[5:].upper(): getattr(self, name) for name in dir(self) if name.startswith("call_")
-        }
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -82,13 +84,13 @@ class OperatorApi:
             return text_reply(400, f"Failed to validate master::Call: {e}")
         if call.type == "SUBSCRIBE":
             return await self.events.serve(request, self.get_state)
-        handler = self._calls.get(call.type)
+        handler = MASTER_CALLS.get(call.type)
         if handler is None:
             return text_reply(400, f"Unsupported master::Call type '{call.type[:60]}'")
         problem = payload_problem(call)
         if problem:
             return text_reply(400, problem)
-        answer = await handler(call)
+        answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
         if answer is None:
@@ -235,3 +237,62 @@ class OperatorApi:
             return text_reply(404, f"Agent {agent_id[:255]} not found")
         self.server.flush()
         return None
+
+
+CallHandler = Callable[[OperatorApi, OperatorCall], Awaitable[Answer]]
+
+# The calls served, by type (SUBSCRIBE, a stream, is taken before this table). Grep a call
+# type to find its handler.
+MASTER_CALLS: dict[str, CallHandler] = {
+    "GET_HEALTH": OperatorApi.call_get_health,
+    "GET_FLAGS": OperatorApi.call_get_flags,
+    "GET_VERSION": OperatorApi.call_get_version,
+    "GET_METRICS": OperatorApi.call_get_metrics,
+    "GET_LOGGING_LEVEL": OperatorApi.call_get_logging_level,
+    "SET_LOGGING_LEVEL": OperatorApi.call_set_logging_level,
+    "LIST_FILES": OperatorApi.call_list_files,
+    "READ_FILE": OperatorApi.call_read_file,
+    "GET_STATE": OperatorApi.call_get_state,
+    "GET_AGENTS": OperatorApi.call_get_agents,
+    "GET_FRAMEWORKS": OperatorApi.call_get_frameworks,
+    "GET_EXECUTORS": OperatorApi.call_get_executors,
+    "GET_TASKS": OperatorApi.call_get_tasks,
+    "GET_ROLES": OperatorApi.call_get_roles,
+    "GET_WEIGHTS": OperatorApi.call_get_weights,
+    "UPDATE_WEIGHTS": OperatorApi.call_update_weights,
+    "GET_MASTER": OperatorApi.call_get_master,
+    "GET_OPERATIONS": OperatorApi.call_get_operations,
+    "GET_QUOTA": OperatorApi.call_get_quota,
+    "GET_MAINTENANCE_STATUS": OperatorApi.call_get_maintenance_status,
+    "GET_MAINTENANCE_SCHEDULE": OperatorApi.call_get_maintenance_schedule,
+    "TEARDOWN": OperatorApi.call_teardown,
+    "MARK_AGENT_GONE": OperatorApi.call_mark_agent_gone,
+    "DEACTIVATE_AGENT": OperatorApi.call_deactivate_agent,
+    "REACTIVATE_AGENT": OperatorApi.call_reactivate_agent,
+    "DRAIN_AGENT": OperatorApi.call_drain_agent,
+}
+
+# Calls of the protocol butte does not implement (docs/operating.md "Not yet"): answered 400.
+UNSUPPORTED_MASTER_CALLS = frozenset(
+    {
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
+        "UPDATE_MAINTENANCE_SCHEDULE",
+        "START_MAINTENANCE",
+        "STOP_MAINTENANCE",
+        "UPDATE_QUOTA",
+        "SET_QUOTA",
+        "REMOVE_QUOTA",
+    }
+)
+
+# Every call type of the protocol is either served or refused on purpose; a new one (or a
+# typo) fails here, at import.
+if MASTER_CALLS.keys() | UNSUPPORTED_MASTER_CALLS | {"SUBSCRIBE"} != MASTER_CALL_TYPES or (
+    MASTER_CALLS.keys() & UNSUPPORTED_MASTER_CALLS
+):
+    raise ImportError("master operator call table out of step with MASTER_CALL_TYPES")
