@@ -1,5 +1,6 @@
 """ACCEPT handling of the master core: offer validation, LAUNCH and LAUNCH_GROUP. A mixin
-of `MasterMachine` (same records, same outbox), kept apart for size."""
+of `MasterMachine` (same records; effects collected for the event being handled), kept
+apart for size."""
 
 from __future__ import annotations
 
@@ -228,7 +229,7 @@ class AcceptEvents(_Base):
         agent.tasks.add((fw.framework_id, tid))
         self._count("tasks_launched")
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_added(task)))
+            self._effects.append(OperatorEvent(operator_views.task_added(task)))
 
 
 class _IdsInUse:

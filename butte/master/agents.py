@@ -1,5 +1,6 @@
 """Agent events of the master core: registration, re-registration, disconnection, pings,
-removal. A mixin of `MasterMachine` (same records, same outbox), kept apart for size."""
+removal. A mixin of `MasterMachine` (same records; effects collected for the event being
+handled), kept apart for size. The public entry points are `MasterMachine`'s."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class AgentEvents(_Base):
 
     __slots__ = ()
 
-    def agent_message(
+    def _agent_message(
         self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
     ) -> None:
         """One message from an agent connection."""
@@ -182,8 +183,8 @@ class AgentEvents(_Base):
 
     def _refuse_agent(self, connection_id: str, message: str) -> None:
         log.warning("Refusing agent on %s: %s", connection_id, message)
-        self.outbox.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
-        self.outbox.append(CloseAgentConnection(connection_id))
+        self._effects.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
+        self._effects.append(CloseAgentConnection(connection_id))
 
     def _admit_agent(
         self,
@@ -213,7 +214,7 @@ class AgentEvents(_Base):
         self.allocator.add_agent(agent_id, total, used=used)
         self.allocation_wanted = True
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.agent_added(self, agent)))
+            self._effects.append(OperatorEvent(operator_views.agent_added(self, agent)))
         if log.isEnabledFor(logging.INFO):  # to_text is not free, and 10k agents may arrive
             log.info(
                 "Agent %s at %s:%d registered (%s)",
@@ -292,7 +293,7 @@ class AgentEvents(_Base):
         self.frameworks[fid] = fw
         self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_added(self, fw)))
         return fw
 
     def _reconnect_agent(
@@ -305,7 +306,7 @@ class AgentEvents(_Base):
         now: float,
     ) -> None:
         if agent.connection_id is not None and agent.connection_id != connection_id:
-            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self._effects.append(CloseAgentConnection(agent.connection_id))
             self.connections.pop(agent.connection_id, None)
         agent.connection_id = connection_id
         self.connections[connection_id] = agent.agent_id
@@ -343,7 +344,7 @@ class AgentEvents(_Base):
             self.allocation_wanted = True
         log.info("Agent %s re-registered", agent.agent_id)
 
-    def agent_disconnected(self, connection_id: str, now: float) -> None:
+    def _agent_disconnected(self, connection_id: str, now: float) -> None:
         """An agent's connection closed: stop offering its resources and wait for it to come
         back within ``agent_reregister_timeout``."""
         agent_id = self.connections.pop(connection_id, None)
@@ -370,7 +371,7 @@ class AgentEvents(_Base):
                 )
         log.info("Agent %s disconnected", agent.agent_id)
 
-    def ping_agents(self, now: float) -> None:
+    def _ping_agents(self, now: float) -> None:
         """Called every ``agent_ping_timeout``: counts missed PONGs, pings again. An agent
         that missed ``max_agent_ping_timeouts`` in a row is marked unreachable, at most as
         fast as ``agent_removal_rate_limit`` allows (the rest wait in line, still pinged;
@@ -448,14 +449,14 @@ class AgentEvents(_Base):
                 fw, {"type": "FAILURE", "failure": {"agent_id": views.value(agent.agent_id)}}
             )
         if agent.connection_id is not None:
-            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self._effects.append(CloseAgentConnection(agent.connection_id))
             self.connections.pop(agent.connection_id, None)
         self.allocator.remove_agent(agent.agent_id)
         del self.agents[agent.agent_id]
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
+            self._effects.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
 
-    def mark_agent_gone(self, agent_id: str, now: float) -> bool:
+    def _mark_agent_gone(self, agent_id: str, now: float) -> bool:
         """Operator MARK_AGENT_GONE: the agent is told to shut down, its tasks become
         TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition-aware), and it
         is refused if it ever comes back. Idempotent; False for an agent never known."""
@@ -482,7 +483,7 @@ class AgentEvents(_Base):
 
     # -- operator: deactivate, reactivate, drain ---------------------------------------------
 
-    def deactivate_agent(self, agent_id: str, now: float) -> bool:
+    def _deactivate_agent(self, agent_id: str, now: float) -> bool:
         """Operator DEACTIVATE_AGENT: no more offers from the agent (outstanding ones are
         rescinded); what runs there keeps running. False for an unknown agent."""
         agent = self.agents.get(agent_id)
@@ -495,7 +496,7 @@ class AgentEvents(_Base):
         self._rescind_offers_of(agent, now)
         return True
 
-    def reactivate_agent(self, agent_id: str, now: float) -> bool:
+    def _reactivate_agent(self, agent_id: str, now: float) -> bool:
         """Operator REACTIVATE_AGENT: offers resume (a finished or running drain ends)."""
         agent = self.agents.get(agent_id)
         if agent is None:
@@ -508,13 +509,13 @@ class AgentEvents(_Base):
             self.allocation_wanted = True
         return True
 
-    def drain_agent(
+    def _drain_agent(
         self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
     ) -> bool:
         """Operator DRAIN_AGENT: deactivate the agent and kill every task on it (each with at
         most ``max_grace_period`` to stop); once none is left it is DRAINED, and marked gone
         if asked."""
-        if not self.deactivate_agent(agent_id, now):
+        if not self._deactivate_agent(agent_id, now):
             return False
         agent = self.agents[agent_id]
         agent.drain = Drain(max_grace_period, mark_gone)
@@ -531,8 +532,8 @@ class AgentEvents(_Base):
         self._finish_drain(agent, now)
         return True
 
-    def check_drains(self, now: float) -> None:
-        """Completes drains whose agents have no live task left (called from `tick`)."""
+    def _check_drains(self, now: float) -> None:
+        """Completes drains whose agents have no live task left (from `tick`)."""
         for agent in list(self.agents.values()):
             if agent.drain is not None and agent.drain.state == "DRAINING":
                 self._finish_drain(agent, now)
@@ -546,15 +547,15 @@ class AgentEvents(_Base):
         agent.drain.state = "DRAINED"
         log.info("Agent %s drained", agent.agent_id)
         if agent.drain.mark_gone:
-            self.mark_agent_gone(agent.agent_id, now)
+            self._mark_agent_gone(agent.agent_id, now)
 
     # -- registry -----------------------------------------------------------------------------
 
     def _registry_write(self, operation: Operation) -> None:
         """Asks the shell to make ``operation`` durable before anything emitted after it."""
-        self.outbox.append(RegistryWrite(operation))
+        self._effects.append(RegistryWrite(operation))
 
-    def recover_registry(self, registry: RegistryState, now: float) -> None:
+    def _recover_registry(self, registry: RegistryState, now: float) -> None:
         """Takes over what the registry remembers once this master is elected: admitted
         agents are expected to re-register within ``agent_reregister_timeout`` (explicit
         reconciliation of their tasks gets no answer meanwhile), unreachable and gone agents
@@ -574,7 +575,7 @@ class AgentEvents(_Base):
             len(registry.gone),
         )
 
-    def expire_recovering_agents(self, now: float) -> None:
+    def _expire_recovering_agents(self, now: float) -> None:
         """Marks unreachable the recovered agents that did not re-register in time."""
         if self.recovery_deadline is None or now < self.recovery_deadline:
             return

@@ -225,8 +225,7 @@ class LegacyEndpoints:
 
     def apply_weights(self, weights: dict[str, float]) -> None:
         """Validated weights: made durable in the registry, then used by the allocator."""
-        self.machine.update_weights(weights)
-        self.server.flush()
+        self.server.apply(self.machine.update_weights(weights))
 
     # -- flags and teardown ------------------------------------------------------------------
 
@@ -242,9 +241,10 @@ class LegacyEndpoints:
         fid = fid or request.query.get("frameworkId") or request.query.get("framework_id")
         if not isinstance(fid, str) or not fid:
             return text_reply(400, "Missing 'frameworkId' in the request body")
-        if not self.machine.teardown_framework(fid, self.server.clock.now()):
+        effects = self.machine.teardown_framework(fid, self.server.clock.now())
+        if effects is None:
             return text_reply(400, f"No framework found with ID {fid[:255]}")
-        self.server.flush()
+        self.server.apply(effects)
         return text_reply(200)
 
 

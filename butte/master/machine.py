@@ -1,9 +1,10 @@
 """The master core: a synchronous state machine over frameworks, agents, tasks and offers.
 
 It is fed events by the asyncio shell (`server.py`) — scheduler calls, agent messages,
-disconnections, timer ticks, allocation runs — each with the current time, and it answers by
-appending `effects` to `self.outbox` (events for framework streams, messages for agents). It
-never touches a socket, a file or a clock, so tests drive it directly with a fake clock.
+disconnections, timer ticks, allocation runs — each with the current time, and every event
+method returns the `effects` it caused (events for framework streams, messages for agents,
+registry writes; see "events" in `MasterMachine`). It never touches a socket, a file or a
+clock, so tests drive it directly with a fake clock.
 
 Flow of a task::
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from butte.coord.interface import UpdateWeights
+from butte.coord.interface import RegistryState, UpdateWeights
 from butte.core import internal, task_states
 from butte.core.ids import IdGenerator, validate_id
 from butte.core.messages import (
@@ -116,7 +117,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
     offers: dict[str, Offer] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)  # stream id -> framework id
     connections: dict[str, str] = field(default_factory=dict)  # connection id -> agent id
-    outbox: list[Effect] = field(default_factory=list)
+    # Effects of the event being handled; every public event method hands them back (see
+    # "events" below), so none outlives the call that caused it.
+    _effects: list[Effect] = field(default_factory=list, init=False, repr=False)
     # Set when something happened that should trigger a prompt allocation run.
     allocation_wanted: bool = False
     start_time: float = 0.0
@@ -137,9 +140,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def master_id(self) -> str:
         return self.ids.master_id
 
-    def drain(self) -> list[Effect]:
-        """Hands the shell everything the last events asked for."""
-        out, self.outbox = self.outbox, []
+    def _take(self) -> list[Effect]:
+        """The effects collected since the last call, in order (and a fresh list)."""
+        out, self._effects = self._effects, []
         return out
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -149,12 +152,12 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     def _send_framework(self, fw: Framework, event: dict) -> None:
         if fw.connected and fw.stream_id is not None:
-            self.outbox.append(SendToFramework(fw.stream_id, event))
+            self._effects.append(SendToFramework(fw.stream_id, event))
             self._count("messages_sent_to_frameworks")
 
     def _send_agent(self, agent: Agent, message: msgspec.Struct) -> None:
         if agent.connected and agent.connection_id is not None:
-            self.outbox.append(SendToAgent(agent.connection_id, message))
+            self._effects.append(SendToAgent(agent.connection_id, message))
 
     def _send_status(self, fw: Framework, status: TaskStatus) -> None:
         self._send_framework(fw, views.update_event(status))
@@ -186,9 +189,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- scheduler API: SUBSCRIBE ---------------------------------------------------------
 
-    def subscribe(self, call: SchedulerCall, stream_id: str, now: float) -> CallResult:
-        """SUBSCRIBE on a new stream ``stream_id``. On success the framework's first events
-        (SUBSCRIBED, HEARTBEAT) are in the outbox addressed to ``stream_id``."""
+    def _subscribe(self, call: SchedulerCall, stream_id: str, now: float) -> CallResult:
+        """SUBSCRIBE on a new stream ``stream_id`` (see `subscribe`)."""
         sub = call.subscribe
         if sub is None:
             return bad_request("Expecting 'subscribe' to be present")
@@ -251,7 +253,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         )
         self._connect_framework(fw, stream_id, now)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_added(self, fw)))
         log.info("Framework %s (%s) subscribed", fid, info.name)
 
     def _resubscribe(
@@ -259,7 +261,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     ) -> None:
         if fw.connected and fw.stream_id is not None:
             self._send_framework(fw, views.error_event("Framework failed over"))
-            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self._effects.append(CloseFrameworkStream(fw.stream_id))
             self.streams.pop(fw.stream_id, None)
         self._remove_offers(fw, now)
         # `user` and `checkpoint` cannot change on re-subscription (Mesos ignores them).
@@ -281,7 +283,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
             if agent is not None:
                 self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info("Framework %s re-subscribed", fw.framework_id)
 
     def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:
@@ -311,7 +313,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def _agents_of(self, fw: Framework) -> set[str]:
         return {t.agent_id for t in fw.tasks.values()} | set(fw.executors)
 
-    def framework_disconnected(self, stream_id: str, now: float) -> None:
+    def _framework_disconnected(self, stream_id: str, now: float) -> None:
         """The framework's stream broke: deactivate it and start its failover timer."""
         fid = self.streams.pop(stream_id, None)
         fw = self.frameworks.get(fid) if fid else None
@@ -325,7 +327,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self._remove_offers(fw, now)
         fw.failover_deadline = now + fw.info.failover_timeout
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info(
             "Framework %s disconnected; failover timeout %.3gs",
             fw.framework_id,
@@ -336,7 +338,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- scheduler API: other calls ------------------------------------------------------
 
-    def scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
+    def _scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
         """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
         if call.framework_id is None:
             return bad_request("Expecting 'framework_id' to be present")
@@ -477,7 +479,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         )
         self.allocation_wanted = True
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 
     def _call_inverse_offers(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
@@ -495,7 +497,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- offers ---------------------------------------------------------------------------
 
-    def allocate(self, now: float) -> int:
+    def _allocate(self, now: float) -> int:
         """Runs one allocation cycle and sends one OFFERS event per framework."""
         self.allocation_wanted = False
         by_framework: dict[str, list[dict]] = {}
@@ -656,7 +658,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         if len(task.statuses) > 32:
             del task.statuses[:-32]
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
+            self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
         if status.uuid is not None:
             task.status_update_state = status.state
             task.status_update_uuid = status.uuid
@@ -719,7 +721,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         task.state = state
         task.statuses.append(status)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
+            self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
         if notify:
             self._send_status(fw, status)
         if task_states.is_terminal(state):
@@ -752,7 +754,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 self._recover(fw.framework_id, agent_id, ex.role, ex.resources, None, now)
         fw.executors.clear()
         if fw.connected and fw.stream_id is not None:
-            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self._effects.append(CloseFrameworkStream(fw.stream_id))
             self.streams.pop(fw.stream_id, None)
         fw.connected = False
         fw.active = False
@@ -761,9 +763,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
         del self.frameworks[fw.framework_id]
         self.completed_frameworks.append(fw)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_removed(fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_removed(fw)))
 
-    def teardown_framework(self, framework_id: str, now: float) -> bool:
+    def _teardown_framework(self, framework_id: str, now: float) -> bool:
         """Operator TEARDOWN: removes a framework as its own TEARDOWN call would (its tasks
         are killed, its stream closed); False if no such framework is registered."""
         fw = self.frameworks.get(framework_id)
@@ -772,7 +774,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self._remove_framework(fw, now)
         return True
 
-    def tick(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
         """Fires whatever timers are due: framework failover, agent re-registration."""
         for fw in list(self.frameworks.values()):
             if (
@@ -787,21 +789,112 @@ class MasterMachine(AgentEvents, AcceptEvents):
             if not agent.connected and agent.disconnected_at is not None:
                 if now - agent.disconnected_at >= deadline:
                     self._mark_unreachable(agent, now, "Agent did not re-register in time")
-        self.expire_recovering_agents(now)
-        self.check_drains(now)
+        self._expire_recovering_agents(now)
+        self._check_drains(now)
 
-    def update_weights(self, weights: dict[str, float]) -> None:
+    def _update_weights(self, weights: dict[str, float]) -> None:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map
         is made durable in the registry, then the allocator uses it."""
         merged = {**self.allocator.weights, **weights}
-        self.outbox.append(RegistryWrite(UpdateWeights(merged)))
+        self._effects.append(RegistryWrite(UpdateWeights(merged)))
         self.allocator.update_weights(weights)
         self.allocation_wanted = True
+
+    # -- events: the core's public interface -----------------------------------------------
+    #
+    # One method per event the shell feeds in. Each returns the effects the event caused, in
+    # the order the shell must carry them out (registry writes before what depends on them).
+
+    def subscribe(
+        self, call: SchedulerCall, stream_id: str, now: float
+    ) -> tuple[CallResult, list[Effect]]:
+        """SUBSCRIBE on a new stream ``stream_id``: the HTTP answer and, on success, the
+        framework's first events (SUBSCRIBED, HEARTBEAT) addressed to ``stream_id``."""
+        result = self._subscribe(call, stream_id, now)
+        return result, self._take()
+
+    def scheduler_call(
+        self, call: SchedulerCall, stream_id: str | None, now: float
+    ) -> tuple[CallResult, list[Effect]]:
+        """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
+        result = self._scheduler_call(call, stream_id, now)
+        return result, self._take()
+
+    def framework_disconnected(self, stream_id: str, now: float) -> list[Effect]:
+        """The framework's stream broke: deactivate it and start its failover timer."""
+        self._framework_disconnected(stream_id, now)
+        return self._take()
+
+    def agent_message(
+        self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
+    ) -> list[Effect]:
+        """One message from an agent connection."""
+        self._agent_message(connection_id, message, peer_ip, now)
+        return self._take()
+
+    def agent_disconnected(self, connection_id: str, now: float) -> list[Effect]:
+        """An agent's connection closed (see `AgentEvents._agent_disconnected`)."""
+        self._agent_disconnected(connection_id, now)
+        return self._take()
+
+    def allocate(self, now: float) -> list[Effect]:
+        """Runs one allocation cycle: one OFFERS event per framework offered something."""
+        self._allocate(now)
+        return self._take()
+
+    def tick(self, now: float) -> list[Effect]:
+        """Fires whatever timers are due: framework failover, agent re-registration,
+        registry recovery deadline, finished drains."""
+        self._tick(now)
+        return self._take()
+
+    def ping_agents(self, now: float) -> list[Effect]:
+        """Every ``agent_ping_timeout`` (see `AgentEvents._ping_agents`)."""
+        self._ping_agents(now)
+        return self._take()
+
+    def recover_registry(self, registry: RegistryState, now: float) -> list[Effect]:
+        """This master was elected: take over what the registry remembers."""
+        self._recover_registry(registry, now)
+        return self._take()
+
+    def update_weights(self, weights: dict[str, float]) -> list[Effect]:
+        """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated)."""
+        self._update_weights(weights)
+        return self._take()
+
+    def teardown_framework(self, framework_id: str, now: float) -> list[Effect] | None:
+        """Operator TEARDOWN; None if no such framework is registered."""
+        return self._found(self._teardown_framework(framework_id, now))
+
+    def mark_agent_gone(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator MARK_AGENT_GONE; None for an agent never known."""
+        return self._found(self._mark_agent_gone(agent_id, now))
+
+    def deactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator DEACTIVATE_AGENT; None for an unknown agent."""
+        return self._found(self._deactivate_agent(agent_id, now))
+
+    def reactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator REACTIVATE_AGENT; None for an unknown agent."""
+        return self._found(self._reactivate_agent(agent_id, now))
+
+    def drain_agent(
+        self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
+    ) -> list[Effect] | None:
+        """Operator DRAIN_AGENT; None for an unknown agent."""
+        return self._found(self._drain_agent(agent_id, max_grace_period, mark_gone, now))
+
+    def _found(self, found: bool) -> list[Effect] | None:
+        effects = self._take()
+        assert found or not effects, effects  # a refused operator call changes nothing
+        return effects if found else None
 
     # -- invariants -----------------------------------------------------------------------
 
     def check_invariants(self) -> None:
         """Raises AssertionError if the records contradict each other (tests call this)."""
+        assert not self._effects, f"effects outlived their event: {self._effects}"
         for oid, offer in self.offers.items():
             assert oid in self.frameworks[offer.framework_id].offers, oid
             assert oid in self.agents[offer.agent_id].offers, oid

@@ -32,6 +32,7 @@ from butte.core.operator import (
     payload_problem,
 )
 from butte.master import operator_views, state_json
+from butte.master.effects import Effect
 from butte.master.events import OperatorSubscribers
 from butte.master.files import MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
@@ -194,9 +195,10 @@ class OperatorApi:
     async def call_teardown(self, call: OperatorCall) -> Answer:
         assert call.teardown is not None
         fid = call.teardown.framework_id.value
-        if not self.machine.teardown_framework(fid, self.now()):
+        effects = self.machine.teardown_framework(fid, self.now())
+        if effects is None:
             return text_reply(400, f"No framework found with ID {fid[:255]}")
-        self.server.flush()
+        self.server.apply(effects)
         return None
 
     async def call_deactivate_agent(self, call: OperatorCall) -> Answer:
@@ -224,19 +226,18 @@ class OperatorApi:
             lambda agent_id, now: self.machine.drain_agent(agent_id, grace, drain.mark_gone, now),
         )
 
-    def _agent_action(self, agent_id: str, action: Callable[[str, float], bool]) -> Answer:
-        if not action(agent_id, self.now()):
+    def _agent_action(
+        self, agent_id: str, action: Callable[[str, float], list[Effect] | None]
+    ) -> Answer:
+        effects = action(agent_id, self.now())
+        if effects is None:
             return text_reply(404, f"Agent {agent_id[:255]} not found")
-        self.server.flush()
+        self.server.apply(effects)
         return None
 
     async def call_mark_agent_gone(self, call: OperatorCall) -> Answer:
         assert call.mark_agent_gone is not None
-        agent_id = call.mark_agent_gone.agent_id.value
-        if not self.machine.mark_agent_gone(agent_id, self.now()):
-            return text_reply(404, f"Agent {agent_id[:255]} not found")
-        self.server.flush()
-        return None
+        return self._agent_action(call.mark_agent_gone.agent_id.value, self.machine.mark_agent_gone)
 
 
 CallHandler = Callable[[OperatorApi, OperatorCall], Awaitable[Answer]]
