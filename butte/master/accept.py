@@ -5,7 +5,6 @@ apart for size."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -13,21 +12,15 @@ from butte.core import internal, task_states
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
 from butte.master import operator_views
+from butte.master.core import MasterCore
 from butte.master.effects import OperatorEvent
 from butte.master.launch import InvalidTask, check_task, task_role
-from butte.master.state import Agent, Executor, Framework, Offer, Task
-
-if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
-
-    _Base = MasterMachine
-else:
-    _Base = object
+from butte.master.state import Agent, Framework, Offer, Task
 
 log = logging.getLogger(__name__)
 
 
-class AcceptEvents(_Base):
+class AcceptEvents(MasterCore):
     """Turns an ACCEPT into tasks on an agent, or into TASK_ERROR / TASK_LOST answers."""
 
     __slots__ = ()
@@ -193,15 +186,6 @@ class AcceptEvents(_Base):
             for (fid, _), e in agent.executors.items()
             if fid == fw.framework_id
         }
-
-    def _add_executor(
-        self, fw: Framework, agent: Agent, info: ExecutorInfo, role: str, res: Resources
-    ) -> None:
-        eid = info.executor_id.value
-        agent.executors[(fw.framework_id, eid)] = Executor(
-            eid, fw.framework_id, agent.agent_id, info, role, res
-        )
-        fw.executors.setdefault(agent.agent_id, set()).add(eid)
 
     def _add_task(
         self,

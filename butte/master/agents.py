@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, get_args
+from typing import Any, get_args
 
 import msgspec
 
@@ -14,7 +14,6 @@ from butte.coord.interface import (
     AdmitAgent,
     MarkGone,
     MarkUnreachable,
-    Operation,
     RegistryState,
     RemoveAgent,
 )
@@ -22,21 +21,15 @@ from butte.core import internal, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
-from butte.master.effects import CloseAgentConnection, OperatorEvent, RegistryWrite, SendToAgent
+from butte.master.core import MasterCore
+from butte.master.effects import CloseAgentConnection, OperatorEvent, SendToAgent
 from butte.master.launch import resources_from_json
 from butte.master.state import Agent, Drain, Framework, Task
-
-if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
-
-    _Base = MasterMachine
-else:
-    _Base = object
 
 log = logging.getLogger(__name__)
 
 
-class AgentEvents(_Base):
+class AgentEvents(MasterCore):
     """Handlers for what agents send and for agents going away."""
 
     __slots__ = ()
@@ -550,10 +543,6 @@ class AgentEvents(_Base):
             self._mark_agent_gone(agent.agent_id, now)
 
     # -- registry -----------------------------------------------------------------------------
-
-    def _registry_write(self, operation: Operation) -> None:
-        """Asks the shell to make ``operation`` durable before anything emitted after it."""
-        self._effects.append(RegistryWrite(operation))
 
     def _recover_registry(self, registry: RegistryState, now: float) -> None:
         """Takes over what the registry remembers once this master is elected: admitted
