@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from butte.core.resources import validate_role
 from butte.master import operator_views, state_json
 from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.shell_api import MasterShell
 from butte.master.state import Framework, Task
-
-if TYPE_CHECKING:
-    from butte.master.server import MasterServer
 
 SUMMARY_STATES = (
     "TASK_STAGING",
@@ -69,7 +67,7 @@ def _all_tasks(fw: Framework) -> list[Task]:
 class LegacyEndpoints:
     """Handlers bound to one `MasterServer`."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
         self.machine = server.machine
 

@@ -18,7 +18,7 @@ Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -38,10 +38,8 @@ from butte.master.files import MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
 from butte.master.legacy import LegacyEndpoints, weights_problem
 from butte.master.metrics import master_metrics
+from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
-
-if TYPE_CHECKING:
-    from butte.master.server import MasterServer
 
 Answer = dict[str, Any] | web.Response | None
 
@@ -49,7 +47,7 @@ Answer = dict[str, Any] | web.Response | None
 class OperatorApi:
     """Operator-facing routes of one master (see the module docstring)."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
         self.machine = server.machine
         self.events = OperatorSubscribers(self.machine)
