@@ -40,9 +40,8 @@ from butte.core import task_states as ts
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 if TYPE_CHECKING:
-    from butte.agent.machine import AgentMachine
-
-    _Base = AgentMachine
+    # Typed against the interface of the whole core, which never imports this module.
+    from butte.agent.core import AgentCore as _Base
 else:
     _Base = object
 
