@@ -43,14 +43,14 @@ from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometh
 
 if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
-    from butte.agent.server import AgentServer
+    from butte.agent.shell_api import AgentShell
 
 _SCALARS = ("cpus", "mem", "disk", "gpus")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def routes(server: AgentServer) -> list[web.RouteDef]:
+def routes(server: AgentShell) -> list[web.RouteDef]:
     """Every route of this module (see the module docstring)."""
     return AgentOperatorApi(server).routes()
 
@@ -96,7 +96,7 @@ def _resources(items: list[dict[str, Any]]) -> Resources:
 class AgentOperatorApi:
     """Handlers bound to one `AgentServer`."""
 
-    def __init__(self, server: AgentServer) -> None:
+    def __init__(self, server: AgentShell) -> None:
         self.server = server
         self.files = SandboxFiles(server.options.work_dir, self._agent_id)
         self.logging = LoggingLevel()

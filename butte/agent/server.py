@@ -55,8 +55,9 @@ from butte.agent.effects import (
     SendToMaster,
     StopAgent,
 )
+from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
-from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
+from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import RUNNING, TERMINATED
