@@ -72,7 +72,7 @@ def _convert(action: argparse.Action, name: str, text: str) -> Any:
     if action.type is None:
         return text
     try:
-        return action.type(text)  # type: ignore[operator]
+        return action.type(text)  # type: ignore[operator]  # argparse's types are callables
     except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
         raise CliError(f"{name}={text!r}: {e}", 2) from None
 

@@ -163,8 +163,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     target = f"{sandbox}/{path}" if path else sandbox
     try:
         entries = master.list_files(target)
-    except OperatorError as e:
-        raise CliError(f"cannot list '{args.path or '.'}': {e.message}", NOT_FOUND) from None
+    except OperatorError as err:
+        raise CliError(f"cannot list '{args.path or '.'}': {err.message}", NOT_FOUND) from None
     if args.json:
         print_json(entries)
         return 0

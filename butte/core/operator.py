@@ -105,66 +105,66 @@ AGENT_CALL_TYPES = frozenset(
 )
 
 
-class GetMetrics(Msg):
+class GetMetrics(Msg, frozen=True):
     timeout: DurationInfo | None = None
 
 
-class SetLoggingLevel(Msg):
+class SetLoggingLevel(Msg, frozen=True):
     level: int
     duration: DurationInfo
 
 
-class ListFiles(Msg):
+class ListFiles(Msg, frozen=True):
     path: str
 
 
-class ReadFile(Msg):
+class ReadFile(Msg, frozen=True):
     path: str
     offset: int
     length: int | None = None
 
 
-class WeightInfo(Msg):
+class WeightInfo(Msg, frozen=True):
     weight: float
     role: str | None = None
 
 
-class UpdateWeights(Msg):
+class UpdateWeights(Msg, frozen=True):
     weight_infos: list[WeightInfo] = []
 
 
-class Teardown(Msg):
+class Teardown(Msg, frozen=True):
     framework_id: ID
 
 
-class AgentCall(Msg):
+class AgentCall(Msg, frozen=True):
     """MARK_AGENT_GONE, DEACTIVATE_AGENT and REACTIVATE_AGENT payloads."""
 
     agent_id: ID
 
 
-class DrainAgent(Msg):
+class DrainAgent(Msg, frozen=True):
     agent_id: ID
     max_grace_period: DurationInfo | None = None
     mark_gone: bool = False
 
 
-class GetContainers(Msg):
+class GetContainers(Msg, frozen=True):
     show_nested: bool = False
     show_standalone: bool = False
 
 
-class ContainerID(Msg):
+class ContainerID(Msg, frozen=True):
     value: str
     parent: ContainerID | None = None
 
 
-class KillContainer(Msg):
+class KillContainer(Msg, frozen=True):
     container_id: ContainerID
     signal: int | None = None
 
 
-class OperatorCall(Msg):
+class OperatorCall(Msg, frozen=True):
     """One operator API call (master or agent)."""
 
     type: str

@@ -19,7 +19,7 @@ CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG = 1000, 1002, 1009
 try:  # aiohttp's compiled mask: some 15x faster than the big-integer XOR below
     from aiohttp._websocket.helpers import websocket_mask as _compiled_mask
 except ImportError:  # pragma: no cover - a build or version of aiohttp without it
-    _compiled_mask = None
+    _compiled_mask = None  # type: ignore[assignment]  # (the fallback below is used instead)
 
 
 class ProtocolError(Exception):

@@ -99,7 +99,10 @@ class AgentEvents(MasterCore):
         if fw is None:
             return
         fw.executors.get(agent.agent_id, set()).discard(eid)
-        failure: dict = {"agent_id": views.value(agent.agent_id), "executor_id": views.value(eid)}
+        failure: dict[str, Any] = {
+            "agent_id": views.value(agent.agent_id),
+            "executor_id": views.value(eid),
+        }
         if msg.status is not None:
             failure["status"] = msg.status
         self._send_framework(fw, {"type": "FAILURE", "failure": failure})
@@ -119,11 +122,11 @@ class AgentEvents(MasterCore):
             agent_id = self.ids.agent()
             info = msgspec.structs.replace(info, id=ID(agent_id))
             self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
-            agent = self._admit_agent(
+            admitted = self._admit_agent(
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
             self._send_agent(
-                agent, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
+                admitted, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
             )
             return
         agent_id = info.id.value
@@ -262,7 +265,7 @@ class AgentEvents(MasterCore):
             if not task_states.is_terminal(task.state):
                 used[(fid, role)] = used.get((fid, role), Resources()) + res
         for ex in msg.executors:
-            fid = ex.framework_id.value if ex.framework_id else None
+            fid = ex.framework_id.value if ex.framework_id else ""
             fw = self.frameworks.get(fid) if fid else None
             if fw is None or ex.command is None:
                 continue
@@ -581,11 +584,12 @@ class AgentEvents(MasterCore):
         self.recovering_agents.clear()
 
 
-def _allocation_role(resources: list[dict]) -> str | None:
+def _allocation_role(resources: list[dict[str, Any]]) -> str | None:
     for r in resources:
         info = r.get("allocation_info")
-        if isinstance(info, dict) and isinstance(info.get("role"), str):
-            return info["role"]
+        role = info.get("role") if isinstance(info, dict) else None
+        if isinstance(role, str):
+            return role
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -58,7 +59,7 @@ class MasterCore:
     is this plus its event handlers (see `butte.master.machine`)."""
 
     allocator: Allocator
-    master_info: dict
+    master_info: dict[str, Any]
     options: MasterOptions = field(default_factory=MasterOptions)
     ids: IdGenerator = field(default_factory=IdGenerator)
     frameworks: dict[str, Framework] = field(default_factory=dict)
@@ -74,7 +75,7 @@ class MasterCore:
     recovery_deadline: float | None = None
     # MasterInfo of the leading master as the shell last learnt it (this master's own while
     # it leads; None while no leader is known). Shown by /state as `leader`/`leader_info`.
-    leader_info: dict | None = None
+    leader_info: dict[str, Any] | None = None
     offers: dict[str, Offer] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)  # stream id -> framework id
     connections: dict[str, str] = field(default_factory=dict)  # connection id -> agent id
@@ -111,7 +112,7 @@ class MasterCore:
 
     # -- sending ------------------------------------------------------------------------
 
-    def _send_framework(self, fw: Framework, event: dict) -> None:
+    def _send_framework(self, fw: Framework, event: dict[str, Any]) -> None:
         if fw.connected and fw.stream_id is not None:
             self._effects.append(SendToFramework(fw.stream_id, event))
             self._count("messages_sent_to_frameworks")

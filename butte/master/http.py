@@ -57,7 +57,7 @@ class RecordStream:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await response.prepare(request)
             while data := await self.queue.get():
-                parts = [data]
+                parts: list[bytes | None] = [data]
                 while parts[-1] and not self.queue.empty():
                     parts.append(self.queue.get_nowait())
                 await response.write(b"".join(p for p in parts if p))

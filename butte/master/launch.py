@@ -7,6 +7,7 @@ None. Resource checks return the parsed `Resources` so they are parsed once per 
 from __future__ import annotations
 
 from collections.abc import Container
+from typing import Any
 
 import msgspec
 
@@ -36,7 +37,7 @@ def task_role(task: TaskInfo, framework: FrameworkInfo, offer_roles: set[str]) -
         role = next(iter(offer_roles))
     else:
         role = framework.role_list()[0] if framework.role_list() else "*"
-    if role not in offer_roles:
+    if not isinstance(role, str) or role not in offer_roles:
         raise InvalidTask(f"Task resources are allocated to role '{role}' not in the offers")
     return role
 
@@ -64,7 +65,7 @@ _PARSED: dict[bytes, Resources] = {}
 _key_encoder = msgspec.json.Encoder()
 
 
-def resources_from_json(raw: list[dict]) -> Resources:
+def resources_from_json(raw: list[dict[str, Any]]) -> Resources:
     """``Resources.from_json(raw)``, interned and memoized on the encoded list. Raises
     ResourceError (bad input is never memoized)."""
     try:
@@ -80,7 +81,7 @@ def resources_from_json(raw: list[dict]) -> Resources:
     return res
 
 
-def parse_task_resources(raw: list[dict], what: str) -> Resources:
+def parse_task_resources(raw: list[dict[str, Any]], what: str) -> Resources:
     try:
         res = resources_from_json(raw)
     except ResourceError as e:

@@ -20,6 +20,7 @@ import binascii
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -63,7 +64,7 @@ class CallResult:
 
     status: int
     message: str = ""
-    body: dict | None = None
+    body: dict[str, Any] | None = None
     # For SUBSCRIBE that is valid but refused: a 200 stream carrying only this ERROR.
     stream_error: str | None = None
 
@@ -394,7 +395,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def _allocate(self, now: float) -> int:
         """Runs one allocation cycle and sends one OFFERS event per framework."""
         self.allocation_wanted = False
-        by_framework: dict[str, list[dict]] = {}
+        by_framework: dict[str, list[dict[str, Any]]] = {}
         count = 0
         for alloc in self.allocator.allocate(now):
             fw = self.frameworks.get(alloc.framework_id)
@@ -464,7 +465,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
             ),
         )
 
-    def _reconcile(self, fw: Framework, tasks: list, now: float) -> None:
+    def _reconcile(self, fw: Framework, tasks: list[Any], now: float) -> None:
         if not tasks:
             for task in fw.tasks.values():
                 if not task_states.is_terminal(task.state):

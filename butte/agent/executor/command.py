@@ -27,7 +27,7 @@ The executor is a single thread around one ``epoll``: the SUBSCRIBE stream, a pi
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
 import os
 import select
 import sys

@@ -129,7 +129,7 @@ class RefusalFilters:
 
     def of_framework(self, framework_id: str) -> list[tuple[str, str, Resources, float]]:
         """(role, agent, refused resources, expiry) of a framework's live filters."""
-        out = []
+        out: list[tuple[str, str, Resources, float]] = []
         for role, agents in self.by_framework.get(framework_id, {}).items():
             for agent_id, filters in agents.items():
                 out.extend((role, agent_id, f.resources, f.expires) for f in filters)

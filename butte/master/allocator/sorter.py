@@ -25,8 +25,9 @@ counting in their ancestors' shares) but cost nothing while walking.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from heapq import heapify, heappop, heappush
+from typing import Any
 
 Quantities = dict[str, int]
 
@@ -92,8 +93,8 @@ class _Node:
         self.count = 0
         self.own_alloc: Quantities = {}
         self.own_count = 0
-        self.entry: tuple | None = None  # the live entry in parent.heap
-        self.heap: list[tuple] = []  # entries of active children (and the self leaf)
+        self.entry: tuple[Any, ...] | None = None  # the live entry in parent.heap
+        self.heap: list[tuple[Any, ...]] = []  # entries of active children (and the self leaf)
         self.live = 0  # live entries in self.heap
         self.self_leaf: _SelfLeaf | None = None
 
@@ -107,7 +108,7 @@ class _SelfLeaf:
     def __init__(self, node: _Node) -> None:
         self.path = node.path
         self.node = node
-        self.entry: tuple | None = None
+        self.entry: tuple[Any, ...] | None = None
 
 
 class DRFSorter:
@@ -257,7 +258,7 @@ class DRFSorter:
         while cur is not root:
             cur.active_count += delta
             self._place(cur)
-            cur = cur.parent  # type: ignore[assignment]
+            cur = cur.parent  # type: ignore[assignment]  # only the root has no parent
         root.active_count += delta
 
     # allocations ----------------------------------------------------------------------------
@@ -313,7 +314,7 @@ class DRFSorter:
                 _subtract(alloc, q)
             cur.count += count
             self._place(cur)
-            cur = cur.parent  # type: ignore[assignment]
+            cur = cur.parent  # type: ignore[assignment]  # only the root has no parent
 
     # weights and shares ---------------------------------------------------------------------
 
@@ -381,7 +382,7 @@ class DRFSorter:
             heap_owner.live -= 1
 
     @staticmethod
-    def _push(node: _Node, entry: tuple) -> None:
+    def _push(node: _Node, entry: tuple[Any, ...]) -> None:
         heap = node.heap
         heappush(heap, entry)
         if len(heap) > 2 * node.live + 16:  # too many stale entries: compact
@@ -423,18 +424,18 @@ class DRFSorter:
 
     # ordering -------------------------------------------------------------------------------
 
-    def walk(self) -> Iterator[str]:
+    def walk(self) -> Generator[str, None, None]:
         if self._walking:
             raise RuntimeError("a walk of this sorter is already open")
         if self._dirty or self._seen_version != self._totals.version:
             self._rebuild()
         return self._walk(self._root)
 
-    def _walk(self, node: _Node) -> Iterator[str]:
+    def _walk(self, node: _Node) -> Generator[str, None, None]:
         # Pops entries in order (dropping stale ones for good) and pushes the live ones back
         # when the walk ends, so the heap is unchanged for the next walk.
         heap = node.heap
-        popped: list[tuple] = []
+        popped: list[tuple[Any, ...]] = []
         self._walking += 1
         try:
             while heap:
