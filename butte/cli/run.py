@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
