@@ -40,7 +40,7 @@ from butte.core.resources import parse_resources  # noqa: E402
 from butte.master import views  # noqa: E402
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator  # noqa: E402
 from butte.master.allocator.interface import AllocatorOptions  # noqa: E402
-from butte.master.effects import SendToAgent, SendToFramework  # noqa: E402
+from butte.master.effects import Effect, SendToAgent, SendToFramework  # noqa: E402
 from butte.master.machine import MasterMachine, MasterOptions  # noqa: E402
 
 AGENT_RESOURCES = "cpus:16;mem:65536;disk:65536;ports:[31000-32000]"
@@ -58,9 +58,10 @@ class _Driver:
     launched: list[tuple[str, str, str]] = field(default_factory=list)  # (fid, tid, agent)
     now: float = 1.0
 
-    def drain(self) -> None:
+    def apply(self, effects: list[Effect]) -> None:
+        """Keeps what the cluster needs from the effects (offers, agent ids), drops the rest."""
         streams = {v: k for k, v in self.framework_streams.items()}
-        for effect in self.machine.drain():
+        for effect in effects:
             if isinstance(effect, SendToFramework):
                 event = effect.event
                 if event.get("type") == "OFFERS":
@@ -88,10 +89,7 @@ def _register_agents(d: _Driver, agents: int) -> None:
     for i in range(agents):
         info = internal.AgentInfo(hostname=f"sim-{i}", port=5051, resources=resources)
         msg = internal.RegisterAgent(agent_info=info, version="0.1.0")
-        d.machine.agent_message(f"conn-{i}", msg, "127.0.0.1", d.now)
-        if i % 1000 == 999:
-            d.drain()
-    d.drain()
+        d.apply(d.machine.agent_message(f"conn-{i}", msg, "127.0.0.1", d.now))
 
 
 def _subscribe(d: _Driver, frameworks: int) -> None:
@@ -99,16 +97,15 @@ def _subscribe(d: _Driver, frameworks: int) -> None:
         info = FrameworkInfo(user="bench", name=f"bench-{j}", checkpoint=True)
         call = SchedulerCall(type="SUBSCRIBE", subscribe=Subscribe(framework_info=info))
         stream = f"stream-{j}"
-        d.machine.subscribe(call, stream, d.now)
+        _, effects = d.machine.subscribe(call, stream, d.now)
         d.framework_streams[d.machine.streams[stream]] = stream
-    d.drain()
+        d.apply(effects)
 
 
 def _launch_round(d: _Driver, tasks_per_offer: int, remaining: int) -> int:
     """One allocation run and one ACCEPT per offer; returns the tasks launched."""
     d.offers.clear()
-    d.machine.allocate(d.now)
-    d.drain()
+    d.apply(d.machine.allocate(d.now))
     launched = 0
     for fid, offer in d.offers:
         count = min(tasks_per_offer, remaining - launched)
@@ -138,7 +135,6 @@ def _launch_round(d: _Driver, tasks_per_offer: int, remaining: int) -> int:
             ),
         )
         d.machine.scheduler_call(call, d.framework_streams[fid], d.now)
-        d.machine.drain()
     d.now += 1.0
     return launched
 
@@ -156,14 +152,13 @@ def _report_status(d: _Driver, fid: str, tid: str, agent_id: str, state: str) ->
     )
     conn = d.agent_connections[agent_id]
     msg = internal.StatusUpdate(framework_id=ID(fid), status=status)
-    d.machine.agent_message(conn, msg, "127.0.0.1", d.now)
+    d.machine.agent_message(conn, msg, "127.0.0.1", d.now)  # effects dropped, as before
     ack = SchedulerCall(
         type="ACKNOWLEDGE",
         framework_id=ID(fid),
         acknowledge=Acknowledge(agent_id=ID(agent_id), task_id=ID(tid), uuid=uuid),
     )
     d.machine.scheduler_call(ack, d.framework_streams[fid], d.now)
-    d.machine.drain()
 
 
 def build_machine(

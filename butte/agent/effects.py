@@ -154,5 +154,12 @@ Checkpoint = (
     | RemoveCheckpoint
 )
 
-Effect = SendToMaster | SendToExecutor | CloseExecutorStream | LaunchContainer
-Effect = Effect | DestroyContainer | StopAgent | Checkpoint
+Effect = (
+    SendToMaster
+    | SendToExecutor
+    | CloseExecutorStream
+    | LaunchContainer
+    | DestroyContainer
+    | StopAgent
+    | Checkpoint
+)

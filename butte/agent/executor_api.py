@@ -1,4 +1,4 @@
-"""The executor HTTP API side of the agent core (PROTOCOL.md 2.1): SUBSCRIBE, UPDATE, MESSAGE
+"""The executor HTTP API side of the agent core (docs/protocol.md §2.1): SUBSCRIBE, UPDATE, MESSAGE
 and HEARTBEAT calls, and the loss of an executor's stream. Part of `AgentMachine` (a mixin
 only to keep modules small); pure like the rest of the core."""
 
@@ -26,9 +26,8 @@ from butte.core import task_states as ts
 from butte.core.messages import ID, ExecutorCall, TaskStatus
 
 if TYPE_CHECKING:
-    from butte.agent.machine import AgentMachine
-
-    _Base = AgentMachine
+    # Typed against the interface of the whole core, which never imports this module.
+    from butte.agent.core import AgentCore as _Base
 else:
     _Base = object
 
@@ -72,7 +71,7 @@ class ExecutorApi(_Base):
     """Executor calls and stream loss; mixed into `AgentMachine`."""
 
     def executor_call(self, call: ExecutorCall, now: float) -> Reply:
-        """One ``POST /api/v1/executor`` call, already decoded (PROTOCOL.md 2.1)."""
+        """One ``POST /api/v1/executor`` call, already decoded (docs/protocol.md §2.1)."""
         fw = self.frameworks.get(call.framework_id.value)
         if fw is None:
             return Reply(400, f"Framework {call.framework_id.value} cannot be found")

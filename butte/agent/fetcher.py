@@ -1,5 +1,5 @@
 """The fetcher: gets a task's CommandInfo.URIs into its sandbox before its executor starts
-(Mesos' ``mesos-fetcher``; PROTOCOL.md 1.8 and fetcher.md).
+(Mesos' ``mesos-fetcher``; docs/protocol.md §1.8 and fetcher.md).
 
 Per URI: ``http://`` and ``https://`` are downloaded; ``file://`` URLs and absolute paths are
 copied. The file keeps the URI's last path segment as its name, or ``output_file`` (relative

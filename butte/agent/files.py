@@ -1,5 +1,5 @@
 """Sandbox files on the agent: ``/files/browse``, ``/files/read``, ``/files/download`` and the
-operator calls LIST_FILES / READ_FILE (PROTOCOL.md 3.3, 3.4).
+operator calls LIST_FILES / READ_FILE (docs/protocol.md §3.3, 3.4).
 
 Only executor sandboxes are served, addressed two ways (as Mesos does):
 

@@ -1,6 +1,6 @@
 """The agent's HTTP endpoints: the executor API v1 and the read-only operator endpoints.
 
-* ``POST /api/v1/executor`` (PROTOCOL.md 2.1): SUBSCRIBE answers 200 with a chunked RecordIO
+* ``POST /api/v1/executor`` (docs/protocol.md §2.1): SUBSCRIBE answers 200 with a chunked RecordIO
   stream that lives as long as the executor's connection; UPDATE / MESSAGE / HEARTBEAT answer
   202 once the core accepted them. Malformed requests get 400/405/406/415 with a message.
 * ``GET /health``, ``/version``, ``/state`` (and ``/slave(1)/...`` forms), ``/flags``,
@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 import butte
-from butte.core.codec import encode_json, record
+from butte.agent.shell_api import AgentShell
+from butte.core.codec import encode_json
 from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
-
-if TYPE_CHECKING:
-    from butte.agent.server import AgentServer
 
 JSON = "application/json"
 _ACCEPTABLE = ("application/json", "application/*", "*/*", "application/recordio")
@@ -47,41 +45,8 @@ def version_info() -> dict[str, Any]:
     }
 
 
-class ExecutorStream:
-    """An executor's open SUBSCRIBE response: events queued by the core, written in order."""
-
-    def __init__(self, container_id: str) -> None:
-        self.container_id = container_id
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    def put(self, event: dict[str, Any]) -> None:
-        self._queue.put_nowait(record(event))
-
-    def close(self) -> None:
-        self._queue.put_nowait(None)
-
-    async def pump(self, response: web.StreamResponse) -> None:
-        """Writes queued records until closed. Records queued together (SUBSCRIBED and
-        LAUNCH) share one chunk, saving a system call per record under load."""
-        while True:
-            data = await self._queue.get()
-            if data is None:
-                return
-            parts = [data]
-            closed = False
-            while not self._queue.empty():
-                more = self._queue.get_nowait()
-                if more is None:
-                    closed = True
-                    break
-                parts.append(more)
-            await response.write(b"".join(parts) if len(parts) > 1 else data)
-            if closed:
-                return
-
-
 def _content_problem(request: web.Request) -> web.Response | None:
-    """405/400/415/406 for requests the executor API cannot take (PROTOCOL.md 0.2)."""
+    """405/400/415/406 for requests the executor API cannot take (docs/protocol.md §0.2)."""
     if request.method != "POST":
         return web.Response(status=405, text="Expecting 'POST'", headers={"Allow": "POST"})
     content_type = request.headers.get("Content-Type")
@@ -101,7 +66,7 @@ def _content_problem(request: web.Request) -> web.Response | None:
 class AgentHttp:
     """Route handlers bound to one `AgentServer`."""
 
-    def __init__(self, server: AgentServer) -> None:
+    def __init__(self, server: AgentShell) -> None:
         self.server = server
 
     def routes(self) -> list[web.RouteDef]:

@@ -8,10 +8,10 @@ from butte.agent.records import FRAMEWORK_RUNNING, RUNNING, TERMINATED, TERMINAT
 from butte.core import task_states as ts
 
 if TYPE_CHECKING:
-    from butte.agent.machine import AgentMachine
+    from butte.agent.core import AgentCore
 
 
-def check_agent_invariants(agent: AgentMachine) -> None:
+def check_agent_invariants(agent: AgentCore) -> None:
     """Raises AssertionError if the bookkeeping is inconsistent (tests call this)."""
     per_framework: dict[str, int] = {}
     for key, stream in agent.streams.items():
@@ -33,7 +33,7 @@ def check_agent_invariants(agent: AgentMachine) -> None:
         assert key[1] in ex.tasks and agent.containers.get(ex.container_id) is ex
 
 
-def _check_executor(agent: AgentMachine, fid: str, eid: str, ex: Executor) -> None:
+def _check_executor(agent: AgentCore, fid: str, eid: str, ex: Executor) -> None:
     assert ex.id == eid and ex.framework_id == fid
     assert agent.containers.get(ex.container_id) is ex
     if ex.subscribed:

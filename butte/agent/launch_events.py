@@ -42,9 +42,8 @@ from butte.core.ids import validate_id
 from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo
 
 if TYPE_CHECKING:
-    from butte.agent.machine import AgentMachine
-
-    _Base = AgentMachine
+    # Typed against the interface of the whole core, which never imports this module.
+    from butte.agent.core import AgentCore as _Base
 else:
     _Base = object
 

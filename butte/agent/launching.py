@@ -1,5 +1,5 @@
 """How an executor is started: the ExecutorInfo generated for command tasks, the argv of an
-executor process and its environment (PROTOCOL.md 2.2, 2.3). Pure functions."""
+executor process and its environment (docs/protocol.md §2.2, 2.3). Pure functions."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def executor_environment(
     recovery_timeout: float = RECOVERY_TIMEOUT,
     subscription_backoff_max: float = EXECUTOR_REREGISTRATION_TIMEOUT,
 ) -> dict[str, str]:
-    """The environment of an executor process (PROTOCOL.md 2.2): the agent's own environment,
+    """The environment of an executor process (docs/protocol.md §2.2): the agent's own environment,
     the MESOS_* variables, then the executor command's own variables (which win)."""
     env = dict(base)
     assert framework.id is not None

@@ -25,13 +25,12 @@ import heapq
 import itertools
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
-import butte
+from butte.agent.core import AgentConfig
 from butte.agent.effects import (
     CheckpointAgent,
     CheckpointFramework,
@@ -48,8 +47,6 @@ from butte.agent.executor_api import ExecutorApi, Reply
 from butte.agent.invariants import check_agent_invariants
 from butte.agent.launch_events import REGISTRATION_TIMER, LaunchEvents
 from butte.agent.launching import (
-    EXECUTOR_REREGISTRATION_TIMEOUT,
-    RECOVERY_TIMEOUT,
     exit_message,
     shutdown_grace_period,
 )
@@ -71,7 +68,6 @@ from butte.agent.status_updates import StatusUpdateStream
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.messages import ID, ExecutorInfo, TaskStatus
-from butte.core.resources import Attribute, Resources
 
 __all__ = ["AgentConfig", "AgentMachine", "Reply", "REPORT_COMMAND_EXECUTOR_EXITS"]
 
@@ -82,31 +78,6 @@ REPORT_COMMAND_EXECUTOR_EXITS = False
 _STREAM_TIMER = "stream"
 _REGISTRATION_TIMER = REGISTRATION_TIMER
 _SHUTDOWN_TIMER = "shutdown"
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """What the core needs to know about its agent (from flags and the bound server)."""
-
-    hostname: str
-    ip: str
-    port: int
-    work_dir: str
-    resources: Resources
-    attributes: tuple[Attribute, ...] = ()
-    executor_registration_timeout: float = 60.0
-    executor_shutdown_grace_period: float = 5.0
-    status_update_retry_interval_min: float = 10.0
-    status_update_retry_interval_max: float = 600.0
-    # How long recovered executors have to re-subscribe after an agent restart, and how long
-    # checkpointing executors keep trying to reach a restarted agent (their environment).
-    executor_reregistration_timeout: float = EXECUTOR_REREGISTRATION_TIMEOUT
-    recovery_timeout: float = RECOVERY_TIMEOUT
-    # argv of the built-in command/default executor program.
-    command_executor_argv: tuple[str, ...] = ("butte-command-executor",)
-    # Environment every executor inherits (the agent's own, like Mesos).
-    base_environment: Mapping[str, str] = field(default_factory=dict)
-    version: str = butte.MESOS_COMPAT_VERSION
 
 
 def _new_container_id() -> str:

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
         return 2
     options = options_from_args(args)
-    # The default loop: uvloop spawns processes several times slower (DESIGN.md).
+    # The default loop: uvloop spawns processes several times slower
+    # (docs/design.md "Spawning processes").
     try:
         return asyncio.run(serve(options))
     except CoordinationError as e:  # --master zk://... and the ensemble cannot be reached

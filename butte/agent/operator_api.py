@@ -1,4 +1,4 @@
-"""The agent's operator API v1 (``POST /api/v1``, PROTOCOL.md 3.3), its metrics endpoints and
+"""The agent's operator API v1 (``POST /api/v1``, docs/protocol.md §3.3), its metrics endpoints and
 its sandbox files.
 
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -30,20 +31,26 @@ from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Exec
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.core.messages import to_builtins
-from butte.core.operator import DecodeError, OperatorCall, decode_call, payload_problem
+from butte.core.operator import (
+    AGENT_CALL_TYPES,
+    DecodeError,
+    OperatorCall,
+    decode_call,
+    payload_problem,
+)
 from butte.core.resources import ResourceError, Resources
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
 if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
-    from butte.agent.server import AgentServer
+    from butte.agent.shell_api import AgentShell
 
 _SCALARS = ("cpus", "mem", "disk", "gpus")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def routes(server: AgentServer) -> list[web.RouteDef]:
+def routes(server: AgentShell) -> list[web.RouteDef]:
     """Every route of this module (see the module docstring)."""
     return AgentOperatorApi(server).routes()
 
@@ -57,7 +64,7 @@ def _text(status: int, message: str = "") -> web.Response:
 
 
 def _request_problem(request: web.Request) -> web.Response | None:
-    """The v1 request rules (PROTOCOL.md 0.2): POST, JSON content type, acceptable Accept."""
+    """The v1 request rules (docs/protocol.md §0.2): POST, JSON content type, acceptable Accept."""
     if request.method != "POST":
         return web.Response(
             status=405,
@@ -89,7 +96,7 @@ def _resources(items: list[dict[str, Any]]) -> Resources:
 class AgentOperatorApi:
     """Handlers bound to one `AgentServer`."""
 
-    def __init__(self, server: AgentServer) -> None:
+    def __init__(self, server: AgentShell) -> None:
         self.server = server
         self.files = SandboxFiles(server.options.work_dir, self._agent_id)
         self.logging = LoggingLevel()
@@ -125,14 +132,14 @@ class AgentOperatorApi:
             call = decode_call(await request.read())
         except DecodeError as e:
             return _text(400, f"Failed to validate agent::Call: {e}")
-        handler = getattr(self, "call_" + call.type.lower(), None)
-        if handler is None or not call.type.isupper():
+        handler = AGENT_CALLS.get(call.type)
+        if handler is None:
             return _text(400, f"Unsupported agent::Call type '{call.type[:60]}'")
         problem_text = payload_problem(call)
         if problem_text:
             return _text(400, problem_text)
         try:
-            result = await handler(call)
+            result = await handler(self, call)
         except FileError as e:
             return _text(e.status, e.message)
         if isinstance(result, web.Response):
@@ -352,6 +359,33 @@ class AgentOperatorApi:
             load = os.getloadavg()
             out["system/load_1min"], out["system/load_5min"], out["system/load_15min"] = load
         return out
+
+
+CallHandler = Callable[[AgentOperatorApi, OperatorCall], Awaitable[Any]]
+
+# The calls served, by type; every other type of AGENT_CALL_TYPES answers 400. Grep a call
+# type to find its handler.
+AGENT_CALLS: dict[str, CallHandler] = {
+    "GET_HEALTH": AgentOperatorApi.call_get_health,
+    "GET_FLAGS": AgentOperatorApi.call_get_flags,
+    "GET_VERSION": AgentOperatorApi.call_get_version,
+    "GET_METRICS": AgentOperatorApi.call_get_metrics,
+    "GET_LOGGING_LEVEL": AgentOperatorApi.call_get_logging_level,
+    "SET_LOGGING_LEVEL": AgentOperatorApi.call_set_logging_level,
+    "LIST_FILES": AgentOperatorApi.call_list_files,
+    "READ_FILE": AgentOperatorApi.call_read_file,
+    "GET_AGENT": AgentOperatorApi.call_get_agent,
+    "GET_FRAMEWORKS": AgentOperatorApi.call_get_frameworks,
+    "GET_EXECUTORS": AgentOperatorApi.call_get_executors,
+    "GET_TASKS": AgentOperatorApi.call_get_tasks,
+    "GET_STATE": AgentOperatorApi.call_get_state,
+    "GET_CONTAINERS": AgentOperatorApi.call_get_containers,
+    "KILL_CONTAINER": AgentOperatorApi.call_kill_container,
+}
+
+# A handler for a call type the protocol does not list (a typo) fails here, at import.
+if not AGENT_CALLS.keys() <= AGENT_CALL_TYPES:
+    raise ImportError(f"unknown agent call types: {sorted(AGENT_CALLS.keys() - AGENT_CALL_TYPES)}")
 
 
 def _executor_info(ex: Executor) -> dict[str, Any]:

@@ -27,7 +27,7 @@ Rebuilding (``--recover=reconnect``, Mesos' default)::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -40,9 +40,8 @@ from butte.core import task_states as ts
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 if TYPE_CHECKING:
-    from butte.agent.machine import AgentMachine
-
-    _Base = AgentMachine
+    # Typed against the interface of the whole core, which never imports this module.
+    from butte.agent.core import AgentCore as _Base
 else:
     _Base = object
 
@@ -84,7 +83,7 @@ class RecoveredState:
     """Everything under ``meta/slaves/<agent_id>`` that could be read."""
 
     agent_id: str
-    agent_info: dict | None = None
+    agent_info: dict[str, Any] | None = None
     frameworks: dict[str, FrameworkInfo] = field(default_factory=dict)
     runs: list[RecoveredRun] = field(default_factory=list)
     # What could not be read (logged by the shell; those parts are not recovered).

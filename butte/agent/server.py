@@ -32,9 +32,9 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -55,8 +55,9 @@ from butte.agent.effects import (
     SendToMaster,
     StopAgent,
 )
+from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
-from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
+from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import RUNNING, TERMINATED
@@ -450,8 +451,8 @@ class AgentServer:
         logging.shutdown()
         os._exit(70)
 
-    def _spawn(self, coroutine: object) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

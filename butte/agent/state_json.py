@@ -1,6 +1,6 @@
 """The agent's legacy ``/state`` JSON (``/slave(1)/state``), built from the core's records.
 
-Shape per Mesos' agent state endpoint (PROTOCOL.md 3.4): resources are name -> value maps,
+Shape per Mesos' agent state endpoint (docs/protocol.md §3.4): resources are name -> value maps,
 attributes a name -> value map, frameworks carry executors carrying tasks. Pure.
 """
 

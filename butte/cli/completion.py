@@ -84,7 +84,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from butte.cli.main import build_parser
-
-    print(script(build_parser([]), args.shell), end="")
+    # The whole command's parser, which `butte.cli.main.build_parser` leaves in every
+    # namespace (this module is imported by the parser's builder, so it cannot import it).
+    print(script(args.root_parser, args.shell), end="")
     return 0

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 
 SUMMARY = "start a master and agents on this machine"
 DESCRIPTION = (

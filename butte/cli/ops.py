@@ -19,7 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from butte.cli import completion, task, top
-from butte.cli.main import CliError, apply_env_defaults
+from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
     add_common,

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 from butte.client.operator import DEFAULT_MASTER, MasterUnreachable, OperatorClient, OperatorError
 
 Handler = Callable[[argparse.Namespace], int]

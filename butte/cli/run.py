@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
@@ -402,7 +402,8 @@ async def _next_or_interrupt(
     """The next event, or None if ``interrupted`` resolved first. Raises CliError when the
     subscription ended."""
     getter = asyncio.ensure_future(client.next_event())
-    await asyncio.wait({getter, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {getter, interrupted}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if not getter.done():
         getter.cancel()
         with contextlib.suppress(asyncio.CancelledError):

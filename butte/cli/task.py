@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.table import Table
 
-from butte.cli.main import CliError, apply_env_defaults
+from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
     add_common,
@@ -163,8 +163,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     target = f"{sandbox}/{path}" if path else sandbox
     try:
         entries = master.list_files(target)
-    except OperatorError as e:
-        raise CliError(f"cannot list '{args.path or '.'}': {e.message}", NOT_FOUND) from None
+    except OperatorError as err:
+        raise CliError(f"cannot list '{args.path or '.'}': {err.message}", NOT_FOUND) from None
     if args.json:
         print_json(entries)
         return 0

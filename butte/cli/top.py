@@ -81,7 +81,10 @@ def _agents_table(agents: list[dict[str, Any]], rows: int) -> Table:
     table = Table("AGENT", "HOST", "CPUS", "MEM", "DISK", "GPUS", title="Busiest agents")
     ranked = []
     for a in agents:
-        total, used = scalars(a.get("total_resources", [])), scalars(a.get("allocated_resources"))
+        total, used = (
+            scalars(a.get("total_resources", [])),
+            scalars(a.get("allocated_resources") or []),
+        )
         ranked.append((_share(used, total), a, total, used))
     ranked.sort(key=lambda r: r[0], reverse=True)
     for _, a, total, used in ranked[:rows]:

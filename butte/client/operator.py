@@ -54,7 +54,7 @@ def parse_master(master: str) -> tuple[str, int]:
 
 
 def leader_from_zookeeper(url: str, timeout: float = 5.0) -> tuple[str, int]:
-    """The leading master's (host, port) from ``zk://hosts/path`` (PROTOCOL.md 4.2: the
+    """The leading master's (host, port) from ``zk://hosts/path`` (docs/protocol.md §4.2: the
     lowest ``json.info_*`` child holds the leader's MasterInfo)."""
     try:
         from kazoo.client import KazooClient

@@ -1,4 +1,4 @@
-"""Asyncio client for the Mesos v1 scheduler HTTP API (PROTOCOL.md section 1).
+"""Asyncio client for the Mesos v1 scheduler HTTP API (docs/protocol.md §1).
 
 A Python framework uses it like this::
 

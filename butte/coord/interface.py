@@ -1,7 +1,7 @@
 """Coordination behind an interface: leader election and the registry store.
 
-Two implementations sit behind these protocols (DESIGN.md "Coordination behind an
-interface"): `butte.coord.zookeeper` (a real ensemble, via kazoo) and
+Two implementations sit behind these protocols (docs/design.md "Coordination
+behind an interface"): `butte.coord.zookeeper` (a real ensemble, via kazoo) and
 `butte.coord.standalone` (one master, always leader, registry in a SQLite file). The master
 shell talks only to these protocols; the master core only builds `Operation` values (plain
 frozen data, no I/O), which the shell hands to `RegistryStore.apply` before it delivers
@@ -12,7 +12,7 @@ Vocabulary::
     Contender       takes part in the election; tells its listener who leads and when this
                     master is elected, and that leadership is lost (ZooKeeper SUSPENDED or
                     LOST, or its candidacy node vanished): the master must stop at once.
-    RegistryStore   what a new leader must remember (PROTOCOL.md 4.3): admitted agents,
+    RegistryStore   what a new leader must remember (docs/protocol.md §4.3): admitted agents,
                     unreachable and gone agents, role weights. `load` once elected, `apply`
                     each write durably (raises RegistryError: the master then aborts).
     Operation       one registry change, emitted by the core as a `RegistryWrite` effect.

@@ -6,7 +6,7 @@
        |                     |                              |
        +---------------------+---- leadership_lost ---------+--> ABDICATED (final: exit)
 
-and answers, for any request that needs the leader (PROTOCOL.md 1.1): None (serve it) while
+and answers, for any request that needs the leader (docs/protocol.md §1.1): None (serve it) while
 LEADING; 503 "Master has not finished recovery" while RECOVERING; 307 to
 ``//<leader host>:<port><same path>`` when another master leads; 503 "No leader elected"
 otherwise. ABDICATED is final: a master that lost its ZooKeeper session must never act as

@@ -1,4 +1,4 @@
-"""ZooKeeper URLs as Mesos takes them (PROTOCOL.md 4.1).
+"""ZooKeeper URLs as Mesos takes them (docs/protocol.md §4.1).
 
 ``zk://[user:password@]host1:port1,host2:port2/path`` names an ensemble and the znode under
 which masters contend; ``file:///some/file`` names a file holding such a URL (Mesos reads the

@@ -1,6 +1,6 @@
 """Leader election and the registry on a real ZooKeeper ensemble (kazoo).
 
-Election, exactly in Mesos' layout (PROTOCOL.md 4.2) so Mesos clients detect the leader::
+Election, exactly in Mesos' layout (docs/protocol.md §4.2) so Mesos clients detect the leader::
 
     <path>/json.info_0000000007   EPHEMERAL|SEQUENCE, data = MasterInfo JSON (one per master)
     <path>/json.info_0000000008   the lowest sequence leads; nothing else lives under <path>
@@ -10,8 +10,8 @@ name there), under ``/butte/registry/``: see `butte.coord.zk_registry`.
 
 kazoo is thread based: its watch callbacks and connection-state listeners run on kazoo's
 threads and hand everything to the asyncio loop with ``call_soon_threadsafe``. A leader
-that sees SUSPENDED or LOST is told `leadership_lost` at once (DESIGN.md: in SUSPENDED a
-leader must stop acting as leader).
+that sees SUSPENDED or LOST is told `leadership_lost` at once (docs/design.md
+"Coordination behind an interface": in SUSPENDED a leader must stop acting as leader).
 """
 
 from __future__ import annotations

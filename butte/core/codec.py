@@ -1,6 +1,6 @@
 """Wire encoding shared by every HTTP API: compact ASCII JSON and RecordIO framing.
 
-Clients depend on two details (PROTOCOL.md 0.3, 6.4): records are ``<length>\\n<json>`` with
+Clients depend on two details (docs/protocol.md §0.3, 6.4): records are ``<length>\\n<json>`` with
 the byte length of compact single-line JSON, and the JSON is ASCII-only so that a client that
 slices decoded text by the byte count (mesoshttp) still finds record boundaries.
 """

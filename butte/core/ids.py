@@ -1,4 +1,4 @@
-"""Identifier rules and generators in Mesos' formats (PROTOCOL.md 0.2)."""
+"""Identifier rules and generators in Mesos' formats (docs/protocol.md §0.2)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ class _AgentMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="
     """Base of messages sent by an agent."""
 
 
-class RegisterAgent(_AgentMessage, tag="REGISTER_AGENT"):
+class RegisterAgent(_AgentMessage, frozen=True, tag="REGISTER_AGENT"):
     """First message on every connection. ``agent_info.id`` set = re-registration."""
 
     agent_info: AgentInfo
@@ -86,18 +86,18 @@ class RegisterAgent(_AgentMessage, tag="REGISTER_AGENT"):
     tasks: list[Task] = []
 
 
-class StatusUpdate(_AgentMessage, tag="STATUS_UPDATE"):
+class StatusUpdate(_AgentMessage, frozen=True, tag="STATUS_UPDATE"):
     """A task status change from an executor or the agent; ``status.uuid`` is always set."""
 
     framework_id: ID
     status: TaskStatus
 
 
-class Pong(_AgentMessage, tag="PONG"):
+class Pong(_AgentMessage, frozen=True, tag="PONG"):
     pass
 
 
-class ExecutorExited(_AgentMessage, tag="EXECUTOR_EXITED"):
+class ExecutorExited(_AgentMessage, frozen=True, tag="EXECUTOR_EXITED"):
     """An executor process ended (the scheduler gets a FAILURE event)."""
 
     framework_id: ID
@@ -105,7 +105,7 @@ class ExecutorExited(_AgentMessage, tag="EXECUTOR_EXITED"):
     status: int | None = None
 
 
-class ExecutorToFramework(_AgentMessage, tag="EXECUTOR_MESSAGE"):
+class ExecutorToFramework(_AgentMessage, frozen=True, tag="EXECUTOR_MESSAGE"):
     """Executor MESSAGE call relayed to the scheduler (best effort)."""
 
     framework_id: ID
@@ -113,7 +113,7 @@ class ExecutorToFramework(_AgentMessage, tag="EXECUTOR_MESSAGE"):
     data: str
 
 
-class UnregisterAgent(_AgentMessage, tag="UNREGISTER_AGENT"):
+class UnregisterAgent(_AgentMessage, frozen=True, tag="UNREGISTER_AGENT"):
     """The agent is shutting down for good (its tasks are gone)."""
 
 
@@ -126,17 +126,17 @@ class _MasterMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field=
     """Base of messages sent by the master to an agent."""
 
 
-class AgentRegistered(_MasterMessage, tag="AGENT_REGISTERED"):
+class AgentRegistered(_MasterMessage, frozen=True, tag="AGENT_REGISTERED"):
     agent_id: ID
     master_id: str
 
 
-class AgentReregistered(_MasterMessage, tag="AGENT_REREGISTERED"):
+class AgentReregistered(_MasterMessage, frozen=True, tag="AGENT_REREGISTERED"):
     agent_id: ID
     master_id: str
 
 
-class RunTask(_MasterMessage, tag="RUN_TASK"):
+class RunTask(_MasterMessage, frozen=True, tag="RUN_TASK"):
     """Launch one task. ``task.command`` set = the agent runs its built-in command executor;
     ``task.executor`` set = that executor is started (if not running) and given the task."""
 
@@ -144,19 +144,19 @@ class RunTask(_MasterMessage, tag="RUN_TASK"):
     task: TaskInfo
 
 
-class RunTaskGroup(_MasterMessage, tag="RUN_TASK_GROUP"):
+class RunTaskGroup(_MasterMessage, frozen=True, tag="RUN_TASK_GROUP"):
     framework: FrameworkInfo
     executor: ExecutorInfo
     task_group: TaskGroupInfo
 
 
-class KillTask(_MasterMessage, tag="KILL_TASK"):
+class KillTask(_MasterMessage, frozen=True, tag="KILL_TASK"):
     framework_id: ID
     task_id: ID
     kill_policy: KillPolicy | None = None
 
 
-class StatusUpdateAck(_MasterMessage, tag="STATUS_UPDATE_ACK"):
+class StatusUpdateAck(_MasterMessage, frozen=True, tag="STATUS_UPDATE_ACK"):
     """The scheduler acknowledged this update: the agent may send the task's next one."""
 
     framework_id: ID
@@ -164,22 +164,22 @@ class StatusUpdateAck(_MasterMessage, tag="STATUS_UPDATE_ACK"):
     uuid: str
 
 
-class Ping(_MasterMessage, tag="PING"):
+class Ping(_MasterMessage, frozen=True, tag="PING"):
     pass
 
 
-class ShutdownFramework(_MasterMessage, tag="SHUTDOWN_FRAMEWORK"):
+class ShutdownFramework(_MasterMessage, frozen=True, tag="SHUTDOWN_FRAMEWORK"):
     """Kill every task and executor of the framework on this agent."""
 
     framework_id: ID
 
 
-class ShutdownExecutor(_MasterMessage, tag="SHUTDOWN_EXECUTOR"):
+class ShutdownExecutor(_MasterMessage, frozen=True, tag="SHUTDOWN_EXECUTOR"):
     framework_id: ID
     executor_id: ID
 
 
-class FrameworkToExecutor(_MasterMessage, tag="FRAMEWORK_MESSAGE"):
+class FrameworkToExecutor(_MasterMessage, frozen=True, tag="FRAMEWORK_MESSAGE"):
     """Scheduler MESSAGE call relayed to an executor (best effort)."""
 
     framework_id: ID
@@ -187,13 +187,13 @@ class FrameworkToExecutor(_MasterMessage, tag="FRAMEWORK_MESSAGE"):
     data: str
 
 
-class UpdateFramework(_MasterMessage, tag="UPDATE_FRAMEWORK"):
+class UpdateFramework(_MasterMessage, frozen=True, tag="UPDATE_FRAMEWORK"):
     """A framework re-subscribed or changed its FrameworkInfo."""
 
     framework: FrameworkInfo
 
 
-class ShutdownAgent(_MasterMessage, tag="SHUTDOWN_AGENT"):
+class ShutdownAgent(_MasterMessage, frozen=True, tag="SHUTDOWN_AGENT"):
     """The agent must stop (marked gone, or refused). It should exit, not re-register."""
 
     message: str

@@ -1,4 +1,4 @@
-"""Typed Mesos v1 messages with their JSON names (PROTOCOL.md 0.1, 1.x, 2.x).
+"""Typed Mesos v1 messages with their JSON names (docs/protocol.md §0.1, §1, §2).
 
 These are immutable msgspec structs: decoding validates types and required fields, ignores
 unknown keys (as Mesos does), accepts numeric strings for numbers, and encoding omits unset
@@ -10,7 +10,7 @@ the cores, where they are validated with messages that name the bad resource.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -22,41 +22,42 @@ Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
 
 
 class Msg(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False, gc=False):
-    """Base of every wire message."""
+    """Base of every wire message. Subclasses repeat ``frozen=True``, which msgspec would
+    inherit anyway, because type checkers do not know that it is inherited."""
 
 
-class ID(Msg):
+class ID(Msg, frozen=True):
     """Every Mesos id on the wire: ``{"value": "..."}``."""
 
     value: str
 
 
-class Label(Msg):
+class Label(Msg, frozen=True):
     key: str
     value: str | None = None
 
 
-class Labels(Msg):
+class Labels(Msg, frozen=True):
     labels: list[Label] = []
 
 
-class Capability(Msg):
+class Capability(Msg, frozen=True):
     type: str = "UNKNOWN"
 
 
-class DurationInfo(Msg):
+class DurationInfo(Msg, frozen=True):
     nanoseconds: Int64
 
 
-class TimeInfo(Msg):
+class TimeInfo(Msg, frozen=True):
     nanoseconds: Int64
 
 
-class KillPolicy(Msg):
+class KillPolicy(Msg, frozen=True):
     grace_period: DurationInfo | None = None
 
 
-class FrameworkInfo(Msg):
+class FrameworkInfo(Msg, frozen=True):
     user: str
     name: str
     id: ID | None = None
@@ -81,18 +82,18 @@ class FrameworkInfo(Msg):
         return [self.role if self.role is not None else "*"]
 
 
-class EnvironmentVariable(Msg):
+class EnvironmentVariable(Msg, frozen=True):
     name: str
     type: str = "VALUE"
     value: str | None = None
     secret: JSONObject | None = None
 
 
-class Environment(Msg):
+class Environment(Msg, frozen=True):
     variables: list[EnvironmentVariable] = []
 
 
-class URI(Msg):
+class URI(Msg, frozen=True):
     value: str
     executable: bool | None = None
     extract: bool = True
@@ -100,7 +101,7 @@ class URI(Msg):
     output_file: str | None = None
 
 
-class CommandInfo(Msg):
+class CommandInfo(Msg, frozen=True):
     uris: list[URI] = []
     environment: Environment | None = None
     shell: bool = True
@@ -109,7 +110,7 @@ class CommandInfo(Msg):
     user: str | None = None
 
 
-class ExecutorInfo(Msg):
+class ExecutorInfo(Msg, frozen=True):
     executor_id: ID
     type: str | None = None
     framework_id: ID | None = None
@@ -124,7 +125,7 @@ class ExecutorInfo(Msg):
     labels: Labels | None = None
 
 
-class TaskInfo(Msg):
+class TaskInfo(Msg, frozen=True):
     name: str
     task_id: ID
     agent_id: ID
@@ -142,11 +143,11 @@ class TaskInfo(Msg):
     limits: JSONObject | None = None
 
 
-class TaskGroupInfo(Msg):
+class TaskGroupInfo(Msg, frozen=True):
     tasks: list[TaskInfo] = []
 
 
-class TaskStatus(Msg):
+class TaskStatus(Msg, frozen=True):
     task_id: ID
     state: str
     message: str | None = None
@@ -165,23 +166,23 @@ class TaskStatus(Msg):
     limitation: JSONObject | None = None
 
 
-class Filters(Msg):
+class Filters(Msg, frozen=True):
     refuse_seconds: float = 5.0
 
 
 # -- offer operations ------------------------------------------------------------------------
 
 
-class Launch(Msg):
+class Launch(Msg, frozen=True):
     task_infos: list[TaskInfo] = []
 
 
-class LaunchGroup(Msg):
+class LaunchGroup(Msg, frozen=True):
     executor: ExecutorInfo
     task_group: TaskGroupInfo
 
 
-class Operation(Msg):
+class Operation(Msg, frozen=True):
     type: str
     id: ID | None = None
     launch: Launch | None = None
@@ -195,72 +196,72 @@ class Operation(Msg):
 # -- scheduler calls -------------------------------------------------------------------------
 
 
-class Subscribe(Msg):
+class Subscribe(Msg, frozen=True):
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
     offer_constraints: JSONObject | None = None
 
 
-class Accept(Msg):
+class Accept(Msg, frozen=True):
     offer_ids: list[ID] = []
     operations: list[Operation] = []
     filters: Filters | None = None
 
 
-class Decline(Msg):
+class Decline(Msg, frozen=True):
     offer_ids: list[ID] = []
     filters: Filters | None = None
 
 
-class Roles(Msg):
+class Roles(Msg, frozen=True):
     """Payload of REVIVE and SUPPRESS (empty = every role of the framework)."""
 
     roles: list[str] = []
 
 
-class Kill(Msg):
+class Kill(Msg, frozen=True):
     task_id: ID
     agent_id: ID | None = None
     kill_policy: KillPolicy | None = None
 
 
-class Shutdown(Msg):
+class Shutdown(Msg, frozen=True):
     executor_id: ID
     agent_id: ID
 
 
-class Acknowledge(Msg):
+class Acknowledge(Msg, frozen=True):
     agent_id: ID
     task_id: ID
     uuid: str
 
 
-class ReconcileTask(Msg):
+class ReconcileTask(Msg, frozen=True):
     task_id: ID
     agent_id: ID | None = None
 
 
-class Reconcile(Msg):
+class Reconcile(Msg, frozen=True):
     tasks: list[ReconcileTask] = []
 
 
-class Message(Msg):
+class Message(Msg, frozen=True):
     agent_id: ID
     executor_id: ID
     data: str
 
 
-class Request(Msg):
+class Request(Msg, frozen=True):
     requests: list[JSONObject] = []
 
 
-class UpdateFramework(Msg):
+class UpdateFramework(Msg, frozen=True):
     framework_info: FrameworkInfo
     suppressed_roles: list[str] = []
     offer_constraints: JSONObject | None = None
 
 
-class SchedulerCall(Msg):
+class SchedulerCall(Msg, frozen=True):
     """``POST /api/v1/scheduler`` body."""
 
     type: str
@@ -326,20 +327,20 @@ SCHEDULER_REQUIRED_PAYLOAD = {
 # -- executor calls (agent's /api/v1/executor) -----------------------------------------------
 
 
-class ExecutorUpdate(Msg):
+class ExecutorUpdate(Msg, frozen=True):
     status: TaskStatus
 
 
-class ExecutorSubscribe(Msg):
+class ExecutorSubscribe(Msg, frozen=True):
     unacknowledged_tasks: list[TaskInfo] = []
     unacknowledged_updates: list[ExecutorUpdate] = []
 
 
-class ExecutorMessage(Msg):
+class ExecutorMessage(Msg, frozen=True):
     data: str
 
 
-class ExecutorCall(Msg):
+class ExecutorCall(Msg, frozen=True):
     """``POST /api/v1/executor`` body."""
 
     type: str
@@ -357,7 +358,10 @@ class DecodeError(ValueError):
     """A request body that is not valid JSON of the expected message type."""
 
 
-def decode(data: bytes | str, type_: type[Msg]) -> Any:
+M = TypeVar("M", bound=msgspec.Struct)
+
+
+def decode(data: bytes | str, type_: type[M]) -> M:
     """Decodes JSON into ``type_`` with Mesos' leniency (numeric strings, unknown keys)."""
     try:
         return msgspec.json.decode(data, type=type_, strict=False)
@@ -390,6 +394,6 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-def to_builtins(msg: Msg) -> Any:
+def to_builtins(msg: msgspec.Struct) -> Any:
     """A message as plain JSON-compatible Python values (for composing larger events)."""
     return msgspec.to_builtins(msg)

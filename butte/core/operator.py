@@ -1,4 +1,4 @@
-"""Typed operator API v1 calls (PROTOCOL.md 3.1, 3.3) shared by the master and the agent.
+"""Typed operator API v1 calls (docs/protocol.md §3.1, 3.3) shared by the master and the agent.
 
 ``Call{type, <lowercase-type>: {...}}`` decoded with the same leniency as the scheduler API
 (`butte.core.messages.decode`): unknown keys ignored, numeric strings accepted, wrong types and
@@ -10,69 +10,161 @@ from __future__ import annotations
 
 from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, Msg, decode
 
-__all__ = ["DecodeError", "OperatorCall", "decode_call", "payload_problem"]
+__all__ = [
+    "AGENT_CALL_TYPES",
+    "MASTER_CALL_TYPES",
+    "DecodeError",
+    "OperatorCall",
+    "decode_call",
+    "payload_problem",
+]
+
+# Every call type of the master's operator API v1 (Mesos' master.proto ``Call.Type``, less
+# UNKNOWN); docs/protocol.md §3.1. The master's dispatch table is checked against it.
+MASTER_CALL_TYPES = frozenset(
+    {
+        "GET_HEALTH",
+        "GET_FLAGS",
+        "GET_VERSION",
+        "GET_METRICS",
+        "GET_LOGGING_LEVEL",
+        "SET_LOGGING_LEVEL",
+        "LIST_FILES",
+        "READ_FILE",
+        "GET_STATE",
+        "GET_AGENTS",
+        "GET_FRAMEWORKS",
+        "GET_EXECUTORS",
+        "GET_OPERATIONS",
+        "GET_TASKS",
+        "GET_ROLES",
+        "GET_WEIGHTS",
+        "UPDATE_WEIGHTS",
+        "GET_MASTER",
+        "SUBSCRIBE",
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
+        "GET_MAINTENANCE_STATUS",
+        "GET_MAINTENANCE_SCHEDULE",
+        "UPDATE_MAINTENANCE_SCHEDULE",
+        "START_MAINTENANCE",
+        "STOP_MAINTENANCE",
+        "DRAIN_AGENT",
+        "DEACTIVATE_AGENT",
+        "REACTIVATE_AGENT",
+        "GET_QUOTA",
+        "UPDATE_QUOTA",
+        "SET_QUOTA",
+        "REMOVE_QUOTA",
+        "TEARDOWN",
+        "MARK_AGENT_GONE",
+    }
+)
+
+# Every call type of the agent's operator API v1 (Mesos' agent.proto ``Call.Type``, less
+# UNKNOWN); docs/protocol.md §3.3.
+AGENT_CALL_TYPES = frozenset(
+    {
+        "GET_HEALTH",
+        "GET_FLAGS",
+        "GET_VERSION",
+        "GET_METRICS",
+        "GET_LOGGING_LEVEL",
+        "SET_LOGGING_LEVEL",
+        "LIST_FILES",
+        "READ_FILE",
+        "GET_STATE",
+        "GET_CONTAINERS",
+        "GET_FRAMEWORKS",
+        "GET_EXECUTORS",
+        "GET_OPERATIONS",
+        "GET_TASKS",
+        "GET_AGENT",
+        "GET_RESOURCE_PROVIDERS",
+        "LAUNCH_NESTED_CONTAINER",
+        "WAIT_NESTED_CONTAINER",
+        "KILL_NESTED_CONTAINER",
+        "REMOVE_NESTED_CONTAINER",
+        "LAUNCH_NESTED_CONTAINER_SESSION",
+        "ATTACH_CONTAINER_INPUT",
+        "ATTACH_CONTAINER_OUTPUT",
+        "LAUNCH_CONTAINER",
+        "WAIT_CONTAINER",
+        "KILL_CONTAINER",
+        "REMOVE_CONTAINER",
+        "ADD_RESOURCE_PROVIDER_CONFIG",
+        "UPDATE_RESOURCE_PROVIDER_CONFIG",
+        "REMOVE_RESOURCE_PROVIDER_CONFIG",
+        "MARK_RESOURCE_PROVIDER_GONE",
+        "PRUNE_IMAGES",
+    }
+)
 
 
-class GetMetrics(Msg):
+class GetMetrics(Msg, frozen=True):
     timeout: DurationInfo | None = None
 
 
-class SetLoggingLevel(Msg):
+class SetLoggingLevel(Msg, frozen=True):
     level: Int64
     duration: DurationInfo
 
 
-class ListFiles(Msg):
+class ListFiles(Msg, frozen=True):
     path: str
 
 
-class ReadFile(Msg):
+class ReadFile(Msg, frozen=True):
     path: str
     offset: Int64
     length: Int64 | None = None
 
 
-class WeightInfo(Msg):
+class WeightInfo(Msg, frozen=True):
     weight: float
     role: str | None = None
 
 
-class UpdateWeights(Msg):
+class UpdateWeights(Msg, frozen=True):
     weight_infos: list[WeightInfo] = []
 
 
-class Teardown(Msg):
+class Teardown(Msg, frozen=True):
     framework_id: ID
 
 
-class AgentCall(Msg):
+class AgentCall(Msg, frozen=True):
     """MARK_AGENT_GONE, DEACTIVATE_AGENT and REACTIVATE_AGENT payloads."""
 
     agent_id: ID
 
 
-class DrainAgent(Msg):
+class DrainAgent(Msg, frozen=True):
     agent_id: ID
     max_grace_period: DurationInfo | None = None
     mark_gone: bool = False
 
 
-class GetContainers(Msg):
+class GetContainers(Msg, frozen=True):
     show_nested: bool = False
     show_standalone: bool = False
 
 
-class ContainerID(Msg):
+class ContainerID(Msg, frozen=True):
     value: str
     parent: ContainerID | None = None
 
 
-class KillContainer(Msg):
+class KillContainer(Msg, frozen=True):
     container_id: ContainerID
     signal: Int32 | None = None
 
 
-class OperatorCall(Msg):
+class OperatorCall(Msg, frozen=True):
     """One operator API call (master or agent)."""
 
     type: str

@@ -8,7 +8,7 @@ A `Resources` value is an immutable bag keyed by (name, reservation stack):
 * SET values are frozensets of strings.
 
 The reservation stack is a tuple of `Reservation` (empty = unreserved, the ``"*"`` role).
-Three JSON shapes are understood (PROTOCOL.md 1.6): the pre-refinement form with ``role`` (and
+Three JSON shapes are understood (docs/protocol.md §1.6): the pre-refinement form with ``role`` (and
 ``reservation`` for dynamic reservations), the refinement form with ``reservations``, and the
 endpoint form with both. The text form of ``--resources`` is parsed by `parse_resources`.
 
@@ -159,10 +159,6 @@ def ranges_contains(a: Ranges, b: Ranges) -> bool:
     return True
 
 
-def ranges_size(a: Ranges) -> int:
-    return sum(end - begin + 1 for begin, end in a)
-
-
 def format_ranges(a: Ranges) -> str:
     return "[" + ", ".join(f"{b}-{e}" for b, e in a) + "]"
 
@@ -291,11 +287,11 @@ class Resources:
             if cur is None:
                 out[k] = v
             elif isinstance(v, int):
-                out[k] = cur + v  # type: ignore[operator]
+                out[k] = cur + v  # type: ignore[operator]  # same key, same kind as v
             elif isinstance(v, tuple):
-                out[k] = ranges_add(cur, v)  # type: ignore[arg-type]
+                out[k] = ranges_add(cur, v)  # type: ignore[arg-type]  # same key, same kind as v
             else:
-                out[k] = cur | v  # type: ignore[operator]
+                out[k] = cur | v  # type: ignore[operator]  # same key, same kind as v
         return Resources._trusted(out)
 
     def __sub__(self, other: Resources) -> Resources:
@@ -309,19 +305,19 @@ class Resources:
             if cur is None:
                 continue
             if isinstance(v, int):
-                left = cur - v  # type: ignore[operator]
+                left = cur - v  # type: ignore[operator]  # same key, same kind as v
                 if left > 0:
                     out[k] = left
                 else:
                     del out[k]
             elif isinstance(v, tuple):
-                rest = ranges_subtract(cur, v)  # type: ignore[arg-type]
+                rest = ranges_subtract(cur, v)  # type: ignore[arg-type]  # same key, same kind as v
                 if rest:
                     out[k] = rest
                 else:
                     del out[k]
             else:
-                rest_set = cur - v  # type: ignore[operator]
+                rest_set = cur - v  # type: ignore[operator]  # same key, same kind as v
                 if rest_set:
                     out[k] = rest_set
                 else:
@@ -336,12 +332,12 @@ class Resources:
             if cur is None or type(cur) is not type(v):
                 return False  # (a name given with two types holds nothing of the other)
             if isinstance(v, int):
-                if cur < v:  # type: ignore[operator]
+                if cur < v:  # type: ignore[operator]  # same key, same kind as v
                     return False
             elif isinstance(v, tuple):
-                if not ranges_contains(cur, v):  # type: ignore[arg-type]
+                if not ranges_contains(cur, v):  # type: ignore[arg-type]  # same key, same kind as v
                     return False
-            elif not v <= cur:  # type: ignore[operator]
+            elif not v <= cur:  # type: ignore[operator]  # same key, same kind as v
                 return False
         return True
 
@@ -353,14 +349,14 @@ class Resources:
 
     # wire forms -----------------------------------------------------------------------------
 
-    def to_json(self, fmt: str = "pre", allocation_role: str | None = None) -> list[dict]:
+    def to_json(self, fmt: str = "pre", allocation_role: str | None = None) -> list[dict[str, Any]]:
         """Mesos JSON Resource list.
 
         ``fmt`` is ``"pre"`` (``role`` field; frameworks without RESERVATION_REFINEMENT),
         ``"post"`` (``reservations`` stack) or ``"endpoint"`` (both, for state endpoints).
         ``allocation_role`` adds ``allocation_info`` to every resource (offers, tasks).
         """
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for (name, stack), v in sorted(self._items.items(), key=_sort_key):
             r: dict[str, Any] = {"name": name}
             if isinstance(v, int):
@@ -399,9 +395,9 @@ class Resources:
                 out[name] = format_ranges(rng)
             else:
                 items: set[str] = set()
-                for (n, _), v in self._items.items():
-                    if n == name and isinstance(v, frozenset):
-                        items |= v
+                for (n, _), value in self._items.items():
+                    if n == name and isinstance(value, frozenset):
+                        items |= value
                 out[name] = "{" + ",".join(sorted(items)) + "}"
         return out
 
@@ -610,10 +606,10 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
             for rng in filter(None, (r.strip() for r in value[1:-1].split(","))):
                 bounds = rng.split("-")
                 try:
-                    b, e = (int(bounds[0]), int(bounds[-1])) if len(bounds) <= 2 else (-1, -1)
+                    b, end = (int(bounds[0]), int(bounds[-1])) if len(bounds) <= 2 else (-1, -1)
                 except ValueError:
                     raise ResourceError(f"bad range {rng!r} for {label}") from None
-                pairs.append(_check_range(label, b, e))
+                pairs.append(_check_range(label, b, end))
             one = Resources._trusted({(label, stack): normalize_ranges(pairs)} if pairs else {})
         elif value.startswith("{"):
             if not value.endswith("}"):
@@ -676,7 +672,7 @@ class Attribute:
                 return cls(name, RANGES, res.ranges(name))
             items: frozenset[str] = frozenset()
             for _, v in res.items():
-                items = items | v  # type: ignore[operator]
+                items = items | v  # type: ignore[operator]  # a SET attribute's values are sets
             return cls(name, SET, items)
         raise ResourceError(f"attribute '{name}' has unknown type {atype!r}")
 
@@ -698,7 +694,7 @@ def parse_attributes(text: str) -> tuple[Attribute, ...]:
             else:
                 items: frozenset[str] = frozenset()
                 for _, v in res.items():
-                    items = items | v  # type: ignore[operator]
+                    items = items | v  # type: ignore[operator]  # a SET attribute's values are sets
                 out.append(Attribute(name, SET, items))
             continue
         try:

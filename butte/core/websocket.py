@@ -27,7 +27,7 @@ MAX_CONTROL_PAYLOAD = 125
 try:  # aiohttp's compiled mask: some 15x faster than the big-integer XOR below
     from aiohttp._websocket.helpers import websocket_mask as _compiled_mask
 except ImportError:  # pragma: no cover - a build or version of aiohttp without it
-    _compiled_mask = None
+    _compiled_mask = None  # type: ignore[assignment]  # (the fallback below is used instead)
 
 
 class ProtocolError(Exception):
@@ -45,7 +45,7 @@ def close_code(payload: bytes) -> int:
         return CLOSE_NORMAL
     if len(payload) == 1:
         raise ProtocolError("close frame with a 1-byte payload")
-    (code,) = struct.unpack_from("!H", payload)
+    code = int.from_bytes(payload[:2], "big")
     if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
         raise ProtocolError(f"close code {code} may not be sent")
     try:

@@ -1,10 +1,10 @@
 """ACCEPT handling of the master core: offer validation, LAUNCH and LAUNCH_GROUP. A mixin
-of `MasterMachine` (same records, same outbox), kept apart for size."""
+of `MasterMachine` (same records; effects collected for the event being handled), kept
+apart for size."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -12,21 +12,15 @@ from butte.core import internal, task_states
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
 from butte.master import operator_views
+from butte.master.core import MasterCore
 from butte.master.effects import OperatorEvent
 from butte.master.launch import InvalidTask, check_task, task_role
-from butte.master.state import Agent, Executor, Framework, Offer, Task
-
-if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
-
-    _Base = MasterMachine
-else:
-    _Base = object
+from butte.master.state import Agent, Framework, Offer, Task
 
 log = logging.getLogger(__name__)
 
 
-class AcceptEvents(_Base):
+class AcceptEvents(MasterCore):
     """Turns an ACCEPT into tasks on an agent, or into TASK_ERROR / TASK_LOST answers."""
 
     __slots__ = ()
@@ -224,15 +218,6 @@ class AcceptEvents(_Base):
             if fid == fw.framework_id
         }
 
-    def _add_executor(
-        self, fw: Framework, agent: Agent, info: ExecutorInfo, role: str, res: Resources
-    ) -> None:
-        eid = info.executor_id.value
-        agent.executors[(fw.framework_id, eid)] = Executor(
-            eid, fw.framework_id, agent.agent_id, info, role, res
-        )
-        fw.executors.setdefault(agent.agent_id, set()).add(eid)
-
     def _add_task(
         self,
         fw: Framework,
@@ -259,7 +244,7 @@ class AcceptEvents(_Base):
         agent.tasks.add((fw.framework_id, tid))
         self._count("tasks_launched")
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_added(task)))
+            self._effects.append(OperatorEvent(operator_views.task_added(task)))
 
 
 class _IdsInUse:

@@ -1,10 +1,12 @@
 """Agent events of the master core: registration, re-registration, disconnection, pings,
-removal. A mixin of `MasterMachine` (same records, same outbox), kept apart for size."""
+removal. A mixin of `MasterMachine` (same records; effects collected for the event being
+handled), kept apart for size. The public entry points are `MasterMachine`'s."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, get_args
 
 import msgspec
 
@@ -12,7 +14,6 @@ from butte.coord.interface import (
     AdmitAgent,
     MarkGone,
     MarkUnreachable,
-    Operation,
     RegistryState,
     RemoveAgent,
 )
@@ -20,26 +21,20 @@ from butte.core import internal, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
-from butte.master.effects import CloseAgentConnection, OperatorEvent, RegistryWrite, SendToAgent
+from butte.master.core import MasterCore
+from butte.master.effects import CloseAgentConnection, OperatorEvent, SendToAgent
 from butte.master.launch import resources_from_json
 from butte.master.state import Agent, Drain, Framework, Task
-
-if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
-
-    _Base = MasterMachine
-else:
-    _Base = object
 
 log = logging.getLogger(__name__)
 
 
-class AgentEvents(_Base):
+class AgentEvents(MasterCore):
     """Handlers for what agents send and for agents going away."""
 
     __slots__ = ()
 
-    def agent_message(
+    def _agent_message(
         self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
     ) -> None:
         """One message from an agent connection."""
@@ -51,32 +46,49 @@ class AgentEvents(_Base):
         if agent is None:
             log.warning("Message %s from unregistered connection", type(message).__name__)
             return
-        if isinstance(message, internal.StatusUpdate):
-            self._status_update(agent, message, now)
-        elif isinstance(message, internal.Pong):
-            agent.awaiting_pong = False
-            agent.missed_pings = 0
-        elif isinstance(message, internal.ExecutorExited):
-            self._executor_exited(agent, message, now)
-        elif isinstance(message, internal.ExecutorToFramework):
-            fw = self.frameworks.get(message.framework_id.value)
-            if fw is not None:
-                self._send_framework(
-                    fw,
-                    {
-                        "type": "MESSAGE",
-                        "message": {
-                            "agent_id": views.value(agent.agent_id),
-                            "executor_id": msgspec.to_builtins(message.executor_id),
-                            "data": message.data,
-                        },
+        AGENT_MESSAGES[type(message)](self, agent, message, now)
+
+    def _status_update(self, agent: Agent, msg: internal.StatusUpdate, now: float) -> None:
+        fid = msg.framework_id.value
+        status = msg.status
+        if status.agent_id is None:
+            status = msgspec.structs.replace(status, agent_id=ID(agent.agent_id))
+        fw = self.frameworks.get(fid)
+        self._count("status_updates")
+        if fw is None:
+            log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
+            return
+        task = fw.tasks.get(status.task_id.value)
+        if task is not None:
+            self._apply_status(fw, task, status, now)
+        self._send_status(fw, status)
+
+    def _pong(self, agent: Agent, msg: internal.Pong, now: float) -> None:
+        agent.awaiting_pong = False
+        agent.missed_pings = 0
+
+    def _executor_message(
+        self, agent: Agent, msg: internal.ExecutorToFramework, now: float
+    ) -> None:
+        fw = self.frameworks.get(msg.framework_id.value)
+        if fw is not None:
+            self._send_framework(
+                fw,
+                {
+                    "type": "MESSAGE",
+                    "message": {
+                        "agent_id": views.value(agent.agent_id),
+                        "executor_id": msgspec.to_builtins(msg.executor_id),
+                        "data": msg.data,
                     },
-                )
-        elif isinstance(message, internal.UnregisterAgent):
-            self._registry_write(RemoveAgent(agent.agent_id))
-            self._remove_agent(
-                agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+                },
             )
+
+    def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
+        self._registry_write(RemoveAgent(agent.agent_id))
+        self._remove_agent(
+            agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
+        )
 
     def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
         fid, eid = msg.framework_id.value, msg.executor_id.value
@@ -87,7 +99,10 @@ class AgentEvents(_Base):
         if fw is None:
             return
         fw.executors.get(agent.agent_id, set()).discard(eid)
-        failure: dict = {"agent_id": views.value(agent.agent_id), "executor_id": views.value(eid)}
+        failure: dict[str, Any] = {
+            "agent_id": views.value(agent.agent_id),
+            "executor_id": views.value(eid),
+        }
         if msg.status is not None:
             failure["status"] = msg.status
         self._send_framework(fw, {"type": "FAILURE", "failure": failure})
@@ -107,11 +122,11 @@ class AgentEvents(_Base):
             agent_id = self.ids.agent()
             info = msgspec.structs.replace(info, id=ID(agent_id))
             self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
-            agent = self._admit_agent(
+            admitted = self._admit_agent(
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
             self._send_agent(
-                agent, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
+                admitted, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
             )
             return
         agent_id = info.id.value
@@ -164,8 +179,8 @@ class AgentEvents(_Base):
 
     def _refuse_agent(self, connection_id: str, message: str) -> None:
         log.warning("Refusing agent on %s: %s", connection_id, message)
-        self.outbox.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
-        self.outbox.append(CloseAgentConnection(connection_id))
+        self._effects.append(SendToAgent(connection_id, internal.ShutdownAgent(message=message)))
+        self._effects.append(CloseAgentConnection(connection_id))
 
     def _admit_agent(
         self,
@@ -195,7 +210,7 @@ class AgentEvents(_Base):
         self.allocator.add_agent(agent_id, total, used=used)
         self.allocation_wanted = True
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.agent_added(self, agent)))
+            self._effects.append(OperatorEvent(operator_views.agent_added(self, agent)))
         if log.isEnabledFor(logging.INFO):  # to_text is not free, and 10k agents may arrive
             log.info(
                 "Agent %s at %s:%d registered (%s)",
@@ -250,7 +265,7 @@ class AgentEvents(_Base):
             if not task_states.is_terminal(task.state):
                 used[(fid, role)] = used.get((fid, role), Resources()) + res
         for ex in msg.executors:
-            fid = ex.framework_id.value if ex.framework_id else None
+            fid = ex.framework_id.value if ex.framework_id else ""
             fw = self.frameworks.get(fid) if fid else None
             if fw is None or ex.command is None:
                 continue
@@ -274,7 +289,7 @@ class AgentEvents(_Base):
         self.frameworks[fid] = fw
         self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_added(self, fw)))
         return fw
 
     def _reconnect_agent(
@@ -287,7 +302,7 @@ class AgentEvents(_Base):
         now: float,
     ) -> None:
         if agent.connection_id is not None and agent.connection_id != connection_id:
-            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self._effects.append(CloseAgentConnection(agent.connection_id))
             self.connections.pop(agent.connection_id, None)
         agent.connection_id = connection_id
         self.connections[connection_id] = agent.agent_id
@@ -325,7 +340,7 @@ class AgentEvents(_Base):
             self.allocation_wanted = True
         log.info("Agent %s re-registered", agent.agent_id)
 
-    def agent_disconnected(self, connection_id: str, now: float) -> None:
+    def _agent_disconnected(self, connection_id: str, now: float) -> None:
         """An agent's connection closed: stop offering its resources and wait for it to come
         back within ``agent_reregister_timeout``."""
         agent_id = self.connections.pop(connection_id, None)
@@ -352,7 +367,7 @@ class AgentEvents(_Base):
                 )
         log.info("Agent %s disconnected", agent.agent_id)
 
-    def ping_agents(self, now: float) -> None:
+    def _ping_agents(self, now: float) -> None:
         """Called every ``agent_ping_timeout``: counts missed PONGs, pings again. An agent
         that missed ``max_agent_ping_timeouts`` in a row is marked unreachable, at most as
         fast as ``agent_removal_rate_limit`` allows (the rest wait in line, still pinged;
@@ -430,14 +445,14 @@ class AgentEvents(_Base):
                 fw, {"type": "FAILURE", "failure": {"agent_id": views.value(agent.agent_id)}}
             )
         if agent.connection_id is not None:
-            self.outbox.append(CloseAgentConnection(agent.connection_id))
+            self._effects.append(CloseAgentConnection(agent.connection_id))
             self.connections.pop(agent.connection_id, None)
         self.allocator.remove_agent(agent.agent_id)
         del self.agents[agent.agent_id]
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
+            self._effects.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
 
-    def mark_agent_gone(self, agent_id: str, now: float) -> bool:
+    def _mark_agent_gone(self, agent_id: str, now: float) -> bool:
         """Operator MARK_AGENT_GONE: the agent is told to shut down, its tasks become
         TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition-aware), and it
         is refused if it ever comes back. Idempotent; False for an agent never known."""
@@ -464,7 +479,7 @@ class AgentEvents(_Base):
 
     # -- operator: deactivate, reactivate, drain ---------------------------------------------
 
-    def deactivate_agent(self, agent_id: str, now: float) -> bool:
+    def _deactivate_agent(self, agent_id: str, now: float) -> bool:
         """Operator DEACTIVATE_AGENT: no more offers from the agent (outstanding ones are
         rescinded); what runs there keeps running. False for an unknown agent."""
         agent = self.agents.get(agent_id)
@@ -477,7 +492,7 @@ class AgentEvents(_Base):
         self._rescind_offers_of(agent, now)
         return True
 
-    def reactivate_agent(self, agent_id: str, now: float) -> bool:
+    def _reactivate_agent(self, agent_id: str, now: float) -> bool:
         """Operator REACTIVATE_AGENT: offers resume (a finished or running drain ends)."""
         agent = self.agents.get(agent_id)
         if agent is None:
@@ -490,13 +505,13 @@ class AgentEvents(_Base):
             self.allocation_wanted = True
         return True
 
-    def drain_agent(
+    def _drain_agent(
         self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
     ) -> bool:
         """Operator DRAIN_AGENT: deactivate the agent and kill every task on it (each with at
         most ``max_grace_period`` to stop); once none is left it is DRAINED, and marked gone
         if asked."""
-        if not self.deactivate_agent(agent_id, now):
+        if not self._deactivate_agent(agent_id, now):
             return False
         agent = self.agents[agent_id]
         agent.drain = Drain(max_grace_period, mark_gone)
@@ -513,8 +528,8 @@ class AgentEvents(_Base):
         self._finish_drain(agent, now)
         return True
 
-    def check_drains(self, now: float) -> None:
-        """Completes drains whose agents have no live task left (called from `tick`)."""
+    def _check_drains(self, now: float) -> None:
+        """Completes drains whose agents have no live task left (from `tick`)."""
         for agent in list(self.agents.values()):
             if agent.drain is not None and agent.drain.state == "DRAINING":
                 self._finish_drain(agent, now)
@@ -528,15 +543,11 @@ class AgentEvents(_Base):
         agent.drain.state = "DRAINED"
         log.info("Agent %s drained", agent.agent_id)
         if agent.drain.mark_gone:
-            self.mark_agent_gone(agent.agent_id, now)
+            self._mark_agent_gone(agent.agent_id, now)
 
     # -- registry -----------------------------------------------------------------------------
 
-    def _registry_write(self, operation: Operation) -> None:
-        """Asks the shell to make ``operation`` durable before anything emitted after it."""
-        self.outbox.append(RegistryWrite(operation))
-
-    def recover_registry(self, registry: RegistryState, now: float) -> None:
+    def _recover_registry(self, registry: RegistryState, now: float) -> None:
         """Takes over what the registry remembers once this master is elected: admitted
         agents are expected to re-register within ``agent_reregister_timeout`` (explicit
         reconciliation of their tasks gets no answer meanwhile), unreachable and gone agents
@@ -556,7 +567,7 @@ class AgentEvents(_Base):
             len(registry.gone),
         )
 
-    def expire_recovering_agents(self, now: float) -> None:
+    def _expire_recovering_agents(self, now: float) -> None:
         """Marks unreachable the recovered agents that did not re-register in time."""
         if self.recovery_deadline is None or now < self.recovery_deadline:
             return
@@ -573,11 +584,12 @@ class AgentEvents(_Base):
         self.recovering_agents.clear()
 
 
-def _allocation_role(resources: list[dict]) -> str | None:
+def _allocation_role(resources: list[dict[str, Any]]) -> str | None:
     for r in resources:
         info = r.get("allocation_info")
-        if isinstance(info, dict) and isinstance(info.get("role"), str):
-            return info["role"]
+        role = info.get("role") if isinstance(info, dict) else None
+        if isinstance(role, str):
+            return role
     return None
 
 
@@ -586,3 +598,21 @@ def _ip_of(hostname: str) -> str | None:
     if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
         return hostname
     return None
+
+
+AgentMessageHandler = Callable[[AgentEvents, Agent, Any, float], None]
+
+# What a registered agent may send, by message type (REGISTER_AGENT comes before the agent is
+# known: `AgentEvents.agent_message` handles it first). Grep a message type to find its
+# handler.
+AGENT_MESSAGES: dict[type, AgentMessageHandler] = {
+    internal.StatusUpdate: AgentEvents._status_update,
+    internal.Pong: AgentEvents._pong,
+    internal.ExecutorExited: AgentEvents._executor_exited,
+    internal.ExecutorToFramework: AgentEvents._executor_message,
+    internal.UnregisterAgent: AgentEvents._unregister_agent,
+}
+
+# A message type of the protocol without a handler fails here, at import.
+if AGENT_MESSAGES.keys() != set(get_args(internal.AgentMessage)) - {internal.RegisterAgent}:
+    raise ImportError("agent message table out of step with internal.AgentMessage")

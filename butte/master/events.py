@@ -1,4 +1,4 @@
-"""The master event stream: operator SUBSCRIBE (PROTOCOL.md 3.2).
+"""The master event stream: operator SUBSCRIBE (docs/protocol.md §3.2).
 
 Each subscriber gets a chunked RecordIO response: ``SUBSCRIBED{get_state,
 heartbeat_interval_seconds}``, an immediate ``HEARTBEAT``, then every event the core emits
@@ -57,10 +57,6 @@ class OperatorSubscribers:
         data = frame(encode_json(event))
         for sub in list(self._subscribers):
             sub.put(data)
-
-    def close_all(self) -> None:
-        for sub in list(self._subscribers):
-            sub.close()
 
     async def serve(
         self, request: web.Request, snapshot: Callable[[], dict[str, Any]]

@@ -16,7 +16,7 @@ value, bare LF line ends, a repeated ``Content-Length``, HTTP/1.1 without ``Host
 answered 400 and the connection closed. The call is decoded, run and answered
 synchronously in `data_received`; all answers to the requests that arrived in one read (a
 client that pipelines its calls) go out in one write. The answers are the ones the aiohttp
-path gives (same status, text, content type and `Content-Length`; PROTOCOL.md 1.1).
+path gives (same status, text, content type and `Content-Length`; docs/protocol.md §1.1).
 
 The first request that is anything else (SUBSCRIBE, the agents' WebSocket, /state, the web
 UI, a 307/503 from a master that does not lead, HTTP/1.0 ...) hands the connection to

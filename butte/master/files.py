@@ -21,7 +21,7 @@ Anything else is 404; an agent that is not connected answers 503.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,10 +29,8 @@ from aiohttp import web
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.master.http import PrefixRouter, text_reply
+from butte.master.shell_api import MasterShell
 from butte.master.state import Agent
-
-if TYPE_CHECKING:
-    from butte.master.server import MasterServer
 
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
 _REAL = re.compile(r"/slaves/([^/]+)/frameworks/")
@@ -51,7 +49,7 @@ class FilesError(Exception):
 class MasterFiles:
     """Locates sandboxes and forwards file requests to agents (see the module docstring)."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
 
     def add_routes(self, router: PrefixRouter) -> None:

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the master's endpoints: prefix routing, request checks, replies.
 
 Mesos routes ``/a/b/c`` to the longest registered prefix and serves every master route under
-``/master/...`` too (PROTOCOL.md 0.2); `PrefixRouter` reproduces that on top of aiohttp.
+``/master/...`` too (docs/protocol.md §0.2); `PrefixRouter` reproduces that on top of aiohttp.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class RecordStream:
     line (mesoshttp) completes a record's line only when the next record's length and its
     newline arrive; without this it would see each burst's last event only at the next
     heartbeat, up to 15 s later. Extra heartbeats are valid events for every client
-    (docs/protocol.md, "RecordIO").
+    (docs/protocol.md §0.3, §6.4).
 
     A reader that falls ``max_backlog`` records or ``max_backlog_bytes`` bytes behind is
     disconnected (``on_overflow`` is told), so a client that never reads cannot grow the

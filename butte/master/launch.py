@@ -1,4 +1,4 @@
-"""Validation of LAUNCH and LAUNCH_GROUP operations (PROTOCOL.md 1.8), as pure functions.
+"""Validation of LAUNCH and LAUNCH_GROUP operations (docs/protocol.md §1.8), as pure functions.
 
 Each check returns an error message (the task then gets TASK_ERROR + REASON_TASK_INVALID) or
 None. Resource checks return the parsed `Resources` so they are parsed once per task.
@@ -7,25 +7,13 @@ None. Resource checks return the parsed `Resources` so they are parsed once per 
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedTask:
-    """A task that passed validation, with what it will consume."""
-
-    info: TaskInfo
-    role: str
-    resources: Resources
-    executor_id: str | None
-    # Resources of a custom executor started for this task (charged once per executor).
-    executor_resources: Resources
 
 
 class InvalidTask(ValueError):
@@ -49,7 +37,7 @@ def task_role(task: TaskInfo, framework: FrameworkInfo, offer_roles: set[str]) -
         role = next(iter(offer_roles))
     else:
         role = framework.role_list()[0] if framework.role_list() else "*"
-    if role not in offer_roles:
+    if not isinstance(role, str) or role not in offer_roles:
         raise InvalidTask(f"Task resources are allocated to role '{role}' not in the offers")
     return role
 
@@ -77,7 +65,7 @@ _PARSED: dict[bytes, Resources] = {}
 _key_encoder = msgspec.json.Encoder()
 
 
-def resources_from_json(raw: list[dict]) -> Resources:
+def resources_from_json(raw: list[dict[str, Any]]) -> Resources:
     """``Resources.from_json(raw)``, interned and memoized on the encoded list. Raises
     ResourceError (bad input is never memoized)."""
     try:
@@ -93,7 +81,7 @@ def resources_from_json(raw: list[dict]) -> Resources:
     return res
 
 
-def parse_task_resources(raw: list[dict], what: str) -> Resources:
+def parse_task_resources(raw: list[dict[str, Any]], what: str) -> Resources:
     try:
         res = resources_from_json(raw)
     except ResourceError as e:

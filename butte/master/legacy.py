@@ -1,4 +1,4 @@
-"""The master's legacy (unversioned) JSON endpoints beyond ``/state`` (PROTOCOL.md 3.4):
+"""The master's legacy (unversioned) JSON endpoints beyond ``/state`` (docs/protocol.md §3.4):
 ``/master/state-summary``, ``/master/frameworks``, ``/master/slaves``, ``/master/tasks``,
 ``/master/roles``, ``/master/weights`` (GET and PUT), ``/master/flags`` and
 ``/master/teardown``. Shapes follow Mesos' read-only handlers: ``slave`` spellings, resources
@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from butte.core.resources import validate_role
 from butte.master import operator_views, state_json
 from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.shell_api import MasterShell
 from butte.master.state import Framework, Task
-
-if TYPE_CHECKING:
-    from butte.master.server import MasterServer
 
 SUMMARY_STATES = (
     "TASK_STAGING",
@@ -69,7 +67,7 @@ def _all_tasks(fw: Framework) -> list[Task]:
 class LegacyEndpoints:
     """Handlers bound to one `MasterServer`."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
         self.machine = server.machine
 
@@ -225,8 +223,7 @@ class LegacyEndpoints:
 
     def apply_weights(self, weights: dict[str, float]) -> None:
         """Validated weights: made durable in the registry, then used by the allocator."""
-        self.machine.update_weights(weights)
-        self.server.flush()
+        self.server.apply(self.machine.update_weights(weights))
 
     # -- flags and teardown ------------------------------------------------------------------
 
@@ -242,9 +239,10 @@ class LegacyEndpoints:
         fid = fid or request.query.get("frameworkId") or request.query.get("framework_id")
         if not isinstance(fid, str) or not fid:
             return text_reply(400, "Missing 'frameworkId' in the request body")
-        if not self.machine.teardown_framework(fid, self.server.clock.now()):
+        effects = self.machine.teardown_framework(fid, self.server.clock.now())
+        if effects is None:
             return text_reply(400, f"No framework found with ID {fid[:255]}")
-        self.server.flush()
+        self.server.apply(effects)
         return text_reply(200)
 
 

@@ -1,9 +1,10 @@
 """The master core: a synchronous state machine over frameworks, agents, tasks and offers.
 
 It is fed events by the asyncio shell (`server.py`) — scheduler calls, agent messages,
-disconnections, timer ticks, allocation runs — each with the current time, and it answers by
-appending `effects` to `self.outbox` (events for framework streams, messages for agents). It
-never touches a socket, a file or a clock, so tests drive it directly with a fake clock.
+disconnections, timer ticks, allocation runs — each with the current time, and every event
+method returns the `effects` it caused (events for framework streams, messages for agents,
+registry writes; see "events" in `MasterMachine`). It never touches a socket, a file or a
+clock, so tests drive it directly with a fake clock.
 
 Flow of a task::
 
@@ -17,16 +18,18 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from butte.coord.interface import UpdateWeights
+from butte.coord.interface import RegistryState, UpdateWeights
 from butte.core import internal, task_states
-from butte.core.ids import IdGenerator, validate_id
+from butte.core.ids import validate_id
 from butte.core.messages import (
     ID,
+    SCHEDULER_CALL_TYPES,
     Decline,
     FrameworkInfo,
     Kill,
@@ -39,36 +42,20 @@ from butte.core.resources import Resources, validate_role
 from butte.master import operator_views, views
 from butte.master.accept import AcceptEvents
 from butte.master.agents import AgentEvents
-from butte.master.allocator.interface import Allocator
+from butte.master.core import MasterOptions
 from butte.master.effects import (
     CloseFrameworkStream,
     Effect,
     OperatorEvent,
     RegistryWrite,
-    SendToAgent,
-    SendToFramework,
 )
 from butte.master.reconcile import reconcile_unknown_task
-from butte.master.state import Agent, Framework, Offer, Task
+from butte.master.state import Framework, Offer, Task
+
+# MasterOptions is defined with the records (`butte.master.core`); importers take it from here.
+__all__ = ["ACCEPTED", "CallResult", "MasterMachine", "MasterOptions", "SCHEDULER_CALLS"]
 
 log = logging.getLogger(__name__)
-
-MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
-
-
-@dataclass(slots=True)
-class MasterOptions:
-    """Master behaviour knobs, Mesos defaults."""
-
-    agent_ping_timeout: float = 15.0
-    max_agent_ping_timeouts: int = 5
-    agent_reregister_timeout: float = 600.0
-    max_completed_frameworks: int = 50
-    max_completed_tasks_per_framework: int = 1000
-    heartbeat_interval: float = 15.0
-    # --agent_removal_rate_limit as (permits, per seconds), e.g. 1/10mins -> (1, 600.0);
-    # None: agents failing health checks are marked unreachable at once.
-    agent_removal_rate_limit: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +64,7 @@ class CallResult:
 
     status: int
     message: str = ""
-    body: dict | None = None
+    body: dict[str, Any] | None = None
     # For SUBSCRIBE that is valid but refused: a 200 stream carrying only this ERROR.
     stream_error: str | None = None
 
@@ -89,104 +76,16 @@ def bad_request(message: str) -> CallResult:
     return CallResult(400, message)
 
 
-@dataclass(slots=True)
 class MasterMachine(AgentEvents, AcceptEvents):
-    """The master core. See the module docstring for the flow."""
+    """The master core. See the module docstring for the flow; its records and shared
+    bookkeeping are `MasterCore`'s, agent events `AgentEvents`', ACCEPT `AcceptEvents`'."""
 
-    allocator: Allocator
-    master_info: dict
-    options: MasterOptions = field(default_factory=MasterOptions)
-    ids: IdGenerator = field(default_factory=IdGenerator)
-    frameworks: dict[str, Framework] = field(default_factory=dict)
-    completed_frameworks: deque[Framework] = field(default_factory=lambda: deque(maxlen=50))
-    agents: dict[str, Agent] = field(default_factory=dict)
-    # agent id -> time it was marked unreachable / gone
-    unreachable_agents: dict[str, float] = field(default_factory=dict)
-    gone_agents: dict[str, float] = field(default_factory=dict)
-    # Agents known from the registry after a master failover that have not re-registered yet
-    # (explicit reconciliation of their tasks gets no answer until they do).
-    recovering_agents: set[str] = field(default_factory=set)
-    # When recovering agents that have not re-registered by then are marked unreachable.
-    recovery_deadline: float | None = None
-    # MasterInfo of the leading master as the shell last learnt it (this master's own while
-    # it leads; None while no leader is known). Shown by /state as `leader`/`leader_info`.
-    leader_info: dict | None = None
-    offers: dict[str, Offer] = field(default_factory=dict)
-    streams: dict[str, str] = field(default_factory=dict)  # stream id -> framework id
-    connections: dict[str, str] = field(default_factory=dict)  # connection id -> agent id
-    outbox: list[Effect] = field(default_factory=list)
-    # Set when something happened that should trigger a prompt allocation run.
-    allocation_wanted: bool = False
-    start_time: float = 0.0
-    counters: dict[str, int] = field(default_factory=dict)
-    # Open operator SUBSCRIBE streams (kept by the shell): OperatorEvents are built only
-    # while there is one, so the event stream costs nothing otherwise.
-    operator_subscribers: int = 0
-    # Agents that failed health checks, waiting for a permit of agent_removal_rate_limit.
-    pending_agent_removals: deque[str] = field(default_factory=deque)
-    last_agent_removal: float | None = None
-
-    def __post_init__(self) -> None:
-        self.completed_frameworks = deque(maxlen=self.options.max_completed_frameworks)
-        if self.leader_info is None:
-            self.leader_info = self.master_info
-
-    @property
-    def master_id(self) -> str:
-        return self.ids.master_id
-
-    def drain(self) -> list[Effect]:
-        """Hands the shell everything the last events asked for."""
-        out, self.outbox = self.outbox, []
-        return out
-
-    def _count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    # -- sending ------------------------------------------------------------------------
-
-    def _send_framework(self, fw: Framework, event: dict) -> None:
-        if fw.connected and fw.stream_id is not None:
-            self.outbox.append(SendToFramework(fw.stream_id, event))
-            self._count("messages_sent_to_frameworks")
-
-    def _send_agent(self, agent: Agent, message: msgspec.Struct) -> None:
-        if agent.connected and agent.connection_id is not None:
-            self.outbox.append(SendToAgent(agent.connection_id, message))
-
-    def _send_status(self, fw: Framework, status: TaskStatus) -> None:
-        self._send_framework(fw, views.update_event(status))
-
-    def master_status(
-        self,
-        fw: Framework,
-        task_id: str,
-        state: str,
-        reason: str,
-        message: str,
-        now: float,
-        agent_id: str | None = None,
-        unreachable_time: float | None = None,
-    ) -> TaskStatus:
-        """A master-generated status: no uuid, so schedulers must not acknowledge it."""
-        return TaskStatus(
-            task_id=ID(task_id),
-            state=task_states.for_framework(state, fw.partition_aware),
-            message=message,
-            source="SOURCE_MASTER",
-            reason=reason,
-            agent_id=ID(agent_id) if agent_id else None,
-            timestamp=now,
-            unreachable_time=(
-                TimeInfo(int(unreachable_time * 1e9)) if unreachable_time is not None else None
-            ),
-        )
+    __slots__ = ()
 
     # -- scheduler API: SUBSCRIBE ---------------------------------------------------------
 
-    def subscribe(self, call: SchedulerCall, stream_id: str, now: float) -> CallResult:
-        """SUBSCRIBE on a new stream ``stream_id``. On success the framework's first events
-        (SUBSCRIBED, HEARTBEAT) are in the outbox addressed to ``stream_id``."""
+    def _subscribe(self, call: SchedulerCall, stream_id: str, now: float) -> CallResult:
+        """SUBSCRIBE on a new stream ``stream_id`` (see `subscribe`)."""
         sub = call.subscribe
         if sub is None:
             return bad_request("Expecting 'subscribe' to be present")
@@ -249,7 +148,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         )
         self._connect_framework(fw, stream_id, now)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_added(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_added(self, fw)))
         log.info("Framework %s (%s) subscribed", fid, info.name)
 
     def _resubscribe(
@@ -257,7 +156,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     ) -> None:
         if fw.connected and fw.stream_id is not None:
             self._send_framework(fw, views.error_event("Framework failed over"))
-            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self._effects.append(CloseFrameworkStream(fw.stream_id))
             self.streams.pop(fw.stream_id, None)
         self._remove_offers(fw, now)
         # `user` and `checkpoint` cannot change on re-subscription (Mesos ignores them).
@@ -279,7 +178,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
             if agent is not None:
                 self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info("Framework %s re-subscribed", fw.framework_id)
 
     def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:
@@ -309,7 +208,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def _agents_of(self, fw: Framework) -> set[str]:
         return {t.agent_id for t in fw.tasks.values()} | set(fw.executors)
 
-    def framework_disconnected(self, stream_id: str, now: float) -> None:
+    def _framework_disconnected(self, stream_id: str, now: float) -> None:
         """The framework's stream broke: deactivate it and start its failover timer."""
         fid = self.streams.pop(stream_id, None)
         fw = self.frameworks.get(fid) if fid else None
@@ -323,7 +222,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self._remove_offers(fw, now)
         fw.failover_deadline = now + fw.info.failover_timeout
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info(
             "Framework %s disconnected; failover timeout %.3gs",
             fw.framework_id,
@@ -334,7 +233,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- scheduler API: other calls ------------------------------------------------------
 
-    def scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
+    def _scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
         """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
         if call.framework_id is None:
             return bad_request("Expecting 'framework_id' to be present")
@@ -353,10 +252,10 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 f"stream ID currently associated with framework ID {fw.framework_id}"
             )
         self._count("scheduler_calls_" + call.type.lower())
-        handler = getattr(self, "_call_" + call.type.lower(), None)
+        handler = SCHEDULER_CALLS.get(call.type)
         if handler is None:
             return bad_request(f"Unsupported call type {call.type}")
-        return handler(fw, call, now)
+        return handler(self, fw, call, now)
 
     def _call_teardown(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
         self._remove_framework(fw, now)
@@ -475,15 +374,11 @@ class MasterMachine(AgentEvents, AcceptEvents):
         )
         self.allocation_wanted = True
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 
-    def _call_accept_inverse_offers(
-        self, fw: Framework, call: SchedulerCall, now: float
-    ) -> CallResult:
-        return ACCEPTED  # No maintenance yet, so no inverse offers exist to accept.
-
-    _call_decline_inverse_offers = _call_accept_inverse_offers
+    def _call_inverse_offers(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
+        return ACCEPTED  # No maintenance yet, so no inverse offers exist to answer.
 
     def _call_acknowledge_operation_status(
         self, fw: Framework, call: SchedulerCall, now: float
@@ -497,10 +392,10 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- offers ---------------------------------------------------------------------------
 
-    def allocate(self, now: float) -> int:
+    def _allocate(self, now: float) -> int:
         """Runs one allocation cycle and sends one OFFERS event per framework."""
         self.allocation_wanted = False
-        by_framework: dict[str, list[dict]] = {}
+        by_framework: dict[str, list[dict[str, Any]]] = {}
         count = 0
         for alloc in self.allocator.allocate(now):
             fw = self.frameworks.get(alloc.framework_id)
@@ -533,40 +428,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self._count("outstanding_offers_made", count)
         return count
 
-    def _take_offer(self, offer_id: str) -> Offer | None:
-        offer = self.offers.pop(offer_id, None)
-        if offer is None:
-            return None
-        fw = self.frameworks.get(offer.framework_id)
-        if fw is not None:
-            fw.offers.discard(offer_id)
-        agent = self.agents.get(offer.agent_id)
-        if agent is not None:
-            agent.offers.discard(offer_id)
-        return offer
-
-    def _recover(
-        self, fid: str, agent_id: str, role: str, res: Resources, refuse: float | None, now: float
-    ) -> None:
-        if res and agent_id in self.agents:
-            self.allocator.recover_resources(
-                fid, agent_id, role, res, refuse_seconds=refuse, now=now
-            )
-
-    def _recover_offer(self, offer: Offer, refuse: float | None, now: float) -> None:
-        self._recover(offer.framework_id, offer.agent_id, offer.role, offer.resources, refuse, now)
-
-    def _rescind(self, offer: Offer, now: float) -> None:
-        """Withdraws an outstanding offer, telling the framework (RESCIND)."""
-        if self._take_offer(offer.offer_id) is None:
-            return
-        fw = self.frameworks.get(offer.framework_id)
-        if fw is not None:
-            self._send_framework(
-                fw, {"type": "RESCIND", "rescind": {"offer_id": views.value(offer.offer_id)}}
-            )
-        self._recover(offer.framework_id, offer.agent_id, offer.role, offer.resources, None, now)
-
     def _remove_offers(self, fw: Framework, now: float) -> None:
         """Drops a framework's offers silently (it is disconnecting or failing over)."""
         for offer_id in list(fw.offers):
@@ -575,13 +436,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 self._recover(
                     fw.framework_id, offer.agent_id, offer.role, offer.resources, None, now
                 )
-
-    @staticmethod
-    def _refuse_seconds(filters: object) -> float:
-        refuse = getattr(filters, "refuse_seconds", 5.0) if filters is not None else 5.0
-        if refuse < 0:
-            return 5.0
-        return min(refuse, MAX_REFUSE_SECONDS)
 
     def _decline(self, fw: Framework, decline: Decline, now: float) -> None:
         refuse = self._refuse_seconds(decline.filters)
@@ -598,7 +452,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         tid = kill.task_id.value
         task = fw.tasks.get(tid)
         if task is None:
-            # Unknown task: answer as explicit reconciliation would (PROTOCOL.md 1.2 KILL).
+            # Unknown task: answer as explicit reconciliation would (docs/protocol.md §1.2 KILL).
             self._reconcile_one(fw, tid, kill.agent_id.value if kill.agent_id else None, now)
             return
         agent = self.agents.get(task.agent_id)
@@ -611,7 +465,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
             ),
         )
 
-    def _reconcile(self, fw: Framework, tasks: list, now: float) -> None:
+    def _reconcile(self, fw: Framework, tasks: list[Any], now: float) -> None:
         if not tasks:
             for task in fw.tasks.values():
                 if not task_states.is_terminal(task.state):
@@ -651,42 +505,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
 
     # -- status updates -------------------------------------------------------------------
 
-    def _status_update(self, agent: Agent, msg: internal.StatusUpdate, now: float) -> None:
-        fid = msg.framework_id.value
-        status = msg.status
-        if status.agent_id is None:
-            status = msgspec.structs.replace(status, agent_id=ID(agent.agent_id))
-        fw = self.frameworks.get(fid)
-        self._count("status_updates")
-        if fw is None:
-            log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
-            return
-        task = fw.tasks.get(status.task_id.value)
-        if task is not None:
-            self._apply_status(fw, task, status, now)
-        self._send_status(fw, status)
-
-    def _apply_status(self, fw: Framework, task: Task, status: TaskStatus, now: float) -> None:
-        was_terminal = task_states.is_terminal(task.state)
-        if status.uuid is not None and status.uuid == task.status_update_uuid:
-            return  # a retry of what we already recorded
-        if not was_terminal:
-            task.state = status.state
-        task.statuses.append(status)
-        if len(task.statuses) > 32:
-            del task.statuses[:-32]
-        if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
-        if status.uuid is not None:
-            task.status_update_state = status.state
-            task.status_update_uuid = status.uuid
-        if not was_terminal and task_states.is_terminal(task.state):
-            self._count("tasks_" + task.state[5:].lower())
-            self._release_task_resources(task, now)
-
-    def _release_task_resources(self, task: Task, now: float) -> None:
-        self._recover(task.framework_id, task.agent_id, task.role, task.resources, None, now)
-
     def _acknowledge(self, fw: Framework, agent_id: str, tid: str, uuid: str, now: float) -> None:
         agent = self.agents.get(agent_id)
         if agent is not None:
@@ -703,46 +521,6 @@ class MasterMachine(AgentEvents, AcceptEvents):
             and task.status_update_state is not None
             and task_states.is_terminal(task.status_update_state)
         ):
-            self._remove_task(fw, task)
-
-    def _remove_task(self, fw: Framework, task: Task) -> None:
-        """Moves a terminal task to the framework's completed tasks."""
-        fw.tasks.pop(task.task_id, None)
-        agent = self.agents.get(task.agent_id)
-        if agent is not None:
-            agent.tasks.discard((fw.framework_id, task.task_id))
-        fw.completed_tasks.append(task)
-
-    def _terminate_task(
-        self,
-        fw: Framework,
-        task: Task,
-        state: str,
-        reason: str,
-        message: str,
-        now: float,
-        notify: bool = True,
-    ) -> None:
-        """Ends a task from the master's side (agent lost, framework removed)."""
-        if not task_states.is_terminal(task.state):
-            self._release_task_resources(task, now)
-        status = self.master_status(
-            fw,
-            task.task_id,
-            state,
-            reason,
-            message,
-            now,
-            agent_id=task.agent_id,
-            unreachable_time=now if state == task_states.UNREACHABLE else None,
-        )
-        task.state = state
-        task.statuses.append(status)
-        if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.task_updated(task, status)))
-        if notify:
-            self._send_status(fw, status)
-        if task_states.is_terminal(state):
             self._remove_task(fw, task)
 
     # -- framework removal and timers -----------------------------------------------------
@@ -772,7 +550,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 self._recover(fw.framework_id, agent_id, ex.role, ex.resources, None, now)
         fw.executors.clear()
         if fw.connected and fw.stream_id is not None:
-            self.outbox.append(CloseFrameworkStream(fw.stream_id))
+            self._effects.append(CloseFrameworkStream(fw.stream_id))
             self.streams.pop(fw.stream_id, None)
         fw.connected = False
         fw.active = False
@@ -781,9 +559,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
         del self.frameworks[fw.framework_id]
         self.completed_frameworks.append(fw)
         if self.operator_subscribers:
-            self.outbox.append(OperatorEvent(operator_views.framework_removed(fw)))
+            self._effects.append(OperatorEvent(operator_views.framework_removed(fw)))
 
-    def teardown_framework(self, framework_id: str, now: float) -> bool:
+    def _teardown_framework(self, framework_id: str, now: float) -> bool:
         """Operator TEARDOWN: removes a framework as its own TEARDOWN call would (its tasks
         are killed, its stream closed); False if no such framework is registered."""
         fw = self.frameworks.get(framework_id)
@@ -792,7 +570,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
         self._remove_framework(fw, now)
         return True
 
-    def tick(self, now: float) -> None:
+    def _tick(self, now: float) -> None:
         """Fires whatever timers are due: framework failover, agent re-registration."""
         for fw in list(self.frameworks.values()):
             if (
@@ -807,21 +585,112 @@ class MasterMachine(AgentEvents, AcceptEvents):
             if not agent.connected and agent.disconnected_at is not None:
                 if now - agent.disconnected_at >= deadline:
                     self._mark_unreachable(agent, now, "Agent did not re-register in time")
-        self.expire_recovering_agents(now)
-        self.check_drains(now)
+        self._expire_recovering_agents(now)
+        self._check_drains(now)
 
-    def update_weights(self, weights: dict[str, float]) -> None:
+    def _update_weights(self, weights: dict[str, float]) -> None:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map
         is made durable in the registry, then the allocator uses it."""
-        merged = {**getattr(self.allocator, "weights", {}), **weights}
-        self.outbox.append(RegistryWrite(UpdateWeights(merged)))
+        merged = {**self.allocator.weights, **weights}
+        self._effects.append(RegistryWrite(UpdateWeights(merged)))
         self.allocator.update_weights(weights)
         self.allocation_wanted = True
+
+    # -- events: the core's public interface -----------------------------------------------
+    #
+    # One method per event the shell feeds in. Each returns the effects the event caused, in
+    # the order the shell must carry them out (registry writes before what depends on them).
+
+    def subscribe(
+        self, call: SchedulerCall, stream_id: str, now: float
+    ) -> tuple[CallResult, list[Effect]]:
+        """SUBSCRIBE on a new stream ``stream_id``: the HTTP answer and, on success, the
+        framework's first events (SUBSCRIBED, HEARTBEAT) addressed to ``stream_id``."""
+        result = self._subscribe(call, stream_id, now)
+        return result, self._take()
+
+    def scheduler_call(
+        self, call: SchedulerCall, stream_id: str | None, now: float
+    ) -> tuple[CallResult, list[Effect]]:
+        """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
+        result = self._scheduler_call(call, stream_id, now)
+        return result, self._take()
+
+    def framework_disconnected(self, stream_id: str, now: float) -> list[Effect]:
+        """The framework's stream broke: deactivate it and start its failover timer."""
+        self._framework_disconnected(stream_id, now)
+        return self._take()
+
+    def agent_message(
+        self, connection_id: str, message: internal.AgentMessage, peer_ip: str, now: float
+    ) -> list[Effect]:
+        """One message from an agent connection."""
+        self._agent_message(connection_id, message, peer_ip, now)
+        return self._take()
+
+    def agent_disconnected(self, connection_id: str, now: float) -> list[Effect]:
+        """An agent's connection closed (see `AgentEvents._agent_disconnected`)."""
+        self._agent_disconnected(connection_id, now)
+        return self._take()
+
+    def allocate(self, now: float) -> list[Effect]:
+        """Runs one allocation cycle: one OFFERS event per framework offered something."""
+        self._allocate(now)
+        return self._take()
+
+    def tick(self, now: float) -> list[Effect]:
+        """Fires whatever timers are due: framework failover, agent re-registration,
+        registry recovery deadline, finished drains."""
+        self._tick(now)
+        return self._take()
+
+    def ping_agents(self, now: float) -> list[Effect]:
+        """Every ``agent_ping_timeout`` (see `AgentEvents._ping_agents`)."""
+        self._ping_agents(now)
+        return self._take()
+
+    def recover_registry(self, registry: RegistryState, now: float) -> list[Effect]:
+        """This master was elected: take over what the registry remembers."""
+        self._recover_registry(registry, now)
+        return self._take()
+
+    def update_weights(self, weights: dict[str, float]) -> list[Effect]:
+        """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated)."""
+        self._update_weights(weights)
+        return self._take()
+
+    def teardown_framework(self, framework_id: str, now: float) -> list[Effect] | None:
+        """Operator TEARDOWN; None if no such framework is registered."""
+        return self._found(self._teardown_framework(framework_id, now))
+
+    def mark_agent_gone(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator MARK_AGENT_GONE; None for an agent never known."""
+        return self._found(self._mark_agent_gone(agent_id, now))
+
+    def deactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator DEACTIVATE_AGENT; None for an unknown agent."""
+        return self._found(self._deactivate_agent(agent_id, now))
+
+    def reactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
+        """Operator REACTIVATE_AGENT; None for an unknown agent."""
+        return self._found(self._reactivate_agent(agent_id, now))
+
+    def drain_agent(
+        self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
+    ) -> list[Effect] | None:
+        """Operator DRAIN_AGENT; None for an unknown agent."""
+        return self._found(self._drain_agent(agent_id, max_grace_period, mark_gone, now))
+
+    def _found(self, found: bool) -> list[Effect] | None:
+        effects = self._take()
+        assert found or not effects, effects  # a refused operator call changes nothing
+        return effects if found else None
 
     # -- invariants -----------------------------------------------------------------------
 
     def check_invariants(self) -> None:
         """Raises AssertionError if the records contradict each other (tests call this)."""
+        assert not self._effects, f"effects outlived their event: {self._effects}"
         for oid, offer in self.offers.items():
             assert oid in self.frameworks[offer.framework_id].offers, oid
             assert oid in self.agents[offer.agent_id].offers, oid
@@ -845,13 +714,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 assert self.connections.get(agent.connection_id or "") == aid
         for sid, fid in self.streams.items():
             assert self.frameworks[fid].stream_id == sid
-        check = getattr(self.allocator, "check_invariants", None)
-        if check is not None:
-            check()
-        allocated = getattr(self.allocator, "allocated", None)
-        if allocated is not None:
-            for fid in self.frameworks:
-                assert allocated(fid) == self._held_by(fid), fid
+        self.allocator.check_invariants()
+        for fid in self.frameworks:
+            assert self.allocator.allocated(fid) == self._held_by(fid), fid
 
     def _held_by(self, fid: str) -> dict[tuple[str, str], Resources]:
         """What the framework holds per (agent, role) by the master's records: outstanding
@@ -874,3 +739,35 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 if efid == fid:
                     add(agent.agent_id, ex.role, ex.resources)
         return held
+
+
+SchedulerCallHandler = Callable[[MasterMachine, Framework, SchedulerCall, float], CallResult]
+
+# Every scheduler call but SUBSCRIBE (which opens a stream: `MasterMachine.subscribe`), by
+# type. Grep a call type to find its handler.
+SCHEDULER_CALLS: dict[str, SchedulerCallHandler] = {
+    "TEARDOWN": MasterMachine._call_teardown,
+    "ACCEPT": MasterMachine._call_accept,
+    "DECLINE": MasterMachine._call_decline,
+    "ACCEPT_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
+    "DECLINE_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
+    "REVIVE": MasterMachine._call_revive,
+    "SUPPRESS": MasterMachine._call_suppress,
+    "KILL": MasterMachine._call_kill,
+    "SHUTDOWN": MasterMachine._call_shutdown,
+    "ACKNOWLEDGE": MasterMachine._call_acknowledge,
+    "ACKNOWLEDGE_OPERATION_STATUS": MasterMachine._call_acknowledge_operation_status,
+    "RECONCILE": MasterMachine._call_reconcile,
+    "RECONCILE_OPERATIONS": MasterMachine._call_reconcile_operations,
+    "MESSAGE": MasterMachine._call_message,
+    "REQUEST": MasterMachine._call_request,
+    "UPDATE_FRAMEWORK": MasterMachine._call_update_framework,
+}
+
+# A call type the protocol lists without a handler (or a handler for none) fails here, at
+# import, not when a framework first sends it.
+if SCHEDULER_CALLS.keys() != SCHEDULER_CALL_TYPES - {"SUBSCRIBE"}:
+    raise ImportError(
+        "scheduler call table out of step with SCHEDULER_CALL_TYPES: "
+        f"{sorted(SCHEDULER_CALLS.keys() ^ (SCHEDULER_CALL_TYPES - {'SUBSCRIBE'}))}"
+    )

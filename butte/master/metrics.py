@@ -111,10 +111,8 @@ def allocator_metrics(
         out[f"allocator/mesos/resources/{name}/offered_or_allocated"] = offered_or_allocated.scalar(
             name
         )
-    shares = getattr(allocator, "role_shares", None)
-    if shares is not None:
-        for role, share in shares().items():
-            out[f"allocator/mesos/roles/{role}/shares/dominant"] = float(share)
+    for role, share in allocator.role_shares().items():
+        out[f"allocator/mesos/roles/{role}/shares/dominant"] = float(share)
     return out
 
 

@@ -1,5 +1,5 @@
 """The master's operator API v1 (``POST /api/v1``, also ``/api/v1/operator`` and anything
-else under ``/api/v1`` that no longer prefix claims; PROTOCOL.md 3.1, 3.2).
+else under ``/api/v1`` that no longer prefix claims; docs/protocol.md §3.1, 3.2).
 
 `OperatorApi` is created by the server's ``_add_routes`` and registers every operator-facing
 route: the v1 endpoint, the event stream (`butte.master.events`), the legacy endpoints
@@ -18,32 +18,36 @@ Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from butte import MESOS_COMPAT_VERSION
 from butte.core.messages import to_builtins
-from butte.core.operator import DecodeError, OperatorCall, decode_call, payload_problem
+from butte.core.operator import (
+    MASTER_CALL_TYPES,
+    DecodeError,
+    OperatorCall,
+    decode_call,
+    payload_problem,
+)
 from butte.master import operator_views, state_json
+from butte.master.effects import Effect
 from butte.master.events import OperatorSubscribers
 from butte.master.files import MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
 from butte.master.legacy import LegacyEndpoints, weights_problem
 from butte.master.metrics import master_metrics
+from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
-if TYPE_CHECKING:
-    from butte.master.server import MasterServer
-
 Answer = dict[str, Any] | web.Response | None
-CallHandler = Callable[[OperatorCall], Awaitable[Answer]]
 
 
 class OperatorApi:
     """Operator-facing routes of one master (see the module docstring)."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
         self.machine = server.machine
         self.events = OperatorSubscribers(self.machine)
@@ -55,9 +59,6 @@ class OperatorApi:
         router.add("/metrics", self.prometheus)
         self.files.add_routes(router)
         self.legacy.add_routes(router)
-        self._calls: dict[str, CallHandler] = {
-            name[5:].upper(): getattr(self, name) for name in dir(self) if name.startswith("call_")
-        }
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -84,13 +85,13 @@ class OperatorApi:
             return text_reply(400, f"Failed to validate master::Call: {e}")
         if call.type == "SUBSCRIBE":
             return await self.events.serve(request, self.get_state)
-        handler = self._calls.get(call.type)
+        handler = MASTER_CALLS.get(call.type)
         if handler is None:
             return text_reply(400, f"Unsupported master::Call type '{call.type[:60]}'")
         problem = payload_problem(call)
         if problem:
             return text_reply(400, problem)
-        answer = await handler(call)
+        answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
         if answer is None:
@@ -194,9 +195,10 @@ class OperatorApi:
     async def call_teardown(self, call: OperatorCall) -> Answer:
         assert call.teardown is not None
         fid = call.teardown.framework_id.value
-        if not self.machine.teardown_framework(fid, self.now()):
+        effects = self.machine.teardown_framework(fid, self.now())
+        if effects is None:
             return text_reply(400, f"No framework found with ID {fid[:255]}")
-        self.server.flush()
+        self.server.apply(effects)
         return None
 
     async def call_deactivate_agent(self, call: OperatorCall) -> Answer:
@@ -224,16 +226,74 @@ class OperatorApi:
             lambda agent_id, now: self.machine.drain_agent(agent_id, grace, drain.mark_gone, now),
         )
 
-    def _agent_action(self, agent_id: str, action: Callable[[str, float], bool]) -> Answer:
-        if not action(agent_id, self.now()):
+    def _agent_action(
+        self, agent_id: str, action: Callable[[str, float], list[Effect] | None]
+    ) -> Answer:
+        effects = action(agent_id, self.now())
+        if effects is None:
             return text_reply(404, f"Agent {agent_id[:255]} not found")
-        self.server.flush()
+        self.server.apply(effects)
         return None
 
     async def call_mark_agent_gone(self, call: OperatorCall) -> Answer:
         assert call.mark_agent_gone is not None
-        agent_id = call.mark_agent_gone.agent_id.value
-        if not self.machine.mark_agent_gone(agent_id, self.now()):
-            return text_reply(404, f"Agent {agent_id[:255]} not found")
-        self.server.flush()
-        return None
+        return self._agent_action(call.mark_agent_gone.agent_id.value, self.machine.mark_agent_gone)
+
+
+CallHandler = Callable[[OperatorApi, OperatorCall], Awaitable[Answer]]
+
+# The calls served, by type (SUBSCRIBE, a stream, is taken before this table). Grep a call
+# type to find its handler.
+MASTER_CALLS: dict[str, CallHandler] = {
+    "GET_HEALTH": OperatorApi.call_get_health,
+    "GET_FLAGS": OperatorApi.call_get_flags,
+    "GET_VERSION": OperatorApi.call_get_version,
+    "GET_METRICS": OperatorApi.call_get_metrics,
+    "GET_LOGGING_LEVEL": OperatorApi.call_get_logging_level,
+    "SET_LOGGING_LEVEL": OperatorApi.call_set_logging_level,
+    "LIST_FILES": OperatorApi.call_list_files,
+    "READ_FILE": OperatorApi.call_read_file,
+    "GET_STATE": OperatorApi.call_get_state,
+    "GET_AGENTS": OperatorApi.call_get_agents,
+    "GET_FRAMEWORKS": OperatorApi.call_get_frameworks,
+    "GET_EXECUTORS": OperatorApi.call_get_executors,
+    "GET_TASKS": OperatorApi.call_get_tasks,
+    "GET_ROLES": OperatorApi.call_get_roles,
+    "GET_WEIGHTS": OperatorApi.call_get_weights,
+    "UPDATE_WEIGHTS": OperatorApi.call_update_weights,
+    "GET_MASTER": OperatorApi.call_get_master,
+    "GET_OPERATIONS": OperatorApi.call_get_operations,
+    "GET_QUOTA": OperatorApi.call_get_quota,
+    "GET_MAINTENANCE_STATUS": OperatorApi.call_get_maintenance_status,
+    "GET_MAINTENANCE_SCHEDULE": OperatorApi.call_get_maintenance_schedule,
+    "TEARDOWN": OperatorApi.call_teardown,
+    "MARK_AGENT_GONE": OperatorApi.call_mark_agent_gone,
+    "DEACTIVATE_AGENT": OperatorApi.call_deactivate_agent,
+    "REACTIVATE_AGENT": OperatorApi.call_reactivate_agent,
+    "DRAIN_AGENT": OperatorApi.call_drain_agent,
+}
+
+# Calls of the protocol butte does not implement (docs/operating.md "Not yet"): answered 400.
+UNSUPPORTED_MASTER_CALLS = frozenset(
+    {
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
+        "UPDATE_MAINTENANCE_SCHEDULE",
+        "START_MAINTENANCE",
+        "STOP_MAINTENANCE",
+        "UPDATE_QUOTA",
+        "SET_QUOTA",
+        "REMOVE_QUOTA",
+    }
+)
+
+# Every call type of the protocol is either served or refused on purpose; a new one (or a
+# typo) fails here, at import.
+if MASTER_CALLS.keys() | UNSUPPORTED_MASTER_CALLS | {"SUBSCRIBE"} != MASTER_CALL_TYPES or (
+    MASTER_CALLS.keys() & UNSUPPORTED_MASTER_CALLS
+):
+    raise ImportError("master operator call table out of step with MASTER_CALL_TYPES")

@@ -1,4 +1,4 @@
-"""JSON shapes of the operator API v1 (PROTOCOL.md 3.1, 3.2): GetAgents.Agent,
+"""JSON shapes of the operator API v1 (docs/protocol.md §3.1, 3.2): GetAgents.Agent,
 GetFrameworks.Framework, GetTasks, GetRoles, and the master event stream's events.
 
 Pure functions from the master's records to JSON-able dicts. The core builds its operator
@@ -9,17 +9,38 @@ lists and times are ``TimeInfo`` nanoseconds.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from butte.core import task_states
 from butte.core.messages import TaskStatus, to_builtins
 from butte.core.resources import Resources
 from butte.master import views
-from butte.master.state import Agent, Framework, Task
+from butte.master.allocator.interface import Allocator
+from butte.master.state import Agent, Framework, Offer, Task
 
-if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
+
+class MasterRecords(Protocol):
+    """What these views read of the master core (`butte.master.core.MasterCore` has it):
+    a narrow interface, so that the core can build operator events with them without the
+    views depending on the core."""
+
+    @property
+    def frameworks(self) -> dict[str, Framework]: ...
+
+    @property
+    def completed_frameworks(self) -> deque[Framework]: ...
+
+    @property
+    def agents(self) -> dict[str, Agent]: ...
+
+    @property
+    def offers(self) -> dict[str, Offer]: ...
+
+    @property
+    def allocator(self) -> Allocator: ...
+
 
 AGENT_CAPABILITIES = ("MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT")
 
@@ -56,7 +77,7 @@ def total(items: Iterable[Resources]) -> Resources:
 # -- agents ----------------------------------------------------------------------------------
 
 
-def agent_used(machine: MasterMachine, agent: Agent) -> Resources:
+def agent_used(machine: MasterRecords, agent: Agent) -> Resources:
     """What the live tasks and the executors on an agent hold."""
     used: list[Resources] = []
     for fid, tid in agent.tasks:
@@ -68,7 +89,7 @@ def agent_used(machine: MasterMachine, agent: Agent) -> Resources:
     return total(used)
 
 
-def all_agents_used(machine: MasterMachine) -> dict[str, Resources]:
+def all_agents_used(machine: MasterRecords) -> dict[str, Resources]:
     """`agent_used` of every agent, in one pass over the frameworks' tasks (cheaper than
     looking each agent's tasks up one by one when all agents are shown)."""
     held: dict[str, list[Resources]] = {agent_id: [] for agent_id in machine.agents}
@@ -82,12 +103,12 @@ def all_agents_used(machine: MasterMachine) -> dict[str, Resources]:
     return {agent_id: total(resources) for agent_id, resources in held.items()}
 
 
-def agent_offered(machine: MasterMachine, agent: Agent) -> Resources:
+def agent_offered(machine: MasterRecords, agent: Agent) -> Resources:
     return total(machine.offers[o].resources for o in agent.offers if o in machine.offers)
 
 
 def agent_json(
-    machine: MasterMachine, agent: Agent, used: Resources | None = None
+    machine: MasterRecords, agent: Agent, used: Resources | None = None
 ) -> dict[str, Any]:
     """``GetAgents.Agent`` (``used``: `agent_used`, when the caller has it already)."""
     if used is None:
@@ -114,7 +135,7 @@ def agent_json(
     return out
 
 
-def get_agents(machine: MasterMachine) -> dict[str, Any]:
+def get_agents(machine: MasterRecords) -> dict[str, Any]:
     """``GetAgents``."""
     used = all_agents_used(machine)
     return {"agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()]}
@@ -123,7 +144,7 @@ def get_agents(machine: MasterMachine) -> dict[str, Any]:
 # -- frameworks ------------------------------------------------------------------------------
 
 
-def framework_used(fw: Framework, machine: MasterMachine) -> Resources:
+def framework_used(fw: Framework, machine: MasterRecords) -> Resources:
     live = [t.resources for t in fw.tasks.values() if not task_states.is_terminal(t.state)]
     for agent_id, executor_ids in fw.executors.items():
         agent = machine.agents.get(agent_id)
@@ -136,7 +157,7 @@ def framework_used(fw: Framework, machine: MasterMachine) -> Resources:
     return total(live)
 
 
-def framework_json(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+def framework_json(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
     """``GetFrameworks.Framework``."""
     offers = [machine.offers[o] for o in sorted(fw.offers) if o in machine.offers]
     out: dict[str, Any] = {
@@ -162,7 +183,7 @@ def framework_json(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
     return out
 
 
-def get_frameworks(machine: MasterMachine) -> dict[str, Any]:
+def get_frameworks(machine: MasterRecords) -> dict[str, Any]:
     """``GetFrameworks``."""
     return {
         "frameworks": [framework_json(machine, f) for f in machine.frameworks.values()],
@@ -173,7 +194,7 @@ def get_frameworks(machine: MasterMachine) -> dict[str, Any]:
 # -- executors and tasks ---------------------------------------------------------------------
 
 
-def get_executors(machine: MasterMachine) -> dict[str, Any]:
+def get_executors(machine: MasterRecords) -> dict[str, Any]:
     """``GetExecutors``: the executors the master knows of (custom and default ones)."""
     out = []
     for agent in machine.agents.values():
@@ -184,7 +205,7 @@ def get_executors(machine: MasterMachine) -> dict[str, Any]:
     return {"executors": out}
 
 
-def all_tasks(machine: MasterMachine) -> Iterator[tuple[str, Task]]:
+def all_tasks(machine: MasterRecords) -> Iterator[tuple[str, Task]]:
     """Every task the master remembers as (kind, task): kind is ``tasks``,
     ``unreachable_tasks`` or ``completed_tasks`` (GetTasks' field names)."""
     for fw in machine.frameworks.values():
@@ -198,7 +219,7 @@ def all_tasks(machine: MasterMachine) -> Iterator[tuple[str, Task]]:
                 yield "completed_tasks", task
 
 
-def get_tasks(machine: MasterMachine) -> dict[str, Any]:
+def get_tasks(machine: MasterRecords) -> dict[str, Any]:
     """``GetTasks`` (``pending_tasks`` and ``orphan_tasks`` never exist here)."""
     out: dict[str, list] = {"tasks": [], "unreachable_tasks": [], "completed_tasks": []}
     for kind, task in all_tasks(machine):
@@ -209,7 +230,7 @@ def get_tasks(machine: MasterMachine) -> dict[str, Any]:
 # -- roles -----------------------------------------------------------------------------------
 
 
-def role_names(machine: MasterMachine) -> list[str]:
+def role_names(machine: MasterRecords) -> list[str]:
     """Roles worth showing: those of frameworks, with a weight, or with reservations."""
     names: set[str] = set(machine.allocator.weights)
     for fw in machine.frameworks.values():
@@ -219,7 +240,7 @@ def role_names(machine: MasterMachine) -> list[str]:
     return sorted(names)
 
 
-def role_usage(machine: MasterMachine) -> dict[str, tuple[Resources, Resources, list[str]]]:
+def role_usage(machine: MasterRecords) -> dict[str, tuple[Resources, Resources, list[str]]]:
     """role -> (allocated, offered, framework ids)."""
     allocated: dict[str, list[Resources]] = {}
     offered: dict[str, list[Resources]] = {}
@@ -245,7 +266,7 @@ def role_usage(machine: MasterMachine) -> dict[str, tuple[Resources, Resources, 
     }
 
 
-def get_roles(machine: MasterMachine) -> dict[str, Any]:
+def get_roles(machine: MasterRecords) -> dict[str, Any]:
     """``GetRoles``."""
     weights = machine.allocator.weights
     roles = []
@@ -265,7 +286,7 @@ def get_roles(machine: MasterMachine) -> dict[str, Any]:
     return {"roles": roles}
 
 
-def get_weights(machine: MasterMachine) -> dict[str, Any]:
+def get_weights(machine: MasterRecords) -> dict[str, Any]:
     """``GetWeights``."""
     weights = machine.allocator.weights
     return {"weight_infos": [{"role": r, "weight": w} for r, w in sorted(weights.items())]}
@@ -293,7 +314,7 @@ def task_updated(task: Task, status: TaskStatus) -> dict[str, Any]:
     )
 
 
-def agent_added(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
+def agent_added(machine: MasterRecords, agent: Agent) -> dict[str, Any]:
     return _event("AGENT_ADDED", {"agent": agent_json(machine, agent)})
 
 
@@ -301,11 +322,11 @@ def agent_removed(agent_id: str) -> dict[str, Any]:
     return _event("AGENT_REMOVED", {"agent_id": views.value(agent_id)})
 
 
-def framework_added(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+def framework_added(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
     return _event("FRAMEWORK_ADDED", {"framework": framework_json(machine, fw)})
 
 
-def framework_updated(machine: MasterMachine, fw: Framework) -> dict[str, Any]:
+def framework_updated(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
     return _event("FRAMEWORK_UPDATED", {"framework": framework_json(machine, fw)})
 
 

@@ -1,4 +1,4 @@
-"""Answers to explicit reconciliation of tasks the master does not know (PROTOCOL.md 1.11)."""
+"""Answers to explicit reconciliation of tasks the master does not know (docs/protocol.md §1.11)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from butte.core import task_states
 from butte.core.messages import TaskStatus
 
 if TYPE_CHECKING:
-    from butte.master.machine import MasterMachine
+    from butte.master.core import MasterCore
     from butte.master.state import Framework
 
 
 def reconcile_unknown_task(
-    master: MasterMachine, fw: Framework, task_id: str, agent_id: str | None, now: float
+    master: MasterCore, fw: Framework, task_id: str, agent_id: str | None, now: float
 ) -> TaskStatus | None:
     """The status to send for a task the master has no record of, or None for "no answer
     yet" (its agent is expected to re-register after a master failover)."""

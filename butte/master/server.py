@@ -1,7 +1,7 @@
 """The master's asyncio shell: HTTP endpoints, framework streams, agent connections, timers.
 
 It owns every socket and timer and feeds the master core (`MasterMachine`) events with the
-current time, then carries out the effects the core returns (`flush`). Nothing here decides
+current time, then carries out the effects the core returns (`apply`). Nothing here decides
 anything about frameworks, offers or tasks.
 """
 
@@ -44,6 +44,7 @@ from butte.master.allocator.interface import AllocatorOptions
 from butte.master.effects import (
     CloseAgentConnection,
     CloseFrameworkStream,
+    Effect,
     OperatorEvent,
     RegistryWrite,
     SendToAgent,
@@ -259,9 +260,10 @@ class MasterServer:
 
     # -- effects --------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Carries out what the core asked for, then schedules an allocation if wanted."""
-        for effect in self._committed(self.machine.drain()):
+    def apply(self, effects: list[Effect]) -> None:
+        """Carries out the effects an event method of the core returned, then schedules an
+        allocation if the core wants one."""
+        for effect in self._committed(effects):
             if isinstance(effect, SendToFramework):
                 stream = self._streams.get(effect.stream_id)
                 if stream is not None:
@@ -285,7 +287,7 @@ class MasterServer:
             self._allocation_pending = True
             asyncio.get_running_loop().call_soon(self._allocate)
 
-    def _committed(self, effects: list) -> list:
+    def _committed(self, effects: list[Effect]) -> list[Effect]:
         """The effects to carry out: none unless this master acts as leader, and only once
         the registry writes among them are durable (one transaction for all of them, before
         any effect is delivered; a failed write aborts the master)."""
@@ -339,7 +341,7 @@ class MasterServer:
         if self.leadership.role is not Role.RECOVERING:
             return
         now = self.clock.now()
-        self.machine.recover_registry(registry, now)
+        effects = self.machine.recover_registry(registry, now)
         self.machine.leader_info = self.master_info
         self.elected_time = now
         self.leadership.recovered()
@@ -349,7 +351,7 @@ class MasterServer:
             time.perf_counter() - started,
             len(self.machine.recovering_agents),
         )
-        self.flush()
+        self.apply(effects)
         await self._release_held_agents()
 
     def _agent_during_recovery(self, request: web.Request) -> bool:
@@ -368,16 +370,17 @@ class MasterServer:
         for start in range(0, len(pending), _HELD_AGENTS_BATCH):
             if not self.leadership.acting():
                 break
+            effects: list[Effect] = []
             for connection_id in pending[start : start + _HELD_AGENTS_BATCH]:
                 messages = self._held_agent_messages.pop(connection_id, None)
                 link = self._agents.get(connection_id)
                 if link is None or not messages:
                     continue  # closed meanwhile: the core never heard of it
                 for message in messages:
-                    self.machine.agent_message(
+                    effects += self.machine.agent_message(
                         connection_id, message, link.peer_ip, self.clock.now()
                     )
-            self.flush()
+            self.apply(effects)
             await asyncio.sleep(0)
         self._held_agent_messages.clear()
 
@@ -404,18 +407,16 @@ class MasterServer:
     def _allocate(self) -> None:
         self._allocation_pending = False
         started = time.perf_counter()
-        self.machine.allocate(self.clock.now())
+        effects = self.machine.allocate(self.clock.now())
         self.last_allocation_seconds = time.perf_counter() - started
         self.machine.allocator.record_allocation_seconds(self.last_allocation_seconds)
-        self.flush()
+        self.apply(effects)
 
     def _tick(self) -> None:
-        self.machine.tick(self.clock.now())
-        self.flush()
+        self.apply(self.machine.tick(self.clock.now()))
 
     def _ping_agents(self) -> None:
-        self.machine.ping_agents(self.clock.now())
-        self.flush()
+        self.apply(self.machine.ping_agents(self.clock.now()))
 
     def _slow_scheduler_stream(self) -> None:
         self.slow_streams_closed += 1
@@ -505,8 +506,8 @@ class MasterServer:
 
     def _run_scheduler_call(self, call: SchedulerCall, stream_id: str | None) -> fast_http.Reply:
         """Runs a non-SUBSCRIBE call through the core and carries out its effects."""
-        result = self.machine.scheduler_call(call, stream_id, self.clock.now())
-        self.flush()
+        result, effects = self.machine.scheduler_call(call, stream_id, self.clock.now())
+        self.apply(effects)
         if result.body is not None:
             return fast_http.Reply(result.status, "application/json", encode_json(result.body))
         return fast_http.text(result.status, result.message)
@@ -522,23 +523,22 @@ class MasterServer:
         )
         # Registered before the core runs, so the first events queue up for this stream.
         self._streams[stream_id] = stream
-        result = self.machine.subscribe(call, stream_id, now)
+        result, effects = self.machine.subscribe(call, stream_id, now)
         if result.status != 200:
             self._streams.pop(stream_id, None)
-            self.flush()
+            self.apply(effects)
             return text_reply(result.status, result.message)
         if result.stream_error is not None:
             self._streams.pop(stream_id, None)
             stream.put(record(views.error_event(result.stream_error)))
             stream.close()
-        self.flush()
+        self.apply(effects)
         try:
             return await stream.serve(request, {"Mesos-Stream-Id": stream_id})
         finally:
             if self._streams.get(stream_id) is stream:
                 del self._streams[stream_id]
-                self.machine.framework_disconnected(stream_id, self.clock.now())
-                self.flush()
+                self.apply(self.machine.framework_disconnected(stream_id, self.clock.now()))
 
     # -- agents ---------------------------------------------------------------------------
 
@@ -596,16 +596,16 @@ class MasterServer:
         elif self.leadership.role is Role.RECOVERING:
             self._held_agent_messages[connection_id] = [message]
         else:
-            self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
-            self.flush()
+            self.apply(
+                self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
+            )
 
     def _agent_gone(self, connection_id: str) -> None:
         if self._agents.pop(connection_id, None) is None:
             return
         if self._held_agent_messages.pop(connection_id, None) is None:
             # (A connection whose messages were all held never reached the core.)
-            self.machine.agent_disconnected(connection_id, self.clock.now())
-            self.flush()
+            self.apply(self.machine.agent_disconnected(connection_id, self.clock.now()))
 
     async def _agent_writer(self, link: _AgentLink) -> None:
         try:

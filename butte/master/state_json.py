@@ -1,4 +1,4 @@
-"""The legacy ``/master/state`` JSON (PROTOCOL.md 3.4): ``slave`` spellings, resources as
+"""The legacy ``/master/state`` JSON (docs/protocol.md §3.4): ``slave`` spellings, resources as
 name -> value maps, epoch-second timestamps."""
 
 from __future__ import annotations

@@ -20,12 +20,14 @@ def value(v: str) -> dict[str, str]:
 
 
 def resource_format(info: FrameworkInfo) -> str:
-    """Frameworks with RESERVATION_REFINEMENT get the ``reservations`` form (PROTOCOL 1.6)."""
+    """Frameworks with RESERVATION_REFINEMENT get the ``reservations`` form
+    (docs/protocol.md §1.6)."""
     return "post" if info.has_capability("RESERVATION_REFINEMENT") else "pre"
 
 
 def ip_as_int(ip: str) -> int:
-    """MasterInfo.ip: the IPv4 address bytes read as a little-endian uint32 (PROTOCOL 4.2)."""
+    """MasterInfo.ip: the IPv4 address bytes read as a little-endian uint32
+    (docs/protocol.md §4.2)."""
     try:
         return int.from_bytes(socket.inet_aton(ip), "little")
     except OSError:

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
@@ -40,11 +41,11 @@ and re-register with it after a failover.
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Defines the ``butte sim`` flags (and keeps the description's line breaks)."""
-    base = parser.formatter_class
+    # argparse types formatter_class as a callable; butte's parsers always give a class.
+    base: Any = parser.formatter_class
     if not issubclass(base, argparse.RawDescriptionHelpFormatter):
-        parser.formatter_class = type(
-            "SimHelpFormatter", (argparse.RawDescriptionHelpFormatter, base), {}
-        )
+        formatter: Any = type("SimHelpFormatter", (argparse.RawDescriptionHelpFormatter, base), {})
+        parser.formatter_class = formatter
     parser.add_argument(
         "--master",
         required=True,

@@ -59,6 +59,7 @@ class WebSocketClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, protocol = await loop.create_connection(lambda: cls(on_message), host, port)
+            assert protocol.transport is not None  # set by connection_made, before this returns
             protocol.transport.write(
                 b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"

@@ -166,18 +166,6 @@ class FakeMaster:
         with self._cond:
             return [c for c in self.calls if c.get("type") == call_type]
 
-    def wait_for_call(self, call_type: str, count: int = 1, timeout: float = 5.0) -> dict:
-        """Blocks until ``count`` calls of ``call_type`` arrived; returns the last of them."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(found := [c for c in self.calls if c.get("type") == call_type]) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    seen = [c.get("type") for c in self.calls]
-                    raise TimeoutError(f"no {count}x {call_type} within {timeout}s; got {seen}")
-                self._cond.wait(left)
-            return found[count - 1]
-
     # -- server side -----------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

@@ -3,7 +3,7 @@
 mesoshttp reads the scheduler stream with ``requests``' ``iter_lines`` and decodes a record
 only when the line it ends on is complete, i.e. when the next record's length and newline
 have arrived. The master therefore ends every burst of events with a HEARTBEAT record
-(docs/protocol.md, "RecordIO"); without it the first OFFERS after SUBSCRIBED, and the last
+(docs/protocol.md §0.3, §6.4); without it the first OFFERS after SUBSCRIBED, and the last
 updates of a run, reach mesoshttp only at the next periodic heartbeat (15 s).
 """
 

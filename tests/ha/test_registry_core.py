@@ -1,6 +1,6 @@
 """The master core's side of the registry, with no ZooKeeper: which changes it writes, that
-each write comes before what acknowledges it, and recovery after a failover (PROTOCOL.md
-1.11 and 4.3). Pure and fast: a fake clock, no loop."""
+each write comes before what acknowledges it, and recovery after a failover (docs/protocol.md
+§1.11 and §4.3). Pure and fast: a fake clock, no loop."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from butte.coord.interface import (  # noqa: E402
 )
 from butte.core import internal, task_states  # noqa: E402
 from butte.core.messages import ID, FrameworkInfo  # noqa: E402
-from butte.master.effects import RegistryWrite, SendToAgent, SendToFramework  # noqa: E402
+from butte.master.effects import Effect, RegistryWrite, SendToAgent, SendToFramework  # noqa: E402
 from butte.master.machine import MasterOptions  # noqa: E402
 
 
@@ -33,11 +33,9 @@ class Recorder(Harness):
         super().__init__(options)
         self.log: list[Any] = []
 
-    def pump(self) -> None:
-        effects = self.master.drain()
+    def pump(self, effects: list[Effect]) -> list[Effect]:
         self.log.extend(effects)
-        self.master.outbox.extend(effects)
-        super().pump()
+        return super().pump(effects)
 
     def writes(self) -> list[Any]:
         return [e.operation for e in self.log if isinstance(e, RegistryWrite)]
@@ -81,15 +79,17 @@ def test_admission_is_durable_before_it_is_acknowledged():
 def test_reconnecting_agent_writes_nothing():
     h = Recorder()
     agent_id = h.register_agent("c1")
-    h.master.agent_disconnected("c1", h.now())
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     h.register_agent("c2", agent_id=agent_id)
     assert [type(op) for op in h.writes()] == [AdmitAgent]
 
 
 def test_recovered_agent_reregisters_without_a_write_and_gets_its_tasks_back():
     h = Recorder()
-    h.master.recover_registry(
-        RegistryState(agents={"A1": {"id": {"value": "A1"}}}, weights={"web": 2.5}), h.now()
+    h.pump(
+        h.master.recover_registry(
+            RegistryState(agents={"A1": {"id": {"value": "A1"}}}, weights={"web": 2.5}), h.now()
+        )
     )
     assert h.master.recovering_agents == {"A1"}
     assert h.master.allocator.weights["web"] == 2.5
@@ -108,7 +108,7 @@ def test_recovered_agent_reregisters_without_a_write_and_gets_its_tasks_back():
 
 def test_reconciliation_waits_for_recovering_agents():
     h = Recorder()
-    h.master.recover_registry(RegistryState(agents={"A1": {}}), h.now())
+    h.pump(h.master.recover_registry(RegistryState(agents={"A1": {}}), h.now()))
     fid, stream = h.subscribe(id={"value": "F1"}, checkpoint=True)
     body = {"type": "RECONCILE", "reconcile": {"tasks": [{"task_id": {"value": "t1"}}]}}
     assert h.call(fid, stream, body).status == 202
@@ -127,15 +127,13 @@ def test_reconciliation_waits_for_recovering_agents():
 
 def test_recovered_agents_not_back_in_time_become_unreachable():
     h = Recorder(MasterOptions(agent_reregister_timeout=60.0))
-    h.master.recover_registry(RegistryState(agents={"A1": {}, "A2": {}}), h.now())
+    h.pump(h.master.recover_registry(RegistryState(agents={"A1": {}, "A2": {}}), h.now()))
     h.register_agent("c1", agent_id="A1")
     h.clock.advance(59)
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert h.writes() == []
     h.clock.advance(2)
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert h.writes() == [MarkUnreachable("A2", h.now())]
     assert h.master.recovering_agents == set()
     assert "A2" in h.master.unreachable_agents and "A1" in h.master.agents
@@ -156,10 +154,8 @@ def test_unreachable_is_written_before_frameworks_hear_of_it():
     h.allocate()
     [offer] = h.offers(stream)
     h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
-    h.master.ping_agents(h.now())
-    h.pump()
-    h.master.ping_agents(h.now())  # no PONG: marked unreachable
-    h.pump()
+    h.pump(h.master.ping_agents(h.now()))
+    h.pump(h.master.ping_agents(h.now()))  # no PONG: marked unreachable
     write = h.index(is_write(MarkUnreachable))
     lost = h.index(lambda e: isinstance(e, SendToFramework) and e.event["type"] == "UPDATE")
     assert write < lost
@@ -172,29 +168,24 @@ def test_unreachable_is_written_before_frameworks_hear_of_it():
 def test_gone_and_unregistered_agents_are_written_first():
     h = Recorder()
     a1 = h.register_agent("c1")
-    h.master.agent_disconnected("c1", h.now())
-    assert h.master.mark_agent_gone(a1, h.now())
-    h.pump()
+    h.pump(h.master.agent_disconnected("c1", h.now()))
+    assert h.found(h.master.mark_agent_gone(a1, h.now()))
     assert h.writes()[-1] == MarkGone(a1, h.now())
     a2 = h.register_agent("c2")
-    h.master.agent_message("c2", internal.UnregisterAgent(), "127.0.0.1", h.now())
-    h.pump()
+    h.pump(h.master.agent_message("c2", internal.UnregisterAgent(), "127.0.0.1", h.now()))
     assert h.writes()[-1] == RemoveAgent(a2)
     # A recovering agent can be marked gone too.
-    h.master.recover_registry(RegistryState(agents={"A9": {}}), h.now())
-    assert h.master.mark_agent_gone("A9", h.now())
-    h.pump()
+    h.pump(h.master.recover_registry(RegistryState(agents={"A9": {}}), h.now()))
+    assert h.found(h.master.mark_agent_gone("A9", h.now()))
     assert h.writes()[-1] == MarkGone("A9", h.now())
     assert "A9" not in h.master.recovering_agents
 
 
 def test_weights_are_written_before_they_apply():
     h = Recorder()
-    h.master.update_weights({"web": 3.0})
-    h.pump()
+    h.pump(h.master.update_weights({"web": 3.0}))
     assert h.writes() == [UpdateWeights({"web": 3.0})]
-    h.master.update_weights({"batch": 0.5})
-    h.pump()
+    h.pump(h.master.update_weights({"batch": 0.5}))
     assert h.writes()[-1] == UpdateWeights({"web": 3.0, "batch": 0.5})
 
 

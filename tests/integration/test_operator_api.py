@@ -1,4 +1,4 @@
-"""The operator API v1 of a real master and agent (PROTOCOL.md 3.1-3.3), the master event
+"""The operator API v1 of a real master and agent (docs/protocol.md §3.1-3.3), the master event
 stream, the legacy endpoints and the metrics endpoints, with bad input of every kind."""
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from butte.master.allocator.interface import AllocatorOptions
 from butte.master.effects import (
     CloseAgentConnection,
     CloseFrameworkStream,
+    Effect,
     SendToAgent,
     SendToFramework,
 )
@@ -50,8 +51,10 @@ class Harness:
     def now(self) -> float:
         return self.clock.now()
 
-    def pump(self) -> None:
-        for effect in self.master.drain():
+    def pump(self, effects: list[Effect]) -> list[Effect]:
+        """Carries out the effects an event method of the core returned, as the shell does,
+        then checks the core's invariants; returns the effects."""
+        for effect in effects:
             if isinstance(effect, SendToFramework):
                 if effect.stream_id not in self.closed_streams:
                     self.streams.setdefault(effect.stream_id, []).append(effect.event)
@@ -62,6 +65,13 @@ class Harness:
             elif isinstance(effect, CloseAgentConnection):
                 self.closed_connections.add(effect.connection_id)
         self.master.check_invariants()
+        return effects
+
+    def found(self, effects: list[Effect] | None) -> bool:
+        """For operator events that answer None for an unknown id: pumps what they returned
+        and says whether the id was known."""
+        self.pump(effects or [])
+        return effects is not None
 
     # frameworks ------------------------------------------------------------------------
 
@@ -74,9 +84,9 @@ class Harness:
         body: dict[str, Any] = {"type": "SUBSCRIBE", "subscribe": {"framework_info": fi}}
         if "id" in fi:
             body["framework_id"] = fi["id"]
-        result = self.master.subscribe(call(body), stream, self.now())
+        result, effects = self.master.subscribe(call(body), stream, self.now())
         assert result.status == 200, result
-        self.pump()
+        self.pump(effects)
         events = self.streams.get(stream, [])
         if result.stream_error:
             # What the shell does: a 200 stream carrying one ERROR, then closed.
@@ -86,10 +96,10 @@ class Harness:
         return events[0]["subscribed"]["framework_id"]["value"], stream
 
     def call(self, fid: str, stream: str, obj: dict[str, Any]) -> CallResult:
-        result = self.master.scheduler_call(
+        result, effects = self.master.scheduler_call(
             call({"framework_id": {"value": fid}, **obj}), stream, self.now()
         )
-        self.pump()
+        self.pump(effects)
         return result
 
     def events(self, stream: str, kind: str | None = None) -> list[dict]:
@@ -112,8 +122,7 @@ class Harness:
         return out
 
     def allocate(self) -> None:
-        self.master.allocate(self.now())
-        self.pump()
+        self.pump(self.master.allocate(self.now()))
 
     # agents ----------------------------------------------------------------------------
 
@@ -127,8 +136,7 @@ class Harness:
             id=ID(extra.pop("agent_id")) if "agent_id" in extra else None,
         )
         msg = internal.RegisterAgent(agent_info=info, version="0.1.0", **extra)
-        self.master.agent_message(conn, msg, "127.0.0.1", self.now())
-        self.pump()
+        self.pump(self.master.agent_message(conn, msg, "127.0.0.1", self.now()))
         reply = self.agent_inbox[conn][-1]
         assert isinstance(reply, internal.AgentRegistered | internal.AgentReregistered), reply
         return reply.agent_id.value
@@ -150,13 +158,14 @@ class Harness:
             timestamp=self.now(),
             **fields,
         )
-        self.master.agent_message(
-            conn,
-            internal.StatusUpdate(framework_id=ID(fid), status=status),
-            "127.0.0.1",
-            self.now(),
+        self.pump(
+            self.master.agent_message(
+                conn,
+                internal.StatusUpdate(framework_id=ID(fid), status=status),
+                "127.0.0.1",
+                self.now(),
+            )
         )
-        self.pump()
         return uid
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from test_agent_machine import (
+from agent_kit import (
     AID,
     FID,
     Harness,

@@ -32,17 +32,15 @@ def reregister(h: Harness, conn: str, agent_id: str, **report: object) -> None:
     in ``h.agent_inbox[conn]``, AGENT_REREGISTERED first."""
     info = internal.AgentInfo(hostname="127.0.0.1", port=5051, id=ID(agent_id))
     message = internal.RegisterAgent(agent_info=info, version="0.1.0", **report)
-    h.master.agent_message(conn, message, "127.0.0.1", h.now())
-    h.pump()
+    h.pump(h.master.agent_message(conn, message, "127.0.0.1", h.now()))
     assert isinstance(h.agent_inbox[conn][0], internal.AgentReregistered)
 
 
 def miss_pings(h: Harness, times: int, answering: set[str] = frozenset()) -> None:
     for _ in range(times):
-        h.master.ping_agents(h.now())
+        h.pump(h.master.ping_agents(h.now()))
         for conn in answering:
-            h.master.agent_message(conn, internal.Pong(), "127.0.0.1", h.now())
-        h.pump()
+            h.pump(h.master.agent_message(conn, internal.Pong(), "127.0.0.1", h.now()))
         h.clock.advance(1.0)
 
 
@@ -101,8 +99,7 @@ def test_unreachable_agent_comes_back(partition_aware):
 def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it():
     h = Harness()
     old, fid, stream = running_task(h, checkpoint=True)
-    h.master.agent_disconnected("c1", h.now())
-    h.pump()
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     assert not h.updates(stream), "checkpointing tasks wait for the agent"
     new = h.register_agent("c2")  # same host and port, no id: its checkpoint is gone
     assert new != old and list(h.master.agents) == [new]
@@ -114,7 +111,7 @@ def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it():
 def test_reregistration_without_a_task_drops_it():
     h = Harness()
     agent_id, fid, stream = running_task(h, checkpoint=True)
-    h.master.agent_disconnected("c1", h.now())
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     h.register_agent("c2", agent_id=agent_id)  # reports nothing
     [gone] = h.updates(stream)
     assert gone["state"] == ts.LOST and gone["reason"] == "REASON_RECONCILIATION"
@@ -145,7 +142,7 @@ def test_rate_limit_flag():
 def test_framework_removed_while_its_agent_was_disconnected_is_shut_down_there():
     h = Harness()
     agent_id, fid, stream = running_task(h, checkpoint=True)
-    h.master.agent_disconnected("c1", h.now())
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     h.call(fid, stream, {"type": "TEARDOWN"})
     assert not h.agent_messages("c1", internal.ShutdownFramework)  # nobody to tell
     report = internal.Task(

@@ -30,8 +30,8 @@ from butte.agent.effects import (
     RemoveCheckpoint,
     SendToExecutor,
 )
+from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
-from butte.agent.http import ExecutorStream
 from butte.agent.records import COMMAND
 from butte.agent.server import AgentOptions, AgentServer
 from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus

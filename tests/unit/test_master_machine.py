@@ -210,7 +210,7 @@ def test_call_errors_match_mesos():
     h, agent_id, fid, stream, offers = _cluster(failover_timeout=60)
     assert h.call("unknown", stream, {"type": "REVIVE"}).status == 400
     no_stream = call({"type": "REVIVE", "framework_id": {"value": fid}})
-    assert h.master.scheduler_call(no_stream, None, h.now()).status == 400
+    assert h.master.scheduler_call(no_stream, None, h.now())[0].status == 400
     assert h.call(fid, "other-stream", {"type": "REVIVE"}).status == 400
     bad_uuid = h.call(
         fid,
@@ -225,8 +225,7 @@ def test_call_errors_match_mesos():
         },
     )
     assert bad_uuid.status == 400
-    h.master.framework_disconnected(stream, h.now())
-    h.pump()
+    h.pump(h.master.framework_disconnected(stream, h.now()))
     assert h.call(fid, stream, {"type": "REVIVE"}).status == 403
 
 
@@ -238,14 +237,14 @@ def test_multi_role_validation():
             "subscribe": {"framework_info": {"user": "u", "name": "n", "roles": ["a"]}},
         }
     )
-    assert h.master.subscribe(bad, "s", h.now()).status == 400
+    assert h.master.subscribe(bad, "s", h.now())[0].status == 400
     bad_role = call(
         {
             "type": "SUBSCRIBE",
             "subscribe": {"framework_info": {"user": "u", "name": "n", "role": "-x"}},
         }
     )
-    assert h.master.subscribe(bad_role, "s", h.now()).status == 400
+    assert h.master.subscribe(bad_role, "s", h.now())[0].status == 400
     fid, stream = h.subscribe(roles=["a", "b/c"], capabilities=[{"type": "MULTI_ROLE"}])
     assert h.master.frameworks[fid].roles == ["a", "b/c"]
 
@@ -253,15 +252,12 @@ def test_multi_role_validation():
 def test_failover_timeout_removes_framework_and_kills_tasks():
     h, agent_id, fid, stream, offers = _cluster(failover_timeout=30)
     h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
-    h.master.framework_disconnected(stream, h.now())
-    h.pump()
+    h.pump(h.master.framework_disconnected(stream, h.now()))
     h.clock.advance(29)
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert fid in h.master.frameworks
     h.clock.advance(2)
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert fid not in h.master.frameworks
     shutdowns = h.agent_messages("c1", internal.ShutdownFramework)
     assert shutdowns and shutdowns[-1].framework_id == ID(fid)
@@ -343,8 +339,7 @@ def test_agent_disconnect_rescinds_offers_and_loses_non_checkpointed_tasks():
     h.allocate()
     outstanding = h.offers(stream)
     assert outstanding
-    h.master.agent_disconnected("c1", h.now())
-    h.pump()
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     rescinds = h.take(stream, "RESCIND")
     assert rescinds[0]["rescind"]["offer_id"] == outstanding[0]["id"]
     [lost] = h.updates(stream)
@@ -359,8 +354,7 @@ def test_missed_pings_make_the_agent_unreachable():
     [offer] = h.offers(stream)
     h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
     for _ in range(3):
-        h.master.ping_agents(h.now())
-        h.pump()
+        h.pump(h.master.ping_agents(h.now()))
     assert agent_id not in h.master.agents
     [status] = h.updates(stream)
     assert status["state"] == "TASK_UNREACHABLE" and "unreachable_time" in status
@@ -380,9 +374,8 @@ def test_pong_keeps_the_agent():
     h = Harness(MasterOptions(max_agent_ping_timeouts=2))
     agent_id = h.register_agent("c1")
     for _ in range(5):
-        h.master.ping_agents(h.now())
-        h.master.agent_message("c1", internal.Pong(), "127.0.0.1", h.now())
-        h.pump()
+        h.pump(h.master.ping_agents(h.now()))
+        h.pump(h.master.agent_message("c1", internal.Pong(), "127.0.0.1", h.now()))
     assert agent_id in h.master.agents
 
 
@@ -438,10 +431,11 @@ def test_update_from_agent_without_uuid_retry_is_recorded_once():
     uid = h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
     # The agent resends the same update (no ack yet): forwarded again, recorded once.
     again = TaskStatus(task_id=ID("t1"), state="TASK_RUNNING", uuid=uid, agent_id=ID(agent_id))
-    h.master.agent_message(
-        "c1", internal.StatusUpdate(framework_id=ID(fid), status=again), "127.0.0.1", h.now()
+    h.pump(
+        h.master.agent_message(
+            "c1", internal.StatusUpdate(framework_id=ID(fid), status=again), "127.0.0.1", h.now()
+        )
     )
-    h.pump()
     assert len(h.updates(stream)) == 2
     assert len(h.master.frameworks[fid].tasks["t1"].statuses) == 1
     assert base64.b64decode(uid)
@@ -449,33 +443,29 @@ def test_update_from_agent_without_uuid_retry_is_recorded_once():
 
 def test_deactivate_rescinds_offers_and_survives_reconnection():
     h, agent_id, fid, stream, offers = _cluster()
-    assert h.master.deactivate_agent(agent_id, h.now())
-    h.pump()
+    assert h.found(h.master.deactivate_agent(agent_id, h.now()))
     assert h.take(stream, "RESCIND")[0]["rescind"]["offer_id"] == offers[0]["id"]
-    h.master.agent_disconnected("c1", h.now())
+    h.pump(h.master.agent_disconnected("c1", h.now()))
     h.register_agent("c2", agent_id=agent_id)
     h.allocate()
     assert h.offers(stream) == []
-    assert h.master.reactivate_agent(agent_id, h.now())
+    assert h.found(h.master.reactivate_agent(agent_id, h.now()))
     h.allocate()
     assert len(h.offers(stream)) == 1
-    assert not h.master.deactivate_agent("M-S404", h.now())
+    assert h.master.deactivate_agent("M-S404", h.now()) is None
 
 
 def test_drain_kills_tasks_with_the_grace_period_then_marks_the_agent_gone():
     h, agent_id, fid, stream, offers = _cluster(capabilities=[{"type": "PARTITION_AWARE"}])
     h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
     h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
-    assert h.master.drain_agent(agent_id, 2.0, True, h.now())
-    h.pump()
+    assert h.found(h.master.drain_agent(agent_id, 2.0, True, h.now()))
     [kill] = h.agent_messages("c1", internal.KillTask)
     assert kill.task_id == ID("t1") and kill.kill_policy.grace_period.nanoseconds == 2_000_000_000
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert h.master.agents[agent_id].drain.state == "DRAINING"
     h.status_update("c1", fid, "t1", "TASK_KILLED", agent_id)
-    h.master.tick(h.now())
-    h.pump()
+    h.pump(h.master.tick(h.now()))
     assert agent_id in h.master.gone_agents and agent_id not in h.master.agents
     assert h.agent_messages("c1", internal.ShutdownAgent)
 

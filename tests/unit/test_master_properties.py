@@ -57,8 +57,7 @@ class MasterEvents(RuleBasedStateMachine):
         agent_id = self.conns.pop(conn)
         if agent_id not in self.h.master.agents:
             return
-        self.h.master.agent_disconnected(conn, self.h.now())
-        self.h.pump()
+        self.h.pump(self.h.master.agent_disconnected(conn, self.h.now()))
         agent = self.h.master.agents[agent_id]
         tasks = []
         for fid, tid in agent.tasks:
@@ -80,11 +79,11 @@ class MasterEvents(RuleBasedStateMachine):
     @precondition(lambda self: self.conns)
     @rule()
     def ping(self) -> None:
-        self.h.master.ping_agents(self.h.now())
-        self.h.pump()
+        self.h.pump(self.h.master.ping_agents(self.h.now()))
         for conn in self.conns:
-            self.h.master.agent_message(conn, internal.Pong(), "127.0.0.1", self.h.now())
-        self.h.pump()
+            self.h.pump(
+                self.h.master.agent_message(conn, internal.Pong(), "127.0.0.1", self.h.now())
+            )
 
     # frameworks ------------------------------------------------------------------------
 
@@ -98,14 +97,12 @@ class MasterEvents(RuleBasedStateMachine):
     @rule(data=st.data())
     def framework_disconnects(self, data: st.DataObject) -> None:
         fid = data.draw(st.sampled_from(sorted(self.streams)))
-        self.h.master.framework_disconnected(self.streams.pop(fid), self.h.now())
-        self.h.pump()
+        self.h.pump(self.h.master.framework_disconnected(self.streams.pop(fid), self.h.now()))
 
     @rule(seconds=st.sampled_from([0.5, 3.0, 6.0]))
     def time_passes(self, seconds: float) -> None:
         self.h.clock.advance(seconds)
-        self.h.master.tick(self.h.now())
-        self.h.pump()
+        self.h.pump(self.h.master.tick(self.h.now()))
         self.streams = {f: s for f, s in self.streams.items() if f in self.h.master.frameworks}
 
     @rule()

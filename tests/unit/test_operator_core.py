@@ -8,7 +8,7 @@ from typing import Any
 from master_kit import Harness, command_task, launch_body
 
 from butte.core import internal
-from butte.master.effects import OperatorEvent
+from butte.master.effects import Effect, OperatorEvent
 
 
 class EventHarness(Harness):
@@ -18,11 +18,9 @@ class EventHarness(Harness):
         super().__init__()
         self.operator_events: list[dict[str, Any]] = []
 
-    def pump(self) -> None:
-        effects = self.master.drain()
+    def pump(self, effects: list[Effect]) -> list[Effect]:
         self.operator_events += [e.event for e in effects if isinstance(e, OperatorEvent)]
-        self.master.outbox = [e for e in effects if not isinstance(e, OperatorEvent)]
-        super().pump()
+        return super().pump(effects)
 
     def kinds(self) -> list[str]:
         return [e["type"] for e in self.operator_events]
@@ -62,8 +60,7 @@ def test_operator_events_cover_the_lifecycle():
     agent = next(e for e in h.operator_events if e["type"] == "AGENT_ADDED")
     assert agent["agent_added"]["agent"]["agent_info"]["id"] == {"value": agent_id}
     h.operator_events.clear()
-    assert h.master.teardown_framework(fid, h.now())
-    h.pump()
+    assert h.found(h.master.teardown_framework(fid, h.now()))
     assert h.kinds() == ["TASK_UPDATED", "FRAMEWORK_REMOVED"]
     removed = h.operator_events[-1]["framework_removed"]["framework_info"]
     assert removed["id"] == {"value": fid}
@@ -71,7 +68,7 @@ def test_operator_events_cover_the_lifecycle():
 
 def test_teardown_of_unknown_framework_is_refused():
     h = Harness()
-    assert not h.master.teardown_framework("nope", h.now())
+    assert h.master.teardown_framework("nope", h.now()) is None
 
 
 def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
@@ -79,8 +76,7 @@ def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
     h.master.operator_subscribers = 1
     fid, stream, agent_id = running_task(h)
     h.operator_events.clear()
-    assert h.master.mark_agent_gone(agent_id, h.now())
-    h.pump()
+    assert h.found(h.master.mark_agent_gone(agent_id, h.now()))
     assert h.agent_messages("c1", internal.ShutdownAgent)
     assert "c1" in h.closed_connections
     (status,) = h.updates(stream)
@@ -89,12 +85,13 @@ def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
     assert agent_id not in h.master.agents
     assert "AGENT_REMOVED" in h.kinds()
     # Idempotent, and the agent is refused if it comes back.
-    assert h.master.mark_agent_gone(agent_id, h.now())
+    assert h.found(h.master.mark_agent_gone(agent_id, h.now()))
     info = internal.AgentInfo(hostname="127.0.0.1", port=5051, id=internal.ID(agent_id))
-    h.master.agent_message(
-        "c2", internal.RegisterAgent(agent_info=info, version="1"), "127.0.0.1", h.now()
+    h.pump(
+        h.master.agent_message(
+            "c2", internal.RegisterAgent(agent_info=info, version="1"), "127.0.0.1", h.now()
+        )
     )
-    h.pump()
     assert h.agent_messages("c2", internal.ShutdownAgent)
     assert agent_id not in h.master.agents
 
@@ -102,15 +99,14 @@ def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
 def test_mark_agent_gone_tells_partition_aware_frameworks_gone_by_operator():
     h = Harness()
     _, stream, agent_id = running_task(h, partition_aware=True)
-    assert h.master.mark_agent_gone(agent_id, h.now())
-    h.pump()
+    assert h.found(h.master.mark_agent_gone(agent_id, h.now()))
     (status,) = h.updates(stream)
     assert status["state"] == "TASK_GONE_BY_OPERATOR"
 
 
 def test_mark_agent_gone_of_unknown_agent_is_refused():
     h = Harness()
-    assert not h.master.mark_agent_gone("never-seen", h.now())
+    assert h.master.mark_agent_gone("never-seen", h.now()) is None
 
 
 def test_total_counts_repeated_shapes_like_separate_additions():

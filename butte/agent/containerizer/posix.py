@@ -1,7 +1,7 @@
 """POSIX containerizer: a container is an executor process in its own session.
 
 Launching: a framework's executor is started with ``subprocess.Popen(start_new_session=True)``
-(the fast spawn path; DESIGN.md) after creating the sandbox (and ``runs/latest``) and opening
+(fast spawn path; docs/design.md) after creating the sandbox (and ``runs/latest``) and opening
 its ``stdout``/``stderr`` files, in a small thread pool: Popen returns only once the child
 has exec'd, which on a loaded machine is milliseconds of waiting that must not stall the
 event loop (the GIL is released meanwhile). The built-in executor is instead forked by the
@@ -143,13 +143,6 @@ def _stat_fields(pid: int) -> list[bytes] | None:
     except OSError:
         return None
     return stat[stat.rfind(b")") + 2 :].split()
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, which an orphan may stay as where pid 1 does not reap,
-    counts as dead)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] not in (b"Z", b"X", b"x")
 
 
 def is_session_leader(pid: int) -> bool:

@@ -2,8 +2,8 @@
 and task groups (like Mesos' default executor) over the executor HTTP API v1.
 
 Run by the agent as ``python -m butte.agent.executor.command`` (or faster, see
-`butte.agent.flags.command_executor_argv`) with the Mesos executor environment (PROTOCOL.md
-2.2). Flow (PROTOCOL.md 2.3)::
+`butte.agent.flags.command_executor_argv`) with the Mesos executor environment (docs/protocol.md
+§2.2). Flow (docs/protocol.md §2.3)::
 
     SUBSCRIBE -> SUBSCRIBED, LAUNCH -> TASK_STARTING -> spawn -> TASK_RUNNING
     task exits -> TASK_FINISHED (status 0) / TASK_FAILED / TASK_KILLED (after a KILL)
@@ -14,7 +14,7 @@ task's whole tree (SIGTERM, SIGKILL after the grace period) and the agent can st
 process of the container by session. A task's ``health_check`` is probed by processes of their
 own (`butte.agent.executor.health`).
 
-Losing the agent (PROTOCOL.md 2.4): without checkpointing the executor kills its tasks and
+Losing the agent (docs/protocol.md §2.4): without checkpointing the executor kills its tasks and
 exits. With checkpointing it keeps its tasks running and retries SUBSCRIBE (also answered
 503 while a restarted agent recovers), at most MESOS_SUBSCRIPTION_BACKOFF_MAX/2 apart so two
 tries fall within the agent's re-registration window, for up to MESOS_RECOVERY_TIMEOUT;
@@ -27,7 +27,7 @@ The executor is a single thread around one ``epoll``: the SUBSCRIBE stream, a pi
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
 import os
 import select
 import sys

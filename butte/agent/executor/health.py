@@ -1,4 +1,4 @@
-"""Health checks run by the built-in executor (Mesos' health checker; PROTOCOL.md 1.8,
+"""Health checks run by the built-in executor (Mesos' health checker; docs/protocol.md §1.8,
 health-checks.md).
 
 A task's ``health_check`` names one probe: ``COMMAND`` (a shell command or argv in the task's

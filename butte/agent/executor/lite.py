@@ -41,9 +41,19 @@ try:
         parse_constant = float  # NaN/Infinity, as json does
         memo: dict = {}
 
-    _scan = _json.make_scanner(_ScanContext())
+    # typeshed types these C functions as classes taking a JSONDecoder / a default function;
+    # they take any object with the decoder's attributes, and None (no default), at run time.
+    _scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]
     _encode = _json.make_encoder(
-        None, None, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+        None,
+        None,  # type: ignore[arg-type]
+        _json.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
     )
 
     def loads(data: bytes | str) -> Any:

@@ -21,7 +21,7 @@ in the pipe once its agent is gone: the restarted agent launches those runs itse
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
 import gc
 import os
 import select

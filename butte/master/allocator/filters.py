@@ -1,4 +1,4 @@
-"""Refusal filters (Mesos ``RefusedOfferFilter``; PROTOCOL.md 1.10).
+"""Refusal filters (Mesos ``RefusedOfferFilter``; docs/protocol.md §1.10).
 
 When a framework declines resources of an agent under one of its roles with
 ``refuse_seconds > 0``, the allocator stops offering that agent to that (framework, role) for a
@@ -129,7 +129,7 @@ class RefusalFilters:
 
     def of_framework(self, framework_id: str) -> list[tuple[str, str, Resources, float]]:
         """(role, agent, refused resources, expiry) of a framework's live filters."""
-        out = []
+        out: list[tuple[str, str, Resources, float]] = []
         for role, agents in self.by_framework.get(framework_id, {}).items():
             for agent_id, filters in agents.items():
                 out.extend((role, agent_id, f.resources, f.expires) for f in filters)

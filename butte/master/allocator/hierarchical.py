@@ -670,13 +670,18 @@ class HierarchicalDRFAllocator:
             assert math.isclose(self._role_sorter.share(role), expect), f"share of {role}"
             assert len(rs.sorter) > 0, f"role {role} tracked without frameworks"
             for framework_id in rs.sorter.clients():
-                fw = self._frameworks.get(framework_id)
-                subscribed = fw is not None and role in fw.roles
+                known = self._frameworks.get(framework_id)
+                subscribed = known is not None and role in known.roles
                 holding = role in self._holdings.get(framework_id, {})
                 assert subscribed or holding, f"{framework_id} tracked in {role} for nothing"
                 got = rs.sorter.allocation(framework_id)
                 assert got == by_framework.get((role, framework_id), {}), f"{framework_id}"
-                want = fw is not None and fw.active and subscribed and role not in fw.suppressed
+                want = (
+                    known is not None
+                    and known.active
+                    and subscribed
+                    and role not in known.suppressed
+                )
                 assert (framework_id in rs.wanting) == want, f"{framework_id} wanting {role}"
                 assert rs.sorter.is_active(framework_id) == want, f"{framework_id} active"
             assert self._role_sorter.is_active(role) == bool(rs.wanting), f"{role} active"

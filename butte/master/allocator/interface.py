@@ -138,6 +138,30 @@ class Allocator(Protocol):
         """Runs one allocation cycle over every active agent with free resources and every
         active framework that wants offers, hierarchical DRF order. Returns what was
         allocated; the allocator has already counted it as allocated."""
+        ...
+
+    # views -----------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The role weights set with `update_weights` (a copy; roles not in it weigh 1.0)."""
+        ...
+
+    def allocated(self, framework_id: str) -> dict[tuple[str, str], Resources]:
+        """What a framework holds, offered or used: (agent_id, role) -> resources."""
+        ...
+
+    def role_shares(self) -> dict[str, float]:
+        """Weighted dominant share of every role the allocator tracks (for /metrics)."""
+        ...
+
+    def record_allocation_seconds(self, seconds: float) -> None:
+        """The shell reports how long the last `allocate` took (the allocator reads no
+        clock), for `statistics`."""
 
     def statistics(self) -> dict[str, float]:
         """Counters for /metrics (allocation runs, last cycle seconds, ...)."""
+        ...
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the allocator's books contradict each other (tests)."""

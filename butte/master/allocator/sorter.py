@@ -25,9 +25,9 @@ counting in their ancestors' shares) but cost nothing while walking.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from heapq import heapify, heappop, heappush
-from typing import Protocol
+from typing import Any
 
 Quantities = dict[str, int]
 
@@ -59,54 +59,6 @@ class Totals:
             else:
                 q.pop(name, None)
         self.version += 1
-
-
-class Sorter(Protocol):
-    """What the allocator needs from an ordering policy."""
-
-    def add(self, name: str) -> None:
-        """Starts tracking a client (inactive, nothing allocated)."""
-
-    def remove(self, name: str) -> None:
-        """Stops tracking a client; its allocation leaves its ancestors' shares."""
-
-    def __contains__(self, name: object) -> bool: ...
-
-    def activate(self, name: str) -> None:
-        """The client wants offers: `walk` yields it."""
-
-    def deactivate(self, name: str) -> None:
-        """The client wants no offers; its allocation still counts."""
-
-    def allocated(self, name: str, quantities: Mapping[str, int]) -> None:
-        """The client was allocated these scalar quantities."""
-
-    def unallocated(self, name: str, quantities: Mapping[str, int]) -> None:
-        """The client gave these scalar quantities back."""
-
-    def allocation(self, name: str) -> Quantities:
-        """The client's own allocation (a copy; excluded names left out)."""
-        """The client's own allocation (a copy)."""
-
-    def share(self, name: str) -> float:
-        """The client's weighted dominant share, its subtree included."""
-        """The client's weighted dominant share (subtree included)."""
-
-    def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Replaces the weights (name -> weight > 0; missing = 1.0)."""
-
-    def has_active(self) -> bool:
-        """True if `walk` would yield anything (O(1))."""
-        """True if `walk` would yield anything."""
-
-    def walk(self) -> Iterator[str]:
-        """Active clients in offer order, lazily; see `Sorter.walk` for the rules."""
-        """Active clients in offer order, lazily. The sorter must not change until the walk is
-        exhausted or closed (``close()``); the allocator applies updates after closing."""
-
-    def sort(self) -> list[str]:
-        """The whole offer order of active clients."""
-        """The whole offer order of active clients."""
 
 
 class _Node:
@@ -141,8 +93,8 @@ class _Node:
         self.count = 0
         self.own_alloc: Quantities = {}
         self.own_count = 0
-        self.entry: tuple | None = None  # the live entry in parent.heap
-        self.heap: list[tuple] = []  # entries of active children (and the self leaf)
+        self.entry: tuple[Any, ...] | None = None  # the live entry in parent.heap
+        self.heap: list[tuple[Any, ...]] = []  # entries of active children (and the self leaf)
         self.live = 0  # live entries in self.heap
         self.self_leaf: _SelfLeaf | None = None
 
@@ -156,7 +108,7 @@ class _SelfLeaf:
     def __init__(self, node: _Node) -> None:
         self.path = node.path
         self.node = node
-        self.entry: tuple | None = None
+        self.entry: tuple[Any, ...] | None = None
 
 
 class DRFSorter:
@@ -306,7 +258,7 @@ class DRFSorter:
         while cur is not root:
             cur.active_count += delta
             self._place(cur)
-            cur = cur.parent  # type: ignore[assignment]
+            cur = cur.parent  # type: ignore[assignment]  # only the root has no parent
         root.active_count += delta
 
     # allocations ----------------------------------------------------------------------------
@@ -362,7 +314,7 @@ class DRFSorter:
                 _subtract(alloc, q)
             cur.count += count
             self._place(cur)
-            cur = cur.parent  # type: ignore[assignment]
+            cur = cur.parent  # type: ignore[assignment]  # only the root has no parent
 
     # weights and shares ---------------------------------------------------------------------
 
@@ -430,7 +382,7 @@ class DRFSorter:
             heap_owner.live -= 1
 
     @staticmethod
-    def _push(node: _Node, entry: tuple) -> None:
+    def _push(node: _Node, entry: tuple[Any, ...]) -> None:
         heap = node.heap
         heappush(heap, entry)
         if len(heap) > 2 * node.live + 16:  # too many stale entries: compact
@@ -472,18 +424,18 @@ class DRFSorter:
 
     # ordering -------------------------------------------------------------------------------
 
-    def walk(self) -> Iterator[str]:
+    def walk(self) -> Generator[str, None, None]:
         if self._walking:
             raise RuntimeError("a walk of this sorter is already open")
         if self._dirty or self._seen_version != self._totals.version:
             self._rebuild()
         return self._walk(self._root)
 
-    def _walk(self, node: _Node) -> Iterator[str]:
+    def _walk(self, node: _Node) -> Generator[str, None, None]:
         # Pops entries in order (dropping stale ones for good) and pushes the live ones back
         # when the walk ends, so the heap is unchanged for the next walk.
         heap = node.heap
-        popped: list[tuple] = []
+        popped: list[tuple[Any, ...]] = []
         self._walking += 1
         try:
             while heap:

@@ -1,0 +1,53 @@
+"""What the operator-facing endpoint modules (`operator`, `legacy`, `files`) need from the
+master shell: a narrow interface, so that they take the shell without importing
+`butte.master.server`, which creates them (no import cycle). `MasterServer` has all of it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from butte.coord.leadership import Leadership
+from butte.core.clock import Clock
+from butte.master.effects import Effect
+from butte.master.http import PrefixRouter
+from butte.master.machine import MasterMachine
+from butte.master.snapshot import StateSnapshots
+
+
+class HasFlags(Protocol):
+    """The shell's configuration, as far as the endpoints show it."""
+
+    @property
+    def flags(self) -> dict[str, str]: ...
+
+
+class MasterShell(Protocol):
+    """The master shell as its endpoints see it."""
+
+    @property
+    def machine(self) -> MasterMachine: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def config(self) -> HasFlags: ...
+
+    @property
+    def router(self) -> PrefixRouter: ...
+
+    @property
+    def leadership(self) -> Leadership: ...
+
+    @property
+    def state_snapshots(self) -> StateSnapshots: ...
+
+    @property
+    def elected_time(self) -> float: ...
+
+    @property
+    def slow_streams_closed(self) -> int:
+        """Scheduler streams dropped because their reader fell too far behind."""
+
+    def apply(self, effects: list[Effect]) -> None:
+        """Carries out effects the core returned (see `MasterServer.apply`)."""
