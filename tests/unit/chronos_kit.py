@@ -45,6 +45,7 @@ class Harness:
 
     def apply(self, lose_launches: bool = False) -> None:
         """Carries out the core's effects: records first, then the master calls."""
+        self.core.check_invariants()
         effects = self.core.take_effects()
         for e in effects:
             if isinstance(e, c.SaveJob):

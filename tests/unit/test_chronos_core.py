@@ -144,7 +144,10 @@ def test_runs_on_time_and_retries_then_counts() -> None:
     h = Harness(T0)
     h.put(job(T0, "a", schedule="R2/2026-03-01T12:01:00Z/PT1M", retries=1))
     h.offers()
-    assert h.launches == []  # held, nothing due yet
+    assert h.launches == [] and not h.core.held  # a minute early: declined, suppressed
+    h.tick(T0 + 58)
+    h.offers()
+    assert h.launches == [] and h.core.held  # held for the slot due in 2 s
     h.tick(T0 + 60)
     (tid,) = h.active_tasks()
     assert tid == f"ct:{int((T0 + 60) * 1000)}:0:a"

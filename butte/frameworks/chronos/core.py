@@ -254,6 +254,10 @@ class ChronosCore:
         self.jobs: dict[str, JobState] = {}
         self.runs: dict[str, Run] = {}
         self.held: dict[str, Offer] = {}
+        # Task ids of the runs waiting for offers, and the earliest next slot of any job
+        # (None: to be computed): both kept so that a status update costs O(1), not O(jobs).
+        self.queued: set[str] = set()
+        self._next_due: float | None = None
         self.out: list[Effect] = []
         self.subscribed = False
         self.suppressed = False
@@ -283,6 +287,9 @@ class ChronosCore:
         for record in runs:
             run = Run(**record)
             self.runs[run.task_id] = run
+            if run.state == QUEUED:
+                self.queued.add(run.task_id)
+        self._next_due = None
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -304,6 +311,7 @@ class ChronosCore:
         if spec.schedule is None:
             job.parents_done = [p for p in job.parents_done if p in spec.parents]
         self.jobs[spec.name] = job
+        self._next_due = None
         self._save_job(job)
         self.tick(now)
         return old is None
@@ -346,6 +354,7 @@ class ChronosCore:
             raise JobError(f"job {name!r} is a parent of {', '.join(children)}; delete them first")
         self.kill_tasks(name, now)
         del self.jobs[name]
+        self._next_due = None
         self.out.append(SaveJob(name, None))
 
     def run_now(self, name: str, now: float, arguments: list[str] | None = None) -> Run:
@@ -380,7 +389,7 @@ class ChronosCore:
         releases stale offers, and revives or suppresses offers as needed."""
         for job in self.jobs.values():
             self._advance(job, now)
-        for run in [r for r in self.runs.values() if r.state == QUEUED]:
+        for run in [self.runs[t] for t in sorted(self.queued)]:
             job = self.jobs[run.job]
             if run.kind == SLOT and run.attempt == 0 and now > run.due + job.spec.epsilon:
                 job.skipped_count += 1
@@ -423,6 +432,7 @@ class ChronosCore:
                 job.remaining -= 1
             self._queue(job.spec.name, due, SLOT, 0, now, None)
         if changed:
+            self._next_due = None
             self._save_job(job)
 
     def _jump(self, job: JobState, schedule: Schedule, until: float, count: bool) -> None:
@@ -457,13 +467,15 @@ class ChronosCore:
 
     def next_wakeup(self, now: float) -> float:
         """When `tick` next has something to do (at the latest ``now + 1``)."""
-        wake = now + 1.0
-        for job in self.jobs.values():
-            if job.schedule is not None and job.remaining != 0 and not job.spec.disabled:
-                due = job.schedule.slot(job.next_index)
-                if due is not None:
-                    wake = min(wake, due)
-        return max(wake, now)
+        if self._next_due is None:
+            due = math.inf
+            for job in self.jobs.values():
+                if job.schedule is not None and job.remaining != 0 and not job.spec.disabled:
+                    slot = job.schedule.slot(job.next_index)
+                    if slot is not None:
+                        due = min(due, slot)
+            self._next_due = due
+        return max(min(self._next_due, now + 1.0), now)
 
     # -- the master link -------------------------------------------------------------------
 
@@ -521,6 +533,7 @@ class ChronosCore:
         ):
             # The ACCEPT never reached a master that kept it: launch the same run again.
             run.state, run.agent_id = QUEUED, ""
+            self.queued.add(run.task_id)
             self.counters["runs_relaunched"] += 1
             self.out.append(SaveRun(run.task_id, run.to_record()))
             self._update_interest(now)
@@ -595,12 +608,14 @@ class ChronosCore:
         run = Run(task_id_for(name, due, attempt, kind), name, due, kind, attempt, now)
         run.arguments = args
         self.runs[run.task_id] = run
+        self.queued.add(run.task_id)
         self.counters["runs_queued"] += 1
         self.out.append(SaveRun(run.task_id, run.to_record()))
         return run
 
     def _end_run(self, run: Run, state: str, now: float, message: str) -> None:
         del self.runs[run.task_id]
+        self.queued.discard(run.task_id)
         self.out.append(SaveRun(run.task_id, None))
         job = self.jobs.get(run.job)
         if job is None:
@@ -625,7 +640,7 @@ class ChronosCore:
     def _launchable(self) -> list[Run]:
         busy = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
         queued = sorted(
-            (r for r in self.runs.values() if r.state == QUEUED),
+            (self.runs[t] for t in self.queued),
             key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.task_id),
         )
         out = []
@@ -638,12 +653,11 @@ class ChronosCore:
         return out
 
     def _wants_offers(self, now: float) -> bool:
-        if any(r.state == QUEUED for r in self.runs.values()):
+        if self.queued:
             return True
-        return self.next_wakeup(now) - now < HOLD_AHEAD and any(
-            j.schedule is not None and not j.spec.disabled and j.remaining != 0
-            for j in self.jobs.values()
-        )
+        self.next_wakeup(now)  # fills the cache
+        assert self._next_due is not None
+        return self._next_due - now < HOLD_AHEAD
 
     def _update_interest(self, now: float) -> None:
         if not self.subscribed:
@@ -680,6 +694,7 @@ class ChronosCore:
                 free[1] -= spec.mem
                 free[2] -= spec.disk
                 run.state, run.agent_id, run.launched_at = LAUNCHING, offer.agent_id, now
+                self.queued.discard(run.task_id)
                 self.out.append(SaveRun(run.task_id, run.to_record()))
                 placed.setdefault(offer.id, []).append(self._task_info(run, spec, offer))
                 self.counters["runs_launched"] += 1
@@ -724,6 +739,13 @@ class ChronosCore:
 
     def _save_job(self, job: JobState) -> None:
         self.out.append(SaveJob(job.spec.name, job.to_record()))
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the kept indexes disagree with the runs (for tests)."""
+        assert self.queued == {t for t, r in self.runs.items() if r.state == QUEUED}
+        assert all(r.job in self.jobs or r.state != QUEUED for r in self.runs.values())
+        for job in self.jobs.values():
+            assert job.remaining is None or job.remaining >= 0
 
     # -- views -----------------------------------------------------------------------------
 
