@@ -63,19 +63,17 @@ def master_tasks(master: Master, framework_id: str) -> list[dict]:
     out: list[dict] = []
     while True:
         page = get(
-            f"{master.url}/master/tasks?limit=1000&offset={len(out)}"
+            f"{master.url}/master/tasks?limit=5000&offset={len(out)}"
             f"&framework_id={framework_id}&order=asc"
         )["tasks"]
         out += page
-        if len(page) < 1000:
+        if len(page) < 5000:
             return out
 
 
 def run(jobs: int, agents: int, minutes: float, period: int, lead: float) -> list[Figure]:
     with work_dir("chronos") as tmp:
-        master = Master(
-            tmp, ["--allocation_interval=1secs", "--max_completed_tasks_per_framework=1000000"]
-        )
+        master = Master(tmp, ["--allocation_interval=1secs"])
         sim = sim_process(tmp, master.address, agents, ["--task_duration=5secs"])
         port = free_port()
         chronos = Process(
@@ -131,13 +129,18 @@ def run(jobs: int, agents: int, minutes: float, period: int, lead: float) -> lis
             slots = max(1, int(minutes * 60 // period))
             end = start + (slots - 1) * period
             cpu_before = cpu_seconds(chronos.pid)
-            time.sleep(max(0.0, start - time.time()))
-            time.sleep(max(0.0, end - time.time()) + period / 2)
+            # The master keeps the last 1,000 completed tasks of a framework: the task list
+            # is read every few seconds and merged, so every run of the window is seen.
+            seen: dict[str, dict] = {}
+            stop_at = end + period / 2
+            while time.time() < stop_at:
+                time.sleep(min(5.0, max(0.0, stop_at - time.time())))
+                for task in master_tasks(master, fid):
+                    seen[task["id"]] = task
             cpu = cpu_seconds(chronos.pid) - cpu_before
             metrics = get(f"{url}/metrics")
             listed = get(f"{url}/v1/scheduler/jobs")
-            tasks = master_tasks(master, fid)
-    return figures(jobs, slots, start, period, posted, cpu, metrics, listed, tasks)
+    return figures(jobs, slots, start, period, posted, cpu, metrics, listed, list(seen.values()))
 
 
 def figures(

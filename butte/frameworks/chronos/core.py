@@ -387,8 +387,9 @@ class ChronosCore:
     def tick(self, now: float) -> None:
         """Consumes due slots, expires queued runs past epsilon, launches on held offers,
         releases stale offers, and revives or suppresses offers as needed."""
-        for job in self.jobs.values():
-            self._advance(job, now)
+        if self._next_due is None or self._next_due <= now:
+            for job in self.jobs.values():
+                self._advance(job, now)
         for run in [self.runs[t] for t in sorted(self.queued)]:
             job = self.jobs[run.job]
             if run.kind == SLOT and run.attempt == 0 and now > run.due + job.spec.epsilon:

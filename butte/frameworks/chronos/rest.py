@@ -71,6 +71,7 @@ def _put_job(dependency: bool) -> Handler:
         except JobError as e:
             return error(400, str(e))
         server.flush()
+        server.wake()
         return web.Response(status=204)
 
     return handler
@@ -131,6 +132,7 @@ async def delete_job(server: ChronosServer, request: web.Request) -> web.StreamR
     except JobError as e:
         return error(400, str(e))
     server.flush()
+    server.wake()
     return web.Response(status=204)
 
 

@@ -71,6 +71,8 @@ class ChronosServer:
         self.leader_info: Mapping[str, Any] | None = None
         self.contender: Any = None
         self._pending_meta: dict[str, str] = {}
+        self._acks: list[dict[str, Any]] = []  # statuses to acknowledge after the next flush
+        self._flush_scheduled = False
         self._calls: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stop: asyncio.Future[int] | None = None
@@ -177,7 +179,25 @@ class ChronosServer:
         for effect in effects:
             if not isinstance(effect, c.SaveJob | c.SaveRun):
                 self._call(effect)
+        acks, self._acks = self._acks, []
+        for status in acks:
+            self._ack(status)
+
+    def wake(self) -> None:
+        """The timer recomputes its next wakeup (a job was added, changed or deleted)."""
         self._wake.set()
+
+    def _flush_soon(self) -> None:
+        """One flush per event-loop iteration: a burst of status updates is processed, then
+        committed in one transaction, then acknowledged."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        with contextlib.suppress(StoreError):  # flush() already stopped the process
+            self.flush()
 
     def _call(self, effect: c.Effect) -> None:
         if self.client is None or not self.core.subscribed:
@@ -278,15 +298,17 @@ class ChronosServer:
                 status.get("reason", ""),
                 status.get("message", ""),
             )
-            self.flush()
-            if status.get("uuid") and self.client is not None:
-                self._ack(self.client, status)
-            return
+            if status.get("uuid"):
+                self._acks.append(status)
         elif kind == "ERROR":
             log.error("Master says: %s", event.get("error", {}).get("message"))
-        self.flush()
+        self._flush_soon()
 
-    def _ack(self, client: SchedulerClient, status: dict[str, Any]) -> None:
+    def _ack(self, status: dict[str, Any]) -> None:
+        client = self.client
+        if client is None:
+            return
+
         async def ack() -> None:
             with contextlib.suppress(CallError):
                 await client.acknowledge_status(status)
