@@ -30,7 +30,7 @@ import math
 import re
 import shlex
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -192,7 +192,10 @@ class Run:
     kill_requested: bool = False
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        record = dict(self.__dict__)
+        if self.arguments is not None:
+            record["arguments"] = list(self.arguments)
+        return record
 
 
 @dataclass
@@ -216,8 +219,12 @@ class JobState:
     schedule: Schedule | None = field(default=None, repr=False)
 
     def to_record(self) -> dict[str, Any]:
-        record = {k: v for k, v in asdict(self).items() if k != "schedule"}
-        record["spec"] = asdict(self.spec)
+        # Shallow copies: a spec is replaced, never changed, and history entries are never
+        # changed once appended (asdict's deep copy cost most of a run's CPU).
+        record = {k: v for k, v in self.__dict__.items() if k != "schedule"}
+        record["spec"] = dict(self.spec.__dict__)
+        for key in ("parents_done", "durations", "history"):
+            record[key] = list(record[key])
         return record
 
     @classmethod
@@ -258,6 +265,8 @@ class ChronosCore:
         # (None: to be computed): both kept so that a status update costs O(1), not O(jobs).
         self.queued: set[str] = set()
         self._next_due: float | None = None
+        self._children: dict[str, list[str]] | None = None  # parent -> children, cached
+        self._dirty: set[str] = set()  # jobs whose record is saved at the next take_effects
         self.out: list[Effect] = []
         self.subscribed = False
         self.suppressed = False
@@ -274,6 +283,11 @@ class ChronosCore:
         }
 
     def take_effects(self) -> list[Effect]:
+        """The effects so far, with one `SaveJob` per job changed since the last call."""
+        for name in sorted(self._dirty):
+            if name in self.jobs:
+                self.out.append(SaveJob(name, self.jobs[name].to_record()))
+        self._dirty.clear()
         out, self.out = self.out, []
         return out
 
@@ -290,6 +304,7 @@ class ChronosCore:
             if run.state == QUEUED:
                 self.queued.add(run.task_id)
         self._next_due = None
+        self._children = None
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -312,6 +327,7 @@ class ChronosCore:
             job.parents_done = [p for p in job.parents_done if p in spec.parents]
         self.jobs[spec.name] = job
         self._next_due = None
+        self._children = None
         self._save_job(job)
         self.tick(now)
         return old is None
@@ -342,7 +358,13 @@ class ChronosCore:
                 stack.extend(parents.get(name, []))
 
     def children(self, name: str) -> list[str]:
-        return sorted(n for n, j in self.jobs.items() if name in j.spec.parents)
+        if self._children is None:
+            index: dict[str, list[str]] = {}
+            for n in sorted(self.jobs):
+                for parent in self.jobs[n].spec.parents:
+                    index.setdefault(parent, []).append(n)
+            self._children = index
+        return self._children.get(name, [])
 
     def delete_job(self, name: str, now: float) -> None:
         """Deletes a job, drops its queued runs and kills its running ones. Raises KeyError
@@ -355,6 +377,8 @@ class ChronosCore:
         self.kill_tasks(name, now)
         del self.jobs[name]
         self._next_due = None
+        self._children = None
+        self._dirty.discard(name)
         self.out.append(SaveJob(name, None))
 
     def run_now(self, name: str, now: float, arguments: list[str] | None = None) -> Run:
@@ -676,7 +700,7 @@ class ChronosCore:
 
     def _match(self, now: float) -> None:
         """Places launchable runs on held offers, one ACCEPT per offer used."""
-        if not self.subscribed or not self.held:
+        if not self.subscribed or not self.held or not self.queued:
             return
         runs = self._launchable()
         if not runs:
@@ -739,7 +763,7 @@ class ChronosCore:
         }
 
     def _save_job(self, job: JobState) -> None:
-        self.out.append(SaveJob(job.spec.name, job.to_record()))
+        self._dirty.add(job.spec.name)
 
     def check_invariants(self) -> None:
         """Raises AssertionError if the kept indexes disagree with the runs (for tests)."""
