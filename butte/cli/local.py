@@ -327,6 +327,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--ready_timeout", type=float, default=30.0, help="seconds to wait for the agents"
     )
     parser.add_argument(
+        "--chronos",
+        action="store_true",
+        help="also run `butte chronos` (Chronos API and jobs page) on --chronos_port",
+    )
+    parser.add_argument("--chronos_port", type=int, default=4400, help="port of --chronos")
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="once up, run a demo job (3 tasks) with `butte run` and show its updates",
@@ -351,10 +357,14 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     # SIGTERM is handled like Ctrl-C so that both stop the daemons before we exit.
     _set_handlers(_interrupt)
+    chronos = _chronos_process(cluster, args.chronos_port) if args.chronos else None
     try:
         cluster.start()
         cluster.wait_ready(args.ready_timeout)
         _print_summary(cluster)
+        if chronos is not None:
+            chronos.start()
+            print(f"  chronos        http://{HOST}:{args.chronos_port}/", flush=True)
         if args.demo and _run_demo(cluster) >= 128:
             return 0  # the demo was interrupted: the user wants out
         _set_handlers(_interrupt)  # the demo's event loop reset them
@@ -362,6 +372,8 @@ def run(args: argparse.Namespace) -> int:
         while True:
             time.sleep(0.5)
             cluster.check_alive()
+            if chronos is not None and not chronos.running():
+                raise ClusterError(f"chronos exited:\n{chronos.log_tail()}")
     except KeyboardInterrupt:
         return 0
     except ClusterError as e:
@@ -369,9 +381,19 @@ def run(args: argparse.Namespace) -> int:
     finally:
         _set_handlers(signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         print("Stopping the cluster ...", file=sys.stderr, flush=True)
+        if chronos is not None:
+            chronos.stop()
         cluster.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _chronos_process(cluster: LocalCluster, port: int) -> ManagedProcess:
+    """``butte chronos`` for the cluster (``--chronos``), its store under the work dir."""
+    argv = [cluster.python, "-m", "butte", "chronos", "--master", cluster.master_address]
+    argv += ["--http_address", HOST, "--http_port", str(port)]
+    argv += ["--work_dir", str(cluster.work_dir / "chronos")]
+    return ManagedProcess("chronos", argv, cluster.work_dir / "chronos.log")
 
 
 def _print_summary(cluster: LocalCluster) -> None:

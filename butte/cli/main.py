@@ -33,6 +33,10 @@ _DAEMONS = {
         "butte.agent.main",
         "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
     ),
+    "chronos": (
+        "butte.frameworks.chronos.main",
+        "run a Chronos-compatible job scheduler (ISO8601 schedules, dependencies)",
+    ),
 }
 
 

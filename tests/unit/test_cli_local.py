@@ -112,3 +112,13 @@ def test_a_killed_process_is_not_a_cluster_failure_and_can_restart(tmp_path):
     assert proc.running() and proc.pid != first and not proc.expected_down
     proc.stop()
     assert proc.log_path.read_text().count("==== ") == 2
+
+
+def test_chronos_runs_beside_the_cluster_with_its_store_in_the_work_dir(tmp_path):
+    from butte.cli.local import _chronos_process
+
+    cluster = LocalCluster(tmp_path, port=6000, agents=0)
+    argv = _chronos_process(cluster, 4401).argv
+    assert argv[1:6] == ["-m", "butte", "chronos", "--master", "127.0.0.1:6000"]
+    assert argv[argv.index("--http_port") + 1] == "4401"
+    assert argv[argv.index("--work_dir") + 1] == str(tmp_path / "chronos")

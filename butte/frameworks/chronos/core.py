@@ -1,0 +1,838 @@
+"""The Chronos scheduling core: a pure state machine over jobs, runs and time.
+
+Fed with the current time and events (job added/changed/deleted, run now, kill, offers,
+status updates, (re)subscription, ticks), it answers with effects in ``out`` that the
+asyncio shell carries out in order: `SaveJob`/`SaveRun` first (the shell makes them durable
+before anything else leaves), then calls to the master. No clock, socket or file is touched
+here, so tests drive it with plain numbers.
+
+How a slot becomes exactly one run or one counted skip:
+
+* each scheduled job keeps ``next_index`` (the next slot of its `Schedule` not yet
+  consumed) and ``last_slot`` (the instant of the last consumed one); `tick` consumes every
+  slot at or before now: a slot whose lateness is within ``epsilon`` becomes a queued run, a
+  later one is skipped and counted. Indexes only move forward, so a clock stepping back
+  never repeats a slot, and one jumping ahead skips (and counts) the slots it jumped over
+  in a few steps whatever their number;
+* a run's task id (``ct:<due ms>:<attempt>:<job>``) is saved before its launch leaves; a
+  run saved as launching that the master, on reconciliation after a restart, does not know
+  never reached it and is launched again (same task id); one it knows is followed, never
+  launched twice;
+* a queued run of a slot that cannot start before ``due + epsilon`` (no offers, the previous
+  run of a non-concurrent job still running) is skipped and counted instead.
+
+Retries, manual runs and runs of dependent jobs never expire: they wait for resources.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+from butte.core import task_states
+from butte.core.resources import ResourceError, Resources
+from butte.frameworks.chronos.jobs import JobError, JobSpec, spec_from_record
+from butte.frameworks.chronos.schedule import Schedule, format_instant, parse_schedule
+
+QUEUED = "QUEUED"
+LAUNCHING = "LAUNCHING"
+SLOT, MANUAL, DEPENDENCY = "slot", "manual", "dependency"
+# Offers are held (not declined) while a slot is due within this many seconds, so the
+# launch does not wait for an allocation cycle; none is held longer than HOLD_MAX.
+HOLD_AHEAD = 3.0
+HOLD_MAX = 10.0
+DECLINE_UNFIT_SECONDS = 1.0
+DURATIONS_KEPT = 100
+HISTORY_KEPT = 20
+# Statuses that mean "this launch never reached the master" for a run still marked
+# launching: it is launched again under the same task id instead of counting as a failure.
+_NEVER_LAUNCHED_REASONS = frozenset({"REASON_RECONCILIATION", "REASON_INVALID_OFFERS"})
+_ACTIVE_STATES = frozenset(
+    {
+        LAUNCHING,
+        task_states.STAGING,
+        task_states.STARTING,
+        task_states.RUNNING,
+        task_states.KILLING,
+        task_states.UNREACHABLE,
+    }
+)
+
+
+# -- effects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaveJob:
+    """Persist (or, with None, delete) a job's record."""
+
+    name: str
+    record: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class SaveRun:
+    """Persist (or, with None, delete) an unfinished run's record."""
+
+    task_id: str
+    record: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """ACCEPT one offer with LAUNCH of these TaskInfos."""
+
+    offer_id: str
+    tasks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Decline:
+    offer_ids: list[str]
+    refuse_seconds: float
+
+
+@dataclass(frozen=True)
+class Kill:
+    task_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class Revive:
+    pass
+
+
+@dataclass(frozen=True)
+class Suppress:
+    pass
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Explicit reconciliation of (task id, agent id) pairs."""
+
+    tasks: list[tuple[str, str]]
+
+
+Effect = SaveJob | SaveRun | Launch | Decline | Kill | Revive | Suppress | Reconcile
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Offer:
+    """The parts of a master offer the core matches runs against."""
+
+    id: str
+    agent_id: str
+    hostname: str
+    role: str
+    cpus: float
+    mem: float
+    disk: float
+    attributes: dict[str, str]
+    received: float
+
+
+def parse_offer(offer: dict[str, Any], now: float) -> Offer:
+    """An `Offer` from the master's JSON (only unreserved, plain scalars count)."""
+    plain = [
+        r
+        for r in offer.get("resources", [])
+        if r.get("role", "*") == "*"
+        and not any(k in r for k in ("disk", "revocable", "shared", "provider_id", "reservation"))
+        and not r.get("reservations")
+    ]
+    try:
+        res = Resources.from_json(plain)
+    except ResourceError:
+        res = Resources()
+    attributes = {}
+    for a in offer.get("attributes", []):
+        if a.get("type") == "TEXT":
+            attributes[a["name"]] = a["text"]["value"]
+        elif a.get("type") == "SCALAR":
+            attributes[a["name"]] = f"{a['scalar']['value']:g}"
+    attributes.setdefault("hostname", offer.get("hostname", ""))
+    return Offer(
+        id=offer["id"]["value"],
+        agent_id=offer["agent_id"]["value"],
+        hostname=offer.get("hostname", ""),
+        role=offer.get("allocation_info", {}).get("role", "*"),
+        cpus=res.scalar("cpus"),
+        mem=res.scalar("mem"),
+        disk=res.scalar("disk"),
+        attributes=attributes,
+        received=now,
+    )
+
+
+@dataclass
+class Run:
+    """One run of a job (one attempt of it), from queued until its task is terminal."""
+
+    task_id: str
+    job: str
+    due: float
+    kind: str
+    attempt: int
+    created: float
+    state: str = QUEUED
+    agent_id: str = ""
+    arguments: list[str] | None = None
+    launched_at: float | None = None
+    started_at: float | None = None
+    kill_requested: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        record = dict(self.__dict__)
+        if self.arguments is not None:
+            record["arguments"] = list(self.arguments)
+        return record
+
+
+@dataclass
+class JobState:
+    """A job: its definition, where its schedule stands, and its statistics."""
+
+    spec: JobSpec
+    next_index: int = 0
+    remaining: int | None = None
+    last_slot: float | None = None
+    schedule_text: str | None = None  # the schedule `next_index` counts in
+    parents_done: list[str] = field(default_factory=list)
+    success_count: int = 0
+    error_count: int = 0
+    skipped_count: int = 0
+    errors_since_success: int = 0
+    last_success: float | None = None
+    last_error: float | None = None
+    durations: list[float] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    schedule: Schedule | None = field(default=None, repr=False)
+
+    def to_record(self) -> dict[str, Any]:
+        # Shallow copies: a spec is replaced, never changed, and history entries are never
+        # changed once appended (asdict's deep copy cost most of a run's CPU).
+        record = {k: v for k, v in self.__dict__.items() if k != "schedule"}
+        record["spec"] = dict(self.spec.__dict__)
+        for key in ("parents_done", "durations", "history"):
+            record[key] = list(record[key])
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], now: float) -> JobState:
+        fields = dict(record)
+        fields["spec"] = spec_from_record(fields["spec"])
+        job = cls(**fields)
+        if job.schedule_text is not None:
+            job.schedule = parse_schedule(job.schedule_text, job.spec.schedule_time_zone, now)
+        return job
+
+
+def task_id_for(job: str, due: float, attempt: int, kind: str) -> str:
+    """``ct:<due ms>:<attempt>:<job>`` as Chronos names its tasks (``:<kind>`` added for runs
+    that are not slots of the schedule)."""
+    base = f"ct:{round(due * 1000)}:{attempt}:{job}"
+    return base if kind == SLOT else f"{base}:{kind}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+class ChronosCore:
+    """Jobs, runs, held offers and the master link's state; see the module docstring."""
+
+    def __init__(self, role: str = "*", user: str = "") -> None:
+        self.role = role
+        self.user = user
+        self.jobs: dict[str, JobState] = {}
+        self.runs: dict[str, Run] = {}
+        self.held: dict[str, Offer] = {}
+        # Task ids of the runs waiting for offers, and the earliest next slot of any job
+        # (None: to be computed): both kept so that a status update costs O(1), not O(jobs).
+        self.queued: set[str] = set()
+        self._next_due: float | None = None
+        self._children: dict[str, list[str]] | None = None  # parent -> children, cached
+        self._dirty: set[str] = set()  # jobs whose record is saved at the next take_effects
+        self.out: list[Effect] = []
+        self.subscribed = False
+        self.suppressed = False
+        self.start_lags: deque[float] = deque(maxlen=10000)
+        self.counters: dict[str, int] = {
+            "runs_queued": 0,
+            "runs_launched": 0,
+            "runs_relaunched": 0,
+            "runs_finished": 0,
+            "runs_failed": 0,
+            "runs_retried": 0,
+            "slots_skipped": 0,
+            "orphans_killed": 0,
+        }
+
+    def take_effects(self) -> list[Effect]:
+        """The effects so far, with one `SaveJob` per job changed since the last call."""
+        for name in sorted(self._dirty):
+            if name in self.jobs:
+                self.out.append(SaveJob(name, self.jobs[name].to_record()))
+        self._dirty.clear()
+        out, self.out = self.out, []
+        return out
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def load(self, jobs: list[dict[str, Any]], runs: list[dict[str, Any]], now: float) -> None:
+        """Restores stored state (after a restart or a failover); emits nothing."""
+        for record in jobs:
+            job = JobState.from_record(record, now)
+            self.jobs[job.spec.name] = job
+        for record in runs:
+            run = Run(**record)
+            self.runs[run.task_id] = run
+            if run.state == QUEUED:
+                self.queued.add(run.task_id)
+        self._next_due = None
+        self._children = None
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def put_job(self, spec: JobSpec, now: float) -> bool:
+        """Adds or replaces a job; True if it is new. Raises JobError (unknown parents, a
+        cycle) leaving everything as it was."""
+        for parent in spec.parents:
+            if parent not in self.jobs:
+                raise JobError(f"parent job {parent!r} does not exist")
+        self._check_acyclic(spec)
+        old = self.jobs.get(spec.name)
+        if old is not None and (old.spec.schedule is None) != (spec.schedule is None):
+            kind = "scheduled" if old.spec.schedule is not None else "dependent"
+            raise JobError(f"job {spec.name!r} is {kind}; delete it to change its kind")
+        job = old if old is not None else JobState(spec)
+        job.spec = spec
+        if spec.schedule is not None and spec.schedule != job.schedule_text:
+            self._reschedule(job, now)
+        if spec.schedule is None:
+            job.parents_done = [p for p in job.parents_done if p in spec.parents]
+        self.jobs[spec.name] = job
+        self._next_due = None
+        self._children = None
+        self._save_job(job)
+        self.tick(now)
+        return old is None
+
+    def _reschedule(self, job: JobState, now: float) -> None:
+        spec = job.spec
+        assert spec.schedule is not None
+        schedule = parse_schedule(spec.schedule, spec.schedule_time_zone, now)
+        # A start in the past means the next slot from now; never one already consumed.
+        after = now if job.last_slot is None else max(now, math.nextafter(job.last_slot, math.inf))
+        index = schedule.first_index_at_or_after(after)
+        job.schedule = schedule
+        job.schedule_text = spec.schedule
+        job.next_index = index if index is not None else 0
+        job.remaining = 0 if index is None else schedule.repeats
+
+    def _check_acyclic(self, spec: JobSpec) -> None:
+        parents = {name: j.spec.parents for name, j in self.jobs.items()}
+        parents[spec.name] = spec.parents
+        seen: set[str] = set()
+        stack = list(spec.parents)
+        while stack:
+            name = stack.pop()
+            if name == spec.name:
+                raise JobError(f"parents of {spec.name!r} would make a dependency cycle")
+            if name not in seen:
+                seen.add(name)
+                stack.extend(parents.get(name, []))
+
+    def children(self, name: str) -> list[str]:
+        if self._children is None:
+            index: dict[str, list[str]] = {}
+            for n in sorted(self.jobs):
+                for parent in self.jobs[n].spec.parents:
+                    index.setdefault(parent, []).append(n)
+            self._children = index
+        return self._children.get(name, [])
+
+    def delete_job(self, name: str, now: float) -> None:
+        """Deletes a job, drops its queued runs and kills its running ones. Raises KeyError
+        for an unknown job, JobError while other jobs depend on it."""
+        if name not in self.jobs:
+            raise KeyError(name)
+        children = self.children(name)
+        if children:
+            raise JobError(f"job {name!r} is a parent of {', '.join(children)}; delete them first")
+        self.kill_tasks(name, now)
+        del self.jobs[name]
+        self._next_due = None
+        self._children = None
+        self._dirty.discard(name)
+        self.out.append(SaveJob(name, None))
+
+    def run_now(self, name: str, now: float, arguments: list[str] | None = None) -> Run:
+        """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME``)."""
+        if name not in self.jobs:
+            raise KeyError(name)
+        run = self._queue(name, now, MANUAL, 0, now, arguments)
+        self._update_interest(now)
+        self._match(now)
+        return run
+
+    def kill_tasks(self, name: str, now: float) -> int:
+        """Drops the job's queued runs and kills its running tasks; how many were affected."""
+        if name not in self.jobs:
+            raise KeyError(name)
+        count = 0
+        for run in [r for r in self.runs.values() if r.job == name]:
+            count += 1
+            if run.state == QUEUED:
+                self._end_run(run, "KILLED", now, "killed before launch")
+                continue
+            run.kill_requested = True
+            self.out.append(SaveRun(run.task_id, run.to_record()))
+            self.out.append(Kill(run.task_id, run.agent_id))
+        self._update_interest(now)
+        return count
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Consumes due slots, expires queued runs past epsilon, launches on held offers,
+        releases stale offers, and revives or suppresses offers as needed."""
+        if self._next_due is None or self._next_due <= now:
+            for job in self.jobs.values():
+                self._advance(job, now)
+        for run in [self.runs[t] for t in sorted(self.queued)]:
+            job = self.jobs[run.job]
+            if run.kind == SLOT and run.attempt == 0 and now > run.due + job.spec.epsilon:
+                job.skipped_count += 1
+                self.counters["slots_skipped"] += 1
+                self._end_run(run, "SKIPPED", now, "no resources within epsilon")
+        self._match(now)
+        stale = [o.id for o in self.held.values() if now - o.received > HOLD_MAX]
+        if stale:
+            for offer_id in stale:
+                del self.held[offer_id]
+            self.out.append(Decline(stale, DECLINE_UNFIT_SECONDS))
+        self._update_interest(now)
+
+    def _advance(self, job: JobState, now: float) -> None:
+        schedule = job.schedule
+        if schedule is None:
+            return
+        changed = False
+        while job.remaining != 0:
+            due = schedule.slot(job.next_index)
+            if due is None:
+                job.remaining = 0
+                changed = True
+                break
+            if due > now:
+                break
+            changed = True
+            if job.last_slot is not None and due <= job.last_slot:
+                job.next_index += 1  # the same instant as the last slot (a skipped wall day)
+                continue
+            if job.spec.disabled:
+                self._jump(job, schedule, now, count=False)
+                continue
+            if now - due > job.spec.epsilon:
+                self._jump(job, schedule, now - job.spec.epsilon, count=True)
+                continue
+            job.next_index += 1
+            job.last_slot = due
+            if job.remaining is not None:
+                job.remaining -= 1
+            self._queue(job.spec.name, due, SLOT, 0, now, None)
+        if changed:
+            self._next_due = None
+            self._save_job(job)
+
+    def _jump(self, job: JobState, schedule: Schedule, until: float, count: bool) -> None:
+        """Consumes every slot before ``until`` at once (a skipped stretch, or a disabled
+        job's); counts the distinct instants as skipped when ``count``."""
+        start = job.next_index
+        end = schedule.first_index_at_or_after(until, start)
+        if end is None:
+            end = start + 1 if job.remaining is None else start + job.remaining
+        if job.remaining is not None:
+            end = min(end, start + job.remaining)
+        end = max(end, start + 1)
+        skipped, last = 0, job.last_slot
+        if end - start <= 10000:
+            for k in range(start, end):
+                t = schedule.slot(k)
+                if t is not None and (last is None or t > last):
+                    skipped, last = skipped + 1, t
+        else:
+            skipped, last = end - start, schedule.slot(end - 1)
+        job.next_index = end
+        job.last_slot = last
+        if job.remaining is not None:
+            # Repeats count distinct instants (an index that repeats an instant is free).
+            job.remaining = max(0, job.remaining - skipped)
+        if count:
+            job.skipped_count += skipped
+            self.counters["slots_skipped"] += skipped
+            job.history = (
+                job.history + [{"state": "SKIPPED", "slots": skipped, "until": last, "at": until}]
+            )[-HISTORY_KEPT:]
+
+    def next_wakeup(self, now: float) -> float:
+        """When `tick` next has something to do (at the latest ``now + 1``)."""
+        if self._next_due is None:
+            due = math.inf
+            for job in self.jobs.values():
+                if job.schedule is not None and job.remaining != 0 and not job.spec.disabled:
+                    slot = job.schedule.slot(job.next_index)
+                    if slot is not None:
+                        due = min(due, slot)
+            self._next_due = due
+        return max(min(self._next_due, now + 1.0), now)
+
+    # -- the master link -------------------------------------------------------------------
+
+    def on_subscribed(self, now: float) -> None:
+        """A (re)subscription: reconcile every run we believe launched, then go on."""
+        self.subscribed = True
+        self.suppressed = False
+        active = [(r.task_id, r.agent_id) for r in self.runs.values() if r.state != QUEUED]
+        if active:
+            self.out.append(Reconcile(sorted(active)))
+        self.tick(now)
+
+    def on_disconnected(self) -> None:
+        """The subscription broke: held offers are gone with it."""
+        self.subscribed = False
+        self.held.clear()
+
+    def on_offers(self, offers: list[Offer], now: float) -> None:
+        for offer in offers:
+            self.held[offer.id] = offer
+        self.tick(now)
+        if not self._wants_offers(now) and self.held:
+            self.out.append(Decline(sorted(self.held), DECLINE_UNFIT_SECONDS))
+            self.held.clear()
+
+    def on_rescind(self, offer_id: str) -> None:
+        self.held.pop(offer_id, None)
+
+    def on_status(
+        self,
+        now: float,
+        task_id: str,
+        state: str,
+        agent_id: str = "",
+        reason: str = "",
+        message: str = "",
+    ) -> None:
+        """A task status update (or a reconciliation answer) from the master."""
+        run = self.runs.get(task_id)
+        terminal = task_states.is_terminal(state)
+        if run is None:
+            if not terminal and agent_id:
+                self.counters["orphans_killed"] += 1  # its job was deleted, or a stray
+                self.out.append(Kill(task_id, agent_id))
+            return
+        if agent_id:
+            run.agent_id = agent_id
+        if not terminal:
+            self._progress(run, state, now)
+            return
+        if (
+            run.state == LAUNCHING
+            and state != task_states.FINISHED
+            and reason in _NEVER_LAUNCHED_REASONS
+        ):
+            # The ACCEPT never reached a master that kept it: launch the same run again.
+            run.state, run.agent_id = QUEUED, ""
+            self.queued.add(run.task_id)
+            self.counters["runs_relaunched"] += 1
+            self.out.append(SaveRun(run.task_id, run.to_record()))
+            self._update_interest(now)
+            self._match(now)
+            return
+        if state == task_states.FINISHED:
+            self._succeeded(run, now, message)
+        else:
+            self._failed(run, state, now, message or reason)
+        self._update_interest(now)
+        self._match(now)
+
+    def _progress(self, run: Run, state: str, now: float) -> None:
+        if run.state == QUEUED:
+            return  # a stale update for a run we already relaunch
+        run.state = state
+        if state == task_states.RUNNING and run.started_at is None:
+            run.started_at = now
+            if run.kind == SLOT and run.attempt == 0:
+                self.start_lags.append(now - run.due)
+        self.out.append(SaveRun(run.task_id, run.to_record()))
+
+    def _succeeded(self, run: Run, now: float, message: str) -> None:
+        job = self.jobs.get(run.job)
+        self.counters["runs_finished"] += 1
+        self._end_run(run, task_states.FINISHED, now, message)
+        if job is None:
+            return
+        job.success_count += 1
+        job.errors_since_success = 0
+        job.last_success = now
+        started = run.started_at if run.started_at is not None else run.launched_at
+        if started is not None:
+            job.durations = (job.durations + [max(0.0, now - started)])[-DURATIONS_KEPT:]
+        self._save_job(job)
+        for child_name in self.children(run.job):
+            self._parent_succeeded(self.jobs[child_name], run.job, now)
+
+    def _parent_succeeded(self, child: JobState, parent: str, now: float) -> None:
+        if parent not in child.parents_done:
+            child.parents_done.append(parent)
+        if set(child.spec.parents) <= set(child.parents_done):
+            child.parents_done = []
+            if not child.spec.disabled:
+                self._queue(child.spec.name, now, DEPENDENCY, 0, now, None)
+        self._save_job(child)
+
+    def _failed(self, run: Run, state: str, now: float, message: str) -> None:
+        job = self.jobs.get(run.job)
+        self._end_run(run, state, now, message)
+        if job is None:
+            return
+        if not run.kill_requested and run.attempt < job.spec.retries:
+            self.counters["runs_retried"] += 1
+            self._queue(job.spec.name, run.due, run.kind, run.attempt + 1, now, run.arguments)
+            return
+        self.counters["runs_failed"] += 1
+        job.error_count += 1
+        job.errors_since_success += 1
+        job.last_error = now
+        self._save_job(job)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _queue(
+        self, name: str, due: float, kind: str, attempt: int, now: float, args: list[str] | None
+    ) -> Run:
+        if kind != SLOT and attempt == 0:
+            # Manual and dependency runs are due now; keep their ids unique per millisecond.
+            while task_id_for(name, due, 0, kind) in self.runs:
+                due += 0.001
+        run = Run(task_id_for(name, due, attempt, kind), name, due, kind, attempt, now)
+        run.arguments = args
+        self.runs[run.task_id] = run
+        self.queued.add(run.task_id)
+        self.counters["runs_queued"] += 1
+        self.out.append(SaveRun(run.task_id, run.to_record()))
+        return run
+
+    def _end_run(self, run: Run, state: str, now: float, message: str) -> None:
+        del self.runs[run.task_id]
+        self.queued.discard(run.task_id)
+        self.out.append(SaveRun(run.task_id, None))
+        job = self.jobs.get(run.job)
+        if job is None:
+            return
+        entry = {
+            "task_id": run.task_id,
+            "due": run.due,
+            "kind": run.kind,
+            "attempt": run.attempt,
+            "state": state,
+            "agent_id": run.agent_id,
+            "started": run.started_at,
+            "ended": now,
+            "message": message[:200],
+        }
+        job.history = (job.history + [entry])[-HISTORY_KEPT:]
+        self._save_job(job)
+
+    def active_run(self, name: str) -> bool:
+        return any(r.job == name and r.state in _ACTIVE_STATES for r in self.runs.values())
+
+    def _launchable(self) -> list[Run]:
+        busy = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
+        queued = sorted(
+            (self.runs[t] for t in self.queued),
+            key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.task_id),
+        )
+        out = []
+        for run in queued:
+            if self.jobs[run.job].spec.concurrent:
+                out.append(run)
+            elif run.job not in busy:
+                busy.add(run.job)
+                out.append(run)
+        return out
+
+    def _wants_offers(self, now: float) -> bool:
+        if self.queued:
+            return True
+        self.next_wakeup(now)  # fills the cache
+        assert self._next_due is not None
+        return self._next_due - now < HOLD_AHEAD
+
+    def _update_interest(self, now: float) -> None:
+        if not self.subscribed:
+            return
+        wants = self._wants_offers(now)
+        if wants and self.suppressed:
+            self.suppressed = False
+            self.out.append(Revive())
+        elif not wants and not self.suppressed:
+            self.suppressed = True
+            if self.held:
+                self.out.append(Decline(sorted(self.held), DECLINE_UNFIT_SECONDS))
+                self.held.clear()
+            self.out.append(Suppress())
+
+    def _match(self, now: float) -> None:
+        """Places launchable runs on held offers, one ACCEPT per offer used."""
+        if not self.subscribed or not self.held or not self.queued:
+            return
+        runs = self._launchable()
+        if not runs:
+            return
+        left = {o.id: [o.cpus, o.mem, o.disk] for o in self.held.values()}
+        placed: dict[str, list[dict[str, Any]]] = {}
+        for run in runs:
+            spec = self.jobs[run.job].spec
+            for offer in self.held.values():
+                free = left[offer.id]
+                if free[0] + 1e-9 < spec.cpus or free[1] + 1e-9 < spec.mem:
+                    continue
+                if free[2] + 1e-9 < spec.disk or not _meets(spec.constraints, offer):
+                    continue
+                free[0] -= spec.cpus
+                free[1] -= spec.mem
+                free[2] -= spec.disk
+                run.state, run.agent_id, run.launched_at = LAUNCHING, offer.agent_id, now
+                self.queued.discard(run.task_id)
+                self.out.append(SaveRun(run.task_id, run.to_record()))
+                placed.setdefault(offer.id, []).append(self._task_info(run, spec, offer))
+                self.counters["runs_launched"] += 1
+                break
+        for offer_id, tasks in placed.items():
+            del self.held[offer_id]
+            self.out.append(Launch(offer_id, tasks))
+
+    def _task_info(self, run: Run, spec: JobSpec, offer: Offer) -> dict[str, Any]:
+        need = Resources.scalars(cpus=spec.cpus, mem=spec.mem, disk=spec.disk)
+        arguments = spec.arguments if run.arguments is None else run.arguments
+        command: dict[str, Any] = {"shell": spec.shell, "value": spec.command}
+        if not spec.shell:
+            command["arguments"] = [spec.command, *arguments]
+        elif arguments:
+            command["value"] = " ".join([spec.command, *(_quote(a) for a in arguments)])
+        uris = [{"value": u, "extract": True} for u in spec.uris]
+        for f in spec.fetch:
+            uris.append({"value": f["uri"], **{k: v for k, v in f.items() if k != "uri"}})
+        if uris:
+            command["uris"] = uris
+        env = [
+            {"name": "CHRONOS_JOB_NAME", "value": spec.name},
+            {"name": "CHRONOS_JOB_OWNER", "value": spec.owner},
+            {"name": "CHRONOS_RESOURCE_CPU", "value": f"{spec.cpus:g}"},
+            {"name": "CHRONOS_RESOURCE_MEM", "value": f"{spec.mem:g}"},
+            {"name": "CHRONOS_RESOURCE_DISK", "value": f"{spec.disk:g}"},
+            {"name": "mesos_task_id", "value": run.task_id},
+            *spec.environment,
+        ]
+        command["environment"] = {"variables": env}
+        user = spec.run_as_user or self.user
+        if user:
+            command["user"] = user
+        return {
+            "name": f"ChronosTask:{spec.name}",
+            "task_id": {"value": run.task_id},
+            "agent_id": {"value": offer.agent_id},
+            "resources": need.to_json("pre", allocation_role=offer.role),
+            "command": command,
+        }
+
+    def _save_job(self, job: JobState) -> None:
+        self._dirty.add(job.spec.name)
+
+    def check_invariants(self) -> None:
+        """Raises AssertionError if the kept indexes disagree with the runs (for tests)."""
+        assert self.queued == {t for t, r in self.runs.items() if r.state == QUEUED}
+        assert all(r.job in self.jobs or r.state != QUEUED for r in self.runs.values())
+        for job in self.jobs.values():
+            assert job.remaining is None or job.remaining >= 0
+
+    # -- views -----------------------------------------------------------------------------
+
+    def job_json(self, name: str, now: float) -> dict[str, Any]:
+        """A job as ``GET /v1/scheduler/jobs`` shows it (Chronos' fields)."""
+        job = self.jobs[name]
+        out = job.spec.to_json()
+        zone = job.schedule.zone if job.schedule is not None else None
+        out.update(
+            successCount=job.success_count,
+            errorCount=job.error_count,
+            errorsSinceLastSuccess=job.errors_since_success,
+            skippedCount=job.skipped_count,
+            lastSuccess=_iso(job.last_success),
+            lastError=_iso(job.last_error),
+        )
+        if job.schedule is not None and zone is not None:
+            nxt = job.schedule.slot(job.next_index) if job.remaining != 0 else None
+            anchor = nxt if nxt is not None else job.last_slot
+            if anchor is not None:
+                rep = "R" if job.remaining is None else f"R{job.remaining}"
+                out["schedule"] = f"{rep}/{format_instant(anchor, zone)}/{job.schedule.period.text}"
+            out["nextRun"] = "" if nxt is None or job.spec.disabled else format_instant(nxt, zone)
+        return out
+
+    def job_state(self, name: str) -> str:
+        """``running``, ``queued`` or ``idle`` (the graph's state column)."""
+        runs = [r for r in self.runs.values() if r.job == name]
+        if any(r.state != QUEUED for r in runs):
+            return "running"
+        return "queued" if runs else "idle"
+
+    def last_status(self, name: str) -> str:
+        """``success``, ``failure`` or ``fresh`` (never ran)."""
+        job = self.jobs[name]
+        if job.last_success is None and job.last_error is None:
+            return "fresh"
+        if job.last_error is None:
+            return "success"
+        if job.last_success is None:
+            return "failure"
+        return "success" if job.last_success >= job.last_error else "failure"
+
+
+def _iso(t: float | None) -> str:
+    return "" if t is None else format_instant(t, UTC)
+
+
+def _quote(arg: str) -> str:
+    return shlex.quote(arg)
+
+
+def _meets(constraints: list[list[str]], offer: Offer) -> bool:
+    for attribute, operator, value in constraints:
+        actual = offer.attributes.get(attribute)
+        if operator == "EQUALS":
+            if actual != value:
+                return False
+        elif operator == "LIKE":
+            if actual is None or not re.fullmatch(value, actual):
+                return False
+        elif operator == "UNLIKE":
+            if actual is not None and re.fullmatch(value, actual):
+                return False
+    return True

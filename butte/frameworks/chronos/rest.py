@@ -1,0 +1,267 @@
+"""Chronos' REST API (``/v1/scheduler/...``, ``/metrics``) over the scheduling core.
+
+Handlers validate, call one core method with the current time, let the shell flush the
+effects (saved before any answer goes out), and answer as Chronos does: ``204`` for
+changes, JSON for reads, ``400`` with ``{"message": ...}`` for invalid input, ``404`` for
+unknown jobs. The routes are a written-out table (`ROUTES`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from butte.frameworks.chronos.core import percentile
+from butte.frameworks.chronos.jobs import JobError, parse_job
+
+if TYPE_CHECKING:
+    from butte.frameworks.chronos.server import ChronosServer
+
+MAX_BODY = 1024 * 1024
+PERCENTILES = {
+    "99thPercentile": 0.99,
+    "98thPercentile": 0.98,
+    "95thPercentile": 0.95,
+    "75thPercentile": 0.75,
+    "median": 0.5,
+}
+SEARCH_PARAMS = frozenset({"name", "command", "any", "limit", "offset"})
+UI_PAGE = Path(__file__).with_name("ui.html")
+
+Handler = Callable[["ChronosServer", web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+def _no_params(request: web.Request, allowed: frozenset[str] = frozenset()) -> None:
+    extra = sorted(set(request.query) - allowed)
+    if extra:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"message": f"unsupported query parameters: {', '.join(extra)}"}),
+            content_type="application/json",
+        )
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"message": f"malformed JSON: {e}"}), content_type="application/json"
+        ) from None
+
+
+def _put_job(dependency: bool) -> Handler:
+    async def handler(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+        _no_params(request)
+        body = await _body(request)
+        now = time.time()
+        try:
+            spec = parse_job(body, now, dependency=dependency)
+            server.core.put_job(spec, now)
+        except JobError as e:
+            return error(400, str(e))
+        server.flush()
+        server.wake()
+        return web.Response(status=204)
+
+    return handler
+
+
+async def list_jobs(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    now = time.time()
+    return web.json_response([server.core.job_json(n, now) for n in sorted(server.core.jobs)])
+
+
+async def search_jobs(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request, SEARCH_PARAMS)
+    q = request.query
+    try:
+        limit = int(q.get("limit", "10000"))
+        offset = int(q.get("offset", "0"))
+    except ValueError:
+        return error(400, "limit and offset must be integers")
+    if limit < 0 or offset < 0:
+        return error(400, "limit and offset must not be negative")
+    now = time.time()
+    out = []
+    for name in sorted(server.core.jobs):
+        spec = server.core.jobs[name].spec
+        if "name" in q and q["name"].lower() not in name.lower():
+            continue
+        if "command" in q and q["command"].lower() not in spec.command.lower():
+            continue
+        if "any" in q:
+            text = q["any"].lower()
+            fields = (name, spec.command, spec.description, spec.owner, spec.owner_name)
+            if not any(text in f.lower() for f in fields):
+                continue
+        out.append(name)
+    return web.json_response([server.core.job_json(n, now) for n in out[offset : offset + limit]])
+
+
+async def run_job(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request, frozenset({"arguments"}))
+    name = request.match_info["name"]
+    arguments = request.query["arguments"].split() if "arguments" in request.query else None
+    try:
+        server.core.run_now(name, time.time(), arguments)
+    except KeyError:
+        return error(404, f"no job named {name!r}")
+    server.flush()
+    return web.Response(status=204)
+
+
+async def delete_job(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    name = request.match_info["name"]
+    try:
+        server.core.delete_job(name, time.time())
+    except KeyError:
+        return error(404, f"no job named {name!r}")
+    except JobError as e:
+        return error(400, str(e))
+    server.flush()
+    server.wake()
+    return web.Response(status=204)
+
+
+async def kill_tasks(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    name = request.match_info["name"]
+    try:
+        server.core.kill_tasks(name, time.time())
+    except KeyError:
+        return error(404, f"no job named {name!r}")
+    server.flush()
+    return web.Response(status=204)
+
+
+def _histogram(durations: list[float]) -> dict[str, float]:
+    out = {key: percentile(durations, q) for key, q in PERCENTILES.items()}
+    out["mean"] = sum(durations) / len(durations) if durations else 0.0
+    out["count"] = len(durations)
+    return out
+
+
+async def job_stat(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    name = request.match_info["name"]
+    job = server.core.jobs.get(name)
+    if job is None:
+        return error(404, f"no job named {name!r}")
+    return web.json_response(
+        {
+            "histogram": _histogram(job.durations),
+            "taskStatHistory": list(reversed(job.history)),
+            "successCount": job.success_count,
+            "errorCount": job.error_count,
+            "skippedCount": job.skipped_count,
+        }
+    )
+
+
+async def graph_csv(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    lines = []
+    for name in sorted(server.core.jobs):
+        core = server.core
+        lines.append(f"node,{name},{core.last_status(name)},{core.job_state(name)}")
+    for name in sorted(server.core.jobs):
+        for parent in server.core.jobs[name].spec.parents:
+            lines.append(f"link,{parent},{name}")
+    return web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
+
+
+async def scheduler_stat(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    kind = request.match_info["kind"]
+    out = []
+    for name in sorted(server.core.jobs):
+        d = server.core.jobs[name].durations
+        if not d:
+            continue
+        value = sum(d) / len(d) if kind == "mean" else percentile(d, PERCENTILES[kind])
+        out.append({"jobNameLabel": name, "time": value})
+    return web.json_response(out)
+
+
+async def metrics(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    core = server.core
+    lags = list(core.start_lags)
+    gauges = {
+        "jobs.count": len(core.jobs),
+        "runs.queued": sum(1 for r in core.runs.values() if r.state == "QUEUED"),
+        "runs.active": sum(1 for r in core.runs.values() if r.state != "QUEUED"),
+        "offers.held": len(core.held),
+        "leader": 1 if server.leading else 0,
+    }
+    return web.json_response(
+        {
+            "version": "3.0.0",
+            "gauges": {k: {"value": v} for k, v in gauges.items()},
+            "counters": {k: {"count": v} for k, v in core.counters.items()},
+            "histograms": {
+                "start_lag_seconds": {
+                    "count": len(lags),
+                    "p50": percentile(lags, 0.5),
+                    "p99": percentile(lags, 0.99),
+                    "max": max(lags, default=0.0),
+                },
+            },
+            "meters": {},
+            "timers": {},
+        }
+    )
+
+
+async def ping(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    return web.Response(text="pong")
+
+
+async def ui_page(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    return web.Response(text=UI_PAGE.read_text(), content_type="text/html")
+
+
+async def ui_info(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    """What the page needs beyond the Chronos API: the master's address (sandbox links)."""
+    return web.json_response(
+        {"master": server.master_url(), "framework_id": server.framework_id, "now": time.time()}
+    )
+
+
+# (method, path, handler, served by the leader only)
+ROUTES: list[tuple[str, str, Handler, bool]] = [
+    ("POST", "/v1/scheduler/iso8601", _put_job(False), True),
+    ("PUT", "/v1/scheduler/iso8601", _put_job(False), True),
+    ("POST", "/v1/scheduler/dependency", _put_job(True), True),
+    ("PUT", "/v1/scheduler/dependency", _put_job(True), True),
+    ("GET", "/v1/scheduler/jobs", list_jobs, True),
+    ("GET", "/v1/scheduler/jobs/search", search_jobs, True),
+    ("PUT", "/v1/scheduler/job/{name}", run_job, True),
+    ("DELETE", "/v1/scheduler/job/{name}", delete_job, True),
+    ("DELETE", "/v1/scheduler/task/kill/{name}", kill_tasks, True),
+    ("GET", "/v1/scheduler/job/stat/{name}", job_stat, True),
+    ("GET", "/v1/scheduler/graph/csv", graph_csv, True),
+    (
+        "GET",
+        "/v1/scheduler/stats/{kind:99thPercentile|98thPercentile|95thPercentile|75thPercentile|median|mean}",
+        scheduler_stat,
+        True,
+    ),
+    ("GET", "/metrics", metrics, True),
+    ("GET", "/ping", ping, False),
+    ("GET", "/", ui_page, True),
+    ("GET", "/ui/info", ui_info, True),
+]

@@ -1,0 +1,253 @@
+"""The unmodified PyPI chronos-python client (1.2.1) against ``butte chronos`` on a real
+butte cluster, and the scheduler's restart with reconciliation."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from butte.testing.chronos import ChronosProcess
+from butte.testing.require import require_module
+
+chronos = require_module("chronos")
+
+pytestmark = [pytest.mark.compat, pytest.mark.integration]
+
+OWNER = "ops@example.com"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def start_at(seconds_from_now: float) -> str:
+    t = math.ceil(time.time() + seconds_from_now)
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job(client: Any, name: str) -> dict:
+    return next(j for j in client.list() if j["name"] == name)
+
+
+def master_tasks(cluster: Any, framework_id: str) -> list[dict]:
+    url = f"{cluster.master_url}/master/tasks?limit=1000&framework_id={framework_id}"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())["tasks"]
+
+
+@pytest.fixture
+def scheduler(cluster, tmp_path) -> Iterator[ChronosProcess]:
+    proc = ChronosProcess(tmp_path / "chronos", cluster.master_address)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_everything_chronos_python_offers(cluster, scheduler) -> None:
+    client = chronos.connect(scheduler.address)
+    client.add(
+        {
+            "name": "tick",
+            "command": 'echo "tick $CHRONOS_JOB_NAME"',
+            "owner": OWNER,
+            "disabled": False,
+            "schedule": f"R3/{start_at(2)}/PT2S",
+            "epsilon": "PT30S",
+            "description": "three runs, two seconds apart",
+        }
+    )
+    client.add(
+        {"name": "after", "command": "true", "owner": OWNER, "disabled": False, "parents": ["tick"]}
+    )
+    assert sorted(j["name"] for j in client.list()) == ["after", "tick"]
+    assert [j["name"] for j in client.search(name="ic")] == ["tick"]
+    assert [j["name"] for j in client.search(command="echo")] == ["tick"]
+
+    wait_for(lambda: job(client, "tick")["successCount"] == 3, 60, "three runs of tick")
+    wait_for(lambda: job(client, "after")["successCount"] == 3, 60, "three runs of after")
+    tick = job(client, "tick")
+    assert tick["schedule"].startswith("R0/") and tick["skippedCount"] == 0
+    assert tick["lastSuccess"] and not tick["lastError"]
+
+    stat = client.job_stat("tick")
+    assert stat["histogram"]["count"] == 3
+    states = [r["state"] for r in stat["taskStatHistory"]]
+    assert states == ["TASK_FINISHED"] * 3
+    graph = client.scheduler_graph()
+    assert "link,tick,after" in graph and "node,tick,success,idle" in graph
+    for stat_call in (
+        client.scheduler_stat_99th,
+        client.scheduler_stat_98th,
+        client.scheduler_stat_95th,
+        client.scheduler_stat_75th,
+        client.scheduler_stat_median,
+        client.scheduler_stat_mean,
+    ):
+        assert {s["jobNameLabel"] for s in stat_call()} == {"tick", "after"}
+    metrics = client.metrics()
+    assert metrics["counters"]["runs_finished"]["count"] == 6
+
+    # The tasks ran on the cluster, each slot once.
+    fid = scheduler.get("/ui/info")["framework_id"]
+    tasks = master_tasks(cluster, fid)
+    ticks = sorted(t["id"] for t in tasks if t["id"].endswith(":tick"))
+    assert len(ticks) == 3 and len(set(ticks)) == 3
+
+    # Update (a failing command now), run it by hand, retries counted as one error.
+    update = dict(job(client, "tick"), command="exit 3", retries=1, schedule="R0//PT1H")
+    client.update(update)
+    client.run("tick")
+    wait_for(lambda: job(client, "tick")["errorCount"] == 1, 60, "the failed manual run")
+    assert job(client, "tick")["command"] == "exit 3"
+
+    # A long run is killed with delete_tasks.
+    client.update(dict(update, command="sleep 300", retries=0))
+    client.run("tick")
+    wait_for(lambda: scheduler.get("/metrics")["gauges"]["runs.active"]["value"] == 1, 30, "run")
+    wait_for(
+        lambda: any(
+            t["state"] == "TASK_RUNNING" for t in master_tasks(cluster, fid) if "manual" in t["id"]
+        ),
+        30,
+        "the manual run running",
+    )
+    client.delete_tasks("tick")
+    wait_for(lambda: job(client, "tick")["errorCount"] == 2, 30, "the killed run")
+
+    with pytest.raises(chronos.ChronosAPIError):
+        client.delete("tick")  # "after" depends on it
+    client.delete("after")
+    client.delete("tick")
+    assert client.list() == []
+
+
+INVALID = [
+    ({"schedule": "R/bogus/PT1M"}, "not an ISO8601 date-time"),
+    ({"schedule": "R99999999999/2026-01-01T00:00:00Z/PT1M"}, "over the limit"),
+    ({"schedule": "R/2026-01-01T00:00:00Z/PT1M", "scheduleTimeZone": "No/Where"}, "zone"),
+    ({"schedule": "R/2026-01-01T00:00:00Z/PT1M", "cpus": -1}, "cpus"),
+    (
+        {"schedule": "R/2026-01-01T00:00:00Z/PT1M", "container": {"type": "DOCKER", "image": "x"}},
+        "container",
+    ),
+    ({"schedule": "R/2026-01-01T00:00:00Z/PT1M", "color": "red"}, "color"),
+]
+
+
+def test_bad_input_gets_4xx_and_state_stays(scheduler) -> None:
+    client = chronos.connect(scheduler.address)
+    client.add({"name": "keep", "command": "true", "owner": OWNER, "disabled": False,
+                "schedule": "R/2030-01-01T00:00:00Z/P1D"})  # fmt: skip
+    for body, why in INVALID:
+        full = {"name": "keep", "command": "changed", "owner": OWNER, "disabled": False, **body}
+        data = json.dumps(full).encode()
+        status, answer = scheduler.request("POST", "/v1/scheduler/iso8601", data)
+        assert status == 400 and why in answer["message"], (body, status, answer)
+        with pytest.raises(chronos.ChronosAPIError):
+            client.add(full)
+    assert job(client, "keep")["command"] == "true"
+    client.delete("keep")
+    client.add({"name": "a", "command": "true", "owner": OWNER, "disabled": False,
+                "schedule": "R/2030-01-01T00:00:00Z/P1D"})  # fmt: skip
+    dep = {"name": "b", "command": "true", "owner": OWNER, "disabled": False}
+    cases = [
+        ("POST", "/v1/scheduler/iso8601", b"{not json", "malformed JSON"),
+        ("POST", "/v1/scheduler/iso8601", b"[1, 2]", "JSON object"),
+        ("POST", "/v1/scheduler/dependency", json.dumps({**dep, "parents": ["zz"]}), "zz"),
+        ("POST", "/v1/scheduler/dependency", json.dumps({**dep, "parents": ["b"]}), "own parent"),
+        ("GET", "/v1/scheduler/jobs?bogus=1", None, "bogus"),
+        ("GET", "/v1/scheduler/jobs/search?limit=x", None, "integers"),
+    ]
+    for method, path, body, why in cases:
+        data = body.encode() if isinstance(body, str) else body
+        status, answer = scheduler.request(method, path, data)
+        assert status == 400 and why in answer["message"], (path, status, answer)
+    client.add({**dep, "parents": ["a"]})
+    status, answer = scheduler.request(
+        "POST",
+        "/v1/scheduler/dependency",
+        json.dumps({**dep, "name": "a", "parents": ["b"]}).encode(),
+    )
+    assert status == 400  # a is a scheduled job; and b -> a -> b would be a cycle
+    for method, path in [
+        ("DELETE", "/v1/scheduler/job/nope"),
+        ("PUT", "/v1/scheduler/job/nope"),
+        ("GET", "/v1/scheduler/job/stat/nope"),
+        ("DELETE", "/v1/scheduler/task/kill/nope"),
+    ]:
+        assert scheduler.request(method, path)[0] == 404
+    huge = json.dumps({**dep, "name": "big", "command": "x" * (2 * 1024 * 1024)}).encode()
+    assert scheduler.request("POST", "/v1/scheduler/iso8601", huge)[0] == 413
+    assert sorted(j["name"] for j in client.list()) == ["a", "b"]
+    assert scheduler.get("/metrics")["gauges"]["leader"]["value"] == 1
+
+
+def test_sigkill_and_restart_reconciles_runs_and_catches_up_once(cluster, scheduler) -> None:
+    """Runs are in flight when the scheduler is SIGKILLed; the slots due during the outage
+    (within epsilon) run once after the restart, the runs that were going are followed
+    through reconciliation (not relaunched), and no slot is skipped or doubled."""
+    client = chronos.connect(scheduler.address)
+    client.add(
+        {
+            "name": "steady",
+            "command": "sleep 3",
+            "owner": OWNER,
+            "disabled": False,
+            "concurrent": True,
+            "schedule": f"R/{start_at(1)}/PT2S",
+            "epsilon": "PT60S",
+        }
+    )
+    fid = scheduler.get("/ui/info")["framework_id"]
+    wait_for(
+        lambda: sum(t["state"] == "TASK_RUNNING" for t in master_tasks(cluster, fid)) >= 1,
+        30,
+        "a running task",
+    )
+    time.sleep(1.5)
+    scheduler.kill()
+    killed_at = time.time()
+    running_at_kill = {t["id"] for t in master_tasks(cluster, fid) if t["state"] == "TASK_RUNNING"}
+    assert running_at_kill
+    time.sleep(5)  # two or three slots fall into the outage
+    scheduler.start()
+    restarted_at = time.time()
+    assert scheduler.get("/ui/info")["framework_id"] == fid
+    time.sleep(5)
+    client.update(dict(job(client, "steady"), disabled=True))
+    stopped_at = time.time()
+
+    def settled() -> bool:
+        return all(t["state"] == "TASK_FINISHED" for t in master_tasks(cluster, fid))
+
+    wait_for(settled, 60, "every run finished")
+    tasks = master_tasks(cluster, fid)
+    dues = sorted(int(t["id"].split(":")[1]) / 1000 for t in tasks)
+    assert len(dues) == len(set(dues)), "a slot ran twice"
+    gaps = {round(b - a, 3) for a, b in zip(dues, dues[1:], strict=False)}
+    assert gaps == {2.0}, f"a slot is missing: {dues}"
+    outage = [d for d in dues if killed_at < d < restarted_at]
+    assert len(outage) >= 2
+    assert dues[-1] >= stopped_at - 3
+    stats = job(client, "steady")
+    assert stats["skippedCount"] == 0 and stats["errorCount"] == 0
+    assert stats["successCount"] == len(dues)
+    metrics = scheduler.get("/metrics")
+    assert metrics["counters"]["runs_relaunched"]["count"] == 0
+    assert metrics["counters"]["orphans_killed"]["count"] == 0

@@ -1,0 +1,274 @@
+"""The chronos scheduling core and its ISO8601 arithmetic, driven without an event loop."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from chronos_kit import FAILED, FINISHED, RUNNING, Harness, job
+
+from butte.frameworks.chronos import core as c
+from butte.frameworks.chronos.jobs import JobError, parse_job
+from butte.frameworks.chronos.schedule import (
+    ScheduleError,
+    format_instant,
+    parse_duration,
+    parse_schedule,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def wall(t: float, zone: str) -> str:
+    return datetime.fromtimestamp(t, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def test_daily_slot_keeps_its_wall_time_across_dst() -> None:
+    s = parse_schedule("R/2026-03-07T09:00:00/P1D", "America/New_York", T0)
+    walls = [wall(s.slot(k), "America/New_York") for k in range(3)]
+    assert walls == ["2026-03-07 09:00 EST", "2026-03-08 09:00 EDT", "2026-03-09 09:00 EDT"]
+    assert s.slot(1) - s.slot(0) == 23 * 3600
+
+
+def test_hourly_slots_are_elapsed_time_across_dst() -> None:
+    s = parse_schedule("R/2026-11-01T00:30:00-04:00/PT1H", "America/New_York", T0)
+    gaps = {s.slot(k + 1) - s.slot(k) for k in range(5)}
+    assert gaps == {3600}
+    # 01:30 happens twice that night: both are slots.
+    assert [wall(s.slot(k), "America/New_York")[11:] for k in (1, 2)] == [
+        "01:30 EDT",
+        "01:30 EST",
+    ]
+
+
+def test_nonexistent_wall_time_runs_after_the_gap_and_month_end_clamps() -> None:
+    s = parse_schedule("R/2026-03-07T02:30:00/P1D", "America/New_York", T0)
+    assert wall(s.slot(1), "America/New_York") == "2026-03-08 03:30 EDT"
+    m = parse_schedule("R/2026-01-31T10:00:00Z/P1M", "", T0)
+    assert [format_instant(m.slot(k), UTC)[:10] for k in range(3)] == [
+        "2026-01-31",
+        "2026-02-28",
+        "2026-03-31",
+    ]
+
+
+def test_first_index_at_or_after_jumps_over_years() -> None:
+    s = parse_schedule("R/2020-01-01T00:00:00Z/PT1M", "", T0)
+    k = s.first_index_at_or_after(T0)
+    assert s.slot(k) == T0 and s.slot(k - 1) < T0
+    d = parse_schedule("R/2020-01-31T00:00:00/P1M", "Europe/Berlin", T0)
+    k = d.first_index_at_or_after(T0)
+    assert d.slot(k) >= T0 > d.slot(k - 1)
+
+
+@pytest.mark.parametrize(
+    "text,zone,why",
+    [
+        ("R/2026-01-01T00:00:00Z", "", "R[n]/<start>/<period>"),
+        ("X/2026-01-01T00:00:00Z/PT1M", "", "must be R or R<n>"),
+        ("R99999999999999999999/2026-01-01T00:00:00Z/PT1M", "", "over the limit"),
+        ("R/not-a-date/PT1M", "", "not an ISO8601 date-time"),
+        ("R/2026-01-01T00:00:00Z/1M", "", "not an ISO8601 duration"),
+        ("R/2026-01-01T00:00:00Z/PT0S", "", "shorter than"),
+        ("R/2026-01-01T00:00:00Z/P1000Y", "", "longer than 100 years"),
+        ("R/2026-01-01T00:00:00Z/PT1M", "Mars/Olympus", "unknown time zone"),
+        ("R/2026-01-01T00:00:00Z/PT1M", "../../etc/passwd", "unknown time zone"),
+    ],
+)
+def test_bad_schedules_are_refused_with_the_reason(text: str, zone: str, why: str) -> None:
+    with pytest.raises(ScheduleError, match=why.replace("[", r"\[").replace("]", r"\]")):
+        parse_schedule(text, zone, T0)
+
+
+def test_durations() -> None:
+    assert parse_duration("P1Y2M3W4DT5H6M7S").months == 14
+    assert parse_duration("PT1.5S").seconds == 1.5
+    for bad in ("P", "PT", "P1DT", "1D", "PT-1S"):
+        with pytest.raises(ScheduleError):
+            parse_duration(bad)
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body,why",
+    [
+        ({"name": "a b", "command": "x", "schedule": "R//PT1M"}, "name must be"),
+        ({"name": "a", "command": "", "schedule": "R//PT1M"}, "command must not be empty"),
+        ({"name": "a", "command": "x"}, "schedule is required"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "cpus": "1"}, "cpus must be"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "retries": -1}, "retries"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "frobnicate": 1}, "frobnicate"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "async": True}, "async"),
+        (
+            {"name": "a", "command": "x", "schedule": "R//PT1M", "container": {"type": "DOCKER"}},
+            "container is not supported",
+        ),
+        (
+            {"name": "a", "command": "x", "schedule": "R//PT1M", "constraints": [["a", "X", "b"]]},
+            "constraint",
+        ),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "epsilon": "soon"}, "epsilon"),
+        ({"name": "a", "command": "x", "schedule": "R/2026-01-01/PT1M/x"}, "schedule"),
+    ],
+)
+def test_invalid_jobs_are_refused(body: dict, why: str) -> None:
+    with pytest.raises(JobError, match=why):
+        parse_job(body, T0, dependency=False)
+
+
+def test_unknown_parents_and_cycles_are_refused_and_state_is_kept() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R//PT1H"))
+    h.put(job(T0, "b", parents=["a"]))
+    with pytest.raises(JobError, match="does not exist"):
+        h.core.put_job(job(T0, "c", parents=["nope"]), T0)
+    h.put(job(T0, "c", parents=["b"]))
+    with pytest.raises(JobError, match="cycle"):
+        h.core.put_job(job(T0, "b", parents=["c"]), T0)
+    assert h.core.jobs["b"].spec.parents == ["a"]
+    with pytest.raises(JobError, match="parent of b"):
+        h.core.delete_job("a", T0)
+    assert set(h.core.jobs) == {"a", "b", "c"}
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def test_runs_on_time_and_retries_then_counts() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R2/2026-03-01T12:01:00Z/PT1M", retries=1))
+    h.offers()
+    assert h.launches == [] and not h.core.held  # a minute early: declined, suppressed
+    h.tick(T0 + 58)
+    h.offers()
+    assert h.launches == [] and h.core.held  # held for the slot due in 2 s
+    h.tick(T0 + 60)
+    (tid,) = h.active_tasks()
+    assert tid == f"ct:{int((T0 + 60) * 1000)}:0:a"
+    h.status(tid, RUNNING)
+    h.status(tid, FAILED)
+    h.offers()
+    (retry,) = h.active_tasks()
+    assert retry == f"ct:{int((T0 + 60) * 1000)}:1:a"
+    h.status(retry, FINISHED)
+    jobstate = h.core.jobs["a"]
+    assert (jobstate.success_count, jobstate.error_count) == (1, 0)
+    h.tick(T0 + 120)
+    h.offers()
+    (second,) = h.active_tasks()
+    h.status(second, FAILED)
+    h.offers()
+    h.status(h.active_tasks()[0], FAILED)
+    assert (jobstate.success_count, jobstate.error_count) == (1, 1)
+    h.tick(T0 + 600)
+    assert jobstate.remaining == 0 and not h.core.runs
+
+
+def test_clock_step_back_never_repeats_and_jump_forward_counts_skips() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1M", epsilon="PT30S"))
+    h.offers()
+    h.status(h.active_tasks()[0], FINISHED)
+    h.tick(T0 - 3600)  # the clock steps back an hour
+    h.offers()
+    h.tick(T0 + 5)
+    h.offers()
+    assert len(h.launches) == 1
+    h.tick(T0 + 86400 + 10)  # a day later: 1439 slots missed beyond epsilon, one on time
+    h.offers()
+    assert h.core.jobs["a"].skipped_count == 1439
+    assert len(h.launches) == 2
+
+
+def test_slot_waiting_for_offers_beyond_epsilon_is_skipped_once() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT10M", epsilon="PT60S"))
+    h.tick(T0 + 61)
+    h.offers()
+    assert h.launches == [] and h.core.jobs["a"].skipped_count == 1
+
+
+def test_non_concurrent_job_waits_for_its_previous_run() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1M", epsilon="PT90S"))
+    h.offers()
+    first = h.active_tasks()[0]
+    h.status(first, RUNNING)
+    h.tick(T0 + 60)
+    h.offers()
+    assert len(h.launches) == 1
+    h.status(first, FINISHED)
+    h.offers()
+    assert len(h.launches) == 2
+
+
+def test_dependency_runs_once_after_all_parents_succeeded() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "p1", schedule="R1/2026-03-01T12:00:00Z/PT1H"))
+    h.put(job(T0, "p2", schedule="R1/2026-03-01T12:00:00Z/PT1H"))
+    h.put(job(T0, "child", parents=["p1", "p2"]))
+    h.offers()
+    p1, p2 = sorted(h.active_tasks())
+    h.status(p1, FINISHED)
+    h.offers()
+    assert not any("child" in t for t in h.active_tasks())
+    h.status(p2, FINISHED)
+    h.offers()
+    (child,) = [t for t in h.active_tasks() if ":child:" in t]
+    assert child.endswith(":dependency")
+
+
+def test_launch_saved_but_lost_in_a_crash_is_launched_once_after_restart() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1H"))
+    h.core.on_offers([c.Offer("o", "agent0", "h", "*", 8, 8192, 1e5, {}, T0)], T0)
+    h.apply(lose_launches=True)  # killed after saving the launch, before the ACCEPT left
+    assert h.launches == [] and len(h.runs) == 1
+    h.crash_and_restart()
+    h.offers()
+    assert [t for t, _ in h.launches] == [f"ct:{int(T0 * 1000)}:0:a"]
+
+
+def test_launch_that_reached_the_master_is_reconciled_not_relaunched() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1H"))
+    h.offers()
+    (tid,) = h.active_tasks()
+    h.tasks[tid] = RUNNING  # it started while the scheduler was down
+    h.crash_and_restart()
+    h.offers()
+    assert len(h.launches) == 1
+    assert h.core.runs[tid].state == RUNNING
+    h.status(tid, FINISHED)
+    assert h.core.jobs["a"].success_count == 1
+
+
+def test_deleted_job_kills_its_task_and_orphans_are_killed() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1H"))
+    h.offers()
+    (tid,) = h.active_tasks()
+    h.core.delete_job("a", T0)
+    kills = [e for e in h.core.take_effects() if isinstance(e, c.Kill)]
+    assert [k.task_id for k in kills] == [tid]
+    h.core.on_status(T0, "ct:1:0:ghost", RUNNING, "agent9")
+    assert h.core.take_effects() == [c.Kill("ct:1:0:ghost", "agent9")]
+
+
+def test_listed_job_can_be_posted_back_without_doubling() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R5/2026-03-01T12:00:00Z/PT1M"))
+    h.offers()
+    listed = h.core.job_json("a", T0)
+    assert listed["schedule"] == "R4/2026-03-01T12:01:00.000Z/PT1M"
+    h.put(parse_job(listed, T0, dependency=False))
+    h.tick(T0 + 60)
+    h.offers()
+    assert len(h.launches) == 1  # the first is still running (not concurrent)
+    assert len(h.core.runs) == 2 and h.core.jobs["a"].remaining == 3
