@@ -37,6 +37,10 @@ _DAEMONS = {
         "butte.agent.main",
         "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
     ),
+    "marathon": (
+        "butte.frameworks.marathon.main",
+        "run a Marathon-compatible service scheduler (REST API v2) as a framework",
+    ),
 }
 
 
