@@ -26,6 +26,7 @@ from butte.frameworks.marathon.appdef import (
     merge_update,
     normalize_app,
 )
+from butte.frameworks.marathon.model import iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.ui import PAGE
 
@@ -56,12 +57,15 @@ def _flag(request: web.Request, name: str) -> bool:
     raise ApiError(400, {"message": f"query parameter {name}={value!r} is not a boolean"})
 
 
-def _embed(request: web.Request, prefix: str) -> set[str]:
+def _embed(request: web.Request) -> set[str]:
+    """What ``embed`` asks for, without its ``apps.``/``app.`` prefix (Marathon takes both
+    on both endpoints, and the Python client sends ``app.tasks`` to ``/v2/apps``)."""
     out = set()
     for value in request.query.getall("embed", []):
         for item in value.split(","):
-            if item.startswith(prefix):
-                out.add(item[len(prefix) :])
+            for prefix in ("apps.", "app."):
+                if item.startswith(prefix):
+                    out.add(item[len(prefix) :])
     return out
 
 
@@ -163,7 +167,7 @@ class Api:
     async def apps(self, request: web.Request) -> web.StreamResponse:
         now = self.service.now()
         if request.method == "GET":
-            embed = _embed(request, "apps.")
+            embed = _embed(request)
             cmd = request.query.get("cmd")
             needle = request.query.get("id")
             label = request.query.get("label")
@@ -261,7 +265,7 @@ class Api:
         force = _flag(request, "force")
         if request.method == "GET":
             self._existing(app_id)
-            embed = _embed(request, "app.") or EMBED_ALL
+            embed = _embed(request) or EMBED_ALL
             return _json({"app": self.planner.app_json(app_id, embed)})
         if request.method == "PUT":
             body = await _body(request)
@@ -528,7 +532,11 @@ class Api:
         await response.prepare(request)
         queue = self.service.hub.subscribe()
         try:
-            attached = {"eventType": "event_stream_attached", "remoteAddress": request.remote}
+            attached = {
+                "eventType": "event_stream_attached",
+                "timestamp": iso(self.service.now()),
+                "remoteAddress": request.remote,
+            }
             await response.write(_sse(attached))
             while True:
                 try:
