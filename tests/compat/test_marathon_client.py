@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import collections.abc
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
