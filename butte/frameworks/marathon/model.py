@@ -29,8 +29,14 @@ def iso(t: float | None) -> str | None:
     """Marathon's timestamp form: ``2026-12-03T16:39:47.123Z``."""
     if t is None:
         return None
-    d = datetime.datetime.fromtimestamp(t, datetime.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    return iso_ms(round(t * 1000))
+
+
+def iso_ms(ms: int) -> str:
+    """`iso` of a time in whole milliseconds (exact: no float rounding)."""
+    seconds, rest = divmod(ms, 1000)
+    d = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest:03d}Z"
 
 
 @dataclass

@@ -20,6 +20,7 @@ never launched twice.
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import random
 import uuid
@@ -45,6 +46,7 @@ from butte.frameworks.marathon.model import (
     Revive,
     Suppress,
     iso,
+    iso_ms,
 )
 
 KILL_RETRY_SECONDS = 30.0
@@ -88,7 +90,7 @@ class Planner:
         self.outbox: list[Effect] = []
         self.dirty: set[tuple[str, str]] = set()
         self.suppressed = False
-        self._last_version = ""
+        self._last_ms = 0
         self._touched: set[str] = set()
         self._stopping: set[str] = set()
 
@@ -120,7 +122,10 @@ class Planner:
                 if spec is None:
                     self._stopping.add(app_id)
         versions = [v for vs in self.versions.values() for v in vs]
-        self._last_version = max(versions, default="")
+        versions += [d.version for d in self.deployments.values()]
+        if versions:
+            last = datetime.datetime.strptime(max(versions), "%Y-%m-%dT%H:%M:%S.%fZ")
+            self._last_ms = round(last.replace(tzinfo=datetime.UTC).timestamp() * 1000)
         self._touched.update(self.apps)
         self._touched.update(self.by_app)
 
@@ -160,17 +165,10 @@ class Planner:
         return out
 
     def new_version(self, now: float) -> str:
-        """A version timestamp, strictly after every earlier one."""
-        version = iso(now) or ""
-        if version <= self._last_version:
-            # Same millisecond (or a clock step back): one past the last one.
-            last = self._last_version
-            head, ms = last[:-5], int(last[-4:-1])
-            version = f"{head}.{ms + 1:03d}Z" if ms < 999 else iso(now + 0.001) or ""
-            if version <= last:
-                version = last[:-1] + "1Z"
-        self._last_version = version
-        return version
+        """A version timestamp (millisecond resolution), strictly after every earlier one."""
+        ms = max(int(now * 1000), self._last_ms + 1)
+        self._last_ms = ms
+        return iso_ms(ms)
 
     def _rt(self, app_id: str) -> AppRuntime:
         rt = self.runtime.get(app_id)
