@@ -327,6 +327,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--ready_timeout", type=float, default=30.0, help="seconds to wait for the agents"
     )
     parser.add_argument(
+        "--marathon",
+        action="store_true",
+        help="also start `butte marathon` (the service scheduler) against the cluster",
+    )
+    parser.add_argument(
+        "--marathon_port", type=int, default=8080, help="REST API port of --marathon"
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="once up, run a demo job (3 tasks) with `butte run` and show its updates",
@@ -349,12 +357,15 @@ def run(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="butte-local-")
     cluster = LocalCluster(work_dir, port=args.port, agents=args.agents, resources=args.resources)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    service: ManagedProcess | None = None
     # SIGTERM is handled like Ctrl-C so that both stop the daemons before we exit.
     _set_handlers(_interrupt)
     try:
         cluster.start()
         cluster.wait_ready(args.ready_timeout)
         _print_summary(cluster)
+        if getattr(args, "marathon", False):
+            service = _start_marathon(cluster, args.marathon_port)
         if args.demo and _run_demo(cluster) >= 128:
             return 0  # the demo was interrupted: the user wants out
         _set_handlers(_interrupt)  # the demo's event loop reset them
@@ -362,6 +373,10 @@ def run(args: argparse.Namespace) -> int:
         while True:
             time.sleep(0.5)
             cluster.check_alive()
+            if service is not None and not service.running():
+                raise ClusterError(
+                    f"marathon exited; log {service.log_path}:\n{service.log_tail()}"
+                )
     except KeyboardInterrupt:
         return 0
     except ClusterError as e:
@@ -369,6 +384,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         _set_handlers(signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         print("Stopping the cluster ...", file=sys.stderr, flush=True)
+        if service is not None:
+            service.stop()
         cluster.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -387,6 +404,34 @@ def _print_summary(cluster: LocalCluster) -> None:
     lines.append(f"  work dir       {cluster.work_dir}")
     lines += [f"  log            {path}" for path in cluster.log_paths.values()]
     print("\n".join(lines), flush=True)
+
+
+def _start_marathon(cluster: LocalCluster, port: int) -> ManagedProcess:
+    """Starts ``butte marathon`` on ``port`` against the cluster and waits for its API."""
+    argv = [cluster.python, "-m", "butte", "marathon", "--master", cluster.master_address]
+    argv += ["--http_port", str(port), "--http_address", HOST, "--hostname", HOST]
+    argv += ["--work_dir", str(cluster.work_dir / "marathon")]
+    service = ManagedProcess("marathon", argv, cluster.work_dir / "marathon.log")
+    service.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if not service.running() or time.monotonic() > deadline:
+            raise ClusterError(
+                f"marathon did not start; log {service.log_path}:\n{service.log_tail()}"
+            )
+        time.sleep(0.1)
+    print(
+        f"  marathon       http://{HOST}:{port}   (REST API v2, services page at /ui)\n"
+        f"  log            {service.log_path}",
+        flush=True,
+    )
+    return service
 
 
 def _run_demo(cluster: LocalCluster) -> int:
