@@ -352,3 +352,11 @@ def test_versions_are_strictly_increasing():
     p = Planner()
     versions = [p.new_version(1000.0) for _ in range(1500)]
     assert versions == sorted(set(versions))
+
+
+def test_idle_declines_are_revived_when_demand_appears():
+    w = World()
+    w.p.offers([offer()], w.now)  # nothing wanted yet: declined with the long filter
+    assert isinstance(w.p.take_effects()[0], Decline)
+    w.p.deploy({"/web": app()}, w.now)  # before any tick suppressed anything
+    assert any(isinstance(e, Revive) for e in w.step())

@@ -113,16 +113,21 @@ class Service:
     # -- flush -----------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Stores the dirty records, then carries out the effects (see the module doc)."""
+        """Stores the dirty records, then carries out the effects (see the module doc).
+        Calls to the master are not awaited here: the client pipelines the calls made in
+        one loop iteration, and waiting for each answer would serialize the whole service
+        on the master's round trips."""
         self.store.write(self.planner.take_dirty())
-        calls = []
         for effect in self.planner.take_effects():
             if isinstance(effect, Publish):
                 self.hub.publish(effect.event)
             elif self.client is not None and self.subscribed:
-                calls.append(self._call(effect))
-        if calls:
-            await asyncio.gather(*calls)
+                self._spawn(self._call(effect))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)  # a strong reference until done
+        task.add_done_callback(self._tasks.discard)
 
     async def _call(self, effect: Effect) -> None:
         client = self.client
@@ -138,6 +143,13 @@ class Service:
                 tasks = [(t["task_id"]["value"], effect.agent_id) for t in effect.tasks]
                 with contextlib.suppress(CallError):
                     await client.reconcile(tasks)
+
+    async def _acknowledge(self, status: dict[str, Any]) -> None:
+        assert self.client is not None
+        try:
+            await self.client.acknowledge_status(status)
+        except CallError as e:
+            log.warning("acknowledgement failed: %s", e)
 
     async def _launch(self, client: SchedulerClient, e: Launch) -> None:
         self.counters["tasks_launched"] += len(e.tasks)
@@ -182,12 +194,8 @@ class Service:
             status = event["update"]["status"]
             self.counters["status_updates"] += 1
             self.planner.status(status, now)
-            await self.flush()
-            assert self.client is not None
-            try:
-                await self.client.acknowledge_status(status)
-            except CallError as e:
-                log.warning("acknowledgement failed: %s", e)
+            await self.flush()  # stored before acknowledged
+            self._spawn(self._acknowledge(status))
         elif kind == "ERROR":
             raise SchedulerError(f"the master ended the subscription: {event.get('error')}")
         # HEARTBEAT, RESCIND, FAILURE, MESSAGE, INVERSE_OFFERS: nothing to decide.

@@ -90,6 +90,7 @@ class Planner:
         self.outbox: list[Effect] = []
         self.dirty: set[tuple[str, str]] = set()
         self.suppressed = False
+        self._filtered = False  # offers were declined with the long idle filter
         self._last_ms = 0
         self._touched: set[str] = set()
         self._stopping: set[str] = set()
@@ -580,8 +581,9 @@ class Planner:
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
         demand = any(n > 0 for n in self.wanted.values())
-        if demand and self.suppressed:
-            self.suppressed = False
+        if demand and (self.suppressed or self._filtered):
+            # Also after idle declines: their long filters would hold the offers back.
+            self.suppressed = self._filtered = False
             self.outbox.append(Revive())
         elif not demand and not self.suppressed and self.framework_id is not None:
             self.suppressed = True
@@ -770,6 +772,7 @@ class Planner:
             else:
                 demand = bool(order) or any(n > 0 for n in self.wanted.values())
                 refuse = REFUSE_WHEN_UNFIT if demand else REFUSE_WHEN_IDLE
+                self._filtered = self._filtered or not demand
                 self.outbox.append(Decline([offer["id"]["value"]], refuse))
 
     def _fill(self, offer: dict[str, Any], order: list[str], now: float) -> list[dict[str, Any]]:
