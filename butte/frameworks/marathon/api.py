@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 APP_ACTIONS = ("restart", "tasks", "versions")
+# Served by every instance itself; a standby proxies the rest to the leader.
+LOCAL_PATHS = frozenset({"/", "/ui", "/ping", "/metrics", "/v2/leader"})
+PROXY_HEADER = "X-Marathon-Via"
 EMBED_ALL = {"tasks", "counts", "deployments", "lastTaskFailure", "taskStats", "readiness"}
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -105,7 +108,7 @@ class Api:
         return self.service.planner
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors], client_max_size=8 * 1024 * 1024)
+        app = web.Application(middlewares=[_errors, self._standby], client_max_size=8 * 1024 * 1024)
         app.router.add_get("/", self.root)
         app.router.add_get("/ui", self.ui)
         app.router.add_get("/ping", self.ping)
@@ -126,6 +129,22 @@ class Api:
         app.router.add_route("*", "/v2/eventSubscriptions", self.event_subscriptions)
         return app
 
+    @web.middleware
+    async def _standby(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """A standby (``--zk``) serves only its own liveness, metrics, ``/v2/leader`` and
+        the page; everything else is proxied to the leader (the event stream redirected),
+        or 503 while no leader is known."""
+        if self.service.leading or request.path in LOCAL_PATHS:
+            return await handler(request)
+        leader = self.service.leader_address()
+        if leader is None or leader == self.service.own_address():
+            raise ApiError(503, {"message": "no leader elected yet; try again"})
+        if request.headers.get(PROXY_HEADER):
+            raise ApiError(503, {"message": "proxied to a standby: the leader just changed"})
+        if request.path == "/v2/events":
+            raise web.HTTPTemporaryRedirect(f"http://{leader}{request.path_qs}")
+        return await self.service.proxy(request, leader)
+
     # -- misc ------------------------------------------------------------------------------
 
     async def root(self, request: web.Request) -> web.StreamResponse:
@@ -144,13 +163,21 @@ class Api:
         return _json(self.service.info())
 
     async def leader(self, request: web.Request) -> web.StreamResponse:
+        leader = self.service.leader_address()
         if request.method == "GET":
-            return _json({"leader": self.service.leader_address()})
+            if leader is None:
+                raise ApiError(404, {"message": "There is no leader"})
+            return _json({"leader": leader})
         if request.method == "DELETE":
-            raise ApiError(
-                400,
-                {"message": "this Marathon runs without --zk (no other instance to take over)"},
-            )
+            if self.service.zk is None:
+                raise ApiError(
+                    400,
+                    {"message": "this Marathon runs without --zk (no other instance to take over)"},
+                )
+            if not self.service.leading:
+                raise ApiError(404, {"message": "this instance is not the leader"})
+            self.service.abdicate()
+            return _json({"message": "Leadership abdicated"})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
 
     async def event_subscriptions(self, request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -22,11 +23,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 import butte
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
-from butte.frameworks.marathon.api import Api
+from butte.coord.url import ZkUrl, parse_zk_url
+from butte.coord.zookeeper import ZooKeeperContender
+from butte.frameworks.marathon.api import PROXY_HEADER, Api
 from butte.frameworks.marathon.model import (
     Decline,
     Effect,
@@ -37,8 +41,8 @@ from butte.frameworks.marathon.model import (
     Revive,
     Suppress,
 )
-from butte.frameworks.marathon.planner import Planner, PlannerConfig
-from butte.frameworks.marathon.store import SqliteStore
+from butte.frameworks.marathon.planner import ApiError, Planner, PlannerConfig
+from butte.frameworks.marathon.store import SqliteStore, ZooKeeperStore
 
 log = logging.getLogger("butte.marathon")
 SUMMARY = "run a Marathon-compatible service scheduler (REST API v2) as a framework"
@@ -46,6 +50,7 @@ MARATHON_VERSION = "1.11.0"
 TICK_SECONDS = 0.2
 FULL_PASS_SECONDS = 1.0
 HUB_QUEUE_LIMIT = 10_000
+_FORWARDED = frozenset({"content-type", "accept"})
 
 
 class EventHub:
@@ -89,7 +94,16 @@ class Service:
             PlannerConfig(role=args.mesos_role, task_launch_timeout=args.task_launch_timeout / 1000)
         )
         self.hub = EventHub()
-        self.store = SqliteStore(Path(args.work_dir) / "marathon.sqlite")
+        # --zk: the store is ZooKeeper's, opened once elected; else SQLite under --work_dir.
+        self.store: SqliteStore | ZooKeeperStore | None = None
+        self.zk: ZkUrl | None = parse_zk_url(args.zk) if args.zk else None
+        self.contender: ZooKeeperContender | None = None
+        self.leading = False
+        self.leader: str | None = None
+        self._elected = asyncio.Event()
+        self._lost: str | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._proxy_session: aiohttp.ClientSession | None = None
         self.client: SchedulerClient | None = None
         self.subscribed = False
         self.started_at = time.time()
@@ -107,8 +121,69 @@ class Service:
     def now() -> float:
         return time.time()
 
-    def leader_address(self) -> str:
+    def own_address(self) -> str:
         return f"{self.args.hostname}:{self.args.http_port}"
+
+    def leader_address(self) -> str | None:
+        """``host:port`` of the leading instance's REST API (None: none elected)."""
+        return self.own_address() if self.leading else self.leader
+
+    # -- election (--zk) -------------------------------------------------------------------
+
+    def leader_changed(self, leader: Any) -> None:
+        if leader and "hostname" in leader and "port" in leader:
+            self.leader = f"{leader['hostname']}:{leader['port']}"
+        else:
+            self.leader = None
+        log.info("leader is now %s", self.leader)
+
+    def elected(self) -> None:
+        self._elected.set()
+
+    def leadership_lost(self, reason: str) -> None:
+        """Stops acting at once: the process exits (a supervisor restarts it as a standby)."""
+        log.error("leadership lost: %s; exiting", reason)
+        self._lost = reason
+        self.leading = False
+        if self._main is not None:
+            self._main.cancel()
+
+    def abdicate(self) -> None:
+        """``DELETE /v2/leader``: leave the election (the process exits once the answer is
+        out; a supervisor restarts it as a standby)."""
+        asyncio.get_running_loop().call_later(0.2, self.leadership_lost, "abdicated")
+
+    async def proxy(self, request: web.Request, leader: str) -> web.Response:
+        """Forwards one API request to the leader and returns its answer as it came."""
+        if self._proxy_session is None:
+            self._proxy_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+        headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
+        headers[PROXY_HEADER] = self.own_address()
+        body = await request.read()
+        url = f"http://{leader}{request.path_qs}"
+        try:
+            async with self._proxy_session.request(
+                request.method, url, data=body, headers=headers, allow_redirects=False
+            ) as r:
+                data = await r.read()
+                out = {"X-Marathon-Leader": f"http://{leader}"}
+                if "Content-Type" in r.headers:
+                    out["Content-Type"] = r.headers["Content-Type"]
+                return web.Response(status=r.status, body=data, headers=out)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ApiError(503, {"message": f"leader {leader} unreachable: {e}"}) from None
+
+    async def _await_election(self) -> None:
+        assert self.zk is not None
+        election = dataclasses.replace(self.zk, path=self.zk.path.rstrip("/") + "/leader")
+        session = self.args.zk_session_timeout / 1000
+        self.contender = ZooKeeperContender(election, session, connect_timeout=30.0)
+        member = {"hostname": self.args.hostname, "port": self.args.http_port}
+        await self.contender.start(member, self)
+        log.info("standing by for leadership at %s", self.args.zk)
+        await self._elected.wait()
+        contender = self.contender
+        self.store = ZooKeeperStore(contender.client, self.zk.path, lambda: contender.own_path)
 
     # -- flush -----------------------------------------------------------------------------
 
@@ -117,6 +192,8 @@ class Service:
         Calls to the master are not awaited here: the client pipelines the calls made in
         one loop iteration, and waiting for each answer would serialize the whole service
         on the master's round trips."""
+        if not self.leading or self.store is None:
+            raise ApiError(503, {"message": "not leading"})
         self.store.write(self.planner.take_dirty())
         for effect in self.planner.take_effects():
             if isinstance(effect, Publish):
@@ -209,7 +286,7 @@ class Service:
             "checkpoint": True,
             "failover_timeout": float(self.args.failover_timeout),
             "hostname": self.args.hostname,
-            "webui_url": f"http://{self.leader_address()}/ui",
+            "webui_url": f"http://{self.own_address()}/ui",
             "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
         }
         if self.planner.framework_id:
@@ -228,18 +305,45 @@ class Service:
             await self.flush()
 
     async def run(self) -> int:
-        self.planner.restore(self.store.load())
+        self._main = asyncio.current_task()
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            if self._lost is not None:
+                return 1
+            raise
+        finally:
+            if self._proxy_session is not None:
+                await self._proxy_session.close()
+            if self.contender is not None:
+                await self.contender.stop()
+
+    async def _run(self) -> int:
+        runner = web.AppRunner(Api(self).app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.args.http_address, self.args.http_port)
+        await site.start()
+        log.info("REST API on http://%s:%d", self.args.http_address, self.args.http_port)
+        try:
+            return await self._lead()
+        finally:
+            await runner.cleanup()
+
+    async def _lead(self) -> int:
+        if self.zk is not None:
+            await self._await_election()
+        else:
+            self.store = SqliteStore(Path(self.args.work_dir) / "marathon.sqlite")
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+        self.planner.restore(await loop.run_in_executor(None, lambda: list(self.store.load())))
+        self.leading = True
         log.info(
             "loaded %d apps, %d instances, %d deployments",
             len(self.planner.apps),
             len(self.planner.instances),
             len(self.planner.deployments),
         )
-        runner = web.AppRunner(Api(self).app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.args.http_address, self.args.http_port)
-        await site.start()
-        log.info("REST API on http://%s:%d", self.args.http_address, self.args.http_port)
         self.client = SchedulerClient(self.args.master, self.framework_info(), retry_timeout=None)
         ticker = asyncio.create_task(self._ticker())
         try:
@@ -254,9 +358,9 @@ class Service:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            self.leading = False
             self.hub.close()
             await self.client.close()
-            await runner.cleanup()
             self.store.close()
 
     # -- views -----------------------------------------------------------------------------
@@ -267,7 +371,7 @@ class Service:
             "name": "marathon",
             "version": MARATHON_VERSION,
             "buildref": f"butte-{butte.__version__}",
-            "elected": True,
+            "elected": self.leading,
             "leader": self.leader_address(),
             "frameworkId": self.planner.framework_id,
             "marathon_config": {
@@ -278,10 +382,13 @@ class Service:
                 "checkpoint": True,
                 "failover_timeout": args.failover_timeout,
                 "task_launch_timeout": args.task_launch_timeout,
-                "ha": False,
-                "webui_url": f"http://{self.leader_address()}/ui",
+                "ha": self.zk is not None,
+                "webui_url": f"http://{self.own_address()}/ui",
             },
-            "zookeeper_config": {"zk": None},
+            "zookeeper_config": {
+                "zk": args.zk,
+                "zk_timeout": args.zk_session_timeout if args.zk else None,
+            },
             "http_config": {"http_port": args.http_port, "https_port": None},
             "event_subscriber": None,
         }
@@ -335,7 +442,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--zk",
         default=None,
-        help="zk://HOSTS/PATH for state and leader election (not implemented yet: refused)",
+        help="zk://HOSTS/PATH: state in ZooKeeper and leader election among instances",
+    )
+    parser.add_argument(
+        "--zk_session_timeout",
+        type=float,
+        default=10000.0,
+        help="ZooKeeper session timeout in milliseconds (--zk)",
     )
     parser.add_argument("--framework_name", default="marathon", help="framework name")
     parser.add_argument("--mesos_role", default="*", help="role to subscribe with")
@@ -361,13 +474,14 @@ def run(args: argparse.Namespace) -> int:
     from butte.cli.main import CliError
 
     if args.zk:
-        raise CliError(
-            "--zk: ZooKeeper state and leader election are not implemented yet; "
-            "run one instance with --work_dir",
-            2,
-        )
-    if not args.work_dir:
-        raise CliError("--work_dir is required (the embedded store lives there)", 2)
+        try:
+            parse_zk_url(args.zk)
+        except ValueError as e:
+            raise CliError(f"--zk: {e}", 2) from None
+        if args.zk_session_timeout <= 0:
+            raise CliError("--zk_session_timeout must be positive", 2)
+    elif not args.work_dir:
+        raise CliError("--work_dir is required without --zk (the embedded store lives there)", 2)
     if not 0 < args.http_port < 65536:
         raise CliError("--http_port must be 1..65535", 2)
     logging.basicConfig(
