@@ -360,3 +360,11 @@ def test_idle_declines_are_revived_when_demand_appears():
     assert isinstance(w.p.take_effects()[0], Decline)
     w.p.deploy({"/web": app()}, w.now)  # before any tick suppressed anything
     assert any(isinstance(e, Revive) for e in w.step())
+
+
+def test_revives_again_while_launches_wait_without_offers():
+    w = World()
+    w.p.deploy({"/web": app()}, w.now)
+    assert any(isinstance(e, Revive) for e in w.step())
+    assert not any(isinstance(e, Revive) for e in w.step(1))
+    assert any(isinstance(e, Revive) for e in w.step(6))  # no offer came: the REVIVE was lost?

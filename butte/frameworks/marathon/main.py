@@ -104,6 +104,7 @@ class Service:
         self._lost: str | None = None
         self._main: asyncio.Task[Any] | None = None
         self._proxy_session: aiohttp.ClientSession | None = None
+        self._offer_calls = asyncio.Lock()
         self.client: SchedulerClient | None = None
         self.subscribed = False
         self.started_at = time.time()
@@ -245,10 +246,12 @@ class Service:
         await client.reconcile(list(e.tasks))
 
     async def _revive(self, client: SchedulerClient, e: Revive) -> None:
-        await client.revive()
+        async with self._offer_calls:  # in the order decided: a late SUPPRESS would starve
+            await client.revive()
 
     async def _suppress(self, client: SchedulerClient, e: Suppress) -> None:
-        await client.suppress()
+        async with self._offer_calls:
+            await client.suppress()
 
     # -- scheduler events ------------------------------------------------------------------
 

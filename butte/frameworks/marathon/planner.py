@@ -52,6 +52,7 @@ from butte.frameworks.marathon.model import (
 KILL_RETRY_SECONDS = 30.0
 REFUSE_WHEN_IDLE = 120.0
 REFUSE_WHEN_UNFIT = 5.0
+REVIVE_AFTER = 5.0  # seconds of launches wanted without any offer before reviving again
 SCALARS = ("cpus", "mem", "disk", "gpus")
 
 
@@ -91,6 +92,8 @@ class Planner:
         self.dirty: set[tuple[str, str]] = set()
         self.suppressed = False
         self._filtered = False  # offers were declined with the long idle filter
+        self._last_offer_at = 0.0
+        self._last_revive_at = 0.0
         self._last_ms = 0
         self._touched: set[str] = set()
         self._stopping: set[str] = set()
@@ -581,9 +584,12 @@ class Planner:
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
         demand = any(n > 0 for n in self.wanted.values())
-        if demand and (self.suppressed or self._filtered):
-            # Also after idle declines: their long filters would hold the offers back.
+        starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
+        if demand and (self.suppressed or self._filtered or starved):
+            # Also after idle declines (their long filters would hold the offers back), and
+            # again while launches wait without any offer coming (a lost REVIVE).
             self.suppressed = self._filtered = False
+            self._last_revive_at = now
             self.outbox.append(Revive())
         elif not demand and not self.suppressed and self.framework_id is not None:
             self.suppressed = True
@@ -754,6 +760,7 @@ class Planner:
 
     def offers(self, offers: list[dict[str, Any]], now: float) -> None:
         """Places wanted instances on offers; what is not used is declined."""
+        self._last_offer_at = now
         held = self._held()
         order = [
             a
