@@ -433,7 +433,9 @@ _EFFECTS = {
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """The ``butte marathon`` flags (Marathon's names)."""
     parser.add_argument(
-        "--master", required=True, help="HOST:PORT of the master (several comma-separated)"
+        "--master",
+        required=True,
+        help="HOST:PORT of the master (several comma-separated), or zk://HOSTS/PATH",
     )
     parser.add_argument("--http_port", type=int, default=8080, help="REST API port")
     parser.add_argument("--http_address", default="0.0.0.0", help="address the REST API listens on")
