@@ -380,6 +380,8 @@ def test_validation(env: Env):
     assert "image" in body["details"][0]["errors"][0]
     status, body = m.request("POST", "/v2/apps", b"{not json")
     assert status == 400
+    status, body = m.request("POST", "/v2/apps", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400
     status, body = m.request("POST", "/v2/apps", {"id": "/x", "cmd": "x", "bogus": 1})
     assert status == 422 and body["details"][0]["path"] == "/bogus"
     status, _ = m.request("POST", "/v2/apps", {"id": "/Upper", "cmd": "x"})

@@ -290,7 +290,12 @@ class Service:
             "failover_timeout": float(self.args.failover_timeout),
             "hostname": self.args.hostname,
             "webui_url": f"http://{self.own_address()}/ui",
-            "capabilities": [{"type": "PARTITION_AWARE"}, {"type": "TASK_KILLING_STATE"}],
+            # GPU_RESOURCES: apps may ask for `gpus` (GPU agents are offered to it at all).
+            "capabilities": [
+                {"type": "PARTITION_AWARE"},
+                {"type": "TASK_KILLING_STATE"},
+                {"type": "GPU_RESOURCES"},
+            ],
         }
         if self.planner.framework_id:
             info["id"] = {"value": self.planner.framework_id}

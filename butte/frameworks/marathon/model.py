@@ -3,8 +3,9 @@ JSON renderings of them (only the fields Marathon's clients know)."""
 
 from __future__ import annotations
 
-import datetime
-from dataclasses import asdict, dataclass, field
+import functools
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 ACTIVE_STATES = frozenset({"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"})
@@ -32,11 +33,16 @@ def iso(t: float | None) -> str | None:
     return iso_ms(round(t * 1000))
 
 
+@functools.lru_cache(maxsize=65536)
 def iso_ms(ms: int) -> str:
-    """`iso` of a time in whole milliseconds (exact: no float rounding)."""
+    """`iso` of a time in whole milliseconds (exact: no float rounding; cached, as task
+    listings format the same instants over and over)."""
     seconds, rest = divmod(ms, 1000)
-    d = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest:03d}Z"
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{rest:03d}Z"
+    )
 
 
 @dataclass
@@ -66,7 +72,7 @@ class Instance:
     unreachable_since: float | None = None
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # serialized at once by the store: a shallow copy will do
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Instance:
@@ -89,7 +95,7 @@ class Deployment:
     kill_tasks: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Deployment:

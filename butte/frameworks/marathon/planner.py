@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 import math
 import random
 import uuid
@@ -92,6 +93,8 @@ class Planner:
         self.dirty: set[tuple[str, str]] = set()
         self.suppressed = False
         self._filtered = False  # offers were declined with the long idle filter
+        self._locks: dict[str, set[str]] = {}  # app id -> ids of deployments acting on it
+        self._held_cache: set[str] | None = None
         self._last_offer_at = 0.0
         self._last_revive_at = 0.0
         self._last_ms = 0
@@ -120,7 +123,7 @@ class Planner:
                 self.instances[key] = inst
                 self.by_app.setdefault(inst.app_id, set()).add(key)
             elif kind == "deployment":
-                self.deployments[key] = Deployment.from_record(value)
+                self._add_deployment(Deployment.from_record(value))
         for d in self.deployments.values():
             for app_id, spec in d.target.items():
                 if spec is None:
@@ -187,8 +190,29 @@ class Planner:
         return [self.instances[t] for t in self.by_app.get(app_id, ())]
 
     def locking_deployments(self, app_ids: Iterable[str]) -> list[Deployment]:
-        ids = set(app_ids)
-        return [d for d in self.deployments.values() if ids & set(d.target)]
+        """The deployments that act on any of the apps (via an index: no scan)."""
+        found: dict[str, Deployment] = {}
+        for app_id in app_ids:
+            for dep_id in self._locks.get(app_id, ()):
+                found[dep_id] = self.deployments[dep_id]
+        return list(found.values())
+
+    def _add_deployment(self, d: Deployment) -> None:
+        self.deployments[d.id] = d
+        for app_id in d.target:
+            self._locks.setdefault(app_id, set()).add(d.id)
+        self._held_cache = None
+
+    def _drop_deployment(self, d: Deployment) -> None:
+        self.deployments.pop(d.id, None)
+        for app_id in d.target:
+            ids = self._locks.get(app_id)
+            if ids is not None:
+                ids.discard(d.id)
+                if not ids:
+                    del self._locks[app_id]
+        self._held_cache = None
+        self.dirty.add(("deployment", d.id))
 
     # -- API changes -----------------------------------------------------------------------
 
@@ -217,9 +241,7 @@ class Planner:
                     "deployments": [{"id": d.id} for d in locking],
                 },
             )
-        after = {k: v for k, v in self.apps.items() if k not in changes}
-        after.update({k: v for k, v in changes.items() if v is not None})
-        self._check_dependencies(changes, after)
+        self._check_dependencies(changes)
         version = self.new_version(now)
         for d in locking:
             self._cancel(d, now)
@@ -228,7 +250,7 @@ class Planner:
         stops, starts, levels = [], [], []
         for app_id, spec in changes.items():
             old = self.apps.get(app_id)
-            original[app_id] = copy.deepcopy(old)
+            original[app_id] = old  # definitions are never changed in place
             if spec is None:
                 if old is None:
                     continue
@@ -239,7 +261,7 @@ class Planner:
             target[app_id] = new
             if old is None:
                 starts.append({"action": "StartApplication", "app": app_id})
-        order = self._levels([a for a, s in target.items() if s is not None], after)
+        order = self._levels({a: s for a, s in target.items() if s is not None})
         for level in order:
             actions = []
             for app_id in level:
@@ -258,7 +280,7 @@ class Planner:
             version=version,
             steps=steps,
             original=original,
-            target=copy.deepcopy(target),
+            target=dict(target),
             kill_tasks=list(kill_tasks),
         )
         for app_id, spec in target.items():
@@ -279,7 +301,7 @@ class Planner:
             self._set_group(group_id, group, version)
         for task_id in deployment.kill_tasks:
             self._kill(self.instances.get(task_id), now)
-        self.deployments[deployment.id] = deployment
+        self._add_deployment(deployment)
         self.dirty.add(("deployment", deployment.id))
         self._publish("deployment_info", now, plan=deployment.plan_json(), currentStep=None)
         for app_id in target:
@@ -310,7 +332,7 @@ class Planner:
     def _versioned(
         self, spec: dict[str, Any], old: dict[str, Any] | None, version: str, restart: bool
     ) -> dict[str, Any]:
-        new = copy.deepcopy(spec)
+        new = dict(spec)  # only top-level keys change
         new.pop("version", None)
         new.pop("versionInfo", None)
         if old is None or restart or config_of(new) != config_of(old):
@@ -324,34 +346,36 @@ class Planner:
         new["versionInfo"] = info
         return new
 
-    def _check_dependencies(
-        self, changes: Mapping[str, Any], after: Mapping[str, dict[str, Any]]
-    ) -> None:
+    def _check_dependencies(self, changes: Mapping[str, dict[str, Any] | None]) -> None:
         details = []
-        groups = set(self.groups)
+
+        def exists(dep: str) -> bool:
+            if changes.get(dep) is not None or (dep in self.apps and dep not in changes):
+                return True
+            if dep in self.groups:
+                return True
+            live = (a for a, s in changes.items() if s is not None)
+            return any(_under(a, dep) for a in itertools.chain(self.apps, live))
+
         for app_id, spec in changes.items():
             if spec is None:
                 continue
             for dep in spec.get("dependencies", ()):
-                if (
-                    dep not in after
-                    and dep not in groups
-                    and not any(_under(a, dep) for a in after)
-                ):
+                if not exists(dep):
                     details.append(
                         {"path": "/dependencies", "errors": [f"{app_id}: unknown dependency {dep}"]}
                     )
         if details:
             raise ApiError(422, {"message": "Object is not valid", "details": details})
 
-    def _levels(self, app_ids: list[str], after: Mapping[str, dict[str, Any]]) -> list[list[str]]:
+    def _levels(self, specs: Mapping[str, dict[str, Any]]) -> list[list[str]]:
         """The changed apps in dependency order (apps in one level do not depend on each
         other); a cycle is refused with 422."""
-        ids = set(app_ids)
+        ids = set(specs)
 
         def deps_of(app_id: str) -> set[str]:
             out = set()
-            for dep in after[app_id].get("dependencies", ()):
+            for dep in specs[app_id].get("dependencies", ()):
                 out.update(a for a in ids if a == dep or _under(a, dep))
             out.discard(app_id)
             return out
@@ -388,16 +412,11 @@ class Planner:
         if force:
             self._cancel(d, now)
             return None
-        changes = {a: copy.deepcopy(spec) for a, spec in d.original.items()}
-        for spec in changes.values():
-            if spec is not None:
-                spec.pop("version", None)
-                spec.pop("versionInfo", None)
+        changes = {a: dict(spec) if spec is not None else None for a, spec in d.original.items()}
         return self.deploy(changes, now, force=True)
 
     def _cancel(self, d: Deployment, now: float) -> None:
-        self.deployments.pop(d.id, None)
-        self.dirty.add(("deployment", d.id))
+        self._drop_deployment(d)
         self._touched.update(d.target)
         self._publish("deployment_failed", now, id=d.id, plan=d.plan_json())
 
@@ -579,7 +598,7 @@ class Planner:
                 self.wanted.pop(app_id, None)
                 continue
             self._scale(app_id, now, full)
-        moved = self._advance_deployments(now)
+        moved = self._advance_deployments(now, None if full else apps)
         held = self._held()
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
@@ -596,13 +615,16 @@ class Planner:
             self.outbox.append(Suppress())
 
     def _held(self) -> set[str]:
-        """Apps whose deployment step has not come yet: left exactly as they are."""
-        held = set()
-        for d in self.deployments.values():
-            for i, step in enumerate(d.steps):
-                if i > d.current:
-                    held.update(a["app"] for a in step)
-        return held
+        """Apps whose deployment step has not come yet: left exactly as they are (cached
+        until a deployment is added, removed or moves on)."""
+        if self._held_cache is None:
+            held = set()
+            for d in self.deployments.values():
+                for i, step in enumerate(d.steps):
+                    if i > d.current:
+                        held.update(a["app"] for a in step)
+            self._held_cache = held
+        return self._held_cache
 
     def _is_healthy(self, inst: Instance, spec: Mapping[str, Any]) -> bool:
         return (
@@ -696,14 +718,17 @@ class Planner:
 
         return sorted(instances, key=key)
 
-    def _advance_deployments(self, now: float) -> set[str]:
-        """Moves deployments past finished steps; the apps of the steps now current."""
+    def _advance_deployments(self, now: float, apps: set[str] | None) -> set[str]:
+        """Moves deployments past finished steps (only those acting on ``apps`` unless
+        None); returns the apps of the steps now current."""
         moved: set[str] = set()
-        for d in list(self.deployments.values()):
+        candidates = self.deployments.values() if apps is None else self.locking_deployments(apps)
+        for d in list(candidates):
             while d.current < len(d.steps) and all(
                 self._done(a, d, now) for a in d.steps[d.current]
             ):
                 d.current += 1
+                self._held_cache = None
                 self.dirty.add(("deployment", d.id))
                 self._publish("deployment_step_success", now, plan=d.plan_json())
                 if d.current < len(d.steps):
@@ -711,8 +736,7 @@ class Planner:
                 if d.current < len(d.steps):
                     self._publish("deployment_info", now, plan=d.plan_json(), currentStep=None)
             if d.current >= len(d.steps):
-                del self.deployments[d.id]
-                self.dirty.add(("deployment", d.id))
+                self._drop_deployment(d)
                 self._publish("deployment_success", now, id=d.id, plan=d.plan_json())
                 for app_id, spec in d.target.items():
                     if spec is not None:
@@ -761,6 +785,7 @@ class Planner:
     def offers(self, offers: list[dict[str, Any]], now: float) -> None:
         """Places wanted instances on offers; what is not used is declined."""
         self._last_offer_at = now
+        any_wanted = any(n > 0 for n in self.wanted.values())
         held = self._held()
         order = [
             a
@@ -777,7 +802,7 @@ class Planner:
                     Launch(offer["id"]["value"], offer["agent_id"]["value"], launched)
                 )
             else:
-                demand = bool(order) or any(n > 0 for n in self.wanted.values())
+                demand = bool(order) or any_wanted
                 refuse = REFUSE_WHEN_UNFIT if demand else REFUSE_WHEN_IDLE
                 self._filtered = self._filtered or not demand
                 self.outbox.append(Decline([offer["id"]["value"]], refuse))
@@ -788,7 +813,11 @@ class Planner:
         attributes = attributes_of(offer)
         ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
         tasks: list[dict[str, Any]] = []
+        # The least any waiting app needs: once the offer has less, nobody fits any more.
+        least = {n: min(float(self.apps[a][n]) for a in order) for n in ("cpus", "mem")}
         for app_id in order:
+            if any(pool.total(n) + 1e-9 < least[n] for n in least):
+                break
             spec = self.apps[app_id]
             rt = self._rt(app_id)
             used = False
@@ -971,16 +1000,22 @@ class _Pool:
 
     def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
         self.rng = rng
-        self.scalars: list[tuple[dict[str, Any], list[float]]] = []
+        # (template, [amount left], role) per scalar resource of the offer, by name
+        self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
         self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
         for r in offer.get("resources", ()):
             template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
             if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
-                self.scalars.append((template, [float(r["scalar"]["value"])]))
+                entry = (template, [float(r["scalar"]["value"])], self._role(template))
+                self.scalars.setdefault(r["name"], []).append(entry)
             elif r.get("type") == "RANGES" and r.get("name") == "ports":
                 spans = [[int(x["begin"]), int(x["end"])] for x in r["ranges"].get("range", [])]
                 self.ranges.append((template, spans))
         self.shortfall = ""
+
+    def total(self, name: str) -> float:
+        """What is left of a scalar, all roles together."""
+        return sum(v[0] for _, v, _ in self.scalars.get(name, ()))
 
     @staticmethod
     def _role(template: Mapping[str, Any]) -> str:
@@ -998,9 +1033,7 @@ class _Pool:
             need = float(spec[name])
             if need <= 0:
                 continue
-            pieces = [
-                (t, v) for t, v in self.scalars if t["name"] == name and self._role(t) in roles
-            ]
+            pieces = [(t, v) for t, v, role in self.scalars.get(name, ()) if role in roles]
             if sum(v[0] for _, v in pieces) + 1e-9 < need:
                 self.shortfall = f"Insufficient{name.capitalize() if name != 'mem' else 'Memory'}"
                 return None
