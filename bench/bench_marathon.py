@@ -6,10 +6,12 @@ A real ``butte master``, ``--agents`` simulated agents (tasks run forever) and a
 measures the time until every instance runs; then a rolling restart of every app (``POST
 /v2/apps/ID/restart``) until every instance runs the new configuration and no deployment is
 left; the latency of ``GET /v2/apps?embed=apps.tasks`` with all instances; and marathon's
-RSS at that size.
+RSS at that size. With ``--zk`` two instances share a ZooKeeper (Debian's ``zookeeper``
+package) and, at full size, the leader is SIGKILLed: the time until the standby leads and
+serves, until it reports every instance running again, and how many tasks it launched.
 
     .venv/bin/python bench/bench_marathon.py                     # 2,000 agents, 1,000 x 10
-    .venv/bin/python bench/bench_marathon.py --agents 200 --apps 100
+    .venv/bin/python bench/bench_marathon.py --agents 200 --apps 100 --zk
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from common import (
     BUTTE,
@@ -45,10 +48,6 @@ def call(url: str, method: str = "GET", body: object = None, timeout: float = 12
     return json.loads(raw) if raw else None
 
 
-def gauge(api: str, name: str) -> float:
-    return call(f"{api}/metrics")["gauges"][name]["value"]
-
-
 def wait(predicate, timeout: float, what: str, poll: float = 0.25) -> float:
     start = time.monotonic()
     while not predicate():
@@ -59,9 +58,94 @@ def wait(predicate, timeout: float, what: str, poll: float = 0.25) -> float:
 
 
 def all_running(api: str, total: int) -> bool:
-    return gauge(api, "marathon.instances.running.gauge") >= total and not call(
-        f"{api}/v2/deployments"
-    )
+    gauges = call(f"{api}/metrics")["gauges"]
+    running = gauges["marathon.instances.running.gauge"]["value"]
+    return running >= total and not call(f"{api}/v2/deployments")
+
+
+def up(api: str) -> bool:
+    try:
+        return bool(call(f"{api}/v2/info", timeout=2)["frameworkId"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def marathon_process(tmp: Path, name: str, master: str, port: int, flags: list[str]) -> Process:
+    argv = [*BUTTE, "marathon", f"--master={master}", f"--http_port={port}"]
+    argv += ["--http_address=127.0.0.1", "--hostname=127.0.0.1", f"--work_dir={tmp}/{name}"]
+    return Process(name, [*argv, *flags], tmp / f"{name}.log")
+
+
+def deploy_and_restart(args, api: str, total: int) -> dict[str, float | list[float]]:
+    """The three measured phases on a running marathon."""
+
+    def post(i: int) -> None:
+        app = {
+            "id": f"/bench/app-{i:05d}",
+            "cmd": "sleep 100000",
+            "cpus": 0.1,
+            "mem": 32,
+            "instances": args.instances,
+        }
+        call(f"{api}/v2/apps", "POST", app)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(post, range(args.apps)))
+    posted = time.monotonic() - start
+    wait(lambda: all_running(api, total), args.timeout, "all running")
+    deploy = time.monotonic() - start
+
+    latencies = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        apps = call(f"{api}/v2/apps?embed=apps.tasks")["apps"]
+        latencies.append(time.monotonic() - t0)
+    assert sum(len(a["tasks"]) for a in apps) == total
+    before = {t["id"] for a in apps for t in a["tasks"]}
+
+    def restart(i: int) -> None:
+        call(f"{api}/v2/apps/bench/app-{i:05d}/restart", "POST", {})
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(args.clients) as pool:
+        list(pool.map(restart, range(args.apps)))
+
+    def restarted() -> bool:
+        if not all_running(api, total):
+            return False
+        apps = call(f"{api}/v2/apps?embed=apps.tasks")["apps"]
+        now = {t["id"] for a in apps for t in a["tasks"]}
+        return len(now) == total and not now & before
+
+    wait(restarted, args.timeout, "rolling restart", poll=1.0)
+    return {
+        "posted": posted,
+        "deploy": deploy,
+        "latencies": latencies,
+        "restart": time.monotonic() - start,
+    }
+
+
+def take_over(args, leader: Process, other: str, total: int) -> tuple[float, float, int]:
+    """SIGKILLs the leader under full load: (seconds until the standby leads and serves
+    /v2/apps, seconds until it reports every instance running, tasks it launched)."""
+    leader.kill()
+    start = time.monotonic()
+
+    def serving() -> bool:
+        try:
+            leads = call(f"{other}/v2/leader", timeout=2)["leader"] == other.removeprefix("http://")
+            return leads and bool(call(f"{other}/v2/apps", timeout=10)["apps"])
+        except (OSError, ValueError, KeyError):
+            return False
+
+    wait(serving, 120, "standby serving", poll=0.1)
+    took = time.monotonic() - start
+    wait(lambda: all_running(other, total), args.timeout, "all running on the new leader")
+    reloaded = time.monotonic() - start
+    counters = call(f"{other}/metrics")["counters"]
+    return took, reloaded, int(counters["marathon.tasks-launched.counter"]["count"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,89 +156,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="threads POSTing apps")
     parser.add_argument("--allocation_interval", default="1secs")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--zk", action="store_true", help="also the failover (see above)")
+    parser.add_argument("--zk_session_timeout", type=int, default=2000, help="milliseconds")
     args = parser.parse_args(argv)
     exit_on_sigterm()
     total = args.apps * args.instances
     with work_dir("marathon") as tmp:
+        zk = None
+        flags: list[str] = []
+        if args.zk:
+            from butte.testing.zookeeper import ZooKeeperEnsemble
+
+            zk = ZooKeeperEnsemble(tmp / "zk", size=1)
+            zk.start()
+            flags = [
+                f"--zk={zk.url('/marathon')}",
+                f"--zk_session_timeout={args.zk_session_timeout}",
+            ]
         master = Master(tmp, [f"--allocation_interval={args.allocation_interval}"])
-        sim = sim_process(
-            tmp,
-            master.address,
-            args.agents,
-            [
-                "--resources=cpus:8;mem:16384;disk:65536;ports:[31000-32000]",
-                "--task_duration=forever",
-            ],
-        )
-        port = free_port()
-        service = Process(
-            "marathon",
-            [
-                *BUTTE,
-                "marathon",
-                f"--master={master.address}",
-                f"--http_port={port}",
-                "--http_address=127.0.0.1",
-                "--hostname=127.0.0.1",
-                f"--work_dir={tmp}/marathon",
-            ],
-            tmp / "marathon.log",
-        )
+        sim_flags = ["--resources=cpus:8;mem:16384;disk:65536;ports:[31000-32000]"]
+        sim = sim_process(tmp, master.address, args.agents, [*sim_flags, "--task_duration=forever"])
+        port, standby_port = free_port(), free_port()
+        service = marathon_process(tmp, "marathon", master.address, port, flags)
+        standby = marathon_process(tmp, "standby", master.address, standby_port, flags)
         api = f"http://127.0.0.1:{port}"
-        with processes(master, sim, service):
-            master.start()
-            master.wait_healthy()
-            sim.start()
-            master.wait_agents(args.agents, timeout=60 + args.agents / 100)
-            service.start()
-            wait(lambda: _up(api), 60, "marathon up")
-
-            def post(i: int) -> None:
-                app = {
-                    "id": f"/bench/app-{i:05d}",
-                    "cmd": "sleep 100000",
-                    "cpus": 0.1,
-                    "mem": 32,
-                    "instances": args.instances,
-                }
-                call(f"{api}/v2/apps", "POST", app)
-
-            start = time.monotonic()
-            with ThreadPoolExecutor(args.clients) as pool:
-                list(pool.map(post, range(args.apps)))
-            posted = time.monotonic() - start
-            wait(lambda: all_running(api, total), args.timeout, "all running")
-            deploy = time.monotonic() - start
-
-            latencies = []
-            for _ in range(5):
-                t0 = time.monotonic()
-                apps = call(f"{api}/v2/apps?embed=apps.tasks")["apps"]
-                latencies.append(time.monotonic() - t0)
-            assert sum(len(a["tasks"]) for a in apps) == total
-            rss = service.rss_bytes()
-
-            before = {t["id"] for a in apps for t in a["tasks"]}
-            start = time.monotonic()
-            with ThreadPoolExecutor(args.clients) as pool:
-                list(
-                    pool.map(
-                        lambda i: call(f"{api}/v2/apps/bench/app-{i:05d}/restart", "POST", {}),
-                        range(args.apps),
-                    )
-                )
-
-            def restarted() -> bool:
-                if not all_running(api, total):
-                    return False
-                apps = call(f"{api}/v2/apps?embed=apps.tasks")["apps"]
-                now = {t["id"] for a in apps for t in a["tasks"]}
-                return len(now) == total and not now & before
-
-            wait(restarted, args.timeout, "rolling restart", poll=1.0)
-            restart = time.monotonic() - start
-            rss_after = service.rss_bytes()
+        try:
+            with processes(master, sim, service, standby):
+                master.start()
+                master.wait_healthy()
+                sim.start()
+                master.wait_agents(args.agents, timeout=60 + args.agents / 100)
+                service.start()
+                wait(lambda: up(api), 60, "marathon up")
+                if args.zk:
+                    standby.start()
+                    wait(lambda: up(f"http://127.0.0.1:{standby_port}"), 60, "standby up")
+                result = deploy_and_restart(args, api, total)
+                rss = service.rss_bytes()
+                failover = None
+                if args.zk:
+                    failover = take_over(args, service, f"http://127.0.0.1:{standby_port}", total)
+        finally:
+            if zk is not None:
+                zk.stop()
     label = f" ({args.apps} apps x {args.instances}, {args.agents} agents)"
+    deploy = result["deploy"]
     figures = [
         Figure(
             "13a",
@@ -162,31 +208,36 @@ def main(argv: list[str] | None = None) -> int:
             [deploy],
             "s",
             20.0,
-            note=f"{total / deploy:.0f} instances/s; POSTs took {posted:.1f} s",
-        ),
-        Figure("13b", f"marathon: rolling restart of every app{label}", [restart], "s", 60.0),
-        Figure(
-            "13c", f"marathon: GET /v2/apps?embed=apps.tasks, {total} tasks", latencies, "s", 0.3
+            note=f"{total / deploy:.0f} instances/s; the POSTs took {result['posted']:.1f} s",
         ),
         Figure(
-            "13d",
-            f"marathon: RSS with {total} instances",
-            [rss / 2**20],
-            "MiB",
-            None,
-            note=f"{rss_after / 2**20:.0f} MiB after the restart",
+            "13b", f"marathon: rolling restart of every app{label}", [result["restart"]], "s", 60.0
         ),
+        Figure(
+            "13c",
+            f"marathon: GET /v2/apps?embed=apps.tasks, {total} tasks",
+            result["latencies"],
+            "s",
+            0.3,
+        ),
+        Figure("13d", f"marathon: RSS with {total} instances", [rss / 2**20], "MiB", None),
     ]
+    if failover is not None:
+        took, reloaded, launched = failover
+        figures.append(
+            Figure(
+                "13e",
+                f"marathon --zk: standby serving after the leader's SIGKILL{label}",
+                [took],
+                "s",
+                args.zk_session_timeout / 1000 + 2,
+                note=f"every instance running again after {reloaded:.1f} s; "
+                f"tasks the new leader launched: {launched}",
+            )
+        )
     print_table(figures, "benchmark 13: butte marathon")
-    print(f"median GET latency {statistics.median(latencies):.3f} s")
+    print(f"median GET latency {statistics.median(result['latencies']):.3f} s")
     return 0
-
-
-def _up(api: str) -> bool:
-    try:
-        return bool(call(f"{api}/v2/info", timeout=2)["frameworkId"])
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":
