@@ -105,6 +105,8 @@ class Service:
         self._main: asyncio.Task[Any] | None = None
         self._proxy_session: aiohttp.ClientSession | None = None
         self._offer_calls = asyncio.Lock()
+        self._pending_acks: list[dict[str, Any]] = []
+        self._flush_scheduled = False
         self.client: SchedulerClient | None = None
         self.subscribed = False
         self.started_at = time.time()
@@ -189,6 +191,10 @@ class Service:
     # -- flush -----------------------------------------------------------------------------
 
     async def flush(self) -> None:
+        """`flush_now` for coroutines (API handlers)."""
+        self.flush_now()
+
+    def flush_now(self) -> None:
         """Stores the dirty records, then carries out the effects (see the module doc).
         Calls to the master are not awaited here: the client pipelines the calls made in
         one loop iteration, and waiting for each answer would serialize the whole service
@@ -201,6 +207,22 @@ class Service:
                 self.hub.publish(effect.event)
             elif self.client is not None and self.subscribed:
                 self._spawn(self._call(effect))
+        acks, self._pending_acks = self._pending_acks, []
+        for status in acks:  # their changes are stored now
+            self._spawn(self._acknowledge(status))
+
+    def _flush_soon(self) -> None:
+        """Coalesces the flushes of a burst of scheduler events into one: the events queued
+        in the client are all taken in one loop iteration, then this runs once (one store
+        transaction instead of one per status update)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
+        if self.leading:
+            self.flush_now()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -269,13 +291,13 @@ class Service:
             self.counters["offers"] += len(offers)
             self.planner.tick(now)  # decide what is wanted with what just changed
             self.planner.offers(offers, now)
-            await self.flush()
+            self._flush_soon()
         elif kind == "UPDATE":
             status = event["update"]["status"]
             self.counters["status_updates"] += 1
             self.planner.status(status, now)
-            await self.flush()  # stored before acknowledged
-            self._spawn(self._acknowledge(status))
+            self._pending_acks.append(status)  # acknowledged once stored, by the flush
+            self._flush_soon()
         elif kind == "ERROR":
             raise SchedulerError(f"the master ended the subscription: {event.get('error')}")
         # HEARTBEAT, RESCIND, FAILURE, MESSAGE, INVERSE_OFFERS: nothing to decide.
