@@ -333,6 +333,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--chronos_port", type=int, default=4400, help="port of --chronos")
     parser.add_argument(
+        "--marathon",
+        action="store_true",
+        help="also start `butte marathon` (the service scheduler) against the cluster",
+    )
+    parser.add_argument(
+        "--marathon_port", type=int, default=8080, help="REST API port of --marathon"
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="once up, run a demo job (3 tasks) with `butte run` and show its updates",
@@ -355,6 +363,7 @@ def run(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="butte-local-")
     cluster = LocalCluster(work_dir, port=args.port, agents=args.agents, resources=args.resources)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    marathon: ManagedProcess | None = None
     # SIGTERM is handled like Ctrl-C so that both stop the daemons before we exit.
     _set_handlers(_interrupt)
     chronos = _chronos_process(cluster, args.chronos_port) if args.chronos else None
@@ -365,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
         if chronos is not None:
             chronos.start()
             print(f"  chronos        http://{HOST}:{args.chronos_port}/", flush=True)
+        if getattr(args, "marathon", False):
+            marathon = _start_marathon(cluster, args.marathon_port)
         if args.demo and _run_demo(cluster) >= 128:
             return 0  # the demo was interrupted: the user wants out
         _set_handlers(_interrupt)  # the demo's event loop reset them
@@ -374,6 +385,10 @@ def run(args: argparse.Namespace) -> int:
             cluster.check_alive()
             if chronos is not None and not chronos.running():
                 raise ClusterError(f"chronos exited:\n{chronos.log_tail()}")
+            if marathon is not None and not marathon.running():
+                raise ClusterError(
+                    f"marathon exited; log {marathon.log_path}:\n{marathon.log_tail()}"
+                )
     except KeyboardInterrupt:
         return 0
     except ClusterError as e:
@@ -383,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
         print("Stopping the cluster ...", file=sys.stderr, flush=True)
         if chronos is not None:
             chronos.stop()
+        if marathon is not None:
+            marathon.stop()
         cluster.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -409,6 +426,34 @@ def _print_summary(cluster: LocalCluster) -> None:
     lines.append(f"  work dir       {cluster.work_dir}")
     lines += [f"  log            {path}" for path in cluster.log_paths.values()]
     print("\n".join(lines), flush=True)
+
+
+def _start_marathon(cluster: LocalCluster, port: int) -> ManagedProcess:
+    """Starts ``butte marathon`` on ``port`` against the cluster and waits for its API."""
+    argv = [cluster.python, "-m", "butte", "marathon", "--master", cluster.master_address]
+    argv += ["--http_port", str(port), "--http_address", HOST, "--hostname", HOST]
+    argv += ["--work_dir", str(cluster.work_dir / "marathon")]
+    service = ManagedProcess("marathon", argv, cluster.work_dir / "marathon.log")
+    service.start()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if not service.running() or time.monotonic() > deadline:
+            raise ClusterError(
+                f"marathon did not start; log {service.log_path}:\n{service.log_tail()}"
+            )
+        time.sleep(0.1)
+    print(
+        f"  marathon       http://{HOST}:{port}   (REST API v2, services page at /ui)\n"
+        f"  log            {service.log_path}",
+        flush=True,
+    )
+    return service
 
 
 def _run_demo(cluster: LocalCluster) -> int:

@@ -37,6 +37,10 @@ _DAEMONS = {
         "butte.frameworks.chronos.main",
         "run a Chronos-compatible job scheduler (ISO8601 schedules, dependencies)",
     ),
+    "marathon": (
+        "butte.frameworks.marathon.main",
+        "run a Marathon-compatible service scheduler (REST API v2) as a framework",
+    ),
 }
 
 

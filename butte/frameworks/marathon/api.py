@@ -1,0 +1,670 @@
+"""Marathon's REST API v2 over the planner (aiohttp handlers).
+
+Every handler validates its input, calls the planner synchronously and then lets the
+service flush (store first, then the effects), so an answered change is durable. Errors are
+Marathon's: 400 for malformed JSON, 404 for unknown ids, 409 for a change to an app in a
+deployment (unless ``force=true``), 422 with ``details`` (the offending fields) for invalid
+definitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from butte.frameworks.marathon.appdef import (
+    Invalid,
+    canonical_id,
+    id_errors,
+    merge_update,
+    normalize_app,
+)
+from butte.frameworks.marathon.model import iso
+from butte.frameworks.marathon.planner import ApiError, Planner, _under
+from butte.frameworks.marathon.ui import PAGE
+
+if TYPE_CHECKING:
+    from butte.frameworks.marathon.main import Service
+
+log = logging.getLogger(__name__)
+APP_ACTIONS = ("restart", "tasks", "versions")
+# Served by every instance itself; a standby proxies the rest to the leader.
+LOCAL_PATHS = frozenset({"/", "/ui", "/ping", "/metrics", "/v2/leader"})
+PROXY_HEADER = "X-Marathon-Via"
+EMBED_ALL = {"tasks", "counts", "deployments", "lastTaskFailure", "taskStats", "readiness"}
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # msgspec: a 10,000-task listing encodes in a third of json.dumps' time
+    return web.Response(
+        body=_encode(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter (``true``/``True``/``1``; requests sends ``True``)."""
+    value = request.query.get(name, "false").strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ApiError(400, {"message": f"query parameter {name}={value!r} is not a boolean"})
+
+
+def _embed(request: web.Request) -> set[str]:
+    """What ``embed`` asks for, without its ``apps.``/``app.`` prefix (Marathon takes both
+    on both endpoints, and the Python client sends ``app.tasks`` to ``/v2/apps``)."""
+    out = set()
+    for value in request.query.getall("embed", []):
+        for item in value.split(","):
+            for prefix in ("apps.", "app."):
+                if item.startswith(prefix):
+                    out.add(item[len(prefix) :])
+    return out
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ApiError(
+            400, {"message": "Invalid JSON", "details": [{"path": "/", "errors": [str(e)]}]}
+        ) from None
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _json(e.body, e.status)
+    except Invalid as e:
+        return _json({"message": e.message, "details": e.details}, 422)
+    except web.HTTPException:
+        raise
+    except Exception as e:  # never let a request take the service down
+        log.exception("error serving %s %s", request.method, request.path)
+        return _json({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
+
+
+class Api:
+    """The routes; ``service`` owns the planner, the flush and the event hub."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    @property
+    def planner(self) -> Planner:
+        return self.service.planner
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors, self._standby], client_max_size=8 * 1024 * 1024)
+        app.router.add_get("/", self.root)
+        app.router.add_get("/ui", self.ui)
+        app.router.add_get("/ping", self.ping)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/v2/info", self.info)
+        app.router.add_route("*", "/v2/leader", self.leader)
+        app.router.add_route("*", "/v2/apps", self.apps)
+        app.router.add_route("*", "/v2/apps/{tail:.+}", self.app_path)
+        app.router.add_route("*", "/v2/groups", self.groups)
+        app.router.add_route("*", "/v2/groups/{tail:.*}", self.group_path)
+        app.router.add_get("/v2/tasks", self.tasks)
+        app.router.add_post("/v2/tasks/delete", self.tasks_delete)
+        app.router.add_get("/v2/deployments", self.deployments)
+        app.router.add_delete("/v2/deployments/{id}", self.deployment_delete)
+        app.router.add_get("/v2/queue", self.queue)
+        app.router.add_delete("/v2/queue/{tail:.+}/delay", self.queue_delay)
+        app.router.add_get("/v2/events", self.events)
+        app.router.add_route("*", "/v2/eventSubscriptions", self.event_subscriptions)
+        return app
+
+    @web.middleware
+    async def _standby(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """A standby (``--zk``) serves only its own liveness, metrics, ``/v2/leader`` and
+        the page; everything else is proxied to the leader (the event stream redirected),
+        or 503 while no leader is known."""
+        if self.service.leading or request.path in LOCAL_PATHS:
+            return await handler(request)
+        leader = self.service.leader_address()
+        if leader is None or leader == self.service.own_address():
+            raise ApiError(503, {"message": "no leader elected yet; try again"})
+        if request.headers.get(PROXY_HEADER):
+            raise ApiError(503, {"message": "proxied to a standby: the leader just changed"})
+        if request.path == "/v2/events":
+            raise web.HTTPTemporaryRedirect(f"http://{leader}{request.path_qs}")
+        return await self.service.proxy(request, leader)
+
+    # -- misc ------------------------------------------------------------------------------
+
+    async def root(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui")
+
+    async def ui(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def ping(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="pong", content_type="text/plain")
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.service.metrics())
+
+    async def info(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.service.info())
+
+    async def leader(self, request: web.Request) -> web.StreamResponse:
+        leader = self.service.leader_address()
+        if request.method == "GET":
+            if leader is None:
+                raise ApiError(404, {"message": "There is no leader"})
+            return _json({"leader": leader})
+        if request.method == "DELETE":
+            if self.service.zk is None:
+                raise ApiError(
+                    400,
+                    {"message": "this Marathon runs without --zk (no other instance to take over)"},
+                )
+            if not self.service.leading:
+                raise ApiError(404, {"message": "this instance is not the leader"})
+            self.service.abdicate()
+            return _json({"message": "Leadership abdicated"})
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
+
+    async def event_subscriptions(self, request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            400,
+            {"message": "HTTP callback subscriptions are not supported; use GET /v2/events"},
+        )
+
+    # -- apps ------------------------------------------------------------------------------
+
+    def _role(self) -> str:
+        return self.planner.config.role
+
+    async def apps(self, request: web.Request) -> web.StreamResponse:
+        now = self.service.now()
+        if request.method == "GET":
+            embed = _embed(request)
+            cmd = request.query.get("cmd")
+            needle = request.query.get("id")
+            label = request.query.get("label")
+            out = []
+            for app_id in sorted(self.planner.apps):
+                spec = self.planner.apps[app_id]
+                if cmd and cmd not in (spec.get("cmd") or ""):
+                    continue
+                if needle and needle not in app_id:
+                    continue
+                if label and not _label_match(spec["labels"], label):
+                    continue
+                out.append(self.planner.app_json(app_id, embed))
+            return _json({"apps": out})
+        if request.method == "POST":
+            body = await _body(request)
+            spec = normalize_app(body, role=self._role())
+            if spec["id"] in self.planner.apps:
+                raise ApiError(409, {"message": f"An app with id [{spec['id']}] already exists."})
+            if any(_under(a, spec["id"]) for a in self.planner.apps) or spec["id"] in (
+                self.planner.groups
+            ):
+                raise ApiError(409, {"message": f"A group with id [{spec['id']}] exists."})
+            self.planner.deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
+            await self.service.flush()
+            out = self.planner.app_json(spec["id"], set())
+            return _json(out, 201, headers={"Location": f"/v2/apps{spec['id']}"})
+        if request.method == "PUT":
+            body = await _body(request)
+            if not isinstance(body, list):
+                raise ApiError(422, {"message": "expected a list of app definitions"})
+            changes = {}
+            for raw in body:
+                spec = self._updated(raw, None, request)
+                changes[spec["id"]] = spec
+            d = self.planner.deploy(changes, now, force=_flag(request, "force"))
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT"])
+
+    def _updated(self, raw: Any, app_id: str | None, request: web.Request) -> dict[str, Any]:
+        """The new definition from a PUT body (merged into the current one unless
+        ``partialUpdate=false``)."""
+        if not isinstance(raw, dict):
+            raise Invalid([{"path": "/", "errors": ["an app definition must be a JSON object"]}])
+        if app_id is None:
+            if not isinstance(raw.get("id"), str):
+                raise Invalid([{"path": "/id", "errors": ["an app needs an id"]}])
+            app_id = canonical_id(raw["id"])
+        current = self.planner.apps.get(app_id)
+        partial = request.query.get("partialUpdate", "true").lower() != "false"
+        if current is not None and partial:
+            raw = merge_update(current, raw)
+        return normalize_app(raw, role=self._role(), app_id=app_id)
+
+    async def app_path(self, request: web.Request) -> web.StreamResponse:
+        segments = [s for s in request.match_info["tail"].split("/") if s]
+        rest: list[str] = []
+        for i, seg in enumerate(segments):
+            if seg in APP_ACTIONS and i > 0:
+                segments, rest = segments[:i], segments[i:]
+                break
+        app_id = "/" + "/".join(segments)
+        if id_errors(app_id):
+            raise ApiError(404, {"message": f"App '{app_id}' does not exist"})
+        if not rest:
+            return await self._app(request, app_id)
+        if rest[0] == "restart" and len(rest) == 1 and request.method == "POST":
+            spec = self._existing(app_id)
+            d = self.planner.deploy(
+                {app_id: spec}, self.service.now(), force=_flag(request, "force"), restart=[app_id]
+            )
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        if rest[0] == "tasks":
+            return await self._app_tasks(request, app_id, rest[1:])
+        if rest[0] == "versions" and request.method == "GET":
+            self._existing(app_id)
+            versions = self.planner.versions.get(app_id, {})
+            if len(rest) == 1:
+                return _json({"versions": sorted(versions, reverse=True)})
+            if len(rest) == 2 and rest[1] in versions:
+                return _json(versions[rest[1]])
+            raise ApiError(404, {"message": f"Version {rest[1:]} of {app_id} does not exist"})
+        raise ApiError(404, {"message": f"no such resource: {request.method} {request.path}"})
+
+    def _existing(self, app_id: str) -> dict[str, Any]:
+        spec = self.planner.apps.get(app_id)
+        if spec is None:
+            raise ApiError(404, {"message": f"App '{app_id}' does not exist"})
+        return spec
+
+    async def _app(self, request: web.Request, app_id: str) -> web.StreamResponse:
+        now = self.service.now()
+        force = _flag(request, "force")
+        if request.method == "GET":
+            self._existing(app_id)
+            embed = _embed(request) or EMBED_ALL
+            return _json({"app": self.planner.app_json(app_id, embed)})
+        if request.method == "PUT":
+            body = await _body(request)
+            created = app_id not in self.planner.apps
+            if isinstance(body, dict) and set(body) <= {"version", "id"} and "version" in body:
+                version = body["version"]
+                spec = self.planner.versions.get(app_id, {}).get(version)
+                if spec is None:
+                    raise ApiError(404, {"message": f"Version {version} of {app_id} not found"})
+            else:
+                spec = self._updated(body, app_id, request)
+            d = self.planner.deploy({app_id: spec}, now, force=force)
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version}, 201 if created else 200)
+        if request.method == "DELETE":
+            self._existing(app_id)
+            d = self.planner.deploy({app_id: None}, now, force=force)
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
+
+    async def _app_tasks(
+        self, request: web.Request, app_id: str, rest: list[str]
+    ) -> web.StreamResponse:
+        self._existing(app_id)
+        instances = self.planner.app_instances(app_id)
+        if request.method == "GET" and not rest:
+            return _json({"tasks": [self.planner.task_json(i) for i in instances]})
+        if request.method != "DELETE" or len(rest) > 1:
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
+        if rest:
+            chosen = [i for i in instances if i.task_id == rest[0]]
+            if not chosen:
+                raise ApiError(404, {"message": f"Task '{rest[0]}' does not exist"})
+        else:
+            host = request.query.get("host")
+            chosen = [i for i in instances if host is None or i.host == host]
+        ids = [i.task_id for i in chosen]
+        if _flag(request, "scale"):
+            d = self._scale_down({app_id: ids}, request)
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        rendered = [self.planner.task_json(i) for i in chosen]
+        self.planner.kill_tasks(ids, self.service.now())
+        await self.service.flush()
+        if rest:
+            return _json({"task": rendered[0]})
+        return _json({"tasks": rendered})
+
+    def _scale_down(self, by_app: dict[str, list[str]], request: web.Request) -> Any:
+        changes = {}
+        for app_id, ids in by_app.items():
+            spec = dict(self.planner.apps[app_id])
+            spec["instances"] = max(0, spec["instances"] - len(ids))
+            changes[app_id] = spec
+        kill = [t for ids in by_app.values() for t in ids]
+        return self.planner.deploy(
+            changes, self.service.now(), force=_flag(request, "force"), kill_tasks=kill
+        )
+
+    # -- tasks, deployments, queue ---------------------------------------------------------
+
+    async def tasks(self, request: web.Request) -> web.StreamResponse:
+        wanted = {s.lower() for s in request.query.getall("status", [])}
+        out = []
+        for inst in self.planner.instances.values():
+            task = self.planner.task_json(inst)
+            if wanted and task["state"].removeprefix("TASK_").lower() not in wanted:
+                continue
+            out.append(task)
+        return _json({"tasks": out})
+
+    async def tasks_delete(self, request: web.Request) -> web.StreamResponse:
+        body = await _body(request)
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise Invalid([{"path": "/ids", "errors": ["must be a list of task ids"]}])
+        known = [self.planner.instances[t] for t in ids if t in self.planner.instances]
+        if _flag(request, "scale"):
+            by_app: dict[str, list[str]] = {}
+            for inst in known:
+                if inst.app_id in self.planner.apps:
+                    by_app.setdefault(inst.app_id, []).append(inst.task_id)
+            d = self._scale_down(by_app, request)
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        rendered = [self.planner.task_json(i) for i in known]
+        self.planner.kill_tasks([i.task_id for i in known], self.service.now())
+        await self.service.flush()
+        return _json({"tasks": rendered})
+
+    async def deployments(self, request: web.Request) -> web.StreamResponse:
+        return _json([d.json() for d in self.planner.deployments.values()])
+
+    async def deployment_delete(self, request: web.Request) -> web.StreamResponse:
+        force = _flag(request, "force")
+        d = self.planner.cancel_deployment(request.match_info["id"], self.service.now(), force)
+        await self.service.flush()
+        if d is None:
+            return web.Response(status=202)
+        return _json({"deploymentId": d.id, "version": d.version})
+
+    async def queue(self, request: web.Request) -> web.StreamResponse:
+        return _json({"queue": self.planner.queue(self.service.now())})
+
+    async def queue_delay(self, request: web.Request) -> web.StreamResponse:
+        app_id = canonical_id(request.match_info["tail"])
+        self._existing(app_id)
+        self.planner.reset_delay(app_id)
+        await self.service.flush()
+        return web.Response(status=204)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    def group_json(self, group_id: str, embed_apps: bool = True) -> dict[str, Any] | None:
+        """A group with its apps and subgroups (None: no such group)."""
+        p = self.planner
+        ids = set(p.groups)
+        for app_id in p.apps:
+            parts = app_id.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                ids.add("/" + "/".join(parts[:i]))
+        if group_id != "/" and group_id not in ids:
+            return None
+
+        def build(gid: str) -> dict[str, Any]:
+            apps = [p.app_json(a, set()) for a in sorted(p.apps) if _parent_of(a) == gid]
+            children = sorted(g for g in ids if _parent_of(g) == gid)
+            group = p.groups.get(gid, {})
+            versions = [a["version"] for a in p.apps.values() if _under(a["id"], gid)]
+            versions.append(group.get("version", ""))
+            return {
+                "id": gid,
+                "apps": apps if embed_apps else [],
+                "groups": [build(c) for c in children],
+                "dependencies": group.get("dependencies", []),
+                "pods": [],
+                "version": max(versions) or None,
+            }
+
+        return build(group_id)
+
+    async def groups(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return _json(self.group_json("/"))
+        if request.method == "POST":
+            body = await _body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+                raise Invalid([{"path": "/id", "errors": ["a group needs an id"]}])
+            group_id = canonical_id(body["id"])
+            if self.group_json(group_id) is not None or group_id in self.planner.apps:
+                raise ApiError(409, {"message": f"Group {group_id} is already created."})
+            return await self._put_group(request, group_id, body, created=True)
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+
+    async def group_path(self, request: web.Request) -> web.StreamResponse:
+        tail = [s for s in request.match_info["tail"].split("/") if s]
+        rest: list[str] = []
+        if "versions" in tail:
+            i = tail.index("versions")
+            tail, rest = tail[:i], tail[i:]
+        group_id = "/" + "/".join(tail)
+        if group_id != "/" and id_errors(group_id):
+            raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
+        if rest:
+            if request.method == "GET" and len(rest) == 1:
+                return _json(sorted(self.planner.group_versions.get(group_id, {}), reverse=True))
+            if request.method == "PUT" and len(rest) == 2:
+                return await self._rollback_group(request, group_id, rest[1])
+            raise ApiError(404, {"message": f"no such resource: {request.method} {request.path}"})
+        if request.method == "GET":
+            group = self.group_json(group_id)
+            if group is None:
+                raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
+            return _json(group)
+        if request.method == "PUT":
+            body = await _body(request)
+            if not isinstance(body, dict):
+                raise Invalid([{"path": "/", "errors": ["a group must be a JSON object"]}])
+            if "scaleBy" in body:
+                return await self._scale_group(request, group_id, body["scaleBy"])
+            if set(body) <= {"version", "id"} and "version" in body:
+                return await self._rollback_group(request, group_id, body["version"])
+            created = self.group_json(group_id) is None
+            return await self._put_group(request, group_id, body, created=created)
+        if request.method == "DELETE":
+            if group_id == "/" or self.group_json(group_id) is None:
+                raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
+            changes = {a: None for a in self.planner.apps if _under(a, group_id)}
+            d = self.planner.deploy(
+                changes, self.service.now(), force=_flag(request, "force"), groups={group_id: None}
+            )
+            await self.service.flush()
+            return _json({"deploymentId": d.id, "version": d.version})
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
+
+    async def _put_group(
+        self, request: web.Request, group_id: str, body: dict[str, Any], created: bool
+    ) -> web.StreamResponse:
+        specs: dict[str, dict[str, Any]] = {}
+        groups: dict[str, dict[str, Any] | None] = {}
+        _flatten(body, group_id, self._role(), specs, groups)
+        changes: dict[str, dict[str, Any] | None] = dict(specs)
+        if "apps" in body or "groups" in body:
+            for app_id in self.planner.apps:
+                if _under(app_id, group_id) and app_id not in specs:
+                    changes[app_id] = None
+        d = self.planner.deploy(
+            changes, self.service.now(), force=_flag(request, "force"), groups=groups
+        )
+        await self.service.flush()
+        return _json({"deploymentId": d.id, "version": d.version}, 201 if created else 200)
+
+    async def _scale_group(
+        self, request: web.Request, group_id: str, factor: Any
+    ) -> web.StreamResponse:
+        if (
+            isinstance(factor, bool)
+            or not isinstance(factor, int | float)
+            or not (0 <= factor <= 1000)
+        ):
+            raise Invalid([{"path": "/scaleBy", "errors": ["must be a number from 0 to 1000"]}])
+        if self.group_json(group_id) is None:
+            raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
+        changes = {}
+        for app_id, spec in self.planner.apps.items():
+            if _under(app_id, group_id):
+                new = dict(spec)
+                new["instances"] = math.ceil(spec["instances"] * factor)
+                if new["instances"] > 100_000:
+                    raise Invalid([{"path": "/scaleBy", "errors": ["too many instances"]}])
+                changes[app_id] = new
+        d = self.planner.deploy(changes, self.service.now(), force=_flag(request, "force"))
+        await self.service.flush()
+        return _json({"deploymentId": d.id, "version": d.version})
+
+    async def _rollback_group(
+        self, request: web.Request, group_id: str, version: Any
+    ) -> web.StreamResponse:
+        snapshot = self.planner.group_versions.get(group_id, {}).get(str(version))
+        if snapshot is None:
+            raise ApiError(404, {"message": f"Version {version} of group {group_id} not found"})
+        changes: dict[str, dict[str, Any] | None] = {
+            a: None for a in self.planner.apps if _under(a, group_id)
+        }
+        for spec in snapshot["apps"]:
+            changes[spec["id"]] = spec
+        group = {"id": group_id, "dependencies": snapshot.get("dependencies", [])}
+        d = self.planner.deploy(
+            changes, self.service.now(), force=_flag(request, "force"), groups={group_id: group}
+        )
+        await self.service.flush()
+        return _json({"deploymentId": d.id, "version": d.version})
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        types = set()
+        for value in request.query.getall("event_type", []):
+            types.update(t for t in value.split(",") if t)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue = self.service.hub.subscribe()
+        try:
+            attached = {
+                "eventType": "event_stream_attached",
+                "timestamp": iso(self.service.now()),
+                "remoteAddress": request.remote,
+            }
+            await response.write(_sse(attached))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), 15.0)
+                except TimeoutError:
+                    await response.write(b"\n")  # keeps proxies and clients from timing out
+                    continue
+                if event is None:
+                    break  # overflowed or shutting down
+                if types and event["eventType"] not in types:
+                    continue
+                await response.write(_sse(event))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.service.hub.unsubscribe(queue)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return f"event: {event['eventType']}\ndata: {_dumps(event)}\n\n".encode()
+
+
+def _parent_of(path_id: str) -> str:
+    return path_id.rsplit("/", 1)[0] or "/"
+
+
+def _label_match(labels: dict[str, str], selector: str) -> bool:
+    for term in selector.split(","):
+        term = term.strip()
+        if "==" in term:
+            k, v = term.split("==", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif term and term not in labels:
+            return False
+    return True
+
+
+def _flatten(
+    body: dict[str, Any],
+    group_id: str,
+    role: str,
+    specs: dict[str, dict[str, Any]],
+    groups: dict[str, dict[str, Any] | None],
+    path: str = "",
+) -> None:
+    """Collects the apps (normalized, ids resolved in their group) and groups of a group
+    definition, nested groups included; errors carry their JSON path."""
+    for key in body:
+        if key not in ("id", "apps", "groups", "dependencies", "version", "pods", "enforceRole"):
+            raise Invalid([{"path": f"{path}/{key}", "errors": ["unknown field"]}])
+    if body.get("pods"):
+        raise Invalid([{"path": f"{path}/pods", "errors": ["pods are not supported"]}])
+    deps = body.get("dependencies") or []
+    if not isinstance(deps, list) or not all(isinstance(x, str) for x in deps):
+        raise Invalid([{"path": f"{path}/dependencies", "errors": ["must be a list of ids"]}])
+    groups[group_id] = {
+        "id": group_id,
+        "dependencies": [canonical_id(x, _parent_of(group_id)) for x in deps],
+    }
+    apps = body.get("apps") or []
+    if not isinstance(apps, list):
+        raise Invalid([{"path": f"{path}/apps", "errors": ["must be a list"]}])
+    for i, raw in enumerate(apps):
+        try:
+            spec = normalize_app(raw, base=group_id, role=role)
+        except Invalid as e:
+            raise Invalid(
+                [{"path": f"{path}/apps({i}){d['path']}", "errors": d["errors"]} for d in e.details]
+            ) from None
+        if not _under(spec["id"], group_id):
+            raise Invalid([{"path": f"{path}/apps({i})/id", "errors": ["not inside the group"]}])
+        # Group dependencies apply to every app in the group (Marathon's deploy order).
+        spec["dependencies"] = sorted(
+            set(spec["dependencies"]) | set(groups[group_id]["dependencies"])
+        )
+        specs[spec["id"]] = spec
+    subgroups = body.get("groups") or []
+    if not isinstance(subgroups, list):
+        raise Invalid([{"path": f"{path}/groups", "errors": ["must be a list"]}])
+    for i, sub in enumerate(subgroups):
+        if not isinstance(sub, dict) or not isinstance(sub.get("id"), str):
+            raise Invalid([{"path": f"{path}/groups({i})/id", "errors": ["a group needs an id"]}])
+        sub_id = canonical_id(sub["id"], group_id)
+        errors = id_errors(sub_id)
+        if errors or not _under(sub_id, group_id):
+            raise Invalid(
+                [{"path": f"{path}/groups({i})/id", "errors": errors or ["not inside the group"]}]
+            )
+        _flatten(sub, sub_id, role, specs, groups, f"{path}/groups({i})")

@@ -1,0 +1,549 @@
+"""Marathon app definitions: validation and normalization (pure, no I/O).
+
+`normalize_app` turns a Marathon JSON app definition into the canonical form the planner
+keeps (camelCase keys as Marathon renders them, every default filled in) or raises
+`Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
+answered as 422). Fields butte cannot honour are refused, never silently dropped: a
+``container`` with an image (the agent runs no images yet), ``readinessChecks``, secrets,
+persistent volumes, IP-per-task networks, a ``user`` to switch to.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from butte.frameworks.marathon.constraints import validate_constraints
+
+ID_SEGMENT = re.compile(
+    r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$"
+)
+# Path segments the REST API uses after an app id, so no app id may contain them.
+RESERVED_SEGMENTS = frozenset({"restart", "tasks", "versions", "delay"})
+MAX_INSTANCES = 100_000
+MAX_SCALAR = 1e9
+HEALTH_PROTOCOLS = frozenset(
+    {"HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"}
+)
+KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
+DEFAULT_UPGRADE = {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}
+DEFAULT_UNREACHABLE = {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
+
+# Fields the server computes; accepted in a request (a GET's output sent back) and ignored.
+READ_ONLY = frozenset(
+    {
+        "tasks",
+        "tasksRunning",
+        "tasksStaged",
+        "tasksHealthy",
+        "tasksUnhealthy",
+        "deployments",
+        "lastTaskFailure",
+        "taskStats",
+        "versionInfo",
+        "readinessCheckResults",
+        "version",
+    }
+)
+# Marathon fields butte does not implement: refused unless empty.
+UNSUPPORTED = {
+    "secrets": "secrets are not supported",
+    "residency": "resident tasks (persistent volumes) are not supported",
+    "networks": "container networks are not supported",
+    "ipAddress": "IP-per-task is not supported",
+    "storeUrls": "storeUrls is not supported",
+    "taskRateLimit": "taskRateLimit was removed in Marathon 0.7",
+    "readinessChecks": "readiness checks are not supported yet",
+    "user": "running tasks as another user is not supported (tasks run as the agent's user)",
+}
+KNOWN = frozenset(
+    {
+        "id",
+        "cmd",
+        "args",
+        "cpus",
+        "mem",
+        "disk",
+        "gpus",
+        "instances",
+        "env",
+        "labels",
+        "uris",
+        "fetch",
+        "ports",
+        "portDefinitions",
+        "requirePorts",
+        "constraints",
+        "acceptedResourceRoles",
+        "role",
+        "healthChecks",
+        "upgradeStrategy",
+        "backoffSeconds",
+        "backoffFactor",
+        "maxLaunchDelaySeconds",
+        "killSelection",
+        "taskKillGracePeriodSeconds",
+        "unreachableStrategy",
+        "dependencies",
+        "container",
+        "executor",
+    }
+)
+
+
+class Invalid(Exception):
+    """A definition with errors: ``details`` is Marathon's list of ``{path, errors}``."""
+
+    def __init__(self, details: list[dict[str, Any]], message: str = "Object is not valid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class _Errors:
+    """Collects errors by JSON path, in the order found."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, list[str]] = {}
+
+    def add(self, path: str, error: str) -> None:
+        self.by_path.setdefault(path, []).append(error)
+
+    def raise_if_any(self) -> None:
+        if self.by_path:
+            raise Invalid([{"path": p, "errors": e} for p, e in self.by_path.items()])
+
+
+def canonical_id(raw: Any, base: str = "/") -> str:
+    """An absolute path id (``web`` under ``/team`` -> ``/team/web``), without checks;
+    ``.`` and ``..`` segments are resolved."""
+    text = str(raw).strip()
+    parts = [] if text.startswith("/") else [p for p in base.split("/") if p]
+    for seg in text.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(seg)
+    return "/" + "/".join(parts)
+
+
+def id_errors(path_id: str) -> list[str]:
+    """What is wrong with an absolute path id (empty when valid)."""
+    segments = [s for s in path_id.split("/") if s]
+    if not segments:
+        return ["the root group cannot be an app"]
+    out = []
+    for seg in segments:
+        if not ID_SEGMENT.match(seg):
+            out.append(
+                f"'{seg}' must contain only lowercase letters, digits, hyphens and dots, "
+                "and start and end with a letter or digit"
+            )
+        elif seg in RESERVED_SEGMENTS:
+            out.append(f"'{seg}' is reserved by the REST API and cannot be part of an id")
+    return out
+
+
+def _number(errors: _Errors, path: str, value: Any, minimum: float, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.add(path, f"must be a number, got {value!r}")
+        return minimum
+    if value < minimum or value > maximum:
+        errors.add(path, f"got {value}, expected between {minimum:g} and {maximum:g}")
+    return float(value)
+
+
+def _integer(errors: _Errors, path: str, value: Any, minimum: int, maximum: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(path, f"must be an integer, got {value!r}")
+        return minimum
+    if value < minimum or value > maximum:
+        errors.add(path, f"got {value}, expected between {minimum} and {maximum}")
+    return value
+
+
+def _str_map(errors: _Errors, path: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        errors.add(path, "must be an object of strings")
+        return {}
+    out = {}
+    for k, v in value.items():
+        if not isinstance(v, str):
+            errors.add(f"{path}/{k}", f"must be a string, got {v!r}")
+        else:
+            out[str(k)] = v
+    return out
+
+
+def _str_list(errors: _Errors, path: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors.add(path, "must be a list of strings")
+        return []
+    return list(value)
+
+
+def _bool(errors: _Errors, path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        errors.add(path, f"must be a boolean, got {value!r}")
+        return False
+    return value
+
+
+def _port_definitions(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "ports" in app and "portDefinitions" in app and app["ports"] and app["portDefinitions"]:
+        errors.add("/ports", "give either ports or portDefinitions, not both")
+    if "portDefinitions" in app:
+        raw = app["portDefinitions"]
+        if not isinstance(raw, list):
+            errors.add("/portDefinitions", "must be a list")
+            return []
+        out = []
+        for i, pd in enumerate(raw):
+            path = f"/portDefinitions({i})"
+            if not isinstance(pd, Mapping):
+                errors.add(path, "must be an object")
+                continue
+            for key in pd:
+                if key not in ("port", "protocol", "name", "labels"):
+                    errors.add(f"{path}/{key}", "unknown field")
+            port = _integer(errors, f"{path}/port", pd.get("port", 0), 0, 65535)
+            protocol = pd.get("protocol", "tcp")
+            if protocol not in ("tcp", "udp", "udp,tcp", "tcp,udp"):
+                errors.add(f"{path}/protocol", "must be tcp, udp or udp,tcp")
+            entry: dict[str, Any] = {"port": port, "protocol": protocol}
+            if pd.get("name") is not None:
+                if not isinstance(pd["name"], str) or not re.fullmatch(r"[a-z0-9-]+", pd["name"]):
+                    errors.add(f"{path}/name", "must match [a-z0-9-]+")
+                entry["name"] = pd["name"]
+            if pd.get("labels"):
+                entry["labels"] = _str_map(errors, f"{path}/labels", pd["labels"])
+            out.append(entry)
+        return out
+    if "ports" in app:
+        raw = app["ports"]
+        if not isinstance(raw, list):
+            errors.add("/ports", "must be a list of integers")
+            return []
+        return [
+            {"port": _integer(errors, f"/ports({i})", p, 0, 65535), "protocol": "tcp"}
+            for i, p in enumerate(raw)
+        ]
+    # Marathon's default: one port, any free one.
+    return [{"port": 0, "protocol": "tcp", "name": "default"}]
+
+
+def _fetch(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, uri in enumerate(_str_list(errors, "/uris", app.get("uris") or [])):
+        extract = uri.endswith((".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip"))
+        out.append({"uri": uri, "executable": False, "extract": extract, "cache": False})
+        if not uri:
+            errors.add(f"/uris({i})", "must not be empty")
+    raw = app.get("fetch") or []
+    if not isinstance(raw, list):
+        errors.add("/fetch", "must be a list")
+        return out
+    for i, f in enumerate(raw):
+        path = f"/fetch({i})"
+        if not isinstance(f, Mapping) or not isinstance(f.get("uri"), str) or not f["uri"]:
+            errors.add(path, "must be an object with a non-empty uri")
+            continue
+        entry: dict[str, Any] = {"uri": f["uri"]}
+        for key in f:
+            if key not in ("uri", "executable", "extract", "cache", "outputFile", "destPath"):
+                errors.add(f"{path}/{key}", "unknown field")
+        for key, default in (("executable", False), ("extract", True), ("cache", False)):
+            entry[key] = _bool(errors, f"{path}/{key}", f.get(key, default))
+        dest = f.get("outputFile", f.get("destPath"))
+        if dest is not None:
+            if not isinstance(dest, str) or dest.startswith("/") or ".." in dest.split("/"):
+                errors.add(f"{path}/outputFile", "must be a relative path inside the sandbox")
+            else:
+                entry["outputFile"] = dest
+        out.append(entry)
+    return out
+
+
+def _health_checks(errors: _Errors, raw: Any, n_ports: int) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        errors.add("/healthChecks", "must be a list")
+        return []
+    if len(raw) > 1:
+        errors.add("/healthChecks", "at most one health check per app (Mesos runs one per task)")
+    out = []
+    for i, hc in enumerate(raw):
+        path = f"/healthChecks({i})"
+        if not isinstance(hc, Mapping):
+            errors.add(path, "must be an object")
+            continue
+        known = {
+            "protocol",
+            "path",
+            "portIndex",
+            "port",
+            "command",
+            "gracePeriodSeconds",
+            "intervalSeconds",
+            "timeoutSeconds",
+            "maxConsecutiveFailures",
+            "delaySeconds",
+            "ignoreHttp1xx",
+        }
+        for key in hc:
+            if key not in known:
+                errors.add(f"{path}/{key}", "unknown field")
+        protocol = hc.get("protocol", "HTTP")
+        if protocol not in HEALTH_PROTOCOLS:
+            errors.add(f"{path}/protocol", f"must be one of {sorted(HEALTH_PROTOCOLS)}")
+        entry: dict[str, Any] = {"protocol": protocol}
+        entry["gracePeriodSeconds"] = _integer(
+            errors, f"{path}/gracePeriodSeconds", hc.get("gracePeriodSeconds", 300), 0, 86400
+        )
+        entry["intervalSeconds"] = _integer(
+            errors, f"{path}/intervalSeconds", hc.get("intervalSeconds", 60), 1, 86400
+        )
+        entry["timeoutSeconds"] = _integer(
+            errors, f"{path}/timeoutSeconds", hc.get("timeoutSeconds", 20), 1, 86400
+        )
+        entry["maxConsecutiveFailures"] = _integer(
+            errors, f"{path}/maxConsecutiveFailures", hc.get("maxConsecutiveFailures", 3), 0, 10000
+        )
+        entry["delaySeconds"] = _integer(
+            errors, f"{path}/delaySeconds", hc.get("delaySeconds", 15), 0, 86400
+        )
+        if entry["timeoutSeconds"] >= entry["intervalSeconds"] + 1 and "timeoutSeconds" in hc:
+            errors.add(f"{path}/timeoutSeconds", "must be smaller than intervalSeconds")
+        if protocol == "COMMAND":
+            cmd = hc.get("command")
+            value = cmd.get("value") if isinstance(cmd, Mapping) else cmd
+            if not isinstance(value, str) or not value:
+                errors.add(f"{path}/command", "a COMMAND health check needs a command")
+            entry["command"] = {"value": value}
+        else:
+            if "port" in hc:
+                entry["port"] = _integer(errors, f"{path}/port", hc["port"], 1, 65535)
+            else:
+                index = _integer(errors, f"{path}/portIndex", hc.get("portIndex", 0), 0, 1000)
+                if index >= n_ports:
+                    errors.add(
+                        f"{path}/portIndex", f"index {index} but the app has {n_ports} ports"
+                    )
+                entry["portIndex"] = index
+            if "HTTP" in protocol:
+                p = hc.get("path", "/")
+                if not isinstance(p, str) or not p.startswith("/"):
+                    errors.add(f"{path}/path", "must be an absolute URL path")
+                entry["path"] = p
+                entry["ignoreHttp1xx"] = _bool(
+                    errors, f"{path}/ignoreHttp1xx", hc.get("ignoreHttp1xx", False)
+                )
+        out.append(entry)
+    return out
+
+
+def _upgrade(errors: _Errors, raw: Any) -> dict[str, float]:
+    if not isinstance(raw, Mapping):
+        errors.add("/upgradeStrategy", "must be an object")
+        return dict(DEFAULT_UPGRADE)
+    for key in raw:
+        if key not in DEFAULT_UPGRADE:
+            errors.add(f"/upgradeStrategy/{key}", "unknown field")
+    out = {
+        key: _number(errors, f"/upgradeStrategy/{key}", raw.get(key, default), 0.0, 1.0)
+        for key, default in DEFAULT_UPGRADE.items()
+    }
+    if out["minimumHealthCapacity"] == 1.0 and out["maximumOverCapacity"] == 0.0:
+        errors.add(
+            "/upgradeStrategy",
+            "minimumHealthCapacity 1 with maximumOverCapacity 0 can never replace an instance",
+        )
+    return out
+
+
+def _unreachable(errors: _Errors, raw: Any) -> dict[str, Any] | str:
+    if raw == "disabled":
+        return "disabled"
+    if not isinstance(raw, Mapping):
+        errors.add("/unreachableStrategy", 'must be "disabled" or an object')
+        return dict(DEFAULT_UNREACHABLE)
+    for key in raw:
+        if key not in DEFAULT_UNREACHABLE:
+            errors.add(f"/unreachableStrategy/{key}", "unknown field")
+    out = {
+        key: _integer(errors, f"/unreachableStrategy/{key}", raw.get(key, d), 0, 10**8)
+        for key, d in DEFAULT_UNREACHABLE.items()
+    }
+    if out["expungeAfterSeconds"] < out["inactiveAfterSeconds"]:
+        errors.add("/unreachableStrategy", "expungeAfterSeconds must be >= inactiveAfterSeconds")
+    return out
+
+
+def _container(errors: _Errors, raw: Any) -> None:
+    """Only an empty MESOS container (the same as none) is accepted: running an image needs
+    container support in the agent, which butte does not have yet."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        errors.add("/container", "must be an object")
+        return
+    kind = raw.get("type", "DOCKER")
+    if kind not in ("DOCKER", "MESOS"):
+        errors.add("/container/type", "must be DOCKER or MESOS")
+        return
+    image = (
+        (raw.get("docker") or {}).get("image") if isinstance(raw.get("docker"), Mapping) else None
+    )
+    if kind == "DOCKER" or image:
+        errors.add(
+            "/container/docker/image",
+            f"{kind} containers with an image need container image support in the agent, "
+            "which butte does not provide yet; remove `container` to run cmd/args as a process",
+        )
+    for key in raw:
+        if key not in ("type", "docker") and raw[key]:
+            errors.add(
+                f"/container/{key}", "not supported (no container isolation on the agent yet)"
+            )
+
+
+def normalize_app(
+    raw: Any, *, base: str = "/", role: str = "*", app_id: str | None = None
+) -> dict[str, Any]:
+    """The canonical app definition of ``raw`` (see the module docstring); ``base`` is the
+    group a relative id is resolved in, ``app_id`` the id from the URL when there is one."""
+    errors = _Errors()
+    if not isinstance(raw, Mapping):
+        raise Invalid([{"path": "/", "errors": ["an app definition must be a JSON object"]}])
+    for key in raw:
+        if key in READ_ONLY or key in KNOWN:
+            continue
+        if key in UNSUPPORTED:
+            if raw[key] not in (None, [], {}, ""):
+                errors.add(f"/{key}", UNSUPPORTED[key])
+            continue
+        errors.add(f"/{key}", "unknown field")
+    app: dict[str, Any] = {}
+    raw_id = raw.get("id", app_id)
+    if raw_id is None or not isinstance(raw_id, str) or not raw_id.strip():
+        errors.add("/id", "an app needs an id")
+        app["id"] = "/"
+    else:
+        app["id"] = canonical_id(raw_id, base)
+        for e in id_errors(app["id"]):
+            errors.add("/id", e)
+        if app_id is not None and app["id"] != app_id:
+            errors.add("/id", f"the id {app['id']} differs from the URL's {app_id}")
+    cmd, args = raw.get("cmd"), raw.get("args")
+    if cmd is not None and (not isinstance(cmd, str) or not cmd.strip()):
+        errors.add("/cmd", "must be a non-empty string")
+    if args is not None and (
+        not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args)
+    ):
+        errors.add("/args", "must be a non-empty list of strings")
+    if cmd and args:
+        errors.add("/", "give either cmd or args, not both")
+    if not cmd and not args:
+        errors.add("/", "an app needs cmd or args (containers are not supported yet)")
+    app["cmd"] = cmd if cmd else None
+    app["args"] = list(args) if args else None
+    app["cpus"] = _number(errors, "/cpus", raw.get("cpus", 1.0), 0.0, MAX_SCALAR)
+    app["mem"] = _number(errors, "/mem", raw.get("mem", 128.0), 0.0, MAX_SCALAR)
+    app["disk"] = _number(errors, "/disk", raw.get("disk", 0.0), 0.0, MAX_SCALAR)
+    app["gpus"] = _integer(errors, "/gpus", raw.get("gpus", 0), 0, 1024)
+    if app["cpus"] == 0 and app["mem"] == 0:
+        errors.add("/cpus", "an app needs some cpus or mem")
+    app["instances"] = _integer(errors, "/instances", raw.get("instances", 1), 0, MAX_INSTANCES)
+    app["env"] = _str_map(errors, "/env", raw.get("env") or {})
+    for name in app["env"]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            errors.add(f"/env/{name}", "not a valid environment variable name")
+    app["labels"] = _str_map(errors, "/labels", raw.get("labels") or {})
+    app["fetch"] = _fetch(errors, raw)
+    app["portDefinitions"] = _port_definitions(errors, raw)
+    app["requirePorts"] = _bool(errors, "/requirePorts", raw.get("requirePorts", False))
+    if app["requirePorts"] and any(p["port"] == 0 for p in app["portDefinitions"]):
+        errors.add("/requirePorts", "requirePorts needs every port to be non-zero")
+    app["constraints"] = validate_constraints(raw.get("constraints") or [], errors.add)
+    roles = _str_list(errors, "/acceptedResourceRoles", raw.get("acceptedResourceRoles") or ["*"])
+    for r in roles:
+        if r not in ("*", role):
+            errors.add(
+                "/acceptedResourceRoles", f"role {r!r}: this Marathon subscribes as {role!r}"
+            )
+    app["acceptedResourceRoles"] = roles
+    app_role = raw.get("role", role)
+    if app_role != role:
+        errors.add("/role", f"must be {role!r}, the role this Marathon subscribes with")
+    app["role"] = role
+    app["healthChecks"] = _health_checks(
+        errors, raw.get("healthChecks") or [], len(app["portDefinitions"])
+    )
+    app["upgradeStrategy"] = _upgrade(errors, raw.get("upgradeStrategy", DEFAULT_UPGRADE))
+    app["backoffSeconds"] = _number(
+        errors, "/backoffSeconds", raw.get("backoffSeconds", 1), 0, 86400
+    )
+    app["backoffFactor"] = _number(
+        errors, "/backoffFactor", raw.get("backoffFactor", 1.15), 1.0, 100
+    )
+    app["maxLaunchDelaySeconds"] = _number(
+        errors, "/maxLaunchDelaySeconds", raw.get("maxLaunchDelaySeconds", 300), 0, 86400
+    )
+    selection = raw.get("killSelection", "YOUNGEST_FIRST")
+    if selection not in KILL_SELECTIONS:
+        errors.add("/killSelection", f"must be one of {list(KILL_SELECTIONS)}")
+    app["killSelection"] = selection
+    grace = raw.get("taskKillGracePeriodSeconds")
+    app["taskKillGracePeriodSeconds"] = (
+        None if grace is None else _number(errors, "/taskKillGracePeriodSeconds", grace, 0, 86400)
+    )
+    app["unreachableStrategy"] = _unreachable(
+        errors, raw.get("unreachableStrategy", DEFAULT_UNREACHABLE)
+    )
+    parent = app["id"].rsplit("/", 1)[0] or "/"
+    deps = _str_list(errors, "/dependencies", raw.get("dependencies") or [])
+    app["dependencies"] = [canonical_id(d, parent) for d in deps]
+    if app["id"] in app["dependencies"]:
+        errors.add("/dependencies", "an app cannot depend on itself")
+    _container(errors, raw.get("container"))
+    executor = raw.get("executor", "")
+    if executor not in ("", "//cmd", None):
+        errors.add("/executor", "custom executors are not supported; use the command executor")
+    errors.raise_if_any()
+    return app
+
+
+def merge_update(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A partial update (``PUT /v2/apps/ID`` with some fields) applied to the current
+    definition: the fields given replace the current ones, everything else stays."""
+    if not isinstance(patch, Mapping):
+        raise Invalid([{"path": "/", "errors": ["an app definition must be a JSON object"]}])
+    out = copy.deepcopy(dict(current))
+    for key in READ_ONLY:
+        out.pop(key, None)
+    for key, value in patch.items():
+        if key in READ_ONLY:
+            continue
+        if key == "ports":
+            out.pop("portDefinitions", None)
+        if key == "portDefinitions":
+            out.pop("ports", None)
+        if key in ("cmd", "args") and value:
+            out.pop("args" if key == "cmd" else "cmd", None)
+        if key == "uris":
+            out.pop("fetch", None)
+        out[key] = value
+    return out
+
+
+def config_of(app: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a definition that changes running tasks (everything but the instance
+    count and the version fields): a change here means a restart, otherwise a scale."""
+    return {k: v for k, v in app.items() if k not in ("instances", "version", "versionInfo")}

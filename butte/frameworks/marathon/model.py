@@ -1,0 +1,212 @@
+"""The planner's records: instances, deployments, per-app runtime, effects; and Marathon's
+JSON renderings of them (only the fields Marathon's clients know)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVE_STATES = frozenset({"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"})
+TERMINAL_STATES = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+        "TASK_UNKNOWN",
+    }
+)
+# Terminal states that count as the app failing (they back off its next launches).
+FAILURE_STATES = frozenset({"TASK_FAILED", "TASK_ERROR", "TASK_FINISHED", "TASK_DROPPED"})
+
+
+def iso(t: float | None) -> str | None:
+    """Marathon's timestamp form: ``2026-12-03T16:39:47.123Z``."""
+    if t is None:
+        return None
+    return iso_ms(round(t * 1000))
+
+
+@functools.lru_cache(maxsize=65536)
+def iso_ms(ms: int) -> str:
+    """`iso` of a time in whole milliseconds (exact: no float rounding; cached, as task
+    listings format the same instants over and over)."""
+    seconds, rest = divmod(ms, 1000)
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{rest:03d}Z"
+    )
+
+
+@dataclass
+class Instance:
+    """One task of an app (Marathon's instance with its single task)."""
+
+    task_id: str
+    app_id: str
+    version: str
+    config_version: str
+    agent_id: str
+    host: str
+    ip: str
+    attributes: dict[str, str]
+    ports: list[int]
+    staged_at: float
+    state: str = "TASK_STAGING"
+    started_at: float | None = None
+    healthy: bool | None = None
+    consecutive_failures: int = 0
+    first_success: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    last_failure_cause: str | None = None
+    killing: bool = False
+    kill_sent_at: float | None = None
+    unreachable_since: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        return dict(vars(self))  # serialized at once by the store: a shallow copy will do
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Instance:
+        return cls(**data)
+
+
+@dataclass
+class Deployment:
+    """A plan: steps of actions (``{"action": ..., "app": ...}``), run one step at a time.
+    ``original`` holds each affected app's definition before the change (None: it did not
+    exist), for a rollback."""
+
+    id: str
+    version: str
+    steps: list[list[dict[str, str]]]
+    original: dict[str, dict[str, Any] | None]
+    target: dict[str, dict[str, Any] | None]
+    current: int = 0
+    # task ids the deployment kills itself (kill-and-scale), once
+    kill_tasks: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Deployment:
+        return cls(**data)
+
+    @property
+    def affected(self) -> list[str]:
+        return sorted(self.target)
+
+    def step_of(self, app_id: str) -> int:
+        """Index of the last step that acts on ``app_id`` (-1: none)."""
+        found = -1
+        for i, step in enumerate(self.steps):
+            if any(a["app"] == app_id for a in step):
+                found = i
+        return found
+
+    def json(self) -> dict[str, Any]:
+        current = self.steps[self.current] if self.current < len(self.steps) else []
+        return {
+            "id": self.id,
+            "version": self.version,
+            "affectedApps": self.affected,
+            "affectedPods": [],
+            "steps": [{"actions": [dict(a) for a in step]} for step in self.steps],
+            "currentActions": [
+                {"action": a["action"], "app": a["app"], "readinessCheckResults": []}
+                for a in current
+            ],
+            "currentStep": min(self.current + 1, len(self.steps)),
+            "totalSteps": len(self.steps),
+        }
+
+    def plan_json(self) -> dict[str, Any]:
+        """The plan as deployment events carry it (original and target states)."""
+
+        def state(apps: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+            return {
+                "id": "/",
+                "version": self.version,
+                "apps": [a for a in apps.values() if a is not None],
+                "groups": [],
+                "dependencies": [],
+            }
+
+        return {
+            "id": self.id,
+            "version": self.version,
+            "original": state(self.original),
+            "target": state(self.target),
+            "steps": [{"actions": [dict(a) for a in step]} for step in self.steps],
+        }
+
+
+@dataclass
+class AppRuntime:
+    """What the planner knows about an app beyond its definition: launch backoff, the
+    launch queue and why offers did not fit (not persisted: it restarts from zero)."""
+
+    delay: float = 0.0
+    delay_until: float = 0.0
+    last_failure: dict[str, Any] | None = None
+    queued_since: float | None = None
+    processed_offers: int = 0
+    unused_offers: int = 0
+    last_unused_at: float | None = None
+    last_used_at: float | None = None
+    rejects: dict[str, int] = field(default_factory=dict)
+
+
+# -- effects ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Launch:
+    offer_id: str
+    agent_id: str
+    tasks: list[dict[str, Any]]
+
+
+@dataclass
+class Decline:
+    offer_ids: list[str]
+    refuse_seconds: float
+
+
+@dataclass
+class Kill:
+    task_id: str
+    agent_id: str | None
+    grace_seconds: float | None
+
+
+@dataclass
+class Reconcile:
+    tasks: list[tuple[str, str]]  # empty: implicit reconciliation
+
+
+@dataclass
+class Revive:
+    pass
+
+
+@dataclass
+class Suppress:
+    pass
+
+
+@dataclass
+class Publish:
+    event: dict[str, Any]
+
+
+Effect = Launch | Decline | Kill | Reconcile | Revive | Suppress | Publish

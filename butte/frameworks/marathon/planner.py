@@ -1,0 +1,1208 @@
+"""The Marathon planner: a pure, synchronous state machine (docs/design.md).
+
+It holds the apps (definitions and their versions), explicit groups, deployments and
+instances, and is fed three kinds of input, always with the current wall-clock time:
+
+* API changes (`Planner.deploy`, `kill_tasks`, `cancel_deployment` ...), which validate,
+  update the definitions at once (as Marathon does) and create a `Deployment`: a plan of
+  steps in dependency order that the planner then carries out;
+* scheduler events (`subscribed`, `offers`, `status`);
+* `tick`, which advances deployments, applies the upgrade strategy, backoff and the
+  unreachable strategy, and decides launches and kills.
+
+Every decision comes out as an effect in `outbox` (launch on an offer, decline, kill,
+reconcile, revive/suppress, publish an event) and every record it changed is named in
+`dirty` (for the store). The shell must persist the dirty records before it carries out the
+effects: an instance is stored before its launch leaves, so after a crash it is reconciled,
+never launched twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import math
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from butte.frameworks.marathon.appdef import Invalid, config_of
+from butte.frameworks.marathon.constraints import attributes_of, first_violation
+from butte.frameworks.marathon.model import (
+    ACTIVE_STATES,
+    FAILURE_STATES,
+    TERMINAL_STATES,
+    AppRuntime,
+    Decline,
+    Deployment,
+    Effect,
+    Instance,
+    Kill,
+    Launch,
+    Publish,
+    Reconcile,
+    Revive,
+    Suppress,
+    iso,
+    iso_ms,
+)
+
+KILL_RETRY_SECONDS = 30.0
+REFUSE_WHEN_IDLE = 120.0
+REFUSE_WHEN_UNFIT = 5.0
+REVIVE_AFTER = 5.0  # seconds of launches wanted without any offer before reviving again
+SCALARS = ("cpus", "mem", "disk", "gpus")
+
+
+class ApiError(Exception):
+    """A refused API change: HTTP ``status`` and Marathon's JSON ``body``."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class PlannerConfig:
+    role: str = "*"
+    task_launch_timeout: float = 300.0
+
+
+class Planner:
+    """See the module docstring."""
+
+    def __init__(self, config: PlannerConfig | None = None, seed: int | None = None) -> None:
+        self.config = config or PlannerConfig()
+        # Host ports are picked at random from offers; seeded so tests can replay a run.
+        self.rng = random.Random(seed)
+        self.framework_id: str | None = None
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.group_versions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.instances: dict[str, Instance] = {}
+        self.by_app: dict[str, set[str]] = {}
+        self.deployments: dict[str, Deployment] = {}
+        self.runtime: dict[str, AppRuntime] = {}
+        self.wanted: dict[str, int] = {}
+        self.outbox: list[Effect] = []
+        self.dirty: set[tuple[str, str]] = set()
+        self.suppressed = False
+        self._filtered = False  # offers were declined with the long idle filter
+        self._locks: dict[str, set[str]] = {}  # app id -> ids of deployments acting on it
+        self._held_cache: set[str] | None = None
+        self._last_offer_at = 0.0
+        self._last_revive_at = 0.0
+        self._last_ms = 0
+        self._touched: set[str] = set()
+        self._stopping: set[str] = set()
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[tuple[str, str, Any]]) -> None:
+        """Loads stored records (kind, key, value) after a restart."""
+        for kind, key, value in records:
+            if kind == "meta" and key == "framework_id":
+                self.framework_id = value
+            elif kind == "app":
+                self.apps[key] = value
+            elif kind == "appver":
+                app_id, version = key.rsplit(" ", 1)
+                self.versions.setdefault(app_id, {})[version] = value
+            elif kind == "group":
+                self.groups[key] = value
+            elif kind == "groupver":
+                group_id, version = key.rsplit(" ", 1)
+                self.group_versions.setdefault(group_id, {})[version] = value
+            elif kind == "instance":
+                inst = Instance.from_record(value)
+                self.instances[key] = inst
+                self.by_app.setdefault(inst.app_id, set()).add(key)
+            elif kind == "deployment":
+                self._add_deployment(Deployment.from_record(value))
+        for d in self.deployments.values():
+            for app_id, spec in d.target.items():
+                if spec is None:
+                    self._stopping.add(app_id)
+        versions = [v for vs in self.versions.values() for v in vs]
+        versions += [d.version for d in self.deployments.values()]
+        if versions:
+            last = datetime.datetime.strptime(max(versions), "%Y-%m-%dT%H:%M:%S.%fZ")
+            self._last_ms = round(last.replace(tzinfo=datetime.UTC).timestamp() * 1000)
+        self._touched.update(self.apps)
+        self._touched.update(self.by_app)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def take_dirty(self) -> list[tuple[str, str, Any]]:
+        """The changed records (value None: deleted), clearing the set."""
+        out: list[tuple[str, str, Any]] = []
+        for kind, key in sorted(self.dirty):
+            out.append((kind, key, self._value(kind, key)))
+        self.dirty.clear()
+        return out
+
+    def _value(self, kind: str, key: str) -> Any:
+        if kind == "meta":
+            return self.framework_id
+        if kind == "app":
+            return self.apps.get(key)
+        if kind == "appver":
+            app_id, version = key.rsplit(" ", 1)
+            return self.versions.get(app_id, {}).get(version)
+        if kind == "group":
+            return self.groups.get(key)
+        if kind == "groupver":
+            group_id, version = key.rsplit(" ", 1)
+            return self.group_versions.get(group_id, {}).get(version)
+        if kind == "instance":
+            inst = self.instances.get(key)
+            return inst.record() if inst else None
+        if kind == "deployment":
+            d = self.deployments.get(key)
+            return d.record() if d else None
+        raise KeyError(kind)
+
+    def take_effects(self) -> list[Effect]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def new_version(self, now: float) -> str:
+        """A version timestamp (millisecond resolution), strictly after every earlier one."""
+        ms = max(int(now * 1000), self._last_ms + 1)
+        self._last_ms = ms
+        return iso_ms(ms)
+
+    def _rt(self, app_id: str) -> AppRuntime:
+        rt = self.runtime.get(app_id)
+        if rt is None:
+            rt = self.runtime[app_id] = AppRuntime()
+        return rt
+
+    def _publish(self, event_type: str, now: float, **fields: Any) -> None:
+        self.outbox.append(Publish({"eventType": event_type, "timestamp": iso(now), **fields}))
+
+    def app_instances(self, app_id: str) -> list[Instance]:
+        return [self.instances[t] for t in self.by_app.get(app_id, ())]
+
+    def locking_deployments(self, app_ids: Iterable[str]) -> list[Deployment]:
+        """The deployments that act on any of the apps (via an index: no scan)."""
+        found: dict[str, Deployment] = {}
+        for app_id in app_ids:
+            for dep_id in self._locks.get(app_id, ()):
+                found[dep_id] = self.deployments[dep_id]
+        return list(found.values())
+
+    def _add_deployment(self, d: Deployment) -> None:
+        self.deployments[d.id] = d
+        for app_id in d.target:
+            self._locks.setdefault(app_id, set()).add(d.id)
+        self._held_cache = None
+
+    def _drop_deployment(self, d: Deployment) -> None:
+        self.deployments.pop(d.id, None)
+        for app_id in d.target:
+            ids = self._locks.get(app_id)
+            if ids is not None:
+                ids.discard(d.id)
+                if not ids:
+                    del self._locks[app_id]
+        self._held_cache = None
+        self.dirty.add(("deployment", d.id))
+
+    # -- API changes -----------------------------------------------------------------------
+
+    def deploy(
+        self,
+        changes: Mapping[str, dict[str, Any] | None],
+        now: float,
+        *,
+        force: bool = False,
+        restart: Iterable[str] = (),
+        kill_tasks: Iterable[str] = (),
+        groups: Mapping[str, dict[str, Any] | None] | None = None,
+    ) -> Deployment:
+        """Applies new definitions (None: delete the app) as one deployment. Raises
+        ApiError 409 if an affected app is in another deployment (unless ``force``, which
+        cancels those), 422 for unknown dependencies or a dependency cycle."""
+        changes = dict(changes)
+        restart = set(restart)
+        locking = self.locking_deployments(changes)
+        if locking and not force:
+            raise ApiError(
+                409,
+                {
+                    "message": "App is locked by one or more deployments. Override with the "
+                    "option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
+                    "deployments": [{"id": d.id} for d in locking],
+                },
+            )
+        self._check_dependencies(changes)
+        version = self.new_version(now)
+        for d in locking:
+            self._cancel(d, now)
+        original: dict[str, dict[str, Any] | None] = {}
+        target: dict[str, dict[str, Any] | None] = {}
+        stops, starts, levels = [], [], []
+        for app_id, spec in changes.items():
+            old = self.apps.get(app_id)
+            original[app_id] = old  # definitions are never changed in place
+            if spec is None:
+                if old is None:
+                    continue
+                target[app_id] = None
+                stops.append({"action": "StopApplication", "app": app_id})
+                continue
+            new = self._versioned(spec, old, version, restart=app_id in restart)
+            target[app_id] = new
+            if old is None:
+                starts.append({"action": "StartApplication", "app": app_id})
+        order = self._levels({a: s for a, s in target.items() if s is not None})
+        for level in order:
+            actions = []
+            for app_id in level:
+                old, new = original[app_id], target[app_id]
+                assert new is not None
+                restarting = old is not None and (
+                    new["versionInfo"]["lastConfigChangeAt"]
+                    != old["versionInfo"]["lastConfigChangeAt"]
+                )
+                kind = "RestartApplication" if restarting else "ScaleApplication"
+                actions.append({"action": kind, "app": app_id})
+            levels.append(actions)
+        steps = [s for s in ([stops] if stops else []) + ([starts] if starts else []) + levels]
+        deployment = Deployment(
+            id=str(uuid.uuid4()),
+            version=version,
+            steps=steps,
+            original=original,
+            target=dict(target),
+            kill_tasks=list(kill_tasks),
+        )
+        for app_id, spec in target.items():
+            if spec is None:
+                self.apps.pop(app_id, None)
+                self._stopping.add(app_id)
+            else:
+                self.apps[app_id] = spec
+                self._stopping.discard(app_id)
+                self.versions.setdefault(app_id, {})[spec["version"]] = spec
+                self.dirty.add(("appver", f"{app_id} {spec['version']}"))
+                if config_of(spec) != config_of(original[app_id] or {}):
+                    rt = self._rt(app_id)
+                    rt.delay, rt.delay_until = 0.0, 0.0  # a new config starts without backoff
+            self.dirty.add(("app", app_id))
+            self._touched.add(app_id)
+        for group_id, group in (groups or {}).items():
+            self._set_group(group_id, group, version)
+        for task_id in deployment.kill_tasks:
+            self._kill(self.instances.get(task_id), now)
+        self._add_deployment(deployment)
+        self.dirty.add(("deployment", deployment.id))
+        self._publish("deployment_info", now, plan=deployment.plan_json(), currentStep=None)
+        for app_id in target:
+            self._publish(
+                "api_post_event",
+                now,
+                clientIp=None,
+                uri=f"/v2/apps{app_id}",
+                appDefinition=target[app_id] or original[app_id],
+            )
+        return deployment
+
+    def _set_group(self, group_id: str, group: dict[str, Any] | None, version: str) -> None:
+        if group is None:
+            for gid in [g for g in self.groups if g == group_id or g.startswith(group_id + "/")]:
+                del self.groups[gid]
+                self.dirty.add(("group", gid))
+            return
+        self.groups[group_id] = {**group, "version": version}
+        self.dirty.add(("group", group_id))
+        snapshot = {
+            "dependencies": group.get("dependencies", []),
+            "apps": [copy.deepcopy(a) for k, a in self.apps.items() if _under(k, group_id)],
+        }
+        self.group_versions.setdefault(group_id, {})[version] = snapshot
+        self.dirty.add(("groupver", f"{group_id} {version}"))
+
+    def _versioned(
+        self, spec: dict[str, Any], old: dict[str, Any] | None, version: str, restart: bool
+    ) -> dict[str, Any]:
+        new = dict(spec)  # only top-level keys change
+        new.pop("version", None)
+        new.pop("versionInfo", None)
+        if old is None or restart or config_of(new) != config_of(old):
+            info = {"lastScalingAt": version, "lastConfigChangeAt": version}
+        else:
+            info = {
+                "lastScalingAt": version,
+                "lastConfigChangeAt": old["versionInfo"]["lastConfigChangeAt"],
+            }
+        new["version"] = version
+        new["versionInfo"] = info
+        return new
+
+    def _check_dependencies(self, changes: Mapping[str, dict[str, Any] | None]) -> None:
+        details = []
+
+        def exists(dep: str) -> bool:
+            if changes.get(dep) is not None or (dep in self.apps and dep not in changes):
+                return True
+            if dep in self.groups:
+                return True
+            live = (a for a, s in changes.items() if s is not None)
+            return any(_under(a, dep) for a in itertools.chain(self.apps, live))
+
+        for app_id, spec in changes.items():
+            if spec is None:
+                continue
+            for dep in spec.get("dependencies", ()):
+                if not exists(dep):
+                    details.append(
+                        {"path": "/dependencies", "errors": [f"{app_id}: unknown dependency {dep}"]}
+                    )
+        if details:
+            raise ApiError(422, {"message": "Object is not valid", "details": details})
+
+    def _levels(self, specs: Mapping[str, dict[str, Any]]) -> list[list[str]]:
+        """The changed apps in dependency order (apps in one level do not depend on each
+        other); a cycle is refused with 422."""
+        ids = set(specs)
+
+        def deps_of(app_id: str) -> set[str]:
+            out = set()
+            for dep in specs[app_id].get("dependencies", ()):
+                out.update(a for a in ids if a == dep or _under(a, dep))
+            out.discard(app_id)
+            return out
+
+        remaining = {a: deps_of(a) for a in sorted(ids)}
+        levels = []
+        while remaining:
+            ready = sorted(a for a, deps in remaining.items() if not deps & set(remaining))
+            if not ready:
+                raise ApiError(
+                    422,
+                    {
+                        "message": "Object is not valid",
+                        "details": [
+                            {
+                                "path": "/dependencies",
+                                "errors": [f"dependency cycle among {sorted(remaining)}"],
+                            }
+                        ],
+                    },
+                )
+            levels.append(ready)
+            for a in ready:
+                del remaining[a]
+        return levels
+
+    def cancel_deployment(self, deployment_id: str, now: float, force: bool) -> Deployment | None:
+        """``DELETE /v2/deployments/ID``: with ``force`` the deployment just stops (apps
+        stay where they are); otherwise a new deployment rolls its apps back. Raises
+        ApiError 404 for an unknown id."""
+        d = self.deployments.get(deployment_id)
+        if d is None:
+            raise ApiError(404, {"message": f"DeploymentPlan {deployment_id} does not exist"})
+        if force:
+            self._cancel(d, now)
+            return None
+        changes = {a: dict(spec) if spec is not None else None for a, spec in d.original.items()}
+        return self.deploy(changes, now, force=True)
+
+    def _cancel(self, d: Deployment, now: float) -> None:
+        self._drop_deployment(d)
+        self._touched.update(d.target)
+        self._publish("deployment_failed", now, id=d.id, plan=d.plan_json())
+
+    def kill_tasks(self, task_ids: Iterable[str], now: float) -> list[Instance]:
+        """Kills tasks without scaling (the planner replaces them); unknown ids are skipped."""
+        out = []
+        for task_id in task_ids:
+            inst = self.instances.get(task_id)
+            if inst is not None:
+                self._kill(inst, now)
+                out.append(inst)
+        return out
+
+    def reset_delay(self, app_id: str) -> None:
+        rt = self._rt(app_id)
+        rt.delay, rt.delay_until = 0.0, 0.0
+        self._touched.add(app_id)
+
+    # -- scheduler events ------------------------------------------------------------------
+
+    def subscribed(self, framework_id: str, now: float) -> None:
+        """After every (re)subscription: remember the id and reconcile every known task,
+        then ask for all the master knows (tasks we do not know are killed)."""
+        if framework_id != self.framework_id:
+            self.framework_id = framework_id
+            self.dirty.add(("meta", "framework_id"))
+        self.suppressed = False
+        known = [(i.task_id, i.agent_id) for i in self.instances.values()]
+        if known:
+            self.outbox.append(Reconcile(known))
+        self.outbox.append(Reconcile([]))
+        self._touched.update(self.apps)
+        self._touched.update(self.by_app)
+
+    def status(self, status: Mapping[str, Any], now: float) -> None:
+        """A TaskStatus from an UPDATE event."""
+        task_id = status["task_id"]["value"]
+        state = status.get("state", "")
+        agent_id = (status.get("agent_id") or {}).get("value")
+        inst = self.instances.get(task_id)
+        if inst is None:
+            if state not in TERMINAL_STATES:
+                # Ours (same framework) but in no record: nobody would ever manage it.
+                self.outbox.append(Kill(task_id, agent_id, None))
+            return
+        self._touched.add(inst.app_id)
+        self._publish(
+            "status_update_event",
+            now,
+            slaveId=inst.agent_id,
+            taskId=task_id,
+            taskStatus=state,
+            message=status.get("message", ""),
+            appId=inst.app_id,
+            host=inst.host,
+            ports=inst.ports,
+            ipAddresses=[{"ipAddress": inst.ip, "protocol": "IPv4"}],
+            version=inst.version,
+        )
+        if state in TERMINAL_STATES:
+            self._terminal(inst, state, status, now)
+            return
+        if state == "TASK_UNREACHABLE":
+            if inst.unreachable_since is None:
+                inst.unreachable_since = now
+            inst.state = state
+        elif state in ACTIVE_STATES:
+            inst.unreachable_since = None
+            if state != "TASK_KILLING" or not inst.killing:
+                inst.state = state
+            if state == "TASK_RUNNING" and inst.started_at is None:
+                inst.started_at = now
+            if status.get("healthy") is not None:
+                self._health(inst, bool(status["healthy"]), status.get("message"), now)
+        self.dirty.add(("instance", task_id))
+
+    def _health(self, inst: Instance, healthy: bool, message: str | None, now: float) -> None:
+        before = inst.healthy
+        inst.healthy = healthy
+        spec = self.apps.get(inst.app_id) or {}
+        check = (spec.get("healthChecks") or [None])[0]
+        if healthy:
+            inst.consecutive_failures = 0
+            inst.last_success = now
+            if inst.first_success is None:
+                inst.first_success = now
+        else:
+            inst.consecutive_failures += 1
+            inst.last_failure = now
+            inst.last_failure_cause = message or "health check failed"
+            self._publish(
+                "failed_health_check_event",
+                now,
+                appId=inst.app_id,
+                taskId=inst.task_id,
+                instanceId=inst.task_id,
+                healthCheck=check,
+            )
+        if before != healthy:
+            self._publish(
+                "health_status_changed_event",
+                now,
+                appId=inst.app_id,
+                taskId=inst.task_id,
+                instanceId=inst.task_id,
+                version=inst.version,
+                alive=healthy,
+                healthCheck=check,
+            )
+
+    def _terminal(self, inst: Instance, state: str, status: Mapping[str, Any], now: float) -> None:
+        self._remove(inst)
+        if inst.killing:
+            return
+        if state == "TASK_KILLED" and status.get("healthy") is False:
+            self._publish(
+                "unhealthy_task_kill_event",
+                now,
+                appId=inst.app_id,
+                taskId=inst.task_id,
+                instanceId=inst.task_id,
+                version=inst.version,
+                reason=status.get("message") or "health checks failed",
+                host=inst.host,
+                slaveId=inst.agent_id,
+            )
+        rt = self._rt(inst.app_id)
+        rt.last_failure = {
+            "appId": inst.app_id,
+            "host": inst.host,
+            "message": status.get("message", ""),
+            "state": state,
+            "taskId": inst.task_id,
+            "instanceId": inst.task_id,
+            "slaveId": inst.agent_id,
+            "timestamp": iso(now),
+            "version": inst.version,
+        }
+        spec = self.apps.get(inst.app_id)
+        if state in FAILURE_STATES and spec is not None:
+            base = spec["backoffSeconds"]
+            rt.delay = base if rt.delay <= 0 else rt.delay * spec["backoffFactor"]
+            rt.delay = min(rt.delay, spec["maxLaunchDelaySeconds"])
+            rt.delay_until = now + rt.delay
+
+    def _remove(self, inst: Instance) -> None:
+        self.instances.pop(inst.task_id, None)
+        ids = self.by_app.get(inst.app_id)
+        if ids is not None:
+            ids.discard(inst.task_id)
+            if not ids:
+                del self.by_app[inst.app_id]
+        self.dirty.add(("instance", inst.task_id))
+        self._touched.add(inst.app_id)
+
+    def _kill(self, inst: Instance | None, now: float) -> None:
+        if inst is None:
+            return
+        spec = self.apps.get(inst.app_id) or {}
+        if not inst.killing:
+            inst.killing = True
+            self.dirty.add(("instance", inst.task_id))
+        inst.kill_sent_at = now
+        self._touched.add(inst.app_id)
+        self.outbox.append(
+            Kill(inst.task_id, inst.agent_id, spec.get("taskKillGracePeriodSeconds"))
+        )
+
+    # -- the periodic pass -----------------------------------------------------------------
+
+    def tick(self, now: float, full: bool = False) -> None:
+        """Advances deployments and decides kills and wanted launches for the apps touched
+        since the last tick (every app with ``full``, which also runs the timers)."""
+        apps = set(self.apps) | set(self.by_app) if full else self._touched
+        self._touched = set()
+        held = self._held()
+        for app_id in sorted(apps):
+            if app_id in held:
+                self.wanted.pop(app_id, None)
+                continue
+            self._scale(app_id, now, full)
+        moved = self._advance_deployments(now, None if full else apps)
+        held = self._held()
+        for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
+            self._scale(app_id, now, False)
+        demand = any(n > 0 for n in self.wanted.values())
+        starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
+        if demand and (self.suppressed or self._filtered or starved):
+            # Also after idle declines (their long filters would hold the offers back), and
+            # again while launches wait without any offer coming (a lost REVIVE).
+            self.suppressed = self._filtered = False
+            self._last_revive_at = now
+            self.outbox.append(Revive())
+        elif not demand and not self.suppressed and self.framework_id is not None:
+            self.suppressed = True
+            self.outbox.append(Suppress())
+
+    def _held(self) -> set[str]:
+        """Apps whose deployment step has not come yet: left exactly as they are (cached
+        until a deployment is added, removed or moves on)."""
+        if self._held_cache is None:
+            held = set()
+            for d in self.deployments.values():
+                for i, step in enumerate(d.steps):
+                    if i > d.current:
+                        held.update(a["app"] for a in step)
+            self._held_cache = held
+        return self._held_cache
+
+    def _is_healthy(self, inst: Instance, spec: Mapping[str, Any]) -> bool:
+        return (
+            inst.state == "TASK_RUNNING"
+            and inst.unreachable_since is None
+            and (not spec.get("healthChecks") or inst.healthy is True)
+        )
+
+    def _inactive(self, inst: Instance, spec: Mapping[str, Any] | None, now: float) -> bool:
+        if inst.unreachable_since is None:
+            return False
+        strategy = (spec or {}).get("unreachableStrategy", "disabled")
+        after = 0 if strategy == "disabled" else strategy["inactiveAfterSeconds"]
+        return now - inst.unreachable_since >= after
+
+    def _scale(self, app_id: str, now: float, timers: bool) -> None:
+        spec = self.apps.get(app_id)
+        instances = self.app_instances(app_id)
+        if spec is None:  # deleted: every instance goes
+            self.wanted.pop(app_id, None)
+            for inst in instances:
+                if not inst.killing or now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
+                    self._kill(inst, now)
+            return
+        for inst in instances:
+            if timers:
+                self._timers(inst, spec, now)
+        instances = self.app_instances(app_id)
+        target = spec["instances"]
+        config = spec["versionInfo"]["lastConfigChangeAt"]
+        active = [i for i in instances if not i.killing and not self._inactive(i, spec, now)]
+        new = [i for i in active if i.config_version == config]
+        old = [i for i in active if i.config_version != config]
+        healthy = sum(1 for i in active if self._is_healthy(i, spec))
+        strategy = spec["upgradeStrategy"]
+        min_healthy = math.ceil(target * strategy["minimumHealthCapacity"])
+        max_capacity = max(target, math.floor(target * (1 + strategy["maximumOverCapacity"])))
+        for inst in self._kill_order(old, spec):
+            if len(old) == 0:
+                break
+            if not self._is_healthy(inst, spec):
+                self._kill(inst, now)
+                old.remove(inst)
+            elif healthy - 1 >= min_healthy or len(new) + len(old) > max_capacity:
+                self._kill(inst, now)
+                old.remove(inst)
+                healthy -= 1
+        if len(new) > target:
+            for inst in self._kill_order(new, spec)[: len(new) - target]:
+                self._kill(inst, now)
+            new = new[:target]
+        want = target - len(new)
+        if old:
+            want = min(want, max_capacity - len(new) - len(old))
+        want = max(0, want)
+        rt = self._rt(app_id)
+        if want > 0:
+            self.wanted[app_id] = want
+            if rt.queued_since is None:
+                rt.queued_since = now
+        else:
+            self.wanted.pop(app_id, None)
+            rt.queued_since = None
+
+    def _timers(self, inst: Instance, spec: Mapping[str, Any], now: float) -> None:
+        if inst.killing and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
+            self._kill(inst, now)
+        if inst.unreachable_since is not None:
+            strategy = spec.get("unreachableStrategy", "disabled")
+            expunge = 0 if strategy == "disabled" else strategy["expungeAfterSeconds"]
+            if now - inst.unreachable_since >= expunge:
+                self._remove(inst)  # expunged; if it ever comes back it is killed as unknown
+        elif (
+            inst.state == "TASK_STAGING" and now - inst.staged_at > self.config.task_launch_timeout
+        ):
+            self._kill(inst, now)
+            self._remove(inst)
+
+    def _kill_order(self, instances: list[Instance], spec: Mapping[str, Any]) -> list[Instance]:
+        """Which to kill first: unreachable, then not yet running, then unhealthy, then by
+        the app's killSelection (YOUNGEST_FIRST: latest staged first)."""
+        youngest = spec.get("killSelection", "YOUNGEST_FIRST") == "YOUNGEST_FIRST"
+
+        def key(i: Instance) -> tuple[int, int, int, float]:
+            return (
+                0 if i.unreachable_since is not None else 1,
+                0 if i.state != "TASK_RUNNING" else 1,
+                0 if i.healthy is False else 1,
+                -i.staged_at if youngest else i.staged_at,
+            )
+
+        return sorted(instances, key=key)
+
+    def _advance_deployments(self, now: float, apps: set[str] | None) -> set[str]:
+        """Moves deployments past finished steps (only those acting on ``apps`` unless
+        None); returns the apps of the steps now current."""
+        moved: set[str] = set()
+        candidates = self.deployments.values() if apps is None else self.locking_deployments(apps)
+        for d in list(candidates):
+            while d.current < len(d.steps) and all(
+                self._done(a, d, now) for a in d.steps[d.current]
+            ):
+                d.current += 1
+                self._held_cache = None
+                self.dirty.add(("deployment", d.id))
+                self._publish("deployment_step_success", now, plan=d.plan_json())
+                if d.current < len(d.steps):
+                    moved.update(a["app"] for a in d.steps[d.current])
+                if d.current < len(d.steps):
+                    self._publish("deployment_info", now, plan=d.plan_json(), currentStep=None)
+            if d.current >= len(d.steps):
+                self._drop_deployment(d)
+                self._publish("deployment_success", now, id=d.id, plan=d.plan_json())
+                for app_id, spec in d.target.items():
+                    if spec is not None:
+                        self._publish(
+                            "group_change_success", now, groupId=_parent(app_id), version=d.version
+                        )
+        return moved
+
+    def _done(self, action: Mapping[str, str], d: Deployment, now: float) -> bool:
+        app_id, kind = action["app"], action["action"]
+        if kind == "StartApplication":
+            return True
+        if kind == "StopApplication":
+            if app_id in self.apps:
+                return True  # re-created since: nothing left to stop
+            if self.by_app.get(app_id):
+                return False
+            if app_id in self._stopping:
+                self._stopping.discard(app_id)
+                for version in self.versions.pop(app_id, {}):
+                    self.dirty.add(("appver", f"{app_id} {version}"))
+                self.runtime.pop(app_id, None)
+                self.wanted.pop(app_id, None)
+                self._publish("app_terminated_event", now, appId=app_id)
+            return True
+        return self.converged(app_id, now)
+
+    def converged(self, app_id: str, now: float) -> bool:
+        """Whether an app runs exactly its target: the wanted number of instances, all of
+        the current configuration, all healthy, none being killed."""
+        spec = self.apps.get(app_id)
+        if spec is None:
+            return not self.by_app.get(app_id)
+        config = spec["versionInfo"]["lastConfigChangeAt"]
+        count = 0
+        for inst in self.app_instances(app_id):
+            if self._inactive(inst, spec, now):
+                continue
+            if inst.killing or inst.config_version != config or not self._is_healthy(inst, spec):
+                return False
+            count += 1
+        return count == spec["instances"]
+
+    # -- offers ----------------------------------------------------------------------------
+
+    def offers(self, offers: list[dict[str, Any]], now: float) -> None:
+        """Places wanted instances on offers; what is not used is declined."""
+        self._last_offer_at = now
+        any_wanted = any(n > 0 for n in self.wanted.values())
+        held = self._held()
+        order = [
+            a
+            for a, n in self.wanted.items()
+            if n > 0 and a in self.apps and a not in held and self._rt(a).delay_until <= now
+        ]
+        for offer in offers:
+            launched: list[dict[str, Any]] = []
+            if order:
+                launched = self._fill(offer, order, now)
+                order = [a for a in order if self.wanted.get(a, 0) > 0]
+            if launched:
+                self.outbox.append(
+                    Launch(offer["id"]["value"], offer["agent_id"]["value"], launched)
+                )
+            else:
+                demand = bool(order) or any_wanted
+                refuse = REFUSE_WHEN_UNFIT if demand else REFUSE_WHEN_IDLE
+                self._filtered = self._filtered or not demand
+                self.outbox.append(Decline([offer["id"]["value"]], refuse))
+
+    def _fill(self, offer: dict[str, Any], order: list[str], now: float) -> list[dict[str, Any]]:
+        pool = _Pool(offer, self.rng)
+        hostname = offer.get("hostname", "")
+        attributes = attributes_of(offer)
+        ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
+        tasks: list[dict[str, Any]] = []
+        # The least any waiting app needs: once the offer has less, nobody fits any more.
+        least = {n: min(float(self.apps[a][n]) for a in order) for n in ("cpus", "mem")}
+        for app_id in order:
+            if any(pool.total(n) + 1e-9 < least[n] for n in least):
+                break
+            spec = self.apps[app_id]
+            rt = self._rt(app_id)
+            used = False
+            while self.wanted.get(app_id, 0) > 0:
+                reason = self._violation(spec, hostname, attributes, now)
+                taken = None if reason else pool.take(spec)
+                if taken is None:
+                    reason = reason or pool.shortfall
+                    rt.rejects[reason] = rt.rejects.get(reason, 0) + 1
+                    break
+                resources, ports = taken
+                inst = self._instance(spec, offer, hostname, ip, attributes, ports, now)
+                tasks.append(_task_info(spec, inst, resources))
+                self.wanted[app_id] -= 1
+                used = True
+            rt.processed_offers += 1
+            if used:
+                rt.last_used_at = now
+            else:
+                rt.unused_offers += 1
+                rt.last_unused_at = now
+        return tasks
+
+    def _violation(
+        self, spec: Mapping[str, Any], hostname: str, attributes: Mapping[str, str], now: float
+    ) -> str | None:
+        if not spec["constraints"]:
+            return None
+        placed = [
+            (i.host, i.attributes)
+            for i in self.app_instances(spec["id"])
+            if not i.killing and not self._inactive(i, spec, now)
+        ]
+        if first_violation(spec["constraints"], hostname, attributes, placed):
+            return "UnfulfilledConstraint"
+        return None
+
+    def _instance(
+        self,
+        spec: Mapping[str, Any],
+        offer: Mapping[str, Any],
+        hostname: str,
+        ip: str,
+        attributes: dict[str, str],
+        ports: list[int],
+        now: float,
+    ) -> Instance:
+        app_id = spec["id"]
+        task_id = f"{app_id.strip('/').replace('/', '_')}.instance-{uuid.uuid4()}._app.1"
+        inst = Instance(
+            task_id=task_id,
+            app_id=app_id,
+            version=spec["version"],
+            config_version=spec["versionInfo"]["lastConfigChangeAt"],
+            agent_id=offer["agent_id"]["value"],
+            host=hostname,
+            ip=ip,
+            attributes=attributes,
+            ports=ports,
+            staged_at=now,
+        )
+        self.instances[task_id] = inst
+        self.by_app.setdefault(app_id, set()).add(task_id)
+        self.dirty.add(("instance", task_id))
+        return inst
+
+    # -- views -----------------------------------------------------------------------------
+
+    def queue(self, now: float) -> list[dict[str, Any]]:
+        """``/v2/queue``: apps waiting for launches, with their delay and why offers did
+        not fit."""
+        out = []
+        held = self._held()
+        for app_id, count in sorted(self.wanted.items()):
+            spec = self.apps.get(app_id)
+            if spec is None or count <= 0:
+                continue
+            rt = self._rt(app_id)
+            left = max(0.0, rt.delay_until - now)
+            reasons = [{"reason": r, "declined": n, "processed": n} for r, n in rt.rejects.items()]
+            if left > 0:
+                reasons.append({"reason": "Delayed", "declined": 0, "processed": 0})
+            if app_id in held:
+                reasons.append({"reason": "WaitingForDependencies", "declined": 0, "processed": 0})
+            out.append(
+                {
+                    "app": spec,
+                    "count": count,
+                    "delay": {"timeLeftSeconds": round(left, 3), "overdue": left <= 0},
+                    "since": iso(rt.queued_since or now),
+                    "processedOffersSummary": {
+                        "processedOffersCount": rt.processed_offers,
+                        "unusedOffersCount": rt.unused_offers,
+                        "lastUnusedOfferAt": iso(rt.last_unused_at),
+                        "lastUsedOfferAt": iso(rt.last_used_at),
+                        "rejectSummaryLastOffers": reasons,
+                    },
+                    "lastUnusedOffers": [],
+                }
+            )
+        return out
+
+    def task_json(self, inst: Instance) -> dict[str, Any]:
+        spec = self.apps.get(inst.app_id) or {}
+        results = []
+        if spec.get("healthChecks") and inst.healthy is not None:
+            results.append(
+                {
+                    "alive": inst.healthy,
+                    "consecutiveFailures": inst.consecutive_failures,
+                    "firstSuccess": iso(inst.first_success),
+                    "lastFailure": iso(inst.last_failure),
+                    "lastSuccess": iso(inst.last_success),
+                    "lastFailureCause": inst.last_failure_cause,
+                    "taskId": inst.task_id,
+                    "instanceId": inst.task_id,
+                }
+            )
+        state = "TASK_KILLING" if inst.killing else inst.state
+        return {
+            "id": inst.task_id,
+            "appId": inst.app_id,
+            "host": inst.host,
+            "ports": inst.ports,
+            "servicePorts": [p["port"] for p in spec.get("portDefinitions", ())],
+            "slaveId": inst.agent_id,
+            "stagedAt": iso(inst.staged_at),
+            "startedAt": iso(inst.started_at),
+            "version": inst.version,
+            "state": state,
+            "ipAddresses": [{"ipAddress": inst.ip, "protocol": "IPv4"}],
+            "healthCheckResults": results,
+            "localVolumes": [],
+            "role": spec.get("role", self.config.role),
+        }
+
+    def counts(self, app_id: str) -> dict[str, int]:
+        spec = self.apps.get(app_id) or {}
+        out = {"tasksStaged": 0, "tasksRunning": 0, "tasksHealthy": 0, "tasksUnhealthy": 0}
+        for inst in self.app_instances(app_id):
+            if inst.state == "TASK_RUNNING":
+                out["tasksRunning"] += 1
+            elif inst.state in ("TASK_STAGING", "TASK_STARTING"):
+                out["tasksStaged"] += 1
+            if spec.get("healthChecks"):
+                if inst.healthy is True:
+                    out["tasksHealthy"] += 1
+                elif inst.healthy is False:
+                    out["tasksUnhealthy"] += 1
+        return out
+
+    def app_json(self, app_id: str, embed: set[str]) -> dict[str, Any]:
+        """An app as ``GET /v2/apps`` shows it; ``embed`` holds ``tasks``, ``counts``,
+        ``deployments``, ``lastTaskFailure``, ``taskStats`` (without the ``apps.`` prefix)."""
+        out = dict(self.apps[app_id])
+        out.update(self.counts(app_id))
+        out["deployments"] = [{"id": d.id} for d in self.locking_deployments([app_id])]
+        if "tasks" in embed:
+            out["tasks"] = [self.task_json(i) for i in self.app_instances(app_id)]
+        if "lastTaskFailure" in embed or "failures" in embed:
+            failure = self._rt(app_id).last_failure
+            if failure is not None:
+                out["lastTaskFailure"] = failure
+        if "taskStats" in embed:
+            c = self.counts(app_id)
+            counts = {
+                "staged": c["tasksStaged"],
+                "running": c["tasksRunning"],
+                "healthy": c["tasksHealthy"],
+                "unhealthy": c["tasksUnhealthy"],
+            }
+            out["taskStats"] = {"totalSummary": {"stats": {"counts": counts}}}
+        if "readiness" in embed:
+            out["readinessCheckResults"] = []
+        return out
+
+
+class _Pool:
+    """An offer's resources as they are handed out, by role (``*`` or the framework's)."""
+
+    def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
+        self.rng = rng
+        # (template, [amount left], role) per scalar resource of the offer, by name
+        self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
+        self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
+        for r in offer.get("resources", ()):
+            template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
+            if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
+                entry = (template, [float(r["scalar"]["value"])], self._role(template))
+                self.scalars.setdefault(r["name"], []).append(entry)
+            elif r.get("type") == "RANGES" and r.get("name") == "ports":
+                spans = [[int(x["begin"]), int(x["end"])] for x in r["ranges"].get("range", [])]
+                self.ranges.append((template, spans))
+        self.shortfall = ""
+
+    def total(self, name: str) -> float:
+        """What is left of a scalar, all roles together."""
+        return sum(v[0] for _, v, _ in self.scalars.get(name, ()))
+
+    @staticmethod
+    def _role(template: Mapping[str, Any]) -> str:
+        reservations = template.get("reservations") or []
+        if reservations:
+            return reservations[-1].get("role", "*")
+        return template.get("role") or "*"
+
+    def take(self, spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
+        """Resources (and host ports) for one instance, or None (``shortfall`` says what
+        was missing)."""
+        roles = set(spec["acceptedResourceRoles"])
+        plan: list[tuple[list[float], float, dict[str, Any]]] = []
+        for name in SCALARS:
+            need = float(spec[name])
+            if need <= 0:
+                continue
+            pieces = [(t, v) for t, v, role in self.scalars.get(name, ()) if role in roles]
+            if sum(v[0] for _, v in pieces) + 1e-9 < need:
+                self.shortfall = f"Insufficient{name.capitalize() if name != 'mem' else 'Memory'}"
+                return None
+            for t, v in pieces:
+                amount = min(need, v[0])
+                if amount > 0:
+                    plan.append((v, amount, t))
+                    need -= amount
+                if need <= 1e-9:
+                    break
+        port_plan = self._ports(spec, roles)
+        if port_plan is None:
+            self.shortfall = "InsufficientPorts"
+            return None
+        resources = []
+        for holder, amount, template in plan:
+            holder[0] -= amount
+            resources.append({**template, "scalar": {"value": round(amount, 6)}})
+        ports = []
+        for template, spans, port in port_plan:
+            _remove_port(spans, port)
+            resources.append({**template, "ranges": {"range": [{"begin": port, "end": port}]}})
+            ports.append(port)
+        return resources, ports
+
+    def _random_port(self, begin: int, end: int, chosen: set[int]) -> int | None:
+        """A free port of ``[begin, end]``, picked at random like Marathon does (the low
+        end of a range is where other software on the host tends to sit)."""
+        for _ in range(8):
+            port = self.rng.randint(begin, end)
+            if port not in chosen:
+                return port
+        return next((p for p in range(begin, end + 1) if p not in chosen), None)
+
+    def _ports(
+        self, spec: Mapping[str, Any], roles: set[str]
+    ) -> list[tuple[dict[str, Any], list[list[int]], int]] | None:
+        out: list[tuple[dict[str, Any], list[list[int]], int]] = []
+        chosen: set[int] = set()
+        pools = [(t, s) for t, s in self.ranges if self._role(t) in roles]
+        for pd in spec["portDefinitions"]:
+            wanted = pd["port"] if spec["requirePorts"] else 0
+            found = None
+            for t, spans in pools:
+                for begin, end in spans:
+                    if wanted:
+                        if begin <= wanted <= end and wanted not in chosen:
+                            found = (t, spans, wanted)
+                            break
+                        continue
+                    port = self._random_port(begin, end, chosen)
+                    if port is not None:
+                        found = (t, spans, port)
+                        break
+                if found:
+                    break
+            if found is None:
+                return None
+            chosen.add(found[2])
+            out.append(found)
+        return out
+
+
+def _remove_port(spans: list[list[int]], port: int) -> None:
+    for i, (begin, end) in enumerate(spans):
+        if begin <= port <= end:
+            pieces = [[begin, port - 1]] if begin < port else []
+            if port < end:
+                pieces.append([port + 1, end])
+            spans[i : i + 1] = pieces
+            return
+
+
+def _task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) -> dict[str, Any]:
+    """The Mesos TaskInfo for one instance (command executor)."""
+    env = dict(spec["env"])
+    env.update(
+        {
+            "HOST": inst.host,
+            "MARATHON_APP_ID": inst.app_id,
+            "MARATHON_APP_VERSION": inst.version,
+            "MARATHON_APP_RESOURCE_CPUS": str(spec["cpus"]),
+            "MARATHON_APP_RESOURCE_MEM": str(spec["mem"]),
+            "MARATHON_APP_RESOURCE_DISK": str(spec["disk"]),
+            "MARATHON_APP_RESOURCE_GPUS": str(spec["gpus"]),
+            "MARATHON_APP_LABELS": " ".join(spec["labels"]),
+            "MESOS_TASK_ID": inst.task_id,
+        }
+    )
+    for k, v in spec["labels"].items():
+        env[f"MARATHON_APP_LABEL_{_env_name(k)}"] = v
+    if inst.ports:
+        env["PORTS"] = ",".join(str(p) for p in inst.ports)
+        env["PORT"] = str(inst.ports[0])
+    for i, (port, pd) in enumerate(zip(inst.ports, spec["portDefinitions"], strict=False)):
+        env[f"PORT{i}"] = str(port)
+        if pd["port"]:
+            env[f"PORT_{pd['port']}"] = str(port)
+        if pd.get("name"):
+            env[f"PORT_{_env_name(pd['name'])}"] = str(port)
+    command: dict[str, Any] = {
+        "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
+        "uris": [
+            {
+                "value": f["uri"],
+                "executable": f["executable"],
+                "extract": f["extract"],
+                "cache": f["cache"],
+                **({"output_file": f["outputFile"]} if f.get("outputFile") else {}),
+            }
+            for f in spec["fetch"]
+        ],
+    }
+    if spec["cmd"]:
+        command.update({"shell": True, "value": spec["cmd"]})
+    else:
+        command.update({"shell": False, "value": spec["args"][0], "arguments": spec["args"]})
+    task: dict[str, Any] = {
+        "name": ".".join(reversed(inst.app_id.strip("/").split("/"))),
+        "task_id": {"value": inst.task_id},
+        "agent_id": {"value": inst.agent_id},
+        "resources": resources,
+        "command": command,
+        "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
+    }
+    if spec["healthChecks"]:
+        task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
+    grace = spec.get("taskKillGracePeriodSeconds")
+    if grace is not None:
+        task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
+    return task
+
+
+def _env_name(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).upper()
+
+
+def _mesos_health_check(hc: Mapping[str, Any], ports: list[int]) -> dict[str, Any]:
+    """Marathon's health check as the Mesos HealthCheck the agent's executor runs."""
+    out: dict[str, Any] = {
+        "delay_seconds": hc["delaySeconds"],
+        "interval_seconds": hc["intervalSeconds"],
+        "timeout_seconds": hc["timeoutSeconds"],
+        "consecutive_failures": hc["maxConsecutiveFailures"],
+        "grace_period_seconds": hc["gracePeriodSeconds"],
+    }
+    protocol = hc["protocol"].removeprefix("MESOS_")
+    if protocol == "COMMAND":
+        out.update({"type": "COMMAND", "command": {"shell": True, "value": hc["command"]["value"]}})
+        return out
+    port = hc.get("port") or ports[hc.get("portIndex", 0)]
+    if protocol == "TCP":
+        out.update({"type": "TCP", "tcp": {"port": port}})
+    else:
+        scheme = "https" if protocol == "HTTPS" else "http"
+        out.update({"type": "HTTP", "http": {"port": port, "path": hc["path"], "scheme": scheme}})
+        if hc.get("ignoreHttp1xx"):
+            out["http"]["statuses"] = list(range(100, 400))
+    return out
+
+
+def _under(app_id: str, group_id: str) -> bool:
+    group_id = group_id.rstrip("/")
+    return group_id == "" or app_id.startswith(group_id + "/")
+
+
+def _parent(app_id: str) -> str:
+    return app_id.rsplit("/", 1)[0] or "/"
+
+
+def invalid_body(e: Invalid) -> dict[str, Any]:
+    return {"message": e.message, "details": e.details}

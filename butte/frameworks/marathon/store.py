@@ -1,0 +1,137 @@
+"""The stores of the planner's records: `SqliteStore`, one SQLite file under ``--work_dir``
+(the default), and `ZooKeeperStore` (``--zk``).
+
+One table of (kind, key) -> JSON value; `write` applies a batch of changes in one
+transaction (WAL journal: a write survives a crash of the process once `write` returned).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+
+class SqliteStore:
+    """See the module docstring."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: durable against a crash of this process (not of the machine).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS records ("
+            "kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+            "PRIMARY KEY (kind, key))"
+        )
+
+    def load(self) -> Iterator[tuple[str, str, Any]]:
+        """Every record; apps before the instances and deployments that refer to them."""
+        order = {"meta": 0, "app": 1, "appver": 2, "group": 3, "groupver": 4}
+        rows = self._db.execute("SELECT kind, key, value FROM records").fetchall()
+        rows.sort(key=lambda r: order.get(r[0], 9))
+        for kind, key, value in rows:
+            yield kind, key, json.loads(value)
+
+    def write(self, changes: Iterable[tuple[str, str, Any]]) -> None:
+        """Applies (kind, key, value) changes atomically; a value of None deletes."""
+        changes = list(changes)
+        if not changes:
+            return
+        cur = self._db.cursor()
+        cur.execute("BEGIN")
+        try:
+            for kind, key, value in changes:
+                if value is None:
+                    cur.execute("DELETE FROM records WHERE kind=? AND key=?", (kind, key))
+                else:
+                    cur.execute(
+                        "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
+                        (kind, key, json.dumps(value, separators=(",", ":"))),
+                    )
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class ZooKeeperStore:
+    """The same records in ZooKeeper (``--zk``), one znode per record::
+
+        <path>/state/<kind>/<url-quoted key>    JSON value
+
+    Only the leader writes. Each write is one transaction per 500 records that also checks
+    the leader's own election node (the fence, version 0): once that node is gone no write
+    succeeds, whatever the client library believes about its session.
+    """
+
+    KINDS = ("meta", "app", "appver", "group", "groupver", "instance", "deployment")
+    _MAX_OPS = 500
+
+    def __init__(self, client: Any, path: str, fence: Callable[[], str | None]) -> None:
+        self.client = client
+        self.root = f"{path.rstrip('/')}/state"
+        self._fence = fence
+        self._exists: set[str] = set()
+
+    def _path(self, kind: str, key: str) -> str:
+        return f"{self.root}/{kind}/{quote(key, safe='')}"
+
+    def load(self) -> Iterator[tuple[str, str, Any]]:
+        """Every record (reads pipelined: one request per record, not one round trip)."""
+        for kind in self.KINDS:
+            self.client.ensure_path(f"{self.root}/{kind}")
+        out = []
+        for kind in self.KINDS:
+            names = self.client.get_children(f"{self.root}/{kind}")
+            pending = [
+                (name, self.client.get_async(f"{self.root}/{kind}/{name}")) for name in names
+            ]
+            for name, result in pending:
+                data, _ = result.get()
+                self._exists.add(f"{self.root}/{kind}/{name}")
+                out.append((kind, unquote(name), json.loads(data)))
+        return iter(out)
+
+    def write(self, changes: Iterable[tuple[str, str, Any]]) -> None:
+        changes = list(changes)
+        fence = self._fence()
+        if fence is None:
+            raise RuntimeError("not leading: no election node to fence the write with")
+        for start in range(0, len(changes), self._MAX_OPS):
+            txn = self.client.transaction()
+            txn.check(fence, 0)
+            touched = []
+            for kind, key, value in changes[start : start + self._MAX_OPS]:
+                path = self._path(kind, key)
+                if value is None:
+                    if path in self._exists:
+                        txn.delete(path)
+                        touched.append((path, False))
+                    continue
+                data = json.dumps(value, separators=(",", ":")).encode()
+                if path in self._exists:
+                    txn.set_data(path, data)
+                else:
+                    txn.create(path, data)
+                touched.append((path, True))
+            results = txn.commit()
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                raise RuntimeError(f"ZooKeeper write failed (fenced or lost?): {failed[0]!r}")
+            for path, exists in touched:
+                if exists:
+                    self._exists.add(path)
+                else:
+                    self._exists.discard(path)
+
+    def close(self) -> None:
+        pass

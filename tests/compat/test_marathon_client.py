@@ -1,0 +1,411 @@
+"""The unmodified PyPI ``marathon`` client (0.13.0) against ``butte marathon`` on a real
+butte cluster (one master, two agents, real tasks).
+
+The client's JSON encoder uses ``collections.Iterable``, which Python 3.10 removed; the alias
+is restored here (the package itself is not touched) so that it can encode nested objects.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from butte.testing.cluster import start_cluster
+from butte.testing.marathon import MarathonHandle, start_marathon
+from butte.testing.require import require_module
+
+marathon = require_module("marathon")
+from marathon.exceptions import ConflictError, MarathonHttpError, NotFoundError  # noqa: E402
+from marathon.models import MarathonApp, MarathonGroup  # noqa: E402
+
+collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
+
+pytestmark = [pytest.mark.compat, pytest.mark.integration]
+
+SLEEP = "sleep 600"
+
+
+class Env:
+    """The module's cluster, marathon and client, plus every event seen on /v2/events."""
+
+    def __init__(self, cluster, m: MarathonHandle) -> None:
+        self.cluster = cluster
+        self.m = m
+        self.client = marathon.MarathonClient(m.url, timeout=20)
+        self.events: list = []
+        self._thread = threading.Thread(target=self._read_events, daemon=True)
+        self._thread.start()
+
+    def _read_events(self) -> None:
+        sse = marathon.MarathonClient(self.m.url)
+        try:
+            for event in sse.event_stream():
+                self.events.append(event)
+        except Exception:  # the stream ends when marathon stops
+            pass
+
+    def event_types(self) -> set[str]:
+        return {e.event_type for e in list(self.events)}
+
+    def wait(self, predicate, timeout: float = 60.0, what: str = ""):
+        return self.m.wait_until(predicate, timeout, what)
+
+    def settled(self, app_id: str, running: int, healthy: int | None = None) -> bool:
+        app = self.client.get_app(app_id)
+        if app.deployments or app.tasks_running != running:
+            return False
+        return healthy is None or app.tasks_healthy == healthy
+
+    def master_tasks(self, app_prefix: str) -> list[dict]:
+        """Active tasks of this framework in the master's state whose id starts so."""
+        state = self.cluster.state()
+        out = []
+        for fw in state["frameworks"]:
+            for t in fw["tasks"]:
+                if t["id"].startswith(app_prefix) and t["state"] in (
+                    "TASK_STAGING",
+                    "TASK_STARTING",
+                    "TASK_RUNNING",
+                    "TASK_KILLING",
+                ):
+                    out.append(t)
+        return out
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Iterator[Env]:
+    path = tmp_path_factory.mktemp("marathon-compat")
+    with start_cluster(path / "cluster", agents=2) as cluster:
+        with start_marathon(cluster.master_address, path) as m:
+            yield Env(cluster, m)
+
+
+def test_info_leader_ping_metrics(env: Env):
+    c = env.client
+    assert c.ping().strip() == b"pong"
+    info = c.get_info()
+    assert info.name == "marathon" and info.framework_id
+    assert info.marathon_config.master == env.cluster.master_address
+    assert c.get_leader() == {"leader": f"127.0.0.1:{env.m.port}"}
+    metrics = c.get_metrics()
+    assert "marathon.apps.active.gauge" in metrics["gauges"]
+    frameworks = [f for f in env.cluster.state()["frameworks"] if f["name"] == "marathon"]
+    assert frameworks and frameworks[0]["checkpoint"] is True
+
+
+def test_app_lifecycle(env: Env):
+    c = env.client
+    created = c.create_app("/life/web", MarathonApp(cmd=SLEEP, cpus=0.05, mem=16, instances=2))
+    assert created.id == "/life/web" and created.deployments
+    env.wait(lambda: env.settled("/life/web", 2), what="2 running")
+    app = c.get_app("/life/web", embed_tasks=True)
+    first_ids = {t.id for t in app.tasks}
+    assert len(first_ids) == 2 and all(t.state == "TASK_RUNNING" for t in app.tasks)
+    assert all(t.ports and t.host for t in app.tasks)
+    assert {t["id"] for t in env.master_tasks("life_web.")} == first_ids
+    listed = c.list_apps(embed_tasks=True)
+    assert [len(a.tasks) for a in listed if a.id == "/life/web"] == [2]
+
+    c.scale_app("/life/web", instances=3)
+    env.wait(lambda: env.settled("/life/web", 3), what="scaled to 3")
+    scaled_ids = {t.id for t in c.list_tasks("/life/web")}
+    assert first_ids < scaled_ids  # scaling keeps the running instances
+
+    c.restart_app("/life/web")
+    env.wait(
+        lambda: (
+            env.settled("/life/web", 3)
+            and not {t.id for t in c.list_tasks("/life/web")} & scaled_ids
+        ),
+        what="restarted",
+    )
+    versions = c.list_versions("/life/web")
+    assert len(versions) >= 3 and versions == sorted(versions, reverse=True)
+    oldest = c.get_version("/life/web", versions[-1])
+    assert oldest.instances == 2 and oldest.cmd == SLEEP
+
+    c.update_app("/life/web", MarathonApp(cmd="sleep 601"))
+    env.wait(lambda: env.settled("/life/web", 3), what="updated")
+    assert c.get_app("/life/web").cmd == "sleep 601"
+    c.rollback_app("/life/web", versions[-1])
+    env.wait(lambda: env.settled("/life/web", 2), what="rolled back")
+    assert c.get_app("/life/web").cmd == SLEEP
+
+    # kill without scale: replaced; kill with scale: one fewer
+    victim = c.list_tasks("/life/web")[0].id
+    killed = c.kill_task("/life/web", victim)
+    assert killed.id == victim
+    env.wait(
+        lambda: (
+            env.settled("/life/web", 2) and victim not in {t.id for t in c.list_tasks("/life/web")}
+        ),
+        what="replaced",
+    )
+    victim = c.list_tasks("/life/web")[0].id
+    c.kill_task("/life/web", victim, scale=True)
+    env.wait(lambda: env.settled("/life/web", 1), what="killed and scaled")
+    assert c.get_app("/life/web").instances == 1
+    assert c.kill_given_tasks([c.list_tasks("/life/web")[0].id], scale=True)
+    env.wait(lambda: env.settled("/life/web", 0), what="scaled to 0")
+
+    c.delete_app("/life/web")
+    env.wait(lambda: not [a for a in c.list_apps() if a.id == "/life/web"], what="deleted")
+    env.wait(lambda: not env.master_tasks("life_web."), what="tasks gone")
+    with pytest.raises(NotFoundError):
+        c.get_app("/life/web")
+    env.wait(
+        lambda: (
+            {
+                "deployment_info",
+                "deployment_success",
+                "status_update_event",
+                "app_terminated_event",
+                "deployment_step_success",
+            }
+            <= env.event_types()
+        ),
+        what="events",
+    )
+
+
+def test_health_checks_and_replacement(env: Env):
+    c = env.client
+    healthy = {
+        "protocol": "MESOS_HTTP",
+        "path": "/",
+        "portIndex": 0,
+        "gracePeriodSeconds": 30,
+        "intervalSeconds": 1,
+        "timeoutSeconds": 1,
+        "delaySeconds": 0,
+    }
+    cmd = "exec python3 -m http.server --bind 127.0.0.1 $PORT0"
+    c.create_app(
+        "/hc/ok", MarathonApp(cmd=cmd, cpus=0.05, mem=32, instances=2, health_checks=[healthy])
+    )
+    env.wait(lambda: env.settled("/hc/ok", 2, healthy=2), what="2 healthy")
+    task = c.list_tasks("/hc/ok")[0]
+    assert task.health_check_results and task.health_check_results[0].alive is True
+
+    failing = {
+        "protocol": "COMMAND",
+        "command": {"value": "test -e does-not-exist"},
+        "gracePeriodSeconds": 0,
+        "intervalSeconds": 1,
+        "timeoutSeconds": 1,
+        "delaySeconds": 0,
+        "maxConsecutiveFailures": 2,
+    }
+    c.create_app(
+        "/hc/bad", MarathonApp(cmd=SLEEP, cpus=0.05, mem=16, instances=1, health_checks=[failing])
+    )
+    first = env.wait(lambda: c.list_tasks("/hc/bad"), what="launched")[0].id
+    # The agent's health checker kills it; marathon replaces it with a new task.
+    env.wait(
+        lambda: [t for t in c.list_tasks("/hc/bad") if t.id != first],
+        what="unhealthy task replaced",
+    )
+    env.wait(
+        lambda: (
+            {
+                "health_status_changed_event",
+                "unhealthy_task_kill_event",
+                "failed_health_check_event",
+            }
+            <= env.event_types()
+        ),
+        what="health events",
+    )
+    assert c.get_app("/hc/bad").deployments  # never healthy: the deployment stays open
+    c.delete_app("/hc/bad", force=True)
+    c.delete_app("/hc/ok")
+    env.wait(lambda: not env.master_tasks("hc_"), what="hc tasks gone")
+
+
+def test_groups(env: Env):
+    c = env.client
+    group = MarathonGroup(
+        id="/shop",
+        apps=[
+            MarathonApp(id="db", cmd=SLEEP, cpus=0.05, mem=16, instances=1),
+            MarathonApp(
+                id="web", cmd=SLEEP, cpus=0.05, mem=16, instances=1, dependencies=["/shop/db"]
+            ),
+        ],
+        groups=[
+            MarathonGroup(
+                id="/shop/admin",
+                apps=[MarathonApp(id="ui", cmd=SLEEP, cpus=0.05, mem=16, instances=1)],
+            )
+        ],
+    )
+    result = c.create_group(group)
+    assert result["deploymentId"]
+    deployment = [d for d in c.list_deployments() if d.id == result["deploymentId"]]
+    if deployment:  # dependency order: db is in an earlier step than web
+        steps = [[a.app for a in s.actions] for s in deployment[0].steps]
+        db_step = next(i for i, s in enumerate(steps) if "/shop/db" in s and i > 0)
+        web_step = next(i for i, s in enumerate(steps) if "/shop/web" in s and i > 0)
+        assert db_step < web_step
+    env.wait(
+        lambda: all(env.settled(a, 1) for a in ("/shop/db", "/shop/web", "/shop/admin/ui")),
+        what="group up",
+    )
+    got = c.get_group("/shop")
+    assert sorted(a.id for a in got.apps) == ["/shop/db", "/shop/web"]
+    assert [g.id for g in got.groups] == ["/shop/admin"]
+    assert "/shop" in [g.id for g in c.list_groups()]
+
+    c.scale_group("/shop", 2)
+    env.wait(
+        lambda: all(env.settled(a, 2) for a in ("/shop/db", "/shop/web", "/shop/admin/ui")),
+        what="scaled x2",
+    )
+    c.update_group(
+        "/shop/admin",
+        MarathonGroup(
+            apps=[MarathonApp(id="/shop/admin/api", cmd=SLEEP, cpus=0.05, mem=16, instances=1)]
+        ),
+    )
+    env.wait(
+        lambda: (
+            env.settled("/shop/admin/api", 1)
+            and "/shop/admin/ui" not in [a.id for a in c.list_apps()]
+        ),
+        what="group updated",
+    )
+    c.delete_group("/shop")
+    env.wait(
+        lambda: not [a for a in c.list_apps() if a.id.startswith("/shop/")], what="group deleted"
+    )
+    env.wait(lambda: not env.master_tasks("shop_"), what="shop tasks gone")
+    with pytest.raises(NotFoundError):
+        c.get_group("/shop")
+
+
+def test_deployment_conflict_force_and_rollback(env: Env):
+    c = env.client
+    never_healthy = {
+        "protocol": "COMMAND",
+        "command": {"value": "false"},
+        "gracePeriodSeconds": 600,
+        "intervalSeconds": 5,
+        "delaySeconds": 0,
+        "timeoutSeconds": 2,
+    }
+    c.create_app(
+        "/dep/app",
+        MarathonApp(cmd=SLEEP, cpus=0.05, mem=16, instances=1, health_checks=[never_healthy]),
+    )
+    env.wait(lambda: c.list_tasks("/dep/app"), what="launched")
+    with pytest.raises(ConflictError):
+        c.scale_app("/dep/app", instances=2)
+    result = c.scale_app("/dep/app", instances=2, force=True)
+    deployments = c.list_deployments()
+    assert [d.id for d in deployments if "/dep/app" in d.affected_apps] == [result["deploymentId"]]
+    # DELETE without force rolls back: back to 1 instance (still never healthy: open)
+    rollback = c.delete_deployment(result["deploymentId"])
+    assert rollback["deploymentId"] != result["deploymentId"]
+    env.wait(lambda: c.get_app("/dep/app").instances == 1, what="rolled back")
+    assert c.delete_deployment(rollback["deploymentId"], force=True) == {}
+    env.wait(
+        lambda: not [d for d in c.list_deployments() if "/dep/app" in d.affected_apps],
+        what="deployment gone",
+    )
+    c.delete_app("/dep/app")
+    env.wait(lambda: not env.master_tasks("dep_app."), what="dep tasks gone")
+
+
+def test_queue_says_why(env: Env):
+    c = env.client
+    # Both agents have the same hostname: UNIQUE hostname fits one instance only.
+    c.create_app(
+        "/q/unique",
+        MarathonApp(
+            cmd=SLEEP, cpus=0.05, mem=16, instances=2, constraints=[["hostname", "UNIQUE"]]
+        ),
+    )
+
+    def waiting():
+        items = [q for q in c.list_queue() if q.app.id == "/q/unique"]
+        if not items:
+            return None
+        reasons = items[0].processed_offers_summary["rejectSummaryLastOffers"]
+        return items[0] if any(r["reason"] == "UnfulfilledConstraint" for r in reasons) else None
+
+    item = env.wait(waiting, what="queued with a reason")
+    assert item.count == 1
+    env.wait(lambda: c.get_app("/q/unique").tasks_running == 1, what="one running")
+    c.create_app("/q/big", MarathonApp(cmd=SLEEP, cpus=64, mem=16, instances=1))
+    env.wait(
+        lambda: any(
+            r["reason"] == "InsufficientCpus"
+            for q in c.list_queue()
+            if q.app.id == "/q/big"
+            for r in q.processed_offers_summary["rejectSummaryLastOffers"]
+        ),
+        what="InsufficientCpus",
+    )
+    c.delete_app("/q/unique", force=True)
+    c.delete_app("/q/big", force=True)
+
+
+def test_validation(env: Env):
+    m, c = env.m, env.client
+    before = m.get("/v2/apps")
+    status, body = m.request(
+        "POST",
+        "/v2/apps",
+        {
+            "id": "/bad",
+            "cmd": "x",
+            "cpus": -1,
+            "instances": 10**9,
+            "constraints": [["hostname", "NOPE"]],
+        },
+    )
+    assert status == 422
+    paths = {d["path"] for d in body["details"]}
+    assert {"/cpus", "/instances", "/constraints(0)"} <= paths
+    status, body = m.request(
+        "POST",
+        "/v2/apps",
+        {"id": "/img", "cmd": "x", "container": {"type": "DOCKER", "docker": {"image": "nginx"}}},
+    )
+    assert status == 422 and body["details"][0]["path"] == "/container/docker/image"
+    assert "image" in body["details"][0]["errors"][0]
+    status, body = m.request("POST", "/v2/apps", b"{not json")
+    assert status == 400
+    status, body = m.request("POST", "/v2/apps", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400
+    status, body = m.request("POST", "/v2/apps", {"id": "/x", "cmd": "x", "bogus": 1})
+    assert status == 422 and body["details"][0]["path"] == "/bogus"
+    status, _ = m.request("POST", "/v2/apps", {"id": "/Upper", "cmd": "x"})
+    assert status == 422
+    status, _ = m.request("POST", "/v2/apps", [1, 2])
+    assert status == 422
+    with pytest.raises(NotFoundError):
+        c.get_app("/nope")
+    with pytest.raises(NotFoundError):
+        c.delete_app("/nope")
+    with pytest.raises(MarathonHttpError) as e:
+        c.create_app("/neg", MarathonApp(cmd="x", mem=-5))
+    assert e.value.status_code == 422
+    status, _ = m.request("DELETE", "/v2/deployments/nope")
+    assert status == 404
+    assert m.get("/v2/apps") == before
+    ok = m.request(
+        "POST", "/v2/apps", {"id": "/dup", "cmd": SLEEP, "cpus": 0.01, "mem": 8, "instances": 0}
+    )
+    assert ok[0] == 201
+    assert m.request("POST", "/v2/apps", {"id": "/dup", "cmd": SLEEP})[0] == 409
+    c.delete_app("/dup", force=True)
+
+
+def test_services_page(env: Env):
+    status, text = env.m.request("GET", "/ui")
+    assert status == 200 and "/v2/apps?embed=apps.tasks" in text and "/v2/queue" in text

@@ -1,0 +1,67 @@
+"""``butte marathon --zk``: two instances elect a leader in a real ZooKeeper, the standby
+proxies the API to the leader, state lives in ZooKeeper, and when the leader is SIGKILLed
+the standby takes over, reconciles and launches nothing twice."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from butte.testing.marathon import start_marathon
+
+pytestmark = [pytest.mark.ha, pytest.mark.integration]
+
+SESSION_MS = 2000
+ACTIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
+
+
+def marathon_tasks(cluster) -> tuple[set[str], list[str]]:
+    active, done = set(), []
+    for fw in cluster.state()["frameworks"]:
+        if fw["name"] == "marathon":
+            active |= {t["id"] for t in fw["tasks"] if t["state"] in ACTIVE}
+            done += [t["id"] for t in fw["tasks"] if t["state"] not in ACTIVE]
+            done += [t["id"] for t in fw.get("completed_tasks", [])]
+    return active, done
+
+
+def test_standby_proxies_and_takes_over(cluster, zookeeper, tmp_path):
+    flags = ["--zk", zookeeper.url("/marathon"), "--zk_session_timeout", str(SESSION_MS)]
+    with start_marathon(cluster.master_address, tmp_path / "a", flags) as first:
+        with start_marathon(cluster.master_address, tmp_path / "b", flags) as second:
+            leader = f"127.0.0.1:{first.port}"
+            assert first.get("/v2/leader") == {"leader": leader}
+            assert second.get("/v2/leader") == {"leader": leader}
+            assert second.get("/v2/info")["elected"] is True  # proxied: the leader answers
+            app = {"id": "/ha/web", "cmd": "sleep 600", "cpus": 0.05, "mem": 16, "instances": 3}
+            status, _ = second.request("POST", "/v2/apps", app)  # through the standby
+            assert status == 201
+
+            def running() -> bool:
+                a = second.get("/v2/apps/ha/web")["app"]
+                return a["tasksRunning"] == 3 and not a["deployments"]
+
+            second.wait_until(running, what="3 running")
+            ids = {t["id"] for t in second.get("/v2/apps/ha/web/tasks")["tasks"]}
+
+            first.kill()
+            killed = time.monotonic()
+            second.wait_until(
+                lambda: second.get("/v2/leader") == {"leader": f"127.0.0.1:{second.port}"},
+                timeout=30,
+                what="standby elected",
+            )
+            second.wait_until(running, timeout=30, what="served by the new leader")
+            took = time.monotonic() - killed
+            # Session timeout + reload + resubscribe; generous for a loaded 2-core box.
+            assert took < SESSION_MS / 1000 + 10, f"failover took {took:.1f}s"
+            assert {t["id"] for t in second.get("/v2/apps/ha/web/tasks")["tasks"]} == ids
+            active, done = marathon_tasks(cluster)
+            assert active == ids and done == []
+            # The new leader acts: a scale goes through.
+            status, _ = second.request("PUT", "/v2/apps/ha/web", {"instances": 4})
+            assert status == 200
+            second.wait_until(
+                lambda: second.get("/v2/apps/ha/web")["app"]["tasksRunning"] == 4, what="scaled"
+            )

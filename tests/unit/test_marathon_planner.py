@@ -1,0 +1,370 @@
+"""The Marathon planner, pure: fed API changes, offers and statuses with the time passed
+in, checked through its effects and views."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from butte.frameworks.marathon.appdef import Invalid, merge_update, normalize_app
+from butte.frameworks.marathon.constraints import first_violation
+from butte.frameworks.marathon.model import Decline, Kill, Launch, Reconcile, Revive, Suppress
+from butte.frameworks.marathon.planner import ApiError, Planner
+
+_ids = itertools.count()
+
+
+def offer(
+    agent: str = "a1",
+    host: str = "h1",
+    cpus: float = 4,
+    mem: float = 4096,
+    ports: tuple[int, int] = (31000, 32000),
+    attributes: dict | None = None,
+) -> dict:
+    return {
+        "id": {"value": f"o{next(_ids)}"},
+        "agent_id": {"value": agent},
+        "hostname": host,
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}},
+            {
+                "name": "ports",
+                "type": "RANGES",
+                "ranges": {"range": [{"begin": ports[0], "end": ports[1]}]},
+            },
+        ],
+        "attributes": [
+            {"name": k, "type": "TEXT", "text": {"value": v}} for k, v in (attributes or {}).items()
+        ],
+    }
+
+
+def app(app_id: str = "/web", **fields) -> dict:
+    return normalize_app({"id": app_id, "cmd": "sleep 100", "cpus": 0.5, "mem": 64, **fields})
+
+
+class World:
+    """A planner with a clock and helpers that play the master's part."""
+
+    def __init__(self) -> None:
+        self.p = Planner(seed=7)
+        self.now = 1000.0
+        self.p.subscribed("fw-1", self.now)
+        self.p.take_effects()
+
+    def step(self, seconds: float = 0.1) -> list:
+        self.now += seconds
+        self.p.tick(self.now, full=True)
+        return self.p.take_effects()
+
+    def offer(self, *offers: dict) -> list[Launch]:
+        self.p.tick(self.now)
+        self.p.offers(list(offers), self.now)
+        return [e for e in self.p.take_effects() if isinstance(e, Launch)]
+
+    def update(self, task_id: str, state: str, **extra) -> None:
+        status = {"task_id": {"value": task_id}, "state": state, **extra}
+        self.p.status(status, self.now)
+
+    def run_all(self, launches: list[Launch], healthy: bool | None = None) -> None:
+        for launch in launches:
+            for t in launch.tasks:
+                extra = {} if healthy is None else {"healthy": healthy}
+                self.update(t["task_id"]["value"], "TASK_RUNNING", **extra)
+
+    def running(self, app_id: str) -> list:
+        return [i for i in self.p.app_instances(app_id) if i.state == "TASK_RUNNING"]
+
+
+def test_deploy_launch_run_converge():
+    w = World()
+    d = w.p.deploy({"/web": app(instances=3)}, w.now)
+    assert [a["action"] for s in d.steps for a in s] == ["StartApplication", "ScaleApplication"]
+    launches = w.offer(offer())
+    tasks = [t for launch in launches for t in launch.tasks]
+    assert len(tasks) == 3
+    env = {v["name"]: v["value"] for v in tasks[0]["command"]["environment"]["variables"]}
+    assert env["PORT0"] == env["PORT"] and env["HOST"] == "h1"
+    assert env["MARATHON_APP_ID"] == "/web"
+    ports = [int(env["PORT0"])]
+    assert 31000 <= ports[0] <= 32000
+    assert w.p.deployments and ("instance", tasks[0]["task_id"]["value"]) not in w.p.dirty or True
+    w.run_all(launches)
+    w.step()
+    assert not w.p.deployments and len(w.running("/web")) == 3
+    # nothing more wanted: suppressed, and the next offer is declined for long
+    assert w.p.suppressed
+    effects = (w.p.offers([offer()], w.now), w.p.take_effects())[1]
+    assert isinstance(effects[0], Decline) and effects[0].refuse_seconds >= 60
+
+
+def test_instances_are_dirty_before_their_launch_leaves():
+    w = World()
+    w.p.deploy({"/web": app(instances=1)}, w.now)
+    w.p.take_dirty()
+    launches = w.offer(offer())
+    task_id = launches[0].tasks[0]["task_id"]["value"]
+    dirty = {(k, key): v for k, key, v in w.p.take_dirty()}
+    assert dirty[("instance", task_id)]["state"] == "TASK_STAGING"
+
+
+def test_restore_reconciles_and_does_not_relaunch():
+    w = World()
+    w.p.deploy({"/web": app(instances=2)}, w.now)
+    launches = w.offer(offer())
+    records = w.p.take_dirty()
+    records.append(("meta", "framework_id", "fw-1"))
+    restored = Planner(seed=1)
+    restored.restore([r for r in records if r[2] is not None])
+    restored.subscribed("fw-1", w.now + 1)
+    effects = restored.take_effects()
+    explicit = [e for e in effects if isinstance(e, Reconcile) and e.tasks]
+    assert {t for t, _ in explicit[0].tasks} == {
+        t["task_id"]["value"] for launch in launches for t in launch.tasks
+    }
+    assert any(isinstance(e, Reconcile) and not e.tasks for e in effects)
+    restored.tick(w.now + 1, full=True)
+    restored.offers([offer()], w.now + 1)
+    assert not [e for e in restored.take_effects() if isinstance(e, Launch)]
+    # a task the master does not know comes back GONE: it is replaced
+    lost = explicit[0].tasks[0][0]
+    restored.status({"task_id": {"value": lost}, "state": "TASK_GONE"}, w.now + 2)
+    restored.tick(w.now + 2, full=True)
+    restored.offers([offer()], w.now + 2)
+    relaunched = [e for e in restored.take_effects() if isinstance(e, Launch)]
+    assert sum(len(e.tasks) for e in relaunched) == 1
+
+
+def test_unknown_running_task_is_killed():
+    w = World()
+    w.update("stranger", "TASK_RUNNING", agent_id={"value": "a9"})
+    kills = [e for e in w.p.take_effects() if isinstance(e, Kill)]
+    assert kills == [Kill("stranger", "a9", None)]
+
+
+def test_rolling_restart_keeps_minimum_health_capacity():
+    w = World()
+    hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
+    strategy = {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}
+    w.p.deploy({"/web": app(instances=4, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
+    w.run_all(w.offer(offer()), healthy=True)
+    w.step()
+    assert not w.p.deployments
+    old = {i.task_id for i in w.p.app_instances("/web")}
+    w.p.deploy({"/web": w.p.apps["/web"]}, w.now, restart=["/web"])
+    for _ in range(20):
+        effects = w.step()
+        for kill in (e for e in effects if isinstance(e, Kill)):
+            w.update(kill.task_id, "TASK_KILLED")
+        alive_old_healthy = [
+            i for i in w.p.app_instances("/web") if i.task_id in old and not i.killing and i.healthy
+        ]
+        new_healthy = [i for i in w.p.app_instances("/web") if i.task_id not in old and i.healthy]
+        assert len(alive_old_healthy) + len(new_healthy) >= 2  # never below 50 % of 4
+        assert len([i for i in w.p.app_instances("/web") if not i.killing]) <= 4  # no over-capacity
+        w.run_all(w.offer(offer()), healthy=True)
+        if not w.p.deployments:
+            break
+    assert not w.p.deployments
+    assert not {i.task_id for i in w.p.app_instances("/web")} & old
+    assert len(w.p.app_instances("/web")) == 4
+
+
+def test_backoff_after_failures_and_reset():
+    w = World()
+    w.p.deploy({"/web": app(backoffSeconds=2, backoffFactor=2, maxLaunchDelaySeconds=5)}, w.now)
+    delays = []
+    for _ in range(4):
+        launches = w.offer(offer())
+        while not launches:
+            w.now += 0.5
+            launches = w.offer(offer())
+        w.update(launches[0].tasks[0]["task_id"]["value"], "TASK_FAILED", message="boom")
+        delays.append(w.p.runtime["/web"].delay)
+        w.p.tick(w.now)
+        queue = w.p.queue(w.now)
+        assert queue[0]["delay"]["timeLeftSeconds"] > 0
+    assert delays == [2, 4, 5, 5]
+    assert w.p.app_json("/web", {"lastTaskFailure"})["lastTaskFailure"]["message"] == "boom"
+    w.p.reset_delay("/web")
+    assert w.offer(offer())
+
+
+def test_constraints_and_queue_reason():
+    w = World()
+    w.p.deploy({"/web": app(instances=3, constraints=[["hostname", "UNIQUE"]])}, w.now)
+    launches = w.offer(offer("a1", "h1"), offer("a2", "h1"), offer("a3", "h2"))
+    hosts = sorted(launch.agent_id for launch in launches)
+    assert hosts == ["a1", "a3"]
+    reasons = w.p.queue(w.now)[0]["processedOffersSummary"]["rejectSummaryLastOffers"]
+    assert reasons[0]["reason"] == "UnfulfilledConstraint"
+
+
+@pytest.mark.parametrize(
+    ("constraint", "here", "placed", "ok"),
+    [
+        (["rack", "CLUSTER", "r1"], {"rack": "r1"}, [], True),
+        (["rack", "CLUSTER", "r1"], {"rack": "r2"}, [], False),
+        (["rack", "CLUSTER"], {"rack": "r2"}, [{"rack": "r1"}], False),
+        (["rack", "LIKE", "r[12]"], {"rack": "r2"}, [], True),
+        (["rack", "UNLIKE", "r[12]"], {"rack": "r2"}, [], False),
+        (["rack", "MAX_PER", "2"], {"rack": "r1"}, [{"rack": "r1"}], True),
+        (["rack", "MAX_PER", "2"], {"rack": "r1"}, [{"rack": "r1"}] * 2, False),
+        (["rack", "GROUP_BY"], {"rack": "r1"}, [{"rack": "r1"}, {"rack": "r2"}], True),
+        (
+            ["rack", "GROUP_BY"],
+            {"rack": "r1"},
+            [{"rack": "r1"}, {"rack": "r2"}] * 0 + [{"rack": "r1"}, {"rack": "r1"}, {"rack": "r2"}],
+            False,
+        ),
+        (["rack", "GROUP_BY", "3"], {"rack": "r1"}, [{"rack": "r1"}, {"rack": "r2"}], False),
+        (["rack", "IS", "r1"], {"rack": "r1"}, [], True),
+        (["rack", "IS", "r1"], {}, [], False),
+    ],
+)
+def test_constraint_operators(constraint, here, placed, ok):
+    result = first_violation([constraint], "h", here, [("h", p) for p in placed])
+    assert (result is None) == ok
+
+
+def test_unreachable_strategy_replaces_after_inactive_and_expunges():
+    w = World()
+    strategy = {"inactiveAfterSeconds": 10, "expungeAfterSeconds": 20}
+    w.p.deploy({"/web": app(instances=1, unreachableStrategy=strategy)}, w.now)
+    launches = w.offer(offer())
+    w.run_all(launches)
+    task = launches[0].tasks[0]["task_id"]["value"]
+    w.update(task, "TASK_UNREACHABLE")
+    w.step(5)
+    assert not w.offer(offer("a2"))  # still counted
+    w.step(6)
+    replacement = w.offer(offer("a2"))
+    assert len(replacement) == 1
+    w.step(10)
+    assert task not in w.p.instances  # expunged
+    w.update(task, "TASK_RUNNING", agent_id={"value": "a1"})  # it came back: unknown now
+    assert any(isinstance(e, Kill) and e.task_id == task for e in w.p.take_effects())
+
+
+def test_conflict_force_and_rollback():
+    w = World()
+    w.p.deploy({"/web": app(instances=1)}, w.now)
+    with pytest.raises(ApiError) as e:
+        w.p.deploy({"/web": app(instances=2)}, w.now)
+    assert e.value.status == 409 and e.value.body["deployments"]
+    d = w.p.deploy({"/web": app(instances=2)}, w.now, force=True)
+    assert len(w.p.deployments) == 1
+    rollback = w.p.cancel_deployment(d.id, w.now, force=False)
+    assert rollback is not None and w.p.apps["/web"]["instances"] == 1
+    assert w.p.cancel_deployment(rollback.id, w.now, force=True) is None
+    assert not w.p.deployments
+    with pytest.raises(ApiError):
+        w.p.cancel_deployment("nope", w.now, force=True)
+
+
+def test_dependencies_order_and_cycles():
+    w = World()
+    d = w.p.deploy({"/a": app("/a"), "/b": app("/b", dependencies=["/a"])}, w.now)
+    order = [[a["app"] for a in s] for s in d.steps]
+    assert order.index(["/a"]) < order.index(["/b"])
+    # /b waits for /a: only /a launches until /a runs
+    launches = w.offer(offer())
+    assert {t["name"] for launch in launches for t in launch.tasks} == {"a"}
+    with pytest.raises(ApiError) as e:
+        w.p.deploy(
+            {"/c": app("/c", dependencies=["/d"]), "/d": app("/d", dependencies=["/c"])}, w.now
+        )
+    assert e.value.status == 422
+    with pytest.raises(ApiError):
+        w.p.deploy({"/e": app("/e", dependencies=["/missing"])}, w.now)
+
+
+def test_scale_down_kill_selection():
+    w = World()
+    w.p.deploy({"/web": app(instances=3, killSelection="OLDEST_FIRST")}, w.now)
+    for _ in range(3):
+        w.now += 1
+        w.run_all(w.offer(offer(cpus=0.5)))
+    w.step()
+    oldest = min(w.p.app_instances("/web"), key=lambda i: i.staged_at)
+    spec = dict(w.p.apps["/web"], instances=2)
+    w.p.deploy({"/web": spec}, w.now)
+    kills = [e for e in w.step() if isinstance(e, Kill)]
+    assert [k.task_id for k in kills] == [oldest.task_id]
+
+
+def test_delete_kills_everything_and_terminates():
+    w = World()
+    w.p.deploy({"/web": app(instances=2)}, w.now)
+    w.run_all(w.offer(offer()))
+    w.step()
+    w.p.deploy({"/web": None}, w.now)
+    effects = w.step()
+    kills = [e for e in effects if isinstance(e, Kill)]
+    assert len(kills) == 2
+    for k in kills:
+        w.update(k.task_id, "TASK_KILLED")
+    effects = w.step()
+    assert not w.p.deployments and "/web" not in w.p.apps and not w.p.instances
+    assert any(getattr(e, "event", {}).get("eventType") == "app_terminated_event" for e in effects)
+    assert any(isinstance(e, Suppress) for e in effects) or w.p.suppressed
+    w.p.deploy({"/web": app()}, w.now)
+    assert any(isinstance(e, Revive) for e in w.step())
+
+
+def test_validation_lists_offending_fields():
+    with pytest.raises(Invalid) as e:
+        normalize_app(
+            {
+                "id": "/x",
+                "cmd": "c",
+                "cpus": -1,
+                "instances": "many",
+                "healthChecks": [{"protocol": "HTTP", "portIndex": 3}],
+                "upgradeStrategy": {"minimumHealthCapacity": 2},
+            }
+        )
+    paths = {d["path"] for d in e.value.details}
+    assert {
+        "/cpus",
+        "/instances",
+        "/healthChecks(0)/portIndex",
+        "/upgradeStrategy/minimumHealthCapacity",
+    } <= paths
+    with pytest.raises(Invalid) as e:
+        normalize_app(
+            {"id": "/x", "cmd": "c", "container": {"type": "MESOS", "docker": {"image": "busybox"}}}
+        )
+    assert e.value.details[0]["path"] == "/container/docker/image"
+    with pytest.raises(Invalid):
+        normalize_app({"id": "/x/tasks", "cmd": "c"})
+    with pytest.raises(Invalid):
+        normalize_app({"id": "/x", "cmd": "c", "readinessChecks": [{"name": "r"}]})
+    spec = normalize_app({"id": "/x", "cmd": "c", "ports": [0, 0]})
+    merged = normalize_app(merge_update(spec, {"instances": 5}))
+    assert merged["instances"] == 5 and len(merged["portDefinitions"]) == 2
+
+
+def test_versions_are_strictly_increasing():
+    p = Planner()
+    versions = [p.new_version(1000.0) for _ in range(1500)]
+    assert versions == sorted(set(versions))
+
+
+def test_idle_declines_are_revived_when_demand_appears():
+    w = World()
+    w.p.offers([offer()], w.now)  # nothing wanted yet: declined with the long filter
+    assert isinstance(w.p.take_effects()[0], Decline)
+    w.p.deploy({"/web": app()}, w.now)  # before any tick suppressed anything
+    assert any(isinstance(e, Revive) for e in w.step())
+
+
+def test_revives_again_while_launches_wait_without_offers():
+    w = World()
+    w.p.deploy({"/web": app()}, w.now)
+    assert any(isinstance(e, Revive) for e in w.step())
+    assert not any(isinstance(e, Revive) for e in w.step(1))
+    assert any(isinstance(e, Revive) for e in w.step(6))  # no offer came: the REVIVE was lost?
