@@ -37,6 +37,7 @@ _DAEMONS = {
         "butte.agent.main",
         "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
     ),
+    "mpi": ("butte.frameworks.mpi.cli", "run an MPI program as a gang-scheduled job"),
 }
 
 

@@ -1,0 +1,74 @@
+"""Runs one MPI rank and keeps its output in the node task's sandbox.
+
+``mpirun`` starts ``python -m butte.frameworks.mpi.rankio PROGRAM ARGS...`` for every rank:
+it runs the program and copies its stdout and stderr both to its own (which the MPI daemon
+forwards to ``mpirun``, so ``butte mpi`` shows every rank's output merged) and to
+``rank<N>.stdout`` / ``rank<N>.stderr`` in the sandbox (``MESOS_SANDBOX``), where ``butte task
+cat`` and the agent's files API find them after the job. It exits with the program's status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+from typing import BinaryIO
+
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+
+
+def rank_of(environ: dict[str, str] | os._Environ[str]) -> str:
+    """This rank's number from the MPI launcher's environment ("unknown" if none is set)."""
+    for name in _RANK_VARIABLES:
+        value = environ.get(name, "")
+        if value.isdigit():
+            return value
+    return "unknown"
+
+
+def _copy(source: BinaryIO, sinks: tuple[BinaryIO, ...]) -> None:
+    for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
+        for sink in sinks:
+            sink.write(chunk)
+            sink.flush()
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: rankio PROGRAM ARGS...", file=sys.stderr)
+        return 2
+    rank = rank_of(os.environ)
+    sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
+    try:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        print(f"rank {rank}: cannot run {argv[0]}: {e}", file=sys.stderr)
+        return 127
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    with (
+        open(os.path.join(sandbox, f"rank{rank}.stdout"), "ab") as out,
+        open(os.path.join(sandbox, f"rank{rank}.stderr"), "ab") as err,
+    ):
+        assert child.stdout is not None and child.stderr is not None
+        copiers = [
+            threading.Thread(target=_copy, args=(child.stdout, (sys.stdout.buffer, out))),
+            threading.Thread(target=_copy, args=(child.stderr, (sys.stderr.buffer, err))),
+        ]
+        for thread in copiers:
+            thread.start()
+        returncode = child.wait()
+        for thread in copiers:
+            thread.join()
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
