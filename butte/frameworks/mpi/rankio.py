@@ -9,6 +9,7 @@ cat`` and the agent's files API find them after the job. It exits with the progr
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,6 +30,15 @@ def rank_of(environ: dict[str, str] | os._Environ[str]) -> str:
     return "unknown"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when this wrapper dies (the MPI daemon may SIGKILL it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _copy(source: BinaryIO, sinks: tuple[BinaryIO, ...]) -> None:
     for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
         for sink in sinks:
@@ -43,7 +53,9 @@ def main(argv: list[str]) -> int:
     rank = rank_of(os.environ)
     sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
     try:
-        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+        )
     except OSError as e:
         print(f"rank {rank}: cannot run {argv[0]}: {e}", file=sys.stderr)
         return 127
