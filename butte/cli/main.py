@@ -38,6 +38,10 @@ _DAEMONS = {
         "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
     ),
     "mpi": ("butte.frameworks.mpi.cli", "run an MPI program as a gang-scheduled job"),
+    "vm": (
+        "butte.frameworks.vm.cli",
+        "VM scheduler: `vm serve` runs it; create|list|show|start|stop|restart|delete|console",
+    ),
 }
 
 
