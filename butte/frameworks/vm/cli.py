@@ -59,6 +59,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     ):
         sub = client(name, help_text)
         sub.add_argument("name")
+        if name == "stop":
+            sub.add_argument(
+                "--grace", type=float, default=None,
+                help="seconds between the ACPI power button and switching it off (default 10)",
+            )  # fmt: skip
         sub.set_defaults(vm_handler=_simple)
     console = client("console", "print the VM's serial console")
     console.add_argument("name")
@@ -155,7 +160,10 @@ def _simple(args: argparse.Namespace) -> int:
     elif args.vm_command == "delete":
         vm = request(args.server, "DELETE", path)
     else:
-        vm = request(args.server, "POST", f"{path}/{args.vm_command}", {})
+        body = {}
+        if getattr(args, "grace", None) is not None:
+            body["grace_seconds"] = args.grace
+        vm = request(args.server, "POST", f"{path}/{args.vm_command}", body)
     _print_vm(vm)
     return 0
 

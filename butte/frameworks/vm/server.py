@@ -6,7 +6,7 @@ Routes (JSON; errors are ``{"error": message}`` with a 4xx status)::
     GET    /api/v1/vms                     every VM
     POST   /api/v1/vms                     create {"name", "cpus", "mem", "kernel", ...}
     GET    /api/v1/vms/NAME                one VM
-    POST   /api/v1/vms/NAME/start|stop|restart
+    POST   /api/v1/vms/NAME/start|stop|restart   (stop may carry {"grace_seconds": N})
     DELETE /api/v1/vms/NAME
     GET    /api/v1/vms/NAME/console?offset=N&length=M
            the guest's serial console, read from the agent's /files API
@@ -212,9 +212,24 @@ class VmServer:
             "stop": self.planner.stop,
             "restart": self.planner.restart,
         }
-        operation = operations.get(request.match_info["action"])
+        action = request.match_info["action"]
+        operation = operations.get(action)
         if operation is None:
-            raise plan.VmError(404, f"unknown action {request.match_info['action']!r}")
+            raise plan.VmError(404, f"unknown action {action!r}")
+        body = await _optional_json(request)
+        allowed = {"grace_seconds"} if action == "stop" else set()
+        unknown = set(body) - allowed
+        if unknown:
+            raise plan.VmError(400, f"unknown fields {sorted(unknown)} for {action}")
+        if "grace_seconds" in body:
+            grace = body["grace_seconds"]
+            if (
+                isinstance(grace, bool)
+                or not isinstance(grace, int | float)
+                or not 0 <= grace <= 3600
+            ):
+                raise plan.VmError(400, "'grace_seconds' must be a number from 0 to 3600")
+            return await self._request(operation, request.match_info["name"], float(grace))
         return await self._request(operation, request.match_info["name"])
 
     async def _console(self, request: web.Request) -> web.Response:
@@ -239,6 +254,20 @@ class VmServer:
         except (aiohttp.ClientError, TimeoutError) as e:
             raise plan.VmError(502, f"agent {vm.agent_address} unreachable: {e}") from None
         return web.json_response({"data": answer.get("data", ""), "offset": offset})
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    """The JSON object body of an action (an empty body is {})."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise plan.VmError(400, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise plan.VmError(400, "body must be a JSON object")
+    return body
 
 
 def _int_query(request: web.Request, key: str, default: int, high: int) -> int:
