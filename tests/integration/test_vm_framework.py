@@ -232,6 +232,19 @@ def test_guest_lifecycle_restart_stop_start_delete_and_server_failover(
     vm = vm_service.vm("web")
     assert vm["state"] == "running" and vm["task_id"] == task_id
 
+    # The agent restarts (SIGKILL): the checkpointed executor keeps its guest, re-subscribes
+    # to the recovered agent, and later obeys the stop below through it.
+    agent_id = vm["agent_id"]
+    cluster.agents[0].kill()
+    cluster.agents[0].restart()
+    wait_for(
+        lambda: any(a["id"] == agent_id and a["active"] for a in cluster.state()["slaves"]),
+        "the agent re-registered",
+        60,
+    )
+    assert "butte-guest: up" in vm_service.console("web")
+    assert _task_states(cluster, task_id) == ["TASK_RUNNING"]
+
     # The CLI against the same API.
     listed = vm_service.cli("list")
     assert listed.returncode == 0 and "web" in listed.stdout and "running" in listed.stdout

@@ -295,6 +295,8 @@ class VmExecutor:
         await self._update(task, task_states.STARTING, "starting the guest")
         kernel = os.path.join(self.sandbox, spec.kernel)
         self.accel = spec.accel if spec.accel != "auto" else await probe_kvm(kernel)
+        if self.stopping:
+            return  # killed while probing: TASK_KILLED was sent, no guest is started
         argv = guest.qemu_argv(spec, self.accel, self.qemu_binary)
         log.info("starting %s", " ".join(argv))
         qemu_log = open(os.path.join(self.sandbox, guest.QEMU_LOG_FILE), "ab")  # noqa: SIM115
