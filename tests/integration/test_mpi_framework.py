@@ -5,7 +5,9 @@ gang jobs that together exceed the cluster and both finish."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -76,7 +78,7 @@ def test_allreduce_across_two_agents(cluster, tmp_path: Path) -> None:
     program.write_text(ALLREDUCE)
     done = _butte_mpi(cluster.master_address, 4, [sys.executable, str(program)], "--per-agent", "2")
     assert done.returncode == 0, done.stderr
-    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    lines = sorted(re.findall(r"rank \d+ of \d+: sum=\d+", done.stdout))
     # 1 + 2 + 3 + 4: every rank took part in one reduction across both agents.
     assert lines == [f"rank {r} of 4: sum=10" for r in range(4)], done.stdout
     assert "job succeeded" in done.stderr
@@ -138,8 +140,32 @@ def test_two_gang_jobs_exceeding_the_cluster_both_finish(cluster, tmp_path: Path
     outputs = [job.communicate(timeout=170) for job in jobs]
     for job, (out, err) in zip(jobs, outputs, strict=True):
         assert job.returncode == 0, err
-        lines = sorted(line for line in out.splitlines() if line.startswith("rank "))
+        lines = sorted(re.findall(r"rank \d+ of \d+: sum=\d+", out))
         assert lines == [f"rank {r} of 3: sum=6" for r in range(3)], out
-    # The jobs never ran at the same time: each framework's tasks took 3 CPUs of 4.
+    # Whichever ran second waited holding part of the cluster (and released it) meanwhile.
+    assert any("holding" in err for _, err in outputs), outputs
     state = cluster.state()
     assert len(state["completed_frameworks"]) == 2
+
+
+@pytest.mark.cluster(agents=2, resources=RESOURCES)
+def test_interrupt_kills_every_rank(cluster, tmp_path: Path) -> None:
+    _needs_mpi()
+    program = tmp_path / "sleep.py"
+    program.write_text("import time\nfrom mpi4py import MPI\nprint('up', flush=True)\n"
+                       "time.sleep(120)\n")  # fmt: skip
+    job = _spawn_mpi(cluster.master_address, 2, [sys.executable, str(program)], "--per-agent", "1")
+    assert job.stdout is not None
+    # Both ranks print "up" once they run.
+    lines = [job.stdout.readline(), job.stdout.readline()]
+    assert lines == ["up\n", "up\n"], lines
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    assert "interrupted by SIGINT" in err
+    cluster.wait_until(
+        lambda s: s["completed_frameworks"] and not s["frameworks"], 30, "framework torn down"
+    )
+    (framework,) = cluster.state()["completed_frameworks"]
+    assert framework["tasks"] == []
+    assert sorted(t["state"] for t in framework["completed_tasks"]) == ["TASK_KILLED"] * 2

@@ -240,3 +240,16 @@ def _apply(
         elif isinstance(effect, gang.Launch):
             sim.launch(effect.nodes)
             running[fw] = now
+
+
+def test_abort_while_running_kills_and_keeps_the_given_status() -> None:
+    planner = _launched(2)
+    planner.on_update(0, ts.RUNNING, "", 1.0)
+    planner.on_update(1, ts.RUNNING, "", 1.0)
+    effects = planner.abort("interrupted by SIGINT", 130)
+    assert of_type(effects, gang.Kill)[0].node_indexes == (0, 1)
+    assert of_type(effects, gang.StopLauncher)
+    planner.on_update(0, ts.KILLED, "", 2.0)
+    planner.on_update(1, ts.KILLED, "", 2.0)
+    (done,) = of_type(planner.on_launcher_exit(1, 2.5), gang.Done)
+    assert done.exit_status == 130

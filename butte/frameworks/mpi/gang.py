@@ -220,6 +220,7 @@ class GangPlanner:
     nodes: tuple[Node, ...] = ()
     states: dict[int, str] = field(default_factory=dict)
     launcher_started: bool = False
+    abort_status: int | None = None
     launcher_status: int | None = None
     failure: str | None = None
     drain_until: float | None = None
@@ -414,11 +415,13 @@ class GangPlanner:
                 self.drain_until = now + DRAIN_SECONDS
         return effects + self._maybe_done()
 
-    def abort(self, reason: str) -> list[Effect]:
-        """The user gave up (Ctrl-C, a time limit): kill what runs and end."""
+    def abort(self, reason: str, exit_status: int = 1) -> list[Effect]:
+        """The user gave up (Ctrl-C, a time limit): kill what runs and end with
+        ``exit_status``."""
         if self.phase is Phase.DONE:
             return []
         self.failure = reason
+        self.abort_status = exit_status
         effects: list[Effect] = [Progress(reason)]
         if self.held:
             effects.append(Decline(tuple(sorted(self.held)), IDLE_REFUSE_SECONDS))
@@ -445,7 +448,7 @@ class GangPlanner:
             if not bad:
                 return [Done(0, "all ranks finished")]
             self.failure = f"node task(s) {', '.join(bad)} did not finish cleanly"
-        status = self.launcher_status or 1
+        status = self.abort_status or self.launcher_status or 1
         return [Done(status, self.failure or "failed")]
 
 

@@ -229,7 +229,8 @@ class MpiJob:
             self.info(f"mpirun exited with status {value}")
             return self.planner.on_launcher_exit(value, now)
         if kind == "signal":
-            return self.planner.abort(f"interrupted by {signal.Signals(value).name}")
+            name = signal.Signals(value).name
+            return self.planner.abort(f"interrupted by {name}", 128 + int(value))
         if kind == "lost":
             return self.planner.abort(f"lost the master: {value}")
         return []

@@ -40,10 +40,26 @@ def _die_with_parent() -> None:
 
 
 def _copy(source: BinaryIO, sinks: tuple[BinaryIO, ...]) -> None:
+    """Copies whole lines (a partial line only at the end or past 64 KiB), so that one
+    write never ends mid-line and ranks' lines interleave less in the merged output."""
+    pending = b""
     for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
-        for sink in sinks:
-            sink.write(chunk)
-            sink.flush()
+        pending += chunk
+        cut = pending.rfind(b"\n") + 1
+        if cut == 0 and len(pending) < 65536:
+            continue
+        if cut == 0:
+            cut = len(pending)
+        _write(sinks, pending[:cut])
+        pending = pending[cut:]
+    if pending:
+        _write(sinks, pending)
+
+
+def _write(sinks: tuple[BinaryIO, ...], data: bytes) -> None:
+    for sink in sinks:
+        sink.write(data)
+        sink.flush()
 
 
 def main(argv: list[str]) -> int:
