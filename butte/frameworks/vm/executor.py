@@ -200,9 +200,8 @@ class VmExecutor:
                 {"framework_id": {"value": self.framework_id}, "status": u["status"]}
                 for u in self.unacked.values()
             ],
-            "unacknowledged_tasks": [self.task]
-            if self.task is not None and not self.unacked
-            else [],
+            # Our task was delivered already: a recovering agent must not deliver it again.
+            "unacknowledged_tasks": [self.task] if self.task is not None else [],
         }
         try:
             response = await self.session.post(
