@@ -253,3 +253,18 @@ def test_abort_while_running_kills_and_keeps_the_given_status() -> None:
     planner.on_update(1, ts.KILLED, "", 2.0)
     (done,) = of_type(planner.on_launcher_exit(1, 2.5), gang.Done)
     assert done.exit_status == 130
+
+
+def test_a_failed_rank_fails_the_job_with_its_status() -> None:
+    planner = _launched(2)
+    planner.on_update(0, ts.RUNNING, "", 1.0)
+    planner.on_update(1, ts.RUNNING, "", 1.0)
+    effects = planner.on_rank_failed("node1", 3, 7)
+    assert of_type(effects, gang.Kill)[0].node_indexes == (0, 1)
+    assert of_type(effects, gang.StopLauncher)
+    # Later reports (the other ranks being killed) change nothing.
+    assert planner.on_rank_failed("node0", 0, 143) == []
+    planner.on_update(0, ts.KILLED, "", 2.0)
+    planner.on_update(1, ts.KILLED, "", 2.0)
+    (done,) = of_type(planner.on_launcher_exit(143, 2.5), gang.Done)
+    assert done.exit_status == 7 and done.message == "rank 3 on node1 exited with status 7"

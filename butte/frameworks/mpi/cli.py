@@ -38,8 +38,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--impl", choices=["openmpi", "mpich"], default="openmpi",
-        help="MPI implementation whose launcher runs the job; only openmpi is implemented, "
-        "mpich is refused",
+        help="MPI implementation whose launcher runs the job: Open MPI's mpirun or MPICH's "
+        "mpiexec.hydra",
     )  # fmt: skip
     parser.add_argument("--cpus", type=_positive_float, default=1.0, help="CPUs per rank")
     parser.add_argument("--mem", type=_positive_float, default=128.0, help="memory (MB) per rank")
@@ -63,7 +63,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="address the node tasks reach this process at (default: the local address of "
         "the route to the master)",
     )  # fmt: skip
-    parser.add_argument("--mpirun", default="mpirun", help="the mpirun program to use")
+    parser.add_argument(
+        "--mpirun", default=None,
+        help="the launcher program (default: mpirun for openmpi, mpiexec.hydra for mpich)",
+    )  # fmt: skip
     parser.add_argument(
         "--mpirun_arg", dest="mpirun_args", action="append", default=[], metavar="ARG",
         help="extra argument for mpirun (repeatable), e.g. --mpirun_arg=--tag-output",
@@ -78,8 +81,6 @@ def spec_from_args(args: argparse.Namespace) -> MpiSpec:
         program = program[1:]
     if not program:
         raise ValueError("no program given: butte mpi ... -- PROGRAM [ARGS...]")
-    if args.impl != "openmpi":
-        raise ValueError(f"--impl {args.impl} is not implemented (only openmpi is)")
     rank = Resources.scalars(args.role, cpus=args.cpus, mem=args.mem)
     spec = gang.GangSpec(
         ranks=args.np,

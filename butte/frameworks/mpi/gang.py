@@ -11,8 +11,8 @@ waits for peers that may never come. The planner therefore
   interleave and one of them gets everything it needs on a later round;
 * never half-launches: if any node task ends before all of them run (an offer went stale,
   an agent was lost), the others are killed and the whole gang is tried again;
-* once running, a node task that fails (a rank failed, so its node daemon exited non-zero)
-  fails the job: every other task is killed and the launcher process is stopped.
+* once running, a rank that fails (reported by its wrapper) or a node task that fails fails
+  the job: every other task is killed and the launcher process is stopped.
 
 The planner does no I/O and reads no clock; the shell (`butte.frameworks.mpi.job`) feeds it
 events with the time and carries out the effects it returns.
@@ -391,6 +391,22 @@ class GangPlanner:
             return []
         node = self.nodes[index]
         self.failure = f"{node.name} on {node.hostname} ended {state}: {message or 'no message'}"
+        self.phase = Phase.ENDING
+        effects: list[Effect] = [Progress(f"{self.failure}; failing the job")]
+        live = self._live()
+        if live:
+            effects.append(Kill(live))
+        if self.launcher_status is None:
+            effects.append(StopLauncher(self.failure))
+        return effects
+
+    def on_rank_failed(self, node_name: str, rank: int, status: int) -> list[Effect]:
+        """A rank's wrapper reported that it exited with ``status`` (non-zero): the job
+        fails with that status; the other ranks are killed and the launcher is stopped."""
+        if self.phase is not Phase.RUNNING:
+            return []
+        self.failure = f"rank {rank} on {node_name} exited with status {status}"
+        self.abort_status = status
         self.phase = Phase.ENDING
         effects: list[Effect] = [Progress(f"{self.failure}; failing the job")]
         live = self._live()

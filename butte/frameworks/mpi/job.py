@@ -56,7 +56,7 @@ class MpiSpec:
     name: str = "mpi"
     role: str = "*"
     impl: str = "openmpi"
-    mpirun: str = "mpirun"
+    mpirun: str | None = None  # None: mpirun (openmpi) or mpiexec.hydra (mpich)
     mpirun_args: tuple[str, ...] = ()
     advertise_ip: str | None = None  # None: the address this host uses to reach the master
     python: str = sys.executable
@@ -93,9 +93,15 @@ def offer_view(offer: dict[str, Any]) -> gang.Offer:
     )
 
 
-def mpirun_argv(spec: MpiSpec, nodes: tuple[gang.Node, ...], hostfile: str, rsh: str) -> list[str]:
-    """The ``mpirun`` command line for the gang's nodes."""
-    argv = [spec.mpirun]
+def _rankio(spec: MpiSpec) -> list[str]:
+    return [spec.python, "-m", "butte.frameworks.mpi.rankio", *spec.program]
+
+
+def openmpi_argv(
+    spec: MpiSpec, nodes: tuple[gang.Node, ...], hostfile: str, rsh: str, loopback: bool
+) -> list[str]:
+    """Open MPI's ``mpirun`` command line for the gang's nodes."""
+    argv = [spec.mpirun or "mpirun"]
     if os.geteuid() == 0:
         argv.append("--allow-run-as-root")
     argv += [
@@ -110,13 +116,27 @@ def mpirun_argv(spec: MpiSpec, nodes: tuple[gang.Node, ...], hostfile: str, rsh:
     if len({n.hostname for n in nodes}) < len(nodes):
         # Two "nodes" on one host would both create the same shared-memory segments.
         argv += ["--mca", "btl", "tcp,self"]
-    argv += list(spec.mpirun_args)
-    argv += [spec.python, "-m", "butte.frameworks.mpi.rankio", *spec.program]
-    return argv
+    return argv + list(spec.mpirun_args) + _rankio(spec)
 
 
-def hostfile_text(nodes: tuple[gang.Node, ...]) -> str:
+def mpich_argv(
+    spec: MpiSpec, nodes: tuple[gang.Node, ...], hostfile: str, rsh: str, loopback: bool
+) -> list[str]:
+    """MPICH's ``mpiexec.hydra`` command line: its proxies start through the launcher."""
+    argv = [spec.mpirun or "mpiexec.hydra", "-launcher", "ssh", "-launcher-exec", rsh]
+    argv += ["-f", hostfile, "-n", str(spec.gang.ranks)]
+    if loopback:
+        argv += ["-iface", "lo"]  # proxies connect back to this loopback address
+    return argv + list(spec.mpirun_args) + _rankio(spec)
+
+
+def hostfile_text(impl: str, nodes: tuple[gang.Node, ...]) -> str:
+    if impl == "mpich":
+        return "".join(f"{n.name}:{n.ranks}\n" for n in nodes)
     return "".join(f"{n.name} slots={n.ranks}\n" for n in nodes)
+
+
+LAUNCHERS = {"openmpi": openmpi_argv, "mpich": mpich_argv}
 
 
 @dataclass
@@ -228,6 +248,8 @@ class MpiJob:
         if kind == "launcher":
             self.info(f"mpirun exited with status {value}")
             return self.planner.on_launcher_exit(value, now)
+        if kind == "rank_failed":
+            return self.planner.on_rank_failed(*value)
         if kind == "signal":
             name = signal.Signals(value).name
             return self.planner.abort(f"interrupted by {name}", 128 + int(value))
@@ -353,22 +375,26 @@ class MpiJob:
         assert self.rendezvous is not None
         hostfile = os.path.join(self.workdir, "hostfile")
         with open(hostfile, "w") as f:
-            f.write(hostfile_text(effect.nodes))
+            f.write(hostfile_text(self.spec.impl, effect.nodes))
+        # The launch token is only in this 0700 script, not in mpirun's environment, which
+        # the ranks may inherit.
         rsh = os.path.join(self.workdir, "rsh")
-        with open(rsh, "w") as f:
+        fd = os.open(rsh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
             f.write(
-                f"#!/bin/sh\nexec {shlex.quote(self.spec.python)} "
+                "#!/bin/sh\n"
+                f"BUTTE_MPI_RENDEZVOUS={shlex.quote(self._rendezvous_url())} "
+                f"BUTTE_MPI_LAUNCH_TOKEN={self.rendezvous.launch_token} "
+                f"exec {shlex.quote(self.spec.python)} "
                 '-m butte.frameworks.mpi.launcher "$@"\n'
             )
-        os.chmod(rsh, 0o700)
         env = dict(os.environ)
-        env["BUTTE_MPI_RENDEZVOUS"] = self._rendezvous_url()
-        env["BUTTE_MPI_LAUNCH_TOKEN"] = self.rendezvous.launch_token
-        if self._advertise_ip().startswith("127."):
+        loopback = self._advertise_ip().startswith("127.")
+        if loopback and self.spec.impl == "openmpi":
             # Everything is on this host: keep MPI's own traffic on loopback too.
             env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
             env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
-        argv = mpirun_argv(self.spec, effect.nodes, hostfile, rsh)
+        argv = LAUNCHERS[self.spec.impl](self.spec, effect.nodes, hostfile, rsh, loopback)
         self.info("running " + shlex.join(argv))
         try:
             self.launcher = await asyncio.create_subprocess_exec(
@@ -409,7 +435,12 @@ class MpiJob:
     async def prepare(self) -> None:
         """Starts the rendezvous service (before any node task can ask it)."""
         names = [f"node{i}" for i in range(self.spec.gang.ranks)]
-        self.rendezvous = Rendezvous(names)
+        self.rendezvous = Rendezvous(
+            names,
+            lambda node, rank, status: self.events.put_nowait(
+                ("rank_failed", (node, rank, status))
+            ),
+        )
         await self.rendezvous.start(self._advertise_ip())
 
 

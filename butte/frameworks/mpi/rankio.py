@@ -4,7 +4,8 @@
 it runs the program and copies its stdout and stderr both to its own (which the MPI daemon
 forwards to ``mpirun``, so ``butte mpi`` shows every rank's output merged) and to
 ``rank<N>.stdout`` / ``rank<N>.stderr`` in the sandbox (``MESOS_SANDBOX``), where ``butte task
-cat`` and the agent's files API find them after the job. It exits with the program's status.
+cat`` and the agent's files API find them after the job. It exits with the program's status;
+a non-zero one is also reported to ``butte mpi`` (`report_failure`), which fails the job.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import threading
 from types import FrameType
 from typing import BinaryIO
+
+from butte.frameworks.mpi.wire import call
 
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 
@@ -69,8 +72,13 @@ def main(argv: list[str]) -> int:
     rank = rank_of(os.environ)
     sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
     try:
+        # close_fds=False: the MPI launcher may hand the rank descriptors (MPICH: PMI_FD).
         child = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
+            close_fds=False,
         )
     except OSError as e:
         print(f"rank {rank}: cannot run {argv[0]}: {e}", file=sys.stderr)
@@ -95,7 +103,26 @@ def main(argv: list[str]) -> int:
         returncode = child.wait()
         for thread in copiers:
             thread.join()
-    return returncode if returncode >= 0 else 128 - returncode
+    status = returncode if returncode >= 0 else 128 - returncode
+    if status != 0:
+        report_failure(rank, status)
+    return status
+
+
+def report_failure(rank: str, status: int) -> None:
+    """Tells ``butte mpi`` (through the node's rendezvous, when this rank runs in a node task)
+    that this rank failed, so it fails the whole job at once: MPI launchers differ in whether
+    and when they abort the other ranks themselves."""
+    base = os.environ.get("BUTTE_MPI_RENDEZVOUS")
+    node = os.environ.get("BUTTE_MPI_NODE")
+    token = os.environ.get("BUTTE_MPI_TOKEN")
+    if not (base and node and token):
+        return
+    body = {"rank": int(rank) if rank.isdigit() else -1, "status": status}
+    try:
+        call(f"{base}/mpi/v1/nodes/{node}/rank_failed", token, body)
+    except OSError as e:
+        print(f"rank {rank}: could not report the failure: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

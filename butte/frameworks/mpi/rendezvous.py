@@ -12,6 +12,7 @@ launcher then exits with, as ssh would. Routes (JSON)::
     POST /mpi/v1/nodes/NODE/exit     {"status": N}         proxy (node token)
     GET  /mpi/v1/nodes/NODE/exit                           launcher (launch token), long poll:
          200 {"status": N} | 204 not yet
+    POST /mpi/v1/nodes/NODE/rank_failed {"rank": R, "status": N}   a rank's wrapper (node token)
 
 Each caller proves who it is with a token in ``X-Butte-Mpi-Token``: the launch token lives
 only in the environment of ``mpirun`` on the client, each node token only in its node task's,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +53,10 @@ class NodeSlot:
 class Rendezvous:
     """The service for one job (see the module docstring)."""
 
-    def __init__(self, nodes: list[str]) -> None:
+    def __init__(
+        self, nodes: list[str], on_rank_failed: Callable[[str, int, int], None] | None = None
+    ) -> None:
+        self.on_rank_failed = on_rank_failed
         self.launch_token = secrets.token_hex(16)
         self.nodes = {name: NodeSlot(secrets.token_hex(16)) for name in nodes}
         self.closed = False
@@ -69,6 +74,7 @@ class Rendezvous:
         app.router.add_get("/mpi/v1/nodes/{node}/command", self._get_command)
         app.router.add_post("/mpi/v1/nodes/{node}/exit", self._post_exit)
         app.router.add_get("/mpi/v1/nodes/{node}/exit", self._get_exit)
+        app.router.add_post("/mpi/v1/nodes/{node}/rank_failed", self._post_rank_failed)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -164,3 +170,13 @@ class Rendezvous:
         if self.closed:
             return web.json_response({"status": 255})
         return web.Response(status=204)
+
+    async def _post_rank_failed(self, request: web.Request) -> web.Response:
+        self._slot(request, launcher=False)
+        body = await self._json(request)
+        rank, status = body.get("rank"), body.get("status")
+        if type(rank) is not int or type(status) is not int or not 0 < status <= 255:
+            raise web.HTTPBadRequest(text="'rank' and 'status' (1-255) must be integers\n")
+        if self.on_rank_failed is not None:
+            self.on_rank_failed(request.match_info["node"], rank, status)
+        return web.json_response({"recorded": True})
