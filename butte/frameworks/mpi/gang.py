@@ -224,7 +224,6 @@ class GangPlanner:
     launcher_status: int | None = None
     failure: str | None = None
     drain_until: float | None = None
-    releases: int = 0
 
     def __post_init__(self) -> None:
         self.backoff = self.spec.backoff_initial
@@ -319,7 +318,6 @@ class GangPlanner:
         slots, agents = free_slots(list(self.held.values()), self.spec)
         ids = tuple(sorted(self.held))
         wait = self.backoff * (0.5 + jitter)
-        self.releases += 1
         self.backoff = min(self.backoff * 2, self.spec.backoff_max)
         self.held.clear()
         self.hold_since = None
