@@ -41,6 +41,11 @@ _DAEMONS = {
         "butte.frameworks.marathon.main",
         "run a Marathon-compatible service scheduler (REST API v2) as a framework",
     ),
+    "mpi": ("butte.frameworks.mpi.cli", "run an MPI program as a gang-scheduled job"),
+    "vm": (
+        "butte.frameworks.vm.cli",
+        "VM scheduler: `vm serve` runs it; create|list|show|start|stop|restart|delete|console",
+    ),
 }
 
 

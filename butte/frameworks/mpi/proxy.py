@@ -1,0 +1,79 @@
+"""The program of an MPI node task: runs the MPI daemon that ``mpirun`` asks for on this node.
+
+Started by the agent as the task's command with ``BUTTE_MPI_RENDEZVOUS``, ``BUTTE_MPI_NODE``
+and ``BUTTE_MPI_TOKEN`` set. It fetches the daemon's command line from the job's rendezvous
+service (`butte.frameworks.mpi.rendezvous`), runs it with ``/bin/sh -c`` in the sandbox (with
+``TMPDIR`` there, so that two nodes on one host keep their session files apart), posts the
+exit status back and exits with it, so the task ends FINISHED exactly when the daemon exited
+0. SIGTERM (the task being killed) is passed on to the daemon's process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from butte.frameworks.mpi.wire import call
+
+# A node whose command never comes (the job died without telling) gives up after this long.
+GIVE_UP_SECONDS = 600.0
+
+
+def _fetch_command(url: str, token: str) -> str | None:
+    """The daemon's command line; None when the job ended before it came."""
+    deadline = time.monotonic() + GIVE_UP_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            status, answer = call(f"{url}/command", token)
+        except OSError as e:
+            print(f"proxy: rendezvous unreachable: {e}", file=sys.stderr, flush=True)
+            time.sleep(1.0)
+            continue
+        if status == 200:
+            return str(answer["command"])
+        if status == 410:
+            return None
+        if status != 204:
+            raise RuntimeError(f"rendezvous answered {status}: {answer.get('error')}")
+    raise RuntimeError(f"no command within {GIVE_UP_SECONDS:.0f}s")
+
+
+def main() -> int:
+    base = os.environ["BUTTE_MPI_RENDEZVOUS"]
+    node = os.environ["BUTTE_MPI_NODE"]
+    token = os.environ["BUTTE_MPI_TOKEN"]
+    url = f"{base}/mpi/v1/nodes/{node}"
+    print(f"proxy: node {node} waiting for its MPI daemon command", flush=True)
+    command = _fetch_command(url, token)
+    if command is None:
+        print("proxy: the job ended before this node was used", flush=True)
+        return 0
+    sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
+    env = dict(os.environ, TMPDIR=sandbox)
+    print(f"proxy: running {command}", flush=True)
+    child = subprocess.Popen(["/bin/sh", "-c", command], env=env, start_new_session=True)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    returncode = child.wait()
+    status = returncode if returncode >= 0 else 128 - returncode
+    print(f"proxy: MPI daemon exited with status {status}", flush=True)
+    try:
+        call(f"{url}/exit", token, {"status": status})
+    except OSError as e:
+        print(f"proxy: could not report the exit status: {e}", file=sys.stderr, flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
