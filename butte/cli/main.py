@@ -37,6 +37,10 @@ _DAEMONS = {
         "butte.agent.main",
         "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
     ),
+    "spark-submit": (
+        "butte.frameworks.spark.submit",
+        "run a Spark application on a Spark standalone cluster launched as tasks",
+    ),
 }
 
 

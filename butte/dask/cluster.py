@@ -15,7 +15,6 @@ import contextlib
 import getpass
 import logging
 import math
-import socket
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,10 +27,9 @@ from distributed.scheduler import Scheduler
 from distributed.utils import sync
 
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
-from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.resources import ResourceError
 from butte.dask.plan import Launch, Stop, WorkerPlan, WorkerShape
-from butte.frameworks.offers import offer_view, task_resources
+from butte.frameworks.offers import local_address_for, offer_view, task_resources
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +40,6 @@ _CLOSE_WAIT_SECONDS = 20.0
 _RETIRE_TIMEOUT_SECONDS = 30.0
 # A worker whose scheduler is gone this long exits by itself (a crashed client process).
 _DEATH_TIMEOUT = "60s"
-
-
-def scheduler_host_for(master: str) -> str:
-    """The local address agents can reach: the one this host uses to reach the master."""
-    if is_zk_url(master):
-        host = parse_zk_url(master).servers[0].rsplit(":", 1)[0]
-    else:
-        first = master.split(",")[0].strip().split("//")[-1]
-        host = first.rsplit(":", 1)[0] if ":" in first else first
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect((host, 9))  # UDP connect sends nothing; it only picks a route
-            return probe.getsockname()[0]
-    except OSError:
-        return socket.gethostbyname(socket.gethostname())
 
 
 def _memory_mib(value: str | int | float) -> float:
@@ -118,7 +101,7 @@ class ButteCluster(Cluster):
         self.worker_memory_mib = _memory_mib(worker_memory)
         self.nthreads = max(1, math.floor(self.worker_cpus))
         self.framework_name = framework_name
-        self.scheduler_host = scheduler_host or scheduler_host_for(master)
+        self.scheduler_host = scheduler_host or local_address_for(master)
         self.dashboard_address = dashboard_address
         self.python = python or sys.executable
         self.nanny = nanny

@@ -8,10 +8,12 @@ resources of a TaskInfo.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.resources import ResourceError, Resources, parse_resources
 
 
@@ -79,3 +81,19 @@ def task_resources(cpus: float, mem: float, ports: Sequence[int], role: str) -> 
         return parse_resources(text).to_json("pre", allocation_role=role)
     except ResourceError as e:  # a planner bug, not bad input: say so loudly
         raise ValueError(f"cannot express {text!r} as resources: {e}") from None
+
+
+def local_address_for(master: str) -> str:
+    """The local address that agents can reach this process at: the one this host uses to
+    reach the master (``HOST:PORT``, ``h1:p1,h2:p2`` or ``zk://...``)."""
+    if is_zk_url(master):
+        host = parse_zk_url(master).hosts[0][0]
+    else:
+        first = master.split(",")[0].strip().split("//")[-1].split("/")[0]
+        host = first.rsplit(":", 1)[0] if ":" in first else first
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))  # a UDP connect sends nothing; it only picks a route
+            return probe.getsockname()[0]
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
