@@ -1,0 +1,147 @@
+"""``butte spark-submit`` against a real two-agent butte cluster: real PySpark jobs on a
+Spark standalone cluster launched as butte tasks.
+
+JVMs start slowly on small machines, so the checks share two Spark runs: a pi estimate and a
+word count whose results are checked; and a job that survives an agent killed mid-job and
+then fails (non-zero exit, everything cleaned up).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from butte.core import task_states as ts
+from butte.testing.require import require, require_module
+
+require_module("pyspark", "the spark extra: pip install butte[spark]")
+require(None if shutil.which("java") else "no java on PATH", "Java 17 (scripts/test-deps)")
+
+APPS = Path(__file__).parent / "spark_apps"
+# One host, two agents: disjoint port ranges; each holds one 1-core worker, one also the
+# master (0.5 cpus).
+AGENTS = [
+    "cpus:1.5;mem:3000;disk:1024;ports:[31000-31099]",
+    "cpus:1.5;mem:3000;disk:1024;ports:[31100-31199]",
+]
+FAST_PINGS = ["--agent_ping_timeout=500ms", "--max_agent_ping_timeouts=2"]
+SUBMIT_OPTIONS = [
+    "--total-executor-cores", "2",
+    "--executor-memory", "512m",
+    "--driver-memory", "512m",
+    # run the jobs once both executors are in, so both agents take part
+    "--conf", "spark.scheduler.minRegisteredResourcesRatio=1.0",
+    "--conf", "spark.scheduler.maxRegisteredResourcesWaitingTime=300s",
+    "--conf", "spark.ui.enabled=false",
+]  # fmt: skip
+pytestmark = pytest.mark.timeout(900)
+
+
+def spark_submit(cluster, *app: str, log: Path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "butte", "spark-submit", "--master", cluster.master_address]
+    with log.open("wb") as out:
+        return subprocess.Popen([*argv, *SUBMIT_OPTIONS, *app], stdout=out, stderr=out)
+
+
+def live_tasks(state: dict) -> list[dict]:
+    return [t for f in state["frameworks"] for t in f["tasks"] if not ts.is_terminal(t["state"])]
+
+
+def assert_cleaned_up(cluster) -> None:
+    """No task left, the framework gone, no Spark process left on the agents."""
+    cluster.wait_until(lambda s: not live_tasks(s) and not s["frameworks"], 60, "teardown")
+
+    def spark_processes() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            if str(cluster.work_dir) in (proc.info["cwd"] or "") and "java" in " ".join(
+                proc.info["cmdline"] or []
+            ):
+                found.append(proc)
+        return found
+
+    deadline = time.monotonic() + 30
+    while spark_processes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert spark_processes() == []
+
+
+@pytest.mark.cluster(agents=2, resources=AGENTS)
+def test_pi_and_word_count_on_two_agents(cluster, tmp_path):
+    words = tmp_path / "words.txt"
+    vocabulary = ["spark", "butte", "mesos", "dask", "offer", "task", "agent"]
+    lines = [" ".join(vocabulary[(i * 7 + j) % (i % 5 + 2)] for j in range(9)) for i in range(400)]
+    words.write_text("\n".join(lines) + "\n")
+    out, log = tmp_path / "out.json", tmp_path / "submit.log"
+    proc = spark_submit(
+        cluster, str(APPS / "pi_wordcount.py"), str(out), str(words), "400000", log=log
+    )
+    assert proc.wait(timeout=840) == 0, log.read_text()[-5000:]
+    result = json.loads(out.read_text())
+    assert abs(result["pi"] - 3.14159) < 0.05
+    assert result["counts"] == collections.Counter(words.read_text().split())
+    # executors ran in worker tasks' sandboxes on both agents
+    assert {Path(p).parts[len(cluster.work_dir.parts)] for p in result["executors"]} == {
+        "agent-0",
+        "agent-1",
+    }
+    text = log.read_text()
+    assert "Pi is roughly" in text and "tearing the Spark cluster down" in text
+    (framework,) = cluster.state()["completed_frameworks"]
+    assert framework["name"] == "spark: pi_wordcount.py"
+    assert framework["webui_url"].startswith("http://127.0.0.1:")
+    assert f"web UI {framework['webui_url']}" in text
+    tasks = framework["completed_tasks"]
+    assert len(tasks) == 3 and {t["state"] for t in tasks} == {ts.KILLED}
+    assert_cleaned_up(cluster)
+
+
+@pytest.mark.cluster(agents=2, resources=AGENTS, master_flags=FAST_PINGS)
+def test_job_survives_a_killed_agent_then_a_failing_job_exits_nonzero(cluster, tmp_path):
+    markers, out, log = tmp_path / "markers", tmp_path / "out.json", tmp_path / "submit.log"
+    markers.mkdir()
+    app = APPS / "survive_then_fail.py"
+    proc = spark_submit(cluster, str(app), str(markers), str(out), log=log)
+    try:
+        deadline = time.monotonic() + 600
+        while not any(markers.iterdir()):
+            assert proc.poll() is None, log.read_text()[-5000:]
+            assert time.monotonic() < deadline, "no Spark task started"
+            time.sleep(0.2)
+        # kill the agent that runs a worker but not the master, with everything it runs
+        tasks = live_tasks(cluster.state())
+        master_agent = next(t["slave_id"] for t in tasks if t["id"].startswith("spark-master"))
+        victim_id = next(t["slave_id"] for t in tasks if t["slave_id"] != master_agent)
+        victim = next(a for a in cluster.agents if agent_id_of(cluster, a) == victim_id)
+        doomed = psutil.Process(victim.pid).children(recursive=True)
+        victim.kill()
+        for child in doomed:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        status = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert status == 1, text[-5000:]
+    assert json.loads(out.read_text()) == {"sum": sum(range(24))}  # the first job finished
+    assert "survived with sum 276" in text and "ZeroDivisionError" in text
+    assert "replacing Spark worker" in text and "driver exited with status 1" in text
+    assert_cleaned_up(cluster)
+
+
+def agent_id_of(cluster, handle) -> str | None:
+    for agent in cluster.state()["slaves"]:
+        if agent["pid"].endswith(f":{handle.port}"):
+            return agent["id"]
+    return None
