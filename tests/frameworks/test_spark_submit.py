@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -145,3 +146,20 @@ def agent_id_of(cluster, handle) -> str | None:
         if agent["pid"].endswith(f":{handle.port}"):
             return agent["id"]
     return None
+
+
+@pytest.mark.cluster(agents=2, resources=AGENTS)
+def test_ctrl_c_tears_the_spark_cluster_down(cluster, tmp_path):
+    log = tmp_path / "submit.log"
+    proc = spark_submit(cluster, str(APPS / "pi_wordcount.py"), "x", "y", "1", log=log)
+    try:
+        cluster.wait_until(
+            lambda s: any(t["state"] == ts.RUNNING for t in live_tasks(s)), 120, "a Spark task"
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-5000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted; stopping the driver and the Spark cluster" in log.read_text()
+    assert_cleaned_up(cluster)
