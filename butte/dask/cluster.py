@@ -203,6 +203,7 @@ class ButteCluster(Cluster):
     async def _close(self) -> None:
         if self.status in (Status.closing, Status.closed):
             return
+        self.status = Status.closing
         with contextlib.suppress(AttributeError):
             self._adaptive.stop()
         stops = self._plan.close()
