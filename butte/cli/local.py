@@ -184,11 +184,13 @@ class LocalCluster:
         *,
         port: int = 5050,
         agents: int = 1,
-        resources: str | None = None,
+        resources: str | Sequence[str] | None = None,
         master_flags: Sequence[str] = (),
         agent_flags: Sequence[str] = (),
         python: str = sys.executable,
     ) -> None:
+        """``resources`` is every agent's ``--resources``, or a list of one per agent (agents
+        on one host need disjoint port ranges when their tasks listen on offered ports)."""
         self.work_dir = Path(work_dir).absolute()
         self.port = port
         self.python = python
@@ -206,8 +208,9 @@ class LocalCluster:
             argv += ["--port", str(agent_port), "--work_dir", str(self.work_dir / f"agent-{i}")]
             if _agent_accepts("--ip"):
                 argv += ["--ip", HOST]
-            if resources is not None:
-                argv += ["--resources", resources]
+            own = resources if resources is None or isinstance(resources, str) else resources[i]
+            if own is not None:
+                argv += ["--resources", own]
             argv += list(agent_flags)
             self.agents.append(ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log"))
             self.agent_ports.append(agent_port)

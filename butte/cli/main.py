@@ -46,6 +46,10 @@ _DAEMONS = {
         "butte.frameworks.vm.cli",
         "VM scheduler: `vm serve` runs it; create|list|show|start|stop|restart|delete|console",
     ),
+    "spark-submit": (
+        "butte.frameworks.spark.submit",
+        "run a Spark application on a Spark standalone cluster launched as tasks",
+    ),
 }
 
 

@@ -180,12 +180,12 @@ def start_cluster(
     agents: int = 1,
     master_flags: Sequence[str] = (),
     agent_flags: Sequence[str] = (),
-    resources: str | None = DEFAULT_AGENT_RESOURCES,
+    resources: str | Sequence[str] | None = DEFAULT_AGENT_RESOURCES,
     ready_timeout: float = 20.0,
 ) -> Iterator[ClusterHandle]:
     """Starts a master and ``agents`` agents under ``tmp_path`` and waits until they are all
     active; stops everything on exit, also when the body raised. The given flags come after
-    the test defaults, so they override them."""
+    the test defaults, so they override them. ``resources`` may list one string per agent."""
     cluster = LocalCluster(
         tmp_path,
         port=free_port(),

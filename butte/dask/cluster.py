@@ -1,0 +1,447 @@
+"""`ButteCluster`: a Dask cluster whose workers are butte tasks.
+
+The Dask scheduler runs in this process (on the cluster's event loop, as `LocalCluster` and
+dask-jobqueue run theirs); every worker is a butte task running ``dask worker`` against it,
+launched on offers through the public scheduler API (`butte.client.scheduler`). The decisions
+(how many workers, which to stop, what to do when one is lost) live in `butte.dask.plan`;
+this module subscribes, turns offers into launches, follows task updates and carries out the
+plan's effects. See docs/dask.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import math
+import sys
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from dask.utils import parse_bytes
+from distributed.core import Status, rpc
+from distributed.deploy.cluster import Cluster
+from distributed.scheduler import Scheduler
+from distributed.utils import sync
+
+from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
+from butte.core.resources import ResourceError
+from butte.dask.plan import Launch, Stop, WorkerPlan, WorkerShape
+from butte.frameworks.offers import local_address_for, offer_view, task_resources
+
+log = logging.getLogger(__name__)
+
+# How long close() waits for killed workers to report before tearing the framework down
+# (the teardown makes the master kill whatever is left).
+_CLOSE_WAIT_SECONDS = 20.0
+# Retiring a worker moves its data to others; after this long it is killed anyway.
+_RETIRE_TIMEOUT_SECONDS = 30.0
+# A worker whose scheduler is gone this long exits by itself (a crashed client process).
+_DEATH_TIMEOUT = "60s"
+
+
+def _memory_mib(value: str | int | float) -> float:
+    """A worker's memory as given (``"1 GiB"``, bytes as a number) in MiB."""
+    amount = parse_bytes(value) if isinstance(value, str) else int(value)
+    if amount < 32 * 2**20:
+        raise ValueError(f"worker_memory {value!r} is below 32 MiB")
+    return math.floor(amount / 2**20)
+
+
+class ButteCluster(Cluster):
+    """A Dask cluster on a butte (or Mesos) master: ``ButteCluster(master="HOST:PORT")``.
+
+    Each worker is a butte task of ``worker_cpus`` cpus and ``worker_memory`` running
+    ``dask worker`` with as many threads as it has (whole) cpus and that memory limit,
+    listening on a port taken from the offer. The Dask scheduler runs in this process on
+    ``scheduler_host`` (default: the address this host reaches the master from), with its
+    dashboard, which is also the framework's web UI on butte's pages.
+
+    ``python`` is the interpreter the agents run workers with (default: this one, which
+    suits agents that share this machine's or image's environment); it needs
+    ``dask[distributed]``. ``nanny=True`` runs workers under a nanny (``Client.restart``
+    needs it); by default butte itself supervises them. Use it like any Dask cluster::
+
+        with ButteCluster("127.0.0.1:5050") as cluster, Client(cluster) as client:
+            cluster.scale(4)            # or cluster.adapt(minimum=0, maximum=8)
+            ...
+    """
+
+    def __init__(
+        self,
+        master: str,
+        worker_cpus: float = 1,
+        worker_memory: str | int = "1 GiB",
+        role: str = "*",
+        env: Mapping[str, str] | None = None,
+        *,
+        n_workers: int = 0,
+        name: str | None = None,
+        framework_name: str = "dask",
+        scheduler_host: str | None = None,
+        dashboard_address: str | None = ":0",
+        python: str | None = None,
+        nanny: bool = False,
+        worker_args: Sequence[str] = (),
+        connect_timeout: float = 30.0,
+        asynchronous: bool = False,
+        loop: Any = None,
+        quiet: bool = False,
+    ) -> None:
+        if worker_cpus <= 0:
+            raise ValueError(f"worker_cpus must be positive, got {worker_cpus!r}")
+        if n_workers < 0:
+            raise ValueError(f"n_workers must be at least 0, got {n_workers!r}")
+        self.master = master
+        self.role = role
+        self.env = dict(env or {})
+        self.worker_cpus = float(worker_cpus)
+        self.worker_memory_mib = _memory_mib(worker_memory)
+        self.nthreads = max(1, math.floor(self.worker_cpus))
+        self.framework_name = framework_name
+        self.scheduler_host = scheduler_host or local_address_for(master)
+        self.dashboard_address = dashboard_address
+        self.python = python or sys.executable
+        self.nanny = nanny
+        self.worker_args = list(worker_args)
+        self.connect_timeout = connect_timeout
+        self.scheduler: Scheduler | None = None
+        self._client: SchedulerClient | None = None
+        self._driver: asyncio.Task[None] | None = None
+        self._effects: set[asyncio.Task[None]] = set()
+        self._suppressed = False
+        self._hostnames: dict[str, str] = {}
+        shape = WorkerShape(self.worker_cpus, self.worker_memory_mib, 2 if nanny else 1)
+        cluster_id = uuid.uuid4().hex[:8]
+        self._plan = WorkerPlan(prefix=f"dask-{cluster_id}", shape=shape)
+        self._initial_workers = n_workers
+        super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or cluster_id)
+        if not self.called_from_running_loop:
+            self._loop_runner.start()
+            try:
+                self.sync(self._start)
+            except BaseException:
+                self._loop_runner.stop()
+                raise
+
+    # -- what Dask's Adaptive and widgets read ---------------------------------------------
+
+    @property
+    def workers(self) -> dict[str, str]:
+        """Planned workers by name -> ``"pending"`` or the agent id running it."""
+        return {**{w: "pending" for w in self._plan.pending}, **self._plan.live}
+
+    @property
+    def plan(self) -> set[str]:
+        return set(self._plan.planned())
+
+    @property
+    def requested(self) -> set[str]:
+        return set(self._plan.live)
+
+    @property
+    def framework_id(self) -> str | None:
+        return self._client.framework_id if self._client else None
+
+    @property
+    def replaced_workers(self) -> int:
+        """How many workers were replaced after being lost."""
+        return self._plan.replaced
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def __await__(self):  # noqa: ANN204 - a generator, as Cluster's own
+        async def start() -> ButteCluster:
+            if self.status == Status.created:
+                await self._start()
+            return self
+
+        return start().__await__()
+
+    async def _start(self) -> None:
+        if self.status != Status.created:
+            return
+        self.status = Status.starting
+        try:
+            self.scheduler = await Scheduler(
+                host=self.scheduler_host,
+                port=0,
+                dashboard_address=self.dashboard_address,
+                dashboard=self.dashboard_address is not None,
+            )
+            self.scheduler_comm = rpc(self.scheduler.address)
+            self._client = SchedulerClient(
+                self.master, self._framework_info(), retry_timeout=self.connect_timeout
+            )
+            await self._client.subscribe()
+            self._log(f"Subscribed to {self._client.leader} as {self._client.framework_id}")
+            self._driver = asyncio.create_task(self._drive())
+            await super()._start()
+        except BaseException:
+            self.status = Status.failed
+            await self._shutdown()
+            raise
+        if self._initial_workers:
+            self._apply_scale(self._initial_workers)
+
+    def _framework_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "user": getpass.getuser(),
+            "name": self.framework_name,
+            "role": self.role,
+            "failover_timeout": 0.0,  # our tasks go when this process does
+            "capabilities": [{"type": "TASK_KILLING_STATE"}],
+        }
+        assert self.scheduler is not None
+        port = self.scheduler.services.get("dashboard")
+        if port is not None:
+            info["webui_url"] = f"http://{self.scheduler_host}:{port.port}/status"
+        return info
+
+    async def _close(self) -> None:
+        if self.status in (Status.closing, Status.closed):
+            return
+        self.status = Status.closing
+        with contextlib.suppress(AttributeError):
+            self._adaptive.stop()
+        stops = self._plan.close()
+        self._carry_out(stops, retire=False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_WAIT_SECONDS):
+                while not self._plan.done() and self._driver and not self._driver.done():
+                    await asyncio.sleep(0.05)
+        await super()._close()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Tears the framework down (the master kills any task left) and stops the
+        scheduler."""
+        if self._client is not None:
+            with contextlib.suppress(SchedulerError):
+                await self._client.teardown()
+            await self._client.close()
+        for task in [self._driver, *self._effects]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self.scheduler_comm is not None:
+            await self.scheduler_comm.close_rpc()
+        if self.scheduler is not None:
+            await self.scheduler.close()
+        self.status = Status.closed
+
+    def close(self, timeout: float | None = None) -> Any:
+        result = super().close(timeout)
+        if not self.asynchronous:
+            self._loop_runner.stop()
+        return result
+
+    # -- scaling ---------------------------------------------------------------------------
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: float | None = None) -> None:
+        """Wants ``n`` workers (or enough for ``cores`` threads / ``memory``, whichever
+        needs more). Shrinking retires the newest workers at the scheduler first."""
+        if cores is not None:
+            n = max(n, math.ceil(cores / self.nthreads))
+        if memory is not None:
+            n = max(n, math.ceil(parse_bytes(memory) / (self.worker_memory_mib * 2**20)))
+        self._on_loop(self._apply_scale, n)
+
+    def scale_down(self, workers: Iterable[str]) -> None:
+        """Stops these workers (by name; Dask's Adaptive calls this after retiring them)."""
+        self._on_loop(self._apply_scale_down, list(workers))
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Runs ``fn`` on the cluster's event loop, where the plan lives, and returns when it
+        has run."""
+        if self.called_from_running_loop:
+            fn(*args)
+            return
+
+        async def call() -> None:
+            fn(*args)
+
+        sync(self.loop, call)
+
+    def _connected(self) -> set[str]:
+        return {w.get("name") for w in self.scheduler_info.get("workers", {}).values()}
+
+    def _apply_scale(self, n: int) -> None:
+        self._carry_out(self._plan.scale(n, self._connected()))
+
+    def _apply_scale_down(self, names: list[str]) -> None:
+        # Adaptive has retired them already.
+        self._carry_out(self._plan.scale_down(names, self._connected()), retire=False)
+
+    def _carry_out(self, stops: list[Stop], retire: bool = True) -> None:
+        if stops:
+            self._spawn(self._stop_workers(stops, retire))
+        self._spawn(self._sync_offers())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._effects.add(task)
+        task.add_done_callback(self._effects.discard)
+
+    async def _stop_workers(self, stops: list[Stop], retire: bool) -> None:
+        names = [s.name for s in stops if s.retire]
+        if retire and names and self.scheduler_comm is not None:
+            self._log(f"Retiring workers {names}")
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_RETIRE_TIMEOUT_SECONDS):
+                    await self.scheduler_comm.retire_workers(
+                        names=names, remove=True, close_workers=True
+                    )
+        for stop in stops:
+            if stop.agent_id is not None:
+                await self._kill(stop.name, stop.agent_id)
+
+    async def _kill(self, name: str, agent_id: str | None) -> None:
+        if self._client is None:
+            return
+        try:
+            await self._client.kill(name, agent_id)
+        except SchedulerError as e:
+            self._log(f"Killing {name} failed: {e}")
+
+    async def _sync_offers(self) -> None:
+        """Revives offers while workers are pending, suppresses them otherwise."""
+        if self._client is None:
+            return
+        wanted = self._plan.wants_offers()
+        try:
+            if wanted and self._suppressed:
+                self._suppressed = False
+                await self._client.revive()
+            elif not wanted and not self._suppressed:
+                self._suppressed = True
+                await self._client.suppress()
+        except CallError as e:
+            self._log(f"Warning: {e}")
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        """Handles the master's events until the subscription ends."""
+        assert self._client is not None
+        try:
+            async for event in self._client:
+                await self._handle(event)
+        except SchedulerError as e:
+            self._log(f"Lost the master: {e}")
+        if self.status not in (Status.closing, Status.closed):
+            self._log("The master ended the subscription; workers are no longer managed")
+
+    async def _handle(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "OFFERS":
+            for offer in event["offers"].get("offers", []):
+                await self._use_offer(offer)
+            await self._sync_offers()
+        elif kind == "UPDATE":
+            await self._on_update(event["update"]["status"])
+        elif kind == "SUBSCRIBED" and (self._plan.live or self._plan.stopping):
+            assert self._client is not None
+            tasks = [*self._plan.live.items(), *self._plan.stopping.items()]
+            await self._client.reconcile(tasks)
+        elif kind == "FAILURE" and "executor_id" not in event.get("failure", {}):
+            agent = event["failure"].get("agent_id", {}).get("value", "?")
+            self._log(f"Agent {self._hostnames.get(agent, agent)} was lost")
+        elif kind == "ERROR":
+            self._log(f"Master error: {event.get('error', {}).get('message')}")
+
+    async def _use_offer(self, offer: dict[str, Any]) -> None:
+        assert self._client is not None
+        try:
+            view = offer_view(offer, self.role)
+        except ResourceError as e:
+            self._log(f"Ignoring offer {offer['id']['value']}: {e}")
+            launches: list[Launch] = []
+        else:
+            self._hostnames[view.agent_id] = view.hostname
+            launches = self._plan.place(view)
+        try:
+            if launches:
+                tasks = [self._task_info(launch, view.role) for launch in launches]
+                await self._client.launch(offer, tasks, refuse_seconds=1.0)
+                for launch in launches:
+                    self._log(f"Launching {launch.name} on {launch.hostname}")
+            else:
+                refuse = 1.0 if self._plan.wants_offers() else 30.0
+                await self._client.decline([offer], refuse_seconds=refuse)
+        except CallError as e:
+            self._log(f"Warning: {e}")
+            self._plan.launch_failed(launch.name for launch in launches)
+
+    def _task_info(self, launch: Launch, role: str) -> dict[str, Any]:
+        assert self.scheduler is not None
+        argv = [
+            self.python,
+            "-m",
+            "distributed.cli.dask_worker",
+            self.scheduler.address,
+            "--name",
+            launch.name,
+            "--nthreads",
+            str(self.nthreads),
+            "--memory-limit",
+            str(int(self.worker_memory_mib * 2**20)),
+            "--host",
+            launch.hostname,
+            "--worker-port",
+            str(launch.ports[0]),
+            "--no-dashboard",
+            "--local-directory",
+            ".",  # the task's sandbox
+            "--death-timeout",
+            _DEATH_TIMEOUT,
+        ]
+        if self.nanny:
+            argv += ["--nanny", "--nanny-port", str(launch.ports[1])]
+        else:
+            argv.append("--no-nanny")
+        argv += self.worker_args
+        command: dict[str, Any] = {"shell": False, "value": argv[0], "arguments": argv}
+        if self.env:
+            variables = [{"name": k, "value": v} for k, v in self.env.items()]
+            command["environment"] = {"variables": variables}
+        shape = self._plan.shape
+        return {
+            "name": f"dask worker {launch.name}",
+            "task_id": {"value": launch.name},
+            "agent_id": {"value": launch.agent_id},
+            "resources": task_resources(shape.cpus, shape.mem, launch.ports, role),
+            "command": command,
+            "labels": {"labels": [{"key": "dask-scheduler", "value": self.scheduler.address}]},
+        }
+
+    async def _on_update(self, status: dict[str, Any]) -> None:
+        assert self._client is not None
+        name = status["task_id"]["value"]
+        state = status["state"]
+        before, gave_up = len(self._plan.pending), self._plan.gave_up
+        strays = self._plan.update(name, state)
+        if state not in ("TASK_RUNNING", "TASK_STAGING", "TASK_STARTING"):
+            detail = status.get("message") or status.get("reason") or ""
+            self._log(f"{name} {state} {detail}".rstrip())
+        if len(self._plan.pending) > before:
+            self._log(f"Replacing lost worker {name}")
+        if self._plan.gave_up and not gave_up:
+            self._log("Workers keep failing before they ever run; not replacing them")
+        for stray in strays:
+            await self._kill(stray.name, status.get("agent_id", {}).get("value"))
+        with contextlib.suppress(CallError):
+            await self._client.acknowledge_status(status)
+        await self._sync_offers()
+
+    def _log(self, message: str) -> None:
+        log.info("%s", message)
+        super()._log(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"ButteCluster({self.master!r}, {self.scheduler_address!r}, workers={len(self.plan)})"
+        )
