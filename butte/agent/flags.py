@@ -15,6 +15,7 @@ import os
 import socket
 
 from butte.coord.url import is_zk_url, parse_zk_url
+from butte.core.auth import CredentialsError, parse_credential
 from butte.core.durations import format_duration, parse_duration
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
@@ -54,6 +55,21 @@ def master_address(text: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return f"{host}:{int(port)}"
+
+
+def read_credential(path: str | None) -> tuple[str, str] | None:
+    """The (principal, secret) of ``--credential``; raises ValueError with a message that
+    never quotes the secret."""
+    if path is None:
+        return None
+    path = path[len("file://") :] if path.startswith("file://") else path
+    try:
+        with open(path) as f:
+            return parse_credential(f.read())
+    except OSError as e:
+        raise ValueError(f"--credential {path}: {e.strerror}") from None
+    except CredentialsError as e:
+        raise ValueError(f"--credential {path}: {e}") from None
 
 
 def resources_flag(text: str) -> Resources:
@@ -166,6 +182,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--fetcher_cache_dir",
         default=None,
         help="where URIs with cache: true are kept (default: <work_dir>/fetcher-cache)",
+    )
+    add(
+        "--credential",
+        default=None,
+        help="path (or file:// URL) of this agent's credential for a master run with "
+        '--authenticate_agents: JSON {"principal":..,"secret":..} or one '
+        "'<principal> <secret>' line",
     )
     add(
         "--registration_backoff_factor",

@@ -47,6 +47,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         executor_reregistration_timeout=args.executor_reregistration_timeout,
         recovery_timeout=args.recovery_timeout,
         fetcher_cache_dir=args.fetcher_cache_dir,
+        credential=agent_flags.read_credential(args.credential),
         flags=agent_flags.flags_for_state(args),
     )
 
@@ -65,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
         return 2
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except ValueError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return 2
     # The default loop: uvloop spawns processes several times slower
     # (docs/design.md "Spawning processes").
     try:

@@ -46,8 +46,11 @@ class MasterLink:
         on_close: Callable[[], None],
         backoff_factor: float = 1.0,
         follow_redirects: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url
+        # Sent with every connection (the agent's credentials, --credential).
+        self._headers = headers or {}
         # False with ZooKeeper detection: a 307 from a master that is not leader (yet) may
         # point at a frozen ex-leader; the detector names the real one soon enough.
         self._follow_redirects = follow_redirects
@@ -95,7 +98,8 @@ class MasterLink:
         `retarget` names another master (a redirect may lead to a frozen ex-leader)."""
         attempt = asyncio.ensure_future(
             asyncio.wait_for(
-                session.ws_connect(url, autoping=True, max_msg_size=0), CONNECT_TIMEOUT
+                session.ws_connect(url, autoping=True, max_msg_size=0, headers=self._headers),
+                CONNECT_TIMEOUT,
             )
         )
         woken = asyncio.ensure_future(self._wake.wait())

@@ -65,6 +65,7 @@ from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import internal
 from butte.core import task_states as ts
+from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
 from butte.core.messages import ExecutorCall
 from butte.core.resources import Attribute, Resources
@@ -132,6 +133,8 @@ class AgentOptions:
     executor_reregistration_timeout: float = 2.0
     recovery_timeout: float = 900.0
     fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
+    # --credential: (principal, secret) sent to a master that authenticates agents.
+    credential: tuple[str, str] | None = None
     flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -214,6 +217,11 @@ class AgentServer:
             on_close=lambda: self.apply(self._core.master_disconnected(self.now())),
             backoff_factor=self.options.registration_backoff_factor,
             follow_redirects=self.detector is None,
+            headers=(
+                {"Authorization": basic_header(*self.options.credential)}
+                if self.options.credential
+                else None
+            ),
         )
         await self._recover(work_dir)
         await self.containerizer.start()

@@ -194,6 +194,9 @@ class LocalCluster:
         self.work_dir = Path(work_dir).absolute()
         self.port = port
         self.python = python
+        # Sent with the cluster's own reads of the master (an Authorization header when the
+        # master authenticates its read-only endpoints).
+        self.http_headers: dict[str, str] = {}
         self.master = ManagedProcess(
             "master",
             [python, "-m", "butte", "master", "--ip", HOST, "--port", str(port)]
@@ -246,7 +249,10 @@ class LocalCluster:
 
     def state(self, timeout: float = 2.0) -> dict[str, Any]:
         """The master's ``/master/state`` document."""
-        with urllib.request.urlopen(f"{self.master_url}/master/state", timeout=timeout) as r:
+        request = urllib.request.Request(
+            f"{self.master_url}/master/state", headers=self.http_headers
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return json.loads(r.read())
 
     def active_agents(self) -> int | None:

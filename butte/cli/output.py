@@ -34,14 +34,29 @@ def add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
         default=DEFAULT_MASTER,
         help="master to talk to: HOST:PORT or zk://HOSTS/PATH",
     )
+    add_credentials(parser)
     if json_flag:
         parser.add_argument(
             "--json", action="store_true", help="print JSON (for scripts) instead of a table"
         )
 
 
+def add_credentials(parser: argparse.ArgumentParser) -> None:
+    """``--principal`` and ``--secret`` for a master that authenticates (better given as
+    BUTTE_PRINCIPAL and BUTTE_SECRET: a secret on a command line shows in ``ps``)."""
+    parser.add_argument("--principal", default=None, help="principal to authenticate as")
+    parser.add_argument(
+        "--secret", default=None, help="the principal's secret (prefer the environment)"
+    )
+
+
 def client(args: argparse.Namespace) -> OperatorClient:
-    return OperatorClient(args.master, timeout=float(os.environ.get("BUTTE_TIMEOUT", "30")))
+    return OperatorClient(
+        args.master,
+        timeout=float(os.environ.get("BUTTE_TIMEOUT", "30")),
+        principal=getattr(args, "principal", None),
+        secret=getattr(args, "secret", None),
+    )
 
 
 def guarded(handler: Handler) -> Handler:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from butte.cli.common import CliError
+from butte.cli.output import add_credentials
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
@@ -107,6 +108,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds to keep retrying an unreachable master before giving up (exit 2)",
     )
+    add_credentials(parser)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class JobSpec:
     checkpoint: bool = False
     framework_name: str = "butte-run"
     connect_timeout: float = 5.0
+    principal: str | None = None
+    secret: str | None = field(default=None, repr=False)
 
 
 def spec_from_args(args: argparse.Namespace) -> JobSpec:
@@ -156,6 +160,8 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         checkpoint=args.checkpoint,
         framework_name=args.framework_name,
         connect_timeout=args.connect_timeout,
+        principal=args.principal,
+        secret=args.secret,
     )
 
 
@@ -237,6 +243,8 @@ class _Job:
             self.framework_info(),
             retry_timeout=self.spec.connect_timeout,
             backoff_max=1.0,
+            principal=self.spec.principal,
+            secret=self.spec.secret,
         )
         try:
             await client.subscribe()

@@ -17,6 +17,8 @@ import json
 import urllib.parse
 from typing import Any
 
+from butte.core.auth import basic_header
+
 DEFAULT_MASTER = "127.0.0.1:5050"
 _MAX_REDIRECTS = 3
 
@@ -90,10 +92,19 @@ def leader_from_zookeeper(url: str, timeout: float = 5.0) -> tuple[str, int]:
 class OperatorClient:
     """Operator API, legacy endpoints and files of one master."""
 
-    def __init__(self, master: str = DEFAULT_MASTER, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        master: str = DEFAULT_MASTER,
+        timeout: float = 10.0,
+        principal: str | None = None,
+        secret: str | None = None,
+    ) -> None:
+        """``principal``/``secret``: HTTP Basic credentials for a master that authenticates
+        its HTTP endpoints (``--authenticate_http_*``)."""
         self.master = master
         self.timeout = timeout
         self._address: tuple[str, int] | None = None
+        self._auth = {"Authorization": basic_header(principal, secret or "")} if principal else {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -115,7 +126,7 @@ class OperatorClient:
             host, port = self.address
             conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
             try:
-                conn.request(method, path, body=body, headers=headers or {})
+                conn.request(method, path, body=body, headers={**self._auth, **(headers or {})})
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as e:

@@ -48,6 +48,7 @@ from yarl import URL
 from butte.client.http1 import Http1Pool, post_request, request_prefix
 from butte.coord.interface import CoordinationError
 from butte.coord.url import ZkUrl, is_zk_url, parse_zk_url
+from butte.core.auth import basic_header
 from butte.core.codec import RecordIOReader, encode_json
 from butte.core.messages import FrameworkInfo, Msg
 
@@ -207,11 +208,18 @@ class SchedulerClient:
         backoff_max: float = 2.0,
         missed_heartbeats: int = 5,
         call_timeout: float = 30.0,
+        principal: str | None = None,
+        secret: str | None = None,
     ) -> None:
         """``master`` is ``host:port`` (several may be given comma-separated); the framework
         info needs at least ``name``; ``user`` defaults to the current user. A ``retry_timeout``
-        of None retries (re)subscribing forever."""
+        of None retries (re)subscribing forever. ``principal`` and ``secret`` authenticate the
+        framework (HTTP Basic) to a master run with ``--authenticate_frameworks``."""
         info = dict(_builtins(framework_info))
+        self._auth_headers: dict[str, str] = {}
+        if principal is not None:
+            info.setdefault("principal", principal)
+            self._auth_headers["Authorization"] = basic_header(principal, secret or "")
         info.setdefault("user", getpass.getuser())
         info.setdefault("hostname", socket.gethostname())
         self.framework_info: dict[str, Any] = info
@@ -502,7 +510,11 @@ class SchedulerClient:
                 response = await self._session.post(
                     self.url,
                     data=body,
-                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                    headers={
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                        **self._auth_headers,
+                    },
                     allow_redirects=False,
                     timeout=timeout,
                 )
@@ -564,7 +576,11 @@ class SchedulerClient:
         key = (target, self.stream_id)
         prefix = self._request_prefixes.get(key)
         if prefix is None:
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers = {
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **self._auth_headers,
+            }
             if self.stream_id is not None:
                 headers["Mesos-Stream-Id"] = self.stream_id
             if len(self._request_prefixes) > 16:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -11,6 +12,7 @@ import signal
 
 from butte.coord.interface import CoordinationError
 from butte.coord.url import parse_zk_url
+from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
 from butte.master.allocator.interface import (
@@ -18,6 +20,7 @@ from butte.master.allocator.interface import (
     AllocatorOptions,
     parse_min_allocatable,
 )
+from butte.master.auth import AuthConfig
 from butte.master.machine import MasterOptions
 from butte.master.server import MasterConfig, MasterServer
 from butte.operator_common import quiet_bad_requests
@@ -117,6 +120,32 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="replicated_log (default): durable registry, in ZooKeeper with --zk, else in "
         "<work_dir>/registry.sqlite3; in_memory: forgotten when the master exits",
     )
+    for name, what in (
+        ("authenticate_frameworks", "frameworks on the scheduler API"),
+        ("authenticate_http_frameworks", "frameworks on the scheduler API (same as above)"),
+        ("authenticate_agents", "agents connecting to the master"),
+        ("authenticate_http_readwrite", "the operator API and every non-GET endpoint"),
+        ("authenticate_http_readonly", "read-only endpoints (/state, metrics, files, web UI)"),
+    ):
+        parser.add_argument(
+            f"--{name}",
+            type=mesos_bool,
+            nargs="?",
+            const=True,
+            default=False,
+            help=f"require HTTP Basic credentials of {what} (default false)",
+        )
+    parser.add_argument(
+        "--credentials",
+        default=None,
+        help="path (or file:// URL) of the credentials: Mesos' JSON "
+        '{"credentials":[{"principal":..,"secret":..}]} or "<principal> <secret>" lines',
+    )
+    parser.add_argument(
+        "--http_credentials",
+        default=None,
+        help="credentials for HTTP authentication, same format (default: --credentials)",
+    )
     parser.add_argument(
         "--http_header_timeout",
         default="30secs",
@@ -169,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         zk_session_timeout=session_timeout,
         registry=args.registry,
         http_header_timeout=durations["http_header_timeout"],
+        auth=auth_config(args),
         max_stream_backlog=args.max_stream_backlog,
         ip=args.ip,
         port=args.port,
@@ -193,6 +223,42 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
         },
     )
+
+
+def mesos_bool(text: str | bool) -> bool:
+    """argparse type of Mesos' boolean flags: ``--flag``, ``--flag=true|false|1|0``."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def auth_config(args: argparse.Namespace) -> AuthConfig:
+    """The --authenticate_* flags and the credentials they check against."""
+    config = AuthConfig(
+        frameworks=args.authenticate_frameworks or args.authenticate_http_frameworks,
+        agents=args.authenticate_agents,
+        readwrite=args.authenticate_http_readwrite,
+        readonly=args.authenticate_http_readonly,
+    )
+    path = args.http_credentials or args.credentials
+    if not config.any:
+        return config
+    if path is None:
+        raise ValueError("--authenticate_* needs --credentials or --http_credentials")
+    path = path[len("file://") :] if path.startswith("file://") else path
+    try:
+        with open(path) as f:
+            credentials = parse_credentials(f.read())
+    except OSError as e:
+        raise ValueError(f"cannot read credentials {path}: {e.strerror}") from None
+    except CredentialsError as e:
+        raise ValueError(f"credentials {path}: {e}") from None
+    return dataclasses.replace(config, credentials=credentials)
 
 
 def parse_rate_limit(text: str | None, flag: str) -> tuple[int, float] | None:

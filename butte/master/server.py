@@ -41,6 +41,11 @@ from butte.master import fast_http, state_json, views, webui
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
+from butte.master.auth import (
+    AuthConfig,
+    Authenticator,
+    framework_principal_error,
+)
 from butte.master.effects import (
     CloseAgentConnection,
     CloseFrameworkStream,
@@ -99,6 +104,8 @@ class MasterConfig:
     http_header_timeout: float = fast_http.HEADER_TIMEOUT
     # --max_stream_backlog: bytes a scheduler stream may fall behind before it is dropped.
     max_stream_backlog: int = MAX_SCHEDULER_BACKLOG
+    # --authenticate_* and the credentials (butte.master.auth).
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 class _AgentLink:
@@ -160,6 +167,7 @@ class MasterServer:
         self._fast_connections: set[fast_http.SchedulerFastPath] = set()
         self._stopped = asyncio.Event()
         self.router = PrefixRouter()
+        self.auth = Authenticator(config.auth)
         self.state_snapshots = StateSnapshots()
         self._add_routes()
         self.exit_code = 0
@@ -305,7 +313,14 @@ class MasterServer:
     # -- leadership -----------------------------------------------------------------------
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        """Routes a request; those that need the leader get 307/503 elsewhere."""
+        """Routes a request; those that need the leader get 307/503 elsewhere, and those of
+        a realm that needs credentials 401 without them (`butte.master.auth`)."""
+        principal, unauthorized = self.auth.check(
+            request.path, request.method, request.headers.get("Authorization")
+        )
+        if unauthorized is not None:
+            return text_reply(401, unauthorized.message, unauthorized.headers)
+        request["principal"] = principal
         if _needs_leader(request) and not self._agent_during_recovery(request):
             refusal = self.leadership.refusal(request.path_qs)
             if refusal is not None and refusal[0] == 307:
@@ -475,11 +490,17 @@ class MasterServer:
         call = parse_scheduler_call(body)
         if isinstance(call, str):
             return text_reply(400, call)
+        principal = request.get("principal")
         if call.type == "SUBSCRIBE":
             if "Mesos-Stream-Id" in request.headers:
                 return text_reply(400, _SUBSCRIBE_WITH_STREAM_ID)
-            return await self._subscribe(request, call, self.clock.now())
-        reply = self._run_scheduler_call(call, request.headers.get("Mesos-Stream-Id"))
+            forbidden = self._principal_error(call, principal)
+            if forbidden is not None:
+                return text_reply(403, forbidden)
+            return await self._subscribe(
+                request, _with_principal(call, principal), self.clock.now()
+            )
+        reply = self._run_scheduler_call(call, request.headers.get("Mesos-Stream-Id"), principal)
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
         )
@@ -492,6 +513,9 @@ class MasterServer:
         master does not act as leader (aiohttp then answers 307/503)."""
         if not self.leadership.acting():
             return None
+        allowed, principal = self.auth.scheduler_principal(headers.get("authorization"))
+        if not allowed:
+            return None  # the full path answers 401 with its challenge
         error = api_request_error(
             "POST", headers.get("content-type"), headers.get("accept", ""), len(body)
         )
@@ -502,15 +526,30 @@ class MasterServer:
             return fast_http.text(400, call)
         if call.type == "SUBSCRIBE":
             return fast_http.text(400, _SUBSCRIBE_WITH_STREAM_ID)
-        return self._run_scheduler_call(call, headers["mesos-stream-id"])
+        return self._run_scheduler_call(call, headers["mesos-stream-id"], principal)
 
-    def _run_scheduler_call(self, call: SchedulerCall, stream_id: str | None) -> fast_http.Reply:
+    def _run_scheduler_call(
+        self, call: SchedulerCall, stream_id: str | None, principal: str | None = None
+    ) -> fast_http.Reply:
         """Runs a non-SUBSCRIBE call through the core and carries out its effects."""
+        forbidden = self._principal_error(call, principal)
+        if forbidden is not None:
+            return fast_http.text(403, forbidden)
         result, effects = self.machine.scheduler_call(call, stream_id, self.clock.now())
         self.apply(effects)
         if result.body is not None:
             return fast_http.Reply(result.status, "application/json", encode_json(result.body))
         return fast_http.text(result.status, result.message)
+
+    def _principal_error(self, call: SchedulerCall, principal: str | None) -> str | None:
+        """Why the authenticated ``principal`` may not make ``call`` for its framework."""
+        if principal is None:
+            return None
+        fid = call.framework_id
+        if fid is None and call.subscribe is not None:
+            fid = call.subscribe.framework_info.id
+        fw = self.machine.frameworks.get(fid.value) if fid is not None else None
+        return framework_principal_error(call, principal, fw.info.principal if fw else False)
 
     async def _subscribe(
         self, request: web.Request, call: SchedulerCall, now: float
@@ -569,7 +608,10 @@ class MasterServer:
 
     def accepts_agents(self) -> bool:
         """Agents may connect while this master leads, and while it recovers the registry
-        (see `_agent_during_recovery`)."""
+        (see `_agent_during_recovery`). With --authenticate_agents the full path takes them,
+        where their credentials are checked."""
+        if self.config.auth.agents:
+            return False
         return self.leadership.role is Role.RECOVERING or self.leadership.acting()
 
     def agent_opened(self, link: AgentWebSocket) -> None:
@@ -618,6 +660,17 @@ class MasterServer:
         except (ConnectionError, RuntimeError):
             with contextlib.suppress(Exception):
                 await link.ws.close()
+
+
+def _with_principal(call: SchedulerCall, principal: str | None) -> SchedulerCall:
+    """A SUBSCRIBE whose FrameworkInfo names no principal takes the authenticated one."""
+    sub = call.subscribe
+    if principal is None or sub is None or sub.framework_info.principal is not None:
+        return call
+    info = msgspec.structs.replace(sub.framework_info, principal=principal)
+    return msgspec.structs.replace(
+        call, subscribe=msgspec.structs.replace(sub, framework_info=info)
+    )
 
 
 def _needs_leader(request: web.Request) -> bool:

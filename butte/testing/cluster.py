@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from butte.cli.local import HOST, ClusterError, LocalCluster, ManagedProcess, free_port
+from butte.core.auth import basic_header
 
 __all__ = [
     "ClusterError",
@@ -131,7 +132,10 @@ class ClusterHandle:
 
     def get(self, path: str, timeout: float = 5.0) -> Any:
         """GETs a JSON document from the master (``/master/state``, ``/metrics/snapshot``)."""
-        with urllib.request.urlopen(f"{self.master_url}{path}", timeout=timeout) as response:
+        request = urllib.request.Request(
+            f"{self.master_url}{path}", headers=self.cluster.http_headers
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
 
     def state(self) -> dict[str, Any]:
@@ -182,10 +186,13 @@ def start_cluster(
     agent_flags: Sequence[str] = (),
     resources: str | Sequence[str] | None = DEFAULT_AGENT_RESOURCES,
     ready_timeout: float = 20.0,
+    http_auth: tuple[str, str] | None = None,
 ) -> Iterator[ClusterHandle]:
     """Starts a master and ``agents`` agents under ``tmp_path`` and waits until they are all
     active; stops everything on exit, also when the body raised. The given flags come after
-    the test defaults, so they override them. ``resources`` may list one string per agent."""
+    the test defaults, so they override them. ``resources`` may list one string per agent.
+    ``http_auth`` (principal, secret) goes with the handle's own reads of the master, for a
+    master that authenticates them."""
     cluster = LocalCluster(
         tmp_path,
         port=free_port(),
@@ -194,6 +201,8 @@ def start_cluster(
         master_flags=[*DEFAULT_MASTER_FLAGS, *master_flags],
         agent_flags=[*DEFAULT_AGENT_FLAGS, *agent_flags],
     )
+    if http_auth is not None:
+        cluster.http_headers["Authorization"] = basic_header(*http_auth)
     try:
         cluster.start()
         try:

@@ -1,0 +1,130 @@
+"""Who may call the master: HTTP Basic authentication per realm, as Mesos' flags turn it on.
+
+Realms, by path (also under ``/master/...``) and method:
+
+* ``frameworks`` (``--authenticate_frameworks``, also spelled
+  ``--authenticate_http_frameworks``): the scheduler API ``/api/v1/scheduler``. A framework
+  then acts only as its authenticated principal (`framework_principal_error`).
+* ``agents`` (``--authenticate_agents``): the agents' WebSocket.
+* ``readwrite`` (``--authenticate_http_readwrite``): the operator API ``/api/v1`` and every
+  request that is not a GET or HEAD (``/teardown``, ``PUT /weights`` ...).
+* ``readonly`` (``--authenticate_http_readonly``): every other GET: ``/state``, the metrics,
+  ``/files``, the web UI.
+
+``/health`` and ``/version`` are always open (load balancers and pymesos' version probe use
+them). Credentials come from ``--http_credentials``, else ``--credentials``
+(`butte.core.auth`). A request without valid credentials gets 401 with
+``WWW-Authenticate: Basic realm="<Mesos' realm name>"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from butte.core import internal
+from butte.core.auth import authenticated_principal
+from butte.core.messages import SchedulerCall
+
+# Mesos' realm names, shown in the WWW-Authenticate challenge.
+REALM_NAMES = {
+    "frameworks": "mesos-master-scheduler",
+    "agents": "mesos-master-agent",
+    "readwrite": "mesos-master-readwrite",
+    "readonly": "mesos-master-readonly",
+}
+_OPEN = frozenset({"/health", "/version"})
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Which realms require credentials, and the known principals' secrets."""
+
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    frameworks: bool = False
+    agents: bool = False
+    readwrite: bool = False
+    readonly: bool = False
+
+    def enabled(self, realm: str) -> bool:
+        return bool(getattr(self, realm))
+
+    @property
+    def any(self) -> bool:
+        return self.frameworks or self.agents or self.readwrite or self.readonly
+
+
+def realm_of(path: str, method: str) -> str | None:
+    """The realm a request belongs to (module docstring); None for the open endpoints."""
+    if path.startswith("/master/"):
+        path = path[len("/master") :]
+    path = path.rstrip("/") or "/"
+    if path in _OPEN:
+        return None
+    if path == "/api/v1/scheduler" or path.startswith("/api/v1/scheduler/"):
+        return "frameworks"
+    if path == internal.AGENT_PATH:
+        return "agents"
+    if path.startswith("/api/v1") or method not in ("GET", "HEAD"):
+        return "readwrite"
+    return "readonly"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A 401 answer: the message and the challenge header."""
+
+    message: str
+    headers: dict[str, str]
+
+
+class Authenticator:
+    """Checks requests against an `AuthConfig` (see the module docstring)."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+
+    def check(
+        self, path: str, method: str, authorization: str | None
+    ) -> tuple[str | None, Refusal | None]:
+        """(the authenticated principal or None, a refusal or None) for one request."""
+        realm = realm_of(path, method)
+        if realm is None or not self.config.enabled(realm):
+            return None, None
+        principal = authenticated_principal(authorization, self.config.credentials)
+        if principal is None:
+            challenge = f'Basic realm="{REALM_NAMES[realm]}"'
+            message = "Unauthorized: this endpoint needs valid HTTP Basic credentials"
+            return None, Refusal(message, {"WWW-Authenticate": challenge})
+        return principal, None
+
+    def scheduler_principal(self, authorization: str | None) -> tuple[bool, str | None]:
+        """For the scheduler API's lean path: (allowed, principal). Not allowed means the
+        request must go the full way, where it gets its 401."""
+        if not self.config.frameworks:
+            return True, None
+        principal = authenticated_principal(authorization, self.config.credentials)
+        return principal is not None, principal
+
+
+def framework_principal_error(
+    call: SchedulerCall, principal: str | None, known_principal: str | None | bool
+) -> str | None:
+    """Why an authenticated framework may not make ``call`` (a 403), or None.
+
+    ``principal`` is the authenticated one (None: authentication is off); ``known_principal``
+    is the principal the named framework registered with, or False when the master does
+    not know that framework.
+    """
+    if principal is None:
+        return None
+    if call.type == "SUBSCRIBE" and call.subscribe is not None:
+        claimed = call.subscribe.framework_info.principal
+        if claimed is not None and claimed != principal:
+            return (
+                f"Framework principal '{claimed}' does not match authenticated principal "
+                f"'{principal}'"
+            )
+    if known_principal is not False and known_principal != principal:
+        return f"Framework is registered by another principal than '{principal}'"
+    return None

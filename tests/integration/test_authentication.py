@@ -1,0 +1,182 @@
+"""Authentication end to end: a master run with every --authenticate_* flag and a credentials
+file, an agent with its --credential, and the clients people use: pymesos with
+principal/secret, `butte run` and the operator CLI with BUTTE_PRINCIPAL/BUTTE_SECRET, plain
+HTTP. Without credentials each realm answers 401 with its challenge; a framework acts only as
+its own principal; /health and /version stay open; no secret shows up in logs or state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+
+from butte.core.auth import basic_header
+from butte.testing.require import require_module
+
+pytestmark = pytest.mark.integration
+
+SECRETS = {"ops": "ops-Secret-7f3", "fw": "fw-Secret-91a", "other": "other-Secret-2c4"}
+AGENT_SECRET = "agent-Secret-5d0"
+MASTER_FLAGS = [
+    "--authenticate_frameworks",
+    "--authenticate_agents",
+    "--authenticate_http_readonly",
+    "--authenticate_http_readwrite",
+]
+
+
+@pytest.fixture
+def secured(cluster_factory, tmp_path):
+    creds = tmp_path / "credentials.json"
+    all_creds = {**SECRETS, "agent": AGENT_SECRET}
+    creds.write_text(
+        json.dumps({"credentials": [{"principal": p, "secret": s} for p, s in all_creds.items()]})
+    )
+    agent_cred = tmp_path / "agent-credential"
+    agent_cred.write_text(f"agent {AGENT_SECRET}\n")
+    return cluster_factory(
+        master_flags=[*MASTER_FLAGS, f"--credentials={creds}"],
+        agent_flags=[f"--credential={agent_cred}"],
+        http_auth=("ops", SECRETS["ops"]),
+    )
+
+
+def auth(principal: str) -> dict[str, str]:
+    return {"Authorization": basic_header(principal, SECRETS[principal])}
+
+
+def test_realms_refuse_without_credentials_and_serve_with_them(secured) -> None:
+    url = secured.master_url
+    assert requests.get(url + "/health", timeout=10).status_code == 200
+    assert requests.get(url + "/version", timeout=10).status_code == 200
+    refused = requests.get(url + "/master/state", timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="mesos-master-readonly"'
+    wrong = {"Authorization": basic_header("ops", "not-the-secret")}
+    assert requests.get(url + "/master/state", headers=wrong, timeout=10).status_code == 401
+    state = requests.get(url + "/master/state", headers=auth("ops"), timeout=10)
+    assert state.status_code == 200
+    assert len(state.json()["slaves"]) == 1  # the agent registered with its credential
+    call = {"type": "GET_HEALTH"}
+    refused = requests.post(url + "/api/v1", json=call, timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="mesos-master-readwrite"'
+    assert requests.post(url + "/api/v1", json=call, headers=auth("ops"), timeout=10).ok
+    subscribe = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "u", "name": "x"}}}
+    refused = requests.post(url + "/api/v1/scheduler", json=subscribe, timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="mesos-master-scheduler"'
+
+
+def test_a_framework_acts_only_as_its_principal(secured) -> None:
+    url = secured.master_url + "/api/v1/scheduler"
+    info = {"user": "root", "name": "bound"}
+    subscribe = {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}
+    with requests.post(url, json=subscribe, headers=auth("fw"), stream=True, timeout=10) as s:
+        assert s.status_code == 200
+        stream_id = s.headers["Mesos-Stream-Id"]
+        chunks = s.iter_content(chunk_size=None)  # kept: dropping it closes the stream
+        first = next(chunks).decode()
+        event = json.loads(first.split("\n", 1)[1][: int(first.split("\n", 1)[0])])
+        assert event["type"] == "SUBSCRIBED", event
+        framework_id = event["subscribed"]["framework_id"]
+        revive = {"type": "REVIVE", "framework_id": framework_id}
+        headers = {"Mesos-Stream-Id": stream_id}
+        # Calls take the lean path with credentials and the full one without.
+        ok = requests.post(url, json=revive, headers={**headers, **auth("fw")}, timeout=10)
+        assert ok.status_code == 202, ok.text
+        assert requests.post(url, json=revive, headers=headers, timeout=10).status_code == 401
+        stolen = requests.post(url, json=revive, headers={**headers, **auth("other")}, timeout=10)
+        assert stolen.status_code == 403 and "another principal" in stolen.text
+        state = requests.get(secured.master_url + "/state", headers=auth("ops"), timeout=10)
+        [fw] = [f for f in state.json()["frameworks"] if f["id"] == framework_id["value"]]
+        assert fw["principal"] == "fw"  # taken from the credentials
+        # Another principal cannot take the framework over by re-subscribing with its id.
+        takeover = {
+            "type": "SUBSCRIBE",
+            "framework_id": framework_id,
+            "subscribe": {"framework_info": {**info, "id": framework_id}},
+        }
+        refused = requests.post(url, json=takeover, headers=auth("other"), timeout=10)
+        assert refused.status_code == 403
+    claimed = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {**info, "principal": "fw"}}}
+    refused = requests.post(url, json=claimed, headers=auth("other"), timeout=10)
+    assert refused.status_code == 403 and "does not match" in refused.text
+
+
+def test_clients_log_in_and_secrets_stay_out_of_logs_and_state(secured) -> None:
+    env = {**os.environ, "BUTTE_PRINCIPAL": "fw", "BUTTE_SECRET": SECRETS["fw"]}
+    command = [sys.executable, "-m", "butte", "run", "--master", secured.master_address]
+    command += ["--name", "authed", "--command", "true", "--resources", "cpus:0.1;mem:16"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ops_env = {**os.environ, "BUTTE_PRINCIPAL": "ops", "BUTTE_SECRET": SECRETS["ops"]}
+    listing = subprocess.run(
+        [sys.executable, "-m", "butte", "tasks", "--all", "--json", "--master",
+         secured.master_address],
+        env=ops_env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    assert "authed" in listing.stdout
+    denied = subprocess.run(
+        [sys.executable, "-m", "butte", "agents", "--master", secured.master_address],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert denied.returncode != 0 and "401" in denied.stderr + denied.stdout
+    texts = [secured.master.log_text(), *(a.log_text() for a in secured.agents)]
+    for path in ("/master/state", "/flags", "/master/metrics/snapshot"):
+        texts.append(requests.get(secured.master_url + path, headers=auth("ops"), timeout=10).text)
+    texts.append(requests.get(secured.agents[0].url + "/flags", timeout=10).text)
+    for text in texts:
+        for secret in (*SECRETS.values(), AGENT_SECRET):
+            assert secret not in text
+
+
+def test_pymesos_with_principal_and_secret(secured) -> None:
+    pymesos = require_module("pymesos")
+    finished = threading.Event()
+
+    class OneTask(pymesos.Scheduler):
+        launched = False
+
+        def resourceOffers(self, driver, offers):
+            for offer in offers:
+                if self.launched:
+                    driver.declineOffer(offer["id"])
+                    continue
+                self.launched = True
+                task = {
+                    "task_id": {"value": "pm-1"},
+                    "agent_id": offer["agent_id"],
+                    "name": "pm-1",
+                    "command": {"value": "true"},
+                    "resources": [
+                        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                        {"name": "mem", "type": "SCALAR", "scalar": {"value": 16}},
+                    ],
+                }
+                driver.launchTasks(offer["id"], [task])
+
+        def statusUpdate(self, driver, update):
+            if update["state"] == "TASK_FINISHED":
+                finished.set()
+
+    driver = pymesos.MesosSchedulerDriver(
+        OneTask(),
+        {"user": "root", "name": "pymesos-auth", "hostname": "localhost"},
+        secured.master_address,
+        use_addict=False,
+        principal="fw",
+        secret=SECRETS["fw"],
+    )
+    driver.start()
+    try:
+        assert finished.wait(60), "pymesos with credentials did not run its task"
+    finally:
+        driver.stop()
+        driver.join()
