@@ -56,10 +56,6 @@ class TaskDuration:
             ) from None
         return cls(seconds, seconds)
 
-    @property
-    def forever(self) -> bool:
-        return self.low is None
-
     def sample(self, rng: random.Random, command: str | None = None) -> float | None:
         """Seconds one task runs (None = until killed); ``sleep N`` commands run N s."""
         if command:
