@@ -71,6 +71,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--mpirun_arg", dest="mpirun_args", action="append", default=[], metavar="ARG",
         help="extra argument for mpirun (repeatable), e.g. --mpirun_arg=--tag-output",
     )  # fmt: skip
+    parser.add_argument(
+        "--python", default=sys.executable,
+        help="Python interpreter with butte that node tasks and rank wrappers run under on "
+        "the agents (default: this one, %(default)s)",
+    )  # fmt: skip
     parser.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
 
 
@@ -99,6 +104,7 @@ def spec_from_args(args: argparse.Namespace) -> MpiSpec:
         mpirun=args.mpirun,
         mpirun_args=tuple(args.mpirun_args),
         advertise_ip=args.advertise_ip,
+        python=args.python,
         timeout=args.timeout,
     )
 
