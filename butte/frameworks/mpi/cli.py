@@ -56,7 +56,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--timeout", type=_positive_float, default=None,
-        help="give up (killing every rank) after this many seconds",
+        help="give up (killing every rank, exit status 124) after this many seconds",
     )  # fmt: skip
     parser.add_argument(
         "--advertise_ip", default=None,
