@@ -56,7 +56,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--timeout", type=_positive_float, default=None,
-        help="give up (killing every rank) after this many seconds",
+        help="give up (killing every rank, exit status 124) after this many seconds",
     )  # fmt: skip
     parser.add_argument(
         "--advertise_ip", default=None,
@@ -70,6 +70,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mpirun_arg", dest="mpirun_args", action="append", default=[], metavar="ARG",
         help="extra argument for mpirun (repeatable), e.g. --mpirun_arg=--tag-output",
+    )  # fmt: skip
+    parser.add_argument(
+        "--python", default=sys.executable,
+        help="Python interpreter with butte that node tasks and rank wrappers run under on "
+        "the agents (default: this one, %(default)s)",
     )  # fmt: skip
     parser.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
 
@@ -99,6 +104,7 @@ def spec_from_args(args: argparse.Namespace) -> MpiSpec:
         mpirun=args.mpirun,
         mpirun_args=tuple(args.mpirun_args),
         advertise_ip=args.advertise_ip,
+        python=args.python,
         timeout=args.timeout,
     )
 

@@ -185,7 +185,7 @@ def place(offers: list[Offer], spec: GangSpec) -> tuple[Node, ...] | None:
     candidates.sort(key=lambda c: (-c[0], c[1]))
     if sum(c[0] for c in candidates) < spec.ranks:
         return None
-    nodes = []
+    nodes: list[Node] = []
     left = spec.ranks
     for slots, agent_id, agent_offers in candidates:
         if left == 0:
@@ -239,7 +239,7 @@ class GangPlanner:
                 else IDLE_REFUSE_SECONDS
             )
             return [Decline(tuple(o.offer_id for o in offers), refuse)] if offers else []
-        useless = []
+        useless: list[str] = []
         for offer in offers:
             self.held[offer.offer_id] = offer
         for agent_offers in _by_agent(list(self.held.values())).values():

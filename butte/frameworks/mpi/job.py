@@ -39,6 +39,7 @@ from butte.frameworks.mpi import gang
 from butte.frameworks.mpi.rendezvous import Rendezvous
 
 TICK_SECONDS = 0.2
+FAILOVER_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -163,7 +164,9 @@ class MpiJob:
             "user": getpass.getuser(),
             "name": f"butte-mpi {self.spec.name}",
             "role": self.spec.role,
-            "failover_timeout": 0.0,
+            # A short failover: a stream that breaks for a moment does not end the job, and
+            # the tasks of a `butte mpi` that died do not outlive it by long.
+            "failover_timeout": FAILOVER_SECONDS,
         }
 
     def task_id(self, attempt: int, index: int) -> str:
@@ -227,20 +230,31 @@ class MpiJob:
             except TimeoutError:
                 kind, value = "tick", None
             now = time.monotonic()
+            effects = self._dispatch(kind, value, now)
             if deadline is not None and now >= deadline:
                 deadline = None
-                effects = self.planner.abort(f"time limit of {self.spec.timeout:g}s reached")
-            else:
-                effects = self._dispatch(kind, value, now)
-            if kind == "event" and value.get("type") == "UPDATE":
-                with contextlib.suppress(CallError):
-                    await client.acknowledge_status(value["update"]["status"])
+                timeout = self.spec.timeout
+                effects += self.planner.abort(f"time limit of {timeout:g}s reached", 124)
+            if kind == "event":
+                await self._acknowledge_or_reconcile(client, value)
             await self._apply(client, effects + self.planner.on_tick(now, random.random()))
         self.info(
             f"job {'succeeded' if self.result.exit_status == 0 else 'failed'}: "
             f"{self.result.message}"
         )
         return self.result.exit_status
+
+    async def _acknowledge_or_reconcile(self, client: SchedulerClient, event: dict) -> None:
+        """Acknowledges updates; after a re-subscription (the event stream broke and the
+        client subscribed again within the failover timeout) asks where the tasks stand."""
+        with contextlib.suppress(CallError):
+            if event.get("type") == "UPDATE":
+                await client.acknowledge_status(event["update"]["status"])
+            elif event.get("type") == "SUBSCRIBED" and self.tasks:
+                agents = {i: n.agent_id for i, n in enumerate(self.planner.nodes)}
+                await client.reconcile(
+                    [(task_id, agents.get(node)) for task_id, (_, node) in self.tasks.items()]
+                )
 
     def _dispatch(self, kind: str, value: Any, now: float) -> list[gang.Effect]:
         if kind == "event":

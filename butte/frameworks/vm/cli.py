@@ -28,6 +28,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--work_dir", required=True, help="directory for the VM records and framework id"
     )
     serve.add_argument("--name", default="butte-vm", help="framework name")
+    serve.add_argument(
+        "--python", default=sys.executable,
+        help="Python interpreter with butte that agents run the VM executor with "
+        "(default: this one, %(default)s)",
+    )  # fmt: skip
     serve.set_defaults(vm_handler=_serve)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -83,7 +88,10 @@ def _serve(args: argparse.Namespace) -> int:
     from butte.frameworks.vm.server import VmServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = VmServer(args.master, args.work_dir, args.http_ip, args.http_port, name=args.name)
+    executor = (args.python, "-m", "butte.frameworks.vm.executor")
+    server = VmServer(
+        args.master, args.work_dir, args.http_ip, args.http_port, executor, name=args.name
+    )
     try:
         return asyncio.run(server.run())
     except KeyboardInterrupt:
