@@ -14,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from butte.core import task_states as ts
+from butte.testing.require import require_module
+
+psutil = require_module("psutil", "the dask extra brings it: pip install butte[dask]")
 
 FAKE_SPARK = Path(__file__).parent / "fake_spark"
 AGENTS = [
