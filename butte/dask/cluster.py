@@ -264,6 +264,7 @@ class ButteCluster(Cluster):
         async def call() -> None:
             fn(*args)
 
+        assert self.loop is not None
         sync(self.loop, call)
 
     def _connected(self) -> set[str]:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from butte.cli.local import free_port
+from butte.client.scheduler import MasterUnreachable
 from butte.core import task_states as ts
 from butte.testing.require import require_module
 
@@ -143,3 +145,12 @@ def with_suppressed(fn, *args) -> None:
         fn(*args)
     except psutil.Error:
         pass
+
+
+def test_bad_arguments_and_an_unreachable_master_raise_clearly():
+    with pytest.raises(ValueError, match="worker_cpus"):
+        ButteCluster("127.0.0.1:5050", worker_cpus=0)
+    with pytest.raises(ValueError, match="below 32 MiB"):
+        ButteCluster("127.0.0.1:5050", worker_memory="1 MiB")
+    with pytest.raises(MasterUnreachable):
+        ButteCluster(f"127.0.0.1:{free_port()}", connect_timeout=0.5, quiet=True)

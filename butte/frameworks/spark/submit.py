@@ -301,9 +301,8 @@ class SparkSubmit:
         """Waits for a worker, runs the driver to its end; returns the exit status."""
         assert self.cluster_failed is not None
         ready = asyncio.ensure_future(self._wait_first_worker())
-        await asyncio.wait(
-            {ready, self.cluster_failed, interrupted}, return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting: set[asyncio.Future[Any]] = {ready, self.cluster_failed, interrupted}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             ready.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -316,13 +315,13 @@ class SparkSubmit:
             return 1
         self.driver = await self._start_driver()
         exited = asyncio.ensure_future(self.driver.wait())
-        await asyncio.wait(
-            {exited, self.cluster_failed, interrupted}, return_when=asyncio.FIRST_COMPLETED
-        )
+        waiting = {exited, self.cluster_failed, interrupted}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
             status = exited.result()
             self.info(f"driver exited with status {status}; tearing the Spark cluster down")
             return status if status >= 0 else 128 - status
+        exited.cancel()  # _stop_driver waits for the driver itself
         return self._why_stopped(interrupted)
 
     def _why_stopped(self, interrupted: asyncio.Future[int]) -> int:
