@@ -67,6 +67,17 @@ class AcceptEvents(MasterCore):
         for role, left in pools.items():
             self._recover(fw.framework_id, agent.agent_id, role, left, refuse, now)
 
+    def _check_run_as(self, fw: Framework, task: TaskInfo) -> None:
+        """The ``run_tasks`` ACL: may the framework's principal run a task as its user?"""
+        command = task.command or (task.executor.command if task.executor else None)
+        user = (command.user if command is not None else None) or fw.info.user
+        if not self.options.acls.allowed("run_tasks", fw.info.principal, user):
+            principal = fw.info.principal or "(none)"
+            raise InvalidTask(
+                f"Not authorized to launch as user '{user}' (principal {principal})",
+                "REASON_TASK_UNAUTHORIZED",
+            )
+
     def _send_operation_error(
         self, fw: Framework, operation_id: str, error: str, now: float
     ) -> None:
@@ -127,6 +138,7 @@ class AcceptEvents(MasterCore):
     ) -> None:
         try:
             role = task_role(task, fw.info, set(pools))
+            self._check_run_as(fw, task)
             known = self._executor_infos(fw, agent)
             res, eid, exec_res = check_task(
                 task, fw.info, agent.agent_id, _IdsInUse(fw.tasks, launched_ids), known
@@ -138,7 +150,7 @@ class AcceptEvents(MasterCore):
                     f"{pools[role].to_text()}"
                 )
         except InvalidTask as e:
-            self._task_error(fw, task, str(e), now)
+            self._task_error(fw, task, str(e), now, e.reason)
             return
         except Exception as e:  # a bug in validation must not leave the call half applied
             log.exception("Framework %s: validating task failed", fw.framework_id)
@@ -174,6 +186,8 @@ class AcceptEvents(MasterCore):
             # Each task is checked as if it named the group's executor.
             wrapped = [msgspec.structs.replace(t, executor=executor, command=None) for t in tasks]
             role = task_role(wrapped[0], fw.info, set(pools))
+            for t in tasks:
+                self._check_run_as(fw, msgspec.structs.replace(t, executor=executor))
             known = self._executor_infos(fw, agent)
             checked = []
             exec_total = Resources()

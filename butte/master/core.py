@@ -24,6 +24,7 @@ from butte.core.ids import IdGenerator
 from butte.core.messages import ID, ExecutorInfo, TaskStatus, TimeInfo
 from butte.core.resources import Resources
 from butte.master import operator_views, views
+from butte.master.acls import Acls
 from butte.master.allocator.interface import Allocator
 from butte.master.effects import (
     Effect,
@@ -50,6 +51,8 @@ class MasterOptions:
     # --agent_removal_rate_limit as (permits, per seconds), e.g. 1/10mins -> (1, 600.0);
     # None: agents failing health checks are marked unreachable at once.
     agent_removal_rate_limit: tuple[int, float] | None = None
+    # --acls: who may do what (run_tasks is checked here, at launch).
+    acls: Acls = field(default_factory=Acls)
 
 
 @dataclass(slots=True)

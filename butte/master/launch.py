@@ -17,7 +17,12 @@ from butte.core.resources import ResourceError, Resources
 
 
 class InvalidTask(ValueError):
-    """A task that must be answered with TASK_ERROR; the message says why."""
+    """A task that must be answered with TASK_ERROR; the message says why, ``reason`` is the
+    status reason (REASON_TASK_INVALID unless another applies)."""
+
+    def __init__(self, message: str, reason: str = "REASON_TASK_INVALID") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def task_role(task: TaskInfo, framework: FrameworkInfo, offer_roles: set[str]) -> str:

@@ -239,6 +239,11 @@ class LegacyEndpoints:
         fid = fid or request.query.get("frameworkId") or request.query.get("framework_id")
         if not isinstance(fid, str) or not fid:
             return text_reply(400, "Missing 'frameworkId' in the request body")
+        fw = self.machine.frameworks.get(fid)
+        owner = fw.info.principal if fw is not None else None
+        principal = request.get("principal")
+        if not self.server.acls.allowed("teardown_frameworks", principal, owner):
+            return text_reply(403, "Forbidden: not authorized to tear this framework down")
         effects = self.machine.teardown_framework(fid, self.server.clock.now())
         if effects is None:
             return text_reply(400, f"No framework found with ID {fid[:255]}")

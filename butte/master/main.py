@@ -15,6 +15,7 @@ from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
+from butte.master.acls import AclError, Acls, parse_acls
 from butte.master.allocator.interface import (
     DEFAULT_MIN_ALLOCATABLE,
     AllocatorOptions,
@@ -147,6 +148,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="credentials for HTTP authentication, same format (default: --credentials)",
     )
     parser.add_argument(
+        "--acls",
+        default=None,
+        help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
+        "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
+        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level are enforced)",
+    )
+    parser.add_argument(
         "--http_header_timeout",
         default="30secs",
         help="how long a request's head may take to arrive before the connection is closed "
@@ -218,6 +226,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             max_completed_tasks_per_framework=args.max_completed_tasks_per_framework,
             heartbeat_interval=durations["heartbeat_interval"],
             agent_removal_rate_limit=removal_limit,
+            acls=acls_flag(args.acls),
         ),
         flags={
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
@@ -235,6 +244,24 @@ def mesos_bool(text: str | bool) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def acls_flag(value: str | None) -> Acls:
+    """``--acls``: JSON text, or a path or file:// URL of it."""
+    if value is None:
+        return Acls()
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = value[len("file://") :] if value.startswith("file://") else value
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"--acls: cannot read {path}: {e.strerror}") from None
+    try:
+        return parse_acls(text)
+    except AclError as e:
+        raise ValueError(f"--acls: {e}") from None
 
 
 def auth_config(args: argparse.Namespace) -> AuthConfig:

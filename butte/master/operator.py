@@ -44,6 +44,15 @@ from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometh
 Answer = dict[str, Any] | web.Response | None
 
 
+# Operator calls on agents and the ACL action that guards each.
+_AGENT_ACTIONS = {
+    "MARK_AGENT_GONE": "mark_agents_gone",
+    "DRAIN_AGENT": "drain_agents",
+    "DEACTIVATE_AGENT": "deactivate_agents",
+    "REACTIVATE_AGENT": "deactivate_agents",
+}
+
+
 class OperatorApi:
     """Operator-facing routes of one master (see the module docstring)."""
 
@@ -91,12 +100,34 @@ class OperatorApi:
         problem = payload_problem(call)
         if problem:
             return text_reply(400, problem)
+        forbidden = self._unauthorized(call, request.get("principal"))
+        if forbidden is not None:
+            return text_reply(403, forbidden)
         answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
         if answer is None:
             return text_reply(200)
         return json_reply({"type": call.type, call.type.lower(): answer})
+
+    def _unauthorized(self, call: OperatorCall, principal: str | None) -> str | None:
+        """Why ``principal`` may not make ``call`` under ``--acls``, or None."""
+        acls = self.server.acls
+        checks: list[tuple[str, str | None]] = []
+        if call.teardown is not None:
+            fw = self.machine.frameworks.get(call.teardown.framework_id.value)
+            checks.append(("teardown_frameworks", fw.info.principal if fw else None))
+        elif call.update_weights is not None:
+            checks += [("update_weights", w.role) for w in call.update_weights.weight_infos]
+        elif call.type in _AGENT_ACTIONS:
+            checks.append((_AGENT_ACTIONS[call.type], None))
+        elif call.type == "SET_LOGGING_LEVEL":
+            checks.append(("set_log_level", None))
+        for action, obj in checks:
+            if not acls.allowed(action, principal, obj):
+                who = principal or "an unauthenticated principal"
+                return f"Forbidden: {who} may not {call.type} ({action})"
+        return None
 
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

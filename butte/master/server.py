@@ -38,6 +38,7 @@ from butte.core.messages import (
     decode,
 )
 from butte.master import fast_http, state_json, views, webui
+from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
@@ -541,8 +542,20 @@ class MasterServer:
             return fast_http.Reply(result.status, "application/json", encode_json(result.body))
         return fast_http.text(result.status, result.message)
 
+    @property
+    def acls(self) -> Acls:
+        """``--acls`` (`butte.master.acls`), also checked by the core at launch."""
+        return self.config.master.acls
+
     def _principal_error(self, call: SchedulerCall, principal: str | None) -> str | None:
-        """Why the authenticated ``principal`` may not make ``call`` for its framework."""
+        """Why the authenticated ``principal`` may not make ``call`` for its framework (or,
+        for a SUBSCRIBE, register in its roles: the ``register_frameworks`` ACL)."""
+        if call.type == "SUBSCRIBE" and call.subscribe is not None:
+            info = call.subscribe.framework_info
+            acting = principal if principal is not None else info.principal
+            for role in info.role_list():
+                if not self.acls.allowed("register_frameworks", acting, role):
+                    return f"Not authorized to register a framework in role '{role}'"
         if principal is None:
             return None
         fid = call.framework_id

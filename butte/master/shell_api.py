@@ -8,6 +8,7 @@ from typing import Protocol
 
 from butte.coord.leadership import Leadership
 from butte.core.clock import Clock
+from butte.master.acls import Acls
 from butte.master.effects import Effect
 from butte.master.http import PrefixRouter
 from butte.master.machine import MasterMachine
@@ -44,6 +45,10 @@ class MasterShell(Protocol):
 
     @property
     def elected_time(self) -> float: ...
+
+    @property
+    def acls(self) -> Acls:
+        """``--acls``: who may do what (`butte.master.acls`)."""
 
     @property
     def slow_streams_closed(self) -> int:

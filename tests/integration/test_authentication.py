@@ -180,3 +180,49 @@ def test_pymesos_with_principal_and_secret(secured) -> None:
     finally:
         driver.stop()
         driver.join()
+
+
+ACLS = {
+    "register_frameworks": [
+        {"principals": {"values": ["fw"]}, "roles": {"values": ["*"]}},
+        {"principals": {"type": "ANY"}, "roles": {"type": "NONE"}},
+    ],
+    "teardown_frameworks": [
+        {"principals": {"values": ["ops"]}, "framework_principals": {"type": "ANY"}},
+        {"principals": {"type": "ANY"}, "framework_principals": {"type": "NONE"}},
+    ],
+}
+
+
+def test_acls_decide_who_registers_and_who_tears_down(cluster_factory, tmp_path) -> None:
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{p} {s}\n" for p, s in SECRETS.items()))
+    cluster = cluster_factory(
+        master_flags=[
+            "--authenticate_frameworks",
+            "--authenticate_http_readwrite",
+            f"--credentials={creds}",
+            f"--acls={json.dumps(ACLS)}",
+        ]
+    )
+    url = cluster.master_url + "/api/v1/scheduler"
+
+    def subscribe(principal: str, role: str) -> requests.Response:
+        info = {"user": "root", "name": f"{principal}-{role}", "role": role}
+        body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}
+        return requests.post(url, json=body, headers=auth(principal), stream=True, timeout=10)
+
+    refused = subscribe("fw", "web")
+    assert refused.status_code == 403 and "role 'web'" in refused.text
+    assert subscribe("other", "*").status_code == 403
+    with subscribe("fw", "*") as stream:
+        assert stream.status_code == 200
+        chunks = stream.iter_content(chunk_size=None)  # kept: dropping it closes the stream
+        first = next(chunks).decode()
+        length, rest = first.split("\n", 1)
+        framework_id = json.loads(rest[: int(length)])["subscribed"]["framework_id"]
+        teardown = {"type": "TEARDOWN", "teardown": {"framework_id": framework_id}}
+        api = cluster.master_url + "/api/v1"
+        denied = requests.post(api, json=teardown, headers=auth("other"), timeout=10)
+        assert denied.status_code == 403 and "teardown_frameworks" in denied.text
+        assert requests.post(api, json=teardown, headers=auth("ops"), timeout=10).ok
