@@ -83,6 +83,21 @@ class Authenticator:
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
+        # Valid Authorization values -> their principal: a framework sends the same header
+        # with every call, so it is decoded and compared once (credentials never change).
+        self._known: dict[str, str] = {}
+
+    def _principal(self, authorization: str | None) -> str | None:
+        if authorization is None:
+            return None
+        principal = self._known.get(authorization)
+        if principal is None:
+            principal = authenticated_principal(authorization, self.config.credentials)
+            if principal is not None:
+                if len(self._known) >= 1024:
+                    self._known.clear()
+                self._known[authorization] = principal
+        return principal
 
     def check(
         self, path: str, method: str, authorization: str | None
@@ -91,7 +106,7 @@ class Authenticator:
         realm = realm_of(path, method)
         if realm is None or not self.config.enabled(realm):
             return None, None
-        principal = authenticated_principal(authorization, self.config.credentials)
+        principal = self._principal(authorization)
         if principal is None:
             challenge = f'Basic realm="{REALM_NAMES[realm]}"'
             message = "Unauthorized: this endpoint needs valid HTTP Basic credentials"
@@ -103,7 +118,7 @@ class Authenticator:
         request must go the full way, where it gets its 401."""
         if not self.config.frameworks:
             return True, None
-        principal = authenticated_principal(authorization, self.config.credentials)
+        principal = self._principal(authorization)
         return principal is not None, principal
 
 
