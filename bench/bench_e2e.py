@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ async def drive(
     inflight: int,
     tasks_per_offer: int,
     pids: dict[str, int],
+    credential: tuple[str, str] | None = None,
 ) -> E2EResult:
     """Runs the frameworks against an already running cluster and measures."""
     fws = [
@@ -76,6 +78,7 @@ async def drive(
             # Every offer carries tasks_per_offer tasks, also once the in-flight budget is
             # full (see frameworks.py): the offers of one allocation interval do not bound it.
             full_batches=True,
+            credential=credential,
         )
         for i in range(frameworks)
     ]
@@ -127,9 +130,31 @@ def run_e2e(
     tasks_per_offer: int = 4,
     allocation_interval: str = "1secs",
     master_flags: tuple[str, ...] = (),
+    auth: bool = False,
 ) -> E2EResult:
-    """Starts a master and the simulated agents, drives the frameworks, stops everything."""
+    """Starts a master and the simulated agents, drives the frameworks, stops everything.
+    ``auth``: the master authenticates frameworks and operators and checks ACLs
+    (register_frameworks and run_tasks for the frameworks' principal), to measure their
+    cost."""
     with work_dir("e2e") as tmp:
+        credential = None
+        if auth:
+            credential = ("bench", "bench-secret")
+            creds = os.path.join(tmp, "credentials")
+            with open(creds, "w") as f:
+                f.write("bench bench-secret\nops ops-secret\n")
+            acls = {
+                "permissive": False,
+                "register_frameworks": [{"principals": {"values": ["bench"]}}],
+                "run_tasks": [{"principals": {"values": ["bench"]}, "users": {"type": "ANY"}}],
+            }
+            master_flags = (
+                *master_flags,
+                "--authenticate_frameworks",
+                "--authenticate_http_readwrite",
+                f"--credentials={creds}",
+                f"--acls={json.dumps(acls)}",
+            )
         master = Master(tmp, [f"--allocation_interval={allocation_interval}", *master_flags])
         sim = sim_process(
             tmp,
@@ -151,7 +176,14 @@ def run_e2e(
             try:
                 return asyncio.run(
                     drive(
-                        master.address, frameworks, warmup, seconds, inflight, tasks_per_offer, pids
+                        master.address,
+                        frameworks,
+                        warmup,
+                        seconds,
+                        inflight,
+                        tasks_per_offer,
+                        pids,
+                        credential,
                     )
                 )
             finally:
@@ -204,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inflight", type=int, default=200, help="per framework")
     parser.add_argument("--tasks_per_offer", type=int, default=4)
     parser.add_argument("--allocation_interval", default="1secs")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="with authentication (frameworks, operators) and ACLs on, to compare",
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
     result = run_e2e(
@@ -214,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         args.inflight,
         args.tasks_per_offer,
         args.allocation_interval,
+        auth=args.auth,
     )
-    label = f" ({args.agents} agents, {args.frameworks} fw)"
+    label = f" ({args.agents} agents, {args.frameworks} fw{', auth+ACLs' if args.auth else ''})"
     print_table(figures(result, label=label), "benchmark 5: end to end")
     print(cpu_text(result))
     return 0

@@ -84,11 +84,14 @@ class LaunchingFramework:
         until_terminal: bool = False,
         hold_offers: bool = True,
         full_batches: bool = False,
+        credential: tuple[str, str] | None = None,
     ) -> None:
         self.client = SchedulerClient(
             master,
             {"name": name, "role": role, "checkpoint": True, "failover_timeout": 0.0},
             call_timeout=60.0,
+            principal=credential[0] if credential else None,
+            secret=credential[1] if credential else None,
         )
         self.name = name
         self.shape = shape or TaskShape()

@@ -195,7 +195,12 @@ class _RequestParser:
         """Parses ``data``, just appended to ``buf``; every complete request before it has
         been dropped from ``buf`` (so the message under way starts at its front)."""
         self._buf = buf
-        self._start = 0
+        # The caller dropped the requests the last feed completed (``_start`` bytes): a head
+        # parsed then, whose body was still on its way, moved to the front with them.
+        if self._start:
+            path, headers, body_start = self._head
+            self._head = (path, headers, body_start - self._start)
+            self._start = 0
         self._done = []
         try:
             self._parser.feed_data(data)
@@ -205,8 +210,9 @@ class _RequestParser:
             elif isinstance(e.__context__, _BadRequest):
                 self.error = str(e.__context__)
                 self.error_status = e.__context__.status
-            else:
-                raise
+            else:  # a bug here: the connection is answered 500 and closed, never left hanging
+                log.error("Parsing a request failed", exc_info=e.__context__)
+                self.error, self.error_status = "the request could not be parsed", 500
         except httptools.HttpParserUpgrade:
             self.handed_off = True  # on_headers_complete handed it off first; not reached
         except httptools.HttpParserError as e:

@@ -202,6 +202,21 @@ def test_malformed_requests_are_refused_with_400_and_closed():
         run(scenario)
 
 
+def test_a_body_arriving_after_the_read_that_completed_the_call_before_it():
+    # One read completes call A and the head of call B; B's body comes with the next read.
+    def scenario() -> None:
+        protocol, transport, handler, handed = connect()
+        a, b, c = call(b'{"a":1}'), call(b'{"b":22}'), call(b'{"c":333}')
+        head_of_b = b.index(b"\r\n\r\n") + 4
+        protocol.data_received(a + b[:head_of_b])
+        protocol.data_received(b[head_of_b:] + c[:30])
+        protocol.data_received(c[30:])
+        assert [x[2] for x in handler.calls] == [b'{"a":1}', b'{"b":22}', b'{"c":333}']
+        assert not handed and not transport.closed
+
+    run(scenario)
+
+
 def test_a_request_arriving_byte_by_byte_is_served_once_whole():
     def scenario() -> None:
         protocol, transport, handler, handed = connect()
