@@ -292,3 +292,10 @@ def test_sqlite_store_keeps_the_last_write_of_a_batch_and_survives_reopening(tmp
     restored.load(jobs, runs, T0)
     assert restored.jobs["a"].next_index == core.jobs["a"].next_index == 1
     assert restored.job_json("a", T0) == core.job_json("a", T0)
+
+
+@pytest.mark.parametrize("epsilon", ["P1DT12H", "P30D", "PT0.5S", "PT1H", "PT2592000S"])
+def test_a_listed_job_parses_back_to_the_same_definition(epsilon: str) -> None:
+    spec = job(T0, "a", schedule="R5/2026-03-01T12:00:00Z/PT1M", epsilon=epsilon)
+    again = parse_job(spec.to_json(), T0, dependency=False)
+    assert again == spec
