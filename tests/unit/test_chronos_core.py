@@ -272,3 +272,30 @@ def test_listed_job_can_be_posted_back_without_doubling() -> None:
     h.offers()
     assert len(h.launches) == 1  # the first is still running (not concurrent)
     assert len(h.core.runs) == 2 and h.core.jobs["a"].remaining == 3
+
+
+def test_sqlite_store_keeps_the_last_write_of_a_batch_and_survives_reopening(tmp_path) -> None:
+    from butte.frameworks.chronos.store import SqliteStore
+
+    core = c.ChronosCore()
+    core.on_subscribed(T0)
+    core.put_job(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1H"), T0)
+    core.on_offers([c.Offer("o", "agent0", "h", "*", 8, 8192, 1e5, {}, T0)], T0)
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    effects = core.take_effects()
+    store.apply([e for e in effects if isinstance(e, c.SaveJob | c.SaveRun)], {"framework_id": "f"})
+    store.close()
+    meta, jobs, runs = SqliteStore(tmp_path / "s.sqlite3").load()
+    assert meta == {"framework_id": "f"}
+    assert [r["state"] for r in runs] == [c.LAUNCHING]
+    restored = c.ChronosCore()
+    restored.load(jobs, runs, T0)
+    assert restored.jobs["a"].next_index == core.jobs["a"].next_index == 1
+    assert restored.job_json("a", T0) == core.job_json("a", T0)
+
+
+@pytest.mark.parametrize("epsilon", ["P1DT12H", "P30D", "PT0.5S", "PT1H", "PT2592000S"])
+def test_a_listed_job_parses_back_to_the_same_definition(epsilon: str) -> None:
+    spec = job(T0, "a", schedule="R5/2026-03-01T12:00:00Z/PT1M", epsilon=epsilon)
+    again = parse_job(spec.to_json(), T0, dependency=False)
+    assert again == spec

@@ -551,6 +551,8 @@ class ChronosCore:
         if not terminal:
             self._progress(run, state, now)
             return
+        if run.state == QUEUED:
+            return  # a stale answer about a launch that never happened; it is queued again
         if (
             run.state == LAUNCHING
             and state != task_states.FINISHED

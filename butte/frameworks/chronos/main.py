@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 
 from butte.frameworks.chronos.server import FAILOVER_TIMEOUT, ChronosServer, Settings
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         hostname=args.hostname,
         failover_timeout=args.failover_timeout,
     )
+    # As in `butte master`: young collections every 700 allocations cost a busy scheduler
+    # much of a burst of a thousand runs; every 10,000 still collects cycles promptly.
+    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(ChronosServer(settings).run())
     except OSError as e:

@@ -204,5 +204,8 @@ def format_instant(t: float, zone: tzinfo) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """Seconds as an ISO8601 duration (``PT60S``)."""
-    return f"PT{seconds:g}S"
+    """Seconds as an ISO8601 duration that `parse_duration` reads back (``PT60S``,
+    ``PT2592000S``, ``PT0.5S``; never an exponent)."""
+    if seconds == int(seconds):
+        return f"PT{int(seconds)}S"
+    return "PT" + f"{seconds:.6f}".rstrip("0").rstrip(".") + "S"

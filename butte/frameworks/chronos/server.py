@@ -8,8 +8,8 @@ A status update is acknowledged only after the saves it caused are durable.
 
 With ``--zk`` several instances contend under ``<zk path>/leader`` (Mesos' election layout,
 `butte.coord.zookeeper`), keep state under ``<zk path>/state``, and a standby proxies every
-API request to the leader (503 while none is known). A leader that loses its ZooKeeper
-session exits at once (status 1) so that two schedulers never act together.
+API request to the leader (503 while none is known). An instance that loses its ZooKeeper
+session (or its candidacy) exits at once (status 1), so two schedulers never act together.
 """
 
 from __future__ import annotations
@@ -158,9 +158,12 @@ class ChronosServer:
         self._tasks.append(asyncio.create_task(self._lead(store)))
 
     def leadership_lost(self, reason: str) -> None:
-        if self.leading:
-            log.error("Leadership lost (%s): exiting", reason)
-            self._finish(1)
+        # A leader must stop acting at once; a standby whose candidacy is gone could never
+        # be elected again. Either way the process ends and its supervisor starts it anew.
+        log.error(
+            "%s (%s): exiting", "Leadership lost" if self.leading else "Left the election", reason
+        )
+        self._finish(1)
 
     # -- effects ---------------------------------------------------------------------------
 

@@ -90,6 +90,9 @@ class ZooKeeperStore:
     def __init__(self, client: Any, path: str) -> None:
         self._zk = client
         self.root = path.rstrip("/") + "/state"
+        # The znodes that exist: only the leader writes here, and it read them all in
+        # load(), so a batch needs no round trip to ask which to create and which to set.
+        self._known: set[str] = set()
         for sub in ("meta", "jobs", "runs"):
             self._zk.ensure_path(f"{self.root}/{sub}")
 
@@ -98,6 +101,7 @@ class ZooKeeperStore:
         for child in self._zk.get_children(f"{self.root}/{sub}"):
             data, _ = self._zk.get(f"{self.root}/{sub}/{child}")
             out[unquote(child)] = data
+            self._known.add(f"{self.root}/{sub}/{child}")
         return out
 
     def load(self) -> tuple[dict[str, str], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -123,7 +127,7 @@ class ZooKeeperStore:
         try:
             tx = self._zk.transaction()
             for node, data in last.items():
-                exists = self._zk.exists(node) is not None
+                exists = node in self._known
                 if data is None:
                     if exists:
                         tx.delete(node)
@@ -137,6 +141,11 @@ class ZooKeeperStore:
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             raise StoreError(f"ZooKeeper transaction failed: {failed[0]!r}")
+        for node, data in last.items():
+            if data is None:
+                self._known.discard(node)
+            else:
+                self._known.add(node)
 
     def close(self) -> None:
         pass
