@@ -5,6 +5,7 @@ handled), kept apart for size. The public entry points are `MasterMachine`'s."""
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, get_args
 
@@ -284,7 +285,13 @@ class AgentEvents(MasterCore):
         """A framework known only from an agent's report: inactive until it re-subscribes."""
         if info is None or any(f.framework_id == fid for f in self.completed_frameworks):
             return None
-        fw = Framework(framework_id=fid, info=info, registered_time=now, recovered=True)
+        fw = Framework(
+            framework_id=fid,
+            info=info,
+            registered_time=now,
+            recovered=True,
+            completed_tasks=deque(maxlen=self.options.max_completed_tasks_per_framework),
+        )
         fw.unregistered_time = now
         self.frameworks[fid] = fw
         self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)

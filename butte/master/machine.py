@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,12 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def _add_framework(
         self, fid: str, info: FrameworkInfo, sub: Subscribe, stream_id: str, now: float
     ) -> None:
-        fw = Framework(framework_id=fid, info=info, registered_time=now)
+        fw = Framework(
+            framework_id=fid,
+            info=info,
+            registered_time=now,
+            completed_tasks=deque(maxlen=self.options.max_completed_tasks_per_framework),
+        )
         fw.suppressed_roles = set(sub.suppressed_roles)
         self.frameworks[fid] = fw
         self.allocator.add_framework(

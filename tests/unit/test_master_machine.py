@@ -509,3 +509,19 @@ def test_an_accept_with_an_operation_the_master_does_not_perform_is_refused_whol
     h.allocate()
     [again] = h.offers(stream)  # the whole offer came back
     assert again["resources"] == offer["resources"]
+
+
+def test_completed_tasks_kept_per_framework_follow_the_flag():
+    h = Harness(MasterOptions(max_completed_tasks_per_framework=2))
+    agent_id = h.register_agent("c1")
+    fid, stream = h.subscribe()
+    h.allocate()
+    [offer] = h.offers(stream)
+    tasks = [command_task(f"t{i}", offer, resources="cpus:0.1;mem:8") for i in range(4)]
+    h.call(fid, stream, launch_body(offer, *tasks))
+    for i in range(4):
+        uid = h.status_update("c1", fid, f"t{i}", "TASK_FINISHED", agent_id)
+        ack = {"agent_id": {"value": agent_id}, "task_id": {"value": f"t{i}"}, "uuid": uid}
+        h.call(fid, stream, {"type": "ACKNOWLEDGE", "acknowledge": ack})
+    completed = h.master.frameworks[fid].completed_tasks
+    assert [t.task_id for t in completed] == ["t2", "t3"]
