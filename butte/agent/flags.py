@@ -198,6 +198,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="accepted for Mesos compatibility; the command executor always uses HTTP",
     )
+    add_isolation_flags(parser)
     add(
         "--logging_level",
         default="INFO",
@@ -270,3 +271,67 @@ def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
         elif value is not None:
             out[name] = str(value)
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
+    return value
+
+
+def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the isolators (docs/isolation.md)."""
+    add = parser.add_argument
+    add(
+        "--isolation",
+        default="posix/cpu,posix/mem",
+        help="comma-separated isolators: posix/cpu, posix/mem (accounting only), cgroups/cpu, "
+        "cgroups/mem, cgroups/pids, namespaces/pid, filesystem/linux, network/loopback",
+    )
+    add(
+        "--cgroups_hierarchy",
+        default="/sys/fs/cgroup",
+        help="where the cgroup hierarchies are mounted (v1: one directory per controller; "
+        "v2: the unified hierarchy)",
+    )
+    add(
+        "--cgroups_root",
+        default="butte",
+        help="name of the group, in each hierarchy, under which container groups are made",
+    )
+    add(
+        "--cgroups_enable_cfs",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="cgroups/cpu: also cap CPU use at the container's cpus (CFS bandwidth quota)",
+    )
+    add(
+        "--cgroups_limit_swap",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="cgroups/mem: limit memory plus swap to the container's mem (no swapping)",
+    )
+    add(
+        "--container_max_pids",
+        type=positive_int,
+        default=None,
+        help="cgroups/pids: most processes and threads per container (default: no limit)",
+    )
+    add(
+        "--switch_user",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="run tasks as their CommandInfo.user (else FrameworkInfo.user) when the agent "
+        "runs as root (default false, unlike Mesos: see docs/isolation.md)",
+    )

@@ -12,6 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
+from butte.agent.containerizer.isolators import (
+    IsolationOptions,
+    IsolatorUnavailable,
+    parse_isolation,
+)
 from butte.agent.server import AgentOptions, serve
 from butte.coord.interface import CoordinationError
 
@@ -46,6 +51,15 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         executor_reregistration_timeout=args.executor_reregistration_timeout,
         recovery_timeout=args.recovery_timeout,
         fetcher_cache_dir=args.fetcher_cache_dir,
+        isolation=args.isolation,
+        isolation_options=IsolationOptions(
+            cgroups_hierarchy=args.cgroups_hierarchy,
+            cgroups_root=args.cgroups_root,
+            cgroups_enable_cfs=args.cgroups_enable_cfs,
+            cgroups_limit_swap=args.cgroups_limit_swap,
+            container_max_pids=args.container_max_pids,
+        ),
+        switch_user=args.switch_user,
         flags=agent_flags.flags_for_state(args),
     )
 
@@ -64,11 +78,19 @@ def run(args: argparse.Namespace) -> int:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
         return 2
     options = options_from_args(args)
+    try:
+        parse_isolation(options.isolation)
+    except IsolatorUnavailable as e:
+        print(f"agent: --isolation: {e}", file=sys.stderr)
+        return 2
     # The default loop: uvloop spawns processes several times slower (DESIGN.md).
     try:
         return asyncio.run(serve(options))
     except CoordinationError as e:  # --master zk://... and the ensemble cannot be reached
         print(f"agent: {e}", file=sys.stderr)
+        return 1
+    except IsolatorUnavailable as e:  # an isolator this machine cannot provide
+        print(f"agent: --isolation: {e}", file=sys.stderr)
         return 1
 
 

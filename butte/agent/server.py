@@ -40,6 +40,9 @@ from aiohttp import web
 
 import butte
 from butte.agent import checkpoint, operator_api, paths
+from butte.agent.containerizer import isolators
+from butte.agent.containerizer.isolation import Isolation
+from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
 from butte.agent.containerizer.posix import (
     PosixContainerizer,
     find_sandbox_leaders,
@@ -131,6 +134,10 @@ class AgentOptions:
     executor_reregistration_timeout: float = 2.0
     recovery_timeout: float = 900.0
     fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
+    # --isolation and the isolators' flags (docs/isolation.md).
+    isolation: str = DEFAULT_ISOLATION
+    isolation_options: IsolationOptions = field(default_factory=IsolationOptions)
+    switch_user: bool = False
     flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -183,6 +190,9 @@ class AgentServer:
             )
             await self.detector.start()
         os.makedirs(self.options.work_dir, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        # Before anything is bound: an isolator this machine lacks stops the start.
+        isolation = self._isolation(loop)
         app = web.Application(client_max_size=16 << 20)
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
@@ -191,7 +201,6 @@ class AgentServer:
         site = web.TCPSite(self._runner, self.options.ip, self.options.port, backlog=4096)
         await site.start()
         port = self._runner.addresses[0][1]
-        loop = asyncio.get_running_loop()
         self.machine = AgentMachine(self._config(port))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
@@ -205,6 +214,8 @@ class AgentServer:
             self._container_exited,
             zygote_argv=zygote_argv() if self.options.executor_zygote else None,
             fetcher_cache_dir=self.options.fetcher_cache_dir or paths.fetcher_cache_dir(work_dir),
+            isolation=isolation,
+            on_limited=self._container_limited,
         )
         self.master_link = MasterLink(
             self._master_url(self.master_address()),
@@ -218,6 +229,23 @@ class AgentServer:
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
+        """The isolators of --isolation (None when they enforce nothing: the posix ones
+        and no user switching)."""
+        names = isolators.parse_isolation(self.options.isolation)
+        built, cgroups = isolators.build(names, self.options.isolation_options, loop)
+        isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
+        enforcing = [n for n in names if not n.startswith("posix/")]
+        if not enforcing and not isolation.switch_user:
+            return None
+        log.info(
+            "isolation: %s%s%s",
+            ",".join(names),
+            f" (cgroups v{cgroups.version} under {cgroups.root})" if cgroups else "",
+            ", switching users" if isolation.switch_user else "",
+        )
+        return isolation
 
     def _config(self, port: int) -> AgentConfig:
         options = self.options
@@ -307,6 +335,13 @@ class AgentServer:
         if orphans:
             log.info("killing %d executor(s) this agent does not recover", len(orphans))
             await asyncio.to_thread(signal_sessions, orphans, signal.SIGKILL)
+        recovered = [cid for cid, c in self.containerizer.containers.items() if c.recovered]
+        orphan_groups = self.containerizer.recover_isolation(recovered)
+        isolation = self.containerizer.isolation
+        if orphan_groups and isolation is not None:
+            log.info("destroying %d orphan container cgroup(s)", len(orphan_groups))
+            for container_id in orphan_groups:
+                await asyncio.to_thread(isolation.destroy_groups, container_id)
 
     @property
     def _core(self) -> AgentMachine:
@@ -485,6 +520,8 @@ class AgentServer:
         left to the caller, which first opens the stream they are written to."""
         if self.recovering or self.machine is None:
             return Reply(503, "Agent is recovering")
+        if call.type == "UPDATE" and call.update is not None:
+            self._check_limitation(call)
         try:
             reply = self._core.executor_call(call, self.now())
         except Exception:  # noqa: BLE001
@@ -515,6 +552,29 @@ class AgentServer:
     def _container_failed(self, container_id: str, message: str) -> None:
         log.warning("container %s failed to launch: %s", container_id, message)
         self.apply(self._core.container_failed(container_id, message, self.now()))
+
+    def _container_limited(self, container_id: str, limitation: Limitation) -> None:
+        log.warning("container %s: %s", container_id, limitation.message)
+        self.apply(
+            self._core.container_limited(
+                container_id, limitation.reason, limitation.message, self.now()
+            )
+        )
+
+    def _check_limitation(self, call: ExecutorCall) -> None:
+        """Before a task's end from its executor is taken: did its container go over a limit
+        (the kernel's counters say so before the executor can)? Then the end is reported as
+        that limitation."""
+        assert call.update is not None and self.containerizer is not None
+        if self.containerizer.isolation is None or not ts.is_terminal(call.update.status.state):
+            return
+        fw = self._core.frameworks.get(call.framework_id.value)
+        ex = fw.executors.get(call.executor_id.value) if fw is not None else None
+        if ex is None or ex.limitation is not None:
+            return
+        limitation = self.containerizer.limitation(ex.container_id)
+        if limitation is not None:
+            self._container_limited(ex.container_id, limitation)
 
     def _container_exited(self, container_id: str, status: int | None) -> None:
         self.apply(self._core.container_exited(container_id, status, self.now()))

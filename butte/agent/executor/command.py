@@ -87,13 +87,45 @@ def task_argv(command: dict) -> tuple[str, list[str], bool]:
     return value, arguments or [value], True
 
 
+# What the agent tells the executor about isolating its tasks (not passed on to tasks).
+NAMESPACES_ENV = "BUTTE_TASK_NAMESPACES"  # comma-separated: pid, mnt, tmp, net
+USER_ENV = "BUTTE_TASK_USER"  # set when tasks switch user: the default user
+
+
+def secret_value(var: dict) -> str | None:
+    """The value of a SECRET variable of type VALUE (base64 ``data``), else None (the agent
+    refuses REFERENCE secrets before the task gets here)."""
+    secret = var.get("secret")
+    if not isinstance(secret, dict) or secret.get("type") != "VALUE":
+        return None
+    data = (secret.get("value") or {}).get("data")
+    if not isinstance(data, str):
+        return None
+    import binascii
+
+    try:
+        return binascii.a2b_base64(data).decode(errors="surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
+
+
 def task_environment(base: dict[str, str], command: dict) -> dict[str, str]:
-    """The executor's environment plus the task's CommandInfo variables."""
+    """The executor's environment plus the task's CommandInfo variables (VALUE ones and
+    SECRET ones of type VALUE)."""
     env = dict(base)
+    env.pop(NAMESPACES_ENV, None)
+    env.pop(USER_ENV, None)
     variables = (command.get("environment") or {}).get("variables") or []
     for var in variables:
-        if isinstance(var, dict) and var.get("type", "VALUE") == "VALUE" and "value" in var:
+        if not isinstance(var, dict):
+            continue
+        kind = var.get("type", "VALUE")
+        if kind == "VALUE" and "value" in var:
             env[str(var["name"])] = str(var["value"])
+        elif kind == "SECRET":
+            value = secret_value(var)
+            if value is not None:
+                env[str(var["name"])] = value
     return env
 
 
@@ -333,7 +365,47 @@ class Executor:
                 (os.POSIX_SPAWN_OPEN, 1, os.path.join(cwd, "stdout"), flags, 0o644),
                 (os.POSIX_SPAWN_OPEN, 2, os.path.join(cwd, "stderr"), flags, 0o644),
             ]
+        namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        default_user = self.environ.get(USER_ENV)
+        if namespaces or default_user:
+            return self._spawn_isolated(program, argv, search, env, cwd, namespaces, command)
         return self._spawn_process(program, argv, search, env, cwd, actions)
+
+    def _spawn_isolated(
+        self,
+        program: str,
+        argv: list[str],
+        search: bool,
+        env: dict[str, str],
+        cwd: str | None,
+        namespaces: list[str],
+        command: dict,
+    ) -> int:
+        """Forks the task into its namespaces and user (`butte.agent.containerizer.linux`)."""
+        from butte.agent.containerizer import linux
+
+        user = None
+        name = command.get("user") or self.environ.get(USER_ENV)
+        if name and self.environ.get(USER_ENV):
+            try:
+                uid, gid, home = linux.resolve_user(str(name))
+            except KeyError as e:
+                raise OSError(e.args[0]) from None
+            user = (str(name), uid, gid, home)
+            if cwd is not None:
+                os.chown(cwd, uid, gid)
+        stdio = (os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")) if cwd else None
+        return linux.spawn_isolated(
+            program,
+            argv,
+            env,
+            search=search,
+            cwd=cwd,
+            sandbox=cwd or self.sandbox,
+            stdio=stdio,
+            namespaces=namespaces,
+            user=user,
+        )
 
     def _spawn_process(
         self,
