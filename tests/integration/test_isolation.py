@@ -15,6 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
 from test_agent_process import (
     AID,
@@ -22,6 +23,7 @@ from test_agent_process import (
     FRAMEWORK,
     AgentProcess,
     FakeMaster,
+    agent_port,
     process_gone,
     run_scenario,
     sandbox,
@@ -143,6 +145,20 @@ def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path,
         assert int(limit.read_text()) == 96 * 1024 * 1024
         shares = group(cgroups_root, "cpu", calm) / "cpu.shares"
         assert int(shares.read_text()) == int(0.2 * 1024)  # task 0.1 + executor 0.1
+        port = agent_port(master)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/monitor/statistics") as response:
+                monitor = await response.json()
+            call = {"type": "GET_CONTAINERS"}
+            async with http.post(f"http://127.0.0.1:{port}/api/v1", json=call) as response:
+                containers = (await response.json())["get_containers"]["containers"]
+        (stats,) = [e["statistics"] for e in monitor if e["executor_id"] == "calm"]
+        assert stats["mem_limit_bytes"] == 96 * 1024 * 1024
+        assert 0 < stats["mem_total_bytes"] < 96 * 1024 * 1024
+        assert stats["mem_oom_events"] == 0 and stats["processes"] >= 2
+        assert "cpus_user_time_secs" in stats and stats["cpus_limit"] == pytest.approx(0.2)
+        (entry,) = [e for e in containers if e["container_id"]["value"] == calm]
+        assert entry["resource_statistics"]["mem_limit_bytes"] == 96 * 1024 * 1024
         hog = container_of(master, "hog")
         # The hog's groups are removed once it is gone.
         await wait_for(lambda: not group(cgroups_root, "memory", hog).exists(), "hog cgroup gone")
