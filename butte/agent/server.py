@@ -389,6 +389,8 @@ class AgentServer:
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
         await self.containerizer.close()
+        if self.containerizer.isolation is not None:
+            await asyncio.to_thread(self.containerizer.isolation.close)
         await self.commit.wait_idle()
         self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.

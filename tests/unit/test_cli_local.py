@@ -112,3 +112,11 @@ def test_a_killed_process_is_not_a_cluster_failure_and_can_restart(tmp_path):
     assert proc.running() and proc.pid != first and not proc.expected_down
     proc.stop()
     assert proc.log_path.read_text().count("==== ") == 2
+
+
+def test_isolating_agents_get_a_cgroups_root_each(tmp_path):
+    flags = ["--isolation", "cgroups/mem"]
+    cluster = LocalCluster(tmp_path, port=6000, agents=2, agent_flags=flags)
+    roots = [a.argv[a.argv.index("--cgroups_root") + 1] for a in cluster.agents]
+    assert roots == [f"butte/local-{port}" for port in cluster.agent_ports]
+    assert len(set(roots)) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 from butte.agent.containerizer import linux
@@ -133,3 +134,11 @@ class Isolation:
         if self.cgroups is None:
             return []
         return sorted(self.cgroups.containers() - recovered)
+
+    def close(self) -> None:
+        """Removes the --cgroups_root groups if nothing is left in them (agent shutdown)."""
+        if self.cgroups is None:
+            return
+        for controller in self.cgroups.mounts:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.cgroups.root_dir(controller))

@@ -514,7 +514,10 @@ class PosixContainerizer:
                     await asyncio.to_thread(isolation.kill, c.container_id)
 
     async def close(self) -> None:
-        """Stops the zygote and the launch threads (after the last launch)."""
+        """Stops the zygote and the launch threads (after the last launch), once the
+        clean-ups under way (cgroups being removed) are done."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
         if self._zygote is not None:
             await self._zygote.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -202,3 +202,16 @@ def build(
             raise IsolatorUnavailable(str(e)) from None
     context = IsolatorContext(options, loop, cgroups)
     return [registry[n](context) for n in names], cgroups
+
+
+CGROUP_ISOLATION = "cgroups/cpu,cgroups/mem,cgroups/pids"
+
+
+def preferred_isolation(options: IsolationOptions | None = None) -> str:
+    """What ``butte local`` gives its agents: the cgroup isolators where they work here,
+    else the default."""
+    try:
+        build(parse_isolation(CGROUP_ISOLATION), options or IsolationOptions(), None)
+    except IsolatorUnavailable:
+        return DEFAULT_ISOLATION
+    return CGROUP_ISOLATION
