@@ -291,7 +291,7 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         "--isolation",
         default="posix/cpu,posix/mem",
         help="comma-separated isolators: posix/cpu, posix/mem (accounting only), cgroups/cpu, "
-        "cgroups/mem, cgroups/pids, namespaces/pid, filesystem/linux, network/loopback",
+        "cgroups/mem, cgroups/pids, disk/du, namespaces/pid, filesystem/linux, network/loopback",
     )
     add(
         "--cgroups_hierarchy",
@@ -325,6 +325,21 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="cgroups/pids: most processes and threads per container (default: no limit)",
+    )
+    add(
+        "--enforce_container_disk_quota",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="disk/du: a container whose sandbox grows past its disk resource fails "
+        "(REASON_CONTAINER_LIMITATION_DISK)",
+    )
+    add(
+        "--container_disk_watermark_interval",
+        type=duration,
+        default="15secs",
+        help="disk/du: how often each sandbox is measured",
     )
     add(
         "--switch_user",

@@ -58,6 +58,8 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             cgroups_enable_cfs=args.cgroups_enable_cfs,
             cgroups_limit_swap=args.cgroups_limit_swap,
             container_max_pids=args.container_max_pids,
+            enforce_container_disk_quota=args.enforce_container_disk_quota,
+            container_disk_watermark_interval=args.container_disk_watermark_interval,
         ),
         switch_user=args.switch_user,
         flags=agent_flags.flags_for_state(args),
@@ -76,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not 0 < args.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
+        return 2
+    if args.container_disk_watermark_interval <= 0:
+        print("agent: --container_disk_watermark_interval must be > 0", file=sys.stderr)
         return 2
     options = options_from_args(args)
     try:

@@ -60,9 +60,10 @@ from butte.agent.effects import (
 )
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, ExecutorStream, uptime_since, version_info
+from butte.agent.launch_events import scalar_totals
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import RUNNING, TERMINATED
+from butte.agent.records import CUSTOM, RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import internal
@@ -335,13 +336,32 @@ class AgentServer:
         if orphans:
             log.info("killing %d executor(s) this agent does not recover", len(orphans))
             await asyncio.to_thread(signal_sessions, orphans, signal.SIGKILL)
-        recovered = [cid for cid, c in self.containerizer.containers.items() if c.recovered]
+        recovered = {
+            cid: self._recovered_launch(cid)
+            for cid, c in self.containerizer.containers.items()
+            if c.recovered and cid in core.containers
+        }
         orphan_groups = self.containerizer.recover_isolation(recovered)
         isolation = self.containerizer.isolation
         if orphan_groups and isolation is not None:
             log.info("destroying %d orphan container cgroup(s)", len(orphan_groups))
             for container_id in orphan_groups:
                 await asyncio.to_thread(isolation.destroy_groups, container_id)
+
+    def _recovered_launch(self, container_id: str) -> LaunchContainer:
+        """What isolators need of a recovered container: its sandbox and resources."""
+        ex = self._core.containers[container_id]
+        resources = [*ex.info.resources, *(r for t in ex.tasks.values() for r in t.info.resources)]
+        return LaunchContainer(
+            container_id,
+            ex.framework_id,
+            ex.id,
+            ex.sandbox,
+            (),
+            {},
+            builtin=ex.kind != CUSTOM,
+            resources=scalar_totals(resources),
+        )
 
     @property
     def _core(self) -> AgentMachine:

@@ -96,13 +96,14 @@ async def run_task(
     *,
     framework: dict = FRAMEWORK,
     mem: float = 64.0,
+    disk: float | None = None,
     **command_extra,
 ) -> None:
     task = {
         "name": task_id,
         "task_id": {"value": task_id},
         "agent_id": {"value": AID},
-        "resources": resources(mem=mem),
+        "resources": resources(mem=mem, disk=disk),
         "command": {"value": command, **command_extra},
     }
     await master.send({"type": "RUN_TASK", "framework": framework, "task": task})
@@ -334,6 +335,25 @@ def test_agent_sigkill_recovers_tasks_in_cgroups_and_destroys_orphans(tmp_path, 
         await wait_for(lambda: not memory.exists(), "its group removed")
 
     run_scenario(tmp_path, scenario, agent_flags=(*flags(cgroups_root), *fixed_port()))
+
+
+def test_task_filling_its_disk_fails_with_the_disk_limitation(tmp_path):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_task(master, "filler", "head -c 5000000 /dev/urandom > big; sleep 60", disk=2)
+        await run_task(master, "small", "echo small > out; sleep 60", disk=2)
+        status = await wait_for(lambda: terminal(master, "filler"), "the filler's end", 20)
+        assert status["state"] == "TASK_FAILED"
+        assert status["reason"] == "REASON_CONTAINER_LIMITATION_DISK"
+        assert "exceeds quota (2MB)" in status["message"]
+        # The agent works on: the other task runs, a new one finishes.
+        assert master.states("small") == ["TASK_STARTING", "TASK_RUNNING"]
+        await run_task(master, "after", "true", disk=2)
+        after = await wait_for(lambda: terminal(master, "after"), "after", 20)
+        assert after["state"] == "TASK_FINISHED"
+
+    flags = ("--isolation", "disk/du", "--enforce_container_disk_quota")
+    flags += ("--container_disk_watermark_interval", "100ms")
+    run_scenario(tmp_path, scenario, agent_flags=flags)
 
 
 def test_agent_refuses_to_start_with_an_unknown_or_unavailable_isolator(tmp_path):

@@ -306,3 +306,17 @@ def test_reference_secrets_are_refused_with_task_error():
     assert "no secret resolver" in (by_task["ref"].message or "")
     assert by_task["empty"].state == "TASK_ERROR"
     assert "ok" not in by_task and len(h.launched) == 1
+
+
+def test_disk_usage_counts_blocks_once_per_file_and_skips_symlinks(tmp_path):
+    from butte.agent.containerizer.isolators.disk_du import disk_usage
+
+    (tmp_path / "d").mkdir()
+    data = tmp_path / "d" / "data"
+    data.write_bytes(os.urandom(1 << 20))
+    base = disk_usage(str(tmp_path))
+    assert base >= 1 << 20
+    os.link(data, tmp_path / "hard")
+    (tmp_path / "soft").symlink_to("/usr")
+    # The hard link adds no blocks; the symbolic link is not followed.
+    assert disk_usage(str(tmp_path)) - base < 16 * 1024

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 
 from butte.agent.containerizer import linux
 from butte.agent.containerizer.cgroupfs import CgroupError, Cgroups
@@ -124,16 +124,18 @@ class Isolation:
         except OSError as e:
             log.warning("cgroups of container %s: %s", container_id, e)
 
-    def recover(self, recovered: Iterable[str], on_limit: LimitedCallback) -> list[str]:
-        """Re-watches the recovered containers; returns the ids of orphan groups (cgroups
-        under the root that no recovered container owns), for `destroy_groups`."""
-        recovered = set(recovered)
-        for container_id in recovered:
+    def recover(
+        self, recovered: Mapping[str, LaunchContainer], on_limit: LimitedCallback
+    ) -> list[str]:
+        """Re-watches the recovered containers (their launches as rebuilt from the agent's
+        records); returns the ids of orphan groups (cgroups under the root that no recovered
+        container owns), for `destroy_groups`."""
+        for spec in recovered.values():
             for isolator in self.isolators:
-                isolator.recover(container_id, on_limit)
+                isolator.recover_spec(spec, on_limit)
         if self.cgroups is None:
             return []
-        return sorted(self.cgroups.containers() - recovered)
+        return sorted(self.cgroups.containers() - set(recovered))
 
     def close(self) -> None:
         """Removes the --cgroups_root groups if nothing is left in them (agent shutdown)."""

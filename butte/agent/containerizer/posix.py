@@ -473,7 +473,7 @@ class PosixContainerizer:
             return None
         return self.isolation.usage(container_id)
 
-    def recover_isolation(self, recovered: list[str]) -> list[str]:
+    def recover_isolation(self, recovered: dict[str, LaunchContainer]) -> list[str]:
         """Re-watches the recovered containers' limits; returns orphan cgroup ids."""
         if self.isolation is None:
             return []

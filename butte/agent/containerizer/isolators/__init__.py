@@ -78,6 +78,8 @@ class IsolationOptions:
     cgroups_enable_cfs: bool = False
     cgroups_limit_swap: bool = False
     container_max_pids: int | None = None
+    enforce_container_disk_quota: bool = False
+    container_disk_watermark_interval: float = 15.0
 
 
 LimitCallback = Callable[[str, Limitation], None]
@@ -113,6 +115,11 @@ class Isolator:
     def recover(self, container_id: str, on_limit: LimitCallback) -> None:
         self.started(container_id, on_limit)
 
+    def recover_spec(self, spec: LaunchContainer, on_limit: LimitCallback) -> None:
+        """Like `recover`, for isolators that need what the launch said (the sandbox and
+        resources, rebuilt from the agent's records): by default just `recover`."""
+        self.recover(spec.container_id, on_limit)
+
     def cleanup(self, container_id: str) -> None:
         pass
 
@@ -144,6 +151,7 @@ def _registry() -> dict[str, Callable[[IsolatorContext], Isolator]]:
         cgroups_cpu,
         cgroups_mem,
         cgroups_pids,
+        disk_du,
         filesystem_linux,
         namespaces_pid,
         network_loopback,
@@ -156,6 +164,7 @@ def _registry() -> dict[str, Callable[[IsolatorContext], Isolator]]:
         "cgroups/cpu": cgroups_cpu.CgroupsCpu,
         "cgroups/mem": cgroups_mem.CgroupsMem,
         "cgroups/pids": cgroups_pids.CgroupsPids,
+        "disk/du": disk_du.DiskDu,
         "namespaces/pid": namespaces_pid.NamespacesPid,
         "filesystem/linux": filesystem_linux.FilesystemLinux,
         "network/loopback": network_loopback.NetworkLoopback,
