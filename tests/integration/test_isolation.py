@@ -61,6 +61,9 @@ def cgroups_root():
         if base.exists():
             for child in base.iterdir():
                 if child.is_dir():
+                    # An agent killed between freezing and thawing leaves the group frozen.
+                    if (child / "freezer.state").exists():
+                        (child / "freezer.state").write_text("THAWED")
                     for pid in (child / "cgroup.procs").read_text().split():
                         os.kill(int(pid), signal.SIGKILL)
                     _rmdir_eventually(child)
@@ -306,8 +309,12 @@ def test_agent_sigkill_recovers_tasks_in_cgroups_and_destroys_orphans(tmp_path, 
         orphan.mkdir()
         sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
         (orphan / "cgroup.procs").write_text(str(sleeper.pid))
+        # As if the agent died in the middle of a kill, between freezing and thawing.
+        freezer_state = group(cgroups_root, "freezer", container) / "freezer.state"
+        freezer_state.write_text("FROZEN")
         await agent.kill()
         await agent.start()
+        await wait_for(lambda: freezer_state.read_text().strip() == "THAWED", "thawed", 20)
         await wait_for(
             lambda: sum("id" in m["agent_info"] for m in master.of_type("REGISTER_AGENT")),
             "re-registered",

@@ -192,6 +192,15 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 write_text(state, "THAWED")
 
+    def thaw(self, container_id: str) -> None:
+        """Thaws the container's freezer group (v1): an agent that died between freezing
+        and thawing in `kill` left it frozen."""
+        if self.version == 1:
+            state = os.path.join(self.controller_dir(FREEZER, container_id), "freezer.state")
+            with contextlib.suppress(OSError):
+                if read_text(state).strip() != "THAWED":
+                    write_text(state, "THAWED")
+
     @staticmethod
     def _wait_frozen(state: str, timeout: float = 1.0) -> bool:
         deadline = time.monotonic() + timeout

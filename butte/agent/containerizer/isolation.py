@@ -131,6 +131,8 @@ class Isolation:
         records); returns the ids of orphan groups (cgroups under the root that no recovered
         container owns), for `destroy_groups`."""
         for spec in recovered.values():
+            if self.cgroups is not None:
+                self.cgroups.thaw(spec.container_id)
             for isolator in self.isolators:
                 isolator.recover_spec(spec, on_limit)
         if self.cgroups is None:
