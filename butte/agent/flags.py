@@ -342,6 +342,24 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="disk/du: how often each sandbox is measured",
     )
     add(
+        "--gc_delay",
+        type=duration,
+        default="1weeks",
+        help="how long after it finished a sandbox is removed (less as the disk fills)",
+    )
+    add(
+        "--gc_disk_headroom",
+        type=float,
+        default=0.1,
+        help="sandboxes are removed sooner as the work dir's disk use nears 1 - this (0-1)",
+    )
+    add(
+        "--disk_watermark_interval",
+        type=duration,
+        default="1mins",
+        help="how often finished sandboxes are looked for and removed",
+    )
+    add(
         "--switch_user",
         type=boolean,
         nargs="?",

@@ -62,6 +62,9 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             container_disk_watermark_interval=args.container_disk_watermark_interval,
         ),
         switch_user=args.switch_user,
+        gc_delay=args.gc_delay,
+        gc_disk_headroom=args.gc_disk_headroom,
+        disk_watermark_interval=args.disk_watermark_interval,
         flags=agent_flags.flags_for_state(args),
     )
 
@@ -78,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not 0 < args.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.gc_disk_headroom <= 1.0:
+        print("agent: --gc_disk_headroom must be in [0, 1]", file=sys.stderr)
+        return 2
+    if args.disk_watermark_interval <= 0 or args.gc_delay < 0:
+        print("agent: --disk_watermark_interval must be > 0, --gc_delay >= 0", file=sys.stderr)
         return 2
     if args.container_disk_watermark_interval <= 0:
         print("agent: --container_disk_watermark_interval must be > 0", file=sys.stderr)

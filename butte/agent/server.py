@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 import butte
-from butte.agent import checkpoint, operator_api, paths
+from butte.agent import checkpoint, gc, operator_api, paths
 from butte.agent.containerizer import isolators
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
@@ -139,6 +139,10 @@ class AgentOptions:
     isolation: str = DEFAULT_ISOLATION
     isolation_options: IsolationOptions = field(default_factory=IsolationOptions)
     switch_user: bool = False
+    # Sandbox garbage collection (butte.agent.gc).
+    gc_delay: float = 7 * 86400.0
+    gc_disk_headroom: float = 0.1
+    disk_watermark_interval: float = 60.0
     flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -159,6 +163,7 @@ class AgentServer:
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
         self._link_task: asyncio.Task | None = None
+        self._gc_task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
         self._applying = False
@@ -229,6 +234,7 @@ class AgentServer:
         await self._recover(work_dir)
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
+        self._gc_task = asyncio.create_task(self._collect_garbage())
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
 
     def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
@@ -363,6 +369,26 @@ class AgentServer:
             resources=scalar_totals(resources),
         )
 
+    async def _collect_garbage(self) -> None:
+        """Removes finished sandboxes every --disk_watermark_interval (butte.agent.gc)."""
+        options = self.options
+        work_dir = self._core.config.work_dir
+        while True:
+            await asyncio.sleep(options.disk_watermark_interval)
+            try:
+                found = await asyncio.to_thread(gc.scan, work_dir)
+                fraction = await asyncio.to_thread(gc.used_fraction, work_dir)
+                age = gc.max_age(options.gc_delay, options.gc_disk_headroom, fraction)
+                assert self.containerizer is not None
+                live = set(self._core.containers) | set(self.containerizer.containers)
+                doomed = gc.select(found, live, time.time(), age)
+                for sandbox in doomed:
+                    await asyncio.to_thread(gc.remove, sandbox)
+                if doomed:
+                    log.info("removed %d finished sandbox(es) (max age %.0fs)", len(doomed), age)
+            except Exception:  # noqa: BLE001 - a failed sweep must not stop the next ones
+                log.exception("sandbox garbage collection failed")
+
     @property
     def _core(self) -> AgentMachine:
         assert self.machine is not None
@@ -415,6 +441,10 @@ class AgentServer:
         self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
         if self._link_task is not None:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -363,6 +363,20 @@ def test_task_filling_its_disk_fails_with_the_disk_limitation(tmp_path):
     run_scenario(tmp_path, scenario, agent_flags=flags)
 
 
+def test_finished_sandboxes_are_collected_after_gc_delay(tmp_path):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_task(master, "done", "echo bye")
+        await run_task(master, "running", "sleep 60")
+        await wait_for(lambda: terminal(master, "done"), "done ends", 20)
+        await wait_for(lambda: "TASK_RUNNING" in master.states("running"), "running")
+        executors = sandbox(tmp_path, "done").parent.parent.parent
+        await wait_for(lambda: not (executors / "done").exists(), "the sandbox collected", 20)
+        assert sandbox(tmp_path, "running").is_dir()
+
+    flags = ("--gc_delay", "1secs", "--disk_watermark_interval", "200ms")
+    run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
 def test_agent_refuses_to_start_with_an_unknown_or_unavailable_isolator(tmp_path):
     base = [sys.executable, "-m", "butte.agent", "--master", "127.0.0.1:1"]
     base += ["--work_dir", str(tmp_path / "w")]

@@ -320,3 +320,30 @@ def test_disk_usage_counts_blocks_once_per_file_and_skips_symlinks(tmp_path):
     (tmp_path / "soft").symlink_to("/usr")
     # The hard link adds no blocks; the symbolic link is not followed.
     assert disk_usage(str(tmp_path)) - base < 16 * 1024
+
+
+def test_gc_age_shrinks_as_the_disk_fills_and_only_finished_sandboxes_go(tmp_path):
+    from butte.agent import gc
+
+    week = 7 * 86400.0
+    assert gc.max_age(week, 0.1, 0.0) == pytest.approx(0.9 * week)
+    assert gc.max_age(week, 0.1, 0.5) == pytest.approx(0.4 * week)
+    assert gc.max_age(week, 0.1, 0.95) == 0.0
+    runs = tmp_path / "slaves/A/frameworks/F/executors/E/runs"
+    for cid in ("old", "live", "new"):
+        (runs / cid).mkdir(parents=True)
+        (runs / cid / "stdout").write_text("x")
+    (runs / "latest").symlink_to("old")
+    os.utime(runs / "old", (1000, 1000))
+    os.utime(runs / "old" / "stdout", (1000, 1000))
+    os.utime(runs / "live", (1000, 1000))
+    os.utime(runs / "live" / "stdout", (1000, 1000))
+    found = {s.container_id: s for s in gc.scan(str(tmp_path))}
+    assert set(found) == {"old", "live", "new"}
+    doomed = gc.select(list(found.values()), {"live"}, now=5000.0 + 1e9, age=1e9)
+    assert [s.container_id for s in doomed] == ["old"]
+    gc.remove(doomed[0])
+    assert not (runs / "old").exists() and not (runs / "latest").is_symlink()
+    for cid in ("live", "new"):
+        gc.remove(found[cid])
+    assert not (tmp_path / "slaves/A/frameworks/F").exists()
