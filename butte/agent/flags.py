@@ -360,6 +360,25 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="how often finished sandboxes are looked for and removed",
     )
     add(
+        "--container_logger",
+        default="sandbox",
+        choices=["sandbox", "logrotate"],
+        help="sandbox: stdout/stderr files grow freely; logrotate: rotated by size (--logrotate_*)",
+    )
+    for stream in ("stdout", "stderr"):
+        add(
+            f"--logrotate_max_{stream}_size",
+            type=size_flag,
+            default="10MB",
+            help=f"logrotate: rotate {stream} once it is larger than this",
+        )
+        add(
+            f"--logrotate_{stream}_options",
+            type=logrotate_options_flag,
+            default="rotate 9",
+            help=f"logrotate: 'rotate N' keeps N rotated copies of {stream}",
+        )
+    add(
         "--switch_user",
         type=boolean,
         nargs="?",
@@ -368,3 +387,23 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="run tasks as their CommandInfo.user (else FrameworkInfo.user) when the agent "
         "runs as root (default false, unlike Mesos: see docs/isolation.md)",
     )
+
+
+def size_flag(text: str) -> int:
+    """argparse type: a size in Mesos' Bytes syntax (10MB, 512KB, 4096B)."""
+    from butte.agent.containerizer.logrotate import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def logrotate_options_flag(text: str) -> int:
+    """argparse type: logrotate options; only ``rotate N`` is supported."""
+    from butte.agent.containerizer.logrotate import parse_options
+
+    try:
+        return parse_options(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -17,6 +17,7 @@ from butte.agent.containerizer.isolators import (
     IsolatorUnavailable,
     parse_isolation,
 )
+from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.server import AgentOptions, serve
 from butte.coord.interface import CoordinationError
 
@@ -62,6 +63,16 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             container_disk_watermark_interval=args.container_disk_watermark_interval,
         ),
         switch_user=args.switch_user,
+        log_rotation=(
+            RotationPolicy(
+                args.logrotate_max_stdout_size,
+                args.logrotate_max_stderr_size,
+                args.logrotate_stdout_options,
+                args.logrotate_stderr_options,
+            )
+            if args.container_logger == "logrotate"
+            else None
+        ),
         gc_delay=args.gc_delay,
         gc_disk_headroom=args.gc_disk_headroom,
         disk_watermark_interval=args.disk_watermark_interval,

@@ -40,9 +40,10 @@ from aiohttp import web
 
 import butte
 from butte.agent import checkpoint, gc, operator_api, paths
-from butte.agent.containerizer import isolators
+from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
+from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.containerizer.posix import (
     PosixContainerizer,
     find_sandbox_leaders,
@@ -139,6 +140,8 @@ class AgentOptions:
     isolation: str = DEFAULT_ISOLATION
     isolation_options: IsolationOptions = field(default_factory=IsolationOptions)
     switch_user: bool = False
+    # --container_logger=logrotate (None: stdout/stderr are not rotated).
+    log_rotation: RotationPolicy | None = None
     # Sandbox garbage collection (butte.agent.gc).
     gc_delay: float = 7 * 86400.0
     gc_disk_headroom: float = 0.1
@@ -164,6 +167,7 @@ class AgentServer:
         self._runner: web.AppRunner | None = None
         self._link_task: asyncio.Task | None = None
         self._gc_task: asyncio.Task | None = None
+        self._rotate_task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
         self._applying = False
@@ -235,6 +239,8 @@ class AgentServer:
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
         self._gc_task = asyncio.create_task(self._collect_garbage())
+        if self.options.log_rotation is not None:
+            self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
 
     def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
@@ -369,6 +375,28 @@ class AgentServer:
             resources=scalar_totals(resources),
         )
 
+    async def _rotate_logs(self, policy: RotationPolicy) -> None:
+        """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate)."""
+
+        def rotate_all(sandboxes: list[str]) -> None:
+            for sandbox in sandboxes:
+                try:
+                    policy.check(sandbox)
+                except OSError as e:
+                    log.warning("cannot rotate the logs of %s: %s", sandbox, e)
+
+        while True:
+            await asyncio.sleep(logrotate.CHECK_INTERVAL)
+            assert self.containerizer is not None
+            core = self._core
+            sandboxes = [
+                core.containers[cid].sandbox
+                for cid in self.containerizer.containers
+                if cid in core.containers
+            ]
+            if sandboxes:
+                await asyncio.to_thread(rotate_all, sandboxes)
+
     async def _collect_garbage(self) -> None:
         """Removes finished sandboxes every --disk_watermark_interval (butte.agent.gc)."""
         options = self.options
@@ -441,10 +469,11 @@ class AgentServer:
         self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
+        for task in (self._gc_task, self._rotate_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._link_task is not None:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -377,6 +377,39 @@ def test_finished_sandboxes_are_collected_after_gc_delay(tmp_path):
     run_scenario(tmp_path, scenario, agent_flags=flags)
 
 
+def test_stdout_is_rotated_by_size_and_served_through_files(tmp_path):
+    command = (
+        "for i in $(seq 1 30); do printf 'line-%04d-%0990d\\n' $i 0; sleep 0.1; done; "
+        "echo done > finished; sleep 60"
+    )
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_task(master, "chatty", command)
+        box = sandbox(tmp_path, "chatty")
+        await wait_for(lambda: (box / "finished").exists(), "all written", 30)
+        await wait_for(lambda: (box / "stdout.1").exists(), "a rotation", 10)
+        assert not (box / "stdout.3").exists()
+        assert (box / "stdout").stat().st_size <= 8 * 1024 + 1000 * 12
+        kept = b"".join(
+            (box / name).read_bytes()
+            for name in ("stdout.2", "stdout.1", "stdout")
+            if (box / name).exists()
+        )
+        numbers = [int(line[5:9]) for line in kept.splitlines()]
+        assert numbers == sorted(numbers) and numbers[-1] == 30  # the newest lines, in order
+        port = agent_port(master)
+        path = str(box.resolve() / "stdout.1")
+        url = f"http://127.0.0.1:{port}/files/read?path={path}&offset=0"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 200
+            body = await response.json()
+        assert body["data"].startswith("line-")
+
+    flags = ("--container_logger", "logrotate", "--logrotate_max_stdout_size", "8KB")
+    flags += ("--logrotate_stdout_options", "rotate 2")
+    run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
 def test_agent_refuses_to_start_with_an_unknown_or_unavailable_isolator(tmp_path):
     base = [sys.executable, "-m", "butte.agent", "--master", "127.0.0.1:1"]
     base += ["--work_dir", str(tmp_path / "w")]

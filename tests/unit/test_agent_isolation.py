@@ -347,3 +347,61 @@ def test_gc_age_shrinks_as_the_disk_fills_and_only_finished_sandboxes_go(tmp_pat
     for cid in ("live", "new"):
         gc.remove(found[cid])
     assert not (tmp_path / "slaves/A/frameworks/F").exists()
+
+
+def test_log_sizes_and_options_are_parsed_or_refused():
+    from butte.agent.containerizer.logrotate import parse_options, parse_size
+
+    assert parse_size("10MB") == 10 << 20 and parse_size("512kb") == 512 << 10
+    assert parse_size("4096") == 4096
+    for bad in ("ten", "-1MB", "0B", "1PB"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_options("rotate 3") == 3
+    for bad in ("rotate 0", "compress", "rotate 3 compress", ""):
+        with pytest.raises(ValueError):
+            parse_options(bad)
+
+
+def test_copytruncate_rotation_keeps_n_copies_and_writers_go_on(tmp_path):
+    from butte.agent.containerizer.logrotate import RotationPolicy
+
+    policy = RotationPolicy(max_stdout=10, max_stderr=1 << 20, keep_stdout=2, keep_stderr=2)
+    stdout = tmp_path / "stdout"
+    writer = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        for round_ in range(4):
+            os.write(writer, f"round {round_} bytes\n".encode())
+            assert policy.check(str(tmp_path)) == 1
+            assert stdout.stat().st_size == 0
+        os.write(writer, b"after\n")  # lands at the start of the truncated file
+    finally:
+        os.close(writer)
+    assert stdout.read_text() == "after\n"
+    assert (tmp_path / "stdout.1").read_text() == "round 3 bytes\n"
+    assert (tmp_path / "stdout.2").read_text() == "round 2 bytes\n"
+    assert not (tmp_path / "stdout.3").exists()
+    assert oct((tmp_path / "stdout.1").stat().st_mode & 0o777) == oct(0o640)
+    assert policy.check(str(tmp_path)) == 0  # under the limit: nothing to do
+
+
+def test_tail_follow_reads_the_rest_of_a_rotated_file(monkeypatch, capsysbinary):
+    from butte.cli import task as task_cli
+
+    files = {"box/stdout": b"abc"}
+    reads = {"n": 0}
+
+    class FakeMaster:
+        def read_file(self, path: str, offset: int, length: int) -> tuple[int, bytes]:
+            reads["n"] += 1
+            if reads["n"] == 2:  # rotated between two reads
+                files["box/stdout.1"] = b"abcdef"
+                files["box/stdout"] = b"gh"
+            data = files.get(path, b"")
+            return len(data), data[offset : offset + length]
+
+    monkeypatch.setattr(task_cli, "_state_of", lambda *a: "TASK_FINISHED")
+    monkeypatch.setattr(task_cli, "FOLLOW_INTERVAL", 0.0)
+    task = {"task_id": {"value": "t"}, "framework_id": {"value": "f"}}
+    assert task_cli._follow(FakeMaster(), "box/stdout", 3, task) == -1  # type: ignore[arg-type]
+    assert capsysbinary.readouterr().out == b"defgh"
