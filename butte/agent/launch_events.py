@@ -16,6 +16,7 @@ from butte.agent.effects import (
     LaunchContainer,
     SendToExecutor,
 )
+from butte.agent.executor.checks import parse_check
 from butte.agent.launching import (
     allocation_role,
     builtin_executor_info,
@@ -133,6 +134,11 @@ class LaunchEvents(_Base):
             problem = validate_id(t.task_id.value, "task id")
             if problem:
                 return problem
+            if t.check is not None:
+                try:
+                    parse_check(t.check)
+                except ValueError as e:
+                    return f"Invalid check: {e}"
             if group_executor is not None:
                 if t.executor is not None or t.command is None:
                     return "Every task of a task group must have a CommandInfo and no executor"
