@@ -379,6 +379,12 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
             help=f"logrotate: 'rotate N' keeps N rotated copies of {stream}",
         )
     add(
+        "--nvidia_gpu_devices",
+        type=index_list,
+        default=None,
+        help="gpu/nvidia: comma-separated indices of the GPUs to use (default: all NVML sees)",
+    )
+    add(
         "--switch_user",
         type=boolean,
         nargs="?",
@@ -407,3 +413,13 @@ def logrotate_options_flag(text: str) -> int:
         return parse_options(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def index_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated device indices (``0,1,3``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected indices like 0,1,3, got {text!r}")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"an index is named twice in {text!r}")
+    return tuple(int(p) for p in parts)

@@ -61,6 +61,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             container_max_pids=args.container_max_pids,
             enforce_container_disk_quota=args.enforce_container_disk_quota,
             container_disk_watermark_interval=args.container_disk_watermark_interval,
+            nvidia_gpu_devices=args.nvidia_gpu_devices,
         ),
         switch_user=args.switch_user,
         log_rotation=(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -71,7 +72,7 @@ from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.clock import Clock, SystemClock
 from butte.core.messages import ExecutorCall
-from butte.core.resources import Attribute, Resources
+from butte.core.resources import Attribute, Resources, parse_resources
 
 if TYPE_CHECKING:
     from butte.coord.detector import LeaderDetector
@@ -249,6 +250,7 @@ class AgentServer:
         names = isolators.parse_isolation(self.options.isolation)
         built, cgroups = isolators.build(names, self.options.isolation_options, loop)
         isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
+        self._offer_gpus(built)
         enforcing = [n for n in names if not n.startswith("posix/")]
         if not enforcing and not isolation.switch_user:
             return None
@@ -259,6 +261,26 @@ class AgentServer:
             ", switching users" if isolation.switch_user else "",
         )
         return isolation
+
+    def _offer_gpus(self, built: list[isolators.Isolator]) -> None:
+        """With gpu/nvidia: offers the GPUs it found as ``gpus`` (``--resources gpus:N``
+        must match them)."""
+        from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+        gpus = [len(i.gpus) for i in built if isinstance(i, NvidiaGpu)]
+        if not gpus:
+            return
+        resources = self.options.resources
+        if resources.has("gpus"):
+            if resources.scalar("gpus") != gpus[0]:
+                raise isolators.IsolatorUnavailable(
+                    f"--resources gpus:{resources.scalar('gpus'):g} does not match the "
+                    f"{gpus[0]} GPU device(s) gpu/nvidia uses"
+                )
+            return
+        if gpus[0]:
+            extra = parse_resources(f"gpus:{gpus[0]}")
+            self.options = dataclasses.replace(self.options, resources=resources + extra)
 
     def _config(self, port: int) -> AgentConfig:
         options = self.options

@@ -431,3 +431,23 @@ def test_agent_refuses_to_start_with_an_unknown_or_unavailable_isolator(tmp_path
         assert "no cgroup v1 hierarchy for memory" in missing.stderr
     else:
         assert "need the agent to run as root" in missing.stderr
+    if _missing() is None and not _has_gpu():
+        gpu = subprocess.run(
+            [*base, "--isolation", "gpu/nvidia"], capture_output=True, text=True, timeout=60
+        )
+        assert gpu.returncode == 1
+        assert "NVML cannot be used" in gpu.stderr or "nvidia-ml-py" in gpu.stderr
+    bad = subprocess.run(
+        [*base, "--nvidia_gpu_devices", "0,x"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "expected indices" in bad.stderr
+
+
+def _has_gpu() -> bool:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetCount() > 0
+    except Exception:  # noqa: BLE001 - no library, no driver, no device: no GPU
+        return False

@@ -405,3 +405,92 @@ def test_tail_follow_reads_the_rest_of_a_rotated_file(monkeypatch, capsysbinary)
     task = {"task_id": {"value": "t"}, "framework_id": {"value": "f"}}
     assert task_cli._follow(FakeMaster(), "box/stdout", 3, task) == -1  # type: ignore[arg-type]
     assert capsysbinary.readouterr().out == b"defgh"
+
+
+class FakeNvml:
+    """Stands in for pynvml: ``count`` devices with minors 0.. and fixed UUIDs."""
+
+    def __init__(self, count: int = 3, fail: bool = False) -> None:
+        self.count = count
+        self.fail = fail
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+        if self.fail:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:  # noqa: N802
+        return f"GPU-{handle:04d}"
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:  # noqa: N802
+        return b"Fake H200"
+
+    def nvmlDeviceGetMinorNumber(self, handle: int) -> int:  # noqa: N802
+        return handle
+
+
+def fake_v1(root: Path, *controllers: str) -> cgroupfs.Cgroups:
+    markers = {"devices": "devices.allow", "freezer": "cgroup.procs"}
+    for controller in (*controllers, "freezer"):
+        (root / controller).mkdir(parents=True, exist_ok=True)
+        (root / controller / markers[controller]).write_text("")
+    return cgroupfs.detect(str(root), "butte", list(controllers))
+
+
+def test_gpus_are_found_given_whole_and_only_theirs(tmp_path, monkeypatch):
+    from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+    cg = fake_v1(tmp_path, "devices")
+    writes: list[tuple[str, str]] = []
+    monkeypatch.setattr(cgroupfs, "write_text", lambda path, value: writes.append((path, value)))
+    gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
+    assert [g.uuid for g in gpu.gpus] == ["GPU-0000", "GPU-0001", "GPU-0002"]
+    setup = ContainerSetup()
+    gpu.prepare(spec("c1", gpus=2.0), setup)
+    assert setup.env["NVIDIA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
+    assert setup.env["CUDA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
+    d = str(tmp_path / "devices/butte/c1")
+    rules = [(os.path.relpath(p, d), v) for p, v in writes]
+    assert rules[0] == ("devices.deny", "c 195:* rwm")
+    assert ("devices.allow", "c 195:0 rwm") in rules and ("devices.allow", "c 195:1 rwm") in rules
+    assert ("devices.allow", "c 195:2 rwm") not in rules
+    assert ("devices.allow", "c 195:255 rwm") in rules  # nvidiactl
+    with pytest.raises(LaunchRefused, match="asked for 2 GPU"):
+        gpu.prepare(spec("c2", gpus=2.0), ContainerSetup())
+    with pytest.raises(LaunchRefused, match="whole GPUs"):
+        gpu.prepare(spec("c3", gpus=0.5), ContainerSetup())
+    none = ContainerSetup()
+    gpu.prepare(spec("c4"), none)  # no gpus: every GPU node denied
+    assert none.env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    gpu.cleanup("c1")
+    gpu.prepare(spec("c5", gpus=3.0), ContainerSetup())
+    assert gpu.assigned["c5"] == [0, 1, 2]
+
+
+def test_gpu_start_up_refusals_and_recovery(tmp_path):
+    from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+    cg = fake_v1(tmp_path, "devices")
+    with pytest.raises(IsolatorUnavailable, match="NVML cannot be used"):
+        NvidiaGpu(context(cg), nvml=FakeNvml(fail=True))
+    with pytest.raises(IsolatorUnavailable, match=r"names device\(s\) \[5\]"):
+        NvidiaGpu(context(cg, nvidia_gpu_devices=(0, 5)), nvml=FakeNvml(2))
+    gpu = NvidiaGpu(context(cg, nvidia_gpu_devices=(1,)), nvml=FakeNvml(2))
+    assert [g.index for g in gpu.gpus] == [1]
+    v2 = cgroupfs.detect(str(fake_v2(tmp_path / "v2")), "butte", [])
+    with pytest.raises(IsolatorUnavailable, match="v1 devices"):
+        NvidiaGpu(context(v2), nvml=FakeNvml(1))
+    # Recovery reads the container's devices cgroup back.
+    gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
+    d = tmp_path / "devices/butte/old"
+    d.mkdir(parents=True)
+    (d / "devices.list").write_text("c 195:2 rwm\nc 195:255 rwm\nc 1:3 rwm\n")
+    gpu.recover_spec(spec("old", gpus=1.0), lambda cid, limitation: None)
+    assert gpu.assigned == {"old": [2]}
+    with pytest.raises(LaunchRefused):
+        gpu.prepare(spec("new", gpus=3.0), ContainerSetup())

@@ -72,6 +72,7 @@ class Isolation:
             for isolator in self.isolators:
                 isolator.prepare(spec, setup)
         except (LaunchRefused, OSError) as e:
+            self.cleanup(cid)  # what the isolators before the failing one took
             self.destroy_groups(cid)
             if isinstance(e, LaunchRefused):
                 raise

@@ -80,6 +80,7 @@ class IsolationOptions:
     container_max_pids: int | None = None
     enforce_container_disk_quota: bool = False
     container_disk_watermark_interval: float = 15.0
+    nvidia_gpu_devices: tuple[int, ...] | None = None
 
 
 LimitCallback = Callable[[str, Limitation], None]
@@ -153,6 +154,7 @@ def _registry() -> dict[str, Callable[[IsolatorContext], Isolator]]:
         cgroups_pids,
         disk_du,
         filesystem_linux,
+        gpu_nvidia,
         namespaces_pid,
         network_loopback,
         posix,
@@ -168,6 +170,7 @@ def _registry() -> dict[str, Callable[[IsolatorContext], Isolator]]:
         "namespaces/pid": namespaces_pid.NamespacesPid,
         "filesystem/linux": filesystem_linux.FilesystemLinux,
         "network/loopback": network_loopback.NetworkLoopback,
+        "gpu/nvidia": gpu_nvidia.NvidiaGpu,
     }
 
 
