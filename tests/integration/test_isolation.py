@@ -149,6 +149,10 @@ def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path,
         assert int(limit.read_text()) == 96 * 1024 * 1024
         shares = group(cgroups_root, "cpu", calm) / "cpu.shares"
         assert int(shares.read_text()) == int(0.2 * 1024)  # task 0.1 + executor 0.1
+        quota = group(cgroups_root, "cpu", calm) / "cpu.cfs_quota_us"
+        assert int(quota.read_text()) == 20_000  # --cgroups_enable_cfs: 0.2 of 100 ms
+        memsw = group(cgroups_root, "memory", calm) / "memory.memsw.limit_in_bytes"
+        assert int(memsw.read_text()) == 96 * 1024 * 1024  # --cgroups_limit_swap
         port = agent_port(master)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/monitor/statistics") as response:
@@ -167,7 +171,8 @@ def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path,
         # The hog's groups are removed once it is gone.
         await wait_for(lambda: not group(cgroups_root, "memory", hog).exists(), "hog cgroup gone")
 
-    run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root))
+    extra = ("--cgroups_enable_cfs", "--cgroups_limit_swap")
+    run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, CGROUPS, *extra))
 
 
 def test_pids_limit_stops_forks_and_freezer_kill_reaches_escaped_processes(tmp_path, cgroups_root):
