@@ -290,6 +290,48 @@ def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, isolation, "--switch_user"))
 
 
+def test_custom_executor_and_spawned_executor_are_isolated_too(tmp_path, cgroups_root):
+    """A custom executor is started with Popen: it joins its cgroups, gets its private /tmp
+    and runs as the user before exec; with --executor_zygote=false the built-in one takes the
+    same path (and its memory hog is still seen by the kernel's counters)."""
+    marker = f"butte-custom-{uuid.uuid4().hex[:8]}"
+    script = (
+        f"id -un > who; touch /tmp/{marker}; cat /proc/self/cgroup > cgroups; "
+        "echo ready > ready; exec sleep 60"
+    )
+    nobody = {**FRAMEWORK, "user": "nobody"}
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        task = {
+            "name": "custom",
+            "task_id": {"value": "custom"},
+            "agent_id": {"value": AID},
+            "resources": resources(),
+            "executor": {
+                "executor_id": {"value": "ce"},
+                "command": {"value": script},
+                "resources": resources(mem=32.0),
+            },
+        }
+        await master.send({"type": "RUN_TASK", "framework": nobody, "task": task})
+        box = tmp_path / f"work/slaves/{AID}/frameworks/{FID}/executors/ce/runs/latest"
+        await wait_for(lambda: (box / "ready").exists(), "the custom executor ran", 20)
+        assert (box / "who").read_text().strip() == "nobody"
+        assert (box / "tmp" / marker).exists() and not Path("/tmp", marker).exists()
+        lines = (box / "cgroups").read_text().splitlines()
+        memory = [line for line in lines if ":memory:" in line]
+        assert memory and memory[0].split(":")[2].startswith(f"/{cgroups_root}/")
+        limit = Path(HIERARCHY, "memory", memory[0].split(":")[2].lstrip("/"))
+        assert int((limit / "memory.limit_in_bytes").read_text()) == 96 * 1024 * 1024
+        await run_task(master, "hog", "head -c 600000000 /dev/zero | tail > /dev/null")
+        status = await wait_for(lambda: terminal(master, "hog"), "the hog's end", 30)
+        assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+
+    isolation = "cgroups/mem,filesystem/linux"
+    extra = ("--switch_user", "--executor_zygote=false")
+    run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, isolation, *extra))
+
+
 def test_agent_sigkill_recovers_tasks_in_cgroups_and_destroys_orphans(tmp_path, cgroups_root):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await run_task(master, "keep", "sleep 300", framework=CHECKPOINTING)
