@@ -141,9 +141,16 @@ class Isolation:
         return sorted(self.cgroups.containers() - set(recovered))
 
     def close(self) -> None:
-        """Removes the --cgroups_root groups if nothing is left in them (agent shutdown)."""
+        """Removes the --cgroups_root groups, and their parents up to the hierarchy, as far
+        as nothing is left in them (agent shutdown; another agent's root stops it)."""
         if self.cgroups is None:
             return
+        depth = len([p for p in self.cgroups.root.split("/") if p])
         for controller in self.cgroups.mounts:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.cgroups.root_dir(controller))
+            directory = self.cgroups.root_dir(controller)
+            for _ in range(depth):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    break
+                directory = os.path.dirname(directory)
