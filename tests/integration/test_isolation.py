@@ -218,7 +218,9 @@ def test_pid_namespace_private_tmp_and_loopback_only_network(tmp_path, cgroups_r
     command = (
         "echo $$ > pid.txt; ls /proc | grep -E '^[0-9]+$' > procs.txt; "
         f"touch /tmp/{marker}; ls -a /tmp > tmp.txt; "
-        "grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' :' > net.txt"
+        "grep -o '^ *[a-z0-9]*:' /proc/net/dev | tr -d ' :' > net.txt; "
+        # The work dir is under /tmp here: the sandbox must stay reachable by its path.
+        'ls "$MESOS_SANDBOX" > sandbox.txt'
     )
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
@@ -233,6 +235,8 @@ def test_pid_namespace_private_tmp_and_loopback_only_network(tmp_path, cgroups_r
         assert (box / "tmp" / marker).exists()
         assert not Path("/tmp", marker).exists()
         assert (box / "net.txt").read_text().split() == ["lo"]
+        assert str(tmp_path).startswith("/tmp/")
+        assert {"stdout", "pid.txt"} <= set((box / "sandbox.txt").read_text().split())
 
     isolation = "cgroups/mem,namespaces/pid,filesystem/linux,network/loopback"
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, isolation))
@@ -285,6 +289,30 @@ def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
         ref = await wait_for(lambda: terminal(master, "ref"), "ref refused", 20)
         assert ref["state"] == "TASK_ERROR"
         assert "secret resolver" in ref["message"]
+        # A task group of a root framework: each member runs as its own CommandInfo.user.
+        members = [
+            {
+                "name": name,
+                "task_id": {"value": name},
+                "agent_id": {"value": AID},
+                "command": {"value": "id -un > who.txt", **({"user": user} if user else {})},
+            }
+            for name, user in (("as-nobody", "nobody"), ("as-root", None))
+        ]
+        await master.send(
+            {
+                "type": "RUN_TASK_GROUP",
+                "framework": FRAMEWORK,
+                "executor": {"executor_id": {"value": "grp"}, "type": "DEFAULT"},
+                "task_group": {"tasks": members},
+            }
+        )
+        for name in ("as-nobody", "as-root"):
+            done = await wait_for(lambda n=name: terminal(master, n), name, 20)
+            assert done["state"] == "TASK_FINISHED", done
+        tasks = sandbox(tmp_path, "grp") / "tasks"
+        assert (tasks / "as-nobody" / "who.txt").read_text().strip() == "nobody"
+        assert (tasks / "as-root" / "who.txt").read_text().strip() == "root"
 
     isolation = "cgroups/mem,filesystem/linux"
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, isolation, "--switch_user"))

@@ -55,12 +55,15 @@ class Isolation:
         """Everything before the container's first process: user, cgroups, limits.
         Raises `LaunchRefused` (with the reason) when it cannot be isolated as asked."""
         setup = ContainerSetup()
-        if self.switch_user and spec.user:
+        switching = self.switch_user and bool(spec.user)
+        if switching:
+            assert spec.user is not None
             try:
                 uid, gid, home = linux.resolve_user(spec.user)
             except KeyError as e:
                 raise LaunchRefused(e.args[0]) from None
-            setup.user = (spec.user, uid, gid, home)
+            if uid != os.geteuid():  # already that user: nothing to switch
+                setup.user = (spec.user, uid, gid, home)
         cid = spec.container_id
         if self.cgroups is not None:
             try:
@@ -81,8 +84,11 @@ class Isolation:
             # The built-in executor applies these to each task it starts.
             if setup.task_namespaces:
                 setup.env[NAMESPACES_ENV] = ",".join(setup.task_namespaces)
-            if setup.user is not None:
-                setup.env[USER_ENV] = setup.user[0]
+            if switching:
+                # Task group members may name their own users: the executor switches each
+                # task whose user is not the agent's.
+                assert spec.user is not None
+                setup.env[USER_ENV] = spec.user
         return setup
 
     def started(self, container_id: str, on_limit: LimitedCallback) -> None:

@@ -105,14 +105,27 @@ def loopback_up() -> None:
 
 
 def private_tmp(sandbox: str, uid: int | None, gid: int | None) -> None:
-    """In a new mount namespace: stops mounts from propagating back, then binds
-    ``<sandbox>/tmp`` on /tmp."""
+    """In a new mount namespace (mounts already private): binds ``<sandbox>/tmp`` on /tmp.
+    A sandbox that itself lies under /tmp (a work dir in /tmp) would vanish behind it, so it
+    is bound back at its own path inside the new /tmp: MESOS_SANDBOX stays valid."""
     tmp = os.path.join(sandbox, "tmp")
     os.makedirs(tmp, exist_ok=True)
     os.chmod(tmp, 0o1777)
     if uid is not None:
         os.chown(tmp, uid, gid if gid is not None else -1)
-    mount(tmp, "/tmp", None, MS_BIND | MS_REC)
+    host_tmp = os.path.realpath("/tmp")
+    real = os.path.realpath(sandbox)
+    shadowed = real.startswith(host_tmp.rstrip("/") + "/")
+    handle = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if shadowed else None
+    try:
+        mount(tmp, "/tmp", None, MS_BIND | MS_REC)
+        if handle is not None:
+            inside = os.path.join("/tmp", os.path.relpath(real, host_tmp))
+            os.makedirs(inside, exist_ok=True)
+            mount(f"/proc/self/fd/{handle}", inside, None, MS_BIND)
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 def resolve_user(name: str) -> tuple[int, int, str]:
@@ -264,14 +277,7 @@ def _become_task(
 ) -> None:
     import _signal
 
-    if "mnt" in namespaces or "pid" in namespaces:
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if "pid" in namespaces:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if "tmp" in namespaces:
-        private_tmp(sandbox, *(user[1:3] if user else (None, None)))
-    if "net" in namespaces:
-        loopback_up()
+    # Files and the working directory first, by their host paths.
     if stdio is not None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         for target, path in zip((1, 2), stdio, strict=True):
@@ -280,11 +286,19 @@ def _become_task(
                 os.fchown(fd, user[1], user[2])
             os.dup2(fd, target)
             os.close(fd)
+    if cwd:
+        os.chdir(cwd)
+    if "mnt" in namespaces or "pid" in namespaces:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if "pid" in namespaces:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if "tmp" in namespaces:
+        private_tmp(sandbox, *(user[1:3] if user else (None, None)))
+    if "net" in namespaces:
+        loopback_up()
     if user is not None:
         switch_user(user[0], user[1], user[2])
         env = {**env, "USER": user[0], "LOGNAME": user[0], "HOME": user[3]}
-    if cwd:
-        os.chdir(cwd)
     for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
         _signal.signal(number, _signal.SIG_DFL)
     if search:

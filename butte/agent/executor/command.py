@@ -371,10 +371,26 @@ class Executor:
                 (os.POSIX_SPAWN_OPEN, 2, os.path.join(cwd, "stderr"), flags, 0o644),
             ]
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
-        default_user = self.environ.get(USER_ENV)
-        if namespaces or default_user:
-            return self._spawn_isolated(program, argv, search, env, cwd, namespaces, command)
+        user = self._task_user(command)
+        if namespaces or user is not None:
+            return self._spawn_isolated(program, argv, search, env, cwd, namespaces, user)
         return self._spawn_process(program, argv, search, env, cwd, actions)
+
+    def _task_user(self, command: dict) -> str | None:
+        """The user to switch the task to (its CommandInfo.user, else the container's), or
+        None: no switching (not asked for, or already that user)."""
+        default = self.environ.get(USER_ENV)
+        if not default:
+            return None
+        name = str(command.get("user") or default)
+        import pwd
+
+        try:
+            if pwd.getpwuid(os.geteuid()).pw_name == name:
+                return None
+        except KeyError:
+            pass
+        return name
 
     def _spawn_isolated(
         self,
@@ -384,19 +400,19 @@ class Executor:
         env: dict[str, str],
         cwd: str | None,
         namespaces: list[str],
-        command: dict,
+        name: str | None,
     ) -> int:
-        """Forks the task into its namespaces and user (`butte.agent.containerizer.linux`)."""
+        """Forks the task into its namespaces and as user ``name``
+        (`butte.agent.containerizer.linux`)."""
         from butte.agent.containerizer import linux
 
         user = None
-        name = command.get("user") or self.environ.get(USER_ENV)
-        if name and self.environ.get(USER_ENV):
+        if name is not None:
             try:
-                uid, gid, home = linux.resolve_user(str(name))
+                uid, gid, home = linux.resolve_user(name)
             except KeyError as e:
                 raise OSError(e.args[0]) from None
-            user = (str(name), uid, gid, home)
+            user = (name, uid, gid, home)
             if cwd is not None:
                 os.chown(cwd, uid, gid)
         stdio = (os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")) if cwd else None
