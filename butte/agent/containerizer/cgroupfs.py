@@ -132,7 +132,12 @@ class Cgroups:
             self._enable_v2(controllers)
         procs = []
         for d in self.container_dirs(controllers, container_id):
-            os.makedirs(d, exist_ok=True)
+            try:
+                os.mkdir(d)
+            except FileNotFoundError:  # the first container: the root is made too
+                os.makedirs(d, exist_ok=True)
+            except FileExistsError:
+                pass
             procs.append(os.path.join(d, "cgroup.procs"))
         return procs
 
@@ -223,12 +228,14 @@ class Cgroups:
         dirs = self.container_dirs(controllers, container_id)
         deadline = time.monotonic() + timeout
         delay = 0.001
+        left = dirs
         while True:
-            if self.pids(controllers, container_id):
-                self.kill(controllers, container_id)
-            left = [d for d in dirs if not _rmdir(d)]
+            # Removing first: the usual group is empty by now, and that is all it costs.
+            left = [d for d in left if not _rmdir(d)]
             if not left:
                 return True
+            if self.pids(controllers, container_id):
+                self.kill(controllers, container_id)
             if time.monotonic() >= deadline:
                 return False
             time.sleep(delay)

@@ -97,16 +97,14 @@ class CgroupsMem(Isolator):
 
     def limitation(self, container_id: str) -> Limitation | None:
         d = self._dir(container_id)
-        if self.cgroups.version == 1:
-            kills = cgroupfs.read_keyed(os.path.join(d, "memory.oom_control")).get("oom_kill", 0)
-            limit = cgroupfs.read_int(os.path.join(d, "memory.limit_in_bytes"))
-            peak = cgroupfs.read_int(os.path.join(d, "memory.max_usage_in_bytes"))
-        else:
-            kills = cgroupfs.read_keyed(os.path.join(d, "memory.events")).get("oom_kill", 0)
-            limit = cgroupfs.read_int(os.path.join(d, "memory.max"))
-            peak = cgroupfs.read_int(os.path.join(d, "memory.peak"))
-        if not kills:
-            return None
+        v1 = self.cgroups.version == 1
+        events = "memory.oom_control" if v1 else "memory.events"
+        if not cgroupfs.read_keyed(os.path.join(d, events)).get("oom_kill", 0):
+            return None  # the common case: one file read
+        limit = cgroupfs.read_int(os.path.join(d, "memory.limit_in_bytes" if v1 else "memory.max"))
+        peak = cgroupfs.read_int(
+            os.path.join(d, "memory.max_usage_in_bytes" if v1 else "memory.peak")
+        )
         return Limitation(REASON, memory_message(limit, peak))
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
