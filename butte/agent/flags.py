@@ -291,7 +291,8 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         "--isolation",
         default="posix/cpu,posix/mem",
         help="comma-separated isolators: posix/cpu, posix/mem (accounting only), cgroups/cpu, "
-        "cgroups/mem, cgroups/pids, disk/du, namespaces/pid, filesystem/linux, network/loopback",
+        "cgroups/mem, cgroups/pids, disk/du, namespaces/pid, filesystem/linux, network/loopback, "
+        "gpu/nvidia (docs/isolation.md)",
     )
     add(
         "--cgroups_hierarchy",
