@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -401,7 +402,9 @@ def test_tail_follow_reads_the_rest_of_a_rotated_file(monkeypatch, capsysbinary)
             return len(data), data[offset : offset + length]
 
     monkeypatch.setattr(task_cli, "_state_of", lambda *a: "TASK_FINISHED")
-    monkeypatch.setattr(task_cli, "FOLLOW_INTERVAL", 0.0)
+    clock = iter(range(0, 10_000, 3))  # every look at the clock: 3 s later
+    fake_time = types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None)
+    monkeypatch.setattr(task_cli, "time", fake_time)
     task = {"task_id": {"value": "t"}, "framework_id": {"value": "f"}}
     assert task_cli._follow(FakeMaster(), "box/stdout", 3, task) == -1  # type: ignore[arg-type]
     assert capsysbinary.readouterr().out == b"defgh"
