@@ -11,6 +11,7 @@ import pytest
 from test_agent_process import AID, FRAMEWORK, AgentProcess, FakeMaster, run_scenario, wait_for
 
 from butte.testing.cluster import free_port
+from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
 PYTHON = os.path.realpath(sys.executable)
@@ -80,3 +81,25 @@ def test_an_invalid_check_is_refused_with_task_error(tmp_path):
         assert "Invalid check" in status["message"]
 
     run_scenario(tmp_path, scenario)
+
+
+def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
+    """With network/loopback the task's 127.0.0.1 is its own: probes join its namespaces."""
+    if os.geteuid() != 0:
+        require("the test runs as root only (namespaces)", "root")
+    port = free_port()
+    server = f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_checked(master, "web", server, {"type": "HTTP", "http": {"port": port}})
+        await wait_for(
+            lambda: any(
+                u["check_status"]["http"].get("status_code") == 200
+                for u in check_updates(master, "web")
+            ),
+            "HTTP 200 from inside the task's namespace",
+            20,
+        )
+
+    flags = ("--isolation", "network/loopback,namespaces/pid,filesystem/linux")
+    run_scenario(tmp_path, scenario, agent_flags=flags)

@@ -73,6 +73,65 @@ def unshare(flags: int) -> None:
     _check(_c().unshare(flags), "unshare")
 
 
+def setns(fd: int, kind: int) -> None:
+    _check(_c().setns(fd, kind), "setns")
+
+
+def spawn_in_namespaces_of(
+    pid: int,
+    kinds: Sequence[str],
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    search: bool,
+    cwd: str | None,
+    stdout_fd: int | None,
+) -> int:
+    """Starts a probe (health check, check) in the network and mount namespaces of task
+    process ``pid``, in a process group of its own: what it reaches on 127.0.0.1 and sees in
+    /tmp is what the task does. Returns its pid."""
+    flags = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
+    handles = [
+        (os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flags[kind])
+        for kind in kinds
+        if kind in flags
+    ]
+    try:
+        child = os.fork()
+        if child == 0:
+            try:
+                import _signal
+
+                _signal.set_wakeup_fd(-1)
+                os.setpgid(0, 0)
+                for fd, kind in handles:
+                    setns(fd, kind)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(stdout_fd if stdout_fd is not None else null, 1)
+                if cwd:
+                    os.chdir(cwd)
+                for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
+                    _signal.signal(number, _signal.SIG_DFL)
+                if search:
+                    os.execvpe(program, argv, env)
+                os.execve(program, argv, env)
+            except BaseException as e:  # noqa: BLE001 - the child must always exit here
+                try:
+                    os.write(2, f"probe: {e}\n".encode())
+                except OSError:
+                    pass
+            os._exit(127)
+    finally:
+        for fd, _ in handles:
+            os.close(fd)
+    try:
+        os.setpgid(child, child)
+    except OSError:
+        pass
+    return child
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
     def enc(s: str | None) -> bytes | None:
         return None if s is None else s.encode()

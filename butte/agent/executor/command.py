@@ -428,6 +428,27 @@ class Executor:
             user=user,
         )
 
+    def _spawn_probe(
+        self, task: TaskProcess, program: str, argv: list[str], search: bool, stdout: int | None
+    ) -> int:
+        """Starts a health or check probe: in the task's network and mount namespaces when
+        the task has its own (so 127.0.0.1 and /tmp are the task's), else by posix_spawn."""
+        env = task_environment(self.environ, task.info.get("command") or {})
+        cwd = self._task_dir(task.info, task.group)
+        namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        joined = [n for n in ("net", "mnt") if n in namespaces]
+        if joined and task.pid is not None:
+            from butte.agent.containerizer import linux
+
+            return linux.spawn_in_namespaces_of(
+                task.pid, joined, program, argv, env, search=search, cwd=cwd, stdout_fd=stdout
+            )
+        if stdout is None:
+            out = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
+        else:
+            out = (os.POSIX_SPAWN_DUP2, stdout, 1)
+        return self._spawn_process(program, argv, search, env, cwd, [out])
+
     def _spawn_process(
         self,
         program: str,
@@ -698,16 +719,11 @@ class Executor:
         check = task.check
         assert check is not None
         program, argv, search = check_runs.probe_command(check.spec)
-        env = task_environment(self.environ, task.info.get("command") or {})
-        cwd = self._task_dir(task.info, task.group)
         read_end = write_end = None
         if check.spec.kind == "HTTP":
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            out = (os.POSIX_SPAWN_DUP2, write_end, 1)
-        else:
-            out = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
         try:
-            pid = self._spawn_process(program, argv, search, env, cwd, [out])
+            pid = self._spawn_probe(task, program, argv, search, write_end)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the check of {task.id}: {e}\n")
@@ -796,11 +812,8 @@ class Executor:
     def _start_probe(self, task: TaskProcess, now: float) -> None:
         assert task.health is not None
         program, argv, search = health_checks.probe_command(task.health.spec)
-        env = task_environment(self.environ, task.info.get("command") or {})
-        cwd = self._task_dir(task.info, task.group)
-        null = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
         try:
-            pid = self._spawn_process(program, argv, search, env, cwd, [null])
+            pid = self._spawn_probe(task, program, argv, search, None)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the health check of {task.id}: {e}\n")
