@@ -52,6 +52,12 @@ class LaunchContainer:
     # CommandInfo.URIs to fetch before the executor starts, each with the directory (the
     # sandbox, or a task group member's directory in it) it goes to.
     fetch: tuple[tuple[URI, str], ...] = ()
+    # Scalar totals of the executor's and its tasks' resources (cpus, mem, disk, gpus): what
+    # the isolators enforce.
+    resources: tuple[tuple[str, float], ...] = ()
+    # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
+    # the shell switches to it only with --switch_user as root.
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,6 +177,13 @@ class ExecutorApi(_Base):
             ts.transition(task.state, status.state)
         except ts.IllegalTransition as e:
             return Reply(400, f"Task {tid}: {e}")
+        if ex.limitation is not None and status.state in (ts.FAILED, ts.KILLED):
+            # The task ended because its container went over a limit: say so (Mesos
+            # reports the limitation, not the kill it caused).
+            reason, message = ex.limitation
+            status = msgspec.structs.replace(
+                status, state=ts.FAILED, reason=reason, message=message
+            )
         effects = self._accept_update(fw, task, self._complete_status(ex, status), now)
         effects.append(acknowledged)
         return Reply(202, effects=effects)

@@ -225,6 +225,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="accepted for Mesos compatibility; the command executor always uses HTTP",
     )
+    add_isolation_flags(parser)
     add(
         "--logging_level",
         default="INFO",
@@ -297,3 +298,156 @@ def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
         elif value is not None:
             out[name] = str(value)
     return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
+    return value
+
+
+def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the isolators (docs/isolation.md)."""
+    add = parser.add_argument
+    add(
+        "--isolation",
+        default="posix/cpu,posix/mem",
+        help="comma-separated isolators: posix/cpu, posix/mem (accounting only), cgroups/cpu, "
+        "cgroups/mem, cgroups/pids, disk/du, namespaces/pid, filesystem/linux, network/loopback, "
+        "gpu/nvidia (docs/isolation.md)",
+    )
+    add(
+        "--cgroups_hierarchy",
+        default="/sys/fs/cgroup",
+        help="where the cgroup hierarchies are mounted (v1: one directory per controller; "
+        "v2: the unified hierarchy)",
+    )
+    add(
+        "--cgroups_root",
+        default="butte",
+        help="name of the group, in each hierarchy, under which container groups are made",
+    )
+    add(
+        "--cgroups_enable_cfs",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="cgroups/cpu: also cap CPU use at the container's cpus (CFS bandwidth quota)",
+    )
+    add(
+        "--cgroups_limit_swap",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="cgroups/mem: limit memory plus swap to the container's mem (no swapping)",
+    )
+    add(
+        "--container_max_pids",
+        type=positive_int,
+        default=None,
+        help="cgroups/pids: most processes and threads per container (default: no limit)",
+    )
+    add(
+        "--enforce_container_disk_quota",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="disk/du: a container whose sandbox grows past its disk resource fails "
+        "(REASON_CONTAINER_LIMITATION_DISK)",
+    )
+    add(
+        "--container_disk_watermark_interval",
+        type=duration,
+        default="15secs",
+        help="disk/du: how often each sandbox is measured",
+    )
+    add(
+        "--gc_delay",
+        type=duration,
+        default="1weeks",
+        help="how long after it finished a sandbox is removed (less as the disk fills)",
+    )
+    add(
+        "--gc_disk_headroom",
+        type=float,
+        default=0.1,
+        help="sandboxes are removed sooner as the work dir's disk use nears 1 - this (0-1)",
+    )
+    add(
+        "--disk_watermark_interval",
+        type=duration,
+        default="1mins",
+        help="how often finished sandboxes are looked for and removed",
+    )
+    add(
+        "--container_logger",
+        default="sandbox",
+        choices=["sandbox", "logrotate"],
+        help="sandbox: stdout/stderr files grow freely; logrotate: rotated by size (--logrotate_*)",
+    )
+    for stream in ("stdout", "stderr"):
+        add(
+            f"--logrotate_max_{stream}_size",
+            type=size_flag,
+            default="10MB",
+            help=f"logrotate: rotate {stream} once it is larger than this",
+        )
+        add(
+            f"--logrotate_{stream}_options",
+            type=logrotate_options_flag,
+            default="rotate 9",
+            help=f"logrotate: 'rotate N' keeps N rotated copies of {stream}",
+        )
+    add(
+        "--nvidia_gpu_devices",
+        type=index_list,
+        default=None,
+        help="gpu/nvidia: comma-separated indices of the GPUs to use (default: all NVML sees)",
+    )
+    add(
+        "--switch_user",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="run tasks as their CommandInfo.user (else FrameworkInfo.user) when the agent "
+        "runs as root (default false, unlike Mesos: see docs/isolation.md)",
+    )
+
+
+def size_flag(text: str) -> int:
+    """argparse type: a size in Mesos' Bytes syntax (10MB, 512KB, 4096B)."""
+    from butte.agent.containerizer.logrotate import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def logrotate_options_flag(text: str) -> int:
+    """argparse type: logrotate options; only ``rotate N`` is supported."""
+    from butte.agent.containerizer.logrotate import parse_options
+
+    try:
+        return parse_options(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def index_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated device indices (``0,1,3``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected indices like 0,1,3, got {text!r}")
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"an index is named twice in {text!r}")
+    return tuple(int(p) for p in parts)

@@ -5,7 +5,7 @@ only to keep modules small); pure like the rest of the core."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from butte.agent import paths
 from butte.agent.effects import (
@@ -16,6 +16,7 @@ from butte.agent.effects import (
     LaunchContainer,
     SendToExecutor,
 )
+from butte.agent.executor.checks import parse_check
 from butte.agent.launching import (
     allocation_role,
     builtin_executor_info,
@@ -39,7 +40,7 @@ from butte.agent.records import (
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.ids import validate_id
-from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo
+from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
 
 if TYPE_CHECKING:
     # Typed against the interface of the whole core, which never imports this module.
@@ -132,6 +133,11 @@ class LaunchEvents(_Base):
             problem = validate_id(t.task_id.value, "task id")
             if problem:
                 return problem
+            if t.check is not None:
+                try:
+                    parse_check(t.check)
+                except ValueError as e:
+                    return f"Invalid check: {e}"
             if group_executor is not None:
                 if t.executor is not None or t.command is None:
                     return "Every task of a task group must have a CommandInfo and no executor"
@@ -140,6 +146,10 @@ class LaunchEvents(_Base):
             elif t.executor is not None and t.executor.command is None:
                 return "ExecutorInfo of a custom executor must have a CommandInfo"
         executor = group_executor or tasks[0].executor
+        commands = [t.command for t in tasks] + [executor.command if executor else None]
+        problem = secret_problem(commands)
+        if problem is not None:
+            return problem
         if executor is not None:
             return validate_id(executor.executor_id.value, "executor id")
         return None
@@ -216,6 +226,8 @@ class LaunchEvents(_Base):
             executable,
             builtin=kind != CUSTOM,
             fetch=fetch_list(kind, info, tasks, sandbox),
+            resources=scalar_totals([*info.resources, *(r for t in tasks for r in t.resources)]),
+            user=container_user(kind, info, tasks, fw.info),
         )
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
@@ -265,3 +277,50 @@ def fetch_list(
         target = sandbox if kind == COMMAND else paths.task_sandbox(sandbox, task.task_id.value)
         out.extend((uri, target) for uri in task.command.uris)
     return tuple(out)
+
+
+def scalar_totals(resources: list[Any]) -> tuple[tuple[str, float], ...]:
+    """Sum per name of the SCALAR resources (what isolators enforce). Values are passed on
+    as given (a NaN or negative one is refused by the isolator that reads it)."""
+    totals: dict[str, float] = {}
+    for resource in resources:
+        if not isinstance(resource, dict) or resource.get("type", "SCALAR") != "SCALAR":
+            continue
+        value = (resource.get("scalar") or {}).get("value")
+        name = resource.get("name")
+        if isinstance(name, str) and isinstance(value, int | float):
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return tuple(sorted(totals.items()))
+
+
+def container_user(
+    kind: str, info: ExecutorInfo, tasks: list[TaskInfo], framework: FrameworkInfo
+) -> str | None:
+    """The user a container runs as: the command's ``user`` (the task's for the command
+    executor, the executor's for a custom one), else the framework's."""
+    command = tasks[0].command if kind == COMMAND else info.command
+    if command is not None and command.user:
+        return command.user
+    return framework.user or None
+
+
+def secret_problem(commands: list[CommandInfo | None]) -> str | None:
+    """Why the environment's secrets cannot be given (a REFERENCE needs a secret resolver,
+    which this agent does not have; a VALUE needs data), or None."""
+    for command in commands:
+        if command is None or command.environment is None:
+            continue
+        for var in command.environment.variables:
+            if var.type != "SECRET":
+                continue
+            secret = var.secret or {}
+            kind = secret.get("type")
+            if kind == "REFERENCE":
+                return (
+                    f"Environment variable '{var.name}' is a REFERENCE secret, but this agent "
+                    "has no secret resolver (only VALUE secrets are supported)"
+                )
+            value = secret.get("value")
+            if kind != "VALUE" or not isinstance(value, dict) or "data" not in value:
+                return f"Environment variable '{var.name}' is a SECRET without a VALUE"
+    return None

@@ -3,6 +3,8 @@ executor process and its environment (docs/protocol.md §2.2, 2.3). Pure functio
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -96,7 +98,24 @@ def command_environment(command: CommandInfo | None) -> dict[str, str]:
     for var in command.environment.variables:
         if var.type == "VALUE" and var.value is not None:
             out[var.name] = var.value
+        elif var.type == "SECRET":
+            value = secret_value(var.secret)
+            if value is not None:
+                out[var.name] = value
     return out
+
+
+def secret_value(secret: Mapping[str, Any] | None) -> str | None:
+    """The text of a Secret of type VALUE (its base64 ``data``), else None."""
+    if not secret or secret.get("type") != "VALUE":
+        return None
+    data = (secret.get("value") or {}).get("data")
+    if not isinstance(data, str):
+        return None
+    try:
+        return base64.b64decode(data).decode(errors="surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
 
 
 def executor_environment(

@@ -536,6 +536,19 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             )
         return self._executor_terminated(ex, None, now)
 
+    def container_limited(
+        self, container_id: str, reason: str, message: str, now: float
+    ) -> list[Effect]:
+        """The container went over a limit (an isolator saw it): its unfinished tasks fail
+        with ``reason`` and the container is destroyed, as Mesos does."""
+        ex = self.containers.get(container_id)
+        if ex is None or ex.state == TERMINATED or ex.limitation is not None:
+            return []
+        ex.limitation = (reason, message)
+        ex.pending_termination = (ts.FAILED, reason, message)
+        self._count("container_limitations")
+        return [DestroyContainer(container_id, 0.0)]
+
     def container_exited(self, container_id: str, status: int | None, now: float) -> list[Effect]:
         """The executor process ended with raw wait ``status``."""
         ex = self.containers.get(container_id)

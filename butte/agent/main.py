@@ -12,6 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
+from butte.agent.containerizer.isolators import (
+    IsolationOptions,
+    IsolatorUnavailable,
+    parse_isolation,
+)
+from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.server import AgentOptions, serve
 from butte.coord.interface import CoordinationError
 from butte.operator_common import quiet_bad_requests
@@ -48,6 +54,31 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         recovery_timeout=args.recovery_timeout,
         fetcher_cache_dir=args.fetcher_cache_dir,
         credential=agent_flags.read_credential(args.credential),
+        isolation=args.isolation,
+        isolation_options=IsolationOptions(
+            cgroups_hierarchy=args.cgroups_hierarchy,
+            cgroups_root=args.cgroups_root,
+            cgroups_enable_cfs=args.cgroups_enable_cfs,
+            cgroups_limit_swap=args.cgroups_limit_swap,
+            container_max_pids=args.container_max_pids,
+            enforce_container_disk_quota=args.enforce_container_disk_quota,
+            container_disk_watermark_interval=args.container_disk_watermark_interval,
+            nvidia_gpu_devices=args.nvidia_gpu_devices,
+        ),
+        switch_user=args.switch_user,
+        log_rotation=(
+            RotationPolicy(
+                args.logrotate_max_stdout_size,
+                args.logrotate_max_stderr_size,
+                args.logrotate_stdout_options,
+                args.logrotate_stderr_options,
+            )
+            if args.container_logger == "logrotate"
+            else None
+        ),
+        gc_delay=args.gc_delay,
+        gc_disk_headroom=args.gc_disk_headroom,
+        disk_watermark_interval=args.disk_watermark_interval,
         flags=agent_flags.flags_for_state(args),
     )
 
@@ -66,10 +97,24 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.executor_reregistration_timeout <= MAX_EXECUTOR_REREGISTRATION_TIMEOUT:
         print("agent: --executor_reregistration_timeout must be in (0, 15secs]", file=sys.stderr)
         return 2
+    if not 0.0 <= args.gc_disk_headroom <= 1.0:
+        print("agent: --gc_disk_headroom must be in [0, 1]", file=sys.stderr)
+        return 2
+    if args.disk_watermark_interval <= 0 or args.gc_delay < 0:
+        print("agent: --disk_watermark_interval must be > 0, --gc_delay >= 0", file=sys.stderr)
+        return 2
+    if args.container_disk_watermark_interval <= 0:
+        print("agent: --container_disk_watermark_interval must be > 0", file=sys.stderr)
+        return 2
     try:
         options = options_from_args(args)
     except ValueError as e:
         print(f"agent: {e}", file=sys.stderr)
+        return 2
+    try:
+        parse_isolation(options.isolation)
+    except IsolatorUnavailable as e:
+        print(f"agent: --isolation: {e}", file=sys.stderr)
         return 2
     # The default loop: uvloop spawns processes several times slower
     # (docs/design.md "Spawning processes").
@@ -77,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(options))
     except CoordinationError as e:  # --master zk://... and the ensemble cannot be reached
         print(f"agent: {e}", file=sys.stderr)
+        return 1
+    except IsolatorUnavailable as e:  # an isolator this machine cannot provide
+        print(f"agent: --isolation: {e}", file=sys.stderr)
         return 1
 
 

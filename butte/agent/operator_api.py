@@ -119,6 +119,8 @@ class AgentOperatorApi:
                 web.get(prefix + "/metrics/snapshot", self.metrics_snapshot),
                 web.get(prefix + "/metrics", self.prometheus),
                 web.get(prefix + "/containers", self.containers),
+                web.get(prefix + "/monitor/statistics", self.monitor_statistics),
+                web.get(prefix + "/monitor/statistics.json", self.monitor_statistics),
             ]
         return out + self.files.routes()
 
@@ -161,6 +163,12 @@ class AgentOperatorApi:
     async def containers(self, request: web.Request) -> web.Response:
         """Legacy ``/containers``: the running containers with their statistics."""
         return _json(await self._containers())
+
+    async def monitor_statistics(self, request: web.Request) -> web.Response:
+        """``/monitor/statistics``: each running executor's ResourceStatistics (Mesos'
+        shape; from the cgroups with cgroup isolators, else from /proc)."""
+        keys = ("executor_id", "executor_name", "framework_id", "source", "statistics")
+        return _json([{k: c[k] for k in keys} for c in await self._containers()])
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -303,6 +311,11 @@ class AgentOperatorApi:
         ]
         pids = {ex.container_id: ex.pid for ex in executors if ex.pid is not None}
         usage = await asyncio.to_thread(_usage, pids)
+        containerizer = self.server.containerizer
+        if containerizer is not None and containerizer.isolation is not None:
+            # The cgroups' counters (whole container, throttling, OOMs) win over /proc's.
+            for cid in pids:
+                usage.setdefault(cid, {}).update(containerizer.usage(cid) or {})
         out = []
         now = time.time()
         for ex in executors:

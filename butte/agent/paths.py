@@ -31,6 +31,11 @@ The tree under ``--work_dir``::
                                                  and {"type":"ACK","uuid":...} records
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
+With cgroup isolators, each container also has a group outside the work dir::
+
+    <cgroups_hierarchy>/<controller>/<cgroups_root>/<container_id>/   cgroups v1
+    <cgroups_hierarchy>/<cgroups_root>/<container_id>/                cgroups v2
+
 Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
 replaced atomically (temp file, fsync, rename); ``task.updates`` is append-only. Checkpoints
 are written in batches, each made durable by one sync before the agent acts on anything that
@@ -207,3 +212,10 @@ def task_updates_path(run_dir: str, task_id: str) -> str:
 def fetcher_cache_dir(work_dir: str) -> str:
     """``<work_dir>/fetcher-cache``: the default ``--fetcher_cache_dir``."""
     return os.path.join(work_dir, "fetcher-cache")
+
+
+def cgroup_dir(mount: str, cgroups_root: str, container_id: str | None = None) -> str:
+    """``<mount>/<cgroups_root>[/<container_id>]``: butte's groups in one cgroup hierarchy
+    (``mount`` is a v1 controller's mount point or the v2 hierarchy)."""
+    base = os.path.join(mount, cgroups_root.strip("/"))
+    return base if container_id is None else os.path.join(base, container_id)

@@ -93,6 +93,9 @@ class Executor:
     subscribed: bool = False
     # (state, reason, message) given to its unfinished tasks when it terminates.
     pending_termination: tuple[str, str, str] | None = None
+    # (reason, message) of a limit the container went over (memory, disk): its tasks' ends
+    # are reported as TASK_FAILED with it, whatever the executor says.
+    limitation: tuple[str, str] | None = None
     registration_deadline: float | None = None
     shutdown_deadline: float | None = None
     exit_status: int | None = None

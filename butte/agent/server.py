@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -39,7 +40,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 import butte
-from butte.agent import checkpoint, operator_api, paths
+from butte.agent import checkpoint, gc, operator_api, paths
+from butte.agent.containerizer import isolators, logrotate
+from butte.agent.containerizer.isolation import Isolation
+from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
+from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.containerizer.posix import (
     PosixContainerizer,
     find_sandbox_leaders,
@@ -58,9 +63,10 @@ from butte.agent.effects import (
 from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
+from butte.agent.launch_events import scalar_totals
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import RUNNING, TERMINATED
+from butte.agent.records import CUSTOM, RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import internal
@@ -68,7 +74,7 @@ from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
 from butte.core.messages import ExecutorCall
-from butte.core.resources import Attribute, Resources
+from butte.core.resources import Attribute, Resources, parse_resources
 
 if TYPE_CHECKING:
     from butte.coord.detector import LeaderDetector
@@ -135,6 +141,16 @@ class AgentOptions:
     fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
     # --credential: (principal, secret) sent to a master that authenticates agents.
     credential: tuple[str, str] | None = None
+    # --isolation and the isolators' flags (docs/isolation.md).
+    isolation: str = DEFAULT_ISOLATION
+    isolation_options: IsolationOptions = field(default_factory=IsolationOptions)
+    switch_user: bool = False
+    # --container_logger=logrotate (None: stdout/stderr are not rotated).
+    log_rotation: RotationPolicy | None = None
+    # Sandbox garbage collection (butte.agent.gc).
+    gc_delay: float = 7 * 86400.0
+    gc_disk_headroom: float = 0.1
+    disk_watermark_interval: float = 60.0
     flags: dict[str, str] = field(default_factory=dict)
 
 
@@ -155,6 +171,8 @@ class AgentServer:
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
         self._link_task: asyncio.Task | None = None
+        self._gc_task: asyncio.Task | None = None
+        self._rotate_task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
         self._applying = False
@@ -187,6 +205,9 @@ class AgentServer:
             )
             await self.detector.start()
         os.makedirs(self.options.work_dir, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        # Before anything is bound: an isolator this machine lacks stops the start.
+        isolation = self._isolation(loop)
         app = web.Application(client_max_size=16 << 20)
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
@@ -195,7 +216,6 @@ class AgentServer:
         site = web.TCPSite(self._runner, self.options.ip, self.options.port, backlog=4096)
         await site.start()
         port = self._runner.addresses[0][1]
-        loop = asyncio.get_running_loop()
         self.machine = AgentMachine(self._config(port))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
@@ -209,6 +229,8 @@ class AgentServer:
             self._container_exited,
             zygote_argv=zygote_argv() if self.options.executor_zygote else None,
             fetcher_cache_dir=self.options.fetcher_cache_dir or paths.fetcher_cache_dir(work_dir),
+            isolation=isolation,
+            on_limited=self._container_limited,
         )
         self.master_link = MasterLink(
             self._master_url(self.master_address()),
@@ -226,7 +248,50 @@ class AgentServer:
         await self._recover(work_dir)
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
+        self._gc_task = asyncio.create_task(self._collect_garbage())
+        if self.options.log_rotation is not None:
+            self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
+        """The isolators of --isolation (None when they enforce nothing: the posix ones
+        and no user switching)."""
+        names = isolators.parse_isolation(self.options.isolation)
+        built, cgroups = isolators.build(names, self.options.isolation_options, loop)
+        isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
+        self._offer_gpus(built)
+        if self.options.switch_user and not isolation.switch_user:
+            log.warning("--switch_user needs root: tasks run as uid %d", os.getuid())
+        enforcing = [n for n in names if not n.startswith("posix/")]
+        if not enforcing and not isolation.switch_user:
+            return None
+        log.info(
+            "isolation: %s%s%s",
+            ",".join(names),
+            f" (cgroups v{cgroups.version} under {cgroups.root})" if cgroups else "",
+            ", switching users" if isolation.switch_user else "",
+        )
+        return isolation
+
+    def _offer_gpus(self, built: list[isolators.Isolator]) -> None:
+        """With gpu/nvidia: offers the GPUs it found as ``gpus`` (``--resources gpus:N``
+        must match them)."""
+        from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+        gpus = [len(i.gpus) for i in built if isinstance(i, NvidiaGpu)]
+        if not gpus:
+            return
+        resources = self.options.resources
+        if resources.has("gpus"):
+            if resources.scalar("gpus") != gpus[0]:
+                raise isolators.IsolatorUnavailable(
+                    f"--resources gpus:{resources.scalar('gpus'):g} does not match the "
+                    f"{gpus[0]} GPU device(s) gpu/nvidia uses"
+                )
+            return
+        if gpus[0]:
+            extra = parse_resources(f"gpus:{gpus[0]}")
+            self.options = dataclasses.replace(self.options, resources=resources + extra)
 
     def _config(self, port: int) -> AgentConfig:
         options = self.options
@@ -316,6 +381,74 @@ class AgentServer:
         if orphans:
             log.info("killing %d executor(s) this agent does not recover", len(orphans))
             await asyncio.to_thread(signal_sessions, orphans, signal.SIGKILL)
+        recovered = {
+            cid: self._recovered_launch(cid)
+            for cid, c in self.containerizer.containers.items()
+            if c.recovered and cid in core.containers
+        }
+        orphan_groups = self.containerizer.recover_isolation(recovered)
+        isolation = self.containerizer.isolation
+        if orphan_groups and isolation is not None:
+            log.info("destroying %d orphan container cgroup(s)", len(orphan_groups))
+            for container_id in orphan_groups:
+                await asyncio.to_thread(isolation.destroy_groups, container_id)
+
+    def _recovered_launch(self, container_id: str) -> LaunchContainer:
+        """What isolators need of a recovered container: its sandbox and resources."""
+        ex = self._core.containers[container_id]
+        resources = [*ex.info.resources, *(r for t in ex.tasks.values() for r in t.info.resources)]
+        return LaunchContainer(
+            container_id,
+            ex.framework_id,
+            ex.id,
+            ex.sandbox,
+            (),
+            {},
+            builtin=ex.kind != CUSTOM,
+            resources=scalar_totals(resources),
+        )
+
+    async def _rotate_logs(self, policy: RotationPolicy) -> None:
+        """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate)."""
+
+        def rotate_all(sandboxes: list[str]) -> None:
+            for sandbox in sandboxes:
+                try:
+                    policy.check(sandbox)
+                except OSError as e:
+                    log.warning("cannot rotate the logs of %s: %s", sandbox, e)
+
+        while True:
+            await asyncio.sleep(logrotate.CHECK_INTERVAL)
+            assert self.containerizer is not None
+            core = self._core
+            sandboxes = [
+                core.containers[cid].sandbox
+                for cid in self.containerizer.containers
+                if cid in core.containers
+            ]
+            if sandboxes:
+                await asyncio.to_thread(rotate_all, sandboxes)
+
+    async def _collect_garbage(self) -> None:
+        """Removes finished sandboxes every --disk_watermark_interval (butte.agent.gc)."""
+        options = self.options
+        work_dir = self._core.config.work_dir
+        while True:
+            await asyncio.sleep(options.disk_watermark_interval)
+            try:
+                found = await asyncio.to_thread(gc.scan, work_dir)
+                fraction = await asyncio.to_thread(gc.used_fraction, work_dir)
+                age = gc.max_age(options.gc_delay, options.gc_disk_headroom, fraction)
+                assert self.containerizer is not None
+                live = set(self._core.containers) | set(self.containerizer.containers)
+                doomed = gc.select(found, live, time.time(), age)
+                for sandbox in doomed:
+                    await asyncio.to_thread(gc.remove, sandbox)
+                if doomed:
+                    log.info("removed %d finished sandbox(es) (max age %.0fs)", len(doomed), age)
+            except Exception:  # noqa: BLE001 - a failed sweep must not stop the next ones
+                log.exception("sandbox garbage collection failed")
 
     @property
     def _core(self) -> AgentMachine:
@@ -363,10 +496,17 @@ class AgentServer:
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
         await self.containerizer.close()
+        if self.containerizer.isolation is not None:
+            await asyncio.to_thread(self.containerizer.isolation.close)
         await self.commit.wait_idle()
         self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
+        for task in (self._gc_task, self._rotate_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._link_task is not None:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -494,6 +634,8 @@ class AgentServer:
         left to the caller, which first opens the stream they are written to."""
         if self.recovering or self.machine is None:
             return Reply(503, "Agent is recovering")
+        if call.type == "UPDATE" and call.update is not None:
+            self._check_limitation(call)
         try:
             reply = self._core.executor_call(call, self.now())
         except Exception:  # noqa: BLE001
@@ -524,6 +666,29 @@ class AgentServer:
     def _container_failed(self, container_id: str, message: str) -> None:
         log.warning("container %s failed to launch: %s", container_id, message)
         self.apply(self._core.container_failed(container_id, message, self.now()))
+
+    def _container_limited(self, container_id: str, limitation: Limitation) -> None:
+        log.warning("container %s: %s", container_id, limitation.message)
+        self.apply(
+            self._core.container_limited(
+                container_id, limitation.reason, limitation.message, self.now()
+            )
+        )
+
+    def _check_limitation(self, call: ExecutorCall) -> None:
+        """Before a task's end from its executor is taken: did its container go over a limit
+        (the kernel's counters say so before the executor can)? Then the end is reported as
+        that limitation."""
+        assert call.update is not None and self.containerizer is not None
+        if self.containerizer.isolation is None or not ts.is_terminal(call.update.status.state):
+            return
+        fw = self._core.frameworks.get(call.framework_id.value)
+        ex = fw.executors.get(call.executor_id.value) if fw is not None else None
+        if ex is None or ex.limitation is not None:
+            return
+        limitation = self.containerizer.limitation(ex.container_id)
+        if limitation is not None:
+            self._container_limited(ex.container_id, limitation)
 
     def _container_exited(self, container_id: str, status: int | None) -> None:
         self.apply(self._core.container_exited(container_id, status, self.now()))

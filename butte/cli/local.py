@@ -215,6 +215,12 @@ class LocalCluster:
             if own is not None:
                 argv += ["--resources", own]
             argv += list(agent_flags)
+            if any(f.startswith("--isolation") for f in agent_flags) and not any(
+                f.startswith("--cgroups_root") for f in agent_flags
+            ):
+                # Agents on one machine must not share a cgroups root: each one's recovery
+                # destroys the groups it does not know.
+                argv += ["--cgroups_root", f"butte/local-{agent_port}"]
             self.agents.append(ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log"))
             self.agent_ports.append(agent_port)
 
@@ -350,6 +356,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--marathon_port", type=int, default=8080, help="REST API port of --marathon"
     )
     parser.add_argument(
+        "--isolation",
+        default="auto",
+        help="the agents' --isolation (auto: cgroups/cpu,cgroups/mem,cgroups/pids where "
+        "this machine has them and we are root, else posix/cpu,posix/mem)",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="once up, run a demo job (3 tasks) with `butte run` and show its updates",
@@ -370,7 +382,18 @@ def run(args: argparse.Namespace) -> int:
     if args.agents < 0:
         raise CliError("--agents must be >= 0", 2)
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="butte-local-")
-    cluster = LocalCluster(work_dir, port=args.port, agents=args.agents, resources=args.resources)
+    isolation = args.isolation
+    if isolation == "auto":
+        from butte.agent.containerizer.isolators import preferred_isolation
+
+        isolation = preferred_isolation()
+    cluster = LocalCluster(
+        work_dir,
+        port=args.port,
+        agents=args.agents,
+        resources=args.resources,
+        agent_flags=["--isolation", isolation],
+    )
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     marathon: ManagedProcess | None = None
     # SIGTERM is handled like Ctrl-C so that both stop the daemons before we exit.

@@ -238,6 +238,20 @@ def _print_last_lines(master: OperatorClient, path: str, size: int, lines: int) 
     return start + len(data)
 
 
+def _rest_of_rotated(master: OperatorClient, path: str, offset: int) -> int:
+    """Prints ``path`` from ``offset`` to its end (nothing if it is gone); returns 0, where
+    reading the truncated file starts again."""
+    while True:
+        try:
+            _, data = master.read_file(path, offset, CHUNK)
+        except OperatorError:
+            return 0
+        if not data:
+            return 0
+        _write(data)
+        offset += len(data)
+
+
 def _follow(master: OperatorClient, path: str, offset: int, task: dict[str, Any]) -> int:
     """Prints what was appended until the task ends; -1 once it ended and all was printed."""
     task_id, framework = task["task_id"]["value"], task["framework_id"]["value"]
@@ -248,13 +262,18 @@ def _follow(master: OperatorClient, path: str, offset: int, task: dict[str, Any]
             _write(data)
             offset += len(data)
             continue
+        if size < offset:
+            # Rotated (--container_logger=logrotate): the rest of what we were reading is
+            # now the start of <file>.1; print it, then go on from the new file's start.
+            offset = _rest_of_rotated(master, path + ".1", offset)
+            continue
         now = time.monotonic()
         if now - last_check > 2.0:
             last_check = now
             state = _state_of(master, framework, task_id)
             if state is None or task_states.is_terminal(state):
                 size, data = master.read_file(path, offset, CHUNK)
-                if not data:
+                if not data and size >= offset:
                     return -1
                 continue
         time.sleep(FOLLOW_INTERVAL)

@@ -4,12 +4,18 @@ Shows the cluster's CPUs, memory, disk and GPUs used of total (with bars), task 
 state, the busiest agents and the frameworks holding the most. It reads
 ``/metrics/snapshot``, GET_AGENTS and GET_FRAMEWORKS each refresh. ``--once`` prints one
 frame and exits (for scripts and tests); Ctrl-C ends the live view.
+
+Per task, used vs asked: the busiest agents' ``/monitor/statistics`` (memory used against the
+container's limit, CPU seconds so far against the CPUs asked; exact with cgroup isolators,
+docs/isolation.md). An agent that does not answer within a second is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import urllib.request
 from typing import Any
 
 from rich.console import Group
@@ -36,13 +42,38 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 def snapshot(master: OperatorClient) -> dict[str, Any]:
     """Everything one frame shows."""
+    agents = master.call("GET_AGENTS").get("agents", [])
     return {
         "metrics": master.get_json("/metrics/snapshot"),
-        "agents": master.call("GET_AGENTS").get("agents", []),
+        "agents": agents,
         "frameworks": master.call("GET_FRAMEWORKS").get("frameworks", []),
+        "usage": container_usage(agents),
         "master": master.address,
         "time": time.time(),
     }
+
+
+def container_usage(agents: list[dict[str, Any]], limit: int = 15) -> list[dict[str, Any]]:
+    """``/monitor/statistics`` of the ``limit`` busiest agents, each entry with its agent."""
+    ranked = sorted(
+        agents,
+        key=lambda a: _share(
+            scalars(a.get("allocated_resources") or []), scalars(a.get("total_resources") or [])
+        ),
+        reverse=True,
+    )
+    out: list[dict[str, Any]] = []
+    for a in ranked[:limit]:
+        info = a.get("agent_info", {})
+        url = f"http://{info.get('hostname')}:{info.get('port')}/monitor/statistics"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                entries = json.load(response)
+        except (OSError, ValueError):
+            continue
+        for entry in entries if isinstance(entries, list) else []:
+            out.append({**entry, "agent": info.get("id", {}).get("value", "?")})
+    return out
 
 
 def render(data: dict[str, Any], rows: int = 15) -> Group:
@@ -70,7 +101,33 @@ def render(data: dict[str, Any], rows: int = 15) -> Group:
         Text("tasks: " + counts),
         _agents_table(data["agents"], rows),
         _frameworks_table(data["frameworks"], rows),
+        _usage_table(data.get("usage", []), rows),
     )
+
+
+def _usage_table(usage: list[dict[str, Any]], rows: int) -> Table:
+    table = Table(
+        "TASK", "AGENT", "MEM USED/ASKED", "CPU SECS", "CPUS ASKED", title="Tasks: used vs asked"
+    )
+    mb = 1024 * 1024
+    ranked = sorted(
+        usage,
+        key=lambda e: e.get("statistics", {}).get("mem_rss_bytes", 0),
+        reverse=True,
+    )
+    for entry in ranked[:rows]:
+        stats = entry.get("statistics", {})
+        used = stats.get("mem_total_bytes", stats.get("mem_rss_bytes", 0)) / mb
+        asked = stats.get("mem_limit_bytes", 0) / mb
+        cpu = stats.get("cpus_user_time_secs", 0) + stats.get("cpus_system_time_secs", 0)
+        table.add_row(
+            entry.get("source") or entry.get("executor_id", "?"),
+            entry["agent"],
+            used_of(used, asked, mem),
+            f"{cpu:.2f}",
+            number(stats.get("cpus_limit", 0)),
+        )
+    return table
 
 
 def _share(used: dict[str, float], total: dict[str, float]) -> float:

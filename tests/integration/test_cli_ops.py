@@ -133,8 +133,19 @@ def test_roles_state_and_top(env):
     state = json.loads(ok(butte(cluster, "state")))
     assert state["slaves"] and state["frameworks"]
     frame = ok(butte(cluster, "top", "--once"))
-    for word in ("butte top", "CPUS", "MEM", "Busiest agents", "fw-sleeper", "running 1"):
+    for word in (
+        "butte top",
+        "CPUS",
+        "MEM",
+        "Busiest agents",
+        "fw-sleeper",
+        "running 1",
+        "Tasks: used vs asked",
+    ):
         assert word in frame, word
+    # The running task's row in the used-vs-asked table (its id, as far as it fits).
+    sleeper = task_of(cluster, "sleeper", "TASK_RUNNING")["task_id"]["value"]
+    assert sleeper[:6] in frame.split("Tasks: used vs asked")[1]
 
 
 def test_teardown_and_unknown_ids(env):

@@ -122,3 +122,11 @@ def test_chronos_runs_beside_the_cluster_with_its_store_in_the_work_dir(tmp_path
     assert argv[1:6] == ["-m", "butte", "chronos", "--master", "127.0.0.1:6000"]
     assert argv[argv.index("--http_port") + 1] == "4401"
     assert argv[argv.index("--work_dir") + 1] == str(tmp_path / "chronos")
+
+
+def test_isolating_agents_get_a_cgroups_root_each(tmp_path):
+    flags = ["--isolation", "cgroups/mem"]
+    cluster = LocalCluster(tmp_path, port=6000, agents=2, agent_flags=flags)
+    roots = [a.argv[a.argv.index("--cgroups_root") + 1] for a in cluster.agents]
+    assert roots == [f"butte/local-{port}" for port in cluster.agent_ports]
+    assert len(set(roots)) == 2

@@ -19,6 +19,14 @@ means scanning /proc; that is done off the event loop and only on the destroy pa
 Fetching: a launch with CommandInfo.URIs first runs `butte.agent.fetcher` in a worker thread;
 a failure fails the launch (the tasks go TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED).
 
+Isolation: with an `Isolation` (the isolators of ``--isolation``), a launch is first
+prepared (user, cgroups and limits; a refusal fails the launch), the executor's first
+process joins the container's cgroups before it runs anything (the zygote child, or a
+``preexec_fn`` for a spawned executor), kills also go through the cgroups (freezer or
+``cgroup.kill``: no process escapes), and a container that goes over a limit is reported
+through ``on_limited`` (at once when an isolator watches for it, else checked when the
+executor ends). Its groups are removed once it has exited.
+
 Recovery (after an agent restart): executors outlive the agent (own sessions; the zygote exits
 without touching its children). `find_sandbox_leaders` finds every live session leader whose
 working directory is a sandbox of this work dir; the agent `adopt`s those it recovered (they
@@ -39,6 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from butte.agent import paths
+from butte.agent.containerizer import linux
+from butte.agent.containerizer.isolation import Isolation
+from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
 from butte.agent.fetcher import FetchError, fetch_all
@@ -53,6 +64,7 @@ ZYGOTE_EXIT_WAIT = 2.0
 StartedCallback = Callable[[str, int], None]
 FailedCallback = Callable[[str, str], None]
 ExitedCallback = Callable[[str, int | None], None]
+LimitedCallback = Callable[[str, Limitation], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -69,11 +81,15 @@ class Container:
     destroy_on_start: float | None = None
     zygote: bool = False  # forked by the executor zygote (not our child)
     recovered: bool = False  # adopted after an agent restart (not our child)
+    setup: ContainerSetup | None = None  # what the isolators asked for (None: no isolation)
 
 
-def prepare_sandbox(spec: LaunchContainer) -> tuple[int, int]:
-    """Creates the sandbox and ``runs/latest``; returns fds of its stdout and stderr files."""
+def prepare_sandbox(spec: LaunchContainer, owner: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Creates the sandbox and ``runs/latest`` (the sandbox owned by ``owner`` (uid, gid) if
+    given); returns fds of its stdout and stderr files."""
     make_sandbox(spec.sandbox, _spread)
+    if owner is not None:
+        os.chown(spec.sandbox, *owner)
     link = paths.latest_link(spec.sandbox)
     try:
         os.symlink(spec.container_id, link)
@@ -88,26 +104,58 @@ def prepare_sandbox(spec: LaunchContainer) -> tuple[int, int]:
     except OSError:
         os.close(out)
         raise
+    if owner is not None:
+        os.fchown(out, *owner)
+        os.fchown(err, *owner)
     return out, err
 
 
-def start_process(spec: LaunchContainer) -> subprocess.Popen:
-    """Starts the executor process of ``spec`` in a new session inside its sandbox."""
-    out, err = prepare_sandbox(spec)
+def _owner(setup: ContainerSetup | None) -> tuple[int, int] | None:
+    return None if setup is None or setup.user is None else (setup.user[1], setup.user[2])
+
+
+def start_process(spec: LaunchContainer, setup: ContainerSetup | None = None) -> subprocess.Popen:
+    """Starts the executor process of ``spec`` in a new session inside its sandbox (in its
+    cgroups, and for a custom executor in its namespaces and as its user)."""
+    out, err = prepare_sandbox(spec, _owner(setup))
+    env = spec.env if setup is None or not setup.env else {**spec.env, **setup.env}
     try:
         return subprocess.Popen(
             list(spec.argv),
             executable=spec.executable,
             cwd=spec.sandbox,
-            env=spec.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
             start_new_session=True,
+            preexec_fn=_preexec(spec, setup),
         )
     finally:
         os.close(out)
         os.close(err)
+
+
+def _preexec(spec: LaunchContainer, setup: ContainerSetup | None) -> Callable[[], None] | None:
+    """What the executor's process does before exec: join the cgroups; a custom executor
+    also enters its namespaces and becomes its user (the built-in one does that per task)."""
+    if setup is None:
+        return None
+    procs = list(setup.cgroup_procs)
+    custom = not spec.builtin
+    namespaces = list(setup.task_namespaces) if custom else []
+    user = setup.user if custom else None
+    if not procs and not namespaces and user is None:
+        return None
+
+    def preexec() -> None:
+        linux.join_cgroups(procs)
+        if namespaces:
+            linux.enter_namespaces(namespaces, spec.sandbox, user)
+        if user is not None:
+            linux.switch_user(user[0], user[1], user[2])
+
+    return preexec
 
 
 def session_members(sessions: Iterable[int]) -> dict[int, list[int]]:
@@ -201,8 +249,12 @@ class PosixContainerizer:
         launch_threads: int = 8,
         zygote_argv: Sequence[str] | None = None,
         fetcher_cache_dir: str | None = None,
+        isolation: Isolation | None = None,
+        on_limited: LimitedCallback | None = None,
     ) -> None:
         self._loop = loop
+        self.isolation = isolation
+        self._on_limited = on_limited or (lambda cid, limitation: None)
         self._on_started = on_started
         self._on_failed = on_failed
         self._on_exited = on_exited
@@ -239,6 +291,12 @@ class PosixContainerizer:
         the event loop on a busy machine). Results come through the callbacks, on the loop."""
         container = Container(spec.container_id)
         self.containers[spec.container_id] = container
+        if self.isolation is not None:
+            try:
+                container.setup = self.isolation.prepare(spec)
+            except LaunchRefused as e:
+                self._launch_failed(spec.container_id, str(e))
+                return
         if spec.fetch:
             future = self._loop.run_in_executor(self._pool, self._fetch, spec)
             future.add_done_callback(lambda f: self._fetched(container, spec, f))
@@ -248,9 +306,9 @@ class PosixContainerizer:
     def _start(self, container: Container, spec: LaunchContainer) -> None:
         if spec.builtin and self._zygote is not None and self._zygote.alive:
             container.zygote = True
-            self._zygote.launch(spec)
+            self._zygote.launch(spec, container.setup)
             return
-        future = self._loop.run_in_executor(self._pool, start_process, spec)
+        future = self._loop.run_in_executor(self._pool, start_process, spec, container.setup)
         future.add_done_callback(lambda f: self._spawned(container, f))
 
     def _fetch(self, spec: LaunchContainer) -> None:
@@ -275,7 +333,8 @@ class PosixContainerizer:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return False
-        container = Container(container_id, pid=pid, pidfd=pidfd, recovered=True)
+        setup = ContainerSetup() if self.isolation is not None else None
+        container = Container(container_id, pid=pid, pidfd=pidfd, recovered=True, setup=setup)
         self.containers[container_id] = container
         self._loop.add_reader(pidfd, self._pidfd_ready, container)
         return True
@@ -303,6 +362,8 @@ class PosixContainerizer:
         if container.pidfd is not None:
             self._loop.add_reader(container.pidfd, self._pidfd_ready, container)
         self.launched += 1
+        if container.setup is not None and self.isolation is not None:
+            self.isolation.started(container.container_id, self._limited)
         self._on_started(container.container_id, pid)
         if self._closing:
             self._spawn(self._kill([container], 0.0))
@@ -315,6 +376,9 @@ class PosixContainerizer:
             return
         self.failed += 1
         container.exited.set()
+        if container.setup is not None and self.isolation is not None:
+            self.isolation.cleanup(container_id)
+            self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container_id))
         self._on_failed(container_id, message)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -375,7 +439,38 @@ class PosixContainerizer:
             os.killpg(container.pid, signal.SIGKILL)
         if status is None or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             self._spawn(asyncio.to_thread(signal_sessions, [container.pid], signal.SIGKILL))
+        if container.setup is not None and self.isolation is not None:
+            # A limit it went over is told before its end, so its tasks fail with it.
+            limitation = self.isolation.limitation(container.container_id)
+            if limitation is not None:
+                self._on_limited(container.container_id, limitation)
+            self.isolation.cleanup(container.container_id)
+            self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container.container_id))
         self._on_exited(container.container_id, status)
+
+    def _limited(self, container_id: str, limitation: Limitation) -> None:
+        if container_id in self.containers:
+            self._on_limited(container_id, limitation)
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        """A limit the running container went over (read now; None without isolation)."""
+        container = self.containers.get(container_id)
+        if container is None or container.setup is None or self.isolation is None:
+            return None
+        return self.isolation.limitation(container_id)
+
+    def usage(self, container_id: str) -> dict[str, float] | None:
+        """ResourceStatistics fields of a running container (None: not isolated)."""
+        container = self.containers.get(container_id)
+        if container is None or container.setup is None or self.isolation is None:
+            return None
+        return self.isolation.usage(container_id)
+
+    def recover_isolation(self, recovered: dict[str, LaunchContainer]) -> list[str]:
+        """Re-watches the recovered containers' limits; returns orphan cgroup ids."""
+        if self.isolation is None:
+            return []
+        return self.isolation.recover(recovered, self._limited)
 
     async def destroy(self, container_id: str, grace: float) -> None:
         """Kills the container's processes: SIGTERM, SIGKILL after ``grace`` seconds."""
@@ -405,9 +500,17 @@ class PosixContainerizer:
                 waiter.cancel()
         # SIGKILL the whole sessions even if the leaders exited: tasks may linger.
         await asyncio.to_thread(signal_sessions, sessions, signal.SIGKILL)
+        isolation = self.isolation
+        if isolation is not None:
+            for c in live:
+                if c.setup is not None:
+                    await asyncio.to_thread(isolation.kill, c.container_id)
 
     async def close(self) -> None:
-        """Stops the zygote and the launch threads (after the last launch)."""
+        """Stops the zygote and the launch threads (after the last launch), once the
+        clean-ups under way (cgroups being removed) are done."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
         if self._zygote is not None:
             await self._zygote.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from butte.agent.containerizer.isolators import ContainerSetup
 from butte.agent.effects import LaunchContainer
 
 log = logging.getLogger("butte.agent")
@@ -63,10 +64,18 @@ class ZygoteClient:
         self._loop.add_reader(self._proc.stdout.fileno(), self._readable)
         self.alive = True
 
-    def launch(self, spec: LaunchContainer) -> None:
-        """Asks for one executor; the answer comes through the callbacks."""
+    def launch(self, spec: LaunchContainer, setup: ContainerSetup | None = None) -> None:
+        """Asks for one executor (in the cgroups, with the sandbox owner and environment of
+        ``setup``); the answer comes through the callbacks."""
         assert self._writer is not None
-        request = {"id": spec.container_id, "sandbox": spec.sandbox, "env": spec.env}
+        request: dict = {"id": spec.container_id, "sandbox": spec.sandbox, "env": spec.env}
+        if setup is not None:
+            if setup.env:
+                request["env"] = {**spec.env, **setup.env}
+            if setup.cgroup_procs:
+                request["cgroups"] = setup.cgroup_procs
+            if setup.user is not None:
+                request["owner"] = [setup.user[1], setup.user[2]]
         self._writer.write(_encoder.encode(request) + b"\n")
 
     def _readable(self) -> None:

@@ -33,6 +33,7 @@ import select
 import sys
 import time
 
+from butte.agent.executor import checks as check_runs
 from butte.agent.executor import health as health_checks
 from butte.agent.executor import lite
 from butte.core.recordio import RecordIOReader
@@ -88,13 +89,45 @@ def task_argv(command: dict) -> tuple[str, list[str], bool]:
     return value, arguments or [value], True
 
 
+# What the agent tells the executor about isolating its tasks (not passed on to tasks).
+NAMESPACES_ENV = "BUTTE_TASK_NAMESPACES"  # comma-separated: pid, mnt, tmp, net
+USER_ENV = "BUTTE_TASK_USER"  # set when tasks switch user: the default user
+
+
+def secret_value(var: dict) -> str | None:
+    """The value of a SECRET variable of type VALUE (base64 ``data``), else None (the agent
+    refuses REFERENCE secrets before the task gets here)."""
+    secret = var.get("secret")
+    if not isinstance(secret, dict) or secret.get("type") != "VALUE":
+        return None
+    data = (secret.get("value") or {}).get("data")
+    if not isinstance(data, str):
+        return None
+    import binascii
+
+    try:
+        return binascii.a2b_base64(data).decode(errors="surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
+
+
 def task_environment(base: dict[str, str], command: dict) -> dict[str, str]:
-    """The executor's environment plus the task's CommandInfo variables."""
+    """The executor's environment plus the task's CommandInfo variables (VALUE ones and
+    SECRET ones of type VALUE)."""
     env = dict(base)
+    env.pop(NAMESPACES_ENV, None)
+    env.pop(USER_ENV, None)
     variables = (command.get("environment") or {}).get("variables") or []
     for var in variables:
-        if isinstance(var, dict) and var.get("type", "VALUE") == "VALUE" and "value" in var:
+        if not isinstance(var, dict):
+            continue
+        kind = var.get("type", "VALUE")
+        if kind == "VALUE" and "value" in var:
             env[str(var["name"])] = str(var["value"])
+        elif kind == "SECRET":
+            value = secret_value(var)
+            if value is not None:
+                env[str(var["name"])] = value
     return env
 
 
@@ -117,6 +150,7 @@ class TaskProcess:
         "probe_pidfd",
         "probe_deadline",
         "killed_by_health",
+        "check",
     )
 
     def __init__(self, info: dict, group: bool) -> None:
@@ -135,6 +169,7 @@ class TaskProcess:
         self.probe_pidfd: int | None = None
         self.probe_deadline: float | None = None
         self.killed_by_health = False
+        self.check: check_runs.CheckState | None = None
 
     @property
     def id(self) -> str:
@@ -170,6 +205,7 @@ class Executor:
         self.tasks: dict[str, TaskProcess] = {}
         self.by_pidfd: dict[int, TaskProcess] = {}
         self.by_probe_pidfd: dict[int, TaskProcess] = {}
+        self.by_check_pidfd: dict[int, TaskProcess] = {}
         self.unacked: dict[str, dict] = {}  # uuid -> status
         self.task_killing_state = False
         self.shutting_down = False
@@ -315,7 +351,9 @@ class Executor:
         limit = (info.get("max_completion_time") or {}).get("nanoseconds")
         if isinstance(limit, int | float):
             task.completion_deadline = time.monotonic() + float(limit) * _NS
-        self.send_update(task, "TASK_RUNNING")
+        self._start_check(task)
+        last_check = task.check.last if task.check is not None else None
+        self.send_update(task, "TASK_RUNNING", check_status=last_check)
         self._start_health(task)
 
     def _task_dir(self, info: dict, group: bool) -> str | None:
@@ -338,7 +376,85 @@ class Executor:
                 (os.POSIX_SPAWN_OPEN, 1, os.path.join(cwd, "stdout"), flags, 0o644),
                 (os.POSIX_SPAWN_OPEN, 2, os.path.join(cwd, "stderr"), flags, 0o644),
             ]
+        namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        user = self._task_user(command)
+        if namespaces or user is not None:
+            return self._spawn_isolated(program, argv, search, env, cwd, namespaces, user)
         return self._spawn_process(program, argv, search, env, cwd, actions)
+
+    def _task_user(self, command: dict) -> str | None:
+        """The user to switch the task to (its CommandInfo.user, else the container's), or
+        None: no switching (not asked for, or already that user)."""
+        default = self.environ.get(USER_ENV)
+        if not default:
+            return None
+        name = str(command.get("user") or default)
+        import pwd
+
+        try:
+            if pwd.getpwuid(os.geteuid()).pw_name == name:
+                return None
+        except KeyError:
+            pass
+        return name
+
+    def _spawn_isolated(
+        self,
+        program: str,
+        argv: list[str],
+        search: bool,
+        env: dict[str, str],
+        cwd: str | None,
+        namespaces: list[str],
+        name: str | None,
+    ) -> int:
+        """Forks the task into its namespaces and as user ``name``
+        (`butte.agent.containerizer.linux`)."""
+        from butte.agent.containerizer import linux
+
+        user = None
+        if name is not None:
+            try:
+                uid, gid, home = linux.resolve_user(name)
+            except KeyError as e:
+                raise OSError(e.args[0]) from None
+            user = (name, uid, gid, home)
+            if cwd is not None:
+                os.chown(cwd, uid, gid)
+        stdio = (os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")) if cwd else None
+        return linux.spawn_isolated(
+            program,
+            argv,
+            env,
+            search=search,
+            cwd=cwd,
+            sandbox=cwd or self.sandbox,
+            stdio=stdio,
+            namespaces=namespaces,
+            user=user,
+        )
+
+    def _spawn_probe(
+        self, task: TaskProcess, program: str, argv: list[str], search: bool, stdout: int | None
+    ) -> int:
+        """Starts a health or check probe: in the task's network and mount namespaces when
+        the task has its own (so 127.0.0.1 and /tmp are the task's), else by posix_spawn."""
+        env = task_environment(self.environ, task.info.get("command") or {})
+        cwd = self._task_dir(task.info, task.group)
+        namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        joined = [n for n in ("net", "mnt") if n in namespaces]
+        if joined and task.pid is not None:
+            from butte.agent.containerizer import linux
+
+            return linux.spawn_in_namespaces_of(
+                task.pid, joined, program, argv, env, search=search, cwd=cwd, stdout_fd=stdout
+            )
+        out: tuple[Any, ...]
+        if stdout is None:
+            out = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
+        else:
+            out = (os.POSIX_SPAWN_DUP2, stdout, 1)
+        return self._spawn_process(program, argv, search, env, cwd, [out])
 
     def _spawn_process(
         self,
@@ -413,6 +529,7 @@ class Executor:
         message: str | None = None,
         reason: str | None = None,
         healthy: bool | None = None,
+        check_status: dict | None = None,
     ) -> None:
         """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED."""
         status: dict = {
@@ -428,6 +545,8 @@ class Executor:
             status["reason"] = reason
         if healthy is not None:
             status["healthy"] = healthy
+        if check_status is not None:
+            status["check_status"] = check_status
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
@@ -454,6 +573,7 @@ class Executor:
         _, status = os.waitpid(task.pid, 0)
         self._signal_task(task, _signal.SIGKILL)  # leftovers of the task's group
         self._stop_probe(task, kill=True)
+        self._stop_check(task, kill=True)
         if task.pidfd is not None:
             self.poller.unregister(task.pidfd)
             self.by_pidfd.pop(task.pidfd, None)
@@ -499,6 +619,7 @@ class Executor:
             now = time.monotonic()
             self._escalate_kills(now)
             self._run_health(now)
+            self._run_checks(now)
             if self.exit_deadline is not None and now >= self.exit_deadline:
                 sys.stderr.write("executor: terminal update never acknowledged; exiting\n")
                 return 0
@@ -541,6 +662,8 @@ class Executor:
             self.task_exited(self.by_pidfd[fd])
         elif fd in self.by_probe_pidfd:
             self._probe_exited(self.by_probe_pidfd[fd])
+        elif fd in self.by_check_pidfd:
+            self._check_exited(self.by_check_pidfd[fd])
 
     def _timeout(self) -> float | None:
         deadlines = [t.kill_deadline for t in self.tasks.values() if t.kill_deadline]
@@ -550,6 +673,11 @@ class Executor:
                 deadlines.append(task.probe_deadline)
             elif task.health is not None and task.terminal_uuid is None and not task.killed:
                 deadlines.append(task.health.next_check)
+            if task.check is not None and task.terminal_uuid is None:
+                check = task.check
+                due = check.deadline if check.pid is not None else check.next_check
+                if due is not None:
+                    deadlines.append(due)
         if self.exit_deadline is not None:
             deadlines.append(self.exit_deadline)
         if self.stream is None:
@@ -569,6 +697,101 @@ class Executor:
                 task.kill_deadline = None
                 if task.terminal_uuid is None:
                     self._signal_task(task, _signal.SIGKILL)
+
+    # -- checks (TaskInfo.check) ---------------------------------------------------------------
+
+    def _start_check(self, task: TaskProcess) -> None:
+        check = task.info.get("check")
+        if check is None:
+            return
+        try:
+            spec = check_runs.parse_check(check)
+        except ValueError as e:  # the agent refuses these at launch; an older one may not
+            sys.stderr.write(f"executor: the check of {task.id} is invalid: {e}\n")
+            return
+        task.check = check_runs.CheckState(spec, time.monotonic())
+
+    def _run_checks(self, now: float) -> None:
+        """Starts due check probes and ends those past their timeout."""
+        for task in self.tasks.values():
+            check = task.check
+            if check is None or task.terminal_uuid is not None:
+                continue
+            if check.pid is not None:
+                if check.deadline is not None and now >= check.deadline:
+                    self._stop_check(task, kill=True)
+                    self._check_result(task, None, b"", now)
+            elif now >= check.next_check:
+                self._start_check_probe(task, now)
+
+    def _start_check_probe(self, task: TaskProcess, now: float) -> None:
+        check = task.check
+        assert check is not None
+        program, argv, search = check_runs.probe_command(check.spec)
+        read_end = write_end = None
+        if check.spec.kind == "HTTP":
+            read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            pid = self._spawn_probe(task, program, argv, search, write_end)
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            sys.stderr.write(f"executor: cannot start the check of {task.id}: {e}\n")
+            for fd in (read_end, write_end):
+                if fd is not None:
+                    os.close(fd)
+            self._check_result(task, None, b"", now)
+            return
+        if write_end is not None:
+            os.close(write_end)
+        check.pid, check.pidfd, check.pipe = pid, pidfd, read_end
+        check.deadline = now + check.spec.timeout
+        self.by_check_pidfd[pidfd] = task
+        self.poller.register(pidfd, select.EPOLLIN)
+
+    def _check_exited(self, task: TaskProcess) -> None:
+        check = task.check
+        assert check is not None and check.pid is not None
+        _, status = os.waitpid(check.pid, 0)
+        output = b""
+        if check.pipe is not None:
+            try:
+                output = os.read(check.pipe, 256)
+            except BlockingIOError:
+                pass
+        check.pid = None
+        self._stop_check(task, kill=False)
+        self._check_result(task, status, output, time.monotonic())
+
+    def _stop_check(self, task: TaskProcess, kill: bool) -> None:
+        """Forgets the running check probe (killing and reaping it first if ``kill``)."""
+        check = task.check
+        if check is None:
+            return
+        if kill and check.pid is not None:
+            try:
+                os.killpg(check.pid, _signal.SIGKILL)
+                os.waitpid(check.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        if check.pidfd is not None:
+            self.poller.unregister(check.pidfd)
+            self.by_check_pidfd.pop(check.pidfd, None)
+            os.close(check.pidfd)
+        if check.pipe is not None:
+            os.close(check.pipe)
+        check.pid = check.pidfd = check.pipe = check.deadline = None
+
+    def _check_result(
+        self, task: TaskProcess, status: int | None, output: bytes, now: float
+    ) -> None:
+        """Reports a changed check result (the task's state, with ``check_status``)."""
+        check = task.check
+        if check is None or task.terminal_uuid is not None:
+            return
+        changed = check.result(check_runs.result_status(check.spec, status, output), now)
+        if changed is not None:
+            state = "TASK_KILLING" if task.killed and self.task_killing_state else "TASK_RUNNING"
+            self.send_update(task, state, reason=check_runs.REASON, check_status=changed)
 
     # -- health checks -----------------------------------------------------------------------
 
@@ -598,11 +821,8 @@ class Executor:
     def _start_probe(self, task: TaskProcess, now: float) -> None:
         assert task.health is not None
         program, argv, search = health_checks.probe_command(task.health.spec)
-        env = task_environment(self.environ, task.info.get("command") or {})
-        cwd = self._task_dir(task.info, task.group)
-        null = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
         try:
-            pid = self._spawn_process(program, argv, search, env, cwd, [null])
+            pid = self._spawn_probe(task, program, argv, search, None)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the health check of {task.id}: {e}\n")

@@ -3,6 +3,7 @@
 
     probe tcp <host> <port> <timeout>
     probe http <url> <timeout> [<comma-separated healthy statuses>]
+    probe http-status <url> <timeout>     (for checks: prints the status code)
 
 HTTPS probes do not verify the certificate (Mesos' ``curl -k``): they check the task answers.
 """
@@ -52,12 +53,31 @@ def http(url: str, timeout: float, statuses: Sequence[int]) -> int:
     return HEALTHY if healthy else UNHEALTHY
 
 
+def http_status(url: str, timeout: float) -> int:
+    """For a check (not a health check): prints the status GET ``url`` answers with; exit
+    status 1 when nothing answered."""
+    request = urllib.request.Request(url, headers={"User-Agent": "butte-check"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            code = response.status
+    except urllib.error.HTTPError as e:
+        code = e.code
+    except (urllib.error.URLError, OSError) as e:
+        sys.stderr.write(f"check: GET {url} failed: {e}\n")
+        return UNHEALTHY
+    sys.stdout.write(f"{code}\n")
+    sys.stdout.flush()
+    return HEALTHY
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the probe ``argv`` describes (default: the command line)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["tcp"] and len(args) == 4:
             return tcp(args[1], int(args[2]), float(args[3]))
+        if args[:1] == ["http-status"] and len(args) == 3:
+            return http_status(args[1], float(args[2]))
         if args[:1] == ["http"] and len(args) in (3, 4):
             wanted = [int(s) for s in args[3].split(",") if s] if len(args) == 4 else []
             return http(args[1], float(args[2]), wanted)

@@ -27,6 +27,7 @@ import os
 import select
 import sys
 
+from butte.agent.containerizer import linux
 from butte.agent.executor import command, lite
 from butte.agent.placement import make_sandbox
 
@@ -38,9 +39,14 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 _spread: set[str] = set()  # executors directories given the placement hint
 
 
-def prepare_sandbox(sandbox: str, container_id: str) -> tuple[int, int]:
-    """Creates the sandbox and its ``runs/latest`` link; returns stdout and stderr fds."""
+def prepare_sandbox(
+    sandbox: str, container_id: str, owner: list[int] | None = None
+) -> tuple[int, int]:
+    """Creates the sandbox and its ``runs/latest`` link (the sandbox and its files owned by
+    ``owner``, [uid, gid], if given); returns stdout and stderr fds."""
     make_sandbox(sandbox, _spread)
+    if owner:
+        os.chown(sandbox, owner[0], owner[1])
     link = os.path.join(os.path.dirname(sandbox), "latest")
     try:
         os.symlink(container_id, link)
@@ -50,6 +56,9 @@ def prepare_sandbox(sandbox: str, container_id: str) -> tuple[int, int]:
         os.replace(temporary, link)
     out = os.open(os.path.join(sandbox, "stdout"), _OPEN_FLAGS, 0o644)
     err = os.open(os.path.join(sandbox, "stderr"), _OPEN_FLAGS, 0o644)
+    if owner:
+        os.fchown(out, owner[0], owner[1])
+        os.fchown(err, owner[0], owner[1])
     return out, err
 
 
@@ -113,7 +122,7 @@ class Zygote:
             self.reply({"id": container_id, "error": "the agent is gone"})
             return
         try:
-            out, err = prepare_sandbox(request["sandbox"], container_id)
+            out, err = prepare_sandbox(request["sandbox"], container_id, request.get("owner"))
         except OSError as e:
             self.reply({"id": container_id, "error": f"{type(e).__name__}: {e}"})
             return
@@ -142,6 +151,8 @@ class Zygote:
             self.poller.close()
             os.close(self.wake_read)
             os.close(self.wake_write)
+            # Into the container's cgroups before anything else runs (children follow).
+            linux.join_cgroups(request.get("cgroups") or ())
             os.setsid()
             try:  # what ps and top show for it (Linux)
                 with open("/proc/self/comm", "w") as f:
@@ -188,6 +199,7 @@ def main() -> int:
     """Entry point of the zygote process."""
     sys.stdout.flush()
     zygote = Zygote()
+    linux.preload()  # isolated tasks use ctypes: load it once here, not per executor
     # Everything imported so far is shared with every executor: keep the cyclic collector
     # of the executors from walking it (and so copying its pages).
     gc.collect()

@@ -1,0 +1,298 @@
+"""The cgroup file system, v1 and v2, behind one small interface (`Cgroups`).
+
+Which version: `detect` looks at ``--cgroups_hierarchy`` (default ``/sys/fs/cgroup``). If it
+holds ``cgroup.controllers`` it is a v2 (unified) hierarchy; otherwise each v1 controller is a
+directory of its own under it (``<hierarchy>/memory``, ``<hierarchy>/cpu``, ...). Everything
+is plain file work relative to that directory, so unit tests run the same code on a fake
+tree of ordinary files.
+
+Where: a container's group is ``<controller mount>/<cgroups_root>/<container id>`` in every v1
+hierarchy it uses (`butte.agent.paths.cgroup_dir`), or ``<hierarchy>/<cgroups_root>/<container
+id>`` in v2, where the controllers it needs are enabled in ``cgroup.subtree_control`` of the
+root and of ``<cgroups_root>``.
+
+Killing: v1 freezes the container's freezer group, SIGKILLs every process listed in it and
+thaws it (no process can fork meanwhile, so none escapes); v2 writes ``1`` to ``cgroup.kill``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from butte.agent import paths
+
+DEFAULT_HIERARCHY = "/sys/fs/cgroup"
+# The freezer is always used with v1: it is what makes a kill reach every process at once.
+FREEZER = "freezer"
+# A file each v1 controller's hierarchy root has (proof that it is mounted there).
+_V1_MARKERS = {
+    "memory": "memory.limit_in_bytes",
+    "cpu": "cpu.shares",
+    "cpuacct": "cpuacct.usage",
+    "pids": "cgroup.procs",
+    "freezer": "cgroup.procs",
+    "devices": "devices.allow",
+}
+# v2 names of the controllers (cpuacct is part of cpu; the freezer is built in).
+_V2_NAMES = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpu", "pids": "pids"}
+
+
+class CgroupError(Exception):
+    """The cgroup file system cannot do what was asked (missing controller, no permission)."""
+
+
+def read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def write_text(path: str, value: str) -> None:
+    # Unbuffered: each write(2) is one cgroup operation, and errors surface here.
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """A ``key value`` per line file (memory.stat, cpu.stat, memory.events, oom_control)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in read_text(path).splitlines():
+            key, _, value = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                out[key] = int(value.strip())
+    return out
+
+
+def read_int(path: str) -> int | None:
+    """An integer file (``max`` and absent files read as None)."""
+    try:
+        text = read_text(path).strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroups:
+    """One cgroup layout: version, where each controller's hierarchy is, and the root of
+    butte's groups (``--cgroups_root``)."""
+
+    version: int
+    hierarchy: str
+    root: str
+    # v1: controller -> its mount point. v2: every available controller -> the hierarchy.
+    mounts: dict[str, str]
+
+    def has(self, controller: str) -> bool:
+        return controller in self.mounts
+
+    def controller_dir(self, controller: str, container_id: str) -> str:
+        """The container's group directory for ``controller``."""
+        return paths.cgroup_dir(self.mounts[controller], self.root, container_id)
+
+    def root_dir(self, controller: str) -> str:
+        return paths.cgroup_dir(self.mounts[controller], self.root)
+
+    def container_dirs(self, controllers: Iterable[str], container_id: str) -> list[str]:
+        """Every distinct group directory of the container (v2: just one)."""
+        seen: list[str] = []
+        for controller in self._with_freezer(controllers):
+            d = self.controller_dir(controller, container_id)
+            if d not in seen:
+                seen.append(d)
+        return seen
+
+    def _with_freezer(self, controllers: Iterable[str]) -> list[str]:
+        wanted = list(dict.fromkeys(controllers))
+        if self.version == 1 and FREEZER not in wanted:
+            wanted.append(FREEZER)
+        if self.version == 2 and not wanted:
+            wanted = ["unified"]
+        return wanted
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def create(self, controllers: Iterable[str], container_id: str) -> list[str]:
+        """Creates the container's groups; returns their ``cgroup.procs`` files (the first
+        process of the container writes itself into each before it runs anything)."""
+        controllers = list(controllers)
+        if self.version == 2:
+            self._enable_v2(controllers)
+        procs = []
+        for d in self.container_dirs(controllers, container_id):
+            try:
+                os.mkdir(d)
+            except FileNotFoundError:  # the first container: the root is made too
+                os.makedirs(d, exist_ok=True)
+            except FileExistsError:
+                pass
+            procs.append(os.path.join(d, "cgroup.procs"))
+        return procs
+
+    def _enable_v2(self, controllers: list[str]) -> None:
+        names = sorted({_V2_NAMES[c] for c in controllers if c in _V2_NAMES})
+        if not names:
+            return
+        # Controllers reach a group only through every ancestor's subtree_control.
+        parent = self.hierarchy
+        for part in [p for p in self.root.split("/") if p]:
+            os.makedirs(os.path.join(parent, part), exist_ok=True)
+            self._subtree_enable(parent, names)
+            parent = os.path.join(parent, part)
+        self._subtree_enable(parent, names)
+
+    @staticmethod
+    def _subtree_enable(directory: str, names: list[str]) -> None:
+        control = os.path.join(directory, "cgroup.subtree_control")
+        try:
+            enabled = set(read_text(control).split())
+        except OSError as e:
+            raise CgroupError(f"cannot read {control}: {e}") from None
+        missing = [n for n in names if n not in enabled]
+        if missing:
+            try:
+                write_text(control, " ".join(f"+{n}" for n in missing))
+            except OSError as e:
+                raise CgroupError(f"cannot enable {missing} in {control}: {e}") from None
+
+    def pids(self, controllers: Iterable[str], container_id: str) -> set[int]:
+        """Every process in any of the container's groups."""
+        found: set[int] = set()
+        for d in self.container_dirs(controllers, container_id):
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in read_text(os.path.join(d, "cgroup.procs")).split())
+        return found
+
+    def kill(self, controllers: Iterable[str], container_id: str) -> None:
+        """SIGKILLs every process of the container at once (see the module docstring)."""
+        if self.version == 2:
+            d = self.controller_dir(next(iter(self._with_freezer(controllers))), container_id)
+            kill_file = os.path.join(d, "cgroup.kill")
+            if os.path.exists(kill_file):
+                with contextlib.suppress(OSError):
+                    write_text(kill_file, "1")
+                    return
+            self._kill_listed(controllers, container_id)
+            return
+        freezer = self.controller_dir(FREEZER, container_id)
+        state = os.path.join(freezer, "freezer.state")
+        frozen = False
+        with contextlib.suppress(OSError):
+            write_text(state, "FROZEN")
+            frozen = self._wait_frozen(state)
+        self._kill_listed(controllers, container_id)
+        if frozen or os.path.exists(state):
+            with contextlib.suppress(OSError):
+                write_text(state, "THAWED")
+
+    def thaw(self, container_id: str) -> None:
+        """Thaws the container's freezer group (v1): an agent that died between freezing
+        and thawing in `kill` left it frozen."""
+        if self.version == 1:
+            state = os.path.join(self.controller_dir(FREEZER, container_id), "freezer.state")
+            with contextlib.suppress(OSError):
+                if read_text(state).strip() != "THAWED":
+                    write_text(state, "THAWED")
+
+    @staticmethod
+    def _wait_frozen(state: str, timeout: float = 1.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if read_text(state).strip() == "FROZEN":
+                    return True
+            time.sleep(0.001)
+        return False
+
+    def _kill_listed(self, controllers: Iterable[str], container_id: str) -> None:
+        for pid in self.pids(controllers, container_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def destroy(self, controllers: Iterable[str], container_id: str, timeout: float = 5.0) -> bool:
+        """Kills what is left in the container's groups and removes them (a group can only
+        go once its last process has been reaped). False if one could not be removed."""
+        controllers = list(controllers)
+        dirs = self.container_dirs(controllers, container_id)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        left = dirs
+        while True:
+            # Removing first: the usual group is empty by now, and that is all it costs.
+            left = [d for d in left if not _rmdir(d)]
+            if not left:
+                return True
+            if self.pids(controllers, container_id):
+                self.kill(controllers, container_id)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def containers(self) -> set[str]:
+        """Container ids with a group under the root in any hierarchy (for recovery)."""
+        found: set[str] = set()
+        for controller in self.mounts:
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.root_dir(controller)):
+                    if entry.is_dir(follow_symlinks=False):
+                        found.add(entry.name)
+        return found
+
+
+def _rmdir(directory: str) -> bool:
+    try:
+        os.rmdir(directory)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
+def detect(hierarchy: str, root: str, wanted: Iterable[str]) -> Cgroups:
+    """The layout under ``hierarchy`` (see the module docstring). Raises `CgroupError` naming
+    every controller of ``wanted`` the machine lacks."""
+    wanted = list(wanted)
+    root = root.strip("/")
+    if not root or ".." in root.split("/"):
+        raise CgroupError(f"--cgroups_root must be a relative path, got {root!r}")
+    controllers_file = os.path.join(hierarchy, "cgroup.controllers")
+    if os.path.isfile(controllers_file):
+        available = set(read_text(controllers_file).split())
+        missing = [c for c in wanted if _V2_NAMES.get(c, c) not in available]
+        if missing:
+            raise CgroupError(
+                f"cgroup v2 hierarchy {hierarchy} lacks controller(s) {', '.join(missing)} "
+                f"(it has: {' '.join(sorted(available)) or 'none'})"
+            )
+        return Cgroups(2, hierarchy, root, {c: hierarchy for c in [*wanted, "unified"]})
+    mounts: dict[str, str] = {}
+    missing = []
+    for controller in dict.fromkeys([*wanted, FREEZER]):
+        mount = os.path.join(hierarchy, controller)
+        marker = _V1_MARKERS.get(controller, "cgroup.procs")
+        if os.path.isfile(os.path.join(mount, marker)):
+            mounts[controller] = mount
+        else:
+            missing.append(controller)
+    if missing:
+        raise CgroupError(
+            f"no cgroup v1 hierarchy for {', '.join(missing)} under {hierarchy} "
+            "(and it is not a cgroup v2 hierarchy)"
+        )
+    return Cgroups(1, hierarchy, root, mounts)

@@ -1,0 +1,33 @@
+"""``cgroups/pids``: at most ``--container_max_pids`` processes and threads per container
+(``pids.max``; a fork past it fails with EAGAIN inside the container). Without the flag the
+isolator only counts them."""
+
+from __future__ import annotations
+
+import os
+
+from butte.agent.containerizer import cgroupfs
+from butte.agent.containerizer.isolators.base import ContainerSetup, Isolator
+from butte.agent.effects import LaunchContainer
+
+
+class CgroupsPids(Isolator):
+    """See the module docstring."""
+
+    name = "cgroups/pids"
+    controllers = ("pids",)
+
+    def prepare(self, spec: LaunchContainer, setup: ContainerSetup) -> None:
+        limit = self.context.options.container_max_pids
+        if limit is not None:
+            d = self.cgroups.controller_dir("pids", spec.container_id)
+            cgroupfs.write_text(os.path.join(d, "pids.max"), str(limit))
+
+    def usage(self, container_id: str, statistics: dict[str, float]) -> None:
+        d = self.cgroups.controller_dir("pids", container_id)
+        current = cgroupfs.read_int(os.path.join(d, "pids.current"))
+        if current is not None:
+            statistics["processes"] = current
+        events = cgroupfs.read_keyed(os.path.join(d, "pids.events"))
+        if "max" in events:
+            statistics["pids_max_events"] = events["max"]

@@ -1,0 +1,365 @@
+"""Linux process set-up for containers: joining cgroups, namespaces (through ctypes: Python
+3.11 has no ``os.unshare``), a private /tmp, a fresh /proc, loopback up, switching user.
+
+`spawn_isolated` is how the built-in executor starts a task that needs any of it (a fork,
+where a plain task is started with ``posix_spawn``)::
+
+    executor ── fork ──> holder (own process group; unshares pid/mnt/net namespaces)
+                           └─ fork ──> task: pid 1 of the new pid namespace, /proc
+                                       mounted fresh, /tmp = <sandbox>/tmp, user switched,
+                                       then exec
+
+The holder stays outside the new pid namespace, waits for the task and exits the way it
+did (same status, or the same signal), so the executor reports the task's own end. It
+forwards SIGTERM to the task: the kernel drops signals without a handler that reach a pid
+namespace's init from outside, so a task that does not handle SIGTERM ends by the SIGKILL
+after the grace period. Errors in the child before exec come back through a pipe and fail
+the spawn (TASK_FAILED with the reason).
+
+Imports are kept light: the executor loads this module only for isolated tasks.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+_libc = None
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _c():  # noqa: ANN202 - ctypes.CDLL
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def preload() -> None:
+    """Loads ctypes and libc now (the zygote does, so its executors share them)."""
+    _c()
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        import ctypes
+
+        number = ctypes.get_errno()
+        raise OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_c().unshare(flags), "unshare")
+
+
+def setns(fd: int, kind: int) -> None:
+    _check(_c().setns(fd, kind), "setns")
+
+
+def spawn_in_namespaces_of(
+    pid: int,
+    kinds: Sequence[str],
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    search: bool,
+    cwd: str | None,
+    stdout_fd: int | None,
+) -> int:
+    """Starts a probe (health check, check) in the network and mount namespaces of task
+    process ``pid``, in a process group of its own: what it reaches on 127.0.0.1 and sees in
+    /tmp is what the task does. Returns its pid."""
+    flags = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
+    handles = [
+        (os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flags[kind])
+        for kind in kinds
+        if kind in flags
+    ]
+    try:
+        child = os.fork()
+        if child == 0:
+            try:
+                import _signal  # type: ignore[import-not-found]  # C module: no stub
+
+                _signal.set_wakeup_fd(-1)
+                os.setpgid(0, 0)
+                for fd, kind in handles:
+                    setns(fd, kind)
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(stdout_fd if stdout_fd is not None else null, 1)
+                if cwd:
+                    os.chdir(cwd)
+                for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
+                    _signal.signal(number, _signal.SIG_DFL)
+                if search:
+                    os.execvpe(program, argv, env)
+                os.execve(program, argv, env)
+            except BaseException as e:  # noqa: BLE001 - the child must always exit here
+                try:
+                    os.write(2, f"probe: {e}\n".encode())
+                except OSError:
+                    pass
+            os._exit(127)
+    finally:
+        for fd, _ in handles:
+            os.close(fd)
+    try:
+        os.setpgid(child, child)
+    except OSError:
+        pass
+    return child
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return None if s is None else s.encode()
+
+    result = _c().mount(enc(source), enc(target), enc(fstype), flags, None)
+    _check(result, f"mount {target}")
+
+
+def join_cgroups(procs_files: Sequence[str]) -> None:
+    """Moves the calling process into each group (its children then start there)."""
+    pid = str(os.getpid()).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+
+
+def loopback_up() -> None:
+    """Brings ``lo`` up in the calling process's (new) network namespace."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def private_tmp(sandbox: str, uid: int | None, gid: int | None) -> None:
+    """In a new mount namespace (mounts already private): binds ``<sandbox>/tmp`` on /tmp.
+    A sandbox that itself lies under /tmp (a work dir in /tmp) would vanish behind it, so it
+    is bound back at its own path inside the new /tmp: MESOS_SANDBOX stays valid."""
+    tmp = os.path.join(sandbox, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    os.chmod(tmp, 0o1777)
+    if uid is not None:
+        os.chown(tmp, uid, gid if gid is not None else -1)
+    host_tmp = os.path.realpath("/tmp")
+    real = os.path.realpath(sandbox)
+    shadowed = real.startswith(host_tmp.rstrip("/") + "/")
+    handle = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if shadowed else None
+    try:
+        mount(tmp, "/tmp", None, MS_BIND | MS_REC)
+        if handle is not None:
+            inside = os.path.join("/tmp", os.path.relpath(real, host_tmp))
+            os.makedirs(inside, exist_ok=True)
+            mount(f"/proc/self/fd/{handle}", inside, None, MS_BIND)
+    finally:
+        if handle is not None:
+            os.close(handle)
+
+
+def resolve_user(name: str) -> tuple[int, int, str]:
+    """(uid, gid, home) of a user; KeyError with a clear message when unknown."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise KeyError(f"user '{name}' does not exist on this agent") from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_dir
+
+
+def switch_user(name: str, uid: int, gid: int) -> None:
+    """Drops to ``name`` (supplementary groups, gid, then uid)."""
+    os.initgroups(name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def enter_namespaces(namespaces: Sequence[str], sandbox: str, user: tuple | None) -> None:
+    """The container set-up of a process that stays its own pid (a custom executor): a new
+    mount namespace with a private /tmp, a loopback-only network namespace, and a pid
+    namespace for its children."""
+    flags = 0
+    if "mnt" in namespaces:
+        flags |= CLONE_NEWNS
+    if "net" in namespaces:
+        flags |= CLONE_NEWNET
+    if "pid" in namespaces:
+        flags |= CLONE_NEWPID
+    if flags:
+        unshare(flags)
+    if "mnt" in namespaces:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if "tmp" in namespaces:
+            private_tmp(sandbox, *(user[1:3] if user else (None, None)))
+    if "net" in namespaces:
+        loopback_up()
+
+
+def spawn_isolated(
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    search: bool,
+    cwd: str | None,
+    sandbox: str,
+    stdio: tuple[str, str] | None,
+    namespaces: Sequence[str],
+    user: tuple[str, int, int, str] | None,
+) -> int:
+    """Starts a task as described in the module docstring; returns the holder's pid (the
+    task's process group). ``user`` is (name, uid, gid, home) or None; ``stdio`` the
+    stdout/stderr files of a task group member (None: inherit)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            _holder(program, argv, env, search, cwd, sandbox, stdio, namespaces, user, write_end)
+        except BaseException as e:  # noqa: BLE001 - the child must always exit here
+            _report(write_end, e)
+        os._exit(127)
+    os.close(write_end)
+    try:
+        os.setpgid(pid, pid)  # also done in the child: whichever runs first
+    except OSError:
+        pass
+    try:
+        error = b""
+        while chunk := os.read(read_end, 4096):
+            error += chunk
+    finally:
+        os.close(read_end)
+    if error:
+        os.waitpid(pid, 0)
+        raise OSError(error.decode(errors="replace"))
+    return pid
+
+
+def _report(fd: int, error: BaseException) -> None:
+    try:
+        os.write(fd, str(error).encode() or type(error).__name__.encode())
+    except OSError:
+        pass
+
+
+def _holder(
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    search: bool,
+    cwd: str | None,
+    sandbox: str,
+    stdio: tuple[str, str] | None,
+    namespaces: Sequence[str],
+    user: tuple[str, int, int, str] | None,
+    error_fd: int,
+) -> None:
+    import _signal
+
+    _signal.set_wakeup_fd(-1)  # the executor's wake-up pipe is not ours to write
+    # Nothing of the executor's (its agent connection, its epoll) may live on in here.
+    os.closerange(3, error_fd)
+    os.closerange(error_fd + 1, 1 << 16)
+    os.setpgid(0, 0)
+    flags = 0
+    if "mnt" in namespaces or "pid" in namespaces:
+        flags |= CLONE_NEWNS
+    if "pid" in namespaces:
+        flags |= CLONE_NEWPID
+    if "net" in namespaces:
+        flags |= CLONE_NEWNET
+    if flags:
+        unshare(flags)
+    if "pid" not in namespaces:
+        _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user)
+        return
+    child = os.fork()
+    if child == 0:
+        try:
+            _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user)
+        except BaseException as e:  # noqa: BLE001
+            _report(error_fd, e)
+        os._exit(127)
+    os.close(error_fd)  # the task holds it until exec; EOF then means success
+    _signal.signal(_signal.SIGTERM, lambda *_: os.kill(child, _signal.SIGTERM))
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        _signal.signal(number, _signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 127)
+
+
+def _become_task(
+    program: str,
+    argv: list[str],
+    env: dict[str, str],
+    search: bool,
+    cwd: str | None,
+    sandbox: str,
+    stdio: tuple[str, str] | None,
+    namespaces: Sequence[str],
+    user: tuple[str, int, int, str] | None,
+) -> None:
+    import _signal
+
+    # Files and the working directory first, by their host paths.
+    if stdio is not None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        for target, path in zip((1, 2), stdio, strict=True):
+            fd = os.open(path, flags, 0o644)
+            if user is not None:
+                os.fchown(fd, user[1], user[2])
+            os.dup2(fd, target)
+            os.close(fd)
+    if cwd:
+        os.chdir(cwd)
+    if "mnt" in namespaces or "pid" in namespaces:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if "pid" in namespaces:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if "tmp" in namespaces:
+        private_tmp(sandbox, *(user[1:3] if user else (None, None)))
+    if "net" in namespaces:
+        loopback_up()
+    if user is not None:
+        switch_user(user[0], user[1], user[2])
+        env = {**env, "USER": user[0], "LOGNAME": user[0], "HOME": user[3]}
+    for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
+        _signal.signal(number, _signal.SIG_DFL)
+    if search:
+        os.execvpe(program, argv, env)
+    os.execve(program, argv, env)

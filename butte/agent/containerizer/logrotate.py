@@ -1,0 +1,105 @@
+"""stdout/stderr rotation by size (``--container_logger=logrotate``, after Mesos' logrotate
+container logger and its ``max_stdout_size`` / ``logrotate_stdout_options``).
+
+Every second the agent looks at the size of each live container's ``stdout`` and ``stderr``
+(and those of task group members under ``tasks/<id>/``). One past its maximum is rotated the
+way logrotate's ``copytruncate`` does it: ``stdout.N-1`` becomes ``stdout.N`` (the oldest
+beyond ``rotate N`` goes), the file's bytes are copied to ``stdout.1`` and it is truncated
+to zero. The writers keep their descriptors (opened with O_APPEND, so their next write lands
+at the new end). Bytes written between the last copy and the truncation, a window of
+microseconds, would be lost; the copy is repeated until the file stops growing to keep that
+window small. ``/files`` serves every file; ``butte task tail -f`` notices the truncation and
+reads the rest of the old contents from ``stdout.1`` before it goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+
+_UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+CHECK_INTERVAL = 1.0
+
+
+def parse_size(text: str) -> int:
+    """Mesos' Bytes syntax (``10MB``, ``512KB``, ``4096B``, a plain number of bytes)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B)?\s*", text.upper())
+    if match is None:
+        raise ValueError(f"expected a size like 10MB, got {text!r}")
+    value = int(match.group(1)) * _UNITS[match.group(2) or "B"]
+    if value <= 0:
+        raise ValueError(f"the size must be > 0, got {text!r}")
+    return value
+
+
+def parse_options(text: str) -> int:
+    """The number of rotated files to keep from logrotate options. Only ``rotate N`` is
+    supported; anything else is refused (never ignored)."""
+    words = text.split()
+    if len(words) != 2 or words[0] != "rotate" or not words[1].isdigit() or int(words[1]) < 1:
+        raise ValueError(f"only 'rotate N' (N >= 1) is supported, got {text!r}")
+    return int(words[1])
+
+
+@dataclass(frozen=True, slots=True)
+class RotationPolicy:
+    """Maximum sizes and how many rotated files to keep, per stream."""
+
+    max_stdout: int
+    max_stderr: int
+    keep_stdout: int
+    keep_stderr: int
+
+    def check(self, sandbox: str) -> int:
+        """Rotates every stdout/stderr of the sandbox past its maximum; returns how many."""
+        rotated = 0
+        directories = [sandbox]
+        with contextlib.suppress(OSError):
+            directories += [e.path for e in os.scandir(os.path.join(sandbox, "tasks"))]
+        for directory in directories:
+            for name, limit, keep in (
+                ("stdout", self.max_stdout, self.keep_stdout),
+                ("stderr", self.max_stderr, self.keep_stderr),
+            ):
+                path = os.path.join(directory, name)
+                try:
+                    size = os.stat(path).st_size
+                except OSError:
+                    continue
+                if size > limit:
+                    rotate(path, keep)
+                    rotated += 1
+        return rotated
+
+
+def rotate(path: str, keep: int) -> None:
+    """``copytruncate`` of ``path`` into ``path.1`` after shifting older copies."""
+    for n in range(keep, 1, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{n - 1}", f"{path}.{n}")
+    source = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        st = os.fstat(source)
+        target = os.open(
+            f"{path}.1", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, st.st_mode & 0o777
+        )
+        try:
+            with contextlib.suppress(OSError):
+                os.fchown(target, st.st_uid, st.st_gid)
+            copied = 0
+            while True:
+                size = os.fstat(source).st_size
+                while copied < size:
+                    sent = os.copy_file_range(source, target, size - copied, copied, copied)
+                    if sent == 0:
+                        break
+                    copied += sent
+                if os.fstat(source).st_size == copied:
+                    os.ftruncate(source, 0)
+                    return
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)

@@ -1,0 +1,110 @@
+"""Sandbox garbage collection (Mesos' ``--gc_delay``, ``--gc_disk_headroom``,
+``--disk_watermark_interval``).
+
+Every ``--disk_watermark_interval`` the agent lists the sandboxes of its work dir
+(`butte.agent.paths`) that belong to no live container, and removes those finished longer ago
+than the allowed age: ``--gc_delay``, shortened as the work dir's file system fills, as in
+Mesos, to ``gc_delay x max(0, 1 - gc_disk_headroom - used fraction)`` (so a full disk removes
+every finished sandbox at once). A sandbox's finishing time is the newest modification time
+of the sandbox and its stdout/stderr files. Empty ``executors/<id>`` and ``frameworks/<id>``
+directories go with their last sandbox.
+
+`max_age` and `select` are pure; `scan` and `remove` touch the file system (the shell runs
+them in a worker thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+
+from butte.agent import paths
+
+
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """A sandbox on disk: its path, container id, and when it last changed."""
+
+    path: str
+    container_id: str
+    changed: float
+
+
+def max_age(gc_delay: float, headroom: float, used_fraction: float) -> float:
+    """How old a finished sandbox may get (Mesos' formula; see the module docstring)."""
+    return gc_delay * max(0.0, 1.0 - headroom - used_fraction)
+
+
+def select(sandboxes: list[Sandbox], live: set[str], now: float, age: float) -> list[Sandbox]:
+    """The sandboxes to remove: not live and unchanged for longer than ``age``."""
+    return [s for s in sandboxes if s.container_id not in live and now - s.changed > age]
+
+
+def _changed(path: str) -> float:
+    newest = 0.0
+    for name in ("", paths.STDOUT, paths.STDERR):
+        with contextlib.suppress(OSError):
+            newest = max(newest, os.lstat(os.path.join(path, name) if name else path).st_mtime)
+    return newest
+
+
+def scan(work_dir: str) -> list[Sandbox]:
+    """Every sandbox under ``<work_dir>/slaves``."""
+    found: list[Sandbox] = []
+    root = paths.slaves_root(work_dir)
+    pattern = ("*", "frameworks", "*", "executors", "*", "runs")
+    for runs in _walk(root, pattern):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(runs):
+                if entry.name != paths.LATEST and entry.is_dir(follow_symlinks=False):
+                    found.append(Sandbox(entry.path, entry.name, _changed(entry.path)))
+    return found
+
+
+def _walk(root: str, pattern: tuple[str, ...]) -> list[str]:
+    level = [root]
+    for part in pattern:
+        following: list[str] = []
+        for directory in level:
+            if part != "*":
+                candidate = os.path.join(directory, part)
+                if os.path.isdir(candidate) and not os.path.islink(candidate):
+                    following.append(candidate)
+                continue
+            with contextlib.suppress(OSError):
+                following += [
+                    e.path for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)
+                ]
+        level = following
+    return level
+
+
+def used_fraction(work_dir: str) -> float:
+    """How full the work dir's file system is (0..1)."""
+    try:
+        st = os.statvfs(work_dir)
+    except OSError:
+        return 0.0
+    if not st.f_blocks:
+        return 0.0
+    return 1.0 - st.f_bavail / st.f_blocks
+
+
+def remove(sandbox: Sandbox) -> None:
+    """Removes a sandbox, its ``latest`` link if it names it, and the executor's and the
+    framework's directories once empty."""
+    shutil.rmtree(sandbox.path, ignore_errors=True)
+    runs = os.path.dirname(sandbox.path)
+    latest = os.path.join(runs, paths.LATEST)
+    with contextlib.suppress(OSError):
+        if os.readlink(latest) == sandbox.container_id:
+            os.unlink(latest)
+    executor = os.path.dirname(runs)
+    framework = os.path.dirname(os.path.dirname(executor))
+    for directory in (runs, executor, os.path.dirname(executor), framework):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return  # not empty: what is above it is not either

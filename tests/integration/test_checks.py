@@ -1,0 +1,105 @@
+"""TaskInfo.check (COMMAND, HTTP, TCP) with a real agent and executor against the fake master
+of `test_agent_process`: results arrive as ``check_status`` in status updates when they
+change; an invalid check is refused at launch."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from test_agent_process import AID, FRAMEWORK, AgentProcess, FakeMaster, run_scenario, wait_for
+
+from butte.testing.cluster import free_port
+from butte.testing.require import require
+
+pytestmark = pytest.mark.integration
+PYTHON = os.path.realpath(sys.executable)
+
+
+async def run_checked(master: FakeMaster, task_id: str, command: str, check: dict) -> None:
+    task = {
+        "name": task_id,
+        "task_id": {"value": task_id},
+        "agent_id": {"value": AID},
+        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+        "command": {"value": command},
+        "check": {"delay_seconds": 0, "interval_seconds": 0.2, "timeout_seconds": 5, **check},
+    }
+    await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+
+
+def check_updates(master: FakeMaster, task_id: str) -> list[dict]:
+    return [
+        s for s in master.updates(task_id) if s.get("reason") == "REASON_TASK_CHECK_STATUS_UPDATED"
+    ]
+
+
+def test_command_http_and_tcp_checks_report_check_status(tmp_path):
+    port = free_port()
+    server = f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        command_check = {"type": "COMMAND", "command": {"command": {"value": "exit 3"}}}
+        await run_checked(master, "cmd", "sleep 60", command_check)
+        await run_checked(master, "web", server, {"type": "HTTP", "http": {"port": port}})
+        await run_checked(master, "tcp", "sleep 60", {"type": "TCP", "tcp": {"port": port}})
+        await wait_for(lambda: all(check_updates(master, t) for t in ("cmd", "tcp")), "checks")
+        running = [s for s in master.updates("cmd") if s["state"] == "TASK_RUNNING"][0]
+        assert running["check_status"] == {"type": "COMMAND", "command": {}}
+        cmd = check_updates(master, "cmd")[0]
+        assert cmd["state"] == "TASK_RUNNING"
+        assert cmd["check_status"] == {"type": "COMMAND", "command": {"exit_code": 3}}
+        # Nothing changed afterwards: no more updates for the same result.
+        assert len(check_updates(master, "cmd")) == 1
+        # The server may not listen yet at the first probe; it does soon after.
+        await wait_for(
+            lambda: any(
+                u["check_status"]["http"].get("status_code") == 200
+                for u in check_updates(master, "web")
+            ),
+            "HTTP 200",
+            20,
+        )
+        await wait_for(
+            lambda: any(
+                u["check_status"]["tcp"]["succeeded"] for u in check_updates(master, "tcp")
+            ),
+            "TCP connect",
+            20,
+        )
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_an_invalid_check_is_refused_with_task_error(tmp_path):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_checked(master, "bad", "sleep 1", {"type": "HTTP", "http": {"port": 0}})
+        await wait_for(lambda: master.updates("bad"), "an update")
+        (status,) = master.updates("bad")
+        assert status["state"] == "TASK_ERROR"
+        assert "Invalid check" in status["message"]
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
+    """With network/loopback the task's 127.0.0.1 is its own: probes join its namespaces."""
+    if os.geteuid() != 0:
+        require("the test runs as root only (namespaces)", "root")
+    port = free_port()
+    server = f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_checked(master, "web", server, {"type": "HTTP", "http": {"port": port}})
+        await wait_for(
+            lambda: any(
+                u["check_status"]["http"].get("status_code") == 200
+                for u in check_updates(master, "web")
+            ),
+            "HTTP 200 from inside the task's namespace",
+            20,
+        )
+
+    flags = ("--isolation", "network/loopback,namespaces/pid,filesystem/linux")
+    run_scenario(tmp_path, scenario, agent_flags=flags)

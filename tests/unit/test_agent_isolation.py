@@ -1,0 +1,499 @@
+"""Isolation logic without real cgroups: the cgroup v2 code on a fake cgroupfs tree (plain
+files), v1 detection, isolator flag parsing and bad limits, and the agent core's handling of
+limitations, container resources and users, and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import types
+from pathlib import Path
+
+import pytest
+from test_agent_machine import FID, Harness, command_task, framework, run, started
+
+from butte.agent.containerizer import cgroupfs
+from butte.agent.containerizer.isolators import (
+    ContainerSetup,
+    IsolationOptions,
+    IsolatorContext,
+    IsolatorUnavailable,
+    LaunchRefused,
+    parse_isolation,
+)
+from butte.agent.containerizer.isolators.cgroups_cpu import CgroupsCpu, v2_weight
+from butte.agent.containerizer.isolators.cgroups_mem import CgroupsMem
+from butte.agent.containerizer.isolators.cgroups_pids import CgroupsPids
+from butte.agent.effects import DestroyContainer, LaunchContainer
+from butte.core.codec import encode_json
+from butte.core.messages import TaskInfo, decode
+
+MB = 1024 * 1024
+
+
+def fake_v2(root: Path, controllers: str = "cpuset cpu io memory pids") -> Path:
+    """A directory that looks like a cgroup v2 hierarchy (files only; no kernel behind)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cgroup.controllers").write_text(controllers + "\n")
+    (root / "cgroup.subtree_control").write_text("")
+    return root
+
+
+V2_FILES = (
+    "cgroup.procs cgroup.subtree_control cgroup.kill memory.max memory.swap.max memory.events "
+    "memory.peak memory.current memory.stat cpu.weight cpu.max cpu.stat pids.max pids.current"
+).split()
+
+
+def kernel_dir(hierarchy: Path, relative: str) -> None:
+    """Group directories down to ``relative``, each with the files the kernel would make."""
+    path = hierarchy
+    for part in relative.split("/"):
+        path = path / part
+        path.mkdir(exist_ok=True)
+        for name in V2_FILES:
+            if not (path / name).exists():
+                (path / name).write_text("")
+
+
+def spec(container_id: str = "c1", **resources: float) -> LaunchContainer:
+    return LaunchContainer(
+        container_id,
+        FID,
+        "e1",
+        "/nonexistent/sandbox",
+        ("true",),
+        {},
+        builtin=True,
+        resources=tuple(sorted(resources.items())),
+    )
+
+
+def context(cg: cgroupfs.Cgroups, **options) -> IsolatorContext:
+    return IsolatorContext(IsolationOptions(**options), None, cg)
+
+
+def test_v2_is_detected_and_controllers_enabled_down_to_the_container(tmp_path):
+    hierarchy = fake_v2(tmp_path / "cg")
+    cg = cgroupfs.detect(str(hierarchy), "butte/agents", ["memory", "cpu", "cpuacct", "pids"])
+    assert cg.version == 2
+    for d in ("butte", "butte/agents", "butte/agents/c1", "butte/agents/c2"):
+        kernel_dir(hierarchy, d)
+    procs = cg.create(["memory", "cpu", "cpuacct", "pids"], "c1")
+    container = hierarchy / "butte/agents/c1"
+    assert procs == [str(container / "cgroup.procs")]
+    # Enabled in every ancestor's subtree_control (the fake files just record the write).
+    assert (hierarchy / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    (hierarchy / "butte" / "cgroup.subtree_control").write_text("cpu memory pids")
+    (hierarchy / "butte/agents" / "cgroup.subtree_control").write_text("")
+    cg.create(["memory"], "c2")
+    assert (hierarchy / "butte/agents/cgroup.subtree_control").read_text() == "+memory"
+    assert cg.containers() == {"c1", "c2"}
+
+
+def test_v2_missing_controller_and_bad_root_are_refused(tmp_path):
+    hierarchy = fake_v2(tmp_path / "cg", controllers="cpu")
+    with pytest.raises(cgroupfs.CgroupError, match="lacks controller"):
+        cgroupfs.detect(str(hierarchy), "butte", ["memory"])
+    with pytest.raises(cgroupfs.CgroupError, match="relative path"):
+        cgroupfs.detect(str(hierarchy), "../escape", ["cpu"])
+    with pytest.raises(cgroupfs.CgroupError, match="no cgroup v1 hierarchy for memory"):
+        cgroupfs.detect(str(tmp_path / "empty"), "butte", ["memory"])
+
+
+def test_v1_layout_is_found_per_controller(tmp_path):
+    for controller, marker in (("memory", "memory.limit_in_bytes"), ("freezer", "cgroup.procs")):
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / marker).write_text("")
+    cg = cgroupfs.detect(str(tmp_path), "butte", ["memory"])
+    assert cg.version == 1 and set(cg.mounts) == {"memory", "freezer"}
+    # The freezer is always used in v1: it is what makes kills atomic.
+    assert cg.container_dirs(["memory"], "c1") == [
+        str(tmp_path / "memory/butte/c1"),
+        str(tmp_path / "freezer/butte/c1"),
+    ]
+
+
+def test_v2_memory_limit_oom_and_statistics(tmp_path):
+    hierarchy = fake_v2(tmp_path / "cg")
+    cg = cgroupfs.detect(str(hierarchy), "butte", ["memory"])
+    kernel_dir(hierarchy, "butte/c1")
+    cg.create(["memory"], "c1")
+    mem = CgroupsMem(context(cg, cgroups_limit_swap=True))
+    mem.prepare(spec(mem=64.0), ContainerSetup())
+    d = hierarchy / "butte/c1"
+    assert (d / "memory.max").read_text() == str(64 * MB)
+    assert (d / "memory.swap.max").read_text() == "0"
+    # Under Mesos' floor of 32 MB the floor applies.
+    mem.prepare(spec(mem=1.0), ContainerSetup())
+    assert (d / "memory.max").read_text() == str(32 * MB)
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n")
+    assert mem.limitation("c1") is None
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (d / "memory.peak").write_text(str(70 * MB))
+    limitation = mem.limitation("c1")
+    assert limitation is not None
+    assert limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
+    assert limitation.message == "Memory limit exceeded: Requested: 32MB Maximum Used: 70MB"
+    (d / "memory.current").write_text(str(10 * MB))
+    (d / "memory.stat").write_text("anon 5000\nfile 7000\n")
+    stats: dict[str, float] = {}
+    mem.usage("c1", stats)
+    assert stats == {
+        "mem_limit_bytes": 32 * MB,
+        "mem_total_bytes": 10 * MB,
+        "mem_rss_bytes": 5000,
+        "mem_cache_bytes": 7000,
+        "mem_oom_events": 1,
+    }
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0, float("inf"), 1e20])
+def test_bad_limits_refuse_the_launch(tmp_path, bad):
+    hierarchy = fake_v2(tmp_path / "cg")
+    cg = cgroupfs.detect(str(hierarchy), "butte", ["memory", "cpu"])
+    kernel_dir(hierarchy, "butte/c1")
+    cg.create(["memory", "cpu"], "c1")
+    with pytest.raises(LaunchRefused, match="invalid mem"):
+        CgroupsMem(context(cg)).prepare(spec(mem=bad), ContainerSetup())
+    with pytest.raises(LaunchRefused, match="invalid cpus"):
+        CgroupsCpu(context(cg)).prepare(spec(cpus=bad), ContainerSetup())
+
+
+def test_v2_cpu_weight_quota_pids_and_kill(tmp_path):
+    hierarchy = fake_v2(tmp_path / "cg")
+    cg = cgroupfs.detect(str(hierarchy), "butte", ["cpu", "pids"])
+    kernel_dir(hierarchy, "butte/c1")
+    cg.create(["cpu", "pids"], "c1")
+    d = hierarchy / "butte/c1"
+    CgroupsCpu(context(cg, cgroups_enable_cfs=True)).prepare(spec(cpus=1.5), ContainerSetup())
+    assert (d / "cpu.weight").read_text() == str(v2_weight(1536))
+    assert (d / "cpu.max").read_text() == "150000 100000"
+    assert v2_weight(2) == 1 and v2_weight(262144) == 10000
+    CgroupsPids(context(cg, container_max_pids=7)).prepare(spec(), ContainerSetup())
+    assert (d / "pids.max").read_text() == "7"
+    cg.kill(["cpu", "pids"], "c1")
+    assert (d / "cgroup.kill").read_text() == "1"  # v2 kills through cgroup.kill
+    (d / "cpu.stat").write_text(
+        "usage_usec 3000000\nuser_usec 2000000\nsystem_usec 1000000\n"
+        "nr_periods 10\nnr_throttled 4\nthrottled_usec 500000\n"
+    )
+    stats: dict[str, float] = {}
+    CgroupsCpu(context(cg)).usage("c1", stats)
+    assert stats == {
+        "cpus_user_time_secs": 2.0,
+        "cpus_system_time_secs": 1.0,
+        "cpus_nr_periods": 10,
+        "cpus_nr_throttled": 4,
+        "cpus_throttled_time_secs": 0.5,
+    }
+
+
+def test_isolation_flag_parsing():
+    assert parse_isolation("cgroups/mem, namespaces/pid") == ["cgroups/mem", "namespaces/pid"]
+    with pytest.raises(IsolatorUnavailable, match="unknown isolator"):
+        parse_isolation("cgroups/mem,gpu/amd")
+    with pytest.raises(IsolatorUnavailable, match="twice"):
+        parse_isolation("cgroups/mem,cgroups/mem")
+
+
+def test_v1_oom_eventfd_reports_the_limitation_on_the_loop(tmp_path):
+    """The v1 watch registers ``<eventfd> <oom_control fd>`` in cgroup.event_control; here
+    the test plays the kernel by signalling the eventfd itself."""
+    for controller, marker in (("memory", "memory.limit_in_bytes"), ("freezer", "cgroup.procs")):
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / marker).write_text("")
+    cg = cgroupfs.detect(str(tmp_path), "butte", ["memory"])
+    cg.create(["memory"], "c1")
+    d = tmp_path / "memory/butte/c1"
+    for name, text in (
+        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
+        ("cgroup.event_control", ""),
+        ("memory.limit_in_bytes", str(96 * MB)),
+        ("memory.max_usage_in_bytes", str(96 * MB)),
+    ):
+        (d / name).write_text(text)
+
+    async def main() -> list:
+        seen: list = []
+        mem = CgroupsMem(IsolatorContext(IsolationOptions(), asyncio.get_running_loop(), cg))
+        mem.started("c1", lambda cid, limitation: seen.append((cid, limitation)))
+        event_fd, _ = (d / "cgroup.event_control").read_text().split()
+        (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+        os.eventfd_write(int(event_fd), 1)
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        mem.cleanup("c1")
+        return seen
+
+    ((cid, limitation),) = asyncio.run(main())
+    assert cid == "c1"
+    assert limitation.message == "Memory limit exceeded: Requested: 96MB Maximum Used: 96MB"
+
+
+# -- the agent core --------------------------------------------------------------------------
+
+
+def test_limitation_fails_tasks_with_its_reason_and_destroys_the_container():
+    h = Harness()
+    container = started(h)
+    h.update("t1", "t1", "TASK_RUNNING")
+    h.ack(h.updates()[-1])
+    message = "Memory limit exceeded: Requested: 96MB Maximum Used: 96MB"
+    h.apply(h.agent.container_limited(container, "REASON_CONTAINER_LIMITATION_MEMORY", message, 0))
+    assert h.destroyed == [DestroyContainer(container, 0.0)]
+    # The executor's own report of the OOM kill is turned into the limitation.
+    assert h.update("t1", "t1", "TASK_FAILED", message="Command terminated with signal Killed")
+    failed = h.updates()[-1]
+    assert failed.state == "TASK_FAILED"
+    assert failed.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
+    assert failed.message == message
+    h.check()
+
+
+def test_limitation_before_the_executor_reports_fails_tasks_on_exit():
+    h = Harness()
+    container = started(h)
+    h.update("t1", "t1", "TASK_RUNNING")
+    h.ack(h.updates()[-1])
+    h.apply(h.agent.container_limited(container, "REASON_CONTAINER_LIMITATION_DISK", "Disk", 0))
+    h.apply(h.agent.container_exited(container, 9, h.now()))
+    failed = h.updates()[-1]
+    assert (failed.state, failed.reason, failed.message) == (
+        "TASK_FAILED",
+        "REASON_CONTAINER_LIMITATION_DISK",
+        "Disk",
+    )
+    h.check()
+
+
+def test_launch_carries_resource_totals_and_the_user():
+    h = Harness()
+    h.register()
+    task = command_task("t1", command={"value": "true", "user": "alice"})
+    run(h, task)
+    (launch,) = h.launched.values()
+    # The task's cpus plus the command executor's 0.1 cpus and 32 MB.
+    assert dict(launch.resources) == {"cpus": 1.1, "mem": 32.0}
+    assert launch.user == "alice"
+    run(h, command_task("t2"), framework(user="bob"))
+    assert h.launched["c1"].user == "bob"
+
+
+def secret_task(task_id: str, secret: dict) -> TaskInfo:
+    body = {
+        "name": task_id,
+        "task_id": {"value": task_id},
+        "agent_id": {"value": "a"},
+        "command": {
+            "value": "true",
+            "environment": {"variables": [{"name": "S", "type": "SECRET", "secret": secret}]},
+        },
+    }
+    return decode(encode_json(body), TaskInfo)
+
+
+def test_reference_secrets_are_refused_with_task_error():
+    h = Harness()
+    h.register()
+    run(h, secret_task("ref", {"type": "REFERENCE", "reference": {"name": "db"}}))
+    run(h, secret_task("empty", {"type": "VALUE"}))
+    run(h, secret_task("ok", {"type": "VALUE", "value": {"data": base64.b64encode(b"x").decode()}}))
+    by_task = {s.task_id.value: s for s in h.updates()}
+    assert by_task["ref"].state == "TASK_ERROR"
+    assert "no secret resolver" in (by_task["ref"].message or "")
+    assert by_task["empty"].state == "TASK_ERROR"
+    assert "ok" not in by_task and len(h.launched) == 1
+
+
+def test_disk_usage_counts_blocks_once_per_file_and_skips_symlinks(tmp_path):
+    from butte.agent.containerizer.isolators.disk_du import disk_usage
+
+    (tmp_path / "d").mkdir()
+    data = tmp_path / "d" / "data"
+    data.write_bytes(os.urandom(1 << 20))
+    base = disk_usage(str(tmp_path))
+    assert base >= 1 << 20
+    os.link(data, tmp_path / "hard")
+    (tmp_path / "soft").symlink_to("/usr")
+    # The hard link adds no blocks; the symbolic link is not followed.
+    assert disk_usage(str(tmp_path)) - base < 16 * 1024
+
+
+def test_gc_age_shrinks_as_the_disk_fills_and_only_finished_sandboxes_go(tmp_path):
+    from butte.agent import gc
+
+    week = 7 * 86400.0
+    assert gc.max_age(week, 0.1, 0.0) == pytest.approx(0.9 * week)
+    assert gc.max_age(week, 0.1, 0.5) == pytest.approx(0.4 * week)
+    assert gc.max_age(week, 0.1, 0.95) == 0.0
+    runs = tmp_path / "slaves/A/frameworks/F/executors/E/runs"
+    for cid in ("old", "live", "new"):
+        (runs / cid).mkdir(parents=True)
+        (runs / cid / "stdout").write_text("x")
+    (runs / "latest").symlink_to("old")
+    os.utime(runs / "old", (1000, 1000))
+    os.utime(runs / "old" / "stdout", (1000, 1000))
+    os.utime(runs / "live", (1000, 1000))
+    os.utime(runs / "live" / "stdout", (1000, 1000))
+    found = {s.container_id: s for s in gc.scan(str(tmp_path))}
+    assert set(found) == {"old", "live", "new"}
+    doomed = gc.select(list(found.values()), {"live"}, now=5000.0 + 1e9, age=1e9)
+    assert [s.container_id for s in doomed] == ["old"]
+    gc.remove(doomed[0])
+    assert not (runs / "old").exists() and not (runs / "latest").is_symlink()
+    for cid in ("live", "new"):
+        gc.remove(found[cid])
+    assert not (tmp_path / "slaves/A/frameworks/F").exists()
+
+
+def test_log_sizes_and_options_are_parsed_or_refused():
+    from butte.agent.containerizer.logrotate import parse_options, parse_size
+
+    assert parse_size("10MB") == 10 << 20 and parse_size("512kb") == 512 << 10
+    assert parse_size("4096") == 4096
+    for bad in ("ten", "-1MB", "0B", "1PB"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_options("rotate 3") == 3
+    for bad in ("rotate 0", "compress", "rotate 3 compress", ""):
+        with pytest.raises(ValueError):
+            parse_options(bad)
+
+
+def test_copytruncate_rotation_keeps_n_copies_and_writers_go_on(tmp_path):
+    from butte.agent.containerizer.logrotate import RotationPolicy
+
+    policy = RotationPolicy(max_stdout=10, max_stderr=1 << 20, keep_stdout=2, keep_stderr=2)
+    stdout = tmp_path / "stdout"
+    writer = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        for round_ in range(4):
+            os.write(writer, f"round {round_} bytes\n".encode())
+            assert policy.check(str(tmp_path)) == 1
+            assert stdout.stat().st_size == 0
+        os.write(writer, b"after\n")  # lands at the start of the truncated file
+    finally:
+        os.close(writer)
+    assert stdout.read_text() == "after\n"
+    assert (tmp_path / "stdout.1").read_text() == "round 3 bytes\n"
+    assert (tmp_path / "stdout.2").read_text() == "round 2 bytes\n"
+    assert not (tmp_path / "stdout.3").exists()
+    assert oct((tmp_path / "stdout.1").stat().st_mode & 0o777) == oct(0o640)
+    assert policy.check(str(tmp_path)) == 0  # under the limit: nothing to do
+
+
+def test_tail_follow_reads_the_rest_of_a_rotated_file(monkeypatch, capsysbinary):
+    from butte.cli import task as task_cli
+
+    files = {"box/stdout": b"abc"}
+    reads = {"n": 0}
+
+    class FakeMaster:
+        def read_file(self, path: str, offset: int, length: int) -> tuple[int, bytes]:
+            reads["n"] += 1
+            if reads["n"] == 2:  # rotated between two reads
+                files["box/stdout.1"] = b"abcdef"
+                files["box/stdout"] = b"gh"
+            data = files.get(path, b"")
+            return len(data), data[offset : offset + length]
+
+    monkeypatch.setattr(task_cli, "_state_of", lambda *a: "TASK_FINISHED")
+    clock = iter(range(0, 10_000, 3))  # every look at the clock: 3 s later
+    fake_time = types.SimpleNamespace(monotonic=lambda: next(clock), sleep=lambda s: None)
+    monkeypatch.setattr(task_cli, "time", fake_time)
+    task = {"task_id": {"value": "t"}, "framework_id": {"value": "f"}}
+    assert task_cli._follow(FakeMaster(), "box/stdout", 3, task) == -1  # type: ignore[arg-type]
+    assert capsysbinary.readouterr().out == b"defgh"
+
+
+class FakeNvml:
+    """Stands in for pynvml: ``count`` devices with minors 0.. and fixed UUIDs."""
+
+    def __init__(self, count: int = 3, fail: bool = False) -> None:
+        self.count = count
+        self.fail = fail
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+        if self.fail:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetUUID(self, handle: int) -> str:  # noqa: N802
+        return f"GPU-{handle:04d}"
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:  # noqa: N802
+        return b"Fake H200"
+
+    def nvmlDeviceGetMinorNumber(self, handle: int) -> int:  # noqa: N802
+        return handle
+
+
+def fake_v1(root: Path, *controllers: str) -> cgroupfs.Cgroups:
+    markers = {"devices": "devices.allow", "freezer": "cgroup.procs"}
+    for controller in (*controllers, "freezer"):
+        (root / controller).mkdir(parents=True, exist_ok=True)
+        (root / controller / markers[controller]).write_text("")
+    return cgroupfs.detect(str(root), "butte", list(controllers))
+
+
+def test_gpus_are_found_given_whole_and_only_theirs(tmp_path, monkeypatch):
+    from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+    cg = fake_v1(tmp_path, "devices")
+    writes: list[tuple[str, str]] = []
+    monkeypatch.setattr(cgroupfs, "write_text", lambda path, value: writes.append((path, value)))
+    gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
+    assert [g.uuid for g in gpu.gpus] == ["GPU-0000", "GPU-0001", "GPU-0002"]
+    setup = ContainerSetup()
+    gpu.prepare(spec("c1", gpus=2.0), setup)
+    assert setup.env["NVIDIA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
+    assert setup.env["CUDA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
+    d = str(tmp_path / "devices/butte/c1")
+    rules = [(os.path.relpath(p, d), v) for p, v in writes]
+    assert rules[0] == ("devices.deny", "c 195:* rwm")
+    assert ("devices.allow", "c 195:0 rwm") in rules and ("devices.allow", "c 195:1 rwm") in rules
+    assert ("devices.allow", "c 195:2 rwm") not in rules
+    assert ("devices.allow", "c 195:255 rwm") in rules  # nvidiactl
+    with pytest.raises(LaunchRefused, match="asked for 2 GPU"):
+        gpu.prepare(spec("c2", gpus=2.0), ContainerSetup())
+    with pytest.raises(LaunchRefused, match="whole GPUs"):
+        gpu.prepare(spec("c3", gpus=0.5), ContainerSetup())
+    none = ContainerSetup()
+    gpu.prepare(spec("c4"), none)  # no gpus: every GPU node denied
+    assert none.env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    gpu.cleanup("c1")
+    gpu.prepare(spec("c5", gpus=3.0), ContainerSetup())
+    assert gpu.assigned["c5"] == [0, 1, 2]
+
+
+def test_gpu_start_up_refusals_and_recovery(tmp_path):
+    from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+    cg = fake_v1(tmp_path, "devices")
+    with pytest.raises(IsolatorUnavailable, match="NVML cannot be used"):
+        NvidiaGpu(context(cg), nvml=FakeNvml(fail=True))
+    with pytest.raises(IsolatorUnavailable, match=r"names device\(s\) \[5\]"):
+        NvidiaGpu(context(cg, nvidia_gpu_devices=(0, 5)), nvml=FakeNvml(2))
+    gpu = NvidiaGpu(context(cg, nvidia_gpu_devices=(1,)), nvml=FakeNvml(2))
+    assert [g.index for g in gpu.gpus] == [1]
+    v2 = cgroupfs.detect(str(fake_v2(tmp_path / "v2")), "butte", [])
+    with pytest.raises(IsolatorUnavailable, match="v1 devices"):
+        NvidiaGpu(context(v2), nvml=FakeNvml(1))
+    # Recovery reads the container's devices cgroup back.
+    gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
+    d = tmp_path / "devices/butte/old"
+    d.mkdir(parents=True)
+    (d / "devices.list").write_text("c 195:2 rwm\nc 195:255 rwm\nc 1:3 rwm\n")
+    gpu.recover_spec(spec("old", gpus=1.0), lambda cid, limitation: None)
+    assert gpu.assigned == {"old": [2]}
+    with pytest.raises(LaunchRefused):
+        gpu.prepare(spec("new", gpus=3.0), ContainerSetup())
