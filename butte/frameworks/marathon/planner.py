@@ -95,6 +95,9 @@ class Planner:
         self._filtered = False  # offers were declined with the long idle filter
         self._locks: dict[str, set[str]] = {}  # app id -> ids of deployments acting on it
         self._held_cache: set[str] | None = None
+        # task id -> (app version it was rendered with, /v2/tasks JSON): listings of 10,000
+        # tasks mostly re-render what did not change
+        self._task_json: dict[str, tuple[str, dict[str, Any]]] = {}
         self._last_offer_at = 0.0
         self._last_revive_at = 0.0
         self._last_ms = 0
@@ -166,6 +169,11 @@ class Planner:
             d = self.deployments.get(key)
             return d.record() if d else None
         raise KeyError(kind)
+
+    def _changed(self, task_id: str) -> None:
+        """An instance changed: to be stored, and its rendering is stale."""
+        self.dirty.add(("instance", task_id))
+        self._task_json.pop(task_id, None)
 
     def take_effects(self) -> list[Effect]:
         out, self.outbox = self.outbox, []
@@ -491,7 +499,7 @@ class Planner:
                 inst.started_at = now
             if status.get("healthy") is not None:
                 self._health(inst, bool(status["healthy"]), status.get("message"), now)
-        self.dirty.add(("instance", task_id))
+        self._changed(task_id)
 
     def _health(self, inst: Instance, healthy: bool, message: str | None, now: float) -> None:
         before = inst.healthy
@@ -569,7 +577,7 @@ class Planner:
             ids.discard(inst.task_id)
             if not ids:
                 del self.by_app[inst.app_id]
-        self.dirty.add(("instance", inst.task_id))
+        self._changed(inst.task_id)
         self._touched.add(inst.app_id)
 
     def _kill(self, inst: Instance | None, now: float) -> None:
@@ -578,7 +586,7 @@ class Planner:
         spec = self.apps.get(inst.app_id) or {}
         if not inst.killing:
             inst.killing = True
-            self.dirty.add(("instance", inst.task_id))
+            self._changed(inst.task_id)
         inst.kill_sent_at = now
         self._touched.add(inst.app_id)
         self.outbox.append(
@@ -881,7 +889,7 @@ class Planner:
         )
         self.instances[task_id] = inst
         self.by_app.setdefault(app_id, set()).add(task_id)
-        self.dirty.add(("instance", task_id))
+        self._changed(task_id)
         return inst
 
     # -- views -----------------------------------------------------------------------------
@@ -921,7 +929,17 @@ class Planner:
         return out
 
     def task_json(self, inst: Instance) -> dict[str, Any]:
+        """A task as ``/v2/tasks`` shows it (cached until the instance or its app changes;
+        callers must not modify it)."""
         spec = self.apps.get(inst.app_id) or {}
+        cached = self._task_json.get(inst.task_id)
+        if cached is not None and cached[0] == spec.get("version"):
+            return cached[1]
+        out = self._render_task(inst, spec)
+        self._task_json[inst.task_id] = (spec.get("version", ""), out)
+        return out
+
+    def _render_task(self, inst: Instance, spec: Mapping[str, Any]) -> dict[str, Any]:
         results = []
         if spec.get("healthChecks") and inst.healthy is not None:
             results.append(
