@@ -794,6 +794,7 @@ class Planner:
         """Places wanted instances on offers; what is not used is declined."""
         self._last_offer_at = now
         any_wanted = any(n > 0 for n in self.wanted.values())
+        declined: dict[float, list[str]] = {}
         held = self._held()
         order = [
             a
@@ -813,7 +814,9 @@ class Planner:
                 demand = bool(order) or any_wanted
                 refuse = REFUSE_WHEN_UNFIT if demand else REFUSE_WHEN_IDLE
                 self._filtered = self._filtered or not demand
-                self.outbox.append(Decline([offer["id"]["value"]], refuse))
+                declined.setdefault(refuse, []).append(offer["id"]["value"])
+        for refuse, ids in declined.items():  # one DECLINE call per filter, not per offer
+            self.outbox.append(Decline(ids, refuse))
 
     def _fill(self, offer: dict[str, Any], order: list[str], now: float) -> list[dict[str, Any]]:
         pool = _Pool(offer, self.rng)
