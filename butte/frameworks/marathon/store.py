@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+import msgspec
+
+# msgspec: several times faster than json.dumps for the thousands of records of a burst
+_encode = msgspec.json.Encoder().encode
+
 
 class SqliteStore:
     """See the module docstring."""
@@ -43,17 +48,17 @@ class SqliteStore:
         changes = list(changes)
         if not changes:
             return
+        deletes = [(kind, key) for kind, key, value in changes if value is None]
+        upserts = [(kind, key, _encode(value)) for kind, key, value in changes if value is not None]
         cur = self._db.cursor()
         cur.execute("BEGIN")
         try:
-            for kind, key, value in changes:
-                if value is None:
-                    cur.execute("DELETE FROM records WHERE kind=? AND key=?", (kind, key))
-                else:
-                    cur.execute(
-                        "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
-                        (kind, key, json.dumps(value, separators=(",", ":"))),
-                    )
+            if deletes:
+                cur.executemany("DELETE FROM records WHERE kind=? AND key=?", deletes)
+            if upserts:
+                cur.executemany(
+                    "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)", upserts
+                )
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -117,7 +122,7 @@ class ZooKeeperStore:
                         txn.delete(path)
                         touched.append((path, False))
                     continue
-                data = json.dumps(value, separators=(",", ":")).encode()
+                data = _encode(value)
                 if path in self._exists:
                     txn.set_data(path, data)
                 else:
