@@ -65,3 +65,15 @@ def test_standby_proxies_and_takes_over(cluster, zookeeper, tmp_path):
             second.wait_until(
                 lambda: second.get("/v2/apps/ha/web")["app"]["tasksRunning"] == 4, what="scaled"
             )
+
+
+def test_master_given_as_zk_url(cluster_factory, zookeeper, tmp_path):
+    """``--master zk://.../mesos``: marathon finds the leading master through ZooKeeper."""
+    url = zookeeper.url("/mesos")
+    cluster = cluster_factory(master_flags=[f"--zk={url}", "--quorum=1"])
+    with start_marathon(url, tmp_path) as m:
+        app = {"id": "/zk/app", "cmd": "sleep 600", "cpus": 0.05, "mem": 16}
+        assert m.request("POST", "/v2/apps", app)[0] == 201
+        m.wait_until(lambda: m.get("/v2/apps/zk/app")["app"]["tasksRunning"] == 1, what="running")
+        active, _ = marathon_tasks(cluster)
+        assert len(active) == 1
