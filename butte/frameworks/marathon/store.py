@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -69,74 +70,109 @@ class SqliteStore:
 
 
 class ZooKeeperStore:
-    """The same records in ZooKeeper (``--zk``), one znode per record::
+    """The same records in ZooKeeper (``--zk``)::
 
-        <path>/state/<kind>/<url-quoted key>    JSON value
+        <path>/state/<kind>/<url-quoted key>    JSON value (apps, groups, deployments ...)
+        <path>/state/<kind>/b<hex>              {key: value, ...} for the numerous kinds
 
-    Only the leader writes. Each write is one transaction per 500 records that also checks
-    the leader's own election node (the fence, version 0): once that node is gone no write
-    succeeds, whatever the client library believes about its session.
+    Instances and app versions (tens of thousands at scale) are spread over bucket znodes by
+    a hash of their key, so a new leader reads about a thousand znodes instead of one per
+    record (12,000 records: 2.3 s one by one), and a burst rewrites only the buckets it
+    touched. Only the leader writes, so the store keeps a mirror of every bucket. Each write
+    is one transaction per 500 znodes or 512 KB that also checks the leader's own election
+    node (the fence, version 0): once that node is gone no write succeeds, whatever the
+    client library believes about its session.
     """
 
     KINDS = ("meta", "app", "appver", "group", "groupver", "instance", "deployment")
+    BUCKETS = {"instance": 1024, "appver": 256}
     _MAX_OPS = 500
+    _MAX_BYTES = 512 * 1024
 
     def __init__(self, client: Any, path: str, fence: Callable[[], str | None]) -> None:
         self.client = client
         self.root = f"{path.rstrip('/')}/state"
         self._fence = fence
         self._exists: set[str] = set()
+        self._buckets: dict[str, dict[str, Any]] = {}  # znode path -> {key: value}
 
     def _path(self, kind: str, key: str) -> str:
+        count = self.BUCKETS.get(kind)
+        if count is not None:
+            return f"{self.root}/{kind}/b{zlib.crc32(key.encode()) % count:04x}"
         return f"{self.root}/{kind}/{quote(key, safe='')}"
 
     def load(self) -> Iterator[tuple[str, str, Any]]:
-        """Every record (reads pipelined: one request per record, not one round trip)."""
+        """Every record (reads pipelined)."""
         for kind in self.KINDS:
             self.client.ensure_path(f"{self.root}/{kind}")
         out = []
         for kind in self.KINDS:
             names = self.client.get_children(f"{self.root}/{kind}")
-            pending = [
-                (name, self.client.get_async(f"{self.root}/{kind}/{name}")) for name in names
-            ]
-            for name, result in pending:
+            paths = [f"{self.root}/{kind}/{name}" for name in names]
+            pending = [(path, self.client.get_async(path)) for path in paths]
+            for (path, result), name in zip(pending, names, strict=True):
                 data, _ = result.get()
-                self._exists.add(f"{self.root}/{kind}/{name}")
-                out.append((kind, unquote(name), json.loads(data)))
+                self._exists.add(path)
+                value = json.loads(data)
+                if kind in self.BUCKETS:
+                    self._buckets[path] = value
+                    out.extend((kind, key, v) for key, v in value.items())
+                else:
+                    out.append((kind, unquote(name), value))
         return iter(out)
 
     def write(self, changes: Iterable[tuple[str, str, Any]]) -> None:
-        changes = list(changes)
         fence = self._fence()
         if fence is None:
             raise RuntimeError("not leading: no election node to fence the write with")
-        for start in range(0, len(changes), self._MAX_OPS):
-            txn = self.client.transaction()
-            txn.check(fence, 0)
-            touched = []
-            for kind, key, value in changes[start : start + self._MAX_OPS]:
-                path = self._path(kind, key)
+        writes: dict[str, bytes | None] = {}
+        for kind, key, value in changes:
+            path = self._path(kind, key)
+            if kind in self.BUCKETS:
+                bucket = self._buckets.setdefault(path, {})
                 if value is None:
-                    if path in self._exists:
-                        txn.delete(path)
-                        touched.append((path, False))
-                    continue
-                data = _encode(value)
-                if path in self._exists:
-                    txn.set_data(path, data)
+                    bucket.pop(key, None)
                 else:
-                    txn.create(path, data)
-                touched.append((path, True))
-            results = txn.commit()
-            failed = [r for r in results if isinstance(r, Exception)]
-            if failed:
-                raise RuntimeError(f"ZooKeeper write failed (fenced or lost?): {failed[0]!r}")
-            for path, exists in touched:
-                if exists:
-                    self._exists.add(path)
-                else:
-                    self._exists.discard(path)
+                    bucket[key] = value
+                writes[path] = b""  # encoded below, once per bucket
+            else:
+                writes[path] = None if value is None else _encode(value)
+        for path in writes:
+            if path in self._buckets:
+                writes[path] = _encode(self._buckets[path])
+        items = [(p, d) for p, d in writes.items() if d is not None or p in self._exists]
+        batch: list[tuple[str, bytes | None]] = []
+        size = 0
+        for item in items:
+            n = len(item[1] or b"")
+            if batch and (len(batch) >= self._MAX_OPS or size + n > self._MAX_BYTES):
+                self._commit(fence, batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += n
+        if batch:
+            self._commit(fence, batch)
+
+    def _commit(self, fence: str, batch: list[tuple[str, bytes | None]]) -> None:
+        txn = self.client.transaction()
+        txn.check(fence, 0)
+        for path, data in batch:
+            if data is None:
+                txn.delete(path)
+            elif path in self._exists:
+                txn.set_data(path, data)
+            else:
+                txn.create(path, data)
+        results = txn.commit()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise RuntimeError(f"ZooKeeper write failed (fenced or lost?): {failed[0]!r}")
+        for path, data in batch:
+            if data is None:
+                self._exists.discard(path)
+            else:
+                self._exists.add(path)
 
     def close(self) -> None:
         pass
