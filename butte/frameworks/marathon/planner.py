@@ -901,7 +901,6 @@ class Planner:
         """``/v2/queue``: apps waiting for launches, with their delay and why offers did
         not fit."""
         out = []
-        held = self._held()
         for app_id, count in sorted(self.wanted.items()):
             spec = self.apps.get(app_id)
             if spec is None or count <= 0:
@@ -911,8 +910,6 @@ class Planner:
             reasons = [{"reason": r, "declined": n, "processed": n} for r, n in rt.rejects.items()]
             if left > 0:
                 reasons.append({"reason": "Delayed", "declined": 0, "processed": 0})
-            if app_id in held:
-                reasons.append({"reason": "WaitingForDependencies", "declined": 0, "processed": 0})
             out.append(
                 {
                     "app": spec,
