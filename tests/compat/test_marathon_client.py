@@ -443,6 +443,35 @@ def test_batch_update_kill_all_endpoints_and_delay(env: Env):
     env.wait(lambda: not env.master_tasks("batch_"), what="batch tasks gone")
 
 
+def test_fetch_ports_and_environment(env: Env, tmp_path):
+    c = env.client
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello\n")
+    checks = (
+        'test -x hello.sh && test "$(./hello.sh)" = hello && test "$PORT0" = "$PORT" '
+        '&& test "$PORTS" = "$PORT0,$PORT1" && test "$PORT_WEB" = "$PORT1" && test -n "$HOST" '
+        '&& test "$MARATHON_APP_ID" = /env/app && test "$GREETING" = hi && touch all-ok '
+        "&& exec sleep 600"
+    )
+    app = MarathonApp(
+        cmd=checks,
+        cpus=0.05,
+        mem=16,
+        env={"GREETING": "hi"},
+        fetch=[{"uri": str(script), "executable": True}],
+        port_definitions=[{"port": 0}, {"port": 0, "name": "web"}],
+    )
+    c.create_app("/env/app", app)
+    env.wait(lambda: env.settled("/env/app", 1), what="running")
+    first = c.list_tasks("/env/app")[0]
+    assert len(set(first.ports)) == 2
+    pattern = f"agent-*/slaves/*/frameworks/*/executors/{first.id}/runs/*/all-ok"
+    env.wait(lambda: list(env.cluster.work_dir.glob(pattern)), what="every check passed")
+    assert [t.id for t in c.list_tasks("/env/app")] == [first.id]
+    assert c.get_app("/env/app", embed_failures=True).last_task_failure is None
+    c.delete_app("/env/app", force=True)
+
+
 def test_services_page(env: Env):
     status, text = env.m.request("GET", "/ui")
     assert status == 200 and "/v2/apps?embed=apps.tasks" in text and "/v2/queue" in text
