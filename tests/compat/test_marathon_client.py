@@ -278,6 +278,15 @@ def test_groups(env: Env):
         ),
         what="group updated",
     )
+    versions = env.m.get("/v2/groups/shop/versions")
+    c.rollback_group("/shop", versions[-1])  # back to the group as it was created
+    env.wait(
+        lambda: (
+            all(env.settled(a, 1) for a in ("/shop/db", "/shop/web", "/shop/admin/ui"))
+            and "/shop/admin/api" not in [a.id for a in c.list_apps()]
+        ),
+        what="group rolled back",
+    )
     c.delete_group("/shop")
     env.wait(
         lambda: not [a for a in c.list_apps() if a.id.startswith("/shop/")], what="group deleted"
@@ -404,6 +413,63 @@ def test_validation(env: Env):
     assert ok[0] == 201
     assert m.request("POST", "/v2/apps", {"id": "/dup", "cmd": SLEEP})[0] == 409
     c.delete_app("/dup", force=True)
+
+
+def test_batch_update_kill_all_endpoints_and_delay(env: Env):
+    c = env.client
+    c.update_apps(
+        [
+            MarathonApp(id="/batch/a", cmd=SLEEP, cpus=0.05, mem=16, instances=1),
+            MarathonApp(id="/batch/b", cmd=SLEEP, cpus=0.05, mem=16, instances=2),
+        ]
+    )
+    env.wait(lambda: env.settled("/batch/a", 1) and env.settled("/batch/b", 2), what="batch")
+    endpoints = [e for e in c.list_endpoints() if e.app_id.startswith("/batch/")]
+    assert len(endpoints) == 3 and all(e.host and e.task_port for e in endpoints)
+    old = {t.id for t in c.list_tasks("/batch/b")}
+    killed = c.kill_tasks("/batch/b")
+    assert {t.id for t in killed} == old
+    env.wait(
+        lambda: env.settled("/batch/b", 2) and not {t.id for t in c.list_tasks("/batch/b")} & old,
+        what="all killed and replaced",
+    )
+    c.reset_delay("/batch/a")
+    with pytest.raises(NotFoundError):
+        c.reset_delay("/batch/nope")
+    with pytest.raises(MarathonHttpError):
+        c.list_event_subscriptions()  # HTTP callbacks are refused, not faked
+    for app_id in ("/batch/a", "/batch/b"):
+        c.delete_app(app_id, force=True)
+    env.wait(lambda: not env.master_tasks("batch_"), what="batch tasks gone")
+
+
+def test_fetch_ports_and_environment(env: Env, tmp_path):
+    c = env.client
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho hello\n")
+    checks = (
+        'test -x hello.sh && test "$(./hello.sh)" = hello && test "$PORT0" = "$PORT" '
+        '&& test "$PORTS" = "$PORT0,$PORT1" && test "$PORT_WEB" = "$PORT1" && test -n "$HOST" '
+        '&& test "$MARATHON_APP_ID" = /env/app && test "$GREETING" = hi && touch all-ok '
+        "&& exec sleep 600"
+    )
+    app = MarathonApp(
+        cmd=checks,
+        cpus=0.05,
+        mem=16,
+        env={"GREETING": "hi"},
+        fetch=[{"uri": str(script), "executable": True}],
+        port_definitions=[{"port": 0}, {"port": 0, "name": "web"}],
+    )
+    c.create_app("/env/app", app)
+    env.wait(lambda: env.settled("/env/app", 1), what="running")
+    first = c.list_tasks("/env/app")[0]
+    assert len(set(first.ports)) == 2
+    pattern = f"agent-*/slaves/*/frameworks/*/executors/{first.id}/runs/*/all-ok"
+    env.wait(lambda: list(env.cluster.work_dir.glob(pattern)), what="every check passed")
+    assert [t.id for t in c.list_tasks("/env/app")] == [first.id]
+    assert c.get_app("/env/app", embed_failures=True).last_task_failure is None
+    c.delete_app("/env/app", force=True)
 
 
 def test_services_page(env: Env):

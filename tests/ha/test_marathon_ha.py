@@ -65,3 +65,44 @@ def test_standby_proxies_and_takes_over(cluster, zookeeper, tmp_path):
             second.wait_until(
                 lambda: second.get("/v2/apps/ha/web")["app"]["tasksRunning"] == 4, what="scaled"
             )
+
+
+def test_master_given_as_zk_url(cluster_factory, zookeeper, tmp_path):
+    """``--master zk://.../mesos``: marathon finds the leading master through ZooKeeper."""
+    url = zookeeper.url("/mesos")
+    cluster = cluster_factory(master_flags=[f"--zk={url}", "--quorum=1"])
+    with start_marathon(url, tmp_path) as m:
+        app = {"id": "/zk/app", "cmd": "sleep 600", "cpus": 0.05, "mem": 16}
+        assert m.request("POST", "/v2/apps", app)[0] == 201
+        m.wait_until(lambda: m.get("/v2/apps/zk/app")["app"]["tasksRunning"] == 1, what="running")
+        active, _ = marathon_tasks(cluster)
+        assert len(active) == 1
+
+
+def test_zookeeper_store_roundtrip_and_fence(zookeeper):
+    from kazoo.client import KazooClient
+
+    from butte.frameworks.marathon.store import ZooKeeperStore
+
+    client = KazooClient(hosts=zookeeper.hosts)
+    client.start()
+    try:
+        client.ensure_path("/m/leader")
+        fence = client.create("/m/leader/json.info_", b"{}", ephemeral=True, sequence=True)
+        store = ZooKeeperStore(client, "/m", lambda: fence)
+        assert list(store.load()) == []
+        records = [("instance", f"/a.instance-{i}", {"n": i}) for i in range(1500)]
+        records += [("app", "/team/a", {"id": "/team/a"}), ("meta", "framework_id", "fw-1")]
+        store.write(records)
+        store.write([("instance", "/a.instance-7", None), ("app", "/team/a", None)])
+        loaded = {(k, key): v for k, key, v in ZooKeeperStore(client, "/m", lambda: fence).load()}
+        assert len([k for k in loaded if k[0] == "instance"]) == 1499
+        assert ("instance", "/a.instance-7") not in loaded and ("app", "/team/a") not in loaded
+        assert loaded[("instance", "/a.instance-8")] == {"n": 8}
+        assert loaded[("meta", "framework_id")] == "fw-1"
+        client.delete(fence)  # deposed: no write may succeed any more
+        with pytest.raises(RuntimeError):
+            store.write([("app", "/b", {"id": "/b"})])
+    finally:
+        client.stop()
+        client.close()

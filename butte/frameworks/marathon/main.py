@@ -48,7 +48,9 @@ log = logging.getLogger("butte.marathon")
 SUMMARY = "run a Marathon-compatible service scheduler (REST API v2) as a framework"
 MARATHON_VERSION = "1.11.0"
 TICK_SECONDS = 0.2
-FULL_PASS_SECONDS = 1.0
+# The full pass (every app, timers) is for time-driven changes: kill retries, unreachable
+# and launch timeouts, backoff expiry; what events changed is handled at the next tick.
+FULL_PASS_SECONDS = 3.0
 HUB_QUEUE_LIMIT = 10_000
 _FORWARDED = frozenset({"content-type", "accept"})
 

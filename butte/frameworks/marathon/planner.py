@@ -31,6 +31,7 @@ from typing import Any
 
 from butte.frameworks.marathon.appdef import Invalid, config_of
 from butte.frameworks.marathon.constraints import attributes_of, first_violation
+from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
     ACTIVE_STATES,
     FAILURE_STATES,
@@ -54,7 +55,6 @@ KILL_RETRY_SECONDS = 30.0
 REFUSE_WHEN_IDLE = 120.0
 REFUSE_WHEN_UNFIT = 5.0
 REVIVE_AFTER = 5.0  # seconds of launches wanted without any offer before reviving again
-SCALARS = ("cpus", "mem", "disk", "gpus")
 
 
 class ApiError(Exception):
@@ -95,6 +95,9 @@ class Planner:
         self._filtered = False  # offers were declined with the long idle filter
         self._locks: dict[str, set[str]] = {}  # app id -> ids of deployments acting on it
         self._held_cache: set[str] | None = None
+        # task id -> (app version it was rendered with, /v2/tasks JSON): listings of 10,000
+        # tasks mostly re-render what did not change
+        self._task_json: dict[str, tuple[str, dict[str, Any]]] = {}
         self._last_offer_at = 0.0
         self._last_revive_at = 0.0
         self._last_ms = 0
@@ -166,6 +169,11 @@ class Planner:
             d = self.deployments.get(key)
             return d.record() if d else None
         raise KeyError(kind)
+
+    def _changed(self, task_id: str) -> None:
+        """An instance changed: to be stored, and its rendering is stale."""
+        self.dirty.add(("instance", task_id))
+        self._task_json.pop(task_id, None)
 
     def take_effects(self) -> list[Effect]:
         out, self.outbox = self.outbox, []
@@ -491,7 +499,7 @@ class Planner:
                 inst.started_at = now
             if status.get("healthy") is not None:
                 self._health(inst, bool(status["healthy"]), status.get("message"), now)
-        self.dirty.add(("instance", task_id))
+        self._changed(task_id)
 
     def _health(self, inst: Instance, healthy: bool, message: str | None, now: float) -> None:
         before = inst.healthy
@@ -569,7 +577,7 @@ class Planner:
             ids.discard(inst.task_id)
             if not ids:
                 del self.by_app[inst.app_id]
-        self.dirty.add(("instance", inst.task_id))
+        self._changed(inst.task_id)
         self._touched.add(inst.app_id)
 
     def _kill(self, inst: Instance | None, now: float) -> None:
@@ -578,7 +586,7 @@ class Planner:
         spec = self.apps.get(inst.app_id) or {}
         if not inst.killing:
             inst.killing = True
-            self.dirty.add(("instance", inst.task_id))
+            self._changed(inst.task_id)
         inst.kill_sent_at = now
         self._touched.add(inst.app_id)
         self.outbox.append(
@@ -786,6 +794,7 @@ class Planner:
         """Places wanted instances on offers; what is not used is declined."""
         self._last_offer_at = now
         any_wanted = any(n > 0 for n in self.wanted.values())
+        declined: dict[float, list[str]] = {}
         held = self._held()
         order = [
             a
@@ -805,10 +814,12 @@ class Planner:
                 demand = bool(order) or any_wanted
                 refuse = REFUSE_WHEN_UNFIT if demand else REFUSE_WHEN_IDLE
                 self._filtered = self._filtered or not demand
-                self.outbox.append(Decline([offer["id"]["value"]], refuse))
+                declined.setdefault(refuse, []).append(offer["id"]["value"])
+        for refuse, ids in declined.items():  # one DECLINE call per filter, not per offer
+            self.outbox.append(Decline(ids, refuse))
 
     def _fill(self, offer: dict[str, Any], order: list[str], now: float) -> list[dict[str, Any]]:
-        pool = _Pool(offer, self.rng)
+        pool = Pool(offer, self.rng)
         hostname = offer.get("hostname", "")
         attributes = attributes_of(offer)
         ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
@@ -830,7 +841,7 @@ class Planner:
                     break
                 resources, ports = taken
                 inst = self._instance(spec, offer, hostname, ip, attributes, ports, now)
-                tasks.append(_task_info(spec, inst, resources))
+                tasks.append(task_info(spec, inst, resources))
                 self.wanted[app_id] -= 1
                 used = True
             rt.processed_offers += 1
@@ -881,7 +892,7 @@ class Planner:
         )
         self.instances[task_id] = inst
         self.by_app.setdefault(app_id, set()).add(task_id)
-        self.dirty.add(("instance", task_id))
+        self._changed(task_id)
         return inst
 
     # -- views -----------------------------------------------------------------------------
@@ -890,7 +901,6 @@ class Planner:
         """``/v2/queue``: apps waiting for launches, with their delay and why offers did
         not fit."""
         out = []
-        held = self._held()
         for app_id, count in sorted(self.wanted.items()):
             spec = self.apps.get(app_id)
             if spec is None or count <= 0:
@@ -900,8 +910,6 @@ class Planner:
             reasons = [{"reason": r, "declined": n, "processed": n} for r, n in rt.rejects.items()]
             if left > 0:
                 reasons.append({"reason": "Delayed", "declined": 0, "processed": 0})
-            if app_id in held:
-                reasons.append({"reason": "WaitingForDependencies", "declined": 0, "processed": 0})
             out.append(
                 {
                     "app": spec,
@@ -921,7 +929,17 @@ class Planner:
         return out
 
     def task_json(self, inst: Instance) -> dict[str, Any]:
+        """A task as ``/v2/tasks`` shows it (cached until the instance or its app changes;
+        callers must not modify it)."""
         spec = self.apps.get(inst.app_id) or {}
+        cached = self._task_json.get(inst.task_id)
+        if cached is not None and cached[0] == spec.get("version"):
+            return cached[1]
+        out = self._render_task(inst, spec)
+        self._task_json[inst.task_id] = (spec.get("version", ""), out)
+        return out
+
+    def _render_task(self, inst: Instance, spec: Mapping[str, Any]) -> dict[str, Any]:
         results = []
         if spec.get("healthChecks") and inst.healthy is not None:
             results.append(
@@ -993,206 +1011,6 @@ class Planner:
         if "readiness" in embed:
             out["readinessCheckResults"] = []
         return out
-
-
-class _Pool:
-    """An offer's resources as they are handed out, by role (``*`` or the framework's)."""
-
-    def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
-        self.rng = rng
-        # (template, [amount left], role) per scalar resource of the offer, by name
-        self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
-        self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
-        for r in offer.get("resources", ()):
-            template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
-            if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
-                entry = (template, [float(r["scalar"]["value"])], self._role(template))
-                self.scalars.setdefault(r["name"], []).append(entry)
-            elif r.get("type") == "RANGES" and r.get("name") == "ports":
-                spans = [[int(x["begin"]), int(x["end"])] for x in r["ranges"].get("range", [])]
-                self.ranges.append((template, spans))
-        self.shortfall = ""
-
-    def total(self, name: str) -> float:
-        """What is left of a scalar, all roles together."""
-        return sum(v[0] for _, v, _ in self.scalars.get(name, ()))
-
-    @staticmethod
-    def _role(template: Mapping[str, Any]) -> str:
-        reservations = template.get("reservations") or []
-        if reservations:
-            return reservations[-1].get("role", "*")
-        return template.get("role") or "*"
-
-    def take(self, spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
-        """Resources (and host ports) for one instance, or None (``shortfall`` says what
-        was missing)."""
-        roles = set(spec["acceptedResourceRoles"])
-        plan: list[tuple[list[float], float, dict[str, Any]]] = []
-        for name in SCALARS:
-            need = float(spec[name])
-            if need <= 0:
-                continue
-            pieces = [(t, v) for t, v, role in self.scalars.get(name, ()) if role in roles]
-            if sum(v[0] for _, v in pieces) + 1e-9 < need:
-                self.shortfall = f"Insufficient{name.capitalize() if name != 'mem' else 'Memory'}"
-                return None
-            for t, v in pieces:
-                amount = min(need, v[0])
-                if amount > 0:
-                    plan.append((v, amount, t))
-                    need -= amount
-                if need <= 1e-9:
-                    break
-        port_plan = self._ports(spec, roles)
-        if port_plan is None:
-            self.shortfall = "InsufficientPorts"
-            return None
-        resources = []
-        for holder, amount, template in plan:
-            holder[0] -= amount
-            resources.append({**template, "scalar": {"value": round(amount, 6)}})
-        ports = []
-        for template, spans, port in port_plan:
-            _remove_port(spans, port)
-            resources.append({**template, "ranges": {"range": [{"begin": port, "end": port}]}})
-            ports.append(port)
-        return resources, ports
-
-    def _random_port(self, begin: int, end: int, chosen: set[int]) -> int | None:
-        """A free port of ``[begin, end]``, picked at random like Marathon does (the low
-        end of a range is where other software on the host tends to sit)."""
-        for _ in range(8):
-            port = self.rng.randint(begin, end)
-            if port not in chosen:
-                return port
-        return next((p for p in range(begin, end + 1) if p not in chosen), None)
-
-    def _ports(
-        self, spec: Mapping[str, Any], roles: set[str]
-    ) -> list[tuple[dict[str, Any], list[list[int]], int]] | None:
-        out: list[tuple[dict[str, Any], list[list[int]], int]] = []
-        chosen: set[int] = set()
-        pools = [(t, s) for t, s in self.ranges if self._role(t) in roles]
-        for pd in spec["portDefinitions"]:
-            wanted = pd["port"] if spec["requirePorts"] else 0
-            found = None
-            for t, spans in pools:
-                for begin, end in spans:
-                    if wanted:
-                        if begin <= wanted <= end and wanted not in chosen:
-                            found = (t, spans, wanted)
-                            break
-                        continue
-                    port = self._random_port(begin, end, chosen)
-                    if port is not None:
-                        found = (t, spans, port)
-                        break
-                if found:
-                    break
-            if found is None:
-                return None
-            chosen.add(found[2])
-            out.append(found)
-        return out
-
-
-def _remove_port(spans: list[list[int]], port: int) -> None:
-    for i, (begin, end) in enumerate(spans):
-        if begin <= port <= end:
-            pieces = [[begin, port - 1]] if begin < port else []
-            if port < end:
-                pieces.append([port + 1, end])
-            spans[i : i + 1] = pieces
-            return
-
-
-def _task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) -> dict[str, Any]:
-    """The Mesos TaskInfo for one instance (command executor)."""
-    env = dict(spec["env"])
-    env.update(
-        {
-            "HOST": inst.host,
-            "MARATHON_APP_ID": inst.app_id,
-            "MARATHON_APP_VERSION": inst.version,
-            "MARATHON_APP_RESOURCE_CPUS": str(spec["cpus"]),
-            "MARATHON_APP_RESOURCE_MEM": str(spec["mem"]),
-            "MARATHON_APP_RESOURCE_DISK": str(spec["disk"]),
-            "MARATHON_APP_RESOURCE_GPUS": str(spec["gpus"]),
-            "MARATHON_APP_LABELS": " ".join(spec["labels"]),
-            "MESOS_TASK_ID": inst.task_id,
-        }
-    )
-    for k, v in spec["labels"].items():
-        env[f"MARATHON_APP_LABEL_{_env_name(k)}"] = v
-    if inst.ports:
-        env["PORTS"] = ",".join(str(p) for p in inst.ports)
-        env["PORT"] = str(inst.ports[0])
-    for i, (port, pd) in enumerate(zip(inst.ports, spec["portDefinitions"], strict=False)):
-        env[f"PORT{i}"] = str(port)
-        if pd["port"]:
-            env[f"PORT_{pd['port']}"] = str(port)
-        if pd.get("name"):
-            env[f"PORT_{_env_name(pd['name'])}"] = str(port)
-    command: dict[str, Any] = {
-        "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
-        "uris": [
-            {
-                "value": f["uri"],
-                "executable": f["executable"],
-                "extract": f["extract"],
-                "cache": f["cache"],
-                **({"output_file": f["outputFile"]} if f.get("outputFile") else {}),
-            }
-            for f in spec["fetch"]
-        ],
-    }
-    if spec["cmd"]:
-        command.update({"shell": True, "value": spec["cmd"]})
-    else:
-        command.update({"shell": False, "value": spec["args"][0], "arguments": spec["args"]})
-    task: dict[str, Any] = {
-        "name": ".".join(reversed(inst.app_id.strip("/").split("/"))),
-        "task_id": {"value": inst.task_id},
-        "agent_id": {"value": inst.agent_id},
-        "resources": resources,
-        "command": command,
-        "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
-    }
-    if spec["healthChecks"]:
-        task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
-    grace = spec.get("taskKillGracePeriodSeconds")
-    if grace is not None:
-        task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
-    return task
-
-
-def _env_name(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).upper()
-
-
-def _mesos_health_check(hc: Mapping[str, Any], ports: list[int]) -> dict[str, Any]:
-    """Marathon's health check as the Mesos HealthCheck the agent's executor runs."""
-    out: dict[str, Any] = {
-        "delay_seconds": hc["delaySeconds"],
-        "interval_seconds": hc["intervalSeconds"],
-        "timeout_seconds": hc["timeoutSeconds"],
-        "consecutive_failures": hc["maxConsecutiveFailures"],
-        "grace_period_seconds": hc["gracePeriodSeconds"],
-    }
-    protocol = hc["protocol"].removeprefix("MESOS_")
-    if protocol == "COMMAND":
-        out.update({"type": "COMMAND", "command": {"shell": True, "value": hc["command"]["value"]}})
-        return out
-    port = hc.get("port") or ports[hc.get("portIndex", 0)]
-    if protocol == "TCP":
-        out.update({"type": "TCP", "tcp": {"port": port}})
-    else:
-        scheme = "https" if protocol == "HTTPS" else "http"
-        out.update({"type": "HTTP", "http": {"port": port, "path": hc["path"], "scheme": scheme}})
-        if hc.get("ignoreHttp1xx"):
-            out["http"]["statuses"] = list(range(100, 400))
-    return out
 
 
 def _under(app_id: str, group_id: str) -> bool:

@@ -1,0 +1,213 @@
+"""Turning an offer into tasks (pure): which of an offer's resources an instance takes
+(`Pool`, by role, host ports picked at random from the offered ranges) and the Mesos TaskInfo
+of an instance (`task_info`: command, environment, fetched URIs, health check, kill policy)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from butte.frameworks.marathon.model import Instance
+
+SCALARS = ("cpus", "mem", "disk", "gpus")
+
+
+class Pool:
+    """An offer's resources as they are handed out, by role (``*`` or the framework's)."""
+
+    def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
+        self.rng = rng
+        # (template, [amount left], role) per scalar resource of the offer, by name
+        self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
+        self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
+        for r in offer.get("resources", ()):
+            template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
+            if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
+                entry = (template, [float(r["scalar"]["value"])], self._role(template))
+                self.scalars.setdefault(r["name"], []).append(entry)
+            elif r.get("type") == "RANGES" and r.get("name") == "ports":
+                spans = [[int(x["begin"]), int(x["end"])] for x in r["ranges"].get("range", [])]
+                self.ranges.append((template, spans))
+        self.shortfall = ""
+
+    def total(self, name: str) -> float:
+        """What is left of a scalar, all roles together."""
+        return sum(v[0] for _, v, _ in self.scalars.get(name, ()))
+
+    @staticmethod
+    def _role(template: Mapping[str, Any]) -> str:
+        reservations = template.get("reservations") or []
+        if reservations:
+            return reservations[-1].get("role", "*")
+        return template.get("role") or "*"
+
+    def take(self, spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
+        """Resources (and host ports) for one instance, or None (``shortfall`` says what
+        was missing)."""
+        roles = set(spec["acceptedResourceRoles"])
+        plan: list[tuple[list[float], float, dict[str, Any]]] = []
+        for name in SCALARS:
+            need = float(spec[name])
+            if need <= 0:
+                continue
+            pieces = [(t, v) for t, v, role in self.scalars.get(name, ()) if role in roles]
+            if sum(v[0] for _, v in pieces) + 1e-9 < need:
+                self.shortfall = f"Insufficient{name.capitalize() if name != 'mem' else 'Memory'}"
+                return None
+            for t, v in pieces:
+                amount = min(need, v[0])
+                if amount > 0:
+                    plan.append((v, amount, t))
+                    need -= amount
+                if need <= 1e-9:
+                    break
+        port_plan = self._ports(spec, roles)
+        if port_plan is None:
+            self.shortfall = "InsufficientPorts"
+            return None
+        resources = []
+        for holder, amount, template in plan:
+            holder[0] -= amount
+            resources.append({**template, "scalar": {"value": round(amount, 6)}})
+        ports = []
+        for template, spans, port in port_plan:
+            _remove_port(spans, port)
+            resources.append({**template, "ranges": {"range": [{"begin": port, "end": port}]}})
+            ports.append(port)
+        return resources, ports
+
+    def _random_port(self, begin: int, end: int, chosen: set[int]) -> int | None:
+        """A free port of ``[begin, end]``, picked at random like Marathon does (the low
+        end of a range is where other software on the host tends to sit)."""
+        for _ in range(8):
+            port = self.rng.randint(begin, end)
+            if port not in chosen:
+                return port
+        return next((p for p in range(begin, end + 1) if p not in chosen), None)
+
+    def _ports(
+        self, spec: Mapping[str, Any], roles: set[str]
+    ) -> list[tuple[dict[str, Any], list[list[int]], int]] | None:
+        out: list[tuple[dict[str, Any], list[list[int]], int]] = []
+        chosen: set[int] = set()
+        pools = [(t, s) for t, s in self.ranges if self._role(t) in roles]
+        for pd in spec["portDefinitions"]:
+            wanted = pd["port"] if spec["requirePorts"] else 0
+            found = None
+            for t, spans in pools:
+                for begin, end in spans:
+                    if wanted:
+                        if begin <= wanted <= end and wanted not in chosen:
+                            found = (t, spans, wanted)
+                            break
+                        continue
+                    port = self._random_port(begin, end, chosen)
+                    if port is not None:
+                        found = (t, spans, port)
+                        break
+                if found:
+                    break
+            if found is None:
+                return None
+            chosen.add(found[2])
+            out.append(found)
+        return out
+
+
+def _remove_port(spans: list[list[int]], port: int) -> None:
+    for i, (begin, end) in enumerate(spans):
+        if begin <= port <= end:
+            pieces = [[begin, port - 1]] if begin < port else []
+            if port < end:
+                pieces.append([port + 1, end])
+            spans[i : i + 1] = pieces
+            return
+
+
+def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) -> dict[str, Any]:
+    """The Mesos TaskInfo for one instance (command executor)."""
+    env = dict(spec["env"])
+    env.update(
+        {
+            "HOST": inst.host,
+            "MARATHON_APP_ID": inst.app_id,
+            "MARATHON_APP_VERSION": inst.version,
+            "MARATHON_APP_RESOURCE_CPUS": str(spec["cpus"]),
+            "MARATHON_APP_RESOURCE_MEM": str(spec["mem"]),
+            "MARATHON_APP_RESOURCE_DISK": str(spec["disk"]),
+            "MARATHON_APP_RESOURCE_GPUS": str(spec["gpus"]),
+            "MARATHON_APP_LABELS": " ".join(spec["labels"]),
+            "MESOS_TASK_ID": inst.task_id,
+        }
+    )
+    for k, v in spec["labels"].items():
+        env[f"MARATHON_APP_LABEL_{_env_name(k)}"] = v
+    if inst.ports:
+        env["PORTS"] = ",".join(str(p) for p in inst.ports)
+        env["PORT"] = str(inst.ports[0])
+    for i, (port, pd) in enumerate(zip(inst.ports, spec["portDefinitions"], strict=False)):
+        env[f"PORT{i}"] = str(port)
+        if pd["port"]:
+            env[f"PORT_{pd['port']}"] = str(port)
+        if pd.get("name"):
+            env[f"PORT_{_env_name(pd['name'])}"] = str(port)
+    command: dict[str, Any] = {
+        "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
+        "uris": [
+            {
+                "value": f["uri"],
+                "executable": f["executable"],
+                "extract": f["extract"],
+                "cache": f["cache"],
+                **({"output_file": f["outputFile"]} if f.get("outputFile") else {}),
+            }
+            for f in spec["fetch"]
+        ],
+    }
+    if spec["cmd"]:
+        command.update({"shell": True, "value": spec["cmd"]})
+    else:
+        command.update({"shell": False, "value": spec["args"][0], "arguments": spec["args"]})
+    task: dict[str, Any] = {
+        "name": ".".join(reversed(inst.app_id.strip("/").split("/"))),
+        "task_id": {"value": inst.task_id},
+        "agent_id": {"value": inst.agent_id},
+        "resources": resources,
+        "command": command,
+        "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
+    }
+    if spec["healthChecks"]:
+        task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
+    grace = spec.get("taskKillGracePeriodSeconds")
+    if grace is not None:
+        task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
+    return task
+
+
+def _env_name(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).upper()
+
+
+def _mesos_health_check(hc: Mapping[str, Any], ports: list[int]) -> dict[str, Any]:
+    """Marathon's health check as the Mesos HealthCheck the agent's executor runs."""
+    out: dict[str, Any] = {
+        "delay_seconds": hc["delaySeconds"],
+        "interval_seconds": hc["intervalSeconds"],
+        "timeout_seconds": hc["timeoutSeconds"],
+        "consecutive_failures": hc["maxConsecutiveFailures"],
+        "grace_period_seconds": hc["gracePeriodSeconds"],
+    }
+    protocol = hc["protocol"].removeprefix("MESOS_")
+    if protocol == "COMMAND":
+        out.update({"type": "COMMAND", "command": {"shell": True, "value": hc["command"]["value"]}})
+        return out
+    port = hc.get("port") or ports[hc.get("portIndex", 0)]
+    if protocol == "TCP":
+        out.update({"type": "TCP", "tcp": {"port": port}})
+    else:
+        scheme = "https" if protocol == "HTTPS" else "http"
+        out.update({"type": "HTTP", "http": {"port": port, "path": hc["path"], "scheme": scheme}})
+        if hc.get("ignoreHttp1xx"):
+            out["http"]["statuses"] = list(range(100, 400))
+    return out
