@@ -19,6 +19,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ DEFAULT_RESOURCES = "cpus:0.1;mem:32"
 _EXIT_STATUS = re.compile(r"exited with status (\d+)")
 # How long an interrupted run waits for its killed tasks to report before tearing down.
 _KILL_WAIT_SECONDS = 10.0
+# While tasks wait to be launched, what they wait for is said at most this often.
+WAITING_NOTE_SECONDS = 5.0
 
 Writer = Callable[[str], None]
 
@@ -212,7 +215,9 @@ class _Job:
     seen_uuids: set[str] = field(default_factory=set)
     first_failure: int | None = None
     suppressed: bool = False
-    told_no_fit: bool = False
+    offers_seen: int = 0
+    # Monotonic time of the last "waiting for ..." note (None: nothing said yet).
+    last_note: float | None = None
 
     def __post_init__(self) -> None:
         run_id = uuid.uuid4().hex[:8]
@@ -242,7 +247,13 @@ class _Job:
             await client.subscribe()
         except MasterUnreachable as e:
             await client.close()
-            raise CliError(f"cannot reach master {self.spec.master}: {e}", 2) from None
+            # The client's text names the address again: "cannot subscribe to master: A: why".
+            reason = str(e).removeprefix("cannot subscribe to master: ")
+            reason = reason.removeprefix(f"{client.leader}: ")
+            waited = f"gave up after {self.spec.connect_timeout:g}s (--connect_timeout)"
+            raise CliError(
+                f"cannot reach master {self.spec.master}: {reason}; {waited}", 2
+            ) from None
         except SubscriptionError as e:
             await client.close()
             raise CliError(str(e), 2) from None
@@ -258,9 +269,12 @@ class _Job:
     async def _drive(self, client: SchedulerClient, interrupted: asyncio.Future[int]) -> int:
         """Handles events until all tasks ended (or an interrupt), then tears down."""
         while not self.done():
-            event = await _next_or_interrupt(client, interrupted)
+            event = await _next_or_interrupt(client, interrupted, WAITING_NOTE_SECONDS)
             if event is None:
                 return await self._abort(client, interrupted.result())
+            if event is _IDLE:
+                self._note_waiting()
+                continue
             await self._handle(client, event)
         with contextlib.suppress(SchedulerError):
             await client.teardown()
@@ -310,7 +324,32 @@ class _Job:
             message = event.get("error", {}).get("message", "unknown error")
             raise CliError(f"master ended the subscription: {message}")
 
+    def _due_note(self) -> bool:
+        """Whether a "waiting for ..." note is due (one per WAITING_NOTE_SECONDS)."""
+        now = time.monotonic()
+        if self.last_note is not None and now - self.last_note < WAITING_NOTE_SECONDS:
+            return False
+        self.last_note = now
+        return True
+
+    def _note_waiting(self) -> None:
+        """Nothing arrived for a while: says what the pending tasks wait for."""
+        if not self.pending or not self._due_note():
+            return
+        need = self.spec.resources.to_text()
+        if self.offers_seen == 0:
+            self.info(
+                f"Waiting for offers for {len(self.pending)} task(s) of {need}: none received "
+                "yet (no agent registered, or every agent's resources are in use)"
+            )
+        else:
+            self.info(
+                f"Waiting for offers that fit {len(self.pending)} task(s) of {need} "
+                f"({self.offers_seen} offer(s) so far were too small)"
+            )
+
     async def _use_offers(self, client: SchedulerClient, offers: list[dict[str, Any]]) -> None:
+        self.offers_seen += len(offers)
         for offer in offers:
             self.hostnames[offer["agent_id"]["value"]] = offer.get("hostname", "?")
             tasks = self._fit(offer)
@@ -345,8 +384,7 @@ class _Job:
         while self.pending and available.contains(need):
             available = available - need
             tasks.append(self._task_info(self.pending.pop(0), need, role, offer))
-        if not tasks and self.pending and not self.told_no_fit:
-            self.told_no_fit = True
+        if not tasks and self.pending and self._due_note():
             self.info(
                 f"Waiting for offers that fit {need.to_text()} "
                 f"(offer from {offer.get('hostname', '?')} has {available.to_text()})"
@@ -396,18 +434,22 @@ class _Job:
             self.info(f"Warning: {e}")
 
 
+# What `_next_or_interrupt` returns when ``idle`` seconds passed without an event.
+_IDLE: dict[str, Any] = {"type": "(idle)"}
+
+
 async def _next_or_interrupt(
-    client: SchedulerClient, interrupted: asyncio.Future[int]
+    client: SchedulerClient, interrupted: asyncio.Future[int], idle: float | None = None
 ) -> dict[str, Any] | None:
-    """The next event, or None if ``interrupted`` resolved first. Raises CliError when the
-    subscription ended."""
+    """The next event, None if ``interrupted`` resolved first, or ``_IDLE`` after ``idle``
+    seconds without either. Raises CliError when the subscription ended."""
     getter = asyncio.ensure_future(client.next_event())
-    await asyncio.wait({getter, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({getter, interrupted}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
     if not getter.done():
         getter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await getter
-        return None
+        return None if interrupted.done() else _IDLE
     try:
         event = getter.result()
     except SchedulerError as e:
