@@ -112,6 +112,8 @@ class AgentOperatorApi:
                 web.get(prefix + "/metrics/snapshot", self.metrics_snapshot),
                 web.get(prefix + "/metrics", self.prometheus),
                 web.get(prefix + "/containers", self.containers),
+                web.get(prefix + "/monitor/statistics", self.monitor_statistics),
+                web.get(prefix + "/monitor/statistics.json", self.monitor_statistics),
             ]
         return out + self.files.routes()
 
@@ -154,6 +156,12 @@ class AgentOperatorApi:
     async def containers(self, request: web.Request) -> web.Response:
         """Legacy ``/containers``: the running containers with their statistics."""
         return _json(await self._containers())
+
+    async def monitor_statistics(self, request: web.Request) -> web.Response:
+        """Legacy ``/monitor/statistics`` (Mesos 1.x; read by monitoring agents such as
+        Prometheus' mesos exporter): each running executor's resource statistics."""
+        keys = ("executor_id", "executor_name", "framework_id", "source", "statistics")
+        return _json([{k: c[k] for k in keys} for c in await self._containers()])
 
     # -- calls -------------------------------------------------------------------------------
 

@@ -241,3 +241,33 @@ def test_run_says_what_it_waits_for(env):
     finally:
         process.terminate()
         process.wait(30)
+
+
+# -- legacy agent endpoints ------------------------------------------------------------------
+
+
+def test_agent_monitor_statistics(env):
+    cluster = env["cluster"]
+    running = {
+        t["task_id"]["value"]
+        for t in call(cluster.master_url, "GET_TASKS")["tasks"]
+        if t["state"] == "TASK_RUNNING"
+    }
+    assert running
+    for path in ("/monitor/statistics", "/monitor/statistics.json", "/slave(1)/monitor/statistics"):
+        answer = requests.get(cluster.agents[0].url + path, timeout=10)
+        assert answer.status_code == 200, (path, answer.text)
+        entries = answer.json()
+        # A command task's executor is named after the task.
+        assert running <= {e["executor_id"] for e in entries}, entries
+        for entry in entries:
+            assert set(entry) == {
+                "executor_id",
+                "executor_name",
+                "framework_id",
+                "source",
+                "statistics",
+            }
+            stats = entry["statistics"]
+            assert stats["cpus_limit"] > 0 and stats["mem_limit_bytes"] > 0
+            assert stats["timestamp"] > 0
