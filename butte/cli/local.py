@@ -404,8 +404,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     finally:
         _set_handlers(signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        print("Stopping the cluster ...", file=sys.stderr, flush=True)
-        cluster.stop()
+        if cluster.master.process is not None:  # nothing to stop if the port was taken
+            print("Stopping the cluster ...", file=sys.stderr, flush=True)
+            cluster.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
