@@ -78,10 +78,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tail.add_argument("-n", "--lines", type=int, default=10, help="lines to show (10)")
     ls.add_argument("path", nargs="?", default="", help="directory inside the sandbox")
     kill.add_argument(
-        "--signal", type=_signal_number, default=int(signal.SIGKILL), help="KILL, TERM, 15 ..."
+        "--signal",
+        type=_signal_number,
+        default=int(signal.SIGKILL),
+        help="signal: KILL (the default, as in Mesos), TERM, 15 ...",
     )
     kill.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for the task to end (0: none)"
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the task to end (default 30; 0: do not wait)",
     )
     for sub in (info, cat, tail, ls, kill):
         apply_env_defaults(sub, os.environ)
