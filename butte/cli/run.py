@@ -260,18 +260,22 @@ class _Job:
         self.info(f"Subscribed with framework id {client.framework_id} at {client.leader}")
         interrupted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         installed = _install_signal_handlers(interrupted)
+        events = _Events(client)
         try:
-            return await self._drive(client, interrupted)
+            return await self._drive(client, events, interrupted)
         finally:
             _remove_signal_handlers(installed)
+            await events.close()
             await client.close()
 
-    async def _drive(self, client: SchedulerClient, interrupted: asyncio.Future[int]) -> int:
+    async def _drive(
+        self, client: SchedulerClient, events: _Events, interrupted: asyncio.Future[int]
+    ) -> int:
         """Handles events until all tasks ended (or an interrupt), then tears down."""
         while not self.done():
-            event = await _next_or_interrupt(client, interrupted, WAITING_NOTE_SECONDS)
+            event = await events.next(interrupted, WAITING_NOTE_SECONDS)
             if event is None:
-                return await self._abort(client, interrupted.result())
+                return await self._abort(client, events, interrupted.result())
             if event is _IDLE:
                 self._note_waiting()
                 continue
@@ -280,7 +284,7 @@ class _Job:
             await client.teardown()
         return 0 if self.first_failure is None else self.first_failure
 
-    async def _abort(self, client: SchedulerClient, status: int) -> int:
+    async def _abort(self, client: SchedulerClient, events: _Events, status: int) -> int:
         """Kills the launched tasks, shows their last updates (up to a few seconds, or until
         a second interrupt), tears down; returns ``status``."""
         self.pending.clear()
@@ -294,7 +298,7 @@ class _Job:
         try:
             async with asyncio.timeout(_KILL_WAIT_SECONDS):
                 while not self.done():
-                    event = await _next_or_interrupt(client, second)
+                    event = await events.next(second)
                     if event is None:
                         break
                     await self._handle(client, event)
@@ -434,29 +438,46 @@ class _Job:
             self.info(f"Warning: {e}")
 
 
-# What `_next_or_interrupt` returns when ``idle`` seconds passed without an event.
+# What `_Events.next` returns when ``idle`` seconds passed without an event.
 _IDLE: dict[str, Any] = {"type": "(idle)"}
 
 
-async def _next_or_interrupt(
-    client: SchedulerClient, interrupted: asyncio.Future[int], idle: float | None = None
-) -> dict[str, Any] | None:
-    """The next event, None if ``interrupted`` resolved first, or ``_IDLE`` after ``idle``
-    seconds without either. Raises CliError when the subscription ended."""
-    getter = asyncio.ensure_future(client.next_event())
-    await asyncio.wait({getter, interrupted}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
-    if not getter.done():
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        return None if interrupted.done() else _IDLE
-    try:
-        event = getter.result()
-    except SchedulerError as e:
-        raise CliError(f"lost the master: {e}") from None
-    if event is None:
-        raise CliError("the master closed the subscription")
-    return event
+class _Events:
+    """The client's events, one at a time, awaited alongside an interrupt or a timeout. A
+    read still pending when the wait ends is kept for the next wait instead of cancelled,
+    so an event that arrives just then is never lost."""
+
+    def __init__(self, client: SchedulerClient) -> None:
+        self.client = client
+        self._getter: asyncio.Future[dict[str, Any] | None] | None = None
+
+    async def next(
+        self, interrupted: asyncio.Future[int], idle: float | None = None
+    ) -> dict[str, Any] | None:
+        """The next event, None if ``interrupted`` resolved first, or ``_IDLE`` after
+        ``idle`` seconds without either. Raises CliError when the subscription ended."""
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self.client.next_event())
+        getter = self._getter
+        await asyncio.wait({getter, interrupted}, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            return None if interrupted.done() else _IDLE
+        self._getter = None
+        try:
+            event = getter.result()
+        except SchedulerError as e:
+            raise CliError(f"lost the master: {e}") from None
+        if event is None:
+            raise CliError("the master closed the subscription")
+        return event
+
+    async def close(self) -> None:
+        """Cancels a pending read."""
+        if self._getter is not None:
+            self._getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SchedulerError):
+                await self._getter
+            self._getter = None
 
 
 def _install_signal_handlers(future: asyncio.Future[int]) -> list[signal.Signals]:
