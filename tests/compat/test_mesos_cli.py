@@ -39,15 +39,15 @@ def env(tmp_path_factory) -> Iterator[dict[str, Any]]:
         require(f"{MESOS_CLI} missing (scripts/setup.sh --test installs it)", "avmesos-cli")
     tmp = tmp_path_factory.mktemp("mesos-cli")
     jobs = {"steady": "echo steady; sleep 600", "brief": "echo brief"}
-    with cluster_with_jobs(tmp, jobs, running=("steady",)) as (cluster, _):
+    with cluster_with_jobs(tmp, jobs) as (cluster, _):
         url = cluster.master_url
-        finished = wait_task(url, "brief", "TASK_FINISHED")
+        finished = wait_task(url, "brief", "TASK_FINISHED", timeout=60)
         config = tmp / "config.toml"
         config.write_text(f'[master]\naddress = "{cluster.master_address}"\n')
         yield {
             "cluster": cluster,
             "config": config,
-            "running": wait_task(url, "steady", "TASK_RUNNING"),
+            "running": wait_task(url, "steady", "TASK_RUNNING", timeout=60),
             "finished": finished,
         }
 

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from operator_kit import call, cluster_with_jobs, wait_for, wait_task  # noqa: E402
 
 pytestmark = pytest.mark.integration
+WAIT = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +39,16 @@ def env(tmp_path_factory) -> Iterator[dict[str, Any]]:
         "webkill": "sleep 600",
         "broken": "exit 7",
     }
-    with cluster_with_jobs(tmp, jobs, running=("steady", "victim", "webkill")) as (cluster, _):
-        wait_task(cluster.master_url, "broken", "TASK_FAILED")
+    with cluster_with_jobs(tmp, jobs) as (cluster, _):
+        # Generous: the suite may share a busy machine.
+        for name in ("steady", "victim", "webkill"):
+            wait_task(cluster.master_url, name, "TASK_RUNNING", timeout=WAIT)
+        wait_task(cluster.master_url, "broken", "TASK_FAILED", timeout=WAIT)
         yield {"cluster": cluster, "tmp": tmp}
 
 
 def butte(
-    env: dict[str, Any], *argv: str, master: bool = True, columns: int = 80, timeout: float = 60
+    env: dict[str, Any], *argv: str, master: bool = True, columns: int = 80, timeout: float = 120
 ) -> tuple:
     """``butte ARGV --master ...`` in a subprocess whose terminal is ``columns`` wide:
     (exit status, stdout, stderr)."""
@@ -171,12 +176,12 @@ def test_state_json(env):
 
 def test_task_kill_by_cli(env):
     url = env["cluster"].master_url
-    task = wait_task(url, "victim", "TASK_RUNNING")
+    task = wait_task(url, "victim", "TASK_RUNNING", timeout=WAIT)
     task_id = task["task_id"]["value"]
-    rc, out, err = butte(env, "task", "kill", task_id, "--signal", "TERM")
+    rc, out, err = butte(env, "task", "kill", task_id, "--signal", "TERM", "--wait", "60")
     assert rc == 0, err
     assert f"Task {task_id} ended: TASK_KILLED" in out
-    ended = wait_task(url, "victim", "TASK_KILLED")
+    ended = wait_task(url, "victim", "TASK_KILLED", timeout=WAIT)
     assert "signal" in ended["statuses"][-1].get("message", "").lower()
     # Its process is gone: the container's pid no longer exists.
     pid = next(
@@ -184,7 +189,7 @@ def test_task_kill_by_cli(env):
         for s in task["statuses"]
         if "executor_pid" in s.get("container_status", {})
     )
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the executor exited")
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), WAIT, "the executor exited")
     rc, _, err = butte(env, "task", "kill", task_id)
     assert rc == 1 and "already ended" in err
     rc, _, err = butte(env, "task", "kill", "no-such-task")
@@ -193,7 +198,7 @@ def test_task_kill_by_cli(env):
 
 def test_kill_task_endpoint_for_the_web_ui(env):
     url = env["cluster"].master_url
-    task = wait_task(url, "webkill", "TASK_RUNNING")
+    task = wait_task(url, "webkill", "TASK_RUNNING", timeout=WAIT)
     body = {"task_id": task["task_id"]["value"], "framework_id": task["framework_id"]["value"]}
     for bad, status in (
         (b"{", 400),
@@ -203,9 +208,9 @@ def test_kill_task_endpoint_for_the_web_ui(env):
         (json.dumps({**body, "extra": 1}).encode(), 400),
         (json.dumps({"task_id": "nope"}).encode(), 404),
     ):
-        assert requests.post(f"{url}/master/kill-task", data=bad, timeout=10).status_code == status
-    assert requests.get(f"{url}/master/kill-task", timeout=10).status_code == 405
-    answer = requests.post(f"{url}/master/kill-task", json=body, timeout=10)
+        assert requests.post(f"{url}/master/kill-task", data=bad, timeout=30).status_code == status
+    assert requests.get(f"{url}/master/kill-task", timeout=30).status_code == 405
+    answer = requests.post(f"{url}/master/kill-task", json=body, timeout=30)
     assert answer.status_code == 200, answer.text
     # SIGKILL (the default, as in Mesos) takes the executor down with the task.
     ended = wait_for(
@@ -214,11 +219,11 @@ def test_kill_task_endpoint_for_the_web_ui(env):
             for t in every_task(env)
             if t["task_id"] == task["task_id"] and t["state"] != "TASK_RUNNING"
         ],
-        30,
+        WAIT,
         "the killed task ended",
     )[0]
     assert ended["state"] in ("TASK_KILLED", "TASK_FAILED"), ended
-    again = requests.post(f"{url}/master/kill-task", json=body, timeout=10)
+    again = requests.post(f"{url}/master/kill-task", json=body, timeout=30)
     assert again.status_code == 409
 
 
@@ -230,6 +235,8 @@ def test_run_says_what_it_waits_for(env):
     command = [sys.executable, "-m", "butte", "run", "--master", env["cluster"].master_address]
     command += ["--name", "huge", "--command", "true", "--resources", "cpus:64;mem:32"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(WAIT, process.kill)  # a silent run ends the readline loop
+    watchdog.start()
     try:
         notes = []
         assert process.stderr is not None
@@ -240,6 +247,7 @@ def test_run_says_what_it_waits_for(env):
                 notes.append(line)
         assert "cpus:64" in notes[0]
     finally:
+        watchdog.cancel()
         process.terminate()
         process.wait(30)
 
@@ -256,7 +264,7 @@ def test_agent_monitor_statistics(env):
     }
     assert running
     for path in ("/monitor/statistics", "/monitor/statistics.json", "/slave(1)/monitor/statistics"):
-        answer = requests.get(cluster.agents[0].url + path, timeout=10)
+        answer = requests.get(cluster.agents[0].url + path, timeout=30)
         assert answer.status_code == 200, (path, answer.text)
         entries = answer.json()
         # A command task's executor is named after the task.
