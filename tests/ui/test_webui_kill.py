@@ -14,7 +14,7 @@ expect = require_module("playwright.sync_api").expect
 
 def test_kill_button_kills_the_task(ui_cluster, page, screenshot):
     ui_cluster.run_task("doomed", "sleep 600")
-    task_id = ui_cluster.wait_task("doomed")
+    task_id = ui_cluster.wait_task("doomed", timeout=60)
     page.goto(f"{ui_cluster.url}/#/tasks/{task_id}")
     button = page.locator("#task-kill")
     expect(button).to_be_visible()
@@ -24,7 +24,7 @@ def test_kill_button_kills_the_task(ui_cluster, page, screenshot):
     # note may be replaced at once by the ended task's facts: the history is what counts)
     history = page.locator('table[data-table="history"]')
     ended = history.locator('tr[data-state="TASK_KILLED"], tr[data-state="TASK_FAILED"]')
-    expect(ended).to_have_count(1, timeout=20000)
+    expect(ended).to_have_count(1, timeout=60000)
     expect(page.locator("#task-kill")).to_have_count(0)  # an ended task has no kill button
     screenshot(page, "task-killed")
     (task,) = [t for t in ui_cluster.tasks() if t["id"] == task_id]
