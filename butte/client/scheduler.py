@@ -35,6 +35,7 @@ import base64
 import contextlib
 import getpass
 import logging
+import os
 import socket
 import time
 from collections import deque
@@ -88,6 +89,21 @@ class CallError(SchedulerError):
         self.message = message
         where = f"HTTP {status}" if status is not None else "not sent"
         super().__init__(f"{call_type} failed ({where}): {message}")
+
+
+def connection_failure(error: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused", "host not found"),
+    instead of aiohttp's text (which names the connect call and ``ssl:default``)."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    cause = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError wraps an OSError
+    if not isinstance(cause, OSError):
+        cause = error if isinstance(error, OSError) else None
+    if isinstance(cause, socket.gaierror):
+        return f"host not found ({cause.strerror})" if cause.strerror else "host not found"
+    if cause is not None and cause.errno:
+        return os.strerror(cause.errno).lower()
+    return str(error) or type(error).__name__
 
 
 class _Retry(Exception):
@@ -519,7 +535,7 @@ class SchedulerClient:
                     timeout=timeout,
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                raise _Retry(f"{self.leader}: {e or type(e).__name__}") from None
+                raise _Retry(f"{self.leader}: {connection_failure(e)}") from None
             if response.status == 200:
                 return response
             text = (await response.text(errors="replace")).strip()
