@@ -19,7 +19,9 @@ def test_kill_button_kills_the_task(ui_cluster, page, screenshot):
     button = page.locator("#task-kill")
     expect(button).to_be_visible()
     page.on("dialog", lambda dialog: dialog.accept())
-    button.click()
+    with page.expect_response("**/master/kill-task", timeout=60000) as answer:
+        button.click()
+    assert answer.value.status == 200, answer.value.text()
     # (the page re-renders the task's facts on its updates, so the button's "kill sent"
     # note may be replaced at once by the ended task's facts: the history is what counts)
     history = page.locator('table[data-table="history"]')
