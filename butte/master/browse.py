@@ -1,0 +1,324 @@
+"""Pages of agents and frameworks for the web UI, served from a snapshot of the master.
+
+``/master/state-summary`` lists every agent and framework in one document; at 10,000 agents
+that is 10 MB, and the UI's agents page took 1.5 s to show its first rows. The UI asks for
+one page instead (``/master/ui/agents?offset=&limit=&q=&sort=&order=``): the master keeps a
+`Listing` of compact rows, one per agent or framework, built in one pass over the tasks
+(about 0.1 s at 10k agents and 100k tasks), filters, sorts and slices it, and sends only the
+page. Like ``/master/state`` (`butte.master.snapshot`), a listing whose build took more than
+`CHEAP_BUILD` seconds is reused for up to `STALENESS_FACTOR` times its build time, so a UI
+that refreshes back to back cannot stall allocation; small clusters are always fresh.
+
+Pure (no I/O) apart from `time.perf_counter` for measuring builds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from butte.core import task_states
+from butte.core.resources import Resources, from_millis
+from butte.master.machine import MasterMachine
+from butte.master.snapshot import MAX_STALENESS, STALENESS_FACTOR, no_gc
+from butte.master.state import Agent, Framework, Task
+from butte.master.state_json import legacy_map
+
+CHEAP_BUILD = 0.02
+MAX_LIMIT = 1000
+SCALARS = ("cpus", "mem", "disk", "gpus")
+ACTIVE_STATES = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
+
+Row = dict[str, Any]
+
+
+class QueryError(ValueError):
+    """A query parameter the listing cannot use (the text of the 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """What one request asks of a listing."""
+
+    offset: int = 0
+    limit: int = 50
+    q: str = ""
+    sort: str = ""
+    descending: bool = False
+    ids: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str], ids: Iterable[str] = ()) -> PageQuery:
+        """From URL query parameters; raises `QueryError` on a bad one."""
+        try:
+            offset = int(query.get("offset", "0"))
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            raise QueryError("'offset' and 'limit' must be integers") from None
+        if offset < 0 or not 0 <= limit <= MAX_LIMIT:
+            raise QueryError(f"'offset' must be >= 0 and 'limit' between 0 and {MAX_LIMIT}")
+        order = query.get("order", "asc")
+        if order not in ("asc", "des"):
+            raise QueryError(f"'order' must be 'asc' or 'des', got '{order[:20]}'")
+        return cls(
+            offset=offset,
+            limit=limit,
+            q=query.get("q", "").strip().lower()[:200],
+            sort=query.get("sort", ""),
+            descending=order == "des",
+            ids=tuple(ids)[:MAX_LIMIT],
+        )
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+def _scalars(counts: Mapping[Resources, int]) -> dict[str, float]:
+    """The scalar totals of resources counted by shape (tasks of one shape share one)."""
+    millis: dict[str, int] = {}
+    for res, n in counts.items():
+        for name, amount in res.quantities().items():
+            millis[name] = millis.get(name, 0) + amount * n
+    out = dict.fromkeys(SCALARS, 0.0)
+    out.update((name, from_millis(amount)) for name, amount in millis.items())
+    return out
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Per agent or framework: tasks by state, resources held by live tasks (by shape)."""
+
+    states: dict[str, int] = field(default_factory=dict)
+    held: dict[Resources, int] = field(default_factory=dict)
+
+    def add(self, task: Task, live: bool) -> None:
+        self.states[task.state] = self.states.get(task.state, 0) + 1
+        if live:
+            self.held[task.resources] = self.held.get(task.resources, 0) + 1
+
+    def add_held(self, res: Resources) -> None:
+        self.held[res] = self.held.get(res, 0) + 1
+
+
+def _tallies(machine: MasterMachine) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
+    """One pass over every task: (by agent id, by framework id)."""
+    by_agent: dict[str, _Tally] = {}
+    by_framework: dict[str, _Tally] = {}
+    is_terminal = task_states.is_terminal
+    for fw in [*machine.frameworks.values(), *machine.completed_frameworks]:
+        fw_tally = by_framework.setdefault(fw.framework_id, _Tally())
+        for tasks, live_possible in ((fw.tasks.values(), True), (fw.completed_tasks, False)):
+            for task in tasks:
+                live = live_possible and not is_terminal(task.state)
+                agent_tally = by_agent.get(task.agent_id)
+                if agent_tally is None:
+                    agent_tally = by_agent[task.agent_id] = _Tally()
+                agent_tally.add(task, live)
+                fw_tally.add(task, live)
+    for agent in machine.agents.values():
+        for executor in agent.executors.values():
+            by_agent.setdefault(agent.agent_id, _Tally()).add_held(executor.resources)
+            by_framework.setdefault(executor.framework_id, _Tally()).add_held(executor.resources)
+    return by_agent, by_framework
+
+
+def _offered(machine: MasterMachine, offer_ids: Iterable[str]) -> dict[str, float]:
+    counts: dict[Resources, int] = {}
+    for offer_id in offer_ids:
+        offer = machine.offers.get(offer_id)
+        if offer is not None:
+            counts[offer.resources] = counts.get(offer.resources, 0) + 1
+    return _scalars(counts)
+
+
+def agent_row(machine: MasterMachine, agent: Agent, tally: _Tally | None) -> Row:
+    """One agent in the shape of ``/master/state-summary``'s (scalars only)."""
+    tally = tally or _Tally()
+    row: Row = {
+        "id": agent.agent_id,
+        "hostname": agent.hostname,
+        "port": agent.port,
+        "active": agent.active,
+        "connected": agent.connected,
+        "registered_time": agent.registered_time,
+        "resources": {k: v for k, v in legacy_map(agent.total).items() if k in SCALARS},
+        "used_resources": _scalars(tally.held),
+        "offered_resources": _offered(machine, agent.offers),
+    }
+    row.update(tally.states)
+    return row
+
+
+def framework_row(machine: MasterMachine, fw: Framework, tally: _Tally | None, done: bool) -> Row:
+    """One framework in the shape of ``/master/state-summary``'s, with ``completed``."""
+    tally = tally or _Tally()
+    info = fw.info
+    row: Row = {
+        "id": fw.framework_id,
+        "name": info.name,
+        "user": info.user,
+        "hostname": info.hostname or "",
+        "principal": info.principal or "",
+        "webui_url": info.webui_url or "",
+        "roles": list(info.roles) if info.has_capability("MULTI_ROLE") else [info.role or "*"],
+        "active": fw.active,
+        "connected": fw.connected,
+        "completed": done,
+        "registered_time": fw.registered_time,
+        "unregistered_time": fw.unregistered_time or 0,
+        "used_resources": _scalars(tally.held) if not done else dict.fromkeys(SCALARS, 0.0),
+        "offered_resources": _offered(machine, fw.offers),
+    }
+    row.update(tally.states)
+    return row
+
+
+def _active_tasks(row: Row) -> int:
+    return sum(row.get(state, 0) for state in ACTIVE_STATES)
+
+
+def _share(name: str) -> Callable[[Row], float]:
+    def value(row: Row) -> float:
+        total = row.get("resources", {}).get(name, 0.0)
+        return row["used_resources"].get(name, 0.0) / total if total else 0.0
+
+    return value
+
+
+def _used(name: str) -> Callable[[Row], float]:
+    return lambda row: row["used_resources"].get(name, 0.0)
+
+
+AGENT_SORTS: dict[str, Callable[[Row], Any]] = {
+    "hostname": lambda r: (r["hostname"], r["port"]),
+    "id": lambda r: r["id"],
+    "cpus": _share("cpus"),
+    "mem": _share("mem"),
+    "disk": _share("disk"),
+    "tasks": _active_tasks,
+    "active": lambda r: (r["active"], r["connected"]),
+    "registered": lambda r: r["registered_time"],
+}
+FRAMEWORK_SORTS: dict[str, Callable[[Row], Any]] = {
+    "name": lambda r: (r["name"], r["id"]),
+    "id": lambda r: r["id"],
+    "role": lambda r: ",".join(r["roles"]),
+    "user": lambda r: r["user"],
+    "state": lambda r: (r["active"], r["connected"]),
+    "tasks": _active_tasks,
+    "cpus": _used("cpus"),
+    "mem": _used("mem"),
+    "offered": lambda r: r["offered_resources"].get("cpus", 0.0),
+    "registered": lambda r: r["unregistered_time"] if r["completed"] else r["registered_time"],
+}
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Listing:
+    """Rows of one kind at one moment, with the search text and sorted orders it has been
+    asked for (computed on first use, kept as long as the listing)."""
+
+    rows: list[Row]
+    search: list[str]
+    sorts: Mapping[str, Callable[[Row], Any]]
+    default_sort: str
+    built_at: float = 0.0
+    _orders: dict[str, list[int]] = field(default_factory=dict)
+    _by_id: dict[str, int] | None = None
+
+    def order(self, key: str) -> list[int]:
+        """Row indexes in ascending order of ``key``."""
+        out = self._orders.get(key)
+        if out is None:
+            value = self.sorts[key]
+            out = sorted(range(len(self.rows)), key=lambda i: value(self.rows[i]))
+            self._orders[key] = out
+        return out
+
+    def page(self, query: PageQuery) -> dict[str, Any]:
+        """``{total, count, offset, limit, rows}``: the rows that match, sorted, sliced."""
+        if query.ids:
+            if self._by_id is None:
+                self._by_id = {row["id"]: i for i, row in enumerate(self.rows)}
+            found = [self.rows[i] for i in map(self._by_id.get, query.ids) if i is not None]
+            return _answer(len(self.rows), len(found), 0, len(found), found)
+        key = query.sort or self.default_sort
+        if key not in self.sorts:
+            raise QueryError(f"'sort' must be one of {', '.join(sorted(self.sorts))}")
+        order = self.order(key)
+        if query.descending:
+            order = order[::-1]
+        if query.q:
+            q = query.q
+            search = self.search
+            order = [i for i in order if q in search[i]]
+        chosen = [self.rows[i] for i in order[query.offset : query.offset + query.limit]]
+        return _answer(len(self.rows), len(order), query.offset, query.limit, chosen)
+
+
+def _answer(total: int, count: int, offset: int, limit: int, rows: list[Row]) -> dict[str, Any]:
+    return {"total": total, "count": count, "offset": offset, "limit": limit, "rows": rows}
+
+
+def build_listings(machine: MasterMachine, now: float) -> tuple[Listing, Listing, Listing]:
+    """(agents, frameworks, completed frameworks) of ``machine`` now."""
+    with no_gc():
+        by_agent, by_framework = _tallies(machine)
+        agents = [agent_row(machine, a, by_agent.get(a.agent_id)) for a in machine.agents.values()]
+        frameworks = [
+            framework_row(machine, f, by_framework.get(f.framework_id), False)
+            for f in machine.frameworks.values()
+        ]
+        completed = [
+            framework_row(machine, f, by_framework.get(f.framework_id), True)
+            for f in machine.completed_frameworks
+        ]
+    agent_search = [f"{r['hostname']}:{r['port']} {r['id']}".lower() for r in agents]
+
+    def fw_search(rows: list[Row]) -> list[str]:
+        return [f"{r['name']} {r['id']} {','.join(r['roles'])}".lower() for r in rows]
+
+    return (
+        Listing(agents, agent_search, AGENT_SORTS, "hostname", now),
+        Listing(frameworks, fw_search(frameworks), FRAMEWORK_SORTS, "registered", now),
+        Listing(completed, fw_search(completed), FRAMEWORK_SORTS, "registered", now),
+    )
+
+
+class Listings:
+    """The listings of one master, rebuilt when stale (see the module docstring)."""
+
+    def __init__(
+        self,
+        machine: MasterMachine,
+        cheap_build: float = CHEAP_BUILD,
+        staleness_factor: float = STALENESS_FACTOR,
+    ) -> None:
+        self._machine = machine
+        self.cheap_build = cheap_build
+        self.staleness_factor = staleness_factor
+        self._current: tuple[Listing, Listing, Listing] | None = None
+        self._built_at = 0.0
+        self.build_seconds = 0.0
+        self.builds = 0
+
+    def current(self) -> tuple[Listing, Listing, Listing]:
+        """(agents, frameworks, completed frameworks), possibly reused."""
+        now = time.perf_counter()
+        if (
+            self._current is not None
+            and self.build_seconds > self.cheap_build
+            and now - self._built_at
+            < min(self.staleness_factor * self.build_seconds, MAX_STALENESS)
+        ):
+            return self._current
+        self._current = build_listings(self._machine, time.time())
+        done = time.perf_counter()
+        self._built_at, self.build_seconds = done, done - now
+        self.builds += 1
+        return self._current
