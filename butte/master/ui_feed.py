@@ -8,9 +8,10 @@ same framing as the operator stream)
 * ``{"type": "SUBSCRIBED", "subscribed": {"heartbeat_interval_seconds": H,
   "period_seconds": P}}`` at once;
 * ``{"type": "CHANGES", "changes": {"tasks": [ids], "agents": [ids], "frameworks": [ids],
-  "tasks_added": N, "truncated": bool}}`` at most every P seconds, naming what changed
-  since the last record (at most `MAX_IDS` ids of each kind; ``truncated`` says some were
-  left out, and a page then refreshes whatever it shows);
+  "tasks_added": N, "agents_added_or_removed": N, "frameworks_added_or_removed": N,
+  "truncated": bool}}`` at most every P seconds, naming what changed since the last record
+  (at most `MAX_IDS` ids of each kind; ``truncated`` says some were left out, and a page
+  then refreshes whatever it shows);
 * ``{"type": "HEARTBEAT"}`` every H seconds.
 
 A page refetches only the rows it shows, and only when one of them (or, for lists, their
@@ -65,6 +66,8 @@ class ChangeSummary:
         self.agents: dict[str, None] = {}
         self.frameworks: dict[str, None] = {}
         self.tasks_added = 0
+        self.agents_added_or_removed = 0
+        self.frameworks_added_or_removed = 0
         self.truncated = False
         self.empty = True
 
@@ -91,13 +94,17 @@ class ChangeSummary:
             self._note(self.agents, _value(update, "status", "agent_id"))
             self._note(self.frameworks, _value(update, "framework_id"))
         elif kind == "AGENT_ADDED":
+            self.agents_added_or_removed += 1
             self._note(self.agents, _value(event, "agent_added", "agent", "agent_info", "id"))
         elif kind == "AGENT_REMOVED":
+            self.agents_added_or_removed += 1
             self._note(self.agents, _value(event, "agent_removed", "agent_id"))
         elif kind in ("FRAMEWORK_ADDED", "FRAMEWORK_UPDATED"):
+            self.frameworks_added_or_removed += kind == "FRAMEWORK_ADDED"
             payload = event.get(kind.lower()) or {}
             self._note(self.frameworks, _value(payload, "framework", "framework_info", "id"))
         elif kind == "FRAMEWORK_REMOVED":
+            self.frameworks_added_or_removed += 1
             self._note(self.frameworks, _value(event, "framework_removed", "framework_info", "id"))
         else:
             return
@@ -114,6 +121,8 @@ class ChangeSummary:
                 "agents": list(self.agents),
                 "frameworks": list(self.frameworks),
                 "tasks_added": self.tasks_added,
+                "agents_added_or_removed": self.agents_added_or_removed,
+                "frameworks_added_or_removed": self.frameworks_added_or_removed,
                 "truncated": self.truncated,
             },
         }

@@ -194,7 +194,7 @@
     el.className = `live live-${mode}`;
     el.dataset.mode = mode;
     const titles = {
-      stream: "Updates arrive on the master's operator event stream",
+      stream: "Updates arrive on the master's change feed",
       polling: "Updates are polled every few seconds",
       offline: "The master does not answer",
     };
@@ -232,8 +232,8 @@
       banner(`Masters keep pointing elsewhere (last: ${address}); staying here.`, "warn"),
     );
     window.addEventListener("hashchange", mount);
-    // The first snapshot decides whether the cluster is small enough for the event stream.
-    B.metrics.poll().finally(() => B.stream.start());
+    B.metrics.poll();
+    B.stream.start();
     mount();
   }
 

@@ -55,6 +55,57 @@
     };
   }
 
+  // -- why a task ended, and what it uses ---------------------------------------------------
+
+  // Terminal states whose status says why (TASK_FINISHED needs no explanation).
+  const EXPLAINED = new Set([...B.BAD_STATES, "TASK_KILLED"]);
+
+  /** The status that ended the task, when it ended in failure: Marathon's "last task
+   * failure". {state, message, reason, source, timestamp} or null. */
+  function failure(t) {
+    if (!EXPLAINED.has(t.state)) return null;
+    const statuses = t.statuses || [];
+    for (let i = statuses.length - 1; i >= 0; i -= 1) {
+      if (statuses[i].state === t.state) return statuses[i];
+    }
+    return { state: t.state };
+  }
+
+  const reasonText = (r) => (r ? r.replace(/^REASON_/, "").toLowerCase().replace(/_/g, " ") : "");
+  const sourceText = (s) => (s ? s.replace(/^SOURCE_/, "").toLowerCase() : "");
+
+  /** One line: the message, the reason and who said so. */
+  function whyText(s) {
+    const parts = [];
+    if (s.message) parts.push(s.message);
+    if (s.reason) parts.push(reasonText(s.reason));
+    if (s.source) parts.push(`from ${sourceText(s.source)}`);
+    return parts.join(" · ");
+  }
+
+  function stateCell(t) {
+    const why = failure(t);
+    const text = why ? whyText(why) : "";
+    return h(
+      "div",
+      { class: "state-cell" },
+      B.stateBadge(t.state),
+      text ? h("div", { class: "why", title: text }, text) : null,
+    );
+  }
+
+  /** "used / asked" for a running task's CPUs or memory, or what it asked for. */
+  function usageText(t, name, usage) {
+    const asked = t.resources?.[name] || 0;
+    const askedText = fmt.resource(name, asked);
+    const u = usage?.get(t.id);
+    if (!u || u.error) return askedText;
+    if (name === "cpus") return u.cpus === null ? `… / ${askedText}` : `${fmt.num(u.cpus, 2)} / ${askedText}`;
+    return `${fmt.bytes(u.memBytes)} / ${askedText}`;
+  }
+
+  const RUNNING_LIKE = new Set(["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]);
+
   const started = (t) => (t.statuses && t.statuses.length ? t.statuses[0].timestamp : 0);
   const updated = (t) => (t.statuses && t.statuses.length ? t.statuses[t.statuses.length - 1].timestamp : 0);
 
@@ -103,7 +154,7 @@
       [
         { key: "id", label: "ID", sortable: false, render: (t) => B.link(B.href("tasks", t.id), t.id, { class: "task-link", title: t.id }) },
         { key: "name", label: "Name", sortable: false },
-        { key: "state", label: "State", sortable: false, render: (t) => B.stateBadge(t.state) },
+        { key: "state", label: "State", sortable: false, render: stateCell },
         {
           key: "framework",
           label: "Framework",
@@ -111,8 +162,8 @@
           render: (t) => B.ui.frameworkLink(t.framework_id, lookup.frameworks.get(t.framework_id)?.framework_info.name),
         },
         { key: "agent", label: "Agent", sortable: false, render: (t) => B.ui.agentLink(t.slave_id, B.cache.agentNames.get(t.slave_id)) },
-        { key: "cpus", label: "CPUs", num: true, sortable: false, render: (t) => fmt.resource("cpus", t.resources?.cpus || 0) },
-        { key: "mem", label: "Memory", num: true, sortable: false, render: (t) => fmt.resource("mem", t.resources?.mem || 0) },
+        { key: "cpus", label: "CPUs used / asked", num: true, sortable: false, render: (t) => usageText(t, "cpus", lookup.usage) },
+        { key: "mem", label: "Memory used / asked", num: true, sortable: false, render: (t) => usageText(t, "mem", lookup.usage) },
         { key: "started", label: "Started", sortable: false, render: (t) => h("span", { title: fmt.datetime(started(t)) }, fmt.ago(started(t))) },
         { key: "updated", label: "Last update", sortable: false, render: (t) => h("span", { title: fmt.datetime(updated(t)) }, fmt.ago(updated(t))) },
       ],
@@ -130,7 +181,7 @@
       size: Number(q.get("size")) || 50,
       page: Math.max(0, Number(q.get("page")) - 1 || 0),
     };
-    const lookup = { frameworks: new Map() };
+    const lookup = { frameworks: new Map(), usage: new Map() };
     const table = taskTable(lookup);
     const info = h("div", { class: "pager-box" });
     const note = h("span", { class: "muted", id: "task-note" });
@@ -147,10 +198,37 @@
       : null;
     B.replace(ctx.el, B.ui.header("Tasks", note), error, ctl.el, agentChip, h("div", { class: "table-wrap" }, table.el), info);
 
+    // Real CPU and memory of the running tasks shown, from their agents; a rate needs two
+    // answers, so the second comes soon after the first.
+    let shown = new Set();
+    let measuring = false;
+    const measure = async () => {
+      const running = table.rows.filter((t) => RUNNING_LIKE.has(t.state)).map((t) => t.id);
+      if (measuring || !running.length || !ctx.alive) return;
+      measuring = true;
+      try {
+        const fresh = await B.usage.fetch(running);
+        const firstTime = [...fresh.values()].some((u) => u.cpus === null && !u.error);
+        lookup.usage = fresh;
+        if (ctx.alive) table.render(table.rows, "No tasks yet.");
+        if (firstTime) setTimeout(measure, 1500);
+      } catch (err) {
+        // Usage is a nicety: the list stays as it is.
+      } finally {
+        measuring = false;
+      }
+    };
+    const usageTimer = setInterval(() => {
+      if (!document.hidden) measure();
+    }, 5000);
+    ctx.onCleanup(() => clearInterval(usageTimer));
+    let lastMs = 0;
+
     let generation = 0;
     refresh = ctx.live(
       async () => {
         const mine = ++generation;
+        const began = performance.now();
         B.cache.frameworks
           .get()
           .then((doc) => {
@@ -164,8 +242,11 @@
           if (mine === generation) note.textContent = `searching… ${fmt.num(scanned, 0)} tasks read, ${fmt.num(found, 0)} match`;
         });
         if (mine !== generation || !ctx.alive) return;
+        lastMs = performance.now() - began;
         await B.cache.agentHostnames(result.rows.map((t) => t.slave_id));
+        shown = new Set(result.rows.map((t) => t.id));
         table.render(result.rows, state.q || state.state || state.agent ? "No task matches." : "No tasks yet.");
+        measure();
         note.textContent = result.scanned !== null ? `${fmt.num(result.scanned, 0)} tasks searched` : "newest first";
         B.replace(
           info,
@@ -176,7 +257,14 @@
           }),
         );
       },
-      { topics: ["task"], pollMs: 3000, minGapMs: () => (state.q || state.state ? 3000 : 750), errorEl: error },
+      {
+        topics: ["task"],
+        pollMs: 3000,
+        // New tasks shift every page (newest first); otherwise only the rows shown matter.
+        filter: (_, change) => Boolean(state.q || state.state || state.agent) || change.added > 0 || B.touches(change, shown),
+        minGapMs: () => Math.max(state.q || state.state ? 3000 : 750, lastMs * 10),
+        errorEl: error,
+      },
     );
   };
 
@@ -197,7 +285,7 @@
     return h(
       "table",
       { class: "data compact", "data-table": "history" },
-      h("thead", {}, h("tr", {}, h("th", {}, "State"), h("th", {}, "Time"), h("th", { class: "num" }, "After"), h("th", {}, "Health"))),
+      h("thead", {}, h("tr", {}, ["State", "Time", "After", "Health", "Message", "Reason", "Source"].map((label) => h("th", { class: label === "After" ? "num" : "" }, label)))),
       h(
         "tbody",
         {},
@@ -209,6 +297,9 @@
             h("td", {}, fmt.datetime(s.timestamp)),
             h("td", { class: "num" }, `+${fmt.num(s.timestamp - first, 3)} s`),
             h("td", {}, s.healthy === undefined ? "" : s.healthy ? "healthy" : "unhealthy"),
+            h("td", { class: "wrap" }, s.message || ""),
+            h("td", {}, reasonText(s.reason)),
+            h("td", {}, sourceText(s.source)),
           ),
         ),
       ),
@@ -234,19 +325,98 @@
     ]);
   }
 
+  /** The "last failure" box: what the status that ended the task says. */
+  function failureBox(t) {
+    const s = failure(t);
+    if (!s) return null;
+    return h(
+      "div",
+      { class: "failure", id: "task-failure", role: "status" },
+      h("strong", {}, `${t.state.replace(/^TASK_/, "").toLowerCase()}`, s.timestamp ? ` ${fmt.ago(s.timestamp)}` : ""),
+      B.ui.facts([
+        ["Message", s.message || h("span", { class: "muted" }, "none given")],
+        ["Reason", s.reason ? h("code", {}, s.reason) : null],
+        ["Source", s.source ? h("code", {}, s.source) : null],
+        ["At", s.timestamp ? fmt.datetime(s.timestamp) : null],
+      ]),
+    );
+  }
+
+  /** CPU and memory in use next to what the task asked for. */
+  function usageBox(t, u) {
+    if (!RUNNING_LIKE.has(t.state)) return h("p", { class: "muted" }, "The task is not running.");
+    if (!u) return h("p", { class: "muted" }, "Asking the agent…");
+    if (u.error) return h("p", { class: "muted" }, `No figures: ${u.error}`);
+    const cpusAsked = t.resources?.cpus || 0;
+    const memAsked = (t.resources?.mem || 0) * 1024 * 1024;
+    const row = (label, usedText, asked, used, askedText) =>
+      h(
+        "tr",
+        { dataset: { usage: label.toLowerCase() } },
+        h("th", {}, label),
+        h("td", { class: "num" }, usedText),
+        h("td", { class: "num" }, askedText),
+        h("td", {}, used === null ? "" : B.usageBar(Math.min(used, asked), 0, asked || 1)),
+      );
+    return [
+      h(
+        "table",
+        { class: "data compact", "data-table": "usage" },
+        h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", { class: "num" }, "In use"), h("th", { class: "num" }, "Asked for"), h("th", {}, ""))),
+        h(
+          "tbody",
+          {},
+          row("CPUs", u.cpus === null ? "measuring…" : fmt.num(u.cpus, 3), cpusAsked, u.cpus, fmt.num(cpusAsked, 3)),
+          row("Memory", fmt.bytes(u.memBytes), memAsked, u.memBytes, fmt.resource("mem", t.resources?.mem || 0)),
+        ),
+      ),
+      h(
+        "p",
+        { class: "muted small" },
+        "From the agent's container statistics",
+        u.shared ? `, for the whole executor (${u.shared} tasks)` : "",
+        u.cpuLimit !== null ? `; the container may use ${fmt.num(u.cpuLimit, 3)} CPUs and ${fmt.bytes(u.memLimitBytes)} (the task's and its executor's)` : "",
+        ".",
+      ),
+    ];
+  }
+
   B.pages.task = (ctx) => {
     const id = ctx.route.id;
     const error = B.ui.errorBox();
     const factsBox = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const failureSlot = h("div");
     const historyBox = h("div", { id: "task-history" });
+    const usageEl = h("div", { id: "task-usage" });
     const sandboxBox = h("div", { id: "sandbox" });
     B.replace(
       ctx.el,
       B.ui.header("Task", h("code", {}, id)),
       error,
+      failureSlot,
       h("div", { class: "grid two" }, B.ui.card("Details", factsBox), B.ui.card("Status history", historyBox)),
+      B.ui.card("Resources in use", usageEl),
       B.ui.card("Sandbox", sandboxBox),
     );
+    let task = null;
+    let usage = null;
+    const showUsage = () => task && B.replace(usageEl, usageBox(task, usage));
+    const measure = async () => {
+      if (!task || !RUNNING_LIKE.has(task.state) || !ctx.alive) return;
+      try {
+        usage = (await B.usage.fetch([id])).get(id) || null;
+      } catch (err) {
+        usage = { error: B.errorText(err) };
+      }
+      showUsage();
+    };
+    // A rate needs two answers: the second comes a second after the first, then every 2 s.
+    let usageTimer = setTimeout(function tick() {
+      measure().finally(() => {
+        if (ctx.alive) usageTimer = setTimeout(tick, 2000);
+      });
+    }, 1000);
+    ctx.onCleanup(() => clearTimeout(usageTimer));
     let sandbox = null;
     ctx.live(
       async () => {
@@ -261,22 +431,21 @@
           return;
         }
         await B.cache.agentHostnames([t.slave_id]);
+        const first = task === null;
+        task = t;
         B.replace(factsBox, taskFacts(t, B.cache.frameworkIndex(fwDoc)));
+        B.replace(failureSlot, failureBox(t));
         B.replace(historyBox, history(t));
+        showUsage();
+        if (first) measure();
         if (!sandbox) {
           sandbox = new SandboxBrowser(ctx, sandboxBox, sandboxOf(t));
           sandbox.open(ctx.route.query.get("dir") || "", ctx.route.query.get("file") || "");
         }
       },
-      { topics: ["task"], pollMs: 3000, minGapMs: 500, errorEl: error, filter: (_, e) => taskOf(e) === id },
+      { topics: ["task"], pollMs: 3000, minGapMs: 500, errorEl: error, filter: (_, change) => B.touches(change, [id]) },
     );
   };
-
-  function taskOf(event) {
-    if (!event) return null;
-    if (event.task) return event.task.task_id?.value;
-    return event.update?.status?.task_id?.value;
-  }
 
   // -- sandbox ------------------------------------------------------------------------------
 
@@ -422,5 +591,5 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, matcher };
+  B.tasks = { fetchPage, sandboxOf, matcher, failure, whyText };
 })(window.Butte);
