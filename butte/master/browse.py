@@ -14,14 +14,17 @@ Pure (no I/O) apart from `time.perf_counter` for measuring builds.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Generic, TypeVar
 
 from butte.core import task_states
 from butte.core.resources import Resources, from_millis
 from butte.master.machine import MasterMachine
+from butte.master.operator_views import all_tasks
 from butte.master.snapshot import MAX_STALENESS, STALENESS_FACTOR, no_gc
 from butte.master.state import Agent, Framework, Task
 from butte.master.state_json import legacy_map
@@ -32,6 +35,7 @@ SCALARS = ("cpus", "mem", "disk", "gpus")
 ACTIVE_STATES = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class QueryError(ValueError):
@@ -102,26 +106,22 @@ class _Tally:
         self.held[res] = self.held.get(res, 0) + 1
 
 
-def _tallies(machine: MasterMachine) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
-    """One pass over every task: (by agent id, by framework id)."""
-    by_agent: dict[str, _Tally] = {}
-    by_framework: dict[str, _Tally] = {}
+def _tallies(machine: MasterMachine, by: Callable[[Any], str]) -> dict[str, _Tally]:
+    """One pass over every task and executor: tallies by ``by(task or executor)``."""
+    out: dict[str, _Tally] = {}
     is_terminal = task_states.is_terminal
     for fw in [*machine.frameworks.values(), *machine.completed_frameworks]:
-        fw_tally = by_framework.setdefault(fw.framework_id, _Tally())
         for tasks, live_possible in ((fw.tasks.values(), True), (fw.completed_tasks, False)):
             for task in tasks:
-                live = live_possible and not is_terminal(task.state)
-                agent_tally = by_agent.get(task.agent_id)
-                if agent_tally is None:
-                    agent_tally = by_agent[task.agent_id] = _Tally()
-                agent_tally.add(task, live)
-                fw_tally.add(task, live)
+                key = by(task)
+                tally = out.get(key)
+                if tally is None:
+                    tally = out[key] = _Tally()
+                tally.add(task, live_possible and not is_terminal(task.state))
     for agent in machine.agents.values():
         for executor in agent.executors.values():
-            by_agent.setdefault(agent.agent_id, _Tally()).add_held(executor.resources)
-            by_framework.setdefault(executor.framework_id, _Tally()).add_held(executor.resources)
-    return by_agent, by_framework
+            out.setdefault(by(executor), _Tally()).add_held(executor.resources)
+    return out
 
 
 def _offered(machine: MasterMachine, offer_ids: Iterable[str]) -> dict[str, float]:
@@ -265,60 +265,186 @@ def _answer(total: int, count: int, offset: int, limit: int, rows: list[Row]) ->
     return {"total": total, "count": count, "offset": offset, "limit": limit, "rows": rows}
 
 
-def build_listings(machine: MasterMachine, now: float) -> tuple[Listing, Listing, Listing]:
-    """(agents, frameworks, completed frameworks) of ``machine`` now."""
+def build_agent_listing(machine: MasterMachine, now: float) -> Listing:
+    """The agents of ``machine`` now."""
     with no_gc():
-        by_agent, by_framework = _tallies(machine)
-        agents = [agent_row(machine, a, by_agent.get(a.agent_id)) for a in machine.agents.values()]
-        frameworks = [
-            framework_row(machine, f, by_framework.get(f.framework_id), False)
+        tallies = _tallies(machine, attrgetter("agent_id"))
+        rows = [agent_row(machine, a, tallies.get(a.agent_id)) for a in machine.agents.values()]
+    search = [f"{r['hostname']}:{r['port']} {r['id']}".lower() for r in rows]
+    return Listing(rows, search, AGENT_SORTS, "hostname", now)
+
+
+def build_framework_listings(machine: MasterMachine, now: float) -> tuple[Listing, Listing]:
+    """(frameworks, completed frameworks) of ``machine`` now."""
+    with no_gc():
+        tallies = _tallies(machine, attrgetter("framework_id"))
+        live = [
+            framework_row(machine, f, tallies.get(f.framework_id), False)
             for f in machine.frameworks.values()
         ]
-        completed = [
-            framework_row(machine, f, by_framework.get(f.framework_id), True)
+        done = [
+            framework_row(machine, f, tallies.get(f.framework_id), True)
             for f in machine.completed_frameworks
         ]
-    agent_search = [f"{r['hostname']}:{r['port']} {r['id']}".lower() for r in agents]
 
-    def fw_search(rows: list[Row]) -> list[str]:
-        return [f"{r['name']} {r['id']} {','.join(r['roles'])}".lower() for r in rows]
+    def listing(rows: list[Row]) -> Listing:
+        search = [f"{r['name']} {r['id']} {','.join(r['roles'])}".lower() for r in rows]
+        return Listing(rows, search, FRAMEWORK_SORTS, "registered", now)
 
-    return (
-        Listing(agents, agent_search, AGENT_SORTS, "hostname", now),
-        Listing(frameworks, fw_search(frameworks), FRAMEWORK_SORTS, "registered", now),
-        Listing(completed, fw_search(completed), FRAMEWORK_SORTS, "registered", now),
-    )
+    return listing(live), listing(done)
 
 
-class Listings:
-    """The listings of one master, rebuilt when stale (see the module docstring)."""
+class Rebuilt(Generic[T]):
+    """A value rebuilt on demand, reused while stale by less than the bounded rate of the
+    module docstring (a cheap build is never reused)."""
 
     def __init__(
         self,
-        machine: MasterMachine,
+        build: Callable[[], T],
         cheap_build: float = CHEAP_BUILD,
         staleness_factor: float = STALENESS_FACTOR,
     ) -> None:
-        self._machine = machine
+        self._build = build
         self.cheap_build = cheap_build
         self.staleness_factor = staleness_factor
-        self._current: tuple[Listing, Listing, Listing] | None = None
+        self._value: T | None = None
         self._built_at = 0.0
         self.build_seconds = 0.0
         self.builds = 0
 
-    def current(self) -> tuple[Listing, Listing, Listing]:
-        """(agents, frameworks, completed frameworks), possibly reused."""
+    def current(self) -> T:
         now = time.perf_counter()
         if (
-            self._current is not None
+            self._value is not None
             and self.build_seconds > self.cheap_build
             and now - self._built_at
             < min(self.staleness_factor * self.build_seconds, MAX_STALENESS)
         ):
-            return self._current
-        self._current = build_listings(self._machine, time.time())
+            return self._value
+        self._value = self._build()
         done = time.perf_counter()
         self._built_at, self.build_seconds = done, done - now
         self.builds += 1
-        return self._current
+        return self._value
+
+
+class AgentListings(Rebuilt[Listing]):
+    """The agent listing of one master, rebuilt when stale."""
+
+    def __init__(self, machine: MasterMachine, cheap_build: float = CHEAP_BUILD) -> None:
+        super().__init__(lambda: build_agent_listing(machine, time.time()), cheap_build)
+
+
+class FrameworkListings(Rebuilt[tuple[Listing, Listing]]):
+    """(frameworks, completed frameworks) of one master, rebuilt when stale."""
+
+    def __init__(self, machine: MasterMachine, cheap_build: float = CHEAP_BUILD) -> None:
+        super().__init__(lambda: build_framework_listings(machine, time.time()), cheap_build)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """A page of the task list: newest first, optionally filtered."""
+
+    offset: int = 0
+    limit: int = 50
+    q: str = ""
+    state: str = ""  # a task state, "active", or "" for all
+    agent_id: str = ""
+    framework_id: str = ""
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> TaskQuery:
+        page = PageQuery.parse(query)
+        state = query.get("state", "")
+        if state and state != "active" and state not in task_states.ALL_STATES:
+            raise QueryError(
+                f"'state' must be 'active' or one of {', '.join(sorted(task_states.ALL_STATES))}"
+            )
+        return cls(
+            offset=page.offset,
+            limit=page.limit,
+            q=page.q,
+            state=state,
+            agent_id=query.get("agent_id", ""),
+            framework_id=query.get("framework_id", ""),
+        )
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.q or self.state or self.agent_id or self.framework_id)
+
+    def keep(self, task: Task, search: str) -> bool:
+        """Whether ``task`` (with its lower-case ``id name``) matches."""
+        if self.framework_id and task.framework_id != self.framework_id:
+            return False
+        if self.agent_id and task.agent_id != self.agent_id:
+            return False
+        if self.state == "active":
+            if task_states.is_terminal(task.state):
+                return False
+        elif self.state and task.state != self.state:
+            return False
+        return not self.q or self.q in search
+
+
+def _started(task: Task) -> float:
+    """When the task started: its first status; a task without one yet is the newest."""
+    if not task.statuses:
+        return math.inf
+    return task.statuses[0].timestamp or 0.0
+
+
+@dataclass(slots=True)
+class TaskListing:
+    """Every task the master remembers, newest first, with its search text. The records
+    are the master's own, so states are current; only which tasks exist may be as old as
+    the listing."""
+
+    tasks: list[Task]
+    search: list[str]
+
+    def page(self, query: TaskQuery, render: Callable[[Task], Any]) -> dict[str, Any]:
+        """``{tasks, has_more, scanned, total}``: one page of matching tasks, rendered. A
+        filtered page is found by scanning from the newest until it is full (and one more,
+        for ``has_more``); ``scanned`` says how far that went."""
+        end = query.offset + query.limit
+        if not query.filtered:
+            chosen = self.tasks[query.offset : end]
+            more = len(self.tasks) > end
+            scanned = min(len(self.tasks), end + 1)
+        else:
+            found: list[Task] = []
+            scanned = 0
+            for task, search in zip(self.tasks, self.search, strict=True):
+                scanned += 1
+                if query.keep(task, search):
+                    found.append(task)
+                    if len(found) > end:
+                        break
+            chosen = found[query.offset : end]
+            more = len(found) > end
+        return {
+            "tasks": [render(t) for t in chosen],
+            "has_more": more,
+            "scanned": scanned,
+            "total": len(self.tasks),
+        }
+
+
+def build_task_listing(machine: MasterMachine) -> TaskListing:
+    with no_gc():
+        tasks = [task for _, task in all_tasks(machine)]
+        tasks.sort(key=_started, reverse=True)
+        search = [f"{t.task_id} {t.name}".lower() for t in tasks]
+    return TaskListing(tasks, search)
+
+
+class TaskListings(Rebuilt[TaskListing]):
+    """The task listing of one master, rebuilt when stale."""
+
+    def __init__(self, machine: MasterMachine, cheap_build: float = CHEAP_BUILD) -> None:
+        super().__init__(lambda: build_task_listing(machine), cheap_build)

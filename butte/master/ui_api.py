@@ -9,6 +9,9 @@ cluster size without stalling the master:
   one page of agents (`butte.master.browse`);
 * ``GET /master/ui/frameworks?...[&completed=1]``: one page of frameworks, or of completed
   ones;
+* ``GET /master/ui/tasks?offset=&limit=&q=&state=&agent_id=&framework_id=``: one page of
+  tasks, newest first, searched and filtered by the master (tasks in the legacy shape of
+  ``/master/tasks``);
 * ``GET /master/ui/changes``: the change summaries the pages refresh on
   (`butte.master.ui_feed`);
 * ``GET /master/ui/task-usage?task_id=<id>&task_id=...``: what running tasks really use,
@@ -19,11 +22,12 @@ The shell owns one `UiApi`; it calls `sample` every `history.SAMPLE_SECONDS` whi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from butte.master import browse, history, task_usage
+from butte.master import browse, history, state_json, task_usage
 from butte.master.http import json_reply, text_reply
 from butte.master.ui_feed import ChangeFeed
 
@@ -46,12 +50,15 @@ class UiApi:
         self.server = server
         self.machine = server.machine
         self.history = history.UtilisationHistory()
-        self.listings = browse.Listings(server.machine)
+        self.agent_listings = browse.AgentListings(server.machine)
+        self.framework_listings = browse.FrameworkListings(server.machine)
+        self.task_listings = browse.TaskListings(server.machine)
         self.feed = ChangeFeed(server.operator.events)
         router = server.router
         router.add("/ui/utilisation", self.utilisation)
         router.add("/ui/agents", self.agents)
         router.add("/ui/frameworks", self.frameworks)
+        router.add("/ui/tasks", self.tasks)
         router.add("/ui/changes", self.feed.serve)
         router.add("/ui/task-usage", self.task_usage)
 
@@ -74,24 +81,38 @@ class UiApi:
         return json_reply(self.history.to_json(since_ms))
 
     async def agents(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request, 0)
+        return self._page(request, lambda: self.agent_listings.current())
 
     async def frameworks(self, request: web.Request) -> web.StreamResponse:
         completed = request.query.get("completed", "0")
         if completed not in ("0", "1", "false", "true"):
             return text_reply(400, "'completed' must be 0 or 1")
-        return self._page(request, 2 if completed in ("1", "true") else 1)
+        which = 1 if completed in ("1", "true") else 0
+        return self._page(request, lambda: self.framework_listings.current()[which])
 
-    def _page(self, request: web.Request, which: int) -> web.StreamResponse:
+    def _page(
+        self, request: web.Request, listing: Callable[[], browse.Listing]
+    ) -> web.StreamResponse:
         refused = _get_only(request)
         if refused is not None:
             return refused
         try:
             query = browse.PageQuery.parse(request.query, request.query.getall("id", []))
-            answer = self.listings.current()[which].page(query)
+            answer = listing().page(query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
         return json_reply(answer)
+
+    async def tasks(self, request: web.Request) -> web.StreamResponse:
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        try:
+            query = browse.TaskQuery.parse(request.query)
+        except browse.QueryError as e:
+            return text_reply(400, str(e))
+        listing = self.task_listings.current()
+        return json_reply(listing.page(query, state_json.legacy_task))
 
     async def task_usage(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)

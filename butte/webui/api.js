@@ -326,6 +326,17 @@
     return get(`/master/ui/${kind}?${query}`);
   }
 
+  /** Framework names by id, live and completed, from the master's framework listing (as
+   * {framework_info: {name}, completed}: the shape `frameworkIndex` gives). */
+  const frameworkNames = new Cached(async () => {
+    const [live, done] = await Promise.all([listing("frameworks", { limit: 1000 }), listing("frameworks", { limit: 1000, completed: 1 })]);
+    const out = new Map();
+    for (const [rows, completed] of [[live.rows, false], [done.rows, true]]) {
+      for (const f of rows) out.set(f.id, { framework_info: { name: f.name }, completed });
+    }
+    return out;
+  }, 5000);
+
   /** hostname:port of agent ids, asked for in one request when unknown. */
   async function agentHostnames(ids) {
     const missing = [...new Set(ids)].filter((id) => id && !agentNames.has(id)).slice(0, 500);
@@ -519,7 +530,7 @@
     Cached,
     touches,
     listing,
-    cache: { frameworks, frameworkIndex, agentHostnames, agentNames, rememberAgents },
+    cache: { frameworks, frameworkNames, frameworkIndex, agentHostnames, agentNames, rememberAgents },
   });
   B.leader = new Leader();
   B.metrics = new MetricsPoller();

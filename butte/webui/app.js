@@ -232,9 +232,10 @@
       banner(`Masters keep pointing elsewhere (last: ${address}); staying here.`, "warn"),
     );
     window.addEventListener("hashchange", mount);
+    // The page's own data is asked for first: the master answers in order of arrival.
+    mount();
     B.metrics.poll();
     B.stream.start();
-    mount();
   }
 
   Object.assign(B, { parseHash, href, setQuery, PageContext, errorText });

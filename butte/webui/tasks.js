@@ -1,58 +1,23 @@
-/* butte web UI: the tasks list (server-side pages of /master/tasks, search and filters) and
+/* butte web UI: the tasks list (pages of /master/ui/tasks, searched and filtered by the master) and
  * the task page (status history, sandbox browser, live tail of stdout/stderr). */
 "use strict";
 
 (function (B) {
   const { h, fmt } = B;
-  const SCAN_CHUNK = 1000;
-  const SCAN_MAX = 250000;
 
   // -- fetching pages -----------------------------------------------------------------------
 
-  function tasksUrl(limit, offset, framework) {
-    let url = `/master/tasks?limit=${limit}&offset=${offset}&order=des`;
-    if (framework) url += `&framework_id=${encodeURIComponent(framework)}`;
-    return url;
-  }
-
-  function matcher(filters) {
-    const q = (filters.q || "").toLowerCase();
-    const state = filters.state || "";
-    return (t) => {
-      if (q && !String(t.id).toLowerCase().includes(q) && !String(t.name || "").toLowerCase().includes(q)) return false;
-      if (state === "active" && !B.ACTIVE_STATES.has(t.state)) return false;
-      if (state && state !== "active" && t.state !== state) return false;
-      if (filters.agent && t.slave_id !== filters.agent) return false;
-      return true;
-    };
-  }
-
-  /** One page of tasks, newest first: {rows, hasMore, scanned}. Without a search or a state
-   * filter the master pages (`limit`/`offset`, `framework_id`); otherwise the list is read in
-   * chunks and filtered here until the page is full, never all at once. */
-  async function fetchPage(filters, page, size, onProgress) {
-    if (!filters.q && !filters.state && !filters.agent) {
-      const doc = await B.get(tasksUrl(size + 1, page * size, filters.framework));
-      const tasks = doc.tasks || [];
-      return { rows: tasks.slice(0, size), hasMore: tasks.length > size, scanned: null };
-    }
-    const keep = matcher(filters);
-    const need = (page + 1) * size + 1;
-    const found = [];
-    let offset = 0;
-    for (;;) {
-      const doc = await B.get(tasksUrl(SCAN_CHUNK, offset, filters.framework));
-      const tasks = doc.tasks || [];
-      for (const t of tasks) if (keep(t)) found.push(t);
-      offset += tasks.length;
-      onProgress?.(offset, found.length);
-      if (found.length >= need || tasks.length < SCAN_CHUNK || offset >= SCAN_MAX) break;
-    }
-    return {
-      rows: found.slice(page * size, page * size + size),
-      hasMore: found.length > (page + 1) * size,
-      scanned: offset,
-    };
+  /** One page of tasks, newest first: {rows, hasMore, scanned}. The master searches and
+   * filters (`/master/ui/tasks`): only the page is ever sent, at any number of tasks. */
+  async function fetchPage(filters, page, size) {
+    const query = new URLSearchParams({ offset: String(page * size), limit: String(size) });
+    if (filters.q) query.set("q", filters.q);
+    if (filters.state) query.set("state", filters.state);
+    if (filters.agent) query.set("agent_id", filters.agent);
+    if (filters.framework) query.set("framework_id", filters.framework);
+    const doc = await B.get(`/master/ui/tasks?${query}`);
+    const filtered = Boolean(filters.q || filters.state || filters.agent || filters.framework);
+    return { rows: doc.tasks || [], hasMore: Boolean(doc.has_more), scanned: filtered ? doc.scanned : null, total: doc.total };
   }
 
   // -- why a task ended, and what it uses ---------------------------------------------------
@@ -229,25 +194,26 @@
       async () => {
         const mine = ++generation;
         const began = performance.now();
-        B.cache.frameworks
+        const page = fetchPage(state, state.page, state.size); // asked for first
+        const names = B.cache.frameworkNames
           .get()
-          .then((doc) => {
-            const index = B.cache.frameworkIndex(doc);
+          .then((index) => {
             const changed = index.size !== lookup.frameworks.size;
             lookup.frameworks = index;
             if (changed) ctl.fillFrameworks(index);
           })
           .catch(() => {});
-        const result = await fetchPage(state, state.page, state.size, (scanned, found) => {
-          if (mine === generation) note.textContent = `searching… ${fmt.num(scanned, 0)} tasks read, ${fmt.num(found, 0)} match`;
-        });
+        const [result] = await Promise.all([page, names]);
         if (mine !== generation || !ctx.alive) return;
         lastMs = performance.now() - began;
         await B.cache.agentHostnames(result.rows.map((t) => t.slave_id));
         shown = new Set(result.rows.map((t) => t.id));
         table.render(result.rows, state.q || state.state || state.agent ? "No task matches." : "No tasks yet.");
         measure();
-        note.textContent = result.scanned !== null ? `${fmt.num(result.scanned, 0)} tasks searched` : "newest first";
+        note.textContent =
+          result.scanned !== null
+            ? `newest first · ${fmt.num(result.scanned, 0)} of ${fmt.num(result.total, 0)} tasks searched`
+            : `newest first · ${fmt.num(result.total, 0)} tasks`;
         B.replace(
           info,
           B.ui.pager({ page: state.page, size: state.size, hasMore: result.hasMore, shown: result.rows.length }, (p) => {
@@ -282,7 +248,7 @@
     const statuses = t.statuses || [];
     if (!statuses.length) return h("p", { class: "muted" }, "No status update yet.");
     const first = statuses[0].timestamp;
-    return h(
+    const table = h(
       "table",
       { class: "data compact", "data-table": "history" },
       h("thead", {}, h("tr", {}, ["State", "Time", "After", "Health", "Message", "Reason", "Source"].map((label) => h("th", { class: label === "After" ? "num" : "" }, label)))),
@@ -304,6 +270,7 @@
         ),
       ),
     );
+    return h("div", { class: "table-wrap" }, table);
   }
 
   function taskFacts(t, frameworks) {
@@ -420,9 +387,9 @@
     let sandbox = null;
     ctx.live(
       async () => {
-        const [doc, fwDoc] = await Promise.all([
+        const [doc, names] = await Promise.all([
           B.get(`/master/tasks?task_id=${encodeURIComponent(id)}&limit=10`),
-          B.cache.frameworks.get().catch(() => null),
+          B.cache.frameworkNames.get().catch(() => new Map()),
         ]);
         const t = (doc.tasks || [])[0];
         if (!t) {
@@ -433,7 +400,7 @@
         await B.cache.agentHostnames([t.slave_id]);
         const first = task === null;
         task = t;
-        B.replace(factsBox, taskFacts(t, B.cache.frameworkIndex(fwDoc)));
+        B.replace(factsBox, taskFacts(t, names));
         B.replace(failureSlot, failureBox(t));
         B.replace(historyBox, history(t));
         showUsage();
@@ -591,5 +558,5 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, matcher, failure, whyText };
+  B.tasks = { fetchPage, sandboxOf, failure, whyText };
 })(window.Butte);
