@@ -124,6 +124,48 @@ def _tallies(machine: MasterMachine, by: Callable[[Any], str]) -> dict[str, _Tal
     return out
 
 
+def agent_rows_by_id(machine: MasterMachine, ids: Iterable[str]) -> list[Row]:
+    """Rows of the given agents without building the listing (its tallies need every task):
+    their tasks are found through the agents' own records, which hold the tasks the master
+    has not yet moved to the completed ones."""
+    rows = []
+    for agent_id in ids:
+        agent = machine.agents.get(agent_id)
+        if agent is None:
+            continue
+        tally = _Tally()
+        for fid, tid in agent.tasks:
+            fw = machine.frameworks.get(fid)
+            task = fw.tasks.get(tid) if fw is not None else None
+            if task is not None:
+                tally.add(task, not task_states.is_terminal(task.state))
+        for executor in agent.executors.values():
+            tally.add_held(executor.resources)
+        rows.append(agent_row(machine, agent, tally))
+    return rows
+
+
+def framework_rows_by_id(machine: MasterMachine, ids: Iterable[str], done: bool) -> list[Row]:
+    """Rows of the given frameworks (live, or completed with ``done``), without the listing."""
+    wanted = set(ids)
+    pool = machine.completed_frameworks if done else machine.frameworks.values()
+    rows = []
+    for fw in pool:
+        if fw.framework_id not in wanted:
+            continue
+        tally = _Tally()
+        for task in fw.tasks.values():
+            tally.add(task, not task_states.is_terminal(task.state))
+        for task in fw.completed_tasks:
+            tally.add(task, False)
+        for agent in machine.agents.values():
+            for executor in agent.executors.values():
+                if executor.framework_id == fw.framework_id:
+                    tally.add_held(executor.resources)
+        rows.append(framework_row(machine, fw, tally, done))
+    return rows
+
+
 def _offered(machine: MasterMachine, offer_ids: Iterable[str]) -> dict[str, float]:
     counts: dict[Resources, int] = {}
     for offer_id in offer_ids:
@@ -229,7 +271,6 @@ class Listing:
     default_sort: str
     built_at: float = 0.0
     _orders: dict[str, list[int]] = field(default_factory=dict)
-    _by_id: dict[str, int] | None = None
 
     def order(self, key: str) -> list[int]:
         """Row indexes in ascending order of ``key``."""
@@ -242,11 +283,6 @@ class Listing:
 
     def page(self, query: PageQuery) -> dict[str, Any]:
         """``{total, count, offset, limit, rows}``: the rows that match, sorted, sliced."""
-        if query.ids:
-            if self._by_id is None:
-                self._by_id = {row["id"]: i for i, row in enumerate(self.rows)}
-            found = [self.rows[i] for i in map(self._by_id.get, query.ids) if i is not None]
-            return _answer(len(self.rows), len(found), 0, len(found), found)
         key = query.sort or self.default_sort
         if key not in self.sorts:
             raise QueryError(f"'sort' must be one of {', '.join(sorted(self.sorts))}")

@@ -81,24 +81,42 @@ class UiApi:
         return json_reply(self.history.to_json(since_ms))
 
     async def agents(self, request: web.Request) -> web.StreamResponse:
-        return self._page(request, lambda: self.agent_listings.current())
+        return self._page(
+            request,
+            lambda: self.agent_listings.current(),
+            lambda ids: browse.agent_rows_by_id(self.machine, ids),
+        )
 
     async def frameworks(self, request: web.Request) -> web.StreamResponse:
         completed = request.query.get("completed", "0")
         if completed not in ("0", "1", "false", "true"):
             return text_reply(400, "'completed' must be 0 or 1")
-        which = 1 if completed in ("1", "true") else 0
-        return self._page(request, lambda: self.framework_listings.current()[which])
+        done = completed in ("1", "true")
+        return self._page(
+            request,
+            lambda: self.framework_listings.current()[1 if done else 0],
+            lambda ids: browse.framework_rows_by_id(self.machine, ids, done),
+        )
 
     def _page(
-        self, request: web.Request, listing: Callable[[], browse.Listing]
+        self,
+        request: web.Request,
+        listing: Callable[[], browse.Listing],
+        by_id: Callable[[tuple[str, ...]], list[browse.Row]],
     ) -> web.StreamResponse:
+        """One page of a listing, or (``id=``, a hostname or name lookup) just those rows,
+        found without building the listing."""
         refused = _get_only(request)
         if refused is not None:
             return refused
         try:
             query = browse.PageQuery.parse(request.query, request.query.getall("id", []))
-            answer = listing().page(query)
+            if query.ids:
+                rows = by_id(query.ids)
+                answer = {"total": None, "count": len(rows), "offset": 0, "limit": len(rows)}
+                answer["rows"] = rows
+            else:
+                answer = listing().page(query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
         return json_reply(answer)

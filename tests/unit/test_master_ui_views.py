@@ -77,8 +77,8 @@ def test_agent_listing_sorts_filters_pages_and_finds_by_id():
     assert one["count"] == 2 and len(one["rows"]) == 1
     found = listing.page(browse.PageQuery(q=agents[1][-4:].lower()))
     assert [r["id"] for r in found["rows"]] == [agents[1]]
-    by_id = listing.page(browse.PageQuery(ids=(agents[1], "nope")))
-    assert [r["id"] for r in by_id["rows"]] == [agents[1]]
+    by_id = browse.agent_rows_by_id(h.master, [agents[0], "nope"])
+    assert by_id == [first]  # the same row, found without the listing
     with pytest.raises(browse.QueryError):
         listing.page(browse.PageQuery(sort="bogus"))
 
@@ -91,6 +91,8 @@ def test_framework_listing_counts_tasks_and_what_they_hold():
     assert row["TASK_RUNNING"] == 2 and row["used_resources"]["cpus"] == 2.0
     assert row["completed"] is False
     assert done.page(browse.PageQuery())["total"] == 0
+    assert browse.framework_rows_by_id(h.master, [fid], False) == [row]
+    assert browse.framework_rows_by_id(h.master, [fid], True) == []
 
 
 @pytest.mark.parametrize(
