@@ -194,21 +194,26 @@
       async () => {
         const mine = ++generation;
         const began = performance.now();
-        const page = fetchPage(state, state.page, state.size); // asked for first
-        const names = B.cache.frameworkNames
-          .get()
-          .then((index) => {
+        const names = B.cache.frameworkNames.get();
+        const result = await fetchPage(state, state.page, state.size);
+        if (mine !== generation || !ctx.alive) return;
+        lastMs = performance.now() - began;
+        shown = new Set(result.rows.map((t) => t.id));
+        const empty = state.q || state.state || state.agent ? "No task matches." : "No tasks yet.";
+        // The rows first; framework names and agent hostnames fill in when they arrive.
+        table.render(result.rows, empty);
+        Promise.all([
+          names.then((index) => {
             const changed = index.size !== lookup.frameworks.size;
             lookup.frameworks = index;
             if (changed) ctl.fillFrameworks(index);
+          }),
+          B.cache.agentHostnames(result.rows.map((t) => t.slave_id)),
+        ])
+          .then(() => {
+            if (mine === generation && ctx.alive) table.render(table.rows, empty);
           })
           .catch(() => {});
-        const [result] = await Promise.all([page, names]);
-        if (mine !== generation || !ctx.alive) return;
-        lastMs = performance.now() - began;
-        await B.cache.agentHostnames(result.rows.map((t) => t.slave_id));
-        shown = new Set(result.rows.map((t) => t.id));
-        table.render(result.rows, state.q || state.state || state.agent ? "No task matches." : "No tasks yet.");
         measure();
         note.textContent =
           result.scanned !== null
@@ -387,20 +392,23 @@
     let sandbox = null;
     ctx.live(
       async () => {
-        const [doc, names] = await Promise.all([
-          B.get(`/master/tasks?task_id=${encodeURIComponent(id)}&limit=10`),
-          B.cache.frameworkNames.get().catch(() => new Map()),
-        ]);
+        const names = B.cache.frameworkNames.get().catch(() => new Map());
+        const doc = await B.get(`/master/tasks?task_id=${encodeURIComponent(id)}&limit=10`);
         const t = (doc.tasks || [])[0];
         if (!t) {
           B.replace(factsBox, h("p", { class: "error" }, `No task ${id} is known to this master.`));
           B.replace(historyBox);
           return;
         }
-        await B.cache.agentHostnames([t.slave_id]);
         const first = task === null;
         task = t;
-        B.replace(factsBox, taskFacts(t, names));
+        // The task first; its framework's name and agent's hostname fill in when they arrive.
+        B.replace(factsBox, taskFacts(t, B.cache.frameworkNames.value || new Map()));
+        Promise.all([names, B.cache.agentHostnames([t.slave_id])])
+          .then(([index]) => {
+            if (ctx.alive && task === t) B.replace(factsBox, taskFacts(t, index));
+          })
+          .catch(() => {});
         B.replace(failureSlot, failureBox(t));
         B.replace(historyBox, history(t));
         showUsage();
