@@ -79,8 +79,13 @@ class PageQuery:
 # -- rows -------------------------------------------------------------------------------------
 
 
+_ZEROS: dict[str, float] = dict.fromkeys(SCALARS, 0.0)  # shared by rows, never changed
+
+
 def _scalars(counts: Mapping[Resources, int]) -> dict[str, float]:
     """The scalar totals of resources counted by shape (tasks of one shape share one)."""
+    if not counts:
+        return _ZEROS
     millis: dict[str, int] = {}
     for res, n in counts.items():
         for name, amount in res.quantities().items():
@@ -175,9 +180,36 @@ def _offered(machine: MasterMachine, offer_ids: Iterable[str]) -> dict[str, floa
     return _scalars(counts)
 
 
-def agent_row(machine: MasterMachine, agent: Agent, tally: _Tally | None) -> Row:
+class _Shared:
+    """Maps of one build shared by rows with equal inputs: agents of one shape have equal
+    totals, and agents running the same tasks hold equal amounts (10k agents, a handful of
+    shapes). The rows are only encoded, never changed, so sharing is safe."""
+
+    def __init__(self) -> None:
+        self._totals: dict[int, tuple[Resources, dict[str, Any]]] = {}
+        self._held: dict[tuple[tuple[int, int], ...], dict[str, float]] = {}
+
+    def total(self, res: Resources) -> dict[str, Any]:
+        entry = self._totals.get(id(res))
+        if entry is None:
+            scalars = {k: v for k, v in legacy_map(res).items() if k in SCALARS}
+            entry = self._totals[id(res)] = (res, scalars)  # res kept: its id stays unique
+        return entry[1]
+
+    def held(self, counts: dict[Resources, int]) -> dict[str, float]:
+        key = tuple((id(res), n) for res, n in counts.items())
+        out = self._held.get(key)
+        if out is None:
+            out = self._held[key] = _scalars(counts)
+        return out
+
+
+def agent_row(
+    machine: MasterMachine, agent: Agent, tally: _Tally | None, shared: _Shared | None = None
+) -> Row:
     """One agent in the shape of ``/master/state-summary``'s (scalars only)."""
     tally = tally or _Tally()
+    shared = shared or _Shared()
     row: Row = {
         "id": agent.agent_id,
         "hostname": agent.hostname,
@@ -185,9 +217,9 @@ def agent_row(machine: MasterMachine, agent: Agent, tally: _Tally | None) -> Row
         "active": agent.active,
         "connected": agent.connected,
         "registered_time": agent.registered_time,
-        "resources": {k: v for k, v in legacy_map(agent.total).items() if k in SCALARS},
-        "used_resources": _scalars(tally.held),
-        "offered_resources": _offered(machine, agent.offers),
+        "resources": shared.total(agent.total),
+        "used_resources": shared.held(tally.held),
+        "offered_resources": _offered(machine, agent.offers) if agent.offers else _ZEROS,
     }
     row.update(tally.states)
     return row
@@ -305,7 +337,10 @@ def build_agent_listing(machine: MasterMachine, now: float) -> Listing:
     """The agents of ``machine`` now."""
     with no_gc():
         tallies = _tallies(machine, attrgetter("agent_id"))
-        rows = [agent_row(machine, a, tallies.get(a.agent_id)) for a in machine.agents.values()]
+        shared = _Shared()
+        rows = [
+            agent_row(machine, a, tallies.get(a.agent_id), shared) for a in machine.agents.values()
+        ]
     search = [f"{r['hostname']}:{r['port']} {r['id']}".lower() for r in rows]
     return Listing(rows, search, AGENT_SORTS, "hostname", now)
 

@@ -127,8 +127,8 @@
       topics: [opts.topic],
       filter: (_, change) => opts.relevant(change, shown, table.sortKey),
       pollMs: opts.pollMs || 5000,
-      // A slow answer (a big cluster) is asked for again no more often than 10x its time.
-      minGapMs: () => Math.max(opts.minGapMs || 1000, lastMs * 10),
+      // A slow answer (a big cluster) is asked for again no more often than 5x its time.
+      minGapMs: () => Math.max(opts.minGapMs || 1000, lastMs * 5),
       errorEl: opts.errorEl,
     });
     return { input, info, refresh };
@@ -521,7 +521,7 @@
         lastMs = performance.now() - started;
         table.render(doc.roles || [], "No roles yet.");
       },
-      { topics: ["framework", "task"], pollMs: 5000, minGapMs: () => Math.max(2000, lastMs * 10), errorEl: error },
+      { topics: ["framework", "task"], pollMs: 5000, minGapMs: () => Math.max(2000, lastMs * 5), errorEl: error },
     );
     ctx.on("metrics", () => table.render(table.rows, "No roles yet."));
   };

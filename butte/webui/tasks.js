@@ -233,7 +233,7 @@
         pollMs: 3000,
         // New tasks shift every page (newest first); otherwise only the rows shown matter.
         filter: (_, change) => Boolean(state.q || state.state || state.agent) || change.added > 0 || B.touches(change, shown),
-        minGapMs: () => Math.max(state.q || state.state ? 3000 : 750, lastMs * 10),
+        minGapMs: () => Math.max(state.q || state.state ? 3000 : 750, lastMs * 5),
         errorEl: error,
       },
     );
