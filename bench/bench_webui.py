@@ -5,9 +5,11 @@ A real master; a ``butte sim`` process whose ``--agents`` agents each report
 Debian's chromium driven by Playwright. Each page (overview, agents, one agent, frameworks,
 one framework, tasks, one task, roles, offers) is opened ``--rounds`` times in a fresh browser
 context, and the figure is the page's own clock (``performance.now()`` from the start of the
-navigation) when its first row is in the DOM (`butte.testing.ui_timing`). Then, with the
-task list open, a ``butte run`` task is started and the time until its row shows RUNNING on
-the page, without a reload, is taken (the page must be on the change feed, ``live``).
+navigation) when its first row is in the DOM (`butte.testing.ui_timing`); the note gives the
+CPU time the master spent meanwhile (``/proc``), which other load on the machine inflates far
+less than the wall-clock time. Then, with the task list open, a ``butte run`` task is
+started and the time until its row shows RUNNING on the page, without a reload, is taken
+(the page must be on the change feed, ``live``).
 For comparison: the time of a GET of ``/master/state-summary`` (what the agents and
 frameworks pages read before) and of one page of ``/master/ui/agents``.
 
@@ -17,6 +19,7 @@ frameworks pages read before) and of one page of ``/master/ui/agents``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -25,6 +28,7 @@ from common import (
     BUTTE,
     Figure,
     Master,
+    cpu_seconds,
     exit_on_sigterm,
     http_json,
     print_table,
@@ -33,7 +37,7 @@ from common import (
     work_dir,
 )
 
-from butte.testing.ui_timing import fresh_page, measure, pages, wait_for
+from butte.testing.ui_timing import PageCheck, first_rows_seconds, fresh_page, pages, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -46,8 +50,9 @@ def timed_get(url: str) -> float:
     return time.perf_counter() - started
 
 
-def live_probe(browser, master: Master) -> tuple[str, float]:
-    """(the page's live mode, seconds from starting a task to its row showing RUNNING)."""
+def live_probe(browser, master: Master) -> tuple[str, float, float]:
+    """(the page's live mode, seconds from starting ``butte run`` until the master has its
+    task RUNNING, seconds from then until the open task list shows that row)."""
     with fresh_page(browser) as page:
         page.goto(f"{master.url}/#/tasks")
         page.wait_for_selector('table[data-table="tasks"] tbody tr[data-task]')
@@ -64,15 +69,34 @@ def live_probe(browser, master: Master) -> tuple[str, float]:
             stderr=subprocess.DEVNULL,
         )
         try:
+            url = f"{master.url}/master/ui/tasks?q=live-probe&state=TASK_RUNNING&limit=1"
+            wait_for(lambda: http_json(url)["tasks"], 120, "the probe task RUNNING")
+            running = time.perf_counter()
             page.wait_for_function(
                 """() => [...document.querySelectorAll('table[data-table="tasks"] tbody tr')]
                     .some((r) => r.textContent.includes('live-probe')
                                  && r.textContent.includes('RUNNING'))""",
                 timeout=60000,
+                polling=50,
             )
-            return mode, time.perf_counter() - started
+            return mode, running - started, time.perf_counter() - running
         finally:
             run.terminate()
+
+
+def measure_pages(
+    browser, master: Master, checks: list[PageCheck], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """({page: seconds to first rows}, {page: master CPU seconds until then}) per round."""
+    times: dict[str, list[float]] = {c.name: [] for c in checks}
+    cpu: dict[str, list[float]] = {c.name: [] for c in checks}
+    for _ in range(rounds):
+        for check in checks:
+            with fresh_page(browser) as page:
+                before = cpu_seconds(master.pid)
+                times[check.name].append(first_rows_seconds(page, master.url, check))
+                cpu[check.name].append(cpu_seconds(master.pid) - before)
+    return times, cpu
 
 
 def run_webui_bench(agents: int, tasks_per_agent: int, rounds: int) -> dict:
@@ -107,14 +131,16 @@ def run_webui_bench(agents: int, tasks_per_agent: int, rounds: int) -> dict:
                     executable_path=CHROMIUM, args=CHROMIUM_ARGS, chromium_sandbox=False
                 )
                 try:
-                    times = measure(browser, base, checks, rounds)
-                    mode, latency = live_probe(browser, master)
+                    times, cpu = measure_pages(browser, master, checks, rounds)
+                    mode, to_running, to_row = live_probe(browser, master)
                 finally:
                     browser.close()
             return {
                 "pages": times,
+                "cpu": cpu,
                 "mode": mode,
-                "live": latency,
+                "to_running": to_running,
+                "live": to_row,
                 "summary": summary,
                 "listing": listing,
             }
@@ -123,17 +149,24 @@ def run_webui_bench(agents: int, tasks_per_agent: int, rounds: int) -> dict:
 def figures(r: dict, agents: int, tasks: int) -> list[Figure]:
     scale = f"{agents} agents / {tasks} tasks"
     out = [
-        Figure("11", f"web UI first rows: {name}, {scale}", samples, "s", 1.0)
+        Figure(
+            "11",
+            f"web UI first rows: {name}, {scale}",
+            samples,
+            "s",
+            1.0,
+            note=f"master CPU {statistics.median(r['cpu'][name]):.2f} s",
+        )
         for name, samples in r["pages"].items()
     ]
     out.append(
         Figure(
             "11",
-            "new task's row RUNNING on the open task list (no reload)",
+            "task RUNNING on the master -> its row on the open task list",
             [r["live"]],
             "s",
             None,
-            note=f"updates: {r['mode']}",
+            note=f"updates: {r['mode']}; butte run start -> RUNNING {r['to_running']:.1f} s",
         )
     )
     out.append(Figure("11", "GET /master/state-summary (before)", r["summary"], "s", None))
