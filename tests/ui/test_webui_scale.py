@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -113,8 +114,14 @@ def test_every_page_shows_first_rows_quickly_and_stays_live(sim_cluster, bare_br
     slow = {name: t for name, t in times.items() if t[0] > FIRST_ROWS_LIMIT}
     assert not slow, f"first rows later than {FIRST_ROWS_LIMIT}s: {slow} (all: {times})"
 
-    # Live at this size: the change feed, and a new task shows without a reload.
+    # Live at this size: the change feed, and a new task shows without a reload; no page
+    # asks for a whole-cluster document.
     with fresh_page(bare_browser) as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(f"{r.method} {r.url} {r.post_data or ''}"))
+        for route, row in (("agents", "agent"), ("frameworks", "framework")):
+            page.goto(f"{url}/#/{route}")
+            expect(page.locator(f"tr[data-{row}]").first).to_be_visible()
         page.goto(f"{url}/#/tasks")
         expect(page.locator("#live-status")).to_have_attribute("data-mode", "stream")
         expect(page.locator('table[data-table="tasks"] tbody tr[data-task]').first).to_be_visible()
@@ -130,3 +137,6 @@ def test_every_page_shows_first_rows_quickly_and_stays_live(sim_cluster, bare_br
         expect(row).to_contain_text("RUNNING", timeout=30000)
         assert page.evaluate("() => window.__sameDocument") is True
         run.terminate()
+    whole = [r for r in requests if re.search(r"/(state|state-summary)(\?|\s|$)|SUBSCRIBE", r)]
+    assert not whole, whole
+    assert any("/master/ui/changes" in r for r in requests)
