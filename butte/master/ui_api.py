@@ -12,6 +12,8 @@ cluster size without stalling the master:
 * ``GET /master/ui/tasks?offset=&limit=&q=&state=&agent_id=&framework_id=``: one page of
   tasks, newest first, searched and filtered by the master (tasks in the legacy shape of
   ``/master/tasks``);
+* ``GET /master/ui/roles``: ``{"roles": [...]}`` as ``/master/roles`` has them (scalar
+  amounts), summed by resource shape;
 * ``GET /master/ui/changes``: the change summaries the pages refresh on
   (`butte.master.ui_feed`);
 * ``GET /master/ui/task-usage?task_id=<id>&task_id=...``: what running tasks really use,
@@ -59,6 +61,7 @@ class UiApi:
         router.add("/ui/agents", self.agents)
         router.add("/ui/frameworks", self.frameworks)
         router.add("/ui/tasks", self.tasks)
+        router.add("/ui/roles", self.roles)
         router.add("/ui/changes", self.feed.serve)
         router.add("/ui/task-usage", self.task_usage)
 
@@ -131,6 +134,12 @@ class UiApi:
             return text_reply(400, str(e))
         listing = self.task_listings.current()
         return json_reply(listing.page(query, state_json.legacy_task))
+
+    async def roles(self, request: web.Request) -> web.StreamResponse:
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        return json_reply({"roles": browse.build_roles(self.machine)})
 
     async def task_usage(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)

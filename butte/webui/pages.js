@@ -517,7 +517,7 @@
     ctx.live(
       async () => {
         const started = performance.now();
-        const doc = await B.get("/master/roles");
+        const doc = await B.get("/master/ui/roles");
         lastMs = performance.now() - started;
         table.render(doc.roles || [], "No roles yet.");
       },

@@ -196,3 +196,20 @@ def test_task_usage_matches_the_tasks_container():
     refused = task_usage.usage_entry(task, None, "the agent answered 500", 1)
     assert refused["error"] == "the agent answered 500"
     assert task_usage.find_tasks(h.master, ["t0", "nope"]) == {"t0": task, "nope": None}
+
+
+def test_roles_match_the_legacy_endpoint_amounts():
+    h, fid, agents, _ = _cluster(tasks=3)
+    h.register_agent("c3", resources="cpus(analytics):2;mem(analytics):512;cpus:2;mem:512")
+    h.master.update_weights({"analytics": 2.5})
+    h.pump()
+    rows = {r["name"]: r for r in browse.build_roles(h.master)}
+    assert set(rows) == set(operator_views.role_names(h.master))
+    star, analytics = rows["*"], rows["analytics"]
+    assert star["allocated"]["cpus"] == 3.0 and star["frameworks"] == [fid]
+    assert analytics["weight"] == 2.5 and analytics["reserved"]["cpus"] == 2.0
+    assert analytics["reserved"]["mem"] == 512.0 and star["reserved"]["cpus"] == 0.0
+    usage = operator_views.role_usage(h.master)
+    for role, (allocated, offered, _) in usage.items():
+        assert rows[role]["allocated"]["cpus"] == allocated.scalar("cpus")
+        assert rows[role]["offered"]["cpus"] == offered.scalar("cpus")
