@@ -6,6 +6,7 @@ Every wait is Playwright's polling ``expect`` with a timeout, never a fixed slee
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.error
@@ -322,3 +323,31 @@ def test_layout_holds_at_800_px(ui_cluster, browser, screenshot):
             screenshot(page, f"{name}-800px")
     finally:
         context.close()
+
+
+def test_ui_endpoints_answer_pages_and_refuse_bad_queries(ui_cluster):
+    url = ui_cluster.url
+    agents = ui_cluster.cluster.get("/master/ui/agents?limit=1&sort=hostname&order=des")
+    assert agents["total"] == agents["count"] == 2 and len(agents["rows"]) == 1
+    tasks = ui_cluster.cluster.get(f"/master/ui/tasks?q={ui_cluster.task_id}")
+    assert [t["id"] for t in tasks["tasks"]] == [ui_cluster.task_id]
+    for path in (
+        "/master/ui/agents?limit=x",
+        "/master/ui/agents?sort=bogus",
+        "/master/ui/frameworks?completed=maybe",
+        "/master/ui/tasks?state=TASK_BOGUS",
+        "/master/ui/utilisation?since=yesterday",
+        "/master/ui/task-usage",
+    ):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + path, timeout=5)
+        assert info.value.code == 400, path
+    post = urllib.request.Request(url + "/master/ui/agents", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(post, timeout=5)
+    assert info.value.code == 405
+    # The change feed starts with SUBSCRIBED and no state.
+    with urllib.request.urlopen(url + "/master/ui/changes", timeout=5) as feed:
+        length = int(feed.readline())
+        first = json.loads(feed.read(length))
+    assert first["type"] == "SUBSCRIBED" and "get_state" not in first["subscribed"]
