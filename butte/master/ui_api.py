@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from butte.master import browse, history, state_json, task_usage
+from butte.master import browse, history, state_json, task_listing, task_usage
 from butte.master.http import json_reply, text_reply
 from butte.master.ui_feed import ChangeFeed
 
@@ -54,7 +54,7 @@ class UiApi:
         self.history = history.UtilisationHistory()
         self.agent_listings = browse.AgentListings(server.machine)
         self.framework_listings = browse.FrameworkListings(server.machine)
-        self.task_listings = browse.TaskListings(server.machine)
+        self.task_listings = task_listing.TaskListings(server.machine)
         self.feed = ChangeFeed(server.operator.events)
         router = server.router
         router.add("/ui/utilisation", self.utilisation)
@@ -129,7 +129,7 @@ class UiApi:
         if refused is not None:
             return refused
         try:
-            query = browse.TaskQuery.parse(request.query)
+            query = task_listing.TaskQuery.parse(request.query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
         listing = self.task_listings.current()

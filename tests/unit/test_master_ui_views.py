@@ -1,5 +1,6 @@
 """The master's read-only views for the web UI, on the pure core: the utilisation ring buffer
-(butte/master/history.py), the agent, framework and task listings (butte/master/browse.py),
+(butte/master/history.py), the agent, framework and role listings (butte/master/browse.py),
+the task listing (butte/master/task_listing.py),
 the change summaries (butte/master/ui_feed.py) and matching tasks to containers
 (butte/master/task_usage.py)."""
 
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from butte.master import browse, history, operator_views, task_usage
+from butte.master import browse, history, operator_views, task_listing, task_usage
 from butte.master.state_json import legacy_task
 from butte.master.ui_feed import ChangeSummary
 from tests.unit.master_kit import Harness, command_task, launch_body
@@ -111,24 +112,29 @@ def test_bad_page_queries_are_refused(query, message):
 
 def test_task_listing_newest_first_filtered_by_the_master():
     h, fid, agents, ids = _cluster(tasks=5, cpus=0.5)
-    listing = browse.build_task_listing(h.master)
-    page = listing.page(browse.TaskQuery(limit=2), legacy_task)
+    listing = task_listing.build_task_listing(h.master)
+    page = listing.page(task_listing.TaskQuery(limit=2), legacy_task)
     assert [t["id"] for t in page["tasks"]] == ["t4", "t3"]
     assert page["has_more"] is True and page["total"] == 5
-    last = listing.page(browse.TaskQuery(offset=4, limit=2), legacy_task)
+    last = listing.page(task_listing.TaskQuery(offset=4, limit=2), legacy_task)
     assert [t["id"] for t in last["tasks"]] == ["t0"] and last["has_more"] is False
     # The records are the master's: a state change shows without a rebuild.
     h.status_update("c1", fid, "t2", "TASK_FAILED", agents[0], message="boom")
-    failed = listing.page(browse.TaskQuery.parse({"state": "TASK_FAILED"}), legacy_task)
+    failed = listing.page(task_listing.TaskQuery.parse({"state": "TASK_FAILED"}), legacy_task)
     assert [t["id"] for t in failed["tasks"]] == ["t2"]
     assert failed["tasks"][0]["statuses"][-1]["message"] == "boom"
-    active = listing.page(browse.TaskQuery.parse({"state": "active", "limit": "10"}), legacy_task)
+    active = listing.page(
+        task_listing.TaskQuery.parse({"state": "active", "limit": "10"}), legacy_task
+    )
     assert len(active["tasks"]) == 4
-    assert listing.page(browse.TaskQuery.parse({"q": "T3"}), legacy_task)["tasks"][0]["id"] == "t3"
-    elsewhere = browse.TaskQuery.parse({"agent_id": agents[1]})
+    assert (
+        listing.page(task_listing.TaskQuery.parse({"q": "T3"}), legacy_task)["tasks"][0]["id"]
+        == "t3"
+    )
+    elsewhere = task_listing.TaskQuery.parse({"agent_id": agents[1]})
     assert listing.page(elsewhere, legacy_task)["tasks"] == []
     with pytest.raises(browse.QueryError, match="'state'"):
-        browse.TaskQuery.parse({"state": "TASK_BOGUS"})
+        task_listing.TaskQuery.parse({"state": "TASK_BOGUS"})
 
 
 def test_expensive_builds_are_reused_for_a_while_cheap_ones_never():
