@@ -1,7 +1,7 @@
 """Pages of agents and frameworks, and the roles, for the web UI, from a snapshot of the master.
 
-``/master/state-summary`` lists every agent and framework in one document; at 10,000 agents
-that is 10 MB, and the UI's agents page took 1.5 s to show its first rows. The UI asks for
+``/master/state-summary`` lists every agent and framework in one document (at 10,000
+agents the UI's agents page took 1.5 s to show its first rows from it). The UI asks for
 one page instead (``/master/ui/agents?offset=&limit=&q=&sort=&order=``): the master keeps a
 `Listing` of compact rows, one per agent or framework, built in one pass over the tasks
 (CPU per build at 10k agents and 100k tasks: agents 0.2 s, frameworks 0.05 s), filters,
