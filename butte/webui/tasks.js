@@ -167,16 +167,22 @@
     // answers, so the second comes soon after the first.
     let shown = new Set();
     let measuring = false;
-    const measure = async () => {
+    let quietUntil = 0; // no agent answered last time: ask again less often
+    let measuredAt = 0; // at most every 4 s, however often the rows change
+    const measure = async (force) => {
       const running = table.rows.filter((t) => RUNNING_LIKE.has(t.state)).map((t) => t.id);
       if (measuring || !running.length || !ctx.alive) return;
+      if (!force && (Date.now() < quietUntil || Date.now() - measuredAt < 4000)) return;
       measuring = true;
+      measuredAt = Date.now();
       try {
         const fresh = await B.usage.fetch(running);
         const firstTime = [...fresh.values()].some((u) => u.cpus === null && !u.error);
+        const none = [...fresh.values()].every((u) => u.error);
+        quietUntil = none ? Date.now() + 30000 : 0;
         lookup.usage = fresh;
         if (ctx.alive) table.render(table.rows, "No tasks yet.");
-        if (firstTime) setTimeout(measure, 1500);
+        if (firstTime) setTimeout(() => measure(true), 1500);
       } catch (err) {
         // Usage is a nicety: the list stays as it is.
       } finally {
