@@ -56,7 +56,10 @@ class OperatorSubscribers:
     def publish(self, event: dict[str, Any]) -> None:
         """Sends one event to every subscriber (encoded once) and listener."""
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the events of everyone else
+                log.exception("Operator event listener failed")
         if not self._subscribers:
             return
         data = frame(encode_json(event))
