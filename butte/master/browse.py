@@ -382,20 +382,31 @@ class Rebuilt(Generic[T]):
         self.build_seconds = 0.0
         self.builds = 0
 
+    def _window(self) -> float:
+        """Seconds a build is reused for (0: never)."""
+        if self.build_seconds <= self.cheap_build:
+            return 0.0
+        return min(self.staleness_factor * self.build_seconds, MAX_STALENESS)
+
     def current(self) -> T:
         now = time.perf_counter()
-        if (
-            self._value is not None
-            and self.build_seconds > self.cheap_build
-            and now - self._built_at
-            < min(self.staleness_factor * self.build_seconds, MAX_STALENESS)
-        ):
+        if self._value is not None and now - self._built_at < self._window():
             return self._value
         self._value = self._build()
         done = time.perf_counter()
         self._built_at, self.build_seconds = done, done - now
         self.builds += 1
         return self._value
+
+    def freshness(self) -> dict[str, float]:
+        """``{age_seconds, rebuilt_in_seconds}`` of the value `current` gave last: a page
+        that saw a change after the build asks again once a rebuild is allowed (a change
+        feed says what changed, not that the next answer will show it)."""
+        age = time.perf_counter() - self._built_at
+        return {
+            "age_seconds": round(age, 3),
+            "rebuilt_in_seconds": round(max(0.0, self._window() - age), 3),
+        }
 
 
 class AgentListings(Rebuilt[Listing]):

@@ -25,7 +25,7 @@ The shell owns one `UiApi`; it calls `sample` every `history.SAMPLE_SECONDS` whi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -86,7 +86,8 @@ class UiApi:
     async def agents(self, request: web.Request) -> web.StreamResponse:
         return self._page(
             request,
-            lambda: self.agent_listings.current(),
+            self.agent_listings,
+            lambda listing: listing,
             lambda ids: browse.agent_rows_by_id(self.machine, ids),
         )
 
@@ -97,14 +98,16 @@ class UiApi:
         done = completed in ("1", "true")
         return self._page(
             request,
-            lambda: self.framework_listings.current()[1 if done else 0],
+            self.framework_listings,
+            lambda listings: listings[1 if done else 0],
             lambda ids: browse.framework_rows_by_id(self.machine, ids, done),
         )
 
     def _page(
         self,
         request: web.Request,
-        listing: Callable[[], browse.Listing],
+        listings: browse.Rebuilt[Any],
+        pick: Callable[[Any], browse.Listing],
         by_id: Callable[[tuple[str, ...]], list[browse.Row]],
     ) -> web.StreamResponse:
         """One page of a listing, or (``id=``, a hostname or name lookup) just those rows,
@@ -119,7 +122,8 @@ class UiApi:
                 answer = {"total": None, "count": len(rows), "offset": 0, "limit": len(rows)}
                 answer["rows"] = rows
             else:
-                answer = listing().page(query)
+                answer = pick(listings.current()).page(query)
+                answer["snapshot"] = listings.freshness()
         except browse.QueryError as e:
             return text_reply(400, str(e))
         return json_reply(answer)
@@ -132,8 +136,9 @@ class UiApi:
             query = task_listing.TaskQuery.parse(request.query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
-        listing = self.task_listings.current()
-        return json_reply(listing.page(query, state_json.legacy_task))
+        answer = self.task_listings.current().page(query, state_json.legacy_task)
+        answer["snapshot"] = self.task_listings.freshness()
+        return json_reply(answer)
 
     async def roles(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)

@@ -122,6 +122,7 @@
         }),
       );
       opts.onLoad?.(doc);
+      return doc.snapshot;
     }
     refresh = ctx.live(load, {
       topics: [opts.topic],

@@ -17,7 +17,7 @@
     if (filters.framework) query.set("framework_id", filters.framework);
     const doc = await B.get(`/master/ui/tasks?${query}`);
     const filtered = Boolean(filters.q || filters.state || filters.agent || filters.framework);
-    return { rows: doc.tasks || [], hasMore: Boolean(doc.has_more), scanned: filtered ? doc.scanned : null, total: doc.total };
+    return { rows: doc.tasks || [], hasMore: Boolean(doc.has_more), scanned: filtered ? doc.scanned : null, total: doc.total, snapshot: doc.snapshot };
   }
 
   // -- why a task ended, and what it uses ---------------------------------------------------
@@ -233,6 +233,7 @@
             refresh.now();
           }),
         );
+        return result.snapshot;
       },
       {
         topics: ["task"],

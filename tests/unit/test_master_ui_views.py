@@ -147,8 +147,11 @@ def test_expensive_builds_are_reused_for_a_while_cheap_ones_never():
 
     reused = browse.Rebuilt(slow, cheap_build=0.001, staleness_factor=50.0)
     assert reused.current() == 1 and reused.current() == 1
+    # A page that saw a change after this build learns when to ask again.
+    assert 0.0 < reused.freshness()["rebuilt_in_seconds"] <= 5.0
     fresh = browse.Rebuilt(slow, cheap_build=10.0)
     assert fresh.current() == 2 and fresh.current() == 3
+    assert fresh.freshness()["rebuilt_in_seconds"] == 0.0
 
 
 # -- change summaries -------------------------------------------------------------------------
