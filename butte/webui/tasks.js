@@ -311,7 +311,7 @@
     return h(
       "div",
       { class: "failure", id: "task-failure", role: "status" },
-      h("strong", {}, `${t.state.replace(/^TASK_/, "").toLowerCase()}`, s.timestamp ? ` ${fmt.ago(s.timestamp)}` : ""),
+      h("strong", {}, t.state.charAt(5) + t.state.slice(6).toLowerCase(), s.timestamp ? ` ${fmt.ago(s.timestamp)}` : ""),
       B.ui.facts([
         ["Message", s.message || h("span", { class: "muted" }, "none given")],
         ["Reason", s.reason ? h("code", {}, s.reason) : null],

@@ -255,7 +255,7 @@ def test_failed_task_says_why_in_the_list_and_on_its_page(ui_cluster, page, scre
     screenshot(page, "tasks-failed")
     row.locator("a.task-link").click()
     failure = page.locator("#task-failure")
-    expect(failure).to_contain_text("failed")
+    expect(failure).to_contain_text("Failed")
     expect(failure).to_contain_text("Command exited with status 3")
     expect(failure).to_contain_text("SOURCE_EXECUTOR")
     history = page.locator('table[data-table="history"] tr[data-state="TASK_FAILED"]')
