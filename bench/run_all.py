@@ -29,6 +29,7 @@ import bench_memory
 import bench_probe
 import bench_reregister
 import bench_state
+import bench_webui
 from common import Figure, exit_on_sigterm, print_table
 
 Runner = Callable[[bool], list[Figure]]
@@ -166,6 +167,12 @@ def memory_figures(quick: bool) -> list[Figure]:
     return bench_memory.figures(bench_memory.run_memory(agents, 10))
 
 
+def webui_figures(quick: bool) -> list[Figure]:
+    agents = 1_000 if quick else 10_000
+    result = bench_webui.run_webui_bench(agents, 10, rounds=1 if quick else 3)
+    return bench_webui.figures(result, agents, agents * 10)
+
+
 BENCHMARKS: list[tuple[str, str, Runner]] = [
     ("1-4", "allocator (pure core)", allocator_figures),
     ("5", "end to end", e2e_figures),
@@ -174,13 +181,14 @@ BENCHMARKS: list[tuple[str, str, Runner]] = [
     ("8", "state endpoints", state_figures),
     ("9", "failover / re-registration", failover_figures),
     ("10", "memory", memory_figures),
+    ("11", "web UI in Chromium", webui_figures),
 ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    parser.add_argument("--only", default="", help="comma-separated numbers: 1-4,5,...,10")
+    parser.add_argument("--only", default="", help="comma-separated numbers: 1-4,5,...,11")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
     exit_on_sigterm()

@@ -7,7 +7,8 @@ heartbeat_interval_seconds}``, an immediate ``HEARTBEAT``, then every event the 
 loop, so a subscriber sees every change after its snapshot exactly once.
 
 The core builds events only while ``machine.operator_subscribers`` is non-zero, which this
-module keeps equal to the number of open streams. A subscriber that falls
+module keeps equal to the number of open streams plus in-process listeners (`listen`: the
+web UI's change feed, `butte.master.ui_feed`). A subscriber that falls
 ``MAX_BACKLOG`` records behind is disconnected rather than let the master's memory grow.
 """
 
@@ -43,6 +44,8 @@ class OperatorSubscribers:
     ) -> None:
         self._machine = machine
         self._subscribers: set[RecordStream] = set()
+        # In-process listeners (the web UI's change feed, `butte.master.ui_feed`).
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._heartbeat_interval = heartbeat_interval
         self._limit = limit
         self._heartbeats: asyncio.Task | None = None
@@ -51,12 +54,33 @@ class OperatorSubscribers:
         return len(self._subscribers)
 
     def publish(self, event: dict[str, Any]) -> None:
-        """Sends one event to every subscriber (encoded once)."""
+        """Sends one event to every subscriber (encoded once) and listener."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the events of everyone else
+                log.exception("Operator event listener failed")
         if not self._subscribers:
             return
         data = frame(encode_json(event))
         for sub in list(self._subscribers):
             sub.put(data)
+
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Has ``listener`` called with every event too, and the core build events while it
+        is registered; returns the function that removes it."""
+        self._listeners.append(listener)
+        self._count()
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+                self._count()
+
+        return remove
+
+    def _count(self) -> None:
+        self._machine.operator_subscribers = len(self._subscribers) + len(self._listeners)
 
     async def serve(
         self, request: web.Request, snapshot: Callable[[], dict[str, Any]]
@@ -82,14 +106,14 @@ class OperatorSubscribers:
 
     def _add(self, sub: RecordStream) -> None:
         self._subscribers.add(sub)
-        self._machine.operator_subscribers = len(self._subscribers)
+        self._count()
         if self._heartbeats is None or self._heartbeats.done():
             self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat())
 
     def _remove(self, sub: RecordStream) -> None:
         sub.closed = True
         self._subscribers.discard(sub)
-        self._machine.operator_subscribers = len(self._subscribers)
+        self._count()
         if not self._subscribers and self._heartbeats is not None:
             self._heartbeats.cancel()
             self._heartbeats = None

@@ -37,7 +37,7 @@ from butte.core.messages import (
     SchedulerCall,
     decode,
 )
-from butte.master import fast_http, state_json, views, webui
+from butte.master import fast_http, state_json, ui_api, views, webui
 from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
@@ -230,6 +230,7 @@ class MasterServer:
             loop.create_task(self._every(0.25, self._tick)),
             loop.create_task(self._every(self.config.master.agent_ping_timeout, self._ping_agents)),
             loop.create_task(self._every(self.config.master.heartbeat_interval, self._heartbeat)),
+            loop.create_task(self._every(ui_api.SAMPLE_SECONDS, self.ui_api.sample)),
         ]
         log.info(
             "Master %s listening on %s:%d", self.machine.master_id, self.config.ip, self.config.port
@@ -243,6 +244,7 @@ class MasterServer:
             await asyncio.wait_for(self.contender.stop(), 3.0)
         for stream in self._streams.values():
             stream.close()
+        self.ui_api.close()
         for link in list(self._agents.values()):
             link.close()
         if self._listener is not None:
@@ -456,6 +458,7 @@ class MasterServer:
         r.add("/metrics/snapshot", self.metrics_snapshot)
         self.operator = OperatorApi(self)  # operator API, event stream, legacy, files, /metrics
         TaskKill(self).add_routes(r)  # POST /master/kill-task: the web UI's kill button
+        self.ui_api = ui_api.UiApi(self)  # what the web UI reads, under /master/ui/
         webui.add_routes(self)  # the web UI at / (and /static/...)
 
     async def health(self, request: web.Request) -> web.StreamResponse:

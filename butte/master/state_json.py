@@ -86,6 +86,10 @@ def legacy_task(task: Task) -> dict[str, Any]:
             {
                 "state": s.state,
                 "timestamp": s.timestamp,
+                # Not in Mesos' legacy JSON: why a task failed, for the web UI and the CLI.
+                **({"message": s.message} if s.message else {}),
+                **({"reason": s.reason} if s.reason else {}),
+                **({"source": s.source} if s.source else {}),
                 **({"healthy": s.healthy} if s.healthy is not None else {}),
                 **(
                     {"container_status": s.container_status}

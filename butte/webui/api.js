@@ -1,5 +1,5 @@
-/* butte web UI: talking to the master. HTTP helpers, the operator event stream (RecordIO over
- * a streaming fetch), the metrics poller that feeds the overview and the chart, small caches,
+/* butte web UI: talking to the master. HTTP helpers, the master's change feed (RecordIO over
+ * a streaming fetch), the metrics poller, the utilisation history, task usage, small caches,
  * and following the leading master after a failover. */
 "use strict";
 
@@ -99,16 +99,12 @@
     }
   }
 
-  // -- the operator event stream ------------------------------------------------------------
+  // -- live updates -------------------------------------------------------------------------
 
-  // Above these sizes the SUBSCRIBED snapshot (the whole state) costs the master more than
-  // polling small documents does, so the page polls instead.
-  const STREAM_MAX_TASKS = 20000;
-  const STREAM_MAX_AGENTS = 2000;
-
-  /** Keeps one `SUBSCRIBE` stream open and republishes its events on the bus:
-   * `task` (TASK_ADDED/UPDATED), `agent`, `framework`, plus `live` with the mode
-   * ("stream", "polling", "offline"). */
+  /** Keeps the master's change feed (`GET /master/ui/changes`) open and republishes what it
+   * says on the bus: `task`, `agent`, `framework` with {ids: Set, added, membership,
+   * truncated}, plus `live` with the mode ("stream", "polling", "offline"). The feed starts
+   * with nothing (no snapshot of the state), so it is used at any cluster size. */
   class EventStream {
     constructor() {
       this.mode = "connecting";
@@ -116,7 +112,7 @@
       this.retryMs = 1000;
       this.timer = null;
       this.watchdog = null;
-      this.heartbeatSeconds = 15;
+      this.heartbeatSeconds = 10;
       this.events = 0;
     }
 
@@ -131,24 +127,9 @@
       return this.mode !== "stream";
     }
 
-    tooBig(metrics) {
-      if (!metrics) return false;
-      let tasks = 0;
-      for (const [name, value] of Object.entries(metrics)) {
-        if (name.startsWith("master/tasks_")) tasks += value;
-      }
-      const agents = (metrics["master/slaves_active"] || 0) + (metrics["master/slaves_inactive"] || 0);
-      return tasks > STREAM_MAX_TASKS || agents > STREAM_MAX_AGENTS;
-    }
-
     start() {
       clearTimeout(this.timer);
       if (this.controller) return;
-      if (this.tooBig(B.metrics.latest)) {
-        this.setMode("polling", "large cluster: polling instead of the event stream");
-        this.schedule(60000);
-        return;
-      }
       this.open().catch(() => {});
     }
 
@@ -162,14 +143,8 @@
       this.controller = controller;
       let response;
       try {
-        response = await fetch("/api/v1", {
-          method: "POST",
-          headers: { "Content-Type": "application/json", Accept: "application/recordio" },
-          body: JSON.stringify({ type: "SUBSCRIBE" }),
-          signal: controller.signal,
-          cache: "no-store",
-        });
-        if (!response.ok || !response.body) throw new ApiError(response.status, "SUBSCRIBE refused");
+        response = await fetch("/master/ui/changes", { signal: controller.signal, cache: "no-store" });
+        if (!response.ok || !response.body) throw new ApiError(response.status, "change feed refused");
         await this.read(response.body.getReader(), controller);
         this.retryMs = 1000;
       } catch (err) {
@@ -179,7 +154,7 @@
         if (this.controller === controller) this.controller = null;
         controller.abort();
       }
-      this.setMode(B.leader.down ? "offline" : "polling", "event stream closed; reconnecting");
+      this.setMode(B.leader.down ? "offline" : "polling", "change feed closed; reconnecting");
       this.schedule(this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, 30000);
     }
@@ -203,33 +178,23 @@
 
     dispatch(event) {
       this.events += 1;
-      switch (event.type) {
-        case "SUBSCRIBED":
-          this.heartbeatSeconds = event.subscribed?.heartbeat_interval_seconds || 15;
-          B.leader.reachable();
-          this.setMode("stream");
-          // Everything may have changed while the page was not subscribed.
-          B.bus.emit("resync", {});
-          break;
-        case "HEARTBEAT":
-          break;
-        case "TASK_ADDED":
-          B.bus.emit("task", { type: event.type, task: event.task_added.task });
-          break;
-        case "TASK_UPDATED":
-          B.bus.emit("task", { type: event.type, update: event.task_updated });
-          break;
-        case "AGENT_ADDED":
-        case "AGENT_REMOVED":
-          B.bus.emit("agent", { type: event.type, event });
-          break;
-        case "FRAMEWORK_ADDED":
-        case "FRAMEWORK_UPDATED":
-        case "FRAMEWORK_REMOVED":
-          B.bus.emit("framework", { type: event.type, event });
-          break;
-        default:
-          B.bus.emit("other", event);
+      if (event.type === "SUBSCRIBED") {
+        this.heartbeatSeconds = event.subscribed?.heartbeat_interval_seconds || 10;
+        B.leader.reachable();
+        this.setMode("stream");
+        // Everything may have changed while the page was not subscribed.
+        B.bus.emit("resync", {});
+      } else if (event.type === "CHANGES") {
+        const c = event.changes || {};
+        const truncated = Boolean(c.truncated);
+        const publish = (topic, ids, extra) => {
+          if (ids?.length || truncated || Object.values(extra).some(Boolean)) {
+            B.bus.emit(topic, { ids: new Set(ids || []), truncated, ...extra });
+          }
+        };
+        publish("task", c.tasks, { added: c.tasks_added || 0 });
+        publish("agent", c.agents, { membership: c.agents_added_or_removed || 0 });
+        publish("framework", c.frameworks, { membership: c.frameworks_added_or_removed || 0 });
       }
     }
 
@@ -239,54 +204,25 @@
     }
   }
 
+  /** Whether a change published on the bus concerns one of `ids` (or might: truncated). */
+  function touches(change, ids) {
+    if (!change) return true;
+    if (change.truncated) return true;
+    for (const id of ids) if (change.ids.has(id)) return true;
+    return false;
+  }
+
   // -- metrics ------------------------------------------------------------------------------
 
   const SAMPLE_MS = 5000;
-  const HISTORY_MS = 3600 * 1000;
   const SCALARS = ["cpus", "mem", "disk", "gpus"];
 
-  /** Polls `/metrics/snapshot` every few seconds (a few KB, whatever the cluster's size),
-   * publishes `metrics` on the bus and keeps an hour of utilisation samples in
-   * sessionStorage so the chart survives reloads. */
+  /** Polls `/metrics/snapshot` every few seconds (a few KB, whatever the cluster's size) and
+   * publishes `metrics` on the bus. */
   class MetricsPoller {
     constructor() {
       this.latest = null;
-      this.key = `butte.samples.${location.host}`;
-      this.samples = this.load();
       this.timer = null;
-    }
-
-    load() {
-      try {
-        const raw = JSON.parse(sessionStorage.getItem(this.key) || "[]");
-        return Array.isArray(raw) ? raw.filter((s) => Array.isArray(s) && s.length === 13) : [];
-      } catch (err) {
-        return [];
-      }
-    }
-
-    save() {
-      try {
-        sessionStorage.setItem(this.key, JSON.stringify(this.samples));
-      } catch (err) {
-        // Storage full or disabled: the chart just starts afresh on the next load.
-      }
-    }
-
-    /** One sample: [epoch ms, then used, total, offered for cpus, mem, disk, gpus]. */
-    record(m) {
-      const sample = [Date.now()];
-      for (const name of SCALARS) {
-        sample.push(
-          round(m[`master/${name}_used`]),
-          round(m[`master/${name}_total`]),
-          round(m[`master/${name}_offered`]),
-        );
-      }
-      this.samples.push(sample);
-      const cutoff = Date.now() - HISTORY_MS;
-      while (this.samples.length && this.samples[0][0] < cutoff) this.samples.shift();
-      this.save();
     }
 
     async poll() {
@@ -294,7 +230,6 @@
       try {
         const m = await get("/metrics/snapshot");
         this.latest = m;
-        this.record(m);
         B.bus.emit("metrics", m);
         B.leader.checkElected(m);
       } catch (err) {
@@ -304,7 +239,34 @@
     }
   }
 
-  const round = (v) => Math.round(Number(v || 0) * 1000) / 1000;
+  /** The master's utilisation samples of the last hour (`/master/ui/utilisation`): all of
+   * them on the first load, then only the new ones. */
+  class UtilisationHistory {
+    constructor() {
+      this.samples = [];
+      this.pending = null;
+    }
+
+    load() {
+      if (this.pending) return this.pending;
+      const last = this.samples.length ? this.samples[this.samples.length - 1][0] : null;
+      const url = last === null ? "/master/ui/utilisation" : `/master/ui/utilisation?since=${last}`;
+      this.pending = get(url)
+        .then((doc) => {
+          const fresh = (doc.samples || []).filter((s) => Array.isArray(s) && s.length === 13);
+          // A sample older than the last one means another master (a failover): start over.
+          if (fresh.length && last !== null && fresh[0][0] <= last) this.samples = [];
+          this.samples.push(...fresh);
+          const cutoff = Date.now() - 3600 * 1000;
+          while (this.samples.length && this.samples[0][0] < cutoff) this.samples.shift();
+          return this.samples;
+        })
+        .finally(() => {
+          this.pending = null;
+        });
+      return this.pending;
+    }
+  }
 
   // -- caches -------------------------------------------------------------------------------
 
@@ -341,8 +303,6 @@
 
   // Frameworks without their tasks (operator GET_FRAMEWORKS): names for ids, offers.
   const frameworks = new Cached(() => call("GET_FRAMEWORKS"), 5000);
-  // Agents and frameworks with per-state task counts, without the tasks themselves.
-  const summary = new Cached(() => get("/master/state-summary"), 3000);
   const agentNames = new Map();
 
   function frameworkIndex(doc) {
@@ -355,25 +315,88 @@
     return out;
   }
 
-  /** hostname of agent ids, fetched one by one (`/master/slaves?slave_id=`) when unknown. */
+  /** One page of the master's agent or framework listing (`/master/ui/agents`,
+   * `/master/ui/frameworks`): {total, count, offset, limit, rows}. */
+  function listing(kind, params) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(params || {})) {
+      if (Array.isArray(value)) for (const v of value) query.append(key, v);
+      else if (value !== "" && value !== null && value !== undefined) query.set(key, String(value));
+    }
+    return get(`/master/ui/${kind}?${query}`);
+  }
+
+  /** Framework names by id, live and completed, from the master's framework listing (as
+   * {framework_info: {name}, completed}: the shape `frameworkIndex` gives). */
+  const frameworkNames = new Cached(async () => {
+    const [live, done] = await Promise.all([listing("frameworks", { limit: 1000 }), listing("frameworks", { limit: 1000, completed: 1 })]);
+    const out = new Map();
+    for (const [rows, completed] of [[live.rows, false], [done.rows, true]]) {
+      for (const f of rows) out.set(f.id, { framework_info: { name: f.name }, completed });
+    }
+    return out;
+  }, 5000);
+
+  /** hostname:port of agent ids, asked for in one request when unknown. */
   async function agentHostnames(ids) {
-    const missing = [...new Set(ids)].filter((id) => id && !agentNames.has(id));
-    await Promise.all(
-      missing.slice(0, 50).map(async (id) => {
-        try {
-          const doc = await get(`/master/slaves?slave_id=${encodeURIComponent(id)}`);
-          const agent = (doc.slaves || [])[0];
-          agentNames.set(id, agent ? `${agent.hostname}:${agent.port}` : "");
-        } catch (err) {
-          agentNames.set(id, "");
-        }
-      }),
-    );
+    const missing = [...new Set(ids)].filter((id) => id && !agentNames.has(id)).slice(0, 500);
+    if (!missing.length) return agentNames;
+    try {
+      const doc = await listing("agents", { id: missing });
+      rememberAgents(doc.rows);
+    } catch (err) {
+      // Shown as ids; asked again next time.
+      return agentNames;
+    }
+    for (const id of missing) if (!agentNames.has(id)) agentNames.set(id, "");
     return agentNames;
   }
 
   function rememberAgents(slaves) {
     for (const a of slaves || []) agentNames.set(a.id, `${a.hostname}:${a.port}`);
+  }
+
+  /** What running tasks really use (`/master/ui/task-usage`, from their agents'
+   * container statistics). CPU use is the growth of the CPU times over the growth of the
+   * timestamp between this answer and the previous one for the same container. */
+  class TaskUsage {
+    constructor() {
+      this.last = new Map(); // task id -> {container, timestamp, cpuSeconds}
+    }
+
+    async fetch(ids) {
+      const wanted = [...new Set(ids)].slice(0, 200);
+      const out = new Map();
+      if (!wanted.length) return out;
+      const query = new URLSearchParams();
+      for (const id of wanted) query.append("task_id", id);
+      const doc = await get(`/master/ui/task-usage?${query}`);
+      for (const entry of doc.tasks || []) out.set(entry.task_id, this.digest(entry));
+      return out;
+    }
+
+    /** {cpus (null until two samples), memBytes, cpuLimit, memLimitBytes, shared, error}. */
+    digest(entry) {
+      const s = entry.statistics;
+      if (!s) return { error: entry.error || "no statistics" };
+      const cpuSeconds = (s.cpus_user_time_secs || 0) + (s.cpus_system_time_secs || 0);
+      const previous = this.last.get(entry.task_id);
+      let cpus = null;
+      if (previous && previous.container === entry.container_id && s.timestamp > previous.timestamp) {
+        cpus = Math.max(0, (cpuSeconds - previous.cpuSeconds) / (s.timestamp - previous.timestamp));
+      } else if (previous?.cpus !== undefined && previous.container === entry.container_id) {
+        cpus = previous.cpus; // same sample again: keep the last rate
+      }
+      this.last.set(entry.task_id, { container: entry.container_id, timestamp: s.timestamp, cpuSeconds, cpus });
+      if (this.last.size > 5000) this.last.delete(this.last.keys().next().value);
+      return {
+        cpus,
+        memBytes: s.mem_rss_bytes ?? null,
+        cpuLimit: s.cpus_limit ?? null,
+        memLimitBytes: s.mem_limit_bytes ?? null,
+        shared: (entry.tasks_in_executor || 1) > 1 ? entry.tasks_in_executor : 0,
+      };
+    }
   }
 
   // -- following the leader -----------------------------------------------------------------
@@ -505,9 +528,13 @@
     MetricsPoller,
     SCALARS,
     Cached,
-    cache: { frameworks, summary, frameworkIndex, agentHostnames, agentNames, rememberAgents },
+    touches,
+    listing,
+    cache: { frameworks, frameworkNames, frameworkIndex, agentHostnames, agentNames, rememberAgents },
   });
   B.leader = new Leader();
   B.metrics = new MetricsPoller();
+  B.history = new UtilisationHistory();
+  B.usage = new TaskUsage();
   B.stream = new EventStream();
 })(window.Butte);

@@ -1,5 +1,5 @@
 /* butte web UI: the utilisation chart of the overview, drawn on a <canvas> from the samples
- * the metrics poller keeps (the last hour, one every few seconds). */
+ * the master keeps (the last hour, one every 5 s; `B.history`, /master/ui/utilisation). */
 "use strict";
 
 (function (B) {
@@ -111,16 +111,20 @@
     }
   }
 
-  /** The chart and its legend as one element that redraws on new samples and on resize;
+  /** The chart and its legend as one element: drawn from the master's hour of samples as
+   * soon as they arrive, then with the new ones after every metrics poll, and on resize;
    * `dispose()` stops that. */
   function utilisationChart() {
     const canvas = B.h("canvas", { id: "utilisation-chart", class: "chart", role: "img" });
     const legend = B.h("div", { class: "legend" });
     const el = B.h("div", { class: "chart-box" }, canvas, legend);
+    let alive = true;
 
     function refresh() {
-      const samples = B.metrics.samples;
+      if (!alive) return;
+      const samples = B.history.samples;
       draw(canvas, samples);
+      canvas.dataset.samples = String(samples.length);
       const last = samples[samples.length - 1];
       const items = SERIES.filter((s) => last && fraction(last, s) !== null).map((s) =>
         B.h(
@@ -137,11 +141,18 @@
       B.replace(legend, items.length ? items : B.h("span", { class: "muted" }, "Collecting samples…"));
     }
 
-    const off = B.bus.on("metrics", () => requestAnimationFrame(refresh));
+    const load = () =>
+      B.history
+        .load()
+        .then(() => requestAnimationFrame(refresh))
+        .catch(() => {});
+    const off = B.bus.on("metrics", load);
     const observer = new ResizeObserver(() => refresh());
     observer.observe(canvas);
+    load();
     requestAnimationFrame(refresh);
     el.dispose = () => {
+      alive = false;
       off();
       observer.disconnect();
     };

@@ -67,10 +67,21 @@
     return h("span", { class: "badge badge-good" }, "active");
   }
 
-  /** Text filter + client-side pages over rows held in memory (agents, frameworks). */
-  function filteredPages(ctx, table, matches, opts) {
-    const state = { q: ctx.route.query.get("q") || "", page: 0, size: opts.size || 50, rows: [] };
+  /** A text filter, sorting and pages done by the master over one of its listings
+   * (`/master/ui/agents`, `/master/ui/frameworks`): only the page shown is ever fetched.
+   * `relevant(change, shownIds, sortKey)` says whether a change on the bus needs a refetch. */
+  function serverPages(ctx, table, opts) {
+    const q = ctx.route.query;
+    const state = { q: q.get("q") || "", page: Math.max(0, Number(q.get("page")) - 1 || 0), size: opts.size || 50 };
+    if (table.columns.some((c) => c.key === q.get("sort"))) {
+      table.sortKey = q.get("sort");
+      table.sortDesc = q.get("order") === "des";
+      table.renderHead();
+    }
     const info = h("div", { class: "pager-box" });
+    let shown = new Set();
+    let lastMs = 0;
+    let refresh = null;
     const input = h("input", {
       type: "search",
       class: "search",
@@ -80,39 +91,49 @@
       oninput: B.debounce(() => {
         state.q = input.value.trim();
         state.page = 0;
-        B.setQuery({ q: state.q });
-        show();
+        B.setQuery({ q: state.q, page: "" });
+        refresh.now();
       }, 200),
     });
-    function show() {
-      const q = state.q.toLowerCase();
-      const rows = q ? state.rows.filter((r) => matches(r, q)) : state.rows;
-      table.options.pageSize = state.size;
-      table.options.offset = state.page * state.size;
-      table.render(rows, q ? "No match." : opts.empty);
+    table.options.onSort = () => {
+      state.page = 0;
+      B.setQuery({ sort: table.sortKey, order: table.sortDesc ? "des" : "", page: "" });
+      refresh.now();
+    };
+    async function load() {
+      const started = performance.now();
+      const params = { offset: state.page * state.size, limit: state.size, q: state.q, sort: table.sortKey, order: table.sortDesc ? "des" : "asc", ...(opts.params || {}) };
+      const doc = await B.listing(opts.kind, params);
+      lastMs = performance.now() - started;
+      if (!ctx.alive) return;
+      if (doc.count > 0 && params.offset >= doc.count) {
+        state.page = Math.max(0, Math.ceil(doc.count / state.size) - 1);
+        B.setQuery({ page: state.page ? state.page + 1 : "" });
+        return load();
+      }
+      shown = new Set(doc.rows.map((r) => r.id));
+      table.render(doc.rows, state.q ? "No match." : opts.empty);
       B.replace(
         info,
-        pager({ page: state.page, size: state.size, total: rows.length }, (p) => {
+        pager({ page: state.page, size: state.size, total: doc.count }, (p) => {
           state.page = p;
-          show();
+          B.setQuery({ page: p ? p + 1 : "" });
+          refresh.now();
         }),
       );
+      opts.onLoad?.(doc);
+      return doc.snapshot;
     }
-    table.options.onSort = show;
-    return {
-      input,
-      info,
-      setRows(rows) {
-        state.rows = rows;
-        const lastPage = Math.max(0, Math.ceil(rows.length / state.size) - 1);
-        state.page = Math.min(state.page, lastPage);
-        show();
-      },
-    };
+    refresh = ctx.live(load, {
+      topics: [opts.topic],
+      filter: (_, change) => opts.relevant(change, shown, table.sortKey),
+      pollMs: opts.pollMs || 5000,
+      // A slow answer (a big cluster) is asked for again no more often than 5x its time.
+      minGapMs: () => Math.max(opts.minGapMs || 1000, lastMs * 5),
+      errorEl: opts.errorEl,
+    });
+    return { input, info, refresh };
   }
-
-  // Large documents are fetched again no more often than 20x the time the last one took.
-  const adaptiveGap = (cached, base) => () => Math.max(base, (cached.lastMs || 0) * 20);
 
   // -- overview -----------------------------------------------------------------------------
 
@@ -192,7 +213,7 @@
       header("Cluster", sub),
       error,
       cards,
-      card("Utilisation, last hour", h("p", { class: "muted small" }, "Share of each resource held by tasks and executors, sampled every 5 s while this page is open."), chart),
+      card("Utilisation, last hour", h("p", { class: "muted small" }, "Share of each resource held by tasks and executors, sampled by the master every 5 s."), chart),
     );
     let master = null;
     const render = (m) => {
@@ -227,42 +248,45 @@
 
   const runningOn = (a) => (a.TASK_RUNNING || 0) + (a.TASK_STARTING || 0) + (a.TASK_STAGING || 0) + (a.TASK_KILLING || 0);
 
+  // Sorting by these follows the tasks, so any change of an agent may reorder the page.
+  const USAGE_SORTS = new Set(["cpus", "mem", "disk", "tasks"]);
+
   B.pages.agents = (ctx) => {
     const scalar = (name) => ({
       key: name,
       label: RESOURCE_LABELS[name],
-      value: (a) => (a.used_resources?.[name] || 0) / (a.resources?.[name] || 1),
       render: (a) => usedOfTotal(a.used_resources?.[name], a.resources?.[name], name),
     });
     const table = new B.SortableTable(
       [
-        { key: "hostname", label: "Host", value: (a) => a.hostname, render: (a) => agentLink(a.id, `${a.hostname}:${a.port}`) },
+        { key: "hostname", label: "Host", render: (a) => agentLink(a.id, `${a.hostname}:${a.port}`) },
         { key: "id", label: "ID", render: (a) => h("code", { title: a.id }, fmt.shortId(a.id)) },
         scalar("cpus"),
         scalar("mem"),
         scalar("disk"),
-        { key: "tasks", label: "Active tasks", num: true, value: runningOn, render: (a) => fmt.num(runningOn(a), 0) },
-        { key: "active", label: "Status", value: (a) => (a.active ? 1 : 0), render: (a) => activeBadge(a.active) },
-        { key: "registered", label: "Registered", value: (a) => a.registered_time, render: (a) => h("span", { title: fmt.datetime(a.registered_time) }, fmt.ago(a.registered_time)) },
+        { key: "tasks", label: "Active tasks", num: true, render: (a) => fmt.num(runningOn(a), 0) },
+        { key: "active", label: "Status", render: (a) => activeBadge(a.active, a.connected) },
+        { key: "registered", label: "Registered", render: (a) => h("span", { title: fmt.datetime(a.registered_time) }, fmt.ago(a.registered_time)) },
       ],
-      { name: "agents", rowData: (a) => ({ agent: a.id }) },
+      { name: "agents", presorted: true, rowData: (a) => ({ agent: a.id }) },
     );
-    const list = filteredPages(ctx, table, (a, q) => `${a.hostname}:${a.port} ${a.id}`.toLowerCase().includes(q), {
-      placeholder: "Filter by host or id",
-      empty: "No agents are registered.",
-    });
     const count = h("span", { class: "muted" });
     const error = errorBox();
-    B.replace(ctx.el, header("Agents", count), error, h("div", { class: "toolbar" }, list.input), h("div", { class: "table-wrap" }, table.el), list.info);
-    ctx.live(
-      async () => {
-        const doc = await B.cache.summary.get(true);
-        B.cache.rememberAgents(doc.slaves);
-        count.textContent = `${fmt.num(doc.slaves.length, 0)} registered`;
-        list.setRows(doc.slaves);
+    const list = serverPages(ctx, table, {
+      kind: "agents",
+      topic: "agent",
+      placeholder: "Filter by host or id",
+      empty: "No agents are registered.",
+      errorEl: error,
+      pollMs: 10000,
+      relevant: (change, shown, sortKey) =>
+        change.membership > 0 || B.touches(change, shown) || (USAGE_SORTS.has(sortKey) && change.ids.size > 0),
+      onLoad: (doc) => {
+        B.cache.rememberAgents(doc.rows);
+        count.textContent = `${fmt.num(doc.total, 0)} registered`;
       },
-      { topics: ["agent", "task"], pollMs: 10000, minGapMs: adaptiveGap(B.cache.summary, 3000), errorEl: error },
-    );
+    });
+    B.replace(ctx.el, header("Agents", count), error, h("div", { class: "toolbar" }, list.input), h("div", { class: "table-wrap" }, table.el), list.info);
   };
 
   B.pages.agent = (ctx) => {
@@ -314,7 +338,7 @@
           ),
         );
       },
-      { topics: ["agent", "task"], pollMs: 5000, minGapMs: 2000, errorEl: error },
+      { topics: ["agent"], pollMs: 5000, minGapMs: 2000, errorEl: error, filter: (_, change) => B.touches(change, [id]) },
     );
   };
 
@@ -344,36 +368,51 @@
     const columns = [
       { key: "name", label: "Name", render: (f) => frameworkLink(f.id, f.name) },
       { key: "id", label: "ID", render: (f) => h("code", { title: f.id }, fmt.shortId(f.id)) },
-      { key: "role", label: "Roles", value: rolesOf, render: rolesOf },
+      { key: "role", label: "Roles", render: rolesOf },
       { key: "user", label: "User" },
     ];
     if (!completed) {
       columns.push(
-        { key: "state", label: "Status", value: (f) => (f.active ? 2 : 0) + (f.connected ? 1 : 0), render: (f) => activeBadge(f.active, f.connected) },
-        { key: "tasks", label: "Active tasks", num: true, value: activeTasks, render: (f) => fmt.num(activeTasks(f), 0) },
-        { key: "cpus", label: "CPUs", num: true, value: (f) => f.used_resources?.cpus || 0, render: (f) => resourceText(f.used_resources, "cpus") },
-        { key: "mem", label: "Memory", num: true, value: (f) => f.used_resources?.mem || 0, render: (f) => resourceText(f.used_resources, "mem") },
-        { key: "offered", label: "Offered CPUs", num: true, value: (f) => f.offered_resources?.cpus || 0, render: (f) => resourceText(f.offered_resources, "cpus") },
+        { key: "state", label: "Status", render: (f) => activeBadge(f.active, f.connected) },
+        { key: "tasks", label: "Active tasks", num: true, render: (f) => fmt.num(activeTasks(f), 0) },
+        { key: "cpus", label: "CPUs", num: true, render: (f) => resourceText(f.used_resources, "cpus") },
+        { key: "mem", label: "Memory", num: true, render: (f) => resourceText(f.used_resources, "mem") },
+        { key: "offered", label: "Offered CPUs", num: true, render: (f) => resourceText(f.offered_resources, "cpus") },
       );
     }
     columns.push({
       key: "registered",
       label: completed ? "Ended" : "Registered",
-      value: (f) => (completed ? f.unregistered_time : f.registered_time),
       render: (f) => fmt.ago(completed ? f.unregistered_time : f.registered_time),
     });
-    return new B.SortableTable(columns, { name, sortKey: "registered", sortDesc: true, rowData: (f) => ({ framework: f.id }) });
+    return new B.SortableTable(columns, { name, presorted: true, sortKey: "registered", sortDesc: true, rowData: (f) => ({ framework: f.id }) });
   }
 
   B.pages.frameworks = (ctx) => {
     const active = frameworkTable("frameworks", false);
     const completed = frameworkTable("completed-frameworks", true);
-    const list = filteredPages(ctx, active, (f, q) => `${f.name} ${f.id} ${rolesOf(f)}`.toLowerCase().includes(q), {
-      placeholder: "Filter by name, id or role",
-      empty: "No framework is registered.",
-    });
     const count = h("span", { class: "muted" });
     const error = errorBox();
+    const list = serverPages(ctx, active, {
+      kind: "frameworks",
+      topic: "framework",
+      placeholder: "Filter by name, id or role",
+      empty: "No framework is registered.",
+      errorEl: error,
+      pollMs: 10000,
+      relevant: () => true, // frameworks are few: any change may show
+      onLoad: (doc) => {
+        count.textContent = `${fmt.num(doc.total, 0)} registered`;
+      },
+    });
+    // The newest 50 completed frameworks (Mesos keeps the last 50 as well).
+    ctx.live(
+      async () => {
+        const doc = await B.listing("frameworks", { completed: 1, limit: 50, sort: "registered", order: "des" });
+        completed.render(doc.rows, "None yet.");
+      },
+      { topics: ["framework"], filter: (_, change) => change.membership > 0, pollMs: 10000, minGapMs: 2000, errorEl: error },
+    );
     B.replace(
       ctx.el,
       header("Frameworks", count),
@@ -384,17 +423,13 @@
       h("h2", { class: "section" }, "Completed frameworks"),
       h("div", { class: "table-wrap" }, completed.el),
     );
-    ctx.live(
-      async () => {
-        const [doc, ops] = await Promise.all([B.cache.summary.get(true), B.cache.frameworks.get(true)]);
-        B.cache.rememberAgents(doc.slaves);
-        count.textContent = `${fmt.num(doc.frameworks.length, 0)} registered`;
-        list.setRows(doc.frameworks);
-        completed.render((ops.completed_frameworks || []).map(fromOperator), "None yet.");
-      },
-      { topics: ["framework", "task"], pollMs: 10000, minGapMs: adaptiveGap(B.cache.summary, 2000), errorEl: error },
-    );
   };
+
+  /** The framework's row of the master's listing (live or completed). */
+  async function frameworkRow(id) {
+    const [live, done] = await Promise.all([B.listing("frameworks", { id: [id] }), B.listing("frameworks", { id: [id], completed: 1 })]);
+    return live.rows[0] || done.rows[0] || null;
+  }
 
   B.pages.framework = (ctx) => {
     const id = ctx.route.id;
@@ -404,13 +439,13 @@
     B.replace(ctx.el, header("Framework", title), error, body);
     ctx.live(
       async () => {
-        const [doc, summary] = await Promise.all([B.cache.frameworks.get(true), B.cache.summary.get()]);
+        const [doc, row] = await Promise.all([B.cache.frameworks.get(true), frameworkRow(id)]);
         const op = B.cache.frameworkIndex(doc).get(id);
         if (!op) {
           B.replace(body, h("p", { class: "error" }, `No framework ${id} is known to this master.`));
           return;
         }
-        const f = { ...fromOperator(op), ...(summary.frameworks.find((x) => x.id === id) || {}) };
+        const f = { ...fromOperator(op), ...(row || {}) };
         const info = op.framework_info;
         const counts = B.TASK_STATES.filter((s) => f[s]).map((s) => h("span", { class: "chip" }, B.stateBadge(s), ` ${fmt.num(f[s], 0)}`));
         B.replace(
@@ -437,7 +472,7 @@
           offersCard((op.offers || []).map((o) => ({ offer: o, framework: info })), "Outstanding offers"),
         );
       },
-      { topics: ["framework", "task"], pollMs: 5000, minGapMs: 2000, errorEl: error },
+      { topics: ["framework"], filter: (_, change) => B.touches(change, [id]), pollMs: 5000, minGapMs: 2000, errorEl: error },
     );
   };
 
@@ -479,12 +514,15 @@
       h("div", { class: "table-wrap" }, table.el),
       h("p", { class: "muted small" }, "Allocated counts what tasks and executors hold. The dominant share is the allocator's, as in the metric allocator/mesos/roles/<role>/shares/dominant."),
     );
+    let lastMs = 0;
     ctx.live(
       async () => {
-        const doc = await B.get("/master/roles");
+        const started = performance.now();
+        const doc = await B.get("/master/ui/roles");
+        lastMs = performance.now() - started;
         table.render(doc.roles || [], "No roles yet.");
       },
-      { topics: ["framework", "task"], pollMs: 5000, minGapMs: 2000, errorEl: error },
+      { topics: ["framework", "task"], pollMs: 5000, minGapMs: () => Math.max(2000, lastMs * 5), errorEl: error },
     );
     ctx.on("metrics", () => table.render(table.rows, "No roles yet."));
   };

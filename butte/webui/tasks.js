@@ -1,59 +1,75 @@
-/* butte web UI: the tasks list (server-side pages of /master/tasks, search and filters) and
+/* butte web UI: the tasks list (pages of /master/ui/tasks, searched and filtered by the master) and
  * the task page (status history, sandbox browser, live tail of stdout/stderr). */
 "use strict";
 
 (function (B) {
   const { h, fmt } = B;
-  const SCAN_CHUNK = 1000;
-  const SCAN_MAX = 250000;
 
   // -- fetching pages -----------------------------------------------------------------------
 
-  function tasksUrl(limit, offset, framework) {
-    let url = `/master/tasks?limit=${limit}&offset=${offset}&order=des`;
-    if (framework) url += `&framework_id=${encodeURIComponent(framework)}`;
-    return url;
+  /** One page of tasks, newest first: {rows, hasMore, scanned}. The master searches and
+   * filters (`/master/ui/tasks`): only the page is ever sent, at any number of tasks. */
+  async function fetchPage(filters, page, size) {
+    const query = new URLSearchParams({ offset: String(page * size), limit: String(size) });
+    if (filters.q) query.set("q", filters.q);
+    if (filters.state) query.set("state", filters.state);
+    if (filters.agent) query.set("agent_id", filters.agent);
+    if (filters.framework) query.set("framework_id", filters.framework);
+    const doc = await B.get(`/master/ui/tasks?${query}`);
+    const filtered = Boolean(filters.q || filters.state || filters.agent || filters.framework);
+    return { rows: doc.tasks || [], hasMore: Boolean(doc.has_more), scanned: filtered ? doc.scanned : null, total: doc.total, snapshot: doc.snapshot };
   }
 
-  function matcher(filters) {
-    const q = (filters.q || "").toLowerCase();
-    const state = filters.state || "";
-    return (t) => {
-      if (q && !String(t.id).toLowerCase().includes(q) && !String(t.name || "").toLowerCase().includes(q)) return false;
-      if (state === "active" && !B.ACTIVE_STATES.has(t.state)) return false;
-      if (state && state !== "active" && t.state !== state) return false;
-      if (filters.agent && t.slave_id !== filters.agent) return false;
-      return true;
-    };
+  // -- why a task ended, and what it uses ---------------------------------------------------
+
+  // Terminal states whose status says why (TASK_FINISHED needs no explanation).
+  const EXPLAINED = new Set([...B.BAD_STATES, "TASK_KILLED"]);
+
+  /** The status that ended the task, when it ended in failure: Marathon's "last task
+   * failure". {state, message, reason, source, timestamp} or null. */
+  function failure(t) {
+    if (!EXPLAINED.has(t.state)) return null;
+    const statuses = t.statuses || [];
+    for (let i = statuses.length - 1; i >= 0; i -= 1) {
+      if (statuses[i].state === t.state) return statuses[i];
+    }
+    return { state: t.state };
   }
 
-  /** One page of tasks, newest first: {rows, hasMore, scanned}. Without a search or a state
-   * filter the master pages (`limit`/`offset`, `framework_id`); otherwise the list is read in
-   * chunks and filtered here until the page is full, never all at once. */
-  async function fetchPage(filters, page, size, onProgress) {
-    if (!filters.q && !filters.state && !filters.agent) {
-      const doc = await B.get(tasksUrl(size + 1, page * size, filters.framework));
-      const tasks = doc.tasks || [];
-      return { rows: tasks.slice(0, size), hasMore: tasks.length > size, scanned: null };
-    }
-    const keep = matcher(filters);
-    const need = (page + 1) * size + 1;
-    const found = [];
-    let offset = 0;
-    for (;;) {
-      const doc = await B.get(tasksUrl(SCAN_CHUNK, offset, filters.framework));
-      const tasks = doc.tasks || [];
-      for (const t of tasks) if (keep(t)) found.push(t);
-      offset += tasks.length;
-      onProgress?.(offset, found.length);
-      if (found.length >= need || tasks.length < SCAN_CHUNK || offset >= SCAN_MAX) break;
-    }
-    return {
-      rows: found.slice(page * size, page * size + size),
-      hasMore: found.length > (page + 1) * size,
-      scanned: offset,
-    };
+  const reasonText = (r) => (r ? r.replace(/^REASON_/, "").toLowerCase().replace(/_/g, " ") : "");
+  const sourceText = (s) => (s ? s.replace(/^SOURCE_/, "").toLowerCase() : "");
+
+  /** One line: the message, the reason and who said so. */
+  function whyText(s) {
+    const parts = [];
+    if (s.message) parts.push(s.message);
+    if (s.reason) parts.push(reasonText(s.reason));
+    if (s.source) parts.push(`from ${sourceText(s.source)}`);
+    return parts.join(" · ");
   }
+
+  function stateCell(t) {
+    const why = failure(t);
+    const text = why ? whyText(why) : "";
+    return h(
+      "div",
+      { class: "state-cell" },
+      B.stateBadge(t.state),
+      text ? h("div", { class: "why", title: text }, text) : null,
+    );
+  }
+
+  /** "used / asked" for a running task's CPUs or memory, or what it asked for. */
+  function usageText(t, name, usage) {
+    const asked = t.resources?.[name] || 0;
+    const askedText = fmt.resource(name, asked);
+    const u = usage?.get(t.id);
+    if (!u || u.error) return askedText;
+    if (name === "cpus") return u.cpus === null ? `… / ${askedText}` : `${fmt.num(u.cpus, 2)} / ${askedText}`;
+    return `${fmt.bytes(u.memBytes)} / ${askedText}`;
+  }
+
+  const RUNNING_LIKE = new Set(["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]);
 
   const started = (t) => (t.statuses && t.statuses.length ? t.statuses[0].timestamp : 0);
   const updated = (t) => (t.statuses && t.statuses.length ? t.statuses[t.statuses.length - 1].timestamp : 0);
@@ -103,7 +119,7 @@
       [
         { key: "id", label: "ID", sortable: false, render: (t) => B.link(B.href("tasks", t.id), t.id, { class: "task-link", title: t.id }) },
         { key: "name", label: "Name", sortable: false },
-        { key: "state", label: "State", sortable: false, render: (t) => B.stateBadge(t.state) },
+        { key: "state", label: "State", sortable: false, render: stateCell },
         {
           key: "framework",
           label: "Framework",
@@ -111,8 +127,8 @@
           render: (t) => B.ui.frameworkLink(t.framework_id, lookup.frameworks.get(t.framework_id)?.framework_info.name),
         },
         { key: "agent", label: "Agent", sortable: false, render: (t) => B.ui.agentLink(t.slave_id, B.cache.agentNames.get(t.slave_id)) },
-        { key: "cpus", label: "CPUs", num: true, sortable: false, render: (t) => fmt.resource("cpus", t.resources?.cpus || 0) },
-        { key: "mem", label: "Memory", num: true, sortable: false, render: (t) => fmt.resource("mem", t.resources?.mem || 0) },
+        { key: "cpus", label: "CPUs used / asked", num: true, sortable: false, render: (t) => usageText(t, "cpus", lookup.usage) },
+        { key: "mem", label: "Memory used / asked", num: true, sortable: false, render: (t) => usageText(t, "mem", lookup.usage) },
         { key: "started", label: "Started", sortable: false, render: (t) => h("span", { title: fmt.datetime(started(t)) }, fmt.ago(started(t))) },
         { key: "updated", label: "Last update", sortable: false, render: (t) => h("span", { title: fmt.datetime(updated(t)) }, fmt.ago(updated(t))) },
       ],
@@ -130,7 +146,7 @@
       size: Number(q.get("size")) || 50,
       page: Math.max(0, Number(q.get("page")) - 1 || 0),
     };
-    const lookup = { frameworks: new Map() };
+    const lookup = { frameworks: new Map(), usage: new Map() };
     const table = taskTable(lookup);
     const info = h("div", { class: "pager-box" });
     const note = h("span", { class: "muted", id: "task-note" });
@@ -147,26 +163,68 @@
       : null;
     B.replace(ctx.el, B.ui.header("Tasks", note), error, ctl.el, agentChip, h("div", { class: "table-wrap" }, table.el), info);
 
+    // Real CPU and memory of the running tasks shown, from their agents; a rate needs two
+    // answers, so the second comes soon after the first.
+    let shown = new Set();
+    let measuring = false;
+    let quietUntil = 0; // no agent answered last time: ask again less often
+    let measuredAt = 0; // at most every 4 s, however often the rows change
+    const measure = async (force) => {
+      const running = table.rows.filter((t) => RUNNING_LIKE.has(t.state)).map((t) => t.id);
+      if (measuring || !running.length || !ctx.alive) return;
+      if (!force && (Date.now() < quietUntil || Date.now() - measuredAt < 4000)) return;
+      measuring = true;
+      measuredAt = Date.now();
+      try {
+        const fresh = await B.usage.fetch(running);
+        const firstTime = [...fresh.values()].some((u) => u.cpus === null && !u.error);
+        const none = [...fresh.values()].every((u) => u.error);
+        quietUntil = none ? Date.now() + 30000 : 0;
+        lookup.usage = fresh;
+        if (ctx.alive) table.render(table.rows, "No tasks yet.");
+        if (firstTime) setTimeout(() => measure(true), 1500);
+      } catch (err) {
+        // Usage is a nicety: the list stays as it is.
+      } finally {
+        measuring = false;
+      }
+    };
+    const usageTimer = setInterval(() => {
+      if (!document.hidden) measure();
+    }, 5000);
+    ctx.onCleanup(() => clearInterval(usageTimer));
+    let lastMs = 0;
+
     let generation = 0;
     refresh = ctx.live(
       async () => {
         const mine = ++generation;
-        B.cache.frameworks
-          .get()
-          .then((doc) => {
-            const index = B.cache.frameworkIndex(doc);
+        const began = performance.now();
+        const names = B.cache.frameworkNames.get();
+        const result = await fetchPage(state, state.page, state.size);
+        if (mine !== generation || !ctx.alive) return;
+        lastMs = performance.now() - began;
+        shown = new Set(result.rows.map((t) => t.id));
+        const empty = state.q || state.state || state.agent ? "No task matches." : "No tasks yet.";
+        // The rows first; framework names and agent hostnames fill in when they arrive.
+        table.render(result.rows, empty);
+        Promise.all([
+          names.then((index) => {
             const changed = index.size !== lookup.frameworks.size;
             lookup.frameworks = index;
             if (changed) ctl.fillFrameworks(index);
+          }),
+          B.cache.agentHostnames(result.rows.map((t) => t.slave_id)),
+        ])
+          .then(() => {
+            if (mine === generation && ctx.alive) table.render(table.rows, empty);
           })
           .catch(() => {});
-        const result = await fetchPage(state, state.page, state.size, (scanned, found) => {
-          if (mine === generation) note.textContent = `searching… ${fmt.num(scanned, 0)} tasks read, ${fmt.num(found, 0)} match`;
-        });
-        if (mine !== generation || !ctx.alive) return;
-        await B.cache.agentHostnames(result.rows.map((t) => t.slave_id));
-        table.render(result.rows, state.q || state.state || state.agent ? "No task matches." : "No tasks yet.");
-        note.textContent = result.scanned !== null ? `${fmt.num(result.scanned, 0)} tasks searched` : "newest first";
+        measure();
+        note.textContent =
+          result.scanned !== null
+            ? `newest first · ${fmt.num(result.scanned, 0)} of ${fmt.num(result.total, 0)} tasks searched`
+            : `newest first · ${fmt.num(result.total, 0)} tasks`;
         B.replace(
           info,
           B.ui.pager({ page: state.page, size: state.size, hasMore: result.hasMore, shown: result.rows.length }, (p) => {
@@ -175,8 +233,16 @@
             refresh.now();
           }),
         );
+        return result.snapshot;
       },
-      { topics: ["task"], pollMs: 3000, minGapMs: () => (state.q || state.state ? 3000 : 750), errorEl: error },
+      {
+        topics: ["task"],
+        pollMs: 3000,
+        // New tasks shift every page (newest first); otherwise only the rows shown matter.
+        filter: (_, change) => Boolean(state.q || state.state || state.agent) || change.added > 0 || B.touches(change, shown),
+        minGapMs: () => Math.max(state.q || state.state ? 3000 : 750, lastMs * 5),
+        errorEl: error,
+      },
     );
   };
 
@@ -194,10 +260,10 @@
     const statuses = t.statuses || [];
     if (!statuses.length) return h("p", { class: "muted" }, "No status update yet.");
     const first = statuses[0].timestamp;
-    return h(
+    const table = h(
       "table",
       { class: "data compact", "data-table": "history" },
-      h("thead", {}, h("tr", {}, h("th", {}, "State"), h("th", {}, "Time"), h("th", { class: "num" }, "After"), h("th", {}, "Health"))),
+      h("thead", {}, h("tr", {}, ["State", "Time", "After", "Health", "Message", "Reason", "Source"].map((label) => h("th", { class: label === "After" ? "num" : "" }, label)))),
       h(
         "tbody",
         {},
@@ -209,10 +275,14 @@
             h("td", {}, fmt.datetime(s.timestamp)),
             h("td", { class: "num" }, `+${fmt.num(s.timestamp - first, 3)} s`),
             h("td", {}, s.healthy === undefined ? "" : s.healthy ? "healthy" : "unhealthy"),
+            h("td", { class: "wrap" }, s.message || ""),
+            h("td", {}, reasonText(s.reason)),
+            h("td", {}, sourceText(s.source)),
           ),
         ),
       ),
     );
+    return h("div", { class: "table-wrap" }, table);
   }
 
   function taskFacts(t, frameworks) {
@@ -235,49 +305,130 @@
     ]);
   }
 
+  /** The "last failure" box: what the status that ended the task says. */
+  function failureBox(t) {
+    const s = failure(t);
+    if (!s) return null;
+    return h(
+      "div",
+      { class: "failure", id: "task-failure", role: "status" },
+      h("strong", {}, t.state.charAt(5) + t.state.slice(6).toLowerCase(), s.timestamp ? ` ${fmt.ago(s.timestamp)}` : ""),
+      B.ui.facts([
+        ["Message", s.message || h("span", { class: "muted" }, "none given")],
+        ["Reason", s.reason ? h("code", {}, s.reason) : null],
+        ["Source", s.source ? h("code", {}, s.source) : null],
+        ["At", s.timestamp ? fmt.datetime(s.timestamp) : null],
+      ]),
+    );
+  }
+
+  /** CPU and memory in use next to what the task asked for. */
+  function usageBox(t, u) {
+    if (!RUNNING_LIKE.has(t.state)) return h("p", { class: "muted" }, "The task is not running.");
+    if (!u) return h("p", { class: "muted" }, "Asking the agent…");
+    if (u.error) return h("p", { class: "muted" }, `No figures: ${u.error}`);
+    const cpusAsked = t.resources?.cpus || 0;
+    const memAsked = (t.resources?.mem || 0) * 1024 * 1024;
+    const row = (label, usedText, asked, used, askedText) =>
+      h(
+        "tr",
+        { dataset: { usage: label.toLowerCase() } },
+        h("th", {}, label),
+        h("td", { class: "num" }, usedText),
+        h("td", { class: "num" }, askedText),
+        h("td", {}, used === null ? "" : B.usageBar(Math.min(used, asked), 0, asked || 1)),
+      );
+    return [
+      h(
+        "table",
+        { class: "data compact", "data-table": "usage" },
+        h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", { class: "num" }, "In use"), h("th", { class: "num" }, "Asked for"), h("th", {}, ""))),
+        h(
+          "tbody",
+          {},
+          row("CPUs", u.cpus === null ? "measuring…" : fmt.num(u.cpus, 3), cpusAsked, u.cpus, fmt.num(cpusAsked, 3)),
+          row("Memory", fmt.bytes(u.memBytes), memAsked, u.memBytes, fmt.resource("mem", t.resources?.mem || 0)),
+        ),
+      ),
+      h(
+        "p",
+        { class: "muted small" },
+        "From the agent's container statistics",
+        u.shared ? `, for the whole executor (${u.shared} tasks)` : "",
+        u.cpuLimit !== null ? `; the container may use ${fmt.num(u.cpuLimit, 3)} CPUs and ${fmt.bytes(u.memLimitBytes)} (the task's and its executor's)` : "",
+        ".",
+      ),
+    ];
+  }
+
   B.pages.task = (ctx) => {
     const id = ctx.route.id;
     const error = B.ui.errorBox();
     const factsBox = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+    const failureSlot = h("div");
     const historyBox = h("div", { id: "task-history" });
+    const usageEl = h("div", { id: "task-usage" });
     const sandboxBox = h("div", { id: "sandbox" });
     B.replace(
       ctx.el,
       B.ui.header("Task", h("code", {}, id)),
       error,
+      failureSlot,
       h("div", { class: "grid two" }, B.ui.card("Details", factsBox), B.ui.card("Status history", historyBox)),
+      B.ui.card("Resources in use", usageEl),
       B.ui.card("Sandbox", sandboxBox),
     );
+    let task = null;
+    let usage = null;
+    const showUsage = () => task && B.replace(usageEl, usageBox(task, usage));
+    const measure = async () => {
+      if (!task || !RUNNING_LIKE.has(task.state) || !ctx.alive) return;
+      try {
+        usage = (await B.usage.fetch([id])).get(id) || null;
+      } catch (err) {
+        usage = { error: B.errorText(err) };
+      }
+      showUsage();
+    };
+    // A rate needs two answers: the second comes a second after the first, then every 2 s.
+    let usageTimer = setTimeout(function tick() {
+      measure().finally(() => {
+        if (ctx.alive) usageTimer = setTimeout(tick, 2000);
+      });
+    }, 1000);
+    ctx.onCleanup(() => clearTimeout(usageTimer));
     let sandbox = null;
     ctx.live(
       async () => {
-        const [doc, fwDoc] = await Promise.all([
-          B.get(`/master/tasks?task_id=${encodeURIComponent(id)}&limit=10`),
-          B.cache.frameworks.get().catch(() => null),
-        ]);
+        const names = B.cache.frameworkNames.get().catch(() => new Map());
+        const doc = await B.get(`/master/tasks?task_id=${encodeURIComponent(id)}&limit=10`);
         const t = (doc.tasks || [])[0];
         if (!t) {
           B.replace(factsBox, h("p", { class: "error" }, `No task ${id} is known to this master.`));
           B.replace(historyBox);
           return;
         }
-        await B.cache.agentHostnames([t.slave_id]);
-        B.replace(factsBox, taskFacts(t, B.cache.frameworkIndex(fwDoc)));
+        const first = task === null;
+        task = t;
+        // The task first; its framework's name and agent's hostname fill in when they arrive.
+        B.replace(factsBox, taskFacts(t, B.cache.frameworkNames.value || new Map()));
+        Promise.all([names, B.cache.agentHostnames([t.slave_id])])
+          .then(([index]) => {
+            if (ctx.alive && task === t) B.replace(factsBox, taskFacts(t, index));
+          })
+          .catch(() => {});
+        B.replace(failureSlot, failureBox(t));
         B.replace(historyBox, history(t));
+        showUsage();
+        if (first) measure();
         if (!sandbox) {
           sandbox = new SandboxBrowser(ctx, sandboxBox, sandboxOf(t));
           sandbox.open(ctx.route.query.get("dir") || "", ctx.route.query.get("file") || "");
         }
       },
-      { topics: ["task"], pollMs: 3000, minGapMs: 500, errorEl: error, filter: (_, e) => taskOf(e) === id },
+      { topics: ["task"], pollMs: 3000, minGapMs: 500, errorEl: error, filter: (_, change) => B.touches(change, [id]) },
     );
   };
-
-  function taskOf(event) {
-    if (!event) return null;
-    if (event.task) return event.task.task_id?.value;
-    return event.update?.status?.task_id?.value;
-  }
 
   // -- sandbox ------------------------------------------------------------------------------
 
@@ -423,5 +574,5 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, matcher };
+  B.tasks = { fetchPage, sandboxOf, failure, whyText };
 })(window.Butte);

@@ -315,6 +315,7 @@ window.Butte = window.Butte || {};
     resourceMap,
     TASK_STATES,
     ACTIVE_STATES,
+    BAD_STATES,
     stateBadge,
     Bus,
     bus: new Bus(),

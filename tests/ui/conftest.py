@@ -145,7 +145,17 @@ def ui_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UICluster]:
 
 
 @pytest.fixture(scope="module")
-def browser(ui_cluster: UICluster) -> Iterator[Any]:
+def browser(ui_cluster: UICluster, bare_browser: Any) -> Any:
+    """The browser, with ``ui_cluster`` running."""
+    return bare_browser
+
+
+@pytest.fixture(scope="module")
+def bare_browser() -> Iterator[Any]:
+    """Debian's chromium under Playwright, without a cluster of its own."""
+    reason = browser_missing()
+    if reason:
+        require(reason, "the browser of the UI tests")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -6,7 +6,9 @@ Every wait is Playwright's polling ``expect`` with a timeout, never a fixed slee
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -50,9 +52,25 @@ def test_overview_shows_resources_counts_and_a_chart(ui_cluster, page, screensho
         }"""
     )
     assert painted > 1000  # grid, labels and at least one sample
-    samples = page.evaluate("() => sessionStorage.getItem('butte.samples.' + location.host)")
-    assert samples and samples.startswith("[[")
     screenshot(page, "overview")
+
+
+def test_chart_draws_the_masters_hour_of_samples_at_once(ui_cluster, page):
+    """The master samples utilisation every 5 s whether or not a page is open; a page that
+    opens draws all of it at once (the page keeps no samples of its own)."""
+    kept = ui_cluster.cluster.get("/master/ui/utilisation")["samples"]
+    if not kept:  # a young master: its first sample comes 5 s after it starts
+        deadline = time.monotonic() + 15
+        while not kept and time.monotonic() < deadline:
+            time.sleep(0.5)
+            kept = ui_cluster.cluster.get("/master/ui/utilisation")["samples"]
+    assert kept and len(kept[0]) == 13
+    page.goto(ui_cluster.url + "/")
+    chart = page.locator("#utilisation-chart")
+    expect(chart).to_have_attribute("data-samples", re.compile(r"^[1-9]"))
+    drawn = page.evaluate("() => Butte.history.samples")
+    assert drawn[0] == kept[0]  # the oldest the master kept, drawn on first load
+    assert page.evaluate("() => sessionStorage.length") == 0
 
 
 def test_agents_table_lists_and_filters_agents(ui_cluster, page, screenshot):
@@ -227,52 +245,109 @@ def test_recordio_parser_handles_split_records_and_multibyte_text(ui_cluster, pa
     assert bad and "RecordIO" in bad
 
 
-def _synthetic_agents(count: int) -> list[dict]:
-    resources = {"cpus": 8.0, "mem": 16384.0, "disk": 100000.0, "gpus": 0.0}
-    return [
-        {
-            "id": f"S{i}",
-            "hostname": f"host-{i:05d}",
-            "port": 5051,
-            "registered_time": 1.7e9,
-            "resources": resources,
-            "used_resources": {"cpus": i % 8, "mem": 1024.0, "disk": 0.0, "gpus": 0.0},
-            "offered_resources": {},
-            "active": True,
-            "TASK_RUNNING": i % 10,
-        }
-        for i in range(count)
-    ]
+def test_failed_task_says_why_in_the_list_and_on_its_page(ui_cluster, page, screenshot):
+    ui_cluster.run_task("doomed", "echo about to fail; exit 3")
+    task_id = ui_cluster.wait_task("doomed", "TASK_FAILED")
+    page.goto(ui_cluster.url + "/#/tasks?state=TASK_FAILED")
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    expect(row.locator(".why")).to_contain_text("Command exited with status 3")
+    expect(row.locator(".why")).to_contain_text("from executor")
+    screenshot(page, "tasks-failed")
+    row.locator("a.task-link").click()
+    failure = page.locator("#task-failure")
+    expect(failure).to_contain_text("Failed")
+    expect(failure).to_contain_text("Command exited with status 3")
+    expect(failure).to_contain_text("SOURCE_EXECUTOR")
+    history = page.locator('table[data-table="history"] tr[data-state="TASK_FAILED"]')
+    expect(history).to_contain_text("Command exited with status 3")
+    screenshot(page, "task-failed")
 
 
-def test_large_cluster_polls_and_pages(ui_cluster, page, screenshot):
-    """10k agents and 100k tasks (the master's answers enlarged in the browser): the page
-    polls instead of subscribing, shows pages of rows, and asks the master for pages only."""
-    summary = {"hostname": "x", "slaves": _synthetic_agents(10_000), "frameworks": []}
+def test_running_task_shows_real_cpu_and_memory_next_to_what_it_asked(ui_cluster, page, screenshot):
+    # Busy for a while (niced: it only takes what is idle), then asleep.
+    ui_cluster.run_task("busy", "timeout 60 nice -n 19 sh -c 'while :; do :; done'; sleep 300")
+    task_id = ui_cluster.wait_task("busy")
+    page.goto(ui_cluster.url + f"/#/tasks/{task_id}")
+    cpus = page.locator('table[data-table="usage"] tr[data-usage="cpus"] td')
+    expect(cpus.nth(1)).to_have_text("0.1")  # asked for
+    expect(cpus.nth(0)).to_have_text(re.compile(r"^\d+(\.\d+)?$"), timeout=20000)
+    memory = page.locator('table[data-table="usage"] tr[data-usage="memory"] td')
+    expect(memory.nth(0)).to_have_text(re.compile(r"^[\d.,]+ (B|KB|MB)$"))
+    expect(memory.nth(1)).to_have_text("32 MB")
+    # The spinning task takes CPU time, seen as a positive rate.
+    page.wait_for_function(
+        """() => {
+            const cell = document.querySelector('tr[data-usage="cpus"] td');
+            return cell && Number(cell.textContent) > 0.01;
+        }""",
+        timeout=30000,
+    )
+    screenshot(page, "task-usage")
+    page.goto(ui_cluster.url + "/#/tasks?q=busy")
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    expect(row).to_contain_text(re.compile(r"[\d.]+ / 0\.1"), timeout=20000)
+    expect(row).to_contain_text(re.compile(r"(KB|MB) / 32 MB"))
 
-    def big_metrics(route):
-        response = route.fetch()
-        body = response.json()
-        body["master/tasks_finished"] = 100_000
-        body["master/slaves_active"] = 10_000
-        route.fulfill(response=response, json=body)
 
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(f"{r.method} {r.url} {r.post_data or ''}"))
-    page.route("**/metrics/snapshot", big_metrics)
-    page.route("**/master/state-summary", lambda route: route.fulfill(json=summary))
-    page.goto(ui_cluster.url + "/#/agents")
-    expect(page.locator("#live-status")).to_have_attribute("data-mode", "polling")
-    expect(_rows(page, "agents")).to_have_count(50)
-    expect(page.locator(".pager-range")).to_have_text("1–50 of 10,000")
-    page.locator('[data-page="next"]').click()
-    expect(page.locator(".pager-range")).to_have_text("51–100 of 10,000")
-    page.fill("input.search", "host-09999")
-    expect(_rows(page, "agents")).to_have_count(1)
-    screenshot(page, "agents-10k")
-    page.goto(ui_cluster.url + "/#/tasks")
-    expect(page.locator('table[data-table="tasks"] tbody tr').first).to_be_visible()
-    assert not any("SUBSCRIBE" in r for r in requests)
-    assert not any(re.search(r"/master/state(\?|\s|$)", r) for r in requests)
-    tasks = [r for r in requests if "/master/tasks" in r]
-    assert tasks and all(re.search(r"limit=\d+", r) for r in tasks)
+def test_layout_holds_at_800_px(ui_cluster, browser, screenshot):
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    context.set_default_timeout(15000)
+    page = context.new_page()
+    agent = ui_cluster.cluster.get("/master/slaves")["slaves"][0]["id"]
+    framework = next(t for t in ui_cluster.tasks() if t["id"] == ui_cluster.task_id)
+    routes = {
+        "overview": ("/", '[data-resource="cpus"]'),
+        "agents": ("/agents", 'table[data-table="agents"] tbody tr[data-agent]'),
+        "agent": (f"/agents/{agent}", "dl.facts"),
+        "frameworks": ("/frameworks", 'table[data-table="frameworks"] tbody tr'),
+        "framework": (f"/frameworks/{framework['framework_id']}", "dl.facts"),
+        "tasks": ("/tasks", 'table[data-table="tasks"] tbody tr[data-task]'),
+        "task": (f"/tasks/{ui_cluster.task_id}", "#task-history tr[data-state]"),
+        "roles": ("/roles", 'table[data-table="roles"] tbody tr'),
+        "offers": ("/offers", 'table[data-table="offers"] tbody tr'),
+    }
+    try:
+        for name, (route, ready) in routes.items():
+            page.goto(f"{ui_cluster.url}/#{route}")
+            expect(page.locator(ready).first).to_be_visible()
+            # Nothing sticks out sideways: wide tables scroll inside their own box.
+            overflow = page.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{name}: the page is {overflow}px wider than the window"
+            for link in page.locator("#nav a").all():
+                box = link.bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= 800, (name, box)
+            status = page.locator("#live-status").bounding_box()
+            assert status and status["x"] + status["width"] <= 800, (name, status)
+            screenshot(page, f"{name}-800px")
+    finally:
+        context.close()
+
+
+def test_ui_endpoints_answer_pages_and_refuse_bad_queries(ui_cluster):
+    url = ui_cluster.url
+    agents = ui_cluster.cluster.get("/master/ui/agents?limit=1&sort=hostname&order=des")
+    assert agents["total"] == agents["count"] == 2 and len(agents["rows"]) == 1
+    tasks = ui_cluster.cluster.get(f"/master/ui/tasks?q={ui_cluster.task_id}")
+    assert [t["id"] for t in tasks["tasks"]] == [ui_cluster.task_id]
+    for path in (
+        "/master/ui/agents?limit=x",
+        "/master/ui/agents?sort=bogus",
+        "/master/ui/frameworks?completed=maybe",
+        "/master/ui/tasks?state=TASK_BOGUS",
+        "/master/ui/utilisation?since=yesterday",
+        "/master/ui/task-usage",
+    ):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + path, timeout=5)
+        assert info.value.code == 400, path
+    post = urllib.request.Request(url + "/master/ui/agents", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(post, timeout=5)
+    assert info.value.code == 405
+    # The change feed starts with SUBSCRIBED and no state.
+    with urllib.request.urlopen(url + "/master/ui/changes", timeout=5) as feed:
+        length = int(feed.readline())
+        first = json.loads(feed.read(length))
+    assert first["type"] == "SUBSCRIBED" and "get_state" not in first["subscribed"]
