@@ -42,7 +42,7 @@ from butte.cli.output import (
 from butte.client.operator import OperatorError
 from butte.core import task_states
 
-# Subcommands with only the common flags: name -> summary (handler: cmd_<name>).
+# Subcommands with only the common flags: name -> summary (handlers in `add_commands`).
 _SIMPLE: dict[str, str] = {
     "agents": "list the agents and their resources",
     "frameworks": "list the frameworks",
@@ -53,12 +53,18 @@ _SIMPLE: dict[str, str] = {
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds every operator subcommand to the top-level ``butte`` parser."""
+    handlers = {
+        "agents": cmd_agents,
+        "frameworks": cmd_frameworks,
+        "roles": cmd_roles,
+        "state": cmd_state,
+    }
     for name, summary in _SIMPLE.items():
         sub = commands.add_parser(name, help=summary, description=summary)
         add_common(sub)
         if name != "state":
             add_wide(sub)
-        sub.set_defaults(handler=guarded(globals()[f"cmd_{name}"]))
+        sub.set_defaults(handler=guarded(handlers[name]))
     frameworks = commands.choices["frameworks"]
     frameworks.add_argument("--all", action="store_true", help="include completed frameworks")
     for name in ("tasks", "ps"):
