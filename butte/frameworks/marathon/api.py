@@ -15,11 +15,12 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
+from butte.coord.url import ZkUrl
 from butte.frameworks.marathon.appdef import (
     Invalid,
     canonical_id,
@@ -30,9 +31,6 @@ from butte.frameworks.marathon.appdef import (
 from butte.frameworks.marathon.model import iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.ui import PAGE
-
-if TYPE_CHECKING:
-    from butte.frameworks.marathon.main import Service
 
 log = logging.getLogger(__name__)
 APP_ACTIONS = ("restart", "tasks", "versions")
@@ -104,10 +102,58 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
         return _json({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
 
 
+EventQueue = asyncio.Queue[dict[str, Any] | None]
+
+
+class Events(Protocol):
+    """The ``/v2/events`` fan-out as a stream sees it (`main.EventHub`); ``None`` on a
+    queue ends the stream."""
+
+    def subscribe(self) -> EventQueue: ...
+
+    def unsubscribe(self, queue: EventQueue) -> None: ...
+
+
+class MarathonShell(Protocol):
+    """What the routes need from the service (`main.Service` has all of it): a narrow
+    interface, so that this module does not import the shell that creates it."""
+
+    @property
+    def planner(self) -> Planner: ...
+
+    @property
+    def hub(self) -> Events: ...
+
+    @property
+    def zk(self) -> ZkUrl | None:
+        """``--zk`` (None: a single instance, nothing to abdicate to)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def now(self) -> float: ...
+
+    def own_address(self) -> str: ...
+
+    def leader_address(self) -> str | None: ...
+
+    def abdicate(self) -> None: ...
+
+    async def proxy(self, request: web.Request, leader: str) -> web.Response:
+        """Forwards a request a standby may not serve to the leader."""
+
+    async def flush(self) -> None:
+        """Makes the planner's changes durable, then sends their effects."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
 class Api:
     """The routes; ``service`` owns the planner, the flush and the event hub."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MarathonShell) -> None:
         self.service = service
 
     @property
