@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 import butte
+from butte.cli.common import CliError
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
 from butte.coord.url import ZkUrl, parse_zk_url
 from butte.coord.zookeeper import ZooKeeperContender
@@ -505,8 +506,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``butte marathon`` entry point."""
-    from butte.cli.main import CliError
-
     if args.zk:
         try:
             parse_zk_url(args.zk)
