@@ -251,7 +251,7 @@ class Api:
             cmd = request.query.get("cmd")
             needle = request.query.get("id")
             label = request.query.get("label")
-            out = []
+            out: list[dict[str, Any]] = []
             for app_id in sorted(self.planner.apps):
                 spec = self.planner.apps[app_id]
                 if cmd and cmd not in (spec.get("cmd") or ""):
@@ -273,8 +273,8 @@ class Api:
                 raise ApiError(409, {"message": f"A group with id [{spec['id']}] exists."})
             self.planner.deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
             await self.service.flush()
-            out = self.planner.app_json(spec["id"], set())
-            return _json(out, 201, headers={"Location": f"/v2/apps{spec['id']}"})
+            created = self.planner.app_json(spec["id"], set())
+            return _json(created, 201, headers={"Location": f"/v2/apps{spec['id']}"})
         if request.method == "PUT":
             body = await _body(request)
             if not isinstance(body, list):
@@ -603,7 +603,7 @@ class Api:
     # -- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        types = set()
+        types: set[str] = set()
         for value in request.query.getall("event_type", []):
             types.update(t for t in value.split(",") if t)
         response = web.StreamResponse(
@@ -680,10 +680,8 @@ def _flatten(
     deps = body.get("dependencies") or []
     if not isinstance(deps, list) or not all(isinstance(x, str) for x in deps):
         raise Invalid([{"path": f"{path}/dependencies", "errors": ["must be a list of ids"]}])
-    groups[group_id] = {
-        "id": group_id,
-        "dependencies": [canonical_id(x, _parent_of(group_id)) for x in deps],
-    }
+    group_deps = [canonical_id(x, _parent_of(group_id)) for x in deps]
+    groups[group_id] = {"id": group_id, "dependencies": group_deps}
     apps = body.get("apps") or []
     if not isinstance(apps, list):
         raise Invalid([{"path": f"{path}/apps", "errors": ["must be a list"]}])
@@ -697,9 +695,7 @@ def _flatten(
         if not _under(spec["id"], group_id):
             raise Invalid([{"path": f"{path}/apps({i})/id", "errors": ["not inside the group"]}])
         # Group dependencies apply to every app in the group (Marathon's deploy order).
-        spec["dependencies"] = sorted(
-            set(spec["dependencies"]) | set(groups[group_id]["dependencies"])
-        )
+        spec["dependencies"] = sorted(set(spec["dependencies"]) | set(group_deps))
         specs[spec["id"]] = spec
     subgroups = body.get("groups") or []
     if not isinstance(subgroups, list):

@@ -269,12 +269,11 @@ class Planner:
             target[app_id] = new
             if old is None:
                 starts.append({"action": "StartApplication", "app": app_id})
-        order = self._levels({a: s for a, s in target.items() if s is not None})
-        for level in order:
+        kept = {a: s for a, s in target.items() if s is not None}
+        for level in self._levels(kept):
             actions = []
             for app_id in level:
-                old, new = original[app_id], target[app_id]
-                assert new is not None
+                old, new = original[app_id], kept[app_id]
                 restarting = old is not None and (
                     new["versionInfo"]["lastConfigChangeAt"]
                     != old["versionInfo"]["lastConfigChangeAt"]
@@ -382,7 +381,7 @@ class Planner:
         ids = set(specs)
 
         def deps_of(app_id: str) -> set[str]:
-            out = set()
+            out: set[str] = set()
             for dep in specs[app_id].get("dependencies", ()):
                 out.update(a for a in ids if a == dep or _under(a, dep))
             out.discard(app_id)
@@ -626,7 +625,7 @@ class Planner:
         """Apps whose deployment step has not come yet: left exactly as they are (cached
         until a deployment is added, removed or moves on)."""
         if self._held_cache is None:
-            held = set()
+            held: set[str] = set()
             for d in self.deployments.values():
                 for i, step in enumerate(d.steps):
                     if i > d.current:
