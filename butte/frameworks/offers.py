@@ -34,21 +34,34 @@ class OfferView:
         return sum(end - begin + 1 for begin, end in self.ports)
 
 
+# What makes a resource more than a plain amount: a persistent volume or disk source, a
+# revocable or shared resource, one from a resource provider. The bundled frameworks' tasks
+# take none of these.
+_NOT_PLAIN = ("disk", "revocable", "shared", "provider_id")
+
+
+def plain_resources(offer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The offer's resources (JSON) that a task can take as plain amounts (see `_NOT_PLAIN`);
+    reserved ones included: callers that take only unreserved ones filter further."""
+    return [r for r in offer.get("resources", []) if not any(k in r for k in _NOT_PLAIN)]
+
+
+def offer_role(offer: Mapping[str, Any], default: str = "*") -> str:
+    """The role the master allocated the offer to (``allocation_info.role``)."""
+    role: str = offer.get("allocation_info", {}).get("role", default)
+    return role
+
+
 def offer_view(offer: Mapping[str, Any], default_role: str = "*") -> OfferView:
     """The `OfferView` of an offer as the master sent it. Raises ResourceError for resources
     that cannot be parsed."""
-    plain = [
-        r
-        for r in offer.get("resources", [])
-        if not any(k in r for k in ("disk", "revocable", "shared", "provider_id"))
-    ]
     # Only unreserved resources: the TaskInfos built by task_resources carry no reservation.
-    resources = Resources.from_json(plain).unreserved()
+    resources = Resources.from_json(plain_resources(offer)).unreserved()
     return OfferView(
         offer_id=offer["id"]["value"],
         agent_id=offer["agent_id"]["value"],
         hostname=offer.get("hostname") or "",
-        role=offer.get("allocation_info", {}).get("role", default_role),
+        role=offer_role(offer, default_role),
         cpus=resources.scalar("cpus"),
         mem=resources.scalar("mem"),
         ports=tuple(resources.ranges("ports")),

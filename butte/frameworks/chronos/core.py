@@ -38,6 +38,7 @@ from butte.core import task_states
 from butte.core.resources import ResourceError, Resources
 from butte.frameworks.chronos.jobs import JobError, JobSpec, spec_from_record
 from butte.frameworks.chronos.schedule import Schedule, format_instant, parse_schedule
+from butte.frameworks.offers import offer_role, plain_resources
 
 QUEUED = "QUEUED"
 LAUNCHING = "LAUNCHING"
@@ -145,10 +146,8 @@ def parse_offer(offer: dict[str, Any], now: float) -> Offer:
     """An `Offer` from the master's JSON (only unreserved, plain scalars count)."""
     plain = [
         r
-        for r in offer.get("resources", [])
-        if r.get("role", "*") == "*"
-        and not any(k in r for k in ("disk", "revocable", "shared", "provider_id", "reservation"))
-        and not r.get("reservations")
+        for r in plain_resources(offer)
+        if r.get("role", "*") == "*" and "reservation" not in r and not r.get("reservations")
     ]
     try:
         res = Resources.from_json(plain)
@@ -165,7 +164,7 @@ def parse_offer(offer: dict[str, Any], now: float) -> Offer:
         id=offer["id"]["value"],
         agent_id=offer["agent_id"]["value"],
         hostname=offer.get("hostname", ""),
-        role=offer.get("allocation_info", {}).get("role", "*"),
+        role=offer_role(offer),
         cpus=res.scalar("cpus"),
         mem=res.scalar("mem"),
         disk=res.scalar("disk"),
