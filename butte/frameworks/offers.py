@@ -4,6 +4,9 @@ The planners (`butte.frameworks.spark.plan`, `butte.dask.plan`) are pure: they g
 `OfferView` (what one offer holds, in plain numbers) and answer with the cpus, memory and
 ports each new task takes from it. `task_resources` turns such a choice back into the
 resources of a TaskInfo.
+
+The other frameworks read offers with the same pieces: `plain_resources` (what a task can
+take as plain amounts), `offer_role` and `attributes_of` (for placement constraints).
 """
 
 from __future__ import annotations
@@ -50,6 +53,24 @@ def offer_role(offer: Mapping[str, Any], default: str = "*") -> str:
     """The role the master allocated the offer to (``allocation_info.role``)."""
     role: str = offer.get("allocation_info", {}).get("role", default)
     return role
+
+
+def attributes_of(offer: Mapping[str, Any]) -> dict[str, str]:
+    """An offer's attributes as strings (text, scalar, ranges or set values)."""
+    out: dict[str, str] = {}
+    for a in offer.get("attributes") or ():
+        kind = a.get("type")
+        if kind == "TEXT":
+            out[a["name"]] = str(a.get("text", {}).get("value", ""))
+        elif kind == "SCALAR":
+            v = a.get("scalar", {}).get("value", 0)
+            out[a["name"]] = str(int(v)) if float(v).is_integer() else str(v)
+        elif kind == "RANGES":
+            ranges = a.get("ranges", {}).get("range", [])
+            out[a["name"]] = ",".join(f"[{r['begin']}-{r['end']}]" for r in ranges)
+        elif kind == "SET":
+            out[a["name"]] = ",".join(a.get("set", {}).get("item", []))
+    return out
 
 
 def offer_view(offer: Mapping[str, Any], default_role: str = "*") -> OfferView:

@@ -38,7 +38,7 @@ from butte.core import task_states
 from butte.core.resources import ResourceError, Resources
 from butte.frameworks.chronos.jobs import JobError, JobSpec, spec_from_record
 from butte.frameworks.chronos.schedule import Schedule, format_instant, parse_schedule
-from butte.frameworks.offers import offer_role, plain_resources
+from butte.frameworks.offers import attributes_of, offer_role, plain_resources
 
 QUEUED = "QUEUED"
 LAUNCHING = "LAUNCHING"
@@ -153,12 +153,7 @@ def parse_offer(offer: dict[str, Any], now: float) -> Offer:
         res = Resources.from_json(plain)
     except ResourceError:
         res = Resources()
-    attributes = {}
-    for a in offer.get("attributes", []):
-        if a.get("type") == "TEXT":
-            attributes[a["name"]] = a["text"]["value"]
-        elif a.get("type") == "SCALAR":
-            attributes[a["name"]] = f"{a['scalar']['value']:g}"
+    attributes = attributes_of(offer)
     attributes.setdefault("hostname", offer.get("hostname", ""))
     return Offer(
         id=offer["id"]["value"],

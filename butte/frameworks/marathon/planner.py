@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from butte.frameworks.marathon.appdef import Invalid, config_of
-from butte.frameworks.marathon.constraints import attributes_of, first_violation
+from butte.frameworks.marathon.constraints import first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
     ACTIVE_STATES,
@@ -50,6 +50,7 @@ from butte.frameworks.marathon.model import (
     iso,
     iso_ms,
 )
+from butte.frameworks.offers import attributes_of
 
 KILL_RETRY_SECONDS = 30.0
 REFUSE_WHEN_IDLE = 120.0
