@@ -4,6 +4,9 @@ The planners (`butte.frameworks.spark.plan`, `butte.dask.plan`) are pure: they g
 `OfferView` (what one offer holds, in plain numbers) and answer with the cpus, memory and
 ports each new task takes from it. `task_resources` turns such a choice back into the
 resources of a TaskInfo.
+
+The other frameworks read offers with the same pieces: `plain_resources` (what a task can
+take as plain amounts), `offer_role` and `attributes_of` (for placement constraints).
 """
 
 from __future__ import annotations
@@ -34,21 +37,52 @@ class OfferView:
         return sum(end - begin + 1 for begin, end in self.ports)
 
 
+# What makes a resource more than a plain amount: a persistent volume or disk source, a
+# revocable or shared resource, one from a resource provider. The bundled frameworks' tasks
+# take none of these.
+_NOT_PLAIN = ("disk", "revocable", "shared", "provider_id")
+
+
+def plain_resources(offer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The offer's resources (JSON) that a task can take as plain amounts (see `_NOT_PLAIN`);
+    reserved ones included: callers that take only unreserved ones filter further."""
+    return [r for r in offer.get("resources", []) if not any(k in r for k in _NOT_PLAIN)]
+
+
+def offer_role(offer: Mapping[str, Any], default: str = "*") -> str:
+    """The role the master allocated the offer to (``allocation_info.role``)."""
+    role: str = offer.get("allocation_info", {}).get("role", default)
+    return role
+
+
+def attributes_of(offer: Mapping[str, Any]) -> dict[str, str]:
+    """An offer's attributes as strings (text, scalar, ranges or set values)."""
+    out: dict[str, str] = {}
+    for a in offer.get("attributes") or ():
+        kind = a.get("type")
+        if kind == "TEXT":
+            out[a["name"]] = str(a.get("text", {}).get("value", ""))
+        elif kind == "SCALAR":
+            v = a.get("scalar", {}).get("value", 0)
+            out[a["name"]] = str(int(v)) if float(v).is_integer() else str(v)
+        elif kind == "RANGES":
+            ranges = a.get("ranges", {}).get("range", [])
+            out[a["name"]] = ",".join(f"[{r['begin']}-{r['end']}]" for r in ranges)
+        elif kind == "SET":
+            out[a["name"]] = ",".join(a.get("set", {}).get("item", []))
+    return out
+
+
 def offer_view(offer: Mapping[str, Any], default_role: str = "*") -> OfferView:
     """The `OfferView` of an offer as the master sent it. Raises ResourceError for resources
     that cannot be parsed."""
-    plain = [
-        r
-        for r in offer.get("resources", [])
-        if not any(k in r for k in ("disk", "revocable", "shared", "provider_id"))
-    ]
     # Only unreserved resources: the TaskInfos built by task_resources carry no reservation.
-    resources = Resources.from_json(plain).unreserved()
+    resources = Resources.from_json(plain_resources(offer)).unreserved()
     return OfferView(
         offer_id=offer["id"]["value"],
         agent_id=offer["agent_id"]["value"],
         hostname=offer.get("hostname") or "",
-        role=offer.get("allocation_info", {}).get("role", default_role),
+        role=offer_role(offer, default_role),
         cpus=resources.scalar("cpus"),
         mem=resources.scalar("mem"),
         ports=tuple(resources.ranges("ports")),

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 from butte.core import task_states as ts
 from butte.frameworks.offers import OfferView
 from butte.frameworks.spark import submit

@@ -38,6 +38,7 @@ from butte.core import task_states
 from butte.core.resources import ResourceError, Resources
 from butte.frameworks.chronos.jobs import JobError, JobSpec, spec_from_record
 from butte.frameworks.chronos.schedule import Schedule, format_instant, parse_schedule
+from butte.frameworks.offers import attributes_of, offer_role, plain_resources
 
 QUEUED = "QUEUED"
 LAUNCHING = "LAUNCHING"
@@ -145,27 +146,20 @@ def parse_offer(offer: dict[str, Any], now: float) -> Offer:
     """An `Offer` from the master's JSON (only unreserved, plain scalars count)."""
     plain = [
         r
-        for r in offer.get("resources", [])
-        if r.get("role", "*") == "*"
-        and not any(k in r for k in ("disk", "revocable", "shared", "provider_id", "reservation"))
-        and not r.get("reservations")
+        for r in plain_resources(offer)
+        if r.get("role", "*") == "*" and "reservation" not in r and not r.get("reservations")
     ]
     try:
         res = Resources.from_json(plain)
     except ResourceError:
         res = Resources()
-    attributes = {}
-    for a in offer.get("attributes", []):
-        if a.get("type") == "TEXT":
-            attributes[a["name"]] = a["text"]["value"]
-        elif a.get("type") == "SCALAR":
-            attributes[a["name"]] = f"{a['scalar']['value']:g}"
+    attributes = attributes_of(offer)
     attributes.setdefault("hostname", offer.get("hostname", ""))
     return Offer(
         id=offer["id"]["value"],
         agent_id=offer["agent_id"]["value"],
         hostname=offer.get("hostname", ""),
-        role=offer.get("allocation_info", {}).get("role", "*"),
+        role=offer_role(offer),
         cpus=res.scalar("cpus"),
         mem=res.scalar("mem"),
         disk=res.scalar("disk"),

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 
+from butte.cli.common import CliError
 from butte.frameworks.chronos.server import FAILOVER_TIMEOUT, ChronosServer, Settings
 
 
@@ -51,8 +52,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from butte.cli.main import CliError
-
     logging.basicConfig(
         level=getattr(logging, args.logging_level, logging.INFO),
         format="%(asctime)s %(levelname)s chronos %(name)s: %(message)s",

@@ -12,15 +12,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from butte.frameworks.chronos.core import percentile
+from butte.frameworks.chronos.core import ChronosCore, percentile
 from butte.frameworks.chronos.jobs import JobError, parse_job
-
-if TYPE_CHECKING:
-    from butte.frameworks.chronos.server import ChronosServer
 
 MAX_BODY = 1024 * 1024
 PERCENTILES = {
@@ -33,7 +30,30 @@ PERCENTILES = {
 SEARCH_PARAMS = frozenset({"name", "command", "any", "limit", "offset"})
 UI_PAGE = Path(__file__).with_name("ui.html")
 
-Handler = Callable[["ChronosServer", web.Request], Awaitable[web.StreamResponse]]
+
+class ChronosShell(Protocol):
+    """What the handlers need from the shell (`server.ChronosServer` has all of it): a
+    narrow interface, so that this module does not import the shell that serves it."""
+
+    @property
+    def core(self) -> ChronosCore: ...
+
+    @property
+    def leading(self) -> bool: ...
+
+    @property
+    def framework_id(self) -> str | None: ...
+
+    def flush(self) -> None:
+        """Saves the core's changes, then sends their effects (before any answer)."""
+
+    def wake(self) -> None:
+        """Lets the timer recompute its next wakeup (a job was added, changed or deleted)."""
+
+    def master_url(self) -> str: ...
+
+
+Handler = Callable[[ChronosShell, web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, message: str) -> web.Response:
@@ -61,7 +81,7 @@ async def _body(request: web.Request) -> Any:
 
 
 def _put_job(dependency: bool) -> Handler:
-    async def handler(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+    async def handler(server: ChronosShell, request: web.Request) -> web.StreamResponse:
         _no_params(request)
         body = await _body(request)
         now = time.time()
@@ -77,13 +97,13 @@ def _put_job(dependency: bool) -> Handler:
     return handler
 
 
-async def list_jobs(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def list_jobs(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     now = time.time()
     return web.json_response([server.core.job_json(n, now) for n in sorted(server.core.jobs)])
 
 
-async def search_jobs(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def search_jobs(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request, SEARCH_PARAMS)
     q = request.query
     try:
@@ -110,7 +130,7 @@ async def search_jobs(server: ChronosServer, request: web.Request) -> web.Stream
     return web.json_response([server.core.job_json(n, now) for n in out[offset : offset + limit]])
 
 
-async def run_job(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request, frozenset({"arguments"}))
     name = request.match_info["name"]
     arguments = request.query["arguments"].split() if "arguments" in request.query else None
@@ -122,7 +142,7 @@ async def run_job(server: ChronosServer, request: web.Request) -> web.StreamResp
     return web.Response(status=204)
 
 
-async def delete_job(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def delete_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
     try:
@@ -136,7 +156,7 @@ async def delete_job(server: ChronosServer, request: web.Request) -> web.StreamR
     return web.Response(status=204)
 
 
-async def kill_tasks(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def kill_tasks(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
     try:
@@ -154,7 +174,7 @@ def _histogram(durations: list[float]) -> dict[str, float]:
     return out
 
 
-async def job_stat(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def job_stat(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
     job = server.core.jobs.get(name)
@@ -171,7 +191,7 @@ async def job_stat(server: ChronosServer, request: web.Request) -> web.StreamRes
     )
 
 
-async def graph_csv(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def graph_csv(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     lines = []
     for name in sorted(server.core.jobs):
@@ -183,7 +203,7 @@ async def graph_csv(server: ChronosServer, request: web.Request) -> web.StreamRe
     return web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
 
 
-async def scheduler_stat(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def scheduler_stat(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     kind = request.match_info["kind"]
     out = []
@@ -196,7 +216,7 @@ async def scheduler_stat(server: ChronosServer, request: web.Request) -> web.Str
     return web.json_response(out)
 
 
-async def metrics(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def metrics(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     core = server.core
     lags = list(core.start_lags)
@@ -226,15 +246,15 @@ async def metrics(server: ChronosServer, request: web.Request) -> web.StreamResp
     )
 
 
-async def ping(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def ping(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     return web.Response(text="pong")
 
 
-async def ui_page(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def ui_page(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     return web.Response(text=UI_PAGE.read_text(), content_type="text/html")
 
 
-async def ui_info(server: ChronosServer, request: web.Request) -> web.StreamResponse:
+async def ui_info(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     """What the page needs beyond the Chronos API: the master's address (sandbox links)."""
     return web.json_response(
         {"master": server.master_url(), "framework_id": server.framework_id, "now": time.time()}

@@ -64,12 +64,14 @@ def parse_duration(text: str) -> Period:
     match = _DURATION.match(text.strip())
     if not match or text.strip() in ("P", "PT") or text.strip().endswith("T"):
         raise ScheduleError(f"{text!r} is not an ISO8601 duration (like PT1H, P1D, P1M)")
-    fields = {k: (float(v) if k == "s" else int(v)) for k, v in match.groupdict("0").items()}
-    if any(v > _MAX_FIELD for v in fields.values()):
+    groups = match.groupdict("0")
+    counts = {k: int(v) for k, v in groups.items() if k != "s"}  # only seconds may have a fraction
+    fraction = float(groups["s"])
+    if fraction > _MAX_FIELD or any(v > _MAX_FIELD for v in counts.values()):
         raise ScheduleError(f"duration {text!r} is too large")
-    months = fields["Y"] * 12 + fields["M"]
-    days = fields["W"] * 7 + fields["D"]
-    seconds = fields["h"] * 3600 + fields["m"] * 60 + fields["s"]
+    months = counts["Y"] * 12 + counts["M"]
+    days = counts["W"] * 7 + counts["D"]
+    seconds = counts["h"] * 3600 + counts["m"] * 60 + fraction
     return Period(months, days, seconds, text.strip())
 
 

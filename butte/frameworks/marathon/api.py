@@ -15,11 +15,12 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
+from butte.coord.url import ZkUrl
 from butte.frameworks.marathon.appdef import (
     Invalid,
     canonical_id,
@@ -30,9 +31,6 @@ from butte.frameworks.marathon.appdef import (
 from butte.frameworks.marathon.model import iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.ui import PAGE
-
-if TYPE_CHECKING:
-    from butte.frameworks.marathon.main import Service
 
 log = logging.getLogger(__name__)
 APP_ACTIONS = ("restart", "tasks", "versions")
@@ -104,10 +102,58 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
         return _json({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
 
 
+EventQueue = asyncio.Queue[dict[str, Any] | None]
+
+
+class Events(Protocol):
+    """The ``/v2/events`` fan-out as a stream sees it (`main.EventHub`); ``None`` on a
+    queue ends the stream."""
+
+    def subscribe(self) -> EventQueue: ...
+
+    def unsubscribe(self, queue: EventQueue) -> None: ...
+
+
+class MarathonShell(Protocol):
+    """What the routes need from the service (`main.Service` has all of it): a narrow
+    interface, so that this module does not import the shell that creates it."""
+
+    @property
+    def planner(self) -> Planner: ...
+
+    @property
+    def hub(self) -> Events: ...
+
+    @property
+    def zk(self) -> ZkUrl | None:
+        """``--zk`` (None: a single instance, nothing to abdicate to)."""
+
+    @property
+    def leading(self) -> bool: ...
+
+    def now(self) -> float: ...
+
+    def own_address(self) -> str: ...
+
+    def leader_address(self) -> str | None: ...
+
+    def abdicate(self) -> None: ...
+
+    async def proxy(self, request: web.Request, leader: str) -> web.Response:
+        """Forwards a request a standby may not serve to the leader."""
+
+    async def flush(self) -> None:
+        """Makes the planner's changes durable, then sends their effects."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
 class Api:
     """The routes; ``service`` owns the planner, the flush and the event hub."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: MarathonShell) -> None:
         self.service = service
 
     @property
@@ -205,7 +251,7 @@ class Api:
             cmd = request.query.get("cmd")
             needle = request.query.get("id")
             label = request.query.get("label")
-            out = []
+            out: list[dict[str, Any]] = []
             for app_id in sorted(self.planner.apps):
                 spec = self.planner.apps[app_id]
                 if cmd and cmd not in (spec.get("cmd") or ""):
@@ -227,8 +273,8 @@ class Api:
                 raise ApiError(409, {"message": f"A group with id [{spec['id']}] exists."})
             self.planner.deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
             await self.service.flush()
-            out = self.planner.app_json(spec["id"], set())
-            return _json(out, 201, headers={"Location": f"/v2/apps{spec['id']}"})
+            created = self.planner.app_json(spec["id"], set())
+            return _json(created, 201, headers={"Location": f"/v2/apps{spec['id']}"})
         if request.method == "PUT":
             body = await _body(request)
             if not isinstance(body, list):
@@ -557,7 +603,7 @@ class Api:
     # -- events ----------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        types = set()
+        types: set[str] = set()
         for value in request.query.getall("event_type", []):
             types.update(t for t in value.split(",") if t)
         response = web.StreamResponse(
@@ -634,10 +680,8 @@ def _flatten(
     deps = body.get("dependencies") or []
     if not isinstance(deps, list) or not all(isinstance(x, str) for x in deps):
         raise Invalid([{"path": f"{path}/dependencies", "errors": ["must be a list of ids"]}])
-    groups[group_id] = {
-        "id": group_id,
-        "dependencies": [canonical_id(x, _parent_of(group_id)) for x in deps],
-    }
+    group_deps = [canonical_id(x, _parent_of(group_id)) for x in deps]
+    groups[group_id] = {"id": group_id, "dependencies": group_deps}
     apps = body.get("apps") or []
     if not isinstance(apps, list):
         raise Invalid([{"path": f"{path}/apps", "errors": ["must be a list"]}])
@@ -651,9 +695,7 @@ def _flatten(
         if not _under(spec["id"], group_id):
             raise Invalid([{"path": f"{path}/apps({i})/id", "errors": ["not inside the group"]}])
         # Group dependencies apply to every app in the group (Marathon's deploy order).
-        spec["dependencies"] = sorted(
-            set(spec["dependencies"]) | set(groups[group_id]["dependencies"])
-        )
+        spec["dependencies"] = sorted(set(spec["dependencies"]) | set(group_deps))
         specs[spec["id"]] = spec
     subgroups = body.get("groups") or []
     if not isinstance(subgroups, list):

@@ -75,24 +75,6 @@ def offer_value(field: str, hostname: str, attributes: Mapping[str, str]) -> str
     return attributes.get(field)
 
 
-def attributes_of(offer: Mapping[str, Any]) -> dict[str, str]:
-    """An offer's attributes as strings (text, scalar, ranges or set values)."""
-    out: dict[str, str] = {}
-    for a in offer.get("attributes") or ():
-        kind = a.get("type")
-        if kind == "TEXT":
-            out[a["name"]] = str(a.get("text", {}).get("value", ""))
-        elif kind == "SCALAR":
-            v = a.get("scalar", {}).get("value", 0)
-            out[a["name"]] = str(int(v)) if float(v).is_integer() else str(v)
-        elif kind == "RANGES":
-            ranges = a.get("ranges", {}).get("range", [])
-            out[a["name"]] = ",".join(f"[{r['begin']}-{r['end']}]" for r in ranges)
-        elif kind == "SET":
-            out[a["name"]] = ",".join(a.get("set", {}).get("item", []))
-    return out
-
-
 def first_violation(
     constraints: Sequence[Sequence[str]],
     hostname: str,

@@ -20,6 +20,7 @@ import resource
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 import butte
+from butte.cli.common import CliError
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
 from butte.coord.url import ZkUrl, parse_zk_url
 from butte.coord.zookeeper import ZooKeeperContender
@@ -366,9 +368,10 @@ class Service:
             await self._await_election()
         else:
             self.store = SqliteStore(Path(self.args.work_dir) / "marathon.sqlite")
-        assert self.store is not None
+        store = self.store
+        assert store is not None
         loop = asyncio.get_running_loop()
-        self.planner.restore(await loop.run_in_executor(None, lambda: list(self.store.load())))
+        self.planner.restore(await loop.run_in_executor(None, lambda: list(store.load())))
         self.leading = True
         log.info(
             "loaded %d apps, %d instances, %d deployments",
@@ -393,7 +396,7 @@ class Service:
             self.leading = False
             self.hub.close()
             await self.client.close()
-            self.store.close()
+            store.close()
 
     # -- views -----------------------------------------------------------------------------
 
@@ -449,7 +452,8 @@ class Service:
         }
 
 
-_EFFECTS = {
+# Each sender takes the effect type it is listed under (hence Any for the effect).
+_EFFECTS: dict[type[Effect], Callable[[Service, SchedulerClient, Any], Awaitable[None]]] = {
     Launch: Service._launch,
     Decline: Service._decline,
     Kill: Service._kill,
@@ -505,8 +509,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``butte marathon`` entry point."""
-    from butte.cli.main import CliError
-
     if args.zk:
         try:
             parse_zk_url(args.zk)

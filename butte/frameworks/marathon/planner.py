@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from butte.frameworks.marathon.appdef import Invalid, config_of
-from butte.frameworks.marathon.constraints import attributes_of, first_violation
+from butte.frameworks.marathon.constraints import first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
     ACTIVE_STATES,
@@ -50,6 +50,7 @@ from butte.frameworks.marathon.model import (
     iso,
     iso_ms,
 )
+from butte.frameworks.offers import attributes_of
 
 KILL_RETRY_SECONDS = 30.0
 REFUSE_WHEN_IDLE = 120.0
@@ -269,12 +270,11 @@ class Planner:
             target[app_id] = new
             if old is None:
                 starts.append({"action": "StartApplication", "app": app_id})
-        order = self._levels({a: s for a, s in target.items() if s is not None})
-        for level in order:
+        kept = {a: s for a, s in target.items() if s is not None}
+        for level in self._levels(kept):
             actions = []
             for app_id in level:
-                old, new = original[app_id], target[app_id]
-                assert new is not None
+                old, new = original[app_id], kept[app_id]
                 restarting = old is not None and (
                     new["versionInfo"]["lastConfigChangeAt"]
                     != old["versionInfo"]["lastConfigChangeAt"]
@@ -382,7 +382,7 @@ class Planner:
         ids = set(specs)
 
         def deps_of(app_id: str) -> set[str]:
-            out = set()
+            out: set[str] = set()
             for dep in specs[app_id].get("dependencies", ()):
                 out.update(a for a in ids if a == dep or _under(a, dep))
             out.discard(app_id)
@@ -626,7 +626,7 @@ class Planner:
         """Apps whose deployment step has not come yet: left exactly as they are (cached
         until a deployment is added, removed or moves on)."""
         if self._held_cache is None:
-            held = set()
+            held: set[str] = set()
             for d in self.deployments.values():
                 for i, step in enumerate(d.steps):
                     if i > d.current:

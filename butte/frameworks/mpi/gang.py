@@ -388,30 +388,29 @@ class GangPlanner:
         if not task_states.is_terminal(state) or state == task_states.FINISHED:
             return []
         node = self.nodes[index]
-        self.failure = f"{node.name} on {node.hostname} ended {state}: {message or 'no message'}"
-        self.phase = Phase.ENDING
-        effects: list[Effect] = [Progress(f"{self.failure}; failing the job")]
-        live = self._live()
-        if live:
-            effects.append(Kill(live))
-        if self.launcher_status is None:
-            effects.append(StopLauncher(self.failure))
-        return effects
+        return self._fail_running(
+            f"{node.name} on {node.hostname} ended {state}: {message or 'no message'}"
+        )
 
     def on_rank_failed(self, node_name: str, rank: int, status: int) -> list[Effect]:
         """A rank's wrapper reported that it exited with ``status`` (non-zero): the job
         fails with that status; the other ranks are killed and the launcher is stopped."""
         if self.phase is not Phase.RUNNING:
             return []
-        self.failure = f"rank {rank} on {node_name} exited with status {status}"
         self.abort_status = status
+        return self._fail_running(f"rank {rank} on {node_name} exited with status {status}")
+
+    def _fail_running(self, failure: str) -> list[Effect]:
+        """The running job fails for ``failure``: kill the node tasks left, stop the
+        launcher if it still runs."""
+        self.failure = failure
         self.phase = Phase.ENDING
-        effects: list[Effect] = [Progress(f"{self.failure}; failing the job")]
+        effects: list[Effect] = [Progress(f"{failure}; failing the job")]
         live = self._live()
         if live:
             effects.append(Kill(live))
         if self.launcher_status is None:
-            effects.append(StopLauncher(self.failure))
+            effects.append(StopLauncher(failure))
         return effects
 
     def on_launcher_exit(self, status: int, now: float) -> list[Effect]:

@@ -17,7 +17,6 @@ import os
 import random
 import shlex
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from butte.core import task_states
 from butte.core.resources import ResourceError, Resources
 from butte.frameworks.mpi import gang
 from butte.frameworks.mpi.rendezvous import Rendezvous
+from butte.frameworks.offers import local_address_for, offer_role, plain_resources
 
 TICK_SECONDS = 0.2
 FAILOVER_SECONDS = 30.0
@@ -65,27 +65,9 @@ class MpiSpec:
     connect_timeout: float = 10.0
 
 
-def route_ip(master: str) -> str:
-    """The local address this host uses to reach ``master`` (host:port): where the node
-    tasks, which reach the master, can most likely reach us too."""
-    host, _, port = master.split(",")[0].rpartition(":")
-    host = host.split("//")[-1] or master
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((host, int(port or 5050)))  # UDP: selects a route, sends nothing
-            return str(sock.getsockname()[0])
-        except (OSError, ValueError):
-            return "127.0.0.1"
-
-
 def offer_view(offer: dict[str, Any]) -> gang.Offer:
     """The planner's view of an offer: its plain (unreserved-or-role, non-volume) scalars."""
-    plain = [
-        r
-        for r in offer.get("resources", [])
-        if not any(k in r for k in ("disk", "revocable", "shared", "provider_id"))
-        and r.get("type", "SCALAR") == "SCALAR"
-    ]
+    plain = [r for r in plain_resources(offer) if r.get("type", "SCALAR") == "SCALAR"]
     return gang.Offer(
         offer["id"]["value"],
         offer["agent_id"]["value"],
@@ -316,7 +298,7 @@ class MpiJob:
             task_id = self.task_id(effect.attempt, node.index)
             self.tasks[task_id] = (effect.attempt, node.index)
             offers = [self.offers.pop(o) for o in node.offer_ids if o in self.offers]
-            role = offers[0].get("allocation_info", {}).get("role", self.spec.role)
+            role = offer_role(offers[0], self.spec.role)
             try:
                 await client.accept(node.offer_ids, [self._launch_operation(task_id, node, role)])
             except CallError as e:
@@ -353,7 +335,7 @@ class MpiJob:
         return f"http://{self._advertise_ip()}:{self.rendezvous.port}"
 
     def _advertise_ip(self) -> str:
-        return self.spec.advertise_ip or route_ip(self.spec.master)
+        return self.spec.advertise_ip or local_address_for(self.spec.master)
 
     def _node_token(self, name: str) -> str:
         assert self.rendezvous is not None

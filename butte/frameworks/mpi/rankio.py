@@ -11,6 +11,7 @@ a non-zero one is also reported to ``butte mpi`` (`report_failure`), which fails
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import signal
 import subprocess
@@ -42,11 +43,11 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _copy(source: BinaryIO, sinks: tuple[BinaryIO, ...]) -> None:
+def _copy(source: io.BufferedIOBase, sinks: tuple[BinaryIO, ...]) -> None:
     """Copies whole lines (a partial line only at the end or past 64 KiB), so that one
     write never ends mid-line and ranks' lines interleave less in the merged output."""
     pending = b""
-    for chunk in iter(lambda: source.read1(65536), b""):  # type: ignore[attr-defined]
+    for chunk in iter(lambda: source.read1(65536), b""):
         pending += chunk
         cut = pending.rfind(b"\n") + 1
         if cut == 0 and len(pending) < 65536:

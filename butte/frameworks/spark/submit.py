@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from butte.cli.main import CliError
+from butte.cli.common import CliError
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,

@@ -22,6 +22,7 @@ from typing import Any
 
 from butte.core import task_states as ts
 from butte.core.resources import ResourceError, Resources
+from butte.frameworks.offers import plain_resources
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 EXECUTOR_CPUS = 0.1
@@ -292,7 +293,7 @@ class VmPlanner:
     def _fits(self, vm: Vm, offer: dict[str, Any]) -> bool:
         try:
             have = Resources.from_json(
-                r for r in offer.get("resources", []) if r.get("type", "SCALAR") == "SCALAR"
+                r for r in plain_resources(offer) if r.get("type", "SCALAR") == "SCALAR"
             )
         except ResourceError:
             return False
