@@ -18,7 +18,7 @@ import asyncio
 import logging
 import ssl
 from asyncio import sslproto
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from butte.core.tls import TLS_HANDSHAKE_BYTE, TlsConfig
@@ -110,7 +110,7 @@ class TlsSniffer(asyncio.Protocol):
             self._context,
             waiter,
             server_side=True,
-            ssl_handshake_timeout=self._handshake_timeout,
+            ssl_handshake_timeout=int(self._handshake_timeout),
         )
         transport.set_protocol(ssl_protocol)
         ssl_protocol.connection_made(transport)
@@ -126,7 +126,7 @@ class TlsSniffer(asyncio.Protocol):
 def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        buffer = protocol.get_buffer(len(view))
+        buffer = memoryview(protocol.get_buffer(len(view)))
         n = min(len(buffer), len(view))
         buffer[:n] = view[:n]
         protocol.buffer_updated(n)
@@ -180,7 +180,9 @@ def plain_paths_only(paths: frozenset[str]) -> Any:
     from aiohttp import web
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         transport = request.transport
         if request.path not in paths and (
             transport is None or transport.get_extra_info("ssl_object") is None
