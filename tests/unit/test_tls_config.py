@@ -76,3 +76,29 @@ def test_local_peers() -> None:
     assert is_local(("10.0.0.2", 5), ("10.0.0.2", 5051))
     assert not is_local(("10.0.0.3", 5), ("10.0.0.2", 5051))
     assert not is_local(None, None)
+
+
+def test_settings_butte_cannot_honour_are_refused(pki) -> None:
+    with pytest.raises(TlsError, match="LIBPROCESS_SSL_VERIFY_DEPTH: not supported"):
+        TlsConfig.from_env({"LIBPROCESS_SSL_VERIFY_DEPTH": "4"})
+    with pytest.raises(TlsError, match="older than TLS 1.2"):
+        TlsConfig.from_env({"LIBPROCESS_SSL_ENABLE_TLS_V1_0": "true"})
+    with pytest.raises(TlsError, match="only 'openssl'"):
+        TlsConfig.from_env({"LIBPROCESS_SSL_HOSTNAME_VALIDATION_SCHEME": "legacy"})
+    with pytest.raises(TlsError, match="LIBPROCESS_SSL_ECDH_CURVE='nocurve'"):
+        TlsConfig(ecdh_curve="nocurve").client_context()
+    only_13 = TlsConfig.from_env({"LIBPROCESS_SSL_ENABLE_TLS_V1_2": "false"}).client_context()
+    assert only_13.minimum_version == ssl.TLSVersion.TLSv1_3
+    both = TlsConfig.from_env({"LIBPROCESS_SSL_ECDH_CURVE": "prime256v1"}).client_context()
+    assert both.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert both.maximum_version == ssl.TLSVersion.TLSv1_3
+
+
+def test_later_mesos_names_split_client_and_listener(pki) -> None:
+    env = {"LIBPROCESS_SSL_VERIFY_SERVER_CERT": "false", "LIBPROCESS_SSL_VERIFY_CERT": "true"}
+    assert TlsConfig.from_env(env).client_context().verify_mode == ssl.CERT_NONE
+    listener = TlsConfig.from_env(
+        {**tls_env(pki), "LIBPROCESS_SSL_VERIFY_CERT": "false"}
+        | {"LIBPROCESS_SSL_REQUIRE_CLIENT_CERT": "true"}
+    )
+    assert listener.server_context().verify_mode == ssl.CERT_REQUIRED
