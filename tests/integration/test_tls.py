@@ -108,8 +108,9 @@ def test_cluster_run_and_operator_cli_over_tls(cluster_factory, pki) -> None:
 
 def test_downgrade_serves_plain_and_tls(cluster_factory, pki) -> None:
     cluster = cluster_factory(env=tls_env(pki, LIBPROCESS_SSL_SUPPORT_DOWNGRADE="true"))
-    plain = plain_get(cluster.master_address, "/health")
-    assert plain.startswith(b"HTTP/1.1 200"), plain[:200]
+    for address in (cluster.master_address, cluster.agents[0].address):
+        plain = plain_get(address, "/health")
+        assert plain.startswith(b"HTTP/1.1 200"), plain[:200]
     over_tls = OperatorClient(
         f"https://{cluster.master_address}",
         ssl_context=TlsConfig(ca_file=pki.ca).client_context(),
