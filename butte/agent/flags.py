@@ -138,7 +138,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--master",
         required=True,
         type=master_address,
-        help="the master, HOST:PORT, or zk://host1:port1,host2:port2/path to follow the "
+        help="the master, HOST:PORT (https://HOST:PORT: TLS, as with LIBPROCESS_SSL_ENABLED), "
+        "or zk://host1:port1,host2:port2/path to follow the "
         "leading master of a ZooKeeper ensemble (or file:///path holding such a URL)",
     )
     add("--ip", default="127.0.0.1", help="address to listen on and advertise")
