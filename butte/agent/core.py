@@ -62,6 +62,8 @@ class AgentCore(ABC):
     connected: bool
     registered: bool
     stopping: bool
+    # Why launches are refused for lack of disk space (None: there is enough).
+    disk_problem: str | None
     frameworks: dict[str, Framework]
     completed_frameworks: deque[Framework]
     containers: dict[str, Executor]

@@ -203,6 +203,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="where URIs with cache: true are kept (default: <work_dir>/fetcher-cache)",
     )
     add(
+        "--work_dir_min_free",
+        type=size_flag,
+        default="64MB",
+        help="launches are refused (TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED) while the "
+        "work_dir has less free space, so that checkpoints still fit (butte's own flag)",
+    )
+    add(
         "--credential",
         default=None,
         help="path (or file:// URL) of this agent's credential for a master run with "

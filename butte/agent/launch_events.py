@@ -75,6 +75,18 @@ class LaunchEvents(_Base):
         tasks = [t for t in tasks if not self._task_known(fw.id, t.task_id.value)]
         if not tasks:
             return effects
+        if self.disk_problem is not None:
+            for t in tasks:
+                effects += self._orphan_update(
+                    fw,
+                    t.task_id.value,
+                    ts.FAILED,
+                    "REASON_CONTAINER_LAUNCH_FAILED",
+                    f"Launch refused: {self.disk_problem}",
+                    now,
+                )
+            self._count("launches_refused_disk_low", len(tasks))
+            return effects
         problem = self._launch_problem(tasks, group_executor)
         if problem is not None:
             reason = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"

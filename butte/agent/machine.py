@@ -104,6 +104,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         self.connected = False
         self.registered = False
         self.stopping = False
+        self.disk_problem: str | None = None
         self.frameworks: dict[str, Framework] = {}
         self.completed_frameworks: deque[Framework] = deque(maxlen=MAX_COMPLETED_FRAMEWORKS)
         self.containers: dict[str, Executor] = {}
@@ -134,6 +135,13 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             internal.UpdateFramework: self._update_framework,
             internal.ShutdownAgent: self._shutdown_agent,
         }
+
+    def disk_space(self, problem: str | None, now: float) -> list[Effect]:
+        """The work dir's free space went under (``problem`` says how) or back over the
+        minimum: new launches fail with TASK_FAILED while it is low, before a checkpoint
+        write could fail and the agent would have to exit."""
+        self.disk_problem = problem
+        return []
 
     # -- master connection -------------------------------------------------------------------
 

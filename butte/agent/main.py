@@ -64,6 +64,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         recovery_timeout=args.recovery_timeout,
         fetcher_cache_dir=args.fetcher_cache_dir,
         credential=agent_flags.read_credential(args.credential),
+        work_dir_min_free=args.work_dir_min_free,
         isolation=args.isolation,
         isolation_options=IsolationOptions(
             cgroups_hierarchy=args.cgroups_hierarchy,

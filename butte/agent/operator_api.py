@@ -165,8 +165,9 @@ class AgentOperatorApi:
         return _json(await self._containers())
 
     async def monitor_statistics(self, request: web.Request) -> web.Response:
-        """``/monitor/statistics``: each running executor's ResourceStatistics (Mesos'
-        shape; from the cgroups with cgroup isolators, else from /proc)."""
+        """Legacy ``/monitor/statistics`` (Mesos 1.x; read by monitoring agents such as
+        Prometheus' mesos exporter): each running executor's ResourceStatistics (from the
+        cgroups with cgroup isolators, else from /proc)."""
         keys = ("executor_id", "executor_name", "framework_id", "source", "statistics")
         return _json([{k: c[k] for k in keys} for c in await self._containers()])
 

@@ -83,6 +83,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("butte.agent")
 
+MiB = 1024 * 1024
+# How often the work dir's free space is measured.
+DISK_CHECK_INTERVAL = 2.0
+
 
 def _fast_python(module: str) -> tuple[str, ...]:
     """argv running ``module.main()`` with this interpreter and ``-I -S`` (no site
@@ -157,6 +161,8 @@ class AgentOptions:
     gc_delay: float = 7 * 86400.0
     gc_disk_headroom: float = 0.1
     disk_watermark_interval: float = 60.0
+    # --work_dir_min_free: launches are refused while the work dir has less free.
+    work_dir_min_free: int = 64 * 1024 * 1024
     flags: dict[str, str] = field(default_factory=dict)
     # LIBPROCESS_SSL_*: the HTTP server speaks TLS (None: plain), and the client context
     # for the master (None: plain http://).
@@ -183,6 +189,9 @@ class AgentServer:
         self._tls_listener: asyncio.Server | None = None
         self._link_task: asyncio.Task | None = None
         self._gc_task: asyncio.Task | None = None
+        self._disk_task: asyncio.Task | None = None
+        # The work dir's free bytes, as last measured (None: not yet).
+        self.work_dir_free: int | None = None
         self._rotate_task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
@@ -262,6 +271,7 @@ class AgentServer:
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
         self._gc_task = asyncio.create_task(self._collect_garbage())
+        self._disk_task = asyncio.create_task(self._watch_disk())
         if self.options.log_rotation is not None:
             self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
@@ -461,6 +471,30 @@ class AgentServer:
             if sandboxes:
                 await asyncio.to_thread(rotate_all, sandboxes)
 
+    async def _watch_disk(self) -> None:
+        """Measures the work dir's free space every `DISK_CHECK_INTERVAL` seconds and tells
+        the core when it crosses --work_dir_min_free (statvfs: a few microseconds)."""
+        minimum = self.options.work_dir_min_free
+        reported: str | None = None
+        while True:
+            try:
+                st = os.statvfs(self._core.config.work_dir)
+                self.work_dir_free = st.f_bavail * st.f_frsize
+            except OSError as e:
+                log.warning("cannot measure the work dir's free space: %s", e)
+            else:
+                problem = None
+                if self.work_dir_free < minimum:
+                    problem = (
+                        f"the agent's work_dir has {self.work_dir_free // MiB} MB free, "
+                        f"under --work_dir_min_free ({minimum // MiB} MB)"
+                    )
+                if problem != reported:
+                    log.warning("%s", problem or "the work_dir has enough free space again")
+                    reported = problem
+                    self.apply(self._core.disk_space(problem, self.now()))
+            await asyncio.sleep(DISK_CHECK_INTERVAL)
+
     async def _collect_garbage(self) -> None:
         """Removes finished sandboxes every --disk_watermark_interval (butte.agent.gc)."""
         options = self.options
@@ -533,7 +567,7 @@ class AgentServer:
         self.commit.close()
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
-        for task in (self._gc_task, self._rotate_task):
+        for task in (self._gc_task, self._rotate_task, self._disk_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -753,6 +787,8 @@ class AgentServer:
             "slave/registered": 1.0 if core.registered else 0.0,
             "slave/executors_running": float(executors_running),
             "slave/frameworks_active": float(len(core.frameworks)),
+            "slave/work_dir_free_bytes": float(self.work_dir_free or 0),
+            "slave/work_dir_low": 1.0 if core.disk_problem is not None else 0.0,
         }
         for state in sorted(ts.ALL_STATES):
             out[f"slave/tasks_{state[5:].lower()}"] = float(states.get(state, 0))

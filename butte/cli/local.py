@@ -4,6 +4,11 @@
 ``python -m butte`` on 127.0.0.1, each with its own work dir and log file, waits until every
 agent is registered and active (polling ``/master/state``), and stops them with SIGTERM, then
 SIGKILL for stragglers. The test helpers in `butte.testing.cluster` build on it.
+
+The master's port must be free: `LocalCluster.start` refuses a port something already
+listens on before starting anything (otherwise the agents would register with whatever master
+answers there), and `LocalCluster.wait_ready` checks that the master answering is its own
+(its ``work_dir`` flag), for the case where another one took the port in between.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ def free_port(host: str = HOST) -> int:
 
 class ClusterError(Exception):
     """The local cluster could not be started (the message includes the relevant log)."""
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """Whether something listens on ``host:port``. SO_REUSEADDR as the master's own socket
+    has, so a closed connection lingering in TIME_WAIT does not count as in use."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def _set_parent_death_signal() -> None:
@@ -269,7 +286,13 @@ class LocalCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the master, then the agents (they retry until the master is up)."""
+        """Starts the master, then the agents (they retry until the master is up); raises
+        ClusterError, starting nothing, if the master's port is taken."""
+        if port_in_use(self.port):
+            raise ClusterError(
+                f"port {self.port} on {HOST} is already in use (another master?); "
+                "choose a free one with --port"
+            )
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.master.start()
         for agent in self.agents:
@@ -284,12 +307,25 @@ class LocalCluster:
             return json.loads(r.read())
 
     def active_agents(self) -> int | None:
-        """How many agents the master lists as active; None while it does not answer."""
+        """How many agents the master lists as active; None while it does not answer.
+        ClusterError if the master answering on the port is not this cluster's."""
         try:
             state = self.state()
         except (OSError, ValueError):
             return None
+        self._check_own_master(state)
         return sum(1 for s in state.get("slaves", []) if s.get("active"))
+
+    def _check_own_master(self, state: dict[str, Any]) -> None:
+        """The master that answered is ours if it runs in our master work dir."""
+        own = os.path.realpath(self.work_dir / "master")
+        theirs = str((state.get("flags") or {}).get("work_dir", ""))
+        if not theirs or os.path.realpath(theirs) != own:
+            raise ClusterError(
+                f"the master answering on {self.master_address} is not the one this cluster "
+                f"started (its work_dir is '{theirs}', not '{own}'): port {self.port} is taken "
+                "by another master; choose a free one with --port"
+            )
 
     def wait_ready(self, timeout: float = 30.0, agents: int | None = None) -> None:
         """Waits until ``agents`` (default: all) agents are registered and active; raises
@@ -449,12 +485,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     finally:
         _set_handlers(signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-        print("Stopping the cluster ...", file=sys.stderr, flush=True)
-        if chronos is not None:
-            chronos.stop()
-        if marathon is not None:
-            marathon.stop()
-        cluster.stop()
+        if cluster.master.process is not None:  # nothing to stop if the port was taken
+            print("Stopping the cluster ...", file=sys.stderr, flush=True)
+            if chronos is not None:
+                chronos.stop()
+            if marathon is not None:
+                marathon.stop()
+            cluster.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

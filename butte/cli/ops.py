@@ -22,7 +22,9 @@ from butte.cli import completion, task, top
 from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
+    Column,
     add_common,
+    add_wide,
     age,
     client,
     guarded,
@@ -30,6 +32,7 @@ from butte.cli.output import (
     ns_seconds,
     number,
     print_json,
+    print_table,
     progress,
     scalars,
     short_state,
@@ -37,13 +40,14 @@ from butte.cli.output import (
     used_of,
 )
 from butte.client.operator import OperatorError
+from butte.core import task_states
 
 # Subcommands with only the common flags: name -> summary (handler: cmd_<name>).
 _SIMPLE: dict[str, str] = {
     "agents": "list the agents and their resources",
     "frameworks": "list the frameworks",
     "roles": "list the roles with their weights, shares and allocations",
-    "state": "print the master's whole state (/master/state JSON)",
+    "state": "print the master's whole state (/master/state, always JSON)",
 }
 
 
@@ -51,7 +55,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds every operator subcommand to the top-level ``butte`` parser."""
     for name, summary in _SIMPLE.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        add_common(sub, json_flag=name != "state")
+        add_common(sub)
+        if name != "state":
+            add_wide(sub)
         sub.set_defaults(handler=guarded(globals()[f"cmd_{name}"]))
     frameworks = commands.choices["frameworks"]
     frameworks.add_argument("--all", action="store_true", help="include completed frameworks")
@@ -62,8 +68,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             description="List the cluster's tasks (live ones unless --all).",
         )
         add_common(sub)
+        add_wide(sub)
         sub.add_argument("--framework", help="only tasks of this framework (id or id prefix)")
-        sub.add_argument("--state", help="only tasks in this state (e.g. running, TASK_FAILED)")
+        sub.add_argument(
+            "--state",
+            help="only tasks in this state (e.g. running, failed, TASK_FINISHED); a terminal "
+            "state looks at completed tasks too",
+        )
         sub.add_argument("--all", action="store_true", help="include completed tasks")
         sub.set_defaults(handler=guarded(cmd_tasks))
     sub = commands.add_parser("teardown", help="tear a framework down (kills its tasks)")
@@ -124,27 +135,62 @@ def _add_agent_commands(commands: argparse._SubParsersAction) -> None:
 # -- agents, frameworks, roles, state ---------------------------------------------------------
 
 
+# Columns of the tables; `Column.drop` says which go first on a narrow terminal.
+AGENT_COLUMNS = (
+    Column("ID", is_id=True),
+    Column("HOST", 2),
+    Column("ACTIVE", 1),
+    Column("CPUS", 1),
+    Column("MEM", 3),
+    Column("DISK", 4),
+    Column("GPUS", 5),
+    Column("REGISTERED", 6),
+)
+FRAMEWORK_COLUMNS = (
+    Column("ID", is_id=True),
+    Column("NAME", 1),
+    Column("ROLES", 4),
+    Column("STATUS", 1),
+    Column("CPUS", 2),
+    Column("MEM", 2),
+    Column("GPUS", 5),
+    Column("REGISTERED", 3),
+)
+TASK_COLUMNS = (
+    Column("ID", is_id=True),
+    Column("NAME", 2),
+    Column("STATE"),
+    Column("FRAMEWORK", 6, is_id=True),
+    Column("AGENT", 7, is_id=True),
+    Column("CPUS", 3),
+    Column("MEM", 3),
+    Column("STARTED", 4),
+)
+
+
 def cmd_agents(args: argparse.Namespace) -> int:
     with progress("Asking the master for its agents..."):
         agents = client(args).call("GET_AGENTS").get("agents", [])
     if args.json:
         print_json(agents)
         return 0
-    table = Table("ID", "HOST", "ACTIVE", "CPUS", "MEM", "DISK", "GPUS", "REGISTERED")
+    rows = []
     for a in agents:
         info = a.get("agent_info", {})
         total, used = scalars(a.get("total_resources", [])), scalars(a.get("allocated_resources"))
-        table.add_row(
-            info.get("id", {}).get("value", "?"),
-            f"{info.get('hostname', '?')}:{info.get('port', '?')}",
-            "yes" if a.get("active") else "no",
-            used_of(used.get("cpus", 0), total.get("cpus", 0)),
-            used_of(used.get("mem", 0), total.get("mem", 0), mem),
-            used_of(used.get("disk", 0), total.get("disk", 0), mem),
-            used_of(used.get("gpus", 0), total.get("gpus", 0)),
-            age(ns_seconds(a.get("registered_time"))),
+        rows.append(
+            (
+                info.get("id", {}).get("value", "?"),
+                f"{info.get('hostname', '?')}:{info.get('port', '?')}",
+                "yes" if a.get("active") else "no",
+                used_of(used.get("cpus", 0), total.get("cpus", 0)),
+                used_of(used.get("mem", 0), total.get("mem", 0), mem),
+                used_of(used.get("disk", 0), total.get("disk", 0), mem),
+                used_of(used.get("gpus", 0), total.get("gpus", 0)),
+                age(ns_seconds(a.get("registered_time"))),
+            )
         )
-    stdout().print(table)
+    print_table(AGENT_COLUMNS, rows, args.wide)
     return 0
 
 
@@ -162,23 +208,25 @@ def cmd_frameworks(args: argparse.Namespace) -> int:
     if args.json:
         print_json([f for f, _ in rows])
         return 0
-    table = Table("ID", "NAME", "ROLES", "STATUS", "CPUS", "MEM", "GPUS", "REGISTERED")
+    lines = []
     for f, status in rows:
         info = f.get("framework_info", {})
         used = scalars(f.get("allocated_resources", []))
         if status == "inactive" and f.get("connected"):
             status = "connected"
-        table.add_row(
-            info.get("id", {}).get("value", "?"),
-            info.get("name", ""),
-            framework_roles(info),
-            status,
-            number(used.get("cpus", 0)),
-            mem(used.get("mem", 0)),
-            number(used.get("gpus", 0)),
-            age(ns_seconds(f.get("registered_time"))),
+        lines.append(
+            (
+                info.get("id", {}).get("value", "?"),
+                info.get("name", ""),
+                framework_roles(info),
+                status,
+                number(used.get("cpus", 0)),
+                mem(used.get("mem", 0)),
+                number(used.get("gpus", 0)),
+                age(ns_seconds(f.get("registered_time"))),
+            )
         )
-    stdout().print(table)
+    print_table(FRAMEWORK_COLUMNS, lines, args.wide)
     return 0
 
 
@@ -210,6 +258,8 @@ def cmd_roles(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    """The state document is JSON with or without ``--json`` (accepted like on every other
+    operator command, so scripts can pass it uniformly)."""
     with progress("Fetching the master's state..."):
         state = client(args).get_json("/master/state")
     print_json(state)
@@ -218,43 +268,57 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 # -- tasks --------------------------------------------------------------------------------------
 
+# States a task in GET_TASKS' ``tasks`` list may be in; the others are in the
+# ``unreachable_tasks`` and ``completed_tasks`` lists.
+_LIVE_STATES = frozenset(
+    {task_states.STAGING, task_states.STARTING, task_states.RUNNING, task_states.KILLING}
+)
+
 
 def normalise_state(text: str) -> str:
-    """``running`` / ``TASK_RUNNING`` / ``Running`` -> ``TASK_RUNNING``."""
-    upper = text.strip().upper()
-    return upper if upper.startswith("TASK_") else "TASK_" + upper
+    """``running`` / ``TASK_RUNNING`` / ``Running`` -> ``TASK_RUNNING``; CliError (exit 2,
+    listing the valid ones) for a state that does not exist."""
+    upper = text.strip().upper().replace("-", "_")
+    state = upper if upper.startswith("TASK_") else "TASK_" + upper
+    if state not in task_states.ALL_STATES:
+        valid = ", ".join(sorted(short_state(s).lower() for s in task_states.ALL_STATES))
+        raise CliError(f"unknown task state '{text}'; valid states: {valid}", 2)
+    return state
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    wanted = normalise_state(args.state) if args.state else None
     with progress("Asking the master for its tasks..."):
         answer = client(args).call("GET_TASKS")
     tasks = list(answer.get("tasks", []))
-    if args.all:
+    # Asking for a state that only ended tasks have (failed, finished ...) implies --all.
+    if args.all or (wanted is not None and wanted not in _LIVE_STATES):
         tasks += answer.get("unreachable_tasks", []) + answer.get("completed_tasks", [])
     if args.framework:
         tasks = [t for t in tasks if t["framework_id"]["value"].startswith(args.framework)]
-    if args.state:
-        wanted = normalise_state(args.state)
+    if wanted is not None:
         tasks = [t for t in tasks if t.get("state") == wanted]
     if args.json:
         print_json(tasks)
         return 0
-    table = Table("ID", "NAME", "STATE", "FRAMEWORK", "AGENT", "CPUS", "MEM", "STARTED")
+    rows = []
     for t in tasks:
         res = scalars(t.get("resources", []))
         statuses = t.get("statuses") or []
         started = statuses[0].get("timestamp") if statuses else None
-        table.add_row(
-            t["task_id"]["value"],
-            t.get("name", ""),
-            short_state(t.get("state", "?")),
-            t["framework_id"]["value"],
-            t.get("agent_id", {}).get("value", ""),
-            number(res.get("cpus", 0)),
-            mem(res.get("mem", 0)),
-            age(started),
+        rows.append(
+            (
+                t["task_id"]["value"],
+                t.get("name", ""),
+                short_state(t.get("state", "?")),
+                t["framework_id"]["value"],
+                t.get("agent_id", {}).get("value", ""),
+                number(res.get("cpus", 0)),
+                mem(res.get("mem", 0)),
+                age(started),
+            )
         )
-    stdout().print(table)
+    print_table(TASK_COLUMNS, rows, args.wide)
     return 0
 
 

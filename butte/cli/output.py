@@ -1,7 +1,12 @@
 """Shared plumbing of the operator subcommands: the master client from ``--master``, error
-translation (one line, meaningful exit status), rich consoles, and formatting helpers.
+translation (one line, meaningful exit status), rich consoles, tables that fit the terminal,
+and formatting helpers.
 
 Exit statuses: 0 ok; 1 not found or refused by the master; 2 master unreachable or bad usage.
+
+Tables never cut an ID (it must stay copyable into ``task cat`` or ``teardown``): a column
+that does not fit is dropped whole, least important first, and ``--wide`` (``-o wide``)
+keeps every column, letting long lines wrap in the terminal (as ``kubectl -o wide`` does).
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from butte.cli.common import CliError
 from butte.client.operator import DEFAULT_MASTER, MasterUnreachable, OperatorClient, OperatorError
@@ -50,6 +57,24 @@ def add_credentials(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_wide(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    """``--wide`` and ``-o wide`` (``-o json`` too where ``--json`` exists) on a command that
+    prints a table (see the module docstring)."""
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="show every column even where the terminal is too narrow (lines then wrap)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "wide", "json") if json_flag else ("table", "wide"),
+        default="table",
+        help="output format: table (columns that fit), wide (every column)"
+        + (", json" if json_flag else ""),
+    )
+
+
 def client(args: argparse.Namespace) -> OperatorClient:
     return OperatorClient(
         args.master,
@@ -64,6 +89,11 @@ def guarded(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        output = getattr(args, "output", None)
+        if output == "wide":
+            args.wide = True
+        elif output == "json":
+            args.json = True
         try:
             return handler(args)
         except MasterUnreachable as e:
@@ -146,3 +176,76 @@ def ns_seconds(time_info: dict[str, Any] | None) -> float | None:
 
 def short_state(state: str) -> str:
     return state[5:] if state.startswith("TASK_") else state
+
+
+# -- tables that fit -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column. ``drop`` orders what goes first when the terminal is too narrow: 0 is
+    never dropped (IDs and the row's key); among the others the highest goes first."""
+
+    header: str
+    drop: int = 0
+    is_id: bool = False
+    justify: str = "left"
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """Width of a rich table with the default box and padding for these column widths: one
+    space each side of every cell and one rule between and around the columns."""
+    return sum(w + 2 for w in widths) + len(widths) + 1
+
+
+def fit_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    width: int,
+    wide: bool = False,
+    title: str | None = None,
+) -> Table:
+    """A table of the columns that fit in ``width`` (all of them if ``wide``), dropping the
+    least important first; ID columns never wrap nor shrink."""
+    natural = [max([len(c.header), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
+    kept = list(range(len(columns)))
+    if not wide:
+        by_drop = sorted((i for i in kept if columns[i].drop), key=lambda i: -columns[i].drop)
+        for i in by_drop:
+            if table_width([natural[k] for k in kept]) <= width:
+                break
+            kept.remove(i)
+    table = Table(title=title)
+    for i in kept:
+        column = columns[i]
+        if column.is_id:
+            # Never cut or folded: a wrapped ID cannot be copied from the terminal.
+            table.add_column(column.header, no_wrap=True, min_width=natural[i], overflow="ignore")
+        else:
+            table.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(row[i] for i in kept))
+    return table
+
+
+def print_table(
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+    wide: bool = False,
+    title: str | None = None,
+) -> None:
+    """Prints `fit_table` for stdout's width (see `uncut_console`)."""
+    console = stdout()
+    table = fit_table(columns, rows, console.width, wide, title)
+    uncut_console(console, table, wide).print(table)
+
+
+def uncut_console(console: Console, renderable: Any, wide: bool) -> Console:
+    """``console``, or a wider one where ``renderable`` would be cut: a wide table, or one
+    whose kept columns cannot shrink to the terminal, is printed at its own width so nothing
+    is cut (the terminal wraps its lines)."""
+    size = Console(width=100_000).measure(renderable)
+    needed = size.maximum if wide else size.minimum
+    if needed <= console.width:
+        return console
+    return Console(width=needed, soft_wrap=True, force_terminal=console.is_terminal)

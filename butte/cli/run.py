@@ -19,6 +19,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ DEFAULT_RESOURCES = "cpus:0.1;mem:32"
 _EXIT_STATUS = re.compile(r"exited with status (\d+)")
 # How long an interrupted run waits for its killed tasks to report before tearing down.
 _KILL_WAIT_SECONDS = 10.0
+# While tasks wait to be launched, what they wait for is said at most this often.
+WAITING_NOTE_SECONDS = 5.0
 
 Writer = Callable[[str], None]
 
@@ -219,7 +222,9 @@ class _Job:
     seen_uuids: set[str] = field(default_factory=set)
     first_failure: int | None = None
     suppressed: bool = False
-    told_no_fit: bool = False
+    offers_seen: int = 0
+    # Monotonic time of the last "waiting for ..." note (None: nothing said yet).
+    last_note: float | None = None
 
     def __post_init__(self) -> None:
         run_id = uuid.uuid4().hex[:8]
@@ -251,31 +256,44 @@ class _Job:
             await client.subscribe()
         except MasterUnreachable as e:
             await client.close()
-            raise CliError(f"cannot reach master {self.spec.master}: {e}", 2) from None
+            # The client's text names the address again: "cannot subscribe to master: A: why".
+            reason = str(e).removeprefix("cannot subscribe to master: ")
+            reason = reason.removeprefix(f"{client.leader}: ")
+            waited = f"gave up after {self.spec.connect_timeout:g}s (--connect_timeout)"
+            raise CliError(
+                f"cannot reach master {self.spec.master}: {reason}; {waited}", 2
+            ) from None
         except SubscriptionError as e:
             await client.close()
             raise CliError(str(e), 2) from None
         self.info(f"Subscribed with framework id {client.framework_id} at {client.leader}")
         interrupted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         installed = _install_signal_handlers(interrupted)
+        events = _Events(client)
         try:
-            return await self._drive(client, interrupted)
+            return await self._drive(client, events, interrupted)
         finally:
             _remove_signal_handlers(installed)
+            await events.close()
             await client.close()
 
-    async def _drive(self, client: SchedulerClient, interrupted: asyncio.Future[int]) -> int:
+    async def _drive(
+        self, client: SchedulerClient, events: _Events, interrupted: asyncio.Future[int]
+    ) -> int:
         """Handles events until all tasks ended (or an interrupt), then tears down."""
         while not self.done():
-            event = await _next_or_interrupt(client, interrupted)
+            event = await events.next(interrupted, WAITING_NOTE_SECONDS)
             if event is None:
-                return await self._abort(client, interrupted.result())
+                return await self._abort(client, events, interrupted.result())
+            if event is _IDLE:
+                self._note_waiting()
+                continue
             await self._handle(client, event)
         with contextlib.suppress(SchedulerError):
             await client.teardown()
         return 0 if self.first_failure is None else self.first_failure
 
-    async def _abort(self, client: SchedulerClient, status: int) -> int:
+    async def _abort(self, client: SchedulerClient, events: _Events, status: int) -> int:
         """Kills the launched tasks, shows their last updates (up to a few seconds, or until
         a second interrupt), tears down; returns ``status``."""
         self.pending.clear()
@@ -289,7 +307,7 @@ class _Job:
         try:
             async with asyncio.timeout(_KILL_WAIT_SECONDS):
                 while not self.done():
-                    event = await _next_or_interrupt(client, second)
+                    event = await events.next(second)
                     if event is None:
                         break
                     await self._handle(client, event)
@@ -319,7 +337,32 @@ class _Job:
             message = event.get("error", {}).get("message", "unknown error")
             raise CliError(f"master ended the subscription: {message}")
 
+    def _due_note(self) -> bool:
+        """Whether a "waiting for ..." note is due (one per WAITING_NOTE_SECONDS)."""
+        now = time.monotonic()
+        if self.last_note is not None and now - self.last_note < WAITING_NOTE_SECONDS:
+            return False
+        self.last_note = now
+        return True
+
+    def _note_waiting(self) -> None:
+        """Nothing arrived for a while: says what the pending tasks wait for."""
+        if not self.pending or not self._due_note():
+            return
+        need = self.spec.resources.to_text()
+        if self.offers_seen == 0:
+            self.info(
+                f"Waiting for offers for {len(self.pending)} task(s) of {need}: none received "
+                "yet (no agent registered, or every agent's resources are in use)"
+            )
+        else:
+            self.info(
+                f"Waiting for offers that fit {len(self.pending)} task(s) of {need} "
+                f"({self.offers_seen} offer(s) so far were too small)"
+            )
+
     async def _use_offers(self, client: SchedulerClient, offers: list[dict[str, Any]]) -> None:
+        self.offers_seen += len(offers)
         for offer in offers:
             self.hostnames[offer["agent_id"]["value"]] = offer.get("hostname", "?")
             tasks = self._fit(offer)
@@ -354,8 +397,7 @@ class _Job:
         while self.pending and available.contains(need):
             available = available - need
             tasks.append(self._task_info(self.pending.pop(0), need, role, offer))
-        if not tasks and self.pending and not self.told_no_fit:
-            self.told_no_fit = True
+        if not tasks and self.pending and self._due_note():
             self.info(
                 f"Waiting for offers that fit {need.to_text()} "
                 f"(offer from {offer.get('hostname', '?')} has {available.to_text()})"
@@ -405,26 +447,47 @@ class _Job:
             self.info(f"Warning: {e}")
 
 
-async def _next_or_interrupt(
-    client: SchedulerClient, interrupted: asyncio.Future[int]
-) -> dict[str, Any] | None:
-    """The next event, or None if ``interrupted`` resolved first. Raises CliError when the
-    subscription ended."""
-    getter = asyncio.ensure_future(client.next_event())
-    waiting: set[asyncio.Future[Any]] = {getter, interrupted}
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    if not getter.done():
-        getter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await getter
-        return None
-    try:
-        event = getter.result()
-    except SchedulerError as e:
-        raise CliError(f"lost the master: {e}") from None
-    if event is None:
-        raise CliError("the master closed the subscription")
-    return event
+# What `_Events.next` returns when ``idle`` seconds passed without an event.
+_IDLE: dict[str, Any] = {"type": "(idle)"}
+
+
+class _Events:
+    """The client's events, one at a time, awaited alongside an interrupt or a timeout. A
+    read still pending when the wait ends is kept for the next wait instead of cancelled,
+    so an event that arrives just then is never lost."""
+
+    def __init__(self, client: SchedulerClient) -> None:
+        self.client = client
+        self._getter: asyncio.Future[dict[str, Any] | None] | None = None
+
+    async def next(
+        self, interrupted: asyncio.Future[int], idle: float | None = None
+    ) -> dict[str, Any] | None:
+        """The next event, None if ``interrupted`` resolved first, or ``_IDLE`` after
+        ``idle`` seconds without either. Raises CliError when the subscription ended."""
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self.client.next_event())
+        getter = self._getter
+        waiting: set[asyncio.Future[Any]] = {getter, interrupted}
+        await asyncio.wait(waiting, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            return None if interrupted.done() else _IDLE
+        self._getter = None
+        try:
+            event = getter.result()
+        except SchedulerError as e:
+            raise CliError(f"lost the master: {e}") from None
+        if event is None:
+            raise CliError("the master closed the subscription")
+        return event
+
+    async def close(self) -> None:
+        """Cancels a pending read."""
+        if self._getter is not None:
+            self._getter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SchedulerError):
+                await self._getter
+            self._getter = None
 
 
 def _install_signal_handlers(future: asyncio.Future[int]) -> list[signal.Signals]:

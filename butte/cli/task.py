@@ -1,4 +1,4 @@
-"""``butte task info|cat|tail|ls ID``: one task and its sandbox, through the master.
+"""``butte task info|cat|tail|ls|kill ID``: one task and its sandbox, through the master.
 
 The task is looked up with GET_TASKS (live, unreachable and completed tasks; an exact id, or
 a prefix that names one task). Its sandbox is read through the master's LIST_FILES and
@@ -7,12 +7,19 @@ READ_FILE, which forward to the agent holding it (`butte.master.files`): the exe
 
 ``task tail -f`` follows the file until the task has ended and everything it wrote was
 printed (or until Ctrl-C).
+
+``task kill`` takes Mesos' operator path: KILL_CONTAINER (default signal SIGKILL, as in
+Mesos) on the v1 operator API of the agent running the task, found from the master's
+GET_AGENTS, with the container id from the task's latest status. The container is the
+task's executor (a custom executor's other tasks end with it). It then waits until the
+master reports the task ended and prints its final state.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import stat as stat_module
 import sys
 import time
@@ -32,7 +39,12 @@ from butte.cli.output import (
     scalars,
     stdout,
 )
-from butte.client.operator import OperatorClient, OperatorError, sandbox_path
+from butte.client.operator import (
+    MasterUnreachable,
+    OperatorClient,
+    OperatorError,
+    sandbox_path,
+)
 from butte.core import task_states
 
 CHUNK = 1 << 20
@@ -40,14 +52,22 @@ FOLLOW_INTERVAL = 0.5
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    parent = commands.add_parser("task", help="look at one task: info, cat, tail, ls")
+    parent = commands.add_parser("task", help="one task: info, cat, tail, ls, kill")
     actions = parent.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="details and status history of a task")
     cat = actions.add_parser("cat", help="print a file of the task's sandbox (stdout default)")
     tail = actions.add_parser("tail", help="print the end of a sandbox file; -f follows it")
     ls = actions.add_parser("ls", help="list the task's sandbox (or a directory in it)")
-    for sub, handler in ((info, cmd_info), (cat, cmd_cat), (tail, cmd_tail), (ls, cmd_ls)):
-        add_common(sub, json_flag=sub in (info, ls))
+    kill = actions.add_parser(
+        "kill",
+        help="kill the task's container on its agent (KILL_CONTAINER)",
+        description="Sends KILL_CONTAINER for the task's container to the agent running it "
+        "(its executor: a custom executor's other tasks end too), then waits until the "
+        "master reports the task ended.",
+    )
+    handlers = ((info, cmd_info), (cat, cmd_cat), (tail, cmd_tail), (ls, cmd_ls), (kill, cmd_kill))
+    for sub, handler in handlers:
+        add_common(sub, json_flag=sub in (info, ls, kill))
         sub.add_argument("task_id", metavar="TASK_ID", help="task id (or a unique prefix)")
         sub.add_argument("--framework", help="framework id (prefix), if the id is ambiguous")
         sub.set_defaults(handler=guarded(handler))
@@ -57,7 +77,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
     tail.add_argument("-n", "--lines", type=int, default=10, help="lines to show (10)")
     ls.add_argument("path", nargs="?", default="", help="directory inside the sandbox")
-    for sub in (info, cat, tail, ls):
+    kill.add_argument(
+        "--signal",
+        type=_signal_number,
+        default=int(signal.SIGKILL),
+        help="signal: KILL (the default, as in Mesos), TERM, 15 ...",
+    )
+    kill.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the task to end (default 30; 0: do not wait)",
+    )
+    for sub in (info, cat, tail, ls, kill):
         apply_env_defaults(sub, os.environ)
 
 
@@ -283,3 +315,92 @@ def _state_of(master: OperatorClient, framework: str, task_id: str) -> str | Non
     tasks = master.get_json("/master/tasks", framework_id=framework, task_id=task_id, limit=1)
     found = tasks.get("tasks", [])
     return found[0].get("state") if found else None
+
+
+# -- kill ---------------------------------------------------------------------------------------
+
+
+def _signal_number(text: str) -> int:
+    """``KILL``, ``SIGTERM``, ``15`` -> the signal's number."""
+    name = text.strip().upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        try:
+            number = int(signal.Signals["SIG" + name.removeprefix("SIG")])
+        except KeyError:
+            raise argparse.ArgumentTypeError(f"unknown signal '{text}'") from None
+    if number not in {int(s) for s in signal.valid_signals()} or number == 0:
+        raise argparse.ArgumentTypeError(f"invalid signal {text}")
+    return number
+
+
+def agent_address(master: OperatorClient, agent_id: str) -> str:
+    """``IP:PORT`` of an agent's HTTP API, from the master's GET_AGENTS (its ``pid``,
+    ``slave(1)@IP:PORT``, else hostname and port)."""
+    for agent in master.call("GET_AGENTS").get("agents", []):
+        info = agent.get("agent_info", {})
+        if info.get("id", {}).get("value") != agent_id:
+            continue
+        pid = str(agent.get("pid", ""))
+        if "@" in pid:
+            return pid.rsplit("@", 1)[1]
+        return f"{info.get('hostname')}:{info.get('port', 5051)}"
+    raise CliError(f"agent {agent_id} is not registered with the master", NOT_FOUND)
+
+
+def container_id(task: dict[str, Any]) -> str:
+    """The id of the task's container, from its latest status that names one."""
+    for status in reversed(task.get("statuses") or []):
+        container = (status.get("container_status") or {}).get("container_id") or {}
+        if container.get("parent"):
+            raise CliError(
+                f"task {task['task_id']['value']} runs in a nested container (a task group "
+                "member); the agent kills only top-level containers",
+                NOT_FOUND,
+            )
+        if container.get("value"):
+            return str(container["value"])
+    raise CliError(f"task {task['task_id']['value']} has no container yet; try again", NOT_FOUND)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    if args.wait < 0:
+        raise CliError("--wait must not be negative", 2)
+    master = client(args)
+    task = find_task(master, args.task_id, args.framework)
+    task_id, framework = task["task_id"]["value"], task["framework_id"]["value"]
+    if task_states.is_terminal(task.get("state", "")):
+        raise CliError(f"task {task_id} has already ended ({task['state']})", NOT_FOUND)
+    address = agent_address(master, task["agent_id"]["value"])
+    payload = {"container_id": {"value": container_id(task)}, "signal": args.signal}
+    agent = OperatorClient(address, timeout=master.timeout)
+    try:
+        with progress(f"Killing {task_id} on {address}..."):
+            agent.call("KILL_CONTAINER", payload)
+    except OperatorError as e:
+        raise CliError(f"agent {address} refused to kill {task_id}: {e.message}") from None
+    except MasterUnreachable as e:
+        reason = str(e).split(": ", 1)[-1]  # the client words it for a master
+        raise CliError(f"cannot reach agent {address}: {reason}", 2) from None
+    state = _wait_ended(master, framework, task_id, args.wait)
+    if args.json:
+        print_json({"task_id": task_id, "framework_id": framework, "state": state})
+    elif state is None:
+        print(f"Sent signal {args.signal} to {task_id}; it has not ended yet")
+    else:
+        print(f"Task {task_id} ended: {state}")
+    return 0
+
+
+def _wait_ended(master: OperatorClient, framework: str, task_id: str, wait: float) -> str | None:
+    """The task's terminal state once the master reports it (None after ``wait`` seconds)."""
+    deadline = time.monotonic() + wait
+    while wait > 0:
+        state = _state_of(master, framework, task_id)
+        if state is not None and task_states.is_terminal(state):
+            return state
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(FOLLOW_INTERVAL / 2)
+    return None

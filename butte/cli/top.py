@@ -25,7 +25,20 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from butte.cli.output import add_common, client, guarded, mem, number, scalars, stdout, used_of
+from butte.cli.output import (
+    Column,
+    add_common,
+    add_wide,
+    client,
+    fit_table,
+    guarded,
+    mem,
+    number,
+    scalars,
+    stdout,
+    uncut_console,
+    used_of,
+)
 from butte.client.operator import MasterUnreachable, OperatorClient
 from butte.core.tls import TlsError, client_context_for
 
@@ -36,6 +49,7 @@ _STATES = ("staging", "starting", "running", "killing", "finished", "failed", "k
 def add_command(commands: argparse._SubParsersAction) -> None:
     sub = commands.add_parser("top", help="live view of cluster utilisation")
     add_common(sub, json_flag=False)
+    add_wide(sub, json_flag=False)
     sub.add_argument("--once", action="store_true", help="print one frame and exit")
     sub.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     sub.add_argument("--rows", type=int, default=15, help="agents and frameworks shown (15)")
@@ -83,8 +97,9 @@ def container_usage(agents: list[dict[str, Any]], limit: int = 15) -> list[dict[
     return out
 
 
-def render(data: dict[str, Any], rows: int = 15) -> Group:
-    """One frame of the view."""
+def render(data: dict[str, Any], rows: int = 15, width: int = 200, wide: bool = False) -> Group:
+    """One frame of the view, its tables fitted to ``width`` columns (IDs are never cut:
+    less important columns are dropped instead, unless ``wide``)."""
     m = data["metrics"]
     host, port = data["master"]
     header = Text.assemble(
@@ -106,8 +121,8 @@ def render(data: dict[str, Any], rows: int = 15) -> Group:
         header,
         usage,
         Text("tasks: " + counts),
-        _agents_table(data["agents"], rows),
-        _frameworks_table(data["frameworks"], rows),
+        _agents_table(data["agents"], rows, width, wide),
+        _frameworks_table(data["frameworks"], rows, width, wide),
         _usage_table(data.get("usage", []), rows),
     )
 
@@ -141,8 +156,24 @@ def _share(used: dict[str, float], total: dict[str, float]) -> float:
     return max((used.get(k, 0) / v for k, v in total.items() if v), default=0.0)
 
 
-def _agents_table(agents: list[dict[str, Any]], rows: int) -> Table:
-    table = Table("AGENT", "HOST", "CPUS", "MEM", "DISK", "GPUS", title="Busiest agents")
+_AGENT_COLUMNS = (
+    Column("AGENT", is_id=True),
+    Column("HOST", 5),
+    Column("CPUS", 1),
+    Column("MEM", 2),
+    Column("DISK", 3),
+    Column("GPUS", 4),
+)
+_FRAMEWORK_COLUMNS = (
+    Column("FRAMEWORK", is_id=True),
+    Column("NAME", 1),
+    Column("CPUS", 2),
+    Column("MEM", 3),
+    Column("GPUS", 4),
+)
+
+
+def _agents_table(agents: list[dict[str, Any]], rows: int, width: int, wide: bool) -> Table:
     ranked = []
     for a in agents:
         total, used = (
@@ -151,43 +182,54 @@ def _agents_table(agents: list[dict[str, Any]], rows: int) -> Table:
         )
         ranked.append((_share(used, total), a, total, used))
     ranked.sort(key=lambda r: r[0], reverse=True)
+    lines = []
     for _, a, total, used in ranked[:rows]:
         info = a.get("agent_info", {})
-        table.add_row(
-            info.get("id", {}).get("value", "?"),
-            f"{info.get('hostname', '?')}:{info.get('port', '?')}",
-            *(used_of(used.get(n, 0), total.get(n, 0), f) for n, f in _RESOURCES),
+        lines.append(
+            (
+                info.get("id", {}).get("value", "?"),
+                f"{info.get('hostname', '?')}:{info.get('port', '?')}",
+                *(used_of(used.get(n, 0), total.get(n, 0), f) for n, f in _RESOURCES),
+            )
         )
-    return table
+    return fit_table(_AGENT_COLUMNS, lines, width, wide, title="Busiest agents")
 
 
-def _frameworks_table(frameworks: list[dict[str, Any]], rows: int) -> Table:
-    table = Table("FRAMEWORK", "NAME", "CPUS", "MEM", "GPUS", title="Frameworks by allocation")
+def _frameworks_table(frameworks: list[dict[str, Any]], rows: int, width: int, wide: bool) -> Table:
     ranked = [(scalars(f.get("allocated_resources", [])), f) for f in frameworks]
     ranked.sort(key=lambda r: (r[0].get("cpus", 0), r[0].get("mem", 0)), reverse=True)
+    lines = []
     for used, f in ranked[:rows]:
         info = f.get("framework_info", {})
-        table.add_row(
-            info.get("id", {}).get("value", "?"),
-            info.get("name", ""),
-            number(used.get("cpus", 0)),
-            mem(used.get("mem", 0)),
-            number(used.get("gpus", 0)),
+        lines.append(
+            (
+                info.get("id", {}).get("value", "?"),
+                info.get("name", ""),
+                number(used.get("cpus", 0)),
+                mem(used.get("mem", 0)),
+                number(used.get("gpus", 0)),
+            )
         )
-    return table
+    return fit_table(_FRAMEWORK_COLUMNS, lines, width, wide, title="Frameworks by allocation")
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     master = client(args)
     console = stdout()
+
+    def frame() -> Group:
+        return render(snapshot(master), args.rows, console.width, args.wide)
+
+    first = frame()
+    console = uncut_console(console, first, args.wide)
     if args.once:
-        console.print(render(snapshot(master), args.rows))
+        console.print(first)
         return 0
     interval = max(0.2, args.interval)
-    with Live(render(snapshot(master), args.rows), console=console, screen=False) as live:
+    with Live(first, console=console, screen=False) as live:
         while True:
             time.sleep(interval)
             try:
-                live.update(render(snapshot(master), args.rows))
+                live.update(frame())
             except MasterUnreachable as e:
                 live.update(Text(f"master unreachable: {e}; retrying", style="bold red"))

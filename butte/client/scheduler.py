@@ -93,6 +93,21 @@ class CallError(SchedulerError):
         super().__init__(f"{call_type} failed ({where}): {message}")
 
 
+def connection_failure(error: BaseException) -> str:
+    """Why a connection failed, in a few words ("connection refused", "host not found"),
+    instead of aiohttp's text (which names the connect call and ``ssl:default``)."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    cause = getattr(error, "os_error", None)  # aiohttp.ClientConnectorError wraps an OSError
+    if not isinstance(cause, OSError):
+        cause = error if isinstance(error, OSError) else None
+    if isinstance(cause, socket.gaierror):
+        return f"host not found ({cause.strerror})" if cause.strerror else "host not found"
+    if cause is not None and cause.errno:
+        return os.strerror(cause.errno).lower()
+    return str(error) or type(error).__name__
+
+
 class _Retry(Exception):
     """Internal: this subscription attempt failed in a way worth retrying."""
 
@@ -538,7 +553,7 @@ class SchedulerClient:
                     ssl=self._ssl if self._ssl is not None else True,
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                raise _Retry(f"{self.leader}: {e or type(e).__name__}") from None
+                raise _Retry(f"{self.leader}: {connection_failure(e)}") from None
             if response.status == 200:
                 return response
             text = (await response.text(errors="replace")).strip()

@@ -159,15 +159,18 @@ class LegacyEndpoints:
 
     async def tasks(self, request: web.Request) -> web.Response:
         """``/master/tasks?limit=&offset=&order=asc|des&framework_id=&task_id=``: tasks of
-        every framework (live, unreachable, completed) by start time, newest first."""
+        every framework (live, unreachable, completed) by start time, newest first.
+
+        A negative ``limit`` means every task, as in Mesos (which reads it as a C int and
+        stores it in a size_t): the Mesos CLI's ``mesos task list`` sends ``limit=-1``."""
         query = request.query
         try:
             limit = int(query.get("limit", "100"))
             offset = int(query.get("offset", "0"))
         except ValueError:
             return text_reply(400, "'limit' and 'offset' must be integers")
-        if limit < 0 or offset < 0:
-            return text_reply(400, "'limit' and 'offset' must not be negative")
+        if offset < 0:
+            return text_reply(400, "'offset' must not be negative")
         order = query.get("order", "des")
         if order not in ("asc", "des"):
             return text_reply(400, f"'order' must be 'asc' or 'des', got '{order[:20]}'")
@@ -178,7 +181,8 @@ class LegacyEndpoints:
             if (fid is None or task.framework_id == fid) and (tid is None or task.task_id == tid)
         ]
         tasks.sort(key=_start_time, reverse=order == "des")
-        page = tasks[offset : offset + min(limit, MAX_TASKS_LIMIT)]
+        end = len(tasks) if limit < 0 else offset + min(limit, MAX_TASKS_LIMIT)
+        page = tasks[offset:end]
         return self._reply(request, {"tasks": [state_json.legacy_task(t) for t in page]})
 
     # -- roles and weights -------------------------------------------------------------------

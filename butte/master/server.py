@@ -69,6 +69,7 @@ from butte.master.http import (
 from butte.master.machine import MasterMachine, MasterOptions
 from butte.master.operator import OperatorApi
 from butte.master.snapshot import StateSnapshots
+from butte.master.task_kill import TaskKill
 
 log = logging.getLogger(__name__)
 
@@ -466,6 +467,7 @@ class MasterServer:
         r.add("/redirect", self.redirect)
         r.add("/metrics/snapshot", self.metrics_snapshot)
         self.operator = OperatorApi(self)  # operator API, event stream, legacy, files, /metrics
+        TaskKill(self).add_routes(r)  # POST /master/kill-task: the web UI's kill button
         webui.add_routes(self)  # the web UI at / (and /static/...)
 
     async def health(self, request: web.Request) -> web.StreamResponse:

@@ -231,6 +231,7 @@
       ["IP addresses", ips.join(", ")],
       ["Container", last?.container_status?.container_id?.value ? h("code", {}, last.container_status.container_id.value) : null],
       ["Labels", (t.labels || []).map((l) => h("span", { class: "chip" }, `${l.key}=${l.value ?? ""}`))],
+      ["Actions", B.ui.killButton(t)],
     ]);
   }
 

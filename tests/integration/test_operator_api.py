@@ -312,8 +312,11 @@ def test_legacy_endpoints(master):
     assert tasks[0]["id"] == tid and tasks[0]["slave_id"] == task["agent_id"]["value"]
     page = requests.get(master + "/master/tasks", params={"limit": 1, "order": "asc"}).json()
     assert len(page["tasks"]) == 1
-    for bad in ({"limit": "x"}, {"limit": -1}, {"offset": -3}, {"order": "sideways"}):
+    for bad in ({"limit": "x"}, {"offset": -3}, {"order": "sideways"}):
         assert requests.get(master + "/master/tasks", params=bad).status_code == 400
+    # A negative limit means every task, as in Mesos (the Mesos CLI sends limit=-1).
+    every = requests.get(master + "/master/tasks", params={"limit": -1}).json()["tasks"]
+    assert tid in {t["id"] for t in every}
     roles = requests.get(master + "/master/roles", timeout=5).json()["roles"]
     assert any(r["name"] == "*" and fid in r["frameworks"] for r in roles)
     flags = requests.get(master + "/master/flags", timeout=5).json()["flags"]

@@ -18,8 +18,6 @@ health checks. Imports stay light: this module loads in every executor.
 
 from __future__ import annotations
 
-import sys
-
 from butte.agent.executor import health
 
 TYPE_CHECKING = False
@@ -78,22 +76,11 @@ def parse_check(check: Any) -> CheckSpec:
 
 def probe_command(spec: CheckSpec) -> tuple[str, list[str], bool]:
     """(program, argv, search PATH) of one probe process."""
-    if spec.kind == "COMMAND":
-        command = spec.command
-        if command.get("shell", True):
-            return "/bin/sh", ["sh", "-c", str(command["value"])], False
-        arguments = [str(a) for a in command.get("arguments") or []]
-        return str(command["value"]), arguments or [str(command["value"])], True
-    code = (
-        f"import sys;sys.path.insert(0,{health._ROOT!r});"
-        "from butte.agent.executor.probe import main;sys.exit(main())"
-    )
-    argv = [sys.executable, "-I", "-S", "-c", code]
     if spec.kind == "TCP":
-        argv += ["tcp", "127.0.0.1", str(spec.port), str(spec.timeout)]
+        args = ["tcp", "127.0.0.1", str(spec.port), str(spec.timeout)]
     else:
-        argv += ["http-status", f"http://127.0.0.1:{spec.port}{spec.path}", str(spec.timeout)]
-    return sys.executable, argv, False
+        args = ["http-status", f"http://127.0.0.1:{spec.port}{spec.path}", str(spec.timeout)]
+    return health.probe_process(spec.kind, spec.command, args)
 
 
 def empty_status(spec: CheckSpec) -> dict:

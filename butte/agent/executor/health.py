@@ -121,8 +121,21 @@ def parse_health_check(check: Any) -> HealthSpec:
 
 def probe_command(spec: HealthSpec) -> tuple[str, list[str], bool]:
     """(program, argv, search PATH) of one probe process for ``spec``."""
-    if spec.kind == "COMMAND":
-        command = spec.command
+    if spec.kind == "TCP":
+        args = ["tcp", "127.0.0.1", str(spec.port), str(spec.timeout)]
+    else:
+        url = f"{spec.scheme}://127.0.0.1:{spec.port}{spec.path}"
+        args = ["http", url, str(spec.timeout), ",".join(str(s) for s in spec.statuses)]
+    return probe_process(spec.kind, spec.command, args)
+
+
+def probe_process(
+    kind: str, command: dict[str, Any], probe_args: list[str]
+) -> tuple[str, list[str], bool]:
+    """(program, argv, search PATH) of a probe: the COMMAND itself, or for TCP and HTTP the
+    small `butte.agent.executor.probe` program with ``probe_args`` (health checks and
+    ``TaskInfo.check`` share it)."""
+    if kind == "COMMAND":
         if command.get("shell", True):
             return "/bin/sh", ["sh", "-c", str(command["value"])], False
         arguments = [str(a) for a in command.get("arguments") or []]
@@ -131,13 +144,7 @@ def probe_command(spec: HealthSpec) -> tuple[str, list[str], bool]:
         f"import sys;sys.path.insert(0,{_ROOT!r});"
         "from butte.agent.executor.probe import main;sys.exit(main())"
     )
-    argv = [sys.executable, "-I", "-S", "-c", code]
-    if spec.kind == "TCP":
-        argv += ["tcp", "127.0.0.1", str(spec.port), str(spec.timeout)]
-    else:
-        url = f"{spec.scheme}://127.0.0.1:{spec.port}{spec.path}"
-        argv += ["http", url, str(spec.timeout), ",".join(str(s) for s in spec.statuses)]
-    return sys.executable, argv, False
+    return sys.executable, [sys.executable, "-I", "-S", "-c", code, *probe_args], False
 
 
 class HealthPolicy:
