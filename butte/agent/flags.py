@@ -13,12 +13,15 @@ import argparse
 import json
 import os
 import socket
+import ssl
+from collections.abc import Mapping
 
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.durations import format_duration, parse_duration
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
+from butte.core.tls import TlsError, client_context_for
 
 DEFAULT_MASTER_PORT = 5050
 DEFAULT_PORTS = "[31000-32000]"
@@ -35,7 +38,8 @@ def duration(text: str) -> float:
 
 def master_address(text: str) -> str:
     """argparse type: ``host:port`` of the master (``master@`` and ``http://`` prefixes are
-    accepted, the port defaults to 5050), or a ``zk://`` / ``file://`` URL kept as given."""
+    accepted, ``https://`` is kept, the port defaults to 5050), or a ``zk://`` /
+    ``file://`` URL kept as given."""
     text = text.strip()
     if is_zk_url(text):
         try:
@@ -43,7 +47,8 @@ def master_address(text: str) -> str:
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
         return text
-    for prefix in ("http://", "master@"):
+    scheme = "https://" if text.startswith("https://") else ""
+    for prefix in ("http://", "https://", "master@"):
         if text.startswith(prefix):
             text = text[len(prefix) :]
     text = text.rstrip("/")
@@ -54,7 +59,20 @@ def master_address(text: str) -> str:
         host, port = text, str(DEFAULT_MASTER_PORT)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return f"{host}:{int(port)}"
+    return f"{scheme}{host}:{int(port)}"
+
+
+def master_tls(master: str, env: Mapping[str, str]) -> tuple[str, ssl.SSLContext | None]:
+    """``--master`` without an ``https://`` prefix, and the TLS context for talking to it:
+    TLS with ``https://`` or LIBPROCESS_SSL_ENABLED (docs/operating.md "TLS"); ValueError
+    for bad TLS settings."""
+    scheme = "https" if master.startswith("https://") else ""
+    if scheme:
+        master = master[len("https://") :]
+    try:
+        return master, client_context_for(scheme, env)
+    except TlsError as e:
+        raise ValueError(str(e)) from None
 
 
 def read_credential(path: str | None) -> tuple[str, str] | None:
@@ -120,7 +138,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--master",
         required=True,
         type=master_address,
-        help="the master, HOST:PORT, or zk://host1:port1,host2:port2/path to follow the "
+        help="the master, HOST:PORT (https://HOST:PORT: TLS, as with LIBPROCESS_SSL_ENABLED), "
+        "or zk://host1:port1,host2:port2/path to follow the "
         "leading master of a ZooKeeper ensemble (or file:///path holding such a URL)",
     )
     add("--ip", default="127.0.0.1", help="address to listen on and advertise")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +21,8 @@ from butte.agent.containerizer.isolators import (
 from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.server import AgentOptions, serve
 from butte.coord.interface import CoordinationError
+from butte.core.tls import TlsError
+from butte.core.tls_listener import TlsListen
 from butte.operator_common import quiet_bad_requests
 
 # Mesos caps it (slave/constants.hpp): recovery must finish well before the master gives up.
@@ -33,8 +36,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> AgentOptions:
     """Turns parsed flags into `AgentOptions` (detecting resources not given)."""
+    master, master_tls = agent_flags.master_tls(args.master, os.environ)
+    try:
+        tls = TlsListen.from_env(os.environ)
+    except TlsError as e:
+        raise ValueError(str(e)) from None
     return AgentOptions(
-        master=args.master,
+        master=master,
+        master_tls=master_tls,
+        tls=tls,
         work_dir=args.work_dir,
         resources=agent_flags.total_resources(args.resources, args.work_dir),
         ip=args.ip,

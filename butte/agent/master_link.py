@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Callable
 
 import aiohttp
@@ -47,8 +48,11 @@ class MasterLink:
         backoff_factor: float = 1.0,
         follow_redirects: bool = True,
         headers: dict[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        # The client TLS context for https:// masters (None: aiohttp's default checks).
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         # Sent with every connection (the agent's credentials, --credential).
         self._headers = headers or {}
         # False with ZooKeeper detection: a 307 from a master that is not leader (yet) may
@@ -98,7 +102,9 @@ class MasterLink:
         `retarget` names another master (a redirect may lead to a frozen ex-leader)."""
         attempt = asyncio.ensure_future(
             asyncio.wait_for(
-                session.ws_connect(url, autoping=True, max_msg_size=0, headers=self._headers),
+                session.ws_connect(
+                    url, autoping=True, max_msg_size=0, headers=self._headers, ssl=self._ssl
+                ),
                 CONNECT_TIMEOUT,
             )
         )

@@ -30,6 +30,7 @@ import logging
 import os
 import resource
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -75,6 +76,7 @@ from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
 from butte.core.messages import ExecutorCall
 from butte.core.resources import Attribute, Resources, parse_resources
+from butte.core.tls_listener import TlsListen, plain_paths_only
 
 if TYPE_CHECKING:
     from butte.coord.detector import LeaderDetector
@@ -114,6 +116,10 @@ class StreamBound:
 
     effect: SendToExecutor | CloseExecutorStream
     stream: ExecutorStream | None
+
+
+# The executor API (butte.agent.http), the one thing served over plain HTTP with TLS on.
+EXECUTOR_PATHS = frozenset({"/api/v1/executor", "/slave(1)/api/v1/executor"})
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,10 @@ class AgentOptions:
     # --work_dir_min_free: launches are refused while the work dir has less free.
     work_dir_min_free: int = 64 * 1024 * 1024
     flags: dict[str, str] = field(default_factory=dict)
+    # LIBPROCESS_SSL_*: the HTTP server speaks TLS (None: plain), and the client context
+    # for the master (None: plain http://).
+    tls: TlsListen | None = None
+    master_tls: ssl.SSLContext | None = None
 
 
 class AgentServer:
@@ -176,6 +186,7 @@ class AgentServer:
         self.streams: dict[str, ExecutorStream] = {}
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
+        self._tls_listener: asyncio.Server | None = None
         self._link_task: asyncio.Task | None = None
         self._gc_task: asyncio.Task | None = None
         self._disk_task: asyncio.Task | None = None
@@ -218,13 +229,14 @@ class AgentServer:
         # Before anything is bound: an isolator this machine lacks stops the start.
         isolation = self._isolation(loop)
         app = web.Application(client_max_size=16 << 20)
+        if self.options.tls is not None and not self.options.tls.downgrade:
+            # Executors of this machine speak plain HTTP to the executor API, nobody else.
+            app.middlewares.append(plain_paths_only(EXECUTOR_PATHS))
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.options.ip, self.options.port, backlog=4096)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        port = await self._listen(self._runner)
         self.machine = AgentMachine(self._config(port))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
@@ -253,6 +265,7 @@ class AgentServer:
                 if self.options.credential
                 else None
             ),
+            ssl_context=self.options.master_tls,
         )
         await self._recover(work_dir)
         await self.containerizer.start()
@@ -262,6 +275,24 @@ class AgentServer:
         if self.options.log_rotation is not None:
             self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    async def _listen(self, runner: web.AppRunner) -> int:
+        """Binds the HTTP server; returns its port. With TLS, executors on this machine
+        may still speak plain HTTP (the built-in executor does; docs/operating.md "TLS")."""
+        if self.options.tls is None:
+            site = web.TCPSite(runner, self.options.ip, self.options.port, backlog=4096)
+            await site.start()
+            return runner.addresses[0][1]
+        server = runner.server
+        assert server is not None
+        self._tls_listener = await asyncio.get_running_loop().create_server(
+            self.options.tls.wrap(server, plain_from_local=True),
+            self.options.ip,
+            self.options.port,
+            reuse_address=True,
+            backlog=4096,
+        )
+        return self._tls_listener.sockets[0].getsockname()[1]
 
     def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
         """The isolators of --isolation (None when they enforce nothing: the posix ones
@@ -507,9 +538,9 @@ class AgentServer:
             return self.detector.leader
         return self.options.master
 
-    @staticmethod
-    def _master_url(address: str | None) -> str | None:
-        return f"http://{address}{internal.AGENT_PATH}" if address else None
+    def _master_url(self, address: str | None) -> str | None:
+        scheme = "http" if self.options.master_tls is None else "https"
+        return f"{scheme}://{address}{internal.AGENT_PATH}" if address else None
 
     def _leader_changed(self, address: str | None) -> None:
         """A new leading master was detected: re-register with it at once."""
@@ -549,6 +580,8 @@ class AgentServer:
             stream.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

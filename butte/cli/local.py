@@ -27,11 +27,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from butte.cli.common import CliError
+from butte.core.tls import client_context_for
 
 SUMMARY = "start a master and agents on this machine"
 DESCRIPTION = (
@@ -103,9 +104,17 @@ def descendant_pids(pid: int) -> list[int]:
 class ManagedProcess:
     """One daemon of the cluster: its command line, log file, and process."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
+        # Added to (or overriding) this process's environment (LIBPROCESS_SSL_* ...).
+        self.env = dict(env or {})
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         # True once stopped or killed on purpose: its exit is then not a cluster failure.
@@ -127,7 +136,7 @@ class ManagedProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
         self._log.write(f"==== {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
         self._log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, **self.env, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -205,10 +214,15 @@ class LocalCluster:
         master_flags: Sequence[str] = (),
         agent_flags: Sequence[str] = (),
         python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """``resources`` is every agent's ``--resources``, or a list of one per agent (agents
-        on one host need disjoint port ranges when their tasks listen on offered ports)."""
+        on one host need disjoint port ranges when their tasks listen on offered ports).
+        ``env`` goes to every daemon's environment (``LIBPROCESS_SSL_*`` for TLS)."""
         self.work_dir = Path(work_dir).absolute()
+        self.env = dict(env or {})
+        # The cluster's own reads of the master speak TLS when the daemons do.
+        self.ssl_context = client_context_for("", {**os.environ, **self.env})
         self.port = port
         self.python = python
         # Sent with the cluster's own reads of the master (an Authorization header when the
@@ -219,6 +233,7 @@ class LocalCluster:
             [python, "-m", "butte", "master", "--ip", HOST, "--port", str(port)]
             + ["--work_dir", str(self.work_dir / "master"), *master_flags],
             self.work_dir / "master.log",
+            self.env,
         )
         self.agents: list[ManagedProcess] = []
         self.agent_ports: list[int] = []
@@ -238,7 +253,9 @@ class LocalCluster:
                 # Agents on one machine must not share a cgroups root: each one's recovery
                 # destroys the groups it does not know.
                 argv += ["--cgroups_root", f"butte/local-{agent_port}"]
-            self.agents.append(ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log"))
+            self.agents.append(
+                ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log", self.env)
+            )
             self.agent_ports.append(agent_port)
 
     # -- addresses -------------------------------------------------------------------------
@@ -249,12 +266,17 @@ class LocalCluster:
         return f"{HOST}:{self.port}"
 
     @property
+    def scheme(self) -> str:
+        """``https`` when the daemons speak TLS, else ``http``."""
+        return "http" if self.ssl_context is None else "https"
+
+    @property
     def master_url(self) -> str:
-        return f"http://{self.master_address}"
+        return f"{self.scheme}://{self.master_address}"
 
     @property
     def agent_urls(self) -> list[str]:
-        return [f"http://{HOST}:{port}" for port in self.agent_ports]
+        return [f"{self.scheme}://{HOST}:{port}" for port in self.agent_ports]
 
     @property
     def log_paths(self) -> dict[str, Path]:
@@ -281,7 +303,7 @@ class LocalCluster:
         request = urllib.request.Request(
             f"{self.master_url}/master/state", headers=self.http_headers
         )
-        with urllib.request.urlopen(request, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout, context=self.ssl_context) as r:
             return json.loads(r.read())
 
     def active_agents(self) -> int | None:

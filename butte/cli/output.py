@@ -39,7 +39,7 @@ def add_common(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
     parser.add_argument(
         "--master",
         default=DEFAULT_MASTER,
-        help="master to talk to: HOST:PORT or zk://HOSTS/PATH",
+        help="master to talk to: HOST:PORT, https://HOST:PORT (TLS) or zk://HOSTS/PATH",
     )
     add_credentials(parser)
     if json_flag:

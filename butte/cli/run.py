@@ -74,7 +74,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--master",
         required=True,
-        help="master to subscribe to, HOST:PORT, or zk://host1:port1,host2:port2/path to "
+        help="master to subscribe to, HOST:PORT (https://HOST:PORT for TLS), or "
+        "zk://host1:port1,host2:port2/path to "
         "follow the leading master of a ZooKeeper ensemble",
     )
     parser.add_argument("--name", required=True, help="task name; task ids are NAME.<id>.<i>")

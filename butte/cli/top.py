@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import urllib.request
 from typing import Any
@@ -39,6 +40,7 @@ from butte.cli.output import (
     used_of,
 )
 from butte.client.operator import MasterUnreachable, OperatorClient
+from butte.core.tls import TlsError, client_context_for
 
 _RESOURCES = (("cpus", number), ("mem", mem), ("disk", mem), ("gpus", number))
 _STATES = ("staging", "starting", "running", "killing", "finished", "failed", "killed", "lost")
@@ -77,11 +79,16 @@ def container_usage(agents: list[dict[str, Any]], limit: int = 15) -> list[dict[
         reverse=True,
     )
     out: list[dict[str, Any]] = []
+    try:  # agents speak TLS when LIBPROCESS_SSL_ENABLED says so (docs/operating.md "TLS")
+        context = client_context_for("", os.environ)
+    except TlsError:
+        return out
+    scheme = "http" if context is None else "https"
     for a in ranked[:limit]:
         info = a.get("agent_info", {})
-        url = f"http://{info.get('hostname')}:{info.get('port')}/monitor/statistics"
+        url = f"{scheme}://{info.get('hostname')}:{info.get('port')}/monitor/statistics"
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
+            with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
                 entries = json.load(response)
         except (OSError, ValueError):
             continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -164,8 +165,15 @@ class _Connection(asyncio.Protocol):
     async def _connect(self) -> None:
         host, _, port = self.address.rpartition(":")
         try:
-            await self._loop.create_connection(lambda: self, host, int(port))
-        except (OSError, ValueError) as e:
+            context = self._pool.ssl_context
+            await self._loop.create_connection(
+                lambda: self,
+                host,
+                int(port),
+                ssl=context,
+                server_hostname=host.strip("[]") if context is not None else None,
+            )
+        except (OSError, ValueError, ssl.SSLError) as e:
             self._connecting = None  # done: _fail must not cancel this very task
             self._fail(ConnectionError(str(e) or type(e).__name__))
         finally:
@@ -266,8 +274,14 @@ class Http1Pool:
     """Keep-alive, pipelining HTTP/1.1 connections to a few ``host:port`` addresses."""
 
     def __init__(
-        self, max_pipeline: int = 256, max_connections: int = 4, idle_timeout: float = 15.0
+        self,
+        max_pipeline: int = 256,
+        max_connections: int = 4,
+        idle_timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # Connections speak TLS with this context (None: plain HTTP).
+        self.ssl_context = ssl_context
         self._max_pipeline = max_pipeline
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout

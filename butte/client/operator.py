@@ -1,8 +1,9 @@
 """A small synchronous client of a master's operator surface, for the CLI and scripts.
 
-It speaks plain HTTP to one master (``HOST:PORT``, ``http://HOST:PORT`` or a ``zk://`` URL,
-resolved to the leading master through ZooKeeper): v1 calls (``call("GET_TASKS")``), legacy
-JSON documents (``get_json("/master/state")``) and the files API. A non-leading master's
+It speaks HTTP to one master (``HOST:PORT``, ``http://HOST:PORT``, ``https://HOST:PORT`` or
+a ``zk://`` URL, resolved to the leading master through ZooKeeper): v1 calls
+(``call("GET_TASKS")``), legacy JSON documents (``get_json("/master/state")``) and the files
+API. A non-leading master's
 redirect (307 with ``Location: //host:port``) is followed.
 
 Failures raise `MasterUnreachable` (no answer: connection refused, timeout, bad address) or
@@ -14,10 +15,13 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import ssl
 import urllib.parse
 from typing import Any
 
 from butte.core.auth import basic_header
+from butte.core.tls import TlsError, client_context_for
 
 DEFAULT_MASTER = "127.0.0.1:5050"
 _MAX_REDIRECTS = 3
@@ -37,13 +41,13 @@ class OperatorError(Exception):
 
 
 def parse_master(master: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``http://HOST:PORT``, or ``HOST`` = port 5050) as (host, port)."""
+    """``HOST:PORT`` (or ``http(s)://HOST:PORT``, or ``HOST`` = port 5050) as (host, port)."""
     text = master.strip()
     if text.startswith(("zk://", "zoo://")):
         return leader_from_zookeeper(text)
     if "://" in text:
         parsed = urllib.parse.urlparse(text)
-        if parsed.scheme not in ("http", ""):
+        if parsed.scheme not in ("http", "https", ""):
             raise MasterUnreachable(f"unsupported master URL scheme in '{master}'")
         text = parsed.netloc
     host, sep, port = text.rpartition(":")
@@ -98,13 +102,26 @@ class OperatorClient:
         timeout: float = 10.0,
         principal: str | None = None,
         secret: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``principal``/``secret``: HTTP Basic credentials for a master that authenticates
-        its HTTP endpoints (``--authenticate_http_*``)."""
+        its HTTP endpoints (``--authenticate_http_*``). TLS: ``https://HOST:PORT``, or any
+        address with LIBPROCESS_SSL_ENABLED (``ssl_context`` replaces the context built from
+        ``LIBPROCESS_SSL_*``; docs/operating.md "TLS")."""
         self.master = master
         self.timeout = timeout
         self._address: tuple[str, int] | None = None
         self._auth = {"Authorization": basic_header(principal, secret or "")} if principal else {}
+        self._ssl: ssl.SSLContext | None = None
+        if ssl_context is not None:
+            self._ssl = ssl_context
+        elif not master.strip().startswith(("zk://", "zoo://", "http://")):
+            # https://, or host:port (and zk://) with LIBPROCESS_SSL_ENABLED.
+            scheme = "https" if master.strip().startswith("https://") else ""
+            try:
+                self._ssl = client_context_for(scheme, os.environ)
+            except TlsError as e:
+                raise MasterUnreachable(str(e)) from None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -124,7 +141,13 @@ class OperatorClient:
         """One request; the response body of a 2xx answer, else OperatorError."""
         for _ in range(_MAX_REDIRECTS + 1):
             host, port = self.address
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            conn = (
+                http.client.HTTPConnection(host, port, timeout=self.timeout)
+                if self._ssl is None
+                else http.client.HTTPSConnection(
+                    host, port, timeout=self.timeout, context=self._ssl
+                )
+            )
             try:
                 conn.request(method, path, body=body, headers={**self._auth, **(headers or {})})
                 response = conn.getresponse()

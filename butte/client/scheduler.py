@@ -37,6 +37,7 @@ import getpass
 import logging
 import os
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,7 @@ from butte.coord.url import ZkUrl, is_zk_url, parse_zk_url
 from butte.core.auth import basic_header
 from butte.core.codec import RecordIOReader, encode_json
 from butte.core.messages import FrameworkInfo, Msg
+from butte.core.tls import TlsError, client_context_for
 
 if TYPE_CHECKING:
     from butte.coord.detector import LeaderDetector
@@ -167,6 +169,16 @@ def _master_addresses(master: str) -> list[str]:
     return out
 
 
+def _tls_context(master: str) -> ssl.SSLContext | None:
+    """The client TLS context for ``master``: ``https://`` addresses, or any address with
+    LIBPROCESS_SSL_ENABLED; None for plain HTTP."""
+    https = any(p.strip().lower().startswith("https://") for p in master.split(","))
+    try:
+        return client_context_for("https" if https else "", os.environ)
+    except TlsError as e:
+        raise SchedulerError(str(e)) from None
+
+
 def redirect_target(location: str) -> str:
     """The ``host:port`` a 307 ``Location`` names (``//host:port/path`` or an absolute URL)."""
     url = URL(f"http:{location}" if location.startswith("//") else location)
@@ -226,8 +238,11 @@ class SchedulerClient:
         call_timeout: float = 30.0,
         principal: str | None = None,
         secret: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """``master`` is ``host:port`` (several may be given comma-separated); the framework
+        """``master`` is ``host:port`` (several may be given comma-separated, ``https://``
+        for TLS, as is a bare ``host:port`` with LIBPROCESS_SSL_ENABLED; ``ssl_context``
+        replaces the one built from ``LIBPROCESS_SSL_*``, docs/operating.md "TLS"); the framework
         info needs at least ``name``; ``user`` defaults to the current user. A ``retry_timeout``
         of None retries (re)subscribing forever. ``principal`` and ``secret`` authenticate the
         framework (HTTP Basic) to a master run with ``--authenticate_frameworks``."""
@@ -252,6 +267,7 @@ class SchedulerClient:
         else:
             self._masters = _master_addresses(master)
         self.leader = self._masters[0] if self._masters else ""
+        self._ssl = ssl_context if ssl_context is not None else _tls_context(master)
         self._retry_timeout = retry_timeout
         self._backoff = (backoff_initial, backoff_max)
         self._missed_heartbeats = missed_heartbeats
@@ -280,7 +296,8 @@ class SchedulerClient:
     @property
     def url(self) -> str:
         """The scheduler endpoint on the current leader."""
-        return f"http://{self.leader}{SCHEDULER_PATH}"
+        scheme = "http" if self._ssl is None else "https"
+        return f"{scheme}://{self.leader}{SCHEDULER_PATH}"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -300,7 +317,7 @@ class SchedulerClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         if self._http is None:
-            self._http = Http1Pool()
+            self._http = Http1Pool(ssl_context=self._ssl)
         try:
             await self._start_detector()
             subscribed = await self._subscribe_with_retry()
@@ -533,6 +550,7 @@ class SchedulerClient:
                     },
                     allow_redirects=False,
                     timeout=timeout,
+                    ssl=self._ssl if self._ssl is not None else True,
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 raise _Retry(f"{self.leader}: {connection_failure(e)}") from None

@@ -20,7 +20,10 @@ Anything else is 404; an agent that is not connected answers 503.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
+import ssl
 from typing import Any
 
 import aiohttp
@@ -28,11 +31,20 @@ from aiohttp import web
 
 from butte.core import task_states
 from butte.core.codec import encode_json
+from butte.core.tls import client_context_for
 from butte.master.http import PrefixRouter, text_reply
 from butte.master.shell_api import MasterShell
 from butte.master.state import Agent
 
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+@functools.cache
+def _agent_tls() -> ssl.SSLContext | None:
+    """The client context for agents: with LIBPROCESS_SSL_ENABLED they speak TLS too."""
+    return client_context_for("", os.environ)
+
+
 _REAL = re.compile(r"/slaves/([^/]+)/frameworks/")
 _VIRTUAL = re.compile(r"^/frameworks/([^/]+)/executors/([^/]+)/runs(/|$)")
 
@@ -107,7 +119,8 @@ class MasterFiles:
 
     @staticmethod
     def _base(agent: Agent) -> str:
-        return f"http://{agent.ip or agent.hostname}:{agent.port}"
+        scheme = "http" if _agent_tls() is None else "https"
+        return f"{scheme}://{agent.ip or agent.hostname}:{agent.port}"
 
     async def http_forward(self, request: web.Request) -> web.StreamResponse:
         """``/files/<op>?path=...``: the agent's answer, passed through."""
@@ -120,7 +133,7 @@ class MasterFiles:
         url = f"{self._base(agent)}/files/{operation}"
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-                async with session.get(url, params=params) as upstream:
+                async with session.get(url, params=params, ssl=_agent_tls() or True) as upstream:
                     headers = {
                         k: v
                         for k, v in upstream.headers.items()
@@ -150,6 +163,7 @@ class MasterFiles:
                     f"{self._base(agent)}/api/v1",
                     data=encode_json(body),
                     headers={"Content-Type": "application/json"},
+                    ssl=_agent_tls() or True,
                 ) as upstream:
                     data = await upstream.read()
                     ctype = upstream.headers.get("Content-Type", "text/plain")

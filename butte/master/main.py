@@ -15,6 +15,8 @@ from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
+from butte.core.tls import TlsConfig, TlsError
+from butte.core.tls_listener import TlsListen
 from butte.master.acls import AclError, Acls, parse_acls
 from butte.master.allocator.interface import (
     DEFAULT_MIN_ALLOCATABLE,
@@ -207,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         registry=args.registry,
         http_header_timeout=durations["http_header_timeout"],
         auth=auth_config(args),
+        tls=tls_flag(),
         max_stream_backlog=args.max_stream_backlog,
         ip=args.ip,
         port=args.port,
@@ -232,6 +235,17 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
         },
     )
+
+
+def tls_flag() -> TlsListen | None:
+    """The listener's TLS from LIBPROCESS_SSL_* (docs/operating.md "TLS")."""
+    try:
+        listen = TlsListen.from_env(os.environ)
+        if listen is not None:
+            TlsConfig.from_env(os.environ).client_context()  # for agents' files (checked now)
+        return listen
+    except TlsError as e:
+        raise ValueError(str(e)) from None
 
 
 def mesos_bool(text: str | bool) -> bool:

@@ -37,6 +37,7 @@ from butte.core.messages import (
     SchedulerCall,
     decode,
 )
+from butte.core.tls_listener import TlsListen
 from butte.master import fast_http, state_json, ui_api, views, webui
 from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
@@ -108,6 +109,8 @@ class MasterConfig:
     max_stream_backlog: int = MAX_SCHEDULER_BACKLOG
     # --authenticate_* and the credentials (butte.master.auth).
     auth: AuthConfig = field(default_factory=AuthConfig)
+    # LIBPROCESS_SSL_*: the listener speaks TLS (None: plain HTTP).
+    tls: TlsListen | None = None
 
 
 class _AgentLink:
@@ -202,16 +205,21 @@ class MasterServer:
             return AgentUpgrade(self, server, MAX_BODY * 4)
 
         fast_connections = self._fast_connections
+
         # A deep accept queue: thousands of agents reconnect at once after a failover, and
         # a full queue (128 by default) drops their SYNs for a 1 s retransmit each.
-        self._listener = await asyncio.get_running_loop().create_server(
-            lambda: fast_http.SchedulerFastPath(
+        def fast_path() -> asyncio.Protocol:
+            return fast_http.SchedulerFastPath(
                 self,
                 agents_or_aiohttp,
                 fast_connections,
                 MAX_BODY,
                 header_timeout=self.config.http_header_timeout,
-            ),
+            )
+
+        tls = self.config.tls
+        self._listener = await asyncio.get_running_loop().create_server(
+            fast_path if tls is None else tls.wrap(fast_path),
             self.config.ip,
             self.config.port,
             reuse_address=True,
@@ -233,7 +241,11 @@ class MasterServer:
             loop.create_task(self._every(ui_api.SAMPLE_SECONDS, self.ui_api.sample)),
         ]
         log.info(
-            "Master %s listening on %s:%d", self.machine.master_id, self.config.ip, self.config.port
+            "Master %s listening on %s:%d%s",
+            self.machine.master_id,
+            self.config.ip,
+            self.config.port,
+            "" if self.config.tls is None else " (TLS)",
         )
 
     async def stop(self) -> None:

@@ -24,7 +24,7 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,9 @@ class ClusterHandle:
         request = urllib.request.Request(
             f"{self.master_url}{path}", headers=self.cluster.http_headers
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            request, timeout=timeout, context=self.cluster.ssl_context
+        ) as response:
             return json.loads(response.read())
 
     def state(self) -> dict[str, Any]:
@@ -187,12 +189,14 @@ def start_cluster(
     resources: str | Sequence[str] | None = DEFAULT_AGENT_RESOURCES,
     ready_timeout: float = 20.0,
     http_auth: tuple[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ClusterHandle]:
     """Starts a master and ``agents`` agents under ``tmp_path`` and waits until they are all
     active; stops everything on exit, also when the body raised. The given flags come after
     the test defaults, so they override them. ``resources`` may list one string per agent.
     ``http_auth`` (principal, secret) goes with the handle's own reads of the master, for a
-    master that authenticates them."""
+    master that authenticates them. ``env`` goes to every daemon's environment (the
+    ``LIBPROCESS_SSL_*`` variables of a TLS cluster: the handle then reads over TLS too)."""
     cluster = LocalCluster(
         tmp_path,
         port=free_port(),
@@ -200,6 +204,7 @@ def start_cluster(
         resources=resources,
         master_flags=[*DEFAULT_MASTER_FLAGS, *master_flags],
         agent_flags=[*DEFAULT_AGENT_FLAGS, *agent_flags],
+        env=env,
     )
     if http_auth is not None:
         cluster.http_headers["Authorization"] = basic_header(*http_auth)

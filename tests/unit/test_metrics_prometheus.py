@@ -85,7 +85,8 @@ def test_master_addresses():
     assert parse_master("10.0.0.1:5050") == ("10.0.0.1", 5050)
     assert parse_master("http://master.example:5051/") == ("master.example", 5051)
     assert parse_master("somehost") == ("somehost", 5050)
-    for bad in ("host:notaport", "host:70000", ":5050", "https://h:1"):
+    assert parse_master("https://h:1") == ("h", 1)  # TLS (docs/operating.md "TLS")
+    for bad in ("host:notaport", "host:70000", ":5050", "ftp://h:1"):
         with pytest.raises(MasterUnreachable):
             parse_master(bad)
 
