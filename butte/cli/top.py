@@ -123,33 +123,42 @@ def render(data: dict[str, Any], rows: int = 15, width: int = 200, wide: bool = 
         Text("tasks: " + counts),
         _agents_table(data["agents"], rows, width, wide),
         _frameworks_table(data["frameworks"], rows, width, wide),
-        _usage_table(data.get("usage", []), rows),
+        _usage_table(data.get("usage", []), rows, width, wide),
     )
 
 
-def _usage_table(usage: list[dict[str, Any]], rows: int) -> Table:
-    table = Table(
-        "TASK", "AGENT", "MEM USED/ASKED", "CPU SECS", "CPUS ASKED", title="Tasks: used vs asked"
-    )
+_USAGE_COLUMNS = (
+    Column("TASK", is_id=True),
+    Column("AGENT", 4),
+    Column("MEM USED/ASKED", 1),
+    Column("CPU SECS", 2),
+    Column("CPUS ASKED", 3),
+)
+
+
+def _usage_table(usage: list[dict[str, Any]], rows: int, width: int, wide: bool) -> Table:
     mb = 1024 * 1024
     ranked = sorted(
         usage,
         key=lambda e: e.get("statistics", {}).get("mem_rss_bytes", 0),
         reverse=True,
     )
+    lines = []
     for entry in ranked[:rows]:
         stats = entry.get("statistics", {})
         used = stats.get("mem_total_bytes", stats.get("mem_rss_bytes", 0)) / mb
         asked = stats.get("mem_limit_bytes", 0) / mb
         cpu = stats.get("cpus_user_time_secs", 0) + stats.get("cpus_system_time_secs", 0)
-        table.add_row(
-            entry.get("source") or entry.get("executor_id", "?"),
-            entry["agent"],
-            used_of(used, asked, mem),
-            f"{cpu:.2f}",
-            number(stats.get("cpus_limit", 0)),
+        lines.append(
+            (
+                entry.get("source") or entry.get("executor_id", "?"),
+                entry["agent"],
+                used_of(used, asked, mem),
+                f"{cpu:.2f}",
+                number(stats.get("cpus_limit", 0)),
+            )
         )
-    return table
+    return fit_table(_USAGE_COLUMNS, lines, width, wide, title="Tasks: used vs asked")
 
 
 def _share(used: dict[str, float], total: dict[str, float]) -> float:
