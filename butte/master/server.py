@@ -470,7 +470,8 @@ class MasterServer:
         r.add("/metrics/snapshot", self.metrics_snapshot)
         self.operator = OperatorApi(self)  # operator API, event stream, legacy, files, /metrics
         TaskKill(self).add_routes(r)  # POST /master/kill-task: the web UI's kill button
-        self.ui_api = ui_api.UiApi(self)  # what the web UI reads, under /master/ui/
+        # What the web UI reads, under /master/ui/.
+        self.ui_api = ui_api.UiApi(self, self.operator.events)
         webui.add_routes(self)  # the web UI at / (and /static/...)
 
     async def health(self, request: web.Request) -> web.StreamResponse:

@@ -29,7 +29,7 @@ from butte.master.http import PrefixRouter, text_reply
 from butte.master.state import Task
 
 if TYPE_CHECKING:
-    from butte.master.server import MasterServer
+    from butte.master.shell_api import MasterShell
 
 PATH = "/kill-task"
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -46,9 +46,9 @@ class KillError(Exception):
 
 
 class TaskKill:
-    """The endpoint, bound to one `MasterServer`."""
+    """The endpoint, bound to one `MasterShell`."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell) -> None:
         self.server = server
 
     def add_routes(self, router: PrefixRouter) -> None:

@@ -34,7 +34,8 @@ from butte.master.http import json_reply, text_reply
 from butte.master.ui_feed import ChangeFeed
 
 if TYPE_CHECKING:
-    from butte.master.server import MasterServer
+    from butte.master.events import OperatorSubscribers
+    from butte.master.shell_api import MasterShell
 
 SAMPLE_SECONDS = history.SAMPLE_SECONDS
 
@@ -48,14 +49,14 @@ def _get_only(request: web.Request) -> web.Response | None:
 class UiApi:
     """The ``/master/ui/*`` handlers of one master (see the module docstring)."""
 
-    def __init__(self, server: MasterServer) -> None:
+    def __init__(self, server: MasterShell, events: OperatorSubscribers) -> None:
         self.server = server
         self.machine = server.machine
         self.history = history.UtilisationHistory()
         self.agent_listings = browse.AgentListings(server.machine)
         self.framework_listings = browse.FrameworkListings(server.machine)
         self.task_listings = task_listing.TaskListings(server.machine)
-        self.feed = ChangeFeed(server.operator.events)
+        self.feed = ChangeFeed(events)
         router = server.router
         router.add("/ui/utilisation", self.utilisation)
         router.add("/ui/agents", self.agents)
@@ -81,6 +82,8 @@ class UiApi:
             since_ms = float(since) if since is not None else None
         except ValueError:
             return text_reply(400, "'since' must be a number (epoch milliseconds)")
+        if not self.history.samples and self.server.leadership.acting():
+            self.sample()  # a master that just started leading: a first point at once
         return json_reply(self.history.to_json(since_ms))
 
     async def agents(self, request: web.Request) -> web.StreamResponse:
