@@ -701,7 +701,7 @@ class AgentServer:
         left to the caller, which first opens the stream they are written to."""
         if self.recovering or self.machine is None:
             return Reply(503, "Agent is recovering")
-        if call.type == "UPDATE" and call.update is not None:
+        if call.type in ("UPDATE", "SUBSCRIBE"):
             self._check_limitation(call)
         try:
             reply = self._core.executor_call(call, self.now())
@@ -745,9 +745,18 @@ class AgentServer:
     def _check_limitation(self, call: ExecutorCall) -> None:
         """Before a task's end from its executor is taken: did its container go over a limit
         (the kernel's counters say so before the executor can)? Then the end is reported as
-        that limitation."""
-        assert call.update is not None and self.containerizer is not None
-        if self.containerizer.isolation is None or not ts.is_terminal(call.update.status.state):
+        that limitation. The end may also come with a re-subscription, among the updates
+        the executor could not deliver while the agent was away."""
+        assert self.containerizer is not None
+        if call.update is not None:
+            statuses = [call.update.status]
+        elif call.subscribe is not None:
+            statuses = [u.status for u in call.subscribe.unacknowledged_updates]
+        else:
+            return
+        if self.containerizer.isolation is None or not any(
+            ts.is_terminal(s.state) for s in statuses
+        ):
             return
         fw = self._core.frameworks.get(call.framework_id.value)
         ex = fw.executors.get(call.executor_id.value) if fw is not None else None

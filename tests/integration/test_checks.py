@@ -98,7 +98,7 @@ def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
                 for u in check_updates(master, "web")
             ),
             "HTTP 200 from inside the task's namespace",
-            20,
+            60,
         )
 
     flags = ("--isolation", "network/loopback,namespaces/pid,filesystem/linux")
