@@ -259,10 +259,17 @@ def test_agent_socket(target, kind, data) -> None:
     check(requests.get(target.master_url + "/health", timeout=10), "health after agent socket")
 
 
-def test_zz_daemons_survive_and_a_normal_task_runs(target) -> None:
+def test_zz_daemons_survive_and_a_normal_task_runs(target, framework) -> None:
     for process in (target.master, *target.agents):
         assert process.running(), process.log_text()[-3000:]
         assert "Traceback" not in process.log_text(), process.log_text()[-5000:]
+    # The fuzzing framework may hold the agent's offer: tear every framework down first.
+    frameworks = requests.post(
+        target.master_url + "/api/v1", json={"type": "GET_FRAMEWORKS"}, timeout=30
+    ).json()["get_frameworks"]["frameworks"]
+    for fw in frameworks:
+        teardown = {"type": "TEARDOWN", "teardown": {"framework_id": fw["framework_info"]["id"]}}
+        assert requests.post(target.master_url + "/api/v1", json=teardown, timeout=30).ok
     done = subprocess.run(
         [sys.executable, "-m", "butte", "run", "--master", target.master_address, "--name",
          "after-fuzz", "--command", "echo still-fine", "--resources", "cpus:0.1;mem:16"],

@@ -435,14 +435,23 @@ class Executor:
         )
 
     def _spawn_probe(
-        self, task: TaskProcess, program: str, argv: list[str], search: bool, stdout: int | None
+        self,
+        task: TaskProcess,
+        kind: str,
+        program: str,
+        argv: list[str],
+        search: bool,
+        stdout: int | None,
     ) -> int:
-        """Starts a health or check probe: in the task's network and mount namespaces when
-        the task has its own (so 127.0.0.1 and /tmp are the task's), else by posix_spawn."""
+        """Starts a health or check probe: in the task's network namespace when it has its
+        own (so 127.0.0.1 is the task's), a COMMAND probe also in its mount namespace (its
+        /tmp), else by posix_spawn. HTTP and TCP probes are butte's own program, which must
+        stay on the host's file system (it may live under the host's /tmp)."""
         env = task_environment(self.environ, task.info.get("command") or {})
         cwd = self._task_dir(task.info, task.group)
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
-        joined = [n for n in ("net", "mnt") if n in namespaces]
+        wanted = ("net", "mnt") if kind == "COMMAND" else ("net",)
+        joined = [n for n in wanted if n in namespaces]
         if joined and task.pid is not None:
             from butte.agent.containerizer import linux
 
@@ -732,7 +741,7 @@ class Executor:
         if check.spec.kind == "HTTP":
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            pid = self._spawn_probe(task, program, argv, search, write_end)
+            pid = self._spawn_probe(task, check.spec.kind, program, argv, search, write_end)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the check of {task.id}: {e}\n")
@@ -822,7 +831,7 @@ class Executor:
         assert task.health is not None
         program, argv, search = health_checks.probe_command(task.health.spec)
         try:
-            pid = self._spawn_probe(task, program, argv, search, None)
+            pid = self._spawn_probe(task, task.health.spec.kind, program, argv, search, None)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the health check of {task.id}: {e}\n")
