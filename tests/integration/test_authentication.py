@@ -10,12 +10,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
 import requests
 
 from butte.core.auth import basic_header
+from butte.testing.pymesos_task import pymesos_runs_a_task
 from butte.testing.require import require_module
 
 pytestmark = pytest.mark.integration
@@ -139,47 +139,9 @@ def test_clients_log_in_and_secrets_stay_out_of_logs_and_state(secured) -> None:
 
 def test_pymesos_with_principal_and_secret(secured) -> None:
     pymesos = require_module("pymesos")
-    finished = threading.Event()
-
-    class OneTask(pymesos.Scheduler):
-        launched = False
-
-        def resourceOffers(self, driver, offers):
-            for offer in offers:
-                if self.launched:
-                    driver.declineOffer(offer["id"])
-                    continue
-                self.launched = True
-                task = {
-                    "task_id": {"value": "pm-1"},
-                    "agent_id": offer["agent_id"],
-                    "name": "pm-1",
-                    "command": {"value": "true"},
-                    "resources": [
-                        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
-                        {"name": "mem", "type": "SCALAR", "scalar": {"value": 16}},
-                    ],
-                }
-                driver.launchTasks(offer["id"], [task])
-
-        def statusUpdate(self, driver, update):
-            if update["state"] == "TASK_FINISHED":
-                finished.set()
-
-    driver = pymesos.MesosSchedulerDriver(
-        OneTask(),
-        {"user": "root", "name": "pymesos-auth", "hostname": "localhost"},
-        secured.master_address,
-        use_addict=False,
-        principal="fw",
-        secret=SECRETS["fw"],
-    )
-    driver.start()
-    try:
-        assert finished.wait(60), "pymesos with credentials did not run its task"
-    finally:
-        driver.stop()
-        driver.join()
+    assert pymesos_runs_a_task(
+        pymesos, secured.master_address, "pm-1", principal="fw", secret=SECRETS["fw"]
+    ), "pymesos with credentials did not run its task"
 
 
 ACLS = {

@@ -13,13 +13,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from butte.client.operator import MasterUnreachable, OperatorClient
 from butte.core.tls import TlsConfig
 from butte.testing.cluster import free_port
+from butte.testing.pymesos_task import pymesos_runs_a_task
 from butte.testing.require import require_module
 from butte.testing.tls import Pki, make_pki, tls_env
 
@@ -119,45 +119,9 @@ def test_downgrade_serves_plain_and_tls(cluster_factory, pki) -> None:
     assert OperatorClient(f"http://{cluster.master_address}").get_json("/master/state")
     # pymesos speaks no TLS: with downgrade it runs a task over plain HTTP.
     pymesos = require_module("pymesos")
-    finished = threading.Event()
-
-    class OneTask(pymesos.Scheduler):
-        launched = False
-
-        def resourceOffers(self, driver, offers):
-            for offer in offers:
-                if self.launched:
-                    driver.declineOffer(offer["id"])
-                    continue
-                self.launched = True
-                task = {
-                    "task_id": {"value": "pm-plain"},
-                    "agent_id": offer["agent_id"],
-                    "name": "pm-plain",
-                    "command": {"value": "true"},
-                    "resources": [
-                        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
-                        {"name": "mem", "type": "SCALAR", "scalar": {"value": 16}},
-                    ],
-                }
-                driver.launchTasks(offer["id"], [task])
-
-        def statusUpdate(self, driver, update):
-            if update["state"] == "TASK_FINISHED":
-                finished.set()
-
-    driver = pymesos.MesosSchedulerDriver(
-        OneTask(),
-        {"user": "root", "name": "pymesos-downgrade", "hostname": "localhost"},
-        cluster.master_address,
-        use_addict=False,
+    assert pymesos_runs_a_task(pymesos, cluster.master_address, "pm-plain"), (
+        "pymesos did not run its task through a downgrading master"
     )
-    driver.start()
-    try:
-        assert finished.wait(60), "pymesos did not run its task through a downgrading master"
-    finally:
-        driver.stop()
-        driver.join()
 
 
 def test_require_cert_refuses_clients_without_one(cluster_factory, pki) -> None:
