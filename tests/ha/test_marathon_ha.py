@@ -106,3 +106,52 @@ def test_zookeeper_store_roundtrip_and_fence(zookeeper):
     finally:
         client.stop()
         client.close()
+
+
+def test_standby_copy_follows_every_change(zookeeper):
+    """A standby's copy (`follow` .. `catch_up`) equals a full `load` after creations,
+    updates, deletions and re-creations made while it followed, on its own session."""
+    from kazoo.client import KazooClient
+
+    from butte.frameworks.marathon.store import ZooKeeperStore
+
+    writer, reader = KazooClient(hosts=zookeeper.hosts), KazooClient(hosts=zookeeper.hosts)
+    writer.start()
+    reader.start()
+    try:
+        writer.ensure_path("/f/leader")
+        fence = writer.create("/f/leader/json.info_", b"{}", ephemeral=True, sequence=True)
+        store = ZooKeeperStore(writer, "/f", lambda: fence)
+        assert list(store.load()) == []  # as a leader does first (it creates the kinds)
+        store.write([("instance", f"/a.i-{i}", {"n": i}) for i in range(300)])
+        standby = ZooKeeperStore(reader, "/f", lambda: None)
+        standby.follow()
+        store.write([("instance", f"/a.i-{i}", {"n": -i}) for i in range(0, 300, 3)])
+        store.write([("instance", f"/a.i-{i}", None) for i in range(1, 300, 3)])
+        store.write([("app", "/team/a", {"id": "/team/a"}), ("meta", "framework_id", "fw")])
+        store.write([("instance", "/a.i-4", {"n": "again"}), ("app", "/team/a", None)])
+        store.write([("app", "/team/a", {"id": "/team/a", "v": 2})])
+        for i in range(50):  # many quick updates of one record: the last one counts
+            store.write([("deployment", "d1", {"step": i})])
+        copy = standby.catch_up()
+        full = list(ZooKeeperStore(writer, "/f", lambda: fence).load())
+        assert sorted(copy, key=repr) == sorted(full, key=repr)
+        loaded = {(k, key): v for k, key, v in copy}
+        assert loaded[("instance", "/a.i-4")] == {"n": "again"}
+        assert loaded[("instance", "/a.i-3")] == {"n": -3}
+        assert ("instance", "/a.i-7") not in loaded
+        assert loaded[("app", "/team/a")] == {"id": "/team/a", "v": 2}
+        assert loaded[("deployment", "d1")] == {"step": 49}
+        assert len(copy) == 300 - 100 + 1 + 3
+        # the copy's records are known to exist: the new leader updates them in place
+        writer.delete(fence)
+        fence = reader.create("/f/leader/json.info_", b"{}", ephemeral=True, sequence=True)
+        standby._fence = lambda: fence
+        standby.write([("instance", "/a.i-0", {"n": "mine"}), ("instance", "/a.i-3", None)])
+        after = {(k, key): v for k, key, v in ZooKeeperStore(reader, "/f", lambda: fence).load()}
+        assert after[("instance", "/a.i-0")] == {"n": "mine"}
+        assert ("instance", "/a.i-3") not in after
+    finally:
+        for client in (writer, reader):
+            client.stop()
+            client.close()

@@ -251,7 +251,9 @@ class Api:
             cmd = request.query.get("cmd")
             needle = request.query.get("id")
             label = request.query.get("label")
-            out: list[dict[str, Any]] = []
+            # Each app's encoding is cached by the planner until it changes: the listing
+            # is a join of those, not a rendering of every app and task.
+            out: list[bytes] = []
             for app_id in sorted(self.planner.apps):
                 spec = self.planner.apps[app_id]
                 if cmd and cmd not in (spec.get("cmd") or ""):
@@ -260,8 +262,9 @@ class Api:
                     continue
                 if label and not _label_match(spec["labels"], label):
                     continue
-                out.append(self.planner.app_json(app_id, embed))
-            return _json({"apps": out})
+                out.append(self.planner.app_bytes(app_id, embed))
+            body = b'{"apps":[' + b",".join(out) + b"]}"
+            return web.Response(body=body, content_type="application/json")
         if request.method == "POST":
             body = await _body(request)
             spec = normalize_app(body, role=self._role())

@@ -110,6 +110,10 @@ class Service:
         self._proxy_session: aiohttp.ClientSession | None = None
         self._offer_calls = asyncio.Lock()
         self._pending_acks: list[dict[str, Any]] = []
+        # --zk: the records a standby kept current while it waited (None: read at election)
+        self._preloaded: list[tuple[str, str, Any]] | None = None
+        # task ids with no status from the master since the last SUBSCRIBED
+        self._unreconciled: set[str] = set()
         self._flush_scheduled = False
         self.client: SchedulerClient | None = None
         self.subscribed = False
@@ -187,10 +191,28 @@ class Service:
         self.contender = ZooKeeperContender(election, session, connect_timeout=30.0)
         member = {"hostname": self.args.hostname, "port": self.args.http_port}
         await self.contender.start(member, self)
+        contender = self.contender
+        store = ZooKeeperStore(contender.client, self.zk.path, lambda: contender.own_path)
+        loop = asyncio.get_running_loop()
+        following = True
+        try:
+            # The state is read now, while standing by, and kept current: on election only
+            # what changed since is read (see ZooKeeperStore).
+            await loop.run_in_executor(None, store.follow)
+        except Exception as e:  # then it is read in full on election
+            log.warning("cannot follow the stored state (%s); it is read on election", e)
+            following = False
         log.info("standing by for leadership at %s", self.args.zk)
         await self._elected.wait()
-        contender = self.contender
-        self.store = ZooKeeperStore(contender.client, self.zk.path, lambda: contender.own_path)
+        start = time.monotonic()
+        if following:
+            self._preloaded = await loop.run_in_executor(None, store.catch_up)
+            log.info(
+                "elected: %d records caught up in %.3f s",
+                len(self._preloaded),
+                time.monotonic() - start,
+            )
+        self.store = store
 
     # -- flush -----------------------------------------------------------------------------
 
@@ -289,6 +311,7 @@ class Service:
             framework_id = event["subscribed"]["framework_id"]["value"]
             log.info("subscribed as framework %s", framework_id)
             self.planner.subscribed(framework_id, now)
+            self._unreconciled = set(self.planner.instances)
             await self.flush()
         elif kind == "OFFERS":
             offers = event["offers"].get("offers", [])
@@ -299,6 +322,7 @@ class Service:
         elif kind == "UPDATE":
             status = event["update"]["status"]
             self.counters["status_updates"] += 1
+            self._unreconciled.discard(status["task_id"]["value"])
             self.planner.status(status, now)
             self._pending_acks.append(status)  # acknowledged once stored, by the flush
             self._flush_soon()
@@ -371,13 +395,19 @@ class Service:
         store = self.store
         assert store is not None
         loop = asyncio.get_running_loop()
-        self.planner.restore(await loop.run_in_executor(None, lambda: list(store.load())))
+        loading = time.monotonic()
+        records, self._preloaded = self._preloaded, None
+        if records is None:
+            records = await loop.run_in_executor(None, lambda: list(store.load()))
+        self.planner.restore(records)
+        self._unreconciled = set(self.planner.instances)
         self.leading = True
         log.info(
-            "loaded %d apps, %d instances, %d deployments",
+            "loaded %d apps, %d instances, %d deployments (%.3f s)",
             len(self.planner.apps),
             len(self.planner.instances),
             len(self.planner.deployments),
+            time.monotonic() - loading,
         )
         self.client = SchedulerClient(self.args.master, self.framework_info(), retry_timeout=None)
         ticker = asyncio.create_task(self._ticker())
@@ -438,6 +468,8 @@ class Service:
             "marathon.instances.running.gauge": running,
             "marathon.instances.total.gauge": len(p.instances),
             "marathon.instances.launch-queue.gauge": sum(p.wanted.values()),
+            # known tasks the master has not told about since the last subscription
+            "marathon.instances.unreconciled.gauge": len(self._unreconciled & p.instances.keys()),
             "marathon.uptime.gauge": round(time.time() - self.started_at, 3),
             "process.memory.max-rss.bytes": rss_kib * 1024,
         }

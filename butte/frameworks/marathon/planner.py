@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from butte.frameworks.marathon.appdef import Invalid, config_of
 from butte.frameworks.marathon.constraints import first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
@@ -56,6 +58,9 @@ KILL_RETRY_SECONDS = 30.0
 REFUSE_WHEN_IDLE = 120.0
 REFUSE_WHEN_UNFIT = 5.0
 REVIVE_AFTER = 5.0  # seconds of launches wanted without any offer before reviving again
+# The parts of ``embed`` that change an app's rendering, as bits of its cache key.
+_EMBED_BITS = {"tasks": 1, "lastTaskFailure": 2, "failures": 2, "taskStats": 4, "readiness": 8}
+_encode = msgspec.json.Encoder().encode
 
 
 class ApiError(Exception):
@@ -99,6 +104,9 @@ class Planner:
         # task id -> (app version it was rendered with, /v2/tasks JSON): listings of 10,000
         # tasks mostly re-render what did not change
         self._task_json: dict[str, tuple[str, dict[str, Any]]] = {}
+        # app id -> {embed bits: encoded `app_json`}: a listing of 1,000 apps re-encodes
+        # only the apps that changed since the last one (dropped by `_stale`)
+        self._app_bytes: dict[str, dict[int, bytes]] = {}
         self._last_offer_at = 0.0
         self._last_revive_at = 0.0
         self._last_ms = 0
@@ -139,6 +147,7 @@ class Planner:
             self._last_ms = round(last.replace(tzinfo=datetime.UTC).timestamp() * 1000)
         self._touched.update(self.apps)
         self._touched.update(self.by_app)
+        self._app_bytes.clear()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -171,10 +180,16 @@ class Planner:
             return d.record() if d else None
         raise KeyError(kind)
 
-    def _changed(self, task_id: str) -> None:
-        """An instance changed: to be stored, and its rendering is stale."""
-        self.dirty.add(("instance", task_id))
-        self._task_json.pop(task_id, None)
+    def _changed(self, inst: Instance) -> None:
+        """An instance changed: to be stored, and its rendering (and its app's) is stale."""
+        self.dirty.add(("instance", inst.task_id))
+        self._task_json.pop(inst.task_id, None)
+        self._app_bytes.pop(inst.app_id, None)
+
+    def _stale(self, app_id: str) -> None:
+        """Something `app_json` shows about the app changed (its definition, deployments,
+        last failure): its cached encodings go."""
+        self._app_bytes.pop(app_id, None)
 
     def take_effects(self) -> list[Effect]:
         out, self.outbox = self.outbox, []
@@ -210,11 +225,13 @@ class Planner:
         self.deployments[d.id] = d
         for app_id in d.target:
             self._locks.setdefault(app_id, set()).add(d.id)
+            self._stale(app_id)
         self._held_cache = None
 
     def _drop_deployment(self, d: Deployment) -> None:
         self.deployments.pop(d.id, None)
         for app_id in d.target:
+            self._stale(app_id)
             ids = self._locks.get(app_id)
             if ids is not None:
                 ids.discard(d.id)
@@ -305,6 +322,7 @@ class Planner:
                     rt.delay, rt.delay_until = 0.0, 0.0  # a new config starts without backoff
             self.dirty.add(("app", app_id))
             self._touched.add(app_id)
+            self._stale(app_id)
         for group_id, group in (groups or {}).items():
             self._set_group(group_id, group, version)
         for task_id in deployment.kill_tasks:
@@ -487,6 +505,7 @@ class Planner:
         if state in TERMINAL_STATES:
             self._terminal(inst, state, status, now)
             return
+        before = _mutable(inst)
         if state == "TASK_UNREACHABLE":
             if inst.unreachable_since is None:
                 inst.unreachable_since = now
@@ -499,7 +518,10 @@ class Planner:
                 inst.started_at = now
             if status.get("healthy") is not None:
                 self._health(inst, bool(status["healthy"]), status.get("message"), now)
-        self._changed(task_id)
+        if _mutable(inst) != before:
+            # Only then: a reconciliation after a failover answers for every task, and
+            # rewriting 10,000 unchanged records would hold the new leader up for seconds.
+            self._changed(inst)
 
     def _health(self, inst: Instance, healthy: bool, message: str | None, now: float) -> None:
         before = inst.healthy
@@ -552,6 +574,7 @@ class Planner:
                 slaveId=inst.agent_id,
             )
         rt = self._rt(inst.app_id)
+        self._stale(inst.app_id)
         rt.last_failure = {
             "appId": inst.app_id,
             "host": inst.host,
@@ -577,7 +600,7 @@ class Planner:
             ids.discard(inst.task_id)
             if not ids:
                 del self.by_app[inst.app_id]
-        self._changed(inst.task_id)
+        self._changed(inst)
         self._touched.add(inst.app_id)
 
     def _kill(self, inst: Instance | None, now: float) -> None:
@@ -586,7 +609,7 @@ class Planner:
         spec = self.apps.get(inst.app_id) or {}
         if not inst.killing:
             inst.killing = True
-            self._changed(inst.task_id)
+            self._changed(inst)
         inst.kill_sent_at = now
         self._touched.add(inst.app_id)
         self.outbox.append(
@@ -767,6 +790,7 @@ class Planner:
                 for version in self.versions.pop(app_id, {}):
                     self.dirty.add(("appver", f"{app_id} {version}"))
                 self.runtime.pop(app_id, None)
+                self._stale(app_id)
                 self.wanted.pop(app_id, None)
                 self._publish("app_terminated_event", now, appId=app_id)
             return True
@@ -892,7 +916,7 @@ class Planner:
         )
         self.instances[task_id] = inst
         self.by_app.setdefault(app_id, set()).add(task_id)
-        self._changed(task_id)
+        self._changed(inst)
         return inst
 
     # -- views -----------------------------------------------------------------------------
@@ -987,6 +1011,17 @@ class Planner:
                     out["tasksUnhealthy"] += 1
         return out
 
+    def app_bytes(self, app_id: str, embed: set[str]) -> bytes:
+        """`app_json` encoded as JSON, cached until something it shows changes."""
+        key = 0
+        for item in embed:
+            key |= _EMBED_BITS.get(item, 0)
+        cached = self._app_bytes.setdefault(app_id, {})
+        out = cached.get(key)
+        if out is None:
+            out = cached[key] = _encode(self.app_json(app_id, embed))
+        return out
+
     def app_json(self, app_id: str, embed: set[str]) -> dict[str, Any]:
         """An app as ``GET /v2/apps`` shows it; ``embed`` holds ``tasks``, ``counts``,
         ``deployments``, ``lastTaskFailure``, ``taskStats`` (without the ``apps.`` prefix)."""
@@ -1011,6 +1046,21 @@ class Planner:
         if "readiness" in embed:
             out["readinessCheckResults"] = []
         return out
+
+
+def _mutable(inst: Instance) -> tuple[Any, ...]:
+    """What a non-terminal status update may change about an instance."""
+    return (
+        inst.state,
+        inst.unreachable_since,
+        inst.started_at,
+        inst.healthy,
+        inst.consecutive_failures,
+        inst.first_success,
+        inst.last_success,
+        inst.last_failure,
+        inst.last_failure_cause,
+    )
 
 
 def _under(app_id: str, group_id: str) -> bool:
