@@ -170,13 +170,18 @@ def figures(
     missing = len(wanted - set(seen))
     skipped = sum(j.get("skippedCount", 0) for j in listed)
     lag = metrics["histograms"]["start_lag_seconds"]
+    stages = ""
+    for name in ("placed", "starting"):  # where the lag comes from (newer schedulers)
+        h = metrics["histograms"].get(f"{name}_lag_seconds")
+        if h:
+            stages += f"; slot -> {name} p50 {h['p50'] * 1000:.0f} ms p99 {h['p99'] * 1000:.0f} ms"
     runs = sum(seen.values())
     note = (
         f"{jobs} jobs x {slots} slots of PT{period}S = {len(wanted)} runs wanted, {runs} ran; "
         f"missing {missing}, doubled {doubled}, skipped {skipped}; scheduler-received lag "
         f"p50 {lag['p50'] * 1000:.0f} ms max {lag['max'] * 1000:.0f} ms over {lag['count']}; "
         f"agent-stamped RUNNING lag p50 {percentile(agent_lags, 0.5) * 1000:.0f} ms p99 "
-        f"{percentile(agent_lags, 0.99) * 1000:.0f} ms; jobs posted in {posted:.1f}s"
+        f"{percentile(agent_lags, 0.99) * 1000:.0f} ms{stages}; jobs posted in {posted:.1f}s"
     )
     return [
         Figure("C1", "chronos start lag p99 (RUNNING received)", [lag["p99"]], "s", 1.0, note=note),

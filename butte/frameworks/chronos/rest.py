@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -219,7 +219,6 @@ async def scheduler_stat(server: ChronosShell, request: web.Request) -> web.Stre
 async def metrics(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     core = server.core
-    lags = list(core.start_lags)
     gauges = {
         "jobs.count": len(core.jobs),
         "runs.queued": sum(1 for r in core.runs.values() if r.state == "QUEUED"),
@@ -233,17 +232,24 @@ async def metrics(server: ChronosShell, request: web.Request) -> web.StreamRespo
             "gauges": {k: {"value": v} for k, v in gauges.items()},
             "counters": {k: {"count": v} for k, v in core.counters.items()},
             "histograms": {
-                "start_lag_seconds": {
-                    "count": len(lags),
-                    "p50": percentile(lags, 0.5),
-                    "p99": percentile(lags, 0.99),
-                    "max": max(lags, default=0.0),
-                },
+                "start_lag_seconds": _lags(core.start_lags),
+                "placed_lag_seconds": _lags(core.placed_lags),
+                "starting_lag_seconds": _lags(core.starting_lags),
             },
             "meters": {},
             "timers": {},
         }
     )
+
+
+def _lags(values: Iterable[float]) -> dict[str, float]:
+    lags = list(values)
+    return {
+        "count": len(lags),
+        "p50": percentile(lags, 0.5),
+        "p99": percentile(lags, 0.99),
+        "max": max(lags, default=0.0),
+    }
 
 
 async def ping(server: ChronosShell, request: web.Request) -> web.StreamResponse:

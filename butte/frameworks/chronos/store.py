@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
+import msgspec
+
 from butte.frameworks.chronos.core import SaveJob, SaveRun
+
+# msgspec: the records of a slot's 1,000 runs and jobs encode several times faster than with
+# json.dumps (they hold only JSON types; json.loads reads them back)
+_encode = msgspec.json.Encoder().encode
 
 
 class StoreError(Exception):
@@ -63,16 +69,21 @@ class SqliteStore:
                 last[("jobs", s.name)] = s.record
             else:
                 last[("runs", s.task_id)] = s.record
+        rows: dict[str, list[tuple[str, str]]] = {"jobs": [], "runs": []}
+        gone: dict[str, list[tuple[str]]] = {"jobs": [], "runs": []}
+        for (table, key), record in last.items():
+            if record is None:
+                gone[table].append((key,))
+            else:
+                rows[table].append((key, _encode(record).decode()))
         try:
             self._db.execute("BEGIN")
-            for (table, key), record in last.items():
-                column = "name" if table == "jobs" else "task_id"
-                if record is None:
-                    self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
-                else:
-                    self._db.execute(
-                        f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, json.dumps(record))
-                    )
+            for table, column in (("jobs", "name"), ("runs", "task_id")):
+                if gone[table]:
+                    self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", gone[table])
+                if rows[table]:
+                    upsert = f"INSERT OR REPLACE INTO {table} VALUES (?, ?)"
+                    self._db.executemany(upsert, rows[table])
             for key, value in meta.items():
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
             self._db.execute("COMMIT")
@@ -121,7 +132,7 @@ class ZooKeeperStore:
                 else ("runs", s.task_id, s.record)
             )
             node = f"{self.root}/{sub}/{quote(key, safe='')}"
-            last[node] = None if record is None else json.dumps(record).encode()
+            last[node] = None if record is None else _encode(record)
         for key, value in meta.items():
             last[f"{self.root}/meta/{quote(key, safe='')}"] = value.encode()
         try:

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import resource
@@ -556,6 +557,9 @@ def run(args: argparse.Namespace) -> int:
         level=os.environ.get("BUTTE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # As `butte master` does: thousands of long-lived records make every full collection
+    # walk them all; collecting less often cut the CPU of a listing or a restore by half.
+    gc.set_threshold(10_000, 10, 10)
     service = Service(args)
 
     async def main() -> int:

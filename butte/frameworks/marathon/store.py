@@ -99,10 +99,11 @@ class ZooKeeperStore:
         self.root = f"{path.rstrip('/')}/state"
         self._fence = fence
         self._exists: set[str] = set()
-        # The standby's copy (`follow`): path -> raw value, and each kind's child names.
+        # The standby's copy (`follow`): path -> value (decoded as it arrives, so that
+        # `catch_up` has nothing left to decode), and each kind's child names.
         self._cond = threading.Condition()
         self._following = False
-        self._records: dict[str, bytes] = {}
+        self._records: dict[str, Any] = {}
         self._names: dict[str, set[str]] = {}
         self._pending = 0
         self._failed: BaseException | None = None
@@ -158,9 +159,9 @@ class ZooKeeperStore:
             return list(self.load())
         order = {kind: i for i, kind in enumerate(self.KINDS)}
         out = []
-        for path, data in records.items():
+        for path, value in records.items():
             kind, name = path[len(self.root) + 1 :].split("/", 1)
-            out.append((order[kind], kind, unquote(name), json.loads(data)))
+            out.append((order[kind], kind, unquote(name), value))
         out.sort(key=lambda r: r[0])
         self._exists.update(records)
         return [(kind, key, value) for _, kind, key, value in out]
@@ -216,6 +217,7 @@ class ZooKeeperStore:
     def _got(self, path: str, result: Any) -> None:
         try:
             data, _ = result.get()
+            value = json.loads(data)
         except NoNodeError:
             with self._cond:
                 self._records.pop(path, None)
@@ -228,7 +230,7 @@ class ZooKeeperStore:
                 # Replies and watch events come on two threads: a reply that lost the race
                 # with its node's deletion event is not brought back.
                 if name in self._names.get(directory, ()):
-                    self._records[path] = data
+                    self._records[path] = value
         self._end()
 
     def _children_event(self, event: WatchedEvent) -> None:
