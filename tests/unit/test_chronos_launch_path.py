@@ -44,3 +44,25 @@ def test_stage_lags_of_first_attempts_only() -> None:
     core.on_status(due + 2, retry_id, "TASK_RUNNING", "agent2")
     assert len(core.placed_lags) == 2 and len(core.starting_lags) == 1
     assert len(core.start_lags) == 1
+
+
+def test_leftover_offers_are_released_after_the_launch_burst() -> None:
+    core = c.ChronosCore()
+    core.on_subscribed(T0)
+    core.put_job(job(T0, "a", schedule="R/2026-03-01T12:01:00Z/PT1M", cpus=0.5), T0)
+    core.take_effects()
+    due = T0 + 60
+    core.on_offers([offer(due - 2, n, cpus=4) for n in range(3)], due - 2)
+    assert not [e for e in core.take_effects() if isinstance(e, c.Decline)]  # held for the slot
+    core.tick(due)
+    effects = core.take_effects()
+    assert [type(e) for e in effects if isinstance(e, c.Launch | c.Decline | c.Suppress)] == [
+        c.Launch
+    ]  # the two unused offers stay held while the run is launched
+    core.tick(due + c.RELEASE_AFTER - 0.5)
+    assert not [e for e in core.take_effects() if isinstance(e, c.Decline | c.Suppress)]
+    core.tick(due + c.RELEASE_AFTER + 0.1)
+    effects = core.take_effects()
+    declined = [e for e in effects if isinstance(e, c.Decline)]
+    assert len(declined) == 1 and len(declined[0].offer_ids) == 2 and not core.held
+    assert any(isinstance(e, c.Suppress) for e in effects)

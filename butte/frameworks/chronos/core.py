@@ -47,6 +47,10 @@ SLOT, MANUAL, DEPENDENCY = "slot", "manual", "dependency"
 # launch does not wait for an allocation cycle; none is held longer than HOLD_MAX.
 HOLD_AHEAD = 3.0
 HOLD_MAX = 10.0
+# The offers left over when a slot's runs were placed are released this long after the last
+# launch: declining (and suppressing) at once made the master take back 2,000 offers while
+# it was launching those runs, which is when their lateness is decided.
+RELEASE_AFTER = 2.0
 DECLINE_UNFIT_SECONDS = 1.0
 DURATIONS_KEPT = 100
 HISTORY_KEPT = 20
@@ -267,6 +271,7 @@ class ChronosCore:
         self.out: list[Effect] = []
         self.subscribed = False
         self.suppressed = False
+        self.last_launch = -math.inf
         # Slot -> TASK_RUNNING received, per first attempt of a slot (Chronos' lateness),
         # and two stages on the way, to see where lateness comes from: slot -> the run is
         # placed on an offer, slot -> TASK_STARTING received.
@@ -694,7 +699,7 @@ class ChronosCore:
     def _update_interest(self, now: float) -> None:
         if not self.subscribed:
             return
-        wants = self._wants_offers(now)
+        wants = self._wants_offers(now) or now - self.last_launch < RELEASE_AFTER
         if wants and self.suppressed:
             self.suppressed = False
             self.out.append(Revive())
@@ -736,6 +741,7 @@ class ChronosCore:
         for offer_id, tasks in placed.items():
             del self.held[offer_id]
             self.out.append(Launch(offer_id, tasks))
+            self.last_launch = now
 
     def _task_info(self, run: Run, spec: JobSpec, offer: Offer) -> dict[str, Any]:
         shape = (spec.cpus, spec.mem, spec.disk, offer.role)
