@@ -7,7 +7,9 @@ them run for ``--minutes``, and then reads back:
 
 * start lag: TASK_RUNNING received by the scheduler minus the slot, per first attempt (the
   scheduler's ``start_lag_seconds`` histogram, ``/metrics``), and TASK_RUNNING as stamped by
-  the agent (the master's task list) minus the slot, for every run;
+  the agent (the master's task list) minus the slot, for every run; and, to see where the
+  lag comes from, slot -> the run placed on an offer and slot -> TASK_STARTING received
+  (``placed_lag_seconds``, ``starting_lag_seconds``);
 * skipped and doubled slots: every slot of every job that fell into the window must appear
   exactly once among the master's tasks, and no job may report a skipped slot;
 * the scheduler's CPU per run.

@@ -8,7 +8,10 @@ measures the time until every instance runs; then a rolling restart of every app
 left; the latency of ``GET /v2/apps?embed=apps.tasks`` with all instances; and marathon's
 RSS at that size. With ``--zk`` two instances share a ZooKeeper (Debian's ``zookeeper``
 package) and, at full size, the leader is SIGKILLed: the time until the standby leads and
-serves, until it reports every instance running again, and how many tasks it launched.
+serves (printed with the session timeout and their ratio), until it has re-subscribed,
+heard from the master about every task and reports every instance running, and how many
+tasks it launched. The GET is timed from the request to the last byte; the client's parse
+of the answer is reported apart.
 
     .venv/bin/python bench/bench_marathon.py                     # 2,000 agents, 1,000 x 10
     .venv/bin/python bench/bench_marathon.py --agents 200 --apps 100 --zk

@@ -472,6 +472,47 @@ def test_fetch_ports_and_environment(env: Env, tmp_path):
     c.delete_app("/env/app", force=True)
 
 
+def test_readiness_check_holds_the_deployment(env: Env, tmp_path):
+    """The deployment of an app with a readiness check ends only once its task answers the
+    check (an HTTP GET marathon itself sends to the task's named port), not when it runs."""
+    c = env.client
+    go = tmp_path / "go"
+    cmd = (
+        f"while [ ! -e {go} ]; do sleep 0.2; done; "
+        "exec python3 -m http.server --bind 127.0.0.1 $PORT0"
+    )
+    check = {"portName": "http", "path": "/", "intervalSeconds": 1, "timeoutSeconds": 1}
+    app = MarathonApp(
+        cmd=cmd,
+        cpus=0.05,
+        mem=32,
+        port_definitions=[{"port": 0, "name": "http"}],
+        readiness_checks=[check],
+    )
+    c.create_app("/ready/web", app)
+    env.wait(lambda: c.get_app("/ready/web").tasks_running == 1, what="running")
+
+    def results() -> list[dict]:
+        got = env.m.get("/v2/apps/ready/web?embed=app.readiness")["app"]
+        return got["readinessCheckResults"]
+
+    env.wait(lambda: results(), what="a readiness check answered")
+    assert results()[0]["ready"] is False
+    assert c.get_app("/ready/web").deployments  # running, not ready: not deployed yet
+    actions = [
+        a
+        for d in env.m.get("/v2/deployments")
+        for a in d["currentActions"]
+        if a["app"] == "/ready/web"
+    ]
+    assert actions[0]["readinessCheckResults"][0]["ready"] is False
+    go.touch()
+    env.wait(lambda: env.settled("/ready/web", 1), what="ready: the deployment ends")
+    assert results()[0]["ready"] is True
+    c.delete_app("/ready/web", force=True)
+    env.wait(lambda: not env.master_tasks("ready_"), what="ready tasks gone")
+
+
 def test_services_page(env: Env):
     status, text = env.m.request("GET", "/ui")
     assert status == 200 and "/v2/apps?embed=apps.tasks" in text and "/v2/queue" in text

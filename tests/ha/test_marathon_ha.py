@@ -133,6 +133,9 @@ def test_standby_copy_follows_every_change(zookeeper):
         store.write([("app", "/team/a", {"id": "/team/a", "v": 2})])
         for i in range(50):  # many quick updates of one record: the last one counts
             store.write([("deployment", "d1", {"step": i})])
+        for i in range(20):  # deleted and created again, quickly, with other changes
+            store.write([("group", "/g", None), ("instance", "/a.i-9", {"n": i})])
+            store.write([("group", "/g", {"round": i}), ("groupver", f"/g {i}", {"i": i})])
         copy = standby.catch_up()
         full = list(ZooKeeperStore(writer, "/f", lambda: fence).load())
         assert sorted(copy, key=repr) == sorted(full, key=repr)
@@ -142,7 +145,10 @@ def test_standby_copy_follows_every_change(zookeeper):
         assert ("instance", "/a.i-7") not in loaded
         assert loaded[("app", "/team/a")] == {"id": "/team/a", "v": 2}
         assert loaded[("deployment", "d1")] == {"step": 49}
-        assert len(copy) == 300 - 100 + 1 + 3
+        assert loaded[("group", "/g")] == {"round": 19} and loaded[("instance", "/a.i-9")] == {
+            "n": 19
+        }
+        assert len(copy) == 300 - 100 + 1 + 3 + 1 + 20
         # the copy's records are known to exist: the new leader updates them in place
         writer.delete(fence)
         fence = reader.create("/f/leader/json.info_", b"{}", ephemeral=True, sequence=True)

@@ -441,7 +441,13 @@ class Api:
         return _json({"tasks": rendered})
 
     async def deployments(self, request: web.Request) -> web.StreamResponse:
-        return _json([d.json() for d in self.planner.deployments.values()])
+        out = []
+        for d in self.planner.deployments.values():
+            rendered = d.json()
+            for action in rendered["currentActions"]:  # the checks this step waits for
+                action["readinessCheckResults"] = self.planner.readiness_of(action["app"])
+            out.append(rendered)
+        return _json(out)
 
     async def deployment_delete(self, request: web.Request) -> web.StreamResponse:
         force = _flag(request, "force")

@@ -4,7 +4,7 @@
 keeps (camelCase keys as Marathon renders them, every default filled in) or raises
 `Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
 answered as 422). Fields butte cannot honour are refused, never silently dropped: a
-``container`` with an image (the agent runs no images yet), ``readinessChecks``, secrets,
+``container`` with an image (the agent runs no images yet), HTTPS readiness checks, secrets,
 persistent volumes, IP-per-task networks, a ``user`` to switch to.
 """
 
@@ -29,6 +29,18 @@ HEALTH_PROTOCOLS = frozenset(
     {"HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"}
 )
 KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
+READINESS_FIELDS = frozenset(
+    {
+        "name",
+        "protocol",
+        "path",
+        "portName",
+        "intervalSeconds",
+        "timeoutSeconds",
+        "httpStatusCodesForReady",
+        "preserveLastResponse",
+    }
+)
 DEFAULT_UPGRADE = {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}
 DEFAULT_UNREACHABLE = {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
 
@@ -56,7 +68,6 @@ UNSUPPORTED = {
     "ipAddress": "IP-per-task is not supported",
     "storeUrls": "storeUrls is not supported",
     "taskRateLimit": "taskRateLimit was removed in Marathon 0.7",
-    "readinessChecks": "readiness checks are not supported yet",
     "user": "running tasks as another user is not supported (tasks run as the agent's user)",
 }
 KNOWN = frozenset(
@@ -80,6 +91,7 @@ KNOWN = frozenset(
         "acceptedResourceRoles",
         "role",
         "healthChecks",
+        "readinessChecks",
         "upgradeStrategy",
         "backoffSeconds",
         "backoffFactor",
@@ -268,6 +280,71 @@ def _fetch(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
                 errors.add(f"{path}/outputFile", "must be a relative path inside the sandbox")
             else:
                 entry["outputFile"] = dest
+        out.append(entry)
+    return out
+
+
+def _readiness_checks(
+    errors: _Errors, raw: Any, ports: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Marathon's readiness checks: an HTTP GET the scheduler itself sends to a task's named
+    port until one of ``httpStatusCodesForReady`` answers (`Planner.readiness`)."""
+    if not isinstance(raw, list):
+        errors.add("/readinessChecks", "must be a list")
+        return []
+    if len(raw) > 1:
+        errors.add("/readinessChecks", "at most one readiness check per app")
+    names = [p.get("name") for p in ports]
+    out = []
+    for i, rc in enumerate(raw):
+        path = f"/readinessChecks({i})"
+        if not isinstance(rc, Mapping):
+            errors.add(path, "must be an object")
+            continue
+        for key in rc:
+            if key not in READINESS_FIELDS:
+                errors.add(f"{path}/{key}", "unknown field")
+        name = rc.get("name", "readinessCheck")
+        if not isinstance(name, str) or not name:
+            errors.add(f"{path}/name", "must be a non-empty string")
+        protocol = rc.get("protocol", "HTTP")
+        if protocol != "HTTP":
+            errors.add(f"{path}/protocol", "only HTTP readiness checks are supported")
+        url_path = rc.get("path", "/")
+        if not isinstance(url_path, str) or not url_path.startswith("/"):
+            errors.add(f"{path}/path", "must be an absolute URL path")
+        port_name = rc.get("portName", "http")
+        if port_name not in names:
+            errors.add(
+                f"{path}/portName", f"no port named {port_name!r} in portDefinitions {names}"
+            )
+        codes = rc.get("httpStatusCodesForReady", [200])
+        if (
+            not isinstance(codes, list)
+            or not codes
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes)
+            or not all(100 <= c <= 599 for c in codes)
+        ):
+            errors.add(f"{path}/httpStatusCodesForReady", "must be a list of HTTP status codes")
+            codes = [200]
+        entry = {
+            "name": name,
+            "protocol": protocol,
+            "path": url_path,
+            "portName": port_name,
+            "intervalSeconds": _integer(
+                errors, f"{path}/intervalSeconds", rc.get("intervalSeconds", 30), 1, 86400
+            ),
+            "timeoutSeconds": _integer(
+                errors, f"{path}/timeoutSeconds", rc.get("timeoutSeconds", 10), 1, 86400
+            ),
+            "httpStatusCodesForReady": sorted(set(codes)),
+            "preserveLastResponse": _bool(
+                errors, f"{path}/preserveLastResponse", rc.get("preserveLastResponse", False)
+            ),
+        }
+        if entry["timeoutSeconds"] > entry["intervalSeconds"]:
+            errors.add(f"{path}/timeoutSeconds", "must not be longer than intervalSeconds")
         out.append(entry)
     return out
 
@@ -486,6 +563,9 @@ def normalize_app(
     app["healthChecks"] = _health_checks(
         errors, raw.get("healthChecks") or [], len(app["portDefinitions"])
     )
+    readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], app["portDefinitions"])
+    if readiness:  # absent when empty, so definitions stored before they existed compare equal
+        app["readinessChecks"] = readiness
     app["upgradeStrategy"] = _upgrade(errors, raw.get("upgradeStrategy", DEFAULT_UPGRADE))
     app["backoffSeconds"] = _number(
         errors, "/backoffSeconds", raw.get("backoffSeconds", 1), 0, 86400

@@ -39,6 +39,7 @@ from butte.frameworks.marathon.model import (
     Effect,
     Kill,
     Launch,
+    Probe,
     Publish,
     Reconcile,
     Revive,
@@ -55,6 +56,7 @@ TICK_SECONDS = 0.2
 # and launch timeouts, backoff expiry; what events changed is handled at the next tick.
 FULL_PASS_SECONDS = 3.0
 HUB_QUEUE_LIMIT = 10_000
+PROBE_BODY_LIMIT = 64 * 1024  # of a readiness check's answer kept (preserveLastResponse)
 _FORWARDED = frozenset({"content-type", "accept"})
 
 
@@ -109,6 +111,7 @@ class Service:
         self._lost: str | None = None
         self._main: asyncio.Task[Any] | None = None
         self._proxy_session: aiohttp.ClientSession | None = None
+        self._probe_session: aiohttp.ClientSession | None = None
         self._offer_calls = asyncio.Lock()
         self._pending_acks: list[dict[str, Any]] = []
         # --zk: the records a standby kept current while it waited (None: read at election)
@@ -232,6 +235,8 @@ class Service:
         for effect in self.planner.take_effects():
             if isinstance(effect, Publish):
                 self.hub.publish(effect.event)
+            elif isinstance(effect, Probe):  # sent by this process itself, not the master
+                self._spawn(self._probe(effect))
             elif self.client is not None and self.subscribed:
                 self._spawn(self._call(effect))
         acks, self._pending_acks = self._pending_acks, []
@@ -270,6 +275,23 @@ class Service:
                 tasks = [(t["task_id"]["value"], effect.agent_id) for t in effect.tasks]
                 with contextlib.suppress(CallError):
                     await client.reconcile(tasks)
+
+    async def _probe(self, e: Probe) -> None:
+        """Sends one readiness check and hands the answer to the planner."""
+        if self._probe_session is None:
+            self._probe_session = aiohttp.ClientSession()
+        status, message, content_type, body = None, "", None, None
+        try:
+            timeout = aiohttp.ClientTimeout(total=e.timeout)
+            async with self._probe_session.get(e.url, timeout=timeout, allow_redirects=False) as r:
+                status, content_type = r.status, r.headers.get("Content-Type")
+                if e.check.get("preserveLastResponse"):
+                    body = (await r.content.read(PROBE_BODY_LIMIT)).decode(errors="replace")
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            message = f"{type(err).__name__}: {err}"
+        if self.leading:
+            self.planner.readiness(e.task_id, status, message, self.now(), content_type, body)
+            self.flush_now()
 
     async def _acknowledge(self, status: dict[str, Any]) -> None:
         assert self.client is not None
@@ -372,8 +394,9 @@ class Service:
                 return 1
             raise
         finally:
-            if self._proxy_session is not None:
-                await self._proxy_session.close()
+            for session in (self._proxy_session, self._probe_session):
+                if session is not None:
+                    await session.close()
             if self.contender is not None:
                 await self.contender.stop()
 

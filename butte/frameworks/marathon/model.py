@@ -70,6 +70,8 @@ class Instance:
     killing: bool = False
     kill_sent_at: float | None = None
     unreachable_since: float | None = None
+    # its app's readiness check passed (None: not yet, or the app has none)
+    ready: bool | None = None
 
     def record(self) -> dict[str, Any]:
         return dict(vars(self))  # serialized at once by the store: a shallow copy will do
@@ -209,4 +211,15 @@ class Publish:
     event: dict[str, Any]
 
 
-Effect = Launch | Decline | Kill | Reconcile | Revive | Suppress | Publish
+@dataclass
+class Probe:
+    """A readiness check to send: GET ``url``; the answer goes to `Planner.readiness`."""
+
+    task_id: str
+    url: str
+    timeout: float
+    codes: list[int]
+    check: dict[str, Any]  # the app's readiness check, as defined
+
+
+Effect = Launch | Decline | Kill | Reconcile | Revive | Suppress | Publish | Probe

@@ -45,6 +45,7 @@ from butte.frameworks.marathon.model import (
     Instance,
     Kill,
     Launch,
+    Probe,
     Publish,
     Reconcile,
     Revive,
@@ -112,6 +113,11 @@ class Planner:
         self._last_ms = 0
         self._touched: set[str] = set()
         self._stopping: set[str] = set()
+        # Readiness checks (not persisted: a new leader checks again what is not ready yet):
+        # task id -> when to check next, the checks in flight, the last result of each.
+        self._probe_at: dict[str, float] = {}
+        self._probing: set[str] = set()
+        self.readiness_results: dict[str, dict[str, Any]] = {}
 
     # -- restore ---------------------------------------------------------------------------
 
@@ -595,6 +601,8 @@ class Planner:
 
     def _remove(self, inst: Instance) -> None:
         self.instances.pop(inst.task_id, None)
+        self._probe_at.pop(inst.task_id, None)
+        self.readiness_results.pop(inst.task_id, None)
         ids = self.by_app.get(inst.app_id)
         if ids is not None:
             ids.discard(inst.task_id)
@@ -633,6 +641,7 @@ class Planner:
         held = self._held()
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
+        self._probes(now)
         demand = any(n > 0 for n in self.wanted.values())
         starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
         if demand and (self.suppressed or self._filtered or starved):
@@ -658,11 +667,105 @@ class Planner:
         return self._held_cache
 
     def _is_healthy(self, inst: Instance, spec: Mapping[str, Any]) -> bool:
+        """Running, reachable, healthy if checked, and ready if it has the configuration
+        that brought the readiness check (instances of an older one count as ready, as
+        in Marathon, where readiness gates only the deployment that starts a task)."""
         return (
             inst.state == "TASK_RUNNING"
             and inst.unreachable_since is None
             and (not spec.get("healthChecks") or inst.healthy is True)
+            and (
+                inst.ready is True
+                or not spec.get("readinessChecks")
+                or inst.config_version != spec["versionInfo"]["lastConfigChangeAt"]
+            )
         )
+
+    # -- readiness checks ------------------------------------------------------------------
+
+    def _probes(self, now: float) -> None:
+        """Asks the shell to check the running, not yet ready instances of the current
+        configuration of apps with a readiness check, each at its interval."""
+        for app_id, spec in self.apps.items():
+            checks = spec.get("readinessChecks")
+            if not checks:
+                continue
+            check = checks[0]
+            config = spec["versionInfo"]["lastConfigChangeAt"]
+            for inst in self.app_instances(app_id):
+                if (
+                    inst.ready is True
+                    or inst.state != "TASK_RUNNING"
+                    or inst.killing
+                    or inst.config_version != config
+                    or inst.task_id in self._probing
+                    or self._probe_at.get(inst.task_id, 0.0) > now
+                ):
+                    continue
+                url = self._readiness_url(inst, spec, check)
+                if url is None:
+                    self.readiness(inst.task_id, None, "the task has no such port", now)
+                    continue
+                self._probing.add(inst.task_id)
+                self.outbox.append(
+                    Probe(
+                        inst.task_id,
+                        url,
+                        float(check["timeoutSeconds"]),
+                        list(check["httpStatusCodesForReady"]),
+                        check,
+                    )
+                )
+
+    def _readiness_url(
+        self, inst: Instance, spec: Mapping[str, Any], check: Mapping[str, Any]
+    ) -> str | None:
+        names = [p.get("name") for p in spec["portDefinitions"]]
+        index = names.index(check["portName"]) if check["portName"] in names else -1
+        if not 0 <= index < len(inst.ports):
+            return None
+        return f"http://{inst.host}:{inst.ports[index]}{check['path']}"
+
+    def readiness(
+        self,
+        task_id: str,
+        status: int | None,
+        message: str,
+        now: float,
+        content_type: str | None = None,
+        body: str | None = None,
+    ) -> None:
+        """The answer to a `Probe`: the HTTP status (None: no answer, ``message`` says
+        why). Ready once the status is one of the check's ``httpStatusCodesForReady``;
+        otherwise checked again after ``intervalSeconds``."""
+        self._probing.discard(task_id)
+        inst = self.instances.get(task_id)
+        spec = self.apps.get(inst.app_id) if inst is not None else None
+        checks = (spec or {}).get("readinessChecks")
+        if inst is None or spec is None or not checks:
+            return
+        check = checks[0]
+        ready = status is not None and status in check["httpStatusCodesForReady"]
+        result: dict[str, Any] = {
+            "name": check["name"],
+            "taskId": task_id,
+            "ready": ready,
+            "lastResponse": None,
+        }
+        if check["preserveLastResponse"] or status is None:
+            result["lastResponse"] = {
+                "status": status,
+                "contentType": content_type,
+                "body": body if status is not None else message,
+            }
+        self.readiness_results[task_id] = result
+        self._stale(inst.app_id)
+        if ready:
+            inst.ready = True
+            self._changed(inst)
+            self._touched.add(inst.app_id)  # the deployment may move on
+        else:
+            self._probe_at[task_id] = now + check["intervalSeconds"]
 
     def _inactive(self, inst: Instance, spec: Mapping[str, Any] | None, now: float) -> bool:
         if inst.unreachable_since is None:
@@ -1011,6 +1114,11 @@ class Planner:
                     out["tasksUnhealthy"] += 1
         return out
 
+    def readiness_of(self, app_id: str) -> list[dict[str, Any]]:
+        """The last readiness check result of each of the app's instances checked so far."""
+        results = self.readiness_results
+        return [results[t] for t in sorted(self.by_app.get(app_id, ())) if t in results]
+
     def app_bytes(self, app_id: str, embed: set[str]) -> bytes:
         """`app_json` encoded as JSON, cached until something it shows changes."""
         key = 0
@@ -1044,7 +1152,7 @@ class Planner:
             }
             out["taskStats"] = {"totalSummary": {"stats": {"counts": counts}}}
         if "readiness" in embed:
-            out["readinessCheckResults"] = []
+            out["readinessCheckResults"] = self.readiness_of(app_id)
         return out
 
 

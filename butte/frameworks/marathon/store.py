@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import msgspec
 from kazoo.exceptions import NoNodeError
-from kazoo.protocol.states import Callback, EventType, WatchedEvent
+from kazoo.protocol.states import Callback, WatchedEvent
 
 # msgspec: several times faster than json.dumps for the thousands of records of a burst
 _encode = msgspec.json.Encoder().encode
@@ -101,11 +101,14 @@ class ZooKeeperStore:
         self._exists: set[str] = set()
         # The standby's copy (`follow`): path -> value (decoded as it arrives, so that
         # `catch_up` has nothing left to decode), and each kind's child names.
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
         self._following = False
         self._records: dict[str, Any] = {}
         self._names: dict[str, set[str]] = {}
         self._pending = 0
+        self._sent = 0  # sequence numbers of requests sent / answers applied
+        self._applied = 0
+        self._answers: dict[int, tuple[str, str, Any]] = {}
         self._failed: BaseException | None = None
 
     def _path(self, kind: str, key: str) -> str:
@@ -171,80 +174,72 @@ class ZooKeeperStore:
             if not self._cond.wait_for(lambda: self._pending == 0, timeout):
                 raise TimeoutError("ZooKeeper reads did not complete")
 
-    def _begin(self) -> bool:
+    # Watch events only issue reads; every change to the copy is made from the replies, one
+    # at a time in the order the requests were sent (= the order ZooKeeper answered them on
+    # this session), whatever order kazoo's threads hand them over in. So the copy always
+    # holds what the latest answer about each node said.
+
+    def _issue(self, kind: str, path: str) -> None:
         with self._cond:
             if not self._following:
-                return False
+                return
+            seq = self._sent
+            self._sent += 1
             self._pending += 1
-            return True
+            # sent under the lock: sequence numbers follow the order on the wire
+            if kind == "list":
+                result = self.client.get_children_async(path, watch=self._children_event)
+            else:
+                result = self.client.get_async(path, watch=self._data_event)
+        result.rawlink(lambda r: self._answered(seq, kind, path, r))
 
-    def _end(self) -> None:
+    def _answered(self, seq: int, kind: str, path: str, result: Any) -> None:
         with self._cond:
-            self._pending -= 1
+            self._answers[seq] = (kind, path, result)
+            while self._applied in self._answers:
+                kind, path, result = self._answers.pop(self._applied)
+                self._applied += 1
+                try:
+                    self._apply(kind, path, result)
+                except Exception as e:  # a lost connection: `catch_up` falls back to `load`
+                    self._failed = e
+                self._pending -= 1
             self._cond.notify_all()
 
-    def _list(self, directory: str) -> None:
-        if self._begin():
-            result = self.client.get_children_async(directory, watch=self._children_event)
-            result.rawlink(lambda r: self._listed(directory, r))
-
-    def _listed(self, directory: str, result: Any) -> None:
-        try:
-            names = set(result.get())
-        except NoNodeError:
-            names = set()
-        except Exception as e:  # a lost connection: `catch_up` falls back to `load`
-            with self._cond:
-                self._failed = e
-            self._end()
-            return
-        with self._cond:
-            known = self._names.setdefault(directory, set())
-            new, gone = names - known, known - names
-            known.difference_update(gone)
+    def _apply(self, kind: str, path: str, result: Any) -> None:
+        if kind == "list":
+            try:
+                names = set(result.get())
+            except NoNodeError:
+                names = set()
+            known = self._names.setdefault(path, set())
+            for name in known - names:
+                self._records.pop(f"{path}/{name}", None)
+            new = names - known
+            known.intersection_update(names)
             known.update(new)
-            for name in gone:
-                self._records.pop(f"{directory}/{name}", None)
-        for name in new:
-            self._read(f"{directory}/{name}")
-        self._end()
-
-    def _read(self, path: str) -> None:
-        if self._begin():
-            result = self.client.get_async(path, watch=self._data_event)
-            result.rawlink(lambda r: self._got(path, r))
-
-    def _got(self, path: str, result: Any) -> None:
+            for name in new:
+                self._issue("read", f"{path}/{name}")
+            return
+        directory, name = path.rsplit("/", 1)
         try:
             data, _ = result.get()
-            value = json.loads(data)
         except NoNodeError:
-            with self._cond:
-                self._records.pop(path, None)
-        except Exception as e:
-            with self._cond:
-                self._failed = e
-        else:
-            directory, name = path.rsplit("/", 1)
-            with self._cond:
-                # Replies and watch events come on two threads: a reply that lost the race
-                # with its node's deletion event is not brought back.
-                if name in self._names.get(directory, ()):
-                    self._records[path] = value
-        self._end()
+            self._records.pop(path, None)
+            self._names.get(directory, set()).discard(name)  # a later listing reads it anew
+            return
+        self._records[path] = json.loads(data)
+        self._names.setdefault(directory, set()).add(name)
+
+    def _list(self, directory: str) -> None:
+        self._issue("list", directory)
 
     def _children_event(self, event: WatchedEvent) -> None:
         self._list(event.path)
 
     def _data_event(self, event: WatchedEvent) -> None:
-        if event.type == EventType.DELETED:
-            directory, name = event.path.rsplit("/", 1)
-            with self._cond:
-                self._records.pop(event.path, None)
-                # a node created again under this name must be read again
-                self._names.get(directory, set()).discard(name)
-        else:
-            self._read(event.path)
+        # changed or deleted: the answer to a fresh read says which (and re-arms the watch)
+        self._issue("read", event.path)
 
     # -- the leader's writes ---------------------------------------------------------------
 
