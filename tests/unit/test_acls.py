@@ -5,6 +5,7 @@ run as (TASK_ERROR, REASON_TASK_UNAUTHORIZED)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from master_kit import Harness, command_task, launch_body
@@ -123,3 +124,18 @@ def test_unrestricted_only_when_no_rule_can_refuse() -> None:
     )
     assert not some.unrestricted("view_tasks")
     assert some.allowed("view_tasks", "a", "x") and not some.allowed("view_tasks", "a", "y")
+
+
+def test_views_cost_nothing_without_view_acls() -> None:
+    from butte.master.view_acls import viewer
+
+    machine: Any = None  # never looked at when no view can be restricted
+    assert viewer(Acls(), "anyone", machine) is None
+    others = parse_acls(
+        '{"run_tasks": [{"principals": {"type": "ANY"}, "users": {"type": "NONE"}}]}'
+    )
+    assert viewer(others, None, machine) is None
+    views = parse_acls(
+        '{"view_tasks": [{"principals": {"values": ["a"]}, "users": {"values": ["a"]}}]}'
+    )
+    assert viewer(views, "a", machine) is not None
