@@ -172,6 +172,14 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
     for entry in mine_only:
         assert entry["executor_info"]["framework_id"]["value"] == mine
 
+    # The web UI's JSON.
+    rows = get("/master/ui/frameworks", "alice")["rows"]
+    assert {r["id"] for r in rows} == {mine}
+    assert len(get("/master/ui/frameworks", "ops")["rows"]) == 2
+    page = get("/master/ui/tasks", "alice")
+    assert [t["id"] for t in page["tasks"]] == ["task-alice"] and page["total"] == 1
+    assert get("/master/ui/tasks", "ops")["total"] == 2
+
     # Sandboxes: access_sandboxes by the framework's user.
     def browse(framework_id: str, task_id: str, principal: str) -> int:
         path = f"/frameworks/{framework_id}/executors/{task_id}/runs/latest"
