@@ -22,6 +22,7 @@ authenticated principal is left in ``request["principal"]`` for ``--acls``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -139,3 +140,30 @@ def executor_call_problem(
     if container is not None and claims.get("cid") != container:
         return web.Response(status=403, text="Forbidden: the token was issued to another container")
     return None
+
+
+_SANDBOX_OWNER = re.compile(r"/frameworks/([^/]+)/executors/")
+
+
+def sandbox_middleware(acls: Acls, framework_user: Callable[[str], str | None]) -> Middleware:
+    """An aiohttp middleware checking ``access_sandboxes`` on ``/files/*``: a sandbox path
+    (``.../frameworks/<id>/executors/...``) is served only to a principal the ACLs let read
+    that framework's user's sandboxes (403 otherwise). Added only when the ACLs restrict it."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/slave(1)/"):
+            path = path[len("/slave(1)") :]
+        if path.startswith("/files/"):
+            owner = _SANDBOX_OWNER.search(request.query.get("path", ""))
+            user = framework_user(owner.group(1)) if owner is not None else None
+            principal = request.get("principal")
+            if not acls.allowed("access_sandboxes", principal, user):
+                who = principal or "an unauthenticated principal"
+                return web.Response(
+                    status=403, text=f"Forbidden: {who} may not access this sandbox"
+                )
+        return await handler(request)
+
+    return middleware

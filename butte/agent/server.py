@@ -64,7 +64,7 @@ from butte.agent.effects import (
 from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
-from butte.agent.http_auth import AgentAuth, basic_middleware
+from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
 from butte.agent.launch_events import scalar_totals
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
@@ -240,8 +240,11 @@ class AgentServer:
         if self.options.tls is not None and not self.options.tls.downgrade:
             # Executors of this machine speak plain HTTP to the executor API, nobody else.
             app.middlewares.append(plain_paths_only(EXECUTOR_PATHS))
-        if self.options.auth.any_basic:
-            app.middlewares.append(basic_middleware(self.options.auth))
+        auth = self.options.auth
+        if auth.any_basic:
+            app.middlewares.append(basic_middleware(auth))
+        if not auth.acls.unrestricted("access_sandboxes"):
+            app.middlewares.append(sandbox_middleware(auth.acls, self._framework_user))
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -705,6 +708,11 @@ class AgentServer:
             log.exception("failed to handle %s from master", type(message).__name__)
             return
         self.apply(effects)
+
+    def _framework_user(self, framework_id: str) -> str | None:
+        """The user a framework runs as here (None: unknown), for ``--acls``."""
+        fw = self.machine.frameworks.get(framework_id) if self.machine is not None else None
+        return fw.info.user if fw is not None else None
 
     def executor_call(self, call: ExecutorCall) -> Reply:
         """Runs one executor API call through the core. A successful SUBSCRIBE's effects are

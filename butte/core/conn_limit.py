@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-DEFAULT_MAX_CONNECTIONS = 16384
+DEFAULT_MAX_CONNECTIONS = 65536
 
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"

@@ -155,7 +155,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
         "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
-        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level are enforced)",
+        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level, view_frameworks, "
+        "view_tasks, view_executors, access_sandboxes are enforced; docs/security.md)",
     )
     parser.add_argument(
         "--http_header_timeout",

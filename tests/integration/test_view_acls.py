@@ -1,8 +1,9 @@
 """Authorization of views end to end: with view_frameworks / view_tasks / view_executors /
 access_sandboxes ACLs each principal sees only the frameworks, tasks and executors whose
-user it may view, in /state, /state-summary, /frameworks, /tasks, the v1 GET_* calls and
-the operator event stream (objects left out, not 403, as Mesos); another user's sandbox
-answers 403. An operator allowed ANY sees everything."""
+user it may view, in /state, /state-summary, /frameworks, /tasks, the v1 GET_* calls, the
+web UI's listings and the operator event stream (objects left out, not 403, as Mesos);
+another user's sandbox answers 403, from the master and from the agent (its own --acls).
+An operator allowed ANY sees everything."""
 
 from __future__ import annotations
 
@@ -126,6 +127,11 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
             f"--credentials={creds}",
             f"--acls={json.dumps(ACLS)}",
         ],
+        agent_flags=[
+            "--authenticate_http_readonly",
+            f"--http_credentials={creds}",
+            f"--acls={json.dumps(ACLS)}",
+        ],
         http_auth=("ops", SECRETS["ops"]),
     )
     url = cluster.master_url
@@ -190,6 +196,18 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
     assert browse(mine, "task-alice", "alice") == 200
     assert browse(theirs, "task-bob", "alice") == 403
     assert browse(theirs, "task-bob", "ops") == 200
+    # The agent checks access_sandboxes itself too (its own --acls).
+    agent = cluster.agents[0].url
+
+    def agent_browse(framework_id: str, task_id: str, principal: str) -> int:
+        path = f"/frameworks/{framework_id}/executors/{task_id}/runs/latest"
+        return requests.get(
+            agent + "/files/browse", params={"path": path}, headers=auth(principal), timeout=10
+        ).status_code
+
+    assert agent_browse(mine, "task-alice", "alice") == 200
+    assert agent_browse(theirs, "task-bob", "alice") == 403
+    assert agent_browse(theirs, "task-bob", "ops") == 200
 
     # The operator event stream: alice's snapshot and events hold only her framework.
     stream = requests.post(
