@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from butte.cli.top import container_usage
 from butte.core import jwt
 from butte.core.auth import basic_header
 
@@ -130,6 +131,14 @@ def test_executor_tokens_and_agent_http_authentication(cluster_factory, tmp_path
             cluster.master_url + "/files/browse", params={"path": path}, timeout=10
         )
         assert no_creds.status_code == 401
+
+        # `butte top` reads the agents' /monitor/statistics with the operator's credentials.
+        agents = requests.post(
+            cluster.master_url + "/api/v1", json={"type": "GET_AGENTS"}, timeout=10
+        ).json()["get_agents"]["agents"]
+        assert container_usage(agents) == []  # 401: left out
+        usage = _wait_for(lambda: container_usage(agents, credentials=OPS))
+        assert any(entry.get("executor_id") == executor_id for entry in usage), usage
 
         # The CLI kills the task through the agent's operator API with the same credentials.
         env = {**os.environ, "BUTTE_PRINCIPAL": OPS[0], "BUTTE_SECRET": OPS[1]}
