@@ -239,6 +239,8 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
     alice_fw.teardown()
     removed = next_event("FRAMEWORK_REMOVED")["framework_removed"]
     assert removed["framework_info"]["id"]["value"] == mine  # bob's went by unseen
+    updated = next_event("TASK_UPDATED")["task_updated"]  # alice's task was killed
+    assert updated["framework_id"]["value"] == mine
     for event in events:
         if event["type"] == "TASK_UPDATED":
             assert event["task_updated"]["framework_id"]["value"] == mine
