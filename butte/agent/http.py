@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 import butte
-from butte.agent.http_auth import executor_call_problem
+from butte.agent.http_auth import executor_call_problem, state_viewer
 from butte.agent.shell_api import AgentShell
 from butte.core.codec import encode_json
 from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
@@ -149,7 +149,9 @@ class AgentHttp:
         return json_response(version_info())
 
     async def state(self, request: web.Request) -> web.Response:
-        return json_response(self.server.state())
+        view = state_viewer(self.server.options.auth.acls, request, self.server.framework_user)
+        state = self.server.state()
+        return json_response(state if view is None else view.agent_state(state))
 
     async def flags(self, request: web.Request) -> web.Response:
         return json_response({"flags": self.server.flags})

@@ -31,7 +31,9 @@ from aiohttp.typedefs import Middleware
 
 from butte.core import jwt
 from butte.core.auth import authenticated_principal
+from butte.master import view_acls
 from butte.master.acls import Acls
+from butte.master.view_acls import Viewer
 
 REALM_NAMES = {
     "executor": "mesos-agent-executor",
@@ -107,6 +109,16 @@ def basic_middleware(auth: AgentAuth) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def state_viewer(
+    acls: Acls, request: web.Request, framework_user: Callable[[str], str | None]
+) -> Viewer | None:
+    """The caller's view of this agent's state under ``--acls`` (None: it may see
+    everything, the default: no per-object cost)."""
+    if not view_acls.restricted(acls):
+        return None
+    return Viewer(acls, request.get("principal"), framework_user)
 
 
 def executor_token(key: bytes, framework_id: str, executor_id: str, container_id: str) -> str:

@@ -244,7 +244,7 @@ class AgentServer:
         if auth.any_basic:
             app.middlewares.append(basic_middleware(auth))
         if not auth.acls.unrestricted("access_sandboxes"):
-            app.middlewares.append(sandbox_middleware(auth.acls, self._framework_user))
+            app.middlewares.append(sandbox_middleware(auth.acls, self.framework_user))
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -709,7 +709,7 @@ class AgentServer:
             return
         self.apply(effects)
 
-    def _framework_user(self, framework_id: str) -> str | None:
+    def framework_user(self, framework_id: str) -> str | None:
         """The user a framework runs as here (None: unknown), for ``--acls``."""
         fw = self.machine.frameworks.get(framework_id) if self.machine is not None else None
         return fw.info.user if fw is not None else None

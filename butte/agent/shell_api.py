@@ -56,5 +56,8 @@ class AgentShell(Protocol):
     def state(self) -> dict[str, Any]:
         """The ``/state`` JSON."""
 
+    def framework_user(self, framework_id: str) -> str | None:
+        """The user a framework runs as here (None: unknown), for ``--acls``."""
+
     def metrics(self) -> dict[str, float]:
         """The ``/metrics/snapshot`` figures."""

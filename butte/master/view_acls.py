@@ -13,16 +13,19 @@ GET_STATE / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS answers and the operator 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from butte.core.codec import encode_json
 from butte.master.acls import Acls
-from butte.master.machine import MasterMachine
+
+if TYPE_CHECKING:
+    from butte.master.machine import MasterMachine
 
 ACTIONS = ("view_frameworks", "view_tasks", "view_executors")
+_AGENT_TASK_LISTS = ("tasks", "queued_tasks", "completed_tasks")
 
 
 def _fid(value: Any) -> str | None:
@@ -41,23 +44,22 @@ def _command_user(obj: dict[str, Any]) -> str | None:
 class Viewer:
     """One principal's view under restrictive ACLs (see the module docstring)."""
 
-    def __init__(self, acls: Acls, principal: str | None, machine: MasterMachine) -> None:
+    def __init__(
+        self,
+        acls: Acls,
+        principal: str | None,
+        framework_user: Callable[[str], str | None],
+    ) -> None:
         self.acls = acls
         self.principal = principal
         # Looked up live: a stream's viewer outlives the frameworks it was created with.
-        self._machine = machine
+        self._framework_user = framework_user
 
     def _may(self, action: str, user: str | None) -> bool:
         return self.acls.allowed(action, self.principal, user)
 
     def framework_user(self, framework_id: str | None) -> str | None:
-        if framework_id is None:
-            return None
-        fw = self._machine.frameworks.get(framework_id)
-        if fw is None:
-            done = self._machine.completed_frameworks
-            fw = next((f for f in done if f.framework_id == framework_id), None)
-        return fw.info.user if fw is not None else None
+        return self._framework_user(framework_id) if framework_id is not None else None
 
     def framework(self, framework_id: str | None, user: str | None = None) -> bool:
         if user is None:
@@ -131,6 +133,9 @@ class Viewer:
             "completed_tasks",
             "unreachable_tasks",
             "orphan_tasks",
+            "queued_tasks",  # the agent's GET_TASKS
+            "launched_tasks",
+            "terminated_tasks",
         ):
             if isinstance(out.get(key), list):
                 out[key] = self.tasks(out[key])
@@ -138,7 +143,7 @@ class Viewer:
 
     def get_executors(self, doc: dict[str, Any]) -> dict[str, Any]:
         out = dict(doc)
-        for key in ("executors", "orphan_executors"):
+        for key in ("executors", "orphan_executors", "completed_executors"):
             if isinstance(out.get(key), list):
                 out[key] = [e for e in out[key] if self._v1_executor(e)]
         return out
@@ -169,6 +174,29 @@ class Viewer:
             "GET_EXECUTORS": self.get_executors,
         }.get(call_type)
         return narrow(plain(answer)) if narrow is not None else answer
+
+    def agent_state(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """An agent's ``/state``: frameworks, their executors and the executors' tasks."""
+        out = dict(doc)
+        for key in ("frameworks", "completed_frameworks"):
+            if isinstance(out.get(key), list):
+                out[key] = [
+                    self._agent_framework(fw)
+                    for fw in out[key]
+                    if self.framework(_fid(fw.get("id")), fw.get("user"))
+                ]
+        return out
+
+    def _agent_framework(self, fw: dict[str, Any]) -> dict[str, Any]:
+        out, fid = dict(fw), _fid(fw.get("id"))
+        for key in ("executors", "completed_executors"):
+            if isinstance(out.get(key), list):
+                out[key] = [
+                    {**ex, **{k: self.tasks(ex.get(k) or []) for k in _AGENT_TASK_LISTS}}
+                    for ex in out[key]
+                    if self.executor(ex, fid)
+                ]
+        return out
 
     def event(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """An operator event this principal may see (narrowed), or None."""
@@ -204,8 +232,22 @@ def plain(doc: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def restricted(acls: Acls) -> bool:
+    """Whether any view ACL can hide anything from anyone."""
+    return not all(acls.unrestricted(action) for action in ACTIONS)
+
+
 def viewer(acls: Acls, principal: str | None, machine: MasterMachine) -> Viewer | None:
-    """A `Viewer` for ``principal``, or None when no view ACL can hide anything."""
-    if all(acls.unrestricted(action) for action in ACTIONS):
+    """A `Viewer` of the master's state for ``principal``, or None when no view ACL can
+    hide anything."""
+    if not restricted(acls):
         return None
-    return Viewer(acls, principal, machine)
+
+    def framework_user(framework_id: str) -> str | None:
+        fw = machine.frameworks.get(framework_id)
+        if fw is None:
+            done = machine.completed_frameworks
+            fw = next((f for f in done if f.framework_id == framework_id), None)
+        return fw.info.user if fw is not None else None
+
+    return Viewer(acls, principal, framework_user)

@@ -2,7 +2,8 @@
 access_sandboxes ACLs each principal sees only the frameworks, tasks and executors whose
 user it may view, in /state, /state-summary, /frameworks, /tasks, the v1 GET_* calls, the
 web UI's listings and the operator event stream (objects left out, not 403, as Mesos);
-another user's sandbox answers 403, from the master and from the agent (its own --acls).
+another user's sandbox answers 403, from the master and from the agent, whose /state and
+GET_* calls are filtered too (its own --acls).
 An operator allowed ANY sees everything."""
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
         ],
         agent_flags=[
             "--authenticate_http_readonly",
+            "--authenticate_http_readwrite",
             f"--http_credentials={creds}",
             f"--acls={json.dumps(ACLS)}",
         ],
@@ -208,6 +210,17 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
     assert agent_browse(mine, "task-alice", "alice") == 200
     assert agent_browse(theirs, "task-bob", "alice") == 403
     assert agent_browse(theirs, "task-bob", "ops") == 200
+    # ... and filters its own state.
+    agent_state = requests.get(agent + "/state", headers=auth("alice"), timeout=10).json()
+    assert _ids(agent_state["frameworks"]) == {mine}
+    [executor] = agent_state["frameworks"][0]["executors"]
+    assert [t["id"] for t in executor["tasks"]] == ["task-alice"]
+    full = requests.get(agent + "/state", headers=auth("ops"), timeout=10).json()
+    assert _ids(full["frameworks"]) == {mine, theirs}
+    agent_tasks = requests.post(
+        agent + "/api/v1", json={"type": "GET_TASKS"}, headers=auth("alice"), timeout=10
+    ).json()["get_tasks"]
+    assert [t["task_id"]["value"] for t in agent_tasks["launched_tasks"]] == ["task-alice"]
 
     # The operator event stream: alice's snapshot and events hold only her framework.
     stream = requests.post(
