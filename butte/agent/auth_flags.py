@@ -53,8 +53,9 @@ def add_auth_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--acls",
         default=None,
-        help="authorization: Mesos' ACL JSON, inline or a path / file:// URL "
-        "(access_sandboxes, access_mesos_logs and the *_containers actions on this agent)",
+        help="authorization: Mesos' ACL JSON, inline or a path / file:// URL; enforced here: "
+        "view_frameworks, view_tasks, view_executors (/state and GET_* leave out what the "
+        "caller may not view) and access_sandboxes (/files: 403); docs/security.md",
     )
 
 
