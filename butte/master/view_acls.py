@@ -2,13 +2,14 @@
 ``view_executors`` ACLs applied to the master's state documents, as Mesos does (objects a
 principal may not view are left out; nothing answers 403).
 
-The object of each action is a user: a framework's ``user``; a task's own
-``command.user`` else its framework's; an executor's ``command.user`` else its
+The object of each action is a user: a framework's ``user``; a task's own ``user`` (when
+its JSON has one) else its framework's; an executor's ``command.user`` else its
 framework's. `viewer` returns None when the ACLs cannot hide anything from anyone (the
 default, permissive setup): callers then serve the unfiltered document exactly as before,
 with no per-object cost. Otherwise a `Viewer` filters copies of the documents (shared
 snapshots are never changed): the legacy ``/state``, ``/frameworks``, ``/tasks``, the v1
-GET_STATE / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS answers and the operator events.
+GET_STATE / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS answers and the operator events,
+and an agent's ``/state`` and GET_* answers (`butte.agent.http_auth.state_viewer`).
 """
 
 from __future__ import annotations
@@ -243,11 +244,15 @@ def viewer(acls: Acls, principal: str | None, machine: MasterMachine) -> Viewer 
     if not restricted(acls):
         return None
 
+    done: dict[str, str | None] = {}  # completed frameworks' users (they never change)
+
     def framework_user(framework_id: str) -> str | None:
         fw = machine.frameworks.get(framework_id)
-        if fw is None:
-            done = machine.completed_frameworks
-            fw = next((f for f in done if f.framework_id == framework_id), None)
-        return fw.info.user if fw is not None else None
+        if fw is not None:
+            return fw.info.user
+        if framework_id not in done:  # one rebuild per unknown id, not a scan per object
+            done.update((f.framework_id, f.info.user) for f in machine.completed_frameworks)
+            done.setdefault(framework_id, None)  # neither live nor completed: no user
+        return done[framework_id]
 
     return Viewer(acls, principal, framework_user)
