@@ -49,6 +49,8 @@ class AgentConfig:
     # Environment every executor inherits (the agent's own, like Mesos).
     base_environment: Mapping[str, str] = field(default_factory=dict)
     version: str = butte.MESOS_COMPAT_VERSION
+    # --executor_secret_key: executors get a token signed with it (None: no token).
+    executor_secret_key: bytes | None = None
 
 
 class AgentCore(ABC):

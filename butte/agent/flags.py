@@ -16,8 +16,10 @@ import socket
 import ssl
 from collections.abc import Mapping
 
+from butte.agent.auth_flags import add_auth_flags
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
+from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import format_duration, parse_duration
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
@@ -252,6 +254,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="accepted for Mesos compatibility; the command executor always uses HTTP",
     )
     add_isolation_flags(parser)
+    add_auth_flags(parser)
+    add(
+        "--max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open HTTP connections the agent accepts at once; more are answered 503 and "
+        f"closed, open ones are kept (0: no limit; butte's own flag; default "
+        f"{DEFAULT_MAX_CONNECTIONS})",
+    )
     add(
         "--logging_level",
         default="INFO",

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 import butte
+from butte.agent.http_auth import executor_call_problem, state_viewer
 from butte.agent.shell_api import AgentShell
 from butte.core.codec import encode_json
 from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
@@ -100,12 +101,28 @@ class AgentHttp:
             return error(400, f"Unknown or unsupported executor call type {call.type!r}")
         if call.type == "SUBSCRIBE" and call.subscribe is None:
             return error(400, "Expecting 'subscribe' to be present")
+        refusal = executor_call_problem(
+            self.server.options.auth,
+            request.headers.get("Authorization"),
+            call.framework_id.value,
+            call.executor_id.value,
+            self._container_of,
+        )
+        if refusal is not None:
+            return refusal
         reply = self.server.executor_call(call)
         if reply.status != 200 or reply.container_id is None:
             if reply.message:
                 return error(reply.status, reply.message)
             return web.Response(status=reply.status)
         return await self._stream(request, reply.container_id, reply.effects)
+
+    def _container_of(self, framework_id: str, executor_id: str) -> str | None:
+        """The container the executor runs in now (None: unknown here)."""
+        machine = self.server.machine
+        fw = machine.frameworks.get(framework_id) if machine is not None else None
+        ex = fw.executors.get(executor_id) if fw is not None else None
+        return ex.container_id if ex is not None else None
 
     async def _stream(
         self, request: web.Request, container_id: str, effects: list
@@ -132,7 +149,9 @@ class AgentHttp:
         return json_response(version_info())
 
     async def state(self, request: web.Request) -> web.Response:
-        return json_response(self.server.state())
+        view = state_viewer(self.server.options.auth.acls, request, self.server.framework_user)
+        state = self.server.state()
+        return json_response(state if view is None else view.agent_state(state))
 
     async def flags(self, request: web.Request) -> web.Response:
         return json_response({"flags": self.server.flags})

@@ -37,9 +37,10 @@ from butte.agent.records import (
     Framework,
     Task,
 )
-from butte.core import internal
+from butte.core import internal, jwt
 from butte.core import task_states as ts
 from butte.core.ids import validate_id
+from butte.core.jwt import EXECUTOR_TOKEN_ENV
 from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
 
 if TYPE_CHECKING:
@@ -219,6 +220,10 @@ class LaunchEvents(_Base):
             recovery_timeout=config.recovery_timeout,
             subscription_backoff_max=config.executor_reregistration_timeout,
         )
+        if config.executor_secret_key is not None:
+            # Set last: a framework's own variables never replace the agent's token.
+            claims = jwt.executor_claims(fw.id, ex.id, container_id)
+            env[EXECUTOR_TOKEN_ENV] = jwt.encode(claims, config.executor_secret_key)
         if kind == CUSTOM:
             assert info.command is not None
             argv, executable = process_argv(info.command)

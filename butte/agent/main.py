@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
+from butte.agent.auth_flags import auth_from_args
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,
@@ -91,6 +92,8 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         gc_disk_headroom=args.gc_disk_headroom,
         disk_watermark_interval=args.disk_watermark_interval,
         flags=agent_flags.flags_for_state(args),
+        auth=auth_from_args(args),
+        max_connections=args.max_connections,
     )
 
 
@@ -113,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.disk_watermark_interval <= 0 or args.gc_delay < 0:
         print("agent: --disk_watermark_interval must be > 0, --gc_delay >= 0", file=sys.stderr)
+        return 2
+    if args.max_connections < 0:
+        print("agent: --max_connections must not be negative", file=sys.stderr)
         return 2
     if args.container_disk_watermark_interval <= 0:
         print("agent: --container_disk_watermark_interval must be > 0", file=sys.stderr)

@@ -27,6 +27,7 @@ from aiohttp import web
 from butte.agent.containerizer.posix import session_members, signal_sessions
 from butte.agent.files import FileError, SandboxFiles
 from butte.agent.http import version_info
+from butte.agent.http_auth import state_viewer
 from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Executor
 from butte.core import task_states
 from butte.core.codec import encode_json
@@ -148,6 +149,10 @@ class AgentOperatorApi:
             return result
         if result is None:
             return _text(200)
+        server = self.server
+        view = state_viewer(server.options.auth.acls, request, server.framework_user)
+        if view is not None:  # --acls restrict views: only what this principal may see
+            result = view.answer(call.type, result)
         key = call.type.lower()
         return _json({"type": call.type, key: result})
 

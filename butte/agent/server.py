@@ -64,6 +64,7 @@ from butte.agent.effects import (
 from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
+from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
 from butte.agent.launch_events import scalar_totals
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
@@ -74,6 +75,7 @@ from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
+from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from butte.core.messages import ExecutorCall
 from butte.core.resources import Attribute, Resources, parse_resources
 from butte.core.tls_listener import TlsListen, plain_paths_only
@@ -168,6 +170,10 @@ class AgentOptions:
     # for the master (None: plain http://).
     tls: TlsListen | None = None
     master_tls: ssl.SSLContext | None = None
+    # --authenticate_http_*, --http_credentials, --executor_secret_key, --acls.
+    auth: AgentAuth = field(default_factory=AgentAuth)
+    # --max_connections: open HTTP connections accepted at once (0: no limit).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 class AgentServer:
@@ -186,7 +192,9 @@ class AgentServer:
         self.streams: dict[str, ExecutorStream] = {}
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
+        # The HTTP listener (plain or TLS) and its --max_connections gate.
         self._tls_listener: asyncio.Server | None = None
+        self.connection_limit = ConnectionLimit(0)
         self._link_task: asyncio.Task | None = None
         self._gc_task: asyncio.Task | None = None
         self._disk_task: asyncio.Task | None = None
@@ -232,6 +240,11 @@ class AgentServer:
         if self.options.tls is not None and not self.options.tls.downgrade:
             # Executors of this machine speak plain HTTP to the executor API, nobody else.
             app.middlewares.append(plain_paths_only(EXECUTOR_PATHS))
+        auth = self.options.auth
+        if auth.any_basic:
+            app.middlewares.append(basic_middleware(auth))
+        if not auth.acls.unrestricted("access_sandboxes"):
+            app.middlewares.append(sandbox_middleware(auth.acls, self.framework_user))
         app.add_routes(operator_api.routes(self))
         app.add_routes(AgentHttp(self).routes())
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -279,14 +292,13 @@ class AgentServer:
     async def _listen(self, runner: web.AppRunner) -> int:
         """Binds the HTTP server; returns its port. With TLS, executors on this machine
         may still speak plain HTTP (the built-in executor does; docs/operating.md "TLS")."""
-        if self.options.tls is None:
-            site = web.TCPSite(runner, self.options.ip, self.options.port, backlog=4096)
-            await site.start()
-            return runner.addresses[0][1]
         server = runner.server
         assert server is not None
+        tls = self.options.tls
+        self.connection_limit = ConnectionLimit(self.options.max_connections, tls is None)
+        factory = server if tls is None else tls.wrap(server, plain_from_local=True)
         self._tls_listener = await asyncio.get_running_loop().create_server(
-            self.options.tls.wrap(server, plain_from_local=True),
+            self.connection_limit.wrap(factory),
             self.options.ip,
             self.options.port,
             reuse_address=True,
@@ -352,6 +364,7 @@ class AgentServer:
             recovery_timeout=options.recovery_timeout,
             command_executor_argv=command_executor_argv(),
             base_environment=dict(os.environ if env is None else env),
+            executor_secret_key=options.auth.executor_key,
         )
 
     async def _recover(self, work_dir: str) -> None:
@@ -696,6 +709,11 @@ class AgentServer:
             return
         self.apply(effects)
 
+    def framework_user(self, framework_id: str) -> str | None:
+        """The user a framework runs as here (None: unknown), for ``--acls``."""
+        fw = self.machine.frameworks.get(framework_id) if self.machine is not None else None
+        return fw.info.user if fw is not None else None
+
     def executor_call(self, call: ExecutorCall) -> Reply:
         """Runs one executor API call through the core. A successful SUBSCRIBE's effects are
         left to the caller, which first opens the stream they are written to."""
@@ -794,6 +812,7 @@ class AgentServer:
         out: dict[str, float] = {
             "slave/uptime_secs": uptime_since(self.start_time),
             "slave/registered": 1.0 if core.registered else 0.0,
+            "slave/connections_refused": float(self.connection_limit.refused),
             "slave/executors_running": float(executors_running),
             "slave/frameworks_active": float(len(core.frameworks)),
             "slave/work_dir_free_bytes": float(self.work_dir_free or 0),

@@ -10,6 +10,7 @@ from butte.agent.containerizer.posix import PosixContainerizer
 from butte.agent.effects import Effect
 from butte.agent.executor_api import Reply
 from butte.agent.executor_stream import ExecutorStream
+from butte.agent.http_auth import AgentAuth
 from butte.agent.machine import AgentMachine
 from butte.core.messages import ExecutorCall
 
@@ -19,6 +20,10 @@ class HasWorkDir(Protocol):
 
     @property
     def work_dir(self) -> str: ...
+
+    @property
+    def auth(self) -> AgentAuth:
+        """--authenticate_http_*, --executor_secret_key, --acls (`butte.agent.http_auth`)."""
 
 
 class AgentShell(Protocol):
@@ -50,6 +55,9 @@ class AgentShell(Protocol):
 
     def state(self) -> dict[str, Any]:
         """The ``/state`` JSON."""
+
+    def framework_user(self, framework_id: str) -> str | None:
+        """The user a framework runs as here (None: unknown), for ``--acls``."""
 
     def metrics(self) -> dict[str, float]:
         """The ``/metrics/snapshot`` figures."""

@@ -374,7 +374,9 @@ def cmd_kill(args: argparse.Namespace) -> int:
         raise CliError(f"task {task_id} has already ended ({task['state']})", NOT_FOUND)
     address = agent_address(master, task["agent_id"]["value"])
     payload = {"container_id": {"value": container_id(task)}, "signal": args.signal}
-    agent = OperatorClient(address, timeout=master.timeout)
+    # The operator's credentials go to the agent too (one run with --authenticate_http_*).
+    principal, secret = master.credentials()
+    agent = OperatorClient(address, timeout=master.timeout, principal=principal, secret=secret)
     try:
         with progress(f"Killing {task_id} on {address}..."):
             agent.call("KILL_CONTAINER", payload)

@@ -40,6 +40,7 @@ from butte.cli.output import (
     used_of,
 )
 from butte.client.operator import MasterUnreachable, OperatorClient
+from butte.core.auth import basic_header
 from butte.core.tls import TlsError, client_context_for
 
 _RESOURCES = (("cpus", number), ("mem", mem), ("disk", mem), ("gpus", number))
@@ -63,14 +64,21 @@ def snapshot(master: OperatorClient) -> dict[str, Any]:
         "metrics": master.get_json("/metrics/snapshot"),
         "agents": agents,
         "frameworks": master.call("GET_FRAMEWORKS").get("frameworks", []),
-        "usage": container_usage(agents),
+        "usage": container_usage(agents, credentials=master.credentials()),
         "master": master.address,
         "time": time.time(),
     }
 
 
-def container_usage(agents: list[dict[str, Any]], limit: int = 15) -> list[dict[str, Any]]:
-    """``/monitor/statistics`` of the ``limit`` busiest agents, each entry with its agent."""
+def container_usage(
+    agents: list[dict[str, Any]],
+    limit: int = 15,
+    credentials: tuple[str | None, str | None] = (None, None),
+) -> list[dict[str, Any]]:
+    """``/monitor/statistics`` of the ``limit`` busiest agents, each entry with its agent
+    (``credentials``: the operator's, for agents run with ``--authenticate_http_readonly``)."""
+    principal, secret = credentials
+    headers = {"Authorization": basic_header(principal, secret or "")} if principal else {}
     ranked = sorted(
         agents,
         key=lambda a: _share(
@@ -88,7 +96,8 @@ def container_usage(agents: list[dict[str, Any]], limit: int = 15) -> list[dict[
         info = a.get("agent_info", {})
         url = f"{scheme}://{info.get('hostname')}:{info.get('port')}/monitor/statistics"
         try:
-            with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=1.0, context=context) as response:
                 entries = json.load(response)
         except (OSError, ValueError):
             continue

@@ -112,6 +112,7 @@ class OperatorClient:
         self.timeout = timeout
         self._address: tuple[str, int] | None = None
         self._auth = {"Authorization": basic_header(principal, secret or "")} if principal else {}
+        self._principal, self._secret = principal, secret
         self._ssl: ssl.SSLContext | None = None
         if ssl_context is not None:
             self._ssl = ssl_context
@@ -169,6 +170,11 @@ class OperatorClient:
                 raise OperatorError(response.status, message[0][:300] if message else "")
             return data
         raise MasterUnreachable("too many redirects between masters")
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """This client's ``principal`` and ``secret``, for a client of another daemon (an
+        agent) that the same operator talks to."""
+        return self._principal, self._secret
 
     def call(self, call_type: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """A v1 operator call; returns its payload (``{}`` for calls that answer nothing)."""

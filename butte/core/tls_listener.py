@@ -193,3 +193,16 @@ def plain_paths_only(paths: frozenset[str]) -> Any:
         return await handler(request)
 
     return middleware
+
+
+async def listen_runner(runner: Any, host: str, port: int, tls: TlsListen | None) -> asyncio.Server:
+    """Binds an aiohttp ``AppRunner``'s server on ``host:port``: over TLS when ``tls`` is
+    given (plain HTTP too with LIBPROCESS_SSL_SUPPORT_DOWNGRADE), else plain. For the
+    framework REST listeners (``butte marathon``, ``butte chronos``), which honour
+    LIBPROCESS_SSL_* as the master and agent do."""
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    factory = server if tls is None else tls.wrap(server)
+    return await asyncio.get_running_loop().create_server(
+        factory, host, port, reuse_address=True, backlog=1024
+    )

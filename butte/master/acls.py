@@ -35,6 +35,9 @@ OBJECTS = {
     "destroy_volumes": "creator_principals",
     "get_quotas": "roles",
     "update_quotas": "roles",
+    # Mesos' older quota actions (before update_quotas).
+    "set_quotas": "roles",
+    "remove_quotas": "quota_principals",
     "view_frameworks": "users",
     "view_tasks": "users",
     "view_executors": "users",
@@ -52,12 +55,30 @@ OBJECTS = {
     "stop_maintenances": "machines",
     "get_maintenance_statuses": "machines",
     "launch_nested_containers": "users",
+    "launch_nested_container_sessions": "users",
     "kill_nested_containers": "users",
+    "wait_nested_containers": "users",
+    "remove_nested_containers": "users",
     "attach_containers_input": "users",
     "attach_containers_output": "users",
+    "view_containers": "users",
+    "launch_standalone_containers": "users",
+    "kill_standalone_containers": "users",
+    "wait_standalone_containers": "users",
+    "remove_standalone_containers": "users",
+    "view_standalone_containers": "users",
     "set_log_level": "level",
     "register_agents": "agents",
+    "reactivate_agents": "agents",
+    "view_flags": "flags",
+    "prune_images": "images",
+    "view_resource_providers": "resource_providers",
+    "mark_resource_providers_gone": "resource_providers",
+    "modify_resource_provider_configs": "resource_providers",
 }
+
+# The view_* / access_* actions that filter what state endpoints show (butte.master.view_acls).
+VIEW_ACTIONS = ("view_frameworks", "view_tasks", "view_executors", "view_roles")
 
 
 class AclError(ValueError):
@@ -99,7 +120,7 @@ def _entity(raw: Any, where: str) -> Entity:
         return Entity("SOME", frozenset(values))
     kind = raw.get("type", "ANY")
     if kind not in ("ANY", "NONE"):
-        raise AclError(f"{where}: 'type' must be ANY or NONE")
+        raise AclError(f"{where}: 'type' must be ANY or NONE (or 'values' given)")
     return Entity(kind)
 
 
@@ -116,6 +137,30 @@ class Acls:
             if subject.matches(principal) and target.matches(obj):
                 return subject.allows(principal) and target.allows(obj)
         return self.permissive
+
+    def authorized(self, action: str, principal: str | None, obj: str | None = None) -> bool:
+        """Whether ``principal`` may do ``action`` to ``obj`` (the same as `allowed`; the
+        name other modules call). ``obj`` is the action's object: a role, a user, an
+        agent id, a machine, ... (`OBJECTS` names which); None matches only ANY objects."""
+        return self.allowed(action, principal, obj)
+
+    def unrestricted(self, action: str) -> bool:
+        """True when every principal may do ``action`` to every object, whatever they are
+        (no rule could refuse it): callers skip per-object checks then, so the default,
+        permissive setup costs nothing per object."""
+        rules = self.rules.get(action, ())
+        if not rules:
+            return self.permissive
+        first_subject, first_target = rules[0]
+        # A leading ANY -> ANY rule decides everything; anything else may refuse someone.
+        return first_subject.kind == "ANY" and first_target.kind == "ANY"
+
+
+def authorized(acls: Acls, action: str, principal: str | None, obj: str | None = None) -> bool:
+    """Module-level form of `Acls.authorized`, for callers holding the ACLs as a value."""
+    if action not in OBJECTS:
+        raise KeyError(f"unknown ACL action '{action}'")
+    return acls.allowed(action, principal, obj)
 
 
 def parse_acls(text: str) -> Acls:

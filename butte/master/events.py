@@ -24,6 +24,7 @@ from aiohttp import web
 from butte.core.codec import encode_json, frame
 from butte.master.http import RecordStream, text_reply
 from butte.master.machine import MasterMachine
+from butte.master.view_acls import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class OperatorSubscribers:
         self._heartbeat_interval = heartbeat_interval
         self._limit = limit
         self._heartbeats: asyncio.Task | None = None
+        # Subscribers whose principal --acls restrict (`butte.master.view_acls`).
+        self._views: dict[RecordStream, Viewer] = {}
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -64,7 +67,13 @@ class OperatorSubscribers:
             return
         data = frame(encode_json(event))
         for sub in list(self._subscribers):
-            sub.put(data)
+            view = self._views.get(sub) if self._views else None
+            if view is None:
+                sub.put(data)
+                continue
+            narrowed = view.event(event)
+            if narrowed is not None:
+                sub.put(data if narrowed is event else frame(encode_json(narrowed)))
 
     def listen(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Has ``listener`` called with every event too, and the core build events while it
@@ -83,9 +92,14 @@ class OperatorSubscribers:
         self._machine.operator_subscribers = len(self._subscribers) + len(self._listeners)
 
     async def serve(
-        self, request: web.Request, snapshot: Callable[[], dict[str, Any]]
+        self,
+        request: web.Request,
+        snapshot: Callable[[], dict[str, Any]],
+        view: Viewer | None = None,
     ) -> web.StreamResponse:
-        """Answers one SUBSCRIBE call: the stream lives until the client goes away."""
+        """Answers one SUBSCRIBE call: the stream lives until the client goes away. With a
+        ``view`` (``--acls`` restrict what its principal may see) the snapshot and every
+        event are narrowed to it (`butte.master.view_acls`)."""
         if len(self._subscribers) >= self._limit:
             return text_reply(503, f"Too many operator subscribers (at most {self._limit})")
         sub = RecordStream(max_backlog=MAX_BACKLOG)
@@ -96,12 +110,16 @@ class OperatorSubscribers:
                 "heartbeat_interval_seconds": self._heartbeat_interval,
             },
         }
+        if view is not None:
+            subscribed = view.event(subscribed) or subscribed
+            self._views[sub] = view
         sub.put(frame(encode_json(subscribed)))
         sub.put(_HEARTBEAT)
         self._add(sub)
         try:
             return await sub.serve(request, {})
         finally:
+            self._views.pop(sub, None)
             self._remove(sub)
 
     def _add(self, sub: RecordStream) -> None:

@@ -20,6 +20,7 @@ Anything else is 404; an agent that is not connected answers 503.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import re
@@ -46,7 +47,20 @@ def _agent_tls() -> ssl.SSLContext | None:
 
 
 _REAL = re.compile(r"/slaves/([^/]+)/frameworks/")
+_OWNER = re.compile(r"/frameworks/([^/]+)/executors/")
+# The request being served by an operator call (LIST_FILES / READ_FILE), whose principal
+# and credentials go with the forwarded request.
+OPERATOR_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.ContextVar(
+    "operator_request", default=None
+)
 _VIRTUAL = re.compile(r"^/frameworks/([^/]+)/executors/([^/]+)/runs(/|$)")
+
+
+def _credentials(request: web.Request | None) -> dict[str, str]:
+    """The caller's own ``Authorization``, passed on to an agent run with
+    ``--authenticate_http_*`` (the agent checks it against its ``--http_credentials``)."""
+    value = request.headers.get("Authorization") if request is not None else None
+    return {"Authorization": value} if value else {}
 
 
 class FilesError(Exception):
@@ -71,8 +85,29 @@ class MasterFiles:
 
     # -- locating ----------------------------------------------------------------------------
 
-    def locate(self, path: str | None) -> tuple[Agent, str]:
-        """(the agent, the path to ask it for); raises FilesError."""
+    def sandbox_problem(self, path: str, principal: str | None) -> FilesError | None:
+        """403 when ``--acls`` do not let ``principal`` read this sandbox
+        (``access_sandboxes``, its object the framework's user), else None."""
+        acls = self.server.acls
+        if acls.unrestricted("access_sandboxes"):
+            return None
+        owner = _OWNER.search(path)
+        user: str | None = None
+        if owner is not None:
+            machine = self.server.machine
+            fw = machine.frameworks.get(owner.group(1)) or next(
+                (f for f in machine.completed_frameworks if f.framework_id == owner.group(1)),
+                None,
+            )
+            user = fw.info.user if fw is not None else None
+        if acls.allowed("access_sandboxes", principal, user):
+            return None
+        who = principal or "an unauthenticated principal"
+        return FilesError(403, f"Forbidden: {who} may not access this sandbox")
+
+    def locate(self, path: str | None, principal: str | None = None) -> tuple[Agent, str]:
+        """(the agent, the path to ask it for); raises FilesError (403: ``principal`` may
+        not read it)."""
         if not path:
             raise FilesError(400, "Expecting 'path' to be present")
         if ".." in path.split("/"):
@@ -88,6 +123,9 @@ class MasterFiles:
             agent_id = self._agent_of_executor(virtual.group(1), virtual.group(2))
         if agent_id is None:
             raise FilesError(404, f"No file or directory found at path '{path}'")
+        problem = self.sandbox_problem(path, principal)
+        if problem is not None:
+            raise problem
         agent = self.server.machine.agents.get(agent_id)
         if agent is None:
             raise FilesError(404, f"Agent {agent_id} of path '{path}' is not registered")
@@ -125,7 +163,7 @@ class MasterFiles:
     async def http_forward(self, request: web.Request) -> web.StreamResponse:
         """``/files/<op>?path=...``: the agent's answer, passed through."""
         try:
-            agent, path = self.locate(request.query.get("path"))
+            agent, path = self.locate(request.query.get("path"), request.get("principal"))
         except FilesError as e:
             return text_reply(e.status, e.message)
         operation = request.path.rstrip("/").rsplit("/", 1)[-1]
@@ -133,7 +171,9 @@ class MasterFiles:
         url = f"{self._base(agent)}/files/{operation}"
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-                async with session.get(url, params=params, ssl=_agent_tls() or True) as upstream:
+                async with session.get(
+                    url, params=params, headers=_credentials(request), ssl=_agent_tls() or True
+                ) as upstream:
                     headers = {
                         k: v
                         for k, v in upstream.headers.items()
@@ -152,8 +192,10 @@ class MasterFiles:
 
     async def operator_call(self, call_type: str, payload: dict[str, Any]) -> web.Response:
         """LIST_FILES / READ_FILE: the same call sent to the agent's operator API."""
+        request = OPERATOR_REQUEST.get()
+        principal = request.get("principal") if request is not None else None
         try:
-            agent, path = self.locate(payload.get("path"))
+            agent, path = self.locate(payload.get("path"), principal)
         except FilesError as e:
             return text_reply(e.status, e.message)
         body = {"type": call_type, call_type.lower(): {**payload, "path": path}}
@@ -162,7 +204,7 @@ class MasterFiles:
                 async with session.post(
                     f"{self._base(agent)}/api/v1",
                     data=encode_json(body),
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", **_credentials(request)},
                     ssl=_agent_tls() or True,
                 ) as upstream:
                     data = await upstream.read()

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from butte.core.resources import validate_role
-from butte.master import operator_views, state_json
+from butte.master import operator_views, state_json, view_acls
 from butte.master.http import PrefixRouter, json_reply, text_reply
 from butte.master.shell_api import MasterShell
 from butte.master.state import Framework, Task
@@ -114,9 +114,16 @@ class LegacyEndpoints:
             full["slave_ids"] = sorted({t.agent_id for t in fw.tasks.values()})
             summaries.append(full)
         info = machine.master_info
+        view = self._viewer(request)
+        if view is not None:
+            summaries = view.legacy_frameworks(summaries)
         return self._reply(
             request, {"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries}
         )
+
+    def _viewer(self, request: web.Request) -> view_acls.Viewer | None:
+        """The caller's view under ``--acls`` (None: it may see everything)."""
+        return view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
 
     async def frameworks(self, request: web.Request) -> web.Response:
         machine = self.machine
@@ -125,22 +132,21 @@ class LegacyEndpoints:
         def keep(fw: Framework) -> bool:
             return wanted is None or fw.framework_id == wanted
 
-        return self._reply(
-            request,
-            {
-                "frameworks": [
-                    state_json.legacy_framework(machine, f)
-                    for f in machine.frameworks.values()
-                    if keep(f)
-                ],
-                "completed_frameworks": [
-                    state_json.legacy_framework(machine, f)
-                    for f in machine.completed_frameworks
-                    if keep(f)
-                ],
-                "unregistered_frameworks": [],
-            },
-        )
+        doc: dict[str, Any] = {
+            "frameworks": [
+                state_json.legacy_framework(machine, f)
+                for f in machine.frameworks.values()
+                if keep(f)
+            ],
+            "completed_frameworks": [
+                state_json.legacy_framework(machine, f)
+                for f in machine.completed_frameworks
+                if keep(f)
+            ],
+            "unregistered_frameworks": [],
+        }
+        view = self._viewer(request)
+        return self._reply(request, doc if view is None else view.legacy_state(doc))
 
     async def slaves(self, request: web.Request) -> web.Response:
         machine = self.machine
@@ -180,6 +186,9 @@ class LegacyEndpoints:
             for _, task in operator_views.all_tasks(self.machine)
             if (fid is None or task.framework_id == fid) and (tid is None or task.task_id == tid)
         ]
+        view = self._viewer(request)
+        if view is not None:
+            tasks = [t for t in tasks if view.task({"framework_id": t.framework_id})]
         tasks.sort(key=_start_time, reverse=order == "des")
         end = len(tasks) if limit < 0 else offset + min(limit, MAX_TASKS_LIMIT)
         page = tasks[offset:end]

@@ -13,6 +13,7 @@ import signal
 from butte.coord.interface import CoordinationError
 from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
+from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
 from butte.core.tls import TlsConfig, TlsError
@@ -154,7 +155,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
         "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
-        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level are enforced)",
+        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level, view_frameworks, "
+        "view_tasks, view_executors, access_sandboxes are enforced; docs/security.md)",
     )
     parser.add_argument(
         "--http_header_timeout",
@@ -168,6 +170,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=64 * 1024 * 1024,
         help="bytes of events a scheduler's stream may fall behind its reader before the "
         "master drops it (counted in master/scheduler_streams_closed_slow; default 64 MiB)",
+    )
+    parser.add_argument(
+        "--max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open HTTP connections the master accepts at once; more are answered 503 and "
+        f"closed, open ones are kept (0: no limit; butte's own flag; default "
+        f"{DEFAULT_MAX_CONNECTIONS})",
     )
     parser.add_argument(
         "--logging_level",
@@ -199,6 +209,8 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             raise ValueError(f"--{name} must be positive")
     if not 0 < args.port < 65536:
         raise ValueError(f"--port {args.port} is out of range")
+    if args.max_connections < 0:
+        raise ValueError("--max_connections must not be negative")
     if args.max_stream_backlog < 64 * 1024:
         raise ValueError("--max_stream_backlog must be at least 65536 bytes")
     removal_limit = parse_rate_limit(args.agent_removal_rate_limit, "agent_removal_rate_limit")
@@ -211,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         auth=auth_config(args),
         tls=tls_flag(),
         max_stream_backlog=args.max_stream_backlog,
+        max_connections=args.max_connections,
         ip=args.ip,
         port=args.port,
         hostname=args.hostname,

@@ -31,10 +31,10 @@ from butte.core.operator import (
     decode_call,
     payload_problem,
 )
-from butte.master import operator_views, state_json
+from butte.master import operator_views, state_json, view_acls
 from butte.master.effects import Effect
 from butte.master.events import OperatorSubscribers
-from butte.master.files import MasterFiles
+from butte.master.files import OPERATOR_REQUEST, MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
 from butte.master.legacy import LegacyEndpoints, weights_problem
 from butte.master.metrics import master_metrics
@@ -80,6 +80,7 @@ class OperatorApi:
         """The ``/metrics/snapshot`` figures."""
         out = master_metrics(self.machine, self.now(), self.server.leadership.leading)
         out["master/scheduler_streams_closed_slow"] = float(self.server.slow_streams_closed)
+        out["master/connections_refused"] = float(self.server.connection_limit.refused)
         return out
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -92,8 +93,9 @@ class OperatorApi:
             call = decode_call(body)
         except DecodeError as e:
             return text_reply(400, f"Failed to validate master::Call: {e}")
+        view = view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
         if call.type == "SUBSCRIBE":
-            return await self.events.serve(request, self.get_state)
+            return await self.events.serve(request, self.get_state, view)
         handler = MASTER_CALLS.get(call.type)
         if handler is None:
             return text_reply(400, f"Unsupported master::Call type '{call.type[:60]}'")
@@ -103,11 +105,14 @@ class OperatorApi:
         forbidden = self._unauthorized(call, request.get("principal"))
         if forbidden is not None:
             return text_reply(403, forbidden)
+        OPERATOR_REQUEST.set(request)  # this request's task only: LIST_FILES / READ_FILE
         answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
         if answer is None:
             return text_reply(200)
+        if view is not None:  # --acls restrict views: only what this principal may see
+            answer = view.answer(call.type, answer)
         return json_reply({"type": call.type, call.type.lower(): answer})
 
     def _unauthorized(self, call: OperatorCall, principal: str | None) -> str | None:

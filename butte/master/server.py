@@ -29,6 +29,7 @@ from butte.coord.leadership import Leadership, Role
 from butte.core import internal
 from butte.core.clock import Clock, SystemClock
 from butte.core.codec import encode_json, record
+from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from butte.core.ids import IdGenerator
 from butte.core.messages import (
     SCHEDULER_CALL_TYPES,
@@ -38,7 +39,7 @@ from butte.core.messages import (
     decode,
 )
 from butte.core.tls_listener import TlsListen
-from butte.master import fast_http, state_json, ui_api, views, webui
+from butte.master import fast_http, state_json, ui_api, view_acls, views, webui
 from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
@@ -107,6 +108,8 @@ class MasterConfig:
     http_header_timeout: float = fast_http.HEADER_TIMEOUT
     # --max_stream_backlog: bytes a scheduler stream may fall behind before it is dropped.
     max_stream_backlog: int = MAX_SCHEDULER_BACKLOG
+    # --max_connections: open connections accepted at once (0: no limit).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # --authenticate_* and the credentials (butte.master.auth).
     auth: AuthConfig = field(default_factory=AuthConfig)
     # LIBPROCESS_SSL_*: the listener speaks TLS (None: plain HTTP).
@@ -158,6 +161,8 @@ class MasterServer:
         self._streams: dict[str, RecordStream] = {}
         # Scheduler streams dropped because their reader fell too far behind.
         self.slow_streams_closed = 0
+        # --max_connections (replaced by the listener's own when it is bound).
+        self.connection_limit = ConnectionLimit(0)
         self._agents: dict[str, _AgentLink | AgentWebSocket] = {}
         self._agent_connections = itertools.count(1)
         # Messages of agents that connected while the registry was being recovered, per
@@ -218,8 +223,9 @@ class MasterServer:
             )
 
         tls = self.config.tls
+        self.connection_limit = ConnectionLimit(self.config.max_connections, tls is None)
         self._listener = await asyncio.get_running_loop().create_server(
-            fast_path if tls is None else tls.wrap(fast_path),
+            self.connection_limit.wrap(fast_path if tls is None else tls.wrap(fast_path)),
             self.config.ip,
             self.config.port,
             reuse_address=True,
@@ -495,6 +501,10 @@ class MasterServer:
         data = self.state_snapshots.master_state(
             self.machine, self.config.flags, MESOS_COMPAT_VERSION, self.elected_time
         )
+        view = view_acls.viewer(self.acls, request.get("principal"), self.machine)
+        if view is not None:  # --acls restrict views: this principal's copy
+            narrowed = view.legacy_state(msgspec.json.decode(data))
+            return json_reply(narrowed, jsonp=request.query.get("jsonp"))
         return json_reply(msgspec.Raw(data), jsonp=request.query.get("jsonp"))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from butte.coord.leadership import Leadership
 from butte.core.clock import Clock
+from butte.core.conn_limit import ConnectionLimit
 from butte.master.acls import Acls
 from butte.master.effects import Effect
 from butte.master.http import PrefixRouter
@@ -53,6 +54,10 @@ class MasterShell(Protocol):
     @property
     def slow_streams_closed(self) -> int:
         """Scheduler streams dropped because their reader fell too far behind."""
+
+    @property
+    def connection_limit(self) -> ConnectionLimit:
+        """--max_connections: how many connections it refused (butte.core.conn_limit)."""
 
     def apply(self, effects: list[Effect]) -> None:
         """Carries out effects the core returned (see `MasterServer.apply`)."""

@@ -87,11 +87,27 @@ class TaskListing:
     tasks: list[Task]
     search: list[str]
 
-    def page(self, query: TaskQuery, render: Callable[[Task], Any]) -> dict[str, Any]:
+    def page(
+        self,
+        query: TaskQuery,
+        render: Callable[[Task], Any],
+        allow: Callable[[Task], bool] | None = None,
+    ) -> dict[str, Any]:
         """``{tasks, has_more, scanned, total}``: one page of matching tasks, rendered. A
         filtered page is found by scanning from the newest until it is full (and one more,
-        for ``has_more``); ``scanned`` says how far that went."""
+        for ``has_more``); ``scanned`` says how far that went. ``allow`` (``--acls``
+        view_tasks) hides tasks the caller may not view: ``total`` then counts only
+        those it may."""
         end = query.offset + query.limit
+        if allow is not None:
+            visible = [(t, s) for t, s in zip(self.tasks, self.search, strict=True) if allow(t)]
+            matching = [t for t, s in visible if query.keep(t, s)]
+            return {
+                "tasks": [render(t) for t in matching[query.offset : end]],
+                "has_more": len(matching) > end,
+                "scanned": len(self.tasks),
+                "total": len(visible),
+            }
         if not query.filtered:
             chosen = self.tasks[query.offset : end]
             more = len(self.tasks) > end

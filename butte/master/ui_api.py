@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from butte.master import browse, history, state_json, task_listing, task_usage
+from butte.master import browse, history, state_json, task_listing, task_usage, view_acls
 from butte.master.http import json_reply, text_reply
 from butte.master.ui_feed import ChangeFeed
 
@@ -104,7 +104,12 @@ class UiApi:
             self.framework_listings,
             lambda listings: listings[1 if done else 0],
             lambda ids: browse.framework_rows_by_id(self.machine, ids, done),
+            self._viewer(request),
         )
+
+    def _viewer(self, request: web.Request) -> view_acls.Viewer | None:
+        """The caller's view under ``--acls`` (None: it may see everything)."""
+        return view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
 
     def _page(
         self,
@@ -112,6 +117,7 @@ class UiApi:
         listings: browse.Rebuilt[Any],
         pick: Callable[[Any], browse.Listing],
         by_id: Callable[[tuple[str, ...]], list[browse.Row]],
+        view: view_acls.Viewer | None = None,
     ) -> web.StreamResponse:
         """One page of a listing, or (``id=``, a hostname or name lookup) just those rows,
         found without building the listing."""
@@ -130,6 +136,9 @@ class UiApi:
                 answer["snapshot"] = listings.freshness()
         except browse.QueryError as e:
             return text_reply(400, str(e))
+        if view is not None:  # --acls: only the frameworks the caller may view
+            answer["rows"] = [r for r in answer["rows"] if view.framework(r["id"], r["user"])]
+            answer["count"], answer["total"] = len(answer["rows"]), None
         return json_reply(answer)
 
     async def tasks(self, request: web.Request) -> web.StreamResponse:
@@ -140,7 +149,9 @@ class UiApi:
             query = task_listing.TaskQuery.parse(request.query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
-        answer = self.task_listings.current().page(query, state_json.legacy_task)
+        view = self._viewer(request)
+        allow = None if view is None else (lambda t: view.task({"framework_id": t.framework_id}))
+        answer = self.task_listings.current().page(query, state_json.legacy_task, allow)
         answer["snapshot"] = self.task_listings.freshness()
         return json_reply(answer)
 

@@ -4,10 +4,13 @@ run as (TASK_ERROR, REASON_TASK_UNAUTHORIZED)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from master_kit import Harness, command_task, launch_body
 
-from butte.master.acls import AclError, parse_acls
+from butte.master.acls import AclError, Acls, parse_acls
 from butte.master.core import MasterOptions
 
 
@@ -78,3 +81,61 @@ def test_the_core_refuses_a_launch_as_a_user_the_principal_may_not_use() -> None
     [status] = h.updates(stream)
     assert status["task_id"] == {"value": "as-root"} and status["state"] == "TASK_ERROR"
     assert status["reason"] == "REASON_TASK_UNAUTHORIZED" and "'root'" in status["message"]
+
+
+def test_every_mesos_action_in_the_issue_parses_in_mesos_json_form() -> None:
+    from butte.master.acls import OBJECTS, authorized
+
+    actions = [
+        "reserve_resources", "unreserve_resources", "create_volumes", "destroy_volumes",
+        "get_quotas", "update_quotas", "get_maintenance_schedules",
+        "update_maintenance_schedules", "start_maintenances", "stop_maintenances",
+        "get_maintenance_statuses", "launch_nested_containers", "attach_containers_input",
+        "attach_containers_output", "view_frameworks", "view_tasks", "view_executors",
+        "access_sandboxes", "access_mesos_logs", "view_containers", "kill_nested_containers",
+    ]  # fmt: skip
+    doc = {"permissive": False}
+    for action in actions:
+        doc[action] = [
+            {"principals": {"values": ["ops"]}, OBJECTS[action]: {"type": "ANY"}},
+            {"principals": {"type": "ANY"}, OBJECTS[action]: {"type": "NONE"}},
+        ]
+    acls = parse_acls(json.dumps(doc))
+    for action in actions:
+        assert authorized(acls, action, "ops", "anything")
+        assert acls.authorized(action, "ops")
+        assert not authorized(acls, action, "dev", "anything")
+        assert not acls.unrestricted(action)
+    with pytest.raises(KeyError):
+        authorized(acls, "no_such_action", "ops")
+
+
+def test_unrestricted_only_when_no_rule_can_refuse() -> None:
+    assert Acls().unrestricted("view_tasks")
+    assert not Acls(permissive=False).unrestricted("view_tasks")
+    anyone = parse_acls(
+        '{"permissive": false, "view_tasks": [{"principals": {"type": "ANY"},'
+        ' "users": {"type": "ANY"}}]}'
+    )
+    assert anyone.unrestricted("view_tasks")
+    some = parse_acls(
+        '{"permissive": false, "view_tasks": [{"principals": {"values": ["a"]},'
+        ' "users": {"type": "SOME", "values": ["x"]}}]}'
+    )
+    assert not some.unrestricted("view_tasks")
+    assert some.allowed("view_tasks", "a", "x") and not some.allowed("view_tasks", "a", "y")
+
+
+def test_views_cost_nothing_without_view_acls() -> None:
+    from butte.master.view_acls import viewer
+
+    machine: Any = None  # never looked at when no view can be restricted
+    assert viewer(Acls(), "anyone", machine) is None
+    others = parse_acls(
+        '{"run_tasks": [{"principals": {"type": "ANY"}, "users": {"type": "NONE"}}]}'
+    )
+    assert viewer(others, None, machine) is None
+    views = parse_acls(
+        '{"view_tasks": [{"principals": {"values": ["a"]}, "users": {"values": ["a"]}}]}'
+    )
+    assert viewer(views, "a", machine) is not None

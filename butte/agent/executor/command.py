@@ -200,7 +200,9 @@ class Executor:
         self.backoff_max = lite.parse_duration(
             environ.get("MESOS_SUBSCRIPTION_BACKOFF_MAX", "2secs"), 2.0
         )
-        self.calls = lite.HttpConnection(self.host, self.port)
+        # With --authenticate_http_executors the agent wants this token with every call.
+        self.token = environ.get("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", "")
+        self.calls = lite.HttpConnection(self.host, self.port, self.token)
         self.poller = select.epoll()
         self.tasks: dict[str, TaskProcess] = {}
         self.by_pidfd: dict[int, TaskProcess] = {}
@@ -252,7 +254,10 @@ class Executor:
         }
         try:
             sock = lite.connect(self.host, self.port)
-            sock.sendall(lite.request_bytes(self.host, self.port, EXECUTOR_PATH, lite.dumps(body)))
+            request = lite.request_bytes(
+                self.host, self.port, EXECUTOR_PATH, lite.dumps(body), token=self.token
+            )
+            sock.sendall(request)
             buffer = bytearray()
             status, headers = lite.read_head(sock, buffer)
         except (OSError, lite.HttpError) as e:

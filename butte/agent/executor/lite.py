@@ -140,13 +140,18 @@ def connect(host: str, port: int, timeout: float | None = 10.0) -> _socket.socke
     raise HttpError(f"cannot connect to {host}:{port}: {last}")
 
 
-def request_bytes(host: str, port: int, path: str, body: bytes, keep_alive: bool = True) -> bytes:
-    """The bytes of a JSON POST request."""
+def request_bytes(
+    host: str, port: int, path: str, body: bytes, keep_alive: bool = True, token: str = ""
+) -> bytes:
+    """The bytes of a JSON POST request (with ``Authorization: Bearer <token>`` when a token
+    is given: the executor's own, MESOS_EXECUTOR_AUTHENTICATION_TOKEN)."""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Content-Type: application/json\r\nAccept: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
     )
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
     if not keep_alive:
         head += "Connection: close\r\n"
     return head.encode() + b"\r\n" + body
@@ -180,9 +185,10 @@ def read_head(sock: _socket.socket, buffer: bytearray) -> tuple[int, dict[str, s
 class HttpConnection:
     """A keep-alive connection for JSON POSTs that get small non-streaming answers."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str = "") -> None:
         self.host = host
         self.port = port
+        self.token = token
         self._sock: _socket.socket | None = None
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
@@ -202,7 +208,7 @@ class HttpConnection:
 
     def _exchange(self, path: str, body: bytes) -> tuple[int, bytes]:
         assert self._sock is not None
-        self._sock.sendall(request_bytes(self.host, self.port, path, body))
+        self._sock.sendall(request_bytes(self.host, self.port, path, body, token=self.token))
         buffer = bytearray()
         status, headers = read_head(self._sock, buffer)
         length = int(headers.get("content-length", "0"))

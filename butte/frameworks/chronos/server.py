@@ -31,6 +31,8 @@ import aiohttp
 from aiohttp import web
 
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
+from butte.core.tls import TlsError, client_context_for
+from butte.core.tls_listener import TlsListen, listen_runner
 from butte.frameworks.chronos import core as c
 from butte.frameworks.chronos.rest import MAX_BODY, ROUTES, Handler, error
 from butte.frameworks.chronos.store import SqliteStore, Store, StoreError, ZooKeeperStore
@@ -78,6 +80,8 @@ class ChronosServer:
         self._stop: asyncio.Future[int] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._proxy: aiohttp.ClientSession | None = None
+        # "https" when LIBPROCESS_SSL_ENABLED: the API (and the leader a standby forwards to).
+        self.scheme = "http"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -86,11 +90,19 @@ class ChronosServer:
         self._stop = loop.create_future()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._finish, 0)
+        try:  # LIBPROCESS_SSL_*: the API speaks TLS, as the master does
+            tls = TlsListen.from_env(os.environ)
+        except TlsError as e:
+            log.error("%s", e)
+            return 2
+        self.scheme = "https" if tls is not None else "http"
         runner = web.AppRunner(self.make_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.http_address, self.settings.http_port)
-        await site.start()
-        log.info("Chronos API on http://%s:%d", self.settings.http_address, self.settings.http_port)
+        settings = self.settings
+        listener = await listen_runner(runner, settings.http_address, settings.http_port, tls)
+        log.info(
+            "Chronos API on %s://%s:%d", self.scheme, settings.http_address, settings.http_port
+        )
         try:
             if self.settings.zk:
                 await self._contend()
@@ -111,6 +123,7 @@ class ChronosServer:
                 await self.contender.stop()
             if self._proxy is not None:
                 await self._proxy.close()
+            listener.close()
             await runner.cleanup()
             if self.store is not None:
                 self.store.close()
@@ -253,7 +266,7 @@ class ChronosServer:
             "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"}],
             "failover_timeout": self.settings.failover_timeout,
             "checkpoint": True,
-            "webui_url": f"http://{self._info()['hostname']}:{self.settings.http_port}/",
+            "webui_url": f"{self.scheme}://{self._info()['hostname']}:{self.settings.http_port}/",
         }
         if self.framework_id:
             info["id"] = {"value": self.framework_id}
@@ -333,7 +346,7 @@ class ChronosServer:
 
     def master_url(self) -> str:
         leader = self.client.leader if self.client is not None else ""
-        return f"http://{leader}" if leader else ""
+        return f"{self.scheme}://{leader}" if leader else ""
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -356,13 +369,14 @@ class ChronosServer:
         leader = self.leader_info
         if not leader or leader.get("pid") == os.getpid():
             return error(503, "no leading chronos scheduler is known yet; retry shortly")
-        url = f"http://{leader['hostname']}:{leader['http_port']}{request.path_qs}"
+        url = f"{self.scheme}://{leader['hostname']}:{leader['http_port']}{request.path_qs}"
+        tls = client_context_for(self.scheme, os.environ) if self.scheme == "https" else None
         if self._proxy is None:
             self._proxy = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             async with self._proxy.request(
-                request.method, url, data=await request.read(), headers=headers
+                request.method, url, data=await request.read(), headers=headers, ssl=tls or True
             ) as answer:
                 body = await answer.read()
                 ctype = answer.headers.get("Content-Type")

@@ -125,6 +125,10 @@ class MarathonShell(Protocol):
     def hub(self) -> Events: ...
 
     @property
+    def scheme(self) -> str:
+        """ "https" when the REST API speaks TLS (LIBPROCESS_SSL_ENABLED), else "http"."""
+
+    @property
     def zk(self) -> ZkUrl | None:
         """``--zk`` (None: a single instance, nothing to abdicate to)."""
 
@@ -195,7 +199,7 @@ class Api:
         if request.headers.get(PROXY_HEADER):
             raise ApiError(503, {"message": "proxied to a standby: the leader just changed"})
         if request.path == "/v2/events":
-            raise web.HTTPTemporaryRedirect(f"http://{leader}{request.path_qs}")
+            raise web.HTTPTemporaryRedirect(f"{self.service.scheme}://{leader}{request.path_qs}")
         return await self.service.proxy(request, leader)
 
     # -- misc ------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from butte.cli.common import CliError
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
 from butte.coord.url import ZkUrl, parse_zk_url
 from butte.coord.zookeeper import ZooKeeperContender
+from butte.core.tls import TlsError, client_context_for
+from butte.core.tls_listener import TlsListen, listen_runner
 from butte.frameworks.marathon.api import PROXY_HEADER, Api
 from butte.frameworks.marathon.model import (
     Decline,
@@ -112,6 +114,8 @@ class Service:
         self._main: asyncio.Task[Any] | None = None
         self._proxy_session: aiohttp.ClientSession | None = None
         self._probe_session: aiohttp.ClientSession | None = None
+        # "https" when LIBPROCESS_SSL_ENABLED: the REST API (and the leader it proxies to).
+        self.scheme = "http"
         self._offer_calls = asyncio.Lock()
         self._pending_acks: list[dict[str, Any]] = []
         # --zk: the records a standby kept current while it waited (None: read at election)
@@ -175,13 +179,21 @@ class Service:
         headers = {k: v for k, v in request.headers.items() if k.lower() in _FORWARDED}
         headers[PROXY_HEADER] = self.own_address()
         body = await request.read()
-        url = f"http://{leader}{request.path_qs}"
+        url = f"{self.scheme}://{leader}{request.path_qs}"
+        ssl_context = (
+            client_context_for(self.scheme, os.environ) if self.scheme == "https" else None
+        )
         try:
             async with self._proxy_session.request(
-                request.method, url, data=body, headers=headers, allow_redirects=False
+                request.method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                ssl=ssl_context or True,
             ) as r:
                 data = await r.read()
-                out = {"X-Marathon-Leader": f"http://{leader}"}
+                out = {"X-Marathon-Leader": f"{self.scheme}://{leader}"}
                 if "Content-Type" in r.headers:
                     out["Content-Type"] = r.headers["Content-Type"]
                 return web.Response(status=r.status, body=data, headers=out)
@@ -362,7 +374,7 @@ class Service:
             "checkpoint": True,
             "failover_timeout": float(self.args.failover_timeout),
             "hostname": self.args.hostname,
-            "webui_url": f"http://{self.own_address()}/ui",
+            "webui_url": f"{self.scheme}://{self.own_address()}/ui",
             # GPU_RESOURCES: apps may ask for `gpus` (GPU agents are offered to it at all).
             "capabilities": [
                 {"type": "PARTITION_AWARE"},
@@ -401,14 +413,20 @@ class Service:
                 await self.contender.stop()
 
     async def _run(self) -> int:
+        try:  # LIBPROCESS_SSL_*: the REST API speaks TLS, as the master does
+            tls = TlsListen.from_env(os.environ)
+        except TlsError as e:
+            log.error("%s", e)
+            return 2
         runner = web.AppRunner(Api(self).app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.args.http_address, self.args.http_port)
-        await site.start()
-        log.info("REST API on http://%s:%d", self.args.http_address, self.args.http_port)
+        listener = await listen_runner(runner, self.args.http_address, self.args.http_port, tls)
+        self.scheme = "https" if tls is not None else "http"
+        log.info("REST API on %s://%s:%d", self.scheme, self.args.http_address, self.args.http_port)
         try:
             return await self._lead()
         finally:
+            listener.close()
             await runner.cleanup()
 
     async def _lead(self) -> int:
@@ -472,7 +490,7 @@ class Service:
                 "failover_timeout": args.failover_timeout,
                 "task_launch_timeout": args.task_launch_timeout,
                 "ha": self.zk is not None,
-                "webui_url": f"http://{self.own_address()}/ui",
+                "webui_url": f"{self.scheme}://{self.own_address()}/ui",
             },
             "zookeeper_config": {
                 "zk": args.zk,

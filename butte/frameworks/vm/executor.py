@@ -139,6 +139,7 @@ class VmExecutor:
         self.endpoint = environ["MESOS_AGENT_ENDPOINT"]
         self.framework_id = environ["MESOS_FRAMEWORK_ID"]
         self.executor_id = environ["MESOS_EXECUTOR_ID"]
+        self.token = environ.get("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", "")
         self.sandbox = environ.get("MESOS_SANDBOX") or os.getcwd()
         self.checkpoint = environ.get("MESOS_CHECKPOINT") == "1"
         self.recovery_timeout = _duration(environ.get("MESOS_RECOVERY_TIMEOUT"), 900.0)
@@ -169,7 +170,11 @@ class VmExecutor:
         }
 
     async def run(self) -> int:
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=5))
+        # With --authenticate_http_executors the agent wants the executor's token every call.
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(sock_connect=5),
+            headers={"Authorization": f"Bearer {self.token}"} if self.token else None,
+        )
         try:
             while not self.done.is_set():
                 connected = await self._subscribe_and_serve()
