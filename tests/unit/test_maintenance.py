@@ -321,3 +321,32 @@ def test_framework_disconnect_drops_its_inverse_offers(h: Harness) -> None:
     h.allocate()
     assert not h.master.maintenance.inverse_offers
     assert aid in h.master.agents
+
+
+def test_sqlite_registry_keeps_maintenance_and_prunes(tmp_path) -> None:
+    from butte.coord.interface import MarkGone, MarkUnreachable, PruneAgents
+    from butte.coord.standalone import MemoryRegistry, SqliteRegistry
+
+    state = {"schedule": {"windows": [window("a")]}, "down_machines": [{"hostname": "a"}]}
+    ops = [
+        MarkUnreachable("u1", 1.0),
+        MarkUnreachable("u2", 2.0),
+        MarkGone("g1", 3.0),
+        UpdateMaintenance(state),
+        PruneAgents(unreachable=("u1",), gone=("g1",)),
+    ]
+    registry = SqliteRegistry(str(tmp_path))
+    registry.open()
+    registry.apply(ops)
+    registry.close()
+    again = SqliteRegistry(str(tmp_path))
+    again.open()
+    try:
+        loaded = again.load()
+    finally:
+        again.close()
+    assert loaded.maintenance == state
+    assert loaded.unreachable == {"u2": 2.0} and loaded.gone == {}
+    memory = MemoryRegistry()
+    memory.apply(ops)
+    assert memory.load().maintenance == state and memory.load().unreachable == {"u2": 2.0}
