@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 import requests
-from operator_kit import EventStream, call, post, wait_for
+from operator_kit import JSON, EventStream, call, post, wait_for
 
+from butte.core.auth import basic_header
 from butte.testing.require import require_module
 
 pymesos = require_module("pymesos")
@@ -249,3 +250,46 @@ def _serving(url: str) -> bool:
         )
     except (requests.RequestException, AssertionError):
         return False
+
+
+def test_maintenance_acls(cluster_factory, tmp_path):
+    secrets = {"ops": "s1", "other": "s2"}
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{p} {s}\n" for p, s in secrets.items()))
+    acls = {
+        "update_maintenance_schedules": [
+            {"principals": {"values": ["ops"]}, "machines": {"type": "ANY"}},
+            {"principals": {"type": "ANY"}, "machines": {"type": "NONE"}},
+        ],
+        "start_maintenances": [{"principals": {"type": "ANY"}, "machines": {"type": "NONE"}}],
+    }
+    cluster = cluster_factory(
+        master_flags=[
+            "--authenticate_http_readwrite",
+            f"--credentials={creds}",
+            f"--acls={json.dumps(acls)}",
+        ]
+    )
+    url = cluster.master_url
+
+    def headers(principal: str) -> dict[str, str]:
+        return {"Authorization": basic_header(principal, secrets[principal]), **JSON}
+
+    body = json.dumps(schedule_of(MACHINE))
+    denied = requests.post(
+        url + "/maintenance/schedule", data=body, headers=headers("other"), timeout=10
+    )
+    assert denied.status_code == 403 and "update_maintenance_schedules" in denied.text
+    update = {"type": "UPDATE_MAINTENANCE_SCHEDULE"}
+    update["update_maintenance_schedule"] = {"schedule": schedule_of(MACHINE)}
+    denied = requests.post(url + "/api/v1", json=update, headers=headers("other"), timeout=10)
+    assert denied.status_code == 403
+    allowed = requests.post(
+        url + "/maintenance/schedule", data=body, headers=headers("ops"), timeout=10
+    )
+    assert allowed.status_code == 200, allowed.text
+    down = {"type": "START_MAINTENANCE", "start_maintenance": {"machines": [MACHINE]}}
+    denied = requests.post(url + "/api/v1", json=down, headers=headers("ops"), timeout=10)
+    assert denied.status_code == 403 and "start_maintenances" in denied.text
+    schedule = requests.get(url + "/maintenance/schedule", headers=headers("ops"), timeout=10)
+    assert schedule.json() == schedule_of(MACHINE)
