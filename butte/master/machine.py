@@ -798,6 +798,11 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
                 assert self.connections.get(agent.connection_id or "") == aid
         for sid, fid in self.streams.items():
             assert self.frameworks[fid].stream_id == sid
+        maintenance = self.maintenance
+        assert len(maintenance.outstanding) == len(maintenance.inverse_offers)
+        for (fid, agent_id), ioid in maintenance.outstanding.items():
+            io = maintenance.inverse_offers[ioid]
+            assert (io.framework_id, io.agent_id) == (fid, agent_id), ioid
         self.allocator.check_invariants()
         for fid in self.frameworks:
             assert self.allocator.allocated(fid) == self._held_by(fid), fid
