@@ -384,7 +384,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             offer = self.offers.get(offer_id)
             if offer is not None and offer.role in removed_roles:
                 self._rescind(offer, now)
-        if constraints != fw.offer_constraints:
+        if offer_constraints.raw_of(constraints) != offer_constraints.raw_of(fw.offer_constraints):
             fw.offer_constraints = constraints
             self._rescind_unconstrained(fw, now)
             # Allocations refused under the old constraints may be welcome now.

@@ -14,30 +14,32 @@ when every constraint in it is. Pseudo-attributes are the agent's HOSTNAME and i
 domain's REGION and ZONE. The text predicates look at TEXT attributes; as in Mesos, an
 attribute of another type (SCALAR, RANGES, SET) satisfies any text predicate, and
 ``text_not_equals`` is satisfied by a missing attribute. ``text_matches`` must match the whole
-value. Regular expressions are checked against RE2's syntax (what Mesos accepts): Python
-constructs RE2 lacks (backreferences, lookaround, atomic groups, possessive quantifiers,
-conditionals) are refused, as is anything longer than `MAX_REGEX_LENGTH`.
+value. Regular expressions are RE2's, as in Mesos (the ``google-re2`` package): its syntax is
+what is accepted, and matching takes linear time, so a framework's pattern cannot stall the
+allocation loop (Python's backtracking ``re`` could be made to). Patterns longer than
+`MAX_REGEX_LENGTH` or compiling to more than `MAX_PROGRAM_SIZE` instructions are refused.
 Pure: `parse` answers the constraints or an error message for a 400.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from butte.core.resources import Attribute
 
+try:
+    import re2
+except ImportError:  # pragma: no cover - a runtime dependency; refused clearly without it
+    re2 = None
+
 PSEUDOATTRIBUTES = frozenset({"HOSTNAME", "REGION", "ZONE"})
 PREDICATES = frozenset({"exists", "not_exists", "text_equals", "text_not_equals", "text_matches"})
 MAX_REGEX_LENGTH = 4096
+MAX_PROGRAM_SIZE = 2000
+RE2_MAX_MEM = 1 << 20
 MAX_CONSTRAINTS = 10_000
-
-# Python-only regex syntax that RE2 refuses (so a framework gets the error Mesos would give).
-_NOT_RE2 = re.compile(
-    r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?>|\(\?P=|\(\?\(|[*+?}]\+|\\[Z]"  # noqa: ISC001
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,7 @@ class Constraint:
     pseudo: str | None
     predicate: str
     value: str = ""
-    regex: re.Pattern[str] | None = None
+    regex: Any = None  # a compiled RE2 pattern
 
     def allows(self, hostname: str, attributes: Sequence[Attribute], domain: Any) -> bool:
         found, text = self._lookup(hostname, attributes, domain)
@@ -104,6 +106,11 @@ class OfferConstraints:
         if groups is None:
             return True
         return any(all(c.allows(hostname, attributes, domain) for c in g) for g in groups)
+
+
+def raw_of(constraints: OfferConstraints | None) -> Mapping[str, Any] | None:
+    """What the framework sent (compiled patterns do not compare by value)."""
+    return constraints.raw if constraints is not None else None
 
 
 def parse(raw: Mapping[str, Any] | None, roles: Sequence[str]) -> OfferConstraints | None | str:
@@ -191,14 +198,23 @@ def _parse_constraint(raw: object) -> Constraint:
     return Constraint(attribute, pseudo, kind, value=value)
 
 
-def _compile(regex: object) -> re.Pattern[str]:
+def _compile(regex: object) -> Any:
     if not isinstance(regex, str):
         raise ValueError("predicate 'text_matches' needs a string 'regex'")
     if len(regex) > MAX_REGEX_LENGTH:
         raise ValueError(f"regex longer than {MAX_REGEX_LENGTH} characters")
-    if _NOT_RE2.search(regex):
-        raise ValueError(f"regex {regex[:100]!r} uses syntax RE2 does not support")
+    if re2 is None:
+        raise ValueError("'text_matches' needs the google-re2 package on the master")
+    options = re2.Options()
+    options.log_errors = False  # the 400 says what is wrong; no log line per bad request
+    options.max_mem = RE2_MAX_MEM
     try:
-        return re.compile(regex)
-    except re.error as e:
-        raise ValueError(f"invalid regex {regex[:100]!r}: {e}") from None
+        pattern = re2.compile(regex, options)
+    except re2.error as e:
+        reason = e.args[0] if e.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise ValueError(f"invalid RE2 regex {regex[:100]!r}: {reason}") from None
+    if pattern.programsize > MAX_PROGRAM_SIZE:
+        raise ValueError(f"regex {regex[:100]!r} is too complex for RE2's limits")
+    return pattern

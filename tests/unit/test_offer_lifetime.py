@@ -192,7 +192,7 @@ def test_groups_are_alternatives_and_other_roles_are_unconstrained() -> None:
         (only("*", pseudo("RACK", exists={})), "unknown 'pseudoattribute_type'"),
         (only("*", attr("x", bigger={})), "unknown predicate"),
         (only("*", attr("x", text_equals={})), "needs a string 'value'"),
-        (only("*", attr("x", text_matches={"regex": "("})), "invalid regex"),
+        (only("*", attr("x", text_matches={"regex": "("})), "invalid RE2 regex"),
         (only("*", attr("x", text_matches={"regex": r"(a)\1"})), "RE2"),
         (only("*", attr("x", text_matches={"regex": "(?=a)"})), "RE2"),
         ({"bogus": 1}, "unknown field"),
@@ -204,6 +204,22 @@ def test_invalid_constraints_are_refused_at_subscribe(constraints: Any, reason: 
     assert result.status == 400 and reason in result.message, result
     assert "Invalid 'offer_constraints'" in result.message
     assert not h.master.frameworks
+
+
+def test_text_matches_takes_linear_time() -> None:
+    """A pattern that makes a backtracking matcher take exponential time does not stall the
+    allocation loop: RE2 matches in linear time."""
+    import time
+
+    h = Harness()
+    register(h, "a", "ca", "rack:" + "a" * 5000 + "c")
+    register(h, "b", "cb", "rack:aaab")
+    assert subscribe(h, only("*", attr("rack", text_matches={"regex": "(a+)+b"}))).status == 200
+    started = time.perf_counter()
+    h.allocate()
+    h.allocate()
+    assert time.perf_counter() - started < 2.0
+    assert [o["hostname"] for o in h.offers("s1")] == ["b"]
 
 
 # -- registry garbage collection -----------------------------------------------------------------
