@@ -10,7 +10,8 @@ from master_kit import AGENT_RESOURCES, Harness, call
 
 from butte.coord.interface import PruneAgents, RegistryState
 from butte.core import internal
-from butte.core.resources import parse_resources
+from butte.core.resources import Attribute, parse_resources
+from butte.master import operator_views
 from butte.master.core import MasterOptions
 from butte.master.effects import RegistryWrite
 
@@ -106,6 +107,8 @@ def test_offer_constraints_select_agents_by_attribute_and_hostname() -> None:
     result = subscribe(h, only("*", attr("rack", text_matches={"regex": "r[1-9]"})))
     assert result.status == 200
     fid = h.streams["s1"][0]["subscribed"]["framework_id"]["value"]
+    (view,) = operator_views.get_frameworks(h.master)["frameworks"]
+    assert view["offer_constraints"]["role_constraints"]["*"]["groups"]
     h.allocate()
     assert sorted(o["hostname"] for o in h.offers("s1")) == ["a", "b"]
     # UPDATE_FRAMEWORK with new constraints: offers they exclude are rescinded, the rest of
@@ -146,8 +149,6 @@ def test_predicates(constraint: dict[str, Any], offered: list[str]) -> None:
     register(h, "c", "cc")
     # "size" is a SCALAR attribute of agent a.
     a = next(x for x in h.master.agents.values() if x.hostname == "a")
-    from butte.core.resources import Attribute
-
     a.attributes = (*a.attributes, Attribute("size", "SCALAR", 3.0))
     assert subscribe(h, only("*", constraint)).status == 200
     h.allocate()
