@@ -350,3 +350,71 @@ def test_sqlite_registry_keeps_maintenance_and_prunes(tmp_path) -> None:
     memory = MemoryRegistry()
     memory.apply(ops)
     assert memory.load().maintenance == state and memory.load().unreachable == {"u2": 2.0}
+
+
+HOSTS = ["a", "b", "c", "A", "d"]
+
+
+def _op():
+    from hypothesis import strategies as st
+
+    machines_st = st.lists(
+        st.one_of(
+            st.sampled_from(HOSTS).map(lambda host: {"hostname": host}),
+            st.just({"ip": "127.0.0.1"}),
+            st.just({}),
+        ),
+        max_size=3,
+    )
+    window_st = st.builds(
+        lambda ms, start, duration: {
+            "machine_ids": ms,
+            "unavailability": {
+                "start": {"nanoseconds": start},
+                "duration": {"nanoseconds": duration},
+            },
+        },
+        machines_st,
+        st.integers(min_value=0, max_value=3),
+        st.integers(min_value=-1, max_value=2),
+    )
+    return st.one_of(
+        st.tuples(
+            st.just("schedule"),
+            st.builds(lambda ws: {"windows": ws}, st.lists(window_st, max_size=3)),
+        ),
+        st.tuples(st.sampled_from(["down", "up"]), machines_st),
+        st.tuples(st.just("allocate"), st.none()),
+    )
+
+
+def test_random_maintenance_changes_keep_state_consistent() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(_op(), max_size=12))
+    def run(ops) -> None:
+        h = Harness()
+        register(h, "a", "ca")
+        fid, stream = h.subscribe()
+        run_task(h, fid, stream, "t1", "a")
+        for action, payload in ops:
+            if action == "allocate":
+                h.clock.advance(6)
+                h.allocate()
+                continue
+            before = h.master.maintenance.to_registry()
+            error, effects = change(h, action, payload)
+            m = h.master.maintenance
+            if error is not None:
+                assert effects == [] and m.to_registry() == before
+                continue
+            writes = [e.operation for e in effects if isinstance(e, RegistryWrite)]
+            assert writes[0] == UpdateMaintenance(m.to_registry())
+            scheduled = {k for w in m.windows for k in w.machines}
+            assert m.down <= scheduled  # DOWN machines stay in the schedule
+            # No agent runs on a DOWN machine.
+            assert all(h.master.machine_modes().get(a) != "DOWN" for a in h.master.agents)
+
+    run()
