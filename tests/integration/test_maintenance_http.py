@@ -146,6 +146,28 @@ def test_bad_input_is_refused_and_changes_nothing(cluster):
     assert call(url, "GET_MAINTENANCE_SCHEDULE")["schedule"] == {"windows": []}
 
 
+def test_cli_sets_and_prints_the_schedule(cluster, tmp_path):
+    env = {**os.environ, "BUTTE_MASTER": cluster.master_address}
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps(schedule_of(MACHINE)))
+
+    def butte(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "butte", "maintenance", *argv],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+
+    done = butte("schedule", "set", str(path))
+    assert done.returncode == 0, done.stderr
+    shown = butte("schedule")
+    assert json.loads(shown.stdout) == schedule_of(MACHINE)
+    refused = butte("up", "127.0.0.1=127.0.0.1")  # DRAINING, not DOWN: the master's reason, exit 1
+    assert refused.returncode == 1 and "not in DOWN mode" in refused.stderr
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.cluster(master_flags=["--offer_timeout=2secs"], agent_flags=["--attributes=rack:r1"])
 def test_inverse_offers_down_up_and_restart_with_pymesos(cluster):
