@@ -2,7 +2,8 @@
 
 ``agents``, ``frameworks``, ``tasks`` (alias ``ps``), ``task info|cat|tail|ls``
 (`butte.cli.task`), ``roles``, ``state``, ``top`` (`butte.cli.top`), ``teardown FW``,
-``agent gone|drain AGENT`` and ``completion bash|zsh`` (`butte.cli.completion`).
+``agent gone|drain AGENT``, ``maintenance ...`` (`butte.cli.maintenance`) and
+``completion bash|zsh`` (`butte.cli.completion`).
 
 Every one talks to the master named by ``--master`` (or ``BUTTE_MASTER``; default
 127.0.0.1:5050) through its operator API, prints a table (``--json`` for scripts), and exits
@@ -18,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from butte.cli import completion, task, top
+from butte.cli import completion, maintenance, task, top
 from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
@@ -90,6 +91,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_agent_commands(commands)
     task.add_commands(commands)
     top.add_command(commands)
+    maintenance.add_command(commands)
     completion.add_command(commands)
 
 

@@ -13,8 +13,9 @@ Vocabulary::
                     master is elected, and that leadership is lost (ZooKeeper SUSPENDED or
                     LOST, or its candidacy node vanished): the master must stop at once.
     RegistryStore   what a new leader must remember (docs/protocol.md §4.3): admitted agents,
-                    unreachable and gone agents, role weights. `load` once elected, `apply`
-                    each write durably (raises RegistryError: the master then aborts).
+                    unreachable and gone agents, role weights, maintenance. `load` once
+                    elected, `apply` each write durably (raises RegistryError: the master
+                    then aborts).
     Operation       one registry change, emitted by the core as a `RegistryWrite` effect.
 """
 
@@ -74,7 +75,32 @@ class UpdateWeights:
     weights: Mapping[str, float]
 
 
-Operation = AdmitAgent | MarkUnreachable | MarkGone | RemoveAgent | UpdateWeights
+@dataclass(frozen=True, slots=True)
+class UpdateMaintenance:
+    """The maintenance schedule or machine modes changed; ``state`` is the whole new
+    maintenance state (`butte.master.maintenance.Maintenance.to_registry`)."""
+
+    state: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneAgents:
+    """Registry garbage collection (``--registry_gc_interval``): these unreachable and gone
+    agents are forgotten."""
+
+    unreachable: tuple[str, ...] = ()
+    gone: tuple[str, ...] = ()
+
+
+Operation = (
+    AdmitAgent
+    | MarkUnreachable
+    | MarkGone
+    | RemoveAgent
+    | UpdateWeights
+    | UpdateMaintenance
+    | PruneAgents
+)
 
 
 @dataclass(slots=True)
@@ -85,6 +111,7 @@ class RegistryState:
     unreachable: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    maintenance: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, op: Operation) -> None:
         """Applies one operation in memory (every store keeps such a mirror)."""
@@ -102,6 +129,13 @@ class RegistryState:
             self.agents.pop(op.agent_id, None)
         elif isinstance(op, UpdateWeights):
             self.weights = dict(op.weights)
+        elif isinstance(op, UpdateMaintenance):
+            self.maintenance = dict(op.state)
+        elif isinstance(op, PruneAgents):
+            for agent_id in op.unreachable:
+                self.unreachable.pop(agent_id, None)
+            for agent_id in op.gone:
+                self.gone.pop(agent_id, None)
         else:  # pragma: no cover - exhaustive over Operation
             raise TypeError(f"unknown registry operation {op!r}")
 

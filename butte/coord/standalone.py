@@ -26,10 +26,12 @@ from butte.coord.interface import (
     MarkGone,
     MarkUnreachable,
     Operation,
+    PruneAgents,
     RegistryError,
     RegistryState,
     RegistryStore,
     RemoveAgent,
+    UpdateMaintenance,
     UpdateWeights,
 )
 
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS unreachable (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS weights (role TEXT PRIMARY KEY, weight REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS maintenance (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL);
 """
 
 
@@ -140,6 +143,8 @@ class SqliteRegistry:
             state.unreachable = dict(db.execute("SELECT id, time FROM unreachable"))
             state.gone = dict(db.execute("SELECT id, time FROM gone"))
             state.weights = dict(db.execute("SELECT role, weight FROM weights"))
+            for (maintenance,) in db.execute("SELECT state FROM maintenance"):
+                state.maintenance = json.loads(maintenance)
         except (sqlite3.Error, ValueError) as e:
             raise RegistryError(f"cannot read the registry {self.path}: {e}") from None
         return state
@@ -192,6 +197,14 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
         db.executemany(
             "INSERT INTO weights (role, weight) VALUES (?, ?)", sorted(op.weights.items())
         )
+    elif isinstance(op, UpdateMaintenance):
+        db.execute(
+            "INSERT OR REPLACE INTO maintenance (id, state) VALUES (0, ?)",
+            (json.dumps(op.state, separators=(",", ":")),),
+        )
+    elif isinstance(op, PruneAgents):
+        db.executemany("DELETE FROM unreachable WHERE id = ?", [(a,) for a in op.unreachable])
+        db.executemany("DELETE FROM gone WHERE id = ?", [(a,) for a in op.gone])
     else:  # pragma: no cover - exhaustive over Operation
         raise TypeError(f"unknown registry operation {op!r}")
 
@@ -202,6 +215,7 @@ def _copy(state: RegistryState) -> RegistryState:
         unreachable=dict(state.unreachable),
         gone=dict(state.gone),
         weights=dict(state.weights),
+        maintenance=dict(state.maintenance),
     )
 
 

@@ -7,6 +7,7 @@ election path)::
     <root>/unreachable/<bb>   {"<agent id>": seconds, ...}
     <root>/gone/<bb>          {"<agent id>": seconds, ...}
     <root>/weights            {"<role>": weight, ...}
+    <root>/maintenance        {"schedule": {...}, "down_machines": [...]}
 
 Agents are spread over 256 bucket znodes by a hash of their id: with 10k agents a bucket
 holds about 40 (some 16 KB), far below ZooKeeper's 1 MB znode limit (room for well over a
@@ -37,9 +38,11 @@ from butte.coord.interface import (
     MarkGone,
     MarkUnreachable,
     Operation,
+    PruneAgents,
     RegistryError,
     RegistryState,
     RemoveAgent,
+    UpdateMaintenance,
     UpdateWeights,
 )
 from butte.core.codec import encode_json
@@ -71,6 +74,7 @@ class ZooKeeperRegistry:
         # kind -> bucket -> {agent id: value}; a bucket present here exists in ZooKeeper.
         self._buckets: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in _KINDS}
         self._weights_exist = False
+        self._maintenance_exists = False
         self.writes = 0
         self.operations = 0
         self.write_seconds = 0.0
@@ -96,6 +100,12 @@ class ZooKeeperRegistry:
                 self._weights_exist = True
             except NoNodeError:
                 self._weights_exist = False
+            try:
+                data, _ = self.client.get(f"{self.root}/maintenance")
+                state.maintenance = dict(json.loads(data))
+                self._maintenance_exists = True
+            except NoNodeError:
+                self._maintenance_exists = False
         except (KazooException, ValueError, TypeError, AttributeError) as e:
             raise RegistryError(f"cannot read the registry at {self.root}: {e!r}") from None
         self.load_seconds = time.perf_counter() - started
@@ -142,21 +152,25 @@ class ZooKeeperRegistry:
             raise RegistryError("not a candidate: no election node to fence writes with")
         touched: dict[tuple[str, str], bool] = {}  # (kind, bucket) -> existed before
         weights: dict[str, float] | None = None
+        maintenance: dict[str, Any] | None = None
         for op in operations:
             if isinstance(op, UpdateWeights):
                 weights = dict(op.weights)
                 continue
-            bucket = bucket_of(op.agent_id)
-            for kind, value in _effects(op):
+            if isinstance(op, UpdateMaintenance):
+                maintenance = dict(op.state)
+                continue
+            for agent_id, kind, value in _changes(op):
+                bucket = bucket_of(agent_id)
                 buckets = self._buckets[kind]
-                if value is None and op.agent_id not in buckets.get(bucket, {}):
+                if value is None and agent_id not in buckets.get(bucket, {}):
                     continue  # nothing to remove
                 touched.setdefault((kind, bucket), bucket in buckets)
                 content = buckets.setdefault(bucket, {})
                 if value is None:
-                    content.pop(op.agent_id, None)
+                    content.pop(agent_id, None)
                 else:
-                    content[op.agent_id] = value
+                    content[agent_id] = value
         writes: list[tuple[str, str, bytes]] = []
         for (kind, bucket), existed in sorted(touched.items()):
             data = encode_json(self._buckets[kind][bucket])
@@ -165,6 +179,10 @@ class ZooKeeperRegistry:
             kind = "set" if self._weights_exist else "create"
             writes.append((kind, f"{self.root}/weights", encode_json(weights)))
             self._weights_exist = True
+        if maintenance is not None:
+            kind = "set" if self._maintenance_exists else "create"
+            writes.append((kind, f"{self.root}/maintenance", encode_json(maintenance)))
+            self._maintenance_exists = True
         self._commit_all(writes, fence)
         seconds = time.perf_counter() - started
         self.writes += 1
@@ -208,6 +226,17 @@ class ZooKeeperRegistry:
             "registry_write_seconds_max": self.max_write_seconds,
             "registry_load_seconds": self.load_seconds,
         }
+
+
+def _changes(op: Operation) -> list[tuple[str, str, Any]]:
+    """(agent id, kind, new value or None to remove) for each bucket entry an agent
+    operation changes."""
+    if isinstance(op, PruneAgents):
+        return [(a, "unreachable", None) for a in op.unreachable] + [
+            (a, "gone", None) for a in op.gone
+        ]
+    assert not isinstance(op, UpdateWeights | UpdateMaintenance)
+    return [(op.agent_id, kind, value) for kind, value in _effects(op)]
 
 
 def _effects(op: Operation) -> list[tuple[str, Any]]:

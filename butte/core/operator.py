@@ -8,6 +8,8 @@ payloads of calls butte implements are typed; calls without a payload need none.
 
 from __future__ import annotations
 
+from typing import Any
+
 from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, Msg, decode
 
 __all__ = [
@@ -180,6 +182,11 @@ class OperatorCall(Msg, frozen=True):
     drain_agent: DrainAgent | None = None
     get_containers: GetContainers | None = None
     kill_container: KillContainer | None = None
+    # Maintenance payloads stay JSON: butte.master.maintenance validates them with Mesos'
+    # messages.
+    update_maintenance_schedule: dict[str, Any] | None = None
+    start_maintenance: dict[str, Any] | None = None
+    stop_maintenance: dict[str, Any] | None = None
 
 
 # Calls whose payload field must be present (Mesos rejects them otherwise).
@@ -195,6 +202,9 @@ REQUIRED_PAYLOAD = frozenset(
         "REACTIVATE_AGENT",
         "DRAIN_AGENT",
         "KILL_CONTAINER",
+        "UPDATE_MAINTENANCE_SCHEDULE",
+        "START_MAINTENANCE",
+        "STOP_MAINTENANCE",
     }
 )
 

@@ -118,6 +118,10 @@ class AgentEvents(MasterCore):
         except ResourceError as e:
             self._refuse_agent(connection_id, f"Invalid agent resources or attributes: {e}")
             return
+        refusal = self.maintenance.refusal(info.hostname, _ip_of(info.hostname) or peer_ip)
+        if refusal is not None:  # its machine is DOWN for maintenance
+            self._refuse_agent(connection_id, refusal)
+            return
         if info.id is None:
             self._replace_agent_at(info, now)
             agent_id = self.ids.agent()

@@ -33,6 +33,7 @@ from butte.master.effects import (
     SendToAgent,
     SendToFramework,
 )
+from butte.master.maintenance import Maintenance
 from butte.master.state import Agent, Executor, Framework, Offer, Task
 
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
@@ -53,6 +54,13 @@ class MasterOptions:
     agent_removal_rate_limit: tuple[int, float] | None = None
     # --acls: who may do what (run_tasks is checked here, at launch).
     acls: Acls = field(default_factory=Acls)
+    # --offer_timeout: offers held longer are rescinded (None: never).
+    offer_timeout: float | None = None
+    # --registry_gc_interval, --registry_max_agent_age, --registry_max_agent_count: how
+    # often and how far unreachable and gone agents are pruned from the registry.
+    registry_gc_interval: float = 900.0
+    registry_max_agent_age: float = 14 * 24 * 3600.0
+    registry_max_agent_count: int = 100 * 1024
 
 
 @dataclass(slots=True)
@@ -95,6 +103,12 @@ class MasterCore:
     # Agents that failed health checks, waiting for a permit of agent_removal_rate_limit.
     pending_agent_removals: deque[str] = field(default_factory=deque)
     last_agent_removal: float | None = None
+    # Maintenance schedule, machine modes and inverse offers (butte.master.maintenance).
+    maintenance: Maintenance = field(default_factory=Maintenance)
+    # Offer lifetime (butte.master.offer_lifetime): (created, offer id) in creation order
+    # while --offer_timeout is set, and when the registry is garbage-collected next.
+    offer_expiry: deque[tuple[float, str]] = field(default_factory=deque)
+    next_registry_gc: float | None = None
 
     def __post_init__(self) -> None:
         self.completed_frameworks = deque(maxlen=self.options.max_completed_frameworks)

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from butte.coord.interface import RegistryState, UpdateWeights
+from butte.coord.interface import RegistryState, RemoveAgent, UpdateWeights
 from butte.core import internal, task_states
 from butte.core.ids import validate_id
 from butte.core.messages import (
@@ -40,7 +40,7 @@ from butte.core.messages import (
     TimeInfo,
 )
 from butte.core.resources import Resources, validate_role
-from butte.master import operator_views, views
+from butte.master import offer_constraints, operator_views, views
 from butte.master.accept import AcceptEvents
 from butte.master.agents import AgentEvents
 from butte.master.core import MasterOptions
@@ -50,8 +50,10 @@ from butte.master.effects import (
     OperatorEvent,
     RegistryWrite,
 )
+from butte.master.maintenance_events import MaintenanceEvents
+from butte.master.offer_lifetime import CONSTRAINT_REFUSAL_SECONDS, OfferLifetime
 from butte.master.reconcile import reconcile_unknown_task
-from butte.master.state import Framework, Offer, Task
+from butte.master.state import Agent, Framework, Offer, Task
 
 # MasterOptions is defined with the records (`butte.master.core`); importers take it from here.
 __all__ = ["ACCEPTED", "CallResult", "MasterMachine", "MasterOptions", "SCHEDULER_CALLS"]
@@ -77,9 +79,11 @@ def bad_request(message: str) -> CallResult:
     return CallResult(400, message)
 
 
-class MasterMachine(AgentEvents, AcceptEvents):
+class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime):
     """The master core. See the module docstring for the flow; its records and shared
-    bookkeeping are `MasterCore`'s, agent events `AgentEvents`', ACCEPT `AcceptEvents`'."""
+    bookkeeping are `MasterCore`'s, agent events `AgentEvents`', ACCEPT `AcceptEvents`',
+    maintenance `MaintenanceEvents`', offer timeout, offer constraints and registry pruning
+    `OfferLifetime`'s."""
 
     __slots__ = ()
 
@@ -99,18 +103,23 @@ class MasterMachine(AgentEvents, AcceptEvents):
         for role in sub.suppressed_roles:
             if role not in info.role_list():
                 return bad_request(f"Suppressed role '{role}' is not a role of the framework")
+        constraints = offer_constraints.parse(sub.offer_constraints, info.role_list())
+        if isinstance(constraints, str):
+            return bad_request(constraints)
         if info.id is not None:
             fid = info.id.value
             if any(f.framework_id == fid for f in self.completed_frameworks):
                 return CallResult(200, stream_error="Framework has been removed")
             fw = self.frameworks.get(fid)
             if fw is not None:
+                fw.offer_constraints = constraints
                 self._resubscribe(fw, info, sub, stream_id, now)
                 return CallResult(200)
         else:
             fid = self.ids.framework()
             info = msgspec.structs.replace(info, id=ID(fid))
         self._add_framework(fid, info, sub, stream_id, now)
+        self.frameworks[fid].offer_constraints = constraints
         return CallResult(200)
 
     def _validate_framework_info(self, info: FrameworkInfo) -> str | None:
@@ -365,6 +374,9 @@ class MasterMachine(AgentEvents, AcceptEvents):
             return bad_request("'FrameworkInfo.principal' cannot be changed")
         if info.user != fw.info.user or info.checkpoint != fw.info.checkpoint:
             return bad_request("'FrameworkInfo.user' and 'checkpoint' cannot be changed")
+        constraints = offer_constraints.parse(upd.offer_constraints, info.role_list())
+        if isinstance(constraints, str):
+            return bad_request(constraints)
         removed_roles = set(fw.roles) - set(info.role_list())
         fw.info = info
         fw.suppressed_roles = set(upd.suppressed_roles)
@@ -372,6 +384,11 @@ class MasterMachine(AgentEvents, AcceptEvents):
             offer = self.offers.get(offer_id)
             if offer is not None and offer.role in removed_roles:
                 self._rescind(offer, now)
+        if offer_constraints.raw_of(constraints) != offer_constraints.raw_of(fw.offer_constraints):
+            fw.offer_constraints = constraints
+            self._rescind_unconstrained(fw, now)
+            # Allocations refused under the old constraints may be welcome now.
+            self.allocator.revive(fw.framework_id, None)
         self.allocator.update_framework(
             fw.framework_id,
             fw.roles,
@@ -383,8 +400,17 @@ class MasterMachine(AgentEvents, AcceptEvents):
             self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 
-    def _call_inverse_offers(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
-        return ACCEPTED  # No maintenance yet, so no inverse offers exist to answer.
+    def _call_accept_inverse_offers(
+        self, fw: Framework, call: SchedulerCall, now: float
+    ) -> CallResult:
+        err = self._answer_inverse_offers(fw, call.accept_inverse_offers, True, now)
+        return bad_request(err) if err else ACCEPTED
+
+    def _call_decline_inverse_offers(
+        self, fw: Framework, call: SchedulerCall, now: float
+    ) -> CallResult:
+        err = self._answer_inverse_offers(fw, call.decline_inverse_offers, False, now)
+        return bad_request(err) if err else ACCEPTED
 
     def _call_acknowledge_operation_status(
         self, fw: Framework, call: SchedulerCall, now: float
@@ -417,21 +443,36 @@ class MasterMachine(AgentEvents, AcceptEvents):
                     now=now,
                 )
                 continue
+            if not self._constraints_allow(fw, agent, alloc.role):
+                self.allocator.recover_resources(
+                    alloc.framework_id,
+                    alloc.agent_id,
+                    alloc.role,
+                    alloc.resources,
+                    refuse_seconds=CONSTRAINT_REFUSAL_SECONDS,
+                    now=now,
+                )
+                self.allocation_wanted = True  # someone else may take it next run
+                continue
             offer = Offer(
                 self.ids.offer(), alloc.framework_id, alloc.agent_id, alloc.role, alloc.resources
             )
+            self._offer_made(offer, now)
             self.offers[offer.offer_id] = offer
             fw.offers.add(offer.offer_id)
             agent.offers.add(offer.offer_id)
-            by_framework.setdefault(fw.framework_id, []).append(
-                views.offer_json(offer, agent, fw, agent.ip or agent.hostname)
-            )
+            offer_view = views.offer_json(offer, agent, fw, agent.ip or agent.hostname)
+            unavailability = self._unavailability_of(agent)
+            if unavailability is not None:
+                offer_view["unavailability"] = unavailability
+            by_framework.setdefault(fw.framework_id, []).append(offer_view)
             count += 1
         for fid, offers in by_framework.items():
             self._send_framework(
                 self.frameworks[fid], {"type": "OFFERS", "offers": {"offers": offers}}
             )
         self._count("outstanding_offers_made", count)
+        self._send_inverse_offers(now)
         return count
 
     def _remove_offers(self, fw: Framework, now: float) -> None:
@@ -593,6 +634,8 @@ class MasterMachine(AgentEvents, AcceptEvents):
                     self._mark_unreachable(agent, now, "Agent did not re-register in time")
         self._expire_recovering_agents(now)
         self._check_drains(now)
+        self._expire_offers(now)
+        self._maybe_registry_gc(now)
 
     def _update_weights(self, weights: dict[str, float]) -> None:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated): the new weight map
@@ -658,6 +701,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
     def recover_registry(self, registry: RegistryState, now: float) -> list[Effect]:
         """This master was elected: take over what the registry remembers."""
         self._recover_registry(registry, now)
+        self._recover_maintenance(registry)
         return self._take()
 
     def update_weights(self, weights: dict[str, float]) -> list[Effect]:
@@ -686,6 +730,40 @@ class MasterMachine(AgentEvents, AcceptEvents):
     ) -> list[Effect] | None:
         """Operator DRAIN_AGENT; None for an unknown agent."""
         return self._found(self._drain_agent(agent_id, max_grace_period, mark_gone, now))
+
+    def maintenance_call(
+        self, action: str, payload: object, now: float
+    ) -> tuple[str | None, list[Effect]]:
+        """An operator maintenance change: ``action`` is "schedule" (a Schedule JSON object),
+        "down" or "up" (a list of MachineIDs). Returns why it is refused (nothing changed)
+        or None, and the effects."""
+        if action == "schedule":
+            error = self._update_maintenance_schedule(payload, now)
+        elif action == "down":
+            result = self._start_maintenance(payload, now)
+            error = result if isinstance(result, str) else None
+            for agent in [] if isinstance(result, str) else result:
+                self._take_machine_down(agent, now)
+        elif action == "up":
+            error = self._stop_maintenance(payload, now)
+        else:
+            raise ValueError(f"unknown maintenance action {action!r}")
+        effects = self._take()
+        assert error is None or not effects, effects
+        return error, effects
+
+    def _take_machine_down(self, agent: Agent, now: float) -> None:
+        """An agent on a machine going DOWN: told to shut down and removed; its tasks are
+        TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition-aware)."""
+        self._send_agent(agent, internal.ShutdownAgent(message="Operator initiated 'Machine DOWN'"))
+        self._registry_write(RemoveAgent(agent.agent_id))
+        self._remove_agent(
+            agent,
+            now,
+            "Agent removed: its machine is DOWN for maintenance",
+            task_states.GONE_BY_OPERATOR,
+            "REASON_AGENT_REMOVED_BY_OPERATOR",
+        )
 
     def _found(self, found: bool) -> list[Effect] | None:
         effects = self._take()
@@ -720,6 +798,11 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 assert self.connections.get(agent.connection_id or "") == aid
         for sid, fid in self.streams.items():
             assert self.frameworks[fid].stream_id == sid
+        maintenance = self.maintenance
+        assert len(maintenance.outstanding) == len(maintenance.inverse_offers)
+        for (fid, agent_id), ioid in maintenance.outstanding.items():
+            io = maintenance.inverse_offers[ioid]
+            assert (io.framework_id, io.agent_id) == (fid, agent_id), ioid
         self.allocator.check_invariants()
         for fid in self.frameworks:
             assert self.allocator.allocated(fid) == self._held_by(fid), fid
@@ -755,8 +838,8 @@ SCHEDULER_CALLS: dict[str, SchedulerCallHandler] = {
     "TEARDOWN": MasterMachine._call_teardown,
     "ACCEPT": MasterMachine._call_accept,
     "DECLINE": MasterMachine._call_decline,
-    "ACCEPT_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
-    "DECLINE_INVERSE_OFFERS": MasterMachine._call_inverse_offers,
+    "ACCEPT_INVERSE_OFFERS": MasterMachine._call_accept_inverse_offers,
+    "DECLINE_INVERSE_OFFERS": MasterMachine._call_decline_inverse_offers,
     "REVIVE": MasterMachine._call_revive,
     "SUPPRESS": MasterMachine._call_suppress,
     "KILL": MasterMachine._call_kill,

@@ -18,6 +18,7 @@ from butte.core.durations import parse_duration
 from butte.core.resources import ResourceError
 from butte.core.tls import TlsConfig, TlsError
 from butte.core.tls_listener import TlsListen
+from butte.master import lifetime_flags
 from butte.master.acls import AclError, Acls, parse_acls
 from butte.master.allocator.interface import (
     DEFAULT_MIN_ALLOCATABLE,
@@ -155,8 +156,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
         "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
-        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level, view_frameworks, "
-        "view_tasks, view_executors, access_sandboxes are enforced; docs/security.md)",
+        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level, view_*, "
+        "access_sandboxes, maintenance, quota, reservation and volume actions are enforced; "
+        "docs/security.md)",
     )
     parser.add_argument(
         "--http_header_timeout",
@@ -171,6 +173,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="bytes of events a scheduler's stream may fall behind its reader before the "
         "master drops it (counted in master/scheduler_streams_closed_slow; default 64 MiB)",
     )
+    lifetime_flags.add_flags(parser)
     parser.add_argument(
         "--max_connections",
         type=int,
@@ -243,6 +246,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             heartbeat_interval=durations["heartbeat_interval"],
             agent_removal_rate_limit=removal_limit,
             acls=acls_flag(args.acls),
+            **lifetime_flags.options(args),
         ),
         flags={
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"

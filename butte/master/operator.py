@@ -9,9 +9,10 @@ route: the v1 endpoint, the event stream (`butte.master.events`), the legacy end
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
 GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
-MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, and the
-read-only GET_OPERATIONS, GET_QUOTA, GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE
-(empty: nothing of the kind exists yet).
+MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, the maintenance
+calls (GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE, GET_MAINTENANCE_STATUS,
+START_MAINTENANCE, STOP_MAINTENANCE: `butte.master.maintenance_http`), and the read-only
+GET_OPERATIONS, GET_QUOTA (empty: nothing of the kind exists yet).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
 
@@ -37,6 +38,11 @@ from butte.master.events import OperatorSubscribers
 from butte.master.files import OPERATOR_REQUEST, MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
 from butte.master.legacy import LegacyEndpoints, weights_problem
+from butte.master.maintenance_http import (
+    MAINTENANCE_ACTIONS,
+    MaintenanceEndpoints,
+    maintenance_acl_checks,
+)
 from butte.master.metrics import master_metrics
 from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
@@ -62,12 +68,14 @@ class OperatorApi:
         self.events = OperatorSubscribers(self.machine)
         self.files = MasterFiles(server)
         self.legacy = LegacyEndpoints(server)
+        self.maintenance = MaintenanceEndpoints(server)
         self.logging = LoggingLevel()
         router = server.router
         router.add("/api/v1", self.api)
         router.add("/metrics", self.prometheus)
         self.files.add_routes(router)
         self.legacy.add_routes(router)
+        self.maintenance.add_routes(router)
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -128,6 +136,8 @@ class OperatorApi:
             checks.append((_AGENT_ACTIONS[call.type], None))
         elif call.type == "SET_LOGGING_LEVEL":
             checks.append(("set_log_level", None))
+        elif call.type in MAINTENANCE_ACTIONS:
+            checks += maintenance_acl_checks(call.type, call)
         for action, obj in checks:
             if not acls.allowed(action, principal, obj):
                 who = principal or "an unauthenticated principal"
@@ -198,10 +208,27 @@ class OperatorApi:
         return {"status": {}}
 
     async def call_get_maintenance_status(self, call: OperatorCall) -> Answer:
-        return {"status": {}}
+        return {"status": self.maintenance.status_json()}
 
     async def call_get_maintenance_schedule(self, call: OperatorCall) -> Answer:
-        return {"schedule": {}}
+        return {"schedule": self.maintenance.schedule_json()}
+
+    async def call_update_maintenance_schedule(self, call: OperatorCall) -> Answer:
+        payload = call.update_maintenance_schedule
+        assert payload is not None
+        if "schedule" not in payload:
+            return text_reply(400, "Expecting 'update_maintenance_schedule.schedule'")
+        return self.maintenance.change("schedule", payload["schedule"], None, check_acl=False)
+
+    async def call_start_maintenance(self, call: OperatorCall) -> Answer:
+        payload = call.start_maintenance
+        assert payload is not None
+        return self.maintenance.change("down", payload.get("machines"), None, check_acl=False)
+
+    async def call_stop_maintenance(self, call: OperatorCall) -> Answer:
+        payload = call.stop_maintenance
+        assert payload is not None
+        return self.maintenance.change("up", payload.get("machines"), None, check_acl=False)
 
     async def call_list_files(self, call: OperatorCall) -> Answer:
         assert call.list_files is not None
@@ -302,6 +329,9 @@ MASTER_CALLS: dict[str, CallHandler] = {
     "GET_QUOTA": OperatorApi.call_get_quota,
     "GET_MAINTENANCE_STATUS": OperatorApi.call_get_maintenance_status,
     "GET_MAINTENANCE_SCHEDULE": OperatorApi.call_get_maintenance_schedule,
+    "UPDATE_MAINTENANCE_SCHEDULE": OperatorApi.call_update_maintenance_schedule,
+    "START_MAINTENANCE": OperatorApi.call_start_maintenance,
+    "STOP_MAINTENANCE": OperatorApi.call_stop_maintenance,
     "TEARDOWN": OperatorApi.call_teardown,
     "MARK_AGENT_GONE": OperatorApi.call_mark_agent_gone,
     "DEACTIVATE_AGENT": OperatorApi.call_deactivate_agent,
@@ -318,9 +348,6 @@ UNSUPPORTED_MASTER_CALLS = frozenset(
         "DESTROY_VOLUMES",
         "GROW_VOLUME",
         "SHRINK_VOLUME",
-        "UPDATE_MAINTENANCE_SCHEDULE",
-        "START_MAINTENANCE",
-        "STOP_MAINTENANCE",
         "UPDATE_QUOTA",
         "SET_QUOTA",
         "REMOVE_QUOTA",

@@ -173,6 +173,8 @@ def framework_json(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
         out["reregistered_time"] = time_info(fw.reregistered_time)
     if fw.unregistered_time is not None:
         out["unregistered_time"] = time_info(fw.unregistered_time)
+    if fw.offer_constraints is not None:
+        out["offer_constraints"] = dict(fw.offer_constraints.raw)
     agent_offers = []
     for offer in offers:
         agent = machine.agents.get(offer.agent_id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from butte.core.internal import AgentInfo
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 from butte.core.resources import Attribute, Resources
+from butte.master.offer_constraints import OfferConstraints
 
 
 @dataclass(slots=True)
@@ -58,6 +59,8 @@ class Offer:
     agent_id: str
     role: str
     resources: Resources
+    # When it was made (for --offer_timeout).
+    created: float = 0.0
 
 
 @dataclass(slots=True)
@@ -81,6 +84,8 @@ class Framework:
     # agent_id -> executor ids of this framework running there
     executors: dict[str, set[str]] = field(default_factory=dict)
     completed_tasks: deque[Task] = field(default_factory=lambda: deque(maxlen=1000))
+    # SUBSCRIBE / UPDATE_FRAMEWORK ``offer_constraints`` (butte.master.offer_constraints).
+    offer_constraints: OfferConstraints | None = None
 
     @property
     def roles(self) -> list[str]:
