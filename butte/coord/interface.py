@@ -13,8 +13,8 @@ Vocabulary::
                     master is elected, and that leadership is lost (ZooKeeper SUSPENDED or
                     LOST, or its candidacy node vanished): the master must stop at once.
     RegistryStore   what a new leader must remember (docs/protocol.md §4.3): admitted agents,
-                    unreachable and gone agents, role weights. `load` once elected, `apply`
-                    each write durably (raises RegistryError: the master then aborts).
+                    unreachable and gone agents, role weights, quotas. `load` once elected,
+                    `apply` each write durably (raises RegistryError: the master then aborts).
     Operation       one registry change, emitted by the core as a `RegistryWrite` effect.
 """
 
@@ -74,7 +74,15 @@ class UpdateWeights:
     weights: Mapping[str, float]
 
 
-Operation = AdmitAgent | MarkUnreachable | MarkGone | RemoveAgent | UpdateWeights
+@dataclass(frozen=True, slots=True)
+class UpdateQuotas:
+    """Role quotas changed; ``quotas`` is the whole new map, role -> {"guarantees": {name:
+    thousandths}, "limits": {...}} (`butte.master.quota.to_registry`)."""
+
+    quotas: Mapping[str, Any]
+
+
+Operation = AdmitAgent | MarkUnreachable | MarkGone | RemoveAgent | UpdateWeights | UpdateQuotas
 
 
 @dataclass(slots=True)
@@ -85,6 +93,7 @@ class RegistryState:
     unreachable: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
+    quotas: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, op: Operation) -> None:
         """Applies one operation in memory (every store keeps such a mirror)."""
@@ -102,6 +111,8 @@ class RegistryState:
             self.agents.pop(op.agent_id, None)
         elif isinstance(op, UpdateWeights):
             self.weights = dict(op.weights)
+        elif isinstance(op, UpdateQuotas):
+            self.quotas = dict(op.quotas)
         else:  # pragma: no cover - exhaustive over Operation
             raise TypeError(f"unknown registry operation {op!r}")
 

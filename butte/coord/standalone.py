@@ -30,6 +30,7 @@ from butte.coord.interface import (
     RegistryState,
     RegistryStore,
     RemoveAgent,
+    UpdateQuotas,
     UpdateWeights,
 )
 
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS agents (id TEXT PRIMARY KEY, info TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS unreachable (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS weights (role TEXT PRIMARY KEY, weight REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS quotas (role TEXT PRIMARY KEY, config TEXT NOT NULL);
 """
 
 
@@ -140,6 +142,10 @@ class SqliteRegistry:
             state.unreachable = dict(db.execute("SELECT id, time FROM unreachable"))
             state.gone = dict(db.execute("SELECT id, time FROM gone"))
             state.weights = dict(db.execute("SELECT role, weight FROM weights"))
+            state.quotas = {
+                role: json.loads(config)
+                for role, config in db.execute("SELECT role, config FROM quotas")
+            }
         except (sqlite3.Error, ValueError) as e:
             raise RegistryError(f"cannot read the registry {self.path}: {e}") from None
         return state
@@ -192,6 +198,12 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
         db.executemany(
             "INSERT INTO weights (role, weight) VALUES (?, ?)", sorted(op.weights.items())
         )
+    elif isinstance(op, UpdateQuotas):
+        db.execute("DELETE FROM quotas")
+        db.executemany(
+            "INSERT INTO quotas (role, config) VALUES (?, ?)",
+            [(role, json.dumps(c, separators=(",", ":"))) for role, c in op.quotas.items()],
+        )
     else:  # pragma: no cover - exhaustive over Operation
         raise TypeError(f"unknown registry operation {op!r}")
 
@@ -202,6 +214,7 @@ def _copy(state: RegistryState) -> RegistryState:
         unreachable=dict(state.unreachable),
         gone=dict(state.gone),
         weights=dict(state.weights),
+        quotas=dict(state.quotas),
     )
 
 

@@ -7,6 +7,7 @@ election path)::
     <root>/unreachable/<bb>   {"<agent id>": seconds, ...}
     <root>/gone/<bb>          {"<agent id>": seconds, ...}
     <root>/weights            {"<role>": weight, ...}
+    <root>/quotas             {"<role>": {"guarantees": {...}, "limits": {...}}, ...}
 
 Agents are spread over 256 bucket znodes by a hash of their id: with 10k agents a bucket
 holds about 40 (some 16 KB), far below ZooKeeper's 1 MB znode limit (room for well over a
@@ -40,6 +41,7 @@ from butte.coord.interface import (
     RegistryError,
     RegistryState,
     RemoveAgent,
+    UpdateQuotas,
     UpdateWeights,
 )
 from butte.core.codec import encode_json
@@ -71,6 +73,7 @@ class ZooKeeperRegistry:
         # kind -> bucket -> {agent id: value}; a bucket present here exists in ZooKeeper.
         self._buckets: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in _KINDS}
         self._weights_exist = False
+        self._quotas_exist = False
         self.writes = 0
         self.operations = 0
         self.write_seconds = 0.0
@@ -96,6 +99,15 @@ class ZooKeeperRegistry:
                 self._weights_exist = True
             except NoNodeError:
                 self._weights_exist = False
+            try:
+                data, _ = self.client.get(f"{self.root}/quotas")
+                quotas = json.loads(data)
+                if not isinstance(quotas, dict):
+                    raise ValueError(f"{self.root}/quotas does not hold a JSON object")
+                state.quotas = quotas
+                self._quotas_exist = True
+            except NoNodeError:
+                self._quotas_exist = False
         except (KazooException, ValueError, TypeError, AttributeError) as e:
             raise RegistryError(f"cannot read the registry at {self.root}: {e!r}") from None
         self.load_seconds = time.perf_counter() - started
@@ -142,9 +154,13 @@ class ZooKeeperRegistry:
             raise RegistryError("not a candidate: no election node to fence writes with")
         touched: dict[tuple[str, str], bool] = {}  # (kind, bucket) -> existed before
         weights: dict[str, float] | None = None
+        quotas: dict[str, Any] | None = None
         for op in operations:
             if isinstance(op, UpdateWeights):
                 weights = dict(op.weights)
+                continue
+            if isinstance(op, UpdateQuotas):
+                quotas = dict(op.quotas)
                 continue
             bucket = bucket_of(op.agent_id)
             for kind, value in _effects(op):
@@ -165,6 +181,10 @@ class ZooKeeperRegistry:
             kind = "set" if self._weights_exist else "create"
             writes.append((kind, f"{self.root}/weights", encode_json(weights)))
             self._weights_exist = True
+        if quotas is not None:
+            kind = "set" if self._quotas_exist else "create"
+            writes.append((kind, f"{self.root}/quotas", encode_json(quotas)))
+            self._quotas_exist = True
         self._commit_all(writes, fence)
         seconds = time.perf_counter() - started
         self.writes += 1

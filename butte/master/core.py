@@ -53,6 +53,10 @@ class MasterOptions:
     agent_removal_rate_limit: tuple[int, float] | None = None
     # --acls: who may do what (run_tasks is checked here, at launch).
     acls: Acls = field(default_factory=Acls)
+    # --roles: the only roles frameworks may subscribe with ("*" always); None: any role.
+    roles: frozenset[str] | None = None
+    # --weights: role weights used until the registry holds some (UPDATE_WEIGHTS wins).
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -9,15 +9,17 @@ route: the v1 endpoint, the event stream (`butte.master.events`), the legacy end
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
 GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
-MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, and the
-read-only GET_OPERATIONS, GET_QUOTA, GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE
-(empty: nothing of the kind exists yet).
+MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, GET_QUOTA,
+UPDATE_QUOTA, SET_QUOTA and REMOVE_QUOTA (`butte.master.quota_api`), and the read-only
+GET_OPERATIONS, GET_MAINTENANCE_STATUS, GET_MAINTENANCE_SCHEDULE (empty: nothing of the kind
+exists yet).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -38,10 +40,15 @@ from butte.master.files import MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
 from butte.master.legacy import LegacyEndpoints, weights_problem
 from butte.master.metrics import master_metrics
+from butte.master.quota_api import QuotaApi
 from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
 Answer = dict[str, Any] | web.Response | None
+
+# The authenticated principal of the request being served (each request runs in its own task,
+# so its own context): calls whose answer depends on ACLs per object read it.
+_PRINCIPAL: ContextVar[str | None] = ContextVar("operator_principal", default=None)
 
 
 # Operator calls on agents and the ACL action that guards each.
@@ -62,12 +69,14 @@ class OperatorApi:
         self.events = OperatorSubscribers(self.machine)
         self.files = MasterFiles(server)
         self.legacy = LegacyEndpoints(server)
+        self.quota = QuotaApi(server)
         self.logging = LoggingLevel()
         router = server.router
         router.add("/api/v1", self.api)
         router.add("/metrics", self.prometheus)
         self.files.add_routes(router)
         self.legacy.add_routes(router)
+        self.quota.add_routes(router)
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -103,6 +112,7 @@ class OperatorApi:
         forbidden = self._unauthorized(call, request.get("principal"))
         if forbidden is not None:
             return text_reply(403, forbidden)
+        _PRINCIPAL.set(request.get("principal"))
         answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
@@ -190,7 +200,20 @@ class OperatorApi:
         return {}
 
     async def call_get_quota(self, call: OperatorCall) -> Answer:
-        return {"status": {}}
+        return {"status": self.quota.status(_PRINCIPAL.get())}
+
+    async def call_update_quota(self, call: OperatorCall) -> Answer:
+        payload = call.update_quota
+        assert payload is not None
+        return self.quota.update(payload.quota_configs, payload.force, _PRINCIPAL.get())
+
+    async def call_set_quota(self, call: OperatorCall) -> Answer:
+        assert call.set_quota is not None
+        return self.quota.set(call.set_quota.quota_request, _PRINCIPAL.get())
+
+    async def call_remove_quota(self, call: OperatorCall) -> Answer:
+        assert call.remove_quota is not None
+        return self.quota.remove(call.remove_quota.role, _PRINCIPAL.get())
 
     async def call_get_maintenance_status(self, call: OperatorCall) -> Answer:
         return {"status": {}}
@@ -295,6 +318,9 @@ MASTER_CALLS: dict[str, CallHandler] = {
     "GET_MASTER": OperatorApi.call_get_master,
     "GET_OPERATIONS": OperatorApi.call_get_operations,
     "GET_QUOTA": OperatorApi.call_get_quota,
+    "UPDATE_QUOTA": OperatorApi.call_update_quota,
+    "SET_QUOTA": OperatorApi.call_set_quota,
+    "REMOVE_QUOTA": OperatorApi.call_remove_quota,
     "GET_MAINTENANCE_STATUS": OperatorApi.call_get_maintenance_status,
     "GET_MAINTENANCE_SCHEDULE": OperatorApi.call_get_maintenance_schedule,
     "TEARDOWN": OperatorApi.call_teardown,
@@ -316,9 +342,6 @@ UNSUPPORTED_MASTER_CALLS = frozenset(
         "UPDATE_MAINTENANCE_SCHEDULE",
         "START_MAINTENANCE",
         "STOP_MAINTENANCE",
-        "UPDATE_QUOTA",
-        "SET_QUOTA",
-        "REMOVE_QUOTA",
     }
 )
 

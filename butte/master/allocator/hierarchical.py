@@ -91,6 +91,10 @@ def _has_reservations(total: Resources) -> bool:
     return any(stack for (_, stack), _ in total.items())
 
 
+def _has_unreserved(resources: Resources) -> bool:
+    return any(not key[1] for key, _ in resources.items())
+
+
 class _Headroom:
     """Headroom books of one allocation cycle: what unsatisfied guarantees still need
     (``required``) and the unreserved resources nobody holds (``available``), both kept up to
@@ -140,6 +144,9 @@ class HierarchicalDRFAllocator:
         self._consumed: dict[str, Quantities] = {}
         self._limit_chains: dict[str, tuple[tuple[str, Mapping[str, int]], ...]] = {}
         self._guarantee_tops: dict[str, str | None] = {}
+        # reservation role -> tracked roles that may use its reservations (itself, its
+        # descendants); cleared whenever a role starts or stops being tracked.
+        self._within: dict[str, list[str]] = {}
 
     # frameworks -----------------------------------------------------------------------------
 
@@ -269,6 +276,7 @@ class HierarchicalDRFAllocator:
             rs = _Role(role, DRFSorter(self._totals, excluded=self._excluded))
             self._roles[role] = rs
             self._role_sorter.add(role)
+            self._within.clear()
         if framework_id not in rs.sorter:
             rs.sorter.add(framework_id)
 
@@ -286,6 +294,7 @@ class HierarchicalDRFAllocator:
         if len(rs.sorter) == 0:
             self._role_sorter.remove(role)
             del self._roles[role]
+            self._within.clear()
 
     def _refresh_wanting(self, fw: _Framework, role: str) -> None:
         """Keeps the sorters' active flags equal to "this framework wants offers here"."""
@@ -654,9 +663,10 @@ class HierarchicalDRFAllocator:
             and shortfall(quota.guarantees, self._consumed.get(role, {}))
         ]
         if pending:
+            shares = {role: self._role_sorter.share(role) for role in pending}
             for agent in agents:
                 if agent.active and agent.available:
-                    self._quota_stage_agent(agent, pending, out, headroom)
+                    self._quota_stage_agent(agent, pending, shares, out, headroom)
                     if not pending:
                         break
         for agent in agents:
@@ -664,12 +674,23 @@ class HierarchicalDRFAllocator:
                 self._allocate_agent_quota(agent, out, headroom)
 
     def _quota_stage_agent(
-        self, agent: _Agent, pending: list[str], out: list[Allocation], headroom: _Headroom
+        self,
+        agent: _Agent,
+        pending: list[str],
+        shares: dict[str, float],
+        out: list[Allocation],
+        headroom: _Headroom,
     ) -> None:
         """Stage 1 on one agent: roles short of their guarantees, least served first, get
-        what they miss (and resources nobody is guaranteed, as headroom allows)."""
-        pending.sort(key=self._role_sorter.share)
+        what they miss (and resources nobody is guaranteed, as headroom allows).
+        ``shares`` holds the pending roles' shares, refreshed as they are granted."""
+        pending.sort(key=shares.__getitem__)
+        reserved_for: set[str] | None = None  # set once only reservations are left
         for role in list(pending):
+            if reserved_for is not None and not any(
+                role == r or role.startswith(r + "/") for r in reserved_for
+            ):
+                continue
             quota = self._quotas[role]
             missing = shortfall(quota.guarantees, self._consumed.get(role, {}))
             if not missing:
@@ -697,10 +718,13 @@ class HierarchicalDRFAllocator:
                 continue
             self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
             self._role_sorter.allocated(role, quantities)
+            shares[role] = self._role_sorter.share(role)
             if not shortfall(quota.guarantees, self._consumed.get(role, {})):
                 pending.remove(role)
             if not agent.available:
                 break
+            if agent.reserved and not _has_unreserved(agent.available):
+                reserved_for = agent.available.roles() - {"*"}
         self._update_free(agent)
 
     def _allocate_agent_quota(
@@ -709,9 +733,12 @@ class HierarchicalDRFAllocator:
         """Stage 2 on one agent: `_allocate_agent` with each role's candidate cut to its
         limits and to what the headroom can spare."""
         granted: list[tuple[str, dict[str, int]]] = []
+        only_reserved = agent.reserved and not _has_unreserved(agent.available)
         walk = self._role_sorter.walk()
         try:
             for role in walk:
+                if only_reserved:
+                    break
                 available = agent.available
                 candidate = available.allocatable_to(role) if agent.reserved else available
                 if not candidate:
@@ -733,12 +760,54 @@ class HierarchicalDRFAllocator:
                 granted.append((role, quantities))
                 if not agent.available:
                     break
+                only_reserved = agent.reserved and not _has_unreserved(agent.available)
         finally:
             walk.close()
+        if only_reserved and agent.available:
+            self._offer_reservations(agent, out, headroom, granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
         self._update_free(agent)
+
+    def _offer_reservations(
+        self,
+        agent: _Agent,
+        out: list[Allocation],
+        headroom: _Headroom,
+        granted: list[tuple[str, dict[str, int]]],
+    ) -> None:
+        """The rest of the stage-2 walk once only reservations are left on the agent: only
+        the roles that may use them (the reservation's role and its descendants) are looked
+        at, least served first, instead of walking every role."""
+        for reservation_role in sorted(agent.available.roles() - {"*"}):
+            for role in sorted(self._roles_within(reservation_role), key=self._share_key):
+                if not self._roles[role].wanting:
+                    continue
+                candidate = agent.available.allocatable_to(role)
+                if not candidate:
+                    break
+                quantities = candidate.quantities()
+                if not self._allocatable(quantities):
+                    continue
+                framework_id = self._pick(role, agent, candidate)
+                if framework_id is None:
+                    continue
+                self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                granted.append((role, quantities))
+                break
+
+    def _share_key(self, role: str) -> tuple[float, str]:
+        return (self._role_sorter.share(role), role)
+
+    def _roles_within(self, reservation_role: str) -> list[str]:
+        """Tracked roles that may use ``reservation_role``'s reservations."""
+        roles = self._within.get(reservation_role)
+        if roles is None:
+            prefix = reservation_role + "/"
+            roles = [r for r in self._roles if r == reservation_role or r.startswith(prefix)]
+            self._within[reservation_role] = roles
+        return roles
 
     def _limit_caps(self, role: str, caps: Quantities) -> None:
         """Cuts ``caps`` to the room left under the limits of the role and its ancestors."""
