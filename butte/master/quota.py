@@ -157,11 +157,11 @@ def apply_updates(
     check_tree(result)
     if not force:
         for role in changed:
-            quota = result.get(role)
-            if quota is None:
+            configured = result.get(role)
+            if configured is None:
                 continue
             usage = consumed(role)
-            for name, limit in quota.limits.items():
+            for name, limit in configured.limits.items():
                 if usage.get(name, 0) > limit:
                     raise QuotaError(
                         f"Role '{role}' already consumes {from_millis(usage[name])} '{name}', "
