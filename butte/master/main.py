@@ -154,7 +154,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--acls",
         default=None,
         help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
-        "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
+        "(run_tasks, register_frameworks, teardown_frameworks, update_weights, get_quotas, "
+        "update_quotas, "
         "mark_agents_gone, drain_agents, deactivate_agents, set_log_level are enforced)",
     )
     parser.add_argument(

@@ -7,6 +7,7 @@ quota surviving a standalone master restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ import requests
 from operator_kit import JSON, call, post, wait_for
 
 from butte.client.scheduler import SchedulerClient
+from butte.core.auth import basic_header
 from butte.testing.cluster import ClusterHandle, daemons_missing, start_cluster
 from butte.testing.require import require
 
@@ -209,3 +211,43 @@ def _answers(master: str) -> bool:
         return requests.get(master + "/health", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+QUOTA_ACLS = {
+    "permissive": False,
+    "update_quotas": [{"principals": {"values": ["ops"]}, "roles": {"type": "ANY"}}],
+    "get_quotas": [
+        {"principals": {"values": ["ops"]}, "roles": {"type": "ANY"}},
+        {"principals": {"values": ["fw"]}, "roles": {"values": ["dev"]}},
+    ],
+}
+
+
+def test_acls_guard_quota_updates_and_filter_what_get_shows(cluster_factory, tmp_path):
+    secrets = {"ops": "ops-Secret-1", "fw": "fw-Secret-2"}
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{p} {s}\n" for p, s in secrets.items()))
+    cluster = cluster_factory(
+        master_flags=[
+            "--authenticate_http_readwrite",
+            f"--credentials={creds}",
+            f"--acls={json.dumps(QUOTA_ACLS)}",
+        ]
+    )
+    api = cluster.master_url + "/api/v1"
+
+    def as_(principal: str, body: dict) -> requests.Response:
+        headers = {"Authorization": basic_header(principal, secrets[principal]), **JSON}
+        return requests.post(api, json=body, headers=headers, timeout=10)
+
+    configs = [{"role": r, "limits": scalars(cpus=1)} for r in ("dev", "prod")]
+    update_body = {"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": configs}}
+    denied = as_("fw", update_body)
+    assert denied.status_code == 403 and "role 'dev'" in denied.text
+    assert as_("ops", update_body).status_code == 200
+    seen = as_("fw", {"type": "GET_QUOTA"}).json()["get_quota"]["status"]["configs"]
+    assert [c["role"] for c in seen] == ["dev"]
+    seen = as_("ops", {"type": "GET_QUOTA"}).json()["get_quota"]["status"]["configs"]
+    assert [c["role"] for c in seen] == ["dev", "prod"]
+    removal = {"type": "REMOVE_QUOTA", "remove_quota": {"role": "dev"}}
+    assert as_("fw", removal).status_code == 403
