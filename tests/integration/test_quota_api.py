@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -67,6 +70,14 @@ def test_update_and_get_quota_with_consumption_in_roles(cluster):
     legacy = {r["name"]: r for r in requests.get(master + "/roles", timeout=5).json()["roles"]}
     assert legacy["eng"]["quota"]["limit"] == {"cpus": 3.0}
     assert legacy["prod"]["weight"] == 2.5  # --weights
+    env = {**os.environ, "BUTTE_MASTER": cluster.master_address, "COLUMNS": "250"}
+    table = subprocess.run(
+        [sys.executable, "-m", "butte", "roles"],
+        capture_output=True, text=True, timeout=30, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert "GUARANTEE" in table and "LIMIT" in table and "CONSUMED" in table
+    eng_row = next(line for line in table.splitlines() if line.split()[:1] == ["eng"])
+    assert "cpus 1" in eng_row and "cpus 3" in eng_row
     # An update without guarantees or limits removes the quota.
     update(master, [{"role": "eng"}])
     assert "eng" not in quota_configs(master)
