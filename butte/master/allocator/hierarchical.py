@@ -544,13 +544,17 @@ class HierarchicalDRFAllocator:
         return out
 
     def _allocate_agent(self, agent: _Agent, out: list[Allocation]) -> None:
-        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle)."""
+        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle). Once only
+        reservations are left, only the roles that may use them are looked at."""
         granted: list[tuple[str, dict[str, int]]] = []
+        only_reserved = agent.reserved and not _has_unreserved(agent.available)
         checked: Resources | None = None  # the last candidate found allocatable
         quantities: dict[str, int] = {}  # ... and its quantities
         walk = self._role_sorter.walk()
         try:
             for role in walk:
+                if only_reserved:
+                    break
                 available = agent.available
                 candidate = available.allocatable_to(role) if agent.reserved else available
                 if not candidate:
@@ -571,8 +575,13 @@ class HierarchicalDRFAllocator:
                 out.append(Allocation(framework_id, agent.id, role, candidate))
                 if not agent.available:
                     break
+                if agent.reserved and not _has_unreserved(agent.available):
+                    only_reserved = True
+                    break
         finally:
             walk.close()
+        if only_reserved:
+            self._offer_reservations(agent, out, _Headroom({}), granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
