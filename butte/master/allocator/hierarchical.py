@@ -790,7 +790,10 @@ class HierarchicalDRFAllocator:
         the roles that may use them (the reservation's role and its descendants) are looked
         at, least served first, instead of walking every role."""
         for reservation_role in sorted(agent.available.roles() - {"*"}):
-            for role in sorted(self._roles_within(reservation_role), key=self._share_key):
+            roles = self._roles_within(reservation_role)
+            if len(roles) > 1:
+                roles = sorted(roles, key=self._share_key)
+            for role in roles:
                 if not self._roles[role].wanting:
                     continue
                 candidate = agent.available.allocatable_to(role)
