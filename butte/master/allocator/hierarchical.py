@@ -142,6 +142,12 @@ class HierarchicalDRFAllocator:
         # path (ancestors included), and caches rebuilt when a quota changes.
         self._quotas: dict[str, Quota] = {}
         self._consumed: dict[str, Quantities] = {}
+        # Consumption is kept incrementally only while some quota is set (the plain DRF path
+        # pays nothing for it); otherwise `consumed_quota` computes it from the books, cached
+        # until they change (``_books`` counts changes).
+        self._tracking = False
+        self._books = 0
+        self._consumed_cache: tuple[int, dict[str, Quantities]] = (-1, {})
         self._limit_chains: dict[str, tuple[tuple[str, Mapping[str, int]], ...]] = {}
         self._guarantee_tops: dict[str, str | None] = {}
         # reservation role -> tracked roles that may use its reservations (itself, its
@@ -395,6 +401,9 @@ class HierarchicalDRFAllocator:
 
     def _count_reservations(self, total: Resources, sign: int) -> None:
         """Reserved resources count in their role's consumed quota, allocated or not."""
+        self._books += 1
+        if not self._tracking:
+            return
         for role, quantities in reserved_quantities(total).items():
             add_into(self._consumed, role, quantities, sign)
 
@@ -439,12 +448,14 @@ class HierarchicalDRFAllocator:
         # Consumed quota: only the unreserved part (reservations are counted already).
         # (An agent without reservations cannot hand out reserved resources, except what
         # a re-registering agent reports as used: add_agent marks the agent reserved then.)
-        add_into(
-            self._consumed,
-            role,
-            unreserved_quantities(resources) if agent.reserved else quantities,
-            1,
-        )
+        self._books += 1
+        if self._tracking:
+            add_into(
+                self._consumed,
+                role,
+                unreserved_quantities(resources) if agent.reserved else quantities,
+                1,
+            )
 
     def _release(
         self, agent: _Agent, framework_id: str, role: str, held: Resources, back: Resources
@@ -468,7 +479,9 @@ class HierarchicalDRFAllocator:
         self._role_sorter.unallocated(role, quantities)
         # Exact even if the agent's total changed meanwhile (what is held may be reserved
         # on an agent whose total no longer has reservations).
-        add_into(self._consumed, role, unreserved_quantities(back), -1)
+        self._books += 1
+        if self._tracking:
+            add_into(self._consumed, role, unreserved_quantities(back), -1)
         if agent.overcommitted:
             held_now = self._held_on(agent)
             agent.available = agent.total - held_now
@@ -599,6 +612,12 @@ class HierarchicalDRFAllocator:
             self._quotas.pop(role, None)
         self._limit_chains.clear()
         self._guarantee_tops.clear()
+        if self._quotas and not self._tracking:
+            self._consumed = self._consumption_from_books()
+            self._tracking = True
+        elif not self._quotas and self._tracking:
+            self._consumed = {}
+            self._tracking = False
 
     @property
     def quotas(self) -> dict[str, Quota]:
@@ -608,7 +627,24 @@ class HierarchicalDRFAllocator:
     def consumed_quota(self, role: str) -> dict[str, int]:
         """A role's consumed quota (thousandths): unreserved resources allocated to its
         subtree plus everything reserved to its subtree."""
-        return dict(self._consumed.get(role, {}))
+        if self._tracking:
+            return dict(self._consumed.get(role, {}))
+        version, consumed = self._consumed_cache
+        if version != self._books:
+            consumed = self._consumption_from_books()
+            self._consumed_cache = (self._books, consumed)
+        return dict(consumed.get(role, {}))
+
+    def _consumption_from_books(self) -> dict[str, Quantities]:
+        """Consumed quota of every role path, computed from the agents' books."""
+        out: dict[str, Quantities] = {}
+        for agent in self._agents.values():
+            if agent.reserved:
+                for role, quantities in reserved_quantities(agent.total).items():
+                    add_into(out, role, quantities, 1)
+            for (_, role), held in agent.allocated.items():
+                add_into(out, role, unreserved_quantities(held), 1)
+        return out
 
     def _limit_chain(self, role: str) -> tuple[tuple[str, Mapping[str, int]], ...]:
         """(path, limits) of the role and each ancestor that has limits."""
@@ -1005,14 +1041,12 @@ class HierarchicalDRFAllocator:
         self._check_consumed()
 
     def _check_consumed(self) -> None:
-        """Consumed quota equals unreserved allocations plus reservations, per subtree."""
-        expect: dict[str, Quantities] = {}
-        for agent in self._agents.values():
-            for role, quantities in reserved_quantities(agent.total).items():
-                add_into(expect, role, quantities, 1)
-            for (_, role), held in agent.allocated.items():
-                add_into(expect, role, unreserved_quantities(held), 1)
-        assert expect == self._consumed, f"consumed quota {self._consumed} != {expect}"
+        """Consumed quota equals unreserved allocations plus reservations, per subtree (kept
+        incrementally while some quota is set)."""
+        assert self._tracking == bool(self._quotas), "consumption tracking out of step"
+        if self._tracking:
+            expect = self._consumption_from_books()
+            assert expect == self._consumed, f"consumed quota {self._consumed} != {expect}"
 
     def _check_agent(self, agent: _Agent) -> None:
         held = self._held_on(agent)
