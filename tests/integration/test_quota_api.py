@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ from operator_kit import JSON, call, post, wait_for
 from butte.client.scheduler import SchedulerClient
 from butte.core.auth import basic_header
 from butte.testing.cluster import ClusterHandle, daemons_missing, start_cluster
-from butte.testing.require import require
+from butte.testing.require import require, require_module
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +264,61 @@ def test_acls_guard_quota_updates_and_filter_what_get_shows(cluster_factory, tmp
     assert [c["role"] for c in seen] == ["dev", "prod"]
     removal = {"type": "REMOVE_QUOTA", "remove_quota": {"role": "dev"}}
     assert as_("fw", removal).status_code == 403
+
+
+def test_pymesos_framework_is_offered_within_its_role_limit(cluster):
+    """An unmodified pymesos framework in a role limited to 1.5 cpus (of the agent's 4) is
+    offered no more than that, and what its running task holds shows as consumed."""
+    pymesos = require_module("pymesos")
+    master = cluster.master_url
+    update(master, [{"role": "eng", "limits": scalars(cpus=1.5)}])
+    offered: list[float] = []
+    running = threading.Event()
+
+    class Limited(pymesos.Scheduler):
+        launched = False
+
+        def resourceOffers(self, driver, offers):  # noqa: N802 - pymesos API
+            for offer in offers:
+                cpus = sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == "cpus")
+                offered.append(cpus)
+                if self.launched:
+                    driver.declineOffer(offer["id"], {"refuse_seconds": 0.5})
+                    continue
+                self.launched = True
+                task = {
+                    "task_id": {"value": "limited-1"},
+                    "agent_id": offer["agent_id"],
+                    "name": "limited-1",
+                    "command": {"value": "sleep 60"},
+                    "resources": [
+                        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.0}},
+                        {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+                    ],
+                }
+                driver.launchTasks(offer["id"], [task])
+
+        def statusUpdate(self, driver, update):  # noqa: N802 - pymesos API
+            if update["state"] == "TASK_RUNNING":
+                running.set()
+
+    framework = {"user": "root", "name": "pymesos-limited", "hostname": "localhost",
+                 "roles": ["eng"], "capabilities": [{"type": "MULTI_ROLE"}]}  # fmt: skip
+    driver = pymesos.MesosSchedulerDriver(
+        Limited(), framework, cluster.master_address, use_addict=False
+    )
+    driver.start()
+    try:
+        assert running.wait(60), "the task did not start"
+        consumed = wait_for(
+            lambda: roles_by_name(master)["eng"]["quota"]["consumed"].get("cpus", 0) >= 1.0,
+            timeout=10,
+            what="consumption",
+        )
+        assert consumed
+        wait_for(lambda: len(offered) >= 2, timeout=20, what="a second offer")
+        assert offered[0] == 1.5 and all(c <= 0.5 + 1e-9 for c in offered[1:]), offered
+    finally:
+        driver.stop()
+        driver.join()
+        update(master, [{"role": "eng"}])
