@@ -97,14 +97,15 @@ def _has_unreserved(resources: Resources) -> bool:
 
 class _Headroom:
     """Headroom books of one allocation cycle: what unsatisfied guarantees still need
-    (``required``) and the unreserved resources nobody holds (``available``), both kept up to
-    date as the cycle grants."""
+    (``required``) and the unreserved resources nobody holds (``available``: summed over the
+    free agents when first needed, None until then), both kept up to date as the cycle
+    grants."""
 
     __slots__ = ("required", "available")
 
     def __init__(self, required: Quantities) -> None:
         self.required = required
-        self.available: Quantities = {}
+        self.available: Quantities | None = None
 
 
 class _Role:
@@ -682,6 +683,13 @@ class HierarchicalDRFAllocator:
                     required[name] = required.get(name, 0) + value
         return required
 
+    def _headroom_available(self, headroom: _Headroom) -> Quantities:
+        """``headroom.available``, summed now if this cycle has not needed it yet (what the
+        free agents have now is what the cycle has not granted)."""
+        if headroom.available is None:
+            headroom.available = self._available_headroom()
+        return headroom.available
+
     def _available_headroom(self) -> Quantities:
         """Unreserved resources on active agents that nobody holds."""
         out: Quantities = {}
@@ -697,8 +705,6 @@ class HierarchicalDRFAllocator:
         neither offering a role beyond its limits nor eating into the headroom that
         unsatisfied guarantees need."""
         headroom = _Headroom(self._required_headroom())
-        if headroom.required:
-            headroom.available = self._available_headroom()
         pending = [
             role
             for role, quota in self._quotas.items()
@@ -750,7 +756,8 @@ class HierarchicalDRFAllocator:
                 caps.setdefault(name, 0)  # satisfied names: nothing more in this stage
             for name, need in headroom.required.items():
                 if name not in quota.guarantees:
-                    min_into(caps, name, headroom.available.get(name, 0) - need)
+                    spare = self._headroom_available(headroom).get(name, 0) - need
+                    min_into(caps, name, spare)
             self._limit_caps(role, caps)
             candidate = cap_unreserved(candidate, caps)
             if not candidate:
@@ -877,7 +884,7 @@ class HierarchicalDRFAllocator:
                 else {}
             )
             for name, need in headroom.required.items():
-                spare = headroom.available.get(name, 0) - need + own.get(name, 0)
+                spare = self._headroom_available(headroom).get(name, 0) - need + own.get(name, 0)
                 min_into(caps, name, spare)
         return caps
 
@@ -905,10 +912,11 @@ class HierarchicalDRFAllocator:
         out.append(Allocation(framework_id, agent.id, role, candidate))
         if not headroom.required:
             return
-        taken = unreserved_quantities(candidate) if agent.reserved else quantities
         hr_available = headroom.available
-        for name, value in taken.items():
-            hr_available[name] = hr_available.get(name, 0) - value
+        if hr_available is not None:
+            taken = unreserved_quantities(candidate) if agent.reserved else quantities
+            for name, value in taken.items():
+                hr_available[name] = hr_available.get(name, 0) - value
         if top is not None and before:
             after = shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
             required = headroom.required
