@@ -76,6 +76,10 @@ class QuotaApi:
         if forbidden is not None:
             return text_reply(403, forbidden)
         machine = self.machine
+        whitelist = machine.options.roles
+        for role, _ in updates:
+            if whitelist is not None and role not in whitelist:
+                return text_reply(400, f"Role '{role}' is not present in the master's --roles")
         try:
             result = apply_updates(
                 machine.allocator.quotas,

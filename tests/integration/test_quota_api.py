@@ -96,6 +96,7 @@ def test_update_and_get_quota_with_consumption_in_roles(cluster):
         ({"role": "dev", "limits": {"cpus": {"value": "x"}}}, False, "numeric"),
         ({"role": "dev", "guarantees": scalars(cpus=100)}, False, "capacity"),
         ({"limits": scalars(cpus=1)}, False, "needs a 'role'"),
+        ({"role": "sales", "limits": scalars(cpus=1)}, False, "not present in the master's"),
     ],
 )  # fmt: skip
 def test_bad_updates_are_refused_and_change_nothing(cluster, config, force, reason):
