@@ -98,7 +98,15 @@ def bench_quota(agents: int, frameworks: int, rounds: int) -> bool:
     """The full cycle without and with quota + reservations, same run, rounds alternated
     (and a garbage collection before each) so that both see the same machine, with the
     collector tuned as `butte master` tunes it; target 2x."""
+    old = gc.get_threshold()
     gc.set_threshold(10_000, 10, 10)
+    try:
+        return _bench_quota(agents, frameworks, rounds)
+    finally:
+        gc.set_threshold(*old)
+
+
+def _bench_quota(agents: int, frameworks: int, rounds: int) -> bool:
     base = []
     samples = []
     parts: dict[str, list[float]] = {"reservations only": [], "quota only": []}

