@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_allocator.py            # full sizes (about a minute)
     .venv/bin/python bench/bench_allocator.py --quick    # small sizes, CI smoke (seconds)
     .venv/bin/python bench/bench_allocator.py --roles each --profile
+    .venv/bin/python bench/bench_allocator.py --quota    # quota + reservations vs plain
 
 Every agent is ``cpus:24;mem:4096;disk:4096;ports:[31000-32000]``. Frameworks are all in role
 ``*`` by default (Mesos' ``DeclineOffers`` shape: one role sorter client, the framework sorter
@@ -17,6 +18,11 @@ does the work). Scenarios:
   and each agent walks past the frameworks that declined it); offers/second counts
   allocate + recover time.
 
+``--quota`` measures, in the same run, the full cycle with frameworks one role each (the
+baseline) and the same with 100 of those roles holding quota (guarantees of 200 cpus and 32 GB,
+limits of 480 cpus and 80 GB) while half the agents carry static reservations for them (2 of
+their 24 cpus and 256 of their 4096 MB each); its target is 2x the baseline.
+
 Times are medians over rounds (min/max shown); "ratio" is measured / target for times and
 target / measured for rates, so <= 1.0 meets the target either way. The exit status is 0
 even when a target is missed (a slow CI machine is not a failure); read the verdicts.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import statistics
 import sys
@@ -38,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from butte.core.resources import parse_resources  # noqa: E402
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator  # noqa: E402
 from butte.master.allocator.interface import AllocatorOptions  # noqa: E402
+from butte.master.allocator.quota import Quota  # noqa: E402
 
 AGENT_TOTAL = parse_resources("cpus:24;mem:4096;disk:4096;ports:[31000-32000]")
 
@@ -51,6 +59,90 @@ def build(agents: int, frameworks: int, roles: str, suppressed: bool = False):
     for i in range(agents):
         alloc.add_agent(f"agent-{i}", AGENT_TOTAL)
     return alloc
+
+
+QUOTA_ROLES = 100
+GUARANTEE_CPUS = 200_000  # thousandths
+LIMIT_CPUS = 480_000
+
+
+def reserved_total(role: str):
+    """An agent of AGENT_TOTAL's size with part of its cpus and mem reserved for ``role``."""
+    return parse_resources(
+        f"cpus({role}):2;mem({role}):256;cpus:22;mem:3840;disk:4096;ports:[31000-32000]"
+    )
+
+
+def build_quota(agents: int, frameworks: int, quota: bool = True, reservations: bool = True):
+    """Frameworks one role each; the first QUOTA_ROLES roles have quota, and every other
+    agent carries static reservations for one of them (either can be left out, to see what
+    each costs)."""
+    alloc = HierarchicalDRFAllocator(AllocatorOptions(allocation_interval=1.0), seed=1)
+    for i in range(frameworks):
+        alloc.add_framework(f"framework-{i}", [f"role-{i}"])
+    for i in range(QUOTA_ROLES if quota else 0):
+        alloc.update_quota(
+            f"role-{i}",
+            Quota(
+                guarantees={"cpus": GUARANTEE_CPUS, "mem": 32_768_000},
+                limits={"cpus": LIMIT_CPUS, "mem": 81_920_000},
+            ),
+        )
+    for i in range(agents):
+        total = reserved_total(f"role-{i % QUOTA_ROLES}") if i % 2 and reservations else AGENT_TOTAL
+        alloc.add_agent(f"agent-{i}", total)
+    return alloc
+
+
+def bench_quota(agents: int, frameworks: int, rounds: int) -> bool:
+    """The full cycle without and with quota + reservations, same run, rounds alternated
+    (and a garbage collection before each) so that both see the same machine, with the
+    collector tuned as `butte master` tunes it; target 2x."""
+    old = gc.get_threshold()
+    gc.set_threshold(10_000, 10, 10)
+    try:
+        return _bench_quota(agents, frameworks, rounds)
+    finally:
+        gc.set_threshold(*old)
+
+
+def _bench_quota(agents: int, frameworks: int, rounds: int) -> bool:
+    base = []
+    samples = []
+    parts: dict[str, list[float]] = {"reservations only": [], "quota only": []}
+    for _ in range(rounds):
+        alloc = build(agents, frameworks, "each")
+        gc.collect()
+        seconds, out = timed(lambda a=alloc: a.allocate(0.0))
+        assert len(out) == agents
+        base.append(seconds)
+        del alloc, out
+        for name, quota, reservations in (
+            ("reservations only", False, True),
+            ("quota only", True, False),
+        ):
+            alloc = build_quota(agents, frameworks, quota, reservations)
+            gc.collect()
+            seconds, out = timed(lambda a=alloc: a.allocate(0.0))
+            parts[name].append(seconds)
+            del alloc, out
+        alloc = build_quota(agents, frameworks)
+        gc.collect()
+        seconds, out = timed(lambda a=alloc: a.allocate(0.0))
+        assert len(out) >= agents // 2, f"only {len(out)} allocations"
+        for i in range(QUOTA_ROLES):
+            role = f"role-{i}"
+            consumed = alloc.consumed_quota(role)
+            assert consumed.get("cpus", 0) >= GUARANTEE_CPUS, f"{role} short of its guarantee"
+            assert consumed.get("cpus", 0) <= LIMIT_CPUS, f"{role} over its limit"
+        alloc.check_invariants() if agents <= 1_000 else None
+        samples.append(seconds)
+        del alloc, out
+    report(f"full cycle {agents}x{frameworks} roles=each (baseline)", base, 1.0)
+    for name, times in parts.items():
+        report(f"full cycle {agents}x{frameworks} {name}", times, 2 * statistics.median(base))
+    target = 2 * statistics.median(base)
+    return report(f"full cycle {agents}x{frameworks} quota+reservations", samples, target)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -152,8 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes only (CI smoke)")
     parser.add_argument("--roles", choices=["star", "each"], default="star")
     parser.add_argument("--profile", action="store_true", help="cProfile the biggest cycle")
+    parser.add_argument(
+        "--quota", action="store_true", help="only the quota + reservations cycle vs baseline"
+    )
     args = parser.parse_args(argv)
     roles = args.roles
+    if args.quota:
+        print(f"allocator quota benchmark ({'quick' if args.quick else 'full'})")
+        if args.quick:
+            ok = bench_quota(1_000, 100, rounds=3)
+        else:
+            ok = bench_quota(10_000, 1_000, rounds=5)
+        print("all targets met" if ok else "some targets MISSED")
+        return 0
     print(f"allocator benchmark ({'quick' if args.quick else 'full'}, roles={roles})")
     ok = []
     if args.quick:

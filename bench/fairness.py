@@ -9,7 +9,15 @@ starvation violates: a framework that wants resources and is below its weighted 
 never waits more than two allocation intervals for an offer while resources sit unallocated
 (declined by the others). ``slack`` covers the time an offer takes to travel.
 
-    .venv/bin/python bench/fairness.py [--seconds 20] [--interval 0.5]
+    .venv/bin/python bench/fairness.py [--seconds 20] [--interval 0.5] [--quota]
+
+``--quota`` replays the same mix with quota (set with UPDATE_QUOTA before the frameworks
+come): ``greedy-big`` has a limit of a quarter of the cluster's cpus, and a fifth framework,
+``guaranteed`` (role ``prod``), arrives once the cluster is full with a guarantee of a quarter
+of its cpus. It checks that ``guaranteed`` holds its guarantee (offered or used, as the
+master's consumed quota counts it) within two allocation intervals of subscribing, that no
+role is ever over its limit, and the starvation property for the rest (resources held back as
+headroom for an unmet guarantee, and a role at its limit, do not count as starving anyone).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +36,7 @@ from common import Master, exit_on_sigterm, processes, work_dir
 from frameworks import offer_scalars
 
 from butte.client.scheduler import SchedulerClient
+from butte.core.resources import parse_resources
 from butte.sim.agents import SimOptions, SimulatedCluster
 
 AGENT = "cpus:4;mem:4096"
@@ -52,6 +62,9 @@ class Workload:
     subscribed_at: float | None = None
     # agent id -> when this framework's own refusal filter on it expires
     filtered: dict[str, float] = field(default_factory=dict)
+    # quota of the role, in cpus (None: none)
+    guarantee_cpus: float | None = None
+    limit_cpus: float | None = None
 
 
 def default_workloads(seconds: float) -> list[Workload]:
@@ -63,6 +76,19 @@ def default_workloads(seconds: float) -> list[Workload]:
     ]
 
 
+def quota_workloads(seconds: float, cluster_cpus: float) -> list[Workload]:
+    """`default_workloads` with a limit on greedy-big and a late guaranteed framework."""
+    out = default_workloads(seconds)
+    out[0].limit_cpus = cluster_cpus / 4
+    out.append(
+        Workload(
+            "guaranteed", "prod", 1.0, 0.5, 256, 3.0, 10_000, 0, 0.0, start=seconds / 3,
+            guarantee_cpus=cluster_cpus / 4,
+        )
+    )  # fmt: skip
+    return out
+
+
 @dataclass
 class Sample:
     at: float
@@ -70,6 +96,8 @@ class Sample:
     utilisation: float
     # agent id -> (cpus, mem) neither used nor offered
     free: dict[str, tuple[float, float]]
+    # role -> consumed quota cpus (offered or used, reservations included), from /roles
+    consumed: dict[str, float] = field(default_factory=dict)
 
 
 async def run_framework(w: Workload, master: str, t0: float, stop: asyncio.Event) -> None:
@@ -145,15 +173,33 @@ def sample_state(url: str, at: float) -> Sample:
             total["cpus"] - used["cpus"] - offered["cpus"],
             total["mem"] - used["mem"] - offered["mem"],
         )
-    return Sample(at, shares, max(used_cpus / total_cpus, used_mem / total_mem), free)
+    with urllib.request.urlopen(f"{url}/master/roles", timeout=10) as response:
+        roles = json.loads(response.read())["roles"]
+    consumed = {r["name"]: r.get("quota", {}).get("consumed", {}).get("cpus", 0.0) for r in roles}
+    return Sample(at, shares, max(used_cpus / total_cpus, used_mem / total_mem), free, consumed)
 
 
-def deprived(w: Workload, s: Sample, fair: float) -> bool:
+def headroom_cpus(workloads: list[Workload], s: Sample) -> float:
+    """Cpus the allocator holds back for guarantees not met yet at sample ``s``."""
+    return sum(
+        max(0.0, w.guarantee_cpus - s.consumed.get(w.role, 0.0))
+        for w in workloads
+        if w.guarantee_cpus
+    )
+
+
+def deprived(w: Workload, s: Sample, fair: float, held_back: float = 0.0) -> bool:
     """``w`` wants resources, is below its fair share, and some agent that ``w`` has not
-    filtered itself has room for one of its tasks, unallocated (declined by the others)."""
+    filtered itself has room for one of its tasks, unallocated (declined by the others).
+    With quota: a role at its limit is not deprived, and ``held_back`` cpus of the free ones
+    are headroom for unmet guarantees (not ``w``'s unless it is the guaranteed one)."""
     if w.subscribed_at is None or w.subscribed_at > s.at or w.pending <= 0:
         return False
     if s.shares.get(w.name, 0.0) >= fair:
+        return False
+    if w.limit_cpus is not None and s.consumed.get(w.role, 0.0) + w.cpus > w.limit_cpus:
+        return False
+    if not w.guarantee_cpus and sum(c for c, _ in s.free.values()) - held_back < w.cpus:
         return False
     return any(
         cpus >= w.cpus and mem >= w.mem and w.filtered.get(agent, 0.0) <= s.at
@@ -169,8 +215,9 @@ def starvation(workloads: list[Workload], samples: list[Sample]) -> dict[str, fl
     for s in samples:
         wanting = [w for w in workloads if w.subscribed_at is not None and w.subscribed_at <= s.at]
         weights = sum(w.weight for w in wanting) or 1.0
+        held_back = headroom_cpus(workloads, s)
         for w in workloads:
-            if not deprived(w, s, w.weight / weights):
+            if not deprived(w, s, w.weight / weights, held_back):
                 since[w.name] = None
                 continue
             start = since[w.name]
@@ -183,14 +230,66 @@ def starvation(workloads: list[Workload], samples: list[Sample]) -> dict[str, fl
     return worst
 
 
-async def replay(url: str, address: str, agents: int, seconds: float, interval: float) -> dict:
-    workloads = default_workloads(seconds)
+def quota_checks(workloads: list[Workload], samples: list[Sample]) -> dict[str, float]:
+    """With quota: for each guaranteed framework, seconds from subscribing until its role's
+    consumption first reached the guarantee (inf: never); for each limited one, the most its
+    role ever consumed over the limit (0.0: never over)."""
+    out: dict[str, float] = {}
+    for w in workloads:
+        if w.guarantee_cpus and w.subscribed_at is not None:
+            reached = [
+                s.at
+                for s in samples
+                if s.at >= w.subscribed_at and s.consumed.get(w.role, 0.0) >= w.guarantee_cpus
+            ]
+            out[f"{w.name} reached its guarantee after (s)"] = (
+                reached[0] - w.subscribed_at if reached else float("inf")
+            )
+        if w.limit_cpus is not None:
+            over = max((s.consumed.get(w.role, 0.0) - w.limit_cpus for s in samples), default=0)
+            out[f"{w.name} most cpus over its limit"] = max(0.0, over)
+    return out
+
+
+def _v1(url: str, body: dict[str, Any], patience: float = 15.0) -> None:
+    """One operator call; a 503 (the master is healthy but not yet leading) is retried."""
+    deadline = time.monotonic() + patience
+    while True:
+        request = urllib.request.Request(
+            f"{url}/api/v1", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+            return
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+async def replay(
+    url: str, address: str, agents: int, seconds: float, interval: float, quota: bool = False
+) -> dict:
+    if quota:
+        workloads = quota_workloads(seconds, agents * parse_resources(AGENT).scalar("cpus"))
+    else:
+        workloads = default_workloads(seconds)
     weights = [{"role": w.role, "weight": w.weight} for w in workloads]
     body = {"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": weights}}
-    request = urllib.request.Request(
-        f"{url}/api/v1", json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).close())
+    await asyncio.to_thread(_v1, url, body)
+    configs = []
+    for w in workloads:
+        config: dict[str, Any] = {"role": w.role}
+        if w.guarantee_cpus:
+            config["guarantees"] = {"cpus": {"value": w.guarantee_cpus}}
+        if w.limit_cpus is not None:
+            config["limits"] = {"cpus": {"value": w.limit_cpus}}
+        if len(config) > 1:
+            configs.append(config)
+    if configs:
+        # force: the agents are not there yet, so the capacity check would refuse.
+        body = {"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": configs, "force": True}}
+        await asyncio.to_thread(_v1, url, body)
     cluster = SimulatedCluster(address, agents, SimOptions.from_text(AGENT, seed=1))
     await cluster.start()
     stop = asyncio.Event()
@@ -209,14 +308,16 @@ async def replay(url: str, address: str, agents: int, seconds: float, interval: 
     return {"workloads": workloads, "samples": samples, "t0": t0}
 
 
-def run_fairness(agents: int = 20, seconds: float = 20.0, interval: float = 0.5) -> dict:
+def run_fairness(
+    agents: int = 20, seconds: float = 20.0, interval: float = 0.5, quota: bool = False
+) -> dict:
     """Starts a master (``interval`` allocation runs) and replays the workload."""
     with work_dir("fairness") as tmp:
         master = Master(tmp, [f"--allocation_interval={interval * 1000:.0f}ms"])
         with processes(master):
             master.start()
             master.wait_healthy()
-            return asyncio.run(replay(master.url, master.address, agents, seconds, interval))
+            return asyncio.run(replay(master.url, master.address, agents, seconds, interval, quota))
 
 
 def print_report(result: dict, interval: float, slack: float) -> dict[str, float]:
@@ -233,6 +334,8 @@ def print_report(result: dict, interval: float, slack: float) -> dict[str, float
     print(f"longest wait for an offer below fair share with resources free (limit {limit:.2f} s):")
     for name, wait in worst.items():
         print(f"  {name:<12} {wait:.2f} s {'ok' if wait <= limit else 'STARVED'}")
+    for what, value in quota_checks(workloads, samples).items():
+        print(f"  {what}: {value:.2f}")
     return worst
 
 
@@ -242,11 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--interval", type=float, default=0.5, help="allocation interval (s)")
     parser.add_argument("--slack", type=float, default=0.25)
+    parser.add_argument("--quota", action="store_true", help="the mix with quota (see above)")
     args = parser.parse_args(argv)
     exit_on_sigterm()
-    result = run_fairness(args.agents, args.seconds, args.interval)
+    result = run_fairness(args.agents, args.seconds, args.interval, args.quota)
     worst = print_report(result, args.interval, args.slack)
-    return 0 if all(w <= 2 * args.interval + args.slack for w in worst.values()) else 1
+    limit = 2 * args.interval + args.slack
+    ok = all(w <= limit for w in worst.values())
+    for what, value in quota_checks(result["workloads"], result["samples"]).items():
+        ok = ok and (value <= limit if "guarantee" in what else value <= 1e-9)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from butte.core import task_states
 _SIMPLE: dict[str, str] = {
     "agents": "list the agents and their resources",
     "frameworks": "list the frameworks",
-    "roles": "list the roles with their weights, shares and allocations",
+    "roles": "list the roles with their weights, shares, allocations and quotas",
     "state": "print the master's whole state (/master/state, always JSON)",
 }
 
@@ -246,8 +246,20 @@ def cmd_roles(args: argparse.Namespace) -> int:
     if args.json:
         print_json(roles)
         return 0
-    table = Table("ROLE", "WEIGHT", "SHARE", "FRAMEWORKS", "CPUS", "MEM", "OFFERED CPUS")
+    table = Table(
+        "ROLE",
+        "WEIGHT",
+        "SHARE",
+        "FRAMEWORKS",
+        "CPUS",
+        "MEM",
+        "OFFERED CPUS",
+        "GUARANTEE",
+        "LIMIT",
+        "CONSUMED",
+    )
     for role in roles:
+        quota = role.get("quota") or {}
         name = role.get("name", "?")
         allocated = scalars(role.get("allocated", role.get("resources", [])))
         offered = scalars(role.get("offered", []))
@@ -260,9 +272,24 @@ def cmd_roles(args: argparse.Namespace) -> int:
             number(allocated.get("cpus", 0)),
             mem(allocated.get("mem", 0)),
             number(offered.get("cpus", 0)),
+            quota_cell(quota.get("guarantee")),
+            quota_cell(quota.get("limit")),
+            quota_cell(quota.get("consumed")),
         )
     stdout().print(table)
     return 0
+
+
+def quota_cell(amounts: Any) -> str:
+    """A role's quota guarantee, limit or consumption (name -> value) as ``cpus 2, mem 1G``;
+    ``-`` when empty."""
+    if not isinstance(amounts, dict) or not amounts:
+        return "-"
+    parts = []
+    for name, value in sorted(amounts.items()):
+        if isinstance(value, int | float):
+            parts.append(f"{name} {mem(value) if name in ('mem', 'disk') else number(value)}")
+    return ", ".join(parts) or "-"
 
 
 def cmd_state(args: argparse.Namespace) -> int:

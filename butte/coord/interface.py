@@ -13,8 +13,8 @@ Vocabulary::
                     master is elected, and that leadership is lost (ZooKeeper SUSPENDED or
                     LOST, or its candidacy node vanished): the master must stop at once.
     RegistryStore   what a new leader must remember (docs/protocol.md §4.3): admitted agents,
-                    unreachable and gone agents, role weights, maintenance. `load` once
-                    elected, `apply` each write durably (raises RegistryError: the master
+                    unreachable and gone agents, role weights, maintenance, quotas. `load`
+                    once elected, `apply` each write durably (raises RegistryError: the master
                     then aborts).
     Operation       one registry change, emitted by the core as a `RegistryWrite` effect.
 """
@@ -92,6 +92,14 @@ class PruneAgents:
     gone: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateQuotas:
+    """Role quotas changed; ``quotas`` is the whole new map, role -> {"guarantees": {name:
+    thousandths}, "limits": {...}} (`butte.master.quota.to_registry`)."""
+
+    quotas: Mapping[str, Any]
+
+
 Operation = (
     AdmitAgent
     | MarkUnreachable
@@ -100,6 +108,7 @@ Operation = (
     | UpdateWeights
     | UpdateMaintenance
     | PruneAgents
+    | UpdateQuotas
 )
 
 
@@ -112,6 +121,7 @@ class RegistryState:
     gone: dict[str, float] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
     maintenance: dict[str, Any] = field(default_factory=dict)
+    quotas: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, op: Operation) -> None:
         """Applies one operation in memory (every store keeps such a mirror)."""
@@ -136,6 +146,8 @@ class RegistryState:
                 self.unreachable.pop(agent_id, None)
             for agent_id in op.gone:
                 self.gone.pop(agent_id, None)
+        elif isinstance(op, UpdateQuotas):
+            self.quotas = dict(op.quotas)
         else:  # pragma: no cover - exhaustive over Operation
             raise TypeError(f"unknown registry operation {op!r}")
 

@@ -32,6 +32,7 @@ from butte.coord.interface import (
     RegistryStore,
     RemoveAgent,
     UpdateMaintenance,
+    UpdateQuotas,
     UpdateWeights,
 )
 
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS unreachable (id TEXT PRIMARY KEY, time REAL NOT NULL)
 CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS weights (role TEXT PRIMARY KEY, weight REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quotas (role TEXT PRIMARY KEY, config TEXT NOT NULL);
 """
 
 
@@ -145,6 +147,10 @@ class SqliteRegistry:
             state.weights = dict(db.execute("SELECT role, weight FROM weights"))
             for (maintenance,) in db.execute("SELECT state FROM maintenance"):
                 state.maintenance = json.loads(maintenance)
+            state.quotas = {
+                role: json.loads(config)
+                for role, config in db.execute("SELECT role, config FROM quotas")
+            }
         except (sqlite3.Error, ValueError) as e:
             raise RegistryError(f"cannot read the registry {self.path}: {e}") from None
         return state
@@ -205,6 +211,12 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
     elif isinstance(op, PruneAgents):
         db.executemany("DELETE FROM unreachable WHERE id = ?", [(a,) for a in op.unreachable])
         db.executemany("DELETE FROM gone WHERE id = ?", [(a,) for a in op.gone])
+    elif isinstance(op, UpdateQuotas):
+        db.execute("DELETE FROM quotas")
+        db.executemany(
+            "INSERT INTO quotas (role, config) VALUES (?, ?)",
+            [(role, json.dumps(c, separators=(",", ":"))) for role, c in op.quotas.items()],
+        )
     else:  # pragma: no cover - exhaustive over Operation
         raise TypeError(f"unknown registry operation {op!r}")
 
@@ -216,6 +228,7 @@ def _copy(state: RegistryState) -> RegistryState:
         gone=dict(state.gone),
         weights=dict(state.weights),
         maintenance=dict(state.maintenance),
+        quotas=dict(state.quotas),
     )
 
 

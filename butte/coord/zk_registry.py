@@ -8,6 +8,7 @@ election path)::
     <root>/gone/<bb>          {"<agent id>": seconds, ...}
     <root>/weights            {"<role>": weight, ...}
     <root>/maintenance        {"schedule": {...}, "down_machines": [...]}
+    <root>/quotas             {"<role>": {"guarantees": {...}, "limits": {...}}, ...}
 
 Agents are spread over 256 bucket znodes by a hash of their id: with 10k agents a bucket
 holds about 40 (some 16 KB), far below ZooKeeper's 1 MB znode limit (room for well over a
@@ -43,6 +44,7 @@ from butte.coord.interface import (
     RegistryState,
     RemoveAgent,
     UpdateMaintenance,
+    UpdateQuotas,
     UpdateWeights,
 )
 from butte.core.codec import encode_json
@@ -75,6 +77,7 @@ class ZooKeeperRegistry:
         self._buckets: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in _KINDS}
         self._weights_exist = False
         self._maintenance_exists = False
+        self._quotas_exist = False
         self.writes = 0
         self.operations = 0
         self.write_seconds = 0.0
@@ -106,6 +109,15 @@ class ZooKeeperRegistry:
                 self._maintenance_exists = True
             except NoNodeError:
                 self._maintenance_exists = False
+            try:
+                data, _ = self.client.get(f"{self.root}/quotas")
+                quotas = json.loads(data)
+                if not isinstance(quotas, dict):
+                    raise ValueError(f"{self.root}/quotas does not hold a JSON object")
+                state.quotas = quotas
+                self._quotas_exist = True
+            except NoNodeError:
+                self._quotas_exist = False
         except (KazooException, ValueError, TypeError, AttributeError) as e:
             raise RegistryError(f"cannot read the registry at {self.root}: {e!r}") from None
         self.load_seconds = time.perf_counter() - started
@@ -153,12 +165,16 @@ class ZooKeeperRegistry:
         touched: dict[tuple[str, str], bool] = {}  # (kind, bucket) -> existed before
         weights: dict[str, float] | None = None
         maintenance: dict[str, Any] | None = None
+        quotas: dict[str, Any] | None = None
         for op in operations:
             if isinstance(op, UpdateWeights):
                 weights = dict(op.weights)
                 continue
             if isinstance(op, UpdateMaintenance):
                 maintenance = dict(op.state)
+                continue
+            if isinstance(op, UpdateQuotas):
+                quotas = dict(op.quotas)
                 continue
             for agent_id, kind, value in _changes(op):
                 bucket = bucket_of(agent_id)
@@ -183,6 +199,10 @@ class ZooKeeperRegistry:
             kind = "set" if self._maintenance_exists else "create"
             writes.append((kind, f"{self.root}/maintenance", encode_json(maintenance)))
             self._maintenance_exists = True
+        if quotas is not None:
+            kind = "set" if self._quotas_exist else "create"
+            writes.append((kind, f"{self.root}/quotas", encode_json(quotas)))
+            self._quotas_exist = True
         self._commit_all(writes, fence)
         seconds = time.perf_counter() - started
         self.writes += 1

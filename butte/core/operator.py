@@ -135,6 +135,23 @@ class UpdateWeights(Msg, frozen=True):
     weight_infos: list[WeightInfo] = []
 
 
+class UpdateQuota(Msg, frozen=True):
+    """UPDATE_QUOTA; the configs are checked by `butte.master.quota.parse_configs`."""
+
+    quota_configs: list[Any] = []
+    force: bool = False
+
+
+class SetQuota(Msg, frozen=True):
+    """SET_QUOTA; the request is checked by `butte.master.quota.parse_request`."""
+
+    quota_request: Any
+
+
+class RemoveQuota(Msg, frozen=True):
+    role: str
+
+
 class Teardown(Msg, frozen=True):
     framework_id: ID
 
@@ -175,6 +192,9 @@ class OperatorCall(Msg, frozen=True):
     list_files: ListFiles | None = None
     read_file: ReadFile | None = None
     update_weights: UpdateWeights | None = None
+    update_quota: UpdateQuota | None = None
+    set_quota: SetQuota | None = None
+    remove_quota: RemoveQuota | None = None
     teardown: Teardown | None = None
     mark_agent_gone: AgentCall | None = None
     deactivate_agent: AgentCall | None = None
@@ -196,6 +216,9 @@ REQUIRED_PAYLOAD = frozenset(
         "LIST_FILES",
         "READ_FILE",
         "UPDATE_WEIGHTS",
+        "UPDATE_QUOTA",
+        "SET_QUOTA",
+        "REMOVE_QUOTA",
         "TEARDOWN",
         "MARK_AGENT_GONE",
         "DEACTIVATE_AGENT",

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from butte.core import task_states
 from butte.core.resources import Resources, from_millis
 from butte.master.machine import MasterMachine
+from butte.master.quota import role_quota_json
 from butte.master.snapshot import MAX_STALENESS, STALENESS_FACTOR, no_gc
 from butte.master.state import Agent, Framework, Task
 from butte.master.state_json import legacy_map
@@ -454,8 +455,9 @@ def build_roles(machine: MasterMachine) -> list[Row]:
             _count(offered.setdefault(offer.role, {}), offer.resources)
     weights = machine.allocator.weights
     shape_roles = {shape: shape.roles() for shape in agent_shapes}
-    # As `operator_views.role_names`: of frameworks, with a weight, or with reservations.
-    names = set(weights) | set(frameworks)
+    # As `operator_views.role_names`: of frameworks, with a weight, a quota or reservations.
+    quotas = machine.allocator.quotas
+    names = set(weights) | set(frameworks) | set(quotas)
     for roles in shape_roles.values():
         names |= roles
     rows = []
@@ -475,6 +477,9 @@ def build_roles(machine: MasterMachine) -> list[Row]:
                 "allocated": held,
                 "offered": _scalars(offered.get(role, {})),
                 "reserved": _scalars(reserved),
+                "quota": role_quota_json(
+                    role, quotas.get(role), machine.allocator.consumed_quota(role)
+                ),
             }
         )
     return rows

@@ -61,6 +61,10 @@ class MasterOptions:
     registry_gc_interval: float = 900.0
     registry_max_agent_age: float = 14 * 24 * 3600.0
     registry_max_agent_count: int = 100 * 1024
+    # --roles: the only roles frameworks may subscribe with ("*" always); None: any role.
+    roles: frozenset[str] | None = None
+    # --weights: role weights used until the registry holds some (UPDATE_WEIGHTS wins).
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

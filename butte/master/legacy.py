@@ -17,6 +17,7 @@ from aiohttp import web
 from butte.core.resources import validate_role
 from butte.master import operator_views, state_json, view_acls
 from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.quota import role_quota_json
 from butte.master.shell_api import MasterShell
 from butte.master.state import Framework, Task
 
@@ -199,6 +200,7 @@ class LegacyEndpoints:
     async def roles(self, request: web.Request) -> web.Response:
         machine = self.machine
         weights = machine.allocator.weights
+        quotas = machine.allocator.quotas
         out = []
         for role, (allocated, offered, fids) in operator_views.role_usage(machine).items():
             reserved = operator_views.total(a.total.reserved(role) for a in machine.agents.values())
@@ -211,6 +213,9 @@ class LegacyEndpoints:
                     "allocated": allocated.to_legacy_map(),
                     "offered": offered.to_legacy_map(),
                     "reserved": reserved.to_legacy_map(),
+                    "quota": role_quota_json(
+                        role, quotas.get(role), machine.allocator.consumed_quota(role)
+                    ),
                 }
             )
         return self._reply(request, {"roles": out})

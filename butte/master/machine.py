@@ -19,13 +19,13 @@ import base64
 import binascii
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from butte.coord.interface import RegistryState, RemoveAgent, UpdateWeights
+from butte.coord.interface import RegistryState, RemoveAgent, UpdateQuotas, UpdateWeights
 from butte.core import internal, task_states
 from butte.core.ids import validate_id
 from butte.core.messages import (
@@ -43,6 +43,7 @@ from butte.core.resources import Resources, validate_role
 from butte.master import offer_constraints, operator_views, views
 from butte.master.accept import AcceptEvents
 from butte.master.agents import AgentEvents
+from butte.master.allocator.quota import Quota, ancestors_and_self
 from butte.master.core import MasterOptions
 from butte.master.effects import (
     CloseFrameworkStream,
@@ -52,6 +53,7 @@ from butte.master.effects import (
 )
 from butte.master.maintenance_events import MaintenanceEvents
 from butte.master.offer_lifetime import CONSTRAINT_REFUSAL_SECONDS, OfferLifetime
+from butte.master.quota import from_registry, to_registry
 from butte.master.reconcile import reconcile_unknown_task
 from butte.master.state import Agent, Framework, Offer, Task
 
@@ -139,6 +141,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             err = validate_role(role)
             if err:
                 return f"Invalid role: {err}"
+            whitelist = self.options.roles
+            if whitelist is not None and role != "*" and role not in whitelist:
+                return f"Role '{role}' is not present in the master's --roles"
         if info.failover_timeout < 0:
             return "'FrameworkInfo.failover_timeout' must not be negative"
         return None
@@ -702,7 +707,42 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         """This master was elected: take over what the registry remembers."""
         self._recover_registry(registry, now)
         self._recover_maintenance(registry)
+        if not registry.weights and self.options.weights:
+            self.allocator.update_weights(self.options.weights)
+        for role, quota in from_registry(registry.quotas).items():
+            self.allocator.update_quota(role, quota)
         return self._take()
+
+    def update_quotas(self, quotas: dict[str, Quota], now: float) -> list[Effect]:
+        """Operator UPDATE_QUOTA / SET_QUOTA / REMOVE_QUOTA / ``/quota`` (already validated by
+        `butte.master.quota.apply_updates`): the whole new map is made durable in the
+        registry, the allocator uses it, and offers that keep a role over a new limit are
+        rescinded (as Mesos does)."""
+        self._update_quotas(quotas, now)
+        return self._take()
+
+    def _update_quotas(self, quotas: dict[str, Quota], now: float) -> None:
+        old = self.allocator.quotas
+        self._effects.append(RegistryWrite(UpdateQuotas(to_registry(quotas))))
+        limited = []
+        for role in sorted(old.keys() | quotas.keys()):
+            if old.get(role) != quotas.get(role):
+                self.allocator.update_quota(role, quotas.get(role))
+                if role in quotas and quotas[role].limits:
+                    limited.append(role)
+        for role in limited:
+            self._rescind_over_limit(role, quotas[role].limits, now)
+        self.allocation_wanted = True
+
+    def _rescind_over_limit(self, role: str, limits: Mapping[str, int], now: float) -> None:
+        """Rescinds outstanding offers of the role's subtree while it consumes more than its
+        limits allow (what tasks use stays: a limit only stops new offers)."""
+        for offer in sorted(self.offers.values(), key=lambda o: o.offer_id):
+            consumed = self.allocator.consumed_quota(role)
+            if all(consumed.get(n, 0) <= v for n, v in limits.items()):
+                return
+            if role in ancestors_and_self(offer.role):
+                self._rescind(offer, now)
 
     def update_weights(self, weights: dict[str, float]) -> list[Effect]:
         """Operator UPDATE_WEIGHTS / ``PUT /weights`` (already validated)."""

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import math
 import os
 import signal
 
@@ -15,7 +16,7 @@ from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
-from butte.core.resources import ResourceError
+from butte.core.resources import ResourceError, validate_role
 from butte.core.tls import TlsConfig, TlsError
 from butte.core.tls_listener import TlsListen
 from butte.master import lifetime_flags
@@ -161,6 +162,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "docs/security.md)",
     )
     parser.add_argument(
+        "--roles",
+        default=None,
+        help="comma-separated whitelist of roles frameworks may subscribe with ('*' is always "
+        "allowed; default: any role)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="role weights, role1=weight1,role2=weight2 (used until weights are set with "
+        "UPDATE_WEIGHTS or PUT /weights, which the registry keeps)",
+    )
+    parser.add_argument(
         "--http_header_timeout",
         default="30secs",
         help="how long a request's head may take to arrive before the connection is closed "
@@ -247,11 +260,43 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             agent_removal_rate_limit=removal_limit,
             acls=acls_flag(args.acls),
             **lifetime_flags.options(args),
+            roles=roles_flag(args.roles),
+            weights=weights_flag(args.weights),
         ),
         flags={
             k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
         },
     )
+
+
+def roles_flag(text: str | None) -> frozenset[str] | None:
+    """``--roles``: a comma-separated whitelist (None: any role)."""
+    if text is None:
+        return None
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    for role in roles:
+        error = validate_role(role)
+        if error:
+            raise ValueError(f"--roles: invalid role '{role}': {error}")
+    return frozenset(roles)
+
+
+def weights_flag(text: str | None) -> dict[str, float]:
+    """``--weights``: ``role=weight,...`` with weights finite and > 0."""
+    out: dict[str, float] = {}
+    for item in filter(None, (i.strip() for i in (text or "").split(","))):
+        role, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not math.isfinite(weight) or weight <= 0:
+            raise ValueError(f"--weights: expected role=weight with weight > 0, got {item!r}")
+        error = validate_role(role.strip())
+        if error:
+            raise ValueError(f"--weights: invalid role '{role.strip()}': {error}")
+        out[role.strip()] = weight
+    return out
 
 
 def tls_flag() -> TlsListen | None:

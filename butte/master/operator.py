@@ -11,14 +11,16 @@ SET_LOGGING_LEVEL, LIST_FILES, READ_FILE, GET_STATE, GET_AGENTS, GET_FRAMEWORKS,
 GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TEARDOWN,
 MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, the maintenance
 calls (GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE, GET_MAINTENANCE_STATUS,
-START_MAINTENANCE, STOP_MAINTENANCE: `butte.master.maintenance_http`), and the read-only
-GET_OPERATIONS, GET_QUOTA (empty: nothing of the kind exists yet).
+START_MAINTENANCE, STOP_MAINTENANCE: `butte.master.maintenance_http`), the quota calls
+(GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA: `butte.master.quota_api`), and the
+read-only GET_OPERATIONS (empty: nothing of the kind exists yet).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from aiohttp import web
@@ -44,10 +46,15 @@ from butte.master.maintenance_http import (
     maintenance_acl_checks,
 )
 from butte.master.metrics import master_metrics
+from butte.master.quota_api import QuotaApi
 from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
 Answer = dict[str, Any] | web.Response | None
+
+# The authenticated principal of the request being served (each request runs in its own task,
+# so its own context): calls whose answer depends on ACLs per object read it.
+_PRINCIPAL: ContextVar[str | None] = ContextVar("operator_principal", default=None)
 
 
 # Operator calls on agents and the ACL action that guards each.
@@ -69,6 +76,7 @@ class OperatorApi:
         self.files = MasterFiles(server)
         self.legacy = LegacyEndpoints(server)
         self.maintenance = MaintenanceEndpoints(server)
+        self.quota = QuotaApi(server)
         self.logging = LoggingLevel()
         router = server.router
         router.add("/api/v1", self.api)
@@ -76,6 +84,7 @@ class OperatorApi:
         self.files.add_routes(router)
         self.legacy.add_routes(router)
         self.maintenance.add_routes(router)
+        self.quota.add_routes(router)
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -114,6 +123,7 @@ class OperatorApi:
         if forbidden is not None:
             return text_reply(403, forbidden)
         OPERATOR_REQUEST.set(request)  # this request's task only: LIST_FILES / READ_FILE
+        _PRINCIPAL.set(request.get("principal"))
         answer = await handler(self, call)
         if isinstance(answer, web.Response):
             return answer
@@ -205,7 +215,20 @@ class OperatorApi:
         return {}
 
     async def call_get_quota(self, call: OperatorCall) -> Answer:
-        return {"status": {}}
+        return {"status": self.quota.status(_PRINCIPAL.get())}
+
+    async def call_update_quota(self, call: OperatorCall) -> Answer:
+        payload = call.update_quota
+        assert payload is not None
+        return self.quota.update(payload.quota_configs, payload.force, _PRINCIPAL.get())
+
+    async def call_set_quota(self, call: OperatorCall) -> Answer:
+        assert call.set_quota is not None
+        return self.quota.set(call.set_quota.quota_request, _PRINCIPAL.get())
+
+    async def call_remove_quota(self, call: OperatorCall) -> Answer:
+        assert call.remove_quota is not None
+        return self.quota.remove(call.remove_quota.role, _PRINCIPAL.get())
 
     async def call_get_maintenance_status(self, call: OperatorCall) -> Answer:
         return {"status": self.maintenance.status_json()}
@@ -327,6 +350,9 @@ MASTER_CALLS: dict[str, CallHandler] = {
     "GET_MASTER": OperatorApi.call_get_master,
     "GET_OPERATIONS": OperatorApi.call_get_operations,
     "GET_QUOTA": OperatorApi.call_get_quota,
+    "UPDATE_QUOTA": OperatorApi.call_update_quota,
+    "SET_QUOTA": OperatorApi.call_set_quota,
+    "REMOVE_QUOTA": OperatorApi.call_remove_quota,
     "GET_MAINTENANCE_STATUS": OperatorApi.call_get_maintenance_status,
     "GET_MAINTENANCE_SCHEDULE": OperatorApi.call_get_maintenance_schedule,
     "UPDATE_MAINTENANCE_SCHEDULE": OperatorApi.call_update_maintenance_schedule,
@@ -348,9 +374,6 @@ UNSUPPORTED_MASTER_CALLS = frozenset(
         "DESTROY_VOLUMES",
         "GROW_VOLUME",
         "SHRINK_VOLUME",
-        "UPDATE_QUOTA",
-        "SET_QUOTA",
-        "REMOVE_QUOTA",
     }
 )
 

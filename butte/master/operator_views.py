@@ -18,6 +18,7 @@ from butte.core.messages import TaskStatus, to_builtins
 from butte.core.resources import Resources
 from butte.master import views
 from butte.master.allocator.interface import Allocator
+from butte.master.quota import role_quota_json
 from butte.master.state import Agent, Framework, Offer, Task
 
 
@@ -233,8 +234,9 @@ def get_tasks(machine: MasterRecords) -> dict[str, Any]:
 
 
 def role_names(machine: MasterRecords) -> list[str]:
-    """Roles worth showing: those of frameworks, with a weight, or with reservations."""
+    """Roles worth showing: those of frameworks, with a weight, a quota or reservations."""
     names: set[str] = set(machine.allocator.weights)
+    names.update(machine.allocator.quotas)
     for fw in machine.frameworks.values():
         names.update(fw.roles)
     for agent in machine.agents.values():
@@ -271,6 +273,7 @@ def role_usage(machine: MasterRecords) -> dict[str, tuple[Resources, Resources, 
 def get_roles(machine: MasterRecords) -> dict[str, Any]:
     """``GetRoles``."""
     weights = machine.allocator.weights
+    quotas = machine.allocator.quotas
     roles = []
     for role, (allocated, offered, fids) in role_usage(machine).items():
         reserved = total(a.total.reserved(role) for a in machine.agents.values())
@@ -281,6 +284,9 @@ def get_roles(machine: MasterRecords) -> dict[str, Any]:
             "allocated": allocated.to_json("endpoint"),
             "offered": offered.to_json("endpoint"),
             "reserved": reserved.to_json("endpoint"),
+            "quota": role_quota_json(
+                role, quotas.get(role), machine.allocator.consumed_quota(role)
+            ),
         }
         if fids:
             entry["frameworks"] = [views.value(f) for f in fids]

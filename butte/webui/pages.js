@@ -487,6 +487,17 @@
       value: (r) => r[key]?.[name] || 0,
       render: (r) => resourceText(r[key], name),
     });
+    // Quota amounts (name -> value) as "cpus 2 · mem 1 GiB"; "–" when none.
+    const quotaText = (m) => {
+      const names = Object.keys(m || {}).sort();
+      return names.length ? names.map((n) => `${n} ${fmt.resource(n, m[n])}`).join(" · ") : "–";
+    };
+    const quotaColumn = (key, label) => ({
+      key: `quota-${key}`,
+      label,
+      value: (r) => r.quota?.[key]?.cpus || 0,
+      render: (r) => quotaText(r.quota?.[key]),
+    });
     const table = new B.SortableTable(
       [
         { key: "name", label: "Role", render: (r) => h("strong", {}, r.name) },
@@ -497,6 +508,9 @@
         amount("allocated", "disk"),
         { key: "offered", label: "Offered", value: (r) => r.offered?.cpus || 0, render: (r) => `${resourceText(r.offered, "cpus")} cpus · ${resourceText(r.offered, "mem")}` },
         { key: "reserved", label: "Reserved", value: (r) => r.reserved?.cpus || 0, render: (r) => `${resourceText(r.reserved, "cpus")} cpus · ${resourceText(r.reserved, "mem")}` },
+        quotaColumn("guarantee", "Quota guarantee"),
+        quotaColumn("limit", "Quota limit"),
+        quotaColumn("consumed", "Quota consumed"),
         {
           key: "share",
           label: "Dominant share",

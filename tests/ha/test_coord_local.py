@@ -15,6 +15,7 @@ from butte.coord.interface import (
     MarkGone,
     MarkUnreachable,
     RegistryError,
+    UpdateQuotas,
     UpdateWeights,
 )
 from butte.coord.leadership import Leadership, Role
@@ -79,7 +80,9 @@ def test_sqlite_registry_survives_reopening(tmp_path):
     registry.apply([AdmitAgent("a1", {"hostname": "h1"}), AdmitAgent("a2", {"hostname": "h2"})])
     registry.apply([MarkUnreachable("a2", 10.5), MarkGone("a3", 11.0)])
     registry.apply([UpdateWeights({"web": 2.0})])
-    assert registry.statistics()["registry_writes"] == 3
+    quotas = {"eng": {"guarantees": {"cpus": 1000}, "limits": {"cpus": 2000}}}
+    registry.apply([UpdateQuotas(quotas)])
+    assert registry.statistics()["registry_writes"] == 4
     registry.close()
     again = SqliteRegistry(str(tmp_path))
     again.open()
@@ -87,6 +90,7 @@ def test_sqlite_registry_survives_reopening(tmp_path):
     assert state.agents == {"a1": {"hostname": "h1"}}
     assert state.unreachable == {"a2": 10.5} and state.gone == {"a3": 11.0}
     assert state.weights == {"web": 2.0}
+    assert state.quotas == quotas
     again.close()
 
 

@@ -17,6 +17,7 @@ from butte.coord.interface import (
     MarkGone,
     MarkUnreachable,
     RegistryError,
+    UpdateQuotas,
     UpdateWeights,
 )
 from butte.coord.url import parse_zk_url
@@ -119,7 +120,10 @@ def test_registry_lives_outside_the_election_path_and_scales(zookeeper):
             registry.apply([AdmitAgent(f"a{i}", {**agent_info, "id": {"value": f"a{i}"}})])
         single = (time.perf_counter() - started) / 200
         registry.apply([MarkUnreachable("a1", 5.0), MarkGone("a2", 6.0)])
-        registry.apply([UpdateWeights({"web": 2.0}), AdmitAgent("odd/id", {})])
+        quotas = {"eng": {"guarantees": {"cpus": 1000}, "limits": {}}}
+        registry.apply(
+            [UpdateWeights({"web": 2.0}), UpdateQuotas(quotas), AdmitAgent("odd/id", {})]
+        )
         loaded_at = time.perf_counter()
         state = ZooKeeperRegistry(contender.client, "/mesos", lambda: None).load()
         load = time.perf_counter() - loaded_at
@@ -127,6 +131,7 @@ def test_registry_lives_outside_the_election_path_and_scales(zookeeper):
         assert state.agents["a0"]["id"] == {"value": "a0"}
         assert state.unreachable == {"a1": 5.0} and state.gone == {"a2": 6.0}
         assert state.weights == {"web": 2.0}
+        assert state.quotas == quotas
         client = kazoo(zookeeper)
         assert all(MEMBER.match(c) for c in client.get_children("/mesos"))
         client.stop()

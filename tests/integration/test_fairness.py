@@ -42,3 +42,28 @@ def test_no_offer_starvation_below_fair_share() -> None:
     starved = {name: round(wait, 2) for name, wait in worst.items() if wait > limit}
     assert not starved, f"waited longer than {limit} s below fair share: {starved}"
     assert late.subscribed_at is not None
+
+
+def test_quota_guarantee_reached_and_limit_kept_under_contention() -> None:
+    """The same replay with quota (`bench/fairness.py --quota`): the late guaranteed framework
+    holds its guarantee within two allocation intervals of subscribing, greedy-big is never
+    over its limit, and nobody below its fair share starves (headroom aside)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import fairness
+    finally:
+        sys.path.remove(str(BENCH))
+    result = fairness.run_fairness(agents=12, seconds=8.0, interval=INTERVAL, quota=True)
+    workloads, samples = result["workloads"], result["samples"]
+    checks = fairness.quota_checks(workloads, samples)
+    assert checks["greedy-big most cpus over its limit"] == 0.0, checks
+    reached = checks["guaranteed reached its guarantee after (s)"]
+    assert reached <= 2 * INTERVAL + SLACK, checks
+    worst = fairness.starvation(workloads, samples)
+    limit = 2 * INTERVAL + SLACK
+    starved = {name: round(wait, 2) for name, wait in worst.items() if wait > limit}
+    assert not starved, f"waited longer than {limit} s below fair share: {starved}"
+    # Before the guaranteed framework came, its guarantee was held back: nobody got it.
+    guaranteed = next(w for w in workloads if w.name == "guaranteed")
+    before = [s for s in samples if s.at < (guaranteed.subscribed_at or 0)]
+    assert before and max(s.utilisation for s in before) <= 0.76

@@ -351,3 +351,27 @@ def test_ui_endpoints_answer_pages_and_refuse_bad_queries(ui_cluster):
         length = int(feed.readline())
         first = json.loads(feed.read(length))
     assert first["type"] == "SUBSCRIBED" and "get_state" not in first["subscribed"]
+
+
+def _update_quota(url: str, configs: list[dict]) -> None:
+    body = {"type": "UPDATE_QUOTA", "update_quota": {"quota_configs": configs}}
+    request = urllib.request.Request(
+        url + "/api/v1", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_roles_show_quota_guarantee_limit_and_consumption(ui_cluster, page, screenshot):
+    role = ui_cluster.role
+    limits = {"cpus": {"value": 8}}
+    _update_quota(ui_cluster.url, [{"role": role, "guarantees": {"cpus": {"value": 1}},
+                                    "limits": limits}])  # fmt: skip
+    try:
+        page.goto(ui_cluster.url + "/#/roles")
+        row = page.locator(f'tr[data-role="{role}"]')
+        expect(row).to_contain_text("cpus 1")  # guarantee
+        expect(row).to_contain_text("cpus 8")  # limit
+        expect(row).to_contain_text("cpus 4")  # consumed: the held offer
+        screenshot(page, "roles-quota")
+    finally:
+        _update_quota(ui_cluster.url, [{"role": role}])

@@ -32,6 +32,17 @@ from collections.abc import Iterable, Mapping
 from butte.core.resources import Resources
 from butte.master.allocator.filters import RefusalFilters, blocked
 from butte.master.allocator.interface import Allocation, AllocatorOptions
+from butte.master.allocator.quota import (
+    Quantities,
+    Quota,
+    add_into,
+    ancestors_and_self,
+    cap_unreserved,
+    min_into,
+    reserved_quantities,
+    shortfall,
+    unreserved_quantities,
+)
 from butte.master.allocator.sorter import DRFSorter, Totals
 
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
@@ -80,6 +91,23 @@ def _has_reservations(total: Resources) -> bool:
     return any(stack for (_, stack), _ in total.items())
 
 
+def _has_unreserved(resources: Resources) -> bool:
+    return any(not key[1] for key, _ in resources.items())
+
+
+class _Headroom:
+    """Headroom books of one allocation cycle: what unsatisfied guarantees still need
+    (``required``) and the unreserved resources nobody holds (``available``: summed over the
+    free agents when first needed, None until then), both kept up to date as the cycle
+    grants."""
+
+    __slots__ = ("required", "available")
+
+    def __init__(self, required: Quantities) -> None:
+        self.required = required
+        self.available: Quantities | None = None
+
+
 class _Role:
     __slots__ = ("name", "sorter", "wanting")
 
@@ -111,6 +139,21 @@ class HierarchicalDRFAllocator:
         self._last_count = 0
         self._total_count = 0
         self._last_seconds = 0.0
+        # Quota (butte.master.allocator.quota): configs by role, consumption of every role
+        # path (ancestors included), and caches rebuilt when a quota changes.
+        self._quotas: dict[str, Quota] = {}
+        self._consumed: dict[str, Quantities] = {}
+        # Consumption is kept incrementally only while some quota is set (the plain DRF path
+        # pays nothing for it); otherwise `consumed_quota` computes it from the books, cached
+        # until they change (``_books`` counts changes).
+        self._tracking = False
+        self._books = 0
+        self._consumed_cache: tuple[int, dict[str, Quantities]] = (-1, {})
+        self._limit_chains: dict[str, tuple[tuple[str, Mapping[str, int]], ...]] = {}
+        self._guarantee_tops: dict[str, str | None] = {}
+        # reservation role -> tracked roles that may use its reservations (itself, its
+        # descendants); cleared whenever a role starts or stops being tracked.
+        self._within: dict[str, list[str]] = {}
 
     # frameworks -----------------------------------------------------------------------------
 
@@ -240,6 +283,7 @@ class HierarchicalDRFAllocator:
             rs = _Role(role, DRFSorter(self._totals, excluded=self._excluded))
             self._roles[role] = rs
             self._role_sorter.add(role)
+            self._within.clear()
         if framework_id not in rs.sorter:
             rs.sorter.add(framework_id)
 
@@ -257,6 +301,7 @@ class HierarchicalDRFAllocator:
         if len(rs.sorter) == 0:
             self._role_sorter.remove(role)
             del self._roles[role]
+            self._within.clear()
 
     def _refresh_wanting(self, fw: _Framework, role: str) -> None:
         """Keeps the sorters' active flags equal to "this framework wants offers here"."""
@@ -291,7 +336,11 @@ class HierarchicalDRFAllocator:
         agent = _Agent(agent_id, total)
         self._agents[agent_id] = agent
         self._totals.add(total.quantities())
+        if agent.reserved:
+            self._count_reservations(total, 1)
         held = EMPTY
+        if used and not agent.reserved:
+            agent.reserved = any(_has_reservations(r) for r in used.values())
         for (framework_id, role), resources in (used or {}).items():
             if resources:
                 self._track(framework_id, role)
@@ -301,6 +350,7 @@ class HierarchicalDRFAllocator:
                 held = held + resources
         agent.available = total - held
         agent.overcommitted = not total.contains(held)
+        agent.reserved = _has_reservations(total)
         self._update_free(agent)
 
     def remove_agent(self, agent_id: str) -> None:
@@ -311,6 +361,8 @@ class HierarchicalDRFAllocator:
         for (framework_id, role), held in list(agent.allocated.items()):
             self._release(agent, framework_id, role, held, held)
         self._totals.subtract(agent.total.quantities())
+        if agent.reserved:
+            self._count_reservations(agent.total, -1)
         self._filters.clear_agent(agent_id)
         self._free.pop(agent_id, None)
         del self._agents[agent_id]
@@ -336,6 +388,10 @@ class HierarchicalDRFAllocator:
             return
         self._totals.subtract(agent.total.quantities())
         self._totals.add(total.quantities())
+        if agent.reserved:
+            self._count_reservations(agent.total, -1)
+        if _has_reservations(total):
+            self._count_reservations(total, 1)
         agent.total = total
         agent.gpus = total.has("gpus")
         agent.reserved = _has_reservations(total)
@@ -343,6 +399,14 @@ class HierarchicalDRFAllocator:
         agent.available = total - held
         agent.overcommitted = not total.contains(held)
         self._update_free(agent)
+
+    def _count_reservations(self, total: Resources, sign: int) -> None:
+        """Reserved resources count in their role's consumed quota, allocated or not."""
+        self._books += 1
+        if not self._tracking:
+            return
+        for role, quantities in reserved_quantities(total).items():
+            add_into(self._consumed, role, quantities, sign)
 
     @staticmethod
     def _held_on(agent: _Agent) -> Resources:
@@ -382,6 +446,17 @@ class HierarchicalDRFAllocator:
                 agents = by_role[role] = {}
             agents[agent.id] = None
         self._roles[role].sorter.allocated(framework_id, quantities)
+        # Consumed quota: only the unreserved part (reservations are counted already).
+        # (An agent without reservations cannot hand out reserved resources, except what
+        # a re-registering agent reports as used: add_agent marks the agent reserved then.)
+        self._books += 1
+        if self._tracking:
+            add_into(
+                self._consumed,
+                role,
+                unreserved_quantities(resources) if agent.reserved else quantities,
+                1,
+            )
 
     def _release(
         self, agent: _Agent, framework_id: str, role: str, held: Resources, back: Resources
@@ -403,6 +478,11 @@ class HierarchicalDRFAllocator:
         quantities = back.quantities()
         self._roles[role].sorter.unallocated(framework_id, quantities)
         self._role_sorter.unallocated(role, quantities)
+        # Exact even if the agent's total changed meanwhile (what is held may be reserved
+        # on an agent whose total no longer has reservations).
+        self._books += 1
+        if self._tracking:
+            add_into(self._consumed, role, unreserved_quantities(back), -1)
         if agent.overcommitted:
             held_now = self._held_on(agent)
             agent.available = agent.total - held_now
@@ -468,20 +548,27 @@ class HierarchicalDRFAllocator:
         if self._free and self._role_sorter.has_active():
             agents = list(self._free.values())
             self._rng.shuffle(agents)
-            for agent in agents:
-                self._allocate_agent(agent, out)
+            if self._quotas:
+                self._allocate_with_quota(agents, out)
+            else:
+                for agent in agents:
+                    self._allocate_agent(agent, out)
         self._last_count = len(out)
         self._total_count += len(out)
         return out
 
     def _allocate_agent(self, agent: _Agent, out: list[Allocation]) -> None:
-        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle)."""
+        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle). Once only
+        reservations are left, only the roles that may use them are looked at."""
         granted: list[tuple[str, dict[str, int]]] = []
+        only_reserved = agent.reserved and not _has_unreserved(agent.available)
         checked: Resources | None = None  # the last candidate found allocatable
         quantities: dict[str, int] = {}  # ... and its quantities
         walk = self._role_sorter.walk()
         try:
             for role in walk:
+                if only_reserved:
+                    break
                 available = agent.available
                 candidate = available.allocatable_to(role) if agent.reserved else available
                 if not candidate:
@@ -502,13 +589,343 @@ class HierarchicalDRFAllocator:
                 out.append(Allocation(framework_id, agent.id, role, candidate))
                 if not agent.available:
                     break
+                if agent.reserved and not _has_unreserved(agent.available):
+                    only_reserved = True
+                    break
         finally:
             walk.close()
+        if only_reserved:
+            self._offer_reservations(agent, out, _Headroom({}), granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
         if not agent.available:
             del self._free[agent.id]
+
+    # quota ----------------------------------------------------------------------------------
+
+    def update_quota(self, role: str, quota: Quota | None) -> None:
+        """Sets a role's guarantees and limits (None or an empty Quota: back to none). The
+        master validates first (butte.master.quota)."""
+        if quota:
+            self._quotas[role] = quota
+        else:
+            self._quotas.pop(role, None)
+        self._limit_chains.clear()
+        self._guarantee_tops.clear()
+        if self._quotas and not self._tracking:
+            self._consumed = self._consumption_from_books()
+            self._tracking = True
+        elif not self._quotas and self._tracking:
+            self._consumed = {}
+            self._tracking = False
+
+    @property
+    def quotas(self) -> dict[str, Quota]:
+        """The quotas set with `update_quota`, by role."""
+        return dict(self._quotas)
+
+    def consumed_quota(self, role: str) -> dict[str, int]:
+        """A role's consumed quota (thousandths): unreserved resources allocated to its
+        subtree plus everything reserved to its subtree."""
+        if self._tracking:
+            return dict(self._consumed.get(role, {}))
+        version, consumed = self._consumed_cache
+        if version != self._books:
+            consumed = self._consumption_from_books()
+            self._consumed_cache = (self._books, consumed)
+        return dict(consumed.get(role, {}))
+
+    def _consumption_from_books(self) -> dict[str, Quantities]:
+        """Consumed quota of every role path, computed from the agents' books."""
+        out: dict[str, Quantities] = {}
+        for agent in self._agents.values():
+            if agent.reserved:
+                for role, quantities in reserved_quantities(agent.total).items():
+                    add_into(out, role, quantities, 1)
+            for (_, role), held in agent.allocated.items():
+                add_into(out, role, unreserved_quantities(held), 1)
+        return out
+
+    def _limit_chain(self, role: str) -> tuple[tuple[str, Mapping[str, int]], ...]:
+        """(path, limits) of the role and each ancestor that has limits."""
+        chain = self._limit_chains.get(role)
+        if chain is None:
+            quotas = self._quotas
+            chain = tuple(
+                (path, quotas[path].limits)
+                for path in ancestors_and_self(role)
+                if path in quotas and quotas[path].limits
+            )
+            self._limit_chains[role] = chain
+        return chain
+
+    def _guarantee_top(self, role: str) -> str | None:
+        """The top-most role with guarantees among the role and its ancestors (None: none):
+        the role whose unsatisfied guarantee counts in the required headroom."""
+        if role in self._guarantee_tops:
+            return self._guarantee_tops[role]
+        top = None
+        for path in ancestors_and_self(role):
+            quota = self._quotas.get(path)
+            if quota is not None and quota.guarantees:
+                top = path
+        self._guarantee_tops[role] = top
+        return top
+
+    def _required_headroom(self) -> Quantities:
+        """Sum of the unsatisfied guarantees of the top-most roles with guarantees."""
+        required: Quantities = {}
+        for role, quota in self._quotas.items():
+            if quota.guarantees and self._guarantee_top(role) == role:
+                missing = shortfall(quota.guarantees, self._consumed.get(role, {}))
+                for name, value in missing.items():
+                    required[name] = required.get(name, 0) + value
+        return required
+
+    def _headroom_available(self, headroom: _Headroom) -> Quantities:
+        """``headroom.available``, summed now if this cycle has not needed it yet (what the
+        free agents have now is what the cycle has not granted)."""
+        if headroom.available is None:
+            headroom.available = self._available_headroom()
+        return headroom.available
+
+    def _available_headroom(self) -> Quantities:
+        """Unreserved resources on active agents that nobody holds."""
+        out: Quantities = {}
+        for agent in self._free.values():
+            available = agent.available
+            q = unreserved_quantities(available) if agent.reserved else available.quantities()
+            for name, value in q.items():
+                out[name] = out.get(name, 0) + value
+        return out
+
+    def _allocate_with_quota(self, agents: list[_Agent], out: list[Allocation]) -> None:
+        """Mesos' two stages: guarantees first (stage 1), then DRF for everyone (stage 2),
+        neither offering a role beyond its limits nor eating into the headroom that
+        unsatisfied guarantees need."""
+        headroom = _Headroom(self._required_headroom())
+        pending = [
+            role
+            for role, quota in self._quotas.items()
+            if quota.guarantees
+            and role in self._roles
+            and self._roles[role].wanting
+            and shortfall(quota.guarantees, self._consumed.get(role, {}))
+        ]
+        if pending:
+            shares = {role: self._role_sorter.share(role) for role in pending}
+            for agent in agents:
+                if agent.active and agent.available:
+                    self._quota_stage_agent(agent, pending, shares, out, headroom)
+                    if not pending:
+                        break
+        for agent in agents:
+            if agent.active and agent.available:
+                self._allocate_agent_quota(agent, out, headroom)
+
+    def _quota_stage_agent(
+        self,
+        agent: _Agent,
+        pending: list[str],
+        shares: dict[str, float],
+        out: list[Allocation],
+        headroom: _Headroom,
+    ) -> None:
+        """Stage 1 on one agent: roles short of their guarantees, least served first, get
+        what they miss (and resources nobody is guaranteed, as headroom allows).
+        ``shares`` holds the pending roles' shares, refreshed as they are granted."""
+        pending.sort(key=shares.__getitem__)
+        reserved_for: set[str] | None = None  # set once only reservations are left
+        for role in list(pending):
+            if reserved_for is not None and not any(
+                role == r or role.startswith(r + "/") for r in reserved_for
+            ):
+                continue
+            quota = self._quotas[role]
+            missing = shortfall(quota.guarantees, self._consumed.get(role, {}))
+            if not missing:
+                pending.remove(role)
+                continue
+            available = agent.available
+            candidate = available.allocatable_to(role) if agent.reserved else available
+            if not candidate:
+                continue
+            caps: Quantities = dict(missing)
+            for name in quota.guarantees:
+                caps.setdefault(name, 0)  # satisfied names: nothing more in this stage
+            for name, need in headroom.required.items():
+                if name not in quota.guarantees:
+                    spare = self._headroom_available(headroom).get(name, 0) - need
+                    min_into(caps, name, spare)
+            self._limit_caps(role, caps)
+            candidate = cap_unreserved(candidate, caps)
+            if not candidate:
+                continue
+            quantities = candidate.quantities()
+            if not self._allocatable(quantities):
+                continue
+            framework_id = self._pick(role, agent, candidate)
+            if framework_id is None:
+                continue
+            self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+            self._role_sorter.allocated(role, quantities)
+            shares[role] = self._role_sorter.share(role)
+            if not shortfall(quota.guarantees, self._consumed.get(role, {})):
+                pending.remove(role)
+            if not agent.available:
+                break
+            if agent.reserved and not _has_unreserved(agent.available):
+                reserved_for = agent.available.roles() - {"*"}
+        self._update_free(agent)
+
+    def _allocate_agent_quota(
+        self, agent: _Agent, out: list[Allocation], headroom: _Headroom
+    ) -> None:
+        """Stage 2 on one agent: `_allocate_agent` with each role's candidate cut to its
+        limits and to what the headroom can spare."""
+        granted: list[tuple[str, dict[str, int]]] = []
+        only_reserved = agent.reserved and not _has_unreserved(agent.available)
+        walk = self._role_sorter.walk()
+        try:
+            for role in walk:
+                if only_reserved:
+                    break
+                available = agent.available
+                candidate = available.allocatable_to(role) if agent.reserved else available
+                if not candidate:
+                    continue
+                caps = self._stage2_caps(role, headroom)
+                if caps:
+                    candidate = cap_unreserved(candidate, caps)
+                    if not candidate:
+                        continue
+                quantities = candidate.quantities()
+                if not self._allocatable(quantities):
+                    if not agent.reserved and not caps:
+                        break  # every other role would get this candidate or less
+                    continue
+                framework_id = self._pick(role, agent, candidate)
+                if framework_id is None:
+                    continue
+                self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                granted.append((role, quantities))
+                if not agent.available:
+                    break
+                only_reserved = agent.reserved and not _has_unreserved(agent.available)
+        finally:
+            walk.close()
+        if only_reserved and agent.available:
+            self._offer_reservations(agent, out, headroom, granted)
+        role_sorter = self._role_sorter
+        for role, quantities in granted:
+            role_sorter.allocated(role, quantities)
+        self._update_free(agent)
+
+    def _offer_reservations(
+        self,
+        agent: _Agent,
+        out: list[Allocation],
+        headroom: _Headroom,
+        granted: list[tuple[str, dict[str, int]]],
+    ) -> None:
+        """The rest of the stage-2 walk once only reservations are left on the agent: only
+        the roles that may use them (the reservation's role and its descendants) are looked
+        at, least served first, instead of walking every role."""
+        for reservation_role in sorted(agent.available.roles() - {"*"}):
+            roles = self._roles_within(reservation_role)
+            if len(roles) > 1:
+                roles = sorted(roles, key=self._share_key)
+            for role in roles:
+                if not self._roles[role].wanting:
+                    continue
+                candidate = agent.available.allocatable_to(role)
+                if not candidate:
+                    break
+                quantities = candidate.quantities()
+                if not self._allocatable(quantities):
+                    continue
+                framework_id = self._pick(role, agent, candidate)
+                if framework_id is None:
+                    continue
+                self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                granted.append((role, quantities))
+                break
+
+    def _share_key(self, role: str) -> tuple[float, str]:
+        return (self._role_sorter.share(role), role)
+
+    def _roles_within(self, reservation_role: str) -> list[str]:
+        """Tracked roles that may use ``reservation_role``'s reservations."""
+        roles = self._within.get(reservation_role)
+        if roles is None:
+            prefix = reservation_role + "/"
+            roles = [r for r in self._roles if r == reservation_role or r.startswith(prefix)]
+            self._within[reservation_role] = roles
+        return roles
+
+    def _limit_caps(self, role: str, caps: Quantities) -> None:
+        """Cuts ``caps`` to the room left under the limits of the role and its ancestors."""
+        for path, limits in self._limit_chain(role):
+            consumed = self._consumed.get(path, {})
+            for name, limit in limits.items():
+                min_into(caps, name, limit - consumed.get(name, 0))
+
+    def _stage2_caps(self, role: str, headroom: _Headroom) -> Quantities:
+        caps: Quantities = {}
+        if self._limit_chains.get(role, True):
+            self._limit_caps(role, caps)
+        if headroom.required:
+            # What this role takes under its own top guarantee shrinks the requirement too.
+            top = self._guarantee_top(role)
+            own = (
+                shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
+                if top is not None
+                else {}
+            )
+            for name, need in headroom.required.items():
+                spare = self._headroom_available(headroom).get(name, 0) - need + own.get(name, 0)
+                min_into(caps, name, spare)
+        return caps
+
+    def _grant(
+        self,
+        agent: _Agent,
+        framework_id: str,
+        role: str,
+        candidate: Resources,
+        quantities: dict[str, int],
+        out: list[Allocation],
+        headroom: _Headroom,
+    ) -> None:
+        """Hands ``candidate`` to (framework, role) and keeps the headroom books (the role
+        sorter is the caller's business, as in `_allocate_agent`)."""
+        available = agent.available
+        agent.available = EMPTY if candidate is available else available - candidate
+        top = self._guarantee_top(role) if headroom.required else None
+        before = (
+            shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
+            if top is not None
+            else None
+        )
+        self._hold(agent, framework_id, role, candidate, quantities)
+        out.append(Allocation(framework_id, agent.id, role, candidate))
+        if not headroom.required:
+            return
+        hr_available = headroom.available
+        if hr_available is not None:
+            taken = unreserved_quantities(candidate) if agent.reserved else quantities
+            for name, value in taken.items():
+                hr_available[name] = hr_available.get(name, 0) - value
+        if top is not None and before:
+            after = shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
+            required = headroom.required
+            for name, value in before.items():
+                left = required.get(name, 0) - (value - after.get(name, 0))
+                if left > 0:
+                    required[name] = left
+                else:
+                    required.pop(name, None)
 
     def _allocatable(self, have: Mapping[str, int]) -> bool:
         """``--min_allocatable_resources``: the candidate's scalar quantities meet at least
@@ -629,6 +1046,15 @@ class HierarchicalDRFAllocator:
             rs.sorter.check_invariants()
         for framework_id in self._filters.by_framework:
             assert framework_id in self._frameworks, f"filters of unknown {framework_id}"
+        self._check_consumed()
+
+    def _check_consumed(self) -> None:
+        """Consumed quota equals unreserved allocations plus reservations, per subtree (kept
+        incrementally while some quota is set)."""
+        assert self._tracking == bool(self._quotas), "consumption tracking out of step"
+        if self._tracking:
+            expect = self._consumption_from_books()
+            assert expect == self._consumed, f"consumed quota {self._consumed} != {expect}"
 
     def _check_agent(self, agent: _Agent) -> None:
         held = self._held_on(agent)

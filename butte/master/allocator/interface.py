@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from butte.core.resources import Resources, parse_resources
+from butte.master.allocator.quota import Quota
 
 DEFAULT_MIN_ALLOCATABLE = "cpus:0.01|mem:32"
 
@@ -131,6 +132,19 @@ class Allocator(Protocol):
         """Un-suppress these roles and clear their filters (None = all of its roles)."""
 
     def update_weights(self, weights: Mapping[str, float]) -> None: ...
+
+    def update_quota(self, role: str, quota: Quota | None) -> None:
+        """Sets a role's guarantees and limits (None or an empty Quota removes them)."""
+
+    @property
+    def quotas(self) -> dict[str, Quota]:
+        """The quotas set so far, by role."""
+        ...
+
+    def consumed_quota(self, role: str) -> dict[str, int]:
+        """Unreserved resources allocated to the role's subtree plus those reserved to it
+        (thousandths by name)."""
+        ...
 
     # allocation ------------------------------------------------------------------------
 
