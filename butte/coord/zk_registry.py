@@ -255,7 +255,7 @@ def _changes(op: Operation) -> list[tuple[str, str, Any]]:
         return [(a, "unreachable", None) for a in op.unreachable] + [
             (a, "gone", None) for a in op.gone
         ]
-    assert not isinstance(op, UpdateWeights | UpdateMaintenance)
+    assert not isinstance(op, UpdateWeights | UpdateMaintenance | UpdateQuotas)
     return [(op.agent_id, kind, value) for kind, value in _effects(op)]
 
 
