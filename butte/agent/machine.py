@@ -30,11 +30,13 @@ from typing import Any
 
 import msgspec
 
+from butte.agent import volumes
 from butte.agent.core import AgentConfig
 from butte.agent.effects import (
     CheckpointAgent,
     CheckpointFramework,
     CheckpointPid,
+    CheckpointResources,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
@@ -134,7 +136,23 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             internal.FrameworkToExecutor: self._framework_message,
             internal.UpdateFramework: self._update_framework,
             internal.ShutdownAgent: self._shutdown_agent,
+            internal.CheckpointResources: self._checkpoint_resources,
         }
+
+    def recover_resources(self, resources: list[dict[str, Any]]) -> None:
+        """The total checkpointed by the last CHECKPOINT_RESOURCES (read at start, already
+        checked against ``--resources``): what the agent registers with."""
+        self._resources_json = resources
+
+    def _checkpoint_resources(self, msg: internal.CheckpointResources, now: float) -> list[Effect]:
+        """The master applied offer operations: the new total is checkpointed and reported
+        from now on; volumes no longer in it are removed."""
+        work_dir = self.config.work_dir
+        before = volumes.volumes(work_dir, self._resources_json)
+        after = volumes.volumes(work_dir, msg.resources)
+        removed = tuple(sorted(set(before) - set(after)))
+        self._resources_json = list(msg.resources)
+        return [CheckpointResources(list(msg.resources), removed)]
 
     def disk_space(self, problem: str | None, now: float) -> list[Effect]:
         """The work dir's free space went under (``problem`` says how) or back over the

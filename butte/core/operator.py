@@ -8,7 +8,7 @@ payloads of calls butte implements are typed; calls without a payload need none.
 
 from __future__ import annotations
 
-from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, Msg, decode
+from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, JSONObject, Msg, decode
 
 __all__ = [
     "AGENT_CALL_TYPES",
@@ -180,6 +180,12 @@ class OperatorCall(Msg, frozen=True):
     drain_agent: DrainAgent | None = None
     get_containers: GetContainers | None = None
     kill_container: KillContainer | None = None
+    reserve_resources: JSONObject | None = None
+    unreserve_resources: JSONObject | None = None
+    create_volumes: JSONObject | None = None
+    destroy_volumes: JSONObject | None = None
+    grow_volume: JSONObject | None = None
+    shrink_volume: JSONObject | None = None
 
 
 # Calls whose payload field must be present (Mesos rejects them otherwise).
@@ -195,6 +201,12 @@ REQUIRED_PAYLOAD = frozenset(
         "REACTIVATE_AGENT",
         "DRAIN_AGENT",
         "KILL_CONTAINER",
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
     }
 )
 
