@@ -195,7 +195,8 @@ class OperationEvents(MasterCore):
         """Why the acknowledgement is malformed, or None. An acknowledged terminal status
         ends the operation's record (Mesos forgets it then too)."""
         op_id = _value(ack.get("operation_id"))
-        status_uuid = _value(ack.get("uuid"))
+        raw_uuid = ack.get("uuid")  # bytes (base64) in the v1 API; pymesos echoes {value}
+        status_uuid = raw_uuid if isinstance(raw_uuid, str) and raw_uuid else _value(raw_uuid)
         if op_id is None or status_uuid is None:
             return "'acknowledge_operation_status' needs 'operation_id' and 'uuid'"
         if ack.get("resource_provider_id") is not None:
