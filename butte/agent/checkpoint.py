@@ -212,7 +212,7 @@ class CheckpointWriter:
             path = paths.resources_info_path(self.work_dir)
             self._ensure_dir(os.path.dirname(path), touched)
             self._put(path, _encoder.encode(effect.resources), touched)
-            volumes.sync(self.work_dir, effect.resources, effect.removed)
+            volumes.sync(self.work_dir, effect.resources, effect.removed, effect.emptied)
             return
         if self.agent_id is None:
             raise RuntimeError(f"checkpoint before the agent id is known: {effect!r}")

@@ -161,6 +161,8 @@ class CheckpointResources:
 
     resources: list[dict[str, Any]]
     removed: tuple[str, ...] = ()
+    # Volumes that were whole MOUNT disks: emptied, their root kept.
+    emptied: tuple[str, ...] = ()
 
 
 Checkpoint = (

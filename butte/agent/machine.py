@@ -150,9 +150,16 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         work_dir = self.config.work_dir
         before = volumes.volumes(work_dir, self._resources_json)
         after = volumes.volumes(work_dir, msg.resources)
-        removed = tuple(sorted(set(before) - set(after)))
+        gone = set(before) - set(after)
+        roots = volumes.mount_roots(work_dir, self._resources_json)
         self._resources_json = list(msg.resources)
-        return [CheckpointResources(list(msg.resources), removed)]
+        return [
+            CheckpointResources(
+                list(msg.resources),
+                removed=tuple(sorted(gone - roots)),
+                emptied=tuple(sorted(gone & roots)),
+            )
+        ]
 
     def disk_space(self, problem: str | None, now: float) -> list[Effect]:
         """The work dir's free space went under (``problem`` says how) or back over the

@@ -69,9 +69,27 @@ def mounts_for(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> tuple[M
 # -- the shell's side ---------------------------------------------------------------------------
 
 
-def sync(work_dir: str, total: Iterable[Mapping[str, Any]], removed: Iterable[str]) -> None:
-    """Creates the directory of every volume in ``total`` and removes those in ``removed``
-    (a MOUNT disk's root is emptied, not removed)."""
+def mount_roots(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Host paths of the volumes that are whole MOUNT disks (emptied, never removed)."""
+    try:
+        res = Resources.from_json(resources)
+    except ResourceError:
+        return set()
+    return {
+        volume_path(work_dir, k[1][-1].role if k[1] else "*", k[2])
+        for k, _ in res.items()
+        if k[2] is not None and k[2].persistence_id is not None and k[2].source == "MOUNT"
+    }
+
+
+def sync(
+    work_dir: str,
+    total: Iterable[Mapping[str, Any]],
+    removed: Iterable[str],
+    emptied: Iterable[str] = (),
+) -> None:
+    """Creates the directory of every volume in ``total``, removes those in ``removed``
+    and empties those in ``emptied`` (MOUNT disks: their root stays)."""
     keep = volumes(work_dir, total)
     for host in keep:
         os.makedirs(host, exist_ok=True)
@@ -79,11 +97,13 @@ def sync(work_dir: str, total: Iterable[Mapping[str, Any]], removed: Iterable[st
         if host in keep or not os.path.isdir(host):
             continue
         unmount_below(host)
-        if os.path.ismount(host):
-            for entry in os.listdir(host):
-                _remove(os.path.join(host, entry))
-        else:
-            _remove(host)
+        _remove(host)
+    for host in emptied:
+        if host in keep or not os.path.isdir(host):
+            continue
+        unmount_below(host)
+        for entry in os.listdir(host):
+            _remove(os.path.join(host, entry))
 
 
 def _remove(path: str) -> None:
@@ -117,9 +137,8 @@ def attach(sandbox: str, mounts: Iterable[Mount]) -> None:
 def detach(sandbox: str, mounts: Iterable[Mount]) -> None:
     """Undoes `attach`'s bind mounts (links are harmless and stay)."""
     for _, container_path, _ in mounts:
-        target = os.path.join(sandbox, container_path)
-        if os.path.ismount(target):
-            _umount(target)
+        # (os.path.ismount cannot see a bind mount within one file system: mountinfo can)
+        unmount_below(os.path.join(sandbox, container_path))
 
 
 def unmount_below(path: str) -> None:
