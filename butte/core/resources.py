@@ -374,8 +374,7 @@ class Resources:
             if isinstance(v, int):
                 if cur < v:  # type: ignore[operator]  # same key, same kind as v
                     return False
-                disk = k[2]
-                if disk is not None and cur != v and disk.whole:
+                if cur != v and k[2] is not None and k[2].whole:
                     return False  # a volume or MOUNT disk is never split
             elif isinstance(v, tuple):
                 if not ranges_contains(cur, v):  # type: ignore[arg-type]  # same key, same kind as v
@@ -647,7 +646,7 @@ def _parse_reservations(raw: Mapping[str, Any], name: str) -> tuple[Reservation,
             rtype = r.get("type", "DYNAMIC" if r.get("principal") else "STATIC")
             if rtype not in ("STATIC", "DYNAMIC"):
                 raise ResourceError(f"resource '{name}' has reservation type {rtype!r}")
-            stack.append(Reservation(r["role"], rtype, r.get("principal"), _labels(r)))
+            stack.append(Reservation(r["role"], rtype, _principal(r, name), _labels(r)))
         return tuple(stack)
     role = raw.get("role", "*")
     if role is None or role == "*":
@@ -659,19 +658,26 @@ def _parse_reservations(raw: Mapping[str, Any], name: str) -> tuple[Reservation,
         raise ResourceError(f"resource '{name}': {err}")
     resv = raw.get("reservation")
     if isinstance(resv, Mapping):
-        return (Reservation(role, "DYNAMIC", resv.get("principal"), _labels(resv)),)
+        return (Reservation(role, "DYNAMIC", _principal(resv, name), _labels(resv)),)
     return (Reservation(role),)
 
 
 def _labels(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     labels = obj.get("labels")
-    if not isinstance(labels, Mapping):
+    if not isinstance(labels, Mapping) or not isinstance(labels.get("labels", []), list):
         return ()
     return tuple(
         (str(lb.get("key", "")), str(lb.get("value", "")))
         for lb in labels.get("labels", [])
         if isinstance(lb, Mapping)
     )
+
+
+def _principal(obj: Mapping[str, Any], name: str) -> str | None:
+    principal = obj.get("principal")
+    if principal is not None and not isinstance(principal, str):
+        raise ResourceError(f"resource '{name}' has a non-string reservation principal")
+    return principal
 
 
 def parse_resources(text: str, default_role: str = "*") -> Resources:

@@ -14,6 +14,7 @@ removes volume directories).
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
 from typing import Any
 
@@ -27,6 +28,8 @@ from butte.core.resources import Resources
 from butte.master import views
 from butte.master.core import MasterCore
 from butte.master.state import Agent, Framework, OperationRecord
+
+log = logging.getLogger(__name__)
 
 FINISHED = "OPERATION_FINISHED"
 ERROR = "OPERATION_ERROR"
@@ -150,6 +153,11 @@ class OperationEvents(MasterCore):
         except OperationError as e:
             self._count("invalid_operations")
             self._operation_status(fw, op, agent.agent_id, ERROR, str(e), None, now)
+            return
+        except Exception as e:  # a bug in validation must not leave the call half applied
+            log.exception("Framework %s: validating a %s failed", fw.framework_id, op.type)
+            message = f"Operation could not be validated: {e!r}"
+            self._operation_status(fw, op, agent.agent_id, ERROR, message, None, now)
             return
         pools[role] = pool
         self.allocator.convert_allocation(
@@ -334,7 +342,8 @@ def _allocation_role(payload: Any) -> str | None:
     if not isinstance(payload, dict):
         return None
     for key in ("resources", "volumes"):
-        for r in payload.get(key) or []:
+        items = payload.get(key)
+        for r in items if isinstance(items, list) else ():
             info = r.get("allocation_info") if isinstance(r, dict) else None
             if isinstance(info, dict) and isinstance(info.get("role"), str):
                 return str(info["role"])

@@ -59,6 +59,16 @@ def _volumes(url: str) -> list[str]:
     ]
 
 
+def _sizes(url: str) -> dict[str, float]:
+    answer = requests.post(url + "/api/v1", json={"type": "GET_AGENTS"}, timeout=10).json()
+    [agent] = answer["get_agents"]["agents"]
+    return {
+        r["disk"]["persistence"]["id"]: r["scalar"]["value"]
+        for r in agent["total_resources"]
+        if r.get("disk", {}).get("persistence")
+    }
+
+
 def _reserve_and_create(cluster) -> str:
     url, agent_id = cluster.master_url, _agent_id(cluster)
     reserve = {
@@ -105,6 +115,16 @@ def test_operator_reserves_creates_destroys_and_refuses_bad_input(cluster):
     after = _agent(cluster)
     assert after["reserved_resources"] == before["reserved_resources"]
     assert after["unreserved_resources"] == before["unreserved_resources"]
+    # Grow the volume by 8 of newly reserved disk, shrink it back.
+    more = {"agent_id": aid, "resources": [_reserved("disk", 8)]}
+    assert _call(url, "RESERVE_RESOURCES", more).status_code == 202
+    grow = {"agent_id": aid, "volume": _volume("keep", 32), "addition": _reserved("disk", 8)}
+    assert _call(url, "GROW_VOLUME", grow).status_code == 202
+    assert _sizes(url) == {"keep": 40}
+    shrink = {"agent_id": aid, "volume": _volume("keep", 40), "subtract": {"value": 8}}
+    assert _call(url, "SHRINK_VOLUME", shrink).status_code == 202
+    assert _sizes(url) == {"keep": 32}
+    assert _call(url, "UNRESERVE_RESOURCES", more).status_code == 202
     # Destroy the volume, then undo the reservation through the legacy form endpoint.
     destroy = {"agent_id": aid, "volumes": [_volume("keep", 32)]}
     assert _call(url, "DESTROY_VOLUMES", destroy).status_code == 202
@@ -157,3 +177,56 @@ def test_reservations_and_volume_data_survive_an_agent_restart(cluster):
     assert _reservations(cluster)[ROLE]["cpus"] == 1
     assert _volumes(cluster.master_url) == ["keep"]
     assert (volume_dir / "data").read_text() == "still here"
+
+
+def test_volumes_on_path_and_mount_disks_declared_in_agent_resources(cluster_factory, tmp_path):
+    path_root, mount_root = tmp_path / "path-disk", tmp_path / "mount-disk"
+    path_root.mkdir()
+    mount_root.mkdir()
+    path_source = {"type": "PATH", "path": {"root": str(path_root)}}
+    mount_source = {"type": "MOUNT", "mount": {"root": str(mount_root)}}
+    resources = [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 512}},
+        {
+            "name": "disk",
+            "type": "SCALAR",
+            "scalar": {"value": 100},
+            "disk": {"source": path_source},
+        },
+        {
+            "name": "disk",
+            "type": "SCALAR",
+            "scalar": {"value": 50},
+            "disk": {"source": mount_source},
+        },
+    ]
+    cluster = cluster_factory(resources=json.dumps(resources))
+    url, agent_id = cluster.master_url, _agent_id(cluster)
+    aid = {"value": agent_id}
+    reserve = [
+        {**_reserved("disk", 30), "disk": {"source": path_source}},
+        {**_reserved("disk", 50), "disk": {"source": mount_source}},
+    ]
+    assert (
+        _call(url, "RESERVE_RESOURCES", {"agent_id": aid, "resources": reserve}).status_code == 202
+    )
+
+    def vol(pid: str, size: float, source: dict) -> dict:
+        v = _volume(pid, size)
+        v["disk"]["source"] = source
+        return v
+
+    # A MOUNT disk is used whole: part of it holds no volume.
+    half = {"agent_id": aid, "volumes": [vol("m", 25, mount_source)]}
+    assert _call(url, "CREATE_VOLUMES", half).status_code == 409
+    volumes = [vol("p", 30, path_source), vol("m", 50, mount_source)]
+    assert _call(url, "CREATE_VOLUMES", {"agent_id": aid, "volumes": volumes}).status_code == 202
+    on_path = path_root / "volumes" / "roles" / ROLE / "p"
+    cluster.wait_until(lambda s: on_path.is_dir(), timeout=10, what="PATH volume directory")
+    (mount_root / "f").write_text("x")
+    assert _sizes(url) == {"p": 30, "m": 50}
+    assert _call(url, "DESTROY_VOLUMES", {"agent_id": aid, "volumes": volumes}).status_code == 202
+    cluster.wait_until(lambda s: not on_path.exists(), timeout=10, what="PATH volume removed")
+    cluster.wait_until(lambda s: not (mount_root / "f").exists(), timeout=10, what="MOUNT emptied")
+    assert mount_root.is_dir()

@@ -437,3 +437,28 @@ def test_the_masters_total_wins_when_an_agent_reregisters_after_failover():
     assert h2.master.agents[agent_id].total.reserved("web").scalar("cpus") == 2
     [fix] = h2.agent_messages("c9", internal.CheckpointResources)
     assert Resources.from_json(fix.resources) == h2.master.agents[agent_id].total
+
+
+def test_unreserving_another_principals_reservation_follows_the_acl():
+    acls = parse_acls(
+        '{"unreserve_resources": [{"principals": {"values": ["ops"]}, '
+        '"reserver_principals": {"values": ["ops"]}}, {"principals": {"type": "ANY"}, '
+        '"reserver_principals": {"type": "NONE"}}]}'
+    )
+    h, agent_id, fid, stream, offer = _cluster(principal="eve", options=MasterOptions(acls=acls))
+    h.pump(
+        h.master.operator_operation(
+            agent_id, "RESERVE", {"resources": [dyn("cpus", 1)]}, "ops", h.now()
+        )
+    )
+    with pytest.raises(OperatorRefusal) as e:
+        h.master.operator_operation(
+            agent_id, "UNRESERVE", {"resources": [dyn("cpus", 1)]}, "eve", h.now()
+        )
+    assert e.value.status == 403
+    h.pump(
+        h.master.operator_operation(
+            agent_id, "UNRESERVE", {"resources": [dyn("cpus", 1)]}, "ops", h.now()
+        )
+    )
+    assert not h.master.agents[agent_id].total.reserved()
