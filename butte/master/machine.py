@@ -185,6 +185,7 @@ class MasterMachine(AgentEvents, AcceptEvents):
                 self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+        self._resend_operation_statuses(fw)
         log.info("Framework %s re-subscribed", fw.framework_id)
 
     def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:

@@ -197,6 +197,19 @@ class OperationEvents(MasterCore):
             fw, {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {"status": status}}
         )
 
+    def _resend_operation_statuses(self, fw: Framework) -> None:
+        """A re-subscribed framework hears again every operation status it has not
+        acknowledged (it may have missed them while its stream was down)."""
+        for record in fw.operations.values():
+            if record.unacknowledged is not None:
+                self._send_framework(
+                    fw,
+                    {
+                        "type": "UPDATE_OPERATION_STATUS",
+                        "update_operation_status": {"status": record.statuses[-1]},
+                    },
+                )
+
     # -- ACKNOWLEDGE_OPERATION_STATUS, RECONCILE_OPERATIONS -------------------------------------
 
     def _acknowledge_operation(self, fw: Framework, ack: dict[str, Any]) -> str | None:

@@ -462,3 +462,14 @@ def test_unreserving_another_principals_reservation_follows_the_acl():
         )
     )
     assert not h.master.agents[agent_id].total.reserved()
+
+
+def test_unacknowledged_operation_statuses_are_sent_again_on_resubscription():
+    h, agent_id, fid, stream, offer = _cluster()
+    reserve = {"resources": [dyn("cpus", 1)]}
+    _accept(h, fid, stream, offer, {"type": "RESERVE", "id": {"value": "r"}, "reserve": reserve})
+    [status] = _op_statuses(h, stream)
+    info = {"id": {"value": fid}, "roles": ["web"], "principal": "ops"}
+    info["capabilities"] = [{"type": "MULTI_ROLE"}, {"type": "RESERVATION_REFINEMENT"}]
+    _, again = h.subscribe(**info)
+    assert _op_statuses(h, again) == [status]
