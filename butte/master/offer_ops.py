@@ -42,9 +42,11 @@ ACL_ACTIONS = {
     "UNRESERVE": "unreserve_resources",
     "CREATE": "create_volumes",
     "DESTROY": "destroy_volumes",
-    "GROW_VOLUME": "resize_volumes",
-    "SHRINK_VOLUME": "resize_volumes",
+    "GROW_VOLUME": "resize_volume",
+    "SHRINK_VOLUME": "resize_volume",
 }
+# Both spellings of the resize action are honoured (either may hold the rules).
+_ALSO = {"resize_volume": "resize_volumes"}
 
 # Operation payload field of each operation type in Offer.Operation JSON.
 PAYLOADS = {
@@ -92,7 +94,10 @@ class OperationEvents(MasterCore):
                 obj = disk.principal if disk is not None else None
             else:
                 obj = stack[-1].role if stack else "*"
-            if not self.options.acls.allowed(action, principal, obj):
+            allowed = self.options.acls.allowed(action, principal, obj)
+            if action in _ALSO:
+                allowed = allowed and self.options.acls.allowed(_ALSO[action], principal, obj)
+            if not allowed:
                 who = principal or "an unauthenticated principal"
                 raise OperationError(
                     f"Not authorized: {who} may not {conversion.kind} ({action} {obj!r})"

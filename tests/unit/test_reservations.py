@@ -473,3 +473,32 @@ def test_unacknowledged_operation_statuses_are_sent_again_on_resubscription():
     info["capabilities"] = [{"type": "MULTI_ROLE"}, {"type": "RESERVATION_REFINEMENT"}]
     _, again = h.subscribe(**info)
     assert _op_statuses(h, again) == [status]
+
+
+def test_reservation_labels_and_refinement_survive_the_round_trip_to_the_agent():
+    h, agent_id, fid, stream, offer = _cluster()
+    labelled = dyn("cpus", 1)
+    labelled["reservations"][0]["labels"] = {"labels": [{"key": "team", "value": "a"}]}
+    refined = {**dyn("cpus", 1), "reservations": [
+        {"type": "DYNAMIC", "role": "web", "principal": "ops"},
+        {"type": "DYNAMIC", "role": "web/api", "principal": "ops"},
+    ]}  # fmt: skip
+    _accept(
+        h,
+        fid,
+        stream,
+        offer,
+        {"type": "RESERVE", "reserve": {"resources": [labelled]}},
+        {"type": "RESERVE", "reserve": {"resources": [dyn("cpus", 1)]}},
+        {"type": "RESERVE", "id": {"value": "refine"}, "reserve": {"resources": [refined]}},
+    )
+    [status] = _op_statuses(h, stream)
+    assert status["state"] == "OPERATION_FINISHED", status
+    [*_, last] = h.agent_messages("c1", internal.CheckpointResources)
+    stacks = [
+        r["reservations"] for r in last.resources if r["name"] == "cpus" and "reservations" in r
+    ]
+    team = {"labels": [{"key": "team", "value": "a"}]}
+    assert any(s == [{**s[0], "labels": team}] and s[0]["role"] == "web" for s in stacks)
+    assert any([x["role"] for x in s] == ["web", "web/api"] for s in stacks)
+    assert Resources.from_json(last.resources) == h.master.agents[agent_id].total
