@@ -122,6 +122,11 @@ def _check_principal(reservation: Reservation, principal: str | None, kind: str)
 
 
 def _reserve(payload: Mapping[str, Any], principal: str | None) -> Conversion:
+    if payload.get("source"):
+        raise OperationError(
+            "RESERVE: 'source' (changing one reservation into another) is not supported: "
+            "UNRESERVE, then RESERVE"
+        )
     res = _resources(payload, "resources", "RESERVE")
     for (name, stack, disk), _ in res.items():
         if not stack:

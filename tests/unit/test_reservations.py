@@ -121,6 +121,7 @@ def test_refined_reservation_must_lie_within_its_parent():
         ("CREATE", {"volumes": [{**volume("v", 1), "reservations": []}]}, None, "reserved"),
         ("CREATE", {"volumes": [volume("a/b", 1)]}, None, "must not contain"),
         ("CREATE_DISK", {}, None, "resource provider"),
+        ("RESERVE", {"resources": [dyn("cpus", 1)], "source": [dyn("cpus", 1)]}, None, "source"),
         ("SHRINK_VOLUME", {"volume": volume("v", 10), "subtract": {"value": 10}}, None, "below"),
     ],
 )
