@@ -5,6 +5,8 @@ standalone master restart and an agent restart (docs/reservations.md)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -177,6 +179,14 @@ def test_reservations_and_volume_data_survive_an_agent_restart(cluster):
     assert _reservations(cluster)[ROLE]["cpus"] == 1
     assert _volumes(cluster.master_url) == ["keep"]
     assert (volume_dir / "data").read_text() == "still here"
+    # Started with other resources than its reservations were made of, it refuses to start.
+    agent = cluster.agents[0]
+    agent.terminate()
+    argv = [sys.executable, "-m", "butte", "agent", "--master", cluster.master_address]
+    argv += ["--work_dir", str(agent.work_dir), "--port", "0", "--ip", "127.0.0.1"]
+    argv += ["--resources", "cpus:1;mem:256;disk:100"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "do not match --resources" in done.stderr, done.stderr
 
 
 def test_volumes_on_path_and_mount_disks_declared_in_agent_resources(cluster_factory, tmp_path):
