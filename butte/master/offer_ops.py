@@ -151,6 +151,12 @@ class OperationEvents(MasterCore):
         payload = payload_of(op)
         try:
             conversion = resource_ops.parse_operation(op.type, payload, fw.info.principal)
+            refined = any(len(k[1]) > 1 for k, _ in conversion.converted.items())
+            if refined and not fw.info.has_capability("RESERVATION_REFINEMENT"):
+                raise OperationError(
+                    f"{op.type}: a refined reservation needs the RESERVATION_REFINEMENT "
+                    "capability"
+                )
             self._authorize(conversion, fw.info.principal)
             role = _pool_role(pools, conversion, payload)
             pool = resource_ops.apply(pools[role], conversion)

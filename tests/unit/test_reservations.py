@@ -503,3 +503,24 @@ def test_reservation_labels_and_refinement_survive_the_round_trip_to_the_agent()
     assert any(s == [{**s[0], "labels": team}] and s[0]["role"] == "web" for s in stacks)
     assert any([x["role"] for x in s] == ["web", "web/api"] for s in stacks)
     assert Resources.from_json(last.resources) == h.master.agents[agent_id].total
+
+
+def test_a_refined_reservation_needs_the_capability():
+    h = Harness()
+    h.register_agent("c1", AGENT)
+    fid, stream = h.subscribe(roles=["web"], capabilities=[{"type": "MULTI_ROLE"}])
+    h.allocate()
+    [offer] = h.offers(stream)
+    refined = {**dyn("cpus", 1), "reservations": [
+        {"type": "DYNAMIC", "role": "web", "principal": "ops"},
+        {"type": "DYNAMIC", "role": "web/api", "principal": "ops"},
+    ]}  # fmt: skip
+    _accept(
+        h,
+        fid,
+        stream,
+        offer,
+        {"type": "RESERVE", "id": {"value": "r"}, "reserve": {"resources": [refined]}},
+    )
+    [status] = _op_statuses(h, stream)
+    assert status["state"] == "OPERATION_ERROR" and "RESERVATION_REFINEMENT" in status["message"]
