@@ -675,7 +675,7 @@ class AgentServer:
             assert self.containerizer is not None
             if effect.volumes:
                 try:
-                    volumes.attach(effect.sandbox, effect.volumes)
+                    volumes.attach(effect.sandbox, effect.volumes, self._volume_owner(effect))
                 except OSError as e:
                     self._container_failed(effect.container_id, f"persistent volume: {e}")
                     return
@@ -764,6 +764,18 @@ class AgentServer:
 
     def _container_started(self, container_id: str, pid: int) -> None:
         self.apply(self._core.container_started(container_id, pid, self.now()))
+
+    def _volume_owner(self, spec: LaunchContainer) -> tuple[int, int] | None:
+        """With --switch_user as root, the task's user owns the volumes it uses."""
+        if not (self.options.switch_user and spec.user and os.geteuid() == 0):
+            return None
+        from butte.agent.containerizer.linux import resolve_user
+
+        try:
+            uid, gid, _ = resolve_user(spec.user)
+        except KeyError:
+            return None  # the launch itself fails with the reason
+        return uid, gid
 
     def _detach_volumes(self, container_id: str) -> None:
         attached = self._attached.pop(container_id, None)

@@ -116,14 +116,17 @@ def _remove(path: str) -> None:
             pass
 
 
-def attach(sandbox: str, mounts: Iterable[Mount]) -> None:
+def attach(sandbox: str, mounts: Iterable[Mount], owner: tuple[int, int] | None = None) -> None:
     """Makes each volume visible at its container path in ``sandbox`` (created if need be):
-    a bind mount as root, else a symbolic link. Raises OSError when it cannot."""
+    a bind mount as root, else a symbolic link. ``owner`` (uid, gid): the user the task runs
+    as, who gets the volume's directory. Raises OSError when it cannot."""
     for host, container_path, mode in mounts:
         target = os.path.join(sandbox, container_path)
         if not os.path.realpath(target).startswith(os.path.realpath(sandbox) + os.sep):
             raise OSError(f"volume path {container_path!r} leaves the sandbox")
         os.makedirs(host, exist_ok=True)
+        if owner is not None:
+            os.chown(host, *owner)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if os.geteuid() == 0:
             os.makedirs(target, exist_ok=True)

@@ -15,6 +15,7 @@ from butte.core import internal
 from butte.core.codec import encode_json
 from butte.core.messages import TaskInfo, decode
 from butte.core.resources import Resources
+from butte.testing.require import require
 from tests.unit.agent_kit import AID, Harness, command_task, run
 
 
@@ -118,3 +119,15 @@ def test_the_checkpointed_total_is_written_and_read_back(tmp_path):
         f.write("{}")
     with pytest.raises(ValueError):
         checkpoint.checkpointed_resources(str(tmp_path))
+
+
+def test_attach_gives_the_volume_to_the_tasks_user(tmp_path):
+    if os.geteuid() != 0:
+        require("the test runs as root only (changing an owner)", "root")
+    sandbox, host = tmp_path / "sb", tmp_path / "v"
+    mounts = ((str(host), "d", "RW"),)
+    volumes.attach(str(sandbox), mounts, owner=(65534, 65534))
+    try:
+        assert (host.stat().st_uid, host.stat().st_gid) == (65534, 65534)
+    finally:
+        volumes.detach(str(sandbox), mounts)
