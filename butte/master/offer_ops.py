@@ -154,8 +154,7 @@ class OperationEvents(MasterCore):
             refined = any(len(k[1]) > 1 for k, _ in conversion.converted.items())
             if refined and not fw.info.has_capability("RESERVATION_REFINEMENT"):
                 raise OperationError(
-                    f"{op.type}: a refined reservation needs the RESERVATION_REFINEMENT "
-                    "capability"
+                    f"{op.type}: a refined reservation needs the RESERVATION_REFINEMENT capability"
                 )
             self._authorize(conversion, fw.info.principal)
             role = _pool_role(pools, conversion, payload)
