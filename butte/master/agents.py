@@ -18,7 +18,7 @@ from butte.coord.interface import (
     RegistryState,
     RemoveAgent,
 )
-from butte.core import internal, task_states
+from butte.core import internal, resource_ops, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
@@ -163,18 +163,20 @@ class AgentEvents(MasterCore):
     def _authoritative_total(
         self, agent_id: str, agent: Agent | None, reported: Resources
     ) -> Resources:
-        """The total a re-registering agent has: the master's (or, after a failover, the
-        registry's) when it knows one, else what the agent reports."""
+        """The total a re-registering agent has: the master's when it knows the agent, or
+        after a failover the registry's when that holds dynamic reservations or volumes;
+        else what the agent reports."""
         if agent is not None:
             return agent.total
         recorded = self.registry_totals.pop(agent_id, None)
         if recorded is None:
             return reported
         try:
-            return Resources.from_json(recorded)
+            total = Resources.from_json(recorded)
         except ResourceError:
             log.warning("Registry holds unusable resources for agent %s", agent_id)
             return reported
+        return total if resource_ops.declared(total) != total else reported
 
     def _shut_down_removed_frameworks(self, agent: Agent, msg: internal.RegisterAgent) -> None:
         """Frameworks removed while the agent was away (it missed SHUTDOWN_FRAMEWORK): their
