@@ -139,7 +139,7 @@ def test_operator_reserves_creates_destroys_and_refuses_bad_input(cluster):
     assert _reservations(cluster) == {}
     # The legacy /reserve answers 409 for what is not there, 400 for a malformed body.
     too_much = {"slaveId": agent_id, "resources": json.dumps([_reserved("cpus", 99)])}
-    assert requests.post(url + "/reserve", data=too_much, timeout=10).status_code == 409
+    assert requests.post(url + "/master/reserve", data=too_much, timeout=10).status_code == 409
     assert (
         requests.post(
             url + "/reserve", data={"slaveId": agent_id, "resources": "[{"}, timeout=10
