@@ -179,6 +179,8 @@ def test_reservations_and_volume_data_survive_an_agent_restart(cluster):
     assert _reservations(cluster)[ROLE]["cpus"] == 1
     assert _volumes(cluster.master_url) == ["keep"]
     assert (volume_dir / "data").read_text() == "still here"
+    own = requests.get(f"http://{cluster.agents[0].address}/state", timeout=10).json()
+    assert own["reserved_resources"][ROLE]["cpus"] == 1  # the agent's own view too
     # Started with other resources than its reservations were made of, it refuses to start.
     agent = cluster.agents[0]
     agent.terminate()

@@ -46,6 +46,7 @@ def test_checkpoint_resources_is_reported_and_removes_dropped_volumes():
     [first] = [c for c in h.checkpoints if isinstance(c, CheckpointResources)]
     assert first.removed == () and first.emptied == ()
     assert h.agent.register_message().agent_info.resources == _total(_volume("a"), _volume("b"))
+    assert h.agent.total_resources().reserved("db").scalar("disk") == 20
     mount = {"type": "MOUNT", "mount": {"root": "/mnt/d"}}
     h.master(internal.CheckpointResources(resources=_total(_volume("c", **mount))))
     h.master(internal.CheckpointResources(resources=_total()))
