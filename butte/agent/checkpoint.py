@@ -22,13 +22,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
-from butte.agent import paths
+from butte.agent import paths, volumes
 from butte.agent.effects import (
     Checkpoint,
     CheckpointAgent,
     CheckpointExecutor,
     CheckpointFramework,
     CheckpointPid,
+    CheckpointResources,
     CheckpointTask,
     CheckpointUpdate,
     RemoveCheckpoint,
@@ -207,6 +208,12 @@ class CheckpointWriter:
         if isinstance(effect, CheckpointAgent):
             self._agent(effect, touched)
             return
+        if isinstance(effect, CheckpointResources):
+            path = paths.resources_info_path(self.work_dir)
+            self._ensure_dir(os.path.dirname(path), touched)
+            self._put(path, _encoder.encode(effect.resources), touched)
+            volumes.sync(self.work_dir, effect.resources, effect.removed, effect.emptied)
+            return
         if self.agent_id is None:
             raise RuntimeError(f"checkpoint before the agent id is known: {effect!r}")
         work, agent = self.work_dir, self.agent_id
@@ -373,6 +380,21 @@ def forget_agent(work_dir: str) -> None:
 
 
 # -- reading ----------------------------------------------------------------------------------
+
+
+def checkpointed_resources(work_dir: str) -> list[dict] | None:
+    """The total the last CHECKPOINT_RESOURCES gave (None: never any); raises ValueError for
+    a file that is not a JSON list."""
+    try:
+        with open(paths.resources_info_path(work_dir), "rb") as f:
+            data = msgspec.json.decode(f.read())
+    except FileNotFoundError:
+        return None
+    except msgspec.DecodeError as e:
+        raise ValueError(f"{paths.resources_info_path(work_dir)}: {e}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{paths.resources_info_path(work_dir)} is not a JSON list")
+    return data
 
 
 def checkpointed_agent_id(work_dir: str) -> str | None:

@@ -58,6 +58,9 @@ class LaunchContainer:
     # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
     # the shell switches to it only with --switch_user as root.
     user: str | None = None
+    # Persistent volumes the container holds: (host path, path in the sandbox, RW | RO),
+    # attached before it starts (`butte.agent.volumes`).
+    volumes: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +153,21 @@ class RemoveCheckpoint:
     task_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointResources:
+    """The agent's total after offer operations (``meta/resources/resources.info``, kept
+    across agent ids); the volume directories are made to match it, and those of volumes
+    destroyed (``removed``, host paths) are deleted."""
+
+    resources: list[dict[str, Any]]
+    removed: tuple[str, ...] = ()
+    # Volumes that were whole MOUNT disks: emptied, their root kept.
+    emptied: tuple[str, ...] = ()
+
+
 Checkpoint = (
     CheckpointAgent
+    | CheckpointResources
     | CheckpointFramework
     | CheckpointExecutor
     | CheckpointPid

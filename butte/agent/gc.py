@@ -20,7 +20,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from butte.agent import paths
+from butte.agent import paths, volumes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,7 @@ def used_fraction(work_dir: str) -> float:
 def remove(sandbox: Sandbox) -> None:
     """Removes a sandbox, its ``latest`` link if it names it, and the executor's and the
     framework's directories once empty."""
+    volumes.unmount_below(sandbox.path)  # a volume bind-mounted there must not be emptied
     shutil.rmtree(sandbox.path, ignore_errors=True)
     runs = os.path.dirname(sandbox.path)
     latest = os.path.join(runs, paths.LATEST)

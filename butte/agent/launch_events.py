@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from butte.agent import paths
+from butte.agent import paths, volumes
 from butte.agent.effects import (
     CheckpointExecutor,
     CheckpointFramework,
@@ -245,6 +245,9 @@ class LaunchEvents(_Base):
             fetch=fetch_list(kind, info, tasks, sandbox),
             resources=scalar_totals([*info.resources, *(r for t in tasks for r in t.resources)]),
             user=container_user(kind, info, tasks, fw.info),
+            volumes=volumes.mounts_for(
+                config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
+            ),
         )
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:

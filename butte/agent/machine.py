@@ -30,11 +30,13 @@ from typing import Any
 
 import msgspec
 
+from butte.agent import volumes
 from butte.agent.core import AgentConfig
 from butte.agent.effects import (
     CheckpointAgent,
     CheckpointFramework,
     CheckpointPid,
+    CheckpointResources,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
@@ -68,6 +70,7 @@ from butte.agent.status_updates import StatusUpdateStream
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.messages import ID, ExecutorInfo, TaskStatus
+from butte.core.resources import ResourceError, Resources
 
 __all__ = ["AgentConfig", "AgentMachine", "Reply", "REPORT_COMMAND_EXECUTOR_EXITS"]
 
@@ -117,6 +120,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         self._new_container_id = new_container_id
         self._new_status_uuid = new_status_uuid
         self._resources_json = config.resources.to_json("endpoint")
+        self._declared_json = self._resources_json
         self._executor_agent_info: dict[str, Any] | None = None
         self._checkpointed_agent_id: str | None = None
         # Custom executor exits seen while not registered: reported at the next registration.
@@ -134,7 +138,40 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             internal.FrameworkToExecutor: self._framework_message,
             internal.UpdateFramework: self._update_framework,
             internal.ShutdownAgent: self._shutdown_agent,
+            internal.CheckpointResources: self._checkpoint_resources,
         }
+
+    def recover_resources(self, resources: list[dict[str, Any]]) -> None:
+        """The total checkpointed by the last CHECKPOINT_RESOURCES (read at start, already
+        checked against ``--resources``): what the agent registers with."""
+        self._resources_json = resources
+
+    def total_resources(self) -> Resources:
+        """The agent's total now: ``--resources`` with the master's offer operations
+        (dynamic reservations, volumes) applied."""
+        if self._resources_json is self._declared_json:
+            return self.config.resources
+        try:
+            return Resources.from_json(self._resources_json)
+        except ResourceError:  # the master checked it; keep the view usable regardless
+            return self.config.resources
+
+    def _checkpoint_resources(self, msg: internal.CheckpointResources, now: float) -> list[Effect]:
+        """The master applied offer operations: the new total is checkpointed and reported
+        from now on; volumes no longer in it are removed."""
+        work_dir = self.config.work_dir
+        before = volumes.volumes(work_dir, self._resources_json)
+        after = volumes.volumes(work_dir, msg.resources)
+        gone = set(before) - set(after)
+        roots = volumes.mount_roots(work_dir, self._resources_json)
+        self._resources_json = list(msg.resources)
+        return [
+            CheckpointResources(
+                list(msg.resources),
+                removed=tuple(sorted(gone - roots)),
+                emptied=tuple(sorted(gone & roots)),
+            )
+        ]
 
     def disk_space(self, problem: str | None, now: float) -> list[Effect]:
         """The work dir's free space went under (``problem`` says how) or back over the

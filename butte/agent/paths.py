@@ -129,6 +129,12 @@ def meta_dir(work_dir: str) -> str:
     return os.path.join(work_dir, "meta")
 
 
+def resources_info_path(work_dir: str) -> str:
+    """``meta/resources/resources.info``: the total after RESERVE, CREATE, ... (it outlives
+    the agent id, as Mesos' checkpointed resources do)."""
+    return os.path.join(meta_dir(work_dir), "resources", "resources.info")
+
+
 def boot_id_path(work_dir: str) -> str:
     """``meta/boot_id``: the boot the checkpoint was written in."""
     return os.path.join(meta_dir(work_dir), "boot_id")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 import butte
-from butte.agent import checkpoint, gc, operator_api, paths
+from butte.agent import checkpoint, gc, operator_api, paths, volumes
 from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
@@ -71,7 +71,7 @@ from butte.agent.master_link import MasterLink
 from butte.agent.records import CUSTOM, RUNNING, TERMINATED
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
-from butte.core import internal
+from butte.core import internal, resource_ops
 from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
@@ -107,6 +107,10 @@ def command_executor_argv() -> tuple[str, ...]:
 def zygote_argv() -> tuple[str, ...]:
     """How the agent starts the executor zygote (fork server)."""
     return _fast_python("butte.agent.executor.zygote")
+
+
+class AgentResourcesMismatch(Exception):
+    """The checkpointed total (reservations, volumes) was not made of ``--resources``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,8 @@ class AgentServer:
         self._rotate_task: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
+        # container id -> (sandbox, volumes attached there), detached when it ends.
+        self._attached: dict[str, tuple[str, tuple[tuple[str, str, str], ...]]] = {}
         self._applying = False
         self._stopping = False
         self._timer: asyncio.TimerHandle | None = None
@@ -280,6 +286,7 @@ class AgentServer:
             ),
             ssl_context=self.options.master_tls,
         )
+        self._recover_resources(work_dir)
         await self._recover(work_dir)
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
@@ -288,6 +295,27 @@ class AgentServer:
         if self.options.log_rotation is not None:
             self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    def _recover_resources(self, work_dir: str) -> None:
+        """Starts from the total the master last checkpointed here (dynamic reservations,
+        persistent volumes), if any; it must have been made of these ``--resources``."""
+        try:
+            saved = checkpoint.checkpointed_resources(work_dir)
+            total = Resources.from_json(saved) if saved is not None else None
+        except ValueError as e:
+            raise AgentResourcesMismatch(f"unusable checkpointed resources: {e}") from None
+        if saved is None or total is None:
+            return
+        made_of = resource_ops.declared(total)
+        if made_of != self.options.resources:
+            raise AgentResourcesMismatch(
+                f"checkpointed resources {total.to_text()} (made of {made_of.to_text()}) do not "
+                f"match --resources {self.options.resources.to_text()}: start with the "
+                f"resources they were made of, or remove {paths.resources_info_path(work_dir)} "
+                "(dropping the agent's reservations and volumes)"
+            )
+        self._core.recover_resources(saved)
+        log.info("recovered checkpointed resources %s", total.to_text())
 
     async def _listen(self, runner: web.AppRunner) -> int:
         """Binds the HTTP server; returns its port. With TLS, executors on this machine
@@ -658,6 +686,13 @@ class AgentServer:
             self.master_link.send(effect.message)
         elif isinstance(effect, LaunchContainer):
             assert self.containerizer is not None
+            if effect.volumes:
+                try:
+                    volumes.attach(effect.sandbox, effect.volumes, self._volume_owner(effect))
+                except OSError as e:
+                    self._container_failed(effect.container_id, f"persistent volume: {e}")
+                    return
+                self._attached[effect.container_id] = (effect.sandbox, effect.volumes)
             self.containerizer.launch(effect)
         elif isinstance(effect, CloseExecutorStream):
             stream = self.streams.pop(effect.container_id, None)
@@ -748,7 +783,25 @@ class AgentServer:
     def _container_started(self, container_id: str, pid: int) -> None:
         self.apply(self._core.container_started(container_id, pid, self.now()))
 
+    def _volume_owner(self, spec: LaunchContainer) -> tuple[int, int] | None:
+        """With --switch_user as root, the task's user owns the volumes it uses."""
+        if not (self.options.switch_user and spec.user and os.geteuid() == 0):
+            return None
+        from butte.agent.containerizer.linux import resolve_user
+
+        try:
+            uid, gid, _ = resolve_user(spec.user)
+        except KeyError:
+            return None  # the launch itself fails with the reason
+        return uid, gid
+
+    def _detach_volumes(self, container_id: str) -> None:
+        attached = self._attached.pop(container_id, None)
+        if attached is not None:
+            volumes.detach(*attached)
+
     def _container_failed(self, container_id: str, message: str) -> None:
+        self._detach_volumes(container_id)
         log.warning("container %s failed to launch: %s", container_id, message)
         self.apply(self._core.container_failed(container_id, message, self.now()))
 
@@ -785,6 +838,7 @@ class AgentServer:
             self._container_limited(ex.container_id, limitation)
 
     def _container_exited(self, container_id: str, status: int | None) -> None:
+        self._detach_volumes(container_id)
         self.apply(self._core.container_exited(container_id, status, self.now()))
 
     # -- read-only views -----------------------------------------------------------------------

@@ -110,7 +110,8 @@ def agent_state(
 ) -> dict[str, Any]:
     """The whole ``/state`` document."""
     config = agent.config
-    resources = config.resources.to_legacy_map()
+    total = agent.total_resources()
+    resources = total.to_legacy_map()
     return {
         **build,
         "start_time": start_time,
@@ -120,10 +121,10 @@ def agent_state(
         "port": config.port,
         "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
         "resources": resources,
-        "unreserved_resources": config.resources.unreserved().to_legacy_map(),
+        "unreserved_resources": total.unreserved().to_legacy_map(),
         "reserved_resources": {
-            role: config.resources.reserved(role).to_legacy_map()
-            for role in sorted(config.resources.roles())
+            role: total.reserved(role).to_legacy_map()
+            for role in sorted(total.roles())
             if role != "*"
         },
         "attributes": {a.name: a.legacy_value() for a in config.attributes},

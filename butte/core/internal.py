@@ -19,6 +19,7 @@ Flow::
                           <----------------- STATUS_UPDATE_ACK {task_id, uuid}
                           <----------------- PING
       PONG -------------------------------->
+                          <----------------- CHECKPOINT_RESOURCES {total}  (after RESERVE...)
 """
 
 from __future__ import annotations
@@ -199,6 +200,15 @@ class ShutdownAgent(_MasterMessage, frozen=True, tag="SHUTDOWN_AGENT"):
     message: str
 
 
+class CheckpointResources(_MasterMessage, frozen=True, tag="CHECKPOINT_RESOURCES"):
+    """The agent's whole total after offer operations (dynamic reservations, persistent
+    volumes), in the refinement JSON form: the agent checkpoints it, reports it when it
+    registers again, and creates or removes volume directories to match (Mesos'
+    CheckpointResourcesMessage)."""
+
+    resources: list[JSONObject]
+
+
 MasterMessage = (
     AgentRegistered
     | AgentReregistered
@@ -212,6 +222,7 @@ MasterMessage = (
     | FrameworkToExecutor
     | UpdateFramework
     | ShutdownAgent
+    | CheckpointResources
 )
 
 _agent_decoder = msgspec.json.Decoder(AgentMessage, strict=False)

@@ -191,6 +191,10 @@ class Operation(Msg, frozen=True):
     unreserve: JSONObject | None = None
     create: JSONObject | None = None
     destroy: JSONObject | None = None
+    grow_volume: JSONObject | None = None
+    shrink_volume: JSONObject | None = None
+    create_disk: JSONObject | None = None
+    destroy_disk: JSONObject | None = None
 
 
 # -- scheduler calls -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, Msg, decode
+from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, JSONObject, Msg, decode
 
 __all__ = [
     "AGENT_CALL_TYPES",
@@ -207,6 +207,12 @@ class OperatorCall(Msg, frozen=True):
     update_maintenance_schedule: dict[str, Any] | None = None
     start_maintenance: dict[str, Any] | None = None
     stop_maintenance: dict[str, Any] | None = None
+    reserve_resources: JSONObject | None = None
+    unreserve_resources: JSONObject | None = None
+    create_volumes: JSONObject | None = None
+    destroy_volumes: JSONObject | None = None
+    grow_volume: JSONObject | None = None
+    shrink_volume: JSONObject | None = None
 
 
 # Calls whose payload field must be present (Mesos rejects them otherwise).
@@ -228,6 +234,12 @@ REQUIRED_PAYLOAD = frozenset(
         "UPDATE_MAINTENANCE_SCHEDULE",
         "START_MAINTENANCE",
         "STOP_MAINTENANCE",
+        "RESERVE_RESOURCES",
+        "UNRESERVE_RESOURCES",
+        "CREATE_VOLUMES",
+        "DESTROY_VOLUMES",
+        "GROW_VOLUME",
+        "SHRINK_VOLUME",
     }
 )
 

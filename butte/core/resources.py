@@ -52,7 +52,47 @@ class Reservation:
         return out
 
 
-ResourceKey = tuple[str, tuple[Reservation, ...]]
+@dataclass(frozen=True, slots=True)
+class Disk:
+    """The identity of a disk resource beyond its name and reservations (Mesos DiskInfo):
+    a persistent volume (``persistence_id``, its creator ``principal``, where tasks see it and
+    how) and the disk's source (ROOT, the agent's work_dir; PATH or MOUNT, under ``root``).
+    ``None`` stands for a plain ROOT disk, so ordinary resources carry no object at all."""
+
+    persistence_id: str | None = None
+    principal: str | None = None
+    container_path: str | None = None
+    mode: str = "RW"
+    source: str = "ROOT"  # ROOT | PATH | MOUNT
+    root: str | None = None
+
+    @property
+    def whole(self) -> bool:
+        """A persistent volume or a MOUNT disk is used whole: it cannot be split."""
+        return self.persistence_id is not None or self.source == "MOUNT"
+
+    def source_only(self) -> Disk | None:
+        """The disk this volume was made of (``None`` for a plain ROOT disk)."""
+        if self.source == "ROOT":
+            return None
+        return Disk(source=self.source, root=self.root)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.persistence_id is not None:
+            persistence: dict[str, Any] = {"id": self.persistence_id}
+            if self.principal is not None:
+                persistence["principal"] = self.principal
+            out["persistence"] = persistence
+        if self.container_path is not None:
+            out["volume"] = {"container_path": self.container_path, "mode": self.mode}
+        if self.source != "ROOT":
+            kind = self.source.lower()
+            out["source"] = {"type": self.source, kind: {"root": self.root or ""}}
+        return out
+
+
+ResourceKey = tuple[str, tuple[Reservation, ...], Disk | None]
 
 
 # The largest scalar taken from outside: far above any machine (a trillion CPUs, an exabyte
@@ -190,7 +230,7 @@ class Resources:
         """Builds unreserved (or statically reserved) scalars: ``Resources.scalars(cpus=1)``."""
         res = _role_stack(role)
         return cls._trusted(
-            {(name, res): to_millis(v) for name, v in values.items() if to_millis(v) != 0}
+            {(name, res, None): to_millis(v) for name, v in values.items() if to_millis(v) != 0}
         )
 
     # queries --------------------------------------------------------------------------------
@@ -221,7 +261,7 @@ class Resources:
 
     def scalar_millis(self, name: str) -> int:
         total = 0
-        for (n, _), v in self._items.items():
+        for (n, _, _), v in self._items.items():
             if n == name and isinstance(v, int):
                 total += v
         return total
@@ -229,27 +269,27 @@ class Resources:
     def quantities(self) -> dict[str, int]:
         """Scalar totals by name (thousandths), ignoring reservations: the input of DRF."""
         out: dict[str, int] = {}
-        for (name, _), v in self._items.items():
+        for (name, _, _), v in self._items.items():
             if isinstance(v, int):
                 out[name] = out.get(name, 0) + v
         return out
 
     def ranges(self, name: str) -> Ranges:
         acc: Ranges = ()
-        for (n, _), v in self._items.items():
+        for (n, _, _), v in self._items.items():
             if n == name and isinstance(v, tuple):
                 acc = ranges_add(acc, v)
         return acc
 
     def names(self) -> set[str]:
-        return {name for name, _ in self._items}
+        return {k[0] for k in self._items}
 
     def has(self, name: str) -> bool:
-        return any(n == name for n, _ in self._items)
+        return any(k[0] == name for k in self._items)
 
     def roles(self) -> set[str]:
         """Roles holding reservations here (``"*"`` for unreserved parts)."""
-        return {(res[-1].role if res else "*") for _, res in self._items}
+        return {(k[1][-1].role if k[1] else "*") for k in self._items}
 
     def unreserved(self) -> Resources:
         return Resources._trusted({k: v for k, v in self._items.items() if not k[1]})
@@ -334,6 +374,8 @@ class Resources:
             if isinstance(v, int):
                 if cur < v:  # type: ignore[operator]  # same key, same kind as v
                     return False
+                if cur != v and k[2] is not None and k[2].whole:
+                    return False  # a volume or MOUNT disk is never split
             elif isinstance(v, tuple):
                 if not ranges_contains(cur, v):  # type: ignore[arg-type]  # same key, same kind as v
                     return False
@@ -357,7 +399,7 @@ class Resources:
         ``allocation_role`` adds ``allocation_info`` to every resource (offers, tasks).
         """
         out: list[dict[str, Any]] = []
-        for (name, stack), v in sorted(self._items.items(), key=_sort_key):
+        for (name, stack, disk), v in sorted(self._items.items(), key=_sort_key):
             r: dict[str, Any] = {"name": name}
             if isinstance(v, int):
                 r["type"] = SCALAR
@@ -379,6 +421,8 @@ class Resources:
                     r["reservation"] = resv
             if fmt in ("post", "endpoint") and stack:
                 r["reservations"] = [s.to_json() for s in stack]
+            if disk is not None:
+                r["disk"] = disk.to_json()
             if allocation_role is not None:
                 r["allocation_info"] = {"role": allocation_role}
             out.append(r)
@@ -389,13 +433,13 @@ class Resources:
         out: dict[str, Any] = {"cpus": 0.0, "gpus": 0.0, "mem": 0.0, "disk": 0.0}
         for name, v in self.quantities().items():
             out[name] = from_millis(v)
-        for name in sorted({n for (n, _), v in self._items.items() if not isinstance(v, int)}):
+        for name in sorted({k[0] for k, v in self._items.items() if not isinstance(v, int)}):
             rng = self.ranges(name)
             if rng:
                 out[name] = format_ranges(rng)
             else:
                 items: set[str] = set()
-                for (n, _), value in self._items.items():
+                for (n, _, _), value in self._items.items():
                     if n == name and isinstance(value, frozenset):
                         items |= value
                 out[name] = "{" + ",".join(sorted(items)) + "}"
@@ -404,8 +448,10 @@ class Resources:
     def to_text(self) -> str:
         """The ``--resources`` text form (``cpus(role):1;ports:[1-2]``)."""
         parts = []
-        for (name, stack), v in sorted(self._items.items(), key=_sort_key):
+        for (name, stack, disk), v in sorted(self._items.items(), key=_sort_key):
             label = name if not stack else f"{name}({stack[-1].role})"
+            if disk is not None and disk.persistence_id is not None:
+                label += f"[{disk.persistence_id}:{disk.container_path or ''}]"
             if isinstance(v, int):
                 parts.append(f"{label}:{_fmt_scalar(v)}")
             elif isinstance(v, tuple):
@@ -426,9 +472,9 @@ class Resources:
         return acc
 
 
-def _sort_key(item: tuple[ResourceKey, Value]) -> tuple[str, tuple[str, ...]]:
-    (name, stack), _ = item
-    return name, tuple(s.role for s in stack)
+def _sort_key(item: tuple[ResourceKey, Value]) -> tuple[str, tuple[str, ...], str]:
+    (name, stack, disk), _ = item
+    return name, tuple(s.role for s in stack), repr(disk) if disk is not None else ""
 
 
 def _fmt_scalar(millis: int) -> str:
@@ -478,13 +524,16 @@ def _parse_json_resource(raw: Mapping[str, Any]) -> Resources:
         raise ResourceError("resource is missing its 'name'")
     rtype = raw.get("type")
     stack = _parse_reservations(raw, name)
+    disk = _parse_disk(raw.get("disk"), name) if raw.get("disk") is not None else None
+    if disk is not None and rtype != SCALAR:
+        raise ResourceError(f"resource '{name}' has disk info but is not a SCALAR")
     if rtype in (SCALAR, RANGES, SET):
         _check_type(name, rtype)
     if rtype == SCALAR:
         scalar = raw.get("scalar")
         value = scalar.get("value") if isinstance(scalar, Mapping) else None
         millis = _check_scalar(name, _number(value, name))
-        return Resources._trusted({(name, stack): millis} if millis else {})
+        return Resources._trusted({(name, stack, disk): millis} if millis else {})
     if rtype == RANGES:
         rng = raw.get("ranges")
         pairs = rng.get("range", []) if isinstance(rng, Mapping) else None
@@ -497,14 +546,67 @@ def _parse_json_resource(raw: Mapping[str, Any]) -> Resources:
             b, e = _integer(p.get("begin"), name), _integer(p.get("end"), name)
             parsed.append(_check_range(name, b, e))
         ranges = normalize_ranges(parsed)
-        return Resources._trusted({(name, stack): ranges} if ranges else {})
+        return Resources._trusted({(name, stack, None): ranges} if ranges else {})
     if rtype == SET:
         st = raw.get("set")
         items = st.get("item", []) if isinstance(st, Mapping) else None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ResourceError(f"resource '{name}' of type SET needs 'set.item' strings")
-        return Resources._trusted({(name, stack): frozenset(items)} if items else {})
+        return Resources._trusted({(name, stack, None): frozenset(items)} if items else {})
     raise ResourceError(f"resource '{name}' has unknown or missing type {rtype!r}")
+
+
+# The longest persistence id or path a disk may carry (ids become directory names).
+MAX_DISK_STRING = 1024
+
+
+def _disk_string(value: Any, what: str, name: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_DISK_STRING:
+        raise ResourceError(f"resource '{name}' needs a non-empty string '{what}'")
+    if "\x00" in value:
+        raise ResourceError(f"resource '{name}' has a NUL byte in '{what}'")
+    return value
+
+
+def _parse_disk(raw: Any, name: str) -> Disk | None:
+    """Mesos DiskInfo; None for a plain ROOT disk (the common case keeps no object)."""
+    if name != "disk":
+        raise ResourceError(f"resource '{name}' cannot carry disk info (only 'disk' can)")
+    if not isinstance(raw, Mapping):
+        raise ResourceError(f"resource '{name}' has a malformed 'disk'")
+    persistence_id = principal = container_path = root = None
+    mode, source = "RW", "ROOT"
+    persistence = raw.get("persistence")
+    if persistence is not None:
+        if not isinstance(persistence, Mapping):
+            raise ResourceError(f"resource '{name}' has a malformed 'disk.persistence'")
+        persistence_id = _disk_string(persistence.get("id"), "disk.persistence.id", name)
+        if persistence.get("principal") is not None:
+            principal = _disk_string(persistence["principal"], "persistence.principal", name)
+    volume = raw.get("volume")
+    if volume is not None:
+        if not isinstance(volume, Mapping):
+            raise ResourceError(f"resource '{name}' has a malformed 'disk.volume'")
+        container_path = _disk_string(
+            volume.get("container_path"), "disk.volume.container_path", name
+        )
+        mode = volume.get("mode", "RW")
+        if mode not in ("RW", "RO"):
+            raise ResourceError(f"resource '{name}' has volume mode {mode!r} (RW or RO)")
+    src = raw.get("source")
+    if src is not None:
+        if not isinstance(src, Mapping) or src.get("type") not in ("PATH", "MOUNT"):
+            raise ResourceError(f"resource '{name}' needs a disk source of type PATH or MOUNT")
+        source = src["type"]
+        inner = src.get(source.lower())
+        if not isinstance(inner, Mapping):
+            raise ResourceError(f"resource '{name}' needs 'disk.source.{source.lower()}.root'")
+        root = _disk_string(inner.get("root"), f"disk.source.{source.lower()}.root", name)
+        if not root.startswith("/"):
+            raise ResourceError(f"resource '{name}': disk source root must be absolute")
+    if persistence_id is None and container_path is None and source == "ROOT":
+        return None
+    return Disk(persistence_id, principal, container_path, mode, source, root)
 
 
 def _number(value: Any, name: str) -> float:
@@ -544,7 +646,7 @@ def _parse_reservations(raw: Mapping[str, Any], name: str) -> tuple[Reservation,
             rtype = r.get("type", "DYNAMIC" if r.get("principal") else "STATIC")
             if rtype not in ("STATIC", "DYNAMIC"):
                 raise ResourceError(f"resource '{name}' has reservation type {rtype!r}")
-            stack.append(Reservation(r["role"], rtype, r.get("principal"), _labels(r)))
+            stack.append(Reservation(r["role"], rtype, _principal(r, name), _labels(r)))
         return tuple(stack)
     role = raw.get("role", "*")
     if role is None or role == "*":
@@ -556,19 +658,26 @@ def _parse_reservations(raw: Mapping[str, Any], name: str) -> tuple[Reservation,
         raise ResourceError(f"resource '{name}': {err}")
     resv = raw.get("reservation")
     if isinstance(resv, Mapping):
-        return (Reservation(role, "DYNAMIC", resv.get("principal"), _labels(resv)),)
+        return (Reservation(role, "DYNAMIC", _principal(resv, name), _labels(resv)),)
     return (Reservation(role),)
 
 
 def _labels(obj: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     labels = obj.get("labels")
-    if not isinstance(labels, Mapping):
+    if not isinstance(labels, Mapping) or not isinstance(labels.get("labels", []), list):
         return ()
     return tuple(
         (str(lb.get("key", "")), str(lb.get("value", "")))
         for lb in labels.get("labels", [])
         if isinstance(lb, Mapping)
     )
+
+
+def _principal(obj: Mapping[str, Any], name: str) -> str | None:
+    principal = obj.get("principal")
+    if principal is not None and not isinstance(principal, str):
+        raise ResourceError(f"resource '{name}' has a non-string reservation principal")
+    return principal
 
 
 def parse_resources(text: str, default_role: str = "*") -> Resources:
@@ -610,12 +719,14 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
                 except ValueError:
                     raise ResourceError(f"bad range {rng!r} for {label}") from None
                 pairs.append(_check_range(label, b, end))
-            one = Resources._trusted({(label, stack): normalize_ranges(pairs)} if pairs else {})
+            one = Resources._trusted(
+                {(label, stack, None): normalize_ranges(pairs)} if pairs else {}
+            )
         elif value.startswith("{"):
             if not value.endswith("}"):
                 raise ResourceError(f"bad set {value!r} for {label}")
             items = frozenset(filter(None, (i.strip() for i in value[1:-1].split(","))))
-            one = Resources._trusted({(label, stack): items} if items else {})
+            one = Resources._trusted({(label, stack, None): items} if items else {})
         else:
             try:
                 number = float(value)
@@ -624,7 +735,7 @@ def parse_resources(text: str, default_role: str = "*") -> Resources:
             if number < 0 or not math.isfinite(number):
                 raise ResourceError(f"bad scalar {value!r} for {label}: must be >= 0")
             millis = _check_scalar(label, number)
-            one = Resources._trusted({(label, stack): millis} if millis else {})
+            one = Resources._trusted({(label, stack, None): millis} if millis else {})
         acc = acc + one
     return acc
 

@@ -1,6 +1,7 @@
-"""ACCEPT handling of the master core: offer validation, LAUNCH and LAUNCH_GROUP. A mixin
-of `MasterMachine` (same records; effects collected for the event being handled), kept
-apart for size."""
+"""ACCEPT handling of the master core: offer validation, LAUNCH and LAUNCH_GROUP, and the
+offer operations (RESERVE, CREATE, ...: `butte.master.offer_ops`), carried out in the order
+given so that each sees what the ones before it did. A mixin of `MasterMachine` (same
+records; effects collected for the event being handled), kept apart for size."""
 
 from __future__ import annotations
 
@@ -8,19 +9,19 @@ import logging
 
 import msgspec
 
-from butte.core import internal, task_states
+from butte.core import internal, resource_ops, task_states
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
 from butte.master import operator_views
-from butte.master.core import MasterCore
 from butte.master.effects import OperatorEvent
 from butte.master.launch import InvalidTask, check_task, task_role
+from butte.master.offer_ops import DROPPED, OperationEvents
 from butte.master.state import Agent, Framework, Offer, Task
 
 log = logging.getLogger(__name__)
 
 
-class AcceptEvents(MasterCore):
+class AcceptEvents(OperationEvents):
     """Turns an ACCEPT into tasks on an agent, or into TASK_ERROR / TASK_LOST answers."""
 
     __slots__ = ()
@@ -48,9 +49,11 @@ class AcceptEvents(MasterCore):
                 self._send_status(
                     fw, self.master_status(fw, task.task_id.value, state, reason, error, now)
                 )
+            agent_id = offers[0].agent_id if offers else None
+            op_state = DROPPED if unsupported is None else "OPERATION_ERROR"
             for op in accept.operations:
-                if op.id is not None:
-                    self._send_operation_error(fw, op.id.value, error, now)
+                if op.type not in ("LAUNCH", "LAUNCH_GROUP"):
+                    self._operation_status(fw, op, agent_id, op_state, error, None, now)
             return
         agent = self.agents[offers[0].agent_id]
         pools: dict[str, Resources] = {}
@@ -64,6 +67,8 @@ class AcceptEvents(MasterCore):
                     self._launch(fw, agent, task, pools, launched_ids, now)
             elif op.type == "LAUNCH_GROUP" and op.launch_group is not None:
                 self._launch_group(fw, agent, op, pools, launched_ids, now)
+            else:
+                self._offer_operation(fw, agent, op, pools, now)
         for role, left in pools.items():
             self._recover(fw.framework_id, agent.agent_id, role, left, refuse, now)
 
@@ -77,21 +82,6 @@ class AcceptEvents(MasterCore):
                 f"Not authorized to launch as user '{user}' (principal {principal})",
                 "REASON_TASK_UNAUTHORIZED",
             )
-
-    def _send_operation_error(
-        self, fw: Framework, operation_id: str, error: str, now: float
-    ) -> None:
-        """UPDATE_OPERATION_STATUS with OPERATION_ERROR, as Mesos answers an operation that
-        fails validation (no uuid: nothing to acknowledge)."""
-        status = {
-            "operation_id": {"value": operation_id},
-            "state": "OPERATION_ERROR",
-            "message": error,
-            "timestamp": now,
-        }
-        self._send_framework(
-            fw, {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {"status": status}}
-        )
 
     def _validate_offers(
         self, fw: Framework, offer_ids: list[str]
@@ -285,10 +275,9 @@ def _unsupported_operation(operations: list[Operation]) -> str | None:
             continue
         if op.type in ("LAUNCH", "LAUNCH_GROUP"):
             return f"operation {op.type} is missing its '{op.type.lower()}' payload"
-        return (
-            f"operation {op.type} is not supported by this master "
-            "(it performs LAUNCH and LAUNCH_GROUP)"
-        )
+        if op.type in resource_ops.KINDS or op.type in resource_ops.NEEDS_RESOURCE_PROVIDER:
+            continue  # each is checked on its own when its turn comes
+        return f"operation type {op.type[:60]!r} is unknown"
     return None
 
 

@@ -33,6 +33,8 @@ OBJECTS = {
     "unreserve_resources": "reserver_principals",
     "create_volumes": "roles",
     "destroy_volumes": "creator_principals",
+    "resize_volume": "roles",  # Mesos documents this spelling; its ACLs message the next
+    "resize_volumes": "roles",
     "get_quotas": "roles",
     "update_quotas": "roles",
     # Mesos' older quota actions (before update_quotas).

@@ -18,7 +18,7 @@ from butte.coord.interface import (
     RegistryState,
     RemoveAgent,
 )
-from butte.core import internal, task_states
+from butte.core import internal, resource_ops, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operator_views, views
@@ -139,6 +139,10 @@ class AgentEvents(MasterCore):
             self._refuse_agent(connection_id, f"Agent {agent_id} has been marked gone")
             return
         agent = self.agents.get(agent_id)
+        reported = total
+        total = self._authoritative_total(agent_id, agent, total)
+        if total != reported:
+            info = msgspec.structs.replace(info, resources=total.to_json("post"))
         if agent is None:
             if agent_id in self.recovering_agents:
                 self.recovering_agents.discard(agent_id)  # the registry lists it already
@@ -154,7 +158,29 @@ class AgentEvents(MasterCore):
         self._send_agent(
             agent, internal.AgentReregistered(agent_id=ID(agent_id), master_id=self.master_id)
         )
+        if total != reported:
+            # The agent missed operations (or lost its checkpoint of them): the master's
+            # view wins, as Mesos' does for checkpointed resources.
+            self._send_agent(agent, internal.CheckpointResources(resources=total.to_json("post")))
         self._shut_down_removed_frameworks(agent, msg)
+
+    def _authoritative_total(
+        self, agent_id: str, agent: Agent | None, reported: Resources
+    ) -> Resources:
+        """The total a re-registering agent has: the master's when it knows the agent, or
+        after a failover the registry's when that holds dynamic reservations or volumes;
+        else what the agent reports."""
+        if agent is not None:
+            return agent.total
+        recorded = self.registry_totals.pop(agent_id, None)
+        if recorded is None:
+            return reported
+        try:
+            total = Resources.from_json(recorded)
+        except ResourceError:
+            log.warning("Registry holds unusable resources for agent %s", agent_id)
+            return reported
+        return total if resource_ops.declared(total) != total else reported
 
     def _shut_down_removed_frameworks(self, agent: Agent, msg: internal.RegisterAgent) -> None:
         """Frameworks removed while the agent was away (it missed SHUTDOWN_FRAMEWORK): their
@@ -564,6 +590,10 @@ class AgentEvents(MasterCore):
         reconciliation of their tasks gets no answer meanwhile), unreachable and gone agents
         stay so, and the role weights apply again."""
         self.recovering_agents = set(registry.agents) - set(self.agents)
+        for agent_id in self.recovering_agents:
+            recorded = registry.agents[agent_id].get("resources")
+            if isinstance(recorded, list):
+                self.registry_totals[agent_id] = recorded
         self.unreachable_agents.update(registry.unreachable)
         self.gone_agents.update(registry.gone)
         if registry.weights:

@@ -86,6 +86,9 @@ class MasterCore:
     # Agents known from the registry after a master failover that have not re-registered yet
     # (explicit reconciliation of their tasks gets no answer until they do).
     recovering_agents: set[str] = field(default_factory=set)
+    # The registry's total of each recovering agent (with its dynamic reservations and
+    # volumes): it wins over what the agent reports when it re-registers.
+    registry_totals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # When recovering agents that have not re-registered by then are marked unreachable.
     recovery_deadline: float | None = None
     # MasterInfo of the leading master as the shell last learnt it (this master's own while

@@ -199,6 +199,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
                 self._send_agent(agent, internal.UpdateFramework(framework=fw.info))
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
+        self._resend_operation_statuses(fw)
         log.info("Framework %s re-subscribed", fw.framework_id)
 
     def _connect_framework(self, fw: Framework, stream_id: str, now: float) -> None:
@@ -420,12 +421,16 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
     def _call_acknowledge_operation_status(
         self, fw: Framework, call: SchedulerCall, now: float
     ) -> CallResult:
-        return ACCEPTED
+        assert call.acknowledge_operation_status is not None
+        error = self._acknowledge_operation(fw, call.acknowledge_operation_status)
+        return bad_request(error) if error else ACCEPTED
 
     def _call_reconcile_operations(
         self, fw: Framework, call: SchedulerCall, now: float
     ) -> CallResult:
-        return ACCEPTED
+        assert call.reconcile_operations is not None
+        error = self._reconcile_operations(fw, call.reconcile_operations, now)
+        return bad_request(error) if error else ACCEPTED
 
     # -- offers ---------------------------------------------------------------------------
 
@@ -804,6 +809,18 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             task_states.GONE_BY_OPERATOR,
             "REASON_AGENT_REMOVED_BY_OPERATOR",
         )
+    def operator_operation(
+        self, agent_id: str, kind: str, payload: dict[str, Any], principal: str | None, now: float
+    ) -> list[Effect]:
+        """Operator RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES, DESTROY_VOLUMES,
+        GROW_VOLUME, SHRINK_VOLUME (``kind`` is the offer operation: RESERVE, ...); raises
+        `offer_ops.OperatorRefusal`, changing nothing, when it cannot be done."""
+        try:
+            self._operator_operation(agent_id, kind, payload, principal, now)
+        except Exception:
+            assert not self._effects, self._effects  # refused before anything happened
+            raise
+        return self._take()
 
     def _found(self, found: bool) -> list[Effect] | None:
         effects = self._take()

@@ -12,8 +12,9 @@ GET_EXECUTORS, GET_TASKS, GET_ROLES, GET_WEIGHTS, UPDATE_WEIGHTS, GET_MASTER, TE
 MARK_AGENT_GONE, DEACTIVATE_AGENT, REACTIVATE_AGENT, DRAIN_AGENT, SUBSCRIBE, the maintenance
 calls (GET_MAINTENANCE_SCHEDULE, UPDATE_MAINTENANCE_SCHEDULE, GET_MAINTENANCE_STATUS,
 START_MAINTENANCE, STOP_MAINTENANCE: `butte.master.maintenance_http`), the quota calls
-(GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA: `butte.master.quota_api`), and the
-read-only GET_OPERATIONS (empty: nothing of the kind exists yet).
+(GET_QUOTA, UPDATE_QUOTA, SET_QUOTA, REMOVE_QUOTA: `butte.master.quota_api`), and
+GET_OPERATIONS, RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES, DESTROY_VOLUMES,
+GROW_VOLUME, SHRINK_VOLUME (`butte.master.operations_api`).
 Anything else answers 400. Synchronous answers are ``{"type": CALL, "<call>": {...}}``.
 """
 
@@ -34,7 +35,7 @@ from butte.core.operator import (
     decode_call,
     payload_problem,
 )
-from butte.master import operator_views, state_json, view_acls
+from butte.master import operations_api, operator_views, state_json, view_acls
 from butte.master.effects import Effect
 from butte.master.events import OperatorSubscribers
 from butte.master.files import OPERATOR_REQUEST, MasterFiles
@@ -85,6 +86,7 @@ class OperatorApi:
         self.legacy.add_routes(router)
         self.maintenance.add_routes(router)
         self.quota.add_routes(router)
+        operations_api.LegacyOperations(server).add_routes()
 
     def publish(self, event: dict[str, Any]) -> None:
         """An `OperatorEvent` from the core, for every subscriber."""
@@ -119,6 +121,7 @@ class OperatorApi:
         problem = payload_problem(call)
         if problem:
             return text_reply(400, problem)
+        operations_api.PRINCIPAL.set(request.get("principal"))
         forbidden = self._unauthorized(call, request.get("principal"))
         if forbidden is not None:
             return text_reply(403, forbidden)
@@ -212,7 +215,7 @@ class OperatorApi:
         }
 
     async def call_get_operations(self, call: OperatorCall) -> Answer:
-        return {}
+        return {"operations": self.machine.operations_json()}
 
     async def call_get_quota(self, call: OperatorCall) -> Answer:
         return {"status": self.quota.status(_PRINCIPAL.get())}
@@ -321,6 +324,26 @@ class OperatorApi:
         self.server.apply(effects)
         return None
 
+    # -- reservations and volumes (butte.master.operations_api) ------------------------------
+
+    async def call_reserve_resources(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.reserve_resources)
+
+    async def call_unreserve_resources(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.unreserve_resources)
+
+    async def call_create_volumes(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.create_volumes)
+
+    async def call_destroy_volumes(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.destroy_volumes)
+
+    async def call_grow_volume(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.grow_volume)
+
+    async def call_shrink_volume(self, call: OperatorCall) -> Answer:
+        return operations_api.v1_call(self.server, call.type, call.shrink_volume)
+
     async def call_mark_agent_gone(self, call: OperatorCall) -> Answer:
         assert call.mark_agent_gone is not None
         return self._agent_action(call.mark_agent_gone.agent_id.value, self.machine.mark_agent_gone)
@@ -363,19 +386,16 @@ MASTER_CALLS: dict[str, CallHandler] = {
     "DEACTIVATE_AGENT": OperatorApi.call_deactivate_agent,
     "REACTIVATE_AGENT": OperatorApi.call_reactivate_agent,
     "DRAIN_AGENT": OperatorApi.call_drain_agent,
+    "RESERVE_RESOURCES": OperatorApi.call_reserve_resources,
+    "UNRESERVE_RESOURCES": OperatorApi.call_unreserve_resources,
+    "CREATE_VOLUMES": OperatorApi.call_create_volumes,
+    "DESTROY_VOLUMES": OperatorApi.call_destroy_volumes,
+    "GROW_VOLUME": OperatorApi.call_grow_volume,
+    "SHRINK_VOLUME": OperatorApi.call_shrink_volume,
 }
 
 # Calls of the protocol butte does not implement (docs/operating.md "Not yet"): answered 400.
-UNSUPPORTED_MASTER_CALLS = frozenset(
-    {
-        "RESERVE_RESOURCES",
-        "UNRESERVE_RESOURCES",
-        "CREATE_VOLUMES",
-        "DESTROY_VOLUMES",
-        "GROW_VOLUME",
-        "SHRINK_VOLUME",
-    }
-)
+UNSUPPORTED_MASTER_CALLS: frozenset[str] = frozenset()
 
 # Every call type of the protocol is either served or refused on purpose; a new one (or a
 # typo) fails here, at import.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from butte.core.internal import AgentInfo
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
@@ -64,6 +65,33 @@ class Offer:
 
 
 @dataclass(slots=True)
+class OperationRecord:
+    """An operation with an id that a framework asked for, and its statuses."""
+
+    operation_id: str
+    framework_id: str
+    agent_id: str | None
+    info: dict[str, Any]
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    # uuid of the latest status until the framework acknowledges it.
+    unacknowledged: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "framework_id": {"value": self.framework_id},
+            "info": self.info,
+            "latest_status": self.statuses[-1] if self.statuses else {},
+            "statuses": self.statuses,
+        }
+        if self.agent_id is not None:
+            out["agent_id"] = {"value": self.agent_id}
+        last = self.statuses[-1] if self.statuses else {}
+        if "uuid" in last:
+            out["uuid"] = last["uuid"]
+        return out
+
+
+@dataclass(slots=True)
 class Framework:
     """A subscribed (or recovered, or disconnected) framework."""
 
@@ -86,6 +114,8 @@ class Framework:
     completed_tasks: deque[Task] = field(default_factory=lambda: deque(maxlen=1000))
     # SUBSCRIBE / UPDATE_FRAMEWORK ``offer_constraints`` (butte.master.offer_constraints).
     offer_constraints: OfferConstraints | None = None
+    # Offer operations with an id, by id, until their terminal status is acknowledged.
+    operations: dict[str, OperationRecord] = field(default_factory=dict)
 
     @property
     def roles(self) -> list[str]:

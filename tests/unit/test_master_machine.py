@@ -492,19 +492,19 @@ def test_resource_values_from_outside_are_range_checked_per_task():
     assert scalars["cpus"] == total["cpus"] - 1
 
 
-def test_an_accept_with_an_operation_the_master_does_not_perform_is_refused_whole():
+def test_an_accept_with_an_unknown_operation_type_is_refused_whole():
     h, agent_id, fid, stream, offers = _cluster()
     offer = offers[0]
     body = launch_body(offer, command_task("t1", offer))
-    reserve = {"type": "RESERVE", "id": {"value": "op-1"}, "reserve": {"resources": []}}
-    body["accept"]["operations"].insert(0, reserve)
+    odd = {"type": "FROBNICATE", "id": {"value": "op-1"}}
+    body["accept"]["operations"].insert(0, odd)
     assert h.call(fid, stream, body).status == 202
     [status] = h.updates(stream)
-    assert status["state"] == "TASK_ERROR" and "RESERVE is not supported" in status["message"]
+    assert status["state"] == "TASK_ERROR" and "FROBNICATE" in status["message"]
     [op] = h.take(stream, "UPDATE_OPERATION_STATUS")
     op_status = op["update_operation_status"]["status"]
     assert op_status["operation_id"] == {"value": "op-1"}
-    assert op_status["state"] == "OPERATION_ERROR" and "uuid" not in op_status
+    assert op_status["state"] == "OPERATION_ERROR"
     assert h.agent_messages("c1", internal.RunTask) == []
     h.allocate()
     [again] = h.offers(stream)  # the whole offer came back

@@ -88,7 +88,7 @@ class _Agent:
 
 
 def _has_reservations(total: Resources) -> bool:
-    return any(stack for (_, stack), _ in total.items())
+    return any(key[1] for key, _ in total.items())
 
 
 def _has_unreserved(resources: Resources) -> bool:
@@ -407,6 +407,28 @@ class HierarchicalDRFAllocator:
             return
         for role, quantities in reserved_quantities(total).items():
             add_into(self._consumed, role, quantities, sign)
+    def convert_allocation(
+        self,
+        framework_id: str,
+        agent_id: str,
+        role: str,
+        consumed: Resources,
+        converted: Resources,
+    ) -> None:
+        """An offer operation (RESERVE, CREATE, ...) turned ``consumed``, held by (framework,
+        role), into ``converted`` (same quantities): both what is held and the agent's total
+        change; shares do not."""
+        agent = self._agents.get(agent_id)
+        key = (framework_id, role)
+        held = agent.allocated.get(key) if agent is not None else None
+        if agent is None or held is None or not held.contains(consumed):
+            raise ValueError(f"{framework_id} does not hold {consumed} on {agent_id} as {role}")
+        agent.allocated[key] = held - consumed + converted
+        agent.total = agent.total - consumed + converted
+        agent.reserved = _has_reservations(agent.total)
+        agent.available = agent.total - self._held_on(agent)
+        agent.overcommitted = not agent.total.contains(self._held_on(agent))
+        self._update_free(agent)
 
     @staticmethod
     def _held_on(agent: _Agent) -> Resources:

@@ -108,6 +108,19 @@ class Allocator(Protocol):
 
     def update_agent_total(self, agent_id: str, total: Resources) -> None: ...
 
+    def convert_allocation(
+        self,
+        framework_id: str,
+        agent_id: str,
+        role: str,
+        consumed: Resources,
+        converted: Resources,
+    ) -> None:
+        """An offer operation converted held resources (same quantities)."""
+
+    def available(self, agent_id: str) -> Resources:
+        """What an agent has neither offered nor used."""
+
     # resources -------------------------------------------------------------------------
 
     def recover_resources(
