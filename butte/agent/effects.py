@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from butte.core.internal import AgentMessage
-from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,10 @@ class LaunchContainer:
     # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
     # the shell switches to it only with --switch_user as root.
     user: str | None = None
+    # A command task's ContainerInfo and CommandInfo: a MESOS container with an image runs
+    # its task in the image (butte.agent.containerizer.images).
+    container: dict[str, Any] | None = None
+    command: CommandInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,272 @@
+"""Tasks in Docker images with real processes: a real agent (``--image_providers docker
+--docker_registry DIR``) against the fake master of `test_agent_process`, with docker-save
+archives of a busybox root filesystem built locally (`butte.testing.images`). Needs root
+(mount namespaces, pivot_root) and Debian's busybox-static."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_agent_process import (
+    AID,
+    FRAMEWORK,
+    AgentProcess,
+    FakeMaster,
+    run_scenario,
+    sandbox,
+    wait_for,
+)
+
+from butte.agent.containerizer.images import overlay_supported
+from butte.testing.images import busybox_rootfs, save_archive
+from butte.testing.require import require
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR")
+CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    require("the tests run as root only (mount namespaces)" if os.geteuid() else None, "root")
+    busybox_rootfs()
+    out = tmp_path / "registry"
+    out.mkdir()
+    return out
+
+
+def image_flags(registry: Path, backend: str = "copy", *extra: str) -> tuple[str, ...]:
+    return (
+        "--image_providers",
+        "docker",
+        "--docker_registry",
+        str(registry),
+        "--image_provisioner_backend",
+        backend,
+        *extra,
+    )
+
+
+def container(name: str, volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "MESOS",
+        "mesos": {"image": {"type": "DOCKER", "docker": {"name": name}}},
+    }
+    if volumes:
+        out["volumes"] = volumes
+    return out
+
+
+async def run_image_task(
+    master: FakeMaster,
+    task_id: str,
+    image: str,
+    command: dict[str, Any],
+    *,
+    framework: dict = FRAMEWORK,
+    volumes: list[dict[str, Any]] | None = None,
+    mem: float = 64.0,
+) -> None:
+    task = {
+        "name": task_id,
+        "task_id": {"value": task_id},
+        "agent_id": {"value": AID},
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}},
+        ],
+        "command": command,
+        "container": container(image, volumes),
+    }
+    await master.send({"type": "RUN_TASK", "framework": framework, "task": task})
+
+
+def terminal(master: FakeMaster, task_id: str) -> dict | None:
+    for status in master.updates(task_id):
+        if status["state"] in TERMINAL:
+            return status
+    return None
+
+
+async def finished(master: FakeMaster, task_id: str, timeout: float = 30) -> dict:
+    return await wait_for(lambda: terminal(master, task_id), f"{task_id} to end", timeout)
+
+
+def output(tmp_path: Path, task_id: str, name: str = "stdout") -> str:
+    return (sandbox(tmp_path, task_id) / name).read_text()
+
+
+def shell(value: str) -> dict[str, Any]:
+    return {"shell": True, "value": value}
+
+
+def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp_path, registry):
+    save_archive(
+        registry / "app:1.tar",
+        "app",
+        "1",
+        config={
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo cmd-ran; cat /etc/os-release; pwd; id -u; echo $GREETING"],
+            "Env": ["GREETING=from-image", "PATH=/bin"],
+            "WorkingDir": "/work",
+            "User": "nobody",
+        },
+        layers=[
+            {"etc/os-release": b"ID=butte-test\n", "etc/motd": b"hello\n"},
+            {"etc/motd": None},  # a whiteout in the layer above deletes it
+        ],
+    )
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        # No command value, shell=false: the image's Entrypoint and Cmd run.
+        await run_image_task(master, "defaults", "app:1", {"shell": False})
+        status = await finished(master, "defaults")
+        assert status["state"] == "TASK_FINISHED", status
+        assert output(tmp_path, "defaults").split("\n")[:5] == [
+            "cmd-ran",
+            "ID=butte-test",
+            "/work",
+            "65534",
+            "from-image",
+        ]
+        # A shell command: /bin/sh -c value in the image; the host's files are out of sight.
+        script = (
+            "test ! -e /etc/motd && test ! -e /usr/lib/os-release && "
+            "echo $MESOS_SANDBOX && echo inside > $MESOS_SANDBOX/written && "
+            "ls /proc/self/ns >/dev/null && cat /dev/null && "
+            "env | grep -c '^GREETING=from-image$'"
+        )
+        await run_image_task(master, "shell", "app:1", shell(script))
+        status = await finished(master, "shell")
+        assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, "shell", "stderr"))
+        assert output(tmp_path, "shell").split() == ["/mnt/mesos/sandbox", "1"]
+        assert (sandbox(tmp_path, "shell") / "written").read_text() == "inside\n"
+        # arguments replace Cmd after the Entrypoint, as `docker run IMAGE ARGS` does.
+        args = {"shell": False, "arguments": ["echo args-ran $GREETING"]}
+        await run_image_task(master, "args", "app:1", args)
+        assert (await finished(master, "args"))["state"] == "TASK_FINISHED"
+        assert output(tmp_path, "args") == "args-ran from-image\n"
+        # A value with shell=false is the program; the image's Entrypoint does not apply.
+        value = {"shell": False, "value": "/bin/echo", "arguments": ["echo", "plain"]}
+        await run_image_task(master, "value", "app:1", value)
+        assert (await finished(master, "value"))["state"] == "TASK_FINISHED"
+        assert output(tmp_path, "value") == "plain\n"
+        # Root filesystems of ended containers go away.
+        provisioner = tmp_path / "work/provisioner"
+        await wait_for(lambda: not any(provisioner.iterdir()), "root filesystems removed")
+
+    run_scenario(tmp_path, scenario, agent_flags=image_flags(registry))
+
+
+def test_volumes_host_paths_and_bad_input(tmp_path, registry):
+    save_archive(registry / "busybox:latest.tar", "busybox")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "data").write_text("from-host\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        volumes = [
+            {"container_path": "/data", "host_path": str(shared), "mode": "RO"},
+            {"container_path": "/rw", "host_path": str(shared), "mode": "RW"},
+            {
+                "container_path": "in-sandbox",  # relative: in the sandbox
+                "mode": "RW",
+                "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "SELF", "path": "."}},
+            },
+        ]
+        script = (
+            "cat /data/data; (echo x > /data/new) 2>/dev/null && echo WROTE-RO; "
+            "echo rw > /rw/new; ls $MESOS_SANDBOX/in-sandbox/ | grep -c stdout"
+        )
+        await run_image_task(master, "vols", "busybox", shell(script), volumes=volumes)
+        status = await finished(master, "vols")
+        assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, "vols", "stderr"))
+        assert output(tmp_path, "vols") == "from-host\n1\n"
+        assert (shared / "new").read_text() == "rw\n"
+        # A host path outside --allowed_host_path_volumes: the launch fails.
+        outside = [{"container_path": "/s", "host_path": str(secret), "mode": "RO"}]
+        await run_image_task(master, "outside", "busybox", shell("true"), volumes=outside)
+        status = await finished(master, "outside")
+        assert status["state"] == "TASK_FAILED"
+        assert f"host path '{secret}' is not allowed" in status["message"]
+        # Bad volumes and names are refused before anything runs.
+        bad = {
+            "dots": [{"container_path": "/x/../../etc", "host_path": str(shared), "mode": "RW"}],
+            "mode": [{"container_path": "/x", "host_path": str(shared), "mode": "RWX"}],
+        }
+        for task_id, volume in bad.items():
+            await run_image_task(master, task_id, "busybox", shell("true"), volumes=volume)
+        for task_id, name in (("trick", "../busybox"), ("abs", "/etc/passwd"), ("nul", "a\x00b")):
+            await run_image_task(master, task_id, name, shell("true"))
+        for task_id in ("dots", "mode", "trick", "abs", "nul"):
+            status = await finished(master, task_id)
+            assert status["state"] == "TASK_ERROR", status
+        assert "contains '..'" in terminal(master, "dots")["message"]
+        assert "unknown volume mode 'RWX'" in terminal(master, "mode")["message"]
+        assert "not a valid Docker image name" in terminal(master, "trick")["message"]
+        # A missing image: TASK_FAILED naming it.
+        await run_image_task(master, "missing", "nosuch:2", shell("true"))
+        status = await finished(master, "missing")
+        assert status["state"] == "TASK_FAILED"
+        assert "Failed to find image 'nosuch:2'" in status["message"]
+
+    flags = image_flags(registry, "copy", "--allowed_host_path_volumes", str(shared))
+    run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def test_agent_without_image_providers_fails_image_tasks(tmp_path, registry):
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_image_task(master, "img", "busybox", shell("touch /host-was-touched"))
+        status = await finished(master, "img")
+        assert status["state"] == "TASK_FAILED"
+        assert (
+            "Cannot run image 'busybox': this agent has no --image_providers" in (status["message"])
+        )
+        assert not os.path.exists("/host-was-touched")
+
+    run_scenario(tmp_path, scenario)
+
+
+def _backends() -> list[str]:
+    return ["copy", "overlay"] if overlay_supported() else ["copy"]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_corrupt_archive_then_concurrent_first_use_unpacks_once(tmp_path, registry, backend):
+    good = save_archive(
+        tmp_path / "good.tar",
+        "app",
+        config={"Cmd": ["cat", "/etc/motd"]},
+        layers=[{"etc/motd": b"layered\n"}],
+    )
+    target = registry / "app:latest.tar"
+    # Truncated: the archive ends in the middle of the first (big) layer.
+    target.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_image_task(master, "corrupt", "app", {"shell": False})
+        status = await finished(master, "corrupt")
+        assert status["state"] == "TASK_FAILED"
+        assert "image 'app'" in status["message"], status
+        store = tmp_path / "work/images"
+        assert not any((store / "layers").iterdir())  # nothing half-unpacked kept
+        assert not any((store / "staging").iterdir())
+        os.replace(good, target)
+        # Three tasks need the new image at once: each layer is unpacked once.
+        for i in range(3):
+            await run_image_task(master, f"t{i}", "app", {"shell": False})
+        for i in range(3):
+            status = await finished(master, f"t{i}")
+            assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, f"t{i}", "stderr"))
+            assert output(tmp_path, f"t{i}") == "layered\n"
+        assert agent.logs().count("image store: unpacked layer") == 2
+        assert len(list((store / "layers").iterdir())) == 2
+
+    run_scenario(tmp_path, scenario, agent_flags=image_flags(registry, backend))
