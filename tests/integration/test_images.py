@@ -5,26 +5,33 @@ archives of a busybox root filesystem built locally (`butte.testing.images`). Ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import test_isolation
 from test_agent_process import (
     AID,
+    FID,
     FRAMEWORK,
     AgentProcess,
     FakeMaster,
+    process_gone,
     run_scenario,
     sandbox,
     wait_for,
 )
+from test_agent_recovery import fixed_port
+from test_isolation import container_of, group
 
 from butte.agent.containerizer.images import overlay_supported
 from butte.testing.images import busybox_rootfs, save_archive
 from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
+cgroups_root = test_isolation.cgroups_root  # the fixture: a cgroup root of the test's own
 
 TERMINAL = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR")
 CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
@@ -270,3 +277,65 @@ def test_corrupt_archive_then_concurrent_first_use_unpacks_once(tmp_path, regist
         assert len(list((store / "layers").iterdir())) == 2
 
     run_scenario(tmp_path, scenario, agent_flags=image_flags(registry, backend))
+
+
+def _reregistered(master: FakeMaster) -> int:
+    return sum("id" in m["agent_info"] for m in master.of_type("REGISTER_AGENT"))
+
+
+def test_agent_sigkill_recovers_image_tasks_with_their_limits(tmp_path, registry, cgroups_root):
+    save_archive(registry / "busybox:latest.tar", "busybox")
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_image_task(
+            master, "keep", "busybox", shell("exec sleep 600"), framework=CHECKPOINTING
+        )
+        # Goes over its memory only after the restart: the recovered agent must see it.
+        hog = (
+            "while [ ! -e $MESOS_SANDBOX/go ]; do sleep 0.05; done; "
+            "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}"
+        )
+        await run_image_task(master, "later", "busybox", shell(hog), framework=CHECKPOINTING)
+        await wait_for(lambda: "TASK_RUNNING" in master.states("later"), "later running", 30)
+        keep = await wait_for(
+            lambda: "TASK_RUNNING" in master.states("keep") and container_of(master, "keep"),
+            "keep running",
+            30,
+        )
+        memory = group(cgroups_root, "memory", keep)
+        members = (memory / "cgroup.procs").read_text().split()
+        assert len(members) >= 2  # the executor and its task
+        provisioner = tmp_path / "work/provisioner"
+        assert (provisioner / keep / "rootfs/bin/busybox").exists()
+        orphan = provisioner / "ended-container"
+        (orphan / "rootfs").mkdir(parents=True)
+        await agent.kill()
+        await agent.start()
+        await wait_for(lambda: _reregistered(master), "re-registered", 30)
+        await wait_for(lambda: not orphan.exists(), "the orphan root filesystem removed", 20)
+        assert (provisioner / keep / "rootfs/bin/busybox").exists()
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 96 * 1024 * 1024
+        assert all(not process_gone(int(p)) for p in members)
+        assert master.states("keep") == ["TASK_STARTING", "TASK_RUNNING"]  # not relaunched
+        (sandbox(tmp_path, "later") / "go").touch()
+        later = await finished(master, "later", 60)
+        assert later["state"] == "TASK_FAILED", (later, output(tmp_path, "later"))
+        assert later["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+        kill = {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "keep"}}
+        for _ in range(40):  # a kill reaches the executor once it has re-subscribed
+            await master.send(kill)
+            with contextlib.suppress(AssertionError):
+                await wait_for(lambda: terminal(master, "keep"), "killed", 0.5)
+                break
+        assert terminal(master, "keep")["state"] == "TASK_KILLED"
+        await wait_for(lambda: not (provisioner / keep).exists(), "its root filesystem removed")
+
+    flags = (
+        *fixed_port(),
+        *image_flags(registry),
+        "--isolation",
+        "cgroups/cpu,cgroups/mem,namespaces/pid",
+        "--cgroups_root",
+        cgroups_root,
+    )
+    run_scenario(tmp_path, scenario, agent_flags=flags)
