@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from butte.core.container_info import container_problem
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -122,6 +123,10 @@ def check_task(
     resources = parse_task_resources(task.resources, "task")
     if resources.is_empty():
         raise InvalidTask("Task uses no resources")
+    for container in (task.container, task.executor.container if task.executor else None):
+        problem = container_problem(container)
+        if problem is not None:
+            raise InvalidTask(problem)
     if task.command is not None:
         if task.command.shell and not task.command.value:
             raise InvalidTask("Task's CommandInfo with shell=true needs a 'value'")

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import test_isolation
 from test_agent_process import (
@@ -18,6 +19,7 @@ from test_agent_process import (
     FRAMEWORK,
     AgentProcess,
     FakeMaster,
+    agent_port,
     process_gone,
     run_scenario,
     sandbox,
@@ -130,6 +132,22 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
     )
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        # The agent's views show the container's type and image while it runs.
+        await run_image_task(master, "viewed", "app:1", shell("exec sleep 60"))
+        await wait_for(lambda: "TASK_RUNNING" in master.states("viewed"), "viewed running", 30)
+        port = agent_port(master)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/containers") as response:
+                (entry,) = await response.json()
+            call = {"type": "GET_CONTAINERS"}
+            async with http.post(f"http://127.0.0.1:{port}/api/v1", json=call) as response:
+                (listed,) = (await response.json())["get_containers"]["containers"]
+        for view in (entry, listed):
+            assert view["container_type"] == "MESOS"
+            assert view["container_info"]["mesos"]["image"]["docker"]["name"] == "app:1"
+        kill = {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "viewed"}}
+        await master.send(kill)
+        assert (await finished(master, "viewed"))["state"] == "TASK_KILLED"
         # No command value, shell=false: the image's Entrypoint and Cmd run.
         await run_image_task(master, "defaults", "app:1", {"shell": False})
         status = await finished(master, "defaults")
