@@ -463,9 +463,9 @@ def unpack_layer(blob: IO[bytes], root: str) -> str:
     overlayfs' form; returns the sha256 of the (uncompressed) tar. ImageError for an unsafe
     or unreadable entry."""
     head = blob.read(2)
-    rest: IO[bytes] = _Prefixed(head, blob)
+    rest: Any = _Prefixed(head, blob)
     if head == b"\x1f\x8b":
-        rest = gzip.GzipFile(fileobj=rest, mode="rb")  # type: ignore[assignment]
+        rest = gzip.GzipFile(fileobj=rest, mode="rb")
     hashing = _Hashing(rest)
     os.mkdir(root, 0o755)
     with tarfile.open(fileobj=io.BufferedReader(hashing, 1 << 16), mode="r|") as tar:
