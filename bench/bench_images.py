@@ -6,12 +6,13 @@ and ``runc run`` of the same root filesystem as the bound, all measured in one r
   ``/bin/sh -c true`` in a busybox image in flight until ``--tasks`` have finished; the same
   number of plain ``true`` tasks (no image) on the same agent, in the same run;
 * first-use unpack: `ImageStore.get` of the busybox archive into an empty store (the agent's
-  code, in-process), best of ``--rounds``;
+  code, in-process), ``--rounds`` times (median and min printed, as for every time here);
 * container start, sequential, ``--starts`` times each: ``posix_spawn`` of ``/bin/true``
   and wait (the plain process start); a root filesystem provisioned (copy, and overlay where
   the kernel has it) plus the pivot_root launcher starting ``/bin/true`` in it and the root
-  filesystem removed (what the agent adds per image task); ``runc run`` of an OCI bundle
-  holding the same root filesystem (``runc spec``, ``/bin/true``, no terminal).
+  filesystem removed (what the agent adds per image task; each part timed); ``runc run`` of
+  an OCI bundle holding the same root filesystem (``runc spec``, ``/bin/true``, no
+  terminal), to compare with the launch part.
 
 Needs root, Debian's busybox-static and runc (scripts/test-deps/42-images.sh).
 
@@ -150,17 +151,19 @@ def plain_starts(count: int) -> list[float]:
     return out
 
 
-def image_starts(store: ImageStore, backend: str, count: int, tmp: Path) -> list[float]:
-    """Provision + start ``/bin/true`` in the root filesystem + wait + remove, per start."""
+def image_starts(store: ImageStore, backend: str, count: int, tmp: Path) -> dict[str, list[float]]:
+    """Per start: provision, start ``/bin/true`` in the root filesystem and wait (the
+    launcher), remove; and the three together."""
     image = store.get(IMAGE)
     provisioner = Provisioner(str(tmp / f"provisioner-{backend}"), backend)
     sandbox = tmp / "sandbox"
     sandbox.mkdir(exist_ok=True)
-    out = []
+    out: dict[str, list[float]] = {"total": [], "provision": [], "launch": [], "remove": []}
     for i in range(count):
         started = time.perf_counter()
         cid = f"c{i}"
         rootfs = provisioner.provision(cid, image)
+        provisioned = time.perf_counter()
         plan = launch_plan(
             image=image,
             rootfs=rootfs,
@@ -184,10 +187,15 @@ def image_starts(store: ImageStore, backend: str, count: int, tmp: Path) -> list
             rootfs=plan,
         )
         _, status = os.waitpid(pid, 0)
+        ran = time.perf_counter()
         provisioner.destroy(cid)
         if status != 0:
             raise RuntimeError(f"/bin/true in the image exited with wait status {status}")
-        out.append(time.perf_counter() - started)
+        ended = time.perf_counter()
+        out["total"].append(ended - started)
+        out["provision"].append(provisioned - started)
+        out["launch"].append(ran - provisioned)
+        out["remove"].append(ended - ran)
     return out
 
 
@@ -255,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"image: busybox-static root filesystem, docker-save archive of {size:.1f} MB")
     print(f"first-use unpack (empty store):  {_ms(unpack)}")
     print(f"plain process start (spawn+wait): {_ms(plain)}")
-    for backend, samples in starts.items():
-        print(f"image container start, {backend:7}: {_ms(samples)}  (provision + pivot_root + run)")
-    print(f"runc run of the same rootfs:      {_ms(runc)}")
+    for backend, parts in starts.items():
+        print(f"image container, {backend:7} total: {_ms(parts['total'])}")
+        for part in ("provision", "launch", "remove"):
+            print(f"    {part:9}: {_ms(parts[part])}")
+    print(f"runc run of the same rootfs (launch only): {_ms(runc)}")
     image, plain_rate = rates["image"], rates["plain"]
     backend = "overlay" if overlay_supported() else "copy"
     print(
