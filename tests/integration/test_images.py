@@ -5,6 +5,7 @@ archives of a busybox root filesystem built locally (`butte.testing.images`). Ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -29,6 +30,8 @@ from test_agent_recovery import fixed_port
 from test_isolation import container_of, group
 
 from butte.agent.containerizer.images import overlay_supported
+from butte.client.scheduler import SchedulerClient
+from butte.testing.cluster import start_cluster
 from butte.testing.images import busybox_rootfs, save_archive
 from butte.testing.require import require
 
@@ -357,3 +360,47 @@ def test_agent_sigkill_recovers_image_tasks_with_their_limits(tmp_path, registry
         cgroups_root,
     )
     run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def test_through_a_real_master_image_tasks_run_and_bad_names_get_task_error(tmp_path, registry):
+    save_archive(registry / "busybox:latest.tar", "busybox", layers=[{"etc/hi": b"hi\n"}])
+
+    def task(task_id: str, image: str) -> dict[str, Any]:
+        return {
+            "name": task_id,
+            "task_id": {"value": task_id},
+            "resources": [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+            ],
+            "command": {"value": "cat /etc/hi"},
+            "container": container(image),
+        }
+
+    async def run(master: str) -> dict[str, dict]:
+        ended: dict[str, dict] = {}
+        async with SchedulerClient(master, {"name": "images", "user": "root"}) as client:
+            async for event in client:
+                if event["type"] == "OFFERS" and not client_launched:
+                    client_launched.append(True)
+                    tasks = [task("good", "busybox"), task("evil", "../../etc")]
+                    await client.launch(event["offers"]["offers"][0], tasks)
+                elif event["type"] == "UPDATE":
+                    status = event["update"]["status"]
+                    if status.get("uuid"):
+                        await client.acknowledge_status(status)
+                    if status["state"] in TERMINAL:
+                        ended[status["task_id"]["value"]] = status
+                    if len(ended) == 2:
+                        return ended
+        raise AssertionError("event stream ended")
+
+    client_launched: list[bool] = []
+    with start_cluster(tmp_path, agent_flags=image_flags(registry)) as cluster:
+        ended = asyncio.run(asyncio.wait_for(run(cluster.master_address), 60))
+    assert ended["evil"]["state"] == "TASK_ERROR"
+    assert ended["evil"]["source"] == "SOURCE_MASTER"
+    assert "not a valid Docker image name" in ended["evil"]["message"]
+    # /etc/hi is only in the image's top layer.
+    assert ended["good"]["state"] == "TASK_FINISHED", ended["good"]
+    assert not os.path.exists("/etc/hi")
