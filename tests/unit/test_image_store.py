@@ -1,6 +1,7 @@
-"""Images in the mesos containerizer, the pure parts and the layer store on real files:
-image names, ContainerInfo checks (master and agent), manifests and configs, unsafe layer
-entries, whiteouts, the copy backend's layering, the Docker command rules, users, volumes."""
+"""Images in the mesos containerizer, the pure parts and the layer store on real files (the
+real processes are in tests/integration/test_images.py): image names, ContainerInfo checks
+(master and agent), manifests and configs, unsafe layer entries, whiteouts, the copy
+backend's layering, the Docker command rules, users, volumes."""
 
 from __future__ import annotations
 
