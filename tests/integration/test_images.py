@@ -82,8 +82,10 @@ async def run_image_task(
     framework: dict = FRAMEWORK,
     volumes: list[dict[str, Any]] | None = None,
     mem: float = 64.0,
+    **extra: Any,
 ) -> None:
     task = {
+        **extra,
         "name": task_id,
         "task_id": {"value": task_id},
         "agent_id": {"value": AID},
@@ -136,8 +138,31 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         # The agent's views show the container's type and image while it runs.
-        await run_image_task(master, "viewed", "app:1", shell("exec sleep 60"))
+        # With a COMMAND check: it runs in the image too (the file differs on the host).
+        probe = {
+            "shell": False,
+            "value": "grep",
+            "arguments": ["grep", "-q", "butte-test", "/etc/os-release"],
+        }
+        check = {
+            "type": "COMMAND",
+            "command": {"command": probe},
+            "delay_seconds": 0,
+            "interval_seconds": 0.2,
+            "timeout_seconds": 5,
+        }
+        await run_image_task(master, "viewed", "app:1", shell("exec sleep 60"), check=check)
         await wait_for(lambda: "TASK_RUNNING" in master.states("viewed"), "viewed running", 30)
+        checked = await wait_for(
+            lambda: [
+                s
+                for s in master.updates("viewed")
+                if "exit_code" in s.get("check_status", {}).get("command", {})
+            ],
+            "a check result",
+            20,
+        )
+        assert checked[0]["check_status"]["command"]["exit_code"] == 0
         port = agent_port(master)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/containers") as response:

@@ -122,8 +122,8 @@ def spawn_in_namespaces_of(
                     os.chdir(cwd)
                 for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
                     _signal.signal(number, _signal.SIG_DFL)
-                if search:
-                    os.execvpe(program, argv, env)
+                if search:  # by hand: the host's library may be out of sight (an image)
+                    program = _search_path(program, env.get("PATH", os.defpath))
                 os.execve(program, argv, env)
             except BaseException as e:  # noqa: BLE001 - the child must always exit here
                 try:
@@ -486,10 +486,12 @@ def _become_task(
 
 
 def _search_path(program: str, path: str) -> str:
-    """The first executable ``program`` on ``path``, searched by hand: after pivot_root the
-    host's Python library is gone, and os.execvpe imports from it."""
+    """The first executable ``program`` on ``path`` (a name with a slash as it is), searched
+    by hand: in an image the host's Python library is gone, and os.execvpe imports from it."""
+    if "/" in program:
+        return program
     for directory in path.split(":"):
         candidate = f"{directory or '.'}/{program}"
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
             return candidate
-    raise FileNotFoundError(f"{program}: not found in the image (PATH={path})")
+    raise FileNotFoundError(f"{program}: not found (PATH={path})")

@@ -481,8 +481,14 @@ class Executor:
         env = task_environment(self.environ, task.info.get("command") or {})
         cwd = self._task_dir(task.info, task.group)
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
-        if self.environ.get(ROOTFS_ENV):
-            namespaces.append("mnt")  # a COMMAND probe runs in the task's image too
+        plan = self.environ.get(ROOTFS_ENV)
+        if plan and kind == "COMMAND":
+            import json
+
+            # A COMMAND probe runs in the task's image, with the task's environment there.
+            namespaces.append("mnt")
+            launch = json.loads(plan)
+            env, cwd = launch["env"], launch["cwd"]
         wanted = ("net", "mnt") if kind == "COMMAND" else ("net",)
         joined = [n for n in wanted if n in namespaces]
         if joined and task.pid is not None:
