@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from master_kit import Harness
 
 from butte.agent.containerizer.images import (
     ImageConfig,
@@ -33,7 +34,7 @@ from butte.agent.containerizer.images import (
     whiteout,
 )
 from butte.core.container_info import container_problem, split_image_name
-from butte.core.messages import FrameworkInfo, TaskInfo
+from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.master.launch import InvalidTask, check_task
 from butte.testing.require import require
 
@@ -139,6 +140,16 @@ def test_the_master_answers_a_bad_image_with_task_error() -> None:
     )
     with pytest.raises(InvalidTask, match="not a valid Docker image name"):
         check_task(task, FrameworkInfo(user="u", name="f"), "a", set(), {})
+    custom = msgspec.structs.replace(
+        task,
+        command=None,
+        container=_container("busybox"),
+        executor=msgspec.convert(
+            {"executor_id": {"value": "e"}, "command": {"value": "x"}}, ExecutorInfo
+        ),
+    )
+    with pytest.raises(InvalidTask, match="Images run only for command tasks"):
+        check_task(custom, FrameworkInfo(user="u", name="f"), "a", set(), {})
 
 
 # -- manifests, configs, layer entries -------------------------------------------------------
@@ -375,3 +386,33 @@ def test_volumes_map_to_bind_mounts_and_host_paths_must_be_allowed() -> None:
         plan_volumes([{"container_path": "/e", "host_path": "/srv/database"}], "/sb", ["/srv/data"])
     with pytest.raises(ImageError, match="not allowed"):
         plan_volumes([{"container_path": "/e", "host_path": "/etc"}], "/sb", [])
+
+
+def test_the_master_refuses_images_in_task_groups() -> None:
+    h = Harness()
+    h.register_agent()
+    fid, stream = h.subscribe()
+    h.allocate()
+    (offer, *_) = h.offers(stream)
+    member = {
+        "name": "m",
+        "task_id": {"value": "m"},
+        "agent_id": offer["agent_id"],
+        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+        "command": {"value": "true"},
+        "container": _container("busybox"),
+    }
+    group = {
+        "executor": {
+            "executor_id": {"value": "e"},
+            "type": "DEFAULT",
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+        },
+        "task_group": {"tasks": [member]},
+    }
+    operation = {"type": "LAUNCH_GROUP", "launch_group": group}
+    body = {"type": "ACCEPT", "accept": {"offer_ids": [offer["id"]], "operations": [operation]}}
+    h.call(fid, stream, body)
+    (status,) = h.updates(stream)
+    assert status["state"] == "TASK_ERROR"
+    assert "Images run only for command tasks" in status["message"]
