@@ -817,7 +817,28 @@ class ImageRuntime:
         default_user: str | None,
     ) -> dict[str, Any]:
         """Gets the image, builds the container's root filesystem, and returns the launch
-        plan for the executor (`launch_plan`). ImageError says why it cannot."""
+        plan for the executor (`launch_plan`). ImageError says why it cannot (whatever went
+        wrong: a launch must fail, never hang)."""
+        try:
+            return self._prepare(
+                container_id, container, command, sandbox, executor_env, task_env, default_user
+            )
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an archive can be broken in any way
+            self.provisioner.destroy(container_id)
+            raise ImageError(f"cannot prepare the image: {type(e).__name__}: {e}") from None
+
+    def _prepare(
+        self,
+        container_id: str,
+        container: Mapping[str, Any],
+        command: Mapping[str, Any],
+        sandbox: str,
+        executor_env: Mapping[str, str],
+        task_env: Mapping[str, str],
+        default_user: str | None,
+    ) -> dict[str, Any]:
         if os.geteuid() != 0:
             raise ImageError("running tasks in images needs an agent running as root")
         problem = container_problem(container)
