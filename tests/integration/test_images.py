@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +192,8 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
         script = (
             "test ! -e /etc/motd && test ! -e /usr/lib/os-release && "
             "echo $MESOS_SANDBOX && echo inside > $MESOS_SANDBOX/written && "
-            "ls /proc/self/ns >/dev/null && cat /dev/null && "
+            "ls /proc/self/ns >/dev/null && cat /dev/null && grep -q localhost /etc/hosts && "
+            "! (echo x > /etc/hosts) 2>/dev/null && "
             "env | grep -c '^GREETING=from-image$'"
         )
         await run_image_task(master, "shell", "app:1", shell(script))
@@ -329,7 +331,10 @@ def _reregistered(master: FakeMaster) -> int:
     return sum("id" in m["agent_info"] for m in master.of_type("REGISTER_AGENT"))
 
 
-def test_agent_sigkill_recovers_image_tasks_with_their_limits(tmp_path, registry, cgroups_root):
+@pytest.mark.parametrize("backend", _backends())
+def test_agent_sigkill_recovers_image_tasks_with_their_limits(
+    tmp_path, registry, cgroups_root, backend
+):
     save_archive(registry / "busybox:latest.tar", "busybox")
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
@@ -355,10 +360,20 @@ def test_agent_sigkill_recovers_image_tasks_with_their_limits(tmp_path, registry
         assert (provisioner / keep / "rootfs/bin/busybox").exists()
         orphan = provisioner / "ended-container"
         (orphan / "rootfs").mkdir(parents=True)
+        if backend == "overlay":  # an ended container's overlay is still mounted
+            lower = next((tmp_path / "work/images/layers").iterdir())
+            (orphan / "upper").mkdir()
+            (orphan / "work").mkdir()
+            options = f"lowerdir={lower},upperdir={orphan / 'upper'},workdir={orphan / 'work'}"
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", options, str(orphan / "rootfs")],
+                check=True,
+            )
         await agent.kill()
         await agent.start()
         await wait_for(lambda: _reregistered(master), "re-registered", 30)
         await wait_for(lambda: not orphan.exists(), "the orphan root filesystem removed", 20)
+        assert str(orphan) not in Path("/proc/self/mountinfo").read_text()
         assert (provisioner / keep / "rootfs/bin/busybox").exists()
         assert int((memory / "memory.limit_in_bytes").read_text()) == 96 * 1024 * 1024
         assert all(not process_gone(int(p)) for p in members)
@@ -378,7 +393,7 @@ def test_agent_sigkill_recovers_image_tasks_with_their_limits(tmp_path, registry
 
     flags = (
         *fixed_port(),
-        *image_flags(registry),
+        *image_flags(registry, backend),
         "--isolation",
         "cgroups/cpu,cgroups/mem,namespaces/pid",
         "--cgroups_root",

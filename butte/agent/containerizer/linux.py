@@ -45,6 +45,8 @@ OLD_ROOT = ".butte-old-root"
 SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
 # Host device nodes a container's /dev gets (bind-mounted onto a fresh tmpfs).
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Host files an image task sees read-only (it shares the host's network).
+_HOST_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -209,12 +211,14 @@ def _container_dev(old_root: str) -> None:
 def enter_rootfs(plan: dict) -> None:
     """In a new mount namespace (mounts already private): makes ``plan["rootfs"]`` the root
     with pivot_root, with a fresh /proc, a minimal /dev, a read-only /sys, the sandbox at
-    /mnt/mesos/sandbox and the volumes' bind mounts, then drops the host's file system.
+    /mnt/mesos/sandbox, the host's /etc/hosts, /etc/hostname and /etc/resolv.conf read-only
+    and the volumes' bind mounts, then drops the host's file system.
     Mount targets are created after the pivot, so a symlink in the image resolves inside
     the image and never onto the host; sources are resolved on the host before it."""
     rootfs = plan["rootfs"]
     sandbox = os.path.realpath(plan["sandbox"])
     binds = [(os.path.realpath(src), dst, bool(ro)) for src, dst, ro in plan["mounts"]]
+    host_files = [(os.path.realpath(n), n) for n in _HOST_FILES if os.path.isfile(n)]
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)  # pivot_root needs a mount point
     os.chdir(rootfs)
     try:
@@ -233,6 +237,8 @@ def enter_rootfs(plan: dict) -> None:
     except OSError:
         _bind(f"{old}/sys", "/sys", True)
     _bind(old + sandbox, SANDBOX_IN_CONTAINER, False)
+    for source, name in host_files:  # the host's network: its names and resolver, as Docker
+        _bind(old + source, name, True)
     for source, target, readonly in binds:
         if not os.path.exists(old + source):
             raise OSError(f"volume host path {source} does not exist")
