@@ -473,7 +473,7 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
         choices=["copy", "overlay"],
         default=None,
         help="how a container's root filesystem is made from the image's layers: copy, or "
-        "overlay (overlayfs; default: overlay where the kernel has it, else copy)",
+        "overlay (overlayfs; default: overlay where it can be mounted under --work_dir, else copy)",
     )
     add(
         "--allowed_host_path_volumes",

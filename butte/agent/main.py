@@ -83,6 +83,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             args.docker_registry,
             args.image_provisioner_backend,
             args.allowed_host_path_volumes,
+            args.work_dir,
         ),
         log_rotation=(
             RotationPolicy(

@@ -24,8 +24,10 @@ from butte.agent.containerizer.images import (
     ImageStore,
     apply_layer,
     archive_name,
+    image_options,
     launch_argv,
     member_path,
+    overlay_problem,
     parse_config,
     parse_manifest,
     plan_volumes,
@@ -416,3 +418,22 @@ def test_the_master_refuses_images_in_task_groups() -> None:
     (status,) = h.updates(stream)
     assert status["state"] == "TASK_ERROR"
     assert "Images run only for command tasks" in status["message"]
+
+
+def test_image_flags_are_checked_and_the_backend_defaults_to_what_works(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    work = str(tmp_path / "work")
+    assert image_options(None, None, None, (), work) is None
+    with pytest.raises(ValueError, match="need --image_providers"):
+        image_options(None, str(registry), None, (), work)
+    with pytest.raises(ValueError, match="needs --docker_registry"):
+        image_options(("docker",), None, None, (), work)
+    with pytest.raises(ValueError, match="not a local directory"):
+        image_options(("docker",), "http://registry:5000", None, (), work)
+    options = image_options(("docker",), str(registry), "copy", ("/srv",), work)
+    assert options is not None and options.backend == "copy"
+    chosen = image_options(("docker",), str(registry), None, (), work)
+    assert chosen is not None
+    assert chosen.backend == ("copy" if overlay_problem(work) else "overlay")
+    assert not [p for p in os.listdir(work) if p.startswith(".overlay-probe")]

@@ -766,14 +766,40 @@ class ImageOptions:
     allowed_host_paths: tuple[str, ...] = ()
 
 
+def overlay_problem(work_dir: str) -> str | None:
+    """Why an overlay cannot be mounted under ``work_dir`` (None: it can): tried once with
+    an empty layer, as the provisioner would (the kernel may have overlayfs while the agent
+    may not mount, or the work dir's file system cannot hold an upper directory)."""
+    if not overlay_supported():
+        return "the kernel has no overlayfs"
+    from butte.agent.containerizer import linux
+
+    os.makedirs(work_dir, exist_ok=True)
+    probe = tempfile.mkdtemp(prefix=".overlay-probe.", dir=work_dir)
+    try:
+        parts = {name: os.path.join(probe, name) for name in ("lower", "upper", "work", "root")}
+        for path in parts.values():
+            os.mkdir(path)
+        options = f"lowerdir={parts['lower']},upperdir={parts['upper']},workdir={parts['work']}"
+        linux.mount_data("overlay", parts["root"], "overlay", 0, options)
+        linux.umount(parts["root"], detach=True)
+        return None
+    except OSError as e:
+        return f"cannot mount an overlay under {work_dir}: {e}"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def image_options(
     providers: Sequence[str] | None,
     registry: str | None,
     backend: str | None,
     allowed_host_paths: Sequence[str],
+    work_dir: str,
 ) -> ImageOptions | None:
     """The image options of the agent's flags (None: no --image_providers); ValueError for
-    a combination that cannot work."""
+    a combination that cannot work. Without a backend: overlay where it can be mounted
+    under ``work_dir``, else copy."""
     if not providers:
         if registry or backend:
             raise ValueError(
@@ -784,10 +810,11 @@ def image_options(
         raise ValueError("--image_providers docker needs --docker_registry DIR (a local directory)")
     if registry.startswith(("http://", "https://")) or not os.path.isdir(registry):
         raise ValueError(f"--docker_registry {registry}: not a local directory")
-    if backend is None:
-        backend = "overlay" if overlay_supported() else "copy"
-    elif backend == "overlay" and not overlay_supported():
-        raise ValueError("--image_provisioner_backend overlay: the kernel has no overlayfs")
+    if backend in (None, "overlay"):
+        problem = overlay_problem(work_dir)
+        if problem is not None and backend == "overlay":
+            raise ValueError(f"--image_provisioner_backend overlay: {problem}")
+        backend = "copy" if problem is not None else "overlay"
     return ImageOptions(os.path.abspath(registry), backend, tuple(allowed_host_paths))
 
 
