@@ -37,12 +37,9 @@ from common import BUTTE, Master, Process, exit_on_sigterm, free_port, processes
 from frameworks import LaunchingFramework, TaskShape
 
 from butte.agent.containerizer import linux
-from butte.agent.containerizer.images import (
-    ImageStore,
-    Provisioner,
-    launch_plan,
-    overlay_supported,
-)
+from butte.agent.containerizer.image_runtime import launch_plan
+from butte.agent.containerizer.images import ImageStore
+from butte.agent.containerizer.provisioner import Provisioner, overlay_supported
 from butte.testing.images import save_archive
 
 AGENT_RESOURCES = "cpus:64;mem:262144;disk:100000;ports:[31000-32000]"

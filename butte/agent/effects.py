@@ -59,7 +59,7 @@ class LaunchContainer:
     # the shell switches to it only with --switch_user as root.
     user: str | None = None
     # A command task's ContainerInfo and CommandInfo: a MESOS container with an image runs
-    # its task in the image (butte.agent.containerizer.images).
+    # its task in the image (butte.agent.containerizer.image_runtime).
     container: dict[str, Any] | None = None
     command: CommandInfo | None = None
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
-from butte.agent.containerizer.images import image_options
+from butte.agent.containerizer.image_runtime import image_options
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,

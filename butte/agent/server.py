@@ -43,7 +43,7 @@ from aiohttp import web
 import butte
 from butte.agent import checkpoint, gc, operator_api, paths
 from butte.agent.containerizer import isolators, logrotate
-from butte.agent.containerizer.images import ImageOptions, ImageRuntime
+from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
 from butte.agent.containerizer.logrotate import RotationPolicy

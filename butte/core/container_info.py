@@ -3,7 +3,7 @@
 Pure functions, used by the master (a bad ContainerInfo is TASK_ERROR there) and again by
 the agent (a master that did not check, or a task group, still cannot get past it). What
 depends on the agent's flags (``--image_providers``, ``--allowed_host_path_volumes``) is
-decided by the agent (`butte.agent.containerizer.images`).
+decided by the agent (`butte.agent.containerizer.image_runtime`).
 """
 
 from __future__ import annotations

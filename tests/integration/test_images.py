@@ -30,7 +30,7 @@ from test_agent_process import (
 from test_agent_recovery import fixed_port
 from test_isolation import container_of, group
 
-from butte.agent.containerizer.images import overlay_supported
+from butte.agent.containerizer.provisioner import overlay_supported
 from butte.client.scheduler import SchedulerClient
 from butte.testing.cluster import start_cluster
 from butte.testing.images import busybox_rootfs, save_archive

@@ -18,23 +18,24 @@ import msgspec
 import pytest
 from master_kit import Harness
 
+from butte.agent.containerizer.image_runtime import (
+    image_options,
+    launch_argv,
+    plan_volumes,
+    resolve_user,
+)
 from butte.agent.containerizer.images import (
     ImageConfig,
     ImageError,
     ImageStore,
-    apply_layer,
     archive_name,
-    image_options,
-    launch_argv,
     member_path,
-    overlay_problem,
     parse_config,
     parse_manifest,
-    plan_volumes,
-    resolve_user,
     unpack_layer,
     whiteout,
 )
+from butte.agent.containerizer.provisioner import apply_layer, overlay_problem
 from butte.core.container_info import container_problem, split_image_name
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.master.launch import InvalidTask, check_task

@@ -1,4 +1,4 @@
-"""Docker images for the mesos containerizer: a local puller, a layer store, root filesystems.
+"""Docker images for the mesos containerizer: a local puller and a content-addressed layer store.
 
 ``--image_providers docker --docker_registry DIR``: an image ``repo:tag`` is the ``docker
 save`` archive ``DIR/repo:tag.tar`` (Mesos' local puller). `ImageStore` reads its
@@ -12,20 +12,16 @@ save`` archive ``DIR/repo:tag.tar`` (Mesos' local puller). `ImageStore` reads it
   nodes and names with NUL are refused;
 * Docker's whiteouts (``.wh.<name>``, ``.wh..wh..opq``) are stored the way overlayfs reads
   them (a 0/0 character device, the ``trusted.overlay.opaque`` attribute), so the overlay
-  backend uses the layers as they are and the copy backend applies them the same way;
+  backend uses the layers as they are and the copy backend applies them the same way
+  (`butte.agent.containerizer.provisioner`);
 * two launches that need the same image at once wait for one unpacking (a lock per layer).
 
-`Provisioner` builds a container's root filesystem under ``<work_dir>/provisioner/<id>``:
-``copy`` applies the layers one after the other into ``rootfs``; ``overlay`` mounts them as
-lower directories with a per-container upper one. `launch_plan` says what the built-in
-executor runs in it (the image's Entrypoint/Cmd/Env/WorkingDir/User under the task's
-CommandInfo, its volumes); `butte.agent.containerizer.linux` does the mounts and pivot_root.
-Everything here blocks: the containerizer calls it from its launch threads.
+Everything here blocks: the containerizer calls it from its launch threads
+(`butte.agent.containerizer.image_runtime`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -37,20 +33,17 @@ import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
-from butte.core.container_info import container_problem, image_of, split_image_name
+from butte.core.container_info import split_image_name
 
 log = logging.getLogger("butte.agent")
 
-SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-BACKENDS = ("copy", "overlay")
 _MAX_JSON = 16 << 20  # manifest and config files are small; refuse a huge one
 
 
@@ -171,132 +164,6 @@ def whiteout(path: str) -> tuple[str, str] | None:
         hidden = base[len(WHITEOUT_PREFIX) :]
         return "whiteout", f"{parent}/{hidden}" if parent else hidden
     return None
-
-
-def launch_argv(config: ImageConfig, command: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(program, argv) of a task in an image: ``shell`` runs ``/bin/sh -c value``; otherwise a
-    ``value`` is the program with ``arguments`` as its whole argv (the image's Entrypoint
-    and Cmd do not apply); without a value the image's Entrypoint runs with the
-    ``arguments``, or else its Cmd, as Docker's ``docker run IMAGE ARGS`` does."""
-    if command.get("shell", True):
-        value = command.get("value")
-        if not value:
-            raise ImageError("a CommandInfo with shell=true needs a value")
-        return "/bin/sh", ["/bin/sh", "-c", str(value)]
-    arguments = [str(a) for a in command.get("arguments") or []]
-    value = command.get("value")
-    if value:
-        return str(value), arguments or [str(value)]
-    argv = [*config.entrypoint, *(arguments or config.cmd)]
-    if not argv:
-        raise ImageError("the image has no Entrypoint or Cmd and the task gives no command")
-    return argv[0], argv
-
-
-def parse_passwd(text: str) -> dict[str, tuple[int, int, str]]:
-    """name -> (uid, gid, home) of an /etc/passwd."""
-    out: dict[str, tuple[int, int, str]] = {}
-    for line in text.splitlines():
-        fields = line.split(":")
-        if len(fields) >= 6 and fields[2].isdigit() and fields[3].isdigit():
-            out.setdefault(fields[0], (int(fields[2]), int(fields[3]), fields[5]))
-    return out
-
-
-def parse_group(text: str) -> list[tuple[str, int, list[str]]]:
-    """(name, gid, members) of each line of an /etc/group."""
-    out = []
-    for line in text.splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit():
-            out.append((fields[0], int(fields[2]), [m for m in fields[3].split(",") if m]))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class ImageUser:
-    """Who a task in an image runs as (resolved in the image's own passwd and group)."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    home: str
-
-
-def resolve_user(spec: str, passwd: str, group: str) -> ImageUser:
-    """Docker's ``User``: ``name``, ``uid``, ``name:group`` or ``uid:gid``, in the image."""
-    users = parse_passwd(passwd)
-    groups = parse_group(group)
-    user_part, _, group_part = spec.partition(":")
-    if user_part.isdigit():
-        uid = int(user_part)
-        found = next(((n, v) for n, v in users.items() if v[0] == uid), None)
-        name, gid, home = (found[0], found[1][1], found[1][2]) if found else (user_part, uid, "/")
-    elif user_part in users:
-        name = user_part
-        uid, gid, home = users[user_part]
-    else:
-        raise ImageError(f"user '{user_part}' does not exist in the image's /etc/passwd")
-    if group_part:
-        if group_part.isdigit():
-            gid = int(group_part)
-        else:
-            match = [g for g in groups if g[0] == group_part]
-            if not match:
-                raise ImageError(f"group '{group_part}' does not exist in the image's /etc/group")
-            gid = match[0][1]
-    extra = tuple(sorted({g[1] for g in groups if name in g[2]} - {gid}))
-    return ImageUser(name, uid, gid, (gid, *extra), home or "/")
-
-
-@dataclass(frozen=True, slots=True)
-class Mount:
-    """A bind mount of a host path onto a path inside the container's root filesystem."""
-
-    source: str
-    target: str
-    readonly: bool = False
-
-
-def plan_volumes(
-    volumes: Sequence[Mapping[str, Any]], sandbox: str, allowed_host_paths: Sequence[str]
-) -> list[Mount]:
-    """The bind mounts of ``ContainerInfo.volumes`` (checked by
-    `butte.core.container_info.volume_problem` first): a relative ``container_path`` lies
-    in the sandbox (``/mnt/mesos/sandbox``); a relative host path or a SANDBOX_PATH source
-    is in the sandbox; an absolute host path must lie under one of ``allowed_host_paths``
-    (``--allowed_host_path_volumes``)."""
-    mounts = []
-    for volume in volumes:
-        target = str(volume["container_path"])
-        if not target.startswith("/"):
-            target = f"{SANDBOX_IN_CONTAINER}/{target}"
-        source = volume.get("source")
-        if source is not None and source.get("type") == "SANDBOX_PATH":
-            host = os.path.join(sandbox, str(source["sandbox_path"]["path"]).lstrip("/"))
-        else:
-            path = source["host_path"]["path"] if source is not None else volume["host_path"]
-            host = str(path)
-            if not host.startswith("/"):
-                host = os.path.join(sandbox, host)
-            elif not any(_under(host, prefix) for prefix in allowed_host_paths):
-                allowed = ", ".join(allowed_host_paths) or "none"
-                raise ImageError(
-                    f"host path '{host}' is not allowed (--allowed_host_path_volumes: {allowed})"
-                )
-        mounts.append(Mount(os.path.normpath(host), os.path.normpath(target), _readonly(volume)))
-    return mounts
-
-
-def _readonly(volume: Mapping[str, Any]) -> bool:
-    return volume.get("mode", "RW") == "RO"
-
-
-def _under(path: str, prefix: str) -> bool:
-    prefix = os.path.normpath(prefix)
-    path = os.path.normpath(path)
-    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
 # -- the layer store ----------------------------------------------------------------------
@@ -513,7 +380,8 @@ def _safe_parent(root: str, path: str) -> str:
     return os.path.join(root, path)
 
 
-def _remove(path: str) -> None:
+def remove_path(path: str) -> None:
+    """Removes a file, link or directory tree (nothing there: nothing to do)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -540,16 +408,16 @@ def _unpack_entry(tar: tarfile.TarFile, info: tarfile.TarInfo, root: str) -> Non
             os.setxattr(directory, OPAQUE_XATTR, b"y", follow_symlinks=False)
         else:
             target = _safe_parent(root, where)
-            _remove(target)
+            remove_path(target)
             os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
         return
     target = _safe_parent(root, path)
     if info.isdir():
         if not os.path.isdir(target) or os.path.islink(target):
-            _remove(target)
+            remove_path(target)
             os.mkdir(target, 0o755)
     elif info.isreg():
-        _remove(target)
+        remove_path(target)
         source = tar.extractfile(info)
         assert source is not None
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -558,7 +426,7 @@ def _unpack_entry(tar: tarfile.TarFile, info: tarfile.TarInfo, root: str) -> Non
     elif info.issym():
         if "\x00" in info.linkname:
             raise ImageError(f"symlink '{path}' has a NUL character")
-        _remove(target)
+        remove_path(target)
         os.symlink(info.linkname, target)
     elif info.islnk():
         linked = member_path(info.linkname)
@@ -568,342 +436,14 @@ def _unpack_entry(tar: tarfile.TarFile, info: tarfile.TarInfo, root: str) -> Non
         _safe_parent(root, linked)
         if not os.path.lexists(source_path):
             raise ImageError(f"hard link '{path}' -> '{info.linkname}': no such entry")
-        _remove(target)
+        remove_path(target)
         os.link(source_path, target, follow_symlinks=False)
         return  # the link shares the target's owner and mode
     elif info.isfifo():
-        _remove(target)
+        remove_path(target)
         os.mkfifo(target, 0o600)
     else:
         raise ImageError(f"entry '{path}' is a device or special file: refused")
     os.lchown(target, info.uid, info.gid)
     if not info.issym():
         os.chmod(target, info.mode & 0o7777)
-
-
-# -- root filesystems -----------------------------------------------------------------------
-
-
-def overlay_supported() -> bool:
-    """Whether the kernel has overlayfs."""
-    try:
-        with open("/proc/filesystems") as f:
-            return any(line.split()[-1:] == ["overlay"] for line in f)
-    except OSError:
-        return False
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def apply_layer(layer: str, target: str) -> None:
-    """Copies one stored layer onto ``target`` as overlayfs would show it above what is
-    there: whiteouts delete, opaque directories replace, a directory replaces a non-dir."""
-    for entry in os.scandir(layer):
-        source = entry.path
-        dest = os.path.join(target, entry.name)
-        st = entry.stat(follow_symlinks=False)
-        if _is_whiteout(st):
-            _remove(dest)
-        elif stat.S_ISDIR(st.st_mode):
-            existing = os.lstat(dest) if os.path.lexists(dest) else None
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                _remove(dest)
-                os.mkdir(dest)
-            elif _opaque(source):
-                for child in os.listdir(dest):
-                    _remove(os.path.join(dest, child))
-            apply_layer(source, dest)
-            os.chown(dest, st.st_uid, st.st_gid)
-            os.chmod(dest, stat.S_IMODE(st.st_mode))
-        else:
-            _remove(dest)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(source), dest)
-                os.lchown(dest, st.st_uid, st.st_gid)
-            elif stat.S_ISFIFO(st.st_mode):
-                os.mkfifo(dest, stat.S_IMODE(st.st_mode))
-                os.chown(dest, st.st_uid, st.st_gid)
-            else:
-                shutil.copy2(source, dest, follow_symlinks=False)
-                os.chown(dest, st.st_uid, st.st_gid)
-
-
-@dataclass(slots=True)
-class Provisioner:
-    """Root filesystems of containers under ``<work_dir>/provisioner/<container id>``."""
-
-    root: str
-    backend: str = "copy"
-    _mounted: set[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown --image_provisioner_backend '{self.backend}'")
-        os.makedirs(self.root, exist_ok=True)
-
-    def container_dir(self, container_id: str) -> str:
-        return os.path.join(self.root, container_id)
-
-    def provision(self, container_id: str, image: Image) -> str:
-        """Builds the container's root filesystem; returns its path."""
-        base = self.container_dir(container_id)
-        rootfs = os.path.join(base, "rootfs")
-        os.makedirs(rootfs, exist_ok=True)
-        try:
-            if self.backend == "overlay":
-                self._overlay(base, rootfs, image.layers)
-            else:
-                for layer in image.layers:
-                    apply_layer(layer, rootfs)
-        except OSError as e:
-            self.destroy(container_id)
-            raise ImageError(f"cannot provision the root filesystem of {image.name}: {e}") from None
-        return rootfs
-
-    def _overlay(self, base: str, rootfs: str, layers: Sequence[str]) -> None:
-        from butte.agent.containerizer import linux
-
-        upper, work = os.path.join(base, "upper"), os.path.join(base, "work")
-        os.makedirs(upper, exist_ok=True)
-        os.makedirs(work, exist_ok=True)
-        lower = ":".join(reversed(layers))  # overlayfs lists the top layer first
-        linux.mount_data(
-            "overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}"
-        )
-
-    def destroy(self, container_id: str) -> None:
-        """Removes the container's root filesystem (unmounting an overlay first)."""
-        base = self.container_dir(container_id)
-        rootfs = os.path.join(base, "rootfs")
-        if os.path.ismount(rootfs):
-            from butte.agent.containerizer import linux
-
-            with contextlib.suppress(OSError):
-                linux.umount(rootfs, detach=True)
-        shutil.rmtree(base, ignore_errors=True)
-
-    def containers(self) -> set[str]:
-        """Ids of the containers that have a root filesystem here."""
-        try:
-            return set(os.listdir(self.root))
-        except OSError:
-            return set()
-
-
-# -- what the executor runs ---------------------------------------------------------------
-
-
-def _read_text(rootfs: str, path: str) -> str:
-    """A small file of the image (a symlink in the image is not followed out of it)."""
-    full = os.path.join(rootfs, path)
-    try:
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return ""
-    with os.fdopen(fd, "rb") as f:
-        return f.read(1 << 20).decode(errors="replace")
-
-
-def launch_plan(
-    *,
-    image: Image,
-    rootfs: str,
-    sandbox: str,
-    command: Mapping[str, Any],
-    executor_env: Mapping[str, str],
-    task_env: Mapping[str, str],
-    mounts: Sequence[Mount],
-    default_user: str | None,
-) -> dict[str, Any]:
-    """What the built-in executor needs to start the task in ``rootfs`` (JSON-able; passed
-    in its environment): program and argv, environment, working directory, user, mounts."""
-    config = image.config
-    program, argv = launch_argv(config, command)
-    user_spec = config.user or default_user or ""
-    user: ImageUser | None = None
-    if user_spec and user_spec not in ("root", "0", "0:0"):
-        user = resolve_user(
-            user_spec, _read_text(rootfs, "etc/passwd"), _read_text(rootfs, "etc/group")
-        )
-    env = {"PATH": DEFAULT_PATH, "HOME": user.home if user else "/root"}
-    env.update(dict(config.env))
-    # The executor's MESOS_* variables (not the agent's own environment: it is the host's).
-    env.update({k: v for k, v in executor_env.items() if k.startswith("MESOS_")})
-    env["MESOS_SANDBOX"] = SANDBOX_IN_CONTAINER
-    env.update(task_env)
-    cwd = config.working_dir or SANDBOX_IN_CONTAINER
-    if not cwd.startswith("/"):
-        cwd = "/" + cwd
-    return {
-        "rootfs": rootfs,
-        "sandbox": sandbox,
-        "program": program,
-        "argv": argv,
-        "env": env,
-        "cwd": cwd,
-        "user": None
-        if user is None
-        else [user.name, user.uid, user.gid, list(user.groups), user.home],
-        "mounts": [[m.source, m.target, m.readonly] for m in mounts],
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOptions:
-    """--docker_registry, --image_provisioner_backend, --allowed_host_path_volumes."""
-
-    registry: str
-    backend: str = "copy"
-    allowed_host_paths: tuple[str, ...] = ()
-
-
-def overlay_problem(work_dir: str) -> str | None:
-    """Why an overlay cannot be mounted under ``work_dir`` (None: it can): tried once with
-    an empty layer, as the provisioner would (the kernel may have overlayfs while the agent
-    may not mount, or the work dir's file system cannot hold an upper directory)."""
-    if not overlay_supported():
-        return "the kernel has no overlayfs"
-    from butte.agent.containerizer import linux
-
-    os.makedirs(work_dir, exist_ok=True)
-    probe = tempfile.mkdtemp(prefix=".overlay-probe.", dir=work_dir)
-    try:
-        parts = {name: os.path.join(probe, name) for name in ("lower", "upper", "work", "root")}
-        for path in parts.values():
-            os.mkdir(path)
-        options = f"lowerdir={parts['lower']},upperdir={parts['upper']},workdir={parts['work']}"
-        linux.mount_data("overlay", parts["root"], "overlay", 0, options)
-        linux.umount(parts["root"], detach=True)
-        return None
-    except OSError as e:
-        return f"cannot mount an overlay under {work_dir}: {e}"
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-
-
-def image_options(
-    providers: Sequence[str] | None,
-    registry: str | None,
-    backend: str | None,
-    allowed_host_paths: Sequence[str],
-    work_dir: str,
-) -> ImageOptions | None:
-    """The image options of the agent's flags (None: no --image_providers); ValueError for
-    a combination that cannot work. Without a backend: overlay where it can be mounted
-    under ``work_dir``, else copy."""
-    if not providers:
-        if registry or backend:
-            raise ValueError(
-                "--docker_registry and --image_provisioner_backend need --image_providers"
-            )
-        return None
-    if not registry:
-        raise ValueError("--image_providers docker needs --docker_registry DIR (a local directory)")
-    if registry.startswith(("http://", "https://")) or not os.path.isdir(registry):
-        raise ValueError(f"--docker_registry {registry}: not a local directory")
-    if backend in (None, "overlay"):
-        problem = overlay_problem(work_dir)
-        if problem is not None and backend == "overlay":
-            raise ValueError(f"--image_provisioner_backend overlay: {problem}")
-        backend = "copy" if problem is not None else "overlay"
-    return ImageOptions(os.path.abspath(registry), backend, tuple(allowed_host_paths))
-
-
-class ImageRuntime:
-    """The agent's image support (``--image_providers docker``): the store, the provisioner
-    and the host paths volumes may mount. `prepare` runs in a launch thread."""
-
-    def __init__(
-        self,
-        work_dir: str,
-        registry: str,
-        backend: str = "copy",
-        allowed_host_paths: Sequence[str] = (),
-    ) -> None:
-        self.store = ImageStore(registry, os.path.join(work_dir, "images"))
-        self.provisioner = Provisioner(os.path.join(work_dir, "provisioner"), backend)
-        self.allowed_host_paths = tuple(allowed_host_paths)
-
-    def prepare(
-        self,
-        container_id: str,
-        container: Mapping[str, Any],
-        command: Mapping[str, Any],
-        sandbox: str,
-        executor_env: Mapping[str, str],
-        task_env: Mapping[str, str],
-        default_user: str | None,
-    ) -> dict[str, Any]:
-        """Gets the image, builds the container's root filesystem, and returns the launch
-        plan for the executor (`launch_plan`). ImageError says why it cannot (whatever went
-        wrong: a launch must fail, never hang)."""
-        try:
-            return self._prepare(
-                container_id, container, command, sandbox, executor_env, task_env, default_user
-            )
-        except ImageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - an archive can be broken in any way
-            self.provisioner.destroy(container_id)
-            raise ImageError(f"cannot prepare the image: {type(e).__name__}: {e}") from None
-
-    def _prepare(
-        self,
-        container_id: str,
-        container: Mapping[str, Any],
-        command: Mapping[str, Any],
-        sandbox: str,
-        executor_env: Mapping[str, str],
-        task_env: Mapping[str, str],
-        default_user: str | None,
-    ) -> dict[str, Any]:
-        if os.geteuid() != 0:
-            raise ImageError("running tasks in images needs an agent running as root")
-        problem = container_problem(container)
-        if problem is not None:
-            raise ImageError(problem)
-        name = image_of(container)
-        if not name:
-            raise ImageError("the container has no image")
-        mounts = plan_volumes(container.get("volumes") or [], sandbox, self.allowed_host_paths)
-        image = self.store.get(name)
-        rootfs = self.provisioner.provision(container_id, image)
-        try:
-            plan = launch_plan(
-                image=image,
-                rootfs=rootfs,
-                sandbox=sandbox,
-                command=command,
-                executor_env=executor_env,
-                task_env=task_env,
-                mounts=mounts,
-                default_user=default_user,
-            )
-        except ImageError:
-            self.provisioner.destroy(container_id)
-            raise
-        if plan["user"] is not None:
-            # As for any task: its user owns the sandbox (it writes there).
-            os.chown(sandbox, plan["user"][1], plan["user"][2])
-        return plan
-
-    def release(self, container_id: str) -> None:
-        """Removes a finished container's root filesystem (blocking)."""
-        if os.path.lexists(self.provisioner.container_dir(container_id)):
-            self.provisioner.destroy(container_id)
-
-    def remove_orphans(self, live: set[str]) -> list[str]:
-        """Removes the root filesystems of containers not in ``live`` (after a restart)."""
-        orphans = sorted(self.provisioner.containers() - live)
-        for container_id in orphans:
-            self.provisioner.destroy(container_id)
-        return orphans

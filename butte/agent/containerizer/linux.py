@@ -352,7 +352,7 @@ def spawn_isolated(
     """Starts a task as described in the module docstring; returns the holder's pid (the
     task's process group). ``user`` is (name, uid, gid, home) or None; ``stdio`` the
     stdout/stderr files of a task group member (None: inherit); ``rootfs`` the launch plan
-    of a task in an image (`butte.agent.containerizer.images.launch_plan`: `enter_rootfs`,
+    of a task in an image (`butte.agent.containerizer.image_runtime.launch_plan`: `enter_rootfs`,
     then its user)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()

@@ -49,7 +49,8 @@ from typing import Any
 
 from butte.agent import paths
 from butte.agent.containerizer import linux
-from butte.agent.containerizer.images import ImageError, ImageRuntime
+from butte.agent.containerizer.image_runtime import ImageRuntime
+from butte.agent.containerizer.images import ImageError
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
 from butte.agent.containerizer.zygote import ZygoteClient

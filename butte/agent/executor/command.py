@@ -92,7 +92,7 @@ def task_argv(command: dict) -> tuple[str, list[str], bool]:
 # What the agent tells the executor about isolating its tasks (not passed on to tasks).
 NAMESPACES_ENV = "BUTTE_TASK_NAMESPACES"  # comma-separated: pid, mnt, tmp, net
 USER_ENV = "BUTTE_TASK_USER"  # set when tasks switch user: the default user
-# The launch plan (JSON) of a task in an image: butte.agent.containerizer.images.launch_plan.
+# The launch plan (JSON) of a task in an image: butte.agent.containerizer.image_runtime.launch_plan.
 ROOTFS_ENV = "BUTTE_TASK_ROOTFS"
 
 
@@ -390,7 +390,7 @@ class Executor:
 
     def _spawn_in_image(self, text: str) -> int:
         """Starts the task in its image's root filesystem, as the agent planned it (program,
-        environment, mounts, user: `butte.agent.containerizer.images.launch_plan`)."""
+        environment, mounts, user: `butte.agent.containerizer.image_runtime.launch_plan`)."""
         import json
 
         from butte.agent.containerizer import linux
