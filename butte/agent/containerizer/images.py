@@ -33,6 +33,7 @@ import stat
 import tarfile
 import tempfile
 import threading
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -262,7 +263,7 @@ class ImageStore:
                     layers.append(self._layer(archive, members, member, digest))
         except ImageError as e:
             raise ImageError(f"image '{name}' ({path}): {e}") from None
-        except (tarfile.TarError, OSError, EOFError, zlib_error) as e:
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
             raise ImageError(f"image '{name}': cannot read {path}: {e}") from None
         return Image(name, config, tuple(layers))
 
@@ -298,15 +299,6 @@ class ImageStore:
             self.unpacked += 1
             log.info("image store: unpacked layer %s", hexdigest)
             return target
-
-
-zlib_error: type[Exception]
-try:
-    import zlib
-
-    zlib_error = zlib.error
-except ImportError:  # pragma: no cover - zlib is always built in CPython
-    zlib_error = OSError
 
 
 def _read_member(
