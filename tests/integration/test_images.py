@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -444,3 +445,26 @@ def test_through_a_real_master_image_tasks_run_and_bad_names_get_task_error(tmp_
     # /etc/hi is only in the image's top layer.
     assert ended["good"]["state"] == "TASK_FINISHED", ended["good"]
     assert not os.path.exists("/etc/hi")
+
+
+def test_a_symlink_in_the_image_cannot_point_a_mount_at_the_host(tmp_path, registry):
+    # The image's /mnt is a symlink to a host directory: mounting the sandbox at
+    # /mnt/mesos/sandbox must follow it inside the image, never on the host.
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    rootfs = tmp_path / "evil-rootfs"
+    shutil.copytree(busybox_rootfs(), rootfs, symlinks=True)
+    (rootfs / "mnt").symlink_to(host_dir)
+    (rootfs / ".complete").unlink(missing_ok=True)
+    save_archive(registry / "evil:latest.tar", "evil", rootfs=rootfs)
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        script = "echo inside > $MESOS_SANDBOX/f && readlink /mnt"
+        await run_image_task(master, "evil", "evil", shell(script))
+        status = await finished(master, "evil")
+        assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, "evil", "stderr"))
+        assert output(tmp_path, "evil") == f"{host_dir}\n"
+        assert (sandbox(tmp_path, "evil") / "f").read_text() == "inside\n"
+        assert list(host_dir.iterdir()) == []
+
+    run_scenario(tmp_path, scenario, agent_flags=image_flags(registry))

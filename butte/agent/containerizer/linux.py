@@ -168,13 +168,49 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_c().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
 
 
+def makedirs_in_root(path: str) -> None:
+    """``mkdir -p`` that follows symlinks, dangling ones too, as the path resolves from the
+    current root: after pivot_root an image's symlink (``/mnt -> /elsewhere``) leads to a
+    directory made inside the image, as Docker does, never onto the host."""
+    import stat
+
+    parts = [p for p in path.split("/") if p]
+    current, hops = "/", 0
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            current = os.path.dirname(current) or "/"
+            continue
+        candidate = os.path.join(current, name)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            os.mkdir(candidate, 0o755)
+            current = candidate
+            continue
+        if stat.S_ISLNK(mode):
+            hops += 1
+            if hops > 40:
+                raise OSError(f"too many symlinks in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            parts[:0] = [p for p in target.split("/") if p]
+            continue
+        if not stat.S_ISDIR(mode):
+            raise OSError(f"{candidate} is not a directory (making {path})")
+        current = candidate
+
+
 def _bind(source: str, target: str, readonly: bool) -> None:
     """Bind-mounts ``source`` (a path under the old root) onto ``target`` in the new root,
     creating the target (a directory, or an empty file for a file)."""
     if os.path.isdir(source):
-        os.makedirs(target, exist_ok=True)
+        makedirs_in_root(target)
     else:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        makedirs_in_root(os.path.dirname(target))
         if not os.path.lexists(target):
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     mount(source, target, None, MS_BIND | MS_REC)
@@ -185,7 +221,7 @@ def _bind(source: str, target: str, readonly: bool) -> None:
 def _container_dev(old_root: str) -> None:
     """A minimal /dev: a tmpfs with the host's null, zero, full, random, urandom and tty
     bound in, the usual symlinks, a private devpts and a /dev/shm."""
-    os.makedirs("/dev", exist_ok=True)
+    makedirs_in_root("/dev")
     mount_data("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=1024k")
     for name in _DEVICES:
         _bind(f"{old_root}/dev/{name}", f"/dev/{name}", False)
@@ -228,10 +264,10 @@ def enter_rootfs(plan: dict) -> None:
     pivot_root(".", OLD_ROOT)
     os.chdir("/")
     old = "/" + OLD_ROOT
-    os.makedirs("/proc", exist_ok=True)
+    makedirs_in_root("/proc")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _container_dev(old)
-    os.makedirs("/sys", exist_ok=True)
+    makedirs_in_root("/sys")
     try:
         mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     except OSError:
@@ -246,7 +282,7 @@ def enter_rootfs(plan: dict) -> None:
     umount(old, detach=True)
     os.rmdir(old)
     cwd = plan.get("cwd") or "/"
-    os.makedirs(cwd, exist_ok=True)
+    makedirs_in_root(cwd)
     os.chdir(cwd)
 
 
