@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from butte.core.internal import AgentMessage
-from butte.core.messages import URI, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,10 @@ class LaunchContainer:
     # Persistent volumes the container holds: (host path, path in the sandbox, RW | RO),
     # attached before it starts (`butte.agent.volumes`).
     volumes: tuple[tuple[str, str, str], ...] = ()
+    # A command task's ContainerInfo and CommandInfo: a MESOS container with an image runs
+    # its task in the image (butte.agent.containerizer.image_runtime).
+    container: dict[str, Any] | None = None
+    command: CommandInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         f"closed, open ones are kept (0: no limit; butte's own flag; default "
         f"{DEFAULT_MAX_CONNECTIONS})",
     )
+    add_image_flags(parser)
     add(
         "--logging_level",
         default="INFO",
@@ -330,6 +331,8 @@ def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
             out[name] = format_duration(value)
         elif isinstance(value, Resources):
             out[name] = value.to_text()
+        elif isinstance(value, tuple) and all(isinstance(a, str | int) for a in value):
+            out[name] = ",".join(str(a) for a in value)  # lists of paths, names, indices
         elif isinstance(value, tuple):
             out[name] = ";".join(f"{a.name}:{a.legacy_value()}" for a in value)
         elif value is not None:
@@ -458,6 +461,59 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="run tasks as their CommandInfo.user (else FrameworkInfo.user) when the agent "
         "runs as root (default false, unlike Mesos: see docs/isolation.md)",
     )
+
+
+def add_image_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of images in the mesos containerizer (docs/containers.md)."""
+    add = parser.add_argument
+    add(
+        "--image_providers",
+        type=image_providers_flag,
+        default=None,
+        help="image types tasks may run in: 'docker' (ContainerInfo.mesos.image of type "
+        "DOCKER; default: none, such tasks fail)",
+    )
+    add(
+        "--docker_registry",
+        default=None,
+        help="a local directory of 'docker save' archives named <repo>:<tag>.tar (Mesos' "
+        "local puller; an HTTP registry is not supported)",
+    )
+    add(
+        "--image_provisioner_backend",
+        choices=["copy", "overlay"],
+        default=None,
+        help="how a container's root filesystem is made from the image's layers: copy, or "
+        "overlay (overlayfs; default: overlay where it can be mounted under --work_dir, else copy)",
+    )
+    add(
+        "--allowed_host_path_volumes",
+        type=path_prefixes_flag,
+        default=(),
+        help="butte's own: comma-separated host path prefixes that ContainerInfo.volumes may "
+        "bind-mount into an image task (default: none; sandbox paths are always allowed)",
+    )
+
+
+def image_providers_flag(text: str) -> tuple[str, ...]:
+    """argparse type: --image_providers (only ``docker``; APPC is not supported)."""
+    names = tuple(p.strip().lower() for p in text.split(",") if p.strip())
+    unknown = [n for n in names if n != "docker"]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unsupported image provider(s) {unknown}: only docker")
+    return names
+
+
+def path_prefixes_flag(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated absolute paths without '..'."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.startswith("/") or ".." in part.split("/") or part == "/":
+            raise argparse.ArgumentTypeError(f"'{part}' must be an absolute path, not /, no '..'")
+        out.append(part.rstrip("/"))
+    return tuple(out)
 
 
 def size_flag(text: str) -> int:

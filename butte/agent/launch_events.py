@@ -39,6 +39,7 @@ from butte.agent.records import (
 )
 from butte.core import internal, jwt
 from butte.core import task_states as ts
+from butte.core.container_info import container_problem, image_of
 from butte.core.ids import validate_id
 from butte.core.jwt import EXECUTOR_TOKEN_ENV
 from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
@@ -159,6 +160,9 @@ class LaunchEvents(_Base):
             elif t.executor is not None and t.executor.command is None:
                 return "ExecutorInfo of a custom executor must have a CommandInfo"
         executor = group_executor or tasks[0].executor
+        problem = image_problem(tasks, executor)
+        if problem is not None:
+            return problem
         commands = [t.command for t in tasks] + [executor.command if executor else None]
         problem = secret_problem(commands)
         if problem is not None:
@@ -248,6 +252,8 @@ class LaunchEvents(_Base):
             volumes=volumes.mounts_for(
                 config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
             ),
+            container=tasks[0].container if kind == COMMAND else None,
+            command=tasks[0].command if kind == COMMAND else None,
         )
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
@@ -343,4 +349,18 @@ def secret_problem(commands: list[CommandInfo | None]) -> str | None:
             value = secret.get("value")
             if kind != "VALUE" or not isinstance(value, dict) or "data" not in value:
                 return f"Environment variable '{var.name}' is a SECRET without a VALUE"
+    return None
+
+
+def image_problem(tasks: list[TaskInfo], executor: ExecutorInfo | None) -> str | None:
+    """Why the tasks' ContainerInfos cannot run here: a bad image name or volume, or an
+    image where butte runs none (task group members, custom executors)."""
+    for t in tasks:
+        problem = container_problem(t.container)
+        if problem is not None:
+            return problem
+        if image_of(t.container) is not None and executor is not None:
+            return "Images run only for command tasks (not in task groups or custom executors)"
+    if executor is not None and image_of(executor.container) is not None:
+        return "Images run only for command tasks (not for custom or default executors)"
     return None

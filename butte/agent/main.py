@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
 from butte.agent.auth_flags import auth_from_args
+from butte.agent.containerizer.image_runtime import image_options
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,
@@ -78,6 +79,13 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             nvidia_gpu_devices=args.nvidia_gpu_devices,
         ),
         switch_user=args.switch_user,
+        images=image_options(
+            args.image_providers,
+            args.docker_registry,
+            args.image_provisioner_backend,
+            args.allowed_host_path_volumes,
+            args.work_dir,
+        ),
         log_rotation=(
             RotationPolicy(
                 args.logrotate_max_stdout_size,

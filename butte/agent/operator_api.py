@@ -250,7 +250,10 @@ class AgentOperatorApi:
                 "executor_name": c["executor_name"],
                 "container_id": {"value": c["container_id"]},
                 "resource_statistics": c["statistics"],
+                "container_type": c["container_type"],
             }
+            if "container_info" in c:
+                entry["container_info"] = c["container_info"]
             if c["status"]:
                 entry["container_status"] = c["status"]
             out.append(entry)
@@ -343,6 +346,7 @@ class AgentOperatorApi:
                     "container_id": ex.container_id,
                     "status": {"executor_pid": ex.pid} if ex.pid else {},
                     "statistics": stats,
+                    **_container_kind(ex),
                 }
             )
         return out
@@ -437,3 +441,16 @@ def _usage(pids: dict[str, int]) -> dict[str, dict[str, float]]:
             "processes": procs,
         }
     return out
+
+
+def _container_kind(ex: Executor) -> dict[str, Any]:
+    """``container_type`` (MESOS unless its ContainerInfo says otherwise) and, when it has
+    one, ``container_info``: a command task's ContainerInfo (its image), else the
+    executor's."""
+    info = ex.info.container
+    if ex.kind == COMMAND:
+        tasks = list(ex.tasks.values())
+        info = tasks[0].info.container if tasks else None
+    if not info:
+        return {"container_type": "MESOS"}
+    return {"container_type": info.get("type", "MESOS"), "container_info": info}

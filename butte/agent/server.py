@@ -43,6 +43,7 @@ from aiohttp import web
 import butte
 from butte.agent import checkpoint, gc, operator_api, paths, volumes
 from butte.agent.containerizer import isolators, logrotate
+from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
 from butte.agent.containerizer.logrotate import RotationPolicy
@@ -161,6 +162,8 @@ class AgentOptions:
     isolation: str = DEFAULT_ISOLATION
     isolation_options: IsolationOptions = field(default_factory=IsolationOptions)
     switch_user: bool = False
+    # --image_providers docker and its flags (docs/containers.md; None: no images).
+    images: ImageOptions | None = None
     # --container_logger=logrotate (None: stdout/stderr are not rotated).
     log_rotation: RotationPolicy | None = None
     # Sandbox garbage collection (butte.agent.gc).
@@ -271,6 +274,7 @@ class AgentServer:
             fetcher_cache_dir=self.options.fetcher_cache_dir or paths.fetcher_cache_dir(work_dir),
             isolation=isolation,
             on_limited=self._container_limited,
+            images=self._images(work_dir),
         )
         self.master_link = MasterLink(
             self._master_url(self.master_address()),
@@ -333,6 +337,17 @@ class AgentServer:
             backlog=4096,
         )
         return self._tls_listener.sockets[0].getsockname()[1]
+
+    def _images(self, work_dir: str) -> ImageRuntime | None:
+        """The image store and provisioner of --image_providers (None: not asked for)."""
+        options = self.options.images
+        if options is None:
+            return None
+        runtime = ImageRuntime(
+            work_dir, options.registry, options.backend, options.allowed_host_paths
+        )
+        log.info("images: docker archives in %s, %s backend", options.registry, options.backend)
+        return runtime
 
     def _isolation(self, loop: asyncio.AbstractEventLoop) -> Isolation | None:
         """The isolators of --isolation (None when they enforce nothing: the posix ones
@@ -468,6 +483,11 @@ class AgentServer:
             for cid, c in self.containerizer.containers.items()
             if c.recovered and cid in core.containers
         }
+        images = self.containerizer.images
+        if images is not None:
+            removed = await asyncio.to_thread(images.remove_orphans, set(recovered))
+            if removed:
+                log.info("removed the root filesystems of %d ended container(s)", len(removed))
         orphan_groups = self.containerizer.recover_isolation(recovered)
         isolation = self.containerizer.isolation
         if orphan_groups and isolation is not None:

@@ -10,6 +10,7 @@ import logging
 import msgspec
 
 from butte.core import internal, resource_ops, task_states
+from butte.core.container_info import image_of
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
 from butte.master import operator_views
@@ -173,6 +174,10 @@ class AcceptEvents(OperationEvents):
                 raise InvalidTask("LAUNCH_GROUP needs an executor of type DEFAULT")
             if any(t.executor is not None for t in tasks):
                 raise InvalidTask("Tasks of a task group must not set 'executor'")
+            if any(
+                image_of(c) is not None for c in (executor.container, *(t.container for t in tasks))
+            ):
+                raise InvalidTask("Images run only for command tasks, not in task groups")
             # Each task is checked as if it named the group's executor.
             wrapped = [msgspec.structs.replace(t, executor=executor, command=None) for t in tasks]
             role = task_role(wrapped[0], fw.info, set(pools))

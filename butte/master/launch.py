@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from butte.core.container_info import container_problem, image_of
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -122,6 +123,14 @@ def check_task(
     resources = parse_task_resources(task.resources, "task")
     if resources.is_empty():
         raise InvalidTask("Task uses no resources")
+    for container in (task.container, task.executor.container if task.executor else None):
+        problem = container_problem(container)
+        if problem is not None:
+            raise InvalidTask(problem)
+    if task.executor is not None and any(
+        image_of(c) is not None for c in (task.container, task.executor.container)
+    ):
+        raise InvalidTask("Images run only for command tasks, not with a custom executor")
     if task.command is not None:
         if task.command.shell and not task.command.value:
             raise InvalidTask("Task's CommandInfo with shell=true needs a 'value'")

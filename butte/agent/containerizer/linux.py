@@ -30,12 +30,23 @@ if TYPE_CHECKING:
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+# pivot_root has no libc wrapper: its system call number per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+OLD_ROOT = ".butte-old-root"
+SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
+# Host device nodes a container's /dev gets (bind-mounted onto a fresh tmpfs).
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Host files an image task sees read-only (it shares the host's network).
+_HOST_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -113,8 +124,8 @@ def spawn_in_namespaces_of(
                     os.chdir(cwd)
                 for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
                     _signal.signal(number, _signal.SIG_DFL)
-                if search:
-                    os.execvpe(program, argv, env)
+                if search:  # by hand: the host's library may be out of sight (an image)
+                    program = _search_path(program, env.get("PATH", os.defpath))
                 os.execve(program, argv, env)
             except BaseException as e:  # noqa: BLE001 - the child must always exit here
                 try:
@@ -138,6 +149,141 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int) -> No
 
     result = _c().mount(enc(source), enc(target), enc(fstype), flags, None)
     _check(result, f"mount {target}")
+
+
+def mount_data(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    """mount(2) with file-system options (overlay's lowerdir=..., tmpfs' mode=...)."""
+    result = _c().mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
+    _check(result, f"mount {fstype} on {target}")
+
+
+def umount(target: str, *, detach: bool = False) -> None:
+    _check(_c().umount2(target.encode(), MNT_DETACH if detach else 0), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(f"pivot_root: unknown system call number on {os.uname().machine}")
+    _check(_c().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def makedirs_in_root(path: str) -> None:
+    """``mkdir -p`` that follows symlinks, dangling ones too, as the path resolves from the
+    current root: after pivot_root an image's symlink (``/mnt -> /elsewhere``) leads to a
+    directory made inside the image, as Docker does, never onto the host."""
+    import stat
+
+    parts = [p for p in path.split("/") if p]
+    current, hops = "/", 0
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            current = os.path.dirname(current) or "/"
+            continue
+        candidate = os.path.join(current, name)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            os.mkdir(candidate, 0o755)
+            current = candidate
+            continue
+        if stat.S_ISLNK(mode):
+            hops += 1
+            if hops > 40:
+                raise OSError(f"too many symlinks in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            parts[:0] = [p for p in target.split("/") if p]
+            continue
+        if not stat.S_ISDIR(mode):
+            raise OSError(f"{candidate} is not a directory (making {path})")
+        current = candidate
+
+
+def _bind(source: str, target: str, readonly: bool) -> None:
+    """Bind-mounts ``source`` (a path under the old root) onto ``target`` in the new root,
+    creating the target (a directory, or an empty file for a file)."""
+    if os.path.isdir(source):
+        makedirs_in_root(target)
+    else:
+        makedirs_in_root(os.path.dirname(target))
+        if not os.path.lexists(target):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    mount(source, target, None, MS_BIND | MS_REC)
+    if readonly:
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def _container_dev(old_root: str) -> None:
+    """A minimal /dev: a tmpfs with the host's null, zero, full, random, urandom and tty
+    bound in, the usual symlinks, a private devpts and a /dev/shm."""
+    makedirs_in_root("/dev")
+    mount_data("tmpfs", "/dev", "tmpfs", MS_NOSUID, "mode=755,size=1024k")
+    for name in _DEVICES:
+        _bind(f"{old_root}/dev/{name}", f"/dev/{name}", False)
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ):
+        os.symlink(target, f"/dev/{name}")
+    os.mkdir("/dev/pts")
+    try:
+        mount_data(
+            "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666"
+        )
+    except OSError:
+        pass  # no terminals for this container; everything else works
+    os.mkdir("/dev/shm")
+    mount_data("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k")
+
+
+def enter_rootfs(plan: dict) -> None:
+    """In a new mount namespace (mounts already private): makes ``plan["rootfs"]`` the root
+    with pivot_root, with a fresh /proc, a minimal /dev, a read-only /sys, the sandbox at
+    /mnt/mesos/sandbox, the host's /etc/hosts, /etc/hostname and /etc/resolv.conf read-only
+    and the volumes' bind mounts, then drops the host's file system.
+    Mount targets are created after the pivot, so a symlink in the image resolves inside
+    the image and never onto the host; sources are resolved on the host before it."""
+    rootfs = plan["rootfs"]
+    sandbox = os.path.realpath(plan["sandbox"])
+    binds = [(os.path.realpath(src), dst, bool(ro)) for src, dst, ro in plan["mounts"]]
+    host_files = [(os.path.realpath(n), n) for n in _HOST_FILES if os.path.isfile(n)]
+    mount(rootfs, rootfs, None, MS_BIND | MS_REC)  # pivot_root needs a mount point
+    os.chdir(rootfs)
+    try:
+        os.mkdir(OLD_ROOT, 0o700)
+    except FileExistsError:
+        pass
+    pivot_root(".", OLD_ROOT)
+    os.chdir("/")
+    old = "/" + OLD_ROOT
+    makedirs_in_root("/proc")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _container_dev(old)
+    makedirs_in_root("/sys")
+    try:
+        mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        _bind(f"{old}/sys", "/sys", True)
+    _bind(old + sandbox, SANDBOX_IN_CONTAINER, False)
+    for source, name in host_files:  # the host's network: its names and resolver, as Docker
+        _bind(old + source, name, True)
+    for source, target, readonly in binds:
+        if not os.path.exists(old + source):
+            raise OSError(f"volume host path {source} does not exist")
+        _bind(old + source, target, readonly)
+    umount(old, detach=True)
+    os.rmdir(old)
+    cwd = plan.get("cwd") or "/"
+    makedirs_in_root(cwd)
+    os.chdir(cwd)
 
 
 def join_cgroups(procs_files: Sequence[str]) -> None:
@@ -237,16 +383,21 @@ def spawn_isolated(
     stdio: tuple[str, str] | None,
     namespaces: Sequence[str],
     user: tuple[str, int, int, str] | None,
+    rootfs: dict | None = None,
 ) -> int:
     """Starts a task as described in the module docstring; returns the holder's pid (the
     task's process group). ``user`` is (name, uid, gid, home) or None; ``stdio`` the
-    stdout/stderr files of a task group member (None: inherit)."""
+    stdout/stderr files of a task group member (None: inherit); ``rootfs`` the launch plan
+    of a task in an image (`butte.agent.containerizer.image_runtime.launch_plan`: `enter_rootfs`,
+    then its user)."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         try:
-            _holder(program, argv, env, search, cwd, sandbox, stdio, namespaces, user, write_end)
+            _holder(
+                program, argv, env, search, cwd, sandbox, stdio, namespaces, user, write_end, rootfs
+            )
         except BaseException as e:  # noqa: BLE001 - the child must always exit here
             _report(write_end, e)
         os._exit(127)
@@ -285,6 +436,7 @@ def _holder(
     namespaces: Sequence[str],
     user: tuple[str, int, int, str] | None,
     error_fd: int,
+    rootfs: dict | None = None,
 ) -> None:
     import _signal
 
@@ -303,12 +455,12 @@ def _holder(
     if flags:
         unshare(flags)
     if "pid" not in namespaces:
-        _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user)
+        _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user, rootfs)
         return
     child = os.fork()
     if child == 0:
         try:
-            _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user)
+            _become_task(program, argv, env, search, cwd, sandbox, stdio, namespaces, user, rootfs)
         except BaseException as e:  # noqa: BLE001
             _report(error_fd, e)
         os._exit(127)
@@ -333,6 +485,7 @@ def _become_task(
     stdio: tuple[str, str] | None,
     namespaces: Sequence[str],
     user: tuple[str, int, int, str] | None,
+    rootfs: dict | None = None,
 ) -> None:
     import _signal
 
@@ -349,17 +502,38 @@ def _become_task(
         os.chdir(cwd)
     if "mnt" in namespaces or "pid" in namespaces:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if "pid" in namespaces:
+    if rootfs is not None:
+        enter_rootfs(rootfs)  # its own /proc and /tmp
+    elif "pid" in namespaces:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if "tmp" in namespaces:
+    if "tmp" in namespaces and rootfs is None:
         private_tmp(sandbox, *(user[1:3] if user else (None, None)))
     if "net" in namespaces:
         loopback_up()
-    if user is not None:
+    if rootfs is not None and rootfs.get("user"):
+        _name, uid, gid, groups, _home = rootfs["user"]
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    elif user is not None:
         switch_user(user[0], user[1], user[2])
         env = {**env, "USER": user[0], "LOGNAME": user[0], "HOME": user[3]}
     for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
         _signal.signal(number, _signal.SIG_DFL)
-    if search:
+    if search and rootfs is not None:
+        program = _search_path(program, env.get("PATH", ""))
+    elif search:
         os.execvpe(program, argv, env)
     os.execve(program, argv, env)
+
+
+def _search_path(program: str, path: str) -> str:
+    """The first executable ``program`` on ``path`` (a name with a slash as it is), searched
+    by hand: in an image the host's Python library is gone, and os.execvpe imports from it."""
+    if "/" in program:
+        return program
+    for directory in path.split(":"):
+        candidate = f"{directory or '.'}/{program}"
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(f"{program}: not found (PATH={path})")

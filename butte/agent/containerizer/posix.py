@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -48,12 +49,18 @@ from typing import Any
 
 from butte.agent import paths
 from butte.agent.containerizer import linux
+from butte.agent.containerizer.image_runtime import ImageRuntime
+from butte.agent.containerizer.images import ImageError
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
+from butte.agent.executor.command import ROOTFS_ENV
 from butte.agent.fetcher import FetchError, fetch_all
+from butte.agent.launching import command_environment
 from butte.agent.placement import make_sandbox
+from butte.core.container_info import image_of
+from butte.core.messages import to_builtins
 
 log = logging.getLogger("butte.agent")
 _spread: set[str] = set()  # executors directories given the placement hint
@@ -251,9 +258,12 @@ class PosixContainerizer:
         fetcher_cache_dir: str | None = None,
         isolation: Isolation | None = None,
         on_limited: LimitedCallback | None = None,
+        images: ImageRuntime | None = None,
     ) -> None:
         self._loop = loop
         self.isolation = isolation
+        # --image_providers docker: tasks in images (None: such a task fails to launch).
+        self.images = images
         self._on_limited = on_limited or (lambda cid, limitation: None)
         self._on_started = on_started
         self._on_failed = on_failed
@@ -297,8 +307,15 @@ class PosixContainerizer:
             except LaunchRefused as e:
                 self._launch_failed(spec.container_id, str(e))
                 return
-        if spec.fetch:
-            future = self._loop.run_in_executor(self._pool, self._fetch, spec)
+        image = image_of(spec.container)
+        if image is not None and self.images is None:
+            self._launch_failed(
+                spec.container_id,
+                f"Cannot run image '{image}': this agent has no --image_providers",
+            )
+            return
+        if spec.fetch or image is not None:
+            future = self._loop.run_in_executor(self._pool, self._fetch, spec, container)
             future.add_done_callback(lambda f: self._fetched(container, spec, f))
             return
         self._start(container, spec)
@@ -311,15 +328,35 @@ class PosixContainerizer:
         future = self._loop.run_in_executor(self._pool, start_process, spec, container.setup)
         future.add_done_callback(lambda f: self._spawned(container, f))
 
-    def _fetch(self, spec: LaunchContainer) -> None:
-        """Runs in a worker thread: the sandbox, then every URI into it."""
+    def _fetch(self, spec: LaunchContainer, container: Container) -> None:
+        """Runs in a worker thread: the sandbox, then every URI into it, then the image's
+        root filesystem (its launch plan goes to the executor in its environment)."""
         make_sandbox(spec.sandbox, _spread)
-        fetch_all(spec.fetch, self._fetcher_cache_dir)
+        if spec.fetch:
+            fetch_all(spec.fetch, self._fetcher_cache_dir)
+        if self.images is not None and image_of(spec.container) is not None:
+            assert spec.container is not None
+            command = to_builtins(spec.command) if spec.command is not None else {}
+            # Like any task, the framework's user only with --switch_user (the image's User,
+            # if it has one, comes first).
+            switching = self.isolation is not None and self.isolation.switch_user
+            plan = self.images.prepare(
+                spec.container_id,
+                spec.container,
+                command,
+                spec.sandbox,
+                spec.env,
+                command_environment(spec.command),
+                spec.user if switching else None,
+            )
+            if container.setup is None:
+                container.setup = ContainerSetup()
+            container.setup.env[ROOTFS_ENV] = json.dumps(plan)
 
     def _fetched(self, container: Container, spec: LaunchContainer, future: Any) -> None:
         try:
             future.result()
-        except (FetchError, OSError) as e:
+        except (FetchError, ImageError, OSError) as e:
             self._launch_failed(container.container_id, str(e))
             return
         if self._closing:
@@ -379,7 +416,12 @@ class PosixContainerizer:
         if container.setup is not None and self.isolation is not None:
             self.isolation.cleanup(container_id)
             self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container_id))
+        self._release_rootfs(container_id)
         self._on_failed(container_id, message)
+
+    def _release_rootfs(self, container_id: str) -> None:
+        if self.images is not None:
+            self._spawn(asyncio.to_thread(self.images.release, container_id))
 
     def _spawn(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)
@@ -446,6 +488,7 @@ class PosixContainerizer:
                 self._on_limited(container.container_id, limitation)
             self.isolation.cleanup(container.container_id)
             self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container.container_id))
+        self._release_rootfs(container.container_id)
         self._on_exited(container.container_id, status)
 
     def _limited(self, container_id: str, limitation: Limitation) -> None:

@@ -92,6 +92,8 @@ def task_argv(command: dict) -> tuple[str, list[str], bool]:
 # What the agent tells the executor about isolating its tasks (not passed on to tasks).
 NAMESPACES_ENV = "BUTTE_TASK_NAMESPACES"  # comma-separated: pid, mnt, tmp, net
 USER_ENV = "BUTTE_TASK_USER"  # set when tasks switch user: the default user
+# The launch plan (JSON) of a task in an image: butte.agent.containerizer.image_runtime.launch_plan.
+ROOTFS_ENV = "BUTTE_TASK_ROOTFS"
 
 
 def secret_value(var: dict) -> str | None:
@@ -117,6 +119,7 @@ def task_environment(base: dict[str, str], command: dict) -> dict[str, str]:
     env = dict(base)
     env.pop(NAMESPACES_ENV, None)
     env.pop(USER_ENV, None)
+    env.pop(ROOTFS_ENV, None)
     variables = (command.get("environment") or {}).get("variables") or []
     for var in variables:
         if not isinstance(var, dict):
@@ -368,6 +371,9 @@ class Executor:
         return os.path.join(self.sandbox, "tasks", info["task_id"]["value"])
 
     def _spawn(self, info: dict, group: bool) -> int:
+        plan = self.environ.get(ROOTFS_ENV)
+        if plan and not group:
+            return self._spawn_in_image(plan)
         command = info.get("command") or {}
         program, argv, search = task_argv(command)
         env = task_environment(self.environ, command)
@@ -386,6 +392,31 @@ class Executor:
         if namespaces or user is not None:
             return self._spawn_isolated(program, argv, search, env, cwd, namespaces, user)
         return self._spawn_process(program, argv, search, env, cwd, actions)
+
+    def _spawn_in_image(self, text: str) -> int:
+        """Starts the task in its image's root filesystem, as the agent planned it (program,
+        environment, mounts, user: `butte.agent.containerizer.image_runtime.launch_plan`)."""
+        import json
+
+        from butte.agent.containerizer import linux
+
+        plan = json.loads(text)
+        namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        if "mnt" not in namespaces:
+            namespaces.append("mnt")
+        program = plan["program"]
+        return linux.spawn_isolated(
+            program,
+            plan["argv"],
+            plan["env"],
+            search="/" not in program,
+            cwd=None,
+            sandbox=self.sandbox,
+            stdio=None,
+            namespaces=namespaces,
+            user=None,
+            rootfs=plan,
+        )
 
     def _task_user(self, command: dict) -> str | None:
         """The user to switch the task to (its CommandInfo.user, else the container's), or
@@ -455,6 +486,14 @@ class Executor:
         env = task_environment(self.environ, task.info.get("command") or {})
         cwd = self._task_dir(task.info, task.group)
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
+        plan = self.environ.get(ROOTFS_ENV)
+        if plan and kind == "COMMAND":
+            import json
+
+            # A COMMAND probe runs in the task's image, with the task's environment there.
+            namespaces.append("mnt")
+            launch = json.loads(plan)
+            env, cwd = launch["env"], launch["cwd"]
         wanted = ("net", "mnt") if kind == "COMMAND" else ("net",)
         joined = [n for n in wanted if n in namespaces]
         if joined and task.pid is not None:

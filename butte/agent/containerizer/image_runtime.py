@@ -1,0 +1,333 @@
+"""Running a task in an image: what the built-in executor starts, as whom, with which mounts.
+
+`ImageRuntime` is the agent's image support (``--image_providers docker``): for a launch it
+gets the image from the store (`butte.agent.containerizer.images`), builds the container's
+root filesystem (`butte.agent.containerizer.provisioner`) and returns the launch plan
+(`launch_plan`: the image's Entrypoint/Cmd/Env/WorkingDir/User under the task's CommandInfo,
+its volumes) that goes to the executor in its environment;
+`butte.agent.containerizer.linux` does the mounts and pivot_root. Blocking: the
+containerizer calls it from its launch threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from butte.agent.containerizer.images import Image, ImageConfig, ImageError, ImageStore
+from butte.agent.containerizer.provisioner import Provisioner, overlay_problem
+from butte.core.container_info import container_problem, image_of
+
+SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def launch_argv(config: ImageConfig, command: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(program, argv) of a task in an image: ``shell`` runs ``/bin/sh -c value``; otherwise a
+    ``value`` is the program with ``arguments`` as its whole argv (the image's Entrypoint
+    and Cmd do not apply); without a value the image's Entrypoint runs with the
+    ``arguments``, or else its Cmd, as Docker's ``docker run IMAGE ARGS`` does."""
+    if command.get("shell", True):
+        value = command.get("value")
+        if not value:
+            raise ImageError("a CommandInfo with shell=true needs a value")
+        return "/bin/sh", ["/bin/sh", "-c", str(value)]
+    arguments = [str(a) for a in command.get("arguments") or []]
+    value = command.get("value")
+    if value:
+        return str(value), arguments or [str(value)]
+    argv = [*config.entrypoint, *(arguments or config.cmd)]
+    if not argv:
+        raise ImageError("the image has no Entrypoint or Cmd and the task gives no command")
+    return argv[0], argv
+
+
+def parse_passwd(text: str) -> dict[str, tuple[int, int, str]]:
+    """name -> (uid, gid, home) of an /etc/passwd."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2].isdigit() and fields[3].isdigit():
+            out.setdefault(fields[0], (int(fields[2]), int(fields[3]), fields[5]))
+    return out
+
+
+def parse_group(text: str) -> list[tuple[str, int, list[str]]]:
+    """(name, gid, members) of each line of an /etc/group."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[2].isdigit():
+            out.append((fields[0], int(fields[2]), [m for m in fields[3].split(",") if m]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ImageUser:
+    """Who a task in an image runs as (resolved in the image's own passwd and group)."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def resolve_user(spec: str, passwd: str, group: str) -> ImageUser:
+    """Docker's ``User``: ``name``, ``uid``, ``name:group`` or ``uid:gid``, in the image."""
+    users = parse_passwd(passwd)
+    groups = parse_group(group)
+    user_part, _, group_part = spec.partition(":")
+    if user_part.isdigit():
+        uid = int(user_part)
+        found = next(((n, v) for n, v in users.items() if v[0] == uid), None)
+        name, gid, home = (found[0], found[1][1], found[1][2]) if found else (user_part, uid, "/")
+    elif user_part in users:
+        name = user_part
+        uid, gid, home = users[user_part]
+    else:
+        raise ImageError(f"user '{user_part}' does not exist in the image's /etc/passwd")
+    if group_part:
+        if group_part.isdigit():
+            gid = int(group_part)
+        else:
+            match = [g for g in groups if g[0] == group_part]
+            if not match:
+                raise ImageError(f"group '{group_part}' does not exist in the image's /etc/group")
+            gid = match[0][1]
+    extra = tuple(sorted({g[1] for g in groups if name in g[2]} - {gid}))
+    return ImageUser(name, uid, gid, (gid, *extra), home or "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A bind mount of a host path onto a path inside the container's root filesystem."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+def plan_volumes(
+    volumes: Sequence[Mapping[str, Any]], sandbox: str, allowed_host_paths: Sequence[str]
+) -> list[Mount]:
+    """The bind mounts of ``ContainerInfo.volumes`` (checked by
+    `butte.core.container_info.volume_problem` first): a relative ``container_path`` lies
+    in the sandbox (``/mnt/mesos/sandbox``); a relative host path or a SANDBOX_PATH source
+    is in the sandbox; an absolute host path must lie under one of ``allowed_host_paths``
+    (``--allowed_host_path_volumes``)."""
+    mounts = []
+    for volume in volumes:
+        target = str(volume["container_path"])
+        if not target.startswith("/"):
+            target = f"{SANDBOX_IN_CONTAINER}/{target}"
+        source = volume.get("source")
+        if source is not None and source.get("type") == "SANDBOX_PATH":
+            host = os.path.join(sandbox, str(source["sandbox_path"]["path"]).lstrip("/"))
+        else:
+            path = source["host_path"]["path"] if source is not None else volume["host_path"]
+            host = str(path)
+            if not host.startswith("/"):
+                host = os.path.join(sandbox, host)
+            elif not any(_under(host, prefix) for prefix in allowed_host_paths):
+                allowed = ", ".join(allowed_host_paths) or "none"
+                raise ImageError(
+                    f"host path '{host}' is not allowed (--allowed_host_path_volumes: {allowed})"
+                )
+        mounts.append(Mount(os.path.normpath(host), os.path.normpath(target), _readonly(volume)))
+    return mounts
+
+
+def _readonly(volume: Mapping[str, Any]) -> bool:
+    return volume.get("mode", "RW") == "RO"
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = os.path.normpath(prefix)
+    path = os.path.normpath(path)
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _read_text(rootfs: str, path: str) -> str:
+    """A small file of the image (a symlink in the image is not followed out of it)."""
+    full = os.path.join(rootfs, path)
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        return f.read(1 << 20).decode(errors="replace")
+
+
+def launch_plan(
+    *,
+    image: Image,
+    rootfs: str,
+    sandbox: str,
+    command: Mapping[str, Any],
+    executor_env: Mapping[str, str],
+    task_env: Mapping[str, str],
+    mounts: Sequence[Mount],
+    default_user: str | None,
+) -> dict[str, Any]:
+    """What the built-in executor needs to start the task in ``rootfs`` (JSON-able; passed
+    in its environment): program and argv, environment, working directory, user, mounts."""
+    config = image.config
+    program, argv = launch_argv(config, command)
+    user_spec = config.user or default_user or ""
+    user: ImageUser | None = None
+    if user_spec and user_spec not in ("root", "0", "0:0"):
+        user = resolve_user(
+            user_spec, _read_text(rootfs, "etc/passwd"), _read_text(rootfs, "etc/group")
+        )
+    env = {"PATH": DEFAULT_PATH, "HOME": user.home if user else "/root"}
+    env.update(dict(config.env))
+    # The executor's MESOS_* variables (not the agent's own environment: it is the host's).
+    env.update({k: v for k, v in executor_env.items() if k.startswith("MESOS_")})
+    env["MESOS_SANDBOX"] = SANDBOX_IN_CONTAINER
+    env.update(task_env)
+    cwd = config.working_dir or SANDBOX_IN_CONTAINER
+    if not cwd.startswith("/"):
+        cwd = "/" + cwd
+    return {
+        "rootfs": rootfs,
+        "sandbox": sandbox,
+        "program": program,
+        "argv": argv,
+        "env": env,
+        "cwd": cwd,
+        "user": None
+        if user is None
+        else [user.name, user.uid, user.gid, list(user.groups), user.home],
+        "mounts": [[m.source, m.target, m.readonly] for m in mounts],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """--docker_registry, --image_provisioner_backend, --allowed_host_path_volumes."""
+
+    registry: str
+    backend: str = "copy"
+    allowed_host_paths: tuple[str, ...] = ()
+
+
+def image_options(
+    providers: Sequence[str] | None,
+    registry: str | None,
+    backend: str | None,
+    allowed_host_paths: Sequence[str],
+    work_dir: str,
+) -> ImageOptions | None:
+    """The image options of the agent's flags (None: no --image_providers); ValueError for
+    a combination that cannot work. Without a backend: overlay where it can be mounted
+    under ``work_dir``, else copy."""
+    if not providers:
+        if registry or backend:
+            raise ValueError(
+                "--docker_registry and --image_provisioner_backend need --image_providers"
+            )
+        return None
+    if not registry:
+        raise ValueError("--image_providers docker needs --docker_registry DIR (a local directory)")
+    if registry.startswith(("http://", "https://")) or not os.path.isdir(registry):
+        raise ValueError(f"--docker_registry {registry}: not a local directory")
+    if backend is None or backend == "overlay":
+        problem = overlay_problem(work_dir)
+        if problem is not None and backend == "overlay":
+            raise ValueError(f"--image_provisioner_backend overlay: {problem}")
+        backend = "copy" if problem is not None else "overlay"
+    return ImageOptions(os.path.abspath(registry), backend, tuple(allowed_host_paths))
+
+
+class ImageRuntime:
+    """The agent's image support (``--image_providers docker``): the store, the provisioner
+    and the host paths volumes may mount. `prepare` runs in a launch thread."""
+
+    def __init__(
+        self,
+        work_dir: str,
+        registry: str,
+        backend: str = "copy",
+        allowed_host_paths: Sequence[str] = (),
+    ) -> None:
+        self.store = ImageStore(registry, os.path.join(work_dir, "images"))
+        self.provisioner = Provisioner(os.path.join(work_dir, "provisioner"), backend)
+        self.allowed_host_paths = tuple(allowed_host_paths)
+
+    def prepare(
+        self,
+        container_id: str,
+        container: Mapping[str, Any],
+        command: Mapping[str, Any],
+        sandbox: str,
+        executor_env: Mapping[str, str],
+        task_env: Mapping[str, str],
+        default_user: str | None,
+    ) -> dict[str, Any]:
+        """Gets the image, builds the container's root filesystem, and returns the launch
+        plan for the executor (`launch_plan`). ImageError says why it cannot (whatever went
+        wrong: a launch must fail, never hang)."""
+        try:
+            return self._prepare(
+                container_id, container, command, sandbox, executor_env, task_env, default_user
+            )
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an archive can be broken in any way
+            self.provisioner.destroy(container_id)
+            raise ImageError(f"cannot prepare the image: {type(e).__name__}: {e}") from None
+
+    def _prepare(
+        self,
+        container_id: str,
+        container: Mapping[str, Any],
+        command: Mapping[str, Any],
+        sandbox: str,
+        executor_env: Mapping[str, str],
+        task_env: Mapping[str, str],
+        default_user: str | None,
+    ) -> dict[str, Any]:
+        if os.geteuid() != 0:
+            raise ImageError("running tasks in images needs an agent running as root")
+        problem = container_problem(container)
+        if problem is not None:
+            raise ImageError(problem)
+        name = image_of(container)
+        if not name:
+            raise ImageError("the container has no image")
+        mounts = plan_volumes(container.get("volumes") or [], sandbox, self.allowed_host_paths)
+        image = self.store.get(name)
+        rootfs = self.provisioner.provision(container_id, image)
+        try:
+            plan = launch_plan(
+                image=image,
+                rootfs=rootfs,
+                sandbox=sandbox,
+                command=command,
+                executor_env=executor_env,
+                task_env=task_env,
+                mounts=mounts,
+                default_user=default_user,
+            )
+        except ImageError:
+            self.provisioner.destroy(container_id)
+            raise
+        if plan["user"] is not None:
+            # As for any task: its user owns the sandbox (it writes there).
+            os.chown(sandbox, plan["user"][1], plan["user"][2])
+        return plan
+
+    def release(self, container_id: str) -> None:
+        """Removes a finished container's root filesystem (blocking)."""
+        if os.path.lexists(self.provisioner.container_dir(container_id)):
+            self.provisioner.destroy(container_id)
+
+    def remove_orphans(self, live: set[str]) -> list[str]:
+        """Removes the root filesystems of containers not in ``live`` (after a restart)."""
+        orphans = sorted(self.provisioner.containers() - live)
+        for container_id in orphans:
+            self.provisioner.destroy(container_id)
+        return orphans
