@@ -58,6 +58,9 @@ class LaunchContainer:
     # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
     # the shell switches to it only with --switch_user as root.
     user: str | None = None
+    # Which containerizer runs it: "mesos" (processes in sandboxes) or "docker" (the Docker
+    # executor, which runs the task through the Docker daemon; docs/docker.md).
+    containerizer: str = "mesos"
 
 
 @dataclass(frozen=True, slots=True)

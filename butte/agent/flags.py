@@ -16,6 +16,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 
+from butte.agent.containerizer.docker import add_docker_flags
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.durations import format_duration, parse_duration
@@ -252,6 +253,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="accepted for Mesos compatibility; the command executor always uses HTTP",
     )
     add_isolation_flags(parser)
+    add_docker_flags(parser)
     add(
         "--logging_level",
         default="INFO",

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
+from butte.agent.containerizer.docker import options_from_args as docker_options
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,
@@ -91,6 +92,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         gc_disk_headroom=args.gc_disk_headroom,
         disk_watermark_interval=args.disk_watermark_interval,
         flags=agent_flags.flags_for_state(args),
+        docker=docker_options(args),
     )
 
 
