@@ -185,7 +185,7 @@ class LaunchEvents(_Base):
         one this agent cannot run (no docker containerizer) TASK_FAILED."""
         infos = [t.container for t in tasks]
         infos += [e.container for e in (group_executor, *(t.executor for t in tasks)) if e]
-        kinds = {docker_info.container_type(c) for c in infos} - {None, "MESOS"}
+        kinds = {k for c in infos if (k := docker_info.container_type(c)) not in (None, "MESOS")}
         if not kinds:
             return None
         invalid = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"

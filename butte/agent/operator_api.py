@@ -248,6 +248,8 @@ class AgentOperatorApi:
             }
             if c["status"]:
                 entry["container_status"] = c["status"]
+            if c.get("container_info"):
+                entry["container_info"] = c["container_info"]
             out.append(entry)
         return {"containers": out}
 
@@ -338,6 +340,7 @@ class AgentOperatorApi:
                     "container_id": ex.container_id,
                     "status": {"executor_pid": ex.pid} if ex.pid else {},
                     "statistics": stats,
+                    **_container_info(ex),
                 }
             )
         return out
@@ -400,6 +403,14 @@ AGENT_CALLS: dict[str, CallHandler] = {
 # A handler for a call type the protocol does not list (a typo) fails here, at import.
 if not AGENT_CALLS.keys() <= AGENT_CALL_TYPES:
     raise ImportError(f"unknown agent call types: {sorted(AGENT_CALLS.keys() - AGENT_CALL_TYPES)}")
+
+
+def _container_info(ex: Executor) -> dict[str, Any]:
+    """``container_info``: the ContainerInfo the container runs with (its type, a DOCKER
+    one's image), from the executor or its task; nothing for a plain process."""
+    infos = [ex.info.container, *(t.info.container for t in ex.tasks.values())]
+    info = next((i for i in infos if i), None)
+    return {"container_info": info} if info else {}
 
 
 def _executor_info(ex: Executor) -> dict[str, Any]:

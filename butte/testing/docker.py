@@ -7,6 +7,7 @@ Images come from `butte.testing.images` archives through ``docker load``: nothin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -82,6 +83,11 @@ class Dockerd:
         self.proc = _start(self.root, self.extra if extra is None else extra)
 
 
+def _tag(root: Path) -> str:
+    """A containerd namespace name of this daemon's own (letters and digits only)."""
+    return hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
 def _argv(root: Path, extra: Sequence[str]) -> list[str]:
     return [
         DOCKERD,
@@ -95,8 +101,8 @@ def _argv(root: Path, extra: Sequence[str]) -> list[str]:
         "--ip-masq=false",
         "--exec-opt=native.cgroupdriver=cgroupfs",
         "--shutdown-timeout=2",
-        f"--containerd-namespace=butte-{root.name}",
-        f"--containerd-plugins-namespace=butte-{root.name}-plugins",
+        f"--containerd-namespace=butte-{_tag(root)}",
+        f"--containerd-plugins-namespace=butte-{_tag(root)}-plugins",
         *extra,
     ]
 

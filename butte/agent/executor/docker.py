@@ -166,7 +166,30 @@ class DockerExecutor(command.Executor):
         )
         labels = {docker_info.AGENT_LABEL: self.environ.get(WORK_DIR_ENV, "")}
         argv = docker_info.run_argv(self.client, self.name, info, self.sandbox, env, labels)
-        return self._spawn_process(argv[0], argv, True, self._client_env(), None, [])
+        pid = self._spawn_process(argv[0], argv, True, self._client_env(), None, [])
+        self._wait_started(pid)
+        return pid
+
+    def _wait_started(self, pid: int) -> None:
+        """Returns once the container runs (TASK_RUNNING must not come before it), or has
+        ended, or its client has exited (its end is then reported as the task's)."""
+        deadline = time.monotonic() + PULL_TIMEOUT
+        delay = 0.02
+        while time.monotonic() < deadline:
+            try:
+                # WNOWAIT: the client stays a zombie for the pidfd that watches it.
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return
+            except ChildProcessError:
+                return
+            try:
+                started = self.docker("inspect", "--format={{.State.StartedAt}}", self.name)
+            except DockerError:
+                started = ""  # not created yet
+            if started.strip() and not started.startswith("0001-"):
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     # -- kill ----------------------------------------------------------------------------
 
