@@ -242,6 +242,10 @@ def test_agent_restart_recovers_the_running_container_and_removes_orphans(tmp_pa
         daemon.docker("rm", "--force", "mesos-other-agent", check=False)
 
 
+# A task that ends on SIGTERM, as a daemon stopping its containers sends it first.
+TERMINABLE = "trap 'exit 143' TERM; sleep 600 & wait"
+
+
 def test_docker_daemon_restart_fails_the_running_task_clearly(tmp_path):
     """Without live-restore the daemon stops its containers when it stops: the task fails,
     saying the daemon went away; the agent and its next Docker task are fine."""
@@ -249,7 +253,7 @@ def test_docker_daemon_restart_fails_the_running_task_clearly(tmp_path):
         image = d.load_busybox()
 
         async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-            await launch(master, docker_task("victim", "sleep 600", image=image))
+            await launch(master, docker_task("victim", TERMINABLE, image=image))
             await wait_for(lambda: running(master, "victim"), "victim running", 60)
             d.restart()
             victim = await ended(master, "victim")
@@ -257,6 +261,34 @@ def test_docker_daemon_restart_fails_the_running_task_clearly(tmp_path):
             assert "Docker daemon went away" in victim["message"]
             await launch(master, docker_task("after", "echo fine", image=image))
             assert (await ended(master, "after"))["state"] == "TASK_FINISHED"
+
+        run_scenario(tmp_path, scenario, agent_flags=agent_flags(d))
+
+
+def test_docker_daemon_restart_with_live_restore_keeps_the_task(tmp_path):
+    """With live-restore the container outlives the daemon's restart: the executor attaches
+    to it again, the task stays running, its output still reaches the sandbox, and a kill
+    still stops it."""
+    with dockerd(extra=["--live-restore"]) as d:
+        image = d.load_busybox()
+        script = "trap 'exit 143' TERM; while true; do echo tick; sleep 0.2 & wait; done"
+
+        async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+            await launch(master, docker_task("survivor", script, image=image))
+            await wait_for(lambda: running(master, "survivor"), "survivor running", 60)
+            name = container_name(master, "survivor")
+            before = inspect(d, name)
+            assert before is not None
+            d.restart()
+            after = inspect(d, name)
+            assert after is not None and after["State"]["Running"]
+            assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
+            out = sandbox(tmp_path, "survivor") / "stdout"
+            ticks = out.read_text().count("tick")
+            await wait_for(lambda: out.read_text().count("tick") > ticks + 3, "output", 30)
+            assert terminal(master, "survivor") is None
+            await kill(master, "survivor")
+            assert (await ended(master, "survivor"))["state"] == "TASK_KILLED"
 
         run_scenario(tmp_path, scenario, agent_flags=agent_flags(d))
 
