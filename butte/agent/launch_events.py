@@ -185,7 +185,11 @@ class LaunchEvents(_Base):
         one this agent cannot run (no docker containerizer) TASK_FAILED."""
         infos = [t.container for t in tasks]
         infos += [e.container for e in (group_executor, *(t.executor for t in tasks)) if e]
-        kinds = {k for c in infos if (k := docker_info.container_type(c)) not in (None, "MESOS")}
+        kinds: set[str] = set()
+        for info in infos:
+            kind = docker_info.container_type(info)
+            if kind is not None and kind != "MESOS":
+                kinds.add(kind)
         if not kinds:
             return None
         invalid = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"

@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from butte.agent.executor import docker as executor
 from butte.core import docker_info
@@ -174,13 +175,13 @@ class DockerContainerizer:
         """A Docker executor was launched (or recovered) for ``container_id``."""
         self.containers.add(container_id)
 
-    def ended(self, container_id: str) -> asyncio.Future | None:
-        """The executor of ``container_id`` is gone: its container is removed (the returned
-        future ends when it is); None if it was not a Docker one."""
+    def ended(self, container_id: str) -> Coroutine[Any, Any, None] | None:
+        """The executor of ``container_id`` is gone: what removes its container (to be run
+        by the caller); None if it was not a Docker one."""
         if container_id not in self.containers:
             return None
         self.containers.discard(container_id)
-        return asyncio.ensure_future(self.remove([docker_info.container_name(container_id)]))
+        return self.remove([docker_info.container_name(container_id)])
 
     async def remove(self, names: Iterable[str]) -> None:
         """``docker rm -f`` of containers (gone already is fine)."""
