@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 IMAGE = "butte-test/marked:1"
 CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
+PORTS = {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31010}]}}
 TERMINAL = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR")
 
 
@@ -144,6 +145,10 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         await launch(master, docker_task("forced", "true", force_pull_image=True))
         await launch(master, docker_task("plain-cmd", None))  # the image's Cmd: /bin/sh
         await launch(master, docker_task("wifi", "true", network="WIFI"))
+        mapping = {"host_port": 31005, "container_port": 80}
+        bridged = docker_task("bridged", "true", network="BRIDGE", port_mappings=[mapping])
+        bridged["resources"].append(PORTS)
+        await launch(master, bridged)
 
         ok = await ended(master, "ok")
         assert ok["state"] == "TASK_FINISHED", ok
@@ -189,6 +194,13 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
 
         plain = await ended(master, "plain-cmd")
         assert plain["state"] == "TASK_FINISHED"  # /bin/sh with no input ends at once
+
+        # The test daemon has no bridge network (--bridge=none), where Docker would run the
+        # container with loopback only and ignore its port mappings: a clear launch failure.
+        bridged = await ended(master, "bridged")
+        assert bridged["state"] == "TASK_FAILED", bridged
+        assert bridged["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
+        assert "the Docker daemon has no bridge network" in bridged["message"], bridged
 
         wifi = await ended(master, "wifi")
         assert wifi["state"] == "TASK_ERROR" and "docker.network" in wifi["message"]

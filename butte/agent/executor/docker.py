@@ -127,6 +127,8 @@ class DockerExecutor(command.Executor):
             return
         problem = docker_info.launch_problem(info, group)
         if problem is None:
+            problem = self._network_problem(info)
+        if problem is None:
             problem = self._pull(info)
         if problem is None:
             super().launch(info, group)
@@ -134,6 +136,18 @@ class DockerExecutor(command.Executor):
         task = command.TaskProcess(info, group)
         self.tasks[task_id] = task
         self.send_update(task, "TASK_FAILED", problem, "REASON_CONTAINER_LAUNCH_FAILED")
+
+    def _network_problem(self, info: dict) -> str | None:
+        """Why a BRIDGE task cannot get its network: a daemon without a ``bridge`` network
+        (``--bridge=none``) would run it with loopback only and ignore its port mappings."""
+        docker = (info.get("container") or {}).get("docker") or {}
+        if docker.get("network") != "BRIDGE":
+            return None
+        try:
+            self.docker("network", "inspect", "--format={{.Name}}", "bridge")
+        except DockerError as e:
+            return f"Failed to launch container: the Docker daemon has no bridge network ({e})"
+        return None
 
     def _pull(self, info: dict) -> str | None:
         """Why the task's image cannot be had (None: it is here now)."""
