@@ -5,6 +5,7 @@ loaded with a busybox image built here (`butte.testing.images`). Nothing is pull
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -318,3 +319,41 @@ def test_no_daemon_means_no_docker_containerizer_and_docker_tasks_fail(tmp_path)
 
     flags = ("--containerizers", "docker,mesos", "--docker", DOCKER)
     run_scenario(tmp_path, scenario, agent_flags=(*flags, "--docker_socket", "/nonexistent.sock"))
+
+
+def test_real_master_runs_a_docker_task_and_shows_it(tmp_path, daemon):
+    """End to end: a framework on a real master launches a DOCKER task on a real agent;
+    the master's state keeps its ContainerInfo, the agent's /containers shows it."""
+    from butte.client.scheduler import SchedulerClient
+    from butte.testing.cluster import start_cluster
+
+    async def run_one(master: str, cluster: Any) -> list[dict]:
+        statuses: list[dict] = []
+        async with SchedulerClient(master, {"name": "docker-e2e", "user": "root"}) as client:
+            async for event in client:
+                if event["type"] == "OFFERS":
+                    offer = event["offers"]["offers"][0]
+                    task = docker_task("e2e", "cat /etc/image-marker; sleep 2")
+                    task.pop("agent_id")
+                    await client.launch(offer, [task])
+                elif event["type"] == "UPDATE":
+                    status = event["update"]["status"]
+                    statuses.append(status)
+                    await client.acknowledge_status(status)
+                    if status["state"] == "TASK_RUNNING":
+                        agent = cluster.state()["slaves"][0]
+                        url = f"http://{agent['pid'].split('@')[1]}/containers"
+                        async with aiohttp.ClientSession() as s, s.get(url) as r:
+                            shown = [c.get("container_info") for c in await r.json()]
+                        assert {"type": "DOCKER", "docker": {"image": IMAGE}} in shown
+                    if status["state"] in TERMINAL:
+                        return statuses
+        raise AssertionError("event stream ended")
+
+    flags = agent_flags(daemon)
+    with start_cluster(tmp_path, agent_flags=flags) as cluster:
+        statuses = asyncio.run(run_one(cluster.master_address, cluster))
+        assert [s["state"] for s in statuses][-1] == "TASK_FINISHED", statuses
+        tasks = cluster.state()["completed_frameworks"] + cluster.state()["frameworks"]
+        infos = [t.get("container") for f in tasks for t in f.get("completed_tasks", [])]
+        assert {"type": "DOCKER", "docker": {"image": IMAGE}} in infos, infos
