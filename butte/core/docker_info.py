@@ -48,6 +48,10 @@ ALLOWED_PARAMETERS = frozenset(
     }
 )
 MAX_TEXT = 4096  # longest image name, parameter or path accepted
+# What a Docker image reference is made of (name, tag, digest).
+IMAGE_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@-"
+)
 
 
 def container_type(container: Mapping[str, Any] | None) -> str | None:
@@ -92,7 +96,7 @@ def image_problem(image: Any) -> str | None:
     problem = _text_problem(image, "docker.image")
     if problem is not None:
         return problem
-    if image.startswith("-") or any(c.isspace() for c in image):
+    if image.startswith(("-", "/", ".")) or not set(image) <= IMAGE_CHARACTERS or ".." in image:
         return f"docker.image '{image}' is not an image name"
     return None
 

@@ -73,6 +73,8 @@ def test_docker_task_goes_to_the_docker_executor_not_the_zygote():
         ({"type": "DOCKER"}, "needs 'docker'"),
         ({"type": "DOCKER", "docker": {"image": ""}}, "docker.image"),
         ({"type": "DOCKER", "docker": {"image": "-v /:/x"}}, "not an image name"),
+        ({"type": "DOCKER", "docker": {"image": "../../etc/passwd"}}, "not an image name"),
+        ({"type": "DOCKER", "docker": {"image": "a?b=1"}}, "not an image name"),
         ({"type": "DOCKER", "docker": {"image": "a", "network": "WIFI"}}, "docker.network"),
         ({"type": "DOCKER", "docker": {"image": "a", "network": "USER"}}, "docker.network"),
         (
