@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from butte.core import docker_info
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -122,6 +123,12 @@ def check_task(
     resources = parse_task_resources(task.resources, "task")
     if resources.is_empty():
         raise InvalidTask("Task uses no resources")
+    if docker_info.is_docker(task.container):
+        assert task.container is not None
+        ports = docker_info.task_ports(task.resources)
+        problem = docker_info.docker_problem(task.container, ports)
+        if problem:
+            raise InvalidTask(problem)
     if task.command is not None:
         if task.command.shell and not task.command.value:
             raise InvalidTask("Task's CommandInfo with shell=true needs a 'value'")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from butte.agent.containerizer.docker import add_docker_flags, options_from_args
-from butte.core import docker_info
+from butte.core import docker_info, internal
 from butte.core import task_states as ts
 from tests.unit.agent_kit import Harness, command_task, run
 
@@ -217,3 +217,22 @@ def test_small_resources_are_clamped_like_mesos():
         {"name": "mem", "type": "SCALAR", "scalar": {"value": 1}},
     ]
     assert docker_info.limit_flags(tiny) == ["--cpu-shares=2", f"--memory={32 * 1024 * 1024}"]
+
+
+def test_master_refuses_an_invalid_docker_container_with_task_error():
+    from master_kit import command_task as master_task
+    from master_kit import launch_body
+    from test_master_machine import _cluster
+
+    h, _, fid, stream, offers = _cluster()
+    offer = offers[0]
+    bad = master_task("bad", offer)
+    bad["container"] = {"type": "DOCKER", "docker": {"image": "a", "network": "WIFI"}}
+    good = master_task("good", offer)
+    good["container"] = {"type": "DOCKER", "docker": {"image": "a", "network": "NONE"}}
+    h.call(fid, stream, launch_body(offer, bad, good, refuse_seconds=0))
+    statuses = {s["task_id"]["value"]: s for s in h.updates(stream)}
+    assert set(statuses) == {"bad"} and statuses["bad"]["state"] == "TASK_ERROR"
+    assert "docker.network" in statuses["bad"]["message"]
+    [run] = h.agent_messages("c1", internal.RunTask)
+    assert run.task.task_id.value == "good"
