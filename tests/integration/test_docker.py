@@ -147,6 +147,20 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         await launch(master, docker_task("forced", "true", force_pull_image=True))
         await launch(master, docker_task("plain-cmd", None))  # the image's Cmd: /bin/sh
         await launch(master, docker_task("wifi", "true", network="WIFI"))
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        (shared / "hello").write_text("from-the-host\n")
+        volumes = [{"container_path": "/data", "host_path": str(shared), "mode": "RO"}]
+        vol = docker_task(
+            "vol",
+            "cat /data/hello; touch /data/x || echo read-only; sleep 30",
+            parameters=[
+                {"key": "label", "value": "team=blue"},
+                {"key": "pids-limit", "value": "64"},
+            ],
+        )
+        vol["container"]["volumes"] = volumes
+        await launch(master, vol)
         mapping = {"host_port": 31005, "container_port": 80}
         bridged = docker_task("bridged", "true", network="BRIDGE", port_mappings=[mapping])
         bridged["resources"].append(PORTS)
@@ -203,6 +217,18 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         assert bridged["state"] == "TASK_FAILED", bridged
         assert bridged["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
         assert "the Docker daemon has no bridge network" in bridged["message"], bridged
+
+        await wait_for(lambda: running(master, "vol"), "vol running", 60)
+        vol_info = inspect(daemon, container_name(master, "vol"))
+        assert vol_info is not None
+        assert vol_info["Config"]["Labels"]["team"] == "blue"
+        assert vol_info["HostConfig"]["PidsLimit"] == 64
+        vol_out = sandbox(tmp_path, "vol") / "stdout"
+        await wait_for(lambda: "read-only" in vol_out.read_text(), "the volume read", 30)
+        assert "from-the-host" in vol_out.read_text()
+        assert not (shared / "x").exists()
+        await kill(master, "vol")
+        assert (await ended(master, "vol"))["state"] == "TASK_KILLED"
 
         wifi = await ended(master, "wifi")
         assert wifi["state"] == "TASK_ERROR" and "docker.network" in wifi["message"]
