@@ -189,8 +189,16 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         assert info["Config"]["Labels"][AGENT_LABEL] == str(tmp_path / "work")
 
         reply = await operator(agent_port(master), {"type": "GET_CONTAINERS"})
-        infos = [c.get("container_info") for c in reply["get_containers"]["containers"]]
+        containers = reply["get_containers"]["containers"]
+        infos = [c.get("container_info") for c in containers]
         assert {"type": "DOCKER", "docker": {"image": IMAGE}} in infos
+        [stats] = [
+            c["resource_statistics"]
+            for c in containers
+            if "mesos-" + c["container_id"]["value"] == name
+        ]
+        assert stats["mem_limit_bytes"] == 64 * 1024 * 1024  # the daemon's counters
+        assert stats["processes"] >= 1 and stats["mem_total_bytes"] > 0
 
         started = time.monotonic()
         await kill(master, "sleeper")

@@ -194,6 +194,31 @@ class DockerContainerizer:
         else:
             self.removed += len(names)
 
+    async def usage(self, container_ids: Iterable[str]) -> dict[str, dict[str, float]]:
+        """ResourceStatistics fields of running Docker containers, from the daemon's own
+        counters (one-shot stats over its socket); containers it does not answer for are
+        left out."""
+        import aiohttp
+
+        wanted = [cid for cid in container_ids if cid in self.containers]
+        out: dict[str, dict[str, float]] = {}
+        if not wanted:
+            return out
+        connector = aiohttp.UnixConnector(path=self.options.docker_socket)
+        timeout = aiohttp.ClientTimeout(total=COMMAND_TIMEOUT)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            for cid in wanted:
+                url = f"http://docker/containers/{docker_info.container_name(cid)}/stats"
+                try:
+                    async with session.get(url, params={"stream": "0", "one-shot": "1"}) as r:
+                        if r.status != 200:
+                            continue
+                        stats = await r.json()
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    continue
+                out[cid] = statistics(stats)
+        return out
+
     async def remove_orphans(self) -> list[str]:
         """Removes this agent's ``mesos-*`` containers no tracked executor runs (after
         recovery, with --docker_kill_orphans); returns their names."""
@@ -217,3 +242,27 @@ class DockerContainerizer:
             log.info("docker containerizer: removing %d orphan container(s)", len(orphans))
             await self.remove(orphans)
         return orphans
+
+
+def statistics(stats: dict[str, Any]) -> dict[str, float]:
+    """Mesos' ResourceStatistics fields of one Docker stats answer."""
+    cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+    memory = stats.get("memory_stats") or {}
+    out: dict[str, float] = {}
+    for field, key in (
+        ("cpus_user_time_secs", "usage_in_usermode"),
+        ("cpus_system_time_secs", "usage_in_kernelmode"),
+    ):
+        if isinstance(cpu.get(key), int | float):
+            out[field] = cpu[key] / 1e9
+    if isinstance(memory.get("usage"), int | float):
+        out["mem_total_bytes"] = float(memory["usage"])
+    rss = (memory.get("stats") or {}).get("rss")
+    if isinstance(rss, int | float):
+        out["mem_rss_bytes"] = float(rss)
+    if isinstance(memory.get("limit"), int | float):
+        out["mem_limit_bytes"] = float(memory["limit"])
+    pids = (stats.get("pids_stats") or {}).get("current")
+    if isinstance(pids, int | float):
+        out["processes"] = float(pids)
+    return out
