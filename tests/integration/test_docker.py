@@ -35,6 +35,9 @@ from butte.testing.docker import DOCKER, Dockerd, dockerd
 pytestmark = pytest.mark.integration
 
 IMAGE = "butte-test/marked:1"
+# Pulls go to a registry on a closed loopback port: they fail at once and never leave the
+# machine (a name without a registry would be looked up on Docker Hub).
+NOWHERE = "127.0.0.1:9"
 CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
 PORTS = {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31010}]}}
 TERMINAL = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR")
@@ -49,6 +52,7 @@ def daemon():
             repo, tag = IMAGE.split(":")
             images.save_archive(archive, repo, tag, config={"Cmd": ["/bin/sh"]}, layers=[layer])
             d.load(archive)
+        d.docker("tag", IMAGE, f"{NOWHERE}/{IMAGE}")
         yield d
 
 
@@ -143,8 +147,9 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         await launch(master, docker_task("fails", "echo oops >&2; exit 3"))
         await launch(master, docker_task("sleeper", "sleep 60"))
         await launch(master, docker_task("hog", "dd if=/dev/zero of=/dev/null bs=300M", mem=40))
-        await launch(master, docker_task("missing", "true", image="butte-test/none:1"))
-        await launch(master, docker_task("forced", "true", force_pull_image=True))
+        await launch(master, docker_task("missing", "true", image=f"{NOWHERE}/butte-test/none:1"))
+        forced = docker_task("forced", "true", image=f"{NOWHERE}/{IMAGE}", force_pull_image=True)
+        await launch(master, forced)
         await launch(master, docker_task("plain-cmd", None))  # the image's Cmd: /bin/sh
         await launch(master, docker_task("wifi", "true", network="WIFI"))
         shared = tmp_path / "shared"
@@ -212,7 +217,7 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         missing = await ended(master, "missing")
         assert missing["state"] == "TASK_FAILED"
         assert missing["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"
-        assert "Failed to pull image 'butte-test/none:1'" in missing["message"]
+        assert f"Failed to pull image '{NOWHERE}/butte-test/none:1'" in missing["message"]
         forced = await ended(master, "forced")
         assert forced["state"] == "TASK_FAILED" and "Failed to pull image" in forced["message"]
 
