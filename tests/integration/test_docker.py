@@ -27,6 +27,7 @@ from test_agent_process import (
     wait_for,
 )
 from test_agent_recovery import fixed_port
+from test_isolation import cgroups_root  # noqa: F401 - a fixture
 
 from butte.core.docker_info import AGENT_LABEL
 from butte.testing import images
@@ -404,3 +405,19 @@ def test_real_master_runs_a_docker_task_and_shows_it(tmp_path, daemon):
         tasks = cluster.state()["completed_frameworks"] + cluster.state()["frameworks"]
         infos = [t.get("container") for f in tasks for t in f.get("completed_tasks", [])]
         assert {"type": "DOCKER", "docker": {"image": IMAGE}} in infos, infos
+
+
+def test_docker_tasks_next_to_isolated_ones(tmp_path, daemon, cgroups_root):  # noqa: F811
+    """With cgroup isolators on, a Docker task's executor is left out of them (Docker limits
+    its container) and command tasks are isolated as before."""
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await launch(master, docker_task("in-docker", "cat /etc/image-marker"))
+        await master.run_task("on-host", "cat /proc/self/cgroup")
+        assert (await ended(master, "in-docker"))["state"] == "TASK_FINISHED"
+        assert (await ended(master, "on-host"))["state"] == "TASK_FINISHED"
+        assert "from-the-image" in (sandbox(tmp_path, "in-docker") / "stdout").read_text()
+        assert cgroups_root in (sandbox(tmp_path, "on-host") / "stdout").read_text()
+
+    isolation = ("--isolation", "cgroups/cpu,cgroups/mem", "--cgroups_root", cgroups_root)
+    run_scenario(tmp_path, scenario, agent_flags=(*agent_flags(daemon), *isolation))
