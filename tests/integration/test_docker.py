@@ -152,6 +152,9 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         forced = docker_task("forced", "true", image=f"{NOWHERE}/{IMAGE}", force_pull_image=True)
         await launch(master, forced)
         await launch(master, docker_task("plain-cmd", None))  # the image's Cmd: /bin/sh
+        nothing = docker_task("no-such-program", None)
+        nothing["command"] = {"shell": False, "value": "/no/such/program"}
+        await launch(master, nothing)
         await launch(master, docker_task("wifi", "true", network="WIFI"))
         shared = tmp_path / "shared"
         shared.mkdir()
@@ -243,6 +246,11 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         assert not (shared / "x").exists()
         await kill(master, "vol")
         assert (await ended(master, "vol"))["state"] == "TASK_KILLED"
+
+        nothing = await ended(master, "no-such-program")
+        assert nothing["state"] == "TASK_FAILED"
+        assert nothing["reason"] == "REASON_CONTAINER_LAUNCH_FAILED", nothing
+        assert "/no/such/program" in nothing["message"], nothing
 
         wifi = await ended(master, "wifi")
         assert wifi["state"] == "TASK_ERROR" and "docker.network" in wifi["message"]
