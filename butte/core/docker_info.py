@@ -49,9 +49,7 @@ ALLOWED_PARAMETERS = frozenset(
 )
 MAX_TEXT = 4096  # longest image name, parameter or path accepted
 # What a Docker image reference is made of (name, tag, digest).
-IMAGE_CHARACTERS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@-"
-)
+IMAGE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@-")
 
 
 def container_type(container: Mapping[str, Any] | None) -> str | None:
