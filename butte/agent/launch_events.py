@@ -191,7 +191,14 @@ class LaunchEvents(_Base):
             if kind is not None and kind != "MESOS":
                 kinds.add(kind)
         if not kinds:
-            return None
+            if "mesos" in self.config.containerizers:
+                return None
+            return (
+                ts.FAILED,
+                "REASON_CONTAINER_LAUNCH_FAILED",
+                "This agent runs only DOCKER containers "
+                f"(--containerizers={','.join(self.config.containerizers) or 'docker'})",
+            )
         invalid = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"
         unknown = kinds - {"DOCKER"}
         if unknown:

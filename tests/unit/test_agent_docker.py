@@ -23,8 +23,8 @@ def docker_task(task_id: str = "t1", cmd: str = "echo hi", **docker: Any) -> Any
 
 
 def docker_agent(**config: Any) -> Harness:
+    config.setdefault("containerizers", ("mesos", "docker"))
     h = Harness(
-        containerizers=("mesos", "docker"),
         docker_executor_argv=DOCKER_ARGV,
         docker_environment={"BUTTE_DOCKER_EXECUTOR_SOCKET": "/run/d.sock"},
         **config,
@@ -128,6 +128,16 @@ def test_invalid_docker_container_is_task_error(container: dict, words: str):
     (update,) = h.updates()
     assert update.state == ts.ERROR and update.reason == "REASON_TASK_INVALID"
     assert words in (update.message or ""), update.message
+
+
+def test_docker_only_agent_refuses_plain_tasks():
+    h = docker_agent(containerizers=("docker",))
+    run(h, command_task("plain"))
+    assert not h.launched
+    (update,) = h.updates()
+    assert update.state == ts.FAILED and "only DOCKER containers" in (update.message or "")
+    run(h, docker_task("d"))
+    assert [e.containerizer for e in h.launched.values()] == ["docker"]
 
 
 def test_command_health_check_of_docker_task_is_refused():
