@@ -46,6 +46,14 @@ class AgentConfig:
     recovery_timeout: float = RECOVERY_TIMEOUT
     # argv of the built-in command/default executor program.
     command_executor_argv: tuple[str, ...] = ("butte-command-executor",)
+    # The containerizers of --containerizers that this agent offers ("docker" only where
+    # its daemon answered), why "docker" was asked for but is not offered (None: it was
+    # not asked for, or it is offered), the Docker executor's argv and what it is told
+    # about the daemon (its environment; docs/docker.md).
+    containerizers: tuple[str, ...] = ("mesos",)
+    docker_unavailable: str | None = None
+    docker_executor_argv: tuple[str, ...] = ()
+    docker_environment: Mapping[str, str] = field(default_factory=dict)
     # Environment every executor inherits (the agent's own, like Mesos).
     base_environment: Mapping[str, str] = field(default_factory=dict)
     version: str = butte.MESOS_COMPAT_VERSION

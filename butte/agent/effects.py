@@ -65,6 +65,9 @@ class LaunchContainer:
     # its task in the image (butte.agent.containerizer.image_runtime).
     container: dict[str, Any] | None = None
     command: CommandInfo | None = None
+    # Which containerizer runs it: "mesos" (processes in sandboxes) or "docker" (the Docker
+    # executor, which runs the task through the Docker daemon; docs/docker.md).
+    containerizer: str = "mesos"
 
 
 @dataclass(frozen=True, slots=True)

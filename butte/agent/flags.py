@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Mapping
 
 from butte.agent.auth_flags import add_auth_flags
+from butte.agent.containerizer.docker import add_docker_flags
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
@@ -264,6 +265,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_MAX_CONNECTIONS})",
     )
     add_image_flags(parser)
+    add_docker_flags(parser)
     add(
         "--logging_level",
         default="INFO",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from butte.agent import paths, volumes
 from butte.agent.effects import (
     CheckpointExecutor,
@@ -37,7 +39,7 @@ from butte.agent.records import (
     Framework,
     Task,
 )
-from butte.core import internal, jwt
+from butte.core import docker_info, internal, jwt
 from butte.core import task_states as ts
 from butte.core.container_info import container_problem, image_of
 from butte.core.ids import validate_id
@@ -51,6 +53,8 @@ else:
     _Base = object
 
 REGISTRATION_TIMER = "registration"
+# The Docker executor's container name (Mesos' mesos-<container id>).
+DOCKER_NAME_ENV = "BUTTE_DOCKER_EXECUTOR_NAME"
 
 
 class LaunchEvents(_Base):
@@ -88,6 +92,13 @@ class LaunchEvents(_Base):
                     now,
                 )
             self._count("launches_refused_disk_low", len(tasks))
+            return effects
+        refusal = self._container_refusal(tasks, group_executor)
+        if refusal is not None:
+            state, reason, message = refusal
+            for t in tasks:
+                effects += self._orphan_update(fw, t.task_id.value, state, reason, message, now)
+            self._count("launches_refused_container", len(tasks))
             return effects
         problem = self._launch_problem(tasks, group_executor)
         if problem is not None:
@@ -171,6 +182,51 @@ class LaunchEvents(_Base):
             return validate_id(executor.executor_id.value, "executor id")
         return None
 
+    def _container_refusal(
+        self, tasks: list[TaskInfo], group_executor: ExecutorInfo | None
+    ) -> tuple[str, str, str] | None:
+        """(state, reason, message) of the updates refusing a launch for its ContainerInfo,
+        or None. A DOCKER container never runs on the host: an invalid one is TASK_ERROR,
+        one this agent cannot run (no docker containerizer) TASK_FAILED."""
+        infos = [t.container for t in tasks]
+        infos += [e.container for e in (group_executor, *(t.executor for t in tasks)) if e]
+        kinds: set[str] = set()
+        for info in infos:
+            kind = docker_info.container_type(info)
+            if kind is not None and kind != "MESOS":
+                kinds.add(kind)
+        if not kinds:
+            if "mesos" in self.config.containerizers:
+                return None
+            return (
+                ts.FAILED,
+                "REASON_CONTAINER_LAUNCH_FAILED",
+                "This agent runs only DOCKER containers "
+                f"(--containerizers={','.join(self.config.containerizers) or 'docker'})",
+            )
+        invalid = "REASON_TASK_GROUP_INVALID" if group_executor else "REASON_TASK_INVALID"
+        unknown = kinds - {"DOCKER"}
+        if unknown:
+            return ts.ERROR, invalid, f"Unsupported ContainerInfo type {sorted(unknown)[0]}"
+        for t in tasks:
+            raw = msgspec.to_builtins(t)
+            problem = docker_info.launch_problem(raw, group_executor is not None)
+            if problem is None and not docker_info.is_docker(t.container):
+                problem = "Only a task's own ContainerInfo may be of type DOCKER"
+            if problem is not None:
+                return ts.ERROR, invalid, problem
+        if "docker" not in self.config.containerizers:
+            why = self.config.docker_unavailable or (
+                "this agent runs without the docker containerizer "
+                f"(--containerizers={','.join(self.config.containerizers)})"
+            )
+            return (
+                ts.FAILED,
+                "REASON_CONTAINER_LAUNCH_FAILED",
+                f"Cannot run a DOCKER container: {why}",
+            )
+        return None
+
     def _executor_for(
         self, fw: Framework, task: TaskInfo, group_executor: ExecutorInfo | None, role: str
     ) -> tuple[ExecutorInfo, str]:
@@ -228,7 +284,12 @@ class LaunchEvents(_Base):
             # Set last: a framework's own variables never replace the agent's token.
             claims = jwt.executor_claims(fw.id, ex.id, container_id)
             env[EXECUTOR_TOKEN_ENV] = jwt.encode(claims, config.executor_secret_key)
-        if kind == CUSTOM:
+        docker = kind == COMMAND and any(docker_info.is_docker(t.container) for t in tasks)
+        if docker:
+            env.update(config.docker_environment)
+            env[DOCKER_NAME_ENV] = docker_info.container_name(container_id)
+            argv, executable = tuple(config.docker_executor_argv), None
+        elif kind == CUSTOM:
             assert info.command is not None
             argv, executable = process_argv(info.command)
         else:
@@ -245,7 +306,7 @@ class LaunchEvents(_Base):
             argv,
             env,
             executable,
-            builtin=kind != CUSTOM,
+            builtin=kind != CUSTOM and not docker,
             fetch=fetch_list(kind, info, tasks, sandbox),
             resources=scalar_totals([*info.resources, *(r for t in tasks for r in t.resources)]),
             user=container_user(kind, info, tasks, fw.info),
@@ -254,6 +315,7 @@ class LaunchEvents(_Base):
             ),
             container=tasks[0].container if kind == COMMAND else None,
             command=tasks[0].command if kind == COMMAND else None,
+            containerizer="docker" if docker else "mesos",
         )
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:

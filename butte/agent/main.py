@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from butte.agent import flags as agent_flags
 from butte.agent.auth_flags import auth_from_args
 from butte.agent.containerizer.image_runtime import image_options
+from butte.agent.containerizer.docker import options_from_args as docker_options
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,
@@ -102,6 +103,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         flags=agent_flags.flags_for_state(args),
         auth=auth_from_args(args),
         max_connections=args.max_connections,
+        docker=docker_options(args),
     )
 
 

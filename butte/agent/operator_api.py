@@ -325,6 +325,11 @@ class AgentOperatorApi:
             # The cgroups' counters (whole container, throttling, OOMs) win over /proc's.
             for cid in pids:
                 usage.setdefault(cid, {}).update(containerizer.usage(cid) or {})
+        if self.server.docker is not None:
+            # A Docker container's counters are the daemon's (its processes are not the
+            # executor's session).
+            for cid, counters in (await self.server.docker.usage(pids)).items():
+                usage.setdefault(cid, {}).update(counters)
         out = []
         now = time.time()
         for ex in executors:

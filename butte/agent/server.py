@@ -42,6 +42,7 @@ from aiohttp import web
 
 import butte
 from butte.agent import checkpoint, gc, operator_api, paths, volumes
+from butte.agent.containerizer import docker as docker_containerizer
 from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
 from butte.agent.containerizer.isolation import Isolation
@@ -69,10 +70,10 @@ from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middlewar
 from butte.agent.launch_events import scalar_totals
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import CUSTOM, RUNNING, TERMINATED
+from butte.agent.records import COMMAND, CUSTOM, RUNNING, TERMINATED, Executor
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
-from butte.core import internal, resource_ops
+from butte.core import docker_info, internal, resource_ops
 from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
@@ -98,6 +99,13 @@ def _fast_python(module: str) -> tuple[str, ...]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(butte.__file__)))
     code = f"import sys;sys.path.insert(0,{root!r});from {module} import main;sys.exit(main())"
     return (sys.executable, "-I", "-S", "-c", code)
+
+
+def _runs_docker(ex: Executor) -> bool:
+    """Whether an executor is a Docker executor (its task is of type DOCKER)."""
+    return ex.kind == COMMAND and any(
+        docker_info.is_docker(t.info.container) for t in ex.tasks.values()
+    )
 
 
 def command_executor_argv() -> tuple[str, ...]:
@@ -181,6 +189,10 @@ class AgentOptions:
     auth: AgentAuth = field(default_factory=AgentAuth)
     # --max_connections: open HTTP connections accepted at once (0: no limit).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # --containerizers and the docker flags (docs/docker.md).
+    docker: docker_containerizer.DockerOptions = field(
+        default_factory=docker_containerizer.DockerOptions
+    )
 
 
 class AgentServer:
@@ -193,6 +205,9 @@ class AgentServer:
         self.start_time = time.time()
         self.machine: AgentMachine | None = None
         self.containerizer: PosixContainerizer | None = None
+        # The Docker containerizer's side of DOCKER tasks (None: not offered).
+        self.docker: docker_containerizer.DockerContainerizer | None = None
+        self.docker_unavailable: str | None = None
         self.master_link: MasterLink | None = None
         # Follows the leading master when --master is zk://... (None: a fixed address).
         self.detector: LeaderDetector | None = None
@@ -259,6 +274,7 @@ class AgentServer:
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         port = await self._listen(self._runner)
+        await self._start_docker()
         self.machine = AgentMachine(self._config(port))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
@@ -320,6 +336,22 @@ class AgentServer:
             )
         self._core.recover_resources(saved)
         log.info("recovered checkpointed resources %s", total.to_text())
+
+    async def _start_docker(self) -> None:
+        """Offers the docker containerizer if it is asked for and its daemon answers."""
+        options = self.options.docker
+        if not options.wanted:
+            return
+        work_dir = os.path.abspath(self.options.work_dir)
+        docker = docker_containerizer.DockerContainerizer(options, work_dir)
+        self.docker_unavailable = await docker.probe()
+        if self.docker_unavailable is None:
+            self.docker = docker
+        else:
+            log.error(
+                "not offering the docker containerizer: %s; DOCKER tasks will fail",
+                self.docker_unavailable,
+            )
 
     async def _listen(self, runner: web.AppRunner) -> int:
         """Binds the HTTP server; returns its port. With TLS, executors on this machine
@@ -408,6 +440,16 @@ class AgentServer:
             command_executor_argv=command_executor_argv(),
             base_environment=dict(os.environ if env is None else env),
             executor_secret_key=options.auth.executor_key,
+            containerizers=tuple(
+                name
+                for name in options.docker.containerizers
+                if name != "docker" or self.docker is not None
+            ),
+            docker_unavailable=self.docker_unavailable,
+            docker_executor_argv=_fast_python("butte.agent.executor.docker"),
+            docker_environment=docker_containerizer.executor_environment(
+                options.docker, os.path.abspath(options.work_dir)
+            ),
         )
 
     async def _recover(self, work_dir: str) -> None:
@@ -470,18 +512,22 @@ class AgentServer:
         for ex in list(core.containers.values()):
             if ex.pid is None or ex.state == TERMINATED:
                 continue
-            if self.containerizer.adopt(ex.container_id, ex.pid):
+            if self.containerizer.adopt(ex.container_id, ex.pid, not _runs_docker(ex)):
                 adopted.add(ex.pid)
+                if self.docker is not None and _runs_docker(ex):
+                    self.docker.track(ex.container_id)
             else:
                 self.apply(core.container_exited(ex.container_id, None, now))
         orphans = [pid for pid in leaders.values() if pid not in adopted]
         if orphans:
             log.info("killing %d executor(s) this agent does not recover", len(orphans))
             await asyncio.to_thread(signal_sessions, orphans, signal.SIGKILL)
+        if self.docker is not None and self.options.docker.docker_kill_orphans:
+            await self.docker.remove_orphans()
         recovered = {
             cid: self._recovered_launch(cid)
             for cid, c in self.containerizer.containers.items()
-            if c.recovered and cid in core.containers
+            if c.recovered and cid in core.containers and not _runs_docker(core.containers[cid])
         }
         images = self.containerizer.images
         if images is not None:
@@ -621,6 +667,8 @@ class AgentServer:
         await self.master_link.close()
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10.0)  # containers removed
         await self.containerizer.close()
         if self.containerizer.isolation is not None:
             await asyncio.to_thread(self.containerizer.isolation.close)
@@ -713,6 +761,8 @@ class AgentServer:
                     self._container_failed(effect.container_id, f"persistent volume: {e}")
                     return
                 self._attached[effect.container_id] = (effect.sandbox, effect.volumes)
+            if effect.containerizer == "docker" and self.docker is not None:
+                self.docker.track(effect.container_id)
             self.containerizer.launch(effect)
         elif isinstance(effect, CloseExecutorStream):
             stream = self.streams.pop(effect.container_id, None)
@@ -823,6 +873,7 @@ class AgentServer:
     def _container_failed(self, container_id: str, message: str) -> None:
         self._detach_volumes(container_id)
         log.warning("container %s failed to launch: %s", container_id, message)
+        self._docker_ended(container_id)
         self.apply(self._core.container_failed(container_id, message, self.now()))
 
     def _container_limited(self, container_id: str, limitation: Limitation) -> None:
@@ -857,8 +908,15 @@ class AgentServer:
         if limitation is not None:
             self._container_limited(ex.container_id, limitation)
 
+    def _docker_ended(self, container_id: str) -> None:
+        if self.docker is not None:
+            removal = self.docker.ended(container_id)
+            if removal is not None:
+                self._spawn(removal)
+
     def _container_exited(self, container_id: str, status: int | None) -> None:
         self._detach_volumes(container_id)
+        self._docker_ended(container_id)
         self.apply(self._core.container_exited(container_id, status, self.now()))
 
     # -- read-only views -----------------------------------------------------------------------

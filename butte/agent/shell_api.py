@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from butte.agent.containerizer.docker import DockerContainerizer
 from butte.agent.containerizer.posix import PosixContainerizer
 from butte.agent.effects import Effect
 from butte.agent.executor_api import Reply
@@ -40,6 +41,9 @@ class AgentShell(Protocol):
 
     @property
     def containerizer(self) -> PosixContainerizer | None: ...
+
+    @property
+    def docker(self) -> DockerContainerizer | None: ...
 
     def apply(self, effects: list[Effect]) -> None:
         """Carries out effects the core returned."""

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from butte.core.container_info import container_problem, image_of
+from butte.core import docker_info
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -131,6 +132,12 @@ def check_task(
         image_of(c) is not None for c in (task.container, task.executor.container)
     ):
         raise InvalidTask("Images run only for command tasks, not with a custom executor")
+    if docker_info.is_docker(task.container):
+        assert task.container is not None
+        ports = docker_info.task_ports(task.resources)
+        problem = docker_info.docker_problem(task.container, ports)
+        if problem:
+            raise InvalidTask(problem)
     if task.command is not None:
         if task.command.shell and not task.command.value:
             raise InvalidTask("Task's CommandInfo with shell=true needs a 'value'")

@@ -301,7 +301,7 @@ class PosixContainerizer:
         the event loop on a busy machine). Results come through the callbacks, on the loop."""
         container = Container(spec.container_id)
         self.containers[spec.container_id] = container
-        if self.isolation is not None:
+        if self.isolation is not None and spec.containerizer == "mesos":
             try:
                 container.setup = self.isolation.prepare(spec)
             except LaunchRefused as e:
@@ -364,13 +364,14 @@ class PosixContainerizer:
         elif self.containers.get(container.container_id) is container:
             self._start(container, spec)
 
-    def adopt(self, container_id: str, pid: int) -> bool:
-        """Watches a recovered executor process (not our child); False if it is gone."""
+    def adopt(self, container_id: str, pid: int, isolated: bool = True) -> bool:
+        """Watches a recovered executor process (not our child); False if it is gone.
+        ``isolated``: whether the isolators set it up (not a Docker executor's)."""
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
             return False
-        setup = ContainerSetup() if self.isolation is not None else None
+        setup = ContainerSetup() if self.isolation is not None and isolated else None
         container = Container(container_id, pid=pid, pidfd=pidfd, recovered=True, setup=setup)
         self.containers[container_id] = container
         self._loop.add_reader(pidfd, self._pidfd_ready, container)

@@ -1,0 +1,389 @@
+"""The Docker executor: runs one DOCKER task through the Docker daemon (like Mesos'
+``mesos-docker-executor``), speaking the executor HTTP API v1 like the command executor it
+extends (`butte.agent.executor.command`: subscription, status updates, acknowledgements,
+re-subscription after an agent restart are the same).
+
+Flow::
+
+    LAUNCH -> image present? (else `docker pull`; force_pull_image pulls always)
+           -> TASK_STARTING -> `docker run --name mesos-<container id> ...` (attached: the
+              client's stdout/stderr are the sandbox's) -> TASK_RUNNING
+    client exits -> `docker inspect` the container's state -> TASK_FINISHED (exit 0),
+              TASK_FAILED (other status; OOMKilled: REASON_CONTAINER_LIMITATION_MEMORY),
+              TASK_KILLED (after a KILL)
+    KILL -> `docker stop --time=<grace>` (the task's kill policy, else --docker_stop_timeout);
+            `docker kill` once the grace period is over
+
+The client runs with ``--sig-proxy=false``: only the executor stops the container. The
+agent removes the container (`docker rm -f`) once this executor has exited
+(`butte.agent.containerizer.docker`).
+
+The Docker daemon restarting while the task runs: the client loses its connection and exits;
+the executor then waits (up to BUTTE_DOCKER_EXECUTOR_DAEMON_WAIT, default 60 s) for the daemon to
+answer again. If the container still runs (a daemon with ``live-restore``), the executor
+attaches to it again and goes on; otherwise (Docker stopped it with the daemon) the task
+fails with its exit status and a message saying the daemon went away; a daemon that does
+not come back fails the task too (docs/docker.md).
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
+import os
+import select
+import sys
+import time
+
+from butte.agent.executor import command, lite
+from butte.core import docker_info
+
+# What the agent tells the executor (its environment; see butte.agent.containerizer.docker).
+DOCKER_ENV = "BUTTE_DOCKER_EXECUTOR_CLIENT"  # the client program
+SOCKET_ENV = "BUTTE_DOCKER_EXECUTOR_SOCKET"  # the daemon's unix socket
+NAME_ENV = "BUTTE_DOCKER_EXECUTOR_NAME"  # the container's name, mesos-<container id>
+STOP_TIMEOUT_ENV = "BUTTE_DOCKER_EXECUTOR_STOP_TIMEOUT"  # --docker_stop_timeout
+WORK_DIR_ENV = "BUTTE_DOCKER_EXECUTOR_AGENT"  # the agent's work dir (a label on the container)
+DAEMON_WAIT_ENV = "BUTTE_DOCKER_EXECUTOR_DAEMON_WAIT"
+PULL_TIMEOUT = 600.0
+INSPECT_TIMEOUT = 20.0
+# How often a lost connection to the daemon is followed by attaching again.
+MAX_ATTACHES = 5
+
+
+class DockerError(Exception):
+    """A docker command failed (its message names what and why)."""
+
+
+class NotFound(DockerError):
+    """The daemon answered: no such object."""
+
+
+class DockerExecutor(command.Executor):
+    """The command executor with the task run by the Docker daemon; see the module doc."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        super().__init__(environ)
+        self.client = [environ.get(DOCKER_ENV) or "docker"]
+        self.socket = environ.get(SOCKET_ENV) or "/var/run/docker.sock"
+        self.client += ["-H", f"unix://{self.socket}"]
+        self.name = environ[NAME_ENV]
+        self.stop_timeout = lite.parse_duration(environ.get(STOP_TIMEOUT_ENV, "0secs"), 0.0)
+        self.daemon_wait = lite.parse_duration(environ.get(DAEMON_WAIT_ENV, "60secs"), 60.0)
+        self.helpers: list[int] = []  # docker stop/kill clients, reaped as they end
+        self.attaches = 0
+        self.daemon_lost = False
+        self.stop_grace = self.stop_timeout
+
+    # -- docker commands -----------------------------------------------------------------
+
+    def docker(self, *args: str, timeout: float = INSPECT_TIMEOUT) -> str:
+        """Runs a docker command to its end; its stdout, or DockerError with its stderr."""
+        import subprocess
+
+        try:
+            done = subprocess.run(
+                [*self.client, *args], capture_output=True, text=True, timeout=timeout
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DockerError(f"docker {args[0]}: {e}") from None
+        if done.returncode != 0:
+            words = (done.stderr or done.stdout).strip().splitlines()
+            raise DockerError(words[-1] if words else f"docker {args[0]} failed")
+        return done.stdout
+
+    def api(self, path: str) -> dict:
+        """GET of the Engine API over the daemon's socket (the reads: cheaper than a client
+        process each); the JSON answer, NotFound on 404, DockerError if no answer."""
+        import _socket
+
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(INSPECT_TIMEOUT)
+        try:
+            sock.connect(self.socket)
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as e:
+            raise DockerError(f"cannot reach the Docker daemon at {self.socket}: {e}") from None
+        finally:
+            sock.close()
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1:2]
+        code = int(status[0]) if status and status[0].isdigit() else 0
+        try:
+            answer = lite.loads(body) if body else {}
+        except ValueError:
+            answer = {"message": body[:200].decode(errors="replace")}
+        if code == 404:
+            raise NotFound(str(answer.get("message") or "no such object"))
+        if code != 200:
+            raise DockerError(f"the Docker daemon answered {code}: {answer.get('message')}")
+        return answer
+
+    def _background(self, *args: str) -> None:
+        """Starts a docker command without waiting for it (stop, kill)."""
+        try:
+            pid = os.posix_spawnp(
+                self.client[0],
+                [*self.client, *args],
+                self._client_env(),
+                file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)],
+                setsigdef=[_signal.SIGPIPE, _signal.SIGTERM, _signal.SIGINT],
+            )
+        except OSError as e:
+            sys.stderr.write(f"executor: cannot run docker {args[0]}: {e}\n")
+            return
+        self.helpers.append(pid)
+
+    def _reap_helpers(self) -> None:
+        for pid in list(self.helpers):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.helpers.remove(pid)
+
+    def _client_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.environ.items() if not k.startswith("DOCKER_")}
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        return env
+
+    # -- launch --------------------------------------------------------------------------
+
+    def launch(self, info: dict, group: bool) -> None:
+        """Makes sure the image is there (pulling it if asked or missing), then starts the
+        container as the command executor starts a process."""
+        task_id = info["task_id"]["value"]
+        if task_id in self.tasks or self.shutting_down:
+            return
+        problem = docker_info.launch_problem(info, group)
+        if problem is None:
+            problem = self._network_problem(info)
+        if problem is None:
+            problem = self._pull(info)
+        if problem is None:
+            super().launch(info, group)
+            return
+        task = command.TaskProcess(info, group)
+        self.tasks[task_id] = task
+        self.send_update(task, "TASK_FAILED", problem, "REASON_CONTAINER_LAUNCH_FAILED")
+
+    def _network_problem(self, info: dict) -> str | None:
+        """Why a BRIDGE task cannot get its network: a daemon without a ``bridge`` network
+        (``--bridge=none``) would run it with loopback only and ignore its port mappings."""
+        docker = (info.get("container") or {}).get("docker") or {}
+        if docker.get("network") != "BRIDGE":
+            return None
+        try:
+            self.api("/networks/bridge")
+        except DockerError as e:
+            return f"Failed to launch container: the Docker daemon has no bridge network ({e})"
+        return None
+
+    def _pull(self, info: dict) -> str | None:
+        """Why the task's image cannot be had (None: it is here now)."""
+        docker = (info.get("container") or {}).get("docker") or {}
+        image = str(docker.get("image"))
+        if not docker.get("force_pull_image"):
+            try:
+                self.api(f"/images/{image}/json")  # checked: [A-Za-z0-9._:/@-] only
+                return None
+            except DockerError:
+                pass  # not here (or no daemon: the pull says which)
+        try:
+            self.docker("pull", image, timeout=PULL_TIMEOUT)
+        except DockerError as e:
+            return f"Failed to pull image '{image}': {e}"
+        return None
+
+    def _spawn(self, info: dict, group: bool) -> int:
+        """Starts the attached ``docker run`` client in a process group of its own."""
+        command_info = info.get("command") or {}
+        env = command.task_environment({}, command_info)
+        env.update(
+            {
+                "MESOS_SANDBOX": docker_info.SANDBOX_MOUNT,
+                "MESOS_CONTAINER_NAME": self.name,
+                "MESOS_TASK_ID": info["task_id"]["value"],
+                "MESOS_FRAMEWORK_ID": self.framework_id,
+                "MESOS_EXECUTOR_ID": self.executor_id,
+            }
+        )
+        labels = {docker_info.AGENT_LABEL: self.environ.get(WORK_DIR_ENV, "")}
+        argv = docker_info.run_argv(self.client, self.name, info, self.sandbox, env, labels)
+        pid = self._spawn_process(argv[0], argv, True, self._client_env(), None, [])
+        self._wait_started(pid)
+        return pid
+
+    def _wait_started(self, pid: int) -> None:
+        """Returns once the container runs (TASK_RUNNING must not come before it), or has
+        ended, or its client has exited (its end is then reported as the task's)."""
+        deadline = time.monotonic() + PULL_TIMEOUT
+        delay = 0.02
+        while time.monotonic() < deadline:
+            try:
+                # WNOWAIT: the client stays a zombie for the pidfd that watches it.
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return
+            except ChildProcessError:
+                return
+            try:
+                started = str(self.api(f"/containers/{self.name}/json")["State"]["StartedAt"])
+            except (DockerError, KeyError, TypeError):
+                started = ""  # not created yet
+            if started.strip() and not started.startswith("0001-"):
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    # -- kill ----------------------------------------------------------------------------
+
+    def kill(self, task_id: str, kill: dict | None, grace: float | None = None) -> None:
+        """Like the command executor's, with --docker_stop_timeout as the default grace."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        if grace is None:
+            grace = self._grace(kill, task.info)
+        if not task.killed:
+            self.stop_grace = grace  # what the `docker stop` that follows is given
+        super().kill(task_id, kill, grace)
+
+    def _grace(self, kill: dict | None, info: dict) -> float:
+        for policy in ((kill or {}).get("kill_policy"), info.get("kill_policy")):
+            if isinstance(policy, dict) and isinstance(policy.get("grace_period"), dict):
+                return command.kill_grace({"kill_policy": policy}, {})
+        return self.stop_timeout
+
+    def _signal_task(self, task: command.TaskProcess, number: int) -> None:
+        """SIGTERM: `docker stop` with the grace period left; SIGKILL: `docker kill`."""
+        if task.pid is None or task.terminal_uuid is not None:
+            return
+        if number == _signal.SIGTERM:
+            self._background("stop", f"--time={int(self.stop_grace + 0.999)}", self.name)
+        else:
+            self._background("kill", self.name)
+
+    # -- the end -------------------------------------------------------------------------
+
+    def task_exited(self, task: command.TaskProcess) -> None:
+        """The client ended: the container's own state says how the task ended."""
+        assert task.pid is not None
+        os.waitpid(task.pid, 0)
+        if task.pidfd is not None:
+            self.poller.unregister(task.pidfd)
+            self.by_pidfd.pop(task.pidfd, None)
+            os.close(task.pidfd)
+            task.pidfd = None
+        self._stop_probe(task, kill=True)
+        self._stop_check(task, kill=True)
+        self._reap_helpers()
+        state = self._container_state()
+        if state is not None and state.get("Running") and self.attaches < MAX_ATTACHES:
+            self._attach(task)
+            return
+        self.send_update(task, *self._outcome(task, state))
+
+    def _container_state(self) -> dict | None:
+        """The container's ``State`` from the daemon, waiting for a daemon that went away to
+        come back (None: no such container, or no daemon within the wait)."""
+        deadline = time.monotonic() + self.daemon_wait
+        while True:
+            try:
+                state = self.api(f"/containers/{self.name}/json").get("State")
+                return state if isinstance(state, dict) else None
+            except NotFound:
+                return None
+            except DockerError as e:
+                self.daemon_lost = True
+                if time.monotonic() >= deadline:
+                    return {"Unreachable": str(e)}
+            time.sleep(0.5)
+
+    def _attach(self, task: command.TaskProcess) -> None:
+        """Follows a container that outlived its client (the daemon restarted with
+        live-restore): a new attached client takes the old one's place."""
+        self.attaches += 1
+        argv = [*self.client, "attach", "--no-stdin", "--sig-proxy=false", self.name]
+        task.pid = self._spawn_process(argv[0], argv, True, self._client_env(), None, [])
+        task.pidfd = os.pidfd_open(task.pid)
+        self.by_pidfd[task.pidfd] = task
+        self.poller.register(task.pidfd, select.EPOLLIN)
+
+    def _outcome(
+        self, task: command.TaskProcess, state: dict | None
+    ) -> tuple[str, str, str | None]:
+        """(state, message, reason) of the task's terminal update."""
+        if state is None:
+            return "TASK_FAILED", self._launch_error(), "REASON_CONTAINER_LAUNCH_FAILED"
+        if "Unreachable" in state:
+            why = state["Unreachable"]
+            return "TASK_FAILED", f"The Docker daemon did not come back: {why}", None
+        code = state.get("ExitCode")
+        started = not str(state.get("StartedAt", "")).startswith("0001-")
+        if not started:
+            error = state.get("Error")
+            message = f"Failed to launch container: {error}" if error else self._launch_error()
+            return "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED"
+        message = f"Container exited with status {code}"
+        if self.daemon_lost:
+            message += " (the Docker daemon went away while it ran)"
+        if state.get("OOMKilled"):
+            return (
+                "TASK_FAILED",
+                f"Memory limit exceeded: {message}",
+                "REASON_CONTAINER_LIMITATION_MEMORY",
+            )
+        if task.killed:
+            return "TASK_KILLED", message, None
+        if code == 0 and not self.daemon_lost:
+            return "TASK_FINISHED", message, None
+        return "TASK_FAILED", message, None
+
+    def _launch_error(self) -> str:
+        """The docker client's last words in the sandbox's stderr (why ``run`` failed)."""
+        try:
+            with open(os.path.join(self.sandbox, "stderr"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 2048))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        last = lines[-1] if lines else "the docker client failed"
+        return f"Failed to launch container: {last}"
+
+    def run(self) -> int:
+        code = super().run()
+        self._reap_helpers()
+        return code
+
+
+def run_executor(environ: dict[str, str]) -> int:
+    """Runs the Docker executor with ``environ`` until it is done; its exit status."""
+    try:
+        return DockerExecutor(environ).run()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            sys.stderr.write(e.code + "\n")
+            return 1
+        return e.code or 0
+
+
+def main() -> int:
+    """Entry point (``python -m butte.agent.executor.docker``)."""
+    missing = [n for n in (*command.REQUIRED_ENV, NAME_ENV) if not os.environ.get(n)]
+    if missing:
+        sys.stderr.write(f"executor: not started by an agent: {', '.join(missing)} unset\n")
+        return 2
+    code = run_executor(dict(os.environ))
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
