@@ -95,6 +95,7 @@ def main() -> int:
     import termios  # noqa: F401
 
     spec = json.loads(sys.argv[1])
+    os.set_inheritable(spec["status_fd"], False)  # its end must not wait for the command's
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # the container may have none
     try:
@@ -133,9 +134,9 @@ def main() -> int:
         except InterruptedError:
             continue
     if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        signal.signal(number, signal.SIG_DFL)
-        os.kill(os.getpid(), number)
+        killed_by = os.WTERMSIG(status)
+        signal.signal(killed_by, signal.SIG_DFL)
+        os.kill(os.getpid(), killed_by)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 127
 
 
