@@ -165,6 +165,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if args.user:
         launch["command"]["user"] = args.user
     if args.tty:
+        term = {"name": "TERM", "value": os.environ.get("TERM") or "xterm"}
+        launch["command"]["environment"] = {"variables": [term]}
         size = os.get_terminal_size(0)
         launch["container"] = {
             "type": "MESOS",
