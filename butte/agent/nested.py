@@ -349,7 +349,9 @@ class NestedContainers:
             container.stdin.close()
         container.output_done.set()
         for queue in list(container.readers):
-            queue.put_nowait(None)
+            # A reader whose queue is full sees output_done once it has emptied it.
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
         container.exited.set()
 
     async def _pump(
@@ -387,6 +389,9 @@ class NestedContainers:
     def detach_output(self, container: NestedContainer, queue: asyncio.Queue[Output]) -> None:
         with contextlib.suppress(ValueError):
             container.readers.remove(queue)
+        # Frees an output pump blocked on this (full) queue.
+        while not queue.empty():
+            queue.get_nowait()
 
     # -- input -------------------------------------------------------------------------------
 

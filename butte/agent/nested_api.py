@@ -252,6 +252,9 @@ class NestedApi:
                 except TimeoutError:
                     if _client_gone(request):
                         break
+                    ended = container.output_done.is_set() and queue.empty()
+                    if ended:
+                        break
                     continue
                 if item is None:
                     ended = True

@@ -221,6 +221,7 @@ def test_tty_and_window_resize(task: Task) -> None:
     cid = task.nested()
     command = "stty size; read line; stty size; tty; echo got:$line"
     session = task.session(cid, _shell(command), tty_info=_window(24, 80)["control"]["tty_info"])
+    session.read_until(b"24 80")  # the first size is printed before the resize
     records = [_window(40, 120), {"type": "CONTROL", "control": {"type": "HEARTBEAT"}}]
     status, body = task.send_input(cid, [*records, _stdin(b"x\n")])
     assert status == 200, body
