@@ -464,11 +464,6 @@ class NestedContainers:
                     container.message = "the parent container ended"
                     self.kill(container)
 
-    async def close(self) -> None:
-        """Kills every running nested container (the agent stops)."""
-        for container in self.containers.values():
-            self.kill(container)
-
 
 # -- process helpers ---------------------------------------------------------------------------
 

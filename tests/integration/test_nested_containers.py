@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import pty
+import pwd
 import select
 import signal
 import struct
@@ -206,6 +207,16 @@ def test_session_runs_in_the_tasks_namespaces_and_cgroups(task: Task) -> None:
     # The task's own pid 1 is its shell, seen from inside the nested command.
     out = task.session(task.nested(), _shell("cat /proc/1/cmdline")).output()
     assert out["STDOUT"].startswith(b"sh\0-c\0while true")
+
+
+def test_a_named_user_and_the_environment(task: Task) -> None:
+    cid = task.nested()
+    env = {"variables": [{"name": "GREETING", "value": "hi there"}]}
+    command = {"value": 'id -u; echo "$GREETING"; pwd', "user": "nobody", "environment": env}
+    out = task.session(cid, command).output()["STDOUT"].decode().splitlines()
+    assert out[0] == str(pwd.getpwnam("nobody").pw_uid)
+    assert out[1] == "hi there"
+    assert out[2].endswith(f"/runs/{task.container}")  # a session starts in the sandbox
 
 
 def test_input_reaches_the_process(task: Task) -> None:
