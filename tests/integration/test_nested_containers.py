@@ -242,6 +242,20 @@ def test_tty_and_window_resize(task: Task) -> None:
     assert task.wait(cid)["exit_status"] == 0
 
 
+def test_attach_output_and_input_of_a_plain_nested_container(task: Task) -> None:
+    cid = task.nested()
+    payload = {"container_id": cid, "command": _shell("read x; echo got:$x")}
+    task.agent.call("LAUNCH_NESTED_CONTAINER", payload)
+    body = {"type": "ATTACH_CONTAINER_OUTPUT", "attach_container_output": {"container_id": cid}}
+    conn = task.connect()
+    conn.request("POST", "/api/v1", json.dumps(body).encode(), STREAM)
+    output = Session(conn, conn.getresponse())
+    assert output.response.status == 200
+    assert task.send_input(cid, [_stdin(b"abc\n"), _stdin(b"")])[0] == 200
+    assert output.output()["STDOUT"] == b"got:abc\n"
+    assert task.wait(cid)["exit_status"] == 0
+
+
 def test_kill_wait_remove(task: Task) -> None:
     cid = task.nested()
     payload = {"container_id": cid, "command": _shell("echo started; exec sleep 100")}
