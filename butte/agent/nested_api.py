@@ -157,6 +157,12 @@ class NestedApi:
             return _text(
                 400, "nested containers of nested containers are not supported (one level only)"
             )
+        if payload.resources or payload.limits:
+            return _text(
+                400,
+                "resources and limits of nested containers are not supported: they share "
+                "their parent's",
+            )
         try:
             command = parse_command(payload.command, payload.container)
             container, new = await self.nested.launch(

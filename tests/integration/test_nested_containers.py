@@ -294,6 +294,10 @@ def test_newer_container_calls_with_a_parent(task: Task) -> None:
             "LAUNCH_CONTAINER", {"container_id": {"value": "x"}, "command": _shell("true")}
         )
     assert e.value.status == 400 and "standalone" in e.value.message
+    sized = {"container_id": task.nested(), "command": _shell("true"), "resources": [{}]}
+    with pytest.raises(OperatorError) as e:
+        task.agent.call("LAUNCH_CONTAINER", sized)
+    assert e.value.status == 400 and "resources" in e.value.message
 
 
 def test_a_session_ends_its_command_when_the_client_goes(task: Task) -> None:
