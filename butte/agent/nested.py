@@ -175,7 +175,8 @@ def window_size(size: Any) -> tuple[int, int]:
         rows, columns = int(size["rows"]), int(size["columns"])
     except (TypeError, KeyError, ValueError):
         raise NestedError(400, "window_size needs integer 'rows' and 'columns'") from None
-    if not (0 < rows <= 0xFFFF and 0 < columns <= 0xFFFF):
+    # 0x0 is valid: Mesos' CLI sends it first to make the remote side redraw.
+    if not (0 <= rows <= 0xFFFF and 0 <= columns <= 0xFFFF):
         raise NestedError(400, f"window size {rows}x{columns} out of range")
     return rows, columns
 

@@ -350,7 +350,8 @@ class NestedApi:
                     )
             container = self.nested.get(cid.value, cid.parent.value if cid.parent else None)
             if not container.running:
-                return _text(409, f"container {cid.value[:80]} has ended")
+                # 500 as Mesos answers it: its CLI takes a 500 to mean "ended already".
+                return _text(500, f"container {cid.value[:80]} has ended")
             if container.input_attached:
                 return _text(409, "Multiple input connections are not allowed")
             container.input_attached = True

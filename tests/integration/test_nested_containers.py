@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from butte.cli.main import main
 from butte.client.operator import OperatorClient, OperatorError
 from butte.core.recordio import RecordIOReader
 from butte.testing.cluster import ClusterHandle, start_cluster
@@ -393,18 +394,20 @@ def _butte(task: Task, *argv: str, **kwargs: Any) -> subprocess.CompletedProcess
     )
 
 
-def test_cli_exec_prints_output_and_exits_with_the_status(task: Task) -> None:
-    done = _butte(task, "exec", task.task_id, "--", "sh", "-c", "echo out; echo err >&2; exit 5")
-    assert done.returncode == 5, done.stderr
-    assert done.stdout == b"out\n" and done.stderr == b"err\n"
+def test_cli_exec_prints_output_and_exits_with_the_status(task: Task, capfd) -> None:
+    def butte_exec(*command: str) -> int:
+        return main(["task", "exec", "--master", task.cluster.master_address, *command])
+
+    assert butte_exec(task.task_id, "--", "sh", "-c", "echo out; echo err >&2; exit 5") == 5
+    assert capfd.readouterr() == ("out\n", "err\n")
+    # Without -i the command's stdin is at its end at once.
+    assert butte_exec(task.task_id, "--", "cat") == 0
+    assert capfd.readouterr().out == ""
+    assert butte_exec(task.task_id, "--", "sh", "-c", "kill -TERM $$") == 128 + signal.SIGTERM
+    # -i forwards stdin (a process of its own: stdin is the pipe given to it).
     done = _butte(task, "exec", "-i", task.task_id, "--", "tr", "a-z", "A-Z", input=b"shout\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"SHOUT\n"
-    # Without -i the command's stdin is at its end at once.
-    done = _butte(task, "exec", task.task_id, "--", "cat")
-    assert done.returncode == 0 and done.stdout == b""
-    done = _butte(task, "exec", task.task_id, "--", "sh", "-c", "kill -TERM $$")
-    assert done.returncode == 128 + signal.SIGTERM
 
 
 def test_cli_exec_interactive_terminal(task: Task) -> None:

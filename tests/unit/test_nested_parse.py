@@ -51,7 +51,7 @@ def test_environment_user_and_tty() -> None:
         ({"value": "x"}, {"type": "DOCKER"}, "DOCKER"),
         ({"value": "x"}, {"type": "MESOS", "volumes": []}, "volumes"),
         ({"value": "x"}, {"mesos": {"image": {"type": "DOCKER"}}}, "image"),
-        ({"value": "x"}, {"tty_info": {"window_size": {"rows": 0, "columns": 80}}}, "range"),
+        ({"value": "x"}, {"tty_info": {"window_size": {"rows": -1, "columns": 80}}}, "range"),
         ({"value": "x"}, {"tty_info": {"window_size": {"rows": "a", "columns": 80}}}, "integer"),
         ({"value": "x"}, {"tty_info": "big"}, "object"),
     ],
@@ -71,6 +71,7 @@ def test_bad_container_ids(value: str) -> None:
 def test_good_ids_and_window_sizes() -> None:
     check_id("debug-1.2_x")
     assert window_size({"rows": 24, "columns": 80}) == (24, 80)
+    assert window_size({"rows": 0, "columns": 0}) == (0, 0)
     with pytest.raises(NestedError):
         window_size({"rows": 70000, "columns": 80})
 
