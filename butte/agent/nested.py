@@ -497,9 +497,10 @@ def _nspid(pid: int) -> list[str]:
 
 
 def task_process(executor_pid: int) -> int:
-    """The process whose namespaces a nested command enters: the task's pid 1 where the
-    task has a pid namespace, else a process of the container's session in a mount
-    namespace of its own, else the executor itself."""
+    """The process whose namespaces, credentials and environment a nested command takes:
+    the task's pid 1 where the task has a pid namespace, else a process of the container's
+    session in a mount namespace of its own, else the executor's first child, else the
+    executor itself."""
     members = sorted(set(session_members([executor_pid]).get(executor_pid, [])) - {executor_pid})
     own_pid_ns, own_mnt_ns = _ns_inode(executor_pid, "pid"), _ns_inode(executor_pid, "mnt")
     for pid in members:
@@ -508,7 +509,20 @@ def task_process(executor_pid: int) -> int:
     for pid in members:
         if _ns_inode(pid, "mnt") not in (None, own_mnt_ns):
             return pid
+    # No namespaces of its own: the executor's first child (its task) has the task's
+    # environment and user.
+    for pid in members:
+        if _ppid(pid) == executor_pid:
+            return pid
     return executor_pid
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _credentials(pid: int) -> tuple[int, int, list[int]]:

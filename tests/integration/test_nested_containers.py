@@ -504,3 +504,30 @@ def _nested_sandbox(task: Task, name: str) -> Path:
     found = list(Path(task.cluster.work_dir).rglob(f"runs/{task.container}/containers/{name}"))
     assert len(found) == 1, found
     return found[0]
+
+
+def test_exec_into_a_task_without_isolation(cluster: ClusterHandle, capfd) -> None:
+    """No namespaces or cgroups to enter (the agent's defaults): the command runs beside
+    the task, with its environment and in its sandbox."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "butte", "run", "--master", cluster.master_address]
+        + ["--name", "plain", "--command", "sleep 300"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        master = OperatorClient(cluster.master_address)
+        deadline = time.monotonic() + 60
+        running: list[dict[str, Any]] = []
+        while not running and time.monotonic() < deadline:
+            tasks = master.call("GET_TASKS").get("tasks", [])
+            running = [t for t in tasks if t["state"] == "TASK_RUNNING"]
+            time.sleep(0.1)
+        assert running, "the task did not start"
+        argv = ["task", "exec", "--master", cluster.master_address, running[0]["task_id"]["value"]]
+        assert main([*argv, "--", "sh", "-c", 'pwd; echo "$MESOS_SANDBOX"; exit 2']) == 2
+        here, sandbox = capfd.readouterr().out.splitlines()
+        assert here == sandbox and "/runs/" in sandbox
+    finally:
+        run.terminate()
+        run.wait(30)
