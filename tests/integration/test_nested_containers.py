@@ -2,7 +2,8 @@
 namespaces), one long-running task started with ``butte run``, and commands run inside it
 through the agent's operator API (sessions, attached input, TTYs and window sizes, kill,
 wait, remove, bad input) and through ``butte task exec`` / ``butte task attach``, the
-interactive one driven through a real pty. Needs root and cgroup v1 (as test_isolation)."""
+interactive one driven through a real pty. Needs root and cgroup v1 (as test_isolation),
+except the last test: a task without isolation, on a cluster of its own."""
 
 from __future__ import annotations
 
