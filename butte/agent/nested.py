@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("butte.agent")
 
 MAX_FINISHED = 1000
+# Running nested containers per agent: each holds a launcher process and pipes.
+MAX_RUNNING = 256
 PARENT_CHECK_INTERVAL = 1.0
 # How long output may go on after the command ended (a background child holding its
 # stdout) before the streams are closed anyway.
@@ -242,6 +244,8 @@ class NestedContainers:
             return existing, False
         executor = self.parent_executor(parent_id)
         assert executor.pid is not None
+        if sum(c.running for c in self.containers.values()) >= MAX_RUNNING:
+            raise NestedError(429, f"{MAX_RUNNING} nested containers run already on this agent")
         target = await asyncio.to_thread(task_process, executor.pid)
         sandbox = os.path.join(executor.sandbox, "containers", container_id)
         container = NestedContainer(container_id, parent_id, sandbox, command.tty, session)
