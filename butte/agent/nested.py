@@ -263,9 +263,12 @@ class NestedContainers:
     async def _start(
         self, container: NestedContainer, executor: Executor, target: int, command: Command
     ) -> None:
-        spec = await asyncio.to_thread(
-            _spec, target, executor.sandbox, container, command, self._cgroup_procs(executor)
-        )
+        try:
+            spec = await asyncio.to_thread(
+                _spec, target, executor.sandbox, container, command, self._cgroup_procs(executor)
+            )
+        except OSError as e:  # the task's processes went away meanwhile, a full disk ...
+            raise NestedError(500, f"cannot prepare the nested container: {e}") from None
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         spec["status_fd"] = status_w
         code = (

@@ -335,6 +335,9 @@ def test_bad_calls(task: Task) -> None:
         refused("LAUNCH_NESTED_CONTAINER", {"container_id": sneaky, "command": _shell("true")})[0]
         == 400
     )
+    missing = {"container_id": task.nested(), "command": {"shell": False, "value": "/no/such"}}
+    status, message = refused("LAUNCH_NESTED_CONTAINER", missing)
+    assert status == 400 and "/no/such" in message and "No such file" in message
     docker = {
         "container_id": task.nested(),
         "command": _shell("true"),
