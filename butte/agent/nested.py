@@ -101,6 +101,7 @@ class NestedContainer:
     wait_status: int | None = None
     killed: bool = False
     input_attached: bool = False
+    delivering: int = 0  # output pumps waiting for a reader to take a chunk
     message: str | None = None
 
     @property
@@ -346,8 +347,14 @@ class NestedContainers:
         pumping = asyncio.gather(*pumps)
         returncode = await process.wait()
         container.wait_status = returncode << 8 if returncode >= 0 else -returncode
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(pumping), OUTPUT_DRAIN)
+        while not pumping.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(pumping), OUTPUT_DRAIN)
+            except TimeoutError:
+                # Still handing output to slow readers: wait on. Else the pipes are held
+                # open by something the command left behind: stop reading them.
+                if not container.delivering:
+                    break
         if not pumping.done():
             pumping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -376,8 +383,12 @@ class NestedContainers:
                     return
                 with contextlib.suppress(OSError):
                     log_file.write(data)
-                for queue in list(container.readers):
-                    await queue.put((kind, data))
+                container.delivering += 1
+                try:
+                    for queue in list(container.readers):
+                        await queue.put((kind, data))
+                finally:
+                    container.delivering -= 1
 
     def _close_master(self, container: NestedContainer) -> None:
         if container.master_fd is not None:

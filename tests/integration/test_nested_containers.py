@@ -221,6 +221,13 @@ def test_a_named_user_and_the_environment(task: Task) -> None:
     assert out[2].endswith(f"/runs/{task.container}")  # a session starts in the sandbox
 
 
+def test_large_output_arrives_whole(task: Task) -> None:
+    cid = task.nested()
+    out = task.session(cid, _shell("head -c 3000000 /dev/zero | tr '\\0' x; echo end")).output()
+    assert out["STDOUT"] == b"x" * 3_000_000 + b"end\n"
+    assert (_nested_sandbox(task, cid["value"]) / "stdout").stat().st_size == 3_000_004
+
+
 def test_input_reaches_the_process(task: Task) -> None:
     cid = task.nested()
     session = task.session(cid, _shell("cat; echo done"))
