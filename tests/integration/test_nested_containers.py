@@ -345,6 +345,15 @@ def test_bad_calls(task: Task) -> None:
     missing = {"container_id": task.nested(), "command": {"shell": False, "value": "/no/such"}}
     status, message = refused("LAUNCH_NESTED_CONTAINER", missing)
     assert status == 400 and "/no/such" in message and "No such file" in message
+    session_call = {
+        "type": "LAUNCH_NESTED_CONTAINER_SESSION",
+        "launch_nested_container_session": {
+            "container_id": task.nested(),
+            "command": _shell("true"),
+        },
+    }
+    accept_json = {**json_headers, "Accept": "application/json"}
+    assert task.post(session_call, accept_json)[0] == 406  # a stream needs recordio
     docker = {
         "container_id": task.nested(),
         "command": _shell("true"),
