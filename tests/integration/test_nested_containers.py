@@ -548,6 +548,14 @@ def test_exec_into_a_task_without_isolation(cluster: ClusterHandle, capfd) -> No
         assert main([*argv, "--", "sh", "-c", 'pwd; echo "$MESOS_SANDBOX"; exit 2']) == 2
         here, sandbox = capfd.readouterr().out.splitlines()
         assert here == sandbox and "/runs/" in sandbox
+        # Nothing takes a nested command down with its task here but the agent itself.
+        agent = OperatorClient(cluster.state()["slaves"][0]["pid"].split("@")[1])
+        container = running[0]["statuses"][-1]["container_status"]["container_id"]["value"]
+        cid = {"value": "left-behind", "parent": {"value": container}}
+        agent.call("LAUNCH_NESTED_CONTAINER", {"container_id": cid, "command": _shell("sleep 300")})
     finally:
         run.terminate()
         run.wait(30)
+    result = agent.call("WAIT_NESTED_CONTAINER", {"container_id": cid})
+    assert result["state"] == "TASK_KILLED"
+    assert result["message"] == "the parent container ended"
