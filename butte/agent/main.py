@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from butte.agent import flags as agent_flags
 from butte.agent.auth_flags import auth_from_args
-from butte.agent.containerizer.image_runtime import image_options
 from butte.agent.containerizer.docker import options_from_args as docker_options
+from butte.agent.containerizer.image_runtime import image_options
 from butte.agent.containerizer.isolators import (
     IsolationOptions,
     IsolatorUnavailable,

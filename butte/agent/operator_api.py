@@ -3,7 +3,9 @@ its sandbox files.
 
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, GET_STATE, GET_CONTAINERS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS,
-GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER. Others answer 400 ("not supported"), as
+GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER, and the nested container calls of
+`butte.agent.nested_api` (launch, session, attach input/output, wait, kill, remove). Others
+answer 400 ("not supported"), as
 unknown ones do. Also ``GET /metrics/snapshot`` (``slave/*`` names, resources included),
 ``GET /metrics`` (Prometheus text), ``GET /containers`` and ``/files/*`` (`butte.agent.files`).
 
@@ -28,6 +30,14 @@ from butte.agent.containerizer.posix import session_members, signal_sessions
 from butte.agent.files import FileError, SandboxFiles
 from butte.agent.http import version_info
 from butte.agent.http_auth import state_viewer
+from butte.agent.nested_api import (
+    ACL_ACTIONS,
+    STREAMING_ANSWERS,
+    NestedApi,
+    Streaming,
+    accept_problem,
+    streaming_request,
+)
 from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Executor
 from butte.core import task_states
 from butte.core.codec import encode_json
@@ -101,6 +111,7 @@ class AgentOperatorApi:
         self.server = server
         self.files = SandboxFiles(server.options.work_dir, self._agent_id)
         self.logging = LoggingLevel()
+        self.nested = NestedApi(server)
 
     def _agent_id(self) -> str | None:
         machine = self.server.machine
@@ -127,7 +138,9 @@ class AgentOperatorApi:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def api(self, request: web.Request) -> web.Response:
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and streaming_request(request):
+            return await self.nested.attach_input(request)
         problem = _request_problem(request)
         if problem is not None:
             return problem
@@ -141,10 +154,20 @@ class AgentOperatorApi:
         problem_text = payload_problem(call)
         if problem_text:
             return _text(400, problem_text)
+        if call.type in STREAMING_ANSWERS:
+            problem = accept_problem(request)
+            if problem is not None:
+                return problem
+        if call.type in ACL_ACTIONS:
+            problem = self.nested.authorize(request, call.type)
+            if problem is not None:
+                return problem
         try:
             result = await handler(self, call)
         except FileError as e:
             return _text(e.status, e.message)
+        if isinstance(result, Streaming):
+            return await result.run(request)
         if isinstance(result, web.Response):
             return result
         if result is None:
@@ -257,6 +280,8 @@ class AgentOperatorApi:
             if c["status"]:
                 entry["container_status"] = c["status"]
             out.append(entry)
+        if call.get_containers is not None and call.get_containers.show_nested:
+            out += self.nested.containers_json(out)
         return {"containers": out}
 
     async def call_kill_container(self, call: OperatorCall) -> web.Response | None:
@@ -265,15 +290,55 @@ class AgentOperatorApi:
         number = payload.signal if payload.signal is not None else int(signal.SIGKILL)
         if number not in {int(s) for s in signal.valid_signals()} or number == 0:
             return _text(400, f"Invalid signal {number}")
+        if payload.container_id.parent is not None:
+            return await self.nested.kill(payload)
         cid = payload.container_id.value
         container = self.server.containerizer.containers.get(cid)
-        if container is None or payload.container_id.parent is not None:
+        if container is None:
             return _text(404, f"Container {cid[:80]} not found")
         if container.pid is None:
             await self.server.containerizer.destroy(cid, 0.0)
         else:
             await asyncio.to_thread(signal_sessions, [container.pid], number)
         return None
+
+    async def call_launch_nested_container(self, call: OperatorCall) -> Any:
+        return await self.nested.launch(call.launch_nested_container, session=False)
+
+    async def call_launch_container(self, call: OperatorCall) -> Any:
+        return await self.nested.launch(call.launch_container, session=False)
+
+    async def call_launch_nested_container_session(self, call: OperatorCall) -> Any:
+        return await self.nested.launch(call.launch_nested_container_session, session=True)
+
+    async def call_wait_nested_container(self, call: OperatorCall) -> Any:
+        payload = call.wait_nested_container
+        assert payload is not None
+        if payload.container_id.parent is None:
+            return _text(400, "Expecting 'container_id.parent' to be present")
+        return await self.nested.wait(payload)
+
+    async def call_wait_container(self, call: OperatorCall) -> Any:
+        return await self.nested.wait(call.wait_container)
+
+    async def call_kill_nested_container(self, call: OperatorCall) -> Any:
+        return await self.nested.kill(call.kill_nested_container)
+
+    async def call_remove_nested_container(self, call: OperatorCall) -> Any:
+        return await self.nested.remove(call.remove_nested_container)
+
+    async def call_remove_container(self, call: OperatorCall) -> Any:
+        return await self.nested.remove(call.remove_container)
+
+    async def call_attach_container_output(self, call: OperatorCall) -> Any:
+        return await self.nested.attach_output(call.attach_container_output)
+
+    async def call_attach_container_input(self, call: OperatorCall) -> web.Response:
+        return _text(
+            415,
+            "ATTACH_CONTAINER_INPUT is a streaming request: send it with Content-Type "
+            "application/recordio and Message-Content-Type application/json",
+        )
 
     # -- views -------------------------------------------------------------------------------
 
@@ -409,6 +474,16 @@ AGENT_CALLS: dict[str, CallHandler] = {
     "GET_STATE": AgentOperatorApi.call_get_state,
     "GET_CONTAINERS": AgentOperatorApi.call_get_containers,
     "KILL_CONTAINER": AgentOperatorApi.call_kill_container,
+    "LAUNCH_NESTED_CONTAINER": AgentOperatorApi.call_launch_nested_container,
+    "LAUNCH_CONTAINER": AgentOperatorApi.call_launch_container,
+    "LAUNCH_NESTED_CONTAINER_SESSION": AgentOperatorApi.call_launch_nested_container_session,
+    "WAIT_NESTED_CONTAINER": AgentOperatorApi.call_wait_nested_container,
+    "WAIT_CONTAINER": AgentOperatorApi.call_wait_container,
+    "KILL_NESTED_CONTAINER": AgentOperatorApi.call_kill_nested_container,
+    "REMOVE_NESTED_CONTAINER": AgentOperatorApi.call_remove_nested_container,
+    "REMOVE_CONTAINER": AgentOperatorApi.call_remove_container,
+    "ATTACH_CONTAINER_OUTPUT": AgentOperatorApi.call_attach_container_output,
+    "ATTACH_CONTAINER_INPUT": AgentOperatorApi.call_attach_container_input,
 }
 
 # A handler for a call type the protocol does not list (a typo) fails here, at import.

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from butte.cli import completion, maintenance, task, top
+from butte.cli import completion, maintenance, task, task_exec, top
 from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
@@ -89,7 +89,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("framework_id", metavar="FRAMEWORK_ID")
     sub.set_defaults(handler=guarded(cmd_teardown))
     _add_agent_commands(commands)
-    task.add_commands(commands)
+    task_exec.add_commands(task.add_commands(commands))
     top.add_command(commands)
     maintenance.add_command(commands)
     completion.add_command(commands)

@@ -51,8 +51,9 @@ CHUNK = 1 << 20
 FOLLOW_INTERVAL = 0.5
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    parent = commands.add_parser("task", help="one task: info, cat, tail, ls, kill")
+def add_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Adds ``task`` and its actions; returns the actions (`butte.cli.task_exec` adds more)."""
+    parent = commands.add_parser("task", help="one task: info, cat, tail, ls, kill, exec, attach")
     actions = parent.add_subparsers(dest="task_command", metavar="ACTION", required=True)
     info = actions.add_parser("info", help="details and status history of a task")
     cat = actions.add_parser("cat", help="print a file of the task's sandbox (stdout default)")
@@ -91,6 +92,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     for sub in (info, cat, tail, ls, kill):
         apply_env_defaults(sub, os.environ)
+    return actions
 
 
 # -- finding the task and its sandbox -----------------------------------------------------------

@@ -132,6 +132,19 @@ class OperatorClient:
 
     # -- transport ---------------------------------------------------------------------------
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header of the client's credentials (empty without any)."""
+        return dict(self._auth)
+
+    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """A new connection to the address, over TLS where the client uses it (for
+        streaming calls, which `request` does not serve)."""
+        host, port = self.address
+        if self._ssl is None:
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+
     def request(
         self,
         method: str,

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from butte.core.messages import ID, DecodeError, DurationInfo, Int32, Int64, JSONObject, Msg, decode
+from butte.core.messages import (
+    ID,
+    CommandInfo,
+    DecodeError,
+    DurationInfo,
+    Int32,
+    Int64,
+    JSONObject,
+    Msg,
+    decode,
+)
 
 __all__ = [
     "AGENT_CALL_TYPES",
@@ -183,6 +193,61 @@ class KillContainer(Msg, frozen=True):
     signal: Int32 | None = None
 
 
+class LaunchNestedContainer(Msg, frozen=True):
+    """LAUNCH_NESTED_CONTAINER(_SESSION) and LAUNCH_CONTAINER payloads (`butte.agent.nested`)."""
+
+    container_id: ContainerID
+    command: CommandInfo | None = None
+    container: JSONObject | None = None
+    resources: list[JSONObject] = []
+    limits: JSONObject | None = None
+
+
+class NestedContainerRef(Msg, frozen=True):
+    """WAIT/REMOVE_(NESTED_)CONTAINER, ATTACH_CONTAINER_OUTPUT and KILL_NESTED_CONTAINER."""
+
+    container_id: ContainerID
+    signal: Int32 | None = None
+
+
+class WindowSize(Msg, frozen=True):
+    rows: Int32
+    columns: Int32
+
+
+class TTYInfo(Msg, frozen=True):
+    window_size: WindowSize | None = None
+
+
+class Heartbeat(Msg, frozen=True):
+    interval: DurationInfo | None = None
+
+
+class ProcessIOControl(Msg, frozen=True):
+    type: str
+    tty_info: TTYInfo | None = None
+    heartbeat: Heartbeat | None = None
+
+
+class ProcessIOData(Msg, frozen=True):
+    type: str
+    data: str = ""  # base64 (protobuf bytes in JSON)
+
+
+class ProcessIO(Msg, frozen=True):
+    """One record of an ATTACH_CONTAINER_INPUT stream (and of output streams)."""
+
+    type: str
+    data: ProcessIOData | None = None
+    control: ProcessIOControl | None = None
+
+
+class AttachContainerInput(Msg, frozen=True):
+    type: str
+    container_id: ContainerID | None = None
+    process_io: ProcessIO | None = None
+
+
 class OperatorCall(Msg, frozen=True):
     """One operator API call (master or agent)."""
 
@@ -213,6 +278,16 @@ class OperatorCall(Msg, frozen=True):
     destroy_volumes: JSONObject | None = None
     grow_volume: JSONObject | None = None
     shrink_volume: JSONObject | None = None
+    launch_nested_container: LaunchNestedContainer | None = None
+    launch_nested_container_session: LaunchNestedContainer | None = None
+    launch_container: LaunchNestedContainer | None = None
+    wait_nested_container: NestedContainerRef | None = None
+    wait_container: NestedContainerRef | None = None
+    kill_nested_container: NestedContainerRef | None = None
+    remove_nested_container: NestedContainerRef | None = None
+    remove_container: NestedContainerRef | None = None
+    attach_container_output: NestedContainerRef | None = None
+    attach_container_input: AttachContainerInput | None = None
 
 
 # Calls whose payload field must be present (Mesos rejects them otherwise).
@@ -240,6 +315,16 @@ REQUIRED_PAYLOAD = frozenset(
         "DESTROY_VOLUMES",
         "GROW_VOLUME",
         "SHRINK_VOLUME",
+        "LAUNCH_NESTED_CONTAINER",
+        "LAUNCH_NESTED_CONTAINER_SESSION",
+        "LAUNCH_CONTAINER",
+        "WAIT_NESTED_CONTAINER",
+        "WAIT_CONTAINER",
+        "KILL_NESTED_CONTAINER",
+        "REMOVE_NESTED_CONTAINER",
+        "REMOVE_CONTAINER",
+        "ATTACH_CONTAINER_OUTPUT",
+        "ATTACH_CONTAINER_INPUT",
     }
 )
 

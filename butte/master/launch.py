@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from butte.core.container_info import container_problem, image_of
 from butte.core import docker_info
+from butte.core.container_info import container_problem, image_of
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources

@@ -809,6 +809,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             task_states.GONE_BY_OPERATOR,
             "REASON_AGENT_REMOVED_BY_OPERATOR",
         )
+
     def operator_operation(
         self, agent_id: str, kind: str, payload: dict[str, Any], principal: str | None, now: float
     ) -> list[Effect]:

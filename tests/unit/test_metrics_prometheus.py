@@ -76,7 +76,8 @@ def test_completion_scripts_are_valid_shell():
     text = script(build_parser([]), "bash")
     for word in ("agents", "tasks", "ps", "top", "teardown", "completion"):
         assert word in text
-    assert 'words="drain gone"' in text and 'words="cat info kill ls tail"' in text
+    assert 'words="drain gone"' in text and 'words="attach cat exec info kill ls tail"' in text
+    assert 'words="down schedule status up"' in text
     subprocess.run(["bash", "-n"], input=text.encode(), check=True)
     assert "bashcompinit" in script(build_parser([]), "zsh")
 

@@ -407,6 +407,7 @@ class HierarchicalDRFAllocator:
             return
         for role, quantities in reserved_quantities(total).items():
             add_into(self._consumed, role, quantities, sign)
+
     def convert_allocation(
         self,
         framework_id: str,

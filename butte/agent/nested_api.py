@@ -1,0 +1,461 @@
+"""The agent operator calls of nested containers (docs/protocol.md "Nested containers"; the
+containers themselves are `butte.agent.nested`):
+
+- LAUNCH_NESTED_CONTAINER, LAUNCH_CONTAINER (with a parent), WAIT_/KILL_/REMOVE_NESTED_CONTAINER
+  and WAIT_/KILL_/REMOVE_CONTAINER with a parent: plain JSON calls. WAIT_CONTAINER of a
+  top-level container waits for its executor's end.
+- LAUNCH_NESTED_CONTAINER_SESSION and ATTACH_CONTAINER_OUTPUT: streaming answers, RecordIO
+  (``Content-Type: application/recordio``, ``Message-Content-Type: application/json``) of
+  ProcessIO DATA records (base64 ``data``, STDOUT/STDERR; a TTY's output is all STDOUT).
+  A session's container is killed when its client goes away before it ended.
+  ATTACH_CONTAINER_OUTPUT of a top-level task container follows its sandbox's stdout and
+  stderr files from their current end until the container ends.
+- ATTACH_CONTAINER_INPUT: a streaming request, RecordIO of agent Calls; the first names the
+  container (``attach_container_input.type: CONTAINER_ID``), the others carry ProcessIO:
+  DATA STDIN (empty data: end of input), CONTROL TTY_INFO (window size), CONTROL HEARTBEAT.
+
+Authorization: `ACL_ACTIONS` names the Mesos ACL action of each call; `authorize` is where
+an authenticated principal would be checked against them (the agent has no HTTP
+authentication of its own yet, so every caller is allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from butte.agent import paths
+from butte.agent.nested import (
+    NestedContainer,
+    NestedContainers,
+    NestedError,
+    Output,
+    check_id,
+    parse_command,
+    window_size,
+)
+from butte.core.codec import encode_json
+from butte.core.messages import DecodeError
+from butte.core.operator import OperatorCall, ProcessIO, decode_call
+from butte.core.recordio import RecordIOReader
+
+if TYPE_CHECKING:
+    from butte.agent.shell_api import AgentShell
+
+RECORDIO = "application/recordio"
+JSON = "application/json"
+MAX_INPUT_RECORD = 1 << 20
+FOLLOW_INTERVAL = 0.25
+# How often a streaming answer looks whether its client is still there.
+CLIENT_CHECK = 1.0
+
+# Calls answered with a stream (`Streaming`): the request's Accept is checked first.
+STREAMING_ANSWERS = frozenset({"LAUNCH_NESTED_CONTAINER_SESSION", "ATTACH_CONTAINER_OUTPUT"})
+
+# The Mesos ACL action that guards each call (checked in `NestedApi.authorize`).
+ACL_ACTIONS: dict[str, str] = {
+    "LAUNCH_NESTED_CONTAINER": "launch_nested_containers",
+    "LAUNCH_CONTAINER": "launch_nested_containers",
+    "LAUNCH_NESTED_CONTAINER_SESSION": "launch_nested_container_sessions",
+    "ATTACH_CONTAINER_INPUT": "attach_containers_input",
+    "ATTACH_CONTAINER_OUTPUT": "attach_containers_output",
+    "KILL_NESTED_CONTAINER": "kill_nested_containers",
+    "WAIT_NESTED_CONTAINER": "wait_nested_containers",
+    "WAIT_CONTAINER": "wait_nested_containers",
+    "REMOVE_NESTED_CONTAINER": "remove_nested_containers",
+    "REMOVE_CONTAINER": "remove_nested_containers",
+}
+
+
+class Streaming:
+    """A call's answer written over time: `run` gets the request and writes the response."""
+
+    def __init__(self, run: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        self.run = run
+
+
+def _text(status: int, message: str = "") -> web.Response:
+    return web.Response(status=status, text=message)
+
+
+def process_io_record(kind: str, data: bytes) -> bytes:
+    """One RecordIO record of a ProcessIO DATA message."""
+    body = encode_json(
+        {"type": "DATA", "data": {"type": kind, "data": base64.b64encode(data).decode()}}
+    )
+    return str(len(body)).encode() + b"\n" + body
+
+
+def streaming_request(request: web.Request) -> bool:
+    ctype = request.headers.get("Content-Type", "")
+    return ctype.split(";", 1)[0].strip().lower() == RECORDIO
+
+
+def accept_problem(request: web.Request) -> web.Response | None:
+    """A streaming answer needs ``Accept`` to allow RecordIO and JSON messages."""
+    accept = request.headers.get("Accept", "")
+    kinds = [m.split(";", 1)[0].strip().lower() for m in accept.split(",") if m.strip()]
+    if kinds and not any(k in (RECORDIO, "*/*", "application/*") for k in kinds):
+        return _text(406, f"Expecting 'Accept' to allow '{RECORDIO}', got '{accept[:80]}'")
+    message_accept = request.headers.get("Message-Accept", JSON)
+    if not any(
+        m.split(";", 1)[0].strip().lower() in (JSON, "*/*", "application/*")
+        for m in message_accept.split(",")
+    ):
+        return _text(406, f"Expecting 'Message-Accept' to allow '{JSON}'")
+    return None
+
+
+class NestedApi:
+    """The calls of the module docstring, on one agent."""
+
+    def __init__(self, server: AgentShell) -> None:
+        self.server = server
+        self.nested = NestedContainers(server)
+
+    def authorize(self, request: web.Request, call_type: str) -> web.Response | None:
+        """The hook where the caller's principal is checked against the ACL action of
+        ``call_type`` (`ACL_ACTIONS`); None: allowed. The agent authenticates no HTTP
+        callers yet, so there is no principal to check and everyone is allowed."""
+        return None
+
+    def containers_json(self, parents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """GET_CONTAINERS entries (``show_nested``) of the running nested containers, with
+        the framework and executor of their parent among ``parents``."""
+        by_id = {p["container_id"]["value"]: p for p in parents}
+        out = []
+        for container in self.nested.containers.values():
+            parent = by_id.get(container.parent_id)
+            if parent is None or not container.running:
+                continue
+            entry = {k: parent[k] for k in ("framework_id", "executor_id", "executor_name")}
+            entry["container_id"] = {
+                "value": container.container_id,
+                "parent": {"value": container.parent_id},
+            }
+            if container.pid is not None:
+                entry["container_status"] = {"executor_pid": container.pid}
+            out.append(entry)
+        return out
+
+    # -- launch ------------------------------------------------------------------------------
+
+    async def launch(self, payload: Any, *, session: bool) -> web.Response | Streaming:
+        """LAUNCH_NESTED_CONTAINER(_SESSION) and LAUNCH_CONTAINER with a parent."""
+        cid = payload.container_id
+        if cid.parent is None:
+            return _text(400, "standalone containers are not supported: give 'parent'")
+        if cid.parent.parent is not None:
+            return _text(
+                400, "nested containers of nested containers are not supported (one level only)"
+            )
+        if payload.resources or payload.limits:
+            return _text(
+                400,
+                "resources and limits of nested containers are not supported: they share "
+                "their parent's",
+            )
+        try:
+            command = parse_command(payload.command, payload.container)
+            container, new = await self.nested.launch(
+                cid.value, cid.parent.value, command, session=session
+            )
+        except NestedError as e:
+            return _text(e.status, e.message)
+        if not session:
+            return _text(200) if new else _text(202, "already launched")
+        if not new:
+            return _text(409, f"container {cid.value[:80]} exists already")
+        queue = self.nested.attach_output(container)
+        return Streaming(lambda request: self._stream(request, container, queue, session=True))
+
+    # -- wait, kill, remove ------------------------------------------------------------------
+
+    def _nested(self, payload: Any) -> NestedContainer:
+        cid = payload.container_id
+        check_id(cid.value)
+        parent = cid.parent.value if cid.parent is not None else None
+        return self.nested.get(cid.value, parent)
+
+    async def wait(self, payload: Any) -> dict[str, Any] | web.Response:
+        try:
+            if payload.container_id.parent is None:
+                return await self._wait_top_level(payload.container_id.value)
+            return await self.nested.wait(self._nested(payload))
+        except NestedError as e:
+            return _text(e.status, e.message)
+
+    async def _wait_top_level(self, container_id: str) -> dict[str, Any] | web.Response:
+        containerizer = self.server.containerizer
+        container = containerizer.containers.get(container_id) if containerizer else None
+        if container is None:
+            return _text(404, f"Container {container_id[:80]} not found")
+        await container.exited.wait()
+        out: dict[str, Any] = {}
+        if container.exit_status is not None:
+            out["exit_status"] = container.exit_status
+        return out
+
+    async def kill(self, payload: Any) -> web.Response | None:
+        number = payload.signal if payload.signal is not None else int(signal.SIGKILL)
+        if number not in {int(s) for s in signal.valid_signals()} or number == 0:
+            return _text(400, f"Invalid signal {number}")
+        try:
+            container = self._nested(payload)
+        except NestedError as e:
+            return _text(e.status, e.message)
+        await asyncio.to_thread(self.nested.kill, container, number)
+        return None
+
+    async def remove(self, payload: Any) -> web.Response | None:
+        if payload.container_id.parent is None:
+            return _text(400, "only nested containers can be removed")
+        try:
+            await self.nested.remove(self._nested(payload))
+        except NestedError as e:
+            return _text(e.status, e.message)
+        return None
+
+    # -- output ------------------------------------------------------------------------------
+
+    async def attach_output(self, payload: Any) -> web.Response | Streaming:
+        cid = payload.container_id
+        try:
+            if cid.parent is None and cid.value not in self.nested.containers:
+                check_id(cid.value)
+                return self._follow_top_level(cid.value)
+            container = self._nested(payload)
+        except NestedError as e:
+            return _text(e.status, e.message)
+        queue = self.nested.attach_output(container)
+        return Streaming(lambda request: self._stream(request, container, queue, session=False))
+
+    async def _stream(
+        self,
+        request: web.Request,
+        container: NestedContainer,
+        queue: asyncio.Queue[Output],
+        *,
+        session: bool,
+    ) -> web.StreamResponse:
+        """Writes ``queue`` as ProcessIO records until the output ends; a session's
+        container is killed when the client is gone first."""
+        ended = False
+        response = _stream_response()
+        try:
+            await response.prepare(request)
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), CLIENT_CHECK)
+                except TimeoutError:
+                    if _client_gone(request):
+                        break
+                    ended = container.output_done.is_set() and queue.empty()
+                    if ended:
+                        break
+                    continue
+                if item is None:
+                    ended = True
+                    break
+                await response.write(process_io_record(*item))
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):  # the client went away mid-write
+            pass
+        finally:
+            self.nested.detach_output(container, queue)
+            if session and not ended:
+                container.message = "the session's client went away"
+                self.nested.kill(container)
+        return response
+
+    def _follow_top_level(self, container_id: str) -> web.Response | Streaming:
+        """ATTACH_CONTAINER_OUTPUT of a task's container: its sandbox files, followed."""
+        containerizer = self.server.containerizer
+        machine = self.server.machine
+        container = containerizer.containers.get(container_id) if containerizer else None
+        executor = None
+        if machine is not None:
+            executor = next(
+                (e for e in machine.executors() if e.container_id == container_id), None
+            )
+        if container is None or executor is None:
+            return _text(404, f"Container {container_id[:80]} not found")
+        sandbox = executor.sandbox
+
+        async def run(request: web.Request) -> web.StreamResponse:
+            files = {
+                "STDOUT": paths.stdout_path(sandbox),
+                "STDERR": paths.stderr_path(sandbox),
+            }
+            offsets = {kind: _size(path) for kind, path in files.items()}
+            response = _stream_response()
+            await response.prepare(request)
+            try:
+                while not _client_gone(request):
+                    done = container.exited.is_set()
+                    for kind, path in files.items():
+                        data = await asyncio.to_thread(_read_from, path, offsets[kind])
+                        if data:
+                            offsets[kind] += len(data)
+                            await response.write(process_io_record(kind, data))
+                    if done:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(container.exited.wait(), FOLLOW_INTERVAL)
+                await response.write_eof()
+            except (ConnectionError, RuntimeError):
+                pass
+            return response
+
+        return Streaming(run)
+
+    # -- input -------------------------------------------------------------------------------
+
+    async def attach_input(self, request: web.Request) -> web.StreamResponse:
+        """A streaming ATTACH_CONTAINER_INPUT request (module docstring)."""
+        message_type = request.headers.get("Message-Content-Type", "")
+        if message_type.split(";", 1)[0].strip().lower() != JSON:
+            return _text(415, f"Expecting 'Message-Content-Type' of {JSON}")
+        reader = RecordIOReader(max_record=MAX_INPUT_RECORD)
+        records: list[bytes] = []
+        try:
+            first = await _next_record(request, reader, records)
+            if first is None:
+                return _text(400, "Expecting a first record naming the container")
+            call = _input_call(first)
+            payload = call.attach_container_input
+            assert payload is not None
+            if payload.type != "CONTAINER_ID" or payload.container_id is None:
+                return _text(400, "The first record must be of type CONTAINER_ID")
+            refused = self.authorize(request, call.type)
+            if refused is not None:
+                return refused
+            cid = payload.container_id
+            check_id(cid.value)
+            if cid.parent is None and cid.value not in self.nested.containers:
+                containerizer = self.server.containerizer
+                if containerizer is not None and cid.value in containerizer.containers:
+                    return _text(
+                        400,
+                        f"container {cid.value[:80]} has no input to attach to: tasks run "
+                        "without a TTY; launch a nested container session instead",
+                    )
+            container = self.nested.get(cid.value, cid.parent.value if cid.parent else None)
+            if not container.running:
+                # 500 as Mesos answers it: its CLI takes a 500 to mean "ended already".
+                return _text(500, f"container {cid.value[:80]} has ended")
+            if container.input_attached:
+                return _text(409, "Multiple input connections are not allowed")
+            container.input_attached = True
+            try:
+                await self._feed(request, reader, records, container)
+            finally:
+                container.input_attached = False
+        except NestedError as e:
+            return _text(e.status, e.message)
+        except (ValueError, DecodeError) as e:
+            return _text(400, f"Failed to decode the input stream: {e}")
+        return _text(200)
+
+    async def _feed(
+        self,
+        request: web.Request,
+        reader: RecordIOReader,
+        records: list[bytes],
+        container: NestedContainer,
+    ) -> None:
+        """Applies input records until the client ends its stream or the container ends."""
+        while True:
+            reading = asyncio.ensure_future(_next_record(request, reader, records))
+            ended = asyncio.ensure_future(container.exited.wait())
+            await asyncio.wait((reading, ended), return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                ended.cancel()
+                return
+            ended.cancel()
+            record = reading.result()
+            if record is None:
+                return
+            call = _input_call(record)
+            payload = call.attach_container_input
+            assert payload is not None
+            if payload.type != "PROCESS_IO" or payload.process_io is None:
+                raise NestedError(400, "Expecting records of type PROCESS_IO after the first")
+            await self._apply(container, payload.process_io)
+
+    async def _apply(self, container: NestedContainer, io: ProcessIO) -> None:
+        if io.type == "DATA" and io.data is not None:
+            if io.data.type != "STDIN":
+                raise NestedError(400, f"Input data must be STDIN, not {io.data.type[:20]}")
+            try:
+                data = base64.b64decode(io.data.data, validate=True)
+            except (binascii.Error, ValueError):
+                raise NestedError(400, "Input data is not valid base64") from None
+            await self.nested.write_input(container, data)
+        elif io.type == "CONTROL" and io.control is not None:
+            control = io.control
+            if control.type == "TTY_INFO" and control.tty_info is not None:
+                size = control.tty_info.window_size
+                if size is None:
+                    raise NestedError(400, "TTY_INFO without window_size")
+                rows, columns = window_size({"rows": size.rows, "columns": size.columns})
+                self.nested.resize(container, rows, columns)
+            elif control.type != "HEARTBEAT":
+                raise NestedError(400, f"Unknown control record '{control.type[:20]}'")
+        else:
+            raise NestedError(400, f"Unknown ProcessIO record '{io.type[:20]}'")
+
+
+def _input_call(record: bytes) -> OperatorCall:
+    call = decode_call(record)
+    if call.type != "ATTACH_CONTAINER_INPUT" or call.attach_container_input is None:
+        raise NestedError(400, "Expecting ATTACH_CONTAINER_INPUT calls in the input stream")
+    return call
+
+
+async def _next_record(
+    request: web.Request, reader: RecordIOReader, records: list[bytes]
+) -> bytes | None:
+    """The next record of the request body (None at its end); ValueError if malformed."""
+    while not records:
+        chunk = await request.content.readany()
+        if not chunk:
+            return None
+        records.extend(reader.feed(chunk))
+    return records.pop(0)
+
+
+def _stream_response() -> web.StreamResponse:
+    return web.StreamResponse(
+        status=200, headers={"Content-Type": RECORDIO, "Message-Content-Type": JSON}
+    )
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(1 << 20)
+    except OSError:
+        return b""
