@@ -336,8 +336,14 @@ def test_validation_lists_offending_fields():
     } <= paths
     with pytest.raises(Invalid) as e:
         normalize_app(
-            {"id": "/x", "cmd": "c", "container": {"type": "MESOS", "docker": {"image": "busybox"}}}
+            {
+                "id": "/x",
+                "container": {"type": "DOCKER", "docker": {"image": "b", "portMappings": [{}]}},
+            }
         )
+    assert e.value.details[0]["path"] == "/container/docker/portMappings"
+    with pytest.raises(Invalid) as e:
+        normalize_app({"id": "/x", "container": {"type": "MESOS", "docker": {"image": ""}}})
     assert e.value.details[0]["path"] == "/container/docker/image"
     with pytest.raises(Invalid):
         normalize_app({"id": "/x/tasks", "cmd": "c"})
@@ -368,3 +374,56 @@ def test_revives_again_while_launches_wait_without_offers():
     assert any(isinstance(e, Revive) for e in w.step())
     assert not any(isinstance(e, Revive) for e in w.step(1))
     assert any(isinstance(e, Revive) for e in w.step(6))  # no offer came: the REVIVE was lost?
+
+
+def test_container_apps_become_mesos_container_infos():
+    """An image app needs no cmd; its TaskInfo carries the ContainerInfo the agent's
+    containerizers take (docs/docker.md, docs/containers.md)."""
+    from butte.frameworks.marathon.launch import task_info
+    from butte.frameworks.marathon.model import Instance
+
+    mesos = normalize_app(
+        {
+            "id": "/img",
+            "args": ["-c", "echo hi"],
+            "container": {
+                "type": "MESOS",
+                "docker": {"image": "busybox:1"},
+                "volumes": [{"containerPath": "/data", "hostPath": "/srv/d", "mode": "RO"}],
+            },
+        }
+    )
+    docker = normalize_app(
+        {
+            "id": "/d",
+            "container": {
+                "type": "DOCKER",
+                "docker": {"image": "nginx", "network": "NONE", "forcePullImage": True},
+            },
+        }
+    )
+    inst = Instance(
+        task_id="img.1",
+        app_id="/img",
+        version="v",
+        config_version="v",
+        agent_id="a1",
+        host="h",
+        ip="127.0.0.1",
+        attributes={},
+        ports=[],
+        staged_at=0.0,
+    )
+    task = task_info(mesos, inst, [])
+    assert task["container"] == {
+        "type": "MESOS",
+        "mesos": {"image": {"type": "DOCKER", "docker": {"name": "busybox:1"}}},
+        "volumes": [{"container_path": "/data", "host_path": "/srv/d", "mode": "RO"}],
+    }
+    assert task["command"]["shell"] is False and "value" not in task["command"]
+    assert task["command"]["arguments"] == ["-c", "echo hi"]
+    task = task_info(docker, inst, [])
+    assert task["container"]["docker"]["image"] == "nginx"
+    assert task["container"]["docker"]["network"] == "NONE"
+    assert task["container"]["docker"]["force_pull_image"] is True
+    assert task["command"] == {**task["command"], "shell": False} and "value" not in task["command"]

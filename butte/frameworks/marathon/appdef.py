@@ -4,8 +4,9 @@
 keeps (camelCase keys as Marathon renders them, every default filled in) or raises
 `Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
 answered as 422). Fields butte cannot honour are refused, never silently dropped: a
-``container`` with an image (the agent runs no images yet), HTTPS readiness checks, secrets,
-persistent volumes, IP-per-task networks, a ``user`` to switch to.
+``container`` with port mappings or persistent volumes, HTTPS readiness checks, secrets,
+IP-per-task networks, a ``user`` to switch to. A ``container`` with an image runs through the
+agent's container support (docs/docker.md, docs/containers.md).
 """
 
 from __future__ import annotations
@@ -463,32 +464,111 @@ def _unreachable(errors: _Errors, raw: Any) -> dict[str, Any] | str:
     return out
 
 
-def _container(errors: _Errors, raw: Any) -> None:
-    """Only an empty MESOS container (the same as none) is accepted: running an image needs
-    container support in the agent, which butte does not have yet."""
+_NETWORKS = ("HOST", "BRIDGE", "NONE")
+_VOLUME_MODES = ("RW", "RO")
+
+
+def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
+    """The app's ``container`` in Marathon's canonical form: ``type`` DOCKER (run by the agent's
+    Docker containerizer) or MESOS (an image run by the agent's own containerizer), the image,
+    Docker's network, parameters, ``forcePullImage`` and ``privileged``, and host-path
+    volumes. Port mappings and persistent or external volumes are refused (butte does not
+    carry them to the agent)."""
     if raw is None:
-        return
+        return None
     if not isinstance(raw, Mapping):
         errors.add("/container", "must be an object")
-        return
+        return None
     kind = raw.get("type", "DOCKER")
     if kind not in ("DOCKER", "MESOS"):
         errors.add("/container/type", "must be DOCKER or MESOS")
-        return
-    image = (
-        (raw.get("docker") or {}).get("image") if isinstance(raw.get("docker"), Mapping) else None
-    )
-    if kind == "DOCKER" or image:
-        errors.add(
-            "/container/docker/image",
-            f"{kind} containers with an image need container image support in the agent, "
-            "which butte does not provide yet; remove `container` to run cmd/args as a process",
-        )
+        return None
     for key in raw:
-        if key not in ("type", "docker") and raw[key]:
-            errors.add(
-                f"/container/{key}", "not supported (no container isolation on the agent yet)"
-            )
+        if key not in ("type", "docker", "volumes") and raw[key]:
+            errors.add(f"/container/{key}", "not supported by butte")
+    docker = raw.get("docker") or {}
+    if not isinstance(docker, Mapping):
+        errors.add("/container/docker", "must be an object")
+        return None
+    image = docker.get("image")
+    if image is None and kind == "MESOS" and not raw.get("volumes"):
+        return None  # an empty MESOS container: the same as none
+    if not isinstance(image, str) or not image.strip():
+        errors.add("/container/docker/image", "a container needs an image")
+    out: dict[str, Any] = {"type": kind, "docker": {"image": image}}
+    for key in docker:
+        if key not in ("image", "network", "parameters", "forcePullImage", "privileged"):
+            if docker[key]:
+                errors.add(f"/container/docker/{key}", "not supported by butte")
+    network = docker.get("network", "HOST")
+    if kind == "DOCKER":
+        if network not in _NETWORKS:
+            errors.add("/container/docker/network", f"must be one of {list(_NETWORKS)}")
+        params = docker.get("parameters") or []
+        if not isinstance(params, list) or not all(
+            isinstance(p, Mapping)
+            and isinstance(p.get("key"), str)
+            and isinstance(p.get("value"), str)
+            for p in params
+        ):
+            errors.add("/container/docker/parameters", "must be a list of {key, value} strings")
+            params = []
+        out["docker"].update(
+            network=network,
+            parameters=[{"key": p["key"], "value": p["value"]} for p in params],
+            forcePullImage=_bool(
+                errors, "/container/docker/forcePullImage", docker.get("forcePullImage", False)
+            ),
+            privileged=_bool(
+                errors, "/container/docker/privileged", docker.get("privileged", False)
+            ),
+        )
+    else:
+        for key in ("network", "parameters", "privileged"):
+            if docker.get(key):
+                errors.add(f"/container/docker/{key}", "only for DOCKER containers")
+    volumes = raw.get("volumes") or []
+    if not isinstance(volumes, list):
+        errors.add("/container/volumes", "must be a list")
+        volumes = []
+    out["volumes"] = []
+    for i, v in enumerate(volumes):
+        path = f"/container/volumes({i})"
+        if not isinstance(v, Mapping) or not isinstance(v.get("containerPath"), str):
+            errors.add(path, "a volume needs containerPath")
+            continue
+        if not isinstance(v.get("hostPath"), str) or set(v) - {"containerPath", "hostPath", "mode"}:
+            errors.add(path, "only host-path volumes (containerPath, hostPath, mode) are supported")
+            continue
+        mode = v.get("mode", "RW")
+        if mode not in _VOLUME_MODES:
+            errors.add(f"{path}/mode", "must be RW or RO")
+        out["volumes"].append(
+            {"containerPath": v["containerPath"], "hostPath": v["hostPath"], "mode": mode}
+        )
+    return out
+
+
+def container_info(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The Mesos ContainerInfo of a canonical ``container`` (see `_container`)."""
+    info: dict[str, Any] = {"type": container["type"]}
+    docker = container["docker"]
+    if container["type"] == "DOCKER":
+        info["docker"] = {
+            "image": docker["image"],
+            "network": docker["network"],
+            "force_pull_image": docker["forcePullImage"],
+            "privileged": docker["privileged"],
+            "parameters": docker["parameters"],
+        }
+    else:
+        info["mesos"] = {"image": {"type": "DOCKER", "docker": {"name": docker["image"]}}}
+    if container["volumes"]:
+        info["volumes"] = [
+            {"container_path": v["containerPath"], "host_path": v["hostPath"], "mode": v["mode"]}
+            for v in container["volumes"]
+        ]
+    return info
 
 
 def normalize_app(
@@ -527,8 +607,9 @@ def normalize_app(
         errors.add("/args", "must be a non-empty list of strings")
     if cmd and args:
         errors.add("/", "give either cmd or args, not both")
-    if not cmd and not args:
-        errors.add("/", "an app needs cmd or args (containers are not supported yet)")
+    container = _container(errors, raw.get("container"))
+    if not cmd and not args and container is None:
+        errors.add("/", "an app needs cmd or args, or a container with an image")
     app["cmd"] = cmd if cmd else None
     app["args"] = list(args) if args else None
     app["cpus"] = _number(errors, "/cpus", raw.get("cpus", 1.0), 0.0, MAX_SCALAR)
@@ -592,7 +673,7 @@ def normalize_app(
     app["dependencies"] = [canonical_id(d, parent) for d in deps]
     if app["id"] in app["dependencies"]:
         errors.add("/dependencies", "an app cannot depend on itself")
-    _container(errors, raw.get("container"))
+    app["container"] = container
     executor = raw.get("executor", "")
     if executor not in ("", "//cmd", None):
         errors.add("/executor", "custom executors are not supported; use the command executor")

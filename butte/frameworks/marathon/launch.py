@@ -8,6 +8,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from butte.frameworks.marathon.appdef import container_info
 from butte.frameworks.marathon.model import Instance
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -167,8 +168,13 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
     }
     if spec["cmd"]:
         command.update({"shell": True, "value": spec["cmd"]})
-    else:
+    elif spec["args"] and spec.get("container"):
+        # Docker's rule: args follow the image's entrypoint
+        command.update({"shell": False, "arguments": spec["args"]})
+    elif spec["args"]:
         command.update({"shell": False, "value": spec["args"][0], "arguments": spec["args"]})
+    else:
+        command["shell"] = False  # the image's entrypoint and cmd
     task: dict[str, Any] = {
         "name": ".".join(reversed(inst.app_id.strip("/").split("/"))),
         "task_id": {"value": inst.task_id},
@@ -177,6 +183,8 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
         "command": command,
         "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
     }
+    if spec.get("container"):
+        task["container"] = container_info(spec["container"])
     if spec["healthChecks"]:
         task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
     grace = spec.get("taskKillGracePeriodSeconds")
