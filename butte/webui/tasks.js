@@ -285,6 +285,11 @@
     return h("div", { class: "table-wrap" }, table);
   }
 
+  /** The image a task's ContainerInfo runs (DOCKER, or MESOS with a Docker image), if any. */
+  function imageOf(container) {
+    return container?.docker?.image || container?.mesos?.image?.docker?.name || null;
+  }
+
   function taskFacts(t, frameworks) {
     const last = (t.statuses || [])[t.statuses.length - 1];
     const ips = (last?.container_status?.network_infos || []).flatMap((n) => (n.ip_addresses || []).map((a) => a.ip_address));
@@ -300,6 +305,8 @@
       ["Resources", Object.entries(t.resources || {}).filter(([, v]) => v).map(([k, v]) => h("span", { class: "chip" }, `${k} ${fmt.resource(k, v)}`))],
       ["IP addresses", ips.join(", ")],
       ["Container", last?.container_status?.container_id?.value ? h("code", {}, last.container_status.container_id.value) : null],
+      ["Container type", h("span", { id: "task-container-type" }, t.container?.type || "MESOS")],
+      ["Image", imageOf(t.container) ? h("code", { id: "task-image" }, imageOf(t.container)) : null],
       ["Labels", (t.labels || []).map((l) => h("span", { class: "chip" }, `${l.key}=${l.value ?? ""}`))],
       ["Actions", B.ui.killButton(t)],
     ]);

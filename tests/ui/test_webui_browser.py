@@ -138,6 +138,9 @@ def test_task_detail_history_sandbox_and_live_tail(ui_cluster, page, screenshot)
     expect(files.locator('tr[data-file="stderr"]')).to_have_count(1)
     tail = page.locator("#tail")
     expect(tail).to_contain_text("hello-ui")
+    # a plain command task: the mesos containerizer, no image
+    expect(page.locator("#task-container-type")).to_have_text("MESOS")
+    expect(page.locator("#task-image")).to_have_count(0)
     screenshot(page, "task")
     ui_cluster.go_file.touch()  # the task now prints its second line
     expect(tail).to_contain_text("tail-works", timeout=10000)
