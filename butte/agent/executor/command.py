@@ -964,10 +964,11 @@ class Executor:
             raise
 
 
-def run_executor(environ: dict[str, str]) -> int:
-    """Runs the executor with ``environ`` until it is done; its exit status."""
+def run_executor(environ: dict[str, str], kind: type[Executor] | None = None) -> int:
+    """Runs the executor (``kind``: a subclass, e.g. the Docker executor) with ``environ``
+    until it is done; its exit status."""
     try:
-        return Executor(environ).run()
+        return (kind or Executor)(environ).run()
     except SystemExit as e:
         if isinstance(e.code, str):
             sys.stderr.write(e.code + "\n")

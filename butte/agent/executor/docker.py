@@ -365,13 +365,7 @@ class DockerExecutor(command.Executor):
 
 def run_executor(environ: dict[str, str]) -> int:
     """Runs the Docker executor with ``environ`` until it is done; its exit status."""
-    try:
-        return DockerExecutor(environ).run()
-    except SystemExit as e:
-        if isinstance(e.code, str):
-            sys.stderr.write(e.code + "\n")
-            return 1
-        return e.code or 0
+    return command.run_executor(environ, DockerExecutor)
 
 
 def main() -> int:
