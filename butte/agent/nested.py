@@ -416,7 +416,11 @@ class NestedContainers:
 
     async def write_input(self, container: NestedContainer, data: bytes) -> None:
         """Writes to the command's stdin (an empty ``data`` closes it: end of input; on a
-        pty it is the terminal's end-of-file character)."""
+        pty it is the terminal's end-of-file character). End of input to a command that has
+        ended or closed its input already is no error: the client's EOF can race its exit."""
+        closed = container.stdin is not None and container.stdin.is_closing()
+        if not data and (closed or not container.running):
+            return
         if not container.running:
             raise NestedError(409, f"container {container.container_id[:80]} has ended")
         if container.master_fd is not None:
