@@ -34,7 +34,7 @@ from common import (
     processes,
     work_dir,
 )
-from frameworks import LaunchingFramework, TaskShape
+from frameworks import LaunchingFramework, TaskShape, finish_rate
 
 AGENT_RESOURCES = "cpus:64;mem:262144;disk:100000;ports:[31000-32000]"
 ISOLATED = "cgroups/cpu,cgroups/mem,cgroups/pids,namespaces/pid"
@@ -96,15 +96,7 @@ async def _drive(master: str, tasks: int, inflight: int, timeout: float) -> tupl
         max_tasks=tasks,
         until_terminal=True,
     )
-    runner = asyncio.create_task(fw.run())
-    try:
-        await asyncio.wait_for(fw.done.wait(), timeout)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-    first = min((t - lat for t, lat in fw.stats.latencies), default=time.monotonic())
-    elapsed = time.monotonic() - first
-    return fw.stats.finished / elapsed, fw.stats.errors
+    return await finish_rate(fw, timeout), fw.stats.errors
 
 
 def run_agent_bench(

@@ -34,7 +34,7 @@ from common import (
     processes,
     work_dir,
 )
-from frameworks import LaunchingFramework, TaskShape
+from frameworks import LaunchingFramework, TaskShape, finish_rate
 
 from butte.testing.docker import DOCKER, Dockerd, dockerd
 
@@ -78,14 +78,7 @@ async def _drive(master: str, image: str, tasks: int, inflight: int) -> tuple[fl
         until_terminal=True,
         image=image,
     )
-    runner = asyncio.create_task(fw.run())
-    try:
-        await asyncio.wait_for(fw.done.wait(), 600.0)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-    first = min((t - lat for t, lat in fw.stats.latencies), default=time.monotonic())
-    return fw.stats.finished / (time.monotonic() - first), fw.stats.errors
+    return await finish_rate(fw, 600.0), fw.stats.errors
 
 
 def run_docker_bench(tasks: int, inflight: int) -> dict:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common import BUTTE, Master, Process, exit_on_sigterm, free_port, processes, work_dir
-from frameworks import LaunchingFramework, TaskShape
+from frameworks import LaunchingFramework, TaskShape, finish_rate
 
 from butte.agent.containerizer import linux
 from butte.agent.containerizer.image_runtime import launch_plan
@@ -82,15 +82,8 @@ async def _drive(master: str, name: str, image: str | None, tasks: int, inflight
             failed.append(status.get("message", ""))
 
     fw.on_update = on_update
-    runner = asyncio.create_task(fw.run())
-    try:
-        await asyncio.wait_for(fw.done.wait(), 600)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-    first = min((t - lat for t, lat in fw.stats.latencies), default=time.monotonic())
     return {
-        "rate": fw.stats.finished / (time.monotonic() - first),
+        "rate": await finish_rate(fw, 600),
         "finished": fw.stats.finished,
         "failed": failed,
     }

@@ -237,3 +237,16 @@ class LaunchingFramework:
                 if self._inflight == 0:
                     self.done.set()
             self._pump()
+
+
+async def finish_rate(fw: LaunchingFramework, timeout: float) -> float:
+    """Runs ``fw`` until its tasks are done (``until_terminal``) and returns the tasks it
+    finished per second, from the first launch to now."""
+    runner = asyncio.create_task(fw.run())
+    try:
+        await asyncio.wait_for(fw.done.wait(), timeout)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    first = min((t - lat for t, lat in fw.stats.latencies), default=time.monotonic())
+    return fw.stats.finished / (time.monotonic() - first)
