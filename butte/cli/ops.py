@@ -2,7 +2,8 @@
 
 ``agents``, ``frameworks``, ``tasks`` (alias ``ps``), ``task info|cat|tail|ls``
 (`butte.cli.task`), ``roles``, ``state``, ``top`` (`butte.cli.top`), ``teardown FW``,
-``agent gone|drain AGENT``, ``maintenance ...`` (`butte.cli.maintenance`) and
+``agent gone|drain AGENT``, ``maintenance ...`` (`butte.cli.maintenance`), ``reservations``,
+``reserve``, ``unreserve``, ``volumes``, ``volume create|destroy`` (`butte.cli.reservations`) and
 ``completion bash|zsh`` (`butte.cli.completion`).
 
 Every one talks to the master named by ``--master`` (or ``BUTTE_MASTER``; default
@@ -19,7 +20,7 @@ from typing import Any
 
 from rich.table import Table
 
-from butte.cli import completion, maintenance, task, task_exec, top
+from butte.cli import completion, maintenance, reservations, task, task_exec, top
 from butte.cli.common import CliError, apply_env_defaults
 from butte.cli.output import (
     NOT_FOUND,
@@ -92,6 +93,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     task_exec.add_commands(task.add_commands(commands))
     top.add_command(commands)
     maintenance.add_command(commands)
+    reservations.add_commands(commands)
     completion.add_command(commands)
 
 
