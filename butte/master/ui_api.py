@@ -17,7 +17,9 @@ cluster size without stalling the master:
 * ``GET /master/ui/changes``: the change summaries the pages refresh on
   (`butte.master.ui_feed`);
 * ``GET /master/ui/task-usage?task_id=<id>&task_id=...``: what running tasks really use,
-  from their agents (`butte.master.task_usage`).
+  from their agents (`butte.master.task_usage`);
+* ``GET /master/ui/agent-resources?agent_id=<id>``: one agent's reservations and persistent
+  volumes and what holds them (`butte.master.ui_reservations`).
 
 The shell owns one `UiApi`; it calls `sample` every `history.SAMPLE_SECONDS` while leading.
 """
@@ -29,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from butte.master import browse, history, state_json, task_listing, task_usage, view_acls
+from butte.master import (
+    browse,
+    history,
+    state_json,
+    task_listing,
+    task_usage,
+    ui_reservations,
+    view_acls,
+)
 from butte.master.http import json_reply, text_reply
 from butte.master.ui_feed import ChangeFeed
 
@@ -65,6 +75,7 @@ class UiApi:
         router.add("/ui/roles", self.roles)
         router.add("/ui/changes", self.feed.serve)
         router.add("/ui/task-usage", self.task_usage)
+        router.add("/ui/agent-resources", self.agent_resources)
 
     def sample(self) -> None:
         """Takes one utilisation sample (the shell's timer calls this)."""
@@ -171,3 +182,24 @@ class UiApi:
         if len(ids) > task_usage.MAX_TASKS:
             return text_reply(400, f"At most {task_usage.MAX_TASKS} 'task_id's at once")
         return json_reply(await task_usage.task_usage(self.machine, ids))
+
+    async def agent_resources(self, request: web.Request) -> web.StreamResponse:
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        agent_id = request.query.get("agent_id")
+        if not agent_id:
+            return text_reply(400, "Expecting 'agent_id' to be present")
+        view = self._viewer(request)
+
+        def may_view(kind: str, framework_id: str) -> bool:
+            if view is None:
+                return True
+            if kind == "task":
+                return view.task({"framework_id": framework_id})
+            return view.executor({}, framework_id)
+
+        answer = ui_reservations.agent_resources(self.machine, agent_id, may_view)
+        if answer is None:
+            return text_reply(404, f"No agent found with ID {agent_id[:255]}")
+        return json_reply(answer)

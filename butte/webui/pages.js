@@ -296,7 +296,7 @@
     B.replace(ctx.el, header("Agent", h("code", {}, id)), error, body);
     ctx.live(
       async () => {
-        const doc = await B.get(`/master/slaves?slave_id=${encodeURIComponent(id)}`);
+        const [doc, held] = await Promise.all([B.get(`/master/slaves?slave_id=${encodeURIComponent(id)}`), B.reservations.fetch(id).catch(() => null)]);
         const a = (doc.slaves || [])[0];
         if (!a) {
           B.replace(body, h("p", { class: "error" }, `No agent ${id} is registered.`));
@@ -336,6 +336,7 @@
               h("tbody", {}, rows),
             ),
           ),
+          held ? B.reservations.cards(held) : null,
         );
       },
       { topics: ["agent"], pollMs: 5000, minGapMs: 2000, errorEl: error, filter: (_, change) => B.touches(change, [id]) },
@@ -507,7 +508,7 @@
         amount("allocated", "mem"),
         amount("allocated", "disk"),
         { key: "offered", label: "Offered", value: (r) => r.offered?.cpus || 0, render: (r) => `${resourceText(r.offered, "cpus")} cpus · ${resourceText(r.offered, "mem")}` },
-        { key: "reserved", label: "Reserved", value: (r) => r.reserved?.cpus || 0, render: (r) => `${resourceText(r.reserved, "cpus")} cpus · ${resourceText(r.reserved, "mem")}` },
+        { key: "reserved", label: "Reserved", value: (r) => r.reserved?.cpus || 0, render: (r) => `${resourceText(r.reserved, "cpus")} cpus · ${resourceText(r.reserved, "mem")} · disk ${resourceText(r.reserved, "disk")}` },
         quotaColumn("guarantee", "Quota guarantee"),
         quotaColumn("limit", "Quota limit"),
         quotaColumn("consumed", "Quota consumed"),
