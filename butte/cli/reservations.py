@@ -487,7 +487,8 @@ def cmd_volume_destroy(args: argparse.Namespace) -> int:
         raise CliError(f"agent {args.agent_id} has no volume '{args.volume_id}'", NOT_FOUND)
     if len(found) > 1:
         roles = ", ".join(r["role"] for r in found)
-        raise CliError(f"volume '{args.volume_id}' exists for roles {roles}: give --role", 2)
+        message = f"volume '{args.volume_id}' exists for roles {roles}: give --role"
+        raise CliError(message, NOT_FOUND)
     items = [found[0]["resource"]]
     _operate(args, "DESTROY_VOLUMES", "volumes", items)
     text = f"Destroyed volume {args.volume_id} on agent {args.agent_id}"

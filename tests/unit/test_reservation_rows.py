@@ -124,3 +124,26 @@ def test_command_line_pieces():
             cli.json_resources(bad)
     placed = cli.on_stack(Resources.scalars(cpus=1), DB)
     assert placed == Resources({("cpus", DB, None): 1000})
+
+
+def test_the_ui_view_of_one_agent_from_the_master_core():
+    from master_kit import Harness, command_task, launch_body
+
+    from butte.master import ui_reservations
+
+    h = Harness()
+    agent_id = h.register_agent(resources="cpus:2;mem:512;cpus(db):1;mem(db):128")
+    fid, stream = h.subscribe(roles=["db"], capabilities=[{"type": "MULTI_ROLE"}])
+    h.allocate()
+    [offer] = h.offers(stream)
+    task = command_task("t1", offer, "cpus(db):1;mem(db):64")
+    for r in task["resources"]:
+        r["allocation_info"] = {"role": "db"}
+    assert h.call(fid, stream, launch_body(offer, task)).status == 202
+    view = ui_reservations.agent_resources(h.master, agent_id)
+    assert view is not None
+    [row] = view["reservations"]
+    assert (row["role"], row["used"], row["used_by"]) == ("db", "cpus:1;mem:64", ["t1"])
+    hidden = ui_reservations.agent_resources(h.master, agent_id, lambda kind, f: f != fid)
+    assert hidden is not None and hidden["reservations"][0]["used_by"] == ["(hidden)"]
+    assert ui_reservations.agent_resources(h.master, "nope") is None
