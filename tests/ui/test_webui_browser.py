@@ -86,7 +86,7 @@ def test_agents_table_lists_and_filters_agents(ui_cluster, page, screenshot):
     expect(rows.first).to_have_attribute("data-agent", agents[1])
     rows.first.locator("a").first.click()
     expect(page.locator("h1")).to_have_text("Agent")
-    expect(page.locator("table.data")).to_contain_text("cpus")
+    expect(page.locator("table.data.compact")).to_contain_text("cpus")
     screenshot(page, "agent")
 
 
