@@ -159,3 +159,47 @@ def test_bad_input_is_refused_and_changes_nothing(cluster):
     assert total(cluster) == before
     completion = ok(butte(cluster, "completion", "bash"))
     assert "reservations" in completion and "volume)" in completion and "--refine" in completion
+
+
+def test_authenticated_master_and_acls(tmp_path):
+    """The principal the CLI authenticates as makes the reservation; the master's 401 and
+    403 (``--acls`` reserve_resources) come back as one line and exit 1."""
+    secrets = {"ops": "ops-Secret-1", "intern": "intern-Secret-2"}
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{p} {s}\n" for p, s in secrets.items()))
+    acls = {
+        "reserve_resources": [
+            {"principals": {"values": ["ops"]}, "roles": {"type": "ANY"}},
+            {"principals": {"type": "ANY"}, "roles": {"type": "NONE"}},
+        ]
+    }
+    flags = [
+        "--authenticate_http_readwrite",
+        f"--credentials={creds}",
+        f"--acls={json.dumps(acls)}",
+    ]
+    with start_cluster(tmp_path / "c", master_flags=flags, http_auth=("ops", secrets["ops"])) as c:
+        aid = c.state()["slaves"][0]["id"]
+
+        def as_(principal: str | None, *args: str) -> subprocess.CompletedProcess:
+            env = {**os.environ, "BUTTE_MASTER": c.master_address, "COLUMNS": "250"}
+            env.pop("BUTTE_PRINCIPAL", None)
+            env.pop("BUTTE_SECRET", None)
+            if principal is not None:
+                env |= {"BUTTE_PRINCIPAL": principal, "BUTTE_SECRET": secrets[principal]}
+            return subprocess.run(
+                [sys.executable, "-m", "butte", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+
+        reserve = ("reserve", aid, "cpus:1", "--role", "db")
+        assert "401" in refused(as_(None, *reserve), 1)
+        message = refused(as_("intern", *reserve), 1)
+        assert "403" in message and "Not authorized" in message
+        ok(as_("ops", *reserve))
+        [row] = json.loads(ok(as_("ops", "reservations", "--json")))
+        assert (row["role"], row["principal"]) == ("db", "ops")
+        ok(as_("ops", "unreserve", aid, "cpus:1", "--role", "db"))
