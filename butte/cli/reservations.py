@@ -139,7 +139,7 @@ def _operation_flags(sub: argparse.ArgumentParser) -> None:
     _principal_is_also(sub, "the new reservation's principal")
     sub.add_argument("agent_id", metavar="AGENT_ID")
     sub.add_argument("resources", metavar="RESOURCES")
-    sub.add_argument("--role", help="the role (required unless RESOURCES is JSON)")
+    sub.add_argument("--role", help="the role (with RESOURCES as text; JSON names its own)")
     sub.add_argument(
         "--label",
         action="append",
@@ -290,10 +290,18 @@ def plain_amounts(text: str) -> Resources:
     return amounts
 
 
-def json_resources(text: str) -> list[dict[str, Any]] | None:
-    """RESOURCES given as a JSON list (checked to be one), or None for the text form."""
+def json_resources(
+    text: str, args: argparse.Namespace | None = None
+) -> list[dict[str, Any]] | None:
+    """RESOURCES given as a JSON list (checked to be one), or None for the text form. The
+    flags that build a reservation from the text form are refused with JSON (``args``),
+    rather than ignored."""
     if not text.lstrip().startswith("["):
         return None
+    for flag in ("role", "label", "refine", "reserved_by"):
+        if args is not None and getattr(args, flag, None):
+            name = "--" + flag.replace("_", "-")
+            raise CliError(f"{name} goes with RESOURCES as text; JSON resources say it all", 2)
     try:
         items = json.loads(text)
     except ValueError as e:
@@ -392,7 +400,7 @@ def _done(args: argparse.Namespace, what: str, items: list[dict[str, Any]], text
 
 
 def cmd_reserve(args: argparse.Namespace) -> int:
-    items = json_resources(args.resources)
+    items = json_resources(args.resources, args)
     if items is None:
         role = _check_role(args.role)
         amounts = plain_amounts(args.resources)
@@ -413,7 +421,7 @@ def cmd_reserve(args: argparse.Namespace) -> int:
 
 
 def cmd_unreserve(args: argparse.Namespace) -> int:
-    items = json_resources(args.resources)
+    items = json_resources(args.resources, args)
     if items is None:
         role = _check_role(args.role)
         amounts = plain_amounts(args.resources)

@@ -148,6 +148,8 @@ def test_bad_input_is_refused_and_changes_nothing(cluster):
     # JSON passed as is: the master's reason for a malformed resource
     message = refused(butte(cluster, "reserve", aid, '[{"name": "cpus"}]'), 1)
     assert "400" in message
+    json_and_role = ("reserve", aid, '[{"name": "cpus"}]', "--role", "db")
+    assert "--role goes with RESOURCES as text" in refused(butte(cluster, *json_and_role), 2)
     refused(butte(cluster, "unreserve", aid, "cpus:1", "--role", "nobody"), 1)
     message = refused(butte(cluster, "unreserve", aid, "cpus:1", "--role", "eng"), 1)
     assert "static reservations cannot be undone" in message and "400" in message
