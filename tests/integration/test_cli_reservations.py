@@ -205,3 +205,33 @@ def test_authenticated_master_and_acls(tmp_path):
         [row] = json.loads(ok(as_("ops", "reservations", "--json")))
         assert (row["role"], row["principal"]) == ("db", "ops")
         ok(as_("ops", "unreserve", aid, "cpus:1", "--role", "db"))
+
+
+def test_volume_on_a_path_disk_takes_its_source(tmp_path):
+    """``volume create`` finds the reservation's disk source on the agent (a PATH disk
+    statically reserved for ``db``) and the volume is made there."""
+    root = tmp_path / "ssd"
+    root.mkdir()
+    disk = {
+        "name": "disk",
+        "type": "SCALAR",
+        "scalar": {"value": 500},
+        "role": "db",
+        "disk": {"source": {"type": "PATH", "path": {"root": str(root)}}},
+    }
+    plain = [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 1024}},
+    ]
+    with start_cluster(tmp_path / "c", resources=json.dumps([*plain, disk])) as c:
+        aid = c.state()["slaves"][0]["id"]
+        create = ("volume", "create", aid, "--role", "db", "--size", "100", "--id", "fast")
+        ok(butte(c, *create, "--container-path", "data"))
+        [vol] = listed(c, "volumes")
+        assert (vol["source"], vol["root"], vol["size"]) == ("PATH", str(root), 100)
+        assert f"PATH {root}" in ok(butte(c, "volumes"))
+        made = root / "volumes" / "roles" / "db" / "fast"
+        # the agent makes and removes the directory once the master's update reaches it
+        wait_for(made.is_dir, 30, "the volume's directory on the PATH disk")
+        ok(butte(c, "volume", "destroy", aid, "fast"))
+        wait_for(lambda: not made.exists(), 30, "the volume's directory removed")
