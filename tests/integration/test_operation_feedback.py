@@ -29,3 +29,24 @@ def test_unacknowledged_operation_status_survives_a_standalone_master_restart(cl
             cluster.agents[0].work_dir,
         )
     )
+
+
+@pytest.mark.timeout(180)
+def test_the_agent_reports_its_checkpointed_operation_after_both_crash(cluster):
+    """The master and the agent crash together: the restarted agent reads the operation back
+    from its checkpoint and reports it to the restarted master."""
+
+    def crash_both() -> None:
+        cluster.master.kill()
+        cluster.agents[0].kill()
+        cluster.master.restart()
+        cluster.agents[0].restart()
+
+    asyncio.run(
+        reserve_fail_over_and_acknowledge(
+            cluster.master_address,
+            crash_both,
+            lambda: cluster.master_url,
+            cluster.agents[0].work_dir,
+        )
+    )
