@@ -28,6 +28,7 @@ from butte.agent.effects import (
     CheckpointAgent,
     CheckpointExecutor,
     CheckpointFramework,
+    CheckpointOperations,
     CheckpointPid,
     CheckpointResources,
     CheckpointTask,
@@ -37,6 +38,7 @@ from butte.agent.effects import (
 from butte.agent.placement import spread_subdirectories
 from butte.agent.records import COMMAND, CUSTOM, DEFAULT
 from butte.agent.recovery import RecoveredRun, RecoveredState, RecoveredTask
+from butte.core import internal
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 
 log = logging.getLogger("butte.agent")
@@ -207,6 +209,10 @@ class CheckpointWriter:
     def _write(self, effect: Checkpoint, touched: set[str]) -> None:
         if isinstance(effect, CheckpointAgent):
             self._agent(effect, touched)
+            return
+        if isinstance(effect, CheckpointOperations):
+            path = paths.operations_info_path(self.work_dir)
+            self._put(path, _encoder.encode(effect.operations), touched)
             return
         if isinstance(effect, CheckpointResources):
             path = paths.resources_info_path(self.work_dir)
@@ -395,6 +401,23 @@ def checkpointed_resources(work_dir: str) -> list[dict] | None:
     if not isinstance(data, list):
         raise ValueError(f"{paths.resources_info_path(work_dir)} is not a JSON list")
     return data
+
+
+def checkpointed_operations(work_dir: str) -> list[internal.OperationReport]:
+    """The operations awaiting acknowledgement that the agent checkpointed (none if the file
+    is missing). Raises ValueError if it cannot be read as such."""
+    path = paths.operations_info_path(work_dir)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return []
+    try:
+        return msgspec.json.decode(raw, type=list[internal.OperationReport], strict=False)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def checkpointed_agent_id(work_dir: str) -> str | None:

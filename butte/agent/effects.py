@@ -172,9 +172,18 @@ class CheckpointResources:
     emptied: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointOperations:
+    """The operations awaiting acknowledgement, the whole list
+    (``meta/operations/operations.info``, replaced atomically)."""
+
+    operations: list[dict[str, Any]]
+
+
 Checkpoint = (
     CheckpointAgent
     | CheckpointResources
+    | CheckpointOperations
     | CheckpointFramework
     | CheckpointExecutor
     | CheckpointPid

@@ -35,6 +35,7 @@ from butte.agent.core import AgentConfig
 from butte.agent.effects import (
     CheckpointAgent,
     CheckpointFramework,
+    CheckpointOperations,
     CheckpointPid,
     CheckpointResources,
     CloseExecutorStream,
@@ -52,6 +53,7 @@ from butte.agent.launching import (
     exit_message,
     shutdown_grace_period,
 )
+from butte.agent.operation_updates import OperationStatusBook
 from butte.agent.records import (
     COMMAND,
     FRAMEWORK_TERMINATING,
@@ -81,6 +83,7 @@ REPORT_COMMAND_EXECUTOR_EXITS = False
 _STREAM_TIMER = "stream"
 _REGISTRATION_TIMER = REGISTRATION_TIMER
 _SHUTDOWN_TIMER = "shutdown"
+_OPERATION_TIMER = "operation"
 
 
 def _new_container_id() -> str:
@@ -125,6 +128,11 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         self._checkpointed_agent_id: str | None = None
         # Custom executor exits seen while not registered: reported at the next registration.
         self._unreported_exits: list[internal.ExecutorExited] = []
+        # Offer operations with an id awaiting acknowledgement (butte.agent.operation_updates).
+        self.operation_book = OperationStatusBook(
+            config.status_update_retry_interval_min, config.status_update_retry_interval_max
+        )
+        self._operation_timer: float | None = None
         self._master_handlers: dict[type, Callable[[Any, float], list[Effect]]] = {
             internal.AgentRegistered: self._registered,
             internal.AgentReregistered: self._registered,
@@ -139,6 +147,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             internal.UpdateFramework: self._update_framework,
             internal.ShutdownAgent: self._shutdown_agent,
             internal.CheckpointResources: self._checkpoint_resources,
+            internal.ApplyOperation: self._apply_operation,
+            internal.OperationStatusAck: self._operation_status_ack,
         }
 
     def recover_resources(self, resources: list[dict[str, Any]]) -> None:
@@ -172,6 +182,44 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
                 emptied=tuple(sorted(gone & roots)),
             )
         ]
+
+    # -- operation status updates (butte.agent.operation_updates) -------------------------------
+
+    def recover_operations(self, reports: list[internal.OperationReport]) -> None:
+        """The operations checkpointed before a restart: reported at re-registration."""
+        self.operation_book.recover(reports)
+
+    def _apply_operation(self, msg: internal.ApplyOperation, now: float) -> list[Effect]:
+        """The master applied an operation with an id here: kept, and its status resent
+        until acknowledged."""
+        if not self.operation_book.add(msg.operation, now):
+            return []
+        self._arm_operation_retry()
+        return [self._checkpoint_operations()]
+
+    def _operation_status_ack(self, msg: internal.OperationStatusAck, now: float) -> list[Effect]:
+        book = self.operation_book
+        if not book.acknowledge(msg.framework_id.value, msg.operation_id.value, msg.uuid):
+            return []
+        return [self._checkpoint_operations()]
+
+    def _checkpoint_operations(self) -> CheckpointOperations:
+        reports = self.operation_book.reports()
+        return CheckpointOperations([msgspec.to_builtins(r) for r in reports])
+
+    def _arm_operation_retry(self) -> None:
+        when = self.operation_book.next_deadline()
+        if when is not None and (self._operation_timer is None or when < self._operation_timer):
+            self._operation_timer = when
+            self._push_timer(when, _OPERATION_TIMER, when)
+
+    def _resend_operations(self, now: float) -> list[Effect]:
+        self._operation_timer = None
+        due = self.operation_book.due(now)
+        self._arm_operation_retry()
+        if not self.registered:
+            return []  # the registration reports them all
+        return [SendToMaster(internal.OperationStatusUpdate(operation=r)) for r in due]
 
     def disk_space(self, problem: str | None, now: float) -> list[Effect]:
         """The work dir's free space went under (``problem`` says how) or back over the
@@ -213,6 +261,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             frameworks=[fw.info for fw in self.frameworks.values()],
             executors=executors,
             tasks=tasks,
+            operations=self.operation_book.reports() if self.agent_id is not None else [],
         )
 
     def agent_info(self) -> internal.AgentInfo:
@@ -260,6 +309,10 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             self._checkpointed_agent_id = self.agent_id
             info = msgspec.to_builtins(self.agent_info())
             effects.append(CheckpointAgent(self.agent_id, info))
+        if self.operation_book.keep_agent(self.agent_id):
+            effects.append(self._checkpoint_operations())
+        self.operation_book.rearm(now)
+        self._arm_operation_retry()
         for exited in self._unreported_exits:
             effects.append(SendToMaster(exited))
         self._unreported_exits.clear()
@@ -648,6 +701,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
                     effects += self._flush(stream, now)
             elif kind == _REGISTRATION_TIMER:
                 effects += self._registration_timeout(key, now)
+            elif kind == _OPERATION_TIMER and key == self._operation_timer:
+                effects += self._resend_operations(now)
             elif kind == _SHUTDOWN_TIMER:
                 ex = self.containers.get(key)
                 deadline = ex.shutdown_deadline if ex is not None else None

@@ -129,6 +129,12 @@ def meta_dir(work_dir: str) -> str:
     return os.path.join(work_dir, "meta")
 
 
+def operations_info_path(work_dir: str) -> str:
+    """``meta/operations/operations.info``: offer operations with an id whose status the
+    framework has not acknowledged (`butte.agent.operation_updates`)."""
+    return os.path.join(meta_dir(work_dir), "operations", "operations.info")
+
+
 def resources_info_path(work_dir: str) -> str:
     """``meta/resources/resources.info``: the total after RESERVE, CREATE, ... (it outlives
     the agent id, as Mesos' checkpointed resources do)."""

@@ -307,6 +307,7 @@ class AgentServer:
             ssl_context=self.options.master_tls,
         )
         self._recover_resources(work_dir)
+        self._recover_operations(work_dir)
         await self._recover(work_dir)
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
@@ -336,6 +337,18 @@ class AgentServer:
             )
         self._core.recover_resources(saved)
         log.info("recovered checkpointed resources %s", total.to_text())
+
+    def _recover_operations(self, work_dir: str) -> None:
+        """The offer operations whose status the framework had not acknowledged: reported
+        when the agent re-registers (an unreadable file is a checkpoint problem: the agent
+        does not start, as for its other checkpoints)."""
+        try:
+            reports = checkpoint.checkpointed_operations(work_dir)
+        except ValueError as e:
+            raise AgentResourcesMismatch(f"unusable checkpointed operations: {e}") from None
+        if reports:
+            self._core.recover_operations(reports)
+            log.info("recovered %d unacknowledged operation status(es)", len(reports))
 
     async def _start_docker(self) -> None:
         """Offers the docker containerizer if it is asked for and its daemon answers."""

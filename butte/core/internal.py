@@ -20,6 +20,14 @@ Flow::
                           <----------------- PING
       PONG -------------------------------->
                           <----------------- CHECKPOINT_RESOURCES {total}  (after RESERVE...)
+                          <----------------- APPLY_OPERATION {operation}  (one with an id)
+      OPERATION_STATUS_UPDATE {operation} ->  (retried until acknowledged; forwarded)
+                          <----------------- OPERATION_STATUS_ACK {operation_id, uuid}
+
+Offer operations with an id that the master applied on the agent are kept (checkpointed) by
+the agent until the framework acknowledges their status, and reported in every
+re-registration, so a new master rebuilds its operation records from them (as Mesos' agents
+report their operations).
 """
 
 from __future__ import annotations
@@ -73,6 +81,33 @@ class Task(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     user: str | None = None
 
 
+class OperationReport(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """An offer operation with an id applied on the agent, as the agent keeps and reports it
+    (Mesos ``Operation``): the framework's info (a new master may not know the framework
+    yet), the ``Offer.Operation`` and its statuses, the last one not yet acknowledged."""
+
+    framework: FrameworkInfo
+    info: JSONObject
+    statuses: list[JSONObject]
+
+    @property
+    def framework_id(self) -> str:
+        return self.framework.id.value if self.framework.id is not None else ""
+
+    @property
+    def operation_id(self) -> str:
+        op_id = self.info.get("id")
+        value = op_id.get("value") if isinstance(op_id, dict) else None
+        return value if isinstance(value, str) else ""
+
+    @property
+    def uuid(self) -> str | None:
+        """The uuid of the latest status (the one awaiting acknowledgement)."""
+        raw = self.statuses[-1].get("uuid") if self.statuses else None
+        value = raw.get("value") if isinstance(raw, dict) else None
+        return value if isinstance(value, str) else None
+
+
 class _AgentMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="type"):
     """Base of messages sent by an agent."""
 
@@ -85,6 +120,8 @@ class RegisterAgent(_AgentMessage, frozen=True, tag="REGISTER_AGENT"):
     frameworks: list[FrameworkInfo] = []
     executors: list[ExecutorInfo] = []
     tasks: list[Task] = []
+    # Operations whose latest status the framework has not acknowledged (re-registration).
+    operations: list[OperationReport] = []
 
 
 class StatusUpdate(_AgentMessage, frozen=True, tag="STATUS_UPDATE"):
@@ -118,8 +155,21 @@ class UnregisterAgent(_AgentMessage, frozen=True, tag="UNREGISTER_AGENT"):
     """The agent is shutting down for good (its tasks are gone)."""
 
 
+class OperationStatusUpdate(_AgentMessage, frozen=True, tag="OPERATION_STATUS_UPDATE"):
+    """An operation status not yet acknowledged, sent again (backing off) until the master
+    relays the framework's acknowledgement; the master forwards it to the framework."""
+
+    operation: OperationReport
+
+
 AgentMessage = (
-    RegisterAgent | StatusUpdate | Pong | ExecutorExited | ExecutorToFramework | (UnregisterAgent)
+    RegisterAgent
+    | StatusUpdate
+    | Pong
+    | ExecutorExited
+    | ExecutorToFramework
+    | UnregisterAgent
+    | OperationStatusUpdate
 )
 
 
@@ -209,6 +259,22 @@ class CheckpointResources(_MasterMessage, frozen=True, tag="CHECKPOINT_RESOURCES
     resources: list[JSONObject]
 
 
+class ApplyOperation(_MasterMessage, frozen=True, tag="APPLY_OPERATION"):
+    """An offer operation with an id the master applied here (its CHECKPOINT_RESOURCES came
+    first) and the status the framework was sent: the agent keeps it until the framework
+    acknowledges that status, resending it meanwhile (Mesos' operation status updates)."""
+
+    operation: OperationReport
+
+
+class OperationStatusAck(_MasterMessage, frozen=True, tag="OPERATION_STATUS_ACK"):
+    """The framework acknowledged the operation's status ``uuid``: the agent forgets it."""
+
+    framework_id: ID
+    operation_id: ID
+    uuid: str
+
+
 MasterMessage = (
     AgentRegistered
     | AgentReregistered
@@ -223,6 +289,8 @@ MasterMessage = (
     | UpdateFramework
     | ShutdownAgent
     | CheckpointResources
+    | ApplyOperation
+    | OperationStatusAck
 )
 
 _agent_decoder = msgspec.json.Decoder(AgentMessage, strict=False)

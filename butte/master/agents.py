@@ -21,7 +21,7 @@ from butte.coord.interface import (
 from butte.core import internal, resource_ops, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
-from butte.master import operator_views, views
+from butte.master import operation_feedback, operator_views, views
 from butte.master.core import MasterCore
 from butte.master.effects import CloseAgentConnection, OperatorEvent, SendToAgent
 from butte.master.launch import resources_from_json
@@ -85,6 +85,12 @@ class AgentEvents(MasterCore):
                 },
             )
 
+    def _operation_status_update(
+        self, agent: Agent, msg: internal.OperationStatusUpdate, now: float
+    ) -> None:
+        """An agent resends an unacknowledged operation status: to the framework."""
+        operation_feedback.adopt(self, agent, [msg.operation], self._recover_framework, now)
+
     def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
         self._registry_write(RemoveAgent(agent.agent_id))
         self._remove_agent(
@@ -143,6 +149,7 @@ class AgentEvents(MasterCore):
         total = self._authoritative_total(agent_id, agent, total)
         if total != reported:
             info = msgspec.structs.replace(info, resources=total.to_json("post"))
+        known = agent is not None
         if agent is None:
             if agent_id in self.recovering_agents:
                 self.recovering_agents.discard(agent_id)  # the registry lists it already
@@ -162,6 +169,10 @@ class AgentEvents(MasterCore):
             # The agent missed operations (or lost its checkpoint of them): the master's
             # view wins, as Mesos' does for checkpointed resources.
             self._send_agent(agent, internal.CheckpointResources(resources=total.to_json("post")))
+        # Operations the agent kept: records rebuilt, unacknowledged statuses sent again.
+        kept = operation_feedback.adopt(self, agent, msg.operations, self._recover_framework, now)
+        if known:
+            operation_feedback.resend_missing(self, agent, kept)
         self._shut_down_removed_frameworks(agent, msg)
 
     def _authoritative_total(
@@ -652,6 +663,7 @@ AGENT_MESSAGES: dict[type, AgentMessageHandler] = {
     internal.ExecutorExited: AgentEvents._executor_exited,
     internal.ExecutorToFramework: AgentEvents._executor_message,
     internal.UnregisterAgent: AgentEvents._unregister_agent,
+    internal.OperationStatusUpdate: AgentEvents._operation_status_update,
 }
 
 # A message type of the protocol without a handler fails here, at import.

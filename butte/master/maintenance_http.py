@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.maintenance_view import schedule_for, status_for
 from butte.master.shell_api import MasterShell
 
 MAX_BODY = 16 * 1024 * 1024
@@ -41,8 +42,11 @@ MAINTENANCE_ACTIONS = {
 
 def maintenance_acl_checks(call_type: str, call: Any) -> list[tuple[str, str | None]]:
     """(ACL action, object) pairs a maintenance operator call must pass: one per machine
-    it names (None for the read-only calls)."""
+    it names. The read-only calls pass none: their answers are filtered instead
+    (`butte.master.maintenance_view`)."""
     acl = MAINTENANCE_ACTIONS[call_type]
+    if call_type in ("GET_MAINTENANCE_SCHEDULE", "GET_MAINTENANCE_STATUS"):
+        return []
     names: list[str] = []
     if call_type == "UPDATE_MAINTENANCE_SCHEDULE":
         payload = call.update_maintenance_schedule or {}
@@ -109,20 +113,21 @@ class MaintenanceEndpoints:
         self.server.apply(effects)
         return None
 
-    def schedule_json(self) -> dict[str, Any]:
-        return self.machine.maintenance.schedule_json()
+    def schedule_json(self, principal: str | None) -> dict[str, Any]:
+        """The schedule, with the machines ``principal`` may see (``--acls``)."""
+        return schedule_for(self.server.acls, principal, self.machine.maintenance.schedule_json())
 
-    def status_json(self) -> dict[str, Any]:
-        return self.machine.maintenance_status(self.server.clock.now())
+    def status_json(self, principal: str | None) -> dict[str, Any]:
+        """The maintenance status, with the machines ``principal`` may see (``--acls``)."""
+        status = self.machine.maintenance_status(self.server.clock.now())
+        return status_for(self.server.acls, principal, status)
 
     # -- legacy endpoints --------------------------------------------------------------------
 
     async def schedule(self, request: web.Request) -> web.StreamResponse:
         principal = request.get("principal")
         if request.method == "GET":
-            if self.forbidden("get_maintenance_schedules", principal, [None]):
-                return text_reply(403, "Forbidden: may not view the maintenance schedule")
-            return json_reply(self.schedule_json(), jsonp=request.query.get("jsonp"))
+            return json_reply(self.schedule_json(principal), jsonp=request.query.get("jsonp"))
         if request.method != "POST":
             return text_reply(405, "Expecting 'GET' or 'POST'", {"Allow": "GET, POST"})
         body = await _json_body(request)
@@ -133,9 +138,8 @@ class MaintenanceEndpoints:
     async def status(self, request: web.Request) -> web.StreamResponse:
         if request.method != "GET":
             return text_reply(405, "Expecting 'GET'", {"Allow": "GET"})
-        if self.forbidden("get_maintenance_statuses", request.get("principal"), [None]):
-            return text_reply(403, "Forbidden: may not view the maintenance status")
-        return json_reply(self.status_json(), jsonp=request.query.get("jsonp"))
+        status = self.status_json(request.get("principal"))
+        return json_reply(status, jsonp=request.query.get("jsonp"))
 
     async def machine_down(self, request: web.Request) -> web.StreamResponse:
         return await self._machines(request, "down")

@@ -25,7 +25,7 @@ from butte.core import internal, resource_ops, task_states
 from butte.core.messages import Operation
 from butte.core.resource_ops import Conversion, OperationError
 from butte.core.resources import Resources
-from butte.master import views
+from butte.master import operation_feedback, views
 from butte.master.core import MasterCore
 from butte.master.state import Agent, Framework, OperationRecord
 
@@ -175,6 +175,8 @@ class OperationEvents(MasterCore):
         )
         self._apply_to_agent(agent, conversion)
         self._operation_status(fw, op, agent.agent_id, FINISHED, "", conversion.converted, now)
+        if op.id is not None:  # the agent keeps it until acknowledged (operation_feedback)
+            operation_feedback.send_to_agent(self, agent, fw, fw.operations[op.id.value])
 
     def _operation_status(
         self,
@@ -236,6 +238,7 @@ class OperationEvents(MasterCore):
         if record is None or record.unacknowledged != status_uuid:
             return None  # a stale or repeated acknowledgement is harmless
         record.unacknowledged = None
+        operation_feedback.acknowledged(self, record, status_uuid)
         if record.statuses[-1]["state"] in TERMINAL:
             del fw.operations[op_id]
         return None
@@ -244,8 +247,9 @@ class OperationEvents(MasterCore):
         self, fw: Framework, payload: dict[str, Any], now: float
     ) -> str | None:
         """Answers the latest state of each operation named (every known one when none is):
-        without uuid, as Mesos answers reconciliation; OPERATION_UNKNOWN for one it does
-        not know."""
+        without uuid, as Mesos answers reconciliation; for one it does not know,
+        OPERATION_RECOVERING, _UNREACHABLE, _GONE_BY_OPERATOR or _UNKNOWN by the state of the
+        agent named (`operation_feedback.unknown_state`)."""
         wanted = payload.get("operations") or []
         if not isinstance(wanted, list):
             return "'reconcile_operations.operations' must be a list"
@@ -262,9 +266,7 @@ class OperationEvents(MasterCore):
             if record is not None:
                 status = {k: v for k, v in record.statuses[-1].items() if k != "uuid"}
             else:
-                status = {"operation_id": {"value": op_id}, "state": "OPERATION_UNKNOWN"}
-                if agent_id is not None:
-                    status["agent_id"] = views.value(agent_id)
+                status = operation_feedback.reconcile_status(self, op_id, agent_id)
             self._send_framework(
                 fw,
                 {"type": "UPDATE_OPERATION_STATUS", "update_operation_status": {"status": status}},

@@ -234,10 +234,10 @@ class OperatorApi:
         return self.quota.remove(call.remove_quota.role, _PRINCIPAL.get())
 
     async def call_get_maintenance_status(self, call: OperatorCall) -> Answer:
-        return {"status": self.maintenance.status_json()}
+        return {"status": self.maintenance.status_json(_PRINCIPAL.get())}
 
     async def call_get_maintenance_schedule(self, call: OperatorCall) -> Answer:
-        return {"schedule": self.maintenance.schedule_json()}
+        return {"schedule": self.maintenance.schedule_json(_PRINCIPAL.get())}
 
     async def call_update_maintenance_schedule(self, call: OperatorCall) -> Answer:
         payload = call.update_maintenance_schedule
