@@ -178,9 +178,12 @@ def test_without_checkpointing_an_agent_sigkill_kills_the_tasks(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await master.run_task("nc", f"echo $$ > {pid_file}; exec sleep 60")
         pid = await pid_of(pid_file)
+        launcher = _launcher_pid(tmp_path / "work")
         await agent.kill()
         # As the command executor of a framework that does not checkpoint would.
         await wait_for(lambda: process_gone(pid), "task killed with its agent gone")
+        # Nothing is left for a next agent: the launcher goes too.
+        await wait_for(lambda: process_gone(launcher), "the launcher exits")
 
     run_scenario(tmp_path, scenario)
 

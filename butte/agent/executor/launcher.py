@@ -191,9 +191,15 @@ class Launcher:
         self.poller.unregister(client.fileno())
         client.close()
         self.alone_since = time.monotonic()
-        for task in self.tasks.values():
-            if task.exit is None and not task.checkpoint:
+        for task in list(self.tasks.values()):
+            if task.checkpoint:
+                continue
+            # No agent recovers a framework that does not checkpoint: kill, then forget.
+            task.claimed = False
+            if task.exit is None:
                 self._signal(task, _signal.SIGKILL)
+            else:
+                del self.tasks[task.id]
 
     def _read(self) -> None:
         assert self.client is not None
