@@ -71,6 +71,13 @@ def test_plain_task_runs_without_an_executor_and_reports_like_one(tmp_path):
         box = sandbox(tmp_path, "t1")
         assert (box / "stdout").read_text() == "out\n"
         assert (box / "stderr").read_text() == "err\n"
+        # The task gets default signal dispositions (the launcher ignores some itself).
+        await master.run_task("sig", "grep -E '^Sig(Ign|Blk)' /proc/self/status")
+        await wait_for(lambda: "TASK_FINISHED" in master.states("sig"), "sig finished")
+        masks = (sandbox(tmp_path, "sig") / "stdout").read_text().split()
+        # Signals 1-31 (32 and up are the C library's own).
+        assert masks[0::2] == ["SigBlk:", "SigIgn:"], masks
+        assert all(int(mask, 16) & 0x7FFFFFFF == 0 for mask in masks[1::2]), masks
         await master.run_task("t2", "true")
         await wait_for(lambda: "TASK_FINISHED" in master.states("t2"), "TASK_FINISHED")
         finished = master.updates("t2")[-1]

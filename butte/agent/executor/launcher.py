@@ -48,8 +48,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# Python ignores these; a task gets the default dispositions back.
-_DEFAULT_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT)
+# Python and the launcher ignore these; a task gets the default dispositions back.
+_DEFAULT_SIGNALS = (
+    _signal.SIGPIPE,
+    _signal.SIGXFSZ,
+    _signal.SIGTERM,
+    _signal.SIGINT,
+    _signal.SIGHUP,
+)
 SEND_TIMEOUT = 30.0  # an agent that reads nothing for this long is dropped
 FIRST_CONNECT_TIMEOUT = 30.0  # the agent that started us connects within this
 
