@@ -16,6 +16,7 @@ import test_isolation as iso
 from test_agent_process import (
     AID,
     FID,
+    FRAMEWORK,
     AgentProcess,
     FakeMaster,
     process_gone,
@@ -78,6 +79,19 @@ def test_plain_task_runs_without_an_executor_and_reports_like_one(tmp_path):
         # Signals 1-31 (32 and up are the C library's own).
         assert masks[0::2] == ["SigBlk:", "SigIgn:"], masks
         assert all(int(mask, 16) & 0x7FFFFFFF == 0 for mask in masks[1::2]), masks
+        # A program that cannot be started fails the container's launch, with the reason.
+        bad = {
+            "name": "bad",
+            "task_id": {"value": "bad"},
+            "agent_id": {"value": AID},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+            "command": {"shell": False, "value": "/nonexistent/program", "arguments": ["x"]},
+        }
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": bad})
+        await wait_for(lambda: "TASK_FAILED" in master.states("bad"), "bad failed")
+        failed = master.updates("bad")[-1]
+        assert failed["reason"] == "REASON_CONTAINER_LAUNCH_FAILED", failed
+        assert "/nonexistent/program" in failed["message"], failed
         await master.run_task("t2", "true")
         await wait_for(lambda: "TASK_FINISHED" in master.states("t2"), "TASK_FINISHED")
         finished = master.updates("t2")[-1]
