@@ -139,7 +139,7 @@ class StreamBound:
     the old one it would have been lost with its connection, as it is now."""
 
     effect: SendToExecutor | CloseExecutorStream
-    stream: ExecutorStream | None
+    stream: ExecutorStream | LaunchedExecutor | None
 
 
 # The executor API (butte.agent.http), the one thing served over plain HTTP with TLS on.
@@ -223,7 +223,8 @@ class AgentServer:
         self.master_link: MasterLink | None = None
         # Follows the leading master when --master is zk://... (None: a fixed address).
         self.detector: LeaderDetector | None = None
-        self.streams: dict[str, ExecutorStream] = {}
+        # Executors' SUBSCRIBE streams; an in-agent command executor is its own stream.
+        self.streams: dict[str, ExecutorStream | LaunchedExecutor] = {}
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
         # The HTTP listener (plain or TLS) and its --max_connections gate.
@@ -405,7 +406,7 @@ class AgentServer:
         old = self.streams.get(reply.container_id)
         if old is not None and old is not executor:
             old.close()
-        self.streams[reply.container_id] = executor  # type: ignore[assignment]
+        self.streams[reply.container_id] = executor
         self.apply(reply.effects)
         return True
 
