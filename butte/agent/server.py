@@ -377,9 +377,11 @@ class AgentServer:
             task = next(iter(ex.tasks.values()))
             claimed.append(container_id)
             executor = self._new_launched(ex, task.info)
-            executor.resume(pid, status, status is not None)
             if status is not None:
+                # First: a limit it went over (read from its cgroups as it ends) is then
+                # known before its end is reported.
                 self.containerizer.launcher_exited(container_id, status)
+            executor.resume(pid, status, status is not None)
         self.containerizer.launcher.claim(claimed)
         self._launcher_snapshot = {}
 

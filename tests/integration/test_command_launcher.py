@@ -275,3 +275,27 @@ def test_cgroups_and_pid_namespace_hold_for_launcher_tasks(tmp_path, cgroups_roo
 
     isolation = "cgroups/cpu,cgroups/mem,cgroups/pids,namespaces/pid"
     run_scenario(tmp_path, scenario, agent_flags=iso.flags(cgroups_root, isolation))
+
+
+def test_an_oom_while_the_agent_is_down_is_reported_as_the_memory_limitation(
+    tmp_path, cgroups_root
+):
+    go, pid_file = tmp_path / "go", tmp_path / "pid"
+    hog = f"echo $$ > {pid_file}; while [ ! -e {go} ]; do sleep 0.05; done; "
+    hog += "head -c 600000000 /dev/zero | tail > /dev/null"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await iso.run_task(master, "oom", hog, framework=CHECKPOINTING)
+        await wait_for(lambda: "TASK_RUNNING" in master.states("oom"), "running")
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        go.touch()
+        await wait_for(lambda: process_gone(pid), "the task killed by the OOM killer", 30)
+        await agent.start()
+        status = await wait_for(lambda: iso.terminal(master, "oom"), "its end", 30)
+        assert status["state"] == "TASK_FAILED", status
+        assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY", status
+        assert "Memory limit exceeded" in status["message"]
+
+    flags = (*iso.flags(cgroups_root, "cgroups/mem"), *fixed_port())
+    run_scenario(tmp_path, scenario, agent_flags=flags)
