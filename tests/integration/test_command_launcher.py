@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_isolation as iso
@@ -299,3 +300,72 @@ def test_an_oom_while_the_agent_is_down_is_reported_as_the_memory_limitation(
 
     flags = (*iso.flags(cgroups_root, "cgroups/mem"), *fixed_port())
     run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def test_the_launcher_process_protocol(tmp_path):
+    """The launcher on its own: launch, signal, exit report, a bad line, a new connection's
+    snapshot, claim (the unclaimed killed), stop."""
+    import json
+    import socket
+    import subprocess
+
+    from butte.agent.server import launcher_argv
+
+    path = str(tmp_path / "launcher.sock")
+    proc = subprocess.Popen([*launcher_argv(), path, "60"], start_new_session=True)
+
+    def connect() -> tuple[socket.socket, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            sock = socket.socket(socket.AF_UNIX)
+            try:
+                sock.connect(path)
+                break
+            except OSError:
+                sock.close()
+                assert time.monotonic() < deadline, "the launcher never listened"
+                time.sleep(0.02)
+        sock.settimeout(10)
+        return sock, sock.makefile("rb")
+
+    def launch(sock: socket.socket, task_id: str, command: str) -> None:
+        box = tmp_path / task_id
+        request = {
+            "op": "launch",
+            "id": task_id,
+            "sandbox": str(box),
+            "program": "/bin/sh",
+            "argv": ["sh", "-c", command],
+            "search": False,
+            "env": {"PATH": "/usr/bin:/bin"},
+            "checkpoint": True,
+        }
+        sock.sendall(json.dumps(request).encode() + b"\n")
+
+    try:
+        sock, lines = connect()
+        assert json.loads(lines.readline()) == {"snapshot": []}
+        sock.sendall(b"not json\n")  # logged and ignored
+        launch(sock, "a", "echo hi; exec sleep 60")
+        launch(sock, "b", "exec sleep 60")
+        started = {m["id"]: m["pid"] for m in (json.loads(lines.readline()) for _ in "ab")}
+        assert (tmp_path / "a" / "stdout").exists()
+        assert os.getsid(started["a"]) == started["a"]  # a session of its own
+        sock.sendall(json.dumps({"op": "signal", "id": "a", "signal": 15}).encode() + b"\n")
+        assert json.loads(lines.readline()) == {"id": "a", "exit": signal.SIGTERM}
+        sock.close()
+        # A new agent: what runs and what ended, then it claims only "a".
+        sock, lines = connect()
+        snapshot = {t["id"]: t for t in json.loads(lines.readline())["snapshot"]}
+        assert snapshot["a"]["exit"] == signal.SIGTERM and "exit" not in snapshot["b"]
+        sock.sendall(json.dumps({"op": "claim", "ids": ["a"]}).encode() + b"\n")
+        deadline = time.monotonic() + 10
+        while not process_gone(started["b"]):
+            assert time.monotonic() < deadline, "the unclaimed task was not killed"
+            time.sleep(0.02)
+        sock.sendall(json.dumps({"op": "stop"}).encode() + b"\n")
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

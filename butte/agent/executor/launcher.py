@@ -153,8 +153,11 @@ class Launcher:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        self.listener.bind(path)
-        os.chmod(path, 0o600)
+        mask = os.umask(0o177)  # only the agent's user may connect, from the start
+        try:
+            self.listener.bind(path)
+        finally:
+            os.umask(mask)
         self.listener.listen(8)
         self.poller.register(self.listener.fileno(), select.EPOLLIN)
         self.poller.register(self.wake_read, select.EPOLLIN)
@@ -225,8 +228,12 @@ class Launcher:
                 return
             line = bytes(self.buffer[:end])
             del self.buffer[: end + 1]
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 self._handle(lite.loads(line))
+            except (ValueError, KeyError, TypeError) as e:  # a bad request must not stop us
+                sys.stderr.write(f"launcher: bad request {line[:200]!r}: {e!r}\n")
 
     def _handle(self, request: dict[str, Any]) -> None:
         op = request.get("op")
