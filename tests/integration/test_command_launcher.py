@@ -93,6 +93,12 @@ def test_plain_task_runs_without_an_executor_and_reports_like_one(tmp_path):
         failed = master.updates("bad")[-1]
         assert failed["reason"] == "REASON_CONTAINER_LAUNCH_FAILED", failed
         assert "/nonexistent/program" in failed["message"], failed
+        # What the task leaves behind in its process group ends with it.
+        left = tmp_path / "left"
+        await master.run_task("bg", f"sleep 100 & echo $! > {left}; exit 0")
+        await wait_for(lambda: "TASK_FINISHED" in master.states("bg"), "bg finished")
+        leftover = await pid_of(left)
+        await wait_for(lambda: process_gone(leftover), "the leftover killed")
         await master.run_task("t2", "true")
         await wait_for(lambda: "TASK_FINISHED" in master.states("t2"), "TASK_FINISHED")
         finished = master.updates("t2")[-1]

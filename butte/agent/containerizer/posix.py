@@ -554,10 +554,13 @@ class PosixContainerizer:
         container.exited.set()
         self.containers.pop(container.container_id, None)
         assert container.pid is not None
-        # Whatever the executor left in its own process group goes with it. After an abnormal
-        # exit its tasks may live on in other groups of the session: sweep the session too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(container.pid, signal.SIGKILL)
+        # Whatever the executor left in its own process group goes with it (the launcher
+        # does that for its tasks before it reaps them, while their pids are still theirs).
+        # After an abnormal exit its tasks may live on in other groups of the session:
+        # sweep the session too.
+        if not container.launcher:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(container.pid, signal.SIGKILL)
         if status is None or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             self._spawn(asyncio.to_thread(signal_sessions, [container.pid], signal.SIGKILL))
         if container.setup is not None and self.isolation is not None:

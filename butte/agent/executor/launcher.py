@@ -345,12 +345,18 @@ class Launcher:
     def _reap(self) -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if ended is None:
                 return
+            pid = ended.si_pid
             task = self.by_pid.pop(pid, None)
+            if task is not None:
+                # Still a zombie, so its pid cannot have been reused: what is left of the
+                # task's process group goes with it (as the built-in executor does).
+                self._signal(task, _signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
             if task is None:
                 continue
             task.exit = status
