@@ -8,8 +8,9 @@ flight, reaped with ``os.wait``. The figure is the ratio of the two (target >= 0
 
 ``--isolation`` runs the agent with those isolators (under a cgroups root of its own); the
 target of ``cgroups/cpu,cgroups/mem,cgroups/pids,namespaces/pid`` is >= 0.25 (row 6b). The
-CPU each process used per task is printed: the agent, the executor zygote, and the executors
-with their tasks (reaped by the zygote, so counted in its children's time).
+CPU each process used per task is printed: the agent, its helper processes (the executor
+zygote and the command launcher), and the executors and tasks they reaped (counted in their
+children's time; plain command tasks run under the launcher without an executor process).
 
     .venv/bin/python bench/bench_agent.py [--tasks 2000] [--inflight 64] [--isolation ...]
 """
@@ -48,10 +49,10 @@ def _stat(pid: int) -> list[str]:
 
 
 def cpu_breakdown(agent_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the agent, its executor zygote, and what the zygote reaped
+    """CPU seconds so far of the agent, its zygote and command launcher, and what they reaped
     (executors and, through them, their tasks)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = {"agent": 0.0, "zygote": 0.0, "executors+tasks": 0.0}
+    out = {"agent": 0.0, "zygote+launcher": 0.0, "executors+tasks": 0.0}
     fields = _stat(agent_pid)
     if fields:
         out["agent"] = (int(fields[11]) + int(fields[12])) / tick
@@ -64,7 +65,7 @@ def cpu_breakdown(agent_pid: int) -> dict[str, float]:
     for child in children:
         fields = _stat(child)
         if fields:
-            out["zygote"] += (int(fields[11]) + int(fields[12])) / tick
+            out["zygote+launcher"] += (int(fields[11]) + int(fields[12])) / tick
             out["executors+tasks"] += (int(fields[13]) + int(fields[14])) / tick
     return out
 

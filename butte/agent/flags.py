@@ -247,6 +247,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "Python interpreter per executor)",
     )
     add(
+        "--command_launcher",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        help="run plain command tasks through one long-lived launcher process, without a "
+        "command executor process per task (false: an executor process each)",
+    )
+    add(
         "--http_command_executor",
         type=boolean,
         nargs="?",

@@ -62,6 +62,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         zk_session_timeout=args.zk_session_timeout,
         executor_environment=args.executor_environment_variables,
         executor_zygote=args.executor_zygote,
+        command_launcher=args.command_launcher,
         recover=args.recover,
         executor_reregistration_timeout=args.executor_reregistration_timeout,
         recovery_timeout=args.recovery_timeout,

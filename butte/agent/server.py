@@ -47,6 +47,7 @@ from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
+from butte.agent.containerizer.launcher import LauncherClient, LauncherUnavailable
 from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.containerizer.posix import (
     PosixContainerizer,
@@ -68,6 +69,8 @@ from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
 from butte.agent.launch_events import scalar_totals
+from butte.agent.launched import LaunchedExecutor, direct_task
+from butte.agent.launching import shutdown_grace_period
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import COMMAND, CUSTOM, RUNNING, TERMINATED, Executor
@@ -78,7 +81,7 @@ from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
-from butte.core.messages import ExecutorCall
+from butte.core.messages import ExecutorCall, to_builtins
 from butte.core.resources import Attribute, Resources, parse_resources
 from butte.core.tls_listener import TlsListen, plain_paths_only
 
@@ -118,6 +121,12 @@ def zygote_argv() -> tuple[str, ...]:
     return _fast_python("butte.agent.executor.zygote")
 
 
+def launcher_argv() -> tuple[str, ...]:
+    """How the agent starts the command launcher (its socket path and recovery timeout
+    follow)."""
+    return _fast_python("butte.agent.executor.launcher")
+
+
 class AgentResourcesMismatch(Exception):
     """The checkpointed total (reservations, volumes) was not made of ``--resources``."""
 
@@ -130,7 +139,7 @@ class StreamBound:
     the old one it would have been lost with its connection, as it is now."""
 
     effect: SendToExecutor | CloseExecutorStream
-    stream: ExecutorStream | None
+    stream: ExecutorStream | LaunchedExecutor | None
 
 
 # The executor API (butte.agent.http), the one thing served over plain HTTP with TLS on.
@@ -159,6 +168,9 @@ class AgentOptions:
     executor_environment: Mapping[str, str] | None = None
     # Fork built-in executors from a pre-started zygote instead of starting interpreters.
     executor_zygote: bool = True
+    # Run plain command tasks through the command launcher, without an executor process
+    # each (docs/design.md "The command launcher").
+    command_launcher: bool = True
     # reconnect: recover checkpointed executors; cleanup: kill them and start a new agent.
     recover: str = "reconnect"
     executor_reregistration_timeout: float = 2.0
@@ -211,7 +223,8 @@ class AgentServer:
         self.master_link: MasterLink | None = None
         # Follows the leading master when --master is zk://... (None: a fixed address).
         self.detector: LeaderDetector | None = None
-        self.streams: dict[str, ExecutorStream] = {}
+        # Executors' SUBSCRIBE streams; an in-agent command executor is its own stream.
+        self.streams: dict[str, ExecutorStream | LaunchedExecutor] = {}
         self.exit_code = 0
         self._runner: web.AppRunner | None = None
         # The HTTP listener (plain or TLS) and its --max_connections gate.
@@ -238,6 +251,10 @@ class AgentServer:
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
         self.recovery_problems: list[str] = []
+        # The in-agent command executors of tasks the command launcher runs, by container.
+        self.launched: dict[str, LaunchedExecutor] = {}
+        # What the launcher reported at start-up: container id -> (pid, exit status).
+        self._launcher_snapshot: dict[str, tuple[int, int | None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -308,7 +325,12 @@ class AgentServer:
         )
         self._recover_resources(work_dir)
         self._recover_operations(work_dir)
+        launcher = self._connect_launcher(loop, work_dir)
         await self._recover(work_dir)
+        if launcher is not None:
+            self.containerizer.launcher = launcher
+            launcher.attach()
+            self._resume_launched()
         await self.containerizer.start()
         self._link_task = asyncio.create_task(self.master_link.run())
         self._gc_task = asyncio.create_task(self._collect_garbage())
@@ -316,6 +338,98 @@ class AgentServer:
         if self.options.log_rotation is not None:
             self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
+
+    def _connect_launcher(
+        self, loop: asyncio.AbstractEventLoop, work_dir: str
+    ) -> LauncherClient | None:
+        """Reaches the command launcher (one a previous run left, or a new one) and keeps
+        what it runs and ran for the recovery. None: not used, or it could not start."""
+        if not self.options.command_launcher:
+            return None
+        containerizer = self.containerizer
+        assert containerizer is not None
+        client = LauncherClient(
+            loop,
+            launcher_argv(),
+            os.path.abspath(work_dir),
+            self.options.recovery_timeout,
+            on_started=containerizer.launcher_started,
+            on_failed=containerizer.launcher_failed,
+            on_exited=containerizer.launcher_exited,
+            on_lost=containerizer.launcher_lost,
+        )
+        try:
+            self._launcher_snapshot = client.connect()
+        except (LauncherUnavailable, OSError) as e:
+            log.error("not using the command launcher: %s", e)
+            return None
+        return client
+
+    def _resume_launched(self) -> None:
+        """Hands the recovered launcher tasks to in-agent executors, which re-subscribe
+        and report what happened while the agent was away; the launcher kills the rest."""
+        assert self.containerizer is not None and self.containerizer.launcher is not None
+        core, claimed = self._core, []
+        for container_id, (pid, status) in self._launcher_snapshot.items():
+            ex = core.containers.get(container_id)
+            container = self.containerizer.containers.get(container_id)
+            if ex is None or container is None or not container.launcher:
+                continue
+            task = next(iter(ex.tasks.values()))
+            claimed.append(container_id)
+            executor = self._new_launched(ex, task.info)
+            if status is not None:
+                # First: a limit it went over (read from its cgroups as it ends) is then
+                # known before its end is reported.
+                self.containerizer.launcher_exited(container_id, status)
+            executor.resume(pid, status, status is not None)
+        self.containerizer.launcher.claim(claimed)
+        self._launcher_snapshot = {}
+
+    def _new_launched(self, ex: Executor, task: Any) -> LaunchedExecutor:
+        executor = LaunchedExecutor(
+            self,
+            asyncio.get_running_loop(),
+            ex.container_id,
+            ex.framework_id,
+            ex.id,
+            task,
+            shutdown_grace_period(ex.info, self.options.executor_shutdown_grace_period),
+        )
+        self.launched[ex.container_id] = executor
+        return executor
+
+    # -- the in-agent command executors' needs (butte.agent.launched.LaunchedShell) --------
+
+    def subscribe_launched(self, executor: LaunchedExecutor, call: ExecutorCall) -> bool:
+        """SUBSCRIBE of an in-agent executor: it becomes the container's stream."""
+        reply = self.executor_call(call)
+        if reply.status != 200 or reply.container_id is None:
+            return False
+        old = self.streams.get(reply.container_id)
+        if old is not None and old is not executor:
+            old.close()
+        self.streams[reply.container_id] = executor
+        self.apply(reply.effects)
+        return True
+
+    def launcher_signal(self, container_id: str, number: int) -> None:
+        containerizer = self.containerizer
+        if containerizer is not None and containerizer.launcher is not None:
+            containerizer.launcher.signal(container_id, number)
+
+    def launched_task_state(self, container_id: str, task_id: str) -> str | None:
+        ex = self._core.containers.get(container_id)
+        task = ex.tasks.get(task_id) if ex is not None else None
+        return task.state if task is not None else None
+
+    def launched_done(self, container_id: str) -> None:
+        """An in-agent executor is done: its container ends as an executor exiting 0."""
+        self.launched.pop(container_id, None)
+        containerizer = self.containerizer
+        if containerizer is not None and containerizer.launcher is not None:
+            containerizer.launcher.forget(container_id)
+        self.apply(self._core.container_exited(container_id, 0, self.now()))
 
     def _recover_resources(self, work_dir: str) -> None:
         """Starts from the total the master last checkpointed here (dynamic reservations,
@@ -487,6 +601,10 @@ class AgentServer:
                 log.warning("checkpoint: %s", problem)
             leader_pids = set(leaders.values())
             for run in state.runs:
+                if run.container_id in self._launcher_snapshot:
+                    # The launcher runs (or ran) its task: running or ended, it is recovered.
+                    run.pid = self._launcher_snapshot[run.container_id][0]
+                    continue
                 pid = leaders.get(run.container_id)
                 if pid is None and run.pid not in leader_pids and run.pid is not None:
                     # The executor may have left its sandbox: trust the checkpointed pid if
@@ -524,6 +642,11 @@ class AgentServer:
         adopted: set[int] = set()
         for ex in list(core.containers.values()):
             if ex.pid is None or ex.state == TERMINATED:
+                continue
+            if ex.container_id in self._launcher_snapshot and len(ex.tasks) == 1:
+                # The launcher's: its end comes from the launcher once it is attached.
+                self.containerizer.adopt_launched(ex.container_id, ex.pid)
+                adopted.add(ex.pid)
                 continue
             if self.containerizer.adopt(ex.container_id, ex.pid, not _runs_docker(ex)):
                 adopted.add(ex.pid)
@@ -776,7 +899,7 @@ class AgentServer:
                 self._attached[effect.container_id] = (effect.sandbox, effect.volumes)
             if effect.containerizer == "docker" and self.docker is not None:
                 self.docker.track(effect.container_id)
-            self.containerizer.launch(effect)
+            self.containerizer.launch(effect, self._direct(effect))
         elif isinstance(effect, CloseExecutorStream):
             stream = self.streams.pop(effect.container_id, None)
             if stream is not None:
@@ -788,6 +911,21 @@ class AgentServer:
         elif isinstance(effect, StopAgent):
             log.warning("master asked this agent to stop: %s", effect.message)
             self.request_stop()
+
+    def _direct(self, spec: LaunchContainer) -> tuple[dict, bool] | None:
+        """For a plain command task the launcher can run: its CommandInfo and whether its
+        framework checkpoints (an in-agent executor is set up for it). None: an executor
+        process runs it."""
+        launcher = self.containerizer.launcher if self.containerizer is not None else None
+        if launcher is None or not launcher.alive:
+            return None
+        ex = self._core.containers.get(spec.container_id)
+        task = direct_task(spec, ex) if ex is not None else None
+        if ex is None or task is None or task.command is None:
+            return None
+        fw = self._core.frameworks.get(ex.framework_id)
+        self._new_launched(ex, task)
+        return to_builtins(task.command), bool(fw is not None and fw.info.checkpoint)
 
     def _checkpoint_failed(self, error: BaseException) -> None:
         """A checkpoint batch could not be written. Fatal, as in Mesos: what follows (an
@@ -865,6 +1003,9 @@ class AgentServer:
 
     def _container_started(self, container_id: str, pid: int) -> None:
         self.apply(self._core.container_started(container_id, pid, self.now()))
+        executor = self.launched.get(container_id)
+        if executor is not None:
+            executor.started(pid)
 
     def _volume_owner(self, spec: LaunchContainer) -> tuple[int, int] | None:
         """With --switch_user as root, the task's user owns the volumes it uses."""
@@ -884,6 +1025,7 @@ class AgentServer:
             volumes.detach(*attached)
 
     def _container_failed(self, container_id: str, message: str) -> None:
+        self.launched.pop(container_id, None)
         self._detach_volumes(container_id)
         log.warning("container %s failed to launch: %s", container_id, message)
         self._docker_ended(container_id)
@@ -930,6 +1072,12 @@ class AgentServer:
     def _container_exited(self, container_id: str, status: int | None) -> None:
         self._detach_volumes(container_id)
         self._docker_ended(container_id)
+        executor = self.launched.get(container_id)
+        if executor is not None:
+            if status is not None:
+                executor.ended(status)  # it reports the end, then "exits"
+                return
+            del self.launched[container_id]  # the launcher died: as an executor crash
         self.apply(self._core.container_exited(container_id, status, self.now()))
 
     # -- read-only views -----------------------------------------------------------------------

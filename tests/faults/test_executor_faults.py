@@ -62,7 +62,8 @@ def executor_pid(framework, task_id: str) -> int:
 
 
 def test_command_executor_sigkill(cluster_factory, scheduler, record_fault, fault_run):
-    cluster = cluster_factory(agent_flags=AGENT_FLAGS)
+    # An executor process per task (plain tasks otherwise run under the command launcher).
+    cluster = cluster_factory(agent_flags=[*AGENT_FLAGS, "--command_launcher=false"])
     framework = scheduler(cluster.master_address, tasks=[command_task("c0", "sleep 30")]).start()
     framework.wait_states(["c0"], ts.RUNNING)
     os.kill(executor_pid(framework, "c0"), signal.SIGKILL)
@@ -74,6 +75,24 @@ def test_command_executor_sigkill(cluster_factory, scheduler, record_fault, faul
         framework.statuses(), {"c0": ([ts.STARTING, ts.RUNNING, ts.FAILED], ts.FAILED)}
     )
     record_fault("command executor SIGKILL (expect FAILED)", check)
+    check.assert_clean()
+
+
+def test_launcher_task_sigkill(cluster_factory, scheduler, record_fault, fault_run):
+    # Under the command launcher the container's pid is the task's: killing it is the task's
+    # end, reported by its (in-agent) command executor as the command executor reports it.
+    cluster = cluster_factory(agent_flags=AGENT_FLAGS)
+    framework = scheduler(cluster.master_address, tasks=[command_task("l0", "sleep 30")]).start()
+    framework.wait_states(["l0"], ts.RUNNING)
+    os.kill(executor_pid(framework, "l0"), signal.SIGKILL)
+    framework.wait_states(["l0"], ts.FAILED)
+    failed = framework.statuses("l0")[-1]
+    assert failed["source"] == "SOURCE_EXECUTOR", failed
+    assert failed["message"] == "Command terminated with signal Killed", failed
+    check = check_updates(
+        framework.statuses(), {"l0": ([ts.STARTING, ts.RUNNING, ts.FAILED], ts.FAILED)}
+    )
+    record_fault("command launcher task SIGKILL (expect FAILED)", check)
     check.assert_clean()
 
 

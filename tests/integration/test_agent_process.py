@@ -524,7 +524,7 @@ def test_agent_survives_the_executor_zygote_dying(tmp_path):
         assert (sandbox(tmp_path, "z2") / "stdout").read_text() == "after\n"
         assert master.states("z1") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
 
-    run_scenario(tmp_path, scenario)
+    run_scenario(tmp_path, scenario, agent_flags=("--command_launcher=false",))
 
 
 def test_executors_without_zygote(tmp_path):
@@ -534,4 +534,5 @@ def test_executors_without_zygote(tmp_path):
         await wait_for(lambda: "TASK_FINISHED" in master.states("n1"), "n1 finished", 10)
         assert (sandbox(tmp_path, "n1") / "stdout").read_text() == "plain\n"
 
-    run_scenario(tmp_path, scenario, agent_flags=("--executor_zygote=false",))
+    flags = ("--executor_zygote=false", "--command_launcher=false")
+    run_scenario(tmp_path, scenario, agent_flags=flags)

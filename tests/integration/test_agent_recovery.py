@@ -93,7 +93,8 @@ def test_executor_gone_or_hung_while_the_agent_was_down(tmp_path):
         assert lost["reason"] == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
         await wait_for(lambda: process_gone(executors["hung"]), "hung executor destroyed")
 
-    flags = (*fixed_port(), "--executor_reregistration_timeout=1secs")
+    # Executor processes (the command launcher's tasks have none: tests of their own).
+    flags = (*fixed_port(), "--executor_reregistration_timeout=1secs", "--command_launcher=false")
     run_scenario(tmp_path, scenario, agent_flags=flags)
 
 

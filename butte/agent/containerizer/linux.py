@@ -437,14 +437,18 @@ def _holder(
     user: tuple[str, int, int, str] | None,
     error_fd: int,
     rootfs: dict | None = None,
+    new_group: bool = True,
 ) -> None:
+    """The holder process (see the module docstring); ``new_group``: make it a process
+    group of its own (the command launcher's child already leads a session)."""
     import _signal
 
     _signal.set_wakeup_fd(-1)  # the executor's wake-up pipe is not ours to write
     # Nothing of the executor's (its agent connection, its epoll) may live on in here.
     os.closerange(3, error_fd)
     os.closerange(error_fd + 1, 1 << 16)
-    os.setpgid(0, 0)
+    if new_group:
+        os.setpgid(0, 0)
     flags = 0
     if "mnt" in namespaces or "pid" in namespaces:
         flags |= CLONE_NEWNS

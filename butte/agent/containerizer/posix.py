@@ -53,9 +53,10 @@ from butte.agent.containerizer.image_runtime import ImageRuntime
 from butte.agent.containerizer.images import ImageError
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
+from butte.agent.containerizer.launcher import LauncherClient
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
-from butte.agent.executor.command import ROOTFS_ENV
+from butte.agent.executor.command import ROOTFS_ENV, task_argv, task_environment
 from butte.agent.fetcher import FetchError, fetch_all
 from butte.agent.launching import command_environment
 from butte.agent.placement import make_sandbox
@@ -88,6 +89,7 @@ class Container:
     destroy_on_start: float | None = None
     zygote: bool = False  # forked by the executor zygote (not our child)
     recovered: bool = False  # adopted after an agent restart (not our child)
+    launcher: bool = False  # a task the command launcher runs (no executor process)
     setup: ContainerSetup | None = None  # what the isolators asked for (None: no isolation)
 
 
@@ -276,6 +278,10 @@ class PosixContainerizer:
         self._pool = ThreadPoolExecutor(launch_threads, thread_name_prefix="launch")
         self._fetcher_cache_dir = fetcher_cache_dir
         self._zygote: ZygoteClient | None = None
+        # The command launcher (set by the agent once connected; None: not used).
+        self.launcher: LauncherClient | None = None
+        # Container id -> (task's CommandInfo as JSON, checkpointing) of launcher launches.
+        self._direct: dict[str, tuple[dict, bool]] = {}
         if zygote_argv:
             self._zygote = ZygoteClient(
                 loop,
@@ -295,12 +301,16 @@ class PosixContainerizer:
                 log.error("cannot start the executor zygote (%s); not using it", e)
                 self._zygote = None
 
-    def launch(self, spec: LaunchContainer) -> None:
+    def launch(self, spec: LaunchContainer, direct: tuple[dict, bool] | None = None) -> None:
         """Starts a container: a built-in executor is forked by the zygote; anything else is
         spawned in a worker thread (a spawn waits for the child's exec, which would stall
-        the event loop on a busy machine). Results come through the callbacks, on the loop."""
-        container = Container(spec.container_id)
+        the event loop on a busy machine). ``direct``: (CommandInfo as JSON, checkpointing)
+        of a task the command launcher starts itself, without an executor process. Results
+        come through the callbacks, on the loop."""
+        container = Container(spec.container_id, launcher=direct is not None)
         self.containers[spec.container_id] = container
+        if direct is not None:
+            self._direct[spec.container_id] = direct
         if self.isolation is not None and spec.containerizer == "mesos":
             try:
                 container.setup = self.isolation.prepare(spec)
@@ -321,12 +331,78 @@ class PosixContainerizer:
         self._start(container, spec)
 
     def _start(self, container: Container, spec: LaunchContainer) -> None:
+        if container.launcher:
+            self._start_direct(container, spec)
+            return
         if spec.builtin and self._zygote is not None and self._zygote.alive:
             container.zygote = True
             self._zygote.launch(spec, container.setup)
             return
         future = self._loop.run_in_executor(self._pool, start_process, spec, container.setup)
         future.add_done_callback(lambda f: self._spawned(container, f))
+
+    def _start_direct(self, container: Container, spec: LaunchContainer) -> None:
+        """Asks the command launcher for the task's process (see `launch`)."""
+        command, checkpoint = self._direct.pop(spec.container_id)
+        if self.launcher is None or not self.launcher.alive:
+            self._launch_failed(spec.container_id, "the command launcher exited")
+            return
+        setup = container.setup
+        env = spec.env if setup is None or not setup.env else {**spec.env, **setup.env}
+        program, argv, search = task_argv(command)
+        request: dict[str, Any] = {
+            "id": spec.container_id,
+            "sandbox": spec.sandbox,
+            "program": program,
+            "argv": argv,
+            "search": search,
+            "env": task_environment(env, command),
+            "checkpoint": checkpoint,
+        }
+        if setup is not None:
+            if setup.cgroup_procs:
+                request["cgroups"] = setup.cgroup_procs
+            if setup.task_namespaces:
+                request["namespaces"] = setup.task_namespaces
+            if setup.user is not None:
+                request["user"] = list(setup.user)
+                request["owner"] = [setup.user[1], setup.user[2]]
+        self.launcher.launch(request)
+
+    def adopt_launched(self, container_id: str, pid: int) -> None:
+        """Tracks a task the launcher still runs (or ran) for a recovered container; its
+        end comes from the launcher."""
+        setup = ContainerSetup() if self.isolation is not None else None
+        container = Container(container_id, pid=pid, recovered=True, launcher=True, setup=setup)
+        self.containers[container_id] = container
+
+    def launcher_started(self, container_id: str, pid: int) -> None:
+        container = self.containers.get(container_id)
+        if container is not None and container.launcher:
+            self._started(container, pid)
+
+    def launcher_failed(self, container_id: str, message: str) -> None:
+        container = self.containers.get(container_id)
+        if container is not None and container.launcher and container.pid is None:
+            self._launch_failed(container_id, message)
+
+    def launcher_exited(self, container_id: str, status: int | None) -> None:
+        container = self.containers.get(container_id)
+        if container is not None and container.launcher:
+            self._finish(container, status)
+
+    def launcher_lost(self) -> None:
+        """The launcher died: its tasks' processes are killed and end with no status (as
+        when an executor dies), those not yet started fail to launch."""
+        for container in list(self.containers.values()):
+            if not container.launcher:
+                continue
+            if container.pid is None:
+                self._launch_failed(container.container_id, "the command launcher exited")
+            else:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(container.pid, signal.SIGKILL)
+                self._finish(container, None)
 
     def _fetch(self, spec: LaunchContainer, container: Container) -> None:
         """Runs in a worker thread: the sandbox, then every URI into it, then the image's
@@ -394,7 +470,8 @@ class PosixContainerizer:
     def _started(self, container: Container, pid: int) -> None:
         container.pid = pid
         try:
-            container.pidfd = os.pidfd_open(pid)
+            # The launcher reports its tasks' ends itself.
+            container.pidfd = None if container.launcher else os.pidfd_open(pid)
         except OSError:
             container.pidfd = None  # already gone: the zygote reports its exit
         if container.pidfd is not None:
@@ -409,6 +486,7 @@ class PosixContainerizer:
             self._spawn(self.destroy(container.container_id, container.destroy_on_start))
 
     def _launch_failed(self, container_id: str, message: str) -> None:
+        self._direct.pop(container_id, None)
         container = self.containers.pop(container_id, None)
         if container is None:
             return
@@ -476,10 +554,13 @@ class PosixContainerizer:
         container.exited.set()
         self.containers.pop(container.container_id, None)
         assert container.pid is not None
-        # Whatever the executor left in its own process group goes with it. After an abnormal
-        # exit its tasks may live on in other groups of the session: sweep the session too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(container.pid, signal.SIGKILL)
+        # Whatever the executor left in its own process group goes with it (the launcher
+        # does that for its tasks before it reaps them, while their pids are still theirs).
+        # After an abnormal exit its tasks may live on in other groups of the session:
+        # sweep the session too.
+        if not container.launcher:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(container.pid, signal.SIGKILL)
         if status is None or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             self._spawn(asyncio.to_thread(signal_sessions, [container.pid], signal.SIGKILL))
         if container.setup is not None and self.isolation is not None:
@@ -557,6 +638,8 @@ class PosixContainerizer:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         if self._zygote is not None:
             await self._zygote.close()
+        if self.launcher is not None:
+            await self.launcher.close(stop=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def wait_all(self, timeout: float) -> None:

@@ -1,0 +1,247 @@
+"""The agent's side of the command launcher (`butte.agent.executor.launcher`).
+
+`LauncherClient.connect` finds the launcher a previous run of this agent left behind (its
+unix socket ``<work_dir>/launcher.sock`` answers) or starts a new one, and returns what it
+runs and what ended while no agent was connected (the recovery uses both). After `attach`,
+requests go out as lines and the answers come back as callbacks on the event loop. If the
+launcher dies, ``on_lost`` is called once; the containerizer then fails its tasks the way
+an executor's death fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from butte.agent.executor.launcher import short_address
+
+log = logging.getLogger("butte.agent")
+
+_decoder = msgspec.json.Decoder(dict)
+_encoder = msgspec.json.Encoder()
+SOCKET_NAME = "launcher.sock"
+START_TIMEOUT = 10.0  # for a new launcher to listen / an old one to answer
+
+
+class LauncherUnavailable(Exception):
+    """The launcher could not be reached or started."""
+
+
+class LauncherClient:
+    """One agent's connection to its launcher; see the module docstring."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        argv: Sequence[str],
+        work_dir: str,
+        recovery_timeout: float,
+        *,
+        on_started: Callable[[str, int], None],
+        on_failed: Callable[[str, str], None],
+        on_exited: Callable[[str, int | None], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._argv = list(argv)
+        self.path = os.path.join(work_dir, SOCKET_NAME)
+        self._recovery_timeout = recovery_timeout
+        self._on_started = on_started
+        self._on_failed = on_failed
+        self._on_exited = on_exited
+        self._on_lost = on_lost
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+        self._buffer = bytearray()
+        self._out = bytearray()
+        self.alive = False
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def connect(self) -> dict[str, tuple[int, int | None]]:
+        """Connects (starting a launcher if none answers); returns its snapshot: container
+        id -> (pid, raw exit status or None while it runs). Blocking: start-up only."""
+        sock = self._try_connect()
+        if sock is None:
+            self._proc = subprocess.Popen(
+                [*self._argv, self.path, repr(float(self._recovery_timeout))],
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + START_TIMEOUT
+            while sock is None:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise LauncherUnavailable(f"the command launcher did not start ({self.path})")
+                time.sleep(0.01)
+                sock = self._try_connect()
+        sock.settimeout(START_TIMEOUT)
+        try:
+            snapshot = self._read_line(sock)["snapshot"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sock.close()
+            raise LauncherUnavailable(f"no answer from the command launcher: {e}") from None
+        self._sock = sock
+        return {
+            str(t["id"]): (int(t["pid"]), t["exit"] if isinstance(t.get("exit"), int) else None)
+            for t in snapshot
+        }
+
+    def _try_connect(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(short_address(self.path))
+        except OSError:
+            sock.close()
+            return None
+        return sock
+
+    def _read_line(self, sock: socket.socket) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise ValueError("connection closed")
+            self._buffer += data
+        end = self._buffer.index(b"\n")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return _decoder.decode(line)
+
+    def attach(self) -> None:
+        """From now on answers arrive as callbacks on the loop."""
+        assert self._sock is not None
+        self._sock.setblocking(False)
+        self._loop.add_reader(self._sock.fileno(), self._readable)
+        self.alive = True
+        if self._buffer:
+            self._loop.call_soon(self._drain)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def launch(self, request: dict[str, Any]) -> None:
+        """Asks for one task's process (see `butte.agent.executor.launcher`)."""
+        self._send({"op": "launch", **request})
+
+    def signal(self, container_id: str, number: int) -> None:
+        self._send({"op": "signal", "id": container_id, "signal": number})
+
+    def forget(self, container_id: str) -> None:
+        self._send({"op": "forget", "id": container_id})
+
+    def claim(self, container_ids: Sequence[str]) -> None:
+        self._send({"op": "claim", "ids": list(container_ids)})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if not self.alive or self._sock is None:
+            return
+        data = _encoder.encode(message) + b"\n"
+        if self._out:
+            self._out += data
+            return
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        if sent < len(data):
+            self._out += data[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        assert self._sock is not None
+        try:
+            sent = self._sock.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost()
+            return
+        del self._out[:sent]
+        if not self._out:
+            self._loop.remove_writer(self._sock.fileno())
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        self._buffer += data
+        self._drain()
+
+    def _drain(self) -> None:
+        while self.alive:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            self._dispatch(line)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            message = _decoder.decode(line)
+            container_id = str(message["id"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            log.warning("bad line from the command launcher: %r", line[:200])
+            return
+        if "pid" in message:
+            self._on_started(container_id, int(message["pid"]))
+        elif "exit" in message:
+            status = message["exit"]
+            self._on_exited(container_id, status if isinstance(status, int) else None)
+        else:
+            self._on_failed(container_id, str(message.get("error", "unknown launcher error")))
+
+    def _lost(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        assert self._sock is not None
+        self._loop.remove_reader(self._sock.fileno())
+        if self._out:
+            self._loop.remove_writer(self._sock.fileno())
+            self._out.clear()
+        self._sock.close()
+        log.error("the command launcher exited; its tasks fail, later ones get executors")
+        self._on_lost()
+
+    async def close(self, stop: bool) -> None:
+        """Disconnects; ``stop``: the launcher kills what is left and exits (the agent shut
+        down gracefully), else it keeps its tasks for the next agent."""
+        if self.alive and stop:
+            self._send({"op": "stop"})
+        if self.alive:
+            self.alive = False
+            assert self._sock is not None
+            self._loop.remove_reader(self._sock.fileno())
+            if self._out:
+                self._loop.remove_writer(self._sock.fileno())
+                with contextlib.suppress(OSError):
+                    self._sock.setblocking(True)
+                    self._sock.sendall(bytes(self._out))
+            self._sock.close()
+        proc = self._proc
+        if proc is not None and stop:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(proc.wait, 5.0)
+            if proc.poll() is None:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)

@@ -1,0 +1,418 @@
+"""The command launcher: one long-lived process per agent that starts, watches and reaps the
+plain command tasks the agent runs without an executor process of their own (docs/design.md
+"The command launcher").
+
+A task's process is started in its sandbox as the leader of a new session (so it is its own
+process group, and the agent finds it by session like any executor), with stdout/stderr on
+the sandbox files: by ``posix_spawn`` when nothing needs setting up, else by a fork that
+joins the container's cgroups and (with namespaces or another user) becomes the holder of
+`butte.agent.containerizer.linux` before the task runs. The launcher reaps its tasks and
+remembers each exit status until the agent says it has recorded it (``forget``), so exits
+that happen while the agent is down are reported to the agent that comes back.
+
+It listens on a unix socket (the agent's ``<work_dir>/launcher.sock``); one agent at a time
+is connected (a new connection replaces the old one). Protocol, one compact JSON object per
+line:
+
+    launcher -> agent, first   {"snapshot": [{"id", "pid", "exit"?}, ...]}  what it runs/ran
+    agent -> launcher  {"op": "launch", "id", "sandbox", "program", "argv", "search", "env",
+                        "cgroups"?, "namespaces"?, "user"?, "owner"?, "checkpoint"}
+                       {"op": "signal", "id", "signal"}    to the task's process group
+                       {"op": "forget", "id"}              its exit is recorded: drop it
+                       {"op": "claim", "ids": [...]}       after recovery: kill the others
+                       {"op": "stop"}                      kill everything and exit
+    launcher -> agent  {"id", "pid"}       started
+                       {"id", "error"}     could not be started (text: why)
+                       {"id", "exit"}      ended (raw wait status)
+
+When its agent goes away it kills the tasks of frameworks that do not checkpoint (their
+executors would do the same) and keeps the others running; it exits once nothing is left to
+report, or, with no agent back within the recovery timeout, after killing everything.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
+import gc
+import os
+import select
+import socket
+import sys
+import time
+
+from butte.agent.containerizer import linux
+from butte.agent.executor import lite
+from butte.agent.executor.zygote import prepare_sandbox
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Python and the launcher ignore these; a task gets the default dispositions back.
+_DEFAULT_SIGNALS = (
+    _signal.SIGPIPE,
+    _signal.SIGXFSZ,
+    _signal.SIGTERM,
+    _signal.SIGINT,
+    _signal.SIGHUP,
+)
+SEND_TIMEOUT = 30.0  # an agent that reads nothing for this long is dropped
+FIRST_CONNECT_TIMEOUT = 30.0  # the agent that started us connects within this
+
+
+def short_address(path: str) -> str:
+    """An address for ``path`` that fits a unix socket's 108 bytes: the path itself, or the
+    same file through a descriptor of its directory (kept open for the process's life)."""
+    if len(os.fsencode(path)) < 100:
+        return path
+    directory = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{directory}/{os.path.basename(path)}"
+
+
+class Task:
+    """One task the launcher started."""
+
+    __slots__ = ("id", "pid", "checkpoint", "exit", "claimed")
+
+    def __init__(self, task_id: str, pid: int, checkpoint: bool) -> None:
+        self.id = task_id
+        self.pid = pid
+        self.checkpoint = checkpoint
+        self.exit: int | None = None  # raw wait status once reaped
+        self.claimed = True  # False: the agent did not recover it (forget its end)
+
+
+def _child_start(request: dict[str, Any], out: int, err: int, error_fd: int) -> None:
+    """In the forked child: cgroups, session, sandbox, then the task (directly, or through
+    the holder for namespaces and user switching). Never returns."""
+    try:
+        _signal.set_wakeup_fd(-1)
+        for number in (_signal.SIGCHLD, *_DEFAULT_SIGNALS):
+            _signal.signal(number, _signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        # Nothing of the launcher's (its sockets, its epoll) may live on in the task.
+        os.closerange(3, error_fd)
+        os.closerange(error_fd + 1, 1 << 16)
+        linux.join_cgroups(request.get("cgroups") or ())
+        os.setsid()
+        sandbox = request["sandbox"]
+        os.chdir(sandbox)
+        program, argv, env = request["program"], request["argv"], request["env"]
+        namespaces = request.get("namespaces") or []
+        user = request.get("user")
+        if namespaces or user:
+            linux._holder(
+                program,
+                argv,
+                env,
+                bool(request.get("search")),
+                None,
+                sandbox,
+                None,
+                namespaces,
+                tuple(user) if user else None,
+                error_fd,
+                new_group=False,
+            )
+        elif request.get("search"):
+            os.execvpe(program, argv, env)
+        else:
+            os.execve(program, argv, env)
+    except BaseException as e:  # noqa: BLE001 - the child must always exit here
+        try:
+            os.write(error_fd, (str(e) or type(e).__name__).encode())
+        except OSError:
+            pass
+    os._exit(127)
+
+
+class Launcher:
+    """The launcher's state and event loop; see the module docstring."""
+
+    def __init__(self, path: str, recovery_timeout: float) -> None:
+        self.recovery_timeout = recovery_timeout
+        self.poller = select.epoll()
+        self.tasks: dict[str, Task] = {}
+        self.by_pid: dict[int, Task] = {}
+        self.client: socket.socket | None = None
+        self.buffer = bytearray()
+        self.alone_since: float | None = time.monotonic()
+        self.stopping = False
+        self.connected_once = False
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        _signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
+        _signal.signal(_signal.SIGCHLD, lambda *_: None)
+        for number in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTERM):
+            _signal.signal(number, _signal.SIG_IGN)  # the agent decides when we stop
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = short_address(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        mask = os.umask(0o177)  # only the agent's user may connect, from the start
+        try:
+            self.listener.bind(path)
+        finally:
+            os.umask(mask)
+        self.listener.listen(8)
+        self.poller.register(self.listener.fileno(), select.EPOLLIN)
+        self.poller.register(self.wake_read, select.EPOLLIN)
+
+    # -- agent connection ------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.client is None:
+            return
+        try:
+            self.client.sendall(lite.dumps(message) + b"\n")
+        except OSError:
+            self._drop_client()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        if self.client is not None:
+            self._drop_client()
+        sock.settimeout(SEND_TIMEOUT)
+        self.client = sock
+        self.connected_once = True
+        self.buffer = bytearray()
+        self.alone_since = None
+        self.poller.register(sock.fileno(), select.EPOLLIN)
+        snapshot = []
+        for task in self.tasks.values():
+            entry: dict[str, Any] = {"id": task.id, "pid": task.pid}
+            if task.exit is not None:
+                entry["exit"] = task.exit
+            snapshot.append(entry)
+        self.send({"snapshot": snapshot})
+
+    def _drop_client(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        self.poller.unregister(client.fileno())
+        client.close()
+        self.alone_since = time.monotonic()
+        for task in list(self.tasks.values()):
+            if task.checkpoint:
+                continue
+            # No agent recovers a framework that does not checkpoint: kill, then forget.
+            task.claimed = False
+            if task.exit is None:
+                self._signal(task, _signal.SIGKILL)
+            else:
+                del self.tasks[task.id]
+
+    def _read(self) -> None:
+        assert self.client is not None
+        try:
+            data = self.client.recv(1 << 20)
+        except (BlockingIOError, TimeoutError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client()
+            return
+        self.buffer += data
+        while self.client is not None:
+            end = self.buffer.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self.buffer[:end])
+            del self.buffer[: end + 1]
+            if not line.strip():
+                continue
+            try:
+                self._handle(lite.loads(line))
+            except (ValueError, KeyError, TypeError) as e:  # a bad request must not stop us
+                sys.stderr.write(f"launcher: bad request {line[:200]!r}: {e!r}\n")
+
+    def _handle(self, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op == "launch":
+            self._launch(request)
+        elif op == "signal":
+            task = self.tasks.get(request["id"])
+            if task is not None and task.exit is None:
+                self._signal(task, int(request["signal"]))
+        elif op == "forget":
+            task = self.tasks.get(request["id"])
+            if task is not None and task.exit is not None:
+                del self.tasks[task.id]
+        elif op == "claim":
+            self._claim(set(request.get("ids") or ()))
+        elif op == "stop":
+            self.stopping = True
+            for task in self.tasks.values():
+                if task.exit is None:
+                    self._signal(task, _signal.SIGKILL)
+
+    def _claim(self, ids: set[str]) -> None:
+        for task in list(self.tasks.values()):
+            if task.id in ids:
+                continue
+            task.claimed = False
+            if task.exit is None:
+                self._signal(task, _signal.SIGKILL)
+            else:
+                del self.tasks[task.id]
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def _signal(self, task: Task, number: int) -> None:
+        try:
+            os.killpg(task.pid, number)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _launch(self, request: dict[str, Any]) -> None:
+        task_id = request["id"]
+        if task_id in self.tasks:
+            self.send({"id": task_id, "error": "already launched"})
+            return
+        try:
+            out, err = prepare_sandbox(request["sandbox"], task_id, request.get("owner"))
+        except OSError as e:
+            self.send({"id": task_id, "error": f"{type(e).__name__}: {e}"})
+            return
+        try:
+            if request.get("cgroups") or request.get("namespaces") or request.get("user"):
+                pid = self._fork(request, out, err)
+            else:
+                pid = self._posix_spawn(request, out, err)
+        except OSError as e:
+            self.send({"id": task_id, "error": str(e) or type(e).__name__})
+            return
+        finally:
+            os.close(out)
+            os.close(err)
+        task = Task(task_id, pid, bool(request.get("checkpoint")))
+        self.tasks[task_id] = task
+        self.by_pid[pid] = task
+        self.send({"id": task_id, "pid": pid})
+
+    def _posix_spawn(self, request: dict[str, Any], out: int, err: int) -> int:
+        spawn = os.posix_spawnp if request.get("search") else os.posix_spawn
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, err, 2),
+        ]
+        os.chdir(request["sandbox"])  # single-threaded: posix_spawn has no chdir action
+        try:
+            return spawn(
+                request["program"],
+                request["argv"],
+                request["env"],
+                file_actions=actions,
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        finally:
+            os.chdir("/")
+
+    def _fork(self, request: dict[str, Any], out: int, err: int) -> int:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
+        if pid == 0:
+            os.close(read_end)
+            _child_start(request, out, err, write_end)  # never returns
+        os.close(write_end)
+        error = b""
+        try:
+            while chunk := os.read(read_end, 4096):
+                error += chunk
+        finally:
+            os.close(read_end)
+        if error:
+            os.waitpid(pid, 0)
+            raise OSError(error.decode(errors="replace"))
+        return pid
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if ended is None:
+                return
+            pid = ended.si_pid
+            task = self.by_pid.pop(pid, None)
+            if task is not None:
+                # Still a zombie, so its pid cannot have been reused: what is left of the
+                # task's process group goes with it (as the built-in executor does).
+                self._signal(task, _signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            if task is None:
+                continue
+            task.exit = status
+            if not task.claimed:
+                self.tasks.pop(task.id, None)
+                continue
+            self.send({"id": task.id, "exit": status})
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def _done(self, now: float) -> bool:
+        if self.stopping:
+            return not self.by_pid
+        if self.client is not None or self.alone_since is None:
+            return False
+        if not self.tasks:
+            return self.connected_once or now - self.alone_since > FIRST_CONNECT_TIMEOUT
+        if now - self.alone_since > self.recovery_timeout:
+            # No agent came back for them: like an executor past MESOS_RECOVERY_TIMEOUT.
+            for task in self.tasks.values():
+                if task.exit is None:
+                    self._signal(task, _signal.SIGKILL)
+            return True
+        return False
+
+    def serve(self) -> int:
+        """Serves agents until nothing is left to do (see the module docstring)."""
+        listener = self.listener.fileno()
+        while not self._done(time.monotonic()):
+            timeout = 1.0 if self.client is None or self.stopping else -1
+            for fd, _ in self.poller.poll(timeout):
+                if fd == self.wake_read:
+                    try:
+                        while os.read(self.wake_read, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    self._reap()
+                elif fd == listener:
+                    self._accept()
+                elif self.client is not None and fd == self.client.fileno():
+                    self._read()
+        return 0
+
+
+def main() -> int:
+    """Entry point: ``launcher <socket path> <recovery timeout seconds>``."""
+    if len(sys.argv) < 3:
+        sys.stderr.write("usage: launcher SOCKET RECOVERY_TIMEOUT\n")
+        return 2
+    launcher = Launcher(sys.argv[1], float(sys.argv[2]))
+    linux.preload()
+    gc.collect()
+    gc.freeze()
+    return launcher.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
