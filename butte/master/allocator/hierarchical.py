@@ -426,10 +426,25 @@ class HierarchicalDRFAllocator:
             raise ValueError(f"{framework_id} does not hold {consumed} on {agent_id} as {role}")
         agent.allocated[key] = held - consumed + converted
         agent.total = agent.total - consumed + converted
+        self._books += 1
+        if self._tracking:
+            self._convert_consumption(role, consumed, converted)
         agent.reserved = _has_reservations(agent.total)
         agent.available = agent.total - self._held_on(agent)
         agent.overcommitted = not agent.total.contains(self._held_on(agent))
         self._update_free(agent)
+
+    def _convert_consumption(self, role: str, consumed: Resources, converted: Resources) -> None:
+        """Consumed quota after an offer operation: the unreserved part of what the role
+        holds and the agent's reservations both change form (added first, so that nothing
+        is clipped at zero on the way)."""
+        consumption = self._consumed
+        add_into(consumption, role, unreserved_quantities(converted), 1)
+        for owner, quantities in reserved_quantities(converted).items():
+            add_into(consumption, owner, quantities, 1)
+        add_into(consumption, role, unreserved_quantities(consumed), -1)
+        for owner, quantities in reserved_quantities(consumed).items():
+            add_into(consumption, owner, quantities, -1)
 
     @staticmethod
     def _held_on(agent: _Agent) -> Resources:
