@@ -9,7 +9,7 @@ from __future__ import annotations
 from butte.core.resources import Reservation, Resources, parse_resources
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import Allocation, AllocatorOptions
-from butte.master.allocator.quota import Quota
+from butte.master.allocator.quota import Quota, cap_unreserved, only_satisfied
 from butte.master.allocator.split import Split
 
 
@@ -230,3 +230,21 @@ def test_a_declined_reservation_is_filtered_and_the_rest_still_goes_out():
     assert "a" not in got  # its only framework refused the reservation
     assert got.get("c") == R("cpus:22;mem:3840")  # ``b`` refused it; ``c`` is next
     alloc.check_invariants()
+
+
+def test_only_satisfied_matches_what_the_stage_1_cut_leaves_empty():
+    guarantees = q(cpus=10, mem=100)
+    for text, missing, empty in (
+        ("cpus:4", {}, True),
+        ("cpus:4", q(cpus=1), False),
+        ("cpus:4;mem:10", q(mem=5), False),
+        ("cpus:4;disk:10", {}, False),  # disk is not guaranteed: not cut in stage 1
+        ("cpus(a):4", {}, False),  # reservations are never cut
+        ("ports:[1-2]", {}, False),
+    ):
+        res = R(text)
+        caps = dict(missing)
+        for name in guarantees:
+            caps.setdefault(name, 0)
+        assert only_satisfied(res, guarantees, missing) is empty, text
+        assert (not cap_unreserved(res, caps)) is empty, text

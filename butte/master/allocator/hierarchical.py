@@ -40,6 +40,7 @@ from butte.master.allocator.quota import (
     ancestors_and_self,
     cap_unreserved,
     min_into,
+    only_satisfied,
     reserved_quantities,
     shortfall,
     unreserved_quantities,
@@ -663,7 +664,9 @@ class HierarchicalDRFAllocator:
         may use those are looked at (`_offer_reservations`). The agent's `Split` gives each
         candidate, its quantities and the rest without rebuilding them per role."""
         granted: list[tuple[str, dict[str, int]]] = []
-        split = self._split(agent)
+        split = agent.split
+        if split is None or split.of is not agent.available:
+            split = self._split(agent)
         only_reserved = not split.unreserved
         quota = bool(self._quotas)
         chains = self._limit_chains
@@ -691,7 +694,13 @@ class HierarchicalDRFAllocator:
                     framework_id = self._pick(role, agent, candidate)
                     if framework_id is None:
                         continue
-                    self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                    if required:
+                        self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                    else:  # `_grant` without headroom books, written out
+                        unreserved = split.unreserved_quantities(candidate)
+                        agent.available, agent.split = split.after(candidate)
+                        self._hold(agent, framework_id, role, candidate, quantities, unreserved)
+                        out.append(Allocation(framework_id, agent.id, role, candidate))
                     granted.append((role, quantities))
                     if not agent.available:
                         break
@@ -702,11 +711,43 @@ class HierarchicalDRFAllocator:
             finally:
                 walk.close()
         if only_reserved and agent.available:
-            self._offer_reservations(agent, out, headroom, granted)
+            if (
+                required
+                or len(split.roles) != 1
+                or not self._offer_reservation(agent, out, granted)
+            ):
+                self._offer_reservations(agent, out, headroom, granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
         self._update_free(agent)
+
+    def _offer_reservation(
+        self, agent: _Agent, out: list[Allocation], granted: list[tuple[str, dict[str, int]]]
+    ) -> bool:
+        """`_offer_reservations` where it is simple (and most frequent): what is left
+        belongs to one reservation role, one tracked role may use it, and no guarantee is
+        owed headroom. False (nothing done) where it is not that simple."""
+        split = self._split(agent)
+        roles = self._roles_within(split.roles[0])
+        if len(roles) != 1:
+            return False
+        role = roles[0]
+        if not self._roles[role].wanting:
+            return True
+        candidate = split.of  # the role may use all of it
+        quantities = split.of_q
+        if not self._allocatable(quantities):
+            return True
+        framework_id = self._pick(role, agent, candidate)
+        if framework_id is None:
+            return True
+        agent.available = EMPTY
+        agent.split = None
+        self._hold(agent, framework_id, role, candidate, quantities, split.unreserved_q)
+        out.append(Allocation(framework_id, agent.id, role, candidate))
+        granted.append((role, quantities))
+        return True
 
     def _split(self, agent: _Agent) -> Split:
         """The split of the agent's ``available`` (an agent with reservations): the one
@@ -879,12 +920,12 @@ class HierarchicalDRFAllocator:
         what they miss (and resources nobody is guaranteed, as headroom allows).
         ``shares`` holds the pending roles' shares, refreshed as they are granted."""
         pending.sort(key=shares.__getitem__)
-        reserved_for: set[str] | None = None  # set once only reservations are left
+        reserved_for: Split | None = None  # set once only reservations are left
         for role in list(pending):
-            if reserved_for is not None and not any(
-                role == r or role.startswith(r + "/") for r in reserved_for
+            if reserved_for is not None and (
+                role not in reserved_for.roles and not role.startswith(reserved_for.prefixes)
             ):
-                continue
+                continue  # (`may_use_reservations`, written out: most pending roles end here)
             quota = self._quotas[role]
             missing = shortfall(quota.guarantees, self._consumed.get(role, {}))
             if not missing:
@@ -892,8 +933,8 @@ class HierarchicalDRFAllocator:
                 continue
             split = self._split(agent) if agent.reserved else None
             candidate = agent.available if split is None else split.candidate(role)
-            if not candidate:
-                continue
+            if not candidate or only_satisfied(candidate, quota.guarantees, missing):
+                continue  # (the second: what the cut below would leave empty, found cheaply)
             caps: Quantities = dict(missing)
             for name in quota.guarantees:
                 caps.setdefault(name, 0)  # satisfied names: nothing more in this stage
@@ -921,7 +962,7 @@ class HierarchicalDRFAllocator:
             if agent.reserved:
                 rest = self._split(agent)
                 if not rest.unreserved:
-                    reserved_for = set(rest.roles)
+                    reserved_for = rest
         self._update_free(agent)
 
     def _allocate_agent_quota(

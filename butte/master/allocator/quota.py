@@ -127,6 +127,18 @@ def cap_unreserved(resources: Resources, caps: Mapping[str, int]) -> Resources:
     return resources if out is None else Resources(out)
 
 
+def only_satisfied(
+    resources: Resources, guarantees: Mapping[str, int], missing: Quantities
+) -> bool:
+    """True if ``resources`` is nothing but unreserved scalars that ``guarantees`` names and
+    that nothing is ``missing`` of: stage 1 would cut every one of them to zero."""
+    for key, value in resources.items():
+        name = key[0]
+        if key[1] or not isinstance(value, int) or name not in guarantees or name in missing:
+            return False
+    return True
+
+
 def min_into(caps: Quantities, name: str, value: int) -> None:
     """caps[name] = min(caps[name], value)."""
     cur = caps.get(name)

@@ -35,7 +35,7 @@ class Split:
         "reserved",
         "reserved_q",
         "roles",
-        "_prefixes",
+        "prefixes",
         "_rest",
     )
 
@@ -47,7 +47,7 @@ class Split:
         self.reserved = resources.reserved()
         self.reserved_q = self.reserved.quantities()
         self.roles: tuple[str, ...] = tuple(sorted(self.reserved.roles()))
-        self._prefixes = tuple(role + "/" for role in self.roles)
+        self.prefixes = tuple(role + "/" for role in self.roles)
         # The split of what is left once the unreserved part is handed out (made with the
         # split of a total, on demand otherwise).
         self._rest: Split | None = None
@@ -56,7 +56,7 @@ class Split:
 
     def may_use_reservations(self, role: str) -> bool:
         """True if ``role`` is one of the reservation roles or below one of them."""
-        return role in self.roles or role.startswith(self._prefixes)
+        return role in self.roles or role.startswith(self.prefixes)
 
     def candidate(self, role: str) -> Resources:
         """``of.allocatable_to(role)``: one of the kept parts where it is one (the same
