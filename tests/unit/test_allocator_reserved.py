@@ -248,3 +248,14 @@ def test_only_satisfied_matches_what_the_stage_1_cut_leaves_empty():
             caps.setdefault(name, 0)
         assert only_satisfied(res, guarantees, missing) is empty, text
         assert (not cap_unreserved(res, caps)) is empty, text
+
+
+def test_a_limit_that_cuts_the_unreserved_part_leaves_the_rest_to_the_next_roles():
+    alloc = make()
+    alloc.add_agent("r1", R("cpus:3;mem:200;cpus(x):1"))
+    for role in ("a", "b", "x"):
+        alloc.add_framework(f"f{role}", [role])
+    alloc.update_quota("a", Quota(limits=q(cpus=1)))
+    got = by_role(alloc.allocate(0.0))  # a, b, x: equal shares, so in name order
+    assert got == {"a": R("cpus:1;mem:200"), "b": R("cpus:2"), "x": R("cpus(x):1")}
+    alloc.check_invariants()

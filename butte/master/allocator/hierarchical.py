@@ -675,8 +675,13 @@ class HierarchicalDRFAllocator:
         if not only_reserved:
             walk = self._role_sorter.walk()
             try:
+                unreserved_part = split.unreserved
+                roles, prefixes = split.roles, split.prefixes
                 for role in walk:
-                    candidate = split.candidate(role)
+                    if role in roles or role.startswith(prefixes):
+                        candidate = split.candidate(role)
+                    else:  # (`Split.candidate`, written out for the frequent case)
+                        candidate = unreserved_part
                     if not candidate:
                         continue
                     if quota and (required or role not in chains or chains[role]):
@@ -687,7 +692,10 @@ class HierarchicalDRFAllocator:
                                 continue
                     if candidate is rejected:
                         continue
-                    quantities = split.quantities(candidate)
+                    if candidate is unreserved_part:
+                        quantities = split.unreserved_q
+                    else:
+                        quantities = split.quantities(candidate)
                     if not self._allocatable(quantities):
                         rejected = candidate
                         continue
@@ -704,17 +712,22 @@ class HierarchicalDRFAllocator:
                     granted.append((role, quantities))
                     if not agent.available:
                         break
-                    split = self._split(agent)
+                    rest = agent.split
+                    if rest is None or rest.of is not agent.available:
+                        rest = self._split(agent)
+                    split = rest
                     if not split.unreserved:
                         only_reserved = True
                         break
+                    unreserved_part = split.unreserved
+                    roles, prefixes = split.roles, split.prefixes
             finally:
                 walk.close()
         if only_reserved and agent.available:
             if (
                 required
                 or len(split.roles) != 1
-                or not self._offer_reservation(agent, out, granted)
+                or not self._offer_reservation(agent, split, out, granted)
             ):
                 self._offer_reservations(agent, out, headroom, granted)
         role_sorter = self._role_sorter
@@ -723,13 +736,17 @@ class HierarchicalDRFAllocator:
         self._update_free(agent)
 
     def _offer_reservation(
-        self, agent: _Agent, out: list[Allocation], granted: list[tuple[str, dict[str, int]]]
+        self,
+        agent: _Agent,
+        split: Split,
+        out: list[Allocation],
+        granted: list[tuple[str, dict[str, int]]],
     ) -> bool:
         """`_offer_reservations` where it is simple (and most frequent): what is left
-        belongs to one reservation role, one tracked role may use it, and no guarantee is
-        owed headroom. False (nothing done) where it is not that simple."""
-        split = self._split(agent)
-        roles = self._roles_within(split.roles[0])
+        (``split``, of the agent's available) belongs to one reservation role, one tracked
+        role may use it, and no guarantee is owed headroom. False (nothing done) where it
+        is not that simple."""
+        roles = self._within.get(split.roles[0]) or self._roles_within(split.roles[0])
         if len(roles) != 1:
             return False
         role = roles[0]
