@@ -43,16 +43,30 @@ class Split:
         self.of = resources
         self.of_q = resources.quantities()
         self.unreserved = resources.unreserved()
-        self.unreserved_q = self.unreserved.quantities()
         self.reserved = resources.reserved()
-        self.reserved_q = self.reserved.quantities()
+        if self.unreserved:
+            self.unreserved_q = self.unreserved.quantities()
+            self.reserved_q = self.reserved.quantities()
+        else:  # (no copies of what ``of`` is already: one split per agent is kept)
+            self.unreserved, self.unreserved_q = EMPTY, NO_QUANTITIES
+            self.reserved, self.reserved_q = resources, self.of_q
         self.roles: tuple[str, ...] = tuple(sorted(self.reserved.roles()))
         self.prefixes = tuple(role + "/" for role in self.roles)
         # The split of what is left once the unreserved part is handed out (made with the
         # split of a total, on demand otherwise).
         self._rest: Split | None = None
         if rest and self.unreserved and self.reserved:
-            self._rest = Split(self.reserved, rest=False)
+            self._rest = self._split_rest()
+
+    def _split_rest(self) -> Split:
+        """The split of ``reserved``, sharing this one's parts (nothing is unreserved)."""
+        rest = Split.__new__(Split)
+        rest.of = rest.reserved = self.reserved
+        rest.of_q = rest.reserved_q = self.reserved_q
+        rest.unreserved, rest.unreserved_q = EMPTY, NO_QUANTITIES
+        rest.roles, rest.prefixes = self.roles, self.prefixes
+        rest._rest = None
+        return rest
 
     def may_use_reservations(self, role: str) -> bool:
         """True if ``role`` is one of the reservation roles or below one of them."""
@@ -89,7 +103,7 @@ class Split:
         if candidate is self.unreserved:
             rest = self._rest
             if rest is None:
-                rest = self._rest = Split(self.reserved)
+                rest = self._rest = self._split_rest()
             return self.reserved, rest
         return self.of - candidate, None
 
@@ -99,6 +113,7 @@ class Split:
         for name in ("of_q", "unreserved", "unreserved_q", "reserved", "reserved_q", "roles"):
             assert getattr(self, name) == getattr(fresh, name), f"split: {name} is off"
         assert self.unreserved + self.reserved == self.of, "split: parts do not add up"
+        assert self.prefixes == tuple(role + "/" for role in self.roles), "split: prefixes"
         if self._rest is not None:
             assert self._rest.of is self.reserved, "split: rest of another bag"
             self._rest.check()
