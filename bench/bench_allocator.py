@@ -4,6 +4,7 @@
     .venv/bin/python bench/bench_allocator.py --quick    # small sizes, CI smoke (seconds)
     .venv/bin/python bench/bench_allocator.py --roles each --profile
     .venv/bin/python bench/bench_allocator.py --quota    # quota + reservations vs plain
+    .venv/bin/python bench/bench_allocator.py --quota --profile   # ... and where its time goes
 
 Every agent is ``cpus:24;mem:4096;disk:4096;ports:[31000-32000]``. Frameworks are all in role
 ``*`` by default (Mesos' ``DeclineOffers`` shape: one role sorter client, the framework sorter
@@ -229,13 +230,15 @@ def decline_samples(
     return rates
 
 
-def profile(agents: int, frameworks: int, roles: str) -> None:
-    alloc = build(agents, frameworks, roles)
+def profile(agents: int, frameworks: int, roles: str, quota: bool = False) -> None:
+    """cProfile of one full cycle (``quota``: the quota + reservations shape)."""
+    alloc = build_quota(agents, frameworks) if quota else build(agents, frameworks, roles)
     profiler = cProfile.Profile()
     profiler.enable()
     alloc.allocate(0.0)
     profiler.disable()
-    print(f"\nprofile of one full cycle, {agents} agents x {frameworks} frameworks ({roles}):")
+    shape = "quota + reservations" if quota else roles
+    print(f"\nprofile of one full cycle, {agents} agents x {frameworks} frameworks ({shape}):")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
 
@@ -255,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             ok = bench_quota(1_000, 100, rounds=3)
         else:
             ok = bench_quota(10_000, 1_000, rounds=5)
+        if args.profile:
+            profile(1_000 if args.quick else 10_000, 100 if args.quick else 1_000, "each", True)
         print("all targets met" if ok else "some targets MISSED")
         return 0
     print(f"allocator benchmark ({'quick' if args.quick else 'full'}, roles={roles})")

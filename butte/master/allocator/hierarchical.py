@@ -35,15 +35,19 @@ from butte.master.allocator.interface import Allocation, AllocatorOptions
 from butte.master.allocator.quota import (
     Quantities,
     Quota,
+    add_at,
     add_into,
     ancestors_and_self,
     cap_unreserved,
     min_into,
+    only_satisfied,
     reserved_quantities,
     shortfall,
     unreserved_quantities,
+    within,
 )
 from butte.master.allocator.sorter import DRFSorter, Totals
+from butte.master.allocator.split import Split
 
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 GPU_RESOURCES = "GPU_RESOURCES"
@@ -72,6 +76,8 @@ class _Agent:
         "gpus",
         "reserved",
         "overcommitted",
+        "whole",
+        "split",
     )
 
     def __init__(self, agent_id: str, total: Resources) -> None:
@@ -85,14 +91,21 @@ class _Agent:
         # True while the total no longer covers what is held (it shrank under running tasks):
         # then ``available`` is recomputed as total - held instead of added to.
         self.overcommitted = False
+        # With reservations (butte.master.allocator.split): the split of the total, made once
+        # per total, and the split of ``available`` last used (each valid only while its
+        # ``of`` is the bag it split, so neither can go stale).
+        self.whole = Split(total, rest=True) if self.reserved else None
+        self.split = self.whole
+
+    def set_total(self, total: Resources) -> None:
+        """A new total: the reserved flag and the split of the total follow."""
+        self.total = total
+        self.reserved = _has_reservations(total)
+        self.whole = Split(total, rest=True) if self.reserved else None
 
 
 def _has_reservations(total: Resources) -> bool:
     return any(key[1] for key, _ in total.items())
-
-
-def _has_unreserved(resources: Resources) -> bool:
-    return any(not key[1] for key, _ in resources.items())
 
 
 class _Headroom:
@@ -139,14 +152,16 @@ class HierarchicalDRFAllocator:
         self._last_count = 0
         self._total_count = 0
         self._last_seconds = 0.0
-        # Quota (butte.master.allocator.quota): configs by role, consumption of every role
-        # path (ancestors included), and caches rebuilt when a quota changes.
+        # Quota (butte.master.allocator.quota): configs by role, consumption of the roles with
+        # a quota (their subtrees included), and caches rebuilt when a quota changes.
         self._quotas: dict[str, Quota] = {}
         self._consumed: dict[str, Quantities] = {}
-        # Consumption is kept incrementally only while some quota is set (the plain DRF path
-        # pays nothing for it); otherwise `consumed_quota` computes it from the books, cached
-        # until they change (``_books`` counts changes).
+        # Consumption is kept incrementally only for roles with a quota, only while some
+        # quota is set (``_tracking``; the plain DRF path pays nothing for it, and a role
+        # without quota costs one cached lookup); for any other role `consumed_quota`
+        # computes it from the books, cached until they change (``_books`` counts changes).
         self._tracking = False
+        self._quota_paths: dict[str, tuple[str, ...]] = {}  # role -> its paths with quota
         self._books = 0
         self._consumed_cache: tuple[int, dict[str, Quantities]] = (-1, {})
         self._limit_chains: dict[str, tuple[tuple[str, Mapping[str, int]], ...]] = {}
@@ -392,9 +407,8 @@ class HierarchicalDRFAllocator:
             self._count_reservations(agent.total, -1)
         if _has_reservations(total):
             self._count_reservations(total, 1)
-        agent.total = total
+        agent.set_total(total)
         agent.gpus = total.has("gpus")
-        agent.reserved = _has_reservations(total)
         held = self._held_on(agent)
         agent.available = total - held
         agent.overcommitted = not total.contains(held)
@@ -406,7 +420,18 @@ class HierarchicalDRFAllocator:
         if not self._tracking:
             return
         for role, quantities in reserved_quantities(total).items():
-            add_into(self._consumed, role, quantities, sign)
+            self._consume(role, quantities, sign)
+
+    def _consume(self, role: str, quantities: Mapping[str, int], sign: int) -> None:
+        """Adds (sign=1) or takes (-1) ``quantities`` to or from the consumed quota of the
+        role and of its ancestors, as far as they have a quota (while ``_tracking``)."""
+        paths = self._quota_paths.get(role)
+        if paths is None:
+            quotas = self._quotas
+            paths = tuple(path for path in ancestors_and_self(role) if path in quotas)
+            self._quota_paths[role] = paths
+        for path in paths:
+            add_at(self._consumed, path, quantities, sign)
 
     def convert_allocation(
         self,
@@ -425,11 +450,24 @@ class HierarchicalDRFAllocator:
         if agent is None or held is None or not held.contains(consumed):
             raise ValueError(f"{framework_id} does not hold {consumed} on {agent_id} as {role}")
         agent.allocated[key] = held - consumed + converted
-        agent.total = agent.total - consumed + converted
-        agent.reserved = _has_reservations(agent.total)
+        agent.set_total(agent.total - consumed + converted)
+        self._books += 1
+        if self._tracking:
+            self._convert_consumption(role, consumed, converted)
         agent.available = agent.total - self._held_on(agent)
         agent.overcommitted = not agent.total.contains(self._held_on(agent))
         self._update_free(agent)
+
+    def _convert_consumption(self, role: str, consumed: Resources, converted: Resources) -> None:
+        """Consumed quota after an offer operation: the unreserved part of what the role
+        holds and the agent's reservations both change form (added first, so that nothing
+        is clipped at zero on the way)."""
+        self._consume(role, unreserved_quantities(converted), 1)
+        for owner, quantities in reserved_quantities(converted).items():
+            self._consume(owner, quantities, 1)
+        self._consume(role, unreserved_quantities(consumed), -1)
+        for owner, quantities in reserved_quantities(consumed).items():
+            self._consume(owner, quantities, -1)
 
     @staticmethod
     def _held_on(agent: _Agent) -> Resources:
@@ -453,10 +491,13 @@ class HierarchicalDRFAllocator:
         role: str,
         resources: Resources,
         quantities: Mapping[str, int],
+        unreserved: Mapping[str, int] | None = None,
     ) -> None:
         """Counts ``resources`` as held by (framework, role) on the agent and in the role's
         framework sorter. The role sorter and ``available`` are the caller's business
-        (`allocate` updates the role sorter only after its walk of that sorter is closed)."""
+        (`allocate` updates the role sorter only after its walk of that sorter is closed).
+        ``unreserved``: the unreserved quantities of ``resources`` where the caller knows
+        them (None: worked out here)."""
         key = (framework_id, role)
         prev = agent.allocated.get(key)
         agent.allocated[key] = resources if prev is None else prev + resources
@@ -474,12 +515,10 @@ class HierarchicalDRFAllocator:
         # a re-registering agent reports as used: add_agent marks the agent reserved then.)
         self._books += 1
         if self._tracking:
-            add_into(
-                self._consumed,
-                role,
-                unreserved_quantities(resources) if agent.reserved else quantities,
-                1,
-            )
+            if unreserved is None:
+                unreserved = unreserved_quantities(resources) if agent.reserved else quantities
+            if unreserved:
+                self._consume(role, unreserved, 1)
 
     def _release(
         self, agent: _Agent, framework_id: str, role: str, held: Resources, back: Resources
@@ -505,7 +544,7 @@ class HierarchicalDRFAllocator:
         # on an agent whose total no longer has reservations).
         self._books += 1
         if self._tracking:
-            add_into(self._consumed, role, unreserved_quantities(back), -1)
+            self._consume(role, unreserved_quantities(back), -1)
         if agent.overcommitted:
             held_now = self._held_on(agent)
             agent.available = agent.total - held_now
@@ -574,74 +613,197 @@ class HierarchicalDRFAllocator:
             if self._quotas:
                 self._allocate_with_quota(agents, out)
             else:
+                no_headroom = _Headroom({})
                 for agent in agents:
-                    self._allocate_agent(agent, out)
+                    if agent.reserved:
+                        self._allocate_reserved_agent(agent, out, no_headroom)
+                    else:
+                        self._allocate_agent(agent, out)
         self._last_count = len(out)
         self._total_count += len(out)
         return out
 
     def _allocate_agent(self, agent: _Agent, out: list[Allocation]) -> None:
-        """Offers one agent to roles in DRF order (stage 2 of Mesos' cycle). Once only
-        reservations are left, only the roles that may use them are looked at."""
+        """Offers one agent without reservations to roles in DRF order (stage 2 of Mesos'
+        cycle): every role is offered the same candidate, everything available."""
         granted: list[tuple[str, dict[str, int]]] = []
-        only_reserved = agent.reserved and not _has_unreserved(agent.available)
         checked: Resources | None = None  # the last candidate found allocatable
         quantities: dict[str, int] = {}  # ... and its quantities
         walk = self._role_sorter.walk()
         try:
             for role in walk:
-                if only_reserved:
-                    break
-                available = agent.available
-                candidate = available.allocatable_to(role) if agent.reserved else available
-                if not candidate:
-                    continue
+                candidate = agent.available
                 if candidate is not checked:
                     quantities = candidate.quantities()
                     if not self._allocatable(quantities):
-                        if not agent.reserved:
-                            break  # every role would be offered this same candidate
-                        continue
+                        break  # every role would be offered this same candidate
                     checked = candidate
                 framework_id = self._pick(role, agent, candidate)
                 if framework_id is None:
                     continue
-                agent.available = EMPTY if candidate is available else available - candidate
+                agent.available = EMPTY
                 self._hold(agent, framework_id, role, candidate, quantities)
                 granted.append((role, quantities))
                 out.append(Allocation(framework_id, agent.id, role, candidate))
-                if not agent.available:
-                    break
-                if agent.reserved and not _has_unreserved(agent.available):
-                    only_reserved = True
-                    break
+                break
         finally:
             walk.close()
-        if only_reserved:
-            self._offer_reservations(agent, out, _Headroom({}), granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
         if not agent.available:
             del self._free[agent.id]
 
+    def _allocate_reserved_agent(
+        self, agent: _Agent, out: list[Allocation], headroom: _Headroom
+    ) -> None:
+        """Stage 2 on an agent with reservations, with quota or without: roles in DRF order
+        are offered what they may use (the unreserved part, plus the reservations of the
+        role and its ancestors), cut to their limits and to what the headroom can spare
+        while some quota is set, until only reservations are left; then only the roles that
+        may use those are looked at (`_offer_reservations`). The agent's `Split` gives each
+        candidate, its quantities and the rest without rebuilding them per role."""
+        granted: list[tuple[str, dict[str, int]]] = []
+        split = agent.split
+        if split is None or split.of is not agent.available:
+            split = self._split(agent)
+        only_reserved = not split.unreserved
+        quota = bool(self._quotas)
+        chains = self._limit_chains
+        required = headroom.required  # (kept up to date in place by `_grant`)
+        rejected: Resources | None = None  # the last candidate found below min_allocatable
+        if not only_reserved:
+            walk = self._role_sorter.walk()
+            try:
+                unreserved_part = split.unreserved
+                roles, prefixes = split.roles, split.prefixes
+                for role in walk:
+                    if role in roles or role.startswith(prefixes):
+                        candidate = split.candidate(role)
+                    else:  # (`Split.candidate`, written out for the frequent case)
+                        candidate = unreserved_part
+                    if not candidate:
+                        continue
+                    if quota and (required or role not in chains or chains[role]):
+                        caps = self._stage2_caps(role, headroom)
+                        if caps:
+                            candidate = cap_unreserved(candidate, caps)
+                            if not candidate:
+                                continue
+                    if candidate is rejected:
+                        continue
+                    if candidate is unreserved_part:
+                        quantities = split.unreserved_q
+                    else:
+                        quantities = split.quantities(candidate)
+                    if not self._allocatable(quantities):
+                        rejected = candidate
+                        continue
+                    framework_id = self._pick(role, agent, candidate)
+                    if framework_id is None:
+                        continue
+                    if required:
+                        self._grant(agent, framework_id, role, candidate, quantities, out, headroom)
+                    else:  # `_grant` without headroom books, written out
+                        unreserved = split.unreserved_quantities(candidate)
+                        agent.available, agent.split = split.after(candidate)
+                        self._hold(agent, framework_id, role, candidate, quantities, unreserved)
+                        out.append(Allocation(framework_id, agent.id, role, candidate))
+                    granted.append((role, quantities))
+                    if not agent.available:
+                        break
+                    rest = agent.split
+                    if rest is None or rest.of is not agent.available:
+                        rest = self._split(agent)
+                    split = rest
+                    if not split.unreserved:
+                        only_reserved = True
+                        break
+                    unreserved_part = split.unreserved
+                    roles, prefixes = split.roles, split.prefixes
+            finally:
+                walk.close()
+        if only_reserved and agent.available:
+            if (
+                required
+                or len(split.roles) != 1
+                or not self._offer_reservation(agent, split, out, granted)
+            ):
+                self._offer_reservations(agent, out, headroom, granted)
+        role_sorter = self._role_sorter
+        for role, quantities in granted:
+            role_sorter.allocated(role, quantities)
+        self._update_free(agent)
+
+    def _offer_reservation(
+        self,
+        agent: _Agent,
+        split: Split,
+        out: list[Allocation],
+        granted: list[tuple[str, dict[str, int]]],
+    ) -> bool:
+        """`_offer_reservations` where it is simple (and most frequent): what is left
+        (``split``, of the agent's available) belongs to one reservation role, one tracked
+        role may use it, and no guarantee is owed headroom. False (nothing done) where it
+        is not that simple."""
+        roles = self._within.get(split.roles[0]) or self._roles_within(split.roles[0])
+        if len(roles) != 1:
+            return False
+        role = roles[0]
+        if not self._roles[role].wanting:
+            return True
+        candidate = split.of  # the role may use all of it
+        quantities = split.of_q
+        if not self._allocatable(quantities):
+            return True
+        framework_id = self._pick(role, agent, candidate)
+        if framework_id is None:
+            return True
+        agent.available = EMPTY
+        agent.split = None
+        self._hold(agent, framework_id, role, candidate, quantities, split.unreserved_q)
+        out.append(Allocation(framework_id, agent.id, role, candidate))
+        granted.append((role, quantities))
+        return True
+
+    def _split(self, agent: _Agent) -> Split:
+        """The split of the agent's ``available`` (an agent with reservations): the one
+        last used while it still splits that bag, the total's while nothing is held, else a
+        fresh one."""
+        split = agent.split
+        available = agent.available
+        if split is not None and split.of is available:
+            return split
+        whole = agent.whole
+        if whole is not None and whole.of is agent.total and available == agent.total:
+            # An equal bag: keep the total's object, so that its parts are told by identity.
+            split = whole
+            agent.available = whole.of
+        else:
+            split = Split(available)
+        agent.split = split
+        return split
+
     # quota ----------------------------------------------------------------------------------
 
     def update_quota(self, role: str, quota: Quota | None) -> None:
         """Sets a role's guarantees and limits (None or an empty Quota: back to none). The
         master validates first (butte.master.quota)."""
+        had = role in self._quotas
         if quota:
             self._quotas[role] = quota
         else:
             self._quotas.pop(role, None)
         self._limit_chains.clear()
         self._guarantee_tops.clear()
-        if self._quotas and not self._tracking:
-            self._consumed = self._consumption_from_books()
-            self._tracking = True
-        elif not self._quotas and self._tracking:
-            self._consumed = {}
-            self._tracking = False
+        self._quota_paths.clear()
+        self._tracking = bool(self._quotas)
+        if role in self._quotas and not had:
+            consumed = self._consumption_of(role)
+            if consumed:
+                self._consumed[role] = consumed
+        elif had and role not in self._quotas:
+            self._consumed.pop(role, None)
 
     @property
     def quotas(self) -> dict[str, Quota]:
@@ -651,7 +813,7 @@ class HierarchicalDRFAllocator:
     def consumed_quota(self, role: str) -> dict[str, int]:
         """A role's consumed quota (thousandths): unreserved resources allocated to its
         subtree plus everything reserved to its subtree."""
-        if self._tracking:
+        if role in self._quotas:
             return dict(self._consumed.get(role, {}))
         version, consumed = self._consumed_cache
         if version != self._books:
@@ -669,6 +831,19 @@ class HierarchicalDRFAllocator:
             for (_, role), held in agent.allocated.items():
                 add_into(out, role, unreserved_quantities(held), 1)
         return out
+
+    def _consumption_of(self, path: str) -> Quantities:
+        """Consumed quota of one role path, computed from the agents' books."""
+        out: Quantities = {}
+        for agent in self._agents.values():
+            if agent.reserved:
+                for role, quantities in reserved_quantities(agent.total).items():
+                    if within(role, path):
+                        _accumulate(out, quantities)
+            for (_, role), held in agent.allocated.items():
+                if within(role, path):
+                    _accumulate(out, unreserved_quantities(held))
+        return {name: value for name, value in out.items() if value > 0}
 
     def _limit_chain(self, role: str) -> tuple[tuple[str, Mapping[str, int]], ...]:
         """(path, limits) of the role and each ancestor that has limits."""
@@ -745,7 +920,10 @@ class HierarchicalDRFAllocator:
                         break
         for agent in agents:
             if agent.active and agent.available:
-                self._allocate_agent_quota(agent, out, headroom)
+                if agent.reserved:
+                    self._allocate_reserved_agent(agent, out, headroom)
+                else:
+                    self._allocate_agent_quota(agent, out, headroom)
 
     def _quota_stage_agent(
         self,
@@ -759,21 +937,21 @@ class HierarchicalDRFAllocator:
         what they miss (and resources nobody is guaranteed, as headroom allows).
         ``shares`` holds the pending roles' shares, refreshed as they are granted."""
         pending.sort(key=shares.__getitem__)
-        reserved_for: set[str] | None = None  # set once only reservations are left
+        reserved_for: Split | None = None  # set once only reservations are left
         for role in list(pending):
-            if reserved_for is not None and not any(
-                role == r or role.startswith(r + "/") for r in reserved_for
+            if reserved_for is not None and (
+                role not in reserved_for.roles and not role.startswith(reserved_for.prefixes)
             ):
-                continue
+                continue  # (`may_use_reservations`, written out: most pending roles end here)
             quota = self._quotas[role]
             missing = shortfall(quota.guarantees, self._consumed.get(role, {}))
             if not missing:
                 pending.remove(role)
                 continue
-            available = agent.available
-            candidate = available.allocatable_to(role) if agent.reserved else available
-            if not candidate:
-                continue
+            split = self._split(agent) if agent.reserved else None
+            candidate = agent.available if split is None else split.candidate(role)
+            if not candidate or only_satisfied(candidate, quota.guarantees, missing):
+                continue  # (the second: what the cut below would leave empty, found cheaply)
             caps: Quantities = dict(missing)
             for name in quota.guarantees:
                 caps.setdefault(name, 0)  # satisfied names: nothing more in this stage
@@ -785,7 +963,7 @@ class HierarchicalDRFAllocator:
             candidate = cap_unreserved(candidate, caps)
             if not candidate:
                 continue
-            quantities = candidate.quantities()
+            quantities = candidate.quantities() if split is None else split.quantities(candidate)
             if not self._allocatable(quantities):
                 continue
             framework_id = self._pick(role, agent, candidate)
@@ -798,34 +976,35 @@ class HierarchicalDRFAllocator:
                 pending.remove(role)
             if not agent.available:
                 break
-            if agent.reserved and not _has_unreserved(agent.available):
-                reserved_for = agent.available.roles() - {"*"}
+            if agent.reserved:
+                rest = self._split(agent)
+                if not rest.unreserved:
+                    reserved_for = rest
         self._update_free(agent)
 
     def _allocate_agent_quota(
         self, agent: _Agent, out: list[Allocation], headroom: _Headroom
     ) -> None:
-        """Stage 2 on one agent: `_allocate_agent` with each role's candidate cut to its
-        limits and to what the headroom can spare."""
+        """Stage 2 on one agent without reservations: `_allocate_agent` with each role's
+        candidate cut to its limits and to what the headroom can spare (so a cut candidate
+        may leave something for the next role)."""
         granted: list[tuple[str, dict[str, int]]] = []
-        only_reserved = agent.reserved and not _has_unreserved(agent.available)
+        chains = self._limit_chains
+        required = headroom.required  # (kept up to date in place by `_grant`)
         walk = self._role_sorter.walk()
         try:
             for role in walk:
-                if only_reserved:
-                    break
-                available = agent.available
-                candidate = available.allocatable_to(role) if agent.reserved else available
-                if not candidate:
-                    continue
-                caps = self._stage2_caps(role, headroom)
+                candidate = agent.available
+                caps: Quantities = {}  # (what `_stage2_caps` gives a role without limits
+                if required or role not in chains or chains[role]:  # while nothing is required)
+                    caps = self._stage2_caps(role, headroom)
                 if caps:
                     candidate = cap_unreserved(candidate, caps)
                     if not candidate:
                         continue
                 quantities = candidate.quantities()
                 if not self._allocatable(quantities):
-                    if not agent.reserved and not caps:
+                    if not caps:
                         break  # every other role would get this candidate or less
                     continue
                 framework_id = self._pick(role, agent, candidate)
@@ -835,11 +1014,8 @@ class HierarchicalDRFAllocator:
                 granted.append((role, quantities))
                 if not agent.available:
                     break
-                only_reserved = agent.reserved and not _has_unreserved(agent.available)
         finally:
             walk.close()
-        if only_reserved and agent.available:
-            self._offer_reservations(agent, out, headroom, granted)
         role_sorter = self._role_sorter
         for role, quantities in granted:
             role_sorter.allocated(role, quantities)
@@ -855,17 +1031,18 @@ class HierarchicalDRFAllocator:
         """The rest of the stage-2 walk once only reservations are left on the agent: only
         the roles that may use them (the reservation's role and its descendants) are looked
         at, least served first, instead of walking every role."""
-        for reservation_role in sorted(agent.available.roles() - {"*"}):
+        for reservation_role in self._split(agent).roles:
             roles = self._roles_within(reservation_role)
             if len(roles) > 1:
                 roles = sorted(roles, key=self._share_key)
             for role in roles:
                 if not self._roles[role].wanting:
                     continue
-                candidate = agent.available.allocatable_to(role)
+                split = self._split(agent)
+                candidate = split.candidate(role)
                 if not candidate:
                     break
-                quantities = candidate.quantities()
+                quantities = split.quantities(candidate)
                 if not self._allocatable(quantities):
                     continue
                 framework_id = self._pick(role, agent, candidate)
@@ -924,21 +1101,26 @@ class HierarchicalDRFAllocator:
         """Hands ``candidate`` to (framework, role) and keeps the headroom books (the role
         sorter is the caller's business, as in `_allocate_agent`)."""
         available = agent.available
-        agent.available = EMPTY if candidate is available else available - candidate
+        split = agent.split
+        if split is not None and split.of is available:
+            unreserved = split.unreserved_quantities(candidate)
+            agent.available, agent.split = split.after(candidate)
+        else:
+            unreserved = unreserved_quantities(candidate) if agent.reserved else quantities
+            agent.available = EMPTY if candidate is available else available - candidate
         top = self._guarantee_top(role) if headroom.required else None
         before = (
             shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
             if top is not None
             else None
         )
-        self._hold(agent, framework_id, role, candidate, quantities)
+        self._hold(agent, framework_id, role, candidate, quantities, unreserved)
         out.append(Allocation(framework_id, agent.id, role, candidate))
         if not headroom.required:
             return
         hr_available = headroom.available
         if hr_available is not None:
-            taken = unreserved_quantities(candidate) if agent.reserved else quantities
-            for name, value in taken.items():
+            for name, value in unreserved.items():
                 hr_available[name] = hr_available.get(name, 0) - value
         if top is not None and before:
             after = shortfall(self._quotas[top].guarantees, self._consumed.get(top, {}))
@@ -1073,11 +1255,13 @@ class HierarchicalDRFAllocator:
 
     def _check_consumed(self) -> None:
         """Consumed quota equals unreserved allocations plus reservations, per subtree (kept
-        incrementally while some quota is set)."""
+        incrementally for the roles with a quota)."""
         assert self._tracking == bool(self._quotas), "consumption tracking out of step"
-        if self._tracking:
-            expect = self._consumption_from_books()
-            assert expect == self._consumed, f"consumed quota {self._consumed} != {expect}"
+        books = self._consumption_from_books()
+        expect = {role: books[role] for role in self._quotas if role in books}
+        assert expect == self._consumed, f"consumed quota {self._consumed} != {expect}"
+        for role in self._quotas:
+            assert self._consumption_of(role) == books.get(role, {}), f"consumption of {role}"
 
     def _check_agent(self, agent: _Agent) -> None:
         held = self._held_on(agent)
@@ -1093,6 +1277,13 @@ class HierarchicalDRFAllocator:
         assert (agent.id in self._free) == free, f"{agent.id}: free index"
         assert agent.gpus == agent.total.has("gpus"), f"{agent.id}: gpu flag"
         assert agent.reserved == _has_reservations(agent.total), f"{agent.id}: reserved flag"
+        if agent.reserved:
+            assert agent.whole is not None and agent.whole.of is agent.total, f"{agent.id}: whole"
+        else:
+            assert agent.whole is None, f"{agent.id}: split of a total without reservations"
+        for split in (agent.whole, agent.split):
+            if split is not None:
+                split.check()
 
     def _check_roles(
         self,

@@ -50,19 +50,29 @@ def add_into(into: dict[str, Quantities], role: str, q: Mapping[str, int], sign:
     """Adds (sign=1) or subtracts (-1) ``q`` to the consumption of ``role`` and its ancestors,
     dropping names that reach zero."""
     for path in ancestors_and_self(role):
-        mine = into.get(path)
-        if mine is None:
-            if sign < 0:
-                continue
-            mine = into[path] = {}
-        for name, value in q.items():
-            left = mine.get(name, 0) + sign * value
-            if left > 0:
-                mine[name] = left
-            else:
-                mine.pop(name, None)
-        if not mine:
-            del into[path]
+        add_at(into, path, q, sign)
+
+
+def add_at(into: dict[str, Quantities], path: str, q: Mapping[str, int], sign: int) -> None:
+    """`add_into` for ``path`` alone."""
+    mine = into.get(path)
+    if mine is None:
+        if sign < 0:
+            return
+        mine = into[path] = {}
+    for name, value in q.items():
+        left = mine.get(name, 0) + sign * value
+        if left > 0:
+            mine[name] = left
+        else:
+            mine.pop(name, None)
+    if not mine:
+        del into[path]
+
+
+def within(role: str, path: str) -> bool:
+    """True if ``role`` is ``path`` or below it."""
+    return role == path or role.startswith(path + "/")
 
 
 def shortfall(guarantees: Mapping[str, int], consumed: Mapping[str, int]) -> Quantities:
@@ -115,6 +125,18 @@ def cap_unreserved(resources: Resources, caps: Mapping[str, int]) -> Resources:
         else:
             del out[key]
     return resources if out is None else Resources(out)
+
+
+def only_satisfied(
+    resources: Resources, guarantees: Mapping[str, int], missing: Quantities
+) -> bool:
+    """True if ``resources`` is nothing but unreserved scalars that ``guarantees`` names and
+    that nothing is ``missing`` of: stage 1 would cut every one of them to zero."""
+    for key, value in resources.items():
+        name = key[0]
+        if key[1] or not isinstance(value, int) or name not in guarantees or name in missing:
+            return False
+    return True
 
 
 def min_into(caps: Quantities, name: str, value: int) -> None:

@@ -265,9 +265,10 @@ class DRFSorter:
 
     def allocated(self, name: str, quantities: Mapping[str, int]) -> None:
         """The client was allocated these scalar quantities (thousandths)."""
-        self._check_idle()
+        if self._walking:
+            self._check_idle()
         node = self._clients[name]
-        q = self._filtered(quantities)
+        q = self._filtered(quantities) if self._excluded else quantities
         own = node.own_alloc
         for r, v in q.items():
             own[r] = own.get(r, 0) + v
@@ -300,10 +301,13 @@ class DRFSorter:
 
     def _propagate(self, node: _Node, q: Mapping[str, int], sign: int, count: int) -> None:
         """Applies an allocation change to the subtree sums of ``node`` and its ancestors and
-        re-places each in its parent's heap."""
+        re-places each in its parent's heap (`_place`, written out here: this is the
+        allocator's hottest loop)."""
         if node.self_leaf is not None:
             self._place_self_leaf(node)
         root = self._root
+        totals = self._totals.quantities
+        weights = self._weights
         cur = node
         while cur is not root:
             alloc = cur.alloc
@@ -313,8 +317,29 @@ class DRFSorter:
             else:
                 _subtract(alloc, q)
             cur.count += count
-            self._place(cur)
-            cur = cur.parent  # type: ignore[assignment]  # only the root has no parent
+            parent: _Node = cur.parent  # type: ignore[assignment]  # only the root has none
+            old = cur.entry
+            if cur.active_count > 0:
+                share = 0.0
+                for r, v in alloc.items():
+                    t = totals.get(r)
+                    if t:
+                        ratio = v / t
+                        if ratio > share:
+                            share = ratio
+                weight = weights.get(cur.path)
+                if weight is not None:
+                    share = share / weight
+                if old is None or old[0] != share or old[1] != cur.count:
+                    entry = (share, cur.count, cur.path, next(self._seq), cur)
+                    cur.entry = entry
+                    if old is None:
+                        parent.live += 1
+                    self._push(parent, entry)
+            elif old is not None:
+                cur.entry = None
+                parent.live -= 1
+            cur = parent
 
     # weights and shares ---------------------------------------------------------------------
 
