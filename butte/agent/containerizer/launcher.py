@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from butte.agent.containerizer.zygote import ReportReader
 from butte.agent.executor.launcher import short_address
 
 log = logging.getLogger("butte.agent")
@@ -36,8 +37,10 @@ class LauncherUnavailable(Exception):
     """The launcher could not be reached or started."""
 
 
-class LauncherClient:
+class LauncherClient(ReportReader):
     """One agent's connection to its launcher; see the module docstring."""
+
+    _who = "the command launcher"
 
     def __init__(
         self,
@@ -51,19 +54,14 @@ class LauncherClient:
         on_exited: Callable[[str, int | None], None],
         on_lost: Callable[[], None],
     ) -> None:
+        super().__init__(on_started, on_failed, on_exited, on_lost)
         self._loop = loop
         self._argv = list(argv)
         self.path = os.path.join(work_dir, SOCKET_NAME)
         self._recovery_timeout = recovery_timeout
-        self._on_started = on_started
-        self._on_failed = on_failed
-        self._on_exited = on_exited
-        self._on_lost = on_lost
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
-        self._buffer = bytearray()
         self._out = bytearray()
-        self.alive = False
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -185,30 +183,6 @@ class LauncherClient:
             return
         self._buffer += data
         self._drain()
-
-    def _drain(self) -> None:
-        while self.alive:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._dispatch(line)
-
-    def _dispatch(self, line: bytes) -> None:
-        try:
-            message = _decoder.decode(line)
-            container_id = str(message["id"])
-        except (msgspec.DecodeError, KeyError, TypeError):
-            log.warning("bad line from the command launcher: %r", line[:200])
-            return
-        if "pid" in message:
-            self._on_started(container_id, int(message["pid"]))
-        elif "exit" in message:
-            status = message["exit"]
-            self._on_exited(container_id, status if isinstance(status, int) else None)
-        else:
-            self._on_failed(container_id, str(message.get("error", "unknown launcher error")))
 
     def _lost(self) -> None:
         if not self.alive:

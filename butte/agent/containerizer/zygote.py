@@ -26,7 +26,54 @@ _decoder = msgspec.json.Decoder(dict)
 _encoder = msgspec.json.Encoder()
 
 
-class ZygoteClient:
+class ReportReader:
+    """What the zygote's and the command launcher's clients share: the callbacks and the
+    parsing of the report lines both processes write (``{"id", "pid"|"exit"|"error"}``)."""
+
+    _who = "the executor zygote"
+
+    def __init__(
+        self,
+        on_started: Callable[[str, int], None],
+        on_failed: Callable[[str, str], None],
+        on_exited: Callable[[str, int | None], None],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._on_started = on_started
+        self._on_failed = on_failed
+        self._on_exited = on_exited
+        self._on_lost = on_lost
+        self._buffer = bytearray()
+        self.alive = False
+
+    def _drain(self) -> None:
+        """Dispatches every whole line in the buffer (while the connection is alive)."""
+        while self.alive:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            self._dispatch(line)
+
+    def _dispatch(self, line: bytes) -> None:
+        try:
+            message = _decoder.decode(line)
+            container_id = str(message["id"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            log.warning("bad line from %s: %r", self._who, line[:200])
+            return
+        if "pid" in message:
+            self._on_started(container_id, int(message["pid"]))
+        elif "exit" in message:
+            status = message["exit"]
+            self._on_exited(container_id, status if isinstance(status, int) else None)
+        else:
+            error = message.get("error", f"unknown error of {self._who}")
+            self._on_failed(container_id, str(error))
+
+
+class ZygoteClient(ReportReader):
     """Drives one zygote process; see the module docstring."""
 
     def __init__(
@@ -39,16 +86,11 @@ class ZygoteClient:
         on_exited: Callable[[str, int | None], None],
         on_lost: Callable[[], None],
     ) -> None:
+        super().__init__(on_started, on_failed, on_exited, on_lost)
         self._loop = loop
         self._argv = list(argv)
-        self._on_started = on_started
-        self._on_failed = on_failed
-        self._on_exited = on_exited
-        self._on_lost = on_lost
         self._proc: subprocess.Popen | None = None
         self._writer: asyncio.WriteTransport | None = None
-        self._buffer = bytearray()
-        self.alive = False
 
     async def start(self) -> None:
         """Starts the zygote (its own session, so terminal signals to the agent's group do
@@ -90,28 +132,7 @@ class ZygoteClient:
             self._lost()
             return
         self._buffer += data
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                return
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            self._dispatch(line)
-
-    def _dispatch(self, line: bytes) -> None:
-        try:
-            message = _decoder.decode(line)
-            container_id = message["id"]
-        except (msgspec.DecodeError, KeyError, TypeError):
-            log.warning("bad line from the executor zygote: %r", line[:200])
-            return
-        if "pid" in message:
-            self._on_started(container_id, int(message["pid"]))
-        elif "exit" in message:
-            status = message["exit"]
-            self._on_exited(container_id, status if isinstance(status, int) else None)
-        else:
-            self._on_failed(container_id, str(message.get("error", "unknown zygote error")))
+        self._drain()
 
     def _lost(self) -> None:
         if not self.alive:
