@@ -200,15 +200,8 @@ class Launcher:
         self.poller.unregister(client.fileno())
         client.close()
         self.alone_since = time.monotonic()
-        for task in list(self.tasks.values()):
-            if task.checkpoint:
-                continue
-            # No agent recovers a framework that does not checkpoint: kill, then forget.
-            task.claimed = False
-            if task.exit is None:
-                self._signal(task, _signal.SIGKILL)
-            else:
-                del self.tasks[task.id]
+        # No agent recovers a framework that does not checkpoint: kill, then forget.
+        self._release([t for t in self.tasks.values() if not t.checkpoint])
 
     def _read(self) -> None:
         assert self.client is not None
@@ -256,9 +249,12 @@ class Launcher:
                     self._signal(task, _signal.SIGKILL)
 
     def _claim(self, ids: set[str]) -> None:
-        for task in list(self.tasks.values()):
-            if task.id in ids:
-                continue
+        self._release([t for t in self.tasks.values() if t.id not in ids])
+
+    def _release(self, tasks: list[Task]) -> None:
+        """Tasks no agent will ask about: killed if still running (forgotten once reaped),
+        else forgotten now."""
+        for task in tasks:
             task.claimed = False
             if task.exit is None:
                 self._signal(task, _signal.SIGKILL)
