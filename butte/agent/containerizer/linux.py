@@ -406,6 +406,12 @@ def spawn_isolated(
         os.setpgid(pid, pid)  # also done in the child: whichever runs first
     except OSError:
         pass
+    return started(pid, read_end)
+
+
+def started(pid: int, read_end: int) -> int:
+    """``pid`` once the child has exec'd (its close-on-exec error pipe ``read_end`` reads
+    empty); if it wrote why it could not start, reaps it and raises that as OSError."""
     try:
         error = b""
         while chunk := os.read(read_end, 4096):

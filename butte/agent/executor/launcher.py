@@ -327,16 +327,7 @@ class Launcher:
             os.close(read_end)
             _child_start(request, out, err, write_end)  # never returns
         os.close(write_end)
-        error = b""
-        try:
-            while chunk := os.read(read_end, 4096):
-                error += chunk
-        finally:
-            os.close(read_end)
-        if error:
-            os.waitpid(pid, 0)
-            raise OSError(error.decode(errors="replace"))
-        return pid
+        return linux.started(pid, read_end)
 
     def _reap(self) -> None:
         while True:
