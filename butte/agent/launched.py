@@ -176,6 +176,13 @@ class LaunchedExecutor:
     def close(self) -> None:
         """The core closed the stream (the executor terminated)."""
 
+    def signalled(self, number: int) -> None:
+        """An operator's KILL_CONTAINER is about to send ``number`` to the container. An
+        executor process would get it too: SIGTERM or SIGINT makes the built-in executor shut
+        down and kill its task (TASK_KILLED), so here they count as a kill of the task."""
+        if number in (signal.SIGTERM, signal.SIGINT) and not self.exited:
+            self.killed = True
+
     # -- the executor's work -------------------------------------------------------------------
 
     def _subscribe(self, unacknowledged: list[TaskInfo]) -> None:

@@ -299,6 +299,7 @@ class AgentOperatorApi:
         if container.pid is None:
             await self.server.containerizer.destroy(cid, 0.0)
         else:
+            self.server.container_signalled(cid, number)
             await asyncio.to_thread(signal_sessions, [container.pid], number)
         return None
 

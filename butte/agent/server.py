@@ -423,6 +423,13 @@ class AgentServer:
         task = ex.tasks.get(task_id) if ex is not None else None
         return task.state if task is not None else None
 
+    def container_signalled(self, container_id: str, number: int) -> None:
+        """A launcher task has no executor process to receive an operator's signal: its
+        in-agent executor is told instead (docs/design.md "The command launcher")."""
+        executor = self.launched.get(container_id)
+        if executor is not None:
+            executor.signalled(number)
+
     def launched_done(self, container_id: str) -> None:
         """An in-agent executor is done: its container ends as an executor exiting 0."""
         self.launched.pop(container_id, None)

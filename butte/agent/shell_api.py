@@ -57,6 +57,9 @@ class AgentShell(Protocol):
     def executor_stream_closed(self, stream: ExecutorStream) -> None:
         """The executor's stream ended."""
 
+    def container_signalled(self, container_id: str, number: int) -> None:
+        """KILL_CONTAINER is about to send ``number`` to the container's processes."""
+
     def state(self) -> dict[str, Any]:
         """The ``/state`` JSON."""
 
