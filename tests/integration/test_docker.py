@@ -216,7 +216,7 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
 
         hog = await ended(master, "hog")
         assert hog["state"] == "TASK_FAILED", hog
-        assert hog["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY", hog
+        assert hog.get("reason") == "REASON_CONTAINER_LIMITATION_MEMORY", hog
 
         missing = await ended(master, "missing")
         assert missing["state"] == "TASK_FAILED"

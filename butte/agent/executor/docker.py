@@ -48,6 +48,7 @@ PULL_TIMEOUT = 600.0
 INSPECT_TIMEOUT = 20.0
 # How often a lost connection to the daemon is followed by attaching again.
 MAX_ATTACHES = 5
+OOM_SETTLE = 2.0  # seconds to wait for dockerd to record an OOM kill (see _settled)
 
 
 class DockerError(Exception):
@@ -287,7 +288,25 @@ class DockerExecutor(command.Executor):
         if state is not None and state.get("Running") and self.attaches < MAX_ATTACHES:
             self._attach(task)
             return
+        state = self._settled(task, state)
         self.send_update(task, *self._outcome(task, state))
+
+    def _settled(self, task: command.TaskProcess, state: dict | None) -> dict | None:
+        """The state once the daemon has recorded an OOM kill. dockerd learns of an OOM kill
+        from an event of its own that can come after the exit it has already recorded, so a
+        container SIGKILLed (137) that nobody here killed is asked about again for a short
+        while before its end is reported without ``OOMKilled``."""
+        deadline = time.monotonic() + OOM_SETTLE
+        while (
+            state is not None
+            and state.get("ExitCode") == 137
+            and not state.get("OOMKilled")
+            and not task.killed
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+            state = self._container_state()
+        return state
 
     def _container_state(self) -> dict | None:
         """The container's ``State`` from the daemon, waiting for a daemon that went away to
@@ -361,6 +380,9 @@ class DockerExecutor(command.Executor):
         code = super().run()
         self._reap_helpers()
         return code
+
+
+OOM_SETTLE = 2.0  # seconds to wait for dockerd to record an OOM kill (see _settled)
 
 
 def run_executor(environ: dict[str, str]) -> int:
