@@ -25,19 +25,14 @@ import uuid
 from pathlib import Path
 
 from common import (
-    BUTTE,
     Figure,
-    Master,
-    Process,
     exit_on_sigterm,
-    free_port,
+    master_with_agent,
     print_table,
-    processes,
     work_dir,
 )
 from frameworks import LaunchingFramework, TaskShape, finish_rate
 
-AGENT_RESOURCES = "cpus:64;mem:262144;disk:100000;ports:[31000-32000]"
 ISOLATED = "cgroups/cpu,cgroups/mem,cgroups/pids,namespaces/pid"
 
 
@@ -107,33 +102,12 @@ def run_agent_bench(
     extra = []
     if isolation:
         extra = [f"--isolation={isolation}", f"--cgroups_root=butte-bench-{uuid.uuid4().hex[:8]}"]
-    with work_dir("agent") as tmp:
-        master = Master(tmp, ["--allocation_interval=100ms"])
-        port = free_port()
-        agent = Process(
-            "agent",
-            [
-                *BUTTE,
-                "agent",
-                f"--master={master.address}",
-                f"--port={port}",
-                f"--work_dir={tmp / 'agent'}",
-                f"--resources={AGENT_RESOURCES}",
-                "--logging_level=WARNING",
-                *extra,
-            ],
-            Path(tmp) / "agent.log",
-        )
-        with processes(master, agent):
-            master.start()
-            master.wait_healthy()
-            agent.start()
-            master.wait_agents(1, timeout=30)
-            raw_before = raw_spawn_rate(tasks, 64)
-            cpu_before = cpu_breakdown(agent.pid)
-            rate, errors = asyncio.run(_drive(master.address, tasks, inflight, timeout))
-            cpu_after = cpu_breakdown(agent.pid)
-            raw_after = raw_spawn_rate(tasks, 64)
+    with work_dir("agent") as tmp, master_with_agent(tmp, extra) as (master, agent):
+        raw_before = raw_spawn_rate(tasks, 64)
+        cpu_before = cpu_breakdown(agent.pid)
+        rate, errors = asyncio.run(_drive(master.address, tasks, inflight, timeout))
+        cpu_after = cpu_breakdown(agent.pid)
+        raw_after = raw_spawn_rate(tasks, 64)
     cpu_per_task = {k: (cpu_after[k] - cpu_before[k]) / tasks for k in cpu_after}
     return {
         "tasks_per_second": rate,

@@ -20,25 +20,18 @@ import asyncio
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from common import (
-    BUTTE,
     Figure,
-    Master,
-    Process,
     exit_on_sigterm,
-    free_port,
+    master_with_agent,
     print_table,
-    processes,
     work_dir,
 )
 from frameworks import LaunchingFramework, TaskShape, finish_rate
 
 from butte.testing.docker import DOCKER, Dockerd, dockerd
-
-AGENT_RESOURCES = "cpus:64;mem:262144;disk:100000;ports:[31000-32000]"
 
 
 class DockerFramework(LaunchingFramework):
@@ -85,28 +78,12 @@ def run_docker_bench(tasks: int, inflight: int) -> dict:
     with dockerd() as daemon, work_dir("docker") as tmp:
         image = daemon.load_busybox()
         daemon.docker("run", "--rm", "--network=none", image, "true")  # warm the daemon
-        master = Master(tmp, ["--allocation_interval=100ms"])
-        agent = Process(
-            "agent",
-            [
-                *BUTTE,
-                "agent",
-                f"--master={master.address}",
-                f"--port={free_port()}",
-                f"--work_dir={tmp / 'agent'}",
-                f"--resources={AGENT_RESOURCES}",
-                "--containerizers=docker,mesos",
-                f"--docker={DOCKER}",
-                f"--docker_socket={daemon.socket}",
-                "--logging_level=WARNING",
-            ],
-            Path(tmp) / "agent.log",
-        )
-        with processes(master, agent):
-            master.start()
-            master.wait_healthy()
-            agent.start()
-            master.wait_agents(1, timeout=30)
+        flags = [
+            "--containerizers=docker,mesos",
+            f"--docker={DOCKER}",
+            f"--docker_socket={daemon.socket}",
+        ]
+        with master_with_agent(tmp, flags) as (master, _):
             raw_before = docker_run_rate(daemon, image, tasks, inflight)
             rate, errors = asyncio.run(_drive(master.address, image, tasks, inflight))
             raw_after = docker_run_rate(daemon, image, tasks, inflight)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BUTTE, Master, Process, exit_on_sigterm, free_port, processes, work_dir
+from common import exit_on_sigterm, master_with_agent, work_dir
 from frameworks import LaunchingFramework, TaskShape, finish_rate
 
 from butte.agent.containerizer import linux
@@ -42,7 +42,6 @@ from butte.agent.containerizer.images import ImageStore
 from butte.agent.containerizer.provisioner import Provisioner, overlay_supported
 from butte.testing.images import save_archive
 
-AGENT_RESOURCES = "cpus:64;mem:262144;disk:100000;ports:[31000-32000]"
 IMAGE = "bench/busybox:latest"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
@@ -92,27 +91,8 @@ async def _drive(master: str, name: str, image: str | None, tasks: int, inflight
 def agent_rates(registry: Path, tasks: int, inflight: int) -> dict[str, dict]:
     """Image tasks/s and plain tasks/s on one real agent."""
     with work_dir("images") as tmp:
-        master = Master(tmp, ["--allocation_interval=100ms"])
-        agent = Process(
-            "agent",
-            [
-                *BUTTE,
-                "agent",
-                f"--master={master.address}",
-                f"--port={free_port()}",
-                f"--work_dir={tmp / 'agent'}",
-                f"--resources={AGENT_RESOURCES}",
-                "--image_providers=docker",
-                f"--docker_registry={registry}",
-                "--logging_level=WARNING",
-            ],
-            Path(tmp) / "agent.log",
-        )
-        with processes(master, agent):
-            master.start()
-            master.wait_healthy()
-            agent.start()
-            master.wait_agents(1, timeout=30)
+        flags = ["--image_providers=docker", f"--docker_registry={registry}"]
+        with master_with_agent(tmp, flags) as (master, _):
             warm = asyncio.run(_drive(master.address, "warm", IMAGE, 1, 1))  # unpack once
             image = asyncio.run(_drive(master.address, "image", IMAGE, tasks, inflight))
             plain = asyncio.run(_drive(master.address, "plain", None, tasks, inflight))

@@ -170,19 +170,9 @@ class LauncherClient(ReportReader):
 
     # -- answers -----------------------------------------------------------------------------
 
-    def _readable(self) -> None:
+    def _receive(self) -> bytes:
         assert self._sock is not None
-        try:
-            data = self._sock.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._lost()
-            return
-        self._buffer += data
-        self._drain()
+        return self._sock.recv(1 << 20)
 
     def _lost(self) -> None:
         if not self.alive:

@@ -46,6 +46,28 @@ class ReportReader:
         self._buffer = bytearray()
         self.alive = False
 
+    def _receive(self) -> bytes:
+        """What the process wrote since the last call (b"": it is gone; BlockingIOError:
+        nothing yet)."""
+        raise NotImplementedError
+
+    def _lost(self) -> None:
+        """The process is gone (or its connection is)."""
+        raise NotImplementedError
+
+    def _readable(self) -> None:
+        try:
+            data = self._receive()
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        self._buffer += data
+        self._drain()
+
     def _drain(self) -> None:
         """Dispatches every whole line in the buffer (while the connection is alive)."""
         while self.alive:
@@ -120,19 +142,9 @@ class ZygoteClient(ReportReader):
                 request["owner"] = [setup.user[1], setup.user[2]]
         self._writer.write(_encoder.encode(request) + b"\n")
 
-    def _readable(self) -> None:
+    def _receive(self) -> bytes:
         assert self._proc is not None and self._proc.stdout is not None
-        try:
-            data = os.read(self._proc.stdout.fileno(), 1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._lost()
-            return
-        self._buffer += data
-        self._drain()
+        return os.read(self._proc.stdout.fileno(), 1 << 20)
 
     def _lost(self) -> None:
         if not self.alive:

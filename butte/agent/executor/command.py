@@ -40,6 +40,7 @@ from butte.core.recordio import RecordIOReader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 EXECUTOR_PATH = "/api/v1/executor"
@@ -976,15 +977,17 @@ def run_executor(environ: dict[str, str], kind: type[Executor] | None = None) ->
         return e.code or 0
 
 
-def main() -> int:
-    """Entry point: runs the executor with this process's environment. Exits the process
-    directly when done: nothing needs cleaning up, and interpreter teardown is a measurable
-    part of a short task's cost."""
-    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
+def main(
+    run: Callable[[dict[str, str]], int] = run_executor, required: tuple[str, ...] = REQUIRED_ENV
+) -> int:
+    """Entry point of a built-in executor (``run`` with this process's environment, which
+    must carry ``required``). Exits the process directly when done: nothing needs cleaning
+    up, and interpreter teardown is a measurable part of a short task's cost."""
+    missing = [name for name in required if not os.environ.get(name)]
     if missing:
         sys.stderr.write(f"executor: not started by an agent: {', '.join(missing)} unset\n")
         return 2
-    code = run_executor(dict(os.environ))
+    code = run(dict(os.environ))
     sys.stderr.flush()
     os._exit(code)
 

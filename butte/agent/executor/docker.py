@@ -392,13 +392,7 @@ def run_executor(environ: dict[str, str]) -> int:
 
 def main() -> int:
     """Entry point (``python -m butte.agent.executor.docker``)."""
-    missing = [n for n in (*command.REQUIRED_ENV, NAME_ENV) if not os.environ.get(n)]
-    if missing:
-        sys.stderr.write(f"executor: not started by an agent: {', '.join(missing)} unset\n")
-        return 2
-    code = run_executor(dict(os.environ))
-    sys.stderr.flush()
-    os._exit(code)
+    return command.main(run_executor, (*command.REQUIRED_ENV, NAME_ENV))
 
 
 if __name__ == "__main__":
