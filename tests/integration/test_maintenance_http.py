@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import pytest
@@ -49,20 +47,8 @@ class SchedulerStream(EventStream):
     cannot), its events read in the background."""
 
     def __init__(self, url: str, subscribe: dict[str, Any]) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        body = json.dumps({"type": "SUBSCRIBE", "subscribe": subscribe}).encode()
-        head = (
-            f"POST /api/v1/scheduler HTTP/1.1\r\nHost: {host}\r\n"
-            f"Content-Type: application/json\r\nAccept: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + body)
-        self.events: list[dict] = []
-        self.status: int | None = None
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        wait_for(lambda: self.status is not None, 10, "stream answer")
+        call = {"type": "SUBSCRIBE", "subscribe": subscribe}
+        super().__init__(url, "/api/v1/scheduler", call, expect_ok=False)
 
 
 class Maintained(pymesos.Scheduler):
