@@ -160,34 +160,42 @@ def _shell(command: str) -> dict[str, Any]:
     return {"value": command}
 
 
+@contextlib.contextmanager
+def running_task(cluster: ClusterHandle, name: str, command: str) -> Iterator[dict[str, Any]]:
+    """Runs ``command`` as a task through ``butte run`` and yields the task once it is
+    TASK_RUNNING (the run is ended on exit, which kills the task)."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "butte", "run", "--master", cluster.master_address]
+        + ["--name", name, "--command", command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        master = OperatorClient(cluster.master_address)
+        deadline = time.monotonic() + 60
+        running: list[dict[str, Any]] = []
+        while not running and time.monotonic() < deadline:
+            tasks = master.call("GET_TASKS").get("tasks", [])
+            running = [t for t in tasks if t["state"] == "TASK_RUNNING"]
+            time.sleep(0.1)
+        assert running, "the task did not start"
+        yield running[0]
+    finally:
+        run.terminate()
+        run.wait(30)
+
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Task]:
     require(_missing(), "cgroup v1 controllers and root")
     root = f"butte-nested-{uuid.uuid4().hex[:8]}"
     flags = [f"--isolation={ISOLATION}", f"--cgroups_root={root}"]
     with start_cluster(tmp_path_factory.mktemp("nested"), agent_flags=flags) as cluster:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "butte", "run", "--master", cluster.master_address]
-            + ["--name", "box", "--command", TASK],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            master = OperatorClient(cluster.master_address)
-            deadline = time.monotonic() + 60
-            running: list[dict[str, Any]] = []
-            while not running and time.monotonic() < deadline:
-                tasks = master.call("GET_TASKS").get("tasks", [])
-                running = [t for t in tasks if t["state"] == "TASK_RUNNING"]
-                time.sleep(0.1)
-            assert running, "the task did not start"
-            status = running[0]["statuses"][-1]
+        with running_task(cluster, "box", TASK) as running:
+            status = running["statuses"][-1]
             container = status["container_status"]["container_id"]["value"]
             agent = cluster.state()["slaves"][0]["pid"].split("@")[1]
-            yield Task(cluster, running[0]["task_id"]["value"], container, agent)
-        finally:
-            run.terminate()
-            run.wait(30)
+            yield Task(cluster, running["task_id"]["value"], container, agent)
     for controller in CONTROLLERS:
         with contextlib.suppress(OSError):
             Path(HIERARCHY, controller, root).rmdir()
@@ -529,33 +537,16 @@ def _nested_sandbox(task: Task, name: str) -> Path:
 def test_exec_into_a_task_without_isolation(cluster: ClusterHandle, capfd) -> None:
     """No namespaces or cgroups to enter (the agent's defaults): the command runs beside
     the task, with its environment and in its sandbox."""
-    run = subprocess.Popen(
-        [sys.executable, "-m", "butte", "run", "--master", cluster.master_address]
-        + ["--name", "plain", "--command", "sleep 300"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        master = OperatorClient(cluster.master_address)
-        deadline = time.monotonic() + 60
-        running: list[dict[str, Any]] = []
-        while not running and time.monotonic() < deadline:
-            tasks = master.call("GET_TASKS").get("tasks", [])
-            running = [t for t in tasks if t["state"] == "TASK_RUNNING"]
-            time.sleep(0.1)
-        assert running, "the task did not start"
-        argv = ["task", "exec", "--master", cluster.master_address, running[0]["task_id"]["value"]]
+    with running_task(cluster, "plain", "sleep 300") as running:
+        argv = ["task", "exec", "--master", cluster.master_address, running["task_id"]["value"]]
         assert main([*argv, "--", "sh", "-c", 'pwd; echo "$MESOS_SANDBOX"; exit 2']) == 2
         here, sandbox = capfd.readouterr().out.splitlines()
         assert here == sandbox and "/runs/" in sandbox
         # Nothing takes a nested command down with its task here but the agent itself.
         agent = OperatorClient(cluster.state()["slaves"][0]["pid"].split("@")[1])
-        container = running[0]["statuses"][-1]["container_status"]["container_id"]["value"]
+        container = running["statuses"][-1]["container_status"]["container_id"]["value"]
         cid = {"value": "left-behind", "parent": {"value": container}}
         agent.call("LAUNCH_NESTED_CONTAINER", {"container_id": cid, "command": _shell("sleep 300")})
-    finally:
-        run.terminate()
-        run.wait(30)
     result = agent.call("WAIT_NESTED_CONTAINER", {"container_id": cid})
     assert result["state"] == "TASK_KILLED"
     assert result["message"] == "the parent container ended"
