@@ -28,7 +28,7 @@ import time
 from typing import Any, Protocol
 
 from butte.agent.effects import LaunchContainer
-from butte.agent.executor.command import describe_exit
+from butte.agent.executor.command import DEFAULT_KILL_GRACE, describe_exit, exit_state
 from butte.agent.records import COMMAND, Executor
 from butte.core import task_states as ts
 from butte.core.container_info import image_of
@@ -41,8 +41,6 @@ from butte.core.messages import (
     TaskInfo,
     TaskStatus,
 )
-
-DEFAULT_KILL_GRACE = 3.0  # as the built-in executor's
 
 
 def direct_task(spec: LaunchContainer, ex: Executor) -> TaskInfo | None:
@@ -268,13 +266,7 @@ class LaunchedExecutor:
         if status is None:
             state, message = ts.FAILED, "Command terminated (exit status unknown)"
         else:
-            message = describe_exit(status)
-            if self.killed:
-                state = ts.KILLED
-            elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-                state = ts.FINISHED
-            else:
-                state = ts.FAILED
+            state, message = exit_state(status, self.killed), describe_exit(status)
         self._update(state, message)
 
     def _update(self, state: str, message: str | None = None) -> None:

@@ -67,6 +67,16 @@ def describe_exit(status: int) -> str:
     return f"Command exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+def exit_state(status: int, killed: bool) -> str:
+    """The terminal state of a command task that ended with wait ``status``: TASK_KILLED
+    after a kill, TASK_FINISHED on exit status 0, else TASK_FAILED."""
+    if killed:
+        return "TASK_KILLED"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return "TASK_FINISHED"
+    return "TASK_FAILED"
+
+
 def kill_grace(kill: dict | None, task: dict) -> float:
     """Grace period of a kill: KILL's kill_policy, else the task's, else 3 seconds."""
     for policy in ((kill or {}).get("kill_policy"), task.get("kill_policy")):
@@ -637,12 +647,8 @@ class Executor:
         reason = None
         if task.timed_out:
             state, reason = "TASK_FAILED", "REASON_MAX_COMPLETION_TIME_REACHED"
-        elif task.killed:
-            state = "TASK_KILLED"
-        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            state = "TASK_FINISHED"
         else:
-            state = "TASK_FAILED"
+            state = exit_state(status, task.killed)
         # Mesos marks a kill by the health checker with healthy=false on the terminal update.
         healthy = False if task.killed and task.killed_by_health else None
         self.send_update(task, state, message, reason, healthy)
