@@ -47,12 +47,6 @@ class Conversion:
     consumed: Resources
     converted: Resources
 
-    def volumes_created(self) -> Resources:
-        return _volumes(self.converted) if self.kind in ("CREATE",) else Resources()
-
-    def volumes_destroyed(self) -> Resources:
-        return _volumes(self.consumed) if self.kind == "DESTROY" else Resources()
-
 
 def apply(pool: Resources, conversion: Conversion, what: str = "offered") -> Resources:
     """``pool`` after ``conversion``; OperationError when the pool lacks what it consumes."""
@@ -102,12 +96,6 @@ def _map(res: Resources, fn: Callable[[ResourceKey, Value], ResourceKey]) -> Res
     for key, value in res.items():
         out = out + Resources({fn(key, value): value})
     return out
-
-
-def _volumes(res: Resources) -> Resources:
-    return Resources(
-        {k: v for k, v in res.items() if k[2] is not None and k[2].persistence_id is not None}
-    )
 
 
 def _check_principal(reservation: Reservation, principal: str | None, kind: str) -> None:
