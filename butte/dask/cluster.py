@@ -200,6 +200,14 @@ class ButteCluster(Cluster):
             info["webui_url"] = f"http://{self.scheduler_host}:{port.port}/status"
         return info
 
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        # distributed's status watcher can hear of a worker's removal before its addition
+        # reached scheduler_info; its base method then raises KeyError and the watcher dies,
+        # failing close(). A worker we never listed has nothing to remove.
+        if op == "remove" and msg not in self.scheduler_info.get("workers", {}):
+            return
+        super()._update_worker_status(op, msg)
+
     async def _close(self) -> None:
         if self.status in (Status.closing, Status.closed):
             return
