@@ -137,7 +137,12 @@ def test_standalone_master_recovers_its_registry(cluster_factory):
     cluster.master.kill()
     cluster.agents[1].kill()
     cluster.master.restart()
-    state = cluster.wait_until(lambda s: s, what="master back")
+    # /state is served while the registry is still being read; the master names itself
+    # leader only once it has recovered.
+    state = cluster.wait_until(
+        lambda s: (s.get("leader_info") or {}).get("id") == s["id"],
+        what="master back and its registry recovered",
+    )
     expected = {r["id"] for r in state["recovered_slaves"]} | {a["id"] for a in state["slaves"]}
     assert expected == set(ids)
     cluster.wait_until(
