@@ -5,11 +5,14 @@ when invalid, routed to the Docker executor otherwise) and the `docker run` comm
 from __future__ import annotations
 
 import argparse
+import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from butte.agent.containerizer.docker import add_docker_flags, options_from_args
+from butte.agent.executor import docker as docker_executor
 from butte.core import docker_info, internal
 from butte.core import task_states as ts
 from tests.unit.agent_kit import Harness, command_task, run
@@ -246,3 +249,69 @@ def test_master_refuses_an_invalid_docker_container_with_task_error():
     assert "docker.network" in statuses["bad"]["message"]
     [run] = h.agent_messages("c1", internal.RunTask)
     assert run.task.task_id.value == "good"
+
+
+# -- OOM kills dockerd did not record ------------------------------------------------------
+
+
+def _kernel_records_oom_kill(container_id: str) -> None:
+    """Writes into the kernel's log the line the kernel writes when it OOM-kills a process of
+    a container's memory cgroup (cgroupfs driver)."""
+    memcg = f"/docker/{container_id}"
+    line = f"oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg={memcg},task_memcg={memcg},task=dd"
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write(line + "\n")
+
+
+def test_the_kernels_log_names_the_container_whose_memory_cgroup_oom_killed():
+    killed, other = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    _kernel_records_oom_kill(killed)
+    assert docker_executor.kernel_oom_killed(killed)
+    assert not docker_executor.kernel_oom_killed(other)
+    assert not docker_executor.kernel_oom_killed(killed, kmsg="/nonexistent/kmsg")
+
+
+class _Daemon(docker_executor.DockerExecutor):
+    """The executor's view of one exited container, without a daemon or an agent."""
+
+    def __init__(self, container_id: str, state: dict) -> None:
+        self.name = "mesos-c1"
+        self.container_id = container_id
+        self.state = state
+        self.inspections = 0
+        self.daemon_wait = 1.0
+        self.daemon_lost = False
+
+    def api(self, path: str) -> dict:
+        assert path == f"/containers/{self.name}/json"
+        self.inspections += 1
+        return {"Id": self.container_id, "State": self.state}
+
+
+def test_a_sigkilled_container_the_kernel_oom_killed_fails_as_a_memory_limitation(monkeypatch):
+    # dockerd never recorded OOMKilled (its OOM watch came too late): the kernel's record
+    # decides, at once rather than after the wait for the daemon.
+    monkeypatch.setattr(docker_executor, "OOM_SETTLE", 30.0)
+    container_id = uuid.uuid4().hex * 2
+    state = {"ExitCode": 137, "OOMKilled": False, "StartedAt": "2026-12-04T00:00:00Z"}
+    daemon = _Daemon(container_id, state)
+    task = SimpleNamespace(killed=False)
+    _kernel_records_oom_kill(container_id)
+    settled = daemon._settled(task, state)  # type: ignore[arg-type]
+    assert settled is not None and settled["OOMKilled"]
+    assert daemon._outcome(task, settled)[2] == "REASON_CONTAINER_LIMITATION_MEMORY"  # type: ignore[arg-type]
+
+
+def test_a_sigkilled_container_without_an_oom_record_is_not_called_oom_killed(monkeypatch):
+    monkeypatch.setattr(docker_executor, "OOM_SETTLE", 0.3)
+    state = {"ExitCode": 137, "OOMKilled": False, "StartedAt": "2026-12-04T00:00:00Z"}
+    daemon = _Daemon(uuid.uuid4().hex * 2, state)
+    task = SimpleNamespace(killed=False)
+    settled = daemon._settled(task, state)  # type: ignore[arg-type]
+    assert settled is not None and not settled["OOMKilled"]
+    assert daemon.inspections >= 2  # the daemon was asked again meanwhile
+    assert daemon._outcome(task, settled) == (
+        "TASK_FAILED",
+        "Container exited with status 137",
+        None,
+    )  # type: ignore[arg-type]

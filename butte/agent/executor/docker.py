@@ -29,6 +29,7 @@ not come back fails the task too (docs/docker.md).
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
+import errno
 import os
 import select
 import sys
@@ -293,20 +294,37 @@ class DockerExecutor(command.Executor):
 
     def _settled(self, task: command.TaskProcess, state: dict | None) -> dict | None:
         """The state once the daemon has recorded an OOM kill. dockerd learns of an OOM kill
-        from an event of its own that can come after the exit it has already recorded, so a
-        container SIGKILLed (137) that nobody here killed is asked about again for a short
-        while before its end is reported without ``OOMKilled``."""
+        from an event of its own that can come after the exit it has already recorded, or
+        not at all when the kill came before its watch on the container's memory cgroup was
+        set up. So a container SIGKILLed (137) that nobody here killed is asked about again
+        for a short while, and the kernel's own record of the kill is looked for too
+        (`kernel_oom_killed`), before its end is reported without ``OOMKilled``."""
         deadline = time.monotonic() + OOM_SETTLE
+        container_id: str | None = None
         while (
             state is not None
             and state.get("ExitCode") == 137
             and not state.get("OOMKilled")
             and not task.killed
-            and time.monotonic() < deadline
         ):
+            if container_id is None:
+                container_id = self._container_id()
+            if container_id and kernel_oom_killed(container_id):
+                return {**state, "OOMKilled": True}
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.1)
             state = self._container_state()
         return state
+
+    def _container_id(self) -> str:
+        """The container's full id ("" if the daemon does not say)."""
+        try:
+            answer = self.api(f"/containers/{self.name}/json")
+        except DockerError:
+            return ""
+        found = answer.get("Id")
+        return found if isinstance(found, str) else ""
 
     def _container_state(self) -> dict | None:
         """The container's ``State`` from the daemon, waiting for a daemon that went away to
@@ -382,7 +400,35 @@ class DockerExecutor(command.Executor):
         return code
 
 
-OOM_SETTLE = 2.0  # seconds to wait for dockerd to record an OOM kill (see _settled)
+def kernel_oom_killed(container_id: str, kmsg: str = "/dev/kmsg") -> bool:
+    """Whether the kernel's log records an OOM kill whose memory cgroup is the container's
+    (``oom-kill:...,oom_memcg=/docker/<id>,...``; the cgroup is named after the container's
+    id with either cgroup driver). The log is read as root from ``/dev/kmsg``, without
+    waiting; False where it cannot be read (``dmesg_restrict``, no such device)."""
+    try:
+        fd = os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                return False  # the end of the log
+            except OSError as e:
+                if e.errno == errno.EPIPE:
+                    continue  # records overwritten while reading: go on with the next
+                return False
+            if not record:
+                return False
+            start = record.find(b"oom_memcg=")
+            if start < 0:
+                continue
+            memcg = record[start + len(b"oom_memcg=") :].split(b",", 1)[0]
+            if container_id.encode() in memcg:
+                return True
+    finally:
+        os.close(fd)
 
 
 def run_executor(environ: dict[str, str]) -> int:
