@@ -5,7 +5,8 @@ Writing happens in the shell, off the event loop and in effect order, in batches
 together (`CheckpointWriter`, `butte.agent.group_commit`), so a checkpoint that comes before
 an ACKNOWLEDGED, a status update to the master or a container launch is on disk first.
 Only frameworks with ``checkpoint: true`` are written (plus the agent's own id), as in Mesos,
-so tasks of other frameworks cost no disk writes.
+so tasks of other frameworks cost no disk writes. A removal is one rename of the tree into
+``meta/trash``; `Trash` deletes it from there on a thread of its own.
 
 Reading is forgiving: a file that is missing or unreadable drops only what it describes (and
 is reported in `RecoveredState.problems`); the torn last record of an update log is ignored.
