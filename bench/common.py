@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -387,3 +388,37 @@ def cpu_seconds(pid: int | None) -> float:
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class SpawnRate:
+    """What `raw_spawn` measured: processes per second and CPU seconds per process, of the
+    child (``/bin/true`` from exec to exit) and of the parent (spawning and reaping it)."""
+
+    rate: float
+    child_cpu: float
+    parent_cpu: float
+
+
+def raw_spawn(count: int = 2000, inflight: int = 64) -> SpawnRate:
+    """This machine's raw spawn rate, the yardstick of benchmark 6: ``os.posix_spawn`` of
+    ``/bin/true`` with ``inflight`` children at a time, reaped with ``os.wait``."""
+    env = {"PATH": "/usr/bin:/bin"}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    parent = time.thread_time()
+    started = time.perf_counter()
+    running = done = 0
+    launched = 0
+    while done < count:
+        while running < inflight and launched < count:
+            os.posix_spawn("/bin/true", ["true"], env)
+            running += 1
+            launched += 1
+        os.wait()
+        running -= 1
+        done += 1
+    elapsed = time.perf_counter() - started
+    parent_cpu = time.thread_time() - parent
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    child_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    return SpawnRate(count / elapsed, child_cpu / count, parent_cpu / count)

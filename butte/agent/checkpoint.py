@@ -5,7 +5,8 @@ Writing happens in the shell, off the event loop and in effect order, in batches
 together (`CheckpointWriter`, `butte.agent.group_commit`), so a checkpoint that comes before
 an ACKNOWLEDGED, a status update to the master or a container launch is on disk first.
 Only frameworks with ``checkpoint: true`` are written (plus the agent's own id), as in Mesos,
-so tasks of other frameworks cost no disk writes.
+so tasks of other frameworks cost no disk writes. A removal is one rename of the tree into
+``meta/trash``; `Trash` deletes it from there on a thread of its own.
 
 Reading is forgiving: a file that is missing or unreadable drops only what it describes (and
 is reported in `RecoveredState.problems`); the torn last record of an update log is ignored.
@@ -14,10 +15,15 @@ is reported in `RecoveredState.problems`); the torn last record of an update log
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
+import queue
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
@@ -124,6 +130,183 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _syncfs = _load_syncfs()
 
 
+# The pure path builders each checkpoint effect uses (several os.path.joins each, which
+# showed in profiles of the writer), cached: a run's directory is built again for its
+# executor, pid, task and every update record. Bounded, so ended runs age out.
+@functools.lru_cache(maxsize=4096)
+def _meta_run_dir(
+    work_dir: str, agent_id: str, framework_id: str, executor_id: str, container_id: str
+) -> str:
+    return paths.meta_run_dir(work_dir, agent_id, framework_id, executor_id, container_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _updates_path(run_dir: str, task_id: str) -> tuple[str, str]:
+    """A task's update log and the directory holding it."""
+    path = paths.task_updates_path(run_dir, task_id)
+    return path, os.path.dirname(path)
+
+
+# What the trash thread is given: a tree to delete (see `Trash.put`), or one of these.
+_LEFTOVERS, _STOP = "leftovers", "stop"
+_TrashJob = tuple[str, str, dict[str, set[str]] | None] | str
+
+
+class Trash:
+    """Deletes the checkpoint trees `CheckpointWriter` renamed into ``meta/trash``, on a
+    daemon thread of its own, so that the writer's thread, which every checkpoint waits for,
+    spends one rename per removal instead of an unlink or rmdir per file and directory.
+
+    The thread starts when there is work and ends after `IDLE_SECONDS` without any (or at
+    `close`). What is put here is gone from the checkpoint already, so nothing waits for its
+    deletion and nothing about it is synced: a crash leaves it in the trash, and the next
+    writer empties the trash at start-up (`empty_leftovers`)."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        # Names unique to this trash: a new agent process may put its own trees next to the
+        # leftovers of the previous one before those are deleted.
+        self._prefix = f"{os.getpid()}-{time.time_ns():x}-"
+        self._numbers = itertools.count()
+        self._jobs: queue.SimpleQueue[_TrashJob] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards _thread and _closed against put/idle exit
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.deleted = 0  # trees deleted (statistics; tests wait for them)
+        self.walked = 0  # ... of which needed a directory walk
+
+    def new_name(self) -> str:
+        """A path in the trash nothing else uses."""
+        return os.path.join(self.directory, f"{self._prefix}{next(self._numbers)}")
+
+    def put(self, old: str, path: str, made: dict[str, set[str]] | None) -> None:
+        """Deletes ``path``, a tree just moved into the trash from ``old``, in the background.
+        ``made`` is, by directory (named under ``old``), the names created in it, if known
+        to be all it holds (see `CheckpointWriter._forget`); None: walk it."""
+        self._submit((old, path, made))
+
+    def empty_leftovers(self) -> None:
+        """Deletes, in the background, whatever the trash holds that this one did not put
+        there (an earlier agent process died before deleting it)."""
+        self._submit(_LEFTOVERS)
+
+    def close(self) -> None:
+        """Waits until everything put so far is deleted and stops the thread; later puts are
+        deleted on the caller's thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._jobs.put(_STOP)
+        if thread is not None:
+            thread.join()
+
+    def _submit(self, job: _TrashJob) -> None:
+        with self._lock:
+            if not self._closed:
+                self._jobs.put(job)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="checkpoint-trash", daemon=True
+                    )
+                    self._thread.start()
+                return
+        self._do(job)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
+            if job == _STOP:
+                with self._lock:
+                    self._thread = None
+                return
+            self._do(job)
+
+    def _do(self, job: _TrashJob) -> None:
+        try:
+            if job == _LEFTOVERS:
+                self._delete_leftovers()
+            elif not isinstance(job, str):
+                self._delete(*job)
+        except Exception:  # noqa: BLE001 - the trash thread must go on (a bug, not a state)
+            log.exception("cannot delete %r from the checkpoint trash", job)
+
+    def _delete(self, old: str, path: str, made: dict[str, set[str]] | None) -> None:
+        if made is not None:
+            try:
+                _unlink_made(old, path, made)
+            except OSError:
+                pass  # something not in the list is in there: walk what is left
+            else:
+                self.deleted += 1
+                return
+        self.walked += 1
+        _delete_tree(path)
+        self.deleted += 1
+
+    def _delete_leftovers(self) -> None:
+        try:
+            with os.scandir(self.directory) as entries:
+                names = [e.name for e in entries if not e.name.startswith(self._prefix)]
+        except OSError:
+            return
+        for name in names:
+            self.walked += 1
+            _delete_tree(os.path.join(self.directory, name))
+
+
+def _unlink_made(old: str, path: str, made: dict[str, set[str]]) -> None:
+    """Deletes the tree ``path`` (moved there from ``old``) by the list of what was created in
+    it (see `Trash.put`), children first; raises OSError if a directory is not empty then."""
+    cut = len(old)
+    # Directories first to last (parents before children): deleted in reverse.
+    order = [old]
+    for directory in order:
+        names = made[directory]
+        for name in names:
+            child = os.path.join(directory, name)
+            if child in made:
+                order.append(child)
+    for directory in reversed(order):
+        here = path + directory[cut:]
+        for name in made[directory]:
+            if os.path.join(directory, name) not in made:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(here, name))
+        os.rmdir(here)
+
+
+def _delete_tree(path: str) -> None:
+    """Deletes ``path`` and everything below it, never following a symbolic link; errors
+    are ignored (a later start finds what is left in the trash again)."""
+    try:
+        with os.scandir(path) as entries:
+            children = [(e.path, e.is_dir(follow_symlinks=False)) for e in entries]
+    except NotADirectoryError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    except OSError:
+        return
+    for child, is_dir in children:
+        if is_dir:
+            _delete_tree(child)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(child)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
 class CheckpointWriter:
     """Carries out the core's checkpoint effects under ``<work_dir>/meta``.
 
@@ -148,8 +331,14 @@ class CheckpointWriter:
       before the batch. That is safe because the agent carries out nothing that was emitted
       after a checkpoint (an ACKNOWLEDGED, an update to the master, a launch) before the
       batch holding it is durable.
-    * Removals need no sync: a removal that a crash undoes leaves the checkpoint of
-      something that had ended, which recovery finishes off again.
+    * A removal is one rename of the tree (a task's, a run's, or an executor's when it was
+      its last run, a framework's) into ``meta/trash``, under a new name; the `Trash` thread
+      deletes it from there later. The rename needs no sync of its own: it becomes durable
+      with the sync of this batch, or of a later one, like any other change of the file
+      system. A crash that undoes it leaves the checkpoint of something that had ended,
+      which recovery finishes off again; one after it leaves the tree in the trash, which
+      recovery never reads and the next writer empties (in the background). A batch of
+      removals alone is not synced.
     """
 
     def __init__(self, work_dir: str, agent_id: str | None = None) -> None:
@@ -158,10 +347,16 @@ class CheckpointWriter:
         self.writes = 0
         self.syncs = 0  # syncs of whole batches (statistics; tests count them)
         # Directories known to exist (saves a mkdir per write), and for each directory this
-        # writer created, the names it created in it: a removal then unlinks exactly those
-        # (no directory scans, no stats) and falls back to rmtree for anything older.
+        # writer created, the names it created in it: a removed tree's list goes with it to
+        # the trash, which then unlinks exactly those (no directory scans, no stats) and
+        # walks only what is older or was added by someone else.
         self._dirs: set[str] = set()
         self._made: dict[str, set[str]] = {}
+        self.trash = Trash(paths.meta_trash_dir(work_dir))
+        self._trash_ready = False  # whether the trash directory is known to exist
+        if os.path.isdir(self.trash.directory):
+            self._trash_ready = True
+            self.trash.empty_leftovers()  # of an earlier agent process, in the background
 
     def apply(self, effect: Checkpoint) -> None:
         """Writes (or removes) what ``effect`` describes, durably."""
@@ -231,7 +426,7 @@ class CheckpointWriter:
             ex = (effect.framework_id, effect.executor_id)
             path = paths.executor_info_path(work, agent, *ex)
             self._put(path, _encoder.encode(effect.info), touched)
-            run = paths.meta_run_dir(work, agent, *ex, effect.container_id)
+            run = _meta_run_dir(work, agent, *ex, effect.container_id)
             self._put(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}), touched)
         elif isinstance(effect, CheckpointPid):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
@@ -246,8 +441,8 @@ class CheckpointWriter:
                 record = {"type": "UPDATE", "status": effect.status}
             else:
                 record = {"type": "ACK", "uuid": effect.ack_uuid}
-            path = paths.task_updates_path(run, effect.task_id)
-            self._ensure_dir(os.path.dirname(path), touched)
+            path, directory = _updates_path(run, effect.task_id)
+            self._ensure_dir(directory, touched)
             append_record(path, _encoder.encode(record))
             self._note(path)
             touched.add(path)
@@ -295,49 +490,68 @@ class CheckpointWriter:
         if names is not None:
             names.add(os.path.basename(path))
 
-    def _rmtree(self, path: str) -> None:
-        """Removes the directory ``path`` and everything in it; errors are ignored."""
-        if path in self._made:
-            try:
-                self._unmake(path)
-            except OSError:
-                pass  # something this writer did not create is in there
-            else:
-                names = self._made.get(os.path.dirname(path))
-                if names is not None:
-                    names.discard(os.path.basename(path))
-                return
-        shutil.rmtree(path, ignore_errors=True)
-        prefix = path + os.sep
-        self._dirs = {d for d in self._dirs if d != path and not d.startswith(prefix)}
-        self._made = {d: n for d, n in self._made.items() if d != path and not d.startswith(prefix)}
-        names = self._made.get(os.path.dirname(path))
-        if names is not None:
-            names.discard(os.path.basename(path))
-
-    def _unmake(self, directory: str) -> None:
-        """Unlinks what this writer created in ``directory``, then the directory."""
-        names = self._made[directory]
-        for name in list(names):
-            child = os.path.join(directory, name)
-            if child in self._made:
-                self._unmake(child)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(child)
-            names.discard(name)
-        os.rmdir(directory)
-        del self._made[directory]
-        self._dirs.discard(directory)
-
-    def _is_empty(self, directory: str) -> bool:
-        names = self._made.get(directory)
-        if names is not None:
-            return not names
+    def _discard(self, path: str) -> None:
+        """Takes the directory ``path`` out of the checkpoint with one rename into the trash,
+        which deletes it on its own thread; errors are ignored (a tree that stays is the
+        checkpoint of something that ended, which recovery finishes off)."""
+        parent = self._made.get(os.path.dirname(path))
+        if parent is not None:
+            parent.discard(os.path.basename(path))
         try:
-            return not os.listdir(directory)
-        except OSError:
-            return False
+            if not self._trash_ready:
+                os.makedirs(self.trash.directory, exist_ok=True)
+                self._trash_ready = True
+            target = self.trash.new_name()
+            os.rename(path, target)
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                self._forget(path)  # nothing there (removed before): only the bookkeeping left
+                return
+            self._trash_ready = False  # the trash went away: deleting the tree here instead
+            log.warning("no checkpoint trash at %s: deleting %s here", self.trash.directory, path)
+            shutil.rmtree(path, ignore_errors=True)
+            self._forget(path)
+            return
+        except OSError as e:
+            log.warning("cannot move %s to the checkpoint trash (%s): deleting it here", path, e)
+            shutil.rmtree(path, ignore_errors=True)
+            self._forget(path)
+            return
+        self.trash.put(path, target, self._forget(path))
+
+    def _forget(self, path: str) -> dict[str, set[str]] | None:
+        """Drops what this writer knows of the tree ``path`` (it is gone from there) and
+        returns what it had created in it, by directory, if it created ``path`` itself:
+        then that is all the tree holds, unless someone else added to it."""
+        if path not in self._made:
+            # Made before this writer (an earlier agent process): nothing to hand on, but
+            # this writer may have added directories below since.
+            prefix = path + os.sep
+            self._dirs = {d for d in self._dirs if d != path and not d.startswith(prefix)}
+            self._made = {
+                d: n for d, n in self._made.items() if d != path and not d.startswith(prefix)
+            }
+            return None
+        made: dict[str, set[str]] = {}
+        pending = [path]
+        while pending:
+            directory = pending.pop()
+            names = self._made.pop(directory)
+            self._dirs.discard(directory)
+            made[directory] = names
+            children = (os.path.join(directory, name) for name in names)
+            pending.extend(child for child in children if child in self._made)
+        return made
+
+    def _only_entry(self, directory: str, name: str) -> bool:
+        """Whether ``directory`` holds nothing but ``name`` (if anything)."""
+        names = self._made.get(directory)
+        if names is None:
+            try:
+                names = set(os.listdir(directory))
+            except OSError:
+                return False
+        return names <= {name}
 
     def _agent(self, effect: CheckpointAgent, touched: set[str]) -> None:
         self.agent_id = effect.agent_id
@@ -353,29 +567,33 @@ class CheckpointWriter:
         # Checkpoints of earlier agent ids can never be recovered again (Mesos GCs them).
         for name in _entries(paths.meta_slaves_dir(work)):
             if name != effect.agent_id:
-                self._rmtree(paths.meta_agent_dir(work, name))
+                self._discard(paths.meta_agent_dir(work, name))
 
     def _run(self, framework_id: str, executor_id: str, container_id: str) -> str:
         assert self.agent_id is not None
-        return paths.meta_run_dir(
-            self.work_dir, self.agent_id, framework_id, executor_id, container_id
-        )
+        return _meta_run_dir(self.work_dir, self.agent_id, framework_id, executor_id, container_id)
 
     def _remove(self, effect: RemoveCheckpoint) -> None:
         assert self.agent_id is not None
         if effect.executor_id is None:
             framework = effect.framework_id
-            self._rmtree(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
+            self._discard(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
             return
         assert effect.container_id is not None
         run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
         if effect.task_id is not None:
-            self._rmtree(paths.meta_task_dir(run, effect.task_id))
+            self._discard(paths.meta_task_dir(run, effect.task_id))
             return
-        self._rmtree(run)
         runs = os.path.dirname(run)
-        if self._is_empty(runs):  # the executor's last run: forget the executor too
-            self._rmtree(os.path.dirname(runs))
+        if self._only_entry(runs, effect.container_id):
+            self._discard(os.path.dirname(runs))  # the executor's last run: the executor too
+        else:
+            self._discard(run)
+
+    def close(self) -> None:
+        """Waits until the trash is empty and stops its thread (the writer is not used after
+        this)."""
+        self.trash.close()
 
 
 def forget_agent(work_dir: str) -> None:

@@ -29,6 +29,9 @@ The tree under ``--work_dir``::
                     task.info                    TaskInfo JSON
                     task.updates                 RecordIO log of {"type":"UPDATE","status":...}
                                                  and {"type":"ACK","uuid":...} records
+        trash/<writer>-<n>/                      a removed checkpoint tree (a run, an executor,
+                                                 ...), renamed here in one step and deleted
+                                                 in the background; never read by recovery
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
 With cgroup isolators, each container also has a group outside the work dir::
@@ -144,6 +147,11 @@ def resources_info_path(work_dir: str) -> str:
 def boot_id_path(work_dir: str) -> str:
     """``meta/boot_id``: the boot the checkpoint was written in."""
     return os.path.join(meta_dir(work_dir), "boot_id")
+
+
+def meta_trash_dir(work_dir: str) -> str:
+    """``meta/trash``: checkpoint trees being deleted (`butte.agent.checkpoint.Trash`)."""
+    return os.path.join(meta_dir(work_dir), "trash")
 
 
 def meta_slaves_dir(work_dir: str) -> str:

@@ -817,6 +817,9 @@ class AgentServer:
             await asyncio.to_thread(self.containerizer.isolation.close)
         await self.commit.wait_idle()
         self.commit.close()
+        if self.checkpoints is not None:
+            # Waits for the trash thread to delete what it was given (blocking: off the loop).
+            await asyncio.to_thread(self.checkpoints.close)
         # Everything was killed: a later start must not try to recover this agent.
         checkpoint.forget_agent(self._core.config.work_dir)
         for task in (self._gc_task, self._rotate_task, self._disk_task):

@@ -149,6 +149,9 @@ def test_checkpoint_layout_and_cleanup(tmp_path):
         await wait_for(lambda: "TASK_FINISHED" in master.states("c1"), "finished")
         # Everything of a finished, acknowledged task and its framework is forgotten.
         await wait_for(lambda: not (meta / AID / "frameworks" / FID).exists(), "cleaned up")
+        # ... by one rename into the trash, which the agent's trash thread then empties.
+        trash = tmp_path / "work" / "meta" / "trash"
+        await wait_for(lambda: trash.is_dir() and not any(trash.iterdir()), "trash emptied")
         await master.run_task("n1", "true")  # not checkpointing: nothing written
         await wait_for(lambda: "TASK_FINISHED" in master.states("n1"), "n1 finished")
         assert not (meta / AID / "frameworks" / FID).exists()

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -258,35 +259,127 @@ def test_rewriting_an_existing_file_replaces_it_atomically(tmp_path) -> None:
     assert state is not None and [r.container_id for r in state.runs] == ["c-t1"]
 
 
-def test_removal_unlinks_what_the_writer_made_and_falls_back_to_rmtree(
-    tmp_path, monkeypatch
+def trash_names(root) -> list[str]:
+    trash = root / "meta" / "trash"
+    return sorted(os.listdir(trash)) if trash.is_dir() else []
+
+
+def test_removal_deletes_by_the_writers_list_and_walks_only_what_it_does_not_know(
+    tmp_path,
 ) -> None:
-    scanned: list[str] = []
-    real_rmtree = checkpoint.shutil.rmtree
-    monkeypatch.setattr(
-        checkpoint.shutil,
-        "rmtree",
-        lambda path, **kw: scanned.append(str(path)) or real_rmtree(path, **kw),
-    )
     writer = CheckpointWriter(str(tmp_path))
     writer.write_batch(first_effects() + task_effects("t1") + task_effects("t2"))
     executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
     writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
-    assert scanned == []  # its own files: unlinked one by one, no directory scans
     assert sorted(p.name for p in executors.iterdir()) == ["t2"]
-    # Something it did not write is in the run: rmtree does the rest.
+    # Something it did not write is in the run: the trash walks that tree.
     (executors / "t2" / "runs" / "c-t2" / "stray").write_text("x")
     writer.write_batch([RemoveCheckpoint(FID, "t2", "c-t2")])
-    assert len(scanned) == 1 and list(executors.iterdir()) == []
-    # A run from before this writer (an agent restart) is removed by rmtree too.
+    assert list(executors.iterdir()) == []
+    # A run from before this writer (an agent restart) is walked too.
     writer.write_batch(task_effects("t3"))
+    writer.close()  # one writer per work dir at a time (an agent restart)
     later = CheckpointWriter(str(tmp_path), AID)
     later.write_batch([RemoveCheckpoint(FID, "t3", "c-t3")])
     assert list(executors.iterdir()) == []
     later.write_batch(task_effects("t3"))
+    later.close()
+    assert (writer.trash.deleted, writer.trash.walked) == (2, 1)  # t1 by its list, t2 walked
+    assert (later.trash.deleted, later.trash.walked) == (1, 1)
+    assert trash_names(tmp_path) == []
     state = read_state(str(tmp_path))
     assert state is not None and not state.problems
     assert [r.container_id for r in state.runs] == ["c-t3"]
+
+
+def test_removal_is_one_rename_and_the_trash_thread_deletes(tmp_path, monkeypatch) -> None:
+    """The writer's thread renames the tree into ``meta/trash`` and goes on; the trash's own
+    thread unlinks and rmdirs it."""
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects() + task_effects("t1") + task_effects("t2"))
+    calls: list[tuple[str, str]] = []
+
+    def spy(name: str) -> Callable[..., Any]:
+        real = getattr(os, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, threading.current_thread().name))
+            return real(*args, **kwargs)
+
+        return call
+
+    for name in ("rename", "unlink", "rmdir", "mkdir", "scandir", "listdir"):
+        monkeypatch.setattr(checkpoint.os, name, spy(name))
+    gate = threading.Event()
+    real_delete = checkpoint.Trash._delete
+    monkeypatch.setattr(
+        checkpoint.Trash, "_delete", lambda self, *job: gate.wait(10) and real_delete(self, *job)
+    )
+    executor = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors" / "t1"
+    writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    me = threading.current_thread().name
+    # The trash directory is made at the first removal; then one rename, nothing else.
+    assert [c for c in calls if c[1] == me] == [("mkdir", me), ("rename", me)]
+    # Gone from the checkpoint at once (the executor's last run: the executor's whole tree).
+    assert not executor.exists()
+    (moved,) = trash_names(tmp_path)
+    trashed = tmp_path / "meta" / "trash" / moved
+    assert (trashed / "executor.info").is_file()
+    assert (trashed / "runs" / "c-t1" / "tasks" / "t1" / "task.updates").is_file()
+    state = read_state(str(tmp_path))
+    assert state is not None and [r.container_id for r in state.runs] == ["c-t2"]
+    gate.set()
+    writer.close()  # waits for the trash
+    assert trash_names(tmp_path) == []
+    deleting = {thread for name, thread in calls if name in ("unlink", "rmdir")}
+    assert deleting == {"checkpoint-trash"}
+    assert writer.trash.deleted == 1 and writer.trash.walked == 0
+
+
+def test_a_run_that_is_not_the_last_goes_alone_and_the_executor_stays(tmp_path) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    executor = ExecutorInfo(executor_id=ID("e"), framework_id=ID(FID))
+    runs = [CheckpointExecutor(FID, "e", c, executor, COMMAND) for c in ("c1", "c2")]
+    writer.write_batch(first_effects() + runs)
+    writer.write_batch([RemoveCheckpoint(FID, "e", "c1")])
+    state = read_state(str(tmp_path))
+    assert state is not None and [r.container_id for r in state.runs] == ["c2"]
+    writer.write_batch([RemoveCheckpoint(FID, "e", "c2")])
+    executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
+    assert list(executors.iterdir()) == []
+    writer.close()
+    assert trash_names(tmp_path) == [] and writer.trash.walked == 0
+
+
+def test_a_new_writer_empties_what_an_earlier_process_left_in_the_trash(tmp_path) -> None:
+    """A crash between the rename and the deletion leaves a tree in the trash: recovery
+    does not read it, and the next writer deletes it in the background."""
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects() + task_effects("t1") + task_effects("t2"))
+    run = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors" / "t1"
+    left = tmp_path / "meta" / "trash" / "1234-crashed-0"
+    left.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(run, left)  # the rename was durable; the process died before deleting
+    (left / "runs" / "c-t1" / "link").symlink_to(tmp_path / "meta" / "slaves")  # not followed
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert [r.container_id for r in state.runs] == ["c-t2"]  # the trash is not recovered
+    later = CheckpointWriter(str(tmp_path), AID)
+    later.write_batch([RemoveCheckpoint(FID, "t2", "c-t2")])  # its own, next to the leftover
+    later.close()
+    assert trash_names(tmp_path) == []
+    assert (tmp_path / "meta" / "slaves" / AID / "slave.info").is_file()
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems and not state.runs
+
+
+def test_removing_an_earlier_agent_ids_tree_uses_the_trash_too(tmp_path) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects() + task_effects("t1"))
+    writer.write_batch([CheckpointAgent("agent-2", {"hostname": "h"})])
+    assert sorted(os.listdir(tmp_path / "meta" / "slaves")) == ["agent-2", "latest"]
+    writer.close()
+    assert trash_names(tmp_path) == [] and writer.trash.walked == 0
 
 
 def _inode_flags(path: str) -> int | None:
