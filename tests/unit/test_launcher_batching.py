@@ -32,11 +32,13 @@ class FakeAgent:
     def __init__(self, incoming: bytes) -> None:
         self.incoming = incoming
         self.sends: list[bytes] = []
+        self.asked: list[int] = []  # each recv's size
 
     def fileno(self) -> int:
         return CLIENT_FD
 
     def recv(self, size: int) -> bytes:
+        self.asked.append(size)
         if not self.incoming:
             raise BlockingIOError
         data, self.incoming = self.incoming[:size], self.incoming[size:]
@@ -129,6 +131,13 @@ def test_a_long_batch_is_written_in_pieces_of_about_flush_at_bytes(launcher: Lau
     line = len(json.dumps({"id": ids[0], "error": "already launched"}, separators=(",", ":")))
     assert len(agent.sends) > 1
     assert all(len(data) <= FLUSH_AT + line + 1 for data in agent.sends)
+
+
+def test_reads_stay_below_mallocs_mmap_threshold(launcher: Launcher) -> None:
+    # A larger recv costs an mmap and munmap each (READ_SIZE says why).
+    _known(launcher, ["a"])
+    agent = _serve(launcher, [{"op": "launch", "id": "a"}])
+    assert agent.asked and max(agent.asked) <= 1 << 16
 
 
 def test_nothing_is_queued_for_a_dropped_agent(launcher: Launcher) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from butte.agent.containerizer.zygote import ReportReader
-from butte.agent.executor.launcher import short_address
+from butte.agent.executor.launcher import READ_SIZE, short_address
 
 log = logging.getLogger("butte.agent")
 
@@ -107,7 +107,7 @@ class LauncherClient(ReportReader):
 
     def _read_line(self, sock: socket.socket) -> dict[str, Any]:
         while b"\n" not in self._buffer:
-            data = sock.recv(1 << 20)
+            data = sock.recv(READ_SIZE)
             if not data:
                 raise ValueError("connection closed")
             self._buffer += data
@@ -198,7 +198,7 @@ class LauncherClient(ReportReader):
 
     def _receive(self) -> bytes:
         assert self._sock is not None
-        return self._sock.recv(1 << 20)
+        return self._sock.recv(READ_SIZE)
 
     def _lost(self) -> None:
         if not self.alive:

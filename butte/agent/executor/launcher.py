@@ -64,6 +64,9 @@ _DEFAULT_SIGNALS = (
 SEND_TIMEOUT = 30.0  # an agent that reads nothing for this long is dropped
 FIRST_CONNECT_TIMEOUT = 30.0  # the agent that started us connects within this
 FLUSH_AT = 4096  # queued answers past this many bytes are written before the iteration ends
+# What one recv asks for. Not more: Python allocates the whole size first, and past
+# malloc's mmap threshold (128 KiB) that made each recv cost 14-18 us instead of 2.5.
+READ_SIZE = 1 << 16
 
 
 def short_address(path: str) -> str:
@@ -229,7 +232,7 @@ class Launcher:
     def _read(self) -> None:
         assert self.client is not None
         try:
-            data = self.client.recv(1 << 20)
+            data = self.client.recv(READ_SIZE)
         except (BlockingIOError, TimeoutError):
             return
         except OSError:
