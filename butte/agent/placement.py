@@ -57,10 +57,33 @@ def spread_subdirectories(directory: str) -> bool:
 def make_sandbox(sandbox: str, spread: set[str]) -> None:
     """Creates the sandbox ``.../executors/<executor>/runs/<container>`` and what lies above
     it, after giving its ``executors`` directory the hint (once per directory: ``spread``
-    holds those done)."""
-    executors = os.path.dirname(os.path.dirname(os.path.dirname(sandbox)))
-    if executors not in spread and os.path.basename(executors) == "executors":
-        os.makedirs(executors, exist_ok=True)
+    holds the directories above the executors' that this process has made sure of)."""
+    runs = os.path.dirname(sandbox)
+    executor = os.path.dirname(runs)
+    executors = os.path.dirname(executor)
+    if executors not in spread:
+        _make_top(executors, spread)
+    try:
+        _make_below(executor, runs, sandbox)
+    except FileNotFoundError:
+        # The framework's directory went (garbage collection) after we made it: again.
+        spread.discard(executors)
+        _make_top(executors, spread)
+        _make_below(executor, runs, sandbox)
+
+
+def _make_top(executors: str, spread: set[str]) -> None:
+    os.makedirs(executors, exist_ok=True)
+    if os.path.basename(executors) == "executors":
         spread_subdirectories(executors)
-        spread.add(executors)
-    os.makedirs(sandbox, exist_ok=True)
+    spread.add(executors)
+
+
+def _make_below(*levels: str) -> None:
+    """Makes each directory, top-down, each one's parent being the one before (the first's
+    must exist): one mkdir a level, where os.makedirs stats every level first."""
+    for path in levels:
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass

@@ -44,9 +44,22 @@ def volume_path(work_dir: str, role: str, disk: Disk) -> str:
     return os.path.join(base, "volumes", "roles", role, disk.persistence_id or "")
 
 
+def _holds_volume(resources: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether any resource of a JSON list names a persistence (False: it holds no volume,
+    with no parsing; every launch asks, and plain tasks have none)."""
+    for raw in resources:
+        disk = raw.get("disk") if isinstance(raw, Mapping) else None
+        if isinstance(disk, Mapping) and disk.get("persistence") is not None:
+            return True
+    return False
+
+
 def volumes(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> dict[str, Mount]:
     """Host path -> mount of every persistent volume in a JSON resource list (resources
     that do not parse hold no volume for this purpose: the master checked them)."""
+    resources = list(resources)
+    if not _holds_volume(resources):
+        return {}
     try:
         res = Resources.from_json(resources)
     except ResourceError:
@@ -63,7 +76,10 @@ def volumes(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 def mounts_for(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> tuple[Mount, ...]:
     """What a container holding ``resources`` gets in its sandbox, in path order."""
-    return tuple(sorted(volumes(work_dir, resources).values(), key=lambda m: m[1]))
+    found = volumes(work_dir, resources)
+    if not found:
+        return ()
+    return tuple(sorted(found.values(), key=lambda m: m[1]))
 
 
 # -- the shell's side ---------------------------------------------------------------------------
@@ -71,6 +87,9 @@ def mounts_for(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> tuple[M
 
 def mount_roots(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> set[str]:
     """Host paths of the volumes that are whole MOUNT disks (emptied, never removed)."""
+    resources = list(resources)
+    if not _holds_volume(resources):
+        return set()
     try:
         res = Resources.from_json(resources)
     except ResourceError:

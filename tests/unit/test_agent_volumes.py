@@ -83,6 +83,21 @@ def test_volume_paths_follow_the_disk_source():
     )
 
 
+def test_resources_without_a_persistence_are_not_parsed(monkeypatch):
+    def parse(raw: Any) -> Resources:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(volumes.Resources, "from_json", parse)
+    plain = [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}},
+        {"name": "disk", "type": "SCALAR", "scalar": {"value": 1}},
+        {"name": "disk", "type": "SCALAR", "scalar": {"value": 1}, "disk": {"volume": {}}},
+    ]
+    assert volumes.mounts_for("/w", plain) == ()
+    assert volumes.volumes("/w", iter(plain)) == {}
+    assert volumes.mount_roots("/w", plain) == set()
+
+
 def test_sync_creates_keeps_and_removes_volume_directories(tmp_path):
     work = str(tmp_path)
     total = _total(_volume("a"))

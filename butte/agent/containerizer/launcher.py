@@ -3,7 +3,8 @@
 `LauncherClient.connect` finds the launcher a previous run of this agent left behind (its
 unix socket ``<work_dir>/launcher.sock`` answers) or starts a new one, and returns what it
 runs and what ended while no agent was connected (the recovery uses both). After `attach`,
-requests go out as lines and the answers come back as callbacks on the event loop. If the
+requests go out as lines, those of one event-loop callback in one write on the loop's next
+turn, and the answers come back as callbacks on the event loop. If the
 launcher dies, ``on_lost`` is called once; the containerizer then fails its tasks the way
 an executor's death fails them.
 """
@@ -23,7 +24,7 @@ from typing import Any
 import msgspec
 
 from butte.agent.containerizer.zygote import ReportReader
-from butte.agent.executor.launcher import short_address
+from butte.agent.executor.launcher import READ_SIZE, short_address
 
 log = logging.getLogger("butte.agent")
 
@@ -61,7 +62,9 @@ class LauncherClient(ReportReader):
         self._recovery_timeout = recovery_timeout
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
-        self._out = bytearray()
+        self._out = bytearray()  # requests not yet written, in order
+        self._flush_soon: asyncio.Handle | None = None  # the pending `flush`
+        self._writing = False  # the socket was full: `_writable` writes the rest
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class LauncherClient(ReportReader):
 
     def _read_line(self, sock: socket.socket) -> dict[str, Any]:
         while b"\n" not in self._buffer:
-            data = sock.recv(1 << 20)
+            data = sock.recv(READ_SIZE)
             if not data:
                 raise ValueError("connection closed")
             self._buffer += data
@@ -138,21 +141,33 @@ class LauncherClient(ReportReader):
         self._send({"op": "claim", "ids": list(container_ids)})
 
     def _send(self, message: dict[str, Any]) -> None:
+        """Queues one request; the queue goes out on the loop's next turn (`flush`), so the
+        requests one callback makes (a burst of launches) cost one write, in order."""
         if not self.alive or self._sock is None:
             return
-        data = _encoder.encode(message) + b"\n"
-        if self._out:
-            self._out += data
+        self._out += _encoder.encode(message)
+        self._out += b"\n"
+        if self._flush_soon is None and not self._writing:
+            self._flush_soon = self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Writes what is queued now, as far as the socket takes it (the rest when it is
+        writable again)."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if self._writing or not self._out or not self.alive or self._sock is None:
             return
         try:
-            sent = self._sock.send(data)
+            sent = self._sock.send(self._out)
         except BlockingIOError:
             sent = 0
         except OSError:
             self._lost()
             return
-        if sent < len(data):
-            self._out += data[sent:]
+        del self._out[:sent]
+        if self._out:
+            self._writing = True
             self._loop.add_writer(self._sock.fileno(), self._writable)
 
     def _writable(self) -> None:
@@ -166,13 +181,24 @@ class LauncherClient(ReportReader):
             return
         del self._out[:sent]
         if not self._out:
+            self._writing = False
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _stop_writing(self) -> None:
+        """No more flushes or writer callbacks for this connection."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if self._writing:
+            assert self._sock is not None
+            self._writing = False
             self._loop.remove_writer(self._sock.fileno())
 
     # -- answers -----------------------------------------------------------------------------
 
     def _receive(self) -> bytes:
         assert self._sock is not None
-        return self._sock.recv(1 << 20)
+        return self._sock.recv(READ_SIZE)
 
     def _lost(self) -> None:
         if not self.alive:
@@ -180,9 +206,8 @@ class LauncherClient(ReportReader):
         self.alive = False
         assert self._sock is not None
         self._loop.remove_reader(self._sock.fileno())
-        if self._out:
-            self._loop.remove_writer(self._sock.fileno())
-            self._out.clear()
+        self._stop_writing()
+        self._out.clear()
         self._sock.close()
         log.error("the command launcher exited; its tasks fail, later ones get executors")
         self._on_lost()
@@ -196,8 +221,8 @@ class LauncherClient(ReportReader):
             self.alive = False
             assert self._sock is not None
             self._loop.remove_reader(self._sock.fileno())
+            self._stop_writing()
             if self._out:
-                self._loop.remove_writer(self._sock.fileno())
                 with contextlib.suppress(OSError):
                     self._sock.setblocking(True)
                     self._sock.sendall(bytes(self._out))

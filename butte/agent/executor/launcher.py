@@ -25,6 +25,11 @@ line:
                        {"id", "error"}     could not be started (text: why)
                        {"id", "exit"}      ended (raw wait status)
 
+Lines go both ways in batches, never reordered: the launcher queues the answers that one
+wake-up's requests and reaps produce and writes them with one send at the end of that loop
+iteration (sooner once more than `FLUSH_AT` bytes wait), and the agent sends the requests of
+one event-loop callback together.
+
 When its agent goes away it kills the tasks of frameworks that do not checkpoint (their
 executors would do the same) and keeps the others running; it exits once nothing is left to
 report, or, with no agent back within the recovery timeout, after killing everything.
@@ -58,6 +63,10 @@ _DEFAULT_SIGNALS = (
 )
 SEND_TIMEOUT = 30.0  # an agent that reads nothing for this long is dropped
 FIRST_CONNECT_TIMEOUT = 30.0  # the agent that started us connects within this
+FLUSH_AT = 4096  # queued answers past this many bytes are written before the iteration ends
+# What one recv asks for. Not more: Python allocates the whole size first, and past
+# malloc's mmap threshold (128 KiB) that made each recv cost 14-18 us instead of 2.5.
+READ_SIZE = 1 << 16
 
 
 def short_address(path: str) -> str:
@@ -139,6 +148,7 @@ class Launcher:
         self.by_pid: dict[int, Task] = {}
         self.client: socket.socket | None = None
         self.buffer = bytearray()
+        self.out = bytearray()  # answers not yet written (see `send`)
         self.alone_since: float | None = time.monotonic()
         self.stopping = False
         self.connected_once = False
@@ -165,12 +175,26 @@ class Launcher:
     # -- agent connection ------------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
+        """Queues one line for the agent; `flush` (at the latest at the end of this loop
+        iteration) writes it. Dropped when no agent is connected."""
         if self.client is None:
             return
+        self.out += lite.dumps(message) + b"\n"
+        if len(self.out) > FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes every queued line in one go (the agent is dropped if it cannot take them)."""
+        if not self.out:
+            return
+        if self.client is None:
+            self.out.clear()
+            return
         try:
-            self.client.sendall(lite.dumps(message) + b"\n")
+            self.client.sendall(self.out)
         except OSError:
             self._drop_client()
+        self.out.clear()
 
     def _accept(self) -> None:
         try:
@@ -178,6 +202,7 @@ class Launcher:
         except OSError:
             return
         if self.client is not None:
+            self.flush()  # what the old agent was owed goes out before it is replaced
             self._drop_client()
         sock.settimeout(SEND_TIMEOUT)
         self.client = sock
@@ -197,6 +222,7 @@ class Launcher:
         client, self.client = self.client, None
         if client is None:
             return
+        self.out.clear()
         self.poller.unregister(client.fileno())
         client.close()
         self.alone_since = time.monotonic()
@@ -206,7 +232,7 @@ class Launcher:
     def _read(self) -> None:
         assert self.client is not None
         try:
-            data = self.client.recv(1 << 20)
+            data = self.client.recv(READ_SIZE)
         except (BlockingIOError, TimeoutError):
             return
         except OSError:
@@ -386,6 +412,8 @@ class Launcher:
                     self._accept()
                 elif self.client is not None and fd == self.client.fileno():
                     self._read()
+            # One write for everything this iteration's requests and reaps produced.
+            self.flush()
         return 0
 
 
