@@ -16,6 +16,9 @@ namespace's init from outside, so a task that does not handle SIGTERM ends by th
 after the grace period. Errors in the child before exec come back through a pipe and fail
 the spawn (TASK_FAILED with the reason).
 
+The command launcher needs no holder: `fork_into_new_pid_namespace` makes its child pid 1 of
+a new pid namespace while the launcher itself stays in its own.
+
 Imports are kept light: the executor loads this module only for isolated tasks.
 """
 

@@ -25,7 +25,9 @@ process joins the container's cgroups before it runs anything (the zygote child,
 ``preexec_fn`` for a spawned executor), kills also go through the cgroups (freezer or
 ``cgroup.kill``: no process escapes), and a container that goes over a limit is reported
 through ``on_limited`` (at once when an isolator watches for it, else checked when the
-executor ends). Its groups are removed once it has exited.
+executor ends; an end by a SIGKILL the agent did not send, with an OOM possible, is reported
+only after the OOM counter was read again: the kernel counts an OOM kill after its SIGKILL).
+Its groups are then removed by the isolation's releaser thread (`Isolation.release`).
 
 Recovery (after an agent restart): executors outlive the agent (own sessions; the zygote exits
 without touching its children). `find_sandbox_leaders` finds every live session leader whose
