@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 import types
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from butte.agent.containerizer.isolators import (
     IsolatorContext,
     IsolatorUnavailable,
     LaunchRefused,
+    Limitation,
     parse_isolation,
 )
 from butte.agent.containerizer.isolators.cgroups_cpu import CgroupsCpu, v2_weight
@@ -497,3 +499,134 @@ def test_gpu_start_up_refusals_and_recovery(tmp_path):
     assert gpu.assigned == {"old": [2]}
     with pytest.raises(LaunchRefused):
         gpu.prepare(spec("new", gpus=3.0), ContainerSetup())
+
+
+def _v1_memory_group(tmp_path: Path) -> tuple[cgroupfs.Cgroups, Path]:
+    for controller, marker in (("memory", "memory.limit_in_bytes"), ("freezer", "cgroup.procs")):
+        (tmp_path / controller).mkdir()
+        (tmp_path / controller / marker).write_text("")
+    cg = cgroupfs.detect(str(tmp_path), "butte", ["memory"])
+    cg.create(["memory"], "c1")
+    d = tmp_path / "memory/butte/c1"
+    for name, text in (
+        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
+        ("cgroup.event_control", ""),
+        ("memory.limit_in_bytes", str(96 * MB)),
+        ("memory.max_usage_in_bytes", str(96 * MB)),
+    ):
+        (d / name).write_text(text)
+    return cg, d
+
+
+def test_v1_oom_notification_before_the_kill_is_counted_is_read_again(tmp_path):
+    """The kernel signals the eventfd before its OOM killer has killed and counted: the
+    first read finds ``oom_kill 0``; the count that follows is still reported."""
+    cg, d = _v1_memory_group(tmp_path)
+
+    async def main() -> list:
+        seen: list = []
+        loop = asyncio.get_running_loop()
+        mem = CgroupsMem(IsolatorContext(IsolationOptions(), loop, cg))
+        mem.started("c1", lambda cid, limitation: seen.append((cid, limitation)))
+        event_fd, _ = (d / "cgroup.event_control").read_text().split()
+        os.eventfd_write(int(event_fd), 1)  # notified; not counted yet
+        await asyncio.sleep(0.03)
+        (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+        for _ in range(500):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        mem.cleanup("c1")
+        return seen
+
+    ((cid, limitation),) = asyncio.run(main())
+    assert cid == "c1" and limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
+
+
+class _CountingIsolation:
+    """An `Isolation` stand-in whose OOM counter shows the OOM only once ``counted``."""
+
+    switch_user = False
+
+    def __init__(self, possible: bool) -> None:
+        self.possible = possible
+        self.counted = False
+        self.calls: list = []
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        if not self.counted:
+            return None
+        return Limitation("REASON_CONTAINER_LIMITATION_MEMORY", "Memory limit exceeded")
+
+    def limitation_possible(self, container_id: str) -> bool:
+        return self.possible
+
+    def started(self, container_id: str, on_limit: object) -> None:
+        pass
+
+    def kill(self, container_id: str) -> None:
+        self.calls.append("kill")
+
+    def cleanup(self, container_id: str) -> None:
+        self.calls.append("cleanup")
+
+    def release(self, container_id: str) -> None:
+        self.calls.append("release")
+
+
+def _sigkill_end(possible: bool, agent_kills: bool) -> tuple[list, _CountingIsolation]:
+    """A launcher task that ends by SIGKILL while its OOM counter lags 30 ms behind: the
+    containerizer's callbacks in order, and the isolation's calls."""
+    import subprocess
+
+    from butte.agent.containerizer.posix import PosixContainerizer
+
+    isolation = _CountingIsolation(possible)
+    events: list = []
+    # A real session for the container's pid: the containerizer sweeps it at the end.
+    task = subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        containerizer = PosixContainerizer(
+            loop,
+            lambda *_: None,
+            lambda *_: None,
+            lambda cid, status: events.append(("exited", status)),
+            isolation=isolation,  # type: ignore[arg-type]
+            on_limited=lambda cid, limitation: events.append(("limited", limitation.reason)),
+        )
+        containerizer.adopt_launched("c1", task.pid)
+        if agent_kills:
+            await containerizer.destroy("c1", 0.0)
+        loop.call_later(0.03, setattr, isolation, "counted", True)
+        containerizer.launcher_exited("c1", signal.SIGKILL)  # the raw wait status
+        events.append("reported")
+        for _ in range(1000):
+            if ("exited", signal.SIGKILL) in events:
+                break
+            await asyncio.sleep(0.01)
+        await containerizer.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        task.kill()
+        task.wait()
+    return events, isolation
+
+
+def test_an_unexplained_sigkill_end_waits_for_the_oom_counter():
+    events, isolation = _sigkill_end(possible=True, agent_kills=False)
+    assert events == [
+        "reported",
+        ("limited", "REASON_CONTAINER_LIMITATION_MEMORY"),
+        ("exited", signal.SIGKILL),
+    ]
+    assert isolation.calls == ["cleanup", "release"]  # the counters were read first
+
+
+def test_a_sigkill_the_agent_sent_or_without_a_possible_oom_is_told_at_once():
+    for possible, agent_kills in ((True, True), (False, False)):
+        events, _ = _sigkill_end(possible, agent_kills)
+        assert events == [("exited", signal.SIGKILL), "reported"], (possible, agent_kills)

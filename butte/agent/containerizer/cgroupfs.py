@@ -225,21 +225,26 @@ class Cgroups:
         """Kills what is left in the container's groups and removes them (a group can only
         go once its last process has been reaped). False if one could not be removed."""
         controllers = list(controllers)
-        dirs = self.container_dirs(controllers, container_id)
         deadline = time.monotonic() + timeout
         delay = 0.001
-        left = dirs
-        while True:
-            # Removing first: the usual group is empty by now, and that is all it costs.
-            left = [d for d in left if not _rmdir(d)]
-            if not left:
-                return True
-            if self.pids(controllers, container_id):
-                self.kill(controllers, container_id)
+        while not self.remove_once(controllers, container_id):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+        return True
+
+    def remove_once(self, controllers: Iterable[str], container_id: str) -> bool:
+        """One attempt of `destroy` that never waits: True once every group of the container
+        is gone; else what is left in them has been killed, to be tried again later."""
+        controllers = list(controllers)
+        # Removing first: the usual group is empty by now, and that is all it costs.
+        left = [d for d in self.container_dirs(controllers, container_id) if not _rmdir(d)]
+        if not left:
+            return True
+        if self.pids(controllers, container_id):
+            self.kill(controllers, container_id)
+        return False
 
     def containers(self) -> set[str]:
         """Container ids with a group under the root in any hierarchy (for recovery)."""

@@ -3,7 +3,10 @@
 `Isolation` holds the isolators `--isolation` names (`butte.agent.containerizer.isolators`),
 the cgroup layout they share and the user switching of ``--switch_user``. For each container
 it creates the cgroups (every controller the isolators need, plus the v1 freezer), has each
-isolator prepare, watch, report and clean up, and kills and removes the groups at the end.
+isolator prepare, watch, report and clean up, and kills and removes the groups at the end:
+`release` hands a finished container's groups to one worker thread
+(`butte.agent.containerizer.releaser`), so the event loop never waits for the kernel's
+teardown of a memory cgroup.
 Recovery after an agent restart keeps the groups of the containers the agent recovered
 (their limits stay in force: the kernel holds them) and destroys every other group under
 ``--cgroups_root`` as an orphan.
@@ -24,6 +27,7 @@ from butte.agent.containerizer.isolators import (
     LaunchRefused,
     Limitation,
 )
+from butte.agent.containerizer.releaser import CgroupReleaser
 from butte.agent.effects import LaunchContainer
 from butte.agent.executor.command import NAMESPACES_ENV, USER_ENV
 
@@ -50,6 +54,7 @@ class Isolation:
             dict.fromkeys(c for isolator in isolators for c in isolator.controllers)
         )
         self.names = [isolator.name for isolator in isolators]
+        self.releaser = CgroupReleaser(self._remove_once) if cgroups is not None else None
 
     def prepare(self, spec: LaunchContainer) -> ContainerSetup:
         """Everything before the container's first process: user, cgroups, limits.
@@ -69,14 +74,14 @@ class Isolation:
             try:
                 setup.cgroup_procs = self.cgroups.create(self.controllers, cid)
             except (CgroupError, OSError) as e:
-                self.destroy_groups(cid)
+                self.release(cid)
                 raise LaunchRefused(f"cannot create the container's cgroups: {e}") from None
         try:
             for isolator in self.isolators:
                 isolator.prepare(spec, setup)
         except (LaunchRefused, OSError) as e:
             self.cleanup(cid)  # what the isolators before the failing one took
-            self.destroy_groups(cid)
+            self.release(cid)
             if isinstance(e, LaunchRefused):
                 raise
             raise LaunchRefused(f"cannot set the container's limits: {e}") from None
@@ -103,6 +108,11 @@ class Isolation:
                 return found
         return None
 
+    def limitation_possible(self, container_id: str) -> bool:
+        """Could the kernel still be about to count a limit the container went over (its
+        end looks like the kernel's doing, but `limitation` found nothing yet)?"""
+        return any(isolator.limitation_possible(container_id) for isolator in self.isolators)
+
     def usage(self, container_id: str) -> dict[str, float]:
         """ResourceStatistics fields of the container (cgroup counters)."""
         statistics: dict[str, float] = {}
@@ -121,8 +131,20 @@ class Isolation:
         for isolator in self.isolators:
             isolator.cleanup(container_id)
 
+    def release(self, container_id: str) -> None:
+        """Removes a finished container's cgroups in the background (killing what is left in
+        them). Only after its end and any limit it went over have been read: its counters go
+        with the groups."""
+        if self.releaser is not None:
+            self.releaser.release(container_id)
+
+    def _remove_once(self, container_id: str) -> bool:
+        assert self.cgroups is not None
+        return self.cgroups.remove_once(self.controllers, container_id)
+
     def destroy_groups(self, container_id: str) -> None:
-        """Kills what is left of the container and removes its cgroups (blocking)."""
+        """Kills what is left of the container and removes its cgroups, waiting for it
+        (failed launches' and orphans' groups, in a worker thread)."""
         if self.cgroups is None:
             return
         try:
@@ -148,9 +170,12 @@ class Isolation:
 
     def close(self) -> None:
         """Removes the --cgroups_root groups, and their parents up to the hierarchy, as far
-        as nothing is left in them (agent shutdown; another agent's root stops it)."""
+        as nothing is left in them (agent shutdown; another agent's root stops it), after
+        the groups released before are gone."""
         if self.cgroups is None:
             return
+        if self.releaser is not None and not self.releaser.close():
+            log.warning("cgroups of finished containers were still being removed at shutdown")
         depth = len([p for p in self.cgroups.root.split("/") if p])
         for controller in self.cgroups.mounts:
             directory = self.cgroups.root_dir(controller)

@@ -16,6 +16,9 @@ namespace's init from outside, so a task that does not handle SIGTERM ends by th
 after the grace period. Errors in the child before exec come back through a pipe and fail
 the spawn (TASK_FAILED with the reason).
 
+The command launcher needs no holder: `fork_into_new_pid_namespace` makes its child pid 1 of
+a new pid namespace while the launcher itself stays in its own.
+
 Imports are kept light: the executor loads this module only for isolated tasks.
 """
 
@@ -68,8 +71,12 @@ def _c():  # noqa: ANN202 - ctypes.CDLL
 
 
 def preload() -> None:
-    """Loads ctypes and libc now (the zygote does, so its executors share them)."""
-    _c()
+    """Loads ctypes and libc now (the zygote does, so its executors share them), and looks
+    up the calls forked children make: ctypes builds a function object at a name's first
+    use, which each child would otherwise do again on pages of its own."""
+    libc = _c()
+    for name in ("unshare", "setns", "mount", "umount2"):
+        getattr(libc, name)
 
 
 def _check(result: int, what: str) -> None:
@@ -86,6 +93,33 @@ def unshare(flags: int) -> None:
 
 def setns(fd: int, kind: int) -> None:
     _check(_c().setns(fd, kind), "setns")
+
+
+# The caller's own pid namespace, opened at the first `fork_into_new_pid_namespace`.
+_own_pid_namespace: int | None = None
+
+
+def fork_into_new_pid_namespace() -> int:
+    """``os.fork`` whose child is pid 1 of a pid namespace of its own, while the caller stays
+    where it is: no holder process in between (the command launcher's way). Returns 0 in the
+    child, the child's pid (as the caller sees it) in the caller.
+
+    unshare(CLONE_NEWPID) only changes where the caller's *next* children start, and only the
+    first of them may be that namespace's init; another unshare fails (EINVAL) while the
+    caller's children namespace is not its own. So the caller sets it back with setns on its
+    own namespace right after the fork, ready for the next one."""
+    global _own_pid_namespace
+    if _own_pid_namespace is None:
+        _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    unshare(CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        setns(_own_pid_namespace, CLONE_NEWPID)
+        raise
+    if pid != 0:
+        setns(_own_pid_namespace, CLONE_NEWPID)
+    return pid
 
 
 def spawn_in_namespaces_of(
@@ -288,11 +322,12 @@ def enter_rootfs(plan: dict) -> None:
 
 def join_cgroups(procs_files: Sequence[str]) -> None:
     """Moves the calling process into each group (its children then start there)."""
-    pid = str(os.getpid()).encode()
     for path in procs_files:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.write(fd, pid)
+            # "0" is the writer itself, in v1 and v2: also right inside a new pid namespace,
+            # where getpid() would not be the pid the kernel looks up.
+            os.write(fd, b"0")
         finally:
             os.close(fd)
 

@@ -25,7 +25,9 @@ process joins the container's cgroups before it runs anything (the zygote child,
 ``preexec_fn`` for a spawned executor), kills also go through the cgroups (freezer or
 ``cgroup.kill``: no process escapes), and a container that goes over a limit is reported
 through ``on_limited`` (at once when an isolator watches for it, else checked when the
-executor ends). Its groups are removed once it has exited.
+executor ends; an end by a SIGKILL the agent did not send, with an OOM possible, is reported
+only after the OOM counter was read again: the kernel counts an OOM kill after its SIGKILL).
+Its groups are then removed by the isolation's releaser thread (`Isolation.release`).
 
 Recovery (after an agent restart): executors outlive the agent (own sessions; the zygote exits
 without touching its children). `find_sandbox_leaders` finds every live session leader whose
@@ -53,6 +55,7 @@ from butte.agent.containerizer.image_runtime import ImageRuntime
 from butte.agent.containerizer.images import ImageError
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
+from butte.agent.containerizer.isolators.cgroups_mem import OOM_RECHECKS
 from butte.agent.containerizer.launcher import LauncherClient
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer
@@ -91,6 +94,8 @@ class Container:
     recovered: bool = False  # adopted after an agent restart (not our child)
     launcher: bool = False  # a task the command launcher runs (no executor process)
     setup: ContainerSetup | None = None  # what the isolators asked for (None: no isolation)
+    killing: bool = False  # the agent itself is killing it (destroy, shutdown)
+    settling: bool = False  # ended; its OOM counter is being read again before it is told
 
 
 def prepare_sandbox(spec: LaunchContainer, owner: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -494,7 +499,7 @@ class PosixContainerizer:
         container.exited.set()
         if container.setup is not None and self.isolation is not None:
             self.isolation.cleanup(container_id)
-            self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container_id))
+            self.isolation.release(container_id)
         self._release_rootfs(container_id)
         self._on_failed(container_id, message)
 
@@ -547,12 +552,9 @@ class PosixContainerizer:
             container.pidfd = None
 
     def _finish(self, container: Container, status: int | None) -> None:
-        if container.exited.is_set():
+        if container.exited.is_set() or container.settling:
             return
         self._stop_watching(container)
-        container.exit_status = status
-        container.exited.set()
-        self.containers.pop(container.container_id, None)
         assert container.pid is not None
         # Whatever the executor left in its own process group goes with it (the launcher
         # does that for its tasks before it reaps them, while their pids are still theirs).
@@ -563,13 +565,51 @@ class PosixContainerizer:
                 os.killpg(container.pid, signal.SIGKILL)
         if status is None or not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             self._spawn(asyncio.to_thread(signal_sessions, [container.pid], signal.SIGKILL))
+        limitation = None
         if container.setup is not None and self.isolation is not None:
             # A limit it went over is told before its end, so its tasks fail with it.
             limitation = self.isolation.limitation(container.container_id)
+            if limitation is None and self._maybe_oom_killed(container, status):
+                container.settling = True
+                self._loop.call_later(OOM_RECHECKS[0], self._settle, container, status, 1)
+                return
+        self._finished(container, status, limitation)
+
+    def _maybe_oom_killed(self, container: Container, status: int | None) -> bool:
+        """Did it end by a SIGKILL that the agent did not send, with an OOM possible? The
+        kernel counts an OOM kill only after sending its SIGKILL, so the counter may not
+        show it yet (never guessed from the status alone: only re-read)."""
+        if status is None or container.killing or not os.WIFSIGNALED(status):
+            return False
+        if os.WTERMSIG(status) != signal.SIGKILL:
+            return False
+        assert self.isolation is not None
+        return self.isolation.limitation_possible(container.container_id)
+
+    def _settle(self, container: Container, status: int | None, attempt: int) -> None:
+        """Re-reads the OOM counter of an ended container (`_maybe_oom_killed`), at 10, 60,
+        260 and 1260 ms after its end, until it shows the OOM or the last read is done."""
+        assert self.isolation is not None
+        limitation = self.isolation.limitation(container.container_id)
+        if limitation is None and attempt < len(OOM_RECHECKS):
+            delay = OOM_RECHECKS[attempt]
+            self._loop.call_later(delay, self._settle, container, status, attempt + 1)
+            return
+        container.settling = False
+        self._finished(container, status, limitation)
+
+    def _finished(
+        self, container: Container, status: int | None, limitation: Limitation | None
+    ) -> None:
+        """Its end is known (and any limit it went over): tell, and clean up after it."""
+        container.exit_status = status
+        container.exited.set()
+        self.containers.pop(container.container_id, None)
+        if container.setup is not None and self.isolation is not None:
             if limitation is not None:
                 self._on_limited(container.container_id, limitation)
             self.isolation.cleanup(container.container_id)
-            self._spawn(asyncio.to_thread(self.isolation.destroy_groups, container.container_id))
+            self.isolation.release(container.container_id)
         self._release_rootfs(container.container_id)
         self._on_exited(container.container_id, status)
 
@@ -613,9 +653,14 @@ class PosixContainerizer:
         await self._kill(list(self.containers.values()), grace)
 
     async def _kill(self, containers: list[Container], grace: float) -> None:
-        live = [c for c in containers if c.pid is not None and not c.exited.is_set()]
+        # A settling one has ended already (its pid may be another process's by now).
+        live = [
+            c for c in containers if c.pid is not None and not c.exited.is_set() and not c.settling
+        ]
         if not live:
             return
+        for c in live:
+            c.killing = True  # its SIGKILL is ours: no OOM to wait for (`_maybe_oom_killed`)
         sessions = [c.pid for c in live if c.pid is not None]
         if grace > 0:
             await asyncio.to_thread(signal_sessions, sessions, signal.SIGTERM)

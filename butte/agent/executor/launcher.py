@@ -5,8 +5,9 @@ plain command tasks the agent runs without an executor process of their own (doc
 A task's process is started in its sandbox as the leader of a new session (so it is its own
 process group, and the agent finds it by session like any executor), with stdout/stderr on
 the sandbox files: by ``posix_spawn`` when nothing needs setting up, else by a fork that
-joins the container's cgroups and (with namespaces or another user) becomes the holder of
-`butte.agent.containerizer.linux` before the task runs. The launcher reaps its tasks and
+joins the container's cgroups, enters its namespaces (with a pid namespace the fork itself
+makes the child pid 1 of a new one: `butte.agent.containerizer.linux.fork_into_new_pid_namespace`),
+switches user and execs the task. The launcher reaps its tasks and
 remembers each exit status until the agent says it has recorded it (``forget``), so exits
 that happen while the agent is down are reported to the agent that comes back.
 
@@ -91,12 +92,60 @@ class Task:
         self.claimed = True  # False: the agent did not recover it (forget its end)
 
 
-def _child_start(request: dict[str, Any], out: int, err: int, error_fd: int) -> None:
-    """In the forked child: cgroups, session, sandbox, then the task (directly, or through
-    the holder for namespaces and user switching). Never returns."""
+class ChildPlan:
+    """What a forked task child does before exec, worked out in the launcher before the fork:
+    the child runs as little Python as it can (each object it touches costs it a page copy)."""
+
+    __slots__ = (
+        "cgroups",
+        "sandbox",
+        "program",
+        "argv",
+        "env",
+        "search",
+        "pid_namespace",
+        "unshare",
+        "proc",
+        "tmp",
+        "net",
+        "user",
+    )
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        namespaces = request.get("namespaces") or ()
+        user = request.get("user")
+        self.cgroups: list[str] = request.get("cgroups") or []
+        self.sandbox: str = request["sandbox"]
+        self.program: str = request["program"]
+        self.argv: list[str] = request["argv"]
+        self.env: dict[str, str] = request["env"]
+        self.search = bool(request.get("search"))
+        # The task is pid 1 of a namespace of its own, made by the fork itself (no holder).
+        self.pid_namespace = "pid" in namespaces
+        flags = 0
+        if "mnt" in namespaces or self.pid_namespace:
+            flags |= linux.CLONE_NEWNS  # the fresh /proc must not show in the host's mounts
+        if "net" in namespaces:
+            flags |= linux.CLONE_NEWNET
+        self.unshare = flags
+        self.proc = self.pid_namespace
+        self.tmp = "tmp" in namespaces
+        self.net = "net" in namespaces
+        self.user: tuple[str, int, int, str] | None = None
+        if user:
+            self.user = (str(user[0]), int(user[1]), int(user[2]), str(user[3]))
+        if self.user is not None:
+            name, _uid, _gid, home = self.user
+            self.env = {**self.env, "USER": name, "LOGNAME": name, "HOME": home}
+
+
+def _child_start(plan: ChildPlan, out: int, err: int, error_fd: int) -> None:
+    """In the forked child: cgroups, session, sandbox, namespaces (a fresh /proc as pid 1 of
+    its own pid namespace), user, then exec of the task itself. Never returns."""
     try:
+        # The launcher's wake-up pipe is not ours (and its number is reused below).
         _signal.set_wakeup_fd(-1)
-        for number in (_signal.SIGCHLD, *_DEFAULT_SIGNALS):
+        for number in _DEFAULT_SIGNALS:
             _signal.signal(number, _signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -105,31 +154,27 @@ def _child_start(request: dict[str, Any], out: int, err: int, error_fd: int) -> 
         # Nothing of the launcher's (its sockets, its epoll) may live on in the task.
         os.closerange(3, error_fd)
         os.closerange(error_fd + 1, 1 << 16)
-        linux.join_cgroups(request.get("cgroups") or ())
+        linux.join_cgroups(plan.cgroups)
         os.setsid()
-        sandbox = request["sandbox"]
-        os.chdir(sandbox)
-        program, argv, env = request["program"], request["argv"], request["env"]
-        namespaces = request.get("namespaces") or []
-        user = request.get("user")
-        if namespaces or user:
-            linux._holder(
-                program,
-                argv,
-                env,
-                bool(request.get("search")),
-                None,
-                sandbox,
-                None,
-                namespaces,
-                tuple(user) if user else None,
-                error_fd,
-                new_group=False,
-            )
-        elif request.get("search"):
-            os.execvpe(program, argv, env)
+        os.chdir(plan.sandbox)
+        if plan.unshare:
+            linux.unshare(plan.unshare)
+            if plan.unshare & linux.CLONE_NEWNS:
+                linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            if plan.proc:
+                flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+                linux.mount("proc", "/proc", "proc", flags)
+            if plan.tmp:
+                user = plan.user
+                linux.private_tmp(plan.sandbox, *(user[1:3] if user else (None, None)))
+            if plan.net:
+                linux.loopback_up()
+        if plan.user is not None:
+            linux.switch_user(plan.user[0], plan.user[1], plan.user[2])
+        if plan.search:
+            os.execvpe(plan.program, plan.argv, plan.env)
         else:
-            os.execve(program, argv, env)
+            os.execve(plan.program, plan.argv, plan.env)
     except BaseException as e:  # noqa: BLE001 - the child must always exit here
         try:
             os.write(error_fd, (str(e) or type(e).__name__).encode())
@@ -342,16 +387,22 @@ class Launcher:
             os.chdir("/")
 
     def _fork(self, request: dict[str, Any], out: int, err: int) -> int:
+        plan = ChildPlan(request)
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = os.fork()
+            if plan.pid_namespace:
+                # The task itself is pid 1 there and our child: we reap it and get its own
+                # exit status, and signals reach it without a holder to forward them.
+                pid = linux.fork_into_new_pid_namespace()
+            else:
+                pid = os.fork()
         except OSError:
             os.close(read_end)
             os.close(write_end)
             raise
         if pid == 0:
             os.close(read_end)
-            _child_start(request, out, err, write_end)  # never returns
+            _child_start(plan, out, err, write_end)  # never returns
         os.close(write_end)
         return linux.started(pid, read_end)
 

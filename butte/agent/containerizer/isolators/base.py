@@ -89,6 +89,12 @@ class Isolator:
     def limitation(self, container_id: str) -> Limitation | None:
         return None
 
+    def limitation_possible(self, container_id: str) -> bool:
+        """Might the kernel count a limit the container went over only after its end was
+        seen (`limitation` found nothing yet)? Asked of an end by SIGKILL the agent did
+        not send, before it is reported."""
+        return False
+
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
         pass
 

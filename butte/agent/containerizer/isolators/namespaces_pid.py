@@ -1,7 +1,8 @@
 """``namespaces/pid``: every task runs in a pid namespace of its own, as its pid 1, with a
 fresh /proc (so it sees itself and its children only). Implies a private mount namespace
 (the /proc mount must not leak). The executor creates them when it starts the task
-(`butte.agent.containerizer.linux.spawn_isolated`)."""
+(`butte.agent.containerizer.linux.spawn_isolated`), the command launcher when it forks one
+(`butte.agent.containerizer.linux.fork_into_new_pid_namespace`)."""
 
 from __future__ import annotations
 
