@@ -85,10 +85,11 @@ class LaunchingFramework:
         hold_offers: bool = True,
         full_batches: bool = False,
         credential: tuple[str, str] | None = None,
+        checkpoint: bool = True,
     ) -> None:
         self.client = SchedulerClient(
             master,
-            {"name": name, "role": role, "checkpoint": True, "failover_timeout": 0.0},
+            {"name": name, "role": role, "checkpoint": checkpoint, "failover_timeout": 0.0},
             call_timeout=60.0,
             principal=credential[0] if credential else None,
             secret=credential[1] if credential else None,

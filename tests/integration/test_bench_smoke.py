@@ -1,5 +1,6 @@
 """The benchmark harness works: a tiny run of benchmark 5 (end to end through real HTTP,
-simulated agents, asyncio frameworks) and of `bench/agent_floor.py`. The full benchmarks are
+simulated agents, asyncio frameworks), of benchmark 6 (one real agent) and of
+`bench/agent_floor.py`. The full benchmarks are
 `bench/run_all.py`, not tests."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,34 @@ def test_agent_floor_prints_every_labelled_figure() -> None:
     ]
     for label in labels:
         assert re.search(rf"^{label}", run.stdout, re.MULTILINE), (label, run.stdout)
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_agent_benchmark_runs_every_task_and_counts_each_process(
+    tmp_path: Path, checkpoint: bool
+) -> None:
+    """`bench/bench_agent.py` at a tiny size, with and without a checkpointing framework:
+    every task ends, each process's CPU is counted, and the checkpoint trash is empty when
+    the second raw-spawn figure is taken."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_agent
+    finally:
+        sys.path.remove(str(BENCH))
+    result = bench_agent.run_agent_bench(tasks=30, inflight=8, timeout=60, checkpoint=checkpoint)
+    assert result["errors"] == 0
+    assert result["tasks_per_second"] > 0 and all(r > 0 for r in result["raw"])
+    cpu = result["cpu_per_task"]
+    assert set(cpu) == {"agent", "zygote+launcher", "executors+tasks", "master", "framework"}
+    assert cpu["agent"] > 0 and cpu["master"] > 0
+    [row] = bench_agent.figures(result, tasks=30)
+    assert ("not checkpointing" in row.what) is not checkpoint
+    # The wait before the second raw spawns: none without a trash, until the timeout with
+    # a tree nobody deletes.
+    started = time.monotonic()
+    bench_agent.trash_emptied(tmp_path / "agent", timeout=5)
+    assert time.monotonic() - started < 1
+    (tmp_path / "agent" / "meta" / "trash" / "tree").mkdir(parents=True)
+    started = time.monotonic()
+    bench_agent.trash_emptied(tmp_path / "agent", timeout=0.3)
+    assert time.monotonic() - started >= 0.3
