@@ -200,31 +200,27 @@ def test_isolation_flag_parsing():
         parse_isolation("cgroups/mem,cgroups/mem")
 
 
-def test_v1_oom_eventfd_reports_the_limitation_on_the_loop(tmp_path):
+@pytest.mark.parametrize("counted_first", [True, False])
+def test_v1_oom_eventfd_reports_the_limitation_on_the_loop(tmp_path, counted_first):
     """The v1 watch registers ``<eventfd> <oom_control fd>`` in cgroup.event_control; here
-    the test plays the kernel by signalling the eventfd itself."""
-    for controller, marker in (("memory", "memory.limit_in_bytes"), ("freezer", "cgroup.procs")):
-        (tmp_path / controller).mkdir()
-        (tmp_path / controller / marker).write_text("")
-    cg = cgroupfs.detect(str(tmp_path), "butte", ["memory"])
-    cg.create(["memory"], "c1")
-    d = tmp_path / "memory/butte/c1"
-    for name, text in (
-        ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n"),
-        ("cgroup.event_control", ""),
-        ("memory.limit_in_bytes", str(96 * MB)),
-        ("memory.max_usage_in_bytes", str(96 * MB)),
-    ):
-        (d / name).write_text(text)
+    the test plays the kernel by signalling the eventfd itself. The kernel may signal before
+    its OOM killer has killed and counted (``counted_first`` False): the first read finds
+    ``oom_kill 0``, and the count that follows is still reported."""
+    cg, d = _v1_memory_group(tmp_path)
+    counted = "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"
 
     async def main() -> list:
         seen: list = []
         mem = CgroupsMem(IsolatorContext(IsolationOptions(), asyncio.get_running_loop(), cg))
         mem.started("c1", lambda cid, limitation: seen.append((cid, limitation)))
         event_fd, _ = (d / "cgroup.event_control").read_text().split()
-        (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+        if counted_first:
+            (d / "memory.oom_control").write_text(counted)
         os.eventfd_write(int(event_fd), 1)
-        for _ in range(100):
+        if not counted_first:
+            await asyncio.sleep(0.03)
+            (d / "memory.oom_control").write_text(counted)
+        for _ in range(500):
             if seen:
                 break
             await asyncio.sleep(0.01)
@@ -232,7 +228,7 @@ def test_v1_oom_eventfd_reports_the_limitation_on_the_loop(tmp_path):
         return seen
 
     ((cid, limitation),) = asyncio.run(main())
-    assert cid == "c1"
+    assert cid == "c1" and limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
     assert limitation.message == "Memory limit exceeded: Requested: 96MB Maximum Used: 96MB"
 
 
@@ -516,31 +512,6 @@ def _v1_memory_group(tmp_path: Path) -> tuple[cgroupfs.Cgroups, Path]:
     ):
         (d / name).write_text(text)
     return cg, d
-
-
-def test_v1_oom_notification_before_the_kill_is_counted_is_read_again(tmp_path):
-    """The kernel signals the eventfd before its OOM killer has killed and counted: the
-    first read finds ``oom_kill 0``; the count that follows is still reported."""
-    cg, d = _v1_memory_group(tmp_path)
-
-    async def main() -> list:
-        seen: list = []
-        loop = asyncio.get_running_loop()
-        mem = CgroupsMem(IsolatorContext(IsolationOptions(), loop, cg))
-        mem.started("c1", lambda cid, limitation: seen.append((cid, limitation)))
-        event_fd, _ = (d / "cgroup.event_control").read_text().split()
-        os.eventfd_write(int(event_fd), 1)  # notified; not counted yet
-        await asyncio.sleep(0.03)
-        (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
-        for _ in range(500):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
-        mem.cleanup("c1")
-        return seen
-
-    ((cid, limitation),) = asyncio.run(main())
-    assert cid == "c1" and limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
 
 
 class _CountingIsolation:
