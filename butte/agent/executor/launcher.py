@@ -79,15 +79,49 @@ def short_address(path: str) -> str:
     return f"/proc/self/fd/{directory}/{os.path.basename(path)}"
 
 
+# Signals whose default action does not end a process (ignore, stop, continue).
+_NOT_ENDING = frozenset(
+    (
+        _signal.SIGCHLD,
+        _signal.SIGURG,
+        _signal.SIGWINCH,
+        _signal.SIGCONT,
+        _signal.SIGSTOP,
+        _signal.SIGTSTP,
+        _signal.SIGTTIN,
+        _signal.SIGTTOU,
+    )
+)
+
+
+def ends_by_default(pid: int, number: int) -> bool:
+    """Whether signal ``number`` would end process ``pid`` by its default action: one that
+    ends a process by default and that ``pid`` neither catches nor ignores
+    (``SigCgt``/``SigIgn`` in its ``/proc/<pid>/status``). False if that cannot be read."""
+    if number in _NOT_ENDING or not 0 < number <= 64:
+        return False
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return False
+    bit = 1 << (number - 1)
+    for line in status.splitlines():
+        if line.startswith((b"SigIgn:", b"SigCgt:")) and int(line.split()[1], 16) & bit:
+            return False
+    return True
+
+
 class Task:
     """One task the launcher started."""
 
-    __slots__ = ("id", "pid", "checkpoint", "exit", "claimed")
+    __slots__ = ("id", "pid", "checkpoint", "init", "exit", "claimed")
 
-    def __init__(self, task_id: str, pid: int, checkpoint: bool) -> None:
+    def __init__(self, task_id: str, pid: int, checkpoint: bool, init: bool = False) -> None:
         self.id = task_id
         self.pid = pid
         self.checkpoint = checkpoint
+        self.init = init  # pid 1 of a pid namespace of its own (see `Launcher._signal`)
         self.exit: int | None = None  # raw wait status once reaped
         self.claimed = True  # False: the agent did not recover it (forget its end)
 
@@ -335,8 +369,15 @@ class Launcher:
     # -- tasks -------------------------------------------------------------------------------
 
     def _signal(self, task: Task, number: int) -> None:
+        """Sends ``number`` to the task's process group. The kernel drops a signal to a pid
+        namespace's init that has no handler for it, where any other process would end; so
+        when the task is such an init and the signal would end it by default, it is ended
+        with SIGKILL, as it would have ended (its namespace's other processes, which got the
+        signal too, go with it, as they did when a holder was pid 1 and the task exited)."""
         try:
             os.killpg(task.pid, number)
+            if task.init and ends_by_default(task.pid, number):
+                os.kill(task.pid, _signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -361,7 +402,8 @@ class Launcher:
         finally:
             os.close(out)
             os.close(err)
-        task = Task(task_id, pid, bool(request.get("checkpoint")))
+        init = "pid" in (request.get("namespaces") or ())
+        task = Task(task_id, pid, bool(request.get("checkpoint")), init)
         self.tasks[task_id] = task
         self.by_pid[pid] = task
         self.send({"id": task_id, "pid": pid})
