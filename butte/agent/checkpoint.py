@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import msgspec
 
@@ -141,10 +141,9 @@ def _meta_run_dir(
 
 
 @functools.lru_cache(maxsize=4096)
-def _updates_path(run_dir: str, task_id: str) -> tuple[str, str]:
-    """A task's update log and the directory holding it."""
-    path = paths.task_updates_path(run_dir, task_id)
-    return path, os.path.dirname(path)
+def _updates_path(run_dir: str, task_id: str) -> str:
+    """A task's update log (in a run kept as a tree)."""
+    return paths.task_updates_path(run_dir, task_id)
 
 
 # What the trash thread is given: a tree to delete (see `Trash.put`), or one of these.
@@ -241,7 +240,15 @@ class Trash:
             log.exception("cannot delete %r from the checkpoint trash", job)
 
     def _delete(self, old: str, path: str, made: dict[str, set[str]] | None) -> None:
-        if made is not None:
+        if made is None:
+            try:
+                os.unlink(path)  # a run log (see `CheckpointWriter`): nothing to walk
+            except OSError:
+                pass  # a directory (EISDIR): walked below
+            else:
+                self.deleted += 1
+                return
+        else:
             try:
                 _unlink_made(old, path, made)
             except OSError:
@@ -314,12 +321,22 @@ class CheckpointWriter:
     `apply` is a batch of one. Both block, so the agent calls them from one worker thread
     (`butte.agent.group_commit`); the writer is not meant for two threads at once.
 
+    A command executor's run (kind ``command``: one task) is checkpointed as one log,
+    ``runs/<container_id>.log``, of records for its ExecutorInfo and kind, pid, TaskInfo,
+    updates and acknowledgements, instead of the tree of Mesos' layout that other runs get
+    (``executor.info``, ``run.info``, ``pids/forked.pid``, ``tasks/<task_id>/task.info`` and
+    ``task.updates``, and the five directories holding them: `butte.agent.paths`). Every
+    command task of a checkpointing framework creates and then deletes that many inodes,
+    and on a file system where each costs tens of microseconds both ways (ext4 without a
+    journal skips the inodes freed in the last minute) they were most of the agent's work
+    per task. The log holds exactly what the files did and is read back the same way.
+
     Durability of a batch (what the agent may rely on once `write_batch` returns):
 
     * A file that did not exist is written in place, without a sync of its own; a file that
       existed is replaced by temp file -> fsync -> rename, so a crash leaves the old or the
       new content, never a mix (``framework.info`` and ``executor.info`` are rewritten).
-    * Update records are appended without a sync of their own.
+    * Update records and run log records are appended without a sync of their own.
     * At the end of the batch one ``syncfs(2)`` of the work dir's file system writes back
       every file's data and every directory entry the batch created, renamed or appended to
       (and commits the journal); it reports a failed writeback as an error (Linux >= 5.8).
@@ -352,6 +369,9 @@ class CheckpointWriter:
         # walks only what is older or was added by someone else.
         self._dirs: set[str] = set()
         self._made: dict[str, set[str]] = {}
+        # For each run this writer has seen: whether it is checkpointed as a log (True) or
+        # as a tree (False); a run checkpointed before this writer is looked at once.
+        self._logged: dict[str, bool] = {}
         self.trash = Trash(paths.meta_trash_dir(work_dir))
         self._trash_ready = False  # whether the trash directory is known to exist
         if os.path.isdir(self.trash.directory):
@@ -424,30 +444,57 @@ class CheckpointWriter:
             self._put(path, _encoder.encode(effect.info), touched)
         elif isinstance(effect, CheckpointExecutor):
             ex = (effect.framework_id, effect.executor_id)
+            run = _meta_run_dir(work, agent, *ex, effect.container_id)
+            self._logged[run] = effect.kind == COMMAND
+            if self._logged[run]:
+                first = {"type": "EXECUTOR", "kind": effect.kind, "info": effect.info}
+                self._append(paths.run_log_path(run), first, touched)
+                return
             path = paths.executor_info_path(work, agent, *ex)
             self._put(path, _encoder.encode(effect.info), touched)
-            run = _meta_run_dir(work, agent, *ex, effect.container_id)
             self._put(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}), touched)
         elif isinstance(effect, CheckpointPid):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-            self._put(paths.forked_pid_path(run), str(effect.pid).encode(), touched)
+            if self._is_logged(run):
+                self._append(paths.run_log_path(run), {"type": "PID", "pid": effect.pid}, touched)
+            else:
+                self._put(paths.forked_pid_path(run), str(effect.pid).encode(), touched)
         elif isinstance(effect, CheckpointTask):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-            path = paths.task_info_path(run, effect.task.task_id.value)
-            self._put(path, _encoder.encode(effect.task), touched)
+            if self._is_logged(run):
+                self._append(
+                    paths.run_log_path(run), {"type": "TASK", "task": effect.task}, touched
+                )
+            else:
+                path = paths.task_info_path(run, effect.task.task_id.value)
+                self._put(path, _encoder.encode(effect.task), touched)
         elif isinstance(effect, CheckpointUpdate):
             run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
             if effect.status is not None:
-                record = {"type": "UPDATE", "status": effect.status}
+                record: dict[str, object] = {"type": "UPDATE", "status": effect.status}
             else:
                 record = {"type": "ACK", "uuid": effect.ack_uuid}
-            path, directory = _updates_path(run, effect.task_id)
-            self._ensure_dir(directory, touched)
-            append_record(path, _encoder.encode(record))
-            self._note(path)
-            touched.add(path)
+            if self._is_logged(run):
+                record["task_id"] = effect.task_id
+                self._append(paths.run_log_path(run), record, touched)
+            else:
+                self._append(_updates_path(run, effect.task_id), record, touched)
         elif isinstance(effect, RemoveCheckpoint):
-            self._remove(effect)
+            self._remove(effect, touched)
+
+    def _is_logged(self, run: str) -> bool:
+        """Whether the run is checkpointed as a log (see the class docstring)."""
+        logged = self._logged.get(run)
+        if logged is None:
+            logged = self._logged[run] = os.path.exists(paths.run_log_path(run))
+        return logged
+
+    def _append(self, path: str, record: Mapping[str, object], touched: set[str]) -> None:
+        """Appends one record to the log ``path``, creating it (and its directory)."""
+        self._ensure_dir(os.path.dirname(path), touched)
+        append_record(path, _encoder.encode(record))
+        self._note(path)
+        touched.add(path)
 
     def _put(self, path: str, data: bytes, touched: set[str]) -> None:
         """Writes a new file in place; replaces an existing one atomically."""
@@ -567,28 +614,41 @@ class CheckpointWriter:
         # Checkpoints of earlier agent ids can never be recovered again (Mesos GCs them).
         for name in _entries(paths.meta_slaves_dir(work)):
             if name != effect.agent_id:
-                self._discard(paths.meta_agent_dir(work, name))
+                self._discard_runs_of(paths.meta_agent_dir(work, name))
+
+    def _discard_runs_of(self, directory: str) -> None:
+        """`_discard` of a framework's or an agent id's tree, with what is known of its runs."""
+        prefix = directory + os.sep
+        self._logged = {r: v for r, v in self._logged.items() if not r.startswith(prefix)}
+        self._discard(directory)
 
     def _run(self, framework_id: str, executor_id: str, container_id: str) -> str:
         assert self.agent_id is not None
         return _meta_run_dir(self.work_dir, self.agent_id, framework_id, executor_id, container_id)
 
-    def _remove(self, effect: RemoveCheckpoint) -> None:
+    def _remove(self, effect: RemoveCheckpoint, touched: set[str]) -> None:
         assert self.agent_id is not None
         if effect.executor_id is None:
             framework = effect.framework_id
-            self._discard(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
+            self._discard_runs_of(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
             return
         assert effect.container_id is not None
         run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
+        logged = self._is_logged(run)
         if effect.task_id is not None:
-            self._discard(paths.meta_task_dir(run, effect.task_id))
+            if logged:
+                record = {"type": "FORGET", "task_id": effect.task_id}
+                self._append(paths.run_log_path(run), record, touched)
+            else:
+                self._discard(paths.meta_task_dir(run, effect.task_id))
             return
+        del self._logged[run]
+        entry = paths.run_log_path(run) if logged else run
         runs = os.path.dirname(run)
-        if self._only_entry(runs, effect.container_id):
+        if self._only_entry(runs, os.path.basename(entry)):
             self._discard(os.path.dirname(runs))  # the executor's last run: the executor too
         else:
-            self._discard(run)
+            self._discard(entry)
 
     def close(self) -> None:
         """Waits until the trash is empty and stops its thread (the writer is not used after
@@ -682,27 +742,55 @@ def read_state(work_dir: str) -> RecoveredState | None:
 def _read_runs(
     work_dir: str, agent_id: str, fid: str, eid: str, problems: list[str]
 ) -> Iterator[RecoveredRun]:
-    info = _read_json(
-        paths.executor_info_path(work_dir, agent_id, fid, eid), ExecutorInfo, problems
-    )
-    if info is None:
-        return
     runs = os.path.join(paths.meta_executor_dir(work_dir, agent_id, fid, eid), "runs")
-    for cid in _entries(runs):
-        run_dir = os.path.join(runs, cid)
+    info: ExecutorInfo | None = None
+    for name, is_dir in _run_entries(runs):
+        if not is_dir:
+            cid = name[: -len(paths.RUN_LOG_SUFFIX)]
+            run = _read_run_log(os.path.join(runs, name), fid, eid, cid, problems)
+            if run is not None:
+                yield run
+            continue
+        if info is None:
+            info = _read_json(
+                paths.executor_info_path(work_dir, agent_id, fid, eid), ExecutorInfo, problems
+            )
+            if info is None:
+                return
+        run_dir = os.path.join(runs, name)
         extra = _read_json(paths.run_info_path(run_dir), dict, problems) or {}
         kind = extra.get("kind")
         if kind not in _KINDS:
             problems.append(f"{run_dir}: unknown executor kind {kind!r}")
             continue
-        run = RecoveredRun(fid, eid, cid, info, kind, pid=_read_pid(run_dir))
+        run = RecoveredRun(fid, eid, name, info, kind, pid=_read_pid(run_dir))
         for tid in _entries(os.path.join(run_dir, "tasks")):
             task_info = _read_json(paths.task_info_path(run_dir, tid), TaskInfo, problems)
             if task_info is not None:
                 task = RecoveredTask(task_info)
-                _read_updates(paths.task_updates_path(run_dir, tid), task, problems)
+                for record in _read_log(paths.task_updates_path(run_dir, tid), problems):
+                    _add_update(task, record)
                 run.tasks.append(task)
         yield run
+
+
+def _run_entries(runs: str) -> list[tuple[str, bool]]:
+    """The runs in an executor's ``runs`` directory, sorted: (name, True) for a run kept as a
+    tree, (``<container_id>.log``, False) for a run log."""
+    try:
+        entries = list(os.scandir(runs))
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        name = entry.name
+        if name == paths.LATEST or name.endswith(".tmp"):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            out.append((name, True))
+        elif name.endswith(paths.RUN_LOG_SUFFIX) and entry.is_file(follow_symlinks=False):
+            out.append((name, False))
+    return sorted(out)
 
 
 def _read_pid(run_dir: str) -> int | None:
@@ -715,15 +803,62 @@ def _read_pid(run_dir: str) -> int | None:
 
 
 class _Record(msgspec.Struct):
+    """A record of a task's update log or of a run log (see `CheckpointWriter`)."""
+
     type: str
     status: TaskStatus | None = None
     uuid: str | None = None
+    task_id: str | None = None  # run logs: whose update, acknowledgement or end
+    info: ExecutorInfo | None = None  # EXECUTOR
+    kind: str | None = None  # EXECUTOR
+    pid: int | None = None  # PID
+    task: TaskInfo | None = None  # TASK
 
 
-_record_decoder = msgspec.json.Decoder(_Record)
+_record_decoder = msgspec.json.Decoder(_Record, strict=False)
 
 
-def _read_updates(path: str, task: RecoveredTask, problems: list[str]) -> None:
+def _read_run_log(
+    path: str, fid: str, eid: str, cid: str, problems: list[str]
+) -> RecoveredRun | None:
+    """The run a run log describes; None if it does not say which executor it was (a crash
+    before its first record was durable: nothing of the run had been carried out)."""
+    run: RecoveredRun | None = None
+    tasks: dict[str, RecoveredTask] = {}
+    for record in _read_log(path, problems):
+        if record.type == "EXECUTOR" and record.info is not None:
+            if record.kind not in _KINDS:
+                problems.append(f"{path}: unknown executor kind {record.kind!r}")
+                return None
+            run = RecoveredRun(fid, eid, cid, record.info, record.kind)
+        elif run is None:
+            problems.append(f"{path}: a {record.type} record before the executor's")
+            return None
+        elif record.type == "PID" and record.pid is not None and record.pid > 0:
+            run.pid = record.pid
+        elif record.type == "TASK" and record.task is not None:
+            tasks[record.task.task_id.value] = RecoveredTask(record.task)
+        elif record.type == "FORGET" and record.task_id is not None:
+            tasks.pop(record.task_id, None)
+        elif record.task_id in tasks:
+            _add_update(tasks[record.task_id], record)
+    if run is None:
+        problems.append(f"{path}: no executor record")
+        return None
+    run.tasks = list(tasks.values())
+    return run
+
+
+def _add_update(task: RecoveredTask, record: _Record) -> None:
+    if record.type == "UPDATE" and record.status is not None:
+        task.updates.append(record.status)
+    elif record.type == "ACK" and record.uuid is not None:
+        task.acks.append(record.uuid)
+
+
+def _read_log(path: str, problems: list[str]) -> Iterator[_Record]:
+    """The records of a RecordIO log (``<length>\\n<JSON>``), up to a torn last one (a crash
+    mid-write: never acted upon) or a bad one (reported)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -750,10 +885,7 @@ def _read_updates(path: str, task: RecoveredTask, problems: list[str]) -> None:
         except msgspec.DecodeError as e:
             problems.append(f"{path}: bad record at byte {position}: {e}")
             return
-        if record.type == "UPDATE" and record.status is not None:
-            task.updates.append(record.status)
-        elif record.type == "ACK" and record.uuid is not None:
-            task.acks.append(record.uuid)
+        yield record
         position = end
 
 

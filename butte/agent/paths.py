@@ -21,14 +21,19 @@ The tree under ``--work_dir``::
             frameworks/<framework_id>/           only frameworks with checkpoint: true
               framework.info                     FrameworkInfo JSON
               executors/<executor_id>/
-                executor.info                    ExecutorInfo JSON
-                runs/<container_id>/
-                  run.info                       butte's own: {"kind": command|default|custom}
+                executor.info                    ExecutorInfo JSON (of the runs kept as trees)
+                runs/<container_id>/             a run of a default or custom executor
+                  run.info                       butte's own: {"kind": default|custom}
                   pids/forked.pid                the executor's pid (a session leader)
                   tasks/<task_id>/
                     task.info                    TaskInfo JSON
                     task.updates                 RecordIO log of {"type":"UPDATE","status":...}
                                                  and {"type":"ACK","uuid":...} records
+                runs/<container_id>.log          a command executor's run (one task): RecordIO
+                                                 log of its EXECUTOR (ExecutorInfo, kind), PID,
+                                                 TASK, UPDATE, ACK and FORGET records, in
+                                                 place of the tree above (one file instead
+                                                 of eleven files and directories per task)
         trash/<writer>-<n>/                      a removed checkpoint tree (a run, an executor,
                                                  ...), renamed here in one step and deleted
                                                  in the background; never read by recovery
@@ -40,7 +45,8 @@ With cgroup isolators, each container also has a group outside the work dir::
     <cgroups_hierarchy>/<cgroups_root>/<container_id>/                cgroups v2
 
 Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
-replaced atomically (temp file, fsync, rename); ``task.updates`` is append-only. Checkpoints
+replaced atomically (temp file, fsync, rename); ``task.updates`` and run logs are
+append-only. Checkpoints
 are written in batches, each made durable by one sync before the agent acts on anything that
 followed them (`butte.agent.checkpoint.CheckpointWriter`); a torn last record or a cut-short
 new file is what a crash before that sync leaves, and recovery ignores it: nothing that
@@ -202,6 +208,15 @@ def meta_run_dir(
     """``.../executors/<executor_id>/runs/<container_id>``."""
     ex = meta_executor_dir(work_dir, agent_id, framework_id, executor_id)
     return os.path.join(ex, "runs", container_id)
+
+
+RUN_LOG_SUFFIX = ".log"
+
+
+def run_log_path(run_dir: str) -> str:
+    """``runs/<container_id>.log``: a command executor run's whole checkpoint in one log (in
+    place of the ``runs/<container_id>/`` tree)."""
+    return run_dir + RUN_LOG_SUFFIX
 
 
 def run_info_path(run_dir: str) -> str:

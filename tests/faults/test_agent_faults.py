@@ -17,6 +17,7 @@ from fault_kit import (
     wait_until,
 )
 
+from butte.agent.checkpoint import read_state
 from butte.core import task_states as ts
 
 pytestmark = pytest.mark.integration
@@ -25,11 +26,9 @@ LIFECYCLE = [ts.STARTING, ts.RUNNING, ts.FINISHED]
 
 
 def checkpointed_tasks(agent_dir: Path) -> int:
-    """task.info files in the agent's checkpoint."""
-    found = 0
-    for _, _, files in os.walk(agent_dir / "meta"):
-        found += files.count("task.info")
-    return found
+    """Tasks in the agent's checkpoint, as recovery would read them."""
+    state = read_state(str(agent_dir))
+    return sum(len(run.tasks) for run in state.runs) if state is not None else 0
 
 
 def task_pids(directory: Path, task_ids: list[str]) -> dict[str, int]:

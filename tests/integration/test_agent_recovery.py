@@ -138,14 +138,15 @@ def test_checkpoint_layout_and_cleanup(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await master.run_task("c1", "sleep 0.2", framework=CHECKPOINTING)
         meta = tmp_path / "work" / "meta" / "slaves"
+        # A command task's run is one log (butte/agent/paths.py).
         run = await wait_for(
-            lambda: list(meta.glob(f"{AID}/frameworks/{FID}/executors/c1/runs/*")), "run dir"
+            lambda: list(meta.glob(f"{AID}/frameworks/{FID}/executors/c1/runs/*.log")), "run log"
         )
         assert (meta / "latest").resolve().name == AID
         assert (meta / AID / "slave.info").exists()
         assert (meta / AID / "frameworks" / FID / "framework.info").exists()
-        assert (run[0] / "run.info").exists()
-        await wait_for(lambda: (run[0] / "pids" / "forked.pid").exists(), "forked.pid")
+        assert b'"type":"EXECUTOR"' in run[0].read_bytes()
+        await wait_for(lambda: b'"type":"PID"' in run[0].read_bytes(), "the pid record")
         await wait_for(lambda: "TASK_FINISHED" in master.states("c1"), "finished")
         # Everything of a finished, acknowledged task and its framework is forgotten.
         await wait_for(lambda: not (meta / AID / "frameworks" / FID).exists(), "cleaned up")

@@ -1,8 +1,9 @@
 """Command launcher tasks (docs/design.md "The command launcher") under the cgroup and pid
 namespace isolators, with a real agent against the fake master of `test_agent_process`: the
 task is pid 1 of its own pid namespace and the launcher's own child (no holder process),
-kills end it as TASK_KILLED with a SIGTERM handler (which runs) or without one (at once), and an OOM kill inside a task
-that goes on running fails it at once with the memory limitation."""
+kills end it as TASK_KILLED with a SIGTERM handler (which runs) or without one (at once),
+and an OOM kill inside a task that goes on running fails it at once with the memory
+limitation."""
 
 from __future__ import annotations
 

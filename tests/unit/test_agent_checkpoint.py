@@ -278,7 +278,7 @@ def test_task_removed_from_checkpoint_once_acknowledged_terminal(tmp_path):
     disk.h.check()
 
 
-def test_torn_and_unreadable_records(tmp_path):
+def test_a_command_run_is_one_log_and_its_torn_or_bad_records_are_handled(tmp_path):
     disk = Disk(tmp_path)
     disk.h.register()
     container = launch_command(disk)
@@ -286,12 +286,46 @@ def test_torn_and_unreadable_records(tmp_path):
     disk.h.update("t1", "t1", ts.RUNNING)
     disk.sync()
     run_dir = paths.meta_run_dir(str(tmp_path), AID, FID, "t1", container)
-    with open(paths.task_updates_path(run_dir, "t1"), "ab") as f:
+    log = Path(paths.run_log_path(run_dir))
+    # The whole run in one file: no tree, no executor.info beside it.
+    assert os.listdir(log.parent) == [log.name]
+    assert os.listdir(log.parent.parent) == ["runs"]
+    good = log.read_bytes()
+    with open(log, "ab") as f:
+        f.write(b'250\n{"type":"UPD')  # the agent died mid-write
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    (recovered,) = state.runs
+    assert (recovered.container_id, recovered.kind, recovered.pid) == (container, "command", 4242)
+    assert recovered.info.executor_id.value == "t1"
+    assert [u.state for u in recovered.tasks[0].updates] == [ts.RUNNING]
+    # A record that is not JSON ends the log there (reported); one before the executor's
+    # record, or a log without it, leaves no run.
+    log.write_bytes(good + b"9\n{not json")
+    state = read_state(str(tmp_path))
+    assert state is not None and [u.state for u in state.runs[0].tasks[0].updates] == [ts.RUNNING]
+    assert any("bad record" in p for p in state.problems)
+    log.write_bytes(b'27\n{"type":"PID","pid":4242}\n' + good)
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.runs
+    assert any(str(log) in p for p in state.problems)
+
+
+def test_torn_and_unreadable_records_of_a_run_kept_as_a_tree(tmp_path):
+    disk = Disk(tmp_path)
+    disk.h.register()
+    run(disk.h, custom_task("c1"), CHECKPOINTING)
+    disk.h.subscribe("exec1")
+    disk.h.update("exec1", "c1", ts.RUNNING)
+    disk.sync()
+    (run_dir,) = Path(paths.meta_executor_dir(str(tmp_path), AID, FID, "exec1")).glob("runs/*")
+    assert run_dir.is_dir()
+    with open(paths.task_updates_path(str(run_dir), "c1"), "ab") as f:
         f.write(b'250\n{"type":"UPD')  # the agent died mid-write
     state = read_state(str(tmp_path))
     assert state is not None and not state.problems
     assert [u.state for u in state.runs[0].tasks[0].updates] == [ts.RUNNING]
-    with open(paths.executor_info_path(str(tmp_path), AID, FID, "t1"), "w") as f:
+    with open(paths.executor_info_path(str(tmp_path), AID, FID, "exec1"), "w") as f:
         f.write("{not json")
     state = read_state(str(tmp_path))
     assert state is not None and not state.runs

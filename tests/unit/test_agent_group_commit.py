@@ -24,6 +24,7 @@ from butte.agent.effects import (
     CheckpointAgent,
     CheckpointExecutor,
     CheckpointFramework,
+    CheckpointPid,
     CheckpointTask,
     CheckpointUpdate,
     Effect,
@@ -33,7 +34,7 @@ from butte.agent.effects import (
 )
 from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
-from butte.agent.records import COMMAND
+from butte.agent.records import COMMAND, CUSTOM
 from butte.agent.server import AgentOptions, AgentServer
 from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 from butte.core.resources import parse_resources
@@ -185,12 +186,14 @@ def test_removals_alone_hold_nothing_back_but_keep_their_place() -> None:
 # -- the writer --------------------------------------------------------------------------------
 
 
-def task_effects(task: str) -> list:
+def task_effects(task: str, kind: str = CUSTOM) -> list:
+    """A task's checkpoints, by default in a run kept as a tree (a custom executor's); a
+    command executor's run is one log."""
     executor = ExecutorInfo(executor_id=ID(task), framework_id=ID(FID))
     info = TaskInfo(name=task, task_id=ID(task), agent_id=ID(AID))
     container = f"c-{task}"
     return [
-        CheckpointExecutor(FID, task, container, executor, COMMAND),
+        CheckpointExecutor(FID, task, container, executor, kind),
         CheckpointTask(FID, task, container, info),
         update(task, "TASK_STARTING"),
         update(task, "TASK_RUNNING"),
@@ -336,10 +339,11 @@ def test_removal_is_one_rename_and_the_trash_thread_deletes(tmp_path, monkeypatc
     assert writer.trash.deleted == 1 and writer.trash.walked == 0
 
 
-def test_a_run_that_is_not_the_last_goes_alone_and_the_executor_stays(tmp_path) -> None:
+@pytest.mark.parametrize("kind", [COMMAND, CUSTOM])
+def test_a_run_that_is_not_the_last_goes_alone_and_the_executor_stays(tmp_path, kind) -> None:
     writer = CheckpointWriter(str(tmp_path))
     executor = ExecutorInfo(executor_id=ID("e"), framework_id=ID(FID))
-    runs = [CheckpointExecutor(FID, "e", c, executor, COMMAND) for c in ("c1", "c2")]
+    runs = [CheckpointExecutor(FID, "e", c, executor, kind) for c in ("c1", "c2")]
     writer.write_batch(first_effects() + runs)
     writer.write_batch([RemoveCheckpoint(FID, "e", "c1")])
     state = read_state(str(tmp_path))
@@ -371,6 +375,39 @@ def test_a_new_writer_empties_what_an_earlier_process_left_in_the_trash(tmp_path
     assert (tmp_path / "meta" / "slaves" / AID / "slave.info").is_file()
     state = read_state(str(tmp_path))
     assert state is not None and not state.problems and not state.runs
+
+
+def test_a_command_run_is_one_log_written_read_and_removed_whole(tmp_path) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    pid = CheckpointPid(FID, "t1", "c-t1", 4242)
+    writer.write_batch([*first_effects(), *task_effects("t1", COMMAND), pid])
+    executor = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors" / "t1"
+    # One directory per level down to the log, and the log: nothing else.
+    assert [str(p.relative_to(executor)) for p in sorted(executor.rglob("*"))] == [
+        "runs",
+        "runs/c-t1.log",
+    ]
+    ack = CheckpointUpdate(FID, "t1", "c-t1", "t1", ack_uuid="u-1")
+    writer.write_batch([ack])
+    writer.close()
+    # Another writer (an agent restart) goes on with the same log.
+    later = CheckpointWriter(str(tmp_path), AID)
+    later.write_batch([update("t1", "TASK_FINISHED")])
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    (run,) = state.runs
+    assert (run.executor_id, run.container_id, run.kind, run.pid) == ("t1", "c-t1", COMMAND, 4242)
+    (task,) = run.tasks
+    assert task.id == "t1" and task.acks == ["u-1"]
+    assert [u.state for u in task.updates] == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    # A task forgotten on its own (not the whole run) is a record too.
+    later.write_batch([RemoveCheckpoint(FID, "t1", "c-t1", "t1")])
+    state = read_state(str(tmp_path))
+    assert state is not None and [r.tasks for r in state.runs] == [[]]
+    later.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    assert not executor.exists()
+    later.close()
+    assert trash_names(tmp_path) == [] and later.trash.deleted == 1
 
 
 def test_removing_an_earlier_agent_ids_tree_uses_the_trash_too(tmp_path) -> None:
