@@ -140,7 +140,7 @@ def test_standalone_master_recovers_its_registry(cluster_factory):
     # /state is served while the registry is still being read; the master names itself
     # leader only once it has recovered.
     state = cluster.wait_until(
-        lambda s: (s.get("leader_info") or {}).get("id") == s["id"],
+        lambda s: s if (s.get("leader_info") or {}).get("id") == s["id"] else None,
         what="master back and its registry recovered",
     )
     expected = {r["id"] for r in state["recovered_slaves"]} | {a["id"] for a in state["slaves"]}
