@@ -76,10 +76,7 @@ def volumes(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 def mounts_for(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> tuple[Mount, ...]:
     """What a container holding ``resources`` gets in its sandbox, in path order."""
-    found = volumes(work_dir, resources)
-    if not found:
-        return ()
-    return tuple(sorted(found.values(), key=lambda m: m[1]))
+    return tuple(sorted(volumes(work_dir, resources).values(), key=lambda m: m[1]))
 
 
 # -- the shell's side ---------------------------------------------------------------------------
