@@ -96,3 +96,33 @@ def test_an_oom_kill_inside_a_running_task_fails_it_at_once(tmp_path, cgroups_ro
         assert time.monotonic() - started < WAIT
 
     run_scenario(tmp_path, scenario, agent_flags=iso.flags(cgroups_root, ISOLATED))
+
+
+def test_a_pid_namespace_task_of_an_executor_process_ends_at_a_kill_without_a_handler(
+    tmp_path, cgroups_root
+):
+    """Without the launcher the built-in executor runs the task through a holder, with the
+    task as its namespace's init: a kill's SIGTERM, which the kernel drops there, still ends
+    a task that has no handler at once; one with a handler runs it."""
+    term = tmp_path / "term"
+    handles = f"trap 'echo term > {term}; exit 3' TERM; while :; do sleep 0.05; done"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await iso.run_task(master, "plain", "exec sleep 600", framework=KILLING)
+        await iso.run_task(master, "handles", handles, framework=KILLING)
+        for task in ("plain", "handles"):
+            await wait_for(lambda t=task: "TASK_RUNNING" in master.states(t), task, WAIT)
+        started = time.monotonic()
+        await kill_task(master, "plain", grace_ns=600_000_000_000)
+        status = await wait_for(lambda: iso.terminal(master, "plain"), "its kill", WAIT)
+        assert status["state"] == "TASK_KILLED", status
+        assert status["message"] == "Command terminated with signal Killed"
+        assert time.monotonic() - started < WAIT
+        await kill_task(master, "handles", grace_ns=600_000_000_000)
+        status = await wait_for(lambda: iso.terminal(master, "handles"), "its kill", WAIT)
+        assert status["state"] == "TASK_KILLED", status
+        assert status["message"] == "Command exited with status 3"
+        assert term.exists()
+
+    flags = (*iso.flags(cgroups_root, ISOLATED), "--command_launcher=false")
+    run_scenario(tmp_path, scenario, agent_flags=flags)

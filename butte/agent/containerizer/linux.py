@@ -11,10 +11,10 @@ where a plain task is started with ``posix_spawn``)::
 
 The holder stays outside the new pid namespace, waits for the task and exits the way it
 did (same status, or the same signal), so the executor reports the task's own end. It
-forwards SIGTERM to the task: the kernel drops signals without a handler that reach a pid
-namespace's init from outside, so a task that does not handle SIGTERM ends by the SIGKILL
-after the grace period. Errors in the child before exec come back through a pipe and fail
-the spawn (TASK_FAILED with the reason).
+forwards SIGTERM to the task; since the kernel drops signals without a handler that reach a
+pid namespace's init, a task that neither catches nor ignores SIGTERM is ended with SIGKILL
+at once, as SIGTERM would have ended it (`ends_by_default`). Errors in the child before
+exec come back through a pipe and fail the spawn (TASK_FAILED with the reason).
 
 The command launcher needs no holder: `fork_into_new_pid_namespace` makes its child pid 1 of
 a new pid namespace while the launcher itself stays in its own.
@@ -24,6 +24,7 @@ Imports are kept light: the executor loads this module only for isolated tasks.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal's C module: no stub in typeshed
 import os
 
 TYPE_CHECKING = False
@@ -146,8 +147,6 @@ def spawn_in_namespaces_of(
         child = os.fork()
         if child == 0:
             try:
-                import _signal  # type: ignore[import-not-found]  # C module: no stub
-
                 _signal.set_wakeup_fd(-1)
                 os.setpgid(0, 0)
                 for fd, kind in handles:
@@ -444,6 +443,51 @@ def spawn_isolated(
     return started(pid, read_end)
 
 
+# Signals whose default action does not end a process (ignore, stop, continue).
+_NOT_ENDING = frozenset(
+    (
+        _signal.SIGCHLD,
+        _signal.SIGURG,
+        _signal.SIGWINCH,
+        _signal.SIGCONT,
+        _signal.SIGSTOP,
+        _signal.SIGTSTP,
+        _signal.SIGTTIN,
+        _signal.SIGTTOU,
+    )
+)
+
+
+def ends_by_default(pid: int, number: int, proc: int | None = None) -> bool:
+    """Whether signal ``number`` would end process ``pid`` by its default action: one that
+    ends a process by default and that ``pid`` neither catches nor ignores (``SigCgt`` and
+    ``SigIgn`` in its ``status`` under /proc, or under the /proc directory open as
+    ``proc``). False if that cannot be read. A pid namespace's init gets no signal it has no
+    handler for, so whoever signals one on behalf of a kill uses this to end it as the
+    signal would have ended another process."""
+    if number in _NOT_ENDING or not 0 < number <= 64:
+        return False
+    try:
+        fd = os.open(
+            f"{pid}/status" if proc is not None else f"/proc/{pid}/status",
+            os.O_RDONLY | os.O_CLOEXEC,
+            dir_fd=proc,
+        )
+    except OSError:
+        return False
+    try:
+        status = os.read(fd, 1 << 14)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    bit = 1 << (number - 1)
+    for line in status.splitlines():
+        if line.startswith((b"SigIgn:", b"SigCgt:")) and int(line.split()[1], 16) & bit:
+            return False
+    return True
+
+
 def started(pid: int, read_end: int) -> int:
     """``pid`` once the child has exec'd (its close-on-exec error pipe ``read_end`` reads
     empty); if it wrote why it could not start, reaps it and raises that as OSError."""
@@ -478,18 +522,13 @@ def _holder(
     user: tuple[str, int, int, str] | None,
     error_fd: int,
     rootfs: dict | None = None,
-    new_group: bool = True,
 ) -> None:
-    """The holder process (see the module docstring); ``new_group``: make it a process
-    group of its own (the command launcher's child already leads a session)."""
-    import _signal
-
+    """The holder process (see the module docstring), a process group of its own."""
     _signal.set_wakeup_fd(-1)  # the executor's wake-up pipe is not ours to write
     # Nothing of the executor's (its agent connection, its epoll) may live on in here.
     os.closerange(3, error_fd)
     os.closerange(error_fd + 1, 1 << 16)
-    if new_group:
-        os.setpgid(0, 0)
+    os.setpgid(0, 0)
     flags = 0
     if "mnt" in namespaces or "pid" in namespaces:
         flags |= CLONE_NEWNS
@@ -497,6 +536,11 @@ def _holder(
         flags |= CLONE_NEWPID
     if "net" in namespaces:
         flags |= CLONE_NEWNET
+    # This /proc, opened before the task mounts its own over it in the mount namespace we
+    # share: the one where the task's pid is the one we know.
+    proc = None
+    if "pid" in namespaces:  # close-on-exec: the task must never hold the host's /proc
+        proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     if flags:
         unshare(flags)
     if "pid" not in namespaces:
@@ -510,12 +554,21 @@ def _holder(
             _report(error_fd, e)
         os._exit(127)
     os.close(error_fd)  # the task holds it until exec; EOF then means success
-    _signal.signal(_signal.SIGTERM, lambda *_: os.kill(child, _signal.SIGTERM))
+
+    def forward(*_: object) -> None:
+        # The kernel drops it if the task, its namespace's init, has no handler; it ends the
+        # task then, as it would have ended any other process.
+        os.kill(child, _signal.SIGTERM)
+        if ends_by_default(child, _signal.SIGTERM, proc):
+            os.kill(child, _signal.SIGKILL)
+
+    _signal.signal(_signal.SIGTERM, forward)
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        _signal.signal(number, _signal.SIG_DFL)
+        if number != _signal.SIGKILL:  # its disposition cannot be set (nor caught)
+            _signal.signal(number, _signal.SIG_DFL)
         os.kill(os.getpid(), number)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 127)
 
@@ -532,8 +585,6 @@ def _become_task(
     user: tuple[str, int, int, str] | None,
     rootfs: dict | None = None,
 ) -> None:
-    import _signal
-
     # Files and the working directory first, by their host paths.
     if stdio is not None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND

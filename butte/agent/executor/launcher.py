@@ -79,39 +79,6 @@ def short_address(path: str) -> str:
     return f"/proc/self/fd/{directory}/{os.path.basename(path)}"
 
 
-# Signals whose default action does not end a process (ignore, stop, continue).
-_NOT_ENDING = frozenset(
-    (
-        _signal.SIGCHLD,
-        _signal.SIGURG,
-        _signal.SIGWINCH,
-        _signal.SIGCONT,
-        _signal.SIGSTOP,
-        _signal.SIGTSTP,
-        _signal.SIGTTIN,
-        _signal.SIGTTOU,
-    )
-)
-
-
-def ends_by_default(pid: int, number: int) -> bool:
-    """Whether signal ``number`` would end process ``pid`` by its default action: one that
-    ends a process by default and that ``pid`` neither catches nor ignores
-    (``SigCgt``/``SigIgn`` in its ``/proc/<pid>/status``). False if that cannot be read."""
-    if number in _NOT_ENDING or not 0 < number <= 64:
-        return False
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
-    except OSError:
-        return False
-    bit = 1 << (number - 1)
-    for line in status.splitlines():
-        if line.startswith((b"SigIgn:", b"SigCgt:")) and int(line.split()[1], 16) & bit:
-            return False
-    return True
-
-
 class Task:
     """One task the launcher started."""
 
@@ -376,7 +343,7 @@ class Launcher:
         signal too, go with it, as they did when a holder was pid 1 and the task exited)."""
         try:
             os.killpg(task.pid, number)
-            if task.init and ends_by_default(task.pid, number):
+            if task.init and linux.ends_by_default(task.pid, number):
                 os.kill(task.pid, _signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
