@@ -34,6 +34,17 @@ def _members(root: str, container: str) -> list[int]:
     return [int(p) for p in procs.read_text().split()]
 
 
+async def _killed(master: FakeMaster, task_id: str, message: str) -> None:
+    """Kills the task with a grace period far longer than the wait: it ends by its handler,
+    or at once."""
+    started = time.monotonic()
+    await kill_task(master, task_id, grace_ns=600_000_000_000)
+    status = await wait_for(lambda: iso.terminal(master, task_id), "its kill", WAIT)
+    assert status["state"] == "TASK_KILLED", status
+    assert status["message"] == message
+    assert time.monotonic() - started < WAIT
+
+
 def test_a_pid_namespace_task_is_pid_1_and_the_launchers_own_child_and_kills_end_it(
     tmp_path, cgroups_root
 ):
@@ -60,10 +71,7 @@ def test_a_pid_namespace_task_is_pid_1_and_the_launchers_own_child_and_kills_end
         assert len(children) == 1, children
         (task,) = children
         assert len(_nspid(task)) == 2 and _nspid(task)[-1] == "1", _nspid(task)
-        await kill_task(master, "ns", grace_ns=30_000_000_000)
-        status = await wait_for(lambda: iso.terminal(master, "ns"), "its kill", WAIT)
-        assert status["state"] == "TASK_KILLED", status
-        assert status["message"] == "Command exited with status 3"
+        await _killed(master, "ns", "Command exited with status 3")
         assert term.exists()
         await wait_for(lambda: process_gone(task), "the task gone", WAIT)
 
@@ -71,12 +79,7 @@ def test_a_pid_namespace_task_is_pid_1_and_the_launchers_own_child_and_kills_end
         # process would end: the launcher ends it then, at once rather than after the grace.
         await iso.run_task(master, "plain", "exec sleep 600", framework=KILLING)
         await wait_for(lambda: "TASK_RUNNING" in master.states("plain"), "plain runs", WAIT)
-        started = time.monotonic()
-        await kill_task(master, "plain", grace_ns=600_000_000_000)
-        status = await wait_for(lambda: iso.terminal(master, "plain"), "its kill", WAIT)
-        assert status["state"] == "TASK_KILLED", status
-        assert status["message"] == "Command terminated with signal Killed"
-        assert time.monotonic() - started < WAIT
+        await _killed(master, "plain", "Command terminated with signal Killed")
 
     run_scenario(tmp_path, scenario, agent_flags=iso.flags(cgroups_root, ISOLATED))
 
@@ -112,16 +115,8 @@ def test_a_pid_namespace_task_of_an_executor_process_ends_at_a_kill_without_a_ha
         await iso.run_task(master, "handles", handles, framework=KILLING)
         for task in ("plain", "handles"):
             await wait_for(lambda t=task: "TASK_RUNNING" in master.states(t), task, WAIT)
-        started = time.monotonic()
-        await kill_task(master, "plain", grace_ns=600_000_000_000)
-        status = await wait_for(lambda: iso.terminal(master, "plain"), "its kill", WAIT)
-        assert status["state"] == "TASK_KILLED", status
-        assert status["message"] == "Command terminated with signal Killed"
-        assert time.monotonic() - started < WAIT
-        await kill_task(master, "handles", grace_ns=600_000_000_000)
-        status = await wait_for(lambda: iso.terminal(master, "handles"), "its kill", WAIT)
-        assert status["state"] == "TASK_KILLED", status
-        assert status["message"] == "Command exited with status 3"
+        await _killed(master, "plain", "Command terminated with signal Killed")
+        await _killed(master, "handles", "Command exited with status 3")
         assert term.exists()
 
     flags = (*iso.flags(cgroups_root, ISOLATED), "--command_launcher=false")
