@@ -63,10 +63,7 @@ def cpu_breakdown(agent_pid: int) -> dict[str, float]:
     """CPU seconds so far of the agent, its zygote and command launcher, and what they reaped
     (executors and, through them, their tasks)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = {"agent": 0.0, "zygote+launcher": 0.0, "executors+tasks": 0.0}
-    fields = _stat(agent_pid)
-    if fields:
-        out["agent"] = (int(fields[11]) + int(fields[12])) / tick
+    out = {"agent": cpu_seconds(agent_pid), "zygote+launcher": 0.0, "executors+tasks": 0.0}
     children: list[int] = []
     for task in Path(f"/proc/{agent_pid}/task").glob("*"):
         try:
@@ -79,11 +76,6 @@ def cpu_breakdown(agent_pid: int) -> dict[str, float]:
             out["zygote+launcher"] += (int(fields[11]) + int(fields[12])) / tick
             out["executors+tasks"] += (int(fields[13]) + int(fields[14])) / tick
     return out
-
-
-def raw_spawn_rate(count: int = 2000, inflight: int = 64) -> float:
-    """``/bin/true`` processes per second with ``inflight`` children at a time."""
-    return raw_spawn(count, inflight).rate
 
 
 def others(master_pid: int) -> dict[str, float]:
@@ -135,12 +127,12 @@ def run_agent_bench(
     if isolation:
         extra = [f"--isolation={isolation}", f"--cgroups_root=butte-bench-{uuid.uuid4().hex[:8]}"]
     with work_dir("agent") as tmp, master_with_agent(tmp, extra) as (master, agent):
-        raw_before = raw_spawn_rate(tasks, 64)
+        raw_before = raw_spawn(tasks, 64).rate
         cpu_before = cpu_breakdown(agent.pid) | others(master.pid)
         rate, errors = asyncio.run(_drive(master.address, tasks, inflight, timeout, checkpoint))
         trash_emptied(tmp / "agent")
         cpu_after = cpu_breakdown(agent.pid) | others(master.pid)
-        raw_after = raw_spawn_rate(tasks, 64)
+        raw_after = raw_spawn(tasks, 64).rate
     cpu_per_task = {k: (cpu_after[k] - cpu_before[k]) / tasks for k in cpu_after}
     return {
         "tasks_per_second": rate,

@@ -20,7 +20,6 @@ import itertools
 import logging
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
@@ -130,20 +129,14 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _syncfs = _load_syncfs()
 
 
-# The pure path builders each checkpoint effect uses (several os.path.joins each, which
-# showed in profiles of the writer), cached: a run's directory is built again for its
-# executor, pid, task and every update record. Bounded, so ended runs age out.
+# The run directory every checkpoint effect of a run needs (several os.path.joins, which
+# showed in profiles of the writer), cached: it is built again for the run's executor, pid,
+# task and every update record. Bounded, so ended runs age out.
 @functools.lru_cache(maxsize=4096)
 def _meta_run_dir(
     work_dir: str, agent_id: str, framework_id: str, executor_id: str, container_id: str
 ) -> str:
     return paths.meta_run_dir(work_dir, agent_id, framework_id, executor_id, container_id)
-
-
-@functools.lru_cache(maxsize=4096)
-def _updates_path(run_dir: str, task_id: str) -> str:
-    """A task's update log (in a run kept as a tree)."""
-    return paths.task_updates_path(run_dir, task_id)
 
 
 # What the trash thread is given: a tree to delete (see `Trash.put`), or one of these.
@@ -240,24 +233,15 @@ class Trash:
             log.exception("cannot delete %r from the checkpoint trash", job)
 
     def _delete(self, old: str, path: str, made: dict[str, set[str]] | None) -> None:
-        if made is None:
-            try:
-                os.unlink(path)  # a run log (see `CheckpointWriter`): nothing to walk
-            except OSError:
-                pass  # a directory (EISDIR): walked below
-            else:
-                self.deleted += 1
-                return
-        else:
-            try:
+        try:
+            if made is not None:
                 _unlink_made(old, path, made)
-            except OSError:
-                pass  # something not in the list is in there: walk what is left
             else:
-                self.deleted += 1
-                return
-        self.walked += 1
-        _delete_tree(path)
+                os.unlink(path)  # a run log (see `CheckpointWriter`); a directory: EISDIR
+        except OSError:
+            # Something not in the list is in there, or a tree nobody listed: walk it.
+            self.walked += 1
+            _delete_tree(path)
         self.deleted += 1
 
     def _delete_leftovers(self) -> None:
@@ -478,7 +462,7 @@ class CheckpointWriter:
                 record["task_id"] = effect.task_id
                 self._append(paths.run_log_path(run), record, touched)
             else:
-                self._append(_updates_path(run, effect.task_id), record, touched)
+                self._append(paths.task_updates_path(run, effect.task_id), record, touched)
         elif isinstance(effect, RemoveCheckpoint):
             self._remove(effect, touched)
 
@@ -538,9 +522,9 @@ class CheckpointWriter:
             names.add(os.path.basename(path))
 
     def _discard(self, path: str) -> None:
-        """Takes the directory ``path`` out of the checkpoint with one rename into the trash,
-        which deletes it on its own thread; errors are ignored (a tree that stays is the
-        checkpoint of something that ended, which recovery finishes off)."""
+        """Takes the directory or run log ``path`` out of the checkpoint with one rename into
+        the trash, which deletes it on its own thread; errors are ignored (a tree that stays
+        is the checkpoint of something that ended, which recovery finishes off)."""
         parent = self._made.get(os.path.dirname(path))
         if parent is not None:
             parent.discard(os.path.basename(path))
@@ -550,18 +534,13 @@ class CheckpointWriter:
                 self._trash_ready = True
             target = self.trash.new_name()
             os.rename(path, target)
-        except FileNotFoundError:
-            if not os.path.lexists(path):
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and not os.path.lexists(path):
                 self._forget(path)  # nothing there (removed before): only the bookkeeping left
                 return
-            self._trash_ready = False  # the trash went away: deleting the tree here instead
-            log.warning("no checkpoint trash at %s: deleting %s here", self.trash.directory, path)
-            shutil.rmtree(path, ignore_errors=True)
-            self._forget(path)
-            return
-        except OSError as e:
+            self._trash_ready = False  # the trash may have gone: made again next time
             log.warning("cannot move %s to the checkpoint trash (%s): deleting it here", path, e)
-            shutil.rmtree(path, ignore_errors=True)
+            _delete_tree(path)
             self._forget(path)
             return
         self.trash.put(path, target, self._forget(path))

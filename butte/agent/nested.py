@@ -523,7 +523,8 @@ def task_process(executor_pid: int) -> int:
     the task's pid 1 where the task has a pid namespace, else a process of the container's
     session in a mount namespace of its own, else the executor's first child, else the
     executor itself."""
-    if _nspid(executor_pid)[1:][-1:] == ["1"]:
+    levels = _nspid(executor_pid)
+    if len(levels) > 1 and levels[-1] == "1":
         # The container's process is itself a task's pid 1 (a command launcher task, which
         # has no executor or holder process above it).
         return executor_pid

@@ -34,9 +34,10 @@ The tree under ``--work_dir``::
                                                  TASK, UPDATE, ACK and FORGET records, in
                                                  place of the tree above (one file instead
                                                  of eleven files and directories per task)
-        trash/<writer>-<n>/                      a removed checkpoint tree (a run, an executor,
-                                                 ...), renamed here in one step and deleted
-                                                 in the background; never read by recovery
+        trash/<writer>-<n>                       a removed checkpoint tree (a run, an executor,
+                                                 ...) or run log, renamed here in one step and
+                                                 deleted in the background; never read by
+                                                 recovery
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
 With cgroup isolators, each container also has a group outside the work dir::
@@ -46,11 +47,10 @@ With cgroup isolators, each container also has a group outside the work dir::
 
 Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
 replaced atomically (temp file, fsync, rename); ``task.updates`` and run logs are
-append-only. Checkpoints
-are written in batches, each made durable by one sync before the agent acts on anything that
-followed them (`butte.agent.checkpoint.CheckpointWriter`); a torn last record or a cut-short
-new file is what a crash before that sync leaves, and recovery ignores it: nothing that
-depended on it had happened.
+append-only. Checkpoints are written in batches, each made durable by one sync before the
+agent acts on anything that followed them (`butte.agent.checkpoint.CheckpointWriter`); a
+torn last record or a cut-short new file is what a crash before that sync leaves, and
+recovery ignores it: nothing that depended on it had happened.
 
 Everything here is string work only (no file system access), so cores may call it.
 """

@@ -106,7 +106,6 @@ class ChildPlan:
         "search",
         "pid_namespace",
         "unshare",
-        "proc",
         "tmp",
         "net",
         "user",
@@ -129,14 +128,12 @@ class ChildPlan:
         if "net" in namespaces:
             flags |= linux.CLONE_NEWNET
         self.unshare = flags
-        self.proc = self.pid_namespace
         self.tmp = "tmp" in namespaces
         self.net = "net" in namespaces
         self.user: tuple[str, int, int, str] | None = None
         if user:
-            self.user = (str(user[0]), int(user[1]), int(user[2]), str(user[3]))
-        if self.user is not None:
-            name, _uid, _gid, home = self.user
+            name, home = str(user[0]), str(user[3])
+            self.user = (name, int(user[1]), int(user[2]), home)
             self.env = {**self.env, "USER": name, "LOGNAME": name, "HOME": home}
 
 
@@ -162,7 +159,7 @@ def _child_start(plan: ChildPlan, out: int, err: int, error_fd: int) -> None:
             linux.unshare(plan.unshare)
             if plan.unshare & linux.CLONE_NEWNS:
                 linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-            if plan.proc:
+            if plan.pid_namespace:
                 flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
                 linux.mount("proc", "/proc", "proc", flags)
             if plan.tmp:
