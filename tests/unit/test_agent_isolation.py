@@ -444,7 +444,7 @@ def fake_v1(root: Path, *controllers: str) -> cgroupfs.Cgroups:
 
 
 def test_gpus_are_found_given_whole_and_only_theirs(tmp_path, monkeypatch):
-    from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+    from butte.agent.containerizer.isolators.gpu_nvidia import RECORD_XATTR, NvidiaGpu
 
     cg = fake_v1(tmp_path, "devices")
     writes: list[tuple[str, str]] = []
@@ -452,29 +452,61 @@ def test_gpus_are_found_given_whole_and_only_theirs(tmp_path, monkeypatch):
     gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
     assert [g.uuid for g in gpu.gpus] == ["GPU-0000", "GPU-0001", "GPU-0002"]
     setup = ContainerSetup()
+    for cid in ("c1", "c4", "c5"):
+        (tmp_path / "devices/butte" / cid).mkdir(parents=True)
     gpu.prepare(spec("c1", gpus=2.0), setup)
     assert setup.env["NVIDIA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
     assert setup.env["CUDA_VISIBLE_DEVICES"] == "GPU-0000,GPU-0001"
     d = str(tmp_path / "devices/butte/c1")
-    rules = [(os.path.relpath(p, d), v) for p, v in writes]
-    assert rules[0] == ("devices.deny", "c 195:* rwm")
-    assert ("devices.allow", "c 195:0 rwm") in rules and ("devices.allow", "c 195:1 rwm") in rules
-    assert ("devices.allow", "c 195:2 rwm") not in rules
-    assert ("devices.allow", "c 195:255 rwm") in rules  # nvidiactl
+    # A v1 group allows everything: each GPU that is not the container's is denied alone.
+    assert [(os.path.relpath(p, d), v) for p, v in writes] == [("devices.deny", "c 195:2 rwm")]
+    assert os.getxattr(d, RECORD_XATTR) == b"0,1"
     with pytest.raises(LaunchRefused, match="asked for 2 GPU"):
         gpu.prepare(spec("c2", gpus=2.0), ContainerSetup())
     with pytest.raises(LaunchRefused, match="whole GPUs"):
         gpu.prepare(spec("c3", gpus=0.5), ContainerSetup())
     none = ContainerSetup()
+    writes.clear()
     gpu.prepare(spec("c4"), none)  # no gpus: every GPU node denied
+    assert [v for _, v in writes] == [f"c 195:{minor} rwm" for minor in (0, 1, 2)]
     assert none.env["NVIDIA_VISIBLE_DEVICES"] == "void"
     gpu.cleanup("c1")
     gpu.prepare(spec("c5", gpus=3.0), ContainerSetup())
     assert gpu.assigned["c5"] == [0, 1, 2]
 
 
-def test_gpu_start_up_refusals_and_recovery(tmp_path):
+def test_gpus_on_cgroup_v2_get_a_device_filter(tmp_path, monkeypatch):
+    from butte.agent.containerizer import devicefilter
     from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
+
+    # v2 has no devices controller: gpu/nvidia does not need one in cgroup.controllers.
+    cg = cgroupfs.detect(str(fake_v2(tmp_path / "v2", "memory")), "butte", ["devices"])
+    attached: list[tuple[str, int, list[int]]] = []
+    monkeypatch.setattr(devicefilter, "attach", lambda *args: attached.append(args))
+    gpu = NvidiaGpu(context(cg), nvml=FakeNvml(2))
+    for cid in ("c1", "c2"):
+        (tmp_path / "v2/butte" / cid).mkdir(parents=True)
+    gpu.prepare(spec("c1", gpus=1.0), ContainerSetup())
+    gpu.prepare(spec("c2"), ContainerSetup())
+    assert attached == [
+        (str(tmp_path / "v2/butte/c1"), 195, [0, 255]),  # its GPU and nvidiactl
+        (str(tmp_path / "v2/butte/c2"), 195, []),
+    ]
+    # A filter the kernel refuses refuses the launch and gives the GPU back.
+    refusal = devicefilter.DeviceFilterError(1, "cannot attach the device filter: nope")
+
+    def refuse(*args: object) -> None:
+        raise refusal
+
+    monkeypatch.setattr(devicefilter, "attach", refuse)
+    (tmp_path / "v2/butte/c3").mkdir()
+    with pytest.raises(OSError, match="nope"):
+        gpu.prepare(spec("c3", gpus=1.0), ContainerSetup())
+    assert gpu.assigned == {"c1": [0], "c2": []}
+
+
+def test_gpu_start_up_refusals_and_recovery(tmp_path):
+    from butte.agent.containerizer.isolators.gpu_nvidia import RECORD_XATTR, NvidiaGpu
 
     cg = fake_v1(tmp_path, "devices")
     with pytest.raises(IsolatorUnavailable, match="NVML cannot be used"):
@@ -483,15 +515,15 @@ def test_gpu_start_up_refusals_and_recovery(tmp_path):
         NvidiaGpu(context(cg, nvidia_gpu_devices=(0, 5)), nvml=FakeNvml(2))
     gpu = NvidiaGpu(context(cg, nvidia_gpu_devices=(1,)), nvml=FakeNvml(2))
     assert [g.index for g in gpu.gpus] == [1]
-    v2 = cgroupfs.detect(str(fake_v2(tmp_path / "v2")), "butte", [])
-    with pytest.raises(IsolatorUnavailable, match="v1 devices"):
-        NvidiaGpu(context(v2), nvml=FakeNvml(1))
-    # Recovery reads the container's devices cgroup back.
+    # Recovery reads the GPUs the container's group records; no record, no GPU.
     gpu = NvidiaGpu(context(cg), nvml=FakeNvml(3))
-    d = tmp_path / "devices/butte/old"
-    d.mkdir(parents=True)
-    (d / "devices.list").write_text("c 195:2 rwm\nc 195:255 rwm\nc 1:3 rwm\n")
-    gpu.recover_spec(spec("old", gpus=1.0), lambda cid, limitation: None)
+    for cid, record in (("old", b"2"), ("bare", None)):
+        d = tmp_path / "devices/butte" / cid
+        d.mkdir(parents=True)
+        if record is not None:
+            os.setxattr(d, RECORD_XATTR, record)
+    for cid in ("old", "bare", "gone"):
+        gpu.recover_spec(spec(cid, gpus=1.0), lambda cid, limitation: None)
     assert gpu.assigned == {"old": [2]}
     with pytest.raises(LaunchRefused):
         gpu.prepare(spec("new", gpus=3.0), ContainerSetup())

@@ -41,6 +41,9 @@ _V1_MARKERS = {
 }
 # v2 names of the controllers (cpuacct is part of cpu; the freezer is built in).
 _V2_NAMES = {"memory": "memory", "cpu": "cpu", "cpuacct": "cpu", "pids": "pids"}
+# v1 controllers that v2 does without one: device access is a BPF program on the group
+# (`butte.agent.containerizer.devicefilter`).
+_V2_BUILT_IN = {"devices"}
 
 
 class CgroupError(Exception):
@@ -279,7 +282,9 @@ def detect(hierarchy: str, root: str, wanted: Iterable[str]) -> Cgroups:
     controllers_file = os.path.join(hierarchy, "cgroup.controllers")
     if os.path.isfile(controllers_file):
         available = set(read_text(controllers_file).split())
-        missing = [c for c in wanted if _V2_NAMES.get(c, c) not in available]
+        missing = [
+            c for c in wanted if c not in _V2_BUILT_IN and _V2_NAMES.get(c, c) not in available
+        ]
         if missing:
             raise CgroupError(
                 f"cgroup v2 hierarchy {hierarchy} lacks controller(s) {', '.join(missing)} "

@@ -1,24 +1,29 @@
 """``gpu/nvidia``: NVIDIA GPUs found through NVML (the ``nvidia-ml-py`` package, imported as
 ``pynvml``) are offered as ``gpus`` and given to containers whole: a container that asks for
-``gpus: N`` gets N free devices, and only those. The v1 devices cgroup denies every NVIDIA
-GPU device node (character major 195) but the container's own and the control nodes
-(``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``), and
-``NVIDIA_VISIBLE_DEVICES`` / ``CUDA_VISIBLE_DEVICES`` name the devices by UUID.
+``gpus: N`` gets N free devices, and only those: it may open no other GPU's device node
+(character major 195). ``NVIDIA_VISIBLE_DEVICES`` / ``CUDA_VISIBLE_DEVICES`` name its devices
+by UUID.
+
+With cgroup v1, the container's devices cgroup denies each GPU of the machine that is not the
+container's. With v2, which has no devices controller, a device filter program on the
+container's group (`butte.agent.containerizer.devicefilter`) allows of major 195 only the
+container's GPUs and ``/dev/nvidiactl`` (none of them to a container without GPUs). The
+unified-memory nodes (``/dev/nvidia-uvm``, ``/dev/nvidia-uvm-tools``) stay open with both.
+The container's group records its GPUs in an extended attribute, where an agent recovering
+the container reads them back.
 
 ``--nvidia_gpu_devices`` (indices) limits the devices the agent uses; ``--resources gpus:N``
-must then (or else) match their number. No NVML, a device index that does not exist, or a
-cgroup v2 machine (device control there needs eBPF, which butte does not do) fails agent
-start-up. A recovered container's devices are read back from its devices cgroup.
+must then (or else) match their number. No NVML or a device index that does not exist fails
+agent start-up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from butte.agent.containerizer import cgroupfs
+from butte.agent.containerizer import cgroupfs, devicefilter
 from butte.agent.containerizer.isolators.base import (
     ContainerSetup,
     Isolator,
@@ -32,6 +37,8 @@ from butte.agent.effects import LaunchContainer
 
 NVIDIA_MAJOR = 195
 NVIDIACTL_MINOR = 255
+# Where a container's group records the minors of its GPUs, for recovery.
+RECORD_XATTR = "trusted.butte.gpus"
 MAX_GPUS = 1024
 
 
@@ -68,18 +75,6 @@ def discover(nvml: Any) -> list[Gpu]:
         raise IsolatorUnavailable(f"gpu/nvidia: NVML cannot be used: {e}") from None
 
 
-def _uvm_majors(proc_devices: str = "/proc/devices") -> list[int]:
-    """Character majors of nvidia-uvm (dynamic; absent until the module is loaded)."""
-    majors = []
-    with contextlib.suppress(OSError):
-        with open(proc_devices) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].startswith("nvidia-uvm") and parts[0].isdigit():
-                    majors.append(int(parts[0]))
-    return majors
-
-
 class NvidiaGpu(Isolator):
     """See the module docstring."""
 
@@ -96,9 +91,9 @@ class NvidiaGpu(Isolator):
                 raise IsolatorUnavailable(
                     "gpu/nvidia needs the nvidia-ml-py package (pip install nvidia-ml-py)"
                 ) from None
-        if self.cgroups.version != 1:
-            raise IsolatorUnavailable("gpu/nvidia needs the cgroup v1 devices controller")
         devices = discover(nvml)
+        # Every GPU of the machine, also those --nvidia_gpu_devices keeps from containers.
+        self._minors = {g.minor for g in devices}
         wanted = context.options.nvidia_gpu_devices
         if wanted is not None:
             known = {g.index for g in devices}
@@ -113,7 +108,6 @@ class NvidiaGpu(Isolator):
         self._free = [g.index for g in devices]
         self._by_index = {g.index: g for g in devices}
         self.assigned: dict[str, list[int]] = {}
-        self._uvm = _uvm_majors()
 
     def prepare(self, spec: LaunchContainer, setup: ContainerSetup) -> None:
         wanted = scalar(spec, "gpus") or 0.0
@@ -136,26 +130,28 @@ class NvidiaGpu(Isolator):
 
     def _write_devices(self, container_id: str, picked: list[int]) -> None:
         d = self.cgroups.controller_dir("devices", container_id)
-        cgroupfs.write_text(os.path.join(d, "devices.deny"), f"c {NVIDIA_MAJOR}:* rwm")
-        if not picked:
-            return
-        allow = [f"c {NVIDIA_MAJOR}:{self._by_index[i].minor} rwm" for i in picked]
-        allow.append(f"c {NVIDIA_MAJOR}:{NVIDIACTL_MINOR} rwm")
-        allow += [f"c {major}:* rwm" for major in self._uvm]
-        for rule in allow:
-            cgroupfs.write_text(os.path.join(d, "devices.allow"), rule)
+        minors = [self._by_index[i].minor for i in picked]
+        if self.cgroups.version == 2:
+            devicefilter.attach(d, NVIDIA_MAJOR, [*minors, NVIDIACTL_MINOR] if minors else [])
+        else:
+            # A v1 group allows every device until told otherwise, and a rule allowing one
+            # minor cannot make an exception in a rule denying the major: each other GPU is
+            # denied by its own rule.
+            for minor in sorted(self._minors - set(minors)):
+                cgroupfs.write_text(
+                    os.path.join(d, "devices.deny"), f"c {NVIDIA_MAJOR}:{minor} rwm"
+                )
+        # Neither version can say simply what it allows: the group itself keeps the record.
+        os.setxattr(d, RECORD_XATTR, ",".join(map(str, minors)).encode())
 
     def recover_spec(self, spec: LaunchContainer, on_limit: LimitCallback) -> None:
-        """Takes back the devices the container's devices cgroup allows."""
+        """Takes back the devices the container's group records (`_write_devices`)."""
         d = self.cgroups.controller_dir("devices", spec.container_id)
-        minors: set[int] = set()
-        with contextlib.suppress(OSError):
-            for line in cgroupfs.read_text(os.path.join(d, "devices.list")).splitlines():
-                kind, _, rest = line.partition(" ")
-                numbers = rest.split(" ")[0]
-                major, _, minor = numbers.partition(":")
-                if kind == "c" and major == str(NVIDIA_MAJOR) and minor.isdigit():
-                    minors.add(int(minor))
+        try:
+            record = os.getxattr(d, RECORD_XATTR).decode()
+        except OSError:
+            return  # no group, or none of ours: no GPU to take back
+        minors = {int(m) for m in record.split(",") if m.isdigit()}
         picked = [g.index for g in self.gpus if g.minor in minors]
         if picked:
             self.assigned[spec.container_id] = picked
