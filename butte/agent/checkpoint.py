@@ -5,8 +5,9 @@ Writing happens in the shell, off the event loop and in effect order, in batches
 together (`CheckpointWriter`, `butte.agent.group_commit`), so a checkpoint that comes before
 an ACKNOWLEDGED, a status update to the master or a container launch is on disk first.
 Only frameworks with ``checkpoint: true`` are written (plus the agent's own id), as in Mesos,
-so tasks of other frameworks cost no disk writes. A removal is one rename of the tree into
-``meta/trash``; `Trash` deletes it from there on a thread of its own.
+so tasks of other frameworks cost no disk writes. A command executor's run is records in one
+journal per agent id. A removal is one rename of the tree into ``meta/trash``, where
+`Trash` deletes it on a thread of its own, or a record in the journal.
 
 Reading is forgiving: a file that is missing or unreadable drops only what it describes (and
 is reported in `RecoveredState.problems`); the torn last record of an update log is ignored.
@@ -50,6 +51,12 @@ log = logging.getLogger("butte.agent")
 
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 _KINDS = (COMMAND, DEFAULT, CUSTOM)
+# How a run is checkpointed (see `CheckpointWriter`).
+_JOURNAL, _LOG, _TREE = "journal", "log", "tree"
+# Journal records that remove (need no sync of their own, see `CheckpointWriter`).
+_REMOVALS = frozenset({"END", "DROP", "FORGET"})
+# The checkpoint effects about one run.
+_OfRun = CheckpointPid | CheckpointTask | CheckpointUpdate | RemoveCheckpoint
 _encoder = msgspec.json.Encoder()
 
 
@@ -298,6 +305,116 @@ def _delete_tree(path: str) -> None:
         os.rmdir(path)
 
 
+# A run in the journal: framework id, executor id, container id.
+_RunId = tuple[str, str, str]
+
+
+class _RunIdOf(msgspec.Struct):
+    """What `_Journal` reads of a record: its type and its run."""
+
+    type: str
+    framework_id: str | None = None
+    executor_id: str | None = None
+    container_id: str | None = None
+
+    def run(self) -> _RunId:
+        return (self.framework_id or "", self.executor_id or "", self.container_id or "")
+
+
+_run_id_decoder = msgspec.json.Decoder(_RunIdOf, strict=False)
+
+
+class _Journal:
+    """The journal of command runs (`paths.command_runs_path`) as its writer keeps it: open
+    for appending, with the bytes of each live run's records, which say when it is due to
+    be rewritten with the live runs only (`compact_if_due`)."""
+
+    # Rewritten from this size on, once less than half of it is live runs' records.
+    COMPACT_AT = 4 << 20
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.live: dict[_RunId, int] = {}
+        self.live_bytes = 0
+        self.size = 0
+        self.compactions = 0  # statistics; tests count them
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        """Opens the journal for appending, cut after its last whole record: a torn record
+        (a crash mid-write), or a bad one, would hide every later record from the reader."""
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        problems: list[str] = []
+        for start, body, end in _frames(data, self.path, problems):
+            try:
+                record = _run_id_decoder.decode(data[body:end])
+            except msgspec.DecodeError as e:
+                problems.append(f"{self.path}: bad record at byte {start}: {e}")
+                break
+            self._count(record.type, record.run(), end - start)
+            self.size = end
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if self.size < len(data):
+            reason = "; ".join(problems) or "a torn last record"
+            log.warning("%s: cut after byte %d (%s)", self.path, self.size, reason)
+            os.ftruncate(fd, self.size)
+        return fd
+
+    def append(self, run: _RunId, record: Mapping[str, object]) -> None:
+        """Appends ``record`` of ``run`` (DROP: of its framework); no sync of its own."""
+        data = _encoder.encode(
+            {**record, "framework_id": run[0], "executor_id": run[1], "container_id": run[2]}
+        )
+        frame = b"%d\n%s" % (len(data), data)
+        _write_all(self.fd, frame)
+        self.size += len(frame)
+        self._count(str(record["type"]), run, len(frame))
+
+    def _count(self, kind: str, run: _RunId, size: int) -> None:
+        """Keeps `live` up to date with one record of ``size`` bytes."""
+        if kind == "DROP":
+            for ended in [r for r in self.live if r[0] == run[0]]:
+                self.live_bytes -= self.live.pop(ended)
+        elif kind == "END":
+            self.live_bytes -= self.live.pop(run, 0)
+        elif kind == "EXECUTOR" or run in self.live:
+            self.live[run] = self.live.get(run, 0) + size
+            self.live_bytes += size
+
+    def compact_if_due(self) -> bool:
+        """Rewrites the journal with the live runs' records only, if it is due: temp file,
+        fsync, rename (a crash leaves the old journal or the new one, which hold the same live
+        runs). The rename is made durable by the batch's sync, like any other change."""
+        if self.size < self.COMPACT_AT or 2 * self.live_bytes > self.size:
+            return False
+        with open(self.path, "rb") as f:
+            data = f.read()
+        kept = bytearray()
+        for start, body, end in _frames(data, self.path, []):
+            if _run_id_decoder.decode(data[body:end]).run() in self.live:
+                kept += data[start:end]
+        temporary = self.path + ".tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, bytes(kept))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.size = len(kept)
+        self.compactions += 1
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class CheckpointWriter:
     """Carries out the core's checkpoint effects under ``<work_dir>/meta``.
 
@@ -305,22 +422,27 @@ class CheckpointWriter:
     `apply` is a batch of one. Both block, so the agent calls them from one worker thread
     (`butte.agent.group_commit`); the writer is not meant for two threads at once.
 
-    A command executor's run (kind ``command``: one task) is checkpointed as one log,
-    ``runs/<container_id>.log``, of records for its ExecutorInfo and kind, pid, TaskInfo,
-    updates and acknowledgements, instead of the tree of Mesos' layout that other runs get
-    (``executor.info``, ``run.info``, ``pids/forked.pid``, ``tasks/<task_id>/task.info`` and
-    ``task.updates``, and the five directories holding them: `butte.agent.paths`). Every
-    command task of a checkpointing framework creates and then deletes that many inodes,
-    and on a file system where each costs tens of microseconds both ways (ext4 without a
-    journal skips the inodes freed in the last minute) they were most of the agent's work
-    per task. The log holds exactly what the files did and is read back the same way.
+    A command executor's run (kind ``command``: one task) is checkpointed as records in the
+    agent id's journal, ``command-runs.log`` (`_Journal`): its ExecutorInfo and kind, pid,
+    TaskInfo, updates and acknowledgements, each record naming its run, instead of the tree
+    of Mesos' layout that other runs get (``executor.info``, ``run.info``,
+    ``pids/forked.pid``, ``tasks/<task_id>/task.info`` and ``task.updates``, and the five
+    directories holding them: `butte.agent.paths`). Every command task of a checkpointing
+    framework would create and then delete that many inodes (or three for a log of its own,
+    ``runs/<container_id>.log``, which agents before the journal wrote and which is still
+    read and appended to), and on a file system where each costs tens of microseconds both
+    ways (ext4 without a journal skips the inodes freed in the last minute) they were most
+    of the agent's work per task. The journal holds exactly what the files did and is read
+    back the same way; an END record ends a run, a DROP record a framework's runs.
 
     Durability of a batch (what the agent may rely on once `write_batch` returns):
 
     * A file that did not exist is written in place, without a sync of its own; a file that
       existed is replaced by temp file -> fsync -> rename, so a crash leaves the old or the
       new content, never a mix (``framework.info`` and ``executor.info`` are rewritten).
-    * Update records and run log records are appended without a sync of their own.
+    * Update records, run log records and journal records are appended without a sync of
+      their own. The journal is rewritten with the live runs only when `_Journal` says so
+      (temp file, fsync, rename: the old journal or the new one holds the same live runs).
     * At the end of the batch one ``syncfs(2)`` of the work dir's file system writes back
       every file's data and every directory entry the batch created, renamed or appended to
       (and commits the journal); it reports a failed writeback as an error (Linux >= 5.8).
@@ -338,8 +460,9 @@ class CheckpointWriter:
       with the sync of this batch, or of a later one, like any other change of the file
       system. A crash that undoes it leaves the checkpoint of something that had ended,
       which recovery finishes off again; one after it leaves the tree in the trash, which
-      recovery never reads and the next writer empties (in the background). A batch of
-      removals alone is not synced.
+      recovery never reads and the next writer empties (in the background). In the journal a
+      removal is a record (END, DROP, FORGET), which a crash may lose in the same way. A
+      batch of removals alone is not synced.
     """
 
     def __init__(self, work_dir: str, agent_id: str | None = None) -> None:
@@ -353,9 +476,10 @@ class CheckpointWriter:
         # walks only what is older or was added by someone else.
         self._dirs: set[str] = set()
         self._made: dict[str, set[str]] = {}
-        # For each run this writer has seen: whether it is checkpointed as a log (True) or
-        # as a tree (False); a run checkpointed before this writer is looked at once.
-        self._logged: dict[str, bool] = {}
+        # For each run this writer has seen, how it is checkpointed: in the journal, as a
+        # log of its own or as a tree; a run checkpointed before this writer is looked at once.
+        self._layouts: dict[str, str] = {}
+        self._journal: _Journal | None = None  # of self.agent_id, opened when first needed
         self.trash = Trash(paths.meta_trash_dir(work_dir))
         self._trash_ready = False  # whether the trash directory is known to exist
         if os.path.isdir(self.trash.directory):
@@ -379,6 +503,8 @@ class CheckpointWriter:
                 raise
             except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
                 log.exception("cannot carry out checkpoint %r", effect)
+        if self._journal is not None and self._journal.compact_if_due():
+            touched.add(self._journal.path)
         if touched:
             self._make_durable(touched)
 
@@ -429,49 +555,87 @@ class CheckpointWriter:
         elif isinstance(effect, CheckpointExecutor):
             ex = (effect.framework_id, effect.executor_id)
             run = _meta_run_dir(work, agent, *ex, effect.container_id)
-            self._logged[run] = effect.kind == COMMAND
-            if self._logged[run]:
-                first = {"type": "EXECUTOR", "kind": effect.kind, "info": effect.info}
-                self._append(paths.run_log_path(run), first, touched)
+            if effect.kind == COMMAND:
+                self._layouts[run] = _JOURNAL
+                record = {"type": "EXECUTOR", "kind": effect.kind, "info": effect.info}
+                self._journal_append((*ex, effect.container_id), record, touched)
                 return
+            self._layouts[run] = _TREE
             path = paths.executor_info_path(work, agent, *ex)
             self._put(path, _encoder.encode(effect.info), touched)
             self._put(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}), touched)
         elif isinstance(effect, CheckpointPid):
-            run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-            if self._is_logged(run):
-                self._append(paths.run_log_path(run), {"type": "PID", "pid": effect.pid}, touched)
-            else:
+            run, layout = self._run(effect, touched)
+            if layout == _TREE:
                 self._put(paths.forked_pid_path(run), str(effect.pid).encode(), touched)
-        elif isinstance(effect, CheckpointTask):
-            run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-            if self._is_logged(run):
-                self._append(
-                    paths.run_log_path(run), {"type": "TASK", "task": effect.task}, touched
-                )
             else:
+                self._log(effect, run, layout, {"type": "PID", "pid": effect.pid}, touched)
+        elif isinstance(effect, CheckpointTask):
+            run, layout = self._run(effect, touched)
+            if layout == _TREE:
                 path = paths.task_info_path(run, effect.task.task_id.value)
                 self._put(path, _encoder.encode(effect.task), touched)
+            else:
+                self._log(effect, run, layout, {"type": "TASK", "task": effect.task}, touched)
         elif isinstance(effect, CheckpointUpdate):
-            run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
+            run, layout = self._run(effect, touched)
             if effect.status is not None:
-                record: dict[str, object] = {"type": "UPDATE", "status": effect.status}
+                record = {"type": "UPDATE", "status": effect.status}
             else:
                 record = {"type": "ACK", "uuid": effect.ack_uuid}
-            if self._is_logged(run):
-                record["task_id"] = effect.task_id
-                self._append(paths.run_log_path(run), record, touched)
-            else:
+            if layout == _TREE:
                 self._append(paths.task_updates_path(run, effect.task_id), record, touched)
+            else:
+                record["task_id"] = effect.task_id
+                self._log(effect, run, layout, record, touched)
         elif isinstance(effect, RemoveCheckpoint):
             self._remove(effect, touched)
 
-    def _is_logged(self, run: str) -> bool:
-        """Whether the run is checkpointed as a log (see the class docstring)."""
-        logged = self._logged.get(run)
-        if logged is None:
-            logged = self._logged[run] = os.path.exists(paths.run_log_path(run))
-        return logged
+    def _journal_of_agent(self, touched: set[str]) -> _Journal:
+        if self._journal is None:
+            assert self.agent_id is not None
+            path = paths.command_runs_path(self.work_dir, self.agent_id)
+            self._ensure_dir(os.path.dirname(path), touched)
+            self._journal = _Journal(path)
+        return self._journal
+
+    def _journal_append(self, run: _RunId, record: Mapping[str, object], touched: set[str]) -> None:
+        journal = self._journal_of_agent(touched)
+        journal.append(run, record)
+        if record["type"] not in _REMOVALS:
+            touched.add(journal.path)
+
+    def _run(self, effect: _OfRun, touched: set[str]) -> tuple[str, str]:
+        """The run directory of the run ``effect`` is about, and how the run is checkpointed
+        (see the class docstring)."""
+        assert self.agent_id is not None
+        ids = (effect.framework_id, effect.executor_id or "", effect.container_id or "")
+        run = _meta_run_dir(self.work_dir, self.agent_id, *ids)
+        layout = self._layouts.get(run)
+        if layout is None:
+            if ids in self._journal_of_agent(touched).live:
+                layout = _JOURNAL
+            elif os.path.exists(paths.run_log_path(run)):
+                layout = _LOG
+            else:
+                layout = _TREE
+            self._layouts[run] = layout
+        return run, layout
+
+    def _log(
+        self,
+        effect: _OfRun,
+        run: str,
+        layout: str,
+        record: Mapping[str, object],
+        touched: set[str],
+    ) -> None:
+        """Appends ``record`` to the run's journal or run log."""
+        if layout == _JOURNAL:
+            ids = (effect.framework_id, effect.executor_id or "", effect.container_id or "")
+            self._journal_append(ids, record, touched)
+        else:
+            self._append(paths.run_log_path(run), record, touched)
 
     def _append(self, path: str, record: Mapping[str, object], touched: set[str]) -> None:
         """Appends one record to the log ``path``, creating it (and its directory)."""
@@ -580,6 +744,9 @@ class CheckpointWriter:
         return names <= {name}
 
     def _agent(self, effect: CheckpointAgent, touched: set[str]) -> None:
+        if effect.agent_id != self.agent_id and self._journal is not None:
+            self._journal.close()  # the new agent id gets a journal of its own
+            self._journal = None
         self.agent_id = effect.agent_id
         work = self.work_dir
         path = paths.agent_info_path(work, effect.agent_id)
@@ -598,31 +765,30 @@ class CheckpointWriter:
     def _discard_runs_of(self, directory: str) -> None:
         """`_discard` of a framework's or an agent id's tree, with what is known of its runs."""
         prefix = directory + os.sep
-        self._logged = {r: v for r, v in self._logged.items() if not r.startswith(prefix)}
+        self._layouts = {r: v for r, v in self._layouts.items() if not r.startswith(prefix)}
         self._discard(directory)
-
-    def _run(self, framework_id: str, executor_id: str, container_id: str) -> str:
-        assert self.agent_id is not None
-        return _meta_run_dir(self.work_dir, self.agent_id, framework_id, executor_id, container_id)
 
     def _remove(self, effect: RemoveCheckpoint, touched: set[str]) -> None:
         assert self.agent_id is not None
         if effect.executor_id is None:
             framework = effect.framework_id
             self._discard_runs_of(paths.meta_framework_dir(self.work_dir, self.agent_id, framework))
+            if any(run[0] == framework for run in self._journal_of_agent(touched).live):
+                self._journal_append((framework, "", ""), {"type": "DROP"}, touched)
             return
-        assert effect.container_id is not None
-        run = self._run(effect.framework_id, effect.executor_id, effect.container_id)
-        logged = self._is_logged(run)
+        run, layout = self._run(effect, touched)
         if effect.task_id is not None:
-            if logged:
-                record = {"type": "FORGET", "task_id": effect.task_id}
-                self._append(paths.run_log_path(run), record, touched)
-            else:
+            if layout == _TREE:
                 self._discard(paths.meta_task_dir(run, effect.task_id))
+            else:
+                forget = {"type": "FORGET", "task_id": effect.task_id}
+                self._log(effect, run, layout, forget, touched)
             return
-        del self._logged[run]
-        entry = paths.run_log_path(run) if logged else run
+        del self._layouts[run]
+        if layout == _JOURNAL:
+            self._log(effect, run, layout, {"type": "END"}, touched)
+            return
+        entry = paths.run_log_path(run) if layout == _LOG else run
         runs = os.path.dirname(run)
         if self._only_entry(runs, os.path.basename(entry)):
             self._discard(os.path.dirname(runs))  # the executor's last run: the executor too
@@ -632,6 +798,9 @@ class CheckpointWriter:
     def close(self) -> None:
         """Waits until the trash is empty and stops its thread (the writer is not used after
         this)."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         self.trash.close()
 
 
@@ -715,6 +884,10 @@ def read_state(work_dir: str) -> RecoveredState | None:
         executors_dir = os.path.join(paths.meta_framework_dir(work_dir, agent_id, fid), "executors")
         for eid in _entries(executors_dir):
             state.runs.extend(_read_runs(work_dir, agent_id, fid, eid, state.problems))
+    journal = paths.command_runs_path(work_dir, agent_id)
+    for run in _read_journal(journal, state.problems):
+        if run.framework_id in state.frameworks:
+            state.runs.append(run)
     return state
 
 
@@ -788,6 +961,9 @@ class _Record(msgspec.Struct):
     status: TaskStatus | None = None
     uuid: str | None = None
     task_id: str | None = None  # run logs: whose update, acknowledgement or end
+    framework_id: str | None = None  # the journal: whose record (DROP: only this)
+    executor_id: str | None = None
+    container_id: str | None = None
     info: ExecutorInfo | None = None  # EXECUTOR
     kind: str | None = None  # EXECUTOR
     pid: int | None = None  # PID
@@ -802,30 +978,77 @@ def _read_run_log(
 ) -> RecoveredRun | None:
     """The run a run log describes; None if it does not say which executor it was (a crash
     before its first record was durable: nothing of the run had been carried out)."""
-    run: RecoveredRun | None = None
-    tasks: dict[str, RecoveredTask] = {}
+    run: _RunBeingRead | None = None
     for record in _read_log(path, problems):
-        if record.type == "EXECUTOR" and record.info is not None:
-            if record.kind not in _KINDS:
-                problems.append(f"{path}: unknown executor kind {record.kind!r}")
+        if record.type == "EXECUTOR":
+            run = _RunBeingRead.start(path, record, fid, eid, cid, problems)
+            if run is None:
                 return None
-            run = RecoveredRun(fid, eid, cid, record.info, record.kind)
         elif run is None:
             problems.append(f"{path}: a {record.type} record before the executor's")
             return None
-        elif record.type == "PID" and record.pid is not None and record.pid > 0:
-            run.pid = record.pid
-        elif record.type == "TASK" and record.task is not None:
-            tasks[record.task.task_id.value] = RecoveredTask(record.task)
-        elif record.type == "FORGET" and record.task_id is not None:
-            tasks.pop(record.task_id, None)
-        elif record.task_id in tasks:
-            _add_update(tasks[record.task_id], record)
+        else:
+            run.add(record)
     if run is None:
         problems.append(f"{path}: no executor record")
         return None
-    run.tasks = list(tasks.values())
-    return run
+    return run.done()
+
+
+def _read_journal(path: str, problems: list[str]) -> Iterator[RecoveredRun]:
+    """The runs the journal of command runs (`paths.command_runs_path`) holds that have not
+    ended, in the order they started."""
+    runs: dict[_RunId, _RunBeingRead] = {}
+    for record in _read_log(path, problems):
+        if record.type == "DROP":
+            for run_id in [r for r in runs if r[0] == record.framework_id]:
+                del runs[run_id]
+            continue
+        run_id = (record.framework_id or "", record.executor_id or "", record.container_id or "")
+        if record.type == "EXECUTOR":
+            run = _RunBeingRead.start(path, record, *run_id, problems)
+            if run is not None:
+                runs[run_id] = run
+        elif record.type == "END":
+            runs.pop(run_id, None)
+        elif run_id in runs:
+            runs[run_id].add(record)
+        else:
+            problems.append(f"{path}: a {record.type} record of run {run_id[2]} before its start")
+    for run in runs.values():
+        yield run.done()
+
+
+class _RunBeingRead:
+    """A run and its tasks while their records are read (run logs and the journal)."""
+
+    def __init__(self, run: RecoveredRun) -> None:
+        self.run = run
+        self.tasks: dict[str, RecoveredTask] = {}
+
+    @classmethod
+    def start(
+        cls, path: str, record: _Record, fid: str, eid: str, cid: str, problems: list[str]
+    ) -> _RunBeingRead | None:
+        """The run an EXECUTOR record starts; None (reported) if it is not one."""
+        if record.info is None or record.kind not in _KINDS:
+            problems.append(f"{path}: unknown executor kind {record.kind!r} of run {cid}")
+            return None
+        return cls(RecoveredRun(fid, eid, cid, record.info, record.kind))
+
+    def add(self, record: _Record) -> None:
+        if record.type == "PID" and record.pid is not None and record.pid > 0:
+            self.run.pid = record.pid
+        elif record.type == "TASK" and record.task is not None:
+            self.tasks[record.task.task_id.value] = RecoveredTask(record.task)
+        elif record.type == "FORGET" and record.task_id is not None:
+            self.tasks.pop(record.task_id, None)
+        elif record.task_id in self.tasks:
+            _add_update(self.tasks[record.task_id], record)
+
+    def done(self) -> RecoveredRun:
+        self.run.tasks = list(self.tasks.values())
+        return self.run
 
 
 def _add_update(task: RecoveredTask, record: _Record) -> None:
@@ -846,25 +1069,31 @@ def _read_log(path: str, problems: list[str]) -> Iterator[_Record]:
     except OSError as e:
         problems.append(f"{path}: {e}")
         return
+    for start, body, end in _frames(data, path, problems):
+        try:
+            record = _record_decoder.decode(data[body:end])
+        except msgspec.DecodeError as e:
+            problems.append(f"{path}: bad record at byte {start}: {e}")
+            return
+        yield record
+
+
+def _frames(data: bytes, path: str, problems: list[str]) -> Iterator[tuple[int, int, int]]:
+    """Where each whole record of the RecordIO log ``data`` (read from ``path``) is: (start,
+    start of the JSON, end); up to a torn last record or a bad length (reported)."""
     position = 0
     while position < len(data):
         newline = data.find(b"\n", position)
         if newline < 0:
-            break
-        try:
-            size = int(data[position:newline])
-        except ValueError:
+            return
+        length = data[position:newline]
+        if not length.isdigit():
             problems.append(f"{path}: bad record length at byte {position}")
             return
-        end = newline + 1 + size
+        end = newline + 1 + int(length)
         if end > len(data):
-            break  # torn by a crash mid-write: never acted upon
-        try:
-            record = _record_decoder.decode(data[newline + 1 : end])
-        except msgspec.DecodeError as e:
-            problems.append(f"{path}: bad record at byte {position}: {e}")
-            return
-        yield record
+            return  # torn by a crash mid-write: never acted upon
+        yield position, newline + 1, end
         position = end
 
 

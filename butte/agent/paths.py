@@ -18,6 +18,15 @@ The tree under ``--work_dir``::
           latest -> <agent_id>                   the agent id to recover (rm it: new agent id)
           <agent_id>/
             slave.info                           AgentInfo JSON
+            command-runs.log                     butte's own: the journal of every command
+                                                 executor run (one task each) of frameworks
+                                                 with checkpoint: true, a RecordIO log of
+                                                 EXECUTOR (ExecutorInfo, kind), PID, TASK,
+                                                 UPDATE, ACK and FORGET records of a run,
+                                                 END of a run and DROP of a framework's
+                                                 runs, each naming its run; rewritten with
+                                                 the live runs only (temp file, fsync,
+                                                 rename) once mostly ended runs
             frameworks/<framework_id>/           only frameworks with checkpoint: true
               framework.info                     FrameworkInfo JSON
               executors/<executor_id>/
@@ -29,11 +38,9 @@ The tree under ``--work_dir``::
                     task.info                    TaskInfo JSON
                     task.updates                 RecordIO log of {"type":"UPDATE","status":...}
                                                  and {"type":"ACK","uuid":...} records
-                runs/<container_id>.log          a command executor's run (one task): RecordIO
-                                                 log of its EXECUTOR (ExecutorInfo, kind), PID,
-                                                 TASK, UPDATE, ACK and FORGET records, in
-                                                 place of the tree above (one file instead
-                                                 of eleven files and directories per task)
+                runs/<container_id>.log          a command executor's run as agents before
+                                                 the journal wrote it: its records (as in
+                                                 command-runs.log) in a log of its own
         trash/<writer>-<n>                       a removed checkpoint tree (a run, an executor,
                                                  ...) or run log, renamed here in one step and
                                                  deleted in the background; never read by
@@ -46,11 +53,12 @@ With cgroup isolators, each container also has a group outside the work dir::
     <cgroups_hierarchy>/<cgroups_root>/<container_id>/                cgroups v2
 
 Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
-replaced atomically (temp file, fsync, rename); ``task.updates`` and run logs are
-append-only. Checkpoints are written in batches, each made durable by one sync before the
-agent acts on anything that followed them (`butte.agent.checkpoint.CheckpointWriter`); a
-torn last record or a cut-short new file is what a crash before that sync leaves, and
-recovery ignores it: nothing that depended on it had happened.
+replaced atomically (temp file, fsync, rename); ``task.updates``, run logs and the journal
+are append-only (the journal is also rewritten whole, atomically). Checkpoints are written
+in batches, each made durable by one sync before the agent acts on anything that followed
+them (`butte.agent.checkpoint.CheckpointWriter`); a torn last record or a cut-short new file
+is what a crash before that sync leaves, and recovery ignores it: nothing that depended on
+it had happened.
 
 Everything here is string work only (no file system access), so cores may call it.
 """
@@ -180,6 +188,13 @@ def agent_info_path(work_dir: str, agent_id: str) -> str:
     return os.path.join(meta_agent_dir(work_dir, agent_id), "slave.info")
 
 
+def command_runs_path(work_dir: str, agent_id: str) -> str:
+    """``meta/slaves/<agent_id>/command-runs.log`` (butte's own): the journal of this agent
+    id's command executor runs, one log for all of them, in place of a tree (or a log) per
+    run (`butte.agent.checkpoint.CheckpointWriter`)."""
+    return os.path.join(meta_agent_dir(work_dir, agent_id), "command-runs.log")
+
+
 def meta_framework_dir(work_dir: str, agent_id: str, framework_id: str) -> str:
     """``meta/slaves/<agent_id>/frameworks/<framework_id>``."""
     return os.path.join(meta_agent_dir(work_dir, agent_id), "frameworks", framework_id)
@@ -214,8 +229,8 @@ RUN_LOG_SUFFIX = ".log"
 
 
 def run_log_path(run_dir: str) -> str:
-    """``runs/<container_id>.log``: a command executor run's whole checkpoint in one log (in
-    place of the ``runs/<container_id>/`` tree)."""
+    """``runs/<container_id>.log``: a command executor run's whole checkpoint in one log, as
+    agents before the journal (`command_runs_path`) wrote it; still read and appended to."""
     return run_dir + RUN_LOG_SUFFIX
 
 

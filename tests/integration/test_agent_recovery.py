@@ -138,19 +138,20 @@ def test_checkpoint_layout_and_cleanup(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await master.run_task("c1", "sleep 0.2", framework=CHECKPOINTING)
         meta = tmp_path / "work" / "meta" / "slaves"
-        # A command task's run is one log (butte/agent/paths.py).
-        run = await wait_for(
-            lambda: list(meta.glob(f"{AID}/frameworks/{FID}/executors/c1/runs/*.log")), "run log"
-        )
+        # A command task's run is in the agent's journal (butte/agent/paths.py).
+        journal = meta / AID / "command-runs.log"
+        await wait_for(lambda: journal.exists() and b'"type":"PID"' in journal.read_bytes(), "pid")
         assert (meta / "latest").resolve().name == AID
         assert (meta / AID / "slave.info").exists()
         assert (meta / AID / "frameworks" / FID / "framework.info").exists()
-        assert b'"type":"EXECUTOR"' in run[0].read_bytes()
-        await wait_for(lambda: b'"type":"PID"' in run[0].read_bytes(), "the pid record")
+        assert b'"type":"EXECUTOR"' in journal.read_bytes()
+        assert not (meta / AID / "frameworks" / FID / "executors").exists()
         await wait_for(lambda: "TASK_FINISHED" in master.states("c1"), "finished")
-        # Everything of a finished, acknowledged task and its framework is forgotten.
+        # Everything of a finished, acknowledged task and its framework is forgotten: the
+        # run's end and the framework's tree, by one rename into the trash, which the
+        # agent's trash thread then empties.
         await wait_for(lambda: not (meta / AID / "frameworks" / FID).exists(), "cleaned up")
-        # ... by one rename into the trash, which the agent's trash thread then empties.
+        assert b'"type":"END"' in journal.read_bytes()
         trash = tmp_path / "work" / "meta" / "trash"
         await wait_for(lambda: trash.is_dir() and not any(trash.iterdir()), "trash emptied")
         await master.run_task("n1", "true")  # not checkpointing: nothing written

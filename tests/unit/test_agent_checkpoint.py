@@ -278,20 +278,19 @@ def test_task_removed_from_checkpoint_once_acknowledged_terminal(tmp_path):
     disk.h.check()
 
 
-def test_a_command_run_is_one_log_and_its_torn_or_bad_records_are_handled(tmp_path):
+def test_command_runs_are_in_the_journal_and_its_torn_or_bad_records_are_handled(tmp_path):
     disk = Disk(tmp_path)
     disk.h.register()
     container = launch_command(disk)
     disk.h.subscribe("t1")
     disk.h.update("t1", "t1", ts.RUNNING)
     disk.sync()
-    run_dir = paths.meta_run_dir(str(tmp_path), AID, FID, "t1", container)
-    log = Path(paths.run_log_path(run_dir))
-    # The whole run in one file: no tree, no executor.info beside it.
-    assert os.listdir(log.parent) == [log.name]
-    assert os.listdir(log.parent.parent) == ["runs"]
-    good = log.read_bytes()
-    with open(log, "ab") as f:
+    journal = Path(paths.command_runs_path(str(tmp_path), AID))
+    # The whole run is in the agent's journal: no executor tree at all.
+    framework = Path(paths.meta_framework_dir(str(tmp_path), AID, FID))
+    assert os.listdir(framework) == ["framework.info"]
+    good = journal.read_bytes()
+    with open(journal, "ab") as f:
         f.write(b'250\n{"type":"UPD')  # the agent died mid-write
     state = read_state(str(tmp_path))
     assert state is not None and not state.problems
@@ -299,16 +298,17 @@ def test_a_command_run_is_one_log_and_its_torn_or_bad_records_are_handled(tmp_pa
     assert (recovered.container_id, recovered.kind, recovered.pid) == (container, "command", 4242)
     assert recovered.info.executor_id.value == "t1"
     assert [u.state for u in recovered.tasks[0].updates] == [ts.RUNNING]
-    # A record that is not JSON ends the log there (reported); one before the executor's
-    # record, or a log without it, leaves no run.
-    log.write_bytes(good + b"9\n{not json")
+    # A record that is not JSON ends the journal there (reported); records of a run before
+    # its start leave no run.
+    journal.write_bytes(good + b"9\n{not json")
     state = read_state(str(tmp_path))
     assert state is not None and [u.state for u in state.runs[0].tasks[0].updates] == [ts.RUNNING]
     assert any("bad record" in p for p in state.problems)
-    log.write_bytes(b'27\n{"type":"PID","pid":4242}\n' + good)
+    pid = b'{"type":"PID","pid":1,"framework_id":"x","executor_id":"e","container_id":"c"}'
+    journal.write_bytes(b"%d\n%s" % (len(pid), pid) + good)
     state = read_state(str(tmp_path))
-    assert state is not None and not state.runs
-    assert any(str(log) in p for p in state.problems)
+    assert state is not None and len(state.runs) == 1
+    assert any("record of run c before its start" in p for p in state.problems)
 
 
 def test_torn_and_unreadable_records_of_a_run_kept_as_a_tree(tmp_path):

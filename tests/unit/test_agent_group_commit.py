@@ -350,7 +350,10 @@ def test_a_run_that_is_not_the_last_goes_alone_and_the_executor_stays(tmp_path, 
     assert state is not None and [r.container_id for r in state.runs] == ["c2"]
     writer.write_batch([RemoveCheckpoint(FID, "e", "c2")])
     executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
-    assert list(executors.iterdir()) == []
+    if kind == COMMAND:
+        assert not executors.exists()  # command runs are journaled: no tree ever
+    else:
+        assert list(executors.iterdir()) == []
     writer.close()
     assert trash_names(tmp_path) == [] and writer.trash.walked == 0
 
@@ -377,20 +380,18 @@ def test_a_new_writer_empties_what_an_earlier_process_left_in_the_trash(tmp_path
     assert state is not None and not state.problems and not state.runs
 
 
-def test_a_command_run_is_one_log_written_read_and_removed_whole(tmp_path) -> None:
+def test_command_runs_are_journaled_read_back_and_ended(tmp_path) -> None:
     writer = CheckpointWriter(str(tmp_path))
     pid = CheckpointPid(FID, "t1", "c-t1", 4242)
     writer.write_batch([*first_effects(), *task_effects("t1", COMMAND), pid])
-    executor = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors" / "t1"
-    # One directory per level down to the log, and the log: nothing else.
-    assert [str(p.relative_to(executor)) for p in sorted(executor.rglob("*"))] == [
-        "runs",
-        "runs/c-t1.log",
-    ]
+    framework = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID
+    journal = tmp_path / "meta" / "slaves" / AID / "command-runs.log"
+    # No file or directory of the run's own: its records are in the agent's journal.
+    assert os.listdir(framework) == ["framework.info"] and journal.is_file()
     ack = CheckpointUpdate(FID, "t1", "c-t1", "t1", ack_uuid="u-1")
     writer.write_batch([ack])
     writer.close()
-    # Another writer (an agent restart) goes on with the same log.
+    # Another writer (an agent restart) goes on with the same journal.
     later = CheckpointWriter(str(tmp_path), AID)
     later.write_batch([update("t1", "TASK_FINISHED")])
     state = read_state(str(tmp_path))
@@ -405,9 +406,84 @@ def test_a_command_run_is_one_log_written_read_and_removed_whole(tmp_path) -> No
     state = read_state(str(tmp_path))
     assert state is not None and [r.tasks for r in state.runs] == [[]]
     later.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
-    assert not executor.exists()
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.runs and not state.problems
     later.close()
-    assert trash_names(tmp_path) == [] and later.trash.deleted == 1
+    assert not framework.joinpath("executors").exists() and later.trash.deleted == 0
+
+
+def test_the_journal_is_cut_after_a_torn_record_and_rewritten_with_live_runs(
+    tmp_path, monkeypatch
+) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch([*first_effects(), *task_effects("t1", COMMAND)])
+    writer.close()
+    journal = tmp_path / "meta" / "slaves" / AID / "command-runs.log"
+    whole = journal.stat().st_size
+    with open(journal, "ab") as f:
+        f.write(b'300\n{"type":"UPDATE"')  # the agent died mid-write
+    # The next writer cuts the torn record off, or its own records would never be read.
+    later = CheckpointWriter(str(tmp_path), AID)
+    later.write_batch([update("t1", "TASK_FINISHED")])
+    assert b'300\n{"type":"UPDATE"' not in journal.read_bytes()
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert [u.state for u in state.runs[0].tasks[0].updates][-1] == "TASK_FINISHED"
+    assert journal.stat().st_size > whole
+    # Many runs that ended: once less than half of it is live, the journal is rewritten
+    # with the live runs' records only, and reads back the same.
+    monkeypatch.setattr(checkpoint._Journal, "COMPACT_AT", 4096)
+    for n in range(40):
+        task = f"x{n}"
+        later.write_batch([*task_effects(task, COMMAND), RemoveCheckpoint(FID, task, f"c-{task}")])
+    assert later._journal is not None and later._journal.compactions >= 1
+    assert journal.stat().st_size < 8192 and not (journal.parent / "command-runs.log.tmp").exists()
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert [r.container_id for r in state.runs] == ["c-t1"]
+    assert [u.state for u in state.runs[0].tasks[0].updates][-1] == "TASK_FINISHED"
+    # A framework's removal drops its journaled runs with one record.
+    later.write_batch([RemoveCheckpoint(FID)])
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.runs
+    later.close()
+    again = CheckpointWriter(str(tmp_path), AID)
+    assert again._journal is None
+    again.write_batch([*first_effects(), *task_effects("t2", COMMAND)])
+    assert again._journal is not None and list(again._journal.live) == [(FID, "t2", "c-t2")]
+    again.close()
+
+
+def test_a_run_log_of_an_earlier_agent_is_read_appended_to_and_removed(tmp_path) -> None:
+    """Agents before the journal wrote each command run to ``runs/<container>.log``."""
+    executor = ExecutorInfo(executor_id=ID("t1"), framework_id=ID(FID))
+    info = TaskInfo(name="t1", task_id=ID("t1"), agent_id=ID(AID))
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch(first_effects())
+    run = checkpoint.paths.meta_run_dir(str(tmp_path), AID, FID, "t1", "c-t1")
+    log = checkpoint.paths.run_log_path(run)
+    os.makedirs(os.path.dirname(log))
+    for record in (
+        {"type": "EXECUTOR", "kind": COMMAND, "info": executor},
+        {"type": "TASK", "task": info},
+        {
+            "type": "UPDATE",
+            "task_id": "t1",
+            "status": TaskStatus(task_id=ID("t1"), state="TASK_RUNNING"),
+        },
+    ):
+        checkpoint.append_record(log, checkpoint._encoder.encode(record))
+    writer.write_batch([update("t1", "TASK_FINISHED")])
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    (recovered,) = state.runs
+    assert [u.state for u in recovered.tasks[0].updates] == ["TASK_RUNNING", "TASK_FINISHED"]
+    assert os.path.getsize(checkpoint.paths.command_runs_path(str(tmp_path), AID)) == 0
+    writer.write_batch([RemoveCheckpoint(FID, "t1", "c-t1")])
+    executors = tmp_path / "meta" / "slaves" / AID / "frameworks" / FID / "executors"
+    assert list(executors.iterdir()) == []
+    writer.close()
+    assert trash_names(tmp_path) == [] and writer.trash.deleted == 1
 
 
 def test_removing_an_earlier_agent_ids_tree_uses_the_trash_too(tmp_path) -> None:
