@@ -348,6 +348,7 @@ class _Journal:
                 data = f.read()
         except FileNotFoundError:
             data = b""
+        self.created = not os.path.exists(self.path)
         problems: list[str] = []
         for start, body, end in _frames(data, self.path, problems):
             try:
@@ -447,7 +448,8 @@ class CheckpointWriter:
       every file's data and every directory entry the batch created, renamed or appended to
       (and commits the journal); it reports a failed writeback as an error (Linux >= 5.8).
       Where there is no syncfs, every touched file and every directory whose entries changed
-      is fsynced instead.
+      is fsynced instead. A batch that only appended to the journal is made durable by an
+      ``fdatasync`` of the journal alone.
     * Until that sync returns, a crash may lose any part of the batch, or leave a new file
       empty or cut short, or a torn record at the end of a log. The reader drops such a file
       (reported as a problem) or ignores the torn record, which is the state of a crash just
@@ -504,12 +506,20 @@ class CheckpointWriter:
             except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
                 log.exception("cannot carry out checkpoint %r", effect)
         if self._journal is not None and self._journal.compact_if_due():
-            touched.add(self._journal.path)
+            # The rename needs its directory synced too (never just the journal's data).
+            touched.update((self._journal.path, os.path.dirname(self._journal.path)))
         if touched:
             self._make_durable(touched)
 
     def _make_durable(self, touched: set[str]) -> None:
         self.syncs += 1
+        journal = self._journal
+        if journal is not None and touched == {journal.path}:
+            # Only records appended to the journal (most batches of command tasks): its data
+            # and size are all there is to sync, and a syncfs would also write back
+            # everything else on the file system (the sandboxes' files among it).
+            os.fdatasync(journal.fd)
+            return
         if _syncfs is not None:
             fd = os.open(self.work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -597,6 +607,8 @@ class CheckpointWriter:
             path = paths.command_runs_path(self.work_dir, self.agent_id)
             self._ensure_dir(os.path.dirname(path), touched)
             self._journal = _Journal(path)
+            if self._journal.created:  # its directory entry too must be made durable
+                touched.update((path, os.path.dirname(path)))
         return self._journal
 
     def _journal_append(self, run: _RunId, record: Mapping[str, object], touched: set[str]) -> None:

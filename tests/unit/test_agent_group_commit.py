@@ -212,7 +212,10 @@ def test_one_sync_per_batch_and_the_batch_reads_back(tmp_path, monkeypatch, sync
     calls: list[str] = []
     real_fsync = checkpoint.os.fsync
     monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
-    monkeypatch.setattr(checkpoint.os, "fdatasync", lambda fd: calls.append("fdatasync"))
+    real_fdatasync = checkpoint.os.fdatasync
+    monkeypatch.setattr(
+        checkpoint.os, "fdatasync", lambda fd: calls.append("fdatasync") or real_fdatasync(fd)
+    )
     if syncfs:
         if checkpoint._syncfs is None:
             pytest.skip("no syncfs(2) here")
@@ -245,6 +248,35 @@ def test_one_sync_per_batch_and_the_batch_reads_back(tmp_path, monkeypatch, sync
     assert state is not None
     assert sorted(r.container_id for r in state.runs) == ["c-t2", "c-t3"]
     assert not state.problems
+    # A batch that only appends to the journal syncs the journal's data alone; the one that
+    # made the journal syncs as any batch with a new file.
+    calls.clear()
+    writer.write_batch(task_effects("t5", COMMAND))
+    assert calls == ["syncfs"] if syncfs else (calls and set(calls) == {"fsync"})
+    calls.clear()
+    writer.write_batch([update("t5", "TASK_FINISHED")])
+    assert calls == ["fdatasync"] and writer.syncs == 4
+    (journaled,) = [r for r in read_state(str(tmp_path)).runs if r.container_id == "c-t5"]
+    assert [s.state for s in journaled.tasks[0].updates][-1] == "TASK_FINISHED"
+
+
+def test_the_batch_that_makes_the_journal_syncs_its_directory(tmp_path, monkeypatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(checkpoint, "_syncfs", None)  # the fallback names what it syncs
+    real_open = checkpoint.os.open
+
+    def opened(path, flags, *args):  # noqa: ANN001, ANN202 - os.open's signature
+        if flags == checkpoint.os.O_RDONLY | checkpoint.os.O_CLOEXEC:
+            calls.append(os.path.basename(path))  # what the fallback fsyncs
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(checkpoint.os, "open", opened)
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch([CheckpointAgent(AID, {"hostname": "h"})])
+    calls.clear()
+    writer.write_batch(task_effects("t1", COMMAND))
+    assert "command-runs.log" in calls and AID in calls
+    writer.close()
 
 
 def test_rewriting_an_existing_file_replaces_it_atomically(tmp_path) -> None:
