@@ -324,6 +324,10 @@ class _RunIdOf(msgspec.Struct):
 _run_id_decoder = msgspec.json.Decoder(_RunIdOf, strict=False)
 
 
+def _run_id(effect: _OfRun) -> _RunId:
+    return (effect.framework_id, effect.executor_id or "", effect.container_id or "")
+
+
 class _Journal:
     """The journal of command runs (`paths.command_runs_path`) as its writer keeps it: open
     for appending, with the bytes of each live run's records, which say when it is due to
@@ -621,7 +625,7 @@ class CheckpointWriter:
         """The run directory of the run ``effect`` is about, and how the run is checkpointed
         (see the class docstring)."""
         assert self.agent_id is not None
-        ids = (effect.framework_id, effect.executor_id or "", effect.container_id or "")
+        ids = _run_id(effect)
         run = _meta_run_dir(self.work_dir, self.agent_id, *ids)
         layout = self._layouts.get(run)
         if layout is None:
@@ -644,8 +648,7 @@ class CheckpointWriter:
     ) -> None:
         """Appends ``record`` to the run's journal or run log."""
         if layout == _JOURNAL:
-            ids = (effect.framework_id, effect.executor_id or "", effect.container_id or "")
-            self._journal_append(ids, record, touched)
+            self._journal_append(_run_id(effect), record, touched)
         else:
             self._append(paths.run_log_path(run), record, touched)
 
