@@ -48,11 +48,16 @@ def test_malformed_zk_urls_are_refused_by_every_command(tmp_path):
 def test_unreachable_ensemble_is_a_one_line_error(tmp_path):
     url = f"zk://127.0.0.1:{free_port()}/mesos"
     started = time.monotonic()
+    # Ports of their own: the defaults (5050, 5051) may be taken by a cluster on this machine.
     master = run_butte(
-        "master", "--zk", url, "--zk_session_timeout=1secs", "--work_dir", str(tmp_path / "m")
+        "master",
+        *("--zk", url, "--zk_session_timeout=1secs", "--port", str(free_port())),
+        *("--work_dir", str(tmp_path / "m")),
     )
     agent = run_butte(
-        "agent", "--master", url, "--zk_session_timeout=1secs", "--work_dir", str(tmp_path / "a")
+        "agent",
+        *("--master", url, "--zk_session_timeout=1secs", "--port", str(free_port())),
+        *("--work_dir", str(tmp_path / "a")),
     )
     job = run_butte(
         "run", "--master", url, "--connect_timeout=1", "--name", "j", "--command", "true"
