@@ -3,8 +3,8 @@ asks a ``BPF_PROG_TYPE_CGROUP_DEVICE`` program attached to the group (and every 
 to its ancestors) whether a process in it may open or create a device node.
 
 `compile_filter` writes the program that keeps one character-device major to a list of
-minors and lets every other device through, which is what the v1 rules
-``c <major>:* rwm`` denied and ``c <major>:<minor> rwm`` allowed say. `attach` loads it
+minors and lets every other device through (an allow-list within the major, which v1's
+devices cgroup cannot express inside its default of allowing everything). `attach` loads it
 through the ``bpf(2)`` system call and attaches it with ``BPF_F_ALLOW_MULTI``, so a program
 that the init system attached above stays in force too (the kernel allows an access only if
 every program allows it). The program lives as long as the group does; removing the group
