@@ -21,17 +21,23 @@ from pathlib import Path
 import aiohttp
 import pytest
 from test_agent_process import (
-    FID,
     AgentProcess,
     FakeMaster,
     agent_port,
     process_gone,
     run_scenario,
-    sandbox,
     wait_for,
 )
 from test_agent_recovery import fixed_port
-from test_isolation import CGROUPS, CHECKPOINTING, container_of, run_task, terminal
+from test_isolation import (
+    CGROUPS,
+    CHECKPOINTING,
+    _rmdir_eventually,
+    container_of,
+    forks_past_the_limit_and_a_kill_reaching_an_escaped_process,
+    run_task,
+    terminal,
+)
 
 from butte.agent.containerizer.isolators.cgroups_cpu import v2_weight
 
@@ -59,18 +65,6 @@ def root() -> Iterator[str]:
                 (child / "cgroup.kill").write_text("1")
             _rmdir_eventually(child)
         _rmdir_eventually(base)
-
-
-def _rmdir_eventually(path: Path) -> None:
-    for _ in range(200):
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            subprocess.run(["sleep", "0.01"], check=False)
-    path.rmdir()
 
 
 def _comm(pid: str) -> str:
@@ -122,34 +116,10 @@ def test_v2_memory_hog_fails_with_the_memory_limitation_and_limits_are_set(tmp_p
 
 
 def test_v2_pids_limit_and_a_kill_through_cgroup_kill_reaches_escaped_processes(tmp_path, root):
-    child_pid = tmp_path / "child.pid"
-
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        await run_task(
-            master,
-            "forker",
-            f"setsid sh -c 'trap \"\" TERM; echo $$ > {child_pid}; exec sleep 300' & "
-            "(for i in $(seq 30); do sleep 300 & done) 2>/dev/null; exec sleep 300",
+        await forks_past_the_limit_and_a_kill_reaching_an_escaped_process(
+            master, tmp_path, lambda container: group(root, container)
         )
-        container = await wait_for(
-            lambda: "TASK_RUNNING" in master.states("forker") and container_of(master, "forker"),
-            "running",
-        )
-        pids = group(root, container)
-        await wait_for(
-            lambda: "max 0" not in (pids / "pids.events").read_text(), "a fork refused", 15
-        )
-        assert int((pids / "pids.current").read_text()) <= 16
-        escaped = int(await wait_for(lambda: child_pid.exists() and child_pid.read_text(), "pid"))
-        assert os.getsid(escaped) == escaped
-        await master.send(
-            {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "forker"}}
-        )
-        status = await wait_for(lambda: terminal(master, "forker"), "killed", 20)
-        box = sandbox(tmp_path, "forker")
-        assert status["state"] == "TASK_KILLED", (status, (box / "stderr").read_text())
-        await wait_for(lambda: process_gone(escaped), "the escaped process killed")
-        await wait_for(lambda: not pids.exists(), "the group removed")
 
     run_scenario(tmp_path, scenario, agent_flags=flags(root, "--container_max_pids=16"))
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -176,41 +177,48 @@ def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path,
 
 
 def test_pids_limit_stops_forks_and_freezer_kill_reaches_escaped_processes(tmp_path, cgroups_root):
-    child_pid = tmp_path / "child.pid"
-
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        # A process that leaves the task's session and ignores SIGTERM: only the cgroup
-        # still knows it belongs to the container.
-        await run_task(
-            master,
-            "forker",
-            f"setsid sh -c 'trap \"\" TERM; echo $$ > {child_pid}; exec sleep 300' & "
-            "(for i in $(seq 30); do sleep 300 & done) 2>/dev/null; exec sleep 300",
+        await forks_past_the_limit_and_a_kill_reaching_an_escaped_process(
+            master, tmp_path, lambda container: group(cgroups_root, "pids", container)
         )
-        container = await wait_for(
-            lambda: "TASK_RUNNING" in master.states("forker") and container_of(master, "forker"),
-            "running",
-        )
-        pids = group(cgroups_root, "pids", container)
-        assert (pids / "pids.max").read_text().strip() == "16"
-        await wait_for(
-            lambda: "max 0" not in (pids / "pids.events").read_text(), "a fork refused", 15
-        )
-        assert int((pids / "pids.current").read_text()) <= 16
-        escaped = int(await wait_for(lambda: child_pid.exists() and child_pid.read_text(), "pid"))
-        assert os.getsid(escaped) == escaped
-        await master.send(
-            {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "forker"}}
-        )
-        status = await wait_for(lambda: terminal(master, "forker"), "killed", 20)
-        box = sandbox(tmp_path, "forker")
-        assert status["state"] == "TASK_KILLED", (status, (box / "stderr").read_text())
-        await wait_for(lambda: process_gone(escaped), "the escaped process killed")
-        await wait_for(lambda: not pids.exists(), "the group removed")
 
     run_scenario(
         tmp_path, scenario, agent_flags=flags(cgroups_root, CGROUPS, "--container_max_pids=16")
     )
+
+
+async def forks_past_the_limit_and_a_kill_reaching_an_escaped_process(
+    master: FakeMaster, tmp_path: Path, pids_group: Callable[[str], Path]
+) -> None:
+    """A task forks past ``--container_max_pids=16`` and starts a process that leaves the
+    task's session and ignores SIGTERM (only the cgroup still knows it belongs to the
+    container); killing the task kills it too, and the group (``pids_group(container)``)
+    goes."""
+    child_pid = tmp_path / "child.pid"
+    await run_task(
+        master,
+        "forker",
+        f"setsid sh -c 'trap \"\" TERM; echo $$ > {child_pid}; exec sleep 300' & "
+        "(for i in $(seq 30); do sleep 300 & done) 2>/dev/null; exec sleep 300",
+    )
+    container = await wait_for(
+        lambda: "TASK_RUNNING" in master.states("forker") and container_of(master, "forker"),
+        "running",
+    )
+    pids = pids_group(container)
+    assert (pids / "pids.max").read_text().strip() == "16"
+    await wait_for(lambda: "max 0" not in (pids / "pids.events").read_text(), "a fork refused", 15)
+    assert int((pids / "pids.current").read_text()) <= 16
+    escaped = int(await wait_for(lambda: child_pid.exists() and child_pid.read_text(), "pid"))
+    assert os.getsid(escaped) == escaped
+    await master.send(
+        {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "forker"}}
+    )
+    status = await wait_for(lambda: terminal(master, "forker"), "killed", 20)
+    box = sandbox(tmp_path, "forker")
+    assert status["state"] == "TASK_KILLED", (status, (box / "stderr").read_text())
+    await wait_for(lambda: process_gone(escaped), "the escaped process killed")
+    await wait_for(lambda: not pids.exists(), "the group removed")
 
 
 def test_pid_namespace_private_tmp_and_loopback_only_network(tmp_path, cgroups_root):
