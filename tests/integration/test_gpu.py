@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 from test_agent_process import (
     AID,
+    FID,
     FRAMEWORK,
     AgentProcess,
     FakeMaster,
@@ -33,7 +36,7 @@ from test_agent_process import (
     wait_for,
 )
 from test_agent_recovery import CHECKPOINTING, fixed_port, reregistrations
-from test_isolation import terminal
+from test_isolation import _rmdir_eventually, terminal
 
 from butte.testing.require import require
 
@@ -155,11 +158,33 @@ def test_gpu_tasks_open_only_their_devices_across_a_restart(tmp_path, monkeypatc
         task = gpu_task("other", 1, probe)
         await master.send({"type": "RUN_TASK", "framework": CHECKPOINTING, "task": task})
         assert await wait_for(lambda: opened("other"), "other's probe", 30) == ["denied", "allowed"]
+        # "one" would outlive the agent (its framework checkpoints): it ends with the test.
+        kill = {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "one"}}
+        await master.send(kill)
+        killed = await wait_for(lambda: terminal(master, "one"), "one killed", 30)
+        assert killed["state"] == "TASK_KILLED"
 
     root = f"butte-gpu-{uuid.uuid4().hex[:8]}"
     flags = ("--isolation", "gpu/nvidia", "--cgroups_root", root)
     flags += ("--cgroups_hierarchy", hierarchy, *fixed_port())
-    run_scenario(tmp_path, scenario, agent_flags=flags)
+    try:
+        run_scenario(tmp_path, scenario, agent_flags=flags)
+    finally:
+        remove_groups(hierarchy, version, root)
+
+
+def remove_groups(hierarchy: str, version: str, root: str) -> None:
+    """Kills what a failed test left in the groups under ``root`` and removes them."""
+    bases = [Path(hierarchy, c, root) for c in ("devices", "freezer")] if version == "v1" else []
+    for base in bases or [Path(hierarchy, root)]:
+        if not base.is_dir():
+            continue
+        for child in [c for c in base.iterdir() if c.is_dir()]:
+            for pid in (child / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _rmdir_eventually(child)
+        _rmdir_eventually(base)
 
 
 def _gpus() -> list[int]:
