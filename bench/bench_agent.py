@@ -5,7 +5,7 @@ A real master and one real ``butte agent`` (command executors, real processes); 
 launches ``--tasks`` ``true`` tasks. tasks/s = tasks / (first ACCEPT .. last TASK_FINISHED).
 In the same run, the raw spawn rate: ``os.posix_spawn`` of ``/bin/true`` with 64 children in
 flight, reaped with ``os.wait``, before and after the tasks (after: once the agent's trash
-thread has deleted the ended tasks' checkpoints, whose CPU counts as the agent's). The
+thread has deleted the checkpoint trees it was given, whose CPU counts as the agent's). The
 figure is the ratio of the two (target >= 0.5).
 
 256 tasks are in flight by default: with 64, the master's 100 ms offer cycle bounded the
@@ -101,9 +101,9 @@ async def _drive(
 
 
 def trash_emptied(agent_work_dir: Path, timeout: float = 60.0) -> None:
-    """Waits until the agent's trash thread has deleted the checkpoints of the ended tasks,
-    so that its CPU is counted as the agent's and does not slow the raw spawns measured
-    after the run."""
+    """Waits until the agent's trash thread has deleted the checkpoint trees it was given
+    (ended frameworks'; default and custom executors' runs), so that its CPU is counted as
+    the agent's and does not slow the raw spawns measured after the run."""
     trash = Path(paths.meta_trash_dir(str(agent_work_dir)))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 import msgspec
 
@@ -309,6 +310,21 @@ def _delete_tree(path: str) -> None:
 _RunId = tuple[str, str, str]
 
 
+class _NamesRun(Protocol):
+    """A journal record, or a checkpoint effect about a run."""
+
+    @property
+    def framework_id(self) -> str | None: ...
+    @property
+    def executor_id(self) -> str | None: ...
+    @property
+    def container_id(self) -> str | None: ...
+
+
+def _run_id(of: _NamesRun) -> _RunId:
+    return (of.framework_id or "", of.executor_id or "", of.container_id or "")
+
+
 class _RunIdOf(msgspec.Struct):
     """What `_Journal` reads of a record: its type and its run."""
 
@@ -317,15 +333,8 @@ class _RunIdOf(msgspec.Struct):
     executor_id: str | None = None
     container_id: str | None = None
 
-    def run(self) -> _RunId:
-        return (self.framework_id or "", self.executor_id or "", self.container_id or "")
-
 
 _run_id_decoder = msgspec.json.Decoder(_RunIdOf, strict=False)
-
-
-def _run_id(effect: _OfRun) -> _RunId:
-    return (effect.framework_id, effect.executor_id or "", effect.container_id or "")
 
 
 class _Journal:
@@ -342,6 +351,7 @@ class _Journal:
         self.live_bytes = 0
         self.size = 0
         self.compactions = 0  # statistics; tests count them
+        self.created = False  # whether opening made the file (its entry is not durable yet)
         self.fd = self._open()
 
     def _open(self) -> int:
@@ -352,7 +362,7 @@ class _Journal:
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        self.created = not os.path.exists(self.path)
+            self.created = True
         problems: list[str] = []
         for start, body, end in _frames(data, self.path, problems):
             try:
@@ -360,7 +370,7 @@ class _Journal:
             except msgspec.DecodeError as e:
                 problems.append(f"{self.path}: bad record at byte {start}: {e}")
                 break
-            self._count(record.type, record.run(), end - start)
+            self._count(record.type, _run_id(record), end - start)
             self.size = end
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         if self.size < len(data):
@@ -400,7 +410,7 @@ class _Journal:
             data = f.read()
         kept = bytearray()
         for start, body, end in _frames(data, self.path, []):
-            if _run_id_decoder.decode(data[body:end]).run() in self.live:
+            if _run_id(_run_id_decoder.decode(data[body:end])) in self.live:
                 kept += data[start:end]
         temporary = self.path + ".tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -970,7 +980,8 @@ def _read_pid(run_dir: str) -> int | None:
 
 
 class _Record(msgspec.Struct):
-    """A record of a task's update log or of a run log (see `CheckpointWriter`)."""
+    """A record of a task's update log, of a run log or of the journal (see
+    `CheckpointWriter`)."""
 
     type: str
     status: TaskStatus | None = None
@@ -1019,7 +1030,7 @@ def _read_journal(path: str, problems: list[str]) -> Iterator[RecoveredRun]:
             for run_id in [r for r in runs if r[0] == record.framework_id]:
                 del runs[run_id]
             continue
-        run_id = (record.framework_id or "", record.executor_id or "", record.container_id or "")
+        run_id = _run_id(record)
         if record.type == "EXECUTOR":
             run = _RunBeingRead.start(path, record, *run_id, problems)
             if run is not None:

@@ -73,8 +73,8 @@ def test_agent_benchmark_runs_every_task_and_counts_each_process(
     tmp_path: Path, checkpoint: bool
 ) -> None:
     """`bench/bench_agent.py` at a tiny size, with and without a checkpointing framework:
-    every task ends, each process's CPU is counted, and the checkpoint trash is empty when
-    the second raw-spawn figure is taken."""
+    every task ends and each process's CPU is counted; its wait for the agent's checkpoint
+    trash returns at once without a trash and waits out its timeout while a tree is left."""
     sys.path.insert(0, str(BENCH))
     try:
         import bench_agent

@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import platform
 import struct
+
+from butte.agent.containerizer import linux
 
 # bpf(2) commands, program and attach types, flags (include/uapi/linux/bpf.h).
 _BPF_PROG_LOAD = 5
@@ -26,7 +27,6 @@ _BPF_PROG_TYPE_CGROUP_DEVICE = 15
 _BPF_CGROUP_DEVICE = 6
 _BPF_F_ALLOW_MULTI = 2
 _SYSCALL_NUMBERS = {"x86_64": 321, "aarch64": 280}
-_LIBC = ctypes.CDLL(None, use_errno=True)
 # bpf_cgroup_dev_ctx: access_type (access << 16 | type), major, minor: three u32s.
 _DEV_CHAR = 2
 _ATTR_SIZE = 128
@@ -78,10 +78,11 @@ def compile_filter(major: int, minors: list[int]) -> bytes:
 
 
 def _bpf(command: int, attr: ctypes.Array[ctypes.c_char]) -> int:
-    number = _SYSCALL_NUMBERS.get(platform.machine())
+    machine = os.uname().machine
+    number = _SYSCALL_NUMBERS.get(machine)
     if number is None:
-        raise DeviceFilterError(f"bpf(2) is not known on {platform.machine()}")
-    result = _LIBC.syscall(number, command, attr, _ATTR_SIZE)
+        raise DeviceFilterError(f"bpf(2): unknown system call number on {machine}")
+    result = linux.libc().syscall(number, command, attr, _ATTR_SIZE)
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -29,6 +29,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
     from collections.abc import Sequence
 
 CLONE_NEWNS = 0x00020000
@@ -55,14 +56,15 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 
-_libc = None
+_libc: ctypes.CDLL | None = None
 
 
 def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def _c():  # noqa: ANN202 - ctypes.CDLL
+def libc() -> ctypes.CDLL:
+    """libc through ctypes, loaded once (errno kept for the caller)."""
     global _libc
     if _libc is None:
         import ctypes
@@ -75,9 +77,9 @@ def preload() -> None:
     """Loads ctypes and libc now (the zygote does, so its executors share them), and looks
     up the calls forked children make: ctypes builds a function object at a name's first
     use, which each child would otherwise do again on pages of its own."""
-    libc = _c()
+    loaded = libc()
     for name in ("unshare", "setns", "mount", "umount2"):
-        getattr(libc, name)
+        getattr(loaded, name)
 
 
 def _check(result: int, what: str) -> None:
@@ -89,11 +91,11 @@ def _check(result: int, what: str) -> None:
 
 
 def unshare(flags: int) -> None:
-    _check(_c().unshare(flags), "unshare")
+    _check(libc().unshare(flags), "unshare")
 
 
 def setns(fd: int, kind: int) -> None:
-    _check(_c().setns(fd, kind), "setns")
+    _check(libc().setns(fd, kind), "setns")
 
 
 # The caller's own pid namespace, opened at the first `fork_into_new_pid_namespace`.
@@ -180,25 +182,25 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int) -> No
     def enc(s: str | None) -> bytes | None:
         return None if s is None else s.encode()
 
-    result = _c().mount(enc(source), enc(target), enc(fstype), flags, None)
+    result = libc().mount(enc(source), enc(target), enc(fstype), flags, None)
     _check(result, f"mount {target}")
 
 
 def mount_data(source: str, target: str, fstype: str, flags: int, data: str) -> None:
     """mount(2) with file-system options (overlay's lowerdir=..., tmpfs' mode=...)."""
-    result = _c().mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
+    result = libc().mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
     _check(result, f"mount {fstype} on {target}")
 
 
 def umount(target: str, *, detach: bool = False) -> None:
-    _check(_c().umount2(target.encode(), MNT_DETACH if detach else 0), f"umount {target}")
+    _check(libc().umount2(target.encode(), MNT_DETACH if detach else 0), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
         raise OSError(f"pivot_root: unknown system call number on {os.uname().machine}")
-    _check(_c().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+    _check(libc().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
 
 
 def makedirs_in_root(path: str) -> None:
