@@ -352,6 +352,8 @@ class _Journal:
         self.size = 0
         self.compactions = 0  # statistics; tests count them
         self.created = False  # whether opening made the file (its entry is not durable yet)
+        # Records appended since the last `flush`: a batch's records leave in one write.
+        self._unwritten = bytearray()
         self.fd = self._open()
 
     def _open(self) -> int:
@@ -380,14 +382,21 @@ class _Journal:
         return fd
 
     def append(self, run: _RunId, record: Mapping[str, object]) -> None:
-        """Appends ``record`` of ``run`` (DROP: of its framework); no sync of its own."""
+        """Appends ``record`` of ``run`` (DROP: of its framework) to what the next `flush`
+        writes; no sync of its own."""
         data = _encoder.encode(
             {**record, "framework_id": run[0], "executor_id": run[1], "container_id": run[2]}
         )
         frame = b"%d\n%s" % (len(data), data)
-        _write_all(self.fd, frame)
+        self._unwritten += frame
         self.size += len(frame)
         self._count(str(record["type"]), run, len(frame))
+
+    def flush(self) -> None:
+        """Writes the records appended since the last flush, in one write (no sync)."""
+        if self._unwritten:
+            _write_all(self.fd, self._unwritten)
+            self._unwritten.clear()
 
     def _count(self, kind: str, run: _RunId, size: int) -> None:
         """Keeps `live` up to date with one record of ``size`` bytes."""
@@ -406,6 +415,7 @@ class _Journal:
         runs). The rename is made durable by the batch's sync, like any other change."""
         if self.size < self.COMPACT_AT or 2 * self.live_bytes > self.size:
             return False
+        self.flush()
         with open(self.path, "rb") as f:
             data = f.read()
         kept = bytearray()
@@ -427,7 +437,10 @@ class _Journal:
         return True
 
     def close(self) -> None:
-        os.close(self.fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
 
 
 class CheckpointWriter:
@@ -519,6 +532,8 @@ class CheckpointWriter:
                 raise
             except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
                 log.exception("cannot carry out checkpoint %r", effect)
+        if self._journal is not None:
+            self._journal.flush()
         if self._journal is not None and self._journal.compact_if_due():
             # The rename needs its directory synced too (never just the journal's data).
             touched.update((self._journal.path, os.path.dirname(self._journal.path)))

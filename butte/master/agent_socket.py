@@ -14,8 +14,10 @@ writer, a future per received message). Here it is one `asyncio.Protocol` per ag
                    buffered, to a fresh aiohttp handler that owns the transport from then on.
     AgentWebSocket frames parsed in ``data_received`` (client frames are masked; fragmented
                    messages reassembled; ping answered; close answered and the transport
-                   closed), each message handed to the owner as it arrives; `send` writes a
-                   text frame straight to the transport.
+                   closed), each message handed to the owner as it arrives; `send` queues a
+                   text frame, and the frames of one loop iteration leave in one write (an
+                   agent's acknowledgements and launches come in bursts: one `send` system
+                   call and one wake-up of the agent for the burst instead of one each).
 
 Only what the agent protocol uses is spoken: no extensions or subprotocols are negotiated
 (a client that offers them gets neither, as the RFC allows).
@@ -172,6 +174,7 @@ class AgentWebSocket(asyncio.Protocol):
         "_reader",
         "_open",
         "_max_backlog",
+        "_unsent",
     )
 
     def __init__(
@@ -188,6 +191,7 @@ class AgentWebSocket(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._reader = FrameReader(max_message, require_mask=True)
         self._open = False
+        self._unsent: list[bytes] = []  # frames for the `_flush` at the end of this iteration
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -199,6 +203,7 @@ class AgentWebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._unsent.clear()
         if self._open:
             self._open = False
             self._owner.agent_closed(self)
@@ -234,6 +239,7 @@ class AgentWebSocket(asyncio.Protocol):
 
     def close(self, code: int = CLOSE_NORMAL) -> None:
         """Sends a close frame and closes the connection (the owner hears `agent_closed`)."""
+        self._flush()  # what was sent before the close goes first
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(encode_frame(CLOSE, struct.pack("!H", code), masked=False))
@@ -242,7 +248,19 @@ class AgentWebSocket(asyncio.Protocol):
     def _write(self, frame: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            transport.write(frame)
+            if not self._unsent:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._unsent.append(frame)
+
+    def _flush(self) -> None:
+        """Writes the queued frames in one write (dropped once the connection is closing)."""
+        frames = self._unsent
+        if not frames:
+            return
+        self._unsent = []
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
             if transport.get_write_buffer_size() > self._max_backlog:
                 log.warning(
                     "Agent connection %s: the agent reads nothing (%d bytes unsent); "

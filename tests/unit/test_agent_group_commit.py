@@ -444,6 +444,31 @@ def test_command_runs_are_journaled_read_back_and_ended(tmp_path) -> None:
     assert not framework.joinpath("executors").exists() and later.trash.deleted == 0
 
 
+def test_a_batchs_journal_records_leave_in_one_write(tmp_path, monkeypatch) -> None:
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write_batch([*first_effects(), *task_effects("t0", COMMAND)])  # makes the journal
+    journal = writer._journal
+    assert journal is not None
+    writes: list[int] = []
+    real_write = checkpoint.os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if fd == journal.fd:
+            writes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(checkpoint.os, "write", write)
+    before = os.path.getsize(journal.path)
+    batch = [e for t in ("t1", "t2", "t3") for e in task_effects(t, COMMAND)]
+    writer.write_batch([*batch, update("t0", "TASK_FINISHED"), RemoveCheckpoint(FID, "t0", "c-t0")])
+    # Fourteen records, one write.
+    assert writes == [os.path.getsize(journal.path) - before]
+    writer.close()
+    state = read_state(str(tmp_path))
+    assert state is not None and not state.problems
+    assert sorted(r.container_id for r in state.runs) == ["c-t1", "c-t2", "c-t3"]
+
+
 def test_the_journal_is_cut_after_a_torn_record_and_rewritten_with_live_runs(
     tmp_path, monkeypatch
 ) -> None:

@@ -1,5 +1,5 @@
 """The master's lean agent WebSocket (`butte.master.agent_socket`): the upgrade it takes and
-the ones it leaves to aiohttp, and frame parsing, against a fake transport (no loop)."""
+the ones it leaves to aiohttp, and frame parsing, against a fake transport."""
 
 from __future__ import annotations
 
@@ -199,30 +199,54 @@ def socket(owner: Owner, max_message: int = 1 << 20) -> tuple[AgentWebSocket, Fa
 
 
 def test_frames_split_fragmented_pinged_and_closed() -> None:
-    owner = Owner()
-    link, transport = socket(owner)
-    big = b"x" * 70_000  # a 64-bit length
-    data = (
-        client_frame(0x1, b"one")
-        + client_frame(0x1, b"tw", final=False)
-        + client_frame(0x9, b"are you there")  # a ping between fragments
-        + client_frame(0x0, b"o")
-        + client_frame(0x2, big)
-        + client_frame(0x1, b"m" * 300)  # a 16-bit length
-    )
-    for i in range(0, len(data), 5):
-        link.data_received(data[i : i + 5])
-    assert owner.messages == [b"one", b"two", big, b"m" * 300]
-    assert transport.written == [encode_frame(0xA, b"are you there", masked=False)]
-    link.send(b'{"type":"PING"}')
-    assert transport.written[-1] == b"\x81\x0f" + b'{"type":"PING"}'
-    link.data_received(client_frame(0x8, struct.pack("!H", 1000)))
-    assert transport.closed and transport.written[-1] == b"\x88\x02\x03\xe8"
-    link.send(b"late")  # dropped: the connection is closing
-    assert transport.written[-1] == b"\x88\x02\x03\xe8"
-    link.connection_lost(None)
-    link.connection_lost(None)
-    assert owner.closed == [link]
+    async def main() -> None:
+        owner = Owner()
+        link, transport = socket(owner)
+        big = b"x" * 70_000  # a 64-bit length
+        data = (
+            client_frame(0x1, b"one")
+            + client_frame(0x1, b"tw", final=False)
+            + client_frame(0x9, b"are you there")  # a ping between fragments
+            + client_frame(0x0, b"o")
+            + client_frame(0x2, big)
+            + client_frame(0x1, b"m" * 300)  # a 16-bit length
+        )
+        for i in range(0, len(data), 5):
+            link.data_received(data[i : i + 5])
+        assert owner.messages == [b"one", b"two", big, b"m" * 300]
+        await asyncio.sleep(0)
+        assert transport.written == [encode_frame(0xA, b"are you there", masked=False)]
+        link.send(b'{"type":"PING"}')
+        await asyncio.sleep(0)
+        assert transport.written[-1] == b"\x81\x0f" + b'{"type":"PING"}'
+        link.data_received(client_frame(0x8, struct.pack("!H", 1000)))
+        assert transport.closed and transport.written[-1] == b"\x88\x02\x03\xe8"
+        link.send(b"late")  # dropped: the connection is closing
+        await asyncio.sleep(0)
+        assert transport.written[-1] == b"\x88\x02\x03\xe8"
+        link.connection_lost(None)
+        link.connection_lost(None)
+        assert owner.closed == [link]
+
+    asyncio.run(main())
+
+
+def test_the_frames_of_one_loop_iteration_leave_in_one_write_and_before_a_close() -> None:
+    async def main() -> None:
+        link, transport = socket(Owner())
+        link.send(b"a")
+        link.send(b"bc")
+        assert transport.written == []  # not before the end of this iteration
+        await asyncio.sleep(0)
+        assert transport.written == [b"\x81\x01a\x81\x02bc"]
+        link.send(b"d")
+        link.close(1001)
+        assert transport.written[1:] == [b"\x81\x01d", b"\x88\x02\x03\xe9"]
+        assert transport.closed
+        await asyncio.sleep(0)
+        assert len(transport.written) == 3  # nothing written twice
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(
@@ -277,21 +301,27 @@ def test_a_close_without_a_code_is_answered_1000_and_utf8_text_passes() -> None:
 
 
 def test_an_agent_that_does_not_read_is_not_read_from_and_then_disconnected() -> None:
-    owner = Owner()
-    link = AgentWebSocket(owner, "10.0.0.7", 1 << 20, max_backlog=10_000)  # type: ignore[arg-type]
-    transport = FakeTransport()
-    link.connection_made(transport)  # type: ignore[arg-type]
-    link.pause_writing()  # the kernel's buffer filled up
-    assert not transport.reading
-    link.resume_writing()
-    assert transport.reading
-    for _ in range(9):
-        link.send(b"x" * 1000)
-    assert not transport.aborted
-    link.send(b"x" * 1000)  # over 10,000 bytes behind
-    assert transport.aborted
-    link.send(b"late")  # dropped
-    assert len(transport.written) == 10
+    async def main() -> None:
+        owner = Owner()
+        link = AgentWebSocket(owner, "10.0.0.7", 1 << 20, max_backlog=10_000)  # type: ignore[arg-type]
+        transport = FakeTransport()
+        link.connection_made(transport)  # type: ignore[arg-type]
+        link.pause_writing()  # the kernel's buffer filled up
+        assert not transport.reading
+        link.resume_writing()
+        assert transport.reading
+        for _ in range(9):
+            link.send(b"x" * 1000)
+            await asyncio.sleep(0)
+        assert not transport.aborted
+        link.send(b"x" * 1000)  # over 10,000 bytes behind
+        await asyncio.sleep(0)
+        assert transport.aborted
+        link.send(b"late")  # dropped
+        await asyncio.sleep(0)
+        assert len(transport.written) == 10
+
+    asyncio.run(main())
 
 
 def test_server_frames_are_unmasked_with_the_shortest_length() -> None:
