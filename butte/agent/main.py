@@ -140,9 +140,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"agent: {e}", file=sys.stderr)
         return 2
     try:
-        parse_isolation(options.isolation)
+        names = parse_isolation(options.isolation)
     except IsolatorUnavailable as e:
         print(f"agent: --isolation: {e}", file=sys.stderr)
+        return 2
+    if args.nvidia_gpu_devices is not None and "gpu/nvidia" not in names:
+        # Mesos' rule: the devices would be named and then used by nothing.
+        print(
+            "agent: --nvidia_gpu_devices can only be given with gpu/nvidia in --isolation",
+            file=sys.stderr,
+        )
         return 2
     # The default loop: uvloop spawns processes several times slower
     # (docs/design.md "Spawning processes").

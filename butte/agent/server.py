@@ -541,9 +541,17 @@ class AgentServer:
         from butte.agent.containerizer.isolators.gpu_nvidia import NvidiaGpu
 
         gpus = [len(i.gpus) for i in built if isinstance(i, NvidiaGpu)]
-        if not gpus:
-            return
         resources = self.options.resources
+        if not gpus:
+            if resources.scalar("gpus"):
+                # Offered as Mesos offers them then: accounted for, but neither found nor
+                # given to containers; say so rather than leave the operator guessing.
+                log.warning(
+                    "--resources offers gpus:%g without gpu/nvidia in --isolation: tasks are "
+                    "given no GPU devices and are not kept from any",
+                    resources.scalar("gpus"),
+                )
+            return
         if resources.has("gpus"):
             if resources.scalar("gpus") != gpus[0]:
                 raise isolators.IsolatorUnavailable(

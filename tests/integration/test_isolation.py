@@ -524,6 +524,15 @@ def test_agent_refuses_to_start_with_an_unknown_or_unavailable_isolator(tmp_path
         [*base, "--nvidia_gpu_devices", "0,x"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "expected indices" in bad.stderr
+    # Devices named for an isolator that is not on would be used by nothing (Mesos refuses).
+    unused = subprocess.run(
+        [*base, "--isolation", "posix/cpu", "--nvidia_gpu_devices", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unused.returncode == 2
+    assert "--nvidia_gpu_devices can only be given with gpu/nvidia" in unused.stderr
 
 
 def _has_gpu() -> bool:

@@ -633,3 +633,19 @@ def test_a_sigkill_the_agent_sent_or_without_a_possible_oom_is_told_at_once():
     for possible, agent_kills in ((True, True), (False, False)):
         events, _ = _sigkill_end(possible, agent_kills)
         assert events == [("exited", signal.SIGKILL), "reported"], (possible, agent_kills)
+
+
+def test_gpus_offered_without_gpu_nvidia_are_offered_with_a_warning(tmp_path, caplog):
+    from butte.agent.server import AgentOptions, AgentServer
+    from butte.core.resources import parse_resources
+
+    server = AgentServer(AgentOptions("127.0.0.1:5050", str(tmp_path), parse_resources("gpus:2")))
+    with caplog.at_level("WARNING", logger="butte.agent"):
+        server._offer_gpus([])
+    assert server.options.resources.scalar("gpus") == 2  # as Mesos offers them
+    assert "gpus:2 without gpu/nvidia" in caplog.text and "no GPU devices" in caplog.text
+    caplog.clear()
+    AgentServer(
+        AgentOptions("127.0.0.1:5050", str(tmp_path), parse_resources("cpus:1"))
+    )._offer_gpus([])
+    assert caplog.text == ""
