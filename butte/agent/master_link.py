@@ -6,6 +6,9 @@ after a random delay in ``[0, backoff]``, the backoff starting at ``--registrati
 factor`` and doubling up to a minute while attempts keep failing (Mesos' agent
 registration backoff). Outgoing messages go through one writer task per connection so their
 order is kept; messages sent while disconnected are dropped (the core resends what matters).
+Once the master has said (in AGENT_REGISTERED / AGENT_REREGISTERED) that it takes batches,
+the messages queued when the writer runs leave together in one frame (`internal`): one
+write and one wake-up of the master for a burst of status updates instead of one each.
 A master that stays silent longer than `SILENCE_TIMEOUT` (it pings every 15 s by default) is
 treated as gone.
 """
@@ -33,6 +36,8 @@ SILENCE_TIMEOUT = 75.0
 STABLE_CONNECTION = 10.0
 # A WebSocket handshake that takes longer (e.g. a frozen master) is given up and retried.
 CONNECT_TIMEOUT = 10.0
+# A batch frame is closed once it holds this many bytes (far below the master's limit).
+MAX_BATCH_BYTES = 1 << 20
 
 
 class MasterLink:
@@ -66,6 +71,8 @@ class MasterLink:
         self._stopping = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connected = False
+        # Whether the master of this connection takes batch frames (it said so on registering).
+        self._batches = False
         # Set by `retarget`: connect to the new url now, skipping the backoff.
         self._wake = asyncio.Event()
         self._closing: set[asyncio.Task] = set()
@@ -152,6 +159,7 @@ class MasterLink:
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._ws = ws
         self._queue = asyncio.Queue()
+        self._batches = False
         writer = asyncio.create_task(self._write(ws, self._queue))
         self.connected = True
         log.info("connected to master at %s", self.url)
@@ -183,16 +191,26 @@ class MasterLink:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("ignoring bad message from master: %s", e)
             return
+        if isinstance(message, internal.AgentRegistered | internal.AgentReregistered):
+            self._batches = message.batches
         self._on_message(message)
 
-    @staticmethod
-    async def _write(ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue) -> None:
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue) -> None:
+        """Sends what is queued, in order, until the None that ends the connection."""
         while True:
             data = await queue.get()
             if data is None:
                 return
+            batch, size = [data], len(data)
+            while self._batches and size < MAX_BATCH_BYTES and not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    queue.put_nowait(None)  # after this batch
+                    break
+                batch.append(more)
+                size += len(more)
             try:
-                await ws.send_str(data.decode())
+                await ws.send_str(internal.encode_batch(batch).decode())
             except (ConnectionError, RuntimeError, aiohttp.ClientError):
                 return
 

@@ -1,7 +1,10 @@
 """The agent <-> master protocol (butte's own; Mesos uses libprocess messages here).
 
 Transport: the agent opens one persistent WebSocket to the master at `AGENT_PATH` and keeps
-it for its whole registration; every text frame is one JSON object tagged by ``type``. The
+it for its whole registration; every text frame is one JSON object tagged by ``type``, or,
+from an agent to a master whose AGENT_REGISTERED / AGENT_REREGISTERED said ``batches``, a
+JSON array of such objects, handled in order (an agent sends the messages of one burst, a
+task's updates and ends, in one frame; `decode_agent_messages`). The
 master pings every ``--agent_ping_timeout`` and counts missed pongs; either side treats a
 closed socket as a disconnection. The agent owns status-update reliability: it resends the
 oldest unacknowledged update of each task until the master relays the scheduler's ACK.
@@ -180,11 +183,15 @@ class _MasterMessage(msgspec.Struct, frozen=True, omit_defaults=True, tag_field=
 class AgentRegistered(_MasterMessage, frozen=True, tag="AGENT_REGISTERED"):
     agent_id: ID
     master_id: str
+    # The master takes frames that are arrays of messages (see the module docstring); a
+    # master without it (an older one) is sent one message per frame.
+    batches: bool = False
 
 
 class AgentReregistered(_MasterMessage, frozen=True, tag="AGENT_REREGISTERED"):
     agent_id: ID
     master_id: str
+    batches: bool = False
 
 
 class RunTask(_MasterMessage, frozen=True, tag="RUN_TASK"):
@@ -293,8 +300,15 @@ MasterMessage = (
     | OperationStatusAck
 )
 
-_agent_decoder = msgspec.json.Decoder(AgentMessage, strict=False)
-_master_decoder = msgspec.json.Decoder(MasterMessage, strict=False)
+_agent_decoder: msgspec.json.Decoder[AgentMessage] = msgspec.json.Decoder(
+    AgentMessage, strict=False
+)
+_agent_batch_decoder: msgspec.json.Decoder[list[AgentMessage]] = msgspec.json.Decoder(
+    list[AgentMessage], strict=False
+)
+_master_decoder: msgspec.json.Decoder[MasterMessage] = msgspec.json.Decoder(
+    MasterMessage, strict=False
+)
 _encoder = msgspec.json.Encoder()
 
 
@@ -302,9 +316,17 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
-def decode_agent_message(data: bytes | str) -> AgentMessage:
-    """Decodes a frame sent by an agent (raises msgspec errors on bad input)."""
-    return _agent_decoder.decode(data)
+def decode_agent_messages(data: bytes | str) -> list[AgentMessage]:
+    """Decodes a frame sent by an agent: one message, or an array of them (raises msgspec
+    errors on bad input, then nothing of the frame is taken)."""
+    if data[:1] in (b"[", "["):
+        return _agent_batch_decoder.decode(data)
+    return [_agent_decoder.decode(data)]
+
+
+def encode_batch(messages: list[bytes]) -> bytes:
+    """One frame of encoded agent messages, for a master that takes batches."""
+    return messages[0] if len(messages) == 1 else b"[" + b",".join(messages) + b"]"
 
 
 def decode_master_message(data: bytes | str) -> MasterMessage:

@@ -137,7 +137,10 @@ class AgentEvents(MasterCore):
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
             self._send_agent(
-                admitted, internal.AgentRegistered(agent_id=ID(agent_id), master_id=self.master_id)
+                admitted,
+                internal.AgentRegistered(
+                    agent_id=ID(agent_id), master_id=self.master_id, batches=True
+                ),
             )
             return
         agent_id = info.id.value
@@ -163,7 +166,10 @@ class AgentEvents(MasterCore):
             self._reconnect_agent(agent, connection_id, info, msg, peer_ip, now)
         agent.reregistered_time = now
         self._send_agent(
-            agent, internal.AgentReregistered(agent_id=ID(agent_id), master_id=self.master_id)
+            agent,
+            internal.AgentReregistered(
+                agent_id=ID(agent_id), master_id=self.master_id, batches=True
+            ),
         )
         if total != reported:
             # The agent missed operations (or lost its checkpoint of them): the master's

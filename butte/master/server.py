@@ -669,19 +669,20 @@ class MasterServer:
         """One message from an agent: to the core, or held while the registry is being
         recovered (and behind what is held of its connection)."""
         try:
-            message = internal.decode_agent_message(data)
+            messages = internal.decode_agent_messages(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("Bad message from agent connection %s: %s", connection_id, e)
             return
-        held = self._held_agent_messages.get(connection_id)
-        if held is not None:
-            held.append(message)
-        elif self.leadership.role is Role.RECOVERING:
-            self._held_agent_messages[connection_id] = [message]
-        else:
-            self.apply(
-                self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
-            )
+        for message in messages:
+            held = self._held_agent_messages.get(connection_id)
+            if held is not None:
+                held.append(message)
+            elif self.leadership.role is Role.RECOVERING:
+                self._held_agent_messages[connection_id] = [message]
+            else:
+                self.apply(
+                    self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
+                )
 
     def _agent_gone(self, connection_id: str) -> None:
         if self._agents.pop(connection_id, None) is None:

@@ -139,6 +139,7 @@ class Harness:
         self.pump(self.master.agent_message(conn, msg, "127.0.0.1", self.now()))
         reply = self.agent_inbox[conn][-1]
         assert isinstance(reply, internal.AgentRegistered | internal.AgentReregistered), reply
+        assert reply.batches  # this master takes frames of several messages
         return reply.agent_id.value
 
     def agent_messages(self, conn: str, kind: type) -> list[Any]:
