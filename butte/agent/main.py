@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -151,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # Young-generation collections every 700 allocations were about a tenth of a busy
+    # agent's event loop, walking the records of the tasks in flight again and again
+    # (docs/performance.md "Benchmark 6, fifth round"); the master does the same.
+    gc.set_threshold(10_000, 10, 10)
     # The default loop: uvloop spawns processes several times slower
     # (docs/design.md "Spawning processes").
     try:
