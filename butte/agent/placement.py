@@ -1,15 +1,19 @@
 """Where the agent's per-executor directory trees land on disk.
 
 On ext4 without a journal (this project's development VM), allocating an inode skips, one
-by one, every inode of its block group that was freed in the last minute, and files and
-subdirectories are allocated in their parent's group. The agent creates about ten inodes of
-checkpoint and removes them again per command task, and the executors' sandboxes add six
-more, all below one ``executors`` directory each: without help every allocation walks past
-the inodes of every task of the last minute (and of whatever else the machine deleted
-nearby), a cost per task that grows with the task rate. `spread_subdirectories` asks for
+by one, every inode of its block group that was freed in the last minute (its allocator's
+``recently_deleted``), and files and subdirectories are allocated in their parent's group.
+An executor's sandbox is six inodes (and a checkpointed run of a custom executor ten more)
+below one ``executors`` directory, and as many are freed again when old sandboxes are
+removed: without help every allocation walks past the inodes freed nearby in the last
+minute, a cost per task that grows with the task rate. `spread_subdirectories` asks for
 each executor's tree to start in a block group of its own (the Orlov allocator's
 top-directory hint, ``chattr +T``), which took the agent's CPU per task down by about a
-third in benchmark 6.
+third in benchmark 6 when each command task still had a checkpoint tree of its own.
+
+The hint has a price: every new executor directory then scans the file system's groups for
+the emptiest (0.12 ms a task on the development VM's 2,000 groups). An ext4 with a journal
+does not walk freed inodes, so there the hint is not given (`has_journal`).
 
 Stdlib only (``fcntl``, imported when used): the executor zygote imports this.
 """
@@ -27,11 +31,24 @@ _FS_IOC_GETFLAGS = 0x80006601 | (_LONG << 16)
 _FS_IOC_SETFLAGS = 0x40006602 | (_LONG << 16)
 
 
+def has_journal(st_dev: int) -> bool | None:
+    """Whether the ext4 file system on device ``st_dev`` has a journal; None where that
+    cannot be told (not ext4, no sysfs)."""
+    try:
+        device = os.readlink(f"/sys/dev/block/{os.major(st_dev)}:{os.minor(st_dev)}")
+        name = os.path.basename(device)
+        with open(f"/sys/fs/ext4/{name}/journal_task", encoding="ascii") as f:
+            # The journal thread's pid, or "<none>".
+            return f.read().strip() != "<none>"
+    except OSError:
+        return None
+
+
 def spread_subdirectories(directory: str) -> bool:
     """Asks the file system to place each new subdirectory of ``directory`` (and so each
     tree below it) in a different block group: the ext2/3/4 Orlov allocator's hint for top
-    directories (``chattr +T``). Whether the flag is set now (False where there is no such
-    flag).
+    directories (``chattr +T``), unless the file system has a journal. Whether the flag is
+    set now (False where there is no such flag or no need for it).
 
     See the module docstring for why. Other file systems ignore or refuse the flag."""
     if not sys.platform.startswith("linux"):
@@ -43,6 +60,8 @@ def spread_subdirectories(directory: str) -> bool:
     except (ImportError, OSError):
         return False
     try:
+        if has_journal(os.fstat(fd).st_dev):
+            return False
         flags = int.from_bytes(fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(_LONG))[:4], sys.byteorder)
         if not flags & _FS_TOPDIR_FL:
             value = (flags | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder) + bytes(_LONG - 4)
