@@ -532,11 +532,12 @@ class CheckpointWriter:
                 raise
             except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
                 log.exception("cannot carry out checkpoint %r", effect)
-        if self._journal is not None:
-            self._journal.flush()
-        if self._journal is not None and self._journal.compact_if_due():
-            # The rename needs its directory synced too (never just the journal's data).
-            touched.update((self._journal.path, os.path.dirname(self._journal.path)))
+        journal = self._journal
+        if journal is not None:
+            journal.flush()
+            if journal.compact_if_due():
+                # The rename needs its directory synced too (never just the journal's data).
+                touched.update((journal.path, os.path.dirname(journal.path)))
         if touched:
             self._make_durable(touched)
 

@@ -152,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # Young-generation collections every 700 allocations were about a tenth of a busy
-    # agent's event loop, walking the records of the tasks in flight again and again
-    # (docs/performance.md "Benchmark 6, fifth round"); the master does the same.
+    # Young-generation collections every 700 allocations took 8% of a busy agent's event
+    # loop, walking the records of the tasks in flight again and again (docs/performance.md
+    # "Benchmark 6, fifth round"); the master collects as seldom.
     gc.set_threshold(10_000, 10, 10)
     # The default loop: uvloop spawns processes several times slower
     # (docs/design.md "Spawning processes").
