@@ -605,20 +605,20 @@ class CheckpointWriter:
             self._put(path, _encoder.encode(effect.info), touched)
             self._put(paths.run_info_path(run), _encoder.encode({"kind": effect.kind}), touched)
         elif isinstance(effect, CheckpointPid):
-            run, layout = self._run(effect, touched)
+            ids, run, layout = self._run(effect, touched)
             if layout == _TREE:
                 self._put(paths.forked_pid_path(run), str(effect.pid).encode(), touched)
             else:
-                self._log(effect, run, layout, {"type": "PID", "pid": effect.pid}, touched)
+                self._log(ids, run, layout, {"type": "PID", "pid": effect.pid}, touched)
         elif isinstance(effect, CheckpointTask):
-            run, layout = self._run(effect, touched)
+            ids, run, layout = self._run(effect, touched)
             if layout == _TREE:
                 path = paths.task_info_path(run, effect.task.task_id.value)
                 self._put(path, _encoder.encode(effect.task), touched)
             else:
-                self._log(effect, run, layout, {"type": "TASK", "task": effect.task}, touched)
+                self._log(ids, run, layout, {"type": "TASK", "task": effect.task}, touched)
         elif isinstance(effect, CheckpointUpdate):
-            run, layout = self._run(effect, touched)
+            ids, run, layout = self._run(effect, touched)
             if effect.status is not None:
                 record = {"type": "UPDATE", "status": effect.status}
             else:
@@ -627,7 +627,7 @@ class CheckpointWriter:
                 self._append(paths.task_updates_path(run, effect.task_id), record, touched)
             else:
                 record["task_id"] = effect.task_id
-                self._log(effect, run, layout, record, touched)
+                self._log(ids, run, layout, record, touched)
         elif isinstance(effect, RemoveCheckpoint):
             self._remove(effect, touched)
 
@@ -647,8 +647,8 @@ class CheckpointWriter:
         if record["type"] not in _REMOVALS:
             touched.add(journal.path)
 
-    def _run(self, effect: _OfRun, touched: set[str]) -> tuple[str, str]:
-        """The run directory of the run ``effect`` is about, and how the run is checkpointed
+    def _run(self, effect: _OfRun, touched: set[str]) -> tuple[_RunId, str, str]:
+        """The run ``effect`` is about, its run directory, and how the run is checkpointed
         (see the class docstring)."""
         assert self.agent_id is not None
         ids = _run_id(effect)
@@ -662,11 +662,11 @@ class CheckpointWriter:
             else:
                 layout = _TREE
             self._layouts[run] = layout
-        return run, layout
+        return ids, run, layout
 
     def _log(
         self,
-        effect: _OfRun,
+        ids: _RunId,
         run: str,
         layout: str,
         record: Mapping[str, object],
@@ -674,7 +674,7 @@ class CheckpointWriter:
     ) -> None:
         """Appends ``record`` to the run's journal or run log."""
         if layout == _JOURNAL:
-            self._journal_append(_run_id(effect), record, touched)
+            self._journal_append(ids, record, touched)
         else:
             self._append(paths.run_log_path(run), record, touched)
 
@@ -817,17 +817,17 @@ class CheckpointWriter:
             if any(run[0] == framework for run in self._journal_of_agent(touched).live):
                 self._journal_append((framework, "", ""), {"type": "DROP"}, touched)
             return
-        run, layout = self._run(effect, touched)
+        ids, run, layout = self._run(effect, touched)
         if effect.task_id is not None:
             if layout == _TREE:
                 self._discard(paths.meta_task_dir(run, effect.task_id))
             else:
                 forget = {"type": "FORGET", "task_id": effect.task_id}
-                self._log(effect, run, layout, forget, touched)
+                self._log(ids, run, layout, forget, touched)
             return
         del self._layouts[run]
         if layout == _JOURNAL:
-            self._log(effect, run, layout, {"type": "END"}, touched)
+            self._log(ids, run, layout, {"type": "END"}, touched)
             return
         entry = paths.run_log_path(run) if layout == _LOG else run
         runs = os.path.dirname(run)

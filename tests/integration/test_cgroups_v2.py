@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +27,16 @@ from test_agent_process import (
     run_scenario,
     wait_for,
 )
-from test_agent_recovery import fixed_port
+from test_agent_recovery import fixed_port, reregistrations
 from test_isolation import (
     CGROUPS,
-    CHECKPOINTING,
     _rmdir_eventually,
     container_of,
     forks_past_the_limit_and_a_kill_reaching_an_escaped_process,
-    run_task,
+    memory_hog_beside_a_calm_task,
+    orphan_destroyed,
+    plant_orphan,
+    run_a_late_memory_hog,
     terminal,
 )
 
@@ -84,13 +85,8 @@ def flags(root: str, *extra: str) -> tuple[str, ...]:
 
 def test_v2_memory_hog_fails_with_the_memory_limitation_and_limits_are_set(tmp_path, root):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        await run_task(master, "calm", "sleep 60")
-        await run_task(master, "hog", "head -c 600000000 /dev/zero | tail > /dev/null")
-        status = await wait_for(lambda: terminal(master, "hog"), "the hog's end", 30)
-        assert status["state"] == "TASK_FAILED", status
-        assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+        status = await memory_hog_beside_a_calm_task(master)
         assert "Memory limit exceeded: Requested: 96MB" in status["message"]
-        assert master.states("calm") == ["TASK_STARTING", "TASK_RUNNING"]
         calm = group(root, container_of(master, "calm"))
         assert int((calm / "memory.max").read_text()) == 96 * MIB  # task 64 + executor 32
         assert (calm / "memory.swap.max").read_text().strip() == "0"  # --cgroups_limit_swap
@@ -126,14 +122,7 @@ def test_v2_pids_limit_and_a_kill_through_cgroup_kill_reaches_escaped_processes(
 
 def test_v2_agent_sigkill_recovers_groups_and_destroys_orphans(tmp_path, root):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        go = tmp_path / "go"
-        # Goes over its memory only after the restart: the recovered agent must see it.
-        await run_task(
-            master,
-            "later",
-            f"while [ ! -e {go} ]; do sleep 0.05; done; head -c 600000000 /dev/zero | tail",
-            framework=CHECKPOINTING,
-        )
+        go = await run_a_late_memory_hog(master, tmp_path)
         container = await wait_for(
             lambda: "TASK_RUNNING" in master.states("later") and container_of(master, "later"),
             "running",
@@ -143,18 +132,11 @@ def test_v2_agent_sigkill_recovers_groups_and_destroys_orphans(tmp_path, root):
         members = [p for p in (later / "cgroup.procs").read_text().split() if _comm(p) != "sleep"]
         assert members
         orphan = group(root, "orphan-container")
-        orphan.mkdir()
-        sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
-        (orphan / "cgroup.procs").write_text(str(sleeper.pid))
+        sleeper = plant_orphan(orphan)
         await agent.kill()
         await agent.start()
-        await wait_for(
-            lambda: sum("id" in m["agent_info"] for m in master.of_type("REGISTER_AGENT")),
-            "re-registered",
-            20,
-        )
-        await wait_for(lambda: sleeper.poll() is not None, "the orphan killed", 20)
-        await wait_for(lambda: not orphan.exists(), "the orphan group removed")
+        await wait_for(lambda: reregistrations(master), "re-registered", 20)
+        await orphan_destroyed(sleeper, orphan)
         assert int((later / "memory.max").read_text()) == 96 * MIB
         assert all(not process_gone(int(p)) for p in members)
         go.touch()

@@ -30,7 +30,7 @@ from test_agent_process import (
     sandbox,
     wait_for,
 )
-from test_agent_recovery import fixed_port
+from test_agent_recovery import fixed_port, reregistrations
 
 from butte.testing.require import require
 
@@ -135,16 +135,50 @@ def flags(root: str, isolation: str = CGROUPS, *extra: str) -> tuple[str, ...]:
     return ("--isolation", isolation, "--cgroups_root", root, *extra)
 
 
+async def memory_hog_beside_a_calm_task(master: FakeMaster) -> dict:
+    """Runs "calm" and "hog" (64 MB of memory each, plus the executor's 32): the hog ends
+    TASK_FAILED with the memory limitation, calm runs on. Returns the hog's last status."""
+    await run_task(master, "calm", "sleep 60")
+    # tail keeps a line without newline in memory: 600 MB against a 64+32 MB limit.
+    await run_task(master, "hog", "head -c 600000000 /dev/zero | tail > /dev/null")
+    status = await wait_for(lambda: terminal(master, "hog"), "the hog's end", 30)
+    assert status["state"] == "TASK_FAILED", status
+    assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+    assert master.states("calm") == ["TASK_STARTING", "TASK_RUNNING"]
+    return status
+
+
+async def run_a_late_memory_hog(master: FakeMaster, tmp_path: Path) -> Path:
+    """Runs "later" (checkpointed), which goes over its memory only once the returned file
+    exists: touched after an agent restart, the recovered agent must see the limit hit."""
+    go = tmp_path / "go"
+    await run_task(
+        master,
+        "later",
+        f"while [ ! -e {go} ]; do sleep 0.05; done; head -c 600000000 /dev/zero | tail",
+        framework=CHECKPOINTING,
+    )
+    return go
+
+
+def plant_orphan(orphan: Path) -> subprocess.Popen:
+    """A group under the agent's root that no checkpointed container owns, with a process."""
+    orphan.mkdir()
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    (orphan / "cgroup.procs").write_text(str(sleeper.pid))
+    return sleeper
+
+
+async def orphan_destroyed(sleeper: subprocess.Popen, orphan: Path) -> None:
+    """Waits until a recovering agent has killed the orphan's process and removed its group."""
+    await wait_for(lambda: sleeper.poll() is not None, "the orphan killed", 20)
+    await wait_for(lambda: not orphan.exists(), "the orphan group removed")
+
+
 def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path, cgroups_root):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        await run_task(master, "calm", "sleep 60")
-        # tail keeps a line without newline in memory: 600 MB against a 64+32 MB limit.
-        await run_task(master, "hog", "head -c 600000000 /dev/zero | tail > /dev/null")
-        status = await wait_for(lambda: terminal(master, "hog"), "the hog's end", 30)
-        assert status["state"] == "TASK_FAILED"
-        assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+        status = await memory_hog_beside_a_calm_task(master)
         assert "Memory limit exceeded: Requested: 96MB Maximum Used: 96MB" in status["message"]
-        assert master.states("calm") == ["TASK_STARTING", "TASK_RUNNING"]
         calm = container_of(master, "calm")
         limit = group(cgroups_root, "memory", calm) / "memory.limit_in_bytes"
         assert int(limit.read_text()) == 96 * 1024 * 1024
@@ -371,14 +405,7 @@ def test_custom_executor_and_spawned_executor_are_isolated_too(tmp_path, cgroups
 def test_agent_sigkill_recovers_tasks_in_cgroups_and_destroys_orphans(tmp_path, cgroups_root):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await run_task(master, "keep", "sleep 300", framework=CHECKPOINTING)
-        go = tmp_path / "go"
-        # Goes over its memory only after the restart: the recovered agent must see it.
-        await run_task(
-            master,
-            "later",
-            f"while [ ! -e {go} ]; do sleep 0.05; done; head -c 600000000 /dev/zero | tail",
-            framework=CHECKPOINTING,
-        )
+        go = await run_a_late_memory_hog(master, tmp_path)
         await wait_for(lambda: "TASK_RUNNING" in master.states("later"), "later running")
         container = await wait_for(
             lambda: "TASK_RUNNING" in master.states("keep") and container_of(master, "keep"),
@@ -387,24 +414,16 @@ def test_agent_sigkill_recovers_tasks_in_cgroups_and_destroys_orphans(tmp_path, 
         memory = group(cgroups_root, "memory", container)
         members = (memory / "cgroup.procs").read_text().split()
         assert len(members) >= 2  # the executor and its task
-        # An orphan: a group under our root that no checkpointed container owns.
         orphan = group(cgroups_root, "freezer", "orphan-container")
-        orphan.mkdir()
-        sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
-        (orphan / "cgroup.procs").write_text(str(sleeper.pid))
+        sleeper = plant_orphan(orphan)
         # As if the agent died in the middle of a kill, between freezing and thawing.
         freezer_state = group(cgroups_root, "freezer", container) / "freezer.state"
         freezer_state.write_text("FROZEN")
         await agent.kill()
         await agent.start()
         await wait_for(lambda: freezer_state.read_text().strip() == "THAWED", "thawed", 20)
-        await wait_for(
-            lambda: sum("id" in m["agent_info"] for m in master.of_type("REGISTER_AGENT")),
-            "re-registered",
-            20,
-        )
-        await wait_for(lambda: sleeper.poll() is not None, "the orphan killed", 20)
-        await wait_for(lambda: not orphan.exists(), "the orphan group removed")
+        await wait_for(lambda: reregistrations(master), "re-registered", 20)
+        await orphan_destroyed(sleeper, orphan)
         assert int((memory / "memory.limit_in_bytes").read_text()) == 96 * 1024 * 1024
         assert all(not process_gone(int(p)) for p in members)
         go.touch()
