@@ -35,18 +35,33 @@ def check_updates(master: FakeMaster, task_id: str) -> list[dict]:
     ]
 
 
+def first(master: FakeMaster, task_id: str, state: str) -> dict:
+    return next(s for s in master.updates(task_id) if s["state"] == state)
+
+
 def test_command_http_and_tcp_checks_report_check_status(tmp_path):
     port = free_port()
     server = f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         command_check = {"type": "COMMAND", "command": {"command": {"value": "exit 3"}}}
+        ok = {"command": {"value": "exit 0"}}
         await run_checked(master, "cmd", "sleep 60", command_check)
         await run_checked(master, "web", server, {"type": "HTTP", "http": {"port": port}})
         await run_checked(master, "tcp", "sleep 60", {"type": "TCP", "tcp": {"port": port}})
+        await run_checked(master, "short", "sleep 2", {**command_check, "command": ok})
         await wait_for(lambda: all(check_updates(master, t) for t in ("cmd", "tcp")), "checks")
-        running = [s for s in master.updates("cmd") if s["state"] == "TASK_RUNNING"][0]
-        assert running["check_status"] == {"type": "COMMAND", "command": {}}
+        # Every update of a task with a check carries its last check_status (Mesos'
+        # TaskStatus): empty, of the check's type, before the first result.
+        starting, running = (first(master, "cmd", s) for s in ("TASK_STARTING", "TASK_RUNNING"))
+        assert (
+            starting["check_status"]
+            == running["check_status"]
+            == {
+                "type": "COMMAND",
+                "command": {},
+            }
+        )
         cmd = check_updates(master, "cmd")[0]
         assert cmd["state"] == "TASK_RUNNING"
         assert cmd["check_status"] == {"type": "COMMAND", "command": {"exit_code": 3}}
@@ -68,6 +83,14 @@ def test_command_http_and_tcp_checks_report_check_status(tmp_path):
             "TCP connect",
             20,
         )
+        # The terminal update keeps the last result.
+        await wait_for(
+            lambda: any(u["state"] == "TASK_FINISHED" for u in master.updates("short")),
+            "short's end",
+            20,
+        )
+        finished = first(master, "short", "TASK_FINISHED")
+        assert finished["check_status"] == {"type": "COMMAND", "command": {"exit_code": 0}}
 
     run_scenario(tmp_path, scenario)
 
@@ -92,6 +115,10 @@ def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await run_checked(master, "web", server, {"type": "HTTP", "http": {"port": port}})
+        # A COMMAND probe joins the task's mount namespace, whose root it starts in unless
+        # it is moved to the sandbox, where Mesos runs it (and where the task's stdout is).
+        in_sandbox = {"command": {"value": "test -e stdout"}}
+        await run_checked(master, "where", "sleep 60", {"type": "COMMAND", "command": in_sandbox})
         await wait_for(
             lambda: any(
                 u["check_status"]["http"].get("status_code") == 200
@@ -100,6 +127,9 @@ def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
             "HTTP 200 from inside the task's namespace",
             60,
         )
+        await wait_for(lambda: check_updates(master, "where"), "the COMMAND check's result", 30)
+        where = check_updates(master, "where")[0]["check_status"]
+        assert where == {"type": "COMMAND", "command": {"exit_code": 0}}
 
     flags = ("--isolation", "network/loopback,namespaces/pid,filesystem/linux")
     run_scenario(tmp_path, scenario, agent_flags=flags)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from butte.agent.executor import probe
+from butte.agent.executor import checks, probe
 from butte.agent.executor.health import HealthPolicy, parse_health_check, probe_command
 
 
@@ -98,3 +98,24 @@ def test_tcp_and_http_probes_fail_cleanly_when_nothing_listens():
     assert probe.main(["tcp", "127.0.0.1", "9", "0.5"]) == probe.UNHEALTHY
     assert probe.main(["http", "http://127.0.0.1:9/", "0.5"]) == probe.UNHEALTHY
     assert probe.main(["bogus"]) == probe.USAGE
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"type": "COMMAND", "command": {"command": {"value": "sleep 9"}}},
+        {"type": "HTTP", "http": {"port": 1}},
+        {"type": "TCP", "tcp": {"port": 1}},
+    ],
+)
+def test_a_check_that_timed_out_has_no_result(check):
+    """Mesos leaves the kind's message empty after a timeout; a TCP probe that ran and
+    could not connect says so."""
+    parsed = checks.parse_check(check)
+    kind = check["type"].lower()
+    assert checks.result_status(parsed, None, b"") == {"type": check["type"], kind: {}}
+    if kind == "tcp":
+        assert checks.result_status(parsed, 1 << 8, b"") == {
+            "type": "TCP",
+            "tcp": {"succeeded": False},
+        }

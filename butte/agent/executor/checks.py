@@ -97,7 +97,8 @@ def result_status(spec: CheckSpec, wait_status: int | None, output: bytes) -> di
     if spec.kind == "COMMAND":
         return {"type": "COMMAND", "command": {} if code is None else {"exit_code": code}}
     if spec.kind == "TCP":
-        return {"type": "TCP", "tcp": {"succeeded": code == 0}}
+        # Timed out: no result, as for the other kinds (Mesos leaves the message empty).
+        return {"type": "TCP", "tcp": {} if wait_status is None else {"succeeded": code == 0}}
     text = output.decode(errors="replace").strip()
     if code == 0 and text.isdigit():
         return {"type": "HTTP", "http": {"status_code": int(text)}}

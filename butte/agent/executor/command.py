@@ -354,6 +354,7 @@ class Executor:
             return
         task = TaskProcess(info, group)
         self.tasks[task_id] = task
+        self._start_check(task)
         self.send_update(task, "TASK_STARTING")
         try:
             task.pid = self._spawn(info, group)
@@ -370,9 +371,7 @@ class Executor:
         limit = (info.get("max_completion_time") or {}).get("nanoseconds")
         if isinstance(limit, int | float):
             task.completion_deadline = time.monotonic() + float(limit) * _NS
-        self._start_check(task)
-        last_check = task.check.last if task.check is not None else None
-        self.send_update(task, "TASK_RUNNING", check_status=last_check)
+        self.send_update(task, "TASK_RUNNING")
         self._start_health(task)
 
     def _task_dir(self, info: dict, group: bool) -> str | None:
@@ -495,7 +494,9 @@ class Executor:
         /tmp), else by posix_spawn. HTTP and TCP probes are butte's own program, which must
         stay on the host's file system (it may live under the host's /tmp)."""
         env = task_environment(self.environ, task.info.get("command") or {})
-        cwd = self._task_dir(task.info, task.group)
+        # In the task's directory, as Mesos runs probes in the sandbox: explicitly, since
+        # joining a mount namespace moves a process to that namespace's root.
+        cwd = self._task_dir(task.info, task.group) or self.sandbox
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
         plan = self.environ.get(ROOTFS_ENV)
         if plan and kind == "COMMAND":
@@ -595,7 +596,9 @@ class Executor:
         healthy: bool | None = None,
         check_status: dict | None = None,
     ) -> None:
-        """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED."""
+        """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED.
+        A task with a check carries its last ``check_status`` on every update (empty, of
+        the check's type, before the first result), as Mesos' TaskStatus requires."""
         status: dict = {
             "task_id": {"value": task.id},
             "state": state,
@@ -609,6 +612,8 @@ class Executor:
             status["reason"] = reason
         if healthy is not None:
             status["healthy"] = healthy
+        if check_status is None and task.check is not None:
+            check_status = task.check.last
         if check_status is not None:
             status["check_status"] = check_status
         if state == "TASK_RUNNING":
