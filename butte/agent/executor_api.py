@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from butte.agent.containerizer.isolators.base import MIN_MEMORY_MB
 from butte.agent.effects import Effect, SendToExecutor, SendToMaster
 from butte.agent.launching import shutdown_grace_period
 from butte.agent.records import (
@@ -41,6 +42,31 @@ class Reply:
     message: str = ""
     effects: list[Effect] = field(default_factory=list)
     container_id: str | None = None
+
+
+# The resource each limitation reason is about (TaskStatus.limitation names it).
+_LIMITED_RESOURCE = {
+    "REASON_CONTAINER_LIMITATION_MEMORY": "mem",
+    "REASON_CONTAINER_LIMITATION_DISK": "disk",
+}
+
+
+def limitation_info(ex: Executor) -> dict[str, Any] | None:
+    """``TaskStatus.limitation`` of the tasks of a container that went over a limit: the
+    resource at the container's size of it (the memory limit, at least `MIN_MEMORY_MB`; the
+    disk quota), as Mesos' isolators report it. None without a limitation of a resource."""
+    name = _LIMITED_RESOURCE.get(ex.limitation[0]) if ex.limitation is not None else None
+    if name is None:
+        return None
+    total = 0.0
+    for task_resources in [ex.info.resources, *(t.info.resources for t in ex.tasks.values())]:
+        for resource in task_resources or ():
+            if isinstance(resource, dict) and resource.get("name") == name:
+                value = (resource.get("scalar") or {}).get("value")
+                total += float(value) if isinstance(value, int | float) else 0.0
+    if name == "mem":
+        total = max(total, MIN_MEMORY_MB)
+    return {"resources": [{"name": name, "type": "SCALAR", "scalar": {"value": total}}]}
 
 
 def validate_executor_status(status: TaskStatus, executor_id: str) -> str | None:
@@ -178,11 +204,16 @@ class ExecutorApi(_Base):
         except ts.IllegalTransition as e:
             return Reply(400, f"Task {tid}: {e}")
         if ex.limitation is not None and status.state in (ts.FAILED, ts.KILLED):
-            # The task ended because its container went over a limit: say so (Mesos
-            # reports the limitation, not the kill it caused).
+            # The task ended because its container went over a limit: the agent says so
+            # (Mesos reports the limitation, from the agent, not the kill it caused).
             reason, message = ex.limitation
             status = msgspec.structs.replace(
-                status, state=ts.FAILED, reason=reason, message=message
+                status,
+                state=ts.FAILED,
+                reason=reason,
+                message=message,
+                source="SOURCE_AGENT",
+                limitation=limitation_info(ex),
             )
         effects = self._accept_update(fw, task, self._complete_status(ex, status), now)
         effects.append(acknowledged)

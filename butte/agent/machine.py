@@ -46,7 +46,7 @@ from butte.agent.effects import (
     SendToMaster,
     StopAgent,
 )
-from butte.agent.executor_api import ExecutorApi, Reply
+from butte.agent.executor_api import ExecutorApi, Reply, limitation_info
 from butte.agent.invariants import check_agent_invariants
 from butte.agent.launch_events import REGISTRATION_TIMER, LaunchEvents
 from butte.agent.launching import (
@@ -479,6 +479,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         now: float,
     ) -> list[Effect]:
         status = self._agent_status(task.id, ex.id, state, reason, message, now)
+        if ex.limitation is not None and reason == ex.limitation[0]:
+            status = msgspec.structs.replace(status, limitation=limitation_info(ex))
         return self._accept_update(fw, task, status, now)
 
     def _orphan_update(
