@@ -10,6 +10,8 @@ under 10 GB), ports 31000-32000.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import socket
@@ -21,7 +23,8 @@ from butte.agent.containerizer.docker import add_docker_flags
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
-from butte.core.durations import format_duration, parse_duration
+from butte.core.durations import parse_duration
+from butte.core.flags import add_negations, duration_text, flag_text, size_text
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
 from butte.core.tls import TlsError, client_context_for
@@ -281,6 +284,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity",
     )
+    add_negations(parser)  # --no-<flag> of every boolean flag above, as Mesos takes it
 
 
 def _meminfo_total_mb() -> float | None:
@@ -331,24 +335,62 @@ def default_hostname(ip: str) -> str:
 
 
 def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
-    """Flag values as strings, for ``/flags`` and ``/state``."""
+    """Flag values as ``/flags`` and ``/state`` show them: by the flag's (Mesos') name, each
+    in its flag's own syntax, so that ``--<name>=<value>`` sets the same again (durations
+    ``2mins``, sizes ``10MB``, booleans ``true``); unset flags are left out, as in Mesos."""
+    table = _flag_table()
     out: dict[str, str] = {}
-    for name, value in sorted(vars(args).items()):
-        if name in ("handler", "command") or callable(value):
+    for dest, value in sorted(vars(args).items()):
+        if dest in ("handler", "command") or callable(value):
             continue
-        if isinstance(value, float) and (
-            "timeout" in name or "interval" in name or "period" in name or "factor" in name
-        ):
-            out[name] = format_duration(value)
-        elif isinstance(value, Resources):
-            out[name] = value.to_text()
-        elif isinstance(value, tuple) and all(isinstance(a, str | int) for a in value):
-            out[name] = ",".join(str(a) for a in value)  # lists of paths, names, indices
-        elif isinstance(value, tuple):
-            out[name] = ";".join(f"{a.name}:{a.legacy_value()}" for a in value)
-        elif value is not None:
-            out[name] = str(value)
-    return out
+        name, action = table.get(dest, (dest, None))
+        text = _flag_value_text(action, value)
+        if text is not None:
+            out[name] = text
+    return dict(sorted(out.items()))
+
+
+@functools.cache
+def _flag_table() -> dict[str, tuple[str, argparse.Action]]:
+    """Each agent flag's dest -> (its name in ``/flags``, its action), from a parser that has
+    them all."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_flags(parser)
+    table: dict[str, tuple[str, argparse.Action]] = {}
+    for action in parser._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        # A flag comes before its --no- form, which shares its dest: the first one names it.
+        if longs and action.dest not in table:
+            table[action.dest] = (longs[0][2:], action)
+    return table
+
+
+def _flag_value_text(action: argparse.Action | None, value: object) -> str | None:
+    """``value`` in the syntax of the flag ``action`` declares (None: left out)."""
+    kind = action.type if action is not None else None
+    if value is None or isinstance(value, bool):
+        return flag_text(value)
+    if kind is duration and isinstance(value, float):
+        return duration_text(value)
+    if kind is size_flag and isinstance(value, int):
+        return size_text(value)
+    if kind is logrotate_options_flag:
+        return f"rotate {value}"  # the only option it takes (butte.agent.containerizer.logrotate)
+    if isinstance(value, Resources):
+        return value.to_text()
+    if kind is attributes_flag and isinstance(value, tuple):
+        return ";".join(f"{a.name}:{a.legacy_value()}" for a in value)
+    if kind is environment_flag:
+        return json.dumps(value)
+    if isinstance(value, tuple):
+        return ",".join(str(a) for a in value)  # lists of paths, names, indices
+    if isinstance(value, float) and callable(kind):
+        # A duration of another module's type (--docker_stop_timeout), if it reads it back.
+        text = duration_text(value)
+        with contextlib.suppress(ValueError, TypeError, argparse.ArgumentTypeError):
+            if kind(text) == value:
+                return text
+    return flag_text(value)
 
 
 def positive_int(text: str) -> int:
@@ -414,11 +456,17 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="disk/du: a container whose sandbox grows past its disk resource fails "
         "(REASON_CONTAINER_LIMITATION_DISK)",
     )
+    # Mesos' names first (they name the flag in --help, /flags and BUTTE_<FLAG>); butte's
+    # older ones keep working. The dests stay butte's names, which the code reads.
     add(
+        "--container_disk_watch_interval",
         "--container_disk_watermark_interval",
+        dest="container_disk_watermark_interval",
+        metavar="DURATION",
         type=duration,
         default="15secs",
-        help="disk/du: how often each sandbox is measured",
+        help="disk/du: how often each sandbox is measured (Mesos' name; "
+        "--container_disk_watermark_interval is butte's older one)",
     )
     add(
         "--gc_delay",
@@ -433,10 +481,14 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         help="sandboxes are removed sooner as the work dir's disk use nears 1 - this (0-1)",
     )
     add(
+        "--disk_watch_interval",
         "--disk_watermark_interval",
+        dest="disk_watermark_interval",
+        metavar="DURATION",
         type=duration,
         default="1mins",
-        help="how often finished sandboxes are looked for and removed",
+        help="how often finished sandboxes are looked for and removed (Mesos' name; "
+        "--disk_watermark_interval is butte's older one)",
     )
     add(
         "--container_logger",

@@ -1,7 +1,7 @@
 """Sandbox garbage collection (Mesos' ``--gc_delay``, ``--gc_disk_headroom``,
-``--disk_watermark_interval``).
+``--disk_watch_interval``).
 
-Every ``--disk_watermark_interval`` the agent lists the sandboxes of its work dir
+Every ``--disk_watch_interval`` the agent lists the sandboxes of its work dir
 (`butte.agent.paths`) that belong to no live container, and removes those finished longer ago
 than the allowed age: ``--gc_delay``, shortened as the work dir's file system fills, as in
 Mesos, to ``gc_delay x max(0, 1 - gc_disk_headroom - used fraction)`` (so a full disk removes

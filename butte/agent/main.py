@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
         print("agent: --gc_disk_headroom must be in [0, 1]", file=sys.stderr)
         return 2
     if args.disk_watermark_interval <= 0 or args.gc_delay < 0:
-        print("agent: --disk_watermark_interval must be > 0, --gc_delay >= 0", file=sys.stderr)
+        print("agent: --disk_watch_interval must be > 0, --gc_delay >= 0", file=sys.stderr)
         return 2
     if args.max_connections < 0:
         print("agent: --max_connections must not be negative", file=sys.stderr)
         return 2
     if args.container_disk_watermark_interval <= 0:
-        print("agent: --container_disk_watermark_interval must be > 0", file=sys.stderr)
+        print("agent: --container_disk_watch_interval must be > 0", file=sys.stderr)
         return 2
     try:
         options = options_from_args(args)

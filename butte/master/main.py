@@ -16,6 +16,7 @@ from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
+from butte.core.flags import add_negations, flag_texts
 from butte.core.resources import ResourceError, validate_role
 from butte.core.tls import TlsConfig, TlsError
 from butte.core.tls_listener import TlsListen
@@ -57,8 +58,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--filter_gpu_resources",
-        default="true",
-        choices=["true", "false"],
+        type=mesos_bool,
+        nargs="?",
+        const=True,
+        default=True,
         help="offer GPU agents only to frameworks with the GPU_RESOURCES capability",
     )
     parser.add_argument(
@@ -201,6 +204,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO)",
     )
+    add_negations(parser)  # --no-<flag> of every boolean flag above, as Mesos takes it
 
 
 def config_from_args(args: argparse.Namespace) -> MasterConfig:
@@ -248,7 +252,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         allocator=AllocatorOptions(
             allocation_interval=durations["allocation_interval"],
             min_allocatable=min_alloc,
-            filter_gpu_resources=args.filter_gpu_resources == "true",
+            filter_gpu_resources=args.filter_gpu_resources,
         ),
         master=MasterOptions(
             agent_ping_timeout=durations["agent_ping_timeout"],
@@ -263,9 +267,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             roles=roles_flag(args.roles),
             weights=weights_flag(args.weights),
         ),
-        flags={
-            k: str(v) for k, v in sorted(vars(args).items()) if not callable(v) and k != "command"
-        },
+        flags=flag_texts(args),  # as given (durations stay text), booleans true/false
     )
 
 

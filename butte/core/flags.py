@@ -1,0 +1,127 @@
+"""What the flags of ``butte agent`` and ``butte master`` share with Mesos' flags library
+beyond their names: the ``--no-<flag>`` form of boolean flags (`add_negations`) and values
+written back in a flag's own syntax, as ``/flags`` shows them (`duration_text`,
+`size_text`, `flag_text`).
+
+A boolean flag is declared in butte as an optional value that means true when the flag
+stands alone (``nargs="?"``, ``const=True``, a bool default): ``--switch_user``,
+``--switch_user=false``. Mesos also takes ``--no-switch_user`` for the latter; rather than
+every module declaring boolean flags adding it, `add_negations` adds it to each boolean flag
+of a parser once all of a command's flags are declared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from butte.core.durations import format_duration, parse_duration
+
+NEGATION_PREFIX = "--no-"
+
+# Mesos' Bytes units, largest first (stout prints the largest that divides the size).
+_SIZE_UNITS = (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10))
+
+# argparse.Namespace entries that are not flags: what the CLI stores to dispatch.
+_NOT_FLAGS = frozenset({"handler", "command"})
+
+
+def is_boolean_flag(action: argparse.Action) -> bool:
+    """Whether ``action`` is a boolean flag as butte declares them (see the module doc)."""
+    return (
+        isinstance(action, argparse._StoreAction)
+        and action.nargs == "?"
+        and action.const is True
+        and isinstance(action.default, bool)
+        and any(s.startswith("--") for s in action.option_strings)
+    )
+
+
+class _Negation(argparse.Action):
+    """``--no-<flag>``: sets the boolean flag's setting to false; refuses a value.
+
+    It takes an optional value only to refuse one with a message of its own (``nargs=0``
+    would have argparse say "ignored explicit argument"). Its default is SUPPRESS so that
+    the flag's own default (perhaps from ``BUTTE_<FLAG>``) is the one that stands."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, flag: str) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs="?",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,  # the flag's own help names it
+        )
+        self.flag = flag
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        if values is not None:
+            # ArgumentError: argparse prints usage and this one line, and exits with 2.
+            raise argparse.ArgumentError(self, f"takes no value (it means {self.flag}=false)")
+        setattr(namespace, self.dest, False)
+
+
+def add_negations(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--no-<flag>`` to every boolean flag of ``parser`` that lacks it, and names it
+    in the flag's help. Call it after the command's flags are all declared."""
+    taken = parser._option_string_actions
+    for action in list(parser._actions):
+        if not is_boolean_flag(action):
+            continue
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        negations = [NEGATION_PREFIX + s[2:] for s in longs]
+        if any(n in taken for n in negations):
+            continue  # declared already (or added by an earlier call)
+        parser.add_argument(*negations, action=_Negation, dest=action.dest, flag=longs[0])
+        if action.help is not argparse.SUPPRESS:
+            action.help = f"{action.help or ''} ({', '.join(negations)} means false)".lstrip()
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` in Mesos' duration syntax, exactly: as stout prints it (``2mins``,
+    ``1weeks``, ``250ms``) where that parses back to the same value, else in seconds with
+    every digit (``0.123456789secs``)."""
+    text = format_duration(seconds)
+    if math.isfinite(seconds) and parse_duration(text) != seconds:
+        text = f"{seconds!r}secs"
+    return text
+
+
+def size_text(size: int) -> str:
+    """A byte count in Mesos' Bytes syntax, as stout prints it: the largest unit that
+    divides it (``10MB``, ``1536KB``), else bytes (``1000B``)."""
+    for unit, scale in _SIZE_UNITS:
+        if size and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return f"{size}B"
+
+
+def flag_text(value: Any) -> str | None:
+    """A flag's value as ``/flags`` shows it when nothing more is known of its syntax:
+    booleans as Mesos spells them (``true``/``false``), None (an unset flag, which Mesos
+    leaves out) as None, anything else as ``str`` (strings as given, numbers exactly)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def flag_texts(args: argparse.Namespace) -> dict[str, str]:
+    """Every set flag of ``args`` as `flag_text` shows it, by name."""
+    out: dict[str, str] = {}
+    for name, value in sorted(vars(args).items()):
+        if name in _NOT_FLAGS or callable(value):
+            continue
+        text = flag_text(value)
+        if text is not None:
+            out[name] = text
+    return out
