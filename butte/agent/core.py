@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import butte
+from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.effects import Effect, LaunchContainer, SendToExecutor
 from butte.agent.launching import EXECUTOR_REREGISTRATION_TIMEOUT, RECOVERY_TIMEOUT
 from butte.agent.records import Executor, Framework, Task
@@ -59,6 +60,9 @@ class AgentConfig:
     version: str = butte.MESOS_COMPAT_VERSION
     # --executor_secret_key: executors get a token signed with it (None: no token).
     executor_secret_key: bytes | None = None
+    # --container_logger=logrotate: the rotation every container gets unless its
+    # environment overrides it (checked at launch; None: logs are not rotated).
+    log_rotation: RotationPolicy | None = None
 
 
 class AgentCore(ABC):

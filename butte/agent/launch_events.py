@@ -24,6 +24,7 @@ from butte.agent.launching import (
     builtin_executor_info,
     command_executor_info,
     executor_environment,
+    logger_environment,
     process_argv,
     shutdown_grace_period,
 )
@@ -106,6 +107,13 @@ class LaunchEvents(_Base):
             for t in tasks:
                 effects += self._orphan_update(fw, t.task_id.value, ts.ERROR, reason, problem, now)
             return effects
+        problem = self._logger_problem(tasks, group_executor)
+        if problem is not None:
+            # Mesos' logger refuses to prepare the container: its launch fails.
+            reason = "REASON_CONTAINER_LAUNCH_FAILED"
+            for t in tasks:
+                effects += self._orphan_update(fw, t.task_id.value, ts.FAILED, reason, problem, now)
+            return effects
         resources = [r for t in tasks for r in t.resources]
         declared_executor = group_executor or tasks[0].executor
         if declared_executor is not None:
@@ -180,6 +188,20 @@ class LaunchEvents(_Base):
             return problem
         if executor is not None:
             return validate_id(executor.executor_id.value, "executor id")
+        return None
+
+    def _logger_problem(
+        self, tasks: list[TaskInfo], group_executor: ExecutorInfo | None
+    ) -> str | None:
+        """Why the container's own log rotation settings (its ``CONTAINER_LOGGER_*``
+        variables, `butte.agent.containerizer.logrotate`) are invalid, or None."""
+        rotation = self.config.log_rotation
+        if rotation is None:
+            return None
+        try:
+            rotation.for_environment(logger_environment(group_executor or tasks[0].executor, tasks))
+        except ValueError as e:
+            return f"Failed to prepare the container's logger: {e}"
         return None
 
     def _container_refusal(

@@ -105,6 +105,15 @@ def command_environment(command: CommandInfo | None) -> dict[str, str]:
     return out
 
 
+def logger_environment(executor: ExecutorInfo | None, tasks: Sequence[TaskInfo]) -> dict[str, str]:
+    """The environment a container's log rotation reads its own settings from (Mesos'
+    logrotate logger reads the container's CommandInfo): a command task's command, else
+    the executor's (a custom executor, or the default executor of a task group)."""
+    if executor is None and tasks and tasks[0].command is not None:
+        return command_environment(tasks[0].command)
+    return command_environment(executor.command if executor is not None else None)
+
+
 def secret_value(secret: Mapping[str, Any] | None) -> str | None:
     """The text of a Secret of type VALUE (its base64 ``data``), else None."""
     if not secret or secret.get("type") != "VALUE":

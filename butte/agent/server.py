@@ -70,7 +70,7 @@ from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
 from butte.agent.launch_events import scalar_totals
 from butte.agent.launched import LaunchedExecutor, direct_task
-from butte.agent.launching import shutdown_grace_period
+from butte.agent.launching import logger_environment, shutdown_grace_period
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
 from butte.agent.records import COMMAND, CUSTOM, RUNNING, TERMINATED, Executor
@@ -205,6 +205,19 @@ class AgentOptions:
     docker: docker_containerizer.DockerOptions = field(
         default_factory=docker_containerizer.DockerOptions
     )
+
+
+def _rotation(policy: RotationPolicy, ex: Executor) -> RotationPolicy:
+    """``policy`` as container ``ex``'s environment overrides it (checked at its launch;
+    a container an older agent launched may still carry invalid settings: the default)."""
+    tasks = [t.info for t in (*ex.tasks.values(), *ex.completed_tasks)]
+    try:
+        return policy.for_environment(
+            logger_environment(None if ex.kind == COMMAND else ex.info, tasks)
+        )
+    except ValueError as e:
+        log.warning("container %s keeps the default log rotation: %s", ex.container_id, e)
+        return policy
 
 
 class AgentServer:
@@ -582,6 +595,7 @@ class AgentServer:
             command_executor_argv=command_executor_argv(),
             base_environment=dict(os.environ if env is None else env),
             executor_secret_key=options.auth.executor_key,
+            log_rotation=options.log_rotation,
             containerizers=tuple(
                 name
                 for name in options.docker.containerizers
@@ -708,26 +722,32 @@ class AgentServer:
         )
 
     async def _rotate_logs(self, policy: RotationPolicy) -> None:
-        """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate)."""
+        """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate),
+        each by ``policy`` as its environment overrides it."""
 
-        def rotate_all(sandboxes: list[str]) -> None:
-            for sandbox in sandboxes:
+        def rotate_all(work: list[tuple[str, RotationPolicy]]) -> None:
+            for sandbox, own in work:
                 try:
-                    policy.check(sandbox)
+                    own.check(sandbox)
                 except OSError as e:
                     log.warning("cannot rotate the logs of %s: %s", sandbox, e)
 
+        policies: dict[str, RotationPolicy] = {}  # container id -> its policy
         while True:
             await asyncio.sleep(logrotate.CHECK_INTERVAL)
             assert self.containerizer is not None
             core = self._core
-            sandboxes = [
-                core.containers[cid].sandbox
-                for cid in self.containerizer.containers
-                if cid in core.containers
+            live = [
+                core.containers[c] for c in self.containerizer.containers if c in core.containers
             ]
-            if sandboxes:
-                await asyncio.to_thread(rotate_all, sandboxes)
+            policies = {
+                ex.container_id: policies.get(ex.container_id) or _rotation(policy, ex)
+                for ex in live
+            }
+            if live:
+                await asyncio.to_thread(
+                    rotate_all, [(ex.sandbox, policies[ex.container_id]) for ex in live]
+                )
 
     async def _watch_disk(self) -> None:
         """Measures the work dir's free space every `DISK_CHECK_INTERVAL` seconds and tells

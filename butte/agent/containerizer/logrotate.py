@@ -10,13 +10,19 @@ at the new end). Bytes written between the last copy and the truncation, a windo
 microseconds, would be lost; the copy is repeated until the file stops growing to keep that
 window small. ``/files`` serves every file; ``butte task tail -f`` notices the truncation and
 reads the rest of the old contents from ``stdout.1`` before it goes on.
+
+As with Mesos' logger, a container may set its own sizes and options in its CommandInfo's
+environment (`ENV_PREFIX` + ``MAX_STDOUT_SIZE``, ``LOGROTATE_STDOUT_OPTIONS``,
+``MAX_STDERR_SIZE``, ``LOGROTATE_STDERR_OPTIONS``): `RotationPolicy.for_environment`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 _UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
@@ -52,6 +58,20 @@ class RotationPolicy:
     keep_stdout: int
     keep_stderr: int
 
+    def for_environment(self, env: Mapping[str, str]) -> RotationPolicy:
+        """This policy with what a container's environment overrides (see the module
+        docstring); raises ValueError naming a variable whose value is invalid."""
+        changes: dict[str, int] = {}
+        for name, field, parse in _OVERRIDES:
+            value = env.get(ENV_PREFIX + name)
+            if value is None:
+                continue
+            try:
+                changes[field] = parse(value)
+            except ValueError as e:
+                raise ValueError(f"{ENV_PREFIX}{name}: {e}") from None
+        return dataclasses.replace(self, **changes) if changes else self
+
     def check(self, sandbox: str) -> int:
         """Rotates every stdout/stderr of the sandbox past its maximum; returns how many."""
         rotated = 0
@@ -72,6 +92,17 @@ class RotationPolicy:
                     rotate(path, keep)
                     rotated += 1
         return rotated
+
+
+# Mesos' logrotate logger's environment_variable_prefix default.
+ENV_PREFIX = "CONTAINER_LOGGER_"
+# (variable after the prefix, RotationPolicy field, parser of its value)
+_OVERRIDES: tuple[tuple[str, str, Callable[[str], int]], ...] = (
+    ("MAX_STDOUT_SIZE", "max_stdout", parse_size),
+    ("LOGROTATE_STDOUT_OPTIONS", "keep_stdout", parse_options),
+    ("MAX_STDERR_SIZE", "max_stderr", parse_size),
+    ("LOGROTATE_STDERR_OPTIONS", "keep_stderr", parse_options),
+)
 
 
 def rotate(path: str, keep: int) -> None:
