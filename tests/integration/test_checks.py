@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 PYTHON = os.path.realpath(sys.executable)
 
 
-async def run_checked(master: FakeMaster, task_id: str, command: str, check: dict) -> None:
+async def run_checked(
+    master: FakeMaster, task_id: str, command: str, check: dict, framework: dict = FRAMEWORK
+) -> None:
     task = {
         "name": task_id,
         "task_id": {"value": task_id},
@@ -26,7 +28,7 @@ async def run_checked(master: FakeMaster, task_id: str, command: str, check: dic
         "command": {"value": command},
         "check": {"delay_seconds": 0, "interval_seconds": 0.2, "timeout_seconds": 5, **check},
     }
-    await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+    await master.send({"type": "RUN_TASK", "framework": framework, "task": task})
 
 
 def check_updates(master: FakeMaster, task_id: str) -> list[dict]:
@@ -133,3 +135,41 @@ def test_checks_reach_a_task_in_its_own_network_namespace(tmp_path):
 
     flags = ("--isolation", "network/loopback,namespaces/pid,filesystem/linux")
     run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+@pytest.mark.parametrize("isolation", ["posix/cpu,posix/mem", "namespaces/pid,filesystem/linux"])
+def test_command_probes_run_as_the_tasks_user(tmp_path, isolation):
+    """Mesos' executor runs as the task's user and so do its probes: a COMMAND check and a
+    COMMAND health check of a task switched to ``nobody`` are ``nobody`` too."""
+    if os.geteuid() != 0:
+        require("the test runs as root only (switching users)", "root")
+    as_nobody = {"command": {"value": 'test "$(id -un)" = nobody && test -e stdout'}}
+    nobody = {**FRAMEWORK, "user": "nobody"}
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        check = {"type": "COMMAND", "command": as_nobody}
+        await run_checked(master, "who", "sleep 60", check, framework=nobody)
+        await wait_for(lambda: check_updates(master, "who"), "the check's result", 30)
+        assert check_updates(master, "who")[0]["check_status"]["command"] == {"exit_code": 0}
+        health = {
+            "type": "COMMAND",
+            "command": as_nobody["command"],
+            "delay_seconds": 0,
+            "interval_seconds": 0.2,
+            "consecutive_failures": 1,
+        }
+        task = {
+            "name": "healthy",
+            "task_id": {"value": "healthy"},
+            "agent_id": {"value": AID},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+            "command": {"value": "sleep 60"},
+            "health_check": health,
+        }
+        await master.send({"type": "RUN_TASK", "framework": nobody, "task": task})
+        await wait_for(
+            lambda: any("healthy" in u for u in master.updates("healthy")), "a health result", 30
+        )
+        assert [u["healthy"] for u in master.updates("healthy") if "healthy" in u][0] is True
+
+    run_scenario(tmp_path, scenario, agent_flags=("--isolation", isolation, "--switch_user"))

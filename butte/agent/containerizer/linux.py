@@ -135,10 +135,12 @@ def spawn_in_namespaces_of(
     search: bool,
     cwd: str | None,
     stdout_fd: int | None,
+    user: tuple[str, int, int] | None = None,
 ) -> int:
-    """Starts a probe (health check, check) in the network and mount namespaces of task
-    process ``pid``, in a process group of its own: what it reaches on 127.0.0.1 and sees in
-    /tmp is what the task does. Returns its pid."""
+    """Starts a probe (health check, check) in the namespaces ``kinds`` (network, mount) of
+    task process ``pid``, in a process group of its own, as ``user`` (name, uid, gid) if
+    given: what it reaches on 127.0.0.1 and sees in /tmp is what the task does. Returns its
+    pid."""
     flags = {"net": CLONE_NEWNET, "mnt": CLONE_NEWNS}
     handles = [
         (os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flags[kind])
@@ -157,6 +159,8 @@ def spawn_in_namespaces_of(
                 os.dup2(stdout_fd if stdout_fd is not None else null, 1)
                 if cwd:
                     os.chdir(cwd)
+                if user is not None:
+                    switch_user(*user)
                 for number in (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGTERM, _signal.SIGINT):
                     _signal.signal(number, _signal.SIG_DFL)
                 if search:  # by hand: the host's library may be out of sight (an image)

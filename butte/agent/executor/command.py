@@ -491,8 +491,9 @@ class Executor:
     ) -> int:
         """Starts a health or check probe: in the task's network namespace when it has its
         own (so 127.0.0.1 is the task's), a COMMAND probe also in its mount namespace (its
-        /tmp), else by posix_spawn. HTTP and TCP probes are butte's own program, which must
-        stay on the host's file system (it may live under the host's /tmp)."""
+        /tmp) and as the task's user, else by posix_spawn. HTTP and TCP probes are butte's own
+        program, which must stay on the host's file system (it may live under the host's
+        /tmp) and may not be readable by the task's user."""
         env = task_environment(self.environ, task.info.get("command") or {})
         # In the task's directory, as Mesos runs probes in the sandbox: explicitly, since
         # joining a mount namespace moves a process to that namespace's root.
@@ -508,11 +509,23 @@ class Executor:
             env, cwd = launch["env"], launch["cwd"]
         wanted = ("net", "mnt") if kind == "COMMAND" else ("net",)
         joined = [n for n in wanted if n in namespaces]
-        if joined and task.pid is not None:
+        user = None
+        if kind == "COMMAND" and not plan:
+            # Mesos' executor runs as the task's user, and so do the probes it starts.
+            user = self._probe_user(task)
+        if (joined or user) and task.pid is not None:
             from butte.agent.containerizer import linux
 
             return linux.spawn_in_namespaces_of(
-                task.pid, joined, program, argv, env, search=search, cwd=cwd, stdout_fd=stdout
+                task.pid,
+                joined,
+                program,
+                argv,
+                env,
+                search=search,
+                cwd=cwd,
+                stdout_fd=stdout,
+                user=user,
             )
         out: tuple[Any, ...]
         if stdout is None:
@@ -520,6 +533,19 @@ class Executor:
         else:
             out = (os.POSIX_SPAWN_DUP2, stdout, 1)
         return self._spawn_process(program, argv, search, env, cwd, [out])
+
+    def _probe_user(self, task: TaskProcess) -> tuple[str, int, int] | None:
+        """(name, uid, gid) of the user the task was switched to, or None."""
+        name = self._task_user(task.info.get("command") or {})
+        if name is None:
+            return None
+        from butte.agent.containerizer import linux
+
+        try:
+            uid, gid, _ = linux.resolve_user(name)
+        except KeyError as e:  # gone since the task started
+            raise OSError(e.args[0]) from None
+        return name, uid, gid
 
     def _spawn_process(
         self,
