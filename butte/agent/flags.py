@@ -412,7 +412,9 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         default="posix/cpu,posix/mem",
         help="comma-separated isolators: posix/cpu, posix/mem (accounting only), cgroups/cpu, "
         "cgroups/mem, cgroups/pids, disk/du, namespaces/pid, filesystem/linux, network/loopback, "
-        "gpu/nvidia (docs/isolation.md)",
+        "gpu/nvidia; cgroups/all (every cgroups/* this machine has); Mesos' posix/disk "
+        "(= disk/du), filesystem/posix, environment_secret, volume/sandbox_path, "
+        "volume/host_path and docker/runtime are accepted (docs/isolation.md)",
     )
     add(
         "--cgroups_hierarchy",

@@ -232,6 +232,106 @@ def test_v1_oom_eventfd_reports_the_limitation_on_the_loop(tmp_path, counted_fir
     assert limitation.message == "Memory limit exceeded: Requested: 96MB Maximum Used: 96MB"
 
 
+def _v2_memory_groups(tmp_path: Path, *container_ids: str) -> tuple[cgroupfs.Cgroups, Path]:
+    hierarchy = fake_v2(tmp_path / "cg")
+    cg = cgroupfs.detect(str(hierarchy), "butte", ["memory"])
+    for cid in container_ids:
+        kernel_dir(hierarchy, f"butte/{cid}")
+        cg.create(["memory"], cid)
+        d = hierarchy / "butte" / cid
+        (d / "memory.max").write_text(str(64 * MB))
+        (d / "memory.peak").write_text(str(70 * MB))
+        (d / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
+    return cg, hierarchy / "butte"
+
+
+async def _until(predicate, seconds: float = 2.0) -> float:
+    """Waits on the loop for ``predicate``; the seconds it took (fails after ``seconds``)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        assert loop.time() - start < seconds, "not seen in time"
+        await asyncio.sleep(0.002)
+    return loop.time() - start
+
+
+def test_v2_oom_kill_in_memory_events_reports_the_limitation_at_once(tmp_path):
+    """v2 watches memory.events (inotify: the kernel tells of a change as a modification,
+    as a write to the fake tree's plain file does): a rise of ``oom_kill`` is reported at
+    once, as v1's eventfd is, and only a rise; other counters changing report nothing."""
+    cg, root = _v2_memory_groups(tmp_path, "c1")
+    events = root / "c1/memory.events"
+
+    async def main() -> tuple[list, float]:
+        seen: list = []
+        mem = CgroupsMem(IsolatorContext(IsolationOptions(), asyncio.get_running_loop(), cg))
+        mem.started("c1", lambda cid, limitation: seen.append((cid, limitation)))
+        events.write_text("low 0\nhigh 0\nmax 7\noom 0\noom_kill 0\n")  # reclaim at max
+        await asyncio.sleep(0.05)
+        assert seen == []
+        events.write_text("low 0\nhigh 0\nmax 8\noom 1\noom_kill 1\n")
+        took = await _until(lambda: seen)
+        events.write_text("low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\n")  # no new kill
+        await asyncio.sleep(0.05)
+        assert len(seen) == 1
+        events.write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n")
+        await _until(lambda: len(seen) == 2)
+        # Destroyed: the watch goes with it, and later writes tell nothing.
+        mem.cleanup("c1")
+        assert mem._events == {} and mem._by_wd == {}
+        events.write_text("low 0\nhigh 0\nmax 9\noom 3\noom_kill 3\n")
+        await asyncio.sleep(0.05)
+        return seen, took
+
+    seen, took = asyncio.run(main())
+    assert took < 0.5
+    assert [cid for cid, _ in seen] == ["c1", "c1"]
+    limitation = seen[0][1]
+    assert limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
+    assert limitation.message == "Memory limit exceeded: Requested: 64MB Maximum Used: 70MB"
+
+
+def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_path):
+    """An OOM between a container's start and its watch is reported; a recovered container
+    is re-watched for OOMs from then on (an earlier one is read at its end, as on v1); a
+    group removed under a watch leaves nothing behind. Without memory.peak (before Linux
+    5.19) the peak is the usage now."""
+    cg, root = _v2_memory_groups(tmp_path, "early", "old", "gone")
+    killed = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"
+    (root / "early/memory.events").write_text(killed)
+    (root / "old/memory.events").write_text(killed)
+    (root / "early/memory.peak").unlink()
+    (root / "early/memory.current").write_text(str(60 * MB))
+
+    async def main() -> tuple[list, CgroupsMem]:
+        seen: list = []
+        mem = CgroupsMem(IsolatorContext(IsolationOptions(), asyncio.get_running_loop(), cg))
+
+        def on_limit(cid: str, limitation: Limitation) -> None:
+            seen.append((cid, limitation.message))
+
+        mem.started("early", on_limit)
+        assert seen == []  # told on the loop, after the caller's own report of the start
+        mem.recover_spec(spec("old"), on_limit)
+        mem.started("gone", on_limit)
+        await _until(lambda: seen)
+        await asyncio.sleep(0.05)
+        assert [cid for cid, _ in seen] == ["early"]
+        (root / "old/memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+        await _until(lambda: len(seen) == 2)
+        (root / "gone/memory.events").unlink()  # the kernel drops the watch: IN_IGNORED
+        await _until(lambda: mem._events["gone"].wd is None)
+        mem.cleanup("gone")
+        return seen, mem
+
+    seen, mem = asyncio.run(main())
+    assert seen == [
+        ("early", "Memory limit exceeded: Requested: 64MB Maximum Used: 60MB"),
+        ("old", "Memory limit exceeded: Requested: 64MB Maximum Used: 70MB"),
+    ]
+    assert set(mem._by_wd.values()) == {"early", "old"}
+
+
 # -- the agent core --------------------------------------------------------------------------
 
 

@@ -13,6 +13,10 @@ root and of ``<cgroups_root>``.
 
 Killing: v1 freezes the container's freezer group, SIGKILLs every process listed in it and
 thaws it (no process can fork meanwhile, so none escapes); v2 writes ``1`` to ``cgroup.kill``.
+
+Watching: v2 event files (``memory.events``) are watched for modification with inotify
+(`FileWatch`), which the kernel reports for them and a plain file of a fake tree reports on
+each write.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import errno
 import os
 import signal
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -87,6 +92,73 @@ def read_int(path: str) -> int | None:
         return None
 
 
+# inotify(7) constants (linux/inotify.h); IN_NONBLOCK and IN_CLOEXEC are O_NONBLOCK and
+# O_CLOEXEC.
+IN_MODIFY = 0x2
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+_IN_NONBLOCK = 0o4000
+_IN_CLOEXEC = 0o2000000
+_INOTIFY_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (of the name that follows)
+
+
+class FileWatch:
+    """Modifications of cgroup files, through one inotify instance: the kernel tells of a
+    change of a v2 event file (``memory.events``, ``pids.events``, ``cgroup.events``) as a
+    file modification, and plain files (the unit tests' fake trees) do on each write.
+    ``fd`` is what an event loop watches; `add` and `remove` watch and forget a file;
+    `read` drains what is ready."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        from butte.agent.containerizer import linux
+
+        self._libc = linux.libc()
+        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"inotify_init1: {os.strerror(number)}")
+        self.fd: int = fd
+
+    def add(self, path: str) -> int:
+        """Watches ``path`` for modification; its watch descriptor."""
+        import ctypes
+
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), IN_MODIFY)
+        if wd < 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"inotify_add_watch: {os.strerror(number)}", path)
+        return int(wd)
+
+    def remove(self, wd: int) -> None:
+        """Stops watching (nothing happens if the kernel dropped the watch already)."""
+        self._libc.inotify_rm_watch(self.fd, wd)
+
+    def read(self) -> list[tuple[int, int]]:
+        """The (watch descriptor, mask) of every event ready, without waiting: `IN_MODIFY`,
+        `IN_IGNORED` (the kernel dropped the watch: the file is gone) or `IN_Q_OVERFLOW`
+        (wd -1: events were lost)."""
+        events = []
+        while True:
+            try:
+                data = os.read(self.fd, 64 * 1024)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            offset = 0
+            while offset + _INOTIFY_EVENT.size <= len(data):
+                wd, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
+                events.append((wd, mask))
+                offset += _INOTIFY_EVENT.size + length
+        return events
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Cgroups:
     """One cgroup layout: version, where each controller's hierarchy is, and the root of
@@ -143,6 +215,20 @@ class Cgroups:
                 pass
             procs.append(os.path.join(d, "cgroup.procs"))
         return procs
+
+    def interface_dir(self, controller: str) -> str:
+        """A group that shows ``controller``'s interface files as a container's group will,
+        for start-up checks of what the kernel provides: v1 the controller hierarchy's root
+        (it has them all); v2 butte's root group, created with the controller enabled down
+        to it if need be (as a first launch would: a v2 hierarchy's own root shows none of
+        them). Raises `CgroupError` when that cannot be done."""
+        if self.version == 1:
+            return self.mounts[controller]
+        try:
+            self._enable_v2([controller])
+        except OSError as e:
+            raise CgroupError(f"cannot create {self.root_dir(controller)}: {e}") from None
+        return self.root_dir(controller)
 
     def _enable_v2(self, controllers: list[str]) -> None:
         names = sorted({_V2_NAMES[c] for c in controllers if c in _V2_NAMES})

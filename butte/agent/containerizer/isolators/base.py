@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -108,6 +109,32 @@ class Isolator:
 
     def cleanup(self, container_id: str) -> None:
         pass
+
+
+def require_cgroup_file(
+    cgroups: Cgroups,
+    controller: str,
+    files: tuple[str, str],
+    flag: str,
+    lack: str,
+    remedy: str,
+) -> None:
+    """Start-up check of a flag that has a file of ``controller`` (``files``: v1, v2 name)
+    written in every container's group: where the kernel lacks it every launch would fail
+    with ENOENT later, so the agent does not start (as Mesos' isolators refuse to be
+    created). Raises `IsolatorUnavailable` naming the flag, the missing file, what the
+    kernel lacks and ``remedy``."""
+    from butte.agent.containerizer.cgroupfs import CgroupError
+
+    name = files[0] if cgroups.version == 1 else files[1]
+    try:
+        path = os.path.join(cgroups.interface_dir(controller), name)
+    except CgroupError as e:
+        raise IsolatorUnavailable(f"{flag}: cannot check for {name}: {e}") from None
+    if not os.path.exists(path):
+        raise IsolatorUnavailable(
+            f"{flag}: {path} does not exist: this kernel has no {lack}; {remedy}"
+        )
 
 
 def scalar(spec: LaunchContainer, name: str) -> float | None:

@@ -1,13 +1,21 @@
 """``cgroups/cpu``: a container's CPU weight from its ``cpus`` (``cpu.shares`` = 1024 per CPU,
 v2 ``cpu.weight``), and with ``--cgroups_enable_cfs`` a hard ceiling (CFS quota of ``cpus`` x
-the 100 ms period). Usage: user/system time (cpuacct) and throttling (cpu.stat)."""
+the 100 ms period; a kernel without ``cpu.cfs_quota_us``, v2 ``cpu.max``, stops agent
+start-up). Usage: user/system time (cpuacct) and throttling (cpu.stat)."""
 
 from __future__ import annotations
 
 import os
 
 from butte.agent.containerizer import cgroupfs
-from butte.agent.containerizer.isolators.base import ContainerSetup, Isolator, LaunchRefused, scalar
+from butte.agent.containerizer.isolators.base import (
+    ContainerSetup,
+    Isolator,
+    IsolatorContext,
+    LaunchRefused,
+    require_cgroup_file,
+    scalar,
+)
 from butte.agent.effects import LaunchContainer
 
 CPU_SHARES_PER_CPU = 1024
@@ -30,6 +38,18 @@ class CgroupsCpu(Isolator):
 
     name = "cgroups/cpu"
     controllers = ("cpu", "cpuacct")
+
+    def __init__(self, context: IsolatorContext) -> None:
+        super().__init__(context)
+        if context.options.cgroups_enable_cfs:
+            require_cgroup_file(
+                self.cgroups,
+                "cpu",
+                ("cpu.cfs_quota_us", "cpu.max"),
+                "--cgroups_enable_cfs",
+                "CFS bandwidth control (CONFIG_CFS_BANDWIDTH)",
+                "leave the flag out for CPU shares alone",
+            )
 
     def prepare(self, spec: LaunchContainer, setup: ContainerSetup) -> None:
         cpus = scalar(spec, "cpus")

@@ -1,9 +1,9 @@
 """``cgroups/mem``: a hard memory limit from the container's ``mem`` (at least 32 MB, like
-Mesos), with ``--cgroups_limit_swap`` on memory+swap too. Going over it is seen in the
-kernel's OOM counters, never guessed from an exit status: ``oom_kill`` in
-``memory.oom_control`` (v1) or in ``memory.events`` (v2, read when the container's tasks
-end). The limitation is ``REASON_CONTAINER_LIMITATION_MEMORY`` with the limit and the peak
-usage.
+Mesos), with ``--cgroups_limit_swap`` on memory+swap too (a kernel that does not account
+swap, without ``memory.memsw.limit_in_bytes``, v2 ``memory.swap.max``, stops agent
+start-up). Going over the limit is seen in the kernel's OOM counters, never guessed from an
+exit status: ``oom_kill`` in ``memory.oom_control`` (v1) or in ``memory.events`` (v2). The
+limitation is ``REASON_CONTAINER_LIMITATION_MEMORY`` with the limit and the peak usage.
 
 v1 tells of an OOM at once through an eventfd registered in ``cgroup.event_control``; the
 eventfds of all containers sit in one epoll of this isolator, which is the one reader the
@@ -11,13 +11,24 @@ event loop watches (no loop registration per container). The kernel signals the 
 before its OOM killer picks and kills a victim, and counts ``oom_kill`` only after sending
 the SIGKILL, so a first read may still find nothing: a notification, or an end by a SIGKILL
 the agent did not send (`limitation_possible`), is read again after 10, 60, 260 and 1260 ms
-(`OOM_RECHECKS`) before it counts as no OOM."""
+(`OOM_RECHECKS`) before it counts as no OOM.
+
+v2 tells of a change of ``memory.events`` as a modification of the file: every container's
+file is watched through one inotify instance of this isolator (`cgroupfs.FileWatch`), again
+one reader of the event loop. The kernel counts ``oom_kill`` before it notifies, and never
+drops a notification (one within 10 ms of the last is delayed to the end of those 10 ms),
+so a rise of the count is read at once, with no re-reads; the other counters of the file
+(``max`` each time the group reclaims at its limit) wake it too, hence at most 100 times a
+second per container, for one read of the file each. A container's first count is 0 (its group is
+new); a recovered one's is the count it had then: an OOM while the agent was down is read
+when the container ends, as on v1."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import select
+from dataclasses import dataclass
 
 from butte.agent.containerizer import cgroupfs
 from butte.agent.containerizer.isolators.base import (
@@ -29,6 +40,7 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
+    require_cgroup_file,
     scalar,
 )
 from butte.agent.effects import LaunchContainer
@@ -40,6 +52,15 @@ OOM_RECHECKS = (0.01, 0.05, 0.2, 1.0)
 MAX_MEMORY_MB = float(1 << 40)  # 1 EB: anything above is a mistake, not a limit
 
 
+@dataclass(slots=True)
+class _EventsWatch:
+    """The v2 watch of one container's ``memory.events``."""
+
+    wd: int | None  # its inotify watch descriptor (None: the kernel dropped it)
+    on_limit: LimitCallback
+    oom_kills: int  # the ``oom_kill`` count already known (reported, or there before)
+
+
 class CgroupsMem(Isolator):
     """See the module docstring."""
 
@@ -48,12 +69,25 @@ class CgroupsMem(Isolator):
 
     def __init__(self, context: IsolatorContext) -> None:
         super().__init__(context)
+        if context.options.cgroups_limit_swap:
+            require_cgroup_file(
+                self.cgroups,
+                "memory",
+                ("memory.memsw.limit_in_bytes", "memory.swap.max"),
+                "--cgroups_limit_swap",
+                "swap accounting in memory cgroups",
+                "boot it with swapaccount=1, or leave the flag out to limit memory alone",
+            )
         # container id -> (eventfd, memory.oom_control fd) of its v1 OOM notification.
         self._watches: dict[str, tuple[int, int]] = {}
         # eventfd -> (container id, callback): what a ready fd in the epoll is about.
         self._by_event: dict[int, tuple[str, LimitCallback]] = {}
         self._epoll: select.epoll | None = None  # every watched eventfd, one loop reader
         self._rechecking: set[str] = set()  # containers with re-reads under way
+        # v2: every container's memory.events in one inotify instance, one loop reader.
+        self._events: dict[str, _EventsWatch] = {}
+        self._by_wd: dict[int, str] = {}  # watch descriptor -> container id
+        self._file_watch: cgroupfs.FileWatch | None = None
 
     def _dir(self, container_id: str) -> str:
         return self.cgroups.controller_dir("memory", container_id)
@@ -77,8 +111,22 @@ class CgroupsMem(Isolator):
                 cgroupfs.write_text(os.path.join(d, "memory.swap.max"), "0")
 
     def started(self, container_id: str, on_limit: LimitCallback) -> None:
+        if self.cgroups.version == 1:
+            self._watch_oom_control(container_id, on_limit)
+        else:
+            self._watch_events(container_id, on_limit, 0)
+
+    def recover(self, container_id: str, on_limit: LimitCallback) -> None:
+        if self.cgroups.version == 1:
+            self._watch_oom_control(container_id, on_limit)
+        else:
+            # Only OOMs from now on are told at once (see the module docstring).
+            self._watch_events(container_id, on_limit, self._oom_kills(container_id))
+
+    def _watch_oom_control(self, container_id: str, on_limit: LimitCallback) -> None:
+        """v1: an eventfd the kernel signals on an OOM in the group, in the epoll."""
         loop = self.context.loop
-        if self.cgroups.version != 1 or loop is None or container_id in self._watches:
+        if loop is None or container_id in self._watches:
             return
         d = self._dir(container_id)
         try:
@@ -98,6 +146,69 @@ class CgroupsMem(Isolator):
         self._epoll.register(event, select.EPOLLIN)
         self._watches[container_id] = (event, control)
         self._by_event[event] = (container_id, on_limit)
+
+    def _watch_events(self, container_id: str, on_limit: LimitCallback, known: int) -> None:
+        """v2: watches the group's memory.events for a rise of ``oom_kill`` above ``known``."""
+        loop = self.context.loop
+        if loop is None or container_id in self._events:
+            return
+        if self._file_watch is None:
+            try:
+                self._file_watch = cgroupfs.FileWatch()
+            except OSError:
+                return  # no inotify: OOMs are read when containers end
+            loop.add_reader(self._file_watch.fd, self._events_ready)
+        path = os.path.join(self._dir(container_id), "memory.events")
+        try:
+            wd = self._file_watch.add(path)
+        except OSError:
+            return  # the group is gone: its end is checked then
+        # A watch that outlived its file's removal (IN_IGNORED not read yet) is replaced.
+        self._forget_wd(wd)
+        self._events[container_id] = _EventsWatch(wd, on_limit, known)
+        self._by_wd[wd] = container_id
+        # An OOM between the start (or the recovery's read) and the watch told nobody: read
+        # once, on the loop (as a notification would: after the caller told of the start).
+        loop.call_soon(self._events_changed, container_id)
+
+    def _events_ready(self) -> None:
+        """The inotify instance has events: memory.events of these containers changed."""
+        assert self._file_watch is not None
+        changed: dict[str, None] = {}
+        for wd, mask in self._file_watch.read():
+            if mask & cgroupfs.IN_Q_OVERFLOW:
+                changed.update(dict.fromkeys(self._events))  # events lost: read them all
+            elif mask & cgroupfs.IN_IGNORED:
+                self._forget_wd(wd)  # the group was removed: nothing more will come
+            elif wd in self._by_wd:
+                changed[self._by_wd[wd]] = None
+        for container_id in changed:
+            self._events_changed(container_id)
+
+    def _events_changed(self, container_id: str) -> None:
+        """Reports the memory limitation when ``oom_kill`` rose above what was known."""
+        watch = self._events.get(container_id)
+        if watch is None:
+            return
+        count = self._oom_kills(container_id)
+        if count <= watch.oom_kills:
+            return
+        watch.oom_kills = count
+        limitation = self.limitation(container_id)
+        if limitation is not None:
+            watch.on_limit(container_id, limitation)
+
+    def _oom_kills(self, container_id: str) -> int:
+        """v2: the group's ``oom_kill`` count (0 where it cannot be read)."""
+        path = os.path.join(self._dir(container_id), "memory.events")
+        return cgroupfs.read_keyed(path).get("oom_kill", 0)
+
+    def _forget_wd(self, wd: int) -> None:
+        """Forgets a watch descriptor the kernel no longer uses for its container's file."""
+        container_id = self._by_wd.pop(wd, None)
+        watch = self._events.get(container_id) if container_id is not None else None
+        if watch is not None and watch.wd == wd:
+            watch.wd = None
 
     def _ready(self) -> None:
         """The epoll has ready eventfds: an OOM in their containers (or a group removed)."""
@@ -148,6 +259,9 @@ class CgroupsMem(Isolator):
         peak = cgroupfs.read_int(
             os.path.join(d, "memory.max_usage_in_bytes" if v1 else "memory.peak")
         )
+        if peak is None and not v1:
+            # memory.peak is new in Linux 5.19: before, the usage now is the best there is.
+            peak = cgroupfs.read_int(os.path.join(d, "memory.current"))
         return Limitation(REASON, memory_message(limit, peak))
 
     def limitation_possible(self, container_id: str) -> bool:
@@ -186,6 +300,12 @@ class CgroupsMem(Isolator):
         self._unwatch(container_id)
 
     def _unwatch(self, container_id: str) -> None:
+        events = self._events.pop(container_id, None)
+        if events is not None and events.wd is not None:
+            self._by_wd.pop(events.wd, None)
+            if self._file_watch is not None:
+                with contextlib.suppress(OSError):
+                    self._file_watch.remove(events.wd)
         watch = self._watches.pop(container_id, None)
         if watch is None:
             return
