@@ -107,14 +107,18 @@ def test_a_pid_namespace_task_of_an_executor_process_ends_at_a_kill_without_a_ha
     """Without the launcher the built-in executor runs the task through a holder, with the
     task as its namespace's init: a kill's SIGTERM, which the kernel drops there, still ends
     a task that has no handler at once; one with a handler runs it."""
-    term = tmp_path / "term"
-    handles = f"trap 'echo term > {term}; exit 3' TERM; while :; do sleep 0.05; done"
+    term, trapped = tmp_path / "term", tmp_path / "trapped"
+    handles = (
+        f"trap 'echo term > {term}; exit 3' TERM; touch {trapped}; while :; do sleep 0.05; done"
+    )
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await iso.run_task(master, "plain", "exec sleep 600", framework=KILLING)
         await iso.run_task(master, "handles", handles, framework=KILLING)
         for task in ("plain", "handles"):
             await wait_for(lambda t=task: "TASK_RUNNING" in master.states(t), task, WAIT)
+        # TASK_RUNNING comes when the shell starts, before it has set its trap.
+        await wait_for(trapped.exists, "the trap set", WAIT)
         await _killed(master, "plain", "Command terminated with signal Killed")
         await _killed(master, "handles", "Command exited with status 3")
         assert term.exists()
