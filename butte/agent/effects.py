@@ -56,7 +56,7 @@ class LaunchContainer:
     # the isolators enforce.
     resources: tuple[tuple[str, float], ...] = ()
     # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
-    # the shell switches to it only with --switch_user as root.
+    # the shell switches to it with --switch_user (a non-root agent refuses other users).
     user: str | None = None
     # Persistent volumes the container holds: (host path, path in the sandbox, RW | RO),
     # attached before it starts (`butte.agent.volumes`).

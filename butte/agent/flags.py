@@ -522,9 +522,10 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         type=boolean,
         nargs="?",
         const=True,
-        default=False,
-        help="run tasks as their CommandInfo.user (else FrameworkInfo.user) when the agent "
-        "runs as root (default false, unlike Mesos: see docs/isolation.md)",
+        default=True,
+        help="run tasks as their CommandInfo.user (else FrameworkInfo.user), as Mesos does by "
+        "default; needs the agent to run as root, else tasks of other users fail "
+        "(docs/isolation.md)",
     )
 
 

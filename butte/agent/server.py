@@ -535,10 +535,13 @@ class AgentServer:
         built, cgroups = isolators.build(names, self.options.isolation_options, loop)
         isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
         self._offer_gpus(built)
-        if self.options.switch_user and not isolation.switch_user:
-            log.warning("--switch_user needs root: tasks run as uid %d", os.getuid())
+        if isolation.refuses_other_users:
+            log.warning(
+                "--switch_user needs root: tasks of users other than uid %d will fail",
+                os.geteuid(),
+            )
         enforcing = [n for n in names if not n.startswith("posix/")]
-        if not enforcing and not isolation.switch_user:
+        if not enforcing and not self.options.switch_user:
             return None
         log.info(
             "isolation: %s%s%s",

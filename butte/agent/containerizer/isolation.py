@@ -36,6 +36,16 @@ log = logging.getLogger("butte.agent")
 LimitedCallback = Callable[[str, Limitation], None]
 
 
+def _user_name(uid: int) -> str | None:
+    """The name of user ``uid`` (None: it has none)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
 class Isolation:
     """See the module docstring."""
 
@@ -48,8 +58,11 @@ class Isolation:
     ) -> None:
         self.isolators = isolators
         self.cgroups = cgroups
-        # Switching needs the rights to: as another user the agent runs tasks as itself.
+        # Switching needs the rights to. Without them a task of another user cannot run as
+        # asked, and fails as in Mesos (where su fails) rather than run as the agent's user.
         self.switch_user = switch_user and linux.is_root()
+        self.refuses_other_users = switch_user and not self.switch_user
+        self._own_name = _user_name(os.geteuid())
         self.controllers = list(
             dict.fromkeys(c for isolator in isolators for c in isolator.controllers)
         )
@@ -61,14 +74,19 @@ class Isolation:
         Raises `LaunchRefused` (with the reason) when it cannot be isolated as asked."""
         setup = ContainerSetup()
         switching = self.switch_user and bool(spec.user)
-        if switching:
-            assert spec.user is not None
+        other = spec.user if spec.user != self._own_name else None  # own: nothing to switch
+        if other and (self.switch_user or self.refuses_other_users):
             try:
-                uid, gid, home = linux.resolve_user(spec.user)
+                uid, gid, home = linux.resolve_user(other)
             except KeyError as e:
                 raise LaunchRefused(e.args[0]) from None
-            if uid != os.geteuid():  # already that user: nothing to switch
-                setup.user = (spec.user, uid, gid, home)
+            if uid != os.geteuid() and not self.switch_user:
+                raise LaunchRefused(
+                    f"cannot run as user '{other}': --switch_user needs the agent to run "
+                    "as root (or --switch_user=false to run every task as the agent's user)"
+                )
+            if uid != os.geteuid():
+                setup.user = (other, uid, gid, home)
         cid = spec.container_id
         if self.cgroups is not None:
             try:
