@@ -427,3 +427,19 @@ def test_container_apps_become_mesos_container_infos():
     assert task["container"]["docker"]["network"] == "NONE"
     assert task["container"]["docker"]["force_pull_image"] is True
     assert task["command"] == {**task["command"], "shell": False} and "value" not in task["command"]
+
+
+def test_an_apps_user_becomes_its_tasks_command_user():
+    from butte.frameworks.marathon.launch import task_info
+    from butte.frameworks.marathon.model import Instance
+
+    inst = Instance("u.1", "/u", "v", "v", "a1", "h", "127.0.0.1", {}, [], 0.0)
+    spec = normalize_app({"id": "/u", "cmd": "id -un", "user": "nobody"})
+    assert spec["user"] == "nobody"
+    assert task_info(spec, inst, [])["command"]["user"] == "nobody"
+    plain = normalize_app({"id": "/u", "cmd": "id -un", "user": ""})
+    assert "user" not in plain and "user" not in task_info(plain, inst, [])["command"]
+    for bad in (3, "no body", "../x"):
+        with pytest.raises(Invalid) as e:
+            normalize_app({"id": "/u", "cmd": "c", "user": bad})
+        assert e.value.details[0]["path"] == "/user"

@@ -69,13 +69,13 @@ UNSUPPORTED = {
     "ipAddress": "IP-per-task is not supported",
     "storeUrls": "storeUrls is not supported",
     "taskRateLimit": "taskRateLimit was removed in Marathon 0.7",
-    "user": "running tasks as another user is not supported (tasks run as the agent's user)",
 }
 KNOWN = frozenset(
     {
         "id",
         "cmd",
         "args",
+        "user",
         "cpus",
         "mem",
         "disk",
@@ -612,6 +612,13 @@ def normalize_app(
         errors.add("/", "an app needs cmd or args, or a container with an image")
     app["cmd"] = cmd if cmd else None
     app["args"] = list(args) if args else None
+    user = raw.get("user")
+    if user is not None and user != "":
+        # The tasks' CommandInfo.user: an agent with --switch_user runs them as that user.
+        if not isinstance(user, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", user):
+            errors.add("/user", "must be a user name")
+        else:
+            app["user"] = user  # absent when not given, as stored definitions were before
     app["cpus"] = _number(errors, "/cpus", raw.get("cpus", 1.0), 0.0, MAX_SCALAR)
     app["mem"] = _number(errors, "/mem", raw.get("mem", 128.0), 0.0, MAX_SCALAR)
     app["disk"] = _number(errors, "/disk", raw.get("disk", 0.0), 0.0, MAX_SCALAR)

@@ -166,6 +166,8 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
             for f in spec["fetch"]
         ],
     }
+    if spec.get("user"):
+        command["user"] = spec["user"]
     if spec["cmd"]:
         command.update({"shell": True, "value": spec["cmd"]})
     elif spec["args"] and spec.get("container"):
