@@ -133,6 +133,8 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
             "--authenticate_http_readwrite",
             f"--http_credentials={creds}",
             f"--acls={json.dumps(ACLS)}",
+            # The frameworks' users (alice, bob) name ACL subjects, not accounts here.
+            "--switch_user=false",
         ],
         http_auth=("ops", SECRETS["ops"]),
     )
