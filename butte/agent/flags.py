@@ -24,7 +24,7 @@ from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
-from butte.core.flags import add_negations, duration_text, flag_text, size_text
+from butte.core.flags import add_negations, duration_text, flag_text, flag_values, size_text
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
 from butte.core.tls import TlsError, client_context_for
@@ -340,9 +340,7 @@ def flags_for_state(args: argparse.Namespace) -> dict[str, str]:
     ``2mins``, sizes ``10MB``, booleans ``true``); unset flags are left out, as in Mesos."""
     table = _flag_table()
     out: dict[str, str] = {}
-    for dest, value in sorted(vars(args).items()):
-        if dest in ("handler", "command") or callable(value):
-            continue
+    for dest, value in flag_values(args):
         name, action = table.get(dest, (dest, None))
         text = _flag_value_text(action, value)
         if text is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from butte.core.durations import format_duration, parse_duration
@@ -115,13 +115,15 @@ def flag_text(value: Any) -> str | None:
     return str(value)
 
 
+def flag_values(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
+    """(dest, value) of every flag of parsed ``args``, by dest; not what the CLI stores
+    there to dispatch (the handler, the command's name)."""
+    for dest, value in sorted(vars(args).items()):
+        if dest not in _NOT_FLAGS and not callable(value):
+            yield dest, value
+
+
 def flag_texts(args: argparse.Namespace) -> dict[str, str]:
     """Every set flag of ``args`` as `flag_text` shows it, by name."""
-    out: dict[str, str] = {}
-    for name, value in sorted(vars(args).items()):
-        if name in _NOT_FLAGS or callable(value):
-            continue
-        text = flag_text(value)
-        if text is not None:
-            out[name] = text
-    return out
+    texts = ((name, flag_text(value)) for name, value in flag_values(args))
+    return {name: text for name, text in texts if text is not None}

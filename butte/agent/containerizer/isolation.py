@@ -80,12 +80,12 @@ class Isolation:
                 uid, gid, home = linux.resolve_user(other)
             except KeyError as e:
                 raise LaunchRefused(e.args[0]) from None
-            if uid != os.geteuid() and not self.switch_user:
-                raise LaunchRefused(
-                    f"cannot run as user '{other}': --switch_user needs the agent to run "
-                    "as root (or --switch_user=false to run every task as the agent's user)"
-                )
             if uid != os.geteuid():
+                if not self.switch_user:
+                    raise LaunchRefused(
+                        f"cannot run as user '{other}': --switch_user needs the agent to run "
+                        "as root (or --switch_user=false to run every task as the agent's user)"
+                    )
                 setup.user = (other, uid, gid, home)
         cid = spec.container_id
         if self.cgroups is not None:

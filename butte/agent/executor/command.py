@@ -620,7 +620,6 @@ class Executor:
         message: str | None = None,
         reason: str | None = None,
         healthy: bool | None = None,
-        check_status: dict | None = None,
     ) -> None:
         """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED.
         A task with a check carries its last ``check_status`` on every update (empty, of
@@ -638,10 +637,8 @@ class Executor:
             status["reason"] = reason
         if healthy is not None:
             status["healthy"] = healthy
-        if check_status is None and task.check is not None:
-            check_status = task.check.last
-        if check_status is not None:
-            status["check_status"] = check_status
+        if task.check is not None:
+            status["check_status"] = task.check.last
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
@@ -879,10 +876,10 @@ class Executor:
         check = task.check
         if check is None or task.terminal_uuid is not None:
             return
-        changed = check.result(check_runs.result_status(check.spec, status, output), now)
-        if changed is not None:
+        if check.result(check_runs.result_status(check.spec, status, output), now) is not None:
+            # Changed: the update carries it, as every update carries the last result.
             state = "TASK_KILLING" if task.killed and self.task_killing_state else "TASK_RUNNING"
-            self.send_update(task, state, reason=check_runs.REASON, check_status=changed)
+            self.send_update(task, state, reason=check_runs.REASON)
 
     # -- health checks -----------------------------------------------------------------------
 
