@@ -563,10 +563,15 @@ def _holder(
 
     def forward(*_: object) -> None:
         # The kernel drops it if the task, its namespace's init, has no handler; it ends the
-        # task then, as it would have ended any other process.
-        os.kill(child, _signal.SIGTERM)
-        if ends_by_default(child, _signal.SIGTERM, proc):
-            os.kill(child, _signal.SIGKILL)
+        # task then, as it would have ended any other process. The kill reaches the task
+        # directly too (our process group), so it may have ended and been reaped below
+        # before this runs: raising here would turn its exit status into ours, 127.
+        try:
+            os.kill(child, _signal.SIGTERM)
+            if ends_by_default(child, _signal.SIGTERM, proc):
+                os.kill(child, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     _signal.signal(_signal.SIGTERM, forward)
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
