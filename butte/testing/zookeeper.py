@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,7 +37,15 @@ from butte.cli.local import HOST, ManagedProcess, free_port
 JAVA_DIR = Path("/usr/share/java")
 ZOOKEEPER_JAR = JAVA_DIR / "zookeeper.jar"
 SLF4J_SIMPLE_JAR = JAVA_DIR / "slf4j-simple.jar"
-JAVA_OPTIONS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+JAVA_OPTIONS = (
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    # An election whose notifications go unanswered (a peer just killed, a JVM starved of CPU)
+    # doubles its wait up to 60 s by default; capped at 2 s, one lost round cannot outlast
+    # a test's wait for the ensemble.
+    "-Dzookeeper.fastleader.maxNotificationInterval=2000",
+)
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 
@@ -77,6 +86,15 @@ def _set_parent_death_signal() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+# Log lines that tell how an election went: state changes, rounds, timeouts and failures.
+_ELECTION_LINE = re.compile(
+    r"Peer state changed|New election|LEADER ELECTION TOOK|Notification time out|"
+    r"Shutting down|shutdown called|[Tt]imeout while|timed out|GOODBYE|ERROR|"
+    r"^(?!\[main\]).*WARN (?!.*Cannot open channel)|"
+    r"^(?!java\.net\.ConnectException)\S*Exception"
+)
 
 
 class ZooKeeperServer:
@@ -164,6 +182,15 @@ class ZooKeeperServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    def election_history(self, lines: int = 40) -> str:
+        """The last state changes, elections and warnings of the log, without the stack
+        traces, notifications and four-letter-word lines that bury them in its tail."""
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            kept = [line for line in text.splitlines() if _ELECTION_LINE.search(line)]
+            return "\n".join(kept[-lines:])
+        return ""
+
 
 class ZooKeeperEnsemble:
     """``size`` ZooKeeper servers (1: standalone) under ``directory``; see module docstring."""
@@ -207,8 +234,12 @@ class ZooKeeperEnsemble:
                     raise RuntimeError(f"zookeeper {server.index} exited:\n{server.log_tail()}")
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"zookeeper {missing[0].index} not serving after {timeout}s:\n"
-                    + missing[0].log_tail()
+                    f"zookeeper {', '.join(str(s.index) for s in missing)} not serving after "
+                    f"{timeout}s; what each server of the ensemble went through:\n"
+                    + "\n".join(
+                        f"----- zookeeper {s.index} -----\n{s.election_history()}"
+                        for s in self.servers
+                    )
                 )
             time.sleep(0.05)
 

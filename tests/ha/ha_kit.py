@@ -111,7 +111,7 @@ class HaCluster:
         for agent in self.agents:
             parts.append(f"----- {agent.name} -----\n{agent.log_tail(max_lines)}")
         for server in self.zk.servers:
-            parts.append(f"----- zookeeper {server.index} -----\n{server.log_tail(15)}")
+            parts.append(f"----- zookeeper {server.index} -----\n{server.election_history(15)}")
         return "\n".join(parts)
 
 

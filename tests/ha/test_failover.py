@@ -109,7 +109,7 @@ def test_losing_one_zookeeper_server(ha_cluster_factory):
         cluster.zk.kill(zk_leader)
         # The two remaining servers elect a leader; masters connected to the dead server
         # reconnect (a leading master that saw SUSPENDED exits and is restarted).
-        cluster.zk.wait_serving(30, servers=[i for i in range(3) if i != zk_leader])
+        cluster.zk.wait_serving(60, servers=[i for i in range(3) if i != zk_leader])
         time.sleep(3)  # past the session timeout: every consequence has happened
         cluster.masters.wait_leader(30)
         cluster.wait_agents(30)

@@ -85,7 +85,8 @@ def test_agent_benchmark_runs_every_task_and_counts_each_process(
     assert result["tasks_per_second"] > 0 and all(r > 0 for r in result["raw"])
     cpu = result["cpu_per_task"]
     assert set(cpu) == {"agent", "zygote+launcher", "executors+tasks", "master", "framework"}
-    assert cpu["agent"] > 0 and cpu["master"] > 0
+    # /proc counts CPU in clock ticks (10 ms): at 30 tasks the master's share can be 0 ticks.
+    assert all(seconds >= 0 for seconds in cpu.values()) and sum(cpu.values()) > 0
     [row] = bench_agent.figures(result, tasks=30)
     assert ("not checkpointing" in row.what) is not checkpoint
     # The wait before the second raw spawns: none without a trash, until the timeout with
