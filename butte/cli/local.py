@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,8 +45,42 @@ HOST = "127.0.0.1"
 _STOP_GRACE_SECONDS = 5.0
 
 
+# free_port's range: below the ports agents offer tasks by default (31000-32000, which tests
+# use too) and the ephemeral range; above Marathon's service ports (10000-20000).
+_PORTS_FROM, _PORTS_BELOW = 20000, 31000
+# Ports free_port handed out from that range; never handed out twice.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (ip_local_port_range)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port that was free a moment ago (bind to port 0 and read it back)."""
+    """A TCP port that was free a moment ago, for a server started afterwards.
+
+    It is taken below the kernel's ephemeral range where there is room: a port from that
+    range can become the local end of any outgoing connection before its server binds it,
+    and the server then fails with EADDRINUSE for as long as that connection lives (a
+    ZooKeeper server binds its quorum port only when it is elected leader, and failed the
+    election again and again; a restarted daemon binds its port again). Otherwise it is one
+    the kernel picks (port 0)."""
+    below = min(_PORTS_BELOW, _ephemeral_floor())
+    for _ in range(64 if below - _PORTS_FROM >= 1024 else 0):
+        port = random.randrange(_PORTS_FROM, below)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 from test_agent_process import (
@@ -21,14 +20,14 @@ from test_agent_process import (
     wait_for,
 )
 
+from butte.cli.local import free_port
+
 CHECKPOINTING = {**FRAMEWORK, "checkpoint": True}
 
 
 def fixed_port() -> tuple[str, ...]:
     """A port of our own: executors find a restarted agent at the same address."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return ("--port", str(sock.getsockname()[1]))
+    return ("--port", str(free_port()))
 
 
 def reregistrations(master: FakeMaster) -> list[dict]:

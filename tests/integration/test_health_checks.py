@@ -4,13 +4,14 @@ timeouts, and the kill after ``consecutive_failures``."""
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from typing import Any
 
 import pytest
 from test_agent_process import AgentProcess, FakeMaster, run_scenario, wait_for
+
+from butte.cli.local import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +46,6 @@ def distinct(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(status["uuid"])
             out.append(status)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_command_check_healthy_then_failing_kills_the_task(tmp_path):

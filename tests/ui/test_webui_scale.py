@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from butte.cli.local import free_port
 from butte.testing.require import require_module
 from butte.testing.ui_timing import fresh_page, measure, pages, wait_for
 
@@ -33,12 +33,6 @@ AGENTS, TASKS_PER_AGENT = 1000, 10
 FIRST_ROWS_LIMIT = 3.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -48,7 +42,7 @@ class SimCluster:
     """A real master and a ``butte sim`` process with preloaded tasks."""
 
     def __init__(self, base: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base = base
         self.processes: list[subprocess.Popen] = []

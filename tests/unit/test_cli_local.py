@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +35,19 @@ def wait_gone(pid: int, timeout: float = 5.0) -> bool:
 def test_free_port_is_bindable():
     port = free_port()
     assert 0 < port < 65536
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat():
+    """No outgoing connection can take a handed-out port before its server binds it: such a
+    connection kept a ZooKeeper server from binding its quorum port, election after
+    election, when it was elected leader."""
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(200)]
+    # ... nor are they among the ports agents offer tasks by default.
+    assert all(port < min(low, 31000) for port in ports)
+    assert len(set(ports)) == len(ports)
 
 
 def test_command_lines_follow_the_documented_shape(tmp_path):
