@@ -152,6 +152,10 @@ def check_task(
         raise InvalidTask("ExecutorInfo has an invalid FrameworkID")
     if executor.command is None and executor.type != "DEFAULT":
         raise InvalidTask("Executor has no CommandInfo")
+    if executor.command is not None and executor.type == "DEFAULT":
+        # The agent runs its own default executor: a command of the framework's would
+        # replace it (Mesos refuses the same).
+        raise InvalidTask("'ExecutorInfo.command' must not be set for 'DEFAULT' executor")
     if eid in known_executors:
         return resources, eid, Resources()
     return resources, eid, parse_task_resources(executor.resources, "executor")

@@ -525,3 +525,25 @@ def test_completed_tasks_kept_per_framework_follow_the_flag():
         h.call(fid, stream, {"type": "ACKNOWLEDGE", "acknowledge": ack})
     completed = h.master.frameworks[fid].completed_tasks
     assert [t.task_id for t in completed] == ["t2", "t3"]
+
+
+def test_a_default_executor_with_a_command_of_its_own_is_refused():
+    """The agent runs its own default executor for a task group; a framework's command there
+    would run instead of it (as Mesos does, the master refuses it)."""
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    member = command_task("m", offer)
+    executor = {"executor_id": {"value": "g1"}, "type": "DEFAULT", "command": {"value": "x"}}
+    group = {"executor": executor, "task_group": {"tasks": [member]}}
+    body = {
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
+        },
+    }
+    h.call(fid, stream, body)
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_ERROR"
+    assert "'ExecutorInfo.command' must not be set for 'DEFAULT' executor" in status["message"]
+    assert h.agent_messages("c1", internal.RunTaskGroup) == []
