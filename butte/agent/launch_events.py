@@ -25,6 +25,7 @@ from butte.agent.launching import (
     command_executor_info,
     executor_environment,
     logger_environment,
+    member_logger_environments,
     process_argv,
     shutdown_grace_period,
 )
@@ -202,6 +203,13 @@ class LaunchEvents(_Base):
             rotation.for_environment(logger_environment(group_executor or tasks[0].executor, tasks))
         except ValueError as e:
             return f"Failed to prepare the container's logger: {e}"
+        if group_executor is None:
+            return None
+        for task_id, environment in member_logger_environments(tasks).items():
+            try:
+                rotation.for_environment(environment)
+            except ValueError as e:
+                return f"Failed to prepare the logger of task {task_id}: {e}"
         return None
 
     def _container_refusal(

@@ -114,6 +114,12 @@ def logger_environment(executor: ExecutorInfo | None, tasks: Sequence[TaskInfo])
     return command_environment(executor.command if executor is not None else None)
 
 
+def member_logger_environments(tasks: Sequence[TaskInfo]) -> dict[str, dict[str, str]]:
+    """Task id -> the environment a task group member's log rotation reads its own settings
+    from: its task's CommandInfo (in Mesos each member is a nested container of its own)."""
+    return {t.task_id.value: command_environment(t.command) for t in tasks}
+
+
 def secret_value(secret: Mapping[str, Any] | None) -> str | None:
     """The text of a Secret of type VALUE (its base64 ``data``), else None."""
     if not secret or secret.get("type") != "VALUE":

@@ -70,10 +70,14 @@ from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
 from butte.agent.launch_events import scalar_totals
 from butte.agent.launched import LaunchedExecutor, direct_task
-from butte.agent.launching import logger_environment, shutdown_grace_period
+from butte.agent.launching import (
+    logger_environment,
+    member_logger_environments,
+    shutdown_grace_period,
+)
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import COMMAND, CUSTOM, RUNNING, TERMINATED, Executor
+from butte.agent.records import COMMAND, CUSTOM, DEFAULT, RUNNING, TERMINATED, Executor
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import docker_info, internal, resource_ops
@@ -207,17 +211,31 @@ class AgentOptions:
     )
 
 
-def _rotation(policy: RotationPolicy, ex: Executor) -> RotationPolicy:
-    """``policy`` as container ``ex``'s environment overrides it (checked at its launch;
-    a container an older agent launched may still carry invalid settings: the default)."""
+# A container's log rotation, and its task group members' by task id.
+_Rotation = tuple[RotationPolicy, dict[str, RotationPolicy]]
+
+
+def _rotation(policy: RotationPolicy, ex: Executor) -> _Rotation:
+    """``policy`` as container ``ex``'s environment overrides it, and as each of its task
+    group members' does (checked at launch; a container an older agent launched may still
+    carry invalid settings: those keep the agent's)."""
     tasks = [t.info for t in (*ex.tasks.values(), *ex.completed_tasks)]
-    try:
-        return policy.for_environment(
-            logger_environment(None if ex.kind == COMMAND else ex.info, tasks)
-        )
-    except ValueError as e:
-        log.warning("container %s keeps the default log rotation: %s", ex.container_id, e)
-        return policy
+
+    def own(environment: dict[str, str], whose: str) -> RotationPolicy:
+        try:
+            return policy.for_environment(environment)
+        except ValueError as e:
+            log.warning("%s keeps the default log rotation: %s", whose, e)
+            return policy
+
+    container = own(
+        logger_environment(None if ex.kind == COMMAND else ex.info, tasks),
+        f"container {ex.container_id}",
+    )
+    if ex.kind != DEFAULT:
+        return container, {}
+    members = member_logger_environments(tasks)
+    return container, {t: own(env, f"task {t}") for t, env in members.items()}
 
 
 class AgentServer:
@@ -726,16 +744,23 @@ class AgentServer:
 
     async def _rotate_logs(self, policy: RotationPolicy) -> None:
         """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate),
-        each by ``policy`` as its environment overrides it."""
+        each by ``policy`` as its environment overrides it, and each task group member's by
+        ``policy`` as its own task's environment does."""
 
-        def rotate_all(work: list[tuple[str, RotationPolicy]]) -> None:
-            for sandbox, own in work:
+        def rotate_all(work: list[tuple[str, _Rotation]]) -> None:
+            for sandbox, (own, members) in work:
                 try:
-                    own.check(sandbox)
+                    own.check(sandbox, members)
                 except OSError as e:
                     log.warning("cannot rotate the logs of %s: %s", sandbox, e)
 
-        policies: dict[str, RotationPolicy] = {}  # container id -> its policy
+        def current(known: _Rotation | None, ex: Executor) -> _Rotation:
+            # A task group launched into a running default executor brings new members.
+            if known is None or (ex.kind == DEFAULT and not ex.tasks.keys() <= known[1].keys()):
+                return _rotation(policy, ex)
+            return known
+
+        policies: dict[str, _Rotation] = {}  # container id -> its rotation
         while True:
             await asyncio.sleep(logrotate.CHECK_INTERVAL)
             assert self.containerizer is not None
@@ -743,10 +768,7 @@ class AgentServer:
             live = [
                 core.containers[c] for c in self.containerizer.containers if c in core.containers
             ]
-            policies = {
-                ex.container_id: policies.get(ex.container_id) or _rotation(policy, ex)
-                for ex in live
-            }
+            policies = {ex.container_id: current(policies.get(ex.container_id), ex) for ex in live}
             if live:
                 await asyncio.to_thread(
                     rotate_all, [(ex.sandbox, policies[ex.container_id]) for ex in live]

@@ -13,7 +13,9 @@ reads the rest of the old contents from ``stdout.1`` before it goes on.
 
 As with Mesos' logger, a container may set its own sizes and options in its CommandInfo's
 environment (`ENV_PREFIX` + ``MAX_STDOUT_SIZE``, ``LOGROTATE_STDOUT_OPTIONS``,
-``MAX_STDERR_SIZE``, ``LOGROTATE_STDERR_OPTIONS``): `RotationPolicy.for_environment`.
+``MAX_STDERR_SIZE``, ``LOGROTATE_STDERR_OPTIONS``): `RotationPolicy.for_environment`. Each
+task group member is a nested container of its own in Mesos, so its logs go by its own
+task's CommandInfo over the agent's settings, not by its executor's.
 """
 
 from __future__ import annotations
@@ -72,16 +74,21 @@ class RotationPolicy:
                 raise ValueError(f"{ENV_PREFIX}{name}: {e}") from None
         return dataclasses.replace(self, **changes) if changes else self
 
-    def check(self, sandbox: str) -> int:
-        """Rotates every stdout/stderr of the sandbox past its maximum; returns how many."""
+    def check(self, sandbox: str, members: Mapping[str, RotationPolicy] | None = None) -> int:
+        """Rotates every stdout/stderr of the sandbox past its maximum; returns how many.
+        Those of a task group member (``tasks/<task id>/``) go by ``members[task id]``
+        where given."""
         rotated = 0
-        directories = [sandbox]
+        directories: list[tuple[str, RotationPolicy]] = [(sandbox, self)]
         with contextlib.suppress(OSError):
-            directories += [e.path for e in os.scandir(os.path.join(sandbox, "tasks"))]
-        for directory in directories:
+            directories += [
+                (e.path, (members or {}).get(e.name, self))
+                for e in os.scandir(os.path.join(sandbox, "tasks"))
+            ]
+        for directory, policy in directories:
             for name, limit, keep in (
-                ("stdout", self.max_stdout, self.keep_stdout),
-                ("stderr", self.max_stderr, self.keep_stderr),
+                ("stdout", policy.max_stdout, policy.keep_stdout),
+                ("stderr", policy.max_stderr, policy.keep_stderr),
             ):
                 path = os.path.join(directory, name)
                 try:
