@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -52,6 +53,7 @@ _PORTS_FROM, _PORTS_BELOW = 20000, 31000
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def _ephemeral_floor() -> int:
     """The lowest port the kernel gives outgoing connections (ip_local_port_range)."""
     try:

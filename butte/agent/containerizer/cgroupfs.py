@@ -110,26 +110,18 @@ class FileWatch:
     `read` drains what is ready."""
 
     def __init__(self) -> None:
-        import ctypes
-
         from butte.agent.containerizer import linux
 
         self._libc = linux.libc()
-        fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            number = ctypes.get_errno()
-            raise OSError(number, f"inotify_init1: {os.strerror(number)}")
-        self.fd: int = fd
+        self._checked = linux.checked
+        self.fd: int = self._checked(
+            self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC), "inotify_init1"
+        )
 
     def add(self, path: str) -> int:
         """Watches ``path`` for modification; its watch descriptor."""
-        import ctypes
-
         wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), IN_MODIFY)
-        if wd < 0:
-            number = ctypes.get_errno()
-            raise OSError(number, f"inotify_add_watch: {os.strerror(number)}", path)
-        return int(wd)
+        return int(self._checked(wd, f"inotify_add_watch {path}"))
 
     def remove(self, wd: int) -> None:
         """Stops watching (nothing happens if the kernel dropped the watch already)."""

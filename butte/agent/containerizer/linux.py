@@ -82,20 +82,23 @@ def preload() -> None:
         getattr(loaded, name)
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
+def checked(result: int, what: str) -> int:
+    """``result`` of a libc call made through `libc`; raises OSError with its errno, naming
+    ``what``, when it failed (returned -1)."""
+    if result < 0:
         import ctypes
 
         number = ctypes.get_errno()
         raise OSError(number, f"{what}: {os.strerror(number)}")
+    return result
 
 
 def unshare(flags: int) -> None:
-    _check(libc().unshare(flags), "unshare")
+    checked(libc().unshare(flags), "unshare")
 
 
 def setns(fd: int, kind: int) -> None:
-    _check(libc().setns(fd, kind), "setns")
+    checked(libc().setns(fd, kind), "setns")
 
 
 # The caller's own pid namespace, opened at the first `fork_into_new_pid_namespace`.
@@ -187,24 +190,24 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int) -> No
         return None if s is None else s.encode()
 
     result = libc().mount(enc(source), enc(target), enc(fstype), flags, None)
-    _check(result, f"mount {target}")
+    checked(result, f"mount {target}")
 
 
 def mount_data(source: str, target: str, fstype: str, flags: int, data: str) -> None:
     """mount(2) with file-system options (overlay's lowerdir=..., tmpfs' mode=...)."""
     result = libc().mount(source.encode(), target.encode(), fstype.encode(), flags, data.encode())
-    _check(result, f"mount {fstype} on {target}")
+    checked(result, f"mount {fstype} on {target}")
 
 
 def umount(target: str, *, detach: bool = False) -> None:
-    _check(libc().umount2(target.encode(), MNT_DETACH if detach else 0), f"umount {target}")
+    checked(libc().umount2(target.encode(), MNT_DETACH if detach else 0), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
         raise OSError(f"pivot_root: unknown system call number on {os.uname().machine}")
-    _check(libc().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
+    checked(libc().syscall(number, new_root.encode(), put_old.encode()), "pivot_root")
 
 
 def makedirs_in_root(path: str) -> None:
