@@ -445,7 +445,17 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         "--container_max_pids",
         type=positive_int,
         default=None,
-        help="cgroups/pids: most processes and threads per container (default: no limit)",
+        help="cgroups/pids: most processes and threads per container (butte's own flag; "
+        "default: no limit)",
+    )
+    add(
+        "--disallow_sharing_agent_pid_namespace",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="namespaces/pid: refuse tasks that ask to share the agent's pid namespace "
+        "(ContainerInfo.linux_info.share_pid_namespace) (default: false)",
     )
     add(
         "--enforce_container_disk_quota",

@@ -18,7 +18,6 @@ from butte.agent.effects import (
     LaunchContainer,
     SendToExecutor,
 )
-from butte.agent.executor.checks import parse_check
 from butte.agent.launching import (
     allocation_role,
     builtin_executor_info,
@@ -43,10 +42,11 @@ from butte.agent.records import (
 )
 from butte.core import docker_info, internal, jwt
 from butte.core import task_states as ts
-from butte.core.container_info import container_problem, image_of
+from butte.core.container_info import container_problem, image_of, shares_pid_namespace
 from butte.core.ids import validate_id
 from butte.core.jwt import EXECUTOR_TOKEN_ENV
 from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
+from butte.core.task_validation import task_fields_problem
 
 if TYPE_CHECKING:
     # Typed against the interface of the whole core, which never imports this module.
@@ -167,11 +167,9 @@ class LaunchEvents(_Base):
             problem = validate_id(t.task_id.value, "task id")
             if problem:
                 return problem
-            if t.check is not None:
-                try:
-                    parse_check(t.check)
-                except ValueError as e:
-                    return f"Invalid check: {e}"
+            problem = task_fields_problem(t)
+            if problem is not None:
+                return problem
             if group_executor is not None:
                 if t.executor is not None or t.command is None:
                     return "Every task of a task group must have a CommandInfo and no executor"
@@ -180,7 +178,7 @@ class LaunchEvents(_Base):
             elif t.executor is not None and t.executor.command is None:
                 return "ExecutorInfo of a custom executor must have a CommandInfo"
         executor = group_executor or tasks[0].executor
-        problem = image_problem(tasks, executor)
+        problem = image_problem(tasks, executor, in_group=group_executor is not None)
         if problem is not None:
             return problem
         commands = [t.command for t in tasks] + [executor.command if executor else None]
@@ -444,13 +442,22 @@ def secret_problem(commands: list[CommandInfo | None]) -> str | None:
     return None
 
 
-def image_problem(tasks: list[TaskInfo], executor: ExecutorInfo | None) -> str | None:
-    """Why the tasks' ContainerInfos cannot run here: a bad image name or volume, or an
-    image where butte runs none (task group members, custom executors)."""
-    for t in tasks:
-        problem = container_problem(t.container)
+def image_problem(
+    tasks: list[TaskInfo], executor: ExecutorInfo | None, *, in_group: bool
+) -> str | None:
+    """Why the tasks' ContainerInfos cannot run here: a bad image name or volume, a field
+    butte does not implement, or an image where butte runs none (task group members,
+    custom executors)."""
+    for info in (*(t.container for t in tasks), executor.container if executor else None):
+        problem = container_problem(info, in_group=in_group)
         if problem is not None:
             return problem
+        if (in_group or executor is not None) and shares_pid_namespace(info):
+            return (
+                "'share_pid_namespace' is supported for command tasks only, "
+                "not with an executor or in a task group"
+            )
+    for t in tasks:
         if image_of(t.container) is not None and executor is not None:
             return "Images run only for command tasks (not in task groups or custom executors)"
     if executor is not None and image_of(executor.container) is not None:

@@ -80,6 +80,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             enforce_container_disk_quota=args.enforce_container_disk_quota,
             container_disk_watermark_interval=args.container_disk_watermark_interval,
             nvidia_gpu_devices=args.nvidia_gpu_devices,
+            disallow_sharing_agent_pid_namespace=args.disallow_sharing_agent_pid_namespace,
         ),
         switch_user=args.switch_user,
         images=image_options(

@@ -98,12 +98,85 @@ def volume_problem(volume: Any) -> str | None:
     return _path_problem(host_path, "volume host_path")
 
 
-def container_problem(container: Mapping[str, Any] | None) -> str | None:
-    """Why a task's MESOS ContainerInfo with an image or volumes cannot run anywhere (None:
-    nothing wrong that an agent's flags would not decide). Other container types are left to
-    their containerizers."""
+# LinuxInfo fields that need an isolator butte does not have: refused, never ignored.
+_LINUX_ISOLATORS = {
+    "capability_info": "linux/capabilities",
+    "effective_capabilities": "linux/capabilities",
+    "bounding_capabilities": "linux/capabilities",
+    "seccomp": "linux/seccomp",
+    "shm_size": "namespaces/ipc",
+}
+
+
+def _linux_problem(linux: Any, in_group: bool) -> str | None:
+    if not isinstance(linux, Mapping):
+        return "ContainerInfo.linux_info is not an object"
+    for name, isolator in _LINUX_ISOLATORS.items():
+        if linux.get(name) is not None:
+            return f"LinuxInfo.{name} needs the '{isolator}' isolator, which butte does not have"
+    if linux.get("ipc_mode", "SHARE_PARENT") != "SHARE_PARENT":
+        return (
+            f"LinuxInfo.ipc_mode {linux.get('ipc_mode')} needs the 'namespaces/ipc' isolator, "
+            "which butte does not have (tasks share the agent's IPC namespace)"
+        )
+    if linux.get("share_cgroups", True) is not True:
+        if not in_group:
+            return "Only tasks in a task group may have 'share_cgroups' set to 'false'"
+        return (
+            "'share_cgroups' set to 'false' is not supported: the members of a task group "
+            "share their executor's cgroups"
+        )
+    return None
+
+
+def _unsupported_problem(container: Mapping[str, Any], in_group: bool) -> str | None:
+    """Why a MESOS ContainerInfo asks for something no butte agent does (capabilities,
+    rlimits, seccomp, an IPC namespace, a terminal for a task, a hostname, CNI networks)."""
+    linux = container.get("linux_info")
+    if linux is not None:
+        problem = _linux_problem(linux, in_group)
+        if problem is not None:
+            return problem
+    if container.get("rlimit_info") is not None:
+        return (
+            "ContainerInfo.rlimit_info needs the 'posix/rlimits' isolator, "
+            "which butte does not have"
+        )
+    if container.get("tty_info") is not None:
+        return (
+            "ContainerInfo.tty_info is not supported for tasks; a terminal is given to nested "
+            "container sessions only (`butte task exec --tty`)"
+        )
+    if container.get("hostname") is not None:
+        return "ContainerInfo.hostname needs a UTS namespace, which butte does not create"
+    for network in container.get("network_infos") or []:
+        if not isinstance(network, Mapping):
+            return "ContainerInfo.network_infos holds a value that is not an object"
+        if any(network.get(k) for k in ("name", "ip_addresses", "port_mappings", "groups")):
+            return (
+                "ContainerInfo.network_infos asks for a container network, which needs the "
+                "'network/cni' isolator; butte does not have it (tasks use the host's network)"
+            )
+    return None
+
+
+def shares_pid_namespace(container: Mapping[str, Any] | None) -> bool:
+    """Whether a ContainerInfo asks to share the agent's pid namespace
+    (``linux_info.share_pid_namespace``)."""
+    linux = (container or {}).get("linux_info")
+    return isinstance(linux, Mapping) and linux.get("share_pid_namespace") is True
+
+
+def container_problem(container: Mapping[str, Any] | None, *, in_group: bool = False) -> str | None:
+    """Why a task's MESOS ContainerInfo cannot run anywhere: a bad image or volume, or a
+    field no butte agent implements (None: nothing wrong that an agent's flags would not
+    decide). ``in_group``: a task group's member or executor. Other container types are
+    left to their containerizers."""
     if not container or container.get("type", "MESOS") != "MESOS":
         return None
+    problem = _unsupported_problem(container, in_group)
+    if problem is not None:
+        return problem
     image = (container.get("mesos") or {}).get("image")
     if image:
         kind = image.get("type", "DOCKER")

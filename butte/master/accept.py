@@ -13,6 +13,7 @@ from butte.core import internal, resource_ops, task_states
 from butte.core.container_info import image_of
 from butte.core.messages import Accept, ExecutorInfo, Operation, TaskInfo
 from butte.core.resources import Resources
+from butte.core.task_validation import command_problem
 from butte.master import operator_views
 from butte.master.effects import OperatorEvent
 from butte.master.launch import InvalidTask, check_task, task_role
@@ -186,9 +187,18 @@ class AcceptEvents(OperationEvents):
             known = self._executor_infos(fw, agent)
             checked = []
             exec_total = Resources()
+            for t in tasks:
+                problem = command_problem(t.command, "Task's")
+                if problem is not None:
+                    raise InvalidTask(problem)
             for t in wrapped:
                 res, _, exec_total = check_task(
-                    t, fw.info, agent.agent_id, _IdsInUse(fw.tasks, launched_ids), known
+                    t,
+                    fw.info,
+                    agent.agent_id,
+                    _IdsInUse(fw.tasks, launched_ids),
+                    known,
+                    in_group=True,
                 )
                 launched_ids.add(t.task_id.value)
                 checked.append((t, res))

@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 
 from butte.core import docker_info
-from butte.core.container_info import container_problem, image_of
+from butte.core.container_info import container_problem, image_of, shares_pid_namespace
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
+from butte.core.task_validation import command_problem, task_fields_problem
 
 
 class InvalidTask(ValueError):
@@ -105,8 +106,11 @@ def check_task(
     agent_id: str,
     active_task_ids: Container[str],
     known_executors: dict[str, ExecutorInfo],
+    *,
+    in_group: bool = False,
 ) -> tuple[Resources, str | None, Resources]:
-    """Checks one TaskInfo; returns (resources, executor id, new executor's resources)."""
+    """Checks one TaskInfo; returns (resources, executor id, new executor's resources).
+    ``in_group``: a member of a task group, passed with the group's executor."""
     tid = task.task_id.value
     err = validate_id(tid, "Task ID")
     if err:
@@ -121,13 +125,26 @@ def check_task(
         raise InvalidTask(
             "Task should have at least one (but not both) of CommandInfo or ExecutorInfo present"
         )
+    problem = task_fields_problem(task)
+    if problem is not None:
+        raise InvalidTask(problem)
     resources = parse_task_resources(task.resources, "task")
     if resources.is_empty():
         raise InvalidTask("Task uses no resources")
     for container in (task.container, task.executor.container if task.executor else None):
-        problem = container_problem(container)
+        problem = container_problem(container, in_group=in_group)
         if problem is not None:
             raise InvalidTask(problem)
+    executor_container = task.executor.container if task.executor is not None else None
+    if (in_group or task.executor is not None) and any(
+        shares_pid_namespace(c) for c in (task.container, executor_container)
+    ):
+        # The agent's command launcher keeps a command task in its own pid namespace; an
+        # executor's tasks are its children, in whatever namespace it has.
+        raise InvalidTask(
+            "'share_pid_namespace' is supported for command tasks only, "
+            "not with an executor or in a task group"
+        )
     if task.executor is not None and any(
         image_of(c) is not None for c in (task.container, task.executor.container)
     ):
@@ -156,6 +173,9 @@ def check_task(
         # The agent runs its own default executor: a command of the framework's would
         # replace it (Mesos refuses the same).
         raise InvalidTask("'ExecutorInfo.command' must not be set for 'DEFAULT' executor")
+    problem = command_problem(executor.command, "Executor's")
+    if problem is not None:
+        raise InvalidTask(problem)
     if eid in known_executors:
         return resources, eid, Resources()
     return resources, eid, parse_task_resources(executor.resources, "executor")

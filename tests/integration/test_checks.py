@@ -103,7 +103,29 @@ def test_an_invalid_check_is_refused_with_task_error(tmp_path):
         await wait_for(lambda: master.updates("bad"), "an update")
         (status,) = master.updates("bad")
         assert status["state"] == "TASK_ERROR"
-        assert "Invalid check" in status["message"]
+        assert status["message"].startswith("Task uses invalid check: ")
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_a_task_being_killed_gets_no_more_check_updates(tmp_path):
+    """As Mesos' executors do, a kill stops the task's checks: while the task takes its time
+    to end after SIGTERM, its check (whose result flips every 0.2 s) reports nothing more."""
+    framework = {**FRAMEWORK, "capabilities": [{"type": "TASK_KILLING_STATE"}]}
+    flipping = "test $(( $(date +%s%N) / 200000000 % 2 )) -eq 0"
+    command = "trap 'sleep 2; exit 0' TERM; while :; do sleep 0.1; done"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        check = {"type": "COMMAND", "command": {"command": {"value": flipping}}}
+        await run_checked(master, "k", command, check, framework)
+        await wait_for(lambda: len(check_updates(master, "k")) >= 3, "changing check results")
+        kill = {"type": "KILL_TASK", "framework_id": FRAMEWORK["id"], "task_id": {"value": "k"}}
+        await master.send(kill)
+        await wait_for(lambda: "TASK_KILLED" in master.states("k"), "TASK_KILLED", 15)
+        states = [(s["state"], s.get("reason")) for s in master.updates("k")]
+        after_kill = states[states.index(("TASK_KILLING", None)) :]
+        assert after_kill[-1][0] == "TASK_KILLED", states
+        assert [s for s in after_kill if s[1] == "REASON_TASK_CHECK_STATUS_UPDATED"] == []
 
     run_scenario(tmp_path, scenario)
 

@@ -284,6 +284,42 @@ def test_pid_namespace_private_tmp_and_loopback_only_network(tmp_path, cgroups_r
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, isolation))
 
 
+def test_share_pid_namespace_keeps_a_command_task_in_the_agents_namespace(tmp_path, cgroups_root):
+    """ContainerInfo.linux_info.share_pid_namespace, as Mesos has it: under namespaces/pid
+    the task stays in the agent's pid namespace, unless the agent disallows it."""
+    host = os.readlink("/proc/self/ns/pid")
+    shared = {"type": "MESOS", "linux_info": {"share_pid_namespace": True}}
+
+    async def launch(master: FakeMaster, task_id: str, container: dict | None) -> dict:
+        task = {
+            "name": task_id,
+            "task_id": {"value": task_id},
+            "agent_id": {"value": AID},
+            "resources": resources(),
+            "command": {"value": "readlink /proc/self/ns/pid > ns.txt"},
+            **({"container": container} if container else {}),
+        }
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        return await wait_for(lambda: terminal(master, task_id), f"{task_id} to end", 20)
+
+    async def allowed(master: FakeMaster, agent: AgentProcess) -> None:
+        assert (await launch(master, "shared", shared))["state"] == "TASK_FINISHED"
+        assert (await launch(master, "own", None))["state"] == "TASK_FINISHED"
+        assert (sandbox(tmp_path, "shared") / "ns.txt").read_text().strip() == host
+        assert (sandbox(tmp_path, "own") / "ns.txt").read_text().strip() != host
+
+    async def disallowed(master: FakeMaster, agent: AgentProcess) -> None:
+        status = await launch(master, "refused", shared)
+        assert status["state"] == "TASK_FAILED", status
+        assert "--disallow_sharing_agent_pid_namespace" in status["message"]
+
+    isolation = "cgroups/mem,namespaces/pid"
+    run_scenario(tmp_path, allowed, agent_flags=flags(cgroups_root, isolation))
+    refusing = flags(cgroups_root, isolation, "--disallow_sharing_agent_pid_namespace")
+    (tmp_path / "b").mkdir()
+    run_scenario(tmp_path / "b", disallowed, agent_flags=refusing)
+
+
 def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
     secret = base64.b64encode(b"s3cret value").decode()
     nobody = {**FRAMEWORK, "user": "nobody"}

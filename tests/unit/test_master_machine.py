@@ -547,3 +547,57 @@ def test_a_default_executor_with_a_command_of_its_own_is_refused():
     assert status["state"] == "TASK_ERROR"
     assert "'ExecutorInfo.command' must not be set for 'DEFAULT' executor" in status["message"]
     assert h.agent_messages("c1", internal.RunTaskGroup) == []
+
+
+def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
+    """Limits, a bad environment and a ContainerInfo field butte does not implement are each
+    TASK_ERROR from the master (Mesos' messages), in a LAUNCH and in a LAUNCH_GROUP."""
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    limited = {**command_task("lim", offer), "limits": {"mem": {"value": 256}}}
+    capped = {
+        **command_task("cap", offer),
+        "container": {"type": "MESOS", "rlimit_info": {"rlimits": []}},
+    }
+    h.call(fid, stream, launch_body(offer, limited, capped, refuse_seconds=0))
+    messages = {s["task_id"]["value"]: s for s in h.updates(stream)}
+    assert messages["lim"]["state"] == "TASK_ERROR"
+    assert messages["lim"]["message"] == "Agent is not capable of handling task resource limits"
+    assert "'posix/rlimits'" in messages["cap"]["message"]
+    assert h.agent_messages("c1", internal.RunTask) == []
+
+    h.allocate()
+    [offer] = h.offers(stream)
+    member = command_task("m", offer)
+    member["command"]["environment"] = {"variables": [{"name": "X", "type": "VALUE"}]}
+    executor = {"executor_id": {"value": "g1"}, "type": "DEFAULT"}
+    group = {"executor": executor, "task_group": {"tasks": [member]}}
+    body = {
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
+            "filters": {"refuse_seconds": 0},
+        },
+    }
+    h.call(fid, stream, body)
+    [status] = h.updates(stream)
+    assert status["state"] == "TASK_ERROR"
+    assert status["message"] == (
+        "Task's `CommandInfo` is invalid: "
+        "Environment variable 'X' of type 'VALUE' must have a value set"
+    )
+    assert h.agent_messages("c1", internal.RunTaskGroup) == []
+
+    h.allocate()
+    [offer] = h.offers(stream)
+    member = command_task("m2", offer)
+    shared = {"type": "MESOS", "linux_info": {"share_pid_namespace": True}}
+    group = {"executor": {**executor, "container": shared}, "task_group": {"tasks": [member]}}
+    body["accept"] = {
+        "offer_ids": [offer["id"]],
+        "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
+    }
+    h.call(fid, stream, body)
+    [status] = h.updates(stream)
+    assert "'share_pid_namespace' is supported for command tasks only" in status["message"]

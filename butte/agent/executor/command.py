@@ -584,6 +584,9 @@ class Executor:
                 task.kill_deadline = min(task.kill_deadline, deadline)
             return
         task.killed = True
+        # A task being killed gets no more check results, as with Mesos' executors: its
+        # running probe is stopped and no new one starts.
+        self._stop_check(task, kill=True)
         if self.task_killing_state:
             self.send_update(task, "TASK_KILLING")
         self._signal_task(task, _signal.SIGTERM)
@@ -803,7 +806,7 @@ class Executor:
         """Starts due check probes and ends those past their timeout."""
         for task in self.tasks.values():
             check = task.check
-            if check is None or task.terminal_uuid is not None:
+            if check is None or task.terminal_uuid is not None or task.killed:
                 continue
             if check.pid is not None:
                 if check.deadline is not None and now >= check.deadline:
@@ -874,12 +877,11 @@ class Executor:
     ) -> None:
         """Reports a changed check result (the task's state, with ``check_status``)."""
         check = task.check
-        if check is None or task.terminal_uuid is not None:
+        if check is None or task.terminal_uuid is not None or task.killed:
             return
         if check.result(check_runs.result_status(check.spec, status, output), now) is not None:
             # Changed: the update carries it, as every update carries the last result.
-            state = "TASK_KILLING" if task.killed and self.task_killing_state else "TASK_RUNNING"
-            self.send_update(task, state, reason=check_runs.REASON)
+            self.send_update(task, "TASK_RUNNING", reason=check_runs.REASON)
 
     # -- health checks -----------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class IsolationOptions:
     enforce_container_disk_quota: bool = False
     container_disk_watermark_interval: float = 15.0
     nvidia_gpu_devices: tuple[int, ...] | None = None
+    disallow_sharing_agent_pid_namespace: bool = False
 
 
 LimitCallback = Callable[[str, Limitation], None]

@@ -1,0 +1,191 @@
+"""The master's checks of TaskInfo fields and ContainerInfo fields butte does not implement:
+each bad value is refused with the Mesos master's message, never run as if absent."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+import pytest
+
+from butte.core.container_info import container_problem, shares_pid_namespace
+from butte.core.messages import TaskInfo
+from butte.core.task_validation import check_problem, health_check_problem, task_fields_problem
+
+
+def task(**fields: Any) -> TaskInfo:
+    raw = {
+        "name": "t",
+        "task_id": {"value": "t"},
+        "agent_id": {"value": "a"},
+        "command": {"value": "true"},
+        **fields,
+    }
+    return msgspec.convert(raw, TaskInfo)
+
+
+def secret(data: bytes) -> dict:
+    return {"type": "VALUE", "value": {"data": base64.b64encode(data).decode()}}
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ({"name": "S", "type": "UNKNOWN", "value": "x"}, "of type 'UNKNOWN' is not allowed"),
+        ({"name": "S", "type": "VALUE"}, "'S' of type 'VALUE' must have a value set"),
+        (
+            {"name": "S", "value": "v", "secret": secret(b"x")},
+            "'S' of type 'VALUE' must not have a secret set",
+        ),
+        ({"name": "S", "type": "SECRET"}, "'S' of type 'SECRET' must have a secret set"),
+        (
+            {"name": "S", "type": "SECRET", "value": "v", "secret": secret(b"x")},
+            "'S' of type 'SECRET' must not have a value set",
+        ),
+        (
+            {"name": "S", "type": "SECRET", "secret": secret(b"a\x00b")},
+            "'S' specifies a secret containing null bytes",
+        ),
+        (
+            {"name": "S", "type": "SECRET", "secret": {"type": "VALUE"}},
+            "Secret of type VALUE must have the 'value' field set",
+        ),
+    ],
+)
+def test_bad_environment_variables_are_refused(variable: dict, message: str) -> None:
+    problem = task_fields_problem(
+        task(command={"value": "true", "environment": {"variables": [variable]}})
+    )
+    assert problem is not None
+    assert problem.startswith("Task's `CommandInfo` is invalid: ") and message in problem
+
+
+def test_good_environment_variables_pass() -> None:
+    variables = [
+        {"name": "A", "value": ""},
+        {"name": "B", "type": "SECRET", "secret": secret(b"s3cret")},
+        {
+            "name": "C",
+            "type": "SECRET",
+            "secret": {"type": "REFERENCE", "reference": {"name": "r"}},
+        },
+    ]
+    assert (
+        task_fields_problem(
+            task(command={"value": "true", "environment": {"variables": variables}})
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"kill_policy": {"grace_period": {"nanoseconds": -5}}},
+            "'kill_policy.grace_period' must be non-negative",
+        ),
+        (
+            {"max_completion_time": {"nanoseconds": -1}},
+            "`max_completion_time` must be non-negative",
+        ),
+        (
+            {"limits": {"mem": {"value": 256}}},
+            "Agent is not capable of handling task resource limits",
+        ),
+        (
+            {"check": {"type": "HTTP", "http": {"port": 1, "path": "x"}}},
+            "Task uses invalid check: The path 'x'",
+        ),
+        ({"check": {"http": {"port": 1}}}, "CheckInfo must specify 'type'"),
+        (
+            {"check": {"type": "TCP", "tcp": {"port": 1}, "delay_seconds": -1}},
+            "'delay_seconds' to be non-negative",
+        ),
+        ({"health_check": {"command": {"value": "true"}}}, "HealthCheck must specify 'type'"),
+        (
+            {"health_check": {"type": "HTTP", "http": {"port": 1, "scheme": "ftp"}}},
+            "Task uses invalid health check: Unsupported HTTP health check scheme: 'ftp'",
+        ),
+        (
+            {
+                "health_check": {
+                    "type": "COMMAND",
+                    "command": {"value": "true"},
+                    "grace_period_seconds": -1,
+                }
+            },
+            "'grace_period_seconds' to be non-negative",
+        ),
+        (
+            {"health_check": {"type": "COMMAND", "command": {"shell": False}}},
+            "must contain 'executable path'",
+        ),
+    ],
+)
+def test_bad_task_fields_are_refused_with_the_mesos_message(fields: dict, message: str) -> None:
+    problem = task_fields_problem(task(**fields))
+    assert problem is not None and message in problem
+
+
+def test_valid_checks_pass() -> None:
+    assert check_problem({"type": "COMMAND", "command": {"command": {"value": "true"}}}) is None
+    assert check_problem({"type": "HTTP", "http": {"port": 8080, "path": "/ok"}}) is None
+    assert health_check_problem({"type": "TCP", "tcp": {"port": 9}, "interval_seconds": 1}) is None
+    assert task_fields_problem(task(kill_policy={"grace_period": {"nanoseconds": 0}})) is None
+
+
+@pytest.mark.parametrize(
+    ("container", "message"),
+    [
+        (
+            {
+                "type": "MESOS",
+                "linux_info": {"effective_capabilities": {"capabilities": ["NET_ADMIN"]}},
+            },
+            "'linux/capabilities'",
+        ),
+        (
+            {"type": "MESOS", "linux_info": {"capability_info": {"capabilities": []}}},
+            "'linux/capabilities'",
+        ),
+        ({"type": "MESOS", "linux_info": {"seccomp": {"unconfined": True}}}, "'linux/seccomp'"),
+        ({"type": "MESOS", "linux_info": {"ipc_mode": "PRIVATE"}}, "'namespaces/ipc'"),
+        (
+            {"type": "MESOS", "linux_info": {"share_cgroups": False}},
+            "Only tasks in a task group may have 'share_cgroups'",
+        ),
+        (
+            {
+                "type": "MESOS",
+                "rlimit_info": {"rlimits": [{"type": "RLMT_NOFILE", "soft": 1, "hard": 1}]},
+            },
+            "'posix/rlimits'",
+        ),
+        ({"type": "MESOS", "tty_info": {}}, "tty_info is not supported for tasks"),
+        ({"type": "MESOS", "hostname": "box"}, "ContainerInfo.hostname"),
+        ({"type": "MESOS", "network_infos": [{"name": "cni-net"}]}, "'network/cni'"),
+    ],
+)
+def test_container_fields_butte_does_not_implement_are_refused(
+    container: dict, message: str
+) -> None:
+    problem = container_problem(container)
+    assert problem is not None and message in problem
+
+
+def test_container_fields_that_ask_for_what_butte_does_pass() -> None:
+    for container in (
+        {"type": "MESOS", "linux_info": {"share_pid_namespace": True, "share_cgroups": True}},
+        {"type": "MESOS", "linux_info": {"ipc_mode": "SHARE_PARENT"}},
+        {"type": "MESOS", "network_infos": [{"labels": {"labels": []}}]},
+    ):
+        assert container_problem(container) is None
+    assert "task group share" in (
+        container_problem({"type": "MESOS", "linux_info": {"share_cgroups": False}}, in_group=True)
+        or ""
+    )
+    assert shares_pid_namespace({"linux_info": {"share_pid_namespace": True}})
+    assert not shares_pid_namespace({"linux_info": {"share_pid_namespace": False}})
+    assert not shares_pid_namespace(None)
