@@ -212,9 +212,9 @@ class SandboxFiles:
 
     async def http_read(self, request: web.Request) -> web.Response:
         try:
-            offset = _int_param(request, "offset", 0)
+            offset = _int_param(request, "offset", -1)
             length = _int_param(request, "length", None)
-            if offset == -1:  # Mesos: answers the file's size
+            if offset == -1:  # Mesos (also without an offset): answers the file's size
                 size, _ = self.read(request.query.get("path"), 0, 0)
                 return _json({"data": "", "offset": size})
             size, data = self.read(request.query.get("path"), offset, length)

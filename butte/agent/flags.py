@@ -96,10 +96,25 @@ def read_credential(path: str | None) -> tuple[str, str] | None:
         raise ValueError(f"--credential {path}: {e}") from None
 
 
-def resources_flag(text: str) -> Resources:
-    """argparse type: Mesos resources text or JSON array (GPUs only whole, as Mesos')."""
+def file_value(text: str) -> str:
+    """A flag's value, or with a ``file://`` prefix the contents of that file, as Mesos
+    reads its flags; argparse.ArgumentTypeError if the file cannot be read."""
+    if not text.startswith("file://"):
+        return text
+    path = text[len("file://") :]
     try:
-        resources = parse_resources_text(text)
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {reason}") from None
+
+
+def resources_flag(text: str) -> Resources:
+    """argparse type: Mesos resources text or JSON array, or ``file://`` a file holding one
+    (GPUs only whole, as Mesos')."""
+    try:
+        resources = parse_resources_text(file_value(text))
     except ResourceError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     gpus = resources.scalar("gpus")
@@ -109,17 +124,18 @@ def resources_flag(text: str) -> Resources:
 
 
 def attributes_flag(text: str) -> tuple[Attribute, ...]:
-    """argparse type: ``name:value;...`` attributes."""
+    """argparse type: ``name:value;...`` attributes, or ``file://`` a file holding them."""
     try:
-        return parse_attributes(text)
+        return parse_attributes(file_value(text))
     except ResourceError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def environment_flag(text: str) -> dict[str, str]:
-    """argparse type: a JSON object of environment variables."""
+    """argparse type: a JSON object of environment variables, or ``file://`` a file
+    holding one."""
     try:
-        value = json.loads(text)
+        value = json.loads(file_value(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
@@ -156,8 +172,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--resources",
         type=resources_flag,
         default=None,
-        help="total resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]' or a JSON array; "
-        "cpus/mem/disk/ports not given are detected",
+        help="total resources, e.g. 'cpus:4;mem:2048;ports:[31000-32000]' or a JSON array, "
+        "or file:///path holding either; cpus/mem/disk/ports not given are detected",
     )
     add("--attributes", type=attributes_flag, default=(), help="e.g. 'rack:r1;zone:a'")
     add(
@@ -531,9 +547,8 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=True,
-        help="run tasks as their CommandInfo.user (else FrameworkInfo.user), as Mesos does by "
-        "default; needs the agent to run as root, else tasks of other users fail "
-        "(docs/isolation.md)",
+        help="run tasks as their CommandInfo.user (else FrameworkInfo.user), as Mesos does; "
+        "needs the agent to run as root, else tasks of other users fail (docs/isolation.md)",
     )
 
 

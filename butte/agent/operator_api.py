@@ -189,8 +189,29 @@ class AgentOperatorApi:
         )
 
     async def containers(self, request: web.Request) -> web.Response:
-        """Legacy ``/containers``: the running containers with their statistics."""
-        return _json(await self._containers())
+        """Legacy ``/containers``: the running containers with their statistics; as in
+        Mesos, ``?container_id=``, ``?framework_id=`` or ``?framework_id=&executor_id=``
+        select some (400 for another combination)."""
+        query = request.query
+        container_id = query.get("container_id")
+        framework_id = query.get("framework_id")
+        executor_id = query.get("executor_id")
+        if (container_id is not None and (framework_id, executor_id) != (None, None)) or (
+            executor_id is not None and framework_id is None
+        ):
+            return web.Response(
+                status=400,
+                text="Supported query parameters are container_id only, framework_id only, "
+                "or executor_id and framework_id only",
+            )
+        selected = [
+            c
+            for c in await self._containers()
+            if container_id in (None, c["container_id"])
+            and framework_id in (None, c["framework_id"])
+            and executor_id in (None, c["executor_id"])
+        ]
+        return _json(selected)
 
     async def monitor_statistics(self, request: web.Request) -> web.Response:
         """Legacy ``/monitor/statistics`` (Mesos 1.x; read by monitoring agents such as

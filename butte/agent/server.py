@@ -88,6 +88,7 @@ from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
 from butte.core.messages import ExecutorCall, to_builtins
 from butte.core.resources import Attribute, Resources, parse_resources
 from butte.core.tls_listener import TlsListen, plain_paths_only
+from butte.master.http import jsonp_middleware
 
 if TYPE_CHECKING:
     from butte.coord.detector import LeaderDetector
@@ -308,7 +309,7 @@ class AgentServer:
         loop = asyncio.get_running_loop()
         # Before anything is bound: an isolator this machine lacks stops the start.
         isolation = self._isolation(loop)
-        app = web.Application(client_max_size=16 << 20)
+        app = web.Application(client_max_size=16 << 20, middlewares=[jsonp_middleware])
         if self.options.tls is not None and not self.options.tls.downgrade:
             # Executors of this machine speak plain HTTP to the executor API, nobody else.
             app.middlewares.append(plain_paths_only(EXECUTOR_PATHS))

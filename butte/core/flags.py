@@ -71,7 +71,8 @@ class _Negation(argparse.Action):
 
 def add_negations(parser: argparse.ArgumentParser) -> None:
     """Adds ``--no-<flag>`` to every boolean flag of ``parser`` that lacks it, and names it
-    in the flag's help. Call it after the command's flags are all declared."""
+    and the flag's default (``true``/``false``) in the flag's help. Call it after the
+    command's flags are all declared."""
     taken = parser._option_string_actions
     for action in list(parser._actions):
         if not is_boolean_flag(action):
@@ -82,7 +83,11 @@ def add_negations(parser: argparse.ArgumentParser) -> None:
             continue  # declared already (or added by an earlier call)
         parser.add_argument(*negations, action=_Negation, dest=action.dest, flag=longs[0])
         if action.help is not argparse.SUPPRESS:
-            action.help = f"{action.help or ''} ({', '.join(negations)} means false)".lstrip()
+            text = action.help or ""
+            if "default" not in text.lower():
+                # Mesos' spelling (true/false), where argparse would print True/False.
+                text += f" (default: {'true' if action.default else 'false'})"
+            action.help = f"{text} ({', '.join(negations)} means false)".lstrip()
 
 
 def duration_text(seconds: float) -> str:

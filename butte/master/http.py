@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -147,17 +148,41 @@ def text_reply(
     return web.Response(status=status, text=message, headers=headers)
 
 
+def _jsonp_reply(callback: str, data: bytes, status: int, headers: Any = ()) -> web.Response:
+    if not callback.replace("_", "").replace(".", "").isalnum():
+        return text_reply(400, "Invalid 'jsonp' callback name")
+    response = web.Response(
+        status=status, body=callback.encode() + b"(" + data + b");", content_type="text/javascript"
+    )
+    for name, value in headers:
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers.add(name, value)
+    return response
+
+
 def json_reply(body: object, status: int = 200, jsonp: str | None = None) -> web.Response:
     data = encode_json(body)
     if jsonp:
-        if not jsonp.replace("_", "").replace(".", "").isalnum():
-            return text_reply(400, "Invalid 'jsonp' callback name")
-        return web.Response(
-            status=status,
-            body=jsonp.encode() + b"(" + data + b");",
-            content_type="text/javascript",
-        )
+        return _jsonp_reply(jsonp, data, status)
     return web.Response(status=status, body=data, content_type="application/json")
+
+
+@web.middleware
+async def jsonp_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answers a GET with ``?jsonp=<callback>`` by ``<callback>(<json>);`` as text/javascript
+    wherever the endpoint's reply is JSON, as every Mesos JSON endpoint does (Mesos' web UI
+    reads agents' endpoints this way, from another origin)."""
+    response = await handler(request)
+    callback = request.query.get("jsonp")
+    if (
+        not callback
+        or request.method != "GET"
+        or type(response) is not web.Response
+        or response.content_type != "application/json"
+        or not isinstance(response.body, bytes)
+    ):
+        return response
+    return _jsonp_reply(callback, response.body, response.status, response.headers.items())
 
 
 def api_request_error(

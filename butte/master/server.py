@@ -64,6 +64,7 @@ from butte.master.http import (
     RecordStream,
     api_request_error,
     json_reply,
+    jsonp_middleware,
     read_api_body,
     text_reply,
 )
@@ -198,7 +199,7 @@ class MasterServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[jsonp_middleware])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()

@@ -44,7 +44,9 @@ def env(tmp_path_factory) -> Iterator[dict]:
             lambda: (
                 "line2"
                 in requests.get(
-                    agent + "/files/read", params={"path": virtual + "/stdout"}, timeout=5
+                    agent + "/files/read",
+                    params={"path": virtual + "/stdout", "offset": 0},
+                    timeout=5,
                 ).text
             ),
             what="hostile task set up",
@@ -79,12 +81,16 @@ def test_virtual_and_real_paths_browse_the_sandbox(env):
 
 def test_reading_with_offsets_and_lengths(env):
     agent, path = env["agent"], env["virtual"] + "/stdout"
-    assert get(agent, "read", path=path).json() == {"data": "line1\nline2\n", "offset": 0}
+    whole = {"data": "line1\nline2\n", "offset": 0}
+    assert get(agent, "read", path=path, offset=0).json() == whole
     assert get(agent, "read", path=path, offset=6, length=5).json()["data"] == "line2"
     assert get(agent, "read", path=path, offset=-1).json() == {"data": "", "offset": 12}
+    # Without an offset, as with -1 (Mesos): the size only.
+    assert get(agent, "read", path=path).json() == {"data": "", "offset": 12}
     assert get(agent, "read", path=path, offset=10**12).json()["data"] == ""
-    assert get(agent, "read", path=path, length=10**12).json()["data"] == "line1\nline2\n"
-    assert get(agent, "read", path=env["virtual"] + "/ok-link").json()["data"] == "inner\n"
+    assert get(agent, "read", path=path, offset=0, length=10**12).json() == whole
+    link = env["virtual"] + "/ok-link"
+    assert get(agent, "read", path=link, offset=0).json()["data"] == "inner\n"
     assert get(agent, "download", path=path).content == b"line1\nline2\n"
     for params in (
         {"offset": "abc"},
@@ -136,7 +142,7 @@ def test_another_frameworks_sandbox_is_only_reachable_by_its_own_path(env):
         == 403
     )
     # ... while the neighbour's own sandbox path serves it.
-    own = get(agent, "read", path=env["neighbour_real"] + "/stdout").json()
+    own = get(agent, "read", path=env["neighbour_real"] + "/stdout", offset=0).json()
     assert own["data"] == "neighbour-secret\n"
 
 

@@ -4,6 +4,7 @@ stream, the legacy endpoints and the metrics endpoints, with bad input of every 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -327,6 +328,55 @@ def test_legacy_endpoints(master):
     assert requests.post(master + "/master/teardown", data={}).status_code == 400
     unknown = requests.post(master + "/master/teardown", data={"frameworkId": "nope"})
     assert unknown.status_code == 400
+
+
+def test_json_endpoints_of_agent_and_master_answer_jsonp(master, agent):
+    """Every JSON endpoint wraps its reply for ?jsonp=, as Mesos' do: Mesos' web UI reads an
+    agent's state, statistics, sandbox listings and metrics that way."""
+    sleeper(master)
+    state = requests.get(agent + "/state", timeout=5).json()
+    (framework,) = [f for f in state["frameworks"] if f["executors"]]
+    directory = framework["executors"][0]["directory"]
+    for url, params in (
+        (agent + "/state", {}),
+        (agent + "/slave(1)/state", {}),
+        (agent + "/monitor/statistics", {}),
+        (agent + "/containers", {}),
+        (agent + "/files/browse", {"path": directory}),
+        (agent + "/files/read", {"path": directory + "/stdout", "offset": 0}),
+        (agent + "/metrics/snapshot", {}),
+        (agent + "/flags", {}),
+        (master + "/metrics/snapshot", {}),
+        (master + "/master/state", {}),
+    ):
+        plain = requests.get(url, params=params, timeout=5)
+        wrapped = requests.get(url, params={**params, "jsonp": "angular.callbacks._0"}, timeout=5)
+        assert plain.status_code == wrapped.status_code == 200, url
+        assert wrapped.headers["Content-Type"].startswith("text/javascript"), url
+        text = wrapped.text
+        assert text.startswith("angular.callbacks._0(") and text.endswith(");"), url
+        inner = json.loads(text[len("angular.callbacks._0(") : -2])
+        assert type(inner) is type(plain.json()), url
+    bad = requests.get(agent + "/state", params={"jsonp": "alert(1)//"}, timeout=5)
+    assert bad.status_code == 400
+
+
+def test_agent_containers_endpoint_selects_by_its_query(master, agent):
+    sleeper(master)
+    every = requests.get(agent + "/containers", timeout=5).json()
+    mine = every[0]
+    cid, fid, eid = mine["container_id"], mine["framework_id"], mine["executor_id"]
+    for params in (
+        {"container_id": cid},
+        {"framework_id": fid, "executor_id": eid},
+    ):
+        found = requests.get(agent + "/containers", params=params, timeout=5).json()
+        assert [c["container_id"] for c in found] == [cid], params
+    by_framework = requests.get(agent + "/containers", params={"framework_id": fid}).json()
+    assert cid in {c["container_id"] for c in by_framework}
+    assert requests.get(agent + "/containers", params={"container_id": "nope"}).json() == []
+    for bad in ({"executor_id": eid}, {"container_id": cid, "framework_id": fid}):
+        assert requests.get(agent + "/containers", params=bad, timeout=5).status_code == 400
 
 
 def test_legacy_teardown_by_form(env, master):

@@ -77,6 +77,27 @@ def test_bad_flag_values_are_argparse_errors(capsys):
     assert "invalid" in capsys.readouterr().err
 
 
+def test_file_urls_give_a_flags_value_from_a_file(tmp_path, capsys):
+    """As Mesos reads them: --resources=file:///path (text or JSON), and the same for the
+    attributes and the executors' environment."""
+    (tmp_path / "resources.json").write_text(
+        '[{"name": "cpus", "type": "SCALAR", "scalar": {"value": 3}}]\n'
+    )
+    (tmp_path / "attributes").write_text("rack:r7\n")
+    (tmp_path / "env.json").write_text('{"LD_LIBRARY_PATH": "/opt/lib"}')
+    args = parse(
+        f"--resources=file://{tmp_path}/resources.json",
+        f"--attributes=file://{tmp_path}/attributes",
+        f"--executor_environment_variables=file://{tmp_path}/env.json",
+    )
+    assert args.resources.scalar("cpus") == 3
+    assert [(a.name, a.value) for a in args.attributes] == [("rack", "r7")]
+    assert args.executor_environment_variables == {"LD_LIBRARY_PATH": "/opt/lib"}
+    with pytest.raises(SystemExit):
+        parse(f"--resources=file://{tmp_path}/missing")
+    assert f"cannot read {tmp_path}/missing: No such file or directory" in capsys.readouterr().err
+
+
 def test_given_resources_override_detected_ones(tmp_path):
     total = flags.total_resources(parse_resources("cpus:2;gpus:1"), str(tmp_path))
     assert total.scalar("cpus") == 2 and total.scalar("gpus") == 1

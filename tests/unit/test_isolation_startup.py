@@ -46,6 +46,15 @@ def test_an_alias_is_its_isolator_and_counts_once_beside_it():
         parse_isolation("posix/disk,posix/disk")
 
 
+def test_mesos_deprecated_whole_values_stand_for_their_pairs(caplog):
+    assert parse_isolation("process") == ["posix/cpu", "posix/mem"]
+    assert parse_isolation(" cgroups ") == ["cgroups/cpu", "cgroups/mem"]
+    assert "--isolation=cgroups is deprecated" in caplog.text
+    # Only as the whole value, as in Mesos: beside other names it is still unknown.
+    with pytest.raises(IsolatorUnavailable, match="unknown isolator"):
+        parse_isolation("process,disk/du")
+
+
 def test_a_mesos_isolator_butte_lacks_is_refused_as_such_not_as_a_typo():
     with pytest.raises(IsolatorUnavailable) as refused:
         parse_isolation("cgroups/mem,namespaces/ipc")

@@ -21,7 +21,8 @@ them:
 `parse_isolation` checks the flag's names (agent start-up stops with exit status 2 on an
 unknown one): besides butte's isolators it takes Mesos' other names of them (`ALIASES`),
 Mesos isolators whose work butte always does (`ALWAYS_ON`: nothing is built for them) and
-`CGROUPS_ALL`; a Mesos isolator butte lacks (`MESOS_ONLY`) is refused as such, not as a
+`CGROUPS_ALL` (and, as a whole value, Mesos' deprecated `process` and `cgroups`: `DEPRECATED`);
+a Mesos isolator butte lacks (`MESOS_ONLY`) is refused as such, not as a
 typo. `build` turns the names into isolator objects, failing with `IsolatorUnavailable`
 (agent start-up stops with its message, exit status 1) when the machine cannot provide one.
 """
@@ -158,6 +159,10 @@ MESOS_ONLY = frozenset(
 )
 
 
+# Whole --isolation values of old Mesos versions, and what they stand for.
+DEPRECATED = {"process": "posix/cpu,posix/mem", "cgroups": "cgroups/cpu,cgroups/mem"}
+
+
 def known_isolators() -> list[str]:
     """Every name --isolation accepts: butte's isolators, `ALIASES`, `ALWAYS_ON` and
     `CGROUPS_ALL`."""
@@ -170,6 +175,15 @@ def parse_isolation(text: str) -> list[str]:
     names left out (nothing to build), `CGROUPS_ALL` kept for `build`. Raises
     `IsolatorUnavailable` for an unknown name (with the names known), a Mesos isolator
     butte does not implement, a name given twice, or two filesystem isolators."""
+    if text.strip() in DEPRECATED:
+        # Mesos' old whole-flag values, taken with a warning as Mesos takes them.
+        replacement = DEPRECATED[text.strip()]
+        log.warning(
+            "--isolation=%s is deprecated, please update your flags to --isolation=%s",
+            text.strip(),
+            replacement,
+        )
+        text = replacement
     names = [n.strip() for n in text.split(",") if n.strip()]
     known = _registry()
     unknown = [
