@@ -152,7 +152,9 @@ class AcceptEvents(OperationEvents):
         launched_ids.add(task.task_id.value)
         if task.executor is not None and exec_res and eid is not None:
             self._add_executor(fw, agent, task.executor, role, exec_res)
-        self._add_task(fw, agent, task, role, res, eid, now)
+        # A command task has no executor of its own in the master's views (Mesos leaves
+        # its executor_id empty); a group's members name the group's executor.
+        self._add_task(fw, agent, task, role, res, eid if task.executor else None, now)
         self._send_agent(agent, internal.RunTask(framework=fw.info, task=task))
 
     def _launch_group(
@@ -256,7 +258,7 @@ class AcceptEvents(OperationEvents):
             role=role,
             resources=res,
             state=task_states.STAGING,
-            executor_id=eid if info.executor is not None else None,
+            executor_id=eid,
             info=info,
         )
         fw.tasks[tid] = task

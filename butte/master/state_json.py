@@ -143,7 +143,7 @@ def legacy_framework(
             render(t) for t in fw.completed_tasks if t.state != task_states.UNREACHABLE
         ],
         "offers": [_legacy_offer(machine, o) for o in sorted(fw.offers) if o in machine.offers],
-        "executors": [],
+        "executors": _legacy_executors(machine, fw),
         "labels": to_builtins(info.labels).get("labels", []) if info.labels else [],
     }
     if fw.reregistered_time is not None:
@@ -154,6 +154,27 @@ def legacy_framework(
         out["roles"] = list(info.roles)
     else:
         out["role"] = info.role or "*"
+    return out
+
+
+def _legacy_executors(machine: MasterMachine, fw: Framework) -> list[dict[str, Any]]:
+    """The framework's custom and default executors, as Mesos' state lists them: the
+    ExecutorInfo with its resources as a map and the agent's id (``slave_id``)."""
+    out = []
+    for agent_id, executor_ids in fw.executors.items():
+        agent = machine.agents.get(agent_id)
+        for eid in sorted(executor_ids):
+            ex = agent.executors.get((fw.framework_id, eid)) if agent is not None else None
+            if ex is None:
+                continue
+            entry = to_builtins(ex.info)
+            entry["executor_id"] = eid
+            entry["framework_id"] = fw.framework_id
+            entry["name"] = ex.info.name or ""
+            entry["resources"] = legacy_map(ex.resources)
+            entry["role"] = ex.role
+            entry["slave_id"] = agent_id
+            out.append(entry)
     return out
 
 

@@ -601,3 +601,38 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     h.call(fid, stream, body)
     [status] = h.updates(stream)
     assert "'share_pid_namespace' is supported for command tasks only" in status["message"]
+
+
+def test_legacy_state_lists_a_groups_executor_and_its_members_name_it():
+    """/master/state, as Mesos': a task group's members carry their executor's id and the
+    framework's ``executors`` list it with its agent; a command task's executor_id is empty."""
+    from butte.master.state_json import legacy_framework
+
+    h, agent_id, fid, stream, offers = _cluster()
+    offer = offers[0]
+    member = command_task("m", offer, resources="cpus:0.5;mem:64")
+    plain = command_task("plain", offer, resources="cpus:0.5;mem:64")
+    executor = {
+        "executor_id": {"value": "g1"},
+        "type": "DEFAULT",
+        "name": "group",
+        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+    }
+    group = {"executor": executor, "task_group": {"tasks": [member]}}
+    launch = {"type": "LAUNCH", "launch": {"task_infos": [plain]}}
+    body = {
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}, launch],
+        },
+    }
+    assert h.call(fid, stream, body).status == 202
+    state = legacy_framework(h.master, h.master.frameworks[fid])
+    by_id = {t["id"]: t for t in state["tasks"]}
+    assert by_id["m"]["executor_id"] == "g1"
+    assert by_id["plain"]["executor_id"] == ""
+    [listed] = state["executors"]
+    assert listed["executor_id"] == "g1" and listed["slave_id"] == agent_id
+    assert listed["name"] == "group" and listed["framework_id"] == fid
+    assert listed["resources"]["cpus"] == 0.1
