@@ -18,12 +18,21 @@ if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
 
 
-def legacy_resources(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """A JSON Resource list as the legacy name -> value map (empty map if unparsable)."""
+def _parsed(resources: list[dict[str, Any]]) -> Resources:
+    """A JSON Resource list parsed (empty if unparsable)."""
     try:
-        return Resources.from_json(resources).to_legacy_map()
+        return Resources.from_json(resources)
     except (ResourceError, TypeError, ValueError, AttributeError):
-        return Resources().to_legacy_map()
+        return Resources()
+
+
+def _role(resources: list[dict[str, Any]]) -> str | None:
+    """The role its resources are allocated to (a task's or executor's are all of one)."""
+    for resource in resources:
+        info = resource.get("allocation_info") if isinstance(resource, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("role"), str):
+            return info["role"]
+    return None
 
 
 def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> dict[str, Any]:
@@ -37,9 +46,12 @@ def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> d
         "executor_id": "" if ex.kind == COMMAND else ex.id,
         "slave_id": agent.agent_id or "",
         "state": task.state,
-        "resources": legacy_resources(info.resources),
+        "resources": _parsed(info.resources).to_legacy_map(),
         "statuses": [_status_json(s) for s in task.statuses],
     }
+    role = _role(info.resources)
+    if role is not None:
+        out["role"] = role
     for name in ("labels", "discovery", "container"):
         value = getattr(info, name)
         if value is not None:
@@ -60,6 +72,11 @@ def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str,
     """One executor with its tasks (launched, queued, completed)."""
     info = ex.info
     live = [t for t in ex.tasks.values() if not ts.is_terminal(t.state)]
+    # What the executor holds, as Mesos shows it: its own resources and its tasks'.
+    allocated = _parsed(info.resources)
+    for t in live:
+        allocated = allocated + _parsed(t.info.resources)
+    role = _role(info.resources)
     return {
         "id": ex.id,
         "name": info.name or "",
@@ -67,7 +84,8 @@ def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str,
         "container": ex.container_id,
         "directory": ex.sandbox,
         "type": "CUSTOM" if ex.kind == CUSTOM else "DEFAULT",
-        "resources": legacy_resources(info.resources),
+        "resources": allocated.to_legacy_map(),
+        **({"role": role} if role is not None else {}),
         "tasks": [task_json(agent, fw, ex, t) for t in live if t.launched],
         "queued_tasks": [task_json(agent, fw, ex, t) for t in live if not t.launched],
         "completed_tasks": [

@@ -255,6 +255,38 @@ def test_task_updates_are_retried_until_acked_and_output_lands_in_sandbox(tmp_pa
     run_scenario(tmp_path, scenario, auto_ack=False)
 
 
+def test_state_shows_what_an_executor_holds_and_the_role_of_each(tmp_path):
+    """The agent's /state as Mesos': an executor's ``resources`` are its own and its tasks'
+    (what its container is limited to), and a task names its role."""
+    web = {"allocation_info": {"role": "web"}}
+    resources = [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}, **web},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}, **web},
+    ]
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        task = {
+            "name": "held",
+            "task_id": {"value": "held"},
+            "agent_id": {"value": AID},
+            "resources": resources,
+            "command": {"value": "sleep 30"},
+        }
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        await wait_for(lambda: "TASK_RUNNING" in master.states("held"), "TASK_RUNNING")
+        url = f"http://127.0.0.1:{agent_port(master)}/state"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            state = await response.json()
+        [framework] = state["frameworks"]
+        [executor] = framework["executors"]
+        [task] = executor["tasks"]
+        assert task["role"] == "web" and task["resources"]["cpus"] == 0.5
+        own = executor["resources"]
+        assert own["cpus"] >= 0.5 and own["mem"] >= 64, own
+
+    run_scenario(tmp_path, scenario)
+
+
 def test_kill_task_kills_the_whole_process_tree(tmp_path):
     pids_file = tmp_path / "pids"
     command = (
