@@ -143,6 +143,20 @@ def environment_flag(text: str) -> dict[str, str]:
     return value
 
 
+# The module name Mesos' --container_logger takes for its logrotate logger.
+MESOS_LOGROTATE_MODULE = "org_apache_mesos_LogrotateContainerLogger"
+
+
+def container_logger_flag(text: str) -> str:
+    """argparse type: ``sandbox`` or ``logrotate`` (also by Mesos' module name)."""
+    value = "logrotate" if text == MESOS_LOGROTATE_MODULE else text
+    if value not in ("sandbox", "logrotate"):
+        raise argparse.ArgumentTypeError(
+            f"expected sandbox, logrotate or {MESOS_LOGROTATE_MODULE}, got {text!r}"
+        )
+    return value
+
+
 def boolean(text: str) -> bool:
     """argparse type: true/false, 1/0, yes/no."""
     lowered = text.strip().lower()
@@ -518,9 +532,11 @@ def add_isolation_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--container_logger",
+        type=container_logger_flag,
         default="sandbox",
-        choices=["sandbox", "logrotate"],
-        help="sandbox: stdout/stderr files grow freely; logrotate: rotated by size (--logrotate_*)",
+        help="sandbox: stdout/stderr files grow freely; logrotate (or Mesos' module name "
+        f"{MESOS_LOGROTATE_MODULE}): rotated by size, as set by the --logrotate_* flags "
+        "(butte's own flags for the module's parameters)",
     )
     for stream in ("stdout", "stderr"):
         add(

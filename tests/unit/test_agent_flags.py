@@ -152,3 +152,14 @@ def test_reregistration_timeout_is_capped_like_mesos(capsys):
 
     assert run(parse("--executor_reregistration_timeout=16secs")) == 2
     assert "15secs" in capsys.readouterr().err
+
+
+def test_container_logger_takes_mesos_module_name(capsys):
+    assert parse("--container_logger", flags.MESOS_LOGROTATE_MODULE).container_logger == (
+        "logrotate"
+    )
+    assert parse("--container_logger=logrotate").container_logger == "logrotate"
+    assert parse().container_logger == "sandbox"
+    with pytest.raises(SystemExit):
+        parse("--container_logger=syslog")
+    assert "expected sandbox, logrotate or" in capsys.readouterr().err
