@@ -160,6 +160,35 @@ def _unsupported_problem(container: Mapping[str, Any], in_group: bool) -> str | 
     return None
 
 
+CONTAINER_TYPES = ("MESOS", "DOCKER")
+
+
+def required_fields_problem(container: Any) -> str | None:
+    """Why a ContainerInfo could not even be parsed as Mesos parses it: its required
+    ``type`` and each volume's required ``container_path`` and ``mode`` missing, or an enum
+    name there that does not exist. A scheduler call holding one is refused whole (400),
+    as Mesos fails to parse it (docs/protocol.md §0.1)."""
+    if container is None:
+        return None
+    if not isinstance(container, Mapping):
+        return "ContainerInfo must be an object"
+    kind = container.get("type")
+    if kind is None:
+        return "ContainerInfo is missing its required field 'type'"
+    if kind not in CONTAINER_TYPES:
+        return f"ContainerInfo.type '{kind}' is not one of {', '.join(CONTAINER_TYPES)}"
+    volumes = container.get("volumes")
+    for volume in volumes if isinstance(volumes, list) else []:
+        if not isinstance(volume, Mapping):
+            return "a volume of ContainerInfo.volumes is not an object"
+        for field in ("container_path", "mode"):
+            if volume.get(field) is None:
+                return f"a volume is missing its required field '{field}'"
+        if volume["mode"] not in VOLUME_MODES:
+            return f"Volume.mode '{volume['mode']}' is not one of {', '.join(VOLUME_MODES)}"
+    return None
+
+
 def shares_pid_namespace(container: Mapping[str, Any] | None) -> bool:
     """Whether a ContainerInfo asks to share the agent's pid namespace
     (``linux_info.share_pid_namespace``)."""

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +30,13 @@ from butte.core import internal
 from butte.core.clock import Clock, SystemClock
 from butte.core.codec import encode_json, record
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+from butte.core.container_info import required_fields_problem
 from butte.core.ids import IdGenerator
 from butte.core.messages import (
     SCHEDULER_CALL_TYPES,
     SCHEDULER_REQUIRED_PAYLOAD,
     DecodeError,
+    Operation,
     SchedulerCall,
     decode,
 )
@@ -746,4 +748,22 @@ def _validate_call_shape(call: SchedulerCall) -> str | None:
     key = SCHEDULER_REQUIRED_PAYLOAD.get(call.type)
     if key is not None and getattr(call, key) is None:
         return f"Expecting '{key}' to be present"
+    if call.accept is not None:
+        for container in _launched_containers(call.accept.operations):
+            problem = required_fields_problem(container)
+            if problem is not None:
+                return f"Failed to validate scheduler::Call: {problem}"
     return None
+
+
+def _launched_containers(operations: list[Operation]) -> Iterator[Any]:
+    """Every ContainerInfo of the tasks and executors an ACCEPT launches."""
+    for op in operations:
+        tasks = list(op.launch.task_infos) if op.launch is not None else []
+        if op.launch_group is not None:
+            tasks += op.launch_group.task_group.tasks
+            yield op.launch_group.executor.container
+        for task in tasks:
+            yield task.container
+            if task.executor is not None:
+                yield task.executor.container

@@ -189,3 +189,51 @@ def test_container_fields_that_ask_for_what_butte_does_pass() -> None:
     assert shares_pid_namespace({"linux_info": {"share_pid_namespace": True}})
     assert not shares_pid_namespace({"linux_info": {"share_pid_namespace": False}})
     assert not shares_pid_namespace(None)
+
+
+def _accept(container: dict, where: str = "task") -> bytes:
+    """An ACCEPT launching a task with ``container``, or a task group whose executor has it."""
+    import json
+
+    task = {
+        "name": "t",
+        "task_id": {"value": "t"},
+        "agent_id": {"value": "a"},
+        "command": {"value": "true"},
+    }
+    operation: dict[str, Any] = {"type": "LAUNCH", "launch": {"task_infos": [task]}}
+    if where == "task":
+        task["container"] = container
+    else:
+        executor = {"executor_id": {"value": "e"}, "type": "DEFAULT", "container": container}
+        group = {"executor": executor, "task_group": {"tasks": [task]}}
+        operation = {"type": "LAUNCH_GROUP", "launch_group": group}
+    call = {
+        "type": "ACCEPT",
+        "framework_id": {"value": "f"},
+        "accept": {"offer_ids": [{"value": "o"}], "operations": [operation]},
+    }
+    return json.dumps(call).encode()
+
+
+@pytest.mark.parametrize(
+    ("container", "message"),
+    [
+        ({"type": "FOO"}, "ContainerInfo.type 'FOO' is not one of MESOS, DOCKER"),
+        ({"mesos": {}}, "missing its required field 'type'"),
+        (
+            {"type": "MESOS", "volumes": [{"container_path": "/x", "mode": "RX"}]},
+            "Volume.mode 'RX' is not one of RW, RO",
+        ),
+        ({"type": "MESOS", "volumes": [{"container_path": "/x"}]}, "required field 'mode'"),
+    ],
+)
+def test_a_call_whose_container_mesos_could_not_parse_is_refused_whole(container, message):
+    """As Mesos fails to parse it: a 400 for the call, not a TASK_ERROR after a 202."""
+    from butte.master.server import parse_scheduler_call
+
+    for where in ("task", "group executor"):
+        refused = parse_scheduler_call(_accept(container, where))
+        assert isinstance(refused, str) and message in refused, (where, refused)
+    good = {"type": "MESOS", "volumes": [{"container_path": "/x", "mode": "RO", "host_path": "/"}]}
+    assert not isinstance(parse_scheduler_call(_accept(good)), str)
