@@ -298,8 +298,7 @@ class AgentOperatorApi:
             }
             if "container_info" in c:
                 entry["container_info"] = c["container_info"]
-            if c["status"]:
-                entry["container_status"] = c["status"]
+            entry["container_status"] = c["status"]
             out.append(entry)
         if call.get_containers is not None and call.get_containers.show_nested:
             out += self.nested.containers_json(out)
@@ -436,7 +435,11 @@ class AgentOperatorApi:
                     "executor_name": ex.info.name or "",
                     "source": ex.info.source or "",
                     "container_id": ex.container_id,
-                    "status": {"executor_pid": ex.pid} if ex.pid else {},
+                    # ContainerStatus, which always names its container in Mesos.
+                    "status": {
+                        "container_id": {"value": ex.container_id},
+                        **({"executor_pid": ex.pid} if ex.pid else {}),
+                    },
                     "statistics": stats,
                     **_container_kind(ex),
                 }

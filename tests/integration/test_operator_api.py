@@ -451,6 +451,7 @@ def test_agent_calls(agent, master):
     containers = call(agent, "GET_CONTAINERS")["containers"]
     mine = [c for c in containers if c["executor_id"] == task["task_id"]]
     assert mine and mine[0]["resource_statistics"]["mem_rss_bytes"] > 0
+    assert mine[0]["container_status"]["container_id"] == mine[0]["container_id"]
     path = sandbox(task).split("/", 3)[3]
     files = call(agent, "LIST_FILES", {"path": "/" + path})["file_infos"]
     assert any(f["path"].endswith("/stdout") for f in files)

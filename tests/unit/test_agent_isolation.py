@@ -183,6 +183,10 @@ def test_v2_cpu_weight_quota_pids_and_kill(tmp_path):
     )
     stats: dict[str, float] = {}
     CgroupsCpu(context(cg)).usage("c1", stats)
+    # No CFS quota, no throttling figures (as Mesos).
+    assert stats == {"cpus_user_time_secs": 2.0, "cpus_system_time_secs": 1.0}
+    stats = {}
+    CgroupsCpu(context(cg, cgroups_enable_cfs=True)).usage("c1", stats)
     assert stats == {
         "cpus_user_time_secs": 2.0,
         "cpus_system_time_secs": 1.0,

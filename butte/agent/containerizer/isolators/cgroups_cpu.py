@@ -91,7 +91,8 @@ class CgroupsCpu(Isolator):
                 statistics["cpus_user_time_secs"] = cpu_stat["user_usec"] / 1e6
                 statistics["cpus_system_time_secs"] = cpu_stat.get("system_usec", 0) / 1e6
             throttled_secs = cpu_stat.get("throttled_usec", 0) / 1e6
-        if "nr_periods" in cpu_stat:
+        # Throttling exists only under a CFS quota; without one Mesos leaves it out too.
+        if "nr_periods" in cpu_stat and self.context.options.cgroups_enable_cfs:
             statistics["cpus_nr_periods"] = cpu_stat["nr_periods"]
             statistics["cpus_nr_throttled"] = cpu_stat.get("nr_throttled", 0)
             statistics["cpus_throttled_time_secs"] = throttled_secs
