@@ -76,10 +76,12 @@ def test_a_pid_namespace_task_is_pid_1_and_the_launchers_own_child_and_kills_end
         await wait_for(lambda: process_gone(task), "the task gone", WAIT)
 
         # Without a handler the kernel drops SIGTERM to a namespace's init, where any other
-        # process would end: the launcher ends it then, at once rather than after the grace.
+        # process would end: the launcher ends it then, at once rather than after the grace,
+        # and reports it ended by SIGTERM, as any other process would have (and as in Mesos,
+        # where the task is not its namespace's init).
         await iso.run_task(master, "plain", "exec sleep 600", framework=KILLING)
         await wait_for(lambda: "TASK_RUNNING" in master.states("plain"), "plain runs", WAIT)
-        await _killed(master, "plain", "Command terminated with signal Killed")
+        await _killed(master, "plain", "Command terminated with signal Terminated")
 
     run_scenario(tmp_path, scenario, agent_flags=iso.flags(cgroups_root, ISOLATED))
 
@@ -119,7 +121,7 @@ def test_a_pid_namespace_task_of_an_executor_process_ends_at_a_kill_without_a_ha
             await wait_for(lambda t=task: "TASK_RUNNING" in master.states(t), task, WAIT)
         # TASK_RUNNING comes when the shell starts, before it has set its trap.
         await wait_for(trapped.exists, "the trap set", WAIT)
-        await _killed(master, "plain", "Command terminated with signal Killed")
+        await _killed(master, "plain", "Command terminated with signal Terminated")
         await _killed(master, "handles", "Command exited with status 3")
         assert term.exists()
 

@@ -564,14 +564,18 @@ def _holder(
         os._exit(127)
     os.close(error_fd)  # the task holds it until exec; EOF then means success
 
+    stood_in = []  # SIGTERM, once a SIGKILL stood in for it
+
     def forward(*_: object) -> None:
         # The kernel drops it if the task, its namespace's init, has no handler; it ends the
-        # task then, as it would have ended any other process. The kill reaches the task
-        # directly too (our process group), so it may have ended and been reaped below
-        # before this runs: raising here would turn its exit status into ours, 127.
+        # task then, as it would have ended any other process (and its end is reported as
+        # by SIGTERM). The kill reaches the task directly too (our process group), so it
+        # may have ended and been reaped below before this runs: raising here would turn
+        # its exit status into ours, 127.
         try:
             os.kill(child, _signal.SIGTERM)
             if ends_by_default(child, _signal.SIGTERM, proc):
+                stood_in.append(_signal.SIGTERM)
                 os.kill(child, _signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -581,6 +585,8 @@ def _holder(
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
+        if number == _signal.SIGKILL and stood_in:
+            number = stood_in[0]
         if number != _signal.SIGKILL:  # its disposition cannot be set (nor caught)
             _signal.signal(number, _signal.SIG_DFL)
         os.kill(os.getpid(), number)

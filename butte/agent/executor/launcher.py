@@ -82,7 +82,7 @@ def short_address(path: str) -> str:
 class Task:
     """One task the launcher started."""
 
-    __slots__ = ("id", "pid", "checkpoint", "init", "exit", "claimed")
+    __slots__ = ("id", "pid", "checkpoint", "init", "exit", "claimed", "stand_in")
 
     def __init__(self, task_id: str, pid: int, checkpoint: bool, init: bool = False) -> None:
         self.id = task_id
@@ -91,6 +91,9 @@ class Task:
         self.init = init  # pid 1 of a pid namespace of its own (see `Launcher._signal`)
         self.exit: int | None = None  # raw wait status once reaped
         self.claimed = True  # False: the agent did not recover it (forget its end)
+        # The signal a SIGKILL stood in for (`Launcher._signal`): the task's end is
+        # reported as that signal's.
+        self.stand_in: int | None = None
 
 
 class ChildPlan:
@@ -341,6 +344,8 @@ class Launcher:
         try:
             os.killpg(task.pid, number)
             if task.init and linux.ends_by_default(task.pid, number):
+                if task.stand_in is None and number != _signal.SIGKILL:
+                    task.stand_in = number
                 os.kill(task.pid, _signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
@@ -429,6 +434,11 @@ class Launcher:
             _, status = os.waitpid(pid, 0)
             if task is None:
                 continue
+            if task.stand_in is not None and os.WIFSIGNALED(status):
+                if os.WTERMSIG(status) == _signal.SIGKILL:
+                    # Ended by the SIGKILL that stood in for another signal: reported as
+                    # that signal, as it would have ended a task that is not an init.
+                    status = task.stand_in | (status & 0x80)
             task.exit = status
             if not task.claimed:
                 self.tasks.pop(task.id, None)
