@@ -5,9 +5,11 @@ state, the busiest agents and the frameworks holding the most. It reads
 ``/metrics/snapshot``, GET_AGENTS and GET_FRAMEWORKS each refresh. ``--once`` prints one
 frame and exits (for scripts and tests); Ctrl-C ends the live view.
 
-Per task, used vs asked: the busiest agents' ``/monitor/statistics`` (memory used against the
-container's limit, CPU seconds so far against the CPUs asked; exact with cgroup isolators,
-docs/isolation.md). An agent that does not answer within a second is left out.
+Per task, used vs its container's limits: the busiest agents' ``/monitor/statistics`` (memory
+used against the container's memory limit, CPU seconds so far, and the container's CPUs; exact
+with cgroup isolators, docs/isolation.md). A container's limits are its tasks' resources plus
+its executor's own (a command task's executor adds 0.1 CPUs and 32 MB). An agent that does
+not answer within a second is left out.
 """
 
 from __future__ import annotations
@@ -139,9 +141,9 @@ def render(data: dict[str, Any], rows: int = 15, width: int = 200, wide: bool = 
 _USAGE_COLUMNS = (
     Column("TASK", is_id=True),
     Column("AGENT", 4),
-    Column("MEM USED/ASKED", 1),
+    Column("MEM USED/LIMIT", 1),
     Column("CPU SECS", 2),
-    Column("CPUS ASKED", 3),
+    Column("CPUS LIMIT", 3),
 )
 
 
@@ -156,18 +158,18 @@ def _usage_table(usage: list[dict[str, Any]], rows: int, width: int, wide: bool)
     for entry in ranked[:rows]:
         stats = entry.get("statistics", {})
         used = stats.get("mem_total_bytes", stats.get("mem_rss_bytes", 0)) / mb
-        asked = stats.get("mem_limit_bytes", 0) / mb
+        limit = stats.get("mem_limit_bytes", 0) / mb
         cpu = stats.get("cpus_user_time_secs", 0) + stats.get("cpus_system_time_secs", 0)
         lines.append(
             (
                 entry.get("source") or entry.get("executor_id", "?"),
                 entry["agent"],
-                used_of(used, asked, mem),
+                used_of(used, limit, mem),
                 f"{cpu:.2f}",
                 number(stats.get("cpus_limit", 0)),
             )
         )
-    return fit_table(_USAGE_COLUMNS, lines, width, wide, title="Tasks: used vs asked")
+    return fit_table(_USAGE_COLUMNS, lines, width, wide, title="Tasks: used vs container limits")
 
 
 def _share(used: dict[str, float], total: dict[str, float]) -> float:

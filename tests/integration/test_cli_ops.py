@@ -140,12 +140,12 @@ def test_roles_state_and_top(env):
         "Busiest agents",
         "fw-sleeper",
         "running 1",
-        "Tasks: used vs asked",
+        "Tasks: used vs container limits",
     ):
         assert word in frame, word
     # The running task's row in the used-vs-asked table (its id, as far as it fits).
     sleeper = task_of(cluster, "sleeper", "TASK_RUNNING")["task_id"]["value"]
-    assert sleeper[:6] in frame.split("Tasks: used vs asked")[1]
+    assert sleeper[:6] in frame.split("Tasks: used vs container limits")[1]
 
 
 def test_teardown_and_unknown_ids(env):
