@@ -123,18 +123,28 @@ def _port_problem(body: Mapping[str, Any], what: str) -> str | None:
     return None
 
 
-def check_problem(check: Any) -> str | None:
-    """Why a CheckInfo (``TaskInfo.check``) is invalid, or None."""
+def _typed_body(check: Any, message: str, what: str) -> tuple[str, Mapping[str, Any]] | str:
+    """(type, the body of that type) of a CheckInfo or HealthCheck (``message`` names the
+    message, ``what`` the kind of check), or why it has none."""
     if not isinstance(check, Mapping):
-        return "CheckInfo must be an object"
+        return f"{message} must be an object"
     kind = check.get("type")
     if kind is None:
-        return "CheckInfo must specify 'type'"
+        return f"{message} must specify 'type'"
     if kind not in CHECK_KINDS:
-        return f"'{kind}' is not a valid check type"
+        return f"'{kind}' is not a valid {what} type"
     body = check.get(kind.lower())
     if not isinstance(body, Mapping):
-        return f"Expecting '{kind.lower()}' to be set for {kind} check"
+        return f"Expecting '{kind.lower()}' to be set for {kind} {what}"
+    return kind, body
+
+
+def check_problem(check: Any) -> str | None:
+    """Why a CheckInfo (``TaskInfo.check``) is invalid, or None."""
+    typed = _typed_body(check, "CheckInfo", "check")
+    if isinstance(typed, str):
+        return typed
+    kind, body = typed
     if kind == "COMMAND":
         problem = _command_problem(body.get("command"), "check")
     else:
@@ -150,16 +160,10 @@ def check_problem(check: Any) -> str | None:
 
 def health_check_problem(check: Any) -> str | None:
     """Why a HealthCheck (``TaskInfo.health_check``) is invalid, or None."""
-    if not isinstance(check, Mapping):
-        return "HealthCheck must be an object"
-    kind = check.get("type")
-    if kind is None:
-        return "HealthCheck must specify 'type'"
-    if kind not in CHECK_KINDS:
-        return f"'{kind}' is not a valid health check type"
-    body = check.get(kind.lower())
-    if not isinstance(body, Mapping):
-        return f"Expecting '{kind.lower()}' to be set for {kind} health check"
+    typed = _typed_body(check, "HealthCheck", "health check")
+    if isinstance(typed, str):
+        return typed
+    kind, body = typed
     if kind == "COMMAND":
         problem = _command_problem(body, "health check")
     else:

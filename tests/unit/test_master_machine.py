@@ -21,6 +21,19 @@ def _cluster(**fw_info):
     return h, agent_id, fid, stream, offers
 
 
+def group_body(offer: dict, executor: dict, *tasks: dict, refuse_seconds: float = 5) -> dict:
+    """An ACCEPT of ``offer`` launching ``tasks`` as one group under ``executor``."""
+    group = {"executor": executor, "task_group": {"tasks": list(tasks)}}
+    return {
+        "type": "ACCEPT",
+        "accept": {
+            "offer_ids": [offer["id"]],
+            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
+            "filters": {"refuse_seconds": refuse_seconds},
+        },
+    }
+
+
 def test_subscribe_sends_subscribed_then_heartbeat():
     h = Harness()
     fid, stream = h.subscribe("alpha")
@@ -534,15 +547,7 @@ def test_a_default_executor_with_a_command_of_its_own_is_refused():
     offer = offers[0]
     member = command_task("m", offer)
     executor = {"executor_id": {"value": "g1"}, "type": "DEFAULT", "command": {"value": "x"}}
-    group = {"executor": executor, "task_group": {"tasks": [member]}}
-    body = {
-        "type": "ACCEPT",
-        "accept": {
-            "offer_ids": [offer["id"]],
-            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
-        },
-    }
-    h.call(fid, stream, body)
+    h.call(fid, stream, group_body(offer, executor, member))
     [status] = h.updates(stream)
     assert status["state"] == "TASK_ERROR"
     assert "'ExecutorInfo.command' must not be set for 'DEFAULT' executor" in status["message"]
@@ -571,16 +576,7 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     member = command_task("m", offer)
     member["command"]["environment"] = {"variables": [{"name": "X", "type": "VALUE"}]}
     executor = {"executor_id": {"value": "g1"}, "type": "DEFAULT"}
-    group = {"executor": executor, "task_group": {"tasks": [member]}}
-    body = {
-        "type": "ACCEPT",
-        "accept": {
-            "offer_ids": [offer["id"]],
-            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
-            "filters": {"refuse_seconds": 0},
-        },
-    }
-    h.call(fid, stream, body)
+    h.call(fid, stream, group_body(offer, executor, member, refuse_seconds=0))
     [status] = h.updates(stream)
     assert status["state"] == "TASK_ERROR"
     assert status["message"] == (
@@ -593,12 +589,7 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     [offer] = h.offers(stream)
     member = command_task("m2", offer)
     shared = {"type": "MESOS", "linux_info": {"share_pid_namespace": True}}
-    group = {"executor": {**executor, "container": shared}, "task_group": {"tasks": [member]}}
-    body["accept"] = {
-        "offer_ids": [offer["id"]],
-        "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}],
-    }
-    h.call(fid, stream, body)
+    h.call(fid, stream, group_body(offer, {**executor, "container": shared}, member))
     [status] = h.updates(stream)
     assert "'share_pid_namespace' is supported for command tasks only" in status["message"]
 
@@ -618,15 +609,8 @@ def test_legacy_state_lists_a_groups_executor_and_its_members_name_it():
         "name": "group",
         "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
     }
-    group = {"executor": executor, "task_group": {"tasks": [member]}}
-    launch = {"type": "LAUNCH", "launch": {"task_infos": [plain]}}
-    body = {
-        "type": "ACCEPT",
-        "accept": {
-            "offer_ids": [offer["id"]],
-            "operations": [{"type": "LAUNCH_GROUP", "launch_group": group}, launch],
-        },
-    }
+    body = group_body(offer, executor, member)
+    body["accept"]["operations"].append({"type": "LAUNCH", "launch": {"task_infos": [plain]}})
     assert h.call(fid, stream, body).status == 202
     state = legacy_framework(h.master, h.master.frameworks[fid])
     by_id = {t["id"]: t for t in state["tasks"]}
