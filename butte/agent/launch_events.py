@@ -42,7 +42,7 @@ from butte.agent.records import (
 )
 from butte.core import docker_info, internal, jwt
 from butte.core import task_states as ts
-from butte.core.container_info import container_problem, image_of, shares_pid_namespace
+from butte.core.container_info import container_problem, image_of, pid_sharing_problem
 from butte.core.ids import validate_id
 from butte.core.jwt import EXECUTOR_TOKEN_ENV
 from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
@@ -452,11 +452,9 @@ def image_problem(
         problem = container_problem(info, in_group=in_group)
         if problem is not None:
             return problem
-        if (in_group or executor is not None) and shares_pid_namespace(info):
-            return (
-                "'share_pid_namespace' is supported for command tasks only, "
-                "not with an executor or in a task group"
-            )
+        problem = pid_sharing_problem(info, with_executor=executor is not None)
+        if problem is not None:
+            return problem
     for t in tasks:
         if image_of(t.container) is not None and executor is not None:
             return "Images run only for command tasks (not in task groups or custom executors)"

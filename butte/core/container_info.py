@@ -196,6 +196,18 @@ def shares_pid_namespace(container: Mapping[str, Any] | None) -> bool:
     return isinstance(linux, Mapping) and linux.get("share_pid_namespace") is True
 
 
+def pid_sharing_problem(container: Mapping[str, Any] | None, *, with_executor: bool) -> str | None:
+    """Why a ContainerInfo cannot share the agent's pid namespace: only a command task's
+    can (the command launcher keeps it in the agent's), not one run by an executor or in
+    a task group (``with_executor``), whose tasks are the executor's children."""
+    if with_executor and shares_pid_namespace(container):
+        return (
+            "'share_pid_namespace' is supported for command tasks only, "
+            "not with an executor or in a task group"
+        )
+    return None
+
+
 def container_problem(container: Mapping[str, Any] | None, *, in_group: bool = False) -> str | None:
     """Why a task's MESOS ContainerInfo cannot run anywhere: a bad image or volume, or a
     field no butte agent implements (None: nothing wrong that an agent's flags would not

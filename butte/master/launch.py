@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from butte.core import docker_info
-from butte.core.container_info import container_problem, image_of, shares_pid_namespace
+from butte.core.container_info import container_problem, image_of, pid_sharing_problem
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
@@ -136,15 +136,10 @@ def check_task(
         if problem is not None:
             raise InvalidTask(problem)
     executor_container = task.executor.container if task.executor is not None else None
-    if (in_group or task.executor is not None) and any(
-        shares_pid_namespace(c) for c in (task.container, executor_container)
-    ):
-        # The agent's command launcher keeps a command task in its own pid namespace; an
-        # executor's tasks are its children, in whatever namespace it has.
-        raise InvalidTask(
-            "'share_pid_namespace' is supported for command tasks only, "
-            "not with an executor or in a task group"
-        )
+    for container in (task.container, executor_container):
+        problem = pid_sharing_problem(container, with_executor=task.executor is not None)
+        if problem is not None:
+            raise InvalidTask(problem)
     if task.executor is not None and any(
         image_of(c) is not None for c in (task.container, task.executor.container)
     ):
