@@ -123,7 +123,14 @@ def _check_scalar(name: str, value: float) -> int:
         raise ResourceError(f"resource '{name}' has negative value {value}")
     if value > MAX_SCALAR:
         raise ResourceError(f"resource '{name}' value {value:g} is over {MAX_SCALAR:g}")
-    return to_millis(value)
+    millis = to_millis(value)
+    if millis == 0 and value != 0:
+        # As Mesos: a non-zero amount that its fixed point (thousandths) would make zero.
+        raise ResourceError(
+            f"resource '{name}' value {value:g} is below the smallest amount, 0.001 "
+            "(Invalid scalar resource: value <= 0)"
+        )
+    return millis
 
 
 def _check_range(name: str, begin: int, end: int) -> tuple[int, int]:
@@ -574,6 +581,8 @@ def _parse_disk(raw: Any, name: str) -> Disk | None:
         raise ResourceError(f"resource '{name}' cannot carry disk info (only 'disk' can)")
     if not isinstance(raw, Mapping):
         raise ResourceError(f"resource '{name}' has a malformed 'disk'")
+    if all(raw.get(part) is None for part in ("persistence", "volume", "source")):
+        raise ResourceError(f"resource '{name}' has a DiskInfo that is set but empty")
     persistence_id = principal = container_path = root = None
     mode, source = "RW", "ROOT"
     persistence = raw.get("persistence")

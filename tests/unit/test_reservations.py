@@ -79,9 +79,11 @@ def test_a_volume_or_mount_disk_is_used_whole():
         {**dyn("disk", 1), "disk": {"volume": {"container_path": "x", "mode": "RWX"}}},
         {**dyn("disk", 1), "disk": {"source": {"type": "PATH", "path": {"root": "rel"}}}},
         {**dyn("disk", 1), "disk": {"source": {"type": "BLOCK"}}},
+        {**dyn("disk", 1), "disk": {}},  # Mesos: DiskInfo is set but empty
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1e-7}},  # Mesos: value <= 0
     ],
 )
-def test_malformed_disk_info_is_refused(bad):
+def test_malformed_disk_info_and_amounts_below_a_thousandth_are_refused(bad):
     with pytest.raises(ResourceError):
         Resources.from_json([bad])
 
