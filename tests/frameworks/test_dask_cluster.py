@@ -94,9 +94,14 @@ def test_async_form_and_adaptive_scaling_up_and_down(cluster):
                 # idle: every worker is retired and its task ends
                 await wait_async(lambda: not dc.plan, "adaptive scale down to 0", 60)
                 await wait_async(lambda: not live_tasks(cluster.state()), "tasks ended", 30)
-                ended = [t for f in cluster.state()["frameworks"] for t in f["completed_tasks"]]
-                assert len(ended) == 3
-                assert {t["state"] for t in ended} <= {ts.FINISHED, ts.KILLED}
+
+                def ended() -> list[dict]:
+                    state = cluster.state()
+                    return [t for f in state["frameworks"] for t in f["completed_tasks"]]
+
+                # A task that ended stays among the tasks until its end is acknowledged.
+                await wait_async(lambda: len(ended()) == 3, "all three tasks completed", 30)
+                assert {t["state"] for t in ended()} <= {ts.FINISHED, ts.KILLED}
 
     asyncio.run(main())
 

@@ -41,6 +41,9 @@ comm = MPI.COMM_WORLD
 comm.Barrier()
 if comm.Get_rank() == 1:
     print("rank 1 fails", flush=True)
+    # Open MPI forwards a rank's output on its own time and drops what it still holds once
+    # the job aborts: give it a moment, as the test is about the job's end, not MPI's I/O.
+    time.sleep(1)
     os._exit(7)
 time.sleep(120)
 """
