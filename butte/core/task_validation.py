@@ -4,8 +4,8 @@ completion time and resource limits, with the Mesos master's messages, so that a
 that matches on them reads the same text.
 
 Pure functions returning an error message (the task then gets TASK_ERROR) or None. The
-agent repeats the check and health check parts (`butte.agent.launch_events`): a task group
-or a master that did not check must not get past it either.
+agent repeats them (`butte.agent.launch_events`): a master that did not check must not get
+a task past them either.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import base64
 import binascii
 from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from butte.core.messages import CommandInfo, Environment, TaskInfo
 
@@ -111,8 +113,6 @@ def _command_problem(command: Any, what: str) -> str | None:
 
 
 def _environment(raw: Any) -> Environment:
-    import msgspec
-
     return msgspec.convert(raw, Environment)
 
 

@@ -105,6 +105,15 @@ def test_good_environment_variables_pass() -> None:
         ),
         ({"health_check": {"command": {"value": "true"}}}, "HealthCheck must specify 'type'"),
         (
+            {
+                "health_check": {
+                    "type": "COMMAND",
+                    "command": {"value": "true", "environment": {"variables": [{"value": 3}]}},
+                }
+            },
+            "Health check's `CommandInfo` is invalid: Invalid environment",
+        ),
+        (
             {"health_check": {"type": "HTTP", "http": {"port": 1, "scheme": "ftp"}}},
             "Task uses invalid health check: Unsupported HTTP health check scheme: 'ftp'",
         ),
