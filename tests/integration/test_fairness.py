@@ -14,7 +14,10 @@ pytestmark = pytest.mark.integration
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 INTERVAL = 0.25
-SLACK = 0.3
+# The replay's own sampling (every half interval), offer delivery and the frameworks' replies
+# on a loaded 2-core machine: the wide framework's worst wait was 0.0-0.68 s in 12 runs beside
+# one CPU hog (the same before and after the changes of 2026-12-05), and 0.94 s in one CI run.
+SLACK = 0.6
 # Reaching a guarantee also takes the framework's SUBSCRIBE, its first offer and the replay's
 # own polling: on a loaded 2-core CI machine that adds up to about half a second (0.88 s seen).
 # The bench (`bench/fairness.py --quota`) reports the figure itself.
