@@ -28,13 +28,21 @@ RECOVERY_TIMEOUT = 900.0  # --recovery_timeout
 EXECUTOR_REREGISTRATION_TIMEOUT = 2.0  # --executor_reregistration_timeout
 
 
-def allocation_role(resources: Sequence[Mapping[str, Any]], framework: FrameworkInfo) -> str:
-    """The role the resources were allocated to (``allocation_info.role``), else the
-    framework's (first) role."""
+def allocated_role(resources: Sequence[Mapping[str, Any]]) -> str | None:
+    """The role the resources were allocated to (``allocation_info.role``; a task's or an
+    executor's are all of one), or None when they do not say."""
     for resource in resources:
-        info = resource.get("allocation_info")
+        info = resource.get("allocation_info") if isinstance(resource, Mapping) else None
         if isinstance(info, Mapping) and isinstance(info.get("role"), str):
             return info["role"]
+    return None
+
+
+def allocation_role(resources: Sequence[Mapping[str, Any]], framework: FrameworkInfo) -> str:
+    """The role the resources were allocated to, else the framework's (first) role."""
+    role = allocated_role(resources)
+    if role is not None:
+        return role
     roles = framework.role_list()
     return roles[0] if roles else "*"
 

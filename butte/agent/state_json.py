@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from butte.agent.launching import allocated_role
 from butte.agent.records import COMMAND, CUSTOM, Executor, Framework, Task
 from butte.core import task_states as ts
 from butte.core.resources import ResourceError, Resources
@@ -26,15 +27,6 @@ def _parsed(resources: list[dict[str, Any]]) -> Resources:
         return Resources()
 
 
-def _role(resources: list[dict[str, Any]]) -> str | None:
-    """The role its resources are allocated to (a task's or executor's are all of one)."""
-    for resource in resources:
-        info = resource.get("allocation_info") if isinstance(resource, dict) else None
-        if isinstance(info, dict) and isinstance(info.get("role"), str):
-            return info["role"]
-    return None
-
-
 def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> dict[str, Any]:
     """One task as the agent's state endpoint shows it."""
     info = task.info
@@ -49,7 +41,7 @@ def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> d
         "resources": _parsed(info.resources).to_legacy_map(),
         "statuses": [_status_json(s) for s in task.statuses],
     }
-    role = _role(info.resources)
+    role = allocated_role(info.resources)
     if role is not None:
         out["role"] = role
     for name in ("labels", "discovery", "container"):
@@ -76,7 +68,7 @@ def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str,
     allocated = _parsed(info.resources)
     for t in live:
         allocated = allocated + _parsed(t.info.resources)
-    role = _role(info.resources)
+    role = allocated_role(info.resources)
     return {
         "id": ex.id,
         "name": info.name or "",

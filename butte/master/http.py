@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -148,23 +147,9 @@ def text_reply(
     return web.Response(status=status, text=message, headers=headers)
 
 
-def _jsonp_reply(callback: str, data: bytes, status: int, headers: Any = ()) -> web.Response:
-    if not callback.replace("_", "").replace(".", "").isalnum():
-        return text_reply(400, "Invalid 'jsonp' callback name")
-    response = web.Response(
-        status=status, body=callback.encode() + b"(" + data + b");", content_type="text/javascript"
-    )
-    for name, value in headers:
-        if name.lower() not in ("content-type", "content-length"):
-            response.headers.add(name, value)
-    return response
-
-
-def json_reply(body: object, status: int = 200, jsonp: str | None = None) -> web.Response:
-    data = encode_json(body)
-    if jsonp:
-        return _jsonp_reply(jsonp, data, status)
-    return web.Response(status=status, body=data, content_type="application/json")
+def json_reply(body: object, status: int = 200) -> web.Response:
+    """``body`` as JSON (`jsonp_middleware` wraps it for ``?jsonp=``)."""
+    return web.Response(status=status, body=encode_json(body), content_type="application/json")
 
 
 @web.middleware
@@ -182,7 +167,17 @@ async def jsonp_middleware(request: web.Request, handler: Handler) -> web.Stream
         or not isinstance(response.body, bytes)
     ):
         return response
-    return _jsonp_reply(callback, response.body, response.status, response.headers.items())
+    if not callback.replace("_", "").replace(".", "").isalnum():
+        return text_reply(400, "Invalid 'jsonp' callback name")
+    wrapped = web.Response(
+        status=response.status,
+        body=callback.encode() + b"(" + response.body + b");",
+        content_type="text/javascript",
+    )
+    for name, value in response.headers.items():
+        if name.lower() not in ("content-type", "content-length"):
+            wrapped.headers.add(name, value)
+    return wrapped
 
 
 def api_request_error(

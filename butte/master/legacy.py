@@ -2,7 +2,8 @@
 ``/master/state-summary``, ``/master/frameworks``, ``/master/slaves``, ``/master/tasks``,
 ``/master/roles``, ``/master/weights`` (GET and PUT), ``/master/flags`` and
 ``/master/teardown``. Shapes follow Mesos' read-only handlers: ``slave`` spellings, resources
-as name -> value maps, times in epoch seconds. Every one accepts ``?jsonp=``.
+as name -> value maps, times in epoch seconds. Every one accepts ``?jsonp=``
+(`butte.master.http.jsonp_middleware`).
 """
 
 from __future__ import annotations
@@ -84,10 +85,6 @@ class LegacyEndpoints:
         router.add("/flags", self.flags)
         router.add("/teardown", self.teardown)
 
-    @staticmethod
-    def _reply(request: web.Request, body: object) -> web.Response:
-        return json_reply(body, jsonp=request.query.get("jsonp"))
-
     # -- summaries ---------------------------------------------------------------------------
 
     async def state_summary(self, request: web.Request) -> web.Response:
@@ -118,9 +115,7 @@ class LegacyEndpoints:
         view = self._viewer(request)
         if view is not None:
             summaries = view.legacy_frameworks(summaries)
-        return self._reply(
-            request, {"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries}
-        )
+        return json_reply({"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries})
 
     def _viewer(self, request: web.Request) -> view_acls.Viewer | None:
         """The caller's view under ``--acls`` (None: it may see everything)."""
@@ -147,13 +142,12 @@ class LegacyEndpoints:
             "unregistered_frameworks": [],
         }
         view = self._viewer(request)
-        return self._reply(request, doc if view is None else view.legacy_state(doc))
+        return json_reply(doc if view is None else view.legacy_state(doc))
 
     async def slaves(self, request: web.Request) -> web.Response:
         machine = self.machine
         wanted = request.query.get("slave_id")
-        return self._reply(
-            request,
+        return json_reply(
             {
                 "slaves": [
                     state_json.legacy_agent(machine, a)
@@ -193,7 +187,7 @@ class LegacyEndpoints:
         tasks.sort(key=_start_time, reverse=order == "des")
         end = len(tasks) if limit < 0 else offset + min(limit, MAX_TASKS_LIMIT)
         page = tasks[offset:end]
-        return self._reply(request, {"tasks": [state_json.legacy_task(t) for t in page]})
+        return json_reply({"tasks": [state_json.legacy_task(t) for t in page]})
 
     # -- roles and weights -------------------------------------------------------------------
 
@@ -218,13 +212,13 @@ class LegacyEndpoints:
                     ),
                 }
             )
-        return self._reply(request, {"roles": out})
+        return json_reply({"roles": out})
 
     async def weights(self, request: web.Request) -> web.Response:
         """GET: ``[{role, weight}]``; PUT the same shape to change weights."""
         if request.method == "GET":
             infos = operator_views.get_weights(self.machine)["weight_infos"]
-            return self._reply(request, infos)
+            return json_reply(infos)
         if request.method != "PUT":
             return text_reply(405, "Expecting 'GET' or 'PUT'", {"Allow": "GET, PUT"})
         try:
@@ -246,7 +240,7 @@ class LegacyEndpoints:
     # -- flags and teardown ------------------------------------------------------------------
 
     async def flags(self, request: web.Request) -> web.Response:
-        return self._reply(request, {"flags": self.server.config.flags})
+        return json_reply({"flags": self.server.config.flags})
 
     async def teardown(self, request: web.Request) -> web.Response:
         """POST ``frameworkId=<id>`` (form or query) ends a framework and its tasks."""

@@ -127,7 +127,7 @@ class MaintenanceEndpoints:
     async def schedule(self, request: web.Request) -> web.StreamResponse:
         principal = request.get("principal")
         if request.method == "GET":
-            return json_reply(self.schedule_json(principal), jsonp=request.query.get("jsonp"))
+            return json_reply(self.schedule_json(principal))
         if request.method != "POST":
             return text_reply(405, "Expecting 'GET' or 'POST'", {"Allow": "GET, POST"})
         body = await _json_body(request)
@@ -139,7 +139,7 @@ class MaintenanceEndpoints:
         if request.method != "GET":
             return text_reply(405, "Expecting 'GET'", {"Allow": "GET"})
         status = self.status_json(request.get("principal"))
-        return json_reply(status, jsonp=request.query.get("jsonp"))
+        return json_reply(status)
 
     async def machine_down(self, request: web.Request) -> web.StreamResponse:
         return await self._machines(request, "down")

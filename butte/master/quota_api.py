@@ -107,7 +107,7 @@ class QuotaApi:
         principal = request.get("principal")
         role = _role_in_path(request.path)
         if request.method == "GET" and role is None:
-            return json_reply(self.status(principal), jsonp=request.query.get("jsonp"))
+            return json_reply(self.status(principal))
         if request.method == "POST" and role is None:
             try:
                 body = json.loads(await request.read() or b"null")

@@ -507,8 +507,8 @@ class MasterServer:
         view = view_acls.viewer(self.acls, request.get("principal"), self.machine)
         if view is not None:  # --acls restrict views: this principal's copy
             narrowed = view.legacy_state(msgspec.json.decode(data))
-            return json_reply(narrowed, jsonp=request.query.get("jsonp"))
-        return json_reply(msgspec.Raw(data), jsonp=request.query.get("jsonp"))
+            return json_reply(narrowed)
+        return json_reply(msgspec.Raw(data))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:
         return json_reply(self.operator.metrics())
