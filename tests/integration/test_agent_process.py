@@ -513,6 +513,33 @@ def test_task_group_failure_kills_the_rest_of_the_group(tmp_path):
     run_scenario(tmp_path, scenario)
 
 
+def test_a_group_member_that_cannot_start_ends_the_group(tmp_path):
+    """Mesos' default executor: a member whose container fails to launch gets TASK_FAILED,
+    and its restart policy then kills the rest of the group."""
+    members = [
+        {"name": "ok", "command": {"value": "sleep 100"}},
+        {"name": "bad", "command": {"shell": False, "value": "/nonexistent/program"}},
+    ]
+    group = {
+        "type": "RUN_TASK_GROUP",
+        "framework": FRAMEWORK,
+        "executor": {"executor_id": {"value": "g2"}, "type": "DEFAULT"},
+        "task_group": {
+            "tasks": [
+                {**m, "task_id": {"value": m["name"]}, "agent_id": {"value": AID}} for m in members
+            ]
+        },
+    }
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.send(group)
+        await wait_for(lambda: "TASK_FAILED" in master.states("bad"), "bad fails", 10)
+        assert master.updates("bad")[-1]["message"].startswith("Failed to launch task: ")
+        await wait_for(lambda: "TASK_KILLED" in master.states("ok"), "ok killed", 10)
+
+    run_scenario(tmp_path, scenario)
+
+
 def test_max_completion_time_fails_the_task(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         limit = {"nanoseconds": 300_000_000}

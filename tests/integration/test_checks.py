@@ -85,14 +85,48 @@ def test_command_http_and_tcp_checks_report_check_status(tmp_path):
             "TCP connect",
             20,
         )
-        # The terminal update keeps the last result.
+        # The terminal update is made from scratch, as Mesos' executors make it: its
+        # check_status is empty again.
         await wait_for(
             lambda: any(u["state"] == "TASK_FINISHED" for u in master.updates("short")),
             "short's end",
             20,
         )
+        assert check_updates(master, "short")[0]["check_status"]["command"] == {"exit_code": 0}
         finished = first(master, "short", "TASK_FINISHED")
-        assert finished["check_status"] == {"type": "COMMAND", "command": {"exit_code": 0}}
+        assert finished["check_status"] == {"type": "COMMAND", "command": {}}
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_check_with_timeout_zero_and_a_health_check(tmp_path):
+    """``timeout_seconds: 0`` means no timeout (Mesos); a check update repeats the
+    ``healthy`` of the task's last update, and a health update carries the last check
+    result, as both are made from the task's last status in Mesos' executors."""
+    slow = {"type": "COMMAND", "command": {"command": {"value": "sleep 1; exit 4"}}}
+    health = {
+        "type": "COMMAND",
+        "command": {"value": "true"},
+        "delay_seconds": 0,
+        "interval_seconds": 60,
+        "grace_period_seconds": 0,
+    }
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        task = {
+            "name": "z",
+            "task_id": {"value": "z"},
+            "agent_id": {"value": AID},
+            "command": {"value": "sleep 60"},
+            "check": {**slow, "delay_seconds": 0.5, "interval_seconds": 0.2, "timeout_seconds": 0},
+            "health_check": health,
+        }
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        await wait_for(lambda: check_updates(master, "z"), "the check's result", 15)
+        (result,) = check_updates(master, "z")
+        assert result["check_status"] == {"type": "COMMAND", "command": {"exit_code": 4}}
+        # The health result (probed at once) came first: the check update repeats it.
+        assert result["healthy"] is True
 
     run_scenario(tmp_path, scenario)
 

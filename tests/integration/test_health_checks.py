@@ -125,6 +125,19 @@ def test_probe_timeout_counts_as_failure(tmp_path):
     run_scenario(tmp_path, scenario)
 
 
+def test_timeout_zero_means_no_timeout(tmp_path):
+    """Mesos: ``timeout_seconds: 0`` is an infinite timeout, not an immediate one."""
+    check = fast("COMMAND", {"value": "sleep 1"}, timeout_seconds=0, consecutive_failures=1)
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("z1", "sleep 60", health_check=check)
+        await wait_for(lambda: health_updates(master, "z1"), "a health result", 15)
+        assert health_updates(master, "z1")[0]["healthy"] is True
+        assert "TASK_KILLED" not in master.states("z1")
+
+    run_scenario(tmp_path, scenario)
+
+
 def test_task_group_member_killed_by_its_health_check_ends_the_group(tmp_path):
     def member(task_id: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -148,6 +161,7 @@ def test_task_group_member_killed_by_its_health_check_ends_the_group(tmp_path):
         await wait_for(lambda: "TASK_KILLED" in master.states("sick"), "sick killed", 15)
         await wait_for(lambda: "TASK_KILLED" in master.states("well"), "group ended", 15)
         assert master.updates("sick")[-1]["healthy"] is False
-        assert "healthy" not in master.updates("well")[-1]
+        # Mesos' default executor: once a member was unhealthy, every member's end says so.
+        assert master.updates("well")[-1]["healthy"] is False
 
     run_scenario(tmp_path, scenario)

@@ -119,3 +119,15 @@ def test_a_check_that_timed_out_has_no_result(check):
             "type": "TCP",
             "tcp": {"succeeded": False},
         }
+
+
+def test_a_probe_timeout_of_zero_is_no_timeout():
+    """Mesos: ``timeout_seconds: 0`` is infinite; a 0 s socket timeout would make the
+    connection non-blocking and fail at once."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert probe.main(["tcp", "127.0.0.1", str(port), "0.0"]) == probe.HEALTHY

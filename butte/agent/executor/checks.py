@@ -11,7 +11,8 @@ carries an empty one of the check's type. It never kills the task.
 
 Timing (Mesos' defaults): first ``delay_seconds`` (15) after the task started, then every
 ``interval_seconds`` (10) after each result; a probe still running after ``timeout_seconds``
-(20) is killed and its result is empty (no exit or status code; TCP ``succeeded: false``).
+(20; 0: no timeout) is killed and its result is empty (no exit or status code; TCP
+``succeeded: false``).
 Each probe is a process of its own (HTTP and TCP through `butte.agent.executor.probe`), like
 health checks. Imports stay light: this module loads in every executor.
 """

@@ -49,6 +49,7 @@ DEFAULT_KILL_GRACE = 3.0
 # Exit anyway this long after the last terminal update if the agent never acknowledges it.
 ACK_FAILSAFE = 60.0
 _NS = 1e-9
+_NO_DEADLINE = float("inf")  # a probe with timeout_seconds 0 (Mesos: no timeout)
 
 
 def _signal_name(number: int) -> str:
@@ -165,6 +166,7 @@ class TaskProcess:
         "probe_deadline",
         "killed_by_health",
         "check",
+        "healthy",
     )
 
     def __init__(self, info: dict, group: bool) -> None:
@@ -184,6 +186,7 @@ class TaskProcess:
         self.probe_deadline: float | None = None
         self.killed_by_health = False
         self.check: check_runs.CheckState | None = None
+        self.healthy: bool | None = None  # of its last update (check updates repeat it)
 
     @property
     def id(self) -> str:
@@ -224,6 +227,9 @@ class Executor:
         self.by_check_pidfd: dict[int, TaskProcess] = {}
         self.unacked: dict[str, dict] = {}  # uuid -> status
         self.task_killing_state = False
+        # A task group member was reported unhealthy: every later terminal update of the
+        # group says healthy=false (Mesos' default executor).
+        self.unhealthy = False
         self.shutting_down = False
         self.exit_deadline: float | None = None
         self.stream: Any = None
@@ -335,8 +341,10 @@ class Executor:
         elif kind == "LAUNCH":
             self.launch(event["launch"]["task"], group=False)
         elif kind == "LAUNCH_GROUP":
-            for task in event["launch_group"]["task_group"].get("tasks", []):
-                self.launch(task, group=True)
+            members = event["launch_group"]["task_group"].get("tasks", [])
+            failed = [t for t in (self.launch(info, group=True) for info in members) if t]
+            for task in failed[:1]:
+                self._end_group(task)  # as when a member ends with a non-zero status
         elif kind == "KILL":
             kill = event.get("kill", {})
             self.kill(kill["task_id"]["value"], kill)
@@ -347,11 +355,12 @@ class Executor:
         elif kind == "ERROR":
             sys.stderr.write(f"executor: error from agent: {event.get('error')}\n")
 
-    def launch(self, info: dict, group: bool) -> None:
-        """Starts one task: TASK_STARTING, spawn, TASK_RUNNING (or TASK_FAILED)."""
+    def launch(self, info: dict, group: bool) -> TaskProcess | None:
+        """Starts one task: TASK_STARTING, spawn, TASK_RUNNING. The task when it could not
+        be started (it got TASK_FAILED), else None."""
         task_id = info["task_id"]["value"]
         if task_id in self.tasks or self.shutting_down:
-            return
+            return None
         task = TaskProcess(info, group)
         self.tasks[task_id] = task
         self._start_check(task)
@@ -360,7 +369,7 @@ class Executor:
             task.pid = self._spawn(info, group)
         except OSError as e:
             self.send_update(task, "TASK_FAILED", f"Failed to launch task: {e}")
-            return
+            return task
         try:
             task.pidfd = os.pidfd_open(task.pid)
         except ProcessLookupError:  # pragma: no cover - exited and reaped already? not ours
@@ -373,6 +382,7 @@ class Executor:
             task.completion_deadline = time.monotonic() + float(limit) * _NS
         self.send_update(task, "TASK_RUNNING")
         self._start_health(task)
+        return None
 
     def _task_dir(self, info: dict, group: bool) -> str | None:
         """A task group member's own directory (None: the executor's sandbox)."""
@@ -623,10 +633,14 @@ class Executor:
         message: str | None = None,
         reason: str | None = None,
         healthy: bool | None = None,
+        derived: bool = False,
     ) -> None:
         """Sends one status update (fresh uuid); it stays unacknowledged until ACKNOWLEDGED.
-        A task with a check carries its last ``check_status`` on every update (empty, of
-        the check's type, before the first result), as Mesos' TaskStatus requires."""
+        As in Mesos' executors, a check or health update is ``derived`` from the task's last
+        update: it repeats its ``healthy`` and carries the last check result; any other
+        update is made from scratch, and a task with a check then carries an empty
+        ``check_status`` of the check's type (Mesos' TaskStatus requires one on every
+        update)."""
         status: dict = {
             "task_id": {"value": task.id},
             "state": state,
@@ -638,10 +652,14 @@ class Executor:
             status["message"] = message
         if reason is not None:
             status["reason"] = reason
+        if derived and healthy is None:
+            healthy = task.healthy
         if healthy is not None:
             status["healthy"] = healthy
+        task.healthy = healthy
         if task.check is not None:
-            status["check_status"] = task.check.last
+            last = task.check.last
+            status["check_status"] = last if derived else check_runs.empty_status(task.check.spec)
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
@@ -680,14 +698,18 @@ class Executor:
             state, reason = "TASK_FAILED", "REASON_MAX_COMPLETION_TIME_REACHED"
         else:
             state = exit_state(status, task.killed)
-        # Mesos marks a kill by the health checker with healthy=false on the terminal update.
-        healthy = False if task.killed and task.killed_by_health else None
-        self.send_update(task, state, message, reason, healthy)
+        # Mesos marks a kill by the health checker with healthy=false on the terminal update,
+        # and in a group any member's end once one of them was unhealthy.
+        unhealthy = task.killed_by_health or (task.group and self.unhealthy)
+        self.send_update(task, state, message, reason, False if unhealthy else None)
         if task.group and state != "TASK_FINISHED":
-            # Like Mesos' default executor: one failed or killed member ends the group.
-            for other in self.tasks.values():
-                if other.group and other is not task:
-                    self.kill(other.id, None)
+            self._end_group(task)
+
+    def _end_group(self, task: TaskProcess) -> None:
+        """Like Mesos' default executor: one failed or killed member ends the group."""
+        for other in self.tasks.values():
+            if other.group and other is not task:
+                self.kill(other.id, None)
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -773,9 +795,10 @@ class Executor:
             deadlines.append(self.exit_deadline)
         if self.stream is None:
             deadlines.append(self.next_subscribe)
-        if not deadlines:
+        first = min(deadlines, default=_NO_DEADLINE)
+        if first == _NO_DEADLINE:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, first - time.monotonic())
 
     def _escalate_kills(self, now: float) -> None:
         for task in self.tasks.values():
@@ -835,7 +858,7 @@ class Executor:
         if write_end is not None:
             os.close(write_end)
         check.pid, check.pidfd, check.pipe = pid, pidfd, read_end
-        check.deadline = now + check.spec.timeout
+        check.deadline = now + (check.spec.timeout or _NO_DEADLINE)  # 0: no timeout
         self.by_check_pidfd[pidfd] = task
         self.poller.register(pidfd, select.EPOLLIN)
 
@@ -880,8 +903,7 @@ class Executor:
         if check is None or task.terminal_uuid is not None or task.killed:
             return
         if check.result(check_runs.result_status(check.spec, status, output), now) is not None:
-            # Changed: the update carries it, as every update carries the last result.
-            self.send_update(task, "TASK_RUNNING", reason=check_runs.REASON)
+            self.send_update(task, "TASK_RUNNING", reason=check_runs.REASON, derived=True)
 
     # -- health checks -----------------------------------------------------------------------
 
@@ -919,7 +941,7 @@ class Executor:
             self._health_result(task, False, now)
             return
         task.probe_pid, task.probe_pidfd = pid, pidfd
-        task.probe_deadline = now + task.health.spec.timeout
+        task.probe_deadline = now + (task.health.spec.timeout or _NO_DEADLINE)  # 0: no timeout
         self.by_probe_pidfd[pidfd] = task
         self.poller.register(pidfd, select.EPOLLIN)
 
@@ -962,7 +984,9 @@ class Executor:
         if outcome is None:
             return
         reason = "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"
-        self.send_update(task, "TASK_RUNNING", reason=reason, healthy=outcome[0])
+        self.send_update(task, "TASK_RUNNING", reason=reason, healthy=outcome[0], derived=True)
+        if task.group and not outcome[0]:
+            self.unhealthy = True
         if outcome[1]:
             task.killed_by_health = True
             self.kill(task.id, None)

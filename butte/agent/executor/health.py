@@ -6,7 +6,7 @@ environment and sandbox; exit 0 = healthy), ``HTTP`` (GET ``<scheme>://127.0.0.1
 a status in ``statuses``, else 200-399, = healthy) or ``TCP`` (a connection to
 ``127.0.0.1:<port>`` = healthy). Every probe is a process of its own, like Mesos (which runs
 ``curl`` and ``mesos-tcp-connect``), so a stuck probe never blocks the executor: it is killed
-after ``timeout_seconds`` and counts as a failure.
+after ``timeout_seconds`` (0: never, as in Mesos) and counts as a failure.
 
 `HealthPolicy` is the timing and counting, pure and fed ``now``: the first probe runs
 ``delay_seconds`` after the task started, the next ``interval_seconds`` after each result.

@@ -5,6 +5,8 @@
     probe http <url> <timeout> [<comma-separated healthy statuses>]
     probe http-status <url> <timeout>     (for checks: prints the status code)
 
+A timeout of 0 means none (``timeout_seconds: 0`` in Mesos: wait as long as it takes).
+
 HTTPS probes do not verify the certificate (Mesos' ``curl -k``): they check the task answers.
 """
 
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 HEALTHY, UNHEALTHY, USAGE = 0, 1, 2
 
 
-def tcp(host: str, port: int, timeout: float) -> int:
+def tcp(host: str, port: int, timeout: float | None) -> int:
     """Healthy if a TCP connection to host:port opens within ``timeout``."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -29,7 +31,7 @@ def tcp(host: str, port: int, timeout: float) -> int:
         return UNHEALTHY
 
 
-def http(url: str, timeout: float, statuses: Sequence[int]) -> int:
+def http(url: str, timeout: float | None, statuses: Sequence[int]) -> int:
     """Healthy if GET ``url`` answers with one of ``statuses`` (200-399 if none given)."""
     context = None
     if url.startswith("https:"):
@@ -53,7 +55,7 @@ def http(url: str, timeout: float, statuses: Sequence[int]) -> int:
     return HEALTHY if healthy else UNHEALTHY
 
 
-def http_status(url: str, timeout: float) -> int:
+def http_status(url: str, timeout: float | None) -> int:
     """For a check (not a health check): prints the status GET ``url`` answers with; exit
     status 1 when nothing answered."""
     request = urllib.request.Request(url, headers={"User-Agent": "butte-check"})
@@ -70,17 +72,22 @@ def http_status(url: str, timeout: float) -> int:
     return HEALTHY
 
 
+def _timeout(text: str) -> float | None:
+    """The socket timeout of a probe's TIMEOUT argument: None (no timeout) for 0."""
+    return float(text) or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the probe ``argv`` describes (default: the command line)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["tcp"] and len(args) == 4:
-            return tcp(args[1], int(args[2]), float(args[3]))
+            return tcp(args[1], int(args[2]), _timeout(args[3]))
         if args[:1] == ["http-status"] and len(args) == 3:
-            return http_status(args[1], float(args[2]))
+            return http_status(args[1], _timeout(args[2]))
         if args[:1] == ["http"] and len(args) in (3, 4):
             wanted = [int(s) for s in args[3].split(",") if s] if len(args) == 4 else []
-            return http(args[1], float(args[2]), wanted)
+            return http(args[1], _timeout(args[2]), wanted)
     except ValueError:
         pass
     sys.stderr.write("usage: probe tcp HOST PORT TIMEOUT | probe http URL TIMEOUT [STATUSES]\n")
