@@ -517,8 +517,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         """Records an update (agent's or executor's) and starts its delivery to the master."""
         if task is not None:
             task.state = status.state
-            task.statuses.append(msgspec.structs.replace(status, data=None))
-            del task.statuses[:-MAX_STATUSES_PER_TASK]
+            stored = msgspec.structs.replace(status, data=None)
+            ts.record_status(task.statuses, stored, MAX_STATUSES_PER_TASK)
         self._count(f"updates_{status.state[5:].lower()}")
         if fw.state == FRAMEWORK_TERMINATING:
             if task is not None and ts.is_terminal(status.state):

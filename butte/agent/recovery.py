@@ -147,10 +147,11 @@ class Recovery(_Base):
         for recovered in run.tasks:
             task = Task(recovered.info, fw.id, ex.id, group=run.kind == DEFAULT)
             stream = self._replay(fw.id, recovered)
-            statuses = [msgspec.structs.replace(s, data=None) for s in recovered.updates]
-            task.statuses = statuses[-MAX_STATUSES_PER_TASK:]
-            if statuses:
-                task.state = statuses[-1].state
+            for update in recovered.updates:
+                stored = msgspec.structs.replace(update, data=None)
+                ts.record_status(task.statuses, stored, MAX_STATUSES_PER_TASK)
+            if task.statuses:
+                task.state = task.statuses[-1].state
             if stream is not None and stream.done:
                 ex.completed_tasks.append(task)  # acknowledged terminal: only the files left
                 effects.append(RemoveCheckpoint(fw.id, ex.id, ex.container_id, task.id))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 STAGING = "TASK_STAGING"
 STARTING = "TASK_STARTING"
 RUNNING = "TASK_RUNNING"
@@ -76,3 +78,15 @@ def for_framework(state: str, partition_aware: bool) -> str:
     if not partition_aware and state in PARTITION_AWARE_ONLY:
         return LOST
     return state
+
+
+def record_status(statuses: list[Any], status: Any, keep: int) -> None:
+    """Adds ``status`` (anything with a ``state``) to a task's ``statuses`` as Mesos' master
+    and agent keep them: it replaces the last one when that has the same state (health and
+    check updates of a running task do not pile up), and only the last ``keep`` stay."""
+    if statuses and statuses[-1].state == status.state:
+        statuses[-1] = status
+    else:
+        statuses.append(status)
+        if len(statuses) > keep:
+            del statuses[:-keep]

@@ -37,6 +37,8 @@ from butte.master.maintenance import Maintenance
 from butte.master.state import Agent, Executor, Framework, Offer, Task
 
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
+# The statuses a task keeps (its last ones; repeats of one state are collapsed, as in Mesos).
+MAX_STATUSES_PER_TASK = 32
 
 
 @dataclass(slots=True)
@@ -221,9 +223,10 @@ class MasterCore:
             return  # a retry of what we already recorded
         if not was_terminal:
             task.state = status.state
-        task.statuses.append(status)
-        if len(task.statuses) > 32:
-            del task.statuses[:-32]
+        if status.data is not None:
+            # Mesos keeps no status data (a framework's payload, maybe large) in the master.
+            status = msgspec.structs.replace(status, data=None)
+        task_states.record_status(task.statuses, status, MAX_STATUSES_PER_TASK)
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
         if status.uuid is not None:
@@ -268,7 +271,7 @@ class MasterCore:
             unreachable_time=now if state == task_states.UNREACHABLE else None,
         )
         task.state = state
-        task.statuses.append(status)
+        task_states.record_status(task.statuses, status, MAX_STATUSES_PER_TASK)
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
         if notify:

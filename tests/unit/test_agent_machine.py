@@ -124,6 +124,19 @@ def test_updates_flow_one_at_a_time_and_complete_the_task():
     h.check()
 
 
+def test_a_tasks_statuses_collapse_repeats_of_one_state():
+    """As Mesos' agent keeps them: health and check updates of a running task replace the
+    previous TASK_RUNNING instead of piling up (and no status keeps its data)."""
+    h = Harness()
+    started(h)
+    h.update("t1", "t1", "TASK_STARTING")
+    for _ in range(12):
+        h.update("t1", "t1", "TASK_RUNNING", data="eA==")
+    task = h.agent.frameworks[FID].executors["t1"].tasks["t1"]
+    assert [s.state for s in task.statuses] == ["TASK_STARTING", "TASK_RUNNING"]
+    assert all(s.data is None for s in task.statuses)
+
+
 def test_unacknowledged_update_is_retried_with_backoff():
     h = Harness(status_update_retry_interval_min=0.25, status_update_retry_interval_max=1.0)
     started(h)

@@ -454,6 +454,27 @@ def test_update_from_agent_without_uuid_retry_is_recorded_once():
     assert base64.b64decode(uid)
 
 
+def test_statuses_of_one_state_collapse_and_keep_no_data():
+    """Mesos' master keeps one status per run of a state (health and check updates of a
+    running task replace each other) and drops status data (MESOS-1746)."""
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_STARTING", agent_id)
+    for healthy in (True, False, True):
+        h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id, healthy=healthy, data="eA==")
+    h.status_update("c1", fid, "t1", "TASK_FINISHED", agent_id)
+    task = h.master.frameworks[fid].tasks["t1"]  # terminal, until acknowledged
+    assert [(s.state, s.healthy) for s in task.statuses] == [
+        ("TASK_STARTING", None),
+        ("TASK_RUNNING", True),
+        ("TASK_FINISHED", None),
+    ]
+    assert all(s.data is None for s in task.statuses)
+    # The framework still got every update, data included.
+    running = [u for u in h.updates(stream) if u["state"] == "TASK_RUNNING"]
+    assert len(running) == 3 and all(u["data"] == "eA==" for u in running)
+
+
 def test_deactivate_rescinds_offers_and_survives_reconnection():
     h, agent_id, fid, stream, offers = _cluster()
     assert h.found(h.master.deactivate_agent(agent_id, h.now()))
