@@ -255,6 +255,29 @@ class AgentOperatorApi:
     async def call_get_agent(self, call: OperatorCall) -> dict:
         return {"agent_info": to_builtins(self.core.agent_info())}
 
+    async def call_get_operations(self, call: OperatorCall) -> dict:
+        """The offer operations with an id applied on this agent whose latest status the
+        framework has not acknowledged yet (Mesos' agent keeps these too)."""
+        agent_id = {"value": self.core.agent_id or ""}
+        operations = []
+        for report in self.core.operation_book.reports():
+            operation: dict[str, Any] = {
+                "framework_id": {"value": report.framework_id},
+                "agent_id": agent_id,
+                "info": report.info,
+                "latest_status": report.statuses[-1] if report.statuses else {},
+                "statuses": report.statuses,
+            }
+            uuid = report.statuses[-1].get("uuid") if report.statuses else None
+            if uuid is not None:
+                operation["uuid"] = uuid
+            operations.append(operation)
+        return {"operations": operations}
+
+    async def call_get_resource_providers(self, call: OperatorCall) -> dict:
+        # butte has no resource providers (docs/operating.md): the list is truly empty.
+        return {"resource_providers": []}
+
     async def call_get_frameworks(self, call: OperatorCall) -> dict:
         core = self.core
         return {
@@ -493,6 +516,8 @@ AGENT_CALLS: dict[str, CallHandler] = {
     "LIST_FILES": AgentOperatorApi.call_list_files,
     "READ_FILE": AgentOperatorApi.call_read_file,
     "GET_AGENT": AgentOperatorApi.call_get_agent,
+    "GET_OPERATIONS": AgentOperatorApi.call_get_operations,
+    "GET_RESOURCE_PROVIDERS": AgentOperatorApi.call_get_resource_providers,
     "GET_FRAMEWORKS": AgentOperatorApi.call_get_frameworks,
     "GET_EXECUTORS": AgentOperatorApi.call_get_executors,
     "GET_TASKS": AgentOperatorApi.call_get_tasks,

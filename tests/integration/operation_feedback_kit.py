@@ -99,11 +99,13 @@ async def reserve_fail_over_and_acknowledge(
     fail_over: Callable[[], None],
     leader_url: Callable[[], str],
     agent_work_dir: Path,
+    agent_url: str | None = None,
 ) -> None:
     """The scenario: RESERVE with an id, no acknowledgement (the agent resends the status),
     ``fail_over()``; after re-subscribing the framework hears the status again, the new
     leader's GET_OPERATIONS lists it and RECONCILE_OPERATIONS answers it; acknowledging it
-    stops the resends and the agent forgets it."""
+    stops the resends and the agent forgets it (its own GET_OPERATIONS, at ``agent_url``,
+    lists it until then)."""
     kept = agent_work_dir / "meta" / "operations" / "operations.info"
     async with SchedulerClient(master, FRAMEWORK, retry_timeout=90.0) as client:
         offers = (await _next(client, "OFFERS"))["offers"]["offers"]
@@ -133,6 +135,9 @@ async def reserve_fail_over_and_acknowledge(
         assert listed["framework_id"] == {"value": client.framework_id}
         assert listed["agent_id"] == {"value": agent_id}
         assert listed["latest_status"] == first and listed["uuid"] == first["uuid"]
+        if agent_url is not None:
+            [held] = get_operations(agent_url)
+            assert {k: held[k] for k in listed} == listed, (held, listed)
         await client.reconcile_operations(
             [{"operation_id": {"value": OP_ID}, "agent_id": {"value": agent_id}}]
         )
@@ -149,5 +154,7 @@ async def reserve_fail_over_and_acknowledge(
         await asyncio.to_thread(
             _wait, lambda: json.loads(kept.read_text()) == [], 30.0, "the agent forgetting it"
         )
+        if agent_url is not None:
+            assert get_operations(agent_url) == []
         # Acknowledged: no more resends (they came every second or two before).
         assert await _quiet(client, 3.0) == []

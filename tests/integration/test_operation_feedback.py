@@ -27,6 +27,7 @@ def test_unacknowledged_operation_status_survives_a_standalone_master_restart(cl
             restart,
             lambda: cluster.master_url,
             cluster.agents[0].work_dir,
+            cluster.agents[0].url,
         )
     )
 
