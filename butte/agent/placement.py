@@ -100,9 +100,12 @@ def _make_top(executors: str, spread: set[str]) -> None:
 
 def _make_below(*levels: str) -> None:
     """Makes each directory, top-down, each one's parent being the one before (the first's
-    must exist): one mkdir a level, where os.makedirs stats every level first."""
-    for path in levels:
+    must exist): one mkdir a level, where os.makedirs stats every level first. The last,
+    the sandbox, holds private task data: like Mesos' agent, it is not open to others
+    (0750)."""
+    last = len(levels) - 1
+    for i, path in enumerate(levels):
         try:
-            os.mkdir(path)
+            os.mkdir(path, 0o750 if i == last else 0o777)
         except FileExistsError:
             pass

@@ -27,6 +27,18 @@ def test_a_sandbox_and_every_missing_level_above_it_are_made(tmp_path: Path) -> 
     assert done == {str(executors)}
 
 
+def test_the_sandbox_is_not_open_to_others(tmp_path: Path) -> None:
+    """Mesos' agent makes a sandbox 0750: it holds private task data."""
+    sandbox = _sandbox(tmp_path / "executors", "e1", "c1")
+    mask = os.umask(0o022)
+    try:
+        placement.make_sandbox(sandbox, set())
+    finally:
+        os.umask(mask)
+    assert os.stat(sandbox).st_mode & 0o777 == 0o750
+    assert os.stat(os.path.dirname(sandbox)).st_mode & 0o777 == 0o755
+
+
 def test_below_a_known_executors_directory_only_mkdir_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
