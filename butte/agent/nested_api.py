@@ -141,8 +141,10 @@ class NestedApi:
                 "value": container.container_id,
                 "parent": {"value": container.parent_id},
             }
+            status: dict[str, Any] = {"container_id": entry["container_id"]}
             if container.pid is not None:
-                entry["container_status"] = {"executor_pid": container.pid}
+                status["executor_pid"] = container.pid
+            entry["container_status"] = status
             out.append(entry)
         return out
 

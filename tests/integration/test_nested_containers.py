@@ -278,7 +278,8 @@ def test_kill_wait_remove(task: Task) -> None:
     payload = {"container_id": cid, "command": _shell("echo started; exec sleep 100")}
     task.agent.call("LAUNCH_NESTED_CONTAINER", payload)
     listed = task.agent.call("GET_CONTAINERS", {"show_nested": True})["containers"]
-    assert any(c["container_id"] == cid for c in listed)
+    (nested,) = [c for c in listed if c["container_id"] == cid]
+    assert nested["container_status"]["container_id"] == cid  # with its parent, as in Mesos
     plain = task.agent.call("GET_CONTAINERS")["containers"]
     assert not any(c["container_id"].get("parent") for c in plain)
     # A launch of the same id again is accepted without a second container (Mesos: 202).
