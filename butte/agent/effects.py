@@ -79,6 +79,15 @@ class DestroyContainer:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutorRemoved:
+    """An executor is done here (ended, its tasks' updates acknowledged): its sandbox's
+    ``--gc_delay`` starts now, so the sandbox's modification time is set to now, as Mesos'
+    agent sets it (`butte.agent.gc`)."""
+
+    sandbox: str
+
+
+@dataclass(frozen=True, slots=True)
 class StopAgent:
     """The master told the agent to stop for good (after its containers are destroyed)."""
 
@@ -198,6 +207,7 @@ Effect = (
     | CloseExecutorStream
     | LaunchContainer
     | DestroyContainer
+    | ExecutorRemoved
     | StopAgent
     | Checkpoint
 )

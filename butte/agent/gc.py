@@ -6,8 +6,10 @@ Every ``--disk_watch_interval`` the agent lists the sandboxes of its work dir
 than the allowed age: ``--gc_delay``, shortened as the work dir's file system fills, as in
 Mesos, to ``gc_delay x max(0, 1 - gc_disk_headroom - used fraction)`` (so a full disk removes
 every finished sandbox at once). A sandbox's finishing time is the newest modification time
-of the sandbox and its stdout/stderr files. Empty ``executors/<id>`` and ``frameworks/<id>``
-directories go with their last sandbox.
+of the sandbox and its stdout/stderr files; when its executor is removed the agent sets the
+sandbox's own to that moment (`mark_finished`, as Mesos' agent does), so the delay counts
+from the executor's end even for a task that wrote nothing for a long time. Empty
+``executors/<id>`` and ``frameworks/<id>`` directories go with their last sandbox.
 
 `max_age` and `select` are pure; `scan` and `remove` touch the file system (the shell runs
 them in a worker thread).
@@ -40,6 +42,13 @@ def max_age(gc_delay: float, headroom: float, used_fraction: float) -> float:
 def select(sandboxes: list[Sandbox], live: set[str], now: float, age: float) -> list[Sandbox]:
     """The sandboxes to remove: not live and unchanged for longer than ``age``."""
     return [s for s in sandboxes if s.container_id not in live and now - s.changed > age]
+
+
+def mark_finished(sandbox: str) -> None:
+    """The sandbox's executor is done now: its modification time says so (see the module
+    docstring); a sandbox already gone is left alone."""
+    with contextlib.suppress(OSError):
+        os.utime(sandbox)
 
 
 def _changed(path: str) -> float:

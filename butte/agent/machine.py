@@ -41,6 +41,7 @@ from butte.agent.effects import (
     CloseExecutorStream,
     DestroyContainer,
     Effect,
+    ExecutorRemoved,
     RemoveCheckpoint,
     SendToExecutor,
     SendToMaster,
@@ -595,6 +596,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             fw.completed_executors.append(ex)
             if fw.info.checkpoint:
                 effects.append(RemoveCheckpoint(fw.id, ex.id, ex.container_id))
+            effects.append(ExecutorRemoved(ex.sandbox))
         self.containers.pop(ex.container_id, None)
         if fw is not None:
             effects += self._cleanup_framework(fw)

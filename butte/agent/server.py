@@ -59,6 +59,7 @@ from butte.agent.effects import (
     CloseExecutorStream,
     DestroyContainer,
     Effect,
+    ExecutorRemoved,
     LaunchContainer,
     SendToExecutor,
     SendToMaster,
@@ -972,6 +973,8 @@ class AgentServer:
             if not self._stopping:  # shutdown destroys everything at once
                 assert self.containerizer is not None
                 self._spawn(self.containerizer.destroy(effect.container_id, effect.grace))
+        elif isinstance(effect, ExecutorRemoved):
+            gc.mark_finished(effect.sandbox)
         elif isinstance(effect, StopAgent):
             log.warning("master asked this agent to stop: %s", effect.message)
             self.request_stop()

@@ -6,6 +6,7 @@ freezer controllers (docs/isolation.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -512,6 +513,24 @@ def test_finished_sandboxes_are_collected_after_gc_delay(tmp_path):
         assert sandbox(tmp_path, "running").is_dir()
 
     flags = ("--gc_delay", "1secs", "--disk_watermark_interval", "200ms")
+    run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def test_gc_delay_counts_from_the_executors_end_not_its_last_write(tmp_path):
+    """As in Mesos (the agent sets the run directory's time when it removes the executor): a
+    task that wrote nothing for longer than the delay keeps its sandbox for the delay after
+    it ended, when an operator wants its logs."""
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await run_task(master, "quiet", "sleep 6")
+        box = sandbox(tmp_path, "quiet")
+        await wait_for(lambda: terminal(master, "quiet"), "quiet ends", 20)
+        await asyncio.sleep(1.0)  # five sweeps: the sandbox's files are 7 s old by now
+        assert box.is_dir()
+        await wait_for(lambda: not box.exists(), "the sandbox collected", 20)
+
+    # The allowed age is 6 s x (1 - the disk's used fraction): 4.4 s at 27% used.
+    flags = ("--gc_delay", "6secs", "--gc_disk_headroom", "0", "--disk_watermark_interval", "200ms")
     run_scenario(tmp_path, scenario, agent_flags=flags)
 
 

@@ -12,6 +12,7 @@ from butte.agent.effects import (
     Checkpoint,
     CloseExecutorStream,
     DestroyContainer,
+    ExecutorRemoved,
     LaunchContainer,
     SendToExecutor,
     SendToMaster,
@@ -62,6 +63,7 @@ class Harness:
         self.destroyed: list[DestroyContainer] = []
         self.closed: list[str] = []
         self.stopped: list[str] = []
+        self.removed: list[str] = []  # sandboxes of removed executors (ExecutorRemoved)
         self.checkpoints: list[Checkpoint] = []
 
     def now(self) -> float:
@@ -81,6 +83,8 @@ class Harness:
                 self.closed.append(effect.container_id)
             elif isinstance(effect, StopAgent):
                 self.stopped.append(effect.message)
+            elif isinstance(effect, ExecutorRemoved):
+                self.removed.append(effect.sandbox)
             elif isinstance(effect, Checkpoint):
                 self.checkpoints.append(effect)
             else:  # pragma: no cover - a new effect type must be handled here

@@ -120,6 +120,8 @@ def test_updates_flow_one_at_a_time_and_complete_the_task():
     h.apply(h.agent.container_exited(container, 0, h.now()))
     assert FID not in h.agent.frameworks  # nothing left: framework completed
     assert h.agent.completed_frameworks[0].completed_executors[0].id == "t1"
+    # From now on its sandbox's gc_delay counts (the shell sets the sandbox's time).
+    assert h.removed == [h.agent.completed_frameworks[0].completed_executors[0].sandbox]
     assert not h.sent(internal.ExecutorExited)  # command executors are not reported
     h.check()
 
