@@ -219,7 +219,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default="reconnect",
         choices=["reconnect", "cleanup"],
         help="after a restart: reconnect to the executors of checkpointing frameworks, or "
-        "kill every executor found and register as a new agent",
+        "kill every executor found and exit (the next start is a new agent)",
     )
     add(
         "--executor_reregistration_timeout",

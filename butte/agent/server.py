@@ -12,13 +12,15 @@ retrying their SUBSCRIBE: they get 503 until recovery is over), then the checkpo
 (`butte.agent.checkpoint`) and the core rebuilt from it (`AgentMachine.recover`): live executor
 processes are adopted by the containerizer, every other process found in a sandbox of this
 work dir is killed as an orphan. Only then does the master connection open. A checkpoint from
-another boot, ``--recover=cleanup`` or no ``meta/slaves/latest`` start a new agent (new id).
+another boot or no ``meta/slaves/latest`` start a new agent (new id); ``--recover=cleanup``
+kills what the previous run left and exits, as Mesos' agent does.
 
-Stopping (SIGINT/SIGTERM): the core sends UNREGISTER_AGENT and marks every container for
-destruction; the shell flushes the master socket, SIGTERMs every container's processes,
-SIGKILLs what is left after the shutdown grace period, forgets the agent id (the next start
-registers anew, as after Mesos' graceful shutdown) and closes the HTTP server. A crash or
-SIGKILL leaves everything running for the next start to recover.
+Stopping (SIGINT/SIGTERM, and SIGUSR1, Mesos' signal for it): the core sends
+UNREGISTER_AGENT and marks every container for destruction; the shell flushes the master
+socket, SIGTERMs every container's processes, SIGKILLs what is left after the shutdown grace
+period, forgets the agent id (the next start registers anew, as after Mesos' graceful
+shutdown) and closes the HTTP server. A crash or SIGKILL leaves everything running for the
+next start to recover.
 """
 
 from __future__ import annotations
@@ -365,6 +367,11 @@ class AgentServer:
             launcher.attach()
             self._resume_launched()
         await self.containerizer.start()
+        if self.options.recover == "cleanup":
+            # Mesos: "kill any old live executors and exit" (for an incompatible upgrade).
+            log.info("--recover=cleanup: the previous run's executors are killed; exiting")
+            self.request_stop()
+            return
         self._link_task = asyncio.create_task(self.master_link.run())
         self._gc_task = asyncio.create_task(self._collect_garbage())
         self._disk_task = asyncio.create_task(self._watch_disk())
@@ -637,7 +644,7 @@ class AgentServer:
         leaders = find_sandbox_leaders(work_dir)
         state = None
         if self.options.recover == "cleanup":
-            log.info("--recover=cleanup: killing every executor found, starting a new agent")
+            log.info("--recover=cleanup: killing every executor found")
             checkpoint.forget_agent(work_dir)
         else:
             state = checkpoint.read_state(work_dir)
@@ -1200,16 +1207,19 @@ def raise_fd_limit() -> None:
 
 
 async def serve(options: AgentOptions) -> int:
-    """Runs an agent until SIGINT/SIGTERM (or the master tells it to stop); exit status."""
+    """Runs an agent until SIGINT, SIGTERM or SIGUSR1 (or the master tells it to stop, or
+    ``--recover=cleanup`` is done); exit status."""
     server = AgentServer(options)
     await server.start()
     loop = asyncio.get_running_loop()
-    for number in (signal.SIGINT, signal.SIGTERM):
+    # SIGUSR1 is Mesos' signal for an agent's graceful shutdown.
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    for number in stopping:
         loop.add_signal_handler(number, server.request_stop)
     try:
         await server.wait_stopped()
     finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in stopping:
             loop.remove_signal_handler(number)
         log.info("agent stopping")
         await server.shutdown()

@@ -159,10 +159,10 @@ class AgentProcess:
                 *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
 
-    async def stop(self, timeout: float = 10.0) -> int:
+    async def stop(self, timeout: float = 10.0, number: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(number)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:
@@ -363,6 +363,21 @@ def test_running_task_is_reported_on_reregistration_and_killed_on_sigterm(tmp_pa
         assert task["state"] == "TASK_RUNNING"
         await wait_for(lambda: master.ws is not None and not master.ws.closed, "new socket")
         assert await agent.stop() == 0
+        assert master.of_type("UNREGISTER_AGENT")
+        await wait_for(lambda: process_gone(pid), "task killed with the agent", 5.0)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_sigusr1_stops_the_agent_gracefully(tmp_path):
+    """SIGUSR1 is Mesos' signal for an agent's graceful shutdown: unregister, kill tasks."""
+    pid_file = tmp_path / "pid"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("u1", f"echo $$ > {pid_file}; exec sleep 100")
+        await wait_for(lambda: "TASK_RUNNING" in master.states("u1"), "TASK_RUNNING")
+        pid = int(pid_file.read_text())
+        assert await agent.stop(number=signal.SIGUSR1) == 0
         assert master.of_type("UNREGISTER_AGENT")
         await wait_for(lambda: process_gone(pid), "task killed with the agent", 5.0)
 

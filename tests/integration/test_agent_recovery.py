@@ -5,6 +5,7 @@ checkpoint from another boot and ``--recover=cleanup`` start a new agent and kil
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -129,8 +130,28 @@ def test_checkpoint_from_another_boot_starts_a_new_agent(tmp_path):
     recovery_refused(tmp_path, (), change_boot_id)
 
 
-def test_recover_cleanup_kills_everything_and_starts_a_new_agent(tmp_path):
-    recovery_refused(tmp_path, ("--recover=cleanup",), lambda work_dir: None)
+def test_recover_cleanup_kills_everything_and_exits(tmp_path):
+    """Mesos: ``--recover=cleanup`` kills the old executors and exits; the next start is a
+    new agent."""
+    pid_file = tmp_path / "pid"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("o1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        plain = list(agent.argv)
+        agent.argv += ["--recover=cleanup"]
+        await agent.start()
+        assert agent.proc is not None
+        assert await asyncio.wait_for(agent.proc.wait(), 30) == 0
+        assert process_gone(pid)
+        assert len(first_registrations(master)) == 1 and not reregistrations(master)
+        agent.argv = plain
+        await agent.start()
+        await wait_for(lambda: len(first_registrations(master)) == 2, "a new registration")
+        assert not reregistrations(master)
+
+    run_scenario(tmp_path, scenario, agent_flags=fixed_port())
 
 
 def test_checkpoint_layout_and_cleanup(tmp_path):
