@@ -28,6 +28,10 @@ from butte.master.launch import resources_from_json
 from butte.master.state import Agent, Drain, Framework, Task
 
 log = logging.getLogger(__name__)
+# How the tasks of a removed agent end (Mesos' Master::__removeSlave without an unreachable
+# time: unregistered, replaced at its address, marked gone): TASK_GONE_BY_OPERATOR for
+# partition-aware frameworks, TASK_LOST with REASON_AGENT_REMOVED for the others.
+REMOVED = (task_states.GONE_BY_OPERATOR, "REASON_AGENT_REMOVED_BY_OPERATOR")
 
 
 class AgentEvents(MasterCore):
@@ -93,9 +97,7 @@ class AgentEvents(MasterCore):
 
     def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
         self._registry_write(RemoveAgent(agent.agent_id))
-        self._remove_agent(
-            agent, now, "Agent unregistered", task_states.LOST, "REASON_AGENT_REMOVED"
-        )
+        self._remove_agent(agent, now, "Agent unregistered", *REMOVED)
 
     def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
         fid, eid = msg.framework_id.value, msg.executor_id.value
@@ -221,8 +223,7 @@ class AgentEvents(MasterCore):
                     old,
                     now,
                     f"Agent {old.hostname} removed: a new agent registered at the same address",
-                    task_states.LOST,
-                    "REASON_AGENT_REMOVED",
+                    *REMOVED,
                 )
 
     def _refuse_agent(self, connection_id: str, message: str) -> None:
@@ -487,7 +488,10 @@ class AgentEvents(MasterCore):
         self._rescind_offers_of(agent, now)
         for fw, task in self._tasks_on(agent):
             tid = task.task_id
-            self._terminate_task(fw, task, state, reason, message, now)
+            why = reason
+            if state == task_states.GONE_BY_OPERATOR and not fw.partition_aware:
+                why = "REASON_AGENT_REMOVED"  # with TASK_LOST, as Mesos tells these
+            self._terminate_task(fw, task, state, why, message, now)
             if state == task_states.UNREACHABLE:
                 task.unreachable_time = now
                 # Unreachable tasks leave the agent; they come back if it re-registers.
@@ -526,8 +530,7 @@ class AgentEvents(MasterCore):
                 agent,
                 now,
                 "Agent marked gone by the operator",
-                task_states.GONE_BY_OPERATOR,
-                "REASON_AGENT_REMOVED_BY_OPERATOR",
+                *REMOVED,
             )
         return True
 

@@ -42,7 +42,7 @@ from butte.core.messages import (
 from butte.core.resources import Resources, validate_role
 from butte.master import offer_constraints, operator_views, views
 from butte.master.accept import AcceptEvents
-from butte.master.agents import AgentEvents
+from butte.master.agents import REMOVED, AgentEvents
 from butte.master.allocator.quota import Quota, ancestors_and_self
 from butte.master.core import MasterOptions
 from butte.master.effects import (
@@ -806,8 +806,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             agent,
             now,
             "Agent removed: its machine is DOWN for maintenance",
-            task_states.GONE_BY_OPERATOR,
-            "REASON_AGENT_REMOVED_BY_OPERATOR",
+            *REMOVED,
         )
 
     def operator_operation(

@@ -96,15 +96,23 @@ def test_unreachable_agent_comes_back(partition_aware):
         assert [k.task_id for k in kills] == [ID("t1")]
 
 
-def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it():
+@pytest.mark.parametrize("partition_aware", [True, False])
+def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it(partition_aware):
+    """Mesos' __removeSlave without an unreachable time: TASK_GONE_BY_OPERATOR for
+    partition-aware frameworks, TASK_LOST (REASON_AGENT_REMOVED) for the others."""
     h = Harness()
-    old, fid, stream = running_task(h, checkpoint=True)
+    capabilities = [{"type": "PARTITION_AWARE"}] if partition_aware else []
+    old, fid, stream = running_task(h, checkpoint=True, capabilities=capabilities)
     h.pump(h.master.agent_disconnected("c1", h.now()))
     assert not h.updates(stream), "checkpointing tasks wait for the agent"
     new = h.register_agent("c2")  # same host and port, no id: its checkpoint is gone
     assert new != old and list(h.master.agents) == [new]
     [lost] = h.updates(stream)
-    assert lost["state"] == ts.LOST and lost["reason"] == "REASON_AGENT_REMOVED"
+    if partition_aware:
+        assert lost["state"] == ts.GONE_BY_OPERATOR
+        assert lost["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
+    else:
+        assert lost["state"] == ts.LOST and lost["reason"] == "REASON_AGENT_REMOVED"
     assert "a new agent registered at the same address" in lost["message"]
 
 

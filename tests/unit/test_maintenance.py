@@ -257,7 +257,7 @@ def test_machine_down_removes_its_agents_and_refuses_them_until_up(h: Harness) -
     assert "ca" in h.closed_connections
     (update,) = h.updates(stream)
     assert update["state"] == "TASK_LOST"  # the framework is not partition-aware
-    assert update["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
+    assert update["reason"] == "REASON_AGENT_REMOVED"  # Mesos' reason with TASK_LOST
     assert h.take(stream, "RESCIND_INVERSE_OFFER")
     # An agent from a DOWN machine is refused; others are not.
     assert register(h, "A", "ca2") is None

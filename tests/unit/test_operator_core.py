@@ -81,7 +81,7 @@ def test_mark_agent_gone_loses_tasks_shuts_agent_down_and_refuses_it_later():
     assert "c1" in h.closed_connections
     (status,) = h.updates(stream)
     assert status["state"] == "TASK_LOST"  # not partition-aware
-    assert status["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
+    assert status["reason"] == "REASON_AGENT_REMOVED"  # Mesos' reason with TASK_LOST
     assert agent_id not in h.master.agents
     assert "AGENT_REMOVED" in h.kinds()
     # Idempotent, and the agent is refused if it comes back.
