@@ -24,7 +24,14 @@ from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
-from butte.core.flags import add_negations, duration_text, flag_text, flag_values, size_text
+from butte.core.flags import (
+    add_negations,
+    duration_text,
+    flag_text,
+    flag_values,
+    port_number,
+    size_text,
+)
 from butte.core.resources import Attribute, ResourceError, Resources, parse_attributes
 from butte.core.resources import parse_resources as parse_resources_text
 from butte.core.tls import TlsError, client_context_for
@@ -40,6 +47,15 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def backoff_factor(text: str) -> float:
+    """argparse type of --registration_backoff_factor: a duration below the backoff's cap of
+    one minute (Mesos refuses the others)."""
+    seconds = duration(text)
+    if seconds >= 60.0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be less than 1mins")
+    return seconds
 
 
 def master_address(text: str) -> str:
@@ -179,7 +195,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "leading master of a ZooKeeper ensemble (or file:///path holding such a URL)",
     )
     add("--ip", default="127.0.0.1", help="address to listen on and advertise")
-    add("--port", type=int, default=5051, help="port to listen on (0: any free port)")
+    add("--port", type=port_number, default=5051, help="port to listen on (0: any free port)")
     add("--hostname", default=None, help="hostname to advertise (default: --ip)")
     add("--work_dir", required=True, help="where sandboxes and agent state live")
     add(
@@ -254,9 +270,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--registration_backoff_factor",
-        type=duration,
+        type=backoff_factor,
         default="1secs",
-        help="(re-)registration retries wait a random time up to this, doubling to 1 minute",
+        help="(re-)registration retries wait a random time up to this, doubling to 1 minute "
+        "(less than 1mins, as in Mesos)",
     )
     add(
         "--zk_session_timeout",

@@ -69,6 +69,17 @@ class _Negation(argparse.Action):
         setattr(namespace, self.dest, False)
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0-65535")
+    return port
+
+
 def add_negations(parser: argparse.ArgumentParser) -> None:
     """Adds ``--no-<flag>`` to every boolean flag of ``parser`` that lacks it, and names it
     and the flag's default (``true``/``false``) in the flag's help. Call it after the

@@ -16,7 +16,7 @@ from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.durations import parse_duration
-from butte.core.flags import add_negations, flag_texts
+from butte.core.flags import add_negations, flag_texts, port_number
 from butte.core.resources import ResourceError, validate_role
 from butte.core.tls import TlsConfig, TlsError
 from butte.core.tls_listener import TlsListen
@@ -36,7 +36,9 @@ from butte.operator_common import quiet_bad_requests
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Defines every master flag (``BUTTE_<FLAG>`` environment variables also set them)."""
     parser.add_argument("--ip", default="127.0.0.1", help="IP address to listen on and advertise")
-    parser.add_argument("--port", type=int, default=5050, help="port to listen on (default 5050)")
+    parser.add_argument(
+        "--port", type=port_number, default=5050, help="port to listen on (default 5050)"
+    )
     parser.add_argument(
         "--hostname",
         default=None,

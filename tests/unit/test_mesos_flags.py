@@ -264,3 +264,24 @@ def test_bad_values_are_one_line_usage_errors(argv: list[str], capsys) -> None:
     errors = [line for line in err.splitlines() if "error:" in line]
     # The subcommand's parser reports bad values; the top one flags it does not know.
     assert len(errors) == 1 and re.match(r"butte( agent| master)?: error: ", errors[0]), err
+
+
+@pytest.mark.parametrize(
+    ("parse", "argv", "problem"),
+    [
+        (parse_agent, ("--port", "99999"), "port 99999 is not in 0-65535"),
+        (parse_master, ("--port", "-1"), "port -1 is not in 0-65535"),
+        (parse_agent, ("--port", "web"), "'web' is not a port number"),
+        (parse_agent, ("--registration_backoff_factor", "1mins"), "must be less than 1mins"),
+    ],
+)
+def test_out_of_range_values_are_refused_as_mesos_refuses_them(parse, argv, problem, capsys):
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert problem in capsys.readouterr().err
+
+
+def test_in_range_values_parse() -> None:
+    assert parse_agent("--port", "0").port == 0
+    assert parse_master("--port", "65535").port == 65535
+    assert parse_agent("--registration_backoff_factor", "59secs").registration_backoff_factor == 59
