@@ -34,6 +34,8 @@ def test_each_variable_overrides_its_own_setting():
         ("CONTAINER_LOGGER_MAX_STDERR_SIZE", "lots"),
         ("CONTAINER_LOGGER_MAX_STDOUT_SIZE", "0"),
         ("CONTAINER_LOGGER_LOGROTATE_STDOUT_OPTIONS", "compress"),
+        ("CONTAINER_LOGGER_MAX_STDOUT_SIZE", "1KB"),  # under a page, as Mesos refuses
+        ("CONTAINER_LOGGER_MAX_STDOUT_SIZ", "1MB"),  # a misspelling is refused, not ignored
     ],
 )
 def test_an_invalid_value_is_refused_naming_its_variable(name, value):

@@ -156,7 +156,7 @@ NON_DEFAULT_AGENT = (
     "--recovery_timeout=3days",
     "--docker_stop_timeout=3secs",
     "--logrotate_max_stdout_size=1536KB",
-    "--logrotate_max_stderr_size=1000",
+    "--logrotate_max_stderr_size=5000",
     "--logrotate_stdout_options=rotate 2",
     "--work_dir_min_free=1GB",
     "--container_logger=logrotate",
@@ -199,7 +199,7 @@ def test_agent_flags_endpoint_uses_each_flags_syntax() -> None:
     assert shown["disk_watch_interval"] == "90secs"
     assert shown["container_disk_watch_interval"] == "250ms"
     assert shown["logrotate_max_stdout_size"] == "1536KB"
-    assert shown["logrotate_max_stderr_size"] == "1000B"
+    assert shown["logrotate_max_stderr_size"] == "5000B"
     assert shown["logrotate_stdout_options"] == "rotate 2"
     assert shown["work_dir_min_free"] == "1GB"
     assert shown["switch_user"] == "true" and shown["executor_zygote"] == "false"

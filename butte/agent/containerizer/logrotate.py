@@ -32,13 +32,15 @@ CHECK_INTERVAL = 1.0
 
 
 def parse_size(text: str) -> int:
-    """Mesos' Bytes syntax (``10MB``, ``512KB``, ``4096B``, a plain number of bytes)."""
+    """Mesos' Bytes syntax (``10MB``, ``512KB``, ``4096B``, a plain number of bytes), at
+    least one memory page, as Mesos' logger requires."""
     match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?B)?\s*", text.upper())
     if match is None:
         raise ValueError(f"expected a size like 10MB, got {text!r}")
     value = int(match.group(1)) * _UNITS[match.group(2) or "B"]
-    if value <= 0:
-        raise ValueError(f"the size must be > 0, got {text!r}")
+    page = os.sysconf("SC_PAGE_SIZE")
+    if value < page:
+        raise ValueError(f"the size must be at least {page} bytes (one page), got {text!r}")
     return value
 
 
@@ -62,7 +64,15 @@ class RotationPolicy:
 
     def for_environment(self, env: Mapping[str, str]) -> RotationPolicy:
         """This policy with what a container's environment overrides (see the module
-        docstring); raises ValueError naming a variable whose value is invalid."""
+        docstring); raises ValueError naming a variable whose value is invalid, or one with
+        the prefix that is no setting (Mesos' logger refuses those too: a misspelling is not
+        ignored)."""
+        known = [ENV_PREFIX + name for name, _, _ in _OVERRIDES]
+        unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and n not in known)
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]} is no container logger setting (they are: {', '.join(known)})"
+            )
         changes: dict[str, int] = {}
         for name, field, parse in _OVERRIDES:
             value = env.get(ENV_PREFIX + name)
