@@ -1106,12 +1106,12 @@ class AgentServer:
         self.apply(self._core.container_failed(container_id, message, self.now()))
 
     def _container_limited(self, container_id: str, limitation: Limitation) -> None:
-        log.warning("container %s: %s", container_id, limitation.message)
-        self.apply(
-            self._core.container_limited(
-                container_id, limitation.reason, limitation.message, self.now()
-            )
+        effects = self._core.container_limited(
+            container_id, limitation.reason, limitation.message, self.now()
         )
+        if effects:  # the first report of it (the executor's end and the exit may both see it)
+            log.warning("container %s: %s", container_id, limitation.message)
+        self.apply(effects)
 
     def _check_limitation(self, call: ExecutorCall) -> None:
         """Before a task's end from its executor is taken: did its container go over a limit

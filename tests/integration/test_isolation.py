@@ -206,6 +206,8 @@ def test_memory_hog_fails_with_the_memory_limitation_and_others_run_on(tmp_path,
         hog = container_of(master, "hog")
         # The hog's groups are removed once it is gone.
         await wait_for(lambda: not group(cgroups_root, "memory", hog).exists(), "hog cgroup gone")
+        # One warning for it, though the executor's end and the exit both see the limit.
+        assert agent.logs().count("Memory limit exceeded") == 1, agent.logs()
 
     extra = ("--cgroups_enable_cfs", "--cgroups_limit_swap")
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, CGROUPS, *extra))
