@@ -104,9 +104,10 @@ def used_fraction(work_dir: str) -> float:
     return (st.f_blocks - st.f_bfree) / st.f_blocks
 
 
-def remove(sandbox: Sandbox) -> None:
+def remove(sandbox: Sandbox, agent_id: str | None = None) -> None:
     """Removes a sandbox, its ``latest`` link if it names it, and the executor's and the
-    framework's directories once empty."""
+    framework's directories once empty; and those of an earlier agent (not ``agent_id``,
+    this one) once empty too, as Mesos collects an old agent's directory."""
     volumes.unmount_below(sandbox.path)  # a volume bind-mounted there must not be emptied
     shutil.rmtree(sandbox.path, ignore_errors=True)
     runs = os.path.dirname(sandbox.path)
@@ -116,7 +117,11 @@ def remove(sandbox: Sandbox) -> None:
             os.unlink(latest)
     executor = os.path.dirname(runs)
     framework = os.path.dirname(os.path.dirname(executor))
-    for directory in (runs, executor, os.path.dirname(executor), framework):
+    levels = [runs, executor, os.path.dirname(executor), framework]
+    agent = os.path.dirname(os.path.dirname(framework))
+    if os.path.basename(agent) != agent_id:
+        levels += [os.path.dirname(framework), agent]
+    for directory in levels:
         try:
             os.rmdir(directory)
         except OSError:

@@ -821,7 +821,7 @@ class AgentServer:
                 live = set(self._core.containers) | set(self.containerizer.containers)
                 doomed = gc.select(found, live, time.time(), age)
                 for sandbox in doomed:
-                    await asyncio.to_thread(gc.remove, sandbox)
+                    await asyncio.to_thread(gc.remove, sandbox, self._core.agent_id)
                 if doomed:
                     log.info("removed %d finished sandbox(es) (max age %.0fs)", len(doomed), age)
             except Exception:  # noqa: BLE001 - a failed sweep must not stop the next ones

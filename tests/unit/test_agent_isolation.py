@@ -445,11 +445,23 @@ def test_gc_age_shrinks_as_the_disk_fills_and_only_finished_sandboxes_go(tmp_pat
     assert set(found) == {"old", "live", "new"}
     doomed = gc.select(list(found.values()), {"live"}, now=5000.0 + 1e9, age=1e9)
     assert [s.container_id for s in doomed] == ["old"]
-    gc.remove(doomed[0])
+    gc.remove(doomed[0], "A")
     assert not (runs / "old").exists() and not (runs / "latest").is_symlink()
     for cid in ("live", "new"):
-        gc.remove(found[cid])
+        gc.remove(found[cid], "A")
     assert not (tmp_path / "slaves/A/frameworks/F").exists()
+    assert (tmp_path / "slaves/A/frameworks").is_dir()  # this agent's own stays
+
+
+def test_an_earlier_agents_directory_goes_with_its_last_sandbox(tmp_path):
+    """As Mesos collects an old agent's directory: nothing empty is left of it."""
+    from butte.agent import gc
+
+    old = tmp_path / "slaves" / "OLD" / "frameworks" / "F" / "executors" / "e" / "runs" / "c"
+    old.mkdir(parents=True)
+    (sandbox,) = gc.scan(str(tmp_path))
+    gc.remove(sandbox, "NEW")
+    assert os.listdir(tmp_path / "slaves") == []
 
 
 def test_log_sizes_and_options_are_parsed_or_refused():
