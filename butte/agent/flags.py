@@ -58,6 +58,18 @@ def backoff_factor(text: str) -> float:
     return seconds
 
 
+def reconfiguration_policy(text: str) -> str:
+    """argparse type of --reconfiguration_policy: only Mesos' default, ``equal``."""
+    if text == "equal":
+        return text
+    if text == "additive":
+        raise argparse.ArgumentTypeError(
+            "'additive' is not supported (the master would not take the added resources): "
+            "use 'equal', or remove meta/slaves/latest to start as a new agent"
+        )
+    raise argparse.ArgumentTypeError(f"'{text}' is not a policy (Mesos' are equal, additive)")
+
+
 def master_address(text: str) -> str:
     """argparse type: ``host:port`` of the master (``master@`` and ``http://`` prefixes are
     accepted, ``https://`` is kept, the port defaults to 5050), or a ``zk://`` /
@@ -236,6 +248,14 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         choices=["reconnect", "cleanup"],
         help="after a restart: reconnect to the executors of checkpointing frameworks, or "
         "kill every executor found and exit (the next start is a new agent)",
+    )
+    add(
+        "--reconfiguration_policy",
+        type=reconfiguration_policy,
+        default="equal",
+        help="what may change in hostname, port, --resources and --attributes across a "
+        "restart that recovers the agent: 'equal' (Mesos' default: nothing; the agent "
+        "refuses to start otherwise). Mesos' 'additive' is not supported",
     )
     add(
         "--executor_reregistration_timeout",

@@ -23,7 +23,7 @@ from butte.agent.containerizer.isolators import (
     parse_isolation,
 )
 from butte.agent.containerizer.logrotate import RotationPolicy
-from butte.agent.server import AgentOptions, AgentResourcesMismatch, serve
+from butte.agent.server import AgentOptions, RecoveryRefused, serve
 from butte.coord.interface import CoordinationError
 from butte.core.tls import TlsError
 from butte.core.tls_listener import TlsListen
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     except IsolatorUnavailable as e:  # an isolator this machine cannot provide
         print(f"agent: --isolation: {e}", file=sys.stderr)
         return 1
-    except AgentResourcesMismatch as e:
+    except RecoveryRefused as e:
         print(f"agent: {e}", file=sys.stderr)
         return 1
 

@@ -44,6 +44,7 @@ from aiohttp import web
 
 import butte
 from butte.agent import checkpoint, gc, operator_api, paths, volumes
+from butte.agent.compatibility import agent_info_change
 from butte.agent.containerizer import docker as docker_containerizer
 from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
@@ -135,8 +136,9 @@ def launcher_argv() -> tuple[str, ...]:
     return _fast_python("butte.agent.executor.launcher")
 
 
-class AgentResourcesMismatch(Exception):
-    """The checkpointed total (reservations, volumes) was not made of ``--resources``."""
+class RecoveryRefused(Exception):
+    """The checkpoint cannot be recovered with these flags (the checkpointed total was not
+    made of ``--resources``, the AgentInfo changed, ...): the agent does not start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,12 +487,12 @@ class AgentServer:
             saved = checkpoint.checkpointed_resources(work_dir)
             total = Resources.from_json(saved) if saved is not None else None
         except ValueError as e:
-            raise AgentResourcesMismatch(f"unusable checkpointed resources: {e}") from None
+            raise RecoveryRefused(f"unusable checkpointed resources: {e}") from None
         if saved is None or total is None:
             return
         made_of = resource_ops.declared(total)
         if made_of != self.options.resources:
-            raise AgentResourcesMismatch(
+            raise RecoveryRefused(
                 f"checkpointed resources {total.to_text()} (made of {made_of.to_text()}) do not "
                 f"match --resources {self.options.resources.to_text()}: start with the "
                 f"resources they were made of, or remove {paths.resources_info_path(work_dir)} "
@@ -506,7 +508,7 @@ class AgentServer:
         try:
             reports = checkpoint.checkpointed_operations(work_dir)
         except ValueError as e:
-            raise AgentResourcesMismatch(f"unusable checkpointed operations: {e}") from None
+            raise RecoveryRefused(f"unusable checkpointed operations: {e}") from None
         if reports:
             self._core.recover_operations(reports)
             log.info("recovered %d unacknowledged operation status(es)", len(reports))
@@ -653,6 +655,17 @@ class AgentServer:
                 log.warning("the checkpoint is from another boot: starting as a new agent")
                 checkpoint.forget_agent(work_dir)
                 state = None
+            if state is not None and state.agent_info is not None:
+                current = to_builtins(self._core.agent_info())
+                change = agent_info_change(state.agent_info, current, self.options.port != 0)
+                if change is not None:
+                    raise RecoveryRefused(
+                        f"Failed to perform recovery: incompatible agent info: {change} "
+                        "(--reconfiguration_policy=equal). To recover agent "
+                        f"{state.agent_id} and its executors, start it with the flags it had; "
+                        "to start as a new agent instead (its old executors are killed): "
+                        f"rm -f {paths.latest_agent_link(work_dir)}"
+                    )
         effects: list[Effect] = []
         if state is not None:
             self.recovery_problems = list(state.problems)

@@ -154,6 +154,32 @@ def test_recover_cleanup_kills_everything_and_exits(tmp_path):
     run_scenario(tmp_path, scenario, agent_flags=fixed_port())
 
 
+def test_changed_resources_or_attributes_refuse_the_recovery(tmp_path):
+    """Mesos' --reconfiguration_policy=equal: an agent restarted with other resources or
+    attributes does not recover (and does not take its old id with a config its master and
+    frameworks never saw); with the flags it had it recovers its running task."""
+    pid_file = tmp_path / "pid"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("r1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        plain = list(agent.argv)
+        for changed in (["--attributes", "rack:r9"], ["--resources", "cpus:2;mem:1024"]):
+            agent.argv = plain + changed
+            await agent.start()
+            assert agent.proc is not None
+            assert await asyncio.wait_for(agent.proc.wait(), 30) == 1
+            assert "incompatible agent info" in agent.logs()
+            assert "rm -f " in agent.logs() and not process_gone(pid)
+        agent.argv = plain
+        await agent.start()
+        await wait_for(lambda: reregistrations(master), "re-registered with its old id")
+        assert not process_gone(pid)
+
+    run_scenario(tmp_path, scenario, agent_flags=fixed_port())
+
+
 def test_checkpoint_layout_and_cleanup(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await master.run_task("c1", "sleep 0.2", framework=CHECKPOINTING)
