@@ -250,6 +250,16 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "kill every executor found and exit (the next start is a new agent)",
     )
     add(
+        "--strict",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="a checkpoint that cannot be read in full stops the agent's start (Mesos' "
+        "default is true; butte's false recovers what can be read, logs the rest, and kills "
+        "the executors it cannot recover)",
+    )
+    add(
         "--reconfiguration_policy",
         type=reconfiguration_policy,
         default="equal",

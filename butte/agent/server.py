@@ -183,6 +183,7 @@ class AgentOptions:
     command_launcher: bool = True
     # reconnect: recover checkpointed executors; cleanup: kill them and start a new agent.
     recover: str = "reconnect"
+    strict: bool = False  # Mesos' --strict: a checkpoint problem stops the start
     executor_reregistration_timeout: float = 2.0
     recovery_timeout: float = 900.0
     fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
@@ -287,7 +288,6 @@ class AgentServer:
         self.commit: GroupCommit | None = None
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
-        self.recovery_problems: list[str] = []
         # The in-agent command executors of tasks the command launcher runs, by container.
         self.launched: dict[str, LaunchedExecutor] = {}
         # What the launcher reported at start-up: container id -> (pid, exit status).
@@ -667,8 +667,15 @@ class AgentServer:
                         f"rm -f {paths.latest_agent_link(work_dir)}"
                     )
         effects: list[Effect] = []
+        if state is not None and state.problems and self.options.strict:
+            raise RecoveryRefused(
+                "Failed to perform recovery (--strict): "
+                + "; ".join(state.problems)
+                + ". To recover what can be read (the rest of its executors are killed), "
+                "start with --strict=false; to start as a new agent: "
+                f"rm -f {paths.latest_agent_link(work_dir)}"
+            )
         if state is not None:
-            self.recovery_problems = list(state.problems)
             for problem in state.problems:
                 log.warning("checkpoint: %s", problem)
             leader_pids = set(leaders.values())

@@ -180,6 +180,33 @@ def test_changed_resources_or_attributes_refuse_the_recovery(tmp_path):
     run_scenario(tmp_path, scenario, agent_flags=fixed_port())
 
 
+def test_strict_refuses_a_damaged_checkpoint_and_the_default_recovers_the_rest(tmp_path):
+    """Mesos' --strict: a checkpoint problem stops the start and the executors keep running
+    for the operator; without it (butte's default) the agent recovers what it can read."""
+    pid_file = tmp_path / "pid"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("d1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
+        pid = await pid_of(pid_file)
+        await agent.kill()
+        (framework,) = (tmp_path / "work" / "meta" / "slaves").glob("*/frameworks/*")
+        (framework / "framework.info").write_text("{not json")
+        plain = list(agent.argv)
+        agent.argv = plain + ["--strict"]
+        await agent.start()
+        assert agent.proc is not None
+        assert await asyncio.wait_for(agent.proc.wait(), 30) == 1
+        assert "Failed to perform recovery (--strict)" in agent.logs()
+        assert "framework.info" in agent.logs() and not process_gone(pid)
+        agent.argv = plain
+        await agent.start()
+        # The framework cannot be read, so neither can its executor: killed as an orphan.
+        await wait_for(lambda: process_gone(pid), "the unrecoverable task killed")
+        await wait_for(lambda: reregistrations(master), "re-registered with its old id")
+
+    run_scenario(tmp_path, scenario, agent_flags=fixed_port())
+
+
 def test_checkpoint_layout_and_cleanup(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         await master.run_task("c1", "sleep 0.2", framework=CHECKPOINTING)
