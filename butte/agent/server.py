@@ -288,6 +288,9 @@ class AgentServer:
         self.commit: GroupCommit | None = None
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
+        self.recovery_errors = 0  # what the checkpoint read could not (slave/recovery_errors)
+        # The age past which a finished sandbox goes, as last worked out (butte.agent.gc).
+        self.sandbox_max_age = options.gc_delay
         # The in-agent command executors of tasks the command launcher runs, by container.
         self.launched: dict[str, LaunchedExecutor] = {}
         # What the launcher reported at start-up: container id -> (pid, exit status).
@@ -676,6 +679,7 @@ class AgentServer:
                 f"rm -f {paths.latest_agent_link(work_dir)}"
             )
         if state is not None:
+            self.recovery_errors = len(state.problems)
             for problem in state.problems:
                 log.warning("checkpoint: %s", problem)
             leader_pids = set(leaders.values())
@@ -837,6 +841,7 @@ class AgentServer:
                 found = await asyncio.to_thread(gc.scan, work_dir)
                 fraction = await asyncio.to_thread(gc.used_fraction, work_dir)
                 age = gc.max_age(options.gc_delay, options.gc_disk_headroom, fraction)
+                self.sandbox_max_age = age
                 assert self.containerizer is not None
                 live = set(self._core.containers) | set(self.containerizer.containers)
                 doomed = gc.select(found, live, time.time(), age)
@@ -1204,6 +1209,8 @@ class AgentServer:
             "slave/frameworks_active": float(len(core.frameworks)),
             "slave/work_dir_free_bytes": float(self.work_dir_free or 0),
             "slave/work_dir_low": 1.0 if core.disk_problem is not None else 0.0,
+            "slave/recovery_errors": float(self.recovery_errors),
+            "slave/executor_directory_max_allowed_age_secs": self.sandbox_max_age,
         }
         for state in sorted(ts.ALL_STATES):
             out[f"slave/tasks_{state[5:].lower()}"] = float(states.get(state, 0))
@@ -1212,6 +1219,7 @@ class AgentServer:
         assert self.containerizer is not None
         for name, value in self.containerizer.statistics().items():
             out[f"containerizer/{name}"] = float(value)
+        out["slave/container_launch_errors"] = out["containerizer/containers_launch_failed"]
         return out
 
 

@@ -423,6 +423,9 @@ def test_metrics_snapshot_and_prometheus(master, agent):
         "slave/cpus_total",
         "slave/cpus_used",
         "slave/executors_running",
+        "slave/container_launch_errors",
+        "slave/recovery_errors",
+        "slave/executor_directory_max_allowed_age_secs",
     ):
         assert name in agent_snapshot, name
     assert agent_snapshot["slave/registered"] == 1.0 and agent_snapshot["slave/tasks_running"] >= 1
