@@ -81,7 +81,7 @@ from butte.agent.launching import (
 )
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.records import COMMAND, CUSTOM, DEFAULT, RUNNING, TERMINATED, Executor
+from butte.agent.records import COMMAND, CUSTOM, DEFAULT, TERMINATED, Executor
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import docker_info, internal, resource_ops
@@ -1193,20 +1193,16 @@ class AgentServer:
         )
 
     def metrics(self) -> dict[str, float]:
-        """``/metrics/snapshot`` (a few ``slave/*`` gauges and counters)."""
+        """The shell's part of ``/metrics/snapshot`` (`AgentOperatorApi.metrics` adds the
+        resources, executor states and frameworks)."""
         core = self._core
         states: dict[str, int] = {}
-        executors_running = 0
         for ex in core.executors():
-            executors_running += ex.state == RUNNING
             for task in ex.tasks.values():
                 states[task.state] = states.get(task.state, 0) + 1
         out: dict[str, float] = {
             "slave/uptime_secs": uptime_since(self.start_time),
-            "slave/registered": 1.0 if core.registered else 0.0,
             "slave/connections_refused": float(self.connection_limit.refused),
-            "slave/executors_running": float(executors_running),
-            "slave/frameworks_active": float(len(core.frameworks)),
             "slave/work_dir_free_bytes": float(self.work_dir_free or 0),
             "slave/work_dir_low": 1.0 if core.disk_problem is not None else 0.0,
             "slave/recovery_errors": float(self.recovery_errors),
