@@ -181,7 +181,7 @@ class AgentOptions:
     # Run plain command tasks through the command launcher, without an executor process
     # each (docs/design.md "The command launcher").
     command_launcher: bool = True
-    # reconnect: recover checkpointed executors; cleanup: kill them and start a new agent.
+    # reconnect: recover checkpointed executors; cleanup: kill them and exit.
     recover: str = "reconnect"
     strict: bool = False  # Mesos' --strict: a checkpoint problem stops the start
     executor_reregistration_timeout: float = 2.0

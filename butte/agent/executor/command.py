@@ -343,8 +343,8 @@ class Executor:
         elif kind == "LAUNCH_GROUP":
             members = event["launch_group"]["task_group"].get("tasks", [])
             failed = [t for t in (self.launch(info, group=True) for info in members) if t]
-            for task in failed[:1]:
-                self._end_group(task)  # as when a member ends with a non-zero status
+            if failed:
+                self._end_group(failed[0])  # as when a member ends with a non-zero status
         elif kind == "KILL":
             kill = event.get("kill", {})
             self.kill(kill["task_id"]["value"], kill)
@@ -658,8 +658,8 @@ class Executor:
             status["healthy"] = healthy
         task.healthy = healthy
         if task.check is not None:
-            last = task.check.last
-            status["check_status"] = last if derived else check_runs.empty_status(task.check.spec)
+            check = task.check
+            status["check_status"] = check.last if derived else check_runs.empty_status(check.spec)
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
