@@ -189,7 +189,7 @@ def test_strict_refuses_a_damaged_checkpoint_and_the_default_recovers_the_rest(t
         await master.run_task("d1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
         pid = await pid_of(pid_file)
         await agent.kill()
-        (framework,) = (tmp_path / "work" / "meta" / "slaves").glob("*/frameworks/*")
+        (framework,) = (tmp_path / "work" / "meta" / "slaves" / "latest").glob("frameworks/*")
         (framework / "framework.info").write_text("{not json")
         plain = list(agent.argv)
         agent.argv = plain + ["--strict"]
