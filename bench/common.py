@@ -185,6 +185,7 @@ class Process:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen | None = None
+    stop_signal: int = signal.SIGTERM  # an agent's: SIGUSR1 (SIGTERM leaves its tasks)
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -210,7 +211,7 @@ class Process:
         if not self.running():
             return
         assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
+        self.popen.send_signal(self.stop_signal)
         try:
             self.popen.wait(grace)
         except subprocess.TimeoutExpired:
@@ -346,6 +347,7 @@ def master_with_agent(
             *agent_flags,
         ],
         tmp / "agent.log",
+        stop_signal=signal.SIGUSR1,
     )
     with processes(master, agent):
         master.start()

@@ -15,12 +15,13 @@ work dir is killed as an orphan. Only then does the master connection open. A ch
 another boot or no ``meta/slaves/latest`` start a new agent (new id); ``--recover=cleanup``
 kills what the previous run left and exits, as Mesos' agent does.
 
-Stopping (SIGINT/SIGTERM, and SIGUSR1, Mesos' signal for it): the core sends
+Stopping (SIGUSR1, Mesos' signal for it, or the master's order): the core sends
 UNREGISTER_AGENT and marks every container for destruction; the shell flushes the master
 socket, SIGTERMs every container's processes, SIGKILLs what is left after the shutdown grace
 period, forgets the agent id (the next start registers anew, as after Mesos' graceful
-shutdown) and closes the HTTP server. A crash or SIGKILL leaves everything running for the
-next start to recover.
+shutdown) and closes the HTTP server. SIGTERM and SIGINT end the process as they end Mesos'
+agent (an upgrade, a restart by the init system): the checkpoints are made durable and
+everything is left running for the next start to recover, as after a crash or SIGKILL.
 """
 
 from __future__ import annotations
@@ -288,6 +289,7 @@ class AgentServer:
         self.commit: GroupCommit | None = None
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
+        self.leaving = False  # SIGTERM/SIGINT: exit, leaving the containers (`leave`)
         self.recovery_errors = 0  # what the checkpoint read could not (slave/recovery_errors)
         # The age past which a finished sandbox goes, as last worked out (butte.agent.gc).
         self.sandbox_max_age = options.gc_delay
@@ -863,7 +865,14 @@ class AgentServer:
         return self._core.config.port
 
     def request_stop(self) -> None:
-        """Asks `wait_stopped` to return (signal handlers call this)."""
+        """Asks `wait_stopped` to return for a graceful stop (`shutdown`): SIGUSR1, the
+        master's order, ``--recover=cleanup``."""
+        self._stop.set()
+
+    def request_exit(self) -> None:
+        """Asks `wait_stopped` to return for an exit that leaves the containers running
+        (`leave`): SIGTERM and SIGINT, as they end Mesos' agent."""
+        self.leaving = True
         self._stop.set()
 
     async def wait_stopped(self) -> None:
@@ -884,6 +893,27 @@ class AgentServer:
         log.info("leading master is now %s", address or "unknown")
         if self.master_link is not None:
             self.master_link.retarget(self._master_url(address))
+
+    async def leave(self) -> None:
+        """Ends the agent the way a crash would, minus the crash: the checkpoints written so
+        far are made durable, the master connection is closed (the master sees the agent
+        disconnect), and every container keeps running. As with Mesos' agent killed for an
+        upgrade, the next start recovers the executors of checkpointing frameworks; those of
+        the others end themselves once the agent is gone (the command launcher and the
+        executors kill their tasks)."""
+        if self.detector is not None:
+            await self.detector.stop()
+        if self.commit is not None:
+            await self.commit.wait_idle()
+            self.commit.close()
+        if self.master_link is not None:
+            await self.master_link.close()
+        if self.containerizer is not None and self.containerizer.launcher is not None:
+            await self.containerizer.launcher.close(stop=False)
+        for stream in list(self.streams.values()):
+            stream.close()  # executors see the agent gone (the HTTP server waits for streams)
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def shutdown(self) -> None:
         """Graceful stop; see the module docstring."""
@@ -1231,20 +1261,25 @@ def raise_fd_limit() -> None:
 
 
 async def serve(options: AgentOptions) -> int:
-    """Runs an agent until SIGINT, SIGTERM or SIGUSR1 (or the master tells it to stop, or
-    ``--recover=cleanup`` is done); exit status."""
+    """Runs an agent until SIGUSR1 (or the master tells it to stop, or ``--recover=cleanup``
+    is done), or SIGTERM/SIGINT (an exit leaving the containers running); exit status."""
     server = AgentServer(options)
     await server.start()
     loop = asyncio.get_running_loop()
-    # SIGUSR1 is Mesos' signal for an agent's graceful shutdown.
-    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-    for number in stopping:
-        loop.add_signal_handler(number, server.request_stop)
+    # As for Mesos' agent: SIGUSR1 shuts it down (everything killed, the agent unregistered);
+    # SIGTERM and SIGINT end the process and leave the containers for the next start.
+    loop.add_signal_handler(signal.SIGUSR1, server.request_stop)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, server.request_exit)
     try:
         await server.wait_stopped()
     finally:
-        for number in stopping:
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(number)
-        log.info("agent stopping")
-        await server.shutdown()
+        if server.leaving:
+            log.info("agent exiting; its containers keep running (SIGUSR1 stops them all)")
+            await server.leave()
+        else:
+            log.info("agent stopping")
+            await server.shutdown()
     return server.exit_code

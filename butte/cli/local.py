@@ -2,8 +2,9 @@
 
 `LocalCluster` is the reusable part: it starts the master and agents as subprocesses of
 ``python -m butte`` on 127.0.0.1, each with its own work dir and log file, waits until every
-agent is registered and active (polling ``/master/state``), and stops them with SIGTERM, then
-SIGKILL for stragglers. The test helpers in `butte.testing.cluster` build on it.
+agent is registered and active (polling ``/master/state``), and stops them (the master with
+SIGTERM, the agents with SIGUSR1, which stops their tasks too), then SIGKILL for stragglers.
+The test helpers in `butte.testing.cluster` build on it.
 
 The master's port must be free: `LocalCluster.start` refuses a port something already
 listens on before starting anything (otherwise the agents would register with whatever master
@@ -104,15 +105,20 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
-def _set_parent_death_signal() -> None:
-    """Runs in the child before exec: on Linux, ask for SIGTERM when the parent dies, so a
-    killed ``butte local`` (or test run) does not leave daemons behind."""
+# What stops an agent with its tasks (Mesos' SIGUSR1: SIGTERM ends it and leaves them).
+AGENT_STOP_SIGNAL = signal.SIGUSR1
+
+
+def _set_parent_death_signal(number: int) -> None:
+    """Runs in the child before exec: on Linux, ask for signal ``number`` (what stops the
+    daemon) when the parent dies, so a killed ``butte local`` (or test run) does not leave
+    daemons behind."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(pr_set_pdeathsig, number, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -147,9 +153,11 @@ class ManagedProcess:
         argv: Sequence[str],
         log_path: Path,
         env: Mapping[str, str] | None = None,
+        stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name = name
         self.argv = list(argv)
+        self.stop_signal = stop_signal  # an agent's is AGENT_STOP_SIGNAL
         # Added to (or overriding) this process's environment (LIBPROCESS_SSL_* ...).
         self.env = dict(env or {})
         self.log_path = log_path
@@ -183,7 +191,11 @@ class ManagedProcess:
             # Own session: a Ctrl-C in the terminal reaches only us, and we stop the daemons in
             # order instead of all of them getting SIGINT at once.
             start_new_session=True,
-            preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+            preexec_fn=(
+                functools.partial(_set_parent_death_signal, self.stop_signal)
+                if sys.platform == "linux"
+                else None
+            ),
         )
 
     def running(self) -> bool:
@@ -212,13 +224,14 @@ class ManagedProcess:
             return None
 
     def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; afterwards SIGKILL whatever
-        the process left behind (executors and tasks in its process tree)."""
+        """The stop signal (SIGTERM; an agent's is SIGUSR1), wait up to ``grace`` seconds,
+        then SIGKILL; afterwards SIGKILL whatever the process left behind (executors and
+        tasks in its process tree)."""
         if self.process is None:
             return
         self.expected_down = True
         leftovers = descendant_pids(self.process.pid) if self.running() else []
-        self.signal(signal.SIGTERM)
+        self.signal(self.stop_signal)
         if self.wait(grace) is None:
             self.signal(signal.SIGKILL)
             self.wait(grace)
@@ -291,7 +304,13 @@ class LocalCluster:
                 # destroys the groups it does not know.
                 argv += ["--cgroups_root", f"butte/local-{agent_port}"]
             self.agents.append(
-                ManagedProcess(f"agent-{i}", argv, self.work_dir / f"agent-{i}.log", self.env)
+                ManagedProcess(
+                    f"agent-{i}",
+                    argv,
+                    self.work_dir / f"agent-{i}.log",
+                    self.env,
+                    stop_signal=AGENT_STOP_SIGNAL,
+                )
             )
             self.agent_ports.append(agent_port)
 

@@ -21,7 +21,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import signal
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -88,9 +87,10 @@ class ProcessHandle:
         self._process.signal(sig)
 
     def terminate(self, grace: float = 5.0) -> int | None:
-        """SIGTERM and wait up to ``grace`` seconds; the exit status or None."""
+        """The process's stop signal (SIGTERM; an agent's SIGUSR1, which stops its tasks too)
+        and wait up to ``grace`` seconds; the exit status or None."""
         self._process.expected_down = True
-        self._process.signal(signal.SIGTERM)
+        self._process.signal(self._process.stop_signal)
         return self._process.wait(grace)
 
     def restart(self) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from butte.cli.local import HOST, ManagedProcess, free_port
+from butte.cli.local import AGENT_STOP_SIGNAL, HOST, ManagedProcess, free_port
 from butte.core import task_states as ts
 from butte.testing.zookeeper import MasterGroup, ZooKeeperEnsemble
 
@@ -61,7 +61,10 @@ class HaCluster:
             argv = [_python(), "-m", "butte", "agent", "--master", self.zk_url, "--ip", HOST]
             argv += ["--port", str(free_port()), "--work_dir", str(directory / f"agent-{i}")]
             argv += ["--resources", AGENT_RESOURCES, *AGENT_FLAGS, *agent_flags]
-            self.agents.append(ManagedProcess(f"agent-{i}", argv, directory / f"agent-{i}.log"))
+            log = directory / f"agent-{i}.log"
+            self.agents.append(
+                ManagedProcess(f"agent-{i}", argv, log, stop_signal=AGENT_STOP_SIGNAL)
+            )
 
     def start(self) -> None:
         self.zk.start()

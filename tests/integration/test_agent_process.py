@@ -35,6 +35,7 @@ class FakeMaster:
     def __init__(self, auto_ack: bool = True) -> None:
         self.auto_ack = auto_ack
         self.messages: list[dict[str, Any]] = []
+        self.framework_of: dict[str, str] = {}  # task id -> its framework's id (run_task)
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.port = 0
@@ -76,7 +77,7 @@ class FakeMaster:
         await self.send(
             {
                 "type": "STATUS_UPDATE_ACK",
-                "framework_id": {"value": FID},
+                "framework_id": {"value": self.framework_of.get(status["task_id"]["value"], FID)},
                 "task_id": status["task_id"],
                 "uuid": status["uuid"],
             }
@@ -98,6 +99,7 @@ class FakeMaster:
             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
             "command": {"value": command, **({"uris": uris} if uris else {})},
         }
+        self.framework_of[task_id] = framework["id"]["value"]
         await self.send({"type": "RUN_TASK", "framework": framework, "task": task})
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -159,7 +161,7 @@ class AgentProcess:
                 *self.argv, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
 
-    async def stop(self, timeout: float = 10.0, number: int = signal.SIGTERM) -> int:
+    async def stop(self, timeout: float = 10.0, number: int = signal.SIGUSR1) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(number)
@@ -345,7 +347,7 @@ def test_reconnect_reregisters_with_tasks_and_resends_unacked_update(tmp_path):
     run_scenario(tmp_path, scenario)
 
 
-def test_running_task_is_reported_on_reregistration_and_killed_on_sigterm(tmp_path):
+def test_running_task_is_reported_on_reregistration_and_killed_on_sigusr1(tmp_path):
     pid_file = tmp_path / "pid"
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
@@ -363,21 +365,6 @@ def test_running_task_is_reported_on_reregistration_and_killed_on_sigterm(tmp_pa
         assert task["state"] == "TASK_RUNNING"
         await wait_for(lambda: master.ws is not None and not master.ws.closed, "new socket")
         assert await agent.stop() == 0
-        assert master.of_type("UNREGISTER_AGENT")
-        await wait_for(lambda: process_gone(pid), "task killed with the agent", 5.0)
-
-    run_scenario(tmp_path, scenario)
-
-
-def test_sigusr1_stops_the_agent_gracefully(tmp_path):
-    """SIGUSR1 is Mesos' signal for an agent's graceful shutdown: unregister, kill tasks."""
-    pid_file = tmp_path / "pid"
-
-    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
-        await master.run_task("u1", f"echo $$ > {pid_file}; exec sleep 100")
-        await wait_for(lambda: "TASK_RUNNING" in master.states("u1"), "TASK_RUNNING")
-        pid = int(pid_file.read_text())
-        assert await agent.stop(number=signal.SIGUSR1) == 0
         assert master.of_type("UNREGISTER_AGENT")
         await wait_for(lambda: process_gone(pid), "task killed with the agent", 5.0)
 

@@ -10,6 +10,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from test_agent_process import (
     AID,
     FID,
@@ -205,6 +206,36 @@ def test_strict_refuses_a_damaged_checkpoint_and_the_default_recovers_the_rest(t
         await wait_for(lambda: reregistrations(master), "re-registered with its old id")
 
     run_scenario(tmp_path, scenario, agent_flags=fixed_port())
+
+
+@pytest.mark.parametrize("launcher", [True, False])
+def test_sigterm_ends_the_agent_and_leaves_checkpointed_tasks_to_the_next_start(tmp_path, launcher):
+    """As with Mesos' agent killed for an upgrade: SIGTERM ends the process without
+    unregistering; a checkpointing framework's task runs on and the next start recovers
+    it; a task of a framework that does not checkpoint ends with its agent."""
+    kept, dropped = tmp_path / "kept", tmp_path / "dropped"
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("k", f"echo $$ > {kept}; exec sleep 100", framework=CHECKPOINTING)
+        other = {**FRAMEWORK, "id": {"value": "not-checkpointing"}}
+        await master.run_task("d", f"echo $$ > {dropped}; exec sleep 100", framework=other)
+        for task_id in ("k", "d"):
+            await wait_for(lambda t=task_id: "TASK_RUNNING" in master.states(t), task_id)
+        kept_pid, dropped_pid = int(kept.read_text()), int(dropped.read_text())
+        assert await agent.stop(number=signal.SIGTERM) == 0
+        assert not master.of_type("UNREGISTER_AGENT")
+        await wait_for(lambda: process_gone(dropped_pid), "the unchecked task ended", 10.0)
+        assert not process_gone(kept_pid)
+        await agent.start()
+        register = await wait_for(
+            lambda: [m for m in master.of_type("REGISTER_AGENT") if "id" in m["agent_info"]],
+            "re-registration with the old id",
+        )
+        assert [t["task_id"]["value"] for t in register[-1]["tasks"]] == ["k"]
+        assert not process_gone(kept_pid)
+
+    flags = [] if launcher else ["--command_launcher=false"]
+    run_scenario(tmp_path, scenario, agent_flags=[*fixed_port(), *flags])
 
 
 def test_checkpoint_layout_and_cleanup(tmp_path):
