@@ -491,8 +491,9 @@ class AgentEvents(MasterCore):
             why = reason
             if state == task_states.GONE_BY_OPERATOR and not fw.partition_aware:
                 why = "REASON_AGENT_REMOVED"  # with TASK_LOST, as Mesos tells these
+            ended = task_states.is_terminal(task.state)
             self._terminate_task(fw, task, state, why, message, now)
-            if state == task_states.UNREACHABLE:
+            if state == task_states.UNREACHABLE and not ended:
                 task.unreachable_time = now
                 # Unreachable tasks leave the agent; they come back if it re-registers.
                 fw.tasks.pop(tid, None)

@@ -257,9 +257,13 @@ class MasterCore:
         now: float,
         notify: bool = True,
     ) -> None:
-        """Ends a task from the master's side (agent lost, framework removed)."""
-        if not task_states.is_terminal(task.state):
-            self._release_task_resources(task, now)
+        """Ends a task from the master's side (agent lost, framework removed). A task that
+        had ended already (its terminal update not yet acknowledged) keeps that end, as
+        Mesos' master ignores a later update of a terminal task: it only leaves."""
+        if task_states.is_terminal(task.state):
+            self._remove_task(fw, task)
+            return
+        self._release_task_resources(task, now)
         status = self.master_status(
             fw,
             task.task_id,

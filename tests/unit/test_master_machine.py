@@ -438,6 +438,18 @@ def test_teardown_removes_everything():
     assert not h.master.offers
 
 
+def test_teardown_keeps_the_end_of_a_task_that_had_ended():
+    """Mesos' master ignores an update of a terminal task: a task FINISHED (not yet
+    acknowledged) stays FINISHED when its framework is removed, and no status is added."""
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_FINISHED", agent_id)
+    assert h.call(fid, stream, {"type": "TEARDOWN"}).status == 202
+    (task,) = h.master.completed_frameworks[-1].completed_tasks
+    assert task.state == "TASK_FINISHED"
+    assert [s.state for s in task.statuses] == ["TASK_FINISHED"]
+
+
 def test_update_from_agent_without_uuid_retry_is_recorded_once():
     h, agent_id, fid, stream, offers = _cluster()
     h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
