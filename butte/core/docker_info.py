@@ -48,6 +48,22 @@ ALLOWED_PARAMETERS = frozenset(
     }
 )
 MAX_TEXT = 4096  # longest image name, parameter or path accepted
+_LABEL_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def valid_hostname(name: object) -> bool:
+    """Whether ``name`` is a hostname Docker takes: RFC 1123 labels of 1-63 letters, digits
+    and inner hyphens, dot-separated, at most 253 characters in all."""
+    if not isinstance(name, str) or not 0 < len(name) <= 253:
+        return False
+    for label in name.split("."):
+        if not 0 < len(label) <= 63 or not _LABEL_CHARACTERS.issuperset(label):
+            return False
+        if label[0] == "-" or label[-1] == "-":
+            return False
+    return True
+
+
 # What a Docker image reference is made of (name, tag, digest).
 IMAGE_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@-")
 
@@ -177,6 +193,12 @@ def docker_problem(
             return f"docker.{flag} must be true or false"
     if docker.get("volume_driver") is not None:
         return "docker.volume_driver is not supported"
+    hostname = container.get("hostname")
+    if hostname is not None:
+        if not valid_hostname(hostname):
+            return f"ContainerInfo.hostname {str(hostname)[:80]!r} is not a valid hostname"
+        if network == "HOST":
+            return "Unable to set hostname with host network mode"  # Mesos' words
     volumes = container.get("volumes") or []
     if not isinstance(volumes, list):
         return "ContainerInfo.volumes must be a list"
@@ -299,6 +321,8 @@ def run_argv(
         argv.append(f"--publish={mapping['host_port']}:{mapping['container_port']}/{protocol}")
     if info.get("privileged"):
         argv.append("--privileged")
+    if container.get("hostname"):
+        argv.append(f"--hostname={container['hostname']}")
     argv.append(f"--volume={sandbox}:{SANDBOX_MOUNT}:rw")
     argv += [_volume_flag(v, sandbox) for v in container.get("volumes") or []]
     for key, value in env.items():

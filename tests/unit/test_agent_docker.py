@@ -224,6 +224,35 @@ def test_run_argv_bridge_ports_parameters_volumes_and_plain_command():
     assert not any(a.startswith("--entrypoint") for a in argv)
 
 
+def test_a_hostname_is_set_except_on_the_hosts_network():
+    """Mesos' docker containerizer: --hostname, refused with the host's network."""
+    bridge = {"type": "DOCKER", "hostname": "web-1.example", "docker": {"image": "img:1"}}
+    bridge["docker"]["network"] = "NONE"
+    task = _task(container=bridge)
+    assert docker_info.launch_problem(task, False) is None
+    assert "--hostname=web-1.example" in docker_info.run_argv(["docker"], "n", task, "/sb", {})
+    host = {**bridge, "docker": {"image": "img:1", "network": "HOST"}}
+    assert docker_info.launch_problem(_task(container=host), False) == (
+        "Unable to set hostname with host network mode"
+    )
+    for bad in ("-x", "a..b", "x" * 64, "a_b", 7, ""):
+        problem = docker_info.launch_problem(_task(container={**bridge, "hostname": bad}), False)
+        assert problem is not None and "not a valid hostname" in problem, bad
+
+
+def test_a_kill_without_policy_gets_the_executor_shutdown_grace_as_in_mesos():
+    environ = {
+        "MESOS_AGENT_ENDPOINT": "127.0.0.1:1",
+        "MESOS_FRAMEWORK_ID": "f",
+        "MESOS_EXECUTOR_ID": "e",
+        docker_executor.NAME_ENV: "mesos-c1",
+        "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "5secs",
+    }
+    assert docker_executor.DockerExecutor(environ).stop_timeout == 5.0
+    longer = {**environ, docker_executor.STOP_TIMEOUT_ENV: "9secs"}
+    assert docker_executor.DockerExecutor(longer).stop_timeout == 9.0
+
+
 def test_small_resources_are_clamped_like_mesos():
     tiny = [
         {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.001}},

@@ -11,7 +11,8 @@ Flow::
     client exits -> `docker inspect` the container's state -> TASK_FINISHED (exit 0),
               TASK_FAILED (other status; OOMKilled: REASON_CONTAINER_LIMITATION_MEMORY),
               TASK_KILLED (after a KILL)
-    KILL -> `docker stop --time=<grace>` (the task's kill policy, else --docker_stop_timeout);
+    KILL -> `docker stop --time=<grace>` (the task's kill policy, else the longer of the agent's
+            --executor_shutdown_grace_period and --docker_stop_timeout, as Mesos');
             `docker kill` once the grace period is over
 
 The client runs with ``--sig-proxy=false``: only the executor stops the container. The
@@ -69,7 +70,11 @@ class DockerExecutor(command.Executor):
         self.socket = environ.get(SOCKET_ENV) or "/var/run/docker.sock"
         self.client += ["-H", f"unix://{self.socket}"]
         self.name = environ[NAME_ENV]
-        self.stop_timeout = lite.parse_duration(environ.get(STOP_TIMEOUT_ENV, "0secs"), 0.0)
+        stop_timeout = lite.parse_duration(environ.get(STOP_TIMEOUT_ENV, "0secs"), 0.0)
+        # Mesos' docker executor: a kill without a kill policy gets the executor shutdown
+        # grace period (MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD), or --docker_stop_timeout if
+        # that is longer.
+        self.stop_timeout = max(self.shutdown_grace, stop_timeout)
         self.daemon_wait = lite.parse_duration(environ.get(DAEMON_WAIT_ENV, "60secs"), 60.0)
         self.helpers: list[int] = []  # docker stop/kill clients, reaped as they end
         self.attaches = 0
@@ -246,7 +251,7 @@ class DockerExecutor(command.Executor):
     # -- kill ----------------------------------------------------------------------------
 
     def kill(self, task_id: str, kill: dict | None, grace: float | None = None) -> None:
-        """Like the command executor's, with --docker_stop_timeout as the default grace."""
+        """Like the command executor's, with ``stop_timeout`` as the default grace."""
         task = self.tasks.get(task_id)
         if task is None:
             return
