@@ -268,7 +268,7 @@ def _json(body: Any) -> web.Response:
 
 def _int_param(request: web.Request, name: str, default: int | None) -> Any:
     text = request.query.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     try:
         value = int(text)

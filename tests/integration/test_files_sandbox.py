@@ -98,6 +98,8 @@ def test_reading_with_offsets_and_lengths(env):
         {"length": -5},
         {"length": "1e9"},
         {"offset": 2**70},
+        {"offset": ""},  # Mesos: "Failed to parse offset"
+        {"length": ""},
     ):
         response = get(agent, "read", path=path, **params)
         assert response.status_code == 400, params
