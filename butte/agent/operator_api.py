@@ -50,6 +50,7 @@ from butte.core.operator import (
     payload_problem,
 )
 from butte.core.resources import ResourceError, Resources
+from butte.master.http import metrics_query_problem
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class AgentOperatorApi:
         return _json({"type": call.type, key: result})
 
     async def metrics_snapshot(self, request: web.Request) -> web.Response:
-        return _json(self.metrics())
+        return metrics_query_problem(request) or _json(self.metrics())
 
     async def prometheus(self, request: web.Request) -> web.Response:
         return web.Response(

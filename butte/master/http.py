@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from butte.core.codec import encode_json
+from butte.core.durations import parse_duration
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -145,6 +146,19 @@ def text_reply(
 ) -> web.Response:
     """A plain-text reply; always with Content-Length (http.client clients need it)."""
     return web.Response(status=status, text=message, headers=headers)
+
+
+def metrics_query_problem(request: web.Request) -> web.Response | None:
+    """``/metrics/snapshot``'s ``timeout`` must be a duration (libprocess answers 400
+    otherwise); the figures are at hand, so a valid one is not waited on."""
+    text = request.query.get("timeout")
+    if text is None:
+        return None
+    try:
+        parse_duration(text)
+    except ValueError as e:
+        return text_reply(400, f"Invalid timeout '{text[:60]}': {e}")
+    return None
 
 
 def json_reply(body: object, status: int = 200) -> web.Response:

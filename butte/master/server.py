@@ -67,6 +67,7 @@ from butte.master.http import (
     api_request_error,
     json_reply,
     jsonp_middleware,
+    metrics_query_problem,
     read_api_body,
     text_reply,
 )
@@ -511,7 +512,7 @@ class MasterServer:
         return json_reply(msgspec.Raw(data))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:
-        return json_reply(self.operator.metrics())
+        return metrics_query_problem(request) or json_reply(self.operator.metrics())
 
     # -- scheduler API --------------------------------------------------------------------
 

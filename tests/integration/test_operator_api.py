@@ -410,6 +410,11 @@ def test_metrics_snapshot_and_prometheus(master, agent):
     ):
         assert name in snapshot, name
     assert snapshot["master/cpus_total"] == 4.0 and snapshot["master/cpus_used"] > 0
+    for daemon in (master, agent):  # libprocess: the timeout must be a duration
+        url = daemon + "/metrics/snapshot"
+        assert requests.get(url, params={"timeout": "5secs"}, timeout=5).status_code == 200
+        bad = requests.get(url, params={"timeout": "abc"}, timeout=5)
+        assert bad.status_code == 400 and "Invalid timeout 'abc'" in bad.text
     text = requests.get(master + "/metrics", timeout=5)
     assert text.headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(text.text)}
