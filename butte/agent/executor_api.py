@@ -24,6 +24,7 @@ from butte.agent.records import (
 )
 from butte.core import internal
 from butte.core import task_states as ts
+from butte.core.codec import base64_problem
 from butte.core.messages import ID, ExecutorCall, TaskStatus
 
 if TYPE_CHECKING:
@@ -117,6 +118,9 @@ class ExecutorApi(_Base):
         if call.type == "MESSAGE":
             if call.message is None:
                 return Reply(400, "Expecting 'message' to be present")
+            problem = base64_problem("data", call.message.data)
+            if problem is not None:
+                return Reply(400, problem)
             effects: list[Effect] = []
             if self.registered and not self.stopping:
                 message = internal.ExecutorToFramework(

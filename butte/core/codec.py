@@ -8,6 +8,7 @@ slices decoded text by the byte count (mesoshttp) still finds record boundaries.
 from __future__ import annotations
 
 import re
+import string
 from typing import Any
 
 import msgspec
@@ -49,3 +50,16 @@ def record(obj: Any) -> bytes:
 def frame(data: bytes) -> bytes:
     """Frames already-encoded JSON bytes as a RecordIO record."""
     return b"%d\n%s" % (len(data), data)
+
+
+_BASE64 = frozenset(string.ascii_letters + string.digits + "+/")
+
+
+def base64_problem(field: str, data: str) -> str | None:
+    """Why ``data`` is no base64 (the JSON form of a protobuf ``bytes`` field), in the words
+    Mesos answers a call with; None when it is. As lenient as Mesos' decoder: padding may
+    be missing and whitespace is skipped; a character outside the alphabet is refused."""
+    for c in data.partition("=")[0]:
+        if c not in _BASE64 and not c.isspace():
+            return f"Failed to base64 decode bytes field '{field}': Invalid character {c!r}"
+    return None

@@ -27,6 +27,7 @@ import msgspec
 
 from butte.coord.interface import RegistryState, RemoveAgent, UpdateQuotas, UpdateWeights
 from butte.core import internal, task_states
+from butte.core.codec import base64_problem
 from butte.core.ids import validate_id
 from butte.core.messages import (
     ID,
@@ -354,6 +355,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
     def _call_message(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
         msg = call.message
         assert msg is not None
+        problem = base64_problem("data", msg.data)
+        if problem is not None:
+            return bad_request(problem)
         agent = self.agents.get(msg.agent_id.value)
         if agent is not None:
             self._send_agent(

@@ -504,6 +504,16 @@ def test_bad_updates_are_rejected(status, code, text):
     h.check()
 
 
+def test_an_executor_message_whose_data_is_no_base64_is_refused():
+    """Mesos: 'Failed to base64 decode bytes field' (400); valid data goes on."""
+    h = Harness()
+    started(h)
+    ids = {"framework_id": {"value": FID}, "executor_id": {"value": "t1"}}
+    bad = h.call({"type": "MESSAGE", **ids, "message": {"data": "not base64!!"}})
+    assert bad.status == 400 and "Failed to base64 decode bytes field 'data'" in bad.message
+    assert h.call({"type": "MESSAGE", **ids, "message": {"data": "aGk="}}).status == 202
+
+
 def test_calls_for_unknown_or_unsubscribed_executors_are_refused():
     h = Harness()
     h.register()

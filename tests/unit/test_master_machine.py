@@ -238,6 +238,9 @@ def test_call_errors_match_mesos():
         },
     )
     assert bad_uuid.status == 400
+    message = {"agent_id": {"value": agent_id}, "executor_id": {"value": "e"}, "data": "%%"}
+    bad_data = h.call(fid, stream, {"type": "MESSAGE", "message": message})
+    assert bad_data.status == 400  # Mesos: "Failed to base64 decode bytes field 'data'"
     h.pump(h.master.framework_disconnected(stream, h.now()))
     assert h.call(fid, stream, {"type": "REVIVE"}).status == 403
 
