@@ -1119,6 +1119,11 @@ class AgentServer:
         """Registers a new SUBSCRIBE stream, ending the executor's previous one."""
         old = self.streams.get(container_id)
         if old is not None:
+            # As in Mesos, the newest subscription wins; without --authenticate_http_executors
+            # anyone who can reach the agent may subscribe (docs/security.md).
+            log.warning(
+                "container %s: a new executor subscription replaces the open one", container_id
+            )
             old.close()
         stream = ExecutorStream(container_id)
         self.streams[container_id] = stream
