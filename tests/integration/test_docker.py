@@ -6,6 +6,7 @@ loaded with a busybox image built here (`butte.testing.images`). Nothing is pull
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import tempfile
@@ -196,6 +197,11 @@ def test_docker_tasks_run_in_the_image_with_limits_and_report_their_end(tmp_path
         assert info["HostConfig"]["Memory"] == 64 * 1024 * 1024
         assert info["HostConfig"]["NetworkMode"] == "host"
         assert info["Config"]["Labels"][AGENT_LABEL] == str(tmp_path / "work")
+        # Mesos' docker executor: TASK_RUNNING's data is the container's `docker inspect`.
+        status = running(master, "sleeper")
+        assert status is not None
+        [inspected] = json.loads(base64.b64decode(status["data"]))
+        assert inspected["Name"] == "/" + name and inspected["State"]["Running"]
 
         reply = await operator(agent_port(master), {"type": "GET_CONTAINERS"})
         containers = reply["get_containers"]["containers"]

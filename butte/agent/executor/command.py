@@ -662,6 +662,8 @@ class Executor:
             status["check_status"] = check.last if derived else check_runs.empty_status(check.spec)
         if state == "TASK_RUNNING":
             status["container_status"] = {"executor_pid": os.getpid()}
+            if not derived:
+                status.update(self._running_extras())
         if state in ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR"):
             task.terminal_uuid = status["uuid"]
             if all(t.terminal_uuid is not None for t in self.tasks.values()):
@@ -679,6 +681,11 @@ class Executor:
             if task.terminal_uuid == status["uuid"]:
                 task.done = True  # refused for good: nothing to wait for
             sys.stderr.write(f"executor: agent refused {state} of {task.id}: {code} {body!r}\n")
+
+    def _running_extras(self) -> dict:
+        """Fields a task's TASK_RUNNING carries besides the usual (the Docker executor adds
+        the container's ``docker inspect``)."""
+        return {}
 
     def task_exited(self, task: TaskProcess) -> None:
         """Reaps the task, kills what is left of its process group, reports the end."""

@@ -80,6 +80,7 @@ class DockerExecutor(command.Executor):
         self.attaches = 0
         self.daemon_lost = False
         self.stop_grace = self.stop_timeout
+        self.inspected: dict | None = None  # `docker inspect` of the started container
 
     # -- docker commands -----------------------------------------------------------------
 
@@ -240,13 +241,25 @@ class DockerExecutor(command.Executor):
             except ChildProcessError:
                 return
             try:
-                started = str(self.api(f"/containers/{self.name}/json")["State"]["StartedAt"])
+                inspected = self.api(f"/containers/{self.name}/json")
+                started = str(inspected["State"]["StartedAt"])
             except (DockerError, KeyError, TypeError):
                 started = ""  # not created yet
             if started.strip() and not started.startswith("0001-"):
+                self.inspected = inspected
                 return
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _running_extras(self) -> dict:
+        """Mesos' docker executor puts the container's ``docker inspect`` (a JSON array of
+        one) in TASK_RUNNING's ``data``: frameworks read the container's details there."""
+        if self.inspected is None:
+            return {}
+        import binascii
+
+        encoded = binascii.b2a_base64(lite.dumps([self.inspected]), newline=False)
+        return {"data": encoded.decode()}
 
     # -- kill ----------------------------------------------------------------------------
 
