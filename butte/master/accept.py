@@ -298,6 +298,20 @@ def _unsupported_operation(operations: list[Operation]) -> str | None:
     return None
 
 
+def unreported_refusal(operations: list[Operation]) -> str | None:
+    """Why an ACCEPT would be refused with nothing to tell the framework through: no task to
+    fail and no operation id for an OPERATION_ERROR (Mesos then only logs it; butte answers
+    the call with 400 instead of a 202 that does nothing). None otherwise."""
+    if _tasks_of(operations) or any(op.id is not None for op in operations):
+        return None
+    problem = _unsupported_operation(operations)
+    if problem is None:
+        needs = [op.type for op in operations if op.type in resource_ops.NEEDS_RESOURCE_PROVIDER]
+        if needs:
+            problem = f"{needs[0]} needs a resource provider, which butte does not have"
+    return problem
+
+
 def _tasks_of(operations: list[Operation]) -> list[TaskInfo]:
     out: list[TaskInfo] = []
     for op in operations:

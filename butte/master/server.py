@@ -42,6 +42,7 @@ from butte.core.messages import (
 )
 from butte.core.tls_listener import TlsListen
 from butte.master import fast_http, state_json, ui_api, view_acls, views, webui
+from butte.master.accept import unreported_refusal
 from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
@@ -754,6 +755,9 @@ def _validate_call_shape(call: SchedulerCall) -> str | None:
             problem = required_fields_problem(container)
             if problem is not None:
                 return f"Failed to validate scheduler::Call: {problem}"
+        problem = unreported_refusal(call.accept.operations)
+        if problem is not None:
+            return f"Failed to validate scheduler::Call: {problem}"
     return None
 
 

@@ -4,6 +4,7 @@ each bad value is refused with the Mesos master's message, never run as if absen
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import msgspec
@@ -246,3 +247,24 @@ def test_a_call_whose_container_mesos_could_not_parse_is_refused_whole(container
         assert isinstance(refused, str) and message in refused, (where, refused)
     good = {"type": "MESOS", "volumes": [{"container_path": "/x", "mode": "RO", "host_path": "/"}]}
     assert not isinstance(parse_scheduler_call(_accept(good)), str)
+
+
+@pytest.mark.parametrize(
+    ("operations", "message"),
+    [
+        ([{"type": "FROBNICATE"}], "operation type 'FROBNICATE' is unknown"),
+        ([{"type": "LAUNCH"}], "operation LAUNCH is missing its 'launch' payload"),
+        ([{"type": "CREATE_DISK", "create_disk": {}}], "CREATE_DISK needs a resource provider"),
+    ],
+)
+def test_an_accept_that_could_report_nothing_is_refused_with_400(operations, message):
+    """No task to fail and no operation id for an OPERATION_ERROR: a 202 would do nothing."""
+    from butte.master.server import parse_scheduler_call
+
+    body = {"type": "ACCEPT", "framework_id": {"value": "f"}}
+    body["accept"] = {"offer_ids": [{"value": "o"}], "operations": operations}
+    refused = parse_scheduler_call(json.dumps(body).encode())
+    assert isinstance(refused, str) and message in refused, refused
+    # With an id the framework hears of it as OPERATION_ERROR, after a 202.
+    body["accept"]["operations"] = [{**operations[0], "id": {"value": "op-1"}}]
+    assert not isinstance(parse_scheduler_call(json.dumps(body).encode()), str)
