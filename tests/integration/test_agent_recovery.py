@@ -155,6 +155,20 @@ def test_recover_cleanup_kills_everything_and_exits(tmp_path):
     run_scenario(tmp_path, scenario, agent_flags=fixed_port())
 
 
+async def start_refused(agent: AgentProcess, *flags: str) -> str:
+    """Starts the agent with ``flags`` added; it must refuse to start (exit status 1). Its
+    log; the agent's flags are as before afterwards."""
+    plain = list(agent.argv)
+    agent.argv = plain + list(flags)
+    try:
+        await agent.start()
+        assert agent.proc is not None
+        assert await asyncio.wait_for(agent.proc.wait(), 30) == 1
+    finally:
+        agent.argv = plain
+    return agent.logs()
+
+
 def test_changed_resources_or_attributes_refuse_the_recovery(tmp_path):
     """Mesos' --reconfiguration_policy=equal: an agent restarted with other resources or
     attributes does not recover (and does not take its old id with a config its master and
@@ -165,15 +179,10 @@ def test_changed_resources_or_attributes_refuse_the_recovery(tmp_path):
         await master.run_task("r1", f"echo $$ > {pid_file}; exec sleep 60", framework=CHECKPOINTING)
         pid = await pid_of(pid_file)
         await agent.kill()
-        plain = list(agent.argv)
         for changed in (["--attributes", "rack:r9"], ["--resources", "cpus:2;mem:1024"]):
-            agent.argv = plain + changed
-            await agent.start()
-            assert agent.proc is not None
-            assert await asyncio.wait_for(agent.proc.wait(), 30) == 1
-            assert "incompatible agent info" in agent.logs()
-            assert "rm -f " in agent.logs() and not process_gone(pid)
-        agent.argv = plain
+            log = await start_refused(agent, *changed)
+            assert "incompatible agent info" in log and "rm -f " in log
+            assert not process_gone(pid)
         await agent.start()
         await wait_for(lambda: reregistrations(master), "re-registered with its old id")
         assert not process_gone(pid)
@@ -192,14 +201,9 @@ def test_strict_refuses_a_damaged_checkpoint_and_the_default_recovers_the_rest(t
         await agent.kill()
         (framework,) = (tmp_path / "work" / "meta" / "slaves" / "latest").glob("frameworks/*")
         (framework / "framework.info").write_text("{not json")
-        plain = list(agent.argv)
-        agent.argv = plain + ["--strict"]
-        await agent.start()
-        assert agent.proc is not None
-        assert await asyncio.wait_for(agent.proc.wait(), 30) == 1
-        assert "Failed to perform recovery (--strict)" in agent.logs()
-        assert "framework.info" in agent.logs() and not process_gone(pid)
-        agent.argv = plain
+        log = await start_refused(agent, "--strict")
+        assert "Failed to perform recovery (--strict)" in log and "framework.info" in log
+        assert not process_gone(pid)
         await agent.start()
         # The framework cannot be read, so neither can its executor: killed as an orphan.
         await wait_for(lambda: process_gone(pid), "the unrecoverable task killed")
