@@ -197,6 +197,11 @@ def boolean(text: str) -> bool:
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Adds the agent's flags to ``parser``."""
+    parser.epilog = (
+        "Signals, as for Mesos' agent: SIGTERM or SIGINT ends the agent and leaves its tasks "
+        "running for the next start to recover (checkpointing frameworks' tasks; the others "
+        "end with it); SIGUSR1 shuts it down (every task killed, the agent unregistered)."
+    )
     add = parser.add_argument
     add(
         "--master",
