@@ -43,10 +43,10 @@ def agent_info_change(
     return None
 
 
-def _attributes(raw: list[Any]) -> dict[str, dict[str, Any]]:
-    return {a.name: a.to_json() for a in (Attribute.from_json(item) for item in raw)}
+def _attributes(raw: list[Any]) -> dict[str, Attribute]:
+    return {a.name: a for a in (Attribute.from_json(item) for item in raw)}
 
 
-def _text(attributes: dict[str, dict[str, Any]]) -> str:
-    parts = [f"{name}:{Attribute.from_json(a).legacy_value()}" for name, a in attributes.items()]
+def _text(attributes: dict[str, Attribute]) -> str:
+    parts = [f"{name}:{a.legacy_value()}" for name, a in attributes.items()]
     return ";".join(sorted(parts)) or "(none)"

@@ -39,6 +39,7 @@ from butte.agent.nested_api import (
     streaming_request,
 )
 from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Executor
+from butte.agent.state_json import container_resources, parsed_resources
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.core.messages import to_builtins
@@ -49,7 +50,7 @@ from butte.core.operator import (
     decode_call,
     payload_problem,
 )
-from butte.core.resources import ResourceError, Resources
+from butte.core.resources import Resources
 from butte.master.http import metrics_query_problem
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
@@ -96,13 +97,6 @@ def _request_problem(request: web.Request) -> web.Response | None:
     ):
         return _text(406, f"Expecting 'Accept' to allow application/json, got '{accept}'")
     return None
-
-
-def _resources(items: list[dict[str, Any]]) -> Resources:
-    try:
-        return Resources.from_json(items)
-    except (ResourceError, TypeError, ValueError, AttributeError):
-        return Resources()
 
 
 class AgentOperatorApi:
@@ -443,9 +437,7 @@ class AgentOperatorApi:
         out = []
         now = time.time()
         for ex in executors:
-            limits = _resources(ex.info.resources)
-            for task in ex.live_tasks():
-                limits = limits + _resources(task.info.resources)
+            limits = container_resources(ex)
             stats: dict[str, Any] = {
                 "timestamp": now,
                 "cpus_limit": limits.scalar("cpus"),
@@ -483,9 +475,9 @@ class AgentOperatorApi:
         for ex in core.executors():
             states[ex.state] = states.get(ex.state, 0) + 1
             if ex.kind != COMMAND:
-                used = used + _resources(ex.info.resources)
+                used = used + parsed_resources(ex.info.resources)
             for task in ex.live_tasks():
-                used = used + _resources(task.info.resources)
+                used = used + parsed_resources(task.info.resources)
         for name in _SCALARS:
             t, u = total.scalar(name), used.scalar(name)
             out[f"slave/{name}_total"] = t

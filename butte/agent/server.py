@@ -910,8 +910,15 @@ class AgentServer:
             await self.master_link.close()
         if self.containerizer is not None and self.containerizer.launcher is not None:
             await self.containerizer.launcher.close(stop=False)
+        await self._close_http()
+
+    async def _close_http(self) -> None:
+        """Ends the executors' streams (the HTTP server would wait for them; an executor
+        that loses its stream sees its agent gone) and closes the HTTP server."""
         for stream in list(self.streams.values()):
-            stream.close()  # executors see the agent gone (the HTTP server waits for streams)
+            stream.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -948,14 +955,9 @@ class AgentServer:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._link_task
-        for stream in list(self.streams.values()):
-            stream.close()
         if self._timer is not None:
             self._timer.cancel()
-        if self._tls_listener is not None:
-            self._tls_listener.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._close_http()
 
     # -- effects -----------------------------------------------------------------------------
 

@@ -12,19 +12,27 @@ import msgspec
 
 from butte.agent.launching import allocated_role
 from butte.agent.records import COMMAND, CUSTOM, Executor, Framework, Task
-from butte.core import task_states as ts
 from butte.core.resources import ResourceError, Resources
 
 if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
 
 
-def _parsed(resources: list[dict[str, Any]]) -> Resources:
-    """A JSON Resource list parsed (empty if unparsable)."""
+def parsed_resources(resources: list[dict[str, Any]]) -> Resources:
+    """A JSON Resource list parsed (empty if unparsable): for views, which must not fail."""
     try:
         return Resources.from_json(resources)
     except (ResourceError, TypeError, ValueError, AttributeError):
         return Resources()
+
+
+def container_resources(ex: Executor) -> Resources:
+    """What an executor's container holds, as Mesos counts it: the executor's own resources
+    and those of its tasks that have not ended (its limits under isolation)."""
+    total = parsed_resources(ex.info.resources)
+    for task in ex.live_tasks():
+        total = total + parsed_resources(task.info.resources)
+    return total
 
 
 def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> dict[str, Any]:
@@ -38,7 +46,7 @@ def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> d
         "executor_id": "" if ex.kind == COMMAND else ex.id,
         "slave_id": agent.agent_id or "",
         "state": task.state,
-        "resources": _parsed(info.resources).to_legacy_map(),
+        "resources": parsed_resources(info.resources).to_legacy_map(),
         "statuses": [_status_json(s) for s in task.statuses],
     }
     role = allocated_role(info.resources)
@@ -63,11 +71,7 @@ def _status_json(status: Any) -> dict[str, Any]:
 def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str, Any]:
     """One executor with its tasks (launched, queued, completed)."""
     info = ex.info
-    live = [t for t in ex.tasks.values() if not ts.is_terminal(t.state)]
-    # What the executor holds, as Mesos shows it: its own resources and its tasks'.
-    allocated = _parsed(info.resources)
-    for t in live:
-        allocated = allocated + _parsed(t.info.resources)
+    live = ex.live_tasks()
     role = allocated_role(info.resources)
     return {
         "id": ex.id,
@@ -76,7 +80,7 @@ def executor_json(agent: AgentMachine, fw: Framework, ex: Executor) -> dict[str,
         "container": ex.container_id,
         "directory": ex.sandbox,
         "type": "CUSTOM" if ex.kind == CUSTOM else "DEFAULT",
-        "resources": allocated.to_legacy_map(),
+        "resources": container_resources(ex).to_legacy_map(),
         **({"role": role} if role is not None else {}),
         "tasks": [task_json(agent, fw, ex, t) for t in live if t.launched],
         "queued_tasks": [task_json(agent, fw, ex, t) for t in live if not t.launched],

@@ -6,6 +6,8 @@ records; effects collected for the event being handled), kept apart for size."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
@@ -298,11 +300,25 @@ def _unsupported_operation(operations: list[Operation]) -> str | None:
     return None
 
 
+def launched_containers(operations: list[Operation]) -> Iterator[Any]:
+    """Every ContainerInfo of the tasks and executors an ACCEPT launches."""
+    for op in operations:
+        if op.launch_group is not None:
+            yield op.launch_group.executor.container
+        for task in _tasks_of([op]):
+            yield task.container
+            if task.executor is not None:
+                yield task.executor.container
+
+
 def unreported_refusal(operations: list[Operation]) -> str | None:
     """Why an ACCEPT would be refused with nothing to tell the framework through: no task to
     fail and no operation id for an OPERATION_ERROR (Mesos then only logs it; butte answers
     the call with 400 instead of a 202 that does nothing). None otherwise."""
-    if _tasks_of(operations) or any(op.id is not None for op in operations):
+    for op in operations:  # the usual ACCEPT stops here, at its first LAUNCH
+        if op.id is not None or (op.launch is not None and op.launch.task_infos):
+            return None
+    if _tasks_of(operations):
         return None
     problem = _unsupported_operation(operations)
     if problem is None:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +36,12 @@ from butte.core.messages import (
     SCHEDULER_CALL_TYPES,
     SCHEDULER_REQUIRED_PAYLOAD,
     DecodeError,
-    Operation,
     SchedulerCall,
     decode,
 )
 from butte.core.tls_listener import TlsListen
 from butte.master import fast_http, state_json, ui_api, view_acls, views, webui
-from butte.master.accept import unreported_refusal
+from butte.master.accept import launched_containers, unreported_refusal
 from butte.master.acls import Acls
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
@@ -751,7 +750,7 @@ def _validate_call_shape(call: SchedulerCall) -> str | None:
     if key is not None and getattr(call, key) is None:
         return f"Expecting '{key}' to be present"
     if call.accept is not None:
-        for container in _launched_containers(call.accept.operations):
+        for container in launched_containers(call.accept.operations):
             problem = required_fields_problem(container)
             if problem is not None:
                 return f"Failed to validate scheduler::Call: {problem}"
@@ -759,16 +758,3 @@ def _validate_call_shape(call: SchedulerCall) -> str | None:
         if problem is not None:
             return f"Failed to validate scheduler::Call: {problem}"
     return None
-
-
-def _launched_containers(operations: list[Operation]) -> Iterator[Any]:
-    """Every ContainerInfo of the tasks and executors an ACCEPT launches."""
-    for op in operations:
-        tasks = list(op.launch.task_infos) if op.launch is not None else []
-        if op.launch_group is not None:
-            tasks += op.launch_group.task_group.tasks
-            yield op.launch_group.executor.container
-        for task in tasks:
-            yield task.container
-            if task.executor is not None:
-                yield task.executor.container
