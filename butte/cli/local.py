@@ -144,6 +144,16 @@ def descendant_pids(pid: int) -> list[int]:
     return out
 
 
+def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), "" if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
 class ManagedProcess:
     """One daemon of the cluster: its command line, log file, and process."""
 
@@ -164,6 +174,8 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
         # True once stopped or killed on purpose: its exit is then not a cluster failure.
         self.expected_down = False
+        # What a SIGKILLed process left running (pid, start time), killed by `stop`.
+        self._orphans: list[tuple[int, str]] = []
         self._log: BinaryIO | None = None
 
     @property
@@ -209,8 +221,13 @@ class ManagedProcess:
                 self.process.send_signal(sig)
 
     def kill(self) -> None:
-        """SIGKILLs the process (and nothing else: its tasks survive, as on a real crash)."""
+        """SIGKILLs the process (and nothing else: its tasks survive, as on a real crash).
+        What it leaves running is remembered, so that `stop` ends it even if no restarted
+        process takes it over (an agent's command launcher would otherwise wait out the
+        recovery timeout)."""
         self.expected_down = True
+        if self.running():
+            self._orphans += [(pid, _start_time(pid)) for pid in descendant_pids(self.process.pid)]
         self.signal(signal.SIGKILL)
         self.wait(10)
 
@@ -238,6 +255,12 @@ class ManagedProcess:
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        for pid, started in self._orphans:
+            # The start time guards against a pid reused since the kill.
+            if started and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        self._orphans = []
         if self._log is not None:
             self._log.close()
             self._log = None

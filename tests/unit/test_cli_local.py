@@ -129,6 +129,31 @@ def test_a_killed_process_is_not_a_cluster_failure_and_can_restart(tmp_path):
     assert proc.log_path.read_text().count("==== ") == 2
 
 
+def test_stop_ends_what_a_killed_process_left_running(tmp_path):
+    # A SIGKILLed agent leaves its command launcher behind; stop ends it (and only it).
+    proc = ManagedProcess("agent-0", ["sh", "-c", "sleep 100 & exec sleep 100"], tmp_path / "a.log")
+    proc.start()
+    deadline = time.monotonic() + 5
+    while not descendant_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [orphan] = descendant_pids(proc.pid)
+    proc.kill()
+    assert Path(f"/proc/{orphan}").exists()
+    proc.stop()
+    deadline = time.monotonic() + 5
+    while _alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(orphan)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which only its reaper can clear, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_chronos_runs_beside_the_cluster_with_its_store_in_the_work_dir(tmp_path):
     from butte.cli.local import _chronos_process
 
