@@ -226,7 +226,7 @@ class ManagedProcess:
         process takes it over (an agent's command launcher would otherwise wait out the
         recovery timeout)."""
         self.expected_down = True
-        if self.running():
+        if self.process is not None and self.running():
             self._orphans += [(pid, _start_time(pid)) for pid in descendant_pids(self.process.pid)]
         self.signal(signal.SIGKILL)
         self.wait(10)

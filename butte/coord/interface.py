@@ -13,9 +13,9 @@ Vocabulary::
                     master is elected, and that leadership is lost (ZooKeeper SUSPENDED or
                     LOST, or its candidacy node vanished): the master must stop at once.
     RegistryStore   what a new leader must remember (docs/protocol.md §4.3): admitted agents,
-                    unreachable and gone agents, role weights, maintenance, quotas. `load`
-                    once elected, `apply` each write durably (raises RegistryError: the master
-                    then aborts).
+                    unreachable and gone agents, deactivated and draining agents, role
+                    weights, maintenance, quotas. `load` once elected, `apply` each write
+                    durably (raises RegistryError: the master then aborts).
     Operation       one registry change, emitted by the core as a `RegistryWrite` effect.
 """
 
@@ -69,6 +69,18 @@ class RemoveAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateAgentDrain:
+    """The operator deactivated or drained an agent, or its drain finished: ``state`` is
+    ``{"drain": None}`` for a plain deactivation, else ``{"drain": {"state", "config"}}``
+    (Mesos' DrainInfo); None when the agent was reactivated. Kept while the agent is
+    admitted or unreachable, forgotten with it, as Mesos' registry keeps ``deactivated``
+    and ``drain_info``."""
+
+    agent_id: str
+    state: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class UpdateWeights:
     """Role weights changed; ``weights`` is the whole new map."""
 
@@ -105,6 +117,7 @@ Operation = (
     | MarkUnreachable
     | MarkGone
     | RemoveAgent
+    | UpdateAgentDrain
     | UpdateWeights
     | UpdateMaintenance
     | PruneAgents
@@ -122,6 +135,7 @@ class RegistryState:
     weights: dict[str, float] = field(default_factory=dict)
     maintenance: dict[str, Any] = field(default_factory=dict)
     quotas: dict[str, Any] = field(default_factory=dict)
+    deactivated: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def apply(self, op: Operation) -> None:
         """Applies one operation in memory (every store keeps such a mirror)."""
@@ -134,9 +148,16 @@ class RegistryState:
         elif isinstance(op, MarkGone):
             self.agents.pop(op.agent_id, None)
             self.unreachable.pop(op.agent_id, None)
+            self.deactivated.pop(op.agent_id, None)
             self.gone[op.agent_id] = op.time
         elif isinstance(op, RemoveAgent):
             self.agents.pop(op.agent_id, None)
+            self.deactivated.pop(op.agent_id, None)
+        elif isinstance(op, UpdateAgentDrain):
+            if op.state is None:
+                self.deactivated.pop(op.agent_id, None)
+            else:
+                self.deactivated[op.agent_id] = op.state
         elif isinstance(op, UpdateWeights):
             self.weights = dict(op.weights)
         elif isinstance(op, UpdateMaintenance):
@@ -144,6 +165,7 @@ class RegistryState:
         elif isinstance(op, PruneAgents):
             for agent_id in op.unreachable:
                 self.unreachable.pop(agent_id, None)
+                self.deactivated.pop(agent_id, None)
             for agent_id in op.gone:
                 self.gone.pop(agent_id, None)
         elif isinstance(op, UpdateQuotas):

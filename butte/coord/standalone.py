@@ -31,6 +31,7 @@ from butte.coord.interface import (
     RegistryState,
     RegistryStore,
     RemoveAgent,
+    UpdateAgentDrain,
     UpdateMaintenance,
     UpdateQuotas,
     UpdateWeights,
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS gone (id TEXT PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS weights (role TEXT PRIMARY KEY, weight REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS maintenance (id INTEGER PRIMARY KEY CHECK (id = 0), state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quotas (role TEXT PRIMARY KEY, config TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deactivated (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
 
@@ -151,6 +153,10 @@ class SqliteRegistry:
                 role: json.loads(config)
                 for role, config in db.execute("SELECT role, config FROM quotas")
             }
+            state.deactivated = {
+                agent_id: json.loads(drain)
+                for agent_id, drain in db.execute("SELECT id, state FROM deactivated")
+            }
         except (sqlite3.Error, ValueError) as e:
             raise RegistryError(f"cannot read the registry {self.path}: {e}") from None
         return state
@@ -195,9 +201,19 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
     elif isinstance(op, MarkGone):
         db.execute("DELETE FROM agents WHERE id = ?", (op.agent_id,))
         db.execute("DELETE FROM unreachable WHERE id = ?", (op.agent_id,))
+        db.execute("DELETE FROM deactivated WHERE id = ?", (op.agent_id,))
         db.execute("INSERT OR REPLACE INTO gone (id, time) VALUES (?, ?)", (op.agent_id, op.time))
     elif isinstance(op, RemoveAgent):
         db.execute("DELETE FROM agents WHERE id = ?", (op.agent_id,))
+        db.execute("DELETE FROM deactivated WHERE id = ?", (op.agent_id,))
+    elif isinstance(op, UpdateAgentDrain):
+        if op.state is None:
+            db.execute("DELETE FROM deactivated WHERE id = ?", (op.agent_id,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO deactivated (id, state) VALUES (?, ?)",
+                (op.agent_id, json.dumps(op.state, separators=(",", ":"))),
+            )
     elif isinstance(op, UpdateWeights):
         db.execute("DELETE FROM weights")
         db.executemany(
@@ -210,6 +226,7 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
         )
     elif isinstance(op, PruneAgents):
         db.executemany("DELETE FROM unreachable WHERE id = ?", [(a,) for a in op.unreachable])
+        db.executemany("DELETE FROM deactivated WHERE id = ?", [(a,) for a in op.unreachable])
         db.executemany("DELETE FROM gone WHERE id = ?", [(a,) for a in op.gone])
     elif isinstance(op, UpdateQuotas):
         db.execute("DELETE FROM quotas")
@@ -229,6 +246,7 @@ def _copy(state: RegistryState) -> RegistryState:
         weights=dict(state.weights),
         maintenance=dict(state.maintenance),
         quotas=dict(state.quotas),
+        deactivated=dict(state.deactivated),
     )
 
 

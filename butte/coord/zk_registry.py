@@ -6,6 +6,7 @@ election path)::
     <root>/agents/<bb>        {"<agent id>": AgentInfo JSON, ...}   bb = 00..ff
     <root>/unreachable/<bb>   {"<agent id>": seconds, ...}
     <root>/gone/<bb>          {"<agent id>": seconds, ...}
+    <root>/deactivated/<bb>   {"<agent id>": {"drain": null or DrainInfo JSON}, ...}
     <root>/weights            {"<role>": weight, ...}
     <root>/maintenance        {"schedule": {...}, "down_machines": [...]}
     <root>/quotas             {"<role>": {"guarantees": {...}, "limits": {...}}, ...}
@@ -43,6 +44,7 @@ from butte.coord.interface import (
     RegistryError,
     RegistryState,
     RemoveAgent,
+    UpdateAgentDrain,
     UpdateMaintenance,
     UpdateQuotas,
     UpdateWeights,
@@ -51,7 +53,7 @@ from butte.core.codec import encode_json
 
 REGISTRY_ROOT = "/butte/registry"
 BUCKETS = 256
-_KINDS = ("agents", "unreachable", "gone")
+_KINDS = ("agents", "unreachable", "gone", "deactivated")
 # Bounds of one ZooKeeper transaction (the whole request must stay under jute.maxbuffer).
 _MAX_TXN_OPS = 500
 _MAX_TXN_BYTES = 512 * 1024
@@ -96,6 +98,7 @@ class ZooKeeperRegistry:
                 agents=self._merged("agents"),
                 unreachable={k: float(v) for k, v in self._merged("unreachable").items()},
                 gone={k: float(v) for k, v in self._merged("gone").items()},
+                deactivated=self._merged("deactivated"),
             )
             try:
                 data, _ = self.client.get(f"{self.root}/weights")
@@ -252,9 +255,11 @@ def _changes(op: Operation) -> list[tuple[str, str, Any]]:
     """(agent id, kind, new value or None to remove) for each bucket entry an agent
     operation changes."""
     if isinstance(op, PruneAgents):
-        return [(a, "unreachable", None) for a in op.unreachable] + [
-            (a, "gone", None) for a in op.gone
-        ]
+        return (
+            [(a, "unreachable", None) for a in op.unreachable]
+            + [(a, "deactivated", None) for a in op.unreachable]
+            + [(a, "gone", None) for a in op.gone]
+        )
     assert not isinstance(op, UpdateWeights | UpdateMaintenance | UpdateQuotas)
     return [(op.agent_id, kind, value) for kind, value in _effects(op)]
 
@@ -266,7 +271,9 @@ def _effects(op: Operation) -> list[tuple[str, Any]]:
     if isinstance(op, MarkUnreachable):
         return [("agents", None), ("unreachable", op.time)]
     if isinstance(op, MarkGone):
-        return [("agents", None), ("unreachable", None), ("gone", op.time)]
+        return [("agents", None), ("unreachable", None), ("deactivated", None), ("gone", op.time)]
     if isinstance(op, RemoveAgent):
-        return [("agents", None)]
+        return [("agents", None), ("deactivated", None)]
+    if isinstance(op, UpdateAgentDrain):
+        return [("deactivated", None if op.state is None else dict(op.state))]
     raise TypeError(f"unknown registry operation {op!r}")  # pragma: no cover

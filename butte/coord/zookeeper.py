@@ -11,7 +11,9 @@ name there), under ``/butte/registry/``: see `butte.coord.zk_registry`.
 kazoo is thread based: its watch callbacks and connection-state listeners run on kazoo's
 threads and hand everything to the asyncio loop with ``call_soon_threadsafe``. A leader
 that sees SUSPENDED or LOST is told `leadership_lost` at once (docs/design.md
-"Coordination behind an interface": in SUSPENDED a leader must stop acting as leader).
+"Coordination behind an interface": in SUSPENDED a leader must stop acting as leader). A
+standby that loses its candidacy (its session expired, or its node is gone) contends again
+with a new node once connected, as Mesos' master does ("Lost candidacy as a follower").
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class ZooKeeperContender:
         self._lost = False
         self._stopping = False
         self._leader_name: str | None = None
+        self._master_info: dict[str, Any] = {}
+        self._rejoining = False  # a standby's new candidacy node is being created
 
     def _own_path(self) -> str | None:
         return self.own_path
@@ -111,15 +115,10 @@ class ZooKeeperContender:
         await self._loop.run_in_executor(None, self._enter, dict(master_info))
 
     def _enter(self, master_info: dict[str, Any]) -> None:
+        self._master_info = master_info
         start_client(self.client, self.url, self.connect_timeout)
         try:
-            self.client.ensure_path(self.url.path)
-            self.own_path = self.client.create(
-                f"{self.url.path}/{MEMBER_PREFIX}",
-                encode_json(master_info),
-                ephemeral=True,
-                sequence=True,
-            )
+            self.own_path = self._create_member()
         except KazooException as e:
             with contextlib.suppress(Exception):
                 self.client.stop()
@@ -131,6 +130,16 @@ class ZooKeeperContender:
         log.info("Contending for leadership as %s", self.own_path)
         self.client.add_listener(self._state_changed)
         ChildrenWatch(self.client, self.url.path, self._children_changed)
+
+    def _create_member(self) -> str:
+        self.client.ensure_path(self.url.path)
+        path: str = self.client.create(
+            f"{self.url.path}/{MEMBER_PREFIX}",
+            encode_json(self._master_info),
+            ephemeral=True,
+            sequence=True,
+        )
+        return path
 
     def confirm_leadership(self) -> bool:
         with self._lock:
@@ -182,21 +191,64 @@ class ZooKeeperContender:
         self._post(self._listener.leadership_lost, reason)
 
     def _state_changed(self, state: str) -> None:
+        with self._lock:
+            leading = self._elected
         if state == KazooState.LOST:
-            self._lose("ZooKeeper session expired (LOST)")
-        elif state == KazooState.SUSPENDED:
-            with self._lock:
-                leading = self._elected
             if leading:
-                self._lose("ZooKeeper connection SUSPENDED while leading")
+                self._lose("ZooKeeper session expired (LOST)")
+            else:
+                log.warning("ZooKeeper session expired (LOST) while standing by: contending again")
+                self._rejoin()
+        elif state == KazooState.SUSPENDED and leading:
+            self._lose("ZooKeeper connection SUSPENDED while leading")
+
+    def _rejoin(self) -> None:
+        """A standby's candidacy is gone: a new node, from a thread of its own (kazoo's
+        callbacks must not block), once the client is connected again."""
+        with self._lock:
+            if self._rejoining or self._stopping or self._elected:
+                return
+            self._rejoining = True
+        threading.Thread(target=self._create_again, name="zk-rejoin", daemon=True).start()
+
+    def _create_again(self) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    path = self._create_member()
+                except KazooException as e:
+                    log.debug("Contending again failed (%s); retrying", e)
+                    if self._stopping:
+                        return
+                    threading.Event().wait(0.5)
+                    continue
+                with self._lock:
+                    self.own_path = path
+                log.info("Contending for leadership again as %s", path)
+                # The watch may have seen the new children before own_path was set.
+                children = self.client.get_children(self.url.path)
+                self._children_changed(children)
+                return
+        except KazooException as e:
+            log.warning("Cannot read the election after contending again: %s", e)
+        finally:
+            with self._lock:
+                self._rejoining = False
 
     def _children_changed(self, children: list[str]) -> bool | None:
         if self._stopping:
             return False
         own = self.own_path.rsplit("/", 1)[1] if self.own_path else None
         if own not in children:
-            self._lose(f"candidacy node {self.own_path} disappeared")
-            return False
+            with self._lock:
+                leading, rejoining = self._elected, self._rejoining
+            if leading:
+                self._lose(f"candidacy node {self.own_path} disappeared")
+                return False
+            if not rejoining:
+                log.warning("Candidacy node %s disappeared: contending again", self.own_path)
+                self._rejoin()
+            return None
         leader = leader_child(children)
         if leader == self._leader_name:
             return None

@@ -17,6 +17,7 @@ from butte.coord.interface import (
     MarkUnreachable,
     RegistryState,
     RemoveAgent,
+    UpdateAgentDrain,
 )
 from butte.core import internal, resource_ops, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
@@ -191,8 +192,8 @@ class AgentEvents(MasterCore):
         else what the agent reports."""
         if agent is not None:
             return agent.total
-        recorded = self.registry_totals.pop(agent_id, None)
-        if recorded is None:
+        recorded = self.recovered_infos.pop(agent_id, {}).get("resources")
+        if not isinstance(recorded, list):
             return reported
         try:
             total = Resources.from_json(recorded)
@@ -258,6 +259,12 @@ class AgentEvents(MasterCore):
         used = self._adopt_reported(agent, msg, was_unreachable, now)
         self.allocator.add_agent(agent_id, total, used=used)
         self.allocation_wanted = True
+        if agent_id in self.away_deactivations:
+            # Deactivated or drained while away: it stays so (Mesos keeps it in the registry).
+            agent.drain = self.away_deactivations.pop(agent_id)
+            self._deactivate(agent, now)
+            if agent.drain is not None and agent.drain.state == "DRAINING":
+                self._kill_for_drain(agent)  # `_check_drains` sees when they are done
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.agent_added(self, agent)))
         if log.isEnabledFor(logging.INFO):  # to_text is not free, and 10k agents may arrive
@@ -508,6 +515,8 @@ class AgentEvents(MasterCore):
             self.connections.pop(agent.connection_id, None)
         self.allocator.remove_agent(agent.agent_id)
         del self.agents[agent.agent_id]
+        if state == task_states.UNREACHABLE and agent.deactivated:
+            self.away_deactivations[agent.agent_id] = agent.drain
         if self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.agent_removed(agent.agent_id)))
 
@@ -523,6 +532,8 @@ class AgentEvents(MasterCore):
             return False
         self._registry_write(MarkGone(agent_id, now))
         self.recovering_agents.discard(agent_id)
+        self.recovered_infos.pop(agent_id, None)
+        self.away_deactivations.pop(agent_id, None)
         self.gone_agents[agent_id] = now
         self.unreachable_agents.pop(agent_id, None)
         if agent is not None:
@@ -537,45 +548,85 @@ class AgentEvents(MasterCore):
 
     # -- operator: deactivate, reactivate, drain ---------------------------------------------
 
+    def _known_away(self, agent_id: str) -> bool:
+        """Whether an agent that is not registered may still come back (recovering after a
+        failover, or unreachable): operator deactivation and drains apply to it then."""
+        return agent_id in self.recovering_agents or agent_id in self.unreachable_agents
+
     def _deactivate_agent(self, agent_id: str, now: float) -> bool:
         """Operator DEACTIVATE_AGENT: no more offers from the agent (outstanding ones are
         rescinded); what runs there keeps running. False for an unknown agent."""
         agent = self.agents.get(agent_id)
         if agent is None:
-            return False
+            if not self._known_away(agent_id):
+                return False
+            drain = self.away_deactivations.get(agent_id)
+            self._registry_write(UpdateAgentDrain(agent_id, _drain_record(drain)))
+            self.away_deactivations[agent_id] = drain
+            return True
+        self._registry_write(UpdateAgentDrain(agent_id, _drain_record(agent.drain)))
+        self._deactivate(agent, now)
+        return True
+
+    def _deactivate(self, agent: Agent, now: float) -> None:
         agent.deactivated = True
         if agent.active:
             agent.active = False
-            self.allocator.deactivate_agent(agent_id)
+            self.allocator.deactivate_agent(agent.agent_id)
         self._rescind_offers_of(agent, now)
-        return True
 
-    def _reactivate_agent(self, agent_id: str, now: float) -> bool:
-        """Operator REACTIVATE_AGENT: offers resume (a finished or running drain ends)."""
+    def _reactivate_agent(self, agent_id: str, now: float) -> str | None:
+        """Operator REACTIVATE_AGENT: offers resume once a drain is over. Why it is refused
+        (Mesos' words), or None."""
         agent = self.agents.get(agent_id)
+        if agent is not None and agent.deactivated:
+            drain = agent.drain
+        elif agent is None and agent_id in self.away_deactivations:
+            drain = self.away_deactivations[agent_id]
+        else:
+            return "Agent is not deactivated"
+        if drain is not None and drain.state == "DRAINING":
+            return "Agent is still in the DRAINING state"
+        self._registry_write(UpdateAgentDrain(agent_id, None))
+        self.away_deactivations.pop(agent_id, None)
         if agent is None:
-            return False
+            return None  # it comes back active
         agent.deactivated = False
         agent.drain = None
         if agent.connected and not agent.active:
             agent.active = True
             self.allocator.activate_agent(agent_id)
             self.allocation_wanted = True
-        return True
+        return None
 
     def _drain_agent(
         self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
     ) -> bool:
         """Operator DRAIN_AGENT: deactivate the agent and kill every task on it (each with at
         most ``max_grace_period`` to stop); once none is left it is DRAINED, and marked gone
-        if asked."""
-        if not self._deactivate_agent(agent_id, now):
+        if asked. An agent that is away is drained when it comes back. False for an unknown
+        agent."""
+        agent = self.agents.get(agent_id)
+        if agent is None and not self._known_away(agent_id):
             return False
-        agent = self.agents[agent_id]
-        agent.drain = Drain(max_grace_period, mark_gone)
+        drain = Drain(max_grace_period, mark_gone)
+        self._registry_write(UpdateAgentDrain(agent_id, _drain_record(drain)))
+        if agent is None:
+            self.away_deactivations[agent_id] = drain
+            return True
+        agent.drain = drain
+        self._deactivate(agent, now)
+        self._kill_for_drain(agent)
+        self._finish_drain(agent, now)
+        return True
+
+    def _kill_for_drain(self, agent: Agent) -> None:
+        """Kills every live task on a draining agent, with at most its grace period."""
+        assert agent.drain is not None
         policy = None
-        if max_grace_period is not None:
-            policy = KillPolicy(grace_period=DurationInfo(int(max_grace_period * 1e9)))
+        if agent.drain.max_grace_period is not None:
+            nanos = int(agent.drain.max_grace_period * 1e9)
+            policy = KillPolicy(grace_period=DurationInfo(nanos))
         for fid, tid in sorted(agent.tasks):
             task = self.frameworks[fid].tasks.get(tid)
             if task is not None and not task_states.is_terminal(task.state):
@@ -583,8 +634,6 @@ class AgentEvents(MasterCore):
                     agent,
                     internal.KillTask(framework_id=ID(fid), task_id=ID(tid), kill_policy=policy),
                 )
-        self._finish_drain(agent, now)
-        return True
 
     def _check_drains(self, now: float) -> None:
         """Completes drains whose agents have no live task left (from `tick`)."""
@@ -599,6 +648,7 @@ class AgentEvents(MasterCore):
             if task is not None and not task_states.is_terminal(task.state):
                 return
         agent.drain.state = "DRAINED"
+        self._registry_write(UpdateAgentDrain(agent.agent_id, _drain_record(agent.drain)))
         log.info("Agent %s drained", agent.agent_id)
         if agent.drain.mark_gone:
             self._mark_agent_gone(agent.agent_id, now)
@@ -612,11 +662,12 @@ class AgentEvents(MasterCore):
         stay so, and the role weights apply again."""
         self.recovering_agents = set(registry.agents) - set(self.agents)
         for agent_id in self.recovering_agents:
-            recorded = registry.agents[agent_id].get("resources")
-            if isinstance(recorded, list):
-                self.registry_totals[agent_id] = recorded
+            self.recovered_infos[agent_id] = dict(registry.agents[agent_id])
         self.unreachable_agents.update(registry.unreachable)
         self.gone_agents.update(registry.gone)
+        for agent_id, record in registry.deactivated.items():
+            drain = record.get("drain")
+            self.away_deactivations[agent_id] = None if drain is None else Drain.from_json(drain)
         if registry.weights:
             self.allocator.update_weights(registry.weights)
         self.recovery_deadline = None
@@ -644,6 +695,7 @@ class AgentEvents(MasterCore):
                 self.options.agent_reregister_timeout,
             )
         self.recovering_agents.clear()
+        self.recovered_infos.clear()
 
 
 def _allocation_role(resources: list[dict[str, Any]]) -> str | None:
@@ -660,6 +712,11 @@ def _ip_of(hostname: str) -> str | None:
     if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
         return hostname
     return None
+
+
+def _drain_record(drain: Drain | None) -> dict[str, Any]:
+    """A deactivated agent's registry record (`UpdateAgentDrain`)."""
+    return {"drain": None if drain is None else drain.to_json()}
 
 
 AgentMessageHandler = Callable[[AgentEvents, Agent, Any, float], None]

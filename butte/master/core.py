@@ -34,7 +34,7 @@ from butte.master.effects import (
     SendToFramework,
 )
 from butte.master.maintenance import Maintenance
-from butte.master.state import Agent, Executor, Framework, Offer, Task
+from butte.master.state import Agent, Drain, Executor, Framework, Offer, Task
 
 MAX_REFUSE_SECONDS = 365 * 24 * 3600.0
 # The statuses a task keeps (its last ones; repeats of one state are collapsed, as in Mesos).
@@ -88,9 +88,13 @@ class MasterCore:
     # Agents known from the registry after a master failover that have not re-registered yet
     # (explicit reconciliation of their tasks gets no answer until they do).
     recovering_agents: set[str] = field(default_factory=set)
-    # The registry's total of each recovering agent (with its dynamic reservations and
-    # volumes): it wins over what the agent reports when it re-registers.
-    registry_totals: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The registry's AgentInfo of each recovering agent (GET_AGENTS' `recovered_agents`);
+    # its total (with dynamic reservations and volumes) wins over what the agent reports
+    # when it re-registers.
+    recovered_infos: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Deactivations and drains (None: deactivated only) of agents not registered now
+    # (recovering after a failover, or unreachable), applied when they come back.
+    away_deactivations: dict[str, Drain | None] = field(default_factory=dict)
     # When recovering agents that have not re-registered by then are marked unreachable.
     recovery_deadline: float | None = None
     # MasterInfo of the leading master as the shell last learnt it (this master's own while

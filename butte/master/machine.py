@@ -767,17 +767,23 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         return self._found(self._mark_agent_gone(agent_id, now))
 
     def deactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
-        """Operator DEACTIVATE_AGENT; None for an unknown agent."""
+        """Operator DEACTIVATE_AGENT; None for an agent neither registered, recovering nor
+        unreachable."""
         return self._found(self._deactivate_agent(agent_id, now))
 
-    def reactivate_agent(self, agent_id: str, now: float) -> list[Effect] | None:
-        """Operator REACTIVATE_AGENT; None for an unknown agent."""
-        return self._found(self._reactivate_agent(agent_id, now))
+    def reactivate_agent(self, agent_id: str, now: float) -> tuple[str | None, list[Effect]]:
+        """Operator REACTIVATE_AGENT: why it is refused (nothing changed) or None, and the
+        effects."""
+        error = self._reactivate_agent(agent_id, now)
+        effects = self._take()
+        assert error is None or not effects, effects
+        return error, effects
 
     def drain_agent(
         self, agent_id: str, max_grace_period: float | None, mark_gone: bool, now: float
     ) -> list[Effect] | None:
-        """Operator DRAIN_AGENT; None for an unknown agent."""
+        """Operator DRAIN_AGENT; None for an agent neither registered, recovering nor
+        unreachable."""
         return self._found(self._drain_agent(agent_id, max_grace_period, mark_gone, now))
 
     def maintenance_call(

@@ -90,6 +90,7 @@ class OfferLifetime(MasterCore):
         self._registry_write(PruneAgents(tuple(unreachable), tuple(gone)))
         for agent_id in unreachable:
             del self.unreachable_agents[agent_id]
+            self.away_deactivations.pop(agent_id, None)
         for agent_id in gone:
             del self.gone_agents[agent_id]
         self._count("registry_agents_pruned", len(unreachable) + len(gone))

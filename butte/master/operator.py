@@ -208,11 +208,10 @@ class OperatorApi:
         return operator_views.get_weights(self.machine)
 
     async def call_get_master(self, call: OperatorCall) -> Answer:
-        return {
-            "master_info": self.machine.master_info,
-            "start_time": self.machine.start_time,
-            "elected_time": self.server.elected_time,
-        }
+        out = {"master_info": self.machine.master_info, "start_time": self.machine.start_time}
+        if self.server.elected_time is not None:  # a standby has none, as in Mesos
+            out["elected_time"] = self.server.elected_time
+        return out
 
     async def call_get_operations(self, call: OperatorCall) -> Answer:
         return {"operations": self.machine.operations_json()}
@@ -298,9 +297,13 @@ class OperatorApi:
 
     async def call_reactivate_agent(self, call: OperatorCall) -> Answer:
         assert call.reactivate_agent is not None
-        return self._agent_action(
-            call.reactivate_agent.agent_id.value, self.machine.reactivate_agent
+        error, effects = self.machine.reactivate_agent(
+            call.reactivate_agent.agent_id.value, self.now()
         )
+        if error is not None:
+            return text_reply(400, error)
+        self.server.apply(effects)
+        return None
 
     async def call_drain_agent(self, call: OperatorCall) -> Answer:
         drain = call.drain_agent
@@ -316,11 +319,16 @@ class OperatorApi:
         )
 
     def _agent_action(
-        self, agent_id: str, action: Callable[[str, float], list[Effect] | None]
+        self,
+        agent_id: str,
+        action: Callable[[str, float], list[Effect] | None],
+        unknown: Answer = None,
     ) -> Answer:
+        """Runs an operator action on one agent; ``unknown`` (default: Mesos' 400 "Unknown
+        agent") answers when the master does not know the agent."""
         effects = action(agent_id, self.now())
         if effects is None:
-            return text_reply(404, f"Agent {agent_id[:255]} not found")
+            return unknown or text_reply(400, "Unknown agent")
         self.server.apply(effects)
         return None
 
@@ -346,7 +354,12 @@ class OperatorApi:
 
     async def call_mark_agent_gone(self, call: OperatorCall) -> Answer:
         assert call.mark_agent_gone is not None
-        return self._agent_action(call.mark_agent_gone.agent_id.value, self.machine.mark_agent_gone)
+        agent_id = call.mark_agent_gone.agent_id.value
+        return self._agent_action(
+            agent_id,
+            self.machine.mark_agent_gone,
+            text_reply(404, f"Agent '{agent_id[:255]}' not found"),
+        )
 
 
 CallHandler = Callable[[OperatorApi, OperatorCall], Awaitable[Answer]]

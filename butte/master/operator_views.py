@@ -37,6 +37,12 @@ class MasterRecords(Protocol):
     def agents(self) -> dict[str, Agent]: ...
 
     @property
+    def recovering_agents(self) -> set[str]: ...
+
+    @property
+    def recovered_infos(self) -> dict[str, dict[str, Any]]: ...
+
+    @property
     def offers(self) -> dict[str, Offer]: ...
 
     @property
@@ -129,17 +135,21 @@ def agent_json(
     if agent.reregistered_time is not None:
         out["reregistered_time"] = time_info(agent.reregistered_time)
     if agent.drain is not None:
-        config: dict[str, Any] = {"mark_gone": agent.drain.mark_gone}
-        if agent.drain.max_grace_period is not None:
-            config["max_grace_period"] = {"nanoseconds": int(agent.drain.max_grace_period * 1e9)}
-        out["drain_info"] = {"state": agent.drain.state, "config": config}
+        out["drain_info"] = agent.drain.to_json()
     return out
 
 
 def get_agents(machine: MasterRecords) -> dict[str, Any]:
     """``GetAgents``."""
     used = all_agents_used(machine)
-    return {"agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()]}
+    return {
+        "agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()],
+        # Listed by the registry, not re-registered since this master's election.
+        "recovered_agents": [
+            machine.recovered_infos.get(aid) or {"id": {"value": aid}}
+            for aid in sorted(machine.recovering_agents)
+        ],
+    }
 
 
 # -- frameworks ------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ class MasterServer:
             ids=ids,
         )
         self.machine.start_time = self.clock.now()
-        self.elected_time = self.machine.start_time
+        self.elected_time: float | None = None  # set once this master leads
         self._streams: dict[str, RecordStream] = {}
         # Scheduler streams dropped because their reader fell too far behind.
         self.slow_streams_closed = 0

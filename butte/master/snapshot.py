@@ -107,7 +107,11 @@ class StateSnapshots:
         self.builds = 0
 
     def master_state(
-        self, machine: MasterMachine, flags: dict[str, str], version: str, elected_time: float
+        self,
+        machine: MasterMachine,
+        flags: dict[str, str],
+        version: str,
+        elected_time: float | None,
     ) -> bytes:
         """The encoded ``/master/state`` document (possibly reused, see the docstring)."""
         now = time.perf_counter()

@@ -7,6 +7,7 @@ I/O. The shell and the JSON views read them but never write them.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,24 @@ class Drain:
     max_grace_period: float | None
     mark_gone: bool
     state: str = "DRAINING"
+
+    def to_json(self) -> dict[str, Any]:
+        """Mesos' DrainInfo (shown by GET_AGENTS, kept in the registry)."""
+        config: dict[str, Any] = {"mark_gone": self.mark_gone}
+        if self.max_grace_period is not None:
+            config["max_grace_period"] = {"nanoseconds": int(self.max_grace_period * 1e9)}
+        return {"state": self.state, "config": config}
+
+    @classmethod
+    def from_json(cls, info: Mapping[str, Any]) -> Drain:
+        """The inverse of `to_json` (a registry record this master wrote)."""
+        config = info.get("config") or {}
+        grace = (config.get("max_grace_period") or {}).get("nanoseconds")
+        return cls(
+            None if grace is None else grace / 1e9,
+            bool(config.get("mark_gone")),
+            str(info.get("state") or "DRAINING"),
+        )
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from butte.core import task_states
 from butte.core.messages import to_builtins
-from butte.core.resources import Resources, from_millis
+from butte.core.resources import Attribute, ResourceError, Resources, from_millis
 from butte.master import operator_views
 from butte.master.machine import MasterMachine
 from butte.master.state import Agent, Framework, Task
@@ -224,11 +224,28 @@ def legacy_agent(
     return out
 
 
+def recovered_agent(agent_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """An agent the registry lists that has not re-registered since this master's election,
+    as Mesos' ``/state`` shows a SlaveInfo (``info``: the registry's AgentInfo JSON)."""
+    out: dict[str, Any] = {"id": agent_id}
+    for key in ("hostname", "port"):
+        if key in info:
+            out[key] = info[key]
+    try:
+        out["resources"] = legacy_map(Resources.from_json(info.get("resources") or []))
+        out["attributes"] = {
+            a.name: a.legacy_value() for a in map(Attribute.from_json, info.get("attributes") or [])
+        }
+    except (ResourceError, TypeError, ValueError, AttributeError):
+        pass  # a record this master cannot read: the id and address still say which agent
+    return out
+
+
 def master_state(
     machine: MasterMachine,
     flags: dict[str, str],
     version: str,
-    elected_time: float,
+    elected_time: float | None,
     render: TaskRenderer = legacy_task,
 ) -> dict[str, Any]:
     """The whole ``/master/state`` document (``render`` draws each task)."""
@@ -247,7 +264,6 @@ def master_state(
         "build_time": 0,
         "build_user": "",
         "start_time": machine.start_time,
-        "elected_time": elected_time,
         "id": machine.master_id,
         "pid": info["pid"],
         "hostname": info["hostname"],
@@ -260,7 +276,10 @@ def master_state(
         "flags": flags,
         "slaves": [legacy_agent(machine, a, used[a.agent_id]) for a in agents],
         # Agents the registry lists that have not re-registered since this master's election.
-        "recovered_slaves": [{"id": aid} for aid in sorted(machine.recovering_agents)],
+        "recovered_slaves": [
+            recovered_agent(aid, machine.recovered_infos.get(aid, {}))
+            for aid in sorted(machine.recovering_agents)
+        ],
         "frameworks": [legacy_framework(machine, f, render) for f in machine.frameworks.values()],
         "completed_frameworks": [
             legacy_framework(machine, f, render) for f in machine.completed_frameworks
@@ -270,6 +289,8 @@ def master_state(
     }
     if leader is None:
         del doc["leader"], doc["leader_info"]  # Mesos omits them while no leader is known
+    if elected_time is not None:  # Mesos shows it once this master was elected
+        doc["elected_time"] = elected_time
     return doc
 
 

@@ -14,7 +14,10 @@ from butte.coord.interface import (
     CoordinationError,
     MarkGone,
     MarkUnreachable,
+    PruneAgents,
     RegistryError,
+    RemoveAgent,
+    UpdateAgentDrain,
     UpdateQuotas,
     UpdateWeights,
 )
@@ -82,7 +85,11 @@ def test_sqlite_registry_survives_reopening(tmp_path):
     registry.apply([UpdateWeights({"web": 2.0})])
     quotas = {"eng": {"guarantees": {"cpus": 1000}, "limits": {"cpus": 2000}}}
     registry.apply([UpdateQuotas(quotas)])
-    assert registry.statistics()["registry_writes"] == 4
+    drain = {"drain": {"state": "DRAINED", "config": {"mark_gone": False}}}
+    registry.apply([UpdateAgentDrain("a1", drain), UpdateAgentDrain("a2", {"drain": None})])
+    registry.apply([AdmitAgent("a4", {}), UpdateAgentDrain("a4", {"drain": None})])
+    registry.apply([RemoveAgent("a4")])
+    assert registry.statistics()["registry_writes"] == 7
     registry.close()
     again = SqliteRegistry(str(tmp_path))
     again.open()
@@ -91,6 +98,9 @@ def test_sqlite_registry_survives_reopening(tmp_path):
     assert state.unreachable == {"a2": 10.5} and state.gone == {"a3": 11.0}
     assert state.weights == {"web": 2.0}
     assert state.quotas == quotas
+    assert state.deactivated == {"a1": drain, "a2": {"drain": None}}
+    again.apply([UpdateAgentDrain("a1", None), PruneAgents(unreachable=("a2",))])
+    assert again.load().deactivated == {}
     again.close()
 
 

@@ -83,3 +83,36 @@ def test_maintenance_survives_failover_and_gone_agents_are_pruned(ha_cluster_fac
         assert time.monotonic() < deadline, "gone agent not pruned from the registry"
         time.sleep(0.5)
     assert registry_of(cluster.zk.hosts).maintenance["schedule"] == schedule
+
+
+@pytest.mark.timeout(120)
+def test_deactivated_and_drained_agents_stay_so_after_failover(ha_cluster_factory):
+    cluster = ha_cluster_factory(zk_size=1, masters=2, agents=2)
+    leader = cluster.masters.wait_leader(30)
+    address = cluster.masters.addresses[leader]
+    deadline = time.monotonic() + 30
+    while len(operator(address, "GET_AGENTS")["agents"]) < 2:
+        assert time.monotonic() < deadline, "agents not registered"
+        time.sleep(0.2)
+    deactivated, drained = sorted(
+        a["agent_info"]["id"]["value"] for a in operator(address, "GET_AGENTS")["agents"]
+    )
+    operator(address, "DEACTIVATE_AGENT", {"agent_id": {"value": deactivated}})
+    grace = {"nanoseconds": 1_000_000_000}
+    operator(address, "DRAIN_AGENT", {"agent_id": {"value": drained}, "max_grace_period": grace})
+
+    cluster.masters.kill(leader)
+    new = cluster.masters.wait_leader(30, exclude=leader)
+    address = cluster.masters.addresses[new]
+    deadline = time.monotonic() + 30
+    while len(agents := operator(address, "GET_AGENTS")["agents"]) < 2:
+        assert time.monotonic() < deadline, "agents not re-registered with the new leader"
+        time.sleep(0.2)
+    views = {a["agent_info"]["id"]["value"]: a for a in agents}
+    assert views[deactivated]["deactivated"] and not views[deactivated]["active"]
+    assert "drain_info" not in views[deactivated]
+    assert views[drained]["deactivated"] and not views[drained]["active"]
+    assert views[drained]["drain_info"] == {
+        "state": "DRAINED",
+        "config": {"mark_gone": False, "max_grace_period": grace},
+    }

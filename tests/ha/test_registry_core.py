@@ -18,10 +18,11 @@ from butte.coord.interface import (  # noqa: E402
     MarkUnreachable,
     RegistryState,
     RemoveAgent,
+    UpdateAgentDrain,
     UpdateWeights,
 )
 from butte.core import internal, task_states  # noqa: E402
-from butte.core.messages import ID, FrameworkInfo  # noqa: E402
+from butte.core.messages import ID, Capability, FrameworkInfo  # noqa: E402
 from butte.master.effects import Effect, RegistryWrite, SendToAgent, SendToFramework  # noqa: E402
 from butte.master.machine import MasterOptions  # noqa: E402
 
@@ -202,3 +203,91 @@ def test_registry_state_applies_operations():
     state.apply(RemoveAgent("b"))
     state.apply(UpdateWeights({"r": 2.0}))
     assert state.agents == {} and state.weights == {"r": 2.0}
+
+
+def _replayed(writes: list[Any]) -> RegistryState:
+    """The registry a new leader would load after these writes."""
+    state = RegistryState()
+    for op in writes:
+        state.apply(op)
+    return state
+
+
+def test_deactivation_and_drains_are_written_and_survive_a_failover():
+    h = Recorder()
+    fid, stream = h.subscribe(checkpoint=True, capabilities=[{"type": "PARTITION_AWARE"}])
+    drained, deactivated, plain = h.register_agent("c1"), h.register_agent("c2"), "A3"
+    h.allocate()
+    offer = next(o for o in h.offers(stream) if o["agent_id"]["value"] == drained)
+    h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
+    h.status_update("c1", fid, "t1", task_states.RUNNING, drained)
+    assert h.found(h.master.drain_agent(drained, 3.0, False, h.now()))
+    assert h.found(h.master.deactivate_agent(deactivated, h.now()))
+    assert h.writes()[-2:] == [
+        UpdateAgentDrain(
+            drained,
+            {
+                "drain": {
+                    "state": "DRAINING",
+                    "config": {
+                        "mark_gone": False,
+                        "max_grace_period": {"nanoseconds": 3_000_000_000},
+                    },
+                }
+            },
+        ),
+        UpdateAgentDrain(deactivated, {"drain": None}),
+    ]
+    assert h.master.reactivate_agent(drained, h.now()) == (
+        "Agent is still in the DRAINING state",
+        [],
+    )
+    # The leader dies before the task ends; the next one recovers the registry.
+    registry = _replayed(h.writes())
+    registry.agents[plain] = {"id": {"value": plain}}
+    new = Recorder()
+    new.pump(new.master.recover_registry(registry, new.now()))
+    # An agent that has not re-registered yet can be deactivated (Mesos: recovered agents).
+    assert new.found(new.master.deactivate_agent(plain, new.now()))
+    assert new.master.deactivate_agent("A404", new.now()) is None
+    new.register_agent(
+        "d1",
+        agent_id=drained,
+        frameworks=[framework_info(fid, capabilities=[Capability("PARTITION_AWARE")])],
+        tasks=[reported_task(drained, fid, "t1")],
+    )
+    new.register_agent("d2", agent_id=deactivated)
+    new.register_agent("d3", agent_id=plain)
+    for agent_id in (drained, deactivated, plain):
+        agent = new.master.agents[agent_id]
+        assert agent.deactivated and not agent.active, agent_id
+    assert new.master.agents[drained].drain.state == "DRAINING"
+    # The drain goes on where the old leader left it: the task is killed again.
+    [kill] = new.agent_messages("d1", internal.KillTask)
+    assert kill.task_id == ID("t1") and kill.kill_policy.grace_period.nanoseconds == 3_000_000_000
+    new.status_update("d1", fid, "t1", task_states.KILLED, drained)
+    new.pump(new.master.tick(new.now()))
+    assert new.master.agents[drained].drain.state == "DRAINED"
+    assert new.writes()[-1].state["drain"]["state"] == "DRAINED"
+    # Reactivation is written too, and only a deactivated agent can be reactivated.
+    error, effects = new.master.reactivate_agent(drained, new.now())
+    new.pump(effects)
+    assert error is None and new.writes()[-1] == UpdateAgentDrain(drained, None)
+    assert new.master.reactivate_agent(drained, new.now())[0] == "Agent is not deactivated"
+    assert new.master.agents[drained].active
+    new.master.check_invariants()
+
+
+def test_an_unreachable_agent_stays_deactivated_when_it_comes_back():
+    h = Recorder(MasterOptions(max_agent_ping_timeouts=1))
+    agent_id = h.register_agent("c1")
+    h.pump(h.master.ping_agents(h.now()))
+    h.pump(h.master.ping_agents(h.now()))  # no PONG: marked unreachable
+    assert agent_id in h.master.unreachable_agents
+    assert h.found(h.master.drain_agent(agent_id, None, False, h.now()))
+    h.register_agent("c2", agent_id=agent_id)
+    agent = h.master.agents[agent_id]
+    assert agent.deactivated and not agent.active and agent.drain.state == "DRAINING"
+    h.pump(h.master.tick(h.now()))
+    assert agent.drain.state == "DRAINED"  # nothing ran there
+    assert _replayed(h.writes()).deactivated[agent_id]["drain"]["state"] == "DRAINED"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from kazoo.client import KazooClient
@@ -17,6 +18,7 @@ from butte.coord.interface import (
     MarkGone,
     MarkUnreachable,
     RegistryError,
+    UpdateAgentDrain,
     UpdateQuotas,
     UpdateWeights,
 )
@@ -120,6 +122,10 @@ def test_registry_lives_outside_the_election_path_and_scales(zookeeper):
             registry.apply([AdmitAgent(f"a{i}", {**agent_info, "id": {"value": f"a{i}"}})])
         single = (time.perf_counter() - started) / 200
         registry.apply([MarkUnreachable("a1", 5.0), MarkGone("a2", 6.0)])
+        drain = {"drain": {"state": "DRAINING", "config": {"mark_gone": True}}}
+        registry.apply([UpdateAgentDrain("a1", drain), UpdateAgentDrain("a3", {"drain": None})])
+        registry.apply([UpdateAgentDrain("a4", {"drain": None}), UpdateAgentDrain("a3", None)])
+        registry.apply([MarkGone("a4", 7.0)])
         quotas = {"eng": {"guarantees": {"cpus": 1000}, "limits": {}}}
         registry.apply(
             [UpdateWeights({"web": 2.0}), UpdateQuotas(quotas), AdmitAgent("odd/id", {})]
@@ -127,9 +133,10 @@ def test_registry_lives_outside_the_election_path_and_scales(zookeeper):
         loaded_at = time.perf_counter()
         state = ZooKeeperRegistry(contender.client, "/mesos", lambda: None).load()
         load = time.perf_counter() - loaded_at
-        assert len(state.agents) == agents - 2 + 1 and "odd/id" in state.agents
+        assert len(state.agents) == agents - 3 + 1 and "odd/id" in state.agents
         assert state.agents["a0"]["id"] == {"value": "a0"}
-        assert state.unreachable == {"a1": 5.0} and state.gone == {"a2": 6.0}
+        assert state.unreachable == {"a1": 5.0} and state.gone == {"a2": 6.0, "a4": 7.0}
+        assert state.deactivated == {"a1": drain}
         assert state.weights == {"web": 2.0}
         assert state.quotas == quotas
         client = kazoo(zookeeper)
@@ -180,6 +187,47 @@ def test_leader_losing_its_connection_is_told_at_once(zookeeper):
         await contender.stop()
 
     asyncio.run(run())
+
+
+def test_a_standby_that_loses_its_candidacy_contends_again(zookeeper):
+    # Mesos' master: "Lost candidacy as a follower... Contend again"; only a leader exits.
+    url = parse_zk_url(zookeeper.url("/rejoin"))
+    client = kazoo(zookeeper)
+
+    async def run() -> None:
+        leader, standby = ZooKeeperContender(url, 2, 5), ZooKeeperContender(url, 2, 5)
+        leading, standing = Listener(), Listener()
+        await leader.start(info("m1", 5050), leading)
+        await leading.wait_for("elected")
+        await standby.start(info("m2", 5051), standing)
+        await standing.wait_for("leader")
+        # Its node deleted (by an operator, say): a new one.
+        first = standby.own_path
+        client.delete(first)
+        await wait_until(lambda: standby.own_path != first and client.exists(standby.own_path))
+        # Its session expired (another client closes the same session): a new one again.
+        second = standby.own_path
+        session_id, password = standby.client.client_id
+        twin = KazooClient(zookeeper.hosts, client_id=(session_id, password))
+        twin.start(10)
+        twin.stop()
+        twin.close()
+        await wait_until(lambda: standby.own_path != second and client.exists(standby.own_path))
+        assert ("lost", ANY) not in standing.events
+        # It still follows the election: it leads once the leader goes.
+        await leader.stop()
+        await standing.wait_for("elected")
+        await standby.stop()
+
+    asyncio.run(run())
+    client.stop()
+
+
+async def wait_until(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
 
 
 def test_detector_follows_the_lowest_member(zookeeper):

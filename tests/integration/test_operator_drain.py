@@ -34,7 +34,7 @@ def test_deactivate_reactivate_and_drain(tmp_path):
         assert view["deactivated"] is True and view["active"] is False
         call(url, "REACTIVATE_AGENT", {"agent_id": {"value": agent_id}})
         assert agent_view(url)["active"] is True
-        call(url, "DRAIN_AGENT", {"agent_id": {"value": "nope"}}, status=404)
+        call(url, "DRAIN_AGENT", {"agent_id": {"value": "nope"}}, status=400)
 
         env = {**os.environ, "BUTTE_MASTER": cluster.master_address}
         done = subprocess.run(

@@ -498,7 +498,9 @@ def test_deactivate_rescinds_offers_and_survives_reconnection():
     h.register_agent("c2", agent_id=agent_id)
     h.allocate()
     assert h.offers(stream) == []
-    assert h.found(h.master.reactivate_agent(agent_id, h.now()))
+    error, effects = h.master.reactivate_agent(agent_id, h.now())
+    assert error is None
+    h.pump(effects)
     h.allocate()
     assert len(h.offers(stream)) == 1
     assert h.master.deactivate_agent("M-S404", h.now()) is None
