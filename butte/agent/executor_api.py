@@ -99,6 +99,10 @@ class ExecutorApi(_Base):
 
     def executor_call(self, call: ExecutorCall, now: float) -> Reply:
         """One ``POST /api/v1/executor`` call, already decoded (docs/protocol.md §2.1)."""
+        if call.type == "HEARTBEAT":
+            # Before any id check, as Mesos' agent does: libmesos' executor driver may send
+            # dummy framework and executor ids in it (MESOS-6536).
+            return Reply(202)
         fw = self.frameworks.get(call.framework_id.value)
         if fw is None:
             return Reply(400, f"Framework {call.framework_id.value} cannot be found")
@@ -128,8 +132,6 @@ class ExecutorApi(_Base):
                 )
                 effects.append(SendToMaster(message))
             return Reply(202, effects=effects)
-        if call.type == "HEARTBEAT":
-            return Reply(202)
         return Reply(400, f"Unknown executor call type {call.type!r}")
 
     def _executor_subscribe(

@@ -102,20 +102,27 @@ class AgentEvents(MasterCore):
 
     def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
         fid, eid = msg.framework_id.value, msg.executor_id.value
-        ex = agent.executors.pop((fid, eid), None)
+        self._remove_executor(agent, fid, eid, now)
         fw = self.frameworks.get(fid)
-        if ex is not None:
-            self._recover(fid, agent.agent_id, ex.role, ex.resources, None, now)
         if fw is None:
             return
-        fw.executors.get(agent.agent_id, set()).discard(eid)
         failure: dict[str, Any] = {
             "agent_id": views.value(agent.agent_id),
             "executor_id": views.value(eid),
+            # Mesos' agent always says a status: -1 when the executor's end is unknown (a
+            # recovered executor); pymesos reads it unconditionally.
+            "status": -1 if msg.status is None else msg.status,
         }
-        if msg.status is not None:
-            failure["status"] = msg.status
         self._send_framework(fw, {"type": "FAILURE", "failure": failure})
+
+    def _remove_executor(self, agent: Agent, fid: str, eid: str, now: float) -> None:
+        """Forgets an executor on an agent, its resources going back to the allocator."""
+        ex = agent.executors.pop((fid, eid), None)
+        if ex is not None:
+            self._recover(fid, agent.agent_id, ex.role, ex.resources, None, now)
+        fw = self.frameworks.get(fid)
+        if fw is not None:
+            fw.executors.get(agent.agent_id, set()).discard(eid)
 
     def _register_agent(
         self, connection_id: str, msg: internal.RegisterAgent, peer_ip: str, now: float
@@ -174,6 +181,12 @@ class AgentEvents(MasterCore):
                 agent_id=ID(agent_id), master_id=self.master_id, batches=True
             ),
         )
+        for (fid, tid), policy in agent.pending_kills.items():
+            task = self.frameworks[fid].tasks.get(tid) if fid in self.frameworks else None
+            if task is not None and not task_states.is_terminal(task.state):
+                kill = internal.KillTask(framework_id=ID(fid), task_id=ID(tid), kill_policy=policy)
+                self._send_agent(agent, kill)
+        agent.pending_kills.clear()
         if total != reported:
             # The agent missed operations (or lost its checkpoint of them): the master's
             # view wins, as Mesos' does for checkpointed resources.
@@ -415,8 +428,8 @@ class AgentEvents(MasterCore):
         agent.disconnected_at = now
         self.allocator.deactivate_agent(agent.agent_id)
         self._rescind_offers_of(agent, now)
-        # Mesos semantics: tasks of frameworks that do not checkpoint cannot survive an
-        # agent failure, so they are lost as soon as the agent disconnects.
+        # Mesos semantics: tasks and executors of frameworks that do not checkpoint cannot
+        # survive an agent failure, so they are lost as soon as the agent disconnects.
         for fw, task in self._tasks_on(agent):
             if not fw.info.checkpoint:
                 self._terminate_task(
@@ -424,9 +437,13 @@ class AgentEvents(MasterCore):
                     task,
                     task_states.LOST,
                     "REASON_AGENT_DISCONNECTED",
-                    "Agent disconnected",
+                    f"Agent {agent.hostname} disconnected",
                     now,
                 )
+        for fid, eid in list(agent.executors):
+            owner = self.frameworks.get(fid)
+            if owner is not None and not owner.info.checkpoint:
+                self._remove_executor(agent, fid, eid, now)
         log.info("Agent %s disconnected", agent.agent_id)
 
     def _ping_agents(self, now: float) -> None:

@@ -76,6 +76,8 @@ class CallResult:
 
 
 ACCEPTED = CallResult(202)
+# The longest duration Mesos can hold (int64 nanoseconds).
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 def bad_request(message: str) -> CallResult:
@@ -101,7 +103,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         err = self._validate_framework_info(info)
         if err:
             return bad_request(err)
-        if call.framework_id is not None and call.framework_id != info.id:
+        if call.framework_id != info.id:  # also one given without the other, as in Mesos
             return bad_request("'framework_id' differs from 'subscribe.framework_info.id'")
         for role in sub.suppressed_roles:
             if role not in info.role_list():
@@ -114,6 +116,18 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             if any(f.framework_id == fid for f in self.completed_frameworks):
                 return CallResult(200, stream_error="Framework has been removed")
             fw = self.frameworks.get(fid)
+            if fw is not None and fw.info.principal != info.principal:
+                # The new subscriber is told, and the old one keeps its stream (Mesos'
+                # `validateUpdate`: the old principal is only logged).
+                log.warning(
+                    "Framework %s of principal %r tried to subscribe as principal %r",
+                    fid,
+                    fw.info.principal,
+                    info.principal,
+                )
+                return CallResult(
+                    200, stream_error="Changing framework's principal is not allowed."
+                )
             if fw is not None:
                 fw.offer_constraints = constraints
                 self._resubscribe(fw, info, sub, stream_id, now)
@@ -147,6 +161,8 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
                 return f"Role '{role}' is not present in the master's --roles"
         if info.failover_timeout < 0:
             return "'FrameworkInfo.failover_timeout' must not be negative"
+        if not info.failover_timeout < MAX_DURATION_SECONDS:  # NaN included
+            return f"The framework failover_timeout ({info.failover_timeout:g}) is invalid"
         return None
 
     def _add_framework(
@@ -518,6 +534,14 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             return
         agent = self.agents.get(task.agent_id)
         if agent is None:
+            return
+        if not agent.connected:
+            # Sent when it re-registers (Mesos: "Kill will be retried if the agent
+            # reregisters").
+            log.info(
+                "Agent %s is disconnected: killing task %s when it is back", agent.agent_id, tid
+            )
+            agent.pending_kills[(fw.framework_id, tid)] = kill.kill_policy
             return
         self._send_agent(
             agent,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from butte.core.internal import AgentInfo
-from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
+from butte.core.messages import ExecutorInfo, FrameworkInfo, KillPolicy, TaskInfo, TaskStatus
 from butte.core.resources import Attribute, Resources
 from butte.master.offer_constraints import OfferConstraints
 
@@ -186,6 +186,9 @@ class Agent:
     # (framework_id, executor_id) -> Executor
     executors: dict[tuple[str, str], Executor] = field(default_factory=dict)
     offers: set[str] = field(default_factory=set)
+    # Kills asked for while the agent was disconnected, (framework_id, task_id) -> kill
+    # policy: sent when it re-registers (Mesos' `killedTasks`).
+    pending_kills: dict[tuple[str, str], KillPolicy | None] = field(default_factory=dict)
 
     @property
     def hostname(self) -> str:

@@ -4,11 +4,14 @@ step by the harness."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
+import msgspec
 from master_kit import Harness, call, command_task, launch_body
 
 from butte.core import internal
 from butte.core.messages import ID, FrameworkInfo, TaskStatus
+from butte.core.resources import Resources, parse_resources
 from butte.master.machine import MasterOptions
 
 
@@ -658,3 +661,110 @@ def test_legacy_state_lists_a_groups_executor_and_its_members_name_it():
     assert listed["executor_id"] == "g1" and listed["slave_id"] == agent_id
     assert listed["name"] == "group" and listed["framework_id"] == fid
     assert listed["resources"]["cpus"] == 0.1
+
+
+def _executor_task(task_id: str, offer: dict) -> dict:
+    """A task of a custom executor (its own resources: cpus 0.1, mem 32)."""
+    task = command_task(task_id, offer, resources="cpus:0.5;mem:64")
+    del task["command"]
+    task["executor"] = {
+        "executor_id": {"value": f"E-{task_id}"},
+        "type": "CUSTOM",
+        "command": {"value": "exec-me"},
+        "resources": parse_resources("cpus:0.1;mem:32").to_json(),
+    }
+    return task
+
+
+def test_failure_of_an_executor_always_carries_a_status():
+    # pymesos reads FAILURE's status unconditionally; Mesos' agent says -1 when unknown.
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], _executor_task("t1", offers[0])))
+    exited = internal.ExecutorExited(framework_id=ID(fid), executor_id=ID("E-t1"))
+    h.pump(h.master.agent_message("c1", exited, "127.0.0.1", h.now()))
+    [failure] = h.take(stream, "FAILURE")
+    assert failure["failure"] == {
+        "agent_id": {"value": agent_id},
+        "executor_id": {"value": "E-t1"},
+        "status": -1,
+    }
+
+
+def test_a_kill_while_the_agent_is_away_is_sent_when_it_is_back():
+    h, agent_id, fid, stream, offers = _cluster(checkpoint=True)
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    h.pump(h.master.agent_disconnected("c1", h.now()))
+    policy = {"grace_period": {"nanoseconds": 7}}
+    h.call(
+        fid, stream, {"type": "KILL", "kill": {"task_id": {"value": "t1"}, "kill_policy": policy}}
+    )
+    assert h.agent_messages("c1", internal.KillTask) == []
+    running = internal.Task(
+        name="t1",
+        task_id=ID("t1"),
+        framework_id=ID(fid),
+        agent_id=ID(agent_id),
+        state="TASK_RUNNING",
+        resources=parse_resources("cpus:1;mem:128").to_json(),
+    )
+    framework = FrameworkInfo(user="root", name="fw", id=ID(fid), checkpoint=True)
+    info = internal.AgentInfo(
+        hostname="127.0.0.1", port=5051, resources=h.master.agents[agent_id].info.resources
+    )
+    info = msgspec.structs.replace(info, id=ID(agent_id))
+    again = internal.RegisterAgent(
+        agent_info=info, version="0.1.0", tasks=[running], frameworks=[framework]
+    )
+    h.pump(h.master.agent_message("c2", again, "127.0.0.1", h.now()))
+    reregistered, kill = h.agent_inbox["c2"]  # answered first, as in Mesos
+    assert isinstance(reregistered, internal.AgentReregistered)
+    assert kill.task_id == ID("t1") and kill.kill_policy.grace_period.nanoseconds == 7
+    assert h.master.agents[agent_id].pending_kills == {}
+
+
+def test_a_non_checkpointing_frameworks_executor_is_gone_with_its_agents_connection():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], _executor_task("t1", offers[0])))
+    agent = h.master.agents[agent_id]
+    assert agent.executors
+    h.pump(h.master.agent_disconnected("c1", h.now()))
+    [lost] = h.updates(stream)
+    assert lost["state"] == "TASK_LOST" and lost["message"] == "Agent 127.0.0.1 disconnected"
+    assert agent.executors == {} and not h.master.frameworks[fid].executors.get(agent_id)
+    # Nothing of it is counted as used any more.
+    h.register_agent("c2", agent_id=agent_id)
+    h.allocate()
+    [offer] = h.offers(stream)
+    assert Resources.from_json(offer["resources"]) == agent.total
+    h.master.check_invariants()
+
+
+def test_subscribe_validation_as_mesos_does_it():
+    h = Harness()
+    fid, stream = h.subscribe(principal="p1", failover_timeout=60)
+
+    def subscribe(framework_id: dict | None, **info: Any) -> Any:
+        body: dict[str, Any] = {
+            "type": "SUBSCRIBE",
+            "subscribe": {"framework_info": {"user": "root", "name": "fw", **info}},
+        }
+        if framework_id is not None:
+            body["framework_id"] = framework_id
+        result, effects = h.master.subscribe(call(body), "other", h.now())
+        h.pump(effects)
+        return result
+
+    # An id in framework_info alone would take over the live framework: refused.
+    result = subscribe(None, id={"value": fid})
+    assert result.status == 400
+    assert result.message == "'framework_id' differs from 'subscribe.framework_info.id'"
+    # Another principal: the new subscriber is told; the old one keeps its stream.
+    result = subscribe({"value": fid}, id={"value": fid}, principal="p2")
+    assert result.stream_error == "Changing framework's principal is not allowed."
+    assert h.master.frameworks[fid].stream_id == stream
+    assert h.master.frameworks[fid].info.principal == "p1"
+    # A failover timeout no duration can hold.
+    result = subscribe(None, failover_timeout=1e300)
+    assert result.status == 400
+    assert result.message == "The framework failover_timeout (1e+300) is invalid"
