@@ -164,12 +164,18 @@ class AgentEvents(MasterCore):
             info = msgspec.structs.replace(info, resources=total.to_json("post"))
         known = agent is not None
         if agent is None:
+            announce = None
             if agent_id in self.recovering_agents:
                 self.recovering_agents.discard(agent_id)  # the registry lists it already
             else:
                 self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
+                announce = (
+                    "Unreachable agent re-reregistered"
+                    if agent_id in self.unreachable_agents
+                    else "Unknown agent reregistered"
+                )
             agent = self._admit_agent(
-                connection_id, agent_id, info, total, attributes, msg, peer_ip, now
+                connection_id, agent_id, info, total, attributes, msg, peer_ip, now, announce
             )
             self.unreachable_agents.pop(agent_id, None)
         else:
@@ -255,7 +261,11 @@ class AgentEvents(MasterCore):
         msg: internal.RegisterAgent,
         peer_ip: str,
         now: float,
+        announce: str | None = None,
     ) -> Agent:
+        """Takes an agent into the records with what it reports. ``announce``: the message of
+        the status update each reported task's framework gets (the agent was unreachable or
+        unknown: frameworks heard otherwise of its tasks)."""
         agent = Agent(
             agent_id=agent_id,
             info=info,
@@ -269,7 +279,7 @@ class AgentEvents(MasterCore):
         self.agents[agent_id] = agent
         self.connections[connection_id] = agent_id
         was_unreachable = agent_id in self.unreachable_agents
-        used = self._adopt_reported(agent, msg, was_unreachable, now)
+        used = self._adopt_reported(agent, msg, was_unreachable, announce, now)
         self.allocator.add_agent(agent_id, total, used=used)
         self.allocation_wanted = True
         if agent_id in self.away_deactivations:
@@ -291,7 +301,12 @@ class AgentEvents(MasterCore):
         return agent
 
     def _adopt_reported(
-        self, agent: Agent, msg: internal.RegisterAgent, was_unreachable: bool, now: float
+        self,
+        agent: Agent,
+        msg: internal.RegisterAgent,
+        was_unreachable: bool,
+        announce: str | None,
+        now: float,
     ) -> dict[tuple[str, str], Resources]:
         """Rebuilds frameworks, executors and tasks an agent reports (master restarted or
         agent came back). Returns what they use, per (framework, role), for the allocator."""
@@ -331,6 +346,8 @@ class AgentEvents(MasterCore):
             )
             fw.tasks[task.task_id] = task
             agent.tasks.add((fid, task.task_id))
+            if announce is not None:
+                self._announce_back(fw, task, announce, now)
             if not task_states.is_terminal(task.state):
                 used[(fid, role)] = used.get((fid, role), Resources()) + res
         for ex in msg.executors:
@@ -346,6 +363,27 @@ class AgentEvents(MasterCore):
             self._add_executor(fw, agent, ex, role, res)
             used[(fid, role)] = used.get((fid, role), Resources()) + res
         return used
+
+    def _announce_back(self, fw: Framework, task: Task, message: str, now: float) -> None:
+        """A task back from an agent that was unreachable or unknown: it leaves the
+        framework's completed tasks (where it was TASK_UNREACHABLE), and the framework is
+        told its state (Mesos: REASON_SLAVE_REREGISTERED, no acknowledgement wanted)."""
+        if any(t.task_id == task.task_id for t in fw.completed_tasks):
+            kept = [t for t in fw.completed_tasks if t.task_id != task.task_id]
+            fw.completed_tasks.clear()
+            fw.completed_tasks.extend(kept)
+        status = self.master_status(
+            fw,
+            task.task_id,
+            task.state,
+            "REASON_SLAVE_REREGISTERED",
+            message,
+            now,
+            agent_id=task.agent_id,
+        )
+        if task.executor_id is not None:
+            status = msgspec.structs.replace(status, executor_id=ID(task.executor_id))
+        self._send_status(fw, status)
 
     def _recover_framework(
         self, fid: str, info: FrameworkInfo | None, now: float
@@ -453,8 +491,9 @@ class AgentEvents(MasterCore):
         one that answers meanwhile is spared, as in Mesos)."""
         self._remove_due_agents(now)
         for agent in list(self.agents.values()):
-            if not agent.connected:
-                continue
+            # A disconnected agent cannot answer: its pings count as missed, so it is
+            # unreachable after the same ~75 s unless it re-registers (Mesos' agent observer
+            # keeps pinging an agent whose socket broke).
             if agent.awaiting_pong:
                 agent.missed_pings += 1
                 if agent.missed_pings >= self.options.max_agent_ping_timeouts:
@@ -464,7 +503,8 @@ class AgentEvents(MasterCore):
                     if agent.agent_id not in self.pending_agent_removals:
                         self.pending_agent_removals.append(agent.agent_id)
             agent.awaiting_pong = True
-            self._send_agent(agent, internal.Ping())
+            if agent.connected:
+                self._send_agent(agent, internal.Ping())
         self._remove_due_agents(now)
 
     def _remove_due_agents(self, now: float) -> None:
@@ -479,8 +519,8 @@ class AgentEvents(MasterCore):
                 return
             agent = self.agents.get(self.pending_agent_removals.popleft())
             limit_reached = self.options.max_agent_ping_timeouts
-            if agent is None or not agent.connected or agent.missed_pings < limit_reached:
-                continue  # answered a ping meanwhile, or gone another way
+            if agent is None or agent.missed_pings < limit_reached:
+                continue  # answered a ping (or re-registered) meanwhile, or gone another way
             self.last_agent_removal = now
             self._mark_unreachable(agent, now, "Agent failed health checks")
 

@@ -68,6 +68,29 @@ def test_agent_answering_while_waiting_for_removal_is_spared():
     assert waiting in h.master.agents and not h.master.pending_agent_removals
 
 
+def test_a_disconnected_agent_is_unreachable_after_the_ping_timeouts():
+    # Mesos' agent observer keeps pinging an agent whose socket broke: after
+    # max_agent_ping_timeouts missed answers (75 s by default) its tasks are replaced
+    # elsewhere, not after --agent_reregister_timeout (10 min).
+    h = Harness(MasterOptions(max_agent_ping_timeouts=3))
+    capabilities = [{"type": "PARTITION_AWARE"}]
+    agent_id, fid, stream = running_task(h, checkpoint=True, capabilities=capabilities)
+    h.pump(h.master.agent_disconnected("c1", h.now()))
+    miss_pings(h, 3)
+    assert agent_id in h.master.agents and not h.updates(stream)
+    miss_pings(h, 1)
+    assert agent_id in h.master.unreachable_agents
+    [cut] = h.updates(stream)
+    assert cut["state"] == ts.UNREACHABLE
+    # One that comes back in time starts counting afresh.
+    other = h.register_agent("c2")
+    h.pump(h.master.agent_disconnected("c2", h.now()))
+    miss_pings(h, 3)
+    reregister(h, "c3", other)
+    miss_pings(h, 3, answering={"c3"})
+    assert other in h.master.agents
+
+
 @pytest.mark.parametrize("partition_aware", [True, False])
 def test_unreachable_agent_comes_back(partition_aware):
     h = Harness(MasterOptions(max_agent_ping_timeouts=2))
@@ -86,6 +109,11 @@ def test_unreachable_agent_comes_back(partition_aware):
     )
     info = FrameworkInfo(user="root", name="fw", id=ID(fid), checkpoint=True)
     h.register_agent("c9", agent_id=agent_id, frameworks=[info], tasks=[report])
+    # Told the task is back, as Mesos' master does (no acknowledgement wanted).
+    [back] = h.updates(stream)
+    assert back["state"] == ts.RUNNING and back["reason"] == "REASON_SLAVE_REREGISTERED"
+    assert back["message"] == "Unreachable agent re-reregistered" and "uuid" not in back
+    assert [t.task_id for t in h.master.frameworks[fid].completed_tasks] == []
     kills = h.agent_messages("c9", internal.KillTask)
     h.call(fid, stream, {"type": "RECONCILE", "reconcile": {"tasks": []}})
     if partition_aware:

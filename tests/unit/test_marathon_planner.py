@@ -443,3 +443,20 @@ def test_an_apps_user_becomes_its_tasks_command_user():
         with pytest.raises(Invalid) as e:
             normalize_app({"id": "/u", "cmd": "c", "user": bad})
         assert e.value.details[0]["path"] == "/user"
+
+
+def test_health_check_timeouts_and_port_uniqueness_as_marathon_validates_them():
+    # Marathon has no timeout < interval rule for an app's health checks: an app with a 1 s
+    # interval (and the default 20 s timeout) must stay updatable.
+    check = {"protocol": "COMMAND", "command": {"value": "true"}, "intervalSeconds": 1}
+    current = normalize_app({"id": "/hc", "cmd": "c", "healthChecks": [check]})
+    assert normalize_app(merge_update(current, {"instances": 2}))["instances"] == 2
+    for ports, message in (
+        ([{"port": 10005}, {"port": 10005}], "Ports must be unique."),
+        ([{"port": 0, "name": "http"}, {"port": 0, "name": "http"}], "Port names must be unique."),
+    ):
+        with pytest.raises(Invalid) as e:
+            normalize_app({"id": "/p", "cmd": "c", "portDefinitions": ports})
+        assert e.value.details == [{"path": "/portDefinitions", "errors": [message]}]
+    # Several ports left to Marathon (0) are fine.
+    normalize_app({"id": "/p", "cmd": "c", "portDefinitions": [{"port": 0}, {"port": 0}]})

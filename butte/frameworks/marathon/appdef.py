@@ -397,8 +397,6 @@ def _health_checks(errors: _Errors, raw: Any, n_ports: int) -> list[dict[str, An
         entry["delaySeconds"] = _integer(
             errors, f"{path}/delaySeconds", hc.get("delaySeconds", 15), 0, 86400
         )
-        if entry["timeoutSeconds"] >= entry["intervalSeconds"] + 1 and "timeoutSeconds" in hc:
-            errors.add(f"{path}/timeoutSeconds", "must be smaller than intervalSeconds")
         if protocol == "COMMAND":
             cmd = hc.get("command")
             value = cmd.get("value") if isinstance(cmd, Mapping) else cmd
@@ -633,6 +631,13 @@ def normalize_app(
     app["labels"] = _str_map(errors, "/labels", raw.get("labels") or {})
     app["fetch"] = _fetch(errors, raw)
     app["portDefinitions"] = _port_definitions(errors, raw)
+    # Marathon's AppValidation: 0 asks for any port, so only the fixed ones must differ.
+    fixed = [p["port"] for p in app["portDefinitions"] if p["port"] != 0]
+    if len(set(fixed)) != len(fixed):
+        errors.add("/portDefinitions", "Ports must be unique.")
+    names = [p["name"] for p in app["portDefinitions"] if "name" in p]
+    if len(set(names)) != len(names):
+        errors.add("/portDefinitions", "Port names must be unique.")
     app["requirePorts"] = _bool(errors, "/requirePorts", raw.get("requirePorts", False))
     if app["requirePorts"] and any(p["port"] == 0 for p in app["portDefinitions"]):
         errors.add("/requirePorts", "requirePorts needs every port to be non-zero")
