@@ -229,8 +229,8 @@ async def forks_past_the_limit_and_a_kill_reaching_an_escaped_process(
 ) -> None:
     """A task forks past ``--container_max_pids=16`` and starts a process that leaves the
     task's session and ignores SIGTERM (only the cgroup still knows it belongs to the
-    container); killing the task kills it too, and the group (``pids_group(container)``)
-    goes."""
+    container) and moves into a group below the container's; killing the task kills it too,
+    and the group (``pids_group(container)``) goes with the one below it."""
     child_pid = tmp_path / "child.pid"
     await run_task(
         master,
@@ -248,6 +248,11 @@ async def forks_past_the_limit_and_a_kill_reaching_an_escaped_process(
     assert int((pids / "pids.current").read_text()) <= 16
     escaped = int(await wait_for(lambda: child_pid.exists() and child_pid.read_text(), "pid"))
     assert os.getsid(escaped) == escaped
+    # It also hides in a group of its own below the container's: the container's groups are
+    # destroyed with the groups under them, as Mesos' cgroups::destroy does.
+    nested = pids / "escape"
+    nested.mkdir()
+    (nested / "cgroup.procs").write_text(str(escaped))
     await master.send(
         {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "forker"}}
     )

@@ -133,13 +133,17 @@ def test_v2_memory_limit_oom_and_statistics(tmp_path):
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n")
     assert mem.limitation("c1") is None
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
-    (d / "memory.peak").write_text(str(70 * MB))
+    (d / "memory.peak").write_text(str(70 * MB + 4096))
+    (d / "memory.stat").write_text("anon 5000\nfile 7000\n")
     limitation = mem.limitation("c1")
     assert limitation is not None
     assert limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
-    assert limitation.message == "Memory limit exceeded: Requested: 32MB Maximum Used: 70MB"
+    # Sizes as Mesos prints them (no precision lost), then the group's statistics.
+    assert limitation.message == (
+        "Memory limit exceeded: Requested: 32MB Maximum Used: 71684KB\n"
+        "\nMEMORY STATISTICS: \nanon 5000\nfile 7000\n"
+    )
     (d / "memory.current").write_text(str(10 * MB))
-    (d / "memory.stat").write_text("anon 5000\nfile 7000\n")
     stats: dict[str, float] = {}
     mem.usage("c1", stats)
     assert stats == {
@@ -292,12 +296,15 @@ def test_v2_oom_kill_in_memory_events_reports_the_limitation_at_once(tmp_path):
     assert [cid for cid, _ in seen] == ["c1", "c1"]
     limitation = seen[0][1]
     assert limitation.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
-    assert limitation.message == "Memory limit exceeded: Requested: 64MB Maximum Used: 70MB"
+    assert limitation.message.startswith(
+        "Memory limit exceeded: Requested: 64MB Maximum Used: 70MB\n\nMEMORY STATISTICS: \n"
+    )
 
 
 def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_path):
     """An OOM between a container's start and its watch is reported; a recovered container
-    is re-watched for OOMs from then on (an earlier one is read at its end, as on v1); a
+    is re-watched for OOMs from then on, and one from before its recovery is not its
+    limitation, even at its end (Mesos' memory isolator only listens from recovery on); a
     group removed under a watch leaves nothing behind. Without memory.peak (before Linux
     5.19) the peak is the usage now."""
     cg, root = _v2_memory_groups(tmp_path, "early", "old", "gone")
@@ -317,6 +324,7 @@ def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_pa
         mem.started("early", on_limit)
         assert seen == []  # told on the loop, after the caller's own report of the start
         mem.recover_spec(spec("old"), on_limit)
+        assert mem.limitation("old") is None
         mem.started("gone", on_limit)
         await _until(lambda: seen)
         await asyncio.sleep(0.05)
@@ -329,7 +337,7 @@ def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_pa
         return seen, mem
 
     seen, mem = asyncio.run(main())
-    assert seen == [
+    assert [(cid, message.split("\n")[0]) for cid, message in seen] == [
         ("early", "Memory limit exceeded: Requested: 64MB Maximum Used: 60MB"),
         ("old", "Memory limit exceeded: Requested: 64MB Maximum Used: 70MB"),
     ]
@@ -409,6 +417,21 @@ def test_reference_secrets_are_refused_with_task_error():
     assert "no secret resolver" in (by_task["ref"].message or "")
     assert by_task["empty"].state == "TASK_ERROR"
     assert "ok" not in by_task and len(h.launched) == 1
+
+
+def test_disk_quota_from_the_disk_resource_and_its_message(tmp_path):
+    from butte.agent.containerizer.isolators.disk_du import DiskDu
+
+    disk = DiskDu(IsolatorContext(IsolationOptions(enforce_container_disk_quota=True), None, None))
+    # disk 0 is no disk resource at all in Mesos: no quota, whatever the sandbox holds.
+    disk.prepare(spec("none", disk=0.0), ContainerSetup())
+    disk.prepare(spec("one", disk=1.0), ContainerSetup())
+    for cid in ("none", "one"):
+        disk._watched[cid].used = 1500 * 1024
+    assert disk.limitation("none") is None
+    limitation = disk.limitation("one")
+    assert limitation is not None and limitation.reason == "REASON_CONTAINER_LIMITATION_DISK"
+    assert limitation.message == "Disk usage (1500KB) exceeds quota (1MB)"
 
 
 def test_disk_usage_counts_blocks_once_per_file_and_skips_symlinks(tmp_path):

@@ -249,11 +249,14 @@ class Cgroups:
                 raise CgroupError(f"cannot enable {missing} in {control}: {e}") from None
 
     def pids(self, controllers: Iterable[str], container_id: str) -> set[int]:
-        """Every process in any of the container's groups."""
+        """Every process in any of the container's groups, or in a group a task made below
+        one of them (as Mesos' `cgroups::destroy`, nested groups are the container's)."""
         found: set[int] = set()
-        for d in self.container_dirs(controllers, container_id):
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in read_text(os.path.join(d, "cgroup.procs")).split())
+        for top in self.container_dirs(controllers, container_id):
+            for d in _tree(top):
+                with contextlib.suppress(OSError):
+                    procs = read_text(os.path.join(d, "cgroup.procs"))
+                    found.update(int(p) for p in procs.split())
         return found
 
     def kill(self, controllers: Iterable[str], container_id: str) -> None:
@@ -319,8 +322,9 @@ class Cgroups:
         """One attempt of `destroy` that never waits: True once every group of the container
         is gone; else what is left in them has been killed, to be tried again later."""
         controllers = list(controllers)
-        # Removing first: the usual group is empty by now, and that is all it costs.
-        left = [d for d in self.container_dirs(controllers, container_id) if not _rmdir(d)]
+        # Removing first: the usual group is empty by now, and that is all it costs. Groups a
+        # task made below its own go first, deepest first (a group with children cannot go).
+        left = [d for d in self.container_dirs(controllers, container_id) if not _rmdir_tree(d)]
         if not left:
             return True
         if self.pids(controllers, container_id):
@@ -336,6 +340,23 @@ class Cgroups:
                     if entry.is_dir(follow_symlinks=False):
                         found.add(entry.name)
         return found
+
+
+def _tree(top: str) -> list[str]:
+    """``top`` and every group below it, parents before children."""
+    out = [top]
+    for d in out:  # grows while it is walked: breadth first
+        with contextlib.suppress(OSError):
+            out.extend(e.path for e in os.scandir(d) if e.is_dir(follow_symlinks=False))
+    return out
+
+
+def _rmdir_tree(top: str) -> bool:
+    """Removes ``top`` and the groups below it, children first; False if one is busy."""
+    if _rmdir(top):
+        return True
+    removed = [_rmdir(d) for d in reversed(_tree(top)[1:])]
+    return all(removed) and _rmdir(top)
 
 
 def _rmdir(directory: str) -> bool:

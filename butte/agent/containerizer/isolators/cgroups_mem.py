@@ -19,9 +19,13 @@ one reader of the event loop. The kernel counts ``oom_kill`` before it notifies,
 drops a notification (one within 10 ms of the last is delayed to the end of those 10 ms),
 so a rise of the count is read at once, with no re-reads; the other counters of the file
 (``max`` each time the group reclaims at its limit) wake it too, hence at most 100 times a
-second per container, for one read of the file each. A container's first count is 0 (its group is
-new); a recovered one's is the count it had then: an OOM while the agent was down is read
-when the container ends, as on v1."""
+second per container, for one read of the file each.
+
+A container's first count is 0 (its group is new); a recovered one's is the count it had
+when the agent recovered it, on v1 and v2: as in Mesos, whose memory isolator only listens
+for OOMs from its recovery on, an OOM while the agent was down is not the container's
+limitation (a child the kernel killed then does not turn a later kill or exit into a memory
+failure)."""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
+    bytes_text,
     require_cgroup_file,
     scalar,
 )
@@ -88,6 +93,8 @@ class CgroupsMem(Isolator):
         self._events: dict[str, _EventsWatch] = {}
         self._by_wd: dict[int, str] = {}  # watch descriptor -> container id
         self._file_watch: cgroupfs.FileWatch | None = None
+        # container id -> its ``oom_kill`` count when the agent recovered it (see above).
+        self._oom_at_recovery: dict[str, int] = {}
 
     def _dir(self, container_id: str) -> str:
         return self.cgroups.controller_dir("memory", container_id)
@@ -117,11 +124,13 @@ class CgroupsMem(Isolator):
             self._watch_events(container_id, on_limit, 0)
 
     def recover(self, container_id: str, on_limit: LimitCallback) -> None:
+        # Only OOMs from now on count (see the module docstring).
+        known = self._oom_kills(container_id)
+        self._oom_at_recovery[container_id] = known
         if self.cgroups.version == 1:
             self._watch_oom_control(container_id, on_limit)
         else:
-            # Only OOMs from now on are told at once (see the module docstring).
-            self._watch_events(container_id, on_limit, self._oom_kills(container_id))
+            self._watch_events(container_id, on_limit, known)
 
     def _watch_oom_control(self, container_id: str, on_limit: LimitCallback) -> None:
         """v1: an eventfd the kernel signals on an OOM in the group, in the epoll."""
@@ -199,9 +208,9 @@ class CgroupsMem(Isolator):
             watch.on_limit(container_id, limitation)
 
     def _oom_kills(self, container_id: str) -> int:
-        """v2: the group's ``oom_kill`` count (0 where it cannot be read)."""
-        path = os.path.join(self._dir(container_id), "memory.events")
-        return cgroupfs.read_keyed(path).get("oom_kill", 0)
+        """The group's ``oom_kill`` count (0 where it cannot be read)."""
+        events = "memory.oom_control" if self.cgroups.version == 1 else "memory.events"
+        return cgroupfs.read_keyed(os.path.join(self._dir(container_id), events)).get("oom_kill", 0)
 
     def _forget_wd(self, wd: int) -> None:
         """Forgets a watch descriptor the kernel no longer uses for its container's file."""
@@ -252,8 +261,7 @@ class CgroupsMem(Isolator):
     def limitation(self, container_id: str) -> Limitation | None:
         d = self._dir(container_id)
         v1 = self.cgroups.version == 1
-        events = "memory.oom_control" if v1 else "memory.events"
-        if not cgroupfs.read_keyed(os.path.join(d, events)).get("oom_kill", 0):
+        if self._oom_kills(container_id) <= self._oom_at_recovery.get(container_id, 0):
             return None  # the common case: one file read
         limit = cgroupfs.read_int(os.path.join(d, "memory.limit_in_bytes" if v1 else "memory.max"))
         peak = cgroupfs.read_int(
@@ -262,7 +270,12 @@ class CgroupsMem(Isolator):
         if peak is None and not v1:
             # memory.peak is new in Linux 5.19: before, the usage now is the best there is.
             peak = cgroupfs.read_int(os.path.join(d, "memory.current"))
-        return Limitation(REASON, memory_message(limit, peak))
+        message = memory_message(limit, peak)
+        with contextlib.suppress(OSError):
+            # As Mesos' memory isolator: the group's statistics, to help find out why.
+            stat = cgroupfs.read_text(os.path.join(d, "memory.stat"))
+            message += f"\n\nMEMORY STATISTICS: \n{stat}"
+        return Limitation(REASON, message)
 
     def limitation_possible(self, container_id: str) -> bool:
         # An OOM needs a charge that failed at the limit first: v1 counts those in
@@ -298,6 +311,7 @@ class CgroupsMem(Isolator):
 
     def cleanup(self, container_id: str) -> None:
         self._unwatch(container_id)
+        self._oom_at_recovery.pop(container_id, None)
 
     def _unwatch(self, container_id: str) -> None:
         events = self._events.pop(container_id, None)
@@ -322,6 +336,6 @@ class CgroupsMem(Isolator):
 
 def memory_message(limit: int | None, peak: int | None) -> str:
     """Mesos' words: ``Memory limit exceeded: Requested: 64MB Maximum Used: 64MB``."""
-    requested = "unknown" if limit is None else f"{limit // MB}MB"
-    used = "unknown" if peak is None else f"{peak // MB}MB"
+    requested = "unknown" if limit is None else bytes_text(limit)
+    used = "unknown" if peak is None else bytes_text(peak)
     return f"Memory limit exceeded: Requested: {requested} Maximum Used: {used}"

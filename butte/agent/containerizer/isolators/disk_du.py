@@ -18,6 +18,7 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
+    bytes_text,
     scalar,
 )
 from butte.agent.effects import LaunchContainer
@@ -76,7 +77,8 @@ class DiskDu(Isolator):
         disk = scalar(spec, "disk")
         if disk is not None and disk > MAX_DISK_MB:
             raise LaunchRefused(f"invalid disk resource: {disk}")
-        limit = None if disk is None else int(disk * MB)
+        # No disk (or disk 0, which Mesos drops as an empty resource) means no quota.
+        limit = int(disk * MB) if disk else None
         self._watched[spec.container_id] = _Watched(spec.sandbox, limit)
 
     def started(self, container_id: str, on_limit: LimitCallback) -> None:
@@ -132,7 +134,7 @@ class DiskDu(Isolator):
             return None
         return Limitation(
             REASON,
-            f"Disk usage ({watched.used // MB}MB) exceeds quota ({watched.limit // MB}MB)",
+            f"Disk usage ({bytes_text(watched.used)}) exceeds quota ({bytes_text(watched.limit)})",
         )
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
