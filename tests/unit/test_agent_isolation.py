@@ -144,13 +144,20 @@ def test_v2_memory_limit_oom_and_statistics(tmp_path):
         "\nMEMORY STATISTICS: \nanon 5000\nfile 7000\n"
     )
     (d / "memory.current").write_text(str(10 * MB))
+    (d / "memory.swap.current").write_text(str(MB))
+    (d / "memory.stat").write_text("anon 5000\nfile 7000\nfile_mapped 300\nunevictable 9\n")
     stats: dict[str, float] = {}
     mem.usage("c1", stats)
     assert stats == {
         "mem_limit_bytes": 32 * MB,
         "mem_total_bytes": 10 * MB,
+        "mem_total_memsw_bytes": 11 * MB,  # --cgroups_limit_swap
         "mem_rss_bytes": 5000,
+        "mem_anon_bytes": 5000,
         "mem_cache_bytes": 7000,
+        "mem_file_bytes": 7000,
+        "mem_mapped_file_bytes": 300,
+        "mem_unevictable_bytes": 9,
         "mem_oom_events": 1,
     }
 
@@ -198,6 +205,12 @@ def test_v2_cpu_weight_quota_pids_and_kill(tmp_path):
         "cpus_nr_throttled": 4,
         "cpus_throttled_time_secs": 0.5,
     }
+    # Processes as Mesos counts them (the group's processes), threads apart.
+    (d / "cgroup.procs").write_text("101\n102\n")
+    (d / "pids.current").write_text("12")
+    stats = {}
+    CgroupsPids(context(cg)).usage("c1", stats)
+    assert stats == {"processes": 2, "threads": 12}
 
 
 def test_isolation_flag_parsing():

@@ -289,21 +289,39 @@ class CgroupsMem(Isolator):
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
         d = self._dir(container_id)
         stat = cgroupfs.read_keyed(os.path.join(d, "memory.stat"))
+        memsw = None
         if self.cgroups.version == 1:
             limit = cgroupfs.read_int(os.path.join(d, "memory.limit_in_bytes"))
             total = cgroupfs.read_int(os.path.join(d, "memory.usage_in_bytes"))
+            if self.context.options.cgroups_limit_swap:
+                memsw = cgroupfs.read_int(os.path.join(d, "memory.memsw.usage_in_bytes"))
             oom = cgroupfs.read_keyed(os.path.join(d, "memory.oom_control")).get("oom_kill")
             rss, cache = stat.get("total_rss", stat.get("rss")), stat.get("total_cache")
+            mapped, swap = stat.get("total_mapped_file"), stat.get("total_swap")
+            unevictable = stat.get("total_unevictable")
         else:
             limit = cgroupfs.read_int(os.path.join(d, "memory.max"))
             total = cgroupfs.read_int(os.path.join(d, "memory.current"))
+            if self.context.options.cgroups_limit_swap and total is not None:
+                swapped = cgroupfs.read_int(os.path.join(d, "memory.swap.current"))
+                memsw = None if swapped is None else total + swapped
             oom = cgroupfs.read_keyed(os.path.join(d, "memory.events")).get("oom_kill")
             rss, cache = stat.get("anon"), stat.get("file")
+            mapped, swap = stat.get("file_mapped"), None
+            unevictable = stat.get("unevictable")
+        # Mesos' memory isolator fills these from memory.stat (file and anon are its newer
+        # names of cache and rss).
         for key, value in (
             ("mem_limit_bytes", limit),
             ("mem_total_bytes", total),
+            ("mem_total_memsw_bytes", memsw),
             ("mem_rss_bytes", rss),
+            ("mem_anon_bytes", rss),
             ("mem_cache_bytes", cache),
+            ("mem_file_bytes", cache),
+            ("mem_mapped_file_bytes", mapped),
+            ("mem_swap_bytes", swap),
+            ("mem_unevictable_bytes", unevictable),
             ("mem_oom_events", oom),
         ):
             if value is not None:

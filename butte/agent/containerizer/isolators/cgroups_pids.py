@@ -24,10 +24,15 @@ class CgroupsPids(Isolator):
             cgroupfs.write_text(os.path.join(d, "pids.max"), str(limit))
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
+        # Mesos' ResourceStatistics: `processes` counts processes, `threads` their threads
+        # (pids.current counts every thread).
         d = self.cgroups.controller_dir("pids", container_id)
-        current = cgroupfs.read_int(os.path.join(d, "pids.current"))
-        if current is not None:
-            statistics["processes"] = current
-        events = cgroupfs.read_keyed(os.path.join(d, "pids.events"))
-        if "max" in events:
-            statistics["pids_max_events"] = events["max"]
+        try:
+            statistics["processes"] = len(
+                cgroupfs.read_text(os.path.join(d, "cgroup.procs")).split()
+            )
+        except OSError:
+            pass
+        threads = cgroupfs.read_int(os.path.join(d, "pids.current"))
+        if threads is not None:
+            statistics["threads"] = threads
