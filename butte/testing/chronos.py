@@ -38,6 +38,7 @@ class ChronosProcess:
         argv = [sys.executable, "-m", "butte", "chronos", "--master", master]
         argv += ["--http_port", str(self.port), "--http_address", HOST]
         argv += ["--zk", zk] if zk else ["--work_dir", str(self.work_dir)]
+        argv += ["--failure_retry", "200"]  # retries within a test's patience (default 60 s)
         self.process = ManagedProcess(name, [*argv, *flags], self.work_dir / f"{name}.log")
 
     @property

@@ -154,20 +154,53 @@ def test_runs_on_time_and_retries_then_counts() -> None:
     h.status(tid, RUNNING)
     h.status(tid, FAILED)
     h.offers()
+    assert h.active_tasks() == []  # a retry waits --failure_retry (60 s), as in Chronos
+    assert h.core.next_wakeup(h.now) == h.now + 1.0
+    h.tick(T0 + 60 + 59)
+    h.offers()
+    assert h.active_tasks() == []
+    h.tick(T0 + 60 + 60)
+    h.offers()
     (retry,) = h.active_tasks()
     assert retry == f"ct:{int((T0 + 60) * 1000)}:1:a"
     h.status(retry, FINISHED)
     jobstate = h.core.jobs["a"]
     assert (jobstate.success_count, jobstate.error_count) == (1, 0)
-    h.tick(T0 + 120)
+    h.tick(T0 + 180)
     h.offers()
     (second,) = h.active_tasks()
     h.status(second, FAILED)
+    h.tick(T0 + 240)
     h.offers()
     h.status(h.active_tasks()[0], FAILED)
     assert (jobstate.success_count, jobstate.error_count) == (1, 1)
     h.tick(T0 + 600)
     assert jobstate.remaining == 0 and not h.core.runs
+
+
+def test_a_job_failing_since_its_last_success_is_not_retried_and_a_kill_is_no_failure() -> None:
+    # Chronos' handleFailedTask retries only a job with no error since its last success;
+    # handleKilledTask counts nothing.
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:01:00Z/PT10M", retries=1, epsilon="PT5M"))
+    jobstate = h.core.jobs["a"]
+    h.tick(T0 + 60)
+    h.offers()
+    h.status(h.active_tasks()[0], FAILED)
+    h.tick(T0 + 120)
+    h.offers()
+    (retry,) = h.active_tasks()
+    assert retry.split(":")[2] == "1"
+    h.status(retry, FAILED)  # out of retries: a failure
+    assert (jobstate.error_count, jobstate.success_count) == (1, 0)
+    h.tick(T0 + 660)
+    h.offers()
+    h.status(h.active_tasks()[0], FAILED)
+    assert jobstate.error_count == 2 and not h.core.runs  # failed before: no retry
+    h.tick(T0 + 1260)
+    h.offers()
+    h.status(h.active_tasks()[0], "TASK_KILLED")
+    assert (jobstate.error_count, jobstate.success_count) == (2, 0) and not h.core.runs
 
 
 def test_clock_step_back_never_repeats_and_jump_forward_counts_skips() -> None:
@@ -299,3 +332,16 @@ def test_a_listed_job_parses_back_to_the_same_definition(epsilon: str) -> None:
     spec = job(T0, "a", schedule="R5/2026-03-01T12:00:00Z/PT1M", epsilon=epsilon)
     again = parse_job(spec.to_json(), T0, dependency=False)
     assert again == spec
+
+
+def test_a_start_now_or_within_epsilon_runs_at_once() -> None:
+    # Chronos runs a slot late by no more than epsilon: `R1//PT1H` (start: now) runs at
+    # once, and so does a start 10 s in the past; one an hour old waits for its next slot.
+    h = Harness(T0 + 0.4)
+    h.put(job(h.now, "now", schedule="R1//PT1H"))
+    h.put(job(h.now, "late", schedule="R/2026-03-01T11:59:50Z/PT1H"))
+    h.put(job(h.now, "old", schedule="R/2026-03-01T11:00:00Z/PT2H"))
+    h.tick(T0 + 0.5)
+    h.offers()
+    assert sorted(t.split(":")[3] for t in h.active_tasks()) == ["late", "now"]
+    assert h.core.jobs["old"].schedule.slot(h.core.jobs["old"].next_index) == T0 + 3600

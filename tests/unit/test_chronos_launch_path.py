@@ -36,7 +36,7 @@ def test_stage_lags_of_first_attempts_only() -> None:
     assert list(core.starting_lags) == [0.5] and list(core.start_lags) == [0.75]
     # b fails and is retried: the retry's stages are not the slot's lateness
     core.on_status(due + 1, ids["ChronosTask:b"], "TASK_FAILED", "agent1")
-    core.on_offers([offer(due + 1, 2, cpus=4)], due + 1)
+    core.on_offers([offer(due + 61, 2, cpus=4)], due + 61)  # after --failure_retry (60 s)
     retry = [e for e in core.take_effects() if isinstance(e, c.Launch)]
     retry_id = retry[0].tasks[0]["task_id"]["value"]
     assert retry_id.startswith("ct:") and ":1:b" in retry_id

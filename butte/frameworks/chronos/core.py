@@ -21,11 +21,14 @@ How a slot becomes exactly one run or one counted skip:
 * a queued run of a slot that cannot start before ``due + epsilon`` (no offers, the previous
   run of a non-concurrent job still running) is skipped and counted instead.
 
-Retries, manual runs and runs of dependent jobs never expire: they wait for resources.
+Retries, manual runs and runs of dependent jobs never expire: they wait for resources. A
+retry waits ``failure_retry_delay`` first (Chronos' ``--failure_retry``, 60 s), and, as in
+Chronos, a job that failed before and has not succeeded since is not retried.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import shlex
@@ -188,6 +191,7 @@ class Run:
     launched_at: float | None = None
     started_at: float | None = None
     kill_requested: bool = False
+    not_before: float = 0.0  # a retry is not launched before this
 
     def to_record(self) -> dict[str, Any]:
         record = dict(self.__dict__)
@@ -253,9 +257,10 @@ def percentile(values: list[float], q: float) -> float:
 class ChronosCore:
     """Jobs, runs, held offers and the master link's state; see the module docstring."""
 
-    def __init__(self, role: str = "*", user: str = "") -> None:
+    def __init__(self, role: str = "*", user: str = "", failure_retry_delay: float = 60.0) -> None:
         self.role = role
         self.user = user
+        self.failure_retry_delay = failure_retry_delay
         self.jobs: dict[str, JobState] = {}
         self.runs: dict[str, Run] = {}
         self.held: dict[str, Offer] = {}
@@ -284,6 +289,7 @@ class ChronosCore:
             "runs_relaunched": 0,
             "runs_finished": 0,
             "runs_failed": 0,
+            "runs_killed": 0,
             "runs_retried": 0,
             "slots_skipped": 0,
             "orphans_killed": 0,
@@ -343,8 +349,12 @@ class ChronosCore:
         spec = job.spec
         assert spec.schedule is not None
         schedule = parse_schedule(spec.schedule, spec.schedule_time_zone, now)
-        # A start in the past means the next slot from now; never one already consumed.
-        after = now if job.last_slot is None else max(now, math.nextafter(job.last_slot, math.inf))
+        # A slot in the past runs if it is late by no more than epsilon (as Chronos' stream
+        # does: `R1//PT1H`, whose start is now, runs at once), else the next one does; never
+        # one already consumed.
+        after = now - spec.epsilon
+        if job.last_slot is not None:
+            after = max(after, math.nextafter(job.last_slot, math.inf))
         index = schedule.first_index_at_or_after(after)
         job.schedule = schedule
         job.schedule_text = spec.schedule
@@ -507,7 +517,8 @@ class ChronosCore:
                     if slot is not None:
                         due = min(due, slot)
             self._next_due = due
-        return max(min(self._next_due, now + 1.0), now)
+        retry = min((self.runs[t].not_before for t in self.queued), default=math.inf)
+        return max(min(self._next_due, retry if retry > now else math.inf, now + 1.0), now)
 
     # -- the master link -------------------------------------------------------------------
 
@@ -575,6 +586,11 @@ class ChronosCore:
             return
         if state == task_states.FINISHED:
             self._succeeded(run, now, message)
+        elif state == task_states.KILLED:
+            # Chronos' handleKilledTask: a killed run is neither a success nor a failure (no
+            # count, no retry, no error time).
+            self.counters["runs_killed"] += 1
+            self._end_run(run, state, now, message or reason)
         else:
             self._failed(run, state, now, message or reason)
         self._update_interest(now)
@@ -623,9 +639,20 @@ class ChronosCore:
         self._end_run(run, state, now, message)
         if job is None:
             return
-        if not run.kill_requested and run.attempt < job.spec.retries:
+        failed_since_success = job.last_error is not None and (
+            job.last_success is None or job.last_success < job.last_error
+        )
+        if not run.kill_requested and run.attempt < job.spec.retries and not failed_since_success:
             self.counters["runs_retried"] += 1
-            self._queue(job.spec.name, run.due, run.kind, run.attempt + 1, now, run.arguments)
+            self._queue(
+                job.spec.name,
+                run.due,
+                run.kind,
+                run.attempt + 1,
+                now,
+                run.arguments,
+                not_before=now + self.failure_retry_delay,
+            )
             return
         self.counters["runs_failed"] += 1
         job.error_count += 1
@@ -636,7 +663,14 @@ class ChronosCore:
     # -- runs ------------------------------------------------------------------------------
 
     def _queue(
-        self, name: str, due: float, kind: str, attempt: int, now: float, args: list[str] | None
+        self,
+        name: str,
+        due: float,
+        kind: str,
+        attempt: int,
+        now: float,
+        args: list[str] | None,
+        not_before: float = 0.0,
     ) -> Run:
         if kind != SLOT and attempt == 0:
             # Manual and dependency runs are due now; keep their ids unique per millisecond.
@@ -644,6 +678,7 @@ class ChronosCore:
                 due += 0.001
         run = Run(task_id_for(name, due, attempt, kind), name, due, kind, attempt, now)
         run.arguments = args
+        run.not_before = not_before
         self.runs[run.task_id] = run
         self.queued.add(run.task_id)
         self.counters["runs_queued"] += 1
@@ -674,10 +709,10 @@ class ChronosCore:
     def active_run(self, name: str) -> bool:
         return any(r.job == name and r.state in _ACTIVE_STATES for r in self.runs.values())
 
-    def _launchable(self) -> list[Run]:
+    def _launchable(self, now: float) -> list[Run]:
         busy = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
         queued = sorted(
-            (self.runs[t] for t in self.queued),
+            (r for r in map(self.runs.__getitem__, self.queued) if r.not_before <= now),
             key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.task_id),
         )
         out = []
@@ -690,7 +725,7 @@ class ChronosCore:
         return out
 
     def _wants_offers(self, now: float) -> bool:
-        if self.queued:
+        if any(self.runs[t].not_before - now < HOLD_AHEAD for t in self.queued):
             return True
         self.next_wakeup(now)  # fills the cache
         assert self._next_due is not None
@@ -714,7 +749,7 @@ class ChronosCore:
         """Places launchable runs on held offers, one ACCEPT per offer used."""
         if not self.subscribed or not self.held or not self.queued:
             return
-        runs = self._launchable()
+        runs = self._launchable(now)
         if not runs:
             return
         left = {o.id: [o.cpus, o.mem, o.disk] for o in self.held.values()}
@@ -764,9 +799,10 @@ class ChronosCore:
         env = [
             {"name": "CHRONOS_JOB_NAME", "value": spec.name},
             {"name": "CHRONOS_JOB_OWNER", "value": spec.owner},
-            {"name": "CHRONOS_RESOURCE_CPU", "value": f"{spec.cpus:g}"},
-            {"name": "CHRONOS_RESOURCE_MEM", "value": f"{spec.mem:g}"},
-            {"name": "CHRONOS_RESOURCE_DISK", "value": f"{spec.disk:g}"},
+            # As Chronos writes them (Scala's Double.toString: 128.0).
+            {"name": "CHRONOS_RESOURCE_CPU", "value": repr(spec.cpus)},
+            {"name": "CHRONOS_RESOURCE_MEM", "value": repr(spec.mem)},
+            {"name": "CHRONOS_RESOURCE_DISK", "value": repr(spec.disk)},
             {"name": "mesos_task_id", "value": run.task_id},
             *spec.environment,
         ]
@@ -774,13 +810,19 @@ class ChronosCore:
         user = spec.run_as_user or self.user
         if user:
             command["user"] = user
-        return {
+        task: dict[str, Any] = {
             "name": f"ChronosTask:{spec.name}",
             "task_id": {"value": run.task_id},
             "agent_id": {"value": offer.agent_id},
             "resources": resources,  # shared between TaskInfos: never changed once built
             "command": command,
         }
+        if spec.max_completion_ms > 0:
+            nanoseconds = spec.max_completion_ms * 1_000_000
+            task["max_completion_time"] = {"nanoseconds": nanoseconds}
+        if spec.task_info_data:
+            task["data"] = base64.b64encode(spec.task_info_data.encode()).decode()
+        return task
 
     def _save_job(self, job: JobState) -> None:
         self._dirty.add(job.spec.name)

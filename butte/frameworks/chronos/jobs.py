@@ -28,6 +28,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 MAX_COMMAND = 64 * 1024
 MAX_LIST = 1000
 MAX_RETRIES = 100
+MAX_COMPLETION_MS = 10 * 365 * 86400 * 1000  # ten years
 MAX_EPSILON_SECONDS = 30 * 86400
 DEFAULT_EPSILON_SECONDS = 60.0
 DEFAULT_RETRIES = 2
@@ -91,6 +92,10 @@ class JobSpec:
     constraints: list[list[str]] = field(default_factory=list)
     run_as_user: str = ""
     high_priority: bool = False
+    # Chronos 3's: the run is ended after this long (TaskInfo.max_completion_time; 0: no
+    # limit), and this string goes to TaskInfo.data.
+    max_completion_ms: int = 0
+    task_info_data: str = ""
 
     def parsed_schedule(self, now: float) -> Schedule | None:
         if self.schedule is None:
@@ -120,6 +125,8 @@ class JobSpec:
             "constraints": [list(c) for c in self.constraints],
             "runAsUser": self.run_as_user,
             "highPriority": self.high_priority,
+            "maxCompletionTime": self.max_completion_ms,
+            "taskInfoData": self.task_info_data,
             **FIXED,
         }
         if self.schedule is not None:
@@ -155,6 +162,15 @@ def _number(body: dict[str, Any], key: str, default: float, hi: float) -> float:
     if not 0 <= value <= hi:
         raise JobError(f"{key} must be between 0 and {hi:g}")
     return float(value)
+
+
+def _milliseconds(body: dict[str, Any], key: str, hi: int) -> int:
+    value = body.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise JobError(f"{key} must be a whole number of milliseconds between 0 and {hi}")
+    return value
 
 
 def _str_list(body: dict[str, Any], key: str) -> list[str]:
@@ -278,6 +294,8 @@ KNOWN = (
         "runAsUser",
         "highPriority",
         "container",
+        "maxCompletionTime",
+        "taskInfoData",
     }
 )
 
@@ -326,6 +344,8 @@ def parse_job(body: Any, now: float, *, dependency: bool) -> JobSpec:
         constraints=_constraints(body),
         run_as_user=_str(body, "runAsUser"),
         high_priority=_bool(body, "highPriority", False),
+        max_completion_ms=_milliseconds(body, "maxCompletionTime", MAX_COMPLETION_MS),
+        task_info_data=_str(body, "taskInfoData", limit=MAX_COMMAND),
     )
     if spec.cpus <= 0 and spec.mem <= 0:
         raise JobError("a job needs some cpus or mem")

@@ -47,6 +47,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="seconds the master keeps our tasks while this scheduler is down",
     )
     parser.add_argument(
+        "--failure_retry",
+        type=int,
+        default=60000,
+        help="milliseconds a failed run waits before its retry (Chronos' flag; default 60000)",
+    )
+    parser.add_argument(
         "--logging_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
 
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("give --work_dir (embedded store) or --zk (state in ZooKeeper)", 2)
     if not 0 < args.http_port < 65536:
         raise CliError("--http_port must be 1-65535", 2)
+    if not 0 <= args.failure_retry <= 86_400_000:
+        raise CliError("--failure_retry must be 0-86400000 milliseconds", 2)
     settings = Settings(
         master=args.master,
         http_address=args.http_address,
@@ -72,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         user=args.mesos_user,
         hostname=args.hostname,
         failover_timeout=args.failover_timeout,
+        failure_retry_delay=args.failure_retry / 1000,
     )
     # As in `butte master`: young collections every 700 allocations cost a busy scheduler
     # much of a burst of a thousand runs; every 10,000 still collects cycles promptly.

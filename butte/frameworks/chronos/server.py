@@ -58,6 +58,7 @@ class Settings:
     user: str = ""
     hostname: str = ""
     failover_timeout: float = FAILOVER_TIMEOUT
+    failure_retry_delay: float = 60.0
 
 
 class ChronosServer:
@@ -65,7 +66,11 @@ class ChronosServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.core = c.ChronosCore(role=settings.role, user=settings.user)
+        self.core = c.ChronosCore(
+            role=settings.role,
+            user=settings.user,
+            failure_retry_delay=settings.failure_retry_delay,
+        )
         self.store: Store | None = None
         self.client: SchedulerClient | None = None
         self.framework_id: str | None = None
