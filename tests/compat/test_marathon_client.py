@@ -127,10 +127,22 @@ def test_app_lifecycle(env: Env):
     assert len(versions) >= 3 and versions == sorted(versions, reverse=True)
     oldest = c.get_version("/life/web", versions[-1])
     assert oldest.instances == 2 and oldest.cmd == SLEEP
+    with pytest.raises(NotFoundError) as e:
+        c.get_version("/life/web", "2000-01-01T00:00:00.000Z")
+    assert e.value.error_message == (
+        "App '/life/web' does not exist in version 2000-01-01T00:00:00.000Z"
+    )
 
     c.update_app("/life/web", MarathonApp(cmd="sleep 601"))
     env.wait(lambda: env.settled("/life/web", 3), what="updated")
     assert c.get_app("/life/web").cmd == "sleep 601"
+    # PATCH merges into an existing app, and creates none.
+    status, _ = env.m.request("PATCH", "/v2/apps/life/web", {"labels": {"tier": "web"}})
+    assert status == 200 and c.get_app("/life/web").labels == {"tier": "web"}
+    assert c.get_app("/life/web").cmd == "sleep 601"
+    env.wait(lambda: not c.get_app("/life/web").deployments, what="patched")
+    status, answer = env.m.request("PATCH", "/v2/apps/life/nope", {"instances": 1})
+    assert (status, answer["message"]) == (404, "App '/life/nope' does not exist")
     c.rollback_app("/life/web", versions[-1])
     env.wait(lambda: env.settled("/life/web", 2), what="rolled back")
     assert c.get_app("/life/web").cmd == SLEEP
@@ -359,6 +371,7 @@ def test_queue_says_why(env: Env):
         ),
         what="InsufficientCpus",
     )
+    c.reset_delay("/q/big")  # queued: its delay is reset
     c.delete_app("/q/unique", force=True)
     c.delete_app("/q/big", force=True)
 
@@ -436,9 +449,11 @@ def test_batch_update_kill_all_endpoints_and_delay(env: Env):
         lambda: env.settled("/batch/b", 2) and not {t.id for t in c.list_tasks("/batch/b")} & old,
         what="all killed and replaced",
     )
-    c.reset_delay("/batch/a")
-    with pytest.raises(NotFoundError):
-        c.reset_delay("/batch/nope")
+    # Not in the queue (all its instances run), or no such app: Marathon's 404.
+    for app_id in ("/batch/a", "/batch/nope"):
+        with pytest.raises(NotFoundError) as e:
+            c.reset_delay(app_id)
+        assert e.value.error_message == f"Application {app_id} not found in tasks queue."
     with pytest.raises(MarathonHttpError):
         c.list_event_subscriptions()  # HTTP callbacks are refused, not faked
     for app_id in ("/batch/a", "/batch/b"):

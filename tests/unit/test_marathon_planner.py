@@ -460,3 +460,31 @@ def test_health_check_timeouts_and_port_uniqueness_as_marathon_validates_them():
         assert e.value.details == [{"path": "/portDefinitions", "errors": [message]}]
     # Several ports left to Marathon (0) are fine.
     normalize_app({"id": "/p", "cmd": "c", "portDefinitions": [{"port": 0}, {"port": 0}]})
+
+
+def test_service_ports_given_as_zero_are_assigned_as_marathon_does():
+    w = World()
+    w.p.deploy({"/a": app("/a", portDefinitions=[{"port": 0}, {"port": 0}])}, w.now)
+    w.p.deploy({"/b": app("/b", portDefinitions=[{"port": 0}, {"port": 10005}])}, w.now)
+    ports = {a: [p["port"] for p in w.p.apps[a]["portDefinitions"]] for a in ("/a", "/b")}
+    assert ports == {"/a": [10000, 10001], "/b": [10002, 10005]}
+    # An update that asks for 0 again keeps what the app has; a scale changes nothing.
+    again = app("/a", portDefinitions=[{"port": 0}, {"port": 0}], instances=2)
+    w.p.deploy({"/a": again}, w.now, force=True)
+    assert [p["port"] for p in w.p.apps["/a"]["portDefinitions"]] == [10000, 10001]
+
+
+def test_deployment_events_carry_the_current_step():
+    w = World()
+    w.p.deploy({"/web": app(instances=1)}, w.now)
+    events = [getattr(e, "event", {}) for e in w.p.take_effects()]
+    [info] = [e for e in events if e.get("eventType") == "deployment_info"]
+    assert info["currentStep"] == {"actions": [{"action": "StartApplication", "app": "/web"}]}
+    w.run_all(w.offer(offer()))
+    events = [getattr(e, "event", {}) for e in w.step()]
+    steps = [
+        (e["eventType"], e["currentStep"]["actions"][0]["action"])
+        for e in events
+        if e.get("eventType") in ("deployment_step_success", "deployment_info")
+    ]
+    assert steps == [("deployment_step_success", "ScaleApplication")]  # the last step

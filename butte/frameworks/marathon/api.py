@@ -282,7 +282,7 @@ class Api:
             await self.service.flush()
             created = self.planner.app_json(spec["id"], set())
             return _json(created, 201, headers={"Location": f"/v2/apps{spec['id']}"})
-        if request.method == "PUT":
+        if request.method in ("PUT", "PATCH"):
             body = await _body(request)
             if not isinstance(body, list):
                 raise ApiError(422, {"message": "expected a list of app definitions"})
@@ -293,19 +293,21 @@ class Api:
             d = self.planner.deploy(changes, now, force=_flag(request, "force"))
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT"])
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT", "PATCH"])
 
     def _updated(self, raw: Any, app_id: str | None, request: web.Request) -> dict[str, Any]:
         """The new definition from a PUT body (merged into the current one unless
-        ``partialUpdate=false``)."""
+        ``partialUpdate=false``) or a PATCH body (always merged, into an app that must
+        exist: Marathon's PATCH creates nothing)."""
         if not isinstance(raw, dict):
             raise Invalid([{"path": "/", "errors": ["an app definition must be a JSON object"]}])
         if app_id is None:
             if not isinstance(raw.get("id"), str):
                 raise Invalid([{"path": "/id", "errors": ["an app needs an id"]}])
             app_id = canonical_id(raw["id"])
-        current = self.planner.apps.get(app_id)
-        partial = request.query.get("partialUpdate", "true").lower() != "false"
+        patch = request.method == "PATCH"
+        current = self._existing(app_id) if patch else self.planner.apps.get(app_id)
+        partial = patch or request.query.get("partialUpdate", "true").lower() != "false"
         if current is not None and partial:
             raw = merge_update(current, raw)
         return normalize_app(raw, role=self._role(), app_id=app_id)
@@ -338,7 +340,8 @@ class Api:
                 return _json({"versions": sorted(versions, reverse=True)})
             if len(rest) == 2 and rest[1] in versions:
                 return _json(versions[rest[1]])
-            raise ApiError(404, {"message": f"Version {rest[1:]} of {app_id} does not exist"})
+            version = "/".join(rest[1:])
+            raise ApiError(404, {"message": f"App '{app_id}' does not exist in version {version}"})
         raise ApiError(404, {"message": f"no such resource: {request.method} {request.path}"})
 
     def _existing(self, app_id: str) -> dict[str, Any]:
@@ -354,14 +357,14 @@ class Api:
             self._existing(app_id)
             embed = _embed(request) or EMBED_ALL
             return _json({"app": self.planner.app_json(app_id, embed)})
-        if request.method == "PUT":
+        if request.method in ("PUT", "PATCH"):
             body = await _body(request)
             created = app_id not in self.planner.apps
             if isinstance(body, dict) and set(body) <= {"version", "id"} and "version" in body:
                 version = body["version"]
                 spec = self.planner.versions.get(app_id, {}).get(version)
                 if spec is None:
-                    raise ApiError(404, {"message": f"Version {version} of {app_id} not found"})
+                    raise ApiError(404, {"message": f"App '{app_id}' does not exist"})
             else:
                 spec = self._updated(body, app_id, request)
             d = self.planner.deploy({app_id: spec}, now, force=force)
@@ -372,7 +375,7 @@ class Api:
             d = self.planner.deploy({app_id: None}, now, force=force)
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "PATCH", "DELETE"])
 
     async def _app_tasks(
         self, request: web.Request, app_id: str, rest: list[str]
@@ -466,7 +469,9 @@ class Api:
 
     async def queue_delay(self, request: web.Request) -> web.StreamResponse:
         app_id = canonical_id(request.match_info["tail"])
-        self._existing(app_id)
+        queued = {entry["app"]["id"] for entry in self.planner.queue(self.service.now())}
+        if app_id not in queued:  # Marathon's QueueResource, for unknown apps too
+            raise ApiError(404, {"message": f"Application {app_id} not found in tasks queue."})
         self.planner.reset_delay(app_id)
         await self.service.flush()
         return web.Response(status=204)

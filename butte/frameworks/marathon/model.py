@@ -148,8 +148,14 @@ class Deployment:
             "version": self.version,
             "original": state(self.original),
             "target": state(self.target),
-            "steps": [{"actions": [dict(a) for a in step]} for step in self.steps],
+            "steps": [self.step_json(i) for i in range(len(self.steps))],
         }
+
+    def step_json(self, index: int) -> dict[str, Any] | None:
+        """Step ``index`` as events carry it (``currentStep``); None past the last."""
+        if not 0 <= index < len(self.steps):
+            return None
+        return {"actions": [dict(a) for a in self.steps[index]]}
 
 
 @dataclass

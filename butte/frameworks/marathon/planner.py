@@ -56,6 +56,8 @@ from butte.frameworks.marathon.model import (
 from butte.frameworks.offers import attributes_of
 
 KILL_RETRY_SECONDS = 30.0
+# Where service ports given as 0 are taken from (Marathon's --local_port_min/max).
+SERVICE_PORTS = range(10000, 20001)
 REFUSE_WHEN_IDLE = 120.0
 REFUSE_WHEN_UNFIT = 5.0
 REVIVE_AFTER = 5.0  # seconds of launches wanted without any offer before reviving again
@@ -280,6 +282,12 @@ class Planner:
         original: dict[str, dict[str, Any] | None] = {}
         target: dict[str, dict[str, Any] | None] = {}
         stops, starts, levels = [], [], []
+        taken = {
+            p["port"]
+            for app_id, spec in self.apps.items()
+            if app_id not in changes
+            for p in spec.get("portDefinitions", ())
+        }
         for app_id, spec in changes.items():
             old = self.apps.get(app_id)
             original[app_id] = old  # definitions are never changed in place
@@ -289,6 +297,7 @@ class Planner:
                 target[app_id] = None
                 stops.append({"action": "StopApplication", "app": app_id})
                 continue
+            spec = _with_service_ports(spec, old, taken)
             new = self._versioned(spec, old, version, restart=app_id in restart)
             target[app_id] = new
             if old is None:
@@ -335,7 +344,12 @@ class Planner:
             self._kill(self.instances.get(task_id), now)
         self._add_deployment(deployment)
         self.dirty.add(("deployment", deployment.id))
-        self._publish("deployment_info", now, plan=deployment.plan_json(), currentStep=None)
+        self._publish(
+            "deployment_info",
+            now,
+            plan=deployment.plan_json(),
+            currentStep=deployment.step_json(deployment.current),
+        )
         for app_id in target:
             self._publish(
                 "api_post_event",
@@ -864,11 +878,14 @@ class Planner:
                 d.current += 1
                 self._held_cache = None
                 self.dirty.add(("deployment", d.id))
-                self._publish("deployment_step_success", now, plan=d.plan_json())
+                # As Marathon's events: the step that succeeded, then the one now current.
+                plan = d.plan_json()
+                done = d.step_json(d.current - 1)
+                self._publish("deployment_step_success", now, plan=plan, currentStep=done)
                 if d.current < len(d.steps):
                     moved.update(a["app"] for a in d.steps[d.current])
-                if d.current < len(d.steps):
-                    self._publish("deployment_info", now, plan=d.plan_json(), currentStep=None)
+                    current = d.step_json(d.current)
+                    self._publish("deployment_info", now, plan=plan, currentStep=current)
             if d.current >= len(d.steps):
                 self._drop_deployment(d)
                 self._publish("deployment_success", now, id=d.id, plan=d.plan_json())
@@ -1169,6 +1186,30 @@ def _mutable(inst: Instance) -> tuple[Any, ...]:
         inst.last_failure,
         inst.last_failure_cause,
     )
+
+
+def _with_service_ports(
+    spec: dict[str, Any], old: dict[str, Any] | None, taken: set[int]
+) -> dict[str, Any]:
+    """The definition with each service port given as 0 replaced by one of its own, as
+    Marathon assigns them (load balancers such as marathon-lb listen on them): the app's
+    current port at the same index where it had one, else the lowest free port of
+    `SERVICE_PORTS`. ``taken`` (the ports of other apps) gains the app's ports."""
+    ports = spec.get("portDefinitions") or []
+    before = [p["port"] for p in (old or {}).get("portDefinitions", ())]
+    mine = {p["port"] for p in ports if p["port"] != 0}
+    assigned = []
+    for i, definition in enumerate(ports):
+        port = definition["port"]
+        if port == 0:
+            if i < len(before) and before[i] and before[i] not in taken | mine:
+                port = before[i]
+            else:
+                port = next((p for p in SERVICE_PORTS if p not in taken and p not in mine), 0)
+            mine.add(port)
+        assigned.append({**definition, "port": port})
+    taken |= mine
+    return {**spec, "portDefinitions": assigned} if ports else spec
 
 
 def _under(app_id: str, group_id: str) -> bool:
