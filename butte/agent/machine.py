@@ -72,6 +72,7 @@ from butte.agent.recovery import Recovery
 from butte.agent.status_updates import StatusUpdateStream
 from butte.core import internal
 from butte.core import task_states as ts
+from butte.core.flags import duration_text
 from butte.core.messages import ID, ExecutorInfo, TaskStatus
 from butte.core.resources import ResourceError, Resources
 
@@ -729,7 +730,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             ex.pending_termination = (
                 gone,
                 "REASON_EXECUTOR_REREGISTRATION_TIMEOUT",
-                f"Executor did not reregister within {timeout:g} seconds",
+                f"Executor did not reregister within {duration_text(timeout)}",
             )
         else:
             timeout = self.config.executor_registration_timeout

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.container_max_pids is not None and not {"cgroups/pids", "cgroups/all"} & set(names):
+        logging.getLogger("butte.agent").warning(
+            "--container_max_pids limits nothing without cgroups/pids in --isolation"
+        )
     # Young-generation collections every 700 allocations took 8% of a busy agent's event
     # loop, walking the records of the tasks in flight again and again (docs/performance.md
     # "Benchmark 6, fifth round"); the master collects as seldom.

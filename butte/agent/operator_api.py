@@ -45,10 +45,8 @@ from butte.core.codec import encode_json
 from butte.core.messages import to_builtins
 from butte.core.operator import (
     AGENT_CALL_TYPES,
-    DecodeError,
     OperatorCall,
-    decode_call,
-    payload_problem,
+    parse_call,
 )
 from butte.core.resources import Resources
 from butte.master.http import metrics_query_problem
@@ -139,16 +137,12 @@ class AgentOperatorApi:
         problem = _request_problem(request)
         if problem is not None:
             return problem
-        try:
-            call = decode_call(await request.read())
-        except DecodeError as e:
-            return _text(400, f"Failed to validate agent::Call: {e}")
+        call = parse_call(await request.read(), "agent")
+        if isinstance(call, tuple):
+            return _text(*call)
         handler = AGENT_CALLS.get(call.type)
         if handler is None:
             return _text(400, f"Unsupported agent::Call type '{call.type[:60]}'")
-        problem_text = payload_problem(call)
-        if problem_text:
-            return _text(400, problem_text)
         if call.type in STREAMING_ANSWERS:
             problem = accept_problem(request)
             if problem is not None:

@@ -384,6 +384,18 @@ def decode(data: bytes | str, type_: type[M]) -> M:
         raise DecodeError(f"Failed to parse body into JSON: {_reason(e)}") from None
 
 
+def call_decode_problem(error: DecodeError, api: str) -> str:
+    """The 400's text for a call body that did not decode, in Mesos' words (``api``:
+    ``scheduler``, ``master``, ``agent``): not JSON; no ``type`` (Mesos drops an enum value
+    it does not know, so an unknown type reads the same); a field of the wrong type."""
+    text = str(error)
+    if text.startswith("Failed to parse body into JSON"):
+        return text
+    if "missing required field `type`" in text:
+        return f"Failed to validate {api}::Call: Expecting 'type' to be present"
+    return f"Failed to convert JSON into Call protobuf: {text}"
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, RecursionError):
         return "nested too deeply"

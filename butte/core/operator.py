@@ -19,6 +19,7 @@ from butte.core.messages import (
     Int64,
     JSONObject,
     Msg,
+    call_decode_problem,
     decode,
 )
 
@@ -28,7 +29,7 @@ __all__ = [
     "DecodeError",
     "OperatorCall",
     "decode_call",
-    "payload_problem",
+    "parse_call",
 ]
 
 # Every call type of the master's operator API v1 (Mesos' master.proto ``Call.Type``, less
@@ -293,6 +294,7 @@ class OperatorCall(Msg, frozen=True):
 # Calls whose payload field must be present (Mesos rejects them otherwise).
 REQUIRED_PAYLOAD = frozenset(
     {
+        "GET_METRICS",
         "SET_LOGGING_LEVEL",
         "LIST_FILES",
         "READ_FILE",
@@ -334,9 +336,21 @@ def decode_call(body: bytes) -> OperatorCall:
     return decode(body, OperatorCall)
 
 
-def payload_problem(call: OperatorCall) -> str | None:
-    """Why a known call cannot be served (its payload is missing), or None."""
+def parse_call(body: bytes, api: str) -> OperatorCall | tuple[int, str]:
+    """The call in a request body of the ``api`` ("master" or "agent") operator API, or the
+    status and text that refuse it, as Mesos answers: the body is not JSON or a field has
+    the wrong type; the type is missing or not one of the API's (Mesos drops an enum value
+    it does not know); UNKNOWN (501); a payload the type needs is missing."""
+    try:
+        call = decode_call(body)
+    except DecodeError as e:
+        return 400, call_decode_problem(e, api)
+    if call.type == "UNKNOWN":
+        return 501, "Call type UNKNOWN is not implemented"  # Mesos: NotImplemented
+    known = MASTER_CALL_TYPES if api == "master" else AGENT_CALL_TYPES
+    if call.type not in known:
+        return 400, f"Failed to validate {api}::Call: Expecting 'type' to be present"
     key = call.type.lower()
     if call.type in REQUIRED_PAYLOAD and getattr(call, key, None) is None:
-        return f"Expecting '{key}' to be present"
-    return None
+        return 400, f"Failed to validate {api}::Call: Expecting '{key}' to be present"
+    return call

@@ -143,6 +143,7 @@ class AgentEvents(MasterCore):
             agent_id = self.ids.agent()
             info = msgspec.structs.replace(info, id=ID(agent_id))
             self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
+            self._count("slave_registrations")
             admitted = self._admit_agent(
                 connection_id, agent_id, info, total, attributes, msg, peer_ip, now
             )
@@ -180,6 +181,7 @@ class AgentEvents(MasterCore):
             self.unreachable_agents.pop(agent_id, None)
         else:
             self._reconnect_agent(agent, connection_id, info, msg, peer_ip, now)
+        self._count("slave_reregistrations")
         agent.reregistered_time = now
         self._send_agent(
             agent,
@@ -745,6 +747,7 @@ class AgentEvents(MasterCore):
         for agent_id in sorted(self.recovering_agents):
             self._registry_write(MarkUnreachable(agent_id, now))
             self.unreachable_agents[agent_id] = now
+            self._count("recovery_slave_removals")
         if self.recovering_agents:
             log.warning(
                 "%d recovered agent(s) did not re-register within %.0fs: marked unreachable",

@@ -38,18 +38,23 @@ MAX_TASKS_LIMIT = 100_000
 
 
 def weights_problem(items: Iterable[tuple[Any, Any]]) -> dict[str, float] | str:
-    """Validates (role, weight) pairs: the weights to apply, or an error message."""
+    """Validates (role, weight) pairs as Mesos' weights handler does (a role is trimmed
+    first): the weights to apply, or the error message."""
+    prefix = "Failed to validate update weights request JSON"
     weights: dict[str, float] = {}
     for role, weight in items:
-        if not isinstance(role, str) or not role:
-            return "Every weight needs a 'role'"
+        if not isinstance(role, str):
+            return f"{prefix}: Every weight needs a 'role'"
+        role = role.strip()
         error = validate_role(role)
         if error:
-            return f"Invalid role '{role}': {error}"
+            return f"{prefix}: Invalid role '{role}': {error}"
         if isinstance(weight, bool) or not isinstance(weight, int | float):
-            return f"Weight of role '{role}' must be a number"
+            return f"{prefix} for role '{role}': Weight must be a number"
         if not math.isfinite(weight) or weight <= 0:
-            return f"Weight of role '{role}' must be positive, got {weight}"
+            return (
+                f"{prefix} for role '{role}': Invalid weight '{weight:g}': Weights must be positive"
+            )
         weights[role] = float(weight)
     return weights
 

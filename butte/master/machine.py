@@ -98,13 +98,18 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         """SUBSCRIBE on a new stream ``stream_id`` (see `subscribe`)."""
         sub = call.subscribe
         if sub is None:
-            return bad_request("Expecting 'subscribe' to be present")
+            return bad_request(
+                "Failed to validate scheduler::Call: Expecting 'subscribe' to be present"
+            )
         info = sub.framework_info
         err = self._validate_framework_info(info)
         if err:
             return bad_request(err)
         if call.framework_id != info.id:  # also one given without the other, as in Mesos
-            return bad_request("'framework_id' differs from 'subscribe.framework_info.id'")
+            return bad_request(
+                "Failed to validate scheduler::Call: "
+                "'framework_id' differs from 'subscribe.framework_info.id'"
+            )
         for role in sub.suppressed_roles:
             if role not in info.role_list():
                 return bad_request(f"Suppressed role '{role}' is not a role of the framework")
@@ -274,7 +279,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
     def _scheduler_call(self, call: SchedulerCall, stream_id: str | None, now: float) -> CallResult:
         """Any call but SUBSCRIBE, with the ``Mesos-Stream-Id`` header the client sent."""
         if call.framework_id is None:
-            return bad_request("Expecting 'framework_id' to be present")
+            return bad_request(
+                "Failed to validate scheduler::Call: Expecting 'framework_id' to be present"
+            )
         fw = self.frameworks.get(call.framework_id.value)
         if fw is None:
             return bad_request("Framework cannot be found")

@@ -34,6 +34,9 @@ _MESOS_NAMES = {
     "scheduler_calls_message": ("master/messages_framework_to_executor",),
     "outstanding_offers_made": ("master/offers_made",),
     "invalid_tasks": ("master/invalid_tasks",),
+    "slave_registrations": ("master/slave_registrations",),
+    "slave_reregistrations": ("master/slave_reregistrations",),
+    "recovery_slave_removals": ("master/recovery_slave_removals",),
 }
 
 

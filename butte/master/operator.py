@@ -30,10 +30,8 @@ from butte import MESOS_COMPAT_VERSION
 from butte.core.messages import to_builtins
 from butte.core.operator import (
     MASTER_CALL_TYPES,
-    DecodeError,
     OperatorCall,
-    decode_call,
-    payload_problem,
+    parse_call,
 )
 from butte.master import operations_api, operator_views, state_json, view_acls
 from butte.master.effects import Effect
@@ -100,6 +98,10 @@ class OperatorApi:
         out = master_metrics(self.machine, self.now(), self.server.leadership.leading)
         out["master/scheduler_streams_closed_slow"] = float(self.server.slow_streams_closed)
         out["master/connections_refused"] = float(self.server.connection_limit.refused)
+        # Registry writes are synchronous: nothing ever waits in a queue.
+        out["registrar/queued_operations"] = 0.0
+        out["registrar/state_fetch_ms"] = self.server.registry_fetch_ms
+        out["registrar/state_store_ms"] = self.server.registry_store_ms
         return out
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -108,19 +110,15 @@ class OperatorApi:
         body = await read_api_body(request)
         if isinstance(body, web.StreamResponse):
             return body
-        try:
-            call = decode_call(body)
-        except DecodeError as e:
-            return text_reply(400, f"Failed to validate master::Call: {e}")
+        call = parse_call(body, "master")
+        if isinstance(call, tuple):
+            return text_reply(*call)
         view = view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
         if call.type == "SUBSCRIBE":
             return await self.events.serve(request, self.get_state, view)
         handler = MASTER_CALLS.get(call.type)
         if handler is None:
             return text_reply(400, f"Unsupported master::Call type '{call.type[:60]}'")
-        problem = payload_problem(call)
-        if problem:
-            return text_reply(400, problem)
         operations_api.PRINCIPAL.set(request.get("principal"))
         forbidden = self._unauthorized(call, request.get("principal"))
         if forbidden is not None:

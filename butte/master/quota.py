@@ -127,8 +127,9 @@ def parse_request(raw: Any) -> tuple[str, Quota, bool]:
         value = scalar.get("value") if isinstance(scalar, Mapping) else None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise QuotaError(f"Quota of role '{role}': '{name}' needs a numeric scalar value")
-        previous = scalars.get(name, {"value": 0.0})["value"]
-        scalars[name] = {"value": previous + value}
+        if name in scalars:  # Mesos' quota validation
+            raise QuotaError(f"QuotaInfo contains duplicate resource name '{name}'")
+        scalars[name] = {"value": value}
     guarantees = _scalars(scalars, "guarantee", role)
     return role, Quota(guarantees=guarantees, limits=dict(guarantees)), force
 

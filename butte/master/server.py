@@ -37,6 +37,7 @@ from butte.core.messages import (
     SCHEDULER_REQUIRED_PAYLOAD,
     DecodeError,
     SchedulerCall,
+    call_decode_problem,
     decode,
 )
 from butte.core.tls_listener import TlsListen
@@ -162,6 +163,10 @@ class MasterServer:
         )
         self.machine.start_time = self.clock.now()
         self.elected_time: float | None = None  # set once this master leads
+        # Mesos' registrar/state_fetch_ms and state_store_ms: the registry's load at
+        # election and its last write.
+        self.registry_fetch_ms = 0.0
+        self.registry_store_ms = 0.0
         self._streams: dict[str, RecordStream] = {}
         # Scheduler streams dropped because their reader fell too far behind.
         self.slow_streams_closed = 0
@@ -329,11 +334,13 @@ class MasterServer:
             return []
         operations = [e.operation for e in effects if isinstance(e, RegistryWrite)]
         if operations:
+            started = time.perf_counter()
             try:
                 self.contender.registry.apply(operations)
             except RegistryError as e:
                 self.leadership.leadership_lost(f"registry write failed ({e})")
                 return []
+            self.registry_store_ms = (time.perf_counter() - started) * 1000
         return effects
 
     # -- leadership -----------------------------------------------------------------------
@@ -381,6 +388,7 @@ class MasterServer:
             return
         if self.leadership.role is not Role.RECOVERING:
             return
+        self.registry_fetch_ms = (time.perf_counter() - started) * 1000
         now = self.clock.now()
         effects = self.machine.recover_registry(registry, now)
         self.machine.leader_info = self.master_info
@@ -521,8 +529,8 @@ class MasterServer:
         if isinstance(body, web.StreamResponse):
             return body
         call = parse_scheduler_call(body)
-        if isinstance(call, str):
-            return text_reply(400, call)
+        if isinstance(call, tuple):
+            return text_reply(*call)
         principal = request.get("principal")
         if call.type == "SUBSCRIBE":
             if "Mesos-Stream-Id" in request.headers:
@@ -555,8 +563,8 @@ class MasterServer:
         if error is not None:
             return fast_http.text(error[0], error[1])
         call = parse_scheduler_call(body)
-        if isinstance(call, str):
-            return fast_http.text(400, call)
+        if isinstance(call, tuple):
+            return fast_http.text(*call)
         if call.type == "SUBSCRIBE":
             return fast_http.text(400, _SUBSCRIBE_WITH_STREAM_ID)
         return self._run_scheduler_call(call, headers["mesos-stream-id"], principal)
@@ -733,22 +741,26 @@ def _needs_leader(request: web.Request) -> bool:
 _SUBSCRIBE_WITH_STREAM_ID = "Subscribe calls should not include the 'Mesos-Stream-Id' header"
 
 
-def parse_scheduler_call(body: bytes) -> SchedulerCall | str:
-    """The call in a request body, or the text of the 400 that refuses it."""
+def parse_scheduler_call(body: bytes) -> SchedulerCall | tuple[int, str]:
+    """The call in a request body, or the status and text that refuse it (Mesos' words)."""
     try:
         call = decode(body, SchedulerCall)
     except DecodeError as e:
-        return f"Failed to validate scheduler::Call: {e}"
-    return _validate_call_shape(call) or call
+        return 400, call_decode_problem(e, "scheduler")
+    if call.type == "UNKNOWN":
+        return 501, "Call type UNKNOWN is not implemented"  # Mesos: NotImplemented
+    problem = _validate_call_shape(call)
+    return call if problem is None else (400, problem)
 
 
 def _validate_call_shape(call: SchedulerCall) -> str | None:
     """Checks the parts of a call that need no state: known type, payload present."""
     if call.type not in SCHEDULER_CALL_TYPES:
-        return f"Failed to validate scheduler::Call: unknown call type '{call.type}'"
+        # Mesos drops an enum value it does not know: the call has no type then.
+        return "Failed to validate scheduler::Call: Expecting 'type' to be present"
     key = SCHEDULER_REQUIRED_PAYLOAD.get(call.type)
     if key is not None and getattr(call, key) is None:
-        return f"Expecting '{key}' to be present"
+        return f"Failed to validate scheduler::Call: Expecting '{key}' to be present"
     if call.accept is not None:
         for container in launched_containers(call.accept.operations):
             problem = required_fields_problem(container)

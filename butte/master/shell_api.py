@@ -48,6 +48,12 @@ class MasterShell(Protocol):
     def elected_time(self) -> float | None: ...
 
     @property
+    def registry_fetch_ms(self) -> float: ...
+
+    @property
+    def registry_store_ms(self) -> float: ...
+
+    @property
     def acls(self) -> Acls:
         """``--acls``: who may do what (`butte.master.acls`)."""
 

@@ -162,7 +162,7 @@ def test_teardown_and_unknown_ids(env):
     one_line_error(butte(cluster, "task", "cat", "sleeper", "../../etc/passwd"), 2)
     one_line_error(butte(cluster, "agent", "gone", "no-such-agent"), 1)
     message = one_line_error(butte(cluster, "agent", "drain", "no-such-agent"), 1)
-    assert "not found" in message
+    assert message.endswith("no-such-agent: Unknown agent"), message
 
 
 def test_unreachable_master_and_usage_errors(env):

@@ -148,7 +148,7 @@ def test_subscribe_stream_framing_and_headers(master):
     ("body", "headers", "status", "words"),
     [
         (b"{not json", None, 400, "JSON"),
-        ({"type": "NOT_A_CALL", "framework_id": {"value": "x"}}, None, 400, "NOT_A_CALL"),
+        ({"type": "NOT_A_CALL", "framework_id": {"value": "x"}}, None, 400, "Expecting 'type'"),
         ({"type": "SUBSCRIBE"}, None, 400, "subscribe"),
         ({"type": "SUBSCRIBE", "subscribe": {"framework_info": {"name": "x"}}}, None, 400, "user"),
         (

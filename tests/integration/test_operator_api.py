@@ -117,7 +117,7 @@ def test_every_path_under_api_v1_reaches_the_operator(master):
         ({"type": "GET_HEALTH"}, {}, 400),
         ({"type": "GET_HEALTH"}, {"Content-Type": "text/plain"}, 415),
         ({"type": "GET_HEALTH"}, {**JSON, "Accept": "text/html"}, 406),
-        ({"type": "UNKNOWN"}, JSON, 400),
+        ({"type": "UNKNOWN"}, JSON, 501),  # Mesos: NotImplemented
     ],
 )
 def test_bad_calls_get_4xx_and_the_master_keeps_serving(master, body, headers, status):
@@ -447,12 +447,12 @@ def test_agent_calls(agent, master):
     assert call(agent, "GET_HEALTH") == {"healthy": True}
     assert call(agent, "GET_FLAGS")["flags"]
     assert call(agent, "GET_VERSION")["version_info"]["version"]
-    assert any(m["name"] == "slave/uptime_secs" for m in call(agent, "GET_METRICS")["metrics"])
+    assert any(m["name"] == "slave/uptime_secs" for m in call(agent, "GET_METRICS", {})["metrics"])
     assert call(agent, "GET_LOGGING_LEVEL") == {"level": 0}
     assert call(agent, "GET_AGENT")["agent_info"]["id"] == task["agent_id"]
     assert call(agent, "GET_OPERATIONS") == {"operations": []}
     assert call(agent, "GET_RESOURCE_PROVIDERS") == {"resource_providers": []}
-    assert post(agent, {"type": "UNKNOWN"}).status_code == 400
+    assert post(agent, {"type": "UNKNOWN"}).status_code == 501  # Mesos: NotImplemented
     tasks = call(agent, "GET_TASKS")
     assert any(t["task_id"] == task["task_id"] for t in tasks["launched_tasks"])
     assert set(call(agent, "GET_STATE")) == {"get_tasks", "get_executors", "get_frameworks"}

@@ -316,14 +316,17 @@ def test_v2_oom_kill_in_memory_events_reports_the_limitation_at_once(tmp_path):
 
 def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_path):
     """An OOM between a container's start and its watch is reported; a recovered container
-    is re-watched for OOMs from then on, and one from before its recovery is not its
-    limitation, even at its end (Mesos' memory isolator only listens from recovery on); a
-    group removed under a watch leaves nothing behind. Without memory.peak (before Linux
+    that still runs is re-watched for OOMs from then on, and one from before its recovery is
+    not its limitation, even at its end (Mesos' memory isolator only listens from recovery
+    on), while one that ended while the agent was down ended by its OOM; a group removed
+    under a watch leaves nothing behind. Without memory.peak (before Linux
     5.19) the peak is the usage now."""
-    cg, root = _v2_memory_groups(tmp_path, "early", "old", "gone")
+    cg, root = _v2_memory_groups(tmp_path, "early", "old", "gone", "ended")
     killed = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"
     (root / "early/memory.events").write_text(killed)
     (root / "old/memory.events").write_text(killed)
+    (root / "old/cgroup.procs").write_text("4242\n")  # still running at recovery
+    (root / "ended/memory.events").write_text(killed)  # ended while the agent was down
     (root / "early/memory.peak").unlink()
     (root / "early/memory.current").write_text(str(60 * MB))
 
@@ -338,6 +341,9 @@ def test_v2_oom_watch_before_the_watch_after_recovery_and_a_removed_group(tmp_pa
         assert seen == []  # told on the loop, after the caller's own report of the start
         mem.recover_spec(spec("old"), on_limit)
         assert mem.limitation("old") is None
+        mem.recover_spec(spec("ended"), on_limit)
+        assert mem.limitation("ended") is not None  # its OOM ended it
+        mem.cleanup("ended")
         mem.started("gone", on_limit)
         await _until(lambda: seen)
         await asyncio.sleep(0.05)

@@ -758,7 +758,10 @@ def test_subscribe_validation_as_mesos_does_it():
     # An id in framework_info alone would take over the live framework: refused.
     result = subscribe(None, id={"value": fid})
     assert result.status == 400
-    assert result.message == "'framework_id' differs from 'subscribe.framework_info.id'"
+    assert result.message == (
+        "Failed to validate scheduler::Call: "
+        "'framework_id' differs from 'subscribe.framework_info.id'"
+    )
     # Another principal: the new subscriber is told; the old one keeps its stream.
     result = subscribe({"value": fid}, id={"value": fid}, principal="p2")
     assert result.stream_error == "Changing framework's principal is not allowed."

@@ -76,13 +76,17 @@ def test_legacy_request_and_json_shapes():
             "role": "r",
             "force": True,
             "guarantee": [
-                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}},
-                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}},
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1.5}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 64}},
             ],
         }  # fmt: skip
     )
     assert (role, force) == ("r", True)
-    assert quota.guarantees == quota.limits == {"cpus": 1500}
+    assert quota.guarantees == quota.limits == {"cpus": 1500, "mem": 64000}
+    with pytest.raises(QuotaError, match="QuotaInfo contains duplicate resource name 'cpus'"):
+        parse_request({"role": "r", "guarantee": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}},
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}}]})  # fmt: skip
     with pytest.raises(QuotaError, match="plain resource"):
         parse_request({"role": "r", "guarantee": [
             {"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}, "role": "x"}]})  # fmt: skip

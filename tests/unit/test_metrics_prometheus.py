@@ -61,6 +61,10 @@ def test_master_metrics_have_mesos_names():
     assert metrics["allocator/mesos/resources/cpus/total"] == 4.0
     assert "allocator/mesos/roles/web/shares/dominant" in metrics
     assert metrics["master/messages_status_update"] == metrics.get("master/status_updates", 0)
+    # Agent (re-)registrations, and recovered agents that never came back, as Mesos counts.
+    assert metrics["master/slave_registrations"] == 1.0
+    assert metrics["master/slave_reregistrations"] == 0.0
+    assert metrics["master/recovery_slave_removals"] == 0.0
     assert "system/cpus_total" in metrics
     assert parsed(prometheus_text(metrics))["master_cpus_total"] == [({}, 4.0)]
 

@@ -138,3 +138,54 @@ def test_all_agents_used_matches_each_agents_own_sum():
         for a in get_agents(h.master)["agents"]
     }
     assert allocated[agent_id] and len(allocated) == 2
+
+
+def test_calls_are_refused_in_mesos_words():
+    """Master::Http::api and the scheduler endpoint: parse errors as they are, validation
+    errors prefixed, an unknown type read as a missing one (protobuf drops an enum value it
+    does not know), UNKNOWN not implemented (501)."""
+    from butte.core.operator import parse_call
+    from butte.master.server import parse_scheduler_call
+
+    assert parse_call(b"{", "master")[1].startswith("Failed to parse body into JSON: ")
+    no_type = "Failed to validate master::Call: Expecting 'type' to be present"
+    assert parse_call(b"{}", "master") == (400, no_type)
+    assert parse_call(b'{"type": "BOGUS"}', "master") == (400, no_type)
+    assert parse_call(b'{"type": "UNKNOWN"}', "master") == (
+        501,
+        "Call type UNKNOWN is not implemented",
+    )
+    assert parse_call(b'{"type": "GET_METRICS"}', "agent") == (
+        400,
+        "Failed to validate agent::Call: Expecting 'get_metrics' to be present",
+    )
+    wrong = parse_call(b'{"type": "UPDATE_WEIGHTS", "update_weights": 3}', "master")
+    assert wrong[1].startswith("Failed to convert JSON into Call protobuf: ")
+    assert parse_call(b'{"type": "GET_METRICS", "get_metrics": {}}', "master").type == "GET_METRICS"
+
+    assert parse_scheduler_call(b'{"type": "FROBNICATE"}') == (
+        400,
+        "Failed to validate scheduler::Call: Expecting 'type' to be present",
+    )
+    assert parse_scheduler_call(b'{"type": "UNKNOWN"}') == (
+        501,
+        "Call type UNKNOWN is not implemented",
+    )
+    assert parse_scheduler_call(b'{"type": "KILL", "framework_id": {"value": "f"}}') == (
+        400,
+        "Failed to validate scheduler::Call: Expecting 'kill' to be present",
+    )
+    assert parse_scheduler_call(b"[")[1].startswith("Failed to parse body into JSON: ")
+
+
+def test_weights_are_validated_as_mesos_weights_handler_does():
+    from butte.master.legacy import weights_problem
+
+    assert weights_problem([(" web ", 2)]) == {"web": 2.0}  # trimmed first
+    assert weights_problem([("web", -1)]) == (
+        "Failed to validate update weights request JSON for role 'web': "
+        "Invalid weight '-1': Weights must be positive"
+    )
+    bad = weights_problem([("/web", 1)])
+    assert isinstance(bad, str)
+    assert bad.startswith("Failed to validate update weights request JSON: Invalid role '/web'")

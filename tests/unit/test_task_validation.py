@@ -244,9 +244,10 @@ def test_a_call_whose_container_mesos_could_not_parse_is_refused_whole(container
 
     for where in ("task", "group executor"):
         refused = parse_scheduler_call(_accept(container, where))
-        assert isinstance(refused, str) and message in refused, (where, refused)
+        assert isinstance(refused, tuple) and refused[0] == 400, (where, refused)
+        assert message in refused[1], (where, refused)
     good = {"type": "MESOS", "volumes": [{"container_path": "/x", "mode": "RO", "host_path": "/"}]}
-    assert not isinstance(parse_scheduler_call(_accept(good)), str)
+    assert not isinstance(parse_scheduler_call(_accept(good)), tuple)
 
 
 @pytest.mark.parametrize(
@@ -264,7 +265,7 @@ def test_an_accept_that_could_report_nothing_is_refused_with_400(operations, mes
     body = {"type": "ACCEPT", "framework_id": {"value": "f"}}
     body["accept"] = {"offer_ids": [{"value": "o"}], "operations": operations}
     refused = parse_scheduler_call(json.dumps(body).encode())
-    assert isinstance(refused, str) and message in refused, refused
+    assert isinstance(refused, tuple) and refused[0] == 400 and message in refused[1], refused
     # With an id the framework hears of it as OPERATION_ERROR, after a 202.
     body["accept"]["operations"] = [{**operations[0], "id": {"value": "op-1"}}]
-    assert not isinstance(parse_scheduler_call(json.dumps(body).encode()), str)
+    assert not isinstance(parse_scheduler_call(json.dumps(body).encode()), tuple)

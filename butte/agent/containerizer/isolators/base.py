@@ -20,16 +20,6 @@ MIN_MEMORY_MB = 32.0
 MB = 1024 * 1024
 
 
-def bytes_text(size: int) -> str:
-    """A size as Mesos prints one (stout's Bytes): in the largest unit that loses nothing,
-    ``96MB``, ``1500KB``, ``1000B``."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if size == 0 or size % 1024:
-            return f"{size}{unit}"
-        size //= 1024
-    return f"{size}TB"
-
-
 class IsolatorUnavailable(Exception):
     """An isolator named in --isolation cannot work on this machine (or is unknown)."""
 

@@ -21,11 +21,12 @@ so a rise of the count is read at once, with no re-reads; the other counters of 
 (``max`` each time the group reclaims at its limit) wake it too, hence at most 100 times a
 second per container, for one read of the file each.
 
-A container's first count is 0 (its group is new); a recovered one's is the count it had
-when the agent recovered it, on v1 and v2: as in Mesos, whose memory isolator only listens
-for OOMs from its recovery on, an OOM while the agent was down is not the container's
-limitation (a child the kernel killed then does not turn a later kill or exit into a memory
-failure)."""
+A container's first count is 0 (its group is new). A recovered container that still runs
+starts from the count it had when the agent recovered it, on v1 and v2: as in Mesos, whose
+memory isolator only listens for OOMs from its recovery on, an OOM while the agent was down
+(of a child the kernel killed) does not turn a later kill or exit into a memory failure. A
+container that ended while the agent was down, with an OOM in its group, ended by it: that
+is reported as its memory limitation."""
 
 from __future__ import annotations
 
@@ -44,11 +45,11 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
-    bytes_text,
     require_cgroup_file,
     scalar,
 )
 from butte.agent.effects import LaunchContainer
+from butte.core.flags import size_text
 
 REASON = "REASON_CONTAINER_LIMITATION_MEMORY"
 # Seconds between the re-reads of the OOM counter after a sign of an OOM it does not show
@@ -124,9 +125,13 @@ class CgroupsMem(Isolator):
             self._watch_events(container_id, on_limit, 0)
 
     def recover(self, container_id: str, on_limit: LimitCallback) -> None:
-        # Only OOMs from now on count (see the module docstring).
+        # Only OOMs from now on count for a container still running (see the module
+        # docstring); one that ended while the agent was down ended by its OOM, if any.
         known = self._oom_kills(container_id)
-        self._oom_at_recovery[container_id] = known
+        procs = os.path.join(self._dir(container_id), "cgroup.procs")
+        with contextlib.suppress(OSError):
+            if cgroupfs.read_text(procs).strip():
+                self._oom_at_recovery[container_id] = known
         if self.cgroups.version == 1:
             self._watch_oom_control(container_id, on_limit)
         else:
@@ -354,6 +359,6 @@ class CgroupsMem(Isolator):
 
 def memory_message(limit: int | None, peak: int | None) -> str:
     """Mesos' words: ``Memory limit exceeded: Requested: 64MB Maximum Used: 64MB``."""
-    requested = "unknown" if limit is None else bytes_text(limit)
-    used = "unknown" if peak is None else bytes_text(peak)
+    requested = "unknown" if limit is None else size_text(limit)
+    used = "unknown" if peak is None else size_text(peak)
     return f"Memory limit exceeded: Requested: {requested} Maximum Used: {used}"

@@ -18,10 +18,10 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
-    bytes_text,
     scalar,
 )
 from butte.agent.effects import LaunchContainer
+from butte.core.flags import size_text
 
 REASON = "REASON_CONTAINER_LIMITATION_DISK"
 MAX_DISK_MB = float(1 << 40)
@@ -134,7 +134,7 @@ class DiskDu(Isolator):
             return None
         return Limitation(
             REASON,
-            f"Disk usage ({bytes_text(watched.used)}) exceeds quota ({bytes_text(watched.limit)})",
+            f"Disk usage ({size_text(watched.used)}) exceeds quota ({size_text(watched.limit)})",
         )
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
