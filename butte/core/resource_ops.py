@@ -122,11 +122,11 @@ def _reserve(payload: Mapping[str, Any], principal: str | None) -> Conversion:
         top = stack[-1]
         if top.type != "DYNAMIC":
             raise OperationError(f"RESERVE: resource '{name}' must be reserved DYNAMIC")
-        if len(stack) > 1 and not (
-            top.role.startswith(stack[-2].role + "/") or top.role == stack[-2].role
-        ):
+        if len(stack) > 1 and not top.role.startswith(stack[-2].role + "/"):
+            # Mesos' Resources::validate: a refinement is a strict sub-role.
             raise OperationError(
-                f"RESERVE: role '{top.role}' refines '{stack[-2].role}' but is not within it"
+                f"Invalid refined reservation: role '{top.role}' is not a refinement of "
+                f"'{stack[-2].role}'"
             )
         if disk is not None and disk.persistence_id is not None:
             raise OperationError("RESERVE: a persistent volume cannot be reserved again")

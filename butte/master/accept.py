@@ -66,7 +66,14 @@ class AcceptEvents(OperationEvents):
             pools[offer.role] = pools.get(offer.role, Resources()) + offer.resources
         launched_ids: set[str] = set()
         for op in accept.operations:
-            if op.type == "LAUNCH" and op.launch is not None:
+            if op.type in ("LAUNCH", "LAUNCH_GROUP") and op.id is not None:
+                # Mesos: operation feedback is not for launches; their tasks are refused.
+                group = op.type == "LAUNCH_GROUP"
+                reason = "REASON_TASK_GROUP_INVALID" if group else "REASON_TASK_INVALID"
+                message = f"The `id` field cannot be set on {op.type} operations"
+                for task in _tasks_of([op]):
+                    self._task_error(fw, task, message, now, reason)
+            elif op.type == "LAUNCH" and op.launch is not None:
                 for task in op.launch.task_infos:
                     self._launch(fw, agent, task, pools, launched_ids, now)
             elif op.type == "LAUNCH_GROUP" and op.launch_group is not None:
@@ -106,6 +113,13 @@ class AcceptEvents(OperationEvents):
                 offers.append(offer)
         if error is None and len({o.agent_id for o in offers}) > 1:
             error = "Aggregated offers must belong to the same agent"
+        if error is None and len({o.role for o in offers}) > 1:
+            other = next(o for o in offers if o.role != offers[0].role)
+            error = (
+                f"Aggregated offers must be allocated to the same role. Offer "
+                f"{other.offer_id} uses role '{other.role}' but another is using role "
+                f"'{offers[0].role}'"
+            )
         return offers, error
 
     def _task_error(

@@ -158,6 +158,8 @@ class OperationEvents(MasterCore):
                 )
             self._authorize(conversion, fw.info.principal)
             role = _pool_role(pools, conversion, payload)
+            if conversion.kind == "RESERVE":
+                _check_reservation_roles(conversion, role, fw.roles)
             pool = resource_ops.apply(pools[role], conversion)
             self._check_agent_side(agent, conversion)
         except OperationError as e:
@@ -361,6 +363,22 @@ def _pool_role(pools: dict[str, Resources], conversion: Conversion, payload: Any
         f"{conversion.kind}: insufficient resources: {conversion.consumed.to_text()} is not "
         "part of any one role's offered resources"
     )
+
+
+def _check_reservation_roles(conversion: Conversion, role: str, roles: list[str]) -> None:
+    """A framework reserves for the role its offer was allocated to, one of its own roles
+    (Mesos' RESERVE validation for the framework API; operators reserve for any role)."""
+    if role not in roles:
+        raise OperationError(
+            f"A reserve operation was attempted for a resource allocated to role '{role}', "
+            f"but the framework only has roles '{{ {', '.join(roles)} }}'"
+        )
+    for (_name, stack, _disk), _ in conversion.converted.items():
+        if stack[-1].role != role:
+            raise OperationError(
+                f"A reserve operation was attempted for a resource with role "
+                f"'{stack[-1].role}', but the resource was allocated to role '{role}'"
+            )
 
 
 def _allocation_role(payload: Any) -> str | None:

@@ -58,14 +58,14 @@ def bad_calls(framework_id: str, executor_id: str) -> list[tuple[str, bytes, dic
         ("SUBSCRIBE without body", call(type="SUBSCRIBE"), json_type, "POST", 400),
         (
             "unknown framework",
-            json.dumps({**other, "type": "HEARTBEAT"}).encode(),
+            json.dumps({**other, "type": "MESSAGE", "message": {"data": "aGk="}}).encode(),
             json_type,
             "POST",
             400,
         ),
         (
             "unknown executor",
-            call(type="HEARTBEAT", executor_id={"value": "x"}),
+            call(type="MESSAGE", executor_id={"value": "x"}, message={"data": "aGk="}),
             json_type,
             "POST",
             400,

@@ -108,8 +108,11 @@ def test_refined_reservation_must_lie_within_its_parent():
     conv = parse_operation("RESERVE", {"resources": [ok]}, None)
     assert [r.role for r in next(iter(conv.consumed.items()))[0][1]] == ["eng"]
     bad_stack = [stack[0], {"type": "DYNAMIC", "role": "ops", "principal": "ops"}]
-    with pytest.raises(OperationError, match="not within"):
+    with pytest.raises(OperationError, match="is not a refinement of 'eng'"):
         parse_operation("RESERVE", {"resources": [{**ok, "reservations": bad_stack}]}, None)
+    itself = [stack[0], stack[0]]  # a refinement is a strict sub-role
+    with pytest.raises(OperationError, match="role 'eng' is not a refinement of 'eng'"):
+        parse_operation("RESERVE", {"resources": [{**ok, "reservations": itself}]}, None)
 
 
 @pytest.mark.parametrize(
@@ -493,9 +496,25 @@ def test_reservation_labels_and_refinement_survive_the_round_trip_to_the_agent()
         offer,
         {"type": "RESERVE", "reserve": {"resources": [labelled]}},
         {"type": "RESERVE", "reserve": {"resources": [dyn("cpus", 1)]}},
+        {"type": "RESERVE", "id": {"value": "not-mine"}, "reserve": {"resources": [refined]}},
+    )
+    # Refining into web/api is for a framework of that role (Mesos: the reservation role
+    # is the offer's allocation role, one of the framework's).
+    [refused] = _op_statuses(h, stream)
+    assert refused["state"] == "OPERATION_ERROR"
+    assert "allocated to role 'web'" in refused["message"]
+    capabilities = [{"type": "MULTI_ROLE"}, {"type": "RESERVATION_REFINEMENT"}]
+    api, api_stream = h.subscribe("api", roles=["web/api"], capabilities=capabilities)
+    h.allocate()
+    [api_offer] = h.offers(api_stream)
+    _accept(
+        h,
+        api,
+        api_stream,
+        api_offer,
         {"type": "RESERVE", "id": {"value": "refine"}, "reserve": {"resources": [refined]}},
     )
-    [status] = _op_statuses(h, stream)
+    [status] = _op_statuses(h, api_stream)
     assert status["state"] == "OPERATION_FINISHED", status
     [*_, last] = h.agent_messages("c1", internal.CheckpointResources)
     stacks = [
@@ -526,3 +545,53 @@ def test_a_refined_reservation_needs_the_capability():
     )
     [status] = _op_statuses(h, stream)
     assert status["state"] == "OPERATION_ERROR" and "RESERVATION_REFINEMENT" in status["message"]
+
+
+def test_a_framework_reserves_only_for_its_offers_role_and_accepts_one_role_at_a_time():
+    h = Harness()
+    h.register_agent("c1", AGENT)
+    caps = [{"type": "MULTI_ROLE"}]
+    fid, stream = h.subscribe(roles=["a", "eng"], capabilities=caps, principal="ops")
+    h.allocate()
+    offers = {o["allocation_info"]["role"]: o for o in h.offers(stream)}
+    assert set(offers) <= {"a", "eng"} and offers
+    role, offer = next(iter(offers.items()))
+    other = "b"
+    grab = dyn("cpus", 1, role=other)
+    grab["allocation_info"] = {"role": role}
+    _accept(h, fid, stream, offer, {"type": "RESERVE", "id": {"value": "r"}, "reserve": {
+        "resources": [grab]}})  # fmt: skip
+    [status] = _op_statuses(h, stream)
+    assert status["state"] == "OPERATION_ERROR"
+    assert status["message"] == (
+        f"A reserve operation was attempted for a resource with role '{other}', "
+        f"but the resource was allocated to role '{role}'"
+    )
+    assert not h.master.agents[next(iter(h.master.agents))].total.reserved(other)
+
+
+def test_a_launch_with_an_operation_id_is_refused():
+    h, agent_id, fid, stream, offer = _cluster()
+    task = command_task("t1", offer)
+    _accept(h, fid, stream, offer, {"type": "LAUNCH", "id": {"value": "x"}, "launch": {
+        "task_infos": [task]}})  # fmt: skip
+    [status] = h.updates(stream)
+    assert (status["state"], status["reason"]) == ("TASK_ERROR", "REASON_TASK_INVALID")
+    assert status["message"] == "The `id` field cannot be set on LAUNCH operations"
+    assert not h.agent_messages("c1", internal.RunTask)
+
+
+def test_offers_of_two_roles_cannot_be_accepted_together():
+    from butte.master.state import Offer
+
+    h = Harness()
+    agent_id = h.register_agent("c1", AGENT)
+    fid, _ = h.subscribe(roles=["a", "b"], capabilities=[{"type": "MULTI_ROLE"}])
+    fw = h.master.frameworks[fid]
+    for oid, role in (("o-a", "a"), ("o-b", "b")):
+        h.master.offers[oid] = Offer(oid, fid, agent_id, role, Resources())
+    offers, error = h.master._validate_offers(fw, ["o-a", "o-b"])
+    assert error == (
+        "Aggregated offers must be allocated to the same role. Offer o-b uses role 'b' but "
+        "another is using role 'a'"
+    )
