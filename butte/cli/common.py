@@ -23,6 +23,22 @@ class CliError(Exception):
         self.code = code
 
 
+def check_master(master: str) -> None:
+    """Refuses (exit 2, bad usage) a ``--master`` that is neither ``[http(s)://]HOST[:PORT]``
+    (a list of them, comma-separated) nor a well-formed ``zk://`` URL."""
+    from butte.client.operator import MasterUnreachable, parse_master
+    from butte.coord.url import is_zk_url, parse_zk_url
+
+    try:
+        if is_zk_url(master):
+            parse_zk_url(master)
+            return
+        for address in master.split(","):
+            parse_master(address)
+    except (ValueError, MasterUnreachable) as e:
+        raise CliError(f"bad --master: {e}", 2) from None
+
+
 def env_name(action: argparse.Action) -> str | None:
     """``BUTTE_<FLAG>`` for a long option (``--work_dir`` -> ``BUTTE_WORK_DIR``; the first
     spelling names it, so ``--shell/--no-shell`` is ``BUTTE_SHELL``)."""

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from butte.cli.common import CliError
+from butte.cli.common import CliError, check_master
 from butte.client.operator import DEFAULT_MASTER, MasterUnreachable, OperatorClient, OperatorError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -76,9 +76,16 @@ def add_wide(parser: argparse.ArgumentParser, json_flag: bool = True) -> None:
 
 
 def client(args: argparse.Namespace) -> OperatorClient:
+    check_master(args.master)
+    try:
+        timeout = float(os.environ.get("BUTTE_TIMEOUT", "30"))
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < 86400:
+        raise CliError("BUTTE_TIMEOUT must be a number of seconds (0-86400)", 2)
     return OperatorClient(
         args.master,
-        timeout=float(os.environ.get("BUTTE_TIMEOUT", "30")),
+        timeout=timeout,
         principal=getattr(args, "principal", None),
         secret=getattr(args, "secret", None),
     )

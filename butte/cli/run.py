@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from butte.cli.common import CliError
+from butte.cli.common import CliError, check_master
 from butte.cli.output import add_credentials
 from butte.client.scheduler import (
     CallError,
@@ -34,7 +34,6 @@ from butte.client.scheduler import (
     SchedulerError,
     SubscriptionError,
 )
-from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core import task_states
 from butte.core.ids import validate_id
 from butte.core.resources import ResourceError, Resources, parse_resources
@@ -147,11 +146,7 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
         raise CliError(error, 2)
     if not args.command.strip():
         raise CliError("--command must not be empty", 2)
-    if is_zk_url(args.master):
-        try:
-            parse_zk_url(args.master)
-        except ValueError as e:
-            raise CliError(f"bad --master: {e}", 2) from None
+    check_master(args.master)
     return JobSpec(
         master=args.master,
         name=args.name,
@@ -196,6 +191,25 @@ def exit_status_of(state: str, message: str | None) -> int:
     if match and int(match.group(1)) != 0:
         return int(match.group(1))
     return 1
+
+
+def take_resources(available: Resources, need: Resources, role: str) -> Resources | None:
+    """What a task that needs ``need`` (unreserved amounts) takes of ``available``: scalars
+    reserved for ``role`` first, then unreserved ones, as mesos-execute takes them; None if
+    they do not fit."""
+    taken = Resources()
+    rest = need
+    for key, value in available.reserved(role).items():
+        name = key[0]
+        wanted = rest.scalar_millis(name) if isinstance(value, int) else 0
+        if wanted <= 0 or key[2] is not None:
+            continue  # not needed, or a disk with a volume or source
+        amount = min(value, wanted)
+        taken = taken + Resources({key: amount})
+        rest = rest - Resources({(name, (), None): amount})
+    if not available.unreserved().contains(rest):
+        return None
+    return taken + rest
 
 
 def _offer_resources(offer: dict[str, Any]) -> Resources:
@@ -394,9 +408,9 @@ class _Job:
         need = self.spec.resources
         role = offer.get("allocation_info", {}).get("role", self.spec.role)
         tasks = []
-        while self.pending and available.contains(need):
-            available = available - need
-            tasks.append(self._task_info(self.pending.pop(0), need, role, offer))
+        while self.pending and (taken := take_resources(available, need, role)) is not None:
+            available = available - taken
+            tasks.append(self._task_info(self.pending.pop(0), taken, role, offer))
         if not tasks and self.pending and self._due_note():
             self.info(
                 f"Waiting for offers that fit {need.to_text()} "

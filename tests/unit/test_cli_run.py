@@ -164,3 +164,52 @@ def test_interrupt_kills_tasks_and_tears_down(fake_master, sig, status):
     assert kill["agent_id"] == {"value": "a1"}
     assert fake_master.calls[-1]["type"] == "TEARDOWN"
     assert "Traceback" not in stderr
+
+
+def test_a_task_takes_its_roles_reservations_first_and_the_master_takes_it():
+    # As mesos-execute: `--role db` uses what is reserved for db, then unreserved resources.
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from master_kit import Harness, launch_body
+
+    from butte.cli.run import _offer_resources, take_resources
+    from butte.core import internal
+    from butte.core.resources import Resources, parse_resources
+
+    h = Harness()
+    h.register_agent("c1", resources="cpus:1;mem:256;cpus(db):2;mem(db):64")
+    fid, stream = h.subscribe(role="db")
+    h.allocate()
+    [offer] = h.offers(stream)
+    need = parse_resources("cpus:1;mem:128")
+    taken = take_resources(_offer_resources(offer), need, "db")
+    assert taken == parse_resources("cpus(db):1;mem(db):64;mem:64")
+    assert take_resources(_offer_resources(offer), parse_resources("cpus:4"), "db") is None
+    task = {
+        "name": "t",
+        "task_id": {"value": "t1"},
+        "agent_id": offer["agent_id"],
+        "resources": taken.to_json("pre", allocation_role="db"),
+        "command": {"value": "true"},
+    }
+    h.call(fid, stream, launch_body(offer, task))
+    [run] = h.agent_messages("c1", internal.RunTask)
+    assert Resources.from_json(run.task.resources) == taken
+
+
+def test_a_bad_master_or_timeout_is_bad_usage_in_one_line(capsys, monkeypatch):
+    from butte.cli.main import main
+
+    for argv in (
+        ["agents", "--master", "127.0.0.1:99999"],
+        ["agents", "--master", "zk://"],
+        ["run", "--master", "127.0.0.1:99999", "--name", "x", "--command", "true"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("butte: error: bad --master: ") and err.count("\n") == 1, err
+    monkeypatch.setenv("BUTTE_TIMEOUT", "abc")
+    assert main(["agents", "--master", "127.0.0.1:5050"]) == 2
+    assert "BUTTE_TIMEOUT must be a number of seconds" in capsys.readouterr().err
