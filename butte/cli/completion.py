@@ -57,7 +57,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for ``parser`` (the whole ``butte`` parser)."""
     commands = _subcommands(parser)
-    # `butte agent gone|drain` is parsed by a hidden subcommand (see butte.cli.ops).
+    # `butte agent gone|drain|...` is parsed by a hidden subcommand (see butte.cli.ops).
     actions_parser = commands.pop("agent-action", None)
     if actions_parser is not None:
         commands["agent"] = actions_parser

@@ -31,7 +31,8 @@ _DAEMONS = {
     "master": ("butte.master.main", "run a master (scheduler, operator and agent APIs)"),
     "agent": (
         "butte.agent.main",
-        "run an agent that launches tasks for a master (`agent gone|drain ID`: act on one)",
+        "run an agent that launches tasks for a master (`agent gone|drain|deactivate|"
+        "reactivate ID`: act on one)",
     ),
     "chronos": (
         "butte.frameworks.chronos.main",
@@ -149,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from butte.cli.ops import route_argv
 
-        argv = route_argv(argv)  # `butte agent gone|drain ID` is an operator action
+        argv = route_argv(argv)  # `butte agent gone|drain|... ID` is an operator action
         args = build_parser(argv).parse_args(argv)
         return int(args.handler(args) or 0)
     except CliError as e:

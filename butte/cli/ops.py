@@ -2,7 +2,8 @@
 
 ``agents``, ``frameworks``, ``tasks`` (alias ``ps``), ``task info|cat|tail|ls``
 (`butte.cli.task`), ``roles``, ``state``, ``top`` (`butte.cli.top`), ``teardown FW``,
-``agent gone|drain AGENT``, ``maintenance ...`` (`butte.cli.maintenance`), ``reservations``,
+``agent gone|drain|deactivate|reactivate AGENT``, ``maintenance ...``
+(`butte.cli.maintenance`), ``reservations``,
 ``reserve``, ``unreserve``, ``volumes``, ``volume create|destroy`` (`butte.cli.reservations`) and
 ``completion bash|zsh`` (`butte.cli.completion`).
 
@@ -15,6 +16,7 @@ or the command line is wrong.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Any
 
@@ -97,15 +99,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     completion.add_command(commands)
 
 
-# ``butte agent`` runs an agent daemon; ``butte agent gone|drain ID`` acts on one instead.
+# ``butte agent`` runs an agent daemon; ``butte agent gone|drain|... ID`` acts on one instead.
 # `route_argv` sends those to this hidden subcommand.
 AGENT_ACTIONS_COMMAND = "agent-action"
-AGENT_ACTIONS = ("gone", "drain")
+AGENT_ACTIONS = ("gone", "drain", "deactivate", "reactivate")
+# Options of the operator actions that take a value (their value is not the action's name).
+_VALUED_OPTIONS = ("--master", "--principal", "--secret")
 
 
 def route_argv(argv: list[str]) -> list[str]:
-    """``agent gone|drain ...`` -> the hidden operator subcommand; anything else unchanged."""
-    words = [i for i, w in enumerate(argv) if not w.startswith("-")]
+    """``agent gone|drain|deactivate|reactivate ...`` -> the hidden operator subcommand (its
+    options may come first: ``agent --master M drain ID``); anything else unchanged."""
+    words = [
+        i
+        for i, w in enumerate(argv)
+        if not w.startswith("-") and (i == 0 or argv[i - 1] not in _VALUED_OPTIONS)
+    ]
     if len(words) >= 2 and argv[words[0]] == "agent" and argv[words[1]] in AGENT_ACTIONS:
         return [*argv[: words[0]], AGENT_ACTIONS_COMMAND, *argv[words[0] + 1 :]]
     return argv
@@ -113,7 +122,7 @@ def route_argv(argv: list[str]) -> list[str]:
 
 def _add_agent_commands(commands: argparse._SubParsersAction) -> None:
     agent = commands.add_parser(AGENT_ACTIONS_COMMAND, prog="butte agent")
-    # Hidden from `butte --help`: users spell it `butte agent gone|drain`.
+    # Hidden from `butte --help`: users spell it `butte agent gone|drain|...`.
     commands._choices_actions = [
         a for a in commands._choices_actions if a.dest != AGENT_ACTIONS_COMMAND
     ]
@@ -138,7 +147,24 @@ def _add_agent_commands(commands: argparse._SubParsersAction) -> None:
     drain.add_argument("--grace", type=float, default=None, help="seconds before kill")
     drain.add_argument("--mark-gone", action="store_true", help="mark it gone once drained")
     drain.set_defaults(handler=guarded(cmd_agent_drain))
-    for sub in (gone, drain):
+    deactivate = actions.add_parser(
+        "deactivate",
+        help="stop offering an agent's resources; what runs there keeps running",
+        description="DEACTIVATE_AGENT: the master makes no more offers from the agent.",
+    )
+    reactivate = actions.add_parser(
+        "reactivate",
+        help="offer a deactivated (or drained) agent's resources again",
+        description="REACTIVATE_AGENT: offers resume; refused while a drain is still going.",
+    )
+    for sub, call, done in (
+        (deactivate, "DEACTIVATE_AGENT", "deactivated"),
+        (reactivate, "REACTIVATE_AGENT", "reactivated"),
+    ):
+        add_common(sub)
+        sub.add_argument("agent_id", metavar="AGENT_ID")
+        sub.set_defaults(handler=guarded(functools.partial(cmd_agent_call, call, done)))
+    for sub in (gone, drain, deactivate, reactivate):
         apply_env_defaults(sub, os.environ)
 
 
@@ -384,6 +410,21 @@ def cmd_agent_gone(args: argparse.Namespace) -> int:
         print_json({"agent_id": args.agent_id, "gone": True})
     else:
         print(f"Agent {args.agent_id} marked gone")
+    return 0
+
+
+def cmd_agent_call(call: str, done: str, args: argparse.Namespace) -> int:
+    """DEACTIVATE_AGENT / REACTIVATE_AGENT of one agent."""
+    try:
+        client(args).call(call, {"agent_id": {"value": args.agent_id}})
+    except OperatorError as e:
+        raise CliError(
+            f"cannot {done[:-1]} agent {args.agent_id}: {e.message}", NOT_FOUND
+        ) from None
+    if args.json:
+        print_json({"agent_id": args.agent_id, done: True})
+    else:
+        print(f"Agent {args.agent_id} {done}")
     return 0
 
 

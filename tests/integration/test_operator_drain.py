@@ -37,6 +37,16 @@ def test_deactivate_reactivate_and_drain(tmp_path):
         call(url, "DRAIN_AGENT", {"agent_id": {"value": "nope"}}, status=400)
 
         env = {**os.environ, "BUTTE_MASTER": cluster.master_address}
+        for action, active in (("deactivate", False), ("reactivate", True)):
+            done = subprocess.run(
+                [sys.executable, "-m", "butte", "agent", action, agent_id],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+            )
+            assert done.returncode == 0, done.stderr
+            assert agent_view(url)["active"] is active
         done = subprocess.run(
             [sys.executable, "-m", "butte", "agent", "drain", agent_id, "--grace", "2"],
             capture_output=True,

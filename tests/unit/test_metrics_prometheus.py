@@ -71,7 +71,9 @@ def test_master_metrics_have_mesos_names():
 
 def test_agent_actions_are_routed_and_the_daemon_is_not():
     assert route_argv(["agent", "gone", "X"]) == ["agent-action", "gone", "X"]
-    assert route_argv(["agent", "--master", "m", "drain", "X"])[0] == "agent"
+    # Options of the action may come first (the value of --master is not the action).
+    assert route_argv(["agent", "--master", "m", "drain", "X"])[0] == "agent-action"
+    assert route_argv(["agent", "reactivate", "X"])[0] == "agent-action"
     assert route_argv(["agent", "--master", "m:1", "--work_dir", "w"])[0] == "agent"
     assert route_argv(["tasks"]) == ["tasks"]
 
@@ -80,7 +82,8 @@ def test_completion_scripts_are_valid_shell():
     text = script(build_parser([]), "bash")
     for word in ("agents", "tasks", "ps", "top", "teardown", "completion"):
         assert word in text
-    assert 'words="drain gone"' in text and 'words="attach cat exec info kill ls tail"' in text
+    assert 'words="deactivate drain gone reactivate"' in text
+    assert 'words="attach cat exec info kill ls tail"' in text
     assert 'words="down schedule status up"' in text
     subprocess.run(["bash", "-n"], input=text.encode(), check=True)
     assert "bashcompinit" in script(build_parser([]), "zsh")
