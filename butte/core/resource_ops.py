@@ -98,12 +98,20 @@ def _map(res: Resources, fn: Callable[[ResourceKey, Value], ResourceKey]) -> Res
     return out
 
 
-def _check_principal(reservation: Reservation, principal: str | None, kind: str) -> None:
-    if principal is not None and reservation.principal != principal:
+def _check_principal(reservation: Reservation, principal: str | None) -> None:
+    """Mesos' words: a caller with a principal reserves in its own name."""
+    if principal is None or reservation.principal == principal:
+        return
+    if reservation.principal is None:
         raise OperationError(
-            f"{kind}: the reservation's principal {reservation.principal!r} does not match "
-            f"the principal {principal!r} of the caller"
+            f"A reserve operation was attempted by principal '{principal}', but there is a "
+            "reserved resource in the request with no principal set"
         )
+    raise OperationError(
+        f"A reserve operation was attempted by authenticated principal '{principal}', which "
+        f"does not match a reserved resource in the request with principal "
+        f"'{reservation.principal}'"
+    )
 
 
 # -- the operations --------------------------------------------------------------------------
@@ -130,7 +138,7 @@ def _reserve(payload: Mapping[str, Any], principal: str | None) -> Conversion:
             )
         if disk is not None and disk.persistence_id is not None:
             raise OperationError("RESERVE: a persistent volume cannot be reserved again")
-        _check_principal(top, principal, "RESERVE")
+        _check_principal(top, principal)
     consumed = _map(res, lambda k, v: (k[0], k[1][:-1], k[2]))
     return Conversion("RESERVE", consumed, res)
 
@@ -155,8 +163,8 @@ def _check_volume(key: ResourceKey, principal: str | None, kind: str) -> Disk:
         raise OperationError(f"{kind}: '{name}' is not a persistent volume (disk.persistence)")
     if not stack:
         raise OperationError(
-            f"{kind}: volume '{disk.persistence_id}' must be on reserved disk (unreserved "
-            "disk cannot hold persistent volumes)"
+            f"{kind}: Persistent volumes cannot be created from unreserved resources "
+            f"(volume '{disk.persistence_id}')"
         )
     if disk.container_path is None:
         raise OperationError(

@@ -119,11 +119,28 @@ def test_refined_reservation_must_lie_within_its_parent():
     "kind, payload, principal, match",
     [
         ("RESERVE", {"resources": []}, None, "non-empty"),
-        ("RESERVE", {"resources": [dyn("cpus", 1, principal="other")]}, "ops", "principal"),
+        (
+            "RESERVE",
+            {"resources": [dyn("cpus", 1, principal="other")]},
+            "ops",
+            "by authenticated principal 'ops', which does not match .* principal 'other'",
+        ),
+        (
+            "RESERVE",
+            {"resources": [dyn("cpus", 1, principal=None)]},
+            "ops",
+            "by principal 'ops', but there is a reserved resource in the request with no "
+            "principal set",
+        ),
         ("UNRESERVE", {"resources": [volume("v", 1)]}, None, "DESTROY it first"),
         ("CREATE", {"volumes": [volume("v", 1, path="/abs")]}, None, "relative"),
         ("CREATE", {"volumes": [volume("v", 1, path="a/../../x")]}, None, "relative"),
-        ("CREATE", {"volumes": [{**volume("v", 1), "reservations": []}]}, None, "reserved"),
+        (
+            "CREATE",
+            {"volumes": [{**volume("v", 1), "reservations": []}]},
+            None,
+            "Persistent volumes cannot be created from unreserved resources",
+        ),
         ("CREATE", {"volumes": [volume("a/b", 1)]}, None, "must not contain"),
         ("CREATE_DISK", {}, None, "resource provider"),
         ("RESERVE", {"resources": [dyn("cpus", 1)], "source": [dyn("cpus", 1)]}, None, "source"),
