@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -218,9 +219,7 @@ class ZooKeeperContender:
                     path = self._create_member()
                 except KazooException as e:
                     log.debug("Contending again failed (%s); retrying", e)
-                    if self._stopping:
-                        return
-                    threading.Event().wait(0.5)
+                    time.sleep(0.5)
                     continue
                 with self._lock:
                     self.own_path = path

@@ -267,6 +267,8 @@ class ChronosCore:
         # Task ids of the runs waiting for offers, and the earliest next slot of any job
         # (None: to be computed): both kept so that a status update costs O(1), not O(jobs).
         self.queued: set[str] = set()
+        # Queued retries that wait out failure_retry_delay: task id -> when they may go.
+        self._retry_at: dict[str, float] = {}
         self._next_due: float | None = None
         self._children: dict[str, list[str]] | None = None  # parent -> children, cached
         # (cpus, mem, disk, role) -> the TaskInfo resources: all runs of a slot ask for the
@@ -315,7 +317,7 @@ class ChronosCore:
             run = Run(**record)
             self.runs[run.task_id] = run
             if run.state == QUEUED:
-                self.queued.add(run.task_id)
+                self._enqueue(run)
         self._next_due = None
         self._children = None
 
@@ -517,8 +519,8 @@ class ChronosCore:
                     if slot is not None:
                         due = min(due, slot)
             self._next_due = due
-        retry = min((self.runs[t].not_before for t in self.queued), default=math.inf)
-        return max(min(self._next_due, retry if retry > now else math.inf, now + 1.0), now)
+        retry = min((t for t in self._retry_at.values() if t > now), default=math.inf)
+        return max(min(self._next_due, retry, now + 1.0), now)
 
     # -- the master link -------------------------------------------------------------------
 
@@ -578,7 +580,7 @@ class ChronosCore:
         ):
             # The ACCEPT never reached a master that kept it: launch the same run again.
             run.state, run.agent_id = QUEUED, ""
-            self.queued.add(run.task_id)
+            self._enqueue(run)
             self.counters["runs_relaunched"] += 1
             self.out.append(SaveRun(run.task_id, run.to_record()))
             self._update_interest(now)
@@ -680,14 +682,23 @@ class ChronosCore:
         run.arguments = args
         run.not_before = not_before
         self.runs[run.task_id] = run
-        self.queued.add(run.task_id)
+        self._enqueue(run)
         self.counters["runs_queued"] += 1
         self.out.append(SaveRun(run.task_id, run.to_record()))
         return run
 
+    def _enqueue(self, run: Run) -> None:
+        self.queued.add(run.task_id)
+        if run.not_before:
+            self._retry_at[run.task_id] = run.not_before
+
+    def _dequeue(self, task_id: str) -> None:
+        self.queued.discard(task_id)
+        self._retry_at.pop(task_id, None)
+
     def _end_run(self, run: Run, state: str, now: float, message: str) -> None:
         del self.runs[run.task_id]
-        self.queued.discard(run.task_id)
+        self._dequeue(run.task_id)
         self.out.append(SaveRun(run.task_id, None))
         job = self.jobs.get(run.job)
         if job is None:
@@ -725,7 +736,9 @@ class ChronosCore:
         return out
 
     def _wants_offers(self, now: float) -> bool:
-        if any(self.runs[t].not_before - now < HOLD_AHEAD for t in self.queued):
+        if len(self.queued) > len(self._retry_at) or any(
+            t - now < HOLD_AHEAD for t in self._retry_at.values()
+        ):
             return True
         self.next_wakeup(now)  # fills the cache
         assert self._next_due is not None
@@ -768,7 +781,7 @@ class ChronosCore:
                 run.state, run.agent_id, run.launched_at = LAUNCHING, offer.agent_id, now
                 if run.kind == SLOT and run.attempt == 0:
                     self.placed_lags.append(now - run.due)
-                self.queued.discard(run.task_id)
+                self._dequeue(run.task_id)
                 self.out.append(SaveRun(run.task_id, run.to_record()))
                 placed.setdefault(offer.id, []).append(self._task_info(run, spec, offer))
                 self.counters["runs_launched"] += 1
@@ -830,6 +843,7 @@ class ChronosCore:
     def check_invariants(self) -> None:
         """Raises AssertionError if the kept indexes disagree with the runs (for tests)."""
         assert self.queued == {t for t, r in self.runs.items() if r.state == QUEUED}
+        assert self._retry_at.keys() <= self.queued
         assert all(r.job in self.jobs or r.state != QUEUED for r in self.runs.values())
         for job in self.jobs.values():
             assert job.remaining is None or job.remaining >= 0
