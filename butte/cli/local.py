@@ -127,12 +127,7 @@ def descendant_pids(pid: int) -> list[int]:
     """Pids of every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = entry.read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may contain spaces; ppid follows it.
-        fields = text[text.rfind(")") + 2 :].split()
+        fields = _stat_fields(entry)
         with contextlib.suppress(ValueError, IndexError):
             children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
     out: list[int] = []
@@ -144,13 +139,20 @@ def descendant_pids(pid: int) -> list[int]:
     return out
 
 
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of a /proc/<pid>/stat after the command name (state first, ppid second);
+    none if the process is gone."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    # The command name is in parentheses and may contain spaces.
+    return text[text.rfind(")") + 2 :].split()
+
+
 def _start_time(pid: int) -> str:
     """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), "" if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = text[text.rfind(")") + 2 :].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return fields[19] if len(fields) > 19 else ""
 
 

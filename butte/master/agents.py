@@ -167,7 +167,7 @@ class AgentEvents(MasterCore):
         if agent is None:
             announce = None
             if agent_id in self.recovering_agents:
-                self.recovering_agents.discard(agent_id)  # the registry lists it already
+                del self.recovered_infos[agent_id]  # the registry lists it already
             else:
                 self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
                 announce = (
@@ -213,7 +213,7 @@ class AgentEvents(MasterCore):
         else what the agent reports."""
         if agent is not None:
             return agent.total
-        recorded = self.recovered_infos.pop(agent_id, {}).get("resources")
+        recorded = self.recovered_infos.get(agent_id, {}).get("resources")
         if not isinstance(recorded, list):
             return reported
         try:
@@ -590,7 +590,6 @@ class AgentEvents(MasterCore):
         if agent is None and not known:
             return False
         self._registry_write(MarkGone(agent_id, now))
-        self.recovering_agents.discard(agent_id)
         self.recovered_infos.pop(agent_id, None)
         self.away_deactivations.pop(agent_id, None)
         self.gone_agents[agent_id] = now
@@ -719,9 +718,11 @@ class AgentEvents(MasterCore):
         agents are expected to re-register within ``agent_reregister_timeout`` (explicit
         reconciliation of their tasks gets no answer meanwhile), unreachable and gone agents
         stay so, and the role weights apply again."""
-        self.recovering_agents = set(registry.agents) - set(self.agents)
-        for agent_id in self.recovering_agents:
-            self.recovered_infos[agent_id] = dict(registry.agents[agent_id])
+        self.recovered_infos = {
+            agent_id: dict(info)
+            for agent_id, info in registry.agents.items()
+            if agent_id not in self.agents
+        }
         self.unreachable_agents.update(registry.unreachable)
         self.gone_agents.update(registry.gone)
         for agent_id, record in registry.deactivated.items():
@@ -754,7 +755,6 @@ class AgentEvents(MasterCore):
                 len(self.recovering_agents),
                 self.options.agent_reregister_timeout,
             )
-        self.recovering_agents.clear()
         self.recovered_infos.clear()
 
 

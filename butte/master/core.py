@@ -13,6 +13,7 @@ back to the shell before they return (`MasterCore._take`), so none outlives its 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import KeysView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,12 +86,10 @@ class MasterCore:
     # agent id -> time it was marked unreachable / gone
     unreachable_agents: dict[str, float] = field(default_factory=dict)
     gone_agents: dict[str, float] = field(default_factory=dict)
-    # Agents known from the registry after a master failover that have not re-registered yet
-    # (explicit reconciliation of their tasks gets no answer until they do).
-    recovering_agents: set[str] = field(default_factory=set)
-    # The registry's AgentInfo of each recovering agent (GET_AGENTS' `recovered_agents`);
-    # its total (with dynamic reservations and volumes) wins over what the agent reports
-    # when it re-registers.
+    # Agents known from the registry after a master failover that have not re-registered
+    # yet (`recovering_agents`: explicit reconciliation of their tasks gets no answer until
+    # they do), with the registry's AgentInfo (GET_AGENTS' `recovered_agents`), whose total
+    # (with dynamic reservations and volumes) wins over what the agent reports.
     recovered_infos: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Deactivations and drains (None: deactivated only) of agents not registered now
     # (recovering after a failover, or unreachable), applied when they come back.
@@ -136,6 +135,11 @@ class MasterCore:
         """The effects collected since the last call, in order (and a fresh list)."""
         out, self._effects = self._effects, []
         return out
+
+    @property
+    def recovering_agents(self) -> KeysView[str]:
+        """Ids of the agents the registry lists that have not re-registered yet."""
+        return self.recovered_infos.keys()
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n

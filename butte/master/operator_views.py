@@ -37,9 +37,6 @@ class MasterRecords(Protocol):
     def agents(self) -> dict[str, Agent]: ...
 
     @property
-    def recovering_agents(self) -> set[str]: ...
-
-    @property
     def recovered_infos(self) -> dict[str, dict[str, Any]]: ...
 
     @property
@@ -146,8 +143,7 @@ def get_agents(machine: MasterRecords) -> dict[str, Any]:
         "agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()],
         # Listed by the registry, not re-registered since this master's election.
         "recovered_agents": [
-            machine.recovered_infos.get(aid) or {"id": {"value": aid}}
-            for aid in sorted(machine.recovering_agents)
+            info or {"id": {"value": aid}} for aid, info in sorted(machine.recovered_infos.items())
         ],
     }
 

@@ -277,8 +277,7 @@ def master_state(
         "slaves": [legacy_agent(machine, a, used[a.agent_id]) for a in agents],
         # Agents the registry lists that have not re-registered since this master's election.
         "recovered_slaves": [
-            recovered_agent(aid, machine.recovered_infos.get(aid, {}))
-            for aid in sorted(machine.recovering_agents)
+            recovered_agent(aid, info) for aid, info in sorted(machine.recovered_infos.items())
         ],
         "frameworks": [legacy_framework(machine, f, render) for f in machine.frameworks.values()],
         "completed_frameworks": [

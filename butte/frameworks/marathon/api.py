@@ -469,8 +469,7 @@ class Api:
 
     async def queue_delay(self, request: web.Request) -> web.StreamResponse:
         app_id = canonical_id(request.match_info["tail"])
-        queued = {entry["app"]["id"] for entry in self.planner.queue(self.service.now())}
-        if app_id not in queued:  # Marathon's QueueResource, for unknown apps too
+        if not self.planner.in_queue(app_id):  # Marathon's QueueResource, unknown apps too
             raise ApiError(404, {"message": f"Application {app_id} not found in tasks queue."})
         self.planner.reset_delay(app_id)
         await self.service.flush()

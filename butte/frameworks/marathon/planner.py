@@ -1041,14 +1041,18 @@ class Planner:
 
     # -- views -----------------------------------------------------------------------------
 
+    def in_queue(self, app_id: str) -> bool:
+        """Whether an app waits for launches (`queue` lists it)."""
+        return app_id in self.apps and self.wanted.get(app_id, 0) > 0
+
     def queue(self, now: float) -> list[dict[str, Any]]:
         """``/v2/queue``: apps waiting for launches, with their delay and why offers did
         not fit."""
         out = []
         for app_id, count in sorted(self.wanted.items()):
-            spec = self.apps.get(app_id)
-            if spec is None or count <= 0:
+            if not self.in_queue(app_id):
                 continue
+            spec = self.apps[app_id]
             rt = self._rt(app_id)
             left = max(0.0, rt.delay_until - now)
             reasons = [{"reason": r, "declined": n, "processed": n} for r, n in rt.rejects.items()]
