@@ -89,6 +89,9 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     assert stat["histogram"]["count"] == 3
     states = [r["state"] for r in stat["taskStatHistory"]]
     assert states == ["TASK_FINISHED"] * 3
+    first = stat["taskStatHistory"][0]
+    assert first["status"] == "Success" and first["jobName"] == "tick"
+    assert first["taskId"].startswith("ct:") and first["slaveId"]
     graph = client.scheduler_graph()
     assert "link,tick,after" in graph and "node,tick,success,idle" in graph
     for stat_call in (
@@ -110,7 +113,11 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     assert len(ticks) == 3 and len(set(ticks)) == 3
 
     # Update (a failing command now), run it by hand, retries counted as one error.
-    update = dict(job(client, "tick"), command="exit 3", retries=1, schedule="R0//PT1H")
+    # Its repetitions used up, Chronos shows it disabled; enabled again to run it by hand.
+    assert job(client, "tick")["disabled"] is True
+    update = dict(
+        job(client, "tick"), command="exit 3", retries=1, schedule="R0//PT1H", disabled=False
+    )
     client.update(update)
     client.run("tick")
     wait_for(lambda: job(client, "tick")["errorCount"] == 1, 60, "the failed manual run")
@@ -134,10 +141,16 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     # As in Chronos, a killed run is no failure.
     assert job(client, "tick")["errorCount"] == 1
 
-    with pytest.raises(chronos.ChronosAPIError):
-        client.delete("tick")  # "after" depends on it
-    client.delete("after")
+    # Marked successful by hand, a job starts its children (Chronos' job/success).
+    assert scheduler.request("PUT", "/v1/scheduler/job/success/tick")[0] == 200
+    wait_for(lambda: job(client, "after")["successCount"] == 4, 60, "after, run by tick's mark")
+    assert scheduler.get("/v1/scheduler/job/tick")["command"] == "sleep 300"
+    assert scheduler.get("/v1/scheduler/leader") == {"leader": scheduler.address}
+    # Deleting its only parent makes "after" a scheduled job with tick's schedule.
     client.delete("tick")
+    after = job(client, "after")
+    assert "parents" not in after and after["schedule"].startswith("R0/")
+    client.delete("after")
     assert client.list() == []
 
 

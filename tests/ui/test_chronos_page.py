@@ -9,6 +9,7 @@ import math
 import os
 import time
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -18,6 +19,7 @@ from butte.testing.require import require
 pytestmark = [pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def test_jobs_page_shows_schedule_runs_sandbox_links_and_graph(cluster, tmp_path) -> None:
@@ -33,7 +35,8 @@ def test_jobs_page_shows_schedule_runs_sandbox_links_and_graph(cluster, tmp_path
             "name": "nightly",
             "command": "true",
             "owner": "ops@example.com",
-            "schedule": f"R2/{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/PT1S",
+            # A wall time in the zone: as in Chronos, the zone overrides a written offset.
+            "schedule": f"R2/{start.astimezone(BERLIN).strftime('%Y-%m-%dT%H:%M:%S')}/PT1S",
             "scheduleTimeZone": "Europe/Berlin",
             "description": "the nightly <b>build</b>",
         }

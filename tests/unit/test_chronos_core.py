@@ -56,6 +56,20 @@ def test_nonexistent_wall_time_runs_after_the_gap_and_month_end_clamps() -> None
     ]
 
 
+def test_a_time_zone_keeps_the_start_s_wall_clock_as_chronos_does() -> None:
+    # withZoneRetainFields: the zone takes precedence over the offset written in the start.
+    for zone in ("America/Los_Angeles", "PST"):
+        s = parse_schedule("R/2030-10-10T18:32:00Z/P1D", zone, T0)
+        assert wall(s.slot(0), "America/Los_Angeles") == "2030-10-10 18:32 PDT"
+    fixed = parse_schedule("R/2030-01-01T09:00:00+05:00/P1D", "GMT-08:00", T0)
+    assert format_instant(fixed.slot(0), UTC) == "2030-01-01T17:00:00.000Z"
+    # Without a zone the start is an instant.
+    plain = parse_schedule("R/2030-01-01T09:00:00+05:00/P1D", "", T0)
+    assert format_instant(plain.slot(0), UTC) == "2030-01-01T04:00:00.000Z"
+    with pytest.raises(ScheduleError, match="unknown time zone"):
+        parse_schedule("R//P1D", "GMT+19", T0)
+
+
 def test_first_index_at_or_after_jumps_over_years() -> None:
     s = parse_schedule("R/2020-01-01T00:00:00Z/PT1M", "", T0)
     k = s.first_index_at_or_after(T0)
@@ -101,7 +115,8 @@ def test_durations() -> None:
         ({"name": "a b", "command": "x", "schedule": "R//PT1M"}, "name must be"),
         ({"name": "a", "command": "", "schedule": "R//PT1M"}, "command must not be empty"),
         ({"name": "a", "command": "x"}, "schedule is required"),
-        ({"name": "a", "command": "x", "schedule": "R//PT1M", "cpus": "1"}, "cpus must be"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "cpus": "one"}, "cpus must be"),
+        ({"name": "a", "command": "x", "schedule": "R//PT1M", "mem": -1}, "mem must be"),
         ({"name": "a", "command": "x", "schedule": "R//PT1M", "retries": -1}, "retries"),
         ({"name": "a", "command": "x", "schedule": "R//PT1M", "frobnicate": 1}, "frobnicate"),
         ({"name": "a", "command": "x", "schedule": "R//PT1M", "async": True}, "async"),
@@ -132,9 +147,92 @@ def test_unknown_parents_and_cycles_are_refused_and_state_is_kept() -> None:
     with pytest.raises(JobError, match="cycle"):
         h.core.put_job(job(T0, "b", parents=["c"]), T0)
     assert h.core.jobs["b"].spec.parents == ["a"]
-    with pytest.raises(JobError, match="parent of b"):
-        h.core.delete_job("a", T0)
     assert set(h.core.jobs) == {"a", "b", "c"}
+
+
+def _launched(core: c.ChronosCore) -> list[dict]:
+    return [t for e in core.take_effects() if isinstance(e, c.Launch) for t in e.tasks]
+
+
+def test_task_info_is_built_as_chronos_builds_it() -> None:
+    core = c.ChronosCore()
+    core.on_subscribed(T0)
+    spec = job(
+        T0,
+        "j",
+        schedule="R/2026-03-02T00:00:00Z/P1D",
+        maxCompletionTime=3,
+        cpus="0.5",
+        mem=0,
+        environmentVariables=[
+            {"name": "CHRONOS_JOB_NAME", "value": "override"},
+            {"name": "MINE", "value": "1"},
+        ],
+        fetch=[{"uri": "http://127.0.0.1:1/x.tgz", "output_file": "y.tgz"}],
+    )
+    core.put_job(spec, T0)
+    core.take_effects()
+    core.run_now("j", T0 + 5, ["a b", "$HOME"])
+    core.on_offers([c.Offer("o1", "agent0", "host0", "*", 4, 4096, 1e5, {}, T0 + 5)], T0 + 5)
+    (task,) = _launched(core)
+    assert task["max_completion_time"] == {"nanoseconds": 3 * 10**9}  # seconds, as Chronos
+    env = {v["name"]: v["value"] for v in task["command"]["environment"]["variables"]}
+    tid = task["task_id"]["value"]
+    assert env["CHRONOS_JOB_NAME"] == "j" and env["MINE"] == "1"
+    assert env["MESOS_TASK_ID"] == env["mesos_task_id"] == tid
+    assert env["HOST"] == "host0" and env["CHRONOS_JOB_RUN_ATTEMPT"] == "0"
+    assert env["CHRONOS_JOB_RUN_TIME"] == str(round((T0 + 5) * 1000))
+    assert env["CHRONOS_RESOURCE_CPU"] == "0.5" and env["CHRONOS_RESOURCE_MEM"] == "128.0"
+    assert task["command"]["uris"] == [
+        {"value": "http://127.0.0.1:1/x.tgz", "output_file": "y.tgz"}
+    ]
+    assert core.job_json("j", T0)["maxCompletionTime"] == 3
+
+
+def test_a_disabled_job_is_not_run_by_hand_and_a_used_up_one_shows_disabled() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "off", schedule="R//PT1H", disabled=True))
+    with pytest.raises(JobError, match="disabled"):
+        h.core.run_now("off", T0)
+    h.put(job(T0, "once", schedule="R1/2026-03-01T12:00:30Z/PT1H"))
+    assert h.core.job_json("once", T0)["disabled"] is False
+    h.tick(T0 + 31)
+    assert h.core.job_json("once", T0 + 31)["disabled"] is True
+
+
+def test_deleting_a_parent_keeps_its_children_as_chronos_does() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:30:00Z/PT1H"))
+    h.put(job(T0, "f", schedule="R//P1D"))
+    h.put(job(T0, "b", parents=["a"]))
+    h.put(job(T0, "c", parents=["b"]))
+    h.put(job(T0, "e", parents=["a", "f"]))
+    # A dependent job's parents take its place.
+    h.core.delete_job("b", T0)
+    assert h.core.jobs["c"].spec.parents == ["a"]
+    # A child whose only parent was scheduled takes over its schedule from the next slot; one
+    # with other parents keeps those.
+    h.core.delete_job("a", T0)
+    assert set(h.core.jobs) == {"c", "e", "f"}
+    assert h.core.jobs["e"].spec.parents == ["f"]
+    c = h.core.job_json("c", T0)
+    assert "parents" not in c and c["schedule"] == "R/2026-03-01T12:30:00.000Z/PT1H"
+    assert c["nextRun"] == "2026-03-01T12:30:00.000Z"
+    h.tick(T0 + 1800)
+    assert [r.job for r in h.core.runs.values()] == ["c"]
+
+
+def test_a_job_can_change_between_scheduled_and_dependent() -> None:
+    h = Harness(T0)
+    h.put(job(T0, "p", schedule="R//PT1H"))
+    h.put(job(T0, "j", schedule="R/2026-03-01T12:10:00Z/PT1M"))
+    h.put(job(T0, "j", parents=["p"]))
+    listed = h.core.job_json("j", T0)
+    assert listed["parents"] == ["p"] and "schedule" not in listed
+    h.tick(T0 + 3000)  # no slot of the old schedule runs
+    assert not [r for r in h.core.runs.values() if r.job == "j"]
+    h.put(job(T0 + 3000, "j", schedule="R1/2026-03-01T13:00:00Z/PT1M"))
+    assert h.core.job_json("j", T0 + 3000)["nextRun"] == "2026-03-01T13:00:00.000Z"
 
 
 # -- running -------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import math
 import re
 import shlex
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from typing import Any
 
@@ -331,15 +331,15 @@ class ChronosCore:
                 raise JobError(f"parent job {parent!r} does not exist")
         self._check_acyclic(spec)
         old = self.jobs.get(spec.name)
-        if old is not None and (old.spec.schedule is None) != (spec.schedule is None):
-            kind = "scheduled" if old.spec.schedule is not None else "dependent"
-            raise JobError(f"job {spec.name!r} is {kind}; delete it to change its kind")
         job = old if old is not None else JobState(spec)
         job.spec = spec
         if spec.schedule is not None and spec.schedule != job.schedule_text:
             self._reschedule(job, now)
-        if spec.schedule is None:
-            job.parents_done = [p for p in job.parents_done if p in spec.parents]
+        if spec.schedule is None and job.schedule is not None:
+            # A scheduled job posted again as a dependent one (Chronos allows both ways).
+            job.schedule = job.schedule_text = job.last_slot = None
+            job.next_index, job.remaining = 0, None
+        job.parents_done = [p for p in job.parents_done if p in spec.parents]
         self.jobs[spec.name] = job
         self._next_due = None
         self._children = None
@@ -386,13 +386,31 @@ class ChronosCore:
         return self._children.get(name, [])
 
     def delete_job(self, name: str, now: float) -> None:
-        """Deletes a job, drops its queued runs and kills its running ones. Raises KeyError
-        for an unknown job, JobError while other jobs depend on it."""
+        """Deletes a job, drops its queued runs and kills its running ones; raises KeyError
+        for an unknown job. Its children are kept, as Chronos keeps them: a dependent job's
+        parents take its place; a child whose only parent was a scheduled job takes over
+        that job's schedule from its next slot on."""
         if name not in self.jobs:
             raise KeyError(name)
-        children = self.children(name)
-        if children:
-            raise JobError(f"job {name!r} is a parent of {', '.join(children)}; delete them first")
+        deleted = self.jobs[name]
+        for child_name in list(self.children(name)):
+            child = self.jobs[child_name].spec
+            parents = [p for p in child.parents if p != name]
+            if deleted.spec.schedule is None:
+                parents += [p for p in deleted.spec.parents if p not in parents]
+            if parents:
+                self.put_job(replace(child, parents=parents), now)
+                continue
+            listed = self.job_json(name, now)
+            self.put_job(
+                replace(
+                    child,
+                    parents=[],
+                    schedule=listed["schedule"],
+                    schedule_time_zone=deleted.spec.schedule_time_zone,
+                ),
+                now,
+            )
         self.kill_tasks(name, now)
         del self.jobs[name]
         self._next_due = None
@@ -401,9 +419,13 @@ class ChronosCore:
         self.out.append(SaveJob(name, None))
 
     def run_now(self, name: str, now: float, arguments: list[str] | None = None) -> Run:
-        """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME``)."""
+        """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME``). Raises KeyError for
+        an unknown job, JobError for a disabled one (Chronos drops such a run when it comes
+        to launch it; refusing says so instead of answering 204 for nothing)."""
         if name not in self.jobs:
             raise KeyError(name)
+        if self.jobs[name].spec.disabled:
+            raise JobError(f"job {name!r} is disabled")
         run = self._queue(name, now, MANUAL, 0, now, arguments)
         self._update_interest(now)
         self._match(now)
@@ -617,15 +639,25 @@ class ChronosCore:
         self._end_run(run, task_states.FINISHED, now, message)
         if job is None:
             return
-        job.success_count += 1
-        job.errors_since_success = 0
-        job.last_success = now
         started = run.started_at if run.started_at is not None else run.launched_at
         if started is not None:
             job.durations = (job.durations + [max(0.0, now - started)])[-DURATIONS_KEPT:]
+        self._job_succeeded(job, now)
+
+    def mark_success(self, name: str, now: float) -> None:
+        """Counts a success of the job without a run and starts its children as a run's
+        success would (``PUT /v1/scheduler/job/success/NAME``). Raises KeyError."""
+        self._job_succeeded(self.jobs[name], now)
+        self._update_interest(now)
+        self._match(now)
+
+    def _job_succeeded(self, job: JobState, now: float) -> None:
+        job.success_count += 1
+        job.errors_since_success = 0
+        job.last_success = now
         self._save_job(job)
-        for child_name in self.children(run.job):
-            self._parent_succeeded(self.jobs[child_name], run.job, now)
+        for child_name in self.children(job.spec.name):
+            self._parent_succeeded(self.jobs[child_name], job.spec.name, now)
 
     def _parent_succeeded(self, child: JobState, parent: str, now: float) -> None:
         if parent not in child.parents_done:
@@ -809,16 +841,22 @@ class ChronosCore:
             uris.append({"value": f["uri"], **{k: v for k, v in f.items() if k != "uri"}})
         if uris:
             command["uris"] = uris
-        env = [
-            {"name": "CHRONOS_JOB_NAME", "value": spec.name},
-            {"name": "CHRONOS_JOB_OWNER", "value": spec.owner},
+        base = {
+            "mesos_task_id": run.task_id,
+            "MESOS_TASK_ID": run.task_id,
+            "CHRONOS_JOB_OWNER": spec.owner,
+            "CHRONOS_JOB_NAME": spec.name,
+            "HOST": offer.hostname,
             # As Chronos writes them (Scala's Double.toString: 128.0).
-            {"name": "CHRONOS_RESOURCE_CPU", "value": repr(spec.cpus)},
-            {"name": "CHRONOS_RESOURCE_MEM", "value": repr(spec.mem)},
-            {"name": "CHRONOS_RESOURCE_DISK", "value": repr(spec.disk)},
-            {"name": "mesos_task_id", "value": run.task_id},
-            *spec.environment,
-        ]
+            "CHRONOS_RESOURCE_MEM": repr(spec.mem),
+            "CHRONOS_RESOURCE_CPU": repr(spec.cpus),
+            "CHRONOS_RESOURCE_DISK": repr(spec.disk),
+            "CHRONOS_JOB_RUN_TIME": str(round(run.due * 1000)),
+            "CHRONOS_JOB_RUN_ATTEMPT": str(run.attempt),
+        }
+        env = [{"name": k, "value": v} for k, v in base.items()]
+        # A job's own variables never replace these (Chronos' MesosTaskBuilder.envs).
+        env += [e for e in spec.environment if e["name"] not in base]
         command["environment"] = {"variables": env}
         user = spec.run_as_user or self.user
         if user:
@@ -870,6 +908,8 @@ class ChronosCore:
                 rep = "R" if job.remaining is None else f"R{job.remaining}"
                 out["schedule"] = f"{rep}/{format_instant(anchor, zone)}/{job.schedule.period.text}"
             out["nextRun"] = "" if nxt is None or job.spec.disabled else format_instant(nxt, zone)
+            if job.remaining == 0:
+                out["disabled"] = True  # Chronos disables a job whose repetitions are used up
         return out
 
     def job_state(self, name: str) -> str:

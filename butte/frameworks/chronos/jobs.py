@@ -28,7 +28,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 MAX_COMMAND = 64 * 1024
 MAX_LIST = 1000
 MAX_RETRIES = 100
-MAX_COMPLETION_MS = 10 * 365 * 86400 * 1000  # ten years
+MAX_COMPLETION_SECONDS = 10 * 365 * 86400  # ten years
 MAX_EPSILON_SECONDS = 30 * 86400
 DEFAULT_EPSILON_SECONDS = 60.0
 DEFAULT_RETRIES = 2
@@ -93,7 +93,8 @@ class JobSpec:
     run_as_user: str = ""
     high_priority: bool = False
     # Chronos 3's: the run is ended after this long (TaskInfo.max_completion_time; 0: no
-    # limit), and this string goes to TaskInfo.data.
+    # limit; given in seconds as Chronos' `maxCompletionTime`, kept in milliseconds as
+    # stored records have it), and this string goes to TaskInfo.data.
     max_completion_ms: int = 0
     task_info_data: str = ""
 
@@ -125,7 +126,7 @@ class JobSpec:
             "constraints": [list(c) for c in self.constraints],
             "runAsUser": self.run_as_user,
             "highPriority": self.high_priority,
-            "maxCompletionTime": self.max_completion_ms,
+            "maxCompletionTime": self.max_completion_ms // 1000,
             "taskInfoData": self.task_info_data,
             **FIXED,
         }
@@ -155,21 +156,30 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _number(body: dict[str, Any], key: str, default: float, hi: float) -> float:
-    value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def _resource(body: dict[str, Any], key: str, default: float, hi: float) -> float:
+    """A job's cpus, mem or disk as Chronos reads them: a number or a numeric string (its
+    API doc's Docker example posts ``"cpus": "0.5"``); 0 or absent takes the default."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise JobError(f"{key} must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise JobError(f"{key} must be a number")
     if not 0 <= value <= hi:
         raise JobError(f"{key} must be between 0 and {hi:g}")
-    return float(value)
+    return float(value) if value else default
 
 
-def _milliseconds(body: dict[str, Any], key: str, hi: int) -> int:
+def _seconds(body: dict[str, Any], key: str, hi: int) -> int:
     value = body.get(key, 0)
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
-        raise JobError(f"{key} must be a whole number of milliseconds between 0 and {hi}")
+        raise JobError(f"{key} must be a whole number of seconds between 0 and {hi}")
     return value
 
 
@@ -224,8 +234,8 @@ def _fetch(body: dict[str, Any]) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_LIST:
-        raise JobError("fetch must be a list of {uri, executable, extract, cache}")
-    allowed = {"uri": str, "executable": bool, "extract": bool, "cache": bool}
+        raise JobError("fetch must be a list of {uri, executable, extract, cache, output_file}")
+    allowed = {"uri": str, "executable": bool, "extract": bool, "cache": bool, "output_file": str}
     out = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("uri"), str):
@@ -335,20 +345,18 @@ def parse_job(body: Any, now: float, *, dependency: bool) -> JobSpec:
         retries=retries,
         disabled=_bool(body, "disabled", False),
         concurrent=_bool(body, "concurrent", False),
-        cpus=_number(body, "cpus", DEFAULT_CPUS, 1024),
-        mem=_number(body, "mem", DEFAULT_MEM, 16 * 1024 * 1024),
-        disk=_number(body, "disk", DEFAULT_DISK, 1024 * 1024 * 1024),
+        cpus=_resource(body, "cpus", DEFAULT_CPUS, 1024),
+        mem=_resource(body, "mem", DEFAULT_MEM, 16 * 1024 * 1024),
+        disk=_resource(body, "disk", DEFAULT_DISK, 1024 * 1024 * 1024),
         uris=_str_list(body, "uris"),
         fetch=_fetch(body),
         environment=_environment(body),
         constraints=_constraints(body),
         run_as_user=_str(body, "runAsUser"),
         high_priority=_bool(body, "highPriority", False),
-        max_completion_ms=_milliseconds(body, "maxCompletionTime", MAX_COMPLETION_MS),
+        max_completion_ms=_seconds(body, "maxCompletionTime", MAX_COMPLETION_SECONDS) * 1000,
         task_info_data=_str(body, "taskInfoData", limit=MAX_COMMAND),
     )
-    if spec.cpus <= 0 and spec.mem <= 0:
-        raise JobError("a job needs some cpus or mem")
     if spec.uris and spec.fetch:
         raise JobError("give either uris or fetch, not both")
     _schedule_fields(spec, body, now, dependency)

@@ -52,6 +52,9 @@ class ChronosShell(Protocol):
 
     def master_url(self) -> str: ...
 
+    def leader_address(self) -> str:
+        """``host:port`` of the leading instance's API; "" while none is known."""
+
 
 Handler = Callable[[ChronosShell, web.Request], Awaitable[web.StreamResponse]]
 
@@ -103,11 +106,23 @@ async def list_jobs(server: ChronosShell, request: web.Request) -> web.StreamRes
     return web.json_response([server.core.job_json(n, now) for n in sorted(server.core.jobs)])
 
 
+async def get_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    name = request.match_info["name"]
+    if name not in server.core.jobs:
+        return error(404, f"no job named {name!r}")
+    return web.json_response(server.core.job_json(name, time.time()))
+
+
 async def search_jobs(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    """Chronos' search: jobs whose name and command contain ``name`` and ``command``
+    (case-insensitive); ``any`` admits a job whose name or command contains it even when
+    those do not match (alone, it is the only filter); the first ``limit`` (10) after
+    ``offset``."""
     _no_params(request, SEARCH_PARAMS)
-    q = request.query
+    q = {k: v.lower() for k, v in request.query.items() if v}
     try:
-        limit = int(q.get("limit", "10000"))
+        limit = int(q.get("limit", "10"))
         offset = int(q.get("offset", "0"))
     except ValueError:
         return error(400, "limit and offset must be integers")
@@ -116,30 +131,45 @@ async def search_jobs(server: ChronosShell, request: web.Request) -> web.StreamR
     now = time.time()
     out = []
     for name in sorted(server.core.jobs):
-        spec = server.core.jobs[name].spec
-        if "name" in q and q["name"].lower() not in name.lower():
-            continue
-        if "command" in q and q["command"].lower() not in spec.command.lower():
-            continue
-        if "any" in q:
-            text = q["any"].lower()
-            fields = (name, spec.command, spec.description, spec.owner, spec.owner_name)
-            if not any(text in f.lower() for f in fields):
-                continue
-        out.append(name)
+        command = server.core.jobs[name].spec.command.lower()
+        filters = [q[k] in f for k, f in (("name", name.lower()), ("command", command)) if k in q]
+        matched = all(filters) if filters or "any" not in q else False
+        if not matched and "any" in q:
+            matched = q["any"] in name.lower() or q["any"] in command
+        if matched:
+            out.append(name)
     return web.json_response([server.core.job_json(n, now) for n in out[offset : offset + limit]])
 
 
 async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request, frozenset({"arguments"}))
     name = request.match_info["name"]
-    arguments = request.query["arguments"].split() if "arguments" in request.query else None
+    # Empty arguments are none: the job's own are used (Chronos filters them out too).
+    arguments = request.query.get("arguments", "").split() or None
     try:
         server.core.run_now(name, time.time(), arguments)
     except KeyError:
         return error(404, f"no job named {name!r}")
+    except JobError as e:
+        return error(400, str(e))
     server.flush()
     return web.Response(status=204)
+
+
+async def mark_success(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    name = request.match_info["name"]
+    try:
+        server.core.mark_success(name, time.time())
+    except KeyError:
+        return error(404, f"no job named {name!r}")
+    server.flush()
+    return web.Response(text=f"marked job {name} as successful: true")
+
+
+async def leader(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    _no_params(request)
+    return web.json_response({"leader": server.leader_address()})
 
 
 async def delete_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
@@ -168,10 +198,45 @@ async def kill_tasks(server: ChronosShell, request: web.Request) -> web.StreamRe
 
 
 def _histogram(durations: list[float]) -> dict[str, float]:
-    out = {key: percentile(durations, q) for key, q in PERCENTILES.items()}
-    out["mean"] = sum(durations) / len(durations) if durations else 0.0
-    out["count"] = len(durations)
+    """Run times in milliseconds, as Chronos' job histograms keep them."""
+    millis = [d * 1000 for d in durations]
+    out = {key: percentile(millis, q) for key, q in PERCENTILES.items()}
+    out["mean"] = sum(millis) / len(millis) if millis else 0.0
+    out["count"] = len(millis)
     return out
+
+
+def _task_stat(job: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry with Chronos' ``taskStatHistory`` fields first (``taskId``,
+    ``jobName``, ``slaveId``, ``startTime`` and ``endTime`` as ``MM/dd/yy HH:mm:ss`` UTC,
+    ``duration``, ``status``: ``Success`` or ``Fail``), then ours (``state``, ``kind``,
+    ``attempt``, ``message``; a skipped stretch has ``slots`` instead of a task)."""
+    if "task_id" not in entry:  # a counted skip
+        return {"jobName": job, "status": "Skipped", **entry}
+    started, ended = entry.get("started"), entry.get("ended")
+    out = {
+        "taskId": entry["task_id"],
+        "jobName": job,
+        "slaveId": entry.get("agent_id", ""),
+        "startTime": _stat_time(started),
+        "endTime": _stat_time(ended),
+    }
+    if started is not None and ended is not None:
+        out["duration"] = _stat_duration(ended - started)
+    out["status"] = "Success" if entry["state"] == "TASK_FINISHED" else "Fail"
+    out.update((k, entry[k]) for k in ("state", "kind", "attempt", "message", "due") if k in entry)
+    return out
+
+
+def _stat_time(t: float | None) -> str:
+    return "N/A" if t is None else time.strftime("%m/%d/%y %H:%M:%S", time.gmtime(t))
+
+
+def _stat_duration(seconds: float) -> str:
+    days, rest = divmod(int(max(0.0, seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}d{hours}h{minutes}m{secs}s"
 
 
 async def job_stat(server: ChronosShell, request: web.Request) -> web.StreamResponse:
@@ -183,7 +248,7 @@ async def job_stat(server: ChronosShell, request: web.Request) -> web.StreamResp
     return web.json_response(
         {
             "histogram": _histogram(job.durations),
-            "taskStatHistory": list(reversed(job.history)),
+            "taskStatHistory": [_task_stat(name, e) for e in reversed(job.history)],
             "successCount": job.success_count,
             "errorCount": job.error_count,
             "skippedCount": job.skipped_count,
@@ -206,14 +271,15 @@ async def graph_csv(server: ChronosShell, request: web.Request) -> web.StreamRes
 async def scheduler_stat(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     kind = request.match_info["kind"]
-    out = []
+    times = []
     for name in sorted(server.core.jobs):
         d = server.core.jobs[name].durations
         if not d:
             continue
         value = sum(d) / len(d) if kind == "mean" else percentile(d, PERCENTILES[kind])
-        out.append({"jobNameLabel": name, "time": value})
-    return web.json_response(out)
+        times.append((value, name))
+    times.sort(key=lambda item: -item[0])  # longest first, as Chronos lists them
+    return web.json_response([{"jobNameLabel": n, "time": t} for t, n in times])
 
 
 async def metrics(server: ChronosShell, request: web.Request) -> web.StreamResponse:
@@ -275,7 +341,10 @@ ROUTES: list[tuple[str, str, Handler, bool]] = [
     ("PUT", "/v1/scheduler/dependency", _put_job(True), True),
     ("GET", "/v1/scheduler/jobs", list_jobs, True),
     ("GET", "/v1/scheduler/jobs/search", search_jobs, True),
+    ("GET", "/v1/scheduler/job/{name}", get_job, True),
     ("PUT", "/v1/scheduler/job/{name}", run_job, True),
+    ("PUT", "/v1/scheduler/job/success/{name}", mark_success, True),
+    ("GET", "/v1/scheduler/leader", leader, False),
     ("DELETE", "/v1/scheduler/job/{name}", delete_job, True),
     ("DELETE", "/v1/scheduler/task/kill/{name}", kill_tasks, True),
     ("GET", "/v1/scheduler/job/stat/{name}", job_stat, True),

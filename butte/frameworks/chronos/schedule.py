@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MAX_REPEATS = 1_000_000_000
@@ -75,16 +75,62 @@ def parse_duration(text: str) -> Period:
     return Period(months, days, seconds, text.strip())
 
 
+# The three-letter ids Java's time zones take (ZoneId.SHORT_IDS), which Chronos accepts in
+# `scheduleTimeZone` (its API doc's example is "PST"); the IANA database lacks most of them.
+JAVA_SHORT_IDS = {
+    "ACT": "Australia/Darwin",
+    "AET": "Australia/Sydney",
+    "AGT": "America/Argentina/Buenos_Aires",
+    "ART": "Africa/Cairo",
+    "AST": "America/Anchorage",
+    "BET": "America/Sao_Paulo",
+    "BST": "Asia/Dhaka",
+    "CAT": "Africa/Harare",
+    "CNT": "America/St_Johns",
+    "CST": "America/Chicago",
+    "CTT": "Asia/Shanghai",
+    "EAT": "Africa/Addis_Ababa",
+    "ECT": "Europe/Paris",
+    "IET": "America/Indiana/Indianapolis",
+    "IST": "Asia/Kolkata",
+    "JST": "Asia/Tokyo",
+    "MIT": "Pacific/Apia",
+    "NET": "Asia/Yerevan",
+    "NST": "Pacific/Auckland",
+    "PLT": "Asia/Karachi",
+    "PNT": "America/Phoenix",
+    "PRT": "America/Puerto_Rico",
+    "PST": "America/Los_Angeles",
+    "SST": "Pacific/Guadalcanal",
+    "VST": "Asia/Ho_Chi_Minh",
+}
+JAVA_FIXED_IDS = {"EST": -5 * 60, "MST": -7 * 60, "HST": -10 * 60}
+# Java's custom ids: GMT+5, GMT-08:00, GMT+0530 (unlike IANA's Etc/GMT+5, + is east).
+_CUSTOM_ID = re.compile(r"^GMT([+-])(\d{1,2})(?::?(\d{2}))?$")
+
+
 def parse_zone(name: str) -> tzinfo:
-    """An IANA time zone by name (``""`` is UTC)."""
+    """A time zone by IANA name, Java short id (``PST``) or Java custom id (``GMT-08:00``),
+    as Chronos resolves them; ``""`` is UTC. An unknown name is refused (Java would quietly
+    take GMT)."""
     if not isinstance(name, str):
         raise ScheduleError("scheduleTimeZone must be a string")
     if name in ("", "UTC", "Z"):
         return UTC
     if len(name) > 64 or ".." in name or name.startswith("/"):
         raise ScheduleError(f"unknown time zone {name!r}")
+    custom = _CUSTOM_ID.match(name)
+    if name in JAVA_FIXED_IDS or custom:
+        if custom:
+            sign, hours, minutes = custom.groups()
+            offset = (int(hours) * 60 + int(minutes or 0)) * (-1 if sign == "-" else 1)
+            if abs(offset) > 18 * 60:
+                raise ScheduleError(f"unknown time zone {name!r} (offsets go to 18 hours)")
+        else:
+            offset = JAVA_FIXED_IDS[name]
+        return timezone(timedelta(minutes=offset), name)
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(JAVA_SHORT_IDS.get(name, name))
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ScheduleError(f"unknown time zone {name!r} (use an IANA name)") from None
 
@@ -150,9 +196,11 @@ def _days_in_month(year: int, month: int) -> int:
 
 
 def parse_schedule(text: str, zone_name: str, now: float) -> Schedule:
-    """``R[n]/<start>/<period>`` with an optional IANA ``zone_name``. An empty start means
-    ``now``; a start without an offset is a wall time in the zone; one with an offset (or Z)
-    is an instant whose wall time in the zone anchors the calendar arithmetic."""
+    """``R[n]/<start>/<period>`` with an optional ``zone_name`` (`parse_zone`). An empty
+    start means ``now``. With a zone, the start's date and time are a wall time in that zone
+    and an offset written in the start is dropped, as Chronos' ``withZoneRetainFields`` does
+    ("the zone takes precedence"): ``2030-10-10T18:32:00Z`` in ``America/Los_Angeles`` is
+    18:32 there. Without one, the start is an instant (UTC unless it carries an offset)."""
     if not isinstance(text, str):
         raise ScheduleError("schedule must be a string")
     parts = text.strip().split("/")
@@ -166,7 +214,7 @@ def parse_schedule(text: str, zone_name: str, now: float) -> Schedule:
         raise ScheduleError(f"period {period.text!r} is longer than 100 years")
     if period.months == 0 and period.days == 0 and period.seconds < MIN_PERIOD_SECONDS:
         raise ScheduleError(f"period {period.text!r} is shorter than {MIN_PERIOD_SECONDS:g}s")
-    start_wall = _parse_start(start_text, zone, now)
+    start_wall = _parse_start(start_text, zone, now, retain_fields=bool(zone_name))
     return Schedule(repeats, start_wall, period, zone)
 
 
@@ -183,18 +231,17 @@ def _parse_repeats(rep: str) -> int | None:
     return int(digits)
 
 
-def _parse_start(text: str, zone: tzinfo, now: float) -> datetime:
+def _parse_start(text: str, zone: tzinfo, now: float, retain_fields: bool) -> datetime:
     if text == "":
-        start = datetime.fromtimestamp(math.floor(now), UTC)
-    else:
-        try:
-            start = datetime.fromisoformat(text)
-        except ValueError:
-            raise ScheduleError(f"start {text!r} is not an ISO8601 date-time") from None
-        if start.year < 1970:
-            raise ScheduleError(f"start {text!r} is before 1970")
-    if start.tzinfo is None:
-        return start
+        return datetime.fromtimestamp(math.floor(now), zone).replace(tzinfo=None)
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        raise ScheduleError(f"start {text!r} is not an ISO8601 date-time") from None
+    if start.year < 1970:
+        raise ScheduleError(f"start {text!r} is before 1970")
+    if start.tzinfo is None or retain_fields:
+        return start.replace(tzinfo=None)
     return start.astimezone(zone).replace(tzinfo=None)
 
 

@@ -349,6 +349,10 @@ class ChronosServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay + 0.001)
 
+    def leader_address(self) -> str:
+        leader = self.leader_info
+        return f"{leader['hostname']}:{leader['http_port']}" if leader else ""
+
     def master_url(self) -> str:
         leader = self.client.leader if self.client is not None else ""
         return f"{self.scheme}://{leader}" if leader else ""
