@@ -241,8 +241,16 @@ class MasterCore:
             task.status_update_state = status.state
             task.status_update_uuid = status.uuid
         if not was_terminal and task_states.is_terminal(task.state):
-            self._count("tasks_" + task.state[5:].lower())
+            self._count_end(status)
             self._release_task_resources(task, now)
+
+    def _count_end(self, status: TaskStatus) -> None:
+        """Counts a task's end as Mesos' master does: ``tasks_<state>``, and with a reason
+        ``<state>/<source>/<reason>`` (``task_killed/source_master/reason_framework_removed``)."""
+        state = status.state
+        self._count("tasks_" + state[5:].lower())
+        if status.reason:
+            self._count(f"{state.lower()}/{(status.source or '').lower()}/{status.reason.lower()}")
 
     def _release_task_resources(self, task: Task, now: float) -> None:
         self._recover(task.framework_id, task.agent_id, task.role, task.resources, None, now)
@@ -289,6 +297,7 @@ class MasterCore:
         if notify:
             self._send_status(fw, status)
         if task_states.is_terminal(state):
+            self._count_end(status)
             self._remove_task(fw, task)
 
     def _add_executor(

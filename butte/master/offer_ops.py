@@ -288,11 +288,11 @@ class OperationEvents(MasterCore):
         """An operator's RESERVE_RESOURCES, UNRESERVE_RESOURCES, CREATE_VOLUMES,
         DESTROY_VOLUMES, GROW_VOLUME or SHRINK_VOLUME on an agent's unused resources
         (outstanding offers of the agent are rescinded first so they count as unused).
-        Raises OperatorRefusal (400 malformed or not allowed, 404 no such agent, 409 the
+        Raises OperatorRefusal (400 malformed, not allowed or no such agent, 409 the
         resources are not there or a volume is in use); nothing changes then."""
         agent = self.agents.get(agent_id)
         if agent is None:
-            raise OperatorRefusal(404, f"No agent found with ID {agent_id[:255]}")
+            raise OperatorRefusal(400, "No agent found with specified ID")  # Mesos' words
         try:
             conversion = resource_ops.parse_operation(kind, payload, principal)
             self._authorize(conversion, principal)

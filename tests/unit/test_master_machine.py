@@ -444,6 +444,18 @@ def test_teardown_removes_everything():
     assert not h.master.offers
 
 
+def test_tasks_the_master_ends_are_counted_with_their_reason():
+    """Mesos' updateTask counts every end, the master's own too (a teardown's TASK_KILLED),
+    as master/tasks_<state> and master/<state>/<source>/<reason>."""
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    assert h.call(fid, stream, {"type": "TEARDOWN"}).status == 202
+    counters = h.master.counters
+    assert counters["tasks_killed"] == 1
+    assert counters["task_killed/source_master/reason_framework_removed"] == 1
+
+
 def test_teardown_keeps_the_end_of_a_task_that_had_ended():
     """Mesos' master ignores an update of a terminal task: a task FINISHED (not yet
     acknowledged) stays FINISHED when its framework is removed, and no status is added."""

@@ -400,7 +400,7 @@ def test_operator_reserve_rescinds_offers_and_refuses_what_is_not_there():
     assert e.value.status == 409
     with pytest.raises(OperatorRefusal) as e:
         h.master.operator_operation("nope", "RESERVE", payload, None, h.now())
-    assert e.value.status == 404
+    assert (e.value.status, str(e.value)) == (400, "No agent found with specified ID")
     with pytest.raises(OperatorRefusal) as e:
         h.master.operator_operation(agent_id, "RESERVE", payload, "eve", h.now())
     assert e.value.status == 400
