@@ -8,8 +8,16 @@ import itertools
 import pytest
 
 from butte.frameworks.marathon.appdef import Invalid, merge_update, normalize_app
-from butte.frameworks.marathon.constraints import first_violation
-from butte.frameworks.marathon.model import Decline, Kill, Launch, Reconcile, Revive, Suppress
+from butte.frameworks.marathon.constraints import balanced_kills, first_violation
+from butte.frameworks.marathon.model import (
+    Decline,
+    Kill,
+    Launch,
+    Publish,
+    Reconcile,
+    Revive,
+    Suppress,
+)
 from butte.frameworks.marathon.planner import ApiError, Planner
 
 _ids = itertools.count()
@@ -173,6 +181,85 @@ def test_rolling_restart_keeps_minimum_health_capacity():
     assert len(w.p.app_instances("/web")) == 4
 
 
+def test_rolling_restart_with_full_health_capacity_and_no_over_capacity():
+    # Refused before; Marathon accepts it and replaces one instance at a time, one over
+    # capacity (TaskReplaceActor.computeRestartStrategy).
+    w = World()
+    hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
+    strategy = {"minimumHealthCapacity": 1, "maximumOverCapacity": 0}
+    w.p.deploy({"/web": app(instances=3, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
+    w.run_all(w.offer(offer()), healthy=True)
+    w.step()
+    assert not w.p.deployments
+    old = {i.task_id for i in w.p.app_instances("/web")}
+    w.p.deploy({"/web": w.p.apps["/web"]}, w.now, restart=["/web"])
+    for _ in range(30):
+        effects = w.step()
+        for kill in (e for e in effects if isinstance(e, Kill)):
+            w.update(kill.task_id, "TASK_KILLED")
+        alive = [i for i in w.p.app_instances("/web") if not i.killing]
+        assert len([i for i in alive if i.healthy]) >= 3  # never below 100 % of 3
+        assert len(alive) <= 4  # at most one over capacity
+        launched = w.offer(offer())
+        assert sum(len(launch.tasks) for launch in launched) <= 1
+        w.run_all(launched, healthy=True)
+        if not w.p.deployments:
+            break
+    assert not w.p.deployments
+    assert not {i.task_id for i in w.p.app_instances("/web")} & old
+    assert len(w.p.app_instances("/web")) == 3
+
+
+def test_instance_ids_and_instance_events_are_marathons():
+    # Marathon's instance id is the task id without its container and attempt
+    # (``web.instance-<uuid>`` of ``web.instance-<uuid>._app.1``, docs/docs/event-bus.md).
+    w = World()
+    hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
+    w.p.deploy({"/hc/web": app("/hc/web", instances=1, healthChecks=hc)}, w.now)
+    task = w.offer(offer())[0].tasks[0]["task_id"]["value"]
+    instance = task.removesuffix("._app.1")
+    assert instance.startswith("hc_web.instance-") and instance != task
+    w.p.take_effects()
+    w.update(task, "TASK_STARTING")
+    w.update(task, "TASK_RUNNING", healthy=True)
+    w.update(task, "TASK_RUNNING", healthy=False, message="down")
+    events = [e.event for e in w.p.take_effects() if isinstance(e, Publish)]
+    by_type: dict[str, list[dict]] = {}
+    for event in events:
+        by_type.setdefault(event["eventType"], []).append(event)
+    changed = by_type["instance_changed_event"]
+    assert [e["condition"] for e in changed] == ["Starting", "Running"]
+    assert {k: v for k, v in changed[1].items() if k != "timestamp"} == {
+        "eventType": "instance_changed_event",
+        "instanceId": instance,
+        "condition": "Running",
+        "runSpecId": "/hc/web",
+        "agentId": "a1",
+        "host": "h1",
+        "runSpecVersion": w.p.apps["/hc/web"]["version"],
+    }
+    health = by_type["instance_health_changed_event"]
+    assert [(e["instanceId"], e["healthy"], e["runSpecId"]) for e in health] == [
+        (instance, True, "/hc/web"),
+        (instance, False, "/hc/web"),
+    ]
+    assert health[0]["runSpecVersion"] == w.p.apps["/hc/web"]["version"]
+    assert [e["instanceId"] for e in by_type["health_status_changed_event"]] == [instance] * 2
+    assert [e["taskId"] for e in by_type["failed_health_check_event"]] == [task]
+    assert [e["instanceId"] for e in by_type["failed_health_check_event"]] == [instance]
+    rendered = w.p.task_json(w.p.instances[task])
+    assert rendered["id"] == task
+    assert rendered["healthCheckResults"][0]["instanceId"] == instance
+    assert rendered["healthCheckResults"][0]["taskId"] == task
+    w.update(task, "TASK_FAILED", message="boom")
+    failure = w.p.app_json("/hc/web", {"lastTaskFailure"})["lastTaskFailure"]
+    assert (failure["taskId"], failure["instanceId"]) == (task, instance)
+    ended = [e.event for e in w.p.take_effects() if isinstance(e, Publish)]
+    assert [e["condition"] for e in ended if e["eventType"] == "instance_changed_event"] == [
+        "Failed"
+    ]
+
+
 def test_backoff_after_failures_and_reset():
     w = World()
     w.p.deploy({"/web": app(backoffSeconds=2, backoffFactor=2, maxLaunchDelaySeconds=5)}, w.now)
@@ -278,8 +365,38 @@ def test_dependencies_order_and_cycles():
             {"/c": app("/c", dependencies=["/d"]), "/d": app("/d", dependencies=["/c"])}, w.now
         )
     assert e.value.status == 422
-    with pytest.raises(ApiError):
-        w.p.deploy({"/e": app("/e", dependencies=["/missing"])}, w.now)
+    assert e.value.body["details"] == [
+        {"path": "/", "errors": ["Dependency graph has cyclic dependencies."]}
+    ]
+    # a cycle through an app the change leaves alone (RootGroup checks the whole graph)
+    with pytest.raises(ApiError) as e:
+        w.p.deploy({"/a": app("/a", dependencies=["/b"])}, w.now, force=True)
+    assert e.value.status == 422
+    # Marathon ignores dependencies that resolve to nothing
+    d = w.p.deploy({"/e": app("/e", dependencies=["/missing", "/nonexistent/app"])}, w.now)
+    assert [[a["app"] for a in s] for s in d.steps] == [["/e"], ["/e"]]
+
+
+def test_group_dependencies_order_deployments_and_stay_the_groups():
+    # Marathon keeps a group's dependencies on the group and combines them with the apps'
+    # own only to order the deployment (RootGroup.applicationDependencies).
+    w = World()
+    groups = {"/prod/web": {"id": "/prod/web", "dependencies": ["/prod/db"]}}
+    w.p.deploy({"/prod/db/pg": app("/prod/db/pg")}, w.now)
+    w.p.deploy({"/prod/web/front": app("/prod/web/front")}, w.now, groups=groups)
+    assert w.p.apps["/prod/web/front"]["dependencies"] == []
+    assert w.p.groups["/prod/web"]["dependencies"] == ["/prod/db"]
+    # the group's dependency alone orders the apps' deployment
+    changes = {a: app(a, cmd="sleep 6") for a in ("/prod/db/pg", "/prod/web/front")}
+    d = w.p.deploy(changes, w.now, force=True)
+    assert [[a["app"] for a in s] for s in d.steps] == [["/prod/db/pg"], ["/prod/web/front"]]
+    assert w.p.apps["/prod/web/front"]["dependencies"] == []
+    # and one closing a cycle is refused
+    with pytest.raises(ApiError) as e:
+        w.p.deploy(
+            {"/prod/db/pg": app("/prod/db/pg", dependencies=["/prod/web"])}, w.now, force=True
+        )
+    assert e.value.status == 422
 
 
 def test_scale_down_kill_selection():
@@ -294,6 +411,56 @@ def test_scale_down_kill_selection():
     w.p.deploy({"/web": spec}, w.now)
     kills = [e for e in w.step() if isinstance(e, Kill)]
     assert [k.task_id for k in kills] == [oldest.task_id]
+
+
+def test_scale_down_keeps_group_by_groups_even():
+    # Marathon's Constraints.selectInstancesToKill: the largest groups lose instances
+    # first, so no rack is emptied even though its instances are the youngest.
+    w = World()
+    racks = {"r1": "a1", "r2": "a2", "r3": "a3"}
+    w.p.deploy({"/web": app(instances=6, constraints=[["rack", "GROUP_BY", "3"]])}, w.now)
+    for rack, agent in [*racks.items(), *racks.items()]:
+        w.now += 1
+        w.run_all(w.offer(offer(agent, agent, cpus=0.5, attributes={"rack": rack})))
+    w.step()
+    assert not w.p.deployments
+
+    def spread() -> list[int]:
+        alive = [i for i in w.p.app_instances("/web") if not i.killing]
+        return [sum(1 for i in alive if i.attributes["rack"] == r) for r in racks]
+
+    assert spread() == [2, 2, 2]
+    # The youngest three are both of r3 and one of r2: youngest-first alone would
+    # leave 2/1/0.
+    for n, inst in enumerate(sorted(w.p.app_instances("/web"), key=lambda i: i.attributes["rack"])):
+        inst.staged_at = w.now - 10 + n
+    w.p.deploy({"/web": dict(w.p.apps["/web"], instances=3)}, w.now)
+    kills = [e for e in w.step() if isinstance(e, Kill)]
+    assert len(kills) == 3 and spread() == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("racks", "count", "left"),
+    [
+        ("aaabc", 2, {"a": 1, "b": 1, "c": 1}),  # the largest group first
+        ("aaaabb", 3, {"a": 1, "b": 2}),  # once even, the first candidate goes
+        ("aabbcc", 3, {"a": 1, "b": 1, "c": 1}),
+        ("abc", 1, {"b": 1, "c": 1}),  # even: the caller's order decides (first candidate)
+    ],
+)
+def test_balanced_kills_even_out_group_by(racks, count, left):
+    candidates = [(f"h{n}", {"rack": r}) for n, r in enumerate(racks)]
+    killed = balanced_kills([["rack", "GROUP_BY"]], candidates, count, lambda c: c)
+    assert len(killed) == count
+    remaining = [c[1]["rack"] for c in candidates if c not in killed]
+    assert {r: remaining.count(r) for r in set(remaining)} == left
+
+
+def test_balanced_kills_only_for_group_by():
+    candidates = [(f"h{n}", {"rack": r}) for n, r in enumerate("aab")]
+    for constraints in ([], [["rack", "MAX_PER", "2"]], [["hostname", "UNIQUE"]]):
+        assert balanced_kills(constraints, candidates, 1, lambda c: c) == []
+    assert balanced_kills([["rack", "GROUP_BY"]], candidates, 3, lambda c: c) == candidates
 
 
 def test_delete_kills_everything_and_terminates():

@@ -28,7 +28,7 @@ from butte.frameworks.marathon.appdef import (
     merge_update,
     normalize_app,
 )
-from butte.frameworks.marathon.model import iso
+from butte.frameworks.marathon.model import is_task_id, iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.ui import PAGE
 
@@ -37,6 +37,8 @@ APP_ACTIONS = ("restart", "tasks", "versions")
 # Served by every instance itself; a standby proxies the rest to the leader.
 LOCAL_PATHS = frozenset({"/", "/ui", "/ping", "/metrics", "/v2/leader"})
 PROXY_HEADER = "X-Marathon-Via"
+# The ``status`` values GET /v2/tasks filters by (the states they keep).
+TASK_STATUS_FILTERS = {"running": "TASK_RUNNING", "staging": "TASK_STAGING"}
 EMBED_ALL = {"tasks", "counts", "deployments", "lastTaskFailure", "taskStats", "readiness"}
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -386,6 +388,8 @@ class Api:
             return _json({"tasks": [self.planner.task_json(i) for i in instances]})
         if request.method != "DELETE" or len(rest) > 1:
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
+        if _flag(request, "scale") and _flag(request, "wipe"):  # as AppTasksResource
+            raise ApiError(400, {"message": "You cannot use scale and wipe at the same time."})
         if rest:
             chosen = [i for i in instances if i.task_id == rest[0]]
             if not chosen:
@@ -419,11 +423,14 @@ class Api:
     # -- tasks, deployments, queue ---------------------------------------------------------
 
     async def tasks(self, request: web.Request) -> web.StreamResponse:
-        wanted = {s.lower() for s in request.query.getall("status", [])}
+        # Marathon's TasksResource knows two values of ``status`` (and ``status[]``) and
+        # ignores any other: with none it knows, every task is listed.
+        asked = request.query.getall("status", []) + request.query.getall("status[]", [])
+        wanted = {TASK_STATUS_FILTERS[v.lower()] for v in asked if v.lower() in TASK_STATUS_FILTERS}
         out = []
         for inst in self.planner.instances.values():
             task = self.planner.task_json(inst)
-            if wanted and task["state"].removeprefix("TASK_").lower() not in wanted:
+            if wanted and task["state"] not in wanted:
                 continue
             out.append(task)
         return _json({"tasks": out})
@@ -433,6 +440,13 @@ class Api:
         ids = body.get("ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise Invalid([{"path": "/ids", "errors": ["must be a list of task ids"]}])
+        # As Marathon's TasksResource.killTasks, before anything is killed.
+        if _flag(request, "scale") and _flag(request, "wipe"):
+            raise ApiError(400, {"message": "You cannot use scale and wipe at the same time."})
+        for task_id in ids:
+            if not is_task_id(task_id):
+                why = f"taskId {task_id} no valid identifier"
+                raise ApiError(400, {"message": f"Invalid task id '{task_id}'. [{why}]"})
         known = [self.planner.instances[t] for t in ids if t in self.planner.instances]
         if _flag(request, "scale"):
             by_app: dict[str, list[str]] = {}
@@ -515,8 +529,24 @@ class Api:
             group_id = canonical_id(body["id"])
             if self.group_json(group_id) is not None or group_id in self.planner.apps:
                 raise ApiError(409, {"message": f"Group {group_id} is already created."})
+            errors = id_errors(group_id)
+            if errors:  # the same rules as an app's id (a group GET could not name it)
+                raise Invalid([{"path": "/id", "errors": errors}])
             return await self._put_group(request, group_id, body, created=True)
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        if request.method == "DELETE":
+            return await self._delete_root(request)
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "DELETE"])
+
+    async def _delete_root(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE /v2/groups``: every app and group goes, as one deployment (Marathon's
+        GroupsResource.delete of the root)."""
+        changes: dict[str, dict[str, Any] | None] = {a: None for a in self.planner.apps}
+        groups: dict[str, dict[str, Any] | None] = {g: None for g in self.planner.groups}
+        d = self.planner.deploy(
+            changes, self.service.now(), force=_flag(request, "force"), groups=groups
+        )
+        await self.service.flush()
+        return _json({"deploymentId": d.id, "version": d.version})
 
     async def group_path(self, request: web.Request) -> web.StreamResponse:
         tail = [s for s in request.match_info["tail"].split("/") if s]
@@ -524,6 +554,8 @@ class Api:
         if "versions" in tail:
             i = tail.index("versions")
             tail, rest = tail[:i], tail[i:]
+        if tail and tail[-1] == "apps" and request.method == "GET":
+            return self._group_apps(request, "/" + "/".join(tail[:-1]))
         group_id = "/" + "/".join(tail)
         if group_id != "/" and id_errors(group_id):
             raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
@@ -549,7 +581,9 @@ class Api:
             created = self.group_json(group_id) is None
             return await self._put_group(request, group_id, body, created=created)
         if request.method == "DELETE":
-            if group_id == "/" or self.group_json(group_id) is None:
+            if group_id == "/":
+                return await self._delete_root(request)
+            if self.group_json(group_id) is None:
                 raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
             changes = {a: None for a in self.planner.apps if _under(a, group_id)}
             d = self.planner.deploy(
@@ -558,6 +592,23 @@ class Api:
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
+
+    def _group_apps(self, request: web.Request, group_id: str) -> web.Response:
+        """``GET /v2/groups/{id}/apps``: the apps in the group and its subgroups, a bare
+        list (empty for an unknown group), as Marathon's GroupsResource ``ListApps``."""
+        embed = set()
+        for value in request.query.getall("embed", []):
+            for item in value.split(","):
+                for prefix in ("group.apps.", "apps.", "app."):
+                    if item.startswith(prefix):
+                        embed.add(item[len(prefix) :])
+                        break
+        apps = [
+            self.planner.app_bytes(a, embed)
+            for a in sorted(self.planner.apps)
+            if _under(a, group_id)
+        ]
+        return web.Response(body=b"[" + b",".join(apps) + b"]", content_type="application/json")
 
     async def _put_group(
         self, request: web.Request, group_id: str, body: dict[str, Any], created: bool
@@ -711,8 +762,6 @@ def _flatten(
             ) from None
         if not _under(spec["id"], group_id):
             raise Invalid([{"path": f"{path}/apps({i})/id", "errors": ["not inside the group"]}])
-        # Group dependencies apply to every app in the group (Marathon's deploy order).
-        spec["dependencies"] = sorted(set(spec["dependencies"]) | set(group_deps))
         specs[spec["id"]] = spec
     subgroups = body.get("groups") or []
     if not isinstance(subgroups, list):

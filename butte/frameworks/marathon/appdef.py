@@ -404,10 +404,17 @@ def _health_checks(errors: _Errors, raw: Any, n_ports: int) -> list[dict[str, An
                 errors.add(f"{path}/command", "a COMMAND health check needs a command")
             entry["command"] = {"value": value}
         else:
-            if "port" in hc:
+            if hc.get("port") is not None and hc.get("portIndex") is not None:
+                # Marathon's HealthCheckWithPort validator (port XOR portIndex), which
+                # reports it on the health check itself.
+                errors.add(path, "HealthCheck must specify either a port or a portIndex")
+            elif hc.get("port") is not None:
                 entry["port"] = _integer(errors, f"{path}/port", hc["port"], 1, 65535)
             else:
-                index = _integer(errors, f"{path}/portIndex", hc.get("portIndex", 0), 0, 1000)
+                raw_index = hc.get("portIndex")
+                index = _integer(
+                    errors, f"{path}/portIndex", 0 if raw_index is None else raw_index, 0, 1000
+                )
                 if index >= n_ports:
                     errors.add(
                         f"{path}/portIndex", f"index {index} but the app has {n_ports} ports"
@@ -436,11 +443,8 @@ def _upgrade(errors: _Errors, raw: Any) -> dict[str, float]:
         key: _number(errors, f"/upgradeStrategy/{key}", raw.get(key, default), 0.0, 1.0)
         for key, default in DEFAULT_UPGRADE.items()
     }
-    if out["minimumHealthCapacity"] == 1.0 and out["maximumOverCapacity"] == 0.0:
-        errors.add(
-            "/upgradeStrategy",
-            "minimumHealthCapacity 1 with maximumOverCapacity 0 can never replace an instance",
-        )
+    # Both in [0, 1] is all Marathon asks (SchedulingValidation); where they leave no room
+    # to replace anything the planner allows one instance over capacity.
     return out
 
 

@@ -5,6 +5,9 @@ the name of an agent attribute. Operators: UNIQUE (one instance per value), CLUS
 one value: the given one, else the first used), GROUP_BY (spread evenly over the values,
 optionally over at least N of them), LIKE / UNLIKE (the value matches / does not match a
 regular expression), MAX_PER (at most N instances per value), IS (the value equals).
+
+Scaling down keeps GROUP_BY groups even (`balanced_kills`), as Marathon's
+``Constraints.selectInstancesToKill`` does; the other operators cannot be broken by a kill.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 OPERATORS = frozenset({"UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS"})
 _NEEDS_VALUE = frozenset({"LIKE", "UNLIKE", "MAX_PER", "IS"})
@@ -120,3 +125,73 @@ def _holds(op: str, value: str | None, here: str | None, others: list[str]) -> b
             return False  # spread onto a new value first
         return counts[here] <= min(counts.values())
     return False
+
+
+def balanced_kills(
+    constraints: Sequence[Sequence[str]],
+    candidates: Sequence[T],
+    count: int,
+    place: Callable[[T], tuple[str, Mapping[str, str]]],
+) -> list[T]:
+    """Up to ``count`` of ``candidates`` to kill so that the app's GROUP_BY groups stay (or
+    become) even: one at a time from the largest group of the most uneven GROUP_BY field,
+    as Marathon's ``Constraints.selectInstancesToKill``. ``candidates`` come in the order the
+    caller prefers to kill them (that order picks within the largest groups); ``place``
+    gives a candidate's hostname and attributes. Empty when no GROUP_BY applies; the caller
+    takes the rest of what it kills in its own order."""
+    if count >= len(candidates):
+        return list(candidates)
+    fields = [c[0] for c in constraints if c[1] == "GROUP_BY"]
+    if not fields or count <= 0:
+        return []
+    # Per GROUP_BY field: the group (index) of each candidate and the groups' sizes.
+    member: list[list[int]] = []
+    sizes: list[list[int]] = []
+    for field in fields:
+        index: dict[str | None, int] = {}
+        of = []
+        for c in candidates:
+            host, attributes = place(c)
+            of.append(index.setdefault(offer_value(field, host, attributes), len(index)))
+        member.append(of)
+        sizes.append(list(Counter(of)[g] for g in range(len(index))))
+    initial = [max(s) - min(s) for s in sizes]
+
+    def spread_without(d: int, i: int) -> int:
+        """The d-th field's max - min group size once candidate i is gone too."""
+        s = sizes[d]
+        g = member[d][i]
+        s[g] -= 1
+        out = max(s) - min(s)
+        s[g] += 1
+        return out
+
+    def acceptable(i: int) -> bool:
+        # Marathon's isMoreEvenWithout: even enough, or more even than before any kill.
+        return all(
+            (after := spread_without(d, i)) <= 1 or initial[d] > after for d in range(len(fields))
+        )
+
+    chosen: list[int] = []
+    taken: set[int] = set()
+    while len(chosen) < count:
+        spread = [max(s) - min(s) for s in sizes]
+        tried: list[int] = []
+        for d in sorted(range(len(fields)), key=lambda d: -spread[d]):
+            if spread[d] == 0:
+                continue  # even: this field proposes nobody
+            largest = max(sizes[d])
+            tried += [
+                i
+                for i in range(len(candidates))
+                if i not in taken and sizes[d][member[d][i]] == largest
+            ]
+        tried += [i for i in range(len(candidates)) if i not in taken]
+        pick = next((i for i in tried if acceptable(i)), None)
+        if pick is None:
+            break
+        chosen.append(pick)
+        taken.add(pick)
+        for d in range(len(fields)):
+            sizes[d][member[d][pick]] -= 1
+    return [candidates[i] for i in chosen]

@@ -4,6 +4,7 @@ JSON renderings of them (only the fields Marathon's clients know)."""
 from __future__ import annotations
 
 import functools
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,51 @@ TERMINAL_STATES = frozenset(
 )
 # Terminal states that count as the app failing (they back off its next launches).
 FAILURE_STATES = frozenset({"TASK_FAILED", "TASK_ERROR", "TASK_FINISHED", "TASK_DROPPED"})
+
+
+# The forms of Marathon's task ids (core/task/Task.scala, Task.Id.parse): the instance-era
+# ``<app>.instance-<uuid>._app[.<attempt>]`` (whose instance id is ``<app>.instance-<uuid>``)
+# and the legacy ``<app>.<uuid>[.<attempt>]``.
+_INSTANCE_TASK_ID = re.compile(r"(.+\.(?:instance-|marathon-)[^_.]+)[._][^.]+(?:\.\d+)?")
+_LEGACY_TASK_ID = re.compile(r".+[._][^_.]+(?:\.\d+)?")
+
+
+def instance_id(task_id: str) -> str:
+    """The id of the instance a task belongs to, as Marathon reports it in events, health
+    check results and task failures (``web.instance-<uuid>`` of ``web.instance-<uuid>._app.1``);
+    an id of another form is its own instance's."""
+    m = _INSTANCE_TASK_ID.fullmatch(task_id)
+    return m.group(1) if m else task_id
+
+
+def is_task_id(text: str) -> bool:
+    """Whether ``text`` has the form of a Marathon task id (else its task APIs answer 400)."""
+    return bool(_INSTANCE_TASK_ID.fullmatch(text) or _LEGACY_TASK_ID.fullmatch(text))
+
+
+# Marathon's instance conditions (core/condition/Condition.scala) of the Mesos task states;
+# TASK_LOST counts as Gone, since butte replaces a lost task at once.
+_CONDITIONS = {
+    "TASK_STAGING": "Staging",
+    "TASK_STARTING": "Starting",
+    "TASK_RUNNING": "Running",
+    "TASK_KILLING": "Killing",
+    "TASK_FINISHED": "Finished",
+    "TASK_FAILED": "Failed",
+    "TASK_KILLED": "Killed",
+    "TASK_ERROR": "Error",
+    "TASK_LOST": "Gone",
+    "TASK_GONE": "Gone",
+    "TASK_GONE_BY_OPERATOR": "Gone",
+    "TASK_DROPPED": "Dropped",
+    "TASK_UNREACHABLE": "Unreachable",
+    "TASK_UNKNOWN": "Unknown",
+}
+
+
+def condition_of(state: str) -> str:
+    """The condition ``instance_changed_event`` reports for a Mesos task state."""
+    return _CONDITIONS.get(state, "Unknown")
 
 
 def iso(t: float | None) -> str | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import itertools
 import math
 import random
 import uuid
@@ -32,7 +31,7 @@ from typing import Any
 import msgspec
 
 from butte.frameworks.marathon.appdef import Invalid, config_of
-from butte.frameworks.marathon.constraints import first_violation
+from butte.frameworks.marathon.constraints import balanced_kills, first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
     ACTIVE_STATES,
@@ -50,6 +49,8 @@ from butte.frameworks.marathon.model import (
     Reconcile,
     Revive,
     Suppress,
+    condition_of,
+    instance_id,
     iso,
     iso_ms,
 )
@@ -262,7 +263,7 @@ class Planner:
     ) -> Deployment:
         """Applies new definitions (None: delete the app) as one deployment. Raises
         ApiError 409 if an affected app is in another deployment (unless ``force``, which
-        cancels those), 422 for unknown dependencies or a dependency cycle."""
+        cancels those), 422 for a dependency cycle."""
         changes = dict(changes)
         restart = set(restart)
         locking = self.locking_deployments(changes)
@@ -275,7 +276,7 @@ class Planner:
                     "deployments": [{"id": d.id} for d in locking],
                 },
             )
-        self._check_dependencies(changes)
+        graph = self._dependency_graph(changes, groups or {})
         version = self.new_version(now)
         for d in locking:
             self._cancel(d, now)
@@ -303,7 +304,7 @@ class Planner:
             if old is None:
                 starts.append({"action": "StartApplication", "app": app_id})
         kept = {a: s for a, s in target.items() if s is not None}
-        for level in self._levels(kept):
+        for level in _levels(kept, graph):
             actions = []
             for app_id in level:
                 old, new = original[app_id], kept[app_id]
@@ -392,61 +393,65 @@ class Planner:
         new["versionInfo"] = info
         return new
 
-    def _check_dependencies(self, changes: Mapping[str, dict[str, Any] | None]) -> None:
-        details = []
-
-        def exists(dep: str) -> bool:
-            if changes.get(dep) is not None or (dep in self.apps and dep not in changes):
-                return True
-            if dep in self.groups:
-                return True
-            live = (a for a, s in changes.items() if s is not None)
-            return any(_under(a, dep) for a in itertools.chain(self.apps, live))
-
-        for app_id, spec in changes.items():
-            if spec is None:
-                continue
-            for dep in spec.get("dependencies", ()):
-                if not exists(dep):
-                    details.append(
-                        {"path": "/dependencies", "errors": [f"{app_id}: unknown dependency {dep}"]}
-                    )
-        if details:
-            raise ApiError(422, {"message": "Object is not valid", "details": details})
-
-    def _levels(self, specs: Mapping[str, dict[str, Any]]) -> list[list[str]]:
-        """The changed apps in dependency order (apps in one level do not depend on each
-        other); a cycle is refused with 422."""
-        ids = set(specs)
-
-        def deps_of(app_id: str) -> set[str]:
-            out: set[str] = set()
-            for dep in specs[app_id].get("dependencies", ()):
-                out.update(a for a in ids if a == dep or _under(a, dep))
-            out.discard(app_id)
-            return out
-
-        remaining = {a: deps_of(a) for a in sorted(ids)}
-        levels = []
-        while remaining:
-            ready = sorted(a for a, deps in remaining.items() if not deps & set(remaining))
-            if not ready:
-                raise ApiError(
-                    422,
-                    {
-                        "message": "Object is not valid",
-                        "details": [
-                            {
-                                "path": "/dependencies",
-                                "errors": [f"dependency cycle among {sorted(remaining)}"],
-                            }
-                        ],
-                    },
-                )
-            levels.append(ready)
-            for a in ready:
-                del remaining[a]
-        return levels
+    def _dependency_graph(
+        self,
+        changes: Mapping[str, dict[str, Any] | None],
+        groups: Mapping[str, dict[str, Any] | None],
+    ) -> dict[str, set[str]]:
+        """Each app (as the change leaves them) -> the apps it depends on: those its own
+        ``dependencies`` name (an app, or every app of a group) and those its groups'
+        ``dependencies`` name, combined only here, for the deployment order (Marathon's
+        RootGroup.applicationDependencies). Ids that resolve to nothing are ignored, as
+        Marathon does; a cycle is refused with 422 (RootGroup's noCyclicDependencies)."""
+        apps = {a: spec for a, spec in self.apps.items() if a not in changes}
+        apps.update((a, spec) for a, spec in changes.items() if spec is not None)
+        group_deps = {g: group.get("dependencies", []) for g, group in self.groups.items()}
+        for group_id, group in groups.items():
+            if group is None:  # as `_set_group`: the group and those under it go
+                for g in [g for g in group_deps if g == group_id or _under(g, group_id)]:
+                    del group_deps[g]
+            else:
+                group_deps[group_id] = group.get("dependencies", [])
+        graph: dict[str, set[str]] = {}
+        for app_id, spec in apps.items():
+            wanted = list(spec.get("dependencies", ()))
+            ancestor = _parent(app_id)
+            while ancestor != "/":
+                wanted += group_deps.get(ancestor, ())
+                ancestor = _parent(ancestor)
+            deps: set[str] = set()
+            for dep in wanted:
+                if dep in apps:
+                    deps.add(dep)
+                else:
+                    deps.update(a for a in apps if _under(a, dep))
+            deps.discard(app_id)
+            graph[app_id] = deps
+        # Kahn's algorithm over every app: whatever cannot be ordered is on a cycle.
+        dependents: dict[str, list[str]] = {}
+        waiting = {a: len(deps) for a, deps in graph.items()}
+        for app_id, deps in graph.items():
+            for dep in deps:
+                dependents.setdefault(dep, []).append(app_id)
+        ready = [a for a, n in waiting.items() if n == 0]
+        ordered = 0
+        while ready:
+            ordered += 1
+            for dependent in dependents.get(ready.pop(), ()):
+                waiting[dependent] -= 1
+                if waiting[dependent] == 0:
+                    ready.append(dependent)
+        if ordered < len(graph):
+            raise ApiError(
+                422,
+                {
+                    "message": "Object is not valid",
+                    "details": [
+                        {"path": "/", "errors": ["Dependency graph has cyclic dependencies."]}
+                    ],
+                },
+            )
+        return graph
 
     def cancel_deployment(self, deployment_id: str, now: float, force: bool) -> Deployment | None:
         """``DELETE /v2/deployments/ID``: with ``force`` the deployment just stops (apps
@@ -522,6 +527,17 @@ class Planner:
             ipAddresses=[{"ipAddress": inst.ip, "protocol": "IPv4"}],
             version=inst.version,
         )
+        if condition_of(state) != condition_of(inst.state):
+            self._publish(
+                "instance_changed_event",
+                now,
+                instanceId=instance_id(task_id),
+                condition=condition_of(state),
+                runSpecId=inst.app_id,
+                agentId=inst.agent_id,
+                host=inst.host,
+                runSpecVersion=inst.version,
+            )
         if state in TERMINAL_STATES:
             self._terminal(inst, state, status, now)
             return
@@ -562,7 +578,7 @@ class Planner:
                 now,
                 appId=inst.app_id,
                 taskId=inst.task_id,
-                instanceId=inst.task_id,
+                instanceId=instance_id(inst.task_id),
                 healthCheck=check,
             )
         if before != healthy:
@@ -571,10 +587,18 @@ class Planner:
                 now,
                 appId=inst.app_id,
                 taskId=inst.task_id,
-                instanceId=inst.task_id,
+                instanceId=instance_id(inst.task_id),
                 version=inst.version,
                 alive=healthy,
                 healthCheck=check,
+            )
+            self._publish(
+                "instance_health_changed_event",
+                now,
+                instanceId=instance_id(inst.task_id),
+                runSpecId=inst.app_id,
+                healthy=healthy,
+                runSpecVersion=inst.version,
             )
 
     def _terminal(self, inst: Instance, state: str, status: Mapping[str, Any], now: float) -> None:
@@ -587,7 +611,7 @@ class Planner:
                 now,
                 appId=inst.app_id,
                 taskId=inst.task_id,
-                instanceId=inst.task_id,
+                instanceId=instance_id(inst.task_id),
                 version=inst.version,
                 reason=status.get("message") or "health checks failed",
                 host=inst.host,
@@ -601,7 +625,7 @@ class Planner:
             "message": status.get("message", ""),
             "state": state,
             "taskId": inst.task_id,
-            "instanceId": inst.task_id,
+            "instanceId": instance_id(inst.task_id),
             "slaveId": inst.agent_id,
             "timestamp": iso(now),
             "version": inst.version,
@@ -810,6 +834,10 @@ class Planner:
         strategy = spec["upgradeStrategy"]
         min_healthy = math.ceil(target * strategy["minimumHealthCapacity"])
         max_capacity = max(target, math.floor(target * (1 + strategy["maximumOverCapacity"])))
+        if target > 0 and min_healthy == max_capacity:
+            # Neither a kill nor a launch would be allowed: one instance over capacity at a
+            # time, as Marathon's TaskReplaceActor.computeRestartStrategy allows.
+            max_capacity += 1
         for inst in self._kill_order(old, spec):
             if len(old) == 0:
                 break
@@ -821,7 +849,7 @@ class Planner:
                 old.remove(inst)
                 healthy -= 1
         if len(new) > target:
-            for inst in self._kill_order(new, spec)[: len(new) - target]:
+            for inst in self._scale_down_kills(new, spec, len(new) - target):
                 self._kill(inst, now)
             new = new[:target]
         want = target - len(new)
@@ -850,6 +878,17 @@ class Planner:
         ):
             self._kill(inst, now)
             self._remove(inst)
+
+    def _scale_down_kills(
+        self, instances: list[Instance], spec: Mapping[str, Any], count: int
+    ) -> list[Instance]:
+        """The ``count`` instances a scale-down kills: first those that keep the app's
+        GROUP_BY groups even, then the rest in `_kill_order` (Marathon's
+        ScalingProposition.propose with Constraints.selectInstancesToKill)."""
+        ordered = self._kill_order(instances, spec)
+        first = balanced_kills(spec["constraints"], ordered, count, _placement)
+        chosen = {i.task_id for i in first}
+        return first + [i for i in ordered if i.task_id not in chosen][: count - len(first)]
 
     def _kill_order(self, instances: list[Instance], spec: Mapping[str, Any]) -> list[Instance]:
         """Which to kill first: unreachable, then not yet running, then unhealthy, then by
@@ -1099,7 +1138,7 @@ class Planner:
                     "lastSuccess": iso(inst.last_success),
                     "lastFailureCause": inst.last_failure_cause,
                     "taskId": inst.task_id,
-                    "instanceId": inst.task_id,
+                    "instanceId": instance_id(inst.task_id),
                 }
             )
         state = "TASK_KILLING" if inst.killing else inst.state
@@ -1175,6 +1214,40 @@ class Planner:
         if "readiness" in embed:
             out["readinessCheckResults"] = self.readiness_of(app_id)
         return out
+
+
+def _placement(inst: Instance) -> tuple[str, Mapping[str, str]]:
+    return inst.host, inst.attributes
+
+
+def _levels(specs: Mapping[str, dict[str, Any]], graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """The changed apps (``specs``) in dependency order: an app comes after every changed
+    app it depends on, directly or through unchanged ones (``graph``, acyclic); apps in one
+    level do not depend on each other."""
+    ids = set(specs)
+
+    def changed_deps(app_id: str) -> set[str]:
+        out: set[str] = set()
+        seen = {app_id}
+        todo = list(graph.get(app_id, ()))
+        while todo:
+            dep = todo.pop()
+            if dep in seen:
+                continue
+            seen.add(dep)
+            if dep in ids:
+                out.add(dep)
+            todo.extend(graph.get(dep, ()))
+        return out
+
+    remaining = {a: changed_deps(a) for a in sorted(ids)}
+    levels = []
+    while remaining:
+        ready = sorted(a for a, deps in remaining.items() if not deps & remaining.keys())
+        levels.append(ready)
+        for a in ready:
+            del remaining[a]
+    return levels
 
 
 def _mutable(inst: Instance) -> tuple[Any, ...]:
