@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from butte.cli.common import CliError
+from butte.core.parent_death import die_with_parent
 from butte.core.tls import client_context_for
 
 SUMMARY = "start a master and agents on this machine"
@@ -107,20 +108,6 @@ def port_in_use(port: int, host: str = HOST) -> bool:
 
 # What stops an agent with its tasks (Mesos' SIGUSR1: SIGTERM ends it and leaves them).
 AGENT_STOP_SIGNAL = signal.SIGUSR1
-
-
-def _set_parent_death_signal(number: int) -> None:
-    """Runs in the child before exec: on Linux, ask for signal ``number`` (what stops the
-    daemon) when the parent dies, so a killed ``butte local`` (or test run) does not leave
-    daemons behind."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, number, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def descendant_pids(pid: int) -> list[int]:
@@ -205,8 +192,10 @@ class ManagedProcess:
             # Own session: a Ctrl-C in the terminal reaches only us, and we stop the daemons in
             # order instead of all of them getting SIGINT at once.
             start_new_session=True,
+            # The daemon's stop signal when we die: a killed `butte local` (or test run)
+            # leaves no daemons behind.
             preexec_fn=(
-                functools.partial(_set_parent_death_signal, self.stop_signal)
+                functools.partial(die_with_parent, self.stop_signal)
                 if sys.platform == "linux"
                 else None
             ),

@@ -112,6 +112,9 @@ class ButteCluster(Cluster):
         self._driver: asyncio.Task[None] | None = None
         self._effects: set[asyncio.Task[None]] = set()
         self._suppressed = False
+        # An offer was declined for 30 s while nothing was pending: the master then offers
+        # that agent to us no more until a REVIVE clears the filter.
+        self._filtered = False
         self._hostnames: dict[str, str] = {}
         shape = WorkerShape(self.worker_cpus, self.worker_memory_mib, 2 if nanny else 1)
         cluster_id = uuid.uuid4().hex[:8]
@@ -317,13 +320,14 @@ class ButteCluster(Cluster):
             self._log(f"Killing {name} failed: {e}")
 
     async def _sync_offers(self) -> None:
-        """Revives offers while workers are pending, suppresses them otherwise."""
+        """Revives offers while workers are pending (also after a long decline, whose filter
+        only a REVIVE clears), suppresses them otherwise."""
         if self._client is None:
             return
         wanted = self._plan.wants_offers()
         try:
-            if wanted and self._suppressed:
-                self._suppressed = False
+            if wanted and (self._suppressed or self._filtered):
+                self._suppressed = self._filtered = False
                 await self._client.revive()
             elif not wanted and not self._suppressed:
                 self._suppressed = True
@@ -381,6 +385,9 @@ class ButteCluster(Cluster):
             else:
                 refuse = 1.0 if self._plan.wants_offers() else 30.0
                 await self._client.decline([offer], refuse_seconds=refuse)
+                # Set once the master has the filter, so that a REVIVE (the OFFERS handler
+                # syncs after this) cannot overtake the decline it must undo.
+                self._filtered = self._filtered or refuse > 1.0
         except CallError as e:
             self._log(f"Warning: {e}")
             self._plan.launch_failed(launch.name for launch in launches)

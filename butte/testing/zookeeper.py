@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from butte.cli.local import HOST, ManagedProcess, free_port
+from butte.core.parent_death import die_with_parent
 
 JAVA_DIR = Path("/usr/share/java")
 ZOOKEEPER_JAR = JAVA_DIR / "zookeeper.jar"
@@ -78,14 +79,6 @@ def four_letter_word(port: int, word: str = "srvr", timeout: float = 1.0) -> str
     except OSError:
         return ""
     return b"".join(chunks).decode(errors="replace")
-
-
-def _set_parent_death_signal() -> None:
-    """In the child before exec: SIGKILL when the test process dies (no stray servers)."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 # Log lines that tell how an election went: state changes, rounds, timeouts and failures.
@@ -155,7 +148,8 @@ class ZooKeeperServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+                # SIGKILL when the test process dies: no stray servers.
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         finally:
             log.close()

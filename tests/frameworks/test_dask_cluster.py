@@ -79,6 +79,34 @@ def test_array_reduction_and_futures_on_two_agents_then_close_leaves_nothing(clu
     assert len(done) == 1 and len(done[0]["completed_tasks"]) == 4
 
 
+class _ScalesWhileDeclining(ButteCluster):
+    """Asks for a worker the moment its first idle decline (a 30 s filter) has reached the
+    master, before the offers are synced: the window in which a scale() used to wait the
+    filter out, as nothing cleared it."""
+
+    async def _use_offer(self, offer: dict) -> None:
+        client = self._client
+        if client is not None and not getattr(self, "_hooked", False):
+            self._hooked = True
+            decline = client.decline
+
+            async def declined_then_scaled(offers: list, refuse_seconds: float) -> None:
+                await decline(offers, refuse_seconds=refuse_seconds)
+                if refuse_seconds > 1 and not self.plan:
+                    self._apply_scale(1)
+
+            client.decline = declined_then_scaled  # type: ignore[method-assign]
+        await super()._use_offer(offer)
+
+
+@pytest.mark.cluster(agents=1, resources=AGENTS[:1])
+def test_a_scale_during_an_idle_decline_launches_at_once(cluster):
+    started = time.monotonic()
+    with _ScalesWhileDeclining(cluster.master_address, **WORKER):
+        wait_for(lambda: live_tasks(cluster.state()), "a worker launched", 25)
+        assert time.monotonic() - started < 25  # not the decline's 30 s
+
+
 @pytest.mark.cluster(agents=2, resources=AGENTS)
 def test_async_form_and_adaptive_scaling_up_and_down(cluster):
     async def main() -> None:

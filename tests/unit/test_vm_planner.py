@@ -14,6 +14,7 @@ from butte.frameworks.vm import guest
 from butte.frameworks.vm import planner as plan
 
 KERNEL = "/boot/vmlinuz"
+LAUNCH = "REASON_CONTAINER_LAUNCH_FAILED"
 
 
 def offer(oid: str, cpus: float = 4, mem: float = 2048, agent: str = "a1") -> dict:
@@ -30,8 +31,12 @@ def of_type(effects: list, kind: type) -> list:
     return [e for e in effects if isinstance(e, kind)]
 
 
-def update(task_id: str, state: str, message: str = "", labels: dict | None = None) -> dict:
+def update(
+    task_id: str, state: str, message: str = "", labels: dict | None = None, reason: str = ""
+) -> dict:
     status = {"task_id": {"value": task_id}, "state": state, "message": message}
+    if reason:
+        status["reason"] = reason
     if labels:
         status["labels"] = {"labels": [{"key": k, "value": v} for k, v in labels.items()]}
     return status
@@ -84,6 +89,19 @@ def test_task_ends_map_to_vm_states(state: str, vm_state: str, desired: str) -> 
     effects = p.on_update(update(vm.task_id or "", state, "why"))
     assert (vm.state, vm.desired, vm.task_id, vm.message) == (vm_state, desired, None, "why")
     assert of_type(effects, plan.Persist)
+
+
+def test_a_guest_that_never_ran_has_failed_not_crashed() -> None:
+    p = plan.VmPlanner()
+    vm = running(p)
+    launched = p.on_update(update(vm.task_id or "", ts.FAILED, "Failed to fetch", reason=LAUNCH))
+    assert (vm.state, vm.message) == ("failed", "Failed to fetch")
+    assert of_type(launched, plan.Persist)
+    p.start("web")
+    (launch,) = of_type(p.on_offers([offer("o2")]), plan.Launch)
+    assert vm.state == "starting"
+    p.on_update(update(launch.task["task_id"]["value"], ts.FAILED, "QEMU exited with status 1"))
+    assert vm.state == "failed"
 
 
 def test_a_lost_guest_is_booted_again() -> None:

@@ -10,7 +10,6 @@ a non-zero one is also reported to ``butte mpi`` (`report_failure`), which fails
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import signal
@@ -20,6 +19,7 @@ import threading
 from types import FrameType
 from typing import BinaryIO
 
+from butte.core.parent_death import die_with_parent
 from butte.frameworks.mpi.wire import call
 
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
@@ -32,15 +32,6 @@ def rank_of(environ: dict[str, str] | os._Environ[str]) -> str:
         if value.isdigit():
             return value
     return "unknown"
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when this wrapper dies (the MPI daemon may SIGKILL it)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _copy(source: io.BufferedIOBase, sinks: tuple[BinaryIO, ...]) -> None:
@@ -78,7 +69,7 @@ def main(argv: list[str]) -> int:
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # the MPI daemon may SIGKILL this wrapper
             close_fds=False,
         )
     except OSError as e:

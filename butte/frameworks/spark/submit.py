@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import getpass
 import os
 import shlex
@@ -38,6 +39,7 @@ from butte.client.scheduler import (
     SchedulerError,
     SubscriptionError,
 )
+from butte.core.parent_death import die_with_parent
 from butte.core.resources import ResourceError
 from butte.frameworks.offers import local_address_for, offer_view, task_resources
 from butte.frameworks.spark.plan import Launch, SparkPlan, SparkRequest, memory_mib
@@ -530,8 +532,14 @@ class SparkSubmit:
         env.setdefault("SPARK_LOCAL_IP", local_address_for(self.spec.master))
         if self.spec.java_home:
             env["JAVA_HOME"] = self.spec.java_home
-        # Its own session: our signal handling decides when the driver stops.
-        return await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
+        # Its own session: our signal handling decides when the driver stops; and SIGTERM
+        # when we die, as a driver that is the submitting process (plain spark-submit) would.
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGTERM),
+        )
 
     async def _stop_driver(self) -> None:
         """SIGTERM to the driver's process group, SIGKILL after a grace period."""

@@ -140,5 +140,7 @@ def end_of_guest(returncode: int, stopping: bool, panicked: bool) -> tuple[str, 
     if returncode == 0:
         return task_states.FINISHED, "guest powered off"
     if returncode < 0:
-        return task_states.FAILED, f"guest crashed: QEMU killed by signal {-returncode}"
-    return task_states.FAILED, f"guest crashed: QEMU exited with status {returncode}"
+        why = f"QEMU killed by signal {-returncode}"
+    else:
+        why = f"QEMU exited with status {returncode}"
+    return task_states.FAILED, f"guest crashed: {why} (see qemu.log)"

@@ -373,9 +373,12 @@ class VmPlanner:
                 vm.state = "running"
             vm.message = message
             return [Persist()]
-        return self._ended(vm, state, message)
+        return self._ended(vm, state, message, status.get("reason") or "")
 
-    def _ended(self, vm: Vm, state: str, message: str) -> list[Effect]:
+    def _ended(self, vm: Vm, state: str, message: str, reason: str = "") -> list[Effect]:
+        # A guest that never ran (its files could not be fetched, QEMU could not start) has
+        # failed; one that ran and died has crashed.
+        never_ran = reason == "REASON_CONTAINER_LAUNCH_FAILED" or vm.state != "running"
         vm.task_id = None
         vm.message = message
         if vm.desired == "deleted":
@@ -385,7 +388,7 @@ class VmPlanner:
             vm.state, vm.desired = "stopped", "stopped"
         elif state == ts.FINISHED:
             vm.state, vm.desired = "shut off", "stopped"
-        elif state == ts.FAILED:
+        elif state == ts.FAILED and not never_ran:
             vm.state, vm.desired = "crashed", "stopped"
         elif state in _RELAUNCH:
             vm.state = "pending"
