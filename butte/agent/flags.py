@@ -355,8 +355,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
         help="open HTTP connections the agent accepts at once; more are answered 503 and "
-        f"closed, open ones are kept (0: no limit; butte's own flag; default "
-        f"{DEFAULT_MAX_CONNECTIONS})",
+        "closed, open ones are kept (0: no limit of its own; never more than 3/4 of the "
+        f"open-file limit; butte's own flag; default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    add(
+        "--http_header_timeout",
+        type=duration,
+        default="30secs",
+        help="how long a connection's first request head may take to arrive before it is "
+        "closed with 408 (idle or slow clients; plain HTTP; butte's own flag; default 30secs)",
     )
     add_image_flags(parser)
     add_docker_flags(parser)

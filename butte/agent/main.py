@@ -107,6 +107,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         flags=agent_flags.flags_for_state(args),
         auth=auth_from_args(args),
         max_connections=args.max_connections,
+        http_header_timeout=args.http_header_timeout,
         docker=docker_options(args),
     )
 
@@ -133,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.max_connections < 0:
         print("agent: --max_connections must not be negative", file=sys.stderr)
+        return 2
+    if args.http_header_timeout <= 0:
+        print("agent: --http_header_timeout must be > 0", file=sys.stderr)
         return 2
     if args.container_disk_watermark_interval <= 0:
         print("agent: --container_disk_watch_interval must be > 0", file=sys.stderr)

@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import resource
 import signal
 import ssl
 import sys
@@ -89,7 +88,13 @@ from butte.core import docker_info, internal, resource_ops
 from butte.core import task_states as ts
 from butte.core.auth import basic_header
 from butte.core.clock import Clock, SystemClock
-from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+from butte.core.conn_limit import (
+    DEFAULT_MAX_CONNECTIONS,
+    HEAD_TIMEOUT,
+    ConnectionLimit,
+    quiet_accept_errors,
+    raise_fd_limit,
+)
 from butte.core.messages import ExecutorCall, to_builtins
 from butte.core.resources import Attribute, Resources, parse_resources
 from butte.core.tls_listener import TlsListen, plain_paths_only
@@ -211,8 +216,10 @@ class AgentOptions:
     master_tls: ssl.SSLContext | None = None
     # --authenticate_http_*, --http_credentials, --executor_secret_key, --acls.
     auth: AgentAuth = field(default_factory=AgentAuth)
-    # --max_connections: open HTTP connections accepted at once (0: no limit).
+    # --max_connections: open HTTP connections accepted at once (0: no limit of its own).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # --http_header_timeout: how long a connection's first request head may take.
+    http_header_timeout: float = HEAD_TIMEOUT
     # --containerizers and the docker flags (docs/docker.md).
     docker: docker_containerizer.DockerOptions = field(
         default_factory=docker_containerizer.DockerOptions
@@ -303,6 +310,7 @@ class AgentServer:
     async def start(self) -> None:
         """Binds the HTTP server, builds the core, starts talking to the master."""
         raise_fd_limit()
+        quiet_accept_errors(asyncio.get_running_loop())
         if is_zk_url(self.options.master):
             # First, so an unreachable ensemble fails the start before anything is bound.
             from butte.coord.detector import LeaderDetector  # kazoo: only when asked for
@@ -540,7 +548,9 @@ class AgentServer:
         server = runner.server
         assert server is not None
         tls = self.options.tls
-        self.connection_limit = ConnectionLimit(self.options.max_connections, tls is None)
+        self.connection_limit = ConnectionLimit(
+            self.options.max_connections, tls is None, self.options.http_header_timeout
+        )
         factory = server if tls is None else tls.wrap(server, plain_from_local=True)
         self._tls_listener = await asyncio.get_running_loop().create_server(
             self.connection_limit.wrap(factory),
@@ -1254,17 +1264,6 @@ class AgentServer:
             out[f"containerizer/{name}"] = float(value)
         out["slave/container_launch_errors"] = out["containerizer/containers_launch_failed"]
         return out
-
-
-def raise_fd_limit() -> None:
-    """Every task holds a few descriptors here (pidfd, executor connections): use the hard
-    limit rather than the usual soft 1024."""
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY:
-            hard = 1 << 20
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def serve(options: AgentOptions) -> int:

@@ -197,8 +197,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
         help="open HTTP connections the master accepts at once; more are answered 503 and "
-        f"closed, open ones are kept (0: no limit; butte's own flag; default "
-        f"{DEFAULT_MAX_CONNECTIONS})",
+        "closed, open ones are kept (0: no limit of its own; never more than 3/4 of the "
+        f"open-file limit; butte's own flag; default {DEFAULT_MAX_CONNECTIONS})",
     )
     parser.add_argument(
         "--logging_level",

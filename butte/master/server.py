@@ -29,7 +29,12 @@ from butte.coord.leadership import Leadership, Role
 from butte.core import internal
 from butte.core.clock import Clock, SystemClock
 from butte.core.codec import encode_json, record
-from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS, ConnectionLimit
+from butte.core.conn_limit import (
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimit,
+    quiet_accept_errors,
+    raise_fd_limit,
+)
 from butte.core.container_info import required_fields_problem
 from butte.core.ids import IdGenerator
 from butte.core.messages import (
@@ -232,6 +237,8 @@ class MasterServer:
             )
 
         tls = self.config.tls
+        raise_fd_limit()
+        quiet_accept_errors(asyncio.get_running_loop())
         self.connection_limit = ConnectionLimit(self.config.max_connections, tls is None)
         self._listener = await asyncio.get_running_loop().create_server(
             self.connection_limit.wrap(fast_path if tls is None else tls.wrap(fast_path)),

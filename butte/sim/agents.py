@@ -31,7 +31,6 @@ import contextlib
 import functools
 import logging
 import random
-import resource
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from yarl import URL
 
 import butte
 from butte.core import internal, task_states
+from butte.core.conn_limit import raise_fd_limit
 from butte.core.messages import ID, ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 from butte.core.resources import Attribute, Resources, parse_attributes, parse_resources
 from butte.sim.durations import TaskDuration
@@ -153,18 +153,6 @@ class _Connector:
             lambda data: None,  # `_serve` binds the agent's handler before registering
             CONNECT_TIMEOUT,
         )
-
-
-def raise_fd_limit() -> int:
-    """Raises this process's open-file soft limit to the hard limit; returns the new limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 1 << 20)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    return soft
 
 
 class SimulatedCluster:

@@ -86,3 +86,44 @@ def test_master_and_agent_refuse_connections_over_the_limit(cluster_factory) -> 
     metrics = requests.get(agent.url + "/metrics/snapshot", timeout=10).json()
     assert metrics["slave/connections_refused"] >= 1
     cluster.wait_agents_active(1)  # the agent stayed registered throughout
+
+
+def test_the_agent_closes_connections_whose_first_head_does_not_come(cluster_factory) -> None:
+    """An idle connection and one trickling its head are answered 408 and closed once
+    --http_header_timeout passes; a connection that sent its request is served and kept."""
+    cluster = cluster_factory(agent_flags=["--http_header_timeout=1secs"])
+    port = cluster.agents[0].port
+    idle, trickle, served = _connect(port), _connect(port), _connect(port)
+    try:
+        assert _health(served).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        for piece in (b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: 1\r\n"):
+            trickle.sendall(piece)
+            time.sleep(0.4)
+        for sock in (idle, trickle):
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert sock.recv(4096) == b""  # closed
+        assert time.monotonic() - started < 10
+        assert _health(served).startswith(b"HTTP/1.1 200")  # kept alive past the deadline
+    finally:
+        for sock in (idle, trickle, served):
+            sock.close()
+    metrics = requests.get(cluster.agents[0].url + "/metrics/snapshot", timeout=10).json()
+    assert metrics["slave/connections_refused"] == 0
+    cluster.wait_agents_active(1)
+
+
+def test_the_limit_never_exceeds_the_open_file_limit() -> None:
+    import resource
+
+    from butte.core.conn_limit import ConnectionLimit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1000, hard))
+    try:
+        assert ConnectionLimit(65536).limit == 750
+        assert ConnectionLimit(0).limit == 750
+        assert ConnectionLimit(12).limit == 12
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
