@@ -99,7 +99,6 @@ class NestedContainer:
     output_done: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     wait_status: int | None = None
-    killed: bool = False
     input_attached: bool = False
     delivering: int = 0  # output pumps waiting for a reader to take a chunk
     message: str | None = None
@@ -109,17 +108,13 @@ class NestedContainer:
         return not self.exited.is_set()
 
     def wait_result(self) -> dict[str, Any]:
-        """WaitNestedContainer/WaitContainer: raw wait(2) status and the state it means."""
+        """WaitNestedContainer/WaitContainer: the raw wait(2) status. No ``state``: Mesos'
+        agent gives one only for a container ended by a resource limitation (a nested
+        container here has none of its own), and a client such as Mesos' default executor
+        takes a given state over the one it works out from the status and its own kill."""
         out: dict[str, Any] = {}
-        status = self.wait_status
-        if status is not None:
-            out["exit_status"] = status
-        if self.killed:
-            out["state"] = "TASK_KILLED"
-        elif status == 0:
-            out["state"] = "TASK_FINISHED"
-        else:
-            out["state"] = "TASK_FAILED"
+        if self.wait_status is not None:
+            out["exit_status"] = self.wait_status
         if self.message:
             out["message"] = self.message
         return out
@@ -449,8 +444,6 @@ class NestedContainers:
         """Signals every process of the command's session (and its launcher)."""
         if not container.running:
             return
-        if number == signal.SIGKILL:
-            container.killed = True
         if container.pid is not None:
             signal_sessions([container.pid], number)
         if container.process is not None and number == signal.SIGKILL:

@@ -5,8 +5,10 @@ containers themselves are `butte.agent.nested`):
   and WAIT_/KILL_/REMOVE_CONTAINER with a parent: plain JSON calls. WAIT_CONTAINER of a
   top-level container waits for its executor's end.
 - LAUNCH_NESTED_CONTAINER_SESSION and ATTACH_CONTAINER_OUTPUT: streaming answers, RecordIO
-  (``Content-Type: application/recordio``, ``Message-Content-Type: application/json``) of
-  ProcessIO DATA records (base64 ``data``, STDOUT/STDERR; a TTY's output is all STDOUT).
+  framed ProcessIO DATA records in JSON (base64 ``data``, STDOUT/STDERR; a TTY's output is
+  all STDOUT), sent as ``Content-Type: application/recordio`` with ``Message-Content-Type:
+  application/json``, or as ``Content-Type: application/json`` where ``Accept`` allows JSON
+  (`stream_types`).
   A session's container is killed when its client goes away before it ended.
   ATTACH_CONTAINER_OUTPUT of a top-level task container follows its sandbox's stdout and
   stderr files from their current end until the container ends.
@@ -99,19 +101,56 @@ def streaming_request(request: web.Request) -> bool:
     return ctype.split(";", 1)[0].strip().lower() == RECORDIO
 
 
+def accepts(header: str | None, media_type: str) -> bool:
+    """Whether an ``Accept``-style header allows ``media_type``, as libprocess decides it:
+    no header allows everything; else the most specific entry that matches (``type/sub``,
+    then ``type/*``, then ``*/*``) decides, refusing with ``q=0``."""
+    if header is None:
+        return True
+    entries = []
+    for item in "".join(header.split()).split(","):
+        name, *params = item.split(";")
+        q = [p.partition("=")[2] for p in params if p.partition("=")[0] == "q"]
+        entries.append((name.lower(), q))
+    for candidate in (media_type, media_type.split("/")[0] + "/*", "*/*"):
+        for name, q in entries:
+            if name == candidate:
+                if len(q) != 1:
+                    return True
+                try:
+                    return float(q[0]) > 0
+                except ValueError:
+                    return False
+    return False
+
+
+def stream_types(request: web.Request) -> tuple[str, str | None] | web.Response:
+    """A streaming answer's ``Content-Type`` and ``Message-Content-Type`` (None: not sent),
+    chosen by the request's ``Accept`` as Mesos' agent chooses them: JSON where it is
+    accepted (also with no ``Accept`` or ``*/*``, for older clients), its records still in
+    RecordIO framing; else RecordIO of JSON messages (``Message-Accept`` must allow JSON).
+    A 406 answer when neither can be given."""
+    accept = request.headers.get("Accept")
+    message_accept = request.headers.get("Message-Accept")
+    if accepts(accept, JSON):
+        if message_accept is not None:
+            return _text(
+                406, "Expecting 'Message-Accept' to be not set for non-streaming responses"
+            )
+        return JSON, None
+    if not accepts(accept, RECORDIO):
+        return _text(
+            406, f"Expecting 'Accept' to allow {JSON} or {RECORDIO}, got '{str(accept)[:80]}'"
+        )
+    if not accepts(message_accept, JSON):
+        return _text(406, f"Expecting 'Message-Accept' to allow {JSON}")
+    return RECORDIO, JSON
+
+
 def accept_problem(request: web.Request) -> web.Response | None:
-    """A streaming answer needs ``Accept`` to allow RecordIO and JSON messages."""
-    accept = request.headers.get("Accept", "")
-    kinds = [m.split(";", 1)[0].strip().lower() for m in accept.split(",") if m.strip()]
-    if kinds and not any(k in (RECORDIO, "*/*", "application/*") for k in kinds):
-        return _text(406, f"Expecting 'Accept' to allow '{RECORDIO}', got '{accept[:80]}'")
-    message_accept = request.headers.get("Message-Accept", JSON)
-    if not any(
-        m.split(";", 1)[0].strip().lower() in (JSON, "*/*", "application/*")
-        for m in message_accept.split(",")
-    ):
-        return _text(406, f"Expecting 'Message-Accept' to allow '{JSON}'")
-    return None
+    """The 406 answer of a streaming call whose ``Accept`` cannot be met (`stream_types`)."""
+    chosen = stream_types(request)
+    return chosen if isinstance(chosen, web.Response) else None
 
 
 class NestedApi:
@@ -214,6 +253,10 @@ class NestedApi:
             container = self._nested(payload)
         except NestedError as e:
             return _text(e.status, e.message)
+        if not container.running:
+            # As Mesos' agent: an ended container is no longer the containerizer's to kill.
+            cid = container.container_id[:80]
+            return _text(404, f"Container '{cid}' cannot be found (or is already killed)")
         await asyncio.to_thread(self.nested.kill, container, number)
         return None
 
@@ -237,6 +280,9 @@ class NestedApi:
             container = self._nested(payload)
         except NestedError as e:
             return _text(e.status, e.message)
+        if not container.running:
+            # Mesos' containerizer fails an attach to a container that is gone (a 500).
+            return _text(500, f"Unknown container {container.container_id[:80]}: it has ended")
         queue = self.nested.attach_output(container)
         return Streaming(lambda request: self._stream(request, container, queue, session=False))
 
@@ -251,7 +297,7 @@ class NestedApi:
         """Writes ``queue`` as ProcessIO records until the output ends; a session's
         container is killed when the client is gone first."""
         ended = False
-        response = _stream_response()
+        response = _stream_response(request)
         try:
             await response.prepare(request)
             while True:
@@ -298,7 +344,7 @@ class NestedApi:
                 "STDERR": paths.stderr_path(sandbox),
             }
             offsets = {kind: _size(path) for kind, path in files.items()}
-            response = _stream_response()
+            response = _stream_response(request)
             await response.prepare(request)
             try:
                 while not _client_gone(request):
@@ -436,10 +482,13 @@ async def _next_record(
     return records.pop(0)
 
 
-def _stream_response() -> web.StreamResponse:
-    return web.StreamResponse(
-        status=200, headers={"Content-Type": RECORDIO, "Message-Content-Type": JSON}
-    )
+def _stream_response(request: web.Request) -> web.StreamResponse:
+    chosen = stream_types(request)
+    content_type, message_type = chosen if isinstance(chosen, tuple) else (RECORDIO, JSON)
+    headers = {"Content-Type": content_type}
+    if message_type is not None:
+        headers["Message-Content-Type"] = message_type
+    return web.StreamResponse(status=200, headers=headers)
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -138,6 +138,10 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
         ],
     )
 
+    save_archive(
+        registry / "sh:1.tar", "sh", "1", config={"Cmd": ["/bin/sh", "-c", "echo cmd-only"]}
+    )
+
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         # The agent's views show the container's type and image while it runs.
         # With a COMMAND check: it runs in the image too (the file differs on the host).
@@ -178,7 +182,8 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
         kill = {"type": "KILL_TASK", "framework_id": {"value": FID}, "task_id": {"value": "viewed"}}
         await master.send(kill)
         assert (await finished(master, "viewed"))["state"] == "TASK_KILLED"
-        # No command value, shell=false: the image's Entrypoint and Cmd run.
+        # No command value, shell=false: the image's Entrypoint and Cmd run. The image's
+        # User is not used (as in Mesos): the task runs as its framework's user, root.
         await run_image_task(master, "defaults", "app:1", {"shell": False})
         status = await finished(master, "defaults")
         assert status["state"] == "TASK_FINISHED", status
@@ -186,9 +191,16 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
             "cmd-ran",
             "ID=butte-test",
             "/work",
-            "65534",
+            "0",
             "from-image",
         ]
+        # CommandInfo.user wins over the image's too; it is looked up in the image.
+        for task_id, user, uid in (("as-root", "root", "0"), ("as-nobody", "nobody", "65534")):
+            await run_image_task(master, task_id, "app:1", {**shell("id -u"), "user": user})
+            status = await finished(master, task_id)
+            assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, task_id, "stderr"))
+            assert output(tmp_path, task_id) == f"{uid}\n"
+        assert "Container user 'nobody' is not supported yet" in agent.log.read_text()
         # A shell command: /bin/sh -c value in the image; the host's files are out of sight.
         script = (
             "test ! -e /etc/motd && test ! -e /usr/lib/os-release && "
@@ -207,6 +219,11 @@ def test_task_runs_in_the_image_with_its_layers_whiteouts_config_and_sandbox(tmp
         await run_image_task(master, "args", "app:1", args)
         assert (await finished(master, "args"))["state"] == "TASK_FINISHED"
         assert output(tmp_path, "args") == "args-ran from-image\n"
+        # No Entrypoint: Cmd[0] is the program, the task's arguments follow it (Mesos).
+        args = {"shell": False, "arguments": ["-c", "echo cmd0-with-args"]}
+        await run_image_task(master, "cmd0", "sh:1", args)
+        assert (await finished(master, "cmd0"))["state"] == "TASK_FINISHED"
+        assert output(tmp_path, "cmd0") == "cmd0-with-args\n"
         # A value with shell=false is the program; the image's Entrypoint does not apply.
         value = {"shell": False, "value": "/bin/echo", "arguments": ["echo", "plain"]}
         await run_image_task(master, "value", "app:1", value)
@@ -246,6 +263,31 @@ def test_volumes_host_paths_and_bad_input(tmp_path, registry):
         assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, "vols", "stderr"))
         assert output(tmp_path, "vols") == "from-host\n1\n"
         assert (shared / "new").read_text() == "rw\n"
+        # Sandbox paths that do not exist yet are made (a relative host path is one too).
+        made = [
+            {"container_path": "relc", "host_path": "rel", "mode": "RW"},
+            {
+                "container_path": "/sp",
+                "mode": "RW",
+                "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "SELF", "path": "sp"}},
+            },
+        ]
+        script = "echo a > $MESOS_SANDBOX/relc/a && echo b > /sp/b"
+        await run_image_task(master, "made", "busybox", shell(script), volumes=made)
+        status = await finished(master, "made")
+        assert status["state"] == "TASK_FINISHED", (status, output(tmp_path, "made", "stderr"))
+        assert (sandbox(tmp_path, "made") / "rel/a").read_text() == "a\n"
+        assert (sandbox(tmp_path, "made") / "sp/b").read_text() == "b\n"
+        # A host path that does not exist fails the launch in the agent.
+        gone = [{"container_path": "/g", "host_path": str(shared / "gone"), "mode": "RO"}]
+        await run_image_task(master, "gone", "busybox", shell("true"), volumes=gone)
+        status = await finished(master, "gone")
+        assert status["state"] == "TASK_FAILED"
+        assert (status["source"], status["reason"]) == (
+            "SOURCE_AGENT",
+            "REASON_CONTAINER_LAUNCH_FAILED",
+        )
+        assert f"volume host path {shared / 'gone'} does not exist" in status["message"]
         # A host path outside --allowed_host_path_volumes: the launch fails.
         outside = [{"container_path": "/s", "host_path": str(secret), "mode": "RO"}]
         await run_image_task(master, "outside", "busybox", shell("true"), volumes=outside)

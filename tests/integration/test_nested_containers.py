@@ -213,7 +213,7 @@ def test_session_runs_in_the_tasks_namespaces_and_cgroups(task: Task) -> None:
     assert out["STDERR"] == b"oops\n"
     result = task.wait(cid)
     assert result["exit_status"] == 7 << 8
-    assert result["state"] == "TASK_FAILED"
+    assert "state" not in result  # Mesos gives one for a resource limitation only
     # The task's own pid 1 is its shell, seen from inside the nested command.
     out = task.session(task.nested(), _shell("cat /proc/1/cmdline")).output()
     assert out["STDOUT"].startswith(b"sh\0-c\0while true")
@@ -290,7 +290,14 @@ def test_kill_wait_remove(task: Task) -> None:
     assert status == 202
     task.agent.call("KILL_NESTED_CONTAINER", {"container_id": cid, "signal": int(signal.SIGTERM)})
     result = task.wait(cid)
-    assert result["exit_status"] == signal.SIGTERM
+    assert result == {"exit_status": signal.SIGTERM}
+    # Ended (not yet removed): as in Mesos, no longer there to kill (404) or attach to (a
+    # failure, 500).
+    with pytest.raises(OperatorError) as e:
+        task.agent.call("KILL_NESTED_CONTAINER", {"container_id": cid})
+    assert e.value.status == 404 and "cannot be found (or is already killed)" in e.value.message
+    attach = {"type": "ATTACH_CONTAINER_OUTPUT", "attach_container_output": {"container_id": cid}}
+    assert task.post(attach, STREAM)[0] == 500
     sandbox = _nested_sandbox(task, cid["value"])
     assert (sandbox / "stdout").read_text() == "started\n"
     task.agent.call("REMOVE_NESTED_CONTAINER", {"container_id": cid})
@@ -305,7 +312,7 @@ def test_newer_container_calls_with_a_parent(task: Task) -> None:
     task.agent.call("LAUNCH_CONTAINER", {"container_id": cid, "command": _shell("sleep 100")})
     task.agent.call("KILL_CONTAINER", {"container_id": cid})
     result = task.agent.call("WAIT_CONTAINER", {"container_id": cid})
-    assert result["exit_status"] == signal.SIGKILL and result["state"] == "TASK_KILLED"
+    assert result == {"exit_status": signal.SIGKILL}
     task.agent.call("REMOVE_CONTAINER", {"container_id": cid})
     with pytest.raises(OperatorError) as e:
         task.agent.call(
@@ -324,7 +331,47 @@ def test_a_session_ends_its_command_when_the_client_goes(task: Task) -> None:
     session.response.close()
     session.conn.close()
     result = task.wait(cid)
-    assert result["state"] == "TASK_KILLED"
+    assert result["exit_status"] == signal.SIGKILL
+    assert result["message"] == "the session's client went away"
+
+
+def test_a_command_killed_by_sigkill_reports_the_signal(task: Task) -> None:
+    """The wait status is the raw one of a command that SIGKILL ended, whoever sent it."""
+    cid = task.nested()
+    command = {"container_id": cid, "command": _shell("kill -9 $$")}
+    task.agent.call("LAUNCH_NESTED_CONTAINER", command)
+    assert task.wait(cid) == {"exit_status": signal.SIGKILL}
+    cid = task.nested()
+    task.agent.call("LAUNCH_NESTED_CONTAINER", {"container_id": cid, "command": _shell("sleep 60")})
+    task.agent.call("KILL_NESTED_CONTAINER", {"container_id": cid, "signal": int(signal.SIGKILL)})
+    assert task.wait(cid) == {"exit_status": signal.SIGKILL}
+
+
+def test_streaming_answers_in_json_where_accept_asks_for_it(task: Task) -> None:
+    """Accept: application/json (or none): Content-Type application/json, the same
+    RecordIO-framed JSON records (Mesos' agent does so for older clients)."""
+    for accept in ({"Accept": "application/json"}, {}):
+        cid = task.nested()
+        call = {
+            "type": "LAUNCH_NESTED_CONTAINER_SESSION",
+            "launch_nested_container_session": {"container_id": cid, "command": _shell("echo hi")},
+        }
+        conn = task.connect()
+        conn.request(
+            "POST",
+            "/api/v1",
+            json.dumps(call).encode(),
+            {"Content-Type": "application/json", **accept},
+        )
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        assert response.getheader("Content-Type") == "application/json"
+        assert response.getheader("Message-Content-Type") is None
+        records = RecordIOReader().feed(response.read())
+        conn.close()
+        data = b"".join(base64.b64decode(json.loads(r)["data"]["data"]) for r in records)
+        assert data == b"hi\n"
+        assert task.wait(cid)["exit_status"] == 0
 
 
 def test_bad_calls(task: Task) -> None:
@@ -361,8 +408,8 @@ def test_bad_calls(task: Task) -> None:
             "command": _shell("true"),
         },
     }
-    accept_json = {**json_headers, "Accept": "application/json"}
-    assert task.post(session_call, accept_json)[0] == 406  # a stream needs recordio
+    accept_html = {**json_headers, "Accept": "text/html"}
+    assert task.post(session_call, accept_html)[0] == 406  # neither JSON nor RecordIO
     docker = {
         "container_id": task.nested(),
         "command": _shell("true"),
@@ -433,6 +480,7 @@ def test_cli_exec_prints_output_and_exits_with_the_status(task: Task, capfd) -> 
     assert butte_exec(task.task_id, "--", "cat") == 0
     assert capfd.readouterr().out == ""
     assert butte_exec(task.task_id, "--", "sh", "-c", "kill -TERM $$") == 128 + signal.SIGTERM
+    assert butte_exec(task.task_id, "--", "sh", "-c", "kill -9 $$") == 128 + signal.SIGKILL
     # -i forwards stdin (a process of its own: stdin is the pipe given to it).
     done = _butte(task, "exec", "-i", task.task_id, "--", "tr", "a-z", "A-Z", input=b"shout\n")
     assert done.returncode == 0, done.stderr
@@ -549,5 +597,5 @@ def test_exec_into_a_task_without_isolation(cluster: ClusterHandle, capfd) -> No
         cid = {"value": "left-behind", "parent": {"value": container}}
         agent.call("LAUNCH_NESTED_CONTAINER", {"container_id": cid, "command": _shell("sleep 300")})
     result = agent.call("WAIT_NESTED_CONTAINER", {"container_id": cid})
-    assert result["state"] == "TASK_KILLED"
+    assert result["exit_status"] == signal.SIGKILL
     assert result["message"] == "the parent container ended"

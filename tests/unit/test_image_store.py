@@ -21,10 +21,13 @@ from master_kit import Harness
 from butte.agent.containerizer.image_runtime import (
     image_options,
     launch_argv,
+    launch_plan,
+    make_volume_sources,
     plan_volumes,
     resolve_user,
 )
 from butte.agent.containerizer.images import (
+    Image,
     ImageConfig,
     ImageError,
     ImageStore,
@@ -320,6 +323,10 @@ def test_store_refuses_a_layer_whose_digest_does_not_match_and_keeps_nothing(
     assert not os.listdir(store.layers_dir) and not os.listdir(store.staging_dir)
     with pytest.raises(ImageError, match="Failed to find image 'nope'"):
         store.get("nope")
+    # The message names the file looked for, with the name's registry part as a directory.
+    with pytest.raises(ImageError) as missing:
+        store.get("localhost:20099/busybox")
+    assert f"no such archive {registry}/localhost:20099/busybox:latest.tar" in str(missing.value)
     # Replaced by a good archive: the store serves it (nothing cached from the bad one).
     _archive(registry / "app:latest.tar", layer)
     image = store.get("app")
@@ -340,11 +347,15 @@ CONFIG = ImageConfig(entrypoint=("/entry", "-x"), cmd=("default",))
         (CONFIG, {"shell": False}, ("/entry", ["/entry", "-x", "default"])),
         (CONFIG, {"shell": False, "arguments": ["a", "b"]}, ("/entry", ["/entry", "-x", "a", "b"])),
         (ImageConfig(cmd=("ls", "-l")), {"shell": False}, ("ls", ["ls", "-l"])),
+        # No Entrypoint: Cmd[0] runs with the task's arguments (Mesos' table, not Docker's).
         (
-            ImageConfig(cmd=("ls",)),
-            {"shell": False, "arguments": ["cat", "f"]},
-            ("cat", ["cat", "f"]),
+            ImageConfig(cmd=("/bin/sh", "-c", "default")),
+            {"shell": False, "arguments": ["-c", "echo hi"]},
+            ("/bin/sh", ["/bin/sh", "-c", "echo hi"]),
         ),
+        (ImageConfig(cmd=("ls",)), {"shell": False, "arguments": ["-l"]}, ("ls", ["ls", "-l"])),
+        (ImageConfig(entrypoint=("/e",)), {"shell": False}, ("/e", ["/e"])),
+        (ImageConfig(), {"shell": False, "value": "/p", "arguments": ["p"]}, ("/p", ["p"])),
         (CONFIG, {"shell": False, "value": "/p", "arguments": ["p", "1"]}, ("/p", ["p", "1"])),
         (CONFIG, {"shell": False, "value": "/p"}, ("/p", ["/p"])),
     ],
@@ -371,6 +382,70 @@ def test_users_are_resolved_in_the_image() -> None:
         resolve_user("nobody", PASSWD, GROUP)
     with pytest.raises(ImageError, match="group 'nogroup'"):
         resolve_user("app:nogroup", PASSWD, GROUP)
+
+
+def test_the_images_user_is_not_used_the_tasks_is(tmp_path: Path) -> None:
+    """As Mesos' docker runtime isolator: the image's User only gets a warning; the task
+    runs as the user the agent gives (its CommandInfo's, else its framework's), else root."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text(PASSWD)
+    (tmp_path / "etc/group").write_text(GROUP)
+    image = Image("app", ImageConfig(cmd=("true",), user="app"), ())
+
+    def user_of(default_user: str | None) -> Any:
+        plan = launch_plan(
+            image=image,
+            rootfs=str(tmp_path),
+            sandbox="/sb",
+            command={"shell": False},
+            executor_env={},
+            task_env={},
+            mounts=[],
+            default_user=default_user,
+        )
+        return plan["user"], plan["env"]["HOME"]
+
+    assert user_of("root") == (None, "/root")
+    assert user_of(None) == (None, "/root")
+    assert user_of("app") == (["app", 1000, 1000, [1000, 2000], "/home/app"], "/home/app")
+
+
+def test_missing_sandbox_volume_directories_are_made_for_the_sandbox_owner(
+    tmp_path: Path,
+) -> None:
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    if os.geteuid() == 0:
+        os.chown(sandbox, 4242, 4343)  # not the creator's: the owner is copied, not assumed
+    owner = sandbox.stat()
+    volumes = [
+        {"container_path": "relc", "host_path": "rel", "mode": "RW"},
+        {
+            "container_path": "/sp",
+            "mode": "RW",
+            "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "SELF", "path": "a/b"}},
+        },
+    ]
+    mounts = plan_volumes(volumes, str(sandbox), [])
+    make_volume_sources(mounts, str(sandbox))
+    for made in ("rel", "a", "a/b"):
+        st = (sandbox / made).stat()
+        assert stat.S_ISDIR(st.st_mode) and (st.st_uid, st.st_gid) == (owner.st_uid, owner.st_gid)
+    # One that exists is left as it is.
+    (sandbox / "rel").chmod(0o700)
+    make_volume_sources(mounts, str(sandbox))
+    assert stat.S_IMODE((sandbox / "rel").stat().st_mode) == 0o700
+    # A host path is never made: a missing one fails the launch here, in the agent.
+    host = [{"container_path": "/h", "host_path": str(tmp_path / "gone"), "mode": "RO"}]
+    with pytest.raises(ImageError, match="gone does not exist"):
+        make_volume_sources(plan_volumes(host, str(sandbox), [str(tmp_path)]), str(sandbox))
+    assert not (tmp_path / "gone").exists()
+    # Nor through a symlink in the sandbox that leads out of it.
+    (sandbox / "out").symlink_to(tmp_path)
+    through = [{"container_path": "/o", "host_path": "out/escaped", "mode": "RW"}]
+    with pytest.raises(ImageError, match="out of the sandbox"):
+        make_volume_sources(plan_volumes(through, str(sandbox), []), str(sandbox))
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_volumes_map_to_bind_mounts_and_host_paths_must_be_allowed() -> None:

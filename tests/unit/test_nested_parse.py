@@ -8,7 +8,7 @@ import json
 import pytest
 
 from butte.agent.nested import NestedError, check_id, parse_command, window_size
-from butte.agent.nested_api import process_io_record
+from butte.agent.nested_api import accepts, process_io_record, stream_types
 from butte.core.messages import CommandInfo, decode
 from butte.core.recordio import RecordIOReader
 
@@ -81,3 +81,28 @@ def test_output_records_are_recordio_of_processio() -> None:
     first, second = RecordIOReader().feed(data)
     assert json.loads(first) == {"type": "DATA", "data": {"type": "STDERR", "data": "AP9oaQ=="}}
     assert json.loads(second)["data"] == {"type": "STDOUT", "data": ""}
+
+
+def test_streaming_answers_follow_accept_as_mesos_agent() -> None:
+    """Mesos' agent answers a streaming call in JSON (still RecordIO framed) where Accept
+    allows JSON, also with no Accept; RecordIO of JSON messages where only it is allowed."""
+    from aiohttp.test_utils import make_mocked_request
+
+    def chosen(**headers: str) -> object:
+        request = make_mocked_request("POST", "/api/v1", headers=headers)
+        answer = stream_types(request)
+        return answer if isinstance(answer, tuple) else answer.status
+
+    assert chosen(Accept="application/json") == ("application/json", None)
+    assert chosen() == ("application/json", None)
+    assert chosen(Accept="*/*") == ("application/json", None)
+    recordio = ("application/recordio", "application/json")
+    assert chosen(Accept="application/recordio") == recordio
+    assert chosen(Accept="application/recordio", **{"Message-Accept": "*/*"}) == recordio
+    assert chosen(Accept="application/json;q=0, application/recordio") == recordio
+    assert chosen(Accept="text/html") == 406
+    assert chosen(Accept="application/recordio", **{"Message-Accept": "text/x"}) == 406
+    # Message-Accept belongs to a streamed content type only.
+    assert chosen(Accept="application/json", **{"Message-Accept": "application/json"}) == 406
+    assert accepts(None, "application/json") and not accepts("", "application/json")
+    assert accepts("application/*;q=0.5", "application/json")

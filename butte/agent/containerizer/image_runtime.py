@@ -3,7 +3,7 @@
 `ImageRuntime` is the agent's image support (``--image_providers docker``): for a launch it
 gets the image from the store (`butte.agent.containerizer.images`), builds the container's
 root filesystem (`butte.agent.containerizer.provisioner`) and returns the launch plan
-(`launch_plan`: the image's Entrypoint/Cmd/Env/WorkingDir/User under the task's CommandInfo,
+(`launch_plan`: the image's Entrypoint/Cmd/Env/WorkingDir under the task's CommandInfo,
 its volumes) that goes to the executor in its environment;
 `butte.agent.containerizer.linux` does the mounts and pivot_root. Blocking: the
 containerizer calls it from its launch threads.
@@ -11,6 +11,7 @@ containerizer calls it from its launch threads.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,15 +21,19 @@ from butte.agent.containerizer.images import Image, ImageConfig, ImageError, Ima
 from butte.agent.containerizer.provisioner import Provisioner, overlay_problem
 from butte.core.container_info import container_problem, image_of
 
+log = logging.getLogger("butte.agent")
+
 SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def launch_argv(config: ImageConfig, command: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """(program, argv) of a task in an image: ``shell`` runs ``/bin/sh -c value``; otherwise a
+    """(program, argv) of a task in an image, by the table of Mesos' docker runtime
+    isolator (``getLaunchCommand``): ``shell`` runs ``/bin/sh -c value``; otherwise a
     ``value`` is the program with ``arguments`` as its whole argv (the image's Entrypoint
-    and Cmd do not apply); without a value the image's Entrypoint runs with the
-    ``arguments``, or else its Cmd, as Docker's ``docker run IMAGE ARGS`` does."""
+    and Cmd do not apply). Without a value the image decides the program: its Entrypoint,
+    followed by the task's ``arguments`` or else by its Cmd; with no Entrypoint, ``Cmd[0]``,
+    followed by the task's ``arguments`` or else by the rest of its Cmd."""
     if command.get("shell", True):
         value = command.get("value")
         if not value:
@@ -38,8 +43,12 @@ def launch_argv(config: ImageConfig, command: Mapping[str, Any]) -> tuple[str, l
     value = command.get("value")
     if value:
         return str(value), arguments or [str(value)]
-    argv = [*config.entrypoint, *(arguments or config.cmd)]
-    if not argv:
+    if config.entrypoint:
+        argv = [*config.entrypoint, *(arguments or config.cmd)]
+    elif config.cmd:
+        # Cmd[0] stays the program: the task's arguments replace only the rest of Cmd.
+        argv = [config.cmd[0], *(arguments or config.cmd[1:])]
+    else:
         raise ImageError("the image has no Entrypoint or Cmd and the task gives no command")
     return argv[0], argv
 
@@ -108,6 +117,7 @@ class Mount:
     source: str
     target: str
     readonly: bool = False
+    in_sandbox: bool = False  # a sandbox path: made (as a directory) when missing
 
 
 def plan_volumes(
@@ -124,20 +134,55 @@ def plan_volumes(
         if not target.startswith("/"):
             target = f"{SANDBOX_IN_CONTAINER}/{target}"
         source = volume.get("source")
+        in_sandbox = True
         if source is not None and source.get("type") == "SANDBOX_PATH":
             host = os.path.join(sandbox, str(source["sandbox_path"]["path"]).lstrip("/"))
         else:
             path = source["host_path"]["path"] if source is not None else volume["host_path"]
             host = str(path)
             if not host.startswith("/"):
+                # A relative host path is a SANDBOX_PATH (SELF) volume, as in Mesos.
                 host = os.path.join(sandbox, host)
             elif not any(_under(host, prefix) for prefix in allowed_host_paths):
                 allowed = ", ".join(allowed_host_paths) or "none"
                 raise ImageError(
                     f"host path '{host}' is not allowed (--allowed_host_path_volumes: {allowed})"
                 )
-        mounts.append(Mount(os.path.normpath(host), os.path.normpath(target), _readonly(volume)))
+            else:
+                in_sandbox = False
+        mounts.append(
+            Mount(os.path.normpath(host), os.path.normpath(target), _readonly(volume), in_sandbox)
+        )
     return mounts
+
+
+def make_volume_sources(mounts: Sequence[Mount], sandbox: str) -> None:
+    """Creates the missing sandbox directories that volumes mount, owned by the sandbox's
+    owner (as Mesos' ``volume/sandbox_path`` isolator; an existing one is left as it is),
+    and checks that every other source exists: a launch fails here, in the agent, rather
+    than in the executor. ImageError says why not."""
+    for mount in mounts:
+        if mount.in_sandbox and not os.path.lexists(mount.source):
+            if not _under(os.path.realpath(mount.source), os.path.realpath(sandbox)):
+                # A symlink in the sandbox (a fetched archive's) points elsewhere.
+                raise ImageError(f"volume path {mount.source} leads out of the sandbox")
+            owner = os.stat(sandbox)
+            made = []
+            path = mount.source
+            while not os.path.lexists(path) and _under(path, sandbox):
+                made.append(path)
+                path = os.path.dirname(path)
+            try:
+                for directory in reversed(made):
+                    os.mkdir(directory)
+                    os.chown(directory, owner.st_uid, owner.st_gid)
+            except OSError as e:
+                raise ImageError(
+                    f"cannot create the volume's directory {mount.source} in the sandbox: "
+                    f"{e.strerror or e}"
+                ) from None
+        if not os.path.exists(mount.source):
+            raise ImageError(f"volume host path {mount.source} does not exist")
 
 
 def _readonly(volume: Mapping[str, Any]) -> bool:
@@ -176,7 +221,9 @@ def launch_plan(
     in its environment): program and argv, environment, working directory, user, mounts."""
     config = image.config
     program, argv = launch_argv(config, command)
-    user_spec = config.user or default_user or ""
+    # The image's User is not used (Mesos' docker runtime isolator only warns about it,
+    # `ImageRuntime.prepare`): the task runs as its CommandInfo's or framework's user.
+    user_spec = default_user or ""
     user: ImageUser | None = None
     if user_spec and user_spec not in ("root", "0", "0:0"):
         user = resolve_user(
@@ -300,6 +347,13 @@ class ImageRuntime:
             raise ImageError("the container has no image")
         mounts = plan_volumes(container.get("volumes") or [], sandbox, self.allowed_host_paths)
         image = self.store.get(name)
+        if image.config.user:
+            log.warning(
+                "Container user '%s' is not supported yet for container %s: it runs as its "
+                "task's user",
+                image.config.user,
+                container_id,
+            )
         rootfs = self.provisioner.provision(container_id, image)
         try:
             plan = launch_plan(
@@ -318,6 +372,11 @@ class ImageRuntime:
         if plan["user"] is not None:
             # As for any task: its user owns the sandbox (it writes there).
             os.chown(sandbox, plan["user"][1], plan["user"][2])
+        try:
+            make_volume_sources(mounts, sandbox)
+        except ImageError:
+            self.provisioner.destroy(container_id)
+            raise
         return plan
 
     def release(self, container_id: str) -> None:

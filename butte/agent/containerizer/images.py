@@ -226,9 +226,7 @@ class ImageStore:
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            raise ImageError(
-                f"Failed to find image '{name}': no {os.path.basename(path)} in {self.registry}"
-            ) from None
+            raise ImageError(f"Failed to find image '{name}': no such archive {path}") from None
         key = (st.st_mtime_ns, st.st_size)
         cached = self._images.get(name)
         if cached is not None and cached[0] == key:

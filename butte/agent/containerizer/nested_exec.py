@@ -134,10 +134,18 @@ def main() -> int:
         except InterruptedError:
             continue
     if os.WIFSIGNALED(status):
-        killed_by = os.WTERMSIG(status)
-        signal.signal(killed_by, signal.SIG_DFL)
-        os.kill(os.getpid(), killed_by)
+        die_like(os.WTERMSIG(status))
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 127
+
+
+def die_like(number: int) -> None:
+    """Ends this process by signal ``number`` (the command's), so that its wait status is
+    the command's. SIGKILL and SIGSTOP cannot be given a disposition (signal() refuses
+    them) and need none; the others get their default action back, unblocked."""
+    if number not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+    os.kill(os.getpid(), number)
 
 
 if __name__ == "__main__":

@@ -418,8 +418,8 @@ class PosixContainerizer:
         if self.images is not None and image_of(spec.container) is not None:
             assert spec.container is not None
             command = to_builtins(spec.command) if spec.command is not None else {}
-            # Like any task, the framework's user only with --switch_user (the image's User,
-            # if it has one, comes first).
+            # Like any task, its CommandInfo's or framework's user only with --switch_user
+            # (the image's User is not used, as in Mesos).
             switching = self.isolation is not None and self.isolation.switch_user
             plan = self.images.prepare(
                 spec.container_id,
