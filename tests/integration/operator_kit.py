@@ -109,14 +109,30 @@ def cluster_with_jobs(
     tmp: Path, jobs: dict[str, str], running: tuple[str, ...] = (), **options: Any
 ) -> Iterator[tuple[ClusterHandle, dict[str, RunJob]]]:
     """A cluster and one ``butte run`` per job (name -> command); waits until the jobs in
-    ``running`` have a TASK_RUNNING task."""
+    ``running`` have a TASK_RUNNING task that has written to its stdout and stderr
+    (TASK_RUNNING comes when the shell starts, before its first ``echo``)."""
     with start_cluster(tmp / "cluster", **options) as cluster:
         started = {
             name: RunJob(cluster, name, cmd, tmp / f"{name}.log") for name, cmd in jobs.items()
         }
         try:
             for name in running:
-                wait_task(cluster.master_url, name, "TASK_RUNNING")
+                task = wait_task(cluster.master_url, name, "TASK_RUNNING")
+                sandbox = (
+                    f"/slaves/{task['agent_id']['value']}/frameworks/"
+                    f"{task['framework_id']['value']}/executors/{task['task_id']['value']}"
+                    "/runs/latest"
+                )
+
+                def written(name: str = name, sandbox: str = sandbox) -> bool:
+                    return all(
+                        call(
+                            cluster.master_url, "READ_FILE", {"path": f"{sandbox}/{f}", "offset": 0}
+                        )["size"]
+                        for f in ("stdout", "stderr")
+                    )
+
+                wait_for(written, 15, f"{name}'s first output")
             yield cluster, started
         finally:
             for job in started.values():

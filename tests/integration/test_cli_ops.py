@@ -30,6 +30,8 @@ def env(tmp_path_factory) -> Iterator[tuple]:
     tmp = tmp_path_factory.mktemp("cli-ops")
     with cluster_with_jobs(tmp, JOBS, running=("sleeper",)) as (cluster, jobs):
         wait_task(cluster.master_url, "short", "TASK_FINISHED")
+        # Its framework is gone only once `butte run` acknowledged the end and tore it down.
+        jobs["short"].process.wait(30)
         yield cluster, tmp
 
 
