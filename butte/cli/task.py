@@ -169,7 +169,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("Agent", task.get("agent_id", {}).get("value", "")),
         ("Executor", (task.get("executor_id") or {}).get("value", "(command executor)")),
         ("Resources", ", ".join(f"{k}:{v:g}" for k, v in sorted(res.items())) or "-"),
-        ("Sandbox", sandbox_path(task)),
+        # A task group member's own directory, as `task cat` reads it (and Mesos' UI shows).
+        ("Sandbox", task_sandbox(master, task)),
     ]
     console = stdout()
     for key, value in rows:

@@ -12,6 +12,14 @@ needed only where two frameworks use the same task id, ``signal`` defaults to SI
 Mesos. The container is the task's executor: killing it ends every task of a custom executor
 with it. A task that has ended answers 409; an unknown one 404; a member of a task group
 (a nested container) 400, as the agent does not kill nested containers.
+
+Under ``--acls`` the caller must be allowed to view the task (``view_tasks``, object: its
+framework's user, as the task listings filter) and to tear its framework down
+(``teardown_frameworks``, object: the framework's principal: the action that governs ending
+a framework's work from the operator side); otherwise 403. The request is in the
+``readwrite`` realm (a POST), so with ``--authenticate_http_readwrite`` it needs credentials
+(401). The caller's ``Authorization`` goes on to the agent, whose ``/api/v1`` asks for it
+when the agent runs with ``--authenticate_http_readwrite`` (as the master's ``/files`` do).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from aiohttp import web
 
 from butte.core import task_states
 from butte.core.codec import encode_json
+from butte.master import view_acls
 from butte.master.http import PrefixRouter, text_reply
 from butte.master.state import Task
 
@@ -60,6 +69,7 @@ class TaskKill:
         try:
             body = await _read_body(request)
             task = self.find_task(body["task_id"], body.get("framework_id"))
+            self.authorize(task, request.get("principal"))
             container = container_of(task)
         except KillError as e:
             return text_reply(e.status, e.message)
@@ -74,7 +84,7 @@ class TaskKill:
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.post(
-                    url, data=encode_json(call), headers={"Content-Type": "application/json"}
+                    url, data=encode_json(call), headers=_headers(request)
                 ) as upstream:
                     text = (await upstream.text(errors="replace")).strip()
                     if upstream.status >= 400:
@@ -82,6 +92,23 @@ class TaskKill:
         except (aiohttp.ClientError, TimeoutError) as e:
             return text_reply(503, f"Agent {agent.agent_id} did not answer: {e or type(e)}")
         return text_reply(200)
+
+    def authorize(self, task: Task, principal: str | None) -> None:
+        """KillError 403 unless ``principal`` may view ``task`` and tear its framework
+        down (see the module docstring)."""
+        server = self.server
+        who = principal or "an unauthenticated principal"
+        view = view_acls.viewer(server.acls, principal, server.machine)
+        if view is not None and not view.task({"framework_id": task.framework_id}):
+            raise KillError(403, f"Forbidden: {who} may not view task {task.task_id} (view_tasks)")
+        fw = server.machine.frameworks.get(task.framework_id)
+        owner = fw.info.principal if fw is not None else None
+        if not server.acls.allowed("teardown_frameworks", principal, owner):
+            raise KillError(
+                403,
+                f"Forbidden: {who} may not kill tasks of framework {task.framework_id}"
+                " (teardown_frameworks)",
+            )
 
     def find_task(self, task_id: str, framework_id: str | None) -> Task:
         """The master's record of a live task; KillError if unknown, ambiguous or ended."""
@@ -114,6 +141,15 @@ def container_of(task: Task) -> str:
         if container.get("value"):
             return str(container["value"])
     raise KillError(409, f"Task {task.task_id} has no container yet (it is still starting)")
+
+
+def _headers(request: web.Request) -> dict[str, str]:
+    """The call's headers: JSON, and the caller's own ``Authorization`` for an agent run with
+    ``--authenticate_http_readwrite`` (it checks it against its ``--http_credentials``)."""
+    headers = {"Content-Type": "application/json"}
+    if auth := request.headers.get("Authorization"):
+        headers["Authorization"] = auth
+    return headers
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:

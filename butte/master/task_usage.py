@@ -15,12 +15,16 @@ executor): ``tasks_in_executor`` says how many there are, since the figures are 
 container's. CPU use is a rate: the page divides the growth of the CPU times by the growth of
 ``timestamp`` between two answers. An agent that does not answer gives its tasks an
 ``error``, never fails the request.
+
+A task the caller may not view (``view_tasks``, the ``allow`` predicate the endpoint passes)
+is answered as an unknown one. The caller's ``Authorization`` goes with the requests to the
+agents, as with ``/files`` (an agent run with ``--authenticate_http_readonly`` needs it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -34,14 +38,23 @@ MAX_AGENTS = 50
 TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
-def find_tasks(machine: MasterMachine, task_ids: Iterable[str]) -> dict[str, Task | None]:
-    """Each id -> the live task of that id (None: unknown or terminal)."""
+def find_tasks(
+    machine: MasterMachine,
+    task_ids: Iterable[str],
+    allow: Callable[[Task], bool] | None = None,
+) -> dict[str, Task | None]:
+    """Each id -> the live task of that id (None: unknown, terminal, or one ``allow`` says
+    the caller may not view)."""
     out: dict[str, Task | None] = {}
     for task_id in task_ids:
         found = None
         for fw in machine.frameworks.values():
             task = fw.tasks.get(task_id)
-            if task is not None and not task_states.is_terminal(task.state):
+            if (
+                task is not None
+                and not task_states.is_terminal(task.state)
+                and (allow is None or allow(task))
+            ):
                 found = task
                 break
         out[task_id] = found
@@ -100,11 +113,11 @@ def _tasks_in_executor(machine: MasterMachine, task: Task) -> int:
 
 
 async def _containers(
-    session: aiohttp.ClientSession, agent: Agent
+    session: aiohttp.ClientSession, agent: Agent, headers: Mapping[str, str]
 ) -> tuple[list[Any] | None, str | None]:
     url = f"http://{agent.ip or agent.hostname}:{agent.port}/containers"
     try:
-        async with session.get(url) as response:
+        async with session.get(url, headers=headers) as response:
             if response.status != 200:
                 return None, f"the agent answered {response.status}"
             body = await response.json(content_type=None)
@@ -115,9 +128,15 @@ async def _containers(
     return body, None
 
 
-async def task_usage(machine: MasterMachine, task_ids: Sequence[str]) -> dict[str, Any]:
-    """The answer of ``/master/ui/task-usage`` (see the module docstring)."""
-    found = find_tasks(machine, task_ids[:MAX_TASKS])
+async def task_usage(
+    machine: MasterMachine,
+    task_ids: Sequence[str],
+    allow: Callable[[Task], bool] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The answer of ``/master/ui/task-usage`` (see the module docstring): ``allow`` says
+    which tasks the caller may view (None: all), ``headers`` go to the agents."""
+    found = find_tasks(machine, task_ids[:MAX_TASKS], allow)
     agents: dict[str, Agent] = {}
     for task in found.values():
         if task is not None and task.agent_id in machine.agents:
@@ -126,7 +145,9 @@ async def task_usage(machine: MasterMachine, task_ids: Sequence[str]) -> dict[st
     answers: dict[str, tuple[list[Any] | None, str | None]] = {}
     if asked:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            results = await asyncio.gather(*(_containers(session, a) for a in asked.values()))
+            results = await asyncio.gather(
+                *(_containers(session, a, headers or {}) for a in asked.values())
+            )
         answers = dict(zip(asked, results, strict=True))
     out = []
     for task_id, task in found.items():

@@ -41,6 +41,7 @@ from butte.master import (
     view_acls,
 )
 from butte.master.http import json_reply, text_reply
+from butte.master.state import Task
 from butte.master.ui_feed import ChangeFeed
 
 if TYPE_CHECKING:
@@ -122,6 +123,13 @@ class UiApi:
         """The caller's view under ``--acls`` (None: it may see everything)."""
         return view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
 
+    def _task_filter(self, request: web.Request) -> Callable[[Task], bool] | None:
+        """Which tasks the caller may view under ``--acls`` (None: every one)."""
+        view = self._viewer(request)
+        if view is None:
+            return None
+        return lambda task: view.task({"framework_id": task.framework_id})
+
     def _page(
         self,
         request: web.Request,
@@ -160,8 +168,7 @@ class UiApi:
             query = task_listing.TaskQuery.parse(request.query)
         except browse.QueryError as e:
             return text_reply(400, str(e))
-        view = self._viewer(request)
-        allow = None if view is None else (lambda t: view.task({"framework_id": t.framework_id}))
+        allow = self._task_filter(request)
         answer = self.task_listings.current().page(query, state_json.legacy_task, allow)
         answer["snapshot"] = self.task_listings.freshness()
         return json_reply(answer)
@@ -181,7 +188,13 @@ class UiApi:
             return text_reply(400, "Expecting 'task_id' to be present")
         if len(ids) > task_usage.MAX_TASKS:
             return text_reply(400, f"At most {task_usage.MAX_TASKS} 'task_id's at once")
-        return json_reply(await task_usage.task_usage(self.machine, ids))
+        # A task the caller may not view is answered as an unknown one (as the listing
+        # leaves it out); the caller's credentials go on to agents that ask for them.
+        allow = self._task_filter(request)
+        auth = request.headers.get("Authorization")
+        headers = {"Authorization": auth} if auth else {}
+        answer = await task_usage.task_usage(self.machine, ids, allow, headers)
+        return json_reply(answer)
 
     async def agent_resources(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)

@@ -402,15 +402,23 @@
   // -- following the leader -----------------------------------------------------------------
 
   const MASTERS_KEY = "butte.masters";
+  // The address parameters that carry what the page knew to the origin it moves to.
+  const CARRY_MASTERS = "butte_masters";
+  const CARRY_HOPS = "butte_hops";
+  const ADDRESS = /^[A-Za-z0-9.:[\]_-]{1,255}$/;
 
   /** Keeps this page on the leading master: a standby's metrics say `master/elected` 0, and
    * its `/master/state` names the leader, so the page moves there (same view). When this
-   * master stops answering, the page retries it and probes the other masters it has seen. */
+   * master stops answering, the page retries it and probes the other masters it has seen.
+   * What it has seen is kept in `localStorage`, which belongs to one origin (host:port):
+   * a move takes the list along in the new address, so the page on the leader still knows
+   * the standbys when that leader dies. */
   class Leader {
     constructor() {
       this.down = false;
       this.probeTimer = null;
       this.known = this.loadKnown();
+      this.adoptCarried();
       this.remember(location.host);
     }
 
@@ -421,6 +429,29 @@
       } catch (err) {
         return [];
       }
+    }
+
+    /** The masters and hop count a move brought in the address (see `moveTo`), then the
+     * address without them. The masters are taken only from a page another master sent:
+     * the referrer (its origin, which `moveTo`'s link sends) is one of them, so a link
+     * made elsewhere cannot plant an address to be sent to after a failover. */
+    adoptCarried() {
+      const params = new URLSearchParams(location.search);
+      if (!params.has(CARRY_MASTERS) && !params.has(CARRY_HOPS)) return;
+      const carried = (params.get(CARRY_MASTERS) || "").split(",").filter((a) => ADDRESS.test(a)).slice(0, 16);
+      let from = null;
+      try {
+        from = document.referrer ? new URL(document.referrer).host : null;
+      } catch (err) {
+        from = null;
+      }
+      if (from && from !== location.host && carried.includes(from)) carried.forEach((a) => this.remember(a));
+      const hops = Number(params.get(CARRY_HOPS));
+      if (Number.isInteger(hops) && hops > 0 && hops <= 3) sessionStorage.setItem("butte.hops", String(hops));
+      params.delete(CARRY_MASTERS);
+      params.delete(CARRY_HOPS);
+      const rest = params.toString();
+      history.replaceState(history.state, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
     }
 
     remember(address) {
@@ -475,16 +506,28 @@
     async findOther() {
       for (const address of this.known) {
         if (address === location.host) continue;
-        try {
-          await fetch(`${location.protocol}//${address}/health`, { mode: "no-cors", cache: "no-store" });
-          return address;
-        } catch (err) {
-          // Not this one.
-        }
+        if (await this.answers(address)) return address;
       }
       return null;
     }
 
+    /** Whether the master at `address` answers at all. */
+    async answers(address) {
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 3000);
+      try {
+        await fetch(`${location.protocol}//${address}/health`, { mode: "no-cors", cache: "no-store", signal: controller.signal });
+        return true;
+      } catch (err) {
+        return false;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
+    /** Moves the page to the master at `address`, same view, taking along the masters seen
+     * and the hops so far (both in the address: the new origin has its own storage). A link
+     * with referrer policy "origin" tells the new page which master sent it. */
     moveTo(address) {
       const hops = Number(sessionStorage.getItem("butte.hops") || 0);
       if (hops >= 3) {
@@ -493,7 +536,14 @@
       }
       sessionStorage.setItem("butte.hops", String(hops + 1));
       B.bus.emit("following", { address });
-      location.assign(`${location.protocol}//${address}/${location.hash}`);
+      const carry = new URLSearchParams({ [CARRY_MASTERS]: this.known.join(","), [CARRY_HOPS]: String(hops + 1) });
+      const link = document.createElement("a");
+      link.href = `${location.protocol}//${address}/?${carry}${location.hash}`;
+      link.referrerPolicy = "origin";
+      link.hidden = true;
+      document.body.append(link);
+      link.click();
+      link.remove();
     }
 
     /** Called with every metrics snapshot. */
@@ -511,7 +561,11 @@
         }
         const address = `${info.hostname}:${info.port}`;
         this.remember(address);
-        if (address !== location.host) this.moveTo(address);
+        if (address === location.host) return;
+        // Right after a leader dies a standby still names it until its election is over:
+        // moving to a master that does not answer would leave an error page, no page.
+        if (await this.answers(address)) this.moveTo(address);
+        else B.bus.emit("no-leader", {});
       } catch (err) {
         // Retried with the next snapshot.
       }

@@ -117,8 +117,10 @@
   function taskTable(lookup) {
     return new B.SortableTable(
       [
-        { key: "id", label: "ID", sortable: false, render: (t) => B.link(B.href("tasks", t.id), t.id, { class: "task-link", title: t.id }) },
-        { key: "name", label: "Name", sortable: false },
+        // A long id or name (ids of 100s of characters exist) is cut with an ellipsis so the
+        // other columns stay in view; the whole of it is in the tooltip.
+        { key: "id", label: "ID", sortable: false, render: (t) => B.link(B.href("tasks", t.id), t.id, { class: "task-link clip", title: t.id }) },
+        { key: "name", label: "Name", sortable: false, render: (t) => h("span", { class: "clip narrow", title: t.name }, t.name) },
         { key: "state", label: "State", sortable: false, render: stateCell },
         {
           key: "framework",
@@ -248,10 +250,27 @@
 
   // -- one task -----------------------------------------------------------------------------
 
-  /** Where the task's sandbox is in the master's files API (the master finds the agent). */
-  function sandboxOf(t) {
+  /** Where the task's sandbox is in the master's files API (the master finds the agent): its
+   * executor's, or for a member of a task group (`member`) its own `tasks/<task id>` inside
+   * the default executor's, as Mesos' UI shows it. */
+  function sandboxOf(t, member) {
     const executor = t.executor_id || t.id;
-    return `/slaves/${t.slave_id}/frameworks/${t.framework_id}/executors/${executor}/runs/latest`;
+    const root = `/slaves/${t.slave_id}/frameworks/${t.framework_id}/executors/${executor}/runs/latest`;
+    return member ? `${root}/tasks/${t.id}` : root;
+  }
+
+  /** The task's own sandbox: {root, sure}. The task JSON does not say whether its executor is
+   * the default one (a task group), so a task with an executor is looked for in `tasks/<id>`
+   * (as `butte task cat` does); not `sure` while a task still starting may not have it yet. */
+  async function findSandbox(t) {
+    if (!t.executor_id) return { root: sandboxOf(t), sure: true };
+    const member = sandboxOf(t, true);
+    try {
+      await B.get(`/files/browse?path=${encodeURIComponent(member)}`);
+      return { root: member, sure: true };
+    } catch (err) {
+      return { root: sandboxOf(t), sure: !["TASK_STAGING", "TASK_STARTING"].includes(t.state) };
+    }
   }
 
   const joinPath = (...parts) => parts.filter(Boolean).join("/").replace(/\/+/g, "/");
@@ -405,6 +424,25 @@
     }, 1000);
     ctx.onCleanup(() => clearTimeout(usageTimer));
     let sandbox = null;
+    let sandboxSure = false;
+    let placing = false;
+    /** Opens the sandbox browser on the task's own sandbox (again if that turned out to be
+     * another directory than the one shown). */
+    const placeSandbox = async (t) => {
+      if (sandboxSure || placing) return;
+      placing = true;
+      try {
+        const { root, sure } = await findSandbox(t);
+        if (!ctx.alive) return;
+        sandboxSure = sure;
+        if (sandbox && sandbox.root === root) return;
+        if (sandbox) sandbox.stopTail();
+        sandbox = new SandboxBrowser(ctx, sandboxBox, root);
+        sandbox.open(ctx.route.query.get("dir") || "", ctx.route.query.get("file") || "");
+      } finally {
+        placing = false;
+      }
+    };
     ctx.live(
       async () => {
         const names = B.cache.frameworkNames.get().catch(() => new Map());
@@ -428,10 +466,7 @@
         B.replace(historyBox, history(t));
         showUsage();
         if (first) measure();
-        if (!sandbox) {
-          sandbox = new SandboxBrowser(ctx, sandboxBox, sandboxOf(t));
-          sandbox.open(ctx.route.query.get("dir") || "", ctx.route.query.get("file") || "");
-        }
+        placeSandbox(t);
       },
       { topics: ["task"], pollMs: 3000, minGapMs: 500, errorEl: error, filter: (_, change) => B.touches(change, [id]) },
     );
@@ -442,6 +477,16 @@
   const TAIL_WINDOW = 64 * 1024;
   const TAIL_KEEP = 1024 * 1024;
   const TAIL_POLL_MS = 1000;
+
+  /** How many bytes of the file a `/files/read` answer of `length` requested bytes (all there)
+   * stands for. Text without U+FFFD was valid UTF-8: its UTF-8 length is exact, and shorter
+   * than `length` when the agent held a character cut at the end back for the next read.
+   * With U+FFFD (an invalid byte replaced, 1 to 3 bytes each, or a real one) the text says
+   * nothing exact: the requested length is what was read. */
+  function bytesRead(data, length) {
+    if (data.includes("\uFFFD")) return length;
+    return Math.min(new TextEncoder().encode(data).length, length);
+  }
 
   /** Lists a sandbox directory (`/files/browse`) and shows one file with a live tail
    * (`/files/read` from the last offset, once a second). */
@@ -554,18 +599,34 @@
       if (this.tail !== tail || !this.ctx.alive) return;
       let delay = TAIL_POLL_MS;
       try {
-        if (tail.offset === null) {
-          const end = await B.get(`/files/read?path=${encodeURIComponent(tail.path)}&offset=-1`);
-          tail.offset = Math.max(0, end.offset - TAIL_WINDOW);
-          if (tail.offset > 0) tail.text = `… (${fmt.bytes(tail.offset)} earlier not shown; download for all)\n`;
-        }
-        const doc = await B.get(`/files/read?path=${encodeURIComponent(tail.path)}&offset=${tail.offset}&length=${TAIL_WINDOW}`);
+        // The file's size first, then only what is there: `/files/read` answers text (invalid
+        // UTF-8 replaced by U+FFFD, a character cut at the end held back for the next read),
+        // so the bytes read cannot always be told from `data`; asking for no more than the
+        // file holds makes the requested length exactly what was read.
+        const end = await B.get(`/files/read?path=${encodeURIComponent(tail.path)}&offset=-1`);
         if (this.tail !== tail) return;
-        const data = doc.data || "";
-        if (data.length || !tail.pre.textContent) this.append(tail, data);
-        tail.offset = doc.offset + new TextEncoder().encode(data).length;
+        const size = end.offset;
+        let restarted = tail.offset === null;
+        if (tail.offset === null || size < tail.offset) {
+          // First read, or the file was truncated (rotated): start a window before its end.
+          tail.text = restarted ? "" : "… (the file was truncated)\n";
+          restarted = true;
+          tail.offset = Math.max(0, size - TAIL_WINDOW);
+          if (tail.offset > 0) tail.text += `… (${fmt.bytes(tail.offset)} earlier not shown; download for all)\n`;
+        }
+        const length = Math.min(size - tail.offset, TAIL_WINDOW);
+        if (length > 0) {
+          const doc = await B.get(`/files/read?path=${encodeURIComponent(tail.path)}&offset=${tail.offset}&length=${length}`);
+          if (this.tail !== tail) return;
+          const data = doc.data || "";
+          this.append(tail, data);
+          tail.offset = doc.offset + bytesRead(data, length);
+        } else if (restarted || !tail.pre.textContent) {
+          this.append(tail, "");
+        }
         tail.status.textContent = `${fmt.bytes(tail.offset)} read`;
-        if (data.length >= TAIL_WINDOW / 2) delay = 0;
+        // More than a held-back character left: catch up at once.
+        if (size - tail.offset > 4) delay = 0;
       } catch (err) {
         tail.status.textContent = B.errorText(err);
         delay = TAIL_POLL_MS * 3;
@@ -581,5 +642,5 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, failure, whyText };
+  B.tasks = { fetchPage, sandboxOf, findSandbox, failure, whyText };
 })(window.Butte);

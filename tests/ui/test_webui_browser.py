@@ -7,10 +7,14 @@ Every wait is Playwright's polling ``expect`` with a timeout, never a fixed slee
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -378,3 +382,75 @@ def test_roles_show_quota_guarantee_limit_and_consumption(ui_cluster, page, scre
         screenshot(page, "roles-quota")
     finally:
         _update_quota(ui_cluster.url, [{"role": role}])
+
+
+def test_tail_counts_bytes_read_not_decoded_text(ui_cluster, page):
+    """Invalid UTF-8 comes back as U+FFFD (three bytes in UTF-8 for one byte in the file): the
+    tail still advances by the bytes read, so no line is skipped."""
+    invalid = "\\377" * 30
+    lines = 60
+    command = (
+        f"i=0; while [ $i -lt {lines} ]; do printf '{invalid}line-%03d\\n' $i; "
+        "i=$((i+1)); sleep 0.1; done; sleep 600"
+    )
+    ui_cluster.run_task("badbytes", command)
+    task_id = ui_cluster.wait_task("badbytes", timeout=60)
+    page.goto(f"{ui_cluster.url}/#/tasks/{task_id}")
+    tail = page.locator("#tail")
+    expect(tail).to_contain_text(f"line-{lines - 1:03d}", timeout=30000)
+    text = tail.text_content()
+    assert re.findall(r"line-(\d{3})", text) == [f"{i:03d}" for i in range(lines)], text
+    assert text.count("\ufffd") == 30 * lines
+    expect(page.locator(".viewer-head")).to_contain_text(f"{39 * lines / 1024:.1f} KB read")
+
+
+def test_task_group_member_shows_its_own_sandbox(ui_cluster, page, screenshot):
+    """A task group member's sandbox is ``tasks/<id>`` in its default executor's, as in Mesos'
+    UI; ``butte task info`` names the same directory."""
+    launcher = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("group_launcher.py"))]
+        + [ui_cluster.cluster.master_address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    ui_cluster.processes.append(launcher)
+    assert launcher.stdout is not None
+    assert launcher.stdout.readline().startswith("launched ")
+    ui_cluster.wait_task("member-b", timeout=60)
+    page.goto(f"{ui_cluster.url}/#/tasks/member-b")
+    expect(page.locator("#tail")).to_contain_text("member-b-out")
+    files = page.locator('table[data-table="files"]')
+    expect(files.locator('tr[data-file="stdout"]')).to_have_count(1)
+    expect(files.locator('tr[data-file="tasks"]')).to_have_count(0)  # not the executor's
+    screenshot(page, "task-group-member")
+    info = subprocess.run(
+        [sys.executable, "-m", "butte", "task", "info", "member-b"]
+        + ["--master", ui_cluster.cluster.master_address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert info.returncode == 0, info.stderr
+    (sandbox,) = [line for line in info.stdout.splitlines() if line.startswith("Sandbox:")]
+    assert sandbox.endswith("/executors/group-exec/runs/latest/tasks/member-b"), sandbox
+
+
+def test_long_task_ids_are_cut_in_the_list(ui_cluster, page):
+    """A 188-character id does not push the other columns out of view: it is cut with an
+    ellipsis, the whole id in its tooltip."""
+    name = "long" + "x" * 173
+    ui_cluster.run_task(name, "sleep 600")
+    task_id = ui_cluster.wait_task(name, timeout=60)
+    assert len(task_id) == 188
+    page.goto(f"{ui_cluster.url}/#/tasks?q=longxxx")
+    link = page.locator(f'tr[data-task="{task_id}"] a.task-link')
+    expect(link).to_have_attribute("title", task_id)
+    expect(link).to_have_text(task_id)  # all of it is there, cut by the style only
+    box = link.bounding_box()
+    assert box is not None and box["width"] < 350, box
+    assert link.evaluate("(a) => a.scrollWidth > a.clientWidth")  # cut
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    last = row.locator("td").last.bounding_box()  # "Last update": still in the window
+    assert last is not None and last["x"] + last["width"] <= 1400, last

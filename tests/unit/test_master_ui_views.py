@@ -205,6 +205,9 @@ def test_task_usage_matches_the_tasks_container():
     refused = task_usage.usage_entry(task, None, "the agent answered 500", 1)
     assert refused["error"] == "the agent answered 500"
     assert task_usage.find_tasks(h.master, ["t0", "nope"]) == {"t0": task, "nope": None}
+    # A task the caller may not view (view_tasks) is found as an unknown one.
+    hidden = task_usage.find_tasks(h.master, ["t0"], lambda t: t.framework_id != fid)
+    assert hidden == {"t0": None}
 
 
 def test_roles_match_the_legacy_endpoint_amounts():
