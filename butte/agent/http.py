@@ -20,6 +20,7 @@ from butte.agent.http_auth import executor_call_problem, state_viewer
 from butte.agent.shell_api import AgentShell
 from butte.core.codec import encode_json
 from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
+from butte.master.acls import forbidden, without_flags
 
 JSON = "application/json"
 _ACCEPTABLE = ("application/json", "application/*", "*/*", "application/recordio")
@@ -149,11 +150,20 @@ class AgentHttp:
         return json_response(version_info())
 
     async def state(self, request: web.Request) -> web.Response:
-        view = state_viewer(self.server.options.auth.acls, request, self.server.framework_user)
+        acls = self.server.options.auth.acls
+        view = state_viewer(acls, request, self.server.framework_user)
         state = self.server.state()
-        return json_response(state if view is None else view.agent_state(state))
+        if view is not None:
+            state = view.agent_state(state)
+        if not acls.allowed("view_flags", request.get("principal"), None):
+            state = without_flags(state)  # as Mesos: the flags only for `view_flags`
+        return json_response(state)
 
     async def flags(self, request: web.Request) -> web.Response:
+        """``/flags``: 403 for a principal the ``view_flags`` ACL refuses, as in Mesos."""
+        refusal = forbidden(self.server.options.auth.acls, "view_flags", request.get("principal"))
+        if refusal is not None:
+            return error(403, refusal)
         return json_response({"flags": self.server.flags})
 
 

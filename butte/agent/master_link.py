@@ -10,7 +10,8 @@ Once the master has said (in AGENT_REGISTERED / AGENT_REREGISTERED) that it take
 the messages queued when the writer runs leave together in one frame (`internal`): one
 write and one wake-up of the master for a burst of status updates instead of one each.
 A master that stays silent longer than `SILENCE_TIMEOUT` (it pings every 15 s by default) is
-treated as gone.
+treated as gone. A master that refuses the agent's registration (its ACLs) closes the socket
+with a policy-violation frame whose reason is logged; the agent retries with its backoff.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import aiohttp
 import msgspec
 
 from butte.core import internal
+from butte.core.websocket import CLOSE_POLICY
 
 log = logging.getLogger("butte.agent")
 
@@ -170,6 +172,13 @@ class MasterLink:
                 if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     self._deliver(msg.data)
                 else:
+                    if msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CLOSE_POLICY:
+                        # The master refused this agent (the register_agents ACL): not
+                        # registered, its tasks keep running, it retries with its backoff.
+                        log.warning(
+                            "master refused this agent's registration: %s; retrying",
+                            msg.extra or "no reason given (see the master's log)",
+                        )
                     break
         except TimeoutError:
             log.warning("master silent for %.0f s; reconnecting", SILENCE_TIMEOUT)

@@ -49,6 +49,7 @@ from butte.core.operator import (
     parse_call,
 )
 from butte.core.resources import Resources
+from butte.master.acls import endpoint_forbidden, forbidden
 from butte.master.http import metrics_query_problem
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
@@ -151,6 +152,12 @@ class AgentOperatorApi:
             problem = self.nested.authorize(request, call.type)
             if problem is not None:
                 return problem
+        if call.type == "GET_FLAGS":  # Mesos' `getFlags`: Forbidden without VIEW_FLAGS
+            refusal = forbidden(
+                self.server.options.auth.acls, "view_flags", request.get("principal")
+            )
+            if refusal is not None:
+                return _text(403, refusal)
         try:
             result = await handler(self, call)
         except FileError as e:
@@ -168,10 +175,22 @@ class AgentOperatorApi:
         key = call.type.lower()
         return _json({"type": call.type, key: result})
 
+    def _endpoint_refusal(self, request: web.Request, path: str) -> web.Response | None:
+        """403 for a GET of ``path`` (one of Mesos' AUTHORIZABLE_ENDPOINTS) that the
+        ``get_endpoints`` ACL refuses the caller; None otherwise (always without ACLs)."""
+        acls = self.server.options.auth.acls
+        refusal = endpoint_forbidden(acls, request.get("principal"), path)
+        return _text(403, refusal) if refusal is not None else None
+
     async def metrics_snapshot(self, request: web.Request) -> web.Response:
-        return metrics_query_problem(request) or _json(self.metrics())
+        refusal = self._endpoint_refusal(request, "/metrics/snapshot")
+        return refusal or metrics_query_problem(request) or _json(self.metrics())
 
     async def prometheus(self, request: web.Request) -> web.Response:
+        """``/metrics``: ``/metrics/snapshot`` as Prometheus text, guarded as that path."""
+        refusal = self._endpoint_refusal(request, "/metrics/snapshot")
+        if refusal is not None:
+            return refusal
         return web.Response(
             body=prometheus_text(self.metrics(), "Mesos agent metric"),
             headers={"Content-Type": PROMETHEUS_CONTENT_TYPE},
@@ -181,6 +200,9 @@ class AgentOperatorApi:
         """Legacy ``/containers``: the running containers with their statistics; as in
         Mesos, ``?container_id=``, ``?framework_id=`` or ``?framework_id=&executor_id=``
         select some (400 for another combination)."""
+        refusal = self._endpoint_refusal(request, "/containers")
+        if refusal is not None:
+            return refusal
         query = request.query
         container_id = query.get("container_id")
         framework_id = query.get("framework_id")
@@ -206,6 +228,9 @@ class AgentOperatorApi:
         """Legacy ``/monitor/statistics`` (Mesos 1.x; read by monitoring agents such as
         Prometheus' mesos exporter): each running executor's ResourceStatistics (from the
         cgroups with cgroup isolators, else from /proc)."""
+        refusal = self._endpoint_refusal(request, "/monitor/statistics")
+        if refusal is not None:
+            return refusal
         keys = ("executor_id", "executor_name", "framework_id", "source", "statistics")
         return _json([{k: c[k] for k in keys} for c in await self._containers()])
 

@@ -82,6 +82,24 @@ OBJECTS = {
 # The view_* / access_* actions that filter what state endpoints show (butte.master.view_acls).
 VIEW_ACTIONS = ("view_frameworks", "view_tasks", "view_executors", "view_roles")
 
+# The paths `get_endpoints` guards, as Mesos' AUTHORIZABLE_ENDPOINTS lists them (GET only; the
+# object is the path without a /master or /slave(1) prefix). Other paths are not authorized
+# by this action: an ACL naming one is parsed but has no effect.
+AUTHORIZABLE_ENDPOINTS = frozenset(
+    {
+        "/containers",
+        "/containerizer/debug",
+        "/files/debug",
+        "/logging/toggle",
+        "/metrics/snapshot",
+        "/monitor/statistics",
+    }
+)
+
+# What a state document (the master's or an agent's ``/state``) shows of the process's flags:
+# left out for a principal that may not `view_flags`, as Mesos does.
+FLAG_KEYS = ("flags", "cluster", "log_dir", "external_log_file")
+
 
 class AclError(ValueError):
     """An ACL file that cannot be used."""
@@ -156,6 +174,28 @@ class Acls:
         first_subject, first_target = rules[0]
         # A leading ANY -> ANY rule decides everything; anything else may refuse someone.
         return first_subject.kind == "ANY" and first_target.kind == "ANY"
+
+
+def forbidden(acls: Acls, action: str, principal: str | None, obj: str | None = None) -> str | None:
+    """The 403 message when ``principal`` may not do ``action`` (to ``obj``), else None."""
+    if acls.allowed(action, principal, obj):
+        return None
+    who = f"'{principal}'" if principal is not None else "an unauthenticated principal"
+    what = f" {obj}" if obj is not None else ""
+    return f"Forbidden: {who} may not {action.replace('_', ' ')}{what} ({action})"
+
+
+def endpoint_forbidden(acls: Acls, principal: str | None, path: str) -> str | None:
+    """`forbidden` for a GET of one of `AUTHORIZABLE_ENDPOINTS` (``path`` without prefix):
+    the ``get_endpoints`` action, whose object is the path."""
+    if acls.unrestricted("get_endpoints"):
+        return None
+    return forbidden(acls, "get_endpoints", principal, path)
+
+
+def without_flags(doc: dict[str, Any]) -> dict[str, Any]:
+    """A state document without what `FLAG_KEYS` names (a copy; ``doc`` is not changed)."""
+    return {k: v for k, v in doc.items() if k not in FLAG_KEYS}
 
 
 def authorized(acls: Acls, action: str, principal: str | None, obj: str | None = None) -> bool:

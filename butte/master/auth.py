@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from butte.core import internal
+from butte.core import internal, resource_ops
 from butte.core.auth import authenticated_principal
 from butte.core.messages import SchedulerCall
+from butte.core.resources import ResourceError, Resources
+from butte.master.acls import Acls
 
 # Mesos' realm names, shown in the WWW-Authenticate challenge.
 REALM_NAMES = {
@@ -125,11 +127,15 @@ class Authenticator:
 def framework_principal_error(
     call: SchedulerCall, principal: str | None, known_principal: str | None | bool
 ) -> str | None:
-    """Why an authenticated framework may not make ``call`` (a 403), or None.
+    """Why an authenticated framework may not make ``call``, or None: the message of Mesos'
+    400 answer.
 
     ``principal`` is the authenticated one (None: authentication is off); ``known_principal``
     is the principal the named framework registered with, or False when the master does
-    not know that framework.
+    not know that framework. A SUBSCRIBE is refused only for a ``FrameworkInfo.principal``
+    other than the authenticated one (Mesos' ``validation::scheduler::call::validate``); one
+    that names another principal's framework gets to the core, which refuses it on the
+    stream ("Changing framework's principal is not allowed.").
     """
     if principal is None:
         return None
@@ -137,9 +143,37 @@ def framework_principal_error(
         claimed = call.subscribe.framework_info.principal
         if claimed is not None and claimed != principal:
             return (
-                f"Framework principal '{claimed}' does not match authenticated principal "
-                f"'{principal}'"
+                f"Failed to validate scheduler::Call: Authenticated principal '{principal}' "
+                f"does not match principal '{claimed}' set in `FrameworkInfo`"
             )
+        return None
     if known_principal is not False and known_principal != principal:
-        return f"Framework is registered by another principal than '{principal}'"
+        return (
+            f"Authenticated principal '{principal}' does not match principal "
+            f"'{known_principal or ''}' set in `FrameworkInfo`"
+        )
+    return None
+
+
+def agent_registration_refusal(
+    acls: Acls, principal: str | None, info: internal.AgentInfo
+) -> str | None:
+    """Why an agent (authenticated as ``principal``, None without --authenticate_agents) may
+    not (re-)register, or None; Mesos' ``ActionObject::agentRegistration``: the
+    ``register_agents`` ACL (object ANY), and ``reserve_resources`` for the role of every
+    static reservation it declares (it reserves them as its principal). The message is
+    Mesos' less the list of resources, short enough for a WebSocket close frame."""
+    if acls.unrestricted("register_agents") and acls.unrestricted("reserve_resources"):
+        return None  # nothing to parse or look up per registration
+    verb = "reregister" if info.id is not None else "register"
+    who = f"with principal '{principal}'" if principal is not None else "without a principal"
+    if not acls.allowed("register_agents", principal, None):
+        return f"Not authorized to {verb} agent {who}"
+    try:
+        total = Resources.from_json(info.resources)
+    except ResourceError:
+        return None  # the core refuses the agent for these resources
+    for role in sorted(resource_ops.declared(total).roles() - {"*"}):
+        if not acls.allowed("reserve_resources", principal, role):
+            return f"Not authorized to {verb} agent reserving for role '{role}' {who}"
     return None

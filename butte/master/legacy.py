@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from butte.core.resources import validate_role
 from butte.master import operator_views, state_json, view_acls
+from butte.master.acls import forbidden
 from butte.master.http import PrefixRouter, json_reply, text_reply
 from butte.master.quota import role_quota_json
 from butte.master.shell_api import MasterShell
@@ -196,12 +197,40 @@ class LegacyEndpoints:
 
     # -- roles and weights -------------------------------------------------------------------
 
+    def _role_viewer(self, principal: str | None) -> Callable[[str | None], bool] | None:
+        """Which roles ``principal`` may see under the ``view_roles`` ACL (None: all)."""
+        acls = self.server.acls
+        if acls.unrestricted("view_roles"):
+            return None
+        return lambda role: acls.allowed("view_roles", principal, role)
+
+    def visible_roles(
+        self, principal: str | None, roles: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``roles`` (objects with a ``name``, GET_ROLES' or ``/roles``') that ``principal``
+        may view; all of them unless ``view_roles`` restricts it, as Mesos filters them."""
+        may_view = self._role_viewer(principal)
+        if may_view is None:
+            return roles
+        return [r for r in roles if may_view(r.get("name"))]
+
+    def visible_weights(self, principal: str | None) -> list[dict[str, Any]]:
+        """The weight infos (``[{role, weight}]``) ``principal`` may view (``view_roles``)."""
+        infos: list[dict[str, Any]] = operator_views.get_weights(self.machine)["weight_infos"]
+        may_view = self._role_viewer(principal)
+        if may_view is None:
+            return infos
+        return [i for i in infos if may_view(i.get("role"))]
+
     async def roles(self, request: web.Request) -> web.Response:
         machine = self.machine
         weights = machine.allocator.weights
         quotas = machine.allocator.quotas
         out = []
+        may_view = self._role_viewer(request.get("principal"))
         for role, (allocated, offered, fids) in operator_views.role_usage(machine).items():
+            if may_view is not None and not may_view(role):
+                continue
             reserved = operator_views.total(a.total.reserved(role) for a in machine.agents.values())
             out.append(
                 {
@@ -221,9 +250,9 @@ class LegacyEndpoints:
 
     async def weights(self, request: web.Request) -> web.Response:
         """GET: ``[{role, weight}]``; PUT the same shape to change weights."""
+        principal = request.get("principal")
         if request.method == "GET":
-            infos = operator_views.get_weights(self.machine)["weight_infos"]
-            return json_reply(infos)
+            return json_reply(self.visible_weights(principal))
         if request.method != "PUT":
             return text_reply(405, "Expecting 'GET' or 'PUT'", {"Allow": "GET, PUT"})
         try:
@@ -232,11 +261,25 @@ class LegacyEndpoints:
             return text_reply(400, f"Failed to parse the body as JSON: {e}")
         if not isinstance(body, list) or not all(isinstance(i, dict) for i in body):
             return text_reply(400, "Expecting a JSON array of {role, weight} objects")
-        weights = weights_problem((i.get("role"), i.get("weight")) for i in body)
+        refusal = self.update_weights([(i.get("role"), i.get("weight")) for i in body], principal)
+        return refusal or text_reply(200)
+
+    def update_weights(
+        self, items: list[tuple[Any, Any]], principal: str | None
+    ) -> web.Response | None:
+        """``PUT /weights`` and UPDATE_WEIGHTS alike (Mesos' ``WeightsHandler::update``):
+        validated (400), then authorized by ``update_weights`` for every role, or for ANY
+        role when none is named (403), then applied; None when applied."""
+        weights = weights_problem(items)
         if isinstance(weights, str):
             return text_reply(400, weights)
+        acls = self.server.acls
+        for role in weights or [None]:
+            refusal = forbidden(acls, "update_weights", principal, role)
+            if refusal is not None:
+                return text_reply(403, refusal)
         self.apply_weights(weights)
-        return text_reply(200)
+        return None
 
     def apply_weights(self, weights: dict[str, float]) -> None:
         """Validated weights: made durable in the registry, then used by the allocator."""
@@ -245,6 +288,10 @@ class LegacyEndpoints:
     # -- flags and teardown ------------------------------------------------------------------
 
     async def flags(self, request: web.Request) -> web.Response:
+        """``/flags``: 403 for a principal the ``view_flags`` ACL refuses (Mesos' ``_flags``)."""
+        refusal = forbidden(self.server.acls, "view_flags", request.get("principal"))
+        if refusal is not None:
+            return text_reply(403, refusal)
         return json_reply({"flags": self.server.config.flags})
 
     async def teardown(self, request: web.Request) -> web.Response:

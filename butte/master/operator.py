@@ -34,11 +34,12 @@ from butte.core.operator import (
     parse_call,
 )
 from butte.master import operations_api, operator_views, state_json, view_acls
+from butte.master.acls import endpoint_forbidden
 from butte.master.effects import Effect
 from butte.master.events import OperatorSubscribers
 from butte.master.files import OPERATOR_REQUEST, MasterFiles
 from butte.master.http import json_reply, read_api_body, text_reply
-from butte.master.legacy import LegacyEndpoints, weights_problem
+from butte.master.legacy import LegacyEndpoints
 from butte.master.maintenance_http import (
     MAINTENANCE_ACTIONS,
     MaintenanceEndpoints,
@@ -50,6 +51,10 @@ from butte.master.shell_api import MasterShell
 from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
 
 Answer = dict[str, Any] | web.Response | None
+
+# The object of the ``get_endpoints`` ACL for the metrics, whatever the prefix (Mesos serves
+# them from libprocess' ``/metrics/snapshot``).
+METRICS_PATH = "/metrics/snapshot"
 
 # The authenticated principal of the request being served (each request runs in its own task,
 # so its own context): calls whose answer depends on ACLs per object read it.
@@ -141,12 +146,12 @@ class OperatorApi:
         if call.teardown is not None:
             fw = self.machine.frameworks.get(call.teardown.framework_id.value)
             checks.append(("teardown_frameworks", fw.info.principal if fw else None))
-        elif call.update_weights is not None:
-            checks += [("update_weights", w.role) for w in call.update_weights.weight_infos]
         elif call.type in _AGENT_ACTIONS:
             checks.append((_AGENT_ACTIONS[call.type], None))
         elif call.type == "SET_LOGGING_LEVEL":
             checks.append(("set_log_level", None))
+        elif call.type == "GET_FLAGS":  # Mesos' `getFlags`: Forbidden without VIEW_FLAGS
+            checks.append(("view_flags", None))
         elif call.type in MAINTENANCE_ACTIONS:
             checks += maintenance_acl_checks(call.type, call)
         for action, obj in checks:
@@ -156,6 +161,11 @@ class OperatorApi:
         return None
 
     async def prometheus(self, request: web.Request) -> web.StreamResponse:
+        """``/metrics``: ``/metrics/snapshot`` as Prometheus text, so guarded as that path
+        by the ``get_endpoints`` ACL."""
+        refusal = endpoint_forbidden(self.server.acls, request.get("principal"), METRICS_PATH)
+        if refusal is not None:
+            return text_reply(403, refusal)
         return web.Response(
             body=prometheus_text(self.metrics(), "Mesos master metric"),
             headers={"Content-Type": PROMETHEUS_CONTENT_TYPE},
@@ -200,10 +210,12 @@ class OperatorApi:
         return operator_views.get_tasks(self.machine)
 
     async def call_get_roles(self, call: OperatorCall) -> Answer:
-        return operator_views.get_roles(self.machine)
+        answer = operator_views.get_roles(self.machine)
+        roles = self.legacy.visible_roles(_PRINCIPAL.get(), answer["roles"])
+        return answer if roles is answer["roles"] else {**answer, "roles": roles}
 
     async def call_get_weights(self, call: OperatorCall) -> Answer:
-        return operator_views.get_weights(self.machine)
+        return {"weight_infos": self.legacy.visible_weights(_PRINCIPAL.get())}
 
     async def call_get_master(self, call: OperatorCall) -> Answer:
         out = {"master_info": self.machine.master_info, "start_time": self.machine.start_time}
@@ -272,11 +284,7 @@ class OperatorApi:
     async def call_update_weights(self, call: OperatorCall) -> Answer:
         assert call.update_weights is not None
         infos = call.update_weights.weight_infos
-        weights = weights_problem((i.role, i.weight) for i in infos)
-        if isinstance(weights, str):
-            return text_reply(400, weights)
-        self.legacy.apply_weights(weights)
-        return None
+        return self.legacy.update_weights([(i.role, i.weight) for i in infos], _PRINCIPAL.get())
 
     async def call_teardown(self, call: OperatorCall) -> Answer:
         assert call.teardown is not None

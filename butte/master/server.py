@@ -46,15 +46,17 @@ from butte.core.messages import (
     decode,
 )
 from butte.core.tls_listener import TlsListen
+from butte.core.websocket import CLOSE_POLICY
 from butte.master import fast_http, state_json, ui_api, view_acls, views, webui
 from butte.master.accept import launched_containers, unreported_refusal
-from butte.master.acls import Acls
+from butte.master.acls import Acls, endpoint_forbidden, without_flags
 from butte.master.agent_socket import AgentUpgrade, AgentWebSocket
 from butte.master.allocator.hierarchical import HierarchicalDRFAllocator
 from butte.master.allocator.interface import AllocatorOptions
 from butte.master.auth import (
     AuthConfig,
     Authenticator,
+    agent_registration_refusal,
     framework_principal_error,
 )
 from butte.master.effects import (
@@ -78,7 +80,7 @@ from butte.master.http import (
     text_reply,
 )
 from butte.master.machine import MasterMachine, MasterOptions
-from butte.master.operator import OperatorApi
+from butte.master.operator import METRICS_PATH, OperatorApi
 from butte.master.snapshot import StateSnapshots
 from butte.master.task_kill import TaskKill
 
@@ -130,12 +132,16 @@ class _AgentLink:
     """One agent WebSocket served by aiohttp (the lean path's is `AgentWebSocket`):
     outgoing frames are queued so effects never await."""
 
-    __slots__ = ("ws", "queue", "peer_ip")
+    __slots__ = ("ws", "queue", "peer_ip", "principal", "refusal")
 
-    def __init__(self, ws: web.WebSocketResponse, peer_ip: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, peer_ip: str, principal: str | None) -> None:
         self.ws = ws
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.peer_ip = peer_ip
+        # The agent's authenticated principal (None without --authenticate_agents).
+        self.principal = principal
+        # Why its registration was refused: the reason of the close frame, for its log.
+        self.refusal: str | None = None
 
     def send(self, data: bytes) -> None:
         """Queues one text message."""
@@ -520,13 +526,21 @@ class MasterServer:
         data = self.state_snapshots.master_state(
             self.machine, self.config.flags, MESOS_COMPAT_VERSION, self.elected_time
         )
-        view = view_acls.viewer(self.acls, request.get("principal"), self.machine)
-        if view is not None:  # --acls restrict views: this principal's copy
-            narrowed = view.legacy_state(msgspec.json.decode(data))
-            return json_reply(narrowed)
+        principal = request.get("principal")
+        view = view_acls.viewer(self.acls, principal, self.machine)
+        # Mesos shows the flags in /state only to a principal allowed to `view_flags`.
+        hide_flags = not self.acls.allowed("view_flags", principal, None)
+        if view is not None or hide_flags:  # --acls restrict views: this principal's copy
+            narrowed = msgspec.json.decode(data)
+            if view is not None:
+                narrowed = view.legacy_state(narrowed)
+            return json_reply(without_flags(narrowed) if hide_flags else narrowed)
         return json_reply(msgspec.Raw(data))
 
     async def metrics_snapshot(self, request: web.Request) -> web.StreamResponse:
+        refusal = endpoint_forbidden(self.acls, request.get("principal"), METRICS_PATH)
+        if refusal is not None:  # the get_endpoints ACL, as libprocess' authorization callback
+            return text_reply(403, refusal)
         return metrics_query_problem(request) or json_reply(self.operator.metrics())
 
     # -- scheduler API --------------------------------------------------------------------
@@ -542,12 +556,14 @@ class MasterServer:
         if call.type == "SUBSCRIBE":
             if "Mesos-Stream-Id" in request.headers:
                 return text_reply(400, _SUBSCRIBE_WITH_STREAM_ID)
-            forbidden = self._principal_error(call, principal)
-            if forbidden is not None:
-                return text_reply(403, forbidden)
-            return await self._subscribe(
-                request, _with_principal(call, principal), self.clock.now()
-            )
+            invalid = self._principal_error(call, principal)
+            if invalid is not None:
+                return text_reply(400, invalid)
+            call = _with_principal(call, principal)
+            refusal = self._registration_refusal(call)
+            if refusal is not None:
+                return await self._refuse_subscription(request, call, refusal)
+            return await self._subscribe(request, call, self.clock.now())
         reply = self._run_scheduler_call(call, request.headers.get("Mesos-Stream-Id"), principal)
         return web.Response(
             status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
@@ -580,9 +596,9 @@ class MasterServer:
         self, call: SchedulerCall, stream_id: str | None, principal: str | None = None
     ) -> fast_http.Reply:
         """Runs a non-SUBSCRIBE call through the core and carries out its effects."""
-        forbidden = self._principal_error(call, principal)
-        if forbidden is not None:
-            return fast_http.text(403, forbidden)
+        invalid = self._principal_error(call, principal)
+        if invalid is not None:
+            return fast_http.text(400, invalid)
         result, effects = self.machine.scheduler_call(call, stream_id, self.clock.now())
         self.apply(effects)
         if result.body is not None:
@@ -594,15 +610,40 @@ class MasterServer:
         """``--acls`` (`butte.master.acls`), also checked by the core at launch."""
         return self.config.master.acls
 
+    def _registration_refusal(self, call: SchedulerCall) -> str | None:
+        """Why a SUBSCRIBE (its FrameworkInfo already given the authenticated principal) may
+        not register in its roles under the ``register_frameworks`` ACL, or None; the text
+        of Mesos' ``checkSubscribeAuthorization``."""
+        assert call.subscribe is not None
+        info = call.subscribe.framework_info
+        if self.acls.unrestricted("register_frameworks"):
+            return None
+        roles = info.role_list()
+        if all(self.acls.allowed("register_frameworks", info.principal, r) for r in roles):
+            return None
+        fid = info.id.value if info.id is not None else ""
+        listed = ", ".join(sorted(roles))
+        return f"Not authorized to register framework {fid} with roles {{ {listed} }}"
+
+    async def _refuse_subscription(
+        self, request: web.Request, call: SchedulerCall, message: str
+    ) -> web.StreamResponse:
+        """As Mesos refuses a subscription once the stream is open: 200, one ERROR event,
+        and the stream closed."""
+        assert call.subscribe is not None
+        log.info(
+            "Refusing subscription of framework '%s': %s",
+            call.subscribe.framework_info.name,
+            message,
+        )
+        stream = RecordStream(line_flush=HEARTBEAT)
+        stream.put(record(views.error_event(message)))
+        stream.close()
+        return await stream.serve(request, {"Mesos-Stream-Id": str(uuid.uuid4())})
+
     def _principal_error(self, call: SchedulerCall, principal: str | None) -> str | None:
-        """Why the authenticated ``principal`` may not make ``call`` for its framework (or,
-        for a SUBSCRIBE, register in its roles: the ``register_frameworks`` ACL)."""
-        if call.type == "SUBSCRIBE" and call.subscribe is not None:
-            info = call.subscribe.framework_info
-            acting = principal if principal is not None else info.principal
-            for role in info.role_list():
-                if not self.acls.allowed("register_frameworks", acting, role):
-                    return f"Not authorized to register a framework in role '{role}'"
+        """Why the authenticated ``principal`` may not make ``call`` for its framework
+        (`framework_principal_error`: Mesos answers 400)."""
         if principal is None:
             return None
         fid = call.framework_id
@@ -648,14 +689,14 @@ class MasterServer:
         await ws.prepare(request)
         connection_id = f"agent-{next(self._agent_connections)}"
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        link = _AgentLink(ws, peer[0] if peer else "")
+        link = _AgentLink(ws, peer[0] if peer else "", request.get("principal"))
         self._agents[connection_id] = link
         writer = asyncio.get_running_loop().create_task(self._agent_writer(link))
         try:
             async for msg in ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
-                self._agent_message(connection_id, link.peer_ip, msg.data)
+                self._agent_message(connection_id, link.peer_ip, msg.data, link.principal)
         except asyncio.CancelledError:
             pass
         finally:
@@ -669,8 +710,9 @@ class MasterServer:
     def accepts_agents(self) -> bool:
         """Agents may connect while this master leads, and while it recovers the registry
         (see `_agent_during_recovery`). With --authenticate_agents the full path takes them,
-        where their credentials are checked."""
-        if self.config.auth.agents:
+        where their credentials are checked, and so does it when the ``register_agents`` ACL
+        may refuse some agent (its refusal then tells the agent why, `_refuse_agent`)."""
+        if self.config.auth.agents or not self.acls.unrestricted("register_agents"):
             return False
         return self.leadership.role is Role.RECOVERING or self.leadership.acting()
 
@@ -684,15 +726,23 @@ class MasterServer:
     def agent_closed(self, link: AgentWebSocket) -> None:
         self._agent_gone(link.connection_id)
 
-    def _agent_message(self, connection_id: str, peer_ip: str, data: bytes | str) -> None:
+    def _agent_message(
+        self, connection_id: str, peer_ip: str, data: bytes | str, principal: str | None = None
+    ) -> None:
         """One message from an agent: to the core, or held while the registry is being
-        recovered (and behind what is held of its connection)."""
+        recovered (and behind what is held of its connection). A (re-)registration the ACLs
+        refuse goes no further (`_refuse_agent`)."""
         try:
             messages = internal.decode_agent_messages(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             log.warning("Bad message from agent connection %s: %s", connection_id, e)
             return
         for message in messages:
+            if isinstance(message, internal.RegisterAgent):
+                refusal = agent_registration_refusal(self.acls, principal, message.agent_info)
+                if refusal is not None:
+                    self._refuse_agent(connection_id, peer_ip, message.agent_info, refusal)
+                    return
             held = self._held_agent_messages.get(connection_id)
             if held is not None:
                 held.append(message)
@@ -702,6 +752,28 @@ class MasterServer:
                 self.apply(
                     self.machine.agent_message(connection_id, message, peer_ip, self.clock.now())
                 )
+
+    def _refuse_agent(
+        self, connection_id: str, peer_ip: str, info: internal.AgentInfo, refusal: str
+    ) -> None:
+        """As Mesos does with an agent the authorizer refuses: it is not registered (nor
+        shut down: its tasks keep running) and retries with its backoff. Its connection is
+        closed with a policy-violation close frame whose reason the agent logs."""
+        agent = f"agent {info.id.value} " if info.id is not None else "agent "
+        log.warning(
+            "Refusing %s of %sat %s (%s): %s",
+            "re-registration" if info.id is not None else "registration",
+            agent,
+            peer_ip,
+            info.hostname,
+            refusal,
+        )
+        link = self._agents.get(connection_id)
+        if isinstance(link, _AgentLink):
+            link.refusal = refusal
+            link.close()
+        elif link is not None:  # the lean path (register_agents unrestricted): a static
+            link.close(CLOSE_POLICY)  # reservation refused; its close frame has no reason
 
     def _agent_gone(self, connection_id: str) -> None:
         if self._agents.pop(connection_id, None) is None:
@@ -715,7 +787,12 @@ class MasterServer:
             while True:
                 data = await link.queue.get()
                 if data is None:
-                    await link.ws.close()
+                    if link.refusal is not None:
+                        # A close frame's reason fits in 123 bytes.
+                        reason = link.refusal.encode()[:123].decode(errors="ignore")
+                        await link.ws.close(code=CLOSE_POLICY, message=reason.encode())
+                    else:
+                        await link.ws.close()
                     return
                 await link.ws.send_str(data.decode())
         except (ConnectionError, RuntimeError):

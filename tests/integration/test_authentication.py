@@ -10,11 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
 
+from butte.cli.local import AGENT_STOP_SIGNAL, HOST, ManagedProcess, free_port
 from butte.core.auth import basic_header
+from butte.core.codec import RecordIOReader
 from butte.testing.pymesos_task import pymesos_runs_a_task
 from butte.testing.require import require_module
 
@@ -92,7 +95,10 @@ def test_a_framework_acts_only_as_its_principal(secured) -> None:
         assert ok.status_code == 202, ok.text
         assert requests.post(url, json=revive, headers=headers, timeout=10).status_code == 401
         stolen = requests.post(url, json=revive, headers={**headers, **auth("other")}, timeout=10)
-        assert stolen.status_code == 403 and "another principal" in stolen.text
+        assert stolen.status_code == 400  # Mesos' text (src/master/http.cpp)
+        assert stolen.text == (
+            "Authenticated principal 'other' does not match principal 'fw' set in `FrameworkInfo`"
+        )
         state = requests.get(secured.master_url + "/state", headers=auth("ops"), timeout=10)
         [fw] = [f for f in state.json()["frameworks"] if f["id"] == framework_id["value"]]
         assert fw["principal"] == "fw"  # taken from the credentials
@@ -103,10 +109,29 @@ def test_a_framework_acts_only_as_its_principal(secured) -> None:
             "subscribe": {"framework_info": {**info, "id": framework_id}},
         }
         refused = requests.post(url, json=takeover, headers=auth("other"), timeout=10)
-        assert refused.status_code == 403
+        # As Mesos: the stream opens, says why and ends (the framework keeps its own).
+        assert refused.status_code == 200
+        assert _events(refused) == [
+            {
+                "type": "ERROR",
+                "error": {"message": "Changing framework's principal is not allowed."},
+            }
+        ]
     claimed = {"type": "SUBSCRIBE", "subscribe": {"framework_info": {**info, "principal": "fw"}}}
     refused = requests.post(url, json=claimed, headers=auth("other"), timeout=10)
-    assert refused.status_code == 403 and "does not match" in refused.text
+    # Mesos' validation of the call (src/master/validation.cpp): 400 before any stream.
+    assert refused.status_code == 400
+    assert refused.text == (
+        "Failed to validate scheduler::Call: Authenticated principal 'other' does not match "
+        "principal 'fw' set in `FrameworkInfo`"
+    )
+
+
+def _events(response: requests.Response) -> list[dict]:
+    """Every event of a scheduler stream the master ends by itself, heartbeats left out."""
+    reader = RecordIOReader()
+    events = [json.loads(r) for r in reader.feed(response.content)]
+    return [e for e in events if e["type"] != "HEARTBEAT"]
 
 
 def test_clients_log_in_and_secrets_stay_out_of_logs_and_state(secured) -> None:
@@ -174,9 +199,19 @@ def test_acls_decide_who_registers_and_who_tears_down(cluster_factory, tmp_path)
         body = {"type": "SUBSCRIBE", "subscribe": {"framework_info": info}}
         return requests.post(url, json=body, headers=auth(principal), stream=True, timeout=10)
 
+    # As Mesos (Master::_subscribe): 200, then an ERROR event, and the stream ends.
     refused = subscribe("fw", "web")
-    assert refused.status_code == 403 and "role 'web'" in refused.text
-    assert subscribe("other", "*").status_code == 403
+    assert refused.status_code == 200 and refused.headers["Mesos-Stream-Id"]
+    assert _events(refused) == [
+        {
+            "type": "ERROR",
+            "error": {"message": "Not authorized to register framework  with roles { web }"},
+        }
+    ]
+    other = subscribe("other", "*")
+    assert other.status_code == 200
+    assert [e["type"] for e in _events(other)] == ["ERROR"]
+    assert not cluster.state()["frameworks"]
     with subscribe("fw", "*") as stream:
         assert stream.status_code == 200
         chunks = stream.iter_content(chunk_size=None)  # kept: dropping it closes the stream
@@ -188,3 +223,49 @@ def test_acls_decide_who_registers_and_who_tears_down(cluster_factory, tmp_path)
         denied = requests.post(api, json=teardown, headers=auth("other"), timeout=10)
         assert denied.status_code == 403 and "teardown_frameworks" in denied.text
         assert requests.post(api, json=teardown, headers=auth("ops"), timeout=10).ok
+
+
+def test_register_agents_acl_refuses_an_agent_of_another_principal(
+    cluster_factory, tmp_path
+) -> None:
+    """As Mesos (Master::_registerSlave): an agent whose principal the ``register_agents``
+    ACL refuses is not registered (nor shut down) and keeps retrying; it logs why."""
+    creds = tmp_path / "credentials"
+    creds.write_text("agent1 agent1-Secret\nbob bob-Secret\n")
+    acls = {
+        "register_agents": [
+            {"principals": {"values": ["agent1"]}, "agents": {"type": "ANY"}},
+            {"principals": {"type": "ANY"}, "agents": {"type": "NONE"}},
+        ]
+    }
+    agent1 = tmp_path / "agent1-credential"
+    agent1.write_text("agent1 agent1-Secret\n")
+    cluster = cluster_factory(
+        master_flags=[
+            "--authenticate_agents",
+            f"--credentials={creds}",
+            f"--acls={json.dumps(acls)}",
+        ],
+        agent_flags=[f"--credential={agent1}"],
+    )
+    bob_credential = tmp_path / "bob-credential"
+    bob_credential.write_text("bob bob-Secret\n")
+    argv = [sys.executable, "-m", "butte", "agent", "--master", cluster.master_address]
+    argv += ["--ip", HOST, "--port", str(free_port()), "--work_dir", str(tmp_path / "bob")]
+    argv += [f"--credential={bob_credential}", "--resources", "cpus:1;mem:64"]
+    argv += ["--registration_backoff_factor=100ms"]
+    bob = ManagedProcess("bob", argv, tmp_path / "bob.log", stop_signal=AGENT_STOP_SIGNAL)
+    bob.start()
+    try:
+        deadline = time.monotonic() + 20
+        refused = "master refused this agent's registration: Not authorized to register agent "
+        refused += "with principal 'bob'; retrying"
+        while bob.log_tail(200).count(refused) < 2:  # refused, then refused again on retry
+            assert bob.running(), bob.log_tail()
+            assert time.monotonic() < deadline, bob.log_tail()
+            time.sleep(0.1)
+        assert "Refusing registration of agent at" in cluster.master.log_text()
+        [agent] = cluster.state()["slaves"]  # agent1 only
+        assert agent["port"] == cluster.agents[0].port
+    finally:
+        bob.stop()

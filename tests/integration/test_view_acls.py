@@ -262,3 +262,95 @@ def test_each_principal_sees_only_what_it_may_view(cluster_factory, tmp_path) ->
     stream.close()
     alice_fw.close()
     bob_fw.close()
+
+
+ANY_RULE = {"principals": {"type": "ANY"}}
+OPS_RULE = {"principals": {"values": ["ops"]}}
+# Nothing is allowed without a rule; the cluster itself needs agents to register and the
+# test's frameworks to run, and ops may do everything.
+STRICT_ACLS = {
+    "permissive": False,
+    "register_agents": [ANY_RULE],
+    "register_frameworks": [ANY_RULE],
+    "run_tasks": [ANY_RULE],
+    "view_frameworks": [ANY_RULE],
+    "view_tasks": [ANY_RULE],
+    "view_executors": [ANY_RULE],
+    "view_flags": [OPS_RULE],
+    "get_endpoints": [OPS_RULE],
+    "view_roles": [OPS_RULE],  # and no rule for alice
+    "update_weights": [OPS_RULE],
+}
+
+
+def test_view_flags_view_roles_get_endpoints_and_update_weights(cluster_factory, tmp_path):
+    """Mesos' VIEW_FLAGS (src/master/http.cpp `_flags`, readonly_handler.cpp), VIEW_ROLE
+    (/roles, GET_ROLES, /weights, GET_WEIGHTS), GET_ENDPOINT_WITH_PATH (the
+    AUTHORIZABLE_ENDPOINTS of src/common/authorization.cpp) and UPDATE_WEIGHT, which also
+    guards the legacy ``PUT /weights`` (src/master/weights_handler.cpp)."""
+    creds = tmp_path / "credentials"
+    creds.write_text("".join(f"{p} {s}\n" for p, s in SECRETS.items()))
+    auth_flags = ["--authenticate_http_readonly", "--authenticate_http_readwrite"]
+    cluster = cluster_factory(
+        master_flags=[*auth_flags, f"--credentials={creds}", f"--acls={json.dumps(STRICT_ACLS)}"],
+        agent_flags=[
+            *auth_flags,
+            f"--http_credentials={creds}",
+            f"--acls={json.dumps(STRICT_ACLS)}",
+        ],
+        http_auth=("ops", SECRETS["ops"]),
+    )
+    url, agent = cluster.master_url, cluster.agents[0].url
+
+    def get(base: str, path: str, principal: str) -> requests.Response:
+        return requests.get(base + path, headers=auth(principal), timeout=10)
+
+    def call(base: str, body: dict, principal: str) -> requests.Response:
+        return requests.post(base + "/api/v1", json=body, headers=auth(principal), timeout=10)
+
+    # update_weights: the legacy endpoint as well as UPDATE_WEIGHTS.
+    dev = [{"role": "dev", "weight": 2.5}]
+    assert (
+        requests.put(url + "/weights", json=dev, headers=auth("alice"), timeout=10).status_code
+        == 403
+    )
+    v1 = {"type": "UPDATE_WEIGHTS", "update_weights": {"weight_infos": dev}}
+    assert call(url, v1, "alice").status_code == 403
+    assert get(url, "/weights", "ops").json() == []  # nothing changed
+    assert requests.put(url + "/weights", json=dev, headers=auth("ops"), timeout=10).ok
+
+    # view_roles: the role dev is left out of what alice sees.
+    assert "dev" in [r["name"] for r in get(url, "/roles", "ops").json()["roles"]]
+    assert get(url, "/roles", "alice").json() == {"roles": []}
+    assert get(url, "/master/roles.json", "alice").json() == {"roles": []}
+    assert get(url, "/weights", "ops").json() == dev
+    assert get(url, "/weights", "alice").json() == []
+    roles = call(url, {"type": "GET_ROLES"}, "alice").json()["get_roles"]
+    assert roles.get("roles", []) == []
+    seen = call(url, {"type": "GET_ROLES"}, "ops").json()["get_roles"]["roles"]
+    assert "dev" in [r["name"] for r in seen]
+    weights = call(url, {"type": "GET_WEIGHTS"}, "alice").json()["get_weights"]
+    assert weights.get("weight_infos", []) == []
+    assert call(url, {"type": "GET_WEIGHTS"}, "ops").json()["get_weights"]["weight_infos"] == dev
+
+    # view_flags: /flags and GET_FLAGS forbidden, /state without them; on the agent too.
+    for base in (url, agent):
+        assert get(base, "/flags", "alice").status_code == 403
+        assert "work_dir" in get(base, "/flags", "ops").json()["flags"]
+        assert call(base, {"type": "GET_FLAGS"}, "alice").status_code == 403
+        assert call(base, {"type": "GET_FLAGS"}, "ops").status_code == 200
+        assert "flags" not in get(base, "/state", "alice").json()
+        assert "work_dir" in get(base, "/state", "ops").json()["flags"]
+    assert "flags" not in get(url, "/master/state.json", "alice").json()
+
+    # get_endpoints: the metrics, and the agent's /containers and /monitor/statistics.
+    for base, paths in (
+        (url, ("/metrics/snapshot", "/master/metrics/snapshot", "/metrics")),
+        (agent, ("/metrics/snapshot", "/metrics", "/containers", "/monitor/statistics")),
+    ):
+        for path in paths:
+            assert get(base, path, "alice").status_code == 403, (base, path)
+            assert get(base, path, "ops").status_code == 200, (base, path)
+    # Paths outside Mesos' AUTHORIZABLE_ENDPOINTS are not guarded by get_endpoints.
+    assert get(url, "/master/slaves", "alice").status_code == 200
+    assert get(agent, "/slave(1)/state", "alice").status_code == 200

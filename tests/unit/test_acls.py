@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 from master_kit import Harness, command_task, launch_body
 
-from butte.master.acls import AclError, Acls, parse_acls
+from butte.master.acls import (
+    AUTHORIZABLE_ENDPOINTS,
+    AclError,
+    Acls,
+    endpoint_forbidden,
+    forbidden,
+    parse_acls,
+    without_flags,
+)
 from butte.master.core import MasterOptions
 
 
@@ -139,3 +147,39 @@ def test_views_cost_nothing_without_view_acls() -> None:
         '{"view_tasks": [{"principals": {"values": ["a"]}, "users": {"values": ["a"]}}]}'
     )
     assert viewer(views, "a", machine) is not None
+
+
+def test_flags_roles_and_endpoints_acls_allow_everything_without_rules() -> None:
+    """Without ACLs, or permissive ones with no rule for the action, ``view_flags``,
+    ``view_roles`` and ``get_endpoints`` refuse nobody (clusters without ACLs see no
+    change); with restrictive ones they answer Mesos' way."""
+    for acls in (Acls(), parse_acls('{"run_tasks": []}')):
+        assert forbidden(acls, "view_flags", None) is None
+        assert forbidden(acls, "view_roles", "bob", "dev") is None
+        assert endpoint_forbidden(acls, None, "/metrics/snapshot") is None
+    strict = parse_acls(
+        json.dumps(
+            {
+                "permissive": False,
+                "view_flags": [{"principals": {"values": ["ops"]}, "flags": {"type": "ANY"}}],
+                "get_endpoints": [
+                    {"principals": {"values": ["ops"]}, "paths": {"values": ["/metrics/snapshot"]}}
+                ],
+            }
+        )
+    )
+    assert forbidden(strict, "view_flags", "ops") is None
+    assert forbidden(strict, "view_flags", "bob") == (
+        "Forbidden: 'bob' may not view flags (view_flags)"
+    )
+    assert forbidden(strict, "view_flags", None) is not None  # no principal: ANY subject
+    assert endpoint_forbidden(strict, "ops", "/metrics/snapshot") is None
+    assert endpoint_forbidden(strict, "ops", "/containers") is not None
+    assert endpoint_forbidden(strict, "bob", "/metrics/snapshot") is not None
+    assert "/monitor/statistics" in AUTHORIZABLE_ENDPOINTS
+
+
+def test_without_flags_leaves_the_rest_of_a_state_document() -> None:
+    doc = {"id": "m", "flags": {"work_dir": "/w"}, "cluster": "c", "log_dir": "/l"}
+    assert without_flags(doc) == {"id": "m"}
+    assert doc["flags"] == {"work_dir": "/w"}  # a copy

@@ -3,8 +3,12 @@ check, which realm a request belongs to, and a framework bound to its principal.
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
+from butte.core import internal
 from butte.core.auth import (
     CredentialsError,
     authenticated_principal,
@@ -13,7 +17,14 @@ from butte.core.auth import (
     parse_credentials,
 )
 from butte.core.messages import SchedulerCall, decode
-from butte.master.auth import AuthConfig, Authenticator, framework_principal_error, realm_of
+from butte.master.acls import Acls, parse_acls
+from butte.master.auth import (
+    AuthConfig,
+    Authenticator,
+    agent_registration_refusal,
+    framework_principal_error,
+    realm_of,
+)
 
 
 def test_credentials_files_in_json_and_text() -> None:
@@ -91,9 +102,58 @@ def test_a_framework_acts_only_as_its_principal() -> None:
     assert framework_principal_error(subscribe("a"), None, False) is None  # auth off
     assert framework_principal_error(subscribe("a"), "a", False) is None
     assert framework_principal_error(subscribe(None), "a", False) is None
-    assert "does not match" in (framework_principal_error(subscribe("b"), "a", False) or "")
-    # Re-subscribing, or calling, with another principal's framework id.
-    assert "another principal" in (framework_principal_error(subscribe("a"), "a", "b") or "")
+    # Mesos' texts (src/master/validation.cpp, src/master/http.cpp), answered with 400.
+    assert framework_principal_error(subscribe("b"), "a", False) == (
+        "Failed to validate scheduler::Call: Authenticated principal 'a' does not match "
+        "principal 'b' set in `FrameworkInfo`"
+    )
+    # Re-subscribing with another principal's framework id: the core refuses it on the
+    # stream ("Changing framework's principal is not allowed."), as Mesos does.
+    assert framework_principal_error(subscribe("a"), "a", "b") is None
     revive = decode(b'{"type":"REVIVE","framework_id":{"value":"f"}}', SchedulerCall)
     assert framework_principal_error(revive, "a", "a") is None
+    assert framework_principal_error(revive, "a", "b") == (
+        "Authenticated principal 'a' does not match principal 'b' set in `FrameworkInfo`"
+    )
     assert framework_principal_error(revive, "a", None) is not None
+
+
+def _agent(resources: list[dict], agent_id: str | None = None) -> internal.AgentInfo:
+    raw = {"hostname": "h1", "port": 5051, "resources": resources}
+    if agent_id is not None:
+        raw["id"] = {"value": agent_id}
+    return msgspec.convert(raw, internal.AgentInfo)
+
+
+def test_the_register_agents_acl_decides_which_agents_may_register() -> None:
+    """Mesos' ``ActionObject::agentRegistration``: ``register_agents`` for the agent's
+    principal, and ``reserve_resources`` for each role of its static reservations."""
+    acls = parse_acls(
+        json.dumps(
+            {
+                "permissive": False,
+                "register_agents": [{"principals": {"values": ["agent1"]}}],
+                "reserve_resources": [
+                    {"principals": {"values": ["agent1"]}, "roles": {"values": ["db"]}}
+                ],
+            }
+        )
+    )
+    cpus = {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}}
+    reserved = {**cpus, "reservations": [{"type": "STATIC", "role": "db"}]}
+    web = {**cpus, "reservations": [{"type": "STATIC", "role": "web"}]}
+    assert agent_registration_refusal(acls, "agent1", _agent([cpus])) is None
+    assert agent_registration_refusal(acls, "agent1", _agent([reserved])) is None
+    assert agent_registration_refusal(acls, "bob", _agent([cpus])) == (
+        "Not authorized to register agent with principal 'bob'"
+    )
+    assert agent_registration_refusal(acls, None, _agent([cpus], "a-1")) == (
+        "Not authorized to reregister agent without a principal"
+    )
+    refusal = agent_registration_refusal(acls, "agent1", _agent([web]))
+    assert (
+        refusal
+        == "Not authorized to register agent reserving for role 'web' with principal 'agent1'"
+    )
+    # Without ACLs (or permissive ones without rules) every agent registers, unparsed.
+    assert agent_registration_refusal(Acls(), "bob", _agent([{"bad": 1}])) is None
