@@ -46,6 +46,17 @@ def _agent_tls() -> ssl.SSLContext | None:
     return client_context_for("", os.environ)
 
 
+def agent_url(agent: Agent) -> str:
+    """Where the master reaches an agent's HTTP API (https with LIBPROCESS_SSL_ENABLED)."""
+    scheme = "http" if _agent_tls() is None else "https"
+    return f"{scheme}://{agent.ip or agent.hostname}:{agent.port}"
+
+
+def agent_ssl() -> ssl.SSLContext | bool:
+    """The ``ssl`` argument of aiohttp requests to agents (`agent_url`)."""
+    return _agent_tls() or True
+
+
 _REAL = re.compile(r"/slaves/([^/]+)/frameworks/")
 _OWNER = re.compile(r"/frameworks/([^/]+)/executors/")
 # The request being served by an operator call (LIST_FILES / READ_FILE), whose principal
@@ -155,11 +166,6 @@ class MasterFiles:
 
     # -- forwarding --------------------------------------------------------------------------
 
-    @staticmethod
-    def _base(agent: Agent) -> str:
-        scheme = "http" if _agent_tls() is None else "https"
-        return f"{scheme}://{agent.ip or agent.hostname}:{agent.port}"
-
     async def http_forward(self, request: web.Request) -> web.StreamResponse:
         """``/files/<op>?path=...``: the agent's answer, passed through."""
         try:
@@ -168,11 +174,11 @@ class MasterFiles:
             return text_reply(e.status, e.message)
         operation = request.path.rstrip("/").rsplit("/", 1)[-1]
         params = {**request.query, "path": path}
-        url = f"{self._base(agent)}/files/{operation}"
+        url = f"{agent_url(agent)}/files/{operation}"
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.get(
-                    url, params=params, headers=_credentials(request), ssl=_agent_tls() or True
+                    url, params=params, headers=_credentials(request), ssl=agent_ssl()
                 ) as upstream:
                     headers = {
                         k: v
@@ -202,10 +208,10 @@ class MasterFiles:
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.post(
-                    f"{self._base(agent)}/api/v1",
+                    f"{agent_url(agent)}/api/v1",
                     data=encode_json(body),
                     headers={"Content-Type": "application/json", **_credentials(request)},
-                    ssl=_agent_tls() or True,
+                    ssl=agent_ssl(),
                 ) as upstream:
                     data = await upstream.read()
                     ctype = upstream.headers.get("Content-Type", "text/plain")

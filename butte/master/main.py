@@ -161,8 +161,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--acls",
         default=None,
         help="authorization: Mesos' ACL JSON, given inline or as a path / file:// URL "
-        "(run_tasks, register_frameworks, teardown_frameworks, update_weights, "
-        "mark_agents_gone, drain_agents, deactivate_agents, set_log_level, view_*, "
+        "(run_tasks, register_frameworks, register_agents, teardown_frameworks, "
+        "update_weights, mark_agents_gone, drain_agents, deactivate_agents, set_log_level, "
+        "view_* (frameworks, tasks, executors, flags, roles), get_endpoints, "
         "access_sandboxes, maintenance, quota, reservation and volume actions are enforced; "
         "docs/security.md)",
     )

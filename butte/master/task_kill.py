@@ -34,6 +34,7 @@ from aiohttp import web
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.master import view_acls
+from butte.master.files import agent_ssl, agent_url
 from butte.master.http import PrefixRouter, text_reply
 from butte.master.state import Task
 
@@ -80,11 +81,11 @@ class TaskKill:
             "type": "KILL_CONTAINER",
             "kill_container": {"container_id": {"value": container}, "signal": body["signal"]},
         }
-        url = f"http://{agent.ip or agent.hostname}:{agent.port}/api/v1"
+        url = agent_url(agent) + "/api/v1"
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.post(
-                    url, data=encode_json(call), headers=_headers(request)
+                    url, data=encode_json(call), headers=_headers(request), ssl=agent_ssl()
                 ) as upstream:
                     text = (await upstream.text(errors="replace")).strip()
                     if upstream.status >= 400:

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 
 from butte.core import task_states
+from butte.master.files import agent_ssl, agent_url
 from butte.master.machine import MasterMachine
 from butte.master.state import Agent, Task
 
@@ -115,9 +116,9 @@ def _tasks_in_executor(machine: MasterMachine, task: Task) -> int:
 async def _containers(
     session: aiohttp.ClientSession, agent: Agent, headers: Mapping[str, str]
 ) -> tuple[list[Any] | None, str | None]:
-    url = f"http://{agent.ip or agent.hostname}:{agent.port}/containers"
+    url = agent_url(agent) + "/containers"
     try:
-        async with session.get(url, headers=headers) as response:
+        async with session.get(url, headers=headers, ssl=agent_ssl()) as response:
             if response.status != 200:
                 return None, f"the agent answered {response.status}"
             body = await response.json(content_type=None)

@@ -85,6 +85,34 @@ def test_cluster_run_and_operator_cli_over_tls(cluster_factory, pki) -> None:
     cat = cli(["task", "cat", task_id, "--master", f"https://{cluster.master_address}"], client_env)
     assert cat.returncode == 0, cat.stderr
     assert "hello-over-tls" in cat.stdout
+    # The web UI's task usage and kill button reach the agent over TLS too.
+    long_run = subprocess.Popen(
+        [sys.executable, "-m", "butte", "run", "--master", f"https://{cluster.master_address}"]
+        + ["--name", "tlslong", "--command", "sleep 120", "--resources", "cpus:0.1;mem:16"],
+        env={**os.environ, **client_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ui = OperatorClient(
+            f"https://{cluster.master_address}",
+            ssl_context=TlsConfig(ca_file=pki.ca).client_context(),
+        )
+
+        def running() -> str | None:
+            for fw in ui.get_json("/master/state")["frameworks"]:
+                for task in fw["tasks"]:
+                    if task["name"].startswith("tlslong") and task["state"] == "TASK_RUNNING":
+                        return str(task["id"])
+            return None
+
+        long_id = cluster.wait_until(lambda _: running(), 30, "tlslong running")
+        usage = json.loads(ui.request("GET", f"/master/ui/task-usage?task_id={long_id}"))
+        assert "error" not in json.dumps(usage), usage
+        ui.request("POST", "/master/kill-task", json.dumps({"task_id": long_id}).encode())
+        cluster.wait_until(lambda _: not running(), 30, "tlslong killed")
+    finally:
+        long_run.kill()
     # Plain HTTP is refused, by the master and by the agent (whose executor API alone takes
     # plain HTTP from this machine).
     for address in (cluster.master_address, cluster.agents[0].address):
