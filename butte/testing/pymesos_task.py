@@ -15,7 +15,7 @@ def pymesos_runs_a_task(
     one task named ``name`` on the first offer, declines the rest; True once it finished."""
     finished = threading.Event()
 
-    class OneTask(pymesos.Scheduler):  # type: ignore[misc,name-defined]  # pymesos has no types
+    class OneTask(pymesos.Scheduler):  # pymesos has no types: it is Any here
         launched = False
 
         def resourceOffers(self, driver: Any, offers: list[dict]) -> None:  # noqa: N802
