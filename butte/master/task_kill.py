@@ -71,6 +71,7 @@ class TaskKill:
             body = await _read_body(request)
             task = self.find_task(body["task_id"], body.get("framework_id"))
             self.authorize(task, request.get("principal"))
+            self.refuse_group_member(task)
             container = container_of(task)
         except KillError as e:
             return text_reply(e.status, e.message)
@@ -93,6 +94,20 @@ class TaskKill:
         except (aiohttp.ClientError, TimeoutError) as e:
             return text_reply(503, f"Agent {agent.agent_id} did not answer: {e or type(e)}")
         return text_reply(200)
+
+    def refuse_group_member(self, task: Task) -> None:
+        """KillError 400 for a task of a default executor (a task-group member): its status
+        names the executor's container, and killing that would end every member."""
+        agent = self.server.machine.agents.get(task.agent_id)
+        executor = (
+            agent.executors.get((task.framework_id, task.executor_id))
+            if agent is not None and task.executor_id
+            else None
+        )
+        if executor is not None and executor.info.type == "DEFAULT":
+            raise KillError(
+                400, f"Task {task.task_id} runs in a nested container (a task group member)"
+            )
 
     def authorize(self, task: Task, principal: str | None) -> None:
         """KillError 403 unless ``principal`` may view ``task`` and tear its framework

@@ -435,6 +435,14 @@ def test_task_group_member_shows_its_own_sandbox(ui_cluster, page, screenshot):
     assert info.returncode == 0, info.stderr
     (sandbox,) = [line for line in info.stdout.splitlines() if line.startswith("Sandbox:")]
     assert sandbox.endswith("/executors/group-exec/runs/latest/tasks/member-b"), sandbox
+    # The kill button refuses a member: its container is the executor's, shared by all.
+    kill = urllib.request.Request(
+        ui_cluster.url + "/master/kill-task", json.dumps({"task_id": "member-b"}).encode()
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(kill, timeout=30).close()
+    assert refused.value.code == 400
+    assert "task group member" in refused.value.read().decode()
 
 
 def test_long_task_ids_are_cut_in_the_list(ui_cluster, page):
