@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import threading
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -487,6 +488,27 @@ def test_fetch_ports_and_environment(env: Env, tmp_path):
     env.wait(lambda: list(env.cluster.work_dir.glob(pattern)), what="every check passed")
     assert [t.id for t in c.list_tasks("/env/app")] == [first.id]
     assert c.get_app("/env/app", embed_failures=True).last_task_failure is None
+    # What Mesos-DNS reads from the master: the task's DiscoveryInfo, as Marathon sets it
+    (task,) = [t for t in env.master_tasks("env_app") if t["id"] == first.id]
+    assert task["discovery"] == {
+        "visibility": "FRAMEWORK",
+        "name": "app.env",
+        "ports": {
+            "ports": [
+                {"number": first.ports[0], "protocol": "tcp"},
+                {"number": first.ports[1], "protocol": "tcp", "name": "web"},
+            ]
+        },
+    }
+    # What haproxy-marathon-bridge reads: the text/plain task list
+    service = c.get_app("/env/app").port_definitions
+    request = urllib.request.Request(env.m.url + "/v2/tasks", headers={"Accept": "text/plain"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        lines = [line for line in r.read().decode().splitlines() if line.startswith("env_app\t")]
+    assert lines == [
+        f"env_app\t{pd.port}\t{first.host}:{port}\t"
+        for pd, port in zip(service, first.ports, strict=True)
+    ]
     c.delete_app("/env/app", force=True)
 
 

@@ -241,6 +241,51 @@ def test_task_listing_ignores_unknown_status_values():
     run(test)
 
 
+def test_task_lists_in_text_for_load_balancer_scripts():
+    """``Accept: text/plain`` on /v2/tasks and /v2/apps/{id}/tasks gives Marathon's text list
+    (EndpointsHelper.appsToEndpointString), which haproxy-marathon-bridge reads: per app and
+    service port ``<id with _><TAB><port><TAB>`` and ``<host>:<port><TAB>`` per running
+    task; an app without ports has a blank port and bare hosts. JSON stays the default."""
+
+    async def test(client: TestClient, shell: Shell) -> None:
+        two = {"portDefinitions": [{"port": 10001}, {"port": 10002, "name": "web"}]}
+        await call(client, "POST", "/v2/apps", {"id": "/shop/web", "instances": 2, **two, **APP})
+        running = shell.launch("/shop/web")
+        await call(client, "POST", "/v2/apps", {"id": "/quiet", "portDefinitions": [], **APP})
+        shell.launch("/quiet")
+        await call(client, "POST", "/v2/apps", {"id": "/staged", **APP})
+        shell.launch("/staged", running=False)
+        service = shell.planner.apps["/staged"]["portDefinitions"][0]["port"]
+        ports = [i.ports for i in shell.planner.app_instances("/shop/web")]
+        assert {i.task_id for i in shell.planner.app_instances("/shop/web")} == set(running)
+
+        async def text(path: str, accept: str = "text/plain") -> str:
+            response = await client.get(path, headers={"Accept": accept})
+            assert response.status == 200
+            assert response.content_type == "text/plain"
+            return await response.text()
+
+        web = (
+            f"shop_web\t10001\th1:{ports[0][0]}\th1:{ports[1][0]}\t\n"
+            f"shop_web\t10002\th1:{ports[0][1]}\th1:{ports[1][1]}\t\n"
+        )
+        assert await text("/v2/tasks") == f"quiet\t \th1\t\n{web}staged\t{service}\t\n"
+        assert await text("/v2/apps/shop/web/tasks") == web
+        assert await text("/v2/apps/quiet/tasks", "text/plain, */*;q=0.5") == "quiet\t \th1\t\n"
+        for accept in ("*/*", "application/json", "text/plain, application/json", ""):
+            response = await client.get("/v2/tasks", headers={"Accept": accept})
+            assert response.content_type == "application/json", accept
+            assert len((await response.json())["tasks"]) == 4
+        # a killed task leaves the list
+        killed = shell.planner.app_instances("/shop/web")[0].task_id
+        await call(client, "DELETE", f"/v2/apps/shop/web/tasks/{killed}")
+        assert await text("/v2/apps/shop/web/tasks") == (
+            f"shop_web\t10001\th1:{ports[1][0]}\t\nshop_web\t10002\th1:{ports[1][1]}\t\n"
+        )
+
+    run(test)
+
+
 def test_a_groups_apps_are_listed():
     async def test(client: TestClient, shell: Shell) -> None:
         group = {

@@ -612,6 +612,70 @@ def test_an_apps_user_becomes_its_tasks_command_user():
         assert e.value.details[0]["path"] == "/user"
 
 
+def test_tasks_carry_marathons_discovery_info():
+    """Every TaskInfo has a DiscoveryInfo as Marathon's TaskBuilder builds it (Mesos-DNS makes
+    its SRV records of it): the app id as a host name, FRAMEWORK visibility, one port per port
+    definition and protocol with the instance's host port, name and labels."""
+    from butte.frameworks.marathon.launch import task_info
+    from butte.frameworks.marathon.model import Instance
+
+    spec = normalize_app(
+        {
+            "id": "/shop/web",
+            "cmd": "c",
+            "portDefinitions": [
+                {"port": 0, "name": "http", "labels": {"VIP_0": "/web:80"}},
+                {"port": 0, "protocol": "udp,tcp", "name": "dns"},
+                {"port": 0},
+            ],
+        }
+    )
+    inst = Instance("shop_web.1", "/shop/web", "v", "v", "a1", "h", "10.0.0.1", {}, [], 0.0)
+    inst.ports = [31001, 31002, 31003]
+    assert task_info(spec, inst, [])["discovery"] == {
+        "visibility": "FRAMEWORK",
+        "name": "web.shop",
+        "ports": {
+            "ports": [
+                {
+                    "number": 31001,
+                    "protocol": "tcp",
+                    "name": "http",
+                    "labels": {"labels": [{"key": "VIP_0", "value": "/web:80"}]},
+                },
+                {"number": 31002, "protocol": "udp", "name": "dns"},
+                {"number": 31002, "protocol": "tcp", "name": "dns"},
+                {"number": 31003, "protocol": "tcp"},
+            ]
+        },
+    }
+    # no ports: an empty Ports message
+    bare = normalize_app({"id": "/bare", "cmd": "c", "portDefinitions": []})
+    inst = Instance("bare.1", "/bare", "v", "v", "a1", "h", "10.0.0.1", {}, [], 0.0)
+    assert task_info(bare, inst, [])["discovery"] == {
+        "visibility": "FRAMEWORK",
+        "name": "bare",
+        "ports": {},
+    }
+    # a bridged Docker app's ports are port mappings with a host port to Marathon
+    bridged = normalize_app(
+        {
+            "id": "/b",
+            "container": {"type": "DOCKER", "docker": {"image": "nginx", "network": "BRIDGE"}},
+            "portDefinitions": [{"port": 0, "name": "http"}],
+        }
+    )
+    inst = Instance("b.1", "/b", "v", "v", "a1", "h", "10.0.0.1", {}, [31005], 0.0)
+    assert task_info(bridged, inst, [])["discovery"]["ports"]["ports"] == [
+        {
+            "number": 31005,
+            "protocol": "tcp",
+            "name": "http",
+            "labels": {"labels": [{"key": "network-scope", "value": "host"}]},
+        }
+    ]
+
+
 def test_health_check_timeouts_and_port_uniqueness_as_marathon_validates_them():
     # Marathon has no timeout < interval rule for an app's health checks: an app with a 1 s
     # interval (and the default 20 s timeout) must stay updatable.

@@ -79,6 +79,32 @@ def _embed(request: web.Request) -> set[str]:
     return out
 
 
+def _wants_text(request: web.Request) -> bool:
+    """Whether the client prefers Marathon's text/plain task list to JSON. Marathon offers
+    text/plain at a server quality of 0.1 (``RestResource.TEXT_PLAIN_LOW``), and JAX-RS
+    ranks the client's ``q`` before that: text only where its ``q`` is higher than JSON's
+    (``*/*``, no Accept, or both at the same ``q`` mean JSON)."""
+    best = {"json": 0.0, "text": 0.0}
+    for item in request.headers.get("Accept", "*/*").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        kind, _, sub = media.lower().partition("/")
+        for key, want_kind, want_sub in (
+            ("json", "application", "json"),
+            ("text", "text", "plain"),
+        ):
+            if kind == "*" or (kind == want_kind and sub in ("*", want_sub)):
+                best[key] = max(best[key], q)
+    return best["text"] > best["json"]
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     try:
@@ -385,6 +411,8 @@ class Api:
         self._existing(app_id)
         instances = self.planner.app_instances(app_id)
         if request.method == "GET" and not rest:
+            if _wants_text(request):  # AppTasksResource.indexTxt
+                return web.Response(text=self._endpoints([app_id]))
             return _json({"tasks": [self.planner.task_json(i) for i in instances]})
         if request.method != "DELETE" or len(rest) > 1:
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
@@ -423,6 +451,8 @@ class Api:
     # -- tasks, deployments, queue ---------------------------------------------------------
 
     async def tasks(self, request: web.Request) -> web.StreamResponse:
+        if _wants_text(request):  # TasksResource.indexTxt: every app, no status filter
+            return web.Response(text=self._endpoints(sorted(self.planner.apps)))
         # Marathon's TasksResource knows two values of ``status`` (and ``status[]``) and
         # ignores any other: with none it knows, every task is listed.
         asked = request.query.getall("status", []) + request.query.getall("status[]", [])
@@ -434,6 +464,31 @@ class Api:
                 continue
             out.append(task)
         return _json({"tasks": out})
+
+    def _endpoints(self, app_ids: list[str]) -> str:
+        """Marathon's text/plain task list (``EndpointsHelper.appsToEndpointString``), which
+        ``haproxy-marathon-bridge`` and the like read: per app and service port a line
+        ``<id with / as _><TAB><service port><TAB>`` followed by ``<host>:<host port><TAB>``
+        for each running task; an app without ports has one line with a blank for the port
+        and only the hosts."""
+        lines = []
+        for app_id in app_ids:
+            spec = self.planner.apps[app_id]
+            name = "_".join(s for s in app_id.split("/") if s)
+            running = [
+                i
+                for i in self.planner.app_instances(app_id)
+                if i.state == "TASK_RUNNING" and not i.killing
+            ]
+            service_ports = [p["port"] for p in spec["portDefinitions"]]
+            if not service_ports:
+                lines.append(f"{name}\t \t" + "".join(f"{i.host}\t" for i in running))
+            for index, port in enumerate(service_ports):
+                tasks = "".join(
+                    f"{i.host}:{i.ports[index]}\t" for i in running if index < len(i.ports)
+                )
+                lines.append(f"{name}\t{port}\t{tasks}")
+        return "".join(line + "\n" for line in lines)
 
     async def tasks_delete(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)

@@ -1,6 +1,7 @@
 """Turning an offer into tasks (pure): which of an offer's resources an instance takes
 (`Pool`, by role, host ports picked at random from the offered ranges) and the Mesos TaskInfo
-of an instance (`task_info`: command, environment, fetched URIs, health check, kill policy)."""
+of an instance (`task_info`: command, environment, fetched URIs, health check, kill policy,
+discovery)."""
 
 from __future__ import annotations
 
@@ -178,12 +179,13 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
     else:
         command["shell"] = False  # the image's entrypoint and cmd
     task: dict[str, Any] = {
-        "name": ".".join(reversed(inst.app_id.strip("/").split("/"))),
+        "name": _hostname(inst.app_id),
         "task_id": {"value": inst.task_id},
         "agent_id": {"value": inst.agent_id},
         "resources": resources,
         "command": command,
         "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
+        "discovery": _discovery_info(spec, inst),
     }
     if spec.get("container"):
         task["container"] = container_info(spec["container"])
@@ -193,6 +195,41 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
     if grace is not None:
         task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
     return task
+
+
+def _hostname(app_id: str) -> str:
+    """The app id as a host name, as Marathon's ``PathId.toHostname`` makes it: the path's
+    segments in reverse order joined by dots (``/shop/web`` is ``web.shop``)."""
+    return ".".join(reversed(app_id.strip("/").split("/")))
+
+
+def _discovery_info(spec: Mapping[str, Any], inst: Instance) -> dict[str, Any]:
+    """The task's Mesos DiscoveryInfo, as Marathon's TaskBuilder sets it on every task
+    (``computeDiscoveryInfo``, ``PortDiscovery.generateForApp``): the app id as a host name,
+    FRAMEWORK visibility, and one port per port definition and protocol (``udp,tcp`` gives
+    two), numbered with the host port the instance got. Mesos-DNS makes its SRV records
+    (``_<name>._<app>._tcp.<framework>.mesos``) of these."""
+    bridged = (spec.get("container") or {}).get("docker", {}).get("network") == "BRIDGE"
+    ports = []
+    for number, pd in zip(inst.ports, spec["portDefinitions"], strict=False):
+        labels = dict(pd.get("labels") or {})
+        if bridged:
+            # Marathon runs a bridged app's ports as port mappings, whose ports with a host
+            # port are labelled so (those without one would be "container")
+            labels["network-scope"] = "host"
+        for protocol in pd.get("protocol", "tcp").split(","):
+            port: dict[str, Any] = {"number": number, "protocol": protocol}
+            if pd.get("name"):
+                port["name"] = pd["name"]
+            if labels:
+                port["labels"] = {"labels": [{"key": k, "value": v} for k, v in labels.items()]}
+            ports.append(port)
+    return {
+        "visibility": "FRAMEWORK",
+        "name": _hostname(inst.app_id),
+        # an empty Ports message, as Mesos renders one without ports
+        "ports": {"ports": ports} if ports else {},
+    }
 
 
 def _env_name(text: str) -> str:
