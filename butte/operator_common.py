@@ -8,11 +8,13 @@
 * `file_info`: an ``os.stat`` result as a v1 ``FileInfo`` and a legacy ``/files/browse`` entry.
 * `quiet_bad_requests`: aiohttp's log of a malformed request (a URL over 8 KB, a bad header)
   as one INFO line instead of an ERROR with a traceback, each time.
+* `system_metrics`: the ``system/*`` figures every Mesos process serves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -166,3 +168,18 @@ def _group(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except (KeyError, ImportError):
         return str(gid)
+
+
+def system_metrics() -> dict[str, float]:
+    """``system/*``: the host's CPUs, load and memory (as Mesos reports them)."""
+    out: dict[str, float] = {"system/cpus_total": float(os.cpu_count() or 1)}
+    with contextlib.suppress(OSError):
+        one, five, fifteen = os.getloadavg()
+        out.update({"system/load_1min": one, "system/load_5min": five})
+        out["system/load_15min"] = fifteen
+    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: line.split()[1] for line in f if ":" in line}
+        out["system/mem_total_bytes"] = float(int(info["MemTotal"]) * 1024)
+        out["system/mem_free_bytes"] = float(int(info.get("MemAvailable", "0")) * 1024)
+    return out

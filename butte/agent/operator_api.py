@@ -17,7 +17,6 @@ the first route registered for a path, and these supersede older ``/files`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -51,7 +50,12 @@ from butte.core.operator import (
 from butte.core.resources import Resources
 from butte.master.acls import endpoint_forbidden, forbidden
 from butte.master.http import metrics_query_problem
-from butte.operator_common import PROMETHEUS_CONTENT_TYPE, LoggingLevel, prometheus_text
+from butte.operator_common import (
+    PROMETHEUS_CONTENT_TYPE,
+    LoggingLevel,
+    prometheus_text,
+    system_metrics,
+)
 
 if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
@@ -507,10 +511,7 @@ class AgentOperatorApi:
         out["slave/executors_terminating"] = float(states.get(TERMINATING, 0))
         out["slave/frameworks_active"] = float(len(core.frameworks))
         out["slave/registered"] = 1.0 if core.registered else 0.0
-        out["system/cpus_total"] = float(os.cpu_count() or 1)
-        with contextlib.suppress(OSError):
-            load = os.getloadavg()
-            out["system/load_1min"], out["system/load_5min"], out["system/load_15min"] = load
+        out.update(system_metrics())
         return out
 
 

@@ -52,7 +52,10 @@ def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> d
     role = allocated_role(info.resources)
     if role is not None:
         out["role"] = role
-    for name in ("labels", "discovery", "container"):
+    if info.labels is not None:
+        # A plain array, as Mesos' json(Labels) writes it (mesos_exporter reads it so).
+        out["labels"] = msgspec.to_builtins(info.labels).get("labels", [])
+    for name in ("discovery", "container"):
         value = getattr(info, name)
         if value is not None:
             out[name] = msgspec.to_builtins(value)

@@ -29,10 +29,13 @@ from butte.master.launch import resources_from_json
 from butte.master.state import Agent, Drain, Framework, Task
 
 log = logging.getLogger(__name__)
-# How the tasks of a removed agent end (Mesos' Master::__removeSlave without an unreachable
-# time: unregistered, replaced at its address, marked gone): TASK_GONE_BY_OPERATOR for
-# partition-aware frameworks, TASK_LOST with REASON_AGENT_REMOVED for the others.
+# How the tasks of a removed agent end. Marked gone (Mesos' __removeSlave without an
+# unreachable time): TASK_GONE_BY_OPERATOR for partition-aware frameworks, TASK_LOST with
+# REASON_AGENT_REMOVED for the others. Unregistered, replaced at its address or its machine
+# DOWN (Mesos' removeSlave, then _removeSlave): TASK_LOST, REASON_AGENT_REMOVED, for every
+# framework, "Agent <hostname> removed: <cause>".
 REMOVED = (task_states.GONE_BY_OPERATOR, "REASON_AGENT_REMOVED_BY_OPERATOR")
+REMOVED_LOST = (task_states.LOST, "REASON_AGENT_REMOVED")
 
 
 class AgentEvents(MasterCore):
@@ -98,7 +101,8 @@ class AgentEvents(MasterCore):
 
     def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
         self._registry_write(RemoveAgent(agent.agent_id))
-        self._remove_agent(agent, now, "Agent unregistered", *REMOVED)
+        message = f"Agent {agent.hostname} removed: the agent unregistered"
+        self._remove_agent(agent, now, message, *REMOVED_LOST, counted_as="unregistered")
 
     def _executor_exited(self, agent: Agent, msg: internal.ExecutorExited, now: float) -> None:
         fid, eid = msg.framework_id.value, msg.executor_id.value
@@ -176,7 +180,16 @@ class AgentEvents(MasterCore):
                     else "Unknown agent reregistered"
                 )
             agent = self._admit_agent(
-                connection_id, agent_id, info, total, attributes, msg, peer_ip, now, announce
+                connection_id,
+                agent_id,
+                info,
+                total,
+                attributes,
+                msg,
+                peer_ip,
+                now,
+                announce,
+                reregistered=True,
             )
             self.unreachable_agents.pop(agent_id, None)
         else:
@@ -245,7 +258,8 @@ class AgentEvents(MasterCore):
                     old,
                     now,
                     f"Agent {old.hostname} removed: a new agent registered at the same address",
-                    *REMOVED,
+                    *REMOVED_LOST,
+                    counted_as="registered",
                 )
 
     def _refuse_agent(self, connection_id: str, message: str) -> None:
@@ -264,16 +278,19 @@ class AgentEvents(MasterCore):
         peer_ip: str,
         now: float,
         announce: str | None = None,
+        reregistered: bool = False,
     ) -> Agent:
         """Takes an agent into the records with what it reports. ``announce``: the message of
         the status update each reported task's framework gets (the agent was unreachable or
-        unknown: frameworks heard otherwise of its tasks)."""
+        unknown: frameworks heard otherwise of its tasks). Operator subscribers get each
+        reported task's TASK_ADDED, then AGENT_ADDED, as Mesos' addSlave sends them."""
         agent = Agent(
             agent_id=agent_id,
             info=info,
             total=total,
             attributes=attributes,
             registered_time=now,
+            reregistered_time=now if reregistered else None,
             connection_id=connection_id,
             ip=_ip_of(info.hostname) or peer_ip,
             version=msg.version,
@@ -348,6 +365,8 @@ class AgentEvents(MasterCore):
             )
             fw.tasks[task.task_id] = task
             agent.tasks.add((fid, task.task_id))
+            if self.operator_subscribers:
+                self._effects.append(OperatorEvent(operator_views.task_added(task)))
             if announce is not None:
                 self._announce_back(fw, task, announce, now)
             if not task_states.is_terminal(task.state):
@@ -529,7 +548,14 @@ class AgentEvents(MasterCore):
     def _mark_unreachable(self, agent: Agent, now: float, message: str) -> None:
         self._registry_write(MarkUnreachable(agent.agent_id, now))
         self.unreachable_agents[agent.agent_id] = now
-        self._remove_agent(agent, now, message, task_states.UNREACHABLE, "REASON_AGENT_REMOVED")
+        self._remove_agent(
+            agent,
+            now,
+            message,
+            task_states.UNREACHABLE,
+            "REASON_AGENT_REMOVED",
+            counted_as="unhealthy",
+        )
 
     def _rescind_offers_of(self, agent: Agent, now: float) -> None:
         for offer_id in list(agent.offers):
@@ -548,9 +574,21 @@ class AgentEvents(MasterCore):
         return out
 
     def _remove_agent(
-        self, agent: Agent, now: float, message: str, state: str, reason: str
+        self,
+        agent: Agent,
+        now: float,
+        message: str,
+        state: str,
+        reason: str,
+        counted_as: str | None = None,
     ) -> None:
+        """Removes an agent, ending its tasks with ``state``/``reason``; counted in
+        ``slave_removals`` and, with ``counted_as``, ``slave_removals/reason_<counted_as>``
+        (Mesos' unhealthy, unregistered, registered)."""
         log.info("Removing agent %s: %s", agent.agent_id, message)
+        self._count("slave_removals")
+        if counted_as is not None:
+            self._count(f"slave_removals/reason_{counted_as}")
         self._rescind_offers_of(agent, now)
         for fw, task in self._tasks_on(agent):
             tid = task.task_id
@@ -748,7 +786,10 @@ class AgentEvents(MasterCore):
         for agent_id in sorted(self.recovering_agents):
             self._registry_write(MarkUnreachable(agent_id, now))
             self.unreachable_agents[agent_id] = now
+            # As Mesos' _markUnreachable during a failover counts it.
             self._count("recovery_slave_removals")
+            self._count("slave_removals")
+            self._count("slave_removals/reason_unhealthy")
         if self.recovering_agents:
             log.warning(
                 "%d recovered agent(s) did not re-register within %.0fs: marked unreachable",

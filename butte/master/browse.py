@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from butte.core import task_states
 from butte.core.resources import Resources, from_millis
+from butte.master import operator_views
 from butte.master.machine import MasterMachine
 from butte.master.quota import role_quota_json
 from butte.master.snapshot import MAX_STALENESS, STALENESS_FACTOR, no_gc
@@ -457,6 +458,7 @@ def build_roles(machine: MasterMachine) -> list[Row]:
     shape_roles = {shape: shape.roles() for shape in agent_shapes}
     # As `operator_views.role_names`: of frameworks, with a weight, a quota or reservations.
     quotas = machine.allocator.quotas
+    consumption = operator_views.quota_consumption(machine)
     names = set(weights) | set(frameworks) | set(quotas)
     for roles in shape_roles.values():
         names |= roles
@@ -477,9 +479,7 @@ def build_roles(machine: MasterMachine) -> list[Row]:
                 "allocated": held,
                 "offered": _scalars(offered.get(role, {})),
                 "reserved": _scalars(reserved),
-                "quota": role_quota_json(
-                    role, quotas.get(role), machine.allocator.consumed_quota(role)
-                ),
+                "quota": role_quota_json(role, quotas.get(role), consumption.get(role, {})),
             }
         )
     return rows

@@ -226,6 +226,7 @@ class LegacyEndpoints:
         machine = self.machine
         weights = machine.allocator.weights
         quotas = machine.allocator.quotas
+        consumption = operator_views.quota_consumption(machine)
         out = []
         may_view = self._role_viewer(request.get("principal"))
         for role, (allocated, offered, fids) in operator_views.role_usage(machine).items():
@@ -241,9 +242,7 @@ class LegacyEndpoints:
                     "allocated": allocated.to_legacy_map(),
                     "offered": offered.to_legacy_map(),
                     "reserved": reserved.to_legacy_map(),
-                    "quota": role_quota_json(
-                        role, quotas.get(role), machine.allocator.consumed_quota(role)
-                    ),
+                    "quota": role_quota_json(role, quotas.get(role), consumption.get(role, {})),
                 }
             )
         return json_reply({"roles": out})

@@ -43,7 +43,7 @@ from butte.core.messages import (
 from butte.core.resources import Resources, validate_role
 from butte.master import offer_constraints, operator_views, views
 from butte.master.accept import AcceptEvents
-from butte.master.agents import REMOVED, AgentEvents
+from butte.master.agents import REMOVED_LOST, AgentEvents
 from butte.master.allocator.quota import Quota, ancestors_and_self
 from butte.master.core import MasterOptions
 from butte.master.effects import (
@@ -839,15 +839,15 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         return error, effects
 
     def _take_machine_down(self, agent: Agent, now: float) -> None:
-        """An agent on a machine going DOWN: told to shut down and removed; its tasks are
-        TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition-aware)."""
+        """An agent on a machine going DOWN: told to shut down and removed (Mesos'
+        removeSlave); its tasks are TASK_LOST, REASON_AGENT_REMOVED."""
         self._send_agent(agent, internal.ShutdownAgent(message="Operator initiated 'Machine DOWN'"))
         self._registry_write(RemoveAgent(agent.agent_id))
         self._remove_agent(
             agent,
             now,
-            "Agent removed: its machine is DOWN for maintenance",
-            *REMOVED,
+            f"Agent {agent.hostname} removed: Operator initiated 'Machine DOWN'",
+            *REMOVED_LOST,
         )
 
     def operator_operation(

@@ -10,12 +10,10 @@ host's (``system/*``). ``GET /metrics`` serves the same in Prometheus text
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from butte.core import task_states
 from butte.core.resources import Resources
 from butte.master.machine import MasterMachine
+from butte.operator_common import system_metrics
 
 _SCALARS = ("cpus", "mem", "disk", "gpus")
 
@@ -37,6 +35,10 @@ _MESOS_NAMES = {
     "slave_registrations": ("master/slave_registrations",),
     "slave_reregistrations": ("master/slave_reregistrations",),
     "recovery_slave_removals": ("master/recovery_slave_removals",),
+    "slave_removals": ("master/slave_removals",),
+    "slave_removals/reason_unhealthy": ("master/slave_removals/reason_unhealthy",),
+    "slave_removals/reason_unregistered": ("master/slave_removals/reason_unregistered",),
+    "slave_removals/reason_registered": ("master/slave_removals/reason_registered",),
 }
 
 
@@ -116,19 +118,4 @@ def allocator_metrics(
         )
     for role, share in allocator.role_shares().items():
         out[f"allocator/mesos/roles/{role}/shares/dominant"] = float(share)
-    return out
-
-
-def system_metrics() -> dict[str, float]:
-    """``system/*``: the host's CPUs, load and memory (as Mesos reports them)."""
-    out: dict[str, float] = {"system/cpus_total": float(os.cpu_count() or 1)}
-    with contextlib.suppress(OSError):
-        one, five, fifteen = os.getloadavg()
-        out.update({"system/load_1min": one, "system/load_5min": five})
-        out["system/load_15min"] = fifteen
-    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: line.split()[1] for line in f if ":" in line}
-        out["system/mem_total_bytes"] = float(int(info["MemTotal"]) * 1024)
-        out["system/mem_free_bytes"] = float(int(info.get("MemAvailable", "0")) * 1024)
     return out

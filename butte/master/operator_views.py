@@ -18,6 +18,7 @@ from butte.core.messages import TaskStatus, to_builtins
 from butte.core.resources import Resources
 from butte.master import views
 from butte.master.allocator.interface import Allocator
+from butte.master.allocator.quota import add_into, reserved_quantities, unreserved_quantities
 from butte.master.quota import role_quota_json
 from butte.master.state import Agent, Framework, Offer, Task
 
@@ -276,10 +277,30 @@ def role_usage(machine: MasterRecords) -> dict[str, tuple[Resources, Resources, 
     }
 
 
+def quota_consumption(machine: MasterRecords) -> dict[str, dict[str, int]]:
+    """Consumed quota of every role path (thousandths), as Mesos' master reports it and
+    checks UPDATE_QUOTA against (RoleResourceBreakdown::consumedQuota): what tasks and
+    executors of the role's subtree use of unreserved resources, plus everything reserved to
+    it. Offers do not count here, unlike in the allocator's own view
+    (`allocator.consumed_quota`), which enforces limits and counts them as allocated."""
+    out: dict[str, dict[str, int]] = {}
+    for agent in machine.agents.values():
+        for role, quantities in reserved_quantities(agent.total).items():
+            add_into(out, role, quantities, 1)
+        for ex in agent.executors.values():
+            add_into(out, ex.role, unreserved_quantities(ex.resources), 1)
+    for fw in machine.frameworks.values():
+        for task in fw.tasks.values():
+            if not task_states.is_terminal(task.state):
+                add_into(out, task.role, unreserved_quantities(task.resources), 1)
+    return out
+
+
 def get_roles(machine: MasterRecords) -> dict[str, Any]:
     """``GetRoles``."""
     weights = machine.allocator.weights
     quotas = machine.allocator.quotas
+    consumption = quota_consumption(machine)
     roles = []
     for role, (allocated, offered, fids) in role_usage(machine).items():
         reserved = total(a.total.reserved(role) for a in machine.agents.values())
@@ -290,9 +311,7 @@ def get_roles(machine: MasterRecords) -> dict[str, Any]:
             "allocated": allocated.to_json("endpoint"),
             "offered": offered.to_json("endpoint"),
             "reserved": reserved.to_json("endpoint"),
-            "quota": role_quota_json(
-                role, quotas.get(role), machine.allocator.consumed_quota(role)
-            ),
+            "quota": role_quota_json(role, quotas.get(role), consumption.get(role, {})),
         }
         if fids:
             entry["frameworks"] = [views.value(f) for f in fids]

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from butte.master.allocator.quota import Quota
 from butte.master.http import PrefixRouter, json_reply, text_reply
+from butte.master.operator_views import quota_consumption
 from butte.master.quota import QuotaError, apply_updates, parse_configs, parse_request, status_json
 from butte.master.shell_api import MasterShell
 
@@ -80,13 +81,14 @@ class QuotaApi:
         for role, _ in updates:
             if whitelist is not None and role not in whitelist:
                 return text_reply(400, f"Role '{role}' is not present in the master's --roles")
+        used = quota_consumption(machine)
         try:
             result = apply_updates(
                 machine.allocator.quotas,
                 updates,
                 force=force,
                 cluster_total=_cluster_total(machine),
-                consumed=machine.allocator.consumed_quota,
+                consumed=lambda role: used.get(role, {}),
             )
         except QuotaError as e:
             return text_reply(400, str(e))

@@ -259,7 +259,7 @@ def test_task_updates_are_retried_until_acked_and_output_lands_in_sandbox(tmp_pa
 
 def test_state_shows_what_an_executor_holds_and_the_role_of_each(tmp_path):
     """The agent's /state as Mesos': an executor's ``resources`` are its own and its tasks'
-    (what its container is limited to), and a task names its role."""
+    (what its container is limited to), and a task names its role, labels and discovery."""
     web = {"allocation_info": {"role": "web"}}
     resources = [
         {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5}, **web},
@@ -273,6 +273,8 @@ def test_state_shows_what_an_executor_holds_and_the_role_of_each(tmp_path):
             "agent_id": {"value": AID},
             "resources": resources,
             "command": {"value": "sleep 30"},
+            "labels": {"labels": [{"key": "tier", "value": "web"}]},
+            "discovery": {"visibility": "FRAMEWORK", "name": "held"},
         }
         await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
         await wait_for(lambda: "TASK_RUNNING" in master.states("held"), "TASK_RUNNING")
@@ -283,6 +285,9 @@ def test_state_shows_what_an_executor_holds_and_the_role_of_each(tmp_path):
         [executor] = framework["executors"]
         [task] = executor["tasks"]
         assert task["role"] == "web" and task["resources"]["cpus"] == 0.5
+        # Labels are a plain array, as Mesos writes them (mesos_exporter reads them so).
+        assert task["labels"] == [{"key": "tier", "value": "web"}]
+        assert task["discovery"] == {"visibility": "FRAMEWORK", "name": "held"}
         own = executor["resources"]
         assert own["cpus"] >= 0.5 and own["mem"] >= 64, own
 

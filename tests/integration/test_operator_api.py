@@ -431,6 +431,8 @@ def test_metrics_snapshot_and_prometheus(master, agent):
         "slave/container_launch_errors",
         "slave/recovery_errors",
         "slave/executor_directory_max_allowed_age_secs",
+        "system/mem_total_bytes",  # every Mesos process serves the system/* figures
+        "system/mem_free_bytes",
     ):
         assert name in agent_snapshot, name
     assert agent_snapshot["slave/registered"] == 1.0 and agent_snapshot["slave/tasks_running"] >= 1

@@ -161,47 +161,64 @@ def test_roles_whitelist_refuses_other_roles(cluster):
     assert "not present in the master's --roles" in response.text
 
 
+def _scalar(offer: dict, name: str) -> float:
+    return sum(r["scalar"]["value"] for r in offer["resources"] if r["name"] == name)
+
+
 def test_limit_below_consumption_is_refused_unless_forced(cluster):
+    """Consumption is what tasks use (and reservations), not what is offered, as in Mesos:
+    a limit below an outstanding offer is taken and the offer rescinded; a limit below what
+    a task uses is refused unless forced."""
     master = cluster.master_url
+
+    async def next_of(client: SchedulerClient, kind: str) -> dict:
+        while True:
+            event = await client.next_event(timeout=20)
+            assert event is not None, f"no {kind}"
+            if event["type"] == kind:
+                return event
 
     async def scenario() -> None:
         info = {"name": "holder", "user": "nobody", "roles": ["prod"],
                 "capabilities": [{"type": "MULTI_ROLE"}]}  # fmt: skip
+        loop = asyncio.get_running_loop()
+
+        def consumed() -> dict:
+            return roles_by_name(master)["prod"]["quota"]["consumed"]
+
         async with SchedulerClient(cluster.master_address, info) as client:
-            offer = None
-            while offer is None:
-                event = await client.next_event(timeout=20)
-                assert event is not None, "no offer"
-                if event["type"] == "OFFERS":
-                    offer = event["offers"]["offers"][0]
-            loop = asyncio.get_running_loop()
-            consumed = await loop.run_in_executor(
-                None, lambda: roles_by_name(master)["prod"]["quota"]["consumed"]
-            )
-            assert consumed["cpus"] == 4.0
+            offer = (await next_of(client, "OFFERS"))["offers"]["offers"][0]
+            assert "cpus" not in await loop.run_in_executor(None, consumed)
+            # Only offered: the limit is taken, and the offer that breaks it rescinded.
             limit = [{"role": "prod", "limits": scalars(cpus=1)}]
+            await loop.run_in_executor(None, lambda: update(master, limit))
+            rescind = await next_of(client, "RESCIND")
+            assert rescind["rescind"]["offer_id"] == offer["id"]
+            await loop.run_in_executor(None, lambda: update(master, [{"role": "prod"}]))
+            # Offers made under the limit (1 cpu) and after it: together enough for 2 cpus.
+            held: list[dict] = []
+            while sum(_scalar(o, "cpus") for o in held) < 2:
+                held += (await next_of(client, "OFFERS"))["offers"]["offers"]
+            prod = {"allocation_info": {"role": "prod"}}
+            task = {
+                "name": "hold",
+                "task_id": {"value": "hold"},
+                "agent_id": held[0]["agent_id"],
+                "resources": [
+                    {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}, **prod},
+                    {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}, **prod},
+                ],
+                "command": {"value": "sleep 600"},
+            }
+            await client.accept(held, [{"type": "LAUNCH", "launch": {"task_infos": [task]}}])
+            deadline = loop.time() + 20
+            while (await loop.run_in_executor(None, consumed)).get("cpus") != 2.0:
+                assert loop.time() < deadline, "the task's cpus are not consumed"
+                await asyncio.sleep(0.1)
             text = await loop.run_in_executor(None, lambda: update(master, limit, status=400))
-            assert "already consumes 4.0 'cpus'" in text
+            assert "already consumes 2.0 'cpus'" in text
             await loop.run_in_executor(None, lambda: update(master, limit, force=True))
-            while True:  # the offer that breaks the limit is rescinded
-                event = await client.next_event(timeout=20)
-                assert event is not None, "no RESCIND"
-                if event["type"] == "RESCIND":
-                    assert event["rescind"]["offer_id"] == offer["id"]
-                    break
-            # What is offered now stays within the limit.
-            while True:
-                event = await client.next_event(timeout=20)
-                assert event is not None, "no new offer"
-                if event["type"] == "OFFERS":
-                    cpus = sum(
-                        r["scalar"]["value"]
-                        for o in event["offers"]["offers"]
-                        for r in o["resources"]
-                        if r["name"] == "cpus"
-                    )
-                    assert cpus <= 1.0
-                    break
+            assert roles_by_name(master)["prod"]["quota"]["limit"] == {"cpus": 1.0}
             await client.teardown()
 
     asyncio.run(scenario())

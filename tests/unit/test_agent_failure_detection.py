@@ -11,6 +11,7 @@ from master_kit import Harness, command_task, launch_body
 from butte.core import internal
 from butte.core import task_states as ts
 from butte.core.messages import ID, FrameworkInfo
+from butte.master.effects import OperatorEvent
 from butte.master.machine import MasterOptions
 from butte.master.main import parse_rate_limit
 
@@ -108,7 +109,20 @@ def test_unreachable_agent_comes_back(partition_aware):
         resources=command_task("t1", {"agent_id": {"value": agent_id}})["resources"],
     )
     info = FrameworkInfo(user="root", name="fw", id=ID(fid), checkpoint=True)
+    h.master.operator_subscribers = 1  # an operator SUBSCRIBE stream is open
+    events: list[dict] = []
+    pump = h.pump
+
+    def recording(effects: list) -> list:
+        events.extend(e.event for e in effects if isinstance(e, OperatorEvent))
+        return pump(effects)
+
+    h.pump = recording  # type: ignore[method-assign]
     h.register_agent("c9", agent_id=agent_id, frameworks=[info], tasks=[report])
+    # Operators see the task back before its agent, as Mesos' addSlave sends them.
+    assert [e["type"] for e in events] == ["TASK_ADDED", "AGENT_ADDED"]
+    assert events[0]["task_added"]["task"]["state"] == ts.RUNNING
+    assert "reregistered_time" in events[1]["agent_added"]["agent"]
     # Told the task is back, as Mesos' master does (no acknowledgement wanted).
     [back] = h.updates(stream)
     assert back["state"] == ts.RUNNING and back["reason"] == "REASON_SLAVE_REREGISTERED"
@@ -126,8 +140,8 @@ def test_unreachable_agent_comes_back(partition_aware):
 
 @pytest.mark.parametrize("partition_aware", [True, False])
 def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it(partition_aware):
-    """Mesos' __removeSlave without an unreachable time: TASK_GONE_BY_OPERATOR for
-    partition-aware frameworks, TASK_LOST (REASON_AGENT_REMOVED) for the others."""
+    """Mesos' registerSlave removes the old agent with removeSlave (_removeSlave): TASK_LOST,
+    REASON_AGENT_REMOVED, for partition-aware frameworks too; counted as a removal."""
     h = Harness()
     capabilities = [{"type": "PARTITION_AWARE"}] if partition_aware else []
     old, fid, stream = running_task(h, checkpoint=True, capabilities=capabilities)
@@ -136,12 +150,26 @@ def test_new_agent_at_the_address_of_a_disconnected_one_replaces_it(partition_aw
     new = h.register_agent("c2")  # same host and port, no id: its checkpoint is gone
     assert new != old and list(h.master.agents) == [new]
     [lost] = h.updates(stream)
-    if partition_aware:
-        assert lost["state"] == ts.GONE_BY_OPERATOR
-        assert lost["reason"] == "REASON_AGENT_REMOVED_BY_OPERATOR"
-    else:
-        assert lost["state"] == ts.LOST and lost["reason"] == "REASON_AGENT_REMOVED"
-    assert "a new agent registered at the same address" in lost["message"]
+    assert lost["state"] == ts.LOST and lost["reason"] == "REASON_AGENT_REMOVED"
+    assert lost["message"] == "Agent 127.0.0.1 removed: a new agent registered at the same address"
+    counters = h.master.counters
+    assert counters["slave_removals"] == counters["slave_removals/reason_registered"] == 1
+
+
+@pytest.mark.parametrize("partition_aware", [True, False])
+def test_an_agent_that_unregisters_has_its_tasks_lost(partition_aware):
+    """A graceful agent shutdown (Mesos' unregisterSlave, then removeSlave): TASK_LOST,
+    REASON_AGENT_REMOVED, "Agent <host> removed: the agent unregistered", for every
+    framework; counted in slave_removals/reason_unregistered."""
+    h = Harness()
+    capabilities = [{"type": "PARTITION_AWARE"}] if partition_aware else []
+    agent_id, fid, stream = running_task(h, capabilities=capabilities)
+    h.pump(h.master.agent_message("c1", internal.UnregisterAgent(), "127.0.0.1", h.now()))
+    [lost] = h.updates(stream)
+    assert (lost["state"], lost["reason"]) == (ts.LOST, "REASON_AGENT_REMOVED")
+    assert lost["message"] == "Agent 127.0.0.1 removed: the agent unregistered"
+    counters = h.master.counters
+    assert counters["slave_removals"] == counters["slave_removals/reason_unregistered"] == 1
 
 
 def test_reregistration_without_a_task_drops_it():

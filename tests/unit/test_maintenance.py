@@ -272,14 +272,17 @@ def test_machine_down_removes_its_agents_and_refuses_them_until_up(h: Harness) -
     assert register(h, "a", "ca3") is not None
 
 
-def test_partition_aware_tasks_become_gone_by_operator(h: Harness) -> None:
+def test_tasks_of_a_machine_taken_down_are_lost(h: Harness) -> None:
+    """Mesos removes the agents of a DOWN machine with removeSlave: TASK_LOST,
+    REASON_AGENT_REMOVED, for partition-aware frameworks too."""
     register(h, "a", "ca")
     fid, stream = h.subscribe(capabilities=[{"type": "PARTITION_AWARE"}])
     run_task(h, fid, stream, "t1", "a")
     change(h, "schedule", {"windows": [window("a")]})
     change(h, "down", machines("a"))
     (update,) = h.updates(stream)
-    assert update["state"] == "TASK_GONE_BY_OPERATOR"
+    assert (update["state"], update["reason"]) == ("TASK_LOST", "REASON_AGENT_REMOVED")
+    assert update["message"] == "Agent a removed: Operator initiated 'Machine DOWN'"
 
 
 def test_machine_ids_match_hostname_and_ip(h: Harness) -> None:

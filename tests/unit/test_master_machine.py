@@ -12,6 +12,7 @@ from master_kit import Harness, call, command_task, launch_body
 from butte.core import internal
 from butte.core.messages import ID, FrameworkInfo, TaskStatus
 from butte.core.resources import Resources, parse_resources
+from butte.master import operator_views
 from butte.master.machine import MasterOptions
 
 
@@ -783,3 +784,18 @@ def test_subscribe_validation_as_mesos_does_it():
     result = subscribe(None, failover_timeout=1e300)
     assert result.status == 400
     assert result.message == "The framework failover_timeout (1e+300) is invalid"
+
+
+def test_quota_consumption_counts_what_is_used_and_reserved_not_what_is_offered():
+    """Mesos' master reports and checks UPDATE_QUOTA against RoleResourceBreakdown::
+    consumedQuota: what tasks use plus unallocated reservations; an outstanding offer is
+    not consumption (the allocator's own view, which enforces limits, counts it)."""
+    h = Harness()
+    h.register_agent("c1")
+    fid, stream = h.subscribe(role="web")
+    h.allocate()
+    [offer] = h.offers(stream)
+    assert operator_views.quota_consumption(h.master).get("web", {}) == {}
+    assert h.master.allocator.consumed_quota("web")["cpus"] == 4000
+    h.call(fid, stream, launch_body(offer, command_task("t1", offer)))
+    assert operator_views.quota_consumption(h.master)["web"]["cpus"] == 1000
