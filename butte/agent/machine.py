@@ -342,6 +342,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         task = ex.tasks[tid]
         if ts.is_terminal(task.state):
             return []
+        task.draining = task.draining or msg.draining
         if not task.launched:
             return self._kill_queued(fw, ex, tid, now)
         if ex.state == RUNNING:
@@ -517,6 +518,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         self, fw: Framework, task: Task | None, status: TaskStatus, now: float
     ) -> list[Effect]:
         """Records an update (agent's or executor's) and starts its delivery to the master."""
+        if task is not None and task.draining and status.state in (ts.KILLING, ts.KILLED):
+            status = msgspec.structs.replace(status, reason="REASON_AGENT_DRAINING")
         if task is not None:
             task.state = status.state
             stored = msgspec.structs.replace(status, data=None)

@@ -66,6 +66,7 @@ class Task:
     statuses: list[TaskStatus] = field(default_factory=list)
     launched: bool = False  # the executor was given the task (LAUNCH / LAUNCH_GROUP)
     group: bool = False  # part of a task group
+    draining: bool = False  # killed by a drain: its KILLING/KILLED say REASON_AGENT_DRAINING
 
     @property
     def id(self) -> str:

@@ -212,6 +212,9 @@ class KillTask(_MasterMessage, frozen=True, tag="KILL_TASK"):
     framework_id: ID
     task_id: ID
     kill_policy: KillPolicy | None = None
+    # A drain's kill: the task's KILLING and KILLED carry REASON_AGENT_DRAINING (Mesos'
+    # agent sets it while it drains).
+    draining: bool = False
 
 
 class StatusUpdateAck(_MasterMessage, frozen=True, tag="STATUS_UPDATE_ACK"):

@@ -401,9 +401,8 @@ class AgentEvents(MasterCore):
             message,
             now,
             agent_id=task.agent_id,
+            executor_id=task.executor_id,
         )
-        if task.executor_id is not None:
-            status = msgspec.structs.replace(status, executor_id=ID(task.executor_id))
         self._send_status(fw, status)
 
     def _recover_framework(
@@ -728,7 +727,9 @@ class AgentEvents(MasterCore):
             if task is not None and not task_states.is_terminal(task.state):
                 self._send_agent(
                     agent,
-                    internal.KillTask(framework_id=ID(fid), task_id=ID(tid), kill_policy=policy),
+                    internal.KillTask(
+                        framework_id=ID(fid), task_id=ID(tid), kill_policy=policy, draining=True
+                    ),
                 )
 
     def _check_drains(self, now: float) -> None:

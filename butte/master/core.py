@@ -168,10 +168,12 @@ class MasterCore:
         now: float,
         agent_id: str | None = None,
         unreachable_time: float | None = None,
+        executor_id: str | None = None,
     ) -> TaskStatus:
         """A master-generated status: no uuid, so schedulers must not acknowledge it."""
         return TaskStatus(
             task_id=ID(task_id),
+            executor_id=ID(executor_id) if executor_id else None,
             state=task_states.for_framework(state, fw.partition_aware),
             message=message,
             source="SOURCE_MASTER",
@@ -289,6 +291,7 @@ class MasterCore:
             now,
             agent_id=task.agent_id,
             unreachable_time=now if state == task_states.UNREACHABLE else None,
+            executor_id=task.executor_id,  # as Mesos' removals name it
         )
         task.state = state
         task_states.record_status(task.statuses, status, MAX_STATUSES_PER_TASK)

@@ -106,11 +106,16 @@ def wait_task(url: str, prefix: str, state: str, timeout: float = 15.0) -> dict:
 
 @contextmanager
 def cluster_with_jobs(
-    tmp: Path, jobs: dict[str, str], running: tuple[str, ...] = (), **options: Any
+    tmp: Path,
+    jobs: dict[str, str],
+    running: tuple[str, ...] = (),
+    written: tuple[str, ...] = (),
+    **options: Any,
 ) -> Iterator[tuple[ClusterHandle, dict[str, RunJob]]]:
     """A cluster and one ``butte run`` per job (name -> command); waits until the jobs in
-    ``running`` have a TASK_RUNNING task that has written to its stdout and stderr
-    (TASK_RUNNING comes when the shell starts, before its first ``echo``)."""
+    ``running`` have a TASK_RUNNING task, and those in ``written`` one that has written to
+    its stdout and stderr (TASK_RUNNING comes when the shell starts, before its first
+    ``echo``)."""
     with start_cluster(tmp / "cluster", **options) as cluster:
         started = {
             name: RunJob(cluster, name, cmd, tmp / f"{name}.log") for name, cmd in jobs.items()
@@ -118,6 +123,8 @@ def cluster_with_jobs(
         try:
             for name in running:
                 task = wait_task(cluster.master_url, name, "TASK_RUNNING")
+                if name not in written:
+                    continue
                 sandbox = (
                     f"/slaves/{task['agent_id']['value']}/frameworks/"
                     f"{task['framework_id']['value']}/executors/{task['task_id']['value']}"

@@ -28,7 +28,8 @@ def env(tmp_path_factory) -> Iterator[tuple]:
     if daemons_missing():
         require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("cli-ops")
-    with cluster_with_jobs(tmp, JOBS, running=("sleeper",)) as (cluster, jobs):
+    started = cluster_with_jobs(tmp, JOBS, running=("sleeper",), written=("sleeper",))
+    with started as (cluster, jobs):
         wait_task(cluster.master_url, "short", "TASK_FINISHED")
         # Its framework is gone only once `butte run` acknowledged the end and tore it down.
         jobs["short"].process.wait(30)

@@ -34,7 +34,10 @@ def env(tmp_path_factory) -> Iterator[tuple]:
     if daemons_missing():
         require(daemons_missing(), "a real cluster")
     tmp = tmp_path_factory.mktemp("operator")
-    with cluster_with_jobs(tmp, {"sleeper": SLEEPER}, running=("sleeper",)) as (cluster, jobs):
+    started = cluster_with_jobs(
+        tmp, {"sleeper": SLEEPER}, running=("sleeper",), written=("sleeper",)
+    )
+    with started as (cluster, jobs):
         yield cluster, jobs, tmp
 
 

@@ -58,6 +58,9 @@ def test_deactivate_reactivate_and_drain(tmp_path):
         # The task is asked to stop (SIGTERM first, within the grace period), then DRAINED.
         task = wait_task(url, "sleeper", "TASK_KILLED")
         assert task["state"] == "TASK_KILLED"
+        # As Mesos' draining agent says why (its KILLING and KILLED).
+        reasons = {s["state"]: s.get("reason") for s in task["statuses"]}
+        assert reasons["TASK_KILLED"] == "REASON_AGENT_DRAINING", task["statuses"]
         drained = wait_for(
             lambda: agent_view(url).get("drain_info", {}).get("state") == "DRAINED",
             what="agent drained",

@@ -674,6 +674,11 @@ def test_legacy_state_lists_a_groups_executor_and_its_members_name_it():
     assert listed["executor_id"] == "g1" and listed["slave_id"] == agent_id
     assert listed["name"] == "group" and listed["framework_id"] == fid
     assert listed["resources"]["cpus"] == 0.1
+    # The statuses the master makes name the executor too (Mesos' removals pass it).
+    h.updates(stream)
+    h.pump(h.master.agent_message("c1", internal.UnregisterAgent(), "127.0.0.1", h.now()))
+    lost = {u["task_id"]["value"]: u for u in h.updates(stream)}
+    assert lost["m"]["executor_id"] == {"value": "g1"} and "executor_id" not in lost["plain"]
 
 
 def _executor_task(task_id: str, offer: dict) -> dict:
