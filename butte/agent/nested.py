@@ -99,6 +99,7 @@ class NestedContainer:
     output_done: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     wait_status: int | None = None
+    sigkilled: bool = False  # the agent sent it SIGKILL (KILL, its session or parent ended)
     input_attached: bool = False
     delivering: int = 0  # output pumps waiting for a reader to take a chunk
     message: str | None = None
@@ -341,6 +342,10 @@ class NestedContainers:
             pumps.append(self._pump(container, "STDERR", process.stderr.read))
         pumping = asyncio.gather(*pumps)
         returncode = await process.wait()
+        if returncode == 255 and container.sigkilled:
+            # asyncio's watcher says 255 for a child something else reaped first (an old
+            # Popen polling a pid the launcher reused): after our SIGKILL, that ended it.
+            returncode = -signal.SIGKILL
         container.wait_status = returncode << 8 if returncode >= 0 else -returncode
         while not pumping.done():
             try:
@@ -444,6 +449,7 @@ class NestedContainers:
         """Signals every process of the command's session (and its launcher)."""
         if not container.running:
             return
+        container.sigkilled = container.sigkilled or number == signal.SIGKILL
         if container.pid is not None:
             signal_sessions([container.pid], number)
         if container.process is not None and number == signal.SIGKILL:

@@ -138,7 +138,8 @@ def test_bad_input_is_refused_and_changes_nothing(cluster):
     aid = agent_id(cluster)
     before = total(cluster)
     assert "409" in refused(butte(cluster, "reserve", aid, "cpus:100", "--role", "db"), 1)
-    assert "404" in refused(butte(cluster, "reserve", "no-agent", "cpus:1", "--role", "db"), 1)
+    unknown = refused(butte(cluster, "reserve", "no-agent", "cpus:1", "--role", "db"), 1)
+    assert "No agent found with specified ID" in unknown
     assert "bad scalar" in refused(butte(cluster, "reserve", aid, "cpus:x", "--role", "db"), 2)
     refused(butte(cluster, "reserve", aid, "cpus(db):1", "--role", "db"), 2)
     refused(butte(cluster, "reserve", aid, "cpus:1"), 2)  # no --role

@@ -98,7 +98,7 @@ def test_operator_reserves_creates_destroys_and_refuses_bad_input(cluster):
         (
             "RESERVE_RESOURCES",
             {"agent_id": {"value": "nope"}, "resources": [_reserved("cpus", 1)]},
-            404,
+            400,  # Mesos: BadRequest("No agent found with specified ID")
         ),
         ("RESERVE_RESOURCES", {"agent_id": aid, "resources": [{"name": "cpus"}]}, 400),
         ("CREATE_VOLUMES", {"agent_id": aid, "volumes": [_volume("keep", 0.001)]}, 409),
