@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from butte.core.codec import encode_json, frame
-from butte.master.http import RecordStream, text_reply
+from butte.master.http import RecordStream
 from butte.master.machine import MasterMachine
 from butte.master.view_acls import Viewer
 
@@ -44,7 +44,7 @@ class OperatorSubscribers:
         limit: int = MAX_SUBSCRIBERS,
     ) -> None:
         self._machine = machine
-        self._subscribers: set[RecordStream] = set()
+        self._subscribers: dict[RecordStream, None] = {}  # oldest first
         # In-process listeners (the web UI's change feed, `butte.master.ui_feed`).
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._heartbeat_interval = heartbeat_interval
@@ -100,8 +100,14 @@ class OperatorSubscribers:
         """Answers one SUBSCRIBE call: the stream lives until the client goes away. With a
         ``view`` (``--acls`` restrict what its principal may see) the snapshot and every
         event are narrowed to it (`butte.master.view_acls`)."""
-        if len(self._subscribers) >= self._limit:
-            return text_reply(503, f"Too many operator subscribers (at most {self._limit})")
+        while len(self._subscribers) >= self._limit:
+            oldest = next(iter(self._subscribers))
+            log.info(
+                "Reached the maximum of %d operator event stream subscribers: closing the oldest",
+                self._limit,
+            )
+            oldest.close()
+            self._remove(oldest)
         sub = RecordStream(max_backlog=MAX_BACKLOG)
         subscribed = {
             "type": "SUBSCRIBED",
@@ -123,14 +129,14 @@ class OperatorSubscribers:
             self._remove(sub)
 
     def _add(self, sub: RecordStream) -> None:
-        self._subscribers.add(sub)
+        self._subscribers[sub] = None
         self._count()
         if self._heartbeats is None or self._heartbeats.done():
             self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat())
 
     def _remove(self, sub: RecordStream) -> None:
         sub.closed = True
-        self._subscribers.discard(sub)
+        self._subscribers.pop(sub, None)
         self._count()
         if not self._subscribers and self._heartbeats is not None:
             self._heartbeats.cancel()

@@ -28,6 +28,7 @@ from butte.master.allocator.interface import (
     parse_min_allocatable,
 )
 from butte.master.auth import AuthConfig
+from butte.master.events import MAX_SUBSCRIBERS
 from butte.master.machine import MasterOptions
 from butte.master.server import MasterConfig, MasterServer
 from butte.operator_common import quiet_bad_requests
@@ -186,6 +187,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "with 408 (slow or hostile clients; default 30secs)",
     )
     parser.add_argument(
+        "--max_operator_event_stream_subscribers",
+        type=int,
+        default=MAX_SUBSCRIBERS,
+        help="operator event streams (SUBSCRIBE on /api/v1) open at once; a new one over "
+        f"the limit closes the oldest, as in Mesos (default {MAX_SUBSCRIBERS})",
+    )
+    parser.add_argument(
         "--max_stream_backlog",
         type=int,
         default=64 * 1024 * 1024,
@@ -234,6 +242,8 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         raise ValueError(f"--port {args.port} is out of range")
     if args.max_connections < 0:
         raise ValueError("--max_connections must not be negative")
+    if args.max_operator_event_stream_subscribers < 1:
+        raise ValueError("--max_operator_event_stream_subscribers must be at least 1")
     if args.max_stream_backlog < 64 * 1024:
         raise ValueError("--max_stream_backlog must be at least 65536 bytes")
     removal_limit = parse_rate_limit(args.agent_removal_rate_limit, "agent_removal_rate_limit")
@@ -246,6 +256,7 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
         auth=auth_config(args),
         tls=tls_flag(),
         max_stream_backlog=args.max_stream_backlog,
+        max_operator_event_stream_subscribers=args.max_operator_event_stream_subscribers,
         max_connections=args.max_connections,
         ip=args.ip,
         port=args.port,

@@ -76,7 +76,9 @@ class OperatorApi:
     def __init__(self, server: MasterShell) -> None:
         self.server = server
         self.machine = server.machine
-        self.events = OperatorSubscribers(self.machine)
+        self.events = OperatorSubscribers(
+            self.machine, limit=server.config.max_operator_event_stream_subscribers
+        )
         self.files = MasterFiles(server)
         self.legacy = LegacyEndpoints(server)
         self.maintenance = MaintenanceEndpoints(server)

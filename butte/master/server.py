@@ -68,6 +68,7 @@ from butte.master.effects import (
     SendToAgent,
     SendToFramework,
 )
+from butte.master.events import MAX_SUBSCRIBERS
 from butte.master.http import (
     MAX_BODY,
     PrefixRouter,
@@ -120,6 +121,8 @@ class MasterConfig:
     http_header_timeout: float = fast_http.HEADER_TIMEOUT
     # --max_stream_backlog: bytes a scheduler stream may fall behind before it is dropped.
     max_stream_backlog: int = MAX_SCHEDULER_BACKLOG
+    # --max_operator_event_stream_subscribers: open operator streams (the oldest goes).
+    max_operator_event_stream_subscribers: int = MAX_SUBSCRIBERS
     # --max_connections: open connections accepted at once (0: no limit).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     # --authenticate_* and the credentials (butte.master.auth).

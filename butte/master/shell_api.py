@@ -22,6 +22,9 @@ class HasFlags(Protocol):
     @property
     def flags(self) -> dict[str, str]: ...
 
+    @property
+    def max_operator_event_stream_subscribers(self) -> int: ...
+
 
 class MasterShell(Protocol):
     """The master shell as its endpoints see it."""

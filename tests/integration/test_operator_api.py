@@ -519,3 +519,22 @@ def test_kill_container_ends_the_task(env, master, agent):
         assert ended
     finally:
         job.stop()
+
+
+def test_a_subscriber_over_the_limit_closes_the_oldest_stream(cluster_factory):
+    """As Mesos' --max_operator_event_stream_subscribers: the newest subscriber is taken and
+    the oldest stream ends."""
+    cluster = cluster_factory(master_flags=["--max_operator_event_stream_subscribers=2"])
+    streams = [EventStream(cluster.master_url) for _ in range(2)]
+    try:
+        for stream in streams:
+            stream.wait("SUBSCRIBED")
+        streams.append(EventStream(cluster.master_url))
+        streams[2].wait("SUBSCRIBED")
+        wait_for(lambda: not streams[0]._thread.is_alive(), 10, "the oldest stream ended")
+        assert streams[1]._thread.is_alive() and streams[2]._thread.is_alive()
+        metrics = requests.get(cluster.master_url + "/metrics/snapshot", timeout=5).json()
+        assert metrics["master/operator_event_stream_subscribers"] == 2
+    finally:
+        for stream in streams:
+            stream.close()
