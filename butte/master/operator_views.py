@@ -18,7 +18,12 @@ from butte.core.messages import TaskStatus, to_builtins
 from butte.core.resources import Resources
 from butte.master import views
 from butte.master.allocator.interface import Allocator
-from butte.master.allocator.quota import add_into, reserved_quantities, unreserved_quantities
+from butte.master.allocator.quota import (
+    add_into,
+    reserved_quantities,
+    unreserved_quantities,
+    within,
+)
 from butte.master.quota import role_quota_json
 from butte.master.state import Agent, Framework, Offer, Task
 
@@ -301,13 +306,27 @@ def get_roles(machine: MasterRecords) -> dict[str, Any]:
     weights = machine.allocator.weights
     quotas = machine.allocator.quotas
     consumption = quota_consumption(machine)
+    usage = role_usage(machine)
+    # Mesos' `resources`: what the role's subtree has allocated or offered, as quantities of
+    # cpus, mem, disk and gpus (no role, no reservations).
+    held: dict[str, dict[str, int]] = {}
+    for name, (allocated, offered, _) in usage.items():
+        for path in usage:
+            if within(name, path):
+                mine = held.setdefault(path, {})
+                for key, value in (allocated + offered).quantities().items():
+                    mine[key] = mine.get(key, 0) + value
     roles = []
-    for role, (allocated, offered, fids) in role_usage(machine).items():
+    for role, (allocated, offered, fids) in usage.items():
         reserved = total(a.total.reserved(role) for a in machine.agents.values())
         entry: dict[str, Any] = {
             "name": role,
             "weight": weights.get(role, 1.0),
-            "resources": allocated.to_json("endpoint"),
+            "resources": [
+                {"name": name, "type": "SCALAR", "scalar": {"value": value / 1000}}
+                for name, value in sorted(held.get(role, {}).items())
+                if name in ("cpus", "mem", "disk", "gpus") and value > 0
+            ],
             "allocated": allocated.to_json("endpoint"),
             "offered": offered.to_json("endpoint"),
             "reserved": reserved.to_json("endpoint"),

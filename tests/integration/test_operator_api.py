@@ -94,6 +94,10 @@ def test_state_agents_frameworks_tasks_roles(master):
     assert "executors" in call(master, "GET_EXECUTORS")
     roles = {r["name"]: r for r in call(master, "GET_ROLES")["roles"]}
     assert task["framework_id"] in roles["*"]["frameworks"]
+    # Mesos' `resources`: quantities allocated or offered, without roles or reservations.
+    held = {r["name"]: r for r in roles["*"]["resources"]}
+    assert held["cpus"]["scalar"]["value"] >= 0.1 and "role" not in held["cpus"]
+    assert set(held) <= {"cpus", "mem", "disk", "gpus"}
 
 
 def test_every_path_under_api_v1_reaches_the_operator(master):
