@@ -66,7 +66,9 @@ class AgentEvents(MasterCore):
         self._count("status_updates")
         if fw is None:
             log.info("Status update for unknown framework %s from %s", fid, agent.agent_id)
+            self._count("invalid_status_updates")
             return
+        self._count("valid_status_updates")
         task = fw.tasks.get(status.task_id.value)
         if task is not None:
             self._apply_status(fw, task, status, now)

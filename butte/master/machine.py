@@ -599,6 +599,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
 
     def _acknowledge(self, fw: Framework, agent_id: str, tid: str, uuid: str, now: float) -> None:
         agent = self.agents.get(agent_id)
+        # As Mesos counts them: valid when the agent is there to take it.
+        valid = agent is not None and agent.connected
+        self._count(f"{'valid' if valid else 'invalid'}_status_update_acknowledgements")
         if agent is not None:
             self._send_agent(
                 agent,

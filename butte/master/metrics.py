@@ -20,7 +20,11 @@ _SCALARS = ("cpus", "mem", "disk", "gpus")
 # Core counters under the names Mesos gives the same figures (the core's own names are kept
 # as well, under ``master/``).
 _MESOS_NAMES = {
-    "status_updates": ("master/messages_status_update", "master/valid_status_updates"),
+    "status_updates": ("master/messages_status_update",),
+    "valid_status_updates": ("master/valid_status_updates",),
+    "invalid_status_updates": ("master/invalid_status_updates",),
+    "valid_status_update_acknowledgements": ("master/valid_status_update_acknowledgements",),
+    "invalid_status_update_acknowledgements": ("master/invalid_status_update_acknowledgements",),
     "scheduler_calls_accept": ("master/messages_accept", "master/messages_launch_tasks"),
     "scheduler_calls_decline": ("master/messages_decline_offers",),
     "scheduler_calls_kill": ("master/messages_kill_task",),

@@ -457,6 +457,21 @@ def test_tasks_the_master_ends_are_counted_with_their_reason():
     assert counters["task_killed/source_master/reason_framework_removed"] == 1
 
 
+def test_status_updates_and_acknowledgements_are_counted_valid_or_invalid():
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    uid = h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id)
+    h.status_update("c1", "no-such-framework", "t1", "TASK_RUNNING", agent_id)
+    ack = {"agent_id": {"value": agent_id}, "task_id": {"value": "t1"}, "uuid": uid}
+    h.call(fid, stream, {"type": "ACKNOWLEDGE", "acknowledge": ack})
+    gone = dict(ack, agent_id={"value": "no-such-agent"})
+    h.call(fid, stream, {"type": "ACKNOWLEDGE", "acknowledge": gone})
+    counters = h.master.counters
+    assert counters["valid_status_updates"] == counters["invalid_status_updates"] == 1
+    assert counters["valid_status_update_acknowledgements"] == 1
+    assert counters["invalid_status_update_acknowledgements"] == 1
+
+
 def test_teardown_keeps_the_end_of_a_task_that_had_ended():
     """Mesos' master ignores an update of a terminal task: a task FINISHED (not yet
     acknowledged) stays FINISHED when its framework is removed, and no status is added."""
