@@ -141,13 +141,11 @@ async def search_jobs(server: ChronosShell, request: web.Request) -> web.StreamR
     return web.json_response([server.core.job_json(n, now) for n in out[offset : offset + limit]])
 
 
-async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
-    _no_params(request, frozenset({"arguments"}))
-    name = request.match_info["name"]
-    # Empty arguments are none: the job's own are used (Chronos filters them out too).
-    arguments = request.query.get("arguments", "").split() or None
+def _act(server: ChronosShell, name: str, act: Callable[[str, float], object]) -> web.Response:
+    """Runs ``act(name, now)`` on the core and saves what it changed; answers the refusal
+    (404 an unknown job, 400 a refused change), else an empty 204."""
     try:
-        server.core.run_now(name, time.time(), arguments)
+        act(name, time.time())
     except KeyError:
         return error(404, f"no job named {name!r}")
     except JobError as e:
@@ -156,14 +154,23 @@ async def run_job(server: ChronosShell, request: web.Request) -> web.StreamRespo
     return web.Response(status=204)
 
 
+async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    _no_params(request, frozenset({"arguments"}))
+    # Empty arguments are none: the job's own are used (Chronos filters them out too).
+    arguments = request.query.get("arguments", "").split() or None
+    return _act(
+        server,
+        request.match_info["name"],
+        lambda name, now: server.core.run_now(name, now, arguments),
+    )
+
+
 async def mark_success(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
-    try:
-        server.core.mark_success(name, time.time())
-    except KeyError:
-        return error(404, f"no job named {name!r}")
-    server.flush()
+    answer = _act(server, name, server.core.mark_success)
+    if answer.status != 204:
+        return answer
     return web.Response(text=f"marked job {name} as successful: true")
 
 
@@ -174,27 +181,15 @@ async def leader(server: ChronosShell, request: web.Request) -> web.StreamRespon
 
 async def delete_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
-    name = request.match_info["name"]
-    try:
-        server.core.delete_job(name, time.time())
-    except KeyError:
-        return error(404, f"no job named {name!r}")
-    except JobError as e:
-        return error(400, str(e))
-    server.flush()
-    server.wake()
-    return web.Response(status=204)
+    answer = _act(server, request.match_info["name"], server.core.delete_job)
+    if answer.status == 204:
+        server.wake()
+    return answer
 
 
 async def kill_tasks(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
-    name = request.match_info["name"]
-    try:
-        server.core.kill_tasks(name, time.time())
-    except KeyError:
-        return error(404, f"no job named {name!r}")
-    server.flush()
-    return web.Response(status=204)
+    return _act(server, request.match_info["name"], server.core.kill_tasks)
 
 
 def _histogram(durations: list[float]) -> dict[str, float]:
