@@ -366,6 +366,27 @@ def test_launch_saved_but_lost_in_a_crash_is_launched_once_after_restart() -> No
     assert [t for t, _ in h.launches] == [f"ct:{int(T0 * 1000)}:0:a"]
 
 
+def test_a_lost_launch_found_later_than_epsilon_is_skipped_not_launched_late() -> None:
+    """A master failover can outlast epsilon: the slot whose ACCEPT was lost, found unknown
+    by the reconciliation after the resubscription (offers held for the next slot by
+    then), is skipped and counted, as any slot that could not start in time."""
+    h = Harness(T0)
+    h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT10S", epsilon="PT1S"))
+    h.core.on_offers([c.Offer("o", "agent0", "h", "*", 8, 8192, 1e5, {}, T0)], T0)
+    h.apply(lose_launches=True)  # the ACCEPT never reached a master that kept it
+    (tid,) = h.runs
+    now = T0 + 8  # resubscribed to the new master 8 s later; the next slot is 2 s away
+    core = c.ChronosCore()
+    core.load(list(h.jobs.values()), list(h.runs.values()), now)
+    core.on_subscribed(now)
+    core.on_offers([c.Offer("o2", "agent0", "h", "*", 8, 8192, 1e5, {}, now)], now)
+    assert core.held  # held for the slot due in 2 s
+    core.take_effects()
+    core.on_status(now, tid, "TASK_LOST", "agent0", "REASON_RECONCILIATION")
+    assert not [e for e in core.take_effects() if isinstance(e, c.Launch)]
+    assert tid not in core.runs and core.jobs["a"].skipped_count == 1
+
+
 def test_launch_that_reached_the_master_is_reconciled_not_relaunched() -> None:
     h = Harness(T0)
     h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1H"))

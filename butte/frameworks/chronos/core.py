@@ -456,11 +456,7 @@ class ChronosCore:
             for job in self.jobs.values():
                 self._advance(job, now)
         for run in [self.runs[t] for t in sorted(self.queued)]:
-            job = self.jobs[run.job]
-            if run.kind == SLOT and run.attempt == 0 and now > run.due + job.spec.epsilon:
-                job.skipped_count += 1
-                self.counters["slots_skipped"] += 1
-                self._end_run(run, "SKIPPED", now, "no resources within epsilon")
+            self._expire_late(run, self.jobs[run.job], now)
         self._match(now)
         stale = [o.id for o in self.held.values() if now - o.received > HOLD_MAX]
         if stale:
@@ -468,6 +464,16 @@ class ChronosCore:
                 del self.held[offer_id]
             self.out.append(Decline(stale, DECLINE_UNFIT_SECONDS))
         self._update_interest(now)
+
+    def _expire_late(self, run: Run, job: JobState, now: float) -> bool:
+        """Skips (and counts) a queued first attempt of a slot that can no longer start
+        within epsilon; True if it did."""
+        if run.kind != SLOT or run.attempt != 0 or now <= run.due + job.spec.epsilon:
+            return False
+        job.skipped_count += 1
+        self.counters["slots_skipped"] += 1
+        self._end_run(run, "SKIPPED", now, "no resources within epsilon")
+        return True
 
     def _advance(self, job: JobState, now: float) -> None:
         schedule = job.schedule
@@ -600,9 +606,15 @@ class ChronosCore:
             and state != task_states.FINISHED
             and reason in _NEVER_LAUNCHED_REASONS
         ):
-            # The ACCEPT never reached a master that kept it: launch the same run again.
+            # The ACCEPT never reached a master that kept it: launch the same run again,
+            # unless it is a slot now later than epsilon, which is skipped and counted as
+            # any slot that could not start in time (a master failover can take that long).
             run.state, run.agent_id = QUEUED, ""
             self._enqueue(run)
+            job = self.jobs.get(run.job)
+            if job is not None and self._expire_late(run, job, now):
+                self._update_interest(now)
+                return
             self.counters["runs_relaunched"] += 1
             self.out.append(SaveRun(run.task_id, run.to_record()))
             self._update_interest(now)
