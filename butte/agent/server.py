@@ -1256,7 +1256,11 @@ class AgentServer:
             "slave/executor_directory_max_allowed_age_secs": self.sandbox_max_age,
         }
         for state in sorted(ts.ALL_STATES):
-            out[f"slave/tasks_{state[5:].lower()}"] = float(states.get(state, 0))
+            name = state[5:].lower()
+            # As Mesos' agent: live states are gauges of the tasks in them now; terminal
+            # ones count every task that ended so (executors and their tasks come and go).
+            value = core.counters.get(f"updates_{name}", 0) if ts.is_terminal(state) else None
+            out[f"slave/tasks_{name}"] = float(states.get(state, 0) if value is None else value)
         for name, value in sorted(core.counters.items()):
             out[f"slave/{name}"] = float(value)
         assert self.containerizer is not None

@@ -376,6 +376,51 @@ def test_running_task_is_reported_on_reregistration_and_killed_on_sigusr1(tmp_pa
     run_scenario(tmp_path, scenario)
 
 
+def grace(seconds: float) -> dict[str, Any]:
+    return {"grace_period": {"nanoseconds": int(seconds * 1e9)}}
+
+
+def test_a_kill_under_way_survives_an_agent_restart(tmp_path):
+    """Mesos' command executor outlives its agent and keeps its kill going (its grace timer
+    and its "killed" flag, src/launcher/executor.cpp kill() and reaped()). The launcher's
+    tasks have their executor in the agent, which takes a kill up again after a restart from
+    the TASK_KILLING it recovers: SIGKILL when a grace period (counted again from the
+    recovery) ends, and TASK_KILLED even for a task that then exits 0 on its own."""
+    deaf, late = tmp_path / "deaf", tmp_path / "late"  # pid files
+    fw = {**FRAMEWORK, "checkpoint": True, "capabilities": [{"type": "TASK_KILLING_STATE"}]}
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        # Both ignore SIGTERM; "late" ends by itself (exit 0) before its grace period ends.
+        command = f"trap '' TERM; echo $$ > {deaf}; sleep 600"
+        await master.run_task("deaf", command, framework=fw, kill_policy=grace(2))
+        command = f"trap '' TERM; echo $$ > {late}; sleep 4; echo done"
+        await master.run_task("late", command, framework=fw, kill_policy=grace(30))
+        for task_id in ("deaf", "late"):
+            await wait_for(lambda t=task_id: "TASK_RUNNING" in master.states(t), task_id)
+            kill = {"framework_id": {"value": FID}, "task_id": {"value": task_id}}
+            await master.send({"type": "KILL_TASK", **kill})
+            await wait_for(lambda t=task_id: "TASK_KILLING" in master.states(t), "KILLING")
+        pid = int(deaf.read_text())
+        assert await agent.stop(number=signal.SIGTERM) == 0
+        assert not process_gone(pid)
+        await agent.start()
+        await wait_for(
+            lambda: [m for m in master.of_type("REGISTER_AGENT") if "id" in m["agent_info"]],
+            "re-registration",
+        )
+        await wait_for(lambda: process_gone(pid), "SIGKILL after the grace period", 8.0)
+        for task_id, message in (
+            ("deaf", "Command terminated with signal Killed"),
+            ("late", "Command exited with status 0"),
+        ):
+            await wait_for(lambda t=task_id: "TASK_KILLED" in master.states(t), task_id)
+            assert master.states(task_id)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
+            assert master.updates(task_id)[-1]["message"] == message
+        assert (sandbox(tmp_path, "late") / "stdout").read_text() == "done\n"
+
+    run_scenario(tmp_path, scenario)
+
+
 def test_executor_api_rejects_bad_input_and_agent_stays_up(tmp_path):
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         base = f"http://127.0.0.1:{agent_port(master)}"
@@ -602,3 +647,30 @@ def test_executors_without_zygote(tmp_path):
 
     flags = ("--executor_zygote=false", "--command_launcher=false")
     run_scenario(tmp_path, scenario, agent_flags=flags)
+
+
+def test_ended_tasks_are_counted_after_their_framework_is_gone(tmp_path):
+    """As Mesos' agent: slave/tasks_finished and the other terminal states are counters of
+    tasks that ended, not of tasks whose executors the agent still holds."""
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await wait_for(lambda: master.ws is not None, "socket")
+        await master.run_task("done1", "true")
+        await wait_for(lambda: "TASK_FINISHED" in master.states("done1"), "TASK_FINISHED")
+        await master.send({"type": "SHUTDOWN_FRAMEWORK", "framework_id": FRAMEWORK["id"]})
+        url = f"http://127.0.0.1:{agent_port(master)}"
+        async with aiohttp.ClientSession() as http:
+
+            async def frameworks() -> list:
+                async with http.get(url + "/state") as response:
+                    return (await response.json())["frameworks"]
+
+            deadline = time.monotonic() + 15
+            while await frameworks():
+                assert time.monotonic() < deadline, "the framework stayed"
+                await asyncio.sleep(0.1)
+            async with http.get(url + "/metrics/snapshot") as response:
+                metrics = await response.json()
+        assert metrics["slave/tasks_finished"] == 1.0
+
+    run_scenario(tmp_path, scenario)
