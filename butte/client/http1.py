@@ -318,6 +318,11 @@ class Http1Pool:
             with contextlib.suppress(ValueError):
                 conns.remove(conn)
 
+    def close_address(self, address: str) -> None:
+        """Closes the connections to ``address``: its calls still waiting fail at once."""
+        for conn in self._connections.pop(address, []):
+            conn.close()
+
     def close(self) -> None:
         """Closes every connection (calls still waiting fail)."""
         for conns in list(self._connections.values()):

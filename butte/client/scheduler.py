@@ -489,9 +489,13 @@ class SchedulerClient:
         if address is None or address == self.leader:
             return
         log.info("leading master changed to %s", address)
-        self.leader = address
+        old, self.leader = self.leader, address
         if self._stream is not None:
             self._stream.close()
+        # Calls in flight to the old leader fail now rather than wait out the call timeout
+        # on a master that may be frozen, as Mesos' scheduler library drops them.
+        if self._http is not None:
+            self._http.close_address(old)
 
     def _subscribe_body(self) -> dict[str, Any]:
         subscribe: dict[str, Any] = {"framework_info": self.framework_info}

@@ -8,6 +8,7 @@ import base64
 
 import pytest
 
+from butte.client.http1 import Http1Pool
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
@@ -527,3 +528,32 @@ def test_a_cancelled_call_does_not_shift_the_answers_of_later_ones():
             return reply.body
 
     assert arun(scenario()) == b"b"
+
+
+def test_a_new_leader_fails_the_calls_in_flight_to_the_old_one():
+    """A call to a leader that froze (it accepts, never answers) fails as soon as another
+    leader is named, not after the call timeout (Mesos' scheduler library drops them)."""
+
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)  # and never answer
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        old = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        client = client_for(old, call_timeout=30.0)
+        client.framework_info["id"] = {"value": "F"}
+        client._http = Http1Pool()
+        try:
+            call = asyncio.ensure_future(client.call("REVIVE"))
+            await asyncio.sleep(0.2)
+            assert not call.done()
+            started = asyncio.get_running_loop().time()
+            client._leader_changed("127.0.0.1:1")
+            with pytest.raises(CallError):
+                await asyncio.wait_for(call, 5)
+            assert asyncio.get_running_loop().time() - started < 2
+        finally:
+            client._http.close()
+            server.close()
+
+    arun(main())
