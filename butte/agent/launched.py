@@ -15,7 +15,9 @@ with status 0, as the command executor does.
 
 Recovery: after an agent restart the launcher reports which tasks still run and how the
 others ended; `resume` re-subscribes with the task as unacknowledged (as a checkpointing
-executor does) and then reports what the checkpoint lacks (TASK_RUNNING, the end).
+executor does) and then reports what the checkpoint lacks (TASK_RUNNING, the end). A task
+whose last update was TASK_KILLING is still being killed: it ends TASK_KILLED, and SIGKILL
+follows a grace period counted from the recovery (`LaunchedExecutor._resume_kill`).
 """
 
 from __future__ import annotations
@@ -224,8 +226,25 @@ class LaunchedExecutor:
             state = ts.STARTING
         if state == ts.STARTING:
             self._update(ts.RUNNING)
+        if state == ts.KILLING:
+            self._resume_kill()
         if self.exited:
             self._report_exit()
+
+    def _resume_kill(self) -> None:
+        """After a restart, for a task whose last update was TASK_KILLING: the kill that the
+        old agent began goes on, as it would in the command executor, which outlives its
+        agent. The task ends TASK_KILLED whatever its exit status, and is SIGKILLed when a
+        grace period ends. Neither the start of the kill nor KILL's own kill policy is
+        checkpointed, so the grace period (the task's kill policy, else 3 seconds) runs again
+        from the recovery; the task already had its SIGTERM and gets no second one."""
+        self.killed = True
+        if self.exited or self.pid is None:
+            return
+        grace = grace_of(self.task.kill_policy)
+        if grace is None:
+            grace = DEFAULT_KILL_GRACE
+        self._arm_kill(time.monotonic() + grace)
 
     def kill(self, grace: float | None) -> None:
         """SIGTERM the task's process group (TASK_KILLING first when the framework wants

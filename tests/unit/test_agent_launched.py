@@ -160,3 +160,61 @@ def test_an_end_before_the_launch_event_is_reported_in_order():
     assert states(h) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
     assert os.WIFEXITED(0)
     loop.close()
+
+
+def killing(h: Harness) -> tuple[FakeShell, str]:
+    """A launched task with a 50 ms kill policy, KILLed (TASK_KILLING checkpointed); its
+    executor then goes with the agent, before its grace period ends."""
+    fw = framework(capabilities=[{"type": "TASK_KILLING_STATE"}])
+    shell, executor, cid, loop = launched(
+        h, fw=fw, kill_policy={"grace_period": {"nanoseconds": 50_000_000}}
+    )
+    executor.started(4242)
+    ack_all(h)
+    kill = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
+    shell.deliver(h.agent.handle_master(kill, h.now()))
+    ack_all(h)
+    assert states(h)[-1] == "TASK_KILLING"
+    assert shell.signals == [(cid, signal.SIGTERM)]
+    loop.close()  # the agent goes: its grace timer with it
+    return shell, cid
+
+
+def recovered(shell: FakeShell, cid: str, exit_status: int | None) -> LaunchedExecutor:
+    """The in-agent executor the next agent makes for the task, as `resume` after recovery."""
+    info = direct_task(shell.h.launched[cid], shell.h.agent.containers[cid])
+    assert info is not None
+    loop = asyncio.new_event_loop()
+    executor = LaunchedExecutor(shell, loop, cid, FID, "t1", info, 5.0)
+    executor.resume(4242, exit_status, exit_status is not None)
+    return executor
+
+
+def test_a_kill_under_way_at_a_restart_still_ends_in_sigkill_and_task_killed():
+    """The command executor outlives its agent and keeps its kill's timer and "killed" flag
+    (Mesos src/launcher/executor.cpp kill() and reaped()); here the next agent takes the
+    kill up again from the TASK_KILLING it recovers: a grace period from the recovery, then
+    SIGKILL, and TASK_KILLED even for an exit status of 0."""
+    h = Harness()
+    shell, cid = killing(h)
+    executor = recovered(shell, cid, None)
+    assert shell.signals == [(cid, signal.SIGTERM)]  # no second SIGTERM
+    executor.loop.run_until_complete(asyncio.sleep(0.2))
+    assert shell.signals == [(cid, signal.SIGTERM), (cid, signal.SIGKILL)]
+    executor.ended(0)
+    ack_all(h)
+    assert states(h)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
+    assert h.updates()[-1].message == "Command exited with status 0"
+    executor.loop.close()
+
+
+def test_a_task_that_exits_0_while_its_kill_spans_a_restart_is_killed():
+    h = Harness()
+    shell, cid = killing(h)
+    executor = recovered(shell, cid, 0)  # it ended while the agent was away
+    ack_all(h)
+    assert states(h)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
+    assert h.updates()[-1].message == "Command exited with status 0"
+    assert shell.signals == [(cid, signal.SIGTERM)]
+    assert shell.done == [cid]
+    executor.loop.close()
