@@ -358,15 +358,15 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         entry = next(e for e in ex.queued if task_id in e)
         ex.queued.remove(entry)
         effects: list[Effect] = []
+        # Mesos' Slave::kill words it so for a group, whose members all go.
+        message = (
+            "A task within the task group was killed before delivery to the executor"
+            if len(entry) > 1
+            else "Killed before delivery to the executor"
+        )
         for tid in entry:
             effects += self._agent_update(
-                fw,
-                ex,
-                ex.tasks[tid],
-                ts.KILLED,
-                "REASON_TASK_KILLED_DURING_LAUNCH",
-                "Killed before delivery to the executor",
-                now,
+                fw, ex, ex.tasks[tid], ts.KILLED, "REASON_TASK_KILLED_DURING_LAUNCH", message, now
             )
         if ex.state == REGISTERING and not ex.queued and not ex.live_tasks():
             ex.move(TERMINATING)

@@ -446,6 +446,8 @@ def test_task_group_is_launched_and_killed_together():
     h.master(internal.KillTask(ID(FID), ID("b")))
     assert sorted(u.task_id.value for u in h.updates()) == ["a", "b"]
     assert all(u.state == "TASK_KILLED" for u in h.updates())
+    message = "A task within the task group was killed before delivery to the executor"
+    assert {u.message for u in h.updates()} == {message}  # Mesos' Slave::kill words
     assert h.destroyed
     h.check()
 
