@@ -161,3 +161,38 @@ def test_standby_copy_follows_every_change(zookeeper):
         for client in (writer, reader):
             client.stop()
             client.close()
+
+
+def test_standby_copy_after_a_connection_loss(zookeeper):
+    """A connection loss (kazoo forgets every watch, firing each without a path) makes the
+    standby read every record on election instead of hanging on reads never answered."""
+    from kazoo.client import KazooClient
+    from kazoo.protocol.connection import _CONNECTION_DROP
+
+    from butte.frameworks.marathon.store import ZooKeeperStore
+
+    writer, reader = KazooClient(hosts=zookeeper.hosts), KazooClient(hosts=zookeeper.hosts)
+    writer.start()
+    reader.start()
+    try:
+        writer.ensure_path("/c/leader")
+        fence = writer.create("/c/leader/json.info_", b"{}", ephemeral=True, sequence=True)
+        store = ZooKeeperStore(writer, "/c", lambda: fence)
+        assert list(store.load()) == []
+        store.write([("instance", f"/a.i-{i}", {"n": i}) for i in range(20)])
+        standby = ZooKeeperStore(reader, "/c", lambda: None)
+        standby.follow()
+        reader._call(_CONNECTION_DROP, reader.handler.async_result())  # as kazoo's own tests
+        deadline = time.monotonic() + 10
+        while not reader.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # reconnected
+        store.write([("instance", "/a.i-1", {"n": "new"}), ("instance", "/a.i-2", None)])
+        copy = standby.catch_up(timeout=5)  # TimeoutError before
+        full = list(ZooKeeperStore(writer, "/c", lambda: fence).load())
+        assert sorted(copy, key=repr) == sorted(full, key=repr)
+        assert ("instance", "/a.i-1", {"n": "new"}) in copy and len(copy) == 19
+    finally:
+        for client in (writer, reader):
+            client.stop()
+            client.close()

@@ -306,3 +306,60 @@ def test_a_groups_apps_are_listed():
         assert await call(client, "GET", "/v2/groups/nope/apps") == (200, [])
 
     run(test)
+
+
+class Standby(Shell):
+    """A standby (``--zk``) whose leader is elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.zk = object()  # type: ignore[assignment]
+        self.leading = False
+
+    def leader_address(self) -> str | None:
+        return "127.0.0.1:9"
+
+
+def test_a_standby_answers_delete_v2_leader_as_marathon():
+    # Marathon's LeaderResource: 404 "There is no leader" on an instance not leading.
+    async def test(client: TestClient, shell: Shell) -> None:
+        assert await call(client, "DELETE", "/v2/leader") == (
+            404,
+            {"message": "There is no leader"},
+        )
+        assert await call(client, "GET", "/v2/leader") == (200, {"leader": "127.0.0.1:9"})
+
+    async def main() -> None:
+        shell = Standby()
+        async with TestClient(TestServer(Api(shell).app())) as client:  # type: ignore[arg-type]
+            await test(client, shell)
+
+    asyncio.run(main())
+
+
+def test_a_standby_whose_leader_is_unreachable_answers_502():
+    # Marathon's request forwarder: 502 "Connection to leader refused." (RequestForwarder).
+    import argparse
+    import socket
+
+    from butte.frameworks.marathon.main import Service, add_flags
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    args = parser.parse_args(["--master", "127.0.0.1:1", "--hostname", "127.0.0.1"])
+
+    async def main() -> None:
+        service = Service(args)
+        service.leader = f"127.0.0.1:{port}"
+        try:
+            async with TestClient(TestServer(Api(service).app())) as client:  # type: ignore[arg-type]
+                status, body = await call(client, "GET", "/v2/apps")
+                assert (status, body) == (502, {"message": "Connection to leader refused."})
+        finally:
+            if service._proxy_session is not None:
+                await service._proxy_session.close()
+
+    asyncio.run(main())

@@ -181,6 +181,33 @@ def test_rolling_restart_keeps_minimum_health_capacity():
     assert len(w.p.app_instances("/web")) == 4
 
 
+def test_adding_a_health_check_keeps_minimum_health_capacity():
+    # The old instances were launched without health checks: running, they count as
+    # healthy (Marathon's Instance.consideredHealthy judges an instance by its own run
+    # spec), so at most half of them go before new ones are healthy.
+    w = World()
+    strategy = {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}
+    w.p.deploy({"/web": app(instances=20, upgradeStrategy=strategy)}, w.now)
+    w.run_all(w.offer(offer(cpus=100, mem=100000)))
+    w.step()
+    assert not w.p.deployments and len(w.running("/web")) == 20
+    old = {i.task_id for i in w.p.app_instances("/web")}
+    hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
+    w.p.deploy({"/web": app(instances=20, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
+    kills = [e for e in w.step() if isinstance(e, Kill)]
+    assert len(kills) == 10
+    for kill in kills:
+        w.update(kill.task_id, "TASK_KILLED")
+    launched = w.offer(offer(cpus=100, mem=100000))
+    assert sum(len(launch.tasks) for launch in launched) == 10
+    w.run_all(launched)  # running, not yet healthy: no old instance may go
+    assert not [e for e in w.step() if isinstance(e, Kill)]
+    assert len([i for i in w.running("/web") if i.task_id in old]) == 10
+    w.run_all(launched, healthy=True)
+    kills = [e for e in w.step() if isinstance(e, Kill)]
+    assert {k.task_id for k in kills} <= old and len(kills) == 10
+
+
 def test_rolling_restart_with_full_health_capacity_and_no_over_capacity():
     # Refused before; Marathon accepts it and replaces one instance at a time, one over
     # capacity (TaskReplaceActor.computeRestartStrategy).

@@ -259,8 +259,8 @@ class Api:
                     400,
                     {"message": "this Marathon runs without --zk (no other instance to take over)"},
                 )
-            if not self.service.leading:
-                raise ApiError(404, {"message": "this instance is not the leader"})
+            if not self.service.leading:  # as Marathon's LeaderResource on a standby
+                raise ApiError(404, {"message": "There is no leader"})
             self.service.abdicate()
             return _json({"message": "Leadership abdicated"})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])

@@ -198,7 +198,12 @@ class Service:
                     out["Content-Type"] = r.headers["Content-Type"]
                 return web.Response(status=r.status, body=data, headers=out)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise ApiError(503, {"message": f"leader {leader} unreachable: {e}"}) from None
+            # As Marathon's request forwarder (AsyncUrlConnectionRequestForwarder): 502 with
+            # its message, whether the connection was refused or the leader did not answer.
+            log.warning(
+                "proxying %s %s to the leader %s failed: %s", request.method, url, leader, e
+            )
+            raise ApiError(502, {"message": "Connection to leader refused."}) from None
 
     async def _await_election(self) -> None:
         assert self.zk is not None

@@ -705,17 +705,26 @@ class Planner:
         return self._held_cache
 
     def _is_healthy(self, inst: Instance, spec: Mapping[str, Any]) -> bool:
-        """Running, reachable, healthy if checked, and ready if it has the configuration
-        that brought the readiness check (instances of an older one count as ready, as
-        in Marathon, where readiness gates only the deployment that starts a task)."""
+        """Running, reachable, healthy if its own configuration checks health, and ready if
+        it has the configuration that brought the readiness check (instances of an older
+        one count as ready, as in Marathon, where readiness gates only the deployment that
+        starts a task)."""
+        config = spec["versionInfo"]["lastConfigChangeAt"]
+        own = spec
+        if inst.config_version != config:
+            # Judged by the configuration it was launched with, as Marathon's
+            # Instance.consideredHealthy: an instance launched without health checks that
+            # runs is healthy, even once the app has gained a health check.
+            versions = self.versions.get(inst.app_id, {})
+            own = versions.get(inst.version) or versions.get(inst.config_version) or spec
         return (
             inst.state == "TASK_RUNNING"
             and inst.unreachable_since is None
-            and (not spec.get("healthChecks") or inst.healthy is True)
+            and (not own.get("healthChecks") or inst.healthy is True)
             and (
                 inst.ready is True
                 or not spec.get("readinessChecks")
-                or inst.config_version != spec["versionInfo"]["lastConfigChangeAt"]
+                or inst.config_version != config
             )
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import msgspec
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import ConnectionLoss, NoNodeError
 from kazoo.protocol.states import Callback, WatchedEvent
 
 # msgspec: several times faster than json.dumps for the thousands of records of a burst
@@ -87,7 +87,9 @@ class ZooKeeperStore:
     read it triggers), so that on election `catch_up` only waits for the reads still in
     flight instead of reading every record (14,000 znodes took seconds). ZooKeeper delivers
     a session's notifications in order, so the notifications of the old leader's last
-    writes arrive before the one that elects this instance.
+    writes arrive before the one that elects this instance. A connection loss, however
+    short, makes kazoo forget every watch: following has failed then, and `catch_up` reads
+    every record instead.
     """
 
     KINDS = ("meta", "app", "appver", "group", "groupver", "instance", "deployment")
@@ -170,8 +172,12 @@ class ZooKeeperStore:
         return [(kind, key, value) for _, kind, key, value in out]
 
     def _settle(self, timeout: float) -> None:
+        # Once following failed the copy is dropped anyway; and a request kazoo had queued
+        # but not sent when the session expired is never answered.
         with self._cond:
-            if not self._cond.wait_for(lambda: self._pending == 0, timeout):
+            if not self._cond.wait_for(
+                lambda: self._pending == 0 or self._failed is not None, timeout
+            ):
                 raise TimeoutError("ZooKeeper reads did not complete")
 
     # Watch events only issue reads; every change to the copy is made from the replies, one
@@ -181,17 +187,29 @@ class ZooKeeperStore:
 
     def _issue(self, kind: str, path: str) -> None:
         with self._cond:
-            if not self._following:
+            if not self._following or self._failed is not None:
+                return  # after a failure `catch_up` reads everything anew: nothing to keep
+            # sent under the lock: sequence numbers follow the order on the wire
+            try:
+                if kind == "list":
+                    result = self.client.get_children_async(path, watch=self._children_event)
+                else:
+                    result = self.client.get_async(path, watch=self._data_event)
+            except Exception as e:  # e.g. a closed session: nothing was sent, nothing to await
+                self._lost(e)
                 return
             seq = self._sent
             self._sent += 1
             self._pending += 1
-            # sent under the lock: sequence numbers follow the order on the wire
-            if kind == "list":
-                result = self.client.get_children_async(path, watch=self._children_event)
-            else:
-                result = self.client.get_async(path, watch=self._data_event)
         result.rawlink(lambda r: self._answered(seq, kind, path, r))
+
+    def _lost(self, cause: BaseException) -> None:
+        """Following failed (a read could not be sent, a watch was lost): the copy may miss
+        changes from now on, so `catch_up` falls back to reading every record."""
+        with self._cond:
+            if self._failed is None:
+                self._failed = cause
+            self._cond.notify_all()
 
     def _answered(self, seq: int, kind: str, path: str, result: Any) -> None:
         with self._cond:
@@ -199,10 +217,11 @@ class ZooKeeperStore:
             while self._applied in self._answers:
                 kind, path, result = self._answers.pop(self._applied)
                 self._applied += 1
-                try:
-                    self._apply(kind, path, result)
-                except Exception as e:  # a lost connection: `catch_up` falls back to `load`
-                    self._failed = e
+                if self._following and self._failed is None:
+                    try:
+                        self._apply(kind, path, result)
+                    except Exception as e:  # a lost connection: `catch_up` falls back to `load`
+                        self._failed = e
                 self._pending -= 1
             self._cond.notify_all()
 
@@ -235,11 +254,23 @@ class ZooKeeperStore:
         self._issue("list", directory)
 
     def _children_event(self, event: WatchedEvent) -> None:
+        if event.path is None:
+            self._watch_lost(event)
+            return
         self._list(event.path)
 
     def _data_event(self, event: WatchedEvent) -> None:
+        if event.path is None:
+            self._watch_lost(event)
+            return
         # changed or deleted: the answer to a fresh read says which (and re-arms the watch)
         self._issue("read", event.path)
+
+    def _watch_lost(self, event: WatchedEvent) -> None:
+        # On a connection loss (even a short one) or an expired session kazoo forgets every
+        # watch and fires each with a pathless event; the server's notifications for them
+        # are then dropped, so the copy would silently go stale: read everything on election.
+        self._lost(ConnectionLoss(f"watches lost: ZooKeeper connection {event.state}"))
 
     # -- the leader's writes ---------------------------------------------------------------
 
