@@ -559,7 +559,16 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             return []
         assert stream.next_retry is not None
         self._push_timer(stream.next_retry, _STREAM_TIMER, (stream.framework_id, stream.task_id))
-        return [SendToMaster(internal.StatusUpdate(ID(stream.framework_id), status))]
+        latest = stream.pending[-1].state
+        return [
+            SendToMaster(
+                internal.StatusUpdate(
+                    ID(stream.framework_id),
+                    status,
+                    latest_state=latest if latest != status.state else None,
+                )
+            )
+        ]
 
     def _drop_stream(self, key: tuple[str, str]) -> None:
         if self.streams.pop(key, None) is not None:

@@ -128,10 +128,13 @@ class RegisterAgent(_AgentMessage, frozen=True, tag="REGISTER_AGENT"):
 
 
 class StatusUpdate(_AgentMessage, frozen=True, tag="STATUS_UPDATE"):
-    """A task status change from an executor or the agent; ``status.uuid`` is always set."""
+    """A task status change from an executor or the agent; ``status.uuid`` is always set.
+    ``latest_state``: the task's newest state when later updates wait behind this one (its
+    acknowledgement is withheld), as Mesos' agent sets it; the master takes the task to it."""
 
     framework_id: ID
     status: TaskStatus
+    latest_state: str | None = None
 
 
 class Pong(_AgentMessage, frozen=True, tag="PONG"):

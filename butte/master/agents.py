@@ -71,7 +71,7 @@ class AgentEvents(MasterCore):
         self._count("valid_status_updates")
         task = fw.tasks.get(status.task_id.value)
         if task is not None:
-            self._apply_status(fw, task, status, now)
+            self._apply_status(fw, task, status, now, msg.latest_state)
         self._send_status(fw, status)
 
     def _pong(self, agent: Agent, msg: internal.Pong, now: float) -> None:

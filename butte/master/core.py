@@ -227,12 +227,30 @@ class MasterCore:
 
     # -- tasks -------------------------------------------------------------------------
 
-    def _apply_status(self, fw: Framework, task: Task, status: TaskStatus, now: float) -> None:
+    def _apply_status(
+        self,
+        fw: Framework,
+        task: Task,
+        status: TaskStatus,
+        now: float,
+        latest_state: str | None = None,
+    ) -> None:
+        """Records a task's status update. ``latest_state`` (the agent's newest state of the
+        task, when this update waits for its acknowledgement behind later ones) is the
+        state the task takes, as in Mesos' updateTask: a task that ended is terminal, and its
+        resources free, although its framework has not acknowledged the updates before."""
         was_terminal = task_states.is_terminal(task.state)
         if status.uuid is not None and status.uuid == task.status_update_uuid:
-            return  # a retry of what we already recorded
+            if latest_state is None or was_terminal:
+                return  # a retry of what we already recorded
+            status = msgspec.structs.replace(status, state=latest_state)  # only the state
+            task.state = latest_state
+            if task_states.is_terminal(latest_state):
+                self._count_end(status)
+                self._release_task_resources(task, now)
+            return
         if not was_terminal:
-            task.state = status.state
+            task.state = latest_state or status.state
         if status.data is not None:
             # Mesos keeps no status data (a framework's payload, maybe large) in the master.
             status = msgspec.structs.replace(status, data=None)
@@ -243,7 +261,7 @@ class MasterCore:
             task.status_update_state = status.state
             task.status_update_uuid = status.uuid
         if not was_terminal and task_states.is_terminal(task.state):
-            self._count_end(status)
+            self._count_end(msgspec.structs.replace(status, state=task.state))
             self._release_task_resources(task, now)
 
     def _count_end(self, status: TaskStatus) -> None:

@@ -133,12 +133,13 @@ def test_master_driver_event_stream_sees_a_task_run(env):
         def seen() -> bool:
             with recorder.lock:
                 added = [t for t in recorder.tasks_added if t["name"] == "watched"]
-                states = {u["state"] for u in recorder.tasks_updated}
+                # The updates' own states (`state` is the task's latest: Mesos' latest_state).
+                states = {u["status"]["state"] for u in recorder.tasks_updated}
             return bool(added) and {"TASK_RUNNING", "TASK_FINISHED"} <= states
 
         wait_for(seen, 20, "TASK_ADDED and TASK_UPDATED through pymesos")
         assert any(kind == "added" for kind, _ in recorder.frameworks)
-        update = next(u for u in recorder.tasks_updated if u["state"] == "TASK_FINISHED")
+        update = next(u for u in recorder.tasks_updated if u["status"]["state"] == "TASK_FINISHED")
         assert update["status"]["task_id"]["value"].startswith("watched.")
         assert update["framework_id"]["value"]
     finally:

@@ -228,13 +228,18 @@ def test_subscribe_streams_state_then_task_and_framework_events(env, master):
                 "TASK_ADDED", lambda e: e["task_added"]["task"]["framework_id"] == fid
             )
             assert task["task_added"]["task"]["state"] == "TASK_STAGING"
+            # The update's own state; `state` is the task's latest, which may be ahead of
+            # it while the framework has not acknowledged (Mesos' latest_state).
             for state in ("TASK_RUNNING", "TASK_FINISHED"):
                 stream.wait(
                     "TASK_UPDATED",
                     lambda e, s=state: (
-                        e["task_updated"]["framework_id"] == fid and e["task_updated"]["state"] == s
+                        e["task_updated"]["framework_id"] == fid
+                        and e["task_updated"]["status"]["state"] == s
                     ),
                 )
+            mine = [e["task_updated"] for e in stream.of("TASK_UPDATED")]
+            assert [u for u in mine if u["framework_id"] == fid][-1]["state"] == "TASK_FINISHED"
             stream.wait(
                 "FRAMEWORK_REMOVED", lambda e: e["framework_removed"]["framework_info"]["id"] == fid
             )

@@ -146,7 +146,14 @@ class Harness:
         return [m for m in self.agent_inbox.get(conn, []) if isinstance(m, kind)]
 
     def status_update(
-        self, conn: str, fid: str, task_id: str, state: str, agent_id: str, **fields: Any
+        self,
+        conn: str,
+        fid: str,
+        task_id: str,
+        state: str,
+        agent_id: str,
+        latest_state: str | None = None,
+        **fields: Any,
     ) -> str:
         uid = base64.b64encode(uuid.uuid4().bytes).decode()
         status = TaskStatus(
@@ -162,7 +169,9 @@ class Harness:
         self.pump(
             self.master.agent_message(
                 conn,
-                internal.StatusUpdate(framework_id=ID(fid), status=status),
+                internal.StatusUpdate(
+                    framework_id=ID(fid), status=status, latest_state=latest_state
+                ),
                 "127.0.0.1",
                 self.now(),
             )

@@ -159,6 +159,20 @@ def test_unacknowledged_update_is_retried_with_backoff():
     h.check()
 
 
+def test_an_update_retried_behind_later_ones_carries_the_latest_state():
+    """Mesos' agent sets latest_state on what it forwards: the master learns that a task
+    ended although its framework has not acknowledged the updates before the end."""
+    h = Harness(status_update_retry_interval_min=0.25, status_update_retry_interval_max=1.0)
+    started(h)
+    h.update("t1", "t1", "TASK_RUNNING")
+    h.update("t1", "t1", "TASK_FINISHED")
+    h.advance(0.25)  # the retry of the update in flight
+    sent = h.sent(internal.StatusUpdate)
+    assert sent[-1].status.state == "TASK_RUNNING"
+    assert sent[-1].latest_state == "TASK_FINISHED"
+    h.check()
+
+
 def test_duplicate_update_is_acknowledged_but_not_forwarded():
     h = Harness()
     container = started(h)

@@ -472,6 +472,21 @@ def test_status_updates_and_acknowledgements_are_counted_valid_or_invalid():
     assert counters["invalid_status_update_acknowledgements"] == 1
 
 
+def test_latest_state_ends_a_task_whose_updates_wait_for_acknowledgements():
+    """Mesos' updateTask takes a task to the agent's latest state while earlier updates wait
+    for the framework's acknowledgement: it is terminal and its resources free at once."""
+    h, agent_id, fid, stream, offers = _cluster()
+    h.call(fid, stream, launch_body(offers[0], command_task("t1", offers[0])))
+    h.status_update("c1", fid, "t1", "TASK_RUNNING", agent_id, latest_state="TASK_FINISHED")
+    task = h.master.frameworks[fid].tasks["t1"]
+    assert task.state == "TASK_FINISHED"
+    assert [u["state"] for u in h.updates(stream)] == ["TASK_RUNNING"]  # as the agent sent it
+    assert h.master.counters["tasks_finished"] == 1
+    assert operator_views.framework_used(h.master.frameworks[fid], h.master).quantities() == {}
+    h.status_update("c1", fid, "t1", "TASK_FINISHED", agent_id)
+    assert h.master.counters["tasks_finished"] == 1  # counted once
+
+
 def test_teardown_keeps_the_end_of_a_task_that_had_ended():
     """Mesos' master ignores an update of a terminal task: a task FINISHED (not yet
     acknowledged) stays FINISHED when its framework is removed, and no status is added."""
