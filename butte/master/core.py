@@ -240,34 +240,29 @@ class MasterCore:
         state the task takes, as in Mesos' updateTask: a task that ended is terminal, and its
         resources free, although its framework has not acknowledged the updates before."""
         was_terminal = task_states.is_terminal(task.state)
-        if status.uuid is not None and status.uuid == task.status_update_uuid:
-            if latest_state is None or was_terminal:
-                return  # a retry of what we already recorded
-            status = msgspec.structs.replace(status, state=latest_state)  # only the state
-            task.state = latest_state
-            if task_states.is_terminal(latest_state):
-                self._count_end(status)
-                self._release_task_resources(task, now)
-            return
+        retry = status.uuid is not None and status.uuid == task.status_update_uuid
+        if retry and (latest_state is None or was_terminal):
+            return  # a retry of what we already recorded, with nothing new
         if not was_terminal:
             task.state = latest_state or status.state
-        if status.data is not None:
-            # Mesos keeps no status data (a framework's payload, maybe large) in the master.
-            status = msgspec.structs.replace(status, data=None)
-        task_states.record_status(task.statuses, status, MAX_STATUSES_PER_TASK)
-        if self.operator_subscribers:
-            self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
-        if status.uuid is not None:
-            task.status_update_state = status.state
-            task.status_update_uuid = status.uuid
+        if not retry:
+            if status.data is not None:
+                # Mesos keeps no status data (a framework's payload, maybe large) here.
+                status = msgspec.structs.replace(status, data=None)
+            task_states.record_status(task.statuses, status, MAX_STATUSES_PER_TASK)
+            if self.operator_subscribers:
+                self._effects.append(OperatorEvent(operator_views.task_updated(task, status)))
+            if status.uuid is not None:
+                task.status_update_state = status.state
+                task.status_update_uuid = status.uuid
         if not was_terminal and task_states.is_terminal(task.state):
-            self._count_end(msgspec.structs.replace(status, state=task.state))
+            self._count_end(task.state, status)
             self._release_task_resources(task, now)
 
-    def _count_end(self, status: TaskStatus) -> None:
-        """Counts a task's end as Mesos' master does: ``tasks_<state>``, and with a reason
-        ``<state>/<source>/<reason>`` (``task_killed/source_master/reason_framework_removed``)."""
-        state = status.state
+    def _count_end(self, state: str, status: TaskStatus) -> None:
+        """Counts a task's end in ``state`` as Mesos' master does: ``tasks_<state>``, and
+        with the status' reason ``<state>/<source>/<reason>``
+        (``task_killed/source_master/reason_framework_removed``)."""
         self._count("tasks_" + state[5:].lower())
         if status.reason:
             self._count(f"{state.lower()}/{(status.source or '').lower()}/{status.reason.lower()}")
@@ -318,7 +313,7 @@ class MasterCore:
         if notify:
             self._send_status(fw, status)
         if task_states.is_terminal(state):
-            self._count_end(status)
+            self._count_end(state, status)
             self._remove_task(fw, task)
 
     def _add_executor(

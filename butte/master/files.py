@@ -67,7 +67,7 @@ OPERATOR_REQUEST: contextvars.ContextVar[web.Request | None] = contextvars.Conte
 _VIRTUAL = re.compile(r"^/frameworks/([^/]+)/executors/([^/]+)/runs(/|$)")
 
 
-def _credentials(request: web.Request | None) -> dict[str, str]:
+def agent_credentials(request: web.Request | None) -> dict[str, str]:
     """The caller's own ``Authorization``, passed on to an agent run with
     ``--authenticate_http_*`` (the agent checks it against its ``--http_credentials``)."""
     value = request.headers.get("Authorization") if request is not None else None
@@ -178,7 +178,7 @@ class MasterFiles:
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.get(
-                    url, params=params, headers=_credentials(request), ssl=agent_ssl()
+                    url, params=params, headers=agent_credentials(request), ssl=agent_ssl()
                 ) as upstream:
                     headers = {
                         k: v
@@ -210,7 +210,7 @@ class MasterFiles:
                 async with session.post(
                     f"{agent_url(agent)}/api/v1",
                     data=encode_json(body),
-                    headers={"Content-Type": "application/json", **_credentials(request)},
+                    headers={"Content-Type": "application/json", **agent_credentials(request)},
                     ssl=agent_ssl(),
                 ) as upstream:
                     data = await upstream.read()

@@ -34,7 +34,7 @@ from aiohttp import web
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.master import view_acls
-from butte.master.files import agent_ssl, agent_url
+from butte.master.files import agent_credentials, agent_ssl, agent_url
 from butte.master.http import PrefixRouter, text_reply
 from butte.master.state import Task
 
@@ -86,7 +86,10 @@ class TaskKill:
         try:
             async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
                 async with session.post(
-                    url, data=encode_json(call), headers=_headers(request), ssl=agent_ssl()
+                    url,
+                    data=encode_json(call),
+                    headers={"Content-Type": "application/json", **agent_credentials(request)},
+                    ssl=agent_ssl(),
                 ) as upstream:
                     text = (await upstream.text(errors="replace")).strip()
                     if upstream.status >= 400:
@@ -157,15 +160,6 @@ def container_of(task: Task) -> str:
         if container.get("value"):
             return str(container["value"])
     raise KillError(409, f"Task {task.task_id} has no container yet (it is still starting)")
-
-
-def _headers(request: web.Request) -> dict[str, str]:
-    """The call's headers: JSON, and the caller's own ``Authorization`` for an agent run with
-    ``--authenticate_http_readwrite`` (it checks it against its ``--http_credentials``)."""
-    headers = {"Content-Type": "application/json"}
-    if auth := request.headers.get("Authorization"):
-        headers["Authorization"] = auth
-    return headers
 
 
 async def _read_body(request: web.Request) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from butte.master import (
     ui_reservations,
     view_acls,
 )
+from butte.master.files import agent_credentials
 from butte.master.http import json_reply, text_reply
 from butte.master.state import Task
 from butte.master.ui_feed import ChangeFeed
@@ -191,9 +192,7 @@ class UiApi:
         # A task the caller may not view is answered as an unknown one (as the listing
         # leaves it out); the caller's credentials go on to agents that ask for them.
         allow = self._task_filter(request)
-        auth = request.headers.get("Authorization")
-        headers = {"Authorization": auth} if auth else {}
-        answer = await task_usage.task_usage(self.machine, ids, allow, headers)
+        answer = await task_usage.task_usage(self.machine, ids, allow, agent_credentials(request))
         return json_reply(answer)
 
     async def agent_resources(self, request: web.Request) -> web.StreamResponse:

@@ -129,8 +129,9 @@ def test_updates_are_the_command_executors_and_it_exits_after_the_ack():
     loop.close()
 
 
-def test_kill_sigterm_then_sigkill_after_the_policy_grace_and_killing_state():
-    h = Harness()
+def killed(h: Harness) -> tuple[FakeShell, Any, str, asyncio.AbstractEventLoop]:
+    """A launched task with a 50 ms kill policy of a TASK_KILLING_STATE framework, just
+    KILLed (SIGTERM sent)."""
     fw = framework(capabilities=[{"type": "TASK_KILLING_STATE"}])
     shell, executor, cid, loop = launched(
         h, fw=fw, kill_policy={"grace_period": {"nanoseconds": 50_000_000}}
@@ -140,6 +141,12 @@ def test_kill_sigterm_then_sigkill_after_the_policy_grace_and_killing_state():
     kill = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
     shell.deliver(h.agent.handle_master(kill, h.now()))
     assert shell.signals == [(cid, signal.SIGTERM)]
+    return shell, executor, cid, loop
+
+
+def test_kill_sigterm_then_sigkill_after_the_policy_grace_and_killing_state():
+    h = Harness()
+    shell, executor, cid, loop = killed(h)
     loop.run_until_complete(asyncio.sleep(0.2))
     assert shell.signals == [(cid, signal.SIGTERM), (cid, signal.SIGKILL)]
     executor.ended(signal.SIGKILL)
@@ -165,17 +172,9 @@ def test_an_end_before_the_launch_event_is_reported_in_order():
 def killing(h: Harness) -> tuple[FakeShell, str]:
     """A launched task with a 50 ms kill policy, KILLed (TASK_KILLING checkpointed); its
     executor then goes with the agent, before its grace period ends."""
-    fw = framework(capabilities=[{"type": "TASK_KILLING_STATE"}])
-    shell, executor, cid, loop = launched(
-        h, fw=fw, kill_policy={"grace_period": {"nanoseconds": 50_000_000}}
-    )
-    executor.started(4242)
-    ack_all(h)
-    kill = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
-    shell.deliver(h.agent.handle_master(kill, h.now()))
+    shell, _, cid, loop = killed(h)
     ack_all(h)
     assert states(h)[-1] == "TASK_KILLING"
-    assert shell.signals == [(cid, signal.SIGTERM)]
     loop.close()  # the agent goes: its grace timer with it
     return shell, cid
 

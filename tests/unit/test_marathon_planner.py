@@ -153,16 +153,22 @@ def test_unknown_running_task_is_killed():
     assert kills == [Kill("stranger", "a9", None)]
 
 
-def test_rolling_restart_keeps_minimum_health_capacity():
+def _restarting(instances: int, strategy: dict) -> tuple[World, set[str]]:
+    """An app of ``instances`` healthy instances (a COMMAND health check) whose restart
+    with ``strategy`` has just been asked for; the world and the old instances' ids."""
     w = World()
     hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
-    strategy = {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}
-    w.p.deploy({"/web": app(instances=4, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
+    w.p.deploy({"/web": app(instances=instances, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
     w.run_all(w.offer(offer()), healthy=True)
     w.step()
     assert not w.p.deployments
     old = {i.task_id for i in w.p.app_instances("/web")}
     w.p.deploy({"/web": w.p.apps["/web"]}, w.now, restart=["/web"])
+    return w, old
+
+
+def test_rolling_restart_keeps_minimum_health_capacity():
+    w, old = _restarting(4, {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0})
     for _ in range(20):
         effects = w.step()
         for kill in (e for e in effects if isinstance(e, Kill)):
@@ -211,15 +217,7 @@ def test_adding_a_health_check_keeps_minimum_health_capacity():
 def test_rolling_restart_with_full_health_capacity_and_no_over_capacity():
     # Refused before; Marathon accepts it and replaces one instance at a time, one over
     # capacity (TaskReplaceActor.computeRestartStrategy).
-    w = World()
-    hc = [{"protocol": "COMMAND", "command": {"value": "true"}}]
-    strategy = {"minimumHealthCapacity": 1, "maximumOverCapacity": 0}
-    w.p.deploy({"/web": app(instances=3, healthChecks=hc, upgradeStrategy=strategy)}, w.now)
-    w.run_all(w.offer(offer()), healthy=True)
-    w.step()
-    assert not w.p.deployments
-    old = {i.task_id for i in w.p.app_instances("/web")}
-    w.p.deploy({"/web": w.p.apps["/web"]}, w.now, restart=["/web"])
+    w, old = _restarting(3, {"minimumHealthCapacity": 1, "maximumOverCapacity": 0})
     for _ in range(30):
         effects = w.step()
         for kill in (e for e in effects if isinstance(e, Kill)):
