@@ -99,7 +99,7 @@ class AgentEvents(MasterCore):
         self, agent: Agent, msg: internal.OperationStatusUpdate, now: float
     ) -> None:
         """An agent resends an unacknowledged operation status: to the framework."""
-        operation_feedback.adopt(self, agent, [msg.operation], self._recover_framework, now)
+        operation_feedback.resent(self, agent, msg.operation, self._recover_framework, now)
 
     def _unregister_agent(self, agent: Agent, msg: internal.UnregisterAgent, now: float) -> None:
         self._registry_write(RemoveAgent(agent.agent_id))

@@ -128,6 +128,35 @@ def adopt(
     return seen
 
 
+def resent(
+    core: MasterCore,
+    agent: Agent,
+    report: internal.OperationReport,
+    recover_framework: RecoverFramework,
+    now: float,
+) -> None:
+    """An agent resends a status it keeps. The master learnt every operation the agent
+    keeps when the agent registered, so one it has no record of, of a framework it knows,
+    was acknowledged and the resend crossed the acknowledgement on its way: it is not
+    forwarded (the operation would come back and the framework hear of it once more) and
+    the acknowledgement goes to the agent again, in case the first was lost. Of a framework
+    the master does not know, it is adopted as in a re-registration."""
+    fw = core.frameworks.get(report.framework_id)
+    if fw is None:
+        adopt(core, agent, [report], recover_framework, now)
+        return
+    record = fw.operations.get(report.operation_id)
+    if record is not None and record.unacknowledged is not None:
+        if fw.connected and record.unacknowledged == report.uuid:
+            core._send_framework(fw, status_event(record.statuses[-1]))
+        return
+    if report.uuid is not None:
+        ack = internal.OperationStatusAck(
+            framework_id=ID(fw.framework_id), operation_id=ID(report.operation_id), uuid=report.uuid
+        )
+        core._send_agent(agent, ack)
+
+
 def resend_missing(core: MasterCore, agent: Agent, reported: set[tuple[str, str]]) -> None:
     """Operations this master applied on a re-registering agent that it did not report (it
     missed APPLY_OPERATION while disconnected): sent to it again."""

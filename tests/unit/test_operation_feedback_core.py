@@ -141,6 +141,13 @@ def test_a_new_master_rebuilds_operations_from_the_agent_and_relays_the_ack():
     assert relayed.uuid == status["uuid"]["value"]
     assert h2.master.operations_json() == []
 
+    # A resend that crossed the acknowledgement is not forwarded (nor the operation brought
+    # back); the agent is told again that it was acknowledged.
+    h2.pump(h2.master.agent_message("c9", resend, "127.0.0.1", h2.now()))
+    assert _op_statuses(h2, early) == []
+    assert h2.master.operations_json() == []
+    assert h2.agent_messages("c9", internal.OperationStatusAck) == [relayed, relayed]
+
 
 def test_an_agent_report_recovers_a_framework_the_new_master_does_not_know_yet():
     h, agent_id, fid, stream, offer = _cluster()
