@@ -15,9 +15,11 @@ with status 0, as the command executor does.
 
 Recovery: after an agent restart the launcher reports which tasks still run and how the
 others ended; `resume` re-subscribes with the task as unacknowledged (as a checkpointing
-executor does) and then reports what the checkpoint lacks (TASK_RUNNING, the end). A task
-whose last update was TASK_KILLING is still being killed: it ends TASK_KILLED, and SIGKILL
-follows a grace period counted from the recovery (`LaunchedExecutor._resume_kill`).
+executor does) and then reports what the checkpoint lacks (TASK_RUNNING, the end). Kills
+are the launcher's to finish (SIGTERM, then SIGKILL when the grace period ends), as the
+command executor, which outlives its agent, finishes them: a task the old agent was
+killing is still being killed, on the grace it was given, and ends TASK_KILLED whatever its
+exit status, whether or not its framework was told TASK_KILLING.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import signal
 import time
 from typing import Any, Protocol
 
+from butte.agent.containerizer.launcher import LauncherRun
 from butte.agent.effects import LaunchContainer
 from butte.agent.executor.command import DEFAULT_KILL_GRACE, describe_exit, exit_state
 from butte.agent.records import COMMAND, Executor
@@ -80,6 +83,8 @@ class LaunchedShell(Protocol):
 
     def launcher_signal(self, container_id: str, number: int) -> None: ...
 
+    def launcher_kill(self, container_id: str, grace: float) -> None: ...
+
     def launched_done(self, container_id: str) -> None: ...
 
     def launched_task_state(self, container_id: str, task_id: str) -> str | None: ...
@@ -114,8 +119,7 @@ class LaunchedExecutor:
         self.recovered = False
         self.launched = False  # the task is ours (LAUNCH, or re-subscribed with it)
         self.killed = False
-        self.kill_deadline: float | None = None
-        self.kill_timer: asyncio.TimerHandle | None = None
+        self.kill_deadline: float | None = None  # monotonic: when the launcher SIGKILLs it
         self.task_killing_state = False
         self.terminal_uuid: str | None = None
         self.finished = False
@@ -127,11 +131,16 @@ class LaunchedExecutor:
         self.pid = pid
         self._subscribe([])
 
-    def resume(self, pid: int, exit_status: int | None, exited: bool) -> None:
-        """After an agent restart: the task runs (``exited`` False) or ended meanwhile."""
+    def resume(self, run: LauncherRun) -> None:
+        """After an agent restart: the task runs, or ended meanwhile (the launcher's
+        snapshot says which, and whether it was being killed)."""
         self.recovered = True
-        self.pid = pid
-        self.exited, self.exit_status = exited, exit_status
+        self.pid = run.pid
+        self.exited, self.exit_status = run.exit is not None, run.exit
+        if run.killed:
+            self.killed = True
+            if run.kill_in is not None:
+                self.kill_deadline = time.monotonic() + run.kill_in
         state = self.shell.launched_task_state(self.container_id, self.task_id)
         live = state is not None and not ts.is_terminal(state)
         self._subscribe([self.task] if live else [])
@@ -139,9 +148,6 @@ class LaunchedExecutor:
     def ended(self, status: int | None) -> None:
         """The task's process ended with raw wait ``status``."""
         self.exited, self.exit_status = True, status
-        if self.kill_timer is not None:
-            self.kill_timer.cancel()
-            self.kill_timer = None
         if self.launched:
             self._report_exit()
             return
@@ -226,29 +232,18 @@ class LaunchedExecutor:
             state = ts.STARTING
         if state == ts.STARTING:
             self._update(ts.RUNNING)
-        if state == ts.KILLING:
-            self._resume_kill()
+        if state == ts.KILLING and not self.killed:
+            # TASK_KILLING was checkpointed but the launcher has no kill (the old agent died
+            # before it asked, or a launcher of an older butte does not say): it starts now.
+            self.kill(None)
+            self.killed = True
         if self.exited:
             self._report_exit()
 
-    def _resume_kill(self) -> None:
-        """After a restart, for a task whose last update was TASK_KILLING: the kill that the
-        old agent began goes on, as it would in the command executor, which outlives its
-        agent. The task ends TASK_KILLED whatever its exit status, and is SIGKILLed when a
-        grace period ends. Neither the start of the kill nor KILL's own kill policy is
-        checkpointed, so the grace period (the task's kill policy, else 3 seconds) runs again
-        from the recovery; the task already had its SIGTERM and gets no second one."""
-        self.killed = True
-        if self.exited or self.pid is None:
-            return
-        grace = grace_of(self.task.kill_policy)
-        if grace is None:
-            grace = DEFAULT_KILL_GRACE
-        self._arm_kill(time.monotonic() + grace)
-
     def kill(self, grace: float | None) -> None:
-        """SIGTERM the task's process group (TASK_KILLING first when the framework wants
-        it), SIGKILL after the grace period: KILL's kill policy, the task's, or 3 seconds."""
+        """The launcher SIGTERMs the task's process group and SIGKILLs it after the grace
+        period: KILL's kill policy, the task's, or 3 seconds (TASK_KILLING first when the
+        framework wants it, and the task is not already being killed)."""
         if self.terminal_uuid is not None or self.exited or self.pid is None:
             return
         if grace is None:
@@ -256,23 +251,15 @@ class LaunchedExecutor:
         if grace is None:
             grace = DEFAULT_KILL_GRACE
         deadline = time.monotonic() + grace
-        if self.killed:
-            if self.kill_deadline is not None and deadline < self.kill_deadline:
-                self._arm_kill(deadline)  # a second kill may only shorten the grace
-            return
-        self.killed = True
-        if self.task_killing_state and self.launched:
-            self._update(ts.KILLING)
-        self._signal(signal.SIGTERM)
-        self._arm_kill(deadline)
-
-    def _arm_kill(self, deadline: float) -> None:
-        if self.kill_timer is not None:
-            self.kill_timer.cancel()
+        if self.kill_deadline is not None and deadline >= self.kill_deadline:
+            return  # a second kill may only shorten the grace
         self.kill_deadline = deadline
-        self.kill_timer = self.loop.call_later(
-            max(0.0, deadline - time.monotonic()), self._signal, signal.SIGKILL
-        )
+        if not self.killed:
+            self.killed = True
+            state = self.shell.launched_task_state(self.container_id, self.task_id)
+            if self.task_killing_state and self.launched and state != ts.KILLING:
+                self._update(ts.KILLING)
+        self.shell.launcher_kill(self.container_id, grace)
 
     def _signal(self, number: int) -> None:
         if not self.exited:
@@ -316,7 +303,4 @@ class LaunchedExecutor:
         if self.finished:
             return
         self.finished = True
-        if self.kill_timer is not None:
-            self.kill_timer.cancel()
-            self.kill_timer = None
         self.shell.launched_done(self.container_id)

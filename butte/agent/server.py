@@ -50,7 +50,7 @@ from butte.agent.containerizer import isolators, logrotate
 from butte.agent.containerizer.image_runtime import ImageOptions, ImageRuntime
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import DEFAULT_ISOLATION, IsolationOptions, Limitation
-from butte.agent.containerizer.launcher import LauncherClient, LauncherUnavailable
+from butte.agent.containerizer.launcher import LauncherClient, LauncherRun, LauncherUnavailable
 from butte.agent.containerizer.logrotate import RotationPolicy
 from butte.agent.containerizer.posix import (
     PosixContainerizer,
@@ -302,8 +302,8 @@ class AgentServer:
         self.sandbox_max_age = options.gc_delay
         # The in-agent command executors of tasks the command launcher runs, by container.
         self.launched: dict[str, LaunchedExecutor] = {}
-        # What the launcher reported at start-up: container id -> (pid, exit status).
-        self._launcher_snapshot: dict[str, tuple[int, int | None]] = {}
+        # What the launcher reported at start-up, by container id.
+        self._launcher_snapshot: dict[str, LauncherRun] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -425,7 +425,7 @@ class AgentServer:
         and report what happened while the agent was away; the launcher kills the rest."""
         assert self.containerizer is not None and self.containerizer.launcher is not None
         core, claimed = self._core, []
-        for container_id, (pid, status) in self._launcher_snapshot.items():
+        for container_id, run in self._launcher_snapshot.items():
             ex = core.containers.get(container_id)
             container = self.containerizer.containers.get(container_id)
             if ex is None or container is None or not container.launcher:
@@ -433,11 +433,11 @@ class AgentServer:
             task = next(iter(ex.tasks.values()))
             claimed.append(container_id)
             executor = self._new_launched(ex, task.info)
-            if status is not None:
+            if run.exit is not None:
                 # First: a limit it went over (read from its cgroups as it ends) is then
                 # known before its end is reported.
-                self.containerizer.launcher_exited(container_id, status)
-            executor.resume(pid, status, status is not None)
+                self.containerizer.launcher_exited(container_id, run.exit)
+            executor.resume(run)
         self.containerizer.launcher.claim(claimed)
         self._launcher_snapshot = {}
 
@@ -472,6 +472,11 @@ class AgentServer:
         containerizer = self.containerizer
         if containerizer is not None and containerizer.launcher is not None:
             containerizer.launcher.signal(container_id, number)
+
+    def launcher_kill(self, container_id: str, grace: float) -> None:
+        containerizer = self.containerizer
+        if containerizer is not None and containerizer.launcher is not None:
+            containerizer.launcher.kill(container_id, grace)
 
     def launched_task_state(self, container_id: str, task_id: str) -> str | None:
         ex = self._core.containers.get(container_id)
@@ -698,7 +703,7 @@ class AgentServer:
             for run in state.runs:
                 if run.container_id in self._launcher_snapshot:
                     # The launcher runs (or ran) its task: running or ended, it is recovered.
-                    run.pid = self._launcher_snapshot[run.container_id][0]
+                    run.pid = self._launcher_snapshot[run.container_id].pid
                     continue
                 pid = leaders.get(run.container_id)
                 if pid is None and run.pid not in leader_pids and run.pid is not None:

@@ -200,6 +200,36 @@ def test_tasks_survive_an_agent_sigkill_and_ends_meanwhile_are_reported(tmp_path
     run_scenario(tmp_path, scenario, agent_flags=port)
 
 
+def test_a_kill_goes_on_while_the_agent_restarts(tmp_path):
+    """A framework without TASK_KILLING_STATE kills a task that ignores SIGTERM, and the
+    agent dies before the grace period ends: the SIGKILL still comes when it ends (the
+    launcher times it, as the command executor that outlives its agent does), and the next
+    agent reports TASK_KILLED, not an exit of the task's own."""
+    pid_file, term_file = tmp_path / "pid", tmp_path / "term"
+    stubborn = (
+        f"trap 'echo term > {term_file}' TERM; echo $$ > {pid_file}; while :; do sleep 0.05; done"
+    )
+    port = fixed_port()
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        await master.run_task("k", stubborn, framework=CHECKPOINTING)
+        await wait_for(lambda: "TASK_RUNNING" in master.states("k"), "TASK_RUNNING")
+        pid = await pid_of(pid_file)
+        started = time.monotonic()
+        await kill_task(master, "k", grace_ns=2_000_000_000)
+        await wait_for(term_file.exists, "SIGTERM")
+        await agent.kill()
+        await wait_for(lambda: process_gone(pid), "SIGKILL with the agent down", 15)
+        elapsed = time.monotonic() - started
+        assert 1.9 <= elapsed < 10, f"killed after {elapsed:.2f}s, not at the grace's end"
+        await agent.start()
+        await wait_for(lambda: "TASK_KILLED" in master.states("k"), "TASK_KILLED", 15)
+        assert master.states("k") == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]
+        assert master.updates("k")[-1]["message"] == "Command terminated with signal Killed"
+
+    run_scenario(tmp_path, scenario, agent_flags=port)
+
+
 def test_without_checkpointing_an_agent_sigkill_kills_the_tasks(tmp_path):
     pid_file = tmp_path / "pid"
 
@@ -350,7 +380,7 @@ def test_the_launcher_process_protocol(tmp_path):
 
     try:
         sock, lines = connect()
-        assert json.loads(lines.readline()) == {"snapshot": []}
+        assert json.loads(lines.readline()) == {"snapshot": [], "kills": True}
         sock.sendall(b"not json\n")  # logged and ignored
         launch(sock, "a", "echo hi; exec sleep 60")
         launch(sock, "b", "exec sleep 60")
@@ -359,12 +389,24 @@ def test_the_launcher_process_protocol(tmp_path):
         assert os.getsid(started["a"]) == started["a"]  # a session of its own
         sock.sendall(json.dumps({"op": "signal", "id": "a", "signal": 15}).encode() + b"\n")
         assert json.loads(lines.readline()) == {"id": "a", "exit": signal.SIGTERM}
+        # A kill of a task that ignores SIGTERM: SIGKILL when the grace ends, agent or not.
+        launch(sock, "c", "trap 'echo term' TERM; while :; do sleep 0.05; done")
+        assert json.loads(lines.readline())["id"] == "c"
+        time.sleep(0.2)  # its trap is set
+        sock.sendall(json.dumps({"op": "kill", "id": "c", "grace": 1.5}).encode() + b"\n")
+        killed_at = time.monotonic()
         sock.close()
-        # A new agent: what runs and what ended, then it claims only "a".
+        # A new agent: what runs and what ended (and what is being killed); it claims "a"
+        # and "c".
         sock, lines = connect()
         snapshot = {t["id"]: t for t in json.loads(lines.readline())["snapshot"]}
         assert snapshot["a"]["exit"] == signal.SIGTERM and "exit" not in snapshot["b"]
-        sock.sendall(json.dumps({"op": "claim", "ids": ["a"]}).encode() + b"\n")
+        assert snapshot["c"]["killed"] is True and 0 < snapshot["c"]["kill_in"] <= 1.5
+        assert "killed" not in snapshot["b"]
+        sock.sendall(json.dumps({"op": "claim", "ids": ["a", "c"]}).encode() + b"\n")
+        assert json.loads(lines.readline()) == {"id": "c", "exit": signal.SIGKILL}
+        assert time.monotonic() - killed_at >= 1.4
+        assert (tmp_path / "c" / "stdout").read_text() == "term\n"  # SIGTERM came first
         deadline = time.monotonic() + 10
         while not process_gone(started["b"]):
             assert time.monotonic() < deadline, "the unclaimed task was not killed"

@@ -11,6 +11,7 @@ from typing import Any
 
 from agent_kit import FID, Harness, command_task, framework, run
 
+from butte.agent.containerizer.launcher import LauncherRun
 from butte.agent.effects import SendToExecutor
 from butte.agent.launched import LaunchedExecutor, direct_task
 from butte.core import internal
@@ -24,6 +25,7 @@ class FakeShell:
         self.h = h
         self.streams: dict[str, LaunchedExecutor] = {}
         self.signals: list[tuple[str, int]] = []
+        self.kills: list[tuple[str, float]] = []  # (container, grace) asked of the launcher
         self.done: list[str] = []
 
     def deliver(self, effects: list) -> None:
@@ -48,6 +50,9 @@ class FakeShell:
 
     def launcher_signal(self, container_id: str, number: int) -> None:
         self.signals.append((container_id, number))
+
+    def launcher_kill(self, container_id: str, grace: float) -> None:
+        self.kills.append((container_id, grace))
 
     def launched_done(self, container_id: str) -> None:
         self.done.append(container_id)
@@ -129,10 +134,13 @@ def test_updates_are_the_command_executors_and_it_exits_after_the_ack():
     loop.close()
 
 
-def killed(h: Harness) -> tuple[FakeShell, Any, str, asyncio.AbstractEventLoop]:
-    """A launched task with a 50 ms kill policy of a TASK_KILLING_STATE framework, just
-    KILLed (SIGTERM sent)."""
-    fw = framework(capabilities=[{"type": "TASK_KILLING_STATE"}])
+def killed(
+    h: Harness, killing_state: bool = True
+) -> tuple[FakeShell, Any, str, asyncio.AbstractEventLoop]:
+    """A launched task with a 50 ms kill policy (of a TASK_KILLING_STATE framework unless
+    ``killing_state`` is False), just KILLed: the launcher was asked to kill it."""
+    caps = [{"type": "TASK_KILLING_STATE"}] if killing_state else []
+    fw = framework(capabilities=caps)
     shell, executor, cid, loop = launched(
         h, fw=fw, kill_policy={"grace_period": {"nanoseconds": 50_000_000}}
     )
@@ -140,15 +148,16 @@ def killed(h: Harness) -> tuple[FakeShell, Any, str, asyncio.AbstractEventLoop]:
     ack_all(h)
     kill = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
     shell.deliver(h.agent.handle_master(kill, h.now()))
-    assert shell.signals == [(cid, signal.SIGTERM)]
+    assert shell.kills == [(cid, 0.05)] and shell.signals == []
     return shell, executor, cid, loop
 
 
-def test_kill_sigterm_then_sigkill_after_the_policy_grace_and_killing_state():
+def test_a_kill_goes_to_the_launcher_with_the_policy_grace_after_killing_state():
     h = Harness()
     shell, executor, cid, loop = killed(h)
-    loop.run_until_complete(asyncio.sleep(0.2))
-    assert shell.signals == [(cid, signal.SIGTERM), (cid, signal.SIGKILL)]
+    again = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
+    shell.deliver(h.agent.handle_master(again, h.now()))
+    assert shell.kills == [(cid, 0.05)]  # a second kill with the same grace changes nothing
     executor.ended(signal.SIGKILL)
     ack_all(h)
     assert states(h)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
@@ -169,51 +178,67 @@ def test_an_end_before_the_launch_event_is_reported_in_order():
     loop.close()
 
 
-def killing(h: Harness) -> tuple[FakeShell, str]:
-    """A launched task with a 50 ms kill policy, KILLed (TASK_KILLING checkpointed); its
-    executor then goes with the agent, before its grace period ends."""
-    shell, _, cid, loop = killed(h)
+def killing(h: Harness, killing_state: bool = True) -> tuple[FakeShell, str]:
+    """A launched task with a 50 ms kill policy, KILLed (TASK_KILLING checkpointed when the
+    framework wants it); its executor then goes with the agent."""
+    shell, _, cid, loop = killed(h, killing_state)
     ack_all(h)
-    assert states(h)[-1] == "TASK_KILLING"
-    loop.close()  # the agent goes: its grace timer with it
+    assert states(h)[-1] == ("TASK_KILLING" if killing_state else "TASK_RUNNING")
+    loop.close()
     return shell, cid
 
 
-def recovered(shell: FakeShell, cid: str, exit_status: int | None) -> LaunchedExecutor:
+def recovered(shell: FakeShell, cid: str, run: LauncherRun) -> LaunchedExecutor:
     """The in-agent executor the next agent makes for the task, as `resume` after recovery."""
     info = direct_task(shell.h.launched[cid], shell.h.agent.containers[cid])
     assert info is not None
     loop = asyncio.new_event_loop()
     executor = LaunchedExecutor(shell, loop, cid, FID, "t1", info, 5.0)
-    executor.resume(4242, exit_status, exit_status is not None)
+    executor.resume(run)
     return executor
 
 
-def test_a_kill_under_way_at_a_restart_still_ends_in_sigkill_and_task_killed():
+def test_a_kill_under_way_at_a_restart_is_the_launchers_and_ends_task_killed():
     """The command executor outlives its agent and keeps its kill's timer and "killed" flag
-    (Mesos src/launcher/executor.cpp kill() and reaped()); here the next agent takes the
-    kill up again from the TASK_KILLING it recovers: a grace period from the recovery, then
-    SIGKILL, and TASK_KILLED even for an exit status of 0."""
-    h = Harness()
-    shell, cid = killing(h)
-    executor = recovered(shell, cid, None)
-    assert shell.signals == [(cid, signal.SIGTERM)]  # no second SIGTERM
-    executor.loop.run_until_complete(asyncio.sleep(0.2))
-    assert shell.signals == [(cid, signal.SIGTERM), (cid, signal.SIGKILL)]
-    executor.ended(0)
-    ack_all(h)
-    assert states(h)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
-    assert h.updates()[-1].message == "Command exited with status 0"
-    executor.loop.close()
+    (Mesos src/launcher/executor.cpp kill() and reaped()); here the launcher does: the next
+    agent asks nothing more of it, and the task ends TASK_KILLED even for an exit status of
+    0, also for a framework that was never told TASK_KILLING."""
+    for killing_state in (True, False):
+        h = Harness()
+        shell, cid = killing(h, killing_state)
+        executor = recovered(shell, cid, LauncherRun(4242, None, killed=True, kill_in=0.03))
+        assert shell.kills == [(cid, 0.05)] and shell.signals == []
+        retry = internal.KillTask(framework_id=framework().id, task_id=h.updates()[0].task_id)
+        shell.deliver(h.agent.handle_master(retry, h.now()))
+        assert shell.kills == [(cid, 0.05)]  # the launcher's SIGKILL comes sooner already
+        executor.ended(0)
+        ack_all(h)
+        assert states(h)[-1] == "TASK_KILLED", killing_state
+        assert h.updates()[-1].message == "Command exited with status 0"
+        executor.loop.close()
 
 
 def test_a_task_that_exits_0_while_its_kill_spans_a_restart_is_killed():
+    for killing_state in (True, False):
+        h = Harness()
+        shell, cid = killing(h, killing_state)
+        # It ended while the agent was away.
+        executor = recovered(shell, cid, LauncherRun(4242, 0, killed=True))
+        ack_all(h)
+        assert states(h)[-1] == "TASK_KILLED", killing_state
+        assert h.updates()[-1].message == "Command exited with status 0"
+        assert shell.kills == [(cid, 0.05)] and shell.done == [cid]
+        executor.loop.close()
+
+
+def test_killing_checkpointed_but_never_sent_to_the_launcher_starts_the_kill_on_recovery():
+    """The old agent checkpointed TASK_KILLING and died before the launcher had the kill
+    (or the launcher is of an older butte, which does not say): the kill starts now."""
     h = Harness()
     shell, cid = killing(h)
-    executor = recovered(shell, cid, 0)  # it ended while the agent was away
+    executor = recovered(shell, cid, LauncherRun(4242, None))
+    assert shell.kills == [(cid, 0.05), (cid, 0.05)]
+    executor.ended(0)
     ack_all(h)
     assert states(h)[-2:] == ["TASK_KILLING", "TASK_KILLED"]
-    assert h.updates()[-1].message == "Command exited with status 0"
-    assert shell.signals == [(cid, signal.SIGTERM)]
-    assert shell.done == [cid]
     executor.loop.close()

@@ -15,11 +15,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,6 +37,15 @@ START_TIMEOUT = 10.0  # for a new launcher to listen / an old one to answer
 
 class LauncherUnavailable(Exception):
     """The launcher could not be reached or started."""
+
+
+class LauncherRun(NamedTuple):
+    """What the launcher's snapshot says of one task it runs or ran."""
+
+    pid: int
+    exit: int | None  # raw wait status once it ended
+    killed: bool = False  # the agent had asked the launcher to kill it
+    kill_in: float | None = None  # seconds left of that kill's grace, while it runs
 
 
 class LauncherClient(ReportReader):
@@ -65,12 +75,15 @@ class LauncherClient(ReportReader):
         self._out = bytearray()  # requests not yet written, in order
         self._flush_soon: asyncio.Handle | None = None  # the pending `flush`
         self._writing = False  # the socket was full: `_writable` writes the rest
+        # The launcher carries out kills itself; one a previous version of butte left
+        # running does not (`kill` then times the SIGKILL here).
+        self._kills = False
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def connect(self) -> dict[str, tuple[int, int | None]]:
-        """Connects (starting a launcher if none answers); returns its snapshot: container
-        id -> (pid, raw exit status or None while it runs). Blocking: start-up only."""
+    def connect(self) -> dict[str, LauncherRun]:
+        """Connects (starting a launcher if none answers); returns its snapshot by container
+        id. Blocking: start-up only."""
         sock = self._try_connect()
         if sock is None:
             self._proc = subprocess.Popen(
@@ -86,15 +99,14 @@ class LauncherClient(ReportReader):
                 sock = self._try_connect()
         sock.settimeout(START_TIMEOUT)
         try:
-            snapshot = self._read_line(sock)["snapshot"]
+            first = self._read_line(sock)
+            snapshot = first["snapshot"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             sock.close()
             raise LauncherUnavailable(f"no answer from the command launcher: {e}") from None
         self._sock = sock
-        return {
-            str(t["id"]): (int(t["pid"]), t["exit"] if isinstance(t.get("exit"), int) else None)
-            for t in snapshot
-        }
+        self._kills = first.get("kills") is True
+        return {str(t["id"]): _run_of(t) for t in snapshot}
 
     def _try_connect(self) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -133,6 +145,16 @@ class LauncherClient(ReportReader):
 
     def signal(self, container_id: str, number: int) -> None:
         self._send({"op": "signal", "id": container_id, "signal": number})
+
+    def kill(self, container_id: str, grace: float) -> None:
+        """SIGTERM to the task, SIGKILL when ``grace`` seconds have passed. The launcher
+        does both, so the kill goes on if the agent restarts meanwhile; a launcher of an
+        older butte only forwards signals, and the SIGKILL is timed here."""
+        if self._kills:
+            self._send({"op": "kill", "id": container_id, "grace": grace})
+            return
+        self.signal(container_id, signal.SIGTERM)
+        self._loop.call_later(grace, self.signal, container_id, signal.SIGKILL)
 
     def forget(self, container_id: str) -> None:
         self._send({"op": "forget", "id": container_id})
@@ -234,3 +256,14 @@ class LauncherClient(ReportReader):
             if proc.poll() is None:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
+
+
+def _run_of(entry: dict[str, Any]) -> LauncherRun:
+    exit_status = entry.get("exit")
+    kill_in = entry.get("kill_in")
+    return LauncherRun(
+        int(entry["pid"]),
+        exit_status if isinstance(exit_status, int) else None,
+        entry.get("killed") is True,
+        float(kill_in) if isinstance(kill_in, int | float) else None,
+    )

@@ -15,10 +15,12 @@ It listens on a unix socket (the agent's ``<work_dir>/launcher.sock``); one agen
 is connected (a new connection replaces the old one). Protocol, one compact JSON object per
 line:
 
-    launcher -> agent, first   {"snapshot": [{"id", "pid", "exit"?}, ...]}  what it runs/ran
+    launcher -> agent, first   {"snapshot": [{"id", "pid", "exit"?, "killed"?, "kill_in"?},
+                                  ...], "kills": true}               what it runs/ran
     agent -> launcher  {"op": "launch", "id", "sandbox", "program", "argv", "search", "env",
                         "cgroups"?, "namespaces"?, "user"?, "owner"?, "checkpoint"}
                        {"op": "signal", "id", "signal"}    to the task's process group
+                       {"op": "kill", "id", "grace"}       SIGTERM, SIGKILL after grace s
                        {"op": "forget", "id"}              its exit is recorded: drop it
                        {"op": "claim", "ids": [...]}       after recovery: kill the others
                        {"op": "stop"}                      kill everything and exit
@@ -30,6 +32,12 @@ Lines go both ways in batches, never reordered: the launcher queues the answers 
 wake-up's requests and reaps produce and writes them with one send at the end of that loop
 iteration (sooner once more than `FLUSH_AT` bytes wait), and the agent sends the requests of
 one event-loop callback together.
+
+A kill (``kill``) is the launcher's to finish, as a command executor finishes the kill its
+agent asked for: the SIGKILL that ends the grace period comes from here, so a task being
+killed is killed even if its agent restarts meanwhile, and the snapshot says which tasks
+were killed (``killed``) and how many seconds their grace has left (``kill_in``, while they
+run). A second kill only shortens the grace; it sends no second SIGTERM.
 
 When its agent goes away it kills the tasks of frameworks that do not checkpoint (their
 executors would do the same) and keeps the others running; it exits once nothing is left to
@@ -82,7 +90,7 @@ def short_address(path: str) -> str:
 class Task:
     """One task the launcher started."""
 
-    __slots__ = ("id", "pid", "checkpoint", "init", "exit", "claimed", "stand_in")
+    __slots__ = ("id", "pid", "checkpoint", "init", "exit", "claimed", "stand_in", "kill_at")
 
     def __init__(self, task_id: str, pid: int, checkpoint: bool, init: bool = False) -> None:
         self.id = task_id
@@ -94,6 +102,9 @@ class Task:
         # The signal a SIGKILL stood in for (`Launcher._signal`): the task's end is
         # reported as that signal's.
         self.stand_in: int | None = None
+        # The monotonic time of the SIGKILL that ends a kill's grace period (`Launcher._kill`);
+        # 0.0 once it was sent. None: the agent never asked to kill the task.
+        self.kill_at: float | None = None
 
 
 class ChildPlan:
@@ -192,6 +203,7 @@ class Launcher:
         self.poller = select.epoll()
         self.tasks: dict[str, Task] = {}
         self.by_pid: dict[int, Task] = {}
+        self.kills: set[Task] = set()  # tasks whose kill's grace has not ended yet
         self.client: socket.socket | None = None
         self.buffer = bytearray()
         self.out = bytearray()  # answers not yet written (see `send`)
@@ -257,12 +269,17 @@ class Launcher:
         self.alone_since = None
         self.poller.register(sock.fileno(), select.EPOLLIN)
         snapshot = []
+        now = time.monotonic()
         for task in self.tasks.values():
             entry: dict[str, Any] = {"id": task.id, "pid": task.pid}
             if task.exit is not None:
                 entry["exit"] = task.exit
+            if task.kill_at is not None:
+                entry["killed"] = True
+                if task.exit is None:
+                    entry["kill_in"] = max(0.0, task.kill_at - now)
             snapshot.append(entry)
-        self.send({"snapshot": snapshot})
+        self.send({"snapshot": snapshot, "kills": True})
 
     def _drop_client(self) -> None:
         client, self.client = self.client, None
@@ -308,6 +325,10 @@ class Launcher:
             task = self.tasks.get(request["id"])
             if task is not None and task.exit is None:
                 self._signal(task, int(request["signal"]))
+        elif op == "kill":
+            task = self.tasks.get(request["id"])
+            if task is not None and task.exit is None:
+                self._kill(task, max(0.0, float(request["grace"])), time.monotonic())
         elif op == "forget":
             task = self.tasks.get(request["id"])
             if task is not None and task.exit is not None:
@@ -334,6 +355,32 @@ class Launcher:
                 del self.tasks[task.id]
 
     # -- tasks -------------------------------------------------------------------------------
+
+    def _kill(self, task: Task, grace: float, now: float) -> None:
+        """SIGTERM, and SIGKILL once ``grace`` seconds have passed (`_expire_kills`); a task
+        already being killed only gets an earlier SIGKILL, if this grace ends sooner."""
+        deadline = now + grace
+        if task.kill_at is None:
+            task.kill_at = deadline
+            self._signal(task, _signal.SIGTERM)
+        elif task.kill_at and deadline < task.kill_at:
+            task.kill_at = deadline
+        self.kills.add(task)
+
+    def _expire_kills(self, now: float) -> float:
+        """SIGKILLs the tasks whose grace has ended; the seconds until the next such end
+        (-1: none is pending)."""
+        wait = -1.0
+        for task in list(self.kills):
+            if task.exit is not None or task.kill_at is None:
+                self.kills.discard(task)
+            elif task.kill_at <= now:
+                task.kill_at = 0.0
+                self.kills.discard(task)
+                self._signal(task, _signal.SIGKILL)
+            elif wait < 0 or task.kill_at - now < wait:
+                wait = task.kill_at - now
+        return wait
 
     def _signal(self, task: Task, number: int) -> None:
         """Sends ``number`` to the task's process group. The kernel drops a signal to a pid
@@ -466,7 +513,11 @@ class Launcher:
         """Serves agents until nothing is left to do (see the module docstring)."""
         listener = self.listener.fileno()
         while not self._done(time.monotonic()):
-            timeout = 1.0 if self.client is None or self.stopping else -1
+            timeout = 1.0 if self.client is None or self.stopping else -1.0
+            if self.kills:
+                pending = self._expire_kills(time.monotonic())
+                if pending >= 0 and (timeout < 0 or pending < timeout):
+                    timeout = pending
             for fd, _ in self.poller.poll(timeout):
                 if fd == self.wake_read:
                     try:
