@@ -7,13 +7,33 @@ process: its pid, mount, network, IPC and UTS namespaces where they differ from 
 agent's), joins the parent's cgroups and runs with the task's credentials, unless the call
 names a user. Its stdio are pipes (or a pty with ``tty_info``) held by the agent, which
 copies the output to ``<parent sandbox>/containers/<id>/stdout|stderr`` and to every
-attached reader, and writes attached input to its stdin.
+attached reader, and writes attached input to its stdin. Each command runs under a launcher
+process of its own (`butte.agent.containerizer.nested_exec`), which leads the command's
+session: signals go to that session's processes.
 
-The registry lives in the agent process only: it is not checkpointed, so after an agent
-restart its nested containers are no longer known (they end with their parent: the
-parent's pid namespace or cgroups take them down). A finished container is kept, with its
-wait status, until it is removed (or, beyond `MAX_FINISHED`, the oldest finished ones are
-forgotten); its sandbox stays until REMOVE or the parent's sandbox is collected.
+Checkpoint and recovery, after Mesos' containerizer (``recover`` in
+src/slave/containerizer/mesos/containerizer.cpp, the runtime directory of
+src/slave/containerizer/mesos/paths.hpp): every nested container, of any framework, is
+checkpointed under its parent's id in ``meta/containers`` (`butte.agent.paths`): its
+``nested.info`` (`NestedRecord`) is durable before the launcher may start the command, the
+launcher writes the command's wait status (``status``) when it ends, and the agent its
+answer to WAIT (``termination``) before it gives that answer. An agent that restarts
+(`NestedContainers.recover`, once its executors are recovered) finds each one's launcher by
+pid, start time and boot id and decides by `recovery_action`:
+
+- running under a recovered parent: adopted. KILL signals it, WAIT and GET_CONTAINERS see
+  it, its end comes from its launcher's ``status`` (no status: SIGKILL, as Mesos reads a
+  missing status file); its output, which its launcher copied to the sandbox files once the
+  agent was gone, is followed there by ATTACH_CONTAINER_OUTPUT. Its input ended with the
+  agent that held it (ATTACH_CONTAINER_INPUT: 409), its terminal cannot be resized.
+- a session's (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class, destroyed on
+  recovery since its connection is gone): killed, and WAIT reports SIGKILL with a message.
+- ended while the agent was down, or before: kept as ended, WAIT answers as before.
+- of a parent that was not recovered: killed and forgotten, with the parent's checkpoint.
+
+A finished container is kept, with its wait status, until it is removed (or, beyond
+`MAX_FINISHED`, the oldest finished ones are forgotten); its sandbox stays until REMOVE or
+the parent's sandbox is collected, its checkpoint until REMOVE or its parent's end.
 """
 
 from __future__ import annotations
@@ -32,11 +52,13 @@ import signal
 import struct
 import sys
 import termios
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from butte.agent.containerizer.posix import session_members, signal_sessions
+from butte.agent import paths
+from butte.agent.containerizer.posix import session_members
 
 if TYPE_CHECKING:
     from butte.agent.records import Executor
@@ -51,11 +73,28 @@ PARENT_CHECK_INTERVAL = 1.0
 # How long output may go on after the command ended (a background child holding its
 # stdout) before the streams are closed anyway.
 OUTPUT_DRAIN = 1.0
+# How often the sandbox files of a recovered container are looked at for new output.
+FOLLOW_INTERVAL = 0.25
+# How long recovery waits for the launchers of the containers it kills to be gone.
+RECOVERY_KILL_WAIT = 5.0
 CHUNK = 64 * 1024
 # Container ids as Mesos accepts them: no path separators, not '.' or '..'.
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
 _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# The messages of ends the agent brought about (WAIT's ``message``).
+PARENT_ENDED = "the parent container ended"
+CLIENT_GONE = "the session's client went away"
+SESSION_LOST = "the agent restarted: a session's container ends with its connection"
+NOT_RECORDED = "it ended while the agent was down and its exit status was not recorded"
+
+# What recovery does with a checkpointed nested container (`recovery_action`).
+ADOPT = "adopt"
+DESTROY = "destroy"
+ORPHAN = "orphan"
+ENDED = "ended"
+FORGET = "forget"
 
 # One piece of output: ("STDOUT"|"STDERR", bytes); None ends a reader's stream.
 Output = tuple[str, bytes] | None
@@ -91,10 +130,12 @@ class NestedContainer:
     sandbox: str  # host path
     tty: bool
     session: bool
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | None = None  # its launcher (not after a restart)
     pid: int | None = None  # the command's pid (the agent's view)
+    launcher_pid: int | None = None  # leads the command's session
     master_fd: int | None = None  # pty master (tty)
-    stdin: asyncio.StreamWriter | None = None  # pipe (no tty)
+    stdin_fd: int | None = None  # pipe (no tty); None once closed
+    outputs: list[tuple[str, int]] = field(default_factory=list)  # ("STDOUT", fd), ...
     readers: list[asyncio.Queue[Output]] = field(default_factory=list)
     output_done: asyncio.Event = field(default_factory=asyncio.Event)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,6 +144,8 @@ class NestedContainer:
     input_attached: bool = False
     delivering: int = 0  # output pumps waiting for a reader to take a chunk
     message: str | None = None
+    checkpoint: str | None = None  # its directory under meta/containers
+    recovered: bool = False  # adopted from a previous agent run: no stdio held here
 
     @property
     def running(self) -> bool:
@@ -119,6 +162,98 @@ class NestedContainer:
         if self.message:
             out["message"] = self.message
         return out
+
+
+# -- the checkpoint (pure) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NestedRecord:
+    """A nested container's ``nested.info``: what a restarted agent needs to find it again.
+    ``launcher_start`` (the launcher's start time in clock ticks since boot, /proc/<pid>/stat)
+    and ``boot_id`` tell its launcher from a later process that got the same pid."""
+
+    container_id: str
+    parent_id: str
+    sandbox: str
+    session: bool
+    tty: bool
+    launcher_pid: int
+    launcher_start: int
+    boot_id: str | None
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "container_id": self.container_id,
+                "parent_id": self.parent_id,
+                "sandbox": self.sandbox,
+                "session": self.session,
+                "tty": self.tty,
+                "launcher_pid": self.launcher_pid,
+                "launcher_start": self.launcher_start,
+                "boot_id": self.boot_id,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NestedRecord | None:
+        """The record ``data`` holds; None if it is not one (torn, or not ours)."""
+        try:
+            raw = json.loads(data)
+            record = cls(
+                container_id=str(raw["container_id"]),
+                parent_id=str(raw["parent_id"]),
+                sandbox=str(raw["sandbox"]),
+                session=bool(raw["session"]),
+                tty=bool(raw["tty"]),
+                launcher_pid=int(raw["launcher_pid"]),
+                launcher_start=int(raw["launcher_start"]),
+                boot_id=None if raw.get("boot_id") is None else str(raw["boot_id"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not (_ID.fullmatch(record.container_id) and _ID.fullmatch(record.parent_id)):
+            return None
+        return record if record.launcher_pid > 0 else None
+
+
+def recovery_action(
+    *, readable: bool, launcher_alive: bool, session: bool, parent_recovered: bool
+) -> str:
+    """What a restarted agent does with a checkpointed nested container (module docstring):
+    `ADOPT` it, `DESTROY` it (a session's: killed, kept as ended), kill an `ORPHAN` (its
+    parent was not recovered) and forget it, keep it as `ENDED`, or `FORGET` it. A record
+    that cannot be read was never complete, so its command never started (the launcher
+    waits for it to be durable)."""
+    if not readable:
+        return FORGET
+    if launcher_alive:
+        if not parent_recovered:
+            return ORPHAN
+        return DESTROY if session else ADOPT
+    return ENDED if parent_recovered else FORGET
+
+
+def recovered_end(termination: bytes | None, status: bytes | None) -> tuple[int, str | None]:
+    """(wait status, message) of a container that ended: the agent's own ``termination``
+    if it wrote one, else the launcher's ``status``, else SIGKILL, as Mesos' containerizer
+    reads a missing status file (the launcher was killed before it could write it)."""
+    if termination is not None:
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+            raw = json.loads(termination)
+            message = raw.get("message")
+            return int(raw["exit_status"]), None if message is None else str(message)
+    if status is not None:
+        with contextlib.suppress(ValueError):
+            return int(status.strip()), None
+    return int(signal.SIGKILL), NOT_RECORDED
+
+
+def termination_json(container: NestedContainer) -> bytes:
+    """The ``termination`` file of an ended container: its WAIT answer."""
+    return json.dumps(container.wait_result(), sort_keys=True).encode()
 
 
 def parse_command(command: Any, container: dict[str, Any] | None) -> Command:
@@ -185,14 +320,82 @@ def check_id(value: str) -> None:
         raise NestedError(400, f"invalid container id '{value[:80]}'")
 
 
+@dataclass
+class Checkpointed:
+    """One nested container's checkpoint as recovery reads it (`read_checkpoints`)."""
+
+    parent_id: str
+    container_id: str
+    directory: str
+    record: NestedRecord | None
+    status: bytes | None
+    termination: bytes | None
+
+
+def read_checkpoints(work_dir: str) -> tuple[list[Checkpointed], list[str]]:
+    """Every nested container checkpointed under ``work_dir``, and the parents' directories
+    that hold none (left to remove)."""
+    found: list[Checkpointed] = []
+    empty: list[str] = []
+    root = paths.meta_containers_dir(work_dir)
+    for parent_id in _listdir(root):
+        parent_dir = paths.nested_parent_dir(work_dir, parent_id)
+        names = [n for n in _listdir(os.path.join(parent_dir, "containers")) if _ID.fullmatch(n)]
+        if not names:
+            empty.append(parent_dir)
+        for name in names:
+            directory = paths.nested_dir(work_dir, parent_id, name)
+            info = _read_bytes(paths.nested_info_path(directory))
+            record = NestedRecord.from_json(info) if info is not None else None
+            if record is not None and (record.parent_id, record.container_id) != (parent_id, name):
+                record = None  # not where its own ids say: not trusted
+            found.append(
+                Checkpointed(
+                    parent_id,
+                    name,
+                    directory,
+                    record,
+                    _read_bytes(paths.nested_status_path(directory)),
+                    _read_bytes(paths.nested_termination_path(directory)),
+                )
+            )
+    return found, empty
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
 class NestedContainers:
-    """The agent's nested containers (see the module docstring)."""
+    """The agent's nested containers (see the module docstring); one per agent shell
+    (`of`), shared by the operator API and the shell's recovery."""
+
+    _of: weakref.WeakKeyDictionary[Any, NestedContainers] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, server: AgentShell) -> NestedContainers:
+        """The registry of ``server``'s nested containers (made on first use)."""
+        registry = cls._of.get(server)
+        if registry is None:
+            registry = cls._of[server] = cls(server)
+        return registry
 
     def __init__(self, server: AgentShell) -> None:
         self.server = server
         self.containers: dict[str, NestedContainer] = {}
         self._watchdog: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        # Parents with a checkpoint directory, removed once they have ended.
+        self._parents: set[str] = set()
+        self._recovered = asyncio.Event()
+        self._recovered.set()  # until `recover` runs: nothing to wait for
+
+    async def ready(self) -> None:
+        """Returns once the nested containers of a previous run are recovered: calls about
+        them wait for that rather than answer 404 during the agent's start."""
+        # The shell's own recovery comes first (`recover` needs its containers).
+        while getattr(self.server, "recovering", False):
+            await asyncio.sleep(0.05)
+        await self._recovered.wait()
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -226,6 +429,9 @@ class NestedContainers:
             )
         return executor
 
+    def _checkpoint_dir(self, parent_id: str, container_id: str) -> str:
+        return paths.nested_dir(self.server.options.work_dir, parent_id, container_id)
+
     # -- launch ------------------------------------------------------------------------------
 
     async def launch(
@@ -244,17 +450,20 @@ class NestedContainers:
         if sum(c.running for c in self.containers.values()) >= MAX_RUNNING:
             raise NestedError(429, f"{MAX_RUNNING} nested containers run already on this agent")
         target = await asyncio.to_thread(task_process, executor.pid)
-        sandbox = os.path.join(executor.sandbox, "containers", container_id)
+        sandbox = paths.nested_sandbox(executor.sandbox, container_id)
         container = NestedContainer(container_id, parent_id, sandbox, command.tty, session)
+        container.checkpoint = self._checkpoint_dir(parent_id, container_id)
         self.containers[container_id] = container
+        # Its checkpoint directory goes with the parent's, even if this launch fails.
+        self._parents.add(parent_id)
         try:
             await self._start(container, executor, target, command)
         except NestedError:
             del self.containers[container_id]
             raise
+        finally:
+            self._watch()
         self._forget_old()
-        if self._watchdog is None or self._watchdog.done():
-            self._watchdog = asyncio.create_task(self._watch_parents())
         return container, True
 
     async def _start(
@@ -267,39 +476,57 @@ class NestedContainers:
         except OSError as e:  # the task's processes went away meanwhile, a full disk ...
             raise NestedError(500, f"cannot prepare the nested container: {e}") from None
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        spec["status_fd"] = status_w
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        child_ends, hold = self._open_stdio(container, command)
+        spec.update(
+            status_fd=status_w,
+            go_fd=go_r,
+            agent_pid=os.getpid(),
+            hold=hold,
+            logs={kind: os.path.join(container.sandbox, kind.lower()) for _, kind in hold},
+            checkpoint=container.checkpoint,
+        )
         code = (
             f"import sys;sys.path.insert(0,{_ROOT!r});"
             "from butte.agent.containerizer.nested_exec import main;sys.exit(main())"
         )
         argv = [sys.executable, "-I", "-S", "-c", code, json.dumps(spec)]
-        slave = None
+        stdin, stdout, stderr = child_ends
         try:
-            if command.tty:
-                container.master_fd, slave = os.openpty()
-                os.set_blocking(container.master_fd, False)
-                if command.window:
-                    resize(container.master_fd, *command.window)
-                stdio: dict[str, Any] = {"stdin": slave, "stdout": slave, "stderr": slave}
-            else:
-                stdio = {
-                    "stdin": asyncio.subprocess.PIPE,
-                    "stdout": asyncio.subprocess.PIPE,
-                    "stderr": asyncio.subprocess.PIPE,
-                }
+            # In / : the launcher leads a session, and a session leader working in a
+            # sandbox would pass for an executor at the next recovery (see nested_exec).
             process = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=(status_w,), close_fds=True, **stdio
+                *argv,
+                pass_fds=(status_w, go_r, *(fd for fd, _ in hold)),
+                close_fds=True,
+                cwd="/",
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
             )
         except OSError as e:
-            os.close(status_r)
-            self._close_master(container)
+            for fd in (status_r, go_w):
+                os.close(fd)
+            self._close_fds(container)
             raise NestedError(500, f"cannot start the nested container: {e}") from None
         finally:
-            os.close(status_w)
-            if slave is not None:
-                os.close(slave)
+            for fd in {status_w, go_r, *child_ends}:
+                os.close(fd)
         container.process = process
-        container.stdin = process.stdin
+        container.launcher_pid = process.pid
+        try:
+            await asyncio.to_thread(self._checkpoint_launch, container, process.pid)
+        except OSError as e:
+            os.close(go_w)  # EOF: the launcher exits without running anything
+            await process.wait()
+            os.close(status_r)
+            self._close_fds(container)
+            raise NestedError(500, f"cannot checkpoint the nested container: {e}") from None
+        try:
+            os.write(go_w, b"g")
+        except OSError:
+            pass  # it died already: its report says why
+        os.close(go_w)
         report = await asyncio.to_thread(_read_all, status_r)
         try:
             answer = json.loads(report) if report.strip() else {"error": "launcher died"}
@@ -309,10 +536,60 @@ class NestedContainers:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            self._close_master(container)
+            self._close_fds(container)
+            await asyncio.to_thread(_remove_checkpoint, container.checkpoint)
             raise NestedError(400, f"cannot launch the nested container: {answer['error']}")
         container.pid = int(answer["pid"])
         self._spawn(self._pump_and_wait(container))
+
+    def _open_stdio(
+        self, container: NestedContainer, command: Command
+    ) -> tuple[tuple[int, int, int], list[list[Any]]]:
+        """The command's stdio: the ends its launcher gets as fds 0-2, and the agent's
+        output ends that the launcher holds too (``hold``: [fd, "STDOUT"|"STDERR"]).
+        The agent's ends are kept on ``container``, non-blocking."""
+        if command.tty:
+            master, slave = os.openpty()
+            os.set_blocking(master, False)
+            if command.window:
+                resize(master, *command.window)
+            container.master_fd = master
+            container.outputs = [("STDOUT", master)]
+            return (slave, slave, slave), [[master, "STDOUT"]]
+        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        for fd in (stdin_w, out_r, err_r):
+            os.set_blocking(fd, False)
+        container.stdin_fd = stdin_w
+        container.outputs = [("STDOUT", out_r), ("STDERR", err_r)]
+        return (stdin_r, out_w, err_w), [[out_r, "STDOUT"], [err_r, "STDERR"]]
+
+    def _checkpoint_launch(self, container: NestedContainer, launcher_pid: int) -> None:
+        """Makes ``nested.info`` durable (the launcher runs nothing before)."""
+        directory = container.checkpoint
+        assert directory is not None
+        start = _start_time(launcher_pid)
+        if start is None:
+            raise OSError(errno.ESRCH, "the launcher is gone")
+        record = NestedRecord(
+            container.container_id,
+            container.parent_id,
+            container.sandbox,
+            container.session,
+            container.tty,
+            launcher_pid,
+            start,
+            _boot_id(),
+        )
+        _make_dirs(directory)
+        for stale in (
+            paths.nested_status_path(directory),
+            paths.nested_termination_path(directory),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)  # of an earlier container of that id, removed half-way
+        _write_atomically(paths.nested_info_path(directory), record.to_json())
 
     def _cgroup_procs(self, executor: Executor) -> list[str]:
         containerizer = self.server.containerizer
@@ -327,19 +604,17 @@ class NestedContainers:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _watch(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch_parents())
+
     # -- output, exit ------------------------------------------------------------------------
 
     async def _pump_and_wait(self, container: NestedContainer) -> None:
         process = container.process
         assert process is not None
         os.makedirs(container.sandbox, exist_ok=True)
-        pumps = []
-        if container.master_fd is not None:
-            pumps.append(self._pump(container, "STDOUT", _pty_reader(container.master_fd)))
-        else:
-            assert process.stdout is not None and process.stderr is not None
-            pumps.append(self._pump(container, "STDOUT", process.stdout.read))
-            pumps.append(self._pump(container, "STDERR", process.stderr.read))
+        pumps = [self._pump(container, kind, _fd_reader(fd)) for kind, fd in container.outputs]
         pumping = asyncio.gather(*pumps)
         returncode = await process.wait()
         if returncode == 255 and container.sigkilled:
@@ -359,9 +634,18 @@ class NestedContainers:
             pumping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumping
-        self._close_master(container)
-        if container.stdin is not None:
-            container.stdin.close()
+        self._close_fds(container)
+        await self._finish(container)
+
+    async def _finish(self, container: NestedContainer) -> None:
+        """The end: checkpointed first (what WAIT answers holds after a restart), then the
+        readers' streams end and WAIT is answered."""
+        if container.checkpoint is not None:
+            path = paths.nested_termination_path(container.checkpoint)
+            try:
+                await asyncio.to_thread(_write_atomically, path, termination_json(container))
+            except OSError as e:
+                log.warning("cannot checkpoint the end of nested container %s: %s", path, e)
         container.output_done.set()
         for queue in list(container.readers):
             # A reader whose queue is full sees output_done once it has emptied it.
@@ -383,18 +667,24 @@ class NestedContainers:
                     return
                 with contextlib.suppress(OSError):
                     log_file.write(data)
-                container.delivering += 1
-                try:
-                    for queue in list(container.readers):
-                        await queue.put((kind, data))
-                finally:
-                    container.delivering -= 1
+                await self._deliver(container, kind, data)
 
-    def _close_master(self, container: NestedContainer) -> None:
-        if container.master_fd is not None:
+    async def _deliver(self, container: NestedContainer, kind: str, data: bytes) -> None:
+        container.delivering += 1
+        try:
+            for queue in list(container.readers):
+                await queue.put((kind, data))
+        finally:
+            container.delivering -= 1
+
+    def _close_fds(self, container: NestedContainer) -> None:
+        """Closes the agent's ends of the command's stdio (once)."""
+        fds = {fd for _, fd in container.outputs}
+        fds |= {fd for fd in (container.master_fd, container.stdin_fd) if fd is not None}
+        container.outputs, container.master_fd, container.stdin_fd = [], None, None
+        for fd in fds:
             with contextlib.suppress(OSError):
-                os.close(container.master_fd)
-            container.master_fd = None
+                os.close(fd)
 
     def attach_output(self, container: NestedContainer) -> asyncio.Queue[Output]:
         """A new reader of the container's output from now on (None at its end)."""
@@ -417,28 +707,37 @@ class NestedContainers:
     async def write_input(self, container: NestedContainer, data: bytes) -> None:
         """Writes to the command's stdin (an empty ``data`` closes it: end of input; on a
         pty it is the terminal's end-of-file character). End of input to a command that has
-        ended or closed its input already is no error: the client's EOF can race its exit."""
-        closed = container.stdin is not None and container.stdin.is_closing()
+        ended or closed its input already is no error: the client's EOF can race its exit.
+        A container recovered after an agent restart has no input any more (it was held
+        by the agent that died)."""
+        closed = container.master_fd is None and container.stdin_fd is None
         if not data and (closed or not container.running):
             return
         if not container.running:
             raise NestedError(409, f"container {container.container_id[:80]} has ended")
+        if container.recovered:
+            raise NestedError(
+                409,
+                f"container {container.container_id[:80]} takes no input: its input ended "
+                "with the agent process that launched it (the agent restarted since)",
+            )
         if container.master_fd is not None:
-            await _write_fd(container.master_fd, data or b"\x04")
+            await _write_fd(lambda: container.master_fd, data or b"\x04")
             return
-        stdin = container.stdin
-        if stdin is None or stdin.is_closing():
+        if container.stdin_fd is None:
             raise NestedError(409, "the container's input is closed")
-        try:
-            if data:
-                stdin.write(data)
-                await stdin.drain()
-            else:
-                stdin.close()
-        except (ConnectionError, OSError) as e:
-            raise NestedError(409, f"the container's input is closed: {e}") from None
+        if data:
+            await _write_fd(lambda: container.stdin_fd, data)
+        else:
+            fd, container.stdin_fd = container.stdin_fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def resize(self, container: NestedContainer, rows: int, columns: int) -> None:
+        if container.recovered and container.tty:
+            raise NestedError(
+                409, "the container's terminal is no longer held by the agent (it restarted)"
+            )
         if container.master_fd is None:
             raise NestedError(400, "the container has no TTY: window sizes do not apply")
         resize(container.master_fd, rows, columns)
@@ -446,12 +745,13 @@ class NestedContainers:
     # -- kill, wait, remove ------------------------------------------------------------------
 
     def kill(self, container: NestedContainer, number: int = signal.SIGKILL) -> None:
-        """Signals every process of the command's session (and its launcher)."""
+        """Signals every process of the command's session (and, with SIGKILL, its
+        launcher, which leads that session)."""
         if not container.running:
             return
         container.sigkilled = container.sigkilled or number == signal.SIGKILL
-        if container.pid is not None:
-            signal_sessions([container.pid], number)
+        if container.launcher_pid is not None:
+            signal_container(container.launcher_pid, number)
         if container.process is not None and number == signal.SIGKILL:
             with contextlib.suppress(ProcessLookupError):
                 container.process.kill()
@@ -465,6 +765,7 @@ class NestedContainers:
             raise NestedError(409, f"container {container.container_id[:80]} is still running")
         self.containers.pop(container.container_id, None)
         await asyncio.to_thread(shutil.rmtree, container.sandbox, True)
+        await asyncio.to_thread(_remove_checkpoint, container.checkpoint)
 
     def children(self, parent_id: str) -> list[NestedContainer]:
         return [c for c in self.containers.values() if c.parent_id == parent_id]
@@ -473,18 +774,314 @@ class NestedContainers:
         finished = [c for c in self.containers.values() if not c.running]
         for container in finished[: max(0, len(finished) - MAX_FINISHED)]:
             del self.containers[container.container_id]
+            # Forgotten here, forgotten after a restart too.
+            self._spawn(asyncio.to_thread(_remove_checkpoint, container.checkpoint))
 
     async def _watch_parents(self) -> None:
         """Kills nested containers whose parent is gone (a task that ended without pid
-        namespace or cgroups leaves them running otherwise)."""
-        while any(c.running for c in self.containers.values()):
+        namespace or cgroups leaves them running otherwise) and, once none of a parent's
+        runs, removes that parent's checkpoints, as Mesos removes a top-level container's
+        runtime directory when it is destroyed."""
+        while any(c.running for c in self.containers.values()) or self._parents:
             await asyncio.sleep(PARENT_CHECK_INTERVAL)
             containerizer = self.server.containerizer
             alive = set(containerizer.containers) if containerizer is not None else set()
             for container in list(self.containers.values()):
                 if container.running and container.parent_id not in alive:
-                    container.message = "the parent container ended"
+                    container.message = PARENT_ENDED
                     self.kill(container)
+            for parent_id in list(self._parents):
+                if parent_id in alive or any(c.running for c in self.children(parent_id)):
+                    continue
+                self._parents.discard(parent_id)
+                work_dir = self.server.options.work_dir
+                directory = paths.nested_parent_dir(work_dir, parent_id)
+                await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Recovers the nested containers a previous agent process left (module docstring).
+        Called by the agent shell once its own containers are recovered; calls about nested
+        containers wait until it is done (`ready`)."""
+        self._recovered.clear()
+        try:
+            await self._recover()
+        finally:
+            self._recovered.set()
+
+    async def _recover(self) -> None:
+        work_dir = self.server.options.work_dir
+        found, empty = await asyncio.to_thread(read_checkpoints, work_dir)
+        for directory in empty:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+        if not found:
+            return
+        containerizer = self.server.containerizer
+        parents = set(containerizer.containers) if containerizer is not None else set()
+        boot = _boot_id()
+        counts: dict[str, int] = {}
+        killed: list[tuple[Checkpointed, str]] = []
+        for item in found:
+            record = item.record
+            alive = (
+                record is not None
+                and record.boot_id == boot
+                and _start_time(record.launcher_pid) == record.launcher_start
+            )
+            action = recovery_action(
+                readable=record is not None,
+                launcher_alive=alive,
+                session=record is not None and record.session,
+                parent_recovered=item.parent_id in parents,
+            )
+            counts[action] = counts.get(action, 0) + 1
+            if record is not None and action in (DESTROY, ORPHAN):
+                signal_container(record.launcher_pid, signal.SIGKILL)
+                killed.append((item, action))
+            elif record is not None and action == ADOPT:
+                self._adopt(item, record)
+            elif record is not None and action == ENDED:
+                wait_status, message = recovered_end(item.termination, item.status)
+                self._add_ended(item, record, wait_status, message)
+                if item.termination is None:
+                    await self._finish(self.containers[record.container_id])
+            else:
+                await asyncio.to_thread(_remove_checkpoint, item.directory)
+        await self._reap(killed)
+        orphaned = {item.parent_id for item in found} - parents
+        for parent_id in orphaned:
+            directory = paths.nested_parent_dir(work_dir, parent_id)
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+        self._parents |= {item.parent_id for item in found} & parents
+        self._forget_old()
+        self._watch()
+        log.info(
+            "nested containers recovered: %d running, %d ended; killed %d session(s) and "
+            "%d of parents not recovered; %d forgotten",
+            *(counts.get(a, 0) for a in (ADOPT, ENDED, DESTROY, ORPHAN, FORGET)),
+        )
+
+    async def _reap(self, killed: list[tuple[Checkpointed, str]]) -> None:
+        """Waits (a while) for the launchers recovery killed to be gone; a session's
+        container is then kept as ended, an orphan forgotten."""
+        deadline = asyncio.get_running_loop().time() + RECOVERY_KILL_WAIT
+        for item, action in killed:
+            record = item.record
+            assert record is not None
+            while _start_time(record.launcher_pid) == record.launcher_start:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning("nested container %s outlived its SIGKILL", record.container_id)
+                    break
+                await asyncio.sleep(0.02)
+            if action == DESTROY:
+                self._add_ended(item, record, int(signal.SIGKILL), SESSION_LOST)
+                await self._finish(self.containers[record.container_id])
+
+    def _add_ended(
+        self, item: Checkpointed, record: NestedRecord, wait_status: int, message: str | None
+    ) -> None:
+        container = NestedContainer(
+            record.container_id,
+            record.parent_id,
+            record.sandbox,
+            record.tty,
+            record.session,
+            launcher_pid=record.launcher_pid,
+            checkpoint=item.directory,
+            recovered=True,
+            wait_status=wait_status,
+            message=message,
+        )
+        container.output_done.set()
+        container.exited.set()
+        self.containers[record.container_id] = container
+
+    def _adopt(self, item: Checkpointed, record: NestedRecord) -> None:
+        container = NestedContainer(
+            record.container_id,
+            record.parent_id,
+            record.sandbox,
+            record.tty,
+            record.session,
+            pid=_command_pid(record.launcher_pid),
+            launcher_pid=record.launcher_pid,
+            checkpoint=item.directory,
+            recovered=True,
+        )
+        self.containers[record.container_id] = container
+        pidfd: int | None = None
+        with contextlib.suppress(OSError):  # gone since it was looked at: ended, then
+            pidfd = os.pidfd_open(record.launcher_pid)
+        if pidfd is not None and _start_time(record.launcher_pid) != record.launcher_start:
+            os.close(pidfd)  # ended, and its pid taken already: not our process
+            pidfd = None
+        self._spawn(self._watch_recovered(container, pidfd))
+
+    async def _watch_recovered(self, container: NestedContainer, pidfd: int | None) -> None:
+        """Follows a recovered container's output in its sandbox files (its launcher writes
+        them) until its launcher ends, then reports the end the launcher checkpointed."""
+        loop = asyncio.get_running_loop()
+        files = {
+            kind: os.path.join(container.sandbox, kind.lower()) for kind in ("STDOUT", "STDERR")
+        }
+        offsets = {kind: file_size(path) for kind, path in files.items()}
+        if pidfd is not None:
+            ended = loop.create_future()
+            loop.add_reader(pidfd, _set_once, ended)
+            try:
+                while not ended.done():
+                    await asyncio.wait([ended], timeout=FOLLOW_INTERVAL)
+                    await self._follow(container, files, offsets)
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        while await self._follow(container, files, offsets):
+            pass
+        assert container.checkpoint is not None
+        status = await asyncio.to_thread(
+            _read_bytes, paths.nested_status_path(container.checkpoint)
+        )
+        container.wait_status, message = recovered_end(None, status)
+        if container.message is None and not container.sigkilled:
+            container.message = message
+        await self._finish(container)
+
+    async def _follow(
+        self, container: NestedContainer, files: dict[str, str], offsets: dict[str, int]
+    ) -> bool:
+        """Hands what the files have past ``offsets`` to the readers (without readers the
+        offsets just move to the files' ends); True if there was something."""
+        more = False
+        for kind, path in files.items():
+            if not container.readers:
+                offsets[kind] = max(offsets[kind], file_size(path))
+                continue
+            data = await asyncio.to_thread(read_from, path, offsets[kind])
+            if data:
+                more = True
+                offsets[kind] += len(data)
+                await self._deliver(container, kind, data)
+        return more
+
+
+# -- checkpoint files --------------------------------------------------------------------------
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(path) if not n.endswith(".tmp"))
+    except OSError:
+        return []
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(path: str) -> None:
+    """``os.makedirs`` whose new entries are durable (each new directory's parent synced)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory)
+        _fsync_dir(os.path.dirname(directory))
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Replaces ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
+    temporary = path + ".tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _remove_checkpoint(directory: str | None) -> None:
+    """Removes a nested container's checkpoint: ``nested.info`` first, so that a removal
+    cut short leaves nothing recovery would take for a container."""
+    if directory is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(paths.nested_info_path(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> int | None:
+    """A live process's start time (clock ticks since boot); None if it is gone (or a
+    zombie: it has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] in (b"Z", b"X", b"x"):
+            return None
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _command_pid(launcher_pid: int) -> int | None:
+    """The launcher's child (the command), if it runs."""
+    members = session_members([launcher_pid]).get(launcher_pid, [])
+    return next((pid for pid in sorted(members) if _ppid(pid) == launcher_pid), None)
+
+
+def signal_container(launcher_pid: int, number: int) -> None:
+    """Sends ``number`` to every process of a nested container's session: the command and
+    what it started, not the launcher, which would forward it to the command a second time,
+    except SIGKILL, which ends the launcher too."""
+    members = session_members([launcher_pid]).get(launcher_pid, [])
+    for pid in members:
+        if pid != launcher_pid or number == signal.SIGKILL:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, number)
+
+
+def file_size(path: str) -> int:
+    """The size of ``path`` (0 if it cannot be read)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def read_from(path: str, offset: int) -> bytes:
+    """Up to 1 MiB of ``path`` from ``offset`` (b"" when there is nothing)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(1 << 20)
+    except OSError:
+        return b""
 
 
 # -- process helpers ---------------------------------------------------------------------------
@@ -644,9 +1241,9 @@ def resize(fd: int, rows: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
 
-def _pty_reader(fd: int) -> Callable[[int], Any]:
-    """An async ``read(n)`` of a non-blocking pty master: b"" once the command's side is
-    closed (EIO)."""
+def _fd_reader(fd: int) -> Callable[[int], Any]:
+    """An async ``read(n)`` of a non-blocking pipe or pty master: b"" at the end (EOF; EIO
+    of a pty master once the command's side is closed)."""
     loop = asyncio.get_running_loop()
 
     async def read(size: int) -> bytes:
@@ -674,15 +1271,20 @@ def _set_once(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-async def _write_fd(fd: int, data: bytes) -> None:
-    """Writes all of ``data`` to a non-blocking fd, waiting while it is full."""
+async def _write_fd(current: Callable[[], int | None], data: bytes) -> None:
+    """Writes all of ``data`` to a non-blocking fd, waiting while it is full. ``current``
+    gives the fd each time: the container's end may close it meanwhile, and its number
+    must not be written to after that."""
     view = memoryview(data)
     while view:
+        fd = current()
+        if fd is None:
+            raise NestedError(409, "the container's input is closed")
         try:
             written = os.write(fd, view)
         except BlockingIOError:
             await asyncio.sleep(0.01)
             continue
         except OSError as e:
-            raise NestedError(409, f"the container's terminal is closed: {e}") from None
+            raise NestedError(409, f"the container's input is closed: {e}") from None
         view = view[written:]

@@ -15,6 +15,9 @@ containers themselves are `butte.agent.nested`):
 - ATTACH_CONTAINER_INPUT: a streaming request, RecordIO of agent Calls; the first names the
   container (``attach_container_input.type: CONTAINER_ID``), the others carry ProcessIO:
   DATA STDIN (empty data: end of input), CONTROL TTY_INFO (window size), CONTROL HEARTBEAT.
+- After an agent restart (`NestedContainers.recover`): calls wait until the nested
+  containers of the previous run are recovered; a recovered container's output is followed
+  in its sandbox files, and it takes no input (409: its input ended with the old agent).
 
 Authorization: `ACL_ACTIONS` names the Mesos ACL action of each call; `authorize` is where
 an authenticated principal would be checked against them (the agent has no HTTP
@@ -27,7 +30,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -36,12 +38,15 @@ from aiohttp import web
 
 from butte.agent import paths
 from butte.agent.nested import (
+    CLIENT_GONE,
     NestedContainer,
     NestedContainers,
     NestedError,
     Output,
     check_id,
+    file_size,
     parse_command,
+    read_from,
     window_size,
 )
 from butte.core.codec import encode_json
@@ -158,7 +163,7 @@ class NestedApi:
 
     def __init__(self, server: AgentShell) -> None:
         self.server = server
-        self.nested = NestedContainers(server)
+        self.nested = NestedContainers.of(server)
 
     def authorize(self, request: web.Request, call_type: str) -> web.Response | None:
         """The hook where the caller's principal is checked against the ACL action of
@@ -194,6 +199,7 @@ class NestedApi:
         cid = payload.container_id
         if cid.parent is None:
             return _text(400, "standalone containers are not supported: give 'parent'")
+        await self.nested.ready()
         if cid.parent.parent is not None:
             return _text(
                 400, "nested containers of nested containers are not supported (one level only)"
@@ -227,6 +233,7 @@ class NestedApi:
         return self.nested.get(cid.value, parent)
 
     async def wait(self, payload: Any) -> dict[str, Any] | web.Response:
+        await self.nested.ready()
         try:
             if payload.container_id.parent is None:
                 return await self._wait_top_level(payload.container_id.value)
@@ -249,6 +256,7 @@ class NestedApi:
         number = payload.signal if payload.signal is not None else int(signal.SIGKILL)
         if number not in {int(s) for s in signal.valid_signals()} or number == 0:
             return _text(400, f"Invalid signal {number}")
+        await self.nested.ready()
         try:
             container = self._nested(payload)
         except NestedError as e:
@@ -263,6 +271,7 @@ class NestedApi:
     async def remove(self, payload: Any) -> web.Response | None:
         if payload.container_id.parent is None:
             return _text(400, "only nested containers can be removed")
+        await self.nested.ready()
         try:
             await self.nested.remove(self._nested(payload))
         except NestedError as e:
@@ -273,6 +282,7 @@ class NestedApi:
 
     async def attach_output(self, payload: Any) -> web.Response | Streaming:
         cid = payload.container_id
+        await self.nested.ready()
         try:
             if cid.parent is None and cid.value not in self.nested.containers:
                 check_id(cid.value)
@@ -320,7 +330,7 @@ class NestedApi:
         finally:
             self.nested.detach_output(container, queue)
             if session and not ended:
-                container.message = "the session's client went away"
+                container.message = CLIENT_GONE
                 self.nested.kill(container)
         return response
 
@@ -343,14 +353,14 @@ class NestedApi:
                 "STDOUT": paths.stdout_path(sandbox),
                 "STDERR": paths.stderr_path(sandbox),
             }
-            offsets = {kind: _size(path) for kind, path in files.items()}
+            offsets = {kind: file_size(path) for kind, path in files.items()}
             response = _stream_response(request)
             await response.prepare(request)
             try:
                 while not _client_gone(request):
                     done = container.exited.is_set()
                     for kind, path in files.items():
-                        data = await asyncio.to_thread(_read_from, path, offsets[kind])
+                        data = await asyncio.to_thread(read_from, path, offsets[kind])
                         if data:
                             offsets[kind] += len(data)
                             await response.write(process_io_record(kind, data))
@@ -386,6 +396,7 @@ class NestedApi:
             refused = self.authorize(request, call.type)
             if refused is not None:
                 return refused
+            await self.nested.ready()
             cid = payload.container_id
             check_id(cid.value)
             if cid.parent is None and cid.value not in self.nested.containers:
@@ -402,6 +413,13 @@ class NestedApi:
                 return _text(500, f"container {cid.value[:80]} has ended")
             if container.input_attached:
                 return _text(409, "Multiple input connections are not allowed")
+            if container.recovered:
+                # Its input was held by the agent process that launched it.
+                return _text(
+                    409,
+                    f"container {cid.value[:80]} takes no input: its input ended with the "
+                    "agent process that launched it (the agent restarted since)",
+                )
             container.input_attached = True
             try:
                 await self._feed(request, reader, records, container)
@@ -494,19 +512,3 @@ def _stream_response(request: web.Request) -> web.StreamResponse:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _read_from(path: str, offset: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(1 << 20)
-    except OSError:
-        return b""

@@ -11,6 +11,7 @@ The tree under ``--work_dir``::
                 stdout                   the executor's (and its command task's) stdout
                 stderr                   ... and stderr
                 tasks/<task_id>/         per-task sandbox of a task group (default executor)
+                containers/<id>/         a nested container's sandbox: its stdout, stderr
               latest -> <container_id>   symlink to the newest run
       meta/                                      checkpointed state (recovery reads only this)
         boot_id                                  /proc/sys/kernel/random/boot_id at checkpoint
@@ -45,6 +46,17 @@ The tree under ``--work_dir``::
                                                  ...) or run log, renamed here in one step and
                                                  deleted in the background; never read by
                                                  recovery
+        containers/<container_id>/               nested containers of a top-level container
+                                                 (Mesos' --runtime_dir layout; any framework's,
+                                                 so that a restarted agent finds the orphans too)
+          containers/<nested_container_id>/
+            nested.info                          butte's own: parent, sandbox, session or not,
+                                                 the launcher's pid, start time and boot id;
+                                                 written before the command may start
+            status                               the command's wait status, written by its
+                                                 launcher when it ended (agent up or down)
+            termination                          {exit_status, message}: the end as the agent
+                                                 reported it to WAIT_NESTED_CONTAINER
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
 With cgroup isolators, each container also has a group outside the work dir::
@@ -52,8 +64,9 @@ With cgroup isolators, each container also has a group outside the work dir::
     <cgroups_hierarchy>/<controller>/<cgroups_root>/<container_id>/   cgroups v1
     <cgroups_hierarchy>/<cgroups_root>/<container_id>/                cgroups v2
 
-Every ``*.info``, ``forked.pid``, ``boot_id`` and ``latest`` is written once when new, or
-replaced atomically (temp file, fsync, rename); ``task.updates``, run logs and the journal
+Every ``*.info``, ``forked.pid``, ``boot_id``, ``latest`` and a nested container's
+``status`` and ``termination`` is written once when new, or replaced atomically (temp file,
+fsync, rename); ``task.updates``, run logs and the journal
 are append-only (the journal is also rewritten whole, atomically). Checkpoints are written
 in batches, each made durable by one sync before the agent acts on anything that followed
 them (`butte.agent.checkpoint.CheckpointWriter`); a torn last record or a cut-short new file
@@ -269,3 +282,43 @@ def cgroup_dir(mount: str, cgroups_root: str, container_id: str | None = None) -
     (``mount`` is a v1 controller's mount point or the v2 hierarchy)."""
     base = os.path.join(mount, cgroups_root.strip("/"))
     return base if container_id is None else os.path.join(base, container_id)
+
+
+# -- nested containers (butte.agent.nested) ----------------------------------------------------
+
+
+def nested_sandbox(sandbox: str, container_id: str) -> str:
+    """``<parent sandbox>/containers/<id>``: a nested container's sandbox (its stdout and
+    stderr), as Mesos' ``containerizer::paths::getSandboxPath``."""
+    return os.path.join(sandbox, "containers", container_id)
+
+
+def meta_containers_dir(work_dir: str) -> str:
+    """``meta/containers``: the checkpoints of nested containers, by top-level container."""
+    return os.path.join(meta_dir(work_dir), "containers")
+
+
+def nested_parent_dir(work_dir: str, parent_id: str) -> str:
+    """``meta/containers/<parent_id>``: everything checkpointed of one top-level container's
+    nested containers (removed in one go once that container has ended)."""
+    return os.path.join(meta_containers_dir(work_dir), parent_id)
+
+
+def nested_dir(work_dir: str, parent_id: str, container_id: str) -> str:
+    """``meta/containers/<parent_id>/containers/<container_id>``: one nested container's."""
+    return os.path.join(nested_parent_dir(work_dir, parent_id), "containers", container_id)
+
+
+def nested_info_path(nested: str) -> str:
+    """``<nested_dir>/nested.info``."""
+    return os.path.join(nested, "nested.info")
+
+
+def nested_status_path(nested: str) -> str:
+    """``<nested_dir>/status``: the command's wait status, as its launcher saw it."""
+    return os.path.join(nested, "status")
+
+
+def nested_termination_path(nested: str) -> str:
+    """``<nested_dir>/termination``: the WAIT_NESTED_CONTAINER answer, once it ended."""
+    return os.path.join(nested, "termination")

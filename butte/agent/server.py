@@ -81,6 +81,7 @@ from butte.agent.launching import (
 )
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
+from butte.agent.nested import NestedContainers
 from butte.agent.records import COMMAND, CUSTOM, DEFAULT, TERMINATED, Executor
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
@@ -381,6 +382,8 @@ class AgentServer:
             self.containerizer.launcher = launcher
             launcher.attach()
             self._resume_launched()
+        # Nested containers of the previous run: adopted, or killed (sessions, orphans).
+        await NestedContainers.of(self).recover()
         await self.containerizer.start()
         if self.options.recover == "cleanup":
             # Mesos: "kill any old live executors and exit" (for an incompatible upgrade).

@@ -1,33 +1,57 @@
 """The launcher of a nested container's command (`butte.agent.nested`), run by the agent as
 ``python -m butte.agent.containerizer.nested_exec SPEC_JSON`` with the command's stdio as
-fds 0-2 (pipes, or a pty's slave end) and a status pipe (``status_fd``)::
+fds 0-2 (pipes, or a pty's slave end), a status pipe (``status_fd``) and a go pipe
+(``go_fd``)::
 
-    agent ── exec ──> launcher: new session, joins the parent's cgroups, setns() into the
-                      namespaces of the parent's task process (pid last but one, mount last)
+    agent ── exec ──> launcher: new session (its leader), waits until the agent has
+                      checkpointed it (a byte on the go pipe; EOF: the agent is gone, run
+                      nothing), joins the parent's cgroups, setns() into the namespaces of
+                      the parent's task process (pid last but one, mount last)
                         └─ fork ──> command: in the pid namespace too (setns only moves
-                                    children), session of its own (the pty's controlling
-                                    terminal), the task's credentials, then exec
+                                    children), a process group of its own in the
+                                    launcher's session (the pty's foreground group), the
+                                    task's credentials, then exec
+
+The command is no session leader on purpose: the agent's recovery takes every session
+leader working in a sandbox for an executor (`butte.agent.containerizer.posix.
+find_sandbox_leaders`), and a nested command works in its parent's sandbox. The launcher,
+whose session it is, works in ``/``. The agent signals the command through that session
+(`butte.agent.nested`).
 
 The mount namespace makes the task's root the command's root (an image task's root
 filesystem included): every path after the setns calls (working directory, the program
 found through PATH) is looked up inside the container, so nothing may be imported after
-them. The launcher writes ``{"pid": N}`` (N as the agent sees it) or ``{"error": "..."}``
-to the status pipe once the command runs or failed to start, forwards the polite signals to it, and
-exits the way it did, so the agent's wait status is the command's.
+them, and the host files the launcher needs (output logs, checkpoint directory) are opened
+before. The launcher writes ``{"pid": N}`` (N as the agent sees it) or ``{"error": "..."}``
+to the status pipe once the command runs or failed to start, forwards the polite signals to
+it, and exits the way it did, so the agent's wait status is the command's.
+
+Outliving the agent (Mesos' I/O switchboard and ``status`` file, as far as butte needs them):
+the launcher holds a copy of the agent's ends of the command's output (the pipes' read ends,
+or the pty master; ``hold``) without reading them, so the command neither gets SIGPIPE nor
+loses its terminal when the agent dies. It watches the agent (a pidfd of ``agent_pid``);
+once the agent is gone it copies the command's output to the sandbox's ``stdout``/``stderr``
+itself (``logs``), where a restarted agent follows it. When the command has ended it writes
+its wait status to ``<checkpoint>/status`` (temp file, fsync, rename), which a restarted
+agent reads, since a process that is not its child cannot be waited for.
 
 SPEC_JSON keys: ``program`` (looked up in the container's PATH), ``argv``, ``env``,
 ``cwd``, ``target`` (pid whose namespaces to enter),
 ``namespaces`` (kinds to enter), ``cgroup_procs`` (``cgroup.procs`` files to join),
 ``uid``/``gid``/``groups`` (None: keep the agent's), ``tty`` (make fd 0 the controlling
-terminal), ``status_fd``.
+terminal), ``status_fd``, ``go_fd``, ``agent_pid``, ``hold`` (``[fd, "STDOUT"|"STDERR"]``
+pairs), ``logs`` (``{"STDOUT": path, "STDERR": path}``), ``checkpoint`` (directory or None).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import sys
+import time
 from typing import Any
 
 from butte.agent.containerizer import linux
@@ -41,6 +65,11 @@ NS_FLAGS = {
     "mnt": linux.CLONE_NEWNS,
 }
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
+STATUS_FILE = "status"
+# After the command ended with the agent gone: how long to go on copying output that
+# something the command left behind still writes, counted from the last of it.
+DRAIN_IDLE = 1.0
+CHUNK = 64 * 1024
 
 
 def _report(fd: int, message: dict[str, Any]) -> None:
@@ -66,16 +95,17 @@ def enter(spec: dict[str, Any]) -> None:
 
 
 def become_command(spec: dict[str, Any]) -> None:
-    """In the forked child: session, terminal, directory, credentials, exec."""
-    import termios  # before exec only; loaded by the parent already (see main)
-
+    """In the forked child: process group, terminal, directory, credentials, exec."""
     for number in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED):
         signal.signal(number, signal.SIG_DFL)
-    os.setsid()
+    os.setpgid(0, 0)
     if spec.get("tty"):
-        import fcntl
-
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # The launcher made the pty its session's terminal; the command's group takes the
+        # foreground (job control: ^C and SIGWINCH go to it). A background group asking
+        # for that gets SIGTTOU unless it ignores it meanwhile.
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        os.tcsetpgrp(0, os.getpid())
+        signal.signal(signal.SIGTTOU, signal.SIG_DFL)
     cwd = spec.get("cwd") or "/"
     try:
         os.chdir(cwd)
@@ -90,19 +120,177 @@ def become_command(spec: dict[str, Any]) -> None:
     os.execvpe(str(spec["program"]), argv, env)
 
 
+def wait_status(raw: int) -> int:
+    """The wait status the agent reports for a raw waitpid(2) status: ``code << 8`` for an
+    exit, the signal number for a death by signal (no core-dump bit), as the agent works it
+    out from its own child's return code."""
+    if os.WIFSIGNALED(raw):
+        return os.WTERMSIG(raw)
+    if os.WIFEXITED(raw):
+        return os.WEXITSTATUS(raw) << 8
+    return raw
+
+
+def write_status(directory_fd: int, status: int) -> None:
+    """Writes ``status`` as the ``status`` file of the directory ``directory_fd``
+    atomically (temp file, fsync, rename, fsync of the directory). By directory fd: after
+    setns(mnt) the host's path to it is gone."""
+    temporary = STATUS_FILE + ".tmp"
+    fd = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=directory_fd
+    )
+    try:
+        os.write(fd, b"%d\n" % status)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temporary, STATUS_FILE, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
+    os.fsync(directory_fd)
+
+
+def _wait_for_go(fd: int) -> bool:
+    """True once the agent says go; False at EOF (it died before checkpointing us)."""
+    try:
+        return bool(os.read(fd, 1))
+    except OSError:
+        return False
+
+
+def _open_logs(spec: dict[str, Any]) -> dict[int, int]:
+    """Held output fd -> the sandbox log file it is copied to once the agent is gone."""
+    logs = spec.get("logs") or {}
+    out: dict[int, int] = {}
+    for fd, kind in spec.get("hold") or []:
+        path = logs.get(kind)
+        if path is None:
+            continue
+        try:
+            out[int(fd)] = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
+        except OSError:
+            continue  # output is then lost after the agent's end; the command runs on
+    return out
+
+
+def _copy(source: int, target: int) -> int | None:
+    """Copies what ``source`` has now to ``target``: how many bytes; None at its end (EOF,
+    or EIO of a pty master whose slave side is closed)."""
+    try:
+        data = os.read(source, CHUNK)
+    except BlockingIOError:
+        return 0
+    except OSError:
+        return None
+    if not data:
+        return None
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(target, view) :]
+        except OSError:
+            break  # a full disk: the output is dropped, not the command
+    return len(data)
+
+
+class Supervisor:
+    """Waits for the command, copying its output once the agent is gone (module docstring)."""
+
+    def __init__(self, child: int, agent_pid: int | None, drains: dict[int, int]) -> None:
+        self.drains = dict(drains)
+        self.poller = select.poll()
+        self.child = child
+        self.child_fd = os.pidfd_open(child)
+        self.poller.register(self.child_fd, select.POLLIN)
+        self.agent_fd: int | None = None
+        with contextlib.suppress(OSError):  # the agent is gone already
+            self.agent_fd = os.pidfd_open(agent_pid) if agent_pid is not None else None
+        self.draining = False
+        if self.agent_fd is None:
+            self._agent_gone()
+        else:
+            self.poller.register(self.agent_fd, select.POLLIN)
+
+    def _agent_gone(self) -> None:
+        """From now on the output is ours to copy: nobody else reads it any more."""
+        if self.agent_fd is not None:
+            self.poller.unregister(self.agent_fd)
+            os.close(self.agent_fd)
+            self.agent_fd = None
+        self.draining = True
+        for fd in self.drains:
+            os.set_blocking(fd, False)
+            self.poller.register(fd, select.POLLIN)
+
+    def _step(self, timeout_ms: int | None) -> tuple[bool, bool]:
+        """One poll: (the command has ended, output was copied)."""
+        ended = copied = False
+        for fd, _events in self.poller.poll(timeout_ms):
+            if fd == self.child_fd:
+                ended = True
+            elif fd == self.agent_fd:
+                self._agent_gone()
+            elif fd in self.drains:
+                count = _copy(fd, self.drains[fd])
+                if count is None:
+                    self.poller.unregister(fd)
+                    os.close(self.drains.pop(fd))
+                elif count:
+                    copied = True
+        return ended, copied
+
+    def run(self) -> int:
+        """The command's raw wait status, once it ended (and its output was copied, if the
+        agent is gone)."""
+        while not self._step(None)[0]:
+            pass
+        _, raw = os.waitpid(self.child, 0)
+        self.poller.unregister(self.child_fd)
+        os.close(self.child_fd)
+        if not self.draining:
+            self._step(0)  # the agent may have gone meanwhile: then drain below
+        # Until every writer is gone, or nothing came for DRAIN_IDLE (a background process
+        # the command left behind holds its output).
+        idle_until = time.monotonic() + DRAIN_IDLE
+        while self.draining and self.drains and (left := idle_until - time.monotonic()) > 0:
+            if self._step(int(left * 1000) + 1)[1]:
+                idle_until = time.monotonic() + DRAIN_IDLE
+        return raw
+
+
 def main() -> int:
-    import fcntl  # noqa: F401 - loaded now: after setns(mnt) the host's files are gone
-    import termios  # noqa: F401
+    import fcntl  # loaded now: after setns(mnt) the host's files are gone
+    import termios
 
     spec = json.loads(sys.argv[1])
-    os.set_inheritable(spec["status_fd"], False)  # its end must not wait for the command's
+    status_fd = int(spec["status_fd"])
+    go_fd = spec.get("go_fd")
+    held = [int(fd) for fd, _ in spec.get("hold") or []]
+    # None of them may reach the command: its ends must not wait for it.
+    for fd in (status_fd, *held, *([int(go_fd)] if go_fd is not None else [])):
+        os.set_inheritable(fd, False)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)  # the container may have none
+    if go_fd is not None:
+        go = _wait_for_go(int(go_fd))
+        os.close(int(go_fd))
+        if not go:
+            _report(status_fd, {"error": "the agent went away before the launch"})
+            return 126
+    drains = _open_logs(spec)
+    checkpoint = None
+    if spec.get("checkpoint"):
+        with contextlib.suppress(OSError):
+            checkpoint = os.open(spec["checkpoint"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         enter(spec)
     except OSError as e:
-        _report(spec["status_fd"], {"error": f"cannot enter the parent container: {e}"})
+        _report(status_fd, {"error": f"cannot enter the parent container: {e}"})
         return 126
+    if spec.get("tty"):
+        # The session's controlling terminal: the launcher leads the session (above).
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
@@ -122,20 +310,21 @@ def main() -> int:
     os.close(read_end)
     for fd in (0, 1, 2):  # the command holds them; EOF must follow its end, not ours
         os.dup2(null, fd)
-    _report(
-        spec["status_fd"], {"error": error.decode(errors="replace")} if error else {"pid": child}
-    )
+    if error:
+        _report(status_fd, {"error": error.decode(errors="replace")})
+        os.waitpid(child, 0)
+        return 127
+    _report(status_fd, {"pid": child})
     for number in FORWARDED:
         signal.signal(number, lambda n, _frame: os.kill(child, n))
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        die_like(os.WTERMSIG(status))
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 127
+    agent = spec.get("agent_pid")
+    raw = Supervisor(child, int(agent) if agent is not None else None, drains).run()
+    if checkpoint is not None:
+        with contextlib.suppress(OSError):
+            write_status(checkpoint, wait_status(raw))
+    if os.WIFSIGNALED(raw):
+        die_like(os.WTERMSIG(raw))
+    return os.waitstatus_to_exitcode(raw) if os.WIFEXITED(raw) else 127
 
 
 def die_like(number: int) -> None:
