@@ -109,7 +109,9 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     # The tasks ran on the cluster, each slot once.
     fid = scheduler.get("/ui/info")["framework_id"]
     tasks = master_tasks(cluster, fid)
-    ticks = sorted(t["id"] for t in tasks if t["id"].endswith(":tick"))
+    # Chronos' ids: ct:<due ms>:<attempt>:<job>:<arguments>
+    ticks = sorted(t["id"] for t in tasks if t["id"].split(":")[3] == "tick")
+    assert all(t.endswith(":tick:") for t in ticks)
     assert len(ticks) == 3 and len(set(ticks)) == 3
 
     # Update (a failing command now), run it by hand, retries counted as one error.
@@ -129,7 +131,9 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     wait_for(lambda: scheduler.get("/metrics")["gauges"]["runs.active"]["value"] == 1, 30, "run")
     wait_for(
         lambda: any(
-            t["state"] == "TASK_RUNNING" for t in master_tasks(cluster, fid) if "manual" in t["id"]
+            t["state"] == "TASK_RUNNING"
+            for t in master_tasks(cluster, fid)
+            if t["id"].split(":")[3] == "tick"
         ),
         30,
         "the manual run running",

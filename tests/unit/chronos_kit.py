@@ -36,6 +36,8 @@ class Harness:
     runs: dict[str, dict] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)  # the master's view
     launches: list[tuple[str, float]] = field(default_factory=list)  # (task id, when)
+    kinds: dict[str, str] = field(default_factory=dict)  # task id -> its run's kind
+    kills: list[str] = field(default_factory=list)  # task ids the scheduler asked to kill
     pending_launches: list[c.Launch] = field(default_factory=list)
     declined: int = 0
 
@@ -63,8 +65,11 @@ class Harness:
                     )
                     self.tasks[tid] = "TASK_STAGING"
                     self.launches.append((tid, self.now))
+                    self.kinds[tid] = self.core.runs[tid].kind
             elif isinstance(e, c.Decline):
                 self.declined += len(e.offer_ids)
+            elif isinstance(e, c.Kill):
+                self.kills.append(e.task_id)
             elif isinstance(e, c.Reconcile):
                 for tid, agent in e.tasks:
                     state = self.tasks.get(tid)
@@ -115,8 +120,9 @@ class Harness:
         """(job, due) -> how many first-attempt launches of that slot reached the master."""
         out: dict[tuple[str, float], int] = {}
         for tid, _ in self.launches:
-            _, ms, attempt, name, *kind = tid.split(":")
-            if attempt == "0" and not kind:
+            # Chronos' ct:<due ms>:<attempt>:<job>:<arguments>; the kind is not in it.
+            _, ms, attempt, name, _args = tid.split(":", 4)
+            if attempt == "0" and self.kinds[tid] == c.SLOT:
                 key = (name, int(ms) / 1000)
                 out[key] = out.get(key, 0) + 1
         return out

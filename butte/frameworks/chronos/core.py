@@ -14,16 +14,25 @@ How a slot becomes exactly one run or one counted skip:
   later one is skipped and counted. Indexes only move forward, so a clock stepping back
   never repeats a slot, and one jumping ahead skips (and counts) the slots it jumped over
   in a few steps whatever their number;
-* a run's task id (``ct:<due ms>:<attempt>:<job>``) is saved before its launch leaves; a
-  run saved as launching that the master, on reconciliation after a restart, does not know
-  never reached it and is launched again (same task id); one it knows is followed, never
-  launched twice;
+* a run's task id (Chronos' ``ct:<due ms>:<attempt>:<job>:<arguments>``) is saved before its
+  launch leaves; a run saved as launching that the master, on reconciliation after a
+  restart, does not know never reached it and is launched again (same task id); one it
+  knows is followed, never launched twice;
 * a queued run of a slot that cannot start before ``due + epsilon`` (no offers, the previous
   run of a non-concurrent job still running) is skipped and counted instead.
 
 Retries, manual runs and runs of dependent jobs never expire: they wait for resources. A
 retry waits ``failure_retry_delay`` first (Chronos' ``--failure_retry``, 60 s), and, as in
-Chronos, a job that failed before and has not succeeded since is not retried.
+Chronos, a job that failed before and has not succeeded since is not retried. A manual run
+of a job that already has a run waiting, or of a job that is not concurrent while a run of
+it goes on, is dropped, as Chronos' TaskManager drops it.
+
+A run whose task is lost (``TASK_LOST``: its agent became unreachable) counts as a failure and
+is retried as Chronos does, and is remembered (state `LOST`) with its *chain*, the attempts of
+one run: a lost task that comes back running is killed (its chain went on without it), and
+one that comes back ``TASK_FINISHED`` counts as the chain's one success, the failure its loss
+counted undone and its chain's queued or running retry dropped, so a run is never counted
+twice and a success is never lost.
 """
 
 from __future__ import annotations
@@ -31,7 +40,6 @@ from __future__ import annotations
 import base64
 import math
 import re
-import shlex
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC
@@ -45,6 +53,9 @@ from butte.frameworks.offers import attributes_of, offer_role, plain_resources
 
 QUEUED = "QUEUED"
 LAUNCHING = "LAUNCHING"
+# A run whose task was lost (agent unreachable) while it may still be running there; kept in
+# `ChronosCore.lost`, not among the runs.
+LOST = "LOST"
 SLOT, MANUAL, DEPENDENCY = "slot", "manual", "dependency"
 # Offers are held (not declined) while a slot is due within this many seconds, so the
 # launch does not wait for an allocation cycle; none is held longer than HOLD_MAX.
@@ -57,6 +68,14 @@ RELEASE_AFTER = 2.0
 DECLINE_UNFIT_SECONDS = 1.0
 DURATIONS_KEPT = 100
 HISTORY_KEPT = 20
+# How long a lost run is remembered: Mesos' --registry_max_agent_age (two weeks), after which
+# its agent is forgotten by the master and cannot bring the task back.
+LOST_KEPT_SECONDS = 14 * 86400.0
+# Mesos refuses a task id longer than this or with '/', '\' or control characters (an id
+# names a sandbox directory); Chronos puts a run's arguments into its id unfiltered but for
+# ';' (TaskUtils' commandInjectionFilter), so such a run of Chronos' never launches.
+MAX_TASK_ID = 255
+_ID_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 # Statuses that mean "this launch never reached the master" for a run still marked
 # launching: it is launched again under the same task id instead of counting as a failure.
 _NEVER_LAUNCHED_REASONS = frozenset({"REASON_RECONCILIATION", "REASON_INVALID_OFFERS"})
@@ -187,17 +206,34 @@ class Run:
     created: float
     state: str = QUEUED
     agent_id: str = ""
-    arguments: list[str] | None = None
+    # A manual run's ``?arguments=`` as given (None: the job's own), as Chronos keeps them in
+    # the task id and appends them to the command.
+    arguments: str | None = None
     launched_at: float | None = None
     started_at: float | None = None
     kill_requested: bool = False
     not_before: float = 0.0  # a retry is not launched before this
+    # The task id of the first attempt of this run's chain (its retries share it); "" for
+    # that first attempt itself (and for records of an older butte).
+    chain: str = ""
+    # Killed because its chain's lost attempt turned out to have succeeded: its end counts
+    # for nothing.
+    superseded: bool = False
+    # A lost run (state LOST): when its loss arrived; what became of its chain since
+    # ("success", "failure" once counted, else ""); for a counted failure, the job's
+    # last_error that counting set and the one before it (to undo it).
+    lost_at: float | None = None
+    chain_outcome: str = ""
+    error_at: float | None = None
+    error_before: float | None = None
 
     def to_record(self) -> dict[str, Any]:
-        record = dict(self.__dict__)
-        if self.arguments is not None:
-            record["arguments"] = list(self.arguments)
-        return record
+        return dict(self.__dict__)
+
+    @property
+    def chain_id(self) -> str:
+        """The id shared by the attempts of one run (a slot, a manual or dependent run)."""
+        return self.chain or self.task_id
 
 
 @dataclass
@@ -239,11 +275,23 @@ class JobState:
         return job
 
 
-def task_id_for(job: str, due: float, attempt: int, kind: str) -> str:
-    """``ct:<due ms>:<attempt>:<job>`` as Chronos names its tasks (``:<kind>`` added for runs
-    that are not slots of the schedule)."""
-    base = f"ct:{round(due * 1000)}:{attempt}:{job}"
-    return base if kind == SLOT else f"{base}:{kind}"
+def chronos_arguments(arguments: str) -> str:
+    """Arguments as Chronos hands them to a run: ';' removed (TaskUtils'
+    commandInjectionFilter, applied where it puts them into the task id they are read from)."""
+    return arguments.replace(";", "")
+
+
+def task_id_for(job: str, due: float, attempt: int, arguments: str = "") -> str:
+    """``ct:<due ms>:<attempt>:<job>:<arguments>`` as Chronos' TaskUtils.getTaskId names a
+    run: the arguments (the job's own joined by spaces, or a manual run's) after the colon
+    that follows the name, empty for none. Characters Mesos refuses in an id are left out of
+    it and the arguments cut so that the id fits 255 bytes (the run still gets all of them)."""
+    base = f"ct:{round(due * 1000)}:{attempt}:{job}:"
+    args = _ID_UNSAFE.sub("", chronos_arguments(arguments))
+    room = MAX_TASK_ID - len(base.encode())
+    while len(args.encode()) > room:
+        args = args[: max(0, min(len(args) - 1, room))]
+    return base + args
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -263,6 +311,8 @@ class ChronosCore:
         self.failure_retry_delay = failure_retry_delay
         self.jobs: dict[str, JobState] = {}
         self.runs: dict[str, Run] = {}
+        # Runs whose task was lost (state LOST), by task id: their task may come back.
+        self.lost: dict[str, Run] = {}
         self.held: dict[str, Offer] = {}
         # Task ids of the runs waiting for offers, and the earliest next slot of any job
         # (None: to be computed): both kept so that a status update costs O(1), not O(jobs).
@@ -295,6 +345,9 @@ class ChronosCore:
             "runs_retried": 0,
             "slots_skipped": 0,
             "orphans_killed": 0,
+            "manual_runs_dropped": 0,
+            "lost_runs_killed": 0,
+            "lost_runs_succeeded": 0,
         }
 
     def take_effects(self) -> list[Effect]:
@@ -314,7 +367,14 @@ class ChronosCore:
             job = JobState.from_record(record, now)
             self.jobs[job.spec.name] = job
         for record in runs:
-            run = Run(**record)
+            fields = dict(record)
+            if isinstance(fields.get("arguments"), list):
+                # Written by an older butte, which kept a manual run's arguments split.
+                fields["arguments"] = " ".join(fields["arguments"])
+            run = Run(**fields)
+            if run.state == LOST:
+                self.lost[run.task_id] = run
+                continue
             self.runs[run.task_id] = run
             if run.state == QUEUED:
                 self._enqueue(run)
@@ -412,24 +472,43 @@ class ChronosCore:
                 now,
             )
         self.kill_tasks(name, now)
+        for run in [r for r in self.lost.values() if r.job == name]:
+            self._forget_lost(run)  # should its task come back, it is killed as an orphan
         del self.jobs[name]
         self._next_due = None
         self._children = None
         self._dirty.discard(name)
         self.out.append(SaveJob(name, None))
 
-    def run_now(self, name: str, now: float, arguments: list[str] | None = None) -> Run:
-        """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME``). Raises KeyError for
-        an unknown job, JobError for a disabled one (Chronos drops such a run when it comes
-        to launch it; refusing says so instead of answering 204 for nothing)."""
+    def run_now(self, name: str, now: float, arguments: str | None = None) -> Run | None:
+        """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME[?arguments=]``);
+        ``arguments`` as given (None: the job's own). Raises KeyError for an unknown job,
+        JobError for a disabled one (Chronos drops such a run when it comes to launch it;
+        refusing says so instead of answering 204 for nothing).
+
+        Returns None, queueing nothing, where Chronos drops the run: the job has a run
+        waiting in the queue already (TaskManager.enqueue keeps one queued task per job and
+        ignores the next), or the job is not concurrent and a run of it is going
+        (MesosJobFramework takes the run from the queue at the next offer and drops it
+        because the job is running; done here at once, so the outcome does not depend on
+        when that offer comes). A concurrent job's run starts beside the running one."""
         if name not in self.jobs:
             raise KeyError(name)
-        if self.jobs[name].spec.disabled:
+        job = self.jobs[name]
+        if job.spec.disabled:
             raise JobError(f"job {name!r} is disabled")
-        run = self._queue(name, now, MANUAL, 0, now, arguments)
+        for run in self.runs.values():
+            if run.job != name:
+                continue
+            # A retry waiting out --failure_retry is not in Chronos' queue yet.
+            waiting = run.state == QUEUED and run.not_before <= now
+            if waiting or (run.state in _ACTIVE_STATES and not job.spec.concurrent):
+                self.counters["manual_runs_dropped"] += 1
+                return None
+        queued = self._queue(name, now, MANUAL, 0, now, arguments)
         self._update_interest(now)
         self._match(now)
-        return run
+        return queued
 
     def kill_tasks(self, name: str, now: float) -> int:
         """Drops the job's queued runs and kills its running tasks; how many were affected."""
@@ -463,6 +542,10 @@ class ChronosCore:
             for offer_id in stale:
                 del self.held[offer_id]
             self.out.append(Decline(stale, DECLINE_UNFIT_SECONDS))
+        if self.lost:
+            forgotten = now - LOST_KEPT_SECONDS
+            for run in [r for r in self.lost.values() if (r.lost_at or 0.0) < forgotten]:
+                self._forget_lost(run)
         self._update_interest(now)
 
     def _expire_late(self, run: Run, job: JobState, now: float) -> bool:
@@ -557,6 +640,8 @@ class ChronosCore:
         self.subscribed = True
         self.suppressed = False
         active = [(r.task_id, r.agent_id) for r in self.runs.values() if r.state != QUEUED]
+        # Lost runs too: the master tells us if one came back (running, or ended).
+        active += [(r.task_id, r.agent_id) for r in self.lost.values()]
         if active:
             self.out.append(Reconcile(sorted(active)))
         self.tick(now)
@@ -590,6 +675,12 @@ class ChronosCore:
         run = self.runs.get(task_id)
         terminal = task_states.is_terminal(state)
         if run is None:
+            lost = self.lost.get(task_id)
+            if lost is not None:
+                self._lost_update(lost, now, state, agent_id, message or reason)
+                self._update_interest(now)
+                self._match(now)
+                return
             if not terminal and agent_id:
                 self.counters["orphans_killed"] += 1  # its job was deleted, or a stray
                 self.out.append(Kill(task_id, agent_id))
@@ -601,6 +692,12 @@ class ChronosCore:
             return
         if run.state == QUEUED:
             return  # a stale answer about a launch that never happened; it is queued again
+        if run.superseded:
+            # Killed because a lost attempt of its chain succeeded: its end counts nothing.
+            self._end_run(run, state, now, message or "superseded: a lost attempt succeeded")
+            self._update_interest(now)
+            self._match(now)
+            return
         if (
             run.state == LAUNCHING
             and state != task_states.FINISHED
@@ -628,9 +725,88 @@ class ChronosCore:
             self.counters["runs_killed"] += 1
             self._end_run(run, state, now, message or reason)
         else:
-            self._failed(run, state, now, message or reason)
+            job = self.jobs.get(run.job)
+            error_before = job.last_error if job is not None else None
+            retried = self._failed(run, state, now, message or reason)
+            if state == task_states.LOST and job is not None:
+                # Chronos' TASK_LOST is a failure (retried per `retries`), but the task may
+                # still run behind a partition and come back: remember it with its chain.
+                run.state, run.lost_at = LOST, now
+                if not retried:
+                    run.chain_outcome = "failure"
+                    run.error_at, run.error_before = job.last_error, error_before
+                self.lost[run.task_id] = run
+                self.out.append(SaveRun(run.task_id, run.to_record()))
         self._update_interest(now)
         self._match(now)
+
+    def _lost_update(self, lost: Run, now: float, state: str, agent_id: str, message: str) -> None:
+        """A status of a lost run's task: it came back from a partition (or a reconciliation
+        answers for it)."""
+        if not task_states.is_terminal(state):
+            # Alive again while its chain went on without it (a retry queued or run, or the
+            # failure counted): a second copy of the run must not go on. Mesos kills such a
+            # task of a framework that is not partition-aware when its agent re-registers,
+            # but not after a master failover; it is killed here either way.
+            if not lost.kill_requested:
+                lost.kill_requested = True
+                self.counters["lost_runs_killed"] += 1
+                self.out.append(SaveRun(lost.task_id, lost.to_record()))
+            self.out.append(Kill(lost.task_id, agent_id or lost.agent_id))
+            return
+        if state == task_states.LOST:
+            return  # still lost (a reconciliation's answer): it may come back yet
+        self._forget_lost(lost)
+        job = self.jobs.get(lost.job)
+        if job is None:
+            return
+        ended = {"task_id": lost.task_id, "due": lost.due, "kind": lost.kind}
+        entry = {**ended, "attempt": lost.attempt, "state": state, "agent_id": lost.agent_id}
+        entry.update(started=lost.started_at, ended=now, message=f"after its loss: {message}"[:200])
+        job.history = (job.history + [entry])[-HISTORY_KEPT:]
+        self._save_job(job)
+        if state == task_states.FINISHED and lost.chain_outcome != "success":
+            self._lost_succeeded(lost, job, now)
+
+    def _lost_succeeded(self, lost: Run, job: JobState, now: float) -> None:
+        """A lost run's task finished while its agent was away: that is its chain's one
+        success. The chain's retry is dropped if queued, killed (and not counted) if it runs,
+        and a failure its loss counted is undone."""
+        chain = lost.chain_id
+        for run in [r for r in self.runs.values() if r.chain_id == chain]:
+            if run.state == QUEUED:
+                del self.runs[run.task_id]
+                self._dequeue(run.task_id)
+                self.out.append(SaveRun(run.task_id, None))
+            else:
+                run.superseded = run.kill_requested = True
+                self.out.append(SaveRun(run.task_id, run.to_record()))
+                self.out.append(Kill(run.task_id, run.agent_id))
+        if lost.chain_outcome == "failure":
+            job.error_count = max(0, job.error_count - 1)
+            if job.last_error == lost.error_at:
+                job.last_error = lost.error_before
+        self._settle(chain, "success")
+        self.counters["runs_finished"] += 1
+        self.counters["lost_runs_succeeded"] += 1
+        self._job_succeeded(job, now)
+
+    def _settle(
+        self, chain: str, outcome: str, error_at: float | None = None, before: float | None = None
+    ) -> None:
+        """Notes on the lost runs of ``chain`` that it ended: a ``success`` (also over a
+        failure counted before, which a lost attempt's success undid), or a ``failure``
+        counted at ``error_at`` over the job's earlier ``before`` (counted once per chain)."""
+        for run in self.lost.values():
+            if run.chain_id != chain or run.chain_outcome == "success":
+                continue
+            if outcome == "success" or not run.chain_outcome:
+                run.chain_outcome, run.error_at, run.error_before = outcome, error_at, before
+                self.out.append(SaveRun(run.task_id, run.to_record()))
+
+    def _forget_lost(self, run: Run) -> None:
+        del self.lost[run.task_id]
+        self.out.append(SaveRun(run.task_id, None))
 
     def _progress(self, run: Run, state: str, now: float) -> None:
         if run.state == QUEUED:
@@ -651,6 +827,8 @@ class ChronosCore:
         self._end_run(run, task_states.FINISHED, now, message)
         if job is None:
             return
+        if self.lost:
+            self._settle(run.chain_id, "success")
         started = run.started_at if run.started_at is not None else run.launched_at
         if started is not None:
             job.durations = (job.durations + [max(0.0, now - started)])[-DURATIONS_KEPT:]
@@ -680,31 +858,39 @@ class ChronosCore:
                 self._queue(child.spec.name, now, DEPENDENCY, 0, now, None)
         self._save_job(child)
 
-    def _failed(self, run: Run, state: str, now: float, message: str) -> None:
+    def _failed(self, run: Run, state: str, now: float, message: str) -> bool:
+        """Ends a failed run: retried as Chronos' handleFailedTask retries (True), else its
+        failure counted."""
         job = self.jobs.get(run.job)
         self._end_run(run, state, now, message)
         if job is None:
-            return
+            return False
         failed_since_success = job.last_error is not None and (
             job.last_success is None or job.last_success < job.last_error
         )
         if not run.kill_requested and run.attempt < job.spec.retries and not failed_since_success:
             self.counters["runs_retried"] += 1
+            # Due when it may go, as Chronos names a retry (``ct:<now + delay>:<attempt+1>``).
+            retry_at = now + self.failure_retry_delay
             self._queue(
                 job.spec.name,
-                run.due,
+                retry_at,
                 run.kind,
                 run.attempt + 1,
                 now,
                 run.arguments,
-                not_before=now + self.failure_retry_delay,
+                not_before=retry_at,
+                chain=run.chain_id,
             )
-            return
+            return True
         self.counters["runs_failed"] += 1
+        if self.lost:
+            self._settle(run.chain_id, "failure", now, job.last_error)
         job.error_count += 1
         job.errors_since_success += 1
         job.last_error = now
         self._save_job(job)
+        return False
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -715,16 +901,21 @@ class ChronosCore:
         kind: str,
         attempt: int,
         now: float,
-        args: list[str] | None,
+        args: str | None,
         not_before: float = 0.0,
+        chain: str = "",
     ) -> Run:
-        if kind != SLOT and attempt == 0:
-            # Manual and dependency runs are due now; keep their ids unique per millisecond.
-            while task_id_for(name, due, 0, kind) in self.runs:
-                due += 0.001
-        run = Run(task_id_for(name, due, attempt, kind), name, due, kind, attempt, now)
+        text = args if args is not None else " ".join(self.jobs[name].spec.arguments)
+        task_id = task_id_for(name, due, attempt, text)
+        # Two runs of a job in one millisecond (a manual run at a slot's instant) would share
+        # Chronos' id: the later one's moves on by a millisecond.
+        while task_id in self.runs or task_id in self.lost:
+            due += 0.001
+            task_id = task_id_for(name, due, attempt, text)
+        run = Run(task_id, name, due, kind, attempt, now)
         run.arguments = args
         run.not_before = not_before
+        run.chain = chain
         self.runs[run.task_id] = run
         self._enqueue(run)
         self.counters["runs_queued"] += 1
@@ -768,7 +959,9 @@ class ChronosCore:
         busy = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
         queued = sorted(
             (r for r in map(self.runs.__getitem__, self.queued) if r.not_before <= now),
-            key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.task_id),
+            # Chronos' queue is first in, first out, a run entering it when due (a retry
+            # after --failure_retry); on one instant, the run queued first goes first.
+            key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.created, r.task_id),
         )
         out = []
         for run in queued:
@@ -842,12 +1035,18 @@ class ChronosCore:
             need = Resources.scalars(cpus=spec.cpus, mem=spec.mem, disk=spec.disk)
             resources = need.to_json("pre", allocation_role=offer.role)
             self._resources_json[shape] = resources
-        arguments = spec.arguments if run.arguments is None else run.arguments
         command: dict[str, Any] = {"shell": spec.shell, "value": spec.command}
         if not spec.shell:
-            command["arguments"] = [spec.command, *arguments]
-        elif arguments:
-            command["value"] = " ".join([spec.command, *(_quote(a) for a in arguments)])
+            argv = spec.arguments if run.arguments is None else run.arguments.split()
+            command["arguments"] = [spec.command, *argv]
+        else:
+            # As Chronos' MesosTaskBuilder: the arguments of the task id (the job's own joined
+            # by spaces, or the manual run's as given, less ';') appended after a space,
+            # for the shell to split.
+            text = " ".join(spec.arguments) if run.arguments is None else run.arguments
+            text = chronos_arguments(text)
+            if text:
+                command["value"] = f"{spec.command} {text}"
         uris = [{"value": u, "extract": True} for u in spec.uris]
         for f in spec.fetch:
             uris.append({"value": f["uri"], **{k: v for k, v in f.items() if k != "uri"}})
@@ -895,6 +1094,8 @@ class ChronosCore:
         assert self.queued == {t for t, r in self.runs.items() if r.state == QUEUED}
         assert self._retry_at.keys() <= self.queued
         assert all(r.job in self.jobs or r.state != QUEUED for r in self.runs.values())
+        assert all(r.state == LOST for r in self.lost.values())
+        assert not self.lost.keys() & self.runs.keys()
         for job in self.jobs.values():
             assert job.remaining is None or job.remaining >= 0
 
@@ -925,10 +1126,12 @@ class ChronosCore:
         return out
 
     def job_state(self, name: str) -> str:
-        """``running``, ``queued`` or ``idle`` (the graph's state column)."""
+        """``<n> running``, ``queued`` or ``idle``, as Chronos' JobStats.getJobState words it
+        (the graph's state column, the summary's ``state``)."""
         runs = [r for r in self.runs.values() if r.job == name]
-        if any(r.state != QUEUED for r in runs):
-            return "running"
+        running = sum(1 for r in runs if r.state != QUEUED)
+        if running:
+            return f"{running} running"
         return "queued" if runs else "idle"
 
     def last_status(self, name: str) -> str:
@@ -945,10 +1148,6 @@ class ChronosCore:
 
 def _iso(t: float | None) -> str:
     return "" if t is None else format_instant(t, UTC)
-
-
-def _quote(arg: str) -> str:
-    return shlex.quote(arg)
 
 
 def _meets(constraints: list[list[str]], offer: Offer) -> bool:

@@ -9,6 +9,7 @@ unknown jobs. The routes are a written-out table (`ROUTES`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -18,6 +19,8 @@ from aiohttp import web
 
 from butte.frameworks.chronos.core import ChronosCore, percentile
 from butte.frameworks.chronos.jobs import JobError, parse_job
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 PERCENTILES = {
@@ -106,6 +109,30 @@ async def list_jobs(server: ChronosShell, request: web.Request) -> web.StreamRes
     return web.json_response([server.core.job_json(n, now) for n in sorted(server.core.jobs)])
 
 
+async def job_summaries(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    """Chronos 3's ``/v1/scheduler/jobs/summary``, which its web UI polls for its job table:
+    per job ``status`` (``success``, ``failure``, ``fresh``), ``state`` (``idle``,
+    ``queued``, ``<n> running``), ``schedule`` (as listed; "" for a dependent job),
+    ``parents`` and ``disabled``."""
+    _no_params(request)
+    now = time.time()
+    core = server.core
+    out = []
+    for name in sorted(core.jobs):
+        listed = core.job_json(name, now)
+        out.append(
+            {
+                "name": name,
+                "status": core.last_status(name),
+                "state": core.job_state(name),
+                "schedule": listed.get("schedule", ""),
+                "parents": list(listed.get("parents", [])),
+                "disabled": bool(listed.get("disabled")),
+            }
+        )
+    return web.json_response({"jobs": out})
+
+
 async def get_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
@@ -155,14 +182,18 @@ def _act(server: ChronosShell, name: str, act: Callable[[str, float], object]) -
 
 
 async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    """A manual run (204 also when it is dropped, as Chronos answers: the job has a run
+    waiting already, or is not concurrent and running; see `ChronosCore.run_now`)."""
     _no_params(request, frozenset({"arguments"}))
-    # Empty arguments are none: the job's own are used (Chronos filters them out too).
-    arguments = request.query.get("arguments", "").split() or None
-    return _act(
-        server,
-        request.match_info["name"],
-        lambda name, now: server.core.run_now(name, now, arguments),
-    )
+    # Blank arguments are none: the job's own are used (Chronos filters them out too); others
+    # are kept as given, as Chronos puts them into the task id and the command.
+    arguments = request.query.get("arguments", "")
+
+    def run(name: str, now: float) -> None:
+        if server.core.run_now(name, now, arguments if arguments.strip() else None) is None:
+            log.info("Manual run of %s dropped: it has a run queued, or is running", name)
+
+    return _act(server, request.match_info["name"], run)
 
 
 async def mark_success(server: ChronosShell, request: web.Request) -> web.StreamResponse:
@@ -284,6 +315,7 @@ async def metrics(server: ChronosShell, request: web.Request) -> web.StreamRespo
         "jobs.count": len(core.jobs),
         "runs.queued": sum(1 for r in core.runs.values() if r.state == "QUEUED"),
         "runs.active": sum(1 for r in core.runs.values() if r.state != "QUEUED"),
+        "runs.lost": len(core.lost),
         "offers.held": len(core.held),
         "leader": 1 if server.leading else 0,
     }
@@ -336,6 +368,7 @@ ROUTES: list[tuple[str, str, Handler, bool]] = [
     ("PUT", "/v1/scheduler/dependency", _put_job(True), True),
     ("GET", "/v1/scheduler/jobs", list_jobs, True),
     ("GET", "/v1/scheduler/jobs/search", search_jobs, True),
+    ("GET", "/v1/scheduler/jobs/summary", job_summaries, True),
     ("GET", "/v1/scheduler/job/{name}", get_job, True),
     ("PUT", "/v1/scheduler/job/{name}", run_job, True),
     ("PUT", "/v1/scheduler/job/success/{name}", mark_success, True),
