@@ -420,7 +420,6 @@ class AgentEvents(MasterCore):
             recovered=True,
             completed_tasks=deque(maxlen=self.options.max_completed_tasks_per_framework),
         )
-        fw.unregistered_time = now
         self.frameworks[fid] = fw
         self.allocator.add_framework(fid, fw.roles, capabilities=fw.capabilities, active=False)
         if self.operator_subscribers:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from butte.core.resources import validate_role
-from butte.master import operator_views, state_json, view_acls
+from butte.master import operator_views, state_json, view_acls, views
 from butte.master.acls import forbidden
 from butte.master.http import PrefixRouter, json_reply, text_reply
 from butte.master.quota import role_quota_json
@@ -35,7 +36,12 @@ SUMMARY_STATES = (
     "TASK_ERROR",
     "TASK_UNREACHABLE",
 )
-MAX_TASKS_LIMIT = 100_000
+# Mesos' TASK_LIMIT: the tasks /master/tasks answers when the request names no `limit`.
+TASK_LIMIT = 100
+_SIZE_T = 2**64
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+# stout's numify<int>: boost's lexical_cast of a decimal (sign optional), or a "0x" hexadecimal.
+_C_INT = re.compile(r"(-?)0[xX]([0-9a-fA-F]+)|([+-]?)([0-9]+)")
 
 
 def weights_problem(items: Iterable[tuple[Any, Any]]) -> dict[str, float] | str:
@@ -118,14 +124,19 @@ class LegacyEndpoints:
             full["slave_ids"] = sorted({t.agent_id for t in fw.tasks.values()})
             summaries.append(full)
         info = machine.master_info
+        doc = {"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries}
         view = self._viewer(request)
         if view is not None:
-            summaries = view.legacy_frameworks(summaries)
-        return json_reply({"hostname": info["hostname"], "slaves": slaves, "frameworks": summaries})
+            doc = view.legacy_agents(doc)
+            doc["frameworks"] = view.legacy_frameworks(summaries)
+        return json_reply(doc)
 
     def _viewer(self, request: web.Request) -> view_acls.Viewer | None:
-        """The caller's view under ``--acls`` (None: it may see everything)."""
-        return view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
+        """The caller's view under ``--acls`` (None: it may see everything), reservations
+        (``view_roles``) included."""
+        return view_acls.viewer(
+            self.server.acls, request.get("principal"), self.machine, roles=True
+        )
 
     async def frameworks(self, request: web.Request) -> web.Response:
         machine = self.machine
@@ -151,36 +162,40 @@ class LegacyEndpoints:
         return json_reply(doc if view is None else view.legacy_state(doc))
 
     async def slaves(self, request: web.Request) -> web.Response:
+        """``/master/slaves[?slave_id=]``: the agents as ``/state`` has them, each with its
+        resources in full (`state_json.agent_resources_full`), and the agents the registry
+        lists that have not re-registered since this master's election."""
         machine = self.machine
         wanted = request.query.get("slave_id")
-        return json_reply(
-            {
-                "slaves": [
-                    state_json.legacy_agent(machine, a)
-                    for a in machine.agents.values()
-                    if wanted is None or a.agent_id == wanted
-                ],
-                "recovered_slaves": [],
-            },
-        )
+        slaves = []
+        for agent in machine.agents.values():
+            if wanted is None or agent.agent_id == wanted:
+                entry = state_json.legacy_agent(machine, agent)
+                entry.update(state_json.agent_resources_full(machine, agent))
+                slaves.append(entry)
+        recovered = [
+            state_json.recovered_agent(aid, info)
+            for aid, info in sorted(machine.recovered_infos.items())
+            if wanted is None or aid == wanted
+        ]
+        doc = {"slaves": slaves, "recovered_slaves": recovered}
+        view = self._viewer(request)
+        return json_reply(doc if view is None else view.legacy_agents(doc))
 
     async def tasks(self, request: web.Request) -> web.Response:
         """``/master/tasks?limit=&offset=&order=asc|des&framework_id=&task_id=``: tasks of
         every framework (live, unreachable, completed) by start time, newest first.
 
-        A negative ``limit`` means every task, as in Mesos (which reads it as a C int and
-        stores it in a size_t): the Mesos CLI's ``mesos task list`` sends ``limit=-1``."""
+        The parameters are read as Mesos' ``Master::ReadOnlyHandler::tasks`` reads them,
+        which never refuses a request: ``limit`` (default 100) and ``offset`` (default 0)
+        that are not C ints fall back to their defaults, and both are then used as size_t,
+        so a negative ``limit`` means every task (the Mesos CLI's ``mesos task list`` sends
+        ``limit=-1``) and a negative ``offset`` none; ``order`` other than ``asc`` is
+        ``des``. A task with no status yet counts as the oldest."""
         query = request.query
-        try:
-            limit = int(query.get("limit", "100"))
-            offset = int(query.get("offset", "0"))
-        except ValueError:
-            return text_reply(400, "'limit' and 'offset' must be integers")
-        if offset < 0:
-            return text_reply(400, "'offset' must not be negative")
-        order = query.get("order", "des")
-        if order not in ("asc", "des"):
-            return text_reply(400, f"'order' must be 'asc' or 'des', got '{order[:20]}'")
+        limit = _c_int(query.get("limit"), TASK_LIMIT) % _SIZE_T
+        offset = _c_int(query.get("offset"), 0) % _SIZE_T
+        descending = query.get("order") != "asc"
         fid, tid = query.get("framework_id"), query.get("task_id")
         tasks = [
             task
@@ -189,10 +204,11 @@ class LegacyEndpoints:
         ]
         view = self._viewer(request)
         if view is not None:
-            tasks = [t for t in tasks if view.task({"framework_id": t.framework_id})]
-        tasks.sort(key=_start_time, reverse=order == "des")
-        end = len(tasks) if limit < 0 else offset + min(limit, MAX_TASKS_LIMIT)
-        page = tasks[offset:end]
+            tasks = [t for t in tasks if view.task(_task_probe(t))]
+        tasks.sort(key=_start_time, reverse=descending)
+        # Mesos' `std::min(offset + limit, tasks.size())`, in size_t arithmetic.
+        end = min((offset + limit) % _SIZE_T, len(tasks))
+        page = tasks[offset:end] if offset < end else []
         return json_reply({"tasks": [state_json.legacy_task(t) for t in page]})
 
     # -- roles and weights -------------------------------------------------------------------
@@ -314,8 +330,35 @@ class LegacyEndpoints:
         return text_reply(200)
 
 
-def _start_time(task: Task) -> float:
-    """When the task started: its first status; a task without one yet is the newest."""
+def _start_time(task: Task) -> tuple[int, float]:
+    """The sort key of ``/master/tasks``: its first status' time; a task without a status
+    yet sorts before every other one, as Mesos' ``TaskComparator`` has it (first in ``asc``
+    order, last in ``des``)."""
     if not task.statuses:
-        return math.inf
-    return task.statuses[0].timestamp or 0.0
+        return (0, 0.0)
+    return (1, task.statuses[0].timestamp or 0.0)
+
+
+def _c_int(text: str | None, default: int) -> int:
+    """``text`` read as stout's ``numify<int>`` reads a query parameter (decimal with an
+    optional sign, or hexadecimal with ``0x``, within a C int), else ``default``."""
+    if text is None:
+        return default
+    match = _C_INT.fullmatch(text)
+    if match is None:
+        return default
+    hex_sign, hex_digits, sign, digits = match.groups()
+    if hex_digits is not None:
+        value = -int(hex_digits, 16) if hex_sign else int(hex_digits, 16)
+    else:
+        value = -int(digits) if sign == "-" else int(digits)
+    return value if _INT_MIN <= value <= _INT_MAX else default
+
+
+def _task_probe(task: Task) -> dict[str, Any]:
+    """What `view_acls.Viewer.task` looks at of a task: its framework and its own user."""
+    probe: dict[str, Any] = {"framework_id": task.framework_id}
+    user = views.task_user(task)
+    if user is not None:
+        probe["user"] = user
+    return probe

@@ -206,6 +206,10 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             info, id=ID(fw.framework_id), user=fw.info.user, checkpoint=fw.info.checkpoint
         )
         fw.suppressed_roles = set(sub.suppressed_roles)
+        if fw.recovered:
+            # Known only from agents since a master failover: Mesos counts it as registered
+            # now (the first registration's time did not survive the failover).
+            fw.registered_time = now
         fw.reregistered_time = now
         fw.recovered = False
         self.allocator.update_framework(
@@ -260,12 +264,12 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         fw.connected = False
         fw.active = False
         fw.stream_id = None
-        fw.unregistered_time = now
+        # No `unregistered_time` and no FRAMEWORK_UPDATED: Mesos sets the one when it removes
+        # a framework and sends the other when a framework (re-)subscribes or UPDATE_FRAMEWORK
+        # changes its FrameworkInfo, not when its connection drops (`Master::_exited`).
         self.allocator.deactivate_framework(fw.framework_id)
         self._remove_offers(fw, now)
         fw.failover_deadline = now + fw.info.failover_timeout
-        if self.operator_subscribers:
-            self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         log.info(
             "Framework %s disconnected; failover timeout %.3gs",
             fw.framework_id,
@@ -318,7 +322,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
 
     def _call_revive(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
         roles = call.revive.roles if call.revive and call.revive.roles else None
-        err = self._check_roles(fw, roles)
+        err = self._check_roles(fw, "revive", roles)
         if err:
             return bad_request(err)
         fw.suppressed_roles -= set(roles or fw.roles)
@@ -328,17 +332,24 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
 
     def _call_suppress(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
         roles = call.suppress.roles if call.suppress and call.suppress.roles else None
-        err = self._check_roles(fw, roles)
+        err = self._check_roles(fw, "suppression", roles)
         if err:
             return bad_request(err)
         fw.suppressed_roles |= set(roles or fw.roles)
         self.allocator.suppress(fw.framework_id, roles)
         return ACCEPTED
 
-    def _check_roles(self, fw: Framework, roles: list[str] | None) -> str | None:
+    def _check_roles(self, fw: Framework, what: str, roles: list[str] | None) -> str | None:
+        """Why a REVIVE or SUPPRESS naming ``roles`` is refused: a role that is invalid or
+        not one of the framework's. Mesos' master answers such a call 202 and drops it
+        (`Master::revive`), so the framework never learns its roles were not revived; butte
+        refuses it with the reason Mesos logs."""
         for role in roles or ():
+            problem = validate_role(role)
+            if problem is not None:
+                return f"{what} role '{role}' is invalid: {problem}"
             if role not in fw.roles:
-                return f"Role '{role}' is not a role of framework {fw.framework_id}"
+                return f"{what} role '{role}' is not one of the framework's subscribed roles"
         return None
 
     def _call_kill(self, fw: Framework, call: SchedulerCall, now: float) -> CallResult:
@@ -411,6 +422,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         if isinstance(constraints, str):
             return bad_request(constraints)
         removed_roles = set(fw.roles) - set(info.role_list())
+        # Mesos tells operators (FRAMEWORK_UPDATED) only when the FrameworkInfo changed:
+        # suppressed roles and offer constraints are not part of it.
+        info_changed = info != fw.info
         fw.info = info
         fw.suppressed_roles = set(upd.suppressed_roles)
         for offer_id in list(fw.offers):
@@ -429,7 +443,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             suppressed_roles=fw.suppressed_roles,
         )
         self.allocation_wanted = True
-        if self.operator_subscribers:
+        if info_changed and self.operator_subscribers:
             self._effects.append(OperatorEvent(operator_views.framework_updated(self, fw)))
         return CallResult(200)
 

@@ -105,10 +105,7 @@ class OperatorApi:
         out = master_metrics(self.machine, self.now(), self.server.leadership.leading)
         out["master/scheduler_streams_closed_slow"] = float(self.server.slow_streams_closed)
         out["master/connections_refused"] = float(self.server.connection_limit.refused)
-        # Registry writes are synchronous: nothing ever waits in a queue.
-        out["registrar/queued_operations"] = 0.0
-        out["registrar/state_fetch_ms"] = self.server.registry_fetch_ms
-        out["registrar/state_store_ms"] = self.server.registry_store_ms
+        out.update(self.server.registrar.metrics(self.now()))
         return out
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -120,7 +117,9 @@ class OperatorApi:
         call = parse_call(body, "master")
         if isinstance(call, tuple):
             return text_reply(*call)
-        view = view_acls.viewer(self.server.acls, request.get("principal"), self.machine)
+        view = view_acls.viewer(
+            self.server.acls, request.get("principal"), self.machine, roles=True
+        )
         if call.type == "SUBSCRIBE":
             return await self.events.serve(request, self.get_state, view)
         handler = MASTER_CALLS.get(call.type)

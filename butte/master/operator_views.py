@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from butte.core import task_states
 from butte.core.messages import TaskStatus, to_builtins
-from butte.core.resources import Resources
+from butte.core.resources import ResourceError, Resources
 from butte.master import views
 from butte.master.allocator.interface import Allocator
 from butte.master.allocator.quota import (
@@ -117,22 +117,137 @@ def agent_offered(machine: MasterRecords, agent: Agent) -> Resources:
     return total(machine.offers[o].resources for o in agent.offers if o in machine.offers)
 
 
-def agent_json(
-    machine: MasterRecords, agent: Agent, used: Resources | None = None
-) -> dict[str, Any]:
-    """``GetAgents.Agent`` (``used``: `agent_used`, when the caller has it already)."""
-    if used is None:
-        used = agent_used(machine, agent)
+# -- resources by allocation role ------------------------------------------------------------
+
+# Role -> what is allocated to (or offered to) it, each kept as the `Resources` of its holders.
+Held = dict[str, list[Resources]]
+
+
+def hold(held: Held, role: str, resources: Resources) -> None:
+    held.setdefault(role, []).append(resources)
+
+
+def allocated_json(held: Held) -> list[dict[str, Any]]:
+    """Mesos' allocated (or offered) ``Resource`` list: each role's sum, every resource with
+    its ``allocation_info`` (the role it is allocated to), as Mesos keeps allocated resources
+    (`Resources::sum` of them keeps one entry per role)."""
+    out: list[dict[str, Any]] = []
+    for role in sorted(held):
+        out.extend(views.resources_json(total(held[role]), "endpoint", role))
+    return out
+
+
+def agent_held(machine: MasterRecords, agent: Agent) -> Held:
+    """What the live tasks and the executors on an agent hold, by role."""
+    held: Held = {}
+    for fid, tid in agent.tasks:
+        fw = machine.frameworks.get(fid)
+        task = fw.tasks.get(tid) if fw is not None else None
+        if task is not None and not task_states.is_terminal(task.state):
+            hold(held, task.role, task.resources)
+    for ex in agent.executors.values():
+        hold(held, ex.role, ex.resources)
+    return held
+
+
+def all_agents_held(machine: MasterRecords) -> dict[str, Held]:
+    """`agent_held` of every agent, in one pass over the frameworks' tasks."""
+    out: dict[str, Held] = {agent_id: {} for agent_id in machine.agents}
+    for fw in machine.frameworks.values():
+        for task in fw.tasks.values():
+            held = out.get(task.agent_id)
+            if held is not None and not task_states.is_terminal(task.state):
+                hold(held, task.role, task.resources)
+    for agent_id, agent in machine.agents.items():
+        for ex in agent.executors.values():
+            hold(out[agent_id], ex.role, ex.resources)
+    return out
+
+
+def offers_held(offers: Iterable[Offer]) -> Held:
+    """What some offers hold, by the role each is made to."""
+    held: Held = {}
+    for offer in offers:
+        hold(held, offer.role, offer.resources)
+    return held
+
+
+# -- an agent's own resources ----------------------------------------------------------------
+
+
+def agent_info_resources(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The resources of an agent's ``AgentInfo`` as Mesos shows them: what the agent was
+    started with (``--resources``, static reservations included), without what operations
+    made of them since. butte's records keep the agent's total, dynamic reservations and
+    persistent volumes included (the registry and the agent protocol carry that); taking
+    the DYNAMIC reservations off every stack and the persistence and volume off every disk
+    gives back what ``--resources`` declared, since RESERVE only pushes a DYNAMIC
+    reservation, CREATE only adds them to a disk and the other operations undo or resize
+    those. ``resources``: Resource JSON (any format); answered in the post-refinement
+    format, as Mesos keeps an AgentInfo."""
+    static: list[dict[str, Any]] = []
+    for raw in resources:
+        res = dict(raw)
+        res.pop("role", None)
+        res.pop("reservation", None)
+        stack = [r for r in res.get("reservations") or () if r.get("type") != "DYNAMIC"]
+        legacy_role = raw.get("role")
+        if not raw.get("reservations") and legacy_role not in (None, "*"):
+            # The pre-refinement form: one reservation, dynamic when it names a principal
+            # or labels (as Mesos upgrades it), else static.
+            dynamic = isinstance(raw.get("reservation"), dict)
+            stack = [] if dynamic else [{"type": "STATIC", "role": legacy_role}]
+        if stack:
+            res["reservations"] = stack
+        else:
+            res.pop("reservations", None)
+        disk = res.get("disk")
+        if isinstance(disk, dict):
+            disk = {k: v for k, v in disk.items() if k not in ("persistence", "volume")}
+            if disk:
+                res["disk"] = disk
+            else:
+                del res["disk"]
+        static.append(res)
+    try:
+        return Resources.from_json(static).to_json("post")
+    except ResourceError:
+        return static  # not ours to refuse here: shown as near to what was declared as can be
+
+
+# Agent total -> `agent_info_resources` of it. Agents of one shape share the entry, so a
+# GET_AGENTS of 10k agents works out a handful of them.
+_AGENT_INFO_RESOURCES: dict[Resources, list[dict[str, Any]]] = {}
+_MAX_AGENT_INFO_RESOURCES = 4096
+
+
+def agent_info_resources_of(total: Resources) -> list[dict[str, Any]]:
+    """`agent_info_resources` of an agent's total, memoized. The list is shared: read-only."""
+    out = _AGENT_INFO_RESOURCES.get(total)
+    if out is None:
+        if len(_AGENT_INFO_RESOURCES) >= _MAX_AGENT_INFO_RESOURCES:
+            _AGENT_INFO_RESOURCES.clear()
+        out = _AGENT_INFO_RESOURCES[total] = agent_info_resources(total.to_json("post"))
+    return out
+
+
+def agent_json(machine: MasterRecords, agent: Agent, held: Held | None = None) -> dict[str, Any]:
+    """``GetAgents.Agent`` (``held``: `agent_held`, when the caller has it already)."""
+    if held is None:
+        held = agent_held(machine, agent)
+    info = to_builtins(agent.info)
+    info["resources"] = agent_info_resources_of(agent.total)
+    offers = (machine.offers[o] for o in agent.offers if o in machine.offers)
     out: dict[str, Any] = {
-        "agent_info": to_builtins(agent.info),
+        "agent_info": info,
         "active": agent.active,
         "deactivated": agent.deactivated,
         "version": agent.version,
         "pid": agent.pid,
         "registered_time": time_info(agent.registered_time),
         "total_resources": views.resources_json(agent.total, "endpoint"),
-        "allocated_resources": views.resources_json(used, "endpoint"),
-        "offered_resources": views.resources_json(agent_offered(machine, agent), "endpoint"),
+        "allocated_resources": allocated_json(held),
+        "offered_resources": allocated_json(offers_held(offers)),
         "capabilities": [{"type": c} for c in AGENT_CAPABILITIES],
     }
     if agent.reregistered_time is not None:
@@ -142,14 +257,28 @@ def agent_json(
     return out
 
 
+def recovered_agent_json(agent_id: str, info: dict[str, Any]) -> dict[str, Any]:
+    """An agent the registry lists that has not re-registered since this master's election:
+    its AgentInfo, with the resources it was started with (`agent_info_resources`)."""
+    if not info:
+        return {"id": {"value": agent_id}}
+    resources = info.get("resources")
+    if not isinstance(resources, list):
+        return info
+    try:
+        return {**info, "resources": agent_info_resources(resources)}
+    except (AttributeError, TypeError):  # a record this master cannot read: shown as it is
+        return info
+
+
 def get_agents(machine: MasterRecords) -> dict[str, Any]:
     """``GetAgents``."""
-    used = all_agents_used(machine)
+    held = all_agents_held(machine)
     return {
-        "agents": [agent_json(machine, a, used[a.agent_id]) for a in machine.agents.values()],
+        "agents": [agent_json(machine, a, held[a.agent_id]) for a in machine.agents.values()],
         # Listed by the registry, not re-registered since this master's election.
         "recovered_agents": [
-            info or {"id": {"value": aid}} for aid, info in sorted(machine.recovered_infos.items())
+            recovered_agent_json(aid, info) for aid, info in sorted(machine.recovered_infos.items())
         ],
     }
 
@@ -157,8 +286,12 @@ def get_agents(machine: MasterRecords) -> dict[str, Any]:
 # -- frameworks ------------------------------------------------------------------------------
 
 
-def framework_used(fw: Framework, machine: MasterRecords) -> Resources:
-    live = [t.resources for t in fw.tasks.values() if not task_states.is_terminal(t.state)]
+def framework_held(fw: Framework, machine: MasterRecords) -> Held:
+    """What a framework's live tasks and executors hold, by role."""
+    held: Held = {}
+    for task in fw.tasks.values():
+        if not task_states.is_terminal(task.state):
+            hold(held, task.role, task.resources)
     for agent_id, executor_ids in fw.executors.items():
         agent = machine.agents.get(agent_id)
         if agent is None:
@@ -166,12 +299,19 @@ def framework_used(fw: Framework, machine: MasterRecords) -> Resources:
         for eid in executor_ids:
             ex = agent.executors.get((fw.framework_id, eid))
             if ex is not None:
-                live.append(ex.resources)
-    return total(live)
+                hold(held, ex.role, ex.resources)
+    return held
+
+
+def framework_used(fw: Framework, machine: MasterRecords) -> Resources:
+    return total(r for parts in framework_held(fw, machine).values() for r in parts)
 
 
 def framework_json(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
-    """``GetFrameworks.Framework``."""
+    """``GetFrameworks.Framework``, as Mesos' ``model(Framework)`` writes it: times that are
+    set (``reregistered_time`` is the registration's until the framework subscribes again,
+    ``unregistered_time`` is set when it is removed), allocated and offered resources with
+    the role each is allocated to, and the offer constraints (empty when it has none)."""
     offers = [machine.offers[o] for o in sorted(fw.offers) if o in machine.offers]
     out: dict[str, Any] = {
         "framework_info": views.framework_info_json(fw.info),
@@ -179,15 +319,15 @@ def framework_json(machine: MasterRecords, fw: Framework) -> dict[str, Any]:
         "connected": fw.connected,
         "recovered": fw.recovered,
         "registered_time": time_info(fw.registered_time),
-        "allocated_resources": framework_used(fw, machine).to_json("endpoint"),
-        "offered_resources": total(o.resources for o in offers).to_json("endpoint"),
+        "reregistered_time": time_info(fw.reregistered_time or fw.registered_time),
+        "allocated_resources": allocated_json(framework_held(fw, machine)),
+        "offered_resources": allocated_json(offers_held(offers)),
+        "offer_constraints": (
+            dict(fw.offer_constraints.raw) if fw.offer_constraints is not None else {}
+        ),
     }
-    if fw.reregistered_time is not None:
-        out["reregistered_time"] = time_info(fw.reregistered_time)
     if fw.unregistered_time is not None:
         out["unregistered_time"] = time_info(fw.unregistered_time)
-    if fw.offer_constraints is not None:
-        out["offer_constraints"] = dict(fw.offer_constraints.raw)
     agent_offers = []
     for offer in offers:
         agent = machine.agents.get(offer.agent_id)

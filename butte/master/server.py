@@ -82,6 +82,7 @@ from butte.master.http import (
 )
 from butte.master.machine import MasterMachine, MasterOptions
 from butte.master.operator import METRICS_PATH, OperatorApi
+from butte.master.registrar import RegistrarMetrics
 from butte.master.snapshot import StateSnapshots
 from butte.master.task_kill import TaskKill
 
@@ -177,10 +178,8 @@ class MasterServer:
         )
         self.machine.start_time = self.clock.now()
         self.elected_time: float | None = None  # set once this master leads
-        # Mesos' registrar/state_fetch_ms and state_store_ms: the registry's load at
-        # election and its last write.
-        self.registry_fetch_ms = 0.0
-        self.registry_store_ms = 0.0
+        # Mesos' registrar/* metrics: the registry's load at election, its writes, its size.
+        self.registrar = RegistrarMetrics()
         self._streams: dict[str, RecordStream] = {}
         # Scheduler streams dropped because their reader fell too far behind.
         self.slow_streams_closed = 0
@@ -356,7 +355,8 @@ class MasterServer:
             except RegistryError as e:
                 self.leadership.leadership_lost(f"registry write failed ({e})")
                 return []
-            self.registry_store_ms = (time.perf_counter() - started) * 1000
+            store_ms = (time.perf_counter() - started) * 1000
+            self.registrar.stored(operations, store_ms, self.clock.now())
         return effects
 
     # -- leadership -----------------------------------------------------------------------
@@ -404,7 +404,7 @@ class MasterServer:
             return
         if self.leadership.role is not Role.RECOVERING:
             return
-        self.registry_fetch_ms = (time.perf_counter() - started) * 1000
+        self.registrar.recovered(registry, (time.perf_counter() - started) * 1000)
         now = self.clock.now()
         effects = self.machine.recover_registry(registry, now)
         self.machine.leader_info = self.master_info
@@ -530,7 +530,7 @@ class MasterServer:
             self.machine, self.config.flags, MESOS_COMPAT_VERSION, self.elected_time
         )
         principal = request.get("principal")
-        view = view_acls.viewer(self.acls, principal, self.machine)
+        view = view_acls.viewer(self.acls, principal, self.machine, roles=True)
         # Mesos shows the flags in /state only to a principal allowed to `view_flags`.
         hide_flags = not self.acls.allowed("view_flags", principal, None)
         if view is not None or hide_flags:  # --acls restrict views: this principal's copy

@@ -13,6 +13,7 @@ from butte.master.acls import Acls
 from butte.master.effects import Effect
 from butte.master.http import PrefixRouter
 from butte.master.machine import MasterMachine
+from butte.master.registrar import RegistrarMetrics
 from butte.master.snapshot import StateSnapshots
 
 
@@ -51,10 +52,8 @@ class MasterShell(Protocol):
     def elected_time(self) -> float | None: ...
 
     @property
-    def registry_fetch_ms(self) -> float: ...
-
-    @property
-    def registry_store_ms(self) -> float: ...
+    def registrar(self) -> RegistrarMetrics:
+        """The ``registrar/*`` metrics (`butte.master.registrar`)."""
 
     @property
     def acls(self) -> Acls:

@@ -9,7 +9,7 @@ from typing import Any
 from butte.core import task_states
 from butte.core.messages import to_builtins
 from butte.core.resources import Attribute, ResourceError, Resources, from_millis
-from butte.master import operator_views
+from butte.master import operator_views, views
 from butte.master.machine import MasterMachine
 from butte.master.state import Agent, Framework, Task
 
@@ -100,6 +100,9 @@ def legacy_task(task: Task) -> dict[str, Any]:
             for s in task.statuses
         ],
     }
+    user = views.task_user(task)
+    if user is not None:
+        out["user"] = user
     info = task.info
     if info is not None:
         if info.labels is not None:
@@ -108,6 +111,8 @@ def legacy_task(task: Task) -> dict[str, Any]:
             out["discovery"] = info.discovery
         if info.container is not None:
             out["container"] = info.container
+        if info.health_check is not None:
+            out["health_check"] = info.health_check
     return out
 
 
@@ -154,6 +159,9 @@ def legacy_framework(
         out["roles"] = list(info.roles)
     else:
         out["role"] = info.role or "*"
+    # Mesos writes the framework's offer constraints always (an empty object without any).
+    constraints = fw.offer_constraints
+    out["offer_constraints"] = dict(constraints.raw) if constraints is not None else {}
     return out
 
 
@@ -213,7 +221,9 @@ def legacy_agent(
         "reserved_resources": reserved,
         "unreserved_resources": _legacy_unreserved(agent.total),
         "active": agent.active,
-        "deactivated": not agent.active,
+        # Deactivated (or drained) by an operator, as Mesos' `slaves.deactivated`: an agent
+        # that is merely disconnected is inactive but not deactivated.
+        "deactivated": agent.deactivated,
         "version": agent.version,
         "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
     }
@@ -221,7 +231,28 @@ def legacy_agent(
         out["reregistered_time"] = agent.reregistered_time
     if agent.info.domain:
         out["domain"] = agent.info.domain
+    if agent.drain is not None:
+        out["drain_info"] = agent.drain.to_json()
     return out
+
+
+def agent_resources_full(machine: MasterMachine, agent: Agent) -> dict[str, Any]:
+    """What Mesos' ``/slaves`` adds to each agent (and ``/state`` does not): its reserved,
+    unreserved, used and offered resources as whole Resource objects (reservations, volumes,
+    the role each is allocated to), so that operators can unreserve and destroy volumes
+    from them. ``reserved_resources_full`` maps each reservation role to its resources."""
+    offers = (machine.offers[o] for o in agent.offers if o in machine.offers)
+    return {
+        "reserved_resources_full": {
+            role: agent.total.reserved(role).to_json("endpoint")
+            for role in sorted(agent.total.roles() - {"*"})
+        },
+        "unreserved_resources_full": agent.total.unreserved().to_json("endpoint"),
+        "used_resources_full": operator_views.allocated_json(
+            operator_views.agent_held(machine, agent)
+        ),
+        "offered_resources_full": operator_views.allocated_json(operator_views.offers_held(offers)),
+    }
 
 
 def recovered_agent(agent_id: str, info: dict[str, Any]) -> dict[str, Any]:

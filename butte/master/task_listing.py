@@ -1,8 +1,9 @@
 """The web UI's task list, searched and filtered by the master: ``/master/ui/tasks``.
 
 Every task the master remembers, newest first (by its first status, as ``/master/tasks``
-sorts), is kept in a `TaskListing` with each task's lower-case ``id name`` for searching;
-sorting 100k tasks costs about 0.1 s, so the listing is rebuilt at the bounded rate of
+sorts, except that a task with no status yet comes first here, the newest, where Mesos'
+order puts it last), is kept in a `TaskListing` with each task's lower-case ``id name`` for
+searching; sorting 100k tasks costs about 0.1 s, so the listing is rebuilt at the bounded rate of
 `butte.master.browse.Rebuilt`. The rows are the master's own records, so a page always shows
 current states; only which tasks exist may be as old as the listing. A filtered page is
 found by scanning from the newest until it is full.

@@ -174,11 +174,24 @@ class UiApi:
         answer["snapshot"] = self.task_listings.freshness()
         return json_reply(answer)
 
+    def _role_filter(self, request: web.Request) -> Callable[[Any], bool] | None:
+        """Which roles the caller may view under the ``view_roles`` ACL (None: every one),
+        as `/master/roles` and GET_ROLES leave the others out."""
+        acls = self.server.acls
+        if acls.unrestricted("view_roles"):
+            return None
+        principal = request.get("principal")
+        return lambda role: isinstance(role, str) and acls.allowed("view_roles", principal, role)
+
     async def roles(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)
         if refused is not None:
             return refused
-        return json_reply({"roles": browse.build_roles(self.machine)})
+        rows = browse.build_roles(self.machine)
+        may_view = self._role_filter(request)
+        if may_view is not None:
+            rows = [r for r in rows if may_view(r.get("name"))]
+        return json_reply({"roles": rows})
 
     async def task_usage(self, request: web.Request) -> web.StreamResponse:
         refused = _get_only(request)
@@ -214,4 +227,14 @@ class UiApi:
         answer = ui_reservations.agent_resources(self.machine, agent_id, may_view)
         if answer is None:
             return text_reply(404, f"No agent found with ID {agent_id[:255]}")
+        may_view_role = self._role_filter(request)
+        if may_view_role is not None:
+            # The reservations and volumes of roles the caller may not view are left out,
+            # as `/master/slaves` leaves them out (every role of a refined stack counts).
+            for key in ("reservations", "volumes"):
+                answer[key] = [
+                    row
+                    for row in answer[key]
+                    if all(may_view_role(role) for role in row.get("roles") or ())
+                ]
         return json_reply(answer)

@@ -1,15 +1,22 @@
 """What each principal may see: the ``view_frameworks``, ``view_tasks`` and
 ``view_executors`` ACLs applied to the master's state documents, as Mesos does (objects a
-principal may not view are left out; nothing answers 403).
+principal may not view are left out; nothing answers 403), and ``view_roles`` applied to the
+resources in them.
 
-The object of each action is a user: a framework's ``user``; a task's own ``user`` (when
-its JSON has one) else its framework's; an executor's ``command.user`` else its
-framework's. `viewer` returns None when the ACLs cannot hide anything from anyone (the
-default, permissive setup): callers then serve the unfiltered document exactly as before,
-with no per-object cost. Otherwise a `Viewer` filters copies of the documents (shared
-snapshots are never changed): the legacy ``/state``, ``/frameworks``, ``/tasks``, the v1
-GET_STATE / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS answers and the operator events,
-and an agent's ``/state`` and GET_* answers (`butte.agent.http_auth.state_viewer`).
+The object of each of the first three is a user: a framework's ``user``; a task's own
+``user`` (when its JSON has one) else its framework's; an executor's ``command.user`` else
+its framework's. A task is shown only when its framework may be viewed too. The object of
+``view_roles`` is a role: a resource is shown only when the principal may view every role it
+names (its reservations' and the role it is allocated to), and an agent's reservations are
+listed only for roles it may view (Mesos' ``ObjectApprovers::approved<VIEW_ROLE>``).
+
+`viewer` returns None when the ACLs cannot hide anything from anyone (the default,
+permissive setup): callers then serve the unfiltered document exactly as before, with no
+per-object cost. Otherwise a `Viewer` filters copies of the documents (shared snapshots are
+never changed): the legacy ``/state``, ``/state-summary``, ``/frameworks``, ``/slaves``,
+``/tasks``, the v1 GET_STATE / GET_AGENTS / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS
+answers and the operator events, and an agent's ``/state`` and GET_* answers
+(`butte.agent.http_auth.state_viewer`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ if TYPE_CHECKING:
     from butte.master.machine import MasterMachine
 
 ACTIONS = ("view_frameworks", "view_tasks", "view_executors")
+# Resources and reservations of roles a principal may not view are left out of the documents
+# of callers that ask for it (``viewer(..., roles=True)``: the ones that show agents' or
+# frameworks' resources).
+ROLE_ACTION = "view_roles"
 _AGENT_TASK_LISTS = ("tasks", "queued_tasks", "completed_tasks")
 
 
@@ -50,11 +61,14 @@ class Viewer:
         acls: Acls,
         principal: str | None,
         framework_user: Callable[[str], str | None],
+        roles: bool = False,
     ) -> None:
         self.acls = acls
         self.principal = principal
         # Looked up live: a stream's viewer outlives the frameworks it was created with.
         self._framework_user = framework_user
+        # Whether resources of roles this principal may not view are left out (`resource`).
+        self.hides_roles = roles and not acls.unrestricted(ROLE_ACTION)
 
     def _may(self, action: str, user: str | None) -> bool:
         return self.acls.allowed(action, self.principal, user)
@@ -68,10 +82,106 @@ class Viewer:
         return self._may("view_frameworks", user)
 
     def task(self, task: dict[str, Any]) -> bool:
-        """A task JSON object (legacy or v1)."""
+        """A task JSON object (legacy or v1): its framework and the task itself may be viewed
+        (Mesos shows a task only with both VIEW_FRAMEWORK and VIEW_TASK)."""
+        fid = _fid(task.get("framework_id"))
+        framework_user = self.framework_user(fid)
+        if not self._may("view_frameworks", framework_user):
+            return False
         user = task.get("user") if isinstance(task.get("user"), str) else None
-        user = user or self.framework_user(_fid(task.get("framework_id")))
-        return self._may("view_tasks", user)
+        return self._may("view_tasks", user or framework_user)
+
+    # -- roles ---------------------------------------------------------------------------------
+
+    def role(self, role: Any) -> bool:
+        """Whether the principal may view ``role`` (always, unless ``view_roles`` can hide it
+        from this viewer)."""
+        if not self.hides_roles:
+            return True
+        return isinstance(role, str) and self._may(ROLE_ACTION, role)
+
+    def resource(self, resource: Any) -> bool:
+        """A Resource JSON object: shown when every role it names may be viewed, its
+        (pre-refinement) ``role``, each of its ``reservations`` and its ``allocation_info``
+        role, as Mesos' ``approved<VIEW_ROLE>(Resource)``."""
+        if not self.hides_roles or not isinstance(resource, dict):
+            return True
+        role = resource.get("role")
+        if role is not None and role != "*" and not self.role(role):
+            return False
+        for reservation in resource.get("reservations") or ():
+            if isinstance(reservation, dict) and not self.role(reservation.get("role")):
+                return False
+        allocation = resource.get("allocation_info")
+        return not (isinstance(allocation, dict) and not self.role(allocation.get("role")))
+
+    def resources(self, items: Any) -> Any:
+        """A Resource list without the resources the principal may not view."""
+        if not self.hides_roles or not isinstance(items, list):
+            return items
+        return [r for r in items if self.resource(r)]
+
+    def _narrow_resources(self, obj: Any, keys: Iterable[str]) -> Any:
+        """``obj`` (an object, copied) with the Resource lists under ``keys`` narrowed."""
+        if not self.hides_roles or not isinstance(obj, dict):
+            return obj
+        out = dict(obj)
+        for key in keys:
+            if isinstance(out.get(key), list):
+                out[key] = self.resources(out[key])
+        return out
+
+    def legacy_agent(self, agent: Any) -> Any:
+        """An agent of ``/state``, ``/slaves`` or ``/state-summary``: its reservations
+        (``reserved_resources``, and ``/slaves``' ``reserved_resources_full``) only for roles
+        the principal may view, and the resources of ``/slaves``' ``*_full`` lists it may
+        view. Its other resources are name -> amount maps, which name no role."""
+        if not self.hides_roles or not isinstance(agent, dict):
+            return agent
+        out = self._narrow_resources(
+            agent,
+            ("unreserved_resources_full", "used_resources_full", "offered_resources_full"),
+        )
+        reserved = out.get("reserved_resources")
+        if isinstance(reserved, dict):
+            out["reserved_resources"] = {r: v for r, v in reserved.items() if self.role(r)}
+        full = out.get("reserved_resources_full")
+        if isinstance(full, dict):
+            out["reserved_resources_full"] = {
+                r: self.resources(v) for r, v in full.items() if self.role(r)
+            }
+        return out
+
+    def legacy_agents(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A document with ``slaves`` (``/slaves``, ``/state``, ``/state-summary``)."""
+        if not self.hides_roles or not isinstance(doc.get("slaves"), list):
+            return doc
+        return {**doc, "slaves": [self.legacy_agent(a) for a in doc["slaves"]]}
+
+    def v1_agent(self, agent: Any) -> Any:
+        """A ``GetAgents.Agent``: its AgentInfo's resources and its total, allocated and
+        offered resources, without those the principal may not view."""
+        if not self.hides_roles or not isinstance(agent, dict):
+            return agent
+        out = self._narrow_resources(
+            agent, ("total_resources", "allocated_resources", "offered_resources")
+        )
+        out["agent_info"] = self._narrow_resources(out.get("agent_info"), ("resources",))
+        if out["agent_info"] is None:
+            del out["agent_info"]
+        return out
+
+    def get_agents(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if not self.hides_roles:
+            return doc
+        out = dict(doc)
+        if isinstance(out.get("agents"), list):
+            out["agents"] = [self.v1_agent(a) for a in out["agents"]]
+        if isinstance(out.get("recovered_agents"), list):
+            out["recovered_agents"] = [
+                self._narrow_resources(a, ("resources",)) for a in out["recovered_agents"]
+            ]
+        return out
 
     def executor(self, executor: dict[str, Any], framework_id: str | None) -> bool:
         """An ExecutorInfo JSON object."""
@@ -103,7 +213,7 @@ class Viewer:
 
     def legacy_state(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``/state`` (and ``/frameworks``, ``/state-summary``: the same keys)."""
-        out = dict(doc)
+        out = self.legacy_agents(dict(doc))
         for key in ("frameworks", "completed_frameworks", "unregistered_frameworks"):
             if isinstance(out.get(key), list):
                 out[key] = self.legacy_frameworks(out[key])
@@ -161,6 +271,7 @@ class Viewer:
             ("get_frameworks", self.get_frameworks),
             ("get_tasks", self.get_tasks),
             ("get_executors", self.get_executors),
+            ("get_agents", self.get_agents),
         ):
             if isinstance(out.get(key), dict):
                 out[key] = narrow(out[key])
@@ -170,6 +281,7 @@ class Viewer:
         """A synchronous v1 answer's payload, narrowed (other calls unchanged)."""
         narrow = {
             "GET_STATE": self.get_state,
+            "GET_AGENTS": self.get_agents,
             "GET_FRAMEWORKS": self.get_frameworks,
             "GET_TASKS": self.get_tasks,
             "GET_EXECUTORS": self.get_executors,
@@ -220,9 +332,21 @@ class Viewer:
         if kind in ("FRAMEWORK_ADDED", "FRAMEWORK_UPDATED") and isinstance(
             body.get("framework"), dict
         ):
-            return event if self._v1_framework(body["framework"]) else None
+            if not self._v1_framework(body["framework"]):
+                return None
+            if not self.hides_roles:
+                return event
+            # As Mesos: its allocated and offered resources of roles it may view only.
+            framework = self._narrow_resources(
+                body["framework"], ("allocated_resources", "offered_resources")
+            )
+            return {**event, str(kind).lower(): {**body, "framework": framework}}
         if kind == "FRAMEWORK_REMOVED" and isinstance(body.get("framework_info"), dict):
             return event if self._v1_framework(body["framework_info"]) else None
+        if kind == "AGENT_ADDED" and self.hides_roles and isinstance(body.get("agent"), dict):
+            # As Mesos: the total resources of roles it may view only.
+            agent = self._narrow_resources(plain(body["agent"]), ("total_resources",))
+            return {**event, "agent_added": {**body, "agent": agent}}
         return event
 
 
@@ -233,15 +357,19 @@ def plain(doc: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def restricted(acls: Acls) -> bool:
-    """Whether any view ACL can hide anything from anyone."""
-    return not all(acls.unrestricted(action) for action in ACTIONS)
+def restricted(acls: Acls, roles: bool = False) -> bool:
+    """Whether any view ACL can hide anything from anyone (``roles``: ``view_roles``
+    counts too)."""
+    actions = (*ACTIONS, ROLE_ACTION) if roles else ACTIONS
+    return not all(acls.unrestricted(action) for action in actions)
 
 
-def viewer(acls: Acls, principal: str | None, machine: MasterMachine) -> Viewer | None:
+def viewer(
+    acls: Acls, principal: str | None, machine: MasterMachine, roles: bool = False
+) -> Viewer | None:
     """A `Viewer` of the master's state for ``principal``, or None when no view ACL can
-    hide anything."""
-    if not restricted(acls):
+    hide anything. ``roles``: the caller shows resources, which ``view_roles`` narrows."""
+    if not restricted(acls, roles):
         return None
 
     done: dict[str, str | None] = {}  # completed frameworks' users (they never change)
@@ -255,4 +383,4 @@ def viewer(acls: Acls, principal: str | None, machine: MasterMachine) -> Viewer 
             done.setdefault(framework_id, None)  # neither live nor completed: no user
         return done[framework_id]
 
-    return Viewer(acls, principal, framework_user)
+    return Viewer(acls, principal, framework_user, roles)

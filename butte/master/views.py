@@ -100,6 +100,20 @@ def error_event(message: str) -> dict[str, Any]:
     return {"type": "ERROR", "error": {"message": message}}
 
 
+def task_user(task: Task) -> str | None:
+    """The user a task runs as when its TaskInfo names one, as Mesos' ``Task.user`` (the
+    command's ``user``, else its executor's command's); None: its framework's user."""
+    info = task.info
+    if info is None:
+        return None
+    if info.command is not None and info.command.user is not None:
+        return info.command.user
+    executor = info.executor
+    if executor is not None and executor.command is not None:
+        return executor.command.user
+    return None
+
+
 def task_json(task: Task, fmt: str = "endpoint") -> dict[str, Any]:
     """A task in the v1 ``Task`` shape (operator API, agent re-registration)."""
     out: dict[str, Any] = {
@@ -117,6 +131,9 @@ def task_json(task: Task, fmt: str = "endpoint") -> dict[str, Any]:
         out["status_update_state"] = task.status_update_state
     if task.status_update_uuid:
         out["status_update_uuid"] = task.status_update_uuid
+    user = task_user(task)
+    if user is not None:
+        out["user"] = user
     info = task.info
     if info is not None:
         for key in ("labels", "discovery", "container", "health_check", "kill_policy"):

@@ -131,6 +131,7 @@
       // A slow answer (a big cluster) is asked for again no more often than 5x its time.
       minGapMs: () => Math.max(opts.minGapMs || 1000, lastMs * 5),
       errorEl: opts.errorEl,
+      always: !!opts.always,
     });
     return { input, info, refresh };
   }
@@ -401,6 +402,10 @@
       empty: "No framework is registered.",
       errorEl: error,
       pollMs: 10000,
+      // Polled even while the change feed runs: as in Mesos, nothing on the operator event
+      // stream says that a framework disconnected (no FRAMEWORK_UPDATED until it subscribes
+      // again), and its status column must still change.
+      always: true,
       relevant: () => true, // frameworks are few: any change may show
       onLoad: (doc) => {
         count.textContent = `${fmt.num(doc.total, 0)} registered`;
@@ -473,7 +478,8 @@
           offersCard((op.offers || []).map((o) => ({ offer: o, framework: info })), "Outstanding offers"),
         );
       },
-      { topics: ["framework"], filter: (_, change) => B.touches(change, [id]), pollMs: 5000, minGapMs: 2000, errorEl: error },
+      // Polled always: a disconnection (status) and offers come with no event (as in Mesos).
+      { topics: ["framework"], filter: (_, change) => B.touches(change, [id]), pollMs: 5000, always: true, minGapMs: 2000, errorEl: error },
     );
   };
 

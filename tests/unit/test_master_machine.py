@@ -220,7 +220,13 @@ def test_suppress_stops_offers():
     )
     h.allocate()
     assert h.offers(stream) == []
-    assert h.call(fid, stream, {"type": "SUPPRESS", "suppress": {"roles": ["nope"]}}).status == 400
+    refused = h.call(fid, stream, {"type": "SUPPRESS", "suppress": {"roles": ["nope"]}})
+    assert refused.status == 400
+    assert (
+        refused.message == "suppression role 'nope' is not one of the framework's subscribed roles"
+    )
+    refused = h.call(fid, stream, {"type": "REVIVE", "revive": {"roles": ["-bad"]}})
+    assert refused.status == 400 and refused.message.startswith("revive role '-bad' is invalid")
 
 
 def test_call_errors_match_mesos():
