@@ -6,7 +6,10 @@ READ_FILE, which forward to the agent holding it (`butte.master.files`): the exe
 ``runs/latest`` directory, or ``tasks/<id>`` inside it for a member of a task group.
 
 ``task tail -f`` follows the file until the task has ended and everything it wrote was
-printed (or until Ctrl-C).
+printed (or until Ctrl-C). It rides out the task's agent restarting (and the master failing
+over): a read that fails meanwhile is retried with the same offset, since the agent keeps the
+sandbox, and it gives up (exit 1) only once the task is gone for good: ended (or unknown to
+the master) with its sandbox no longer readable.
 
 ``task kill`` takes Mesos' operator path: KILL_CONTAINER (default signal SIGKILL, as in
 Mesos) on the v1 operator API of the agent running the task, found from the master's
@@ -49,6 +52,14 @@ from butte.core import task_states
 
 CHUNK = 1 << 20
 FOLLOW_INTERVAL = 0.5
+# While `tail -f` cannot read the file, how often it asks the master how the task is, and how
+# long a task the master does not know is waited for (a master that failed over learns its
+# tasks again as their agents re-register).
+STATE_CHECK_SECONDS = 2.0
+UNKNOWN_TASK_GRACE_SECONDS = 15.0
+# Answers that pass while an agent restarts or a master fails over: the agent is registered
+# but not connected (503), did not answer in time (503, 504), a proxy between failed (502).
+_PASSING_STATUSES = (502, 503, 504)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -75,7 +86,14 @@ def add_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAc
     for sub in (cat, tail):
         sub.add_argument("file", nargs="?", default=None, help="file in the sandbox (stdout)")
         sub.add_argument("--stderr", action="store_true", help="the task's stderr")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new output until the task has ended and all of it was printed; "
+        "a restart of the task's agent (or a master failover) is waited out, the read "
+        "going on where it stopped; it ends with an error once the task is gone for good",
+    )
     tail.add_argument("-n", "--lines", type=int, default=10, help="lines to show (10)")
     ls.add_argument("path", nargs="?", default="", help="directory inside the sandbox")
     kill.add_argument(
@@ -244,11 +262,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         raise CliError("--lines must not be negative", 2)
     master, task, sandbox = _open(args)
     path = f"{sandbox}/{_file_of(args)}"
+    reader = _Reader(master, path, task, _file_of(args), args.follow)
     try:
-        size, _ = master.read_file(path, 0, 0)
-        offset = _print_last_lines(master, path, size, args.lines)
+        size, _ = reader.read(0, 0)
+        offset = _print_last_lines(reader, size, args.lines)
         while args.follow:
-            offset = _follow(master, path, offset, task)
+            offset = _follow(master, path, offset, task, reader)
             if offset < 0:
                 return 0
     except OperatorError as e:
@@ -256,13 +275,122 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_last_lines(master: OperatorClient, path: str, size: int, lines: int) -> int:
+class _Reader:
+    """Reads one file of a task's sandbox through the master for ``task tail``.
+
+    With ``follow``, a read that fails for a reason that passes is retried, with the same
+    offset, until it succeeds: the master unreachable (it restarts or fails over), the agent
+    disconnected or not answering (it restarts; it keeps the sandbox), and, once the file has
+    been read, not found (an agent the master removed may re-register; a file may be briefly
+    missing while its agent recovers). One note on stderr says the reads stopped, one that
+    they go on. It gives up (CliError) once the task is gone for good: the file cannot be
+    found and the master reports the task ended, or has not known it for
+    `UNKNOWN_TASK_GRACE_SECONDS`."""
+
+    def __init__(
+        self, master: OperatorClient, path: str, task: dict[str, Any], name: str, follow: bool
+    ) -> None:
+        self.master = master
+        self.path = path
+        self.task_id = task["task_id"]["value"]
+        self.framework = task["framework_id"]["value"]
+        self.name = name
+        self.follow = follow
+        self.read_once = False
+        self.failing_since: float | None = None
+        self.last_check: float | None = None
+        self.unknown_since: float | None = None
+
+    def read(self, offset: int, length: int) -> tuple[int, bytes]:
+        """(file size, bytes from ``offset``); raises OperatorError or MasterUnreachable
+        for failures that do not pass (or all of them, without ``follow``)."""
+        while True:
+            try:
+                answer = self.master.read_file(self.path, offset, length)
+            except (OperatorError, MasterUnreachable) as e:
+                if not self.follow or not self._passes(e):
+                    raise
+                self._wait(e, offset)
+                continue
+            self.read_once = True
+            if self.failing_since is not None:
+                self.failing_since = self.unknown_since = None
+                _note(f"reading {self.name} of {self.task_id} again from byte {offset}")
+            return answer
+
+    def state(self) -> str | None:
+        """The task's state at the master (None: it does not know the task)."""
+        return _state_of(self.master, self.framework, self.task_id)
+
+    def _passes(self, error: OperatorError | MasterUnreachable) -> bool:
+        if isinstance(error, MasterUnreachable):
+            return True
+        return error.status in _PASSING_STATUSES or (error.status == 404 and self.read_once)
+
+    def _wait(self, error: OperatorError | MasterUnreachable, offset: int) -> None:
+        """One failed read: says so the first time, gives up if the task is gone for good,
+        else waits a moment before the next try."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+            _note(
+                f"cannot read {self.name} of {self.task_id} ({_reason(error)}); still "
+                f"following: retrying from byte {offset} while its agent (or the master) "
+                "comes back"
+            )
+        if self.last_check is None or now - self.last_check >= STATE_CHECK_SECONDS:
+            self.last_check = now
+            gone = self._gone(error, offset, now)
+            if gone is not None:
+                raise CliError(gone, NOT_FOUND)
+        time.sleep(FOLLOW_INTERVAL)
+
+    def _gone(
+        self, error: OperatorError | MasterUnreachable, offset: int, now: float
+    ) -> str | None:
+        """Why the task is gone for good, or None while its output may still be read."""
+        if not isinstance(error, OperatorError) or error.status != 404:
+            # The agent is registered (the master decides soon whether it is back or removed)
+            # or the master is away: nothing is known yet.
+            return None
+        try:
+            state = self.state()
+        except (OperatorError, MasterUnreachable):
+            return None
+        printed = f"{self.name} was printed up to byte {offset}"
+        if state is None:
+            self.unknown_since = self.unknown_since if self.unknown_since is not None else now
+            if now - self.unknown_since < UNKNOWN_TASK_GRACE_SECONDS:
+                return None
+            return (
+                f"task {self.task_id} is no longer known to the master and its sandbox cannot "
+                f"be read ({error.message}); {printed}"
+            )
+        self.unknown_since = None
+        if task_states.is_terminal(state):
+            return (
+                f"task {self.task_id} ended ({state}) and its sandbox cannot be read any more "
+                f"({error.message}); {printed}"
+            )
+        return None
+
+
+def _reason(error: OperatorError | MasterUnreachable) -> str:
+    return error.message if isinstance(error, OperatorError) else str(error)
+
+
+def _note(message: str) -> None:
+    """A note of ``tail -f`` on stderr (stdout carries the file alone)."""
+    print(f"butte: {message}", file=sys.stderr, flush=True)
+
+
+def _print_last_lines(reader: _Reader, size: int, lines: int) -> int:
     """Prints the last ``lines`` lines of the file (looking back at most CHUNK bytes);
     returns the offset where the file ended."""
     window = 4096
     while True:
         start = max(0, size - window)
-        _, data = master.read_file(path, start, size - start)
+        _, data = reader.read(start, size - start)
         if start == 0 or window >= CHUNK or data.count(b"\n") > lines:
             break
         window *= 4
@@ -287,12 +415,20 @@ def _rest_of_rotated(master: OperatorClient, path: str, offset: int) -> int:
         offset += len(data)
 
 
-def _follow(master: OperatorClient, path: str, offset: int, task: dict[str, Any]) -> int:
-    """Prints what was appended until the task ends; -1 once it ended and all was printed."""
-    task_id, framework = task["task_id"]["value"], task["framework_id"]["value"]
+def _follow(
+    master: OperatorClient,
+    path: str,
+    offset: int,
+    task: dict[str, Any],
+    reader: _Reader | None = None,
+) -> int:
+    """Prints what was appended to ``path`` until the task ends (read through ``reader``, by
+    default one that follows); -1 once it ended and all was printed."""
+    if reader is None:
+        reader = _Reader(master, path, task, path.rsplit("/", 1)[-1], follow=True)
     last_check = 0.0
     while True:
-        size, data = master.read_file(path, offset, CHUNK)
+        size, data = reader.read(offset, CHUNK)
         if data:
             _write(data)
             offset += len(data)
@@ -303,11 +439,14 @@ def _follow(master: OperatorClient, path: str, offset: int, task: dict[str, Any]
             offset = _rest_of_rotated(master, path + ".1", offset)
             continue
         now = time.monotonic()
-        if now - last_check > 2.0:
+        if now - last_check > STATE_CHECK_SECONDS:
             last_check = now
-            state = _state_of(master, framework, task_id)
+            try:
+                state = reader.state()
+            except MasterUnreachable:
+                continue  # the next read waits for the master
             if state is None or task_states.is_terminal(state):
-                size, data = master.read_file(path, offset, CHUNK)
+                size, data = reader.read(offset, CHUNK)
                 if not data and size >= offset:
                     return -1
                 continue

@@ -116,7 +116,10 @@ class ButteCluster(Cluster):
         # that agent to us no more until a REVIVE clears the filter.
         self._filtered = False
         self._hostnames: dict[str, str] = {}
-        shape = WorkerShape(self.worker_cpus, self.worker_memory_mib, 2 if nanny else 1)
+        # Every port a worker task listens on comes from its offer (a port it picked itself
+        # could be one the agent offers to another task): the worker's, its HTTP server's
+        # (/health, /metrics; Dask starts one even without a dashboard) and the nanny's.
+        shape = WorkerShape(self.worker_cpus, self.worker_memory_mib, 3 if nanny else 2)
         cluster_id = uuid.uuid4().hex[:8]
         self._plan = WorkerPlan(prefix=f"dask-{cluster_id}", shape=shape)
         self._initial_workers = n_workers
@@ -409,6 +412,8 @@ class ButteCluster(Cluster):
             launch.hostname,
             "--worker-port",
             str(launch.ports[0]),
+            "--dashboard-address",
+            f"{launch.hostname}:{launch.ports[1]}",
             "--no-dashboard",
             "--local-directory",
             ".",  # the task's sandbox
@@ -416,7 +421,7 @@ class ButteCluster(Cluster):
             _DEATH_TIMEOUT,
         ]
         if self.nanny:
-            argv += ["--nanny", "--nanny-port", str(launch.ports[1])]
+            argv += ["--nanny", "--nanny-port", str(launch.ports[2])]
         else:
             argv.append("--no-nanny")
         argv += self.worker_args

@@ -206,6 +206,43 @@ def free_slots(offers: list[Offer], spec: GangSpec) -> tuple[int, int]:
     return sum(counts), sum(1 for c in counts if c > 0)
 
 
+def shortfall(spec: GangSpec, agents: list[Offer]) -> str | None:
+    """Why the gang can never run on these agents, given as offers of whole idle agents
+    (their total resources: `butte.frameworks.offers.agent_capacities`): a rank bigger than
+    every agent, or more ranks than all of them hold together. None when they could hold
+    it, and while no agent is registered (one may still come)."""
+    if not agents:
+        return None
+    by_agent: dict[str, tuple[str, Resources]] = {}
+    for agent in agents:
+        _, total = by_agent.get(agent.agent_id, (agent.hostname, Resources()))
+        by_agent[agent.agent_id] = (agent.hostname, total + agent.resources)
+    slots = {
+        agent_id: (host, agent_slots(total, spec.rank_resources, spec.per_agent))
+        for agent_id, (host, total) in by_agent.items()
+    }
+    held = sum(n for _, n in slots.values())
+    if held >= spec.ranks:
+        return None
+    rank = spec.rank_resources.to_text()
+    count = f"{len(by_agent)} registered agent(s)"
+    if held == 0:
+        host, biggest = max(
+            by_agent.values(),
+            key=lambda a: (a[1].scalar("cpus"), a[1].scalar("mem"), a[1].to_text()),
+        )
+        return (
+            f"a rank needs {rank}, more than any of the {count} has "
+            f"(the largest: {biggest.to_text()} on {host})"
+        )
+    cap = f" (at most {spec.per_agent} per agent: --per-agent)" if spec.per_agent else ""
+    each = ", ".join(f"{host}: {n}" for host, n in sorted(slots.values()))
+    return (
+        f"{spec.ranks} ranks of {rank} need {spec.ranks} slots, but the {count} hold only "
+        f"{held} together{cap}: {each}"
+    )
+
+
 @dataclass
 class GangPlanner:
     """The gang decision for one job; see the module docstring."""

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from butte.client.operator import MasterUnreachable as OperatorUnreachable
+from butte.client.operator import OperatorError
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
@@ -36,7 +38,15 @@ from butte.core import task_states
 from butte.core.resources import ResourceError, Resources
 from butte.frameworks.mpi import gang
 from butte.frameworks.mpi.rendezvous import Rendezvous
-from butte.frameworks.offers import local_address_for, offer_role, plain_resources
+from butte.frameworks.offers import (
+    AgentCapacity,
+    FitWatch,
+    OfferView,
+    local_address_for,
+    offer_role,
+    plain_resources,
+    read_agent_capacities,
+)
 
 TICK_SECONDS = 0.2
 FAILOVER_SECONDS = 30.0
@@ -74,6 +84,26 @@ def offer_view(offer: dict[str, Any]) -> gang.Offer:
         offer.get("hostname", "?"),
         Resources.from_json(plain),
     )
+
+
+def offer_size(offer: dict[str, Any]) -> OfferView:
+    """What an offer holds in cpus, memory and ports, for "largest offer so far" notes (an
+    offer to the job's role holds only what the role may use, reserved or not)."""
+    resources = Resources.from_json(plain_resources(offer))
+    return OfferView(
+        offer["id"]["value"],
+        offer["agent_id"]["value"],
+        offer.get("hostname", "?"),
+        offer_role(offer),
+        resources.scalar("cpus"),
+        resources.scalar("mem"),
+        tuple(resources.ranges("ports")),
+    )
+
+
+def capacity_offers(agents: list[AgentCapacity]) -> list[gang.Offer]:
+    """The agents' capacities as the planner reads offers: what a whole idle agent offers."""
+    return [gang.Offer("", a.agent_id, a.hostname, a.resources) for a in agents]
 
 
 def _rankio(spec: MpiSpec) -> list[str]:
@@ -137,6 +167,8 @@ class MpiJob:
     rendezvous: Rendezvous | None = None
     workdir: str = ""
     result: gang.Done | None = None
+    fit: FitWatch = field(default_factory=lambda: FitWatch(started=time.monotonic()))
+    capacity_read: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self.planner = gang.GangPlanner(self.spec.gang)
@@ -188,6 +220,8 @@ class MpiJob:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+            if self.capacity_read is not None:
+                self.capacity_read.cancel()
             await self._stop_launcher_now()
             if self.rendezvous is not None:
                 await self.rendezvous.stop()
@@ -219,6 +253,7 @@ class MpiJob:
                 effects += self.planner.abort(f"time limit of {timeout:g}s reached", 124)
             if kind == "event":
                 await self._acknowledge_or_reconcile(client, value)
+            self._watch_fit(client, now)
             await self._apply(client, effects + self.planner.on_tick(now, random.random()))
         self.info(
             f"job {'succeeded' if self.result.exit_status == 0 else 'failed'}: "
@@ -251,7 +286,62 @@ class MpiJob:
             return self.planner.abort(f"interrupted by {name}", 128 + int(value))
         if kind == "lost":
             return self.planner.abort(f"lost the master: {value}")
+        if kind == "capacity":
+            return self._on_capacity(value)
         return []
+
+    # -- a job that does not fit ----------------------------------------------------------------
+
+    def _waiting(self) -> bool:
+        """Whether the job waits for offers to gather its gang (not launched, not ending)."""
+        return self.planner.phase in (gang.Phase.GATHERING, gang.Phase.BACKOFF)
+
+    def _watch_fit(self, client: SchedulerClient, now: float) -> None:
+        """While the gang waits for offers: says every little while what it waits for and
+        the largest offer seen, and reads the agents' capacities (in the background) to
+        give up on a job that no registered agents could ever hold."""
+        if not self._waiting():
+            return
+        if self.fit.note_due(now):
+            rank = self.spec.gang.rank_resources.to_text()
+            self.info(
+                f"waiting for {self.spec.gang.ranks} rank slot(s) of {rank}; "
+                f"{self.fit.largest.describe()}{self.fit.capacity_note()}"
+            )
+        reading = self.capacity_read is not None and not self.capacity_read.done()
+        if not reading and self.fit.check_due(now):
+            self.capacity_read = asyncio.create_task(self._read_capacity(client.leader))
+
+    async def _read_capacity(self, leader: str) -> None:
+        """Reads what every registered agent could offer; the answer (or why there is none)
+        comes back as a "capacity" event."""
+        try:
+            agents = await asyncio.to_thread(
+                read_agent_capacities, self.spec.master, leader, self.spec.role, reserved=True
+            )
+        except (OperatorUnreachable, OperatorError, ValueError) as e:  # ValueError: not JSON
+            await self.events.put(("capacity", str(e)))
+            return
+        await self.events.put(("capacity", capacity_offers(agents)))
+
+    def _on_capacity(self, answer: list[gang.Offer] | str) -> list[gang.Effect]:
+        if not self._waiting():
+            return []
+        if isinstance(answer, str):
+            if self.fit.unreadable is None:
+                self.fit.unreadable = answer
+                self.info(
+                    f"cannot read the cluster's agents ({answer}); waiting for offers without "
+                    "knowing whether any agent could hold the job"
+                )
+            return []
+        agents = len({a.agent_id for a in answer})
+        give_up = self.fit.judged(gang.shortfall(self.spec.gang, answer), agents)
+        if give_up is None:
+            return []
+        return self.planner.abort(
+            f"the job cannot run on this cluster: {give_up}; {self.fit.largest.describe()}", 2
+        )
 
     def _on_event(self, event: dict[str, Any], now: float) -> list[gang.Effect]:
         kind = event.get("type")
@@ -265,6 +355,8 @@ class MpiJob:
                     self.info(f"warning: ignoring a malformed offer: {e}")
                     continue
                 self.offers[offer["id"]["value"]] = offer
+                with contextlib.suppress(ResourceError):
+                    self.fit.largest.saw(offer_size(offer))
             return self.planner.on_offers(views, now)
         if kind == "RESCIND":
             offer_id = event["rescind"]["offer_id"]["value"]

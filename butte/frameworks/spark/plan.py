@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from butte.core import task_states
-from butte.frameworks.offers import OfferView, take_ports
+from butte.frameworks.offers import OfferView, describe_view, take_ports
 
 _MEMORY = re.compile(r"^\s*(\d+)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _MEMORY_SCALE = {"k": 1 / 1024, "": 1, "m": 1, "g": 1024, "t": 1024 * 1024}
@@ -201,6 +201,75 @@ class SparkPlan:
             return None
         return cores, daemon + per_executor, req.executor_mib
 
+    # -- what the cluster can hold ---------------------------------------------------------
+
+    def master_needs(self) -> tuple[float, int]:
+        """(cpus, MiB) of the Spark master task (it takes two ports too)."""
+        return self.request.master_cpus, self.request.daemon_mib + 128
+
+    def smallest_worker(self) -> tuple[float, int]:
+        """(cpus, MiB) of the smallest worker task that runs an executor: one executor of
+        ``executor_cores`` (else one core) with its memory and overhead, and the worker
+        daemon (it takes two ports too)."""
+        req = self.request
+        cores = req.executor_cores or 1
+        executor = req.executor_mib + executor_overhead_mib(req.executor_mib)
+        return cores + req.worker_daemon_cpus, req.daemon_mib + 128 + executor
+
+    def waiting_for(self) -> str:
+        """What the Spark cluster waits for, in words, for the "waiting for ..." notes."""
+        if self.master is None:
+            cpus, mem = self.master_needs()
+            return f"an offer for the Spark master ({cpus:g} cpus, {mem} MiB mem, 2 ports)"
+        cpus, mem = self.smallest_worker()
+        return (
+            f"an offer for a Spark worker (at least {cpus:g} cpus, {mem} MiB mem, 2 ports for "
+            f"one executor of {self.request.executor_cores or 1} core(s) and "
+            f"{self.request.executor_mib} MiB, with the worker daemon)"
+        )
+
+    def shortfall(self, agents: list[OfferView]) -> str | None:
+        """Why the Spark cluster can never start on these agents, given as offers of whole
+        idle agents (`butte.frameworks.offers.agent_capacities`): no agent holds the
+        master, or none holds a worker with one executor beside it. None when they could,
+        once a worker is placed, and while no agent is registered (one may still come)."""
+        if not agents or self.workers or self.failed or self.closed:
+            return None
+        m_cpus, m_mem = self.master_needs()
+        w_cpus, w_mem = self.smallest_worker()
+
+        def fits(view: OfferView, cpus: float, mem: float, ports: int) -> bool:
+            return view.cpus + 1e-9 >= cpus and view.mem >= mem and view.port_count() >= ports
+
+        if self.master is not None:
+            # The master holds its share of its agent for as long as it runs.
+            masters = [a for a in agents if a.agent_id == self.master.agent_id]
+            if not masters:
+                return None  # its agent is gone: the master's end fails the run
+        else:
+            masters = [a for a in agents if fits(a, m_cpus, m_mem, 2)]
+            if not masters:
+                return (
+                    f"the Spark master needs {m_cpus:g} cpus, {m_mem} MiB mem and 2 ports, "
+                    f"more than any of the {len(agents)} registered agent(s) has (the largest: "
+                    f"{_largest(agents)})"
+                )
+        for worker in agents:
+            if not fits(worker, w_cpus, w_mem, 2):
+                continue
+            if any(m.agent_id != worker.agent_id for m in masters):
+                return None  # the master on another agent
+            if fits(worker, w_cpus + m_cpus, w_mem + m_mem, 4):
+                return None  # both on this one
+        what = f"{self.request.executor_cores or 1} core(s)"
+        return (
+            f"a Spark worker with one executor ({what}, {self.request.executor_mib} MiB plus "
+            f"{executor_overhead_mib(self.request.executor_mib)} MiB overhead, and the worker "
+            f"daemon's {self.request.daemon_mib + 128} MiB) needs {w_cpus:g} cpus, {w_mem} MiB "
+            f"mem and 2 ports beside the Spark master's {m_cpus:g} cpus and {m_mem} MiB; none of "
+            f"the {len(agents)} registered agent(s) holds it (the largest: {_largest(agents)})"
+        )
+
     def update(self, name: str, state: str) -> bool:
         """Follows a task state; True when the task is one this plan no longer wants (a
         stray to kill)."""
@@ -238,3 +307,8 @@ class SparkPlan:
 
     def done(self) -> bool:
         return not self.live_tasks()
+
+
+def _largest(agents: list[OfferView]) -> str:
+    big = max(agents, key=lambda a: (a.cpus, a.mem, a.port_count()))
+    return f"{describe_view(big)} on {big.hostname}"

@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 
 from butte.cli.common import CliError
+from butte.client.operator import MasterUnreachable as OperatorUnreachable
+from butte.client.operator import OperatorError
 from butte.client.scheduler import (
     CallError,
     MasterUnreachable,
@@ -41,7 +43,13 @@ from butte.client.scheduler import (
 )
 from butte.core.parent_death import die_with_parent
 from butte.core.resources import ResourceError
-from butte.frameworks.offers import local_address_for, offer_view, task_resources
+from butte.frameworks.offers import (
+    FitWatch,
+    local_address_for,
+    offer_view,
+    read_agent_capacities,
+    task_resources,
+)
 from butte.frameworks.spark.plan import Launch, SparkPlan, SparkRequest, memory_mib
 
 SUMMARY = "run a Spark application on a Spark standalone cluster launched as tasks"
@@ -270,7 +278,9 @@ class SparkSubmit:
         self.suppressed = False
         self.told_webui = False
         self.cluster_failed: asyncio.Future[str] | None = None
+        self.fail_status = 1  # the exit status of a failed cluster (2: it cannot run at all)
         self.started = time.monotonic()
+        self.fit = FitWatch(started=self.started)
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -292,9 +302,13 @@ class SparkSubmit:
         interrupted: asyncio.Future[int] = loop.create_future()
         installed = _install_signal_handlers(interrupted)
         pump = asyncio.create_task(self._pump())
+        watch = asyncio.create_task(self._watch_fit())
         try:
             return await self._run_app(interrupted)
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             await self._stop_driver()
             await self._tear_down(pump)
             _remove_signal_handlers(installed)
@@ -331,8 +345,11 @@ class SparkSubmit:
             self.info("interrupted; stopping the driver and the Spark cluster")
             return interrupted.result()
         assert self.cluster_failed is not None and self.cluster_failed.done()
-        self.info(f"the Spark cluster failed: {self.cluster_failed.result()}")
-        return 1
+        if self.fail_status == 2:
+            self.info(f"error: {self.cluster_failed.result()}")
+        else:
+            self.info(f"the Spark cluster failed: {self.cluster_failed.result()}")
+        return self.fail_status
 
     # -- the Spark cluster -----------------------------------------------------------------
 
@@ -383,10 +400,66 @@ class SparkSubmit:
             return
         self._fail("the butte master ended the subscription")
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, status: int = 1) -> None:
         if self.cluster_failed is not None and not self.cluster_failed.done():
             if not self.plan.closed:
+                self.fail_status = status
                 self.cluster_failed.set_result(reason)
+
+    def _waiting_for_offers(self) -> bool:
+        """Whether the start-up waits for offers: for the master, or for a first worker."""
+        if self.driver is not None or self.plan.failed or self.plan.closed:
+            return False
+        return self.plan.master is None or not self.plan.workers
+
+    async def _watch_fit(self) -> None:
+        """Until the first worker is placed: says every little while what the start-up
+        waits for and the largest offer seen, and gives up (exit 2) once the registered
+        agents could never hold the Spark master and a worker with one executor, as read
+        from the master's GET_AGENTS (`butte.frameworks.offers.FitWatch`)."""
+        assert self.client is not None
+        while True:
+            now = time.monotonic()
+            if not self._waiting_for_offers():
+                await asyncio.sleep(1.0)
+                continue
+            if self.fit.note_due(now):
+                self.info(
+                    f"waiting for {self.plan.waiting_for()}; {self.fit.largest.describe()}"
+                    f"{self.fit.capacity_note()}"
+                )
+            if self.fit.check_due(now):
+                await self._check_capacity()
+            await asyncio.sleep(0.5)
+
+    async def _check_capacity(self) -> None:
+        assert self.client is not None
+        try:
+            agents = await asyncio.to_thread(
+                read_agent_capacities,
+                self.spec.master,
+                self.client.leader,
+                self.spec.role,
+                reserved=False,  # offer_view takes unreserved resources only
+            )
+        except (OperatorUnreachable, OperatorError, ValueError) as e:  # ValueError: not JSON
+            if self.fit.unreadable is None:
+                self.fit.unreadable = str(e)
+                self.info(
+                    f"cannot read the cluster's agents ({e}); waiting for offers without "
+                    "knowing whether any agent could hold the Spark cluster"
+                )
+            return
+        if not self._waiting_for_offers():
+            return
+        views = [agent.view() for agent in agents]
+        give_up = self.fit.judged(self.plan.shortfall(views), len(views))
+        if give_up is not None:
+            self._fail(
+                f"the application cannot run on this cluster: {give_up}; "
+                f"{self.fit.largest.describe()}",
+                2,
+            )
 
     async def _handle(self, event: dict[str, Any]) -> None:
         assert self.client is not None
@@ -414,6 +487,7 @@ class SparkSubmit:
             launches: list[Launch] = []
         else:
             self.hostnames[view.agent_id] = view.hostname
+            self.fit.largest.saw(view)
             launches = self.plan.place(view)
         try:
             if launches:
