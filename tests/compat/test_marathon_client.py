@@ -342,6 +342,11 @@ def test_deployment_conflict_force_and_rollback(env: Env):
     env.wait(lambda: not env.master_tasks("dep_app."), what="dep tasks gone")
 
 
+def declined(steps: list[dict]) -> dict[str, int]:
+    """The reasons of a queue entry's reject summary that declined offers, with counts."""
+    return {s["reason"]: s["declined"] for s in steps if s["declined"]}
+
+
 def test_queue_says_why(env: Env):
     c = env.client
     # Both agents have the same hostname: UNIQUE hostname fits one instance only.
@@ -356,25 +361,71 @@ def test_queue_says_why(env: Env):
         items = [q for q in c.list_queue() if q.app.id == "/q/unique"]
         if not items:
             return None
-        reasons = items[0].processed_offers_summary["rejectSummaryLastOffers"]
-        return items[0] if any(r["reason"] == "UnfulfilledConstraint" for r in reasons) else None
+        summary = items[0].processed_offers_summary
+        return (
+            items[0]
+            if "UnfulfilledConstraint" in declined(summary["rejectSummaryLastOffers"])
+            else None
+        )
 
     item = env.wait(waiting, what="queued with a reason")
     assert item.count == 1
+    assert (item.delay.time_left_seconds, item.delay.overdue) == (0, True)
+    summary = item.processed_offers_summary
+    # Marathon's whole reason funnel, each step with the offers that reached it
+    assert [s["reason"] for s in summary["rejectSummaryLaunchAttempt"]][:2] == [
+        "UnfulfilledRole",
+        "UnfulfilledConstraint",
+    ]
+    assert summary["unusedOffersCount"] >= 1 and summary["lastUsedOfferAt"]
     env.wait(lambda: c.get_app("/q/unique").tasks_running == 1, what="one running")
-    c.create_app("/q/big", MarathonApp(cmd=SLEEP, cpus=64, mem=16, instances=1))
-    env.wait(
-        lambda: any(
-            r["reason"] == "InsufficientCpus"
-            for q in c.list_queue()
-            if q.app.id == "/q/big"
-            for r in q.processed_offers_summary["rejectSummaryLastOffers"]
-        ),
-        what="InsufficientCpus",
-    )
-    c.reset_delay("/q/big")  # queued: its delay is reset
     c.delete_app("/q/unique", force=True)
+    # Alone in the queue and bigger than any agent: every offer is looked at and declined.
+    c.create_app("/q/big", MarathonApp(cmd=SLEEP, cpus=64, mem=16, instances=1))
+
+    def big() -> dict | None:
+        items = [q for q in c.list_queue(embed_last_unused_offers=True) if q.app.id == "/q/big"]
+        if not items or not items[0].last_unused_offers:
+            return None
+        return {"item": items[0]}
+
+    item = env.wait(big, what="/q/big's unused offers")["item"]
+    summary = item.processed_offers_summary
+    assert set(declined(summary["rejectSummaryLastOffers"])) == {"InsufficientCpus"}
+    assert summary["processedOffersCount"] == summary["unusedOffersCount"] >= 1
+    assert "lastUsedOfferAt" not in summary
+    unused = item.last_unused_offers
+    assert {u["reason"][0] for u in unused} == {"InsufficientCpus"}
+    agents = {a["id"] for a in env.cluster.state()["slaves"]}
+    assert {u["offer"]["agentId"] for u in unused} <= agents
+    assert {r["name"] for r in unused[0]["offer"]["resources"]} >= {"cpus", "mem", "ports"}
+    assert c.list_queue()[0].last_unused_offers is None  # only with the embed
+    c.reset_delay("/q/big")  # queued: its delay is reset
     c.delete_app("/q/big", force=True)
+
+
+def test_api_post_event_names_the_client_and_the_request(env: Env):
+    c = env.client
+    c.create_app("/post/web", MarathonApp(cmd=SLEEP, cpus=0.01, mem=8, instances=0))
+    c.update_app("/post/web", MarathonApp(cmd=SLEEP, cpus=0.01, mem=9, instances=0), force=True)
+    c.delete_app("/post/web", force=True)
+
+    def posts() -> list | None:
+        found = [
+            e
+            for e in list(env.events)
+            if e.event_type == "api_post_event" and e.app_definition["id"] == "/post/web"
+        ]
+        return found if len(found) >= 2 else None
+
+    created, updated = env.wait(posts, what="api_post_event")
+    assert (created.client_ip, created.uri) == ("127.0.0.1", "/v2/apps")
+    # The path as the client sent it (this client joins "/v2/apps/" and "/post/web"), as
+    # Marathon's HttpServletRequest.getRequestURI gives it.
+    assert (updated.client_ip, updated.uri) == ("127.0.0.1", "/v2/apps//post/web")
+    assert updated.app_definition["mem"] == 9
+    env.wait(lambda: "/post/web" not in [a.id for a in c.list_apps()], what="deleted")
+    assert len(posts() or []) == 2  # a delete posts none, as in Marathon
 
 
 def test_validation(env: Env):

@@ -141,6 +141,8 @@ class Events(Protocol):
 
     def unsubscribe(self, queue: EventQueue) -> None: ...
 
+    def publish(self, event: dict[str, Any]) -> None: ...
+
 
 class MarathonShell(Protocol):
     """What the routes need from the service (`main.Service` has all of it): a narrow
@@ -307,6 +309,7 @@ class Api:
             ):
                 raise ApiError(409, {"message": f"A group with id [{spec['id']}] exists."})
             self.planner.deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
+            self._api_post(request, spec["id"], now)
             await self.service.flush()
             created = self.planner.app_json(spec["id"], set())
             return _json(created, 201, headers={"Location": f"/v2/apps{spec['id']}"})
@@ -322,6 +325,14 @@ class Api:
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT", "PATCH"])
+
+    def _api_post(self, request: web.Request, app_id: str, now: float) -> None:
+        """``api_post_event`` for the app this request created or updated, with what
+        Marathon takes from the servlet request: the peer's address (``getRemoteAddr``:
+        a standby that proxied the request, not the client behind it) and the path
+        without the query (``getRequestURI``, not decoded)."""
+        spec = self.planner.apps[app_id]
+        self.planner.api_post(request.remote, request.rel_url.raw_path, spec, now)
 
     def _updated(self, raw: Any, app_id: str | None, request: web.Request) -> dict[str, Any]:
         """The new definition from a PUT body (merged into the current one unless
@@ -396,6 +407,7 @@ class Api:
             else:
                 spec = self._updated(body, app_id, request)
             d = self.planner.deploy({app_id: spec}, now, force=force)
+            self._api_post(request, app_id, now)
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version}, 201 if created else 200)
         if request.method == "DELETE":
@@ -534,7 +546,9 @@ class Api:
         return _json({"deploymentId": d.id, "version": d.version})
 
     async def queue(self, request: web.Request) -> web.StreamResponse:
-        return _json({"queue": self.planner.queue(self.service.now())})
+        embed = {item for value in request.query.getall("embed", []) for item in value.split(",")}
+        queue = self.planner.queue(self.service.now(), "lastUnusedOffers" in embed)
+        return _json({"queue": queue})
 
     async def queue_delay(self, request: web.Request) -> web.StreamResponse:
         app_id = canonical_id(request.match_info["tail"])
@@ -725,6 +739,15 @@ class Api:
 
     # -- events ----------------------------------------------------------------------------
 
+    def _stream_event(self, event_type: str, request: web.Request) -> dict[str, Any]:
+        """``event_stream_attached``/``_detached`` for a stream, naming its client as
+        Marathon does (``remoteAddress``: the peer's address)."""
+        return {
+            "remoteAddress": request.remote,
+            "eventType": event_type,
+            "timestamp": iso(self.service.now()),
+        }
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         types: set[str] = set()
         for value in request.query.getall("event_type", []):
@@ -734,13 +757,11 @@ class Api:
         )
         await response.prepare(request)
         queue = self.service.hub.subscribe()
+        # As Marathon's HttpEventStreamHandleActor: attaching and detaching are events on
+        # the bus, seen by every stream (this one included) whose event_type filter takes
+        # them.
+        self.service.hub.publish(self._stream_event("event_stream_attached", request))
         try:
-            attached = {
-                "eventType": "event_stream_attached",
-                "timestamp": iso(self.service.now()),
-                "remoteAddress": request.remote,
-            }
-            await response.write(_sse(attached))
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), 15.0)
@@ -756,6 +777,7 @@ class Api:
             pass
         finally:
             self.service.hub.unsubscribe(queue)
+            self.service.hub.publish(self._stream_event("event_stream_detached", request))
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

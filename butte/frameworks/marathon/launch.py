@@ -13,6 +13,13 @@ from butte.frameworks.marathon.appdef import container_info
 from butte.frameworks.marathon.model import Instance
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
+# Marathon's ``NoOfferMatchReason`` for a scalar that is short.
+_REASONS = {
+    "cpus": "InsufficientCpus",
+    "mem": "InsufficientMemory",
+    "disk": "InsufficientDisk",
+    "gpus": "InsufficientGpus",
+}
 
 
 class Pool:
@@ -31,7 +38,7 @@ class Pool:
             elif r.get("type") == "RANGES" and r.get("name") == "ports":
                 spans = [[int(x["begin"]), int(x["end"])] for x in r["ranges"].get("range", [])]
                 self.ranges.append((template, spans))
-        self.shortfall = ""
+        self.reasons: list[str] = []  # why the last ``take`` failed
 
     def total(self, name: str) -> float:
         """What is left of a scalar, all roles together."""
@@ -44,19 +51,38 @@ class Pool:
             return reservations[-1].get("role", "*")
         return template.get("role") or "*"
 
+    def missing(self, spec: Mapping[str, Any]) -> list[str]:
+        """Why the rest of the offer cannot hold one instance, in the words and order of
+        Marathon's ``ResourceMatcher``: each scalar that is short (``InsufficientCpus``...)
+        and ``UnfulfilledRole`` when the offer has nothing of a role the app accepts (ports
+        are looked at only once these fit, see ``take``). Empty: it fits."""
+        roles = set(spec["acceptedResourceRoles"])
+        out = []
+        for name in ("cpus", "mem", "gpus", "disk"):  # Marathon's order
+            need = float(spec[name])
+            if need <= 0:
+                continue
+            have = sum(v[0] for _, v, role in self.scalars.get(name, ()) if role in roles)
+            if have + 1e-9 < need:
+                out.append(_REASONS[name])
+        if not any(role in roles for entries in self.scalars.values() for _, _, role in entries):
+            if not any(self._role(t) in roles for t, _ in self.ranges):
+                out.append("UnfulfilledRole")
+        return out
+
     def take(self, spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]] | None:
-        """Resources (and host ports) for one instance, or None (``shortfall`` says what
+        """Resources (and host ports) for one instance, or None (``reasons`` says what
         was missing)."""
         roles = set(spec["acceptedResourceRoles"])
+        self.reasons = self.missing(spec)
+        if self.reasons:
+            return None
         plan: list[tuple[list[float], float, dict[str, Any]]] = []
         for name in SCALARS:
             need = float(spec[name])
             if need <= 0:
                 continue
             pieces = [(t, v) for t, v, role in self.scalars.get(name, ()) if role in roles]
-            if sum(v[0] for _, v in pieces) + 1e-9 < need:
-                self.shortfall = f"Insufficient{name.capitalize() if name != 'mem' else 'Memory'}"
-                return None
             for t, v in pieces:
                 amount = min(need, v[0])
                 if amount > 0:
@@ -66,7 +92,7 @@ class Pool:
                     break
         port_plan = self._ports(spec, roles)
         if port_plan is None:
-            self.shortfall = "InsufficientPorts"
+            self.reasons = ["InsufficientPorts"]
             return None
         resources = []
         for holder, amount, template in plan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,7 +218,84 @@ class AppRuntime:
     unused_offers: int = 0
     last_unused_at: float | None = None
     last_used_at: float | None = None
+    # The launch attempt's offers not used, counted by the first reason of REASON_FUNNEL
+    # (Marathon's ``rejectSummaryLaunchAttempt``).
     rejects: dict[str, int] = field(default_factory=dict)
+    # The last offer not used per agent: agent id -> (offer, reasons, when); what
+    # ``rejectSummaryLastOffers`` and ``lastUnusedOffers`` show.
+    last_no_match: dict[str, tuple[dict[str, Any], list[str], float]] = field(default_factory=dict)
+
+    def launch_finished(self) -> None:
+        """Forgets the offer statistics of a launch attempt once nothing is left to launch,
+        as Marathon drops them when its task launcher stops."""
+        self.queued_since = None
+        self.processed_offers = self.unused_offers = 0
+        self.last_unused_at = self.last_used_at = None
+        self.rejects = {}
+        self.last_no_match = {}
+
+
+def _value_json(v: Mapping[str, Any], text: bool) -> dict[str, Any]:
+    """A resource's or attribute's value in Marathon's ``OfferResource``/``AgentAttribute``
+    shape: ``scalar``, ``ranges`` (``begin``/``end``), ``set`` or (attributes) ``text``."""
+    kind = v.get("type")
+    if kind == "SCALAR":
+        return {"scalar": float(v.get("scalar", {}).get("value", 0))}
+    if kind == "RANGES":
+        spans = v.get("ranges", {}).get("range", [])
+        return {"ranges": [{"begin": int(r["begin"]), "end": int(r["end"])} for r in spans]}
+    if kind == "SET":
+        return {"set": list(v.get("set", {}).get("item", []))}
+    if kind == "TEXT" and text:
+        return {"text": v.get("text", {}).get("value", "")}
+    return {}
+
+
+def offer_json(offer: Mapping[str, Any]) -> dict[str, Any]:
+    """An offer as ``/v2/queue?embed=lastUnusedOffers`` shows it (Marathon's
+    ``OfferConversion``): id, hostname, agentId, resources with their role, attributes."""
+    resources = []
+    for r in offer.get("resources", ()):
+        reservations = r.get("reservations") or []
+        role = reservations[-1].get("role", "*") if reservations else r.get("role") or "*"
+        resources.append({"name": r.get("name", ""), "role": role, **_value_json(r, False)})
+    attributes = [
+        {"name": a.get("name", ""), **_value_json(a, True)} for a in offer.get("attributes", ())
+    ]
+    return {
+        "id": offer["id"]["value"],
+        "hostname": offer.get("hostname", ""),
+        "agentId": offer["agent_id"]["value"],
+        "resources": resources,
+        "attributes": attributes,
+    }
+
+
+# Marathon's ``NoOfferMatchReason.reasonFunnel``: an offer not used counts once in the
+# queue's summaries, under the first of its reasons in this order.
+REASON_FUNNEL = (
+    "UnfulfilledRole",
+    "UnfulfilledConstraint",
+    "NoCorrespondingReservationFound",
+    "AgentMaintenance",
+    "InsufficientCpus",
+    "InsufficientMemory",
+    "InsufficientDisk",
+    "InsufficientGpus",
+    "InsufficientPorts",
+    "DeclinedScarceResources",
+)
+
+
+def funnel(processed: int, declined: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Marathon's ``DeclinedOfferStep`` list: per reason of the funnel, the offers declined
+    for it and those that reached it (``processed`` less those declined earlier)."""
+    out = []
+    for reason in REASON_FUNNEL:
+        n = declined.get(reason, 0)
+        out.append({"reason": reason, "declined": n, "processed": processed})
+        processed -= n
+    return out
 
 
 # -- effects ---------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
     ACTIVE_STATES,
     FAILURE_STATES,
+    REASON_FUNNEL,
     TERMINAL_STATES,
     AppRuntime,
     Decline,
@@ -50,9 +51,11 @@ from butte.frameworks.marathon.model import (
     Revive,
     Suppress,
     condition_of,
+    funnel,
     instance_id,
     iso,
     iso_ms,
+    offer_json,
 )
 from butte.frameworks.offers import attributes_of
 
@@ -351,15 +354,14 @@ class Planner:
             plan=deployment.plan_json(),
             currentStep=deployment.step_json(deployment.current),
         )
-        for app_id in target:
-            self._publish(
-                "api_post_event",
-                now,
-                clientIp=None,
-                uri=f"/v2/apps{app_id}",
-                appDefinition=target[app_id] or original[app_id],
-            )
         return deployment
+
+    def api_post(self, client_ip: str | None, uri: str, spec: dict[str, Any], now: float) -> None:
+        """Publishes Marathon's ``api_post_event`` for a request that created or updated
+        one app (``POST /v2/apps``, ``PUT``/``PATCH /v2/apps/{id}``; Marathon's
+        ``AppsResource`` posts it for those alone): who asked, the request's path and the
+        definition deployed."""
+        self._publish("api_post_event", now, clientIp=client_ip, uri=uri, appDefinition=spec)
 
     def _set_group(self, group_id: str, group: dict[str, Any] | None, version: str) -> None:
         if group is None:
@@ -872,7 +874,7 @@ class Planner:
                 rt.queued_since = now
         else:
             self.wanted.pop(app_id, None)
-            rt.queued_since = None
+            rt.launch_finished()
 
     def _timers(self, inst: Instance, spec: Mapping[str, Any], now: float) -> None:
         if inst.killing and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
@@ -1019,17 +1021,24 @@ class Planner:
         # The least any waiting app needs: once the offer has less, nobody fits any more.
         least = {n: min(float(self.apps[a][n]) for a in order) for n in ("cpus", "mem")}
         for app_id in order:
-            if any(pool.total(n) + 1e-9 < least[n] for n in least):
+            # Only an offer already used in part stops here: one that fits nobody from the
+            # start is still looked at by every app, so that each queue entry says why.
+            if tasks and any(pool.total(n) + 1e-9 < least[n] for n in least):
                 break
             spec = self.apps[app_id]
             rt = self._rt(app_id)
             used = False
             while self.wanted.get(app_id, 0) > 0:
-                reason = self._violation(spec, hostname, attributes, now)
-                taken = None if reason else pool.take(spec)
+                violated = self._violation(spec, hostname, attributes, now)
+                taken = None if violated else pool.take(spec)
                 if taken is None:
-                    reason = reason or pool.shortfall
-                    rt.rejects[reason] = rt.rejects.get(reason, 0) + 1
+                    # As Marathon's ResourceMatcher: the resources short and the constraint
+                    # together; ports only once everything else fits.
+                    reasons = pool.missing(spec) if violated else list(pool.reasons)
+                    if violated:
+                        reasons.append(violated)
+                    if not used:
+                        self._no_match(rt, offer, reasons, now)
                     break
                 resources, ports = taken
                 inst = self._instance(spec, offer, hostname, ip, attributes, ports, now)
@@ -1042,7 +1051,19 @@ class Planner:
             else:
                 rt.unused_offers += 1
                 rt.last_unused_at = now
+            if not self.wanted.get(app_id, 0):
+                rt.launch_finished()  # the next launch (a failure's replacement) counts anew
         return tasks
+
+    @staticmethod
+    def _no_match(rt: AppRuntime, offer: dict[str, Any], reasons: list[str], now: float) -> None:
+        """Records an offer an app could not use (Marathon's ``OfferMatchStatistics``):
+        the launch attempt's summary counts it under its first reason of the funnel, and
+        it becomes the agent's last unused offer."""
+        if reasons:
+            first = min(reasons, key=REASON_FUNNEL.index)
+            rt.rejects[first] = rt.rejects.get(first, 0) + 1
+        rt.last_no_match[offer["agent_id"]["value"]] = (offer, reasons, now)
 
     def _violation(
         self, spec: Mapping[str, Any], hostname: str, attributes: Mapping[str, str], now: float
@@ -1093,35 +1114,50 @@ class Planner:
         """Whether an app waits for launches (`queue` lists it)."""
         return app_id in self.apps and self.wanted.get(app_id, 0) > 0
 
-    def queue(self, now: float) -> list[dict[str, Any]]:
-        """``/v2/queue``: apps waiting for launches, with their delay and why offers did
-        not fit."""
+    def queue(self, now: float, embed_offers: bool = False) -> list[dict[str, Any]]:
+        """``/v2/queue``: apps waiting for launches, with their backoff delay and the offers
+        processed for them, as Marathon's ``QueueInfoConversion`` writes them (with
+        ``lastUnusedOffers`` only where ``embed_offers``: ``embed=lastUnusedOffers``).
+        Without the ``role`` Marathon 1.9 added: the ``marathon`` client 0.13.0 builds
+        each entry from its fields and fails on one it does not know."""
         out = []
         for app_id, count in sorted(self.wanted.items()):
             if not self.in_queue(app_id):
                 continue
             spec = self.apps[app_id]
             rt = self._rt(app_id)
-            left = max(0.0, rt.delay_until - now)
-            reasons = [{"reason": r, "declined": n, "processed": n} for r, n in rt.rejects.items()]
-            if left > 0:
-                reasons.append({"reason": "Delayed", "declined": 0, "processed": 0})
-            out.append(
-                {
-                    "app": spec,
-                    "count": count,
-                    "delay": {"timeLeftSeconds": round(left, 3), "overdue": left <= 0},
-                    "since": iso(rt.queued_since or now),
-                    "processedOffersSummary": {
-                        "processedOffersCount": rt.processed_offers,
-                        "unusedOffersCount": rt.unused_offers,
-                        "lastUnusedOfferAt": iso(rt.last_unused_at),
-                        "lastUsedOfferAt": iso(rt.last_used_at),
-                        "rejectSummaryLastOffers": reasons,
-                    },
-                    "lastUnusedOffers": [],
-                }
-            )
+            left = rt.delay_until - now
+            last = sorted(rt.last_no_match.values(), key=lambda m: m[2])
+            last_firsts: dict[str, int] = {}
+            for _, reasons, _ in last:
+                if reasons:
+                    first = min(reasons, key=REASON_FUNNEL.index)
+                    last_firsts[first] = last_firsts.get(first, 0) + 1
+            summary: dict[str, Any] = {
+                "processedOffersCount": rt.processed_offers,
+                "unusedOffersCount": rt.unused_offers,
+            }
+            # absent until there is such an offer, as in Marathon's answers
+            if rt.last_unused_at is not None:
+                summary["lastUnusedOfferAt"] = iso(rt.last_unused_at)
+            if rt.last_used_at is not None:
+                summary["lastUsedOfferAt"] = iso(rt.last_used_at)
+            summary["rejectSummaryLastOffers"] = funnel(len(last), last_firsts)
+            summary["rejectSummaryLaunchAttempt"] = funnel(rt.processed_offers, rt.rejects)
+            item: dict[str, Any] = {
+                "app": spec,
+                "count": count,
+                # whole seconds, as Marathon's QueueDelay (an int64); overdue: not backed off
+                "delay": {"timeLeftSeconds": max(0, int(left)), "overdue": left <= 0},
+                "since": iso(rt.queued_since or now),
+                "processedOffersSummary": summary,
+            }
+            if embed_offers:
+                item["lastUnusedOffers"] = [
+                    {"offer": offer_json(o), "reason": list(reasons), "timestamp": iso(t)}
+                    for o, reasons, t in last
+                ]
+            out.append(item)
         return out
 
     def task_json(self, inst: Instance) -> dict[str, Any]:

@@ -52,8 +52,9 @@ async function refresh(){
       esc(d.currentActions.map(x => x.action+" "+x.app).join(", "))+"</td></tr>"));
     const queue = (await (await fetch("/v2/queue")).json()).queue;
     rows("queue", queue.map(q => {
-      const why = q.processedOffersSummary.rejectSummaryLastOffers
-        .map(r => r.reason + (r.declined ? " ("+r.declined+")" : "")).join(", ");
+      const why = q.delay.overdue ? q.processedOffersSummary.rejectSummaryLastOffers
+        .filter(r => r.declined).map(r => r.reason + " ("+r.declined+")").join(", ")
+        : "backoff delay";
       return "<tr><td>"+esc(q.app.id)+"</td><td>"+q.count+"</td><td>"+
         q.delay.timeLeftSeconds+"</td><td>"+esc(why || "waiting for offers")+"</td></tr>";}));
   }catch(e){document.getElementById("who").textContent = "(unreachable: "+e+")";}
