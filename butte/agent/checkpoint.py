@@ -9,13 +9,19 @@ so tasks of other frameworks cost no disk writes. A command executor's run is re
 journal per agent id. A removal is one rename of the tree into ``meta/trash``, where
 `Trash` deletes it on a thread of its own, or a record in the journal.
 
+A full disk does not end the agent: a write that fails with ENOSPC (EDQUOT, EIO) is undone
+and its batch waits until it can be written (`CheckpointWriter.write_batch`), while the shell
+holds what depends on it, apart from what may overtake it (`Overtaking`).
+
 Reading is forgiving: a file that is missing or unreadable drops only what it describes (and
 is reported in `RecoveredState.problems`); the torn last record of an update log is ignored.
+Reading needs no free space, so an agent restarted on a full disk recovers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import logging
@@ -40,7 +46,10 @@ from butte.agent.effects import (
     CheckpointResources,
     CheckpointTask,
     CheckpointUpdate,
+    DestroyContainer,
     RemoveCheckpoint,
+    SendToExecutor,
+    SendToMaster,
 )
 from butte.agent.placement import spread_subdirectories
 from butte.agent.records import COMMAND, CUSTOM, DEFAULT
@@ -73,22 +82,68 @@ def current_boot_id() -> str | None:
 # -- writing ----------------------------------------------------------------------------------
 
 
-def _replace(path: str, data: bytes) -> None:
-    """Replaces ``path`` with ``data``: temp file, fsync, rename (readers see old or new)."""
+# What writes bytes to a file descriptor (``os.write`` where None is given; tests inject one
+# that fails).
+WriteFd = Callable[[int, memoryview], int]
+
+# Write errors the writer waits out (`CheckpointWriter.write_batch`): the file system is full
+# or the user over quota, which space freed later cures, and I/O errors, which the writer
+# treats alike (the failed write is undone either way, and the sync that has to succeed
+# afterwards would report a disk that stays bad).
+WAITABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
+
+
+class CheckpointBroken(OSError):
+    """A checkpoint write failed in a way that leaves what is on disk unknown (a failed sync,
+    whose data the kernel may have dropped, or a partial record that could not be cut off
+    again): the agent cannot go on promising durability and exits."""
+
+
+class CheckpointAbandoned(OSError):
+    """The writer stopped waiting for space because the agent is exiting (`give_up`): the
+    batch, and everything held behind it, was never carried out."""
+
+
+def waitable(error: OSError) -> bool:
+    """Whether a failed checkpoint write is waited out and retried (see `WAITABLE_ERRNOS`)
+    rather than fatal."""
+    return error.errno in WAITABLE_ERRNOS and not isinstance(
+        error, CheckpointBroken | CheckpointAbandoned
+    )
+
+
+def _replace(path: str, data: bytes, write: WriteFd | None = None, sync: bool = True) -> None:
+    """Replaces (or creates) ``path`` with ``data``: temp file, fsync (unless ``sync`` is
+    false: a new file, with no old content to keep, is made durable by its batch's sync),
+    rename. Readers see the old content or the new, never part of it; a failed write leaves
+    no temp file behind (on a full disk it would hold space the retry needs)."""
     temporary = f"{path}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+        try:
+            _write_all(fd, data, write)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray, write: WriteFd | None = None) -> None:
+    """Writes all of ``data`` with ``write`` (None: ``os.write``, looked up now)."""
+    write = write or os.write
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    try:
+        while view:
+            view = view[write(fd, view) :]
+    finally:
+        # A failed write's traceback keeps this frame: the view must not keep ``data``
+        # exported (a bytearray that is exported cannot be cleared or grown).
+        view.release()
 
 
 def link_atomically(target: str, link: str) -> None:
@@ -98,17 +153,43 @@ def link_atomically(target: str, link: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     os.symlink(target, temporary)
-    os.replace(temporary, link)
+    try:
+        os.replace(temporary, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
-def append_record(path: str, data: bytes) -> None:
+def append_record(path: str, data: bytes, write: WriteFd | None = None) -> None:
     """Appends one RecordIO record (``<length>\n<data>``) to ``path``, creating the file;
-    no sync of its own (its batch is synced, see `CheckpointWriter`)."""
+    no sync of its own (its batch is synced, see `CheckpointWriter`). A write that fails
+    (a full disk) is undone: the file is cut back to its old length, so no torn record is
+    left for later records to follow (the reader would stop at it and miss them)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     try:
-        _write_all(fd, b"%d\n%s" % (len(data), data))
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, b"%d\n%s" % (len(data), data), write)
+        except OSError:
+            _cut_back(fd, size, path)
+            if not size:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # made by this call: as if it had never been
+            raise
     finally:
         os.close(fd)
+
+
+def _cut_back(fd: int, size: int, path: str) -> None:
+    """Truncates the log ``path`` (open as ``fd``) to ``size``, its length before a write that
+    failed; raises `CheckpointBroken` if even that fails (needs no space: it frees some)."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError as e:
+        raise CheckpointBroken(
+            e.errno, f"cannot cut a partly written record off {path}: {e.strerror}"
+        ) from e
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -135,6 +216,16 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 
 _syncfs = _load_syncfs()
+
+
+def _free_space(path: str) -> str:
+    """The free space of the file system holding ``path``, for a log line: bytes and inodes
+    (a file system out of inodes fails with ENOSPC too)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return "unknown"
+    return f"{st.f_bavail * st.f_frsize // 1024} KiB and {st.f_favail} inodes"
 
 
 # The run directory every checkpoint effect of a run needs (several os.path.joins, which
@@ -345,16 +436,20 @@ class _Journal:
     # Rewritten from this size on, once less than half of it is live runs' records.
     COMPACT_AT = 4 << 20
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, write: WriteFd | None = None) -> None:
         self.path = path
         self.live: dict[_RunId, int] = {}
         self.live_bytes = 0
-        self.size = 0
+        self.size = 0  # with the records not written yet
         self.compactions = 0  # statistics; tests count them
         self.created = False  # whether opening made the file (its entry is not durable yet)
         # Records appended since the last `flush`: a batch's records leave in one write.
         self._unwritten = bytearray()
+        self._write = write
+        # Not compacted again below this size after a compaction found no space for its copy.
+        self._compact_from = 0
         self.fd = self._open()
+        self._written = self.size  # the file's length: what `flush` cuts back to if it fails
 
     def _open(self) -> int:
         """Opens the journal for appending, cut after its last whole record: a torn record
@@ -393,10 +488,18 @@ class _Journal:
         self._count(str(record["type"]), run, len(frame))
 
     def flush(self) -> None:
-        """Writes the records appended since the last flush, in one write (no sync)."""
-        if self._unwritten:
-            _write_all(self.fd, self._unwritten)
-            self._unwritten.clear()
+        """Writes the records appended since the last flush, in one write (no sync). If that
+        fails (a full disk), what it wrote is cut off again and the records stay to be
+        written by the next flush: each record is in the file once, whole, or not at all."""
+        if not self._unwritten:
+            return
+        try:
+            _write_all(self.fd, self._unwritten, self._write)
+        except OSError:
+            _cut_back(self.fd, self._written, self.path)
+            raise
+        self._written += len(self._unwritten)
+        self._unwritten.clear()
 
     def _count(self, kind: str, run: _RunId, size: int) -> None:
         """Keeps `live` up to date with one record of ``size`` bytes."""
@@ -412,8 +515,11 @@ class _Journal:
     def compact_if_due(self) -> bool:
         """Rewrites the journal with the live runs' records only, if it is due: temp file,
         fsync, rename (a crash leaves the old journal or the new one, which hold the same live
-        runs). The rename is made durable by the batch's sync, like any other change."""
-        if self.size < self.COMPACT_AT or 2 * self.live_bytes > self.size:
+        runs). The rename is made durable by the batch's sync, like any other change.
+        Where there is no space for the copy, the journal stays as it is (nothing is lost:
+        compacting only saves space) and is tried again once it has grown by a quarter of
+        `COMPACT_AT`."""
+        if self.size < max(self.COMPACT_AT, self._compact_from) or 2 * self.live_bytes > self.size:
             return False
         self.flush()
         with open(self.path, "rb") as f:
@@ -422,17 +528,17 @@ class _Journal:
         for start, body, end in _frames(data, self.path, []):
             if _run_id(_run_id_decoder.decode(data[body:end])) in self.live:
                 kept += data[start:end]
-        temporary = self.path + ".tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            _write_all(fd, bytes(kept))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
+            _replace(self.path, bytes(kept), self._write)
+        except OSError as e:
+            if not waitable(e):
+                raise
+            self._compact_from = self.size + self.COMPACT_AT // 4
+            return False
         os.close(self.fd)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self.size = len(kept)
+        self.size = self._written = len(kept)
+        self._compact_from = 0
         self.compactions += 1
         return True
 
@@ -465,9 +571,10 @@ class CheckpointWriter:
 
     Durability of a batch (what the agent may rely on once `write_batch` returns):
 
-    * A file that did not exist is written in place, without a sync of its own; a file that
-      existed is replaced by temp file -> fsync -> rename, so a crash leaves the old or the
-      new content, never a mix (``framework.info`` and ``executor.info`` are rewritten).
+    * A file is written to a temp file and renamed into place: a new one without a sync of
+      its own; one that existed after an fsync of the temp file, so a crash leaves the old or
+      the new content, never a mix (``framework.info`` and ``executor.info`` are rewritten).
+      A write that fails (a full disk) never leaves part of a file under its name.
     * Update records, run log records and journal records are appended without a sync of
       their own. The journal is rewritten with the live runs only when `_Journal` says so
       (temp file, fsync, rename: the old journal or the new one holds the same live runs).
@@ -494,10 +601,23 @@ class CheckpointWriter:
       batch of removals alone is not synced.
     """
 
-    def __init__(self, work_dir: str, agent_id: str | None = None) -> None:
+    # How long a batch that found no space waits before it is tried again: doubling from the
+    # first to the second (`write_batch`).
+    RETRY_INTERVALS = (0.5, 2.0)
+
+    def __init__(
+        self, work_dir: str, agent_id: str | None = None, write: WriteFd | None = None
+    ) -> None:
         self.work_dir = work_dir
         self.agent_id = agent_id
+        self._write_fd = write  # every byte of the checkpoint goes through it (None: os.write)
         self.writes = 0
+        # The error a batch is waiting out, while it waits (see `write_batch`); the shell
+        # reads it from the event loop.
+        self.stalled: OSError | None = None
+        self.stalls = 0  # batches that had to wait (statistics; tests count them)
+        self._stalled_since = 0.0
+        self._give_up = threading.Event()
         self.syncs = 0  # syncs of whole batches (statistics; tests count them)
         # Directories known to exist (saves a mkdir per write), and for each directory this
         # writer created, the names it created in it: a removed tree's list goes with it to
@@ -505,6 +625,7 @@ class CheckpointWriter:
         # walks only what is older or was added by someone else.
         self._dirs: set[str] = set()
         self._made: dict[str, set[str]] = {}
+        self._new_dirs: list[str] = []  # made for the effect being written (`_write_one`)
         # For each run this writer has seen, how it is checkpointed: in the journal, as a
         # log of its own or as a tree; a run checkpointed before this writer is looked at once.
         self._layouts: dict[str, str] = {}
@@ -521,25 +642,122 @@ class CheckpointWriter:
 
     def write_batch(self, effects: Iterable[Checkpoint]) -> None:
         """Writes (or removes) what ``effects`` describe, in order, then makes the writes
-        durable with one sync (see the class docstring). Raises OSError if a write or the sync
-        fails; any other error (a checkpoint before the agent id is known) is logged and
-        skips only its effect, as it did when each was written on its own."""
+        durable with one sync (see the class docstring). Any error other than an OSError (a
+        checkpoint before the agent id is known) is logged and skips only its effect, as it
+        did when each was written on its own.
+
+        A write that fails with a full disk (or quota, or an I/O error: `WAITABLE_ERRNOS`)
+        is undone (no temp file, no partial record is left; `_replace`, `append_record`,
+        `_Journal.flush`) and the batch waits: it is tried again from the effect that
+        failed, every `RETRY_INTERVALS` (doubling), until it can be written, so nothing of
+        it is lost and nothing the agent holds behind it (an ACKNOWLEDGED, an update to the
+        master, a launch) is carried out before it is durable. It logs one error when it
+        starts waiting and one line when it is written; `stalled` says meanwhile. It raises
+        `CheckpointAbandoned` if the agent gives up (`give_up`), `CheckpointBroken` if the
+        sync fails (the kernel may have dropped the data it could not write back: writing
+        it again is not known to be possible) or a partial write could not be undone, and
+        the OSError of any other failed write: the agent cannot go on."""
+        effects = list(effects)
         touched: set[str] = set()
-        for effect in effects:
+        done = 0  # effects written; the rest are written (again) after a wait
+        attempts = 0
+        while True:
             try:
-                self._write(effect, touched)
+                while done < len(effects):
+                    self._write_one(effects[done], touched)
+                    done += 1
+                self._flush_journal(touched)
+                break
+            except OSError as e:
+                if not waitable(e):
+                    raise
+                attempts += 1
+                self._wait_for_space(e, attempts)
+        if touched:
+            try:
+                self._make_durable(touched)
+            except OSError as e:
+                raise CheckpointBroken(
+                    e.errno, f"cannot make the checkpoint durable: {e.strerror or e}"
+                ) from e
+        if attempts:
+            self._space_back(attempts)
+
+    def _write_one(self, effect: Checkpoint, touched: set[str]) -> None:
+        self._new_dirs.clear()
+        try:
+            self._write(effect, touched)
+        except OSError:
+            self._remove_new_dirs(touched)
+            raise
+        except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
+            log.exception("cannot carry out checkpoint %r", effect)
+
+    def _remove_new_dirs(self, touched: set[str]) -> None:
+        """Removes the directories the effect that just failed created, where nothing of it
+        was written into them: the reader would take a task's or a run's directory without
+        its file for a checkpoint problem (and ``--strict`` refuses to start on one)."""
+        for directory in reversed(self._new_dirs):
+            try:
+                os.rmdir(directory)
             except OSError:
-                raise
-            except Exception:  # noqa: BLE001 - a bad effect (a bug) must not stop the others
-                log.exception("cannot carry out checkpoint %r", effect)
+                continue  # something of the effect is in it: it stays, and its parents
+            self._dirs.discard(directory)
+            self._made.pop(directory, None)
+            parent = self._made.get(os.path.dirname(directory))
+            if parent is not None:
+                parent.discard(os.path.basename(directory))
+            touched.discard(directory)
+        self._new_dirs.clear()
+
+    def _flush_journal(self, touched: set[str]) -> None:
         journal = self._journal
         if journal is not None:
             journal.flush()
             if journal.compact_if_due():
                 # The rename needs its directory synced too (never just the journal's data).
                 touched.update((journal.path, os.path.dirname(journal.path)))
-        if touched:
-            self._make_durable(touched)
+
+    def give_up(self) -> None:
+        """Makes a batch that waits for space (now or later) raise `CheckpointAbandoned`
+        instead: the agent is exiting, and whatever waits behind it was never carried out,
+        so the checkpoint on disk stays consistent without it (thread-safe)."""
+        self._give_up.set()
+
+    def _wait_for_space(self, error: OSError, attempts: int) -> None:
+        """Waits before the next attempt of a batch that failed with ``error``; logs once per
+        stall, since the agent's own log may be on the full file system too."""
+        if attempts == 1:
+            # A copy: the error's traceback would keep what the failed write was given.
+            self.stalled = OSError(error.errno, error.strerror)
+            self.stalls += 1
+            self._stalled_since = time.monotonic()
+            if not self._give_up.is_set():
+                log.error(
+                    "cannot write the checkpoint under %s: %s (%s free). Status updates, "
+                    "acknowledgements and launches of checkpointing frameworks wait until it "
+                    "can be written; retrying (every %g s at most)",
+                    self.work_dir,
+                    error.strerror or error,
+                    _free_space(self.work_dir),
+                    self.RETRY_INTERVALS[1],
+                )
+        first, most = self.RETRY_INTERVALS
+        if self._give_up.wait(min(most, first * 2 ** min(attempts - 1, 30))):
+            self.stalled = None
+            raise CheckpointAbandoned(
+                error.errno, f"the checkpoint was not written: {error.strerror or error}"
+            ) from error
+
+    def _space_back(self, attempts: int) -> None:
+        waited = time.monotonic() - self._stalled_since
+        self.stalled = None
+        log.warning(
+            "the checkpoint could be written again after %.1f s (%d attempts); what waited for "
+            "it goes on",
+            waited,
+            attempts + 1,
+        )
 
     def _make_durable(self, touched: set[str]) -> None:
         self.syncs += 1
@@ -636,7 +854,7 @@ class CheckpointWriter:
             assert self.agent_id is not None
             path = paths.command_runs_path(self.work_dir, self.agent_id)
             self._ensure_dir(os.path.dirname(path), touched)
-            self._journal = _Journal(path)
+            self._journal = _Journal(path, self._write_fd)
             if self._journal.created:  # its directory entry too must be made durable
                 touched.update((path, os.path.dirname(path)))
         return self._journal
@@ -681,23 +899,22 @@ class CheckpointWriter:
     def _append(self, path: str, record: Mapping[str, object], touched: set[str]) -> None:
         """Appends one record to the log ``path``, creating it (and its directory)."""
         self._ensure_dir(os.path.dirname(path), touched)
-        append_record(path, _encoder.encode(record))
+        append_record(path, _encoder.encode(record), self._write_fd)
         self._note(path)
         touched.add(path)
 
     def _put(self, path: str, data: bytes, touched: set[str]) -> None:
-        """Writes a new file in place; replaces an existing one atomically."""
-        self._ensure_dir(os.path.dirname(path), touched)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except FileExistsError:
-            _replace(path, data)
-        else:
+        """Writes ``path`` through a temp file and a rename, so that a write that fails (a
+        full disk) leaves no part of a file under its name: a new file unsynced (its batch's
+        sync makes it durable), an existing one replaced atomically (synced first)."""
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory, touched)
+        made = self._made.get(directory)
+        # In a directory this writer made, its list says what exists (no stat needed).
+        existed = os.path.basename(path) in made if made is not None else os.path.lexists(path)
+        _replace(path, data, self._write_fd, sync=existed)
+        if not existed:
             self._note(path)
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
         touched.add(path)
 
     def _ensure_dir(self, directory: str, touched: set[str]) -> None:
@@ -715,6 +932,7 @@ class CheckpointWriter:
         else:
             self._note(directory)
             self._made[directory] = set()
+            self._new_dirs.append(directory)
             touched.add(directory)  # the fsync fallback syncs it and the entry in its parent
         if os.path.basename(directory) == "executors":
             spread_subdirectories(directory)  # one tree per executor: see there
@@ -786,8 +1004,12 @@ class CheckpointWriter:
 
     def _agent(self, effect: CheckpointAgent, touched: set[str]) -> None:
         if effect.agent_id != self.agent_id and self._journal is not None:
-            self._journal.close()  # the new agent id gets a journal of its own
-            self._journal = None
+            # The new agent id gets a journal of its own. The old one's records are never
+            # recovered again: one that cannot be written (a full disk) is dropped, not
+            # retried on a closed journal.
+            journal, self._journal = self._journal, None
+            with contextlib.suppress(OSError):
+                journal.close()
         self.agent_id = effect.agent_id
         work = self.work_dir
         path = paths.agent_info_path(work, effect.agent_id)
@@ -840,9 +1062,75 @@ class CheckpointWriter:
         """Waits until the trash is empty and stops its thread (the writer is not used after
         this)."""
         if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+            journal, self._journal = self._journal, None
+            # Only records of a batch given up on can be left (each batch flushes its own):
+            # nothing depends on them, and on a full disk they cannot be written.
+            with contextlib.suppress(OSError):
+                journal.close()
         self.trash.close()
+
+
+# Events to an executor that only end things (a task, the executor).
+_ENDING_EVENTS = frozenset({"KILL", "SHUTDOWN"})
+
+
+class Overtaking:
+    """Which effects the shell may carry out ahead of those held behind a checkpoint batch
+    that waits for space (`CheckpointWriter.stalled`), so that a full disk does not also stop
+    what frees it or keeps the agent known to the master.
+
+    Every effect that follows a checkpoint waits until the checkpoint is durable
+    (`butte.agent.group_commit`). While the disk is full that can be minutes, and three
+    kinds of effect must not wait so long, none of which promises anything the checkpoint
+    is needed for:
+
+    * PONG to the master: a master whose pings go unanswered marks the agent unreachable and
+      its tasks lost.
+    * REGISTER_AGENT: an agent that restarts on a full disk (its recovery waiting for a
+      checkpoint) re-registers with the tasks it has, as Mesos' agent reports task states
+      it has not checkpointed yet; the updates themselves still wait. UNREGISTER_AGENT: an
+      agent shut down for good says so (it sends nothing after it anyway).
+    * Destroying a container, and KILL or SHUTDOWN to its executor, when nothing of that
+      container is held (a launch held behind the checkpoint must not be overtaken by its
+      own kill): a task over its disk quota must end (`disk/du`), and a kill can free
+      space. A kill only ends things; what it causes is checkpointed in turn.
+
+    The shell calls `held` for each effect it holds (not the checkpoints), `released` when
+    it carries one out, and asks `may_overtake` for each new effect while a batch waits.
+    Pure bookkeeping, no I/O."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}  # container id -> its effects held
+
+    def held(self, effect: object) -> None:
+        """``effect`` waits behind a checkpoint."""
+        container_id = getattr(effect, "container_id", None)
+        if container_id is not None and not isinstance(effect, Checkpoint):
+            self._held[container_id] = self._held.get(container_id, 0) + 1
+
+    def released(self, effect: object) -> None:
+        """A held ``effect`` is carried out (or dropped)."""
+        container_id = getattr(effect, "container_id", None)
+        if container_id is None or isinstance(effect, Checkpoint):
+            return
+        left = self._held.get(container_id, 0) - 1
+        if left > 0:
+            self._held[container_id] = left
+        else:
+            self._held.pop(container_id, None)
+
+    def may_overtake(self, effect: object) -> bool:
+        """Whether ``effect`` may be carried out now although a batch waits for space."""
+        if isinstance(effect, SendToMaster):
+            messages = internal.Pong | internal.RegisterAgent | internal.UnregisterAgent
+            return isinstance(effect.message, messages)
+        if isinstance(effect, DestroyContainer):
+            return effect.container_id not in self._held
+        if isinstance(effect, SendToExecutor):
+            return (
+                effect.event.get("type") in _ENDING_EVENTS and effect.container_id not in self._held
+            )
+        return False
 
 
 def forget_agent(work_dir: str) -> None:

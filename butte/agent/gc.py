@@ -11,8 +11,19 @@ sandbox's own to that moment (`mark_finished`, as Mesos' agent does), so the del
 from the executor's end even for a task that wrote nothing for a long time. Empty
 ``executors/<id>`` and ``frameworks/<id>`` directories go with their last sandbox.
 
-`max_age` and `select` are pure; `scan` and `remove` touch the file system (the shell runs
-them in a worker thread).
+A sandbox is kept while its container is live (`live`): while the agent still has its
+executor, which, as in Mesos, it keeps until the last updates of its tasks are acknowledged,
+or while processes of it are left. One exception breaks a deadlock a full disk would
+otherwise hold the agent in: while a checkpoint waits for space
+(`butte.agent.checkpoint.CheckpointWriter.stalled`), only containers with processes left
+keep their sandboxes, so the sandbox of one whose processes all ended goes as soon as its
+age allows (at once, on a full disk), before its tasks' last updates are acknowledged.
+Those updates cannot be acknowledged before they are checkpointed, and a task that filled
+the disk (and ended, or was killed for it by ``disk/du``) holds the space their checkpoint
+needs in its sandbox.
+
+`max_age`, `select` and `live` are pure; `scan` and `remove` touch the file system (the
+shell runs them in a worker thread).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from butte.agent import paths, volumes
@@ -42,6 +54,16 @@ def max_age(gc_delay: float, headroom: float, used_fraction: float) -> float:
 def select(sandboxes: list[Sandbox], live: set[str], now: float, age: float) -> list[Sandbox]:
     """The sandboxes to remove: not live and unchanged for longer than ``age``."""
     return [s for s in sandboxes if s.container_id not in live and now - s.changed > age]
+
+
+def live(executors: Iterable[str], running: Iterable[str], checkpoint_stalled: bool) -> set[str]:
+    """The containers whose sandboxes are kept (see the module docstring): those of the
+    agent's ``executors`` and those with processes ``running`` (container ids); while a
+    checkpoint waits for space (``checkpoint_stalled``), only the running ones."""
+    kept = set(running)
+    if not checkpoint_stalled:
+        kept.update(executors)
+    return kept
 
 
 def mark_finished(sandbox: str) -> None:

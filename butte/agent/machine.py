@@ -226,7 +226,8 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
     def disk_space(self, problem: str | None, now: float) -> list[Effect]:
         """The work dir's free space went under (``problem`` says how) or back over the
         minimum: new launches fail with TASK_FAILED while it is low, before a checkpoint
-        write could fail and the agent would have to exit."""
+        write finds no space and everything behind it has to wait (docs/reliability.md "A
+        full disk on the agent")."""
         self.disk_problem = problem
         return []
 

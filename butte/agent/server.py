@@ -295,6 +295,8 @@ class AgentServer:
         self.checkpoints: checkpoint.CheckpointWriter | None = None
         # Writes checkpoints in batches off the loop and holds back what must follow them.
         self.commit: GroupCommit | None = None
+        # What may go ahead of the held effects while a batch waits for disk space.
+        self.overtaking = checkpoint.Overtaking()
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
         self.leaving = False  # SIGTERM/SIGINT: exit, leaving the containers (`leave`)
@@ -863,7 +865,8 @@ class AgentServer:
                 age = gc.max_age(options.gc_delay, options.gc_disk_headroom, fraction)
                 self.sandbox_max_age = age
                 assert self.containerizer is not None
-                live = set(self._core.containers) | set(self.containerizer.containers)
+                stalled = self.checkpoints is not None and self.checkpoints.stalled is not None
+                live = gc.live(self._core.containers, self.containerizer.containers, stalled)
                 doomed = gc.select(found, live, time.time(), age)
                 for sandbox in doomed:
                     await asyncio.to_thread(gc.remove, sandbox, self._core.agent_id)
@@ -918,7 +921,9 @@ class AgentServer:
         disconnect), and every container keeps running. As with Mesos' agent killed for an
         upgrade, the next start recovers the executors of checkpointing frameworks; those of
         the others end themselves once the agent is gone (the command launcher and the
-        executors kill their tasks)."""
+        executors kill their tasks). A checkpoint that waits for disk space is given up on."""
+        if self.checkpoints is not None:
+            self.checkpoints.give_up()
         if self.detector is not None:
             await self.detector.stop()
         if self.commit is not None:
@@ -946,6 +951,10 @@ class AgentServer:
         if self.detector is not None:
             await self.detector.stop()
         self.apply(self._core.shutdown(self.now()))
+        if self.checkpoints is not None:
+            # Everything is killed and forgotten: no waiting for disk space (the
+            # UNREGISTER_AGENT goes ahead of a checkpoint that waits: `checkpoint.Overtaking`).
+            self.checkpoints.give_up()
         assert self.master_link is not None and self.containerizer is not None
         assert self.commit is not None
         await self.commit.wait_idle()  # the UNREGISTER_AGENT may wait behind a checkpoint
@@ -999,11 +1008,24 @@ class AgentServer:
         assert self.commit is not None
         while self._pending:
             effect = self._pending.popleft()
-            if isinstance(effect, SendToExecutor | CloseExecutorStream) and self.commit.holding:
+            if self.commit.holding and self._overtakes(effect):
+                self._carry_out(effect)
+            elif isinstance(effect, SendToExecutor | CloseExecutorStream) and self.commit.holding:
                 bound = StreamBound(effect, self.streams.get(effect.container_id))
                 self.commit.admit(bound)
-            elif not self.commit.admit(effect):
+                self.overtaking.held(effect)
+            elif self.commit.admit(effect):
+                self.overtaking.held(effect)
+            else:
                 self._carry_out(effect)
+
+    def _overtakes(self, effect: Effect) -> bool:
+        """Whether ``effect`` goes ahead of those held behind a checkpoint batch that waits
+        for disk space (`checkpoint.Overtaking`)."""
+        writer = self.checkpoints
+        if writer is None or writer.stalled is None:
+            return False
+        return self.overtaking.may_overtake(effect)
 
     def _carry_out(self, effect: Effect | StreamBound) -> None:
         try:
@@ -1021,6 +1043,9 @@ class AgentServer:
         self._applying = True
         try:
             for effect in effects:
+                self.overtaking.released(
+                    effect.effect if isinstance(effect, StreamBound) else effect
+                )
                 self._carry_out(effect)
             self._drain()
         finally:
@@ -1077,10 +1102,20 @@ class AgentServer:
         return to_builtins(task.command), bool(fw is not None and fw.info.checkpoint)
 
     def _checkpoint_failed(self, error: BaseException) -> None:
-        """A checkpoint batch could not be written. Fatal, as in Mesos: what follows (an
+        """A checkpoint batch could not be written, and not for want of space (the writer
+        waits that out: `CheckpointWriter.write_batch`). Fatal, as in Mesos: what follows (an
         ACKNOWLEDGED, a launch) would promise durability it does not have. The process exits
-        at once, leaving executors running for a restarted agent to recover."""
-        log.critical("cannot write the checkpoint (%s): exiting to keep it consistent", error)
+        at once, leaving executors running for a restarted agent to recover. A batch given
+        up on because the agent is exiting anyway just ends the waiting."""
+        if isinstance(error, checkpoint.CheckpointAbandoned):
+            log.warning("exiting without the checkpoint that waits for space: %s", error)
+            return
+        log.critical(
+            "cannot write the checkpoint under %s (%s): exiting (status 70) to keep it "
+            "consistent; its executors keep running for the next start to recover",
+            self._core.config.work_dir,
+            error,
+        )
         logging.shutdown()
         os._exit(70)
 
