@@ -137,6 +137,19 @@ class RegistryState:
     quotas: dict[str, Any] = field(default_factory=dict)
     deactivated: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    def copy(self) -> RegistryState:
+        """A copy whose maps can change without changing this one's (their values are
+        shared: operations replace them, never change them in place)."""
+        return RegistryState(
+            agents=dict(self.agents),
+            unreachable=dict(self.unreachable),
+            gone=dict(self.gone),
+            weights=dict(self.weights),
+            maintenance=dict(self.maintenance),
+            quotas=dict(self.quotas),
+            deactivated=dict(self.deactivated),
+        )
+
     def apply(self, op: Operation) -> None:
         """Applies one operation in memory (every store keeps such a mirror)."""
         if isinstance(op, AdmitAgent):

@@ -82,7 +82,7 @@ class MemoryRegistry:
         self._timings = _Timings()
 
     def load(self) -> RegistryState:
-        return _copy(self.state)
+        return self.state.copy()
 
     def apply(self, operations: Sequence[Operation]) -> None:
         for op in operations:
@@ -236,18 +236,6 @@ def _apply_sql(db: sqlite3.Connection, op: Operation) -> None:
         )
     else:  # pragma: no cover - exhaustive over Operation
         raise TypeError(f"unknown registry operation {op!r}")
-
-
-def _copy(state: RegistryState) -> RegistryState:
-    return RegistryState(
-        agents=dict(state.agents),
-        unreachable=dict(state.unreachable),
-        gone=dict(state.gone),
-        weights=dict(state.weights),
-        maintenance=dict(state.maintenance),
-        quotas=dict(state.quotas),
-        deactivated=dict(state.deactivated),
-    )
 
 
 class StandaloneContender:

@@ -83,15 +83,7 @@ class RegistrySize:
 
     def __init__(self, state: RegistryState) -> None:
         # A copy of the parts the stores keep: the loaded state is also the core's input.
-        self._state = RegistryState(
-            agents=dict(state.agents),
-            unreachable=dict(state.unreachable),
-            gone=dict(state.gone),
-            weights=dict(state.weights),
-            maintenance=dict(state.maintenance),
-            quotas=dict(state.quotas),
-            deactivated=dict(state.deactivated),
-        )
+        self._state = state.copy()
         # part -> agent id -> (the value measured, the size of `"<id>":<value>`).
         self._sizes: dict[str, dict[str, tuple[Any, int]]] = {part: {} for part in _PER_AGENT}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from butte.testing.chronos import ChronosProcess
 from butte.testing.require import require_module
+from butte.testing.waiting import wait_for
 
 chronos = require_module("chronos")
 
@@ -22,17 +23,6 @@ pytestmark = [pytest.mark.compat, pytest.mark.integration]
 # The UI's ajax calls: relative URLs, JSON bodies of this type.
 JSON = "application/json; charset=utf-8"
 STATS = ("lastError", "lastSuccess", "errorsSinceLastSuccess", "successCount", "errorCount")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -20,22 +20,12 @@ import pytest
 from fault_kit import AGENT_FLAGS
 
 from butte.testing.chronos import ChronosProcess
+from butte.testing.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 FAST_PINGS = ("--agent_ping_timeout=500ms", "--max_agent_ping_timeouts=2")
 ACTIVE = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
