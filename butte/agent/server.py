@@ -109,6 +109,8 @@ log = logging.getLogger("butte.agent")
 MiB = 1024 * 1024
 # How often the work dir's free space is measured.
 DISK_CHECK_INTERVAL = 2.0
+# A container whose logs cannot be rotated (a full disk) is logged about at most this often.
+ROTATE_WARNING_INTERVAL = 60.0
 
 
 def _fast_python(module: str) -> tuple[str, ...]:
@@ -802,12 +804,29 @@ class AgentServer:
         each by ``policy`` as its environment overrides it, and each task group member's by
         ``policy`` as its own task's environment does."""
 
+        # Sandbox -> when its failure to rotate was last logged: a full disk fails every
+        # check, once a second per container, and the log may be on that disk too.
+        warned: dict[str, float] = {}
+
         def rotate_all(work: list[tuple[str, _Rotation]]) -> None:
+            for ended in warned.keys() - {sandbox for sandbox, _ in work}:
+                del warned[ended]
             for sandbox, (own, members) in work:
                 try:
                     own.check(sandbox, members)
                 except OSError as e:
-                    log.warning("cannot rotate the logs of %s: %s", sandbox, e)
+                    now = time.monotonic()
+                    if now - warned.get(sandbox, -ROTATE_WARNING_INTERVAL) >= (
+                        ROTATE_WARNING_INTERVAL
+                    ):
+                        warned[sandbox] = now
+                        log.warning(
+                            "cannot rotate the logs of %s: %s (said at most once a minute)",
+                            sandbox,
+                            e,
+                        )
+                else:
+                    warned.pop(sandbox, None)
 
         def current(known: _Rotation | None, ex: Executor) -> _Rotation:
             # A task group launched into a running default executor brings new members.

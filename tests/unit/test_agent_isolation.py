@@ -542,6 +542,35 @@ def test_copytruncate_rotation_keeps_n_copies_and_writers_go_on(tmp_path):
     assert policy.check(str(tmp_path)) == 0  # under the limit: nothing to do
 
 
+def test_a_rotation_that_finds_the_disk_full_keeps_the_older_copies(tmp_path, monkeypatch):
+    """A copy that fails (ENOSPC) leaves the copies and the file as they were, however often
+    it is tried; before, each try shifted the copies first and pushed a good one out."""
+    import errno
+
+    from butte.agent.containerizer import logrotate
+
+    (tmp_path / "stdout").write_text("current\n")
+    (tmp_path / "stdout.1").write_text("older\n")
+    (tmp_path / "stdout.2").write_text("oldest\n")
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logrotate.os, "copy_file_range", full)
+    for _ in range(3):
+        with pytest.raises(OSError):
+            logrotate.rotate(str(tmp_path / "stdout"), 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdout", "stdout.1", "stdout.2"]
+    assert (tmp_path / "stdout").read_text() == "current\n"
+    assert (tmp_path / "stdout.1").read_text() == "older\n"
+    assert (tmp_path / "stdout.2").read_text() == "oldest\n"
+    monkeypatch.undo()
+    logrotate.rotate(str(tmp_path / "stdout"), 3)  # space again: an ordinary rotation
+    assert (tmp_path / "stdout").read_text() == ""
+    copies = [(tmp_path / f"stdout.{n}").read_text() for n in (1, 2, 3)]
+    assert copies == ["current\n", "older\n", "oldest\n"]
+
+
 def test_tail_follow_reads_the_rest_of_a_rotated_file(monkeypatch, capsysbinary):
     from butte.cli import task as task_cli
 

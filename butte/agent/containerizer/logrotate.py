@@ -123,31 +123,47 @@ _OVERRIDES: tuple[tuple[str, str, Callable[[str], int]], ...] = (
 
 
 def rotate(path: str, keep: int) -> None:
-    """``copytruncate`` of ``path`` into ``path.1`` after shifting older copies."""
-    for n in range(keep, 1, -1):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(f"{path}.{n - 1}", f"{path}.{n}")
+    """``copytruncate`` of ``path`` into ``path.1`` after shifting older copies. The bytes go
+    to a temporary copy first, and the older copies shift only once it is whole: a copy that
+    fails (a full disk) is removed and leaves the copies as they were, where shifting first
+    pushed a good copy out for each failed try."""
     source = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
         st = os.fstat(source)
+        partial = f"{path}.1.tmp"
         target = os.open(
-            f"{path}.1", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, st.st_mode & 0o777
+            partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, st.st_mode & 0o777
         )
         try:
             with contextlib.suppress(OSError):
                 os.fchown(target, st.st_uid, st.st_gid)
-            copied = 0
-            while True:
-                size = os.fstat(source).st_size
-                while copied < size:
-                    sent = os.copy_file_range(source, target, size - copied, copied, copied)
-                    if sent == 0:
-                        break
-                    copied += sent
+            copied = _copy_rest(source, target, 0)
+            for n in range(keep, 1, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{path}.{n - 1}", f"{path}.{n}")
+            os.replace(partial, f"{path}.1")
+            while True:  # what was written meanwhile goes into the copy too
                 if os.fstat(source).st_size == copied:
                     os.ftruncate(source, 0)
                     return
+                copied = _copy_rest(source, target, copied)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
         finally:
             os.close(target)
     finally:
         os.close(source)
+
+
+def _copy_rest(source: int, target: int, copied: int) -> int:
+    """Copies ``source`` from byte ``copied`` to its current end into ``target`` (at the
+    same offsets); returns the bytes copied in all."""
+    size = os.fstat(source).st_size
+    while copied < size:
+        sent = os.copy_file_range(source, target, size - copied, copied, copied)
+        if sent == 0:
+            break
+        copied += sent
+    return copied
