@@ -332,6 +332,21 @@ class Checkpointed:
     termination: bytes | None
 
 
+def _recovered(item: Checkpointed, record: NestedRecord, **state: Any) -> NestedContainer:
+    """The registry's entry for a container a previous run of the agent checkpointed."""
+    return NestedContainer(
+        record.container_id,
+        record.parent_id,
+        record.sandbox,
+        record.tty,
+        record.session,
+        launcher_pid=record.launcher_pid,
+        checkpoint=item.directory,
+        recovered=True,
+        **state,
+    )
+
+
 def read_checkpoints(work_dir: str) -> tuple[list[Checkpointed], list[str]]:
     """Every nested container checkpointed under ``work_dir``, and the parents' directories
     that hold none (left to remove)."""
@@ -881,34 +896,13 @@ class NestedContainers:
     def _add_ended(
         self, item: Checkpointed, record: NestedRecord, wait_status: int, message: str | None
     ) -> None:
-        container = NestedContainer(
-            record.container_id,
-            record.parent_id,
-            record.sandbox,
-            record.tty,
-            record.session,
-            launcher_pid=record.launcher_pid,
-            checkpoint=item.directory,
-            recovered=True,
-            wait_status=wait_status,
-            message=message,
-        )
+        container = _recovered(item, record, wait_status=wait_status, message=message)
         container.output_done.set()
         container.exited.set()
         self.containers[record.container_id] = container
 
     def _adopt(self, item: Checkpointed, record: NestedRecord) -> None:
-        container = NestedContainer(
-            record.container_id,
-            record.parent_id,
-            record.sandbox,
-            record.tty,
-            record.session,
-            pid=_command_pid(record.launcher_pid),
-            launcher_pid=record.launcher_pid,
-            checkpoint=item.directory,
-            recovered=True,
-        )
+        container = _recovered(item, record, pid=_command_pid(record.launcher_pid))
         self.containers[record.container_id] = container
         pidfd: int | None = None
         with contextlib.suppress(OSError):  # gone since it was looked at: ended, then

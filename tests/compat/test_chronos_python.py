@@ -7,31 +7,19 @@ import json
 import math
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from butte.testing.chronos import ChronosProcess
 from butte.testing.require import require_module
+from butte.testing.waiting import wait_for
 
 chronos = require_module("chronos")
 
 pytestmark = [pytest.mark.compat, pytest.mark.integration]
 
 OWNER = "ops@example.com"
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def start_at(seconds_from_now: float) -> str:
@@ -47,16 +35,6 @@ def master_tasks(cluster: Any, framework_id: str) -> list[dict]:
     url = f"{cluster.master_url}/master/tasks?limit=1000&framework_id={framework_id}"
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())["tasks"]
-
-
-@pytest.fixture
-def scheduler(cluster, tmp_path) -> Iterator[ChronosProcess]:
-    proc = ChronosProcess(tmp_path / "chronos", cluster.master_address)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def test_everything_chronos_python_offers(cluster, scheduler) -> None:
@@ -79,8 +57,8 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     assert [j["name"] for j in client.search(name="ic")] == ["tick"]
     assert [j["name"] for j in client.search(command="echo")] == ["tick"]
 
-    wait_for(lambda: job(client, "tick")["successCount"] == 3, 60, "three runs of tick")
-    wait_for(lambda: job(client, "after")["successCount"] == 3, 60, "three runs of after")
+    wait_for(lambda: job(client, "tick")["successCount"] == 3, "three runs of tick", 60)
+    wait_for(lambda: job(client, "after")["successCount"] == 3, "three runs of after", 60)
     tick = job(client, "tick")
     assert tick["schedule"].startswith("R0/") and tick["skippedCount"] == 0
     assert tick["lastSuccess"] and not tick["lastError"]
@@ -122,32 +100,32 @@ def test_everything_chronos_python_offers(cluster, scheduler) -> None:
     )
     client.update(update)
     client.run("tick")
-    wait_for(lambda: job(client, "tick")["errorCount"] == 1, 60, "the failed manual run")
+    wait_for(lambda: job(client, "tick")["errorCount"] == 1, "the failed manual run", 60)
     assert job(client, "tick")["command"] == "exit 3"
 
     # A long run is killed with delete_tasks.
     client.update(dict(update, command="sleep 300", retries=0))
     client.run("tick")
-    wait_for(lambda: scheduler.get("/metrics")["gauges"]["runs.active"]["value"] == 1, 30, "run")
+    wait_for(lambda: scheduler.get("/metrics")["gauges"]["runs.active"]["value"] == 1, "run", 30)
     wait_for(
         lambda: any(
             t["state"] == "TASK_RUNNING"
             for t in master_tasks(cluster, fid)
             if t["id"].split(":")[3] == "tick"
         ),
-        30,
         "the manual run running",
+        30,
     )
     client.delete_tasks("tick")
     wait_for(
-        lambda: scheduler.get("/metrics")["counters"]["runs_killed"]["count"] == 1, 30, "the kill"
+        lambda: scheduler.get("/metrics")["counters"]["runs_killed"]["count"] == 1, "the kill", 30
     )
     # As in Chronos, a killed run is no failure.
     assert job(client, "tick")["errorCount"] == 1
 
     # Marked successful by hand, a job starts its children (Chronos' job/success).
     assert scheduler.request("PUT", "/v1/scheduler/job/success/tick")[0] == 200
-    wait_for(lambda: job(client, "after")["successCount"] == 4, 60, "after, run by tick's mark")
+    wait_for(lambda: job(client, "after")["successCount"] == 4, "after, run by tick's mark", 60)
     assert scheduler.get("/v1/scheduler/job/tick")["command"] == "sleep 300"
     assert scheduler.get("/v1/scheduler/leader") == {"leader": scheduler.address}
     # Deleting its only parent makes "after" a scheduled job with tick's schedule.
@@ -238,8 +216,8 @@ def test_sigkill_and_restart_reconciles_runs_and_catches_up_once(cluster, schedu
     fid = scheduler.get("/ui/info")["framework_id"]
     wait_for(
         lambda: sum(t["state"] == "TASK_RUNNING" for t in master_tasks(cluster, fid)) >= 1,
-        30,
         "a running task",
+        30,
     )
     time.sleep(1.5)
     scheduler.kill()
@@ -257,7 +235,7 @@ def test_sigkill_and_restart_reconciles_runs_and_catches_up_once(cluster, schedu
     def settled() -> bool:
         return all(t["state"] == "TASK_FINISHED" for t in master_tasks(cluster, fid))
 
-    wait_for(settled, 60, "every run finished")
+    wait_for(settled, "every run finished", 60)
     tasks = master_tasks(cluster, fid)
     dues = sorted(int(t["id"].split(":")[1]) / 1000 for t in tasks)
     assert len(dues) == len(set(dues)), "a slot ran twice"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,16 +22,6 @@ pytestmark = [pytest.mark.compat, pytest.mark.integration]
 # The UI's ajax calls: relative URLs, JSON bodies of this type.
 JSON = "application/json; charset=utf-8"
 STATS = ("lastError", "lastSuccess", "errorsSinceLastSuccess", "successCount", "errorCount")
-
-
-@pytest.fixture
-def scheduler(cluster, tmp_path) -> Iterator[ChronosProcess]:
-    proc = ChronosProcess(tmp_path / "chronos", cluster.master_address)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def post(proc: ChronosProcess, path: str, body: dict) -> tuple[int, Any]:

@@ -14,21 +14,11 @@ import pytest
 
 from butte.testing.chronos import ChronosProcess
 from butte.testing.require import require_module
+from butte.testing.waiting import wait_for
 
 chronos = require_module("chronos")
 
 pytestmark = [pytest.mark.ha, pytest.mark.integration]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def tasks_of(cluster, framework_id: str) -> list[dict]:
@@ -70,18 +60,18 @@ def test_standby_proxies_then_takes_over_without_skipping_or_doubling(
             }
         )
         fid = first.get("/ui/info")["framework_id"]
-        wait_for(lambda: len(tasks_of(cluster, fid)) >= 2, 30, "runs from the first leader")
+        wait_for(lambda: len(tasks_of(cluster, fid)) >= 2, "runs from the first leader", 30)
         first.kill()
         killed_at = time.time()
-        wait_for(lambda: leads(second), 40, "the standby to lead")
+        wait_for(lambda: leads(second), "the standby to lead", 40)
         assert second.get("/ui/info")["framework_id"] == fid
         took_over = time.time()
         time.sleep(4)
         client.update(dict(next(j for j in client.list() if j["name"] == "steady"), disabled=True))
         wait_for(
             lambda: all(t["state"] == "TASK_FINISHED" for t in tasks_of(cluster, fid)),
-            60,
             "every run finished",
+            60,
         )
         dues = sorted(int(t["id"].split(":")[1]) / 1000 for t in tasks_of(cluster, fid))
         assert len(dues) == len(set(dues)), "a slot ran twice"

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from agent_kit import FID as HARNESS_FID
 from agent_kit import Harness, command_task, custom_task, framework, run
+from test_agent_group_commit import decoded, drained
 
 from butte.agent import checkpoint, gc
 from butte.agent.checkpoint import (
@@ -564,19 +565,3 @@ def test_ended_containers_lose_their_sandboxes_while_a_checkpoint_waits_for_spac
     assert gc.live(executors, running, checkpoint_stalled=False) == {"c1", "c2", "c3", "c4"}
     # c2 and c3 ended (their last updates wait for the checkpoint): their sandboxes go.
     assert gc.live(executors, running, checkpoint_stalled=True) == {"c1", "c4"}
-
-
-def drained(stream: Any) -> list[bytes | None]:
-    out = []
-    while not stream._queue.empty():
-        out.append(stream._queue.get_nowait())
-    return out
-
-
-def decoded(record: bytes | None) -> dict | None:
-    import json
-
-    if record is None:
-        return None
-    _, _, body = record.partition(b"\n")
-    return json.loads(body)
