@@ -19,7 +19,11 @@ cluster size without stalling the master:
 * ``GET /master/ui/task-usage?task_id=<id>&task_id=...``: what running tasks really use,
   from their agents (`butte.master.task_usage`);
 * ``GET /master/ui/agent-resources?agent_id=<id>``: one agent's reservations and persistent
-  volumes and what holds them (`butte.master.ui_reservations`).
+  volumes and what holds them (`butte.master.ui_reservations`);
+* ``GET /master/ui/executors?agent_id=<id>`` or ``?framework_id=<id>``: the executors running
+  on one agent or for one framework, from the master's records (`executor_rows`);
+* ``GET /master/ui/executor?agent_id=&framework_id=&executor_id=``: one executor with its
+  queued, running and completed tasks, from its agent's ``/state`` (`find_executor`).
 
 The shell owns one `UiApi`; it calls `sample` every `history.SAMPLE_SECONDS` while leading.
 """
@@ -29,8 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+import msgspec
 from aiohttp import web
 
+from butte.core import task_states
 from butte.master import (
     browse,
     history,
@@ -40,8 +47,9 @@ from butte.master import (
     ui_reservations,
     view_acls,
 )
-from butte.master.files import agent_credentials
+from butte.master.files import agent_credentials, agent_ssl, agent_url
 from butte.master.http import json_reply, text_reply
+from butte.master.machine import MasterMachine
 from butte.master.state import Task
 from butte.master.ui_feed import ChangeFeed
 
@@ -50,6 +58,122 @@ if TYPE_CHECKING:
     from butte.master.shell_api import MasterShell
 
 SAMPLE_SECONDS = history.SAMPLE_SECONDS
+# Rows of `/master/ui/executors`: a page lists at most this many executors (and says how
+# many there are), so a framework with 100k tasks does not make a 100k-row card.
+MAX_EXECUTOR_ROWS = 200
+# Tasks of each list (queued, running, completed) `/master/ui/executor` answers; the counts
+# say how many there are.
+MAX_EXECUTOR_TASKS = 500
+# The agent's `/state` is one agent's; a slow agent must not hold the page for long.
+AGENT_STATE_TIMEOUT = aiohttp.ClientTimeout(total=5)
+MAX_ID_LENGTH = 1024
+TASK_LISTS = ("queued_tasks", "tasks", "completed_tasks")
+
+
+def executor_rows(
+    machine: MasterMachine,
+    *,
+    agent_id: str | None = None,
+    framework_id: str | None = None,
+    view: view_acls.Viewer | None = None,
+    limit: int = MAX_EXECUTOR_ROWS,
+) -> tuple[list[dict[str, Any]], int]:
+    """The executors on one agent or of one framework that the master knows of: those of
+    its live tasks (a command task's executor has the task's id) and those the agents
+    reported (`Agent.executors`). One row each: ``agent_id``, ``agent`` (host:port),
+    ``framework_id``, ``framework``, ``executor_id``, ``active_tasks`` (its non-terminal
+    tasks). Frameworks and executors the caller may not view (``view``) are left out.
+    Sorted by agent, framework and executor; the first ``limit`` rows and how many there
+    are (rows are built for those only: a framework may have 100k tasks)."""
+    active: dict[tuple[str, str, str], int] = {}
+
+    def add(agent: str, fid: str, executor: str, task: Task | None) -> None:
+        key = (agent, fid, executor)
+        live = task is not None and not task_states.is_terminal(task.state)
+        active[key] = active.get(key, 0) + (1 if live else 0)
+
+    if agent_id is not None:
+        agent_record = machine.agents.get(agent_id)
+        if agent_record is not None:
+            for fid, task_id in agent_record.tasks:
+                fw = machine.frameworks.get(fid)
+                task = fw.tasks.get(task_id) if fw is not None else None
+                if task is not None:
+                    add(agent_id, fid, task.executor_id or task.task_id, task)
+            for fid, executor_id in agent_record.executors:
+                add(agent_id, fid, executor_id, None)
+    elif framework_id is not None:
+        fw = machine.frameworks.get(framework_id)
+        if fw is not None:
+            for task in fw.tasks.values():
+                add(task.agent_id, framework_id, task.executor_id or task.task_id, task)
+            for on_agent, executor_ids in fw.executors.items():
+                for executor_id in executor_ids:
+                    add(on_agent, framework_id, executor_id, None)
+
+    def visible(key: tuple[str, str, str]) -> bool:
+        if view is None:
+            return True
+        on_agent, fid, executor_id = key
+        agent_record = machine.agents.get(on_agent)
+        info = agent_record.executors.get((fid, executor_id)) if agent_record else None
+        plain = msgspec.to_builtins(info.info) if info is not None else {}
+        return view.framework(fid) and view.executor(plain, fid)
+
+    keys = sorted(key for key in active if visible(key))
+    rows = []
+    for key in keys[:limit]:
+        on_agent, fid, executor_id = key
+        fw = machine.frameworks.get(fid)
+        agent_record = machine.agents.get(on_agent)
+        host = f"{agent_record.hostname}:{agent_record.port}" if agent_record else ""
+        rows.append(
+            {
+                "agent_id": on_agent,
+                "agent": host,
+                "framework_id": fid,
+                "framework": fw.info.name if fw is not None else "",
+                "executor_id": executor_id,
+                "active_tasks": active[key],
+            }
+        )
+    return rows, len(keys)
+
+
+def find_executor(
+    state: dict[str, Any], framework_id: str, executor_id: str
+) -> dict[str, Any] | None:
+    """From an agent's ``/state``: ``{framework, executor}`` for the executor, the running
+    one first, else the newest completed one (an executor id may be used again), each with
+    ``completed``. The framework comes without its executors; each task list is cut to
+    `MAX_EXECUTOR_TASKS` (the newest completed tasks kept), ``counts`` has the full sizes.
+    None when the agent does not know the executor."""
+    for fw_key in ("frameworks", "completed_frameworks"):
+        for fw in state.get(fw_key) or []:
+            if not isinstance(fw, dict) or fw.get("id") != framework_id:
+                continue
+            for ex_key in ("executors", "completed_executors"):
+                found = [
+                    ex
+                    for ex in fw.get(ex_key) or []
+                    if isinstance(ex, dict) and ex.get("id") == executor_id
+                ]
+                if not found:
+                    continue
+                executor = dict(found[-1])
+                counts = {}
+                for key in TASK_LISTS:
+                    tasks = [t for t in executor.get(key) or [] if isinstance(t, dict)]
+                    counts[key] = len(tasks)
+                    executor[key] = tasks[-MAX_EXECUTOR_TASKS:]
+                executor["counts"] = counts
+                executor["completed"] = ex_key == "completed_executors"
+                framework = {
+                    k: v for k, v in fw.items() if k not in ("executors", "completed_executors")
+                }
+                framework["completed"] = fw_key == "completed_frameworks"
+                return {"framework": framework, "executor": executor}
+    return None
 
 
 def _get_only(request: web.Request) -> web.Response | None:
@@ -78,6 +202,8 @@ class UiApi:
         router.add("/ui/changes", self.feed.serve)
         router.add("/ui/task-usage", self.task_usage)
         router.add("/ui/agent-resources", self.agent_resources)
+        router.add("/ui/executors", self.executors)
+        router.add("/ui/executor", self.executor)
 
     def sample(self) -> None:
         """Takes one utilisation sample (the shell's timer calls this)."""
@@ -238,3 +364,87 @@ class UiApi:
                     if all(may_view_role(role) for role in row.get("roles") or ())
                 ]
         return json_reply(answer)
+
+    async def executors(self, request: web.Request) -> web.StreamResponse:
+        """``?agent_id=`` or ``?framework_id=``: `executor_rows`, at most `MAX_EXECUTOR_ROWS`
+        of them, as ``{executors, total}`` (a framework the caller may not view has none,
+        as an unknown one)."""
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        agent_id = request.query.get("agent_id")
+        framework_id = request.query.get("framework_id")
+        if bool(agent_id) == bool(framework_id):
+            return text_reply(400, "Expecting one of 'agent_id' and 'framework_id'")
+        if len(agent_id or framework_id or "") > MAX_ID_LENGTH:
+            return text_reply(400, f"An id is at most {MAX_ID_LENGTH} characters")
+        view = self._viewer(request)
+        if agent_id and agent_id not in self.machine.agents:
+            return text_reply(404, f"No agent found with ID {agent_id[:255]}")
+        rows, total = executor_rows(
+            self.machine, agent_id=agent_id, framework_id=framework_id, view=view
+        )
+        return json_reply({"executors": rows, "total": total})
+
+    async def executor(self, request: web.Request) -> web.StreamResponse:
+        """``?agent_id=&framework_id=&executor_id=``: the executor as its agent's ``/state``
+        has it (`find_executor`), with ``agent`` (id, hostname, port). The caller's
+        credentials go to the agent, and the master's view ACLs apply on top of the agent's:
+        an executor the caller may not view is answered as an unknown one (404), and tasks
+        it may not view are left out."""
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        ids = {}
+        for name in ("agent_id", "framework_id", "executor_id"):
+            value = request.query.get(name)
+            if not value:
+                return text_reply(400, f"Expecting '{name}' to be present")
+            if len(value) > MAX_ID_LENGTH:
+                return text_reply(400, f"'{name}' is at most {MAX_ID_LENGTH} characters")
+            ids[name] = value
+        agent = self.machine.agents.get(ids["agent_id"])
+        if agent is None:
+            return text_reply(404, f"No agent found with ID {ids['agent_id'][:255]}")
+        unknown = text_reply(
+            404,
+            f"Agent {agent.agent_id} has no executor {ids['executor_id'][:255]} "
+            f"of framework {ids['framework_id'][:255]}",
+        )
+        view = self._viewer(request)
+        if view is not None and not view.framework(ids["framework_id"]):
+            return unknown
+        if not agent.connected:
+            return text_reply(503, f"Agent {agent.agent_id} is not connected")
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=AGENT_STATE_TIMEOUT) as session,
+                session.get(
+                    f"{agent_url(agent)}/state",
+                    headers=agent_credentials(request),
+                    ssl=agent_ssl(),
+                ) as response,
+            ):
+                if response.status in (401, 403):
+                    # The agent's own authentication or ACLs refused the caller.
+                    text = (await response.text())[:500]
+                    return text_reply(response.status, f"The agent refused: {text}")
+                if response.status != 200:
+                    return text_reply(502, f"Agent {agent.agent_id} answered {response.status}")
+                state = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            message = str(e) or type(e).__name__
+            return text_reply(503, f"Agent {agent.agent_id} did not answer: {message}")
+        if not isinstance(state, dict):
+            return text_reply(502, f"Agent {agent.agent_id} answered no JSON object")
+        if view is not None:
+            state = view.agent_state(state)
+        found = find_executor(state, ids["framework_id"], ids["executor_id"])
+        if found is None:
+            return unknown
+        found["agent"] = {
+            "id": agent.agent_id,
+            "hostname": agent.info.hostname,
+            "port": agent.info.port,
+        }
+        return json_reply(found)

@@ -20,6 +20,13 @@
       offers: "offers",
     };
     if (!section) return { name: "overview", section: "overview", id: null, query };
+    if (section === "maintenance" && parts.length === 1) return { name: "maintenance", section, id: null, query };
+    // Mesos' address of an executor: #/agents/<agent>/frameworks/<framework>/executors/<id>.
+    if (section === "agents" && parts.length === 6 && parts[2] === "frameworks" && parts[4] === "executors") {
+      return { name: "executor", section, id, framework: parts[3], executor: parts[5], query };
+    }
+    // A sandbox directory of an agent: #/agents/<agent>/browse?path=<directory>.
+    if (section === "agents" && parts.length === 3 && parts[2] === "browse") return { name: "browse", section, id, query };
     const name = names[section];
     if (!name || (id && !["agents", "frameworks", "tasks"].includes(section)) || parts.length > 2) {
       return { name: "notfound", section: null, id: null, query, path };

@@ -294,7 +294,7 @@
     const id = ctx.route.id;
     const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
     const error = errorBox();
-    B.replace(ctx.el, header("Agent", h("code", {}, id)), error, body);
+    B.replace(ctx.el, header("Agent", h("code", {}, id)), error, body, B.executors.executorsCard(ctx, { agent_id: id }));
     ctx.live(
       async () => {
         const [doc, held] = await Promise.all([B.get(`/master/slaves?slave_id=${encodeURIComponent(id)}`), B.reservations.fetch(id).catch(() => null)]);
@@ -442,7 +442,7 @@
     const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
     const error = errorBox();
     const title = h("span", {}, h("code", {}, id));
-    B.replace(ctx.el, header("Framework", title), error, body);
+    B.replace(ctx.el, header("Framework", title), error, body, B.executors.executorsCard(ctx, { framework_id: id }));
     ctx.live(
       async () => {
         const [doc, row] = await Promise.all([B.cache.frameworks.get(true), frameworkRow(id)]);

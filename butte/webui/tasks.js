@@ -319,7 +319,7 @@
       ["State", B.stateBadge(t.state)],
       ["Framework", B.ui.frameworkLink(t.framework_id, fw?.framework_info.name)],
       ["Agent", B.ui.agentLink(t.slave_id, B.cache.agentNames.get(t.slave_id))],
-      ["Executor", t.executor_id ? h("code", {}, t.executor_id) : "command executor"],
+      ["Executor", B.link(B.executors.executorHref(t.slave_id, t.framework_id, t.executor_id || t.id), t.executor_id ? fmt.shortId(t.executor_id) : "command executor", { id: "task-executor", title: t.executor_id || t.id })],
       ["Role", t.role],
       ["Resources", Object.entries(t.resources || {}).filter(([, v]) => v).map(([k, v]) => h("span", { class: "chip" }, `${k} ${fmt.resource(k, v)}`))],
       ["IP addresses", ips.join(", ")],
@@ -642,5 +642,5 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, findSandbox, failure, whyText };
+  B.tasks = { fetchPage, sandboxOf, findSandbox, failure, whyText, SandboxBrowser };
 })(window.Butte);
