@@ -23,9 +23,11 @@ How a slot becomes exactly one run or one counted skip:
 
 Retries, manual runs and runs of dependent jobs never expire: they wait for resources. A
 retry waits ``failure_retry_delay`` first (Chronos' ``--failure_retry``, 60 s), and, as in
-Chronos, a job that failed before and has not succeeded since is not retried. A manual run
-of a job that already has a run waiting, or of a job that is not concurrent while a run of
-it goes on, is dropped, as Chronos' TaskManager drops it.
+Chronos, a job that failed before and has not succeeded since is not retried. A manual or a
+dependent run of a job that already has a run waiting, or of a job that is not concurrent
+while a run of it goes on, is dropped, as Chronos' TaskManager drops it; so is a queued run
+of a job disabled since, when it is taken from the queue for an offer. A child counts its
+parents' successes as Chronos counts invocations of its graph's edges.
 
 A run whose task is lost (``TASK_LOST``: its agent became unreachable) counts as a failure and
 is retried as Chronos does, and is remembered (state `LOST`) with its *chain*, the attempts of
@@ -245,7 +247,10 @@ class JobState:
     remaining: int | None = None
     last_slot: float | None = None
     schedule_text: str | None = None  # the schedule `next_index` counts in
-    parents_done: list[str] = field(default_factory=list)
+    # Successes of each parent not yet used up by a run of this job (Chronos' edge
+    # invocation counts, less what all parents have in common): a parent that succeeds twice
+    # before another once counts twice, so the job runs twice once the other catches up.
+    parents_done: dict[str, int] = field(default_factory=dict)
     success_count: int = 0
     error_count: int = 0
     skipped_count: int = 0
@@ -261,14 +266,18 @@ class JobState:
         # changed once appended (asdict's deep copy cost most of a run's CPU).
         record = {k: v for k, v in self.__dict__.items() if k != "schedule"}
         record["spec"] = dict(self.spec.__dict__)
-        for key in ("parents_done", "durations", "history"):
+        for key in ("durations", "history"):
             record[key] = list(record[key])
+        record["parents_done"] = dict(self.parents_done)
         return record
 
     @classmethod
     def from_record(cls, record: dict[str, Any], now: float) -> JobState:
         fields = dict(record)
         fields["spec"] = spec_from_record(fields["spec"])
+        if isinstance(fields.get("parents_done"), list):
+            # Written by an older butte, which kept the parents done since the last run.
+            fields["parents_done"] = dict.fromkeys(fields["parents_done"], 1)
         job = cls(**fields)
         if job.schedule_text is not None:
             job.schedule = parse_schedule(job.schedule_text, job.spec.schedule_time_zone, now)
@@ -346,6 +355,9 @@ class ChronosCore:
             "slots_skipped": 0,
             "orphans_killed": 0,
             "manual_runs_dropped": 0,
+            "dependent_runs_dropped": 0,
+            "disabled_runs_dropped": 0,
+            "retries_dropped": 0,
             "lost_runs_killed": 0,
             "lost_runs_succeeded": 0,
         }
@@ -399,7 +411,7 @@ class ChronosCore:
             # A scheduled job posted again as a dependent one (Chronos allows both ways).
             job.schedule = job.schedule_text = job.last_slot = None
             job.next_index, job.remaining = 0, None
-        job.parents_done = [p for p in job.parents_done if p in spec.parents]
+        job.parents_done = {p: n for p, n in job.parents_done.items() if p in spec.parents}
         self.jobs[spec.name] = job
         self._next_due = None
         self._children = None
@@ -497,18 +509,29 @@ class ChronosCore:
         job = self.jobs[name]
         if job.spec.disabled:
             raise JobError(f"job {name!r} is disabled")
-        for run in self.runs.values():
-            if run.job != name:
-                continue
-            # A retry waiting out --failure_retry is not in Chronos' queue yet.
-            waiting = run.state == QUEUED and run.not_before <= now
-            if waiting or (run.state in _ACTIVE_STATES and not job.spec.concurrent):
-                self.counters["manual_runs_dropped"] += 1
-                return None
+        if self._drops_run(job, now):
+            self.counters["manual_runs_dropped"] += 1
+            return None
         queued = self._queue(name, now, MANUAL, 0, now, arguments)
         self._update_interest(now)
         self._match(now)
         return queued
+
+    def _drops_run(self, job: JobState, now: float) -> bool:
+        """Whether Chronos drops a run of the job entering its queue now (a manual or a
+        dependent run): the job has a run waiting in the queue already (TaskManager.enqueue
+        keeps one per job; a retry still waiting out --failure_retry is not in it yet), or
+        it is not concurrent and a run of it is going (taken from the queue at the next
+        offer, such a run is dropped; decided here at once, so that the outcome does not
+        depend on when that offer comes)."""
+        for run in self.runs.values():
+            if run.job != job.spec.name:
+                continue
+            if run.state == QUEUED and run.not_before <= now:
+                return True
+            if run.state in _ACTIVE_STATES and not job.spec.concurrent:
+                return True
+        return False
 
     def kill_tasks(self, name: str, now: float) -> int:
         """Drops the job's queued runs and kills its running tasks; how many were affected."""
@@ -836,8 +859,12 @@ class ChronosCore:
 
     def mark_success(self, name: str, now: float) -> None:
         """Counts a success of the job without a run and starts its children as a run's
-        success would (``PUT /v1/scheduler/job/success/NAME``). Raises KeyError."""
-        self._job_succeeded(self.jobs[name], now)
+        success would (``PUT /v1/scheduler/job/success/NAME``). Raises KeyError. As Chronos'
+        markJobSuccessAndFireOffDependencies, the successes its parents had counted towards
+        its next run are forgotten."""
+        job = self.jobs[name]
+        job.parents_done = {}
+        self._job_succeeded(job, now)
         self._update_interest(now)
         self._match(now)
 
@@ -850,11 +877,19 @@ class ChronosCore:
             self._parent_succeeded(self.jobs[child_name], job.spec.name, now)
 
     def _parent_succeeded(self, child: JobState, parent: str, now: float) -> None:
-        if parent not in child.parents_done:
-            child.parents_done.append(parent)
-        if set(child.spec.parents) <= set(child.parents_done):
-            child.parents_done = []
-            if not child.spec.disabled:
+        """Counts a parent's success for a child; once every parent has one the child runs
+        (Chronos' JobGraph.getExecutableChildren: the child runs when the count of the edge
+        from this parent becomes the least of its parents' edges), unless it is disabled or
+        Chronos' TaskManager would drop the run (`_drops_run`)."""
+        done = child.parents_done
+        done[parent] = done.get(parent, 0) + 1
+        if all(done.get(p, 0) > 0 for p in child.spec.parents):
+            child.parents_done = {p: n - 1 for p, n in done.items() if n > 1}
+            if child.spec.disabled:
+                pass  # Chronos' processDependencies skips a disabled child
+            elif self._drops_run(child, now):
+                self.counters["dependent_runs_dropped"] += 1
+            else:
                 self._queue(child.spec.name, now, DEPENDENCY, 0, now, None)
         self._save_job(child)
 
@@ -957,10 +992,42 @@ class ChronosCore:
 
     def _launchable(self, now: float) -> list[Run]:
         busy = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
+        entered = [r for r in map(self.runs.__getitem__, self.queued) if r.not_before <= now]
+        for run in [r for r in entered if self.jobs[r.job].spec.disabled]:
+            # Chronos' TaskManager drops a run of a job disabled since it was queued when it
+            # takes the run from the queue for an offer (JobExpired): a dependent run, a
+            # retry that has waited out --failure_retry, a manual run. Not counted as a
+            # failure or a skip; re-enabled before then, the job keeps the run.
+            self.counters["disabled_runs_dropped"] += 1
+            self._end_run(run, "DROPPED", now, "job disabled")
+        entered = [r for r in entered if r.task_id in self.queued]
+        retrying = {r.job for r in entered if r.not_before}
+        # A run enters Chronos' queue when due (a retry after --failure_retry).
+        ordered = sorted(
+            (r for r in entered if r.job in retrying), key=lambda r: (r.due, r.created, r.task_id)
+        )
+        first: dict[str, Run] = {}
+        for run in ordered:
+            first.setdefault(run.job, run)
+            if not run.not_before:
+                continue
+            # A retry that has waited out --failure_retry enters the queue now; Chronos drops
+            # it as it drops a manual or dependent run (`_drops_run`): a run of the job
+            # entered the queue before it (TaskManager.enqueue keeps one per job: a parent
+            # ran again meanwhile), or the job is not concurrent and a run of it is going
+            # when it is taken from the queue.
+            if first[run.job] is not run:
+                why = "dropped: a run of the job was queued before this retry"
+            elif run.job in busy and not self.jobs[run.job].spec.concurrent:
+                why = "dropped: a run of the job was going when this retry was due"
+            else:
+                continue
+            self.counters["retries_dropped"] += 1
+            self._end_run(run, "DROPPED", now, why)
         queued = sorted(
-            (r for r in map(self.runs.__getitem__, self.queued) if r.not_before <= now),
-            # Chronos' queue is first in, first out, a run entering it when due (a retry
-            # after --failure_retry); on one instant, the run queued first goes first.
+            (r for r in entered if r.task_id in self.queued),
+            # Chronos' queue is first in, first out; on one instant, the run queued first
+            # goes first.
             key=lambda r: (not self.jobs[r.job].spec.high_priority, r.due, r.created, r.task_id),
         )
         out = []

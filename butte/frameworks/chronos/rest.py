@@ -2,16 +2,19 @@
 
 Handlers validate, call one core method with the current time, let the shell flush the
 effects (saved before any answer goes out), and answer as Chronos does: ``204`` for
-changes, JSON for reads, ``400`` with ``{"message": ...}`` for invalid input, ``404`` for
-unknown jobs. The routes are a written-out table (`ROUTES`).
+changes, JSON for reads, ``400`` with ``{"status": "Bad Request", "message": ...}`` (the
+fields of Chronos' ApiResult) for invalid input and for a job name that names no job. The
+routes are a written-out table (`ROUTES`), all under ``/v1/scheduler`` as in Chronos 3.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +34,8 @@ PERCENTILES = {
     "median": 0.5,
 }
 SEARCH_PARAMS = frozenset({"name", "command", "any", "limit", "offset"})
+# What Chronos' TaskUtils.isValidVersion looks for in a task id (its taskIdPattern).
+TASK_ID = re.compile(r"ct:(\d+):(\d+):[\w.-]+:?(.*)")
 UI_PAGE = Path(__file__).with_name("ui.html")
 
 
@@ -63,16 +68,35 @@ Handler = Callable[[ChronosShell, web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    """An error answer in the form of Chronos' ApiResult: the status's reason phrase
+    (``Bad Request``) and the message."""
+    return web.json_response(
+        {"status": HTTPStatus(status).phrase, "message": message}, status=status
+    )
+
+
+def refused(requirement: str) -> web.Response:
+    """What Chronos answers when a ``require`` of one of its resources fails: 400, the
+    message the IllegalArgumentException's stack trace, of which this is the first line."""
+    return error(400, f"java.lang.IllegalArgumentException: requirement failed: {requirement}")
+
+
+def unknown_job(label: str, name: str) -> web.Response:
+    """What Chronos answers for a job name that names no job (`refused`); ``label`` is the
+    word the resource uses (``Job`` or ``JobSchedule``)."""
+    return refused(f"{label} '{name}' not found")
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    """`error`'s 400 as an exception, for checks that end a handler from below it."""
+    body = {"status": HTTPStatus.BAD_REQUEST.phrase, "message": message}
+    return web.HTTPBadRequest(text=json.dumps(body), content_type="application/json")
 
 
 def _no_params(request: web.Request, allowed: frozenset[str] = frozenset()) -> None:
     extra = sorted(set(request.query) - allowed)
     if extra:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"message": f"unsupported query parameters: {', '.join(extra)}"}),
-            content_type="application/json",
-        )
+        raise _bad_request(f"unsupported query parameters: {', '.join(extra)}")
 
 
 async def _body(request: web.Request) -> Any:
@@ -81,9 +105,7 @@ async def _body(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise
     except (ValueError, UnicodeDecodeError) as e:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"message": f"malformed JSON: {e}"}), content_type="application/json"
-        ) from None
+        raise _bad_request(f"malformed JSON: {e}") from None
 
 
 def _put_job(dependency: bool) -> Handler:
@@ -137,7 +159,7 @@ async def get_job(server: ChronosShell, request: web.Request) -> web.StreamRespo
     _no_params(request)
     name = request.match_info["name"]
     if name not in server.core.jobs:
-        return error(404, f"no job named {name!r}")
+        return unknown_job("Job", name)
     return web.json_response(server.core.job_json(name, time.time()))
 
 
@@ -168,13 +190,16 @@ async def search_jobs(server: ChronosShell, request: web.Request) -> web.StreamR
     return web.json_response([server.core.job_json(n, now) for n in out[offset : offset + limit]])
 
 
-def _act(server: ChronosShell, name: str, act: Callable[[str, float], object]) -> web.Response:
+def _act(
+    server: ChronosShell, name: str, act: Callable[[str, float], object], label: str = "Job"
+) -> web.Response:
     """Runs ``act(name, now)`` on the core and saves what it changed; answers the refusal
-    (404 an unknown job, 400 a refused change), else an empty 204."""
+    (an unknown job as Chronos answers it, `unknown_job` with ``label``; 400 a refused
+    change), else an empty 204."""
     try:
         act(name, time.time())
     except KeyError:
-        return error(404, f"no job named {name!r}")
+        return unknown_job(label, name)
     except JobError as e:
         return error(400, str(e))
     server.flush()
@@ -199,6 +224,9 @@ async def run_job(server: ChronosShell, request: web.Request) -> web.StreamRespo
 async def mark_success(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
     name = request.match_info["name"]
+    if name not in server.core.jobs:
+        # Chronos' markJobSuccessAndFireOffDependencies answers false, with 200.
+        return web.Response(text=f"marked job {name} as successful: false")
     answer = _act(server, name, server.core.mark_success)
     if answer.status != 204:
         return answer
@@ -212,7 +240,7 @@ async def leader(server: ChronosShell, request: web.Request) -> web.StreamRespon
 
 async def delete_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
-    answer = _act(server, request.match_info["name"], server.core.delete_job)
+    answer = _act(server, request.match_info["name"], server.core.delete_job, "JobSchedule")
     if answer.status == 204:
         server.wake()
     return answer
@@ -220,7 +248,22 @@ async def delete_job(server: ChronosShell, request: web.Request) -> web.StreamRe
 
 async def kill_tasks(server: ChronosShell, request: web.Request) -> web.StreamResponse:
     _no_params(request)
-    return _act(server, request.match_info["name"], server.core.kill_tasks)
+    return _act(server, request.match_info["name"], server.core.kill_tasks, "JobSchedule")
+
+
+async def task_progress(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    """Chronos' ``POST job/NAME/task/ID/progress`` counts elements processed by a run of a
+    job with ``dataProcessingJobType``; no job here has it (the field is refused), so the
+    call is refused as Chronos refuses it for such a job, after the same checks in the same
+    order: the job must exist, the task id must be one of Chronos' ids."""
+    _no_params(request)
+    await _body(request)
+    name, task_id = request.match_info["name"], request.match_info["task_id"]
+    if name not in server.core.jobs:
+        return unknown_job("JobSchedule", name)
+    if not TASK_ID.search(task_id):
+        return refused(f"Invalid task id format {task_id}")
+    return refused(f"JobSchedule '{name}' is not enabled to track data")
 
 
 def _histogram(durations: list[float]) -> dict[str, float]:
@@ -270,7 +313,7 @@ async def job_stat(server: ChronosShell, request: web.Request) -> web.StreamResp
     name = request.match_info["name"]
     job = server.core.jobs.get(name)
     if job is None:
-        return error(404, f"no job named {name!r}")
+        return unknown_job("Job", name)
     return web.json_response(
         {
             "histogram": _histogram(job.durations),
@@ -291,6 +334,22 @@ async def graph_csv(server: ChronosShell, request: web.Request) -> web.StreamRes
     for name in sorted(server.core.jobs):
         for parent in server.core.jobs[name].spec.parents:
             lines.append(f"link,{parent},{name}")
+    return web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
+
+
+async def graph_dot(server: ChronosShell, request: web.Request) -> web.StreamResponse:
+    """The dependency graph in Graphviz' DOT, as Chronos renders it (JGraphT's DOTExporter
+    over its job graph): each job a node numbered from 1 and labelled with its name, then an
+    edge from each parent to each of its children."""
+    _no_params(request)
+    core = server.core
+    names = sorted(core.jobs)
+    number = {name: i for i, name in enumerate(names, 1)}
+    lines = ["digraph G {"]
+    lines += [f'  {number[name]} [ label="{name}" ];' for name in names]
+    for name in names:
+        lines += [f"  {number[p]} -> {number[name]};" for p in core.jobs[name].spec.parents]
+    lines.append("}")
     return web.Response(text="".join(line + "\n" for line in lines), content_type="text/plain")
 
 
@@ -377,6 +436,8 @@ ROUTES: list[tuple[str, str, Handler, bool]] = [
     ("DELETE", "/v1/scheduler/task/kill/{name}", kill_tasks, True),
     ("GET", "/v1/scheduler/job/stat/{name}", job_stat, True),
     ("GET", "/v1/scheduler/graph/csv", graph_csv, True),
+    ("GET", "/v1/scheduler/graph/dot", graph_dot, True),
+    ("POST", "/v1/scheduler/job/{name}/task/{task_id}/progress", task_progress, True),
     (
         "GET",
         "/v1/scheduler/stats/{kind:99thPercentile|98thPercentile|95thPercentile|75thPercentile|median|mean}",

@@ -363,6 +363,7 @@ class ChronosServer:
         app = web.Application(client_max_size=MAX_BODY)
         for method, path, handler, leader_only in ROUTES:
             app.router.add_route(method, path, self._wrap(handler, leader_only))
+        app.on_response_prepare.append(_allow_any_origin)
         return app
 
     def _wrap(self, handler: Handler, leader_only: bool) -> Any:
@@ -395,3 +396,11 @@ class ChronosServer:
                 return out
         except (aiohttp.ClientError, TimeoutError) as e:
             return error(503, f"leader at {leader['hostname']}:{leader['http_port']}: {e}")
+
+
+async def _allow_any_origin(request: web.Request, response: web.StreamResponse) -> None:
+    """Chronos' CorsFilter, which it always installs in front of everything it serves (API,
+    pages, errors, answers relayed from the leader): every answer allows any origin, so
+    pages served elsewhere can read the API. Like Chronos it adds no other CORS header (no
+    preflight answers)."""
+    response.headers["Access-Control-Allow-Origin"] = "*"
