@@ -657,6 +657,14 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
         help="butte's own: comma-separated host path prefixes that ContainerInfo.volumes may "
         "bind-mount into an image task (default: none; sandbox paths are always allowed)",
     )
+    add(
+        "--image_gc_config",
+        default=None,
+        help="automatic image GC, Mesos' JSON (or a file holding it): "
+        '{"image_disk_headroom": 0.1, "image_disk_watch_interval": {"nanoseconds": N}, '
+        '"excluded_images": [...]}: every interval, prune unused image layers when the store\'s '
+        "file system has less free space than the headroom (default: off; docs/containers.md)",
+    )
 
 
 def image_providers_flag(text: str) -> tuple[str, ...]:

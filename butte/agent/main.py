@@ -90,6 +90,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             args.image_provisioner_backend,
             args.allowed_host_path_volumes,
             args.work_dir,
+            args.image_gc_config,
         ),
         log_rotation=(
             RotationPolicy(

@@ -3,7 +3,8 @@ its sandbox files.
 
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, GET_STATE, GET_CONTAINERS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS,
-GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER, and the nested container calls of
+GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER, PRUNE_IMAGES (the image store's unused
+layers, docs/containers.md "Pruning images"), and the nested container calls of
 `butte.agent.nested_api` (launch, session, attach input/output, wait, kill, remove). Others
 answer 400 ("not supported"), as
 unknown ones do. Also ``GET /metrics/snapshot`` (``slave/*`` names, resources included),
@@ -17,6 +18,7 @@ the first route registered for a path, and these supersede older ``/files`` and
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from butte.agent.containerizer.image_runtime import excluded_images
 from butte.agent.containerizer.posix import session_members, signal_sessions
 from butte.agent.files import FileError, SandboxFiles
 from butte.agent.http import version_info
@@ -61,7 +64,11 @@ if TYPE_CHECKING:
     from butte.agent.machine import AgentMachine
     from butte.agent.shell_api import AgentShell
 
+log = logging.getLogger("butte.agent")
+
 _SCALARS = ("cpus", "mem", "disk", "gpus")
+# Calls that Mesos' agent authorizes with an ACL action of no object (Forbidden without it).
+_CALL_ACTIONS = {"GET_FLAGS": "view_flags", "PRUNE_IMAGES": "prune_images"}
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -156,10 +163,9 @@ class AgentOperatorApi:
             problem = self.nested.authorize(request, call.type)
             if problem is not None:
                 return problem
-        if call.type == "GET_FLAGS":  # Mesos' `getFlags`: Forbidden without VIEW_FLAGS
-            refusal = forbidden(
-                self.server.options.auth.acls, "view_flags", request.get("principal")
-            )
+        action = _CALL_ACTIONS.get(call.type)
+        if action is not None:  # Mesos' `getFlags`, `pruneImages`: Forbidden without it
+            refusal = forbidden(self.server.options.auth.acls, action, request.get("principal"))
             if refusal is not None:
                 return _text(403, refusal)
         try:
@@ -364,6 +370,29 @@ class AgentOperatorApi:
             await asyncio.to_thread(signal_sessions, [container.pid], number)
         return None
 
+    async def call_prune_images(self, call: OperatorCall) -> web.Response | None:
+        """Removes the image store's layers that no running container uses and no excluded
+        image has; 200 once done. Without --image_providers there is no store and nothing
+        to remove; images of Docker containers are dockerd's (Mesos' Docker containerizer
+        prunes nothing either)."""
+        try:
+            names = excluded_images(call.prune_images)
+        except ValueError as e:
+            return _text(400, f"Failed to validate agent::Call: {e}")
+        containerizer = self.server.containerizer
+        images = containerizer.images if containerizer is not None else None
+        if images is None:
+            log.info("PRUNE_IMAGES: this agent has no image store (--image_providers)")
+            return None
+        if images.gc is not None:  # as Mesos: --image_gc_config's exclusions hold here too
+            names += images.gc.excluded
+        try:
+            await asyncio.to_thread(images.prune, names)
+        except OSError as e:  # the store's file system failed under it (as Mesos: 500)
+            log.error("PRUNE_IMAGES failed: %s", e)
+            return _text(500, f"Failed to prune images: {e}")
+        return None
+
     async def call_launch_nested_container(self, call: OperatorCall) -> Any:
         return await self.nested.launch(call.launch_nested_container, session=False)
 
@@ -537,6 +566,7 @@ AGENT_CALLS: dict[str, CallHandler] = {
     "GET_STATE": AgentOperatorApi.call_get_state,
     "GET_CONTAINERS": AgentOperatorApi.call_get_containers,
     "KILL_CONTAINER": AgentOperatorApi.call_kill_container,
+    "PRUNE_IMAGES": AgentOperatorApi.call_prune_images,
     "LAUNCH_NESTED_CONTAINER": AgentOperatorApi.call_launch_nested_container,
     "LAUNCH_CONTAINER": AgentOperatorApi.call_launch_container,
     "LAUNCH_NESTED_CONTAINER_SESSION": AgentOperatorApi.call_launch_nested_container_session,

@@ -579,7 +579,7 @@ class AgentServer:
         if options is None:
             return None
         runtime = ImageRuntime(
-            work_dir, options.registry, options.backend, options.allowed_host_paths
+            work_dir, options.registry, options.backend, options.allowed_host_paths, options.gc
         )
         log.info("images: docker archives in %s, %s backend", options.registry, options.backend)
         return runtime

@@ -32,7 +32,7 @@ _DAEMONS = {
     "agent": (
         "butte.agent.main",
         "run an agent that launches tasks for a master (`agent gone|drain|deactivate|"
-        "reactivate ID`: act on one)",
+        "reactivate|prune-images ID`: act on one)",
     ),
     "chronos": (
         "butte.frameworks.chronos.main",

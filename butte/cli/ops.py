@@ -2,7 +2,8 @@
 
 ``agents``, ``frameworks``, ``tasks`` (alias ``ps``), ``task info|cat|tail|ls``
 (`butte.cli.task`), ``roles``, ``state``, ``top`` (`butte.cli.top`), ``teardown FW``,
-``agent gone|drain|deactivate|reactivate AGENT``, ``maintenance ...``
+``agent gone|drain|deactivate|reactivate AGENT``, ``agent prune-images AGENT`` (the
+agent's PRUNE_IMAGES, sent to the agent itself), ``maintenance ...``
 (`butte.cli.maintenance`), ``reservations``,
 ``reserve``, ``unreserve``, ``volumes``, ``volume create|destroy`` (`butte.cli.reservations`) and
 ``completion bash|zsh`` (`butte.cli.completion`).
@@ -43,7 +44,7 @@ from butte.cli.output import (
     stdout,
     used_of,
 )
-from butte.client.operator import OperatorError
+from butte.client.operator import MasterUnreachable, OperatorClient, OperatorError
 from butte.core import task_states
 
 # Subcommands with only the common flags: name -> summary (handlers in `add_commands`).
@@ -102,7 +103,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 # ``butte agent`` runs an agent daemon; ``butte agent gone|drain|... ID`` acts on one instead.
 # `route_argv` sends those to this hidden subcommand.
 AGENT_ACTIONS_COMMAND = "agent-action"
-AGENT_ACTIONS = ("gone", "drain", "deactivate", "reactivate")
+AGENT_ACTIONS = ("gone", "drain", "deactivate", "reactivate", "prune-images")
 # Options of the operator actions that take a value (their value is not the action's name).
 _VALUED_OPTIONS = ("--master", "--principal", "--secret")
 
@@ -164,7 +165,24 @@ def _add_agent_commands(commands: argparse._SubParsersAction) -> None:
         add_common(sub)
         sub.add_argument("agent_id", metavar="AGENT_ID")
         sub.set_defaults(handler=guarded(functools.partial(cmd_agent_call, call, done)))
-    for sub in (gone, drain, deactivate, reactivate):
+    prune = actions.add_parser(
+        "prune-images",
+        help="remove the agent's image layers that no running container uses",
+        description="PRUNE_IMAGES, sent to the agent (found through the master): its image "
+        "store keeps only the layers of running containers and of the --exclude images; a "
+        "later task in a removed image unpacks it again (docs/containers.md).",
+    )
+    add_common(prune)
+    prune.add_argument("agent_id", metavar="AGENT_ID")
+    prune.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="a Docker image name whose layers stay (repeatable)",
+    )
+    prune.set_defaults(handler=guarded(cmd_agent_prune_images))
+    for sub in (gone, drain, deactivate, reactivate, prune):
         apply_env_defaults(sub, os.environ)
 
 
@@ -425,6 +443,29 @@ def cmd_agent_call(call: str, done: str, args: argparse.Namespace) -> int:
         print_json({"agent_id": args.agent_id, done: True})
     else:
         print(f"Agent {args.agent_id} {done}")
+    return 0
+
+
+def cmd_agent_prune_images(args: argparse.Namespace) -> int:
+    """PRUNE_IMAGES on one agent, at the address the master knows it by."""
+    master = client(args)
+    address = task.agent_address(master, args.agent_id)
+    excluded = [{"type": "DOCKER", "docker": {"name": name}} for name in args.exclude]
+    # The operator's credentials go to the agent too (one run with --authenticate_http_*).
+    principal, secret = master.credentials()
+    agent = OperatorClient(address, timeout=master.timeout, principal=principal, secret=secret)
+    try:
+        with progress(f"Pruning the images of agent {args.agent_id} ({address})..."):
+            agent.call("PRUNE_IMAGES", {"excluded_images": excluded})
+    except OperatorError as e:
+        raise CliError(f"agent {address} refused to prune images: {e.message}") from None
+    except MasterUnreachable as e:
+        reason = str(e).split(": ", 1)[-1]  # the client words it for a master
+        raise CliError(f"cannot reach agent {address}: {reason}", 2) from None
+    if args.json:
+        print_json({"agent_id": args.agent_id, "pruned": True, "excluded": args.exclude})
+    else:
+        print(f"Agent {args.agent_id}: unused image layers removed")
     return 0
 
 

@@ -289,6 +289,8 @@ class OperatorCall(Msg, frozen=True):
     remove_container: NestedContainerRef | None = None
     attach_container_output: NestedContainerRef | None = None
     attach_container_input: AttachContainerInput | None = None
+    # Checked by butte.agent.containerizer.image_runtime.excluded_images.
+    prune_images: JSONObject | None = None
 
 
 # Calls whose payload field must be present (Mesos rejects them otherwise).

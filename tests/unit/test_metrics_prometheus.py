@@ -82,7 +82,7 @@ def test_completion_scripts_are_valid_shell():
     text = script(build_parser([]), "bash")
     for word in ("agents", "tasks", "ps", "top", "teardown", "completion"):
         assert word in text
-    assert 'words="deactivate drain gone reactivate"' in text
+    assert 'words="deactivate drain gone prune-images reactivate"' in text
     assert 'words="attach cat exec info kill ls tail"' in text
     assert 'words="down schedule status up"' in text
     subprocess.run(["bash", "-n"], input=text.encode(), check=True)

@@ -6,25 +6,73 @@ root filesystem (`butte.agent.containerizer.provisioner`) and returns the launch
 (`launch_plan`: the image's Entrypoint/Cmd/Env/WorkingDir under the task's CommandInfo,
 its volumes) that goes to the executor in its environment;
 `butte.agent.containerizer.linux` does the mounts and pivot_root. Blocking: the
-containerizer calls it from its launch threads.
+containerizer calls it from its launch threads. `ImageRuntime.prune` is the agent's
+PRUNE_IMAGES (its request checked by `excluded_images`); with ``--image_gc_config``
+(`parse_image_gc_config`) a thread of its own prunes whenever the store's file system has less
+free space than the configured headroom, as Mesos' automatic image GC does.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from butte.agent.containerizer.images import Image, ImageConfig, ImageError, ImageStore
+from butte.agent.containerizer.images import Image, ImageConfig, ImageError, ImageStore, Pruned
 from butte.agent.containerizer.provisioner import Provisioner, overlay_problem
-from butte.core.container_info import container_problem, image_of
+from butte.core.container_info import container_problem, image_of, split_image_name
 
 log = logging.getLogger("butte.agent")
 
 SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_EXCLUDED_IMAGES = 1000  # a PRUNE_IMAGES request naming more is refused (400)
+
+
+def excluded_images(payload: Any) -> list[str]:
+    """The image names of a PRUNE_IMAGES payload (``{"excluded_images": [Image...]}``, or
+    None: no payload, nothing excluded). ValueError, with a message fit for a 400, for
+    anything else: an image that is not an object, of a type other than DOCKER (butte has
+    no APPC store), without a valid Docker name, or too many of them."""
+    if payload is None:
+        return []
+    if not isinstance(payload, Mapping):
+        raise ValueError("'prune_images' must be an object")
+    images = payload.get("excluded_images")
+    if images is None:
+        return []
+    if not isinstance(images, list):
+        raise ValueError("'prune_images.excluded_images' must be a list of Image objects")
+    if len(images) > MAX_EXCLUDED_IMAGES:
+        raise ValueError(f"more than {MAX_EXCLUDED_IMAGES} excluded images")
+    names = []
+    for i, image in enumerate(images):
+        where = f"prune_images.excluded_images[{i}]"
+        if not isinstance(image, Mapping):
+            raise ValueError(f"'{where}' must be an Image object")
+        kind = image.get("type")
+        if kind == "APPC":
+            raise ValueError(f"'{where}': APPC images are not supported (only DOCKER)")
+        if kind != "DOCKER":
+            raise ValueError(f"'{where}.type' must be DOCKER, got {str(kind)[:40]!r}")
+        if not isinstance(image.get("cached", True), bool):
+            raise ValueError(f"'{where}.cached' must be a boolean")
+        docker = image.get("docker")
+        if not isinstance(docker, Mapping):
+            raise ValueError(f"'{where}.docker' must be an object with a 'name'")
+        name = docker.get("name")
+        if not isinstance(name, str):
+            raise ValueError(f"'{where}.docker.name' must be a string")
+        try:
+            split_image_name(name)
+        except ValueError as e:
+            raise ValueError(f"'{where}.docker.name': {e}") from None
+        names.append(str(name))
+    return names
 
 
 def launch_argv(config: ImageConfig, command: Mapping[str, Any]) -> tuple[str, list[str]]:
@@ -253,12 +301,70 @@ def launch_plan(
 
 
 @dataclass(frozen=True, slots=True)
+class ImageGcConfig:
+    """``--image_gc_config`` (Mesos' ``ImageGcConfig``): every ``interval`` seconds, when the
+    store's file system is fuller than ``1 - headroom``, prune all but ``excluded``."""
+
+    headroom: float
+    interval: float
+    excluded: tuple[str, ...] = ()
+
+
+def parse_image_gc_config(text: str) -> ImageGcConfig:
+    """``--image_gc_config``: Mesos' JSON (``image_disk_headroom`` from 0.0 to 1.0,
+    ``image_disk_watch_interval`` ``{"nanoseconds": N}``, optional ``excluded_images``), given
+    as the JSON itself or as the path of a file holding it. ValueError says what is wrong."""
+    if not text.lstrip().startswith(("{", "[")):
+        path = text.removeprefix("file://")
+        try:
+            with open(path) as f:
+                text = f.read(1 << 20)
+        except OSError as e:
+            raise ValueError(f"--image_gc_config: cannot read {path}: {e.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--image_gc_config is not JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError("--image_gc_config must be a JSON object")
+    unknown = set(raw) - {"image_disk_headroom", "image_disk_watch_interval", "excluded_images"}
+    if unknown:
+        raise ValueError(f"--image_gc_config: unknown field(s) {sorted(unknown)}")
+    headroom = raw.get("image_disk_headroom")
+    if isinstance(headroom, bool) or not isinstance(headroom, int | float):
+        raise ValueError("--image_gc_config: 'image_disk_headroom' (a number) is required")
+    if not 0.0 <= headroom <= 1.0:
+        raise ValueError("--image_gc_config: 'image_disk_headroom' must be between 0.0 and 1.0")
+    interval = raw.get("image_disk_watch_interval")
+    nanoseconds = interval.get("nanoseconds") if isinstance(interval, dict) else None
+    if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, int):
+        raise ValueError(
+            "--image_gc_config: 'image_disk_watch_interval' ({\"nanoseconds\": N}) is required"
+        )
+    if not 0 < nanoseconds <= 2**63 - 1:
+        raise ValueError("--image_gc_config: 'image_disk_watch_interval' must be positive")
+    try:
+        excluded = excluded_images({"excluded_images": raw.get("excluded_images")})
+    except ValueError as e:
+        raise ValueError(f"--image_gc_config: {e}") from None
+    return ImageGcConfig(float(headroom), nanoseconds / 1e9, tuple(excluded))
+
+
+def disk_usage(path: str) -> float:
+    """The used fraction (0.0 to 1.0) of the file system holding ``path``."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) / st.f_blocks if st.f_blocks else 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ImageOptions:
-    """--docker_registry, --image_provisioner_backend, --allowed_host_path_volumes."""
+    """--docker_registry, --image_provisioner_backend, --allowed_host_path_volumes,
+    --image_gc_config."""
 
     registry: str
     backend: str = "copy"
     allowed_host_paths: tuple[str, ...] = ()
+    gc: ImageGcConfig | None = None
 
 
 def image_options(
@@ -267,16 +373,19 @@ def image_options(
     backend: str | None,
     allowed_host_paths: Sequence[str],
     work_dir: str,
+    gc_config: str | None = None,
 ) -> ImageOptions | None:
     """The image options of the agent's flags (None: no --image_providers); ValueError for
     a combination that cannot work. Without a backend: overlay where it can be mounted
     under ``work_dir``, else copy."""
     if not providers:
-        if registry or backend:
+        if registry or backend or gc_config:
             raise ValueError(
-                "--docker_registry and --image_provisioner_backend need --image_providers"
+                "--docker_registry, --image_provisioner_backend and --image_gc_config need "
+                "--image_providers"
             )
         return None
+    gc = parse_image_gc_config(gc_config) if gc_config is not None else None
     if not registry:
         raise ValueError("--image_providers docker needs --docker_registry DIR (a local directory)")
     if registry.startswith(("http://", "https://")) or not os.path.isdir(registry):
@@ -286,12 +395,13 @@ def image_options(
         if problem is not None and backend == "overlay":
             raise ValueError(f"--image_provisioner_backend overlay: {problem}")
         backend = "copy" if problem is not None else "overlay"
-    return ImageOptions(os.path.abspath(registry), backend, tuple(allowed_host_paths))
+    return ImageOptions(os.path.abspath(registry), backend, tuple(allowed_host_paths), gc)
 
 
 class ImageRuntime:
     """The agent's image support (``--image_providers docker``): the store, the provisioner
-    and the host paths volumes may mount. `prepare` runs in a launch thread."""
+    and the host paths volumes may mount. `prepare` runs in a launch thread; with ``gc``
+    (``--image_gc_config``) a daemon thread checks the store's disk every interval."""
 
     def __init__(
         self,
@@ -299,10 +409,39 @@ class ImageRuntime:
         registry: str,
         backend: str = "copy",
         allowed_host_paths: Sequence[str] = (),
+        gc: ImageGcConfig | None = None,
     ) -> None:
         self.store = ImageStore(registry, os.path.join(work_dir, "images"))
         self.provisioner = Provisioner(os.path.join(work_dir, "provisioner"), backend)
         self.allowed_host_paths = tuple(allowed_host_paths)
+        self.gc = gc
+        self._gc_stop = threading.Event()
+        if gc is not None:
+            threading.Thread(target=self._gc_loop, args=(gc,), name="image-gc", daemon=True).start()
+
+    def _gc_loop(self, gc: ImageGcConfig) -> None:
+        while not self._gc_stop.wait(gc.interval):
+            try:
+                self.gc_check(gc)
+            except Exception:  # noqa: BLE001 - the check runs again at the next interval
+                log.exception("image GC failed")
+
+    def gc_check(self, gc: ImageGcConfig) -> Pruned | None:
+        """One automatic image GC check (Mesos' ``checkImageDiskUsage``): prunes, keeping
+        ``gc.excluded``, when the store's file system has less than ``gc.headroom`` free."""
+        usage = disk_usage(self.store.root)
+        log.info("image store disk usage: %.2f%%", 100 * usage)
+        if usage + gc.headroom <= 1.0:
+            return None
+        log.info(
+            "image store disk usage exceeds %.2f%%: image GC is triggered",
+            100 * (1.0 - gc.headroom),
+        )
+        return self.prune(gc.excluded)
+
+    def close(self) -> None:
+        """Stops the automatic image GC (the thread ends at its next wake-up)."""
+        self._gc_stop.set()
 
     def prepare(
         self,
@@ -346,7 +485,11 @@ class ImageRuntime:
         if not name:
             raise ImageError("the container has no image")
         mounts = plan_volumes(container.get("volumes") or [], sandbox, self.allowed_host_paths)
-        image = self.store.get(name)
+        # A prune waits until the root filesystem records the layers it uses (and this launch
+        # waits for a prune under way): a layer being provisioned is never removed.
+        with self.store.using():
+            image = self.store.get(name)
+            rootfs = self.provisioner.provision(container_id, image)
         if image.config.user:
             log.warning(
                 "Container user '%s' is not supported yet for container %s: it runs as its "
@@ -354,7 +497,6 @@ class ImageRuntime:
                 image.config.user,
                 container_id,
             )
-        rootfs = self.provisioner.provision(container_id, image)
         try:
             plan = launch_plan(
                 image=image,
@@ -383,6 +525,21 @@ class ImageRuntime:
         """Removes a finished container's root filesystem (blocking)."""
         if os.path.lexists(self.provisioner.container_dir(container_id)):
             self.provisioner.destroy(container_id)
+
+    def prune(self, excluded: Sequence[str]) -> Pruned:
+        """PRUNE_IMAGES: removes from the store every layer that no container's root
+        filesystem uses and no image named in ``excluded`` has (blocking; waits for the
+        launches getting an image, which then wait for it)."""
+        pruned = self.store.prune(excluded, self.provisioner.layers_in_use)
+        log.info(
+            "PRUNE_IMAGES: removed %d layer(s); kept %d used by containers and %d of the "
+            "excluded images (%s)",
+            len(pruned.removed),
+            len(pruned.in_use),
+            len(pruned.excluded),
+            ", ".join(excluded) or "none",
+        )
+        return pruned
 
     def remove_orphans(self, live: set[str]) -> list[str]:
         """Removes the root filesystems of containers not in ``live`` (after a restart)."""

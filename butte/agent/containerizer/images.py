@@ -14,7 +14,12 @@ save`` archive ``DIR/repo:tag.tar`` (Mesos' local puller). `ImageStore` reads it
   them (a 0/0 character device, the ``trusted.overlay.opaque`` attribute), so the overlay
   backend uses the layers as they are and the copy backend applies them the same way
   (`butte.agent.containerizer.provisioner`);
-* two launches that need the same image at once wait for one unpacking (a lock per layer).
+* two launches that need the same image at once wait for one unpacking (a lock per layer);
+* `ImageStore.prune` (the agent's PRUNE_IMAGES, docs/containers.md "Pruning images") removes
+  every layer that no container uses and no excluded image has: a layer is moved to
+  ``<work_dir>/images/gc/`` (one rename, so it is either whole in the store or gone from it)
+  and then deleted. Launches hold `ImageStore.using` from getting an image until its
+  container's use of the layers is recorded, and a prune waits for them (and they for it).
 
 Everything here blocks: the containerizer calls it from its launch threads
 (`butte.agent.containerizer.image_runtime`).
@@ -34,7 +39,8 @@ import tarfile
 import tempfile
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -200,6 +206,66 @@ class _Hashing(io.RawIOBase):
             pass
 
 
+class SharedLock:
+    """A readers-writer lock between launches (shared) and prunes (exclusive). A thread
+    that holds it shared may take it shared again; a waiting prune stops new launches from
+    starting so that a stream of launches cannot starve it. Taking it exclusive while
+    holding it shared deadlocks: nothing here does."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._depth = threading.local()
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        depth: int = getattr(self._depth, "value", 0)
+        if depth == 0:
+            with self._cond:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+        self._depth.value = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.value = depth
+            if depth == 0:
+                with self._cond:
+                    self._readers -= 1
+                    if self._readers == 0:
+                        self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one `ImageStore.prune` did, by layer digest (hex): removed, kept because a
+    container uses it, kept because an excluded image has it (and no container uses it)."""
+
+    removed: tuple[str, ...] = ()
+    in_use: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+
+
 class ImageStore:
     """The local puller and the content-addressed layer store (see the module docstring)."""
 
@@ -208,36 +274,119 @@ class ImageStore:
         self.root = root
         self.layers_dir = os.path.join(root, "layers")
         self.staging_dir = os.path.join(root, "staging")
+        self.gc_dir = os.path.join(root, "gc")
         self.unpacked = 0  # layers unpacked by this process (a store hit does not count)
         self._lock = threading.Lock()
         self._layer_locks: dict[str, threading.Lock] = {}
         self._images: dict[str, tuple[tuple[int, int], Image]] = {}
+        self._use = SharedLock()
         os.makedirs(self.layers_dir, exist_ok=True)
-        # Staging left by a crash mid-unpack is garbage: nothing points at it.
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
-        os.makedirs(self.staging_dir, exist_ok=True)
+        # Staging left by a crash mid-unpack is garbage: nothing points at it; so are layers
+        # a prune had marked (moved out of the store) but not deleted yet.
+        for leftover in (self.staging_dir, self.gc_dir):
+            shutil.rmtree(leftover, ignore_errors=True)
+            os.makedirs(leftover, exist_ok=True)
+
+    def using(self) -> AbstractContextManager[None]:
+        """Held by a launch from getting its image until its use of the layers is recorded
+        (`butte.agent.containerizer.provisioner`): no prune runs meanwhile."""
+        return self._use.shared()
 
     def get(self, name: str) -> Image:
-        """The image ``name``, its layers unpacked (blocking; safe from several threads)."""
-        try:
-            path = os.path.join(self.registry, archive_name(name))
-        except ValueError as e:
-            raise ImageError(str(e)) from None
+        """The image ``name``, its layers unpacked (blocking; safe from several threads).
+        The layers stay until a prune: hold `using` until the container's use of them is
+        recorded."""
+        path = self._archive(name)
         try:
             st = os.stat(path)
         except FileNotFoundError:
             raise ImageError(f"Failed to find image '{name}': no such archive {path}") from None
         key = (st.st_mtime_ns, st.st_size)
-        cached = self._images.get(name)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock_for(f"image:{name}"):
+        with self._use.shared():
             cached = self._images.get(name)
             if cached is not None and cached[0] == key:
                 return cached[1]
-            image = self._load(name, path)
-            self._images[name] = (key, image)
-            return image
+            with self._lock_for(f"image:{name}"):
+                cached = self._images.get(name)
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                image = self._load(name, path)
+                self._images[name] = (key, image)
+                return image
+
+    def _archive(self, name: str) -> str:
+        try:
+            return os.path.join(self.registry, archive_name(name))
+        except ValueError as e:
+            raise ImageError(str(e)) from None
+
+    def layer_ids(self) -> list[str]:
+        """The digests (hex) of the layers in the store."""
+        try:
+            names = os.listdir(self.layers_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if len(n) == 64 and _is_hex(n))
+
+    def image_layers(self, name: str) -> tuple[str, ...]:
+        """The layer digests (hex) of image ``name`` as its archive has it now (the archive's
+        manifest and config only: nothing is unpacked). ImageError when there is none."""
+        path = self._archive(name)
+        try:
+            with tarfile.open(path, "r:") as archive:
+                members = {m.name: m for m in archive.getmembers()}
+                config_name, _ = parse_manifest(
+                    _read_member(archive, members, "manifest.json"), name
+                )
+                config = parse_config(_read_member(archive, members, config_name))
+        except FileNotFoundError:
+            raise ImageError(f"no such archive {path}") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise ImageError(f"cannot read {path}: {e}") from None
+        return tuple(d.split(":", 1)[1] for d in config.diff_ids)
+
+    def prune(self, excluded: Sequence[str], in_use: Callable[[], Collection[str]]) -> Pruned:
+        """Removes every layer that no container uses and no image of ``excluded`` (names)
+        has; logs each one. ``in_use`` gives the layer directories containers use; it is
+        asked once no launch is between getting its image and recording its use (`using`),
+        and launches wait until the prune is done. Images other than the excluded ones are
+        forgotten: the next launch of one reads its archive again and unpacks the layers it
+        no longer finds. An excluded image whose archive cannot be read keeps nothing."""
+        with self._use.exclusive():
+            used = {os.path.basename(os.path.normpath(p)) for p in in_use()}
+            kept_for: set[str] = set()
+            for name in excluded:
+                try:
+                    kept_for.update(self.image_layers(name))
+                except ImageError as e:
+                    log.info("image store: excluded image '%s' keeps no layer: %s", name, e)
+            # Only the excluded images are remembered (Mesos' store keeps their metadata); this
+            # comes first so that no image is remembered with a layer that a failed removal
+            # below has already taken.
+            names = set(excluded)
+            self._images = {n: v for n, v in self._images.items() if n in names}
+            # No launch holds a lock now; locks of removed layers would only accumulate.
+            self._layer_locks = {}
+            removed, in_use_kept, excluded_kept = [], [], []
+            for layer in self.layer_ids():
+                if layer in used:
+                    in_use_kept.append(layer)
+                elif layer in kept_for:
+                    excluded_kept.append(layer)
+                else:
+                    self._remove_layer(layer)
+                    removed.append(layer)
+        return Pruned(tuple(removed), tuple(in_use_kept), tuple(excluded_kept))
+
+    def _remove_layer(self, layer: str) -> None:
+        """Marks the layer (a rename out of the store: a crash leaves it whole or gone) and
+        deletes it."""
+        marked = os.path.join(self.gc_dir, layer)
+        shutil.rmtree(marked, ignore_errors=True)
+        os.rename(os.path.join(self.layers_dir, layer), marked)
+        size = _tree_size(marked)
+        shutil.rmtree(marked, ignore_errors=True)
+        log.info("image store: pruned layer %s (%d bytes)", layer, size)
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._lock:
@@ -297,6 +446,20 @@ class ImageStore:
             self.unpacked += 1
             log.info("image store: unpacked layer %s", hexdigest)
             return target
+
+
+def _tree_size(root: str) -> int:
+    """Bytes of the regular files under ``root`` (for the log: what a prune freed)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
 
 
 def _read_member(

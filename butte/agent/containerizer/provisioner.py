@@ -4,11 +4,18 @@
 ``copy`` applies the layers one after the other into ``rootfs`` (`apply_layer`: whiteouts
 delete, opaque directories replace, as overlayfs would show them); ``overlay`` mounts them
 as lower directories under a per-container upper one. Blocking, like the store.
+
+Before it uses any layer, `Provisioner.provision` records the container's image and layer
+directories in ``<work_dir>/provisioner/<id>/layers.json`` (Mesos checkpoints the same):
+`Provisioner.layers_in_use` is what a prune of the image store must keep, after a restart
+too, for as long as the container's root filesystem is there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import stat
@@ -19,6 +26,9 @@ from dataclasses import dataclass, field
 from butte.agent.containerizer.images import OPAQUE_XATTR, Image, ImageError, remove_path
 
 BACKENDS = ("copy", "overlay")
+LAYERS_FILE = "layers.json"
+
+log = logging.getLogger("butte.agent")
 
 
 def overlay_supported() -> bool:
@@ -94,8 +104,9 @@ class Provisioner:
         """Builds the container's root filesystem; returns its path."""
         base = self.container_dir(container_id)
         rootfs = os.path.join(base, "rootfs")
-        os.makedirs(rootfs, exist_ok=True)
         try:
+            os.makedirs(rootfs, exist_ok=True)
+            _write_record(base, image)
             if self.backend == "overlay":
                 self._overlay(base, rootfs, image.layers)
             else:
@@ -128,12 +139,88 @@ class Provisioner:
                 linux.umount(rootfs, detach=True)
         shutil.rmtree(base, ignore_errors=True)
 
+    def layers_in_use(self) -> set[str]:
+        """The layer directories of every container's root filesystem here: those of their
+        records, and, for a container without a readable record (made before records
+        existed), the lower directories of the overlays mounted in it."""
+        used: set[str] = set()
+        unknown = []
+        for container_id in sorted(self.containers()):
+            layers = _read_record(self.container_dir(container_id))
+            if layers is None:
+                unknown.append(container_id)
+            else:
+                used.update(layers)
+        if unknown:
+            log.warning(
+                "provisioner: no layer record for %s: keeping the layers mounted there",
+                ", ".join(unknown),
+            )
+            prefixes = tuple(os.path.join(self.container_dir(c), "") for c in unknown)
+            used.update(mounted_lower_dirs(prefixes))
+        return used
+
     def containers(self) -> set[str]:
         """Ids of the containers that have a root filesystem here."""
         try:
             return set(os.listdir(self.root))
         except OSError:
             return set()
+
+
+def _write_record(base: str, image: Image) -> None:
+    """``layers.json``: the image and its layer directories (written whole: a temporary file
+    renamed into place)."""
+    record = json.dumps({"image": image.name, "layers": list(image.layers)})
+    path = os.path.join(base, LAYERS_FILE)
+    with open(path + ".tmp", "w") as f:
+        f.write(record)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def _read_record(base: str) -> list[str] | None:
+    """The layer directories of a container's record; None when it has no readable one."""
+    try:
+        with open(os.path.join(base, LAYERS_FILE)) as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        return None
+    layers = raw.get("layers") if isinstance(raw, dict) else None
+    if not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
+        return None
+    return layers
+
+
+def _unescape(field: str) -> str:
+    """A /proc/self/mountinfo field (space, tab, newline and backslash are octal escapes)."""
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def mounted_lower_dirs(mount_points: Sequence[str], mountinfo: str | None = None) -> set[str]:
+    """The ``lowerdir`` directories of the overlays mounted under any of ``mount_points``
+    (prefixes), from ``/proc/self/mountinfo`` (or the ``mountinfo`` text given)."""
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo") as f:
+                mountinfo = f.read()
+        except OSError:
+            return set()
+    out: set[str] = set()
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields, rest = head.split(), tail.split()
+        if not sep or len(fields) < 5 or len(rest) < 3 or rest[0] != "overlay":
+            continue
+        if not _unescape(fields[4]).startswith(tuple(mount_points)):
+            continue
+        for option in rest[2].split(","):
+            if option.startswith("lowerdir="):
+                out.update(_unescape(option[len("lowerdir=") :]).split(":"))
+    return out
 
 
 def overlay_problem(work_dir: str) -> str | None:
