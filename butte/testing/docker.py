@@ -2,6 +2,11 @@
 and pid file, with no networking of its own (``--bridge=none``, no iptables rules, no
 masquerading) and the cgroupfs driver; stopped (and its directories removed) afterwards.
 Images come from `butte.testing.images` archives through ``docker load``: nothing is pulled.
+
+A test that gives the daemon networking of its own runs it inside a network namespace of the
+test's own (``netns``): its bridge, its containers' addresses and the ports it publishes then
+exist only there, while the daemon's unix socket still serves the agent and the client in the
+host namespace.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from butte.testing import images
 from butte.testing.require import require
 
 DOCKERD = shutil.which("dockerd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/dockerd"
+NSENTER = shutil.which("nsenter", path="/usr/bin:/usr/sbin:/bin:/sbin") or "/usr/bin/nsenter"
 # Debian's client (another one may come first on PATH).
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else (shutil.which("docker") or "")
 START_TIMEOUT = 30.0
@@ -43,6 +49,7 @@ class Dockerd:
     root: Path
     proc: subprocess.Popen
     extra: Sequence[str] = ()
+    netns: str | None = None
     loaded: set[str] = field(default_factory=set)
 
     @property
@@ -80,7 +87,7 @@ class Dockerd:
     def restart(self, extra: Sequence[str] | None = None) -> None:
         """Stops the daemon and starts it again on the same directories."""
         _stop(self.proc)
-        self.proc = _start(self.root, self.extra if extra is None else extra)
+        self.proc = _start(self.root, self.extra if extra is None else extra, self.netns)
 
 
 def _tag(root: Path) -> str:
@@ -88,8 +95,20 @@ def _tag(root: Path) -> str:
     return hashlib.sha256(str(root).encode()).hexdigest()[:12]
 
 
-def _argv(root: Path, extra: Sequence[str]) -> list[str]:
+def in_netns(netns: str | None) -> list[str]:
+    """The argv prefix that runs a command in the named network namespace (``ip netns add``),
+    nothing for None.
+
+    ``nsenter --net`` and not ``ip netns exec``: the latter also gives the command a mount
+    namespace with a fresh /sys, where the cgroup hierarchies under /sys/fs/cgroup are gone
+    (dockerd then finds no cgroup controller). Both exec the command, so a Popen's pid is the
+    command's own."""
+    return [] if netns is None else [NSENTER, f"--net=/run/netns/{netns}", "--"]
+
+
+def _argv(root: Path, extra: Sequence[str], netns: str | None = None) -> list[str]:
     return [
+        *in_netns(netns),
         DOCKERD,
         f"--host=unix://{root / 'docker.sock'}",
         f"--data-root={root / 'data'}",
@@ -107,10 +126,10 @@ def _argv(root: Path, extra: Sequence[str]) -> list[str]:
     ]
 
 
-def _start(root: Path, extra: Sequence[str]) -> subprocess.Popen:
+def _start(root: Path, extra: Sequence[str], netns: str | None = None) -> subprocess.Popen:
     log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes it for its life
     proc = subprocess.Popen(
-        _argv(root, extra),
+        _argv(root, extra, netns),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -153,12 +172,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def dockerd(extra: Sequence[str] = ()) -> Iterator[Dockerd]:
-    """A private daemon for the duration of the block (requires root and docker.io)."""
+def dockerd(extra: Sequence[str] = (), netns: str | None = None) -> Iterator[Dockerd]:
+    """A private daemon for the duration of the block (requires root and docker.io); with
+    ``netns``, run inside that existing network namespace (the caller creates and deletes it,
+    after this block has stopped the daemon)."""
     require(docker_missing(), "docker.io")
     # Short: the socket path must fit a sockaddr_un (108 bytes).
     root = Path(tempfile.mkdtemp(prefix="bd-", dir="/tmp"))
-    daemon = Dockerd(root, _start(root, extra), extra)
+    daemon = Dockerd(root, _start(root, extra, netns), extra, netns)
     try:
         yield daemon
     finally:

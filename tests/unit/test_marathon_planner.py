@@ -688,8 +688,14 @@ def test_tasks_carry_marathons_discovery_info():
     bridged = normalize_app(
         {
             "id": "/b",
-            "container": {"type": "DOCKER", "docker": {"image": "nginx", "network": "BRIDGE"}},
-            "portDefinitions": [{"port": 0, "name": "http"}],
+            "container": {
+                "type": "DOCKER",
+                "docker": {
+                    "image": "nginx",
+                    "network": "BRIDGE",
+                    "portMappings": [{"containerPort": 80, "name": "http"}],
+                },
+            },
         }
     )
     inst = Instance("b.1", "/b", "v", "v", "a1", "h", "10.0.0.1", {}, [31005], 0.0)

@@ -23,10 +23,12 @@ from aiohttp import web
 from butte.coord.url import ZkUrl
 from butte.frameworks.marathon.appdef import (
     Invalid,
+    app_ports,
     canonical_id,
     id_errors,
     merge_update,
     normalize_app,
+    render_app,
 )
 from butte.frameworks.marathon.model import is_task_id, iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
@@ -378,7 +380,7 @@ class Api:
             if len(rest) == 1:
                 return _json({"versions": sorted(versions, reverse=True)})
             if len(rest) == 2 and rest[1] in versions:
-                return _json(versions[rest[1]])
+                return _json(render_app(versions[rest[1]]))
             version = "/".join(rest[1:])
             raise ApiError(404, {"message": f"App '{app_id}' does not exist in version {version}"})
         raise ApiError(404, {"message": f"no such resource: {request.method} {request.path}"})
@@ -492,7 +494,7 @@ class Api:
                 for i in self.planner.app_instances(app_id)
                 if i.state == "TASK_RUNNING" and not i.killing
             ]
-            service_ports = [p["port"] for p in spec["portDefinitions"]]
+            service_ports = [p["servicePort"] for p in app_ports(spec)]
             if not service_ports:
                 lines.append(f"{name}\t \t" + "".join(f"{i.host}\t" for i in running))
             for index, port in enumerate(service_ports):

@@ -3,10 +3,18 @@
 `normalize_app` turns a Marathon JSON app definition into the canonical form the planner
 keeps (camelCase keys as Marathon renders them, every default filled in) or raises
 `Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
-answered as 422). Fields butte cannot honour are refused, never silently dropped: a
-``container`` with port mappings or persistent volumes, HTTPS readiness checks, secrets,
-IP-per-task networks, a ``user`` to switch to. A ``container`` with an image runs through the
-agent's container support (docs/docker.md, docs/containers.md).
+answered as 422). Fields butte cannot honour are refused, never silently dropped: persistent
+volumes, HTTPS readiness checks, secrets, IP-per-task (named container networks), port mappings
+of anything but a DOCKER container on the ``container/bridge`` network. A ``container`` with an
+image runs through the agent's container support (docs/docker.md, docs/containers.md).
+
+Networking (docs/marathon.md, "Docker BRIDGE networking"): both Marathon 1.4's
+``container.docker.network: BRIDGE`` with ``container.docker.portMappings`` and 1.5's
+``networks: [{"mode": "container/bridge"}]`` with ``container.portMappings`` give the same
+canonical form, Marathon 1.5's: ``networks`` names the bridge, the mappings are
+``container.portMappings``, ``container.docker`` has no ``network`` and ``portDefinitions`` is
+empty (`render_app` leaves it out, as Marathon renders a bridged app). Host-networked apps keep
+the form they always had (``docker.network`` HOST or NONE, no ``networks``).
 """
 
 from __future__ import annotations
@@ -65,7 +73,6 @@ READ_ONLY = frozenset(
 UNSUPPORTED = {
     "secrets": "secrets are not supported",
     "residency": "resident tasks (persistent volumes) are not supported",
-    "networks": "container networks are not supported",
     "ipAddress": "IP-per-task is not supported",
     "storeUrls": "storeUrls is not supported",
     "taskRateLimit": "taskRateLimit was removed in Marathon 0.7",
@@ -103,6 +110,7 @@ KNOWN = frozenset(
         "dependencies",
         "container",
         "executor",
+        "networks",
     }
 )
 
@@ -474,8 +482,8 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
     """The app's ``container`` in Marathon's canonical form: ``type`` DOCKER (run by the agent's
     Docker containerizer) or MESOS (an image run by the agent's own containerizer), the image,
     Docker's network, parameters, ``forcePullImage`` and ``privileged``, and host-path
-    volumes. Port mappings and persistent or external volumes are refused (butte does not
-    carry them to the agent)."""
+    volumes. Persistent or external volumes are refused (butte does not carry them to the
+    agent); port mappings are `_networking`'s."""
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
@@ -486,7 +494,7 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
         errors.add("/container/type", "must be DOCKER or MESOS")
         return None
     for key in raw:
-        if key not in ("type", "docker", "volumes") and raw[key]:
+        if key not in ("type", "docker", "volumes", "portMappings") and raw[key]:
             errors.add(f"/container/{key}", "not supported by butte")
     docker = raw.get("docker") or {}
     if not isinstance(docker, Mapping):
@@ -499,12 +507,25 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
         errors.add("/container/docker/image", "a container needs an image")
     out: dict[str, Any] = {"type": kind, "docker": {"image": image}}
     for key in docker:
-        if key not in ("image", "network", "parameters", "forcePullImage", "privileged"):
+        if key not in (
+            "image",
+            "network",
+            "parameters",
+            "forcePullImage",
+            "privileged",
+            "portMappings",
+        ):
             if docker[key]:
                 errors.add(f"/container/docker/{key}", "not supported by butte")
-    network = docker.get("network", "HOST")
+    network = docker.get("network") or "HOST"
     if kind == "DOCKER":
-        if network not in _NETWORKS:
+        if network == "USER":
+            errors.add(
+                "/container/docker/network",
+                "USER networks (named container networks) are not supported by butte; "
+                "use BRIDGE or HOST",
+            )
+        elif network not in _NETWORKS:
             errors.add("/container/docker/network", f"must be one of {list(_NETWORKS)}")
         params = docker.get("parameters") or []
         if not isinstance(params, list) or not all(
@@ -551,18 +572,260 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
     return out
 
 
-def container_info(container: Mapping[str, Any]) -> dict[str, Any]:
-    """The Mesos ContainerInfo of a canonical ``container`` (see `_container`)."""
+BRIDGE_NETWORKS = [{"mode": "container/bridge"}]
+_NETWORK_MODES = ("container/bridge", "host", "container")
+_PORT_MAPPING_FIELDS = frozenset(
+    {"containerPort", "hostPort", "servicePort", "protocol", "name", "labels", "networkNames"}
+)
+_PROTOCOLS = ("tcp", "udp", "udp,tcp")
+# Marathon's default when a bridged app gives no port mappings (``Apps.DefaultPortMappings``).
+DEFAULT_PORT_MAPPING = {
+    "containerPort": 0,
+    "hostPort": 0,
+    "servicePort": 0,
+    "protocol": "tcp",
+    "labels": {},
+    "name": "default",
+}
+
+
+def is_bridged(spec: Mapping[str, Any]) -> bool:
+    """Whether an app (canonical, or an update's fields) asks for Docker's bridge network
+    in Marathon 1.5's form."""
+    networks = spec.get("networks")
+    return isinstance(networks, list) and any(
+        isinstance(n, Mapping) and n.get("mode") == "container/bridge" for n in networks
+    )
+
+
+def _network_mode(errors: _Errors, raw: Mapping[str, Any]) -> str:
+    """``host`` or ``container/bridge``: the app's network from ``networks`` (Marathon 1.5)
+    or the deprecated ``container.docker.network`` (1.4; its HOST and NONE stay the
+    container's own, `_container` checks them). Named container networks (``container``,
+    Docker's USER) are refused."""
+    container = raw.get("container")
+    docker = container.get("docker") if isinstance(container, Mapping) else None
+    legacy = docker.get("network") if isinstance(docker, Mapping) else None
+    given = raw.get("networks")
+    if given is None or given == []:
+        return "container/bridge" if legacy == "BRIDGE" else "host"
+    if not isinstance(given, list):
+        errors.add("/networks", "must be a list of networks")
+        return "host"
+    if legacy is not None:
+        # Marathon's AppValidation: one API or the other
+        errors.add("/networks", "must not specify both container.docker.network and networks")
+    modes = []
+    for i, network in enumerate(given):
+        path = f"/networks({i})"
+        if not isinstance(network, Mapping):
+            errors.add(path, "must be an object")
+            continue
+        for key in network:
+            if key not in ("mode", "name", "labels"):
+                errors.add(f"{path}/{key}", "unknown field")
+        mode = network.get("mode", "container")  # Marathon's default mode
+        if mode not in _NETWORK_MODES:
+            errors.add(f"{path}/mode", f"must be one of {list(_NETWORK_MODES)}")
+            continue
+        if mode == "container":
+            errors.add(
+                f"{path}/mode",
+                "container networks (IP-per-task on a named network) are not supported by "
+                "butte; use container/bridge or host",
+            )
+            continue
+        if network.get("name") is not None:
+            errors.add(f"{path}/name", f"{mode} networks may not have names")
+        if network.get("labels"):
+            errors.add(f"{path}/labels", "network labels are not supported by butte")
+        modes.append(mode)
+    if len(given) > 1:
+        errors.add(
+            "/networks",
+            "May specify a single host network, single bridge network, "
+            "or else 1-to-n container networks",
+        )
+    return modes[0] if len(modes) == 1 else "host"
+
+
+def _port_mappings(errors: _Errors, path: str, raw: Any) -> list[dict[str, Any]]:
+    """Marathon's ``ContainerPortMapping`` list in canonical form (every default filled in:
+    a missing ``hostPort`` is 0 on the bridge, any port of the offer)."""
+    if not isinstance(raw, list):
+        errors.add(path, "must be a list of port mappings")
+        return []
+    out = []
+    for i, pm in enumerate(raw):
+        here = f"{path}({i})"
+        if not isinstance(pm, Mapping):
+            errors.add(here, "must be an object")
+            continue
+        for key in pm:
+            if key not in _PORT_MAPPING_FIELDS:
+                errors.add(f"{here}/{key}", "unknown field")
+        if pm.get("networkNames"):
+            errors.add(f"{here}/networkNames", "only for named container networks")
+
+        entry: dict[str, Any] = {}
+        for key in ("containerPort", "hostPort", "servicePort"):
+            value = pm.get(key)  # null (a client's unset field) is the default, 0
+            entry[key] = 0 if value is None else _integer(errors, f"{here}/{key}", value, 0, 65535)
+        protocol = pm.get("protocol") or "tcp"
+        if protocol not in _PROTOCOLS:
+            errors.add(f"{here}/protocol", "must be tcp, udp or udp,tcp")
+        entry["protocol"] = protocol
+        entry["labels"] = _str_map(errors, f"{here}/labels", pm.get("labels") or {})
+        name = pm.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9-]+", name):
+                errors.add(f"{here}/name", "must match [a-z0-9-]+")
+            entry["name"] = name
+        out.append(entry)
+    names = [pm["name"] for pm in out if "name" in pm]
+    if len(set(names)) != len(names):
+        errors.add(path, "Port names must be unique.")
+    fixed = [pm["hostPort"] for pm in out if pm["hostPort"]]
+    if len(set(fixed)) != len(fixed):
+        # the task would take one port resource twice, which the master refuses
+        errors.add(path, "host ports must be unique")
+    return out
+
+
+def _networking(
+    errors: _Errors, raw: Mapping[str, Any], app: dict[str, Any], container: dict[str, Any] | None
+) -> None:
+    """Sets the app's networking as Marathon's AppNormalization does (``networks``,
+    ``container.portMappings``, ``portDefinitions``, ``requirePorts``): a bridged DOCKER app
+    gets its port mappings (from ``container.portMappings`` or the deprecated
+    ``container.docker.portMappings``; none given: Marathon's one default mapping, and one
+    more empty mapping per port definition beyond them) and no port definitions. Port
+    mappings anywhere else are refused."""
+    given = raw.get("container")
+    raw_container: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    given = raw_container.get("docker")
+    raw_docker: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    canonical, deprecated = raw_container.get("portMappings"), raw_docker.get("portMappings")
+    mode = _network_mode(errors, raw)
+    if mode != "container/bridge":
+        for value, path in (
+            (canonical, "/container/portMappings"),
+            (deprecated, "/container/docker/portMappings"),
+        ):
+            if value:
+                errors.add(
+                    path,
+                    "portMappings are not allowed with host-networking; they need "
+                    'networks [{"mode": "container/bridge"}] (or docker.network BRIDGE)',
+                )
+        if container is not None and container["type"] == "DOCKER" and raw.get("networks"):
+            container["docker"]["network"] = "HOST"
+        return
+    if container is None or container["type"] != "DOCKER":
+        errors.add(
+            "/container/type" if container is not None else "/networks",
+            "container/bridge networking needs a DOCKER container: butte runs port mappings "
+            "through the agent's Docker containerizer only",
+        )
+        return
+    if canonical and deprecated:
+        errors.add(
+            "/container/portMappings", "cannot specify both portMappings and docker.portMappings"
+        )
+    if canonical is not None:
+        mappings = _port_mappings(errors, "/container/portMappings", canonical)
+    elif deprecated is not None:
+        mappings = _port_mappings(errors, "/container/docker/portMappings", deprecated)
+    else:
+        mappings = [copy.deepcopy(DEFAULT_PORT_MAPPING)]
+    declared = raw.get("portDefinitions") or raw.get("ports") or []
+    wanted = len(declared) if isinstance(declared, list) else 0  # else refused already
+    for _ in range(wanted - len(mappings)):
+        padding = copy.deepcopy(DEFAULT_PORT_MAPPING)
+        del padding["name"]  # Marathon pads with unnamed mappings
+        mappings.append(padding)
+    container["docker"].pop("network", None)
+    container["portMappings"] = mappings
+    app["networks"] = [dict(n) for n in BRIDGE_NETWORKS]
+    app["portDefinitions"] = []
+    app["requirePorts"] = False  # "Applies only for host networking"
+
+
+def app_ports(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ports of a canonical app, one per port definition or (bridged) port mapping, in
+    order: ``servicePort``, ``hostPort`` (the host port a task must take; 0: any of the
+    offer), ``containerPort`` (None without a mapping), ``request`` (the port Marathon's
+    ``PORT_<n>`` variable is named by: the container port of a mapping, else the port
+    definition's number), ``protocol``, ``name`` (when given), ``labels``."""
+    out = []
+    if is_bridged(spec):
+        for pm in (spec.get("container") or {}).get("portMappings") or ():
+            out.append(
+                {
+                    "servicePort": pm["servicePort"],
+                    "hostPort": pm["hostPort"],
+                    "containerPort": pm["containerPort"],
+                    "request": pm["containerPort"],
+                    "protocol": pm["protocol"],
+                    "labels": pm.get("labels") or {},
+                    **({"name": pm["name"]} if pm.get("name") else {}),
+                }
+            )
+        return out
+    for pd in spec.get("portDefinitions") or ():
+        out.append(
+            {
+                "servicePort": pd["port"],
+                "hostPort": pd["port"] if spec.get("requirePorts") else 0,
+                "containerPort": None,
+                "request": pd["port"],
+                "protocol": pd.get("protocol", "tcp"),
+                "labels": pd.get("labels") or {},
+                **({"name": pd["name"]} if pd.get("name") else {}),
+            }
+        )
+    return out
+
+
+def render_app(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A canonical app as Marathon 1.5 and later render it: a bridged app without
+    ``portDefinitions`` (its ports are ``container.portMappings``)."""
+    out = dict(spec)
+    if is_bridged(spec):
+        out.pop("portDefinitions", None)
+    return out
+
+
+def container_info(
+    container: Mapping[str, Any], host_ports: list[int] | None = None
+) -> dict[str, Any]:
+    """The Mesos ContainerInfo of a canonical ``container`` (see `_container`); a bridged
+    one's (with ``portMappings``) network is BRIDGE and its DockerInfo port mappings are
+    bound to ``host_ports``, the task's host port of each mapping, as Marathon's TaskBuilder
+    binds them (a container port 0 is the host port; ``udp,tcp`` maps both)."""
     info: dict[str, Any] = {"type": container["type"]}
     docker = container["docker"]
     if container["type"] == "DOCKER":
+        mappings = container.get("portMappings")
         info["docker"] = {
             "image": docker["image"],
-            "network": docker["network"],
+            "network": "BRIDGE" if mappings is not None else docker["network"],
             "force_pull_image": docker["forcePullImage"],
             "privileged": docker["privileged"],
             "parameters": docker["parameters"],
         }
+        if mappings:
+            bound = []
+            for pm, host in zip(mappings, host_ports or [], strict=True):
+                for protocol in pm["protocol"].split(","):
+                    bound.append(
+                        {
+                            "host_port": host,
+                            "container_port": pm["containerPort"] or host,
+                            "protocol": protocol,
+                        }
+                    )
+            info["docker"]["port_mappings"] = bound
     else:
         info["mesos"] = {"image": {"type": "DOCKER", "docker": {"name": docker["image"]}}}
     if container["volumes"]:
@@ -643,6 +906,7 @@ def normalize_app(
     if len(set(names)) != len(names):
         errors.add("/portDefinitions", "Port names must be unique.")
     app["requirePorts"] = _bool(errors, "/requirePorts", raw.get("requirePorts", False))
+    _networking(errors, raw, app, container)
     if app["requirePorts"] and any(p["port"] == 0 for p in app["portDefinitions"]):
         errors.add("/requirePorts", "requirePorts needs every port to be non-zero")
     app["constraints"] = validate_constraints(raw.get("constraints") or [], errors.add)
@@ -657,10 +921,20 @@ def normalize_app(
     if app_role != role:
         errors.add("/role", f"must be {role!r}, the role this Marathon subscribes with")
     app["role"] = role
-    app["healthChecks"] = _health_checks(
-        errors, raw.get("healthChecks") or [], len(app["portDefinitions"])
-    )
-    readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], app["portDefinitions"])
+    bridged = is_bridged(app)
+    ports = container["portMappings"] if bridged and container else app["portDefinitions"]
+    if bridged and raw.get("healthChecks"):
+        # The agent runs a task's health checks on the host's network, which a bridged
+        # container is not on (docs/docker.md), and so refuses them: refused here already.
+        errors.add(
+            "/healthChecks",
+            "health checks of a container/bridge app are not supported by butte "
+            "(use a readiness check, or host networking)",
+        )
+        app["healthChecks"] = []
+    else:
+        app["healthChecks"] = _health_checks(errors, raw.get("healthChecks") or [], len(ports))
+    readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], ports)
     if readiness:  # absent when empty, so definitions stored before they existed compare equal
         app["readinessChecks"] = readiness
     app["upgradeStrategy"] = _upgrade(errors, raw.get("upgradeStrategy", DEFAULT_UPGRADE))
@@ -717,6 +991,20 @@ def merge_update(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[s
         if key == "uris":
             out.pop("fetch", None)
         out[key] = value
+    # One network API at a time, as Marathon applies an update: a container that names its
+    # Docker network replaces the app's networks, and new networks replace what the current
+    # container says of its network and its port mappings (they only exist on the bridge).
+    container = patch.get("container")
+    docker = container.get("docker") if isinstance(container, Mapping) else None
+    if isinstance(docker, Mapping) and docker.get("network") and "networks" not in patch:
+        out.pop("networks", None)
+    if patch.get("networks") and "container" not in patch:
+        current_container = out.get("container")
+        if isinstance(current_container, dict):
+            if isinstance(current_container.get("docker"), dict):
+                current_container["docker"].pop("network", None)
+            if not is_bridged(patch):
+                current_container.pop("portMappings", None)
     return out
 
 

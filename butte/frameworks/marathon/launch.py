@@ -1,7 +1,7 @@
 """Turning an offer into tasks (pure): which of an offer's resources an instance takes
-(`Pool`, by role, host ports picked at random from the offered ranges) and the Mesos TaskInfo
-of an instance (`task_info`: command, environment, fetched URIs, health check, kill policy,
-discovery)."""
+(`Pool`, by role, host ports picked at random from the offered ranges unless asked for by
+number) and the Mesos TaskInfo of an instance (`task_info`: command, environment, fetched URIs,
+container with its bound port mappings, health check, kill policy, discovery)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from butte.frameworks.marathon.appdef import container_info
+from butte.frameworks.marathon.appdef import app_ports, container_info, is_bridged
 from butte.frameworks.marathon.model import Instance
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -118,15 +118,18 @@ class Pool:
         self, spec: Mapping[str, Any], roles: set[str]
     ) -> list[tuple[dict[str, Any], list[list[int]], int]] | None:
         out: list[tuple[dict[str, Any], list[list[int]], int]] = []
-        chosen: set[int] = set()
+        ports = app_ports(spec)
+        # Marathon's PortsMatcher: a random pick never takes a port asked for by number
+        # (a port mapping's fixed hostPort, or a port definition's under requirePorts)
+        chosen: set[int] = {p["hostPort"] for p in ports if p["hostPort"]}
         pools = [(t, s) for t, s in self.ranges if self._role(t) in roles]
-        for pd in spec["portDefinitions"]:
-            wanted = pd["port"] if spec["requirePorts"] else 0
+        for p in ports:
+            wanted = p["hostPort"]
             found = None
             for t, spans in pools:
                 for begin, end in spans:
                     if wanted:
-                        if begin <= wanted <= end and wanted not in chosen:
+                        if begin <= wanted <= end:
                             found = (t, spans, wanted)
                             break
                         continue
@@ -169,17 +172,22 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
             "MESOS_TASK_ID": inst.task_id,
         }
     )
+    container = spec.get("container")
+    if container and container["type"] == "DOCKER":
+        env["MARATHON_APP_DOCKER_IMAGE"] = container["docker"]["image"]
     for k, v in spec["labels"].items():
         env[f"MARATHON_APP_LABEL_{_env_name(k)}"] = v
     if inst.ports:
         env["PORTS"] = ",".join(str(p) for p in inst.ports)
         env["PORT"] = str(inst.ports[0])
-    for i, (port, pd) in enumerate(zip(inst.ports, spec["portDefinitions"], strict=False)):
+    # Marathon's EnvironmentHelper.portsEnv: PORT<i> is the task's host port; PORT_<n> is
+    # named by the port asked for (a mapping's container port, a definition's number) and
+    # by the host port itself where that was 0 (a container port 0 is the host port).
+    for i, (port, p) in enumerate(zip(inst.ports, app_ports(spec), strict=False)):
         env[f"PORT{i}"] = str(port)
-        if pd["port"]:
-            env[f"PORT_{pd['port']}"] = str(port)
-        if pd.get("name"):
-            env[f"PORT_{_env_name(pd['name'])}"] = str(port)
+        env[f"PORT_{p['request'] or port}"] = str(port)
+        if p.get("name"):
+            env[f"PORT_{_env_name(p['name'])}"] = str(port)
     command: dict[str, Any] = {
         "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
         "uris": [
@@ -213,8 +221,8 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
         "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
         "discovery": _discovery_info(spec, inst),
     }
-    if spec.get("container"):
-        task["container"] = container_info(spec["container"])
+    if container:
+        task["container"] = container_info(container, inst.ports)
     if spec["healthChecks"]:
         task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
     grace = spec.get("taskKillGracePeriodSeconds")
@@ -235,15 +243,15 @@ def _discovery_info(spec: Mapping[str, Any], inst: Instance) -> dict[str, Any]:
     FRAMEWORK visibility, and one port per port definition and protocol (``udp,tcp`` gives
     two), numbered with the host port the instance got. Mesos-DNS makes its SRV records
     (``_<name>._<app>._tcp.<framework>.mesos``) of these."""
-    bridged = (spec.get("container") or {}).get("docker", {}).get("network") == "BRIDGE"
+    bridged = is_bridged(spec)
     ports = []
-    for number, pd in zip(inst.ports, spec["portDefinitions"], strict=False):
-        labels = dict(pd.get("labels") or {})
+    for number, pd in zip(inst.ports, app_ports(spec), strict=False):
+        labels = dict(pd["labels"])
         if bridged:
-            # Marathon runs a bridged app's ports as port mappings, whose ports with a host
-            # port are labelled so (those without one would be "container")
+            # a bridged app's port mappings all have a host port, and Marathon labels the
+            # ports of those so (one without would be "container", on a named network)
             labels["network-scope"] = "host"
-        for protocol in pd.get("protocol", "tcp").split(","):
+        for protocol in pd["protocol"].split(","):
             port: dict[str, Any] = {"number": number, "protocol": protocol}
             if pd.get("name"):
                 port["name"] = pd["name"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from butte.frameworks.marathon.appdef import Invalid, config_of
+from butte.frameworks.marathon.appdef import Invalid, app_ports, config_of, is_bridged, render_app
 from butte.frameworks.marathon.constraints import balanced_kills, first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
@@ -287,10 +287,10 @@ class Planner:
         target: dict[str, dict[str, Any] | None] = {}
         stops, starts, levels = [], [], []
         taken = {
-            p["port"]
+            p["servicePort"]
             for app_id, spec in self.apps.items()
             if app_id not in changes
-            for p in spec.get("portDefinitions", ())
+            for p in app_ports(spec)
         }
         for app_id, spec in changes.items():
             old = self.apps.get(app_id)
@@ -769,7 +769,7 @@ class Planner:
     def _readiness_url(
         self, inst: Instance, spec: Mapping[str, Any], check: Mapping[str, Any]
     ) -> str | None:
-        names = [p.get("name") for p in spec["portDefinitions"]]
+        names = [p.get("name") for p in app_ports(spec)]
         index = names.index(check["portName"]) if check["portName"] in names else -1
         if not 0 <= index < len(inst.ports):
             return None
@@ -1192,7 +1192,7 @@ class Planner:
             "appId": inst.app_id,
             "host": inst.host,
             "ports": inst.ports,
-            "servicePorts": [p["port"] for p in spec.get("portDefinitions", ())],
+            "servicePorts": [p["servicePort"] for p in app_ports(spec)],
             "slaveId": inst.agent_id,
             "stagedAt": iso(inst.staged_at),
             "startedAt": iso(inst.started_at),
@@ -1238,7 +1238,7 @@ class Planner:
     def app_json(self, app_id: str, embed: set[str]) -> dict[str, Any]:
         """An app as ``GET /v2/apps`` shows it; ``embed`` holds ``tasks``, ``counts``,
         ``deployments``, ``lastTaskFailure``, ``taskStats`` (without the ``apps.`` prefix)."""
-        out = dict(self.apps[app_id])
+        out = render_app(self.apps[app_id])
         out.update(self.counts(app_id))
         out["deployments"] = [{"id": d.id} for d in self.locking_deployments([app_id])]
         if "tasks" in embed:
@@ -1316,22 +1316,32 @@ def _with_service_ports(
     """The definition with each service port given as 0 replaced by one of its own, as
     Marathon assigns them (load balancers such as marathon-lb listen on them): the app's
     current port at the same index where it had one, else the lowest free port of
-    `SERVICE_PORTS`. ``taken`` (the ports of other apps) gains the app's ports."""
-    ports = spec.get("portDefinitions") or []
-    before = [p["port"] for p in (old or {}).get("portDefinitions", ())]
-    mine = {p["port"] for p in ports if p["port"] != 0}
+    `SERVICE_PORTS`. ``taken`` (the ports of other apps) gains the app's ports. A bridged
+    app's service ports are its port mappings' ``servicePort``s."""
+    bridged = is_bridged(spec)
+    key = "servicePort" if bridged else "port"
+    if bridged:
+        ports = (spec.get("container") or {}).get("portMappings") or []
+    else:
+        ports = spec.get("portDefinitions") or []
+    before = [p["servicePort"] for p in app_ports(old or {})]
+    mine = {p[key] for p in ports if p[key] != 0}
     assigned = []
     for i, definition in enumerate(ports):
-        port = definition["port"]
+        port = definition[key]
         if port == 0:
             if i < len(before) and before[i] and before[i] not in taken | mine:
                 port = before[i]
             else:
                 port = next((p for p in SERVICE_PORTS if p not in taken and p not in mine), 0)
             mine.add(port)
-        assigned.append({**definition, "port": port})
+        assigned.append({**definition, key: port})
     taken |= mine
-    return {**spec, "portDefinitions": assigned} if ports else spec
+    if not ports:
+        return spec
+    if bridged:
+        return {**spec, "container": {**spec["container"], "portMappings": assigned}}
+    return {**spec, "portDefinitions": assigned}
 
 
 def _under(app_id: str, group_id: str) -> bool:
