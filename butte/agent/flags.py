@@ -59,14 +59,10 @@ def backoff_factor(text: str) -> float:
 
 
 def reconfiguration_policy(text: str) -> str:
-    """argparse type of --reconfiguration_policy: only Mesos' default, ``equal``."""
-    if text == "equal":
+    """argparse type of --reconfiguration_policy: Mesos' ``equal`` (its default) or
+    ``additive`` (see butte.agent.compatibility)."""
+    if text in ("equal", "additive"):
         return text
-    if text == "additive":
-        raise argparse.ArgumentTypeError(
-            "'additive' is not supported (the master would not take the added resources): "
-            "use 'equal', or remove meta/slaves/latest to start as a new agent"
-        )
     raise argparse.ArgumentTypeError(f"'{text}' is not a policy (Mesos' are equal, additive)")
 
 
@@ -269,8 +265,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         type=reconfiguration_policy,
         default="equal",
         help="what may change in hostname, port, --resources and --attributes across a "
-        "restart that recovers the agent: 'equal' (Mesos' default: nothing; the agent "
-        "refuses to start otherwise). Mesos' 'additive' is not supported",
+        "restart that recovers the agent: 'equal' (Mesos' default: nothing) or 'additive' "
+        "(new resources and attributes, more of a resource, wider ranges and sets; "
+        "hostname, port and the values of existing TEXT and SCALAR attributes stay). The "
+        "agent refuses to start on any other change",
     )
     add(
         "--executor_reregistration_timeout",

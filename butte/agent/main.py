@@ -66,6 +66,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         command_launcher=args.command_launcher,
         recover=args.recover,
         strict=args.strict,
+        reconfiguration_policy=args.reconfiguration_policy,
         executor_reregistration_timeout=args.executor_reregistration_timeout,
         recovery_timeout=args.recovery_timeout,
         fetcher_cache_dir=args.fetcher_cache_dir,

@@ -59,6 +59,7 @@ from butte.agent.containerizer.posix import (
     signal_sessions,
 )
 from butte.agent.effects import (
+    CheckpointAgent,
     CloseExecutorStream,
     DestroyContainer,
     Effect,
@@ -193,6 +194,8 @@ class AgentOptions:
     # reconnect: recover checkpointed executors; cleanup: kill them and exit.
     recover: str = "reconnect"
     strict: bool = False  # Mesos' --strict: a checkpoint problem stops the start
+    # What may change across a recovering restart: equal or additive (compatibility.py).
+    reconfiguration_policy: str = "equal"
     executor_reregistration_timeout: float = 2.0
     recovery_timeout: float = 900.0
     fetcher_cache_dir: str | None = None  # default: <work_dir>/fetcher-cache
@@ -515,12 +518,22 @@ class AgentServer:
             raise RecoveryRefused(f"unusable checkpointed resources: {e}") from None
         if saved is None or total is None:
             return
-        made_of = resource_ops.declared(total)
-        if made_of != self.options.resources:
+        made_of, declared = resource_ops.declared(total), self.options.resources
+        if made_of != declared and self.options.reconfiguration_policy == "additive":
+            # Resources added under --reconfiguration_policy=additive: the reservations and
+            # volumes stay as they were, the added part joins them (Mesos applies the
+            # checkpointed resources to the new --resources). What was removed or cannot
+            # be split from the volumes is refused below as under `equal`.
+            grown = total + (declared - made_of)
+            if declared.contains(made_of) and resource_ops.declared(grown) == declared:
+                total, made_of, saved = grown, declared, grown.to_json("endpoint")
+        if made_of != declared:
             raise RecoveryRefused(
                 f"checkpointed resources {total.to_text()} (made of {made_of.to_text()}) do not "
-                f"match --resources {self.options.resources.to_text()}: start with the "
-                f"resources they were made of, or remove {paths.resources_info_path(work_dir)} "
+                f"match --resources {declared.to_text()} "
+                f"(--reconfiguration_policy={self.options.reconfiguration_policy}): start with "
+                f"the resources they were made of, or remove "
+                f"{paths.resources_info_path(work_dir)} "
                 "(dropping the agent's reservations and volumes)"
             )
         self._core.recover_resources(saved)
@@ -684,11 +697,13 @@ class AgentServer:
                 state = None
             if state is not None and state.agent_info is not None:
                 current = to_builtins(self._core.agent_info())
-                change = agent_info_change(state.agent_info, current, self.options.port != 0)
+                policy = self.options.reconfiguration_policy
+                check_port = self.options.port != 0
+                change = agent_info_change(state.agent_info, current, check_port, policy)
                 if change is not None:
                     raise RecoveryRefused(
                         f"Failed to perform recovery: incompatible agent info: {change} "
-                        "(--reconfiguration_policy=equal). To recover agent "
+                        f"(--reconfiguration_policy={policy}). To recover agent "
                         f"{state.agent_id} and its executors, start it with the flags it had; "
                         "to start as a new agent instead (its old executors are killed): "
                         f"rm -f {paths.latest_agent_link(work_dir)}"
@@ -732,6 +747,14 @@ class AgentServer:
                 run.pid = pid
             self.checkpoints.agent_id = state.agent_id
             effects = self._core.recover(state, self.now())
+            info = to_builtins(self._core.agent_info())
+            if state.agent_info is not None and agent_info_change(
+                state.agent_info, info, self.options.port != 0
+            ):
+                # Changed as --reconfiguration_policy=additive allows: the next restart is
+                # checked against what this one registers with (which the master records).
+                log.info("recovered with a changed agent info: it is checkpointed anew")
+                effects.insert(0, CheckpointAgent(state.agent_id, info))
             log.info(
                 "recovered agent %s: %d executor(s) running, %d framework(s)",
                 state.agent_id,

@@ -173,7 +173,12 @@ class AgentEvents(MasterCore):
         if agent is None:
             announce = None
             if agent_id in self.recovering_agents:
-                del self.recovered_infos[agent_id]  # the registry lists it already
+                recorded = self.recovered_infos.pop(agent_id)  # the registry lists it already
+                if _info_changed(recorded, total, attributes):
+                    # Restarted with more under --reconfiguration_policy=additive while this
+                    # master was away: the registry takes the new AgentInfo (Mesos'
+                    # UpdateSlave), so the next failed-over master knows it too.
+                    self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
             else:
                 self._registry_write(AdmitAgent(agent_id, msgspec.to_builtins(info)))
                 announce = (
@@ -196,6 +201,7 @@ class AgentEvents(MasterCore):
             self.unreachable_agents.pop(agent_id, None)
         else:
             self._reconnect_agent(agent, connection_id, info, msg, peer_ip, now)
+            self._update_agent_info(agent, total, attributes)
         self._count("slave_reregistrations")
         agent.reregistered_time = now
         self._send_agent(
@@ -225,9 +231,10 @@ class AgentEvents(MasterCore):
     ) -> Resources:
         """The total a re-registering agent has: the master's when it knows the agent, or
         after a failover the registry's when that holds dynamic reservations or volumes;
-        else what the agent reports."""
+        else what the agent reports. Resources the agent declares on top of that total (it
+        restarted with more under ``--reconfiguration_policy=additive``) are added to it."""
         if agent is not None:
-            return agent.total
+            return _with_added(agent.total, reported)
         recorded = self.recovered_infos.get(agent_id, {}).get("resources")
         if not isinstance(recorded, list):
             return reported
@@ -236,7 +243,27 @@ class AgentEvents(MasterCore):
         except ResourceError:
             log.warning("Registry holds unusable resources for agent %s", agent_id)
             return reported
-        return total if resource_ops.declared(total) != total else reported
+        return _with_added(total, reported) if resource_ops.declared(total) != total else reported
+
+    def _update_agent_info(
+        self, agent: Agent, total: Resources, attributes: tuple[Attribute, ...]
+    ) -> None:
+        """A known agent re-registered with another total or other attributes (restarted
+        under ``--reconfiguration_policy=additive``): the records, the allocator and the
+        registry take them, as Mesos' master takes a changed AgentInfo (UpdateSlave)."""
+        if total == agent.total and set(attributes) == set(agent.attributes):
+            return
+        log.info(
+            "Agent %s re-registered with a new total %s (was %s) and attributes %s",
+            agent.agent_id,
+            total.to_text(),
+            agent.total.to_text(),
+            ";".join(f"{a.name}:{a.legacy_value()}" for a in attributes) or "(none)",
+        )
+        agent.total, agent.attributes = total, attributes
+        self.allocator.update_agent_total(agent.agent_id, total)
+        self.allocation_wanted = True
+        self._registry_write(AdmitAgent(agent.agent_id, msgspec.to_builtins(agent.info)))
 
     def _shut_down_removed_frameworks(self, agent: Agent, msg: internal.RegisterAgent) -> None:
         """Frameworks removed while the agent was away (it missed SHUTDOWN_FRAMEWORK): their
@@ -799,6 +826,33 @@ class AgentEvents(MasterCore):
                 self.options.agent_reregister_timeout,
             )
         self.recovered_infos.clear()
+
+
+def _with_added(known: Resources, reported: Resources) -> Resources:
+    """``known`` (the master's total of an agent, with its reservations and volumes) with
+    what ``reported`` declares beyond what ``known`` was made of; ``known`` itself when the
+    agent declares the same, less, or something its volumes cannot be reconciled with."""
+    had, has = resource_ops.declared(known), resource_ops.declared(reported)
+    if has == had or not has.contains(had):
+        return known
+    grown = known + (has - had)
+    return grown if resource_ops.declared(grown) == has else known
+
+
+def _info_changed(
+    recorded: dict[str, Any], total: Resources, attributes: tuple[Attribute, ...]
+) -> bool:
+    """Whether the registry's AgentInfo ``recorded`` has another total or other attributes
+    than an agent re-registers with (one it cannot read counts as changed; a record without
+    a hostname is no AgentInfo a master wrote, and there is nothing to compare with)."""
+    if "hostname" not in recorded:
+        return False
+    try:
+        before = Resources.from_json(recorded.get("resources") or [])
+        had = {Attribute.from_json(a) for a in recorded.get("attributes") or []}
+    except (ResourceError, TypeError, AttributeError):
+        return True
+    return before != total or had != set(attributes)
 
 
 def _allocation_role(resources: list[dict[str, Any]]) -> str | None:
