@@ -60,6 +60,10 @@ class AgentConfig:
     version: str = butte.MESOS_COMPAT_VERSION
     # --executor_secret_key: executors get a token signed with it (None: no token).
     executor_secret_key: bytes | None = None
+    # The resources whose TaskInfo.limits this agent's isolators enforce ("cpus" with
+    # cgroups/cpu, "mem" with cgroups/mem), and --cgroups_enable_cfs (butte.core.task_limits).
+    limited_resources: frozenset[str] = frozenset()
+    cgroups_enable_cfs: bool = False
     # --container_logger=logrotate: the rotation every container gets unless its
     # environment overrides it (checked at launch; None: logs are not rotated).
     log_rotation: RotationPolicy | None = None

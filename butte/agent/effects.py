@@ -55,6 +55,9 @@ class LaunchContainer:
     # Scalar totals of the executor's and its tasks' resources (cpus, mem, disk, gpus): what
     # the isolators enforce.
     resources: tuple[tuple[str, float], ...] = ()
+    # TaskInfo.limits of its tasks made the container's (butte.core.task_limits): a ceiling
+    # above ``resources`` for cpus and mem, math.inf for none.
+    limits: tuple[tuple[str, float], ...] = ()
     # The user the container's tasks ask to run as (CommandInfo.user, else FrameworkInfo.user);
     # the shell switches to it with --switch_user (a non-root agent refuses other users).
     user: str | None = None
@@ -68,6 +71,16 @@ class LaunchContainer:
     # Which containerizer runs it: "mesos" (processes in sandboxes) or "docker" (the Docker
     # executor, which runs the task through the Docker daemon; docs/docker.md).
     containerizer: str = "mesos"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateContainer:
+    """Tasks joined a running executor's container: its isolators set its limits again from
+    its executor's and tasks' resources and limits (Mesos' containerizer ``update``)."""
+
+    container_id: str
+    resources: tuple[tuple[str, float], ...]
+    limits: tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,7 @@ Effect = (
     | SendToExecutor
     | CloseExecutorStream
     | LaunchContainer
+    | UpdateContainer
     | DestroyContainer
     | ExecutorRemoved
     | StopAgent

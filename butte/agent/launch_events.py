@@ -5,6 +5,7 @@ only to keep modules small); pure like the rest of the core."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -17,6 +18,7 @@ from butte.agent.effects import (
     Effect,
     LaunchContainer,
     SendToExecutor,
+    UpdateContainer,
 )
 from butte.agent.launching import (
     allocation_role,
@@ -40,13 +42,13 @@ from butte.agent.records import (
     Framework,
     Task,
 )
-from butte.core import docker_info, internal, jwt
+from butte.core import docker_info, internal, jwt, task_limits
 from butte.core import task_states as ts
 from butte.core.container_info import container_problem, image_of, pid_sharing_problem
 from butte.core.ids import validate_id
 from butte.core.jwt import EXECUTOR_TOKEN_ENV
 from butte.core.messages import URI, CommandInfo, ExecutorInfo, FrameworkInfo, TaskInfo
-from butte.core.task_validation import task_fields_problem
+from butte.core.task_validation import GROUP_LIMITS, task_fields_problem
 
 if TYPE_CHECKING:
     # Typed against the interface of the whole core, which never imports this module.
@@ -108,6 +110,17 @@ class LaunchEvents(_Base):
             for t in tasks:
                 effects += self._orphan_update(fw, t.task_id.value, ts.ERROR, reason, problem, now)
             return effects
+        problem = self._limits_problem(tasks)
+        if problem is not None:
+            # Mesos' agent drops such tasks (validateResourceLimitsAndIsolators), with its
+            # message and reason.
+            lost = ts.DROPPED if fw.info.has_capability("PARTITION_AWARE") else ts.LOST
+            for t in tasks:
+                effects += self._orphan_update(
+                    fw, t.task_id.value, lost, "REASON_GC_ERROR", problem, now
+                )
+            self._count("launches_refused_limits", len(tasks))
+            return effects
         problem = self._logger_problem(tasks, group_executor)
         if problem is not None:
             # Mesos' logger refuses to prepare the container: its launch fails.
@@ -148,6 +161,8 @@ class LaunchEvents(_Base):
         self._count("tasks_launched", len(records))
         if launch is not None:
             effects.append(launch)  # after the checkpoints: recovery must know what it runs
+        else:
+            effects.append(self._grown(ex))
         if ex.state == RUNNING:
             effects.append(self._delivery(ex, [r.id for r in records]))
         else:
@@ -170,6 +185,8 @@ class LaunchEvents(_Base):
             problem = task_fields_problem(t)
             if problem is not None:
                 return problem
+            if group_executor is not None and t.limits:
+                return GROUP_LIMITS
             if group_executor is not None:
                 if t.executor is not None or t.command is None:
                     return "Every task of a task group must have a CommandInfo and no executor"
@@ -187,6 +204,26 @@ class LaunchEvents(_Base):
             return problem
         if executor is not None:
             return validate_id(executor.executor_id.value, "executor id")
+        return None
+
+    def _limits_problem(self, tasks: list[TaskInfo]) -> str | None:
+        """Why this agent cannot enforce the tasks' limits (Mesos' messages), or None: a
+        cpu limit needs the cgroups/cpu isolator, a memory limit cgroups/mem, except in a
+        DOCKER container, whose limits the Docker daemon sets."""
+        enforced = self.config.limited_resources
+        for t in tasks:
+            if not t.limits or docker_info.is_docker(t.container):
+                continue
+            if "cpus" in t.limits and "cpus" not in enforced:
+                return (
+                    "CPU limits can only be set on tasks launched in Mesos containers"
+                    " when the agent has loaded the 'cgroups/cpu' isolator"
+                )
+            if "mem" in t.limits and "mem" not in enforced:
+                return (
+                    "Memory limits can only be set on tasks launched in Mesos"
+                    " containers when the agent has loaded the 'cgroups/mem' isolator"
+                )
         return None
 
     def _logger_problem(
@@ -337,6 +374,7 @@ class LaunchEvents(_Base):
             builtin=kind != CUSTOM and not docker,
             fetch=fetch_list(kind, info, tasks, sandbox),
             resources=scalar_totals([*info.resources, *(r for t in tasks for r in t.resources)]),
+            limits=limits_of(info, tasks, config.cgroups_enable_cfs),
             user=container_user(kind, info, tasks, fw.info),
             volumes=volumes.mounts_for(
                 config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
@@ -344,6 +382,15 @@ class LaunchEvents(_Base):
             container=tasks[0].container if kind == COMMAND else None,
             command=tasks[0].command if kind == COMMAND else None,
             containerizer="docker" if docker else "mesos",
+        )
+
+    def _grown(self, ex: Executor) -> UpdateContainer:
+        """The running container of ``ex`` with its tasks now (new ones just added)."""
+        infos = [t.info for t in ex.live_tasks()]
+        return UpdateContainer(
+            ex.container_id,
+            scalar_totals([*ex.info.resources, *(r for t in infos for r in t.resources)]),
+            limits_of(ex.info, infos, self.config.cgroups_enable_cfs),
         )
 
     def _delivery(self, ex: Executor, task_ids: list[str]) -> SendToExecutor:
@@ -407,6 +454,15 @@ def scalar_totals(resources: list[Any]) -> tuple[tuple[str, float], ...]:
         if isinstance(name, str) and isinstance(value, int | float):
             totals[name] = totals.get(name, 0.0) + float(value)
     return tuple(sorted(totals.items()))
+
+
+def limits_of(
+    info: ExecutorInfo, tasks: Iterable[TaskInfo], cgroups_enable_cfs: bool
+) -> tuple[tuple[str, float], ...]:
+    """The limits of the container of executor ``info`` holding ``tasks``
+    (`butte.core.task_limits.container_limits`), as `LaunchContainer.limits` has them."""
+    limits = task_limits.container_limits(info.resources, tasks, cgroups_enable_cfs)
+    return tuple(sorted(limits.items()))
 
 
 def container_user(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import time
@@ -32,6 +33,7 @@ from butte.agent.containerizer.posix import session_members, signal_sessions
 from butte.agent.files import FileError, SandboxFiles
 from butte.agent.http import version_info
 from butte.agent.http_auth import state_viewer
+from butte.agent.launch_events import limits_of
 from butte.agent.nested_api import (
     ACL_ACTIONS,
     STREAMING_ANSWERS,
@@ -42,7 +44,7 @@ from butte.agent.nested_api import (
 )
 from butte.agent.records import COMMAND, REGISTERING, RUNNING, TERMINATING, Executor
 from butte.agent.state_json import container_resources, parsed_resources
-from butte.core import task_states
+from butte.core import task_limits, task_states
 from butte.core.codec import encode_json
 from butte.core.messages import to_builtins
 from butte.core.operator import (
@@ -468,6 +470,8 @@ class AgentOperatorApi:
             value = getattr(info, key)
             if value is not None:
                 out[key] = to_builtins(value) if not isinstance(value, dict) else value
+        if info.limits:
+            out["limits"] = task_limits.v1_json(info.limits)
         return out
 
     async def _containers(self) -> list[dict[str, Any]]:
@@ -488,14 +492,29 @@ class AgentOperatorApi:
                 usage.setdefault(cid, {}).update(counters)
         out = []
         now = time.time()
+        enable_cfs = self.core.config.cgroups_enable_cfs
         for ex in executors:
-            limits = container_resources(ex)
+            requests = container_resources(ex)
             stats: dict[str, Any] = {
                 "timestamp": now,
-                "cpus_limit": limits.scalar("cpus"),
-                "mem_limit_bytes": int(limits.scalar("mem") * 1024 * 1024),
+                "cpus_limit": requests.scalar("cpus"),
+                "mem_limit_bytes": int(requests.scalar("mem") * 1024 * 1024),
                 **usage.get(ex.container_id, {}),
             }
+            ceilings = dict(limits_of(ex.info, [t.info for t in ex.live_tasks()], enable_cfs))
+            if ceilings:
+                # As Mesos' containerizer reports a container with limits: the requests as
+                # soft limits, the limits as hard ones (the machine's size for none).
+                stats["cpus_soft_limit"] = requests.scalar("cpus")
+                stats["mem_soft_limit_bytes"] = int(requests.scalar("mem") * 1024 * 1024)
+                if "cpus" in ceilings:
+                    cpus = ceilings["cpus"]
+                    stats["cpus_limit"] = os.cpu_count() if math.isinf(cpus) else cpus
+                if "mem" in ceilings:
+                    mem = ceilings["mem"]
+                    stats["mem_limit_bytes"] = (
+                        task_limits.machine_memory() if math.isinf(mem) else int(mem * 1024 * 1024)
+                    )
             out.append(
                 {
                     "framework_id": ex.framework_id,

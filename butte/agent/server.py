@@ -68,12 +68,13 @@ from butte.agent.effects import (
     SendToExecutor,
     SendToMaster,
     StopAgent,
+    UpdateContainer,
 )
 from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
-from butte.agent.launch_events import scalar_totals
+from butte.agent.launch_events import limits_of, scalar_totals
 from butte.agent.launched import LaunchedExecutor, direct_task
 from butte.agent.launching import (
     logger_environment,
@@ -272,6 +273,8 @@ class AgentServer:
         # The Docker containerizer's side of DOCKER tasks (None: not offered).
         self.docker: docker_containerizer.DockerContainerizer | None = None
         self.docker_unavailable: str | None = None
+        # What of TaskInfo.limits the isolators enforce (AgentConfig.limited_resources).
+        self._limited_resources: frozenset[str] = frozenset()
         self.master_link: MasterLink | None = None
         # Follows the leading master when --master is zk://... (None: a fixed address).
         self.detector: LeaderDetector | None = None
@@ -602,6 +605,8 @@ class AgentServer:
         and no user switching)."""
         names = isolators.parse_isolation(self.options.isolation)
         built, cgroups = isolators.build(names, self.options.isolation_options, loop)
+        limiting = {"cgroups/cpu": "cpus", "cgroups/mem": "mem"}
+        self._limited_resources = frozenset(limiting[i.name] for i in built if i.name in limiting)
         isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
         self._offer_gpus(built)
         if isolation.refuses_other_users:
@@ -668,6 +673,8 @@ class AgentServer:
             base_environment=dict(os.environ if env is None else env),
             executor_secret_key=options.auth.executor_key,
             log_rotation=options.log_rotation,
+            limited_resources=self._limited_resources,
+            cgroups_enable_cfs=options.isolation_options.cgroups_enable_cfs,
             containerizers=tuple(
                 name
                 for name in options.docker.containerizers
@@ -820,6 +827,11 @@ class AgentServer:
             {},
             builtin=ex.kind != CUSTOM,
             resources=scalar_totals(resources),
+            limits=limits_of(
+                ex.info,
+                [t.info for t in ex.tasks.values()],
+                self.options.isolation_options.cgroups_enable_cfs,
+            ),
         )
 
     async def _rotate_logs(self, policy: RotationPolicy) -> None:
@@ -1114,6 +1126,9 @@ class AgentServer:
             if effect.containerizer == "docker" and self.docker is not None:
                 self.docker.track(effect.container_id)
             self.containerizer.launch(effect, self._direct(effect))
+        elif isinstance(effect, UpdateContainer):
+            assert self.containerizer is not None
+            self.containerizer.update(effect)
         elif isinstance(effect, CloseExecutorStream):
             stream = self.streams.pop(effect.container_id, None)
             if stream is not None:

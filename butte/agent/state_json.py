@@ -12,6 +12,8 @@ import msgspec
 
 from butte.agent.launching import allocated_role
 from butte.agent.records import COMMAND, CUSTOM, Executor, Framework, Task
+from butte.core import task_limits
+from butte.core.messages import AGENT_CAPABILITIES
 from butte.core.resources import ResourceError, Resources
 
 if TYPE_CHECKING:
@@ -59,6 +61,8 @@ def task_json(agent: AgentMachine, fw: Framework, ex: Executor, task: Task) -> d
         value = getattr(info, name)
         if value is not None:
             out[name] = msgspec.to_builtins(value)
+    if info.limits:
+        out["limits"] = task_limits.flat_json(info.limits)
     return out
 
 
@@ -136,7 +140,7 @@ def agent_state(
         "pid": f"slave(1)@{config.ip}:{config.port}",
         "hostname": config.hostname,
         "port": config.port,
-        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+        "capabilities": list(AGENT_CAPABILITIES),
         "resources": resources,
         "unreserved_resources": total.unreserved().to_legacy_map(),
         "reserved_resources": {

@@ -7,6 +7,11 @@ library's C-backed modules: the executor starts once per task.
 
 from __future__ import annotations
 
+import math
+
+from butte.core.task_limits import CFS_PERIOD_US, MIN_CFS_QUOTA_US, oom_score_adj
+from butte.core.task_limits import parse as parse_limits
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -23,6 +28,7 @@ NETWORKS = {"HOST": "host", "BRIDGE": "bridge", "NONE": "none"}
 # Below these, Docker refuses the container or it cannot start (Mesos clamps the same way).
 MIN_MEMORY_MB = 32.0
 MIN_CPU_SHARES = 2
+MB = 1024 * 1024
 # ``parameters`` passed on as ``--key=value``: those that cannot defeat the container's
 # isolation or the agent's control of it. Namespaces, capabilities, devices, mounts, the
 # container's name and its resource limits are refused (they have fields of their own or
@@ -263,15 +269,32 @@ def scalar(resources: Sequence[Any], name: str) -> float | None:
     return total
 
 
-def limit_flags(resources: Sequence[Any]) -> list[str]:
-    """``--cpu-shares`` (cpus x 1024) and ``--memory`` (mem in MB) of a task's resources."""
+def limit_flags(resources: Sequence[Any], limits: Mapping[str, Any] | None = None) -> list[str]:
+    """``--cpu-shares`` (cpus x 1024) and ``--memory`` (mem in MB) of a task's resources; with
+    TaskInfo.limits (butte.core.task_limits) as Mesos' Docker containerizer sets them: a
+    ``--cpu-quota`` from a finite cpu limit, ``--memory`` from a finite memory limit with the
+    request as ``--memory-reservation``, and a burstable task's ``--oom-score-adj``."""
     flags: list[str] = []
+    ceilings = parse_limits(limits)
     cpus = scalar(resources, "cpus")
     if cpus is not None:
         flags.append(f"--cpu-shares={max(MIN_CPU_SHARES, int(cpus * 1024))}")
+    cpu_limit = ceilings.get("cpus")
+    if cpu_limit is not None and not math.isinf(cpu_limit):
+        flags.append(f"--cpu-quota={max(MIN_CFS_QUOTA_US, int(cpu_limit * CFS_PERIOD_US))}")
     mem = scalar(resources, "mem")
+    mem_limit = ceilings.get("mem")
+    if mem_limit is None:
+        if mem is not None:
+            flags.append(f"--memory={int(max(MIN_MEMORY_MB, mem) * MB)}")
+        return flags
+    if not math.isinf(mem_limit):
+        flags.append(f"--memory={int(max(MIN_MEMORY_MB, mem_limit) * MB)}")
     if mem is not None:
-        flags.append(f"--memory={int(max(MIN_MEMORY_MB, mem) * 1024 * 1024)}")
+        request = int(max(MIN_MEMORY_MB, mem) * MB)
+        flags.append(f"--memory-reservation={request}")
+        if mem < mem_limit:
+            flags.append(f"--oom-score-adj={oom_score_adj(request)}")
     return flags
 
 
@@ -313,7 +336,7 @@ def run_argv(
     argv = [*docker, "run", f"--name={name}", "--pull=never", "--sig-proxy=false"]
     for key, value in sorted((labels or {}).items()):
         argv.append(f"--label={key}={value}")
-    argv += limit_flags(task.get("resources") or [])
+    argv += limit_flags(task.get("resources") or [], task.get("limits"))
     network = info.get("network", "HOST")
     argv.append(f"--network={NETWORKS[network]}")
     for mapping in info.get("port_mappings") or []:

@@ -26,6 +26,15 @@ class Msg(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields
     inherit anyway, because type checkers do not know that it is inherited."""
 
 
+# The AgentInfo.Capability types every butte agent has, as the state endpoints list them.
+AGENT_CAPABILITIES = (
+    "MULTI_ROLE",
+    "HIERARCHICAL_ROLE",
+    "RESERVATION_REFINEMENT",
+    "TASK_RESOURCE_LIMITS",
+)
+
+
 class ID(Msg, frozen=True):
     """Every Mesos id on the wire: ``{"value": "..."}``."""
 

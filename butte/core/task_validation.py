@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from butte.core import task_limits
 from butte.core.messages import CommandInfo, Environment, TaskInfo
 
 CHECK_KINDS = ("COMMAND", "HTTP", "TCP")
@@ -220,8 +221,12 @@ def task_fields_problem(task: TaskInfo) -> str | None:
     problem = command_problem(task.command, "Task's")
     if problem is not None:
         return problem
-    if task.limits:
-        # Limits above the request (burstable cpus and mem) are not enforced by butte's
-        # isolators; an agent without that capability refuses them in Mesos too.
-        return "Agent is not capable of handling task resource limits"
-    return None
+    return task_limits.problem(task)
+
+
+# Mesos' message for limits on a member of a task group whose containers share the
+# executor's cgroups (butte's always do: docs/isolation.md "Fields butte refuses").
+GROUP_LIMITS = (
+    "Resource limits may only be set for tasks within a task group when "
+    "the 'share_cgroups' field is set to 'false'."
+)

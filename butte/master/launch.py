@@ -16,7 +16,7 @@ from butte.core.container_info import container_problem, image_of, pid_sharing_p
 from butte.core.ids import validate_id
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.core.resources import ResourceError, Resources
-from butte.core.task_validation import command_problem, task_fields_problem
+from butte.core.task_validation import GROUP_LIMITS, command_problem, task_fields_problem
 
 
 class InvalidTask(ValueError):
@@ -135,6 +135,8 @@ def check_task(
         problem = container_problem(container, in_group=in_group)
         if problem is not None:
             raise InvalidTask(problem)
+    if in_group and task.limits:
+        raise InvalidTask(GROUP_LIMITS)
     executor_container = task.executor.container if task.executor is not None else None
     for container in (task.container, executor_container):
         problem = pid_sharing_problem(container, with_executor=task.executor is not None)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from butte.core import task_states
-from butte.core.messages import TaskStatus, to_builtins
+from butte.core.messages import AGENT_CAPABILITIES, TaskStatus, to_builtins
 from butte.core.resources import ResourceError, Resources
 from butte.master import views
 from butte.master.allocator.interface import Allocator
@@ -50,9 +50,6 @@ class MasterRecords(Protocol):
 
     @property
     def allocator(self) -> Allocator: ...
-
-
-AGENT_CAPABILITIES = ("MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT")
 
 
 def time_info(seconds: float) -> dict[str, int]:

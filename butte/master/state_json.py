@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from butte.core import task_states
-from butte.core.messages import to_builtins
+from butte.core import task_limits, task_states
+from butte.core.messages import AGENT_CAPABILITIES, to_builtins
 from butte.core.resources import Attribute, ResourceError, Resources, from_millis
 from butte.master import operator_views, views
 from butte.master.machine import MasterMachine
@@ -113,6 +113,8 @@ def legacy_task(task: Task) -> dict[str, Any]:
             out["container"] = info.container
         if info.health_check is not None:
             out["health_check"] = info.health_check
+        if info.limits:
+            out["limits"] = task_limits.flat_json(info.limits)
     return out
 
 
@@ -225,7 +227,7 @@ def legacy_agent(
         # that is merely disconnected is inactive but not deactivated.
         "deactivated": agent.deactivated,
         "version": agent.version,
-        "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
+        "capabilities": list(AGENT_CAPABILITIES),
     }
     if agent.reregistered_time is not None:
         out["reregistered_time"] = agent.reregistered_time

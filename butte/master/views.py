@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from butte.core import task_limits
 from butte.core.messages import FrameworkInfo, TaskStatus, to_builtins
 from butte.core.resources import Resources
 from butte.master.state import Agent, Framework, Offer, Task
@@ -140,6 +141,8 @@ def task_json(task: Task, fmt: str = "endpoint") -> dict[str, Any]:
             v = getattr(info, key)
             if v is not None:
                 out[key] = v if isinstance(v, dict) else to_builtins(v)
+        if info.limits:
+            out["limits"] = task_limits.v1_json(info.limits)
     return out
 
 

@@ -17,6 +17,7 @@ from butte.agent.effects import (
     SendToExecutor,
     SendToMaster,
     StopAgent,
+    UpdateContainer,
 )
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.core import internal
@@ -61,6 +62,7 @@ class Harness:
         self.to_executor: dict[str, list[dict]] = {}
         self.launched: dict[str, LaunchContainer] = {}
         self.destroyed: list[DestroyContainer] = []
+        self.updated: list[UpdateContainer] = []
         self.closed: list[str] = []
         self.stopped: list[str] = []
         self.removed: list[str] = []  # sandboxes of removed executors (ExecutorRemoved)
@@ -79,6 +81,8 @@ class Harness:
                 self.launched[effect.container_id] = effect
             elif isinstance(effect, DestroyContainer):
                 self.destroyed.append(effect)
+            elif isinstance(effect, UpdateContainer):
+                self.updated.append(effect)
             elif isinstance(effect, CloseExecutorStream):
                 self.closed.append(effect.container_id)
             elif isinstance(effect, StopAgent):

@@ -649,7 +649,7 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     TASK_ERROR from the master (Mesos' messages), in a LAUNCH and in a LAUNCH_GROUP."""
     h, agent_id, fid, stream, offers = _cluster()
     offer = offers[0]
-    limited = {**command_task("lim", offer), "limits": {"mem": {"value": 256}}}
+    limited = {**command_task("lim", offer), "limits": {"mem": {"value": 64}}}
     capped = {
         **command_task("cap", offer),
         "container": {"type": "MESOS", "rlimit_info": {"rlimits": []}},
@@ -657,7 +657,9 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     h.call(fid, stream, launch_body(offer, limited, capped, refuse_seconds=0))
     messages = {s["task_id"]["value"]: s for s in h.updates(stream)}
     assert messages["lim"]["state"] == "TASK_ERROR"
-    assert messages["lim"]["message"] == "Agent is not capable of handling task resource limits"
+    assert messages["lim"]["message"] == (
+        "The memory limit must be greater than or equal to the memory request"
+    )
     assert "'posix/rlimits'" in messages["cap"]["message"]
     assert h.agent_messages("c1", internal.RunTask) == []
 
@@ -679,9 +681,22 @@ def test_task_fields_the_master_checks_are_refused_before_reaching_the_agent():
     [offer] = h.offers(stream)
     member = command_task("m2", offer)
     shared = {"type": "MESOS", "linux_info": {"share_pid_namespace": True}}
-    h.call(fid, stream, group_body(offer, {**executor, "container": shared}, member))
+    h.call(
+        fid, stream, group_body(offer, {**executor, "container": shared}, member, refuse_seconds=0)
+    )
     [status] = h.updates(stream)
     assert "'share_pid_namespace' is supported for command tasks only" in status["message"]
+
+    h.allocate()
+    [offer] = h.offers(stream)
+    member = {**command_task("m3", offer), "limits": {"cpus": {"value": "Infinity"}}}
+    h.call(fid, stream, group_body(offer, executor, member, refuse_seconds=0))
+    [status] = h.updates(stream)
+    assert status["message"] == (
+        "Resource limits may only be set for tasks within a task group when "
+        "the 'share_cgroups' field is set to 'false'."
+    )
+    assert h.agent_messages("c1", internal.RunTaskGroup) == []
 
 
 def test_legacy_state_lists_a_groups_executor_and_its_members_name_it():

@@ -172,6 +172,20 @@ def test_a_task_shows_its_user_and_health_check_as_mesos_does():
     assert "user" not in views.task_json(plain.master.frameworks[fid].tasks["t1"])
 
 
+def test_a_tasks_limits_reach_the_agent_and_show_in_the_state_as_mesos_renders_them():
+    h = Harness()
+    limits = {"cpus": {"value": "Infinity"}, "mem": {"value": 512}}
+    fid, _, _ = _running_task(h, limits=limits)
+    task = h.master.frameworks[fid].tasks["t1"]
+    assert views.task_json(task)["limits"] == {
+        "cpus": {"value": "Infinity"},
+        "mem": {"value": 512.0},
+    }
+    assert state_json.legacy_task(task)["limits"] == {"cpus": "Infinity", "mem": 512.0}
+    [agent] = operator_views.get_agents(h.master)["agents"]
+    assert {"type": "TASK_RESOURCE_LIMITS"} in agent["capabilities"]
+
+
 def test_agent_info_resources_are_those_the_agent_was_started_with():
     """After a RESERVE and a CREATE an agent's AgentInfo still shows its ``--resources``
     (static reservations included); the dynamic reservation and the volume are in its

@@ -93,7 +93,11 @@ def test_good_environment_variables_pass() -> None:
         ),
         (
             {"limits": {"mem": {"value": 256}}},
-            "Agent is not capable of handling task resource limits",
+            "When a memory limit is specified, a memory request must also be specified",
+        ),
+        (
+            {"limits": {"disk": {"value": 256}}},
+            "Only cpus and mem may be included in a task's resource limits",
         ),
         (
             {"check": {"type": "HTTP", "http": {"port": 1, "path": "x"}}},

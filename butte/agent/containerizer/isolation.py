@@ -28,7 +28,7 @@ from butte.agent.containerizer.isolators import (
     Limitation,
 )
 from butte.agent.containerizer.releaser import CgroupReleaser
-from butte.agent.effects import LaunchContainer
+from butte.agent.effects import LaunchContainer, UpdateContainer
 from butte.agent.executor.command import NAMESPACES_ENV, USER_ENV
 
 log = logging.getLogger("butte.agent")
@@ -130,6 +130,11 @@ class Isolation:
         """Could the kernel still be about to count a limit the container went over (its
         end looks like the kernel's doing, but `limitation` found nothing yet)?"""
         return any(isolator.limitation_possible(container_id) for isolator in self.isolators)
+
+    def update(self, change: UpdateContainer) -> None:
+        """Tasks joined the running container: each isolator sets its limits again."""
+        for isolator in self.isolators:
+            isolator.update(change)
 
     def usage(self, container_id: str) -> dict[str, float]:
         """ResourceStatistics fields of the container (cgroup counters)."""

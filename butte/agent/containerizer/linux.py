@@ -328,8 +328,12 @@ def enter_rootfs(plan: dict) -> None:
     os.chdir(cwd)
 
 
-def join_cgroups(procs_files: Sequence[str]) -> None:
-    """Moves the calling process into each group (its children then start there)."""
+def join_cgroups(procs_files: Sequence[str], oom_score_adj: int | None = None) -> None:
+    """Moves the calling process into each group (its children then start there), and sets
+    its ``oom_score_adj`` (inherited by its children) when given."""
+    if oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(oom_score_adj))
     for path in procs_files:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:

@@ -58,7 +58,7 @@ from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, L
 from butte.agent.containerizer.isolators.cgroups_mem import OOM_RECHECKS
 from butte.agent.containerizer.launcher import LauncherClient
 from butte.agent.containerizer.zygote import ZygoteClient
-from butte.agent.effects import LaunchContainer
+from butte.agent.effects import LaunchContainer, UpdateContainer
 from butte.agent.executor.command import ROOTFS_ENV, task_argv, task_environment
 from butte.agent.fetcher import FetchError, fetch_all
 from butte.agent.launching import command_environment
@@ -159,11 +159,12 @@ def _preexec(spec: LaunchContainer, setup: ContainerSetup | None) -> Callable[[]
     custom = not spec.builtin
     namespaces = list(setup.task_namespaces) if custom else []
     user = setup.user if custom else None
-    if not procs and not namespaces and user is None:
+    oom_score_adj = setup.oom_score_adj
+    if not procs and not namespaces and user is None and oom_score_adj is None:
         return None
 
     def preexec() -> None:
-        linux.join_cgroups(procs)
+        linux.join_cgroups(procs, oom_score_adj)
         if namespaces:
             linux.enter_namespaces(namespaces, spec.sandbox, user)
         if user is not None:
@@ -367,6 +368,8 @@ class PosixContainerizer:
         if setup is not None:
             if setup.cgroup_procs:
                 request["cgroups"] = setup.cgroup_procs
+            if setup.oom_score_adj is not None:
+                request["oom_score_adj"] = setup.oom_score_adj
             if setup.task_namespaces:
                 request["namespaces"] = setup.task_namespaces
             if setup.user is not None:
@@ -623,6 +626,17 @@ class PosixContainerizer:
         if container is None or container.setup is None or self.isolation is None:
             return None
         return self.isolation.limitation(container_id)
+
+    def update(self, change: UpdateContainer) -> None:
+        """Tasks joined a running container: its limits grow with them (an isolation
+        failure is logged; its tasks run on under the limits it had)."""
+        container = self.containers.get(change.container_id)
+        if container is None or container.setup is None or self.isolation is None:
+            return
+        try:
+            self.isolation.update(change)
+        except (LaunchRefused, OSError) as e:
+            log.warning("cannot update the limits of container %s: %s", change.container_id, e)
 
     def usage(self, container_id: str) -> dict[str, float] | None:
         """ResourceStatistics fields of a running container (None: not isolated)."""

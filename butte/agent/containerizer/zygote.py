@@ -138,6 +138,8 @@ class ZygoteClient(ReportReader):
                 request["env"] = {**spec.env, **setup.env}
             if setup.cgroup_procs:
                 request["cgroups"] = setup.cgroup_procs
+            if setup.oom_score_adj is not None:
+                request["oom_score_adj"] = setup.oom_score_adj
             if setup.user is not None:
                 request["owner"] = [setup.user[1], setup.user[2]]
         self._writer.write(_encoder.encode(request) + b"\n")

@@ -18,7 +18,8 @@ line:
     launcher -> agent, first   {"snapshot": [{"id", "pid", "exit"?, "killed"?, "kill_in"?},
                                   ...], "kills": true}               what it runs/ran
     agent -> launcher  {"op": "launch", "id", "sandbox", "program", "argv", "search", "env",
-                        "cgroups"?, "namespaces"?, "user"?, "owner"?, "checkpoint"}
+                        "cgroups"?, "oom_score_adj"?, "namespaces"?, "user"?, "owner"?,
+                        "checkpoint"}
                        {"op": "signal", "id", "signal"}    to the task's process group
                        {"op": "kill", "id", "grace"}       SIGTERM, SIGKILL after grace s
                        {"op": "forget", "id"}              its exit is recorded: drop it
@@ -113,6 +114,7 @@ class ChildPlan:
 
     __slots__ = (
         "cgroups",
+        "oom_score_adj",
         "sandbox",
         "program",
         "argv",
@@ -129,6 +131,7 @@ class ChildPlan:
         namespaces = request.get("namespaces") or ()
         user = request.get("user")
         self.cgroups: list[str] = request.get("cgroups") or []
+        self.oom_score_adj: int | None = request.get("oom_score_adj")
         self.sandbox: str = request["sandbox"]
         self.program: str = request["program"]
         self.argv: list[str] = request["argv"]
@@ -166,7 +169,7 @@ def _child_start(plan: ChildPlan, out: int, err: int, error_fd: int) -> None:
         # Nothing of the launcher's (its sockets, its epoll) may live on in the task.
         os.closerange(3, error_fd)
         os.closerange(error_fd + 1, 1 << 16)
-        linux.join_cgroups(plan.cgroups)
+        linux.join_cgroups(plan.cgroups, plan.oom_score_adj)
         os.setsid()
         os.chdir(plan.sandbox)
         if plan.unshare:
@@ -408,7 +411,7 @@ class Launcher:
             self.send({"id": task_id, "error": f"{type(e).__name__}: {e}"})
             return
         try:
-            if request.get("cgroups") or request.get("namespaces") or request.get("user"):
+            if any(request.get(k) for k in ("cgroups", "namespaces", "user", "oom_score_adj")):
                 pid = self._fork(request, out, err)
             else:
                 pid = self._posix_spawn(request, out, err)

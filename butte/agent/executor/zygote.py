@@ -152,7 +152,7 @@ class Zygote:
             os.close(self.wake_read)
             os.close(self.wake_write)
             # Into the container's cgroups before anything else runs (children follow).
-            linux.join_cgroups(request.get("cgroups") or ())
+            linux.join_cgroups(request.get("cgroups") or (), request.get("oom_score_adj"))
             os.setsid()
             try:  # what ps and top show for it (Linux)
                 with open("/proc/self/comm", "w") as f:

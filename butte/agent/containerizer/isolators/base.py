@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from butte.agent.containerizer.cgroupfs import Cgroups
-    from butte.agent.effects import LaunchContainer
+    from butte.agent.effects import LaunchContainer, UpdateContainer
 
 DEFAULT_ISOLATION = "posix/cpu,posix/mem"
 # Mesos' floor for a container's memory limit (MIN_MEMORY in slave/constants.hpp).
@@ -47,6 +47,8 @@ class ContainerSetup:
     env: dict[str, str] = field(default_factory=dict)
     # (name, uid, gid, home) the container's tasks run as (--switch_user); None: the agent's.
     user: tuple[str, int, int, str] | None = None
+    # /proc/self/oom_score_adj the first process sets (a burstable command task: cgroups/mem).
+    oom_score_adj: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,9 @@ class Isolator:
         not send, before it is reported."""
         return False
 
+    def update(self, change: UpdateContainer) -> None:
+        """Tasks joined the running container: ``change`` has its resources and limits now."""
+
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
         pass
 
@@ -138,7 +143,7 @@ def require_cgroup_file(
         )
 
 
-def scalar(spec: LaunchContainer, name: str) -> float | None:
+def scalar(spec: LaunchContainer | UpdateContainer, name: str) -> float | None:
     """The container's total of scalar resource ``name`` (None: not asked for). A value that
     is not a finite number >= 0 refuses the launch."""
     value = dict(spec.resources).get(name)
@@ -147,6 +152,15 @@ def scalar(spec: LaunchContainer, name: str) -> float | None:
     if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value) or value < 0:
         raise LaunchRefused(f"invalid {name} resource: {value!r}")
     return float(value)
+
+
+def limit(spec: LaunchContainer | UpdateContainer, name: str) -> float | None:
+    """The container's limit of ``name`` from its tasks' TaskInfo.limits (math.inf: none;
+    None: not limited beyond its request). NaN or a negative value refuses the launch."""
+    value = dict(spec.limits).get(name)
+    if value is not None and (math.isnan(value) or value < 0):
+        raise LaunchRefused(f"invalid {name} limit: {value!r}")
+    return value
 
 
 @dataclass(slots=True)

@@ -1,10 +1,12 @@
 """``cgroups/cpu``: a container's CPU weight from its ``cpus`` (``cpu.shares`` = 1024 per CPU,
-v2 ``cpu.weight``), and with ``--cgroups_enable_cfs`` a hard ceiling (CFS quota of ``cpus`` x
-the 100 ms period; a kernel without ``cpu.cfs_quota_us``, v2 ``cpu.max``, stops agent
-start-up). Usage: user/system time (cpuacct) and throttling (cpu.stat)."""
+v2 ``cpu.weight``), and a hard ceiling (CFS quota x the 100 ms period): its tasks' cpu limit
+(TaskInfo.limits; an infinite one is no quota), else with ``--cgroups_enable_cfs`` its
+``cpus`` (a kernel without ``cpu.cfs_quota_us``, v2 ``cpu.max``, then stops agent start-up).
+Usage: user/system time (cpuacct) and throttling (cpu.stat)."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from butte.agent.containerizer import cgroupfs
@@ -13,15 +15,16 @@ from butte.agent.containerizer.isolators.base import (
     Isolator,
     IsolatorContext,
     LaunchRefused,
+    LimitCallback,
+    limit,
     require_cgroup_file,
     scalar,
 )
-from butte.agent.effects import LaunchContainer
+from butte.agent.effects import LaunchContainer, UpdateContainer
+from butte.core.task_limits import CFS_PERIOD_US, MIN_CFS_QUOTA_US
 
 CPU_SHARES_PER_CPU = 1024
 MIN_CPU_SHARES = 2
-CFS_PERIOD_US = 100_000
-MIN_CFS_QUOTA_US = 1_000
 # Mesos charges a container at least this many CPUs (MIN_CPUS in slave/constants.hpp).
 MIN_CPUS = 0.01
 MAX_CPUS = 1 << 20
@@ -41,6 +44,8 @@ class CgroupsCpu(Isolator):
 
     def __init__(self, context: IsolatorContext) -> None:
         super().__init__(context)
+        # Containers with a CFS quota from a finite cpu limit (TaskInfo.limits).
+        self._quota: set[str] = set()
         if context.options.cgroups_enable_cfs:
             require_cgroup_file(
                 self.cgroups,
@@ -52,25 +57,51 @@ class CgroupsCpu(Isolator):
             )
 
     def prepare(self, spec: LaunchContainer, setup: ContainerSetup) -> None:
+        self._set(spec)
+
+    def update(self, change: UpdateContainer) -> None:
+        self._set(change)
+
+    def _set(self, spec: LaunchContainer | UpdateContainer) -> None:
+        """Shares from the request; a CFS quota from the cpu limit (none for an infinite
+        one), else from the request with --cgroups_enable_cfs, as Mesos' cpu subsystem."""
         cpus = scalar(spec, "cpus")
         if cpus is None:
             return
-        if cpus > MAX_CPUS:
-            raise LaunchRefused(f"invalid cpus resource: {cpus}")
+        ceiling = limit(spec, "cpus")
+        for value in (cpus, ceiling):
+            if value is not None and not math.isinf(value) and value > MAX_CPUS:
+                raise LaunchRefused(f"invalid cpus resource: {value}")
         cpus = max(cpus, MIN_CPUS)
         cg = self.cgroups
         shares = max(MIN_CPU_SHARES, int(cpus * CPU_SHARES_PER_CPU))
-        quota = max(MIN_CFS_QUOTA_US, int(cpus * CFS_PERIOD_US))
+        quota: int | None = None  # None: no ceiling
+        if ceiling is not None:
+            if not math.isinf(ceiling):
+                quota = max(MIN_CFS_QUOTA_US, int(ceiling * CFS_PERIOD_US))
+                self._quota.add(spec.container_id)
+        elif self.context.options.cgroups_enable_cfs:
+            quota = max(MIN_CFS_QUOTA_US, int(cpus * CFS_PERIOD_US))
+        ceiled = ceiling is not None or self.context.options.cgroups_enable_cfs
         d = cg.controller_dir("cpu", spec.container_id)
         if cg.version == 1:
             cgroupfs.write_text(os.path.join(d, "cpu.shares"), str(shares))
-            if self.context.options.cgroups_enable_cfs:
+            if ceiled:
                 cgroupfs.write_text(os.path.join(d, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
-                cgroupfs.write_text(os.path.join(d, "cpu.cfs_quota_us"), str(quota))
+                cgroupfs.write_text(os.path.join(d, "cpu.cfs_quota_us"), str(quota or -1))
         else:
             cgroupfs.write_text(os.path.join(d, "cpu.weight"), str(v2_weight(shares)))
-            if self.context.options.cgroups_enable_cfs:
-                cgroupfs.write_text(os.path.join(d, "cpu.max"), f"{quota} {CFS_PERIOD_US}")
+            if ceiled:
+                cgroupfs.write_text(os.path.join(d, "cpu.max"), f"{quota or 'max'} {CFS_PERIOD_US}")
+
+    def recover_spec(self, spec: LaunchContainer, on_limit: LimitCallback) -> None:
+        super().recover_spec(spec, on_limit)
+        ceiling = dict(spec.limits).get("cpus")
+        if ceiling is not None and not math.isinf(ceiling):
+            self._quota.add(spec.container_id)
+
+    def cleanup(self, container_id: str) -> None:
+        self._quota.discard(container_id)
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
         cg = self.cgroups
@@ -92,7 +123,8 @@ class CgroupsCpu(Isolator):
                 statistics["cpus_system_time_secs"] = cpu_stat.get("system_usec", 0) / 1e6
             throttled_secs = cpu_stat.get("throttled_usec", 0) / 1e6
         # Throttling exists only under a CFS quota; without one Mesos leaves it out too.
-        if "nr_periods" in cpu_stat and self.context.options.cgroups_enable_cfs:
+        quota = self.context.options.cgroups_enable_cfs or container_id in self._quota
+        if "nr_periods" in cpu_stat and quota:
             statistics["cpus_nr_periods"] = cpu_stat["nr_periods"]
             statistics["cpus_nr_throttled"] = cpu_stat.get("nr_throttled", 0)
             statistics["cpus_throttled_time_secs"] = throttled_secs

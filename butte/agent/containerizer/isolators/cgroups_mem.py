@@ -1,5 +1,7 @@
 """``cgroups/mem``: a hard memory limit from the container's ``mem`` (at least 32 MB, like
-Mesos), with ``--cgroups_limit_swap`` on memory+swap too (a kernel that does not account
+Mesos), or from its tasks' memory limit (TaskInfo.limits; infinite: none), the request then
+being the soft limit and a burstable command task's ``oom_score_adj`` raised as Mesos does;
+with ``--cgroups_limit_swap`` on memory+swap too (a kernel that does not account
 swap, without ``memory.memsw.limit_in_bytes``, v2 ``memory.swap.max``, stops agent
 start-up). Going over the limit is seen in the kernel's OOM counters, never guessed from an
 exit status: ``oom_kill`` in ``memory.oom_control`` (v1) or in ``memory.events`` (v2). The
@@ -31,6 +33,7 @@ is reported as its memory limitation."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 from dataclasses import dataclass
@@ -45,10 +48,12 @@ from butte.agent.containerizer.isolators.base import (
     LaunchRefused,
     Limitation,
     LimitCallback,
+    limit,
     require_cgroup_file,
     scalar,
 )
-from butte.agent.effects import LaunchContainer
+from butte.agent.effects import LaunchContainer, UpdateContainer
+from butte.core import task_limits
 from butte.core.flags import size_text
 
 REASON = "REASON_CONTAINER_LIMITATION_MEMORY"
@@ -101,22 +106,58 @@ class CgroupsMem(Isolator):
         return self.cgroups.controller_dir("memory", container_id)
 
     def prepare(self, spec: LaunchContainer, setup: ContainerSetup) -> None:
+        request = self._set(spec, first=True)
+        if request is not None and request[0] < request[1] and spec.command is not None:
+            # A burstable command task: the first the kernel's OOM killer picks once it uses
+            # more than it asked for (Mesos' isolator sets this for the same containers).
+            setup.oom_score_adj = task_limits.oom_score_adj(request[0])
+
+    def update(self, change: UpdateContainer) -> None:
+        self._set(change, first=False)
+
+    def _set(
+        self, spec: LaunchContainer | UpdateContainer, first: bool
+    ) -> tuple[int, float] | None:
+        """The hard limit from the memory limit (none for an infinite one) or the request;
+        the soft one (v1 ``memory.soft_limit_in_bytes``, v2 ``memory.low``) from the request
+        when a limit is above it. Later, a hard limit only rises: lowering it below what the
+        container uses would OOM it. Returns (soft, hard) in bytes (hard math.inf: none)."""
         mem = scalar(spec, "mem")
         if mem is None:
-            return
-        if mem > MAX_MEMORY_MB:
-            raise LaunchRefused(f"invalid mem resource: {mem}")
-        limit = int(max(mem, MIN_MEMORY_MB) * MB)
+            return None
+        ceiling = limit(spec, "mem")
+        for value in (mem, ceiling):
+            if value is not None and not math.isinf(value) and value > MAX_MEMORY_MB:
+                raise LaunchRefused(f"invalid mem resource: {value}")
+        soft = int(max(mem, MIN_MEMORY_MB) * MB)
+        hard: float = soft
+        if ceiling is not None:
+            hard = math.inf if math.isinf(ceiling) else int(max(ceiling, MIN_MEMORY_MB) * MB)
         d = self._dir(spec.container_id)
+        v1 = self.cgroups.version == 1
+        if ceiling is not None or not first:
+            soft_file = "memory.soft_limit_in_bytes" if v1 else "memory.low"
+            cgroupfs.write_text(os.path.join(d, soft_file), str(soft))
+        hard_file = "memory.limit_in_bytes" if v1 else "memory.max"
+        if not first:
+            current = cgroupfs.read_int(os.path.join(d, hard_file))
+            if current is not None and hard <= current:
+                return soft, hard
+        text = ("-1" if v1 else "max") if math.isinf(hard) else str(int(hard))
         swap = self.context.options.cgroups_limit_swap
-        if self.cgroups.version == 1:
-            cgroupfs.write_text(os.path.join(d, "memory.limit_in_bytes"), str(limit))
-            if swap:
-                cgroupfs.write_text(os.path.join(d, "memory.memsw.limit_in_bytes"), str(limit))
+        if v1:
+            memsw = os.path.join(d, "memory.memsw.limit_in_bytes")
+            # memsw may never be below the memory limit: lowered after it, raised before.
+            if swap and not first:
+                cgroupfs.write_text(memsw, text)
+            cgroupfs.write_text(os.path.join(d, hard_file), text)
+            if swap and first:
+                cgroupfs.write_text(memsw, text)
         else:
-            cgroupfs.write_text(os.path.join(d, "memory.max"), str(limit))
+            cgroupfs.write_text(os.path.join(d, hard_file), text)
             if swap:
                 cgroupfs.write_text(os.path.join(d, "memory.swap.max"), "0")
+        return soft, hard
 
     def started(self, container_id: str, on_limit: LimitCallback) -> None:
         if self.cgroups.version == 1:

@@ -1,0 +1,130 @@
+"""TaskInfo.limits with real processes in real cgroups: a real agent (``--isolation
+cgroups/cpu,cgroups/mem``) against the fake master of `test_agent_process`. A task that asks
+for little memory but may burst to a limit uses more than its request and finishes; one
+that goes over its limit fails with the memory limitation; the cgroup files, the task's OOM
+score and the agent's statistics say what Mesos' would (docs/isolation.md "Burstable
+tasks"). Needs root and the cgroup v1 memory, cpu, cpuacct, pids and freezer controllers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from test_agent_process import (
+    AID,
+    FRAMEWORK,
+    AgentProcess,
+    FakeMaster,
+    agent_port,
+    run_scenario,
+    wait_for,
+)
+from test_agent_process import sandbox as sandbox_of
+from test_isolation import cgroups_root, container_of, flags, group, terminal  # noqa: F401
+
+from butte.core.task_limits import oom_score_adj
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+
+
+def burstable(task_id: str, command: str, mem: float, limits: dict) -> dict:
+    return {
+        "name": task_id,
+        "task_id": {"value": task_id},
+        "agent_id": {"value": AID},
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}},
+        ],
+        "command": {"value": command},
+        "limits": limits,
+    }
+
+
+def test_a_burstable_task_uses_more_than_its_request_up_to_its_limit(tmp_path, cgroups_root):  # noqa: F811
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        go = tmp_path / "go"
+        # 200 MB held by tail, against a request of 32 MB (64 with the executor's): without
+        # the limit of 512 MB the kernel would kill it.
+        burst = (
+            "cat /proc/self/oom_score_adj > adj; "
+            f"while [ ! -e {go} ]; do sleep 0.05; done; "
+            "head -c 200000000 /dev/zero | tail > /dev/null"
+        )
+        limits = {"mem": {"value": 512}, "cpus": {"value": "Infinity"}}
+        task = burstable("burst", burst, 32, limits)
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        container = await wait_for(
+            lambda: "TASK_RUNNING" in master.states("burst") and container_of(master, "burst"),
+            "running",
+        )
+        memory = group(cgroups_root, "memory", container)
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 544 * MB
+        assert int((memory / "memory.soft_limit_in_bytes").read_text()) == 64 * MB
+        cpu = group(cgroups_root, "cpu", container)
+        # An infinite cpu limit: no quota, even with --cgroups_enable_cfs.
+        assert int((cpu / "cpu.cfs_quota_us").read_text()) == -1
+        assert int((cpu / "cpu.shares").read_text()) == int(0.2 * 1024)
+        adj = sandbox_of(tmp_path, "burst") / "adj"
+        await wait_for(lambda: adj.exists() and adj.read_text().strip(), "the task's OOM score")
+        assert int(adj.read_text()) == oom_score_adj(64 * MB)
+        port = agent_port(master)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/monitor/statistics") as response:
+                monitor = await response.json()
+            async with http.get(f"http://127.0.0.1:{port}/state") as response:
+                state = await response.json()
+        (stats,) = [e["statistics"] for e in monitor if e["executor_id"] == "burst"]
+        assert stats["mem_limit_bytes"] == 544 * MB
+        assert stats["mem_soft_limit_bytes"] == 64 * MB
+        assert stats["cpus_soft_limit"] == pytest.approx(0.2)
+        (executor,) = state["frameworks"][0]["executors"]
+        assert executor["tasks"][0]["limits"] == {"cpus": "Infinity", "mem": 512.0}
+        go.touch()
+        status = await wait_for(lambda: terminal(master, "burst"), "the burst's end", 30)
+        assert status["state"] == "TASK_FINISHED", status
+
+        # Over its limit it fails as a task over its request would without one.
+        hog = burstable(
+            "hog", "head -c 600000000 /dev/zero | tail > /dev/null", 32, {"mem": {"value": 100}}
+        )
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": hog})
+        status = await wait_for(lambda: terminal(master, "hog"), "the hog's end", 30)
+        assert status["state"] == "TASK_FAILED", status
+        assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+        assert "Memory limit exceeded: Requested: 132MB" in status["message"]
+
+    agent_flags = flags(cgroups_root, "cgroups/cpu,cgroups/mem", "--cgroups_enable_cfs")
+    run_scenario(tmp_path, scenario, agent_flags=agent_flags)
+
+
+def test_a_cpu_limit_throttles_the_task_to_it(tmp_path, cgroups_root):  # noqa: F811
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        # A busy loop asking for 0.1 cpus may use 0.3 (0.4 with the executor's 0.1).
+        task = burstable("spin", "while :; do :; done", 32, {"cpus": {"value": 0.3}})
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": task})
+        container = await wait_for(
+            lambda: "TASK_RUNNING" in master.states("spin") and container_of(master, "spin"),
+            "running",
+        )
+        cpu = group(cgroups_root, "cpu", container)
+        assert int((cpu / "cpu.cfs_quota_us").read_text()) == 40_000
+        stat = cpu / "cpu.stat"
+        await wait_for(lambda: _throttled(stat) > 0, "the task throttled", 15)
+        port = agent_port(master)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/monitor/statistics") as response:
+                monitor = await response.json()
+        (stats,) = [e["statistics"] for e in monitor if e["executor_id"] == "spin"]
+        assert stats["cpus_limit"] == pytest.approx(0.4)
+        assert stats["cpus_nr_throttled"] > 0  # reported without --cgroups_enable_cfs
+
+    run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, "cgroups/cpu,cgroups/mem"))
+
+
+def _throttled(stat: Path) -> int:
+    fields = dict(line.split() for line in stat.read_text().splitlines())
+    return int(fields.get("nr_throttled", 0))
