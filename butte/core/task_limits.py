@@ -105,6 +105,9 @@ def container_limits(
     so the container's limit is never below its request. A task without a cpu limit beside
     one with it is not throttled by the other's ceiling: without ``--cgroups_enable_cfs`` the
     container then has no cpu limit at all."""
+    tasks = list(tasks)
+    if not any(task.limits for task in tasks):
+        return {}  # the common case, on every launch
     cpu_limit: float | None = None
     mem_limit: float | None = None
     cpu_rest = mem_rest = 0.0
