@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from butte.testing.cluster import start_cluster
+from butte.testing.cluster import ClusterHandle, start_cluster
 from butte.testing.docker import DOCKER, Dockerd, dockerd, in_netns
-from butte.testing.marathon import start_marathon
+from butte.testing.marathon import MarathonHandle, start_marathon
 from butte.testing.require import require
 
 pytestmark = pytest.mark.integration
@@ -67,6 +67,28 @@ def bridged_daemon() -> Iterator[Dockerd]:
         subprocess.run([IP, "netns", "del", netns], capture_output=True)
 
 
+@contextlib.contextmanager
+def bridged_cluster(tmp_path: Path) -> Iterator[tuple[Dockerd, str, ClusterHandle, MarathonHandle]]:
+    """A master, an agent running DOCKER tasks on `bridged_daemon` with the ports `PORTS`,
+    and `butte marathon` on them: (daemon, the busybox image, cluster, marathon)."""
+    with bridged_daemon() as d:
+        image = d.load_busybox()
+        flags = (
+            "--containerizers",
+            "docker,mesos",
+            "--docker",
+            DOCKER,
+            "--docker_socket",
+            d.socket,
+        )
+        resources = f"cpus:4;mem:4096;disk:16384;ports:[{PORTS[0]}-{PORTS[1]}]"
+        with (
+            start_cluster(tmp_path, agent_flags=flags, resources=resources) as cluster,
+            start_marathon(cluster.master_address, tmp_path) as marathon,
+        ):
+            yield d, image, cluster, marathon
+
+
 def fetch(d: Dockerd, port: int) -> str:
     """GET / on 127.0.0.1:`port` inside the daemon's namespace; the body. OSError when it
     does not answer (what `wait_until` retries on)."""
@@ -94,97 +116,82 @@ def refused_on_host(port: int) -> bool:
 
 
 def test_a_bridged_app_is_reached_through_its_mapped_host_ports(tmp_path: Path) -> None:
-    with bridged_daemon() as d:
-        image = d.load_busybox()
-        flags = (
-            "--containerizers",
-            "docker,mesos",
-            "--docker",
-            DOCKER,
-            "--docker_socket",
-            d.socket,
+    with bridged_cluster(tmp_path) as (d, image, cluster, marathon):
+        # Each httpd serves the task's port variables; the second listens on the port
+        # Marathon maps a container port 0 to: the host port itself.
+        script = (
+            "mkdir -p /www && "
+            'echo "$PORT0 $PORT1 $PORT_8080 $PORT_HTTP $PORT_FIXED $PORTS" > /www/index.html'
+            " && httpd -p 8080 -h /www && exec httpd -f -p $PORT1 -h /www"
         )
-        resources = f"cpus:4;mem:4096;disk:16384;ports:[{PORTS[0]}-{PORTS[1]}]"
-        with (
-            start_cluster(tmp_path, agent_flags=flags, resources=resources) as cluster,
-            start_marathon(cluster.master_address, tmp_path) as marathon,
-        ):
-            # Each httpd serves the task's port variables; the second listens on the port
-            # Marathon maps a container port 0 to: the host port itself.
-            script = (
-                "mkdir -p /www && "
-                'echo "$PORT0 $PORT1 $PORT_8080 $PORT_HTTP $PORT_FIXED $PORTS" > /www/index.html'
-                " && httpd -p 8080 -h /www && exec httpd -f -p $PORT1 -h /www"
-            )
-            status, body = marathon.request(
-                "POST",
-                "/v2/apps",
-                {
-                    "id": "/web",
-                    "cmd": script,
-                    "cpus": 0.1,
-                    "mem": 32,
-                    "container": {  # Marathon 1.4's form
-                        "type": "DOCKER",
-                        "docker": {
-                            "image": image,
-                            "network": "BRIDGE",
-                            "portMappings": [
-                                {"containerPort": 8080, "hostPort": 0, "name": "http"},
-                                {"containerPort": 0, "hostPort": FIXED, "name": "fixed"},
-                            ],
-                        },
+        status, body = marathon.request(
+            "POST",
+            "/v2/apps",
+            {
+                "id": "/web",
+                "cmd": script,
+                "cpus": 0.1,
+                "mem": 32,
+                "container": {  # Marathon 1.4's form
+                    "type": "DOCKER",
+                    "docker": {
+                        "image": image,
+                        "network": "BRIDGE",
+                        "portMappings": [
+                            {"containerPort": 8080, "hostPort": 0, "name": "http"},
+                            {"containerPort": 0, "hostPort": FIXED, "name": "fixed"},
+                        ],
                     },
                 },
-            )
-            assert status == 201, body
-            # rendered as Marathon 1.5+ renders it
-            assert body["networks"] == [{"mode": "container/bridge"}]
-            assert "portDefinitions" not in body and "network" not in body["container"]["docker"]
-            mappings = body["container"]["portMappings"]
-            assert [(m["containerPort"], m["hostPort"]) for m in mappings] == [
-                (8080, 0),
-                (0, FIXED),
-            ]
-            assert all(10000 <= m["servicePort"] <= 20000 for m in mappings)
+            },
+        )
+        assert status == 201, body
+        # rendered as Marathon 1.5+ renders it
+        assert body["networks"] == [{"mode": "container/bridge"}]
+        assert "portDefinitions" not in body and "network" not in body["container"]["docker"]
+        mappings = body["container"]["portMappings"]
+        assert [(m["containerPort"], m["hostPort"]) for m in mappings] == [
+            (8080, 0),
+            (0, FIXED),
+        ]
+        assert all(10000 <= m["servicePort"] <= 20000 for m in mappings)
 
-            tasks = marathon.wait_until(
-                lambda: [
-                    t
-                    for t in marathon.get("/v2/apps/web/tasks")["tasks"]
-                    if t["state"] == "TASK_RUNNING"
-                ],
-                60,
-                "the bridged task to run",
-            )
-            [task] = tasks
-            host_port, fixed = task["ports"]
-            assert fixed == FIXED and PORTS[0] <= host_port <= PORTS[1] and host_port != FIXED
-            assert task["servicePorts"] == [m["servicePort"] for m in mappings]
-            expected = f"{host_port} {FIXED} {host_port} {host_port} {FIXED} {host_port},{FIXED}"
-            # through docker-proxy on the host ports, into the container's ports 8080 and
-            # FIXED, all inside the namespace
-            answer = marathon.wait_until(lambda: fetch(d, host_port), 20, "the mapped port")
-            assert answer.strip() == expected
-            assert fetch(d, FIXED).strip() == expected
-            # and only there: the host namespace has neither the ports nor the bridge
-            assert refused_on_host(host_port) and refused_on_host(FIXED)
-            assert subprocess.run([IP, "link", "show", BRIDGE], capture_output=True).returncode
-            # the daemon itself (nsenter execs it: the pid it writes is the one we stop) runs
-            # in the test's namespace
-            assert int((d.root / "dockerd.pid").read_text()) == d.proc.pid
-            netns = os.stat(f"/run/netns/{d.netns}")
-            assert os.stat(f"/proc/{d.proc.pid}/ns/net").st_ino == netns.st_ino
+        tasks = marathon.wait_until(
+            lambda: [
+                t
+                for t in marathon.get("/v2/apps/web/tasks")["tasks"]
+                if t["state"] == "TASK_RUNNING"
+            ],
+            60,
+            "the bridged task to run",
+        )
+        [task] = tasks
+        host_port, fixed = task["ports"]
+        assert fixed == FIXED and PORTS[0] <= host_port <= PORTS[1] and host_port != FIXED
+        assert task["servicePorts"] == [m["servicePort"] for m in mappings]
+        expected = f"{host_port} {FIXED} {host_port} {host_port} {FIXED} {host_port},{FIXED}"
+        # through docker-proxy on the host ports, into the container's ports 8080 and
+        # FIXED, all inside the namespace
+        answer = marathon.wait_until(lambda: fetch(d, host_port), 20, "the mapped port")
+        assert answer.strip() == expected
+        assert fetch(d, FIXED).strip() == expected
+        # and only there: the host namespace has neither the ports nor the bridge
+        assert refused_on_host(host_port) and refused_on_host(FIXED)
+        assert subprocess.run([IP, "link", "show", BRIDGE], capture_output=True).returncode
+        # the daemon itself (nsenter execs it: the pid it writes is the one we stop) runs
+        # in the test's namespace
+        assert int((d.root / "dockerd.pid").read_text()) == d.proc.pid
+        netns = os.stat(f"/run/netns/{d.netns}")
+        assert os.stat(f"/proc/{d.proc.pid}/ns/net").st_ino == netns.st_ino
 
-            # the TaskInfo the master got
-            state = cluster.state()
-            [info] = [t for f in state["frameworks"] for t in f["tasks"]]
-            docker = info["container"]["docker"]
-            assert docker["network"] == "BRIDGE"
-            assert sorted(
-                (m["host_port"], m["container_port"], m["protocol"])
-                for m in docker["port_mappings"]
-            ) == sorted([(host_port, 8080, "tcp"), (FIXED, FIXED, "tcp")])
-            ports = [(p["number"], p.get("name")) for p in info["discovery"]["ports"]["ports"]]
-            assert ports == [(host_port, "http"), (FIXED, "fixed")]
-            assert d.docker("ps", "--format={{.Ports}}").strip().count("127.0.0.1:") == 2
+        # the TaskInfo the master got
+        state = cluster.state()
+        [info] = [t for f in state["frameworks"] for t in f["tasks"]]
+        docker = info["container"]["docker"]
+        assert docker["network"] == "BRIDGE"
+        assert sorted(
+            (m["host_port"], m["container_port"], m["protocol"]) for m in docker["port_mappings"]
+        ) == sorted([(host_port, 8080, "tcp"), (FIXED, FIXED, "tcp")])
+        ports = [(p["number"], p.get("name")) for p in info["discovery"]["ports"]["ports"]]
+        assert ports == [(host_port, "http"), (FIXED, "fixed")]
+        assert d.docker("ps", "--format={{.Ports}}").strip().count("127.0.0.1:") == 2
