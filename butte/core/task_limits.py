@@ -79,18 +79,15 @@ def problem(task: TaskInfo) -> str | None:
         limits = parse(task.limits)
     except ValueError as e:
         return str(e)
-    if "cpus" in limits:
-        cpus = _request(task.resources, "cpus")
-        if cpus is None:
-            return "When a CPU limit is specified, a CPU request must also be specified"
-        if limits["cpus"] < cpus:
-            return "The cpu limit must be greater than or equal to the cpu request"
-    if "mem" in limits:
-        mem = _request(task.resources, "mem")
-        if mem is None:
-            return "When a memory limit is specified, a memory request must also be specified"
-        if limits["mem"] < mem:
-            return "The memory limit must be greater than or equal to the memory request"
+    # Mesos' words for each: "CPU" and "cpu", "memory" twice.
+    for name, upper, lower in (("cpus", "CPU", "cpu"), ("mem", "memory", "memory")):
+        if name not in limits:
+            continue
+        request = _request(task.resources, name)
+        if request is None:
+            return f"When a {upper} limit is specified, a {upper} request must also be specified"
+        if limits[name] < request:
+            return f"The {lower} limit must be greater than or equal to the {lower} request"
     return None
 
 
