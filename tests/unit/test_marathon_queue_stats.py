@@ -1,8 +1,8 @@
 """``/v2/queue``'s offer statistics and ``api_post_event`` as Marathon writes them: the
 reject summaries over Marathon's whole reason funnel, ``lastUnusedOffers`` on
-``embed=lastUnusedOffers``, the delay in whole seconds; an ``api_post_event`` with the
-client's address and the request's path for the requests Marathon posts it for, and the
-stream's attach and detach events on the bus."""
+``embed=lastUnusedOffers``, the delay in whole seconds, no ``role`` (the marathon client
+cannot read it); an ``api_post_event`` with the client's address and the request's path for
+the requests Marathon posts it for, and the stream's attach and detach events on the bus."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_an_app_bigger_than_every_agent_says_insufficient_cpus_on_each_offer():
     w.now += 10
     assert w.offer(offer("a1", "h1")) == []  # a newer offer of a1 replaces its last one
     (item,) = w.p.queue(w.now)
-    assert item["count"] == 2 and "role" not in item  # marathon-python 0.13 fails on it
+    # Without Marathon 1.9's role: the marathon client 0.13.0 fails on a field it does not know.
+    assert item["count"] == 2 and "role" not in item
     assert item["delay"] == {"timeLeftSeconds": 0, "overdue": True}
     summary = item["processedOffersSummary"]
     assert summary["processedOffersCount"] == 3 and summary["unusedOffersCount"] == 3
@@ -158,6 +159,10 @@ def test_queue_route_embeds_last_unused_offers_only_when_asked():
         shell.launch("/big")
         status, body = await call(client, "GET", "/v2/queue")
         assert status == 200 and "lastUnusedOffers" not in body["queue"][0]
+        # Marathon's order (count, delay, since, processedOffersSummary, app), without its
+        # 1.9 role, which the marathon client 0.13.0 cannot read
+        assert list(body["queue"][0])[:2] == ["count", "delay"]
+        assert list(body["queue"][0])[-1] == "app"
         status, body = await call(client, "GET", "/v2/queue?embed=lastUnusedOffers")
         assert [u["reason"] for u in body["queue"][0]["lastUnusedOffers"]] == [["InsufficientCpus"]]
 
@@ -273,3 +278,95 @@ def test_stream_attach_and_detach_are_events_every_stream_sees_through_its_filte
         watcher.close()
 
     run(test)
+
+
+def maintenance_offer(start: float, duration: float | None = None) -> dict[str, Any]:
+    """An offer of an agent the master has in a maintenance window (docs/maintenance.md)."""
+    window: dict[str, Any] = {"start": {"nanoseconds": int(start * 1e9)}}
+    if duration is not None:
+        window["duration"] = {"nanoseconds": int(duration * 1e9)}
+    return {**offer(), "unavailability": window}
+
+
+def test_offers_of_an_agent_in_maintenance_are_not_used_and_say_agent_maintenance():
+    def launched(config: PlannerConfig, o: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        p = Planner(config, seed=1)
+        p.subscribed("fw-1", 1000.0)
+        p.deploy({"/web": app()}, 1000.0)
+        p.tick(1000.0)
+        p.offers([o], 1000.0)
+        n = sum(len(e.tasks) for e in p.take_effects() if isinstance(e, Launch))
+        queue = p.queue(1000.0, embed_offers=True)
+        return n, queue[0] if queue else {}
+
+    n, item = launched(PlannerConfig(), maintenance_offer(990.0))
+    assert n == 0
+    # As Marathon's ResourceMatcher: the unavailability is an unfulfilled constraint too,
+    # and the funnel counts the offer under that, its first reason.
+    assert item["lastUnusedOffers"][0]["reason"] == ["UnfulfilledConstraint", "AgentMaintenance"]
+    summary = item["processedOffersSummary"]
+    assert declined(summary["rejectSummaryLaunchAttempt"]) == {"UnfulfilledConstraint": 1}
+    assert declined(summary["rejectSummaryLastOffers"]) == {"UnfulfilledConstraint": 1}
+    # A window ahead (beyond --draining_seconds) or over, or --disable_maintenance_mode: used.
+    assert launched(PlannerConfig(), maintenance_offer(1100.0))[0] == 1
+    assert launched(PlannerConfig(), maintenance_offer(900.0, duration=50))[0] == 1
+    assert launched(PlannerConfig(), maintenance_offer(990.0, duration=50))[0] == 0
+    assert launched(PlannerConfig(maintenance_mode=False), maintenance_offer(990.0))[0] == 1
+    assert launched(PlannerConfig(draining_seconds=200), maintenance_offer(1100.0))[0] == 0
+
+
+def gpu_offer() -> dict[str, Any]:
+    o = offer()
+    o["resources"].append({"name": "gpus", "type": "SCALAR", "scalar": {"value": 2}})
+    return o
+
+
+def test_an_app_without_gpus_leaves_offers_with_gpus_alone_unless_unrestricted():
+    def launched(config: PlannerConfig, spec: dict[str, Any]) -> tuple[int, list[dict]]:
+        p = Planner(config, seed=1)
+        p.subscribed("fw-1", 1000.0)
+        p.deploy({spec["id"]: spec}, 1000.0)
+        p.tick(1000.0)
+        p.offers([gpu_offer()], 1000.0)
+        n = sum(len(e.tasks) for e in p.take_effects() if isinstance(e, Launch))
+        return n, p.queue(1000.0, embed_offers=True)
+
+    n, (item,) = launched(PlannerConfig(), app())
+    assert n == 0
+    assert item["lastUnusedOffers"][0]["reason"] == ["DeclinedScarceResources"]
+    summary = item["processedOffersSummary"]
+    assert declined(summary["rejectSummaryLaunchAttempt"]) == {"DeclinedScarceResources": 1}
+    # Too small as well: every reason, the funnel's first counted.
+    n, (item,) = launched(PlannerConfig(), app(cpus=64))
+    assert item["lastUnusedOffers"][0]["reason"] == ["InsufficientCpus", "DeclinedScarceResources"]
+    # The app's label, the flag, or an app that needs GPUs: placed there.
+    assert launched(PlannerConfig(), app(gpus=1))[0] == 1
+    assert launched(PlannerConfig(gpu_scheduling_behavior="unrestricted"), app())[0] == 1
+    unrestricted = app(labels={"GPU_SCHEDULING_BEHAVIOR": "unrestricted"})
+    assert launched(PlannerConfig(), unrestricted)[0] == 1
+    restricted = app(labels={"GPU_SCHEDULING_BEHAVIOR": "restricted"})
+    assert launched(PlannerConfig(gpu_scheduling_behavior="unrestricted"), restricted)[0] == 0
+    # A label naming no behaviour is ignored, as Marathon ignores it.
+    other = app(labels={"GPU_SCHEDULING_BEHAVIOR": "sometimes"})
+    assert launched(PlannerConfig(), other)[0] == 0
+
+
+def test_marathon_flags_reach_the_planner():
+    from butte.cli.main import build_parser
+    from butte.frameworks.marathon.main import Service
+
+    argv = ["marathon", "--master", "127.0.0.1:1", "--work_dir", "/nonexistent"]
+    config = Service(build_parser(argv).parse_args(argv)).planner.config
+    assert (config.maintenance_mode, config.draining_seconds) == (True, 0.0)
+    assert config.gpu_scheduling_behavior == "restricted"
+    more = [
+        *argv,
+        "--disable_maintenance_mode",
+        "--draining_seconds",
+        "60",
+        "--gpu_scheduling_behavior",
+        "unrestricted",
+    ]
+    config = Service(build_parser(more).parse_args(more)).planner.config
+    assert (config.maintenance_mode, config.draining_seconds) == (False, 60.0)
+    assert config.gpu_scheduling_behavior == "unrestricted"

@@ -50,6 +50,9 @@ READINESS_FIELDS = frozenset(
         "preserveLastResponse",
     }
 )
+# Marathon's ``ResourceLimits``: the names that may have a limit, and the word for none.
+RESOURCE_LIMIT_NAMES = ("cpus", "mem")
+UNLIMITED = "unlimited"
 DEFAULT_UPGRADE = {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}
 DEFAULT_UNREACHABLE = {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
 
@@ -111,6 +114,7 @@ KNOWN = frozenset(
         "container",
         "executor",
         "networks",
+        "resourceLimits",
     }
 )
 
@@ -172,11 +176,18 @@ def id_errors(path_id: str) -> list[str]:
 
 
 def _number(errors: _Errors, path: str, value: Any, minimum: float, maximum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        errors.add(path, f"must be a number, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        errors.add(path, f"must be a number, got {value!r:.100}")
         return minimum
+    # Compared before any float(): a JSON integer of 400 digits is no float at all.
     if value < minimum or value > maximum:
-        errors.add(path, f"got {value}, expected between {minimum:g} and {maximum:g}")
+        errors.add(path, f"got {value!r:.30}, expected between {minimum:g} and {maximum:g}")
+        if isinstance(value, int) and abs(value) > maximum:
+            return maximum if value > 0 else minimum  # what later checks look at
     return float(value)
 
 
@@ -216,6 +227,57 @@ def _bool(errors: _Errors, path: str, value: Any) -> bool:
         errors.add(path, f"must be a boolean, got {value!r}")
         return False
     return value
+
+
+def _resource_limits(
+    errors: _Errors, raw: Any, cpus: float, mem: float
+) -> dict[str, float | str] | None:
+    """Marathon 1.10's ``resourceLimits`` (``AppValidation.validResourceLimits``): ``cpus``
+    and ``mem`` each ``"unlimited"`` or a number at least the app's request, kept as given
+    (cpus before mem); None when there are none (absent, null or ``{}``). The tasks get
+    them as ``TaskInfo.limits`` (`launch.task_info`)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        errors.add("/resourceLimits", "must be an object with cpus and/or mem")
+        return None
+    for key in raw:
+        if key not in RESOURCE_LIMIT_NAMES:
+            # Marathon's type has only these two; butte refuses what it would not enforce.
+            errors.add(f"/resourceLimits/{key}", "unknown field: only cpus and mem have limits")
+    out: dict[str, float | str] = {}
+    for name, request in (("cpus", cpus), ("mem", mem)):
+        value = raw.get(name)
+        path = f"/resourceLimits/{name}"
+        if value is None:
+            continue
+        if isinstance(value, str):
+            if value != UNLIMITED:
+                errors.add(
+                    path,
+                    f"'{value[:100]}' is an invalid resource limit. "
+                    "It must be 'unlimited' or a number",
+                )
+            out[name] = value
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors.add(
+                path,
+                f"{value!r:.100} is an invalid resource limit. It must be 'unlimited' or a number",
+            )
+            continue
+        # Compared before any float(): a JSON integer of 400 digits is no float at all.
+        if (isinstance(value, float) and math.isnan(value)) or value > MAX_SCALAR:
+            errors.add(path, f"got {value!r:.30}, expected 'unlimited' or at most {MAX_SCALAR:g}")
+            continue
+        if value < request:
+            errors.add(
+                path,
+                "resource limit must be greater than or equal to requested resource "
+                f"({float(request)!r})",
+            )
+        out[name] = float(value)
+    return out or None
 
 
 def _port_definitions(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -890,6 +952,9 @@ def normalize_app(
     app["gpus"] = _integer(errors, "/gpus", raw.get("gpus", 0), 0, 1024)
     if app["cpus"] == 0 and app["mem"] == 0:
         errors.add("/cpus", "an app needs some cpus or mem")
+    limits = _resource_limits(errors, raw.get("resourceLimits"), app["cpus"], app["mem"])
+    if limits:  # absent when there are none, so definitions stored before compare equal
+        app["resourceLimits"] = limits
     app["instances"] = _integer(errors, "/instances", raw.get("instances", 1), 0, MAX_INSTANCES)
     app["env"] = _str_map(errors, "/env", raw.get("env") or {})
     for name in app["env"]:

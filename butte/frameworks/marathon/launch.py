@@ -1,7 +1,8 @@
 """Turning an offer into tasks (pure): which of an offer's resources an instance takes
 (`Pool`, by role, host ports picked at random from the offered ranges unless asked for by
 number) and the Mesos TaskInfo of an instance (`task_info`: command, environment, fetched URIs,
-container with its bound port mappings, health check, kill policy, discovery)."""
+resource limits, container with its bound port mappings, health check, kill policy,
+discovery)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from butte.frameworks.marathon.appdef import app_ports, container_info, is_bridged
+from butte.core.task_limits import INFINITY
+from butte.frameworks.marathon.appdef import UNLIMITED, app_ports, container_info, is_bridged
 from butte.frameworks.marathon.model import Instance
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
@@ -221,6 +223,14 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
         "labels": {"labels": [{"key": k, "value": v} for k, v in spec["labels"].items()]},
         "discovery": _discovery_info(spec, inst),
     }
+    limits = spec.get("resourceLimits")
+    if limits:
+        # Marathon's TaskBuilder.limitsAsJavaMap: each limit a Value.Scalar, "unlimited" the
+        # infinite double, which protobuf's JSON (and butte.core.task_limits) write "Infinity".
+        task["limits"] = {
+            name: {"value": INFINITY if value == UNLIMITED else value}
+            for name, value in limits.items()
+        }
     if container:
         task["container"] = container_info(container, inst.ports)
     if spec["healthChecks"]:

@@ -47,7 +47,7 @@ from butte.frameworks.marathon.model import (
     Revive,
     Suppress,
 )
-from butte.frameworks.marathon.planner import ApiError, Planner, PlannerConfig
+from butte.frameworks.marathon.planner import GPU_BEHAVIORS, ApiError, Planner, PlannerConfig
 from butte.frameworks.marathon.store import SqliteStore, ZooKeeperStore
 
 log = logging.getLogger("butte.marathon")
@@ -100,7 +100,13 @@ class Service:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.planner = Planner(
-            PlannerConfig(role=args.mesos_role, task_launch_timeout=args.task_launch_timeout / 1000)
+            PlannerConfig(
+                role=args.mesos_role,
+                task_launch_timeout=args.task_launch_timeout / 1000,
+                maintenance_mode=args.maintenance_mode,
+                draining_seconds=args.draining_seconds,
+                gpu_scheduling_behavior=args.gpu_scheduling_behavior,
+            )
         )
         self.hub = EventHub()
         # --zk: the store is ZooKeeper's, opened once elected; else SQLite under --work_dir.
@@ -494,6 +500,7 @@ class Service:
                 "checkpoint": True,
                 "failover_timeout": args.failover_timeout,
                 "task_launch_timeout": args.task_launch_timeout,
+                "maintenance_mode": args.maintenance_mode,
                 "ha": self.zk is not None,
                 "webui_url": f"{self.scheme}://{self.own_address()}/ui",
             },
@@ -584,6 +591,34 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         default=300000.0,
         help="milliseconds a task may stay staging before it is killed and replaced",
     )
+    maintenance = parser.add_mutually_exclusive_group()
+    maintenance.add_argument(
+        "--maintenance_mode",
+        dest="maintenance_mode",
+        action="store_true",
+        default=True,
+        help="(default) offers of agents in a maintenance window are not used",
+    )
+    maintenance.add_argument(
+        "--disable_maintenance_mode",
+        dest="maintenance_mode",
+        action="store_false",
+        help="use offers of agents in a maintenance window too (not the default)",
+    )
+    parser.add_argument(
+        "--draining_seconds",
+        type=float,
+        default=0.0,
+        help="seconds before a maintenance window's start from which its agents' offers are "
+        "not used (default 0; no effect with --disable_maintenance_mode)",
+    )
+    parser.add_argument(
+        "--gpu_scheduling_behavior",
+        choices=GPU_BEHAVIORS,
+        default="restricted",
+        help="restricted (default): apps without gpus do not take offers with GPUs; "
+        "unrestricted: they do (an app's GPU_SCHEDULING_BEHAVIOR label overrides it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -599,6 +634,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--work_dir is required without --zk (the embedded store lives there)", 2)
     if not 0 < args.http_port < 65536:
         raise CliError("--http_port must be 1..65535", 2)
+    if not 0 <= args.draining_seconds <= 10**9:
+        raise CliError("--draining_seconds must be 0..1e9", 2)
     logging.basicConfig(
         level=os.environ.get("BUTTE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -79,10 +79,22 @@ class ApiError(Exception):
         self.body = body
 
 
+# Marathon's --gpu_scheduling_behavior values (and the app label that overrides it).
+GPU_BEHAVIORS = ("restricted", "unrestricted")
+GPU_BEHAVIOR_LABEL = "GPU_SCHEDULING_BEHAVIOR"
+
+
 @dataclass
 class PlannerConfig:
     role: str = "*"
     task_launch_timeout: float = 300.0
+    # Marathon's --[disable_]maintenance_mode and --draining_seconds: offers of an agent in
+    # (or within draining_seconds of) its maintenance window are not used.
+    maintenance_mode: bool = True
+    draining_seconds: float = 0.0
+    # Marathon's --gpu_scheduling_behavior: "restricted" keeps apps without gpus off
+    # offers that have some (DeclinedScarceResources).
+    gpu_scheduling_behavior: str = "restricted"
 
 
 class Planner:
@@ -1029,14 +1041,13 @@ class Planner:
             rt = self._rt(app_id)
             used = False
             while self.wanted.get(app_id, 0) > 0:
-                violated = self._violation(spec, hostname, attributes, now)
-                taken = None if violated else pool.take(spec)
+                refused = self._refusals(spec, offer, hostname, attributes, now)
+                taken = None if refused else pool.take(spec)
                 if taken is None:
-                    # As Marathon's ResourceMatcher: the resources short and the constraint
-                    # together; ports only once everything else fits.
-                    reasons = pool.missing(spec) if violated else list(pool.reasons)
-                    if violated:
-                        reasons.append(violated)
+                    # As Marathon's ResourceMatcher: the resources short and every other
+                    # reason together; ports only once everything else fits.
+                    reasons = pool.missing(spec) if refused else list(pool.reasons)
+                    reasons += [r for r in refused if r not in reasons]
                     if not used:
                         self._no_match(rt, offer, reasons, now)
                     break
@@ -1064,6 +1075,64 @@ class Planner:
             first = min(reasons, key=REASON_FUNNEL.index)
             rt.rejects[first] = rt.rejects.get(first, 0) + 1
         rt.last_no_match[offer["agent_id"]["value"]] = (offer, reasons, now)
+
+    def _refusals(
+        self,
+        spec: Mapping[str, Any],
+        offer: Mapping[str, Any],
+        hostname: str,
+        attributes: Mapping[str, str],
+        now: float,
+    ) -> list[str]:
+        """Why an app may not use an offer at all, whatever its resources, in the order of
+        Marathon's ``ResourceMatcher``: a constraint not met; an agent in maintenance (which
+        Marathon reports as ``UnfulfilledConstraint`` and ``AgentMaintenance``, so that the
+        funnel counts it under the former); GPUs an app without gpus must leave alone."""
+        out = []
+        violated = self._violation(spec, hostname, attributes, now)
+        if violated:
+            out.append(violated)
+        if self.config.maintenance_mode and self._in_maintenance(offer, now):
+            out += ["UnfulfilledConstraint", "AgentMaintenance"]
+        if self._scarce_gpus(spec, offer):
+            out.append("DeclinedScarceResources")
+        return out
+
+    def _in_maintenance(self, offer: Mapping[str, Any], now: float) -> bool:
+        """Marathon's ``Availability.offerAvailable``, negated: the offer's agent is within
+        ``draining_seconds`` of its unavailability's start, or past it and either without an
+        end or not yet at it (docs/maintenance.md: the master puts the window on offers)."""
+        window = offer.get("unavailability")
+        if not isinstance(window, Mapping):
+            return False
+        start = (window.get("start") or {}).get("nanoseconds")
+        if not isinstance(start, int | float) or isinstance(start, bool):
+            return False
+        start_s = start / 1e9
+        if now <= start_s - self.config.draining_seconds:
+            return False
+        duration = (window.get("duration") or {}).get("nanoseconds")
+        if isinstance(duration, int | float) and not isinstance(duration, bool):
+            return now <= start_s + duration / 1e9
+        return True
+
+    def _scarce_gpus(self, spec: Mapping[str, Any], offer: Mapping[str, Any]) -> bool:
+        """Marathon's ``checkGpuSchedulingBehaviour``: under the ``restricted`` behaviour (the
+        flag's, or the app's ``GPU_SCHEDULING_BEHAVIOR`` label when that names one) an app
+        without gpus does not take an offer with GPUs, of any role, leaving them to apps
+        that need them."""
+        if spec["gpus"]:
+            return False
+        behavior = spec["labels"].get(GPU_BEHAVIOR_LABEL)
+        if behavior not in GPU_BEHAVIORS:
+            behavior = self.config.gpu_scheduling_behavior
+        if behavior != "restricted":
+            return False
+        gpus = 0.0
+        for r in offer.get("resources", ()):
+            if r.get("name") == "gpus" and r.get("type") == "SCALAR":
+                gpus += float((r.get("scalar") or {}).get("value", 0))
+        return gpus > 0
 
     def _violation(
         self, spec: Mapping[str, Any], hostname: str, attributes: Mapping[str, str], now: float
@@ -1145,7 +1214,6 @@ class Planner:
             summary["rejectSummaryLastOffers"] = funnel(len(last), last_firsts)
             summary["rejectSummaryLaunchAttempt"] = funnel(rt.processed_offers, rt.rejects)
             item: dict[str, Any] = {
-                "app": spec,
                 "count": count,
                 # whole seconds, as Marathon's QueueDelay (an int64); overdue: not backed off
                 "delay": {"timeLeftSeconds": max(0, int(left)), "overdue": left <= 0},
@@ -1157,6 +1225,7 @@ class Planner:
                     {"offer": offer_json(o), "reason": list(reasons), "timestamp": iso(t)}
                     for o, reasons, t in last
                 ]
+            item["app"] = spec  # last, as Marathon's QueueApp writes it (its role left out)
             out.append(item)
         return out
 
