@@ -111,7 +111,7 @@ log = logging.getLogger("butte.agent")
 MiB = 1024 * 1024
 # How often the work dir's free space is measured.
 DISK_CHECK_INTERVAL = 2.0
-# A container whose logs cannot be rotated (a full disk) is logged about at most this often.
+# A log rotator that cannot be started is logged about at most this often.
 ROTATE_WARNING_INTERVAL = 60.0
 
 
@@ -139,6 +139,11 @@ def command_executor_argv() -> tuple[str, ...]:
 def zygote_argv() -> tuple[str, ...]:
     """How the agent starts the executor zygote (fork server)."""
     return _fast_python("butte.agent.executor.zygote")
+
+
+def rotator_argv() -> tuple[str, ...]:
+    """How the agent starts the log rotator (its work dir and recovery timeout follow)."""
+    return _fast_python("butte.agent.executor.rotator")
 
 
 def launcher_argv() -> tuple[str, ...]:
@@ -291,6 +296,8 @@ class AgentServer:
         # The work dir's free bytes, as last measured (None: not yet).
         self.work_dir_free: int | None = None
         self._rotate_task: asyncio.Task | None = None
+        # --container_logger=logrotate: the agent's link to its log rotator process.
+        self._rotator: logrotate.RotatorClient | None = None
         self._stop = asyncio.Event()
         self._pending: deque[Effect] = deque()
         # container id -> (sandbox, volumes attached there), detached when it ends.
@@ -398,13 +405,19 @@ class AgentServer:
         if self.options.recover == "cleanup":
             # Mesos: "kill any old live executors and exit" (for an incompatible upgrade).
             log.info("--recover=cleanup: the previous run's executors are killed; exiting")
+            logrotate.stop_rotator(work_dir)
             self.request_stop()
             return
         self._link_task = asyncio.create_task(self.master_link.run())
         self._gc_task = asyncio.create_task(self._collect_garbage())
         self._disk_task = asyncio.create_task(self._watch_disk())
         if self.options.log_rotation is not None:
+            self._rotator = logrotate.RotatorClient(
+                rotator_argv(), work_dir, self.options.recovery_timeout
+            )
             self._rotate_task = asyncio.create_task(self._rotate_logs(self.options.log_rotation))
+        else:  # one a run with --container_logger=logrotate left must not go on rotating
+            logrotate.stop_rotator(work_dir)
         log.info("agent listening on %s:%d, master %s", self.options.ip, port, self.options.master)
 
     def _connect_launcher(
@@ -835,33 +848,14 @@ class AgentServer:
         )
 
     async def _rotate_logs(self, policy: RotationPolicy) -> None:
-        """Rotates live containers' stdout/stderr by size (butte.agent.containerizer.logrotate),
-        each by ``policy`` as its environment overrides it, and each task group member's by
-        ``policy`` as its own task's environment does."""
-
-        # Sandbox -> when its failure to rotate was last logged: a full disk fails every
-        # check, once a second per container, and the log may be on that disk too.
-        warned: dict[str, float] = {}
-
-        def rotate_all(work: list[tuple[str, _Rotation]]) -> None:
-            for ended in warned.keys() - {sandbox for sandbox, _ in work}:
-                del warned[ended]
-            for sandbox, (own, members) in work:
-                try:
-                    own.check(sandbox, members)
-                except OSError as e:
-                    now = time.monotonic()
-                    if now - warned.get(sandbox, -ROTATE_WARNING_INTERVAL) >= (
-                        ROTATE_WARNING_INTERVAL
-                    ):
-                        warned[sandbox] = now
-                        log.warning(
-                            "cannot rotate the logs of %s: %s (said at most once a minute)",
-                            sandbox,
-                            e,
-                        )
-                else:
-                    warned.pop(sandbox, None)
+        """Keeps the log rotator (`butte.agent.executor.rotator`) running, a new one started
+        if it died, and told which live containers' stdout/stderr to rotate, each by
+        ``policy`` as its environment overrides it, and each task group member's by
+        ``policy`` as its own task's environment does. The rotator rotates on its own clock,
+        so rotation goes on while the agent is down (docs/isolation.md)."""
+        rotator = self._rotator
+        assert rotator is not None
+        failed_at = -ROTATE_WARNING_INTERVAL  # when a failure to start it was last logged
 
         def current(known: _Rotation | None, ex: Executor) -> _Rotation:
             # A task group launched into a running default executor brings new members.
@@ -870,18 +864,37 @@ class AgentServer:
             return known
 
         policies: dict[str, _Rotation] = {}  # container id -> its rotation
+        sent: list[logrotate.Work] | None = None  # what the rotator was told last
         while True:
-            await asyncio.sleep(logrotate.CHECK_INTERVAL)
             assert self.containerizer is not None
             core = self._core
             live = [
                 core.containers[c] for c in self.containerizer.containers if c in core.containers
             ]
             policies = {ex.container_id: current(policies.get(ex.container_id), ex) for ex in live}
-            if live:
-                await asyncio.to_thread(
-                    rotate_all, [(ex.sandbox, policies[ex.container_id]) for ex in live]
-                )
+            work = [(ex.sandbox, *policies[ex.container_id]) for ex in live]
+            for said in rotator.poll():
+                log.warning("log rotator: %s", said)
+            if not rotator.connected:
+                sent = None
+                try:
+                    adopted = await asyncio.to_thread(rotator.connect)
+                except (logrotate.RotatorUnavailable, OSError) as e:
+                    now = time.monotonic()
+                    if now - failed_at >= ROTATE_WARNING_INTERVAL:
+                        failed_at = now
+                        log.error(
+                            "logs are not rotated: %s (tried every second, said at most once a "
+                            "minute)",
+                            e,
+                        )
+                else:
+                    how = "adopted the" if adopted else "started a"
+                    log.info("%s log rotator (pid %s)", how, rotator.pid)
+            if rotator.connected and work != sent:
+                await asyncio.to_thread(rotator.send, work)
+                sent = work if rotator.connected else None
+            await asyncio.sleep(logrotate.CHECK_INTERVAL)
 
     async def _watch_disk(self) -> None:
         """Measures the work dir's free space every `DISK_CHECK_INTERVAL` seconds and tells
@@ -1032,6 +1045,8 @@ class AgentServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._rotator is not None:  # the containers are gone: so is their rotation
+            await asyncio.to_thread(self._rotator.stop)
         if self._link_task is not None:
             self._link_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

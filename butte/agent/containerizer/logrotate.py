@@ -1,9 +1,12 @@
 """stdout/stderr rotation by size (``--container_logger=logrotate``, after Mesos' logrotate
 container logger and its ``max_stdout_size`` / ``logrotate_stdout_options``).
 
-Every second the agent looks at the size of each live container's ``stdout`` and ``stderr``
-(and those of task group members under ``tasks/<id>/``). One past its maximum is rotated the
-way logrotate's ``copytruncate`` does it: ``stdout.N-1`` becomes ``stdout.N`` (the oldest
+Every second the log rotator (`butte.agent.executor.rotator`, a process of its own that
+outlives the agent, as Mesos' ``mesos-logrotate-logger`` processes do) looks at the size of
+each live container's ``stdout`` and ``stderr`` (and those of task group members under
+``tasks/<id>/``); the agent keeps it running and tells it which sandboxes to rotate with
+which policy (`RotatorClient`). One past its maximum is rotated the way logrotate's
+``copytruncate`` does it: ``stdout.N-1`` becomes ``stdout.N`` (the oldest
 beyond ``rotate N`` goes), the file's bytes are copied to ``stdout.1`` and it is truncated
 to zero. The writers keep their descriptors (opened with O_APPEND, so their next write lands
 at the new end). Bytes written between the last copy and the truncation, a window of
@@ -24,8 +27,16 @@ import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from butte.agent.executor import lite
+
+if TYPE_CHECKING:
+    import subprocess
 
 _UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 CHECK_INTERVAL = 1.0
@@ -83,6 +94,21 @@ class RotationPolicy:
             except ValueError as e:
                 raise ValueError(f"{ENV_PREFIX}{name}: {e}") from None
         return dataclasses.replace(self, **changes) if changes else self
+
+    def wire(self) -> list[int]:
+        """This policy as the rotator's protocol carries it (`of_wire` reads it back)."""
+        return [self.max_stdout, self.max_stderr, self.keep_stdout, self.keep_stderr]
+
+    @classmethod
+    def of_wire(cls, value: Any) -> RotationPolicy:
+        """A policy from its `wire` form; ValueError unless four positive integers."""
+        if not (
+            isinstance(value, list)
+            and len(value) == 4
+            and all(type(n) is int and n > 0 for n in value)
+        ):
+            raise ValueError(f"a policy is four positive integers, got {value!r}"[:200])
+        return cls(*value)
 
     def check(self, sandbox: str, members: Mapping[str, RotationPolicy] | None = None) -> int:
         """Rotates every stdout/stderr of the sandbox past its maximum; returns how many.
@@ -167,3 +193,186 @@ def _copy_rest(source: int, target: int, copied: int) -> int:
             break
         copied += sent
     return copied
+
+
+# -- the agent's side of the log rotator (butte.agent.executor.rotator) -----------------------
+
+ROTATOR_SOCKET = "rotator.sock"  # under the work dir
+ROTATOR_LOCK = "rotator.lock"  # held by the rotator that rotates; holds its pid
+ROTATOR_START_TIMEOUT = 10.0  # for a new rotator to listen / an old one to answer
+ROTATOR_SEND_TIMEOUT = 10.0
+ROTATOR_STOP_TIMEOUT = 2.0  # for a rotator told to stop to exit
+
+# One sandbox to rotate: its path, its own policy, its task group members' by task id.
+Work = tuple[str, RotationPolicy, dict[str, RotationPolicy]]
+
+
+class RotatorUnavailable(Exception):
+    """The log rotator could not be reached or started."""
+
+
+class RotatorClient:
+    """One agent's connection to its log rotator. `connect` adopts the rotator a previous
+    run of the agent left (its socket answers) or starts one; `send` replaces the list of
+    sandboxes it rotates; `poll` reads what it reported and notices that it is gone.
+    `connect`, `send` and `stop` block (the agent runs them in a thread); `poll` does not."""
+
+    def __init__(self, argv: Sequence[str], work_dir: str, recovery_timeout: float) -> None:
+        self._argv = [*argv, os.path.abspath(work_dir), repr(float(recovery_timeout))]
+        self.path = os.path.join(os.path.abspath(work_dir), ROTATOR_SOCKET)
+        self.pid: int | None = None  # the connected rotator's
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # one this agent started
+        self._buffer = bytearray()
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def connect(self) -> bool:
+        """Connects to the running rotator, else starts one; True: an existing one was
+        adopted. RotatorUnavailable (or OSError) if neither works."""
+        import subprocess  # only agents that rotate pay for it
+
+        self._reap()
+        sock = _connect(self.path)
+        adopted = sock is not None
+        if sock is None:
+            self._proc = subprocess.Popen(
+                self._argv, stdin=subprocess.DEVNULL, start_new_session=True, cwd="/"
+            )
+            deadline = time.monotonic() + ROTATOR_START_TIMEOUT
+            while sock is None:
+                if self._proc.poll() is not None:
+                    raise RotatorUnavailable(
+                        f"the log rotator exited with status {self._proc.returncode}"
+                    )
+                if time.monotonic() > deadline:
+                    self._proc.kill()
+                    self._proc.wait()
+                    raise RotatorUnavailable(f"the log rotator did not start ({self.path})")
+                time.sleep(0.01)
+                sock = _connect(self.path)
+        sock.settimeout(ROTATOR_START_TIMEOUT)
+        self._buffer.clear()
+        try:
+            while b"\n" not in self._buffer:
+                data = sock.recv(1 << 16)
+                if not data:
+                    raise ValueError("connection closed")
+                self._buffer += data
+            end = self._buffer.index(b"\n")
+            hello = lite.loads(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+            self.pid = int(hello["rotator"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sock.close()
+            raise RotatorUnavailable(f"no answer from the log rotator: {e}") from None
+        sock.setblocking(False)
+        self._sock = sock
+        return adopted
+
+    def send(self, work: Sequence[Work]) -> None:
+        """Tells the rotator to rotate exactly these sandboxes from now on."""
+        sandboxes = [
+            [sandbox, own.wire(), {task: p.wire() for task, p in members.items()}]
+            for sandbox, own, members in work
+        ]
+        self._request({"op": "rotate", "sandboxes": sandboxes})
+
+    def poll(self) -> list[str]:
+        """What the rotator reported since the last call (warnings and errors, to log);
+        ``connected`` turns False if it is gone. Does not block."""
+        sock = self._sock
+        while sock is not None:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                break
+            self._buffer += data
+        said = []
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
+            try:
+                message = lite.loads(line)
+                said.append(str(message.get("warning") or message.get("error") or message))
+            except (ValueError, AttributeError):
+                said.append(f"unreadable line {line[:200]!r}")
+        return said
+
+    def stop(self) -> None:
+        """Makes the rotator exit (the one connected, else one left running at this work
+        dir); waits for one this agent started."""
+        if self._sock is None:
+            self._sock = _connect(self.path)
+        sock = self._sock
+        if sock is not None:
+            self._request({"op": "stop"})
+            # Until it is gone: a rotator that finds its agent gone before it read the
+            # request would never see it.
+            with contextlib.suppress(OSError):
+                sock.settimeout(ROTATOR_STOP_TIMEOUT)
+                while sock.recv(1 << 16):
+                    pass
+            self._lost()
+        if self._proc is not None:
+            import subprocess
+
+            try:
+                self._proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def close(self) -> None:
+        """Disconnects; the rotator goes on with what it was told last."""
+        self._lost()
+
+    def _request(self, message: dict[str, Any]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.settimeout(ROTATOR_SEND_TIMEOUT)
+            sock.sendall(lite.dumps(message) + b"\n")
+            sock.setblocking(False)
+        except OSError:
+            self._lost()
+
+    def _lost(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        self._buffer.clear()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+
+
+def stop_rotator(work_dir: str) -> None:
+    """Makes a rotator left running at ``work_dir`` exit (an agent that no longer rotates).
+    Quick enough for the event loop: a stat, and where one is left, a request and its exit
+    (a few milliseconds, `ROTATOR_STOP_TIMEOUT` at most)."""
+    path = os.path.join(work_dir, ROTATOR_SOCKET)
+    if os.path.exists(path):
+        RotatorClient((), work_dir, 0.0).stop()
+
+
+def _connect(path: str) -> socket.socket | None:
+    from butte.agent.executor.launcher import short_address
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(short_address(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
