@@ -132,3 +132,23 @@ def test_every_answer_allows_any_origin_as_chronos_cors_filter_does(scheduler) -
         status, headers, _ = raw(scheduler, method, path)
         assert status == want, path
         assert headers["Access-Control-Allow-Origin"] == "*", path
+
+
+def test_a_manual_run_of_a_disabled_job_is_answered_204_and_dropped(scheduler) -> None:
+    # JobManagementResource.trigger queues the run of a disabled job all the same (204) and
+    # TaskManager drops it when it takes it from the queue (JobExpired): no run, no count
+    # in the job's statistics; here the drop is counted in the metrics.
+    body = {"name": "off", "command": "true", "owner": "o@example.com", "schedule": FAR}
+    body["disabled"] = True
+    status, answer = scheduler.request("POST", "/v1/scheduler/iso8601", json.dumps(body).encode())
+    assert status == 204, answer
+    status, _, text = raw(scheduler, "PUT", "/v1/scheduler/job/off?arguments=x")
+    assert (status, text) == (204, "")
+    (summary,) = scheduler.get("/v1/scheduler/jobs/summary")["jobs"]
+    assert (summary["name"], summary["state"], summary["status"]) == ("off", "idle", "fresh")
+    counters = scheduler.get("/metrics")["counters"]
+    assert counters["manual_runs_dropped"]["count"] == 1
+    assert counters["runs_queued"]["count"] == 0
+    stat = scheduler.get("/v1/scheduler/job/stat/off")
+    assert stat["taskStatHistory"] == [] and stat["successCount"] == stat["errorCount"] == 0
+    assert stat["droppedCount"] == 0  # slots dropped; a disabled job's slots are not run

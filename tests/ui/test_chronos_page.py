@@ -35,8 +35,9 @@ def test_jobs_page_shows_schedule_runs_sandbox_links_and_graph(cluster, tmp_path
             "name": "nightly",
             "command": "true",
             "owner": "ops@example.com",
-            # A wall time in the zone: as in Chronos, the zone overrides a written offset.
-            "schedule": f"R2/{start.astimezone(BERLIN).strftime('%Y-%m-%dT%H:%M:%S')}/PT1S",
+            # A wall time in the zone: as in Chronos, the zone overrides a written offset. Two
+            # seconds apart: a slot due while the first run goes on would be dropped.
+            "schedule": f"R2/{start.astimezone(BERLIN).strftime('%Y-%m-%dT%H:%M:%S')}/PT2S",
             "scheduleTimeZone": "Europe/Berlin",
             "description": "the nightly <b>build</b>",
         }

@@ -194,10 +194,14 @@ def test_task_info_is_built_as_chronos_builds_it() -> None:
 
 
 def test_a_disabled_job_is_not_run_by_hand_and_a_used_up_one_shows_disabled() -> None:
+    # Chronos queues a manual run of a disabled job and drops it at the next offer
+    # (TaskManager.getTaskHelper, JobExpired): dropped here at once, and counted.
     h = Harness(T0)
     h.put(job(T0, "off", schedule="R//PT1H", disabled=True))
-    with pytest.raises(JobError, match="disabled"):
-        h.core.run_now("off", T0)
+    assert h.core.run_now("off", T0) is None
+    h.offers()
+    assert h.launches == [] and not h.core.runs
+    assert h.core.counters["manual_runs_dropped"] == 1
     h.put(job(T0, "once", schedule="R1/2026-03-01T12:00:30Z/PT1H"))
     assert h.core.job_json("once", T0)["disabled"] is False
     h.tick(T0 + 31)
@@ -244,7 +248,8 @@ def test_a_job_can_change_between_scheduled_and_dependent() -> None:
 
 def test_runs_on_time_and_retries_then_counts() -> None:
     h = Harness(T0)
-    h.put(job(T0, "a", schedule="R2/2026-03-01T12:01:00Z/PT1M", retries=1))
+    # Two slots two minutes apart: the second does not come due while the retry is queued.
+    h.put(job(T0, "a", schedule="R2/2026-03-01T12:01:00Z/PT2M", retries=1))
     h.offers()
     assert h.launches == [] and not h.core.held  # a minute early: declined, suppressed
     h.tick(T0 + 58)
@@ -330,7 +335,10 @@ def test_slot_waiting_for_offers_beyond_epsilon_is_skipped_once() -> None:
     assert h.launches == [] and h.core.jobs["a"].skipped_count == 1
 
 
-def test_non_concurrent_job_waits_for_its_previous_run() -> None:
+def test_non_concurrent_job_drops_a_slot_due_while_its_previous_run_goes_on() -> None:
+    # MesosJobFramework drops a run taken from the queue while the job runs and is not
+    # concurrent: the slot does not wait for the previous run (tests/unit/
+    # test_chronos_slot_drops.py has the other cases).
     h = Harness(T0)
     h.put(job(T0, "a", schedule="R/2026-03-01T12:00:00Z/PT1M", epsilon="PT90S"))
     h.offers()
@@ -341,7 +349,10 @@ def test_non_concurrent_job_waits_for_its_previous_run() -> None:
     assert len(h.launches) == 1
     h.status(first, FINISHED)
     h.offers()
-    assert len(h.launches) == 2
+    assert len(h.launches) == 1 and h.core.jobs["a"].dropped_count == 1
+    h.tick(T0 + 120)
+    h.offers()
+    assert len(h.launches) == 2  # the next slot runs
 
 
 def test_dependency_runs_once_after_all_parents_succeeded() -> None:
@@ -428,7 +439,9 @@ def test_listed_job_can_be_posted_back_without_doubling() -> None:
     h.tick(T0 + 60)
     h.offers()
     assert len(h.launches) == 1  # the first is still running (not concurrent)
-    assert len(h.core.runs) == 2 and h.core.jobs["a"].remaining == 3
+    # The second slot is dropped (the first runs) and used up one repetition.
+    assert len(h.core.runs) == 1 and h.core.jobs["a"].remaining == 3
+    assert h.core.jobs["a"].dropped_count == 1
 
 
 def test_sqlite_store_keeps_the_last_write_of_a_batch_and_survives_reopening(tmp_path) -> None:

@@ -18,16 +18,20 @@ How a slot becomes exactly one run or one counted skip:
   launch leaves; a run saved as launching that the master, on reconciliation after a
   restart, does not know never reached it and is launched again (same task id); one it
   knows is followed, never launched twice;
-* a queued run of a slot that cannot start before ``due + epsilon`` (no offers, the previous
-  run of a non-concurrent job still running) is skipped and counted instead.
+* a queued run of a slot that cannot start before ``due + epsilon`` (no offers) is skipped
+  and counted instead;
+* a slot that comes due while its job has a run waiting in the queue, or while a run of the
+  job goes on and the job is not concurrent, is dropped (not run, counted apart from the
+  skips), as Chronos' TaskManager and MesosJobFramework drop it.
 
 Retries, manual runs and runs of dependent jobs never expire: they wait for resources. A
 retry waits ``failure_retry_delay`` first (Chronos' ``--failure_retry``, 60 s), and, as in
 Chronos, a job that failed before and has not succeeded since is not retried. A manual or a
 dependent run of a job that already has a run waiting, or of a job that is not concurrent
-while a run of it goes on, is dropped, as Chronos' TaskManager drops it; so is a queued run
-of a job disabled since, when it is taken from the queue for an offer. A child counts its
-parents' successes as Chronos counts invocations of its graph's edges.
+while a run of it goes on, is dropped, as Chronos' TaskManager drops it (a manual run of a
+disabled job too); so is a queued run of a job disabled since, when it is taken from the
+queue for an offer. A child counts its parents' successes as Chronos counts invocations of
+its graph's edges, all of them forgotten when its list of parents changes.
 
 A run whose task is lost (``TASK_LOST``: its agent became unreachable) counts as a failure and
 is retried as Chronos does, and is remembered (state `LOST`) with its *chain*, the attempts of
@@ -254,6 +258,9 @@ class JobState:
     success_count: int = 0
     error_count: int = 0
     skipped_count: int = 0
+    # Slots that came due while the job had a run queued, or ran and is not concurrent: not
+    # run, as Chronos drops them (`ChronosCore._advance`); neither skipped nor failed.
+    dropped_count: int = 0
     errors_since_success: int = 0
     last_success: float | None = None
     last_error: float | None = None
@@ -353,6 +360,7 @@ class ChronosCore:
             "runs_killed": 0,
             "runs_retried": 0,
             "slots_skipped": 0,
+            "slot_runs_dropped": 0,
             "orphans_killed": 0,
             "manual_runs_dropped": 0,
             "dependent_runs_dropped": 0,
@@ -395,15 +403,23 @@ class ChronosCore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def put_job(self, spec: JobSpec, now: float) -> bool:
+    def put_job(self, spec: JobSpec, now: float, keep_parent_counts: bool = False) -> bool:
         """Adds or replaces a job; True if it is new. Raises JobError (unknown parents, a
-        cycle) leaving everything as it was."""
+        cycle) leaving everything as it was.
+
+        A job posted with a ``parents`` list other than its own (other names, or the same in
+        another order) forgets every success its parents had counted towards its next run,
+        as Chronos' DependentJobResource removes all the job's edges and adds the new ones
+        with their invocation counts at zero; posted with the same list, it keeps them.
+        ``keep_parent_counts`` (a parent deleted, `delete_job`) keeps those of the parents
+        that remain, as Chronos' deregisterJob leaves the other edges alone."""
         for parent in spec.parents:
             if parent not in self.jobs:
                 raise JobError(f"parent job {parent!r} does not exist")
         self._check_acyclic(spec)
         old = self.jobs.get(spec.name)
         job = old if old is not None else JobState(spec)
+        old_parents = job.spec.parents
         job.spec = spec
         if spec.schedule is not None and spec.schedule != job.schedule_text:
             self._reschedule(job, now)
@@ -411,7 +427,10 @@ class ChronosCore:
             # A scheduled job posted again as a dependent one (Chronos allows both ways).
             job.schedule = job.schedule_text = job.last_slot = None
             job.next_index, job.remaining = 0, None
-        job.parents_done = {p: n for p, n in job.parents_done.items() if p in spec.parents}
+        if old is not None and old_parents != spec.parents and not keep_parent_counts:
+            job.parents_done = {}
+        else:
+            job.parents_done = {p: n for p, n in job.parents_done.items() if p in spec.parents}
         self.jobs[spec.name] = job
         self._next_due = None
         self._children = None
@@ -471,7 +490,7 @@ class ChronosCore:
             if deleted.spec.schedule is None:
                 parents += [p for p in deleted.spec.parents if p not in parents]
             if parents:
-                self.put_job(replace(child, parents=parents), now)
+                self.put_job(replace(child, parents=parents), now, keep_parent_counts=True)
                 continue
             listed = self.job_json(name, now)
             self.put_job(
@@ -494,22 +513,20 @@ class ChronosCore:
 
     def run_now(self, name: str, now: float, arguments: str | None = None) -> Run | None:
         """Queues a manual run of a job (``PUT /v1/scheduler/job/NAME[?arguments=]``);
-        ``arguments`` as given (None: the job's own). Raises KeyError for an unknown job,
-        JobError for a disabled one (Chronos drops such a run when it comes to launch it;
-        refusing says so instead of answering 204 for nothing).
+        ``arguments`` as given (None: the job's own). Raises KeyError for an unknown job.
 
-        Returns None, queueing nothing, where Chronos drops the run: the job has a run
-        waiting in the queue already (TaskManager.enqueue keeps one queued task per job and
-        ignores the next), or the job is not concurrent and a run of it is going
+        Returns None, queueing nothing, where Chronos drops the run: the job is disabled
+        (JobManagementResource.trigger queues it all the same and TaskManager drops it when
+        it takes it from the queue for an offer, JobExpired; decided here at once), the job
+        has a run waiting in the queue already (TaskManager.enqueue keeps one queued task per
+        job and ignores the next), or the job is not concurrent and a run of it is going
         (MesosJobFramework takes the run from the queue at the next offer and drops it
         because the job is running; done here at once, so the outcome does not depend on
         when that offer comes). A concurrent job's run starts beside the running one."""
         if name not in self.jobs:
             raise KeyError(name)
         job = self.jobs[name]
-        if job.spec.disabled:
-            raise JobError(f"job {name!r} is disabled")
-        if self._drops_run(job, now):
+        if job.spec.disabled or self._drops_run(job, now):
             self.counters["manual_runs_dropped"] += 1
             return None
         queued = self._queue(name, now, MANUAL, 0, now, arguments)
@@ -554,11 +571,17 @@ class ChronosCore:
     def tick(self, now: float) -> None:
         """Consumes due slots, expires queued runs past epsilon, launches on held offers,
         releases stale offers, and revives or suppresses offers as needed."""
-        if self._next_due is None or self._next_due <= now:
-            for job in self.jobs.values():
-                self._advance(job, now)
+        # Late runs go first: a slot past its epsilon is skipped before the next slot comes
+        # due, which it would otherwise keep out of the queue (`_advance`).
         for run in [self.runs[t] for t in sorted(self.queued)]:
             self._expire_late(run, self.jobs[run.job], now)
+        if self._next_due is None or self._next_due <= now:
+            queued = {
+                r.job for r in self.runs.values() if r.state == QUEUED and r.not_before <= now
+            }
+            active = {r.job for r in self.runs.values() if r.state in _ACTIVE_STATES}
+            for job in self.jobs.values():
+                self._advance(job, now, queued, active)
         self._match(now)
         stale = [o.id for o in self.held.values() if now - o.received > HOLD_MAX]
         if stale:
@@ -581,7 +604,16 @@ class ChronosCore:
         self._end_run(run, "SKIPPED", now, "no resources within epsilon")
         return True
 
-    def _advance(self, job: JobState, now: float) -> None:
+    def _advance(self, job: JobState, now: float, queued: set[str], active: set[str]) -> None:
+        """Consumes the job's slots at or before ``now``: each late by more than epsilon is
+        skipped and counted; one on time is queued, unless Chronos would drop it: the job has
+        a run waiting in the queue (``queued``: TaskManager.enqueue keeps one per job and
+        ignores the next; a retry still waiting out --failure_retry is not in it), or it is
+        not concurrent and a run of it is going (``active``: MesosJobFramework drops the
+        run it takes from the queue for an offer while the job runs). Such a slot is dropped,
+        counted in ``dropped_count`` (``droppedCount`` in ``job/stat``, ``DROPPED`` in its
+        history) and not in ``skipped_count``: Chronos counts it as neither a skip nor a
+        failure. ``queued`` gains the jobs whose slot is queued here."""
         schedule = job.schedule
         if schedule is None:
             return
@@ -608,10 +640,33 @@ class ChronosCore:
             job.last_slot = due
             if job.remaining is not None:
                 job.remaining -= 1
-            self._queue(job.spec.name, due, SLOT, 0, now, None)
+            name = job.spec.name
+            if name in queued or (name in active and not job.spec.concurrent):
+                self._drop_slot(job, due, now, name in queued)
+                continue
+            self._queue(name, due, SLOT, 0, now, None)
+            queued.add(name)
         if changed:
             self._next_due = None
             self._save_job(job)
+
+    def _drop_slot(self, job: JobState, due: float, now: float, queued: bool) -> None:
+        """A slot consumed without a run, where Chronos drops it (see `_advance`)."""
+        job.dropped_count += 1
+        self.counters["slot_runs_dropped"] += 1
+        why = "a run of the job was queued" if queued else "a run of the job was going"
+        entry = {
+            "task_id": task_id_for(job.spec.name, due, 0, " ".join(job.spec.arguments)),
+            "due": due,
+            "kind": SLOT,
+            "attempt": 0,
+            "state": "DROPPED",
+            "agent_id": "",
+            "started": None,
+            "ended": now,
+            "message": f"dropped: {why} when this slot came due",
+        }
+        job.history = (job.history + [entry])[-HISTORY_KEPT:]
 
     def _jump(self, job: JobState, schedule: Schedule, until: float, count: bool) -> None:
         """Consumes every slot before ``until`` at once (a skipped stretch, or a disabled
@@ -1202,7 +1257,9 @@ class ChronosCore:
         return "queued" if runs else "idle"
 
     def last_status(self, name: str) -> str:
-        """``success``, ``failure`` or ``fresh`` (never ran)."""
+        """``success``, ``failure`` or ``fresh`` (never ran), as Chronos' Exporter.getLastState
+        decides it from the job's ``lastSuccess`` and ``lastError`` as listed (milliseconds):
+        a success only if it is later than the last error, so a tie is a failure."""
         job = self.jobs[name]
         if job.last_success is None and job.last_error is None:
             return "fresh"
@@ -1210,7 +1267,9 @@ class ChronosCore:
             return "success"
         if job.last_success is None:
             return "failure"
-        return "success" if job.last_success >= job.last_error else "failure"
+        # Both as the job JSON shows them (UTC, milliseconds): one fixed-width format, so
+        # the later instant is the greater string.
+        return "success" if _iso(job.last_success) > _iso(job.last_error) else "failure"
 
 
 def _iso(t: float | None) -> str:

@@ -207,8 +207,8 @@ def _act(
 
 
 async def run_job(server: ChronosShell, request: web.Request) -> web.StreamResponse:
-    """A manual run (204 also when it is dropped, as Chronos answers: the job has a run
-    waiting already, or is not concurrent and running; see `ChronosCore.run_now`)."""
+    """A manual run (204 also when it is dropped, as Chronos answers: the job is disabled,
+    has a run waiting already, or is not concurrent and running; see `ChronosCore.run_now`)."""
     _no_params(request, frozenset({"arguments"}))
     # Blank arguments are none: the job's own are used (Chronos filters them out too); others
     # are kept as given, as Chronos puts them into the task id and the command.
@@ -216,7 +216,9 @@ async def run_job(server: ChronosShell, request: web.Request) -> web.StreamRespo
 
     def run(name: str, now: float) -> None:
         if server.core.run_now(name, now, arguments if arguments.strip() else None) is None:
-            log.info("Manual run of %s dropped: it has a run queued, or is running", name)
+            log.info(
+                "Manual run of %s dropped: it is disabled, has a run queued, or is running", name
+            )
 
     return _act(server, request.match_info["name"], run)
 
@@ -321,6 +323,7 @@ async def job_stat(server: ChronosShell, request: web.Request) -> web.StreamResp
             "successCount": job.success_count,
             "errorCount": job.error_count,
             "skippedCount": job.skipped_count,
+            "droppedCount": job.dropped_count,
         }
     )
 
