@@ -199,11 +199,19 @@ class ExecutorApi(_Base):
         )
         task = ex.tasks.get(tid)
         stream = self.streams.get((fw.id, tid))
+        known = task is not None or self._task_of_framework(fw, tid)
         if stream is not None and stream.is_duplicate(status.uuid):
-            return Reply(202, effects=[acknowledged])
+            # A resend for a task the agent does not know is not acknowledged either (below).
+            return Reply(202, effects=[acknowledged] if known else [])
+        if task is None and any(t.id == tid for t in ex.completed_tasks):
+            return Reply(202, effects=[acknowledged])  # a late resend of a finished task
+        if not known:
+            # A task this agent does not know: Mesos' agent (`Slave::statusUpdate`, no
+            # executor holds the task) still takes it, 202, and forwards it to the master,
+            # reliably, without a container status; the executor hears no ACKNOWLEDGED.
+            status = msgspec.structs.replace(status, agent_id=ID(self.agent_id or ""))
+            return Reply(202, effects=self._accept_update(fw, None, status, now))
         if task is None or not task.launched:
-            if task is None and any(t.id == tid for t in ex.completed_tasks):
-                return Reply(202, effects=[acknowledged])  # a late resend of a finished task
             return Reply(400, f"Task {tid} is unknown to executor {ex.id}")
         try:
             ts.transition(task.state, status.state)
@@ -224,6 +232,14 @@ class ExecutorApi(_Base):
         effects = self._accept_update(fw, task, self._complete_status(ex, status), now)
         effects.append(acknowledged)
         return Reply(202, effects=effects)
+
+    @staticmethod
+    def _task_of_framework(fw: Framework, task_id: str) -> bool:
+        """Whether ``task_id`` is a task of one of ``fw``'s executors here (live or done)."""
+        return any(
+            task_id in other.tasks or any(t.id == task_id for t in other.completed_tasks)
+            for other in fw.executors.values()
+        )
 
     def _complete_status(self, ex: Executor, status: TaskStatus) -> TaskStatus:
         """Fills what the agent adds to an executor's update: agent and executor ids, and the

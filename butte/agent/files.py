@@ -150,6 +150,46 @@ class SandboxFiles:
         runs = paths.runs_dir(self._work_dir, agent_id, parts[1], parts[3])
         return runs, parts[5:]
 
+    # -- /files/debug --------------------------------------------------------------------------
+
+    def attached(self) -> dict[str, str]:
+        """``/files/debug``: each path by which a sandbox is served -> its real directory, in
+        the three forms Mesos' agent attaches for an executor's run: the sandbox's own path,
+        ``<work_dir>/slaves/<agent>/.../runs/latest`` and the virtual
+        ``/frameworks/<fw>/executors/<ex>/runs/latest`` (this agent id only: virtual paths
+        name no agent). Read from the work dir, as `resolve` serves any run still there."""
+        out: dict[str, str] = {}
+        current = self._agent_id()
+        root = paths.slaves_root(self._work_dir)
+        for agent_id in _subdirs(root):
+            frameworks = os.path.join(root, agent_id, "frameworks")
+            for fw in _subdirs(frameworks):
+                for ex in _subdirs(os.path.join(frameworks, fw, "executors")):
+                    virtual = f"/frameworks/{fw}/executors/{ex}" if agent_id == current else None
+                    self._attach_runs(
+                        out, paths.runs_dir(self._work_dir, agent_id, fw, ex), virtual
+                    )
+        return out
+
+    @staticmethod
+    def _attach_runs(out: dict[str, str], runs: str, virtual: str | None) -> None:
+        """`attached`'s entries for one executor's ``runs`` directory: each run `resolve`
+        serves (a real directory, not a link), and ``latest`` when it names one of them."""
+        runs_real = os.path.realpath(runs)
+        served: dict[str, str] = {}
+        for run in _subdirs(runs):
+            real = os.path.realpath(os.path.join(runs, run))
+            if run != paths.LATEST and real == os.path.join(runs_real, run):
+                served[run] = out[os.path.join(runs, run)] = real
+        try:
+            latest = served.get(os.readlink(os.path.join(runs, paths.LATEST)))
+        except OSError:
+            latest = None
+        if latest is not None:
+            out[os.path.join(runs, paths.LATEST)] = latest
+            if virtual is not None:
+                out[f"{virtual}/runs/{paths.LATEST}"] = latest
+
     # -- operations --------------------------------------------------------------------------
 
     def browse(self, raw: str | None, legacy: bool = True) -> list[dict[str, Any]]:
@@ -260,6 +300,16 @@ class SandboxFiles:
         """READ_FILE's answer payload (``data`` base64)."""
         size, data = self.read(path, offset, length)
         return {"size": size, "data": base64.b64encode(data).decode()}
+
+
+def _subdirs(path: str) -> list[str]:
+    """The names of the directories in ``path`` (links to directories too), sorted; none
+    when it cannot be read."""
+    try:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if e.is_dir())
+    except OSError:
+        return []
 
 
 def _json(body: Any) -> web.Response:

@@ -5,6 +5,8 @@
   202 once the core accepted them. Malformed requests get 400/405/406/415 with a message.
 * ``GET /health``, ``/version``, ``/state`` (and ``/slave(1)/...`` forms), ``/flags``,
   ``/metrics/snapshot``, and ``/files/{read,browse,download}`` limited to the work dir.
+* ``GET /files/debug``: the paths the files endpoints serve -> real directories, as Mesos'
+  agent shows its attached paths, under the ``get_endpoints`` ACL (docs/operating.md).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 from aiohttp import web
 
 import butte
+from butte.agent.files import SandboxFiles
 from butte.agent.http_auth import executor_call_problem, state_viewer
 from butte.agent.shell_api import AgentShell
 from butte.core.codec import encode_json
 from butte.core.messages import EXECUTOR_CALL_TYPES, DecodeError, ExecutorCall, decode
-from butte.master.acls import forbidden, without_flags
+from butte.master.acls import endpoint_forbidden, forbidden, without_flags
 
 JSON = "application/json"
 _ACCEPTABLE = ("application/json", "application/*", "*/*", "application/recordio")
@@ -70,6 +73,11 @@ class AgentHttp:
 
     def __init__(self, server: AgentShell) -> None:
         self.server = server
+        self.files = SandboxFiles(server.options.work_dir, self._agent_id)
+
+    def _agent_id(self) -> str | None:
+        machine = self.server.machine
+        return machine.agent_id if machine is not None else None
 
     def routes(self) -> list[web.RouteDef]:
         """Every route, under ``/`` and ``/slave(1)/`` like Mesos."""
@@ -80,6 +88,7 @@ class AgentHttp:
             ("/state", self.state, "GET"),
             ("/state.json", self.state, "GET"),
             ("/flags", self.flags, "GET"),
+            ("/files/debug", self.files_debug, "GET"),
         ]
         out = []
         for path, handler, method in plain:
@@ -165,6 +174,17 @@ class AgentHttp:
         if refusal is not None:
             return error(403, refusal)
         return json_response({"flags": self.server.flags})
+
+    async def files_debug(self, request: web.Request) -> web.Response:
+        """``/files/debug``: what Mesos' files process answers, its virtual paths -> real
+        paths (`SandboxFiles.attached`), for a principal the ``get_endpoints`` ACL lets GET
+        ``/files/debug`` (403 otherwise), as Mesos' ``FilesProcess::debug`` authorizes it."""
+        principal = request.get("principal")
+        refusal = endpoint_forbidden(self.server.options.auth.acls, principal, "/files/debug")
+        if refusal is not None:
+            return error(403, refusal)
+        # A walk of the work dir: off the event loop, it may hold many sandboxes.
+        return json_response(await asyncio.to_thread(self.files.attached))
 
 
 def uptime_since(start: float) -> float:

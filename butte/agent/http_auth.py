@@ -167,7 +167,7 @@ def sandbox_middleware(acls: Acls, framework_user: Callable[[str], str | None]) 
         path = request.path
         if path.startswith("/slave(1)/"):
             path = path[len("/slave(1)") :]
-        if path.startswith("/files/"):
+        if path.startswith("/files/") and path != "/files/debug":  # get_endpoints guards it
             owner = _SANDBOX_OWNER.search(request.query.get("path", ""))
             user = framework_user(owner.group(1)) if owner is not None else None
             principal = request.get("principal")

@@ -557,6 +557,8 @@ class AgentOperatorApi:
         out["slave/executors_registering"] = float(states.get(REGISTERING, 0))
         out["slave/executors_running"] = float(states.get(RUNNING, 0))
         out["slave/executors_terminating"] = float(states.get(TERMINATING, 0))
+        # A counter, there from the start as in Mesos' agent (the core counts from the first).
+        out["slave/executors_terminated"] = float(core.counters.get("executors_terminated", 0))
         out["slave/frameworks_active"] = float(len(core.frameworks))
         out["slave/registered"] = 1.0 if core.registered else 0.0
         out.update(system_metrics())

@@ -16,6 +16,11 @@ names its agent in one of three ways:
   ``directory`` that agents' ``/state`` shows): sent unchanged to that agent.
 
 Anything else is 404; an agent that is not connected answers 503.
+
+``/files/debug`` is the master's own, as Mesos' files process serves it: the master's attached
+virtual paths -> real paths. Mesos' master attaches only its log (``/master/log``, with
+``--log_dir`` or ``--external_log_file``), which butte neither takes nor serves, so the map is
+empty; it is guarded as Mesos guards it, by the ``get_endpoints`` ACL.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from aiohttp import web
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.core.tls import client_context_for
-from butte.master.http import PrefixRouter, text_reply
+from butte.master.acls import endpoint_forbidden
+from butte.master.http import PrefixRouter, json_reply, text_reply
 from butte.master.shell_api import MasterShell
 from butte.master.state import Agent
 
@@ -93,6 +99,18 @@ class MasterFiles:
         for name in ("browse", "read", "download"):
             router.add(f"/files/{name}", self.http_forward)
             router.add(f"/files/{name}.json", self.http_forward)
+        router.add("/files/debug", self.http_debug)
+
+    async def http_debug(self, request: web.Request) -> web.Response:
+        """``/files/debug``: the master's attached paths (none, module docstring); 403 for a
+        principal the ``get_endpoints`` ACL refuses, as Mesos' ``FilesProcess::debug``."""
+        if request.method not in ("GET", "HEAD"):
+            return text_reply(405, "Expecting 'GET' for /files/debug", {"Allow": "GET"})
+        refusal = endpoint_forbidden(self.server.acls, request.get("principal"), "/files/debug")
+        if refusal is not None:
+            return text_reply(403, refusal)
+        attached: dict[str, str] = {}
+        return json_reply(attached)
 
     # -- locating ----------------------------------------------------------------------------
 

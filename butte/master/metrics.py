@@ -2,7 +2,9 @@
 
 Gauges of the cluster (``master/cpus_total``, ``_used``, ``_percent``, ``master/tasks_running``,
 ``master/slaves_active`` ...), counters the core keeps (``master/tasks_finished``,
-``master/messages_*``, ``master/valid_status_updates`` ...), the allocator's
+``master/messages_*``, ``master/valid_status_updates`` ...), per framework
+(``master/frameworks/<name>/<id>/subscribed``, ``tasks/active/*``, ``roles/<role>/suppressed``),
+the allocator's
 (``allocator/mesos/allocation_runs``, ``allocation_run_ms``, per-role dominant shares) and the
 host's (``system/*``). ``GET /metrics`` serves the same in Prometheus text
 (`butte.operator_common.prometheus_text`).
@@ -34,6 +36,11 @@ _MESOS_NAMES = {
     "scheduler_calls_acknowledge": ("master/messages_status_update_acknowledgement",),
     "scheduler_calls_teardown": ("master/messages_unregister_framework",),
     "scheduler_calls_message": ("master/messages_framework_to_executor",),
+    "scheduler_calls_request": ("master/messages_resource_request",),
+    "scheduler_calls_reconcile_operations": ("master/messages_reconcile_operations",),
+    "scheduler_calls_acknowledge_operation_status": (
+        "master/messages_operation_status_update_acknowledgement",
+    ),
     "outstanding_offers_made": ("master/offers_made",),
     "invalid_tasks": ("master/invalid_tasks",),
     "slave_registrations": ("master/slave_registrations",),
@@ -44,6 +51,45 @@ _MESOS_NAMES = {
     "slave_removals/reason_unregistered": ("master/slave_removals/reason_unregistered",),
     "slave_removals/reason_registered": ("master/slave_removals/reason_registered",),
 }
+
+# Counters Mesos' master registers but never counts (agents are no longer shut down by the
+# health check): zero there as here.
+_NEVER_COUNTED = (
+    "master/slave_shutdowns_scheduled",
+    "master/slave_shutdowns_completed",
+    "master/slave_shutdowns_canceled",
+)
+
+# The bytes Mesos' `http::encode` leaves as they are in a framework's name.
+_UNENCODED = frozenset(range(0x20, 0x80)) - frozenset(b'$&+,/:;=?@ "<>#%{}|\\^~[]`')
+
+
+def framework_metric_prefix(name: str, framework_id: str) -> str:
+    """``master/frameworks/<name>/<id>/``, the name percent-encoded as Mesos' master encodes
+    it (`getFrameworkMetricPrefix`), so that a name with ``/`` stays one path segment."""
+    encoded = "".join(chr(b) if b in _UNENCODED else f"%{b:02X}" for b in name.encode("utf-8"))
+    return f"master/frameworks/{encoded}/{framework_id}/"
+
+
+def framework_metrics(machine: MasterMachine) -> dict[str, float]:
+    """The per-framework figures of Mesos' master that butte's records hold, for every
+    framework the master knows (connected or not): ``subscribed``, the count of its tasks in
+    each non-terminal state (``tasks/active/task_running`` ...) and, per role of the
+    framework, whether it is suppressed (``roles/<role>/suppressed``)."""
+    active = sorted(s for s in task_states.ALL_STATES if not task_states.is_terminal(s))
+    out: dict[str, float] = {}
+    for fw in machine.frameworks.values():
+        prefix = framework_metric_prefix(fw.info.name, fw.framework_id)
+        out[prefix + "subscribed"] = 1.0 if fw.connected else 0.0
+        states = dict.fromkeys(active, 0)
+        for task in fw.tasks.values():
+            if task.state in states:
+                states[task.state] += 1
+        for state, count in states.items():
+            out[f"{prefix}tasks/active/{state.lower()}"] = float(count)
+        for role in fw.roles:
+            out[f"{prefix}roles/{role}/suppressed"] = 1.0 if role in fw.suppressed_roles else 0.0
+    return out
 
 
 def master_metrics(machine: MasterMachine, now: float, elected: bool = True) -> dict[str, float]:
@@ -95,6 +141,9 @@ def master_metrics(machine: MasterMachine, now: float, elected: bool = True) -> 
     for name, aliases in _MESOS_NAMES.items():
         for alias in aliases:  # present from the start, like Mesos' counters
             out[alias] = float(machine.counters.get(name, 0))
+    for name in _NEVER_COUNTED:
+        out[name] = 0.0
+    out.update(framework_metrics(machine))
     out.update(allocator_metrics(machine, total, used + offered))
     out.update(system_metrics())
     return out

@@ -15,7 +15,8 @@ permissive setup): callers then serve the unfiltered document exactly as before,
 per-object cost. Otherwise a `Viewer` filters copies of the documents (shared snapshots are
 never changed): the legacy ``/state``, ``/state-summary``, ``/frameworks``, ``/slaves``,
 ``/tasks``, the v1 GET_STATE / GET_AGENTS / GET_FRAMEWORKS / GET_TASKS / GET_EXECUTORS
-answers and the operator events, and an agent's ``/state`` and GET_* answers
+answers and the operator events, GET_OPERATIONS (an operation is shown when every resource
+it consumes may be viewed, as Mesos' master shows it), and an agent's ``/state`` and GET_* answers
 (`butte.agent.http_auth.state_viewer`).
 """
 
@@ -265,6 +266,22 @@ class Viewer:
             return True
         return self.executor(info, _fid(info.get("framework_id")))
 
+    def operation(self, operation: Any) -> bool:
+        """A ``GetOperations`` entry: shown when the principal may view every resource the
+        operation consumes, as Mesos' master decides (one whose consumed resources cannot be
+        told is not shown)."""
+        if not self.hides_roles:
+            return True
+        info = operation.get("info") if isinstance(operation, dict) else None
+        consumed = consumed_resources(info)
+        return consumed is not None and all(self.resource(r) for r in consumed)
+
+    def get_operations(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """GET_OPERATIONS: the operations on resources of roles the principal may view."""
+        if not self.hides_roles or not isinstance(doc.get("operations"), list):
+            return doc
+        return {**doc, "operations": [o for o in doc["operations"] if self.operation(o)]}
+
     def get_state(self, doc: dict[str, Any]) -> dict[str, Any]:
         out = dict(doc)
         for key, narrow in (
@@ -285,6 +302,7 @@ class Viewer:
             "GET_FRAMEWORKS": self.get_frameworks,
             "GET_TASKS": self.get_tasks,
             "GET_EXECUTORS": self.get_executors,
+            "GET_OPERATIONS": self.get_operations,
         }.get(call_type)
         return narrow(plain(answer)) if narrow is not None else answer
 
@@ -348,6 +366,58 @@ class Viewer:
             agent = self._narrow_resources(plain(body["agent"]), ("total_resources",))
             return {**event, "agent_added": {**body, "agent": agent}}
         return event
+
+
+# Where each offer operation names the resources it consumes (``Offer.Operation`` JSON).
+_CONSUMED = {
+    "RESERVE": ("reserve", ("resources",)),
+    "UNRESERVE": ("unreserve", ("resources",)),
+    "CREATE": ("create", ("volumes",)),
+    "DESTROY": ("destroy", ("volumes",)),
+    "GROW_VOLUME": ("grow_volume", ("volume", "addition")),
+    "SHRINK_VOLUME": ("shrink_volume", ("volume",)),
+}
+
+
+def _unreserved_once(resource: dict[str, Any]) -> dict[str, Any]:
+    """What a RESERVE of ``resource`` consumes: the resource without its last reservation
+    (its ``role`` too, in the form that names one)."""
+    out = dict(resource)
+    stack = out.get("reservations")
+    if isinstance(stack, list) and stack:
+        out["reservations"] = stack[:-1]
+        below = stack[-2] if len(stack) > 1 else None
+        if "role" in out:
+            role = below.get("role") if isinstance(below, dict) else None
+            out["role"] = role if isinstance(role, str) else "*"
+    elif "role" in out:  # the pre-refinement form: one reservation, named by ``role``
+        out["role"] = "*"
+        out.pop("reservation", None)
+    return out
+
+
+def consumed_resources(info: Any) -> list[dict[str, Any]] | None:
+    """The resources an offer operation (its ``Offer.Operation`` JSON) consumes, as Mesos'
+    ``getConsumedResources`` tells them: RESERVE the resources without the reservation it
+    adds, UNRESERVE, CREATE, DESTROY and SHRINK_VOLUME the resources or volumes they name,
+    GROW_VOLUME the volume and the addition. None when they cannot be told (other kinds,
+    malformed payloads)."""
+    if not isinstance(info, dict):
+        return None
+    where = _CONSUMED.get(str(info.get("type")))
+    payload = info.get(where[0]) if where is not None else None
+    if where is None or not isinstance(payload, dict):
+        return None
+    out: list[dict[str, Any]] = []
+    for key in where[1]:
+        value = payload.get(key)
+        items: list[Any] = value if isinstance(value, list) else [value]
+        if not all(isinstance(r, dict) for r in items):
+            return None
+        out.extend(items)
+    if info.get("type") == "RESERVE":
+        out = [_unreserved_once(r) for r in out]
+    return out
 
 
 def plain(doc: dict[str, Any]) -> dict[str, Any]:

@@ -83,7 +83,6 @@ def bad_calls(framework_id: str, executor_id: str) -> list[tuple[str, bytes, dic
         ("UPDATE from master", update(source="SOURCE_MASTER"), json_type, "POST", 400),
         ("UPDATE TASK_STAGING", update(state=ts.STAGING), json_type, "POST", 400),
         ("UPDATE unknown state", update(state="TASK_BOGUS"), json_type, "POST", 400),
-        ("UPDATE unknown task", update(task_id={"value": "ghost"}), json_type, "POST", 400),
         ("UPDATE other executor", update(executor_id={"value": "x"}), json_type, "POST", 400),
         ("UPDATE backwards", update(state=ts.STARTING), json_type, "POST", 400),
         ("MESSAGE without message", call(type="MESSAGE"), json_type, "POST", 400),

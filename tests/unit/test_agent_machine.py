@@ -493,7 +493,6 @@ def test_task_group_delivered_as_launch_group():
         ({"state": "TASK_STAGING"}, 400, "TASK_STAGING"),
         ({"state": "TASK_BOGUS"}, 400, "Unknown task state"),
         ({"executor_id": {"value": "other"}}, 400, "does not match"),
-        ({"task_id": {"value": "ghost"}}, 400, "unknown"),
     ],
 )
 def test_bad_updates_are_rejected(status, code, text):
