@@ -112,13 +112,17 @@ def basic_middleware(auth: AgentAuth) -> Middleware:
 
 
 def state_viewer(
-    acls: Acls, request: web.Request, framework_user: Callable[[str], str | None]
+    acls: Acls,
+    request: web.Request,
+    framework_user: Callable[[str], str | None],
+    roles: bool = False,
 ) -> Viewer | None:
     """The caller's view of this agent's state under ``--acls`` (None: it may see
-    everything, the default: no per-object cost)."""
-    if not view_acls.restricted(acls):
+    everything, the default: no per-object cost). ``roles``: ``view_roles`` narrows it too
+    (GET_OPERATIONS, as Mesos' agent filters operations by their resources' roles)."""
+    if not view_acls.restricted(acls, roles):
         return None
-    return Viewer(acls, request.get("principal"), framework_user)
+    return Viewer(acls, request.get("principal"), framework_user, roles)
 
 
 def executor_token(key: bytes, framework_id: str, executor_id: str, container_id: str) -> str:

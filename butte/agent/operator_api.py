@@ -181,7 +181,8 @@ class AgentOperatorApi:
         if result is None:
             return _text(200)
         server = self.server
-        view = state_viewer(server.options.auth.acls, request, server.framework_user)
+        roles = call.type == "GET_OPERATIONS"  # filtered by view_roles too, as in Mesos
+        view = state_viewer(server.options.auth.acls, request, server.framework_user, roles)
         if view is not None:  # --acls restrict views: only what this principal may see
             result = view.answer(call.type, result)
         key = call.type.lower()

@@ -1,7 +1,7 @@
-"""The master's GET_OPERATIONS under ``view_roles`` (``--acls``), as Mesos' master answers it:
-a principal sees only the operations whose consumed resources it may view. Two frameworks,
-of roles 'a' and 'b', each RESERVE with an operation id on a real master and agent over HTTP
-and leave the status unacknowledged (so the master keeps listing the operation)."""
+"""GET_OPERATIONS of the master and of the agent under ``view_roles`` (``--acls``), as Mesos
+answers it: a principal sees only the operations whose consumed resources it may view. Two
+frameworks, of roles 'a' and 'b', each RESERVE with an operation id on a real master and
+agent over HTTP and leave the status unacknowledged (so both keep listing the operation)."""
 
 from __future__ import annotations
 
@@ -81,15 +81,19 @@ def _operations(url: str, principal: str) -> list[str]:
     return sorted(o["info"]["id"]["value"] for o in answer.json()["get_operations"]["operations"])
 
 
-async def _scenario(url: str) -> None:
+async def _scenario(url: str, agent_url: str) -> None:
     async with (
         SchedulerClient(url, _framework("a")) as first,
         SchedulerClient(url, _framework("b")) as second,
     ):
         await asyncio.gather(_reserve(first, "a"), _reserve(second, "b"))
-        assert await asyncio.to_thread(_operations, url, "ops") == ["reserve-a", "reserve-b"]
-        assert await asyncio.to_thread(_operations, url, "alice") == ["reserve-a"]
-        assert await asyncio.to_thread(_operations, url, "carol") == []
+        for where in (url, agent_url):
+            assert await asyncio.to_thread(_operations, where, "ops") == [
+                "reserve-a",
+                "reserve-b",
+            ]
+            assert await asyncio.to_thread(_operations, where, "alice") == ["reserve-a"]
+            assert await asyncio.to_thread(_operations, where, "carol") == []
 
 
 def test_get_operations_lists_only_the_operations_on_roles_a_principal_may_view(tmp_path):
@@ -104,6 +108,9 @@ def test_get_operations_lists_only_the_operations_on_roles_a_principal_may_view(
         f"--acls={json.dumps(ACLS)}",
     ]
     with start_cluster(
-        tmp_path / "cluster", master_flags=flags, http_auth=("ops", SECRETS["ops"])
+        tmp_path / "cluster",
+        master_flags=flags,
+        agent_flags=[*flags[:2], f"--http_credentials={creds}", flags[3]],
+        http_auth=("ops", SECRETS["ops"]),
     ) as cluster:
-        asyncio.run(_scenario(cluster.master_url))
+        asyncio.run(_scenario(cluster.master_url, cluster.agents[0].url))
