@@ -16,6 +16,7 @@ import getpass
 import logging
 import math
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,9 +28,25 @@ from distributed.scheduler import Scheduler
 from distributed.utils import sync
 
 from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
+from butte.core import task_states
 from butte.core.resources import ResourceError
-from butte.dask.plan import Launch, Stop, WorkerPlan, WorkerShape
-from butte.frameworks.offers import local_address_for, offer_view, task_resources
+from butte.dask.plan import (
+    Launch,
+    SchedulerLaunch,
+    Stop,
+    WorkerPlan,
+    WorkerShape,
+    place_scheduler,
+    shortfall,
+)
+from butte.frameworks.offers import (
+    FitWatch,
+    OfferView,
+    describe_view,
+    local_address_for,
+    offer_view,
+    task_resources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +57,54 @@ _CLOSE_WAIT_SECONDS = 20.0
 _RETIRE_TIMEOUT_SECONDS = 30.0
 # A worker whose scheduler is gone this long exits by itself (a crashed client process).
 _DEATH_TIMEOUT = "60s"
+# How long a scheduler task may take, once TASK_RUNNING, to accept connections.
+_SCHEDULER_CONNECT_SECONDS = 60.0
 
 
-def _memory_mib(value: str | int | float) -> float:
-    """A worker's memory as given (``"1 GiB"``, bytes as a number) in MiB."""
+def _memory_mib(value: str | int | float, what: str = "worker_memory") -> float:
+    """A task's memory as given (``"1 GiB"``, bytes as a number) in MiB."""
     amount = parse_bytes(value) if isinstance(value, str) else int(value)
     if amount < 32 * 2**20:
-        raise ValueError(f"worker_memory {value!r} is below 32 MiB")
+        raise ValueError(f"{what} {value!r} is below 32 MiB")
     return math.floor(amount / 2**20)
+
+
+def scheduler_task_info(
+    launch: SchedulerLaunch,
+    task_id: str,
+    shape: WorkerShape,
+    role: str,
+    python: str,
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """The TaskInfo of a Dask scheduler run as a butte task (``scheduler_on_agent``): it
+    listens on the agent's address, on the port its offer gave it, and serves its dashboard
+    on the other offered port (``--no-dashboard`` when the launch has none)."""
+    argv = [
+        python,
+        "-m",
+        "distributed.cli.dask_scheduler",
+        "--host",
+        launch.hostname,
+        "--port",
+        str(launch.port),
+    ]
+    if launch.dashboard_port is None:
+        argv.append("--no-dashboard")
+    else:
+        argv += ["--dashboard-address", f"{launch.hostname}:{launch.dashboard_port}"]
+    command: dict[str, Any] = {"shell": False, "value": argv[0], "arguments": argv}
+    if env:
+        variables = [{"name": k, "value": v} for k, v in env.items()]
+        command["environment"] = {"variables": variables}
+    return {
+        "name": f"dask scheduler {task_id}",
+        "task_id": {"value": task_id},
+        "agent_id": {"value": launch.agent_id},
+        "resources": task_resources(shape.cpus, shape.mem, launch.ports, role),
+        "command": command,
+        "labels": {"labels": [{"key": "dask-scheduler", "value": launch.address}]},
+    }
 
 
 class ButteCluster(Cluster):
@@ -58,6 +115,10 @@ class ButteCluster(Cluster):
     listening on a port taken from the offer. The Dask scheduler runs in this process on
     ``scheduler_host`` (default: the address this host reaches the master from), with its
     dashboard, which is also the framework's web UI on butte's pages.
+
+    With ``scheduler_on_agent=True`` the scheduler is a butte task too (of
+    ``scheduler_cpus`` and ``scheduler_memory``), listening on a port of its offer (its
+    dashboard on a second one); the cluster waits up to ``scheduler_timeout`` seconds for it.
 
     ``python`` is the interpreter the agents run workers with (default: this one, which
     suits agents that share this machine's or image's environment); it needs
@@ -86,6 +147,10 @@ class ButteCluster(Cluster):
         nanny: bool = False,
         worker_args: Sequence[str] = (),
         connect_timeout: float = 30.0,
+        scheduler_on_agent: bool = False,
+        scheduler_cpus: float = 1,
+        scheduler_memory: str | int = "1 GiB",
+        scheduler_timeout: float = 120.0,
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
@@ -94,6 +159,20 @@ class ButteCluster(Cluster):
             raise ValueError(f"worker_cpus must be positive, got {worker_cpus!r}")
         if n_workers < 0:
             raise ValueError(f"n_workers must be at least 0, got {n_workers!r}")
+        if scheduler_on_agent:
+            # A scheduler task listens where its offer says: an address given here could not
+            # be honoured, and is refused rather than ignored.
+            if scheduler_host is not None:
+                raise ValueError("scheduler_host cannot be given with scheduler_on_agent=True")
+            if dashboard_address not in (":0", None):
+                raise ValueError(
+                    "with scheduler_on_agent=True the dashboard listens on a port of the "
+                    "scheduler task's offer: dashboard_address may only be ':0' or None"
+                )
+            if scheduler_cpus <= 0:
+                raise ValueError(f"scheduler_cpus must be positive, got {scheduler_cpus!r}")
+            if scheduler_timeout <= 0:
+                raise ValueError(f"scheduler_timeout must be positive, got {scheduler_timeout!r}")
         self.master = master
         self.role = role
         self.env = dict(env or {})
@@ -101,7 +180,11 @@ class ButteCluster(Cluster):
         self.worker_memory_mib = _memory_mib(worker_memory)
         self.nthreads = max(1, math.floor(self.worker_cpus))
         self.framework_name = framework_name
-        self.scheduler_host = scheduler_host or local_address_for(master)
+        self.scheduler_on_agent = scheduler_on_agent
+        # With a scheduler task, its agent's hostname once it is placed.
+        self.scheduler_host = (
+            "" if scheduler_on_agent else scheduler_host or local_address_for(master)
+        )
         self.dashboard_address = dashboard_address
         self.python = python or sys.executable
         self.nanny = nanny
@@ -121,6 +204,22 @@ class ButteCluster(Cluster):
         # (/health, /metrics; Dask starts one even without a dashboard) and the nanny's.
         shape = WorkerShape(self.worker_cpus, self.worker_memory_mib, 3 if nanny else 2)
         cluster_id = uuid.uuid4().hex[:8]
+        # The scheduler task (scheduler_on_agent): its port and its dashboard's come from
+        # its offer, as the workers' do.
+        self.scheduler_shape = WorkerShape(
+            float(scheduler_cpus),
+            _memory_mib(scheduler_memory, "scheduler_memory"),
+            1 if dashboard_address is None else 2,
+        )
+        self.scheduler_timeout = scheduler_timeout
+        self.scheduler_task_id = f"dask-{cluster_id}-scheduler"
+        self._scheduler_launch: SchedulerLaunch | None = None
+        self._scheduler_running: asyncio.Future[None] | None = None
+        self._scheduler_fit: FitWatch | None = None
+        # The address workers are given: known once the scheduler listens.
+        self._scheduler_ready: str | None = None
+        self._scheduler_ended: str | None = None  # how the scheduler task ended
+        self._scheduler_lacks: str | None = None  # what the last offer lacked for it
         self._plan = WorkerPlan(prefix=f"dask-{cluster_id}", shape=shape)
         self._initial_workers = n_workers
         super().__init__(asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or cluster_id)
@@ -171,20 +270,30 @@ class ButteCluster(Cluster):
             return
         self.status = Status.starting
         try:
-            self.scheduler = await Scheduler(
-                host=self.scheduler_host,
-                port=0,
-                dashboard_address=self.dashboard_address,
-                dashboard=self.dashboard_address is not None,
-            )
-            self.scheduler_comm = rpc(self.scheduler.address)
+            if not self.scheduler_on_agent:
+                self.scheduler = await Scheduler(
+                    host=self.scheduler_host,
+                    port=0,
+                    dashboard_address=self.dashboard_address,
+                    dashboard=self.dashboard_address is not None,
+                )
+                self.scheduler_comm = rpc(self.scheduler.address)
             self._client = SchedulerClient(
                 self.master, self._framework_info(), retry_timeout=self.connect_timeout
             )
             await self._client.subscribe()
             self._log(f"Subscribed to {self._client.leader} as {self._client.framework_id}")
             self._driver = asyncio.create_task(self._drive())
+            if self.scheduler_on_agent:
+                address = await self._start_scheduler_task()
+                self.scheduler_comm = rpc(address)
+            else:
+                assert self.scheduler is not None
+                address = self.scheduler.address
+            self._scheduler_ready = address
             await super()._start()
+            if self.scheduler_on_agent and self._scheduler_launch is not None:
+                await self._announce_dashboard(self._scheduler_launch)
         except BaseException:
             self.status = Status.failed
             await self._shutdown()
@@ -200,11 +309,134 @@ class ButteCluster(Cluster):
             "failover_timeout": 0.0,  # our tasks go when this process does
             "capabilities": [{"type": "TASK_KILLING_STATE"}],
         }
-        assert self.scheduler is not None
-        port = self.scheduler.services.get("dashboard")
-        if port is not None:
-            info["webui_url"] = f"http://{self.scheduler_host}:{port.port}/status"
+        if self.scheduler is not None:
+            port = self.scheduler.services.get("dashboard")
+            if port is not None:
+                info["webui_url"] = f"http://{self.scheduler_host}:{port.port}/status"
         return info
+
+    # -- the scheduler as a task (scheduler_on_agent) --------------------------------------
+
+    async def _start_scheduler_task(self) -> str:
+        """Waits for an offer that holds the scheduler task, launches it there and waits
+        until it accepts connections; returns its address. Says every little while what it
+        waits for (as `FitWatch` paces it); raises TimeoutError after ``scheduler_timeout``
+        and RuntimeError when the task ends before it listens."""
+        loop = asyncio.get_running_loop()
+        self._scheduler_running = loop.create_future()
+        self._scheduler_fit = FitWatch(started=time.monotonic())
+        await self._sync_offers()
+        deadline = time.monotonic() + self.scheduler_timeout
+        while not self._scheduler_running.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"the Dask scheduler task was not running within {self.scheduler_timeout:g}s:"
+                    f" {self._scheduler_waiting_note()}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._scheduler_running), min(left, 1.0))
+            if self._scheduler_launch is None and self._scheduler_fit.note_due(time.monotonic()):
+                self._log(self._scheduler_waiting_note())
+        self._scheduler_running.result()  # raises when the task ended before running
+        assert self._scheduler_launch is not None
+        address = self._scheduler_launch.address
+        # TASK_RUNNING means the process started, not that it listens yet.
+        connect_deadline = time.monotonic() + _SCHEDULER_CONNECT_SECONDS
+        while True:
+            try:
+                async with rpc(address) as probe:
+                    await asyncio.wait_for(probe.identity(), 5.0)
+                break
+            except (OSError, TimeoutError) as e:
+                if self._scheduler_ended is not None:
+                    raise RuntimeError(self._scheduler_ended) from None
+                if time.monotonic() > connect_deadline:
+                    raise TimeoutError(
+                        f"the Dask scheduler task runs but {address} did not answer within "
+                        f"{_SCHEDULER_CONNECT_SECONDS:g}s: {e}"
+                    ) from None
+                await asyncio.sleep(0.2)
+        self._log(f"The Dask scheduler task listens on {address}")
+        return address
+
+    def _scheduler_waiting_note(self) -> str:
+        """Why the scheduler task is not placed yet: what it needs, the largest offer."""
+        shape = self.scheduler_shape
+        fit = self._scheduler_fit
+        largest = fit.largest.describe() if fit is not None else "no offer received yet"
+        lacked = f"; the last offer lacked {self._scheduler_lacks}" if self._scheduler_lacks else ""
+        return (
+            f"waiting for an offer of {shape.cpus:g} cpus, {shape.mem:g} MiB mem and "
+            f"{shape.ports} port(s) for the Dask scheduler task; {largest}{lacked}"
+        )
+
+    def _scheduler_wanted(self) -> bool:
+        """Whether offers are wanted for the scheduler task (not placed yet, still wanted)."""
+        return (
+            self._scheduler_running is not None
+            and self._scheduler_launch is None
+            and not self._scheduler_running.done()
+        )
+
+    async def _use_offer_for_scheduler(self, offer: dict[str, Any], view: OfferView) -> bool:
+        """Launches the scheduler task on this offer if it holds it; whether it did."""
+        assert self._client is not None and self._scheduler_running is not None
+        if self._scheduler_fit is not None:
+            self._scheduler_fit.largest.saw(view)
+        launch = place_scheduler(view, self.scheduler_shape)
+        if launch is None:
+            self._scheduler_lacks = shortfall(view, self.scheduler_shape)
+            log.debug(
+                "offer %s (%s) lacks %s", view.offer_id, describe_view(view), self._scheduler_lacks
+            )
+            return False
+        task = scheduler_task_info(
+            launch, self.scheduler_task_id, self.scheduler_shape, view.role, self.python, self.env
+        )
+        self._scheduler_launch = launch
+        self.scheduler_host = launch.hostname
+        try:
+            await self._client.launch(offer, [task], refuse_seconds=1.0)
+        except CallError as e:
+            self._scheduler_running.set_exception(
+                RuntimeError(f"the master refused the Dask scheduler task: {e}")
+            )
+            return True
+        self._log(f"Launching the Dask scheduler task on {launch.hostname} at {launch.address}")
+        return True
+
+    async def _on_scheduler_update(self, status: dict[str, Any]) -> None:
+        state = status["state"]
+        detail = status.get("message") or status.get("reason") or ""
+        running = self._scheduler_running
+        if state == "TASK_RUNNING":
+            if running is not None and not running.done():
+                running.set_result(None)
+            return
+        if not task_states.is_terminal(state):
+            return
+        self._scheduler_ended = f"the Dask scheduler task ended {state}: {detail}".rstrip(": ")
+        self._log(self._scheduler_ended)
+        if running is not None and not running.done():
+            running.set_exception(
+                RuntimeError(f"the Dask scheduler task ended {state} before running: {detail}")
+            )
+        elif self.status not in (Status.closing, Status.closed):
+            # Workers cannot outlive their scheduler; replacing them would only loop.
+            self._log("The Dask scheduler is gone: stopping the workers")
+            self._carry_out(self._plan.close(), retire=False)
+
+    async def _announce_dashboard(self, launch: SchedulerLaunch) -> None:
+        """Links the scheduler task's dashboard as the framework's web UI."""
+        if launch.dashboard_port is None or self._client is None:
+            return
+        info = dict(self._client.framework_info)
+        info["webui_url"] = f"http://{launch.hostname}:{launch.dashboard_port}/status"
+        try:
+            await self._client.update_framework(info)
+        except CallError as e:
+            self._log(f"Warning: cannot set the framework's web UI: {e}")
 
     def _update_worker_status(self, op: str, msg: Any) -> None:
         # distributed's status watcher can hear of a worker's removal before its addition
@@ -327,7 +559,10 @@ class ButteCluster(Cluster):
         only a REVIVE clears), suppresses them otherwise."""
         if self._client is None:
             return
-        wanted = self._plan.wants_offers()
+        # Workers wait for their scheduler: offers for them only once it listens.
+        wanted = self._scheduler_wanted() or (
+            self._plan.wants_offers() and self._scheduler_ready is not None
+        )
         try:
             if wanted and (self._suppressed or self._filtered):
                 self._suppressed = self._filtered = False
@@ -359,9 +594,13 @@ class ButteCluster(Cluster):
             await self._sync_offers()
         elif kind == "UPDATE":
             await self._on_update(event["update"]["status"])
-        elif kind == "SUBSCRIBED" and (self._plan.live or self._plan.stopping):
+        elif kind == "SUBSCRIBED" and (
+            self._plan.live or self._plan.stopping or self._scheduler_launch is not None
+        ):
             assert self._client is not None
             tasks = [*self._plan.live.items(), *self._plan.stopping.items()]
+            if self._scheduler_launch is not None and self._scheduler_ended is None:
+                tasks.append((self.scheduler_task_id, self._scheduler_launch.agent_id))
             await self._client.reconcile(tasks)
         elif kind == "FAILURE" and "executor_id" not in event.get("failure", {}):
             agent = event["failure"].get("agent_id", {}).get("value", "?")
@@ -378,7 +617,11 @@ class ButteCluster(Cluster):
             launches: list[Launch] = []
         else:
             self._hostnames[view.agent_id] = view.hostname
-            launches = self._plan.place(view)
+            if self._scheduler_wanted() and await self._use_offer_for_scheduler(offer, view):
+                return
+            # Workers are placed once their scheduler listens (its address is in their
+            # command line).
+            launches = self._plan.place(view) if self._scheduler_ready is not None else []
         try:
             if launches:
                 tasks = [self._task_info(launch, view.role) for launch in launches]
@@ -386,7 +629,8 @@ class ButteCluster(Cluster):
                 for launch in launches:
                     self._log(f"Launching {launch.name} on {launch.hostname}")
             else:
-                refuse = 1.0 if self._plan.wants_offers() else 30.0
+                wanted = self._plan.wants_offers() or self._scheduler_wanted()
+                refuse = 1.0 if wanted else 30.0
                 await self._client.decline([offer], refuse_seconds=refuse)
                 # Set once the master has the filter, so that a REVIVE (the OFFERS handler
                 # syncs after this) cannot overtake the decline it must undo.
@@ -396,12 +640,13 @@ class ButteCluster(Cluster):
             self._plan.launch_failed(launch.name for launch in launches)
 
     def _task_info(self, launch: Launch, role: str) -> dict[str, Any]:
-        assert self.scheduler is not None
+        scheduler = self._scheduler_ready
+        assert scheduler is not None
         argv = [
             self.python,
             "-m",
             "distributed.cli.dask_worker",
-            self.scheduler.address,
+            scheduler,
             "--name",
             launch.name,
             "--nthreads",
@@ -436,12 +681,18 @@ class ButteCluster(Cluster):
             "agent_id": {"value": launch.agent_id},
             "resources": task_resources(shape.cpus, shape.mem, launch.ports, role),
             "command": command,
-            "labels": {"labels": [{"key": "dask-scheduler", "value": self.scheduler.address}]},
+            "labels": {"labels": [{"key": "dask-scheduler", "value": scheduler}]},
         }
 
     async def _on_update(self, status: dict[str, Any]) -> None:
         assert self._client is not None
         name = status["task_id"]["value"]
+        if name == self.scheduler_task_id:
+            await self._on_scheduler_update(status)
+            with contextlib.suppress(CallError):
+                await self._client.acknowledge_status(status)
+            await self._sync_offers()
+            return
         state = status["state"]
         before, gave_up = len(self._plan.pending), self._plan.gave_up
         strays = self._plan.update(name, state)

@@ -14,6 +14,10 @@ it crashed, it was killed from outside) is replaced by a new pending one, so the
 its size. A worker that exits cleanly was told to by the Dask scheduler (retirement) and is
 not replaced. Workers failing before they ever ran are counted: after ``max_failures`` in a
 row the plan gives up replacing (a broken worker command would otherwise loop forever).
+
+`place_scheduler` places the Dask scheduler itself as a task (``scheduler_on_agent``): it
+takes its port, and its dashboard's, from the offer, as workers do. `shortfall` says what an
+offer lacks for a task of a `WorkerShape`, for the notes of a cluster that waits.
 Nothing here does I/O; `butte.dask.cluster` carries the effects out.
 """
 
@@ -44,6 +48,51 @@ class Launch:
     agent_id: str
     hostname: str
     ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SchedulerLaunch:
+    """Launch the Dask scheduler on the offer's agent: it listens on ``port``, its dashboard
+    (None: no dashboard) on ``dashboard_port``, both taken from the offer."""
+
+    agent_id: str
+    hostname: str
+    port: int
+    dashboard_port: int | None
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port the scheduler task takes from its offer."""
+        return (self.port,) if self.dashboard_port is None else (self.port, self.dashboard_port)
+
+    @property
+    def address(self) -> str:
+        """The address the scheduler listens on, as Dask writes it."""
+        return f"tcp://{self.hostname}:{self.port}"
+
+
+def shortfall(offer: OfferView, shape: WorkerShape) -> str | None:
+    """What ``offer`` lacks for one task of ``shape`` (None: it holds one)."""
+    lacks = []
+    if offer.cpus + 1e-9 < shape.cpus:
+        lacks.append(f"{offer.cpus:g} of {shape.cpus:g} cpus")
+    if offer.mem + 1e-9 < shape.mem:
+        lacks.append(f"{offer.mem:g} of {shape.mem:g} MiB mem")
+    if offer.port_count() < shape.ports:
+        lacks.append(f"{offer.port_count()} of {shape.ports} ports")
+    return ", ".join(lacks) or None
+
+
+def place_scheduler(offer: OfferView, shape: WorkerShape) -> SchedulerLaunch | None:
+    """The scheduler task on this offer, if it holds ``shape`` (``shape.ports``: 2 with a
+    dashboard, 1 without): its ports are the offer's lowest; None when it does not fit."""
+    if shape.ports not in (1, 2):
+        raise ValueError(f"the scheduler takes 1 or 2 ports, not {shape.ports}")
+    if shortfall(offer, shape) is not None:
+        return None
+    taken, _ = take_ports(offer.ports, shape.ports)
+    dashboard = taken[1] if shape.ports == 2 else None
+    return SchedulerLaunch(offer.agent_id, offer.hostname, taken[0], dashboard)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from butte.core import task_states as ts
-from butte.dask.plan import Stop, WorkerPlan, WorkerShape
+from butte.dask.plan import Stop, WorkerPlan, WorkerShape, place_scheduler, shortfall
 from butte.frameworks.offers import OfferView, offer_view, task_resources
 
 
@@ -108,3 +108,34 @@ def test_offer_view_and_task_resources_round_trip():
     assert (view.cpus, view.mem, view.role) == (2, 512, "dev")
     assert view.ports == ((31000, 31001), (31005, 31005))
     assert view.port_count() == 3
+
+
+def test_scheduler_task_takes_its_port_and_dashboard_port_from_the_offer():
+    shape = WorkerShape(cpus=1, mem=512, ports=2)
+    launch = place_scheduler(
+        offer("a1", cpus=2, mem=1024, ports=((28000, 28000), (28005, 28009))), shape
+    )
+    assert launch is not None
+    assert (launch.agent_id, launch.hostname, launch.port, launch.dashboard_port) == (
+        "a1",
+        "host-a1",
+        28000,
+        28005,
+    )
+    assert launch.ports == (28000, 28005) and launch.address == "tcp://host-a1:28000"
+    # without a dashboard one port is enough
+    alone = place_scheduler(offer(ports=((28010, 28010),)), WorkerShape(1, 512, 1))
+    assert alone is not None and alone.ports == (28010,) and alone.dashboard_port is None
+
+
+def test_scheduler_task_waits_for_an_offer_with_enough_ports_and_says_what_is_missing():
+    shape = WorkerShape(cpus=1, mem=512, ports=2)
+    one_port = offer(ports=((28000, 28000),))
+    assert place_scheduler(one_port, shape) is None
+    assert shortfall(one_port, shape) == "1 of 2 ports"
+    assert place_scheduler(offer(ports=()), shape) is None
+    small = offer(cpus=0.5, mem=256, ports=())
+    assert shortfall(small, shape) == "0.5 of 1 cpus, 256 of 512 MiB mem, 0 of 2 ports"
+    assert shortfall(offer(), shape) is None
+    with pytest.raises(ValueError):
+        place_scheduler(offer(), WorkerShape(1, 512, 3))

@@ -22,8 +22,10 @@ from butte.testing.require import require, require_module
 
 pytestmark = pytest.mark.integration
 
-# Two agents of 2 CPUs each: a 4-rank job (1 CPU per rank) takes the whole cluster.
-RESOURCES = "cpus:2;mem:1024;disk:1000;ports:[31000-31100]"
+# Two agents of 2 CPUs each: a 4-rank job (1 CPU per rank) takes the whole cluster. Their
+# ports differ: the node tasks' MPI daemons and ranks bind their offered ports, and two
+# agents of one host offering the same ones would hand both nodes the same.
+RESOURCES = [f"cpus:2;mem:1024;disk:1000;ports:[{p}-{p + 49}]" for p in (28200, 28250)]
 
 ALLREDUCE = """
 import sys

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from butte.core import task_states as ts
-from butte.core.resources import Resources
+from butte.core.resources import Resources, parse_resources
 from butte.frameworks.mpi import gang
 
 RANK = Resources.scalars(cpus=1, mem=128)
@@ -268,3 +268,84 @@ def test_a_failed_rank_fails_the_job_with_its_status() -> None:
     planner.on_update(1, ts.KILLED, "", 2.0)
     (done,) = of_type(planner.on_launcher_exit(143, 2.5), gang.Done)
     assert done.exit_status == 7 and done.message == "rank 3 on node1 exited with status 7"
+
+
+def ported(oid: str, agent: str, cpus: float, ports: str) -> gang.Offer:
+    """An offer with port ranges (``"[28000-28009]"``)."""
+    resources = Resources.scalars(cpus=cpus, mem=1024) + parse_resources(f"ports:{ports}")
+    return gang.Offer(oid, agent, f"host-{agent}", resources)
+
+
+def test_node_tasks_take_one_run_of_offered_ports_for_their_daemon_and_ranks() -> None:
+    spec = gang.GangSpec(ranks=4, rank_resources=RANK, per_agent=2, node_ports=3, rank_ports=2)
+    assert spec.ports_needed(2) == 7
+    nodes = gang.place(
+        [ported("o1", "a", 2, "[28000-28001,28003-28009]"), ported("o2", "b", 2, "[28100-28110]")],
+        spec,
+    )
+    assert nodes is not None
+    by_agent = {n.agent_id: n for n in nodes}
+    # a's first run is too short: its ports are the lowest run long enough.
+    assert by_agent["a"].ports == tuple(range(28003, 28010))
+    assert by_agent["b"].ports == tuple(range(28100, 28107))
+    # Without ports wanted a node takes none.
+    plain = gang.place([ported("o1", "a", 4, "[28000-28000]")], gang.GangSpec(2, RANK))
+    assert plain is not None and plain[0].ports == ()
+
+
+def test_ports_bound_the_ranks_an_agent_holds_and_portless_offers_are_not_held() -> None:
+    spec = gang.GangSpec(ranks=2, rank_resources=RANK, node_ports=3, rank_ports=2)
+    # 4 cpus, but its longest run (6 ports) holds one rank: 3 + 2.
+    assert (
+        gang.agent_slots(
+            Resources.scalars(cpus=4, mem=1024)
+            + parse_resources("ports:[28000-28005,28007-28008]"),
+            RANK,
+            None,
+            3,
+            2,
+        )
+        == 1
+    )
+    assert gang.place([ported("o1", "a", 4, "[28000-28005]")], spec) is None
+    planner = gang.GangPlanner(spec)
+    effects = planner.on_offers([offer("o1", "a", 4), ported("o2", "b", 4, "[28000-28003]")], 0.0)
+    # Neither holds a rank with its node's ports: both go back, none is held.
+    assert set(of_type(effects, gang.Decline)[0].offer_ids) == {"o1", "o2"} and not planner.held
+    effects = planner.on_offers([ported("o3", "c", 4, "[28000-28006]")], 1.0)
+    (launch,) = of_type(effects, gang.Launch)
+    assert launch.nodes[0].ports == tuple(range(28000, 28007))
+
+
+def test_shortfall_names_the_ports_a_node_needs() -> None:
+    spec = gang.GangSpec(ranks=2, rank_resources=RANK, node_ports=3, rank_ports=2)
+    reason = gang.shortfall(spec, [ported("", "a", 8, "[28000-28003]")]) or ""
+    assert "a rank needs cpus:1;mem:128 (and 3 + 2 per rank port(s) per agent" in reason
+    assert gang.shortfall(spec, [ported("", "a", 8, "[28000-28006]")]) is None
+
+
+def test_shortfall_of_too_many_ranks_names_the_ports_too() -> None:
+    spec = gang.GangSpec(ranks=3, rank_resources=RANK, node_ports=3, rank_ports=2)
+    # 8 cpus, but 7 ports: the daemon's 3 and 2 ranks' 2 each.
+    reason = gang.shortfall(spec, [ported("", "a", 8, "[28000-28006]")])
+    assert reason == (
+        "3 ranks of cpus:1;mem:128 need 3 slots (and 3 + 2 per rank port(s) per agent, in one "
+        "run of offered ports), but the 1 registered agent(s) hold only 2 together: host-a: 2"
+    )
+
+
+def test_a_nodes_run_of_ports_starts_where_the_pick_says() -> None:
+    ports = Resources.scalars(cpus=1) + parse_resources("ports:[28000-28003,28010-28015]")
+    # Runs of 3 may start at 28000-28001 and 28010-28013: six places.
+    assert gang.node_ports(ports, 3) == (28000, 28001, 28002)
+    assert gang.node_ports(ports, 3, 0.0) == (28000, 28001, 28002)
+    assert gang.node_ports(ports, 3, 2 / 6) == (28010, 28011, 28012)
+    assert gang.node_ports(ports, 3, 0.999) == (28013, 28014, 28015)
+    assert gang.node_ports(ports, 5, 0.0) == tuple(range(28010, 28015))
+    assert gang.node_ports(ports, 0, 0.5) == ()
+    spec = gang.GangSpec(ranks=1, rank_resources=RANK, node_ports=1, rank_ports=1)
+    planner = gang.GangPlanner(spec, port_pick=lambda: 0.999)
+    (launch,) = of_type(
+        planner.on_offers([ported("o1", "a", 2, "[28000-28099]")], 0.0), gang.Launch
+    )
+    assert launch.nodes[0].ports == (28098, 28099)

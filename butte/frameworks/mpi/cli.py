@@ -9,6 +9,7 @@ import sys
 from butte.core.resources import Resources
 from butte.frameworks.mpi import gang
 from butte.frameworks.mpi.job import MpiJobError, MpiSpec, run_job
+from butte.frameworks.mpi.ports import PORTS
 
 
 def _positive_int(text: str) -> int:
@@ -87,12 +88,15 @@ def spec_from_args(args: argparse.Namespace) -> MpiSpec:
     if not program:
         raise ValueError("no program given: butte mpi ... -- PROGRAM [ARGS...]")
     rank = Resources.scalars(args.role, cpus=args.cpus, mem=args.mem)
+    node_ports, rank_ports = PORTS[args.impl]
     spec = gang.GangSpec(
         ranks=args.np,
         rank_resources=rank,
         per_agent=args.per_agent,
         hold_seconds=args.hold_seconds,
         backoff_max=args.backoff_max,
+        node_ports=node_ports,
+        rank_ports=rank_ports,
     )
     return MpiSpec(
         master=args.master,

@@ -14,6 +14,14 @@ waits for peers that may never come. The planner therefore
 * once running, a rank that fails (reported by its wrapper) or a node task that fails fails
   the job: every other task is killed and the launcher process is stopped.
 
+A node task may also need ports from its offers (`GangSpec.node_ports` for itself and
+`GangSpec.rank_ports` for each of its ranks: the MPI daemon and the ranks listen on them, see
+`butte.frameworks.mpi.ports.PORTS`): they are one contiguous run of its agent's offered ports
+(the MPI launchers take a port range as a first port and a count), so an agent holds only as
+many ranks as its longest run of offered ports has room for. The shell has the run start at
+random among the offered ports, as Marathon picks ports: a port a job just used may still be
+held by its closed connections (TIME_WAIT), which Open MPI's TCP transport cannot bind over.
+
 The planner does no I/O and reads no clock; the shell (`butte.frameworks.mpi.job`) feeds it
 events with the time and carries out the effects it returns.
 """
@@ -21,6 +29,7 @@ events with the time and carries out the effects it returns.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -56,6 +65,8 @@ class GangSpec:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     max_launch_attempts: int = 3
+    node_ports: int = 0  # ports each node task takes for itself (its MPI daemon)
+    rank_ports: int = 0  # ports each node task takes per rank it hosts
 
     def __post_init__(self) -> None:
         if self.ranks < 1:
@@ -64,6 +75,27 @@ class GangSpec:
             raise ValueError("per_agent must be at least 1")
         if self.rank_resources.is_empty():
             raise ValueError("rank resources must not be empty")
+        if self.node_ports < 0 or self.rank_ports < 0:
+            raise ValueError("port counts must not be negative")
+
+    def ports_needed(self, ranks: int) -> int:
+        """The ports a node task hosting ``ranks`` ranks takes (one contiguous run)."""
+        if not self.node_ports and not self.rank_ports:
+            return 0
+        return self.node_ports + self.rank_ports * ranks
+
+    def ports_text(self) -> str:
+        """The ports a node task needs, for people ("" when none)."""
+        if not self.node_ports and not self.rank_ports:
+            return ""
+        return (
+            f" (and {self.node_ports} + {self.rank_ports} per rank port(s) per agent, "
+            "in one run of offered ports)"
+        )
+
+    def describe(self) -> str:
+        """A rank's resources, and the ports its node task needs, for people."""
+        return self.rank_resources.to_text() + self.ports_text()
 
 
 @dataclass(frozen=True)
@@ -85,6 +117,7 @@ class Node:
     hostname: str
     ranks: int
     offer_ids: tuple[str, ...]
+    ports: tuple[int, ...] = ()  # the node task's ports (GangSpec.ports_needed), in order
 
     @property
     def name(self) -> str:
@@ -152,16 +185,54 @@ Effect = (
 )
 
 
-def agent_slots(resources: Resources, rank: Resources, cap: int | None) -> int:
-    """How many ranks of ``rank`` fit in ``resources`` (at most ``cap``)."""
+def agent_slots(
+    resources: Resources, rank: Resources, cap: int | None, node_ports: int = 0, rank_ports: int = 0
+) -> int:
+    """How many ranks of ``rank`` fit in ``resources`` (at most ``cap``), their node task
+    taking ``node_ports`` + ``rank_ports`` per rank ports in one run of ``resources``'
+    ports."""
     slots = math.inf
     for name, need in rank.quantities().items():
         if need <= 0:
             continue
         slots = min(slots, resources.quantities().get(name, 0) // need)
+    if node_ports or rank_ports:
+        longest = max((end - begin + 1 for begin, end in resources.ranges("ports")), default=0)
+        if longest < node_ports + rank_ports:
+            return 0
+        if rank_ports:
+            slots = min(slots, (longest - node_ports) // rank_ports)
     if slots is math.inf:
         slots = cap or 1
     return int(min(slots, cap)) if cap is not None else int(slots)
+
+
+def _slots(resources: Resources, spec: GangSpec) -> int:
+    return agent_slots(
+        resources, spec.rank_resources, spec.per_agent, spec.node_ports, spec.rank_ports
+    )
+
+
+def node_ports(resources: Resources, count: int, pick: float | None = None) -> tuple[int, ...]:
+    """A run of ``count`` consecutive ports in ``resources`` (() for none wanted): the
+    lowest, or with ``pick`` in [0, 1) the one at that fraction of every possible run's
+    start; ValueError when no run is that long (`agent_slots` said it would be)."""
+    if count <= 0:
+        return ()
+    starts = [
+        (begin, end - begin + 2 - count)
+        for begin, end in resources.ranges("ports")
+        if end - begin + 1 >= count
+    ]
+    if not starts:
+        raise ValueError(f"no run of {count} ports in {resources.ranges('ports')}")
+    index = 0 if pick is None else int(pick * sum(n for _, n in starts))
+    for begin, n in starts:
+        if index < n:
+            return tuple(range(begin + index, begin + index + count))
+        index -= n
+    begin, n = starts[-1]  # pick was 1.0 or more: the highest run
+    return tuple(range(begin + n - 1, begin + n - 1 + count))
 
 
 def _by_agent(offers: list[Offer]) -> dict[str, list[Offer]]:
@@ -171,29 +242,34 @@ def _by_agent(offers: list[Offer]) -> dict[str, list[Offer]]:
     return by_agent
 
 
-def place(offers: list[Offer], spec: GangSpec) -> tuple[Node, ...] | None:
+def place(
+    offers: list[Offer], spec: GangSpec, pick: Callable[[], float] | None = None
+) -> tuple[Node, ...] | None:
     """Nodes for every rank from ``offers`` (fewest agents first: agents with the most slots
-    take ranks first), or None if they do not hold them all."""
+    take ranks first), or None if they do not hold them all. Each node's run of ports is
+    the lowest, or where ``pick`` (a random number source) is given, one at random
+    (`node_ports`)."""
     candidates = []
     for agent_id, agent_offers in _by_agent(offers).items():
         total = Resources()
         for offer in agent_offers:
             total = total + offer.resources
-        slots = agent_slots(total, spec.rank_resources, spec.per_agent)
+        slots = _slots(total, spec)
         if slots > 0:
-            candidates.append((slots, agent_id, agent_offers))
+            candidates.append((slots, agent_id, agent_offers, total))
     candidates.sort(key=lambda c: (-c[0], c[1]))
     if sum(c[0] for c in candidates) < spec.ranks:
         return None
     nodes: list[Node] = []
     left = spec.ranks
-    for slots, agent_id, agent_offers in candidates:
+    for slots, agent_id, agent_offers, total in candidates:
         if left == 0:
             break
         take = min(slots, left)
         left -= take
         ids = tuple(sorted(o.offer_id for o in agent_offers))
-        nodes.append(Node(len(nodes), agent_id, agent_offers[0].hostname, take, ids))
+        ports = node_ports(total, spec.ports_needed(take), pick() if pick else None)
+        nodes.append(Node(len(nodes), agent_id, agent_offers[0].hostname, take, ids, ports))
     return tuple(nodes)
 
 
@@ -202,7 +278,7 @@ def free_slots(offers: list[Offer], spec: GangSpec) -> tuple[int, int]:
     by_agent: dict[str, Resources] = {}
     for offer in offers:
         by_agent[offer.agent_id] = by_agent.get(offer.agent_id, Resources()) + offer.resources
-    counts = [agent_slots(r, spec.rank_resources, spec.per_agent) for r in by_agent.values()]
+    counts = [_slots(r, spec) for r in by_agent.values()]
     return sum(counts), sum(1 for c in counts if c > 0)
 
 
@@ -217,14 +293,11 @@ def shortfall(spec: GangSpec, agents: list[Offer]) -> str | None:
     for agent in agents:
         _, total = by_agent.get(agent.agent_id, (agent.hostname, Resources()))
         by_agent[agent.agent_id] = (agent.hostname, total + agent.resources)
-    slots = {
-        agent_id: (host, agent_slots(total, spec.rank_resources, spec.per_agent))
-        for agent_id, (host, total) in by_agent.items()
-    }
+    slots = {agent_id: (host, _slots(total, spec)) for agent_id, (host, total) in by_agent.items()}
     held = sum(n for _, n in slots.values())
     if held >= spec.ranks:
         return None
-    rank = spec.rank_resources.to_text()
+    rank, ports = spec.rank_resources.to_text(), spec.ports_text()
     count = f"{len(by_agent)} registered agent(s)"
     if held == 0:
         host, biggest = max(
@@ -232,13 +305,13 @@ def shortfall(spec: GangSpec, agents: list[Offer]) -> str | None:
             key=lambda a: (a[1].scalar("cpus"), a[1].scalar("mem"), a[1].to_text()),
         )
         return (
-            f"a rank needs {rank}, more than any of the {count} has "
+            f"a rank needs {rank}{ports}, more than any of the {count} has "
             f"(the largest: {biggest.to_text()} on {host})"
         )
     cap = f" (at most {spec.per_agent} per agent: --per-agent)" if spec.per_agent else ""
     each = ", ".join(f"{host}: {n}" for host, n in sorted(slots.values()))
     return (
-        f"{spec.ranks} ranks of {rank} need {spec.ranks} slots, but the {count} hold only "
+        f"{spec.ranks} ranks of {rank} need {spec.ranks} slots{ports}, but the {count} hold only "
         f"{held} together{cap}: {each}"
     )
 
@@ -261,6 +334,8 @@ class GangPlanner:
     launcher_status: int | None = None
     failure: str | None = None
     drain_until: float | None = None
+    # Where a node's run of ports starts (None: the lowest; the shell passes random.random).
+    port_pick: Callable[[], float] | None = None
 
     def __post_init__(self) -> None:
         self.backoff = self.spec.backoff_initial
@@ -281,7 +356,7 @@ class GangPlanner:
             self.held[offer.offer_id] = offer
         for agent_offers in _by_agent(list(self.held.values())).values():
             total = sum((o.resources for o in agent_offers), Resources())
-            if agent_slots(total, self.spec.rank_resources, self.spec.per_agent) == 0:
+            if _slots(total, self.spec) == 0:
                 useless.extend(o.offer_id for o in agent_offers)
         for offer_id in useless:
             del self.held[offer_id]
@@ -290,7 +365,7 @@ class GangPlanner:
         )
         if self.held and self.hold_since is None:
             self.hold_since = now
-        nodes = place(list(self.held.values()), self.spec)
+        nodes = place(list(self.held.values()), self.spec, self.port_pick)
         if nodes is None:
             slots, agents = free_slots(list(self.held.values()), self.spec)
             left = self.spec.hold_seconds - (now - (self.hold_since or now))

@@ -35,7 +35,7 @@ from butte.client.scheduler import (
     SubscriptionError,
 )
 from butte.core import task_states
-from butte.core.resources import ResourceError, Resources
+from butte.core.resources import ResourceError, Resources, parse_resources
 from butte.frameworks.mpi import gang
 from butte.frameworks.mpi.rendezvous import Rendezvous
 from butte.frameworks.offers import (
@@ -76,13 +76,16 @@ class MpiSpec:
 
 
 def offer_view(offer: dict[str, Any]) -> gang.Offer:
-    """The planner's view of an offer: its plain (unreserved-or-role, non-volume) scalars."""
-    plain = [r for r in plain_resources(offer) if r.get("type", "SCALAR") == "SCALAR"]
+    """The planner's view of an offer: its plain (unreserved-or-role, non-volume) scalars
+    and its unreserved ports (a node task's ports are launched unreserved)."""
+    plain = plain_resources(offer)
+    scalars = [r for r in plain if r.get("type", "SCALAR") == "SCALAR"]
+    ports = [r for r in plain if r.get("name") == "ports" and r.get("type") == "RANGES"]
     return gang.Offer(
         offer["id"]["value"],
         offer["agent_id"]["value"],
         offer.get("hostname", "?"),
-        Resources.from_json(plain),
+        Resources.from_json(scalars) + Resources.from_json(ports).unreserved(),
     )
 
 
@@ -171,7 +174,8 @@ class MpiJob:
     capacity_read: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self.planner = gang.GangPlanner(self.spec.gang)
+        # A random run of ports per node: see gang.node_ports and butte.frameworks.mpi.ports.
+        self.planner = gang.GangPlanner(self.spec.gang, port_pick=random.random)
 
     def framework_info(self) -> dict[str, Any]:
         return {
@@ -303,7 +307,7 @@ class MpiJob:
         if not self._waiting():
             return
         if self.fit.note_due(now):
-            rank = self.spec.gang.rank_resources.to_text()
+            rank = self.spec.gang.describe()
             self.info(
                 f"waiting for {self.spec.gang.ranks} rank slot(s) of {rank}; "
                 f"{self.fit.largest.describe()}{self.fit.capacity_note()}"
@@ -391,6 +395,11 @@ class MpiJob:
             self.tasks[task_id] = (effect.attempt, node.index)
             offers = [self.offers.pop(o) for o in node.offer_ids if o in self.offers]
             role = offer_role(offers[0], self.spec.role)
+            if node.ports:
+                self.info(
+                    f"{node.name} on {node.hostname}: ports {node.ports[0]}-{node.ports[-1]} "
+                    "for its MPI daemon and ranks"
+                )
             try:
                 await client.accept(node.offer_ids, [self._launch_operation(task_id, node, role)])
             except CallError as e:
@@ -408,6 +417,12 @@ class MpiJob:
             "BUTTE_MPI_NODE": node.name,
             "BUTTE_MPI_TOKEN": self._node_token(node.name),
         }
+        if node.ports:
+            ranges = ",".join(f"{p}-{p}" for p in node.ports)
+            need = need + parse_resources(f"ports:[{ranges}]")
+            # The proxy hands them out on the agent (butte.frameworks.mpi.ports).
+            env["BUTTE_MPI_PORTS"] = ",".join(str(p) for p in node.ports)
+            env["BUTTE_MPI_IMPL"] = self.spec.impl
         task = {
             "name": f"{self.spec.name} {node.name}",
             "task_id": {"value": task_id},

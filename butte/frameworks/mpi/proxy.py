@@ -6,6 +6,10 @@ service (`butte.frameworks.mpi.rendezvous`), runs it with ``/bin/sh -c`` in the 
 ``TMPDIR`` there, so that two nodes on one host keep their session files apart), posts the
 exit status back and exits with it, so the task ends FINISHED exactly when the daemon exited
 0. SIGTERM (the task being killed) is passed on to the daemon's process group.
+
+With ``BUTTE_MPI_PORTS`` (the task's run of offered ports) and ``BUTTE_MPI_IMPL=openmpi``
+it tells the daemon and its ranks which of those ports to listen on
+(`butte.frameworks.mpi.ports.openmpi_port_env`), choosing them when the daemon starts.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from types import FrameType
 
+from butte.frameworks.mpi.ports import openmpi_port_env
 from butte.frameworks.mpi.wire import call
 
 # A node whose command never comes (the job died without telling) gives up after this long.
@@ -42,6 +48,17 @@ def _fetch_command(url: str, token: str) -> str | None:
     raise RuntimeError(f"no command within {GIVE_UP_SECONDS:.0f}s")
 
 
+def port_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables that keep the MPI daemon and its ranks on the task's offered ports
+    (none for an MPI implementation butte does not tell them to)."""
+    ports = environ.get("BUTTE_MPI_PORTS", "")
+    if not ports or environ.get("BUTTE_MPI_IMPL") != "openmpi":
+        return {}
+    chosen = openmpi_port_env([int(p) for p in ports.split(",")])
+    print(f"proxy: ports {' '.join(f'{k}={v}' for k, v in chosen.items())}", flush=True)
+    return chosen
+
+
 def main() -> int:
     base = os.environ["BUTTE_MPI_RENDEZVOUS"]
     node = os.environ["BUTTE_MPI_NODE"]
@@ -54,6 +71,7 @@ def main() -> int:
         return 0
     sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
     env = dict(os.environ, TMPDIR=sandbox)
+    env.update(port_env(os.environ))
     print(f"proxy: running {command}", flush=True)
     child = subprocess.Popen(["/bin/sh", "-c", command], env=env, start_new_session=True)
 
