@@ -457,7 +457,12 @@ def test_long_task_ids_are_cut_in_the_list(ui_cluster, page):
     link = page.locator(f'tr[data-task="{task_id}"] a.task-link')
     expect(link).to_have_attribute("title", task_id)
     expect(link).to_have_text(task_id)  # all of it is there, cut by the style only
-    box = link.bounding_box()
+    box = None
+    for _ in range(50):  # the list's live updates may redraw the row between two reads
+        box = link.bounding_box()
+        if box is not None:
+            break
+        page.wait_for_timeout(100)
     assert box is not None and box["width"] < 350, box
     assert link.evaluate("(a) => a.scrollWidth > a.clientWidth")  # cut
     row = page.locator(f'tr[data-task="{task_id}"]')
