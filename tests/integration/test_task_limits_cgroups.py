@@ -44,7 +44,15 @@ def burstable(task_id: str, command: str, mem: float, limits: dict) -> dict:
     }
 
 
-def test_a_burstable_task_uses_more_than_its_request_up_to_its_limit(tmp_path, cgroups_root):  # noqa: F811
+@pytest.mark.parametrize("launcher", ["true", "false"])
+def test_a_burstable_task_uses_more_than_its_request_up_to_its_limit(
+    tmp_path,
+    cgroups_root,  # noqa: F811
+    launcher: str,
+):
+    """With the command launcher (the task is its container's first process) and without it
+    (a command executor process is, and the task its child)."""
+
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         go = tmp_path / "go"
         # 200 MB held by tail, against a request of 32 MB (64 with the executor's): without
@@ -97,7 +105,12 @@ def test_a_burstable_task_uses_more_than_its_request_up_to_its_limit(tmp_path, c
         assert status["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
         assert "Memory limit exceeded: Requested: 132MB" in status["message"]
 
-    agent_flags = flags(cgroups_root, "cgroups/cpu,cgroups/mem", "--cgroups_enable_cfs")
+    agent_flags = flags(
+        cgroups_root,
+        "cgroups/cpu,cgroups/mem",
+        "--cgroups_enable_cfs",
+        f"--command_launcher={launcher}",
+    )
     run_scenario(tmp_path, scenario, agent_flags=agent_flags)
 
 
