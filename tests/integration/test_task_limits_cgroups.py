@@ -7,6 +7,7 @@ tasks"). Needs root and the cgroup v1 memory, cpu, cpuacct, pids and freezer con
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +25,7 @@ from test_agent_process import sandbox as sandbox_of
 from test_isolation import cgroups_root, container_of, flags, group, terminal  # noqa: F401
 
 from butte.core.task_limits import oom_score_adj
+from butte.testing.require import require_module
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +143,47 @@ def test_a_cpu_limit_throttles_the_task_to_it(tmp_path, cgroups_root):  # noqa: 
 def _throttled(stat: Path) -> int:
     fields = dict(line.split() for line in stat.read_text().splitlines())
     return int(fields.get("nr_throttled", 0))
+
+
+RUNNING_EXECUTOR = """
+import pymesos
+
+
+class Runs(pymesos.Executor):
+    def launchTask(self, driver, task):
+        driver.sendStatusUpdate({"task_id": task["task_id"], "state": "TASK_RUNNING"})
+
+
+pymesos.MesosExecutorDriver(Runs(), use_addict=False).run()
+"""
+
+
+def test_a_task_joining_a_running_executor_grows_its_container(tmp_path, cgroups_root):  # noqa: F811
+    """A custom executor's second task, with a memory limit, raises its container's limits
+    to the sum Mesos computes (its tasks' limits plus the requests of those without one)."""
+    require_module("pymesos")
+    script = tmp_path / "runs_executor.py"
+    script.write_text(RUNNING_EXECUTOR)
+    executor = {"executor_id": {"value": "ex"}, "command": {"value": f"{sys.executable} {script}"}}
+
+    def task(task_id: str, mem: float, limits: dict | None) -> dict:
+        body = burstable(task_id, "unused", mem, limits or {})
+        del body["command"]
+        return {**body, "executor": executor}
+
+    async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
+        first = task("first", 64, None)
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": first})
+        container = await wait_for(
+            lambda: "TASK_RUNNING" in master.states("first") and container_of(master, "first"),
+            "the first task running",
+        )
+        memory = group(cgroups_root, "memory", container)
+        assert int((memory / "memory.limit_in_bytes").read_text()) == 64 * MB
+        second = task("second", 128, {"mem": {"value": 512}})
+        await master.send({"type": "RUN_TASK", "framework": FRAMEWORK, "task": second})
+        await wait_for(lambda: "TASK_RUNNING" in master.states("second"), "the second task")
+        assert int((memory / "memory.limit_in_bytes").read_text()) == (512 + 64) * MB
+        assert int((memory / "memory.soft_limit_in_bytes").read_text()) == (64 + 128) * MB
+
+    run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, "cgroups/cpu,cgroups/mem"))
