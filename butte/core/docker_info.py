@@ -230,8 +230,8 @@ def task_ports(resources: Sequence[Any]) -> list[tuple[int, int]]:
 
 def launch_problem(task: Mapping[str, Any], grouped: bool) -> str | None:
     """Why a task of type DOCKER cannot be launched whatever the agent (None: it can): a
-    task group member, a custom executor, a COMMAND check (it would run on the host), or
-    an invalid ContainerInfo."""
+    task group member, a custom executor, a COMMAND check or health check (it would run on
+    the host, not in the container), or an invalid ContainerInfo."""
     if grouped:
         return "Tasks of a task group cannot run in DOCKER containers (use MESOS)"
     if task.get("executor") is not None:
@@ -240,16 +240,12 @@ def launch_problem(task: Mapping[str, Any], grouped: bool) -> str | None:
     if command.get("shell", True) and not command.get("value"):
         return "A shell command (CommandInfo.shell true) needs a value"
     container = task.get("container") or {}
-    network = (container.get("docker") or {}).get("network", "HOST")
     for kind in ("health_check", "check"):
         probe = task.get(kind)
-        if not isinstance(probe, dict):
-            continue
-        if probe.get("type") == "COMMAND":
+        # HTTP and TCP probes of a BRIDGE or NONE container run in the container's network
+        # namespace (butte.agent.executor.docker), as Mesos' Docker executor runs them.
+        if isinstance(probe, dict) and probe.get("type") == "COMMAND":
             return f"A COMMAND {kind} is not supported for DOCKER containers"
-        if network != "HOST":
-            # Probes run in the executor, on the host's network, not the container's.
-            return f"A {kind} of a DOCKER container needs docker.network HOST"
     return docker_problem(container, task_ports(task.get("resources") or []))
 
 

@@ -257,9 +257,9 @@ REFUSED += [
         "must be a list",
     ),
     (
-        v15(healthChecks=[{"protocol": "MESOS_HTTP", "portIndex": 0}]),
-        "/healthChecks",
-        "health checks of a container/bridge app are not supported",
+        v15(healthChecks=[{"protocol": "COMMAND", "command": {"value": "true"}}]),
+        "/healthChecks(0)/protocol",
+        "COMMAND health checks of a container/bridge app are not supported",
     ),
 ]
 

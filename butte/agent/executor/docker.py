@@ -15,6 +15,9 @@ Flow::
             --executor_shutdown_grace_period and --docker_stop_timeout, as Mesos');
             `docker kill` once the grace period is over
 
+HTTP and TCP health checks and checks of a BRIDGE or NONE container are probed from inside
+the container's network namespace, as Mesos' Docker executor probes them (`_spawn_probe`).
+
 The client runs with ``--sig-proxy=false``: only the executor stops the container. The
 agent removes the container (`docker rm -f`) once this executor has exited
 (`butte.agent.containerizer.docker`).
@@ -260,6 +263,51 @@ class DockerExecutor(command.Executor):
 
         encoded = binascii.b2a_base64(lite.dumps([self.inspected]), newline=False)
         return {"data": encoded.decode()}
+
+    # -- checks and health checks ----------------------------------------------------------
+
+    def _spawn_probe(
+        self,
+        task: command.TaskProcess,
+        kind: str,
+        program: str,
+        argv: list[str],
+        search: bool,
+        stdout: int | None,
+    ) -> int:
+        """Starts an HTTP or TCP probe of a BRIDGE or NONE container in the container's
+        network namespace, as Mesos' Docker executor does: its 127.0.0.1 is the container's,
+        and the probe's port is the container's port (docs/docker.md "Checks"). Only the
+        forked probe joins the namespace; the executor stays where it is. A HOST container's
+        network is the host's: its probes start as the command executor starts them."""
+        docker = (task.info.get("container") or {}).get("docker") or {}
+        if kind == "COMMAND" or docker.get("network", "HOST") == "HOST":
+            return super()._spawn_probe(task, kind, program, argv, search, stdout)
+        from butte.agent.containerizer import linux
+
+        pid = self._container_pid()
+        env = command.task_environment(self.environ, task.info.get("command") or {})
+        return linux.spawn_in_namespaces_of(
+            pid, ["net"], program, argv, env, search=search, cwd=self.sandbox, stdout_fd=stdout
+        )
+
+    def _container_pid(self) -> int:
+        """The pid (in the host's pid namespace) of the container's first process, from
+        ``docker inspect`` (``State.Pid``): the one seen at start while it lives, else asked
+        again (the daemon may have restarted the client). OSError when there is none: the
+        probe then fails, as one that got no answer."""
+        state = (self.inspected or {}).get("State") or {}
+        pid = state.get("Pid")
+        if isinstance(pid, int) and pid > 0 and os.path.exists(f"/proc/{pid}/ns/net"):
+            return pid
+        try:
+            self.inspected = self.api(f"/containers/{self.name}/json")
+        except DockerError as e:
+            raise OSError(f"cannot find the container's process: {e}") from None
+        pid = (self.inspected.get("State") or {}).get("Pid")
+        if not isinstance(pid, int) or pid <= 0:
+            raise OSError(f"the container {self.name} has no running process")
+        return pid
 
     # -- kill ----------------------------------------------------------------------------
 

@@ -988,17 +988,16 @@ def normalize_app(
     app["role"] = role
     bridged = is_bridged(app)
     ports = container["portMappings"] if bridged and container else app["portDefinitions"]
-    if bridged and raw.get("healthChecks"):
-        # The agent runs a task's health checks on the host's network, which a bridged
-        # container is not on (docs/docker.md), and so refuses them: refused here already.
-        errors.add(
-            "/healthChecks",
-            "health checks of a container/bridge app are not supported by butte "
-            "(use a readiness check, or host networking)",
-        )
-        app["healthChecks"] = []
-    else:
-        app["healthChecks"] = _health_checks(errors, raw.get("healthChecks") or [], len(ports))
+    app["healthChecks"] = _health_checks(errors, raw.get("healthChecks") or [], len(ports))
+    for i, hc in enumerate(app["healthChecks"]):
+        if bridged and hc["protocol"] == "COMMAND":
+            # The Docker executor runs HTTP and TCP probes in the container's network, but
+            # not commands in the container (docs/docker.md "Checks"): the agent refuses them.
+            errors.add(
+                f"/healthChecks({i})/protocol",
+                "COMMAND health checks of a container/bridge app are not supported by butte "
+                "(use MESOS_HTTP or MESOS_TCP)",
+            )
     readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], ports)
     if readiness:  # absent when empty, so definitions stored before they existed compare equal
         app["readinessChecks"] = readiness

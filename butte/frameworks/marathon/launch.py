@@ -234,7 +234,9 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
     if container:
         task["container"] = container_info(container, inst.ports)
     if spec["healthChecks"]:
-        task["health_check"] = _mesos_health_check(spec["healthChecks"][0], inst.ports)
+        task["health_check"] = _mesos_health_check(
+            spec["healthChecks"][0], _probed_ports(spec, inst)
+        )
     grace = spec.get("taskKillGracePeriodSeconds")
     if grace is not None:
         task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
@@ -280,8 +282,21 @@ def _env_name(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).upper()
 
 
+def _probed_ports(spec: Mapping[str, Any], inst: Instance) -> list[int]:
+    """The port a health check's ``portIndex`` names, per index: the task's host port, or for
+    a bridged app the container port of the mapping (its host port where the container port
+    is 0), as Marathon's ``MesosHealthCheck.effectivePort`` prefers it: the executor probes a
+    bridged container from inside the container's network (docs/docker.md "Checks")."""
+    if not is_bridged(spec):
+        return list(inst.ports)
+    return [
+        pd["containerPort"] or host for pd, host in zip(app_ports(spec), inst.ports, strict=False)
+    ]
+
+
 def _mesos_health_check(hc: Mapping[str, Any], ports: list[int]) -> dict[str, Any]:
-    """Marathon's health check as the Mesos HealthCheck the agent's executor runs."""
+    """Marathon's health check as the Mesos HealthCheck the agent's executor runs; ``ports``:
+    the port probed for each port index (`_probed_ports`)."""
     out: dict[str, Any] = {
         "delay_seconds": hc["delaySeconds"],
         "interval_seconds": hc["intervalSeconds"],
