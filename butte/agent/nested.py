@@ -7,9 +7,11 @@ process: its pid, mount, network, IPC and UTS namespaces where they differ from 
 agent's), joins the parent's cgroups and runs with the task's credentials, unless the call
 names a user. Its stdio are pipes (or a pty with ``tty_info``) held by the agent, which
 copies the output to ``<parent sandbox>/containers/<id>/stdout|stderr`` and to every
-attached reader, and writes attached input to its stdin. Each command runs under a launcher
-process of its own (`butte.agent.containerizer.nested_exec`), which leads the command's
-session: signals go to that session's processes.
+attached reader, and writes attached input to its stdin. The launcher keeps a copy of the
+input end too, for an agent that restarts: end of input on a pipe closes both copies.
+Each command runs under a launcher process of its own
+(`butte.agent.containerizer.nested_exec`), which leads the command's session: signals go
+to that session's processes.
 
 Checkpoint and recovery, after Mesos' containerizer (``recover`` in
 src/slave/containerizer/mesos/containerizer.cpp, the runtime directory of
@@ -24,8 +26,11 @@ pid, start time and boot id and decides by `recovery_action`:
 - running under a recovered parent: adopted. KILL signals it, WAIT and GET_CONTAINERS see
   it, its end comes from its launcher's ``status`` (no status: SIGKILL, as Mesos reads a
   missing status file); its output, which its launcher copied to the sandbox files once the
-  agent was gone, is followed there by ATTACH_CONTAINER_OUTPUT. Its input ended with the
-  agent that held it (ATTACH_CONTAINER_INPUT: 409), its terminal cannot be resized.
+  agent was gone, is followed there by ATTACH_CONTAINER_OUTPUT. Its input end (stdin pipe
+  or pty master), which its launcher kept, is fetched back from the launcher's socket
+  (`launcher_request`): ATTACH_CONTAINER_INPUT writes to it and sizes its terminal as
+  before; one whose launcher cannot hand it back takes no input (ATTACH_CONTAINER_INPUT:
+  409).
 - a session's (LAUNCH_NESTED_CONTAINER_SESSION, Mesos' DEBUG class, destroyed on
   recovery since its connection is gone): killed, and WAIT reports SIGKILL with a message.
 - ended while the agent was down, or before: kept as ended, WAIT answers as before.
@@ -49,6 +54,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import struct
 import sys
 import termios
@@ -58,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from butte.agent import paths
+from butte.agent.containerizer.nested_exec import IO_SOCKET
 from butte.agent.containerizer.posix import session_members
 
 if TYPE_CHECKING:
@@ -78,6 +85,9 @@ FOLLOW_INTERVAL = 0.25
 # How long recovery waits for the launchers of the containers it kills to be gone.
 RECOVERY_KILL_WAIT = 5.0
 CHUNK = 64 * 1024
+# How long a request to a launcher's input socket may take (it answers at once; recovery
+# asks each running container's launcher in turn).
+LAUNCHER_TIMEOUT = 2.0
 # Container ids as Mesos accepts them: no path separators, not '.' or '..'.
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
@@ -145,7 +155,8 @@ class NestedContainer:
     delivering: int = 0  # output pumps waiting for a reader to take a chunk
     message: str | None = None
     checkpoint: str | None = None  # its directory under meta/containers
-    recovered: bool = False  # adopted from a previous agent run: no stdio held here
+    recovered: bool = False  # adopted from a previous agent run: output from the files
+    input_lost: bool = False  # recovered, but its launcher did not hand its input back
 
     @property
     def running(self) -> bool:
@@ -306,8 +317,16 @@ def _parse_container(container: dict[str, Any]) -> tuple[bool, tuple[int, int] |
 def window_size(size: Any) -> tuple[int, int]:
     """(rows, columns) of a TTYInfo.WindowSize object; NestedError when not sensible."""
     try:
-        rows, columns = int(size["rows"]), int(size["columns"])
-    except (TypeError, KeyError, ValueError):
+        raw = (size["rows"], size["columns"])
+    except (TypeError, KeyError):
+        raise NestedError(400, "window_size needs integer 'rows' and 'columns'") from None
+    # Integers as protobuf's JSON mapping gives them (a number, a whole float, a string of
+    # digits), as the typed decoding of an input stream takes them; no booleans, fractions.
+    try:
+        if any(isinstance(v, bool) or not float(v).is_integer() for v in raw):
+            raise ValueError
+        rows, columns = int(float(raw[0])), int(float(raw[1]))
+    except (TypeError, ValueError, OverflowError):
         raise NestedError(400, "window_size needs integer 'rows' and 'columns'") from None
     # 0x0 is valid: Mesos' CLI sends it first to make the remote side redraw.
     if not (0 <= rows <= 0xFFFF and 0 <= columns <= 0xFFFF):
@@ -493,6 +512,7 @@ class NestedContainers:
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
         child_ends, hold = self._open_stdio(container, command)
+        input_end = container.master_fd if command.tty else container.stdin_fd
         spec.update(
             status_fd=status_w,
             go_fd=go_r,
@@ -500,6 +520,7 @@ class NestedContainers:
             hold=hold,
             logs={kind: os.path.join(container.sandbox, kind.lower()) for _, kind in hold},
             checkpoint=container.checkpoint,
+            input=input_end,
         )
         code = (
             f"import sys;sys.path.insert(0,{_ROOT!r});"
@@ -512,7 +533,7 @@ class NestedContainers:
             # sandbox would pass for an executor at the next recovery (see nested_exec).
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                pass_fds=(status_w, go_r, *(fd for fd, _ in hold)),
+                pass_fds=tuple({status_w, go_r, *(fd for fd, _ in hold), *_fds(input_end)}),
                 close_fds=True,
                 cwd="/",
                 stdin=stdin,
@@ -723,18 +744,18 @@ class NestedContainers:
         """Writes to the command's stdin (an empty ``data`` closes it: end of input; on a
         pty it is the terminal's end-of-file character). End of input to a command that has
         ended or closed its input already is no error: the client's EOF can race its exit.
-        A container recovered after an agent restart has no input any more (it was held
-        by the agent that died)."""
+        A container recovered after an agent restart whose launcher did not hand its input
+        back has none (409)."""
         closed = container.master_fd is None and container.stdin_fd is None
         if not data and (closed or not container.running):
             return
         if not container.running:
             raise NestedError(409, f"container {container.container_id[:80]} has ended")
-        if container.recovered:
+        if container.input_lost:
             raise NestedError(
                 409,
-                f"container {container.container_id[:80]} takes no input: its input ended "
-                "with the agent process that launched it (the agent restarted since)",
+                f"container {container.container_id[:80]} takes no input: the agent "
+                "restarted since its launch and its launcher did not hand the input back",
             )
         if container.master_fd is not None:
             await _write_fd(lambda: container.master_fd, data or b"\x04")
@@ -747,11 +768,25 @@ class NestedContainers:
             fd, container.stdin_fd = container.stdin_fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
+            await self._end_launcher_input(container)
+
+    async def _end_launcher_input(self, container: NestedContainer) -> None:
+        """Makes the launcher close its copy of the stdin pipe: only then the command sees
+        the end of its input."""
+        if container.checkpoint is None:
+            return
+        try:
+            await asyncio.to_thread(launcher_request, container.checkpoint, b"E")
+        except OSError:
+            pass  # no socket: the launcher holds no copy (or it has ended)
 
     def resize(self, container: NestedContainer, rows: int, columns: int) -> None:
-        if container.recovered and container.tty:
+        """Sets the size of the container's terminal (TIOCSWINSZ on its pty master)."""
+        if container.input_lost and container.tty:
             raise NestedError(
-                409, "the container's terminal is no longer held by the agent (it restarted)"
+                409,
+                "the container's terminal is not held by the agent: it restarted since the "
+                "launch and the launcher did not hand the terminal back",
             )
         if container.master_fd is None:
             raise NestedError(400, "the container has no TTY: window sizes do not apply")
@@ -855,7 +890,7 @@ class NestedContainers:
                 signal_container(record.launcher_pid, signal.SIGKILL)
                 killed.append((item, action))
             elif record is not None and action == ADOPT:
-                self._adopt(item, record)
+                await self._adopt(item, record)
             elif record is not None and action == ENDED:
                 wait_status, message = recovered_end(item.termination, item.status)
                 self._add_ended(item, record, wait_status, message)
@@ -901,9 +936,10 @@ class NestedContainers:
         container.exited.set()
         self.containers[record.container_id] = container
 
-    def _adopt(self, item: Checkpointed, record: NestedRecord) -> None:
+    async def _adopt(self, item: Checkpointed, record: NestedRecord) -> None:
         container = _recovered(item, record, pid=_command_pid(record.launcher_pid))
         self.containers[record.container_id] = container
+        await self._fetch_input(container)
         pidfd: int | None = None
         with contextlib.suppress(OSError):  # gone since it was looked at: ended, then
             pidfd = os.pidfd_open(record.launcher_pid)
@@ -911,6 +947,29 @@ class NestedContainers:
             os.close(pidfd)  # ended, and its pid taken already: not our process
             pidfd = None
         self._spawn(self._watch_recovered(container, pidfd))
+
+    async def _fetch_input(self, container: NestedContainer) -> None:
+        """Takes a recovered container's input end back from its launcher (stdin pipe or
+        pty master); without it the container takes no input (``input_lost``)."""
+        assert container.checkpoint is not None
+        try:
+            answer, fd = await asyncio.to_thread(launcher_request, container.checkpoint, b"F")
+        except OSError as e:
+            log.warning(
+                "nested container %s takes no input after the restart: its launcher did not "
+                "hand it back (%s)",
+                container.container_id,
+                e,
+            )
+            container.input_lost = True
+            return
+        if fd is None:
+            return  # its input had ended (``C``)
+        os.set_blocking(fd, False)
+        if container.tty:
+            container.master_fd = fd  # for input and the window size; output is the files'
+        else:
+            container.stdin_fd = fd
 
     async def _watch_recovered(self, container: NestedContainer, pidfd: int | None) -> None:
         """Follows a recovered container's output in its sandbox files (its launcher writes
@@ -939,6 +998,7 @@ class NestedContainers:
         container.wait_status, message = recovered_end(None, status)
         if container.message is None and not container.sigkilled:
             container.message = message
+        self._close_fds(container)
         await self._finish(container)
 
     async def _follow(
@@ -1047,6 +1107,34 @@ def _command_pid(launcher_pid: int) -> int | None:
     """The launcher's child (the command), if it runs."""
     members = session_members([launcher_pid]).get(launcher_pid, [])
     return next((pid for pid in sorted(members) if _ppid(pid) == launcher_pid), None)
+
+
+def launcher_request(directory: str, request: bytes) -> tuple[bytes, int | None]:
+    """Sends a one-byte ``request`` to the input socket of the launcher whose checkpoint
+    directory is ``directory`` (`butte.agent.containerizer.nested_exec`, "Input across an
+    agent restart"): its one-byte answer and the fd it handed over, if any. OSError where
+    no launcher answers (none listens: it has ended, or it holds no input)."""
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(LAUNCHER_TIMEOUT)
+            # By the directory's fd: its path may be longer than a socket address may be.
+            sock.connect(f"/proc/self/fd/{dir_fd}/{IO_SOCKET}")
+            sock.sendall(request)
+            answer, fds, _flags, _address = socket.recv_fds(sock, 1, 1, socket.MSG_CMSG_CLOEXEC)
+    finally:
+        os.close(dir_fd)
+    if not answer:
+        for fd in fds:
+            os.close(fd)
+        raise OSError(errno.ECONNRESET, "the launcher answered nothing")
+    for fd in fds[1:]:
+        os.close(fd)
+    return answer, fds[0] if fds else None
+
+
+def _fds(fd: int | None) -> list[int]:
+    return [] if fd is None else [fd]
 
 
 def signal_container(launcher_pid: int, number: int) -> None:

@@ -17,7 +17,8 @@ containers themselves are `butte.agent.nested`):
   DATA STDIN (empty data: end of input), CONTROL TTY_INFO (window size), CONTROL HEARTBEAT.
 - After an agent restart (`NestedContainers.recover`): calls wait until the nested
   containers of the previous run are recovered; a recovered container's output is followed
-  in its sandbox files, and it takes no input (409: its input ended with the old agent).
+  in its sandbox files, its input (and terminal) is the one its launcher kept and handed
+  back (409 where the launcher could not).
 
 Authorization: `ACL_ACTIONS` names the Mesos ACL action of each call; `authorize` is where
 an authenticated principal would be checked against them (the agent has no HTTP
@@ -413,12 +414,12 @@ class NestedApi:
                 return _text(500, f"container {cid.value[:80]} has ended")
             if container.input_attached:
                 return _text(409, "Multiple input connections are not allowed")
-            if container.recovered:
-                # Its input was held by the agent process that launched it.
+            if container.input_lost:
+                # Its launcher did not hand the input end back after the agent restarted.
                 return _text(
                     409,
-                    f"container {cid.value[:80]} takes no input: its input ended with the "
-                    "agent process that launched it (the agent restarted since)",
+                    f"container {cid.value[:80]} takes no input: the agent restarted since "
+                    "its launch and its launcher did not hand the input back",
                 )
             container.input_attached = True
             try:
@@ -459,26 +460,49 @@ class NestedApi:
             await self._apply(container, payload.process_io)
 
     async def _apply(self, container: NestedContainer, io: ProcessIO) -> None:
-        if io.type == "DATA" and io.data is not None:
-            if io.data.type != "STDIN":
-                raise NestedError(400, f"Input data must be STDIN, not {io.data.type[:20]}")
-            try:
-                data = base64.b64decode(io.data.data, validate=True)
-            except (binascii.Error, ValueError):
-                raise NestedError(400, "Input data is not valid base64") from None
-            await self.nested.write_input(container, data)
-        elif io.type == "CONTROL" and io.control is not None:
-            control = io.control
-            if control.type == "TTY_INFO" and control.tty_info is not None:
-                size = control.tty_info.window_size
-                if size is None:
-                    raise NestedError(400, "TTY_INFO without window_size")
-                rows, columns = window_size({"rows": size.rows, "columns": size.columns})
-                self.nested.resize(container, rows, columns)
-            elif control.type != "HEARTBEAT":
-                raise NestedError(400, f"Unknown control record '{control.type[:20]}'")
-        else:
-            raise NestedError(400, f"Unknown ProcessIO record '{io.type[:20]}'")
+        kind, value = input_action(io)
+        if kind == STDIN:
+            await self.nested.write_input(container, value)
+        elif kind == RESIZE:
+            self.nested.resize(container, *value)
+
+
+# What an input record asks for (`input_action`).
+STDIN = "STDIN"
+RESIZE = "RESIZE"
+HEARTBEAT = "HEARTBEAT"
+
+
+def input_action(io: ProcessIO) -> tuple[str, Any]:
+    """What one ProcessIO record of an input stream asks for: (`STDIN`, the bytes; empty:
+    end of input), (`RESIZE`, (rows, columns)) or (`HEARTBEAT`, None). NestedError (400)
+    for a record that is not one of those, as Mesos' agent refuses it: data that is not
+    STDIN or not base64, a CONTROL without its ``control``, a TTY_INFO without
+    ``tty_info.window_size``, a size out of range (`window_size`)."""
+    if io.type == "DATA":
+        if io.data is None:
+            raise NestedError(400, "A DATA record needs 'data'")
+        if io.data.type != "STDIN":
+            raise NestedError(400, f"Input data must be STDIN, not {io.data.type[:20]}")
+        try:
+            return STDIN, base64.b64decode(io.data.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise NestedError(400, "Input data is not valid base64") from None
+    if io.type == "CONTROL":
+        control = io.control
+        if control is None:
+            raise NestedError(400, "A CONTROL record needs 'control'")
+        if control.type == "HEARTBEAT":
+            return HEARTBEAT, None
+        if control.type != "TTY_INFO":
+            raise NestedError(400, f"Unknown control record '{control.type[:20]}'")
+        if control.tty_info is None:
+            raise NestedError(400, "A TTY_INFO control record needs 'tty_info'")
+        size = control.tty_info.window_size
+        if size is None:
+            raise NestedError(400, "A TTY_INFO control record needs 'tty_info.window_size'")
+        return RESIZE, window_size({"rows": size.rows, "columns": size.columns})
+    raise NestedError(400, f"Unknown ProcessIO record '{io.type[:20]}'")
 
 
 def _input_call(record: bytes) -> OperatorCall:

@@ -10,8 +10,10 @@ the agent's v1 operator API directly:
   stdin, window sizes with ``-t``, heartbeats; without ``-i`` just the end of input), then
   WAIT_NESTED_CONTAINER for the exit status, which becomes this command's (128+N for a
   signal), and REMOVE_NESTED_CONTAINER. ``-t`` puts the local terminal in raw mode and
-  sends its size at the start and on every SIGWINCH. Ctrl-C without ``-t`` ends the
-  session: the agent kills the command when the session's connection closes.
+  sends its size at the start (in the launch, and again first on the input stream, in case
+  it changed in between) and on every SIGWINCH, with or without ``-i`` (without it the
+  input stream carries the end of input and then window sizes only). Ctrl-C without ``-t``
+  ends the session: the agent kills the command when the session's connection closes.
 - attach: ATTACH_CONTAINER_OUTPUT of the task's container: its stdout and stderr from now
   until it ends (tasks have no TTY, so there is no input to attach to).
 """
@@ -227,13 +229,17 @@ class _Input:
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     def start(self, forward: bool) -> None:
+        if self.tty:
+            # Window sizes go along whether stdin is forwarded or not: the stream stays open
+            # for them (a full-screen command without input still redraws).
+            signal.signal(signal.SIGWINCH, lambda *_: self._window_size())
+            self._window_size()
         if forward:
             threading.Thread(target=self._read_stdin, daemon=True).start()
-            if self.tty:
-                signal.signal(signal.SIGWINCH, lambda *_: self._window_size())
         else:
             self.queue.put(_stdin(b""))
-            self.queue.put(None)
+            if not self.tty:
+                self.queue.put(None)
         threading.Thread(target=self._send, daemon=True).start()
 
     def _read_stdin(self) -> None:
@@ -248,7 +254,10 @@ class _Input:
                 return
 
     def _window_size(self) -> None:
-        size = os.get_terminal_size(0)
+        try:
+            size = os.get_terminal_size(0)
+        except OSError:
+            return  # stdin is no terminal any more: no size to send
         window = {"rows": size.lines, "columns": size.columns}
         control = {"type": "TTY_INFO", "tty_info": {"window_size": window}}
         self.queue.put({"type": "CONTROL", "control": control})

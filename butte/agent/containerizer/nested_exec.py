@@ -35,21 +35,36 @@ itself (``logs``), where a restarted agent follows it. When the command has ende
 its wait status to ``<checkpoint>/status`` (temp file, fsync, rename), which a restarted
 agent reads, since a process that is not its child cannot be waited for.
 
+Input across an agent restart (Mesos' switchboard keeps the command's stdin too): the
+launcher also holds the agent's input end (``input``: the stdin pipe's write end, or the pty
+master) and serves it on a unix socket, ``<checkpoint>/io`` (`IO_SOCKET`), bound before the
+command starts. A client of the launcher's own user connects and sends one byte: ``F``
+(fetch) is answered ``F`` with a copy of the input end (SCM_RIGHTS), or ``C`` once the
+input is closed; ``E`` (end of input) makes the launcher close its copy of a stdin pipe, so
+that the command sees EOF once the agent closed its copy too, and is answered ``K``. A
+restarted agent fetches the input end this way and writes to it (and sizes the terminal)
+as the agent that launched the command did. Without the socket (it could not be bound) the
+launcher holds no input: the agent's copy is then the only one, as before.
+
 SPEC_JSON keys: ``program`` (looked up in the container's PATH), ``argv``, ``env``,
 ``cwd``, ``target`` (pid whose namespaces to enter),
 ``namespaces`` (kinds to enter), ``cgroup_procs`` (``cgroup.procs`` files to join),
 ``uid``/``gid``/``groups`` (None: keep the agent's), ``tty`` (make fd 0 the controlling
 terminal), ``status_fd``, ``go_fd``, ``agent_pid``, ``hold`` (``[fd, "STDOUT"|"STDERR"]``
-pairs), ``logs`` (``{"STDOUT": path, "STDERR": path}``), ``checkpoint`` (directory or None).
+pairs), ``logs`` (``{"STDOUT": path, "STDERR": path}``), ``checkpoint`` (directory or None),
+``input`` (the agent's input end, kept and served on `IO_SOCKET`; None: none kept).
 """
 
 from __future__ import annotations
 
+import array  # noqa: F401 - socket.send_fds imports it late, when the host's files are gone
 import contextlib
 import json
 import os
 import select
 import signal
+import socket
+import struct
 import sys
 import time
 from typing import Any
@@ -66,6 +81,10 @@ NS_FLAGS = {
 }
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 STATUS_FILE = "status"
+# The unix socket in the checkpoint directory that serves the command's input end.
+IO_SOCKET = "io"
+# How long one client of that socket may take to send its request.
+IO_REQUEST_TIMEOUT = 1.0
 # After the command ended with the agent gone: how long to go on copying output that
 # something the command left behind still writes, counted from the last of it.
 DRAIN_IDLE = 1.0
@@ -193,12 +212,104 @@ def _copy(source: int, target: int) -> int | None:
     return len(data)
 
 
-class Supervisor:
-    """Waits for the command, copying its output once the agent is gone (module docstring)."""
+class InputKeeper:
+    """The command's input end, kept for the agent and handed to it on `IO_SOCKET` (module
+    docstring). ``tty``: the end is the pty master, which is the output's too and never
+    closed here."""
 
-    def __init__(self, child: int, agent_pid: int | None, drains: dict[int, int]) -> None:
+    def __init__(self, input_fd: int | None, tty: bool, checkpoint: int | None) -> None:
+        self.input_fd = input_fd
+        self.tty = tty
+        self.checkpoint = checkpoint
+        self.listener: socket.socket | None = None
+        if input_fd is not None and (checkpoint is None or not self._listen(checkpoint)):
+            self.close_input()  # nobody could fetch it: the agent's copy is the only one
+
+    def _listen(self, checkpoint: int) -> bool:
+        with contextlib.suppress(OSError):
+            os.unlink(IO_SOCKET, dir_fd=checkpoint)  # of an earlier container of that id
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        # By the directory's fd: its path may be longer than a socket address may be.
+        old = os.umask(0o077)  # the socket hands out a container's input: its owner only
+        try:
+            listener.bind(f"/proc/self/fd/{checkpoint}/{IO_SOCKET}")
+            listener.listen(8)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            return False
+        finally:
+            os.umask(old)
+        self.listener = listener
+        return True
+
+    def close_input(self) -> None:
+        """End of input: a stdin pipe's copy is closed (the command sees EOF once the
+        agent's is closed too); a pty master stays, it carries the output."""
+        if self.tty:
+            return
+        fd, self.input_fd = self.input_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def serve(self) -> None:
+        """Answers one client of the socket: only one of this process's user (the agent's)."""
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.settimeout(IO_REQUEST_TIMEOUT)
+                size = struct.calcsize("3i")
+                _pid, uid, _gid = struct.unpack(
+                    "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+                )
+                if uid != os.getuid():
+                    return
+                request = conn.recv(1)
+                if request == b"F":
+                    if self.input_fd is None:
+                        conn.sendall(b"C")
+                    else:
+                        socket.send_fds(conn, [b"F"], [self.input_fd])
+                elif request == b"E":
+                    self.close_input()
+                    conn.sendall(b"K")
+            except OSError:
+                pass  # a client that went away or never said anything
+
+    def finish(self) -> None:
+        """The command has ended: nothing more to hand out."""
+        if self.listener is None:
+            return
+        self.listener.close()
+        self.listener = None
+        if self.checkpoint is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(IO_SOCKET, dir_fd=self.checkpoint)
+
+
+class Supervisor:
+    """Waits for the command, copying its output once the agent is gone (module docstring),
+    and serves the command's input end to the agent (`InputKeeper`)."""
+
+    def __init__(
+        self,
+        child: int,
+        agent_pid: int | None,
+        drains: dict[int, int],
+        keeper: InputKeeper | None = None,
+    ) -> None:
         self.drains = dict(drains)
         self.poller = select.poll()
+        self.keeper = keeper
+        self.listener_fd: int | None = None
+        if keeper is not None and keeper.listener is not None:
+            self.listener_fd = keeper.listener.fileno()
+            self.poller.register(self.listener_fd, select.POLLIN)
         self.child = child
         self.child_fd = os.pidfd_open(child)
         self.poller.register(self.child_fd, select.POLLIN)
@@ -230,6 +341,8 @@ class Supervisor:
                 ended = True
             elif fd == self.agent_fd:
                 self._agent_gone()
+            elif fd == self.listener_fd and self.keeper is not None:
+                self.keeper.serve()
             elif fd in self.drains:
                 count = _copy(fd, self.drains[fd])
                 if count is None:
@@ -247,6 +360,10 @@ class Supervisor:
         _, raw = os.waitpid(self.child, 0)
         self.poller.unregister(self.child_fd)
         os.close(self.child_fd)
+        if self.listener_fd is not None and self.keeper is not None:
+            self.poller.unregister(self.listener_fd)
+            self.listener_fd = None
+            self.keeper.finish()
         if not self.draining:
             self._step(0)  # the agent may have gone meanwhile: then drain below
         # Until every writer is gone, or nothing came for DRAIN_IDLE (a background process
@@ -266,6 +383,8 @@ def main() -> int:
     status_fd = int(spec["status_fd"])
     go_fd = spec.get("go_fd")
     held = [int(fd) for fd, _ in spec.get("hold") or []]
+    if spec.get("input") is not None:
+        held.append(int(spec["input"]))
     # None of them may reach the command: its ends must not wait for it.
     for fd in (status_fd, *held, *([int(go_fd)] if go_fd is not None else [])):
         os.set_inheritable(fd, False)
@@ -282,6 +401,12 @@ def main() -> int:
     if spec.get("checkpoint"):
         with contextlib.suppress(OSError):
             checkpoint = os.open(spec["checkpoint"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Bound before the namespaces are entered: the socket lives in the host's filesystem.
+    keeper = InputKeeper(
+        None if spec.get("input") is None else int(spec["input"]),
+        bool(spec.get("tty")),
+        checkpoint,
+    )
     try:
         enter(spec)
     except OSError as e:
@@ -318,7 +443,7 @@ def main() -> int:
     for number in FORWARDED:
         signal.signal(number, lambda n, _frame: os.kill(child, n))
     agent = spec.get("agent_pid")
-    raw = Supervisor(child, int(agent) if agent is not None else None, drains).run()
+    raw = Supervisor(child, int(agent) if agent is not None else None, drains, keeper).run()
     if checkpoint is not None:
         with contextlib.suppress(OSError):
             write_status(checkpoint, wait_status(raw))
