@@ -105,20 +105,23 @@ class ExecutorApi(_Base):
             return Reply(202)
         fw = self.frameworks.get(call.framework_id.value)
         if fw is None:
-            return Reply(400, f"Framework {call.framework_id.value} cannot be found")
+            return self._refused(call, 400, f"Framework {call.framework_id.value} cannot be found")
         ex = fw.executors.get(call.executor_id.value)
         if ex is None:
-            return Reply(400, f"Executor {call.executor_id.value} cannot be found")
+            return self._refused(call, 400, f"Executor {call.executor_id.value} cannot be found")
         if call.type == "SUBSCRIBE":
             return self._executor_subscribe(fw, ex, call, now)
         if ex.state == REGISTERING:
-            return Reply(403, "Executor is not subscribed")
+            return self._refused(call, 403, "Executor is not subscribed")
         if ex.state == TERMINATED:
-            return Reply(403, "Executor has terminated")
+            return self._refused(call, 403, "Executor has terminated")
         if call.type == "UPDATE":
             if call.update is None:
-                return Reply(400, "Expecting 'update' to be present")
-            return self._executor_status(fw, ex, call.update.status, now)
+                return self._refused(call, 400, "Expecting 'update' to be present")
+            reply = self._executor_status(fw, ex, call.update.status, now)
+            if reply.status >= 400:
+                self._count("invalid_status_updates")
+            return reply
         if call.type == "MESSAGE":
             if call.message is None:
                 return Reply(400, "Expecting 'message' to be present")
@@ -131,8 +134,20 @@ class ExecutorApi(_Base):
                     ID(fw.id), ex.info.executor_id, call.message.data
                 )
                 effects.append(SendToMaster(message))
+                self._count("valid_framework_messages")
+            else:
+                # Dropped while the agent is not registered, as Mesos' agent drops (and
+                # counts) it when it is not RUNNING.
+                self._count("invalid_framework_messages")
             return Reply(202, effects=effects)
         return Reply(400, f"Unknown executor call type {call.type!r}")
+
+    def _refused(self, call: ExecutorCall, status: int, message: str) -> Reply:
+        """A refused call; a refused UPDATE is an update the agent ignores, counted as Mesos'
+        agent counts those (``invalid_status_updates``)."""
+        if call.type == "UPDATE":
+            self._count("invalid_status_updates")
+        return Reply(status, message)
 
     def _executor_subscribe(
         self, fw: Framework, ex: Executor, call: ExecutorCall, now: float
@@ -154,6 +169,8 @@ class ExecutorApi(_Base):
             # Updates the executor sent but never saw acknowledged (e.g. across a reconnect).
             for update in call.subscribe.unacknowledged_updates:
                 reply = self._executor_status(fw, ex, update.status, now)
+                if reply.status >= 400:
+                    self._count("invalid_status_updates")
                 effects += reply.effects
         for entry in ex.queued:
             effects.append(self._delivery(ex, entry))
@@ -202,8 +219,11 @@ class ExecutorApi(_Base):
         known = task is not None or self._task_of_framework(fw, tid)
         if stream is not None and stream.is_duplicate(status.uuid):
             # A resend for a task the agent does not know is not acknowledged either (below).
+            # Valid to Mesos' agent, whose update manager then drops the duplicate.
+            self._count("valid_status_updates")
             return Reply(202, effects=[acknowledged] if known else [])
         if task is None and any(t.id == tid for t in ex.completed_tasks):
+            self._count("valid_status_updates")
             return Reply(202, effects=[acknowledged])  # a late resend of a finished task
         if not known:
             # A task this agent does not know: Mesos' agent (`Slave::statusUpdate`, no

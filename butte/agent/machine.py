@@ -422,7 +422,10 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         fw = self.frameworks.get(msg.framework_id.value)
         ex = fw.executors.get(msg.executor_id.value) if fw is not None else None
         if ex is None or ex.state != RUNNING or not ex.subscribed:
-            return []  # best effort, like Mesos
+            # Best effort, like Mesos, which counts what it drops.
+            self._count("invalid_framework_messages")
+            return []
+        self._count("valid_framework_messages")
         return [SendToExecutor(ex.container_id, {"type": "MESSAGE", "message": {"data": msg.data}})]
 
     def _update_framework(self, msg: internal.UpdateFramework, now: float) -> list[Effect]:
@@ -527,9 +530,13 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             ts.record_status(task.statuses, stored, MAX_STATUSES_PER_TASK)
         self._count(f"updates_{status.state[5:].lower()}")
         if fw.state == FRAMEWORK_TERMINATING:
+            # Not forwarded: Mesos' agent ignores, and counts as invalid, an update for a
+            # terminating framework.
+            self._count("invalid_status_updates")
             if task is not None and ts.is_terminal(status.state):
                 return self._task_completed((fw.id, task.id))
             return []
+        self._count("valid_status_updates")
         key = (fw.id, status.task_id.value)
         stream = self.streams.get(key)
         if stream is None:

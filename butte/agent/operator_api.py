@@ -69,6 +69,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("butte.agent")
 
 _SCALARS = ("cpus", "mem", "disk", "gpus")
+# Counters of the agent's core that Mesos' agent registers at start (src/slave/metrics.cpp):
+# served at 0 until the first count.
+_COUNTED_FROM_START = (
+    "executors_terminated",
+    "valid_status_updates",
+    "invalid_status_updates",
+    "valid_framework_messages",
+    "invalid_framework_messages",
+)
 # Calls that Mesos' agent authorizes with an ACL action of no object (Forbidden without it).
 _CALL_ACTIONS = {"GET_FLAGS": "view_flags", "PRUNE_IMAGES": "prune_images"}
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -558,8 +567,11 @@ class AgentOperatorApi:
         out["slave/executors_registering"] = float(states.get(REGISTERING, 0))
         out["slave/executors_running"] = float(states.get(RUNNING, 0))
         out["slave/executors_terminating"] = float(states.get(TERMINATING, 0))
-        # A counter, there from the start as in Mesos' agent (the core counts from the first).
-        out["slave/executors_terminated"] = float(core.counters.get("executors_terminated", 0))
+        # Counters there from the start as in Mesos' agent (the core counts from the first).
+        for name in _COUNTED_FROM_START:
+            out[f"slave/{name}"] = float(core.counters.get(name, 0))
+        # Mesos preempts executors on its QoS controller's corrections; butte has none.
+        out["slave/executors_preempted"] = 0.0
         out["slave/frameworks_active"] = float(len(core.frameworks))
         out["slave/registered"] = 1.0 if core.registered else 0.0
         out.update(system_metrics())

@@ -314,6 +314,7 @@ class AgentServer:
         self.overtaking = checkpoint.Overtaking()
         # True until the checkpoint has been recovered: executor calls get 503 meanwhile.
         self.recovering = True
+        self.recovery_seconds: float | None = None  # start to recovered (slave/recovery_time_secs)
         self.leaving = False  # SIGTERM/SIGINT: exit, leaving the containers (`leave`)
         self.recovery_errors = 0  # what the checkpoint read could not (slave/recovery_errors)
         # The age past which a finished sandbox goes, as last worked out (butte.agent.gc).
@@ -783,6 +784,7 @@ class AgentServer:
             )
         await self._adopt_or_kill(leaders)
         self.recovering = False
+        self.recovery_seconds = time.time() - self.start_time
         self.apply(effects)
 
     async def _adopt_or_kill(self, leaders: dict[str, int]) -> None:
@@ -1370,6 +1372,9 @@ class AgentServer:
             "slave/recovery_errors": float(self.recovery_errors),
             "slave/executor_directory_max_allowed_age_secs": self.sandbox_max_age,
         }
+        if self.recovery_seconds is not None:
+            # As Mesos' agent: there once recovery is done, the seconds from start to then.
+            out["slave/recovery_time_secs"] = self.recovery_seconds
         for state in sorted(ts.ALL_STATES):
             name = state[5:].lower()
             # As Mesos' agent: live states are gauges of the tasks in them now; terminal

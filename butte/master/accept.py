@@ -64,6 +64,7 @@ class AcceptEvents(OperationEvents):
         for offer in offers:
             self._take_offer(offer.offer_id)
             pools[offer.role] = pools.get(offer.role, Resources()) + offer.resources
+        self._count_for(fw, "offers/accepted", len(offers))
         launched_ids: set[str] = set()
         for op in accept.operations:
             if op.type in ("LAUNCH", "LAUNCH_GROUP") and op.id is not None:
@@ -171,6 +172,8 @@ class AcceptEvents(OperationEvents):
         # A command task has no executor of its own in the master's views (Mesos leaves
         # its executor_id empty); a group's members name the group's executor.
         self._add_task(fw, agent, task, role, res, eid if task.executor else None, now)
+        # Mesos counts its LAUNCH operation once per task it sends to the agent.
+        self._count_for(fw, "operations/launch")
         self._send_agent(agent, internal.RunTask(framework=fw.info, task=task))
 
     def _launch_group(
@@ -241,6 +244,7 @@ class AcceptEvents(OperationEvents):
             self._add_executor(fw, agent, executor, role, exec_total)
         for (_, res), original in zip(checked, tasks, strict=True):
             self._add_task(fw, agent, original, role, res, eid, now)
+        self._count_for(fw, "operations/launch_group")
         self._send_agent(
             agent,
             internal.RunTaskGroup(

@@ -546,9 +546,14 @@ class AgentEvents(MasterCore):
                 agent.missed_pings += 1
                 if agent.missed_pings >= self.options.max_agent_ping_timeouts:
                     if self.options.agent_removal_rate_limit is None:
+                        # Mesos' observer schedules the transition and, with no rate
+                        # limit, completes it at once.
+                        self._count("slave_unreachable_scheduled")
+                        self._count("slave_unreachable_completed")
                         self._mark_unreachable(agent, now, "Agent failed health checks")
                         continue
                     if agent.agent_id not in self.pending_agent_removals:
+                        self._count("slave_unreachable_scheduled")
                         self.pending_agent_removals.append(agent.agent_id)
             agent.awaiting_pong = True
             if agent.connected:
@@ -568,8 +573,11 @@ class AgentEvents(MasterCore):
             agent = self.agents.get(self.pending_agent_removals.popleft())
             limit_reached = self.options.max_agent_ping_timeouts
             if agent is None or agent.missed_pings < limit_reached:
-                continue  # answered a ping (or re-registered) meanwhile, or gone another way
+                # Answered a ping (or re-registered) meanwhile, or gone another way.
+                self._count("slave_unreachable_canceled")
+                continue
             self.last_agent_removal = now
+            self._count("slave_unreachable_completed")
             self._mark_unreachable(agent, now, "Agent failed health checks")
 
     def _mark_unreachable(self, agent: Agent, now: float, message: str) -> None:
@@ -815,7 +823,10 @@ class AgentEvents(MasterCore):
         for agent_id in sorted(self.recovering_agents):
             self._registry_write(MarkUnreachable(agent_id, now))
             self.unreachable_agents[agent_id] = now
-            # As Mesos' _markUnreachable during a failover counts it.
+            # As Mesos' recoveredSlavesTimeout and _markUnreachable during a failover count
+            # it (butte marks them all at once: scheduled and completed together).
+            self._count("slave_unreachable_scheduled")
+            self._count("slave_unreachable_completed")
             self._count("recovery_slave_removals")
             self._count("slave_removals")
             self._count("slave_removals/reason_unhealthy")

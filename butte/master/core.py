@@ -144,12 +144,23 @@ class MasterCore:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    @staticmethod
+    def _count_for(fw: Framework, name: str, n: int = 1) -> None:
+        """Counts ``name`` (``offers/sent``, ``tasks/terminal/task_failed`` ...) among
+        ``fw``'s own counters (``master/frameworks/<name>/<id>/...``)."""
+        counters = fw.counters
+        counters[name] = counters.get(name, 0) + n
+
     # -- sending ------------------------------------------------------------------------
 
     def _send_framework(self, fw: Framework, event: dict[str, Any]) -> None:
         if fw.connected and fw.stream_id is not None:
             self._effects.append(SendToFramework(fw.stream_id, event))
             self._count("messages_sent_to_frameworks")
+            # Mesos' Framework::send counts the event by type (``events/<type>``).
+            events = fw.events
+            kind = event["type"]
+            events[kind] = events.get(kind, 0) + 1
 
     def _send_agent(self, agent: Agent, message: msgspec.Struct) -> None:
         if agent.connected and agent.connection_id is not None:
@@ -213,6 +224,7 @@ class MasterCore:
             return
         fw = self.frameworks.get(offer.framework_id)
         if fw is not None:
+            self._count_for(fw, "offers/rescinded")
             self._send_framework(
                 fw, {"type": "RESCIND", "rescind": {"offer_id": views.value(offer.offer_id)}}
             )
@@ -256,14 +268,16 @@ class MasterCore:
                 task.status_update_state = status.state
                 task.status_update_uuid = status.uuid
         if not was_terminal and task_states.is_terminal(task.state):
-            self._count_end(task.state, status)
+            self._count_end(fw, task.state, status)
             self._release_task_resources(task, now)
 
-    def _count_end(self, state: str, status: TaskStatus) -> None:
-        """Counts a task's end in ``state`` as Mesos' master does: ``tasks_<state>``, and
-        with the status' reason ``<state>/<source>/<reason>``
-        (``task_killed/source_master/reason_framework_removed``)."""
+    def _count_end(self, fw: Framework, state: str, status: TaskStatus) -> None:
+        """Counts a task's end in ``state`` as Mesos' master does: ``tasks_<state>``, with
+        the status' reason ``<state>/<source>/<reason>``
+        (``task_killed/source_master/reason_framework_removed``), and for its framework
+        ``tasks/terminal/<state>``."""
         self._count("tasks_" + state[5:].lower())
+        self._count_for(fw, "tasks/terminal/" + state.lower())
         if status.reason:
             self._count(f"{state.lower()}/{(status.source or '').lower()}/{status.reason.lower()}")
 
@@ -313,7 +327,7 @@ class MasterCore:
         if notify:
             self._send_status(fw, status)
         if task_states.is_terminal(state):
-            self._count_end(state, status)
+            self._count_end(fw, state, status)
             self._remove_task(fw, task)
 
     def _add_executor(

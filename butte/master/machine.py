@@ -180,6 +180,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             completed_tasks=deque(maxlen=self.options.max_completed_tasks_per_framework),
         )
         fw.suppressed_roles = set(sub.suppressed_roles)
+        fw.calls["SUBSCRIBE"] = 1
         self.frameworks[fid] = fw
         self.allocator.add_framework(
             fid,
@@ -200,6 +201,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             self._send_framework(fw, views.error_event("Framework failed over"))
             self._effects.append(CloseFrameworkStream(fw.stream_id))
             self.streams.pop(fw.stream_id, None)
+        fw.calls["SUBSCRIBE"] = fw.calls.get("SUBSCRIBE", 0) + 1
         self._remove_offers(fw, now)
         # `user` and `checkpoint` cannot change on re-subscription (Mesos ignores them).
         fw.info = msgspec.structs.replace(
@@ -289,6 +291,10 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         fw = self.frameworks.get(call.framework_id.value)
         if fw is None:
             return bad_request("Framework cannot be found")
+        # Counted for the framework once it is found, before the stream checks, as Mesos'
+        # scheduler endpoint counts it (``calls/<type>``).
+        calls = fw.calls
+        calls[call.type] = calls.get(call.type, 0) + 1
         if not fw.connected:
             return CallResult(403, "Framework is not subscribed")
         if stream_id is None:
@@ -519,9 +525,9 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             by_framework.setdefault(fw.framework_id, []).append(offer_view)
             count += 1
         for fid, offers in by_framework.items():
-            self._send_framework(
-                self.frameworks[fid], {"type": "OFFERS", "offers": {"offers": offers}}
-            )
+            fw = self.frameworks[fid]
+            self._count_for(fw, "offers/sent", len(offers))
+            self._send_framework(fw, {"type": "OFFERS", "offers": {"offers": offers}})
         self._count("outstanding_offers_made", count)
         self._send_inverse_offers(now)
         return count
@@ -542,6 +548,7 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
             if offer is None or offer.framework_id != fw.framework_id:
                 continue
             self._take_offer(oid.value)
+            self._count_for(fw, "offers/declined")
             self._recover(fw.framework_id, offer.agent_id, offer.role, offer.resources, refuse, now)
 
     # -- KILL and reconciliation ----------------------------------------------------------
@@ -754,6 +761,15 @@ class MasterMachine(AgentEvents, AcceptEvents, MaintenanceEvents, OfferLifetime)
         registry recovery deadline, finished drains."""
         self._tick(now)
         return self._take()
+
+    def heartbeats_sent(self) -> None:
+        """The shell wrote the periodic HEARTBEAT on every framework stream: counted for
+        each subscribed framework (``events/heartbeat``), as Mesos' heartbeater counts it."""
+        for fid in self.streams.values():
+            fw = self.frameworks.get(fid)
+            if fw is not None:
+                events = fw.events
+                events["HEARTBEAT"] = events.get("HEARTBEAT", 0) + 1
 
     def ping_agents(self, now: float) -> list[Effect]:
         """Every ``agent_ping_timeout`` (see `AgentEvents._ping_agents`)."""

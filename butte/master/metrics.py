@@ -2,9 +2,10 @@
 
 Gauges of the cluster (``master/cpus_total``, ``_used``, ``_percent``, ``master/tasks_running``,
 ``master/slaves_active`` ...), counters the core keeps (``master/tasks_finished``,
-``master/messages_*``, ``master/valid_status_updates`` ...), per framework
-(``master/frameworks/<name>/<id>/subscribed``, ``tasks/active/*``, ``roles/<role>/suppressed``),
-the allocator's
+``master/messages_*``, ``master/valid_status_updates``, ``master/slave_unreachable_*`` ...),
+per framework (``master/frameworks/<name>/<id>/subscribed``, ``tasks/active/*``,
+``roles/<role>/suppressed``, and the counters its record keeps: ``calls/*``, ``events/*``,
+``offers/*``, ``tasks/terminal/*``, ``operations/*``), the allocator's
 (``allocator/mesos/allocation_runs``, ``allocation_run_ms``, per-role dominant shares) and the
 host's (``system/*``). ``GET /metrics`` serves the same in Prometheus text
 (`butte.operator_common.prometheus_text`).
@@ -13,6 +14,7 @@ host's (``system/*``). ``GET /metrics`` serves the same in Prometheus text
 from __future__ import annotations
 
 from butte.core import task_states
+from butte.core.messages import SCHEDULER_CALL_TYPES
 from butte.core.resources import Resources
 from butte.master.machine import MasterMachine
 from butte.operator_common import system_metrics
@@ -50,7 +52,40 @@ _MESOS_NAMES = {
     "slave_removals/reason_unhealthy": ("master/slave_removals/reason_unhealthy",),
     "slave_removals/reason_unregistered": ("master/slave_removals/reason_unregistered",),
     "slave_removals/reason_registered": ("master/slave_removals/reason_registered",),
+    "slave_unreachable_scheduled": ("master/slave_unreachable_scheduled",),
+    "slave_unreachable_completed": ("master/slave_unreachable_completed",),
+    "slave_unreachable_canceled": ("master/slave_unreachable_canceled",),
 }
+
+# What Mesos registers for every framework, by the enums' names (scheduler::Call::Type,
+# scheduler::Event::Type, Offer::Operation::Type, less UNKNOWN): present from the start at 0.
+_CALL_TYPES = tuple(sorted(SCHEDULER_CALL_TYPES))
+_EVENT_TYPES = (
+    "SUBSCRIBED",
+    "OFFERS",
+    "INVERSE_OFFERS",
+    "RESCIND",
+    "RESCIND_INVERSE_OFFER",
+    "UPDATE",
+    "UPDATE_OPERATION_STATUS",
+    "MESSAGE",
+    "FAILURE",
+    "ERROR",
+    "HEARTBEAT",
+)
+_OPERATION_TYPES = (
+    "launch",
+    "launch_group",
+    "reserve",
+    "unreserve",
+    "create",
+    "destroy",
+    "grow_volume",
+    "shrink_volume",
+    "create_disk",
+    "destroy_disk",
+)
+_OFFER_COUNTERS = ("offers/sent", "offers/accepted", "offers/declined", "offers/rescinded")
 
 # Counters Mesos' master registers but never counts (agents are no longer shut down by the
 # health check): zero there as here.
@@ -72,15 +107,34 @@ def framework_metric_prefix(name: str, framework_id: str) -> str:
 
 
 def framework_metrics(machine: MasterMachine) -> dict[str, float]:
-    """The per-framework figures of Mesos' master that butte's records hold, for every
-    framework the master knows (connected or not): ``subscribed``, the count of its tasks in
-    each non-terminal state (``tasks/active/task_running`` ...) and, per role of the
-    framework, whether it is suppressed (``roles/<role>/suppressed``)."""
+    """The per-framework figures of Mesos' master, for every framework the master knows
+    (connected or not) and the completed ones it still lists, as Mesos keeps a removed
+    framework's metrics until it leaves the completed list: ``subscribed``, the count of its
+    tasks in each non-terminal state (``tasks/active/task_running`` ...), per role of the
+    framework whether it is suppressed (``roles/<role>/suppressed``), and the counters of its
+    record: ``calls`` and ``calls/<type>``, ``events`` and ``events/<type>``,
+    ``offers/sent|accepted|declined|rescinded``, ``tasks/terminal/<state>``, ``operations``
+    and ``operations/<type>``."""
     active = sorted(s for s in task_states.ALL_STATES if not task_states.is_terminal(s))
+    terminal = sorted(s for s in task_states.ALL_STATES if task_states.is_terminal(s))
     out: dict[str, float] = {}
-    for fw in machine.frameworks.values():
+    for fw in (*machine.frameworks.values(), *machine.completed_frameworks):
         prefix = framework_metric_prefix(fw.info.name, fw.framework_id)
         out[prefix + "subscribed"] = 1.0 if fw.connected else 0.0
+        _counted(out, prefix + "calls", fw.calls, _CALL_TYPES)
+        _counted(out, prefix + "events", fw.events, _EVENT_TYPES)
+        counters = fw.counters
+        for name in _OFFER_COUNTERS:
+            out[prefix + name] = float(counters.get(name, 0))
+        for state in terminal:
+            name = "tasks/terminal/" + state.lower()
+            out[prefix + name] = float(counters.get(name, 0))
+        operations = 0
+        for kind in _OPERATION_TYPES:
+            count = counters.get("operations/" + kind, 0)
+            operations += count
+            out[f"{prefix}operations/{kind}"] = float(count)
+        out[prefix + "operations"] = float(operations)
         states = dict.fromkeys(active, 0)
         for task in fw.tasks.values():
             if task.state in states:
@@ -90,6 +144,16 @@ def framework_metrics(machine: MasterMachine) -> dict[str, float]:
         for role in fw.roles:
             out[f"{prefix}roles/{role}/suppressed"] = 1.0 if role in fw.suppressed_roles else 0.0
     return out
+
+
+def _counted(
+    out: dict[str, float], name: str, by_type: dict[str, int], types: tuple[str, ...]
+) -> None:
+    """``<name>`` (the sum) and ``<name>/<type>`` for each of ``types`` (Mesos' names are the
+    lower-case enum names), from counts by upper-case type."""
+    for kind in types:
+        out[f"{name}/{kind.lower()}"] = float(by_type.get(kind, 0))
+    out[name] = float(sum(by_type.values()))
 
 
 def master_metrics(machine: MasterMachine, now: float, elected: bool = True) -> dict[str, float]:

@@ -176,6 +176,7 @@ class OperationEvents(MasterCore):
             fw.framework_id, agent.agent_id, role, conversion.consumed, conversion.converted
         )
         self._apply_to_agent(agent, conversion)
+        self._count_for(fw, "operations/" + op.type.lower())
         self._operation_status(fw, op, agent.agent_id, FINISHED, "", conversion.converted, now)
         if op.id is not None:  # the agent keeps it until acknowledged (operation_feedback)
             operation_feedback.send_to_agent(self, agent, fw, fw.operations[op.id.value])

@@ -489,6 +489,7 @@ class MasterServer:
     def _heartbeat(self) -> None:
         for stream in self._streams.values():
             stream.put(HEARTBEAT)
+        self.machine.heartbeats_sent()
 
     # -- routes ---------------------------------------------------------------------------
 

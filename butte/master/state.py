@@ -117,6 +117,13 @@ class Framework:
     offer_constraints: OfferConstraints | None = None
     # Offer operations with an id, by id, until their terminal status is acknowledged.
     operations: dict[str, OperationRecord] = field(default_factory=dict)
+    # Mesos' per-framework counters (butte/master/metrics.py serves them): scheduler calls
+    # and events sent by type as the wire names them, and ``offers/sent`` ...,
+    # ``tasks/terminal/<state>``, ``operations/<type>`` by metric name. Kept on the record so
+    # that they last while the master knows the framework and die with a failover.
+    calls: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def roles(self) -> list[str]:
