@@ -24,6 +24,7 @@ from typing import Any
 from dask.utils import parse_bytes
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster
+from distributed.objects import SchedulerInfo
 from distributed.scheduler import Scheduler
 from distributed.utils import sync
 
@@ -59,6 +60,9 @@ _RETIRE_TIMEOUT_SECONDS = 30.0
 _DEATH_TIMEOUT = "60s"
 # How long a scheduler task may take, once TASK_RUNNING, to accept connections.
 _SCHEDULER_CONNECT_SECONDS = 60.0
+# A scheduler task lost after it ran is replaced at most this often over the cluster's life:
+# one that keeps dying (a scheduler plugin that crashes it) would otherwise loop forever.
+_MAX_SCHEDULER_REPLACEMENTS = 3
 
 
 def _memory_mib(value: str | int | float, what: str = "worker_memory") -> float:
@@ -119,6 +123,8 @@ class ButteCluster(Cluster):
     With ``scheduler_on_agent=True`` the scheduler is a butte task too (of
     ``scheduler_cpus`` and ``scheduler_memory``), listening on a port of its offer (its
     dashboard on a second one); the cluster waits up to ``scheduler_timeout`` seconds for it.
+    A scheduler task lost after it ran is replaced (on its old ports where they are offered
+    again) and the workers are restarted against the new one (docs/dask.md).
 
     ``python`` is the interpreter the agents run workers with (default: this one, which
     suits agents that share this machine's or image's environment); it needs
@@ -212,7 +218,13 @@ class ButteCluster(Cluster):
             1 if dashboard_address is None else 2,
         )
         self.scheduler_timeout = scheduler_timeout
+        self._cluster_id = cluster_id
         self.scheduler_task_id = f"dask-{cluster_id}-scheduler"
+        # How often a lost scheduler task was replaced; the one replaced last (its agent and
+        # ports are preferred for the next, so that the address stays the same).
+        self.scheduler_replacements = 0
+        self._scheduler_replaced: SchedulerLaunch | None = None
+        self._replacing = False
         self._scheduler_launch: SchedulerLaunch | None = None
         self._scheduler_running: asyncio.Future[None] | None = None
         self._scheduler_fit: FitWatch | None = None
@@ -384,7 +396,7 @@ class ButteCluster(Cluster):
         assert self._client is not None and self._scheduler_running is not None
         if self._scheduler_fit is not None:
             self._scheduler_fit.largest.saw(view)
-        launch = place_scheduler(view, self.scheduler_shape)
+        launch = place_scheduler(view, self.scheduler_shape, self._scheduler_replaced)
         if launch is None:
             self._scheduler_lacks = shortfall(view, self.scheduler_shape)
             log.debug(
@@ -422,10 +434,85 @@ class ButteCluster(Cluster):
             running.set_exception(
                 RuntimeError(f"the Dask scheduler task ended {state} before running: {detail}")
             )
-        elif self.status not in (Status.closing, Status.closed):
-            # Workers cannot outlive their scheduler; replacing them would only loop.
+        elif self.status == Status.running and not self._replacing:
+            self._replacing = True
+            self._spawn(self._replace_scheduler())
+        elif self.status not in (Status.closing, Status.closed) and not self._replacing:
+            # Still starting: the start fails with this task's end (`_start_scheduler_task`).
             self._log("The Dask scheduler is gone: stopping the workers")
             self._carry_out(self._plan.close(), retire=False)
+
+    async def _replace_scheduler(self) -> None:
+        """Replaces a scheduler task lost after it ran: a new one on offered ports (its
+        predecessor's agent and ports where offered again: the address stays the same and
+        clients reconnect by themselves), every worker restarted against it, and the
+        cluster's ``scheduler_address``, ``scheduler_info`` and dashboard pointed at it. When
+        that cannot be done (too many replacements, no offer in ``scheduler_timeout``, the
+        new task fails), the workers are stopped instead."""
+        try:
+            if self.scheduler_replacements >= _MAX_SCHEDULER_REPLACEMENTS:
+                self._log(
+                    f"The Dask scheduler was replaced {self.scheduler_replacements} time(s) "
+                    "already: stopping the workers"
+                )
+                self._carry_out(self._plan.close(), retire=False)
+                return
+            self.scheduler_replacements += 1
+            self._log("Replacing the Dask scheduler task; its workers restart against the new one")
+            # Workers are launched only once the new scheduler listens (`_use_offer`).
+            self._scheduler_ready = None
+            self._carry_out(self._plan.restart(), retire=False)
+            self._scheduler_replaced = self._scheduler_launch
+            self._scheduler_launch = None
+            self._scheduler_ended = None
+            self._scheduler_lacks = None
+            # A new task id: updates still coming for the old task cannot be mistaken.
+            self.scheduler_task_id = (
+                f"dask-{self._cluster_id}-scheduler-{self.scheduler_replacements}"
+            )
+            try:
+                address = await self._start_scheduler_task()
+            except (TimeoutError, RuntimeError) as e:
+                self._log(f"Cannot replace the Dask scheduler ({e}): stopping the workers")
+                self._carry_out(self._plan.close(), retire=False)
+                return
+            previous = self.scheduler_address
+            old = self.scheduler_comm
+            self.scheduler_comm = rpc(address)
+            if old is not None:
+                await old.close_rpc()
+            try:
+                await self._watch_scheduler()
+            except OSError as e:  # the new scheduler went away at once
+                self._log(f"Cannot reach the new Dask scheduler ({e}): stopping the workers")
+                self._carry_out(self._plan.close(), retire=False)
+                return
+            self._scheduler_ready = address
+            if self._scheduler_launch is not None:
+                await self._announce_dashboard(self._scheduler_launch)
+            same = (
+                "the same address: clients reconnect"
+                if address == previous
+                else (f"a new address (was {previous}): connect clients again, Client(cluster)")
+            )
+            self._log(f"The Dask scheduler was replaced at {address}, {same}")
+            await self._sync_offers()
+        finally:
+            self._replacing = False
+
+    async def _watch_scheduler(self) -> None:
+        """Subscribes to the (new) scheduler's worker status as `Cluster._start` does, so that
+        ``scheduler_info`` (workers, dashboard link) follows it."""
+        comm = await self.scheduler_comm.live_comm()
+        comm.name = "Cluster worker status"
+        await comm.write({"op": "subscribe_worker_status"})
+        self.scheduler_info = SchedulerInfo(await comm.read())
+        old = self._watch_worker_status_comm
+        self._watch_worker_status_comm = comm
+        self._watch_worker_status_task = asyncio.ensure_future(self._watch_worker_status(comm))
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
 
     async def _announce_dashboard(self, launch: SchedulerLaunch) -> None:
         """Links the scheduler task's dashboard as the framework's web UI."""
@@ -589,7 +676,12 @@ class ButteCluster(Cluster):
     async def _handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "OFFERS":
-            for offer in event["offers"].get("offers", []):
+            offers = event["offers"].get("offers", [])
+            if self._scheduler_replaced is not None and self._scheduler_wanted():
+                # A replacement scheduler tries its predecessor's agent first (same address).
+                agent = self._scheduler_replaced.agent_id
+                offers = sorted(offers, key=lambda o: o.get("agent_id", {}).get("value") != agent)
+            for offer in offers:
                 await self._use_offer(offer)
             await self._sync_offers()
         elif kind == "UPDATE":

@@ -15,8 +15,11 @@ its size. A worker that exits cleanly was told to by the Dask scheduler (retirem
 not replaced. Workers failing before they ever ran are counted: after ``max_failures`` in a
 row the plan gives up replacing (a broken worker command would otherwise loop forever).
 
+`restart` stops every launched worker and wants as many new ones, for a replaced scheduler.
+
 `place_scheduler` places the Dask scheduler itself as a task (``scheduler_on_agent``): it
-takes its port, and its dashboard's, from the offer, as workers do. `shortfall` says what an
+takes its port, and its dashboard's, from the offer, as workers do (a replacement keeps the
+ports of the scheduler it replaces where its agent offers them again). `shortfall` says what an
 offer lacks for a task of a `WorkerShape`, for the notes of a cluster that waits.
 Nothing here does I/O; `butte.dask.cluster` carries the effects out.
 """
@@ -83,13 +86,24 @@ def shortfall(offer: OfferView, shape: WorkerShape) -> str | None:
     return ", ".join(lacks) or None
 
 
-def place_scheduler(offer: OfferView, shape: WorkerShape) -> SchedulerLaunch | None:
+def place_scheduler(
+    offer: OfferView, shape: WorkerShape, prefer: SchedulerLaunch | None = None
+) -> SchedulerLaunch | None:
     """The scheduler task on this offer, if it holds ``shape`` (``shape.ports``: 2 with a
-    dashboard, 1 without): its ports are the offer's lowest; None when it does not fit."""
+    dashboard, 1 without): its ports are the offer's lowest, or those of ``prefer`` (the
+    scheduler it replaces) where the offer is of that one's agent and holds them all, so
+    that the replacement keeps its address; None when it does not fit."""
     if shape.ports not in (1, 2):
         raise ValueError(f"the scheduler takes 1 or 2 ports, not {shape.ports}")
     if shortfall(offer, shape) is not None:
         return None
+    if (
+        prefer is not None
+        and prefer.agent_id == offer.agent_id
+        and len(prefer.ports) == shape.ports
+        and all(any(b <= p <= e for b, e in offer.ports) for p in prefer.ports)
+    ):
+        return SchedulerLaunch(offer.agent_id, offer.hostname, prefer.port, prefer.dashboard_port)
     taken, _ = take_ports(offer.ports, shape.ports)
     dashboard = taken[1] if shape.ports == 2 else None
     return SchedulerLaunch(offer.agent_id, offer.hostname, taken[0], dashboard)
@@ -120,6 +134,7 @@ class WorkerPlan:
     gave_up: bool = False
     closed: bool = False
     replaced: int = 0
+    restarted: int = 0  # workers stopped and started again for a new scheduler (`restart`)
     _counter: itertools.count = field(default_factory=itertools.count)
 
     # -- what the cluster looks like -------------------------------------------------------
@@ -228,6 +243,17 @@ class WorkerPlan:
         """The master refused these launches: they count as failures before running."""
         for name in names:
             self.update(name, task_states.ERROR)
+
+    def restart(self) -> list[Stop]:
+        """The Dask scheduler was replaced: every launched worker is stopped (the old
+        scheduler's address is on its command line) and a new pending worker takes each one's
+        place, to be launched against the new scheduler. Pending workers stay pending."""
+        if self.closed:
+            return []
+        stops = self.scale_down(list(self.live))
+        self.pending[:0] = [self._new_name() for _ in stops]
+        self.restarted += len(stops)
+        return stops
 
     def close(self) -> list[Stop]:
         """Wants nothing any more: every launched worker is stopped, nothing is replaced."""

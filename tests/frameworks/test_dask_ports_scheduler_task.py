@@ -15,7 +15,6 @@ from butte.testing.require import require_module
 
 require_module("distributed", "the dask extra: pip install butte[dask]")
 
-import psutil  # noqa: E402
 from distributed import Client  # noqa: E402
 
 from butte.dask import ButteCluster  # noqa: E402
@@ -144,26 +143,4 @@ def test_scheduler_task_waits_for_an_offer_with_two_ports_and_says_so(cluster):
     assert all(not f["completed_tasks"] for f in state.get("completed_frameworks", []))
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(150)
-@pytest.mark.cluster(agents=1, resources=AGENT)
-def test_a_lost_scheduler_task_stops_the_workers_instead_of_replacing_them(cluster):
-    # Three workers wanted, two fit beside the scheduler: one stays pending.
-    with ButteCluster(cluster.master_address, n_workers=3, **SCHEDULER, **WORKER) as dc:
-        with Client(dc) as client:
-            client.wait_for_workers(2, timeout=90)
-        assert len(dc.plan) == 3
-        port = dc.scheduler_address.rsplit(":", 1)[1]
-        (scheduler,) = [
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if "distributed.cli.dask_scheduler" in (p.info["cmdline"] or [])
-            and port in (p.info["cmdline"] or [])
-        ]
-        scheduler.kill()
-        cluster.wait_until(lambda s: not live_tasks(s), timeout=60, what="every task ended")
-        # The pending worker is not launched on the freed resources, nothing is replaced.
-        time.sleep(3)
-        assert not live_tasks(cluster.state()) and not dc.plan and dc.replaced_workers == 0
-        said = [line for _, line in dc._cluster_manager_logs]  # the scheduler is gone
-        assert "The Dask scheduler is gone: stopping the workers" in said
+# A scheduler task lost after it ran is replaced: tests/frameworks/test_dask_scheduler_lost.py.

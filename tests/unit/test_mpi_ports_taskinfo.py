@@ -1,5 +1,6 @@
 """The node task ``butte mpi`` launches takes its ports from its offers and hands them to
-Open MPI's daemon and ranks through their environment; offers are read with their ports."""
+Open MPI's daemon and ranks, or MPICH's ranks, through their environment; offers are read
+with their ports."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from butte.core.resources import Resources
 from butte.frameworks.mpi import cli, gang
 from butte.frameworks.mpi.job import MpiJob, MpiSpec, offer_view
-from butte.frameworks.mpi.ports import PORTS, openmpi_port_env, port_free
+from butte.frameworks.mpi.ports import PORTS, mpich_port_env, openmpi_port_env, port_free
 from butte.frameworks.mpi.proxy import port_env
 from butte.frameworks.mpi.rendezvous import Rendezvous
 
@@ -98,8 +99,43 @@ def test_a_node_without_ports_takes_none() -> None:
     env = env_of(task)
     assert not [k for k in env if k.startswith(("OMPI_", "PMIX_", "BUTTE_MPI_PORTS"))]
     assert port_env(env) == {}
-    # MPICH's processes are not told ports even where a node has some.
-    assert port_env({"BUTTE_MPI_PORTS": "28000,28001,28002", "BUTTE_MPI_IMPL": "mpich"}) == {}
+    # Ports for an implementation butte cannot keep on them are refused, not ignored.
+    with pytest.raises(ValueError, match="BUTTE_MPI_IMPL='lam'"):
+        port_env({"BUTTE_MPI_PORTS": "28000,28001,28002", "BUTTE_MPI_IMPL": "lam"})
+
+
+def test_mpich_node_task_takes_two_ports_per_rank_for_its_ranks_network_modules() -> None:
+    # hydra's proxy listens on none; each rank's network module gets the whole run.
+    task = launched("mpich", tuple(range(28000, 28004)))
+    ports = [r for r in task["resources"] if r["name"] == "ports"]
+    assert ports[0]["ranges"]["range"] == [{"begin": 28000, "end": 28003}]
+    env = env_of(task)
+    assert env["BUTTE_MPI_PORTS"] == "28000,28001,28002,28003"
+    assert env["BUTTE_MPI_IMPL"] == "mpich"
+    assert port_env(env) == {
+        "UCX_TCP_PORT_RANGE": "28000-28003",
+        "FI_TCP_PORT_LOW_RANGE": "28000",
+        "FI_TCP_PORT_HIGH_RANGE": "28003",
+        "MPIR_CVAR_CH3_PORT_RANGE": "28000:28003",
+    }
+    assert mpich_port_env([28000, 28001]) == mpich_port_env((28000, 28001))
+    for bad in ([28000], [28000, 28002], []):
+        with pytest.raises(ValueError):
+            mpich_port_env(bad)
+
+
+def test_an_agent_holds_as_many_mpich_ranks_as_its_run_of_ports_has_room_for() -> None:
+    node, rank = PORTS["mpich"]
+    resources = Resources.scalars(cpus=8, mem=4096) + Resources.from_json(
+        [{"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 1, "end": 5}]}}]
+    )
+    assert gang.agent_slots(resources, Resources.scalars(cpus=1), None, node, rank) == 2
+    assert gang.node_ports(
+        resources,
+        gang.GangSpec(2, Resources.scalars(cpus=1), node_ports=node, rank_ports=rank).ports_needed(
+            2
+        ),
+    ) == (1, 2, 3, 4)
 
 
 def test_offers_are_read_with_their_unreserved_ports() -> None:
@@ -127,10 +163,10 @@ def test_offers_are_read_with_their_unreserved_ports() -> None:
     assert view.resources.ranges("ports") == ((28000, 28009),)
 
 
-def test_the_cli_asks_ports_for_open_mpi_only() -> None:
+def test_the_cli_asks_ports_for_open_mpi_and_mpich() -> None:
     parser = argparse.ArgumentParser()
     cli.add_flags(parser)
-    for impl, wanted in (("openmpi", (3, 4)), ("mpich", (0, 0))):
+    for impl, wanted in (("openmpi", (3, 4)), ("mpich", (0, 2))):
         args = parser.parse_args(["--master", "m:1", "-np", "2", "--impl", impl, "--", "prog"])
         g = cli.spec_from_args(args).gang
         assert (g.node_ports, g.rank_ports) == wanted

@@ -396,9 +396,10 @@ class MpiJob:
             offers = [self.offers.pop(o) for o in node.offer_ids if o in self.offers]
             role = offer_role(offers[0], self.spec.role)
             if node.ports:
+                who = "ranks" if self.spec.impl == "mpich" else "MPI daemon and ranks"
                 self.info(
                     f"{node.name} on {node.hostname}: ports {node.ports[0]}-{node.ports[-1]} "
-                    "for its MPI daemon and ranks"
+                    f"for its {who}"
                 )
             try:
                 await client.accept(node.offer_ids, [self._launch_operation(task_id, node, role)])

@@ -7,9 +7,10 @@ service (`butte.frameworks.mpi.rendezvous`), runs it with ``/bin/sh -c`` in the 
 exit status back and exits with it, so the task ends FINISHED exactly when the daemon exited
 0. SIGTERM (the task being killed) is passed on to the daemon's process group.
 
-With ``BUTTE_MPI_PORTS`` (the task's run of offered ports) and ``BUTTE_MPI_IMPL=openmpi``
-it tells the daemon and its ranks which of those ports to listen on
-(`butte.frameworks.mpi.ports.openmpi_port_env`), choosing them when the daemon starts.
+With ``BUTTE_MPI_PORTS`` (the task's run of offered ports) and ``BUTTE_MPI_IMPL``
+(``openmpi`` or ``mpich``) it tells the daemon and its ranks which of those ports to listen
+on (`butte.frameworks.mpi.ports.openmpi_port_env`, `~butte.frameworks.mpi.ports.mpich_port_env`),
+choosing them when the daemon starts.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
-from butte.frameworks.mpi.ports import openmpi_port_env
+from butte.frameworks.mpi.ports import mpich_port_env, openmpi_port_env
 from butte.frameworks.mpi.wire import call
 
 # A node whose command never comes (the job died without telling) gives up after this long.
@@ -50,13 +51,24 @@ def _fetch_command(url: str, token: str) -> str | None:
 
 def port_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables that keep the MPI daemon and its ranks on the task's offered ports
-    (none for an MPI implementation butte does not tell them to)."""
+    (none without ports; ValueError for an implementation butte cannot tell ports to, so
+    that a node task never runs a daemon whose ranks would listen anywhere)."""
     ports = environ.get("BUTTE_MPI_PORTS", "")
-    if not ports or environ.get("BUTTE_MPI_IMPL") != "openmpi":
+    if not ports:
         return {}
-    chosen = openmpi_port_env([int(p) for p in ports.split(",")])
+    impl = environ.get("BUTTE_MPI_IMPL", "")
+    tell = _PORT_ENVS.get(impl)
+    if tell is None:
+        raise ValueError(f"BUTTE_MPI_IMPL={impl!r}: no way to keep its processes on ports")
+    chosen = tell([int(p) for p in ports.split(",")])
     print(f"proxy: ports {' '.join(f'{k}={v}' for k, v in chosen.items())}", flush=True)
     return chosen
+
+
+_PORT_ENVS: dict[str, Callable[[Sequence[int]], dict[str, str]]] = {
+    "openmpi": openmpi_port_env,
+    "mpich": mpich_port_env,
+}
 
 
 def main() -> int:
@@ -71,7 +83,13 @@ def main() -> int:
         return 0
     sandbox = os.environ.get("MESOS_SANDBOX") or os.getcwd()
     env = dict(os.environ, TMPDIR=sandbox)
-    env.update(port_env(os.environ))
+    try:
+        env.update(port_env(os.environ))
+    except ValueError as e:
+        # Refused, not run on ports the agent did not offer: the launcher exits 1 as well.
+        print(f"proxy: {e}", file=sys.stderr, flush=True)
+        _report_exit(url, token, 1)
+        return 1
     print(f"proxy: running {command}", flush=True)
     child = subprocess.Popen(["/bin/sh", "-c", command], env=env, start_new_session=True)
 
@@ -86,11 +104,16 @@ def main() -> int:
     returncode = child.wait()
     status = returncode if returncode >= 0 else 128 - returncode
     print(f"proxy: MPI daemon exited with status {status}", flush=True)
+    _report_exit(url, token, status)
+    return status
+
+
+def _report_exit(url: str, token: str, status: int) -> None:
+    """Tells the rendezvous (and so the launcher waiting there) the daemon's exit status."""
     try:
         call(f"{url}/exit", token, {"status": status})
     except OSError as e:
         print(f"proxy: could not report the exit status: {e}", file=sys.stderr, flush=True)
-    return status
 
 
 if __name__ == "__main__":
