@@ -68,9 +68,11 @@ def bridged_daemon() -> Iterator[Dockerd]:
 
 
 @contextlib.contextmanager
-def bridged_cluster(tmp_path: Path) -> Iterator[tuple[Dockerd, str, ClusterHandle, MarathonHandle]]:
-    """A master, an agent running DOCKER tasks on `bridged_daemon` with the ports `PORTS`,
-    and `butte marathon` on them: (daemon, the busybox image, cluster, marathon)."""
+def bridged_cluster(
+    tmp_path: Path, ports: tuple[int, int] = PORTS
+) -> Iterator[tuple[Dockerd, str, ClusterHandle, MarathonHandle]]:
+    """A master, an agent running DOCKER tasks on `bridged_daemon` with the offered ``ports``
+    (a range), and `butte marathon` on them: (daemon, the busybox image, cluster, marathon)."""
     with bridged_daemon() as d:
         image = d.load_busybox()
         flags = (
@@ -81,7 +83,7 @@ def bridged_cluster(tmp_path: Path) -> Iterator[tuple[Dockerd, str, ClusterHandl
             "--docker_socket",
             d.socket,
         )
-        resources = f"cpus:4;mem:4096;disk:16384;ports:[{PORTS[0]}-{PORTS[1]}]"
+        resources = f"cpus:4;mem:4096;disk:16384;ports:[{ports[0]}-{ports[1]}]"
         with (
             start_cluster(tmp_path, agent_flags=flags, resources=resources) as cluster,
             start_marathon(cluster.master_address, tmp_path) as marathon,

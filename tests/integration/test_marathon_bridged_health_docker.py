@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from butte.testing.cluster import ClusterHandle, start_cluster
-from butte.testing.docker import DOCKER
-from butte.testing.marathon import MarathonHandle, start_marathon
-from tests.integration.test_marathon_bridge_docker import bridged_daemon, refused_on_host
+from butte.testing.cluster import ClusterHandle
+from butte.testing.marathon import MarathonHandle
+from tests.integration.test_marathon_bridge_docker import bridged_cluster, refused_on_host
 
 pytestmark = pytest.mark.integration
 
@@ -31,24 +30,9 @@ CONTAINER_PORT = 8080
 
 @contextlib.contextmanager
 def health_cluster(tmp_path: Path) -> Iterator[tuple[str, ClusterHandle, MarathonHandle]]:
-    """A master, an agent running DOCKER tasks on `bridged_daemon` with the ports `PORTS`,
-    and `butte marathon` on them: (the busybox image, cluster, marathon)."""
-    with bridged_daemon() as d:
-        image = d.load_busybox()
-        flags = (
-            "--containerizers",
-            "docker,mesos",
-            "--docker",
-            DOCKER,
-            "--docker_socket",
-            d.socket,
-        )
-        resources = f"cpus:4;mem:4096;disk:16384;ports:[{PORTS[0]}-{PORTS[1]}]"
-        with (
-            start_cluster(tmp_path, agent_flags=flags, resources=resources) as cluster,
-            start_marathon(cluster.master_address, tmp_path) as marathon,
-        ):
-            yield image, cluster, marathon
+    """`bridged_cluster` with the ports `PORTS`: (the busybox image, cluster, marathon)."""
+    with bridged_cluster(tmp_path, PORTS) as (_, image, cluster, marathon):
+        yield image, cluster, marathon
 
 
 def bridged_app(app_id: str, image: str, cmd: str, check: dict[str, Any]) -> dict[str, Any]:

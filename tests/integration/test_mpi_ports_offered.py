@@ -22,9 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 RANGES = [(28100, 28149), (28150, 28199)]
 AGENTS = [f"cpus:2;mem:1024;disk:1000;ports:[{b}-{e}]" for b, e in RANGES]
 
-# Each rank reports the TCP ports it and its orted (an ancestor) listen on, by socket inode.
+# Each rank reports the TCP ports it and its node's daemon (an ancestor: orted, hydra's
+# proxy) listen on, by socket inode.
 REPORT = """
-import json, os
+import json, os, sys
 from mpi4py import MPI
 
 def listening(pid):
@@ -45,15 +46,15 @@ def listening(pid):
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return sorted(ports)
 
-def orted():
+def daemon(name):
     pid = os.getppid()
     while pid > 1:
         with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() == "orted":
+            if f.read().strip() == name:
                 return pid
         with open(f"/proc/{pid}/stat") as f:
             pid = int(f.read().rsplit(")", 1)[1].split()[1])
-    raise SystemExit("no orted above this rank")
+    raise SystemExit(f"no {name} above this rank")
 
 comm = MPI.COMM_WORLD
 total = comm.allreduce(comm.Get_rank() + 1, op=MPI.SUM)
@@ -64,11 +65,34 @@ report = {
     "offered": os.environ["BUTTE_MPI_PORTS"],
     "sum": total,
     "rank_ports": listening(os.getpid()),
-    "orted_ports": listening(orted()),
+    "daemon_ports": listening(daemon(sys.argv[1])),
 }
 print("PORTS " + json.dumps(report), flush=True)
 comm.Barrier()
 """
+
+
+def run_reporting_job(
+    cluster, tmp_path: Path, daemon: str, impl: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, list[dict], dict[str, dict]]:
+    """``butte mpi --impl IMPL -np 4 --per-agent 2`` of `REPORT` (``daemon``: the name of the
+    node's daemon process): the finished run, the ranks' reports (checked to have computed
+    across both agents), and the two node tasks by node name (checked finished)."""
+    program = tmp_path / "report.py"
+    program.write_text(REPORT)
+    argv = [sys.executable, "-m", "butte.cli.main", "mpi", "--master", cluster.master_address]
+    argv += ["--impl", impl, "-np", "4", "--per-agent", "2", "--"]
+    argv += [sys.executable, str(program), daemon]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
+    assert done.returncode == 0, done.stderr + node_stderr(cluster)
+    reports = [json.loads(line[6:]) for line in done.stdout.splitlines() if line[:6] == "PORTS "]
+    assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], done.stdout + done.stderr
+    assert {r["sum"] for r in reports} == {10}  # the job computed across both agents
+    (framework,) = cluster.state()["completed_frameworks"]
+    tasks = {t["name"].rsplit(" ", 1)[1]: t for t in framework["completed_tasks"]}
+    assert sorted(tasks) == ["node0", "node1"]
+    assert {t["state"] for t in tasks.values()} == {"TASK_FINISHED"}
+    return done, reports, tasks
 
 
 def task_ports(task: dict) -> set[int]:
@@ -103,20 +127,7 @@ def test_orted_and_ranks_listen_only_on_their_node_tasks_offered_ports(cluster, 
     missing = [p for p in ("mpirun", "orted") if shutil.which(p) is None]
     require(", ".join(missing) + " not on PATH" if missing else None, "Open MPI (openmpi-bin)")
     require_module("mpi4py", "scripts/test-deps/40-mpi.sh installs it")
-    program = tmp_path / "report.py"
-    program.write_text(REPORT)
-    argv = [sys.executable, "-m", "butte.cli.main", "mpi", "--master", cluster.master_address]
-    argv += ["-np", "4", "--per-agent", "2", "--", sys.executable, str(program)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=150)
-    assert done.returncode == 0, done.stderr + node_stderr(cluster)
-    reports = [json.loads(line[6:]) for line in done.stdout.splitlines() if line[:6] == "PORTS "]
-    assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], done.stdout
-    assert {r["sum"] for r in reports} == {10}  # the job computed across both agents
-
-    (framework,) = cluster.state()["completed_frameworks"]
-    tasks = {t["name"].rsplit(" ", 1)[1]: t for t in framework["completed_tasks"]}
-    assert sorted(tasks) == ["node0", "node1"]
-    assert {t["state"] for t in tasks.values()} == {"TASK_FINISHED"}
+    done, reports, tasks = run_reporting_job(cluster, tmp_path, "orted", "openmpi")
     every: list[int] = []
     for node, task in tasks.items():
         offered = task_ports(task)
@@ -131,7 +142,7 @@ def test_orted_and_ranks_listen_only_on_their_node_tasks_offered_ports(cluster, 
         assert len(mine) == 2 and {r["offered"] for r in mine} == {
             ",".join(map(str, sorted(offered)))
         }
-        orted = set(mine[0]["orted_ports"])
+        orted = set(mine[0]["daemon_ports"])
         assert len(orted) >= 2 and orted <= offered, (node, orted, offered)
         for report in mine:
             assert report["rank_ports"] and set(report["rank_ports"]) <= offered, report

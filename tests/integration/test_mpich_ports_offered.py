@@ -5,71 +5,19 @@ still computes."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from butte.testing.require import require, require_module
-from tests.integration.test_mpi_ports_offered import node_stderr, task_ports
+from tests.integration.test_mpi_ports_offered import run_reporting_job, task_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 RANGES = [(30100, 30149), (30150, 30199)]
 AGENTS = [f"cpus:2;mem:1024;disk:1000;ports:[{b}-{e}]" for b, e in RANGES]
-
-# Each rank reports the TCP ports it and its hydra proxy (an ancestor) listen on, by socket
-# inode.
-REPORT = """
-import json, os
-from mpi4py import MPI
-
-def listening(pid):
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return sorted(ports)
-
-def proxy():
-    pid = os.getppid()
-    while pid > 1:
-        with open(f"/proc/{pid}/comm") as f:
-            if f.read().strip() == "hydra_pmi_proxy":
-                return pid
-        with open(f"/proc/{pid}/stat") as f:
-            pid = int(f.read().rsplit(")", 1)[1].split()[1])
-    raise SystemExit("no hydra_pmi_proxy above this rank")
-
-comm = MPI.COMM_WORLD
-total = comm.allreduce(comm.Get_rank() + 1, op=MPI.SUM)
-comm.Barrier()
-report = {
-    "rank": comm.Get_rank(),
-    "node": os.environ["BUTTE_MPI_NODE"],
-    "offered": os.environ["BUTTE_MPI_PORTS"],
-    "sum": total,
-    "rank_ports": listening(os.getpid()),
-    "proxy_ports": listening(proxy()),
-}
-print("PORTS " + json.dumps(report), flush=True)
-comm.Barrier()
-"""
 
 
 def mpich_env(tmp_path: Path) -> dict[str, str]:
@@ -87,20 +35,7 @@ def mpich_env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.cluster(agents=2, resources=AGENTS)
 def test_mpich_ranks_listen_only_on_their_node_tasks_offered_ports(cluster, tmp_path: Path):
     env = mpich_env(tmp_path)
-    program = tmp_path / "report.py"
-    program.write_text(REPORT)
-    argv = [sys.executable, "-m", "butte.cli.main", "mpi", "--master", cluster.master_address]
-    argv += ["--impl", "mpich", "-np", "4", "--per-agent", "2", "--", sys.executable, str(program)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
-    assert done.returncode == 0, done.stderr + node_stderr(cluster)
-    reports = [json.loads(line[6:]) for line in done.stdout.splitlines() if line[:6] == "PORTS "]
-    assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], done.stdout + done.stderr
-    assert {r["sum"] for r in reports} == {10}  # the job computed across both agents
-
-    (framework,) = cluster.state()["completed_frameworks"]
-    tasks = {t["name"].rsplit(" ", 1)[1]: t for t in framework["completed_tasks"]}
-    assert sorted(tasks) == ["node0", "node1"]
-    assert {t["state"] for t in tasks.values()} == {"TASK_FINISHED"}
+    done, reports, tasks = run_reporting_job(cluster, tmp_path, "hydra_pmi_proxy", "mpich", env)
     every: list[int] = []
     for node, task in tasks.items():
         offered = task_ports(task)
@@ -115,6 +50,6 @@ def test_mpich_ranks_listen_only_on_their_node_tasks_offered_ports(cluster, tmp_
             ",".join(map(str, sorted(offered)))
         }
         for report in mine:
-            assert report["proxy_ports"] == [], report  # hydra's proxy listens on nothing
+            assert report["daemon_ports"] == [], report  # hydra's proxy listens on nothing
             assert report["rank_ports"] and set(report["rank_ports"]) <= offered, report
     assert len(every) == len(set(every)) == 8
