@@ -278,8 +278,6 @@ class AgentServer:
         # The Docker containerizer's side of DOCKER tasks (None: not offered).
         self.docker: docker_containerizer.DockerContainerizer | None = None
         self.docker_unavailable: str | None = None
-        # What of TaskInfo.limits the isolators enforce (AgentConfig.limited_resources).
-        self._limited_resources: frozenset[str] = frozenset()
         self.master_link: MasterLink | None = None
         # Follows the leading master when --master is zk://... (None: a fixed address).
         self.detector: LeaderDetector | None = None
@@ -361,7 +359,7 @@ class AgentServer:
         await self._runner.setup()
         port = await self._listen(self._runner)
         await self._start_docker()
-        self.machine = AgentMachine(self._config(port))
+        self.machine = AgentMachine(self._config(port, isolation))
         work_dir = self._core.config.work_dir
         self.checkpoints = checkpoint.CheckpointWriter(work_dir)
         self.commit = GroupCommit(
@@ -619,8 +617,6 @@ class AgentServer:
         and no user switching)."""
         names = isolators.parse_isolation(self.options.isolation)
         built, cgroups = isolators.build(names, self.options.isolation_options, loop)
-        limiting = {"cgroups/cpu": "cpus", "cgroups/mem": "mem"}
-        self._limited_resources = frozenset(limiting[i.name] for i in built if i.name in limiting)
         isolation = Isolation(built, cgroups, switch_user=self.options.switch_user)
         self._offer_gpus(built)
         if isolation.refuses_other_users:
@@ -667,8 +663,11 @@ class AgentServer:
             extra = parse_resources(f"gpus:{gpus[0]}")
             self.options = dataclasses.replace(self.options, resources=resources + extra)
 
-    def _config(self, port: int) -> AgentConfig:
+    def _config(self, port: int, isolation: Isolation | None) -> AgentConfig:
         options = self.options
+        # What of TaskInfo.limits the isolators enforce.
+        limiting = {"cgroups/cpu": "cpus", "cgroups/mem": "mem"}
+        names = isolation.names if isolation is not None else []
         env = options.executor_environment
         return AgentConfig(
             hostname=options.hostname or options.ip,
@@ -687,7 +686,7 @@ class AgentServer:
             base_environment=dict(os.environ if env is None else env),
             executor_secret_key=options.auth.executor_key,
             log_rotation=options.log_rotation,
-            limited_resources=self._limited_resources,
+            limited_resources=frozenset(limiting[n] for n in names if n in limiting),
             cgroups_enable_cfs=options.isolation_options.cgroups_enable_cfs,
             containerizers=tuple(
                 name

@@ -6,8 +6,7 @@ and started again (same port, same work dir) against the fake master of
 ATTACH_CONTAINER_INPUT writes to the command again, ends its input and sizes its terminal;
 a launcher whose socket is gone leaves the container without input (409).
 
-The agent listens on a port of this file's range (29000-29499), the fake master on one the
-kernel picks.
+The agent listens on a port of this file's range (29000-29499).
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from test_agent_process import AID, FID, AgentProcess, FakeMaster, wait_for
-from test_nested_recovery import CHECKPOINTING, Agent, kill_leftovers
+from test_nested_recovery import CHECKPOINTING, Agent, run_with_restartable_agent
 
 pytestmark = pytest.mark.integration
 
@@ -137,20 +136,4 @@ def test_input_reaches_nested_commands_after_an_agent_restart(tmp_path: Path) ->
         await agent.call("KILL_NESTED_CONTAINER", {"container_id": cid("lost")})
         assert await wait("lost") == {"exit_status": signal.SIGKILL}
 
-    async def main() -> None:
-        master = FakeMaster()
-        await master.start()
-        agent_process = AgentProcess(master.port, work, "--port", str(port))
-        await agent_process.start()
-        try:
-            await wait_for(lambda: master.of_type("REGISTER_AGENT"), "registration")
-            await scenario(master, agent_process, Agent(port))
-        except BaseException as e:
-            raise AssertionError(f"{e!r}\n--- agent log ---\n{agent_process.logs()}") from e
-        finally:
-            if agent_process.proc is not None and agent_process.proc.returncode is None:
-                await agent_process.stop()
-            await master.stop()
-            kill_leftovers(work)
-
-    asyncio.run(main())
+    run_with_restartable_agent(work, scenario, port=port)

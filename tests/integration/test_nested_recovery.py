@@ -134,10 +134,13 @@ def lines(path: Path) -> list[str]:
 Scenario = Callable[[FakeMaster, AgentProcess, Agent], Awaitable[None]]
 
 
-def run_with_restartable_agent(work: Path, scenario: Scenario, *flags: str) -> None:
-    """Runs ``scenario`` with a fake master and an agent on a port of its own (a restarted
-    agent must be found where it was); stops both and shows the agent's log on failure."""
-    port = free_port()
+def run_with_restartable_agent(
+    work: Path, scenario: Scenario, *flags: str, port: int | None = None
+) -> None:
+    """Runs ``scenario`` with a fake master and an agent on a port of its own (``port``, else
+    a free one: a restarted agent must be found where it was); stops both and shows the
+    agent's log on failure."""
+    port = port or free_port()
 
     async def main() -> None:
         master = FakeMaster()
