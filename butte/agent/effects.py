@@ -75,8 +75,9 @@ class LaunchContainer:
 
 @dataclass(frozen=True, slots=True)
 class UpdateContainer:
-    """Tasks joined a running executor's container: its isolators set its limits again from
-    its executor's and tasks' resources and limits (Mesos' containerizer ``update``)."""
+    """Tasks joined or left a running executor's container: its isolators set its limits
+    again from its executor's and live tasks' resources and limits (Mesos' containerizer
+    ``update``)."""
 
     container_id: str
     resources: tuple[tuple[str, float], ...]

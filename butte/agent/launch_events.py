@@ -162,7 +162,7 @@ class LaunchEvents(_Base):
         if launch is not None:
             effects.append(launch)  # after the checkpoints: recovery must know what it runs
         else:
-            effects.append(self._grown(ex))
+            effects.append(self._resized(ex))
         if ex.state == RUNNING:
             effects.append(self._delivery(ex, [r.id for r in records]))
         else:
@@ -384,9 +384,10 @@ class LaunchEvents(_Base):
             containerizer="docker" if docker else "mesos",
         )
 
-    def _grown(self, ex: Executor) -> UpdateContainer:
-        """The running container of ``ex`` with its tasks now (new ones just added)."""
-        infos = [t.info for t in ex.live_tasks()]
+    def _resized(self, ex: Executor, ending: str | None = None) -> UpdateContainer:
+        """The running container of ``ex`` sized for its live tasks (new ones just added,
+        or all but ``ending``, the one that just ended)."""
+        infos = [t.info for t in ex.live_tasks() if t.id != ending]
         return UpdateContainer(
             ex.container_id,
             scalar_totals([*ex.info.resources, *(r for t in infos for r in t.resources)]),

@@ -524,7 +524,10 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         """Records an update (agent's or executor's) and starts its delivery to the master."""
         if task is not None and task.draining and status.state in (ts.KILLING, ts.KILLED):
             status = msgspec.structs.replace(status, reason="REASON_AGENT_DRAINING")
+        resized: list[Effect] = []
         if task is not None:
+            if ts.is_terminal(status.state) and not ts.is_terminal(task.state):
+                resized = self._shrunk(task)
             task.state = status.state
             stored = msgspec.structs.replace(status, data=None)
             ts.record_status(task.statuses, stored, MAX_STATUSES_PER_TASK)
@@ -551,7 +554,16 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             return []
         # Durable before it goes anywhere (and before the executor hears ACKNOWLEDGED).
         effects = self._checkpoint_record(fw, key[1], status, None) if task is not None else []
-        return effects + self._flush(stream, now)
+        return resized + effects + self._flush(stream, now)
+
+    def _shrunk(self, task: Task) -> list[Effect]:
+        """The container of a task that just ended, resized to the executor's other tasks
+        (Mesos' agent updates the container on every terminal update). A command executor
+        runs one task and ends with it, so its container is left as it is."""
+        ex = self.task_executor.get((task.framework_id, task.id))
+        if ex is None or ex.kind == COMMAND or ex.state == TERMINATED:
+            return []
+        return [self._resized(ex, ending=task.id)]
 
     def _add_stream(self, stream: StatusUpdateStream) -> None:
         fid = stream.framework_id

@@ -153,6 +153,9 @@ class Runs(pymesos.Executor):
     def launchTask(self, driver, task):
         driver.sendStatusUpdate({"task_id": task["task_id"], "state": "TASK_RUNNING"})
 
+    def killTask(self, driver, task_id):
+        driver.sendStatusUpdate({"task_id": task_id, "state": "TASK_KILLED"})
+
 
 pymesos.MesosExecutorDriver(Runs(), use_addict=False).run()
 """
@@ -185,5 +188,15 @@ def test_a_task_joining_a_running_executor_grows_its_container(tmp_path, cgroups
         await wait_for(lambda: "TASK_RUNNING" in master.states("second"), "the second task")
         assert int((memory / "memory.limit_in_bytes").read_text()) == (512 + 64) * MB
         assert int((memory / "memory.soft_limit_in_bytes").read_text()) == (64 + 128) * MB
+        cpu = group(cgroups_root, "cpu", container)
+        shares = int((cpu / "cpu.shares").read_text())
+        # The second task's end shrinks the container back (as Mesos' agent does on every
+        # terminal update), except its hard memory limit, which is never lowered.
+        kill = {"framework_id": FRAMEWORK["id"], "task_id": {"value": "second"}}
+        await master.send({"type": "KILL_TASK", **kill})
+        await wait_for(lambda: "TASK_KILLED" in master.states("second"), "the second killed")
+        assert int((memory / "memory.soft_limit_in_bytes").read_text()) == 64 * MB
+        assert int((memory / "memory.limit_in_bytes").read_text()) == (512 + 64) * MB
+        assert int((cpu / "cpu.shares").read_text()) < shares
 
     run_scenario(tmp_path, scenario, agent_flags=flags(cgroups_root, "cgroups/cpu,cgroups/mem"))

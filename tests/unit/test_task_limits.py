@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from agent_kit import AID, Harness, custom_task, framework, run
+from agent_kit import AID, Harness, custom_task, framework, run, started
 from test_agent_isolation import MB, context, fake_v2, kernel_dir, spec
 
 from butte.agent.containerizer import cgroupfs
@@ -191,6 +191,43 @@ def test_a_task_joining_a_running_executor_grows_its_container():
     assert h.updated == [
         UpdateContainer(container_id, (("cpus", 1.0), ("mem", 128.0)), (("mem", 512.0),))
     ]
+
+
+def test_a_task_ending_shrinks_its_executors_container_to_the_tasks_left():
+    # Mesos' agent resizes the container on every terminal update (the isolators then lower
+    # shares, quota and the soft limit; the hard memory limit stays where it was).
+    h = Harness(limited_resources=frozenset({"cpus", "mem"}))
+    h.register()
+    run(h, custom_task("a"))
+    (container_id,) = h.launched
+    h.apply(h.agent.container_started(container_id, 4242, h.now()))
+    h.subscribe("exec1")
+    second = decode(
+        encode_json(
+            {
+                **msgspec.to_builtins(custom_task("b")),
+                "resources": [scalar("cpus", 1), scalar("mem", 128)],
+                "limits": {"mem": {"value": 512}},
+            }
+        ),
+        TaskInfo,
+    )
+    run(h, second)
+    h.updated.clear()
+    h.update("exec1", "b", "TASK_RUNNING")
+    assert h.updated == []
+    h.update("exec1", "b", "TASK_FINISHED")
+    assert h.updated == [UpdateContainer(container_id, (), ())]
+    h.update("exec1", "b", "TASK_FINISHED")  # a second terminal update resizes nothing
+    assert len(h.updated) == 1
+
+
+def test_a_command_tasks_end_leaves_its_container_alone():
+    h = Harness(limited_resources=frozenset({"cpus", "mem"}))
+    container_id = started(h)
+    h.subscribe("t1")
+    h.update("t1", "t1", "TASK_FINISHED")
+    assert h.updated == [] and container_id in h.launched
 
 
 # -- the isolators ---------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class Isolation:
         return any(isolator.limitation_possible(container_id) for isolator in self.isolators)
 
     def update(self, change: UpdateContainer) -> None:
-        """Tasks joined the running container: each isolator sets its limits again."""
+        """Tasks joined or left the running container: each isolator sets its limits again."""
         for isolator in self.isolators:
             isolator.update(change)
 

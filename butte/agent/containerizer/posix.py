@@ -628,7 +628,7 @@ class PosixContainerizer:
         return self.isolation.limitation(container_id)
 
     def update(self, change: UpdateContainer) -> None:
-        """Tasks joined a running container: its limits grow with them (an isolation
+        """Tasks joined or left a running container: its limits follow them (an isolation
         failure is logged; its tasks run on under the limits it had)."""
         container = self.containers.get(change.container_id)
         if container is None or container.setup is None or self.isolation is None:

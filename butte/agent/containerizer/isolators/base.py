@@ -100,7 +100,8 @@ class Isolator:
         return False
 
     def update(self, change: UpdateContainer) -> None:
-        """Tasks joined the running container: ``change`` has its resources and limits now."""
+        """Tasks joined or left the running container: ``change`` has its resources and
+        limits now."""
 
     def usage(self, container_id: str, statistics: dict[str, float]) -> None:
         pass
