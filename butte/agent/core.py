@@ -37,6 +37,7 @@ class AgentConfig:
     work_dir: str
     resources: Resources
     attributes: tuple[Attribute, ...] = ()
+    domain: dict[str, Any] | None = None  # its fault domain (--domain), in its AgentInfo
     executor_registration_timeout: float = 60.0
     executor_shutdown_grace_period: float = 5.0
     status_update_retry_interval_min: float = 10.0

@@ -23,6 +23,7 @@ from butte.agent.containerizer.docker import add_docker_flags
 from butte.coord.url import is_zk_url, parse_zk_url
 from butte.core.auth import CredentialsError, parse_credential
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
+from butte.core.domains import domain_flag
 from butte.core.durations import parse_duration
 from butte.core.flags import (
     add_negations,
@@ -219,6 +220,15 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "or file:///path holding either; cpus/mem/disk/ports not given are detected",
     )
     add("--attributes", type=attributes_flag, default=(), help="e.g. 'rack:r1;zone:a'")
+    add(
+        "--domain",
+        type=domain_flag,
+        default=None,
+        help="the agent's fault domain, Mesos' DomainInfo JSON inline or a path / file:// URL "
+        'of it: \'{"fault_domain": {"region": {"name": "r1"}, "zone": {"name": "z1"}}}\'; '
+        "agents in a region other than the master's are offered only to REGION_AWARE "
+        "frameworks",
+    )
     add(
         "--executor_registration_timeout",
         type=duration,

@@ -275,6 +275,7 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
             resources=self._resources_json,
             attributes=[a.to_json() for a in self.config.attributes],
             id=ID(self.agent_id) if self.agent_id is not None else None,
+            domain=self.config.domain,
         )
 
     def _task_report(self, fw: Framework, ex: Executor, task: Task) -> internal.Task:

@@ -55,6 +55,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
         port=args.port,
         hostname=args.hostname or agent_flags.default_hostname(args.ip),
         attributes=tuple(args.attributes or ()),
+        domain=args.domain,
         executor_registration_timeout=args.executor_registration_timeout,
         executor_shutdown_grace_period=args.executor_shutdown_grace_period,
         status_update_retry_interval_min=args.status_update_retry_interval_min,

@@ -183,6 +183,7 @@ class AgentOptions:
     port: int = 5051
     hostname: str | None = None
     attributes: tuple[Attribute, ...] = ()
+    domain: dict[str, Any] | None = None  # --domain (butte.core.domains)
     executor_registration_timeout: float = 60.0
     executor_shutdown_grace_period: float = 5.0
     status_update_retry_interval_min: float = 10.0
@@ -676,6 +677,7 @@ class AgentServer:
             work_dir=os.path.abspath(options.work_dir),
             resources=options.resources,
             attributes=options.attributes,
+            domain=options.domain,
             executor_registration_timeout=options.executor_registration_timeout,
             executor_shutdown_grace_period=options.executor_shutdown_grace_period,
             status_update_retry_interval_min=options.status_update_retry_interval_min,

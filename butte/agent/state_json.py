@@ -133,6 +133,7 @@ def agent_state(
     config = agent.config
     total = agent.total_resources()
     resources = total.to_legacy_map()
+    domain = {"domain": config.domain} if config.domain else {}
     return {
         **build,
         "start_time": start_time,
@@ -141,6 +142,7 @@ def agent_state(
         "hostname": config.hostname,
         "port": config.port,
         "capabilities": list(AGENT_CAPABILITIES),
+        **domain,
         "resources": resources,
         "unreserved_resources": total.unreserved().to_legacy_map(),
         "reserved_resources": {

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from butte.coord.interface import Contender
+from butte.core.domains import region
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,15 @@ class Leadership:
         if self._on_leader is not None:
             self._on_leader(leader)
         if leader is not None and leader.get("id") != self.own_info.get("id"):
+            theirs, ours = region(leader.get("domain")), region(self.own_info.get("domain"))
+            if theirs is not None and ours is not None and theirs != ours:
+                # As Mesos: every master of a cluster is in one region (agents are remote or
+                # local by the leader's), so one configured for another region cannot serve.
+                self.leadership_lost(
+                    f"the leading master is in region {theirs!r}, this master is configured "
+                    f"for region {ours!r}"
+                )
+                return
             if self.role is not Role.STANDBY:
                 # Someone else leads while we think we do: only possible if our session is
                 # gone; never go on as a second leader.

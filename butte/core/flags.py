@@ -13,6 +13,7 @@ of a parser once all of a command's flags are declared.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -123,11 +124,14 @@ def size_text(size: int) -> str:
 def flag_text(value: Any) -> str | None:
     """A flag's value as ``/flags`` shows it when nothing more is known of its syntax:
     booleans as Mesos spells them (``true``/``false``), None (an unset flag, which Mesos
-    leaves out) as None, anything else as ``str`` (strings as given, numbers exactly)."""
+    leaves out) as None, JSON objects (``--domain``) as JSON, anything else as ``str``
+    (strings as given, numbers exactly)."""
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value)
     return str(value)
 
 

@@ -19,7 +19,7 @@ from butte.coord.interface import (
     RemoveAgent,
     UpdateAgentDrain,
 )
-from butte.core import internal, resource_ops, task_states
+from butte.core import domains, internal, resource_ops, task_states
 from butte.core.messages import ID, DurationInfo, FrameworkInfo, KillPolicy
 from butte.core.resources import Attribute, ResourceError, Resources
 from butte.master import operation_feedback, operator_views, views
@@ -328,7 +328,8 @@ class AgentEvents(MasterCore):
         self.connections[connection_id] = agent_id
         was_unreachable = agent_id in self.unreachable_agents
         used = self._adopt_reported(agent, msg, was_unreachable, announce, now)
-        self.allocator.add_agent(agent_id, total, used=used)
+        remote = domains.is_remote(self.options.domain, info.domain)
+        self.allocator.add_agent(agent_id, total, used=used, remote=remote)
         self.allocation_wanted = True
         if agent_id in self.away_deactivations:
             # Deactivated or drained while away: it stays so (Mesos keeps it in the registry).

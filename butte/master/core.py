@@ -68,6 +68,10 @@ class MasterOptions:
     roles: frozenset[str] | None = None
     # --weights: role weights used until the registry holds some (UPDATE_WEIGHTS wins).
     weights: dict[str, float] = field(default_factory=dict)
+    # --domain: this master's fault domain (butte.core.domains); agents in other regions are
+    # offered only to REGION_AWARE frameworks. --require_agent_domain: agents need one.
+    domain: dict[str, Any] | None = None
+    require_agent_domain: bool = False
 
 
 @dataclass(slots=True)

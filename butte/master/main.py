@@ -15,6 +15,7 @@ from butte.coord.interface import CoordinationError
 from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
+from butte.core.domains import domain_flag
 from butte.core.durations import parse_duration
 from butte.core.flags import add_negations, flag_texts, port_number
 from butte.core.resources import ResourceError, validate_role
@@ -71,6 +72,23 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--agent_ping_timeout",
         default="15secs",
         help="how often the master pings each agent and waits for its pong (default 15secs)",
+    )
+    parser.add_argument(
+        "--domain",
+        type=domain_flag,
+        default=None,
+        help="the master's fault domain, Mesos' DomainInfo JSON inline or a path / file:// "
+        'URL of it: \'{"fault_domain": {"region": {"name": "r1"}, "zone": {"name": "z1"}}}\'; '
+        "agents in other regions are offered only to REGION_AWARE frameworks, and agents "
+        "with a domain register only with a master that has one",
+    )
+    parser.add_argument(
+        "--require_agent_domain",
+        type=mesos_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="ignore the registration of agents without --domain (they retry)",
     )
     parser.add_argument(
         "--max_agent_ping_timeouts",
@@ -280,6 +298,8 @@ def config_from_args(args: argparse.Namespace) -> MasterConfig:
             **lifetime_flags.options(args),
             roles=roles_flag(args.roles),
             weights=weights_flag(args.weights),
+            domain=args.domain,
+            require_agent_domain=args.require_agent_domain,
         ),
         flags=flag_texts(args),  # as given (durations stay text), booleans true/false
     )

@@ -26,7 +26,7 @@ from butte import MESOS_COMPAT_VERSION
 from butte.coord import make_contender
 from butte.coord.interface import Contender, RegistryError
 from butte.coord.leadership import Leadership, Role
-from butte.core import internal
+from butte.core import domains, internal
 from butte.core.clock import Clock, SystemClock
 from butte.core.codec import encode_json, record
 from butte.core.conn_limit import (
@@ -169,6 +169,8 @@ class MasterServer:
         self.master_info = views.master_info(
             ids.master_id, config.ip, config.port, hostname, MESOS_COMPAT_VERSION
         )
+        if config.master.domain is not None:
+            self.master_info["domain"] = config.master.domain  # MasterInfo.domain
         config.allocator.allocation_interval = config.allocation_interval
         self.machine = MasterMachine(
             allocator=HierarchicalDRFAllocator(config.allocator),
@@ -743,9 +745,14 @@ class MasterServer:
             return
         for message in messages:
             if isinstance(message, internal.RegisterAgent):
-                refusal = agent_registration_refusal(self.acls, principal, message.agent_info)
+                info = message.agent_info
+                refusal = agent_registration_refusal(
+                    self.acls, principal, info
+                ) or domains.registration_refusal(
+                    self.config.master.domain, self.config.master.require_agent_domain, info.domain
+                )
                 if refusal is not None:
-                    self._refuse_agent(connection_id, peer_ip, message.agent_info, refusal)
+                    self._refuse_agent(connection_id, peer_ip, info, refusal)
                     return
             held = self._held_agent_messages.get(connection_id)
             if held is not None:

@@ -287,7 +287,7 @@ def master_state(
     leading = machine.leader_info
     leader = None
     if leading is not None:
-        keys = ("id", "pid", "port", "hostname", "ip", "address", "version")
+        keys = ("id", "pid", "port", "hostname", "ip", "address", "version", "domain")
         leader = {k: leading[k] for k in keys if k in leading}
     agents = list(machine.agents.values())
     used = operator_views.all_agents_used(machine)
@@ -321,6 +321,8 @@ def master_state(
     }
     if leader is None:
         del doc["leader"], doc["leader_info"]  # Mesos omits them while no leader is known
+    if "domain" in info:
+        doc["domain"] = info["domain"]
     if elected_time is not None:  # Mesos shows it once this master was elected
         doc["elected_time"] = elected_time
     return doc

@@ -142,8 +142,8 @@ def test_offer_constraints_select_agents_by_attribute_and_hostname() -> None:
     ],
 )
 def test_predicates(constraint: dict[str, Any], offered: list[str]) -> None:
-    h = Harness()
     domain = {"fault_domain": {"region": {"name": "eu"}, "zone": {"name": "z1"}}}
+    h = Harness(MasterOptions(domain=domain))  # b is in the master's region: not remote
     register(h, "a", "ca", "rack:r1")
     register(h, "b", "cb", "rack:r2", domain=domain)
     register(h, "c", "cc")

@@ -29,6 +29,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 
+from butte.core.domains import REGION_AWARE
 from butte.core.resources import Resources
 from butte.master.allocator.filters import RefusalFilters, blocked
 from butte.master.allocator.interface import Allocation, AllocatorOptions
@@ -55,7 +56,7 @@ EMPTY = Resources()
 
 
 class _Framework:
-    __slots__ = ("id", "roles", "suppressed", "capabilities", "gpu", "active")
+    __slots__ = ("id", "roles", "suppressed", "capabilities", "gpu", "region_aware", "active")
 
     def __init__(self, framework_id: str) -> None:
         self.id = framework_id
@@ -63,6 +64,7 @@ class _Framework:
         self.suppressed: set[str] = set()
         self.capabilities: frozenset[str] = frozenset()
         self.gpu = False
+        self.region_aware = False
         self.active = True
 
 
@@ -74,6 +76,7 @@ class _Agent:
         "allocated",
         "active",
         "gpus",
+        "remote",
         "reserved",
         "overcommitted",
         "whole",
@@ -87,6 +90,7 @@ class _Agent:
         self.allocated: dict[tuple[str, str], Resources] = {}  # (framework, role) -> held
         self.active = True
         self.gpus = total.has("gpus")
+        self.remote = False
         self.reserved = _has_reservations(total)
         # True while the total no longer covers what is held (it shrank under running tasks):
         # then ``available`` is recomputed as total - held instead of added to.
@@ -219,6 +223,7 @@ class HierarchicalDRFAllocator:
         fw.suppressed = {r for r in suppressed_roles if r in fw.roles}
         fw.capabilities = frozenset(capabilities)
         fw.gpu = GPU_RESOURCES in fw.capabilities
+        fw.region_aware = REGION_AWARE in fw.capabilities
         for role in old_roles:
             if role not in fw.roles:
                 self._filters.clear_role(fw.id, role)
@@ -343,12 +348,15 @@ class HierarchicalDRFAllocator:
         total: Resources,
         *,
         used: Mapping[tuple[str, str], Resources] | None = None,
+        remote: bool = False,
     ) -> None:
         """An agent (re)registered. ``used`` maps (framework_id, role) to resources its
-        running tasks and executors already hold (re-registration)."""
+        running tasks and executors already hold (re-registration). ``remote``: in another
+        region than the master's (offered only to REGION_AWARE frameworks)."""
         if agent_id in self._agents:
             self.remove_agent(agent_id)
         agent = _Agent(agent_id, total)
+        agent.remote = remote
         self._agents[agent_id] = agent
         self._totals.add(total.quantities())
         if agent.reserved:
@@ -1149,12 +1157,15 @@ class HierarchicalDRFAllocator:
     def _pick(self, role: str, agent: _Agent, candidate: Resources) -> str | None:
         """The first framework of the role, in DRF order, that may take the candidate."""
         gpu_gated = agent.gpus and self._options.filter_gpu_resources
+        remote = agent.remote
         frameworks = self._frameworks
         filters = self._filters.by_framework
         walk = self._roles[role].sorter.walk()
         try:
             for framework_id in walk:
                 if gpu_gated and not frameworks[framework_id].gpu:
+                    continue
+                if remote and not frameworks[framework_id].region_aware:
                     continue
                 if filters:
                     mine = filters.get(framework_id)

@@ -95,9 +95,11 @@ class Allocator(Protocol):
         total: Resources,
         *,
         used: Mapping[tuple[str, str], Resources] | None = None,
+        remote: bool = False,
     ) -> None:
         """An agent (re)registered. ``used`` maps (framework_id, role) to resources its
-        running tasks and executors already hold (re-registration)."""
+        running tasks and executors already hold (re-registration). ``remote``: it is in
+        another region than the master's; only REGION_AWARE frameworks are offered it."""
 
     def remove_agent(self, agent_id: str) -> None: ...
 
