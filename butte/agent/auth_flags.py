@@ -55,7 +55,8 @@ def add_auth_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="authorization: Mesos' ACL JSON, inline or a path / file:// URL; enforced here: "
         "view_frameworks, view_tasks, view_executors (/state and GET_* leave out what the "
-        "caller may not view) and access_sandboxes (/files: 403); docs/security.md",
+        "caller may not view), access_sandboxes (/files: 403) and the "
+        "launch/wait/kill/remove/view_standalone_containers actions; docs/security.md",
     )
 
 

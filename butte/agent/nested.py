@@ -39,6 +39,17 @@ pid, start time and boot id and decides by `recovery_action`:
 A finished container is kept, with its wait status, until it is removed (or, beyond
 `MAX_FINISHED`, the oldest finished ones are forgotten); its sandbox stays until REMOVE or
 the parent's sandbox is collected, its checkpoint until REMOVE or its parent's end.
+
+Standalone containers (LAUNCH_CONTAINER without a parent; docs/protocol.md "Standalone
+containers") are in the same registry, with ``standalone`` set and no parent (""): the
+same launcher runs the command, entering no namespaces (the agent's), joining the cgroups
+the agent's isolators made for it (`NestedContainers._isolate`: limited by its resources;
+an agent whose isolators give containers namespaces of their own refuses them), in its
+sandbox ``<work_dir>/containers/<id>``. It is checkpointed in ``meta/standalone/<id>``
+like a nested container; a restarted agent's shell keeps its cgroups
+(`recovered_standalone_launches`) and `NestedContainers.recover` adopts it, or keeps its
+end if it ended meanwhile. No parent watches it: it runs until it ends or is killed, and
+is kept once ended until REMOVE_CONTAINER deletes its sandbox and checkpoint.
 """
 
 from __future__ import annotations
@@ -64,10 +75,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from butte.agent import paths
+from butte.agent.containerizer.isolators import LaunchRefused, Limitation
 from butte.agent.containerizer.nested_exec import IO_SOCKET
 from butte.agent.containerizer.posix import session_members
+from butte.agent.effects import LaunchContainer
 
 if TYPE_CHECKING:
+    from butte.agent.containerizer.isolation import Isolation
+    from butte.agent.containerizer.isolators import ContainerSetup
     from butte.agent.records import Executor
     from butte.agent.shell_api import AgentShell
 
@@ -92,6 +107,8 @@ LAUNCHER_TIMEOUT = 2.0
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 _NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")
 _ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# A standalone container's PATH (it inherits no environment, as in Mesos).
+STANDALONE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # The messages of ends the agent brought about (WAIT's ``message``).
 PARENT_ENDED = "the parent container ended"
@@ -157,6 +174,11 @@ class NestedContainer:
     checkpoint: str | None = None  # its directory under meta/containers
     recovered: bool = False  # adopted from a previous agent run: output from the files
     input_lost: bool = False  # recovered, but its launcher did not hand its input back
+    standalone: bool = False  # LAUNCH_CONTAINER without a parent (``parent_id`` is "")
+    # A standalone container's scalar resources, enforced by the agent's isolators.
+    resources: tuple[tuple[str, float], ...] = ()
+    isolated: bool = False  # it has cgroups of its own (the agent's isolation)
+    limitation: Limitation | None = None  # a limit it went over (it was killed for it)
 
     @property
     def running(self) -> bool:
@@ -172,6 +194,13 @@ class NestedContainer:
             out["exit_status"] = self.wait_status
         if self.message:
             out["message"] = self.message
+        if self.limitation is not None:
+            # As Mesos' containerizer ends a container an isolator limited.
+            out.update(
+                state="TASK_FAILED",
+                reason=self.limitation.reason,
+                message=self.limitation.message,
+            )
         return out
 
 
@@ -192,6 +221,9 @@ class NestedRecord:
     launcher_pid: int
     launcher_start: int
     boot_id: str | None
+    # A standalone container's (``parent_id`` ""): its resources and whether it has cgroups.
+    resources: tuple[tuple[str, float], ...] = ()
+    isolated: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -204,6 +236,8 @@ class NestedRecord:
                 "launcher_pid": self.launcher_pid,
                 "launcher_start": self.launcher_start,
                 "boot_id": self.boot_id,
+                "resources": [list(r) for r in self.resources],
+                "isolated": self.isolated,
             },
             sort_keys=True,
         ).encode()
@@ -222,10 +256,14 @@ class NestedRecord:
                 launcher_pid=int(raw["launcher_pid"]),
                 launcher_start=int(raw["launcher_start"]),
                 boot_id=None if raw.get("boot_id") is None else str(raw["boot_id"]),
+                resources=tuple((str(n), float(v)) for n, v in raw.get("resources") or []),
+                isolated=bool(raw.get("isolated", False)),
             )
         except (ValueError, TypeError, KeyError):
             return None
-        if not (_ID.fullmatch(record.container_id) and _ID.fullmatch(record.parent_id)):
+        # A standalone container has no parent ("").
+        parent_ok = record.parent_id == "" or _ID.fullmatch(record.parent_id)
+        if not (_ID.fullmatch(record.container_id) and parent_ok):
             return None
         return record if record.launcher_pid > 0 else None
 
@@ -362,6 +400,9 @@ def _recovered(item: Checkpointed, record: NestedRecord, **state: Any) -> Nested
         launcher_pid=record.launcher_pid,
         checkpoint=item.directory,
         recovered=True,
+        standalone=record.parent_id == "",
+        resources=record.resources,
+        isolated=record.isolated,
         **state,
     )
 
@@ -394,6 +435,58 @@ def read_checkpoints(work_dir: str) -> tuple[list[Checkpointed], list[str]]:
                 )
             )
     return found, empty
+
+
+def read_standalone_checkpoints(work_dir: str) -> list[Checkpointed]:
+    """Every standalone container checkpointed under ``work_dir`` (parent id "")."""
+    found = []
+    root = paths.meta_standalone_dir(work_dir)
+    for name in _listdir(root):
+        if not _ID.fullmatch(name):
+            continue
+        directory = paths.standalone_dir(work_dir, name)
+        info = _read_bytes(paths.nested_info_path(directory))
+        record = NestedRecord.from_json(info) if info is not None else None
+        if record is not None and (record.parent_id, record.container_id) != ("", name):
+            record = None  # not where its own ids say: not trusted
+        found.append(
+            Checkpointed(
+                "",
+                name,
+                directory,
+                record,
+                _read_bytes(paths.nested_status_path(directory)),
+                _read_bytes(paths.nested_termination_path(directory)),
+            )
+        )
+    return found
+
+
+def standalone_launch(
+    container_id: str, sandbox: str, resources: Any, user: str | None = None
+) -> LaunchContainer:
+    """What the agent's isolators get of a standalone container: its id, sandbox, scalar
+    resources and the user its command names (no framework, no executor)."""
+    return LaunchContainer(
+        container_id, "", "", sandbox, (), {}, resources=tuple(resources), user=user
+    )
+
+
+def recovered_standalone_launches(work_dir: str) -> dict[str, LaunchContainer]:
+    """The isolated standalone containers whose launchers still run, as the agent's
+    isolation recovery takes them: their cgroups are kept (not destroyed as orphans) and
+    watched again. Called by the agent shell's recovery before it destroys orphan groups."""
+    boot = _boot_id()
+    out = {}
+    for item in read_standalone_checkpoints(work_dir):
+        record = item.record
+        if record is None or not record.isolated or record.boot_id != boot:
+            continue
+        if _start_time(record.launcher_pid) == record.launcher_start:
+            out[record.container_id] = standalone_launch(
+                record.container_id, record.sandbox, record.resources
+            )
+    return out
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -441,7 +534,14 @@ class NestedContainers:
 
     def parent_executor(self, parent_id: str) -> Executor:
         """The live executor of top-level container ``parent_id`` (NestedError otherwise)."""
-        if parent_id in self.containers:
+        known = self.containers.get(parent_id)
+        if known is not None and known.standalone:
+            raise NestedError(
+                400,
+                f"container {parent_id[:80]} is a standalone container: nested containers "
+                "run in tasks' containers only",
+            )
+        if known is not None:
             raise NestedError(
                 400, "nested containers of nested containers are not supported (one level only)"
             )
@@ -477,7 +577,8 @@ class NestedContainers:
         existing = self.containers.get(container_id)
         if existing is not None:
             if existing.parent_id != parent_id:
-                raise NestedError(409, f"container {container_id[:80]} has another parent")
+                what = "is a standalone container" if existing.standalone else "has another parent"
+                raise NestedError(409, f"container {container_id[:80]} {what}")
             return existing, False
         executor = self.parent_executor(parent_id)
         assert executor.pid is not None
@@ -490,8 +591,13 @@ class NestedContainers:
         self.containers[container_id] = container
         # Its checkpoint directory goes with the parent's, even if this launch fails.
         self._parents.add(parent_id)
+        cgroup_procs = self._cgroup_procs(executor)
         try:
-            await self._start(container, executor, target, command)
+            await self._start(
+                container,
+                command,
+                lambda: _spec(target, executor.sandbox, container, command, cgroup_procs),
+            )
         except NestedError:
             del self.containers[container_id]
             raise
@@ -500,13 +606,109 @@ class NestedContainers:
         self._forget_old()
         return container, True
 
+    def _isolation(self) -> Isolation | None:
+        containerizer = self.server.containerizer
+        return containerizer.isolation if containerizer is not None else None
+
+    async def launch_standalone(
+        self, container_id: str, command: Command, resources: tuple[tuple[str, float], ...]
+    ) -> tuple[NestedContainer | None, bool]:
+        """Starts a standalone container (module docstring "Standalone containers"):
+        (container, False) when one of that id runs already, (None, False) when a task's
+        container has that id."""
+        check_id(container_id)
+        existing = self.containers.get(container_id)
+        if existing is not None:
+            if not existing.standalone:
+                raise NestedError(409, f"container id {container_id[:80]} is a nested container's")
+            if not existing.running:
+                raise NestedError(
+                    409,
+                    f"standalone container {container_id[:80]} has ended: REMOVE_CONTAINER it "
+                    "before launching that id again",
+                )
+            return existing, False
+        containerizer = self.server.containerizer
+        if containerizer is not None and container_id in containerizer.containers:
+            # Mesos' containerizer answers ALREADY_LAUNCHED for any container it knows.
+            return None, False
+        if sum(c.running for c in self.containers.values()) >= MAX_RUNNING:
+            raise NestedError(429, f"{MAX_RUNNING} containers run already on this agent")
+        work_dir = self.server.options.work_dir
+        sandbox = paths.standalone_sandbox(work_dir, container_id)
+        container = NestedContainer(container_id, "", sandbox, command.tty, False)
+        container.standalone = True
+        container.resources = resources
+        container.checkpoint = paths.standalone_dir(work_dir, container_id)
+        setup = self._isolate(container, command.user)
+        self.containers[container_id] = container
+        try:
+            await self._start(
+                container, command, lambda: _standalone_spec(container, command, setup)
+            )
+        except NestedError:
+            del self.containers[container_id]
+            self._release(container)
+            # Nothing known of it is left to REMOVE_CONTAINER: its sandbox goes now.
+            await asyncio.to_thread(shutil.rmtree, sandbox, True)
+            raise
+        isolation = self._isolation()
+        if container.isolated and isolation is not None:
+            isolation.started(container_id, self._limited)
+        self._forget_old()
+        return container, True
+
+    def _isolate(self, container: NestedContainer, user: str | None) -> ContainerSetup | None:
+        """The agent's isolators prepare the standalone container (its cgroups and their
+        limits); NestedError (400) for what they refuse, and for namespaces of its own,
+        which butte does not give a standalone container."""
+        isolation = self._isolation()
+        if isolation is None:
+            return None
+        spec = standalone_launch(
+            container.container_id, container.sandbox, container.resources, user
+        )
+        try:
+            setup = isolation.prepare(spec)
+        except LaunchRefused as e:
+            raise NestedError(400, f"cannot isolate the standalone container: {e}") from None
+        if setup.task_namespaces:
+            isolation.cleanup(container.container_id)
+            isolation.release(container.container_id)
+            raise NestedError(
+                400,
+                "standalone containers run in the agent's namespaces, and this agent's "
+                f"isolators ({', '.join(isolation.names)}) give containers namespaces of "
+                f"their own ({', '.join(setup.task_namespaces)}): not supported",
+            )
+        container.isolated = True  # `_release` undoes what prepare did
+        return setup
+
+    def _limited(self, container_id: str, limitation: Limitation) -> None:
+        """An isolator saw a standalone container go over a limit: it is killed, and WAIT
+        reports the limitation."""
+        container = self.containers.get(container_id)
+        if container is None or not container.running or container.limitation is not None:
+            return
+        container.limitation = limitation
+        self._spawn(asyncio.to_thread(self.kill, container, signal.SIGKILL))
+
+    def _release(self, container: NestedContainer) -> None:
+        """A standalone container's isolation ends (its limits read first: see `_finish`)."""
+        isolation = self._isolation()
+        if container.isolated and isolation is not None:
+            container.isolated = False
+            isolation.cleanup(container.container_id)
+            isolation.release(container.container_id)
+
     async def _start(
-        self, container: NestedContainer, executor: Executor, target: int, command: Command
+        self,
+        container: NestedContainer,
+        command: Command,
+        make_spec: Callable[[], dict[str, Any]],
     ) -> None:
         try:
-            spec = await asyncio.to_thread(
-                _spec, target, executor.sandbox, container, command, self._cgroup_procs(executor)
-            )
+            spec = await asyncio.to_thread(make_spec)
         except OSError as e:  # the task's processes went away meanwhile, a full disk ...
             raise NestedError(500, f"cannot prepare the nested container: {e}") from None
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -617,6 +819,8 @@ class NestedContainers:
             launcher_pid,
             start,
             _boot_id(),
+            container.resources,
+            container.isolated,
         )
         _make_dirs(directory)
         for stale in (
@@ -676,6 +880,12 @@ class NestedContainers:
     async def _finish(self, container: NestedContainer) -> None:
         """The end: checkpointed first (what WAIT answers holds after a restart), then the
         readers' streams end and WAIT is answered."""
+        isolation = self._isolation()
+        if container.isolated and isolation is not None:
+            # A limit it went over (an OOM kill) is read before its cgroups go.
+            if container.limitation is None:
+                container.limitation = isolation.limitation(container.container_id)
+            self._release(container)
         if container.checkpoint is not None:
             path = paths.nested_termination_path(container.checkpoint)
             try:
@@ -802,6 +1012,9 @@ class NestedContainers:
         container.sigkilled = container.sigkilled or number == signal.SIGKILL
         if container.launcher_pid is not None:
             signal_container(container.launcher_pid, number)
+        isolation = self._isolation()
+        if container.isolated and isolation is not None and number == signal.SIGKILL:
+            isolation.kill(container.container_id)  # what left its session goes too
         if container.process is not None and number == signal.SIGKILL:
             with contextlib.suppress(ProcessLookupError):
                 container.process.kill()
@@ -837,6 +1050,8 @@ class NestedContainers:
             containerizer = self.server.containerizer
             alive = set(containerizer.containers) if containerizer is not None else set()
             for container in list(self.containers.values()):
+                if container.standalone:
+                    continue  # no parent: it runs until it ends or is killed
                 if container.running and container.parent_id not in alive:
                     container.message = PARENT_ENDED
                     self.kill(container)
@@ -862,6 +1077,7 @@ class NestedContainers:
 
     async def _recover(self) -> None:
         work_dir = self.server.options.work_dir
+        await self._recover_standalone(work_dir)
         found, empty = await asyncio.to_thread(read_checkpoints, work_dir)
         for directory in empty:
             await asyncio.to_thread(shutil.rmtree, directory, True)
@@ -911,6 +1127,51 @@ class NestedContainers:
             "%d of parents not recovered; %d forgotten",
             *(counts.get(a, 0) for a in (ADOPT, ENDED, DESTROY, ORPHAN, FORGET)),
         )
+
+    async def _recover_standalone(self, work_dir: str) -> None:
+        """Standalone containers of the previous run: a running one is adopted (its
+        cgroups were kept by the shell's recovery: `recovered_standalone_launches`), an
+        ended one is kept as ended until REMOVE_CONTAINER, an unreadable record forgotten."""
+        found = await asyncio.to_thread(read_standalone_checkpoints, work_dir)
+        boot = _boot_id()
+        counts = {ADOPT: 0, ENDED: 0, FORGET: 0}
+        for item in found:
+            record = item.record
+            alive = (
+                record is not None
+                and record.boot_id == boot
+                and _start_time(record.launcher_pid) == record.launcher_start
+            )
+            action = recovery_action(
+                readable=record is not None,
+                launcher_alive=alive,
+                session=False,
+                parent_recovered=True,
+            )
+            counts[action] += 1
+            if record is not None and action == ADOPT:
+                await self._adopt(item, record)
+                container = self.containers[record.container_id]
+                if self._isolation() is None:
+                    container.isolated = False  # this run of the agent isolates nothing
+                # Else the shell's recovery watches its cgroups again; a limit it goes over
+                # is read at its end (`_finish`).
+            elif record is not None and action == ENDED:
+                wait_status, message = recovered_end(item.termination, item.status)
+                self._add_ended(item, record, wait_status, message)
+                container = self.containers[record.container_id]
+                container.isolated = False  # its groups went as orphans, if it had any
+                if item.termination is None:
+                    await self._finish(container)
+            else:
+                await asyncio.to_thread(_remove_checkpoint, item.directory)
+        if found:
+            log.info(
+                "standalone containers recovered: %d running, %d ended; %d forgotten",
+                counts[ADOPT],
+                counts[ENDED],
+                counts[FORGET],
+            )
 
     async def _reap(self, killed: list[tuple[Checkpointed, str]]) -> None:
         """Waits (a while) for the launchers recovery killed to be gone; a session's
@@ -1304,6 +1565,42 @@ def _spec(
         "uid": uid if switch else None,
         "gid": gid if switch else None,
         "groups": groups if switch else None,
+        "tty": command.tty,
+    }
+
+
+def _standalone_spec(
+    container: NestedContainer, command: Command, setup: ContainerSetup | None
+) -> dict[str, Any]:
+    """The launcher's SPEC_JSON of a standalone container: in the agent's namespaces, in
+    its own cgroups (``setup``: the isolators'), working in its sandbox, as the agent's user
+    unless the isolation switches users (--switch_user: the command's ``user``)."""
+    env = {"PATH": STANDALONE_PATH, "MESOS_SANDBOX": container.sandbox}
+    uid = gid = None
+    groups: list[int] | None = None
+    if setup is not None and setup.user is not None:
+        name, uid, gid, home = setup.user
+        groups = os.getgrouplist(name, gid)
+        env.update(USER=name, LOGNAME=name, HOME=home)
+    os.makedirs(container.sandbox, exist_ok=True)
+    if uid is not None and gid is not None:
+        os.chown(container.sandbox, uid, gid)
+    if setup is not None:
+        env.update(setup.env)
+    env.update(command.env)
+    if command.tty:
+        env.setdefault("TERM", "xterm")
+    return {
+        "program": command.program,
+        "argv": command.argv,
+        "env": env,
+        "cwd": container.sandbox,
+        "target": None,
+        "namespaces": [],
+        "cgroup_procs": list(setup.cgroup_procs) if setup is not None else [],
+        "uid": uid,
+        "gid": gid,
+        "groups": groups,
         "tty": command.tty,
     }
 

@@ -20,9 +20,17 @@ containers themselves are `butte.agent.nested`):
   in its sandbox files, its input (and terminal) is the one its launcher kept and handed
   back (409 where the launcher could not).
 
-Authorization: `ACL_ACTIONS` names the Mesos ACL action of each call; `authorize` is where
-an authenticated principal would be checked against them (the agent has no HTTP
-authentication of its own yet, so every caller is allowed).
+Standalone containers (docs/protocol.md "Standalone containers"): LAUNCH_CONTAINER without
+a parent runs its command outside any framework, in the agent's isolation (its cgroups,
+limited by the call's ``resources``), with its sandbox at ``<work_dir>/containers/<id>``:
+200 when launched, 202 when a container of that id runs already. WAIT_CONTAINER,
+KILL_CONTAINER, REMOVE_CONTAINER (once it ended), ATTACH_CONTAINER_OUTPUT/INPUT and
+GET_CONTAINERS (``show_standalone``) take it by its id; it survives an agent restart.
+
+Authorization: `ACL_ACTIONS` names the Mesos ACL action of each nested container call;
+those are not checked yet (every caller is allowed). The calls about a container without a
+parent are checked as Mesos' agent checks them, with the caller's principal against
+``--acls`` (`STANDALONE_ACTIONS`, no object: ANY): 403 when refused.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from butte.agent import paths
+from butte.agent.launch_events import scalar_totals
 from butte.agent.nested import (
     CLIENT_GONE,
     NestedContainer,
@@ -54,6 +63,8 @@ from butte.core.codec import encode_json
 from butte.core.messages import DecodeError
 from butte.core.operator import OperatorCall, ProcessIO, decode_call
 from butte.core.recordio import RecordIOReader
+from butte.core.resources import ResourceError, Resources
+from butte.master.acls import forbidden
 
 if TYPE_CHECKING:
     from butte.agent.shell_api import AgentShell
@@ -81,6 +92,17 @@ ACL_ACTIONS: dict[str, str] = {
     "REMOVE_NESTED_CONTAINER": "remove_nested_containers",
     "REMOVE_CONTAINER": "remove_nested_containers",
 }
+
+# The Mesos ACL action of a call about a container without a parent (a standalone
+# container, or a task's container), checked in `NestedApi.authorize`.
+STANDALONE_ACTIONS: dict[str, str] = {
+    "LAUNCH_CONTAINER": "launch_standalone_containers",
+    "WAIT_CONTAINER": "wait_standalone_containers",
+    "KILL_CONTAINER": "kill_standalone_containers",
+    "REMOVE_CONTAINER": "remove_standalone_containers",
+}
+# The resources a standalone container may ask for: what the isolators enforce.
+STANDALONE_RESOURCES = ("cpus", "mem", "disk")
 
 
 class Streaming:
@@ -166,11 +188,30 @@ class NestedApi:
         self.server = server
         self.nested = NestedContainers.of(server)
 
-    def authorize(self, request: web.Request, call_type: str) -> web.Response | None:
-        """The hook where the caller's principal is checked against the ACL action of
-        ``call_type`` (`ACL_ACTIONS`); None: allowed. The agent authenticates no HTTP
-        callers yet, so there is no principal to check and everyone is allowed."""
-        return None
+    def authorize(self, request: web.Request, call: OperatorCall) -> web.Response | None:
+        """403 when ``--acls`` refuse the caller's principal the call (None: allowed).
+        Calls about a container without a parent are checked against their
+        `STANDALONE_ACTIONS`, as Mesos' agent does; nested container calls are not
+        checked (module docstring)."""
+        action = STANDALONE_ACTIONS.get(call.type)
+        payload = getattr(call, call.type.lower(), None)
+        container_id = getattr(payload, "container_id", None)
+        if action is None or container_id is None or container_id.parent is not None:
+            return None
+        acls = self.server.options.auth.acls
+        refusal = forbidden(acls, action, request.get("principal"))
+        return _text(403, refusal) if refusal is not None else None
+
+    def may_view_standalone(self, request: web.Request) -> bool:
+        """Whether GET_CONTAINERS shows this caller standalone containers
+        (``view_standalone_containers``)."""
+        acls = self.server.options.auth.acls
+        return forbidden(acls, "view_standalone_containers", request.get("principal")) is None
+
+    def standalone(self, container_id: str) -> NestedContainer | None:
+        """The standalone container ``container_id`` (None: there is none)."""
+        container = self.nested.containers.get(container_id)
+        return container if container is not None and container.standalone else None
 
     def containers_json(self, parents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """GET_CONTAINERS entries (``show_nested``) of the running nested containers, with
@@ -195,11 +236,16 @@ class NestedApi:
 
     # -- launch ------------------------------------------------------------------------------
 
-    async def launch(self, payload: Any, *, session: bool) -> web.Response | Streaming:
-        """LAUNCH_NESTED_CONTAINER(_SESSION) and LAUNCH_CONTAINER with a parent."""
+    async def launch(
+        self, payload: Any, *, session: bool, standalone: bool = False
+    ) -> web.Response | Streaming:
+        """LAUNCH_NESTED_CONTAINER(_SESSION), and LAUNCH_CONTAINER (``standalone``: it may
+        have no parent)."""
         cid = payload.container_id
         if cid.parent is None:
-            return _text(400, "standalone containers are not supported: give 'parent'")
+            if not standalone:
+                return _text(400, "Expecting 'container_id.parent' to be present")
+            return await self._launch_standalone(payload)
         await self.nested.ready()
         if cid.parent.parent is not None:
             return _text(
@@ -225,6 +271,24 @@ class NestedApi:
         queue = self.nested.attach_output(container)
         return Streaming(lambda request: self._stream(request, container, queue, session=True))
 
+    async def _launch_standalone(self, payload: Any) -> web.Response:
+        """LAUNCH_CONTAINER without a parent (module docstring)."""
+        try:
+            check_id(payload.container_id.value)
+            if payload.limits:
+                raise NestedError(
+                    400, "limits of standalone containers are not supported: give resources"
+                )
+            resources = standalone_resources(payload.resources)
+            command = parse_command(payload.command, payload.container)
+            await self.nested.ready()
+            _, new = await self.nested.launch_standalone(
+                payload.container_id.value, command, resources
+            )
+        except NestedError as e:
+            return _text(e.status, e.message)
+        return _text(200) if new else _text(202, "already launched")
+
     # -- wait, kill, remove ------------------------------------------------------------------
 
     def _nested(self, payload: Any) -> NestedContainer:
@@ -237,6 +301,10 @@ class NestedApi:
         await self.nested.ready()
         try:
             if payload.container_id.parent is None:
+                check_id(payload.container_id.value)
+                standalone = self.standalone(payload.container_id.value)
+                if standalone is not None:
+                    return await self.nested.wait(standalone)
                 return await self._wait_top_level(payload.container_id.value)
             return await self.nested.wait(self._nested(payload))
         except NestedError as e:
@@ -262,6 +330,9 @@ class NestedApi:
             container = self._nested(payload)
         except NestedError as e:
             return _text(e.status, e.message)
+        if payload.container_id.parent is None and not container.standalone:
+            cid = container.container_id[:80]
+            return _text(404, f"Container '{cid}' cannot be found (or is already killed)")
         if not container.running:
             # As Mesos' agent: an ended container is no longer the containerizer's to kill.
             cid = container.container_id[:80]
@@ -270,11 +341,12 @@ class NestedApi:
         return None
 
     async def remove(self, payload: Any) -> web.Response | None:
-        if payload.container_id.parent is None:
-            return _text(400, "only nested containers can be removed")
         await self.nested.ready()
         try:
-            await self.nested.remove(self._nested(payload))
+            container = self._nested(payload)
+            if payload.container_id.parent is None and not container.standalone:
+                raise NestedError(400, "only nested and standalone containers can be removed")
+            await self.nested.remove(container)
         except NestedError as e:
             return _text(e.status, e.message)
         return None
@@ -394,7 +466,7 @@ class NestedApi:
             assert payload is not None
             if payload.type != "CONTAINER_ID" or payload.container_id is None:
                 return _text(400, "The first record must be of type CONTAINER_ID")
-            refused = self.authorize(request, call.type)
+            refused = self.authorize(request, call)
             if refused is not None:
                 return refused
             await self.nested.ready()
@@ -503,6 +575,34 @@ def input_action(io: ProcessIO) -> tuple[str, Any]:
             raise NestedError(400, "A TTY_INFO control record needs 'tty_info.window_size'")
         return RESIZE, window_size({"rows": size.rows, "columns": size.columns})
     raise NestedError(400, f"Unknown ProcessIO record '{io.type[:20]}'")
+
+
+def standalone_resources(raw: list[Any]) -> tuple[tuple[str, float], ...]:
+    """The scalar totals of a standalone container's ``resources``; NestedError (400) for
+    resources that are not valid, and for what Mesos' agent refuses a standalone container
+    (reserved, persistent volumes, revocable) or butte does not enforce for one (anything
+    but `STANDALONE_RESOURCES`)."""
+    try:
+        Resources.from_json(raw)
+    except (ResourceError, TypeError, ValueError, OverflowError) as e:
+        raise NestedError(400, f"Invalid resources: {str(e)[:200]}") from None
+    for resource in raw:
+        name = str(resource.get("name"))[:40]
+        role = resource.get("role")
+        if resource.get("reservations") or resource.get("reservation") or role not in (None, "*"):
+            raise NestedError(400, "'launch_container.resources' must be unreserved")
+        disk = resource.get("disk")
+        if isinstance(disk, dict) and disk.get("persistence") is not None:
+            raise NestedError(400, "'launch_container.resources' may not use persistent volumes")
+        if resource.get("revocable") is not None:
+            raise NestedError(400, "'launch_container.resources' must be non-revocable")
+        if name not in STANDALONE_RESOURCES or resource.get("type") != "SCALAR":
+            raise NestedError(
+                400,
+                f"resource '{name}' is not supported for standalone containers: only the "
+                f"scalars {', '.join(STANDALONE_RESOURCES)}",
+            )
+    return scalar_totals(raw)
 
 
 def _input_call(record: bytes) -> OperatorCall:

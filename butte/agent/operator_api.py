@@ -4,8 +4,8 @@ its sandbox files.
 Calls served: GET_HEALTH, GET_FLAGS, GET_VERSION, GET_METRICS, GET_LOGGING_LEVEL,
 SET_LOGGING_LEVEL, GET_STATE, GET_CONTAINERS, GET_FRAMEWORKS, GET_EXECUTORS, GET_TASKS,
 GET_AGENT, LIST_FILES, READ_FILE, KILL_CONTAINER, PRUNE_IMAGES (the image store's unused
-layers, docs/containers.md "Pruning images"), and the nested container calls of
-`butte.agent.nested_api` (launch, session, attach input/output, wait, kill, remove). Others
+layers, docs/containers.md "Pruning images"), and the nested and standalone container calls
+of `butte.agent.nested_api` (launch, session, attach input/output, wait, kill, remove). Others
 answer 400 ("not supported"), as
 unknown ones do. Also ``GET /metrics/snapshot`` (``slave/*`` names, resources included),
 ``GET /metrics`` (Prometheus text), ``GET /containers`` and ``/files/*`` (`butte.agent.files`).
@@ -35,7 +35,6 @@ from butte.agent.http import version_info
 from butte.agent.http_auth import state_viewer
 from butte.agent.launch_events import limits_of
 from butte.agent.nested_api import (
-    ACL_ACTIONS,
     STREAMING_ANSWERS,
     NestedApi,
     Streaming,
@@ -170,10 +169,9 @@ class AgentOperatorApi:
             problem = accept_problem(request)
             if problem is not None:
                 return problem
-        if call.type in ACL_ACTIONS:
-            problem = self.nested.authorize(request, call.type)
-            if problem is not None:
-                return problem
+        problem = self.nested.authorize(request, call)
+        if problem is not None:
+            return problem
         action = _CALL_ACTIONS.get(call.type)
         if action is not None:  # Mesos' `getFlags`, `pruneImages`: Forbidden without it
             refusal = forbidden(self.server.options.auth.acls, action, request.get("principal"))
@@ -183,6 +181,13 @@ class AgentOperatorApi:
             result = await handler(self, call)
         except FileError as e:
             return _text(e.status, e.message)
+        if call.type == "GET_CONTAINERS" and not self.nested.may_view_standalone(request):
+            # As Mesos: standalone containers only for view_standalone_containers.
+            result["containers"] = [
+                c
+                for c in result["containers"]
+                if self.nested.standalone(c["container_id"]["value"]) is None
+            ]
         if isinstance(result, Streaming):
             return await result.run(request)
         if isinstance(result, web.Response):
@@ -361,7 +366,42 @@ class AgentOperatorApi:
             out.append(entry)
         if call.get_containers is not None and call.get_containers.show_nested:
             out += self.nested.containers_json(out)
+        if call.get_containers is not None and call.get_containers.show_standalone:
+            out += await self._standalone_containers()
         return {"containers": out}
+
+    async def _standalone_containers(self) -> list[dict[str, Any]]:
+        """GET_CONTAINERS entries of the running standalone containers (as Mesos lists
+        them: no framework or executor), with their statistics (the cgroups' counters when
+        isolated, else those of the processes of the launcher's session)."""
+        running = [c for c in self.nested.nested.containers.values() if c.standalone and c.running]
+        pids = {c.container_id: c.launcher_pid for c in running if c.launcher_pid is not None}
+        usage = await asyncio.to_thread(_usage, pids)
+        isolation = self.server.containerizer.isolation if self.server.containerizer else None
+        out = []
+        now = time.time()
+        for c in running:
+            resources = dict(c.resources)
+            stats: dict[str, Any] = {"timestamp": now, **usage.get(c.container_id, {})}
+            if "cpus" in resources:
+                stats["cpus_limit"] = resources["cpus"]
+            if "mem" in resources:
+                stats["mem_limit_bytes"] = int(resources["mem"] * 1024 * 1024)
+            if c.isolated and isolation is not None:
+                stats.update(isolation.usage(c.container_id))
+            cid = {"value": c.container_id}
+            status: dict[str, Any] = {"container_id": cid}
+            if c.pid is not None:
+                status["executor_pid"] = c.pid
+            out.append(
+                {
+                    "container_id": cid,
+                    "container_type": "MESOS",
+                    "container_status": status,
+                    "resource_statistics": stats,
+                }
+            )
+        return out
 
     async def call_kill_container(self, call: OperatorCall) -> web.Response | None:
         payload = call.kill_container
@@ -370,6 +410,8 @@ class AgentOperatorApi:
         if number not in {int(s) for s in signal.valid_signals()} or number == 0:
             return _text(400, f"Invalid signal {number}")
         if payload.container_id.parent is not None:
+            return await self.nested.kill(payload)
+        if self.nested.standalone(payload.container_id.value) is not None:
             return await self.nested.kill(payload)
         cid = payload.container_id.value
         container = self.server.containerizer.containers.get(cid)
@@ -409,7 +451,7 @@ class AgentOperatorApi:
         return await self.nested.launch(call.launch_nested_container, session=False)
 
     async def call_launch_container(self, call: OperatorCall) -> Any:
-        return await self.nested.launch(call.launch_container, session=False)
+        return await self.nested.launch(call.launch_container, session=False, standalone=True)
 
     async def call_launch_nested_container_session(self, call: OperatorCall) -> Any:
         return await self.nested.launch(call.launch_nested_container_session, session=True)

@@ -57,6 +57,11 @@ The tree under ``--work_dir``::
                                                  launcher when it ended (agent up or down)
             termination                          {exit_status, message}: the end as the agent
                                                  reported it to WAIT_NESTED_CONTAINER
+        standalone/<container_id>/               a standalone container (LAUNCH_CONTAINER
+                                                 without a parent; butte.agent.nested):
+          nested.info, status, termination       as a nested container's (no parent)
+      containers/<container_id>/                 a standalone container's sandbox (Mesos'
+                                                 <work_dir>/containers/<id>): stdout, stderr
       fetcher-cache/<sha256 of uri>/<name>       downloads of CommandInfo.URIs with cache: true
 
 With cgroup isolators, each container also has a group outside the work dir::
@@ -322,3 +327,23 @@ def nested_status_path(nested: str) -> str:
 def nested_termination_path(nested: str) -> str:
     """``<nested_dir>/termination``: the WAIT_NESTED_CONTAINER answer, once it ended."""
     return os.path.join(nested, "termination")
+
+
+# -- standalone containers (butte.agent.nested) ------------------------------------------------
+
+
+def standalone_sandbox(work_dir: str, container_id: str) -> str:
+    """``<work_dir>/containers/<id>``: a standalone container's sandbox, where Mesos' agent
+    puts it (its stdout and stderr)."""
+    return os.path.join(work_dir, "containers", container_id)
+
+
+def meta_standalone_dir(work_dir: str) -> str:
+    """``meta/standalone``: the checkpoints of standalone containers."""
+    return os.path.join(meta_dir(work_dir), "standalone")
+
+
+def standalone_dir(work_dir: str, container_id: str) -> str:
+    """``meta/standalone/<container_id>``: one standalone container's checkpoint (the
+    files of a nested container's: `nested_info_path`, `nested_status_path`, ...)."""
+    return os.path.join(meta_standalone_dir(work_dir), container_id)

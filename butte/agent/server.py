@@ -83,7 +83,7 @@ from butte.agent.launching import (
 )
 from butte.agent.machine import AgentConfig, AgentMachine, Reply
 from butte.agent.master_link import MasterLink
-from butte.agent.nested import NestedContainers
+from butte.agent.nested import NestedContainers, recovered_standalone_launches
 from butte.agent.records import COMMAND, CUSTOM, DEFAULT, TERMINATED, Executor
 from butte.agent.state_json import agent_state
 from butte.coord.url import is_zk_url, parse_zk_url
@@ -823,6 +823,10 @@ class AgentServer:
             removed = await asyncio.to_thread(images.remove_orphans, set(recovered))
             if removed:
                 log.info("removed the root filesystems of %d ended container(s)", len(removed))
+        if self.containerizer.isolation is not None:
+            # Standalone containers still running keep their cgroups (butte.agent.nested).
+            work_dir = self.options.work_dir
+            recovered.update(await asyncio.to_thread(recovered_standalone_launches, work_dir))
         orphan_groups = self.containerizer.recover_isolation(recovered)
         isolation = self.containerizer.isolation
         if orphan_groups and isolation is not None:
