@@ -8,8 +8,13 @@ Only executor sandboxes are served, addressed two ways (as Mesos does):
 * the real path ``<work_dir>/slaves/<agent>/frameworks/<fw>/executors/<ex>/runs/<container>
   [/...]`` (the ``directory`` of an executor in ``/state``, what Mesos UIs use).
 
+The agent's own log is served too, as ``/slave/log`` when the agent runs with ``--log_dir`` or
+``--external_log_file`` (`butte.daemon_log`): to a principal the ``access_mesos_logs`` ACL lets
+read it (403 otherwise), and nothing under it (the log is a file: ``/slave/log/x`` is 404). The
+master serves its own ``/master/log`` through the same class (``sandboxes=False``).
+
 Refused: ``..`` components (400), anything outside a sandbox such as ``/etc/passwd`` or the
-agent's own files (404), paths that resolve outside their own sandbox through a symlink,
+agent's other files (404), paths that resolve outside their own sandbox through a symlink,
 to another framework's sandbox for instance (403), and files a task could have hard-linked
 into its sandbox from elsewhere: a regular file is served only when it has one link and lives
 on the sandbox's own file system, checked on the opened file (403). Reads are clamped to
@@ -27,6 +32,7 @@ from typing import Any, BinaryIO
 
 from aiohttp import web
 
+from butte import daemon_log
 from butte.agent import paths
 from butte.core.codec import encode_json
 from butte.operator_common import file_info, legacy_file_info
@@ -54,6 +60,8 @@ class Resolved:
     real: str
     # The device of the sandbox the path is in: files elsewhere are not served.
     device: int
+    # An attached file (the daemon's log, `butte.daemon_log`), not a sandbox's: no link rules.
+    attached: bool = False
 
     def open(self) -> BinaryIO:
         """The regular file, opened for reading and checked on its descriptor (so a task
@@ -71,7 +79,7 @@ class Resolved:
             problem = (400, "Cannot read a directory")
         elif not stat.S_ISREG(st.st_mode):
             problem = (403, f"'{self.requested}' is not a regular file")
-        elif st.st_nlink != 1 or st.st_dev != self.device:
+        elif not self.attached and (st.st_nlink != 1 or st.st_dev != self.device):
             problem = (403, f"'{self.requested}' is linked from outside its sandbox")
         if problem is not None:
             os.close(fd)
@@ -82,10 +90,14 @@ class Resolved:
 class SandboxFiles:
     """Resolves and reads sandbox paths of one agent (see the module docstring)."""
 
-    def __init__(self, work_dir: str, agent_id: Callable[[], str | None]) -> None:
+    def __init__(
+        self, work_dir: str, agent_id: Callable[[], str | None], *, sandboxes: bool = True
+    ) -> None:
+        """``sandboxes`` False: only the attached files (`butte.daemon_log`) are served."""
         self._work_dir = os.path.abspath(work_dir)
         self._work_dir_real = os.path.realpath(work_dir)
         self._agent_id = agent_id
+        self._sandboxes = sandboxes
 
     # -- resolution --------------------------------------------------------------------------
 
@@ -97,9 +109,12 @@ class SandboxFiles:
             raise FileError(400, "Invalid 'path'")
         if ".." in raw.split("/"):
             raise FileError(400, f"Path traversal ('..') is not allowed: {raw}")
+        found = daemon_log.find(raw)
+        if found is not None:
+            return self._resolve_attached(raw, *found)
         requested = "/" + raw.strip("/") if raw.startswith("/") else raw.rstrip("/")
         parts = [p for p in requested.split("/") if p not in ("", ".")]
-        runs, rest = self._sandbox_of(requested, parts)
+        runs, rest = self._sandbox_of(requested, parts) if self._sandboxes else (None, [])
         if runs is None:
             raise FileError(404, f"No file or directory found at path '{raw}'")
         run, tail = rest[0], rest[1:]
@@ -120,6 +135,35 @@ class SandboxFiles:
         if not os.path.exists(real):
             raise FileError(404, f"No file or directory found at path '{raw}'")
         return Resolved(requested, real, os.stat(root_real).st_dev)
+
+    @staticmethod
+    def _resolve_attached(raw: str, attachment: daemon_log.Attachment, rest: str) -> Resolved:
+        """An attached file: itself only (Mesos answers a path below a file 'Not Found')."""
+        real = attachment.real()
+        if rest or not os.path.isfile(real):
+            raise FileError(404, f"No file or directory found at path '{raw}'")
+        return Resolved(attachment.virtual, real, os.stat(real).st_dev, attached=True)
+
+    @staticmethod
+    def authorize(raw: str | None, principal: str | None, known: bool = True) -> None:
+        """Raises FileError 403 when ``raw`` is an attached file that ``principal`` may not
+        read (``access_mesos_logs``). ``known`` False: the caller's principal is not known
+        here (the agent's LIST_FILES / READ_FILE), so only ACLs that refuse nobody let it."""
+        found = daemon_log.find(raw) if raw else None
+        if found is None:
+            return
+        attachment = found[0]
+        if not known:
+            if attachment.restricted():
+                raise FileError(
+                    403,
+                    f"Forbidden: {attachment.virtual} is guarded by access_mesos_logs, which "
+                    "this call cannot check here; read it with /files/read",
+                )
+            return
+        refusal = attachment.refusal(principal)
+        if refusal is not None:
+            raise FileError(403, refusal)
 
     def _sandbox_of(self, requested: str, parts: list[str]) -> tuple[str | None, list[str]]:
         """(the executor's ``runs`` dir, the parts after it) for a virtual or real path."""
@@ -157,8 +201,11 @@ class SandboxFiles:
         the three forms Mesos' agent attaches for an executor's run: the sandbox's own path,
         ``<work_dir>/slaves/<agent>/.../runs/latest`` and the virtual
         ``/frameworks/<fw>/executors/<ex>/runs/latest`` (this agent id only: virtual paths
-        name no agent). Read from the work dir, as `resolve` serves any run still there."""
-        out: dict[str, str] = {}
+        name no agent). Read from the work dir, as `resolve` serves any run still there.
+        The attached files (``/slave/log``: `butte.daemon_log`) come first."""
+        out: dict[str, str] = dict(daemon_log.attached())
+        if not self._sandboxes:
+            return out
         current = self._agent_id()
         root = paths.slaves_root(self._work_dir)
         for agent_id in _subdirs(root):
@@ -246,12 +293,14 @@ class SandboxFiles:
 
     async def http_browse(self, request: web.Request) -> web.Response:
         try:
+            self.authorize(request.query.get("path"), request.get("principal"))
             return _json(self.browse(request.query.get("path")))
         except FileError as e:
             return web.Response(status=e.status, text=e.message)
 
     async def http_read(self, request: web.Request) -> web.Response:
         try:
+            self.authorize(request.query.get("path"), request.get("principal"))
             offset = _int_param(request, "offset", -1)
             length = _int_param(request, "length", None)
             if offset == -1:  # Mesos (also without an offset): answers the file's size
@@ -264,6 +313,7 @@ class SandboxFiles:
 
     async def http_download(self, request: web.Request) -> web.StreamResponse:
         try:
+            self.authorize(request.query.get("path"), request.get("principal"))
             target = self.resolve(request.query.get("path"))
         except FileError as e:
             return web.Response(status=e.status, text=e.message)
@@ -292,12 +342,23 @@ class SandboxFiles:
 
     # -- operator calls ----------------------------------------------------------------------
 
-    def list_files(self, path: str) -> dict[str, Any]:
-        """LIST_FILES' answer payload."""
+    def list_files(
+        self, path: str, principal: str | None = None, known: bool = False
+    ) -> dict[str, Any]:
+        """LIST_FILES' answer payload; ``known``: ``principal`` is the caller (`authorize`)."""
+        self.authorize(path, principal, known)
         return {"file_infos": self.browse(path, legacy=False)}
 
-    def read_file(self, path: str, offset: int, length: int | None) -> dict[str, Any]:
-        """READ_FILE's answer payload (``data`` base64)."""
+    def read_file(
+        self,
+        path: str,
+        offset: int,
+        length: int | None,
+        principal: str | None = None,
+        known: bool = False,
+    ) -> dict[str, Any]:
+        """READ_FILE's answer payload (``data`` base64); ``principal`` as in `list_files`."""
+        self.authorize(path, principal, known)
         size, data = self.read(path, offset, length)
         return {"size": size, "data": base64.b64encode(data).decode()}
 

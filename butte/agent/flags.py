@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 
+from butte import daemon_log
 from butte.agent.auth_flags import add_auth_flags
 from butte.agent.containerizer.docker import add_docker_flags
 from butte.coord.url import is_zk_url, parse_zk_url
@@ -38,6 +39,8 @@ from butte.core.resources import parse_resources as parse_resources_text
 from butte.core.tls import TlsError, client_context_for
 
 DEFAULT_MASTER_PORT = 5050
+# The name of the agent's --log_dir files (butte.daemon_log).
+AGENT_LOG_PROGRAM = "butte-agent"
 DEFAULT_PORTS = "[31000-32000]"
 MB = 1024 * 1024
 
@@ -381,6 +384,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity",
     )
+    daemon_log.add_flags(parser, AGENT_LOG_PROGRAM, daemon_log.AGENT_LOG)
     add_negations(parser)  # --no-<flag> of every boolean flag above, as Mesos takes it
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from butte import daemon_log
 from butte.core import jwt
 from butte.core.auth import authenticated_principal
 from butte.master import view_acls
@@ -171,8 +172,11 @@ def sandbox_middleware(acls: Acls, framework_user: Callable[[str], str | None]) 
         path = request.path
         if path.startswith("/slave(1)/"):
             path = path[len("/slave(1)") :]
-        if path.startswith("/files/") and path != "/files/debug":  # get_endpoints guards it
-            owner = _SANDBOX_OWNER.search(request.query.get("path", ""))
+        # /files/debug: get_endpoints guards it; the agent's own log (/slave/log):
+        # access_mesos_logs does (butte.agent.files), as in Mesos.
+        raw = request.query.get("path", "")
+        if path.startswith("/files/") and path != "/files/debug" and daemon_log.find(raw) is None:
+            owner = _SANDBOX_OWNER.search(raw)
             user = framework_user(owner.group(1)) if owner is not None else None
             principal = request.get("principal")
             if not acls.allowed("access_sandboxes", principal, user):

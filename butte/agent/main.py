@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from butte import daemon_log
 from butte.agent import flags as agent_flags
 from butte.agent.auth_flags import auth_from_args
 from butte.agent.containerizer.docker import options_from_args as docker_options
@@ -117,11 +118,16 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the agent until SIGINT/SIGTERM; returns the exit status."""
-    logging.basicConfig(
-        level=getattr(logging, getattr(args, "logging_level", "INFO"), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        log_file = daemon_log.start_logging(
+            agent_flags.AGENT_LOG_PROGRAM,
+            getattr(args, "logging_level", "INFO"),
+            "%(asctime)s %(levelname)s %(name)s: %(message)s",
+            getattr(args, "log_dir", None),
+        )
+    except ValueError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        return 2
     quiet_bad_requests()
     if args.status_update_retry_interval_min <= 0:
         print("agent: --status_update_retry_interval_min must be > 0", file=sys.stderr)
@@ -149,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"agent: {e}", file=sys.stderr)
         return 2
+    # The log as /slave/log of the files API (Mesos' agent attaches it at start too).
+    daemon_log.attach_log(
+        daemon_log.AGENT_LOG,
+        log_file,
+        getattr(args, "external_log_file", None),
+        options.auth.acls,
+    )
     try:
         names = parse_isolation(options.isolation)
     except IsolatorUnavailable as e:

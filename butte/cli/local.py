@@ -279,10 +279,13 @@ class LocalCluster:
         agent_flags: Sequence[str] = (),
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        attach_logs: bool = False,
     ) -> None:
         """``resources`` is every agent's ``--resources``, or a list of one per agent (agents
         on one host need disjoint port ranges when their tasks listen on offered ports).
-        ``env`` goes to every daemon's environment (``LIBPROCESS_SSL_*`` for TLS)."""
+        ``env`` goes to every daemon's environment (``LIBPROCESS_SSL_*`` for TLS).
+        ``attach_logs``: each daemon serves the log file this writes for it as its
+        ``--external_log_file`` (``/master/log``, ``/slave/log``; given flags override it)."""
         self.work_dir = Path(work_dir).absolute()
         self.env = dict(env or {})
         # The cluster's own reads of the master speak TLS when the daemons do.
@@ -295,7 +298,9 @@ class LocalCluster:
         self.master = ManagedProcess(
             "master",
             [python, "-m", "butte", "master", "--ip", HOST, "--port", str(port)]
-            + ["--work_dir", str(self.work_dir / "master"), *master_flags],
+            + ["--work_dir", str(self.work_dir / "master")]
+            + (["--external_log_file", str(self.work_dir / "master.log")] if attach_logs else [])
+            + list(master_flags),
             self.work_dir / "master.log",
             self.env,
         )
@@ -310,6 +315,8 @@ class LocalCluster:
             own = resources if resources is None or isinstance(resources, str) else resources[i]
             if own is not None:
                 argv += ["--resources", own]
+            if attach_logs:
+                argv += ["--external_log_file", str(self.work_dir / f"agent-{i}.log")]
             argv += list(agent_flags)
             if any(f.startswith("--isolation") for f in agent_flags) and not any(
                 f.startswith("--cgroups_root") for f in agent_flags
@@ -521,6 +528,7 @@ def run(args: argparse.Namespace) -> int:
         agents=args.agents,
         resources=args.resources,
         agent_flags=["--isolation", isolation],
+        attach_logs=True,
     )
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     marathon: ManagedProcess | None = None

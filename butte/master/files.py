@@ -15,12 +15,19 @@ names its agent in one of three ways:
 * a real sandbox path, ``<agent work_dir>/slaves/<agent_id>/frameworks/...`` (the
   ``directory`` that agents' ``/state`` shows): sent unchanged to that agent.
 
+``/slaves/<agent_id>/slave/log`` is that agent's own log (``/slave/log``, attached when the
+agent runs with ``--log_dir`` or ``--external_log_file``), forwarded like a sandbox but guarded
+by ``access_mesos_logs`` rather than ``access_sandboxes``: the web UI reads agents' logs this
+way, as it reads their sandboxes, through the master.
+
 Anything else is 404; an agent that is not connected answers 503.
 
-``/files/debug`` is the master's own, as Mesos' files process serves it: the master's attached
-virtual paths -> real paths. Mesos' master attaches only its log (``/master/log``, with
-``--log_dir`` or ``--external_log_file``), which butte neither takes nor serves, so the map is
-empty; it is guarded as Mesos guards it, by the ``get_endpoints`` ACL.
+The master's own log is its one attached file, as in Mesos: ``/master/log`` when it runs with
+``--log_dir`` or ``--external_log_file`` (`butte.daemon_log`; 404 without either), served by
+the master itself with the agent's file code (`SandboxFiles` with ``sandboxes=False``) to a
+principal the ``access_mesos_logs`` ACL lets read it (403 otherwise). ``/files/debug`` is the
+master's own, as Mesos' files process serves it: the attached virtual paths -> real paths
+(``{}`` without a log), guarded as Mesos guards it, by the ``get_endpoints`` ACL.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from butte import daemon_log
+from butte.agent.files import FileError, SandboxFiles
 from butte.core import task_states
 from butte.core.codec import encode_json
 from butte.core.tls import client_context_for
-from butte.master.acls import endpoint_forbidden
+from butte.master.acls import endpoint_forbidden, forbidden
 from butte.master.http import PrefixRouter, json_reply, text_reply
 from butte.master.shell_api import MasterShell
 from butte.master.state import Agent
@@ -94,6 +103,8 @@ class MasterFiles:
 
     def __init__(self, server: MasterShell) -> None:
         self.server = server
+        # The master's attached files (its log), nothing else.
+        self.local = SandboxFiles(os.curdir, lambda: None, sandboxes=False)
 
     def add_routes(self, router: PrefixRouter) -> None:
         for name in ("browse", "read", "download"):
@@ -109,8 +120,7 @@ class MasterFiles:
         refusal = endpoint_forbidden(self.server.acls, request.get("principal"), "/files/debug")
         if refusal is not None:
             return text_reply(403, refusal)
-        attached: dict[str, str] = {}
-        return json_reply(attached)
+        return json_reply(self.local.attached())
 
     # -- locating ----------------------------------------------------------------------------
 
@@ -152,15 +162,27 @@ class MasterFiles:
             agent_id = self._agent_of_executor(virtual.group(1), virtual.group(2))
         if agent_id is None:
             raise FilesError(404, f"No file or directory found at path '{path}'")
-        problem = self.sandbox_problem(path, principal)
-        if problem is not None:
-            raise problem
+        if forwarded.rstrip("/") == daemon_log.AGENT_LOG:  # the agent's log, not a sandbox
+            refusal = self._log_refusal(principal)
+            if refusal is not None:
+                raise FilesError(403, refusal)
+        else:
+            problem = self.sandbox_problem(path, principal)
+            if problem is not None:
+                raise problem
         agent = self.server.machine.agents.get(agent_id)
         if agent is None:
             raise FilesError(404, f"Agent {agent_id} of path '{path}' is not registered")
         if not agent.connected:
             raise FilesError(503, f"Agent {agent_id} is disconnected")
         return agent, forwarded
+
+    def _log_refusal(self, principal: str | None) -> str | None:
+        """Why ``principal`` may not read an agent's log by the master's ACLs, or None."""
+        acls = self.server.acls
+        if acls.unrestricted(daemon_log.LOG_ACTION):
+            return None
+        return forbidden(acls, daemon_log.LOG_ACTION, principal)
 
     def _agent_of_executor(self, framework_id: str, executor_id: str) -> str | None:
         machine = self.server.machine
@@ -185,12 +207,19 @@ class MasterFiles:
     # -- forwarding --------------------------------------------------------------------------
 
     async def http_forward(self, request: web.Request) -> web.StreamResponse:
-        """``/files/<op>?path=...``: the agent's answer, passed through."""
+        """``/files/<op>?path=...``: the agent's answer, passed through (the master's log: its
+        own)."""
+        operation = request.path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".json")
+        if daemon_log.find(request.query.get("path") or "") is not None:
+            if operation == "browse":
+                return await self.local.http_browse(request)
+            if operation == "read":
+                return await self.local.http_read(request)
+            return await self.local.http_download(request)
         try:
             agent, path = self.locate(request.query.get("path"), request.get("principal"))
         except FilesError as e:
             return text_reply(e.status, e.message)
-        operation = request.path.rstrip("/").rsplit("/", 1)[-1]
         params = {**request.query, "path": path}
         url = f"{agent_url(agent)}/files/{operation}"
         try:
@@ -218,6 +247,8 @@ class MasterFiles:
         """LIST_FILES / READ_FILE: the same call sent to the agent's operator API."""
         request = OPERATOR_REQUEST.get()
         principal = request.get("principal") if request is not None else None
+        if daemon_log.find(str(payload.get("path") or "")) is not None:
+            return self._local_call(call_type, payload, principal)
         try:
             agent, path = self.locate(payload.get("path"), principal)
         except FilesError as e:
@@ -238,3 +269,24 @@ class MasterFiles:
                     )
         except (aiohttp.ClientError, TimeoutError) as e:
             return text_reply(503, f"Agent {agent.agent_id} did not answer: {e or type(e)}")
+
+    def _local_call(
+        self, call_type: str, payload: dict[str, Any], principal: str | None
+    ) -> web.Response:
+        """LIST_FILES / READ_FILE of the master's own log."""
+        path = str(payload["path"])
+        try:
+            if call_type == "LIST_FILES":
+                result = self.local.list_files(path, principal, known=True)
+            else:
+                length = payload.get("length")
+                result = self.local.read_file(
+                    path,
+                    int(payload.get("offset") or 0),
+                    None if length is None else int(length),
+                    principal,
+                    known=True,
+                )
+        except FileError as e:
+            return text_reply(e.status, e.message)
+        return json_reply({"type": call_type, call_type.lower(): result})

@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import dataclasses
 import gc
-import logging
 import math
 import os
 import signal
 
+from butte import daemon_log
 from butte.coord.interface import CoordinationError
 from butte.coord.url import parse_zk_url
 from butte.core.auth import CredentialsError, parse_credentials
@@ -33,6 +33,9 @@ from butte.master.events import MAX_SUBSCRIBERS
 from butte.master.machine import MasterOptions
 from butte.master.server import MasterConfig, MasterServer
 from butte.operator_common import quiet_bad_requests
+
+# The name of the master's --log_dir files (butte.daemon_log).
+MASTER_LOG_PROGRAM = "butte-master"
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,11 +72,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="offer GPU agents only to frameworks with the GPU_RESOURCES capability",
     )
     parser.add_argument(
-        "--agent_ping_timeout",
-        default="15secs",
-        help="how often the master pings each agent and waits for its pong (default 15secs)",
-    )
-    parser.add_argument(
         "--domain",
         type=domain_flag,
         default=None,
@@ -89,6 +87,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=False,
         help="ignore the registration of agents without --domain (they retry)",
+    )
+    parser.add_argument(
+        "--agent_ping_timeout",
+        default="15secs",
+        help="how often the master pings each agent and waits for its pong (default 15secs)",
     )
     parser.add_argument(
         "--max_agent_ping_timeouts",
@@ -233,6 +236,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity (default INFO)",
     )
+    daemon_log.add_flags(parser, MASTER_LOG_PROGRAM, daemon_log.MASTER_LOG)
     add_negations(parser)  # --no-<flag> of every boolean flag above, as Mesos takes it
 
 
@@ -435,10 +439,16 @@ def coordination_flags(args: argparse.Namespace) -> tuple[str | None, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Runs a master until SIGINT/SIGTERM (or until it loses leadership: exit status 1)."""
-    logging.basicConfig(
-        level=getattr(logging, args.logging_level, logging.INFO),
-        format="%(asctime)s %(levelname)s master %(name)s: %(message)s",
-    )
+    try:
+        log_file = daemon_log.start_logging(
+            MASTER_LOG_PROGRAM,
+            args.logging_level,
+            "%(asctime)s %(levelname)s master %(name)s: %(message)s",
+            getattr(args, "log_dir", None),
+        )
+    except ValueError as e:
+        print(f"butte master: {e}")
+        return 2
     quiet_bad_requests()
     try:
         config = config_from_args(args)
@@ -446,6 +456,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"butte master: {e}")
         return 2
+    # The log as /master/log of the files API, as Mesos' master attaches it at start.
+    daemon_log.attach_log(
+        daemon_log.MASTER_LOG,
+        log_file,
+        getattr(args, "external_log_file", None),
+        config.master.acls,
+    )
     # Young-generation collections every 700 allocations took about a third of a busy
     # master's time at 100k tasks (docs/performance.md); every 10,000 still collects
     # cycles promptly.

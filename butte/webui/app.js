@@ -21,6 +21,9 @@
     };
     if (!section) return { name: "overview", section: "overview", id: null, query };
     if (section === "maintenance" && parts.length === 1) return { name: "maintenance", section, id: null, query };
+    // The daemons' own logs (Mesos' LOG links): #/log (the master's), #/agents/<agent>/log.
+    if (section === "log" && parts.length === 1) return { name: "log", section: "overview", id: null, query };
+    if (section === "agents" && parts.length === 3 && parts[2] === "log") return { name: "agentlog", section, id, query };
     // Mesos' address of an executor: #/agents/<agent>/frameworks/<framework>/executors/<id>.
     if (section === "agents" && parts.length === 6 && parts[2] === "frameworks" && parts[4] === "executors") {
       return { name: "executor", section, id, framework: parts[3], executor: parts[5], query };

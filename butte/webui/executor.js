@@ -228,6 +228,25 @@
     browser.open(ctx.route.query.get("dir") || "", ctx.route.query.get("file") || "");
   };
 
+  /** The master's log (`/master/log`): Mesos' LOG link of the master. */
+  B.pages.log = (ctx) => {
+    const box = h("div", { id: "log" });
+    B.replace(ctx.el, B.ui.header("Master log", h("code", {}, "/master/log")), B.ui.card(null, box));
+    new B.tasks.LogViewer(ctx, box, "/master/log").show("master");
+  };
+
+  /** An agent's log (`/slave/log`, read through the master): the LOG link of an agent. */
+  B.pages.agentlog = (ctx) => {
+    const agentId = ctx.route.id;
+    const box = h("div", { id: "log" });
+    B.replace(
+      ctx.el,
+      B.ui.header("Agent log", B.ui.agentLink(agentId, B.cache.agentNames.get(agentId)), " ", h("code", {}, "/slave/log")),
+      B.ui.card(null, box),
+    );
+    new B.tasks.LogViewer(ctx, box, `/slaves/${agentId}/slave/log`).show("agent");
+  };
+
   /** Every task of an executor, queued, running and completed. */
   B.tasksOf = (ex) => [...(ex.queued_tasks || []), ...(ex.tasks || []), ...(ex.completed_tasks || [])];
   B.executors = { executorHref, browseHref, executorsCard };

@@ -226,6 +226,8 @@
         info ? `master ${info.hostname}:${info.port} · ${info.version || ""} · ` : "",
         `up ${fmt.duration(m["master/uptime_secs"] || 0)}`,
         m["master/elected"] === 0 ? " · standby" : " · leading",
+        " · ",
+        h("a", { href: "#/log", id: "master-log-link", title: "The master's log (--log_dir or --external_log_file)" }, "LOG"),
       );
     };
     ctx.on("metrics", (m) => {
@@ -326,6 +328,7 @@
               ["Registered", `${fmt.datetime(a.registered_time)} (${fmt.ago(a.registered_time)})`],
               ["Attributes", attributes.length ? attributes : h("span", { class: "muted" }, "none")],
               ["Tasks", B.link(B.href("tasks", null, { agent: a.id }), "tasks on this agent")],
+              ["Log", h("a", { href: `#/agents/${encodeURIComponent(a.id)}/log`, id: "agent-log-link" }, "LOG")],
             ]),
           ),
           card(

@@ -582,7 +582,7 @@
         h(
           "div",
           { class: "viewer-head" },
-          h("strong", {}, rel),
+          h("strong", {}, rel || path),
           h("label", { class: "small" }, follow, " follow"),
           status,
           h("a", { href: `/files/download?path=${encodeURIComponent(path)}`, download: rel.split("/").pop(), class: "small" }, "download"),
@@ -642,5 +642,25 @@
     }
   }
 
-  B.tasks = { fetchPage, sandboxOf, findSandbox, failure, whyText, SandboxBrowser };
+  /** A daemon's own log file, `root` (`/master/log`, or an agent's `/slave/log` through the
+   * master as `/slaves/<agent>/slave/log`), in the sandbox's live tail: Mesos' LOG pager. A
+   * daemon without --log_dir or --external_log_file has none (404): the page says so. */
+  class LogViewer extends SandboxBrowser {
+    async show(daemon) {
+      this.viewer = h("div", { class: "viewer", id: "log-viewer" });
+      B.replace(this.el, this.viewer);
+      try {
+        await B.get(`/files/read?path=${encodeURIComponent(this.root)}&offset=-1`);
+      } catch (err) {
+        if (!this.ctx.alive) return;
+        const missing = err.status === 404;
+        const text = missing ? `No log file: the ${daemon} runs without --log_dir or --external_log_file.` : B.errorText(err);
+        B.replace(this.viewer, h("p", { class: missing ? "muted" : "error", id: "log-missing" }, text));
+        return;
+      }
+      if (this.ctx.alive) this.openFile("");
+    }
+  }
+
+  B.tasks = { fetchPage, sandboxOf, findSandbox, failure, whyText, SandboxBrowser, LogViewer };
 })(window.Butte);

@@ -1,0 +1,185 @@
+"""A daemon's own log as a file the files API serves: ``--log_dir`` and ``--external_log_file``
+of ``butte master`` and ``butte agent`` (docs/operating.md "Log files").
+
+* `add_flags`: the two flags, as the master and the agent both define them.
+* `start_logging`: the process's logging, as before on stderr, and with ``--log_dir`` also in
+  a file there, ``<program>.<host>.<user>.log.<SEVERITY>.<yyyymmdd-hhmmss>.<pid>`` (one per
+  start, as glog names Mesos' files) behind the stable link ``<program>.<SEVERITY>``
+  (``butte-master.INFO``, ``butte-agent.INFO``). The file receives every record the process
+  logs at the level in force, the ``--logging_level`` or what SET_LOGGING_LEVEL set for a while.
+* `attach` / `find` / `attached`: the files attached under a virtual path, each guarded by the
+  ``access_mesos_logs`` ACL, as Mesos' master and agent attach their log (its
+  ``files->attach(path, "/master/log", authorizeLogAccess)``): ``/master/log`` and
+  ``/slave/log`` (`MASTER_LOG`, `AGENT_LOG`). ``--external_log_file`` wins over the file
+  ``--log_dir`` writes, as in Mesos. The master and the agent files APIs
+  (`butte.master.files`, `butte.agent.files`) serve them; one daemon per process, so the
+  registry is the process's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from butte.master.acls import Acls, forbidden
+
+MASTER_LOG = "/master/log"
+AGENT_LOG = "/slave/log"
+LOG_ACTION = "access_mesos_logs"
+
+
+def add_flags(parser: argparse.ArgumentParser, program: str, virtual: str) -> None:
+    """``--log_dir`` and ``--external_log_file`` of the daemon ``program`` (``butte-master``
+    or ``butte-agent``), whose log is attached as ``virtual``."""
+    parser.add_argument(
+        "--log_dir",
+        default=None,
+        help=f"directory to write the log to as well as stderr: {program}.<host>.<user>.log."
+        f"<SEVERITY>.<time>.<pid> per start, linked as {program}.INFO (WARNING, ERROR with "
+        f"that --logging_level); created if missing. The file is served as {virtual} by "
+        "/files/* and LIST_FILES / READ_FILE (ACL access_mesos_logs) and in the web UI "
+        "(default: no file)",
+    )
+    parser.add_argument(
+        "--external_log_file",
+        default=None,
+        help="a log file of this daemon that something else writes (syslog, journald, a "
+        f"redirection of stderr): butte does not write it, it serves it as {virtual}, "
+        "instead of the --log_dir file (default: none)",
+    )
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def severity(level: str) -> str:
+    """The glog severity whose file holds what ``--logging_level`` lets through (DEBUG
+    records go to the INFO file, as glog's verbose ones do)."""
+    return "INFO" if level in ("DEBUG", "INFO") else level
+
+
+def start_logging(program: str, level: str, fmt: str, log_dir: str | None) -> str | None:
+    """Configures the root logger (``level``, ``fmt``, stderr) and, with ``log_dir``, a file
+    there too; the file's real path, or None without ``log_dir``. Raises ValueError naming the
+    flag when the directory or the file cannot be made."""
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
+    if log_dir is None:
+        return None
+    path, stream = _open_log_file(program, severity(level), log_dir)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(fmt))
+    # No level of its own: the root logger's (which SET_LOGGING_LEVEL changes) decides.
+    logging.getLogger().addHandler(handler)
+    return path
+
+
+def _open_log_file(program: str, sev: str, log_dir: str) -> tuple[str, TextIO]:
+    directory = os.path.abspath(log_dir)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{program}.{socket.gethostname()}.{user}.log.{sev}.{stamp}.{os.getpid()}"
+    path = os.path.join(directory, name)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise ValueError(
+            f"--log_dir {log_dir}: cannot write a log file there: {e.strerror or e}"
+        ) from None
+    stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+    link = os.path.join(directory, f"{program}.{sev}")
+    temporary = f"{link}.{os.getpid()}.tmp"
+    try:
+        # Replaced in one step: a reader following the link never finds it missing.
+        os.symlink(name, temporary)
+        os.replace(temporary, link)
+    except OSError as e:
+        logging.getLogger(__name__).warning("cannot link %s to %s: %s", link, name, e.strerror)
+    return os.path.realpath(path), stream
+
+
+# -- attaching -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file served under a virtual path, and the ACLs whose ``access_mesos_logs`` guards it."""
+
+    virtual: str
+    path: str
+    acls: Acls
+
+    def real(self) -> str:
+        """Where the file is now (an external file's link followed anew at each request, so a
+        rotated file is found)."""
+        return os.path.realpath(self.path)
+
+    def refusal(self, principal: str | None) -> str | None:
+        """The 403 message for a ``principal`` that may not read it, else None."""
+        if self.acls.unrestricted(LOG_ACTION):
+            return None
+        return forbidden(self.acls, LOG_ACTION, principal)
+
+    def restricted(self) -> bool:
+        """Whether the ACLs may refuse someone (a caller then must be known)."""
+        return not self.acls.unrestricted(LOG_ACTION)
+
+
+_ATTACHED: dict[str, Attachment] = {}
+
+
+def attach(virtual: str, path: str, acls: Acls) -> None:
+    """Serves the file ``path`` as ``virtual`` from now on (replacing what was there)."""
+    _ATTACHED[virtual] = Attachment(virtual, os.path.abspath(path), acls)
+
+
+def detach(virtual: str) -> None:
+    """Stops serving ``virtual``."""
+    _ATTACHED.pop(virtual, None)
+
+
+def attach_log(
+    virtual: str, written: str | None, external_log_file: str | None, acls: Acls
+) -> str | None:
+    """Attaches the daemon's log as Mesos does: ``--external_log_file`` if given, else the file
+    ``--log_dir`` made (``written``), else nothing; what was attached."""
+    path = external_log_file or written
+    if path is None:
+        return None
+    if external_log_file is not None and not os.access(external_log_file, os.R_OK):
+        logging.getLogger(__name__).warning(
+            "--external_log_file %s cannot be read (yet): %s answers 404 until it can",
+            external_log_file,
+            virtual,
+        )
+    attach(virtual, path, acls)
+    return path
+
+
+def attached() -> dict[str, str]:
+    """``/files/debug``'s entries: each virtual path -> the real path of its file."""
+    return {virtual: a.real() for virtual, a in sorted(_ATTACHED.items())}
+
+
+def find(raw: str) -> tuple[Attachment, str] | None:
+    """(the attachment, the rest of the path after it) for a path at or under an attached
+    virtual path (a trailing ``/`` and empty or ``.`` components ignored), else None. The
+    callers refuse ``..`` first."""
+    if not _ATTACHED or not raw.startswith("/"):
+        return None
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    for virtual, attachment in _ATTACHED.items():
+        own = [p for p in virtual.split("/") if p]
+        if parts[: len(own)] == own:
+            return attachment, "/".join(parts[len(own) :])
+    return None
