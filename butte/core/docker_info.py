@@ -230,8 +230,9 @@ def task_ports(resources: Sequence[Any]) -> list[tuple[int, int]]:
 
 def launch_problem(task: Mapping[str, Any], grouped: bool) -> str | None:
     """Why a task of type DOCKER cannot be launched whatever the agent (None: it can): a
-    task group member, a custom executor, a COMMAND check or health check (it would run on
-    the host, not in the container), or an invalid ContainerInfo."""
+    task group member, a custom executor, or an invalid ContainerInfo. Its checks and health
+    checks of every type run (butte.agent.executor.docker: COMMAND ones with ``docker exec``
+    in the container, HTTP and TCP ones in the container's network)."""
     if grouped:
         return "Tasks of a task group cannot run in DOCKER containers (use MESOS)"
     if task.get("executor") is not None:
@@ -240,12 +241,6 @@ def launch_problem(task: Mapping[str, Any], grouped: bool) -> str | None:
     if command.get("shell", True) and not command.get("value"):
         return "A shell command (CommandInfo.shell true) needs a value"
     container = task.get("container") or {}
-    for kind in ("health_check", "check"):
-        probe = task.get(kind)
-        # HTTP and TCP probes of a BRIDGE or NONE container run in the container's network
-        # namespace (butte.agent.executor.docker), as Mesos' Docker executor runs them.
-        if isinstance(probe, dict) and probe.get("type") == "COMMAND":
-            return f"A COMMAND {kind} is not supported for DOCKER containers"
     return docker_problem(container, task_ports(task.get("resources") or []))
 
 

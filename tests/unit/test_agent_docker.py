@@ -143,15 +143,16 @@ def test_docker_only_agent_refuses_plain_tasks():
     assert [e.containerizer for e in h.launched.values()] == ["docker"]
 
 
-def test_command_health_check_of_docker_task_is_refused():
+def test_command_health_checks_and_checks_of_docker_tasks_are_launched():
+    """The Docker executor runs them in the container (docker exec), as Mesos'."""
     h = docker_agent()
-    check = {"type": "COMMAND", "command": {"value": "true"}}
-    task = command_task(
-        "t1", container={"type": "DOCKER", "docker": {"image": "a"}}, health_check=check
-    )
-    run(h, task)
-    (update,) = h.updates()
-    assert update.state == ts.ERROR and "COMMAND health_check" in (update.message or "")
+    container = {"type": "DOCKER", "docker": {"image": "a"}}
+    health = {"type": "COMMAND", "command": {"value": "true"}}
+    run(h, command_task("t1", container=container, health_check=health))
+    check = {"type": "COMMAND", "command": {"command": {"value": "true"}}}
+    run(h, command_task("t2", container=container, check=check))
+    assert not h.updates()
+    assert [e.containerizer for e in h.launched.values()] == ["docker", "docker"]
 
 
 def test_flags_parse_mesos_spellings():

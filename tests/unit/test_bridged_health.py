@@ -1,8 +1,9 @@
 """Health checks and checks of Docker containers on the bridge (or no) network: the Docker
 executor starts their HTTP and TCP probes in the container's network namespace (real
 processes: a "container" process in a network namespace of its own with a server on its
-loopback), the agent no longer refuses them while COMMAND ones stay refused, and Marathon
-accepts health checks of bridged apps and asks in the Mesos HealthCheck for the container
+loopback), the agent takes them and COMMAND ones too (they run with ``docker exec``:
+tests/integration/test_docker_command_check.py), and Marathon accepts health checks of
+bridged apps, COMMAND ones included, and asks in the Mesos HealthCheck for the container
 port, as Marathon's ``MesosHealthCheck.effectivePort`` does (docs/docker.md "Checks",
 docs/marathon.md)."""
 
@@ -167,16 +168,17 @@ def docker_task(network: str, **probes: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("network", ["BRIDGE", "NONE"])
-def test_the_agent_takes_http_and_tcp_probes_of_bridged_containers(network: str) -> None:
+@pytest.mark.parametrize("network", ["BRIDGE", "NONE", "HOST"])
+def test_the_agent_takes_every_probe_of_docker_containers(network: str) -> None:
     http = {"type": "HTTP", "http": {"port": 80}}
     tcp = {"type": "TCP", "tcp": {"port": 80}}
     assert docker_info.launch_problem(docker_task(network, health_check=http), False) is None
     assert docker_info.launch_problem(docker_task(network, check=tcp), False) is None
-    # COMMAND ones would run on the host, not in the container: still refused
+    # COMMAND ones run in the container with `docker exec`, whatever its network
     cmd = {"type": "COMMAND", "command": {"value": "true"}}
-    problem = docker_info.launch_problem(docker_task(network, health_check=cmd), False)
-    assert problem == "A COMMAND health_check is not supported for DOCKER containers"
+    assert docker_info.launch_problem(docker_task(network, health_check=cmd), False) is None
+    check = {"type": "COMMAND", "command": {"command": {"value": "true"}}}
+    assert docker_info.launch_problem(docker_task(network, check=check), False) is None
 
 
 MAPPINGS = [
@@ -242,11 +244,15 @@ def test_a_host_apps_health_check_still_asks_for_the_host_port() -> None:
     assert task["health_check"]["http"]["port"] == 28602
 
 
-def test_a_command_health_check_of_a_bridged_app_is_refused_naming_the_field() -> None:
-    with pytest.raises(Invalid) as e:
-        normalize_app(bridged_app({"protocol": "COMMAND", "command": {"value": "true"}}))
-    errors = {d["path"]: d["errors"] for d in e.value.details}
-    assert any("COMMAND health checks" in m for m in errors["/healthChecks(0)/protocol"])
+def test_a_command_health_check_of_a_bridged_app_is_a_mesos_command_health_check() -> None:
+    """Marathon's MesosCommandHealthCheck: the command as a shell CommandInfo, which the
+    Docker executor runs in the container."""
+    check = {"protocol": "COMMAND", "command": {"value": "test -f /ready"}}
+    spec = normalize_app(bridged_app({**check, "maxConsecutiveFailures": 2}))
+    hc = task_info(spec, instance([28601, 28555]), [])["health_check"]
+    assert hc["type"] == "COMMAND"
+    assert hc["command"] == {"shell": True, "value": "test -f /ready"}
+    assert hc["consecutive_failures"] == 2
 
 
 def test_a_health_check_of_a_bridged_app_naming_a_missing_port_is_refused() -> None:

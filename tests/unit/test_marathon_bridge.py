@@ -256,11 +256,6 @@ REFUSED += [
         "/container/portMappings",
         "must be a list",
     ),
-    (
-        v15(healthChecks=[{"protocol": "COMMAND", "command": {"value": "true"}}]),
-        "/healthChecks(0)/protocol",
-        "COMMAND health checks of a container/bridge app are not supported",
-    ),
 ]
 
 

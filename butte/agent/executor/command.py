@@ -498,12 +498,15 @@ class Executor:
         argv: list[str],
         search: bool,
         stdout: int | None,
+        command: dict | None = None,
     ) -> int:
         """Starts a health or check probe: in the task's network namespace when it has its
         own (so 127.0.0.1 is the task's), a COMMAND probe also in its mount namespace (its
         /tmp) and as the task's user, else by posix_spawn. HTTP and TCP probes are butte's own
         program, which must stay on the host's file system (it may live under the host's
-        /tmp) and may not be readable by the task's user."""
+        /tmp) and may not be readable by the task's user. ``command`` is a COMMAND probe's
+        CommandInfo, which ``program`` and ``argv`` come from (the Docker executor runs it
+        with ``docker exec`` instead)."""
         env = task_environment(self.environ, task.info.get("command") or {})
         # In the task's directory, as Mesos runs probes in the sandbox: explicitly, since
         # joining a mount namespace moves a process to that namespace's root.
@@ -853,7 +856,9 @@ class Executor:
         if check.spec.kind == "HTTP":
             read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            pid = self._spawn_probe(task, check.spec.kind, program, argv, search, write_end)
+            pid = self._spawn_probe(
+                task, check.spec.kind, program, argv, search, write_end, check.spec.command
+            )
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the check of {task.id}: {e}\n")
@@ -941,7 +946,8 @@ class Executor:
         assert task.health is not None
         program, argv, search = health_checks.probe_command(task.health.spec)
         try:
-            pid = self._spawn_probe(task, task.health.spec.kind, program, argv, search, None)
+            spec = task.health.spec
+            pid = self._spawn_probe(task, spec.kind, program, argv, search, None, spec.command)
             pidfd = os.pidfd_open(pid)
         except OSError as e:
             sys.stderr.write(f"executor: cannot start the health check of {task.id}: {e}\n")

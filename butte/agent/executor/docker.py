@@ -16,7 +16,9 @@ Flow::
             `docker kill` once the grace period is over
 
 HTTP and TCP health checks and checks of a BRIDGE or NONE container are probed from inside
-the container's network namespace, as Mesos' Docker executor probes them (`_spawn_probe`).
+the container's network namespace, as Mesos' Docker executor probes them (`_spawn_probe`);
+COMMAND ones run inside the container with ``docker exec``, on every network, and past their
+timeout are killed there too (`_spawn_exec`, `_end_exec`).
 
 The client runs with ``--sig-proxy=false``: only the executor stops the container. The
 agent removes the container (`docker rm -f`) once this executor has exited
@@ -84,6 +86,9 @@ class DockerExecutor(command.Executor):
         self.daemon_lost = False
         self.stop_grace = self.stop_timeout
         self.inspected: dict | None = None  # `docker inspect` of the started container
+        # The ``docker exec`` clients of running COMMAND probes: pid -> the command's argv
+        # in the container (what `_end_exec` looks for).
+        self.execs: dict[int, list[str]] = {}
 
     # -- docker commands -----------------------------------------------------------------
 
@@ -274,14 +279,19 @@ class DockerExecutor(command.Executor):
         argv: list[str],
         search: bool,
         stdout: int | None,
+        command_info: dict | None = None,
     ) -> int:
-        """Starts an HTTP or TCP probe of a BRIDGE or NONE container in the container's
-        network namespace, as Mesos' Docker executor does: its 127.0.0.1 is the container's,
-        and the probe's port is the container's port (docs/docker.md "Checks"). Only the
-        forked probe joins the namespace; the executor stays where it is. A HOST container's
-        network is the host's: its probes start as the command executor starts them."""
+        """Starts a probe of the task's container, as Mesos' Docker executor does. A COMMAND
+        probe runs inside the container on every network: ``docker exec`` of the command
+        (`_spawn_exec`). An HTTP or TCP probe of a BRIDGE or NONE container runs in the
+        container's network namespace: its 127.0.0.1 is the container's, and the probe's
+        port is the container's port (docs/docker.md "Checks"); only the forked probe joins
+        the namespace, the executor stays where it is. A HOST container's network is the
+        host's: its HTTP and TCP probes start as the command executor starts them."""
+        if kind == "COMMAND":
+            return self._spawn_exec(command_info or {}, stdout)
         docker = (task.info.get("container") or {}).get("docker") or {}
-        if kind == "COMMAND" or docker.get("network", "HOST") == "HOST":
+        if docker.get("network", "HOST") == "HOST":
             return super()._spawn_probe(task, kind, program, argv, search, stdout)
         from butte.agent.containerizer import linux
 
@@ -290,6 +300,67 @@ class DockerExecutor(command.Executor):
         return linux.spawn_in_namespaces_of(
             pid, ["net"], program, argv, env, search=search, cwd=self.sandbox, stdout_fd=stdout
         )
+
+    def _spawn_exec(self, command_info: dict, stdout: int | None) -> int:
+        """Starts ``docker exec`` of a COMMAND probe's CommandInfo in the container (Mesos'
+        checker wraps the command the same way), in a process group of its own. The
+        variables of the probe's own environment are set on the client, as Mesos sets them,
+        and named with ``--env`` so that the command in the container gets them too. The
+        command's exit status is the client's."""
+        variables = command.task_environment({}, command_info)
+        names = list(variables)
+        argv = exec_argv(self.client, self.name, command_info, names)
+        env = {**self._client_env(), **variables}
+        out: tuple = (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)
+        if stdout is not None:
+            out = (os.POSIX_SPAWN_DUP2, stdout, 1)
+        try:
+            pid = self._spawn_process(argv[0], argv, True, env, self.sandbox, [out])
+        except ValueError as e:  # a variable no environment can hold ("=" in a name, NUL)
+            raise OSError(f"cannot run docker exec: {e}") from None
+        self.execs[pid] = argv[len(self.client) + len(names) + 2 :]  # after exec, --env=s, name
+        return pid
+
+    def _stop_probe(self, task: command.TaskProcess, kill: bool) -> None:
+        """The command executor's, and a COMMAND probe that is killed (its timeout is over,
+        the task ended) is ended in the container as well (`_end_exec`)."""
+        pid = task.probe_pid
+        super()._stop_probe(task, kill)
+        self._end_exec(pid, kill)
+
+    def _stop_check(self, task: command.TaskProcess, kill: bool) -> None:
+        """The command executor's, and a COMMAND check that is killed is ended in the
+        container as well (`_end_exec`)."""
+        pid = task.check.pid if task.check is not None else None
+        super()._stop_check(task, kill)
+        self._end_exec(pid, kill)
+
+    def _end_exec(self, client: int | None, kill: bool) -> None:
+        """Forgets the ``docker exec`` client ``client``; when ``kill``, also SIGKILLs the
+        command it started in the container, with every process under it. Killing the
+        client does not end the command: Docker has no call that stops an exec'd process
+        (Mesos' checker leaves it running). So the container's running execs are looked up
+        (``ExecIDs`` of ``docker inspect``, then ``/exec/<id>/json``), and the one running
+        this probe's command is killed by its pid (``Pid``, in the daemon's pid namespace,
+        which is the executor's). Two probes of one task running the same command at the
+        same time cannot be told apart: both are killed."""
+        argv = self.execs.pop(client, None) if client is not None else None
+        if not kill or argv is None:
+            return
+        try:
+            exec_ids = self.api(f"/containers/{self.name}/json").get("ExecIDs") or []
+        except DockerError:
+            return  # no container (it ended, and its execs with it) or no daemon
+        for exec_id in exec_ids:
+            try:
+                found = self.api(f"/exec/{exec_id}/json")  # ids are hex: safe in a path
+            except DockerError:
+                continue  # ended meanwhile
+            config = found.get("ProcessConfig") or {}
+            running = [config.get("entrypoint"), *(config.get("arguments") or [])]
+            pid = found.get("Pid")
+            if found.get("Running") and running == argv and isinstance(pid, int) and pid > 0:
+                kill_tree(pid)
 
     def _container_pid(self) -> int:
         """The pid (in the host's pid namespace) of the container's first process, from
@@ -356,7 +427,9 @@ class DockerExecutor(command.Executor):
             self._attach(task)
             return
         state = self._settled(task, state)
-        self.send_update(task, *self._outcome(task, state))
+        # As Mesos' Docker executor: a task killed by its health check ends healthy=false.
+        unhealthy = False if task.killed_by_health else None
+        self.send_update(task, *self._outcome(task, state), healthy=unhealthy)
 
     def _settled(self, task: command.TaskProcess, state: dict | None) -> dict | None:
         """The state once the daemon has recorded an OOM kill. dockerd learns of an OOM kill
@@ -464,6 +537,50 @@ class DockerExecutor(command.Executor):
         code = super().run()
         self._reap_helpers()
         return code
+
+
+def exec_argv(client: list[str], name: str, command_info: dict, env_names: list[str]) -> list[str]:
+    """The ``docker exec`` command of a COMMAND check or health check in container ``name``
+    (``client``: the client with its global options), as Mesos' checker makes it: a shell
+    command (CommandInfo.shell, the default) runs as ``sh -c <value>``; otherwise ``value``
+    (if any) then ``arguments`` are the command, as ``docker run`` takes the task's own
+    (`butte.core.docker_info.command_args`). Each of ``env_names`` is passed as
+    ``--env=<name>``: the client gives the command the value from its own environment, so a
+    secret's value is never on a command line."""
+    argv = [*client, "exec", *(f"--env={n}" for n in env_names), name]
+    if command_info.get("shell", True):
+        return [*argv, "sh", "-c", str(command_info.get("value") or "")]
+    return [*argv, *docker_info.command_args(command_info)[1]]
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILLs process ``root`` and every process under it (found by their parent pids in
+    ``/proc``), the whole tree listed before any is killed."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        # The name in parentheses may hold spaces; the parent pid is the 2nd field after it.
+        fields = stat.rpartition(b")")[2].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    for pid in tree:
+        try:
+            os.kill(pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # ended meanwhile
+        except PermissionError as e:  # not ours to signal: it runs on to its own end
+            sys.stderr.write(f"executor: cannot kill process {pid} of a timed-out probe: {e}\n")
 
 
 def kernel_oom_killed(container_id: str, kmsg: str = "/dev/kmsg") -> bool:

@@ -988,16 +988,9 @@ def normalize_app(
     app["role"] = role
     bridged = is_bridged(app)
     ports = container["portMappings"] if bridged and container else app["portDefinitions"]
+    # COMMAND health checks of Docker apps (bridged or not) run in the container with
+    # ``docker exec``, HTTP and TCP ones in its network (docs/docker.md "Checks").
     app["healthChecks"] = _health_checks(errors, raw.get("healthChecks") or [], len(ports))
-    for i, hc in enumerate(app["healthChecks"]):
-        if bridged and hc["protocol"] == "COMMAND":
-            # The Docker executor runs HTTP and TCP probes in the container's network, but
-            # not commands in the container (docs/docker.md "Checks"): the agent refuses them.
-            errors.add(
-                f"/healthChecks({i})/protocol",
-                "COMMAND health checks of a container/bridge app are not supported by butte "
-                "(use MESOS_HTTP or MESOS_TCP)",
-            )
     readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], ports)
     if readiness:  # absent when empty, so definitions stored before they existed compare equal
         app["readinessChecks"] = readiness
