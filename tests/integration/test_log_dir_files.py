@@ -3,7 +3,7 @@
 ``--external_log_file`` (a file someone else writes), attached as ``/master/log`` and
 ``/slave/log`` in ``/files/browse|read|download|debug`` and LIST_FILES / READ_FILE, guarded by
 ``access_mesos_logs``; 404 without either flag; ``..`` refused; an unwritable ``--log_dir``
-stops the start. Ports from 11000-11499."""
+stops the start."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,28 +22,12 @@ from typing import Any
 import pytest
 import requests
 
-from butte.cli.local import LocalCluster
+from butte.cli.local import LocalCluster, free_port
 from butte.core.auth import basic_header
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-_used: set[int] = set()
-
-
-def free_port() -> int:
-    """A port of this test file's range (11000-11499) that is free now."""
-    for port in range(11000, 11500):
-        if port in _used:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        _used.add(port)
-        return port
-    raise RuntimeError("no free port in 11000-11499")
 
 
 class Daemon:

@@ -1,12 +1,11 @@
 """The web UI's LOG links in a real browser (Mesos' LOG pager): the overview's opens the
 master's ``/master/log`` (``--log_dir``) in the live tail, an agent page's opens that agent's
 ``/slave/log`` read through the master, and an agent without a log file says so. Its own
-master and agents (ports 11000-11499), since the shared UI cluster runs without log files."""
+master and agents, since the shared UI cluster runs without log files."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,21 +16,9 @@ from typing import Any
 import pytest
 import requests
 
+from butte.cli.local import free_port
+
 HOST = "127.0.0.1"
-
-
-def _port(taken: set[int]) -> int:
-    for port in range(11100, 11500):
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((HOST, port))
-            except OSError:
-                continue
-        taken.add(port)
-        return port
-    raise RuntimeError("no free port in 11100-11499")
 
 
 def _wait_up(url: str, process: subprocess.Popen, output: Path) -> None:
@@ -48,11 +35,10 @@ def _wait_up(url: str, process: subprocess.Popen, output: Path) -> None:
 @pytest.fixture
 def logged_cluster(tmp_path: Path, bare_browser: Any) -> Iterator[dict[str, Any]]:
     """A master and an agent with --log_dir, and an agent without; their URLs and ids."""
-    taken: set[int] = set()
     processes: list[subprocess.Popen] = []
     out: dict[str, Any] = {}
     try:
-        master_port = _port(taken)
+        master_port = free_port()
         specs = [("master", ["--ip", HOST, "--log_dir", str(tmp_path / "master-logs")])]
         for name, flags in (("logged", ["--log_dir", str(tmp_path / "agent-logs")]), ("bare", [])):
             agent = ["--ip", HOST, "--master", f"{HOST}:{master_port}", *flags]
@@ -60,7 +46,7 @@ def logged_cluster(tmp_path: Path, bare_browser: Any) -> Iterator[dict[str, Any]
                 (name, agent + ["--resources", "cpus:1;mem:256;disk:256;ports:[11490-11499]"])
             )
         for name, flags in specs:
-            port = master_port if name == "master" else _port(taken)
+            port = master_port if name == "master" else free_port()
             kind = "master" if name == "master" else "agent"
             output = tmp_path / f"{name}.out"
             with output.open("wb") as f:
