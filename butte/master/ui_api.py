@@ -23,7 +23,10 @@ cluster size without stalling the master:
 * ``GET /master/ui/executors?agent_id=<id>`` or ``?framework_id=<id>``: the executors running
   on one agent or for one framework, from the master's records (`executor_rows`);
 * ``GET /master/ui/executor?agent_id=&framework_id=&executor_id=``: one executor with its
-  queued, running and completed tasks, from its agent's ``/state`` (`find_executor`).
+  queued, running and completed tasks, from its agent's ``/state`` (`find_executor`);
+* ``GET /master/ui/maintenance?offset=&limit=&q=&mode=``: one page of every machine (the
+  scheduled ones and the agents'), each with its maintenance mode, window, the frameworks'
+  answers to its inverse offers and its agents (`maintenance_view.machine_rows`).
 
 The shell owns one `UiApi`; it calls `sample` every `history.SAMPLE_SECONDS` while leading.
 """
@@ -41,6 +44,7 @@ from butte.core import task_states
 from butte.master import (
     browse,
     history,
+    maintenance_view,
     state_json,
     task_listing,
     task_usage,
@@ -204,6 +208,7 @@ class UiApi:
         router.add("/ui/agent-resources", self.agent_resources)
         router.add("/ui/executors", self.executors)
         router.add("/ui/executor", self.executor)
+        router.add("/ui/maintenance", self.maintenance)
 
     def sample(self) -> None:
         """Takes one utilisation sample (the shell's timer calls this)."""
@@ -448,3 +453,22 @@ class UiApi:
             "port": agent.info.port,
         }
         return json_reply(found)
+
+    async def maintenance(self, request: web.Request) -> web.StreamResponse:
+        """One page of every machine with its maintenance mode (the maintenance page), as
+        the caller may see them under ``get_maintenance_statuses``."""
+        refused = _get_only(request)
+        if refused is not None:
+            return refused
+        try:
+            query = maintenance_view.MachineQuery.parse(request.query)
+        except maintenance_view.MachineQueryError as e:
+            return text_reply(400, str(e))
+        allowed = maintenance_view.machine_filter(
+            self.server.acls, maintenance_view.STATUS_ACTION, request.get("principal")
+        )
+        status = self.machine.maintenance_status(self.server.clock.now())
+        answer = maintenance_view.machine_rows(
+            self.machine.maintenance, self.machine.agents.values(), status, query, allowed
+        )
+        return json_reply(answer)

@@ -375,7 +375,8 @@
       return out;
     }
 
-    /** {cpus (null until two samples), memBytes, cpuLimit, memLimitBytes, shared, error}. */
+    /** {cpus (null until two samples), memBytes, cpuLimit, memLimitBytes, diskBytes,
+     * diskLimitBytes (null unless the agent measures disk: `disk/du`), shared, error}. */
     digest(entry) {
       const s = entry.statistics;
       if (!s) return { error: entry.error || "no statistics" };
@@ -394,6 +395,8 @@
         memBytes: s.mem_rss_bytes ?? null,
         cpuLimit: s.cpus_limit ?? null,
         memLimitBytes: s.mem_limit_bytes ?? null,
+        diskBytes: s.disk_used_bytes ?? null,
+        diskLimitBytes: s.disk_limit_bytes ?? null,
         shared: (entry.tasks_in_executor || 1) > 1 ? entry.tasks_in_executor : 0,
       };
     }

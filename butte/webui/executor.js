@@ -107,18 +107,25 @@
     return B.ui.card(`${title} (${fmt.num(total, 0)})`, h("div", { class: "table-wrap" }, table.el), cut);
   }
 
+  /** Allocated and in use per resource. In use is what the agent measures of the container:
+   * CPU rate and memory always, disk only under `disk/du` (`disk_used_bytes`); GPUs are
+   * allocated, never measured. "–" where nothing is measured. */
   function resourcesTable(executor, usage) {
     const allocated = executor.resources || {};
+    const none = () => h("span", { class: "muted", title: "not measured" }, "–");
+    const measured = usage && !usage.error;
     const used = {
-      cpus: usage ? (usage.error ? "–" : usage.cpus === null ? "measuring…" : fmt.num(usage.cpus, 3)) : "",
-      mem: usage ? (usage.error ? "–" : fmt.bytes(usage.memBytes)) : "",
+      cpus: measured ? (usage.cpus === null ? "measuring…" : fmt.num(usage.cpus, 3)) : none(),
+      mem: measured && usage.memBytes !== null ? fmt.bytes(usage.memBytes) : none(),
+      disk: measured && usage.diskBytes !== null ? h("span", { title: usage.diskLimitBytes !== null ? `limit ${fmt.bytes(usage.diskLimitBytes)}` : "no limit" }, fmt.bytes(usage.diskBytes)) : none(),
+      gpus: none(),
     };
     const rows = ["cpus", "mem", "disk", "gpus"].map((name) =>
       h(
         "tr",
         { dataset: { resource: name } },
         h("th", {}, B.ui.RESOURCE_LABELS[name]),
-        h("td", { class: "num" }, used[name] ?? ""),
+        h("td", { class: "num" }, used[name]),
         h("td", { class: "num" }, fmt.resource(name, allocated[name] || 0)),
       ),
     );
@@ -189,7 +196,7 @@
             B.ui.card(
               "Resources",
               resourcesTable(ex, usage),
-              h("p", { class: "muted small" }, "Allocated: the executor's and its live tasks' resources. In use: the container's statistics from its agent."),
+              h("p", { class: "muted small" }, "Allocated: the executor's and its live tasks' resources. In use: the container's statistics from its agent (disk only where the agent measures it, disk/du isolation; GPUs are not measured)."),
             ),
           ),
           tasksCard("Queued tasks", "queued_tasks", ex, agentId, root, false),

@@ -1,9 +1,10 @@
-/* butte web UI: the maintenance page (#/maintenance). The master's schedule
+/* butte web UI: the maintenance page (#/maintenance?q=&mode=&page=). The master's schedule
  * (`/master/maintenance/schedule`: windows of machines with a start and a duration in
- * nanoseconds) and each scheduled machine's mode from `/master/maintenance/status`
- * (draining and down machines, with each framework's answer to its inverse offers). A
- * machine in no window is UP (docs/maintenance.md). Both answers are small whatever the
- * cluster's size, and the master narrows both to what the caller may see. */
+ * nanoseconds, each machine DOWN when `/master/maintenance/status` says so, else DRAINING),
+ * and every machine, the agents' included, a page at a time from `/master/ui/maintenance`:
+ * its mode (a machine in no window is UP, docs/maintenance.md), its window, each framework's
+ * answer to its inverse offers and links to its agents. The master narrows all three
+ * answers to the machines the caller may see. */
 "use strict";
 
 (function (B) {
@@ -25,27 +26,12 @@
     return h("span", { title: rel }, fmt.datetime(seconds), h("span", { class: "muted small" }, ` (${rel})`));
   }
 
-  /** Machines with their mode, window and the frameworks' answers, from both documents. */
-  function machinesOf(schedule, status) {
-    const down = new Set((status.down_machines || []).map(machineKey));
-    const answers = new Map((status.draining_machines || []).map((d) => [machineKey(d.id), d.statuses || []]));
-    const out = new Map();
-    (schedule.windows || []).forEach((window, index) => {
-      for (const id of window.machine_ids || []) {
-        const key = machineKey(id);
-        // A machine in the schedule is DRAINING until it is brought DOWN.
-        out.set(key, { id, window, index, mode: down.has(key) ? "DOWN" : "DRAINING", answers: answers.get(key) || [] });
-      }
-    });
-    for (const id of status.down_machines || []) {
-      const key = machineKey(id);
-      if (!out.has(key)) out.set(key, { id, window: null, index: -1, mode: "DOWN", answers: [] });
-    }
-    return [...out.values()];
+  /** Each scheduled machine's mode (DOWN from the status, else DRAINING), for the windows. */
+  function scheduledModes(status) {
+    return new Map((status.down_machines || []).map((id) => [machineKey(id), "DOWN"]));
   }
 
-  function windowsTable(windows, machines) {
-    const modes = new Map(machines.map((m) => [machineKey(m.id), m.mode]));
+  function windowsTable(windows, modes) {
     const table = new B.SortableTable(
       [
         { key: "start", label: "Begins", value: (w) => nanosToSeconds(w.unavailability?.start), render: (w) => when(nanosToSeconds(w.unavailability?.start)) },
@@ -70,59 +56,118 @@
     return table.el;
   }
 
+  const unavailableFrom = (m) => nanosToSeconds(m.unavailability?.start);
+
+  /** One page of machines as the master lists them (`/master/ui/maintenance`: DOWN, DRAINING,
+   * then UP), each with its mode, window, the frameworks' answers and links to its agents. */
   function machinesTable(machines, names) {
     const fwName = (id) => names.get(id)?.framework_info.name;
     const answerChips = (m) =>
-      m.answers.length
-        ? m.answers.map((a) => h("span", { class: "chip", dataset: { answer: a.status || "UNKNOWN" } }, B.ui.frameworkLink(a.framework_id?.value || "", fwName(a.framework_id?.value)), ` ${a.status || "UNKNOWN"}`))
-        : h("span", { class: "muted" }, m.mode === "DOWN" ? "" : "no inverse offer yet");
+      m.statuses.length
+        ? m.statuses.map((a) => h("span", { class: "chip", dataset: { answer: a.status || "UNKNOWN" } }, B.ui.frameworkLink(a.framework_id?.value || "", fwName(a.framework_id?.value)), ` ${a.status || "UNKNOWN"}`))
+        : h("span", { class: "muted" }, m.mode === "DRAINING" ? "no inverse offer yet" : "");
+    const agentLinks = (m) => {
+      const links = m.agents.map((a) =>
+        h("span", { class: "chip agent-chip", dataset: { agent: a.id } }, B.ui.agentLink(a.id, `${a.hostname}:${a.port}`), a.connected ? "" : h("span", { class: "muted small" }, " disconnected")),
+      );
+      if (m.agent_count > m.agents.length) links.push(B.link(B.href("agents", null, { q: m.hostname || m.ip }), `all ${fmt.num(m.agent_count, 0)}`));
+      return links.length ? links : h("span", { class: "muted" }, "no agent");
+    };
     const table = new B.SortableTable(
       [
-        { key: "hostname", label: "Hostname", value: (m) => m.id.hostname || "", render: (m) => m.id.hostname || h("span", { class: "muted" }, "–") },
-        { key: "ip", label: "IP", value: (m) => m.id.ip || "", render: (m) => m.id.ip || h("span", { class: "muted" }, "–") },
-        { key: "mode", label: "Mode", render: (m) => modeBadge(m.mode) },
-        { key: "start", label: "Unavailable from", value: (m) => nanosToSeconds(m.window?.unavailability?.start), render: (m) => (m.window ? when(nanosToSeconds(m.window.unavailability?.start)) : "–") },
-        { key: "answers", label: "Frameworks' answers", sortable: false, render: answerChips },
+        { key: "hostname", label: "Hostname", sortable: false, render: (m) => m.hostname || h("span", { class: "muted" }, "–") },
+        { key: "ip", label: "IP", sortable: false, render: (m) => m.ip || h("span", { class: "muted" }, "–") },
+        { key: "mode", label: "Mode", sortable: false, render: (m) => modeBadge(m.mode) },
+        { key: "start", label: "Unavailable from", sortable: false, render: (m) => (m.unavailability ? when(unavailableFrom(m)) : "–") },
         {
-          key: "agents",
-          label: "",
+          key: "duration",
+          label: "For",
           sortable: false,
-          render: (m) => B.link(B.href("agents", null, { q: m.id.hostname || m.id.ip || "" }), "agents"),
+          render: (m) => (!m.unavailability ? "–" : m.unavailability.duration ? fmt.duration(nanosToSeconds(m.unavailability.duration)) : h("span", { class: "muted" }, "open-ended")),
         },
+        { key: "answers", label: "Frameworks' answers", sortable: false, render: answerChips },
+        { key: "agents", label: "Agents", sortable: false, render: agentLinks },
       ],
-      { name: "maintenance-machines", rowData: (m) => ({ machine: machineName(m.id), mode: m.mode }) },
+      { name: "maintenance-machines", presorted: true, rowData: (m) => ({ machine: m.hostname || m.ip, mode: m.mode }) },
     );
-    table.render(machines, "Every machine is UP.");
-    return table.el;
+    return table;
   }
 
+  const PAGE_SIZE = 500;
+
   B.pages.maintenance = (ctx) => {
+    const q = ctx.route.query;
+    const state = { q: q.get("q") || "", mode: (q.get("mode") || "").toUpperCase(), page: Math.max(0, Number(q.get("page")) - 1 || 0) };
     const error = B.ui.errorBox();
     const count = h("span", { class: "muted" });
     const windowsBox = h("div", { class: "table-wrap" }, h("p", { class: "muted" }, "Loading…"));
     const machinesBox = h("div", { class: "table-wrap" });
+    const info = h("div", { class: "pager-box" });
+    let refresh = null;
+    const changed = (values) => {
+      Object.assign(state, values, { page: 0 });
+      B.setQuery({ q: state.q, mode: state.mode, page: "" });
+      refresh.now();
+    };
+    const input = h("input", {
+      type: "search",
+      class: "search",
+      id: "machine-search",
+      placeholder: "Search hostname, IP or agent id",
+      "aria-label": "Search hostname, IP or agent id",
+      value: state.q,
+      oninput: B.debounce(() => changed({ q: input.value.trim() }), 200),
+    });
+    const modeSelect = h(
+      "select",
+      { id: "machine-mode", "aria-label": "Mode", onchange: () => changed({ mode: modeSelect.value }) },
+      ["", "UP", "DRAINING", "DOWN"].map((mode) => h("option", { value: mode, selected: mode === state.mode }, mode || "Every mode")),
+    );
     B.replace(
       ctx.el,
       B.ui.header("Maintenance", count),
       error,
       B.ui.card("Schedule", windowsBox),
-      B.ui.card("Machines", machinesBox, h("p", { class: "muted small" }, "A machine in no window is UP. DRAINING machines are still offered, with their unavailability; DOWN machines have no agents.")),
+      B.ui.card(
+        "Machines",
+        h("div", { class: "toolbar" }, input, modeSelect),
+        machinesBox,
+        info,
+        h("p", { class: "muted small" }, "Every agent's machine and every scheduled one. A machine in no window is UP. DRAINING machines are still offered, with their unavailability; DOWN machines have no agents."),
+      ),
     );
-    ctx.live(
+    refresh = ctx.live(
       async () => {
-        const [schedule, status] = await Promise.all([B.get("/master/maintenance/schedule"), B.get("/master/maintenance/status")]);
+        const params = new URLSearchParams({ offset: state.page * PAGE_SIZE, limit: PAGE_SIZE, q: state.q, mode: state.mode });
+        const [schedule, status, listing] = await Promise.all([
+          B.get("/master/maintenance/schedule"),
+          B.get("/master/maintenance/status"),
+          B.get(`/master/ui/maintenance?${params}`),
+        ]);
         if (!ctx.alive) return;
-        const machines = machinesOf(schedule || {}, status || {});
         const windows = (schedule || {}).windows || [];
-        count.textContent = `${fmt.num(windows.length, 0)} windows · ${fmt.num(machines.filter((m) => m.mode === "DRAINING").length, 0)} draining · ${fmt.num(machines.filter((m) => m.mode === "DOWN").length, 0)} down`;
-        B.replace(windowsBox, windowsTable(windows, machines));
+        const counts = listing.counts || {};
+        count.textContent = `${fmt.num(windows.length, 0)} windows · ${fmt.num(counts.DRAINING || 0, 0)} draining · ${fmt.num(counts.DOWN || 0, 0)} down · ${fmt.num(counts.UP || 0, 0)} up`;
+        B.replace(windowsBox, windowsTable(windows, scheduledModes(status || {})));
         // Names for the frameworks that answered inverse offers (ids if the list fails).
-        const asked = machines.some((m) => m.answers.length);
+        const asked = listing.rows.some((m) => m.statuses.length);
         const names = asked ? await B.cache.frameworkNames.get().catch(() => new Map()) : new Map();
         if (!ctx.alive) return;
-        B.replace(machinesBox, machinesTable(machines, names));
+        const table = machinesTable(listing.rows, names);
+        table.render(listing.rows, state.q || state.mode ? "No match." : "No machine: no agent is registered and nothing is scheduled.");
+        // What the whole list says at a glance, whatever page is shown.
+        if (!counts.DRAINING && !counts.DOWN && !state.q && !state.mode) table.el.prepend(h("caption", { class: "muted small" }, "Every machine is UP."));
+        B.replace(machinesBox, table.el);
+        B.replace(
+          info,
+          B.ui.pager({ page: state.page, size: PAGE_SIZE, total: listing.total }, (p) => {
+            state.page = p;
+            B.setQuery({ page: p ? p + 1 : "" });
+            refresh.now();
+          }),
+        );
       },
-      // Nothing on the change feed names maintenance; agents leave when a machine goes DOWN.
+      // Nothing on the change feed names maintenance; agents come and go (a DOWN machine's leave).
       { topics: ["agent"], pollMs: 5000, always: true, minGapMs: 2000, errorEl: error },
     );
   };
