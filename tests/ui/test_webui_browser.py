@@ -446,6 +446,17 @@ def test_task_group_member_shows_its_own_sandbox(ui_cluster, page, screenshot):
     assert "task group member" in refused.value.read().decode()
 
 
+def _settled_box(page, locator) -> dict | None:
+    """The element's box, read again while the list's live updates redraw its row between
+    two reads (the box of an element just replaced reads None)."""
+    for _ in range(50):
+        box = locator.bounding_box()
+        if box is not None:
+            return box
+        page.wait_for_timeout(100)
+    return None
+
+
 def test_long_task_ids_are_cut_in_the_list(ui_cluster, page):
     """A 188-character id does not push the other columns out of view: it is cut with an
     ellipsis, the whole id in its tooltip."""
@@ -457,14 +468,9 @@ def test_long_task_ids_are_cut_in_the_list(ui_cluster, page):
     link = page.locator(f'tr[data-task="{task_id}"] a.task-link')
     expect(link).to_have_attribute("title", task_id)
     expect(link).to_have_text(task_id)  # all of it is there, cut by the style only
-    box = None
-    for _ in range(50):  # the list's live updates may redraw the row between two reads
-        box = link.bounding_box()
-        if box is not None:
-            break
-        page.wait_for_timeout(100)
+    box = _settled_box(page, link)
     assert box is not None and box["width"] < 350, box
     assert link.evaluate("(a) => a.scrollWidth > a.clientWidth")  # cut
     row = page.locator(f'tr[data-task="{task_id}"]')
-    last = row.locator("td").last.bounding_box()  # "Last update": still in the window
+    last = _settled_box(page, row.locator("td").last)  # "Last update": still in the window
     assert last is not None and last["x"] + last["width"] <= 1400, last
