@@ -9,6 +9,7 @@ import logging
 
 from butte.cli.common import CliError
 from butte.frameworks.chronos.server import FAILOVER_TIMEOUT, ChronosServer, Settings
+from butte.operator_common import quiet_bad_requests
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.logging_level, logging.INFO),
         format="%(asctime)s %(levelname)s chronos %(name)s: %(message)s",
     )
+    quiet_bad_requests()  # a malformed request (a URL over 8 KB) is one line, not a traceback
     if not args.work_dir and not args.zk:
         raise CliError("give --work_dir (embedded store) or --zk (state in ZooKeeper)", 2)
     if not 0 < args.http_port < 65536:

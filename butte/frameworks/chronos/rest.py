@@ -87,6 +87,23 @@ def unknown_job(label: str, name: str) -> web.Response:
     return refused(f"{label} '{name}' not found")
 
 
+@web.middleware
+async def refusals(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own refusals (no such route, a method the route lacks, a body past
+    `MAX_BODY`) in the shape of every other error here (`error`), ``Allow`` kept."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise  # a redirect, or one of ours (`_bad_request`)
+        answer = error(e.status, f"HTTP {e.status} {e.reason}")
+        if "Allow" in e.headers:
+            answer.headers["Allow"] = e.headers["Allow"]
+        return answer
+
+
 def _bad_request(message: str) -> web.HTTPBadRequest:
     """`error`'s 400 as an exception, for checks that end a handler from below it."""
     body = {"status": HTTPStatus.BAD_REQUEST.phrase, "message": message}
@@ -99,12 +116,23 @@ def _no_params(request: web.Request, allowed: frozenset[str] = frozenset()) -> N
         raise _bad_request(f"unsupported query parameters: {', '.join(extra)}")
 
 
+# A ``\uD800``-``\uDFFF`` escape: JSON allows it, but alone (not half of a pair) it is no
+# character, and a job holding one could be neither stored nor launched as UTF-8.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 async def _body(request: web.Request) -> Any:
     try:
-        return json.loads(await request.read())
+        raw = await request.read()
+        value = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
     except web.HTTPRequestEntityTooLarge:
         raise
-    except (ValueError, UnicodeDecodeError) as e:
+    except UnicodeEncodeError:
+        raise _bad_request("malformed JSON: a string holds a lone UTF-16 surrogate") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: too deep
         raise _bad_request(f"malformed JSON: {e}") from None
 
 

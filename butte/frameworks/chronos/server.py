@@ -34,7 +34,7 @@ from butte.client.scheduler import CallError, SchedulerClient, SchedulerError
 from butte.core.tls import TlsError, client_context_for
 from butte.core.tls_listener import TlsListen, listen_runner
 from butte.frameworks.chronos import core as c
-from butte.frameworks.chronos.rest import MAX_BODY, ROUTES, Handler, error
+from butte.frameworks.chronos.rest import MAX_BODY, ROUTES, Handler, error, refusals
 from butte.frameworks.chronos.store import SqliteStore, Store, StoreError, ZooKeeperStore
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,7 @@ class ChronosServer:
     # -- HTTP ------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[refusals])
         for method, path, handler, leader_only in ROUTES:
             app.router.add_route(method, path, self._wrap(handler, leader_only))
         app.on_response_prepare.append(_allow_any_origin)

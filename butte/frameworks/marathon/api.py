@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -32,6 +33,8 @@ from butte.frameworks.marathon.appdef import (
 )
 from butte.frameworks.marathon.model import is_task_id, iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
+from butte.frameworks.marathon.pods import PodManager
+from butte.frameworks.marathon.pods_api import PodRoutes
 from butte.frameworks.marathon.ui import PAGE
 
 log = logging.getLogger(__name__)
@@ -107,10 +110,23 @@ def _wants_text(request: web.Request) -> bool:
     return best["text"] > best["json"]
 
 
+# A ``\uD800``-``\uDFFF`` escape: JSON allows it, but alone (not half of a pair) it is no
+# character, and a string holding one can be neither stored nor sent on as UTF-8.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     try:
-        return json.loads(raw or b"null")
+        value = json.loads(raw or b"null")
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
+    except UnicodeEncodeError:
+        error = "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), no character"
+        raise ApiError(
+            400, {"message": "Invalid JSON", "details": [{"path": "/", "errors": [error]}]}
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ApiError(
             400, {"message": "Invalid JSON", "details": [{"path": "/", "errors": [str(e)]}]}
@@ -125,11 +141,20 @@ async def _errors(request: web.Request, handler: _Handler) -> web.StreamResponse
         return _json(e.body, e.status)
     except Invalid as e:
         return _json({"message": e.message, "details": e.details}, 422)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise  # redirects
+        # aiohttp's own refusals (no such route, a method the route lacks, a body past
+        # the limit) in Marathon's error shape, as its exception mapper renders JAX-RS'
+        return _json({"message": f"HTTP {e.status} {e.reason}"}, e.status, _kept_headers(e))
     except Exception as e:  # never let a request take the service down
         log.exception("error serving %s %s", request.method, request.path)
         return _json({"message": f"internal error: {type(e).__name__}: {e}"}, 500)
+
+
+def _kept_headers(e: web.HTTPException) -> dict[str, str]:
+    """The headers of aiohttp's refusal that say something to the client (``Allow``)."""
+    return {k: v for k, v in e.headers.items() if k.lower() == "allow"}
 
 
 EventQueue = asyncio.Queue[dict[str, Any] | None]
@@ -152,6 +177,9 @@ class MarathonShell(Protocol):
 
     @property
     def planner(self) -> Planner: ...
+
+    @property
+    def pods(self) -> PodManager: ...
 
     @property
     def hub(self) -> Events: ...
@@ -216,6 +244,7 @@ class Api:
         app.router.add_delete("/v2/queue/{tail:.+}/delay", self.queue_delay)
         app.router.add_get("/v2/events", self.events)
         app.router.add_route("*", "/v2/eventSubscriptions", self.event_subscriptions)
+        PodRoutes(self.service, _body).add(app.router)
         return app
 
     @web.middleware
@@ -537,10 +566,21 @@ class Api:
             for action in rendered["currentActions"]:  # the checks this step waits for
                 action["readinessCheckResults"] = self.planner.readiness_of(action["app"])
             out.append(rendered)
+        out.extend(d.json() for d in self.service.pods.deployments.values())
         return _json(out)
 
     async def deployment_delete(self, request: web.Request) -> web.StreamResponse:
         force = _flag(request, "force")
+        if request.match_info["id"] in self.service.pods.deployments:
+            if not force:  # a pod is rolled back by PUTting its earlier version
+                raise ApiError(
+                    409,
+                    {"message": "rolling back a pod deployment is not supported; use force=true"},
+                )
+            self.service.pods.deployments.pop(request.match_info["id"])
+            self.service.pods.dirty.add(("poddeployment", request.match_info["id"]))
+            await self.service.flush()
+            return web.Response(status=202)
         d = self.planner.cancel_deployment(request.match_info["id"], self.service.now(), force)
         await self.service.flush()
         if d is None:
@@ -575,7 +615,8 @@ class Api:
 
         def build(gid: str) -> dict[str, Any]:
             apps = [p.app_json(a, set()) for a in sorted(p.apps) if _parent_of(a) == gid]
-            children = sorted(g for g in ids if _parent_of(g) == gid)
+            # The root is its own parent (and is in ``ids`` once PUT /v2/groups/ stored it).
+            children = sorted(g for g in ids if g != gid and _parent_of(g) == gid)
             group = p.groups.get(gid, {})
             versions = [a["version"] for a in p.apps.values() if _under(a["id"], gid)]
             versions.append(group.get("version", ""))

@@ -938,7 +938,7 @@ def normalize_app(
     if not cmd and not args and container is None:
         errors.add("/", "an app needs cmd or args, or a container with an image")
     app["cmd"] = cmd if cmd else None
-    app["args"] = list(args) if args else None
+    app["args"] = list(args) if isinstance(args, list) and args else None  # else refused above
     user = raw.get("user")
     if user is not None and user != "":
         # The tasks' CommandInfo.user: an agent with --switch_user runs them as that user.

@@ -41,6 +41,7 @@ from butte.frameworks.marathon.model import (
     Effect,
     Kill,
     Launch,
+    LaunchGroup,
     Probe,
     Publish,
     Reconcile,
@@ -48,7 +49,9 @@ from butte.frameworks.marathon.model import (
     Suppress,
 )
 from butte.frameworks.marathon.planner import GPU_BEHAVIORS, ApiError, Planner, PlannerConfig
+from butte.frameworks.marathon.pods import PodManager
 from butte.frameworks.marathon.store import SqliteStore, ZooKeeperStore
+from butte.operator_common import quiet_bad_requests
 
 log = logging.getLogger("butte.marathon")
 SUMMARY = "run a Marathon-compatible service scheduler (REST API v2) as a framework"
@@ -108,6 +111,7 @@ class Service:
                 gpu_scheduling_behavior=args.gpu_scheduling_behavior,
             )
         )
+        self.pods = PodManager(args.mesos_role)  # /v2/pods, beside the planner's apps
         self.hub = EventHub()
         # --zk: the store is ZooKeeper's, opened once elected; else SQLite under --work_dir.
         self.store: SqliteStore | ZooKeeperStore | None = None
@@ -254,8 +258,8 @@ class Service:
         on the master's round trips."""
         if not self.leading or self.store is None:
             raise ApiError(503, {"message": "not leading"})
-        self.store.write(self.planner.take_dirty())
-        for effect in self.planner.take_effects():
+        self.store.write(self.planner.take_dirty() + self.pods.take_dirty())
+        for effect in self.planner.take_effects() + self.pods.take_effects():
             if isinstance(effect, Publish):
                 self.hub.publish(effect.event)
             elif isinstance(effect, Probe):  # sent by this process itself, not the master
@@ -292,10 +296,11 @@ class Service:
         except CallError as e:
             self.counters["call_errors"] += 1
             log.warning("%s", e)
-            if isinstance(effect, Launch):
+            if isinstance(effect, Launch | LaunchGroup):
                 # Whether the master took them is unknown: ask (an unknown task comes back
                 # as TASK_GONE/UNKNOWN and is replaced; a launched one keeps running).
-                tasks = [(t["task_id"]["value"], effect.agent_id) for t in effect.tasks]
+                infos = effect.tasks if isinstance(effect, Launch) else _members(effect)
+                tasks = [(t["task_id"]["value"], effect.agent_id) for t in infos]
                 with contextlib.suppress(CallError):
                     await client.reconcile(tasks)
 
@@ -328,6 +333,17 @@ class Service:
         operation = {"type": "LAUNCH", "launch": {"task_infos": e.tasks}}
         await client.accept([e.offer_id], [operation], refuse_seconds=1.0)
 
+    async def _launch_group(self, client: SchedulerClient, e: LaunchGroup) -> None:
+        self.counters["tasks_launched"] += len(_members(e))
+        operations = [
+            {
+                "type": "LAUNCH_GROUP",
+                "launch_group": {"executor": executor, "task_group": {"tasks": tasks}},
+            }
+            for executor, tasks in e.groups
+        ]
+        await client.accept([e.offer_id], operations, refuse_seconds=1.0)
+
     async def _decline(self, client: SchedulerClient, e: Decline) -> None:
         self.counters["offers_declined"] += len(e.offer_ids)
         await client.decline(e.offer_ids, e.refuse_seconds)
@@ -357,19 +373,23 @@ class Service:
             framework_id = event["subscribed"]["framework_id"]["value"]
             log.info("subscribed as framework %s", framework_id)
             self.planner.subscribed(framework_id, now)
+            self.pods.subscribed(framework_id)
             self._unreconciled = set(self.planner.instances)
             await self.flush()
         elif kind == "OFFERS":
             offers = event["offers"].get("offers", [])
             self.counters["offers"] += len(offers)
+            self.pods.tick(now)
+            self.planner.extra_demand = self.pods.demand(now)
             self.planner.tick(now)  # decide what is wanted with what just changed
-            self.planner.offers(offers, now)
+            self.planner.offers(self.pods.offers(offers, now), now)  # pods first
             self._flush_soon()
         elif kind == "UPDATE":
             status = event["update"]["status"]
             self.counters["status_updates"] += 1
             self._unreconciled.discard(status["task_id"]["value"])
-            self.planner.status(status, now)
+            if not self.pods.status(status, now):
+                self.planner.status(status, now)
             self._pending_acks.append(status)  # acknowledged once stored, by the flush
             self._flush_soon()
         elif kind == "ERROR":
@@ -405,6 +425,8 @@ class Service:
             full = now - last_full >= FULL_PASS_SECONDS
             if full:
                 last_full = now
+            self.pods.tick(now)
+            self.planner.extra_demand = self.pods.demand(now)
             self.planner.tick(now, full=full)
             await self.flush()
 
@@ -453,6 +475,7 @@ class Service:
         if records is None:
             records = await loop.run_in_executor(None, lambda: list(store.load()))
         self.planner.restore(records)
+        self.pods.restore(records)
         self._unreconciled = set(self.planner.instances)
         self.leading = True
         log.info(
@@ -541,12 +564,18 @@ class Service:
 # Each sender takes the effect type it is listed under (hence Any for the effect).
 _EFFECTS: dict[type[Effect], Callable[[Service, SchedulerClient, Any], Awaitable[None]]] = {
     Launch: Service._launch,
+    LaunchGroup: Service._launch_group,
     Decline: Service._decline,
     Kill: Service._kill,
     Reconcile: Service._reconcile,
     Revive: Service._revive,
     Suppress: Service._suppress,
 }
+
+
+def _members(e: LaunchGroup) -> list[dict[str, Any]]:
+    """The TaskInfos of every task group of a `LaunchGroup`."""
+    return [t for _, tasks in e.groups for t in tasks]
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -640,6 +669,7 @@ def run(args: argparse.Namespace) -> int:
         level=os.environ.get("BUTTE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_bad_requests()  # a malformed request (a URL over 8 KB) is one line, not a traceback
     # As `butte master` does: thousands of long-lived records make every full collection
     # walk them all; collecting less often cut the CPU of a listing or a restore by half.
     gc.set_threshold(10_000, 10, 10)

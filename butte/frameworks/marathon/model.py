@@ -309,6 +309,16 @@ class Launch:
 
 
 @dataclass
+class LaunchGroup:
+    """Pod instances to launch on one offer: per instance (ExecutorInfo, member TaskInfos),
+    each one LAUNCH_GROUP operation of the same ACCEPT."""
+
+    offer_id: str
+    agent_id: str
+    groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+@dataclass
 class Decline:
     offer_ids: list[str]
     refuse_seconds: float
@@ -352,4 +362,4 @@ class Probe:
     check: dict[str, Any]  # the app's readiness check, as defined
 
 
-Effect = Launch | Decline | Kill | Reconcile | Revive | Suppress | Publish | Probe
+Effect = Launch | LaunchGroup | Decline | Kill | Reconcile | Revive | Suppress | Publish | Probe

@@ -117,6 +117,9 @@ class Planner:
         self.outbox: list[Effect] = []
         self.dirty: set[tuple[str, str]] = set()
         self.suppressed = False
+        # Launches others wait for (pods.py, set by the shell before each tick and offers):
+        # offers are then revived and not declined with the idle filter.
+        self.extra_demand = False
         self._filtered = False  # offers were declined with the long idle filter
         self._locks: dict[str, set[str]] = {}  # app id -> ids of deployments acting on it
         self._held_cache: set[str] | None = None
@@ -694,7 +697,7 @@ class Planner:
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
         self._probes(now)
-        demand = any(n > 0 for n in self.wanted.values())
+        demand = any(n > 0 for n in self.wanted.values()) or self.extra_demand
         starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
         if demand and (self.suppressed or self._filtered or starved):
             # Also after idle declines (their long filters would hold the offers back), and
@@ -999,7 +1002,7 @@ class Planner:
     def offers(self, offers: list[dict[str, Any]], now: float) -> None:
         """Places wanted instances on offers; what is not used is declined."""
         self._last_offer_at = now
-        any_wanted = any(n > 0 for n in self.wanted.values())
+        any_wanted = any(n > 0 for n in self.wanted.values()) or self.extra_demand
         declined: dict[float, list[str]] = {}
         held = self._held()
         order = [

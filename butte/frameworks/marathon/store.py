@@ -92,7 +92,8 @@ class ZooKeeperStore:
     every record instead.
     """
 
-    KINDS = ("meta", "app", "appver", "group", "groupver", "instance", "deployment")
+    KINDS: tuple[str, ...] = ("meta", "app", "appver", "group", "groupver", "instance")
+    KINDS += ("deployment", "pod", "podver", "podinstance", "poddeployment")  # pods: pods.py
     _MAX_OPS = 500
     _MAX_BYTES = 512 * 1024
 

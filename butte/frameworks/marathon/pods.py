@@ -1,0 +1,609 @@
+"""Marathon pods: the pure state machine that runs them beside the app `Planner`
+(docs/marathon.md "Pods").
+
+A pod instance is one task group launched with LAUNCH_GROUP under the DEFAULT executor on
+one agent. `PodManager` holds the pods (definitions and their versions), their instances
+and their deployments, and is fed as the planner is: API changes (`create`, `update`,
+`delete`, `kill_instance`), scheduler events (`subscribed`, `offers`, `status`) and `tick`.
+Its decisions come out as effects in ``outbox`` and the records it changed in ``dirty``; the
+shell (main.py) stores those before it carries the effects out, as it does the planner's.
+
+Strategy: a pod keeps ``scaling.instances`` instances of its current definition. An
+instance whose task ends (any member) is killed whole and replaced, after the pod's
+backoff. A definition change (anything but the instance count) replaces every instance at
+once: the old ones are killed and new ones launched (no rolling upgrade; ``upgrade`` is
+refused by `pods_def.normalize_pod`). A deployment ends once the pod runs exactly its
+target (every member of every instance TASK_RUNNING, healthy where it has a check), or,
+for a deletion, once no instance is left.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from butte.frameworks.marathon.launch import Pool
+from butte.frameworks.marathon.model import (
+    FAILURE_STATES,
+    TERMINAL_STATES,
+    Effect,
+    Kill,
+    LaunchGroup,
+    Reconcile,
+    iso,
+    iso_ms,
+)
+from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError
+from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
+
+POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
+# Host ports of dynamic endpoints are picked at random from the offer, as for apps.
+_RNG = random.Random()
+
+
+@dataclass
+class PodInstance:
+    """One instance of a pod: its task group on one agent. ``tasks``: container name ->
+    {task_id, state, since, message, healthy}."""
+
+    instance_id: str
+    pod_id: str
+    version: str
+    agent_id: str
+    host: str
+    staged_at: float
+    tasks: dict[str, dict[str, Any]]
+    ports: dict[str, int] = field(default_factory=dict)
+    killing: bool = False
+    kill_sent_at: float | None = None
+    failed: bool = False  # a member ended: the whole instance is killed and replaced
+
+    def record(self) -> dict[str, Any]:
+        return copy.deepcopy(vars(self))
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> PodInstance:
+        return cls(**data)
+
+    @property
+    def active(self) -> bool:
+        return not self.killing and not self.failed
+
+    def status(self, pod: Mapping[str, Any] | None) -> str:
+        """Marathon's ``PodInstanceState``: PENDING, STAGING, STABLE, DEGRADED, TERMINAL."""
+        states = [t["state"] for t in self.tasks.values()]
+        if all(s in TERMINAL_STATES for s in states):
+            return "TERMINAL"
+        if self.killing or self.failed:
+            return "DEGRADED"
+        if all(s == "TASK_RUNNING" for s in states):
+            checked = {c["name"] for c in (pod or {}).get("containers", ()) if "healthCheck" in c}
+            if all(self.tasks[n].get("healthy") is True for n in checked if n in self.tasks):
+                return "STABLE"
+            return "DEGRADED"
+        if any(s == "TASK_RUNNING" for s in states):
+            return "DEGRADED"
+        return "STAGING"
+
+
+@dataclass
+class PodDeployment:
+    """A change to one pod: ``action`` StartPod, ScalePod, RestartPod or StopPod."""
+
+    id: str
+    version: str
+    pod_id: str
+    action: str
+
+    def record(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> PodDeployment:
+        return cls(**data)
+
+    def json(self) -> dict[str, Any]:
+        action = {"action": self.action, "pod": self.pod_id}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "affectedApps": [],
+            "affectedPods": [self.pod_id],
+            "steps": [{"actions": [action]}],
+            "currentActions": [{**action, "readinessCheckResults": []}],
+            "currentStep": 1,
+            "totalSteps": 1,
+        }
+
+
+class PodManager:
+    """See the module docstring."""
+
+    def __init__(self, role: str = "*") -> None:
+        self.role = role
+        self.framework_id: str | None = None
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.instances: dict[str, PodInstance] = {}
+        self.by_task: dict[str, str] = {}  # task id -> instance id
+        self.deployments: dict[str, PodDeployment] = {}
+        self.wanted: dict[str, int] = {}
+        self.stopping: set[str] = set()  # deleted pods whose instances still run
+        self.delay: dict[str, tuple[float, float]] = {}  # pod -> (delay, until): backoff
+        self.outbox: list[Effect] = []
+        self.dirty: set[tuple[str, str]] = set()
+        self._last_ms = 0
+
+    # -- records ---------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[tuple[str, str, Any]]) -> None:
+        """Loads the pod records among the stored ones (the planner takes the rest)."""
+        for kind, key, value in records:
+            if kind == "meta" and key == "framework_id":
+                self.framework_id = value
+            elif kind == "pod":
+                self.pods[key] = value
+            elif kind == "podver":
+                pod_id, version = key.rsplit(" ", 1)
+                self.versions.setdefault(pod_id, {})[version] = value
+            elif kind == "podinstance":
+                self._add_instance(PodInstance.from_record(value))
+            elif kind == "poddeployment":
+                d = PodDeployment.from_record(value)
+                self.deployments[d.id] = d
+                if d.action == "StopPod":
+                    self.stopping.add(d.pod_id)
+        for inst in self.instances.values():
+            if inst.pod_id not in self.pods:
+                self.stopping.add(inst.pod_id)
+
+    def take_dirty(self) -> list[tuple[str, str, Any]]:
+        """The changed records (value None: deleted), clearing the set."""
+        out: list[tuple[str, str, Any]] = []
+        for kind, key in sorted(self.dirty):
+            value: Any
+            if kind == "pod":
+                value = self.pods.get(key)
+            elif kind == "podver":
+                pod_id, version = key.rsplit(" ", 1)
+                value = self.versions.get(pod_id, {}).get(version)
+            elif kind == "podinstance":
+                inst = self.instances.get(key)
+                value = inst.record() if inst else None
+            else:
+                d = self.deployments.get(key)
+                value = d.record() if d else None
+            out.append((kind, key, value))
+        self.dirty.clear()
+        return out
+
+    def take_effects(self) -> list[Effect]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _add_instance(self, inst: PodInstance) -> None:
+        self.instances[inst.instance_id] = inst
+        for t in inst.tasks.values():
+            self.by_task[t["task_id"]] = inst.instance_id
+
+    def _remove_instance(self, inst: PodInstance) -> None:
+        self.instances.pop(inst.instance_id, None)
+        for t in inst.tasks.values():
+            self.by_task.pop(t["task_id"], None)
+        self.dirty.add(("podinstance", inst.instance_id))
+
+    def pod_instances(self, pod_id: str) -> list[PodInstance]:
+        return [i for i in self.instances.values() if i.pod_id == pod_id]
+
+    def deployment_of(self, pod_id: str) -> PodDeployment | None:
+        return next((d for d in self.deployments.values() if d.pod_id == pod_id), None)
+
+    def new_version(self, now: float, floor_ms: int = 0) -> str:
+        """A version timestamp after every earlier one (and after ``floor_ms``)."""
+        ms = max(int(now * 1000), self._last_ms + 1, floor_ms + 1)
+        self._last_ms = ms
+        return iso_ms(ms)
+
+    # -- API changes -----------------------------------------------------------------------
+
+    def _deploy(self, pod_id: str, action: str, version: str, force: bool) -> PodDeployment:
+        running = self.deployment_of(pod_id)
+        if running is not None:
+            if not force:
+                raise ApiError(
+                    409,
+                    {
+                        "message": "Pod is locked by one or more deployments. Override with "
+                        "the option '?force=true'.",
+                        "deployments": [{"id": running.id}],
+                    },
+                )
+            self.deployments.pop(running.id)
+            self.dirty.add(("poddeployment", running.id))
+        d = PodDeployment(str(uuid.uuid4()), version, pod_id, action)
+        self.deployments[d.id] = d
+        self.dirty.add(("poddeployment", d.id))
+        return d
+
+    def _store(self, pod: dict[str, Any]) -> None:
+        self.pods[pod["id"]] = pod
+        self.versions.setdefault(pod["id"], {})[pod["version"]] = pod
+        self.dirty.add(("pod", pod["id"]))
+        self.dirty.add(("podver", f"{pod['id']} {pod['version']}"))
+        self.stopping.discard(pod["id"])
+        self.delay.pop(pod["id"], None)
+
+    def create(self, spec: dict[str, Any], now: float, version: str) -> PodDeployment:
+        """POST /v2/pods: 409 when the id is taken."""
+        pod_id = spec["id"]
+        if pod_id in self.pods:
+            raise ApiError(409, {"message": f"Pod {pod_id} already exists."})
+        d = self._deploy(pod_id, "StartPod", version, force=True)
+        self._store({**spec, "version": version})
+        return d
+
+    def update(
+        self, spec: dict[str, Any], now: float, version: str, force: bool
+    ) -> tuple[PodDeployment, bool]:
+        """PUT /v2/pods/{id}: replaces the definition (creates the pod when unknown; the
+        second value says so). A changed configuration restarts every instance."""
+        old = self.pods.get(spec["id"])
+        if old is None:
+            return self.create(spec, now, version), True
+        restart = config_of(old) != config_of(spec)
+        d = self._deploy(spec["id"], "RestartPod" if restart else "ScalePod", version, force)
+        self._store({**spec, "version": version})
+        return d, False
+
+    def delete(self, pod_id: str, now: float, version: str, force: bool) -> PodDeployment:
+        """DELETE /v2/pods/{id}: 404 when unknown; every instance is killed."""
+        if pod_id not in self.pods:
+            raise ApiError(404, {"message": f"Pod '{pod_id}' does not exist"})
+        d = self._deploy(pod_id, "StopPod", version, force)
+        del self.pods[pod_id]
+        self.dirty.add(("pod", pod_id))
+        self.stopping.add(pod_id)
+        self.wanted.pop(pod_id, None)
+        return d
+
+    def kill_instance(self, pod_id: str, instance_id: str, now: float) -> PodInstance:
+        """DELETE /v2/pods/{id}::instances/{instance}: kills it; the pod replaces it."""
+        inst = self.instances.get(instance_id)
+        if inst is None or inst.pod_id != pod_id:
+            message = f"Instance '{instance_id}' of pod '{pod_id}' not found"
+            raise ApiError(404, {"message": message})
+        self._kill(inst, now)
+        return inst
+
+    # -- scheduler events ------------------------------------------------------------------
+
+    def subscribed(self, framework_id: str) -> None:
+        """Asks the master about every known pod task (the planner's implicit
+        reconciliation brings those it does not know of)."""
+        self.framework_id = framework_id
+        known = [
+            (t["task_id"], i.agent_id) for i in self.instances.values() for t in i.tasks.values()
+        ]
+        if known:
+            self.outbox.append(Reconcile(known))
+
+    def status(self, status: Mapping[str, Any], now: float) -> bool:
+        """A TaskStatus: False when the task is none of the pods' (the planner's then)."""
+        task_id = status["task_id"]["value"]
+        instance_id = self.by_task.get(task_id)
+        inst = self.instances.get(instance_id) if instance_id else None
+        if inst is None:
+            return False
+        state = status.get("state", "")
+        task = next(t for t in inst.tasks.values() if t["task_id"] == task_id)
+        if state == "TASK_KILLING" and task["state"] == "TASK_KILLING":
+            return True
+        if state != task["state"]:
+            task["state"], task["since"] = state, now
+        task["message"] = status.get("message", "")
+        if status.get("healthy") is not None:
+            task["healthy"] = bool(status["healthy"])
+        self.dirty.add(("podinstance", inst.instance_id))
+        if state in TERMINAL_STATES:
+            if not inst.killing and not inst.failed:
+                inst.failed = True  # the default executor ends the others: make sure
+                if state in FAILURE_STATES and inst.pod_id in self.pods:
+                    backoff = self.pods[inst.pod_id]["scheduling"]["backoff"]
+                    delay, _ = self.delay.get(inst.pod_id, (0.0, 0.0))
+                    delay = backoff["backoff"] if delay <= 0 else delay * backoff["backoffFactor"]
+                    delay = min(delay, backoff["maxLaunchDelay"])
+                    self.delay[inst.pod_id] = (delay, now + delay)
+                self._kill(inst, now)
+            if all(t["state"] in TERMINAL_STATES for t in inst.tasks.values()):
+                self._remove_instance(inst)
+        return True
+
+    def _kill(self, inst: PodInstance, now: float) -> None:
+        if not inst.failed:
+            inst.killing = True
+        inst.kill_sent_at = now
+        self.dirty.add(("podinstance", inst.instance_id))
+        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        graces = {
+            c["name"]: c.get("lifecycle", {}).get("killGracePeriodSeconds")
+            for c in (pod or {}).get("containers", ())
+        }
+        for name, t in inst.tasks.items():
+            if t["state"] not in TERMINAL_STATES:
+                self.outbox.append(Kill(t["task_id"], inst.agent_id, graces.get(name)))
+
+    # -- the periodic pass -----------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Kills what is too much or outdated, decides the launches wanted, ends the
+        deployments that reached their target."""
+        for inst in list(self.instances.values()):
+            ending = inst.killing or inst.failed
+            if ending and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
+                self._kill(inst, now)
+        for pod_id in self.stopping | set(self.pods):
+            self._scale(pod_id, now)
+        for d in list(self.deployments.values()):
+            if self._done(d):
+                del self.deployments[d.id]
+                self.dirty.add(("poddeployment", d.id))
+                if d.action == "StopPod" and d.pod_id not in self.pods:
+                    for version in self.versions.pop(d.pod_id, {}):
+                        self.dirty.add(("podver", f"{d.pod_id} {version}"))
+                    self.stopping.discard(d.pod_id)
+
+    def _scale(self, pod_id: str, now: float) -> None:
+        pod = self.pods.get(pod_id)
+        instances = self.pod_instances(pod_id)
+        if pod is None:
+            self.wanted.pop(pod_id, None)
+            for inst in instances:
+                if not inst.killing and not inst.failed:
+                    self._kill(inst, now)
+            if not instances:
+                self.stopping.discard(pod_id)
+            return
+        config = config_of(pod)
+        current = []
+        for inst in instances:
+            if not inst.active:
+                continue
+            own = self.versions.get(pod_id, {}).get(inst.version)
+            if own is None or config_of(own) != config:
+                self._kill(inst, now)  # replaced at once: no rolling upgrade
+            else:
+                current.append(inst)
+        target = pod["scaling"]["instances"]
+        if len(current) > target:
+            youngest = pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+            # not yet stable first, then by the pod's killSelection
+            current.sort(
+                key=lambda i: (i.status(pod) == "STABLE", -i.staged_at if youngest else i.staged_at)
+            )
+            for inst in current[: len(current) - target]:
+                self._kill(inst, now)
+        want = max(0, target - len(current))
+        if want:
+            self.wanted[pod_id] = want
+        else:
+            self.wanted.pop(pod_id, None)
+
+    def _done(self, d: PodDeployment) -> bool:
+        pod = self.pods.get(d.pod_id)
+        instances = self.pod_instances(d.pod_id)
+        if pod is None:
+            return not instances
+        if pod["version"] != d.version:
+            return True  # superseded
+        config = config_of(pod)
+        for inst in instances:
+            own = self.versions.get(d.pod_id, {}).get(inst.version)
+            if not inst.active or own is None or config_of(own) != config:
+                return False
+            if inst.status(pod) != "STABLE":
+                return False
+        return len(instances) == pod["scaling"]["instances"]
+
+    def demand(self, now: float) -> bool:
+        """Whether any pod waits for offers (so the planner revives rather than suppresses)."""
+        return any(n > 0 and self.delay.get(p, (0, 0))[1] <= now for p, n in self.wanted.items())
+
+    # -- offers ----------------------------------------------------------------------------
+
+    def offers(self, offers: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """Places wanted instances on offers; returns the offers it did not use (for the
+        planner, which declines what nobody uses)."""
+        order = [
+            p
+            for p, n in sorted(self.wanted.items())
+            if n > 0 and p in self.pods and self.delay.get(p, (0, 0))[1] <= now
+        ]
+        if not order or self.framework_id is None:
+            return offers
+        rest = []
+        for offer in offers:
+            groups: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+            pool = Pool(offer, _RNG)
+            for pod_id in order:
+                while self.wanted.get(pod_id, 0) > 0:
+                    built = self._place(self.pods[pod_id], offer, pool, now)
+                    if built is None:
+                        break
+                    pool, group = built
+                    groups.append(group)
+                    self.wanted[pod_id] -= 1
+            order = [p for p in order if self.wanted.get(p, 0) > 0]
+            if groups:
+                self.outbox.append(
+                    LaunchGroup(offer["id"]["value"], offer["agent_id"]["value"], groups)
+                )
+            else:
+                rest.append(offer)
+        return rest
+
+    def _place(
+        self, pod: Mapping[str, Any], offer: Mapping[str, Any], pool: Pool, now: float
+    ) -> tuple[Pool, tuple[dict[str, Any], list[dict[str, Any]]]] | None:
+        """One instance on what is left of the offer: (the pool after it, (executor,
+        tasks)), or None when it does not fit."""
+        trial = copy.deepcopy(pool)
+        roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
+
+        def take(res: Mapping[str, float], ports: list[int]) -> tuple[list[Any], list[int]] | None:
+            spec = {
+                "acceptedResourceRoles": roles,
+                "gpus": 0,
+                **res,
+                "portDefinitions": [{"port": p} for p in ports],
+                "requirePorts": bool(ports) and all(ports),
+            }
+            return trial.take(spec)
+
+        taken = take(pod["executorResources"], [])
+        if taken is None:
+            return None
+        executor_resources = taken[0]
+        container_resources: dict[str, list[dict[str, Any]]] = {}
+        for c in pod["containers"]:
+            got = take(c["resources"], [])
+            if got is None:
+                return None
+            container_resources[c["name"]] = got[0]
+        host_ports: dict[str, int] = {}
+        for c in pod["containers"]:
+            for ep in c["endpoints"]:
+                nothing = {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
+                got = take(nothing, [ep["hostPort"]])
+                if got is None or not got[1]:
+                    return None
+                host_ports[ep["name"]] = got[1][0]
+                executor_resources += got[0]  # the port, held by the executor (Marathon's)
+        uid = uuid.uuid4()
+        instance_id = f"{safe_id(pod['id'])}.instance-{uid}"
+        hostname = offer.get("hostname", "")
+        assert self.framework_id is not None
+        executor, tasks = build_task_group(
+            pod,
+            instance_id,
+            self.framework_id,
+            offer["agent_id"]["value"],
+            hostname,
+            executor_resources,
+            container_resources,
+            host_ports,
+        )
+        inst = PodInstance(
+            instance_id=instance_id,
+            pod_id=pod["id"],
+            version=pod["version"],
+            agent_id=offer["agent_id"]["value"],
+            host=hostname,
+            staged_at=now,
+            tasks={
+                c["name"]: {
+                    "task_id": f"{instance_id}.{c['name']}",
+                    "state": "TASK_STAGING",
+                    "since": now,
+                    "message": "",
+                    "healthy": None,
+                }
+                for c in pod["containers"]
+            },
+            ports=host_ports,
+        )
+        self._add_instance(inst)
+        self.dirty.add(("podinstance", instance_id))
+        return trial, (executor, tasks)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def pod_json(self, pod_id: str) -> dict[str, Any]:
+        return dict(self.pods[pod_id])
+
+    def instance_json(self, inst: PodInstance, pod: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Marathon's ``PodInstanceStatus``."""
+        containers_by_name = {c["name"]: c for c in (pod or {}).get("containers", ())}
+        containers = []
+        since = inst.staged_at
+        for name, t in inst.tasks.items():
+            since = max(since, t["since"])
+            spec = containers_by_name.get(name, {})
+            containers.append(
+                {
+                    "name": name,
+                    "status": t["state"],
+                    "statusSince": iso(t["since"]),
+                    "message": t["message"] or None,
+                    # Marathon's "healthy" condition, once the executor reported a check
+                    "conditions": []
+                    if t.get("healthy") is None
+                    else [
+                        {
+                            "name": "healthy",
+                            "value": "true" if t["healthy"] else "false",
+                            "lastChanged": iso(t["since"]),
+                        }
+                    ],
+                    "containerId": t["task_id"],
+                    "endpoints": [
+                        {"name": ep["name"], "allocatedHostPort": inst.ports.get(ep["name"])}
+                        for ep in spec.get("endpoints", ())
+                    ],
+                    "resources": spec.get("resources"),
+                    "lastUpdated": iso(t["since"]),
+                    "lastChanged": iso(t["since"]),
+                }
+            )
+        return {
+            "id": inst.instance_id,
+            "status": inst.status(pod),
+            "statusSince": iso(since),
+            "conditions": [],
+            "agentHostname": inst.host,
+            "agentId": inst.agent_id,
+            "resources": _total(pod) if pod else None,
+            "networks": [],
+            "containers": containers,
+            "specReference": f"/v2/pods{inst.pod_id}::versions/{inst.version}",
+            "lastUpdated": iso(since),
+            "lastChanged": iso(since),
+        }
+
+    def status_json(self, pod_id: str, now: float) -> dict[str, Any]:
+        """Marathon's ``PodStatus`` (``GET /v2/pods/{id}::status``)."""
+        pod = self.pods[pod_id]
+        instances = self.pod_instances(pod_id)
+        rendered = [
+            self.instance_json(i, self.versions.get(pod_id, {}).get(i.version) or pod)
+            for i in instances
+        ]
+        if self.deployment_of(pod_id) is not None:
+            status = "DEPLOYING"
+        elif len(instances) == pod["scaling"]["instances"] and all(
+            r["status"] == "STABLE" for r in rendered
+        ):
+            status = "STABLE"
+        else:
+            status = "DEGRADED"
+        return {
+            "id": pod_id,
+            "spec": self.pod_json(pod_id),
+            "status": status,
+            "statusSince": pod["version"],
+            "instances": rendered,
+            "terminationHistory": [],
+            "lastUpdated": iso(now),
+            "lastChanged": pod["version"],
+        }
+
+
+def _total(pod: Mapping[str, Any]) -> dict[str, float]:
+    out = dict(pod["executorResources"])
+    for c in pod["containers"]:
+        for k, v in c["resources"].items():
+            out[k] = round(out.get(k, 0.0) + v, 6)
+    return out

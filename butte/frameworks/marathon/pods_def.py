@@ -1,0 +1,499 @@
+"""Marathon pod definitions (RAML ``PodDef``): validation into a canonical form, and the
+Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/marathon.md
+"Pods").
+
+What butte does not run (images, volumes, networks other than ``host``, secrets, artifacts,
+placement constraints, upgrade and unreachable strategies ...) is refused with 422 naming
+the field, never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from butte.frameworks.marathon.appdef import (
+    MAX_INSTANCES,
+    MAX_SCALAR,
+    Invalid,
+    _bool,
+    _Errors,
+    _integer,
+    _number,
+    _str_map,
+    canonical_id,
+    id_errors,
+)
+
+# Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``).
+CONTAINER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
+ENDPOINT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
+DEFAULT_CONTAINER_RESOURCES = {"cpus": 1.0, "mem": 128.0, "disk": 0.0}
+DEFAULT_EXECUTOR_RESOURCES = {"cpus": 0.1, "mem": 32.0, "disk": 10.0}
+DEFAULT_BACKOFF = {"backoff": 1.0, "backoffFactor": 1.15, "maxLaunchDelay": 300.0}
+KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
+HEALTH_DEFAULTS = {
+    "gracePeriodSeconds": 300,
+    "intervalSeconds": 60,
+    "maxConsecutiveFailures": 3,
+    "timeoutSeconds": 20,
+    "delaySeconds": 15,
+}
+MAX_CONTAINERS = 100
+_NOT_BUILT = "is not supported by butte"
+
+# Fields of the schema butte does not run: refused (422) when given with a value that
+# would change anything.
+_POD_FIELDS = frozenset(
+    {
+        "id",
+        "labels",
+        "version",
+        "environment",
+        "containers",
+        "volumes",
+        "networks",
+        "secrets",
+        "scaling",
+        "scheduling",
+        "executorResources",
+        "role",
+        "user",
+        "fetch",
+        "linuxInfo",
+        "legacySharedCgroups",
+    }
+)
+_CONTAINER_FIELDS = frozenset(
+    {
+        "name",
+        "exec",
+        "resources",
+        "endpoints",
+        "environment",
+        "labels",
+        "healthCheck",
+        "lifecycle",
+        "image",
+        "volumeMounts",
+        "artifacts",
+        "user",
+        "check",
+        "tty",
+        "linuxInfo",
+    }
+)
+
+
+def _unknown(errors: _Errors, path: str, raw: Mapping[str, Any], known: frozenset[str]) -> None:
+    for key in raw:
+        if key not in known:
+            errors.add(f"{path}/{key}", "unknown field")
+
+
+def _refuse_if(errors: _Errors, path: str, value: Any) -> None:
+    """A field butte does not build: refused unless absent or empty."""
+    if value not in (None, [], {}, ""):
+        errors.add(path, f"{path.rsplit('/', 1)[-1]} {_NOT_BUILT}")
+
+
+def _object(errors: _Errors, path: str, raw: Any) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        errors.add(path, "must be an object")
+        return {}
+    return raw
+
+
+def _resources(
+    errors: _Errors, path: str, raw: Any, defaults: Mapping[str, float]
+) -> dict[str, float]:
+    raw = _object(errors, path, raw)
+    _unknown(errors, path, raw, frozenset({"cpus", "mem", "disk", "gpus"}))
+    out = {}
+    for name, default in defaults.items():
+        out[name] = _number(errors, f"{path}/{name}", raw.get(name, default), 0, MAX_SCALAR)
+    if raw.get("gpus") not in (None, 0):
+        errors.add(f"{path}/gpus", f"gpus {_NOT_BUILT} in pods")
+    return out
+
+
+def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.add(path, "must be a list")
+        return []
+    out = []
+    for i, ep in enumerate(raw):
+        p = f"{path}/{i}"
+        if not isinstance(ep, Mapping):
+            errors.add(p, "must be an object")
+            continue
+        known = frozenset({"name", "containerPort", "hostPort", "protocol", "labels"})
+        known |= frozenset({"networkNames"})
+        _unknown(errors, p, ep, known)
+        name = ep.get("name")
+        if not isinstance(name, str) or not ENDPOINT_NAME.fullmatch(name):
+            errors.add(f"{p}/name", "must be lowercase letters, digits and hyphens")
+            name = ""
+        elif name in seen:
+            errors.add(f"{p}/name", f"endpoint name {name!r} is not unique in the pod")
+        seen.add(name)
+        if ep.get("containerPort") is not None:
+            errors.add(f"{p}/containerPort", "containerPort is only for container networks")
+        _refuse_if(errors, f"{p}/networkNames", ep.get("networkNames"))
+        host_port = _integer(errors, f"{p}/hostPort", ep.get("hostPort", 0), 0, 65535)
+        protocol = ep.get("protocol", ["tcp"])
+        if (
+            not isinstance(protocol, list)
+            or not protocol
+            or any(x not in ("tcp", "udp") for x in protocol)
+        ):
+            errors.add(f"{p}/protocol", "must be a list of 'tcp' and 'udp'")
+            protocol = ["tcp"]
+        labels = _str_map(errors, f"{p}/labels", ep.get("labels", {}))
+        out.append({"name": name, "hostPort": host_port, "protocol": protocol, "labels": labels})
+    return out
+
+
+def _health_check(
+    errors: _Errors, path: str, raw: Any, endpoints: set[str]
+) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    raw = _object(errors, path, raw)
+    kinds = [k for k in ("http", "tcp", "exec") if k in raw]
+    _unknown(errors, path, raw, frozenset({"http", "tcp", "exec", *HEALTH_DEFAULTS}))
+    if len(kinds) != 1:
+        errors.add(path, "needs exactly one of http, tcp, exec")
+        return None
+    kind = kinds[0]
+    body = _object(errors, f"{path}/{kind}", raw[kind])
+    out: dict[str, Any] = {}
+    if kind in ("http", "tcp"):
+        fields = {"endpoint", "path", "scheme"} if kind == "http" else {"endpoint"}
+        _unknown(errors, f"{path}/{kind}", body, frozenset(fields))
+        endpoint = body.get("endpoint")
+        if not isinstance(endpoint, str) or endpoint not in endpoints:
+            errors.add(f"{path}/{kind}/endpoint", f"names no endpoint of the pod: {endpoint!r}")
+        spec: dict[str, Any] = {"endpoint": endpoint}
+        if kind == "http":
+            spec["path"] = body.get("path", "/")
+            if not isinstance(spec["path"], str):
+                errors.add(f"{path}/http/path", "must be a string")
+            spec["scheme"] = body.get("scheme", "HTTP")
+            if spec["scheme"] not in ("HTTP", "HTTPS"):
+                errors.add(f"{path}/http/scheme", "must be HTTP or HTTPS")
+        out[kind] = spec
+    else:
+        _unknown(errors, f"{path}/exec", body, frozenset({"command"}))
+        shell = _object(errors, f"{path}/exec/command", body.get("command")).get("shell")
+        if not isinstance(shell, str) or not shell:
+            errors.add(f"{path}/exec/command/shell", "must be a non-empty string")
+        out["exec"] = {"command": {"shell": shell}}
+    for name, default in HEALTH_DEFAULTS.items():
+        out[name] = _integer(errors, f"{path}/{name}", raw.get(name, default), 0, 10**9)
+    return out
+
+
+def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str, Any] | None:
+    if not isinstance(raw, Mapping):
+        errors.add(path, "must be an object")
+        return None
+    _unknown(errors, path, raw, _CONTAINER_FIELDS)
+    for field in ("image", "volumeMounts", "artifacts", "user", "check", "tty", "linuxInfo"):
+        _refuse_if(errors, f"{path}/{field}", raw.get(field))
+    name = raw.get("name")
+    if not isinstance(name, str) or not CONTAINER_NAME.fullmatch(name):
+        errors.add(f"{path}/name", "must be lowercase letters, digits and hyphens")
+        name = ""
+    elif name in seen:
+        errors.add(f"{path}/name", f"container name {name!r} is not unique in the pod")
+    seen.add(name)
+    exec_ = _object(errors, f"{path}/exec", raw.get("exec"))
+    _unknown(errors, f"{path}/exec", exec_, frozenset({"command", "overrideEntrypoint"}))
+    _refuse_if(errors, f"{path}/exec/overrideEntrypoint", exec_.get("overrideEntrypoint"))
+    command = _object(errors, f"{path}/exec/command", exec_.get("command"))
+    _unknown(errors, f"{path}/exec/command", command, frozenset({"shell", "argv"}))
+    cmd: dict[str, Any] = {}
+    if isinstance(command.get("shell"), str) and command["shell"] and "argv" not in command:
+        cmd = {"shell": command["shell"]}
+    elif (
+        "shell" not in command
+        and isinstance(command.get("argv"), list)
+        and command["argv"]
+        and all(isinstance(a, str) for a in command["argv"])
+    ):
+        cmd = {"argv": list(command["argv"])}
+    else:
+        errors.add(
+            f"{path}/exec/command",
+            "needs a non-empty shell string or argv list (a container without an image "
+            "must have a command)",
+        )
+    lifecycle = _object(errors, f"{path}/lifecycle", raw.get("lifecycle"))
+    _unknown(errors, f"{path}/lifecycle", lifecycle, frozenset({"killGracePeriodSeconds"}))
+    out: dict[str, Any] = {
+        "name": name,
+        "exec": {"command": cmd},
+        "resources": _resources(
+            errors, f"{path}/resources", raw.get("resources"), DEFAULT_CONTAINER_RESOURCES
+        ),
+        "endpoints": _endpoints(errors, f"{path}/endpoints", raw.get("endpoints"), set()),
+        "environment": _str_map(errors, f"{path}/environment", raw.get("environment", {})),
+        "labels": _str_map(errors, f"{path}/labels", raw.get("labels", {})),
+    }
+    if lifecycle.get("killGracePeriodSeconds") is not None:
+        grace_path = f"{path}/lifecycle/killGracePeriodSeconds"
+        grace = _number(errors, grace_path, lifecycle["killGracePeriodSeconds"], 0, 10**6)
+        out["lifecycle"] = {"killGracePeriodSeconds": grace}
+    return out
+
+
+def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict[str, Any]:
+    """A pod definition in canonical form (defaults filled in, no ``version``); raises
+    `Invalid` (422) listing every offending field. ``path_id``: the id of the URL (PUT),
+    which a body id must match."""
+    errors = _Errors()
+    if not isinstance(raw, Mapping):
+        raise Invalid([{"path": "/", "errors": ["a pod definition must be a JSON object"]}])
+    _unknown(errors, "", raw, _POD_FIELDS)
+    given = raw.get("id", path_id)
+    if not isinstance(given, str) or not given.strip("/ "):
+        errors.add("/id", "is required: a path such as /team/web")
+        pod_id = "/"
+    else:
+        pod_id = canonical_id(given)
+        for e in id_errors(pod_id):
+            errors.add("/id", e)
+        if path_id is not None and pod_id != canonical_id(path_id):
+            errors.add("/id", f"the id in the body ({pod_id}) is not the URL's ({path_id})")
+    for name in ("user", "fetch", "linuxInfo", "legacySharedCgroups", "volumes", "secrets"):
+        _refuse_if(errors, f"/{name}", raw.get(name))
+    networks = raw.get("networks", [{"mode": "host"}])
+    if networks not in ([], [{"mode": "host"}]):
+        errors.add("/networks", "only host networking ([{'mode': 'host'}]) is supported by butte")
+    if raw.get("role") not in (None, role):
+        errors.add("/role", f"must be the framework's role {role!r}")
+    containers_raw = raw.get("containers")
+    containers: list[dict[str, Any]] = []
+    if not isinstance(containers_raw, list) or not containers_raw:
+        errors.add("/containers", "must be a non-empty list")
+    elif len(containers_raw) > MAX_CONTAINERS:
+        errors.add("/containers", f"at most {MAX_CONTAINERS} containers")
+    else:
+        names: set[str] = set()
+        for i, c in enumerate(containers_raw):
+            built = _container(errors, f"/containers/{i}", c, names)
+            if built is not None:
+                containers.append(built)
+        endpoint_names: set[str] = set()
+        for i, c in enumerate(containers):
+            for j, ep in enumerate(c["endpoints"]):
+                if ep["name"] in endpoint_names:
+                    errors.add(f"/containers/{i}/endpoints/{j}/name", "not unique in the pod")
+                endpoint_names.add(ep["name"])
+        fixed = [ep["hostPort"] for c in containers for ep in c["endpoints"] if ep["hostPort"]]
+        if len(fixed) != len(set(fixed)):
+            errors.add("/containers", "a fixed hostPort is given twice")
+        for i, (c, c_raw) in enumerate(zip(containers, containers_raw, strict=False)):
+            if isinstance(c_raw, Mapping):
+                hc = _health_check(
+                    errors, f"/containers/{i}/healthCheck", c_raw.get("healthCheck"), endpoint_names
+                )
+                if hc is not None:
+                    c["healthCheck"] = hc
+    scaling = _object(errors, "/scaling", raw.get("scaling"))
+    _unknown(errors, "/scaling", scaling, frozenset({"kind", "instances", "maxInstances"}))
+    if scaling.get("kind", "fixed") != "fixed":
+        errors.add("/scaling/kind", "only 'fixed' scaling is supported")
+    count = scaling.get("instances", 1)
+    instances = _integer(errors, "/scaling/instances", count, 0, MAX_INSTANCES)
+    scaling_out: dict[str, Any] = {"kind": "fixed", "instances": instances}
+    if scaling.get("maxInstances") is not None:
+        most = _integer(errors, "/scaling/maxInstances", scaling["maxInstances"], 0, MAX_INSTANCES)
+        if instances > most:
+            errors.add("/scaling/instances", f"is more than maxInstances ({most})")
+        scaling_out["maxInstances"] = most
+    scheduling = _object(errors, "/scheduling", raw.get("scheduling"))
+    _unknown(
+        errors,
+        "/scheduling",
+        scheduling,
+        frozenset({"backoff", "upgrade", "placement", "killSelection", "unreachableStrategy"}),
+    )
+    _refuse_if(errors, "/scheduling/upgrade", scheduling.get("upgrade"))
+    _refuse_if(errors, "/scheduling/unreachableStrategy", scheduling.get("unreachableStrategy"))
+    backoff_raw = _object(errors, "/scheduling/backoff", scheduling.get("backoff"))
+    _unknown(errors, "/scheduling/backoff", backoff_raw, frozenset(DEFAULT_BACKOFF))
+    backoff = {
+        k: _number(errors, f"/scheduling/backoff/{k}", backoff_raw.get(k, d), 0, 10**6)
+        for k, d in DEFAULT_BACKOFF.items()
+    }
+    if backoff["backoffFactor"] < 1:
+        errors.add("/scheduling/backoff/backoffFactor", "must be at least 1")
+    placement = _object(errors, "/scheduling/placement", scheduling.get("placement"))
+    placement_fields = frozenset({"constraints", "acceptedResourceRoles"})
+    _unknown(errors, "/scheduling/placement", placement, placement_fields)
+    _refuse_if(errors, "/scheduling/placement/constraints", placement.get("constraints"))
+    roles_raw = placement.get("acceptedResourceRoles", ["*", role] if role != "*" else ["*"])
+    if (
+        not isinstance(roles_raw, list)
+        or not roles_raw
+        or any(r not in ("*", role) for r in roles_raw)
+    ):
+        errors.add(
+            "/scheduling/placement/acceptedResourceRoles",
+            f"must be a non-empty list of '*' and the framework's role {role!r}",
+        )
+        roles_raw = ["*"]
+    kill_selection = scheduling.get("killSelection", "YOUNGEST_FIRST")
+    if kill_selection not in KILL_SELECTIONS:
+        errors.add("/scheduling/killSelection", f"must be one of {', '.join(KILL_SELECTIONS)}")
+    if "legacySharedCgroups" in raw:
+        _bool(errors, "/legacySharedCgroups", raw["legacySharedCgroups"])
+    pod = {
+        "id": pod_id,
+        "labels": _str_map(errors, "/labels", raw.get("labels", {})),
+        "environment": _str_map(errors, "/environment", raw.get("environment", {})),
+        "containers": containers,
+        "networks": [{"mode": "host"}],
+        "scaling": scaling_out,
+        "scheduling": {
+            "backoff": backoff,
+            "placement": {"acceptedResourceRoles": list(roles_raw), "constraints": []},
+            "killSelection": kill_selection,
+        },
+        "executorResources": _resources(
+            errors, "/executorResources", raw.get("executorResources"), DEFAULT_EXECUTOR_RESOURCES
+        ),
+        "volumes": [],
+    }
+    errors.raise_if_any()
+    return pod
+
+
+def config_of(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What instances are launched with: everything but the instance count and version (a
+    change of it restarts the instances; a change of the count only scales)."""
+    return {k: v for k, v in pod.items() if k not in ("version", "scaling", "versionInfo")}
+
+
+def safe_id(pod_id: str) -> str:
+    """Marathon's ``PathId.safePath``: ``/team/db`` is ``team_db``."""
+    return pod_id.strip("/").replace("/", "_")
+
+
+def endpoints_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every endpoint of the pod, in container order (the order host ports are taken in)."""
+    return [ep for c in pod["containers"] for ep in c["endpoints"]]
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", name.upper())
+
+
+def build_task_group(
+    pod: Mapping[str, Any],
+    instance_id: str,
+    framework_id: str,
+    agent_id: str,
+    hostname: str,
+    executor_resources: list[dict[str, Any]],
+    container_resources: Mapping[str, list[dict[str, Any]]],
+    host_ports: Mapping[str, int],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ExecutorInfo (DEFAULT, id ``instance-<pod>.<uuid>``, the pod's executor
+    resources and its host ports, its labels) and the member TaskInfos (id
+    ``<instance id>.<container>``, the container's resources, its command with the pod's
+    and its own environment, ``HOST``, Marathon's context variables and ``ENDPOINT_<NAME>``,
+    its health check and kill policy) of one instance, as Marathon's TaskGroupBuilder makes
+    them. ``executor_resources``: taken from the offer for the executor, the host ports
+    included; ``host_ports``: endpoint name -> host port taken."""
+    prefix, _, uid = instance_id.rpartition(".instance-")
+    executor_id = f"instance-{prefix}.{uid}"
+    executor: dict[str, Any] = {
+        "type": "DEFAULT",
+        "executor_id": {"value": executor_id},
+        "framework_id": {"value": framework_id},
+        "resources": list(executor_resources),
+    }
+    if pod["labels"]:
+        executor["labels"] = {"labels": [{"key": k, "value": v} for k, v in pod["labels"].items()]}
+    endpoint_env = {f"ENDPOINT_{_env_name(n)}": str(p) for n, p in host_ports.items()}
+    tasks = []
+    for c in pod["containers"]:
+        task_id = f"{instance_id}.{c['name']}"
+        resources = c["resources"]
+        labels = {**pod["labels"], **c["labels"]}
+        env = {
+            **pod["environment"],
+            **c["environment"],
+            "HOST": hostname,
+            "MESOS_TASK_ID": task_id,
+            "MESOS_EXECUTOR_ID": executor_id,
+            "MARATHON_APP_ID": pod["id"],
+            "MARATHON_APP_VERSION": pod["version"],
+            "MARATHON_CONTAINER_ID": c["name"],
+            **{f"MARATHON_CONTAINER_RESOURCE_{k.upper()}": str(v) for k, v in resources.items()},
+            "MARATHON_APP_LABELS": " ".join(_env_name(k) for k in labels),
+            **{f"MARATHON_APP_LABEL_{_env_name(k)}": v for k, v in labels.items()},
+            **endpoint_env,
+        }
+        cmd = c["exec"]["command"]
+        command: dict[str, Any] = {
+            "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]}
+        }
+        if "shell" in cmd:
+            command.update({"shell": True, "value": cmd["shell"]})
+        else:
+            command.update({"shell": False, "value": cmd["argv"][0], "arguments": cmd["argv"]})
+        task: dict[str, Any] = {
+            "name": c["name"],
+            "task_id": {"value": task_id},
+            "agent_id": {"value": agent_id},
+            "resources": container_resources.get(c["name"], []),
+            "command": command,
+        }
+        if c["labels"]:
+            task["labels"] = {"labels": [{"key": k, "value": v} for k, v in c["labels"].items()]}
+        if "healthCheck" in c:
+            task["health_check"] = _health(c["healthCheck"], host_ports)
+        if "lifecycle" in c:
+            grace = c["lifecycle"]["killGracePeriodSeconds"]
+            task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
+        tasks.append(task)
+    return executor, tasks
+
+
+def _health(hc: Mapping[str, Any], host_ports: Mapping[str, int]) -> dict[str, Any]:
+    """A pod container's health check as the Mesos HealthCheck the default executor runs
+    (an endpoint is probed at its host port: pods here use host networking)."""
+    out: dict[str, Any] = {
+        "delay_seconds": hc["delaySeconds"],
+        "interval_seconds": hc["intervalSeconds"],
+        "timeout_seconds": hc["timeoutSeconds"],
+        "consecutive_failures": hc["maxConsecutiveFailures"],
+        "grace_period_seconds": hc["gracePeriodSeconds"],
+    }
+    if "exec" in hc:
+        shell = hc["exec"]["command"]["shell"]
+        out.update({"type": "COMMAND", "command": {"shell": True, "value": shell}})
+    elif "http" in hc:
+        http = hc["http"]
+        out.update(
+            {
+                "type": "HTTP",
+                "http": {
+                    "port": host_ports[http["endpoint"]],
+                    "path": http["path"],
+                    "scheme": http["scheme"].lower(),
+                },
+            }
+        )
+    else:
+        out.update({"type": "TCP", "tcp": {"port": host_ports[hc["tcp"]["endpoint"]]}})
+    return out

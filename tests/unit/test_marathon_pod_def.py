@@ -1,0 +1,188 @@
+"""Pod definitions (butte/frameworks/marathon/pods_def.py): validation into the canonical
+form, refusal (422 naming the field) of what butte does not build, and the ExecutorInfo /
+TaskGroupInfo of one instance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from butte.frameworks.marathon.appdef import Invalid
+from butte.frameworks.marathon.pods_def import build_task_group, normalize_pod
+
+BASE: dict[str, Any] = {
+    "id": "/shop/web",
+    "containers": [{"name": "main", "exec": {"command": {"shell": "sleep 600"}}}],
+}
+
+
+def _paths(raw: Any, **kw: Any) -> list[str]:
+    with pytest.raises(Invalid) as e:
+        normalize_pod(raw, **kw)
+    return [d["path"] for d in e.value.details]
+
+
+def test_a_minimal_pod_gets_marathons_defaults() -> None:
+    pod = normalize_pod(BASE)
+    assert pod["id"] == "/shop/web"
+    (c,) = pod["containers"]
+    assert c["resources"] == {"cpus": 1.0, "mem": 128.0, "disk": 0.0}
+    assert c["exec"] == {"command": {"shell": "sleep 600"}}
+    assert pod["executorResources"] == {"cpus": 0.1, "mem": 32.0, "disk": 10.0}
+    assert pod["networks"] == [{"mode": "host"}]
+    assert pod["scaling"] == {"kind": "fixed", "instances": 1}
+    assert pod["scheduling"]["placement"]["acceptedResourceRoles"] == ["*"]
+    assert pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+    # The canonical form is accepted again as it is (GET then PUT).
+    assert normalize_pod({**pod, "version": "2026-01-01T00:00:00.000Z"}) == pod
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"volumes": [{"name": "v", "host": "/tmp"}]}, "/volumes"),
+        ({"secrets": {"s": {"source": "x"}}}, "/secrets"),
+        ({"networks": [{"mode": "container", "name": "dcos"}]}, "/networks"),
+        ({"user": "nobody"}, "/user"),
+        ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),
+        ({"linuxInfo": {"seccomp": {}}}, "/linuxInfo"),
+        ({"scheduling": {"upgrade": {"minimumHealthCapacity": 0.5}}}, "/scheduling/upgrade"),
+        (
+            {"scheduling": {"unreachableStrategy": {"inactiveAfterSeconds": 1}}},
+            "/scheduling/unreachableStrategy",
+        ),
+        (
+            {"scheduling": {"placement": {"constraints": [["hostname", "UNIQUE"]]}}},
+            "/scheduling/placement/constraints",
+        ),
+        ({"scaling": {"kind": "elastic"}}, "/scaling/kind"),
+        ({"role": "other"}, "/role"),
+        ({"colour": "red"}, "/colour"),
+    ],
+)
+def test_what_butte_does_not_build_is_refused_naming_the_field(
+    change: dict[str, Any], path: str
+) -> None:
+    assert path in _paths({**BASE, **change})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image", {"kind": "DOCKER", "id": "busybox"}),
+        ("volumeMounts", [{"name": "v", "mountPath": "/v"}]),
+        ("artifacts", [{"uri": "http://x/y"}]),
+        ("user", "nobody"),
+        ("tty", True),
+        ("colour", "red"),
+    ],
+)
+def test_container_fields_butte_does_not_build_are_refused(field: str, value: Any) -> None:
+    container = {**BASE["containers"][0], field: value}
+    assert f"/containers/0/{field}" in _paths({**BASE, "containers": [container]})
+
+
+def test_bad_definitions_name_every_offending_field() -> None:
+    assert _paths([1]) == ["/"]
+    assert _paths({"id": "/x"}) == ["/containers"]
+    assert "/id" in _paths({**BASE, "id": "/Bad_Id"})
+    assert "/id" in _paths({"containers": BASE["containers"]})
+    two = [BASE["containers"][0], BASE["containers"][0]]
+    assert "/containers/1/name" in _paths({**BASE, "containers": [*two]})
+    no_cmd = {"name": "main"}
+    assert "/containers/0/exec/command" in _paths({**BASE, "containers": [no_cmd]})
+    big = {**BASE["containers"][0], "resources": {"cpus": -1, "mem": "x"}}
+    assert {"/containers/0/resources/cpus", "/containers/0/resources/mem"} <= set(
+        _paths({**BASE, "containers": [big]})
+    )
+    gpus = {**BASE["containers"][0], "resources": {"gpus": 1}}
+    assert "/containers/0/resources/gpus" in _paths({**BASE, "containers": [gpus]})
+    assert "/scaling/instances" in _paths({**BASE, "scaling": {"instances": 3, "maxInstances": 2}})
+    assert "/scaling/instances" in _paths({**BASE, "scaling": {"instances": 10**400}})
+    ep = {**BASE["containers"][0], "endpoints": [{"name": "a", "containerPort": 80}]}
+    assert "/containers/0/endpoints/0/containerPort" in _paths({**BASE, "containers": [ep]})
+    hc = {**BASE["containers"][0], "healthCheck": {"http": {"endpoint": "nope"}}}
+    assert "/containers/0/healthCheck/http/endpoint" in _paths({**BASE, "containers": [hc]})
+    # not a name at all (it was compared against the names as a set key: a TypeError, 500)
+    hc = {**BASE["containers"][0], "healthCheck": {"tcp": {"endpoint": ["x"]}}}
+    assert "/containers/0/healthCheck/tcp/endpoint" in _paths({**BASE, "containers": [hc]})
+    fixed = [
+        {**BASE["containers"][0], "name": n, "endpoints": [{"name": n, "hostPort": 8080}]}
+        for n in ("a", "b")
+    ]
+    assert "/containers" in _paths({**BASE, "containers": fixed})
+    assert "/id" in _paths(BASE, path_id="/other")
+
+
+def _pod() -> dict[str, Any]:
+    raw = {
+        "id": "/shop/web",
+        "labels": {"team": "shop"},
+        "environment": {"A": "pod", "B": "pod"},
+        "containers": [
+            {
+                "name": "web",
+                "exec": {"command": {"shell": "serve"}},
+                "resources": {"cpus": 0.5, "mem": 64},
+                "environment": {"B": "container"},
+                "endpoints": [{"name": "http-api", "hostPort": 0}],
+                "healthCheck": {"http": {"endpoint": "http-api", "path": "/ok"}},
+                "lifecycle": {"killGracePeriodSeconds": 3},
+            },
+            {
+                "name": "side",
+                "exec": {"command": {"argv": ["sleep", "600"]}},
+                "resources": {"cpus": 0.1, "mem": 16},
+                "labels": {"role": "side"},
+            },
+        ],
+    }
+    return {**normalize_pod(raw), "version": "2026-12-05T10:00:00.000Z"}
+
+
+def test_the_task_group_of_an_instance_is_marathons() -> None:
+    instance = "shop_web.instance-1234"
+    scalar = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}, "role": "*"}]
+    port = {
+        "name": "ports",
+        "type": "RANGES",
+        "ranges": {"range": [{"begin": 31005, "end": 31005}]},
+    }
+    executor, tasks = build_task_group(
+        _pod(),
+        instance,
+        "fw-1",
+        "agent-1",
+        "host-a",
+        [*scalar, port],
+        {"web": scalar, "side": scalar},
+        {"http-api": 31005},
+    )
+    assert executor["type"] == "DEFAULT"
+    assert executor["executor_id"] == {"value": "instance-shop_web.1234"}
+    assert executor["framework_id"] == {"value": "fw-1"}
+    assert executor["resources"] == [*scalar, port]
+    assert executor["labels"] == {"labels": [{"key": "team", "value": "shop"}]}
+    web, side = tasks
+    assert web["task_id"] == {"value": f"{instance}.web"} and web["name"] == "web"
+    assert side["task_id"] == {"value": f"{instance}.side"}
+    assert web["agent_id"] == {"value": "agent-1"} and web["resources"] == scalar
+    assert "executor" not in web
+    assert web["command"]["shell"] is True and web["command"]["value"] == "serve"
+    assert side["command"]["shell"] is False
+    assert side["command"]["arguments"] == ["sleep", "600"]
+    env = {v["name"]: v["value"] for v in web["command"]["environment"]["variables"]}
+    assert env["A"] == "pod" and env["B"] == "container"  # the container's wins
+    assert env["HOST"] == "host-a"
+    assert env["MESOS_TASK_ID"] == f"{instance}.web"
+    assert env["MARATHON_APP_ID"] == "/shop/web"
+    assert env["MARATHON_APP_VERSION"] == "2026-12-05T10:00:00.000Z"
+    assert env["MARATHON_CONTAINER_ID"] == "web"
+    assert env["ENDPOINT_HTTP_API"] == "31005"
+    assert env["MARATHON_APP_LABEL_TEAM"] == "shop"
+    assert web["health_check"]["type"] == "HTTP"
+    assert web["health_check"]["http"] == {"port": 31005, "path": "/ok", "scheme": "http"}
+    assert web["kill_policy"] == {"grace_period": {"nanoseconds": 3_000_000_000}}
+    assert side["labels"] == {"labels": [{"key": "role", "value": "side"}]}
+    assert "health_check" not in side

@@ -1,0 +1,207 @@
+"""The pod state machine (butte/frameworks/marathon/pods.py) fed by hand: placement on
+offers as LAUNCH_GROUPs, status and deployments, failure replacement with backoff, restart
+on a definition change, deletion, and a restore from its own records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from butte.frameworks.marathon.model import Kill, LaunchGroup, Reconcile
+from butte.frameworks.marathon.planner import ApiError
+from butte.frameworks.marathon.pods import PodManager
+from butte.frameworks.marathon.pods_def import normalize_pod
+
+RAW = {
+    "id": "/db",
+    "containers": [
+        {
+            "name": "a",
+            "exec": {"command": {"shell": "sleep 600"}},
+            "resources": {"cpus": 0.5, "mem": 64},
+            "endpoints": [{"name": "p", "hostPort": 0}],
+        },
+        {
+            "name": "b",
+            "exec": {"command": {"shell": "sleep 600"}},
+            "resources": {"cpus": 0.5, "mem": 64},
+        },
+    ],
+}
+
+
+def _offer(n: int, cpus: float = 4.0, mem: float = 1024.0) -> dict[str, Any]:
+    return {
+        "id": {"value": f"o{n}"},
+        "agent_id": {"value": "ag"},
+        "hostname": "h",
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}, "role": "*"},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": mem}, "role": "*"},
+            {"name": "disk", "type": "SCALAR", "scalar": {"value": 1000.0}, "role": "*"},
+            {
+                "name": "ports",
+                "type": "RANGES",
+                "ranges": {"range": [{"begin": 31000, "end": 31010}]},
+            },
+        ],
+    }
+
+
+def _status(task_id: str, state: str) -> dict[str, Any]:
+    return {"task_id": {"value": task_id}, "state": state, "agent_id": {"value": "ag"}}
+
+
+def _manager(instances: int = 1) -> PodManager:
+    m = PodManager()
+    m.subscribed("fw")
+    m.create(normalize_pod({**RAW, "scaling": {"instances": instances}}), 0.0, m.new_version(0.0))
+    m.tick(0.0)
+    return m
+
+
+def _launch(m: PodManager, now: float, offer: int = 1) -> list[tuple[dict[str, Any], list]]:
+    rest = m.offers([_offer(offer)], now)
+    assert rest == []
+    (effect,) = [e for e in m.take_effects() if isinstance(e, LaunchGroup)]
+    return effect.groups
+
+
+def _run(m: PodManager, now: float) -> None:
+    for inst in list(m.instances.values()):
+        for t in inst.tasks.values():
+            if t["state"] == "TASK_STAGING":
+                assert m.status(_status(t["task_id"], "TASK_RUNNING"), now)
+
+
+def test_an_instance_is_placed_as_one_task_group_and_the_pod_gets_stable() -> None:
+    m = _manager()
+    assert m.demand(0.0)
+    (dep,) = m.deployments.values()
+    assert dep.json()["currentActions"][0] == {
+        "action": "StartPod",
+        "pod": "/db",
+        "readinessCheckResults": [],
+    }
+    ((executor, tasks),) = _launch(m, 1.0)
+    assert executor["type"] == "DEFAULT"
+    cpus = [r["scalar"]["value"] for r in executor["resources"] if r["name"] == "cpus"]
+    assert cpus == [0.1]
+    (ports,) = [r for r in executor["resources"] if r["name"] == "ports"]
+    assert [t["name"] for t in tasks] == ["a", "b"]
+    assert [r["scalar"]["value"] for r in tasks[0]["resources"] if r["name"] == "cpus"] == [0.5]
+    m.tick(1.0)
+    assert not m.demand(1.0)
+    assert m.status_json("/db", 1.0)["status"] == "DEPLOYING"
+    _run(m, 2.0)
+    m.tick(2.0)
+    assert not m.deployments
+    status = m.status_json("/db", 2.0)
+    assert status["status"] == "STABLE"
+    (inst,) = status["instances"]
+    port = ports["ranges"]["range"][0]["begin"]
+    assert inst["containers"][0]["endpoints"] == [{"name": "p", "allocatedHostPort": port}]
+    assert inst["specReference"].startswith("/v2/pods/db::versions/")
+    assert not m.status(_status("someone-else", "TASK_RUNNING"), 2.0)
+
+
+def test_an_offer_too_small_is_left_for_the_planner() -> None:
+    m = _manager()
+    small = _offer(1, cpus=1.0)  # 0.1 + 0.5 + 0.5 does not fit
+    assert m.offers([small], 1.0) == [small]
+    assert not m.instances and m.demand(1.0)
+
+
+def test_a_failed_member_ends_the_instance_which_is_replaced_after_the_backoff() -> None:
+    m = _manager()
+    _launch(m, 1.0)
+    _run(m, 1.5)
+    m.tick(1.5)
+    (inst,) = m.instances.values()
+    a, b = (t["task_id"] for t in inst.tasks.values())
+    m.take_effects()
+    m.status(_status(a, "TASK_FAILED"), 2.0)
+    kills = [e for e in m.take_effects() if isinstance(e, Kill)]
+    assert [k.task_id for k in kills] == [b]  # the rest of the group goes too
+    m.tick(2.0)
+    assert m.status_json("/db", 2.0)["status"] == "DEGRADED"
+    m.status(_status(b, "TASK_KILLED"), 2.1)
+    assert not m.instances  # gone once every member ended
+    m.tick(2.1)
+    assert m.wanted == {"/db": 1}
+    assert not m.demand(2.5)  # backed off for 1 s
+    assert m.offers([_offer(2)], 2.5) != []
+    assert m.demand(3.2)
+    _launch(m, 3.2, offer=3)
+    assert len(m.instances) == 1
+
+
+def test_a_changed_definition_replaces_the_instances_a_scale_keeps_them() -> None:
+    m = _manager()
+    _launch(m, 1.0)
+    _run(m, 1.0)
+    m.tick(1.0)
+    (first,) = m.instances
+    scaled = normalize_pod({**RAW, "scaling": {"instances": 2}})
+    d, created = m.update(scaled, 2.0, m.new_version(2.0), force=False)
+    assert d.action == "ScalePod" and not created
+    m.tick(2.0)
+    assert not [e for e in m.take_effects() if isinstance(e, Kill)]
+    assert m.wanted == {"/db": 1}
+    _launch(m, 2.0, offer=2)
+    _run(m, 2.0)
+    m.tick(2.0)
+    assert not m.deployments
+    changed = normalize_pod({**RAW, "environment": {"X": "1"}, "scaling": {"instances": 2}})
+    d, _ = m.update(changed, 3.0, m.new_version(3.0), force=False)
+    assert d.action == "RestartPod"
+    with pytest.raises(ApiError) as e:  # locked by that deployment
+        m.update(changed, 3.0, m.new_version(3.0), force=False)
+    assert e.value.status == 409
+    m.tick(3.0)
+    killed = {k.task_id for k in m.take_effects() if isinstance(k, Kill)}
+    assert len(killed) == 4 and all(i.killing for i in m.instances.values())
+    assert m.wanted == {"/db": 2}
+    assert first in m.instances
+
+
+def test_create_twice_is_409_delete_unknown_is_404_and_delete_kills_everything() -> None:
+    m = _manager()
+    with pytest.raises(ApiError) as e:
+        m.create(normalize_pod(RAW), 0.0, m.new_version(0.0))
+    assert e.value.status == 409
+    with pytest.raises(ApiError) as e:
+        m.delete("/nope", 0.0, m.new_version(0.0), force=False)
+    assert e.value.status == 404
+    _launch(m, 1.0)
+    _run(m, 1.0)
+    m.tick(1.0)
+    m.take_effects()
+    d = m.delete("/db", 2.0, m.new_version(2.0), force=False)
+    assert d.action == "StopPod" and "/db" not in m.pods
+    m.tick(2.0)
+    kills = [e for e in m.take_effects() if isinstance(e, Kill)]
+    assert len(kills) == 2
+    for k in kills:
+        m.status(_status(k.task_id, "TASK_KILLED"), 2.5)
+    m.tick(2.5)
+    assert not m.instances and not m.deployments and "/db" not in m.versions
+
+
+def test_the_stored_records_restore_the_same_state_and_are_reconciled() -> None:
+    m = _manager(instances=2)
+    _launch(m, 1.0)
+    _run(m, 1.0)
+    records = [(k, key, v) for k, key, v in m.take_dirty() if v is not None]
+    assert {k for k, _, _ in records} == {"pod", "podver", "podinstance", "poddeployment"}
+    again = PodManager()
+    again.restore([("meta", "framework_id", "fw"), *records])
+    assert again.pods == m.pods and set(again.instances) == set(m.instances)
+    assert set(again.by_task) == set(m.by_task)
+    assert set(again.deployments) == set(m.deployments)
+    again.subscribed("fw")
+    (reconcile,) = [e for e in again.take_effects() if isinstance(e, Reconcile)]
+    assert {t for t, _ in reconcile.tasks} == set(m.by_task)
+    again.tick(2.0)
+    assert again.wanted == {}
