@@ -277,11 +277,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--reconfiguration_policy",
         type=reconfiguration_policy,
         default="equal",
-        help="what may change in hostname, port, --resources and --attributes across a "
-        "restart that recovers the agent: 'equal' (Mesos' default: nothing) or 'additive' "
-        "(new resources and attributes, more of a resource, wider ranges and sets; "
-        "hostname, port and the values of existing TEXT and SCALAR attributes stay). The "
-        "agent refuses to start on any other change",
+        help="what may change in hostname, port, --domain, --resources and --attributes "
+        "across a restart that recovers the agent: 'equal' (Mesos' default: nothing) or "
+        "'additive' (new resources and attributes, more of a resource, wider ranges and "
+        "sets, a --domain where there was none; hostname, port, a domain given before and "
+        "the values of existing TEXT and SCALAR attributes stay). The agent refuses to "
+        "start on any other change",
     )
     add(
         "--executor_reregistration_timeout",
@@ -357,7 +358,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=True,
-        help="accepted for Mesos compatibility; the command executor always uses HTTP",
+        help="true only, as accepted for Mesos compatibility: the command executor always "
+        "speaks the v1 HTTP executor API (false, Mesos' driver-based executor, is refused)",
     )
     add_isolation_flags(parser)
     add_auth_flags(parser)

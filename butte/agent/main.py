@@ -147,6 +147,15 @@ def run(args: argparse.Namespace) -> int:
     if args.http_header_timeout <= 0:
         print("agent: --http_header_timeout must be > 0", file=sys.stderr)
         return 2
+    if not args.http_command_executor:
+        # Mesos' false runs the driver-based (libprocess) command executor, which butte
+        # does not have: refused rather than silently running the HTTP one.
+        print(
+            "agent: --http_command_executor=false is not supported: the command executor "
+            "speaks only the v1 HTTP executor API (docs/protocol.md §2)",
+            file=sys.stderr,
+        )
+        return 2
     if args.container_disk_watermark_interval <= 0:
         print("agent: --container_disk_watch_interval must be > 0", file=sys.stderr)
         return 2

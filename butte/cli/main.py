@@ -110,8 +110,12 @@ def build_parser(
     sub = commands.add_parser("version", help="print the version", formatter_class=_Formatter)
     sub.set_defaults(handler=_print_version)
     ops.add_commands(commands)  # agents, frameworks, tasks, task, top, teardown, agent ...
-    for sub in commands.choices.values():
-        apply_env_defaults(sub, environ)
+    # Only the subcommand being run takes BUTTE_<FLAG> defaults: a variable one command
+    # accepts (BUTTE_OUTPUT=json for `tasks`) may be a value another refuses (`top` has no
+    # json output), and that must not stop every command.
+    for name, sub in commands.choices.items():
+        if name == selected:
+            apply_env_defaults(sub, environ)
     # `butte completion` prints the script of this whole parser (butte.cli.completion).
     commands.choices["completion"].set_defaults(root_parser=parser)
     return parser
