@@ -307,11 +307,11 @@ def termination_json(container: NestedContainer) -> bytes:
 
 def parse_command(command: Any, container: dict[str, Any] | None) -> Command:
     """A launch call's CommandInfo and ContainerInfo as a `Command`; NestedError (400) for
-    what butte does not do in a nested container."""
+    what butte does not do in a nested or standalone container."""
     if command is None or (command.value is None and not command.arguments):
         raise NestedError(400, "Expecting 'command' with a 'value'")
     if command.uris:
-        raise NestedError(400, "URIs are not fetched for nested containers")
+        raise NestedError(400, "URIs are not fetched for nested or standalone containers")
     env: dict[str, str] = {}
     for var in command.environment.variables if command.environment else []:
         if var.type != "VALUE" or var.value is None:
@@ -335,12 +335,16 @@ def _parse_container(container: dict[str, Any]) -> tuple[bool, tuple[int, int] |
         raise NestedError(400, "'container' must be an object")
     kind = container.get("type", "MESOS")
     if kind != "MESOS":
-        raise NestedError(400, f"nested containers of type {str(kind)[:20]} are not supported")
+        raise NestedError(
+            400,
+            f"containers of type {str(kind)[:20]} are not supported here: nested and "
+            "standalone containers are MESOS ones",
+        )
     unsupported = sorted(set(container) - {"type", "tty_info", "mesos"})
     mesos = container.get("mesos")
     if unsupported or (mesos is not None and mesos != {}):
         what = ", ".join(unsupported) or "mesos.image"
-        raise NestedError(400, f"not supported in a nested container: {what}")
+        raise NestedError(400, f"not supported in a nested or standalone container: {what}")
     tty_info = container.get("tty_info")
     if tty_info is None:
         return False, None

@@ -579,9 +579,9 @@ def input_action(io: ProcessIO) -> tuple[str, Any]:
 
 def standalone_resources(raw: list[Any]) -> tuple[tuple[str, float], ...]:
     """The scalar totals of a standalone container's ``resources``; NestedError (400) for
-    resources that are not valid, and for what Mesos' agent refuses a standalone container
-    (reserved, persistent volumes, revocable) or butte does not enforce for one (anything
-    but `STANDALONE_RESOURCES`)."""
+    resources that are not valid (revocable ones included: butte has none), and for what
+    Mesos' agent refuses a standalone container (reserved, persistent volumes) or butte does
+    not enforce for one (anything but `STANDALONE_RESOURCES`)."""
     try:
         Resources.from_json(raw)
     except (ResourceError, TypeError, ValueError, OverflowError) as e:
@@ -594,8 +594,6 @@ def standalone_resources(raw: list[Any]) -> tuple[tuple[str, float], ...]:
         disk = resource.get("disk")
         if isinstance(disk, dict) and disk.get("persistence") is not None:
             raise NestedError(400, "'launch_container.resources' may not use persistent volumes")
-        if resource.get("revocable") is not None:
-            raise NestedError(400, "'launch_container.resources' must be non-revocable")
         if name not in STANDALONE_RESOURCES or resource.get("type") != "SCALAR":
             raise NestedError(
                 400,

@@ -523,12 +523,24 @@ def validate_role(role: str, *, allow_star: bool = True) -> str | None:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+# Fields of Mesos' Resource that butte does not implement: refused, never read as plain
+# resources (a shared volume would otherwise be made unshared, a revocable cpu a firm one).
+_UNSUPPORTED_FIELDS = (
+    ("revocable", "revocable resources are not supported (butte offers none)"),
+    ("shared", "shared resources are not supported"),
+    ("provider_id", "resources of resource providers are not supported"),
+)
+
+
 def _parse_json_resource(raw: Mapping[str, Any]) -> Resources:
     if not isinstance(raw, Mapping):
         raise ResourceError(f"resource must be a JSON object, got {type(raw).__name__}")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ResourceError("resource is missing its 'name'")
+    for field, why in _UNSUPPORTED_FIELDS:
+        if raw.get(field) is not None:
+            raise ResourceError(f"resource '{name}': {why}")
     rtype = raw.get("type")
     stack = _parse_reservations(raw, name)
     disk = _parse_disk(raw.get("disk"), name) if raw.get("disk") is not None else None

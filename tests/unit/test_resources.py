@@ -87,6 +87,24 @@ def test_bad_json_resources_are_rejected(bad):
         Resources.from_json([bad])
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("revocable", {}, "revocable resources are not supported"),
+        ("shared", {}, "shared resources are not supported"),
+        ("provider_id", {"value": "csi"}, "resource providers are not supported"),
+    ],
+)
+def test_resource_fields_butte_lacks_are_refused_not_dropped(field, value, message):
+    # Read as plain resources they would be quietly something else (an unshared volume, a
+    # firm cpu): refused, as every unimplemented field.
+    volume = {"persistence": {"id": "v"}, "volume": {"container_path": "v", "mode": "RW"}}
+    resource = {"name": "disk", "type": "SCALAR", "scalar": {"value": 1}, "disk": volume}
+    with pytest.raises(ResourceError, match=message):
+        Resources.from_json([{**resource, field: value}])
+    assert Resources.from_json([{**resource, field: None}])  # null: the field is absent
+
+
 def test_allocatable_to_includes_ancestor_reservations():
     r = parse_resources("cpus:1;cpus(eng):2;cpus(eng/web):4;cpus(ops):8")
     assert r.allocatable_to("eng/web").scalar("cpus") == 7

@@ -94,7 +94,7 @@ def test_resources_are_summed_per_name() -> None:
     [
         ([scalar("cpus", 1, role="web")], "must be unreserved"),
         ([scalar("cpus", 1, reservations=[{"type": "STATIC", "role": "a"}])], "unreserved"),
-        ([scalar("cpus", 1, revocable={})], "non-revocable"),
+        ([scalar("cpus", 1, revocable={})], "revocable resources are not supported"),
         (
             [scalar("disk", 1, disk={"persistence": {"id": "p"}, "volume": VOLUME})],
             "persistent volumes",
