@@ -27,10 +27,11 @@ limited by the call's ``resources``), with its sandbox at ``<work_dir>/container
 KILL_CONTAINER, REMOVE_CONTAINER (once it ended), ATTACH_CONTAINER_OUTPUT/INPUT and
 GET_CONTAINERS (``show_standalone``) take it by its id; it survives an agent restart.
 
-Authorization: `ACL_ACTIONS` names the Mesos ACL action of each nested container call;
-those are not checked yet (every caller is allowed). The calls about a container without a
-parent are checked as Mesos' agent checks them, with the caller's principal against
-``--acls`` (`STANDALONE_ACTIONS`, no object: ANY): 403 when refused.
+Authorization, as Mesos' agent checks it, the caller's principal against ``--acls`` (403
+when refused): a nested container call (and an attach to any container) against its
+`ACL_ACTIONS` action, with the user its top-level container's executor runs as for object;
+the other calls about a container without a parent against their `STANDALONE_ACTIONS`
+action (no object: ANY).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from butte.agent.nested import (
     read_from,
     window_size,
 )
+from butte.agent.records import COMMAND
 from butte.core.codec import encode_json
 from butte.core.messages import DecodeError
 from butte.core.operator import OperatorCall, ProcessIO, decode_call
@@ -189,18 +191,48 @@ class NestedApi:
         self.nested = NestedContainers.of(server)
 
     def authorize(self, request: web.Request, call: OperatorCall) -> web.Response | None:
-        """403 when ``--acls`` refuse the caller's principal the call (None: allowed).
-        Calls about a container without a parent are checked against their
-        `STANDALONE_ACTIONS`, as Mesos' agent does; nested container calls are not
-        checked (module docstring)."""
-        action = STANDALONE_ACTIONS.get(call.type)
+        """403 when ``--acls`` refuse the caller's principal the call (None: allowed), as
+        Mesos' agent checks them: a call about a nested container, and an attach to any,
+        against its `ACL_ACTIONS` action, whose object is the user its top-level container's
+        executor runs as (`_executor_user`); the others about a container without a parent
+        against their `STANDALONE_ACTIONS` action (no object: only ANY objects match)."""
         payload = getattr(call, call.type.lower(), None)
         container_id = getattr(payload, "container_id", None)
-        if action is None or container_id is None or container_id.parent is not None:
+        if container_id is None:
             return None
         acls = self.server.options.auth.acls
-        refusal = forbidden(acls, action, request.get("principal"))
+        if container_id.parent is None and call.type in STANDALONE_ACTIONS:
+            action = STANDALONE_ACTIONS[call.type]
+            user = None
+        else:  # a nested container, or attaching to any container
+            action = ACL_ACTIONS.get(call.type)
+            if action is None or acls.unrestricted(action):
+                return None
+            root = container_id
+            while root.parent is not None:
+                root = root.parent
+            user = self._executor_user(root.value)
+        if action is None:
+            return None
+        refusal = forbidden(acls, action, request.get("principal"), user)
         return _text(403, refusal) if refusal is not None else None
+
+    def _executor_user(self, container_id: str) -> str | None:
+        """The user the executor of top-level container ``container_id`` runs as: its
+        CommandInfo's (a command task's own for the command executor), else its framework's
+        (None: no such executor)."""
+        machine = self.server.machine
+        ex = machine.containers.get(container_id) if machine is not None else None
+        if ex is None:
+            return None
+        commands = [ex.info.command]
+        if ex.kind == COMMAND:
+            commands += [t.info.command for t in ex.tasks.values()]
+        for command in commands:
+            if command is not None and command.user:
+                return command.user
+        fw = machine.frameworks.get(ex.framework_id) if machine is not None else None
+        return fw.info.user if fw is not None else None
 
     def may_view_standalone(self, request: web.Request) -> bool:
         """Whether GET_CONTAINERS shows this caller standalone containers
