@@ -1094,11 +1094,7 @@ class NestedContainers:
         killed: list[tuple[Checkpointed, str]] = []
         for item in found:
             record = item.record
-            alive = (
-                record is not None
-                and record.boot_id == boot
-                and _start_time(record.launcher_pid) == record.launcher_start
-            )
+            alive = _launcher_alive(record, boot)
             action = recovery_action(
                 readable=record is not None,
                 launcher_alive=alive,
@@ -1141,11 +1137,7 @@ class NestedContainers:
         counts = {ADOPT: 0, ENDED: 0, FORGET: 0}
         for item in found:
             record = item.record
-            alive = (
-                record is not None
-                and record.boot_id == boot
-                and _start_time(record.launcher_pid) == record.launcher_start
-            )
+            alive = _launcher_alive(record, boot)
             action = recovery_action(
                 readable=record is not None,
                 launcher_alive=alive,
@@ -1345,6 +1337,16 @@ def _remove_checkpoint(directory: str | None) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(paths.nested_info_path(directory))
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _launcher_alive(record: NestedRecord | None, boot: str | None) -> bool:
+    """Whether the launcher a checkpoint ``record`` names still runs: same boot, and its pid
+    still the process that started then (not a reused pid)."""
+    return (
+        record is not None
+        and record.boot_id == boot
+        and _start_time(record.launcher_pid) == record.launcher_start
+    )
 
 
 def _boot_id() -> str | None:

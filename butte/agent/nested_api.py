@@ -201,9 +201,10 @@ class NestedApi:
         if container_id is None:
             return None
         acls = self.server.options.auth.acls
+        action: str | None
+        user: str | None = None
         if container_id.parent is None and call.type in STANDALONE_ACTIONS:
             action = STANDALONE_ACTIONS[call.type]
-            user = None
         else:  # a nested container, or attaching to any container
             action = ACL_ACTIONS.get(call.type)
             if action is None or acls.unrestricted(action):
