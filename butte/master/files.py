@@ -162,7 +162,8 @@ class MasterFiles:
             agent_id = self._agent_of_executor(virtual.group(1), virtual.group(2))
         if agent_id is None:
             raise FilesError(404, f"No file or directory found at path '{path}'")
-        if forwarded.rstrip("/") == daemon_log.AGENT_LOG:  # the agent's log, not a sandbox
+        parts = [p for p in forwarded.split("/") if p not in ("", ".")]
+        if parts[:2] == ["slave", "log"]:  # the agent's log (`/slave//log` too), not a sandbox
             refusal = self._log_refusal(principal)
             if refusal is not None:
                 raise FilesError(403, refusal)
