@@ -370,15 +370,19 @@ def agents_running(cluster: SoakCluster) -> dict[str, list[str]]:
 
 
 def live_processes(directory: Path) -> dict[str, list[int]]:
-    """SOAK_TASK -> pids of live ``sleep`` processes carrying it (started under
-    ``directory``'s agents: their environment names the task)."""
+    """SOAK_TASK -> pids of live ``sleep`` processes carrying it (their environment names the
+    task) that ``directory``'s agents started: those run in a sandbox under ``directory``, so
+    another run's processes on the same machine do not count."""
     found: dict[str, list[int]] = defaultdict(list)
+    root = os.path.realpath(directory) + os.sep
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             cmdline = Path(entry.path, "cmdline").read_bytes().split(b"\0")
             if not cmdline or not cmdline[0].endswith(b"sleep"):
+                continue
+            if not os.readlink(Path(entry.path, "cwd")).startswith(root):
                 continue
             environ = Path(entry.path, "environ").read_bytes().split(b"\0")
             stat = Path(entry.path, "stat").read_text()
