@@ -27,8 +27,8 @@ from butte.frameworks.marathon.appdef import (
 )
 
 # Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``).
-CONTAINER_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
-ENDPOINT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
+# Container and endpoint names: lowercase letters, digits and inner hyphens.
+NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
 DEFAULT_CONTAINER_RESOURCES = {"cpus": 1.0, "mem": 128.0, "disk": 0.0}
 DEFAULT_EXECUTOR_RESOURCES = {"cpus": 0.1, "mem": 32.0, "disk": 10.0}
 DEFAULT_BACKOFF = {"backoff": 1.0, "backoffFactor": 1.15, "maxLaunchDelay": 300.0}
@@ -120,6 +120,18 @@ def _resources(
     return out
 
 
+def _unique_name(errors: _Errors, path: str, name: Any, kind: str, seen: set[str]) -> str:
+    """A container's or endpoint's ``name``, checked (`NAME`, unique among ``seen``, which
+    it joins); "" when it is no name at all."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        errors.add(path, "must be lowercase letters, digits and hyphens")
+        name = ""
+    elif name in seen:
+        errors.add(path, f"{kind} name {name!r} is not unique in the pod")
+    seen.add(name)
+    return name
+
+
 def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dict[str, Any]]:
     if raw is None:
         return []
@@ -132,16 +144,9 @@ def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dic
         if not isinstance(ep, Mapping):
             errors.add(p, "must be an object")
             continue
-        known = frozenset({"name", "containerPort", "hostPort", "protocol", "labels"})
-        known |= frozenset({"networkNames"})
-        _unknown(errors, p, ep, known)
-        name = ep.get("name")
-        if not isinstance(name, str) or not ENDPOINT_NAME.fullmatch(name):
-            errors.add(f"{p}/name", "must be lowercase letters, digits and hyphens")
-            name = ""
-        elif name in seen:
-            errors.add(f"{p}/name", f"endpoint name {name!r} is not unique in the pod")
-        seen.add(name)
+        known = {"name", "containerPort", "hostPort", "protocol", "labels", "networkNames"}
+        _unknown(errors, p, ep, frozenset(known))
+        name = _unique_name(errors, f"{p}/name", ep.get("name"), "endpoint", seen)
         if ep.get("containerPort") is not None:
             errors.add(f"{p}/containerPort", "containerPort is only for container networks")
         _refuse_if(errors, f"{p}/networkNames", ep.get("networkNames"))
@@ -206,13 +211,7 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
     _unknown(errors, path, raw, _CONTAINER_FIELDS)
     for field in ("image", "volumeMounts", "artifacts", "user", "check", "tty", "linuxInfo"):
         _refuse_if(errors, f"{path}/{field}", raw.get(field))
-    name = raw.get("name")
-    if not isinstance(name, str) or not CONTAINER_NAME.fullmatch(name):
-        errors.add(f"{path}/name", "must be lowercase letters, digits and hyphens")
-        name = ""
-    elif name in seen:
-        errors.add(f"{path}/name", f"container name {name!r} is not unique in the pod")
-    seen.add(name)
+    name = _unique_name(errors, f"{path}/name", raw.get("name"), "container", seen)
     exec_ = _object(errors, f"{path}/exec", raw.get("exec"))
     _unknown(errors, f"{path}/exec", exec_, frozenset({"command", "overrideEntrypoint"}))
     _refuse_if(errors, f"{path}/exec/overrideEntrypoint", exec_.get("overrideEntrypoint"))
