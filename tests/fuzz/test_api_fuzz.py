@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import EXAMPLES
+from fuzz_settings import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
