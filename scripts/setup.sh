@@ -101,7 +101,7 @@ spec = importlib.util.find_spec("butte")
 assert spec and spec.origin and os.path.realpath(spec.origin).startswith(root + os.sep)
 import aiohttp, kazoo, msgspec  # noqa: F401  (runtime dependencies)
 if sys.argv[2] == "test":
-    import pytest  # noqa: F401  (test extra)
+    import pytest, xdist  # noqa: F401  (test extra)
     import playwright  # noqa: F401  (test extra: browser tests)
     from pymesos import MesosSchedulerDriver, MesosExecutorDriver, Scheduler  # noqa: F401
     import http_parser.parser  # noqa: F401  (compiled C parser)

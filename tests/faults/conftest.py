@@ -5,8 +5,8 @@
 * ``scheduler``: starts `fault_kit.SchedulerProcess` es in the test's directory and stops them
   afterwards.
 * ``record_fault``: a test hands it the fault's name and its `fault_kit.UpdateCheck`; the
-  terminal summary shows one row per fault: runs, tasks launched, tasks lost, duplicate and
-  missing updates, and whether every run passed.
+  terminal summary (tests/conftest.py) shows one row per fault: runs, tasks launched, tasks
+  lost, duplicate and missing updates, and whether every run passed.
 * After every test, processes left in its directory (executors, tasks) are killed.
 """
 
@@ -14,26 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fault_kit import SchedulerProcess, UpdateCheck, kill_leftovers
-
-
-@dataclass
-class FaultRow:
-    runs: int = 0
-    passed: int = 0
-    launched: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    missing: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-_ROWS: dict[str, FaultRow] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -65,42 +50,17 @@ def _kill_leftovers(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture
 def record_fault(request: pytest.FixtureRequest) -> Callable[..., None]:
     def record(fault: str, check: UpdateCheck, note: str = "") -> None:
-        row = _ROWS.setdefault(fault, FaultRow())
-        row.runs += 1
-        row.launched += check.launched
-        row.lost += len(check.lost)
-        row.duplicates += check.duplicates
-        row.missing += len(check.missing)
-        clean = not (check.lost or check.missing or check.order)
-        row.passed += clean
-        if note and note not in row.notes:
-            row.notes.append(note)
+        # A user property travels with the test's report, from a pytest-xdist worker too, to
+        # the process that prints the table (tests/conftest.py).
+        row = {
+            "fault": fault,
+            "launched": check.launched,
+            "lost": len(check.lost),
+            "duplicates": check.duplicates,
+            "missing": len(check.missing),
+            "clean": not (check.lost or check.missing or check.order),
+            "note": note,
+        }
+        request.node.user_properties.append(("fault_row", row))
 
     return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _ROWS:
-        return
-    header = ("fault", "runs", "launched", "lost", "dup. updates", "missing", "clean runs")
-    rows = [
-        (name, r.runs, r.launched, r.lost, r.duplicates, r.missing, f"{r.passed}/{r.runs}")
-        for name, r in _ROWS.items()
-    ]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
-
-    def line(values: tuple) -> str:
-        cells = [
-            str(v).ljust(w) if i == 0 else str(v).rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    terminalreporter.section("fault injection")
-    terminalreporter.write_line(line(header))
-    terminalreporter.write_line("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        terminalreporter.write_line(line(row))
-    for name, r in _ROWS.items():
-        for note in r.notes:
-            terminalreporter.write_line(f"  {name}: {note}")

@@ -270,6 +270,27 @@ def test_the_frames_of_one_loop_iteration_leave_in_one_write_and_before_a_close(
         (client_frame(0x8, struct.pack("!H", 2000)), 1002),  # unassigned
         (client_frame(0x8, struct.pack("!H", 1000) + b"\xc3\x28"), 1007),  # reason not UTF-8
     ],
+    # Named, not shown: a masked frame's bytes are random, and test ids must be the same in
+    # every process that collects them (pytest-xdist's workers).
+    ids=[
+        "unmasked",
+        "too-big",
+        "reserved-opcode",
+        "lonely-continuation",
+        "unfinished-text",
+        "rsv1",
+        "rsv3",
+        "long-ping",
+        "fragmented-ping",
+        "reserved-control",
+        "text-not-utf8",
+        "fragments-not-utf8",
+        "close-1-byte",
+        "close-1005",
+        "close-999",
+        "close-2000",
+        "close-reason-not-utf8",
+    ],
 )
 def test_protocol_errors_close_the_connection(frame: bytes, code: int) -> None:
     owner = Owner()
