@@ -107,11 +107,15 @@ class VmService:
         return self
 
     def _up(self) -> bool:
+        """Whether the service takes requests: it answers 503 to every change until it has
+        subscribed to the master, and 400 to this bad one after (it creates nothing)."""
         try:
-            self.call("GET", "/api/v1/vms")
-            return True
-        except (OSError, urllib.error.HTTPError):
+            self.call("POST", "/api/v1/vms", [])
+        except urllib.error.HTTPError as e:
+            return e.code == 400
+        except OSError:
             return False
+        return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
