@@ -26,8 +26,8 @@ from butte.frameworks.marathon.appdef import (
     id_errors,
 )
 
-# Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``).
-# Container and endpoint names: lowercase letters, digits and inner hyphens.
+# Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``):
+# lowercase letters, digits and inner hyphens.
 NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9]+)*")
 DEFAULT_CONTAINER_RESOURCES = {"cpus": 1.0, "mem": 128.0, "disk": 0.0}
 DEFAULT_EXECUTOR_RESOURCES = {"cpus": 0.1, "mem": 32.0, "disk": 10.0}
@@ -64,6 +64,9 @@ _POD_FIELDS = frozenset(
         "linuxInfo",
         "legacySharedCgroups",
     }
+)
+_ENDPOINT_FIELDS = frozenset(
+    {"name", "containerPort", "hostPort", "protocol", "labels", "networkNames"}
 )
 _CONTAINER_FIELDS = frozenset(
     {
@@ -144,8 +147,7 @@ def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dic
         if not isinstance(ep, Mapping):
             errors.add(p, "must be an object")
             continue
-        known = {"name", "containerPort", "hostPort", "protocol", "labels", "networkNames"}
-        _unknown(errors, p, ep, frozenset(known))
+        _unknown(errors, p, ep, _ENDPOINT_FIELDS)
         name = _unique_name(errors, f"{p}/name", ep.get("name"), "endpoint", seen)
         if ep.get("containerPort") is not None:
             errors.add(f"{p}/containerPort", "containerPort is only for container networks")
