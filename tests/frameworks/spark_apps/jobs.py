@@ -15,6 +15,8 @@ import time
 
 from pyspark.sql import SparkSession
 
+SLOW_TASKS = 12
+
 
 def inside(_: int) -> int:
     x, y = random.random(), random.random()
@@ -50,10 +52,11 @@ def main() -> None:
     def slow(i: int) -> int:
         # tell the test that tasks are running, then take long enough to be interrupted
         open(os.path.join(markers, f"task-{i}-{os.getpid()}"), "w").close()
-        time.sleep(2)
+        time.sleep(1.5)
         return i
 
-    total = sc.parallelize(range(24), 24).map(slow).sum()
+    # Few enough that the survivor soon runs them all alone (the agent dies at the first).
+    total = sc.parallelize(range(SLOW_TASKS), SLOW_TASKS).map(slow).sum()
     write(out, "survived.json", {"sum": total})
     print(f"survived with sum {total}", flush=True)
     sc.parallelize(range(4), 4).map(lambda i: i // 0).collect()  # aborts the job: exit 1
