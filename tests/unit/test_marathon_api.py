@@ -14,14 +14,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from butte.frameworks.marathon.api import Api
 from butte.frameworks.marathon.model import Launch
 from butte.frameworks.marathon.planner import Planner
+from butte.frameworks.marathon.pods import PodManager
 from tests.unit.test_marathon_planner import offer
+from tests.unit.test_marathon_pod_manager import _offer as pod_offer
 
 
 class Shell:
-    """The service as the routes see it: a planner whose effects are kept, a clock."""
+    """The service as the routes see it: a planner and pods whose effects are kept, a clock."""
 
     def __init__(self) -> None:
         self.planner = Planner(seed=3)
+        self.pods = PodManager()
         self.clock = 1000.0
         self.planner.subscribed("fw-1", self.clock)
         self.effects: list[Any] = []
@@ -48,7 +51,7 @@ class Shell:
 
     async def flush(self) -> None:
         self.planner.take_dirty()
-        self.effects += self.planner.take_effects()
+        self.effects += self.planner.take_effects() + self.pods.take_effects()
 
     def info(self) -> dict[str, Any]:
         return {}
@@ -126,6 +129,24 @@ def test_delete_of_the_root_group_removes_every_app_and_group():
         assert {a["action"] for s in d.steps for a in s} == {"StopApplication"}
         status, body = await call(client, "GET", "/v2/groups")
         assert status == 200 and body["apps"] == [] and body["groups"] == []
+
+    run(test)
+
+
+def test_a_put_of_the_root_group_without_its_slash_changes_and_scales_it():
+    # Marathon's GroupsResource takes PUT /v2/groups as an update of the root (updateRoot).
+    async def test(client: TestClient, shell: Shell) -> None:
+        root = {"apps": [{"id": "top", **APP}], "groups": [{"id": "shop", "apps": []}]}
+        status, body = await call(client, "PUT", "/v2/groups", root)
+        assert status == 200 and set(body) == {"deploymentId", "version"}, body
+        assert set(shell.planner.apps) == {"/top"} and "/shop" in shell.planner.groups
+        status, body = await call(client, "PUT", "/v2/groups?force=true", {"scaleBy": 3})
+        assert status == 200, body
+        assert shell.planner.apps["/top"]["instances"] == 3
+        status, body = await call(client, "PUT", "/v2/groups", ["not", "a", "group"])
+        assert status == 422, body
+        status, _ = await call(client, "PATCH", "/v2/groups", {})
+        assert status == 405
 
     run(test)
 
@@ -363,3 +384,59 @@ def test_a_standby_whose_leader_is_unreachable_answers_502():
                 await service._proxy_session.close()
 
     asyncio.run(main())
+
+
+POD = {
+    "id": "/db",
+    "containers": [
+        {
+            "name": "a",
+            "exec": {"command": {"shell": "sleep 600"}},
+            "resources": {"cpus": 0.5, "mem": 64},
+        }
+    ],
+    "scaling": {"kind": "fixed", "instances": 2},
+}
+
+
+def test_an_app_or_a_group_cannot_take_a_pods_id():
+    # Apps, groups and pods share one tree of ids: an app /db beside a pod /db could be
+    # named by neither's routes alone.
+    async def test(client: TestClient, shell: Shell) -> None:
+        assert (await call(client, "POST", "/v2/pods", POD))[0] == 201
+        for method, path, body in [
+            ("POST", "/v2/apps", {"id": "/db", **APP}),
+            ("PUT", "/v2/apps/db", APP),
+            ("PUT", "/v2/apps", [{"id": "/db", **APP}]),
+            ("PUT", "/v2/groups", {"apps": [{"id": "db", **APP}]}),
+        ]:
+            status, answer = await call(client, method, path, body)
+            assert status == 409, (method, path, answer)
+            assert answer["message"] == "A pod with id [/db] already exists.", answer
+        status, answer = await call(client, "POST", "/v2/groups", {"id": "/db"})
+        assert status == 409, answer
+        assert shell.planner.apps == {} and shell.planner.groups == {}
+        assert (await call(client, "POST", "/v2/apps", {"id": "/db2", **APP}))[0] == 201
+
+    run(test)
+
+
+def test_pod_instances_are_killed_by_a_list_all_or_none():
+    async def test(client: TestClient, shell: Shell) -> None:
+        assert (await call(client, "POST", "/v2/pods", POD))[0] == 201
+        shell.pods.subscribed("fw-1")
+        shell.pods.tick(shell.now())
+        shell.pods.offers([pod_offer(1), pod_offer(2)], shell.now())
+        one, two = sorted(shell.pods.instances)
+        path = "/v2/pods/db::instances"
+        status, answer = await call(client, "DELETE", path, [one, "db.instance-nope"])
+        assert status == 404 and "'db.instance-nope'" in answer["message"], answer
+        assert not any(i.killing for i in shell.pods.instances.values())
+        for bad in ({"ids": [one]}, [one, 7]):
+            assert (await call(client, "DELETE", path, bad))[0] == 422
+        status, answer = await call(client, "DELETE", path, [two, one, two])
+        assert status == 200 and [i["id"] for i in answer] == [two, one], answer
+        assert all(shell.pods.instances[i].killing for i in (one, two))
+        assert (await call(client, "GET", path))[0] == 405
+
+    run(test)

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
@@ -31,7 +31,7 @@ from butte.frameworks.marathon.appdef import (
     normalize_app,
     render_app,
 )
-from butte.frameworks.marathon.model import is_task_id, iso
+from butte.frameworks.marathon.model import Deployment, is_task_id, iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.pods import PodManager
 from butte.frameworks.marathon.pods_api import PodRoutes
@@ -339,7 +339,7 @@ class Api:
                 self.planner.groups
             ):
                 raise ApiError(409, {"message": f"A group with id [{spec['id']}] exists."})
-            self.planner.deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
+            self._deploy({spec["id"]: spec}, now, force=_flag(request, "force"))
             self._api_post(request, spec["id"], now)
             await self.service.flush()
             created = self.planner.app_json(spec["id"], set())
@@ -352,10 +352,21 @@ class Api:
             for raw in body:
                 spec = self._updated(raw, None, request)
                 changes[spec["id"]] = spec
-            d = self.planner.deploy(changes, now, force=_flag(request, "force"))
+            d = self._deploy(changes, now, force=_flag(request, "force"))
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT", "PATCH"])
+
+    def _deploy(
+        self, changes: Mapping[str, dict[str, Any] | None], now: float, **options: Any
+    ) -> Deployment:
+        """``planner.deploy``, after refusing an app that would take a pod's id (apps and
+        pods share Marathon's one tree of ids; the pod side checks the other way)."""
+        for app_id, spec in changes.items():
+            if spec is not None and app_id not in self.planner.apps:
+                if app_id in self.service.pods.pods:
+                    raise ApiError(409, {"message": f"A pod with id [{app_id}] already exists."})
+        return self.planner.deploy(changes, now, **options)
 
     def _api_post(self, request: web.Request, app_id: str, now: float) -> None:
         """``api_post_event`` for the app this request created or updated, with what
@@ -396,7 +407,7 @@ class Api:
             return await self._app(request, app_id)
         if rest[0] == "restart" and len(rest) == 1 and request.method == "POST":
             spec = self._existing(app_id)
-            d = self.planner.deploy(
+            d = self._deploy(
                 {app_id: spec}, self.service.now(), force=_flag(request, "force"), restart=[app_id]
             )
             await self.service.flush()
@@ -437,13 +448,13 @@ class Api:
                     raise ApiError(404, {"message": f"App '{app_id}' does not exist"})
             else:
                 spec = self._updated(body, app_id, request)
-            d = self.planner.deploy({app_id: spec}, now, force=force)
+            d = self._deploy({app_id: spec}, now, force=force)
             self._api_post(request, app_id, now)
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version}, 201 if created else 200)
         if request.method == "DELETE":
             self._existing(app_id)
-            d = self.planner.deploy({app_id: None}, now, force=force)
+            d = self._deploy({app_id: None}, now, force=force)
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "PATCH", "DELETE"])
@@ -487,7 +498,7 @@ class Api:
             spec["instances"] = max(0, spec["instances"] - len(ids))
             changes[app_id] = spec
         kill = [t for ids in by_app.values() for t in ids]
-        return self.planner.deploy(
+        return self._deploy(
             changes, self.service.now(), force=_flag(request, "force"), kill_tasks=kill
         )
 
@@ -639,24 +650,38 @@ class Api:
             if not isinstance(body, dict) or not isinstance(body.get("id"), str):
                 raise Invalid([{"path": "/id", "errors": ["a group needs an id"]}])
             group_id = canonical_id(body["id"])
-            if self.group_json(group_id) is not None or group_id in self.planner.apps:
+            taken = self.group_json(group_id) is not None or group_id in self.planner.apps
+            if taken or group_id in self.service.pods.pods:
                 raise ApiError(409, {"message": f"Group {group_id} is already created."})
             errors = id_errors(group_id)
             if errors:  # the same rules as an app's id (a group GET could not name it)
                 raise Invalid([{"path": "/id", "errors": errors}])
             return await self._put_group(request, group_id, body, created=True)
+        if request.method == "PUT":  # Marathon's GroupsResource.updateRoot
+            return await self._update_group(request, "/")
         if request.method == "DELETE":
             return await self._delete_root(request)
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "DELETE"])
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "PUT", "DELETE"])
+
+    async def _update_group(self, request: web.Request, group_id: str) -> web.StreamResponse:
+        """``PUT /v2/groups[/{id}]``: scale the group (``scaleBy``), roll it back to a
+        version (a body of ``version`` alone), or create or change it."""
+        body = await _body(request)
+        if not isinstance(body, dict):
+            raise Invalid([{"path": "/", "errors": ["a group must be a JSON object"]}])
+        if "scaleBy" in body:
+            return await self._scale_group(request, group_id, body["scaleBy"])
+        if set(body) <= {"version", "id"} and "version" in body:
+            return await self._rollback_group(request, group_id, body["version"])
+        created = self.group_json(group_id) is None
+        return await self._put_group(request, group_id, body, created=created)
 
     async def _delete_root(self, request: web.Request) -> web.StreamResponse:
         """``DELETE /v2/groups``: every app and group goes, as one deployment (Marathon's
         GroupsResource.delete of the root)."""
         changes: dict[str, dict[str, Any] | None] = {a: None for a in self.planner.apps}
         groups: dict[str, dict[str, Any] | None] = {g: None for g in self.planner.groups}
-        d = self.planner.deploy(
-            changes, self.service.now(), force=_flag(request, "force"), groups=groups
-        )
+        d = self._deploy(changes, self.service.now(), force=_flag(request, "force"), groups=groups)
         await self.service.flush()
         return _json({"deploymentId": d.id, "version": d.version})
 
@@ -683,22 +708,14 @@ class Api:
                 raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
             return _json(group)
         if request.method == "PUT":
-            body = await _body(request)
-            if not isinstance(body, dict):
-                raise Invalid([{"path": "/", "errors": ["a group must be a JSON object"]}])
-            if "scaleBy" in body:
-                return await self._scale_group(request, group_id, body["scaleBy"])
-            if set(body) <= {"version", "id"} and "version" in body:
-                return await self._rollback_group(request, group_id, body["version"])
-            created = self.group_json(group_id) is None
-            return await self._put_group(request, group_id, body, created=created)
+            return await self._update_group(request, group_id)
         if request.method == "DELETE":
             if group_id == "/":
                 return await self._delete_root(request)
             if self.group_json(group_id) is None:
                 raise ApiError(404, {"message": f"Group '{group_id}' does not exist"})
             changes = {a: None for a in self.planner.apps if _under(a, group_id)}
-            d = self.planner.deploy(
+            d = self._deploy(
                 changes, self.service.now(), force=_flag(request, "force"), groups={group_id: None}
             )
             await self.service.flush()
@@ -733,9 +750,7 @@ class Api:
             for app_id in self.planner.apps:
                 if _under(app_id, group_id) and app_id not in specs:
                     changes[app_id] = None
-        d = self.planner.deploy(
-            changes, self.service.now(), force=_flag(request, "force"), groups=groups
-        )
+        d = self._deploy(changes, self.service.now(), force=_flag(request, "force"), groups=groups)
         await self.service.flush()
         return _json({"deploymentId": d.id, "version": d.version}, 201 if created else 200)
 
@@ -758,7 +773,7 @@ class Api:
                 if new["instances"] > 100_000:
                     raise Invalid([{"path": "/scaleBy", "errors": ["too many instances"]}])
                 changes[app_id] = new
-        d = self.planner.deploy(changes, self.service.now(), force=_flag(request, "force"))
+        d = self._deploy(changes, self.service.now(), force=_flag(request, "force"))
         await self.service.flush()
         return _json({"deploymentId": d.id, "version": d.version})
 
@@ -774,7 +789,7 @@ class Api:
         for spec in snapshot["apps"]:
             changes[spec["id"]] = spec
         group = {"id": group_id, "dependencies": snapshot.get("dependencies", [])}
-        d = self.planner.deploy(
+        d = self._deploy(
             changes, self.service.now(), force=_flag(request, "force"), groups={group_id: group}
         )
         await self.service.flush()

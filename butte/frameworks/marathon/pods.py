@@ -4,7 +4,7 @@
 A pod instance is one task group launched with LAUNCH_GROUP under the DEFAULT executor on
 one agent. `PodManager` holds the pods (definitions and their versions), their instances
 and their deployments, and is fed as the planner is: API changes (`create`, `update`,
-`delete`, `kill_instance`), scheduler events (`subscribed`, `offers`, `status`) and `tick`.
+`delete`, `kill_instances`), scheduler events (`subscribed`, `offers`, `status`) and `tick`.
 Its decisions come out as effects in ``outbox`` and the records it changed in ``dirty``; the
 shell (main.py) stores those before it carries the effects out, as it does the planner's.
 
@@ -270,14 +270,20 @@ class PodManager:
         self.wanted.pop(pod_id, None)
         return d
 
-    def kill_instance(self, pod_id: str, instance_id: str, now: float) -> PodInstance:
-        """DELETE /v2/pods/{id}::instances/{instance}: kills it; the pod replaces it."""
-        inst = self.instances.get(instance_id)
-        if inst is None or inst.pod_id != pod_id:
-            message = f"Instance '{instance_id}' of pod '{pod_id}' not found"
-            raise ApiError(404, {"message": message})
-        self._kill(inst, now)
-        return inst
+    def kill_instances(
+        self, pod_id: str, instance_ids: Iterable[str], now: float
+    ) -> list[PodInstance]:
+        """DELETE /v2/pods/{id}::instances[/{instance}]: kills them; the pod replaces them.
+        All or none: one id that is not an instance of the pod is a 404 and kills nothing."""
+        ids = list(dict.fromkeys(instance_ids))  # a Set in Marathon: once each
+        missing = [i for i in ids if i not in self.instances or self.instances[i].pod_id != pod_id]
+        if missing:
+            names = ", ".join(f"'{i}'" for i in missing)
+            raise ApiError(404, {"message": f"Instance {names} of pod '{pod_id}' not found"})
+        killed = [self.instances[i] for i in ids]
+        for inst in killed:
+            self._kill(inst, now)
+        return killed
 
     # -- scheduler events ------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def _not_found(pod_id: str) -> ApiError:
 
 
 class PodRoutes:
-    """``/v2/pods`` and ``/v2/pods/{id}[::status|::versions[/v]|::instances/{id}]``."""
+    """``/v2/pods`` and ``/v2/pods/{id}[::status|::versions[/v]|::instances[/{id}]]``."""
 
     def __init__(self, service: PodShell, body: Any) -> None:
         self.service = service
@@ -114,10 +114,19 @@ class PodRoutes:
             return _json(version)
         if action.startswith("instances/"):
             self._only(request, "DELETE")
-            inst = self.pods.kill_instance(pod_id, action[len("instances/") :], now)
+            (inst,) = self.pods.kill_instances(pod_id, [action[len("instances/") :]], now)
             rendered = self.pods.instance_json(inst, self.pods.pods[pod_id])
             await self.service.flush()
             return _json(rendered)
+        if action == "instances":  # a JSON list of instance ids in the body
+            self._only(request, "DELETE")
+            ids = await self._body(request)
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ApiError(422, {"message": "expected a JSON list of instance ids"})
+            killed = self.pods.kill_instances(pod_id, ids, now)
+            pod = self.pods.pods[pod_id]
+            await self.service.flush()
+            return _json([self.pods.instance_json(inst, pod) for inst in killed])
         raise ApiError(404, {"message": f"no such resource: /v2/pods/{tail}"})
 
     @staticmethod
