@@ -428,6 +428,51 @@ def test_api_post_event_names_the_client_and_the_request(env: Env):
     assert len(posts() or []) == 2  # a delete posts none, as in Marathon
 
 
+def test_pod_events_reach_the_clients_event_stream(env: Env):
+    # The client has no pod calls, but its event stream knows pod_created_event,
+    # pod_updated_event, pod_deleted_event and instance_changed_event (a type it did not
+    # know would end its stream with MarathonError).
+    pod = {
+        "id": "/evented",
+        "containers": [
+            {
+                "name": "main",
+                "exec": {"command": {"shell": SLEEP}},
+                "resources": {"cpus": 0.02, "mem": 16},
+            }
+        ],
+    }
+    assert env.m.request("POST", "/v2/pods", pod)[0] == 201
+    scaled = {**pod, "scaling": {"kind": "fixed", "instances": 2}}
+    assert env.m.request("PUT", "/v2/pods/evented?force=true", scaled)[0] == 200
+
+    def changes(condition: str) -> list | None:
+        found = [
+            e
+            for e in list(env.events)
+            if e.event_type == "instance_changed_event"
+            and e.run_spec_id == "/evented"
+            and e.condition == condition
+        ]
+        return found if len(found) >= 2 else None
+
+    running = env.wait(lambda: changes("Running"), what="two pod instances Running")
+    assert {e.instance_id for e in running} == {
+        i["id"] for i in env.m.get("/v2/pods/evented::status")["instances"]
+    }
+    assert env.m.request("DELETE", "/v2/pods/evented?force=true")[0] == 202
+    killed = env.wait(lambda: changes("Killed"), what="both instances Killed")
+    assert {e.instance_id for e in killed} == {e.instance_id for e in running}
+    pod_events = [
+        (e.event_type, e.client_ip, e.uri) for e in list(env.events) if "pod_" in e.event_type
+    ]
+    assert pod_events == [
+        ("pod_created_event", "127.0.0.1", "/v2/pods"),
+        ("pod_updated_event", "127.0.0.1", "/v2/pods/evented"),
+        ("pod_deleted_event", "127.0.0.1", "/v2/pods/evented"),
+    ]
+
+
 def test_validation(env: Env):
     m, c = env.m, env.client
     before = m.get("/v2/apps")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from butte.frameworks.marathon.model import Kill, LaunchGroup, Reconcile
+from butte.frameworks.marathon.model import Kill, LaunchGroup, Publish, Reconcile
 from butte.frameworks.marathon.planner import ApiError
 from butte.frameworks.marathon.pods import PodManager
 from butte.frameworks.marathon.pods_def import normalize_pod
@@ -135,6 +135,45 @@ def test_a_failed_member_ends_the_instance_which_is_replaced_after_the_backoff()
     assert m.demand(3.2)
     _launch(m, 3.2, offer=3)
     assert len(m.instances) == 1
+
+
+def test_an_instance_changed_event_follows_the_condition_of_the_whole_instance() -> None:
+    m = _manager()
+    _launch(m, 1.0)
+    (inst,) = m.instances.values()
+    a, b = (t["task_id"] for t in inst.tasks.values())
+    m.take_effects()
+
+    def conditions() -> list[str]:
+        events = [e.event for e in m.take_effects() if isinstance(e, Publish)]
+        assert all(e["eventType"] == "instance_changed_event" for e in events)
+        assert all(e["instanceId"] == inst.instance_id for e in events)
+        assert all((e["runSpecId"], e["agentId"]) == ("/db", "ag") for e in events)
+        return [e["condition"] for e in events]
+
+    m.status(_status(a, "TASK_RUNNING"), 1.5)
+    assert conditions() == []  # b still staging: the instance is Staging
+    m.status(_status(b, "TASK_RUNNING"), 1.6)
+    assert conditions() == ["Running"]
+    m.status(_status(b, "TASK_RUNNING"), 1.7)  # a repeated state changes nothing
+    assert conditions() == []
+    m.status(_status(a, "TASK_FAILED"), 2.0)
+    assert conditions() == ["Failed"]
+    m.status(_status(b, "TASK_KILLED"), 2.1)  # one failed member keeps it Failed
+    assert conditions() == []
+
+
+def test_api_events_name_the_kind_client_and_path() -> None:
+    m = PodManager()
+    m.api_event("deleted", "10.0.0.7", "/v2/pods//db", 0.0)
+    (effect,) = m.take_effects()
+    assert isinstance(effect, Publish)
+    assert effect.event == {
+        "eventType": "pod_deleted_event",
+        "timestamp": "1970-01-01T00:00:00.000Z",
+        "clientIp": "10.0.0.7",
+        "uri": "/v2/pods//db",
+    }
 
 
 def test_a_changed_definition_replaces_the_instances_a_scale_keeps_them() -> None:

@@ -33,7 +33,9 @@ from butte.frameworks.marathon.model import (
     Effect,
     Kill,
     LaunchGroup,
+    Publish,
     Reconcile,
+    condition_of,
     iso,
     iso_ms,
 )
@@ -41,6 +43,12 @@ from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError
 from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
 
 POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
+# Marathon's order of an instance's conditions: the first its tasks have is the instance's
+# (one failed member makes it Failed; one member still starting makes it Starting).
+_CONDITION_ORDER = (
+    "Error", "Failed", "Gone", "Dropped", "Unreachable", "Killing", "Starting", "Staging",
+    "Unknown", "Created", "Running", "Finished", "Killed",
+)  # fmt: skip
 # Host ports of dynamic endpoints are picked at random from the offer, as for apps.
 _RNG = random.Random()
 
@@ -72,6 +80,11 @@ class PodInstance:
     @property
     def active(self) -> bool:
         return not self.killing and not self.failed
+
+    def condition(self) -> str:
+        """Marathon's condition of the whole instance, as ``instance_changed_event`` says."""
+        conditions = (condition_of(t["state"]) for t in self.tasks.values())
+        return min(conditions, key=_CONDITION_ORDER.index)
 
     def status(self, pod: Mapping[str, Any] | None) -> str:
         """Marathon's ``PodInstanceState``: PENDING, STAGING, STABLE, DEGRADED, TERMINAL."""
@@ -184,6 +197,14 @@ class PodManager:
     def take_effects(self) -> list[Effect]:
         out, self.outbox = self.outbox, []
         return out
+
+    def _publish(self, event_type: str, now: float, **fields: Any) -> None:
+        self.outbox.append(Publish({"eventType": event_type, "timestamp": iso(now), **fields}))
+
+    def api_event(self, kind: str, client_ip: str, uri: str, now: float) -> None:
+        """Marathon's PodEvent for a request that changed a pod: ``kind`` is ``created``,
+        ``updated`` or ``deleted``; ``uri`` the request's path as sent."""
+        self._publish(f"pod_{kind}_event", now, clientIp=client_ip, uri=uri)
 
     def _add_instance(self, inst: PodInstance) -> None:
         self.instances[inst.instance_id] = inst
@@ -308,8 +329,20 @@ class PodManager:
         task = next(t for t in inst.tasks.values() if t["task_id"] == task_id)
         if state == "TASK_KILLING" and task["state"] == "TASK_KILLING":
             return True
+        before = inst.condition()
         if state != task["state"]:
             task["state"], task["since"] = state, now
+        if inst.condition() != before:
+            self._publish(
+                "instance_changed_event",
+                now,
+                instanceId=inst.instance_id,
+                condition=inst.condition(),
+                runSpecId=inst.pod_id,
+                agentId=inst.agent_id,
+                host=inst.host,
+                runSpecVersion=inst.version,
+            )
         task["message"] = status.get("message", "")
         if status.get("healthy") is not None:
             task["healthy"] = bool(status["healthy"])

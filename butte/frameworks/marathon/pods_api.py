@@ -82,6 +82,7 @@ class PodRoutes:
             if spec["id"] in self.service.planner.apps:
                 raise ApiError(409, {"message": f"An app with id {spec['id']} already exists."})
             d = self.pods.create(spec, now, self.pods.new_version(now))
+            self._event(request, "created", now)
             await self.service.flush()
             headers = {"Location": f"/v2/pods{spec['id']}", DEPLOYMENT_HEADER: d.id}
             return _json(self.pods.pod_json(spec["id"]), 201, headers)
@@ -129,6 +130,10 @@ class PodRoutes:
             return _json([self.pods.instance_json(inst, pod) for inst in killed])
         raise ApiError(404, {"message": f"no such resource: /v2/pods/{tail}"})
 
+    def _event(self, request: web.Request, kind: str, now: float) -> None:
+        # As api_post_event: the peer's address and the path as sent, without the query.
+        self.pods.api_event(kind, request.remote or "", request.rel_url.raw_path, now)
+
     @staticmethod
     def _only(request: web.Request, method: str) -> None:
         if request.method != method:
@@ -144,6 +149,7 @@ class PodRoutes:
             if spec["id"] in self.service.planner.apps:
                 raise ApiError(409, {"message": f"An app with id {spec['id']} already exists."})
             d, created = self.pods.update(spec, now, self.pods.new_version(now), _force(request))
+            self._event(request, "created" if created else "updated", now)
             await self.service.flush()
             headers = {DEPLOYMENT_HEADER: d.id}
             if created:
@@ -151,6 +157,7 @@ class PodRoutes:
             return _json(self.pods.pod_json(pod_id), 201 if created else 200, headers)
         if request.method == "DELETE":
             d = self.pods.delete(pod_id, now, self.pods.new_version(now), _force(request))
+            self._event(request, "deleted", now)
             await self.service.flush()
             return web.Response(status=202, headers={DEPLOYMENT_HEADER: d.id})
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "DELETE"])
