@@ -130,10 +130,6 @@ class Attachment:
             return None
         return forbidden(self.acls, LOG_ACTION, principal)
 
-    def restricted(self) -> bool:
-        """Whether the ACLs may refuse someone (a caller then must be known)."""
-        return not self.acls.unrestricted(LOG_ACTION)
-
 
 _ATTACHED: dict[str, Attachment] = {}
 

@@ -145,23 +145,13 @@ class SandboxFiles:
         return Resolved(attachment.virtual, real, os.stat(real).st_dev, attached=True)
 
     @staticmethod
-    def authorize(raw: str | None, principal: str | None, known: bool = True) -> None:
-        """Raises FileError 403 when ``raw`` is an attached file that ``principal`` may not
-        read (``access_mesos_logs``). ``known`` False: the caller's principal is not known
-        here (the agent's LIST_FILES / READ_FILE), so only ACLs that refuse nobody let it."""
+    def authorize(raw: str | None, principal: str | None) -> None:
+        """Raises FileError 403 when ``raw`` is an attached file that ``principal`` (the
+        caller's, None when unauthenticated) may not read (``access_mesos_logs``)."""
         found = daemon_log.find(raw) if raw else None
         if found is None:
             return
-        attachment = found[0]
-        if not known:
-            if attachment.restricted():
-                raise FileError(
-                    403,
-                    f"Forbidden: {attachment.virtual} is guarded by access_mesos_logs, which "
-                    "this call cannot check here; read it with /files/read",
-                )
-            return
-        refusal = attachment.refusal(principal)
+        refusal = found[0].refusal(principal)
         if refusal is not None:
             raise FileError(403, refusal)
 
@@ -342,23 +332,17 @@ class SandboxFiles:
 
     # -- operator calls ----------------------------------------------------------------------
 
-    def list_files(
-        self, path: str, principal: str | None = None, known: bool = False
-    ) -> dict[str, Any]:
-        """LIST_FILES' answer payload; ``known``: ``principal`` is the caller (`authorize`)."""
-        self.authorize(path, principal, known)
+    def list_files(self, path: str, principal: str | None = None) -> dict[str, Any]:
+        """LIST_FILES' answer payload to the caller ``principal`` (`authorize`; None:
+        unauthenticated)."""
+        self.authorize(path, principal)
         return {"file_infos": self.browse(path, legacy=False)}
 
     def read_file(
-        self,
-        path: str,
-        offset: int,
-        length: int | None,
-        principal: str | None = None,
-        known: bool = False,
+        self, path: str, offset: int, length: int | None, principal: str | None = None
     ) -> dict[str, Any]:
-        """READ_FILE's answer payload (``data`` base64); ``principal`` as in `list_files`."""
-        self.authorize(path, principal, known)
+        """READ_FILE's answer payload (``data`` base64) to the caller ``principal``."""
+        self.authorize(path, principal)
         size, data = self.read(path, offset, length)
         return {"size": size, "data": base64.b64encode(data).decode()}
 

@@ -18,6 +18,7 @@ the first route registered for a path, and these supersede older ``/files`` and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -177,10 +178,13 @@ class AgentOperatorApi:
             refusal = forbidden(self.server.options.auth.acls, action, request.get("principal"))
             if refusal is not None:
                 return _text(403, refusal)
+        caller = _CALLER.set(request.get("principal"))
         try:
             result = await handler(self, call)
         except FileError as e:
             return _text(e.status, e.message)
+        finally:
+            _CALLER.reset(caller)
         if call.type == "GET_CONTAINERS" and not self.nested.may_view_standalone(request):
             # As Mesos: standalone containers only for view_standalone_containers.
             result["containers"] = [
@@ -286,12 +290,12 @@ class AgentOperatorApi:
 
     async def call_list_files(self, call: OperatorCall) -> dict:
         assert call.list_files is not None
-        return self.files.list_files(call.list_files.path)
+        return self.files.list_files(call.list_files.path, _CALLER.get())
 
     async def call_read_file(self, call: OperatorCall) -> dict:
         payload = call.read_file
         assert payload is not None
-        return self.files.read_file(payload.path, payload.offset, payload.length)
+        return self.files.read_file(payload.path, payload.offset, payload.length, _CALLER.get())
 
     async def call_get_agent(self, call: OperatorCall) -> dict:
         return {"agent_info": to_builtins(self.core.agent_info())}
@@ -621,6 +625,11 @@ class AgentOperatorApi:
 
 
 CallHandler = Callable[[AgentOperatorApi, OperatorCall], Awaitable[Any]]
+
+# The principal of the call being handled (None: unauthenticated), for the handlers whose
+# answer depends on who asks beyond the checks `api` makes (LIST_FILES / READ_FILE of the
+# agent's log, guarded by access_mesos_logs).
+_CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
 
 # The calls served, by type; every other type of AGENT_CALL_TYPES answers 400. Grep a call
 # type to find its handler.

@@ -278,7 +278,7 @@ class MasterFiles:
         path = str(payload["path"])
         try:
             if call_type == "LIST_FILES":
-                result = self.local.list_files(path, principal, known=True)
+                result = self.local.list_files(path, principal)
             else:
                 length = payload.get("length")
                 result = self.local.read_file(
@@ -286,7 +286,6 @@ class MasterFiles:
                     int(payload.get("offset") or 0),
                     None if length is None else int(length),
                     principal,
-                    known=True,
                 )
         except FileError as e:
             return text_reply(e.status, e.message)

@@ -389,6 +389,16 @@ def test_agent_log_is_guarded_by_access_mesos_logs_not_access_sandboxes(daemons,
     ):
         refused = get(master.url, spelling, "bob")
         assert refused.status_code == 403 and "access_mesos_logs" in refused.text, refused.text
-    # The agent's own READ_FILE cannot tell who asks: with ACLs that refuse someone, refused.
-    body = {"type": "READ_FILE", "read_file": {"path": "/slave/log", "offset": 0}}
-    assert api(agent.url, body, ops).status_code == 403
+    # The agent's own LIST_FILES / READ_FILE check the caller as /files/read does.
+    bob = {"Authorization": basic_header("bob", AGENT_SECRETS["bob"])}
+    for call in (
+        {"type": "READ_FILE", "read_file": {"path": "/slave/log", "offset": 0}},
+        {"type": "LIST_FILES", "list_files": {"path": "/slave/log"}},
+    ):
+        answer = api(agent.url, call, ops)
+        assert answer.status_code == 200, answer.text
+        refused = api(agent.url, call, bob)
+        assert refused.status_code == 403 and "access_mesos_logs" in refused.text, refused.text
+        if call["type"] == "READ_FILE":
+            data = base64.b64decode(answer.json()["read_file"]["data"])
+            assert b"butte.agent" in data
