@@ -13,6 +13,7 @@ import msgspec
 from butte.agent.launching import allocated_role
 from butte.agent.records import COMMAND, CUSTOM, Executor, Framework, Task
 from butte.core import task_limits
+from butte.core.flags import log_fields
 from butte.core.messages import AGENT_CAPABILITIES
 from butte.core.resources import ResourceError, Resources
 
@@ -153,6 +154,7 @@ def agent_state(
         "attributes": {a.name: a.legacy_value() for a in config.attributes},
         "master_hostname": master_hostname,
         "flags": flags,
+        **log_fields(flags),
         "frameworks": [framework_json(agent, fw) for fw in agent.frameworks.values()],
         "completed_frameworks": [framework_json(agent, fw) for fw in agent.completed_frameworks],
     }

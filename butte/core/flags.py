@@ -147,3 +147,9 @@ def flag_texts(args: argparse.Namespace) -> dict[str, str]:
     """Every set flag of ``args`` as `flag_text` shows it, by name."""
     texts = ((name, flag_text(value)) for name, value in flag_values(args))
     return {name: text for name, text in texts if text is not None}
+
+
+def log_fields(flags: dict[str, str]) -> dict[str, str]:
+    """A ``/state`` document's top-level ``log_dir`` and ``external_log_file``: Mesos puts
+    each there when its flag is set (UIs show a log link by them)."""
+    return {name: flags[name] for name in ("log_dir", "external_log_file") if name in flags}

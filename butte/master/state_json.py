@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from butte.core import task_limits, task_states
+from butte.core.flags import log_fields
 from butte.core.messages import AGENT_CAPABILITIES, to_builtins
 from butte.core.resources import Attribute, ResourceError, Resources, from_millis
 from butte.master import operator_views, views
@@ -307,6 +308,7 @@ def master_state(
         "leader": leader.get("pid", "") if leader is not None else None,
         "leader_info": leader,
         "flags": flags,
+        **log_fields(flags),
         "slaves": [legacy_agent(machine, a, used[a.agent_id]) for a in agents],
         # Agents the registry lists that have not re-registered since this master's election.
         "recovered_slaves": [

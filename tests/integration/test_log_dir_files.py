@@ -151,6 +151,8 @@ def test_master_log_dir_is_served_as_master_log(daemons, tmp_path):
     flags = api(master.url, {"type": "GET_FLAGS"}).json()["get_flags"]["flags"]
     assert {"name": "log_dir", "value": str(logs)} in flags
     assert requests.get(master.url + "/flags", timeout=10).json()["flags"]["log_dir"] == str(logs)
+    state = requests.get(master.url + "/state", timeout=10).json()
+    assert state["log_dir"] == str(logs) and "external_log_file" not in state
 
     # Nothing but the file itself, and no way out of it.
     for path in ("/master/log/../..", "/master/log/../../etc/passwd", "/master/../master/log"):
@@ -197,6 +199,8 @@ def test_no_log_flags_no_master_log(daemons):
     body = {"type": "READ_FILE", "read_file": {"path": "/master/log", "offset": 0}}
     assert api(master.url, body).status_code == 404
     assert requests.get(master.url + "/files/debug", timeout=10).json() == {}
+    state = requests.get(master.url + "/state", timeout=10).json()
+    assert "log_dir" not in state and "external_log_file" not in state
 
 
 SECRETS = {"ops": "ops-Secret-l1", "alice": "alice-Secret-l2"}
@@ -234,6 +238,9 @@ def test_external_log_file_is_attached_under_access_mesos_logs(daemons, tmp_path
     assert (tmp_path / "own" / "butte-master.INFO").is_symlink()
     debug = requests.get(master.url + "/files/debug", headers=auth("ops"), timeout=10)
     assert debug.json() == {"/master/log": os.path.realpath(external)}
+    state = requests.get(master.url + "/state", headers=auth("ops"), timeout=10).json()
+    assert state["external_log_file"] == str(external)
+    assert state["log_dir"] == str(tmp_path / "own")
 
     def get(op: str, principal: str | None) -> requests.Response:
         headers = auth(principal) if principal else {}
@@ -285,6 +292,7 @@ def test_agent_log_dir_is_served_as_slave_log(daemons, tmp_path):
     assert line.encode() in read_file(agent.url, "/slave/log")
     flags = requests.get(agent.url + "/flags", timeout=10).json()["flags"]
     assert flags["log_dir"] == str(logs)
+    assert requests.get(agent.url + "/state", timeout=10).json()["log_dir"] == str(logs)
 
     # Through the master, as the web UI reads it.
     agent_id = wait_for(lambda: requests.get(agent.url + "/state", timeout=10).json().get("id"), 20)
