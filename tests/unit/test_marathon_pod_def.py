@@ -34,6 +34,7 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
     assert pod["scaling"] == {"kind": "fixed", "instances": 1}
     assert pod["scheduling"]["placement"]["acceptedResourceRoles"] == ["*"]
     assert pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+    assert pod["scheduling"]["upgrade"] == {"minimumHealthCapacity": 1, "maximumOverCapacity": 1}
     # The canonical form is accepted again as it is (GET then PUT).
     assert normalize_pod({**pod, "version": "2026-01-01T00:00:00.000Z"}) == pod
 
@@ -47,7 +48,6 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
         ({"user": "nobody"}, "/user"),
         ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),
         ({"linuxInfo": {"seccomp": {}}}, "/linuxInfo"),
-        ({"scheduling": {"upgrade": {"minimumHealthCapacity": 0.5}}}, "/scheduling/upgrade"),
         (
             {"scheduling": {"unreachableStrategy": {"inactiveAfterSeconds": 1}}},
             "/scheduling/unreachableStrategy",
@@ -113,6 +113,13 @@ def test_bad_definitions_name_every_offending_field() -> None:
     ]
     assert "/containers" in _paths({**BASE, "containers": fixed})
     assert "/id" in _paths(BASE, path_id="/other")
+    for upgrade, path in [
+        ({"minimumHealthCapacity": 1.5}, "/scheduling/upgrade/minimumHealthCapacity"),
+        ({"maximumOverCapacity": "x"}, "/scheduling/upgrade/maximumOverCapacity"),
+        ({"rolling": True}, "/scheduling/upgrade/rolling"),
+        ([0.5], "/scheduling/upgrade"),
+    ]:
+        assert path in _paths({**BASE, "scheduling": {"upgrade": upgrade}}), upgrade
 
 
 def _pod() -> dict[str, Any]:

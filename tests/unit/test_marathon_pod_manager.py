@@ -4,6 +4,7 @@ on a definition change, deletion, and a restore from its own records."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -199,10 +200,66 @@ def test_a_changed_definition_replaces_the_instances_a_scale_keeps_them() -> Non
         m.update(changed, 3.0, m.new_version(3.0), force=False)
     assert e.value.status == 409
     m.tick(3.0)
-    killed = {k.task_id for k in m.take_effects() if isinstance(k, Kill)}
-    assert len(killed) == 4 and all(i.killing for i in m.instances.values())
+    # Marathon's default upgrade strategy (1, 1): the new instances first, the old stay up
+    assert not [e for e in m.take_effects() if isinstance(e, Kill)]
     assert m.wanted == {"/db": 2}
-    assert first in m.instances
+    old = set(m.instances)
+    assert first in old
+    _launch(m, 3.0, offer=3)
+    m.tick(3.0)
+    assert not [e for e in m.take_effects() if isinstance(e, Kill)]  # not stable yet
+    _run(m, 3.5)
+    m.tick(3.5)
+    killed = {k.task_id for k in m.take_effects() if isinstance(k, Kill)}
+    assert len(killed) == 4 and {i for i in m.instances if m.instances[i].killing} == old
+
+
+@pytest.mark.parametrize(
+    ("strategy", "killed_at_once", "launched_at_once"),
+    [
+        ({"minimumHealthCapacity": 0, "maximumOverCapacity": 0}, 2, 2),
+        ({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}, 1, 1),
+        ({"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}, 0, 1),
+        ({"minimumHealthCapacity": 1, "maximumOverCapacity": 0}, 0, 1),  # one over, at least
+    ],
+)
+def test_a_restart_keeps_to_the_pods_upgrade_strategy(
+    strategy: dict[str, float], killed_at_once: int, launched_at_once: int
+) -> None:
+    m = _manager(instances=2)
+    _launch(m, 1.0)
+    _run(m, 1.0)
+    m.tick(1.0)
+    assert not m.deployments and len(m.instances) == 2
+    m.take_effects()
+    changed = {**RAW, "environment": {"X": "1"}, "scaling": {"instances": 2}}
+    changed["scheduling"] = {"upgrade": strategy}
+    m.update(normalize_pod(changed), 2.0, m.new_version(2.0), force=False)
+    m.tick(2.0)
+    killed = {k.task_id for k in m.take_effects() if isinstance(k, Kill)}
+    assert len(killed) == 2 * killed_at_once  # two members each
+    assert m.wanted == {"/db": launched_at_once}
+    # Step by step until only new instances run: never fewer stable than the strategy's
+    # minimum, never more instances than its maximum.
+    for step in range(10):
+        now = 3.0 + step
+        for inst in [i for i in m.instances.values() if i.killing]:
+            for t in inst.tasks.values():
+                m.status(_status(t["task_id"], "TASK_KILLED"), now)
+        if m.wanted:
+            _launch(m, now, offer=10 + step)
+        assert len(m.instances) <= 2 + math.floor(2 * strategy["maximumOverCapacity"]) + (
+            strategy == {"minimumHealthCapacity": 1, "maximumOverCapacity": 0}
+        )
+        _run(m, now)
+        m.tick(now)
+        stable = [i for i in m.instances.values() if i.status(m.pods["/db"]) == "STABLE"]
+        assert len(stable) >= math.ceil(2 * strategy["minimumHealthCapacity"]), step
+        if not m.deployments:
+            break
+    assert not m.deployments, step
+    assert {i.version for i in m.instances.values()} == {m.pods["/db"]["version"]}
+    assert len(m.instances) == 2
 
 
 def test_create_twice_is_409_delete_unknown_is_404_and_delete_kills_everything() -> None:

@@ -97,6 +97,19 @@ class PlannerConfig:
     gpu_scheduling_behavior: str = "restricted"
 
 
+def upgrade_bounds(target: int, strategy: Mapping[str, float]) -> tuple[int, int]:
+    """(the fewest healthy instances, the most instances) a rolling replacement of
+    ``target`` instances keeps to, from an upgrade strategy (``minimumHealthCapacity``,
+    ``maximumOverCapacity``)."""
+    min_healthy = math.ceil(target * strategy["minimumHealthCapacity"])
+    max_capacity = max(target, math.floor(target * (1 + strategy["maximumOverCapacity"])))
+    if target > 0 and min_healthy == max_capacity:
+        # Neither a kill nor a launch would be allowed: one instance over capacity at a
+        # time, as Marathon's TaskReplaceActor.computeRestartStrategy allows.
+        max_capacity += 1
+    return min_healthy, max_capacity
+
+
 class Planner:
     """See the module docstring."""
 
@@ -857,13 +870,7 @@ class Planner:
         new = [i for i in active if i.config_version == config]
         old = [i for i in active if i.config_version != config]
         healthy = sum(1 for i in active if self._is_healthy(i, spec))
-        strategy = spec["upgradeStrategy"]
-        min_healthy = math.ceil(target * strategy["minimumHealthCapacity"])
-        max_capacity = max(target, math.floor(target * (1 + strategy["maximumOverCapacity"])))
-        if target > 0 and min_healthy == max_capacity:
-            # Neither a kill nor a launch would be allowed: one instance over capacity at a
-            # time, as Marathon's TaskReplaceActor.computeRestartStrategy allows.
-            max_capacity += 1
+        min_healthy, max_capacity = upgrade_bounds(target, spec["upgradeStrategy"])
         for inst in self._kill_order(old, spec):
             if len(old) == 0:
                 break

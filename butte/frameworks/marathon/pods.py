@@ -10,9 +10,9 @@ shell (main.py) stores those before it carries the effects out, as it does the p
 
 Strategy: a pod keeps ``scaling.instances`` instances of its current definition. An
 instance whose task ends (any member) is killed whole and replaced, after the pod's
-backoff. A definition change (anything but the instance count) replaces every instance at
-once: the old ones are killed and new ones launched (no rolling upgrade; ``upgrade`` is
-refused by `pods_def.normalize_pod`). A deployment ends once the pod runs exactly its
+backoff. A definition change (anything but the instance count and the upgrade strategy)
+replaces the instances rolling, within the pod's ``scheduling.upgrade`` as an app's
+``upgradeStrategy`` (`planner.upgrade_bounds`). A deployment ends once the pod runs exactly its
 target (every member of every instance TASK_RUNNING, healthy where it has a check), or,
 for a deletion, once no instance is left.
 """
@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from butte.frameworks.marathon.appdef import DEFAULT_UPGRADE
 from butte.frameworks.marathon.launch import Pool
 from butte.frameworks.marathon.model import (
     FAILURE_STATES,
@@ -39,7 +40,7 @@ from butte.frameworks.marathon.model import (
     iso,
     iso_ms,
 )
-from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError
+from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError, upgrade_bounds
 from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
 
 POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
@@ -407,25 +408,45 @@ class PodManager:
                 self.stopping.discard(pod_id)
             return
         config = config_of(pod)
-        current = []
+        current: list[PodInstance] = []
+        outdated: list[PodInstance] = []
         for inst in instances:
-            if not inst.active:
-                continue
-            own = self.versions.get(pod_id, {}).get(inst.version)
-            if own is None or config_of(own) != config:
-                self._kill(inst, now)  # replaced at once: no rolling upgrade
-            else:
-                current.append(inst)
+            if inst.active:
+                own = self.versions.get(pod_id, {}).get(inst.version)
+                fresh = own is not None and config_of(own) == config
+                (current if fresh else outdated).append(inst)
         target = pod["scaling"]["instances"]
-        if len(current) > target:
-            youngest = pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+        youngest = pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+
+        def kill_order(chosen: list[PodInstance]) -> list[PodInstance]:
             # not yet stable first, then by the pod's killSelection
-            current.sort(
-                key=lambda i: (i.status(pod) == "STABLE", -i.staged_at if youngest else i.staged_at)
-            )
-            for inst in current[: len(current) - target]:
+            def key(i: PodInstance) -> tuple[bool, float]:
+                return i.status(pod) == "STABLE", -i.staged_at if youngest else i.staged_at
+
+            return sorted(chosen, key=key)
+
+        # A rolling replacement within the pod's upgrade strategy (as an app's): an outdated
+        # instance goes while enough stay stable, or while there are too many.
+        strategy = pod["scheduling"].get("upgrade", DEFAULT_UPGRADE)  # older records: none
+        min_stable, max_capacity = upgrade_bounds(target, strategy)
+        stable = len([i for i in current + outdated if i.status(pod) == "STABLE"])
+        for inst in kill_order(outdated):
+            if inst.status(pod) != "STABLE":
                 self._kill(inst, now)
-        want = max(0, target - len(current))
+                outdated.remove(inst)
+            elif stable - 1 >= min_stable or len(current) + len(outdated) > max_capacity:
+                self._kill(inst, now)
+                outdated.remove(inst)
+                stable -= 1
+        if len(current) > target:
+            ordered, extra = kill_order(current), len(current) - target
+            for inst in ordered[:extra]:
+                self._kill(inst, now)
+            current = ordered[extra:]
+        want = target - len(current)
+        if outdated:
+            want = min(want, max_capacity - len(current) - len(outdated))
+        want = max(0, want)
         if want:
             self.wanted[pod_id] = want
         else:

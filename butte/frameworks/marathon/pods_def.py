@@ -3,7 +3,7 @@ Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/m
 "Pods").
 
 What butte does not run (images, volumes, networks other than ``host``, secrets, artifacts,
-placement constraints, upgrade and unreachable strategies ...) is refused with 422 naming
+placement constraints, unreachable strategies ...) is refused with 422 naming
 the field, never dropped.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from butte.frameworks.marathon.appdef import (
+    DEFAULT_UPGRADE,
     MAX_INSTANCES,
     MAX_SCALAR,
     Invalid,
@@ -326,8 +327,13 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         scheduling,
         frozenset({"backoff", "upgrade", "placement", "killSelection", "unreachableStrategy"}),
     )
-    _refuse_if(errors, "/scheduling/upgrade", scheduling.get("upgrade"))
     _refuse_if(errors, "/scheduling/unreachableStrategy", scheduling.get("unreachableStrategy"))
+    upgrade_raw = _object(errors, "/scheduling/upgrade", scheduling.get("upgrade"))
+    _unknown(errors, "/scheduling/upgrade", upgrade_raw, frozenset(DEFAULT_UPGRADE))
+    upgrade = {
+        k: _number(errors, f"/scheduling/upgrade/{k}", upgrade_raw.get(k, d), 0, 1)
+        for k, d in DEFAULT_UPGRADE.items()
+    }
     backoff_raw = _object(errors, "/scheduling/backoff", scheduling.get("backoff"))
     _unknown(errors, "/scheduling/backoff", backoff_raw, frozenset(DEFAULT_BACKOFF))
     backoff = {
@@ -367,6 +373,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
             "backoff": backoff,
             "placement": {"acceptedResourceRoles": list(roles_raw), "constraints": []},
             "killSelection": kill_selection,
+            "upgrade": upgrade,
         },
         "executorResources": _resources(
             errors, "/executorResources", raw.get("executorResources"), DEFAULT_EXECUTOR_RESOURCES
@@ -378,9 +385,12 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
 
 
 def config_of(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What instances are launched with: everything but the instance count and version (a
-    change of it restarts the instances; a change of the count only scales)."""
-    return {k: v for k, v in pod.items() if k not in ("version", "scaling", "versionInfo")}
+    """What instances are launched with: everything but the instance count, the upgrade
+    strategy and the version (a change of it restarts the instances; a change of the count
+    only scales)."""
+    config = {k: v for k, v in pod.items() if k not in ("version", "scaling", "versionInfo")}
+    scheduling = {k: v for k, v in pod["scheduling"].items() if k != "upgrade"}
+    return {**config, "scheduling": scheduling}
 
 
 def safe_id(pod_id: str) -> str:
