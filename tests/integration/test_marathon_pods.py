@@ -2,7 +2,8 @@
 master and agent. A pod of two containers is created (201, Location, deployment header, a
 deployment in /v2/deployments), runs as one task group under the DEFAULT executor (both
 members TASK_RUNNING, the pod STABLE), is scaled to two instances by PUT, has an instance
-killed and replaced, survives a restart of marathon unchanged, and is deleted (202, every
+killed and replaced, survives a restart of marathon unchanged, is changed (the new instances
+run before the old ones go), and is deleted (202, every
 task killed, 404 after). Invalid definitions get 422 naming the field."""
 
 from __future__ import annotations
@@ -148,6 +149,34 @@ def test_a_pod_runs_as_a_task_group_scales_heals_persists_and_goes(tmp_path: Pat
         assert [p["id"] for p in m.get("/v2/pods")] == ["/shop/web"]
         assert [s["id"] for s in m.get("/v2/pods/::status")] == ["/shop/web"]
 
+        # A changed definition rolls (Marathon's default upgrade strategy, 1 and 1): the new
+        # instances run before any old one is killed.
+        changed = {**POD, "environment": {"GREETING": "bye"}}
+        changed["scaling"] = {"kind": "fixed", "instances": 2}
+        status, _, _ = _post(m, "/v2/pods/shop/web", changed, "PUT")
+        assert status == 200
+
+        def rolled() -> dict[str, Any] | None:
+            now = _stable(m, 2)
+            return now if now and not kept & {i["id"] for i in now["instances"]} else None
+
+        fresh = {i["id"] for i in m.wait_until(rolled, 90, "the new instances alone")["instances"]}
+        m.wait_until(lambda: not m.get("/v2/deployments"), 30, "the restart deployment done")
+
+        def first(ids: set[str], states: set[str]) -> float:
+            return min(
+                s["timestamp"]
+                for t in _master_tasks(cluster, True)
+                if t["id"].rsplit(".", 1)[0] in ids
+                for s in t["statuses"]
+                if s["state"] in states
+            )
+
+        assert first(fresh, {"TASK_RUNNING"}) < first(kept, {"TASK_KILLING", "TASK_KILLED"})
+        for inst in fresh:
+            out = list(tmp_path.glob(f"**/tasks/{inst}.writer/out"))
+            assert out and out[0].read_text() == "bye\n"
+
         # Delete: 202, every task killed, then 404.
         req = urllib.request.Request(m.url + "/v2/pods/shop/web", method="DELETE")
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -156,7 +185,7 @@ def test_a_pod_runs_as_a_task_group_scales_heals_persists_and_goes(tmp_path: Pat
         def all_killed() -> bool:
             tasks = _master_tasks(cluster, True)
             ours = [t for t in tasks if t["id"].startswith("shop_web.")]
-            return len(ours) == 6 and all(t["state"] == "TASK_KILLED" for t in ours)
+            return len(ours) == 10 and all(t["state"] == "TASK_KILLED" for t in ours)
 
         m.wait_until(all_killed, 60, "every pod task killed")
         assert m.request("GET", "/v2/pods/shop/web")[0] == 404
