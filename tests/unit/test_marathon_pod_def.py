@@ -35,6 +35,8 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
     assert pod["scheduling"]["placement"]["acceptedResourceRoles"] == ["*"]
     assert pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
     assert pod["scheduling"]["upgrade"] == {"minimumHealthCapacity": 1, "maximumOverCapacity": 1}
+    unreachable = {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
+    assert pod["scheduling"]["unreachableStrategy"] == unreachable
     # The canonical form is accepted again as it is (GET then PUT).
     assert normalize_pod({**pod, "version": "2026-01-01T00:00:00.000Z"}) == pod
 
@@ -48,10 +50,6 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
         ({"user": "nobody"}, "/user"),
         ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),
         ({"linuxInfo": {"seccomp": {}}}, "/linuxInfo"),
-        (
-            {"scheduling": {"unreachableStrategy": {"inactiveAfterSeconds": 1}}},
-            "/scheduling/unreachableStrategy",
-        ),
         (
             {"scheduling": {"placement": {"constraints": [["hostname", "UNIQUE"]]}}},
             "/scheduling/placement/constraints",
@@ -120,6 +118,16 @@ def test_bad_definitions_name_every_offending_field() -> None:
         ([0.5], "/scheduling/upgrade"),
     ]:
         assert path in _paths({**BASE, "scheduling": {"upgrade": upgrade}}), upgrade
+    for unreachable, path in [
+        ({"inactiveAfterSeconds": 10, "expungeAfterSeconds": 5}, "/scheduling/unreachableStrategy"),
+        ({"inactiveAfterSeconds": -1}, "/scheduling/unreachableStrategy/inactiveAfterSeconds"),
+        ({"after": 1}, "/scheduling/unreachableStrategy/after"),
+        ("enabled", "/scheduling/unreachableStrategy"),
+    ]:
+        raw = {**BASE, "scheduling": {"unreachableStrategy": unreachable}}
+        assert path in _paths(raw), unreachable
+    disabled = {**BASE, "scheduling": {"unreachableStrategy": "disabled"}}
+    assert normalize_pod(disabled)["scheduling"]["unreachableStrategy"] == "disabled"
 
 
 def _pod() -> dict[str, Any]:

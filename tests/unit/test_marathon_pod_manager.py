@@ -11,7 +11,7 @@ import pytest
 
 from butte.frameworks.marathon.model import Kill, LaunchGroup, Publish, Reconcile
 from butte.frameworks.marathon.planner import ApiError
-from butte.frameworks.marathon.pods import PodManager
+from butte.frameworks.marathon.pods import PodInstance, PodManager
 from butte.frameworks.marathon.pods_def import normalize_pod
 
 RAW = {
@@ -175,6 +175,62 @@ def test_api_events_name_the_kind_client_and_path() -> None:
         "clientIp": "10.0.0.7",
         "uri": "/v2/pods//db",
     }
+
+
+def _unreachable_pod(strategy: Any) -> tuple[PodManager, PodInstance]:
+    m = PodManager()
+    m.subscribed("fw")
+    raw = {**RAW, "scheduling": {"unreachableStrategy": strategy} if strategy else {}}
+    m.create(normalize_pod(raw), 0.0, m.new_version(0.0))
+    m.tick(0.0)
+    _launch(m, 1.0)
+    _run(m, 1.0)
+    m.tick(1.0)
+    (inst,) = m.instances.values()
+    for t in inst.tasks.values():  # the agent is partitioned away
+        assert m.status(_status(t["task_id"], "TASK_UNREACHABLE"), 2.0)
+    return m, inst
+
+
+def test_an_unreachable_instance_is_replaced_and_forgotten_at_once_by_default() -> None:
+    m, inst = _unreachable_pod(None)  # Marathon's default: 0 and 0
+    m.tick(2.0)
+    assert not m.instances and m.wanted == {"/db": 1}
+    _launch(m, 2.0, offer=2)
+    # The old tasks come back: unknown to the pods now (the planner kills those it knows
+    # nothing of, as Marathon kills an expunged instance that returns).
+    task = next(iter(inst.tasks.values()))
+    assert not m.status(_status(task["task_id"], "TASK_RUNNING"), 3.0)
+
+
+def test_an_unreachable_instance_counts_until_inactive_and_is_kept_until_expunged() -> None:
+    m, inst = _unreachable_pod({"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120})
+    m.tick(30.0)
+    assert m.wanted == {} and inst.instance_id in m.instances  # still counted
+    m.tick(62.5)
+    assert m.wanted == {"/db": 1}  # inactive: replaced
+    ((_, tasks),) = _launch(m, 63.0, offer=2)
+    _run(m, 63.0)
+    m.tick(63.0)
+    assert len(m.instances) == 2 and not m.deployments
+    m.take_effects()
+    # It comes back before it is expunged: counted again, so one of the two goes (the
+    # youngest, the pod's killSelection).
+    for t in inst.tasks.values():
+        assert m.status(_status(t["task_id"], "TASK_RUNNING"), 70.0)
+    assert inst.unreachable_since is None
+    m.tick(70.0)
+    killed = {k.task_id for k in m.take_effects() if isinstance(k, Kill)}
+    assert killed == {t["task_id"]["value"] for t in tasks}
+
+
+def test_an_unreachable_instance_that_never_returns_is_expunged() -> None:
+    m, inst = _unreachable_pod({"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120})
+    m.tick(119.0)
+    assert inst.instance_id in m.instances
+    m.tick(122.5)
+    assert inst.instance_id not in m.instances
+    assert ("podinstance", inst.instance_id, None) in m.take_dirty()
 
 
 def test_a_changed_definition_replaces_the_instances_a_scale_keeps_them() -> None:

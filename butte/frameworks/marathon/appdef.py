@@ -518,22 +518,33 @@ def _upgrade(errors: _Errors, raw: Any) -> dict[str, float]:
     return out
 
 
-def _unreachable(errors: _Errors, raw: Any) -> dict[str, Any] | str:
+def unreachable_strategy(
+    errors: _Errors, raw: Any, path: str = "/unreachableStrategy"
+) -> dict[str, Any] | str:
+    """An app's ``unreachableStrategy`` (a pod's ``scheduling.unreachableStrategy``, at
+    ``path``): ``"disabled"`` or ``inactiveAfterSeconds`` <= ``expungeAfterSeconds``."""
     if raw == "disabled":
         return "disabled"
     if not isinstance(raw, Mapping):
-        errors.add("/unreachableStrategy", 'must be "disabled" or an object')
+        errors.add(path, 'must be "disabled" or an object')
         return dict(DEFAULT_UNREACHABLE)
     for key in raw:
         if key not in DEFAULT_UNREACHABLE:
-            errors.add(f"/unreachableStrategy/{key}", "unknown field")
+            errors.add(f"{path}/{key}", "unknown field")
     out = {
-        key: _integer(errors, f"/unreachableStrategy/{key}", raw.get(key, d), 0, 10**8)
+        key: _integer(errors, f"{path}/{key}", raw.get(key, d), 0, 10**8)
         for key, d in DEFAULT_UNREACHABLE.items()
     }
     if out["expungeAfterSeconds"] < out["inactiveAfterSeconds"]:
-        errors.add("/unreachableStrategy", "expungeAfterSeconds must be >= inactiveAfterSeconds")
+        errors.add(path, "expungeAfterSeconds must be >= inactiveAfterSeconds")
     return out
+
+
+def unreachable_after(strategy: dict[str, Any] | str) -> tuple[int, int]:
+    """(inactiveAfterSeconds, expungeAfterSeconds) of a strategy; ``"disabled"`` is 0, 0."""
+    if strategy == "disabled" or not isinstance(strategy, dict):
+        return 0, 0
+    return strategy["inactiveAfterSeconds"], strategy["expungeAfterSeconds"]
 
 
 _NETWORKS = ("HOST", "BRIDGE", "NONE")
@@ -1012,7 +1023,7 @@ def normalize_app(
     app["taskKillGracePeriodSeconds"] = (
         None if grace is None else _number(errors, "/taskKillGracePeriodSeconds", grace, 0, 86400)
     )
-    app["unreachableStrategy"] = _unreachable(
+    app["unreachableStrategy"] = unreachable_strategy(
         errors, raw.get("unreachableStrategy", DEFAULT_UNREACHABLE)
     )
     parent = app["id"].rsplit("/", 1)[0] or "/"

@@ -30,7 +30,14 @@ from typing import Any
 
 import msgspec
 
-from butte.frameworks.marathon.appdef import Invalid, app_ports, config_of, is_bridged, render_app
+from butte.frameworks.marathon.appdef import (
+    Invalid,
+    app_ports,
+    config_of,
+    is_bridged,
+    render_app,
+    unreachable_after,
+)
 from butte.frameworks.marathon.constraints import balanced_kills, first_violation
 from butte.frameworks.marathon.launch import Pool, task_info
 from butte.frameworks.marathon.model import (
@@ -847,8 +854,7 @@ class Planner:
     def _inactive(self, inst: Instance, spec: Mapping[str, Any] | None, now: float) -> bool:
         if inst.unreachable_since is None:
             return False
-        strategy = (spec or {}).get("unreachableStrategy", "disabled")
-        after = 0 if strategy == "disabled" else strategy["inactiveAfterSeconds"]
+        after, _ = unreachable_after((spec or {}).get("unreachableStrategy", "disabled"))
         return now - inst.unreachable_since >= after
 
     def _scale(self, app_id: str, now: float, timers: bool) -> None:
@@ -902,8 +908,7 @@ class Planner:
         if inst.killing and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
             self._kill(inst, now)
         if inst.unreachable_since is not None:
-            strategy = spec.get("unreachableStrategy", "disabled")
-            expunge = 0 if strategy == "disabled" else strategy["expungeAfterSeconds"]
+            _, expunge = unreachable_after(spec.get("unreachableStrategy", "disabled"))
             if now - inst.unreachable_since >= expunge:
                 self._remove(inst)  # expunged; if it ever comes back it is killed as unknown
         elif (

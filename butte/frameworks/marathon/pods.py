@@ -12,7 +12,9 @@ Strategy: a pod keeps ``scaling.instances`` instances of its current definition.
 instance whose task ends (any member) is killed whole and replaced, after the pod's
 backoff. A definition change (anything but the instance count and the upgrade strategy)
 replaces the instances rolling, within the pod's ``scheduling.upgrade`` as an app's
-``upgradeStrategy`` (`planner.upgrade_bounds`). A deployment ends once the pod runs exactly its
+``upgradeStrategy`` (`planner.upgrade_bounds`). An instance reported unreachable is
+replaced and forgotten as ``scheduling.unreachableStrategy`` says (as an app's instance is).
+A deployment ends once the pod runs exactly its
 target (every member of every instance TASK_RUNNING, healthy where it has a check), or,
 for a deletion, once no instance is left.
 """
@@ -26,7 +28,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from butte.frameworks.marathon.appdef import DEFAULT_UPGRADE
+from butte.frameworks.marathon.appdef import (
+    DEFAULT_UNREACHABLE,
+    DEFAULT_UPGRADE,
+    unreachable_after,
+)
 from butte.frameworks.marathon.launch import Pool
 from butte.frameworks.marathon.model import (
     FAILURE_STATES,
@@ -70,6 +76,7 @@ class PodInstance:
     killing: bool = False
     kill_sent_at: float | None = None
     failed: bool = False  # a member ended: the whole instance is killed and replaced
+    unreachable_since: float | None = None  # a member TASK_UNREACHABLE since (agent away)
 
     def record(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
@@ -333,6 +340,11 @@ class PodManager:
         before = inst.condition()
         if state != task["state"]:
             task["state"], task["since"] = state, now
+        if state == "TASK_UNREACHABLE":
+            if inst.unreachable_since is None:
+                inst.unreachable_since = now
+        elif all(t["state"] != "TASK_UNREACHABLE" for t in inst.tasks.values()):
+            inst.unreachable_since = None  # back (or ended)
         if inst.condition() != before:
             self._publish(
                 "instance_changed_event",
@@ -382,19 +394,37 @@ class PodManager:
         """Kills what is too much or outdated, decides the launches wanted, ends the
         deployments that reached their target."""
         for inst in list(self.instances.values()):
+            if inst.unreachable_since is not None:
+                _, expunge = unreachable_after(self._unreachable_strategy(inst))
+                if now - inst.unreachable_since >= expunge:
+                    # Forgotten: if it ever comes back, its tasks are unknown and killed.
+                    self._remove_instance(inst)
+                    continue
             ending = inst.killing or inst.failed
             if ending and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
                 self._kill(inst, now)
         for pod_id in self.stopping | set(self.pods):
             self._scale(pod_id, now)
         for d in list(self.deployments.values()):
-            if self._done(d):
+            if self._done(d, now):
                 del self.deployments[d.id]
                 self.dirty.add(("poddeployment", d.id))
                 if d.action == "StopPod" and d.pod_id not in self.pods:
                     for version in self.versions.pop(d.pod_id, {}):
                         self.dirty.add(("podver", f"{d.pod_id} {version}"))
                     self.stopping.discard(d.pod_id)
+
+    def _unreachable_strategy(self, inst: PodInstance) -> dict[str, Any] | str:
+        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        return (pod or {}).get("scheduling", {}).get("unreachableStrategy", DEFAULT_UNREACHABLE)
+
+    def _inactive(self, inst: PodInstance, now: float) -> bool:
+        """Unreachable for the strategy's ``inactiveAfterSeconds``: replaced, no longer
+        counted (it still counts before, and again if it comes back)."""
+        if inst.unreachable_since is None:
+            return False
+        after, _ = unreachable_after(self._unreachable_strategy(inst))
+        return now - inst.unreachable_since >= after
 
     def _scale(self, pod_id: str, now: float) -> None:
         pod = self.pods.get(pod_id)
@@ -411,7 +441,7 @@ class PodManager:
         current: list[PodInstance] = []
         outdated: list[PodInstance] = []
         for inst in instances:
-            if inst.active:
+            if inst.active and not self._inactive(inst, now):
                 own = self.versions.get(pod_id, {}).get(inst.version)
                 fresh = own is not None and config_of(own) == config
                 (current if fresh else outdated).append(inst)
@@ -452,7 +482,7 @@ class PodManager:
         else:
             self.wanted.pop(pod_id, None)
 
-    def _done(self, d: PodDeployment) -> bool:
+    def _done(self, d: PodDeployment, now: float) -> bool:
         pod = self.pods.get(d.pod_id)
         instances = self.pod_instances(d.pod_id)
         if pod is None:
@@ -460,6 +490,7 @@ class PodManager:
         if pod["version"] != d.version:
             return True  # superseded
         config = config_of(pod)
+        instances = [i for i in instances if not self._inactive(i, now)]  # replaced
         for inst in instances:
             own = self.versions.get(d.pod_id, {}).get(inst.version)
             if not inst.active or own is None or config_of(own) != config:

@@ -3,7 +3,7 @@ Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/m
 "Pods").
 
 What butte does not run (images, volumes, networks other than ``host``, secrets, artifacts,
-placement constraints, unreachable strategies ...) is refused with 422 naming
+placement constraints ...) is refused with 422 naming
 the field, never dropped.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from butte.frameworks.marathon.appdef import (
+    DEFAULT_UNREACHABLE,
     DEFAULT_UPGRADE,
     MAX_INSTANCES,
     MAX_SCALAR,
@@ -25,6 +26,7 @@ from butte.frameworks.marathon.appdef import (
     _str_map,
     canonical_id,
     id_errors,
+    unreachable_strategy,
 )
 
 # Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``):
@@ -327,7 +329,11 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         scheduling,
         frozenset({"backoff", "upgrade", "placement", "killSelection", "unreachableStrategy"}),
     )
-    _refuse_if(errors, "/scheduling/unreachableStrategy", scheduling.get("unreachableStrategy"))
+    unreachable = unreachable_strategy(
+        errors,
+        scheduling.get("unreachableStrategy", DEFAULT_UNREACHABLE),
+        "/scheduling/unreachableStrategy",
+    )
     upgrade_raw = _object(errors, "/scheduling/upgrade", scheduling.get("upgrade"))
     _unknown(errors, "/scheduling/upgrade", upgrade_raw, frozenset(DEFAULT_UPGRADE))
     upgrade = {
@@ -374,6 +380,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
             "placement": {"acceptedResourceRoles": list(roles_raw), "constraints": []},
             "killSelection": kill_selection,
             "upgrade": upgrade,
+            "unreachableStrategy": unreachable,
         },
         "executorResources": _resources(
             errors, "/executorResources", raw.get("executorResources"), DEFAULT_EXECUTOR_RESOURCES
@@ -385,11 +392,12 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
 
 
 def config_of(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What instances are launched with: everything but the instance count, the upgrade
-    strategy and the version (a change of it restarts the instances; a change of the count
-    only scales)."""
+    """What instances are launched with: everything but the instance count, the upgrade and
+    unreachable strategies and the version (a change of it restarts the instances; a change
+    of the count only scales)."""
     config = {k: v for k, v in pod.items() if k not in ("version", "scaling", "versionInfo")}
-    scheduling = {k: v for k, v in pod["scheduling"].items() if k != "upgrade"}
+    policies = ("upgrade", "unreachableStrategy")
+    scheduling = {k: v for k, v in pod["scheduling"].items() if k not in policies}
     return {**config, "scheduling": scheduling}
 
 
