@@ -1,7 +1,8 @@
 """``butte marathon`` under faults, with real processes: SIGKILL of marathon in the middle
 of a deployment (it restarts from its SQLite store, re-subscribes with its framework id,
 reconciles, and converges without launching anything twice), and the loss of an agent
-(instances are replaced elsewhere, or kept while ``unreachableStrategy`` says so)."""
+(instances are replaced elsewhere, or kept while ``unreachableStrategy`` says so; a pod's
+instance too)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,42 @@ def test_agent_loss_replaces_instances_per_unreachable_strategy(cluster, tmp_pat
 
         m.wait_until(kept, timeout=30, what="/keep instances kept while unreachable")
         assert lost_replace + lost_keep > 0
+
+
+@pytest.mark.cluster(agents=2, master_flags=FAST_LOSS)
+def test_agent_loss_replaces_a_pod_instance_elsewhere(cluster, tmp_path):
+    # A pod's default unreachableStrategy (0 and 0): replaced as soon as it is unreachable.
+    pod = {
+        "id": "/shelf",
+        "containers": [
+            {
+                "name": "main",
+                "exec": {"command": {"shell": "exec sleep 600"}},
+                "resources": {"cpus": 0.05, "mem": 16},
+            }
+        ],
+    }
+    with start_marathon(cluster.master_address, tmp_path) as m:
+        assert m.request("POST", "/v2/pods", pod)[0] == 201
+
+        def stable() -> dict | None:
+            status = m.get("/v2/pods/shelf::status")
+            instances = status["instances"]
+            if status["status"] != "STABLE" or len(instances) != 1:
+                return None
+            return dict(instances[0])
+
+        first = m.wait_until(stable, 60, "the pod up")
+        agents = {a["id"]: a for a in cluster.state()["slaves"]}
+        port = int(agents[first["agentId"]]["pid"].rsplit(":", 1)[1])
+        next(p for p in cluster.agents if p.port == port).kill()
+
+        def elsewhere() -> dict | None:
+            now = stable()
+            return now if now and now["agentId"] != first["agentId"] else None
+
+        second = m.wait_until(elsewhere, 60, "the instance replaced on the other agent")
+        assert second["id"] != first["id"]
+        m.wait_until(lambda: not m.get("/v2/deployments"), 30, "no deployment left")
+        active, _ = framework_tasks(cluster, "shelf.")
+        assert [t["id"] for t in active] == [f"{second['id']}.main"]
