@@ -233,6 +233,24 @@ def test_an_unreachable_instance_that_never_returns_is_expunged() -> None:
     assert ("podinstance", inst.instance_id, None) in m.take_dirty()
 
 
+def test_an_instance_that_does_not_come_up_in_the_launch_timeout_is_replaced() -> None:
+    m = PodManager(task_launch_timeout=10.0)
+    m.subscribed("fw")
+    m.create(normalize_pod(RAW), 0.0, m.new_version(0.0))
+    m.tick(0.0)
+    _launch(m, 1.0)
+    (inst,) = m.instances.values()
+    a, b = (t["task_id"] for t in inst.tasks.values())
+    m.status(_status(a, "TASK_RUNNING"), 2.0)  # b stays staging
+    m.take_effects()
+    m.tick(10.5)
+    assert not [e for e in m.take_effects() if isinstance(e, Kill)] and not m.wanted
+    m.tick(11.5)
+    kills = {e.task_id for e in m.take_effects() if isinstance(e, Kill)}
+    assert kills == {a, b} and inst.killing
+    assert m.wanted == {"/db": 1}
+
+
 def test_a_changed_definition_replaces_the_instances_a_scale_keeps_them() -> None:
     m = _manager()
     _launch(m, 1.0)

@@ -111,7 +111,8 @@ class Service:
                 gpu_scheduling_behavior=args.gpu_scheduling_behavior,
             )
         )
-        self.pods = PodManager(args.mesos_role)  # /v2/pods, beside the planner's apps
+        # /v2/pods, beside the planner's apps
+        self.pods = PodManager(args.mesos_role, args.task_launch_timeout / 1000)
         self.hub = EventHub()
         # --zk: the store is ZooKeeper's, opened once elected; else SQLite under --work_dir.
         self.store: SqliteStore | ZooKeeperStore | None = None
@@ -618,7 +619,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "--task_launch_timeout",
         type=float,
         default=300000.0,
-        help="milliseconds a task may stay staging before it is killed and replaced",
+        help="milliseconds a task (or a pod instance's member) may stay staging before it "
+        "is killed and replaced",
     )
     maintenance = parser.add_mutually_exclusive_group()
     maintenance.add_argument(

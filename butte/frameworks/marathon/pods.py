@@ -50,6 +50,7 @@ from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError, upgr
 from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
 
 POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
+_LAUNCHING = frozenset({"TASK_STAGING", "TASK_STARTING"})
 # Marathon's order of an instance's conditions: the first its tasks have is the instance's
 # (one failed member makes it Failed; one member still starting makes it Starting).
 _CONDITION_ORDER = (
@@ -144,8 +145,10 @@ class PodDeployment:
 class PodManager:
     """See the module docstring."""
 
-    def __init__(self, role: str = "*") -> None:
+    def __init__(self, role: str = "*", task_launch_timeout: float = 300.0) -> None:
         self.role = role
+        # Seconds an instance may take to run every member (--task_launch_timeout).
+        self.task_launch_timeout = task_launch_timeout
         self.framework_id: str | None = None
         self.pods: dict[str, dict[str, Any]] = {}
         self.versions: dict[str, dict[str, dict[str, Any]]] = {}
@@ -403,6 +406,9 @@ class PodManager:
             ending = inst.killing or inst.failed
             if ending and now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
                 self._kill(inst, now)
+            elif not ending and now - inst.staged_at > self.task_launch_timeout:
+                if any(t["state"] in _LAUNCHING for t in inst.tasks.values()):
+                    self._kill(inst, now)  # never came up: replaced (as an app's task is)
         for pod_id in self.stopping | set(self.pods):
             self._scale(pod_id, now)
         for d in list(self.deployments.values()):
