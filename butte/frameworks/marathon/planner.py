@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import math
 import random
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -104,7 +105,11 @@ class PlannerConfig:
     gpu_scheduling_behavior: str = "restricted"
 
 
-def upgrade_bounds(target: int, strategy: Mapping[str, float]) -> tuple[int, int]:
+T = TypeVar("T")
+Bounds = tuple[int, int]  # (the fewest healthy instances, the most instances)
+
+
+def upgrade_bounds(target: int, strategy: Mapping[str, float]) -> Bounds:
     """(the fewest healthy instances, the most instances) a rolling replacement of
     ``target`` instances keeps to, from an upgrade strategy (``minimumHealthCapacity``,
     ``maximumOverCapacity``)."""
@@ -115,6 +120,26 @@ def upgrade_bounds(target: int, strategy: Mapping[str, float]) -> tuple[int, int
         # time, as Marathon's TaskReplaceActor.computeRestartStrategy allows.
         max_capacity += 1
     return min_healthy, max_capacity
+
+
+def rolling_kills(
+    outdated: list[T], fresh: int, healthy: int, is_healthy: Callable[[T], bool], bounds: Bounds
+) -> list[T]:
+    """The ``outdated`` instances (in kill order) a rolling replacement kills now, beside
+    ``fresh`` up-to-date ones and ``healthy`` healthy ones in all: every one not healthy,
+    and a healthy one while the minimum stays healthy or while there are more than the most
+    (``bounds``: `upgrade_bounds`)."""
+    min_healthy, max_capacity = bounds
+    kills, left = [], len(outdated)
+    for inst in outdated:
+        if not is_healthy(inst):
+            kills.append(inst)
+            left -= 1
+        elif healthy - 1 >= min_healthy or fresh + left > max_capacity:
+            kills.append(inst)
+            left -= 1
+            healthy -= 1
+    return kills
 
 
 class Planner:
@@ -876,17 +901,13 @@ class Planner:
         new = [i for i in active if i.config_version == config]
         old = [i for i in active if i.config_version != config]
         healthy = sum(1 for i in active if self._is_healthy(i, spec))
-        min_healthy, max_capacity = upgrade_bounds(target, spec["upgradeStrategy"])
-        for inst in self._kill_order(old, spec):
-            if len(old) == 0:
-                break
-            if not self._is_healthy(inst, spec):
-                self._kill(inst, now)
-                old.remove(inst)
-            elif healthy - 1 >= min_healthy or len(new) + len(old) > max_capacity:
-                self._kill(inst, now)
-                old.remove(inst)
-                healthy -= 1
+        bounds = upgrade_bounds(target, spec["upgradeStrategy"])
+        ordered = self._kill_order(old, spec)
+        is_healthy = functools.partial(self._is_healthy, spec=spec)
+        for inst in rolling_kills(ordered, len(new), healthy, is_healthy, bounds):
+            self._kill(inst, now)
+            old.remove(inst)
+        _, max_capacity = bounds
         if len(new) > target:
             for inst in self._scale_down_kills(new, spec, len(new) - target):
                 self._kill(inst, now)

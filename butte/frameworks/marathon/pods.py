@@ -46,7 +46,12 @@ from butte.frameworks.marathon.model import (
     iso,
     iso_ms,
 )
-from butte.frameworks.marathon.planner import KILL_RETRY_SECONDS, ApiError, upgrade_bounds
+from butte.frameworks.marathon.planner import (
+    KILL_RETRY_SECONDS,
+    ApiError,
+    rolling_kills,
+    upgrade_bounds,
+)
 from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
 
 POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
@@ -464,16 +469,16 @@ class PodManager:
         # A rolling replacement within the pod's upgrade strategy (as an app's): an outdated
         # instance goes while enough stay stable, or while there are too many.
         strategy = pod["scheduling"].get("upgrade", DEFAULT_UPGRADE)  # older records: none
-        min_stable, max_capacity = upgrade_bounds(target, strategy)
-        stable = len([i for i in current + outdated if i.status(pod) == "STABLE"])
-        for inst in kill_order(outdated):
-            if inst.status(pod) != "STABLE":
-                self._kill(inst, now)
-                outdated.remove(inst)
-            elif stable - 1 >= min_stable or len(current) + len(outdated) > max_capacity:
-                self._kill(inst, now)
-                outdated.remove(inst)
-                stable -= 1
+        bounds = upgrade_bounds(target, strategy)
+
+        def is_stable(i: PodInstance) -> bool:
+            return i.status(pod) == "STABLE"
+
+        stable = len([i for i in current + outdated if is_stable(i)])
+        for inst in rolling_kills(kill_order(outdated), len(current), stable, is_stable, bounds):
+            self._kill(inst, now)
+            outdated.remove(inst)
+        _, max_capacity = bounds
         if len(current) > target:
             ordered, extra = kill_order(current), len(current) - target
             for inst in ordered[:extra]:
