@@ -444,6 +444,7 @@ MARATHON_ROUTES = [
     "/v2/queue/{id}/delay", "/v2/events", "/v2/eventSubscriptions", "/v2/nope", "/v3/apps",
     "/v2/pods", "/v2/pods/{id}", "/v2/pods/::status", "/v2/pods/{id}::status",
     "/v2/pods/{id}::versions", "/v2/pods/{id}::versions/{v}", "/v2/pods/{id}::instances/{tid}",
+    "/v2/pods/{id}::instances",
 ]  # fmt: skip
 
 
