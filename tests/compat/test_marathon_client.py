@@ -430,8 +430,8 @@ def test_api_post_event_names_the_client_and_the_request(env: Env):
 
 def test_pod_events_reach_the_clients_event_stream(env: Env):
     # The client has no pod calls, but its event stream knows pod_created_event,
-    # pod_updated_event, pod_deleted_event and instance_changed_event (a type it did not
-    # know would end its stream with MarathonError).
+    # pod_updated_event, pod_deleted_event, instance_changed_event and status_update_event
+    # (a type it did not know would end its stream with MarathonError).
     pod = {
         "id": "/evented",
         "containers": [
@@ -460,6 +460,14 @@ def test_pod_events_reach_the_clients_event_stream(env: Env):
     assert {e.instance_id for e in running} == {
         i["id"] for i in env.m.get("/v2/pods/evented::status")["instances"]
     }
+    updates = [
+        e
+        for e in list(env.events)
+        if e.event_type == "status_update_event" and e.app_id == "/evented"
+    ]
+    running_tasks = {e.task_id for e in updates if e.task_status == "TASK_RUNNING"}
+    assert running_tasks == {f"{e.instance_id}.main" for e in running}
+    assert all(e.ip_addresses and e.host for e in updates if e.task_status == "TASK_RUNNING")
     assert env.m.request("DELETE", "/v2/pods/evented?force=true")[0] == 202
     killed = env.wait(lambda: changes("Killed"), what="both instances Killed")
     assert {e.instance_id for e in killed} == {e.instance_id for e in running}

@@ -147,12 +147,30 @@ def test_an_instance_changed_event_follows_the_condition_of_the_whole_instance()
 
     def conditions() -> list[str]:
         events = [e.event for e in m.take_effects() if isinstance(e, Publish)]
-        assert all(e["eventType"] == "instance_changed_event" for e in events)
-        assert all(e["instanceId"] == inst.instance_id for e in events)
-        assert all((e["runSpecId"], e["agentId"]) == ("/db", "ag") for e in events)
-        return [e["condition"] for e in events]
+        # every task update first (as Marathon), then a change of the instance's condition
+        updates = [e for e in events if e["eventType"] == "status_update_event"]
+        assert events[0] == updates[0] and len(updates) == 1
+        assert (updates[0]["appId"], updates[0]["slaveId"]) == ("/db", "ag")
+        changes = events[1:]
+        assert all(e["eventType"] == "instance_changed_event" for e in changes)
+        assert all(e["instanceId"] == inst.instance_id for e in changes)
+        assert all((e["runSpecId"], e["agentId"]) == ("/db", "ag") for e in changes)
+        return [e["condition"] for e in changes]
 
-    m.status(_status(a, "TASK_RUNNING"), 1.5)
+    running = {**_status(a, "TASK_RUNNING"), "message": "up"}
+    running["container_status"] = {
+        "network_infos": [{"ip_addresses": [{"ip_address": "10.1.2.3"}]}]
+    }
+    m.status(running, 1.5)
+    (update,) = [e.event for e in m.outbox if isinstance(e, Publish)]
+    port = inst.ports["p"]  # a's endpoint; b has none
+    assert {k: update[k] for k in ("taskId", "taskStatus", "message", "ports", "ipAddresses")} == {
+        "taskId": a,
+        "taskStatus": "TASK_RUNNING",
+        "message": "up",
+        "ports": [port],
+        "ipAddresses": [{"ipAddress": "10.1.2.3", "protocol": "IPv4"}],
+    }
     assert conditions() == []  # b still staging: the instance is Staging
     m.status(_status(b, "TASK_RUNNING"), 1.6)
     assert conditions() == ["Running"]

@@ -83,6 +83,7 @@ class PodInstance:
     kill_sent_at: float | None = None
     failed: bool = False  # a member ended: the whole instance is killed and replaced
     unreachable_since: float | None = None  # a member TASK_UNREACHABLE since (agent away)
+    ip: str | None = None  # the agent's, as its TASK_RUNNING updates say
 
     def record(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
@@ -342,7 +343,7 @@ class PodManager:
         if inst is None:
             return False
         state = status.get("state", "")
-        task = next(t for t in inst.tasks.values() if t["task_id"] == task_id)
+        name, task = next((n, t) for n, t in inst.tasks.items() if t["task_id"] == task_id)
         if state == "TASK_KILLING" and task["state"] == "TASK_KILLING":
             return True
         before = inst.condition()
@@ -353,6 +354,24 @@ class PodManager:
                 inst.unreachable_since = now
         elif all(t["state"] != "TASK_UNREACHABLE" for t in inst.tasks.values()):
             inst.unreachable_since = None  # back (or ended)
+        for network in (status.get("container_status") or {}).get("network_infos") or ():
+            for address in network.get("ip_addresses") or ():
+                inst.ip = address.get("ip_address") or inst.ip
+        # As Marathon's InstanceChangedEventsGenerator: every task update of any instance,
+        # then the instance's change of condition.
+        self._publish(
+            "status_update_event",
+            now,
+            slaveId=inst.agent_id,
+            taskId=task_id,
+            taskStatus=state,
+            message=status.get("message", ""),
+            appId=inst.pod_id,
+            host=inst.host,
+            ports=self._host_ports(inst, name),
+            ipAddresses=[{"ipAddress": inst.ip, "protocol": "IPv4"}] if inst.ip else [],
+            version=inst.version,
+        )
         if inst.condition() != before:
             self._publish(
                 "instance_changed_event",
@@ -381,6 +400,13 @@ class PodManager:
             if all(t["state"] in TERMINAL_STATES for t in inst.tasks.values()):
                 self._remove_instance(inst)
         return True
+
+    def _host_ports(self, inst: PodInstance, container: str) -> list[int]:
+        """The host ports of one member's endpoints."""
+        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        containers = (pod or {}).get("containers", ())
+        spec: dict[str, Any] = next((c for c in containers if c["name"] == container), {})
+        return [inst.ports[e["name"]] for e in spec.get("endpoints", ()) if e["name"] in inst.ports]
 
     def _kill(self, inst: PodInstance, now: float) -> None:
         if not inst.failed:
