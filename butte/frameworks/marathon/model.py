@@ -350,6 +350,63 @@ class Suppress:
 class Publish:
     event: dict[str, Any]
 
+    @classmethod
+    def of(cls, event_type: str, now: float, **fields: Any) -> Publish:
+        """An event of the bus (``/v2/events``) of ``event_type`` at ``now``."""
+        return cls({"eventType": event_type, "timestamp": iso(now), **fields})
+
+
+def status_update_event(
+    now: float,
+    *,
+    agent_id: str,
+    task_id: str,
+    state: str,
+    message: str,
+    run_spec_id: str,
+    host: str,
+    ports: list[int],
+    ip: str | None,
+    version: str,
+) -> Publish:
+    """Marathon's ``status_update_event`` of one task of an app's or a pod's instance."""
+    return Publish.of(
+        "status_update_event",
+        now,
+        slaveId=agent_id,
+        taskId=task_id,
+        taskStatus=state,
+        message=message,
+        appId=run_spec_id,
+        host=host,
+        ports=ports,
+        ipAddresses=[] if ip is None else [{"ipAddress": ip, "protocol": "IPv4"}],
+        version=version,
+    )
+
+
+def instance_changed_event(
+    now: float,
+    *,
+    instance: str,
+    condition: str,
+    run_spec_id: str,
+    agent_id: str,
+    host: str,
+    version: str,
+) -> Publish:
+    """Marathon's ``instance_changed_event``: an instance's condition changed."""
+    return Publish.of(
+        "instance_changed_event",
+        now,
+        instanceId=instance,
+        condition=condition,
+        runSpecId=run_spec_id,
+        agentId=agent_id,
+        host=host,
+        runSpecVersion=version,
+    )
+
 
 @dataclass
 class Probe:

@@ -60,10 +60,12 @@ from butte.frameworks.marathon.model import (
     Suppress,
     condition_of,
     funnel,
+    instance_changed_event,
     instance_id,
     iso,
     iso_ms,
     offer_json,
+    status_update_event,
 )
 from butte.frameworks.offers import attributes_of
 
@@ -280,7 +282,7 @@ class Planner:
         return rt
 
     def _publish(self, event_type: str, now: float, **fields: Any) -> None:
-        self.outbox.append(Publish({"eventType": event_type, "timestamp": iso(now), **fields}))
+        self.outbox.append(Publish.of(event_type, now, **fields))
 
     def app_instances(self, app_id: str) -> list[Instance]:
         return [self.instances[t] for t in self.by_app.get(app_id, ())]
@@ -576,29 +578,31 @@ class Planner:
                 self.outbox.append(Kill(task_id, agent_id, None))
             return
         self._touched.add(inst.app_id)
-        self._publish(
-            "status_update_event",
-            now,
-            slaveId=inst.agent_id,
-            taskId=task_id,
-            taskStatus=state,
-            message=status.get("message", ""),
-            appId=inst.app_id,
-            host=inst.host,
-            ports=inst.ports,
-            ipAddresses=[{"ipAddress": inst.ip, "protocol": "IPv4"}],
-            version=inst.version,
+        self.outbox.append(
+            status_update_event(
+                now,
+                agent_id=inst.agent_id,
+                task_id=task_id,
+                state=state,
+                message=status.get("message", ""),
+                run_spec_id=inst.app_id,
+                host=inst.host,
+                ports=inst.ports,
+                ip=inst.ip,
+                version=inst.version,
+            )
         )
         if condition_of(state) != condition_of(inst.state):
-            self._publish(
-                "instance_changed_event",
-                now,
-                instanceId=instance_id(task_id),
-                condition=condition_of(state),
-                runSpecId=inst.app_id,
-                agentId=inst.agent_id,
-                host=inst.host,
-                runSpecVersion=inst.version,
+            self.outbox.append(
+                instance_changed_event(
+                    now,
+                    instance=instance_id(task_id),
+                    condition=condition_of(state),
+                    run_spec_id=inst.app_id,
+                    agent_id=inst.agent_id,
+                    host=inst.host,
+                    version=inst.version,
+                )
             )
         if state in TERMINAL_STATES:
             self._terminal(inst, state, status, now)

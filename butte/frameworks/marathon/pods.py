@@ -22,6 +22,7 @@ for a deletion, once no instance is left.
 from __future__ import annotations
 
 import copy
+import functools
 import random
 import uuid
 from collections.abc import Iterable, Mapping
@@ -43,8 +44,10 @@ from butte.frameworks.marathon.model import (
     Publish,
     Reconcile,
     condition_of,
+    instance_changed_event,
     iso,
     iso_ms,
+    status_update_event,
 )
 from butte.frameworks.marathon.planner import (
     KILL_RETRY_SECONDS,
@@ -116,6 +119,18 @@ class PodInstance:
         if any(s == "TASK_RUNNING" for s in states):
             return "DEGRADED"
         return "STAGING"
+
+
+def _stable(pod: Mapping[str, Any], inst: PodInstance) -> bool:
+    return inst.status(pod) == "STABLE"
+
+
+def _kill_order(pod: Mapping[str, Any], chosen: list[PodInstance]) -> list[PodInstance]:
+    """Which instances go first: those not yet stable, then by the pod's killSelection."""
+    youngest = pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
+    return sorted(
+        chosen, key=lambda i: (_stable(pod, i), -i.staged_at if youngest else i.staged_at)
+    )
 
 
 @dataclass
@@ -215,13 +230,10 @@ class PodManager:
         out, self.outbox = self.outbox, []
         return out
 
-    def _publish(self, event_type: str, now: float, **fields: Any) -> None:
-        self.outbox.append(Publish({"eventType": event_type, "timestamp": iso(now), **fields}))
-
     def api_event(self, kind: str, client_ip: str, uri: str, now: float) -> None:
         """Marathon's PodEvent for a request that changed a pod: ``kind`` is ``created``,
         ``updated`` or ``deleted``; ``uri`` the request's path as sent."""
-        self._publish(f"pod_{kind}_event", now, clientIp=client_ip, uri=uri)
+        self.outbox.append(Publish.of(f"pod_{kind}_event", now, clientIp=client_ip, uri=uri))
 
     def _add_instance(self, inst: PodInstance) -> None:
         self.instances[inst.instance_id] = inst
@@ -359,29 +371,32 @@ class PodManager:
                 inst.ip = address.get("ip_address") or inst.ip
         # As Marathon's InstanceChangedEventsGenerator: every task update of any instance,
         # then the instance's change of condition.
-        self._publish(
-            "status_update_event",
-            now,
-            slaveId=inst.agent_id,
-            taskId=task_id,
-            taskStatus=state,
-            message=status.get("message", ""),
-            appId=inst.pod_id,
-            host=inst.host,
-            ports=self._host_ports(inst, name),
-            ipAddresses=[{"ipAddress": inst.ip, "protocol": "IPv4"}] if inst.ip else [],
-            version=inst.version,
-        )
-        if inst.condition() != before:
-            self._publish(
-                "instance_changed_event",
+        self.outbox.append(
+            status_update_event(
                 now,
-                instanceId=inst.instance_id,
-                condition=inst.condition(),
-                runSpecId=inst.pod_id,
-                agentId=inst.agent_id,
+                agent_id=inst.agent_id,
+                task_id=task_id,
+                state=state,
+                message=status.get("message", ""),
+                run_spec_id=inst.pod_id,
                 host=inst.host,
-                runSpecVersion=inst.version,
+                ports=self._host_ports(inst, name),
+                ip=inst.ip,
+                version=inst.version,
+            )
+        )
+        after = inst.condition()
+        if after != before:
+            self.outbox.append(
+                instance_changed_event(
+                    now,
+                    instance=inst.instance_id,
+                    condition=after,
+                    run_spec_id=inst.pod_id,
+                    agent_id=inst.agent_id,
+                    host=inst.host,
+                    version=inst.version,
+                )
             )
         task["message"] = status.get("message", "")
         if status.get("healthy") is not None:
@@ -401,9 +416,13 @@ class PodManager:
                 self._remove_instance(inst)
         return True
 
+    def _spec_of(self, inst: PodInstance) -> dict[str, Any] | None:
+        """The pod's definition, or the instance's own version once the pod is deleted."""
+        return self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+
     def _host_ports(self, inst: PodInstance, container: str) -> list[int]:
         """The host ports of one member's endpoints."""
-        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        pod = self._spec_of(inst)
         containers = (pod or {}).get("containers", ())
         spec: dict[str, Any] = next((c for c in containers if c["name"] == container), {})
         return [inst.ports[e["name"]] for e in spec.get("endpoints", ()) if e["name"] in inst.ports]
@@ -413,7 +432,7 @@ class PodManager:
             inst.killing = True
         inst.kill_sent_at = now
         self.dirty.add(("podinstance", inst.instance_id))
-        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        pod = self._spec_of(inst)
         graces = {
             c["name"]: c.get("lifecycle", {}).get("killGracePeriodSeconds")
             for c in (pod or {}).get("containers", ())
@@ -452,7 +471,7 @@ class PodManager:
                     self.stopping.discard(d.pod_id)
 
     def _unreachable_strategy(self, inst: PodInstance) -> dict[str, Any] | str:
-        pod = self.pods.get(inst.pod_id) or self.versions.get(inst.pod_id, {}).get(inst.version)
+        pod = self._spec_of(inst)
         return (pod or {}).get("scheduling", {}).get("unreachableStrategy", DEFAULT_UNREACHABLE)
 
     def _inactive(self, inst: PodInstance, now: float) -> bool:
@@ -483,30 +502,19 @@ class PodManager:
                 fresh = own is not None and config_of(own) == config
                 (current if fresh else outdated).append(inst)
         target = pod["scaling"]["instances"]
-        youngest = pod["scheduling"]["killSelection"] == "YOUNGEST_FIRST"
-
-        def kill_order(chosen: list[PodInstance]) -> list[PodInstance]:
-            # not yet stable first, then by the pod's killSelection
-            def key(i: PodInstance) -> tuple[bool, float]:
-                return i.status(pod) == "STABLE", -i.staged_at if youngest else i.staged_at
-
-            return sorted(chosen, key=key)
-
         # A rolling replacement within the pod's upgrade strategy (as an app's): an outdated
         # instance goes while enough stay stable, or while there are too many.
         strategy = pod["scheduling"].get("upgrade", DEFAULT_UPGRADE)  # older records: none
         bounds = upgrade_bounds(target, strategy)
-
-        def is_stable(i: PodInstance) -> bool:
-            return i.status(pod) == "STABLE"
-
+        is_stable = functools.partial(_stable, pod)
         stable = len([i for i in current + outdated if is_stable(i)])
-        for inst in rolling_kills(kill_order(outdated), len(current), stable, is_stable, bounds):
+        ordered = _kill_order(pod, outdated)
+        for inst in rolling_kills(ordered, len(current), stable, is_stable, bounds):
             self._kill(inst, now)
             outdated.remove(inst)
         _, max_capacity = bounds
         if len(current) > target:
-            ordered, extra = kill_order(current), len(current) - target
+            ordered, extra = _kill_order(pod, current), len(current) - target
             for inst in ordered[:extra]:
                 self._kill(inst, now)
             current = ordered[extra:]
