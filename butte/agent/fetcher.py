@@ -10,7 +10,8 @@ otherwise, with ``extract`` (the default), archives are unpacked into the sandbo
 
 ``cache: true`` keeps one copy per URI under the cache directory
 (``<cache>/<sha256 of the URI>/<name>``) and copies it into every later sandbox instead of
-downloading again. Nothing here runs on the event loop: the containerizer calls `fetch_all`
+downloading again. For a task that runs as another user, `give_to` hands what was fetched
+to that user. Nothing here runs on the event loop: the containerizer calls `fetch_all`
 from a worker thread. Errors raise `FetchError` with a message naming the URI.
 """
 
@@ -53,6 +54,17 @@ def fetch_all(items: Iterable[tuple[URI, str]], cache_dir: str | None) -> None:
             raise FetchError(f"Failed to fetch '{uri.value}': {e}") from None
         except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
             raise FetchError(f"Failed to fetch '{uri.value}': {type(e).__name__}: {e}") from None
+
+
+def give_to(items: Iterable[tuple[URI, str]], uid: int, gid: int) -> None:
+    """Makes every target directory of ``items`` and all in it belong to ``uid``/``gid``:
+    the user a task runs as owns what was fetched for it, as when Mesos' fetcher runs as
+    that user (links are changed, not followed)."""
+    for target in dict.fromkeys(t for _, t in items):
+        os.lchown(target, uid, gid)
+        for root, dirs, files in os.walk(target):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
 
 
 def fetch(uri: URI, target_dir: str, cache_dir: str | None) -> str:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -332,6 +333,10 @@ def test_share_pid_namespace_keeps_a_command_task_in_the_agents_namespace(tmp_pa
 def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
     secret = base64.b64encode(b"s3cret value").decode()
     nobody = {**FRAMEWORK, "user": "nobody"}
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "conf").write_text("c\n")
+    with tarfile.open(tmp_path / "kit.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "kit", arcname="kit")
 
     async def scenario(master: FakeMaster, agent: AgentProcess) -> None:
         env = {
@@ -347,9 +352,10 @@ def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
         await run_task(
             master,
             "who",
-            'id -un > who.txt; echo "$PLAIN $TOKEN" > env.txt; touch /tmp/mine',
+            'id -un > who.txt; echo "$PLAIN $TOKEN" > env.txt; touch /tmp/mine kit/mine',
             framework=nobody,
             environment=env,
+            uris=[{"value": str(tmp_path / "kit.tar.gz")}],
         )
         await run_task(master, "ghost", "true", user="no-such-user-here")
         reference = {
@@ -369,6 +375,9 @@ def test_switch_user_unknown_user_and_secrets(tmp_path, cgroups_root):
         assert (box / "env.txt").read_text().strip() == "p s3cret value"
         assert box.resolve().stat().st_uid == 65534 or box.resolve().owner() == "nobody"
         assert (box / "tmp" / "mine").owner() == "nobody"
+        # What was fetched (and unpacked) belongs to the task's user, who could write in it.
+        for fetched in ("kit.tar.gz", "kit", "kit/conf", "kit/mine"):
+            assert (box / fetched).owner() == "nobody", fetched
         ghost = await wait_for(lambda: terminal(master, "ghost"), "ghost ends", 20)
         assert ghost["state"] == "TASK_FAILED"
         assert ghost["reason"] == "REASON_CONTAINER_LAUNCH_FAILED"

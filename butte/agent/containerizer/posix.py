@@ -60,7 +60,7 @@ from butte.agent.containerizer.launcher import LauncherClient
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer, UpdateContainer
 from butte.agent.executor.command import ROOTFS_ENV, task_argv, task_environment
-from butte.agent.fetcher import FetchError, fetch_all
+from butte.agent.fetcher import FetchError, fetch_all, give_to
 from butte.agent.launching import command_environment
 from butte.agent.placement import make_sandbox
 from butte.core.container_info import image_of
@@ -418,6 +418,9 @@ class PosixContainerizer:
         make_sandbox(spec.sandbox, _spread)
         if spec.fetch:
             fetch_all(spec.fetch, self._fetcher_cache_dir)
+            user = container.setup.user if container.setup is not None else None
+            if user is not None:
+                give_to(spec.fetch, user[1], user[2])
         if self.images is not None and image_of(spec.container) is not None:
             assert spec.container is not None
             command = to_builtins(spec.command) if spec.command is not None else {}
