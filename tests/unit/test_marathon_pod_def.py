@@ -47,13 +47,8 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
         ({"volumes": [{"name": "v", "host": "/tmp"}]}, "/volumes"),
         ({"secrets": {"s": {"source": "x"}}}, "/secrets"),
         ({"networks": [{"mode": "container", "name": "dcos"}]}, "/networks"),
-        ({"user": "nobody"}, "/user"),
         ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),
         ({"linuxInfo": {"seccomp": {}}}, "/linuxInfo"),
-        (
-            {"scheduling": {"placement": {"constraints": [["hostname", "UNIQUE"]]}}},
-            "/scheduling/placement/constraints",
-        ),
         ({"scaling": {"kind": "elastic"}}, "/scaling/kind"),
         ({"role": "other"}, "/role"),
         ({"colour": "red"}, "/colour"),
@@ -70,8 +65,6 @@ def test_what_butte_does_not_build_is_refused_naming_the_field(
     [
         ("image", {"kind": "DOCKER", "id": "busybox"}),
         ("volumeMounts", [{"name": "v", "mountPath": "/v"}]),
-        ("artifacts", [{"uri": "http://x/y"}]),
-        ("user", "nobody"),
         ("tty", True),
         ("colour", "red"),
     ],
@@ -128,6 +121,109 @@ def test_bad_definitions_name_every_offending_field() -> None:
         assert path in _paths(raw), unreachable
     disabled = {**BASE, "scheduling": {"unreachableStrategy": "disabled"}}
     assert normalize_pod(disabled)["scheduling"]["unreachableStrategy"] == "disabled"
+
+
+def test_users_artifacts_and_constraints_are_taken_in_marathons_form() -> None:
+    container = {
+        **BASE["containers"][0],
+        "user": "root",
+        "artifacts": [
+            {"uri": "http://x/a.tgz"},
+            {"uri": "http://x/run.sh", "executable": True, "destPath": "bin/run"},
+        ],
+    }
+    rules = [["hostname", "UNIQUE"], {"fieldName": "rack", "operator": "GROUP_BY", "value": 2}]
+    raw = {
+        **BASE,
+        "user": "nobody",
+        "containers": [container, {**BASE["containers"][0], "name": "other"}],
+        "scheduling": {"placement": {"constraints": rules}},
+    }
+    pod = normalize_pod(raw)
+    assert pod["user"] == "nobody"
+    main, other = pod["containers"]
+    assert main["user"] == "root" and "user" not in other
+    assert main["artifacts"] == [
+        {"uri": "http://x/a.tgz", "executable": False, "extract": True, "cache": False},
+        {
+            "uri": "http://x/run.sh",
+            "executable": True,
+            "extract": True,
+            "cache": False,
+            "destPath": "bin/run",
+        },
+    ]
+    assert "artifacts" not in other
+    assert pod["scheduling"]["placement"]["constraints"] == [
+        {"fieldName": "hostname", "operator": "UNIQUE"},
+        {"fieldName": "rack", "operator": "GROUP_BY", "value": "2"},
+    ]
+    # The canonical form is accepted again as it is (GET then PUT).
+    assert normalize_pod(pod) == pod
+    # Nothing given: no new keys, so definitions stored before are the same config.
+    assert "user" not in normalize_pod(BASE)
+    bad = [
+        ({"user": "no body"}, "/user"),
+        ({"user": 7}, "/user"),
+        ({"scheduling": {"placement": {"constraints": [["rack", "SOMETIMES"]]}}}, None),
+        ({"scheduling": {"placement": {"constraints": "UNIQUE"}}}, None),
+    ]
+    for change, path in bad:
+        paths = _paths({**BASE, **change})
+        if path is None:
+            assert paths[0].startswith("/scheduling/placement/constraints"), paths
+        else:
+            assert path in paths, change
+    for artifacts, path in [
+        ([{"uri": ""}], "/containers/0/artifacts/0"),
+        ([{"uri": "http://x/y", "destPath": "/etc/passwd"}], "/containers/0/artifacts/0/destPath"),
+        ([{"uri": "http://x/y", "destPath": "a/../../b"}], "/containers/0/artifacts/0/destPath"),
+        ([{"uri": "http://x/y", "extract": "yes"}], "/containers/0/artifacts/0/extract"),
+        ([{"uri": "http://x/y", "outputFile": "y"}], "/containers/0/artifacts/0/outputFile"),
+        ({"uri": "http://x/y"}, "/containers/0/artifacts"),
+    ]:
+        c = {**BASE["containers"][0], "artifacts": artifacts}
+        assert path in _paths({**BASE, "containers": [c]}), artifacts
+    c = {**BASE["containers"][0], "user": "a b"}
+    assert "/containers/0/user" in _paths({**BASE, "containers": [c]})
+
+
+def test_members_fetch_their_artifacts_and_run_as_their_user_or_the_pods() -> None:
+    raw = {
+        **BASE,
+        "user": "nobody",
+        "containers": [
+            {
+                **BASE["containers"][0],
+                "artifacts": [{"uri": "http://x/run.sh", "executable": True, "destPath": "r"}],
+            },
+            {**BASE["containers"][0], "name": "admin", "user": "root"},
+        ],
+    }
+    pod = {**normalize_pod(raw), "version": "2026-12-05T10:00:00.000Z"}
+    _, (main, admin) = build_task_group(pod, "shop_web.instance-1", "fw", "ag", "h", [], {}, {})
+    assert main["command"]["user"] == "nobody" and admin["command"]["user"] == "root"
+    assert main["command"]["uris"] == [
+        {
+            "value": "http://x/run.sh",
+            "executable": True,
+            "extract": True,
+            "cache": False,
+            "output_file": "r",
+        }
+    ]
+    assert "uris" not in admin["command"]
+    _, (plain,) = build_task_group(
+        {**normalize_pod(BASE), "version": pod["version"]},
+        "i.instance-1",
+        "f",
+        "a",
+        "h",
+        [],
+        {},
+        {},
+    )
+    assert "user" not in plain["command"] and "uris" not in plain["command"]
 
 
 def _pod() -> dict[str, Any]:

@@ -114,6 +114,72 @@ def test_an_offer_too_small_is_left_for_the_planner() -> None:
     assert not m.instances and m.demand(1.0)
 
 
+def _rack_offer(n: int, host: str, rack: str, cpus: float = 4.0) -> dict[str, Any]:
+    attribute = {"name": "rack", "type": "TEXT", "text": {"value": rack}}
+    offer = _offer(n, cpus=cpus)
+    return {**offer, "agent_id": {"value": host}, "hostname": host, "attributes": [attribute]}
+
+
+def _constrained(instances: int, *rules: list[str]) -> PodManager:
+    m = PodManager()
+    m.subscribed("fw")
+    raw = {
+        **RAW,
+        "scaling": {"instances": instances},
+        "scheduling": {"placement": {"constraints": list(rules)}},
+    }
+    m.create(normalize_pod(raw), 0.0, m.new_version(0.0))
+    m.tick(0.0)
+    return m
+
+
+def test_placement_constraints_decide_which_offers_an_instance_takes() -> None:
+    # UNIQUE hostname: one instance per host, even from one big offer; the rest waits.
+    m = _constrained(3, ["hostname", "UNIQUE"])
+    offers = [_rack_offer(1, "h1", "r1"), _rack_offer(2, "h1", "r1"), _rack_offer(3, "h2", "r1")]
+    assert m.offers(offers, 1.0) == [offers[1]]
+    assert sorted(i.host for i in m.instances.values()) == ["h1", "h2"]
+    assert m.wanted == {"/db": 1}
+    # An attribute: only agents whose rack is r2 take it; the instance keeps the attributes.
+    m = _constrained(1, ["rack", "IS", "r2"])
+    assert m.offers([_rack_offer(1, "h1", "r1")], 1.0) != []
+    assert not m.instances
+    assert m.offers([_rack_offer(2, "h2", "r2")], 1.0) == []
+    (inst,) = m.instances.values()
+    assert inst.host == "h2" and inst.attributes == {"rack": "r2"}
+    # It survives the stored records (a restarted scheduler still knows where it is).
+    restored = PodManager()
+    restored.restore(m.take_dirty())
+    assert restored.instances[inst.instance_id].attributes == {"rack": "r2"}
+
+
+def test_a_scale_down_keeps_group_by_groups_even() -> None:
+    m = _constrained(4, ["rack", "GROUP_BY"])
+    racks = [("h1", "r1"), ("h2", "r2"), ("h3", "r1"), ("h4", "r2")]
+    for n, (host, rack) in enumerate(racks):
+        m.offers([_rack_offer(n, host, rack, cpus=1.5)], 1.0 + n)  # room for one
+    assert sorted(i.attributes["rack"] for i in m.instances.values()) == ["r1", "r1", "r2", "r2"]
+    # Only the r1 instances run: the pod's kill order alone would take both r2 ones.
+    for inst in m.instances.values():
+        if inst.attributes["rack"] == "r1":
+            for t in inst.tasks.values():
+                assert m.status(_status(t["task_id"], "TASK_RUNNING"), 5.0)
+    m.tick(5.0)
+    m.take_effects()
+    pod = normalize_pod(
+        {
+            **RAW,
+            "scaling": {"instances": 2},
+            "scheduling": {"placement": {"constraints": [["rack", "GROUP_BY"]]}},
+        }
+    )
+    m.update(pod, 6.0, m.new_version(6.0), force=True)
+    m.tick(6.0)
+    killed = {k.task_id.rsplit(".", 1)[0] for k in m.take_effects() if isinstance(k, Kill)}
+    left = [i for i in m.instances.values() if i.instance_id not in killed]
+    assert len(killed) == 2 and sorted(i.attributes["rack"] for i in left) == ["r1", "r2"]
+
+
 def test_a_failed_member_ends_the_instance_which_is_replaced_after_the_backoff() -> None:
     m = _manager()
     _launch(m, 1.0)

@@ -323,6 +323,42 @@ def _port_definitions(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str,
     return [{"port": 0, "protocol": "tcp", "name": "default"}]
 
 
+def artifact(
+    errors: _Errors, path: str, raw: Any, dest_keys: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """One fetched URI (an app's ``fetch`` item, a pod container's ``artifacts`` item):
+    ``uri`` with ``executable``, ``extract`` and ``cache`` filled in, and the sandbox path
+    it is saved as under the first of ``dest_keys`` (any of them is taken); None when it
+    is no such object (the error is added)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("uri"), str) or not raw["uri"]:
+        errors.add(path, "must be an object with a non-empty uri")
+        return None
+    entry: dict[str, Any] = {"uri": raw["uri"]}
+    for key in raw:
+        if key not in ("uri", "executable", "extract", "cache", *dest_keys):
+            errors.add(f"{path}/{key}", "unknown field")
+    for key, default in (("executable", False), ("extract", True), ("cache", False)):
+        entry[key] = _bool(errors, f"{path}/{key}", raw.get(key, default))
+    dest = next((raw[k] for k in dest_keys if raw.get(k) not in (None, "")), None)
+    if dest is not None:
+        if not isinstance(dest, str) or dest.startswith("/") or ".." in dest.split("/"):
+            errors.add(f"{path}/{dest_keys[0]}", "must be a relative path inside the sandbox")
+        else:
+            entry[dest_keys[0]] = dest
+    return entry
+
+
+def user_name(errors: _Errors, path: str, raw: Any) -> str | None:
+    """An optional user to run tasks as (their CommandInfo.user: an agent with
+    ``--switch_user`` runs them as that user); None when not given."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", raw):
+        errors.add(path, "must be a user name")
+        return None
+    return raw
+
+
 def _fetch(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for i, uri in enumerate(_str_list(errors, "/uris", app.get("uris") or [])):
@@ -335,23 +371,9 @@ def _fetch(errors: _Errors, app: Mapping[str, Any]) -> list[dict[str, Any]]:
         errors.add("/fetch", "must be a list")
         return out
     for i, f in enumerate(raw):
-        path = f"/fetch({i})"
-        if not isinstance(f, Mapping) or not isinstance(f.get("uri"), str) or not f["uri"]:
-            errors.add(path, "must be an object with a non-empty uri")
-            continue
-        entry: dict[str, Any] = {"uri": f["uri"]}
-        for key in f:
-            if key not in ("uri", "executable", "extract", "cache", "outputFile", "destPath"):
-                errors.add(f"{path}/{key}", "unknown field")
-        for key, default in (("executable", False), ("extract", True), ("cache", False)):
-            entry[key] = _bool(errors, f"{path}/{key}", f.get(key, default))
-        dest = f.get("outputFile", f.get("destPath"))
-        if dest is not None:
-            if not isinstance(dest, str) or dest.startswith("/") or ".." in dest.split("/"):
-                errors.add(f"{path}/outputFile", "must be a relative path inside the sandbox")
-            else:
-                entry["outputFile"] = dest
-        out.append(entry)
+        entry = artifact(errors, f"/fetch({i})", f, ("outputFile", "destPath"))
+        if entry is not None:
+            out.append(entry)
     return out
 
 
@@ -950,13 +972,9 @@ def normalize_app(
         errors.add("/", "an app needs cmd or args, or a container with an image")
     app["cmd"] = cmd if cmd else None
     app["args"] = list(args) if isinstance(args, list) and args else None  # else refused above
-    user = raw.get("user")
-    if user is not None and user != "":
-        # The tasks' CommandInfo.user: an agent with --switch_user runs them as that user.
-        if not isinstance(user, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*\$?", user):
-            errors.add("/user", "must be a user name")
-        else:
-            app["user"] = user  # absent when not given, as stored definitions were before
+    user = user_name(errors, "/user", raw.get("user"))
+    if user is not None:
+        app["user"] = user  # absent when not given, as stored definitions were before
     app["cpus"] = _number(errors, "/cpus", raw.get("cpus", 1.0), 0.0, MAX_SCALAR)
     app["mem"] = _number(errors, "/mem", raw.get("mem", 128.0), 0.0, MAX_SCALAR)
     app["disk"] = _number(errors, "/disk", raw.get("disk", 0.0), 0.0, MAX_SCALAR)

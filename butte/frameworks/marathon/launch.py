@@ -158,6 +158,19 @@ def _remove_port(spans: list[list[int]], port: int) -> None:
             return
 
 
+def mesos_uri(fetch: Mapping[str, Any]) -> dict[str, Any]:
+    """The Mesos CommandInfo.URI of one validated ``fetch`` or ``artifacts`` item
+    (`appdef.artifact`)."""
+    dest = fetch.get("outputFile") or fetch.get("destPath")
+    return {
+        "value": fetch["uri"],
+        "executable": fetch["executable"],
+        "extract": fetch["extract"],
+        "cache": fetch["cache"],
+        **({"output_file": dest} if dest else {}),
+    }
+
+
 def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) -> dict[str, Any]:
     """The Mesos TaskInfo for one instance (command executor)."""
     env = dict(spec["env"])
@@ -192,16 +205,7 @@ def task_info(spec: Mapping[str, Any], inst: Instance, resources: list[dict]) ->
             env[f"PORT_{_env_name(p['name'])}"] = str(port)
     command: dict[str, Any] = {
         "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]},
-        "uris": [
-            {
-                "value": f["uri"],
-                "executable": f["executable"],
-                "extract": f["extract"],
-                "cache": f["cache"],
-                **({"output_file": f["outputFile"]} if f.get("outputFile") else {}),
-            }
-            for f in spec["fetch"]
-        ],
+        "uris": [mesos_uri(f) for f in spec["fetch"]],
     }
     if spec.get("user"):
         command["user"] = spec["user"]

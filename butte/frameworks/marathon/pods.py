@@ -34,6 +34,7 @@ from butte.frameworks.marathon.appdef import (
     DEFAULT_UPGRADE,
     unreachable_after,
 )
+from butte.frameworks.marathon.constraints import balanced_kills, first_violation
 from butte.frameworks.marathon.launch import Pool
 from butte.frameworks.marathon.model import (
     FAILURE_STATES,
@@ -55,7 +56,13 @@ from butte.frameworks.marathon.planner import (
     rolling_kills,
     upgrade_bounds,
 )
-from butte.frameworks.marathon.pods_def import build_task_group, config_of, safe_id
+from butte.frameworks.marathon.pods_def import (
+    build_task_group,
+    config_of,
+    constraint_list,
+    safe_id,
+)
+from butte.frameworks.offers import attributes_of
 
 POD_KINDS = ("pod", "podver", "podinstance", "poddeployment")
 _LAUNCHING = frozenset({"TASK_STAGING", "TASK_STARTING"})
@@ -87,6 +94,7 @@ class PodInstance:
     failed: bool = False  # a member ended: the whole instance is killed and replaced
     unreachable_since: float | None = None  # a member TASK_UNREACHABLE since (agent away)
     ip: str | None = None  # the agent's, as its TASK_RUNNING updates say
+    attributes: dict[str, str] = field(default_factory=dict)  # its agent's (constraints)
 
     def record(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
@@ -119,6 +127,10 @@ class PodInstance:
         if any(s == "TASK_RUNNING" for s in states):
             return "DEGRADED"
         return "STAGING"
+
+
+def _placement(inst: PodInstance) -> tuple[str, Mapping[str, str]]:
+    return inst.host, inst.attributes
 
 
 def _stable(pod: Mapping[str, Any], inst: PodInstance) -> bool:
@@ -514,10 +526,14 @@ class PodManager:
             outdated.remove(inst)
         _, max_capacity = bounds
         if len(current) > target:
+            # Those that keep GROUP_BY groups even go first, then the pod's kill order.
             ordered, extra = _kill_order(pod, current), len(current) - target
-            for inst in ordered[:extra]:
+            first = balanced_kills(constraint_list(pod), ordered, extra, _placement)
+            chosen = {i.instance_id for i in first}
+            rest = [i for i in ordered if i.instance_id not in chosen]
+            for inst in first + rest[: extra - len(first)]:
                 self._kill(inst, now)
-            current = ordered[extra:]
+            current = rest[extra - len(first) :]
         want = target - len(current)
         if outdated:
             want = min(want, max_capacity - len(current) - len(outdated))
@@ -586,6 +602,17 @@ class PodManager:
     ) -> tuple[Pool, tuple[dict[str, Any], list[dict[str, Any]]]] | None:
         """One instance on what is left of the offer: (the pool after it, (executor,
         tasks)), or None when it does not fit."""
+        hostname = offer.get("hostname", "")
+        attributes = attributes_of(offer)
+        constraints = constraint_list(pod)
+        if constraints:
+            placed = [
+                (i.host, i.attributes)
+                for i in self.pod_instances(pod["id"])
+                if i.active and not self._inactive(i, now)
+            ]
+            if first_violation(constraints, hostname, attributes, placed):
+                return None
         trial = copy.deepcopy(pool)
         roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
 
@@ -620,7 +647,6 @@ class PodManager:
                 executor_resources += got[0]  # the port, held by the executor (Marathon's)
         uid = uuid.uuid4()
         instance_id = f"{safe_id(pod['id'])}.instance-{uid}"
-        hostname = offer.get("hostname", "")
         assert self.framework_id is not None
         executor, tasks = build_task_group(
             pod,
@@ -650,6 +676,7 @@ class PodManager:
                 for c in pod["containers"]
             },
             ports=host_ports,
+            attributes=attributes,
         )
         self._add_instance(inst)
         self.dirty.add(("podinstance", instance_id))

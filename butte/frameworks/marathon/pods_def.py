@@ -2,9 +2,8 @@
 Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/marathon.md
 "Pods").
 
-What butte does not run (images, volumes, networks other than ``host``, secrets, artifacts,
-placement constraints ...) is refused with 422 naming
-the field, never dropped.
+What butte does not run (images, volumes, networks other than ``host``, secrets ...) is
+refused with 422 naming the field, never dropped.
 """
 
 from __future__ import annotations
@@ -24,10 +23,14 @@ from butte.frameworks.marathon.appdef import (
     _integer,
     _number,
     _str_map,
+    artifact,
     canonical_id,
     id_errors,
     unreachable_strategy,
+    user_name,
 )
+from butte.frameworks.marathon.constraints import validate_constraints
+from butte.frameworks.marathon.launch import mesos_uri
 
 # Marathon's container and endpoint names (RAML ``PodContainer.name``, ``Endpoint.name``):
 # lowercase letters, digits and inner hyphens.
@@ -214,7 +217,7 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
         errors.add(path, "must be an object")
         return None
     _unknown(errors, path, raw, _CONTAINER_FIELDS)
-    for field in ("image", "volumeMounts", "artifacts", "user", "check", "tty", "linuxInfo"):
+    for field in ("image", "volumeMounts", "check", "tty", "linuxInfo"):
         _refuse_if(errors, f"{path}/{field}", raw.get(field))
     name = _unique_name(errors, f"{path}/name", raw.get("name"), "container", seen)
     exec_ = _object(errors, f"{path}/exec", raw.get("exec"))
@@ -250,6 +253,18 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
         "environment": _str_map(errors, f"{path}/environment", raw.get("environment", {})),
         "labels": _str_map(errors, f"{path}/labels", raw.get("labels", {})),
     }
+    artifacts = raw.get("artifacts") or []
+    if not isinstance(artifacts, list):
+        errors.add(f"{path}/artifacts", "must be a list")
+        artifacts = []
+    fetched = [
+        artifact(errors, f"{path}/artifacts/{i}", a, ("destPath",)) for i, a in enumerate(artifacts)
+    ]
+    if fetched:  # absent when none, as definitions stored before artifacts were taken
+        out["artifacts"] = [a for a in fetched if a is not None]
+    user = user_name(errors, f"{path}/user", raw.get("user"))
+    if user is not None:
+        out["user"] = user
     if lifecycle.get("killGracePeriodSeconds") is not None:
         grace_path = f"{path}/lifecycle/killGracePeriodSeconds"
         grace = _number(errors, grace_path, lifecycle["killGracePeriodSeconds"], 0, 10**6)
@@ -275,7 +290,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
             errors.add("/id", e)
         if path_id is not None and pod_id != canonical_id(path_id):
             errors.add("/id", f"the id in the body ({pod_id}) is not the URL's ({path_id})")
-    for name in ("user", "fetch", "linuxInfo", "legacySharedCgroups", "volumes", "secrets"):
+    for name in ("fetch", "linuxInfo", "legacySharedCgroups", "volumes", "secrets"):
         _refuse_if(errors, f"/{name}", raw.get(name))
     networks = raw.get("networks", [{"mode": "host"}])
     if networks not in ([], [{"mode": "host"}]):
@@ -351,7 +366,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
     placement = _object(errors, "/scheduling/placement", scheduling.get("placement"))
     placement_fields = frozenset({"constraints", "acceptedResourceRoles"})
     _unknown(errors, "/scheduling/placement", placement, placement_fields)
-    _refuse_if(errors, "/scheduling/placement/constraints", placement.get("constraints"))
+    constraints = _constraints(errors, placement.get("constraints"))
     roles_raw = placement.get("acceptedResourceRoles", ["*", role] if role != "*" else ["*"])
     if (
         not isinstance(roles_raw, list)
@@ -377,7 +392,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         "scaling": scaling_out,
         "scheduling": {
             "backoff": backoff,
-            "placement": {"acceptedResourceRoles": list(roles_raw), "constraints": []},
+            "placement": {"acceptedResourceRoles": list(roles_raw), "constraints": constraints},
             "killSelection": kill_selection,
             "upgrade": upgrade,
             "unreachableStrategy": unreachable,
@@ -387,8 +402,35 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         ),
         "volumes": [],
     }
+    user = user_name(errors, "/user", raw.get("user"))
+    if user is not None:  # absent when not given, as definitions stored before users were
+        pod["user"] = user
     errors.raise_if_any()
     return pod
+
+
+def _constraints(errors: _Errors, raw: Any) -> list[dict[str, str]]:
+    """``scheduling.placement.constraints`` in the form of Marathon's pod RAML (objects of
+    ``fieldName``, ``operator`` and ``value``), validated as an app's (either form taken)."""
+    if raw is None:
+        return []
+
+    def add(path: str, message: str) -> None:
+        errors.add(f"/scheduling/placement{path}", message)
+
+    out = []
+    for c in validate_constraints(raw, add):
+        out.append({"fieldName": c[0], "operator": c[1], **({"value": c[2]} if len(c) > 2 else {})})
+    return out
+
+
+def constraint_list(pod: Mapping[str, Any]) -> list[list[str]]:
+    """The pod's placement constraints as `butte.frameworks.marathon.constraints` takes
+    them (``[field, operator, value?]``)."""
+    out = []
+    for c in pod["scheduling"]["placement"].get("constraints", ()):
+        out.append([c["fieldName"], c["operator"], *([c["value"]] if "value" in c else [])])
+    return out
 
 
 def config_of(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -428,7 +470,8 @@ def build_task_group(
     """The ExecutorInfo (DEFAULT, id ``instance-<pod>.<uuid>``, the pod's executor
     resources and its host ports, its labels) and the member TaskInfos (id
     ``<instance id>.<container>``, the container's resources, its command with the pod's
-    and its own environment, ``HOST``, Marathon's context variables and ``ENDPOINT_<NAME>``,
+    and its own environment, its artifacts as URIs to fetch, its user or the pod's,
+    ``HOST``, Marathon's context variables and ``ENDPOINT_<NAME>``,
     its health check and kill policy) of one instance, as Marathon's TaskGroupBuilder makes
     them. ``executor_resources``: taken from the offer for the executor, the host ports
     included; ``host_ports``: endpoint name -> host port taken."""
@@ -466,6 +509,11 @@ def build_task_group(
         command: dict[str, Any] = {
             "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]}
         }
+        if c.get("artifacts"):
+            command["uris"] = [mesos_uri(a) for a in c["artifacts"]]
+        user = c.get("user", pod.get("user"))
+        if user is not None:
+            command["user"] = user
         if "shell" in cmd:
             command.update({"shell": True, "value": cmd["shell"]})
         else:
