@@ -64,6 +64,10 @@ class LaunchContainer:
     # Persistent volumes the container holds: (host path, path in the sandbox, RW | RO),
     # attached before it starts (`butte.agent.volumes`).
     volumes: tuple[tuple[str, str, str], ...] = ()
+    # ContainerInfo.volumes of a container without an image (`volumes.container_volumes`),
+    # in the same form: sandbox paths (made when missing) and host paths (which must exist).
+    sandbox_volumes: tuple[tuple[str, str, str], ...] = ()
+    host_volumes: tuple[tuple[str, str, str], ...] = ()
     # A command task's ContainerInfo and CommandInfo: a MESOS container with an image runs
     # its task in the image (butte.agent.containerizer.image_runtime).
     container: dict[str, Any] | None = None

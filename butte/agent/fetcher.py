@@ -32,6 +32,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterable
 
+from butte.agent.executor.lite import give_tree
 from butte.core.messages import URI
 
 DOWNLOAD_TIMEOUT = 60.0
@@ -57,14 +58,11 @@ def fetch_all(items: Iterable[tuple[URI, str]], cache_dir: str | None) -> None:
 
 
 def give_to(items: Iterable[tuple[URI, str]], uid: int, gid: int) -> None:
-    """Makes every target directory of ``items`` and all in it belong to ``uid``/``gid``:
-    the user a task runs as owns what was fetched for it, as when Mesos' fetcher runs as
-    that user (links are changed, not followed)."""
+    """Makes every target directory of ``items`` and all in it (volumes mounted there
+    aside) belong to ``uid``/``gid``: the user a task runs as owns what was fetched for
+    it, as when Mesos' fetcher runs as that user."""
     for target in dict.fromkeys(t for _, t in items):
-        os.lchown(target, uid, gid)
-        for root, dirs, files in os.walk(target):
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), uid, gid)
+        give_tree(target, uid, gid)
 
 
 def fetch(uri: URI, target_dir: str, cache_dir: str | None) -> str:

@@ -669,7 +669,8 @@ def add_image_flags(parser: argparse.ArgumentParser) -> None:
         type=path_prefixes_flag,
         default=(),
         help="butte's own: comma-separated host path prefixes that ContainerInfo.volumes may "
-        "bind-mount into an image task (default: none; sandbox paths are always allowed)",
+        "bind-mount into a task's container, with an image or without one (default: none; "
+        "sandbox paths are always allowed)",
     )
     add(
         "--image_gc_config",

@@ -147,6 +147,16 @@ class LaunchEvents(_Base):
                     now,
                 )
             return effects
+        if ex is not None and group_executor is not None and any(_volumes(t) for t in tasks):
+            # Volumes are mounted when the executor's container starts.
+            message = (
+                "Volumes of task group members are mounted when their executor starts: "
+                "launch a group with volumes under a new executor"
+            )
+            reason = "REASON_CONTAINER_LAUNCH_FAILED"
+            for t in tasks:
+                effects += self._orphan_update(fw, t.task_id.value, ts.FAILED, reason, message, now)
+            return effects
         launch: LaunchContainer | None = None
         if ex is None:
             ex, launch = self._new_executor(fw, info, kind, role, tasks, now)
@@ -363,6 +373,11 @@ class LaunchEvents(_Base):
         fw.executors[ex.id] = ex
         self.containers[container_id] = ex
         self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
+        executor_container = info.container if kind != COMMAND else None
+        members = [(t.task_id.value, t.container) for t in tasks if kind == DEFAULT]
+        if kind == COMMAND and image_of(tasks[0].container) is None and not docker:
+            executor_container = tasks[0].container  # the command task's own
+        in_sandbox, on_host = volumes.container_volumes(executor_container, members, sandbox)
         return LaunchContainer(
             container_id,
             fw.id,
@@ -379,6 +394,8 @@ class LaunchEvents(_Base):
             volumes=volumes.mounts_for(
                 config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
             ),
+            sandbox_volumes=in_sandbox,
+            host_volumes=on_host,
             container=tasks[0].container if kind == COMMAND else None,
             command=tasks[0].command if kind == COMMAND else None,
             containerizer="docker" if docker else "mesos",
@@ -423,6 +440,11 @@ class LaunchEvents(_Base):
         if changed and info.checkpoint:
             return fw, [CheckpointFramework(fw.id, info)]
         return fw, []
+
+
+def _volumes(task: TaskInfo) -> bool:
+    """Whether a task's (MESOS) ContainerInfo asks for volumes."""
+    return bool((task.container or {}).get("volumes"))
 
 
 def fetch_list(
@@ -505,8 +527,10 @@ def image_problem(
     """Why the tasks' ContainerInfos cannot run here: a bad image name or volume, a field
     butte does not implement, or an image where butte runs none (task group members,
     custom executors)."""
-    for info in (*(t.container for t in tasks), executor.container if executor else None):
-        problem = container_problem(info, in_group=in_group)
+    members = [(t.container, in_group) for t in tasks]
+    # An executor has no parent: only members may take SANDBOX_PATH volumes of type PARENT.
+    for info, member in (*members, (executor.container if executor else None, False)):
+        problem = container_problem(info, in_group=member)
         if problem is not None:
             return problem
         problem = pid_sharing_problem(info, with_executor=executor is not None)

@@ -87,6 +87,7 @@ def options_from_args(args: argparse.Namespace) -> AgentOptions:
             disallow_sharing_agent_pid_namespace=args.disallow_sharing_agent_pid_namespace,
         ),
         switch_user=args.switch_user,
+        allowed_host_paths=tuple(args.allowed_host_path_volumes),
         images=image_options(
             args.image_providers,
             args.docker_registry,

@@ -214,6 +214,8 @@ class AgentOptions:
     switch_user: bool = False
     # --image_providers docker and its flags (docs/containers.md; None: no images).
     images: ImageOptions | None = None
+    # --allowed_host_path_volumes: what HOST_PATH volumes of tasks without an image may be.
+    allowed_host_paths: tuple[str, ...] = ()
     # --container_logger=logrotate (None: stdout/stderr are not rotated).
     log_rotation: RotationPolicy | None = None
     # Sandbox garbage collection (butte.agent.gc).
@@ -1138,13 +1140,25 @@ class AgentServer:
             self.master_link.send(effect.message)
         elif isinstance(effect, LaunchContainer):
             assert self.containerizer is not None
-            if effect.volumes:
+            if effect.volumes or effect.sandbox_volumes or effect.host_volumes:
+                owner = self._volume_owner(effect)
                 try:
-                    volumes.attach(effect.sandbox, effect.volumes, self._volume_owner(effect))
+                    volumes.attach(effect.sandbox, effect.volumes, owner)
                 except OSError as e:
                     self._container_failed(effect.container_id, f"persistent volume: {e}")
                     return
-                self._attached[effect.container_id] = (effect.sandbox, effect.volumes)
+                attached = (*effect.volumes, *effect.sandbox_volumes, *effect.host_volumes)
+                self._attached[effect.container_id] = (effect.sandbox, attached)
+                try:
+                    volumes.attach(
+                        effect.sandbox, effect.sandbox_volumes, owner, sources_in_sandbox=True
+                    )
+                    volumes.attach_host_paths(
+                        effect.sandbox, effect.host_volumes, self.options.allowed_host_paths
+                    )
+                except OSError as e:
+                    self._container_failed(effect.container_id, f"volume: {e}")
+                    return
             if effect.containerizer == "docker" and self.docker is not None:
                 self.docker.track(effect.container_id)
             self.containerizer.launch(effect, self._direct(effect))

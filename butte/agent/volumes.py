@@ -1,4 +1,5 @@
-"""Persistent volumes on the agent: where they live and how a task's sandbox sees them.
+"""Volumes on the agent: where persistent volumes live, and how a task's sandbox sees them
+and the ContainerInfo.volumes of a container without an image.
 
 A volume of role R with persistence id P lives in ``<work_dir>/volumes/roles/R/P`` (a ROOT
 disk), ``<root>/volumes/roles/R/P`` (a PATH disk) or is the MOUNT disk's root itself. It is
@@ -6,9 +7,17 @@ created when the master's CHECKPOINT_RESOURCES first lists it, kept across tasks
 restarts, and removed (a MOUNT disk: emptied) when a DESTROY drops it from the total.
 
 A task (or executor) holding the volume gets it at ``<sandbox>/<container_path>``: a bind
-mount when the agent runs as root (read-only for mode RO), a symbolic link otherwise. Bind
-mounts are undone when the container ends (`detach`), and `unmount_below` undoes any left
-behind before a sandbox is removed, so removing a sandbox never reaches into a volume.
+mount when the agent runs as root (read-only for mode RO), a symbolic link otherwise.
+
+A container without an image sees its ContainerInfo.volumes (each with a relative container
+path) the same way (`container_volumes`): a SANDBOX_PATH of its own sandbox, or, for a task
+group member, of its executor's (PARENT: Marathon's ephemeral pod volumes), made as a
+directory when missing; an existing host path under ``--allowed_host_path_volumes``
+(`attach_host_paths`).
+
+Bind mounts are undone when the container ends (`detach`), and
+`unmount_below` undoes any left behind before a sandbox is removed, so removing a sandbox
+never reaches into a volume.
 
 The path functions are pure (the agent core uses them); the rest is the shell's.
 """
@@ -79,6 +88,49 @@ def mounts_for(work_dir: str, resources: Iterable[Mapping[str, Any]]) -> tuple[M
     return tuple(sorted(volumes(work_dir, resources).values(), key=lambda m: m[1]))
 
 
+def _source(volume: Mapping[str, Any]) -> tuple[str, str]:
+    """(kind, path) of a checked Volume's source: ``SELF`` or ``PARENT`` (a sandbox path),
+    or ``HOST`` (an absolute host path; a relative legacy ``host_path`` is a path in the
+    container's own sandbox, as in Mesos)."""
+    source = volume.get("source")
+    if source is not None and source.get("type") == "SANDBOX_PATH":
+        sandbox_path = source.get("sandbox_path") or {}
+        return str(sandbox_path.get("type", "SELF")), str(sandbox_path["path"])
+    path = str(source["host_path"]["path"] if source is not None else volume["host_path"])
+    return ("HOST", path) if path.startswith("/") else ("SELF", path)
+
+
+def container_volumes(
+    executor_container: Mapping[str, Any] | None,
+    members: Iterable[tuple[str, Mapping[str, Any] | None]],
+    sandbox: str,
+) -> tuple[tuple[Mount, ...], tuple[Mount, ...]]:
+    """The ContainerInfo.volumes of a container without an image (checked at launch by
+    `butte.core.container_info.container_problem`: relative container paths), as
+    (sandbox mounts, host mounts) with paths relative to the executor's ``sandbox``: the
+    executor's own volumes at its sandbox, and each task group member's (``members``: task
+    id and container) at ``tasks/<task id>``, where a ``PARENT`` sandbox path is the
+    executor's sandbox. Sandbox mounts are made as directories when missing; host mounts
+    must exist."""
+    in_sandbox: list[Mount] = []
+    on_host: list[Mount] = []
+    places = [("", executor_container)]
+    places += [(os.path.join("tasks", task_id), c) for task_id, c in members]
+    for place, container in places:
+        if not container or container.get("type", "MESOS") != "MESOS":
+            continue  # none, or a Docker container's (the Docker daemon mounts those)
+        for volume in container.get("volumes") or ():
+            kind, path = _source(volume)
+            target = os.path.normpath(os.path.join(place, str(volume["container_path"])))
+            mode = str(volume.get("mode", "RW"))
+            if kind == "HOST":
+                on_host.append((os.path.normpath(path), target, mode))
+                continue
+            base = sandbox if kind == "PARENT" else os.path.join(sandbox, place)
+            in_sandbox.append((os.path.normpath(os.path.join(base, path)), target, mode))
+    return tuple(in_sandbox), tuple(on_host)
+
+
 # -- the shell's side ---------------------------------------------------------------------------
 
 
@@ -132,25 +184,65 @@ def _remove(path: str) -> None:
             pass
 
 
-def attach(sandbox: str, mounts: Iterable[Mount], owner: tuple[int, int] | None = None) -> None:
+def attach(
+    sandbox: str,
+    mounts: Iterable[Mount],
+    owner: tuple[int, int] | None = None,
+    *,
+    sources_in_sandbox: bool = False,
+) -> None:
     """Makes each volume visible at its container path in ``sandbox`` (created if need be):
     a bind mount as root, else a symbolic link. ``owner`` (uid, gid): the user the task runs
-    as, who gets the volume's directory. Raises OSError when it cannot."""
+    as, who gets the volume's directory. ``sources_in_sandbox``: the sources are sandbox
+    paths (a container's SANDBOX_PATH volumes), which must not lead out of it (a fetched
+    link could). Raises OSError when it cannot."""
+    inside = os.path.realpath(sandbox) + os.sep
     for host, container_path, mode in mounts:
         target = os.path.join(sandbox, container_path)
-        if not os.path.realpath(target).startswith(os.path.realpath(sandbox) + os.sep):
+        if not os.path.realpath(target).startswith(inside):
             raise OSError(f"volume path {container_path!r} leaves the sandbox")
+        if sources_in_sandbox and not os.path.realpath(host).startswith(inside):
+            raise OSError(f"volume source {host!r} leaves the sandbox")
         os.makedirs(host, exist_ok=True)
         if owner is not None:
             os.chown(host, *owner)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if os.geteuid() == 0:
-            os.makedirs(target, exist_ok=True)
-            _mount(host, target, MS_BIND)
-            if mode == "RO":
-                _mount(host, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
-        elif not os.path.islink(target):
-            os.symlink(host, target)
+        _bind(host, target, mode)
+
+
+def attach_host_paths(sandbox: str, mounts: Iterable[Mount], allowed: Iterable[str]) -> None:
+    """Mounts HOST_PATH volumes of containers without an image at their paths in
+    ``sandbox``: each host path must exist and lie under one of the ``allowed`` prefixes
+    (``--allowed_host_path_volumes``); it is neither created nor given to the task's user.
+    Raises OSError naming the one that cannot be."""
+    prefixes = [os.path.normpath(p) for p in allowed]
+    inside = os.path.realpath(sandbox) + os.sep
+    for host, container_path, mode in mounts:
+        real = os.path.realpath(host)
+        if not any(real == p or real.startswith(p.rstrip("/") + "/") for p in prefixes):
+            shown = ", ".join(prefixes) or "none"
+            raise OSError(
+                f"host path {host!r} is not allowed (--allowed_host_path_volumes: {shown})"
+            )
+        if not os.path.isdir(real):
+            raise OSError(f"host path {host!r} is not a directory on this agent")
+        target = os.path.join(sandbox, container_path)
+        if not os.path.realpath(target).startswith(inside):
+            raise OSError(f"volume path {container_path!r} leaves the sandbox")
+        _bind(real, target, mode)
+
+
+def _bind(host: str, target: str, mode: str) -> None:
+    """``host`` seen at ``target``: a bind mount as root (read-only for RO), else a link."""
+    if os.path.realpath(host) == os.path.realpath(target):
+        return  # a sandbox directory mounted where it is already
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.geteuid() == 0:
+        os.makedirs(target, exist_ok=True)
+        _mount(host, target, MS_BIND)
+        if mode == "RO":
+            _mount(host, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    elif not os.path.islink(target):
+        os.symlink(host, target)
 
 
 def detach(sandbox: str, mounts: Iterable[Mount]) -> None:

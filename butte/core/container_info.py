@@ -67,8 +67,10 @@ def _path_problem(path: Any, what: str) -> str | None:
     return None
 
 
-def volume_problem(volume: Any) -> str | None:
-    """Why one Volume cannot be mounted (None: it can be, as far as its own fields say)."""
+def volume_problem(volume: Any, member: bool = False) -> str | None:
+    """Why one Volume cannot be mounted (None: it can be, as far as its own fields say).
+    ``member``: a task group member's, which may take a SANDBOX_PATH of its PARENT (the
+    executor's sandbox)."""
     if not isinstance(volume, Mapping):
         return "a volume is not an object"
     mode = volume.get("mode", "RW")
@@ -87,8 +89,11 @@ def volume_problem(volume: Any) -> str | None:
         kind = source.get("type")
         if kind == "SANDBOX_PATH":
             sandbox = source.get("sandbox_path") or {}
-            if sandbox.get("type", "SELF") != "SELF":
-                return "SANDBOX_PATH volumes of type PARENT need a nested container"
+            kind = sandbox.get("type", "SELF")
+            if kind not in ("SELF", "PARENT"):
+                return f"unknown SANDBOX_PATH type '{kind}' (SELF or PARENT)"
+            if kind == "PARENT" and not member:
+                return "SANDBOX_PATH volumes of type PARENT are for task group members only"
             return _path_problem(sandbox.get("path"), "volume sandbox_path")
         if kind == "HOST_PATH":
             return _path_problem((source.get("host_path") or {}).get("path"), "volume host path")
@@ -230,10 +235,15 @@ def container_problem(container: Mapping[str, Any] | None, *, in_group: bool = F
     volumes = container.get("volumes") or []
     if not isinstance(volumes, list):
         return "ContainerInfo.volumes is not a list"
-    if volumes and not image:
-        return "volumes need an image (mesos.image) in butte"
     for volume in volumes:
-        problem = volume_problem(volume)
+        problem = volume_problem(volume, member=in_group)
         if problem:
             return f"Invalid volume: {problem}"
+        if not image and str(volume.get("container_path", "")).startswith("/"):
+            # Without a root filesystem of its own a task sees the host's: a volume there
+            # would be mounted over the host's directories.
+            return (
+                f"Invalid volume: container_path '{volume['container_path']}' is absolute; "
+                "without an image (mesos.image) a volume must be a path in the sandbox"
+            )
     return None

@@ -108,8 +108,23 @@ def _container(name: str = "busybox", volumes: list | None = None) -> dict[str, 
             "image type 'APPC' is not supported",
         ),
         (
-            {"type": "MESOS", "volumes": [{"container_path": "a", "host_path": "b"}]},
-            "volumes need an image",
+            {"type": "MESOS", "volumes": [{"container_path": "/a", "host_path": "/b"}]},
+            "without an image (mesos.image) a volume must be a path in the sandbox",
+        ),
+        (
+            {
+                "type": "MESOS",
+                "volumes": [
+                    {
+                        "container_path": "a",
+                        "source": {
+                            "type": "SANDBOX_PATH",
+                            "sandbox_path": {"type": "PARENT", "path": "b"},
+                        },
+                    }
+                ],
+            },
+            "PARENT are for task group members only",
         ),
     ],
 )
@@ -128,6 +143,11 @@ def test_good_container_infos_and_other_types_pass() -> None:
     ]
     assert container_problem(_container("team/app:2", volumes)) is None
     assert container_problem({"type": "MESOS"}) is None
+    # Without an image: relative paths in the sandbox, a member's of its parent's too.
+    parent = {"type": "SANDBOX_PATH", "sandbox_path": {"type": "PARENT", "path": "v"}}
+    member = {"type": "MESOS", "volumes": [{"container_path": "v", "source": parent}]}
+    assert container_problem(member, in_group=True) is None
+    assert container_problem({"type": "MESOS", "volumes": volumes[1:]}) is None
     assert container_problem({"type": "DOCKER", "docker": {"image": "../x"}}) is None  # not ours
     assert container_problem(None) is None
 

@@ -476,10 +476,7 @@ class Executor:
                 raise OSError(e.args[0]) from None
             user = (name, uid, gid, home)
             if cwd is not None:  # a member's directory, with what was fetched for it
-                os.chown(cwd, uid, gid)
-                for root, dirs, files in os.walk(cwd):
-                    for entry in dirs + files:
-                        os.lchown(os.path.join(root, entry), uid, gid)
+                lite.give_tree(cwd, uid, gid)
         stdio = (os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")) if cwd else None
         return linux.spawn_isolated(
             program,

@@ -10,6 +10,7 @@ starts in a couple of milliseconds after the interpreter. Nothing here is specif
   ``json`` module if the accelerator is missing).
 * `parse_duration`: Mesos duration strings (``5secs``), without ``re``.
 * `HttpConnection`: HTTP/1.1 keep-alive client for small JSON POSTs to the agent.
+* `give_tree`: hands a directory and what is in it to a user, mount points left alone.
 * `ChunkedDecoder`: incremental decoding of a chunked body (the RecordIO records in it are
   read by `butte.core.recordio`, which imports nothing either). The executor does not use
   httptools (llhttp), as the master and the scheduler client do: importing it costs 4-6 ms,
@@ -95,6 +96,23 @@ def parse_duration(text: str, default: float) -> float:
         return default
     unit = text[digits:].strip() or "secs"
     return number * UNITS[unit] if unit in UNITS else default
+
+
+def give_tree(path: str, uid: int, gid: int) -> None:
+    """Makes ``path`` and everything under it belong to ``uid``/``gid`` (links changed, not
+    followed), except what is mounted there: a volume (a host path, another sandbox's
+    directory) keeps its owners. ``os.path.ismount`` cannot tell a bind mount within one
+    file system, so the mount points come from ``/proc/self/mountinfo``."""
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        points = {
+            p for line in f if (p := line.split()[4].replace("\\040", " ")).startswith(real + "/")
+        }
+    os.lchown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.path.join(os.path.realpath(root), d) not in points]
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
 
 
 def new_uuid() -> str:
