@@ -213,13 +213,14 @@ def test_a_pod_runs_as_a_task_group_scales_heals_persists_and_goes(tmp_path: Pat
         assert m.request("POST", "/v2/pods/::status", {})[0] == 404
 
 
-def test_a_pod_fetches_artifacts_runs_as_its_user_and_keeps_to_its_constraints(
+def test_a_pod_fetches_artifacts_shares_volumes_runs_as_its_user_and_keeps_to_constraints(
     tmp_path: Path,
 ) -> None:
     """A container's ``artifacts`` are fetched into its own sandbox before it starts, it
-    runs as its ``user`` (the pod's, where it names none), and ``scheduling.placement.
-    constraints`` hold: ``rack IS r1`` places on the agent with that attribute, and ``hostname
-    UNIQUE`` keeps the second instance off the only host."""
+    runs as its ``user`` (the pod's, where it names none), its containers share an ephemeral
+    volume, and ``scheduling.placement.constraints`` hold: ``rack IS r1`` places on the
+    agent with that attribute, and ``hostname UNIQUE`` keeps the second instance off the
+    only host."""
     data = tmp_path / "data.txt"
     data.write_text("payload\n")
     pod = {
@@ -228,17 +229,26 @@ def test_a_pod_fetches_artifacts_runs_as_its_user_and_keeps_to_its_constraints(
         "containers": [
             {
                 "name": "reader",
-                "exec": {"command": {"shell": "cat in.txt > copy; id -un > who; exec sleep 600"}},
+                "exec": {
+                    "command": {
+                        "shell": "cat in.txt > copy; id -un > who; "
+                        "until [ -s from-root/hello ]; do sleep 0.05; done; "
+                        "cp from-root/hello seen; exec sleep 600"
+                    }
+                },
                 "resources": {"cpus": 0.1, "mem": 16},
                 "artifacts": [{"uri": f"file://{data}", "destPath": "in.txt"}],
+                "volumeMounts": [{"name": "share", "mountPath": "from-root", "readOnly": True}],
             },
             {
                 "name": "root",
                 "user": "root",
-                "exec": {"command": {"shell": "id -un > who; exec sleep 600"}},
+                "exec": {"command": {"shell": "id -un > who; echo hi > out/hello; exec sleep 600"}},
                 "resources": {"cpus": 0.1, "mem": 16},
+                "volumeMounts": [{"name": "share", "mountPath": "out"}],
             },
         ],
+        "volumes": [{"name": "share"}],
         "scaling": {"kind": "fixed", "instances": 2},
         "scheduling": {
             "placement": {
@@ -281,7 +291,11 @@ def test_a_pod_fetches_artifacts_runs_as_its_user_and_keeps_to_its_constraints(
 
         inst = m.wait_until(one_running, 60, "one instance running")
         sandbox = next(tmp_path.glob(f"agent-0/slaves/**/tasks/{inst['id']}.reader"))
-        m.wait_until(lambda: (sandbox / "who").exists(), 10, "the reader's output")
+        m.wait_until(lambda: (sandbox / "seen").exists(), 10, "the reader's output")
+        # The ephemeral volume: what one container wrote, the other read (it is the
+        # executor's volumes/share).
+        assert (sandbox / "seen").read_text() == "hi\n"
+        assert (sandbox.parent.parent / "volumes" / "share" / "hello").read_text() == "hi\n"
         assert (sandbox / "copy").read_text() == "payload\n"
         assert (sandbox / "who").read_text() == "nobody\n"
         # What was fetched belongs to the user too, as Mesos' fetcher running as it leaves it.

@@ -44,7 +44,7 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "path"),
     [
-        ({"volumes": [{"name": "v", "host": "/tmp"}]}, "/volumes"),
+        ({"volumes": [{"name": "v", "persistent": {"size": 10}}]}, "/volumes/0/persistent"),
         ({"secrets": {"s": {"source": "x"}}}, "/secrets"),
         ({"networks": [{"mode": "container", "name": "dcos"}]}, "/networks"),
         ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),
@@ -64,7 +64,6 @@ def test_what_butte_does_not_build_is_refused_naming_the_field(
     ("field", "value"),
     [
         ("image", {"kind": "DOCKER", "id": "busybox"}),
-        ("volumeMounts", [{"name": "v", "mountPath": "/v"}]),
         ("tty", True),
         ("colour", "red"),
     ],
@@ -226,6 +225,124 @@ def test_members_fetch_their_artifacts_and_run_as_their_user_or_the_pods() -> No
     assert "user" not in plain["command"] and "uris" not in plain["command"]
 
 
+def test_volumes_are_shared_by_the_members_that_mount_them() -> None:
+    raw = {
+        **BASE,
+        "volumes": [
+            {"name": "scratch"},
+            {"name": "logs", "host": "/var/log"},
+            {"name": "rel", "host": "r"},
+        ],
+        "containers": [
+            {
+                **BASE["containers"][0],
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "data"},
+                    {"name": "logs", "mountPath": "logs", "readOnly": True},
+                ],
+            },
+            {
+                **BASE["containers"][0],
+                "name": "side",
+                "volumeMounts": [
+                    {"name": "scratch", "mountPath": "in"},
+                    {"name": "rel", "mountPath": "r"},
+                ],
+            },
+            {**BASE["containers"][0], "name": "plain"},
+        ],
+    }
+    pod = normalize_pod(raw)
+    assert pod["volumes"] == [
+        {"name": "scratch"},
+        {"name": "logs", "host": "/var/log"},
+        {"name": "rel", "host": "r"},
+    ]
+    assert pod["containers"][0]["volumeMounts"][1] == {
+        "name": "logs",
+        "mountPath": "logs",
+        "readOnly": True,
+    }
+    assert "volumeMounts" not in pod["containers"][2]
+    assert normalize_pod(pod) == pod
+    pod["version"] = "2026-12-05T10:00:00.000Z"
+    executor, (main, side, plain) = build_task_group(pod, "i.instance-1", "f", "a", "h", [], {}, {})
+    # The executor makes each ephemeral volume in its sandbox; members mount it from there.
+    assert executor["container"] == {
+        "type": "MESOS",
+        "volumes": [
+            {
+                "container_path": "volumes/scratch",
+                "mode": "RW",
+                "source": {
+                    "type": "SANDBOX_PATH",
+                    "sandbox_path": {"type": "SELF", "path": "volumes/scratch"},
+                },
+            }
+        ],
+    }
+    shared = {"type": "SANDBOX_PATH", "sandbox_path": {"type": "PARENT", "path": "volumes/scratch"}}
+    assert main["container"]["volumes"] == [
+        {"container_path": "data", "mode": "RW", "source": shared},
+        {
+            "container_path": "logs",
+            "mode": "RO",
+            "source": {"type": "HOST_PATH", "host_path": {"path": "/var/log"}},
+        },
+    ]
+    assert side["container"]["volumes"] == [
+        {"container_path": "in", "mode": "RW", "source": shared},
+        {
+            "container_path": "r",
+            "mode": "RW",
+            "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": "PARENT", "path": "r"}},
+        },
+    ]
+    assert "container" not in plain
+    _, (alone,) = build_task_group(
+        {**normalize_pod(BASE), "version": pod["version"]},
+        "i.instance-1",
+        "f",
+        "a",
+        "h",
+        [],
+        {},
+        {},
+    )
+    assert "container" not in alone
+    mount = {"name": "nope", "mountPath": "x"}
+    for volumes, mounts, path in [
+        ([], [mount], "/containers/0/volumeMounts/0/name"),
+        (
+            [{"name": "v"}],
+            [{"name": "v", "mountPath": "/abs"}],
+            "/containers/0/volumeMounts/0/mountPath",
+        ),
+        (
+            [{"name": "v"}],
+            [{"name": "v", "mountPath": "a/../../b"}],
+            "/containers/0/volumeMounts/0/mountPath",
+        ),
+        (
+            [{"name": "v"}],
+            [{"name": "v", "mountPath": "x", "readOnly": "no"}],
+            "/containers/0/volumeMounts/0/readOnly",
+        ),
+        (
+            [{"name": "v"}],
+            [{"name": "v", "mountPath": "x", "size": 1}],
+            "/containers/0/volumeMounts/0/size",
+        ),
+        ([{"name": "v"}, {"name": "v"}], [], "/volumes/1/name"),
+        ([{"name": "V"}], [], "/volumes/0/name"),
+        ([{"name": "v", "host": "../etc"}], [], "/volumes/0/host"),
+        ([{"name": "v", "colour": 1}], [], "/volumes/0/colour"),
+        ({"name": "v"}, [], "/volumes"),
+    ]:
+        c = {**BASE["containers"][0], "volumeMounts": mounts}
+        assert path in _paths({**BASE, "volumes": volumes, "containers": [c]}), (volumes, mounts)
+
+
 def _pod() -> dict[str, Any]:
     raw = {
         "id": "/shop/web",
@@ -290,7 +407,7 @@ def test_the_task_group_of_an_instance_is_marathons() -> None:
     assert env["MARATHON_APP_ID"] == "/shop/web"
     assert env["MARATHON_APP_VERSION"] == "2026-12-05T10:00:00.000Z"
     assert env["MARATHON_CONTAINER_ID"] == "web"
-    assert env["ENDPOINT_HTTP_API"] == "31005"
+    assert env["ENDPOINT_HTTP_API"] == "31005" and env["EP_HOST_HTTP_API"] == "31005"
     assert env["MARATHON_APP_LABEL_TEAM"] == "shop"
     assert web["health_check"]["type"] == "HTTP"
     assert web["health_check"]["http"] == {"port": 31005, "path": "/ok", "scheme": "http"}

@@ -2,8 +2,8 @@
 Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/marathon.md
 "Pods").
 
-What butte does not run (images, volumes, networks other than ``host``, secrets ...) is
-refused with 422 naming the field, never dropped.
+What butte does not run (images, persistent volumes, networks other than ``host``, secrets
+...) is refused with 422 naming the field, never dropped.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ HEALTH_DEFAULTS = {
     "delaySeconds": 15,
 }
 MAX_CONTAINERS = 100
+_EPHEMERAL = "volumes/"  # where an instance's ephemeral volumes are, in its executor's sandbox
 _NOT_BUILT = "is not supported by butte"
 
 # Fields of the schema butte does not run: refused (422) when given with a value that
@@ -217,7 +218,7 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
         errors.add(path, "must be an object")
         return None
     _unknown(errors, path, raw, _CONTAINER_FIELDS)
-    for field in ("image", "volumeMounts", "check", "tty", "linuxInfo"):
+    for field in ("image", "check", "tty", "linuxInfo"):
         _refuse_if(errors, f"{path}/{field}", raw.get(field))
     name = _unique_name(errors, f"{path}/name", raw.get("name"), "container", seen)
     exec_ = _object(errors, f"{path}/exec", raw.get("exec"))
@@ -265,10 +266,86 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
     user = user_name(errors, f"{path}/user", raw.get("user"))
     if user is not None:
         out["user"] = user
+    mounts = _volume_mounts(errors, f"{path}/volumeMounts", raw.get("volumeMounts"))
+    if mounts:  # absent when none, as definitions stored before volumes were taken
+        out["volumeMounts"] = mounts
     if lifecycle.get("killGracePeriodSeconds") is not None:
         grace_path = f"{path}/lifecycle/killGracePeriodSeconds"
         grace = _number(errors, grace_path, lifecycle["killGracePeriodSeconds"], 0, 10**6)
         out["lifecycle"] = {"killGracePeriodSeconds": grace}
+    return out
+
+
+def _relative_path(path: Any) -> bool:
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and not path.startswith("/")
+        and (".." not in path.split("/"))
+    )
+
+
+def _volume_mounts(errors: _Errors, path: str, raw: Any) -> list[dict[str, Any]]:
+    """A container's ``volumeMounts`` (RAML ``VolumeMount``): which of the pod's volumes it
+    sees at which ``mountPath``, a path in its own sandbox (butte runs pods without images,
+    so there is no root filesystem of its own to mount into)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.add(path, "must be a list")
+        return []
+    out = []
+    for i, mount in enumerate(raw):
+        p = f"{path}/{i}"
+        if not isinstance(mount, Mapping):
+            errors.add(p, "must be an object")
+            continue
+        _unknown(errors, p, mount, frozenset({"name", "mountPath", "readOnly"}))
+        name = mount.get("name")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            errors.add(f"{p}/name", "must be lowercase letters, digits and hyphens")
+        target = mount.get("mountPath")
+        if not _relative_path(target):
+            errors.add(
+                f"{p}/mountPath",
+                "must be a relative path in the container's sandbox (butte runs pods without "
+                "images: there is no root filesystem of the container's own to mount into)",
+            )
+        entry: dict[str, Any] = {"name": name, "mountPath": target}
+        if "readOnly" in mount:
+            entry["readOnly"] = _bool(errors, f"{p}/readOnly", mount["readOnly"])
+        out.append(entry)
+    return out
+
+
+def _volumes(errors: _Errors, raw: Any) -> list[dict[str, str]]:
+    """The pod's ``volumes``: ephemeral ones (a ``name`` only: a directory of the
+    instance's executor sandbox that its containers share) and ``host`` ones (an absolute
+    path on the agent, or a path in the executor's sandbox)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errors.add("/volumes", "must be a list")
+        return []
+    out = []
+    seen: set[str] = set()
+    for i, volume in enumerate(raw):
+        p = f"/volumes/{i}"
+        if not isinstance(volume, Mapping):
+            errors.add(p, "must be an object")
+            continue
+        if "persistent" in volume:
+            errors.add(f"{p}/persistent", f"persistent {_NOT_BUILT} in pods")
+        _unknown(errors, p, volume, frozenset({"name", "host", "persistent"}))
+        name = _unique_name(errors, f"{p}/name", volume.get("name"), "volume", seen)
+        entry = {"name": name}
+        host = volume.get("host")
+        if host is not None:
+            if not isinstance(host, str) or not host or ".." in host.split("/"):
+                errors.add(f"{p}/host", "must be an absolute path or a path in the sandbox")
+            else:
+                entry["host"] = host
+        out.append(entry)
     return out
 
 
@@ -290,7 +367,7 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
             errors.add("/id", e)
         if path_id is not None and pod_id != canonical_id(path_id):
             errors.add("/id", f"the id in the body ({pod_id}) is not the URL's ({path_id})")
-    for name in ("fetch", "linuxInfo", "legacySharedCgroups", "volumes", "secrets"):
+    for name in ("fetch", "linuxInfo", "legacySharedCgroups", "secrets"):
         _refuse_if(errors, f"/{name}", raw.get(name))
     networks = raw.get("networks", [{"mode": "host"}])
     if networks not in ([], [{"mode": "host"}]):
@@ -383,6 +460,8 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         errors.add("/scheduling/killSelection", f"must be one of {', '.join(KILL_SELECTIONS)}")
     if "legacySharedCgroups" in raw:
         _bool(errors, "/legacySharedCgroups", raw["legacySharedCgroups"])
+    volumes = _volumes(errors, raw.get("volumes"))
+    names = {v["name"] for v in volumes}
     pod = {
         "id": pod_id,
         "labels": _str_map(errors, "/labels", raw.get("labels", {})),
@@ -400,8 +479,13 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         "executorResources": _resources(
             errors, "/executorResources", raw.get("executorResources"), DEFAULT_EXECUTOR_RESOURCES
         ),
-        "volumes": [],
+        "volumes": volumes,
     }
+    for i, c in enumerate(containers):
+        for j, mount in enumerate(c.get("volumeMounts", ())):
+            if isinstance(mount["name"], str) and mount["name"] not in names:
+                path = f"/containers/{i}/volumeMounts/{j}/name"
+                errors.add(path, f"names no volume of the pod: {mount['name']!r}")
     user = user_name(errors, "/user", raw.get("user"))
     if user is not None:  # absent when not given, as definitions stored before users were
         pod["user"] = user
@@ -485,7 +569,15 @@ def build_task_group(
     }
     if pod["labels"]:
         executor["labels"] = {"labels": [{"key": k, "value": v} for k, v in pod["labels"].items()]}
+    volumes = {v["name"]: v for v in pod.get("volumes", ())}
+    ephemeral = [n for n, v in volumes.items() if "host" not in v]
+    if ephemeral:  # each a directory of the executor's sandbox, made for the members
+        executor["container"] = {
+            "type": "MESOS",
+            "volumes": [_sandbox_volume(_EPHEMERAL + n, "SELF", _EPHEMERAL + n) for n in ephemeral],
+        }
     endpoint_env = {f"ENDPOINT_{_env_name(n)}": str(p) for n, p in host_ports.items()}
+    endpoint_env.update({f"EP_HOST_{_env_name(n)}": str(p) for n, p in host_ports.items()})
     tasks = []
     for c in pod["containers"]:
         task_id = f"{instance_id}.{c['name']}"
@@ -527,6 +619,9 @@ def build_task_group(
         }
         if c["labels"]:
             task["labels"] = {"labels": [{"key": k, "value": v} for k, v in c["labels"].items()]}
+        if c.get("volumeMounts"):
+            mounts = [_member_volume(m, volumes[m["name"]]) for m in c["volumeMounts"]]
+            task["container"] = {"type": "MESOS", "volumes": mounts}
         if "healthCheck" in c:
             task["health_check"] = _health(c["healthCheck"], host_ports)
         if "lifecycle" in c:
@@ -534,6 +629,32 @@ def build_task_group(
             task["kill_policy"] = {"grace_period": {"nanoseconds": int(grace * 1e9)}}
         tasks.append(task)
     return executor, tasks
+
+
+def _sandbox_volume(container_path: str, kind: str, path: str, mode: str = "RW") -> dict:
+    return {
+        "container_path": container_path,
+        "mode": mode,
+        "source": {"type": "SANDBOX_PATH", "sandbox_path": {"type": kind, "path": path}},
+    }
+
+
+def _member_volume(mount: Mapping[str, Any], volume: Mapping[str, str]) -> dict[str, Any]:
+    """A member's Mesos Volume for one of its ``volumeMounts``, as Marathon's
+    TaskGroupBuilder makes it: an ephemeral volume is ``volumes/<name>`` of the executor's
+    sandbox (PARENT); a host volume its absolute host path, or a path in the executor's
+    sandbox."""
+    mode = "RO" if mount.get("readOnly") else "RW"
+    host = volume.get("host")
+    if host is None:
+        return _sandbox_volume(mount["mountPath"], "PARENT", _EPHEMERAL + volume["name"], mode)
+    if not host.startswith("/"):
+        return _sandbox_volume(mount["mountPath"], "PARENT", host, mode)
+    return {
+        "container_path": mount["mountPath"],
+        "mode": mode,
+        "source": {"type": "HOST_PATH", "host_path": {"path": host}},
+    }
 
 
 def _health(hc: Mapping[str, Any], host_ports: Mapping[str, int]) -> dict[str, Any]:
