@@ -626,9 +626,11 @@ def run_soak(
     max_rounds: int | None = None,
     short: int = 3,
     log: Callable[[str], None] = lambda line: print(time.strftime("%H:%M:%S"), line),
+    pause: tuple[float, float] = (1.0, 3.0),
 ) -> SoakResult:
     """Runs the soak (module docstring) under ``directory``; the result (never raises for
-    a violated invariant: it is in ``problems``)."""
+    a violated invariant: it is in ``problems``). ``pause``: the range of the random
+    seconds between a settled round and its checks, while short tasks come and go."""
     rng = random.Random(seed)
     result = SoakResult()
     cluster = SoakCluster(directory)
@@ -653,7 +655,7 @@ def run_soak(
                     f"{timing.framework:.2f}s, agents {timing.agents:.2f}s"
                 )
                 settle(cluster, soaker)
-                time.sleep(rng.uniform(1.0, 3.0))  # short tasks come and go meanwhile
+                time.sleep(rng.uniform(*pause))  # short tasks come and go meanwhile
                 problems = check_invariants(cluster, soaker, framework)
             except (SoakError, OSError, TimeoutError) as e:
                 problems = [f"{type(e).__name__}: {e}"]
