@@ -1,7 +1,8 @@
 """A daemon's own log as a file the files API serves: ``--log_dir`` and ``--external_log_file``
 of ``butte master`` and ``butte agent`` (docs/operating.md "Log files").
 
-* `add_flags`: the two flags, as the master and the agent both define them.
+* `add_flags`: those two and glog's ``--quiet`` and ``--logbufsecs``, as the master and the
+  agent both define them.
 * `start_logging`: the process's logging, as before on stderr, and with ``--log_dir`` also in
   a file there, ``<program>.<host>.<user>.log.<SEVERITY>.<yyyymmdd-hhmmss>.<pid>`` (one per
   start, as glog names Mesos' files) behind the stable link ``<program>.<SEVERITY>``
@@ -28,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+from butte.core.flags import boolean
 from butte.master.acls import Acls, forbidden
 
 MASTER_LOG = "/master/log"
@@ -48,6 +50,23 @@ def add_flags(parser: argparse.ArgumentParser, program: str, virtual: str) -> No
         "(default: no file)",
     )
     parser.add_argument(
+        "--quiet",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=False,
+        help="log nothing to stderr; with --log_dir the file still gets everything (Mesos' "
+        "glog flag)",
+    )
+    parser.add_argument(
+        "--logbufsecs",
+        type=_seconds,
+        default=0,
+        help="at most how many seconds the --log_dir file may hold back INFO lines before "
+        "writing them; WARNING and above are written at once (Mesos' glog flag; default: 0, "
+        "every line at once)",
+    )
+    parser.add_argument(
         "--external_log_file",
         default=None,
         help="a log file of this daemon that something else writes (syslog, journald, a "
@@ -65,22 +84,71 @@ def severity(level: str) -> str:
     return "INFO" if level in ("DEBUG", "INFO") else level
 
 
-def start_logging(program: str, level: str, fmt: str, log_dir: str | None) -> str | None:
-    """Configures the root logger (``level``, ``fmt``, stderr) and, with ``log_dir``, a file
-    there too; the file's real path, or None without ``log_dir``. Raises ValueError naming the
-    flag when the directory or the file cannot be made."""
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr)
+def _seconds(text: str) -> int:
+    """argparse type of ``--logbufsecs``: whole seconds, 0 or more (glog's int32 flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole seconds, got {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {text!r}")
+    return value
+
+
+class _HeldBack(logging.StreamHandler):
+    """The log file's handler under ``--logbufsecs``: INFO and DEBUG lines stay in the
+    stream's buffer until one is older than the given seconds, as glog buffers below its
+    ``logbuflevel``; a WARNING or worse is written at once with everything before it."""
+
+    def __init__(self, stream: TextIO, seconds: float) -> None:
+        super().__init__(stream)
+        self.seconds = seconds
+        self._flushed = time.monotonic()
+        self._urgent = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._urgent = record.levelno >= logging.WARNING
+        super().emit(record)  # calls flush()
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        if self._urgent or now - self._flushed >= self.seconds:
+            super().flush()
+            self._flushed = now
+
+    def close(self) -> None:
+        self._urgent = True
+        self.flush()
+        super().close()
+
+
+def start_logging(
+    program: str,
+    level: str,
+    fmt: str,
+    log_dir: str | None,
+    quiet: bool = False,
+    logbufsecs: int = 0,
+) -> str | None:
+    """Configures the root logger (``level``, ``fmt``, stderr unless ``quiet``) and, with
+    ``log_dir``, a file there too, whose INFO lines may wait ``logbufsecs`` seconds; the
+    file's real path, or None without ``log_dir``. Raises ValueError naming the flag when the
+    directory or the file cannot be made."""
+    stderr: logging.Handler = logging.NullHandler() if quiet else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, handlers=[stderr])
     if log_dir is None:
         return None
-    path, stream = _open_log_file(program, severity(level), log_dir)
-    handler = logging.StreamHandler(stream)
+    path, stream = _open_log_file(program, severity(level), log_dir, buffered=logbufsecs > 0)
+    handler = _HeldBack(stream, logbufsecs) if logbufsecs > 0 else logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(fmt))
     # No level of its own: the root logger's (which SET_LOGGING_LEVEL changes) decides.
     logging.getLogger().addHandler(handler)
     return path
 
 
-def _open_log_file(program: str, sev: str, log_dir: str) -> tuple[str, TextIO]:
+def _open_log_file(
+    program: str, sev: str, log_dir: str, buffered: bool = False
+) -> tuple[str, TextIO]:
     directory = os.path.abspath(log_dir)
     try:
         user = getpass.getuser()
@@ -96,7 +164,8 @@ def _open_log_file(program: str, sev: str, log_dir: str) -> tuple[str, TextIO]:
         raise ValueError(
             f"--log_dir {log_dir}: cannot write a log file there: {e.strerror or e}"
         ) from None
-    stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+    # Line-buffered, unless --logbufsecs holds lines back (then a buffer a burst fits in).
+    stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16 if buffered else 1)
     link = os.path.join(directory, f"{program}.{sev}")
     temporary = f"{link}.{os.getpid()}.tmp"
     try:

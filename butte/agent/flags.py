@@ -28,6 +28,7 @@ from butte.core.domains import domain_flag
 from butte.core.durations import parse_duration
 from butte.core.flags import (
     add_negations,
+    boolean,
     duration_text,
     flag_text,
     flag_values,
@@ -183,16 +184,6 @@ def container_logger_flag(text: str) -> str:
             f"expected sandbox, logrotate or {MESOS_LOGROTATE_MODULE}, got {text!r}"
         )
     return value
-
-
-def boolean(text: str) -> bool:
-    """argparse type: true/false, 1/0, yes/no."""
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             getattr(args, "logging_level", "INFO"),
             "%(asctime)s %(levelname)s %(name)s: %(message)s",
             getattr(args, "log_dir", None),
+            quiet=getattr(args, "quiet", False),
+            logbufsecs=getattr(args, "logbufsecs", 0),
         )
     except ValueError as e:
         print(f"agent: {e}", file=sys.stderr)

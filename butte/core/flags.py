@@ -29,6 +29,19 @@ _SIZE_UNITS = (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10
 _NOT_FLAGS = frozenset({"handler", "command"})
 
 
+def boolean(text: str | bool) -> bool:
+    """argparse type of Mesos' boolean flags (``--flag``, ``--flag=true|false``): true or
+    false, also 1/0, yes/no and on/off."""
+    if isinstance(text, bool):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def is_boolean_flag(action: argparse.Action) -> bool:
     """Whether ``action`` is a boolean flag as butte declares them (see the module doc)."""
     return (

@@ -17,7 +17,7 @@ from butte.core.auth import CredentialsError, parse_credentials
 from butte.core.conn_limit import DEFAULT_MAX_CONNECTIONS
 from butte.core.domains import domain_flag
 from butte.core.durations import parse_duration
-from butte.core.flags import add_negations, flag_texts, port_number
+from butte.core.flags import add_negations, boolean, flag_texts, port_number
 from butte.core.resources import ResourceError, validate_role
 from butte.core.tls import TlsConfig, TlsError
 from butte.core.tls_listener import TlsListen
@@ -65,7 +65,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--filter_gpu_resources",
-        type=mesos_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=True,
@@ -82,7 +82,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--require_agent_domain",
-        type=mesos_bool,
+        type=boolean,
         nargs="?",
         const=True,
         default=False,
@@ -162,7 +162,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(
             f"--{name}",
-            type=mesos_bool,
+            type=boolean,
             nargs="?",
             const=True,
             default=False,
@@ -350,18 +350,6 @@ def tls_flag() -> TlsListen | None:
         raise ValueError(str(e)) from None
 
 
-def mesos_bool(text: str | bool) -> bool:
-    """argparse type of Mesos' boolean flags: ``--flag``, ``--flag=true|false|1|0``."""
-    if isinstance(text, bool):
-        return text
-    value = text.strip().lower()
-    if value in ("true", "1", "yes"):
-        return True
-    if value in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def acls_flag(value: str | None) -> Acls:
     """``--acls``: JSON text, or a path or file:// URL of it."""
     if value is None:
@@ -445,6 +433,8 @@ def run(args: argparse.Namespace) -> int:
             args.logging_level,
             "%(asctime)s %(levelname)s master %(name)s: %(message)s",
             getattr(args, "log_dir", None),
+            quiet=getattr(args, "quiet", False),
+            logbufsecs=getattr(args, "logbufsecs", 0),
         )
     except ValueError as e:
         print(f"butte master: {e}")

@@ -306,6 +306,26 @@ def test_agent_log_dir_is_served_as_slave_log(daemons, tmp_path):
     assert files(agent.url, "read", "/master/log", offset=0).status_code == 404
 
 
+def test_quiet_daemons_log_to_their_file_only(daemons, tmp_path):
+    """``--quiet``: nothing on stderr, everything in the ``--log_dir`` file; with
+    ``--logbufsecs`` the INFO lines wait in the daemon until it stops (or the time is up)."""
+    logs = tmp_path / "quiet-logs"
+    flags = ["--quiet", "--log_dir", str(logs), "--logbufsecs=60"]
+    master = daemons("master", flags)
+    agent = daemons("agent", flags, master=f"{HOST}:{master.port}")
+    master_log = logs / "butte-master.INFO"
+    agent_log = logs / "butte-agent.INFO"
+    flags_seen = requests.get(master.url + "/flags", timeout=10).json()["flags"]
+    assert flags_seen["quiet"] == "true" and flags_seen["logbufsecs"] == "60"
+    wait_for(lambda: requests.get(agent.url + "/state", timeout=10).json().get("id"), 20)
+    assert f"listening on {HOST}" not in master_log.read_text()  # held back, for now
+    agent.stop()  # a clean stop writes what was held back
+    assert "connected to master at" in agent_log.read_text()
+    master.stop()
+    assert f"listening on {HOST}" in master_log.read_text()
+    assert master.output_text() == "" and agent.output_text() == ""
+
+
 def test_unwritable_log_dir_stops_the_start(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -1,14 +1,19 @@
-"""`butte.daemon_log`: which paths name an attached log, which file a severity goes to, and the
-``--log_dir`` file with its stable link."""
+"""`butte.daemon_log`: which paths name an attached log, which file a severity goes to, the
+``--log_dir`` file with its stable link, and glog's ``--quiet`` and ``--logbufsecs``."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from butte import daemon_log
+from butte.core.flags import add_negations
 from butte.master.acls import Acls, parse_acls
 
 
@@ -78,3 +83,45 @@ def test_unwritable_log_dir_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ValueError, match="--log_dir .*: cannot write a log file there"):
         daemon_log._open_log_file("butte-agent", "INFO", str(blocker / "logs"))
+
+
+def test_logbufsecs_holds_info_lines_back_until_a_warning_or_the_time_is_up(tmp_path):
+    path, stream = daemon_log._open_log_file("butte-master", "INFO", str(tmp_path), buffered=True)
+    handler = daemon_log._HeldBack(stream, 0.3)
+    log = logging.getLogger("test.logbufsecs")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        written = Path(path).read_text
+        log.info("first")
+        log.info("second")
+        assert written() == ""  # held back
+        log.warning("trouble")  # written at once, with what came before
+        assert written().splitlines() == ["first", "second", "trouble"]
+        log.info("third")
+        assert "third" not in written()
+        time.sleep(0.35)
+        log.info("fourth")  # the oldest held line is past 0.3 s: all out
+        assert written().splitlines()[-2:] == ["third", "fourth"]
+        log.info("last")
+    finally:
+        log.removeHandler(handler)
+        handler.close()  # at exit nothing is lost
+    assert written().splitlines()[-1] == "last"
+
+
+def test_quiet_and_logbufsecs_are_mesos_flags_of_both_daemons():
+    for program in ("butte-master", "butte-agent"):
+        parser = argparse.ArgumentParser()
+        daemon_log.add_flags(parser, program, "/x/log")
+        add_negations(parser)
+        assert parser.parse_args([]).quiet is False
+        assert parser.parse_args([]).logbufsecs == 0
+        assert parser.parse_args(["--quiet"]).quiet is True
+        assert parser.parse_args(["--quiet=false"]).quiet is False
+        assert parser.parse_args(["--no-quiet"]).quiet is False
+        assert parser.parse_args(["--logbufsecs=30"]).logbufsecs == 30
+        for bad in (["--logbufsecs=-1"], ["--logbufsecs=1.5"], ["--quiet=maybe"]):
+            with pytest.raises(SystemExit):
+                parser.parse_args(bad)
