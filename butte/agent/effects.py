@@ -72,6 +72,9 @@ class LaunchContainer:
     # its task in the image (butte.agent.containerizer.image_runtime).
     container: dict[str, Any] | None = None
     command: CommandInfo | None = None
+    # The task group members that run in an image: (task id, ContainerInfo, CommandInfo),
+    # each given a root filesystem of its own before the executor starts.
+    member_images: tuple[tuple[str, dict[str, Any], CommandInfo], ...] = ()
     # Which containerizer runs it: "mesos" (processes in sandboxes) or "docker" (the Docker
     # executor, which runs the task through the Docker daemon; docs/docker.md).
     containerizer: str = "mesos"

@@ -374,7 +374,13 @@ class LaunchEvents(_Base):
         self.containers[container_id] = ex
         self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
         executor_container = info.container if kind != COMMAND else None
-        members = [(t.task_id.value, t.container) for t in tasks if kind == DEFAULT]
+        # Members in an image mount their volumes in it (image_runtime), the others here.
+        in_image = [t for t in tasks if kind == DEFAULT and image_of(t.container) is not None]
+        members = [
+            (t.task_id.value, t.container)
+            for t in tasks
+            if kind == DEFAULT and image_of(t.container) is None
+        ]
         if kind == COMMAND and image_of(tasks[0].container) is None and not docker:
             executor_container = tasks[0].container  # the command task's own
         in_sandbox, on_host = volumes.container_volumes(executor_container, members, sandbox)
@@ -398,6 +404,11 @@ class LaunchEvents(_Base):
             host_volumes=on_host,
             container=tasks[0].container if kind == COMMAND else None,
             command=tasks[0].command if kind == COMMAND else None,
+            member_images=tuple(
+                (t.task_id.value, t.container, t.command)
+                for t in in_image
+                if t.container is not None and t.command is not None
+            ),
             containerizer="docker" if docker else "mesos",
         )
 
@@ -525,8 +536,8 @@ def image_problem(
     tasks: list[TaskInfo], executor: ExecutorInfo | None, *, in_group: bool
 ) -> str | None:
     """Why the tasks' ContainerInfos cannot run here: a bad image name or volume, a field
-    butte does not implement, or an image where butte runs none (task group members,
-    custom executors)."""
+    butte does not implement, or an image where butte runs none (custom executors and
+    executors themselves)."""
     members = [(t.container, in_group) for t in tasks]
     # An executor has no parent: only members may take SANDBOX_PATH volumes of type PARENT.
     for info, member in (*members, (executor.container if executor else None, False)):
@@ -537,8 +548,8 @@ def image_problem(
         if problem is not None:
             return problem
     for t in tasks:
-        if image_of(t.container) is not None and executor is not None:
-            return "Images run only for command tasks (not in task groups or custom executors)"
+        if image_of(t.container) is not None and executor is not None and not in_group:
+            return "Images run only for command tasks and task group members (not custom executors)"
     if executor is not None and image_of(executor.container) is not None:
-        return "Images run only for command tasks (not for custom or default executors)"
+        return "Images run only for command tasks and task group members (not for executors)"
     return None

@@ -196,10 +196,9 @@ class AcceptEvents(OperationEvents):
                 raise InvalidTask("LAUNCH_GROUP needs an executor of type DEFAULT")
             if any(t.executor is not None for t in tasks):
                 raise InvalidTask("Tasks of a task group must not set 'executor'")
-            if any(
-                image_of(c) is not None for c in (executor.container, *(t.container for t in tasks))
-            ):
-                raise InvalidTask("Images run only for command tasks, not in task groups")
+            if image_of(executor.container) is not None:
+                # Its members may run in images (each its own root filesystem), not itself.
+                raise InvalidTask("A task group's executor cannot run in an image")
             # Each task is checked as if it named the group's executor.
             wrapped = [msgspec.structs.replace(t, executor=executor, command=None) for t in tasks]
             role = task_role(wrapped[0], fw.info, set(pools))

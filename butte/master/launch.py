@@ -142,10 +142,14 @@ def check_task(
         problem = pid_sharing_problem(container, with_executor=task.executor is not None)
         if problem is not None:
             raise InvalidTask(problem)
-    if task.executor is not None and any(
-        image_of(c) is not None for c in (task.container, task.executor.container)
+    if task.executor is not None and (
+        image_of(task.executor.container) is not None
+        or (not in_group and image_of(task.container) is not None)
     ):
-        raise InvalidTask("Images run only for command tasks, not with a custom executor")
+        # A task group member may run in an image (a root filesystem of its own).
+        raise InvalidTask(
+            "Images run only for command tasks and task group members, not with a custom executor"
+        )
     if docker_info.is_docker(task.container):
         assert task.container is not None
         ports = docker_info.task_ports(task.resources)

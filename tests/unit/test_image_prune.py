@@ -21,6 +21,8 @@ from butte.agent.containerizer.image_runtime import (
     disk_usage,
     excluded_images,
     image_options,
+    member_id,
+    owner_of,
     parse_image_gc_config,
 )
 from butte.agent.containerizer.images import Image, ImageConfig, ImageStore, SharedLock
@@ -264,6 +266,45 @@ def test_a_prune_during_a_launch_keeps_the_layers_being_provisioned(
     runtime.release("c1")
     assert sorted(runtime.prune([]).removed) == sorted(layers)
     assert runtime.store.layer_ids() == []
+
+
+def test_task_group_members_root_filesystems_go_with_their_executors_container(
+    tmp_path: Path, registry: Path
+) -> None:
+    """Each member in an image gets a root filesystem of its own (`member_id`), its
+    PARENT volumes in the executor's sandbox; they are removed with the executor's
+    container, and kept after a restart while that container is recovered."""
+    require("images are prepared by root only" if os.geteuid() else None, "root")
+    runtime = ImageRuntime(str(tmp_path / "work"), str(registry), "copy")
+    sandbox = tmp_path / "sandbox"
+    parent = {"type": "SANDBOX_PATH", "sandbox_path": {"type": "PARENT", "path": "shared"}}
+    container = {
+        "type": "MESOS",
+        "mesos": {"image": {"type": "DOCKER", "docker": {"name": "one"}}},
+        "volumes": [{"container_path": "/shared", "mode": "RW", "source": parent}],
+    }
+    command = {"shell": True, "value": "true"}
+    plans = {}
+    for cid in ("exec1", "exec2"):
+        for index in (0, 1):
+            own = sandbox / cid / "tasks" / f"m{index}"
+            own.mkdir(parents=True)
+            plans[cid, index] = runtime.prepare(
+                member_id(cid, index), container, command, str(own), {}, {}, None,
+                parent=str(sandbox / cid),
+            )  # fmt: skip
+    plan = plans["exec1", 1]
+    assert plan["sandbox"] == str(sandbox / "exec1" / "tasks" / "m1")
+    assert plan["mounts"] == [[str(sandbox / "exec1" / "shared"), "/shared", False]]
+    assert (sandbox / "exec1" / "shared").is_dir()  # made in the executor's sandbox
+    assert plans["exec1", 0]["rootfs"] != plan["rootfs"]
+    assert runtime.provisioner.containers() == {"exec1.0", "exec1.1", "exec2.0", "exec2.1"}
+    runtime.release("exec1")
+    assert runtime.provisioner.containers() == {"exec2.0", "exec2.1"}
+    assert runtime.remove_orphans({"exec2"}) == []
+    assert runtime.remove_orphans(set()) == ["exec2.0", "exec2.1"]
+    assert runtime.provisioner.containers() == set()
+    assert owner_of(member_id("c", 3)) == "c" and owner_of("c") == "c"
 
 
 def _docker(name: Any) -> dict[str, Any]:

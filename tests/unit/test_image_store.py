@@ -39,6 +39,7 @@ from butte.agent.containerizer.images import (
     whiteout,
 )
 from butte.agent.containerizer.provisioner import apply_layer, overlay_problem
+from butte.core import internal
 from butte.core.container_info import container_problem, split_image_name
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo
 from butte.master.launch import InvalidTask, check_task
@@ -486,34 +487,42 @@ def test_volumes_map_to_bind_mounts_and_host_paths_must_be_allowed() -> None:
         plan_volumes([{"container_path": "/e", "host_path": "/etc"}], "/sb", [])
 
 
-def test_the_master_refuses_images_in_task_groups() -> None:
+def test_the_master_takes_task_group_members_in_images_not_their_executor() -> None:
     h = Harness()
     h.register_agent()
     fid, stream = h.subscribe()
     h.allocate()
     (offer, *_) = h.offers(stream)
-    member = {
-        "name": "m",
-        "task_id": {"value": "m"},
-        "agent_id": offer["agent_id"],
-        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
-        "command": {"value": "true"},
-        "container": _container("busybox"),
-    }
-    group = {
-        "executor": {
-            "executor_id": {"value": "e"},
+
+    def group(name: str, executor_container: dict | None) -> dict:
+        member = {
+            "name": name,
+            "task_id": {"value": name},
+            "agent_id": offer["agent_id"],
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
+            "command": {"value": "true"},
+            "container": _container("busybox"),
+        }
+        executor = {
+            "executor_id": {"value": f"e-{name}"},
             "type": "DEFAULT",
             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}}],
-        },
-        "task_group": {"tasks": [member]},
-    }
-    operation = {"type": "LAUNCH_GROUP", "launch_group": group}
-    body = {"type": "ACCEPT", "accept": {"offer_ids": [offer["id"]], "operations": [operation]}}
+        }
+        if executor_container is not None:
+            executor["container"] = executor_container
+        return {
+            "type": "LAUNCH_GROUP",
+            "launch_group": {"executor": executor, "task_group": {"tasks": [member]}},
+        }
+
+    operations = [group("in-image", None), group("bad", _container("busybox"))]
+    body = {"type": "ACCEPT", "accept": {"offer_ids": [offer["id"]], "operations": operations}}
     h.call(fid, stream, body)
-    (status,) = h.updates(stream)
-    assert status["state"] == "TASK_ERROR"
-    assert "Images run only for command tasks" in status["message"]
+    (status,) = h.updates(stream)  # the member in an image goes to the agent
+    assert status["task_id"]["value"] == "bad" and status["state"] == "TASK_ERROR"
+    assert "A task group's executor cannot run in an image" in status["message"]
+    (run,) = h.agent_messages("c1", internal.RunTaskGroup)
+    assert run.task_group.tasks[0].container["mesos"]["image"]["docker"]["name"] == "busybox"
 
 
 def test_image_flags_are_checked_and_the_backend_defaults_to_what_works(tmp_path: Path) -> None:

@@ -33,6 +33,18 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_EXCLUDED_IMAGES = 1000  # a PRUNE_IMAGES request naming more is refused (400)
 
 
+def member_id(container_id: str, index: int) -> str:
+    """The id the root filesystem of a task group member (the ``index``-th of its group)
+    is provisioned under: its executor's container id (a UUID, without dots), a dot, its
+    index."""
+    return f"{container_id}.{index}"
+
+
+def owner_of(provisioned: str) -> str:
+    """The container (executor) a provisioned root filesystem belongs to (`member_id`)."""
+    return provisioned.split(".", 1)[0]
+
+
 def excluded_images(payload: Any) -> list[str]:
     """The image names of a PRUNE_IMAGES payload (``{"excluded_images": [Image...]}``, or
     None: no payload, nothing excluded). ValueError, with a message fit for a 400, for
@@ -169,12 +181,16 @@ class Mount:
 
 
 def plan_volumes(
-    volumes: Sequence[Mapping[str, Any]], sandbox: str, allowed_host_paths: Sequence[str]
+    volumes: Sequence[Mapping[str, Any]],
+    sandbox: str,
+    allowed_host_paths: Sequence[str],
+    parent: str | None = None,
 ) -> list[Mount]:
     """The bind mounts of ``ContainerInfo.volumes`` (checked by
     `butte.core.container_info.volume_problem` first): a relative ``container_path`` lies
     in the sandbox (``/mnt/mesos/sandbox``); a relative host path or a SANDBOX_PATH source
-    is in the sandbox; an absolute host path must lie under one of ``allowed_host_paths``
+    is in the sandbox, or for a PARENT one in ``parent`` (a task group member's executor's
+    sandbox); an absolute host path must lie under one of ``allowed_host_paths``
     (``--allowed_host_path_volumes``)."""
     mounts = []
     for volume in volumes:
@@ -184,7 +200,9 @@ def plan_volumes(
         source = volume.get("source")
         in_sandbox = True
         if source is not None and source.get("type") == "SANDBOX_PATH":
-            host = os.path.join(sandbox, str(source["sandbox_path"]["path"]).lstrip("/"))
+            sandbox_path = source["sandbox_path"]
+            base = parent if parent and sandbox_path.get("type") == "PARENT" else sandbox
+            host = os.path.join(base, str(sandbox_path["path"]).lstrip("/"))
         else:
             path = source["host_path"]["path"] if source is not None else volume["host_path"]
             host = str(path)
@@ -452,13 +470,23 @@ class ImageRuntime:
         executor_env: Mapping[str, str],
         task_env: Mapping[str, str],
         default_user: str | None,
+        parent: str | None = None,
     ) -> dict[str, Any]:
         """Gets the image, builds the container's root filesystem, and returns the launch
-        plan for the executor (`launch_plan`). ImageError says why it cannot (whatever went
-        wrong: a launch must fail, never hang)."""
+        plan for the executor (`launch_plan`). ``parent``: for a task group member (whose
+        ``sandbox`` is its own directory), its executor's sandbox, where its PARENT volumes
+        are. ImageError says why it cannot (whatever went wrong: a launch must fail, never
+        hang)."""
         try:
             return self._prepare(
-                container_id, container, command, sandbox, executor_env, task_env, default_user
+                container_id,
+                container,
+                command,
+                sandbox,
+                executor_env,
+                task_env,
+                default_user,
+                parent,
             )
         except ImageError:
             raise
@@ -475,16 +503,18 @@ class ImageRuntime:
         executor_env: Mapping[str, str],
         task_env: Mapping[str, str],
         default_user: str | None,
+        parent: str | None,
     ) -> dict[str, Any]:
         if os.geteuid() != 0:
             raise ImageError("running tasks in images needs an agent running as root")
-        problem = container_problem(container)
+        problem = container_problem(container, in_group=parent is not None)
         if problem is not None:
             raise ImageError(problem)
         name = image_of(container)
         if not name:
             raise ImageError("the container has no image")
-        mounts = plan_volumes(container.get("volumes") or [], sandbox, self.allowed_host_paths)
+        volumes = container.get("volumes") or []
+        mounts = plan_volumes(volumes, sandbox, self.allowed_host_paths, parent)
         # A prune waits until the root filesystem records the layers it uses (and this launch
         # waits for a prune under way): a layer being provisioned is never removed.
         with self.store.using():
@@ -515,16 +545,19 @@ class ImageRuntime:
             # As for any task: its user owns the sandbox (it writes there).
             os.chown(sandbox, plan["user"][1], plan["user"][2])
         try:
-            make_volume_sources(mounts, sandbox)
+            # A member's sources may be in its executor's sandbox, which holds its own.
+            make_volume_sources(mounts, parent or sandbox)
         except ImageError:
             self.provisioner.destroy(container_id)
             raise
         return plan
 
     def release(self, container_id: str) -> None:
-        """Removes a finished container's root filesystem (blocking)."""
-        if os.path.lexists(self.provisioner.container_dir(container_id)):
-            self.provisioner.destroy(container_id)
+        """Removes a finished container's root filesystem and its task group members'
+        (`member_id`; blocking)."""
+        for provisioned in self.provisioner.containers():
+            if owner_of(provisioned) == container_id:
+                self.provisioner.destroy(provisioned)
 
     def prune(self, excluded: Sequence[str]) -> Pruned:
         """PRUNE_IMAGES: removes from the store every layer that no container's root
@@ -542,8 +575,9 @@ class ImageRuntime:
         return pruned
 
     def remove_orphans(self, live: set[str]) -> list[str]:
-        """Removes the root filesystems of containers not in ``live`` (after a restart)."""
-        orphans = sorted(self.provisioner.containers() - live)
+        """Removes the root filesystems of containers not in ``live`` (after a restart),
+        a task group member's with its executor's container."""
+        orphans = sorted(c for c in self.provisioner.containers() if owner_of(c) not in live)
         for container_id in orphans:
             self.provisioner.destroy(container_id)
         return orphans

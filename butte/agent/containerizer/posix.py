@@ -51,7 +51,7 @@ from typing import Any
 
 from butte.agent import paths
 from butte.agent.containerizer import linux
-from butte.agent.containerizer.image_runtime import ImageRuntime
+from butte.agent.containerizer.image_runtime import ImageRuntime, member_id
 from butte.agent.containerizer.images import ImageError
 from butte.agent.containerizer.isolation import Isolation
 from butte.agent.containerizer.isolators import ContainerSetup, LaunchRefused, Limitation
@@ -59,7 +59,12 @@ from butte.agent.containerizer.isolators.cgroups_mem import OOM_RECHECKS
 from butte.agent.containerizer.launcher import LauncherClient
 from butte.agent.containerizer.zygote import ZygoteClient
 from butte.agent.effects import LaunchContainer, UpdateContainer
-from butte.agent.executor.command import ROOTFS_ENV, task_argv, task_environment
+from butte.agent.executor.command import (
+    ROOTFS_ENV,
+    ROOTFS_GROUP_ENV,
+    task_argv,
+    task_environment,
+)
 from butte.agent.fetcher import FetchError, fetch_all, give_to
 from butte.agent.launching import command_environment
 from butte.agent.placement import make_sandbox
@@ -324,6 +329,8 @@ class PosixContainerizer:
                 self._launch_failed(spec.container_id, str(e))
                 return
         image = image_of(spec.container)
+        if image is None and spec.member_images:
+            image = image_of(spec.member_images[0][1])
         if image is not None and self.images is None:
             self._launch_failed(
                 spec.container_id,
@@ -439,6 +446,25 @@ class PosixContainerizer:
             if container.setup is None:
                 container.setup = ContainerSetup()
             container.setup.env[ROOTFS_ENV] = json.dumps(plan)
+        if self.images is not None and spec.member_images:
+            switching = self.isolation is not None and self.isolation.switch_user
+            plans = {}
+            for index, (task_id, info, command_info) in enumerate(spec.member_images):
+                own = paths.task_sandbox(spec.sandbox, task_id)
+                os.makedirs(own, exist_ok=True)
+                plans[task_id] = self.images.prepare(
+                    member_id(spec.container_id, index),
+                    info,
+                    to_builtins(command_info),
+                    own,
+                    spec.env,
+                    command_environment(command_info),
+                    (command_info.user or spec.user) if switching else None,
+                    parent=spec.sandbox,
+                )
+            if container.setup is None:
+                container.setup = ContainerSetup()
+            container.setup.env[ROOTFS_GROUP_ENV] = json.dumps(plans)
 
     def _fetched(self, container: Container, spec: LaunchContainer, future: Any) -> None:
         try:

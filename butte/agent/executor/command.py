@@ -104,8 +104,10 @@ def task_argv(command: dict) -> tuple[str, list[str], bool]:
 # What the agent tells the executor about isolating its tasks (not passed on to tasks).
 NAMESPACES_ENV = "BUTTE_TASK_NAMESPACES"  # comma-separated: pid, mnt, tmp, net
 USER_ENV = "BUTTE_TASK_USER"  # set when tasks switch user: the default user
-# The launch plan (JSON) of a task in an image: butte.agent.containerizer.image_runtime.launch_plan.
+# The launch plan (JSON) of a task in an image: butte.agent.containerizer.image_runtime.launch_plan;
+# of task group members in images, one per task id (a JSON object).
 ROOTFS_ENV = "BUTTE_TASK_ROOTFS"
+ROOTFS_GROUP_ENV = "BUTTE_MEMBER_ROOTFS"
 
 
 def secret_value(var: dict) -> str | None:
@@ -132,6 +134,7 @@ def task_environment(base: dict[str, str], command: dict) -> dict[str, str]:
     env.pop(NAMESPACES_ENV, None)
     env.pop(USER_ENV, None)
     env.pop(ROOTFS_ENV, None)
+    env.pop(ROOTFS_GROUP_ENV, None)
     variables = (command.get("environment") or {}).get("variables") or []
     for var in variables:
         if not isinstance(var, dict):
@@ -390,15 +393,27 @@ class Executor:
             return None
         return os.path.join(self.sandbox, "tasks", info["task_id"]["value"])
 
+    def _image_plan(self, info: dict, group: bool) -> dict | None:
+        """The launch plan of a task in an image (None: it runs on the host's file system):
+        a command task's, or a task group member's own."""
+        text = self.environ.get(ROOTFS_GROUP_ENV if group else ROOTFS_ENV)
+        if not text:
+            return None
+        import json
+
+        plan = json.loads(text)
+        return plan.get(info["task_id"]["value"]) if group else plan
+
     def _spawn(self, info: dict, group: bool) -> int:
-        plan = self.environ.get(ROOTFS_ENV)
-        if plan and not group:
-            return self._spawn_in_image(plan)
+        plan = self._image_plan(info, group)
+        cwd = self._task_dir(info, group)
+        if plan is not None:
+            stdio = (os.path.join(cwd, "stdout"), os.path.join(cwd, "stderr")) if cwd else None
+            return self._spawn_in_image(plan, stdio)
         command = info.get("command") or {}
         program, argv, search = task_argv(command)
         env = task_environment(self.environ, command)
         actions = []
-        cwd = self._task_dir(info, group)
         if cwd is not None:
             os.makedirs(cwd, exist_ok=True)
             env["MESOS_SANDBOX"] = cwd
@@ -413,14 +428,12 @@ class Executor:
             return self._spawn_isolated(program, argv, search, env, cwd, namespaces, user)
         return self._spawn_process(program, argv, search, env, cwd, actions)
 
-    def _spawn_in_image(self, text: str) -> int:
+    def _spawn_in_image(self, plan: dict, stdio: tuple[str, str] | None) -> int:
         """Starts the task in its image's root filesystem, as the agent planned it (program,
-        environment, mounts, user: `butte.agent.containerizer.image_runtime.launch_plan`)."""
-        import json
-
+        environment, mounts, user: `butte.agent.containerizer.image_runtime.launch_plan`);
+        ``stdio``: a member's own stdout and stderr files (None: the executor's)."""
         from butte.agent.containerizer import linux
 
-        plan = json.loads(text)
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
         if "mnt" not in namespaces:
             namespaces.append("mnt")
@@ -432,7 +445,7 @@ class Executor:
             search="/" not in program,
             cwd=None,
             sandbox=self.sandbox,
-            stdio=None,
+            stdio=stdio,
             namespaces=namespaces,
             user=None,
             rootfs=plan,
@@ -512,14 +525,11 @@ class Executor:
         # joining a mount namespace moves a process to that namespace's root.
         cwd = self._task_dir(task.info, task.group) or self.sandbox
         namespaces = [n for n in self.environ.get(NAMESPACES_ENV, "").split(",") if n]
-        plan = self.environ.get(ROOTFS_ENV)
+        plan = self._image_plan(task.info, task.group)
         if plan and kind == "COMMAND":
-            import json
-
             # A COMMAND probe runs in the task's image, with the task's environment there.
             namespaces.append("mnt")
-            launch = json.loads(plan)
-            env, cwd = launch["env"], launch["cwd"]
+            env, cwd = plan["env"], plan["cwd"]
         wanted = ("net", "mnt") if kind == "COMMAND" else ("net",)
         joined = [n for n in wanted if n in namespaces]
         user = None
