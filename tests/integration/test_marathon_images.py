@@ -84,3 +84,89 @@ def test_an_app_in_an_image_runs_its_instances_inside_the_image(tmp_path: Path) 
             60,
             "the missing image reported as the last task failure",
         )
+
+
+def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_path: Path) -> None:
+    """A pod's container with an ``image`` runs in its own root filesystem as a task group
+    member (its arguments after the image's entrypoint, its sandbox at /mnt/mesos/sandbox,
+    its output in its own directory), beside a container without one; an ephemeral volume
+    at an absolute path in the image is the same directory the other container sees in its
+    sandbox."""
+    require("the tests run as root only (mount namespaces)" if os.geteuid() else None, "root")
+    busybox_rootfs()
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    save_archive(
+        registry / "svc:1.tar",
+        "svc",
+        "1",
+        config={"Entrypoint": ["/bin/sh"], "Env": ["GREETING=from-image"]},
+        layers=[{"/etc/from-image": b"layered\n"}],
+    )
+    script = (
+        'cat /etc/from-image; echo "$GREETING $MESOS_SANDBOX"; '
+        "echo from-the-image > /data/note; exec sleep 600"
+    )
+    pod = {
+        "id": "/imaged",
+        "volumes": [{"name": "data"}],
+        "containers": [
+            {
+                "name": "boxed",
+                "image": {"kind": "DOCKER", "id": "svc:1"},
+                "exec": {"command": {"argv": ["-c", script]}},
+                "resources": {"cpus": 0.1, "mem": 32},
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            },
+            {
+                "name": "host",
+                "exec": {
+                    "command": {
+                        "shell": "until [ -s in/note ]; do sleep 0.05; done; "
+                        "cp in/note got; test -e /etc/from-image || echo host > where; "
+                        "exec sleep 600"
+                    }
+                },
+                "resources": {"cpus": 0.1, "mem": 16},
+                "volumeMounts": [{"name": "data", "mountPath": "in", "readOnly": True}],
+            },
+        ],
+    }
+    flags = ("--image_providers", "docker", "--docker_registry", str(registry))
+    with (
+        start_cluster(tmp_path, agent_flags=flags) as cluster,
+        start_marathon(cluster.master_address, tmp_path) as marathon,
+    ):
+        status, body = marathon.request("POST", "/v2/pods", pod)
+        assert status == 201, body
+
+        def members() -> dict[str, Path] | None:
+            status = marathon.get("/v2/pods/imaged::status")
+            for inst in status["instances"]:
+                if [c["status"] for c in inst["containers"]] == ["TASK_RUNNING"] * 2:
+                    found = {
+                        name: next(tmp_path.glob(f"agent-0/slaves/**/tasks/{inst['id']}.{name}"))
+                        for name in ("boxed", "host")
+                    }
+                    return found
+            return None
+
+        boxes = marathon.wait_until(members, 60, "both containers running")
+        marathon.wait_until(lambda: (boxes["host"] / "got").exists(), 20, "the note shared")
+        assert (boxes["host"] / "got").read_text() == "from-the-image\n"
+        assert (boxes["host"] / "where").read_text() == "host\n"  # on the host's file system
+        out = (boxes["boxed"] / "stdout").read_text().splitlines()
+        assert out[:2] == ["layered", "from-image /mnt/mesos/sandbox"], out
+        tasks = [t for f in cluster.state()["frameworks"] for t in f["tasks"]]
+        (boxed,) = [t for t in tasks if t["name"] == "boxed"]
+        assert boxed["container"]["mesos"]["image"]["docker"]["name"] == "svc:1"
+
+        # Its root filesystem goes with the instance.
+        provisioned = list(tmp_path.glob("agent-0/provisioner/*"))
+        assert provisioned, "a root filesystem for the boxed member"
+        marathon.wait_until(lambda: not marathon.get("/v2/deployments"), 30, "deployed")
+        status, _ = marathon.request("DELETE", "/v2/pods/imaged")
+        assert status == 202
+        marathon.wait_until(
+            lambda: not list(tmp_path.glob("agent-0/provisioner/*")), 30, "the rootfs removed"
+        )

@@ -194,9 +194,10 @@ def test_a_pod_runs_as_a_task_group_scales_heals_persists_and_goes(tmp_path: Pat
         m.wait_until(lambda: not m.get("/v2/deployments"), 30, "the stop deployment done")
 
         # Bad definitions: 422 naming the field.
-        bad = {**POD, "containers": [{**POD["containers"][0], "image": {"id": "busybox"}}]}
+        appc = {"kind": "APPC", "id": "busybox"}
+        bad = {**POD, "containers": [{**POD["containers"][0], "image": appc}]}
         status, body = m.request("POST", "/v2/pods", bad)
-        assert status == 422 and body["details"][0]["path"] == "/containers/0/image", body
+        assert status == 422 and body["details"][0]["path"] == "/containers/0/image/kind", body
         status, body = m.request("POST", "/v2/pods", {**POD, "networks": [{"mode": "container"}]})
         assert status == 422 and body["details"][0]["path"] == "/networks", body
         assert m.request("POST", "/v2/pods", {"id": "/x", "containers": []})[0] == 422

@@ -63,7 +63,6 @@ def test_what_butte_does_not_build_is_refused_naming_the_field(
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("image", {"kind": "DOCKER", "id": "busybox"}),
         ("tty", True),
         ("colour", "red"),
     ],
@@ -341,6 +340,57 @@ def test_volumes_are_shared_by_the_members_that_mount_them() -> None:
     ]:
         c = {**BASE["containers"][0], "volumeMounts": mounts}
         assert path in _paths({**BASE, "volumes": volumes, "containers": [c]}), (volumes, mounts)
+
+
+def test_a_container_in_an_image_runs_its_entrypoint_or_its_command() -> None:
+    def container(name: str, **fields: Any) -> dict[str, Any]:
+        return {"name": name, "image": {"kind": "DOCKER", "id": "svc:1"}, **fields}
+
+    raw = {
+        **BASE,
+        "containers": [
+            container("plain"),
+            container("args", exec={"command": {"argv": ["-c", "x"]}}),
+            container(
+                "own",
+                exec={"command": {"argv": ["/bin/app", "-v"]}, "overrideEntrypoint": True},
+            ),
+            {**container("shell", exec={"command": {"shell": "echo hi"}})},
+            container("fresh", image={"kind": "DOCKER", "id": "svc:1", "forcePull": True}),
+        ],
+    }
+    pod = normalize_pod(raw)
+    assert "exec" not in pod["containers"][0]
+    assert pod["containers"][0]["image"] == {"kind": "DOCKER", "id": "svc:1"}
+    assert normalize_pod(pod) == pod
+    pod["version"] = "2026-12-05T10:00:00.000Z"
+    _, tasks = build_task_group(pod, "i.instance-1", "f", "a", "h", [], {}, {})
+    plain, args, own, shell, fresh = tasks
+    image = {"type": "DOCKER", "docker": {"name": "svc:1"}}
+    assert plain["container"] == {"type": "MESOS", "mesos": {"image": image}}
+    assert plain["command"]["shell"] is False and "value" not in plain["command"]
+    assert args["command"]["arguments"] == ["-c", "x"] and "value" not in args["command"]
+    assert own["command"]["value"] == "/bin/app"
+    assert own["command"]["arguments"] == ["/bin/app", "-v"]
+    assert shell["command"]["shell"] is True and shell["command"]["value"] == "echo hi"
+    assert fresh["container"]["mesos"]["image"]["cached"] is False
+    for image_raw, path in [
+        ({"kind": "APPC", "id": "svc"}, "/containers/0/image/kind"),
+        ({"kind": "DOCKER", "id": "../x"}, "/containers/0/image/id"),
+        ({"kind": "DOCKER"}, "/containers/0/image/id"),
+        ({"kind": "DOCKER", "id": "x", "forcePull": "yes"}, "/containers/0/image/forcePull"),
+        ({"kind": "DOCKER", "id": "x", "labels": {"os": "linux"}}, "/containers/0/image/labels"),
+        ("busybox", "/containers/0/image"),
+    ]:
+        assert path in _paths({**BASE, "containers": [container("c", image=image_raw)]}), image_raw
+    no_image = {
+        **BASE["containers"][0],
+        "exec": {"command": {"shell": "x"}, "overrideEntrypoint": True},
+    }
+    assert "/containers/0/exec/overrideEntrypoint" in _paths({**BASE, "containers": [no_image]})
+    shell_kept = container("c", exec={"command": {"shell": "x"}, "overrideEntrypoint": False})
+    assert "/containers/0/exec/overrideEntrypoint" in _paths({**BASE, "containers": [shell_kept]})
+    assert "/containers/0/exec/command" in _paths({**BASE, "containers": [{"name": "c"}]})
 
 
 def _pod() -> dict[str, Any]:

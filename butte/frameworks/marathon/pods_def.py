@@ -2,8 +2,8 @@
 Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/marathon.md
 "Pods").
 
-What butte does not run (images, persistent volumes, networks other than ``host``, secrets
-...) is refused with 422 naming the field, never dropped.
+What butte does not run (APPC images, persistent volumes, networks other than ``host``,
+secrets ...) is refused with 422 naming the field, never dropped.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from butte.core.container_info import split_image_name
 from butte.frameworks.marathon.appdef import (
     DEFAULT_UNREACHABLE,
     DEFAULT_UPGRADE,
@@ -218,35 +219,15 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
         errors.add(path, "must be an object")
         return None
     _unknown(errors, path, raw, _CONTAINER_FIELDS)
-    for field in ("image", "check", "tty", "linuxInfo"):
+    for field in ("check", "tty", "linuxInfo"):
         _refuse_if(errors, f"{path}/{field}", raw.get(field))
     name = _unique_name(errors, f"{path}/name", raw.get("name"), "container", seen)
-    exec_ = _object(errors, f"{path}/exec", raw.get("exec"))
-    _unknown(errors, f"{path}/exec", exec_, frozenset({"command", "overrideEntrypoint"}))
-    _refuse_if(errors, f"{path}/exec/overrideEntrypoint", exec_.get("overrideEntrypoint"))
-    command = _object(errors, f"{path}/exec/command", exec_.get("command"))
-    _unknown(errors, f"{path}/exec/command", command, frozenset({"shell", "argv"}))
-    cmd: dict[str, Any] = {}
-    if isinstance(command.get("shell"), str) and command["shell"] and "argv" not in command:
-        cmd = {"shell": command["shell"]}
-    elif (
-        "shell" not in command
-        and isinstance(command.get("argv"), list)
-        and command["argv"]
-        and all(isinstance(a, str) for a in command["argv"])
-    ):
-        cmd = {"argv": list(command["argv"])}
-    else:
-        errors.add(
-            f"{path}/exec/command",
-            "needs a non-empty shell string or argv list (a container without an image "
-            "must have a command)",
-        )
+    image = _image(errors, f"{path}/image", raw.get("image"))
+    exec_out = _exec(errors, f"{path}/exec", raw.get("exec"), image is not None)
     lifecycle = _object(errors, f"{path}/lifecycle", raw.get("lifecycle"))
     _unknown(errors, f"{path}/lifecycle", lifecycle, frozenset({"killGracePeriodSeconds"}))
     out: dict[str, Any] = {
         "name": name,
-        "exec": {"command": cmd},
         "resources": _resources(
             errors, f"{path}/resources", raw.get("resources"), DEFAULT_CONTAINER_RESOURCES
         ),
@@ -254,6 +235,10 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
         "environment": _str_map(errors, f"{path}/environment", raw.get("environment", {})),
         "labels": _str_map(errors, f"{path}/labels", raw.get("labels", {})),
     }
+    if exec_out is not None:  # absent: the image's entrypoint and command
+        out["exec"] = exec_out
+    if image is not None:
+        out["image"] = image
     artifacts = raw.get("artifacts") or []
     if not isinstance(artifacts, list):
         errors.add(f"{path}/artifacts", "must be a list")
@@ -266,13 +251,74 @@ def _container(errors: _Errors, path: str, raw: Any, seen: set[str]) -> dict[str
     user = user_name(errors, f"{path}/user", raw.get("user"))
     if user is not None:
         out["user"] = user
-    mounts = _volume_mounts(errors, f"{path}/volumeMounts", raw.get("volumeMounts"))
+    mounts = _volume_mounts(
+        errors, f"{path}/volumeMounts", raw.get("volumeMounts"), image is not None
+    )
     if mounts:  # absent when none, as definitions stored before volumes were taken
         out["volumeMounts"] = mounts
     if lifecycle.get("killGracePeriodSeconds") is not None:
         grace_path = f"{path}/lifecycle/killGracePeriodSeconds"
         grace = _number(errors, grace_path, lifecycle["killGracePeriodSeconds"], 0, 10**6)
         out["lifecycle"] = {"killGracePeriodSeconds": grace}
+    return out
+
+
+def _image(errors: _Errors, path: str, raw: Any) -> dict[str, Any] | None:
+    """A container's ``image`` (RAML ``Image``): a Docker image the agent's image store has
+    (``--image_providers docker``), run by its mesos containerizer. ``forcePull`` is taken:
+    the store reads an image again whenever its archive changed, so a container always gets
+    the newest one (APPC images are refused: the store holds none)."""
+    if raw is None:
+        return None
+    raw = _object(errors, path, raw)
+    _unknown(errors, path, raw, frozenset({"kind", "id", "forcePull", "labels"}))
+    if raw.get("kind") != "DOCKER":
+        errors.add(f"{path}/kind", "must be DOCKER (butte's image store has no APPC images)")
+    _refuse_if(errors, f"{path}/labels", raw.get("labels"))  # APPC discovery labels
+    try:
+        split_image_name(raw.get("id"))
+    except ValueError as e:
+        errors.add(f"{path}/id", str(e))
+    out: dict[str, Any] = {"kind": "DOCKER", "id": raw.get("id")}
+    if "forcePull" in raw:
+        out["forcePull"] = _bool(errors, f"{path}/forcePull", raw["forcePull"])
+    return out
+
+
+def _exec(errors: _Errors, path: str, raw: Any, image: bool) -> dict[str, Any] | None:
+    """A container's ``exec``: a ``shell`` string or an ``argv`` list; optional with an
+    ``image`` (its entrypoint and command then run, an ``argv`` follows its entrypoint
+    unless ``overrideEntrypoint``). None when not given."""
+    if raw is None and image:
+        return None
+    exec_ = _object(errors, path, raw)
+    _unknown(errors, path, exec_, frozenset({"command", "overrideEntrypoint"}))
+    command = _object(errors, f"{path}/command", exec_.get("command"))
+    _unknown(errors, f"{path}/command", command, frozenset({"shell", "argv"}))
+    cmd: dict[str, Any] = {}
+    if isinstance(command.get("shell"), str) and command["shell"] and "argv" not in command:
+        cmd = {"shell": command["shell"]}
+    elif (
+        "shell" not in command
+        and isinstance(command.get("argv"), list)
+        and command["argv"]
+        and all(isinstance(a, str) for a in command["argv"])
+    ):
+        cmd = {"argv": list(command["argv"])}
+    else:
+        errors.add(
+            f"{path}/command",
+            "needs a non-empty shell string or argv list (a container without an image "
+            "must have a command)",
+        )
+    out: dict[str, Any] = {"command": cmd}
+    if "overrideEntrypoint" in exec_:
+        override = _bool(errors, f"{path}/overrideEntrypoint", exec_["overrideEntrypoint"])
+        if not image:
+            errors.add(f"{path}/overrideEntrypoint", "applies only to a container with an image")
+        elif "shell" in cmd and not override:
+            errors.add(f"{path}/overrideEntrypoint", "cannot be false with command.shell")
+        out["overrideEntrypoint"] = override
     return out
 
 
@@ -285,10 +331,10 @@ def _relative_path(path: Any) -> bool:
     )
 
 
-def _volume_mounts(errors: _Errors, path: str, raw: Any) -> list[dict[str, Any]]:
+def _volume_mounts(errors: _Errors, path: str, raw: Any, image: bool) -> list[dict[str, Any]]:
     """A container's ``volumeMounts`` (RAML ``VolumeMount``): which of the pod's volumes it
-    sees at which ``mountPath``, a path in its own sandbox (butte runs pods without images,
-    so there is no root filesystem of its own to mount into)."""
+    sees at which ``mountPath``: a path in its image's root filesystem, or, relative, in its
+    sandbox (the only place a container without an image has of its own)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -305,11 +351,14 @@ def _volume_mounts(errors: _Errors, path: str, raw: Any) -> list[dict[str, Any]]
         if not isinstance(name, str) or not NAME.fullmatch(name):
             errors.add(f"{p}/name", "must be lowercase letters, digits and hyphens")
         target = mount.get("mountPath")
-        if not _relative_path(target):
+        if image and isinstance(target, str) and target.startswith("/"):
+            if ".." in target.split("/"):
+                errors.add(f"{p}/mountPath", "must not contain '..'")
+        elif not _relative_path(target):
             errors.add(
                 f"{p}/mountPath",
-                "must be a relative path in the container's sandbox (butte runs pods without "
-                "images: there is no root filesystem of the container's own to mount into)",
+                "must be a relative path in the container's sandbox (a container without an "
+                "image has no root filesystem of its own to mount into)",
             )
         entry: dict[str, Any] = {"name": name, "mountPath": target}
         if "readOnly" in mount:
@@ -597,7 +646,8 @@ def build_task_group(
             **{f"MARATHON_APP_LABEL_{_env_name(k)}": v for k, v in labels.items()},
             **endpoint_env,
         }
-        cmd = c["exec"]["command"]
+        exec_ = c.get("exec") or {}
+        cmd = exec_.get("command") or {}
         command: dict[str, Any] = {
             "environment": {"variables": [{"name": k, "value": v} for k, v in env.items()]}
         }
@@ -608,8 +658,12 @@ def build_task_group(
             command["user"] = user
         if "shell" in cmd:
             command.update({"shell": True, "value": cmd["shell"]})
-        else:
+        elif "argv" in cmd and ("image" not in c or exec_.get("overrideEntrypoint")):
             command.update({"shell": False, "value": cmd["argv"][0], "arguments": cmd["argv"]})
+        elif "argv" in cmd:  # after the image's entrypoint
+            command.update({"shell": False, "arguments": cmd["argv"]})
+        else:  # the image's entrypoint and command
+            command["shell"] = False
         task: dict[str, Any] = {
             "name": c["name"],
             "task_id": {"value": task_id},
@@ -619,9 +673,17 @@ def build_task_group(
         }
         if c["labels"]:
             task["labels"] = {"labels": [{"key": k, "value": v} for k, v in c["labels"].items()]}
+        container: dict[str, Any] = {"type": "MESOS"}
         if c.get("volumeMounts"):
             mounts = [_member_volume(m, volumes[m["name"]]) for m in c["volumeMounts"]]
-            task["container"] = {"type": "MESOS", "volumes": mounts}
+            container["volumes"] = mounts
+        if "image" in c:
+            image: dict[str, Any] = {"type": "DOCKER", "docker": {"name": c["image"]["id"]}}
+            if "forcePull" in c["image"]:
+                image["cached"] = not c["image"]["forcePull"]
+            container["mesos"] = {"image": image}
+        if len(container) > 1:
+            task["container"] = container
         if "healthCheck" in c:
             task["health_check"] = _health(c["healthCheck"], host_ports)
         if "lifecycle" in c:
