@@ -7,16 +7,8 @@ import argparse
 
 from butte.agent.http_auth import AgentAuth
 from butte.core.auth import CredentialsError, parse_credentials
+from butte.core.flags import boolean
 from butte.master.acls import AclError, Acls, parse_acls
-
-
-def _boolean(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_auth_flags(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +23,7 @@ def add_auth_flags(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(
             f"--{name}",
-            type=_boolean,
+            type=boolean,
             nargs="?",
             const=True,
             default=False,

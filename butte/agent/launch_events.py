@@ -373,17 +373,15 @@ class LaunchEvents(_Base):
         fw.executors[ex.id] = ex
         self.containers[container_id] = ex
         self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
-        executor_container = info.container if kind != COMMAND else None
-        # Members in an image mount their volumes in it (image_runtime), the others here.
-        in_image = [t for t in tasks if kind == DEFAULT and image_of(t.container) is not None]
-        members = [
-            (t.task_id.value, t.container)
-            for t in tasks
-            if kind == DEFAULT and image_of(t.container) is None
-        ]
+        # The volumes of containers without an image are mounted here; a task in an image
+        # gets its own in its root filesystem (image_runtime).
+        own = info.container if kind != COMMAND else None
         if kind == COMMAND and image_of(tasks[0].container) is None and not docker:
-            executor_container = tasks[0].container  # the command task's own
-        in_sandbox, on_host = volumes.container_volumes(executor_container, members, sandbox)
+            own = tasks[0].container  # the command task's
+        members = tasks if kind == DEFAULT else []
+        in_image = [t for t in members if image_of(t.container) is not None]
+        on_host = [(t.task_id.value, t.container) for t in members if t not in in_image]
+        in_sandbox, host_paths = volumes.container_volumes(own, on_host, sandbox)
         return LaunchContainer(
             container_id,
             fw.id,
@@ -401,13 +399,13 @@ class LaunchEvents(_Base):
                 config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
             ),
             sandbox_volumes=in_sandbox,
-            host_volumes=on_host,
+            host_volumes=host_paths,
             container=tasks[0].container if kind == COMMAND else None,
             command=tasks[0].command if kind == COMMAND else None,
             member_images=tuple(
-                (t.task_id.value, t.container, t.command)
+                (t.task_id.value, t.container or {}, t.command)
                 for t in in_image
-                if t.container is not None and t.command is not None
+                if t.command is not None  # a member has one (checked at launch)
             ),
             containerizer="docker" if docker else "mesos",
         )

@@ -1037,6 +1037,8 @@ class AgentServer:
         await self.master_link.close()
         await self.containerizer.destroy_all(self.options.executor_shutdown_grace_period)
         await self.containerizer.wait_all(2.0)
+        for container_id in list(self._attached):  # killed, if not yet seen to end
+            self._detach_volumes(container_id)
         if self._background:
             await asyncio.wait(list(self._background), timeout=10.0)  # containers removed
         await self.containerizer.close()

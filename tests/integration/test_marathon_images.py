@@ -152,7 +152,7 @@ def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_pa
             return None
 
         boxes = marathon.wait_until(members, 60, "both containers running")
-        marathon.wait_until(lambda: (boxes["host"] / "got").exists(), 20, "the note shared")
+        marathon.wait_until(lambda: (boxes["host"] / "where").read_text(), 20, "the note shared")
         assert (boxes["host"] / "got").read_text() == "from-the-image\n"
         assert (boxes["host"] / "where").read_text() == "host\n"  # on the host's file system
         out = (boxes["boxed"] / "stdout").read_text().splitlines()

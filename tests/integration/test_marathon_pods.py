@@ -292,7 +292,8 @@ def test_a_pod_fetches_artifacts_shares_volumes_runs_as_its_user_and_keeps_to_co
 
         inst = m.wait_until(one_running, 60, "one instance running")
         sandbox = next(tmp_path.glob(f"agent-0/slaves/**/tasks/{inst['id']}.reader"))
-        m.wait_until(lambda: (sandbox / "seen").exists(), 10, "the reader's output")
+        # Written, not just made: the shell creates a file before it writes to it.
+        m.wait_until(lambda: (sandbox / "seen").read_text(), 10, "the reader's output")
         # The ephemeral volume: what one container wrote, the other read (it is the
         # executor's volumes/share).
         assert (sandbox / "seen").read_text() == "hi\n"
@@ -302,7 +303,7 @@ def test_a_pod_fetches_artifacts_shares_volumes_runs_as_its_user_and_keeps_to_co
         # What was fetched belongs to the user too, as Mesos' fetcher running as it leaves it.
         assert (sandbox / "in.txt").stat().st_uid == pwd.getpwnam("nobody").pw_uid
         root_box = next(tmp_path.glob(f"agent-0/slaves/**/tasks/{inst['id']}.root"))
-        m.wait_until(lambda: (root_box / "who").exists(), 10, "the root member's output")
+        m.wait_until(lambda: (root_box / "who").read_text(), 10, "the root member's output")
         assert (root_box / "who").read_text() == "root\n"
         # The second instance finds no other host: through more offer rounds (the master
         # offers every 100 ms here) it is never placed, and the deployment waits for it.

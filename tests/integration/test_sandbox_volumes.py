@@ -127,10 +127,12 @@ def test_volumes_of_tasks_without_an_image(tmp_path: Path) -> None:
         assert not (shared / "written").exists() or not as_root
 
         group = sandbox(tmp_path, "g1")
-        await wait_for(lambda: (group / "tasks" / "reader" / "ro").exists(), "reader", 20)
+        ro_file = group / "tasks" / "reader" / "ro"
+        # Not just there: written (the shell makes the file before echo writes it).
+        await wait_for(lambda: ro_file.exists() and ro_file.read_text(), "reader", 20)
         assert (group / "pod-vol" / "note").read_text() == "shared\n"
         assert (group / "tasks" / "reader" / "got").read_text() == "shared\n"
-        ro = (group / "tasks" / "reader" / "ro").read_text()
+        ro = ro_file.read_text()
         assert ro == ("read-only\n" if as_root else "writable\n")
 
         for task_id, words in (

@@ -143,18 +143,26 @@ def _unique_name(errors: _Errors, path: str, name: Any, kind: str, seen: set[str
     return name
 
 
-def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dict[str, Any]]:
+def _items(errors: _Errors, path: str, raw: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """The objects of an optional list field, each with its path (``<path>/<index>``);
+    what is no list, or no object in it, is an error."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         errors.add(path, "must be a list")
         return []
     out = []
-    for i, ep in enumerate(raw):
-        p = f"{path}/{i}"
-        if not isinstance(ep, Mapping):
-            errors.add(p, "must be an object")
-            continue
+    for i, item in enumerate(raw):
+        if isinstance(item, Mapping):
+            out.append((f"{path}/{i}", item))
+        else:
+            errors.add(f"{path}/{i}", "must be an object")
+    return out
+
+
+def _endpoints(errors: _Errors, path: str, raw: Any, seen: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for p, ep in _items(errors, path, raw):
         _unknown(errors, p, ep, _ENDPOINT_FIELDS)
         name = _unique_name(errors, f"{p}/name", ep.get("name"), "endpoint", seen)
         if ep.get("containerPort") is not None:
@@ -335,17 +343,8 @@ def _volume_mounts(errors: _Errors, path: str, raw: Any, image: bool) -> list[di
     """A container's ``volumeMounts`` (RAML ``VolumeMount``): which of the pod's volumes it
     sees at which ``mountPath``: a path in its image's root filesystem, or, relative, in its
     sandbox (the only place a container without an image has of its own)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        errors.add(path, "must be a list")
-        return []
     out = []
-    for i, mount in enumerate(raw):
-        p = f"{path}/{i}"
-        if not isinstance(mount, Mapping):
-            errors.add(p, "must be an object")
-            continue
+    for p, mount in _items(errors, path, raw):
         _unknown(errors, p, mount, frozenset({"name", "mountPath", "readOnly"}))
         name = mount.get("name")
         if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -371,18 +370,9 @@ def _volumes(errors: _Errors, raw: Any) -> list[dict[str, str]]:
     """The pod's ``volumes``: ephemeral ones (a ``name`` only: a directory of the
     instance's executor sandbox that its containers share) and ``host`` ones (an absolute
     path on the agent, or a path in the executor's sandbox)."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        errors.add("/volumes", "must be a list")
-        return []
     out = []
     seen: set[str] = set()
-    for i, volume in enumerate(raw):
-        p = f"/volumes/{i}"
-        if not isinstance(volume, Mapping):
-            errors.add(p, "must be an object")
-            continue
+    for p, volume in _items(errors, "/volumes", raw):
         if "persistent" in volume:
             errors.add(f"{p}/persistent", f"persistent {_NOT_BUILT} in pods")
         _unknown(errors, p, volume, frozenset({"name", "host", "persistent"}))
