@@ -175,6 +175,11 @@ class ExecutorApi(_Base):
         for entry in ex.queued:
             effects.append(self._delivery(ex, entry))
         ex.queued.clear()
+        for tid, kill in ex.pending_kills.items():
+            task = ex.tasks.get(tid)
+            if task is not None and not ts.is_terminal(task.state):
+                effects.append(SendToExecutor(ex.container_id, {"type": "KILL", "kill": kill}))
+        ex.pending_kills.clear()
         return Reply(200, effects=effects, container_id=ex.container_id)
 
     def _subscribed_event(self, fw: Framework, ex: Executor) -> dict[str, Any]:

@@ -373,15 +373,10 @@ class LaunchEvents(_Base):
         fw.executors[ex.id] = ex
         self.containers[container_id] = ex
         self._push_timer(ex.registration_deadline, REGISTRATION_TIMER, container_id)
-        # The volumes of containers without an image are mounted here; a task in an image
-        # gets its own in its root filesystem (image_runtime).
-        own = info.container if kind != COMMAND else None
-        if kind == COMMAND and image_of(tasks[0].container) is None and not docker:
-            own = tasks[0].container  # the command task's
-        members = tasks if kind == DEFAULT else []
-        in_image = [t for t in members if image_of(t.container) is not None]
-        on_host = [(t.task_id.value, t.container) for t in members if t not in in_image]
-        in_sandbox, host_paths = volumes.container_volumes(own, on_host, sandbox)
+        persistent, in_sandbox, host_paths = executor_mounts(
+            config.work_dir, kind, info, tasks, sandbox, docker
+        )
+        in_image = [t for t in tasks if kind == DEFAULT and image_of(t.container) is not None]
         return LaunchContainer(
             container_id,
             fw.id,
@@ -395,9 +390,7 @@ class LaunchEvents(_Base):
             resources=scalar_totals([*info.resources, *(r for t in tasks for r in t.resources)]),
             limits=limits_of(info, tasks, config.cgroups_enable_cfs),
             user=container_user(kind, info, tasks, fw.info),
-            volumes=volumes.mounts_for(
-                config.work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
-            ),
+            volumes=persistent,
             sandbox_volumes=in_sandbox,
             host_volumes=host_paths,
             container=tasks[0].container if kind == COMMAND else None,
@@ -449,6 +442,37 @@ class LaunchEvents(_Base):
         if changed and info.checkpoint:
             return fw, [CheckpointFramework(fw.id, info)]
         return fw, []
+
+
+Mounts = tuple[tuple[str, str, str], ...]
+
+
+def executor_mounts(
+    work_dir: str,
+    kind: str,
+    info: ExecutorInfo,
+    tasks: list[TaskInfo],
+    sandbox: str,
+    docker: bool,
+) -> tuple[Mounts, Mounts, Mounts]:
+    """What the shell mounts in the sandbox of the executor ``info`` running ``tasks`` (at
+    its launch, and again for a recovered one, so that its end undoes them): the persistent
+    volumes of their resources, and the ContainerInfo.volumes of containers without an image
+    (sandbox paths, host paths: `volumes.container_volumes`); a task in an image gets its
+    own in its root filesystem (image_runtime), a Docker task from the Docker daemon."""
+    persistent = volumes.mounts_for(
+        work_dir, [*info.resources, *(r for t in tasks for r in t.resources)]
+    )
+    own = info.container if kind != COMMAND else None
+    if kind == COMMAND and image_of(tasks[0].container) is None and not docker:
+        own = tasks[0].container  # the command task's
+    members = [
+        (t.task_id.value, t.container)
+        for t in tasks
+        if kind == DEFAULT and image_of(t.container) is None
+    ]
+    in_sandbox, on_host = volumes.container_volumes(own, members, sandbox)
+    return persistent, in_sandbox, on_host
 
 
 def _volumes(task: TaskInfo) -> bool:

@@ -347,11 +347,15 @@ class AgentMachine(ExecutorApi, LaunchEvents, Recovery):
         task.draining = task.draining or msg.draining
         if not task.launched:
             return self._kill_queued(fw, ex, tid, now)
+        kill: dict[str, Any] = {"task_id": msg.task_id}
+        if msg.kill_policy is not None:
+            kill["kill_policy"] = msg.kill_policy
         if ex.state == RUNNING:
-            kill: dict[str, Any] = {"task_id": msg.task_id}
-            if msg.kill_policy is not None:
-                kill["kill_policy"] = msg.kill_policy
             return [SendToExecutor(ex.container_id, {"type": "KILL", "kill": kill})]
+        if ex.state == REGISTERING and ex.recovered:
+            # The master reaches a restarted agent before its executors re-subscribe (Mesos'
+            # agent registers only after them): the kill waits for the executor, not lost.
+            ex.pending_kills[tid] = kill
         return []
 
     def _kill_queued(self, fw: Framework, ex: Executor, task_id: str, now: float) -> list[Effect]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from butte.core.messages import ExecutorInfo, FrameworkInfo, TaskInfo, TaskStatus
 from butte.core.task_states import is_terminal
@@ -103,6 +104,9 @@ class Executor:
     # Rebuilt from a checkpoint after an agent restart: it must re-subscribe (within
     # --executor_reregistration_timeout) rather than subscribe for the first time.
     recovered: bool = False
+    # KILLs of its launched tasks that came while it had yet to re-subscribe after an agent
+    # restart (task id -> the KILL event's body): sent once it subscribes.
+    pending_kills: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:

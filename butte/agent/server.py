@@ -74,7 +74,7 @@ from butte.agent.executor_stream import ExecutorStream
 from butte.agent.group_commit import GroupCommit
 from butte.agent.http import AgentHttp, uptime_since, version_info
 from butte.agent.http_auth import AgentAuth, basic_middleware, sandbox_middleware
-from butte.agent.launch_events import limits_of, scalar_totals
+from butte.agent.launch_events import executor_mounts, limits_of, scalar_totals
 from butte.agent.launched import LaunchedExecutor, direct_task
 from butte.agent.launching import (
     logger_environment,
@@ -820,6 +820,16 @@ class AgentServer:
             for cid, c in self.containerizer.containers.items()
             if c.recovered and cid in core.containers and not _runs_docker(core.containers[cid])
         }
+        for cid in recovered:
+            # Its mounts are still there (the kernel keeps them): undone when it ends.
+            ex = core.containers[cid]
+            tasks = [t.info for t in ex.tasks.values()]
+            mounts = executor_mounts(
+                core.config.work_dir, ex.kind, ex.info, tasks, ex.sandbox, False
+            )
+            attached = tuple(m for group in mounts for m in group)
+            if attached:
+                self._attached[cid] = (ex.sandbox, attached)
         images = self.containerizer.images
         if images is not None:
             removed = await asyncio.to_thread(images.remove_orphans, set(recovered))

@@ -3,7 +3,9 @@ mesos containerizer (``--image_providers docker``), and the app's instances run 
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,7 +93,9 @@ def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_pa
     member (its arguments after the image's entrypoint, its sandbox at /mnt/mesos/sandbox,
     its output in its own directory), beside a container without one; an ephemeral volume
     at an absolute path in the image is the same directory the other container sees in its
-    sandbox."""
+    sandbox. Across an agent SIGKILL and restart the instance keeps running with its root
+    filesystem, and its deletion (right after the restart: the kill waits for the executor
+    to re-subscribe) removes the root filesystem and undoes the volume's mounts."""
     require("the tests run as root only (mount namespaces)" if os.geteuid() else None, "root")
     busybox_rootfs()
     registry = tmp_path / "registry"
@@ -161,12 +165,42 @@ def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_pa
         (boxed,) = [t for t in tasks if t["name"] == "boxed"]
         assert boxed["container"]["mesos"]["image"]["docker"]["name"] == "svc:1"
 
+        # An agent SIGKILLed and started again recovers the instance (marathon checkpoints)
+        # and keeps the member's root filesystem: it is in use.
+        provisioned = sorted(tmp_path.glob("agent-0/provisioner/*"))
+        assert len(provisioned) == 1, "a root filesystem for the boxed member"
+        cluster.agents[0].kill()
+        cluster.agents[0].restart()
+        cluster.wait_agents_active(1)
+        boxed_id = f"{boxes['boxed'].name}"
+
+        def agent_runs_it() -> bool:
+            with urllib.request.urlopen(cluster.agents[0].url + "/state", timeout=5) as r:
+                state = json.load(r)
+            return any(
+                t["id"] == boxed_id and t["state"] == "TASK_RUNNING"
+                for f in state["frameworks"]
+                for e in f["executors"]
+                for t in e["tasks"]
+            )
+
+        marathon.wait_until(agent_runs_it, 30, "the restarted agent runs the member")
+        assert sorted(tmp_path.glob("agent-0/provisioner/*")) == provisioned
+        (inst,) = marathon.get("/v2/pods/imaged::status")["instances"]
+        assert [c["status"] for c in inst["containers"]] == ["TASK_RUNNING"] * 2
+        assert boxes["boxed"].name == f"{inst['id']}.boxed"  # the same instance
         # Its root filesystem goes with the instance.
-        provisioned = list(tmp_path.glob("agent-0/provisioner/*"))
-        assert provisioned, "a root filesystem for the boxed member"
         marathon.wait_until(lambda: not marathon.get("/v2/deployments"), 30, "deployed")
         status, _ = marathon.request("DELETE", "/v2/pods/imaged")
         assert status == 202
         marathon.wait_until(
             lambda: not list(tmp_path.glob("agent-0/provisioner/*")), 30, "the rootfs removed"
         )
+
+        # The shared volume's mounts were made by the agent before the restart, and undone by
+        # the one after it, once the instance ended.
+        def mounted() -> list[str]:
+            with open("/proc/self/mountinfo") as f:
+                return [line for line in f if str(tmp_path) in line.split()[4]]
+
+        marathon.wait_until(lambda: not mounted(), 10, "the volume unmounted")

@@ -229,6 +229,31 @@ def test_recovered_executor_must_reregister_in_time(tmp_path):
         h.check()
 
 
+def test_a_kill_that_comes_before_the_recovered_executor_resubscribes_waits_for_it(tmp_path):
+    """The master reaches a restarted agent before its executors re-subscribe: a KILL of a
+    running task then is delivered once its executor is back, never dropped (a framework
+    would wait for an end that does not come until it kills again)."""
+    disk = Disk(tmp_path)
+    disk.h.register()
+    launch_command(disk)
+    disk.h.subscribe("t1")
+    disk.h.update("t1", "t1", ts.RUNNING)
+    disk.h.ack(disk.h.updates()[-1])
+    disk.restart()
+    h = disk.h
+    ex = h.agent.frameworks[FID].executors["t1"]
+    h.register()
+    h.master(internal.KillTask(ID(FID), ID("t1")))
+    assert h.events(ex.container_id) == []  # no stream yet: nothing sent, nothing lost
+    assert ex.pending_kills
+    assert h.subscribe("t1").status == 200
+    assert h.events(ex.container_id) == ["SUBSCRIBED", "KILL"]
+    assert not ex.pending_kills
+    h.update("t1", "t1", ts.KILLED)
+    assert h.updates()[-1].state == ts.KILLED
+    h.check()
+
+
 def test_frameworks_without_checkpointing_write_nothing(tmp_path):
     disk = Disk(tmp_path)
     disk.h.register()
