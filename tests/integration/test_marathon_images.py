@@ -18,12 +18,14 @@ from butte.testing.require import require
 pytestmark = pytest.mark.integration
 
 
-def test_an_app_in_an_image_runs_its_instances_inside_the_image(tmp_path: Path) -> None:
+def _registry(tmp_path: Path) -> Path:
+    """A registry directory with ``svc:1``: busybox whose entrypoint is /bin/sh (a task's
+    arguments follow it), with GREETING in its environment and /etc/from-image, a file
+    only the image has."""
     require("the tests run as root only (mount namespaces)" if os.geteuid() else None, "root")
     busybox_rootfs()
     registry = tmp_path / "registry"
     registry.mkdir()
-    # /etc/from-image exists only in the image; the app's args follow its entrypoint.
     save_archive(
         registry / "svc:1.tar",
         "svc",
@@ -31,6 +33,11 @@ def test_an_app_in_an_image_runs_its_instances_inside_the_image(tmp_path: Path) 
         config={"Entrypoint": ["/bin/sh"], "Env": ["GREETING=from-image"]},
         layers=[{"/etc/from-image": b"layered\n"}],
     )
+    return registry
+
+
+def test_an_app_in_an_image_runs_its_instances_inside_the_image(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
     script = 'cat /etc/from-image; echo "$GREETING"; exec sleep 600'
     flags = ("--image_providers", "docker", "--docker_registry", str(registry))
     with (
@@ -96,17 +103,7 @@ def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_pa
     sandbox. Across an agent SIGKILL and restart the instance keeps running with its root
     filesystem, and its deletion (right after the restart: the kill waits for the executor
     to re-subscribe) removes the root filesystem and undoes the volume's mounts."""
-    require("the tests run as root only (mount namespaces)" if os.geteuid() else None, "root")
-    busybox_rootfs()
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    save_archive(
-        registry / "svc:1.tar",
-        "svc",
-        "1",
-        config={"Entrypoint": ["/bin/sh"], "Env": ["GREETING=from-image"]},
-        layers=[{"/etc/from-image": b"layered\n"}],
-    )
+    registry = _registry(tmp_path)
     script = (
         'cat /etc/from-image; echo "$GREETING $MESOS_SANDBOX"; '
         "echo from-the-image > /data/note; exec sleep 600"
