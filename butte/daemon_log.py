@@ -97,8 +97,9 @@ def _seconds(text: str) -> int:
 
 class _HeldBack(logging.StreamHandler):
     """The log file's handler under ``--logbufsecs``: INFO and DEBUG lines stay in the
-    stream's buffer until one is older than the given seconds, as glog buffers below its
-    ``logbuflevel``; a WARNING or worse is written at once with everything before it."""
+    stream's buffer until a line comes more than the given seconds after the last write
+    (glog, too, checks its buffer's age when it logs), or the buffer fills; a WARNING or
+    worse is written at once with everything before it, and closing writes the rest."""
 
     def __init__(self, stream: TextIO, seconds: float) -> None:
         super().__init__(stream)
