@@ -31,6 +31,7 @@ from butte.frameworks.marathon.appdef import (
     normalize_app,
     render_app,
 )
+from butte.frameworks.marathon.callbacks import HttpCallbacks, callback_url_problem
 from butte.frameworks.marathon.model import Deployment, is_task_id, iso
 from butte.frameworks.marathon.planner import ApiError, Planner, _under
 from butte.frameworks.marathon.pods import PodManager
@@ -213,6 +214,13 @@ class MarathonShell(Protocol):
 
     def metrics(self) -> dict[str, Any]: ...
 
+    @property
+    def callbacks(self) -> HttpCallbacks | None:
+        """``--event_subscriber http_callback``'s subscribers (None: not running)."""
+
+    def event_subscription(self, url: str, subscribe: bool, client_ip: str | None) -> dict:
+        """Adds or removes a callback subscriber durably; the event that says so."""
+
 
 class Api:
     """The routes; ``service`` owns the planner, the flush and the event hub."""
@@ -299,10 +307,29 @@ class Api:
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "DELETE"])
 
     async def event_subscriptions(self, request: web.Request) -> web.StreamResponse:
-        raise ApiError(
-            400,
-            {"message": "HTTP callback subscriptions are not supported; use GET /v2/events"},
-        )
+        """Marathon's HTTP callback subscriptions (``--event_subscriber http_callback``):
+        GET lists them, POST and DELETE ``?callbackUrl=`` add and remove one."""
+        callbacks = self.service.callbacks
+        if callbacks is None:  # Marathon's answer without the subscriber
+            raise ApiError(
+                400,
+                {
+                    "message": "http event callback system is not running on this Marathon "
+                    'instance. Please re-start this instance with "--event_subscriber '
+                    'http_callback".'
+                },
+            )
+        if request.method == "GET":
+            return _json({"callbackUrls": list(callbacks.urls)})
+        if request.method not in ("POST", "DELETE"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST", "DELETE"])
+        url = request.query.get("callbackUrl")
+        problem = callback_url_problem(url)
+        if problem is not None:
+            raise ApiError(400, {"message": problem})
+        assert url is not None
+        subscribe = request.method == "POST"
+        return _json(self.service.event_subscription(url, subscribe, request.remote))
 
     # -- apps ------------------------------------------------------------------------------
 

@@ -36,6 +36,8 @@ from butte.coord.zookeeper import ZooKeeperContender
 from butte.core.tls import TlsError, client_context_for
 from butte.core.tls_listener import TlsListen, listen_runner
 from butte.frameworks.marathon.api import PROXY_HEADER, Api
+from butte.frameworks.marathon.callbacks import STORE_KEY as CALLBACKS_KEY
+from butte.frameworks.marathon.callbacks import HttpCallbacks, callback_url_problem
 from butte.frameworks.marathon.model import (
     Decline,
     Effect,
@@ -47,6 +49,7 @@ from butte.frameworks.marathon.model import (
     Reconcile,
     Revive,
     Suppress,
+    iso,
 )
 from butte.frameworks.marathon.planner import GPU_BEHAVIORS, ApiError, Planner, PlannerConfig
 from butte.frameworks.marathon.pods import PodManager
@@ -114,6 +117,10 @@ class Service:
         # /v2/pods, beside the planner's apps
         self.pods = PodManager(args.mesos_role, args.task_launch_timeout / 1000)
         self.hub = EventHub()
+        # --event_subscriber http_callback: every event is also POSTed to the subscribers.
+        self.callbacks: HttpCallbacks | None = None
+        if args.event_subscriber == "http_callback":
+            self.callbacks = HttpCallbacks(args.http_endpoints)
         # --zk: the store is ZooKeeper's, opened once elected; else SQLite under --work_dir.
         self.store: SqliteStore | ZooKeeperStore | None = None
         self.zk: ZkUrl | None = parse_zk_url(args.zk) if args.zk else None
@@ -262,7 +269,7 @@ class Service:
         self.store.write(self.planner.take_dirty() + self.pods.take_dirty())
         for effect in self.planner.take_effects() + self.pods.take_effects():
             if isinstance(effect, Publish):
-                self.hub.publish(effect.event)
+                self.publish(effect.event)
             elif isinstance(effect, Probe):  # sent by this process itself, not the master
                 self._spawn(self._probe(effect))
             elif self.client is not None and self.subscribed:
@@ -270,6 +277,30 @@ class Service:
         acks, self._pending_acks = self._pending_acks, []
         for status in acks:  # their changes are stored now
             self._spawn(self._acknowledge(status))
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """An event for the ``/v2/events`` streams and the HTTP callback subscribers."""
+        self.hub.publish(event)
+        if self.callbacks is not None:
+            self.callbacks.publish(event)
+
+    def event_subscription(self, url: str, subscribe: bool, client_ip: str | None) -> dict:
+        """Adds (or removes) an HTTP callback subscriber, durably, and publishes Marathon's
+        ``subscribe_event`` (``unsubscribe_event``), which is also the answer."""
+        assert self.callbacks is not None
+        if not self.leading or self.store is None:
+            raise ApiError(503, {"message": "not leading"})
+        changed = (self.callbacks.subscribe if subscribe else self.callbacks.unsubscribe)(url)
+        if changed:
+            self.store.write([("meta", CALLBACKS_KEY, list(self.callbacks.urls))])
+        event = {
+            "eventType": "subscribe_event" if subscribe else "unsubscribe_event",
+            "callbackUrl": url,
+            "clientIp": client_ip,
+            "timestamp": iso(self.now()),
+        }
+        self.publish(event)
+        return event
 
     def _flush_soon(self) -> None:
         """Coalesces the flushes of a burst of scheduler events into one: the events queued
@@ -477,6 +508,11 @@ class Service:
             records = await loop.run_in_executor(None, lambda: list(store.load()))
         self.planner.restore(records)
         self.pods.restore(records)
+        if self.callbacks is not None:
+            for kind, key, value in records:
+                if kind == "meta" and key == CALLBACKS_KEY and isinstance(value, list):
+                    for url in value:
+                        self.callbacks.subscribe(url)
         self._unreconciled = set(self.planner.instances)
         self.leading = True
         log.info(
@@ -502,6 +538,8 @@ class Service:
                 await ticker
             self.leading = False
             self.hub.close()
+            if self.callbacks is not None:
+                await self.callbacks.close()
             await self.client.close()
             store.close()
 
@@ -533,7 +571,9 @@ class Service:
                 "zk_timeout": args.zk_session_timeout if args.zk else None,
             },
             "http_config": {"http_port": args.http_port, "https_port": None},
-            "event_subscriber": None,
+            "event_subscriber": None
+            if self.callbacks is None
+            else {"type": "http_callback", "http_endpoints": list(self.callbacks.urls)},
         }
 
     def metrics(self) -> dict[str, Any]:
@@ -644,12 +684,36 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         "not used (default 0; no effect with --disable_maintenance_mode)",
     )
     parser.add_argument(
+        "--event_subscriber",
+        choices=["http_callback"],
+        default=None,
+        help="http_callback: POST every event as JSON to the subscribed URLs "
+        "(/v2/eventSubscriptions, --http_endpoints; default: none, /v2/events only)",
+    )
+    parser.add_argument(
+        "--http_endpoints",
+        type=_callback_urls,
+        default=[],
+        help="comma-separated URLs subscribed from the start (with --event_subscriber "
+        "http_callback)",
+    )
+    parser.add_argument(
         "--gpu_scheduling_behavior",
         choices=GPU_BEHAVIORS,
         default="restricted",
         help="restricted (default): apps without gpus do not take offers with GPUs; "
         "unrestricted: they do (an app's GPU_SCHEDULING_BEHAVIOR label overrides it)",
     )
+
+
+def _callback_urls(text: str) -> list[str]:
+    """argparse type of ``--http_endpoints``: comma-separated http(s) URLs."""
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    for url in urls:
+        problem = callback_url_problem(url)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+    return urls
 
 
 def run(args: argparse.Namespace) -> int:
@@ -667,6 +731,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--http_port must be 1..65535", 2)
     if not 0 <= args.draining_seconds <= 10**9:
         raise CliError("--draining_seconds must be 0..1e9", 2)
+    if args.http_endpoints and args.event_subscriber != "http_callback":
+        raise CliError("--http_endpoints needs --event_subscriber http_callback", 2)
     logging.basicConfig(
         level=os.environ.get("BUTTE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
