@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -655,6 +656,49 @@ def test_readiness_check_holds_the_deployment(env: Env, tmp_path):
     assert results()[0]["ready"] is True
     c.delete_app("/ready/web", force=True)
     env.wait(lambda: not env.master_tasks("ready_"), what="ready tasks gone")
+
+
+def test_an_https_readiness_check_speaks_tls_to_the_task(env: Env, tmp_path):
+    """``protocol: HTTPS``: marathon probes the task over TLS, without verifying its
+    certificate (a self-signed one here), as Marathon's readiness checker does; the task
+    answers only TLS, so a plain HTTP probe would never see it ready."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = (
+        "import http.server, os, ssl; "
+        "s = http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT0'])), "
+        "http.server.SimpleHTTPRequestHandler); "
+        "c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); "
+        f"c.load_cert_chain('{cert}', '{key}'); "
+        "s.socket = c.wrap_socket(s.socket, server_side=True); s.serve_forever()"
+    )
+    check = {
+        "protocol": "HTTPS",
+        "portName": "https",
+        "path": "/",
+        "intervalSeconds": 1,
+        "timeoutSeconds": 1,
+    }
+    app = MarathonApp(
+        cmd=f'exec python3 -c "{server}"',
+        cpus=0.05,
+        mem=32,
+        port_definitions=[{"port": 0, "name": "https"}],
+        readiness_checks=[check],
+    )
+    c = env.client
+    c.create_app("/ready/tls", app)
+    env.wait(lambda: env.settled("/ready/tls", 1), what="ready over TLS: deployed")
+    got = env.m.get("/v2/apps/ready/tls?embed=app.readiness")["app"]
+    assert got["readinessChecks"][0]["protocol"] == "HTTPS"
+    assert got["readinessCheckResults"][0]["ready"] is True
+    c.delete_app("/ready/tls", force=True)
+    env.wait(lambda: not env.master_tasks("ready_tls"), what="tls tasks gone")
 
 
 def test_services_page(env: Env):

@@ -35,7 +35,7 @@ def test_definitions_are_validated_and_filled_in():
     assert "readinessChecks" not in app()  # none: the definition is as before
     bad = [
         ({"portName": "web"}, "/readinessChecks(0)/portName"),
-        ({"protocol": "HTTPS"}, "/readinessChecks(0)/protocol"),
+        ({"protocol": "TCP"}, "/readinessChecks(0)/protocol"),
         ({"httpStatusCodesForReady": []}, "/readinessChecks(0)/httpStatusCodesForReady"),
         ({"httpStatusCodesForReady": [700]}, "/readinessChecks(0)/httpStatusCodesForReady"),
         ({"path": "ready"}, "/readinessChecks(0)/path"),
@@ -97,6 +97,17 @@ def test_a_start_waits_until_every_instance_is_ready():
     # readiness is stored with the instance: a new leader does not check it again
     records = {key: v for kind, key, v in w.p.take_dirty() if kind == "instance"}
     assert records[first]["ready"] is True
+
+
+def test_an_https_check_probes_the_task_over_tls():
+    w = World()
+    https = {**CHECK, "protocol": "HTTPS"}
+    w.p.deploy({"/web": app(instances=1, portDefinitions=PORTS, readinessChecks=[https])}, w.now)
+    launches = w.offer(offer())
+    w.run_all(launches)
+    (sent,) = probes(w.step())
+    (inst,) = w.p.app_instances("/web")
+    assert sent.url == f"https://h1:{inst.ports[0]}/ready"
 
 
 def test_a_rolling_restart_keeps_old_instances_until_new_ones_are_ready():

@@ -4,7 +4,7 @@
 keeps (camelCase keys as Marathon renders them, every default filled in) or raises
 `Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
 answered as 422). Fields butte cannot honour are refused, never silently dropped: persistent
-volumes, HTTPS readiness checks, secrets, IP-per-task (named container networks), port mappings
+volumes, secrets, IP-per-task (named container networks), port mappings
 of anything but a DOCKER container on the ``container/bridge`` network. A ``container`` with an
 image runs through the agent's container support (docs/docker.md, docs/containers.md).
 
@@ -401,8 +401,8 @@ def _readiness_checks(
         if not isinstance(name, str) or not name:
             errors.add(f"{path}/name", "must be a non-empty string")
         protocol = rc.get("protocol", "HTTP")
-        if protocol != "HTTP":
-            errors.add(f"{path}/protocol", "only HTTP readiness checks are supported")
+        if protocol not in ("HTTP", "HTTPS"):
+            errors.add(f"{path}/protocol", "must be HTTP or HTTPS")
         url_path = rc.get("path", "/")
         if not isinstance(url_path, str) or not url_path.startswith("/"):
             errors.add(f"{path}/path", "must be an absolute URL path")

@@ -343,7 +343,11 @@ class Service:
         status, message, content_type, body = None, "", None, None
         try:
             timeout = aiohttp.ClientTimeout(total=e.timeout)
-            async with self._probe_session.get(e.url, timeout=timeout, allow_redirects=False) as r:
+            # An HTTPS check does not verify the task's certificate, as Marathon's does not
+            # (its readiness checker's SSL context is a disabled one).
+            async with self._probe_session.get(
+                e.url, timeout=timeout, allow_redirects=False, ssl=False
+            ) as r:
                 status, content_type = r.status, r.headers.get("Content-Type")
                 if e.check.get("preserveLastResponse"):
                     body = (await r.content.read(PROBE_BODY_LIMIT)).decode(errors="replace")

@@ -837,7 +837,8 @@ class Planner:
         index = names.index(check["portName"]) if check["portName"] in names else -1
         if not 0 <= index < len(inst.ports):
             return None
-        return f"http://{inst.host}:{inst.ports[index]}{check['path']}"
+        scheme = "https" if check.get("protocol") == "HTTPS" else "http"
+        return f"{scheme}://{inst.host}:{inst.ports[index]}{check['path']}"
 
     def readiness(
         self,
