@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import collections.abc
-import subprocess
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from butte.testing.cluster import start_cluster
 from butte.testing.marathon import MarathonHandle, start_marathon
 from butte.testing.require import require_module
+from butte.testing.tls import make_pki
 
 marathon = require_module("marathon")
 from marathon.exceptions import ConflictError, MarathonHttpError, NotFoundError  # noqa: E402
@@ -660,15 +660,10 @@ def test_readiness_check_holds_the_deployment(env: Env, tmp_path):
 
 def test_an_https_readiness_check_speaks_tls_to_the_task(env: Env, tmp_path):
     """``protocol: HTTPS``: marathon probes the task over TLS, without verifying its
-    certificate (a self-signed one here), as Marathon's readiness checker does; the task
+    certificate (one no system trusts here), as Marathon's readiness checker does; the task
     answers only TLS, so a plain HTTP probe would never see it ready."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+    pki = make_pki(str(tmp_path))  # signed by a CA of the test's own: nobody trusts it
+    key, cert = pki.key, pki.cert
     server = (
         "import http.server, os, ssl; "
         "s = http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT0'])), "
