@@ -204,6 +204,8 @@ class Executor:
     """State and event loop of the executor process; see the module docstring."""
 
     def __init__(self, environ: dict[str, str]) -> None:
+        # ROOTFS_ENV / ROOTFS_GROUP_ENV -> its launch plan(s), decoded (`_image_plan`)
+        self._plans: dict[str, dict | None] = {}
         self.environ = environ
         host, _, port = environ["MESOS_AGENT_ENDPOINT"].rpartition(":")
         self.host, self.port = host or "127.0.0.1", int(port)
@@ -396,12 +398,18 @@ class Executor:
     def _image_plan(self, info: dict, group: bool) -> dict | None:
         """The launch plan of a task in an image (None: it runs on the host's file system):
         a command task's, or a task group member's own."""
-        text = self.environ.get(ROOTFS_GROUP_ENV if group else ROOTFS_ENV)
-        if not text:
-            return None
-        import json
+        key = ROOTFS_GROUP_ENV if group else ROOTFS_ENV
+        if key not in self._plans:  # decoded once: probes ask again every interval
+            text = self.environ.get(key)
+            if text:
+                import json
 
-        plan = json.loads(text)
+                self._plans[key] = json.loads(text)
+            else:
+                self._plans[key] = None
+        plan = self._plans[key]
+        if plan is None:
+            return None
         return plan.get(info["task_id"]["value"]) if group else plan
 
     def _spawn(self, info: dict, group: bool) -> int:
