@@ -201,3 +201,40 @@ def test_a_pod_container_in_an_image_shares_a_volume_with_one_on_the_host(tmp_pa
                 return [line for line in f if str(tmp_path) in line.split()[4]]
 
         marathon.wait_until(lambda: not mounted(), 10, "the volume unmounted")
+
+
+def test_a_stateful_app_in_an_image_finds_its_volume_in_its_sandbox(tmp_path: Path) -> None:
+    registry = _registry(tmp_path)
+    flags = ("--image_providers", "docker", "--docker_registry", str(registry))
+    # Run inside the image (its own file), each task appends its id to the volume.
+    script = 'cat /etc/from-image && echo "$MESOS_TASK_ID" >> "$MESOS_SANDBOX/data/log"'
+    with (
+        start_cluster(tmp_path, agent_flags=flags) as cluster,
+        start_marathon(cluster.master_address, tmp_path, ["--mesos_role", "db"]) as marathon,
+    ):
+        volume = {"containerPath": "data", "mode": "RW", "persistent": {"size": 8}}
+        app = {
+            "id": "/kv",
+            "args": ["-c", f"{script} && exec sleep 600"],
+            "cpus": 0.1,
+            "mem": 32,
+            "container": {"type": "MESOS", "docker": {"image": "svc:1"}, "volumes": [volume]},
+        }
+        status, body = marathon.request("POST", "/v2/apps", app)
+        assert status == 201, body
+
+        def running() -> list[dict] | None:
+            tasks = marathon.get("/v2/apps/kv/tasks")["tasks"]
+            return [t for t in tasks if t["state"] == "TASK_RUNNING"] or None
+
+        [first] = marathon.wait_until(running, 60, "the task running")
+        [local] = first["localVolumes"]
+        [path] = tmp_path.rglob(f"volumes/roles/db/{local['persistenceId']}")
+        log = path / "log"
+        marathon.wait_until(lambda: log.exists() and log.read_text().split() == [first["id"]], 20)
+        marathon.request("DELETE", f"/v2/apps/kv/tasks/{first['id']}")
+        [second] = marathon.wait_until(
+            lambda: [t for t in running() or [] if t["id"] != first["id"]] or None, 60, "again"
+        )
+        assert second["slaveId"] == first["slaveId"]
+        marathon.wait_until(lambda: log.read_text().split() == [first["id"], second["id"]], 20)

@@ -512,7 +512,7 @@ class Api:
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         rendered = [self.planner.task_json(i) for i in chosen]
-        self.planner.kill_tasks(ids, self.service.now())
+        self.planner.kill_tasks(ids, self.service.now(), wipe=_flag(request, "wipe"))
         await self.service.flush()
         if rest:
             return _json({"task": rendered[0]})
@@ -593,7 +593,8 @@ class Api:
             await self.service.flush()
             return _json({"deploymentId": d.id, "version": d.version})
         rendered = [self.planner.task_json(i) for i in known]
-        self.planner.kill_tasks([i.task_id for i in known], self.service.now())
+        wipe = _flag(request, "wipe")
+        self.planner.kill_tasks([i.task_id for i in known], self.service.now(), wipe=wipe)
         await self.service.flush()
         return _json({"tasks": rendered})
 

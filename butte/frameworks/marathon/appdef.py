@@ -3,10 +3,15 @@
 `normalize_app` turns a Marathon JSON app definition into the canonical form the planner
 keeps (camelCase keys as Marathon renders them, every default filled in) or raises
 `Invalid` with Marathon's list of offending fields (``[{"path": "/cpus", "errors": [...]}]``,
-answered as 422). Fields butte cannot honour are refused, never silently dropped: persistent
-volumes, secrets, IP-per-task (named container networks), port mappings
-of anything but a DOCKER container on the ``container/bridge`` network. A ``container`` with an
-image runs through the agent's container support (docs/docker.md, docs/containers.md).
+answered as 422). Fields butte cannot honour are refused, never silently dropped: secrets,
+external volumes, IP-per-task (named container networks), port mappings of anything but a
+DOCKER container on the ``container/bridge`` network. A ``container`` with an image runs
+through the agent's container support (docs/docker.md, docs/containers.md); a MESOS
+container without an image carries only volumes.
+
+An app with a local persistent volume (``persistent: {size}``) is resident
+(`is_resident`, docs/marathon.md "Stateful apps"): Marathon's rules for those apply here
+(`_resident_rules`, `resident_update_problems`).
 
 Networking (docs/marathon.md, "Docker BRIDGE networking"): both Marathon 1.4's
 ``container.docker.network: BRIDGE`` with ``container.docker.portMappings`` and 1.5's
@@ -55,6 +60,10 @@ RESOURCE_LIMIT_NAMES = ("cpus", "mem")
 UNLIMITED = "unlimited"
 DEFAULT_UPGRADE = {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}
 DEFAULT_UNREACHABLE = {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
+# Marathon's defaults for a resident app (UpgradeStrategy.forResidentTasks, AppResidency).
+RESIDENT_UPGRADE = {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}
+RESIDENCY = {"relaunchEscalationTimeoutSeconds": 3600, "taskLostBehavior": "WAIT_FOREVER"}
+_TASK_LOST_BEHAVIORS = ("WAIT_FOREVER", "RELAUNCH_AFTER_TIMEOUT")
 
 # Fields the server computes; accepted in a request (a GET's output sent back) and ignored.
 READ_ONLY = frozenset(
@@ -75,7 +84,6 @@ READ_ONLY = frozenset(
 # Marathon fields butte does not implement: refused unless empty.
 UNSUPPORTED = {
     "secrets": "secrets are not supported",
-    "residency": "resident tasks (persistent volumes) are not supported",
     "ipAddress": "IP-per-task is not supported",
     "storeUrls": "storeUrls is not supported",
     "taskRateLimit": "taskRateLimit was removed in Marathon 0.7",
@@ -115,6 +123,7 @@ KNOWN = frozenset(
         "executor",
         "networks",
         "resourceLimits",
+        "residency",
     }
 )
 
@@ -575,10 +584,9 @@ _VOLUME_MODES = ("RW", "RO")
 
 def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
     """The app's ``container`` in Marathon's canonical form: ``type`` DOCKER (run by the agent's
-    Docker containerizer) or MESOS (an image run by the agent's own containerizer), the image,
-    Docker's network, parameters, ``forcePullImage`` and ``privileged``, and host-path
-    volumes. Persistent or external volumes are refused (butte does not carry them to the
-    agent); port mappings are `_networking`'s."""
+    Docker containerizer) or MESOS (an image run by the agent's own containerizer, or no image
+    and only volumes), the image, Docker's network, parameters, ``forcePullImage`` and
+    ``privileged``, and the volumes (`_volumes`); port mappings are `_networking`'s."""
     if raw is None:
         return None
     if not isinstance(raw, Mapping):
@@ -596,8 +604,13 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
         errors.add("/container/docker", "must be an object")
         return None
     image = docker.get("image")
-    if image is None and kind == "MESOS" and not raw.get("volumes"):
-        return None  # an empty MESOS container: the same as none
+    if image is None and kind == "MESOS":
+        for key in docker:
+            if docker[key]:
+                errors.add(f"/container/docker/{key}", "only with an image")
+        if not raw.get("volumes"):
+            return None  # an empty MESOS container: the same as none
+        return {"type": kind, "volumes": _volumes(errors, raw.get("volumes"), kind, False)}
     if not isinstance(image, str) or not image.strip():
         errors.add("/container/docker/image", "a container needs an image")
     out: dict[str, Any] = {"type": kind, "docker": {"image": image}}
@@ -645,26 +658,94 @@ def _container(errors: _Errors, raw: Any) -> dict[str, Any] | None:
         for key in ("network", "parameters", "privileged"):
             if docker.get(key):
                 errors.add(f"/container/docker/{key}", "only for DOCKER containers")
-    volumes = raw.get("volumes") or []
+    out["volumes"] = _volumes(errors, raw.get("volumes"), kind, True)
+    return out
+
+
+def _volumes(errors: _Errors, raw: Any, kind: str, image: bool) -> list[dict[str, Any]]:
+    """A container's ``volumes``: host paths (``containerPath``, ``hostPath``, ``mode``; a
+    relative ``containerPath`` in the sandbox where there is no image) and local persistent
+    volumes of a MESOS container (``containerPath``, ``mode`` RW, ``persistent``: a ``root``
+    disk of ``size`` MiB). External and secret volumes are refused."""
+    volumes = raw or []
     if not isinstance(volumes, list):
         errors.add("/container/volumes", "must be a list")
-        volumes = []
-    out["volumes"] = []
+        return []
+    out = []
     for i, v in enumerate(volumes):
         path = f"/container/volumes({i})"
         if not isinstance(v, Mapping) or not isinstance(v.get("containerPath"), str):
             errors.add(path, "a volume needs containerPath")
             continue
-        if not isinstance(v.get("hostPath"), str) or set(v) - {"containerPath", "hostPath", "mode"}:
-            errors.add(path, "only host-path volumes (containerPath, hostPath, mode) are supported")
-            continue
         mode = v.get("mode", "RW")
         if mode not in _VOLUME_MODES:
             errors.add(f"{path}/mode", "must be RW or RO")
-        out["volumes"].append(
-            {"containerPath": v["containerPath"], "hostPath": v["hostPath"], "mode": mode}
-        )
+        if v.get("persistent") is not None:
+            out.append(_persistent_volume(errors, path, v, kind))
+            continue
+        if not isinstance(v.get("hostPath"), str) or set(v) - {"containerPath", "hostPath", "mode"}:
+            errors.add(
+                path,
+                "only host-path (containerPath, hostPath, mode) and local persistent "
+                "(containerPath, mode, persistent) volumes are supported",
+            )
+            continue
+        if not image and v["containerPath"].startswith("/"):
+            errors.add(
+                f"{path}/containerPath",
+                "without an image a volume's containerPath is a relative path in the sandbox",
+            )
+        out.append({"containerPath": v["containerPath"], "hostPath": v["hostPath"], "mode": mode})
     return out
+
+
+def _persistent_volume(
+    errors: _Errors, path: str, raw: Mapping[str, Any], kind: str
+) -> dict[str, Any]:
+    """A local persistent volume (Marathon's ``AppPersistentVolume``) in canonical form, with
+    Marathon's AppValidation rules: a name without ``/`` in the sandbox, RW, a root disk of a
+    positive size (``path`` and ``mount`` disks are refused)."""
+    for key in raw:
+        if key not in ("containerPath", "mode", "persistent") and raw[key] is not None:
+            errors.add(f"{path}/{key}", "not with a persistent volume")
+    if kind != "MESOS":
+        errors.add(
+            f"{path}/persistent",
+            "local persistent volumes need a MESOS container: butte's Docker containerizer "
+            "does not mount them",
+        )
+    name = raw["containerPath"]
+    if name in ("", ".", "..") or "/" in name:
+        errors.add(f"{path}/containerPath", 'value must not contain "/"')
+    if raw.get("mode", "RW") != "RW":
+        errors.add(f"{path}/mode", "a persistent volume is RW")
+    info = raw["persistent"]
+    if not isinstance(info, Mapping):
+        errors.add(f"{path}/persistent", "must be an object")
+        info = {}
+    for key in info:
+        if key not in ("type", "size", "maxSize", "constraints", "profileName"):
+            errors.add(f"{path}/persistent/{key}", "unknown field")
+    disk_type = info.get("type") or "root"
+    if disk_type != "root":
+        errors.add(
+            f"{path}/persistent/type",
+            "only root persistent volumes (on the agent's work disk) are supported by butte",
+        )
+    if info.get("maxSize") is not None:
+        errors.add(f"{path}/persistent/maxSize", "Only mount volumes can have maxSize")
+    if info.get("constraints"):
+        errors.add(
+            f"{path}/persistent/constraints", "Constraints on root volumes are not supported"
+        )
+    if info.get("profileName") is not None:
+        errors.add(f"{path}/persistent/profileName", "disk profiles are not supported by butte")
+    size = _integer(errors, f"{path}/persistent/size", info.get("size"), 1, 2**40)
+    return {
+        "containerPath": name,
+        "mode": "RW",
+        "persistent": {"type": "root", "size": size, "constraints": []},
+    }
 
 
 BRIDGE_NETWORKS = [{"mode": "container/bridge"}]
@@ -899,8 +980,10 @@ def container_info(
     bound to ``host_ports``, the task's host port of each mapping, as Marathon's TaskBuilder
     binds them (a container port 0 is the host port; ``udp,tcp`` maps both)."""
     info: dict[str, Any] = {"type": container["type"]}
-    docker = container["docker"]
-    if container["type"] == "DOCKER":
+    docker = container.get("docker")
+    if docker is None:
+        pass  # a MESOS container without an image: its volumes only
+    elif container["type"] == "DOCKER":
         mappings = container.get("portMappings")
         info["docker"] = {
             "image": docker["image"],
@@ -923,12 +1006,107 @@ def container_info(
             info["docker"]["port_mappings"] = bound
     else:
         info["mesos"] = {"image": {"type": "DOCKER", "docker": {"name": docker["image"]}}}
-    if container["volumes"]:
+    # Persistent volumes are no ContainerInfo volumes: the task's disk resources carry them
+    # (`butte.frameworks.marathon.resident`).
+    host_volumes = [v for v in container["volumes"] if "hostPath" in v]
+    if host_volumes:
         info["volumes"] = [
             {"container_path": v["containerPath"], "host_path": v["hostPath"], "mode": v["mode"]}
-            for v in container["volumes"]
+            for v in host_volumes
         ]
     return info
+
+
+def is_resident(spec: Mapping[str, Any]) -> bool:
+    """Whether a canonical app has a local persistent volume (Marathon's ``isResident``): its
+    instances live on reservations of their agent and are relaunched there."""
+    return bool(persistent_volumes(spec))
+
+
+def persistent_volumes(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The local persistent volumes of a canonical app."""
+    container = spec.get("container") or {}
+    return [v for v in container.get("volumes", ()) if "persistent" in v]
+
+
+def _residency(errors: _Errors, raw: Any) -> None:
+    """Checks a given ``residency``. Marathon's API calls it deprecated and without effect:
+    a resident app always waits for its agent (``WAIT_FOREVER``) and is rendered with
+    `RESIDENCY`."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        errors.add("/residency", "must be an object")
+        return
+    for key in raw:
+        if key not in RESIDENCY:
+            errors.add(f"/residency/{key}", "unknown field")
+    timeout = raw.get("relaunchEscalationTimeoutSeconds")
+    if timeout is not None:
+        _integer(errors, "/residency/relaunchEscalationTimeoutSeconds", timeout, 0, 2**62)
+    behavior = raw.get("taskLostBehavior")
+    if behavior is not None and behavior not in _TASK_LOST_BEHAVIORS:
+        errors.add("/residency/taskLostBehavior", f"must be one of {list(_TASK_LOST_BEHAVIORS)}")
+
+
+def _resident_rules(errors: _Errors, app: Mapping[str, Any]) -> None:
+    """Marathon's rules for a resident app (AppValidation, SchedulingValidation), and
+    butte's own: a role to reserve in."""
+    if app["upgradeStrategy"]["maximumOverCapacity"] != 0:
+        errors.add(
+            "/upgradeStrategy/maximumOverCapacity",
+            "must be 0 for an app with persistent volumes (its instances keep their reservations)",
+        )
+    if app["unreachableStrategy"] != "disabled":
+        errors.add(
+            "/unreachableStrategy", "unreachableStrategy must be disabled for resident tasks"
+        )
+    if app["acceptedResourceRoles"] != ["*"]:
+        errors.add(
+            "/acceptedResourceRoles", 'A resident app must have `acceptedResourceRoles = ["*"]`.'
+        )
+    if app["role"] == "*":
+        errors.add(
+            "/container/volumes",
+            "persistent volumes live on reservations, which need a role other than '*': "
+            "start butte marathon with --mesos_role ROLE",
+        )
+
+
+def resident_update_problems(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Why ``new`` may not replace ``old`` when either is resident (Marathon's
+    ``residentUpdateIsValid``): its instances' reservations were made for the old
+    resources, volumes and host ports. Empty: it may."""
+    if not (is_resident(old) or is_resident(new)):
+        return []
+    again = " If you need to make this change, please create a new service."
+    problems = []
+    if persistent_volumes(old) != persistent_volumes(new):
+        problems.append(("/container/volumes", "Persistent volumes can not be changed."))
+    for name in ("cpus", "mem", "disk", "gpus", "requirePorts"):
+        if old.get(name) != new.get(name):
+            problems.append(
+                (
+                    f"/{name}",
+                    "Services with persistent volumes configured may not change resource "
+                    "requirements.",
+                )
+            )
+    ports_before, ports_after = app_ports(old), app_ports(new)
+    if len(ports_before) != len(ports_after) or _fixed(ports_before) != _fixed(ports_after):
+        problems.append(
+            (
+                "/portDefinitions",
+                "Services with persistent volumes configured may not change host ports.",
+            )
+        )
+    return [{"path": path, "errors": [text + again]} for path, text in problems]
+
+
+def _fixed(ports: list[dict[str, Any]]) -> set[int]:
+    return {p["hostPort"] for p in ports if p["hostPort"]}
 
 
 def normalize_app(
@@ -1023,7 +1201,9 @@ def normalize_app(
     readiness = _readiness_checks(errors, raw.get("readinessChecks") or [], ports)
     if readiness:  # absent when empty, so definitions stored before they existed compare equal
         app["readinessChecks"] = readiness
-    app["upgradeStrategy"] = _upgrade(errors, raw.get("upgradeStrategy", DEFAULT_UPGRADE))
+    resident = container is not None and any("persistent" in v for v in container["volumes"])
+    upgrade_default = RESIDENT_UPGRADE if resident else DEFAULT_UPGRADE
+    app["upgradeStrategy"] = _upgrade(errors, raw.get("upgradeStrategy", upgrade_default))
     app["backoffSeconds"] = _number(
         errors, "/backoffSeconds", raw.get("backoffSeconds", 1), 0, 86400
     )
@@ -1042,14 +1222,19 @@ def normalize_app(
         None if grace is None else _number(errors, "/taskKillGracePeriodSeconds", grace, 0, 86400)
     )
     app["unreachableStrategy"] = unreachable_strategy(
-        errors, raw.get("unreachableStrategy", DEFAULT_UNREACHABLE)
+        errors, raw.get("unreachableStrategy", "disabled" if resident else DEFAULT_UNREACHABLE)
     )
+    _residency(errors, raw.get("residency"))
+    if resident:
+        app["residency"] = dict(RESIDENCY)
     parent = app["id"].rsplit("/", 1)[0] or "/"
     deps = _str_list(errors, "/dependencies", raw.get("dependencies") or [])
     app["dependencies"] = [canonical_id(d, parent) for d in deps]
     if app["id"] in app["dependencies"]:
         errors.add("/dependencies", "an app cannot depend on itself")
     app["container"] = container
+    if resident:
+        _resident_rules(errors, app)
     executor = raw.get("executor", "")
     if executor not in ("", "//cmd", None):
         errors.add("/executor", "custom executors are not supported; use the command executor")

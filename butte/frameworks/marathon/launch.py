@@ -13,6 +13,7 @@ from typing import Any
 from butte.core.task_limits import INFINITY
 from butte.frameworks.marathon.appdef import UNLIMITED, app_ports, container_info, is_bridged
 from butte.frameworks.marathon.model import Instance
+from butte.frameworks.marathon.resident import is_plain
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
 # Marathon's ``NoOfferMatchReason`` for a scalar that is short.
@@ -25,7 +26,8 @@ _REASONS = {
 
 
 class Pool:
-    """An offer's resources as they are handed out, by role (``*`` or the framework's)."""
+    """An offer's resources as they are handed out, by role (``*`` or the framework's): the
+    plain ones (`resident.is_plain`), never a resident instance's reservation or volume."""
 
     def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
         self.rng = rng
@@ -33,6 +35,8 @@ class Pool:
         self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
         self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
         for r in offer.get("resources", ()):
+            if not is_plain(r):
+                continue
             template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
             if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
                 entry = (template, [float(r["scalar"]["value"])], self._role(template))

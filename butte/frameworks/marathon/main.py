@@ -112,6 +112,7 @@ class Service:
                 maintenance_mode=args.maintenance_mode,
                 draining_seconds=args.draining_seconds,
                 gpu_scheduling_behavior=args.gpu_scheduling_behavior,
+                reservation_timeout=args.task_reservation_timeout / 1000,
             )
         )
         # /v2/pods, beside the planner's apps
@@ -366,8 +367,10 @@ class Service:
 
     async def _launch(self, client: SchedulerClient, e: Launch) -> None:
         self.counters["tasks_launched"] += len(e.tasks)
-        operation = {"type": "LAUNCH", "launch": {"task_infos": e.tasks}}
-        await client.accept([e.offer_id], [operation], refuse_seconds=1.0)
+        operations = list(e.operations)
+        if e.tasks:
+            operations.append({"type": "LAUNCH", "launch": {"task_infos": e.tasks}})
+        await client.accept([e.offer_id], operations, refuse_seconds=1.0)
 
     async def _launch_group(self, client: SchedulerClient, e: LaunchGroup) -> None:
         self.counters["tasks_launched"] += len(_members(e))
@@ -566,6 +569,7 @@ class Service:
                 "checkpoint": True,
                 "failover_timeout": args.failover_timeout,
                 "task_launch_timeout": args.task_launch_timeout,
+                "task_reservation_timeout": args.task_reservation_timeout,
                 "maintenance_mode": args.maintenance_mode,
                 "ha": self.zk is not None,
                 "webui_url": f"{self.scheme}://{self.own_address()}/ui",
@@ -666,6 +670,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         help="milliseconds a task (or a pod instance's member) may stay staging before it "
         "is killed and replaced",
     )
+    parser.add_argument(
+        "--task_reservation_timeout",
+        type=float,
+        default=20000.0,
+        help="milliseconds a resident app's new reservation may wait for an offer that "
+        "brings it back before it is given up and made anew (default 20000)",
+    )
     maintenance = parser.add_mutually_exclusive_group()
     maintenance.add_argument(
         "--maintenance_mode",
@@ -735,6 +746,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--http_port must be 1..65535", 2)
     if not 0 <= args.draining_seconds <= 10**9:
         raise CliError("--draining_seconds must be 0..1e9", 2)
+    if not 0 < args.task_reservation_timeout <= 10**12:
+        raise CliError("--task_reservation_timeout must be positive (milliseconds)", 2)
     if args.http_endpoints and args.event_subscriber != "http_callback":
         raise CliError("--http_endpoints needs --event_subscriber http_callback", 2)
     logging.basicConfig(

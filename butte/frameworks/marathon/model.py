@@ -119,6 +119,8 @@ class Instance:
     unreachable_since: float | None = None
     # its app's readiness check passed (None: not yet, or the app has none)
     ready: bool | None = None
+    # the id of the `Reservation` it runs on (a resident app's instance), else None
+    reservation: str | None = None
 
     def record(self) -> dict[str, Any]:
         return dict(vars(self))  # serialized at once by the store: a shallow copy will do
@@ -126,6 +128,47 @@ class Instance:
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Instance:
         return cls(**data)
+
+
+@dataclass
+class Reservation:
+    """A resident app's instance (Marathon's instance with a reservation): its resources
+    and persistent volumes reserved on one agent, labelled with ``id`` (the instance id),
+    on which each of its tasks is launched in turn (`butte.frameworks.marathon.resident`)."""
+
+    id: str
+    app_id: str
+    agent_id: str
+    host: str
+    ip: str
+    attributes: dict[str, str]
+    # [{"containerPath", "persistenceId"}] of its volumes; the host ports it reserved
+    volumes: list[dict[str, str]]
+    ports: list[int]
+    created_at: float
+    attempt: int = 0  # of the last task launched on it (its task ids end ``._app.<n>``)
+    task_id: str | None = None  # the task running on it now
+    launched: bool = False  # a task was launched on it (else it may time out, unused)
+    decommissioned: bool = False  # to be destroyed and unreserved once offered
+
+    def record(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Reservation:
+        return cls(**data)
+
+    def local_volumes(self) -> list[dict[str, str]]:
+        """Its volumes as Marathon's task JSON lists them (``localVolumes``: LocalVolumeId)."""
+        return [
+            {
+                "runSpecId": self.app_id,
+                "containerPath": v["containerPath"],
+                "uuid": v["persistenceId"].rsplit("#", 1)[-1],
+                "persistenceId": v["persistenceId"],
+            }
+            for v in self.volumes
+        ]
 
 
 @dataclass
@@ -303,9 +346,13 @@ def funnel(processed: int, declined: Mapping[str, int]) -> list[dict[str, Any]]:
 
 @dataclass
 class Launch:
+    """One ACCEPT of an offer: ``operations`` (a resident instance's RESERVE and CREATE, a
+    freed one's DESTROY and UNRESERVE), then a LAUNCH of ``tasks`` if there are any."""
+
     offer_id: str
     agent_id: str
     tasks: list[dict[str, Any]]
+    operations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

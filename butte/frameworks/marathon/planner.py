@@ -31,12 +31,16 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from butte.frameworks.marathon import resident
 from butte.frameworks.marathon.appdef import (
     Invalid,
     app_ports,
     config_of,
     is_bridged,
+    is_resident,
+    persistent_volumes,
     render_app,
+    resident_update_problems,
     unreachable_after,
 )
 from butte.frameworks.marathon.constraints import balanced_kills, first_violation
@@ -56,6 +60,7 @@ from butte.frameworks.marathon.model import (
     Probe,
     Publish,
     Reconcile,
+    Reservation,
     Revive,
     Suppress,
     condition_of,
@@ -105,22 +110,30 @@ class PlannerConfig:
     # Marathon's --gpu_scheduling_behavior: "restricted" keeps apps without gpus off
     # offers that have some (DeclinedScarceResources).
     gpu_scheduling_behavior: str = "restricted"
+    # Marathon's --task_reservation_timeout (in seconds here): a resident instance's new
+    # reservation that no offer brings back in time is given up (and freed when seen).
+    reservation_timeout: float = 20.0
 
 
 T = TypeVar("T")
 Bounds = tuple[int, int]  # (the fewest healthy instances, the most instances)
 
 
-def upgrade_bounds(target: int, strategy: Mapping[str, float]) -> Bounds:
+def upgrade_bounds(target: int, strategy: Mapping[str, float], resident: bool = False) -> Bounds:
     """(the fewest healthy instances, the most instances) a rolling replacement of
     ``target`` instances keeps to, from an upgrade strategy (``minimumHealthCapacity``,
     ``maximumOverCapacity``)."""
     min_healthy = math.ceil(target * strategy["minimumHealthCapacity"])
     max_capacity = max(target, math.floor(target * (1 + strategy["maximumOverCapacity"])))
     if target > 0 and min_healthy == max_capacity:
-        # Neither a kill nor a launch would be allowed: one instance over capacity at a
-        # time, as Marathon's TaskReplaceActor.computeRestartStrategy allows.
-        max_capacity += 1
+        # Neither a kill nor a launch would be allowed: as Marathon's
+        # TaskReplaceActor.computeRestartStrategy, one instance over capacity at a time, or
+        # for a resident app (whose instances are replaced on their own reservations) one
+        # instance below the minimum.
+        if resident:
+            min_healthy -= 1
+        else:
+            max_capacity += 1
     return min_healthy, max_capacity
 
 
@@ -158,6 +171,12 @@ class Planner:
         self.group_versions: dict[str, dict[str, dict[str, Any]]] = {}
         self.instances: dict[str, Instance] = {}
         self.by_app: dict[str, set[str]] = {}
+        # resident apps' instances (docs/marathon.md "Stateful apps"), by id and by app
+        self.reservations: dict[str, Reservation] = {}
+        self.resv_by_app: dict[str, set[str]] = {}
+        # reservation ids an offer showed labelled for this framework with no record (or a
+        # decommissioned one) whose freeing is not yet seen: offers are wanted for them
+        self._to_free: set[str] = set()
         self.deployments: dict[str, Deployment] = {}
         self.runtime: dict[str, AppRuntime] = {}
         self.wanted: dict[str, int] = {}
@@ -210,6 +229,11 @@ class Planner:
                 self.by_app.setdefault(inst.app_id, set()).add(key)
             elif kind == "deployment":
                 self._add_deployment(Deployment.from_record(value))
+            elif kind == "reservation":
+                res = Reservation.from_record(value)
+                self._add_reservation(res)
+                if res.decommissioned:
+                    self._to_free.add(res.id)  # offers are wanted until it is freed
         for d in self.deployments.values():
             for app_id, spec in d.target.items():
                 if spec is None:
@@ -252,6 +276,9 @@ class Planner:
         if kind == "deployment":
             d = self.deployments.get(key)
             return d.record() if d else None
+        if kind == "reservation":
+            r = self.reservations.get(key)
+            return r.record() if r else None
         raise KeyError(kind)
 
     def _changed(self, inst: Instance) -> None:
@@ -259,6 +286,30 @@ class Planner:
         self.dirty.add(("instance", inst.task_id))
         self._task_json.pop(inst.task_id, None)
         self._app_bytes.pop(inst.app_id, None)
+
+    def _add_reservation(self, res: Reservation) -> None:
+        self.reservations[res.id] = res
+        self.resv_by_app.setdefault(res.app_id, set()).add(res.id)
+
+    def _drop_reservation(self, res: Reservation) -> None:
+        self.reservations.pop(res.id, None)
+        ids = self.resv_by_app.get(res.app_id)
+        if ids is not None:
+            ids.discard(res.id)
+            if not ids:
+                del self.resv_by_app[res.app_id]
+        self.dirty.add(("reservation", res.id))
+
+    def app_reservations(self, app_id: str) -> list[Reservation]:
+        """A resident app's instances that hold a reservation (decommissioned ones too)."""
+        return [self.reservations[r] for r in self.resv_by_app.get(app_id, ())]
+
+    def _decommission(self, res: Reservation) -> None:
+        """The reservation goes: freed once its task has ended and an offer brings it."""
+        if not res.decommissioned:
+            res.decommissioned = True
+            self.dirty.add(("reservation", res.id))
+            self._to_free.add(res.id)
 
     def _stale(self, app_id: str) -> None:
         """Something `app_json` shows about the app changed (its definition, deployments,
@@ -328,9 +379,18 @@ class Planner:
     ) -> Deployment:
         """Applies new definitions (None: delete the app) as one deployment. Raises
         ApiError 409 if an affected app is in another deployment (unless ``force``, which
-        cancels those), 422 for a dependency cycle."""
+        cancels those), 422 for a dependency cycle or a resident app's resources changed."""
         changes = dict(changes)
         restart = set(restart)
+        # Validated before any lock, as Marathon validates an update before planning it.
+        problems = [
+            p
+            for app_id, spec in changes.items()
+            if spec is not None and app_id in self.apps
+            for p in resident_update_problems(self.apps[app_id], spec)
+        ]
+        if problems:
+            raise Invalid(problems)
         locking = self.locking_deployments(changes)
         if locking and not force:
             raise ApiError(
@@ -535,13 +595,18 @@ class Planner:
         self._touched.update(d.target)
         self._publish("deployment_failed", now, id=d.id, plan=d.plan_json())
 
-    def kill_tasks(self, task_ids: Iterable[str], now: float) -> list[Instance]:
-        """Kills tasks without scaling (the planner replaces them); unknown ids are skipped."""
+    def kill_tasks(self, task_ids: Iterable[str], now: float, wipe: bool = False) -> list[Instance]:
+        """Kills tasks without scaling (the planner replaces them); unknown ids are skipped.
+        ``wipe``: a resident instance's reservation and volumes go too (Marathon's
+        ``wipe=true``), so its replacement reserves anew."""
         out = []
         for task_id in task_ids:
             inst = self.instances.get(task_id)
             if inst is not None:
                 self._kill(inst, now)
+                res = self.reservations.get(inst.reservation or "")
+                if wipe and res is not None:
+                    self._decommission(res)
                 out.append(inst)
         return out
 
@@ -704,6 +769,10 @@ class Planner:
             rt.delay_until = now + rt.delay
 
     def _remove(self, inst: Instance) -> None:
+        res = self.reservations.get(inst.reservation or "")
+        if res is not None and res.task_id == inst.task_id:
+            res.task_id = None  # free for the instance's next task
+            self.dirty.add(("reservation", res.id))
         self.instances.pop(inst.task_id, None)
         self._probe_at.pop(inst.task_id, None)
         self.readiness_results.pop(inst.task_id, None)
@@ -746,7 +815,10 @@ class Planner:
         for app_id in sorted(moved - held):  # deployments moved on: act on their next steps
             self._scale(app_id, now, False)
         self._probes(now)
+        if full:
+            self._reservation_timeouts(now)
         demand = any(n > 0 for n in self.wanted.values()) or self.extra_demand
+        demand = demand or bool(self._to_free)
         starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
         if demand and (self.suppressed or self._filtered or starved):
             # Also after idle declines (their long filters would hold the offers back), and
@@ -757,6 +829,18 @@ class Planner:
         elif not demand and not self.suppressed and self.framework_id is not None:
             self.suppressed = True
             self.outbox.append(Suppress())
+
+    def _reservation_timeouts(self, now: float) -> None:
+        """Gives up new reservations that no offer brought back within the reservation
+        timeout (Marathon's ``ReservationTimeout``): the record goes, so that the instance
+        reserves anew, and what was reserved is freed when an offer shows it."""
+        for res in list(self.reservations.values()):
+            if res.launched or res.decommissioned or res.task_id:
+                continue
+            if now - res.created_at > self.config.reservation_timeout:
+                self._drop_reservation(res)
+                self._to_free.add(res.id)
+                self._touched.add(res.app_id)
 
     def _held(self) -> set[str]:
         """Apps whose deployment step has not come yet: left exactly as they are (cached
@@ -890,8 +974,10 @@ class Planner:
     def _scale(self, app_id: str, now: float, timers: bool) -> None:
         spec = self.apps.get(app_id)
         instances = self.app_instances(app_id)
-        if spec is None:  # deleted: every instance goes
+        if spec is None:  # deleted: every instance goes, and every reservation
             self.wanted.pop(app_id, None)
+            for res in self.app_reservations(app_id):
+                self._decommission(res)
             for inst in instances:
                 if not inst.killing or now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
                     self._kill(inst, now)
@@ -906,7 +992,7 @@ class Planner:
         new = [i for i in active if i.config_version == config]
         old = [i for i in active if i.config_version != config]
         healthy = sum(1 for i in active if self._is_healthy(i, spec))
-        bounds = upgrade_bounds(target, spec["upgradeStrategy"])
+        bounds = upgrade_bounds(target, spec["upgradeStrategy"], is_resident(spec))
         ordered = self._kill_order(old, spec)
         is_healthy = functools.partial(self._is_healthy, spec=spec)
         for inst in rolling_kills(ordered, len(new), healthy, is_healthy, bounds):
@@ -1050,12 +1136,14 @@ class Planner:
         ]
         for offer in offers:
             launched: list[dict[str, Any]] = []
+            labelled = resident.offered(offer, self.framework_id)
+            operations = self._freeing(labelled) if labelled else []
             if order:
-                launched = self._fill(offer, order, now)
+                launched = self._fill(offer, order, labelled, operations, now)
                 order = [a for a in order if self.wanted.get(a, 0) > 0]
-            if launched:
+            if launched or operations:
                 self.outbox.append(
-                    Launch(offer["id"]["value"], offer["agent_id"]["value"], launched)
+                    Launch(offer["id"]["value"], offer["agent_id"]["value"], launched, operations)
                 )
             else:
                 demand = bool(order) or any_wanted
@@ -1065,7 +1153,31 @@ class Planner:
         for refuse, ids in declined.items():  # one DECLINE call per filter, not per offer
             self.outbox.append(Decline(ids, refuse))
 
-    def _fill(self, offer: dict[str, Any], order: list[str], now: float) -> list[dict[str, Any]]:
+    def _freeing(self, labelled: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """DESTROY and UNRESERVE of the offered reservations of instances that are gone or
+        decommissioned and run nothing (Marathon's OfferMatcherReconciler); their records
+        go with them."""
+        ops: list[dict[str, Any]] = []
+        for rid, resources in labelled.items():
+            res = self.reservations.get(rid)
+            if res is not None and (not res.decommissioned or res.task_id is not None):
+                continue
+            ops += resident.destroy_and_unreserve(resources)
+            self._to_free.discard(rid)
+            if res is not None:
+                self._drop_reservation(res)
+        return ops
+
+    def _fill(
+        self,
+        offer: dict[str, Any],
+        order: list[str],
+        labelled: Mapping[str, list[dict[str, Any]]],
+        operations: list[dict[str, Any]],
+        now: float,
+    ) -> list[dict[str, Any]]:
+        """The tasks the waiting apps (``order``) launch on an offer; a resident app's new
+        reservations are appended to ``operations``."""
         pool = Pool(offer, self.rng)
         hostname = offer.get("hostname", "")
         attributes = attributes_of(offer)
@@ -1074,12 +1186,20 @@ class Planner:
         # The least any waiting app needs: once the offer has less, nobody fits any more.
         least = {n: min(float(self.apps[a][n]) for a in order) for n in ("cpus", "mem")}
         for app_id in order:
-            # Only an offer already used in part stops here: one that fits nobody from the
-            # start is still looked at by every app, so that each queue entry says why.
-            if tasks and any(pool.total(n) + 1e-9 < least[n] for n in least):
-                break
             spec = self.apps[app_id]
+            # Only an offer already used in part stops here: one that fits nobody from the
+            # start is still looked at by every app, so that each queue entry says why. A
+            # resident app may still launch on the reservations the offer carries.
+            if tasks and any(pool.total(n) + 1e-9 < least[n] for n in least):
+                if not labelled:
+                    break
+                if not is_resident(spec):
+                    continue
             rt = self._rt(app_id)
+            if is_resident(spec):
+                used = self._fill_resident(spec, offer, pool, labelled, tasks, operations, now)
+                self._offer_counted(rt, app_id, used, now)
+                continue
             used = False
             while self.wanted.get(app_id, 0) > 0:
                 refused = self._refusals(spec, offer, hostname, attributes, now)
@@ -1097,15 +1217,98 @@ class Planner:
                 tasks.append(task_info(spec, inst, resources))
                 self.wanted[app_id] -= 1
                 used = True
-            rt.processed_offers += 1
-            if used:
-                rt.last_used_at = now
-            else:
-                rt.unused_offers += 1
-                rt.last_unused_at = now
-            if not self.wanted.get(app_id, 0):
-                rt.launch_finished()  # the next launch (a failure's replacement) counts anew
+            self._offer_counted(rt, app_id, used, now)
         return tasks
+
+    def _offer_counted(self, rt: AppRuntime, app_id: str, used: bool, now: float) -> None:
+        """Counts an offer an app looked at (Marathon's OfferMatchStatistics)."""
+        rt.processed_offers += 1
+        if used:
+            rt.last_used_at = now
+        else:
+            rt.unused_offers += 1
+            rt.last_unused_at = now
+        if not self.wanted.get(app_id, 0):
+            rt.launch_finished()  # the next launch (a failure's replacement) counts anew
+
+    def _fill_resident(
+        self,
+        spec: Mapping[str, Any],
+        offer: dict[str, Any],
+        pool: Pool,
+        labelled: Mapping[str, list[dict[str, Any]]],
+        tasks: list[dict[str, Any]],
+        operations: list[dict[str, Any]],
+        now: float,
+    ) -> bool:
+        """A resident app's share of an offer, as Marathon's ``inferForResidents``: first
+        its idle instances whose reservations the offer carries are launched on exactly
+        those; then, while fewer instances are idle than launches are wanted, new ones
+        reserve resources and create volumes (launched when an offer brings them back).
+        Returns whether the offer was used."""
+        app_id = spec["id"]
+        used = False
+        for rid, resources in labelled.items():
+            if self.wanted.get(app_id, 0) <= 0:
+                break
+            res = self.reservations.get(rid)
+            if res is None or res.app_id != app_id or res.decommissioned or res.task_id:
+                continue
+            inst = self._instance_on(spec, res, now)
+            tasks.append(task_info(spec, inst, resources))
+            self.wanted[app_id] -= 1
+            used = True
+        hostname = offer.get("hostname", "")
+        attributes = attributes_of(offer)
+        while self.framework_id is not None:
+            idle = self._spare_reservations(app_id)
+            if idle >= self.wanted.get(app_id, 0):
+                if not used and idle:  # the rest wait for offers of their reservations
+                    self._no_match(
+                        self._rt(app_id), offer, ["NoCorrespondingReservationFound"], now
+                    )
+                break
+            refused = self._refusals(spec, offer, hostname, attributes, now)
+            volumes = persistent_volumes(spec)
+            sizes = sum(v["persistent"]["size"] for v in volumes)
+            taken = None if refused else pool.take({**spec, "disk": spec["disk"] + sizes})
+            if taken is None:
+                if not used:
+                    reasons = pool.missing(spec) if refused else list(pool.reasons)
+                    reasons += [r for r in refused if r not in reasons]
+                    self._no_match(self._rt(app_id), offer, reasons, now)
+                break
+            resources, ports = taken
+            unique = str(uuid.uuid4())
+            rid = f"{app_id.strip('/').replace('/', '_')}.instance-{unique}"
+            made = [
+                (
+                    v["containerPath"],
+                    v["persistent"]["size"],
+                    resident.persistence_id(app_id, v["containerPath"], unique),
+                )
+                for v in volumes
+            ]
+            operations += resident.reserve_and_create(
+                spec["role"], resident.labels(self.framework_id, rid), resources, made
+            )
+            ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
+            res = Reservation(
+                id=rid,
+                app_id=app_id,
+                agent_id=offer["agent_id"]["value"],
+                host=hostname,
+                ip=ip,
+                attributes=attributes,
+                volumes=[{"containerPath": c, "persistenceId": p} for c, _, p in made],
+                ports=ports,
+                created_at=now,
+            )
+            self._add_reservation(res)
+            self.dirty.add(("reservation", rid))
+            self._touched.add(app_id)
+            used = True
+        return used
 
     @staticmethod
     def _no_match(rt: AppRuntime, offer: dict[str, Any], reasons: list[str], now: float) -> None:
@@ -1185,9 +1388,51 @@ class Planner:
             for i in self.app_instances(spec["id"])
             if not i.killing and not self._inactive(i, spec, now)
         ]
+        # a resident instance between tasks stays where its reservation is
+        placed += [
+            (r.host, r.attributes)
+            for r in self.app_reservations(spec["id"])
+            if not r.task_id and not r.decommissioned
+        ]
         if first_violation(spec["constraints"], hostname, attributes, placed):
             return "UnfulfilledConstraint"
         return None
+
+    def _spare_reservations(self, app_id: str) -> int:
+        """A resident app's reservations that run nothing, or a task being killed: what its
+        wanted launches take before any new reservation is made."""
+        spare = 0
+        for res in self.app_reservations(app_id):
+            if res.decommissioned:
+                continue
+            inst = self.instances.get(res.task_id) if res.task_id else None
+            if inst is None or inst.killing:
+                spare += 1
+        return spare
+
+    def _instance_on(self, spec: Mapping[str, Any], res: Reservation, now: float) -> Instance:
+        """The next task of a resident instance, on its reservation (Marathon's
+        ``Task.Id.nextIncarnationFor``: the attempt counter of its task id goes up)."""
+        res.attempt += 1
+        inst = Instance(
+            task_id=f"{res.id}._app.{res.attempt}",
+            app_id=res.app_id,
+            version=spec["version"],
+            config_version=spec["versionInfo"]["lastConfigChangeAt"],
+            agent_id=res.agent_id,
+            host=res.host,
+            ip=res.ip,
+            attributes=res.attributes,
+            ports=list(res.ports),
+            staged_at=now,
+            reservation=res.id,
+        )
+        res.task_id, res.launched = inst.task_id, True
+        self.dirty.add(("reservation", res.id))
+        self.instances[inst.task_id] = inst
+        self.by_app.setdefault(res.app_id, set()).add(inst.task_id)
+        self._changed(inst)
+        return inst
 
     def _instance(
         self,
@@ -1310,9 +1555,13 @@ class Planner:
             "state": state,
             "ipAddresses": [{"ipAddress": inst.ip, "protocol": "IPv4"}],
             "healthCheckResults": results,
-            "localVolumes": [],
+            "localVolumes": self._local_volumes(inst),
             "role": spec.get("role", self.config.role),
         }
+
+    def _local_volumes(self, inst: Instance) -> list[dict[str, str]]:
+        res = self.reservations.get(inst.reservation or "")
+        return res.local_volumes() if res is not None else []
 
     def counts(self, app_id: str) -> dict[str, int]:
         spec = self.apps.get(app_id) or {}

@@ -93,6 +93,7 @@ class ZooKeeperStore:
     """
 
     KINDS: tuple[str, ...] = ("meta", "app", "appver", "group", "groupver", "instance")
+    KINDS += ("reservation",)  # resident apps' instances: planner.py
     KINDS += ("deployment", "pod", "podver", "podinstance", "poddeployment")  # pods: pods.py
     _MAX_OPS = 500
     _MAX_BYTES = 512 * 1024

@@ -1,0 +1,138 @@
+"""Stateful (resident) Marathon apps with the unmodified PyPI ``marathon`` client against
+``butte marathon --mesos_role db`` on a real cluster (one master, two agents, real tasks):
+an app with a local persistent volume reserves its resources and creates its volume on one
+agent, and everything its tasks write there outlives them: a killed task, a scale to 0 and
+back, and a restart of marathon all come back to the same agent and the same data. Deleting
+the app destroys the volume and frees the reservation (docs/marathon.md "Stateful apps")."""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from butte.testing.cluster import start_cluster
+from butte.testing.marathon import start_marathon
+from butte.testing.require import require_module
+
+marathon = require_module("marathon")
+from marathon.exceptions import MarathonHttpError  # noqa: E402
+from marathon.models import MarathonApp  # noqa: E402
+from marathon.models.container import MarathonContainer, MarathonContainerVolume  # noqa: E402
+
+collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
+
+pytestmark = [pytest.mark.compat, pytest.mark.integration]
+
+ROLE = "db"
+# Each task appends its id to the volume, then stays.
+CMD = 'echo "$MESOS_TASK_ID" >> data/log && exec sleep 600'
+
+
+def _app(**fields: Any) -> MarathonApp:
+    volume = MarathonContainerVolume(container_path="data", mode="RW", persistent={"size": 16})
+    container = MarathonContainer(type="MESOS", volumes=[volume])
+    return MarathonApp(**{"cmd": CMD, "cpus": 0.1, "mem": 32, "container": container, **fields})
+
+
+def _running(client: Any, app_id: str, count: int) -> list[Any] | None:
+    tasks = [t for t in client.list_tasks(app_id) if t.state == "TASK_RUNNING"]
+    return tasks if len(tasks) == count else None
+
+
+def _reserved(cluster: Any) -> list[dict[str, Any]]:
+    """The resources reserved for the role on any agent, as the master's /slaves has them."""
+    out = []
+    for agent in cluster.get("/slaves")["slaves"]:
+        out += [r for r in agent.get("reserved_resources_full", {}).get(ROLE, [])]
+    return out
+
+
+def _log(volume: Path) -> list[str]:
+    path = volume / "log"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_stateful_app_keeps_its_agent_and_its_data_until_it_is_deleted(tmp_path: Path) -> None:
+    with (
+        start_cluster(tmp_path, agents=2) as cluster,
+        start_marathon(cluster.master_address, tmp_path, ["--mesos_role", ROLE]) as m,
+    ):
+        client = marathon.MarathonClient(m.url, timeout=20)
+        created = client.create_app("/db", _app())
+        assert created.residency["taskLostBehavior"] == "WAIT_FOREVER"
+        assert created.upgrade_strategy.maximum_over_capacity == 0
+        [task] = m.wait_until(lambda: _running(client, "/db", 1), 60, "the task running")
+        assert task.id.endswith("._app.1")
+        [local] = task.local_volumes
+        assert local["containerPath"] == "data" and local["runSpecId"] == "/db"
+        assert local["persistenceId"] == f"db#data#{local['uuid']}"
+        volumes = list(tmp_path.rglob(f"volumes/roles/{ROLE}/{local['persistenceId']}"))
+        assert len(volumes) == 1, volumes
+        volume = volumes[0]
+        m.wait_until(lambda: _log(volume) == [task.id], 20, "the task's line in its volume")
+        reserved = _reserved(cluster)
+        assert {r["name"] for r in reserved} >= {"cpus", "mem", "disk", "ports"}
+        labels = {
+            lb["key"]: lb["value"] for r in reserved for lb in r["reservation"]["labels"]["labels"]
+        }
+        assert labels["marathon_task_id"] == task.id.removesuffix("._app.1")
+
+        # A killed task comes back on the same agent, to the same volume.
+        client.kill_task("/db", task.id)
+        [second] = m.wait_until(
+            lambda: [t for t in _running(client, "/db", 1) or [] if t.id != task.id] or None,
+            60,
+            "the task relaunched",
+        )
+        assert second.id.endswith("._app.2") and second.slave_id == task.slave_id
+        m.wait_until(lambda: _log(volume) == [task.id, second.id], 20, "both lines")
+
+        # Scaled to 0, the reservation and the volume stay; they survive marathon's restart.
+        m.wait_until(lambda: not client.list_deployments(), 30, "no deployment")
+        client.scale_app("/db", instances=0)
+        m.wait_until(lambda: client.list_tasks("/db") == [], 60, "the task killed")
+        assert _reserved(cluster) and volume.is_dir()
+        m.wait_until(lambda: not client.list_deployments(), 30, "no deployment")
+        m.restart()
+        client.scale_app("/db", instances=1)
+        [third] = m.wait_until(lambda: _running(client, "/db", 1), 60, "scaled back up")
+        assert third.id.endswith("._app.3") and third.slave_id == task.slave_id
+        m.wait_until(lambda: _log(volume) == [task.id, second.id, third.id], 20, "three lines")
+
+        # Its resources may not change.
+        m.wait_until(lambda: not client.list_deployments(), 30, "no deployment")
+        with pytest.raises(MarathonHttpError) as e:
+            client.update_app("/db", _app(mem=64))
+        assert e.value.status_code == 422
+        assert "create a new service" in str(e.value.error_details)
+        # Its command may: the instance is replaced on its own reservation (the default
+        # upgrade strategy of a resident app kills first, nothing over capacity).
+        client.update_app("/db", _app(cmd=CMD.replace('"$MESOS_TASK_ID"', 'v2-"$MESOS_TASK_ID"')))
+        [fourth] = m.wait_until(
+            lambda: [t for t in _running(client, "/db", 1) or [] if t.id != third.id] or None,
+            60,
+            "the new version running",
+        )
+        assert fourth.id.endswith("._app.4") and fourth.slave_id == task.slave_id
+        m.wait_until(lambda: _log(volume)[3:] == [f"v2-{fourth.id}"], 20, "the new line")
+
+        # Deleted: the volume is destroyed and the reservation freed.
+        m.wait_until(lambda: not client.list_deployments(), 30, "no deployment")
+        client.delete_app("/db")
+        m.wait_until(lambda: not _reserved(cluster) and not volume.exists(), 60, "all freed")
+
+
+def test_a_stateful_app_needs_a_role_to_reserve_in(tmp_path: Path) -> None:
+    with (
+        start_cluster(tmp_path) as cluster,
+        start_marathon(cluster.master_address, tmp_path) as m,
+    ):
+        client = marathon.MarathonClient(m.url, timeout=20)
+        with pytest.raises(MarathonHttpError) as e:
+            client.create_app("/db", _app())
+        assert e.value.status_code == 422
+        assert "--mesos_role" in str(e.value.error_details)

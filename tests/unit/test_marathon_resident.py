@@ -1,0 +1,411 @@
+"""Resident Marathon apps (local persistent volumes), pure: the planner's reservations and
+launches against agents whose resources change by the master's own operation rules
+(`butte.core.resource_ops`), so every RESERVE, CREATE, DESTROY and UNRESERVE it sends is
+one the master would carry out."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from butte.core import resource_ops
+from butte.core.resources import Resources
+from butte.frameworks.marathon.appdef import Invalid, merge_update, normalize_app
+from butte.frameworks.marathon.model import Launch
+from butte.frameworks.marathon.planner import Planner, PlannerConfig
+
+ROLE = "db"
+_ids = itertools.count()
+
+
+class Agent:
+    """An agent's resources as the master keeps them: what is free (offered) and what its
+    tasks hold."""
+
+    def __init__(self, agent_id: str, host: str) -> None:
+        self.id, self.host = agent_id, host
+        self.free = Resources.from_json(
+            [
+                {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4}},
+                {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096}},
+                {"name": "disk", "type": "SCALAR", "scalar": {"value": 10000}},
+                {
+                    "name": "ports",
+                    "type": "RANGES",
+                    "ranges": {"range": [{"begin": 31000, "end": 31099}]},
+                },
+            ]
+        )
+        self.total = self.free
+        self.tasks: dict[str, Resources] = {}
+
+    def offer(self) -> dict[str, Any]:
+        return {
+            "id": {"value": f"o{next(_ids)}"},
+            "agent_id": {"value": self.id},
+            "hostname": self.host,
+            "resources": self.free.to_json("pre", allocation_role=ROLE),
+            "attributes": [],
+        }
+
+    def accept(self, launch: Launch) -> None:
+        for op in launch.operations:
+            kind = op["type"]
+            conversion = resource_ops.parse_operation(kind, op[kind.lower()], None)
+            self.free = resource_ops.apply(self.free, conversion)
+        for task in launch.tasks:
+            used = Resources.from_json(task["resources"])
+            assert self.free.contains(used), "a task takes what was not offered"
+            self.free = self.free - used
+            self.tasks[task["task_id"]["value"]] = used
+
+    def ended(self, task_id: str) -> None:
+        self.free = self.free + self.tasks.pop(task_id)
+
+
+class World:
+    """A planner subscribed as ``fw-1`` with a clock, and agents playing the master's part."""
+
+    def __init__(self, timeout: float = 20.0) -> None:
+        self.p = Planner(PlannerConfig(role=ROLE, reservation_timeout=timeout), seed=3)
+        self.now = 1000.0
+        self.p.subscribed("fw-1", self.now)
+        self.p.take_effects()
+        self.agents = {a.id: a for a in (Agent("a1", "h1"), Agent("a2", "h2"))}
+
+    def offer(self, agent_id: str) -> Launch | None:
+        """The agent's offer to the planner; its answer carried out on the agent."""
+        self.now += 0.1
+        self.p.tick(self.now)
+        agent = self.agents[agent_id]
+        self.p.offers([agent.offer()], self.now)
+        launches = [e for e in self.p.take_effects() if isinstance(e, Launch)]
+        assert len(launches) <= 1
+        for launch in launches:
+            agent.accept(launch)
+        return launches[0] if launches else None
+
+    def status(self, task_id: str, state: str) -> None:
+        self.p.status({"task_id": {"value": task_id}, "state": state}, self.now)
+        if state in ("TASK_FAILED", "TASK_KILLED", "TASK_FINISHED"):
+            for agent in self.agents.values():
+                if task_id in agent.tasks:
+                    agent.ended(task_id)
+
+    def tick(self, seconds: float = 0.1) -> list[Any]:
+        self.now += seconds
+        self.p.tick(self.now, full=True)
+        return self.p.take_effects()
+
+
+def resident_app(app_id: str = "/db", **fields: Any) -> dict[str, Any]:
+    raw = {
+        "id": app_id,
+        "cmd": "sleep 100",
+        "cpus": 0.5,
+        "mem": 64,
+        "container": {
+            "type": "MESOS",
+            "volumes": [{"containerPath": "data", "mode": "RW", "persistent": {"size": 100}}],
+        },
+        **fields,
+    }
+    return normalize_app(raw, role=ROLE)
+
+
+def _kinds(launch: Launch | None) -> list[str]:
+    return [op["type"] for op in launch.operations] if launch else []
+
+
+def _reserved(agent: Agent) -> Resources:
+    return Resources.from_json(
+        [r for r in agent.free.to_json("pre") if r.get("role") == ROLE]
+        + [r for held in agent.tasks.values() for r in held.to_json("pre") if r.get("role") == ROLE]
+    )
+
+
+def test_an_instance_reserves_creates_its_volume_then_launches_on_exactly_that():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    first = w.offer("a1")
+    assert first is not None and not first.tasks
+    assert _kinds(first) == ["RESERVE", "CREATE"]
+    (res,) = w.p.app_reservations("/db")
+    labels = {
+        lb["key"]: lb["value"]
+        for lb in first.operations[0]["reserve"]["resources"][0]["reservation"]["labels"]["labels"]
+    }
+    assert labels == {"marathon_framework_id": "fw-1", "marathon_task_id": res.id}
+    assert res.id.startswith("db.instance-") and res.agent_id == "a1"
+    assert res.volumes[0]["containerPath"] == "data"
+    assert res.volumes[0]["persistenceId"].startswith("db#data#")
+    # A second app's offer from elsewhere is not used for it: it waits for its agent.
+    assert w.offer("a2") is None
+    second = w.offer("a1")
+    assert second is not None and _kinds(second) == [] and len(second.tasks) == 1
+    task = second.tasks[0]
+    assert task["task_id"]["value"] == f"{res.id}._app.1"
+    volumes = [r for r in task["resources"] if (r.get("disk") or {}).get("persistence")]
+    assert volumes[0]["disk"]["volume"] == {"container_path": "data", "mode": "RW"}
+    assert volumes[0]["scalar"]["value"] == 100
+    assert all(r.get("role") == ROLE for r in task["resources"])  # only the reservation's
+    w.status(task["task_id"]["value"], "TASK_RUNNING")
+    (inst,) = w.p.app_instances("/db")
+    rendered = w.p.task_json(inst)
+    assert rendered["localVolumes"] == res.local_volumes()
+    assert rendered["ports"] == res.ports and len(res.ports) == 1
+    assert w.p.dirty >= {("reservation", res.id)}
+
+
+def test_a_failed_task_is_relaunched_on_its_reservation_and_nowhere_else():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    w.status(task_id, "TASK_FAILED")
+    w.tick(5)  # past the backoff
+    assert w.offer("a2") is None  # not elsewhere
+    queued = w.p.queue(w.now)[0]
+    assert queued["processedOffersSummary"]["rejectSummaryLastOffers"][2] == {
+        "reason": "NoCorrespondingReservationFound",
+        "declined": 1,
+        "processed": 1,
+    }
+    again = w.offer("a1")
+    assert again is not None and _kinds(again) == []
+    assert again.tasks[0]["task_id"]["value"] == task_id.removesuffix("1") + "2"
+    assert len(w.p.app_reservations("/db")) == 1
+
+
+def test_scaling_down_keeps_the_reservation_and_scaling_up_reuses_it():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    w.tick()
+    w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 0})}, w.now, force=True)
+    kills = [e for e in w.tick() if type(e).__name__ == "Kill"]
+    assert [k.task_id for k in kills] == [task_id]
+    w.status(task_id, "TASK_KILLED")
+    w.tick()
+    assert w.offer("a1") is None  # nothing destroyed, nothing launched
+    (res,) = w.p.app_reservations("/db")
+    assert not res.decommissioned and res.task_id is None
+    w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 1})}, w.now, force=True)
+    assert w.offer("a2") is None
+    back = w.offer("a1")
+    assert back is not None and _kinds(back) == []
+    assert back.tasks[0]["task_id"]["value"] == f"{res.id}._app.2"
+
+
+def test_deleting_the_app_destroys_its_volumes_and_frees_its_reservation():
+    w = World()
+    w.p.deploy({"/db": resident_app(instances=2, constraints=[["hostname", "UNIQUE"]])}, w.now)
+    w.offer("a1")
+    assert _kinds(w.offer("a1")) == []  # launched; a1 may not hold the second instance
+    assert _kinds(w.offer("a2")) == ["RESERVE", "CREATE"]
+    tasks = [t for a in w.agents.values() for t in a.tasks]
+    second = w.offer("a2")
+    assert second is not None and len(second.tasks) == 1
+    tasks = [t for a in w.agents.values() for t in a.tasks]
+    assert len(tasks) == 2
+    for t in tasks:
+        w.status(t, "TASK_RUNNING")
+    w.p.deploy({"/db": None}, w.now, force=True)
+    w.tick()
+    # While its task is being killed, the reservation stays.
+    assert w.offer("a1") is None
+    for t in tasks:
+        w.status(t, "TASK_KILLED")
+    w.tick()
+    assert w.p.suppressed is False  # offers are still wanted, to free the reservations
+    for agent_id in ("a1", "a2"):
+        freed = w.offer(agent_id)
+        assert _kinds(freed) == ["DESTROY", "UNRESERVE"]
+        agent = w.agents[agent_id]
+        assert agent.free == agent.total and not _reserved(agent)
+    assert not w.p.reservations
+    dirty = {(k, key): v for k, key, v in w.p.take_dirty()}
+    assert all(v is None for (k, _), v in dirty.items() if k == "reservation")
+    w.tick()
+    assert w.p.suppressed
+
+
+def test_wipe_gives_the_instance_a_new_reservation():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    (old,) = w.p.app_reservations("/db")
+    w.p.kill_tasks([task_id], w.now, wipe=True)
+    w.status(task_id, "TASK_KILLED")
+    w.tick()
+    launch = w.offer("a1")
+    # the old one freed and a new one made, in one ACCEPT
+    assert _kinds(launch) == ["DESTROY", "UNRESERVE", "RESERVE", "CREATE"]
+    (new,) = w.p.app_reservations("/db")
+    assert new.id != old.id and new.volumes != old.volumes
+
+
+def test_a_reservation_never_offered_back_times_out_and_is_freed_when_seen():
+    w = World(timeout=20.0)
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    (old,) = w.p.app_reservations("/db")
+    w.tick(25)
+    assert not w.p.app_reservations("/db")  # given up
+    launch = w.offer("a1")
+    assert _kinds(launch) == ["DESTROY", "UNRESERVE", "RESERVE", "CREATE"]
+    (new,) = w.p.app_reservations("/db")
+    assert new.id != old.id
+
+
+def test_other_apps_never_take_a_reservation_or_a_volume():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    (res,) = w.p.app_reservations("/db")
+    w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 0})}, w.now, force=True)
+    w.tick()
+    hungry = normalize_app(
+        {
+            "id": "/hungry",
+            "cmd": "sleep 1",
+            "cpus": 0.1,
+            "mem": 16,
+            "disk": 50,
+            "acceptedResourceRoles": [ROLE, "*"],
+            "instances": 50,
+        },
+        role=ROLE,
+    )
+    w.p.deploy({"/hungry": hungry}, w.now)
+    for _ in range(3):
+        w.offer("a1")
+    for task in w.agents["a1"].tasks.values():
+        assert not any(r.get("reservation") for r in task.to_json("pre"))
+    assert res.id in w.p.reservations
+
+
+def test_resident_definitions_follow_marathons_rules():
+    spec = resident_app()
+    assert spec["upgradeStrategy"] == {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}
+    assert spec["unreachableStrategy"] == "disabled"
+    assert spec["residency"] == {
+        "relaunchEscalationTimeoutSeconds": 3600,
+        "taskLostBehavior": "WAIT_FOREVER",
+    }
+    assert spec["container"] == {
+        "type": "MESOS",
+        "volumes": [
+            {
+                "containerPath": "data",
+                "mode": "RW",
+                "persistent": {"type": "root", "size": 100, "constraints": []},
+            }
+        ],
+    }
+    assert normalize_app(spec, role=ROLE) == spec  # its own rendering is accepted back
+
+    def errors(role: str = ROLE, **fields: Any) -> str:
+        with pytest.raises(Invalid) as e:
+            resident_app(**fields) if role == ROLE else normalize_app(
+                {**resident_app(), **fields}, role=role
+            )
+        return str(e.value.details)
+
+    assert "--mesos_role" in errors(role="*")
+    assert "maximumOverCapacity" in errors(
+        upgradeStrategy={"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}
+    )
+    assert "disabled for resident" in errors(unreachableStrategy={"inactiveAfterSeconds": 5})
+    assert "acceptedResourceRoles" in errors(acceptedResourceRoles=[ROLE])
+    assert "residency" in errors(residency={"taskLostBehavior": "SOMETIMES"})
+
+    def volume(**v: Any) -> dict[str, Any]:
+        return {
+            "type": "MESOS",
+            "volumes": [{"containerPath": "data", "persistent": {"size": 1}, **v}],
+        }
+
+    assert 'must not contain "/"' in errors(container=volume(containerPath="a/b"))
+    assert "a persistent volume is RW" in errors(container=volume(mode="RO"))
+    assert "only root" in errors(container=volume(persistent={"size": 1, "type": "mount"}))
+    assert "expected between 1" in errors(container=volume(persistent={"size": 0}))
+    assert "MESOS container" in errors(
+        container={**volume(), "type": "DOCKER", "docker": {"image": "busybox"}}
+    )
+
+
+def test_a_resident_apps_resources_and_volumes_may_not_change():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    current = w.p.apps["/db"]
+    for change in (
+        {"cpus": 1.0},
+        {"mem": 128},
+        {"container": resident_app()["container"] | {"volumes": []}},
+    ):
+        with pytest.raises(Invalid) as e:
+            w.p.deploy(
+                {"/db": normalize_app(merge_update(current, change), role=ROLE)}, w.now, force=True
+            )
+        assert "create a new service" in str(e.value.details)
+    # the command may change: a rolling restart onto the same reservations
+    w.p.deploy(
+        {"/db": normalize_app(merge_update(current, {"cmd": "sleep 200"}), role=ROLE)},
+        w.now,
+        force=True,
+    )
+
+
+def test_a_new_version_replaces_each_instance_on_its_own_reservation():
+    w = World()
+    w.p.deploy({"/db": resident_app(instances=2)}, w.now)
+    w.offer("a1")
+    w.offer("a1")  # both reserved there (no constraint), then both launched
+    tasks = list(w.agents["a1"].tasks)
+    assert len(tasks) == 2
+    for t in tasks:
+        w.status(t, "TASK_RUNNING")
+    w.tick()
+    assert not w.p.deployments
+    changed = normalize_app(merge_update(w.p.apps["/db"], {"cmd": "sleep 200"}), role=ROLE)
+    w.p.deploy({"/db": changed}, w.now)
+    # (0.5, 0) of 2: one killed at a time, nothing launched beside them
+    kills = [e.task_id for e in w.tick() if type(e).__name__ == "Kill"]
+    assert len(kills) == 1
+    # While it is being killed no new reservation is made for its replacement.
+    assert w.offer("a1") is None and w.offer("a2") is None
+    w.status(kills[0], "TASK_KILLED")
+    w.tick()
+    launch = w.offer("a1")
+    assert launch is not None and _kinds(launch) == [] and len(launch.tasks) == 1
+    assert launch.tasks[0]["task_id"]["value"].endswith("._app.2")
+    assert len(w.p.reservations) == 2
+
+
+def test_a_restarted_planner_still_frees_what_was_decommissioned():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    w.p.deploy({"/db": None}, w.now, force=True)
+    w.tick()
+    w.status(task_id, "TASK_KILLED")
+    records = {(k, key): v for k, key, v in w.p.take_dirty()}
+    reborn = Planner(PlannerConfig(role=ROLE), seed=3)
+    reborn.restore([(k, key, v) for (k, key), v in records.items() if v is not None])
+    reborn.subscribed("fw-1", w.now)
+    reborn.tick(w.now, full=True)
+    assert not reborn.suppressed  # it asks for offers to free the reservation
+    reborn.take_effects()
+    reborn.offers([w.agents["a1"].offer()], w.now)
+    [launch] = [e for e in reborn.take_effects() if isinstance(e, Launch)]
+    assert _kinds(launch) == ["DESTROY", "UNRESERVE"]
