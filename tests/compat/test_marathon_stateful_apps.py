@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import json
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,40 @@ def test_a_stateful_app_needs_a_role_to_reserve_in(tmp_path: Path) -> None:
             client.create_app("/db", _app())
         assert e.value.status_code == 422
         assert "--mesos_role" in str(e.value.error_details)
+
+
+def test_a_mount_volume_takes_a_whole_mount_disk_and_is_emptied_when_freed(tmp_path: Path) -> None:
+    mount_root = tmp_path / "mnt-data"
+    mount_root.mkdir()
+    disk = {
+        "name": "disk",
+        "type": "SCALAR",
+        "scalar": {"value": 64},
+        "disk": {"source": {"type": "MOUNT", "mount": {"root": str(mount_root)}}},
+    }
+    plain = [
+        {"name": "cpus", "type": "SCALAR", "scalar": {"value": 2}},
+        {"name": "mem", "type": "SCALAR", "scalar": {"value": 1024}},
+        {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31100}]}},
+    ]
+    with (
+        start_cluster(tmp_path, resources=json.dumps([*plain, disk])) as cluster,
+        start_marathon(cluster.master_address, tmp_path, ["--mesos_role", ROLE]) as m,
+    ):
+        client = marathon.MarathonClient(m.url, timeout=20)
+        volume = MarathonContainerVolume(
+            container_path="data", mode="RW", persistent={"type": "mount", "size": 32}
+        )
+        app = MarathonApp(
+            cmd=CMD, cpus=0.1, mem=32, container=MarathonContainer(type="MESOS", volumes=[volume])
+        )
+        client.create_app("/db", app)
+        [task] = m.wait_until(lambda: _running(client, "/db", 1), 60, "the task running")
+        m.wait_until(lambda: _log(mount_root) == [task.id], 20, "its line on the MOUNT disk")
+        [held] = [r for r in _reserved(cluster) if (r.get("disk") or {}).get("persistence")]
+        assert held["scalar"]["value"] == 64  # the whole disk
+        m.wait_until(lambda: not client.list_deployments(), 30, "no deployment")
+        client.delete_app("/db")
+        m.wait_until(lambda: not _reserved(cluster), 60, "the reservation freed")
+        m.wait_until(lambda: not any(mount_root.iterdir()), 30, "the MOUNT disk emptied")
+        assert mount_root.is_dir()

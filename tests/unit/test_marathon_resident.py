@@ -6,6 +6,7 @@ one the master would carry out."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -20,14 +21,21 @@ ROLE = "db"
 _ids = itertools.count()
 
 
+def source_disk(kind: str, root: str, size: float) -> dict[str, Any]:
+    """An unreserved PATH or MOUNT disk as an agent's ``--resources`` gives it."""
+    source = {"type": kind, kind.lower(): {"root": root}}
+    return {"name": "disk", "type": "SCALAR", "scalar": {"value": size}, "disk": {"source": source}}
+
+
 class Agent:
     """An agent's resources as the master keeps them: what is free (offered) and what its
     tasks hold."""
 
-    def __init__(self, agent_id: str, host: str) -> None:
+    def __init__(self, agent_id: str, host: str, disks: Iterable[dict[str, Any]] = ()) -> None:
         self.id, self.host = agent_id, host
         self.free = Resources.from_json(
             [
+                *disks,
                 {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4}},
                 {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096}},
                 {"name": "disk", "type": "SCALAR", "scalar": {"value": 10000}},
@@ -335,7 +343,14 @@ def test_resident_definitions_follow_marathons_rules():
 
     assert 'must not contain "/"' in errors(container=volume(containerPath="a/b"))
     assert "a persistent volume is RW" in errors(container=volume(mode="RO"))
-    assert "only root" in errors(container=volume(persistent={"size": 1, "type": "mount"}))
+    assert "must be one of" in errors(container=volume(persistent={"size": 1, "type": "nfs"}))
+    assert "Only mount volumes" in errors(container=volume(persistent={"size": 1, "maxSize": 9}))
+    mount = {"size": 5, "type": "mount", "maxSize": 5}
+    assert "larger than size" in errors(container=volume(persistent=mount))
+    on_root = {"size": 1, "constraints": [["path", "LIKE", "/ssd.*"]]}
+    assert "Constraints on root" in errors(container=volume(persistent=on_root))
+    bad_op = {"size": 1, "type": "path", "constraints": [["path", "CLUSTER", "x"]]}
+    assert "LIKE, UNLIKE" in errors(container=volume(persistent=bad_op))
     assert "expected between 1" in errors(container=volume(persistent={"size": 0}))
     assert "MESOS container" in errors(
         container={**volume(), "type": "DOCKER", "docker": {"image": "busybox"}}
@@ -409,3 +424,55 @@ def test_a_restarted_planner_still_frees_what_was_decommissioned():
     reborn.offers([w.agents["a1"].offer()], w.now)
     [launch] = [e for e in reborn.take_effects() if isinstance(e, Launch)]
     assert _kinds(launch) == ["DESTROY", "UNRESERVE"]
+
+
+def test_path_and_mount_volumes_are_made_on_disks_of_their_kind_and_freed_with_them():
+    w = World()
+    w.agents["a3"] = Agent(
+        "a3",
+        "h3",
+        [
+            source_disk("PATH", "/hdd", 5000),
+            source_disk("PATH", "/ssd", 1000),
+            source_disk("MOUNT", "/mnt/small", 300),
+            source_disk("MOUNT", "/mnt/big", 2000),
+        ],
+    )
+    volumes = [
+        {"containerPath": "logs", "persistent": {"size": 50}},
+        {
+            "containerPath": "fast",
+            "persistent": {"type": "path", "size": 100, "constraints": [["path", "LIKE", "/ssd"]]},
+        },
+        {"containerPath": "data", "persistent": {"type": "mount", "size": 500, "maxSize": 4000}},
+    ]
+    spec = resident_app(container={"type": "MESOS", "volumes": volumes})
+    assert spec["container"]["volumes"][2]["persistent"]["maxSize"] == 4000
+    w.p.deploy({"/db": spec}, w.now)
+    assert w.offer("a1") is None  # no MOUNT disk there
+    reserved = w.offer("a3")
+    assert _kinds(reserved) == ["RESERVE", "CREATE"]
+    created = {
+        v["disk"]["volume"]["container_path"]: v
+        for v in reserved.operations[1]["create"]["volumes"]
+    }
+    assert "source" not in created["logs"]["disk"] and created["logs"]["scalar"]["value"] == 50
+    assert created["fast"]["disk"]["source"]["path"]["root"] == "/ssd"  # the constraint's
+    assert created["fast"]["scalar"]["value"] == 100
+    # a MOUNT disk is taken whole: the big one (the small one is under the size asked for)
+    assert created["data"]["disk"]["source"]["mount"]["root"] == "/mnt/big"
+    assert created["data"]["scalar"]["value"] == 2000
+    launch = w.offer("a3")
+    assert launch is not None and len(launch.tasks) == 1
+    held = [r for r in launch.tasks[0]["resources"] if (r.get("disk") or {}).get("persistence")]
+    assert len(held) == 3
+    task_id = launch.tasks[0]["task_id"]["value"]
+    w.status(task_id, "TASK_RUNNING")
+    (res,) = w.p.app_reservations("/db")
+    assert [v["containerPath"] for v in res.volumes] == ["logs", "fast", "data"]
+    w.p.deploy({"/db": None}, w.now, force=True)
+    w.tick()
+    w.status(task_id, "TASK_KILLED")
+    assert _kinds(w.offer("a3")) == ["DESTROY", "UNRESERVE"]
+    agent = w.agents["a3"]
+    assert agent.free == agent.total  # every disk back with its source

@@ -703,8 +703,10 @@ def _persistent_volume(
     errors: _Errors, path: str, raw: Mapping[str, Any], kind: str
 ) -> dict[str, Any]:
     """A local persistent volume (Marathon's ``AppPersistentVolume``) in canonical form, with
-    Marathon's AppValidation rules: a name without ``/`` in the sandbox, RW, a root disk of a
-    positive size (``path`` and ``mount`` disks are refused)."""
+    Marathon's AppValidation rules: a name without ``/`` in the sandbox, RW, a positive
+    ``size`` (MiB) on the agent's work disk (``root``), a part of a PATH disk (``path``) or a
+    whole MOUNT disk (``mount``, of at most ``maxSize`` if given); ``path`` and ``mount``
+    volumes may be kept to disks whose root matches (``["path", "LIKE", regex]``)."""
     for key in raw:
         if key not in ("containerPath", "mode", "persistent") and raw[key] is not None:
             errors.add(f"{path}/{key}", "not with a persistent volume")
@@ -723,29 +725,56 @@ def _persistent_volume(
     if not isinstance(info, Mapping):
         errors.add(f"{path}/persistent", "must be an object")
         info = {}
+    here = f"{path}/persistent"
     for key in info:
         if key not in ("type", "size", "maxSize", "constraints", "profileName"):
-            errors.add(f"{path}/persistent/{key}", "unknown field")
+            errors.add(f"{here}/{key}", "unknown field")
     disk_type = info.get("type") or "root"
-    if disk_type != "root":
-        errors.add(
-            f"{path}/persistent/type",
-            "only root persistent volumes (on the agent's work disk) are supported by butte",
-        )
-    if info.get("maxSize") is not None:
-        errors.add(f"{path}/persistent/maxSize", "Only mount volumes can have maxSize")
-    if info.get("constraints"):
-        errors.add(
-            f"{path}/persistent/constraints", "Constraints on root volumes are not supported"
-        )
+    if disk_type not in PERSISTENT_TYPES:
+        errors.add(f"{here}/type", f"must be one of {list(PERSISTENT_TYPES)}")
     if info.get("profileName") is not None:
-        errors.add(f"{path}/persistent/profileName", "disk profiles are not supported by butte")
-    size = _integer(errors, f"{path}/persistent/size", info.get("size"), 1, 2**40)
-    return {
-        "containerPath": name,
-        "mode": "RW",
-        "persistent": {"type": "root", "size": size, "constraints": []},
-    }
+        errors.add(f"{here}/profileName", "disk profiles (CSI) are not supported by butte")
+    size = _integer(errors, f"{here}/size", info.get("size"), 1, 2**40)
+    out: dict[str, Any] = {"type": disk_type, "size": size, "constraints": []}
+    max_size = info.get("maxSize")
+    if max_size is not None:
+        if disk_type != "mount":
+            errors.add(f"{here}/maxSize", "Only mount volumes can have maxSize")
+        out["maxSize"] = _integer(errors, f"{here}/maxSize", max_size, 1, 2**40)
+        if out["maxSize"] <= size:
+            errors.add(f"{here}/maxSize", "Max size must be larger than size")
+    constraints = info.get("constraints") or []
+    if constraints and disk_type == "root":
+        errors.add(f"{here}/constraints", "Constraints on root volumes are not supported")
+    elif not isinstance(constraints, list):
+        errors.add(f"{here}/constraints", "must be a list")
+    else:
+        for i, c in enumerate(constraints):
+            out["constraints"].append(_volume_constraint(errors, f"{here}/constraints({i})", c))
+    return {"containerPath": name, "mode": "RW", "persistent": out}
+
+
+PERSISTENT_TYPES = ("root", "path", "mount")
+
+
+def _volume_constraint(errors: _Errors, path: str, raw: Any) -> list[str]:
+    """Marathon's persistent volume constraint: ``["path", "LIKE" | "UNLIKE", regex]`` on
+    the root of the disk the volume is made on."""
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 3
+        or not all(isinstance(x, str) for x in raw)
+        or raw[0] != "path"
+    ):
+        errors.add(path, 'Unsupported constraint: only ["path", "LIKE" or "UNLIKE", regex]')
+        return ["path", "LIKE", ".*"]
+    if raw[1] not in ("LIKE", "UNLIKE"):
+        errors.add(path, "Operator must be one of LIKE, UNLIKE")
+    try:
+        re.compile(raw[2])
+    except re.error:
+        errors.add(path, "Invalid regular expression")
+    return list(raw)
 
 
 BRIDGE_NETWORKS = [{"mode": "container/bridge"}]

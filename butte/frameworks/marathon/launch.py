@@ -7,13 +7,14 @@ discovery)."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from butte.core.task_limits import INFINITY
 from butte.frameworks.marathon.appdef import UNLIMITED, app_ports, container_info, is_bridged
 from butte.frameworks.marathon.model import Instance
-from butte.frameworks.marathon.resident import is_plain
+from butte.frameworks.marathon.resident import is_plain, is_source_disk
 
 SCALARS = ("cpus", "mem", "disk", "gpus")
 # Marathon's ``NoOfferMatchReason`` for a scalar that is short.
@@ -27,15 +28,20 @@ _REASONS = {
 
 class Pool:
     """An offer's resources as they are handed out, by role (``*`` or the framework's): the
-    plain ones (`resident.is_plain`), never a resident instance's reservation or volume."""
+    plain ones (`resident.is_plain`), never a resident instance's reservation or volume;
+    and its unreserved PATH and MOUNT disks, for stateful apps' volumes (`take_sources`)."""
 
     def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
         self.rng = rng
         # (template, [amount left], role) per scalar resource of the offer, by name
         self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
         self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
+        self.sources: list[tuple[dict[str, Any], list[float]]] = []
         for r in offer.get("resources", ()):
             if not is_plain(r):
+                if is_source_disk(r):
+                    template = {k: v for k, v in r.items() if k != "scalar"}
+                    self.sources.append((template, [float(r["scalar"]["value"])]))
                 continue
             template = {k: v for k, v in r.items() if k not in ("scalar", "ranges")}
             if r.get("type") == "SCALAR" and r.get("name") in SCALARS:
@@ -111,6 +117,44 @@ class Pool:
             ports.append(port)
         return resources, ports
 
+    def take_sources(
+        self, volumes: list[Mapping[str, Any]]
+    ) -> list[tuple[int, float, dict[str, Any]]] | None:
+        """For each ``path`` or ``mount`` persistent volume (canonical ``persistent`` infos),
+        a disk of its kind whose root meets its constraints: part of a PATH disk, or a whole
+        MOUNT disk of at least ``size`` (at most ``maxSize``). All or none: (source index,
+        amount, the resource taken) each, or None."""
+        left = [amounts[0] for _, amounts in self.sources]
+        picks: list[tuple[int, float, dict[str, Any]]] = []
+        for v in volumes:
+            for i, (template, _) in enumerate(self.sources):
+                source = template["disk"]["source"]
+                if source.get("type") != v["type"].upper() or left[i] <= 0:
+                    continue
+                root = str((source.get("path") or source.get("mount") or {}).get("root", ""))
+                if not _roots_allowed(v["constraints"], root):
+                    continue
+                amount = left[i] if v["type"] == "mount" else float(v["size"])
+                if amount + 1e-9 < v["size"] or amount > v.get("maxSize", amount):
+                    continue
+                if v["type"] == "mount" and left[i] < self.sources[i][1][0]:
+                    continue  # a MOUNT disk is taken whole or not at all
+                if left[i] + 1e-9 < amount:
+                    continue
+                left[i] -= amount
+                picks.append((i, amount, {**template, "scalar": {"value": round(amount, 6)}}))
+                break
+            else:
+                return None
+        for i, amount, _ in picks:
+            self.sources[i][1][0] -= amount
+        return picks
+
+    def put_back(self, picks: list[tuple[int, float, dict[str, Any]]]) -> None:
+        """Undoes `take_sources` (the rest of the instance did not fit)."""
+        for i, amount, _ in picks:
+            self.sources[i][1][0] += amount
+
     def _random_port(self, begin: int, end: int, chosen: set[int]) -> int | None:
         """A free port of ``[begin, end]``, picked at random like Marathon does (the low
         end of a range is where other software on the host tends to sit)."""
@@ -150,6 +194,15 @@ class Pool:
             chosen.add(found[2])
             out.append(found)
         return out
+
+
+def _roots_allowed(constraints: list[list[str]], root: str) -> bool:
+    """Marathon's persistent volume constraints on a disk's root: LIKE and UNLIKE a regex
+    (matching the whole root)."""
+    for _, op, regex in constraints:
+        if (re.fullmatch(regex, root) is not None) != (op == "LIKE"):
+            return False
+    return True
 
 
 def _remove_port(spans: list[list[int]], port: int) -> None:

@@ -1270,27 +1270,39 @@ class Planner:
                 break
             refused = self._refusals(spec, offer, hostname, attributes, now)
             volumes = persistent_volumes(spec)
-            sizes = sum(v["persistent"]["size"] for v in volumes)
-            taken = None if refused else pool.take({**spec, "disk": spec["disk"] + sizes})
-            if taken is None:
+            on_root = [v for v in volumes if v["persistent"]["type"] == "root"]
+            elsewhere = [v for v in volumes if v["persistent"]["type"] != "root"]
+            sizes = sum(v["persistent"]["size"] for v in on_root)
+            picks = None if refused else pool.take_sources([v["persistent"] for v in elsewhere])
+            taken = None
+            if picks is not None:
+                taken = pool.take({**spec, "disk": spec["disk"] + sizes})
+                if taken is None:
+                    pool.put_back(picks)
+            if taken is None or picks is None:
                 if not used:
-                    reasons = pool.missing(spec) if refused else list(pool.reasons)
+                    reasons = pool.missing(spec) if refused or picks is None else pool.reasons
+                    reasons = list(reasons) + (["InsufficientDisk"] if picks is None else [])
                     reasons += [r for r in refused if r not in reasons]
-                    self._no_match(self._rt(app_id), offer, reasons, now)
+                    self._no_match(self._rt(app_id), offer, list(dict.fromkeys(reasons)), now)
                 break
             resources, ports = taken
             unique = str(uuid.uuid4())
             rid = f"{app_id.strip('/').replace('/', '_')}.instance-{unique}"
-            made = [
-                (
-                    v["containerPath"],
-                    v["persistent"]["size"],
-                    resident.persistence_id(app_id, v["containerPath"], unique),
-                )
-                for v in volumes
-            ]
+            made = []  # in the definition's order
+            sources = iter(picks)
+            for v in volumes:
+                pid = resident.persistence_id(app_id, v["containerPath"], unique)
+                if v["persistent"]["type"] == "root":
+                    made.append((v["containerPath"], v["persistent"]["size"], pid, None))
+                else:
+                    _, amount, disk = next(sources)
+                    made.append((v["containerPath"], amount, pid, disk["disk"]["source"]))
             operations += resident.reserve_and_create(
-                spec["role"], resident.labels(self.framework_id, rid), resources, made
+                spec["role"],
+                resident.labels(self.framework_id, rid),
+                [*resources, *(disk for _, _, disk in picks)],
+                made,
             )
             ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
             res = Reservation(
@@ -1300,7 +1312,7 @@ class Planner:
                 host=hostname,
                 ip=ip,
                 attributes=attributes,
-                volumes=[{"containerPath": c, "persistenceId": p} for c, _, p in made],
+                volumes=[{"containerPath": c, "persistenceId": p} for c, _, p, _ in made],
                 ports=ports,
                 created_at=now,
             )

@@ -49,6 +49,22 @@ def is_plain(resource: Mapping[str, Any]) -> bool:
     return not _reservation_labels(resource) and resource.get("disk") is None
 
 
+def is_source_disk(resource: Mapping[str, Any]) -> bool:
+    """Whether an offered resource is an unreserved PATH or MOUNT disk holding no volume:
+    where a stateful app's ``path`` or ``mount`` volume may be made."""
+    disk = resource.get("disk")
+    if resource.get("name") != "disk" or not isinstance(disk, Mapping):
+        return False
+    source = disk.get("source") or {}
+    unreserved = resource.get("role", "*") == "*" and not resource.get("reservations")
+    return (
+        unreserved
+        and "persistence" not in disk
+        and isinstance(source, Mapping)
+        and source.get("type") in ("PATH", "MOUNT")
+    )
+
+
 def offered(offer: Mapping[str, Any], framework_id: str | None) -> dict[str, list[dict]]:
     """The offer's resources reserved by this framework, by reservation (instance) id."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -70,18 +86,26 @@ def reserve_and_create(
     role: str,
     resv_labels: Mapping[str, Any],
     taken: Iterable[Mapping[str, Any]],
-    volumes: Iterable[tuple[str, int, str]],
+    volumes: Iterable[tuple[str, float, str, Mapping[str, Any] | None]],
 ) -> list[dict[str, Any]]:
-    """The RESERVE of ``taken`` (unreserved resources of an offer, root disk included, the
-    volumes' sizes too) for ``role`` with ``resv_labels``, then the CREATE of each volume
-    (container path, size in MiB, persistence id) out of the reserved disk."""
+    """The RESERVE of ``taken`` (unreserved resources of an offer: the root disk with the
+    root volumes' sizes, and the PATH or MOUNT disks of the others) for ``role`` with
+    ``resv_labels``, then the CREATE of each volume (container path, size in MiB,
+    persistence id, its disk's source or None for the root disk) out of the reserved
+    disk."""
     reservation = {"labels": dict(resv_labels)}
     reserved = []
     for r in taken:
         out = {k: v for k, v in r.items() if k not in ("reservations", "reservation", "role")}
         reserved.append({**out, "role": role, "reservation": reservation})
     created = []
-    for path, size, pid in volumes:
+    for path, size, pid, source in volumes:
+        disk: dict[str, Any] = {
+            "persistence": {"id": pid},
+            "volume": {"container_path": path, "mode": "RW"},
+        }
+        if source is not None:
+            disk["source"] = dict(source)
         created.append(
             {
                 "name": "disk",
@@ -89,10 +113,7 @@ def reserve_and_create(
                 "scalar": {"value": size},
                 "role": role,
                 "reservation": reservation,
-                "disk": {
-                    "persistence": {"id": pid},
-                    "volume": {"container_path": path, "mode": "RW"},
-                },
+                "disk": disk,
                 **_allocation(reserved),
             }
         )
@@ -109,10 +130,16 @@ def _allocation(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def destroy_and_unreserve(resources: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Frees an instance's offered reservation: DESTROY its volumes, then UNRESERVE it all
-    (a destroyed volume is reserved disk again)."""
+    (a destroyed volume is reserved disk again, of its PATH or MOUNT source if it had one)."""
     resources = list(resources)
     volumes = [dict(r) for r in resources if (r.get("disk") or {}).get("persistence")]
-    plain = [{k: v for k, v in r.items() if k != "disk"} for r in resources]
+    plain = []
+    for r in resources:
+        out = {k: v for k, v in r.items() if k != "disk"}
+        source = (r.get("disk") or {}).get("source")
+        if source is not None:
+            out["disk"] = {"source": source}
+        plain.append(out)
     ops: list[dict[str, Any]] = []
     if volumes:
         ops.append({"type": "DESTROY", "destroy": {"volumes": volumes}})
