@@ -174,3 +174,51 @@ def test_a_mount_volume_takes_a_whole_mount_disk_and_is_emptied_when_freed(tmp_p
         m.wait_until(lambda: not _reserved(cluster), 60, "the reservation freed")
         m.wait_until(lambda: not any(mount_root.iterdir()), 30, "the MOUNT disk emptied")
         assert mount_root.is_dir()
+
+
+def test_a_stateful_pod_keeps_its_volume_across_instance_kills_until_deleted(
+    tmp_path: Path,
+) -> None:
+    pod = {
+        "id": "/pdb",
+        "volumes": [{"name": "data", "persistent": {"size": 16}}],
+        "containers": [
+            {
+                "name": "db",
+                "exec": {"command": {"shell": CMD.replace("data/log", "store/log")}},
+                "resources": {"cpus": 0.1, "mem": 32},
+                "volumeMounts": [{"name": "data", "mountPath": "store"}],
+            }
+        ],
+    }
+    with (
+        start_cluster(tmp_path, agents=2) as cluster,
+        start_marathon(cluster.master_address, tmp_path, ["--mesos_role", ROLE]) as m,
+    ):
+        status, body = m.request("POST", "/v2/pods", pod)
+        assert status == 201, body
+        assert body["scheduling"]["upgrade"]["maximumOverCapacity"] == 0
+
+        def stable(not_id: str = "") -> dict[str, Any] | None:
+            status = m.get("/v2/pods/pdb::status")
+            running = [
+                i
+                for i in status.get("instances", ())
+                if i["status"] == "STABLE" and i["containers"][0]["containerId"] != not_id
+            ]
+            return running[0] if len(running) == 1 else None
+
+        first = m.wait_until(stable, 60, "the pod running")
+        [local] = first["localVolumes"]
+        [volume] = tmp_path.rglob(f"volumes/roles/{ROLE}/{local['persistenceId']}")
+        task = first["containers"][0]["containerId"]
+        m.wait_until(lambda: _log(volume) == [task], 20, "the member's line in the volume")
+        m.request("DELETE", f"/v2/pods/pdb::instances/{first['id']}")
+        second = m.wait_until(lambda: stable(not_id=task), 60, "the instance back")
+        assert second["id"] == first["id"] and second["agentId"] == first["agentId"]
+        again = second["containers"][0]["containerId"]
+        assert again == f"{task}.2"
+        m.wait_until(lambda: _log(volume) == [task, again], 20, "both lines")
+        m.wait_until(lambda: not m.get("/v2/deployments"), 30, "no deployment")
+        m.request("DELETE", "/v2/pods/pdb")
+        m.wait_until(lambda: not _reserved(cluster) and not volume.exists(), 60, "all freed")

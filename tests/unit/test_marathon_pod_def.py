@@ -44,7 +44,6 @@ def test_a_minimal_pod_gets_marathons_defaults() -> None:
 @pytest.mark.parametrize(
     ("change", "path"),
     [
-        ({"volumes": [{"name": "v", "persistent": {"size": 10}}]}, "/volumes/0/persistent"),
         ({"secrets": {"s": {"source": "x"}}}, "/secrets"),
         ({"networks": [{"mode": "container", "name": "dcos"}]}, "/networks"),
         ({"fetch": [{"uri": "http://x/y"}]}, "/fetch"),

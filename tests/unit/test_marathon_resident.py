@@ -14,8 +14,10 @@ import pytest
 from butte.core import resource_ops
 from butte.core.resources import Resources
 from butte.frameworks.marathon.appdef import Invalid, merge_update, normalize_app
-from butte.frameworks.marathon.model import Launch
+from butte.frameworks.marathon.model import Launch, LaunchGroup
 from butte.frameworks.marathon.planner import Planner, PlannerConfig
+from butte.frameworks.marathon.pods import PodManager
+from butte.frameworks.marathon.pods_def import normalize_pod
 
 ROLE = "db"
 _ids = itertools.count()
@@ -123,7 +125,7 @@ def resident_app(app_id: str = "/db", **fields: Any) -> dict[str, Any]:
     return normalize_app(raw, role=ROLE)
 
 
-def _kinds(launch: Launch | None) -> list[str]:
+def _kinds(launch: Launch | LaunchGroup | None) -> list[str]:
     return [op["type"] for op in launch.operations] if launch else []
 
 
@@ -140,7 +142,7 @@ def test_an_instance_reserves_creates_its_volume_then_launches_on_exactly_that()
     first = w.offer("a1")
     assert first is not None and not first.tasks
     assert _kinds(first) == ["RESERVE", "CREATE"]
-    (res,) = w.p.app_reservations("/db")
+    (res,) = w.p.reservations.of("/db")
     labels = {
         lb["key"]: lb["value"]
         for lb in first.operations[0]["reserve"]["resources"][0]["reservation"]["labels"]["labels"]
@@ -164,7 +166,8 @@ def test_an_instance_reserves_creates_its_volume_then_launches_on_exactly_that()
     rendered = w.p.task_json(inst)
     assert rendered["localVolumes"] == res.local_volumes()
     assert rendered["ports"] == res.ports and len(res.ports) == 1
-    assert w.p.dirty >= {("reservation", res.id)}
+    stored = {(k, key): v for k, key, v in w.p.take_dirty()}
+    assert stored[("reservation", res.id)]["task_id"] == task["task_id"]["value"]
 
 
 def test_a_failed_task_is_relaunched_on_its_reservation_and_nowhere_else():
@@ -185,7 +188,7 @@ def test_a_failed_task_is_relaunched_on_its_reservation_and_nowhere_else():
     again = w.offer("a1")
     assert again is not None and _kinds(again) == []
     assert again.tasks[0]["task_id"]["value"] == task_id.removesuffix("1") + "2"
-    assert len(w.p.app_reservations("/db")) == 1
+    assert len(w.p.reservations.of("/db")) == 1
 
 
 def test_scaling_down_keeps_the_reservation_and_scaling_up_reuses_it():
@@ -201,7 +204,7 @@ def test_scaling_down_keeps_the_reservation_and_scaling_up_reuses_it():
     w.status(task_id, "TASK_KILLED")
     w.tick()
     assert w.offer("a1") is None  # nothing destroyed, nothing launched
-    (res,) = w.p.app_reservations("/db")
+    (res,) = w.p.reservations.of("/db")
     assert not res.decommissioned and res.task_id is None
     w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 1})}, w.now, force=True)
     assert w.offer("a2") is None
@@ -236,7 +239,7 @@ def test_deleting_the_app_destroys_its_volumes_and_frees_its_reservation():
         assert _kinds(freed) == ["DESTROY", "UNRESERVE"]
         agent = w.agents[agent_id]
         assert agent.free == agent.total and not _reserved(agent)
-    assert not w.p.reservations
+    assert not w.p.reservations.by_id
     dirty = {(k, key): v for k, key, v in w.p.take_dirty()}
     assert all(v is None for (k, _), v in dirty.items() if k == "reservation")
     w.tick()
@@ -249,14 +252,14 @@ def test_wipe_gives_the_instance_a_new_reservation():
     w.offer("a1")
     task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
     w.status(task_id, "TASK_RUNNING")
-    (old,) = w.p.app_reservations("/db")
+    (old,) = w.p.reservations.of("/db")
     w.p.kill_tasks([task_id], w.now, wipe=True)
     w.status(task_id, "TASK_KILLED")
     w.tick()
     launch = w.offer("a1")
     # the old one freed and a new one made, in one ACCEPT
     assert _kinds(launch) == ["DESTROY", "UNRESERVE", "RESERVE", "CREATE"]
-    (new,) = w.p.app_reservations("/db")
+    (new,) = w.p.reservations.of("/db")
     assert new.id != old.id and new.volumes != old.volumes
 
 
@@ -264,12 +267,12 @@ def test_a_reservation_never_offered_back_times_out_and_is_freed_when_seen():
     w = World(timeout=20.0)
     w.p.deploy({"/db": resident_app()}, w.now)
     w.offer("a1")
-    (old,) = w.p.app_reservations("/db")
+    (old,) = w.p.reservations.of("/db")
     w.tick(25)
-    assert not w.p.app_reservations("/db")  # given up
+    assert not w.p.reservations.of("/db")  # given up
     launch = w.offer("a1")
     assert _kinds(launch) == ["DESTROY", "UNRESERVE", "RESERVE", "CREATE"]
-    (new,) = w.p.app_reservations("/db")
+    (new,) = w.p.reservations.of("/db")
     assert new.id != old.id
 
 
@@ -277,7 +280,7 @@ def test_other_apps_never_take_a_reservation_or_a_volume():
     w = World()
     w.p.deploy({"/db": resident_app()}, w.now)
     w.offer("a1")
-    (res,) = w.p.app_reservations("/db")
+    (res,) = w.p.reservations.of("/db")
     w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 0})}, w.now, force=True)
     w.tick()
     hungry = normalize_app(
@@ -297,7 +300,7 @@ def test_other_apps_never_take_a_reservation_or_a_volume():
         w.offer("a1")
     for task in w.agents["a1"].tasks.values():
         assert not any(r.get("reservation") for r in task.to_json("pre"))
-    assert res.id in w.p.reservations
+    assert res.id in w.p.reservations.by_id
 
 
 def test_resident_definitions_follow_marathons_rules():
@@ -402,7 +405,7 @@ def test_a_new_version_replaces_each_instance_on_its_own_reservation():
     launch = w.offer("a1")
     assert launch is not None and _kinds(launch) == [] and len(launch.tasks) == 1
     assert launch.tasks[0]["task_id"]["value"].endswith("._app.2")
-    assert len(w.p.reservations) == 2
+    assert len(w.p.reservations.by_id) == 2
 
 
 def test_a_restarted_planner_still_frees_what_was_decommissioned():
@@ -468,7 +471,7 @@ def test_path_and_mount_volumes_are_made_on_disks_of_their_kind_and_freed_with_t
     assert len(held) == 3
     task_id = launch.tasks[0]["task_id"]["value"]
     w.status(task_id, "TASK_RUNNING")
-    (res,) = w.p.app_reservations("/db")
+    (res,) = w.p.reservations.of("/db")
     assert [v["containerPath"] for v in res.volumes] == ["logs", "fast", "data"]
     w.p.deploy({"/db": None}, w.now, force=True)
     w.tick()
@@ -476,3 +479,140 @@ def test_path_and_mount_volumes_are_made_on_disks_of_their_kind_and_freed_with_t
     assert _kinds(w.offer("a3")) == ["DESTROY", "UNRESERVE"]
     agent = w.agents["a3"]
     assert agent.free == agent.total  # every disk back with its source
+
+
+# -- resident pods --------------------------------------------------------------------------
+
+POD = {
+    "id": "/pdb",
+    "volumes": [{"name": "data", "persistent": {"size": 50}}],
+    "containers": [
+        {
+            "name": "db",
+            "exec": {"command": {"shell": "sleep 600"}},
+            "resources": {"cpus": 0.5, "mem": 64},
+            "endpoints": [{"name": "sql", "hostPort": 0}],
+            "volumeMounts": [{"name": "data", "mountPath": "data"}],
+        },
+        {
+            "name": "backup",
+            "exec": {"command": {"shell": "sleep 600"}},
+            "resources": {"cpus": 0.1, "mem": 16},
+            "volumeMounts": [{"name": "data", "mountPath": "snap", "readOnly": True}],
+        },
+    ],
+}
+
+
+class PodWorld(World):
+    """The app world with a pod manager beside the planner, sharing its reservations, fed
+    offers as the shell feeds them (pods first, the planner the rest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = PodManager(ROLE, reservations=self.p.reservations)
+        self.m.subscribed("fw-1")
+
+    def offer(self, agent_id: str) -> LaunchGroup | Launch | None:  # type: ignore[override]
+        self.now += 0.1
+        self.m.tick(self.now)
+        self.p.tick(self.now)
+        agent = self.agents[agent_id]
+        self.p.offers(self.m.offers([agent.offer()], self.now), self.now)
+        effects = self.m.take_effects() + self.p.take_effects()
+        used = [e for e in effects if isinstance(e, LaunchGroup | Launch)]
+        assert len(used) <= 1
+        for e in used:
+            for op in e.operations:
+                kind = op["type"]
+                conversion = resource_ops.parse_operation(kind, op[kind.lower()], None)
+                agent.free = resource_ops.apply(agent.free, conversion)
+            for executor, tasks in getattr(e, "groups", ()):
+                held = Resources.from_json(executor["resources"])
+                for t in tasks:
+                    held = held + Resources.from_json(t["resources"])
+                assert agent.free.contains(held), "a group takes what was not offered"
+                agent.free = agent.free - held
+                agent.tasks[executor["executor_id"]["value"]] = held
+        return used[0] if used else None
+
+    def pod_status(self, task_id: str, state: str) -> None:
+        self.m.status({"task_id": {"value": task_id}, "state": state}, self.now)
+
+    def executor_ended(self, executor_id: str) -> None:
+        self.agents["a1"].ended(executor_id)
+
+
+def test_a_resident_pods_instance_lives_on_its_reservation_and_its_executor_holds_the_volume():
+    w = PodWorld()
+    pod = normalize_pod(POD, role=ROLE)
+    assert pod["scheduling"]["upgrade"] == {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}
+    assert pod["scheduling"]["unreachableStrategy"] == "disabled"
+    w.m.create(pod, w.now, w.m.new_version(w.now))
+    first = w.offer("a1")
+    assert isinstance(first, LaunchGroup) and not first.groups
+    assert _kinds(first) == ["RESERVE", "CREATE"]
+    (res,) = w.p.reservations.of("/pdb")
+    assert res.id.startswith("pdb.instance-") and len(res.ports) == 1
+    launch = w.offer("a1")
+    assert isinstance(launch, LaunchGroup) and _kinds(launch) == []
+    [(executor, tasks)] = launch.groups
+    volume = [r for r in executor["resources"] if (r.get("disk") or {}).get("persistence")]
+    assert volume[0]["disk"]["volume"]["container_path"] == "data"
+    mounts = {t["name"]: t["container"]["volumes"][0] for t in tasks}
+    assert mounts["db"]["source"]["sandbox_path"] == {"type": "PARENT", "path": "data"}
+    assert mounts["backup"]["container_path"] == "snap" and mounts["backup"]["mode"] == "RO"
+    every = executor["resources"] + [r for t in tasks for r in t["resources"]]
+    assert all(r.get("role") == ROLE for r in every)
+    ports = [r for r in every if r["name"] == "ports"]
+    assert ports[0]["ranges"]["range"] == [{"begin": res.ports[0], "end": res.ports[0]}]
+    ids = [t["task_id"]["value"] for t in tasks]
+    for t in ids:
+        w.pod_status(t, "TASK_RUNNING")
+    # The pod's reservation, in an offer the pods do not use, is left alone by the planner.
+    assert w.offer("a1") is None
+    # A member fails: the instance goes and comes back on its reservation, a new executor.
+    w.pod_status(ids[0], "TASK_FAILED")
+    w.pod_status(ids[1], "TASK_KILLED")
+    w.executor_ended(executor["executor_id"]["value"])
+    w.now += 5  # past the backoff
+    again = w.offer("a1")
+    assert isinstance(again, LaunchGroup) and _kinds(again) == [] and len(again.groups) == 1
+    [(executor2, tasks2)] = again.groups
+    assert executor2["executor_id"]["value"] == executor["executor_id"]["value"] + ".2"
+    assert [t["task_id"]["value"] for t in tasks2] == [f"{t}.2" for t in ids]
+    assert len(w.p.reservations.of("/pdb")) == 1
+    # Deleted: once its tasks end, the next offer frees it all.
+    w.m.delete("/pdb", w.now, w.m.new_version(w.now), force=True)
+    w.m.tick(w.now)
+    for t in tasks2:
+        w.pod_status(t["task_id"]["value"], "TASK_KILLED")
+    w.executor_ended(executor2["executor_id"]["value"])
+    w.p.tick(w.now, full=True)
+    assert not w.p.suppressed
+    freed = w.offer("a1")
+    assert _kinds(freed) == ["DESTROY", "UNRESERVE"]
+    assert w.agents["a1"].free == w.agents["a1"].total
+    assert not w.p.reservations.of("/pdb")
+
+
+def test_resident_pods_follow_marathons_rules():
+    def errors(role: str = ROLE, **fields: Any) -> str:
+        with pytest.raises(Invalid) as e:
+            normalize_pod({**POD, **fields}, role=role)
+        return str(e.value.details)
+
+    assert "--mesos_role" in errors(role="*")
+    upgrade = {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}
+    assert "maximumOverCapacity" in errors(scheduling={"upgrade": upgrade})
+    assert "disabled for pods" in errors(scheduling={"unreachableStrategy": {}})
+    placement = {"acceptedResourceRoles": ["*", ROLE]}
+    assert "acceptedResourceRoles" in errors(scheduling={"placement": placement})
+    both = [{"name": "data", "host": "/tmp", "persistent": {"size": 1}}]
+    assert "either host or persistent" in errors(volumes=both)
+    m = PodManager(ROLE)
+    m.create(normalize_pod(POD, role=ROLE), 0.0, m.new_version(0.0))
+    bigger = {**POD, "containers": [{**POD["containers"][0], "resources": {"cpus": 1}}]}
+    with pytest.raises(Invalid) as e:
+        m.update(normalize_pod(bigger, role=ROLE), 1.0, m.new_version(1.0), force=True)
+    assert "create a new pod" in str(e.value.details)

@@ -703,10 +703,8 @@ def _persistent_volume(
     errors: _Errors, path: str, raw: Mapping[str, Any], kind: str
 ) -> dict[str, Any]:
     """A local persistent volume (Marathon's ``AppPersistentVolume``) in canonical form, with
-    Marathon's AppValidation rules: a name without ``/`` in the sandbox, RW, a positive
-    ``size`` (MiB) on the agent's work disk (``root``), a part of a PATH disk (``path``) or a
-    whole MOUNT disk (``mount``, of at most ``maxSize`` if given); ``path`` and ``mount``
-    volumes may be kept to disks whose root matches (``["path", "LIKE", regex]``)."""
+    Marathon's AppValidation rules: a name without ``/`` in the sandbox, RW, and its
+    `persistent_info`."""
     for key in raw:
         if key not in ("containerPath", "mode", "persistent") and raw[key] is not None:
             errors.add(f"{path}/{key}", "not with a persistent volume")
@@ -721,11 +719,22 @@ def _persistent_volume(
         errors.add(f"{path}/containerPath", 'value must not contain "/"')
     if raw.get("mode", "RW") != "RW":
         errors.add(f"{path}/mode", "a persistent volume is RW")
-    info = raw["persistent"]
+    return {
+        "containerPath": name,
+        "mode": "RW",
+        "persistent": persistent_info(errors, f"{path}/persistent", raw["persistent"]),
+    }
+
+
+def persistent_info(errors: _Errors, here: str, info: Any) -> dict[str, Any]:
+    """A persistent volume's ``persistent`` (Marathon's ``PersistentVolumeInfo``, an app's or
+    a pod's) in canonical form: a positive ``size`` (MiB) on the agent's work disk
+    (``root``), a part of a PATH disk (``path``) or a whole MOUNT disk (``mount``, of at most
+    ``maxSize`` if given); ``path`` and ``mount`` volumes may be kept to disks whose root
+    matches (``["path", "LIKE", regex]``)."""
     if not isinstance(info, Mapping):
-        errors.add(f"{path}/persistent", "must be an object")
+        errors.add(here, "must be an object")
         info = {}
-    here = f"{path}/persistent"
     for key in info:
         if key not in ("type", "size", "maxSize", "constraints", "profileName"):
             errors.add(f"{here}/{key}", "unknown field")
@@ -751,7 +760,7 @@ def _persistent_volume(
     else:
         for i, c in enumerate(constraints):
             out["constraints"].append(_volume_constraint(errors, f"{here}/constraints({i})", c))
-    return {"containerPath": name, "mode": "RW", "persistent": out}
+    return out
 
 
 PERSISTENT_TYPES = ("root", "path", "mount")

@@ -31,14 +31,20 @@ class Pool:
     plain ones (`resident.is_plain`), never a resident instance's reservation or volume;
     and its unreserved PATH and MOUNT disks, for stateful apps' volumes (`take_sources`)."""
 
-    def __init__(self, offer: Mapping[str, Any], rng: random.Random) -> None:
+    def __init__(
+        self, offer: Mapping[str, Any], rng: random.Random, reserved: bool = False
+    ) -> None:
         self.rng = rng
         # (template, [amount left], role) per scalar resource of the offer, by name
         self.scalars: dict[str, list[tuple[dict[str, Any], list[float], str]]] = {}
         self.ranges: list[tuple[dict[str, Any], list[list[int]]]] = []
         self.sources: list[tuple[dict[str, Any], list[float]]] = []
         for r in offer.get("resources", ()):
-            if not is_plain(r):
+            # ``reserved``: the offered reservation of one resident instance, to be split
+            # among its tasks (volumes go to them whole, not through the pool)
+            if reserved and not (r.get("disk") or {}).get("persistence"):
+                pass
+            elif not is_plain(r):
                 if is_source_disk(r):
                     template = {k: v for k, v in r.items() if k != "scalar"}
                     self.sources.append((template, [float(r["scalar"]["value"])]))

@@ -116,7 +116,9 @@ class Service:
             )
         )
         # /v2/pods, beside the planner's apps
-        self.pods = PodManager(args.mesos_role, args.task_launch_timeout / 1000)
+        self.pods = PodManager(
+            args.mesos_role, args.task_launch_timeout / 1000, self.planner.reservations
+        )
         self.hub = EventHub()
         # --event_subscriber http_callback: every event is also POSTed to the subscribers.
         self.callbacks: HttpCallbacks | None = None
@@ -374,7 +376,8 @@ class Service:
 
     async def _launch_group(self, client: SchedulerClient, e: LaunchGroup) -> None:
         self.counters["tasks_launched"] += len(_members(e))
-        operations = [
+        operations = list(e.operations)
+        operations += [
             {
                 "type": "LAUNCH_GROUP",
                 "launch_group": {"executor": executor, "task_group": {"tasks": tasks}},

@@ -363,6 +363,8 @@ class LaunchGroup:
     offer_id: str
     agent_id: str
     groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    # a resident pod instance's RESERVE and CREATE, before the LAUNCH_GROUPs
+    operations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -171,12 +171,8 @@ class Planner:
         self.group_versions: dict[str, dict[str, dict[str, Any]]] = {}
         self.instances: dict[str, Instance] = {}
         self.by_app: dict[str, set[str]] = {}
-        # resident apps' instances (docs/marathon.md "Stateful apps"), by id and by app
-        self.reservations: dict[str, Reservation] = {}
-        self.resv_by_app: dict[str, set[str]] = {}
-        # reservation ids an offer showed labelled for this framework with no record (or a
-        # decommissioned one) whose freeing is not yet seen: offers are wanted for them
-        self._to_free: set[str] = set()
+        # resident apps' (and pods') instances (docs/marathon.md "Stateful apps")
+        self.reservations = resident.Reservations()
         self.deployments: dict[str, Deployment] = {}
         self.runtime: dict[str, AppRuntime] = {}
         self.wanted: dict[str, int] = {}
@@ -230,10 +226,7 @@ class Planner:
             elif kind == "deployment":
                 self._add_deployment(Deployment.from_record(value))
             elif kind == "reservation":
-                res = Reservation.from_record(value)
-                self._add_reservation(res)
-                if res.decommissioned:
-                    self._to_free.add(res.id)  # offers are wanted until it is freed
+                self.reservations.restore(value)
         for d in self.deployments.values():
             for app_id, spec in d.target.items():
                 if spec is None:
@@ -255,7 +248,7 @@ class Planner:
         for kind, key in sorted(self.dirty):
             out.append((kind, key, self._value(kind, key)))
         self.dirty.clear()
-        return out
+        return out + self.reservations.take_dirty()
 
     def _value(self, kind: str, key: str) -> Any:
         if kind == "meta":
@@ -276,9 +269,6 @@ class Planner:
         if kind == "deployment":
             d = self.deployments.get(key)
             return d.record() if d else None
-        if kind == "reservation":
-            r = self.reservations.get(key)
-            return r.record() if r else None
         raise KeyError(kind)
 
     def _changed(self, inst: Instance) -> None:
@@ -286,30 +276,6 @@ class Planner:
         self.dirty.add(("instance", inst.task_id))
         self._task_json.pop(inst.task_id, None)
         self._app_bytes.pop(inst.app_id, None)
-
-    def _add_reservation(self, res: Reservation) -> None:
-        self.reservations[res.id] = res
-        self.resv_by_app.setdefault(res.app_id, set()).add(res.id)
-
-    def _drop_reservation(self, res: Reservation) -> None:
-        self.reservations.pop(res.id, None)
-        ids = self.resv_by_app.get(res.app_id)
-        if ids is not None:
-            ids.discard(res.id)
-            if not ids:
-                del self.resv_by_app[res.app_id]
-        self.dirty.add(("reservation", res.id))
-
-    def app_reservations(self, app_id: str) -> list[Reservation]:
-        """A resident app's instances that hold a reservation (decommissioned ones too)."""
-        return [self.reservations[r] for r in self.resv_by_app.get(app_id, ())]
-
-    def _decommission(self, res: Reservation) -> None:
-        """The reservation goes: freed once its task has ended and an offer brings it."""
-        if not res.decommissioned:
-            res.decommissioned = True
-            self.dirty.add(("reservation", res.id))
-            self._to_free.add(res.id)
 
     def _stale(self, app_id: str) -> None:
         """Something `app_json` shows about the app changed (its definition, deployments,
@@ -604,9 +570,9 @@ class Planner:
             inst = self.instances.get(task_id)
             if inst is not None:
                 self._kill(inst, now)
-                res = self.reservations.get(inst.reservation or "")
+                res = self.reservations.get(inst.reservation)
                 if wipe and res is not None:
-                    self._decommission(res)
+                    self.reservations.decommission(res)
                 out.append(inst)
         return out
 
@@ -769,10 +735,8 @@ class Planner:
             rt.delay_until = now + rt.delay
 
     def _remove(self, inst: Instance) -> None:
-        res = self.reservations.get(inst.reservation or "")
-        if res is not None and res.task_id == inst.task_id:
-            res.task_id = None  # free for the instance's next task
-            self.dirty.add(("reservation", res.id))
+        # its reservation is free for the instance's next task
+        self.reservations.ended(self.reservations.get(inst.reservation), inst.task_id)
         self.instances.pop(inst.task_id, None)
         self._probe_at.pop(inst.task_id, None)
         self.readiness_results.pop(inst.task_id, None)
@@ -816,9 +780,10 @@ class Planner:
             self._scale(app_id, now, False)
         self._probes(now)
         if full:
-            self._reservation_timeouts(now)
+            timeout = self.config.reservation_timeout
+            self._touched.update(self.reservations.timeouts(now, timeout))
         demand = any(n > 0 for n in self.wanted.values()) or self.extra_demand
-        demand = demand or bool(self._to_free)
+        demand = demand or bool(self.reservations.to_free)
         starved = full and now - max(self._last_offer_at, self._last_revive_at) > REVIVE_AFTER
         if demand and (self.suppressed or self._filtered or starved):
             # Also after idle declines (their long filters would hold the offers back), and
@@ -829,18 +794,6 @@ class Planner:
         elif not demand and not self.suppressed and self.framework_id is not None:
             self.suppressed = True
             self.outbox.append(Suppress())
-
-    def _reservation_timeouts(self, now: float) -> None:
-        """Gives up new reservations that no offer brought back within the reservation
-        timeout (Marathon's ``ReservationTimeout``): the record goes, so that the instance
-        reserves anew, and what was reserved is freed when an offer shows it."""
-        for res in list(self.reservations.values()):
-            if res.launched or res.decommissioned or res.task_id:
-                continue
-            if now - res.created_at > self.config.reservation_timeout:
-                self._drop_reservation(res)
-                self._to_free.add(res.id)
-                self._touched.add(res.app_id)
 
     def _held(self) -> set[str]:
         """Apps whose deployment step has not come yet: left exactly as they are (cached
@@ -976,8 +929,8 @@ class Planner:
         instances = self.app_instances(app_id)
         if spec is None:  # deleted: every instance goes, and every reservation
             self.wanted.pop(app_id, None)
-            for res in self.app_reservations(app_id):
-                self._decommission(res)
+            for res in self.reservations.of(app_id):
+                self.reservations.decommission(res)
             for inst in instances:
                 if not inst.killing or now - (inst.kill_sent_at or 0) > KILL_RETRY_SECONDS:
                     self._kill(inst, now)
@@ -1137,7 +1090,7 @@ class Planner:
         for offer in offers:
             launched: list[dict[str, Any]] = []
             labelled = resident.offered(offer, self.framework_id)
-            operations = self._freeing(labelled) if labelled else []
+            operations = self.reservations.freeing(labelled) if labelled else []
             if order:
                 launched = self._fill(offer, order, labelled, operations, now)
                 order = [a for a in order if self.wanted.get(a, 0) > 0]
@@ -1152,21 +1105,6 @@ class Planner:
                 declined.setdefault(refuse, []).append(offer["id"]["value"])
         for refuse, ids in declined.items():  # one DECLINE call per filter, not per offer
             self.outbox.append(Decline(ids, refuse))
-
-    def _freeing(self, labelled: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """DESTROY and UNRESERVE of the offered reservations of instances that are gone or
-        decommissioned and run nothing (Marathon's OfferMatcherReconciler); their records
-        go with them."""
-        ops: list[dict[str, Any]] = []
-        for rid, resources in labelled.items():
-            res = self.reservations.get(rid)
-            if res is not None and (not res.decommissioned or res.task_id is not None):
-                continue
-            ops += resident.destroy_and_unreserve(resources)
-            self._to_free.discard(rid)
-            if res is not None:
-                self._drop_reservation(res)
-        return ops
 
     def _fill(
         self,
@@ -1261,7 +1199,7 @@ class Planner:
         hostname = offer.get("hostname", "")
         attributes = attributes_of(offer)
         while self.framework_id is not None:
-            idle = self._spare_reservations(app_id)
+            idle = self.reservations.spare(app_id, self._not_killing)
             if idle >= self.wanted.get(app_id, 0):
                 if not used and idle:  # the rest wait for offers of their reservations
                     self._no_match(
@@ -1316,8 +1254,7 @@ class Planner:
                 ports=ports,
                 created_at=now,
             )
-            self._add_reservation(res)
-            self.dirty.add(("reservation", rid))
+            self.reservations.add(res)
             self._touched.add(app_id)
             used = True
         return used
@@ -1403,24 +1340,16 @@ class Planner:
         # a resident instance between tasks stays where its reservation is
         placed += [
             (r.host, r.attributes)
-            for r in self.app_reservations(spec["id"])
+            for r in self.reservations.of(spec["id"])
             if not r.task_id and not r.decommissioned
         ]
         if first_violation(spec["constraints"], hostname, attributes, placed):
             return "UnfulfilledConstraint"
         return None
 
-    def _spare_reservations(self, app_id: str) -> int:
-        """A resident app's reservations that run nothing, or a task being killed: what its
-        wanted launches take before any new reservation is made."""
-        spare = 0
-        for res in self.app_reservations(app_id):
-            if res.decommissioned:
-                continue
-            inst = self.instances.get(res.task_id) if res.task_id else None
-            if inst is None or inst.killing:
-                spare += 1
-        return spare
+    def _not_killing(self, task_id: str) -> bool:
+        inst = self.instances.get(task_id)
+        return inst is not None and not inst.killing
 
     def _instance_on(self, spec: Mapping[str, Any], res: Reservation, now: float) -> Instance:
         """The next task of a resident instance, on its reservation (Marathon's
@@ -1440,7 +1369,7 @@ class Planner:
             reservation=res.id,
         )
         res.task_id, res.launched = inst.task_id, True
-        self.dirty.add(("reservation", res.id))
+        self.reservations.changed(res)
         self.instances[inst.task_id] = inst
         self.by_app.setdefault(res.app_id, set()).add(inst.task_id)
         self._changed(inst)
@@ -1572,7 +1501,7 @@ class Planner:
         }
 
     def _local_volumes(self, inst: Instance) -> list[dict[str, str]]:
-        res = self.reservations.get(inst.reservation or "")
+        res = self.reservations.get(inst.reservation)
         return res.local_volumes() if res is not None else []
 
     def counts(self, app_id: str) -> dict[str, int]:

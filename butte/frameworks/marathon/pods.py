@@ -17,6 +17,11 @@ replaced and forgotten as ``scheduling.unreachableStrategy`` says (as an app's i
 A deployment ends once the pod runs exactly its
 target (every member of every instance TASK_RUNNING, healthy where it has a check), or,
 for a deletion, once no instance is left.
+
+A pod with persistent volumes is resident, as an app with them is (docs/marathon.md
+"Stateful apps"): an instance reserves its resources and creates its volumes on one agent
+(the reservations are the planner's `resident.Reservations`, shared), its executor holds the
+volumes, and each of its launches is on exactly that reservation.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from butte.frameworks.marathon import resident
 from butte.frameworks.marathon.appdef import (
     DEFAULT_UNREACHABLE,
     DEFAULT_UPGRADE,
+    Invalid,
     unreachable_after,
 )
 from butte.frameworks.marathon.constraints import balanced_kills, first_violation
@@ -44,6 +51,7 @@ from butte.frameworks.marathon.model import (
     LaunchGroup,
     Publish,
     Reconcile,
+    Reservation,
     condition_of,
     instance_changed_event,
     iso,
@@ -60,6 +68,9 @@ from butte.frameworks.marathon.pods_def import (
     build_task_group,
     config_of,
     constraint_list,
+    endpoints_of,
+    persistent_volumes,
+    resident_update_problems,
     safe_id,
 )
 from butte.frameworks.offers import attributes_of
@@ -95,6 +106,7 @@ class PodInstance:
     unreachable_since: float | None = None  # a member TASK_UNREACHABLE since (agent away)
     ip: str | None = None  # the agent's, as its TASK_RUNNING updates say
     attributes: dict[str, str] = field(default_factory=dict)  # its agent's (constraints)
+    reservation: str | None = None  # a resident pod's: the instance's reservation (its id)
 
     def record(self) -> dict[str, Any]:
         return copy.deepcopy(vars(self))
@@ -178,8 +190,15 @@ class PodDeployment:
 class PodManager:
     """See the module docstring."""
 
-    def __init__(self, role: str = "*", task_launch_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        role: str = "*",
+        task_launch_timeout: float = 300.0,
+        reservations: resident.Reservations | None = None,
+    ) -> None:
         self.role = role
+        # resident pods' instances: the planner's registry (shared with resident apps)
+        self.reservations = reservations if reservations is not None else resident.Reservations()
         # Seconds an instance may take to run every member (--task_launch_timeout).
         self.task_launch_timeout = task_launch_timeout
         self.framework_id: str | None = None
@@ -253,6 +272,8 @@ class PodManager:
             self.by_task[t["task_id"]] = inst.instance_id
 
     def _remove_instance(self, inst: PodInstance) -> None:
+        # its reservation is free for the instance's next launch
+        self.reservations.ended(self.reservations.get(inst.reservation), inst.instance_id)
         self.instances.pop(inst.instance_id, None)
         for t in inst.tasks.values():
             self.by_task.pop(t["task_id"], None)
@@ -316,6 +337,9 @@ class PodManager:
         old = self.pods.get(spec["id"])
         if old is None:
             return self.create(spec, now, version), True
+        problems = resident_update_problems(old, spec)
+        if problems:
+            raise Invalid(problems)
         restart = config_of(old) != config_of(spec)
         d = self._deploy(spec["id"], "RestartPod" if restart else "ScalePod", version, force)
         self._store({**spec, "version": version})
@@ -333,10 +357,11 @@ class PodManager:
         return d
 
     def kill_instances(
-        self, pod_id: str, instance_ids: Iterable[str], now: float
+        self, pod_id: str, instance_ids: Iterable[str], now: float, wipe: bool = False
     ) -> list[PodInstance]:
         """DELETE /v2/pods/{id}::instances[/{instance}]: kills them; the pod replaces them.
-        All or none: one id that is not an instance of the pod is a 404 and kills nothing."""
+        All or none: one id that is not an instance of the pod is a 404 and kills nothing.
+        ``wipe``: a resident instance's reservation and volumes go too (it reserves anew)."""
         ids = list(dict.fromkeys(instance_ids))  # a Set in Marathon: once each
         missing = [i for i in ids if i not in self.instances or self.instances[i].pod_id != pod_id]
         if missing:
@@ -345,6 +370,9 @@ class PodManager:
         killed = [self.instances[i] for i in ids]
         for inst in killed:
             self._kill(inst, now)
+            res = self.reservations.get(inst.reservation)
+            if wipe and res is not None:
+                self.reservations.decommission(res)
         return killed
 
     # -- scheduler events ------------------------------------------------------------------
@@ -499,6 +527,8 @@ class PodManager:
         instances = self.pod_instances(pod_id)
         if pod is None:
             self.wanted.pop(pod_id, None)
+            for res in self.reservations.of(pod_id):
+                self.reservations.decommission(res)
             for inst in instances:
                 if not inst.killing and not inst.failed:
                     self._kill(inst, now)
@@ -517,7 +547,7 @@ class PodManager:
         # A rolling replacement within the pod's upgrade strategy (as an app's): an outdated
         # instance goes while enough stay stable, or while there are too many.
         strategy = pod["scheduling"].get("upgrade", DEFAULT_UPGRADE)  # older records: none
-        bounds = upgrade_bounds(target, strategy)
+        bounds = upgrade_bounds(target, strategy, bool(persistent_volumes(pod)))
         is_stable = functools.partial(_stable, pod)
         stable = len([i for i in current + outdated if is_stable(i)])
         ordered = _kill_order(pod, outdated)
@@ -579,23 +609,46 @@ class PodManager:
         rest = []
         for offer in offers:
             groups: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+            operations: list[dict[str, Any]] = []
             pool = Pool(offer, _RNG)
+            labelled = resident.offered(offer, self.framework_id)
             for pod_id in order:
+                pod = self.pods[pod_id]
+                if persistent_volumes(pod):
+                    pool = self._fill_resident(pod, offer, pool, labelled, groups, operations, now)
+                    continue
                 while self.wanted.get(pod_id, 0) > 0:
-                    built = self._place(self.pods[pod_id], offer, pool, now)
+                    built = self._place(pod, offer, pool, now)
                     if built is None:
                         break
                     pool, group = built
                     groups.append(group)
                     self.wanted[pod_id] -= 1
             order = [p for p in order if self.wanted.get(p, 0) > 0]
-            if groups:
+            if groups or operations:
                 self.outbox.append(
-                    LaunchGroup(offer["id"]["value"], offer["agent_id"]["value"], groups)
+                    LaunchGroup(
+                        offer["id"]["value"], offer["agent_id"]["value"], groups, operations
+                    )
                 )
             else:
                 rest.append(offer)
         return rest
+
+    def _placed(self, pod: Mapping[str, Any], now: float) -> list[tuple[str, Mapping[str, str]]]:
+        """Where the pod's instances are, for its constraints: the active ones, and a
+        resident pod's instances between launches (they stay on their reservations)."""
+        placed: list[tuple[str, Mapping[str, str]]] = [
+            (i.host, i.attributes)
+            for i in self.pod_instances(pod["id"])
+            if i.active and not self._inactive(i, now)
+        ]
+        placed += [
+            (r.host, r.attributes)
+            for r in self.reservations.of(pod["id"])
+            if not r.task_id and not r.decommissioned
+        ]
+        return placed
 
     def _place(
         self, pod: Mapping[str, Any], offer: Mapping[str, Any], pool: Pool, now: float
@@ -605,49 +658,37 @@ class PodManager:
         hostname = offer.get("hostname", "")
         attributes = attributes_of(offer)
         constraints = constraint_list(pod)
-        if constraints:
-            placed = [
-                (i.host, i.attributes)
-                for i in self.pod_instances(pod["id"])
-                if i.active and not self._inactive(i, now)
-            ]
-            if first_violation(constraints, hostname, attributes, placed):
-                return None
-        trial = copy.deepcopy(pool)
-        roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
-
-        def take(res: Mapping[str, float], ports: list[int]) -> tuple[list[Any], list[int]] | None:
-            spec = {
-                "acceptedResourceRoles": roles,
-                "gpus": 0,
-                **res,
-                "portDefinitions": [{"port": p} for p in ports],
-                "requirePorts": bool(ports) and all(ports),
-            }
-            return trial.take(spec)
-
-        taken = take(pod["executorResources"], [])
-        if taken is None:
+        if constraints and first_violation(
+            constraints, hostname, attributes, self._placed(pod, now)
+        ):
             return None
-        executor_resources = taken[0]
-        container_resources: dict[str, list[dict[str, Any]]] = {}
-        for c in pod["containers"]:
-            got = take(c["resources"], [])
-            if got is None:
-                return None
-            container_resources[c["name"]] = got[0]
-        host_ports: dict[str, int] = {}
-        for c in pod["containers"]:
-            for ep in c["endpoints"]:
-                nothing = {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
-                got = take(nothing, [ep["hostPort"]])
-                if got is None or not got[1]:
-                    return None
-                host_ports[ep["name"]] = got[1][0]
-                executor_resources += got[0]  # the port, held by the executor (Marathon's)
-        uid = uuid.uuid4()
-        instance_id = f"{safe_id(pod['id'])}.instance-{uid}"
+        roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
+        carved = _carve(pod, pool, roles)
+        if carved is None:
+            return None
+        trial, executor_resources, container_resources, host_ports = carved
+        instance_id = f"{safe_id(pod['id'])}.instance-{uuid.uuid4()}"
+        group = self._launch(
+            pod, instance_id, offer, executor_resources, container_resources, host_ports, now
+        )
+        return trial, group
+
+    def _launch(
+        self,
+        pod: Mapping[str, Any],
+        instance_id: str,
+        offer: Mapping[str, Any],
+        executor_resources: list[dict[str, Any]],
+        container_resources: dict[str, list[dict[str, Any]]],
+        host_ports: dict[str, int],
+        now: float,
+        res: Reservation | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The task group of a new instance (a resident one's next launch on ``res``), and
+        its record."""
         assert self.framework_id is not None
+        attempt = res.attempt if res is not None else 1
+        hostname = offer.get("hostname", "")
         executor, tasks = build_task_group(
             pod,
             instance_id,
@@ -657,6 +698,7 @@ class PodManager:
             executor_resources,
             container_resources,
             host_ports,
+            attempt,
         )
         inst = PodInstance(
             instance_id=instance_id,
@@ -667,20 +709,155 @@ class PodManager:
             staged_at=now,
             tasks={
                 c["name"]: {
-                    "task_id": f"{instance_id}.{c['name']}",
+                    "task_id": t["task_id"]["value"],
                     "state": "TASK_STAGING",
                     "since": now,
                     "message": "",
                     "healthy": None,
                 }
-                for c in pod["containers"]
+                for c, t in zip(pod["containers"], tasks, strict=True)
             },
             ports=host_ports,
-            attributes=attributes,
+            attributes=attributes_of(offer),
+            reservation=res.id if res is not None else None,
         )
         self._add_instance(inst)
         self.dirty.add(("podinstance", instance_id))
-        return trial, (executor, tasks)
+        return executor, tasks
+
+    # -- resident pods ---------------------------------------------------------------------
+
+    def _fill_resident(
+        self,
+        pod: Mapping[str, Any],
+        offer: Mapping[str, Any],
+        pool: Pool,
+        labelled: Mapping[str, list[dict[str, Any]]],
+        groups: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+        operations: list[dict[str, Any]],
+        now: float,
+    ) -> Pool:
+        """A resident pod's share of an offer (as a resident app's in the planner): its
+        idle instances whose reservations the offer carries are launched on exactly those;
+        then, while fewer instances are idle than launches are wanted, new ones reserve
+        and create their volumes. Returns the pool left."""
+        pod_id = pod["id"]
+        for rid, resources in labelled.items():
+            if self.wanted.get(pod_id, 0) <= 0:
+                break
+            res = self.reservations.get(rid)
+            if res is None or res.app_id != pod_id or res.decommissioned or res.task_id:
+                continue
+            group = self._launch_on(pod, res, resources, offer, now)
+            if group is not None:
+                groups.append(group)
+                self.wanted[pod_id] -= 1
+        while self.reservations.spare(pod_id, self._not_killing) < self.wanted.get(pod_id, 0):
+            left = self._reserve(pod, offer, pool, operations, now)
+            if left is None:
+                break
+            pool = left
+        return pool
+
+    def _not_killing(self, instance_id: str) -> bool:
+        inst = self.instances.get(instance_id)
+        return inst is not None and inst.active
+
+    def _launch_on(
+        self,
+        pod: Mapping[str, Any],
+        res: Reservation,
+        resources: list[dict[str, Any]],
+        offer: Mapping[str, Any],
+        now: float,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The instance's next launch on the reservation's offered ``resources``: its
+        executor takes the volumes and its share, each member its own, each endpoint the
+        host port the instance reserved."""
+        volumes = [r for r in resources if (r.get("disk") or {}).get("persistence")]
+        rest = [r for r in resources if not (r.get("disk") or {}).get("persistence")]
+        fixed = {ep["name"]: port for ep, port in zip(endpoints_of(pod), res.ports, strict=True)}
+        carved = _carve(pod, Pool({"resources": rest}, _RNG, reserved=True), [self.role], fixed)
+        if carved is None:
+            return None  # not what it reserved (cannot happen: its resources may not change)
+        _, executor_resources, container_resources, host_ports = carved
+        res.attempt += 1
+        group = self._launch(
+            pod,
+            res.id,
+            offer,
+            executor_resources + volumes,
+            container_resources,
+            host_ports,
+            now,
+            res,
+        )
+        res.task_id, res.launched = res.id, True
+        self.reservations.changed(res)
+        return group
+
+    def _reserve(
+        self,
+        pod: Mapping[str, Any],
+        offer: Mapping[str, Any],
+        pool: Pool,
+        operations: list[dict[str, Any]],
+        now: float,
+    ) -> Pool | None:
+        """A new instance's RESERVE and CREATE on the offer's unreserved resources (the
+        pool left after it), or None when it does not fit."""
+        assert self.framework_id is not None
+        hostname = offer.get("hostname", "")
+        attributes = attributes_of(offer)
+        constraints = constraint_list(pod)
+        if constraints and first_violation(
+            constraints, hostname, attributes, self._placed(pod, now)
+        ):
+            return None
+        volumes = persistent_volumes(pod)
+        on_root = sum(v["persistent"]["size"] for v in volumes if v["persistent"]["type"] == "root")
+        elsewhere = [v["persistent"] for v in volumes if v["persistent"]["type"] != "root"]
+        picks = pool.take_sources(elsewhere)
+        if picks is None:
+            return None
+        roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
+        carved = _carve(pod, pool, roles, extra_disk=on_root)
+        if carved is None:
+            pool.put_back(picks)
+            return None
+        trial, executor_resources, container_resources, host_ports = carved
+        unique = str(uuid.uuid4())
+        rid = f"{safe_id(pod['id'])}.instance-{unique}"
+        sources = iter(picks)
+        made = []
+        for v in volumes:
+            pid = resident.persistence_id(pod["id"], v["name"], unique)
+            if v["persistent"]["type"] == "root":
+                made.append((v["name"], v["persistent"]["size"], pid, None))
+            else:
+                _, amount, disk = next(sources)
+                made.append((v["name"], amount, pid, disk["disk"]["source"]))
+        taken = [*executor_resources, *(r for rs in container_resources.values() for r in rs)]
+        operations += resident.reserve_and_create(
+            self.role,
+            resident.labels(self.framework_id, rid),
+            [*taken, *(disk for _, _, disk in picks)],
+            made,
+        )
+        self.reservations.add(
+            Reservation(
+                id=rid,
+                app_id=pod["id"],
+                agent_id=offer["agent_id"]["value"],
+                host=hostname,
+                ip=hostname,
+                attributes=attributes,
+                volumes=[{"containerPath": c, "persistenceId": p} for c, _, p, _ in made],
+                ports=[host_ports[ep["name"]] for ep in endpoints_of(pod)],
+                created_at=now,
+            )
+        )
+        return trial
 
     # -- views -----------------------------------------------------------------------------
 
@@ -721,6 +898,7 @@ class PodManager:
                     "lastChanged": iso(t["since"]),
                 }
             )
+        res = self.reservations.get(inst.reservation)
         return {
             "id": inst.instance_id,
             "status": inst.status(pod),
@@ -732,6 +910,7 @@ class PodManager:
             "networks": [],
             "containers": containers,
             "specReference": f"/v2/pods{inst.pod_id}::versions/{inst.version}",
+            "localVolumes": res.local_volumes() if res is not None else [],
             "lastUpdated": iso(since),
             "lastChanged": iso(since),
         }
@@ -762,6 +941,54 @@ class PodManager:
             "lastUpdated": iso(now),
             "lastChanged": pod["version"],
         }
+
+
+def _carve(
+    pod: Mapping[str, Any],
+    pool: Pool,
+    roles: list[str],
+    fixed: Mapping[str, int] | None = None,
+    extra_disk: float = 0.0,
+) -> tuple[Pool, list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, int]] | None:
+    """One instance's resources out of a copy of ``pool``, as Marathon's TaskGroupBuilder
+    splits them: (the copy left, the executor's (its host ports too, and ``extra_disk``
+    more disk), each member's, endpoint name -> host port, ``fixed`` where given), or None
+    when they do not fit."""
+    trial = copy.deepcopy(pool)
+
+    def take(res: Mapping[str, float], ports: list[int]) -> tuple[list[Any], list[int]] | None:
+        spec = {
+            "acceptedResourceRoles": roles,
+            "gpus": 0,
+            **res,
+            "portDefinitions": [{"port": p} for p in ports],
+            "requirePorts": bool(ports) and all(ports),
+        }
+        return trial.take(spec)
+
+    own = dict(pod["executorResources"])
+    own["disk"] = own.get("disk", 0.0) + extra_disk
+    taken = take(own, [])
+    if taken is None:
+        return None
+    executor_resources = taken[0]
+    container_resources: dict[str, list[dict[str, Any]]] = {}
+    for c in pod["containers"]:
+        got = take(c["resources"], [])
+        if got is None:
+            return None
+        container_resources[c["name"]] = got[0]
+    host_ports: dict[str, int] = {}
+    for c in pod["containers"]:
+        for ep in c["endpoints"]:
+            nothing = {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
+            wanted = (fixed or {}).get(ep["name"], ep["hostPort"])
+            got = take(nothing, [wanted])
+            if got is None or not got[1]:
+                return None
+            host_ports[ep["name"]] = got[1][0]
+            executor_resources += got[0]  # the port, held by the executor (Marathon's)
+    return trial, executor_resources, container_resources, host_ports
 
 
 def _total(pod: Mapping[str, Any]) -> dict[str, float]:

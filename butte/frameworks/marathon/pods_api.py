@@ -41,10 +41,11 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
-def _force(request: web.Request) -> bool:
-    value = request.query.get("force", "false").strip().lower()
+def _force(request: web.Request, name: str = "force") -> bool:
+    """A boolean query parameter (``force``, ``wipe``); 400 for another value."""
+    value = request.query.get(name, "false").strip().lower()
     if value not in ("true", "false", "1", "0", ""):
-        raise ApiError(400, {"message": f"query parameter force={value!r} is not a boolean"})
+        raise ApiError(400, {"message": f"query parameter {name}={value!r} is not a boolean"})
     return value in ("true", "1")
 
 
@@ -115,7 +116,9 @@ class PodRoutes:
             return _json(version)
         if action.startswith("instances/"):
             self._only(request, "DELETE")
-            (inst,) = self.pods.kill_instances(pod_id, [action[len("instances/") :]], now)
+            instance = action[len("instances/") :]
+            wipe = _force(request, "wipe")
+            (inst,) = self.pods.kill_instances(pod_id, [instance], now, wipe)
             rendered = self.pods.instance_json(inst, self.pods.pods[pod_id])
             await self.service.flush()
             return _json(rendered)
@@ -124,7 +127,7 @@ class PodRoutes:
             ids = await self._body(request)
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise ApiError(422, {"message": "expected a JSON list of instance ids"})
-            killed = self.pods.kill_instances(pod_id, ids, now)
+            killed = self.pods.kill_instances(pod_id, ids, now, _force(request, "wipe"))
             pod = self.pods.pods[pod_id]
             await self.service.flush()
             return _json([self.pods.instance_json(inst, pod) for inst in killed])

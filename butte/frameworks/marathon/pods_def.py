@@ -2,8 +2,9 @@
 Mesos ExecutorInfo and TaskGroupInfo of one pod instance (pure functions; docs/marathon.md
 "Pods").
 
-What butte does not run (APPC images, persistent volumes, networks other than ``host``,
-secrets ...) is refused with 422 naming the field, never dropped.
+What butte does not run (APPC images, networks other than ``host``, secrets ...) is refused
+with 422 naming the field, never dropped. A pod with a persistent volume is resident, as an
+app with one is (docs/marathon.md "Stateful apps"): Marathon's rules for those apply.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from butte.frameworks.marathon.appdef import (
     DEFAULT_UPGRADE,
     MAX_INSTANCES,
     MAX_SCALAR,
+    RESIDENT_UPGRADE,
     Invalid,
     _bool,
     _Errors,
@@ -27,6 +29,7 @@ from butte.frameworks.marathon.appdef import (
     artifact,
     canonical_id,
     id_errors,
+    persistent_info,
     unreachable_strategy,
     user_name,
 )
@@ -366,18 +369,23 @@ def _volume_mounts(errors: _Errors, path: str, raw: Any, image: bool) -> list[di
     return out
 
 
-def _volumes(errors: _Errors, raw: Any) -> list[dict[str, str]]:
+def _volumes(errors: _Errors, raw: Any) -> list[dict[str, Any]]:
     """The pod's ``volumes``: ephemeral ones (a ``name`` only: a directory of the
-    instance's executor sandbox that its containers share) and ``host`` ones (an absolute
-    path on the agent, or a path in the executor's sandbox)."""
+    instance's executor sandbox that its containers share), ``host`` ones (an absolute
+    path on the agent, or a path in the executor's sandbox) and ``persistent`` ones (a local
+    persistent volume of the instance's reservation, held by its executor: `persistent_info`)."""
     out = []
     seen: set[str] = set()
     for p, volume in _items(errors, "/volumes", raw):
-        if "persistent" in volume:
-            errors.add(f"{p}/persistent", f"persistent {_NOT_BUILT} in pods")
         _unknown(errors, p, volume, frozenset({"name", "host", "persistent"}))
         name = _unique_name(errors, f"{p}/name", volume.get("name"), "volume", seen)
-        entry = {"name": name}
+        entry: dict[str, Any] = {"name": name}
+        if volume.get("persistent") is not None:
+            if volume.get("host") is not None:
+                errors.add(p, "a volume is either host or persistent")
+            entry["persistent"] = persistent_info(errors, f"{p}/persistent", volume["persistent"])
+            out.append(entry)
+            continue
         host = volume.get("host")
         if host is not None:
             if not isinstance(host, str) or not host or ".." in host.split("/"):
@@ -460,13 +468,17 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         scheduling,
         frozenset({"backoff", "upgrade", "placement", "killSelection", "unreachableStrategy"}),
     )
+    volumes = _volumes(errors, raw.get("volumes"))
+    resident = any("persistent" in v for v in volumes)
     unreachable = unreachable_strategy(
         errors,
-        scheduling.get("unreachableStrategy", DEFAULT_UNREACHABLE),
+        scheduling.get("unreachableStrategy", "disabled" if resident else DEFAULT_UNREACHABLE),
         "/scheduling/unreachableStrategy",
     )
     upgrade_raw = _object(errors, "/scheduling/upgrade", scheduling.get("upgrade"))
     _unknown(errors, "/scheduling/upgrade", upgrade_raw, frozenset(DEFAULT_UPGRADE))
+    if resident and not upgrade_raw:
+        upgrade_raw = RESIDENT_UPGRADE  # Marathon's PodNormalization for resident pods
     upgrade = {
         k: _number(errors, f"/scheduling/upgrade/{k}", upgrade_raw.get(k, d), 0, 1)
         for k, d in DEFAULT_UPGRADE.items()
@@ -483,7 +495,8 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
     placement_fields = frozenset({"constraints", "acceptedResourceRoles"})
     _unknown(errors, "/scheduling/placement", placement, placement_fields)
     constraints = _constraints(errors, placement.get("constraints"))
-    roles_raw = placement.get("acceptedResourceRoles", ["*", role] if role != "*" else ["*"])
+    default_roles = ["*", role] if role != "*" and not resident else ["*"]
+    roles_raw = placement.get("acceptedResourceRoles", default_roles)
     if (
         not isinstance(roles_raw, list)
         or not roles_raw
@@ -499,7 +512,6 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
         errors.add("/scheduling/killSelection", f"must be one of {', '.join(KILL_SELECTIONS)}")
     if "legacySharedCgroups" in raw:
         _bool(errors, "/legacySharedCgroups", raw["legacySharedCgroups"])
-    volumes = _volumes(errors, raw.get("volumes"))
     names = {v["name"] for v in volumes}
     pod = {
         "id": pod_id,
@@ -528,8 +540,70 @@ def normalize_pod(raw: Any, role: str = "*", path_id: str | None = None) -> dict
     user = user_name(errors, "/user", raw.get("user"))
     if user is not None:  # absent when not given, as definitions stored before users were
         pod["user"] = user
+    if resident:
+        _resident_rules(errors, pod, role)
     errors.raise_if_any()
     return pod
+
+
+def _resident_rules(errors: _Errors, pod: Mapping[str, Any], role: str) -> None:
+    """Marathon's PodsValidation rules for a pod with persistent volumes, and butte's own:
+    a role to reserve in."""
+    scheduling = pod["scheduling"]
+    if scheduling["upgrade"]["maximumOverCapacity"] != 0:
+        errors.add(
+            "/scheduling/upgrade/maximumOverCapacity",
+            "must be 0 for a pod with persistent volumes (its instances keep their reservations)",
+        )
+    if scheduling["unreachableStrategy"] != "disabled":
+        errors.add(
+            "/scheduling/unreachableStrategy",
+            "unreachableStrategy must be disabled for pods with persistent volumes",
+        )
+    if scheduling["placement"]["acceptedResourceRoles"] != ["*"]:
+        errors.add(
+            "/scheduling/placement/acceptedResourceRoles",
+            'A resident pod must have `acceptedResourceRoles = ["*"]`.',
+        )
+    if role == "*":
+        errors.add(
+            "/volumes",
+            "persistent volumes live on reservations, which need a role other than '*': "
+            "start butte marathon with --mesos_role ROLE",
+        )
+
+
+def persistent_volumes(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A canonical pod's persistent volumes (a resident pod has some)."""
+    return [v for v in pod.get("volumes", ()) if "persistent" in v]
+
+
+def resident_update_problems(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Why ``new`` may not replace ``old`` when either is resident (Marathon's PodsValidation
+    ``residentUpdateIsValid``): its instances' reservations were made for the old
+    resources, volumes and host ports. Empty: it may."""
+    if not (persistent_volumes(old) or persistent_volumes(new)):
+        return []
+    again = " If you need to make this change, please create a new pod."
+    out = []
+    if persistent_volumes(old) != persistent_volumes(new):
+        out.append(("/volumes", "persistent volumes cannot be updated."))
+
+    def resources(pod: Mapping[str, Any]) -> Any:
+        own = [(c["name"], c["resources"]) for c in pod["containers"]]
+        return pod["executorResources"], own
+
+    if resources(old) != resources(new):
+        out.append(("/containers", "Pods with persistent volumes may not change resources."))
+    if _fixed_ports(old) != _fixed_ports(new):
+        out.append(("/containers", "Pods with persistent volumes may not change host ports."))
+    return [{"path": path, "errors": [text + again]} for path, text in out]
+
+
+def _fixed_ports(pod: Mapping[str, Any]) -> list[tuple[str, int]]:
+    return [(ep["name"], ep["hostPort"]) for ep in endpoints_of(pod)]
 
 
 def _constraints(errors: _Errors, raw: Any) -> list[dict[str, str]]:
@@ -589,6 +663,7 @@ def build_task_group(
     executor_resources: list[dict[str, Any]],
     container_resources: Mapping[str, list[dict[str, Any]]],
     host_ports: Mapping[str, int],
+    attempt: int = 1,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ExecutorInfo (DEFAULT, id ``instance-<pod>.<uuid>``, the pod's executor
     resources and its host ports, its labels) and the member TaskInfos (id
@@ -597,9 +672,12 @@ def build_task_group(
     ``HOST``, Marathon's context variables and ``ENDPOINT_<NAME>``,
     its health check and kill policy) of one instance, as Marathon's TaskGroupBuilder makes
     them. ``executor_resources``: taken from the offer for the executor, the host ports
-    included; ``host_ports``: endpoint name -> host port taken."""
+    included (and a resident instance's persistent volumes); ``host_ports``: endpoint name
+    -> host port taken. A resident instance's later launches (``attempt`` 2 and on) have
+    ids ending ``.<attempt>``: a new executor, whatever became of the last one."""
     prefix, _, uid = instance_id.rpartition(".instance-")
-    executor_id = f"instance-{prefix}.{uid}"
+    again = f".{attempt}" if attempt > 1 else ""
+    executor_id = f"instance-{prefix}.{uid}{again}"
     executor: dict[str, Any] = {
         "type": "DEFAULT",
         "executor_id": {"value": executor_id},
@@ -609,7 +687,7 @@ def build_task_group(
     if pod["labels"]:
         executor["labels"] = {"labels": [{"key": k, "value": v} for k, v in pod["labels"].items()]}
     volumes = {v["name"]: v for v in pod.get("volumes", ())}
-    ephemeral = [n for n, v in volumes.items() if "host" not in v]
+    ephemeral = [n for n, v in volumes.items() if "host" not in v and "persistent" not in v]
     if ephemeral:  # each a directory of the executor's sandbox, made for the members
         executor["container"] = {
             "type": "MESOS",
@@ -619,7 +697,7 @@ def build_task_group(
     endpoint_env.update({f"EP_HOST_{_env_name(n)}": str(p) for n, p in host_ports.items()})
     tasks = []
     for c in pod["containers"]:
-        task_id = f"{instance_id}.{c['name']}"
+        task_id = f"{instance_id}.{c['name']}{again}"
         resources = c["resources"]
         labels = {**pod["labels"], **c["labels"]}
         env = {
@@ -691,12 +769,14 @@ def _sandbox_volume(container_path: str, kind: str, path: str, mode: str = "RW")
     }
 
 
-def _member_volume(mount: Mapping[str, Any], volume: Mapping[str, str]) -> dict[str, Any]:
+def _member_volume(mount: Mapping[str, Any], volume: Mapping[str, Any]) -> dict[str, Any]:
     """A member's Mesos Volume for one of its ``volumeMounts``, as Marathon's
     TaskGroupBuilder makes it: an ephemeral volume is ``volumes/<name>`` of the executor's
-    sandbox (PARENT); a host volume its absolute host path, or a path in the executor's
-    sandbox."""
+    sandbox (PARENT); a persistent one ``<name>`` there (where the executor holds it); a
+    host volume its absolute host path, or a path in the executor's sandbox."""
     mode = "RO" if mount.get("readOnly") else "RW"
+    if "persistent" in volume:
+        return _sandbox_volume(mount["mountPath"], "PARENT", volume["name"], mode)
     host = volume.get("host")
     if host is None:
         return _sandbox_volume(mount["mountPath"], "PARENT", _EPHEMERAL + volume["name"], mode)

@@ -16,8 +16,10 @@ RESERVATION_REFINEMENT is offered (docs/protocol.md §1.6).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from butte.frameworks.marathon.model import Reservation
 
 FRAMEWORK_LABEL = "marathon_framework_id"
 TASK_LABEL = "marathon_task_id"
@@ -145,3 +147,110 @@ def destroy_and_unreserve(resources: Iterable[Mapping[str, Any]]) -> list[dict[s
         ops.append({"type": "DESTROY", "destroy": {"volumes": volumes}})
     ops.append({"type": "UNRESERVE", "unreserve": {"resources": plain}})
     return ops
+
+
+class Reservations:
+    """Every resident instance's reservation, apps' and pods' (their ids share one
+    namespace), shared by the planner and the pod manager: by id and by run spec, which
+    changed since the last store (`take_dirty`), and which are to be freed once an offer
+    brings them (`to_free`: offers are wanted until then)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Reservation] = {}
+        self._by_spec: dict[str, set[str]] = {}
+        self._dirty: set[str] = set()
+        self.to_free: set[str] = set()
+
+    def get(self, rid: str | None) -> Reservation | None:
+        return self.by_id.get(rid) if rid else None
+
+    def of(self, spec_id: str) -> list[Reservation]:
+        """A run spec's reservations (decommissioned ones too)."""
+        return [self.by_id[r] for r in self._by_spec.get(spec_id, ())]
+
+    def restore(self, record: dict[str, Any]) -> None:
+        res = Reservation.from_record(record)
+        self._index(res)
+        if res.decommissioned:
+            self.to_free.add(res.id)
+
+    def add(self, res: Reservation) -> None:
+        self._index(res)
+        self.changed(res)
+
+    def _index(self, res: Reservation) -> None:
+        self.by_id[res.id] = res
+        self._by_spec.setdefault(res.app_id, set()).add(res.id)
+
+    def drop(self, res: Reservation) -> None:
+        self.by_id.pop(res.id, None)
+        ids = self._by_spec.get(res.app_id)
+        if ids is not None:
+            ids.discard(res.id)
+            if not ids:
+                del self._by_spec[res.app_id]
+        self._dirty.add(res.id)
+
+    def changed(self, res: Reservation) -> None:
+        self._dirty.add(res.id)
+
+    def take_dirty(self) -> list[tuple[str, str, Any]]:
+        """The changed records as the store takes them (None: deleted)."""
+        out = []
+        for rid in sorted(self._dirty):
+            res = self.by_id.get(rid)
+            out.append(("reservation", rid, res.record() if res is not None else None))
+        self._dirty.clear()
+        return out
+
+    def decommission(self, res: Reservation) -> None:
+        """The reservation goes: freed once nothing runs on it and an offer brings it."""
+        if not res.decommissioned:
+            res.decommissioned = True
+            self.changed(res)
+            self.to_free.add(res.id)
+
+    def ended(self, res: Reservation | None, task_id: str) -> None:
+        """What ran on it (a task id, or a pod instance's id) has ended."""
+        if res is not None and res.task_id == task_id:
+            res.task_id = None
+            self.changed(res)
+
+    def spare(self, spec_id: str, busy: Callable[[str], bool]) -> int:
+        """A run spec's reservations that run nothing, or something not ``busy`` (being
+        killed): what its wanted launches take before any new reservation is made."""
+        return sum(
+            1
+            for res in self.of(spec_id)
+            if not res.decommissioned and (not res.task_id or not busy(res.task_id))
+        )
+
+    def freeing(self, labelled: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """DESTROY and UNRESERVE of the offered reservations of instances that are gone or
+        decommissioned and run nothing (Marathon's OfferMatcherReconciler); their records
+        go with them."""
+        ops: list[dict[str, Any]] = []
+        for rid, resources in labelled.items():
+            res = self.by_id.get(rid)
+            if res is not None and (not res.decommissioned or res.task_id is not None):
+                continue
+            ops += destroy_and_unreserve(resources)
+            self.to_free.discard(rid)
+            if res is not None:
+                self.drop(res)
+        return ops
+
+    def timeouts(self, now: float, timeout: float) -> set[str]:
+        """Gives up new reservations that no offer brought back within ``timeout`` seconds
+        (Marathon's ``ReservationTimeout``): each record goes, so that its instance reserves
+        anew, and what was reserved is freed when an offer shows it. Returns the run specs
+        touched."""
+        touched = set()
+        for res in list(self.by_id.values()):
+            if res.launched or res.decommissioned or res.task_id:
+                continue
+            if now - res.created_at > timeout:
+                self.drop(res)
+                self.to_free.add(res.id)
+                touched.add(res.app_id)
+        return touched
