@@ -63,6 +63,7 @@ import logging
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import socket
@@ -93,8 +94,11 @@ MAX_FINISHED = 1000
 MAX_RUNNING = 256
 PARENT_CHECK_INTERVAL = 1.0
 # How long output may go on after the command ended (a background child holding its
-# stdout) before the streams are closed anyway.
+# stdout) before the streams are closed anyway; output already waiting to be read extends
+# that up to OUTPUT_DRAIN_MAX (an agent starved of CPU past OUTPUT_DRAIN must not cut off
+# the last lines the command wrote before it ended).
 OUTPUT_DRAIN = 1.0
+OUTPUT_DRAIN_MAX = 10.0
 # How often the sandbox files of a recovered container are looked at for new output.
 FOLLOW_INTERVAL = 0.25
 # How long recovery waits for the launchers of the containers it kills to be gone.
@@ -866,13 +870,19 @@ class NestedContainers:
             # Popen polling a pid the launcher reused): after our SIGKILL, that ended it.
             returncode = -signal.SIGKILL
         container.wait_status = returncode << 8 if returncode >= 0 else -returncode
+        fds = [fd for _, fd in container.outputs]
+        loop = asyncio.get_running_loop()
+        until = loop.time() + OUTPUT_DRAIN_MAX
         while not pumping.done():
             try:
                 await asyncio.wait_for(asyncio.shield(pumping), OUTPUT_DRAIN)
             except TimeoutError:
-                # Still handing output to slow readers: wait on. Else the pipes are held
-                # open by something the command left behind: stop reading them.
-                if not container.delivering:
+                # Still handing output to slow readers, or output (or its end) waits to be
+                # read: wait on. Else the pipes are held open by something the command left
+                # behind: stop reading them.
+                if container.delivering:
+                    continue
+                if not (output_pending(fds) and loop.time() < until):
                     break
         if not pumping.done():
             pumping.cancel()
@@ -1624,6 +1634,16 @@ def _read_all(fd: int) -> str:
 def resize(fd: int, rows: int, columns: int) -> None:
     """TIOCSWINSZ on a pty master: the command's terminal gets the size (and SIGWINCH)."""
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def output_pending(fds: list[int]) -> bool:
+    """Whether any of the output fds has something to read now: data, or its end (EOF, a
+    pty master's EIO). A closed fd has nothing."""
+    poller = select.poll()  # not select(): an agent's fds may be past FD_SETSIZE
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    readable = select.POLLIN | select.POLLHUP | select.POLLERR
+    return any(events & readable for _, events in poller.poll(0))
 
 
 def _fd_reader(fd: int) -> Callable[[int], Any]:

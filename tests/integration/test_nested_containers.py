@@ -254,8 +254,22 @@ def test_tty_and_window_resize(task: Task) -> None:
     status, body = task.send_input(cid, [*records, _stdin(b"x\n")])
     assert status == 200, body
     text = session.output()["STDOUT"].decode()
+    # Its end first: output cut off and a command killed early would look alike.
+    ended = task.wait(cid)
+    assert ended["exit_status"] == 0, (ended, text)
     assert "24 80" in text and "40 120" in text, text
     assert "/dev/pts/" in text and "got:x" in text, text
+
+
+def test_a_terminals_last_output_arrives_whole(task: Task) -> None:
+    # A burst written right before the command (and then its launcher, the terminal's
+    # session leader) ends: the agent reads the pty master to its end (EIO), so nothing
+    # written before the exit may be cut off, however the exit and the reads interleave.
+    cid = task.nested()
+    command = "head -c 200000 /dev/zero | tr '\\0' x; echo; echo last"
+    session = task.session(cid, _shell(command), tty_info=_window(24, 80)["control"]["tty_info"])
+    out = session.output()["STDOUT"]
+    assert out == b"x" * 200_000 + b"\r\nlast\r\n", (len(out), out[-40:])
     assert task.wait(cid)["exit_status"] == 0
 
 
