@@ -1207,14 +1207,12 @@ class Planner:
                     )
                 break
             refused = self._refusals(spec, offer, hostname, attributes, now)
-            volumes = persistent_volumes(spec)
-            on_root = [v for v in volumes if v["persistent"]["type"] == "root"]
-            elsewhere = [v for v in volumes if v["persistent"]["type"] != "root"]
-            sizes = sum(v["persistent"]["size"] for v in on_root)
-            picks = None if refused else pool.take_sources([v["persistent"] for v in elsewhere])
+            volumes = [(v["containerPath"], v["persistent"]) for v in persistent_volumes(spec)]
+            on_root, elsewhere = resident.split_volumes(info for _, info in volumes)
+            picks = None if refused else pool.take_sources(elsewhere)
             taken = None
             if picks is not None:
-                taken = pool.take({**spec, "disk": spec["disk"] + sizes})
+                taken = pool.take({**spec, "disk": spec["disk"] + on_root})
                 if taken is None:
                     pool.put_back(picks)
             if taken is None or picks is None:
@@ -1227,15 +1225,7 @@ class Planner:
             resources, ports = taken
             unique = str(uuid.uuid4())
             rid = f"{app_id.strip('/').replace('/', '_')}.instance-{unique}"
-            made = []  # in the definition's order
-            sources = iter(picks)
-            for v in volumes:
-                pid = resident.persistence_id(app_id, v["containerPath"], unique)
-                if v["persistent"]["type"] == "root":
-                    made.append((v["containerPath"], v["persistent"]["size"], pid, None))
-                else:
-                    _, amount, disk = next(sources)
-                    made.append((v["containerPath"], amount, pid, disk["disk"]["source"]))
+            made = resident.volumes_made(app_id, volumes, picks, unique)
             operations += resident.reserve_and_create(
                 spec["role"],
                 resident.labels(self.framework_id, rid),

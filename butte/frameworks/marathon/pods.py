@@ -635,9 +635,13 @@ class PodManager:
                 rest.append(offer)
         return rest
 
-    def _placed(self, pod: Mapping[str, Any], now: float) -> list[tuple[str, Mapping[str, str]]]:
-        """Where the pod's instances are, for its constraints: the active ones, and a
-        resident pod's instances between launches (they stay on their reservations)."""
+    def _violates(self, pod: Mapping[str, Any], offer: Mapping[str, Any], now: float) -> bool:
+        """Whether a new instance on the offer's agent breaks a placement constraint, beside
+        the pod's active instances and a resident pod's instances between launches (they
+        stay on their reservations)."""
+        constraints = constraint_list(pod)
+        if not constraints:
+            return False
         placed: list[tuple[str, Mapping[str, str]]] = [
             (i.host, i.attributes)
             for i in self.pod_instances(pod["id"])
@@ -648,19 +652,15 @@ class PodManager:
             for r in self.reservations.of(pod["id"])
             if not r.task_id and not r.decommissioned
         ]
-        return placed
+        hostname = offer.get("hostname", "")
+        return first_violation(constraints, hostname, attributes_of(offer), placed) is not None
 
     def _place(
         self, pod: Mapping[str, Any], offer: Mapping[str, Any], pool: Pool, now: float
     ) -> tuple[Pool, tuple[dict[str, Any], list[dict[str, Any]]]] | None:
         """One instance on what is left of the offer: (the pool after it, (executor,
         tasks)), or None when it does not fit."""
-        hostname = offer.get("hostname", "")
-        attributes = attributes_of(offer)
-        constraints = constraint_list(pod)
-        if constraints and first_violation(
-            constraints, hostname, attributes, self._placed(pod, now)
-        ):
+        if self._violates(pod, offer, now):
             return None
         roles = pod["scheduling"]["placement"]["acceptedResourceRoles"]
         carved = _carve(pod, pool, roles)
@@ -807,16 +807,10 @@ class PodManager:
         """A new instance's RESERVE and CREATE on the offer's unreserved resources (the
         pool left after it), or None when it does not fit."""
         assert self.framework_id is not None
-        hostname = offer.get("hostname", "")
-        attributes = attributes_of(offer)
-        constraints = constraint_list(pod)
-        if constraints and first_violation(
-            constraints, hostname, attributes, self._placed(pod, now)
-        ):
+        if self._violates(pod, offer, now):
             return None
-        volumes = persistent_volumes(pod)
-        on_root = sum(v["persistent"]["size"] for v in volumes if v["persistent"]["type"] == "root")
-        elsewhere = [v["persistent"] for v in volumes if v["persistent"]["type"] != "root"]
+        volumes = [(v["name"], v["persistent"]) for v in persistent_volumes(pod)]
+        on_root, elsewhere = resident.split_volumes(info for _, info in volumes)
         picks = pool.take_sources(elsewhere)
         if picks is None:
             return None
@@ -828,15 +822,7 @@ class PodManager:
         trial, executor_resources, container_resources, host_ports = carved
         unique = str(uuid.uuid4())
         rid = f"{safe_id(pod['id'])}.instance-{unique}"
-        sources = iter(picks)
-        made = []
-        for v in volumes:
-            pid = resident.persistence_id(pod["id"], v["name"], unique)
-            if v["persistent"]["type"] == "root":
-                made.append((v["name"], v["persistent"]["size"], pid, None))
-            else:
-                _, amount, disk = next(sources)
-                made.append((v["name"], amount, pid, disk["disk"]["source"]))
+        made = resident.volumes_made(pod["id"], volumes, picks, unique)
         taken = [*executor_resources, *(r for rs in container_resources.values() for r in rs)]
         operations += resident.reserve_and_create(
             self.role,
@@ -849,9 +835,9 @@ class PodManager:
                 id=rid,
                 app_id=pod["id"],
                 agent_id=offer["agent_id"]["value"],
-                host=hostname,
-                ip=hostname,
-                attributes=attributes,
+                host=offer.get("hostname", ""),
+                ip=offer.get("hostname", ""),
+                attributes=attributes_of(offer),
                 volumes=[{"containerPath": c, "persistenceId": p} for c, _, p, _ in made],
                 ports=[host_ports[ep["name"]] for ep in endpoints_of(pod)],
                 created_at=now,

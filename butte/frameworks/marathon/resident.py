@@ -84,11 +84,42 @@ def persistence_id(app_id: str, container_path: str, unique: str) -> str:
     return f"{app_id.strip('/').replace('/', '_')}#{container_path}#{unique}"
 
 
+Picks = list[tuple[int, float, dict[str, Any]]]  # `launch.Pool.take_sources`
+# (container path or pod volume name, size in MiB, persistence id, PATH/MOUNT source or None)
+Volume = tuple[str, float, str, Mapping[str, Any] | None]
+
+
+def split_volumes(infos: Iterable[Mapping[str, Any]]) -> tuple[float, list[Mapping[str, Any]]]:
+    """Of persistent volumes' ``persistent`` infos: the MiB the ``root`` ones take of the
+    work disk, and the ``path`` and ``mount`` ones (each needs a disk of its kind)."""
+    infos = list(infos)
+    on_root = sum(i["size"] for i in infos if i["type"] == "root")
+    return on_root, [i for i in infos if i["type"] != "root"]
+
+
+def volumes_made(
+    spec_id: str, named: Iterable[tuple[str, Mapping[str, Any]]], picks: Picks, unique: str
+) -> list[Volume]:
+    """Each persistent volume (name, ``persistent`` info) as it is created, in the
+    definition's order: the root ones of their size, the others of the disk picked for them
+    (in `split_volumes`' order)."""
+    sources = iter(picks)
+    out: list[Volume] = []
+    for name, info in named:
+        pid = persistence_id(spec_id, name, unique)
+        if info["type"] == "root":
+            out.append((name, info["size"], pid, None))
+        else:
+            _, amount, disk = next(sources)
+            out.append((name, amount, pid, disk["disk"]["source"]))
+    return out
+
+
 def reserve_and_create(
     role: str,
     resv_labels: Mapping[str, Any],
     taken: Iterable[Mapping[str, Any]],
-    volumes: Iterable[tuple[str, float, str, Mapping[str, Any] | None]],
+    volumes: Iterable[Volume],
 ) -> list[dict[str, Any]]:
     """The RESERVE of ``taken`` (unreserved resources of an offer: the root disk with the
     root volumes' sizes, and the PATH or MOUNT disks of the others) for ``role`` with
