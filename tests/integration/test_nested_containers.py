@@ -302,6 +302,12 @@ def test_kill_wait_remove(task: Task) -> None:
         {"Content-Type": "application/json"},
     )
     assert status == 202
+    # Killed once it has printed (a SIGTERM before its echo would leave nothing to keep).
+    stdout = _nested_sandbox(task, cid["value"]) / "stdout"
+    deadline = time.monotonic() + 20
+    while not (stdout.exists() and stdout.read_text() == "started\n"):
+        assert time.monotonic() < deadline, "the command never printed"
+        time.sleep(0.05)
     task.agent.call("KILL_NESTED_CONTAINER", {"container_id": cid, "signal": int(signal.SIGTERM)})
     result = task.wait(cid)
     assert result == {"exit_status": signal.SIGTERM}
@@ -312,8 +318,8 @@ def test_kill_wait_remove(task: Task) -> None:
     assert e.value.status == 404 and "cannot be found (or is already killed)" in e.value.message
     attach = {"type": "ATTACH_CONTAINER_OUTPUT", "attach_container_output": {"container_id": cid}}
     assert task.post(attach, STREAM)[0] == 500
-    sandbox = _nested_sandbox(task, cid["value"])
-    assert (sandbox / "stdout").read_text() == "started\n"
+    sandbox = stdout.parent
+    assert stdout.read_text() == "started\n"
     task.agent.call("REMOVE_NESTED_CONTAINER", {"container_id": cid})
     assert not sandbox.exists()
     with pytest.raises(OperatorError) as e:
