@@ -1058,7 +1058,8 @@ def container_info(
 def is_resident(spec: Mapping[str, Any]) -> bool:
     """Whether a canonical app has a local persistent volume (Marathon's ``isResident``): its
     instances live on reservations of their agent and are relaunched there."""
-    return bool(persistent_volumes(spec))
+    container = spec.get("container") or {}  # asked per app per offer: no list made
+    return any("persistent" in v for v in container.get("volumes", ()))
 
 
 def persistent_volumes(spec: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ def labels(framework_id: str, reservation_id: str) -> dict[str, Any]:
 
 
 def _reservation_labels(resource: Mapping[str, Any]) -> dict[str, str]:
+    if "reservations" not in resource and "reservation" not in resource:
+        return {}  # most of an offer: unreserved or statically reserved (a hot path)
     stack = resource.get("reservations")
     resv = stack[-1] if isinstance(stack, list) and stack else resource.get("reservation")
     if not isinstance(resv, Mapping):
@@ -48,7 +50,7 @@ def is_plain(resource: Mapping[str, Any]) -> bool:
     """Whether an offered resource may be taken as it is by a task that reserves nothing:
     not a labelled (dynamic, someone's) reservation, not a persistent volume, no disk but
     the root disk (a MOUNT disk is taken whole or not at all)."""
-    return not _reservation_labels(resource) and resource.get("disk") is None
+    return resource.get("disk") is None and not _reservation_labels(resource)
 
 
 def is_source_disk(resource: Mapping[str, Any]) -> bool:
