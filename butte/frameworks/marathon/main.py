@@ -336,8 +336,9 @@ class Service:
                 # as TASK_GONE/UNKNOWN and is replaced; a launched one keeps running).
                 infos = effect.tasks if isinstance(effect, Launch) else _members(effect)
                 tasks = [(t["task_id"]["value"], effect.agent_id) for t in infos]
-                with contextlib.suppress(CallError):
-                    await client.reconcile(tasks)
+                if tasks:  # (none: only operations, and an empty list asks for every task)
+                    with contextlib.suppress(CallError):
+                        await client.reconcile(tasks)
 
     async def _probe(self, e: Probe) -> None:
         """Sends one readiness check and hands the answer to the planner."""
