@@ -13,7 +13,12 @@ import pytest
 
 from butte.core import resource_ops
 from butte.core.resources import Resources
-from butte.frameworks.marathon.appdef import Invalid, merge_update, normalize_app
+from butte.frameworks.marathon.appdef import (
+    Invalid,
+    container_info,
+    merge_update,
+    normalize_app,
+)
 from butte.frameworks.marathon.model import Launch, LaunchGroup
 from butte.frameworks.marathon.planner import Planner, PlannerConfig
 from butte.frameworks.marathon.pods import PodManager
@@ -616,3 +621,27 @@ def test_resident_pods_follow_marathons_rules():
     with pytest.raises(Invalid) as e:
         m.update(normalize_pod(bigger, role=ROLE), 1.0, m.new_version(1.0), force=True)
     assert "create a new pod" in str(e.value.details)
+
+
+def test_a_mesos_container_without_an_image_carries_only_volumes():
+    host = {"containerPath": "logs", "hostPath": "/var/log/app", "mode": "RO"}
+    spec = normalize_app(
+        {"id": "/v", "cmd": "ls logs", "container": {"type": "MESOS", "volumes": [host]}}
+    )
+    assert spec["container"] == {"type": "MESOS", "volumes": [host]}
+    assert container_info(spec["container"]) == {
+        "type": "MESOS",
+        "volumes": [{"container_path": "logs", "host_path": "/var/log/app", "mode": "RO"}],
+    }
+    # no root filesystem of its own to mount into: a path in the sandbox only
+    with pytest.raises(Invalid) as e:
+        normalize_app(
+            {
+                "id": "/v",
+                "cmd": "true",
+                "container": {"type": "MESOS", "volumes": [{**host, "containerPath": "/logs"}]},
+            }
+        )
+    assert "relative path in the sandbox" in str(e.value.details)
+    # a persistent volume's container carries no volume of its own: the disk resource does
+    assert container_info(resident_app()["container"]) == {"type": "MESOS"}
