@@ -645,3 +645,19 @@ def test_a_mesos_container_without_an_image_carries_only_volumes():
     assert "relative path in the sandbox" in str(e.value.details)
     # a persistent volume's container carries no volume of its own: the disk resource does
     assert container_info(resident_app()["container"]) == {"type": "MESOS"}
+
+
+def test_a_resident_pods_mount_volume_takes_a_whole_mount_disk():
+    w = PodWorld()
+    w.agents["a3"] = Agent("a3", "h3", [source_disk("MOUNT", "/mnt/m1", 700)])
+    raw = {**POD, "volumes": [{"name": "data", "persistent": {"type": "mount", "size": 500}}]}
+    w.m.create(normalize_pod(raw, role=ROLE), w.now, w.m.new_version(w.now))
+    assert w.offer("a1") is None  # no MOUNT disk there
+    reserved = w.offer("a3")
+    [created] = reserved.operations[1]["create"]["volumes"]
+    assert created["disk"]["source"]["mount"]["root"] == "/mnt/m1"
+    assert created["scalar"]["value"] == 700
+    launch = w.offer("a3")
+    [(executor, _)] = launch.groups
+    [volume] = [r for r in executor["resources"] if (r.get("disk") or {}).get("persistence")]
+    assert volume["disk"]["source"]["type"] == "MOUNT"
