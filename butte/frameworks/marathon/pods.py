@@ -197,7 +197,8 @@ class PodManager:
         reservations: resident.Reservations | None = None,
     ) -> None:
         self.role = role
-        # resident pods' instances: the planner's registry (shared with resident apps)
+        # resident pods' instances: the planner's registry (shared with resident apps; the
+        # planner's take_dirty hands its changed records to the store)
         self.reservations = reservations if reservations is not None else resident.Reservations()
         # Seconds an instance may take to run every member (--task_launch_timeout).
         self.task_launch_timeout = task_launch_timeout
