@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from butte.client.operator import OperatorClient
 from butte.testing.cluster import start_cluster
 from butte.testing.marathon import start_marathon
 from butte.testing.require import require_module
@@ -222,3 +223,25 @@ def test_a_stateful_pod_keeps_its_volume_across_instance_kills_until_deleted(
         m.wait_until(lambda: not m.get("/v2/deployments"), 30, "no deployment")
         m.request("DELETE", "/v2/pods/pdb")
         m.wait_until(lambda: not _reserved(cluster) and not volume.exists(), 60, "all freed")
+
+
+def test_an_instance_whose_agent_is_marked_gone_reserves_anew_on_another(tmp_path: Path) -> None:
+    with (
+        start_cluster(tmp_path, agents=2) as cluster,
+        start_marathon(cluster.master_address, tmp_path, ["--mesos_role", ROLE]) as m,
+    ):
+        client = marathon.MarathonClient(m.url, timeout=20)
+        client.create_app("/db", _app())
+        [task] = m.wait_until(lambda: _running(client, "/db", 1), 60, "the task running")
+        # The operator says the agent is gone for good: its reservation and volume with it.
+        OperatorClient(cluster.master_address).call(
+            "MARK_AGENT_GONE", {"agent_id": {"value": task.slave_id}}
+        )
+        [moved] = m.wait_until(
+            lambda: [t for t in _running(client, "/db", 1) or [] if t.id != task.id] or None,
+            60,
+            "the instance anew on the other agent",
+        )
+        assert moved.slave_id != task.slave_id
+        assert moved.id.endswith("._app.1")  # a new instance, a new reservation
+        assert moved.local_volumes[0]["persistenceId"] != task.local_volumes[0]["persistenceId"]

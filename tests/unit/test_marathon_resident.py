@@ -19,7 +19,7 @@ from butte.frameworks.marathon.appdef import (
     merge_update,
     normalize_app,
 )
-from butte.frameworks.marathon.model import Launch, LaunchGroup
+from butte.frameworks.marathon.model import TERMINAL_STATES, Launch, LaunchGroup
 from butte.frameworks.marathon.planner import Planner, PlannerConfig
 from butte.frameworks.marathon.pods import PodManager
 from butte.frameworks.marathon.pods_def import normalize_pod
@@ -104,7 +104,7 @@ class World:
 
     def status(self, task_id: str, state: str) -> None:
         self.p.status({"task_id": {"value": task_id}, "state": state}, self.now)
-        if state in ("TASK_FAILED", "TASK_KILLED", "TASK_FINISHED"):
+        if state in TERMINAL_STATES:
             for agent in self.agents.values():
                 if task_id in agent.tasks:
                     agent.ended(task_id)
@@ -661,3 +661,36 @@ def test_a_resident_pods_mount_volume_takes_a_whole_mount_disk():
     [(executor, _)] = launch.groups
     [volume] = [r for r in executor["resources"] if (r.get("disk") or {}).get("persistence")]
     assert volume["disk"]["source"]["type"] == "MOUNT"
+
+
+def test_an_instance_whose_agent_was_marked_gone_reserves_anew_elsewhere():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    (old,) = w.p.reservations.of("/db")
+    # An agent that only rebooted keeps its volumes: TASK_GONE leaves the reservation.
+    w.status(task_id, "TASK_GONE")
+    w.tick(5)
+    assert w.p.reservations.of("/db") == [old]
+    relaunched = w.offer("a1")
+    again = relaunched.tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(again, "TASK_RUNNING")
+    # Marked gone by the operator: its reservation went with it.
+    w.status(again, "TASK_GONE_BY_OPERATOR")
+    w.tick(5)
+    assert not w.p.reservations.of("/db") and old.id not in w.p.reservations.to_free
+    assert _kinds(w.offer("a2")) == ["RESERVE", "CREATE"]
+
+
+def test_a_resident_pod_instance_whose_agent_was_marked_gone_reserves_anew():
+    w = PodWorld()
+    w.m.create(normalize_pod(POD, role=ROLE), w.now, w.m.new_version(w.now))
+    w.offer("a1")
+    [(_, tasks)] = w.offer("a1").groups  # type: ignore[union-attr]
+    for t in tasks:
+        w.pod_status(t["task_id"]["value"], "TASK_GONE_BY_OPERATOR")
+    w.now += 5
+    assert not w.p.reservations.of("/pdb")
+    assert _kinds(w.offer("a2")) == ["RESERVE", "CREATE"]

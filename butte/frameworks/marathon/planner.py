@@ -700,6 +700,7 @@ class Planner:
 
     def _terminal(self, inst: Instance, state: str, status: Mapping[str, Any], now: float) -> None:
         self._remove(inst)
+        self.reservations.gone_with_agent(self.reservations.get(inst.reservation), state)
         if inst.killing:
             return
         if state == "TASK_KILLED" and status.get("healthy") is False:

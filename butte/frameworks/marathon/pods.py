@@ -444,6 +444,7 @@ class PodManager:
             task["healthy"] = bool(status["healthy"])
         self.dirty.add(("podinstance", inst.instance_id))
         if state in TERMINAL_STATES:
+            self.reservations.gone_with_agent(self.reservations.get(inst.reservation), state)
             if not inst.killing and not inst.failed:
                 inst.failed = True  # the default executor ends the others: make sure
                 if state in FAILURE_STATES and inst.pod_id in self.pods:

@@ -249,6 +249,13 @@ class Reservations:
             res.task_id = None
             self.changed(res)
 
+    def gone_with_agent(self, res: Reservation | None, state: str) -> None:
+        """A task of the instance ended with ``state``: TASK_GONE_BY_OPERATOR says its agent
+        was marked gone, and its reservation and volumes went with it, so the record goes
+        (nothing to free) and the instance reserves anew elsewhere."""
+        if res is not None and state == "TASK_GONE_BY_OPERATOR":
+            self.drop(res)
+
     def spare(self, spec_id: str, busy: Callable[[str], bool]) -> int:
         """A run spec's reservations that run nothing, or something not ``busy`` (being
         killed): what its wanted launches take before any new reservation is made."""
