@@ -694,3 +694,24 @@ def test_a_resident_pod_instance_whose_agent_was_marked_gone_reserves_anew():
     w.now += 5
     assert not w.p.reservations.of("/pdb")
     assert _kinds(w.offer("a2")) == ["RESERVE", "CREATE"]
+
+
+def test_an_unreachable_instance_waits_for_its_agent_and_relaunches_on_its_reservation():
+    w = World()
+    w.p.deploy({"/db": resident_app()}, w.now)
+    w.offer("a1")
+    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
+    w.status(task_id, "TASK_RUNNING")
+    w.status(task_id, "TASK_UNREACHABLE")
+    w.tick(600)
+    # unreachableStrategy disabled: the task is given up at once, the reservation kept
+    assert not w.p.app_instances("/db")
+    (res,) = w.p.reservations.of("/db")
+    assert w.offer("a2") is None  # it waits for its agent (Marathon's WAIT_FOREVER)
+    # The agent is back with the old task: unknown now, so killed; then relaunched there.
+    w.p.status({"task_id": {"value": task_id}, "state": "TASK_RUNNING"}, w.now)
+    assert [e.task_id for e in w.p.take_effects() if type(e).__name__ == "Kill"] == [task_id]
+    w.status(task_id, "TASK_KILLED")
+    launch = w.offer("a1")
+    assert launch is not None and _kinds(launch) == []
+    assert launch.tasks[0]["task_id"]["value"] == f"{res.id}._app.2"
