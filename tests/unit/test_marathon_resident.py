@@ -65,16 +65,24 @@ class Agent:
             "attributes": [],
         }
 
-    def accept(self, launch: Launch) -> None:
+    def accept(self, launch: Launch | LaunchGroup) -> None:
+        """The ACCEPT carried out: its operations by the master's rules, then what its
+        tasks (a task group's executor and members, held under the executor's id) take."""
         for op in launch.operations:
             kind = op["type"]
             conversion = resource_ops.parse_operation(kind, op[kind.lower()], None)
             self.free = resource_ops.apply(self.free, conversion)
-        for task in launch.tasks:
-            used = Resources.from_json(task["resources"])
+        held: dict[str, list[dict[str, Any]]] = {}
+        if isinstance(launch, Launch):
+            held = {t["task_id"]["value"]: t["resources"] for t in launch.tasks}
+        for executor, tasks in getattr(launch, "groups", ()):
+            resources = [*executor["resources"], *(r for t in tasks for r in t["resources"])]
+            held[executor["executor_id"]["value"]] = resources
+        for key, resources in held.items():
+            used = Resources.from_json(resources)
             assert self.free.contains(used), "a task takes what was not offered"
             self.free = self.free - used
-            self.tasks[task["task_id"]["value"]] = used
+            self.tasks[key] = used
 
     def ended(self, task_id: str) -> None:
         self.free = self.free + self.tasks.pop(task_id)
@@ -108,6 +116,16 @@ class World:
             for agent in self.agents.values():
                 if task_id in agent.tasks:
                     agent.ended(task_id)
+
+    def run_one(self) -> str:
+        """A resident app ``/db`` of one instance, reserved and running on a1: its task id."""
+        self.p.deploy({"/db": resident_app()}, self.now)
+        self.offer("a1")  # reserve and create
+        launch = self.offer("a1")
+        assert launch is not None
+        task_id = launch.tasks[0]["task_id"]["value"]
+        self.status(task_id, "TASK_RUNNING")
+        return task_id
 
     def tick(self, seconds: float = 0.1) -> list[Any]:
         self.now += seconds
@@ -177,10 +195,7 @@ def test_an_instance_reserves_creates_its_volume_then_launches_on_exactly_that()
 
 def test_a_failed_task_is_relaunched_on_its_reservation_and_nowhere_else():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     w.status(task_id, "TASK_FAILED")
     w.tick(5)  # past the backoff
     assert w.offer("a2") is None  # not elsewhere
@@ -198,10 +213,7 @@ def test_a_failed_task_is_relaunched_on_its_reservation_and_nowhere_else():
 
 def test_scaling_down_keeps_the_reservation_and_scaling_up_reuses_it():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     w.tick()
     w.p.deploy({"/db": merge_update(w.p.apps["/db"], {"instances": 0})}, w.now, force=True)
     kills = [e for e in w.tick() if type(e).__name__ == "Kill"]
@@ -253,10 +265,7 @@ def test_deleting_the_app_destroys_its_volumes_and_frees_its_reservation():
 
 def test_wipe_gives_the_instance_a_new_reservation():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     (old,) = w.p.reservations.of("/db")
     w.p.kill_tasks([task_id], w.now, wipe=True)
     w.status(task_id, "TASK_KILLED")
@@ -415,10 +424,7 @@ def test_a_new_version_replaces_each_instance_on_its_own_reservation():
 
 def test_a_restarted_planner_still_frees_what_was_decommissioned():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     w.p.deploy({"/db": None}, w.now, force=True)
     w.tick()
     w.status(task_id, "TASK_KILLED")
@@ -528,17 +534,7 @@ class PodWorld(World):
         used = [e for e in effects if isinstance(e, LaunchGroup | Launch)]
         assert len(used) <= 1
         for e in used:
-            for op in e.operations:
-                kind = op["type"]
-                conversion = resource_ops.parse_operation(kind, op[kind.lower()], None)
-                agent.free = resource_ops.apply(agent.free, conversion)
-            for executor, tasks in getattr(e, "groups", ()):
-                held = Resources.from_json(executor["resources"])
-                for t in tasks:
-                    held = held + Resources.from_json(t["resources"])
-                assert agent.free.contains(held), "a group takes what was not offered"
-                agent.free = agent.free - held
-                agent.tasks[executor["executor_id"]["value"]] = held
+            agent.accept(e)
         return used[0] if used else None
 
     def pod_status(self, task_id: str, state: str) -> None:
@@ -665,10 +661,7 @@ def test_a_resident_pods_mount_volume_takes_a_whole_mount_disk():
 
 def test_an_instance_whose_agent_was_marked_gone_reserves_anew_elsewhere():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     (old,) = w.p.reservations.of("/db")
     # An agent that only rebooted keeps its volumes: TASK_GONE leaves the reservation.
     w.status(task_id, "TASK_GONE")
@@ -698,10 +691,7 @@ def test_a_resident_pod_instance_whose_agent_was_marked_gone_reserves_anew():
 
 def test_an_unreachable_instance_waits_for_its_agent_and_relaunches_on_its_reservation():
     w = World()
-    w.p.deploy({"/db": resident_app()}, w.now)
-    w.offer("a1")
-    task_id = w.offer("a1").tasks[0]["task_id"]["value"]  # type: ignore[union-attr]
-    w.status(task_id, "TASK_RUNNING")
+    task_id = w.run_one()
     w.status(task_id, "TASK_UNREACHABLE")
     w.tick(600)
     # unreachableStrategy disabled: the task is given up at once, the reservation kept

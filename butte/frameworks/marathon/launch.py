@@ -41,10 +41,8 @@ class Pool:
         self.sources: list[tuple[dict[str, Any], list[float]]] = []
         for r in offer.get("resources", ()):
             # ``reserved``: the offered reservation of one resident instance, to be split
-            # among its tasks (volumes go to them whole, not through the pool)
-            if reserved and not (r.get("disk") or {}).get("persistence"):
-                pass
-            elif not is_plain(r):
+            # among its tasks (its volumes, handed out whole, are not given to the pool)
+            if not reserved and not is_plain(r):
                 if is_source_disk(r):
                     template = {k: v for k, v in r.items() if k != "scalar"}
                     self.sources.append((template, [float(r["scalar"]["value"])]))

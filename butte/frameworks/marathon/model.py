@@ -35,6 +35,11 @@ _INSTANCE_TASK_ID = re.compile(r"(.+\.(?:instance-|marathon-)[^_.]+)[._][^.]+(?:
 _LEGACY_TASK_ID = re.compile(r".+[._][^_.]+(?:\.\d+)?")
 
 
+def safe_id(path_id: str) -> str:
+    """Marathon's ``PathId.safePath`` of an app or pod id: ``/team/db`` is ``team_db``."""
+    return path_id.strip("/").replace("/", "_")
+
+
 def instance_id(task_id: str) -> str:
     """The id of the instance a task belongs to, as Marathon reports it in events, health
     check results and task failures (``web.instance-<uuid>`` of ``web.instance-<uuid>._app.1``);
@@ -146,9 +151,10 @@ class Reservation:
     volumes: list[dict[str, str]]
     ports: list[int]
     created_at: float
-    attempt: int = 0  # of the last task launched on it (its task ids end ``._app.<n>``)
+    # launches on it so far (its task ids end ``._app.<n>``); 0: never launched on, so it
+    # may time out unused
+    attempt: int = 0
     task_id: str | None = None  # the task running on it now
-    launched: bool = False  # a task was launched on it (else it may time out, unused)
     decommissioned: bool = False  # to be destroyed and unreserved once offered
 
     def record(self) -> dict[str, Any]:

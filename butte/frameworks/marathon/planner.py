@@ -70,6 +70,7 @@ from butte.frameworks.marathon.model import (
     iso,
     iso_ms,
     offer_json,
+    safe_id,
     status_update_event,
 )
 from butte.frameworks.offers import attributes_of
@@ -1120,7 +1121,7 @@ class Planner:
         pool = Pool(offer, self.rng)
         hostname = offer.get("hostname", "")
         attributes = attributes_of(offer)
-        ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
+        ip = _offer_ip(offer)
         tasks: list[dict[str, Any]] = []
         # The least any waiting app needs: once the offer has less, nobody fits any more.
         least = {n: min(float(self.apps[a][n]) for a in order) for n in ("cpus", "mem")}
@@ -1187,12 +1188,9 @@ class Planner:
         Returns whether the offer was used."""
         app_id = spec["id"]
         used = False
-        for rid, resources in labelled.items():
+        for res, resources in self.reservations.idle_offered(labelled, app_id):
             if self.wanted.get(app_id, 0) <= 0:
                 break
-            res = self.reservations.get(rid)
-            if res is None or res.app_id != app_id or res.decommissioned or res.task_id:
-                continue
             inst = self._instance_on(spec, res, now)
             tasks.append(task_info(spec, inst, resources))
             self.wanted[app_id] -= 1
@@ -1225,7 +1223,7 @@ class Planner:
                 break
             resources, ports = taken
             unique = str(uuid.uuid4())
-            rid = f"{app_id.strip('/').replace('/', '_')}.instance-{unique}"
+            rid = f"{safe_id(app_id)}.instance-{unique}"
             made = resident.volumes_made(app_id, volumes, picks, unique)
             operations += resident.reserve_and_create(
                 spec["role"],
@@ -1233,13 +1231,12 @@ class Planner:
                 [*resources, *(disk for _, _, disk in picks)],
                 made,
             )
-            ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or hostname
             res = Reservation(
                 id=rid,
                 app_id=app_id,
                 agent_id=offer["agent_id"]["value"],
                 host=hostname,
-                ip=ip,
+                ip=_offer_ip(offer),
                 attributes=attributes,
                 volumes=[{"containerPath": c, "persistenceId": p} for c, _, p, _ in made],
                 ports=ports,
@@ -1359,8 +1356,7 @@ class Planner:
             staged_at=now,
             reservation=res.id,
         )
-        res.task_id, res.launched = inst.task_id, True
-        self.reservations.changed(res)
+        self.reservations.launched_on(res, inst.task_id)
         self.instances[inst.task_id] = inst
         self.by_app.setdefault(res.app_id, set()).add(inst.task_id)
         self._changed(inst)
@@ -1377,7 +1373,7 @@ class Planner:
         now: float,
     ) -> Instance:
         app_id = spec["id"]
-        task_id = f"{app_id.strip('/').replace('/', '_')}.instance-{uuid.uuid4()}._app.1"
+        task_id = f"{safe_id(app_id)}.instance-{uuid.uuid4()}._app.1"
         inst = Instance(
             task_id=task_id,
             app_id=app_id,
@@ -1550,6 +1546,11 @@ class Planner:
         if "readiness" in embed:
             out["readinessCheckResults"] = self.readiness_of(app_id)
         return out
+
+
+def _offer_ip(offer: Mapping[str, Any]) -> str:
+    """The agent's address an offer names (its hostname where it names none)."""
+    return ((offer.get("url") or {}).get("address") or {}).get("ip") or offer.get("hostname", "")
 
 
 def _placement(inst: Instance) -> tuple[str, Mapping[str, str]]:

@@ -56,6 +56,7 @@ from butte.frameworks.marathon.model import (
     instance_changed_event,
     iso,
     iso_ms,
+    safe_id,
     status_update_event,
 )
 from butte.frameworks.marathon.planner import (
@@ -71,7 +72,6 @@ from butte.frameworks.marathon.pods_def import (
     endpoints_of,
     persistent_volumes,
     resident_update_problems,
-    safe_id,
 )
 from butte.frameworks.offers import attributes_of
 
@@ -744,12 +744,9 @@ class PodManager:
         then, while fewer instances are idle than launches are wanted, new ones reserve
         and create their volumes. Returns the pool left."""
         pod_id = pod["id"]
-        for rid, resources in labelled.items():
+        for res, resources in self.reservations.idle_offered(labelled, pod_id):
             if self.wanted.get(pod_id, 0) <= 0:
                 break
-            res = self.reservations.get(rid)
-            if res is None or res.app_id != pod_id or res.decommissioned or res.task_id:
-                continue
             group = self._launch_on(pod, res, resources, offer, now)
             if group is not None:
                 groups.append(group)
@@ -794,8 +791,7 @@ class PodManager:
             now,
             res,
         )
-        res.task_id, res.launched = res.id, True
-        self.reservations.changed(res)
+        self.reservations.launched_on(res, res.id)
         return group
 
     def _reserve(

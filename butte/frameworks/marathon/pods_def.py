@@ -640,11 +640,6 @@ def config_of(pod: Mapping[str, Any]) -> dict[str, Any]:
     return {**config, "scheduling": scheduling}
 
 
-def safe_id(pod_id: str) -> str:
-    """Marathon's ``PathId.safePath``: ``/team/db`` is ``team_db``."""
-    return pod_id.strip("/").replace("/", "_")
-
-
 def endpoints_of(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every endpoint of the pod, in container order (the order host ports are taken in)."""
     return [ep for c in pod["containers"] for ep in c["endpoints"]]

@@ -16,10 +16,10 @@ RESERVATION_REFINEMENT is offered (docs/protocol.md §1.6).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from butte.frameworks.marathon.model import Reservation
+from butte.frameworks.marathon.model import Reservation, safe_id
 
 FRAMEWORK_LABEL = "marathon_framework_id"
 TASK_LABEL = "marathon_task_id"
@@ -83,7 +83,7 @@ def offered(offer: Mapping[str, Any], framework_id: str | None) -> dict[str, lis
 
 def persistence_id(app_id: str, container_path: str, unique: str) -> str:
     """Marathon's LocalVolumeId: ``<app id as a safe path>#<container path>#<unique>``."""
-    return f"{app_id.strip('/').replace('/', '_')}#{container_path}#{unique}"
+    return f"{safe_id(app_id)}#{container_path}#{unique}"
 
 
 Picks = list[tuple[int, float, dict[str, Any]]]  # `launch.Pool.take_sources`
@@ -243,6 +243,23 @@ class Reservations:
             self.changed(res)
             self.to_free.add(res.id)
 
+    def idle_offered(
+        self, labelled: Mapping[str, list[dict[str, Any]]], spec_id: str
+    ) -> Iterator[tuple[Reservation, list[dict[str, Any]]]]:
+        """The run spec's reservations that an offer carries (`offered`) and that run
+        nothing and are not decommissioned: where its next launches go, with the offered
+        resources of each."""
+        for rid, resources in labelled.items():
+            res = self.by_id.get(rid)
+            if res is not None and res.app_id == spec_id and not res.decommissioned:
+                if not res.task_id:
+                    yield res, resources
+
+    def launched_on(self, res: Reservation, runner: str) -> None:
+        """``runner`` (a task id, or a pod instance's id) was launched on the reservation."""
+        res.task_id = runner
+        self.changed(res)
+
     def ended(self, res: Reservation | None, task_id: str) -> None:
         """What ran on it (a task id, or a pod instance's id) has ended."""
         if res is not None and res.task_id == task_id:
@@ -287,7 +304,7 @@ class Reservations:
         touched."""
         touched = set()
         for res in list(self.by_id.values()):
-            if res.launched or res.decommissioned or res.task_id:
+            if res.attempt or res.decommissioned or res.task_id:  # launched on, or going
                 continue
             if now - res.created_at > timeout:
                 self.drop(res)
